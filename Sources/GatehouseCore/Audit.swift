@@ -1,0 +1,124 @@
+import Crypto
+import Foundation
+
+/// One entry of the append-only audit log. Each event stores the SHA-256 of the previous one, so
+/// editing, inserting or deleting a row breaks the chain at that point.
+public struct AuditEvent: Sendable, Equatable, Codable {
+    public var seq: Int64
+    public var at: Date
+    public var actor: String
+    /// What happened, e.g. `request.created`, `request.approved`, `grant.revoked`.
+    public var action: String
+    /// The request, grant, token or principal the event is about.
+    public var subject: String
+    public var resource: String?
+    public var details: [String: String]
+    public var prevHash: String
+    public var hash: String
+
+    public init(seq: Int64, at: Date, actor: String, action: String, subject: String, resource: String?,
+                details: [String: String], prevHash: String, hash: String) {
+        self.seq = seq
+        self.at = at
+        self.actor = actor
+        self.action = action
+        self.subject = subject
+        self.resource = resource
+        self.details = details
+        self.prevHash = prevHash
+        self.hash = hash
+    }
+}
+
+/// An audit event before it is placed in the chain.
+public struct AuditEntry: Sendable, Equatable {
+    public var actor: String
+    public var action: String
+    public var subject: String
+    public var resource: String?
+    public var details: [String: String]
+
+    public init(actor: String, action: String, subject: String, resource: String? = nil, details: [String: String] = [:]) {
+        self.actor = actor
+        self.action = action
+        self.subject = subject
+        self.resource = resource
+        self.details = details
+    }
+}
+
+public enum AuditChain {
+    public static let genesisHash = String(repeating: "0", count: 64)
+
+    /// Places an entry after the event with `previous` (seq, hash).
+    public static func link(_ entry: AuditEntry, after previous: (seq: Int64, hash: String)?, at: Date) -> AuditEvent {
+        let seq = (previous?.seq ?? 0) + 1
+        let prevHash = previous?.hash ?? genesisHash
+        var event = AuditEvent(seq: seq, at: Date(unixMilliseconds: at.unixMilliseconds), actor: entry.actor, action: entry.action,
+                               subject: entry.subject, resource: entry.resource, details: entry.details,
+                               prevHash: prevHash, hash: "")
+        event.hash = hash(of: event)
+        return event
+    }
+
+    /// SHA-256 over every field but the hash itself, each length-prefixed so no two events share an encoding.
+    public static func hash(of event: AuditEvent) -> String {
+        var fields = [String(event.seq), String(event.at.unixMilliseconds), event.actor, event.action, event.subject,
+                      event.resource ?? "\u{0}"]
+        for key in event.details.keys.sorted() {
+            fields.append(key)
+            fields.append(event.details[key]!)
+        }
+        fields.append(event.prevHash)
+        var data = Data()
+        for field in fields {
+            let bytes = Array(field.utf8)
+            data.append(contentsOf: Array("\(bytes.count):".utf8))
+            data.append(contentsOf: bytes)
+        }
+        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
+    public struct Verification: Sendable, Equatable {
+        public var ok: Bool
+        public var eventsChecked: Int
+        /// The seq of the first event that does not verify, when there is one.
+        public var brokenAt: Int64?
+        public var problem: String?
+    }
+
+    /// Walks events in order from the genesis and names the first broken link. `head` is the chain head
+    /// recorded separately, so removing events from the end is detected too.
+    public static func verify(_ events: some Sequence<AuditEvent>, head: (seq: Int64, hash: String)?) -> Verification {
+        var expectedSeq: Int64 = 1
+        var prevHash = genesisHash
+        var count = 0
+        for event in events {
+            if event.seq != expectedSeq {
+                return Verification(ok: false, eventsChecked: count, brokenAt: expectedSeq,
+                                    problem: "event \(expectedSeq) is missing (next stored event is \(event.seq))")
+            }
+            if event.prevHash != prevHash {
+                return Verification(ok: false, eventsChecked: count, brokenAt: event.seq,
+                                    problem: "event \(event.seq) does not link to the event before it (an event was changed, inserted or removed)")
+            }
+            if hash(of: event) != event.hash {
+                return Verification(ok: false, eventsChecked: count, brokenAt: event.seq,
+                                    problem: "event \(event.seq) was modified after it was written (its content does not match its hash)")
+            }
+            prevHash = event.hash
+            expectedSeq += 1
+            count += 1
+        }
+        let lastSeq = expectedSeq - 1
+        if let head {
+            if head.seq != lastSeq || (lastSeq > 0 && head.hash != prevHash) {
+                return Verification(ok: false, eventsChecked: count, brokenAt: min(head.seq, lastSeq + 1),
+                                    problem: "the chain head records event \(head.seq) but the log ends at event \(lastSeq) (events were removed from the end or the head was altered)")
+            }
+        } else if lastSeq > 0 {
+            return Verification(ok: false, eventsChecked: count, brokenAt: 1, problem: "the chain head is missing")
+        }
+        return Verification(ok: true, eventsChecked: count, brokenAt: nil, problem: nil)
+    }
+}

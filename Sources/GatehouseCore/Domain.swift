@@ -1,0 +1,152 @@
+import Foundation
+
+/// An error the user can act on: what is wrong, which field, and what to do instead.
+public struct GatehouseError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case invalid            // 400: the input is wrong
+        case unauthorized       // 401: no valid token
+        case forbidden          // 403: valid token, not allowed
+        case notFound           // 404
+        case conflict           // 409: the state does not allow it (already decided, expired)
+        case tooLarge           // 413
+        case unavailable        // 503: the store cannot be reached; fail closed
+    }
+
+    public var kind: Kind
+    /// Machine-readable code, e.g. `duration_over_maximum`.
+    public var code: String
+    public var message: String
+    /// The request field at fault, when there is one.
+    public var field: String?
+
+    public init(_ kind: Kind, _ code: String, _ message: String, field: String? = nil) {
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.field = field
+    }
+
+    public var description: String { message }
+
+    public static func invalid(_ field: String, _ code: String, _ message: String) -> GatehouseError {
+        GatehouseError(.invalid, code, message, field: field)
+    }
+}
+
+public enum RequestState: String, Sendable, Codable, CaseIterable {
+    case pending, approved, denied, expired, canceled, quarantined
+
+    public var isFinal: Bool { self != .pending && self != .quarantined }
+}
+
+public struct AccessRequest: Sendable, Equatable, Codable {
+    public var id: String
+    public var requester: String
+    public var resource: String
+    public var role: String
+    public var duration: TimeSpan
+    public var reason: String
+    public var ticket: String?
+    public var state: RequestState
+    public var approvalsRequired: Int
+    public var createdAt: Date
+    public var pendingExpiresAt: Date
+    public var decidedAt: Date?
+    /// Who or what ended the request (approver, the requester on cancel, `system` on expiry).
+    public var decidedBy: String?
+    public var stateReason: String?
+    public var grantId: String?
+
+    public init(id: String, requester: String, resource: String, role: String, duration: TimeSpan, reason: String,
+                ticket: String?, state: RequestState, approvalsRequired: Int, createdAt: Date, pendingExpiresAt: Date,
+                decidedAt: Date? = nil, decidedBy: String? = nil, stateReason: String? = nil, grantId: String? = nil) {
+        self.id = id
+        self.requester = requester
+        self.resource = resource
+        self.role = role
+        self.duration = duration
+        self.reason = reason
+        self.ticket = ticket
+        self.state = state
+        self.approvalsRequired = approvalsRequired
+        self.createdAt = createdAt
+        self.pendingExpiresAt = pendingExpiresAt
+        self.decidedAt = decidedAt
+        self.decidedBy = decidedBy
+        self.stateReason = stateReason
+        self.grantId = grantId
+    }
+}
+
+public enum ApprovalDecision: String, Sendable, Codable { case approve, deny }
+
+public struct Approval: Sendable, Equatable, Codable {
+    public var requestId: String
+    public var approver: String
+    public var decision: ApprovalDecision
+    public var comment: String?
+    public var at: Date
+
+    public init(requestId: String, approver: String, decision: ApprovalDecision, comment: String?, at: Date) {
+        self.requestId = requestId
+        self.approver = approver
+        self.decision = decision
+        self.comment = comment
+        self.at = at
+    }
+}
+
+public enum GrantEnd: String, Sendable, Codable { case expired, released, revoked }
+
+public struct Grant: Sendable, Equatable, Codable {
+    public var id: String
+    public var requestId: String
+    public var principal: String
+    public var resource: String
+    public var role: String
+    public var allows: RiskLevel
+    public var startsAt: Date
+    public var expiresAt: Date
+    public var endedAt: Date?
+    public var endReason: GrantEnd?
+    public var endedBy: String?
+    public var endComment: String?
+
+    public init(id: String, requestId: String, principal: String, resource: String, role: String, allows: RiskLevel,
+                startsAt: Date, expiresAt: Date, endedAt: Date? = nil, endReason: GrantEnd? = nil,
+                endedBy: String? = nil, endComment: String? = nil) {
+        self.id = id
+        self.requestId = requestId
+        self.principal = principal
+        self.resource = resource
+        self.role = role
+        self.allows = allows
+        self.startsAt = startsAt
+        self.expiresAt = expiresAt
+        self.endedAt = endedAt
+        self.endReason = endReason
+        self.endedBy = endedBy
+        self.endComment = endComment
+    }
+
+    /// Active means not ended and not past its expiry, judged at `now`: expiry never waits for the sweeper.
+    public func isActive(at now: Date) -> Bool {
+        endedAt == nil && now >= startsAt && now < expiresAt
+    }
+
+    /// `active`, or how it ended (an unswept grant past its expiry counts as `expired`).
+    public func state(at now: Date) -> String {
+        if let endReason { return endReason.rawValue }
+        return now < expiresAt ? "active" : GrantEnd.expired.rawValue
+    }
+}
+
+/// Random identifiers with a readable prefix: `req_…`, `grt_…`, `tok_…`.
+public enum Identifier {
+    public static func make(_ prefix: String, bytes: Int = 10) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz")
+        let chars = (0..<(bytes * 8 / 5)).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }
+        return prefix + "_" + String(chars)
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+
+/// The whole policy file, parsed and validated. Immutable: a reload builds a new one.
+public struct Policy: Sendable {
+    public var version: Int
+    public var principals: [String: PrincipalEntry]
+    public var resources: [String: Resource]
+    /// Groups whose members are administrators (issue tokens, revoke grants, read the whole audit log).
+    public var adminGroups: [String]
+    public var pendingTTL: TimeSpan
+
+    public init(version: Int = 1, principals: [String: PrincipalEntry], resources: [String: Resource],
+                adminGroups: [String] = [], pendingTTL: TimeSpan = TimeSpan(seconds: 86_400)) {
+        self.version = version
+        self.principals = principals
+        self.resources = resources
+        self.adminGroups = adminGroups
+        self.pendingTTL = pendingTTL
+    }
+
+    /// All groups that have at least one member.
+    public var groups: Set<String> {
+        Set(principals.values.flatMap(\.groups))
+    }
+
+    public func members(of groups: [String]) -> Set<String> {
+        let wanted = Set(groups)
+        return Set(principals.filter { !wanted.isDisjoint(with: $0.value.groups) }.keys)
+    }
+
+    public func isMember(_ principal: String, ofAny groups: [String]) -> Bool {
+        guard let entry = principals[principal] else { return false }
+        return !Set(entry.groups).isDisjoint(with: groups)
+    }
+
+    public func isAdmin(_ principal: String) -> Bool {
+        isMember(principal, ofAny: adminGroups)
+    }
+
+    /// Humans who may approve requests for this role (service accounts never approve).
+    public func eligibleApprovers(for role: Role) -> Set<String> {
+        members(of: role.approvers).filter { principals[$0]?.kind == .user }
+    }
+}
+
+public struct PrincipalEntry: Sendable, Equatable {
+    public enum Kind: String, Sendable, Codable { case user, service }
+    public var groups: [String]
+    public var kind: Kind
+
+    public init(groups: [String], kind: Kind = .user) {
+        self.groups = groups
+        self.kind = kind
+    }
+}
+
+public struct Resource: Sendable, Equatable {
+    public enum Kind: String, Sendable, Codable, CaseIterable { case postgres, shell, http, generic }
+    public var name: String
+    public var kind: Kind
+    public var labels: [String: String]
+    public var roles: [String: Role]
+
+    public init(name: String, kind: Kind, labels: [String: String] = [:], roles: [String: Role]) {
+        self.name = name
+        self.kind = kind
+        self.labels = labels
+        self.roles = roles
+    }
+}
+
+public struct Role: Sendable, Equatable {
+    public var name: String
+    public var requesters: [String]
+    public var approvers: [String]
+    public var approvals: Int
+    public var maxDuration: TimeSpan
+    public var allows: RiskLevel
+    public var reason: ReasonRule
+
+    public init(name: String, requesters: [String], approvers: [String] = [], approvals: Int,
+                maxDuration: TimeSpan, allows: RiskLevel, reason: ReasonRule = ReasonRule()) {
+        self.name = name
+        self.requesters = requesters
+        self.approvers = approvers
+        self.approvals = approvals
+        self.maxDuration = maxDuration
+        self.allows = allows
+        self.reason = reason
+    }
+}
+
+/// What a request's reason must contain for a role.
+public struct ReasonRule: Sendable, Equatable {
+    public static let maximumLength = 4096
+    public var minLength: Int
+    /// Source of a regular expression that must be found in the ticket, or in the reason when no
+    /// ticket is given.
+    public var ticketPattern: String?
+
+    public init(minLength: Int = 1, ticketPattern: String? = nil) {
+        self.minLength = minLength
+        self.ticketPattern = ticketPattern
+    }
+
+    public func matchesTicket(in text: String) -> Bool {
+        guard let ticketPattern else { return true }
+        guard let regex = try? NSRegularExpression(pattern: ticketPattern) else { return false }
+        return regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+    }
+}

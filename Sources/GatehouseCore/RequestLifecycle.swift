@@ -1,0 +1,265 @@
+import Foundation
+
+/// What a requester asks for, as typed: validated by `RequestLifecycle.open`.
+public struct NewRequestInput: Sendable {
+    public var resource: String
+    public var role: String
+    public var duration: String
+    public var reason: String
+    public var ticket: String?
+
+    public init(resource: String, role: String, duration: String, reason: String, ticket: String? = nil) {
+        self.resource = resource
+        self.role = role
+        self.duration = duration
+        self.reason = reason
+        self.ticket = ticket
+    }
+}
+
+/// The request and grant state machine. Pure: every function takes the current state, the policy
+/// and the time, and returns the next state or a `GatehouseError`; the caller persists the result.
+public enum RequestLifecycle {
+    public static let maximumTicketLength = 128
+    public static let maximumCommentLength = 4096
+
+    public enum OpenOutcome: Sendable, Equatable {
+        case pending(AccessRequest)
+        /// `approvals: 0`: granted at once, still time-boxed and audited.
+        case granted(AccessRequest, Grant)
+    }
+
+    public enum DecideOutcome: Sendable, Equatable {
+        /// The approval counts but more are needed.
+        case recorded(Approval, approvalsCounted: Int)
+        case approved(Approval, AccessRequest, Grant)
+        case denied(Approval, AccessRequest)
+        /// The request's pending time ran out before this decision: it is expired instead.
+        case expired(AccessRequest)
+    }
+
+    /// Looks up the resource and role, naming the known ones when the name is wrong.
+    public static func role(_ resourceName: String, _ roleName: String, in policy: Policy) throws(GatehouseError) -> (Resource, Role) {
+        guard let resource = policy.resources[resourceName] else {
+            let known = policy.resources.keys.sorted().joined(separator: ", ")
+            throw .invalid("resource", "unknown_resource", "unknown resource '\(resourceName)'; known resources: \(known)")
+        }
+        guard let role = resource.roles[roleName] else {
+            let known = resource.roles.keys.sorted().joined(separator: ", ")
+            throw .invalid("role", "unknown_role", "resource '\(resourceName)' has no role '\(roleName)'; its roles: \(known)")
+        }
+        return (resource, role)
+    }
+
+    public static func open(_ input: NewRequestInput, requester: String, policy: Policy, now: Date,
+                            requestId: String, grantId: String) throws(GatehouseError) -> OpenOutcome {
+        let (_, role) = try role(input.resource, input.role, in: policy)
+        guard policy.isMember(requester, ofAny: role.requesters) else {
+            throw GatehouseError(.forbidden, "not_a_requester",
+                                 "\(requester) may not request \(input.resource)/\(input.role): only members of \(role.requesters.joined(separator: ", ")) may",
+                                 field: "role")
+        }
+        let duration: TimeSpan
+        do { duration = try TimeSpan.parse(input.duration) } catch {
+            throw .invalid("duration", "invalid_duration", error.description)
+        }
+        guard duration <= role.maxDuration else {
+            throw .invalid("duration", "duration_over_maximum",
+                           "\(duration) is longer than the maximum of \(role.maxDuration) for \(input.resource)/\(input.role); ask for \(role.maxDuration) or less")
+        }
+        let reason = input.reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !reason.isEmpty else {
+            throw .invalid("reason", "missing_reason", "a reason is required: say why you need this access (for example the incident or change ticket)")
+        }
+        guard reason.utf8.count <= ReasonRule.maximumLength else {
+            throw .invalid("reason", "reason_too_long", "the reason is \(reason.utf8.count) bytes; the maximum is \(ReasonRule.maximumLength) bytes (4 KiB)")
+        }
+        guard reason.count >= role.reason.minLength else {
+            throw .invalid("reason", "reason_too_short", "the reason must be at least \(role.reason.minLength) characters for \(input.resource)/\(input.role); say what you will do and why")
+        }
+        let ticket = input.ticket?.trimmingCharacters(in: .whitespacesAndNewlines)
+        let givenTicket = (ticket?.isEmpty ?? true) ? nil : ticket
+        if let givenTicket, givenTicket.count > maximumTicketLength {
+            throw .invalid("ticket", "ticket_too_long", "the ticket is longer than \(maximumTicketLength) characters; give just its identifier")
+        }
+        if let pattern = role.reason.ticketPattern, !role.reason.matchesTicket(in: givenTicket ?? reason) {
+            throw .invalid(givenTicket == nil ? "reason" : "ticket", "ticket_required",
+                           "\(input.resource)/\(input.role) needs a ticket matching \(pattern) in --ticket or in the reason")
+        }
+        var request = AccessRequest(
+            id: requestId, requester: requester, resource: input.resource, role: input.role, duration: duration,
+            reason: reason, ticket: givenTicket, state: .pending, approvalsRequired: role.approvals,
+            createdAt: now, pendingExpiresAt: now.addingTimeInterval(TimeInterval(policy.pendingTTL.seconds)))
+        guard role.approvals > 0 else {
+            request.state = .approved
+            request.decidedAt = now
+            request.decidedBy = "policy"
+            request.stateReason = "granted without approval by policy (approvals: 0)"
+            request.grantId = grantId
+            return .granted(request, makeGrant(grantId, for: request, allows: role.allows, at: now))
+        }
+        return .pending(request)
+    }
+
+    /// One approver's decision. Eligibility of both the approver and the requester is judged against
+    /// the policy as it is now, and earlier approvals only count while their approver is still eligible.
+    public static func decide(_ request: AccessRequest, existing: [Approval], approver: String, decision: ApprovalDecision,
+                              comment: String?, policy: Policy, now: Date, grantId: String) throws(GatehouseError) -> DecideOutcome {
+        if let comment, comment.utf8.count > maximumCommentLength {
+            throw .invalid("comment", "comment_too_long", "the comment is longer than \(maximumCommentLength) bytes")
+        }
+        guard request.state == .pending else {
+            throw GatehouseError(.conflict, "already_decided", "request \(request.id) is \(request.state.rawValue); a request that is no longer pending cannot be decided again")
+        }
+        if now >= request.pendingExpiresAt {
+            return .expired(expire(request, now: now))
+        }
+        guard approver != request.requester else {
+            throw GatehouseError(.forbidden, "self_approval", "you cannot \(decision.rawValue) your own request; ask an approver, or cancel it with `gatehouse cancel \(request.id)`")
+        }
+        let resourceRole: (Resource, Role)
+        do { resourceRole = try role(request.resource, request.role, in: policy) } catch {
+            throw GatehouseError(.conflict, "role_removed", "\(request.resource)/\(request.role) is no longer in the policy; this request cannot be decided")
+        }
+        let role = resourceRole.1
+        let eligible = policy.eligibleApprovers(for: role)
+        guard eligible.contains(approver) else {
+            throw GatehouseError(.forbidden, "not_an_approver", "\(approver) is not an approver for \(request.resource)/\(request.role); approvers are human members of \(role.approvers.joined(separator: ", "))")
+        }
+        if existing.contains(where: { $0.approver == approver }) {
+            throw GatehouseError(.conflict, "already_decided_by_you", "you already decided request \(request.id); one person counts once")
+        }
+        let approval = Approval(requestId: request.id, approver: approver, decision: decision, comment: comment, at: now)
+        var updated = request
+        if decision == .deny {
+            updated.state = .denied
+            updated.decidedAt = now
+            updated.decidedBy = approver
+            updated.stateReason = comment
+            return .denied(approval, updated)
+        }
+        guard policy.isMember(request.requester, ofAny: role.requesters) else {
+            throw GatehouseError(.conflict, "requester_ineligible", "\(request.requester) is no longer allowed to request \(request.resource)/\(request.role); this request cannot be approved, deny it instead")
+        }
+        let approvers = Set(existing.filter { $0.decision == .approve && eligible.contains($0.approver) && $0.approver != request.requester }.map(\.approver))
+            .union([approver])
+        let needed = max(request.approvalsRequired, role.approvals)
+        guard approvers.count >= needed else {
+            return .recorded(approval, approvalsCounted: approvers.count)
+        }
+        updated.state = .approved
+        updated.decidedAt = now
+        updated.decidedBy = approver
+        updated.stateReason = comment
+        updated.grantId = grantId
+        return .approved(approval, updated, makeGrant(grantId, for: updated, allows: role.allows, at: now))
+    }
+
+    public static func cancel(_ request: AccessRequest, by principal: String, isAdmin: Bool, now: Date) throws(GatehouseError) -> AccessRequest {
+        guard principal == request.requester || isAdmin else {
+            throw GatehouseError(.forbidden, "not_your_request", "only the requester or an admin can cancel request \(request.id)")
+        }
+        guard request.state == .pending || request.state == .quarantined else {
+            throw GatehouseError(.conflict, "already_decided", "request \(request.id) is \(request.state.rawValue); only a pending request can be canceled\(request.state == .approved ? " (release its grant instead)" : "")")
+        }
+        var updated = request
+        updated.state = .canceled
+        updated.decidedAt = now
+        updated.decidedBy = principal
+        return updated
+    }
+
+    public static func expire(_ request: AccessRequest, now: Date) -> AccessRequest {
+        var updated = request
+        updated.state = .expired
+        updated.decidedAt = now
+        updated.decidedBy = "system"
+        updated.stateReason = "nobody decided within the pending time"
+        return updated
+    }
+
+    /// The grant starts when the request is approved, never when it was filed.
+    static func makeGrant(_ id: String, for request: AccessRequest, allows: RiskLevel, at now: Date) -> Grant {
+        Grant(id: id, requestId: request.id, principal: request.requester, resource: request.resource, role: request.role,
+              allows: allows, startsAt: now, expiresAt: now.addingTimeInterval(TimeInterval(request.duration.seconds)))
+    }
+}
+
+public enum GrantLifecycle {
+    public static func release(_ grant: Grant, by principal: String, now: Date) throws(GatehouseError) -> Grant {
+        guard principal == grant.principal else {
+            throw GatehouseError(.forbidden, "not_your_grant", "only the holder can release grant \(grant.id); an admin can revoke it")
+        }
+        return try end(grant, as: .released, by: principal, comment: nil, now: now)
+    }
+
+    public static func revoke(_ grant: Grant, by principal: String, isAdmin: Bool, reason: String, now: Date) throws(GatehouseError) -> Grant {
+        guard isAdmin else {
+            throw GatehouseError(.forbidden, "admin_only", "only an admin can revoke a grant; the holder can release it")
+        }
+        let reason = reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !reason.isEmpty else {
+            throw .invalid("reason", "missing_reason", "say why the grant is revoked (--reason)")
+        }
+        guard reason.utf8.count <= ReasonRule.maximumLength else {
+            throw .invalid("reason", "reason_too_long", "the reason is longer than \(ReasonRule.maximumLength) bytes")
+        }
+        return try end(grant, as: .revoked, by: principal, comment: reason, now: now)
+    }
+
+    static func end(_ grant: Grant, as reason: GrantEnd, by principal: String, comment: String?, now: Date) throws(GatehouseError) -> Grant {
+        guard grant.isActive(at: now) else {
+            throw GatehouseError(.conflict, "grant_not_active", "grant \(grant.id) is already \(grant.state(at: now)); nothing to end")
+        }
+        var updated = grant
+        updated.endedAt = now
+        updated.endReason = reason
+        updated.endedBy = principal
+        updated.endComment = comment
+        return updated
+    }
+
+    public static func expire(_ grant: Grant) -> Grant {
+        var updated = grant
+        updated.endedAt = grant.expiresAt
+        updated.endReason = .expired
+        updated.endedBy = "system"
+        return updated
+    }
+}
+
+/// The answer to "may this principal act with this role on this resource now?".
+public enum CheckDecision: Sendable, Equatable {
+    case allow(Grant)
+    case approvalRequired(command: String, reason: String)
+    case deny(reason: String)
+}
+
+public enum AccessCheck {
+    public static func decide(principal: String, resource resourceName: String, role roleName: String,
+                              policy: Policy, grants: [Grant], now: Date) -> CheckDecision {
+        guard policy.principals[principal] != nil else {
+            return .deny(reason: "\(principal) is not a principal in the policy")
+        }
+        guard let resource = policy.resources[resourceName] else {
+            return .deny(reason: "unknown resource '\(resourceName)'")
+        }
+        guard let role = resource.roles[roleName] else {
+            return .deny(reason: "resource '\(resourceName)' has no role '\(roleName)'; its roles: \(resource.roles.keys.sorted().joined(separator: ", "))")
+        }
+        // A grant for a stronger role on the same resource covers a weaker one.
+        let covering = grants.filter {
+            $0.principal == principal && $0.resource == resourceName && $0.isActive(at: now)
+                && ($0.role == roleName || $0.allows > role.allows)
+        }
+        if let grant = covering.max(by: { $0.expiresAt < $1.expiresAt }) {
+            return .allow(grant)
+        }
+        guard policy.isMember(principal, ofAny: role.requesters) else {
+            return .deny(reason: "\(principal) may not request \(resourceName)/\(roleName): only members of \(role.requesters.joined(separator: ", ")) may")
+        }
+        let ticketHint = role.reason.ticketPattern.map { " (include a ticket matching \($0))" } ?? ""
+        let command = "gatehouse request \(resourceName) --role \(roleName) --for \(role.maxDuration) --reason \"...\""
+        return .approvalRequired(command: command, reason: "no active grant for \(resourceName)/\(roleName); request one\(ticketHint)")
+    }
+}

@@ -1,0 +1,204 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+import OpenAPIRuntime
+
+/// Implements the operations generated from openapi.yaml. Each handler authenticates, calls one
+/// `AccessService` use case and maps the domain value to the contract's schema. Errors are thrown
+/// as `GatehouseError` and turned into problem+json by `ProblemMiddleware`.
+struct APIHandler: APIProtocol {
+    let service: AccessService
+
+    func caller() async throws -> Caller {
+        try await service.authenticate(bearer: RequestInfo.current.bearerToken)
+    }
+
+    func limit(_ value: Int?, default fallback: Int = 100, max maximum: Int = 1000) throws(GatehouseError) -> Int {
+        let value = value ?? fallback
+        guard (1...maximum).contains(value) else {
+            throw .invalid("limit", "invalid_limit", "limit must be between 1 and \(maximum)")
+        }
+        return value
+    }
+
+    func id(_ raw: String) throws(GatehouseError) -> String {
+        guard raw.count <= 64, raw.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) else {
+            throw .invalid("id", "invalid_id", "'\(raw.prefix(64))' is not a Gatehouse id (like req_… or grt_…)")
+        }
+        return raw
+    }
+
+    // MARK: health
+
+    func health(_ input: Operations.Health.Input) async throws -> Operations.Health.Output {
+        .ok(.init(body: .json(.init(status: "ok"))))
+    }
+
+    func ready(_ input: Operations.Ready.Input) async throws -> Operations.Ready.Output {
+        if await service.store.ping() {
+            return .ok(.init(body: .json(.init(status: "ready", store: "ok"))))
+        }
+        return .serviceUnavailable(.init(body: .json(.init(status: "not ready", store: "unavailable"))))
+    }
+
+    func whoami(_ input: Operations.Whoami.Input) async throws -> Operations.Whoami.Output {
+        let caller = try await caller()
+        let groups = service.policies.policy.principals[caller.principal]?.groups ?? []
+        return .ok(.init(body: .json(.init(principal: caller.principal, admin: caller.isAdmin, groups: groups))))
+    }
+
+    // MARK: requests
+
+    func createRequest(_ input: Operations.CreateRequest.Input) async throws -> Operations.CreateRequest.Output {
+        let caller = try await caller()
+        guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
+        let view = try await service.createRequest(caller: caller, input: NewRequestInput(
+            resource: body.resource, role: body.role, duration: body.duration, reason: body.reason, ticket: body.ticket))
+        return .created(.init(body: .json(Self.schema(view))))
+    }
+
+    func listRequests(_ input: Operations.ListRequests.Input) async throws -> Operations.ListRequests.Output {
+        let caller = try await caller()
+        let scope = AccessService.RequestScope(rawValue: (input.query.scope ?? .mine).rawValue) ?? .mine
+        let state = input.query.state.flatMap { RequestState(rawValue: $0.rawValue) }
+        let views = try await service.listRequests(caller: caller, scope: scope, state: state, limit: limit(input.query.limit))
+        return .ok(.init(body: .json(.init(requests: views.map(Self.schema)))))
+    }
+
+    func getRequest(_ input: Operations.GetRequest.Input) async throws -> Operations.GetRequest.Output {
+        let view = try await service.getRequest(caller: caller(), id: id(input.path.id))
+        return .ok(.init(body: .json(Self.schema(view))))
+    }
+
+    func approveRequest(_ input: Operations.ApproveRequest.Input) async throws -> Operations.ApproveRequest.Output {
+        let comment: String? = if case .json(let body)? = input.body { body.comment } else { nil }
+        let view = try await service.decide(caller: caller(), id: id(input.path.id), decision: .approve, comment: comment)
+        return .ok(.init(body: .json(Self.schema(view))))
+    }
+
+    func denyRequest(_ input: Operations.DenyRequest.Input) async throws -> Operations.DenyRequest.Output {
+        let comment: String? = if case .json(let body)? = input.body { body.comment } else { nil }
+        let view = try await service.decide(caller: caller(), id: id(input.path.id), decision: .deny, comment: comment)
+        return .ok(.init(body: .json(Self.schema(view))))
+    }
+
+    func cancelRequest(_ input: Operations.CancelRequest.Input) async throws -> Operations.CancelRequest.Output {
+        let view = try await service.cancel(caller: caller(), id: id(input.path.id))
+        return .ok(.init(body: .json(Self.schema(view))))
+    }
+
+    // MARK: grants
+
+    func listGrants(_ input: Operations.ListGrants.Input) async throws -> Operations.ListGrants.Output {
+        let grants = try await service.listGrants(caller: caller(), all: input.query.scope == .all,
+                                                  activeOnly: input.query.active ?? false, limit: limit(input.query.limit))
+        let now = service.clock.now()
+        return .ok(.init(body: .json(.init(grants: grants.map { Self.schema($0, now: now) }))))
+    }
+
+    func getGrant(_ input: Operations.GetGrant.Input) async throws -> Operations.GetGrant.Output {
+        let grant = try await service.getGrant(caller: caller(), id: id(input.path.id))
+        return .ok(.init(body: .json(Self.schema(grant, now: service.clock.now()))))
+    }
+
+    func releaseGrant(_ input: Operations.ReleaseGrant.Input) async throws -> Operations.ReleaseGrant.Output {
+        let grant = try await service.release(caller: caller(), id: id(input.path.id))
+        return .ok(.init(body: .json(Self.schema(grant, now: service.clock.now()))))
+    }
+
+    func revokeGrant(_ input: Operations.RevokeGrant.Input) async throws -> Operations.RevokeGrant.Output {
+        guard case .json(let body) = input.body else { throw GatehouseError.invalid("reason", "missing_reason", "say why the grant is revoked") }
+        let grant = try await service.revoke(caller: caller(), id: id(input.path.id), reason: body.reason)
+        return .ok(.init(body: .json(Self.schema(grant, now: service.clock.now()))))
+    }
+
+    // MARK: check
+
+    func check(_ input: Operations.Check.Input) async throws -> Operations.Check.Output {
+        let caller = try await caller()
+        guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
+        let (principal, decision) = try await service.check(caller: caller, resource: body.resource, role: body.role, principal: body.principal)
+        var result = Components.Schemas.CheckResult(decision: .deny, principal: principal, resource: body.resource, role: body.role)
+        switch decision {
+        case .allow(let grant):
+            result.decision = .allow
+            result.grantId = grant.id
+            result.expiresAt = grant.expiresAt
+            result.reason = "grant \(grant.id) (\(grant.role)) is active until \(grant.expiresAt.rfc3339)"
+        case .approvalRequired(let command, let reason):
+            result.decision = .approvalRequired
+            result.requestCommand = command
+            result.reason = reason
+        case .deny(let reason):
+            result.reason = reason
+        }
+        return .ok(.init(body: .json(result)))
+    }
+
+    // MARK: audit
+
+    func listAudit(_ input: Operations.ListAudit.Input) async throws -> Operations.ListAudit.Output {
+        let filter = StoreSession.AuditFilter(since: input.query.since, actorOrSubject: input.query.principal, resource: input.query.resource,
+                                              afterSeq: input.query.afterSeq, limit: try limit(input.query.limit, max: 10_000))
+        let events = try await service.audit(caller: caller(), filter: filter)
+        return .ok(.init(body: .json(.init(events: events.map {
+            .init(seq: $0.seq, at: $0.at, actor: $0.actor, action: $0.action, subject: $0.subject, resource: $0.resource,
+                  details: .init(additionalProperties: $0.details), prevHash: $0.prevHash, hash: $0.hash)
+        }))))
+    }
+
+    func verifyAudit(_ input: Operations.VerifyAudit.Input) async throws -> Operations.VerifyAudit.Output {
+        let result = try await service.verifyAudit(caller: caller())
+        return .ok(.init(body: .json(.init(ok: result.ok, eventsChecked: result.eventsChecked, brokenAt: result.brokenAt, problem: result.problem))))
+    }
+
+    // MARK: tokens and policy
+
+    func createToken(_ input: Operations.CreateToken.Input) async throws -> Operations.CreateToken.Output {
+        let caller = try await caller()
+        guard case .json(let body) = input.body else { throw GatehouseError.invalid("principal", "missing_body", "send {\"principal\": NAME}") }
+        let (record, secret) = try await service.createToken(caller: caller, principal: body.principal, description: body.description)
+        return .created(.init(body: .json(.init(id: record.id, principal: record.principal, token: secret))))
+    }
+
+    func listTokens(_ input: Operations.ListTokens.Input) async throws -> Operations.ListTokens.Output {
+        let tokens = try await service.listTokens(caller: caller(), includeRevoked: input.query.includeRevoked ?? false)
+        return .ok(.init(body: .json(.init(tokens: tokens.map(Self.schema)))))
+    }
+
+    func revokeToken(_ input: Operations.RevokeToken.Input) async throws -> Operations.RevokeToken.Output {
+        let token = try await service.revokeToken(caller: caller(), id: id(input.path.id))
+        return .ok(.init(body: .json(Self.schema(token))))
+    }
+
+    func reloadPolicy(_ input: Operations.ReloadPolicy.Input) async throws -> Operations.ReloadPolicy.Output {
+        let result = try service.policyReload(caller: await caller())
+        return .ok(.init(body: .json(.init(reloaded: result.reloaded, problems: result.problems))))
+    }
+
+    // MARK: mapping
+
+    static func schema(_ view: RequestView) -> Components.Schemas.AccessRequest {
+        let r = view.request
+        return .init(
+            id: r.id, state: Components.Schemas.RequestState(rawValue: r.state.rawValue) ?? .pending, requester: r.requester,
+            resource: r.resource, role: r.role, duration: r.duration.description, reason: r.reason, ticket: r.ticket,
+            approvalsRequired: r.approvalsRequired,
+            approvals: view.approvals.map {
+                .init(approver: $0.approver, decision: $0.decision == .approve ? .approve : .deny, comment: $0.comment, at: $0.at)
+            },
+            createdAt: r.createdAt, pendingExpiresAt: r.pendingExpiresAt, decidedAt: r.decidedAt, decidedBy: r.decidedBy,
+            stateReason: r.stateReason, grantId: r.grantId)
+    }
+
+    static func schema(_ g: Grant, now: Date) -> Components.Schemas.Grant {
+        .init(id: g.id, state: Components.Schemas.Grant.StatePayload(rawValue: g.state(at: now)) ?? .expired, requestId: g.requestId,
+              principal: g.principal, resource: g.resource, role: g.role,
+              allows: Components.Schemas.Grant.AllowsPayload(rawValue: g.allows.rawValue) ?? .read,
+              startsAt: g.startsAt, expiresAt: g.expiresAt, endedAt: g.endedAt, endedBy: g.endedBy, endComment: g.endComment)
+    }
+
+    static func schema(_ t: TokenRecord) -> Components.Schemas.TokenInfo {
+        .init(id: t.id, principal: t.principal, description: t.description, createdAt: t.createdAt, createdBy: t.createdBy, revokedAt: t.revokedAt)
+    }
+}

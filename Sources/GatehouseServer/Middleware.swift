@@ -1,0 +1,152 @@
+import Foundation
+import GatehouseCore
+import Hummingbird
+import HTTPTypes
+import Logging
+import NIOCore
+import OpenAPIRuntime
+
+public struct GatehouseRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+
+    /// No Gatehouse request needs more than this; larger bodies get 413 before any parsing.
+    public var maxUploadSize: Int { 64 * 1024 }
+}
+
+/// What handlers generated from the OpenAPI contract need from the HTTP request but the contract
+/// does not carry: the bearer token and the peer's address.
+public struct RequestInfo: Sendable {
+    @TaskLocal public static var current = RequestInfo(authorization: nil, remoteAddress: nil)
+    public var authorization: String?
+    public var remoteAddress: String?
+
+    public var bearerToken: String? {
+        guard let authorization else { return nil }
+        let parts = authorization.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return parts[1].trimmingCharacters(in: .whitespaces)
+    }
+}
+
+/// Collects the body within the size limit and exposes the request details to the handlers.
+struct RequestInfoMiddleware: RouterMiddleware {
+    typealias Context = GatehouseRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var request = request
+        if request.method == .post || request.method == .put || request.method == .patch {
+            _ = try await request.collectBody(upTo: context.maxUploadSize)
+        }
+        let info = RequestInfo(authorization: request.headers[.authorization],
+                               remoteAddress: context.remoteAddress?.ipAddress)
+        return try await RequestInfo.$current.withValue(info) {
+            try await next(request, context)
+        }
+    }
+}
+
+/// Turns every error into an RFC 9457 problem document with the right status. Nothing escapes as a
+/// bare 500: decoding errors name the field, and unexpected errors are logged and reported as 500
+/// without internals.
+struct ProblemMiddleware: RouterMiddleware {
+    typealias Context = GatehouseRequestContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            let problem = Problem.from(error)
+            if problem.status >= 500 {
+                logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            }
+            return problem.response()
+        }
+    }
+}
+
+struct Problem: Sendable {
+    var status: Int
+    var code: String
+    var detail: String
+    var field: String?
+
+    static func from(_ error: any Error) -> Problem {
+        switch error {
+        case let error as GatehouseError:
+            return Problem(status: status(for: error.kind), code: error.code, detail: error.message, field: error.field)
+        case let error as ServerError:
+            if let underlying = error.underlyingError as? GatehouseError { return from(underlying) }
+            if let decoding = error.underlyingError as? DecodingError { return from(decoding) }
+            // Anything else the generated layer rejects is a malformed request (bad query value, wrong content type).
+            return Problem(status: 400, code: "bad_request", detail: "the request could not be read: \(error.causeDescription); check it against openapi.yaml")
+        case let error as DecodingError:
+            return from(error)
+        case let error as HTTPError:
+            switch error.status.code {
+            case 413: return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than 64 KiB")
+            case 404: return Problem(status: 404, code: "not_found", detail: "no such path; the API is described in openapi.yaml")
+            case 405: return Problem(status: 405, code: "method_not_allowed", detail: "this path does not accept that method; see openapi.yaml")
+            default: return Problem(status: Int(error.status.code), code: "http_error", detail: error.body ?? error.status.reasonPhrase)
+            }
+        default:
+            return Problem(status: 500, code: "internal_error", detail: "an unexpected error occurred; nothing was changed if the request failed mid-way. The server log has details.")
+        }
+    }
+
+    static func from(_ error: DecodingError) -> Problem {
+        func path(_ context: DecodingError.Context) -> String? {
+            let names = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+            return names.isEmpty ? nil : names.joined(separator: ".")
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            let field = (path(context).map { $0 + "." } ?? "") + key.stringValue
+            return Problem(status: 400, code: "missing_field", detail: "`\(field)` is required", field: field)
+        case .typeMismatch(let type, let context):
+            return Problem(status: 400, code: "wrong_type", detail: "`\(path(context) ?? "body")` has the wrong type; expected \(type)", field: path(context))
+        case .valueNotFound(_, let context):
+            return Problem(status: 400, code: "missing_value", detail: "`\(path(context) ?? "body")` must not be null", field: path(context))
+        case .dataCorrupted(let context):
+            if let field = path(context) {
+                return Problem(status: 400, code: "invalid_value", detail: "`\(field)` has an invalid value: \(context.debugDescription)", field: field)
+            }
+            return Problem(status: 400, code: "malformed_json", detail: "the body is not valid JSON; send a JSON object as described in openapi.yaml")
+        @unknown default:
+            return Problem(status: 400, code: "bad_request", detail: "the body could not be read")
+        }
+    }
+
+    static func status(for kind: GatehouseError.Kind) -> Int {
+        switch kind {
+        case .invalid: 400
+        case .unauthorized: 401
+        case .forbidden: 403
+        case .notFound: 404
+        case .conflict: 409
+        case .tooLarge: 413
+        case .unavailable: 503
+        }
+    }
+
+    static func title(for status: Int) -> String {
+        HTTPResponse.Status(code: status).reasonPhrase
+    }
+
+    func response() -> Response {
+        var object: [String: Any] = ["type": "https://gatehouse.dev/problems/\(code)", "title": Problem.title(for: status),
+                                     "status": status, "detail": detail, "code": code]
+        if let field { object["field"] = field }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        var headers: HTTPFields = [.contentType: "application/problem+json"]
+        if status == 401 { headers[.wwwAuthenticate] = "Bearer" }
+        if status == 503 { headers[.retryAfter] = "5" }
+        return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}

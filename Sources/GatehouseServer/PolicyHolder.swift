@@ -1,0 +1,45 @@
+import GatehouseCore
+import Logging
+import Synchronization
+
+/// The running policy. A reload replaces it only when the new file is valid; otherwise the old one
+/// stays and the problems are returned.
+public final class PolicyHolder: Sendable {
+    private let current: Mutex<Policy>
+    public let path: String?
+
+    public init(_ policy: Policy, path: String?) {
+        current = Mutex(policy)
+        self.path = path
+    }
+
+    public var policy: Policy { current.withLock { $0 } }
+
+    public struct ReloadResult: Sendable {
+        public var reloaded: Bool
+        public var problems: [String]
+    }
+
+    public func reload(logger: Logger) -> ReloadResult {
+        guard let path else {
+            return ReloadResult(reloaded: false, problems: ["this server was started without a policy file to reload"])
+        }
+        let result: PolicyLoadResult
+        do { result = try PolicyLoader.load(file: path) } catch {
+            return ReloadResult(reloaded: false, problems: ["\(path): \(error)"])
+        }
+        let lines = result.problems.map { $0.located(in: path) }
+        guard let policy = result.policy else {
+            logger.error("policy reload refused; keeping the running policy", metadata: ["problems": "\(lines)"])
+            return ReloadResult(reloaded: false, problems: lines)
+        }
+        current.withLock { $0 = policy }
+        logger.info("policy reloaded", metadata: ["path": "\(path)"])
+        return ReloadResult(reloaded: true, problems: lines)
+    }
+
+    /// For tests and embedding: swap in a policy directly.
+    public func replace(with policy: Policy) {
+        current.withLock { $0 = policy }
+    }
+}

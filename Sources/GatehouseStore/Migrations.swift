@@ -1,0 +1,44 @@
+/// Versioned schema changes, applied in order at start. The SQL is written once for SQLite and PostgreSQL.
+enum Migrations {
+    static let all: [(version: Int, statements: [String])] = [
+        (1, [
+            """
+            CREATE TABLE tokens (
+              id TEXT PRIMARY KEY, principal TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, description TEXT,
+              is_bootstrap_admin BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, created_by TEXT NOT NULL,
+              revoked_at BIGINT, revoked_by TEXT)
+            """,
+            """
+            CREATE TABLE requests (
+              id TEXT PRIMARY KEY, requester TEXT NOT NULL, resource TEXT NOT NULL, role TEXT NOT NULL,
+              duration_s BIGINT NOT NULL, reason TEXT NOT NULL, ticket TEXT, state TEXT NOT NULL,
+              approvals_required BIGINT NOT NULL, created_at BIGINT NOT NULL, pending_expires_at BIGINT NOT NULL,
+              decided_at BIGINT, decided_by TEXT, state_reason TEXT, grant_id TEXT)
+            """,
+            "CREATE INDEX requests_by_state ON requests (state, pending_expires_at)",
+            "CREATE INDEX requests_by_requester ON requests (requester, created_at)",
+            """
+            CREATE TABLE approvals (
+              request_id TEXT NOT NULL REFERENCES requests (id), approver TEXT NOT NULL, decision TEXT NOT NULL,
+              comment TEXT, at BIGINT NOT NULL, PRIMARY KEY (request_id, approver))
+            """,
+            """
+            CREATE TABLE grants (
+              id TEXT PRIMARY KEY, request_id TEXT NOT NULL UNIQUE REFERENCES requests (id), principal TEXT NOT NULL,
+              resource TEXT NOT NULL, role TEXT NOT NULL, allows TEXT NOT NULL, starts_at BIGINT NOT NULL,
+              expires_at BIGINT NOT NULL, ended_at BIGINT, end_reason TEXT, ended_by TEXT, end_comment TEXT)
+            """,
+            "CREATE INDEX grants_by_holder ON grants (principal, resource, ended_at)",
+            "CREATE INDEX grants_open ON grants (ended_at, expires_at)",
+            """
+            CREATE TABLE audit_events (
+              seq BIGINT PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+              subject TEXT NOT NULL, resource TEXT, details TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)
+            """,
+            "CREATE INDEX audit_by_time ON audit_events (at)",
+            "CREATE TABLE audit_head (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)",
+        ]),
+    ]
+
+    static var latestVersion: Int { all.map(\.version).max() ?? 0 }
+}

@@ -1,0 +1,119 @@
+import Foundation
+import GatehouseCore
+import Logging
+import NIOCore
+import NIOPosix
+import SQLKit
+import SQLiteKit
+import Synchronization
+
+/// Where Gatehouse keeps its state. Every state change goes through `write`, which runs its body in
+/// one database transaction: the change and its audit event commit together or not at all.
+public final class GatehouseStore: Sendable {
+    private let writer: SQLiteConnection
+    private let readers: [SQLiteConnection]
+    private let nextReader = Atomic<Int>(0)
+    private let writeLock = AsyncLock()
+    private let logger: Logger
+    public let location: String
+
+    private init(writer: SQLiteConnection, readers: [SQLiteConnection], location: String, logger: Logger) {
+        self.writer = writer
+        self.readers = readers
+        self.location = location
+        self.logger = logger
+    }
+
+    /// Parses `sqlite:PATH` (or a bare path). PostgreSQL URLs are named so the error can say what to do.
+    public static func open(url: String, logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
+        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+            throw GatehouseError(.invalid, "store_unsupported", "this build stores data in SQLite only; use --database sqlite:PATH", field: "database")
+        }
+        let path = url.hasPrefix("sqlite:") ? String(url.dropFirst("sqlite:".count)) : url
+        guard !path.isEmpty else {
+            throw GatehouseError(.invalid, "store_path_missing", "the database path is empty; write --database sqlite:gatehouse.db", field: "database")
+        }
+        return try await openSQLite(path: path, logger: logger)
+    }
+
+    public static func openSQLite(path: String, readerCount: Int = 4, logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
+        let writer: SQLiteConnection
+        do {
+            writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+        } catch {
+            throw GatehouseError(.unavailable, "store_open_failed", "cannot open the SQLite database at \(path): \(error); check that its folder exists and is writable")
+        }
+        let db = writer.sql()
+        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON"] {
+            try await db.raw(SQLQueryString(pragma)).run()
+        }
+        var readers: [SQLiteConnection] = []
+        for _ in 0..<max(1, readerCount) {
+            let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+            try await reader.sql().raw("PRAGMA busy_timeout = 10000").run()
+            readers.append(reader)
+        }
+        let store = GatehouseStore(writer: writer, readers: readers, location: "sqlite:\(path)", logger: logger)
+        try await store.migrate()
+        return store
+    }
+
+    public func close() async {
+        for connection in readers + [writer] {
+            try? await connection.close()
+        }
+    }
+
+    /// Runs `body` in one write transaction. Writers are serialized; a thrown error rolls everything back.
+    public func write<T: Sendable>(_ body: @Sendable (StoreSession) async throws -> T) async throws -> T {
+        try await writeLock.withLock {
+            let db = writer.sql()
+            try await db.raw("BEGIN IMMEDIATE").run()
+            do {
+                let result = try await body(StoreSession(db: db))
+                try await db.raw("COMMIT").run()
+                return result
+            } catch {
+                do { try await db.raw("ROLLBACK").run() } catch {
+                    logger.error("rollback failed", metadata: ["error": "\(error)"])
+                }
+                throw error
+            }
+        }
+    }
+
+    /// Runs read-only queries on one of the reader connections (WAL mode: readers never wait for the writer).
+    public func read<T: Sendable>(_ body: @Sendable (StoreSession) async throws -> T) async throws -> T {
+        let index = nextReader.wrappingAdd(1, ordering: .relaxed).oldValue
+        let connection = readers[abs(index) % readers.count]
+        return try await body(StoreSession(db: connection.sql()))
+    }
+
+    /// Readiness: the store answers a trivial query.
+    public func ping() async -> Bool {
+        do {
+            return try await read { try await $0.db.raw("SELECT 1 AS one").first() != nil }
+        } catch {
+            return false
+        }
+    }
+
+    func migrate() async throws {
+        try await write { session in
+            try await session.db.raw("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)").run()
+            let current = try await session.db.raw("SELECT MAX(version) AS v FROM schema_migrations").first()?
+                .decode(column: "v", as: Int?.self) ?? 0
+            guard current <= Migrations.latestVersion else {
+                throw GatehouseError(.conflict, "schema_too_new",
+                                     "the database schema is at version \(current) but this gatehouse knows only up to version \(Migrations.latestVersion); run a newer gatehouse")
+            }
+            for migration in Migrations.all where migration.version > current {
+                for statement in migration.statements {
+                    try await session.db.raw(SQLQueryString(statement)).run()
+                }
+                try await session.db.raw("INSERT INTO schema_migrations (version, applied_at) VALUES (\(bind: migration.version), \(bind: Date().unixMilliseconds))").run()
+                self.logger.info("applied schema migration", metadata: ["version": "\(migration.version)"])
+            }
+        }
+    }
+}

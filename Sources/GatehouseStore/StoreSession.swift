@@ -1,0 +1,330 @@
+import Foundation
+import GatehouseCore
+import SQLKit
+
+public struct TokenRecord: Sendable, Equatable {
+    public var id: String
+    public var principal: String
+    public var description: String?
+    public var isBootstrapAdmin: Bool
+    public var createdAt: Date
+    public var createdBy: String
+    public var revokedAt: Date?
+
+    public init(id: String, principal: String, description: String?, isBootstrapAdmin: Bool, createdAt: Date,
+                createdBy: String, revokedAt: Date?) {
+        self.id = id
+        self.principal = principal
+        self.description = description
+        self.isBootstrapAdmin = isBootstrapAdmin
+        self.createdAt = createdAt
+        self.createdBy = createdBy
+        self.revokedAt = revokedAt
+    }
+}
+
+/// The queries Gatehouse runs, on one connection (inside a transaction when it came from `write`).
+/// SQL here is plain enough to run unchanged on SQLite and PostgreSQL.
+public struct StoreSession: Sendable {
+    let db: any SQLDatabase
+
+    // MARK: tokens
+
+    public func insertToken(_ token: TokenRecord, hash: String) async throws {
+        try await db.raw("""
+            INSERT INTO tokens (id, principal, hash, description, is_bootstrap_admin, created_at, created_by)
+            VALUES (\(bind: token.id), \(bind: token.principal), \(bind: hash), \(bind: token.description),
+                    \(bind: token.isBootstrapAdmin ? 1 : 0), \(bind: token.createdAt.unixMilliseconds), \(bind: token.createdBy))
+            """).run()
+    }
+
+    /// The live (not revoked) token with this hash.
+    public func token(hash: String) async throws -> TokenRecord? {
+        try await db.raw("SELECT * FROM tokens WHERE hash = \(bind: hash) AND revoked_at IS NULL").first().map(Self.token)
+    }
+
+    public func token(id: String) async throws -> TokenRecord? {
+        try await db.raw("SELECT * FROM tokens WHERE id = \(bind: id)").first().map(Self.token)
+    }
+
+    public func tokens(includeRevoked: Bool) async throws -> [TokenRecord] {
+        let filter: SQLQueryString = includeRevoked ? "" : "WHERE revoked_at IS NULL"
+        return try await db.raw("SELECT * FROM tokens \(filter) ORDER BY created_at, id").all().map(Self.token)
+    }
+
+    public func hasBootstrapAdmin() async throws -> Bool {
+        try await db.raw("SELECT id FROM tokens WHERE is_bootstrap_admin = 1 LIMIT 1").first() != nil
+    }
+
+    public func revokeToken(id: String, by: String, at: Date) async throws {
+        try await db.raw("UPDATE tokens SET revoked_at = \(bind: at.unixMilliseconds), revoked_by = \(bind: by) WHERE id = \(bind: id)").run()
+    }
+
+    static func token(_ row: any SQLRow) throws -> TokenRecord {
+        TokenRecord(
+            id: try row.decode(column: "id", as: String.self),
+            principal: try row.decode(column: "principal", as: String.self),
+            description: try row.decode(column: "description", as: String?.self),
+            isBootstrapAdmin: try row.decode(column: "is_bootstrap_admin", as: Int.self) != 0,
+            createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
+            createdBy: try row.decode(column: "created_by", as: String.self),
+            revokedAt: try row.decode(column: "revoked_at", as: Int64?.self).map(Date.init(unixMilliseconds:)))
+    }
+
+    // MARK: requests
+
+    public func insertRequest(_ r: AccessRequest) async throws {
+        try await db.raw("""
+            INSERT INTO requests (id, requester, resource, role, duration_s, reason, ticket, state, approvals_required,
+                                  created_at, pending_expires_at, decided_at, decided_by, state_reason, grant_id)
+            VALUES (\(bind: r.id), \(bind: r.requester), \(bind: r.resource), \(bind: r.role), \(bind: r.duration.seconds),
+                    \(bind: r.reason), \(bind: r.ticket), \(bind: r.state.rawValue), \(bind: r.approvalsRequired),
+                    \(bind: r.createdAt.unixMilliseconds), \(bind: r.pendingExpiresAt.unixMilliseconds),
+                    \(bind: r.decidedAt?.unixMilliseconds), \(bind: r.decidedBy), \(bind: r.stateReason), \(bind: r.grantId))
+            """).run()
+    }
+
+    /// Moves a request out of `from`; returns false when its state had already changed (someone else won).
+    public func updateRequest(_ r: AccessRequest, from: RequestState) async throws -> Bool {
+        let rows = try await db.raw("""
+            UPDATE requests SET state = \(bind: r.state.rawValue), decided_at = \(bind: r.decidedAt?.unixMilliseconds),
+                   decided_by = \(bind: r.decidedBy), state_reason = \(bind: r.stateReason), grant_id = \(bind: r.grantId)
+            WHERE id = \(bind: r.id) AND state = \(bind: from.rawValue)
+            RETURNING id
+            """).all()
+        return !rows.isEmpty
+    }
+
+    public func request(id: String) async throws -> AccessRequest? {
+        try await db.raw("SELECT * FROM requests WHERE id = \(bind: id)").first().map(Self.request)
+    }
+
+    public struct RequestFilter: Sendable {
+        public var requester: String?
+        public var states: [RequestState]?
+        public var resources: [String]?
+        public var limit: Int
+        public init(requester: String? = nil, states: [RequestState]? = nil, resources: [String]? = nil, limit: Int = 100) {
+            self.requester = requester
+            self.states = states
+            self.resources = resources
+            self.limit = limit
+        }
+    }
+
+    public func requests(_ filter: RequestFilter) async throws -> [AccessRequest] {
+        var conditions: [SQLQueryString] = []
+        if let requester = filter.requester { conditions.append("requester = \(bind: requester)") }
+        if let states = filter.states { conditions.append("state IN (\(binds: states.map(\.rawValue)))") }
+        if let resources = filter.resources { conditions.append(resources.isEmpty ? "1 = 0" : "resource IN (\(binds: resources))") }
+        let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        return try await db.raw("SELECT * FROM requests \(whereClause) ORDER BY created_at DESC, id DESC LIMIT \(bind: filter.limit)")
+            .all().map(Self.request)
+    }
+
+    public func expiredPendingRequests(now: Date, limit: Int) async throws -> [AccessRequest] {
+        try await db.raw("""
+            SELECT * FROM requests WHERE state IN ('pending', 'quarantined') AND pending_expires_at <= \(bind: now.unixMilliseconds)
+            ORDER BY pending_expires_at LIMIT \(bind: limit)
+            """).all().map(Self.request)
+    }
+
+    static func request(_ row: any SQLRow) throws -> AccessRequest {
+        AccessRequest(
+            id: try row.decode(column: "id", as: String.self),
+            requester: try row.decode(column: "requester", as: String.self),
+            resource: try row.decode(column: "resource", as: String.self),
+            role: try row.decode(column: "role", as: String.self),
+            duration: TimeSpan(seconds: try row.decode(column: "duration_s", as: Int64.self)),
+            reason: try row.decode(column: "reason", as: String.self),
+            ticket: try row.decode(column: "ticket", as: String?.self),
+            state: RequestState(rawValue: try row.decode(column: "state", as: String.self)) ?? .denied,
+            approvalsRequired: try row.decode(column: "approvals_required", as: Int.self),
+            createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
+            pendingExpiresAt: Date(unixMilliseconds: try row.decode(column: "pending_expires_at", as: Int64.self)),
+            decidedAt: try row.decode(column: "decided_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
+            decidedBy: try row.decode(column: "decided_by", as: String?.self),
+            stateReason: try row.decode(column: "state_reason", as: String?.self),
+            grantId: try row.decode(column: "grant_id", as: String?.self))
+    }
+
+    // MARK: approvals
+
+    /// Inserts an approval; the primary key (request, approver) makes one person count once even under races.
+    public func insertApproval(_ a: Approval) async throws {
+        try await db.raw("""
+            INSERT INTO approvals (request_id, approver, decision, comment, at)
+            VALUES (\(bind: a.requestId), \(bind: a.approver), \(bind: a.decision.rawValue), \(bind: a.comment), \(bind: a.at.unixMilliseconds))
+            """).run()
+    }
+
+    public func approvals(requestId: String) async throws -> [Approval] {
+        try await db.raw("SELECT * FROM approvals WHERE request_id = \(bind: requestId) ORDER BY at, approver").all().map { row in
+            Approval(requestId: try row.decode(column: "request_id", as: String.self),
+                     approver: try row.decode(column: "approver", as: String.self),
+                     decision: ApprovalDecision(rawValue: try row.decode(column: "decision", as: String.self)) ?? .deny,
+                     comment: try row.decode(column: "comment", as: String?.self),
+                     at: Date(unixMilliseconds: try row.decode(column: "at", as: Int64.self)))
+        }
+    }
+
+    // MARK: grants
+
+    public func insertGrant(_ g: Grant) async throws {
+        try await db.raw("""
+            INSERT INTO grants (id, request_id, principal, resource, role, allows, starts_at, expires_at)
+            VALUES (\(bind: g.id), \(bind: g.requestId), \(bind: g.principal), \(bind: g.resource), \(bind: g.role),
+                    \(bind: g.allows.rawValue), \(bind: g.startsAt.unixMilliseconds), \(bind: g.expiresAt.unixMilliseconds))
+            """).run()
+    }
+
+    /// Ends a grant that is still open; returns false when it had already ended.
+    public func endGrant(_ g: Grant) async throws -> Bool {
+        let rows = try await db.raw("""
+            UPDATE grants SET ended_at = \(bind: g.endedAt?.unixMilliseconds), end_reason = \(bind: g.endReason?.rawValue),
+                   ended_by = \(bind: g.endedBy), end_comment = \(bind: g.endComment)
+            WHERE id = \(bind: g.id) AND ended_at IS NULL
+            RETURNING id
+            """).all()
+        return !rows.isEmpty
+    }
+
+    public func grant(id: String) async throws -> Grant? {
+        try await db.raw("SELECT * FROM grants WHERE id = \(bind: id)").first().map(Self.grant)
+    }
+
+    /// Grants of a principal on a resource that have not ended and have not passed their expiry at `now`.
+    public func activeGrants(principal: String, resource: String, now: Date) async throws -> [Grant] {
+        try await db.raw("""
+            SELECT * FROM grants WHERE principal = \(bind: principal) AND resource = \(bind: resource)
+              AND ended_at IS NULL AND expires_at > \(bind: now.unixMilliseconds) AND starts_at <= \(bind: now.unixMilliseconds)
+            """).all().map(Self.grant)
+    }
+
+    public struct GrantFilter: Sendable {
+        public var principal: String?
+        public var activeAt: Date?
+        public var resource: String?
+        public var limit: Int
+        public init(principal: String? = nil, activeAt: Date? = nil, resource: String? = nil, limit: Int = 100) {
+            self.principal = principal
+            self.activeAt = activeAt
+            self.resource = resource
+            self.limit = limit
+        }
+    }
+
+    public func grants(_ filter: GrantFilter) async throws -> [Grant] {
+        var conditions: [SQLQueryString] = []
+        if let principal = filter.principal { conditions.append("principal = \(bind: principal)") }
+        if let resource = filter.resource { conditions.append("resource = \(bind: resource)") }
+        if let now = filter.activeAt {
+            conditions.append("ended_at IS NULL AND expires_at > \(bind: now.unixMilliseconds)")
+        }
+        let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        return try await db.raw("SELECT * FROM grants \(whereClause) ORDER BY starts_at DESC, id DESC LIMIT \(bind: filter.limit)")
+            .all().map(Self.grant)
+    }
+
+    public func expiredOpenGrants(now: Date, limit: Int) async throws -> [Grant] {
+        try await db.raw("""
+            SELECT * FROM grants WHERE ended_at IS NULL AND expires_at <= \(bind: now.unixMilliseconds)
+            ORDER BY expires_at LIMIT \(bind: limit)
+            """).all().map(Self.grant)
+    }
+
+    static func grant(_ row: any SQLRow) throws -> Grant {
+        Grant(
+            id: try row.decode(column: "id", as: String.self),
+            requestId: try row.decode(column: "request_id", as: String.self),
+            principal: try row.decode(column: "principal", as: String.self),
+            resource: try row.decode(column: "resource", as: String.self),
+            role: try row.decode(column: "role", as: String.self),
+            allows: RiskLevel(rawValue: try row.decode(column: "allows", as: String.self)) ?? .read,
+            startsAt: Date(unixMilliseconds: try row.decode(column: "starts_at", as: Int64.self)),
+            expiresAt: Date(unixMilliseconds: try row.decode(column: "expires_at", as: Int64.self)),
+            endedAt: try row.decode(column: "ended_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
+            endReason: try row.decode(column: "end_reason", as: String?.self).flatMap(GrantEnd.init(rawValue:)),
+            endedBy: try row.decode(column: "ended_by", as: String?.self),
+            endComment: try row.decode(column: "end_comment", as: String?.self))
+    }
+
+    // MARK: audit
+
+    /// Appends events after the current chain head and moves the head, inside the caller's transaction.
+    @discardableResult
+    public func appendAudit(_ entries: [AuditEntry], at now: Date) async throws -> [AuditEvent] {
+        guard !entries.isEmpty else { return [] }
+        var head = try await auditHead()
+        var written: [AuditEvent] = []
+        for entry in entries {
+            let event = AuditChain.link(entry, after: head, at: now)
+            try await db.raw("""
+                INSERT INTO audit_events (seq, at, actor, action, subject, resource, details, prev_hash, hash)
+                VALUES (\(bind: event.seq), \(bind: event.at.unixMilliseconds), \(bind: event.actor), \(bind: event.action),
+                        \(bind: event.subject), \(bind: event.resource), \(bind: Self.encodeDetails(event.details)),
+                        \(bind: event.prevHash), \(bind: event.hash))
+                """).run()
+            head = (event.seq, event.hash)
+            written.append(event)
+        }
+        try await db.raw("""
+            INSERT INTO audit_head (id, seq, hash) VALUES (1, \(bind: head!.seq), \(bind: head!.hash))
+            ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash
+            """).run()
+        return written
+    }
+
+    public func auditHead() async throws -> (seq: Int64, hash: String)? {
+        guard let row = try await db.raw("SELECT seq, hash FROM audit_head WHERE id = 1").first() else { return nil }
+        return (try row.decode(column: "seq", as: Int64.self), try row.decode(column: "hash", as: String.self))
+    }
+
+    public struct AuditFilter: Sendable {
+        public var since: Date?
+        public var actorOrSubject: String?
+        public var resource: String?
+        public var afterSeq: Int64?
+        public var limit: Int
+        public init(since: Date? = nil, actorOrSubject: String? = nil, resource: String? = nil, afterSeq: Int64? = nil, limit: Int = 100) {
+            self.since = since
+            self.actorOrSubject = actorOrSubject
+            self.resource = resource
+            self.afterSeq = afterSeq
+            self.limit = limit
+        }
+    }
+
+    public func auditEvents(_ filter: AuditFilter) async throws -> [AuditEvent] {
+        var conditions: [SQLQueryString] = []
+        if let since = filter.since { conditions.append("at >= \(bind: since.unixMilliseconds)") }
+        if let who = filter.actorOrSubject {
+            conditions.append("(actor = \(bind: who) OR subject = \(bind: who) OR details LIKE \(bind: "%\"principal\":\"" + who + "\"%"))")
+        }
+        if let resource = filter.resource { conditions.append("resource = \(bind: resource)") }
+        if let after = filter.afterSeq { conditions.append("seq > \(bind: after)") }
+        let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        return try await db.raw("SELECT * FROM audit_events \(whereClause) ORDER BY seq LIMIT \(bind: filter.limit)")
+            .all().map(Self.auditEvent)
+    }
+
+    static func auditEvent(_ row: any SQLRow) throws -> AuditEvent {
+        let details = try row.decode(column: "details", as: String.self)
+        return AuditEvent(
+            seq: try row.decode(column: "seq", as: Int64.self),
+            at: Date(unixMilliseconds: try row.decode(column: "at", as: Int64.self)),
+            actor: try row.decode(column: "actor", as: String.self),
+            action: try row.decode(column: "action", as: String.self),
+            subject: try row.decode(column: "subject", as: String.self),
+            resource: try row.decode(column: "resource", as: String?.self),
+            details: (try? JSONDecoder().decode([String: String].self, from: Data(details.utf8))) ?? ["unreadable_details": details],
+            prevHash: try row.decode(column: "prev_hash", as: String.self),
+            hash: try row.decode(column: "hash", as: String.self))
+    }
+
+    static func encodeDetails(_ details: [String: String]) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? String(decoding: encoder.encode(details), as: UTF8.self)) ?? "{}"
+    }
+}

@@ -1,0 +1,144 @@
+import ArgumentParser
+import Foundation
+import GatehouseCore
+
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token", abstract: "Manage API tokens (admins).",
+        subcommands: [Create.self, List.self, Revoke.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Issue a token for a principal in the policy; it is shown once.")
+        @Argument(help: "The principal.") var name: String
+        @Option(help: "What the token is for.") var description: String?
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            let (response, token) = try await options.client().call(.POST, "/v1/tokens", body: ["principal": name, "description": description])
+            options.show(response) {
+                print(Output.string(token, "token"))
+                FileHandle.standardError.write(Data("token \(Output.string(token, "id")) for \(name); it is shown only now, store it safely\n".utf8))
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List tokens (never their secrets).")
+        @Flag(help: "Include revoked tokens.") var all = false
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            let (response, body) = try await options.client().call(.GET, "/v1/tokens", query: ["include_revoked": all ? "true" : nil])
+            options.show(response) {
+                let rows = (body["tokens"] as? [[String: Any]] ?? []).map { t in
+                    ["id", "principal", "created_at", "created_by", "revoked_at", "description"].map { Output.string(t, $0) }
+                }
+                Output.table(["id", "principal", "created", "by", "revoked", "description"], rows)
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a token; it stops working at once.")
+        @Argument(help: "Token id (from `token list`).") var id: String
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            let (response, token) = try await options.client().call(.POST, "/v1/tokens/\(PathComponent.escape(id))/revoke")
+            options.show(response) { print("revoked \(Output.string(token, "id")) (\(Output.string(token, "principal")))") }
+        }
+    }
+}
+
+struct AuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "Read the audit log (admins).",
+        subcommands: [List.self, Verify.self], defaultSubcommand: List.self)
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List audit events, oldest first.")
+        @Option(help: "Only events since: a time (2026-11-23T10:00:00Z) or a duration ago (1h, 7d).") var since: String?
+        @Option(help: "Only events by or about this principal.") var principal: String?
+        @Option(help: "Only events about this resource.") var resource: String?
+        @Option(help: "At most this many.") var limit: Int = 100
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            var sinceValue: String?
+            if let since {
+                if let span = try? TimeSpan.parse(since) {
+                    sinceValue = Date().addingTimeInterval(-TimeInterval(span.seconds)).rfc3339
+                } else if (try? Date(since, strategy: .iso8601)) != nil {
+                    sinceValue = since
+                } else {
+                    throw ValidationError("--since must be a time like 2026-11-23T10:00:00Z or a duration like 1h")
+                }
+            }
+            let (response, body) = try await options.client().call(.GET, "/v1/audit", query: [
+                "since": sinceValue, "principal": principal, "resource": resource, "limit": String(limit),
+            ])
+            options.show(response) {
+                let rows = (body["events"] as? [[String: Any]] ?? []).map { e in
+                    let details = (e["details"] as? [String: String] ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+                    return [Output.string(e, "seq"), Output.string(e, "at"), Output.string(e, "actor"), Output.string(e, "action"),
+                            Output.string(e, "subject"), Output.string(e, "resource"), details]
+                }
+                Output.table(["seq", "at", "actor", "action", "subject", "resource", "details"], rows)
+            }
+        }
+    }
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Walk the hash chain and name the first broken link.")
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            let (response, result) = try await options.client().call(.GET, "/v1/audit/verify")
+            let ok = (result["ok"] as? Bool) ?? false
+            options.show(response) {
+                if ok {
+                    print("audit chain verified: \(Output.string(result, "events_checked")) events, no broken link")
+                } else {
+                    print("AUDIT CHAIN BROKEN at event \(Output.string(result, "broken_at")): \(Output.string(result, "problem"))")
+                }
+            }
+            if !ok { throw CLIError.outcome(code: 1) }
+        }
+    }
+}
+
+struct PolicyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policy", abstract: "Check or reload the policy file.",
+        subcommands: [Check.self, Reload.self])
+
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Report every problem in a policy file, with file:line.")
+        @Argument(help: "The policy file.") var file: String
+
+        func run() async throws {
+            let result = try PolicyLoader.load(file: file)
+            for problem in result.problems { print(problem.located(in: file)) }
+            guard let policy = result.policy else {
+                throw CLIError.failure("\(file): \(result.errors.count) error(s); the policy is not valid")
+            }
+            let roles = policy.resources.values.reduce(0) { $0 + $1.roles.count }
+            print("\(file): valid: \(policy.principals.count) principals, \(policy.resources.count) resources, \(roles) roles")
+        }
+    }
+
+    struct Reload: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Ask the server to re-read its policy file (admins); an invalid file is refused.")
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            let (response, result) = try await options.client().call(.POST, "/v1/policy/reload")
+            let reloaded = (result["reloaded"] as? Bool) ?? false
+            options.show(response) {
+                for problem in result["problems"] as? [String] ?? [] { print(problem) }
+                print(reloaded ? "policy reloaded" : "policy NOT reloaded; the running policy is kept")
+            }
+            if !reloaded { throw CLIError.outcome(code: 1) }
+        }
+    }
+}

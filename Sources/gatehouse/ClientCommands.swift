@@ -1,0 +1,260 @@
+import ArgumentParser
+import Foundation
+import GatehouseCore
+import NIOHTTP1
+
+/// Options every client command shares: where the server is, who we are, how to print.
+struct ClientOptions: ParsableArguments {
+    @Option(name: .long, help: "Gatehouse server URL (default: $GATEHOUSE_URL or http://127.0.0.1:8080).")
+    var url: String?
+
+    @Option(name: .long, help: "API token (default: $GATEHOUSE_TOKEN).")
+    var token: String?
+
+    @Option(name: .long, help: "Output format: table or json.")
+    var output: String = "table"
+
+    func validate() throws {
+        guard OutputFormat(rawValue: output) != nil else {
+            throw ValidationError("--output must be table or json, not '\(output)'")
+        }
+    }
+
+    var format: OutputFormat { OutputFormat(rawValue: output) ?? .table }
+
+    func client() throws -> APIClient {
+        let env = ProcessInfo.processInfo.environment
+        let token = token ?? env["GATEHOUSE_TOKEN"]
+        guard let token, !token.isEmpty else {
+            throw CLIError.usage("no token: set GATEHOUSE_TOKEN or pass --token (an admin creates one with `gatehouse token create NAME`)")
+        }
+        return APIClient(baseURL: url ?? env["GATEHOUSE_URL"] ?? "http://127.0.0.1:8080", token: token)
+    }
+
+    /// Prints a response: the raw JSON, or the human form.
+    func show(_ response: APIClient.Response, _ human: () -> Void) {
+        if format == .json { Output.json(response.body) } else { human() }
+    }
+}
+
+struct RequestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "request", abstract: "Ask for access to a resource.")
+
+    @Argument(help: "The resource, e.g. prod-db.") var resource: String
+    @Option(help: "The role to ask for, e.g. write.") var role: String
+    @Option(name: .customLong("for"), help: "How long, once approved: 90s, 30m, 1h30m, 7d.") var duration: String
+    @Option(help: "Why you need it.") var reason: String
+    @Option(help: "A ticket, e.g. INC-4411.") var ticket: String?
+    @Flag(help: "Wait until the request is decided.") var wait = false
+    @Option(help: "With --wait: give up after this long.") var timeout: String = "15m"
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let client = try options.client()
+        let waitLimit: TimeSpan
+        do { waitLimit = try TimeSpan.parse(timeout) } catch { throw ValidationError("--timeout: \(error.description)") }
+        let (response, request) = try await client.call(.POST, "/v1/requests", body: [
+            "resource": resource, "role": role, "duration": duration, "reason": reason, "ticket": ticket,
+        ])
+        var final = (response, request)
+        if wait, Output.string(request, "state") == "pending" {
+            if options.format == .table {
+                FileHandle.standardError.write(Data("request \(Output.string(request, "id")) filed; waiting for \(Output.string(request, "approvals_required")) approval(s)...\n".utf8))
+            }
+            final = try await waitForDecision(client, id: Output.string(request, "id"), limit: waitLimit)
+        }
+        options.show(final.0) { Output.request(final.1) }
+        switch Output.string(final.1, "state") {
+        case "approved", "pending": return
+        case "denied": throw CLIError.outcome(code: 4)
+        default: throw CLIError.outcome(code: 1)
+        }
+    }
+
+    func waitForDecision(_ client: APIClient, id: String, limit: TimeSpan) async throws -> (APIClient.Response, [String: Any]) {
+        let deadline = Date().addingTimeInterval(TimeInterval(limit.seconds))
+        var delay: UInt64 = 500_000_000
+        var lastApprovals = -1
+        while true {
+            let (response, request) = try await client.call(.GET, "/v1/requests/\(id)")
+            if Output.string(request, "state") != "pending" { return (response, request) }
+            let approvals = (request["approvals"] as? [Any])?.count ?? 0
+            if approvals != lastApprovals, lastApprovals >= 0, options.format == .table {
+                FileHandle.standardError.write(Data("\(approvals) of \(Output.string(request, "approvals_required")) approval(s) so far...\n".utf8))
+            }
+            lastApprovals = approvals
+            guard Date() < deadline else {
+                throw CLIError.failure("still pending after \(limit); check later with `gatehouse show \(id)`")
+            }
+            try await Task.sleep(nanoseconds: delay)
+            delay = min(delay * 2, 3_000_000_000)
+        }
+    }
+}
+
+struct RequestsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "requests", abstract: "List requests: yours, or those waiting for your approval.")
+
+    @Flag(name: .customLong("to-approve"), help: "Pending requests you can decide.") var toApprove = false
+    @Flag(help: "Every request (admins).") var all = false
+    @Option(help: "Only requests in this state (pending, approved, denied, expired, canceled).") var state: String?
+    @Option(help: "At most this many.") var limit: Int = 100
+    @OptionGroup var options: ClientOptions
+
+    func validate() throws {
+        if toApprove && all { throw ValidationError("choose --to-approve or --all, not both") }
+        if let state, RequestState(rawValue: state) == nil {
+            throw ValidationError("--state must be one of \(RequestState.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
+    func run() async throws {
+        let scope = toApprove ? "to_approve" : all ? "all" : "mine"
+        let (response, body) = try await options.client().call(.GET, "/v1/requests", query: ["scope": scope, "state": state, "limit": String(limit)])
+        options.show(response) {
+            let rows = (body["requests"] as? [[String: Any]] ?? []).map { r in
+                ["id", "state", "requester", "resource", "role", "duration", "created_at", "reason"].map { Output.string(r, $0) }
+            }
+            Output.table(["id", "state", "requester", "resource", "role", "for", "created", "reason"], rows)
+        }
+    }
+}
+
+struct ShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one request with its approvals.")
+    @Argument(help: "Request id.") var id: String
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let (response, request) = try await options.client().call(.GET, "/v1/requests/\(PathComponent.escape(id))")
+        options.show(response) { Output.request(request) }
+    }
+}
+
+struct ApproveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "approve", abstract: "Approve a request.")
+    @Argument(help: "Request id.") var id: String
+    @Option(help: "A comment for the record.") var comment: String?
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let (response, request) = try await options.client().call(.POST, "/v1/requests/\(PathComponent.escape(id))/approve", body: ["comment": comment])
+        options.show(response) { Output.request(request) }
+    }
+}
+
+struct DenyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "deny", abstract: "Deny a request.")
+    @Argument(help: "Request id.") var id: String
+    @Option(help: "Why it is denied (shown to the requester).") var reason: String
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let (response, request) = try await options.client().call(.POST, "/v1/requests/\(PathComponent.escape(id))/deny", body: ["comment": reason])
+        options.show(response) { Output.request(request) }
+    }
+}
+
+struct CancelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel your pending request.")
+    @Argument(help: "Request id.") var id: String
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let (response, request) = try await options.client().call(.POST, "/v1/requests/\(PathComponent.escape(id))/cancel")
+        options.show(response) { Output.request(request) }
+    }
+}
+
+struct GrantsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "grants", abstract: "List grants: yours, or everyone's (admins).")
+    @Flag(help: "Everyone's grants (admins).") var all = false
+    @Flag(help: "Only grants active now.") var active = false
+    @Option(help: "At most this many.") var limit: Int = 100
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let (response, body) = try await options.client().call(.GET, "/v1/grants", query: [
+            "scope": all ? "all" : "mine", "active": active ? "true" : nil, "limit": String(limit),
+        ])
+        options.show(response) {
+            let rows = (body["grants"] as? [[String: Any]] ?? []).map { g in
+                ["id", "state", "principal", "resource", "role", "starts_at", "expires_at"].map { Output.string(g, $0) }
+            }
+            Output.table(["id", "state", "principal", "resource", "role", "starts", "expires"], rows)
+        }
+    }
+}
+
+struct ReleaseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "release", abstract: "End your grant early.")
+    @Argument(help: "Grant id.") var id: String
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let (response, grant) = try await options.client().call(.POST, "/v1/grants/\(PathComponent.escape(id))/release")
+        options.show(response) { Output.grant(grant) }
+    }
+}
+
+struct RevokeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "revoke", abstract: "End someone's grant (admins).")
+    @Argument(help: "Grant id.") var id: String
+    @Option(help: "Why it is revoked.") var reason: String
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let (response, grant) = try await options.client().call(.POST, "/v1/grants/\(PathComponent.escape(id))/revoke", body: ["reason": reason])
+        options.show(response) { Output.grant(grant) }
+    }
+}
+
+struct CheckCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check", abstract: "May I (or PRINCIPAL) use this role on this resource now?",
+        discussion: "Exit code 0: allowed; 3: approval required (the command to run is printed); 4: denied.")
+    @Argument(help: "The resource.") var resource: String
+    @Option(help: "The role.") var role: String
+    @Option(help: "Check for another principal (admins).") var principal: String?
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let (response, result) = try await options.client().call(.POST, "/v1/check", body: ["resource": resource, "role": role, "principal": principal])
+        let decision = Output.string(result, "decision")
+        options.show(response) {
+            switch decision {
+            case "allow":
+                print("allow: \(Output.string(result, "principal")) holds grant \(Output.string(result, "grant_id")) on \(resource) until \(Output.string(result, "expires_at"))")
+            case "approval_required":
+                print("approval required: \(Output.string(result, "reason"))")
+                print("run: \(Output.string(result, "request_command"))")
+            default:
+                print("deny: \(Output.string(result, "reason"))")
+            }
+        }
+        switch decision {
+        case "allow": return
+        case "approval_required": throw CLIError.outcome(code: 3)
+        default: throw CLIError.outcome(code: 4)
+        }
+    }
+}
+
+struct WhoamiCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "whoami", abstract: "Show who the token belongs to.")
+    @OptionGroup var options: ClientOptions
+
+    func run() async throws {
+        let (response, me) = try await options.client().call(.GET, "/v1/whoami")
+        options.show(response) {
+            Output.fields([("principal", Output.string(me, "principal")), ("admin", Output.string(me, "admin") == "1" ? "yes" : "no"),
+                           ("groups", (me["groups"] as? [String] ?? []).joined(separator: ", "))])
+        }
+    }
+}
+
+enum PathComponent {
+    static func escape(_ id: String) -> String {
+        id.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_."))) ?? id
+    }
+}

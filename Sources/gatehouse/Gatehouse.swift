@@ -1,0 +1,115 @@
+import ArgumentParser
+import Foundation
+import GatehouseCore
+import GatehouseServer
+import GatehouseStore
+import Logging
+import ServiceLifecycle
+
+@main
+struct Gatehouse: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gatehouse",
+        abstract: "Just-in-time access: request, approve, check and audit time-boxed access.",
+        discussion: """
+            Client commands read GATEHOUSE_URL and GATEHOUSE_TOKEN. Exit codes: 0 success or allowed, 1 error, \
+            2 usage, 3 approval required, 4 denied.
+            """,
+        subcommands: [
+            ServeCommand.self, PolicyCommand.self, TokenCommand.self, RequestCommand.self, RequestsCommand.self,
+            ShowCommand.self, ApproveCommand.self, DenyCommand.self, CancelCommand.self, GrantsCommand.self,
+            ReleaseCommand.self, RevokeCommand.self, CheckCommand.self, AuditCommand.self, WhoamiCommand.self,
+        ])
+
+    /// Runs the command and maps every outcome to the documented exit codes.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as CLIError {
+            switch error {
+            case .usage(let message):
+                FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+                Foundation.exit(2)
+            case .failure(let message):
+                FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+                Foundation.exit(1)
+            case .api(let status, let code, let message, let body):
+                if CommandLine.arguments.contains("json") { FileHandle.standardOutput.write(body + Data("\n".utf8)) }
+                FileHandle.standardError.write(Data("error (\(status)): \(message)\n".utf8))
+                // Being refused by policy is a denial, not a malfunction.
+                Foundation.exit(code == "not_a_requester" ? 4 : 1)
+            case .outcome(let code):
+                Foundation.exit(code)
+            }
+        } catch let error as GatehouseError {
+            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            Foundation.exit(1)
+        } catch {
+            let code = Gatehouse.exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success {
+                if !message.isEmpty { print(message) }
+                Foundation.exit(0)
+            }
+            if !message.isEmpty { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+            Foundation.exit(code == .validationFailure ? 2 : code.rawValue)
+        }
+    }
+}
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Run the Gatehouse server.")
+
+    @Option(help: "The policy file (default: $GATEHOUSE_POLICY or gatehouse.yaml).") var policy: String?
+    @Option(help: "sqlite:PATH (default: $GATEHOUSE_DATABASE or sqlite:gatehouse.db).") var database: String?
+    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
+    @Option(help: "Port to listen on.") var port: Int = 8080
+    @Option(help: "How often to sweep expired grants and requests.") var sweepEvery: String = "1s"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func run() async throws {
+        let env = ProcessInfo.processInfo.environment
+        var logger = Logger(label: "gatehouse")
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
+        logger.logLevel = level
+        let sweepInterval: TimeSpan
+        do { sweepInterval = try TimeSpan.parse(sweepEvery) } catch { throw ValidationError("--sweep-every: \(error.description)") }
+        guard (1...65535).contains(port) else { throw ValidationError("--port must be between 1 and 65535") }
+
+        let policyPath = policy ?? env["GATEHOUSE_POLICY"] ?? "gatehouse.yaml"
+        guard FileManager.default.fileExists(atPath: policyPath) else {
+            throw CLIError.failure("policy file \(policyPath) not found; pass --policy FILE (an example is in examples/policy.yaml)")
+        }
+        let loaded = try PolicyLoader.load(file: policyPath)
+        for warning in loaded.warnings { logger.warning("\(warning.located(in: policyPath))") }
+        guard let initialPolicy = loaded.policy else {
+            throw CLIError.failure(PolicyError(file: policyPath, problems: loaded.errors).description + "\nrefusing to start with an invalid policy")
+        }
+
+        let databaseURL = database ?? env["GATEHOUSE_DATABASE"] ?? "sqlite:gatehouse.db"
+        let store = try await GatehouseStore.open(url: databaseURL, logger: logger)
+        let policies = PolicyHolder(initialPolicy, path: policyPath)
+        let service = AccessService(store: store, policies: policies, clock: SystemClock(), logger: logger)
+
+        if let adminToken = env["GATEHOUSE_ADMIN_TOKEN"], !adminToken.isEmpty {
+            if try await service.bootstrapAdmin(token: adminToken) {
+                logger.notice("created the bootstrap admin from GATEHOUSE_ADMIN_TOKEN")
+            }
+        }
+        let runLogger = logger
+        let app = try GatehouseHTTP.makeApplication(
+            service: service, host: host, port: port, logger: logger,
+            services: [Sweeper(service: service, interval: .seconds(sweepInterval.seconds), logger: logger),
+                       PolicyReloadOnHangup(policies: policies, logger: logger)],
+            onServerRunning: { channel in
+                runLogger.notice("gatehouse listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "store": "\(store.location)"])
+            })
+        try await app.runService()
+        await store.close()
+    }
+}

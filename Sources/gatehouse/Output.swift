@@ -1,0 +1,80 @@
+import Foundation
+
+enum OutputFormat: String, CaseIterable {
+    case table, json
+}
+
+/// Formatting for the client commands: JSON as the server sent it, or aligned tables for people.
+enum Output {
+    static func json(_ data: Data) {
+        if let object = try? JSONSerialization.jsonObject(with: data),
+           let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) {
+            print(String(decoding: pretty, as: UTF8.self))
+        } else {
+            print(String(decoding: data, as: UTF8.self))
+        }
+    }
+
+    static func table(_ headers: [String], _ rows: [[String]]) {
+        guard !rows.isEmpty else {
+            print("(none)")
+            return
+        }
+        var widths = headers.map(\.count)
+        for row in rows {
+            for (index, cell) in row.enumerated() where index < widths.count {
+                widths[index] = max(widths[index], min(cell.count, 60))
+            }
+        }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { index, cell in
+                let clipped = cell.count > 60 ? String(cell.prefix(57)) + "..." : cell
+                return index == cells.count - 1 ? clipped : clipped.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }
+        print(line(headers.map { $0.uppercased() }))
+        for row in rows { print(line(row)) }
+    }
+
+    static func fields(_ pairs: [(String, String?)]) {
+        let width = pairs.map(\.0.count).max() ?? 0
+        for (name, value) in pairs {
+            guard let value, !value.isEmpty else { continue }
+            print("\(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(value)")
+        }
+    }
+
+    static func string(_ object: [String: Any], _ key: String) -> String {
+        switch object[key] {
+        case let value as String: return value
+        case let value as NSNumber: return value.stringValue
+        case nil: return ""
+        case let value?: return "\(value)"
+        }
+    }
+
+    static func request(_ r: [String: Any]) {
+        let approvals = (r["approvals"] as? [[String: Any]] ?? []).map {
+            "\(string($0, "approver")) \(string($0, "decision"))" + (string($0, "comment").isEmpty ? "" : ": \(string($0, "comment"))")
+        }
+        fields([
+            ("id", string(r, "id")), ("state", string(r, "state")), ("requester", string(r, "requester")),
+            ("resource", string(r, "resource")), ("role", string(r, "role")), ("duration", string(r, "duration")),
+            ("reason", string(r, "reason")), ("ticket", string(r, "ticket")),
+            ("approvals", "\(approvals.filter { $0.contains(" approve") }.count) of \(string(r, "approvals_required")) required"),
+            ("decisions", approvals.joined(separator: "; ")), ("created", string(r, "created_at")),
+            ("pending until", string(r, "state") == "pending" ? string(r, "pending_expires_at") : nil),
+            ("decided", string(r, "decided_at")), ("decided by", string(r, "decided_by")),
+            ("note", string(r, "state_reason")), ("grant", string(r, "grant_id")),
+        ])
+    }
+
+    static func grant(_ g: [String: Any]) {
+        fields([
+            ("id", string(g, "id")), ("state", string(g, "state")), ("principal", string(g, "principal")),
+            ("resource", string(g, "resource")), ("role", string(g, "role")), ("allows", string(g, "allows")),
+            ("starts", string(g, "starts_at")), ("expires", string(g, "expires_at")), ("ended", string(g, "ended_at")),
+            ("ended by", string(g, "ended_by")), ("comment", string(g, "end_comment")), ("request", string(g, "request_id")),
+        ])
+    }
+}
