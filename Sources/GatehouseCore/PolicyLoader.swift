@@ -273,10 +273,13 @@ public enum PolicyLoader {
             for (key, keyNode, value) in fields {
                 switch key {
                 case "kind":
-                    if let raw = value.scalar?.string, let parsed = Resource.Kind(rawValue: raw) {
+                    let raw = value.scalar?.string ?? ""
+                    if let parsed = Resource.Kind(rawValue: raw) {
                         kind = parsed
                     } else {
-                        error(value, "kind of resource `\(name)` must be one of \(Resource.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                        let kinds = Resource.Kind.allCases.map(\.rawValue)
+                        let hint = PolicyLoader.closest(to: raw, in: kinds).map { "did you mean `\($0)`? " } ?? ""
+                        error(value, "kind `\(raw)` of resource `\(name)` is not known; \(hint)use one of \(kinds.joined(separator: ", "))")
                     }
                 case "labels":
                     for (label, _, labelValue) in entries(value, "labels of `\(name)`") {

@@ -88,6 +88,8 @@ struct Problem: Sendable {
             return Problem(status: 400, code: "bad_request", detail: "the request could not be read: \(error.causeDescription); check it against openapi.yaml")
         case let error as DecodingError:
             return from(error)
+        case is NIOTooManyBytesError:
+            return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than 64 KiB")
         case let error as HTTPError:
             switch error.status.code {
             case 413: return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than 64 KiB")

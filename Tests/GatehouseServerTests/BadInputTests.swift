@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+
+/// Bad input gets a problem+json answer naming the field, never a 500, and nothing is stored.
+@Suite("Bad input over HTTP")
+struct BadInputTests {
+    struct Case: Sendable, CustomStringConvertible {
+        var name: String
+        var body: [String: String]
+        var status: Int
+        var field: String?
+        var phrase: String
+        var description: String { name }
+    }
+
+    static let valid = ["resource": "prod-db", "role": "write", "duration": "30m", "reason": "INC-4411 fix stuck migration"]
+
+    static func with(_ changes: [String: String?]) -> [String: String] {
+        var body = valid
+        for (key, value) in changes { body[key] = value }
+        return body
+    }
+
+    static let cases: [Case] = [
+        Case(name: "unknown resource", body: with(["resource": "prod-dbx"]), status: 400, field: "resource", phrase: "known resources: billing-api, prod-db"),
+        Case(name: "unknown role", body: with(["role": "superuser"]), status: 400, field: "role", phrase: "its roles: admin, read, write"),
+        Case(name: "zero duration", body: with(["duration": "0m"]), status: 400, field: "duration", phrase: "zero"),
+        Case(name: "negative duration", body: with(["duration": "-30m"]), status: 400, field: "duration", phrase: "not a duration"),
+        Case(name: "over-maximum duration", body: with(["duration": "2h"]), status: 400, field: "duration", phrase: "maximum of 1h"),
+        Case(name: "garbage duration", body: with(["duration": "30x"]), status: 400, field: "duration", phrase: "'30x' is not a duration"),
+        Case(name: "empty duration", body: with(["duration": ""]), status: 400, field: "duration", phrase: "required"),
+        Case(name: "missing reason", body: with(["reason": nil]), status: 400, field: "reason", phrase: "required"),
+        Case(name: "blank reason", body: with(["reason": "   "]), status: 400, field: "reason", phrase: "reason is required"),
+        Case(name: "reason without the ticket", body: with(["reason": "fix the stuck migration"]), status: 400, field: "reason", phrase: "(INC|CHG)-[0-9]+"),
+        Case(name: "reason too short", body: with(["reason": "INC-1"]), status: 400, field: "reason", phrase: "at least 10"),
+        Case(name: "reason over 4 KiB", body: with(["reason": "INC-1 " + String(repeating: "é", count: 2100)]), status: 400, field: "reason", phrase: "4 KiB"),
+        Case(name: "missing resource", body: with(["resource": nil]), status: 400, field: "resource", phrase: "required"),
+        Case(name: "not a requester", body: with(["resource": "prod-db", "role": "write"]), status: 403, field: "role", phrase: "only members of engineers"),
+    ]
+
+    @Test("request bodies that are wrong", arguments: cases)
+    func badRequestBody(_ c: Case) async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "carol")
+            let token = c.name == "not a requester" ? t["carol"]! : t["alice"]!
+            let before = try await server.auditCount()
+            let reply = try await server.send(.POST, "/v1/requests", token: token, json: c.body)
+            #expect(reply.status == c.status, "\(String(decoding: reply.body, as: UTF8.self))")
+            #expect(reply.headers.first(name: "content-type") == "application/problem+json")
+            #expect(reply.string("field") == c.field)
+            #expect(reply.string("detail")?.contains(c.phrase) == true, "detail: \(reply.string("detail") ?? "-")")
+            #expect(reply.json["status"] as? Int == c.status)
+            // Nothing was stored.
+            let mine = try await server.send(.GET, "/v1/requests", token: token)
+            #expect((mine.json["requests"] as? [Any])?.isEmpty == true)
+            #expect(try await server.auditCount() == before)
+        }
+    }
+
+    @Test("malformed, oversized, mistyped and missing bodies")
+    func malformedBodies() async throws {
+        try await TestServer.with { server in
+            let alice = try await server.token(for: "alice")
+            let malformed = try await server.send(.POST, "/v1/requests", token: alice, rawBody: Data("{\"resource\": \"prod-db\",".utf8))
+            #expect(malformed.status == 400)
+            #expect(malformed.headers.first(name: "content-type") == "application/problem+json")
+
+            let wrongType = try await server.send(.POST, "/v1/requests", token: alice, rawBody: Data(#"{"resource": 5, "role": "write", "duration": "30m", "reason": "INC-1 abcdefgh"}"#.utf8))
+            #expect(wrongType.status == 400)
+            #expect(wrongType.string("field") == "resource")
+
+            let huge = Data(("{\"resource\": \"prod-db\", \"role\": \"write\", \"duration\": \"30m\", \"reason\": \"" + String(repeating: "a", count: 100_000) + "\"}").utf8)
+            let oversized = try await server.send(.POST, "/v1/requests", token: alice, rawBody: huge)
+            #expect(oversized.status == 413)
+            #expect(oversized.headers.first(name: "content-type") == "application/problem+json")
+
+            let noBody = try await server.send(.POST, "/v1/requests", token: alice)
+            #expect(noBody.status == 400)
+
+            let notJSON = try await server.send(.POST, "/v1/requests", token: alice, rawBody: Data("resource=prod-db".utf8), contentType: "application/x-www-form-urlencoded")
+            #expect(notJSON.status == 400 || notJSON.status == 415)
+            #expect(notJSON.headers.first(name: "content-type") == "application/problem+json")
+
+            let badQuery = try await server.send(.GET, "/v1/requests?state=bogus", token: alice)
+            #expect(badQuery.status == 400)
+            let badLimit = try await server.send(.GET, "/v1/requests?limit=0", token: alice)
+            #expect(badLimit.status == 400)
+            #expect(badLimit.string("field") == "limit")
+
+            let unknownRequest = try await server.send(.GET, "/v1/requests/req_doesnotexist", token: alice)
+            #expect(unknownRequest.status == 404)
+            let weirdId = try await server.send(.POST, "/v1/requests/..%2F..%2Fetc/approve", token: alice)
+            #expect(weirdId.status == 400 || weirdId.status == 404)
+            let unknownPath = try await server.send(.GET, "/v1/nothing-here", token: alice)
+            #expect(unknownPath.status == 404)
+
+            let badToken = try await server.send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": "mallory"])
+            #expect(badToken.status == 400)
+            #expect(badToken.string("field") == "principal")
+
+            let check = try await server.send(.POST, "/v1/check", token: alice, json: ["resource": "nope", "role": "write"])
+            #expect(check.status == 200)
+            #expect(check.string("decision") == "deny")
+
+            let revokeNoReason = try await server.send(.POST, "/v1/grants/grt_x/revoke", token: TestServer.adminToken, json: [:])
+            #expect(revokeNoReason.status == 400)
+            #expect(revokeNoReason.string("field") == "reason")
+
+            // After all of that, the server still works and nothing was stored.
+            #expect(try await server.request(alice).status == 201)
+            let mine = try await server.send(.GET, "/v1/requests", token: alice)
+            #expect((mine.json["requests"] as? [Any])?.count == 1)
+        }
+    }
+
+    @Test("wrong tokens")
+    func wrongTokens() async throws {
+        try await TestServer.with { server in
+            for header in ["", "garbage", "ghs_" + String(repeating: "x", count: 40), String(repeating: "y", count: 5000)] {
+                let reply = try await server.send(.POST, "/v1/requests", token: header, json: BadInputTests.valid)
+                #expect(reply.status == 401)
+                #expect(reply.headers.first(name: "content-type") == "application/problem+json")
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+import AsyncHTTPClient
+import Foundation
+import GatehouseCore
+import GatehouseServer
+import GatehouseStore
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+
+/// A real Gatehouse server on a loopback port, on a real SQLite file in a fresh folder, with a
+/// clock the test moves. Talks HTTP through AsyncHTTPClient like any client would.
+final class TestServer: Sendable {
+    static let adminToken = "test-admin-token-0123456789"
+    static let policyYAML = """
+        version: 1
+        principals:
+          alice: {groups: [engineers]}
+          bob:   {groups: [engineers, dba]}
+          carol: {groups: [dba]}
+          dave:  {groups: [dba, security]}
+          erin:  {groups: [security]}
+          frank: {groups: [dba]}
+          deploy-bot: {groups: [automation, dba], kind: service}
+        admins: [security]
+        resources:
+          prod-db:
+            kind: postgres
+            labels: {env: prod}
+            roles:
+              read:  {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}
+              write: {requesters: [engineers], approvers: [dba], approvals: 1, max_duration: 1h,
+                      allows: write, reason: {min_length: 10, ticket: "(INC|CHG)-[0-9]+"}}
+              admin: {requesters: [engineers], approvers: [dba, security], approvals: 2, max_duration: 30m,
+                      allows: dangerous}
+          billing-api:
+            kind: http
+            roles:
+              operate: {requesters: [engineers, automation], approvers: [dba], approvals: 1, max_duration: 2h, allows: write}
+        pending_ttl: 1h
+        """
+
+    let folder: URL
+    let port: Int
+    let clock: ManualClock
+    let service: AccessService
+    let policyPath: String
+    private let group: ServiceGroup
+    private let runTask: Task<Void, any Error>
+
+    var databasePath: String { folder.appendingPathComponent("gatehouse.db").path }
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    static func start(policy: String = policyYAML) async throws -> TestServer {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let policyPath = folder.appendingPathComponent("policy.yaml").path
+        try policy.write(toFile: policyPath, atomically: true, encoding: .utf8)
+        var logger = Logger(label: "gatehouse-test")
+        logger.logLevel = .warning
+        let store = try await GatehouseStore.openSQLite(path: folder.appendingPathComponent("gatehouse.db").path, logger: logger)
+        let clock = ManualClock(Date(timeIntervalSince1970: 1_800_000_000))
+        let service = AccessService(store: store, policies: PolicyHolder(try PolicyLoader.loadValid(file: policyPath), path: policyPath),
+                                    clock: clock, logger: logger)
+        _ = try await service.bootstrapAdmin(token: adminToken)
+        let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
+        let app = try GatehouseHTTP.makeApplication(service: service, host: "127.0.0.1", port: 0, logger: logger) { channel in
+            portContinuation.yield(channel.localAddress?.port ?? 0)
+            portContinuation.finish()
+        }
+        let group = ServiceGroup(services: [app], logger: logger)
+        let runTask = Task { try await group.run() }
+        var port = 0
+        for await value in portStream { port = value }
+        return TestServer(folder: folder, port: port, clock: clock, service: service, policyPath: policyPath, group: group, runTask: runTask)
+    }
+
+    private init(folder: URL, port: Int, clock: ManualClock, service: AccessService, policyPath: String, group: ServiceGroup, runTask: Task<Void, any Error>) {
+        self.folder = folder
+        self.port = port
+        self.clock = clock
+        self.service = service
+        self.policyPath = policyPath
+        self.group = group
+        self.runTask = runTask
+    }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await runTask.value
+        await service.store.close()
+        try? FileManager.default.removeItem(at: folder)
+    }
+
+    /// Runs `body` against a fresh server and always stops it.
+    static func with<T>(policy: String = policyYAML, _ body: (TestServer) async throws -> T) async throws -> T {
+        let server = try await start(policy: policy)
+        do {
+            let result = try await body(server)
+            await server.stop()
+            return result
+        } catch {
+            await server.stop()
+            throw error
+        }
+    }
+
+    // MARK: HTTP
+
+    struct Reply: Sendable {
+        var status: Int
+        var headers: HTTPHeaders
+        var body: Data
+        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
+        func string(_ key: String) -> String? { json[key] as? String }
+    }
+
+    func send(_ method: HTTPMethod, _ path: String, token: String?, json: [String: Any]? = nil, rawBody: Data? = nil,
+              contentType: String = "application/json") async throws -> Reply {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let json {
+            request.headers.add(name: "Content-Type", value: contentType)
+            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: json)))
+        } else if let rawBody {
+            request.headers.add(name: "Content-Type", value: contentType)
+            request.body = .bytes(ByteBuffer(bytes: rawBody))
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 16 * 1024 * 1024)
+        return Reply(status: Int(response.status.code), headers: response.headers, body: Data(buffer: body))
+    }
+
+    // MARK: conveniences
+
+    func token(for principal: String) async throws -> String {
+        let reply = try await send(.POST, "/v1/tokens", token: Self.adminToken, json: ["principal": principal])
+        guard reply.status == 201, let token = reply.string("token") else {
+            throw TestFailure("token create for \(principal) answered \(reply.status): \(String(decoding: reply.body, as: UTF8.self))")
+        }
+        return token
+    }
+
+    func tokens(_ names: String...) async throws -> [String: String] {
+        var out: [String: String] = [:]
+        for name in names { out[name] = try await token(for: name) }
+        return out
+    }
+
+    func request(_ token: String, resource: String = "prod-db", role: String = "write", duration: String = "30m",
+                 reason: String = "INC-4411 fix stuck migration") async throws -> Reply {
+        try await send(.POST, "/v1/requests", token: token, json: ["resource": resource, "role": role, "duration": duration, "reason": reason])
+    }
+
+    func approve(_ token: String, _ id: String, comment: String? = nil) async throws -> Reply {
+        try await send(.POST, "/v1/requests/\(id)/approve", token: token, json: comment.map { ["comment": $0] } ?? [:])
+    }
+
+    func check(_ token: String, resource: String = "prod-db", role: String = "write") async throws -> Reply {
+        try await send(.POST, "/v1/check", token: token, json: ["resource": resource, "role": role])
+    }
+
+    func auditCount() async throws -> Int {
+        let reply = try await send(.GET, "/v1/audit?limit=10000", token: Self.adminToken)
+        return (reply.json["events"] as? [Any])?.count ?? -1
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
