@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Drives the README walkthrough with the real `gatehouse` binary against a real server on SQLite,
+# checking every answer and exit code a user would see.
+set -euo pipefail
+
+BIN=${1:-.build/debug/gatehouse}
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d)
+PORT=$((20000 + RANDOM % 20000))
+SERVER_PID=""
+cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+fail() { echo "walkthrough FAILED: $*" >&2; [ -f "$WORK/serve.log" ] && tail -20 "$WORK/serve.log" >&2; exit 1; }
+expect_exit() { # expect_exit CODE COMMAND...
+  local want=$1; shift
+  set +e; "$@" >"$WORK/out" 2>"$WORK/err"; local got=$?; set -e
+  [ "$got" = "$want" ] || fail "'$*' exited $got, expected $want; stdout: $(cat "$WORK/out"); stderr: $(cat "$WORK/err")"
+}
+expect_output() { grep -q -- "$1" "$WORK/out" "$WORK/err" || fail "expected '$1' in the output of the last command: $(cat "$WORK/out" "$WORK/err")"; }
+
+cd "$WORK"
+cp "$ROOT/examples/policy.yaml" policy.yaml
+
+# An invalid policy is refused at start, with file:line.
+printf 'version: 1\nprincipals: {alice: {groups: [engineers]}}\nresources:\n  prod-db: {kind: postgres, roles: {write: {requesters: [enginers], approvals: 0, max_duration: 30x, allows: write}}}\n' > bad.yaml
+expect_exit 1 "$BIN" policy check bad.yaml
+expect_output "bad.yaml:4:"
+expect_output "did you mean \`engineers\`"
+expect_exit 1 env GATEHOUSE_ADMIN_TOKEN=walkthrough-admin-token-0123456789 "$BIN" serve --policy bad.yaml --database "sqlite:$WORK/refused.db" --port "$PORT"
+expect_output "refusing to start"
+expect_exit 0 "$BIN" policy check policy.yaml
+
+export GATEHOUSE_ADMIN_TOKEN=walkthrough-admin-token-0123456789
+"$BIN" serve --policy policy.yaml --database "sqlite:$WORK/gatehouse.db" --port "$PORT" >serve.log 2>&1 &
+SERVER_PID=$!
+export GATEHOUSE_URL=http://127.0.0.1:$PORT
+for _ in $(seq 1 100); do curl -fs "$GATEHOUSE_URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "$GATEHOUSE_URL/readyz" >/dev/null || fail "server did not become ready"
+
+ADMIN=$GATEHOUSE_ADMIN_TOKEN
+ALICE=$(GATEHOUSE_TOKEN=$ADMIN "$BIN" token create alice)
+BOB=$(GATEHOUSE_TOKEN=$ADMIN "$BIN" token create bob)
+[[ $ALICE == ghs_* ]] || fail "token create printed '$ALICE'"
+
+# alice may not write yet: approval required (exit 3) with the command to run.
+expect_exit 3 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --role write
+expect_output "gatehouse request prod-db --role write"
+# alice is not a dba: the admin role is denied outright (exit 4).
+expect_exit 4 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --role admin
+
+# Bad requests are refused with the field at fault; usage errors exit 2.
+expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role write --for 2h --reason "INC-4411 fix stuck migration"
+expect_output "maximum of 1h"
+expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role write --for 30x --reason "INC-4411 fix stuck migration"
+expect_output "field: duration"
+expect_exit 2 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role write
+expect_exit 2 env GATEHOUSE_TOKEN="$ALICE" "$BIN" requests --output yaml
+expect_exit 1 env GATEHOUSE_TOKEN=wrong-token "$BIN" requests
+expect_output "unknown or revoked"
+
+# alice asks; she cannot approve her own request; bob sees it and approves.
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role write --for 30m --reason "INC-4411 fix stuck migration" --output json
+ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/out")
+grep -q '"state" : "pending"' "$WORK/out" || fail "request not pending: $(cat "$WORK/out")"
+expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" approve "$ID"
+expect_output "cannot approve your own request"
+expect_exit 0 env GATEHOUSE_TOKEN="$BOB" "$BIN" requests --to-approve
+expect_output "$ID"
+expect_exit 0 env GATEHOUSE_TOKEN="$BOB" "$BIN" approve "$ID" --comment "checked INC-4411"
+expect_output "approved"
+
+# alice now holds a grant; she checks, lists and releases it.
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --role write
+expect_output "allow"
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" grants --active --output json
+GRANT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["grants"][0]["id"])' "$WORK/out")
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" release "$GRANT"
+expect_output "released"
+expect_exit 3 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --role write
+
+# request --wait returns as soon as someone decides; a denial exits 4.
+GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role write --for 15m --reason "CHG-77 reindex orders" --wait --output json >wait.out 2>wait.err &
+WAITER=$!
+for _ in $(seq 1 50); do
+  WID=$(GATEHOUSE_TOKEN="$BOB" "$BIN" requests --to-approve --output json | python3 -c 'import json,sys; r=json.load(sys.stdin)["requests"]; print(r[0]["id"] if r else "")')
+  [ -n "$WID" ] && break; sleep 0.2
+done
+[ -n "$WID" ] || fail "the waiting request never showed up for bob"
+expect_exit 0 env GATEHOUSE_TOKEN="$BOB" "$BIN" deny "$WID" --reason "use the read replica"
+set +e; wait $WAITER; WAIT_EXIT=$?; set -e
+[ "$WAIT_EXIT" = 4 ] || fail "request --wait exited $WAIT_EXIT after a denial, expected 4: $(cat wait.out wait.err)"
+grep -q '"state" : "denied"' wait.out || fail "request --wait did not print the denied request"
+
+# SIGHUP with a broken policy keeps the running one.
+cp bad.yaml policy.yaml
+kill -HUP "$SERVER_PID"; sleep 0.5
+grep -q "policy reload refused" serve.log || fail "SIGHUP with an invalid policy was not refused in the log"
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role read --for 1h --reason "look at slow queries"
+expect_output "approved"
+
+# The audit log has every step and verifies.
+expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit --principal alice --limit 1000
+expect_output "request.approved"
+expect_output "grant.released"
+expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit verify
+expect_output "audit chain verified"
+
+# Tokens: list never shows secrets; a revoked token stops working.
+expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" token list --output json
+grep -q "$ALICE" "$WORK/out" && fail "token list printed a secret"
+TOKEN_ID=$(python3 -c 'import json,sys; print([t["id"] for t in json.load(open(sys.argv[1]))["tokens"] if t["principal"]=="alice"][0])' "$WORK/out")
+expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" token revoke "$TOKEN_ID"
+expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" requests
+expect_output "401"
+
+echo "walkthrough passed"
