@@ -159,7 +159,9 @@ public final class AccessService: Sendable {
         let visible = scope == .toApprove
             ? requests.filter { $0.requester != caller.principal && canDecide(caller.principal, $0, policy: policy) }
             : requests
-        return try await withApprovals(visible)
+        let views = try await withApprovals(visible)
+        // Waiting for *my* approval: not the ones I already decided.
+        return scope == .toApprove ? views.filter { !$0.approvals.contains { $0.approver == caller.principal } } : views
     }
 
     public func getRequest(caller: Caller, id: String) async throws -> RequestView {

@@ -299,7 +299,9 @@ public struct StoreSession: Sendable {
         var conditions: [SQLQueryString] = []
         if let since = filter.since { conditions.append("at >= \(bind: since.unixMilliseconds)") }
         if let who = filter.actorOrSubject {
-            conditions.append("(actor = \(bind: who) OR subject = \(bind: who) OR details LIKE \(bind: "%\"principal\":\"" + who + "\"%"))")
+            // Events about a principal carry it in their details; escape LIKE's wildcards in the name.
+            let escaped = who.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
+            conditions.append("(actor = \(bind: who) OR subject = \(bind: who) OR details LIKE \(bind: "%\"principal\":\"" + escaped + "\"%") ESCAPE '\\')")
         }
         if let resource = filter.resource { conditions.append("resource = \(bind: resource)") }
         if let after = filter.afterSeq { conditions.append("seq > \(bind: after)") }

@@ -1,0 +1,132 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOFoundationCompat
+
+/// Load set-up and request+approve cycles for BENCHMARKS.md. `check` throughput is measured with wrk
+/// (see scripts/bench.sh); this tool prepares the store for it and measures the write path.
+@main
+struct GatehouseBench {
+    static func main() async throws {
+        let args = Array(CommandLine.arguments.dropFirst())
+        guard let mode = args.first else {
+            print("usage: gatehouse-bench setup|cycles --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C]")
+            exit(2)
+        }
+        func option(_ name: String, _ fallback: String) -> String {
+            guard let index = args.firstIndex(of: "--\(name)"), index + 1 < args.count else { return fallback }
+            return args[index + 1]
+        }
+        let api = API(base: option("url", "http://127.0.0.1:8080"), admin: option("admin-token", ""))
+        let users = Int(option("users", "200"))!
+        let resources = Int(option("resources", "5"))!
+        switch mode {
+        case "setup":
+            try await setup(api, users: users, resources: resources, lua: option("lua", "check.lua"))
+        case "cycles":
+            try await cycles(api, users: users, resources: resources, seconds: Double(option("seconds", "15"))!,
+                             concurrency: Int(option("concurrency", "8"))!)
+        default:
+            print("unknown mode \(mode)")
+            exit(2)
+        }
+    }
+
+    /// One token per user, and a read grant (approvals: 0) for every user on every resource.
+    static func setup(_ api: API, users: Int, resources: Int, lua: String) async throws {
+        var tokens: [String] = []
+        for user in 0..<users {
+            tokens.append(try await api.token(for: String(format: "u%03d", user)))
+        }
+        let start = Date()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (user, token) in tokens.enumerated() {
+                group.addTask {
+                    for resource in 0..<resources {
+                        let reply = try await api.post("/v1/requests", token: token, [
+                            "resource": "db\(resource)", "role": "read", "duration": "8h", "reason": "benchmark read grant for u\(user)",
+                        ])
+                        guard reply.0 == 201 else { throw BenchError("setup request failed: \(reply.0) \(reply.1)") }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        print("setup: \(users * resources) active grants in \(String(format: "%.1f", Date().timeIntervalSince(start)))s")
+        // wrk script: each request checks a random user's grant on a random resource.
+        let tokenList = tokens.map { "\"\($0)\"" }.joined(separator: ",")
+        try """
+            local tokens = {\(tokenList)}
+            local resources = \(resources)
+            math.randomseed(os.time())
+            request = function()
+              local t = tokens[math.random(#tokens)]
+              local r = math.random(resources) - 1
+              local body = '{"resource":"db' .. r .. '","role":"read"}'
+              return wrk.format("POST", "/v1/check", {["Authorization"] = "Bearer " .. t, ["Content-Type"] = "application/json"}, body)
+            end
+            """.write(toFile: lua, atomically: true, encoding: .utf8)
+    }
+
+    /// Request + approve cycles for `seconds`, from `concurrency` workers; prints cycles/s and latency percentiles.
+    static func cycles(_ api: API, users: Int, resources: Int, seconds: Double, concurrency: Int) async throws {
+        let requester = try await api.token(for: "u000")
+        let approvers = try await [api.token(for: "ops1"), api.token(for: "ops2")]
+        let deadline = Date().addingTimeInterval(seconds)
+        let start = Date()
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for worker in 0..<concurrency {
+                group.addTask {
+                    var own: [Double] = []
+                    var n = 0
+                    while Date() < deadline {
+                        let t0 = Date()
+                        let created = try await api.post("/v1/requests", token: requester, [
+                            "resource": "db\((worker + n) % resources)", "role": "write", "duration": "5m", "reason": "INC-\(worker * 100_000 + n) benchmark cycle",
+                        ])
+                        guard created.0 == 201, let id = created.1["id"] as? String else { throw BenchError("request failed: \(created)") }
+                        let approved = try await api.post("/v1/requests/\(id)/approve", token: approvers[n % 2], [:])
+                        guard approved.0 == 200, approved.1["state"] as? String == "approved" else { throw BenchError("approve failed: \(approved)") }
+                        own.append(Date().timeIntervalSince(t0) * 1000)
+                        n += 1
+                    }
+                    return own
+                }
+            }
+            return try await group.reduce(into: [Double]()) { $0 += $1 }.sorted()
+        }
+        let elapsed = Date().timeIntervalSince(start)
+        func percentile(_ p: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        print(String(format: "cycles: %d request+approve cycles in %.1fs = %.0f cycles/s; cycle latency p50 %.2f ms, p99 %.2f ms (concurrency %d)",
+                     latencies.count, elapsed, Double(latencies.count) / elapsed, percentile(0.5), percentile(0.99), concurrency))
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+struct API: Sendable {
+    let base: String
+    let admin: String
+
+    func token(for principal: String) async throws -> String {
+        let reply = try await post("/v1/tokens", token: admin, ["principal": principal])
+        guard reply.0 == 201, let token = reply.1["token"] as? String else { throw BenchError("token for \(principal): \(reply)") }
+        return token
+    }
+
+    func post(_ path: String, token: String, _ body: [String: String]) async throws -> (Int, [String: Any]) {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let data = try await response.body.collect(upTo: 1 << 20)
+        let json = (try? JSONSerialization.jsonObject(with: Data(buffer: data))) as? [String: Any] ?? [:]
+        return (Int(response.status.code), json)
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Reproduces the figures in BENCHMARKS.md: POST /v1/check throughput and latency with wrk over
+# loopback keep-alive HTTP with 1,000 active grants in the store, and request+approve cycles/s.
+# Release build, SQLite store in a temporary folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh wrk
+swift build -c release --scratch-path .build-release --product gatehouse
+swift build -c release --scratch-path .build-release --product gatehouse-bench
+BIN=$(swift build -c release --scratch-path .build-release --show-bin-path)
+WORK=$(mktemp -d)
+PORT=${PORT:-18181}
+DURATION=${DURATION:-20}
+trap 'kill $SERVER_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+
+{
+  echo "version: 1"
+  echo "principals:"
+  for i in $(seq -f "%03g" 0 199); do echo "  u$i: {groups: [engineers]}"; done
+  for i in 1 2 3 4 5; do echo "  ops$i: {groups: [ops]}"; done
+  echo "resources:"
+  for r in 0 1 2 3 4; do
+    echo "  db$r:"
+    echo "    kind: postgres"
+    echo "    roles:"
+    echo "      read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}"
+    echo "      write: {requesters: [engineers], approvers: [ops], approvals: 1, max_duration: 1h, allows: write}"
+  done
+} > "$WORK/policy.yaml"
+
+export GATEHOUSE_ADMIN_TOKEN=bench-admin-token-0123456789
+"$BIN/gatehouse" serve --policy "$WORK/policy.yaml" --database "sqlite:$WORK/bench.db" --port "$PORT" --log-level warning &
+SERVER_PID=$!
+URL=http://127.0.0.1:$PORT
+for _ in $(seq 1 100); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(swift --version 2>/dev/null | head -1)"
+"$BIN/gatehouse-bench" setup --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --users 200 --resources 5 --lua "$WORK/check.lua"
+TOKEN=$(GATEHOUSE_URL=$URL GATEHOUSE_TOKEN=$GATEHOUSE_ADMIN_TOKEN "$BIN/gatehouse" token create u007)
+GATEHOUSE_URL=$URL GATEHOUSE_TOKEN=$TOKEN "$BIN/gatehouse" check db3 --role read >/dev/null || { echo "sanity check: u007 should be allowed"; exit 1; }
+
+echo "== POST /v1/check, wrk 1 thread, 16 connections, ${DURATION}s"
+wrk -t1 -c16 -d"${DURATION}s" --latency -s "$WORK/check.lua" "$URL" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx"
+echo "== GET /healthz (baseline: HTTP stack without auth or store), wrk 1 thread, 16 connections, ${DURATION}s"
+wrk -t1 -c16 -d"${DURATION}s" --latency "$URL/healthz" | grep -E "Requests/sec|Latency|50%|99%"
+echo "== request+approve cycles"
+"$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 1
+"$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8
