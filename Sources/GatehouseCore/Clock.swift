@@ -33,15 +33,22 @@ public final class ManualClock: WallClock {
 
 extension Date {
     /// Milliseconds since 1970, the precision the store keeps and the audit chain hashes.
-    public var unixMilliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+    /// Rounded to the nearest millisecond, so `Date(unixMilliseconds: n).unixMilliseconds == n`
+    /// even where the binary fraction of n/1000 lands just below the whole millisecond.
+    public var unixMilliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
 
     public init(unixMilliseconds: Int64) {
         self.init(timeIntervalSince1970: TimeInterval(unixMilliseconds) / 1000)
     }
 
-    /// RFC 3339 with milliseconds, in UTC.
+    /// RFC 3339 with milliseconds, in UTC; the milliseconds are the stored ones, not a re-rounding
+    /// of the floating-point time.
     public var rfc3339: String {
-        let formatter = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
-        return formatter.format(self)
+        let ms = unixMilliseconds
+        let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
+        let fraction = ms - seconds * 1000
+        let whole = Date.ISO8601FormatStyle(timeZone: .gmt).format(Date(timeIntervalSince1970: TimeInterval(seconds)))
+        let digits = String(fraction)
+        return whole.dropLast() + "." + String(repeating: "0", count: 3 - digits.count) + digits + "Z"
     }
 }

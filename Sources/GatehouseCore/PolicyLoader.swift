@@ -49,6 +49,8 @@ public enum PolicyLoader {
     static let namePattern = try! NSRegularExpression(pattern: "^[a-z0-9][a-z0-9._-]{0,62}$")
     /// Sections of the policy sketched in the design that this version reads but does not enforce yet.
     static let reservedSections = ["guard", "antispam", "break_glass"]
+    /// Names Gatehouse uses for itself: the bootstrap admin and the actors of automatic events.
+    public static let reservedPrincipals: Set<String> = ["admin", "system", "policy", "gatehouse"]
 
     public static func load(file path: String) throws -> PolicyLoadResult {
         let text: String
@@ -236,6 +238,9 @@ public enum PolicyLoader {
             var out: [String: PrincipalEntry] = [:]
             for (name, keyNode, value) in entries(node, "principals") {
                 checkName(name, keyNode, "principal")
+                if PolicyLoader.reservedPrincipals.contains(name) {
+                    error(keyNode, "`\(name)` is reserved (it names Gatehouse itself in the audit log: \(PolicyLoader.reservedPrincipals.sorted().joined(separator: ", "))); choose another principal name")
+                }
                 var groups: [String] = []
                 var kind = PrincipalEntry.Kind.user
                 for (key, _, field) in entries(value, "principal `\(name)`", allowed: ["groups", "kind"]) {
@@ -345,7 +350,7 @@ public enum PolicyLoader {
             }
             for (group, groupNode) in requesters { checkGroup(group, groupNode, known: groups, what: "requesters of \(what)") }
             for (group, groupNode) in approvers { checkGroup(group, groupNode, known: groups, what: "approvers of \(what)") }
-            if requesters.isEmpty, fields.contains(where: { $0.0 == "requesters" }) || !failed {
+            if requesters.isEmpty {
                 error(node, "\(what) needs `requesters:`, the groups allowed to ask for it")
                 failed = true
             }

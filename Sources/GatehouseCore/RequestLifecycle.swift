@@ -71,6 +71,7 @@ public enum RequestLifecycle {
         guard !reason.isEmpty else {
             throw .invalid("reason", "missing_reason", "a reason is required: say why you need this access (for example the incident or change ticket)")
         }
+        try TextRules.check(reason, field: "reason")
         guard reason.utf8.count <= ReasonRule.maximumLength else {
             throw .invalid("reason", "reason_too_long", "the reason is \(reason.utf8.count) bytes; the maximum is \(ReasonRule.maximumLength) bytes (4 KiB)")
         }
@@ -79,8 +80,11 @@ public enum RequestLifecycle {
         }
         let ticket = input.ticket?.trimmingCharacters(in: .whitespacesAndNewlines)
         let givenTicket = (ticket?.isEmpty ?? true) ? nil : ticket
-        if let givenTicket, givenTicket.count > maximumTicketLength {
-            throw .invalid("ticket", "ticket_too_long", "the ticket is longer than \(maximumTicketLength) characters; give just its identifier")
+        if let givenTicket {
+            guard givenTicket.utf8.count <= maximumTicketLength else {
+                throw .invalid("ticket", "ticket_too_long", "the ticket is longer than \(maximumTicketLength) bytes; give just its identifier")
+            }
+            try TextRules.check(givenTicket, field: "ticket")
         }
         if let pattern = role.reason.ticketPattern, !role.reason.matchesTicket(in: givenTicket ?? reason) {
             throw .invalid(givenTicket == nil ? "reason" : "ticket", "ticket_required",
@@ -108,6 +112,7 @@ public enum RequestLifecycle {
         if let comment, comment.utf8.count > maximumCommentLength {
             throw .invalid("comment", "comment_too_long", "the comment is longer than \(maximumCommentLength) bytes")
         }
+        if let comment { try TextRules.check(comment, field: "comment") }
         guard request.state == .pending else {
             throw GatehouseError(.conflict, "already_decided", "request \(request.id) is \(request.state.rawValue); a request that is no longer pending cannot be decided again")
         }
@@ -143,6 +148,10 @@ public enum RequestLifecycle {
         }
         let approvers = Set(existing.filter { $0.decision == .approve && eligible.contains($0.approver) && $0.approver != request.requester }.map(\.approver))
             .union([approver])
+        guard request.duration <= role.maxDuration else {
+            throw GatehouseError(.conflict, "duration_over_maximum",
+                                 "\(request.resource)/\(request.role) now allows at most \(role.maxDuration) but this request asks for \(request.duration); deny it and ask the requester to file a new one")
+        }
         let needed = max(request.approvalsRequired, role.approvals)
         guard approvers.count >= needed else {
             return .recorded(approval, approvalsCounted: approvers.count)
@@ -204,6 +213,7 @@ public enum GrantLifecycle {
         guard reason.utf8.count <= ReasonRule.maximumLength else {
             throw .invalid("reason", "reason_too_long", "the reason is longer than \(ReasonRule.maximumLength) bytes")
         }
+        try TextRules.check(reason, field: "reason")
         return try end(grant, as: .revoked, by: principal, comment: reason, now: now)
     }
 

@@ -11,6 +11,11 @@ public enum TokenSecret {
     }
 
     public static func hash(_ token: String) -> String {
-        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+        hash(bytes: Data(token.utf8))
+    }
+
+    /// Lowercase hex SHA-256.
+    public static func hash(bytes: Data) -> String {
+        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
     }
 }

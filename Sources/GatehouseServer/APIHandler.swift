@@ -138,6 +138,9 @@ struct APIHandler: APIProtocol {
     // MARK: audit
 
     func listAudit(_ input: Operations.ListAudit.Input) async throws -> Operations.ListAudit.Output {
+        if let after = input.query.afterSeq, after < 0 {
+            throw GatehouseError.invalid("after_seq", "invalid_after_seq", "after_seq must be 0 or more")
+        }
         let filter = StoreSession.AuditFilter(since: input.query.since, actorOrSubject: input.query.principal, resource: input.query.resource,
                                               afterSeq: input.query.afterSeq, limit: try limit(input.query.limit, max: 10_000))
         let events = try await service.audit(caller: caller(), filter: filter)
@@ -172,7 +175,7 @@ struct APIHandler: APIProtocol {
     }
 
     func reloadPolicy(_ input: Operations.ReloadPolicy.Input) async throws -> Operations.ReloadPolicy.Output {
-        let result = try service.policyReload(caller: await caller())
+        let result = try await service.policyReload(caller: caller())
         return .ok(.init(body: .json(.init(reloaded: result.reloaded, problems: result.problems))))
     }
 

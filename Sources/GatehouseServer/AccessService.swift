@@ -41,8 +41,8 @@ public final class AccessService: Sendable {
         guard token.count >= 16 else {
             throw GatehouseError(.invalid, "admin_token_too_short", "GATEHOUSE_ADMIN_TOKEN must be at least 16 characters; generate one with `openssl rand -hex 24`", field: "GATEHOUSE_ADMIN_TOKEN")
         }
-        let now = clock.now()
         return try await store.write { session in
+            let now = self.clock.now()
             guard try await !session.hasBootstrapAdmin() else { return false }
             let record = TokenRecord(id: Identifier.make("tok"), principal: Self.bootstrapAdminName, description: "bootstrap admin (GATEHOUSE_ADMIN_TOKEN)",
                                      isBootstrapAdmin: true, createdAt: now, createdBy: "system", revokedAt: nil)
@@ -77,14 +77,18 @@ public final class AccessService: Sendable {
             let known = policy.principals.keys.sorted().joined(separator: ", ")
             throw GatehouseError.invalid("principal", "unknown_principal", "'\(principal)' is not a principal in the policy; known principals: \(known)")
         }
+        if let description, description.utf8.count > 256 {
+            throw GatehouseError.invalid("description", "description_too_long", "the description is longer than 256 bytes")
+        }
+        if let description { try TextRules.check(description, field: "description") }
         let secret = TokenSecret.generate()
-        let now = clock.now()
-        let record = TokenRecord(id: Identifier.make("tok"), principal: principal, description: description, isBootstrapAdmin: false,
-                                 createdAt: now, createdBy: caller.principal, revokedAt: nil)
-        try await write { session in
+        let record = try await write(as: caller) { session, _, now in
+            let record = TokenRecord(id: Identifier.make("tok"), principal: principal, description: description, isBootstrapAdmin: false,
+                                     createdAt: now, createdBy: caller.principal, revokedAt: nil)
             try await session.insertToken(record, hash: TokenSecret.hash(secret))
             try await session.appendAudit([AuditEntry(actor: caller.principal, action: "token.created", subject: record.id,
                                                       details: ["principal": principal])], at: now)
+            return record
         }
         return (record, secret)
     }
@@ -96,8 +100,7 @@ public final class AccessService: Sendable {
 
     public func revokeToken(caller: Caller, id: String) async throws -> TokenRecord {
         try requireAdmin(caller, "revoke tokens")
-        let now = clock.now()
-        return try await write { session in
+        return try await write(as: caller) { session, _, now in
             guard var record = try await session.token(id: id) else {
                 throw GatehouseError(.notFound, "token_not_found", "no token with id \(id); list them with `gatehouse token list`")
             }
@@ -115,10 +118,9 @@ public final class AccessService: Sendable {
     // MARK: requests
 
     public func createRequest(caller: Caller, input: NewRequestInput) async throws -> RequestView {
-        let now = clock.now()
-        let outcome = try RequestLifecycle.open(input, requester: caller.principal, policy: policies.policy, now: now,
-                                                requestId: Identifier.make("req"), grantId: Identifier.make("grt"))
-        return try await write { session in
+        return try await write(as: caller) { session, policy, now in
+            let outcome = try RequestLifecycle.open(input, requester: caller.principal, policy: policy, now: now,
+                                                    requestId: Identifier.make("req"), grantId: Identifier.make("grt"))
             switch outcome {
             case .pending(let request):
                 try await session.insertRequest(request)
@@ -177,10 +179,8 @@ public final class AccessService: Sendable {
     }
 
     public func decide(caller: Caller, id: String, decision: ApprovalDecision, comment: String?) async throws -> RequestView {
-        let policy = policies.policy
-        let now = clock.now()
         let comment = comment.flatMap { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? nil : $0 }
-        let result: Result<RequestView, GatehouseError> = try await write { session in
+        let result: Result<RequestView, GatehouseError> = try await write(as: caller) { session, policy, now in
             guard let request = try await session.request(id: id) else {
                 throw GatehouseError(.notFound, "request_not_found", "no request \(id); list pending ones with `gatehouse requests --to-approve`")
             }
@@ -222,8 +222,7 @@ public final class AccessService: Sendable {
     }
 
     public func cancel(caller: Caller, id: String) async throws -> RequestView {
-        let now = clock.now()
-        return try await write { session in
+        return try await write(as: caller) { session, _, now in
             guard let request = try await session.request(id: id),
                   request.requester == caller.principal || caller.isAdmin else {
                 throw GatehouseError(.notFound, "request_not_found", "no request \(id) of yours; list them with `gatehouse requests`")
@@ -267,8 +266,7 @@ public final class AccessService: Sendable {
 
     private func endGrant(caller: Caller, id: String, action: String,
                           _ transition: @escaping @Sendable (Grant, Date) throws(GatehouseError) -> Grant) async throws -> Grant {
-        let now = clock.now()
-        return try await write { session in
+        return try await write(as: caller) { session, _, now in
             guard let grant = try await session.grant(id: id), caller.isAdmin || grant.principal == caller.principal else {
                 throw GatehouseError(.notFound, "grant_not_found", "no grant \(id) of yours; list them with `gatehouse grants`")
             }
@@ -309,14 +307,16 @@ public final class AccessService: Sendable {
         return try await verifyAuditChain()
     }
 
-    /// Walks the whole chain in pages, from one consistent head.
+    /// Walks the whole chain in pages, up to the head read first: events written while the walk
+    /// runs come after that head and are left for the next verification.
     public func verifyAuditChain() async throws -> AuditChain.Verification {
         try await read { session in
             let head = try await session.auditHead()
+            let last = head?.seq ?? 0
             var events: [AuditEvent] = []
             var after: Int64? = nil
             while true {
-                let page = try await session.auditEvents(.init(afterSeq: after, limit: 5_000))
+                let page = try await session.auditEvents(.init(afterSeq: after, upToSeq: last, limit: 5_000))
                 events += page
                 guard page.count == 5_000, let last = page.last else { break }
                 after = last.seq
@@ -331,8 +331,16 @@ public final class AccessService: Sendable {
     /// enforced at decision time; this makes it visible and announces it.
     @discardableResult
     public func sweep() async throws -> (grants: Int, requests: Int) {
-        let now = clock.now()
+        // Look first on a reader, so an idle sweeper never takes the write lock.
+        let probe = clock.now()
+        let due = try await read { session in
+            let grants = try await session.expiredOpenGrants(now: probe, limit: 1)
+            let requests = try await session.expiredPendingRequests(now: probe, limit: 1)
+            return !grants.isEmpty || !requests.isEmpty
+        }
+        guard due else { return (0, 0) }
         return try await write { session in
+            let now = self.clock.now()
             var entries: [AuditEntry] = []
             let grants = try await session.expiredOpenGrants(now: now, limit: 500)
             for grant in grants {
@@ -349,9 +357,21 @@ public final class AccessService: Sendable {
         }
     }
 
-    public func policyReload(caller: Caller) throws -> PolicyHolder.ReloadResult {
+    public func policyReload(caller: Caller) async throws -> PolicyHolder.ReloadResult {
         try requireAdmin(caller, "reload the policy")
-        return policies.reload(logger: logger)
+        return try await reloadPolicy(actor: caller.principal)
+    }
+
+    /// Re-reads the policy file and records the attempt, accepted or refused, in the audit log.
+    public func reloadPolicy(actor: String) async throws -> PolicyHolder.ReloadResult {
+        let result = policies.reload(logger: logger)
+        try await write { session in
+            try await session.appendAudit([AuditEntry(
+                actor: actor, action: result.reloaded ? "policy.reloaded" : "policy.reload_refused", subject: self.policies.path ?? "policy",
+                details: Self.compact(["sha256": result.sha256, "problems": result.problems.isEmpty ? nil : result.problems.joined(separator: "\n")]))],
+                at: self.clock.now())
+        }
+        return result
     }
 
     // MARK: helpers
@@ -388,6 +408,21 @@ public final class AccessService: Sendable {
         do { return try await body() } catch let error as GatehouseError { throw error } catch {
             logger.error("store failure", metadata: ["error": "\(error)"])
             throw GatehouseError(.unavailable, "store_unavailable", "the store is unavailable; nothing was changed, try again shortly")
+        }
+    }
+
+    /// A write on behalf of a caller. The policy, the time and the caller's token are read *inside*
+    /// the transaction, after the writer lock is held: a decision is judged against the state at
+    /// the moment it commits, never against what was true while it waited for the lock.
+    func write<T: Sendable>(as caller: Caller, _ body: @Sendable @escaping (StoreSession, Policy, Date) async throws -> T) async throws -> T {
+        try await write { session in
+            let policy = self.policies.policy
+            let now = self.clock.now()
+            guard let token = try await session.token(id: caller.tokenId), token.revokedAt == nil,
+                  token.isBootstrapAdmin || policy.principals[caller.principal] != nil else {
+                throw GatehouseError(.unauthorized, "invalid_token", "the token was revoked, or its principal removed from the policy, while this request waited; nothing was changed")
+            }
+            return try await body(session, policy, now)
         }
     }
 

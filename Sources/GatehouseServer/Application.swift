@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import OpenAPIHummingbird
+import OpenAPIRuntime
 import ServiceLifecycle
 
 /// Builds the HTTP application around an `AccessService`.
@@ -14,7 +15,7 @@ public enum GatehouseHTTP {
         let router = Router(context: GatehouseRequestContext.self)
         router.add(middleware: ProblemMiddleware(logger: logger))
         router.add(middleware: RequestInfoMiddleware())
-        try APIHandler(service: service).registerHandlers(on: router)
+        try APIHandler(service: service).registerHandlers(on: router, configuration: .init(dateTranscoder: PreciseDateTranscoder()))
         return router
     }
 
@@ -22,7 +23,9 @@ public enum GatehouseHTTP {
                                        services: [any Service] = [],
                                        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let router = try makeRouter(service: service, logger: logger)
-        return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse"),
+        // Idle connections (including half-sent requests) are closed after 30 s.
+        return Application(router: router, server: .http1(configuration: .init(idleTimeout: .seconds(30))),
+                           configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse"),
                            services: services, onServerRunning: onServerRunning, logger: logger)
     }
 }
@@ -57,11 +60,11 @@ public struct Sweeper: Service {
 
 /// Re-reads the policy file on SIGHUP, keeping the running policy if the new one is invalid.
 public struct PolicyReloadOnHangup: Service {
-    let policies: PolicyHolder
+    let service: AccessService
     let logger: Logger
 
-    public init(policies: PolicyHolder, logger: Logger) {
-        self.policies = policies
+    public init(service: AccessService, logger: Logger) {
+        self.service = service
         self.logger = logger
     }
 
@@ -74,8 +77,26 @@ public struct PolicyReloadOnHangup: Service {
             source.resume()
         }
         for await _ in hangups.cancelOnGracefulShutdown() {
-            let result = policies.reload(logger: logger)
-            for problem in result.problems { logger.warning("\(problem)") }
+            do {
+                let result = try await service.reloadPolicy(actor: "system (SIGHUP)")
+                for problem in result.problems { logger.warning("\(problem)") }
+            } catch {
+                logger.error("policy reload could not be recorded", metadata: ["error": "\(error)"])
+            }
         }
+    }
+}
+
+/// RFC 3339 timestamps with milliseconds out (expiry is enforced to the millisecond, so say so),
+/// with or without fractional seconds in.
+struct PreciseDateTranscoder: DateTranscoder {
+    func encode(_ date: Date) throws -> String {
+        date.rfc3339
+    }
+
+    func decode(_ text: String) throws -> Date {
+        if let date = try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) { return date }
+        if let date = try? Date(text, strategy: Date.ISO8601FormatStyle()) { return date }
+        throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "'\(text)' is not an RFC 3339 time like 2026-11-23T10:00:00Z"))
     }
 }

@@ -64,7 +64,11 @@ struct ProblemMiddleware: RouterMiddleware {
         } catch {
             let problem = Problem.from(error)
             if problem.status >= 500 {
-                logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+                // Never log the error itself: the generated layer's errors carry the whole request,
+                // bearer token included. The type and the underlying cause are enough to debug.
+                let cause = (error as? ServerError)?.underlyingError ?? error
+                logger.error("request failed", metadata: ["path": "\(request.uri.path)", "status": "\(problem.status)",
+                                                          "code": "\(problem.code)", "cause": "\(type(of: cause))"])
             }
             return problem.response()
         }
@@ -83,7 +87,14 @@ struct Problem: Sendable {
             return Problem(status: status(for: error.kind), code: error.code, detail: error.message, field: error.field)
         case let error as ServerError:
             if let underlying = error.underlyingError as? GatehouseError { return from(underlying) }
-            if let decoding = error.underlyingError as? DecodingError { return from(decoding) }
+            if let decoding = error.underlyingError as? DecodingError {
+                let problem = from(decoding)
+                // Only GET operations take query parameters, and they have no body.
+                guard error.request.method == .get else { return problem }
+                return Problem(status: 400, code: "invalid_parameter",
+                               detail: "a query parameter has an invalid value (\(error.causeDescription)); see openapi.yaml for the allowed values",
+                               field: problem.field)
+            }
             // Anything else the generated layer rejects is a malformed request (bad query value, wrong content type).
             return Problem(status: 400, code: "bad_request", detail: "the request could not be read: \(error.causeDescription); check it against openapi.yaml")
         case let error as DecodingError:
@@ -138,7 +149,19 @@ struct Problem: Sendable {
     }
 
     static func title(for status: Int) -> String {
-        HTTPResponse.Status(code: status).reasonPhrase
+        switch status {
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 409: "Conflict"
+        case 413: "Content Too Large"
+        case 415: "Unsupported Media Type"
+        case 503: "Service Unavailable"
+        case 500: "Internal Server Error"
+        default: "Error"
+        }
     }
 
     func response() -> Response {

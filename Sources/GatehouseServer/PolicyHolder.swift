@@ -1,3 +1,4 @@
+import Foundation
 import GatehouseCore
 import Logging
 import Synchronization
@@ -18,6 +19,8 @@ public final class PolicyHolder: Sendable {
     public struct ReloadResult: Sendable {
         public var reloaded: Bool
         public var problems: [String]
+        /// SHA-256 of the file that was read, so the audit log says exactly which policy was loaded.
+        public var sha256: String?
     }
 
     public func reload(logger: Logger) -> ReloadResult {
@@ -28,14 +31,15 @@ public final class PolicyHolder: Sendable {
         do { result = try PolicyLoader.load(file: path) } catch {
             return ReloadResult(reloaded: false, problems: ["\(path): \(error)"])
         }
+        let digest = (try? Data(contentsOf: URL(fileURLWithPath: path))).map { TokenSecret.hash(bytes: $0) }
         let lines = result.problems.map { $0.located(in: path) }
         guard let policy = result.policy else {
             logger.error("policy reload refused; keeping the running policy", metadata: ["problems": "\(lines)"])
-            return ReloadResult(reloaded: false, problems: lines)
+            return ReloadResult(reloaded: false, problems: lines, sha256: digest)
         }
         current.withLock { $0 = policy }
         logger.info("policy reloaded", metadata: ["path": "\(path)"])
-        return ReloadResult(reloaded: true, problems: lines)
+        return ReloadResult(reloaded: true, problems: lines, sha256: digest)
     }
 
     /// For tests and embedding: swap in a policy directly.

@@ -16,12 +16,37 @@ public final class GatehouseStore: Sendable {
     private let writeLock = AsyncLock()
     private let logger: Logger
     public let location: String
+    private let path: String
+    /// The file's identity when it was opened: if the file is deleted or replaced underneath us,
+    /// the store stops answering instead of writing to a file nobody will ever see again.
+    private let fileIdentity: FileIdentity?
 
-    private init(writer: SQLiteConnection, readers: [SQLiteConnection], location: String, logger: Logger) {
+    private init(writer: SQLiteConnection, readers: [SQLiteConnection], path: String, logger: Logger) {
         self.writer = writer
         self.readers = readers
-        self.location = location
+        self.path = path
+        self.location = "sqlite:\(path)"
         self.logger = logger
+        self.fileIdentity = FileIdentity(path: path)
+    }
+
+    struct FileIdentity: Equatable {
+        var device: UInt64
+        var inode: UInt64
+
+        init?(path: String) {
+            var info = stat()
+            guard stat(path, &info) == 0 else { return nil }
+            device = UInt64(info.st_dev)
+            inode = UInt64(info.st_ino)
+        }
+    }
+
+    func checkFile() throws {
+        guard FileIdentity(path: path) == fileIdentity else {
+            logger.critical("the database file was deleted or replaced while running; refusing to serve", metadata: ["path": "\(path)"])
+            throw GatehouseError(.unavailable, "store_file_replaced", "the database file \(path) was deleted or replaced while Gatehouse was running; restart Gatehouse")
+        }
     }
 
     /// Parses `sqlite:PATH` (or a bare path). PostgreSQL URLs are named so the error can say what to do.
@@ -43,18 +68,28 @@ public final class GatehouseStore: Sendable {
         } catch {
             throw GatehouseError(.unavailable, "store_open_failed", "cannot open the SQLite database at \(path): \(error); check that its folder exists and is writable")
         }
-        let db = writer.sql()
-        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON"] {
-            try await db.raw(SQLQueryString(pragma)).run()
-        }
         var readers: [SQLiteConnection] = []
-        for _ in 0..<max(1, readerCount) {
-            let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-            try await reader.sql().raw("PRAGMA busy_timeout = 10000").run()
-            readers.append(reader)
+        do {
+            let db = writer.sql()
+            for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 5000", "PRAGMA foreign_keys = ON"] {
+                try await db.raw(SQLQueryString(pragma)).run()
+            }
+            for _ in 0..<max(1, readerCount) {
+                let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+                readers.append(reader)
+                try await reader.sql().raw("PRAGMA busy_timeout = 5000").run()
+            }
+        } catch {
+            for connection in readers + [writer] { try? await connection.close() }
+            throw GatehouseError(.unavailable, "store_open_failed", "cannot use the SQLite database at \(path): \(error); is it a Gatehouse database, and not damaged?")
         }
-        let store = GatehouseStore(writer: writer, readers: readers, location: "sqlite:\(path)", logger: logger)
-        try await store.migrate()
+        let store = GatehouseStore(writer: writer, readers: readers, path: path, logger: logger)
+        do {
+            try await store.migrate()
+        } catch {
+            await store.close()
+            throw error
+        }
         return store
     }
 
@@ -67,6 +102,7 @@ public final class GatehouseStore: Sendable {
     /// Runs `body` in one write transaction. Writers are serialized; a thrown error rolls everything back.
     public func write<T: Sendable>(_ body: @Sendable (StoreSession) async throws -> T) async throws -> T {
         try await writeLock.withLock {
+            try checkFile()
             let db = writer.sql()
             try await db.raw("BEGIN IMMEDIATE").run()
             do {
@@ -86,6 +122,7 @@ public final class GatehouseStore: Sendable {
     public func read<T: Sendable>(_ body: @Sendable (StoreSession) async throws -> T) async throws -> T {
         let index = nextReader.wrappingAdd(1, ordering: .relaxed).oldValue
         let connection = readers[abs(index) % readers.count]
+        try checkFile()
         return try await body(StoreSession(db: connection.sql()))
     }
 

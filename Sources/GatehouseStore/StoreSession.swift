@@ -285,8 +285,11 @@ public struct StoreSession: Sendable {
         public var actorOrSubject: String?
         public var resource: String?
         public var afterSeq: Int64?
+        public var upToSeq: Int64?
         public var limit: Int
-        public init(since: Date? = nil, actorOrSubject: String? = nil, resource: String? = nil, afterSeq: Int64? = nil, limit: Int = 100) {
+        public init(since: Date? = nil, actorOrSubject: String? = nil, resource: String? = nil, afterSeq: Int64? = nil,
+                    upToSeq: Int64? = nil, limit: Int = 100) {
+            self.upToSeq = upToSeq
             self.since = since
             self.actorOrSubject = actorOrSubject
             self.resource = resource
@@ -305,6 +308,7 @@ public struct StoreSession: Sendable {
         }
         if let resource = filter.resource { conditions.append("resource = \(bind: resource)") }
         if let after = filter.afterSeq { conditions.append("seq > \(bind: after)") }
+        if let upTo = filter.upToSeq { conditions.append("seq <= \(bind: upTo)") }
         let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         return try await db.raw("SELECT * FROM audit_events \(whereClause) ORDER BY seq LIMIT \(bind: filter.limit)")
             .all().map(Self.auditEvent)

@@ -79,7 +79,7 @@ struct AuditCommand: AsyncParsableCommand {
             ])
             options.show(response) {
                 let rows = (body["events"] as? [[String: Any]] ?? []).map { e in
-                    let details = (e["details"] as? [String: String] ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+                    let details = (e["details"] as? [String: String] ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\(Output.safe($0.value))" }.joined(separator: " ")
                     return [Output.string(e, "seq"), Output.string(e, "at"), Output.string(e, "actor"), Output.string(e, "action"),
                             Output.string(e, "subject"), Output.string(e, "resource"), details]
                 }

@@ -33,13 +33,11 @@ struct Gatehouse: AsyncParsableCommand {
         } catch let error as CLIError {
             switch error {
             case .usage(let message):
-                FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-                Foundation.exit(2)
+                fail(message, code: "usage", exitCode: 2)
             case .failure(let message):
-                FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-                Foundation.exit(1)
+                fail(message, code: "error", exitCode: 1)
             case .api(let status, let code, let message, let body):
-                if CommandLine.arguments.contains("json") { FileHandle.standardOutput.write(body + Data("\n".utf8)) }
+                if wantsJSON { FileHandle.standardOutput.write(body + Data("\n".utf8)) }
                 FileHandle.standardError.write(Data("error (\(status)): \(message)\n".utf8))
                 // Being refused by policy is a denial, not a malfunction.
                 Foundation.exit(code == "not_a_requester" ? 4 : 1)
@@ -47,8 +45,7 @@ struct Gatehouse: AsyncParsableCommand {
                 Foundation.exit(code)
             }
         } catch let error as GatehouseError {
-            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
-            Foundation.exit(1)
+            fail(error.message, code: error.code, exitCode: 1)
         } catch {
             let code = Gatehouse.exitCode(for: error)
             let message = fullMessage(for: error)
@@ -56,9 +53,23 @@ struct Gatehouse: AsyncParsableCommand {
                 if !message.isEmpty { print(message) }
                 Foundation.exit(0)
             }
-            if !message.isEmpty { FileHandle.standardError.write(Data((message + "\n").utf8)) }
-            Foundation.exit(code == .validationFailure ? 2 : code.rawValue)
+            fail(message, code: code == .validationFailure ? "usage" : "error", exitCode: code == .validationFailure ? 2 : code.rawValue)
         }
+    }
+
+    /// `--output json` was asked for, however it was spelled.
+    static var wantsJSON: Bool {
+        let args = CommandLine.arguments
+        return args.contains("--output=json") || zip(args, args.dropFirst()).contains { $0 == "--output" && $1 == "json" }
+    }
+
+    /// Reports a failure on stderr, and as a JSON object on stdout when JSON output was asked for.
+    static func fail(_ message: String, code: String, exitCode: Int32) -> Never {
+        if wantsJSON, let data = try? JSONSerialization.data(withJSONObject: ["error": message, "code": code], options: [.sortedKeys]) {
+            FileHandle.standardOutput.write(data + Data("\n".utf8))
+        }
+        if !message.isEmpty { FileHandle.standardError.write(Data("error: \(message)\n".utf8)) }
+        Foundation.exit(exitCode)
     }
 }
 
@@ -91,25 +102,39 @@ struct ServeCommand: AsyncParsableCommand {
             throw CLIError.failure(PolicyError(file: policyPath, problems: loaded.errors).description + "\nrefusing to start with an invalid policy")
         }
 
+        let adminToken = env["GATEHOUSE_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        if let adminToken, adminToken.count < 16 {
+            throw CLIError.failure("GATEHOUSE_ADMIN_TOKEN must be at least 16 characters; generate one with `head -c 24 /dev/urandom | base64`")
+        }
         let databaseURL = database ?? env["GATEHOUSE_DATABASE"] ?? "sqlite:gatehouse.db"
         let store = try await GatehouseStore.open(url: databaseURL, logger: logger)
         let policies = PolicyHolder(initialPolicy, path: policyPath)
         let service = AccessService(store: store, policies: policies, clock: SystemClock(), logger: logger)
 
-        if let adminToken = env["GATEHOUSE_ADMIN_TOKEN"], !adminToken.isEmpty {
-            if try await service.bootstrapAdmin(token: adminToken) {
-                logger.notice("created the bootstrap admin from GATEHOUSE_ADMIN_TOKEN")
+        if let adminToken {
+            do {
+                if try await service.bootstrapAdmin(token: adminToken) {
+                    logger.notice("created the bootstrap admin from GATEHOUSE_ADMIN_TOKEN")
+                }
+            } catch {
+                await store.close()
+                throw error
             }
         }
         let runLogger = logger
         let app = try GatehouseHTTP.makeApplication(
             service: service, host: host, port: port, logger: logger,
             services: [Sweeper(service: service, interval: .seconds(sweepInterval.seconds), logger: logger),
-                       PolicyReloadOnHangup(policies: policies, logger: logger)],
+                       PolicyReloadOnHangup(service: service, logger: logger)],
             onServerRunning: { channel in
                 runLogger.notice("gatehouse listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "store": "\(store.location)"])
             })
-        try await app.runService()
+        do {
+            try await app.runService()
+        } catch {
+            await store.close()
+            throw error
+        }
         await store.close()
     }
 }

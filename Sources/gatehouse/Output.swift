@@ -44,9 +44,24 @@ enum Output {
         }
     }
 
+    /// Text from the server, made safe for a terminal: control and direction-changing characters
+    /// are shown escaped, never interpreted.
+    static func safe(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            let category = scalar.properties.generalCategory
+            if category == .control || category == .format || category == .lineSeparator || category == .paragraphSeparator {
+                out += "\\u{" + String(scalar.value, radix: 16) + "}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
     static func string(_ object: [String: Any], _ key: String) -> String {
         switch object[key] {
-        case let value as String: return value
+        case let value as String: return safe(value)
         case let value as NSNumber: return value.stringValue
         case nil: return ""
         case let value?: return "\(value)"

@@ -34,6 +34,11 @@ struct BadInputTests {
         Case(name: "reason without the ticket", body: with(["reason": "fix the stuck migration"]), status: 400, field: "reason", phrase: "(INC|CHG)-[0-9]+"),
         Case(name: "reason too short", body: with(["reason": "INC-1"]), status: 400, field: "reason", phrase: "at least 10"),
         Case(name: "reason over 4 KiB", body: with(["reason": "INC-1 " + String(repeating: "é", count: 2100)]), status: 400, field: "reason", phrase: "4 KiB"),
+        Case(name: "terminal escape in reason", body: with(["reason": "INC-77 rotate creds\n\u{1B}[4A\rrole read"]), status: 400, field: "reason", phrase: "control character"),
+        Case(name: "NUL byte in reason", body: with(["reason": "x\u{0}INC-4411 fix stuck migration"]), status: 400, field: "reason", phrase: "U+0000"),
+        Case(name: "right-to-left override in reason", body: with(["reason": "INC-4411 fix \u{202E}noitargim"]), status: 400, field: "reason", phrase: "direction-changing"),
+        Case(name: "control character in ticket", body: with(["ticket": "INC-1\u{7}"]), status: 400, field: "ticket", phrase: "control character"),
+        Case(name: "ticket over 128 bytes", body: with(["ticket": "INC-1" + String(repeating: "\u{301}", count: 200)]), status: 400, field: "ticket", phrase: "128 bytes"),
         Case(name: "missing resource", body: with(["resource": nil]), status: 400, field: "resource", phrase: "required"),
         Case(name: "not a requester", body: with(["resource": "prod-db", "role": "write"]), status: 403, field: "role", phrase: "only members of engineers"),
     ]

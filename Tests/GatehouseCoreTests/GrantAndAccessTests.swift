@@ -1,0 +1,223 @@
+import Foundation
+import Testing
+@testable import GatehouseCore
+
+@Suite("GrantLifecycle")
+struct GrantLifecycleTests {
+    let t0 = Fixture.t0
+    let grant = Fixture.grant(principal: "alice", duration: 3_600)
+
+    @Test("isActive is false exactly at expiresAt and true one millisecond before")
+    func activeBoundary() {
+        #expect(grant.isActive(at: grant.expiresAt.addingTimeInterval(-0.001)))
+        #expect(!grant.isActive(at: grant.expiresAt))
+        #expect(!grant.isActive(at: grant.expiresAt.addingTimeInterval(0.001)))
+        #expect(grant.isActive(at: grant.startsAt))
+        #expect(!grant.isActive(at: grant.startsAt.addingTimeInterval(-0.001)), "not active before it starts")
+        #expect(grant.state(at: grant.expiresAt.addingTimeInterval(-0.001)) == "active")
+        #expect(grant.state(at: grant.expiresAt) == "expired", "an unswept grant past expiry reads as expired")
+    }
+
+    @Test("the holder releases their grant")
+    func release() throws {
+        let now = t0.addingTimeInterval(600)
+        let released = try GrantLifecycle.release(grant, by: "alice", now: now)
+        #expect(released.endReason == .released)
+        #expect(released.endedAt == now)
+        #expect(released.endedBy == "alice")
+        #expect(released.expiresAt == grant.expiresAt, "expiry is kept for the record")
+        #expect(!released.isActive(at: now))
+        #expect(released.state(at: now) == "released")
+    }
+
+    @Test("only the holder can release", arguments: ["bob", "erin", "ALICE", ""])
+    func releaseByOthers(principal: String) {
+        expectGatehouseError(code: "not_your_grant", kind: .forbidden) {
+            try GrantLifecycle.release(grant, by: principal, now: t0.addingTimeInterval(10))
+        }
+    }
+
+    @Test("only an admin can revoke, and must say why")
+    func revoke() throws {
+        let now = t0.addingTimeInterval(60)
+        expectGatehouseError(code: "admin_only", kind: .forbidden) {
+            try GrantLifecycle.revoke(grant, by: "alice", isAdmin: false, reason: "done", now: now)
+        }
+        for blank in ["", "   ", "\n\t"] {
+            expectGatehouseError(code: "missing_reason", kind: .invalid, field: "reason") {
+                try GrantLifecycle.revoke(grant, by: "erin", isAdmin: true, reason: blank, now: now)
+            }
+        }
+        expectGatehouseError(code: "reason_too_long", kind: .invalid, field: "reason") {
+            try GrantLifecycle.revoke(grant, by: "erin", isAdmin: true, reason: String(repeating: "ü", count: 2_049), now: now)
+        }
+        let revoked = try GrantLifecycle.revoke(grant, by: "erin", isAdmin: true, reason: "  suspicious activity ", now: now)
+        #expect(revoked.endReason == .revoked)
+        #expect(revoked.endedBy == "erin")
+        #expect(revoked.endedAt == now)
+        #expect(revoked.endComment == "suspicious activity")
+        #expect(!revoked.isActive(at: now))
+    }
+
+    @Test("an expired grant cannot be released or revoked")
+    func cannotEndExpired() {
+        for now in [grant.expiresAt, grant.expiresAt.addingTimeInterval(1)] {
+            let error = expectGatehouseError(code: "grant_not_active", kind: .conflict) {
+                try GrantLifecycle.release(grant, by: "alice", now: now)
+            }
+            #expect(error?.message.contains("expired") == true)
+            expectGatehouseError(code: "grant_not_active", kind: .conflict) {
+                try GrantLifecycle.revoke(grant, by: "erin", isAdmin: true, reason: "cleanup", now: now)
+            }
+        }
+    }
+
+    @Test("an ended grant cannot be ended again")
+    func cannotEndTwice() throws {
+        let released = try GrantLifecycle.release(grant, by: "alice", now: t0.addingTimeInterval(10))
+        let error = expectGatehouseError(code: "grant_not_active", kind: .conflict) {
+            try GrantLifecycle.release(released, by: "alice", now: t0.addingTimeInterval(20))
+        }
+        #expect(error?.message.contains("released") == true)
+        expectGatehouseError(code: "grant_not_active", kind: .conflict) {
+            try GrantLifecycle.revoke(released, by: "erin", isAdmin: true, reason: "again", now: t0.addingTimeInterval(20))
+        }
+        let swept = GrantLifecycle.expire(grant)
+        expectGatehouseError(code: "grant_not_active", kind: .conflict) {
+            try GrantLifecycle.release(swept, by: "alice", now: t0.addingTimeInterval(20))
+        }
+    }
+
+    @Test("the sweeper ends a grant at its expiry, not at sweep time")
+    func sweep() {
+        let swept = GrantLifecycle.expire(grant)
+        #expect(swept.endReason == .expired)
+        #expect(swept.endedAt == grant.expiresAt)
+        #expect(swept.endedBy == "system")
+        #expect(swept.state(at: grant.startsAt) == "expired")
+    }
+}
+
+@Suite("AccessCheck")
+struct AccessCheckTests {
+    let policy = Fixture.policy()
+    let t0 = Fixture.t0
+
+    func check(_ principal: String = "alice", resource: String = "prod-db", role: String = "write",
+               grants: [Grant], at now: Date? = nil) -> CheckDecision {
+        AccessCheck.decide(principal: principal, resource: resource, role: role, policy: policy, grants: grants,
+                           now: now ?? t0.addingTimeInterval(60))
+    }
+
+    @Test("an active grant for the role allows")
+    func allowWithGrant() {
+        let grant = Fixture.grant(principal: "alice", role: "write", allows: .write)
+        #expect(check(grants: [grant]) == .allow(grant))
+    }
+
+    @Test("a stronger role's grant covers weaker roles", arguments: ["write", "read"])
+    func strongerCoversWeaker(role: String) {
+        let admin = Fixture.grant(principal: "alice", role: "admin", allows: .dangerous)
+        #expect(check(role: role, grants: [admin]) == .allow(admin))
+    }
+
+    @Test("a weaker role's grant does not cover a stronger role")
+    func weakerDoesNotCover() {
+        let read = Fixture.grant(principal: "alice", role: "read", allows: .read)
+        guard case .approvalRequired = check(role: "write", grants: [read]) else {
+            Issue.record("a read grant must not allow write")
+            return
+        }
+        guard case .approvalRequired = check(role: "admin", grants: [read]) else {
+            Issue.record("a read grant must not allow admin")
+            return
+        }
+    }
+
+    @Test("an expired grant no longer allows: approval is required one second after expiry")
+    func expiredGrant() {
+        let grant = Fixture.grant(principal: "alice", role: "write", allows: .write, duration: 3_600)
+        #expect(check(grants: [grant], at: grant.expiresAt.addingTimeInterval(-1)) == .allow(grant))
+        let decision = check(grants: [grant], at: grant.expiresAt.addingTimeInterval(1))
+        guard case let .approvalRequired(command, reason) = decision else {
+            Issue.record("expected approval_required, got \(decision)")
+            return
+        }
+        #expect(command.contains("gatehouse request prod-db --role write --for 1h"))
+        #expect(reason.contains("no active grant for prod-db/write"))
+        #expect(reason.contains("(INC|CHG)-[0-9]+"), "the hint names the ticket pattern")
+        guard case .approvalRequired = check(grants: [grant], at: grant.expiresAt) else {
+            Issue.record("at exactly expiresAt the grant is over")
+            return
+        }
+    }
+
+    @Test("a released or revoked grant no longer allows")
+    func endedGrant() throws {
+        let grant = Fixture.grant(principal: "alice")
+        let released = try GrantLifecycle.release(grant, by: "alice", now: t0.addingTimeInterval(30))
+        guard case .approvalRequired = check(grants: [released]) else {
+            Issue.record("a released grant must not allow")
+            return
+        }
+    }
+
+    @Test("the grant that lasts longest is returned")
+    func longestGrantWins() {
+        let short = Fixture.grant(principal: "alice", role: "write", allows: .write, duration: 600)
+        let long = Fixture.grant(principal: "alice", role: "admin", allows: .dangerous, duration: 1_200)
+        #expect(check(grants: [short, long]) == .allow(long))
+        #expect(check(grants: [long, short]) == .allow(long))
+    }
+
+    @Test("unknown resource or role is denied, even with grants")
+    func unknownResource() {
+        let grant = Fixture.grant(principal: "alice", resource: "old-db")
+        guard case let .deny(reason) = check(resource: "old-db", grants: [grant]) else {
+            Issue.record("unknown resource must be denied")
+            return
+        }
+        #expect(reason.contains("unknown resource 'old-db'"))
+        guard case .deny = check(role: "owner", grants: [Fixture.grant(principal: "alice", role: "owner")]) else {
+            Issue.record("unknown role must be denied")
+            return
+        }
+    }
+
+    @Test("a principal who may not request is denied, not told to request")
+    func nonRequesterDenied() {
+        guard case let .deny(reason) = check("mallory", grants: []) else {
+            Issue.record("mallory is not a requester")
+            return
+        }
+        #expect(reason.contains("mallory may not request prod-db/write"))
+    }
+
+    @Test("a principal missing from the policy is denied even with an active grant")
+    func removedPrincipalDenied() {
+        let grant = Fixture.grant(principal: "ghost")
+        guard case .deny = check("ghost", grants: [grant]) else {
+            Issue.record("a principal not in the policy must be denied")
+            return
+        }
+    }
+
+    @Test("another principal's grant does not count")
+    func othersGrantDoesNotCount() {
+        let bobs = Fixture.grant(principal: "bob", role: "admin", allows: .dangerous)
+        guard case .approvalRequired = check("alice", grants: [bobs]) else {
+            Issue.record("bob's grant must not allow alice")
+            return
+        }
+        #expect(check("bob", grants: [bobs]) == .allow(bobs))
+    }
+
+    @Test("a grant on another resource does not count")
+    func otherResourceDoesNotCount() {
+        let api = Fixture.grant(principal: "alice", resource: "billing-api", role: "operate", allows: .dangerous)
+        guard case .approvalRequired = check(grants: [api]) else {
+            Issue.record("a billing-api grant must not allow prod-db")
+            return
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+@testable import GatehouseCore
+
+@Suite("Identifiers and token secrets")
+struct IdentifierTests {
+    static let alphabet = Set("0123456789abcdefghjkmnpqrstvwxyz")
+
+    @Test("identifiers carry their prefix and a 16-character random part", arguments: ["req", "grt", "tok"])
+    func prefix(prefix: String) {
+        let id = Identifier.make(prefix)
+        #expect(id.hasPrefix(prefix + "_"))
+        let random = id.dropFirst(prefix.count + 1)
+        #expect(random.count == 16)
+        #expect(random.allSatisfy { Self.alphabet.contains($0) }, "\(id)")
+    }
+
+    @Test("10,000 identifiers are all different")
+    func uniqueness() {
+        let ids = (0..<10_000).map { _ in Identifier.make("req") }
+        #expect(Set(ids).count == 10_000)
+    }
+
+    @Test("identifiers use the whole alphabet")
+    func alphabetCoverage() {
+        let seen = Set((0..<2_000).flatMap { _ in Identifier.make("x").dropFirst(2) })
+        #expect(seen == Self.alphabet)
+    }
+
+    @Test("generated tokens have the ghs_ prefix, 32 random characters, and differ")
+    func tokens() {
+        let tokens = (0..<1_000).map { _ in TokenSecret.generate() }
+        #expect(tokens.allSatisfy { $0.hasPrefix(TokenSecret.prefix) && $0.count == TokenSecret.prefix.count + 32 })
+        #expect(Set(tokens).count == tokens.count)
+    }
+
+    @Test("token hashes are deterministic lowercase SHA-256 hex")
+    func tokenHash() {
+        let hash = TokenSecret.hash("abc")
+        #expect(hash == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(TokenSecret.hash("abc") == hash)
+        #expect(TokenSecret.hash("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        let token = TokenSecret.generate()
+        let tokenHash = TokenSecret.hash(token)
+        #expect(tokenHash.count == 64)
+        #expect(tokenHash.allSatisfy { "0123456789abcdef".contains($0) })
+        #expect(tokenHash != token)
+    }
+
+    @Test("different tokens hash differently")
+    func differentTokensDiffer() {
+        #expect(TokenSecret.hash("ghs_a") != TokenSecret.hash("ghs_b"))
+        #expect(TokenSecret.hash("ghs_a") != TokenSecret.hash("ghs_a "))
+        let hashes = Set((0..<1_000).map { _ in TokenSecret.hash(TokenSecret.generate()) })
+        #expect(hashes.count == 1_000)
+    }
+}
+
+@Suite("Clock and risk")
+struct ClockAndRiskTests {
+    @Test("the manual clock moves only when told")
+    func manualClock() {
+        let clock = ManualClock(Fixture.t0)
+        #expect(clock.now() == Fixture.t0)
+        #expect(clock.now() == Fixture.t0)
+        clock.advance(by: 90)
+        #expect(clock.now() == Fixture.t0.addingTimeInterval(90))
+        clock.set(Date(timeIntervalSince1970: 0))
+        #expect(clock.now() == Date(timeIntervalSince1970: 0))
+    }
+
+    @Test("RFC 3339 text is UTC with milliseconds")
+    func rfc3339() {
+        #expect(Date(unixMilliseconds: 1_800_000_000_000).rfc3339 == "2027-01-15T08:00:00.000Z")
+        #expect(Date(unixMilliseconds: 1_800_000_000_500).rfc3339 == "2027-01-15T08:00:00.500Z")
+    }
+
+    @Test("RFC 3339 text shows the stored millisecond", arguments: [Int64(1_800_000_000_123), 1_776_120_900_139, 1_763_213_677_847])
+    func rfc3339Milliseconds(ms: Int64) {
+        let text = Date(unixMilliseconds: ms).rfc3339
+        #expect(text.hasSuffix(String(format: ".%03dZ", Int(ms % 1_000))), "\(ms) -> \(text)")
+    }
+
+    @Test("risk levels are ordered read < write < dangerous < forbidden")
+    func riskOrder() {
+        #expect(RiskLevel.allCases.sorted() == [.read, .write, .dangerous, .forbidden])
+        #expect(RiskLevel.read < .write)
+        #expect(RiskLevel.dangerous < .forbidden)
+        #expect(!(RiskLevel.forbidden < .dangerous))
+    }
+}

@@ -1,0 +1,343 @@
+import Foundation
+import Testing
+@testable import GatehouseCore
+
+/// Ten lines of a valid policy; a test appends role lines, which start at line 11.
+private let header = """
+version: 1
+principals:
+  alice: {groups: [engineers]}
+  bob: {groups: [engineers, dba]}
+  carol: {groups: [dba]}
+  deploy-bot: {groups: [automation, dba], kind: service}
+resources:
+  prod-db:
+    kind: postgres
+    roles:
+
+"""
+
+private func withRoles(_ roles: String) -> String { header + roles + "\n" }
+
+private let validRead = "      read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}"
+
+struct InvalidPolicy: Sendable, CustomTestStringConvertible {
+    var name: String
+    var yaml: String
+    var line: Int
+    var phrases: [String]
+    var testDescription: String { name }
+
+    init(_ name: String, _ yaml: String, line: Int, _ phrases: String...) {
+        self.name = name
+        self.yaml = yaml
+        self.line = line
+        self.phrases = phrases
+    }
+}
+
+@Suite("PolicyLoader")
+struct PolicyLoaderTests {
+    static let examplePath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("examples/policy.yaml").path
+
+    @Test("the example policy loads with no problems")
+    func examplePolicy() throws {
+        let text = try String(contentsOfFile: Self.examplePath, encoding: .utf8)
+        let result = PolicyLoader.load(yaml: text)
+        #expect(result.errors.isEmpty, "\(result.errors)")
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        let policy = try #require(result.policy)
+        #expect(policy.version == 1)
+        #expect(Set(policy.principals.keys) == ["alice", "bob", "carol", "erin", "deploy-bot"])
+        #expect(policy.principals["deploy-bot"]?.kind == .service)
+        #expect(policy.principals["bob"]?.groups == ["engineers", "dba"])
+        #expect(policy.adminGroups == ["security"])
+        #expect(policy.isAdmin("erin"))
+        #expect(!policy.isAdmin("bob"))
+        #expect(policy.pendingTTL.seconds == 86_400)
+        let db = try #require(policy.resources["prod-db"])
+        #expect(db.kind == .postgres)
+        #expect(db.labels == ["env": "prod"])
+        #expect(Set(db.roles.keys) == ["read", "write", "admin"])
+        let write = try #require(db.roles["write"])
+        #expect(write.requesters == ["engineers"])
+        #expect(write.approvers == ["dba"])
+        #expect(write.approvals == 1)
+        #expect(write.maxDuration.seconds == 3_600)
+        #expect(write.allows == .write)
+        #expect(write.reason.minLength == 10)
+        #expect(write.reason.ticketPattern == "(INC|CHG)-[0-9]+")
+        let admin = try #require(db.roles["admin"])
+        #expect(admin.approvals == 2)
+        #expect(admin.maxDuration.seconds == 1_800)
+        #expect(admin.allows == .dangerous)
+        #expect(policy.eligibleApprovers(for: admin) == ["bob", "carol", "erin"])
+        #expect(db.roles["read"]?.approvals == 0)
+        #expect(policy.resources["billing-api"]?.roles["operate"]?.requesters == ["engineers", "automation"])
+    }
+
+    @Test("load(file:) reads the example and reports an unreadable path as a problem")
+    func loadFile() throws {
+        let policy = try PolicyLoader.loadValid(file: Self.examplePath)
+        #expect(policy.resources.count == 2)
+        let missing = try PolicyLoader.load(file: "/nonexistent/gatehouse/policy.yaml")
+        #expect(missing.policy == nil)
+        #expect(missing.errors.count == 1)
+        #expect(missing.errors.first?.message.contains("cannot read the policy file") == true)
+        #expect(throws: PolicyError.self) { try PolicyLoader.loadValid(file: "/nonexistent/gatehouse/policy.yaml") }
+    }
+
+    @Test("the header used by the corpus is itself valid")
+    func headerIsValid() throws {
+        let result = PolicyLoader.load(yaml: withRoles(validRead))
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(try #require(result.policy).resources["prod-db"]?.roles["read"] != nil)
+    }
+
+    static let invalidCorpus: [InvalidPolicy] = [
+        InvalidPolicy("unknown requester group, with a suggestion",
+                      withRoles("      read: {requesters: [enginers], approvals: 0, max_duration: 8h, allows: read}"),
+                      line: 11, "unknown group `enginers`", "did you mean `engineers`?"),
+        InvalidPolicy("unknown approver group, with a suggestion",
+                      withRoles(validRead + "\n      write: {requesters: [engineers], approvers: [dbas], approvals: 1, max_duration: 1h, allows: write}"),
+                      line: 12, "unknown group `dbas`", "did you mean `dba`?"),
+        InvalidPolicy("unknown admin group",
+                      header.replacingOccurrences(of: "resources:\n", with: "admins: [dbas]\nresources:\n") + validRead + "\n",
+                      line: 7, "unknown group `dbas` in admins", "did you mean `dba`?"),
+        InvalidPolicy("more approvals than human approvers (the service account does not count)",
+                      withRoles("      write: {requesters: [engineers], approvers: [dba], approvals: 3, max_duration: 1h, allows: write}"),
+                      line: 11, "needs 3 approvals but only 2 human(s) can approve (bob, carol)"),
+        InvalidPolicy("approver group of service accounts only",
+                      withRoles("      write: {requesters: [engineers], approvers: [automation], approvals: 1, max_duration: 1h, allows: write}"),
+                      line: 11, "only 0 human(s) can approve"),
+        InvalidPolicy("approvals without approvers",
+                      withRoles("      write: {requesters: [engineers], approvals: 1, max_duration: 1h, allows: write}"),
+                      line: 11, "lists no `approvers:`"),
+        InvalidPolicy("bad duration",
+                      withRoles("      read: {requesters: [engineers], approvals: 0, max_duration: 30x, allows: read}"),
+                      line: 11, "max_duration of role `prod-db/read`", "'30x' is not a duration"),
+        InvalidPolicy("zero duration",
+                      withRoles("      read: {requesters: [engineers], approvals: 0, max_duration: 0m, allows: read}"),
+                      line: 11, "'0m' is zero"),
+        InvalidPolicy("bad pending_ttl",
+                      "pending_ttl: soon\n" + withRoles(validRead),
+                      line: 1, "pending_ttl", "'soon' is not a duration"),
+        InvalidPolicy("invalid ticket regex",
+                      withRoles("""
+                            write: {requesters: [engineers], approvers: [dba], approvals: 1, max_duration: 1h,
+                                    allows: write, reason: {ticket: "(INC|CHG-[0-9]+"}}
+                      """),
+                      line: 12, "reason.ticket", "not a valid regular expression"),
+        InvalidPolicy("min_length out of range",
+                      withRoles("      read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read, reason: {min_length: 5000}}"),
+                      line: 11, "min_length", "between 1 and 4096"),
+        InvalidPolicy("allows: forbidden",
+                      withRoles("      read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: forbidden}"),
+                      line: 11, "cannot be `forbidden`"),
+        InvalidPolicy("allows: unknown level",
+                      withRoles("      read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: everything}"),
+                      line: 11, "must be read, write or dangerous"),
+        InvalidPolicy("approvals out of range",
+                      withRoles("      read: {requesters: [engineers], approvals: -1, max_duration: 8h, allows: read}"),
+                      line: 11, "approvals of role `prod-db/read` is -1"),
+        InvalidPolicy("approvals not a number",
+                      withRoles("      read: {requesters: [engineers], approvals: two, max_duration: 8h, allows: read}"),
+                      line: 11, "must be a whole number"),
+        InvalidPolicy("unknown role key with a suggestion",
+                      withRoles("      read: {requesters: [engineers], approvals: 0, max_duraton: 8h, allows: read}"),
+                      line: 11, "unknown key `max_duraton`", "did you mean `max_duration`?"),
+        InvalidPolicy("unknown top-level key with a suggestion",
+                      withRoles(validRead) + "pending_tll: 1h\n",
+                      line: 12, "unknown key `pending_tll`", "did you mean `pending_ttl`?"),
+        InvalidPolicy("unknown principal key with a suggestion",
+                      withRoles(validRead).replacingOccurrences(of: "carol: {groups: [dba]}", with: "carol: {group: [dba]}"),
+                      line: 5, "unknown key `group`", "did you mean `groups`?"),
+        InvalidPolicy("missing version",
+                      withRoles(validRead).replacingOccurrences(of: "version: 1\n", with: ""),
+                      line: 1, "`version: 1` is missing"),
+        InvalidPolicy("version 2",
+                      withRoles(validRead).replacingOccurrences(of: "version: 1", with: "version: 2"),
+                      line: 1, "version must be 1"),
+        InvalidPolicy("missing principals",
+                      "version: 1\nresources: {}\n",
+                      line: 1, "`principals:` is missing"),
+        InvalidPolicy("missing resources",
+                      "version: 1\nprincipals: {alice: {groups: [engineers]}}\n",
+                      line: 1, "`resources:` is missing"),
+        InvalidPolicy("role without requesters",
+                      withRoles("      read: {approvals: 0, max_duration: 8h, allows: read}"),
+                      line: 11, "needs `requesters:`"),
+        InvalidPolicy("role with an empty requesters list",
+                      withRoles("      read: {requesters: [], approvals: 0, max_duration: 8h, allows: read}"),
+                      line: 11, "needs `requesters:`"),
+        InvalidPolicy("role without approvals",
+                      withRoles("      read: {requesters: [engineers], max_duration: 8h, allows: read}"),
+                      line: 11, "needs `approvals:`"),
+        InvalidPolicy("role without max_duration",
+                      withRoles("      read: {requesters: [engineers], approvals: 0, allows: read}"),
+                      line: 11, "needs `max_duration:`"),
+        InvalidPolicy("role without allows",
+                      withRoles("      read: {requesters: [engineers], approvals: 0, max_duration: 8h}"),
+                      line: 11, "needs `allows:`"),
+        InvalidPolicy("requesters written as a scalar",
+                      withRoles("      read: {requesters: engineers, approvals: 0, max_duration: 8h, allows: read}"),
+                      line: 11, "must be a list, for example [engineers]"),
+        InvalidPolicy("resource without kind",
+                      withRoles(validRead).replacingOccurrences(of: "    kind: postgres\n", with: ""),
+                      line: 9, "needs a `kind:`"),
+        InvalidPolicy("resource with an unknown kind",
+                      withRoles(validRead).replacingOccurrences(of: "kind: postgres", with: "kind: mysql"),
+                      line: 9, "kind `mysql` of resource `prod-db` is not known", "use one of postgres, shell, http, generic"),
+        InvalidPolicy("resource kind with a typo, with a suggestion",
+                      withRoles(validRead).replacingOccurrences(of: "kind: postgres", with: "kind: postgress"),
+                      line: 9, "kind `postgress`", "did you mean `postgres`?"),
+        InvalidPolicy("resource without roles",
+                      header.replacingOccurrences(of: "    roles:\n", with: ""),
+                      line: 9, "needs `roles:`"),
+        InvalidPolicy("principal with an unknown kind",
+                      withRoles(validRead).replacingOccurrences(of: "kind: service", with: "kind: robot"),
+                      line: 6, "must be `user` or `service`"),
+        InvalidPolicy("invalid principal name",
+                      withRoles(validRead).replacingOccurrences(of: "carol:", with: "Carol:"),
+                      line: 5, "principal `Carol` is not a valid name"),
+        InvalidPolicy("tab indentation",
+                      "version: 1\nprincipals:\n\talice: {groups: [engineers]}\nresources: {}\n",
+                      line: 3, "not valid YAML"),
+        InvalidPolicy("unclosed flow sequence",
+                      withRoles("      read: {requesters: [engineers, approvals: 0, max_duration: 8h, allows: read}"),
+                      line: 11, "not valid YAML"),
+        InvalidPolicy("duplicate principal",
+                      withRoles(validRead).replacingOccurrences(of: "  carol: {groups: [dba]}\n",
+                                                                with: "  carol: {groups: [dba]}\n  carol: {groups: [engineers]}\n"),
+                      line: 5, "'carol' appears twice"),
+        InvalidPolicy("duplicate role key",
+                      withRoles("      read: {requesters: [engineers], approvals: 0, approvals: 1, max_duration: 8h, allows: read}"),
+                      line: 11, "'approvals' appears twice"),
+        InvalidPolicy("a list at the root",
+                      "- version: 1\n- principals: {}\n",
+                      line: 1, "must be a YAML mapping"),
+        InvalidPolicy("a scalar at the root",
+                      "just some text\n",
+                      line: 1, "must be a YAML mapping"),
+        InvalidPolicy("an empty document",
+                      "",
+                      line: 1, "must be a YAML mapping"),
+        InvalidPolicy("only comments",
+                      "# nothing here yet\n# really\n",
+                      line: 1, "must be a YAML mapping"),
+        InvalidPolicy("two YAML documents",
+                      withRoles(validRead) + "---\nversion: 1\n",
+                      line: 12, "not valid YAML"),
+    ]
+
+    @Test("invalid policies are rejected with a located message", arguments: invalidCorpus)
+    func invalid(_ testCase: InvalidPolicy) {
+        let result = PolicyLoader.load(yaml: testCase.yaml)
+        #expect(result.policy == nil, "an invalid policy must not load")
+        #expect(!result.errors.isEmpty)
+        let matching = result.errors.filter { problem in testCase.phrases.allSatisfy { problem.message.contains($0) } }
+        #expect(!matching.isEmpty, "no error mentions \(testCase.phrases); got \(result.problems)")
+        #expect(matching.contains { $0.line == testCase.line },
+                "expected line \(testCase.line), got \(matching.map(\.line)) in \(result.problems)")
+        #expect(result.problems.allSatisfy { $0.line >= 1 && $0.column >= 1 })
+    }
+
+    @Test("a policy with several mistakes reports every one of them, sorted by line")
+    func everyProblemIsReported() throws {
+        let yaml = """
+        version: 2
+        principals:
+          alice: {groups: [engineers]}
+          bob: {groups: [engineers, dba]}
+          deploy-bot: {groups: [automation], kind: robot}
+        resources:
+          prod-db:
+            kind: postgres
+            roles:
+              read: {requesters: [enginers], approvals: 0, max_duration: 8h, allows: read}
+              write: {requesters: [engineers], approvers: [dba], approvals: 1, max_duration: 30x, allows: write}
+              admin: {requesters: [dba], approvers: [dba], approvals: 2, max_duration: 30m, allows: forbidden}
+        pending_tll: 24h
+
+        """
+        let result = PolicyLoader.load(yaml: yaml)
+        #expect(result.policy == nil)
+        let lines = result.errors.map(\.line)
+        #expect(lines == lines.sorted(), "problems must be sorted by line: \(lines)")
+        for (line, phrase) in [(1, "version must be 1"), (5, "must be `user` or `service`"), (10, "unknown group `enginers`"),
+                               (11, "'30x' is not a duration"), (12, "cannot be `forbidden`"),
+                               (12, "needs 2 approvals but only 1 human(s) can approve (bob)"), (13, "unknown key `pending_tll`")] {
+            #expect(result.errors.contains { $0.line == line && $0.message.contains(phrase) },
+                    "missing \(line): \(phrase) in \(result.errors)")
+        }
+        #expect(result.errors.count >= 7)
+        let sortedProblems = result.problems.sorted { ($0.line, $0.column) < ($1.line, $1.column) }
+        #expect(result.problems == sortedProblems)
+    }
+
+    @Test("a reserved section is a warning; the policy still loads")
+    func reservedSectionWarns() throws {
+        let yaml = withRoles(validRead) + "guard:\n  sql: {forbidden: [drop_database]}\n"
+        let result = PolicyLoader.load(yaml: yaml)
+        #expect(result.errors.isEmpty, "\(result.errors)")
+        #expect(result.policy != nil)
+        let warning = try #require(result.warnings.first)
+        #expect(result.warnings.count == 1)
+        #expect(warning.line == 12)
+        #expect(warning.severity == .warning)
+        #expect(warning.message.contains("`guard`"))
+        #expect(warning.message.contains("not enforced"))
+    }
+
+    @Test("`actions:` of a resource is a warning, not an error")
+    func actionsWarn() throws {
+        let yaml = header.replacingOccurrences(of: "    roles:\n", with: "    actions: {requesters: [engineers]}\n    roles:\n") + validRead + "\n"
+        let result = PolicyLoader.load(yaml: yaml)
+        #expect(result.errors.isEmpty, "\(result.errors)")
+        #expect(result.policy != nil)
+        #expect(result.warnings.contains { $0.line == 10 && $0.message.contains("`actions`") })
+    }
+
+    @Test("a requester who could never collect enough approvals is warned about")
+    func stuckRequesterWarns() throws {
+        // dba has two human members (bob, carol); a request by bob can only be approved by carol.
+        let result = PolicyLoader.load(yaml: withRoles(
+            "      admin: {requesters: [dba], approvers: [dba], approvals: 2, max_duration: 30m, allows: dangerous}"))
+        #expect(result.errors.isEmpty, "\(result.errors)")
+        #expect(result.policy != nil)
+        let warning = try #require(result.warnings.first)
+        #expect(warning.line == 11)
+        #expect(warning.message.contains("bob, carol"))
+        #expect(warning.message.contains("never collect 2 approvals"))
+    }
+
+    @Test("a role fails but every missing field is still reported")
+    func missingRequestersReportedNextToOtherErrors() {
+        // The file documents that reading does not stop at the first problem: a role with a bad duration
+        // and no requesters has two problems, and the admin should see both in one run.
+        let result = PolicyLoader.load(yaml: withRoles("      read: {approvals: 0, max_duration: 30x, allows: read}"))
+        #expect(result.errors.contains { $0.message.contains("'30x' is not a duration") })
+        #expect(result.errors.contains { $0.line == 11 && $0.message.contains("needs `requesters:`") },
+                "\(result.errors)")
+    }
+
+    @Test("did-you-mean suggests only close names")
+    func closest() {
+        #expect(PolicyLoader.closest(to: "enginers", in: ["engineers", "dba", "security"]) == "engineers")
+        #expect(PolicyLoader.closest(to: "xyz", in: ["engineers", "dba", "security"]) == nil)
+        #expect(PolicyLoader.closest(to: "dbb", in: ["dba", "dbc"]) == "dba") // ties go to the first name
+        #expect(PolicyLoader.editDistance("kitten", "sitting") == 3)
+        #expect(PolicyLoader.editDistance("", "abc") == 3)
+        #expect(PolicyLoader.editDistance("same", "same") == 0)
+    }
+
+    @Test("problems print as line:column: severity: message")
+    func problemDescription() {
+        let problem = PolicyProblem(line: 3, column: 7, message: "boom")
+        #expect(problem.description == "3:7: error: boom")
+        #expect(problem.located(in: "policy.yaml") == "policy.yaml:3:7: error: boom")
+        let error = PolicyError(file: "p.yaml", problems: [problem])
+        #expect(error.description == "policy p.yaml is invalid:\n  p.yaml:3:7: error: boom")
+    }
+}
