@@ -51,6 +51,12 @@ struct GrantLifecycleTests {
         expectGatehouseError(code: "reason_too_long", kind: .invalid, field: "reason") {
             try GrantLifecycle.revoke(grant, by: "erin", isAdmin: true, reason: String(repeating: "ü", count: 2_049), now: now)
         }
+        expectGatehouseError(code: "control_character", kind: .invalid, field: "reason") {
+            try GrantLifecycle.revoke(grant, by: "erin", isAdmin: true, reason: "gone\u{1B}[2J", now: now)
+        }
+        expectGatehouseError(code: "deceptive_character", kind: .invalid, field: "reason") {
+            try GrantLifecycle.revoke(grant, by: "erin", isAdmin: true, reason: "gone \u{202E}", now: now)
+        }
         let revoked = try GrantLifecycle.revoke(grant, by: "erin", isAdmin: true, reason: "  suspicious activity ", now: now)
         #expect(revoked.endReason == .revoked)
         #expect(revoked.endedBy == "erin")

@@ -198,6 +198,9 @@ struct PolicyLoaderTests {
         InvalidPolicy("principal with an unknown kind",
                       withRoles(validRead).replacingOccurrences(of: "kind: service", with: "kind: robot"),
                       line: 6, "must be `user` or `service`"),
+        InvalidPolicy("reserved principal name",
+                      withRoles(validRead).replacingOccurrences(of: "  carol: {groups: [dba]}", with: "  system: {groups: [dba]}"),
+                      line: 5, "`system` is reserved"),
         InvalidPolicy("invalid principal name",
                       withRoles(validRead).replacingOccurrences(of: "carol:", with: "Carol:"),
                       line: 5, "principal `Carol` is not a valid name"),
@@ -312,14 +315,13 @@ struct PolicyLoaderTests {
         #expect(warning.message.contains("never collect 2 approvals"))
     }
 
-    @Test("a role fails but every missing field is still reported")
+    @Test("a role with a bad field still reports its missing requesters")
     func missingRequestersReportedNextToOtherErrors() {
-        // The file documents that reading does not stop at the first problem: a role with a bad duration
-        // and no requesters has two problems, and the admin should see both in one run.
+        // Reading does not stop at the first problem: a role with a bad duration and no requesters has
+        // two problems, and the admin should see both in one run.
         let result = PolicyLoader.load(yaml: withRoles("      read: {approvals: 0, max_duration: 30x, allows: read}"))
-        #expect(result.errors.contains { $0.message.contains("'30x' is not a duration") })
-        #expect(result.errors.contains { $0.line == 11 && $0.message.contains("needs `requesters:`") },
-                "\(result.errors)")
+        #expect(result.errors.contains { $0.line == 11 && $0.message.contains("'30x' is not a duration") })
+        #expect(result.errors.contains { $0.line == 11 && $0.message.contains("needs `requesters:`") }, "\(result.errors)")
     }
 
     @Test("did-you-mean suggests only close names")

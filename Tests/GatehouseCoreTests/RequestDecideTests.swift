@@ -298,12 +298,29 @@ struct RequestDecideTests {
         var tightened = Fixture.writeRole
         tightened.maxDuration = TimeSpan(seconds: 900)
         let policy = Fixture.policy(roles: [Fixture.readRole, tightened, Fixture.adminRole])
-        let approvedAt = t0.addingTimeInterval(60)
-        // Either refusing the approval or capping the grant would do; a 1h grant under a 15m policy does not.
-        let outcome = try? decide(request, by: "carol", policy: policy, at: approvedAt)
-        if case let .approved(_, _, grant)? = outcome {
-            #expect(grant.expiresAt <= approvedAt.addingTimeInterval(900), "grant runs until \(grant.expiresAt)")
+        let error = expectGatehouseError(code: "duration_over_maximum", kind: .conflict) {
+            try decide(request, by: "carol", policy: policy)
         }
+        #expect(error?.message.contains("at most 15m") == true, "\(error?.message ?? "")")
+        // The approver can still deny it, so it does not sit in the inbox until it expires.
+        guard case .denied = try decide(request, by: "carol", .deny, policy: policy) else {
+            Issue.record("denying must still work")
+            return
+        }
+        // A request within the new maximum is approved as usual.
+        let short = try Fixture.pending("write", duration: "15m")
+        guard case .approved = try decide(short, by: "carol", policy: policy) else {
+            Issue.record("15m fits the new maximum")
+            return
+        }
+    }
+
+    @Test("a comment with control or invisible characters is refused", arguments: ["ok\u{1B}[2J", "ok\nthen", "fine\u{202E}txt.exe"])
+    func commentTextRules(comment: String) throws {
+        let request = try Fixture.pending("write")
+        let error = thrownError { try decide(request, by: "carol", comment: comment) }
+        #expect(error?.field == "comment")
+        #expect(["control_character", "deceptive_character"].contains(error?.code ?? ""), "\(String(describing: error))")
     }
 
     @Test("an overlong comment is refused")
