@@ -57,7 +57,7 @@ public final class AccessService: Sendable {
         guard let token, !token.isEmpty else {
             throw GatehouseError(.unauthorized, "missing_token", "no token: send `Authorization: Bearer <token>` (set GATEHOUSE_TOKEN for the CLI)")
         }
-        guard token.utf8.count <= 256, let record = try await unavailableOnFailure({ try await self.store.read { try await $0.token(hash: TokenSecret.hash(token)) } }) else {
+        guard token.utf8.count <= 256, let record = try await unavailableOnFailure({ try await self.store.liveToken(hash: TokenSecret.hash(token)) }) else {
             throw GatehouseError(.unauthorized, "invalid_token", "the token is unknown or revoked; ask an admin for a new one (`gatehouse token create NAME`)")
         }
         let policy = policies.policy
@@ -291,7 +291,7 @@ public final class AccessService: Sendable {
             throw GatehouseError(.forbidden, "admin_only", "only admins can check on behalf of another principal; leave `principal` out to check yourself", field: "principal")
         }
         let now = clock.now()
-        let grants = try await read { try await $0.activeGrants(principal: subject, resource: resource, now: now) }
+        let grants = try await unavailableOnFailure { try await self.store.openGrants(principal: subject, resource: resource) }
         return (subject, AccessCheck.decide(principal: subject, resource: resource, role: role, policy: policies.policy, grants: grants, now: now))
     }
 

@@ -14,6 +14,8 @@ public final class GatehouseStore: Sendable {
     private let readers: [SQLiteConnection]
     private let nextReader = Atomic<Int>(0)
     private let writeLock = AsyncLock()
+    private let cache = ReadCache()
+    private let fileLock: FileLock
     private let logger: Logger
     public let location: String
     private let path: String
@@ -21,7 +23,8 @@ public final class GatehouseStore: Sendable {
     /// the store stops answering instead of writing to a file nobody will ever see again.
     private let fileIdentity: FileIdentity?
 
-    private init(writer: SQLiteConnection, readers: [SQLiteConnection], path: String, logger: Logger) {
+    private init(writer: SQLiteConnection, readers: [SQLiteConnection], path: String, fileLock: FileLock, logger: Logger) {
+        self.fileLock = fileLock
         self.writer = writer
         self.readers = readers
         self.path = path
@@ -62,6 +65,7 @@ public final class GatehouseStore: Sendable {
     }
 
     public static func openSQLite(path: String, readerCount: Int = 4, logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
+        let fileLock = try FileLock(path: path + ".lock")
         let writer: SQLiteConnection
         do {
             writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
@@ -83,7 +87,7 @@ public final class GatehouseStore: Sendable {
             for connection in readers + [writer] { try? await connection.close() }
             throw GatehouseError(.unavailable, "store_open_failed", "cannot use the SQLite database at \(path): \(error); is it a Gatehouse database, and not damaged?")
         }
-        let store = GatehouseStore(writer: writer, readers: readers, path: path, logger: logger)
+        let store = GatehouseStore(writer: writer, readers: readers, path: path, fileLock: fileLock, logger: logger)
         do {
             try await store.migrate()
         } catch {
@@ -97,6 +101,7 @@ public final class GatehouseStore: Sendable {
         for connection in readers + [writer] {
             try? await connection.close()
         }
+        fileLock.release()
     }
 
     /// Runs `body` in one write transaction. Writers are serialized; a thrown error rolls everything back.
@@ -108,8 +113,10 @@ public final class GatehouseStore: Sendable {
             do {
                 let result = try await body(StoreSession(db: db))
                 try await db.raw("COMMIT").run()
+                cache.invalidate()
                 return result
             } catch {
+                cache.invalidate()
                 do { try await db.raw("ROLLBACK").run() } catch {
                     logger.error("rollback failed", metadata: ["error": "\(error)"])
                 }
@@ -124,6 +131,32 @@ public final class GatehouseStore: Sendable {
         let connection = readers[abs(index) % readers.count]
         try checkFile()
         return try await body(StoreSession(db: connection.sql()))
+    }
+
+    /// The live token with this hash, from the cache when no write committed since it was read.
+    public func liveToken(hash: String) async throws -> TokenRecord? {
+        if let cached = cache.token(hash: hash) {
+            try checkFile()
+            return cached
+        }
+        let generation = cache.generation
+        let token = try await read { try await $0.token(hash: hash) }
+        cache.remember(token: token, hash: hash, readAt: generation)
+        return token
+    }
+
+    /// Grants of a principal on a resource that have not been ended (released, revoked or swept);
+    /// the caller judges expiry against its own clock.
+    public func openGrants(principal: String, resource: String) async throws -> [Grant] {
+        let key = principal + "\u{0}" + resource
+        if let cached = cache.grants(key: key) {
+            try checkFile()
+            return cached
+        }
+        let generation = cache.generation
+        let grants = try await read { try await $0.openGrants(principal: principal, resource: resource) }
+        cache.remember(grants: grants, key: key, readAt: generation)
+        return grants
     }
 
     /// Readiness: the store answers a trivial query.

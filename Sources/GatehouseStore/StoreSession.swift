@@ -193,6 +193,11 @@ public struct StoreSession: Sendable {
         try await db.raw("SELECT * FROM grants WHERE id = \(bind: id)").first().map(Self.grant)
     }
 
+    public func openGrants(principal: String, resource: String) async throws -> [Grant] {
+        try await db.raw("SELECT * FROM grants WHERE principal = \(bind: principal) AND resource = \(bind: resource) AND ended_at IS NULL")
+            .all().map(Self.grant)
+    }
+
     /// Grants of a principal on a resource that have not ended and have not passed their expiry at `now`.
     public func activeGrants(principal: String, resource: String, now: Date) async throws -> [Grant] {
         try await db.raw("""

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseStore
 import Testing
 
 /// Decisions are judged against the policy, clock and tokens as they are when the decision
@@ -146,6 +147,25 @@ struct ConcurrencyTests {
             #expect(request.headers.first(name: "content-type") == "application/problem+json")
             let check = try await server.check(alice)
             #expect(check.status == 503)
+        }
+    }
+}
+
+@Suite("One process per SQLite file")
+struct SingleProcessTests {
+    @Test("a second store on the same SQLite file is refused with a clear error")
+    func secondStoreRefused() async throws {
+        try await TestServer.with { server in
+            do {
+                let second = try await GatehouseStore.openSQLite(path: server.databasePath)
+                await second.close()
+                Issue.record("a second store opened the same file")
+            } catch let error as GatehouseError {
+                #expect(error.code == "store_in_use")
+                #expect(error.message.contains("another Gatehouse process"))
+            }
+            // The first server is unaffected.
+            #expect(try await server.send(.GET, "/readyz", token: nil).status == 200)
         }
     }
 }
