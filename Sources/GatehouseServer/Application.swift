@@ -15,7 +15,7 @@ public enum GatehouseHTTP {
         let router = Router(context: GatehouseRequestContext.self)
         router.add(middleware: ProblemMiddleware(logger: logger))
         router.add(middleware: RequestInfoMiddleware())
-        try APIHandler(service: service).registerHandlers(on: router, configuration: .init(dateTranscoder: PreciseDateTranscoder()))
+        try APIHandler(service: service).registerHandlers(on: router, configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]))
         return router
     }
 
