@@ -40,9 +40,11 @@ TOKEN=$(GATEHOUSE_URL=$URL GATEHOUSE_TOKEN=$GATEHOUSE_ADMIN_TOKEN "$BIN/gatehous
 GATEHOUSE_URL=$URL GATEHOUSE_TOKEN=$TOKEN "$BIN/gatehouse" check db3 --role read >/dev/null || { echo "sanity check: u007 should be allowed"; exit 1; }
 
 echo "== POST /v1/check, wrk 1 thread, 16 connections, ${DURATION}s"
+# PROFILE=FILE records a perf profile of the server during the check run.
+[ -n "${PROFILE:-}" ] && { perf record -F 999 -g -o "$PROFILE" -p "$SERVER_PID" -- sleep $((DURATION / 2)) >/dev/null 2>&1 & }
 wrk -t1 -c16 -d"${DURATION}s" --latency -s "$WORK/check.lua" "$URL" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx"
 echo "== GET /healthz (baseline: HTTP stack without auth or store), wrk 1 thread, 16 connections, ${DURATION}s"
 wrk -t1 -c16 -d"${DURATION}s" --latency "$URL/healthz" | grep -E "Requests/sec|Latency|50%|99%"
 echo "== request+approve cycles"
-"$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 1
-"$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8
+[ -n "${SKIP_CYCLES:-}" ] || "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 1
+[ -n "${SKIP_CYCLES:-}" ] || "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8

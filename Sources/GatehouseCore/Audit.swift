@@ -76,7 +76,7 @@ public enum AuditChain {
             data.append(contentsOf: Array("\(bytes.count):".utf8))
             data.append(contentsOf: bytes)
         }
-        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        return Hex.encode(SHA256.hash(data: data))
     }
 
     public struct Verification: Sendable, Equatable {

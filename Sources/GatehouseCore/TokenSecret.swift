@@ -16,6 +16,6 @@ public enum TokenSecret {
 
     /// Lowercase hex SHA-256.
     public static func hash(bytes: Data) -> String {
-        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(SHA256.hash(data: bytes))
     }
 }

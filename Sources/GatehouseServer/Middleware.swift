@@ -26,11 +26,14 @@ public struct RequestInfo: Sendable {
     public var authorization: String?
     public var remoteAddress: String?
 
+    /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive, RFC 7235).
     public var bearerToken: String? {
-        guard let authorization else { return nil }
-        let parts = authorization.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        return parts[1].trimmingCharacters(in: .whitespaces)
+        guard let authorization, authorization.utf8.count > 7 else { return nil }
+        let scheme = authorization.utf8.prefix(7)
+        guard scheme.elementsEqual("bearer ".utf8, by: { ($0 | 0x20) == $1 }) else { return nil }
+        let token = authorization.utf8.dropFirst(7).drop { $0 == UInt8(ascii: " ") }
+        let trimmed = token.reversed().drop { $0 == UInt8(ascii: " ") }.count
+        return String(decoding: token.prefix(trimmed), as: UTF8.self)
     }
 }
 
