@@ -34,7 +34,7 @@ public struct TimeSpan: Sendable, Hashable, Comparable, CustomStringConvertible,
 
     /// Parses `1h30m`-style text. Units must appear in descending order, each at most once.
     public static func parse(_ raw: String) throws(ParseError) -> TimeSpan {
-        let text = raw.trimmingCharacters(in: .whitespaces)
+        let text = raw.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !text.isEmpty else { throw .empty }
         let units: [(Character, Int64)] = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)]
         var total: Int64 = 0
@@ -43,6 +43,7 @@ public struct TimeSpan: Sendable, Hashable, Comparable, CustomStringConvertible,
         var sawUnit = false
         for ch in text {
             if ch.isASCII, ch.isNumber {
+                if digits == "0" { digits = "" } // leading zeros do not count towards the limit
                 digits.append(ch)
                 guard digits.count <= 9 else { throw .tooLong(text) }
                 continue

@@ -257,10 +257,13 @@ public enum AccessCheck {
         guard let role = resource.roles[roleName] else {
             return .deny(reason: "resource '\(resourceName)' has no role '\(roleName)'; its roles: \(resource.roles.keys.sorted().joined(separator: ", "))")
         }
-        // A grant for a stronger role on the same resource covers a weaker one.
-        let covering = grants.filter {
-            $0.principal == principal && $0.resource == resourceName && $0.isActive(at: now)
-                && ($0.role == roleName || $0.allows > role.allows)
+        // A grant for a stronger role on the same resource covers a weaker one. A grant is honoured
+        // only while its holder may still request its role: leaving the group ends it in effect.
+        let covering = grants.filter { grant in
+            guard grant.principal == principal, grant.resource == resourceName, grant.isActive(at: now),
+                  grant.role == roleName || grant.allows > role.allows,
+                  let grantedRole = resource.roles[grant.role] else { return false }
+            return policy.isMember(principal, ofAny: grantedRole.requesters)
         }
         if let grant = covering.max(by: { $0.expiresAt < $1.expiresAt }) {
             return .allow(grant)

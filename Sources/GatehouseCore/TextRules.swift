@@ -1,10 +1,11 @@
 /// Rules for free text people type (reasons, tickets, comments): what an approver reads must be
 /// exactly what was stored, so characters that can rewrite a terminal or reorder text are refused.
 public enum TextRules {
-    /// Bidirectional embedding, override and isolate controls, and other invisible format characters
-    /// that make text display differently from what it contains.
+    /// Bidirectional embedding, override and isolate controls, and invisible characters that make
+    /// text display differently from what it contains. The zero-width joiners (U+200C, U+200D) stay
+    /// allowed: emoji sequences and several scripts (Persian, Indic) need them.
     static let deceptiveScalars: Set<UInt32> = [
-        0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
+        0x200B, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
         0x2066, 0x2067, 0x2068, 0x2069, 0x061C, 0xFEFF,
     ]
 
