@@ -16,6 +16,8 @@ public final class GatehouseStore: Sendable {
     private let writeLock = AsyncLock()
     private let cache = ReadCache()
     private let fileLock: FileLock
+    /// How long a write waits for the writer before it gives up with 503.
+    private let writeWait: Duration
     private let logger: Logger
     public let location: String
     private let path: String
@@ -23,8 +25,9 @@ public final class GatehouseStore: Sendable {
     /// the store stops answering instead of writing to a file nobody will ever see again.
     private let fileIdentity: FileIdentity?
 
-    private init(writer: SQLiteConnection, readers: [SQLiteConnection], path: String, fileLock: FileLock, logger: Logger) {
+    private init(writer: SQLiteConnection, readers: [SQLiteConnection], path: String, fileLock: FileLock, writeWait: Duration, logger: Logger) {
         self.fileLock = fileLock
+        self.writeWait = writeWait
         self.writer = writer
         self.readers = readers
         self.path = path
@@ -64,7 +67,8 @@ public final class GatehouseStore: Sendable {
         return try await openSQLite(path: path, logger: logger)
     }
 
-    public static func openSQLite(path: String, readerCount: Int = 4, logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
+    public static func openSQLite(path: String, readerCount: Int = 4, writeWait: Duration = .seconds(10),
+                                  logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
         let fileLock = try FileLock(path: path + ".lock")
         let writer: SQLiteConnection
         do {
@@ -87,7 +91,7 @@ public final class GatehouseStore: Sendable {
             for connection in readers + [writer] { try? await connection.close() }
             throw GatehouseError(.unavailable, "store_open_failed", "cannot use the SQLite database at \(path): \(error); is it a Gatehouse database, and not damaged?")
         }
-        let store = GatehouseStore(writer: writer, readers: readers, path: path, fileLock: fileLock, logger: logger)
+        let store = GatehouseStore(writer: writer, readers: readers, path: path, fileLock: fileLock, writeWait: writeWait, logger: logger)
         do {
             try await store.migrate()
         } catch {
@@ -106,7 +110,15 @@ public final class GatehouseStore: Sendable {
 
     /// Runs `body` in one write transaction. Writers are serialized; a thrown error rolls everything back.
     public func write<T: Sendable>(_ body: @Sendable (StoreSession) async throws -> T) async throws -> T {
-        try await writeLock.withLock {
+        do {
+            return try await locked(body)
+        } catch is AsyncLock.Timeout {
+            throw GatehouseError(.unavailable, "store_busy", "the store is busy (a write waited \(writeWait) for its turn); nothing was changed, try again shortly")
+        }
+    }
+
+    private func locked<T: Sendable>(_ body: @Sendable (StoreSession) async throws -> T) async throws -> T {
+        try await writeLock.withLock(wait: writeWait) {
             try checkFile()
             let db = writer.sql()
             try await db.raw("BEGIN IMMEDIATE").run()
