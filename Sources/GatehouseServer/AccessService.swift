@@ -290,8 +290,8 @@ public final class AccessService: Sendable {
         if subject != caller.principal, !caller.isAdmin {
             throw GatehouseError(.forbidden, "admin_only", "only admins can check on behalf of another principal; leave `principal` out to check yourself", field: "principal")
         }
-        let now = clock.now()
         let grants = try await unavailableOnFailure { try await self.store.openGrants(principal: subject, resource: resource) }
+        let now = clock.now() // after the lookup: expiry is judged at the latest possible moment
         return (subject, AccessCheck.decide(principal: subject, resource: resource, role: role, policy: policies.policy, grants: grants, now: now))
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import GatehouseCore
 
 /// An exclusive advisory lock next to the database file: one Gatehouse process per SQLite file.
@@ -6,6 +7,7 @@ import GatehouseCore
 /// second server on the same file is refused at start with a clear error.
 final class FileLock: Sendable {
     private let descriptor: Int32
+    private let released = Atomic<Bool>(false)
 
     init(path: String) throws {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -19,8 +21,12 @@ final class FileLock: Sendable {
         descriptor = fd
     }
 
+    /// Safe to call more than once: the descriptor is closed exactly once.
     func release() {
+        guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
         flock(descriptor, LOCK_UN)
         close(descriptor)
     }
+
+    deinit { release() }
 }

@@ -25,7 +25,9 @@ final class ReadCache: Sendable {
         state.withLock { $0.grants[key] }
     }
 
+    /// Only live tokens are kept: caching misses would let a flood of random tokens evict them.
     func remember(token: TokenRecord?, hash: String, readAt generation: UInt64) {
+        guard token != nil else { return }
         state.withLock { state in
             guard state.generation == generation else { return }
             if state.tokens.count >= Self.maximumEntries { state.tokens.removeAll(keepingCapacity: true) }

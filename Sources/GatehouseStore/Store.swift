@@ -12,6 +12,9 @@ import Synchronization
 public final class GatehouseStore: Sendable {
     private let writer: SQLiteConnection
     private let readers: [SQLiteConnection]
+    /// One query at a time per reader: two statements interleaved on one SQLite connection share a
+    /// read transaction, and the second would see the first one's (possibly pre-commit) snapshot.
+    private let readerLocks: [AsyncLock]
     private let nextReader = Atomic<Int>(0)
     private let writeLock = AsyncLock()
     private let cache = ReadCache()
@@ -30,6 +33,7 @@ public final class GatehouseStore: Sendable {
         self.writeWait = writeWait
         self.writer = writer
         self.readers = readers
+        self.readerLocks = readers.map { _ in AsyncLock() }
         self.path = path
         self.location = "sqlite:\(path)"
         self.logger = logger
@@ -74,21 +78,25 @@ public final class GatehouseStore: Sendable {
         do {
             writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
         } catch {
+            fileLock.release()
             throw GatehouseError(.unavailable, "store_open_failed", "cannot open the SQLite database at \(path): \(error); check that its folder exists and is writable")
         }
         var readers: [SQLiteConnection] = []
         do {
             let db = writer.sql()
-            for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 5000", "PRAGMA foreign_keys = ON"] {
+            // synchronous = FULL: a confirmed revocation or grant survives a power cut, not only a crash.
+            for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA busy_timeout = 5000", "PRAGMA foreign_keys = ON"] {
                 try await db.raw(SQLQueryString(pragma)).run()
             }
             for _ in 0..<max(1, readerCount) {
                 let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
                 readers.append(reader)
                 try await reader.sql().raw("PRAGMA busy_timeout = 5000").run()
+                try await reader.sql().raw("PRAGMA query_only = ON").run()
             }
         } catch {
             for connection in readers + [writer] { try? await connection.close() }
+            fileLock.release()
             throw GatehouseError(.unavailable, "store_open_failed", "cannot use the SQLite database at \(path): \(error); is it a Gatehouse database, and not damaged?")
         }
         let store = GatehouseStore(writer: writer, readers: readers, path: path, fileLock: fileLock, writeWait: writeWait, logger: logger)
@@ -140,9 +148,15 @@ public final class GatehouseStore: Sendable {
     /// Runs read-only queries on one of the reader connections (WAL mode: readers never wait for the writer).
     public func read<T: Sendable>(_ body: @Sendable (StoreSession) async throws -> T) async throws -> T {
         let index = nextReader.wrappingAdd(1, ordering: .relaxed).oldValue
-        let connection = readers[abs(index) % readers.count]
+        let slot = abs(index) % readers.count
         try checkFile()
-        return try await body(StoreSession(db: connection.sql()))
+        do {
+            return try await readerLocks[slot].withLock(wait: writeWait) {
+                try await body(StoreSession(db: readers[slot].sql()))
+            }
+        } catch is AsyncLock.Timeout {
+            throw GatehouseError(.unavailable, "store_busy", "the store is busy; try again shortly")
+        }
     }
 
     /// The live token with this hash, from the cache when no write committed since it was read.
