@@ -59,6 +59,11 @@ expect_exit 2 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role write
 expect_exit 2 env GATEHOUSE_TOKEN="$ALICE" "$BIN" requests --output yaml
 expect_exit 1 env GATEHOUSE_TOKEN=wrong-token "$BIN" requests
 expect_output "unknown or revoked"
+# With --output json, failures are JSON on stdout too.
+expect_exit 1 env GATEHOUSE_TOKEN=wrong-token "$BIN" requests --output json
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["code"]=="invalid_token", d' "$WORK/out" || fail "--output json error was not JSON"
+expect_exit 2 env GATEHOUSE_TOKEN= "$BIN" requests --output=json
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["code"]=="usage", d' "$WORK/out" || fail "--output=json usage error was not JSON"
 
 # alice asks; she cannot approve her own request; bob sees it and approves.
 expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role write --for 30m --reason "INC-4411 fix stuck migration" --output json

@@ -16,6 +16,7 @@ public final class GatehouseStore: Sendable {
     /// read transaction, and the second would see the first one's (possibly pre-commit) snapshot.
     private let readerLocks: [AsyncLock]
     private let nextReader = Atomic<Int>(0)
+    private let broken = Atomic<Bool>(false)
     private let writeLock = AsyncLock()
     private let cache = ReadCache()
     private let fileLock: FileLock
@@ -53,6 +54,9 @@ public final class GatehouseStore: Sendable {
     }
 
     func checkFile() throws {
+        guard !broken.load(ordering: .acquiring) else {
+            throw GatehouseError(.unavailable, "store_broken", "a transaction could not be rolled back; restart Gatehouse")
+        }
         guard FileIdentity(path: path) == fileIdentity else {
             logger.critical("the database file was deleted or replaced while running; refusing to serve", metadata: ["path": "\(path)"])
             throw GatehouseError(.unavailable, "store_file_replaced", "the database file \(path) was deleted or replaced while Gatehouse was running; restart Gatehouse")
@@ -138,7 +142,9 @@ public final class GatehouseStore: Sendable {
             } catch {
                 cache.invalidate()
                 do { try await db.raw("ROLLBACK").run() } catch {
-                    logger.error("rollback failed", metadata: ["error": "\(error)"])
+                    // The writer may still be inside the transaction; nothing it does now can be trusted.
+                    broken.store(true, ordering: .releasing)
+                    logger.critical("rollback failed; the store refuses all requests until restarted", metadata: ["error": "\(error)"])
                 }
                 throw error
             }
