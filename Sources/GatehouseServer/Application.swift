@@ -12,7 +12,7 @@ import ServiceLifecycle
 /// Builds the HTTP application around an `AccessService`.
 public enum GatehouseHTTP {
     public static func makeRouter(service: AccessService, logger: Logger) throws -> Router<GatehouseRequestContext> {
-        let router = Router(context: GatehouseRequestContext.self)
+        let router = Router(context: GatehouseRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: ProblemMiddleware(logger: logger))
         router.add(middleware: RequestInfoMiddleware())
         try APIHandler(service: service).registerHandlers(on: router, configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]))

@@ -98,6 +98,12 @@ struct BadInputTests {
             #expect(weirdId.status == 400 || weirdId.status == 404)
             let unknownPath = try await server.send(.GET, "/v1/nothing-here", token: alice)
             #expect(unknownPath.status == 404)
+            #expect(unknownPath.headers.first(name: "content-type") == "application/problem+json")
+            let head = try await server.send(.HEAD, "/healthz", token: nil)
+            #expect(head.status == 200)
+            let wrongMethod = try await server.send(.DELETE, "/v1/requests", token: alice)
+            #expect(wrongMethod.status == 404 || wrongMethod.status == 405)
+            #expect(wrongMethod.headers.first(name: "content-type") == "application/problem+json")
 
             let badToken = try await server.send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": "mallory"])
             #expect(badToken.status == 400)
