@@ -198,14 +198,6 @@ public struct StoreSession: Sendable {
             .all().map(Self.grant)
     }
 
-    /// Grants of a principal on a resource that have not ended and have not passed their expiry at `now`.
-    public func activeGrants(principal: String, resource: String, now: Date) async throws -> [Grant] {
-        try await db.raw("""
-            SELECT * FROM grants WHERE principal = \(bind: principal) AND resource = \(bind: resource)
-              AND ended_at IS NULL AND expires_at > \(bind: now.unixMilliseconds) AND starts_at <= \(bind: now.unixMilliseconds)
-            """).all().map(Self.grant)
-    }
-
     public struct GrantFilter: Sendable {
         public var principal: String?
         public var activeAt: Date?

@@ -39,8 +39,7 @@ struct ConcurrencyTests {
             async let approval = server.approve(t["carol"]!, id)
             try await Task.sleep(for: .milliseconds(300)) // carol's approval is now queued behind the hold
             let updated = TestServer.policyYAML.replacingOccurrences(of: "carol: {groups: [dba]}", with: "carol: {groups: [engineers]}")
-            try updated.write(toFile: server.policyPath, atomically: true, encoding: .utf8)
-            _ = server.service.policies.reload(logger: .init(label: "test"))
+            try server.writePolicy(updated, reload: true)
             try await hold.release()
             let reply = try await approval
             #expect(reply.status == 403)
@@ -75,8 +74,7 @@ struct ConcurrencyTests {
             async let request = server.request(alice)
             try await Task.sleep(for: .milliseconds(300))
             let updated = TestServer.policyYAML.replacingOccurrences(of: "  alice: {groups: [engineers]}\n", with: "")
-            try updated.write(toFile: server.policyPath, atomically: true, encoding: .utf8)
-            _ = server.service.policies.reload(logger: .init(label: "test"))
+            try server.writePolicy(updated, reload: true)
             try await hold.release()
             let reply = try await request
             #expect(reply.status == 401)
@@ -122,7 +120,7 @@ struct ConcurrencyTests {
         try await TestServer.with { server in
             #expect(try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken).json["reloaded"] as? Bool == true)
             let withAdmin = TestServer.policyYAML.replacingOccurrences(of: "  alice: {groups: [engineers]}", with: "  alice: {groups: [engineers]}\n  admin: {groups: [dba]}")
-            try withAdmin.write(toFile: server.policyPath, atomically: true, encoding: .utf8)
+            try server.writePolicy(withAdmin)
             let refused = try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken)
             #expect(refused.json["reloaded"] as? Bool == false)
             #expect((refused.json["problems"] as? [String] ?? []).contains { $0.contains("`admin` is reserved") })

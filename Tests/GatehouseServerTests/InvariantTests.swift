@@ -191,7 +191,7 @@ struct InvariantTests {
             let updated = TestServer.policyYAML
                 .replacingOccurrences(of: "carol: {groups: [dba]}", with: "carol: {groups: [engineers]}")
                 .replacingOccurrences(of: "  frank: {groups: [dba]}\n", with: "")
-            try updated.write(toFile: server.policyPath, atomically: true, encoding: .utf8)
+            try server.writePolicy(updated)
             let reload = try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken)
             #expect(reload.json["reloaded"] as? Bool == true)
 
@@ -210,7 +210,7 @@ struct InvariantTests {
             let t = try await server.tokens("alice", "bob")
             let id = try #require(try await server.request(t["alice"]!).string("id"))
             let updated = TestServer.policyYAML.replacingOccurrences(of: "alice: {groups: [engineers]}", with: "alice: {groups: [sales]}")
-            try updated.write(toFile: server.policyPath, atomically: true, encoding: .utf8)
+            try server.writePolicy(updated)
             #expect(try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken).json["reloaded"] as? Bool == true)
             let reply = try await server.approve(t["bob"]!, id)
             #expect(reply.status == 409)
@@ -223,8 +223,7 @@ struct InvariantTests {
     func invalidReloadKeepsPolicy() async throws {
         try await TestServer.with { server in
             let t = try await server.tokens("alice")
-            try "version: 1\nprincipals: {alice: {groups: [engineers]}}\nresources:\n  prod-db: {kind: postgress, roles: {}}\n"
-                .write(toFile: server.policyPath, atomically: true, encoding: .utf8)
+            try server.writePolicy("version: 1\nprincipals: {alice: {groups: [engineers]}}\nresources:\n  prod-db: {kind: postgress, roles: {}}\n")
             let reload = try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken)
             #expect(reload.status == 200)
             #expect(reload.json["reloaded"] as? Bool == false)

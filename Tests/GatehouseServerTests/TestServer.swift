@@ -135,6 +135,12 @@ final class TestServer: Sendable {
 
     // MARK: conveniences
 
+    /// Replaces the policy file; `reload` also swaps it into the running server without going through HTTP.
+    func writePolicy(_ yaml: String, reload: Bool = false) throws {
+        try yaml.write(toFile: policyPath, atomically: true, encoding: .utf8)
+        if reload { _ = service.policies.reload(logger: Logger(label: "test")) }
+    }
+
     func token(for principal: String) async throws -> String {
         let reply = try await send(.POST, "/v1/tokens", token: Self.adminToken, json: ["principal": principal])
         guard reply.status == 201, let token = reply.string("token") else {
