@@ -30,6 +30,8 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        .systemLibrary(name: "CPgQuery", path: "Sources/CPgQuery"),
+        .target(name: "GatehouseGuard", dependencies: ["GatehouseCore", "CPgQuery"]),
         .target(
             name: "GatehouseStore",
             dependencies: [
@@ -43,6 +45,7 @@ let package = Package(
             name: "GatehouseServer",
             dependencies: [
                 "GatehouseCore",
+                "GatehouseGuard",
                 "GatehouseStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
@@ -56,6 +59,7 @@ let package = Package(
             name: "gatehouse",
             dependencies: [
                 "GatehouseCore",
+                "GatehouseGuard",
                 "GatehouseStore",
                 "GatehouseServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -71,6 +75,7 @@ let package = Package(
             path: "Benchmarks/GatehouseBench"
         ),
         .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
+        .testTarget(name: "GatehouseGuardTests", dependencies: ["GatehouseGuard", "GatehouseCore"], resources: [.copy("Corpus")]),
         .testTarget(
             name: "GatehouseServerTests",
             dependencies: [

@@ -56,10 +56,14 @@ public struct AccessRequest: Sendable, Equatable, Codable {
     public var decidedBy: String?
     public var stateReason: String?
     public var grantId: String?
+    /// Set on one-shot action requests (role `action`): the exact action and how it was classified.
+    public var action: RequestedAction?
 
     public init(id: String, requester: String, resource: String, role: String, duration: TimeSpan, reason: String,
                 ticket: String?, state: RequestState, approvalsRequired: Int, createdAt: Date, pendingExpiresAt: Date,
-                decidedAt: Date? = nil, decidedBy: String? = nil, stateReason: String? = nil, grantId: String? = nil) {
+                decidedAt: Date? = nil, decidedBy: String? = nil, stateReason: String? = nil, grantId: String? = nil,
+                action: RequestedAction? = nil) {
+        self.action = action
         self.id = id
         self.requester = requester
         self.resource = resource
@@ -96,7 +100,38 @@ public struct Approval: Sendable, Equatable, Codable {
     }
 }
 
-public enum GrantEnd: String, Sendable, Codable { case expired, released, revoked }
+/// The exact action a one-shot request asks for, as approvers see it.
+public struct RequestedAction: Sendable, Equatable, Codable {
+    public var kind: Action.Kind
+    public var text: String
+    /// SHA-256 of the exact text: the grant is bound to it.
+    public var digest: String
+    public var risk: RiskLevel
+    public var categories: [String]
+    /// The statement rebuilt without comments (SQL), so a comment cannot mislead an approver.
+    public var normalized: String?
+
+    public init(_ action: Action, classification: ActionClassification) {
+        self.kind = action.kind
+        self.text = action.text
+        self.digest = action.digest
+        self.risk = classification.risk
+        self.categories = classification.categories
+        self.normalized = classification.normalized
+    }
+
+    public init(kind: Action.Kind, text: String, digest: String, risk: RiskLevel, categories: [String], normalized: String?) {
+        self.kind = kind
+        self.text = text
+        self.digest = digest
+        self.risk = risk
+        self.categories = categories
+        self.normalized = normalized
+    }
+}
+
+/// `used`: a one-shot action grant whose action was allowed once.
+public enum GrantEnd: String, Sendable, Codable { case expired, released, revoked, used }
 
 public struct Grant: Sendable, Equatable, Codable {
     public var id: String
@@ -111,10 +146,13 @@ public struct Grant: Sendable, Equatable, Codable {
     public var endReason: GrantEnd?
     public var endedBy: String?
     public var endComment: String?
+    /// Set on one-shot action grants: the SHA-256 of the only action they allow, once.
+    public var actionDigest: String?
 
     public init(id: String, requestId: String, principal: String, resource: String, role: String, allows: RiskLevel,
                 startsAt: Date, expiresAt: Date, endedAt: Date? = nil, endReason: GrantEnd? = nil,
-                endedBy: String? = nil, endComment: String? = nil) {
+                endedBy: String? = nil, endComment: String? = nil, actionDigest: String? = nil) {
+        self.actionDigest = actionDigest
         self.id = id
         self.requestId = requestId
         self.principal = principal

@@ -8,6 +8,8 @@ public struct Policy: Sendable {
     /// Groups whose members are administrators (issue tokens, revoke grants, read the whole audit log).
     public var adminGroups: [String]
     public var pendingTTL: TimeSpan
+    /// The `guard:` section: classifier categories moved between levels, shell rules added.
+    public var guardSettings = GuardSettings()
 
     public init(version: Int = 1, principals: [String: PrincipalEntry], resources: [String: Resource],
                 adminGroups: [String] = [], pendingTTL: TimeSpan = TimeSpan(seconds: 86_400)) {
@@ -60,16 +62,36 @@ public struct Resource: Sendable, Equatable {
     public var kind: Kind
     public var labels: [String: String]
     public var roles: [String: Role]
+    /// Who may ask approval for one exact action (`actions:` in the policy), as a role named `action`.
+    public var actions: Role?
 
-    public init(name: String, kind: Kind, labels: [String: String] = [:], roles: [String: Role]) {
+    public init(name: String, kind: Kind, labels: [String: String] = [:], roles: [String: Role], actions: Role? = nil) {
         self.name = name
         self.kind = kind
         self.labels = labels
         self.roles = roles
+        self.actions = actions
+    }
+
+    /// A role by name; `action` names the resource's one-shot action rule.
+    public func role(named name: String) -> Role? {
+        name == Role.actionRoleName ? actions : roles[name]
+    }
+
+    /// Whether actions of this kind can be run against this resource.
+    public func accepts(_ kind: Action.Kind) -> Bool {
+        switch self.kind {
+        case .postgres: kind == .sql
+        case .shell: kind == .shell
+        case .http, .generic: true
+        }
     }
 }
 
 public struct Role: Sendable, Equatable {
+    /// The role name of one-shot action requests and their grants.
+    public static let actionRoleName = "action"
+
     public var name: String
     public var requesters: [String]
     public var approvers: [String]

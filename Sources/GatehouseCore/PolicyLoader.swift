@@ -48,7 +48,7 @@ public struct PolicyError: Error, CustomStringConvertible, Sendable {
 public enum PolicyLoader {
     static let namePattern = try! NSRegularExpression(pattern: "^[a-z0-9][a-z0-9._-]{0,62}$")
     /// Sections of the policy sketched in the design that this version reads but does not enforce yet.
-    static let reservedSections = ["guard", "antispam", "break_glass"]
+    static let reservedSections = ["antispam", "break_glass"]
     /// Names Gatehouse uses for itself: the bootstrap admin and the actors of automatic events.
     public static let reservedPrincipals: Set<String> = ["admin", "system", "policy", "gatehouse"]
 
@@ -191,7 +191,8 @@ public enum PolicyLoader {
             var resourceNodes: [(String, Node, Node)] = []
             var adminNodes: [(String, Node)] = []
             var pendingTTL = TimeSpan(seconds: 86_400)
-            let known = ["version", "principals", "resources", "admins", "pending_ttl"] + PolicyLoader.reservedSections
+            var guardSettings = GuardSettings()
+            let known = ["version", "principals", "resources", "admins", "pending_ttl", "guard"] + PolicyLoader.reservedSections
             var sawPrincipals = false, sawResources = false
             for (key, keyNode, value) in entries(root, "the policy", allowed: known) {
                 switch key {
@@ -209,6 +210,8 @@ public enum PolicyLoader {
                     adminNodes = stringList(value, "admins")
                 case "pending_ttl":
                     if let ttl = duration(value, "pending_ttl") { pendingTTL = ttl }
+                case "guard":
+                    guardSettings = self.guardSettings(value)
                 default:
                     warning(keyNode, "section `\(key)` is accepted but not enforced by this version of Gatehouse")
                 }
@@ -225,6 +228,7 @@ public enum PolicyLoader {
                 checkGroup(group, node, known: groups, what: "admins")
             }
             partial.adminGroups = adminNodes.map(\.0)
+            partial.guardSettings = guardSettings
             for (name, keyNode, value) in resourceNodes {
                 checkName(name, keyNode, "resource")
                 if let resource = resource(name, value, policy: partial, groups: groups) {
@@ -273,6 +277,7 @@ public enum PolicyLoader {
             var kind: Resource.Kind?
             var labels: [String: String] = [:]
             var roles: [String: Role] = [:]
+            var actions: Role?
             var sawRoles = false
             let fields = entries(node, "resource `\(name)`", allowed: ["kind", "labels", "roles", "actions", "upstream"])
             for (key, keyNode, value) in fields {
@@ -294,10 +299,16 @@ public enum PolicyLoader {
                     sawRoles = true
                     for (roleName, roleKey, roleNode) in entries(value, "roles of `\(name)`") {
                         checkName(roleName, roleKey, "role")
+                        if roleName == Role.actionRoleName {
+                            error(roleKey, "`\(Role.actionRoleName)` is reserved for one-shot action requests; configure those under `actions:` of the resource and give this role another name")
+                            continue
+                        }
                         if let role = role(roleName, roleNode, resource: name, policy: policy, groups: groups) {
                             roles[roleName] = role
                         }
                     }
+                case "actions":
+                    actions = role(Role.actionRoleName, value, resource: name, policy: policy, groups: groups, forActions: true)
                 default:
                     warning(keyNode, "`\(key)` of resource `\(name)` is accepted but not enforced by this version of Gatehouse")
                 }
@@ -307,19 +318,21 @@ public enum PolicyLoader {
             }
             if !sawRoles { error(node, "resource `\(name)` needs `roles:`; without roles nobody can ask for access to it") }
             guard let kind else { return nil }
-            return Resource(name: name, kind: kind, labels: labels, roles: roles)
+            return Resource(name: name, kind: kind, labels: labels, roles: roles, actions: actions)
         }
 
-        mutating func role(_ name: String, _ node: Node, resource: String, policy: Policy, groups: Set<String>) -> Role? {
-            let what = "role `\(resource)/\(name)`"
+        mutating func role(_ name: String, _ node: Node, resource: String, policy: Policy, groups: Set<String>,
+                           forActions: Bool = false) -> Role? {
+            let what = forActions ? "actions of `\(resource)`" : "role `\(resource)/\(name)`"
             var requesters: [(String, Node)] = []
             var approvers: [(String, Node)] = []
             var approvals: Int?
             var approvalsNode: Node?
-            var maxDuration: TimeSpan?
-            var allows: RiskLevel?
+            // One-shot action approvals cover exactly one statement, whatever its level below forbidden.
+            var maxDuration: TimeSpan? = forActions ? TimeSpan(seconds: 3600) : nil
+            var allows: RiskLevel? = forActions ? .dangerous : nil
             var reason = ReasonRule()
-            let allowed = ["requesters", "approvers", "approvals", "max_duration", "allows", "reason"]
+            let allowed = ["requesters", "approvers", "approvals", "max_duration", "reason"] + (forActions ? [] : ["allows"])
             let fields = entries(node, what, allowed: allowed)
             var failed = false
             for (key, _, value) in fields {
@@ -358,11 +371,11 @@ public enum PolicyLoader {
                 error(node, "\(what) needs `approvals:` (0 grants at once; N needs N distinct approvers)")
                 failed = true
             }
-            if maxDuration == nil, !fields.contains(where: { $0.0 == "max_duration" }) {
+            if maxDuration == nil, !forActions, !fields.contains(where: { $0.0 == "max_duration" }) {
                 error(node, "\(what) needs `max_duration:`, for example 1h")
                 failed = true
             }
-            if allows == nil, !fields.contains(where: { $0.0 == "allows" }) {
+            if allows == nil, !forActions, !fields.contains(where: { $0.0 == "allows" }) {
                 error(node, "\(what) needs `allows:` (read, write or dangerous)")
                 failed = true
             }
@@ -388,6 +401,35 @@ public enum PolicyLoader {
                 }
             }
             return failed ? nil : role
+        }
+
+        /// `guard: {sql: {LEVEL: [category, ...]}, shell: {LEVEL: [category or "command pattern", ...]}}`
+        mutating func guardSettings(_ node: Node) -> GuardSettings {
+            var settings = GuardSettings()
+            for (kindName, _, kindNode) in entries(node, "guard", allowed: ["sql", "shell"]) {
+                let kind: Action.Kind = kindName == "sql" ? .sql : .shell
+                let names = GuardCatalog.categories(for: kind).map(\.name)
+                for (levelName, _, listNode) in entries(kindNode, "guard.\(kindName)", allowed: RiskLevel.allCases.map(\.rawValue)) {
+                    guard let level = RiskLevel(rawValue: levelName) else { continue }
+                    for (item, itemNode) in stringList(listNode, "guard.\(kindName).\(levelName)") {
+                        if let category = GuardCatalog.category(item, for: kind) {
+                            if category.failClosed, level < .dangerous {
+                                error(itemNode, "`\(item)` fails closed and cannot be moved below dangerous")
+                            } else if kind == .sql {
+                                settings.sqlLevels[item] = level
+                            } else {
+                                settings.shellLevels[item] = level
+                            }
+                        } else if kind == .shell, item.contains(" ") || !item.contains("_") {
+                            settings.shellRules.append(GuardSettings.ShellRule(pattern: item, level: level))
+                        } else {
+                            let hint = PolicyLoader.closest(to: item, in: names).map { "did you mean `\($0)`? " } ?? ""
+                            error(itemNode, "`\(item)` is not a \(kindName) category; \(hint)run `gatehouse classify --categories` for the list")
+                        }
+                    }
+                }
+            }
+            return settings
         }
 
         mutating func reasonRule(_ node: Node, _ what: String) -> ReasonRule? {

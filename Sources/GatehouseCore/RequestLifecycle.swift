@@ -7,8 +7,12 @@ public struct NewRequestInput: Sendable {
     public var duration: String
     public var reason: String
     public var ticket: String?
+    /// A one-shot action request (role `action`): the action and its classification.
+    public var action: (Action, ActionClassification)?
 
-    public init(resource: String, role: String, duration: String, reason: String, ticket: String? = nil) {
+    public init(resource: String, role: String, duration: String, reason: String, ticket: String? = nil,
+                action: (Action, ActionClassification)? = nil) {
+        self.action = action
         self.resource = resource
         self.role = role
         self.duration = duration
@@ -44,7 +48,10 @@ public enum RequestLifecycle {
             let known = policy.resources.keys.sorted().joined(separator: ", ")
             throw .invalid("resource", "unknown_resource", "unknown resource '\(resourceName)'; known resources: \(known)")
         }
-        guard let role = resource.roles[roleName] else {
+        guard let role = resource.role(named: roleName) else {
+            if roleName == Role.actionRoleName {
+                throw .invalid("action", "actions_not_enabled", "resource '\(resourceName)' takes no one-shot action requests; ask for a role (\(resource.roles.keys.sorted().joined(separator: ", "))) or add `actions:` to it in the policy")
+            }
             let known = resource.roles.keys.sorted().joined(separator: ", ")
             throw .invalid("role", "unknown_role", "resource '\(resourceName)' has no role '\(roleName)'; its roles: \(known)")
         }
@@ -53,7 +60,16 @@ public enum RequestLifecycle {
 
     public static func open(_ input: NewRequestInput, requester: String, policy: Policy, now: Date,
                             requestId: String, grantId: String) throws(GatehouseError) -> OpenOutcome {
-        let (_, role) = try role(input.resource, input.role, in: policy)
+        let (resource, role) = try role(input.resource, input.role, in: policy)
+        var requested: RequestedAction?
+        if input.role == Role.actionRoleName {
+            guard let (action, classification) = input.action else {
+                throw .invalid("action", "missing_action", "a one-shot request names the exact action: give --sql or --shell")
+            }
+            requested = try checkedAction(action, classification, resource: resource)
+        } else if input.action != nil {
+            throw .invalid("role", "role_with_action", "ask either for a role or for one exact action, not both")
+        }
         guard policy.isMember(requester, ofAny: role.requesters) else {
             throw GatehouseError(.forbidden, "not_a_requester",
                                  "\(requester) may not request \(input.resource)/\(input.role): only members of \(role.requesters.joined(separator: ", ")) may",
@@ -93,7 +109,8 @@ public enum RequestLifecycle {
         var request = AccessRequest(
             id: requestId, requester: requester, resource: input.resource, role: input.role, duration: duration,
             reason: reason, ticket: givenTicket, state: .pending, approvalsRequired: role.approvals,
-            createdAt: now, pendingExpiresAt: now.addingTimeInterval(TimeInterval(policy.pendingTTL.seconds)))
+            createdAt: now, pendingExpiresAt: now.addingTimeInterval(TimeInterval(policy.pendingTTL.seconds)),
+            action: requested)
         guard role.approvals > 0 else {
             request.state = .approved
             request.decidedAt = now
@@ -103,6 +120,18 @@ public enum RequestLifecycle {
             return .granted(request, makeGrant(grantId, for: request, allows: role.allows, at: now))
         }
         return .pending(request)
+    }
+
+    static func checkedAction(_ action: Action, _ classification: ActionClassification, resource: Resource) throws(GatehouseError) -> RequestedAction {
+        if let problem = action.problem { throw .invalid("action", "invalid_action", problem) }
+        guard resource.accepts(action.kind) else {
+            throw .invalid("action", "wrong_action_kind", "resource '\(resource.name)' is \(resource.kind.rawValue); it takes \(resource.kind == .postgres ? "--sql" : "--shell") actions, not \(action.kind.rawValue)")
+        }
+        guard classification.risk != .forbidden else {
+            let categories = classification.findings.filter { $0.level == .forbidden }.map(\.category)
+            throw GatehouseError(.forbidden, "forbidden_action", "this action is forbidden by policy (\(categories.joined(separator: ", "))); forbidden actions are never allowed through Gatehouse, whoever approves", field: "action")
+        }
+        return RequestedAction(action, classification: classification)
     }
 
     /// One approver's decision. Eligibility of both the approver and the requester is judged against
@@ -190,7 +219,8 @@ public enum RequestLifecycle {
     /// The grant starts when the request is approved, never when it was filed.
     static func makeGrant(_ id: String, for request: AccessRequest, allows: RiskLevel, at now: Date) -> Grant {
         Grant(id: id, requestId: request.id, principal: request.requester, resource: request.resource, role: request.role,
-              allows: allows, startsAt: now, expiresAt: now.addingTimeInterval(TimeInterval(request.duration.seconds)))
+              allows: request.action?.risk ?? allows, startsAt: now,
+              expiresAt: now.addingTimeInterval(TimeInterval(request.duration.seconds)), actionDigest: request.action?.digest)
     }
 }
 
@@ -229,6 +259,14 @@ public enum GrantLifecycle {
         return updated
     }
 
+    /// A one-shot action grant is used up by the one check that allowed its action.
+    public static func use(_ grant: Grant, now: Date) throws(GatehouseError) -> Grant {
+        guard grant.actionDigest != nil else {
+            throw GatehouseError(.conflict, "not_an_action_grant", "grant \(grant.id) is a role grant; only action grants are used up")
+        }
+        return try end(grant, as: .used, by: grant.principal, comment: nil, now: now)
+    }
+
     public static func expire(_ grant: Grant) -> Grant {
         var updated = grant
         updated.endedAt = grant.expiresAt
@@ -257,6 +295,7 @@ public enum AccessCheck {
         guard let role = resource.roles[roleName] else {
             return .deny(reason: "resource '\(resourceName)' has no role '\(roleName)'; its roles: \(resource.roles.keys.sorted().joined(separator: ", "))")
         }
+        let grants = grants.filter { $0.actionDigest == nil }
         // A grant for a stronger role on the same resource covers a weaker one. A grant is honoured
         // only while its holder may still request its role: leaving the group ends it in effect.
         let covering = grants.filter { grant in

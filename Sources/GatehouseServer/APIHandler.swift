@@ -52,8 +52,16 @@ struct APIHandler: APIProtocol {
     func createRequest(_ input: Operations.CreateRequest.Input) async throws -> Operations.CreateRequest.Output {
         let caller = try await caller()
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
+        let action = try Self.action(body.action)
+        guard (body.role == nil) != (action == nil) else {
+            throw GatehouseError.invalid("role", "role_or_action", "ask for a role (\"role\") or for one exact action (\"action\": {\"kind\": \"sql\", \"text\": ...}), exactly one of them")
+        }
+        guard action != nil || body.duration != nil else {
+            throw GatehouseError.invalid("duration", "missing_duration", "say how long you need the access: \"duration\": \"30m\" (90s, 30m, 1h30m, 7d)")
+        }
         let view = try await service.createRequest(caller: caller, input: NewRequestInput(
-            resource: body.resource, role: body.role, duration: body.duration, reason: body.reason, ticket: body.ticket))
+            resource: body.resource, role: body.role ?? Role.actionRoleName, duration: body.duration ?? "", reason: body.reason,
+            ticket: body.ticket), action: action)
         return .created(.init(body: .json(Self.schema(view))))
     }
 
@@ -117,8 +125,16 @@ struct APIHandler: APIProtocol {
     func check(_ input: Operations.Check.Input) async throws -> Operations.Check.Output {
         let caller = try await caller()
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
-        let (principal, decision) = try await service.check(caller: caller, resource: body.resource, role: body.role, principal: body.principal)
-        var result = Components.Schemas.CheckResult(decision: .deny, principal: principal, resource: body.resource, role: body.role)
+        let action = try Self.action(body.action)
+        guard (body.role == nil) != (action == nil) else {
+            throw GatehouseError.invalid("role", "role_or_action", "check a role (\"role\") or one exact action (\"action\": {\"kind\": \"sql\", \"text\": ...}), exactly one of them")
+        }
+        if let action {
+            return .ok(.init(body: .json(try await checkAction(caller, resource: body.resource, action: action, principal: body.principal))))
+        }
+        let role = body.role ?? ""
+        let (principal, decision) = try await service.check(caller: caller, resource: body.resource, role: role, principal: body.principal)
+        var result = Components.Schemas.CheckResult(decision: .deny, principal: principal, resource: body.resource, role: role)
         switch decision {
         case .allow(let grant):
             result.decision = .allow
@@ -133,6 +149,57 @@ struct APIHandler: APIProtocol {
             result.reason = reason
         }
         return .ok(.init(body: .json(result)))
+    }
+
+    private func checkAction(_ caller: Caller, resource: String, action: Action, principal: String?) async throws -> Components.Schemas.CheckResult {
+        let (subject, decision, classification) = try await service.checkAction(caller: caller, resource: resource, action: action, principal: principal)
+        var result = Components.Schemas.CheckResult(decision: .deny, principal: subject, resource: resource,
+                                                    classification: Self.schema(classification, action: action))
+        switch decision {
+        case .allowByRole(let grant), .allowOnce(let grant):
+            result.decision = .allow
+            result.role = grant.role
+            result.grantId = grant.id
+            result.expiresAt = grant.expiresAt
+            if case .allowOnce = decision {
+                result.usedGrant = true
+                result.reason = "one-shot grant \(grant.id) for exactly this \(action.kind.rawValue) is now used up"
+            } else {
+                result.reason = "grant \(grant.id) (\(grant.role)) allows \(classification.risk.rawValue) actions until \(grant.expiresAt.rfc3339)"
+            }
+        case .approvalRequired(let commands, let reason):
+            result.decision = .approvalRequired
+            result.requestCommands = commands
+            result.requestCommand = commands.first
+            result.reason = reason
+        case .deny(let reason):
+            result.reason = reason
+        }
+        return result
+    }
+
+    func classify(_ input: Operations.Classify.Input) async throws -> Operations.Classify.Output {
+        _ = try await caller()
+        guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
+        guard let action = try Self.action(body) else { throw GatehouseError.invalid("text", "missing_action", "send {\"kind\": \"sql\", \"text\": ...}") }
+        if let problem = action.problem { throw GatehouseError.invalid("text", "invalid_action", problem) }
+        let classification = await service.classify(action, normalize: true)
+        return .ok(.init(body: .json(Self.schema(classification, action: action))))
+    }
+
+    static func action(_ input: Components.Schemas.ActionInput?) throws -> Action? {
+        guard let input else { return nil }
+        return Action(kind: input.kind == .sql ? .sql : .shell, text: input.text)
+    }
+
+    static func schema(_ c: ActionClassification, action: Action) -> Components.Schemas.Classification {
+        .init(kind: c.kind == .sql ? .sql : .shell, risk: Components.Schemas.Risk(rawValue: c.risk.rawValue) ?? .dangerous,
+              statements: c.statements,
+              findings: c.findings.map {
+                  .init(category: $0.category, level: Components.Schemas.Risk(rawValue: $0.level.rawValue) ?? .dangerous,
+                        statement: $0.statement, position: $0.position, detail: $0.detail)
+              },
+              normalized: c.normalized, sha256: action.digest)
     }
 
     // MARK: audit
@@ -191,14 +258,20 @@ struct APIHandler: APIProtocol {
                 .init(approver: $0.approver, decision: $0.decision == .approve ? .approve : .deny, comment: $0.comment, at: $0.at)
             },
             createdAt: r.createdAt, pendingExpiresAt: r.pendingExpiresAt, decidedAt: r.decidedAt, decidedBy: r.decidedBy,
-            stateReason: r.stateReason, grantId: r.grantId)
+            stateReason: r.stateReason, grantId: r.grantId,
+            action: r.action.map {
+                .init(kind: $0.kind == .sql ? .sql : .shell, text: $0.text, sha256: $0.digest,
+                      risk: Components.Schemas.Risk(rawValue: $0.risk.rawValue) ?? .dangerous, categories: $0.categories,
+                      normalized: $0.normalized)
+            })
     }
 
     static func schema(_ g: Grant, now: Date) -> Components.Schemas.Grant {
         .init(id: g.id, state: Components.Schemas.Grant.StatePayload(rawValue: g.state(at: now)) ?? .expired, requestId: g.requestId,
               principal: g.principal, resource: g.resource, role: g.role,
               allows: Components.Schemas.Grant.AllowsPayload(rawValue: g.allows.rawValue) ?? .read,
-              startsAt: g.startsAt, expiresAt: g.expiresAt, endedAt: g.endedAt, endedBy: g.endedBy, endComment: g.endComment)
+              startsAt: g.startsAt, expiresAt: g.expiresAt, endedAt: g.endedAt, endedBy: g.endedBy, endComment: g.endComment,
+              actionSha256: g.actionDigest)
     }
 
     static func schema(_ t: TokenRecord) -> Components.Schemas.TokenInfo {

@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseGuard
 import GatehouseStore
 import Logging
 
@@ -23,6 +24,7 @@ public final class AccessService: Sendable {
     public let policies: PolicyHolder
     public let clock: any WallClock
     let logger: Logger
+    let actionGuard = ActionGuard()
 
     public init(store: GatehouseStore, policies: PolicyHolder, clock: any WallClock, logger: Logger = Logger(label: "gatehouse")) {
         self.store = store
@@ -117,7 +119,17 @@ public final class AccessService: Sendable {
 
     // MARK: requests
 
-    public func createRequest(caller: Caller, input: NewRequestInput) async throws -> RequestView {
+    public func createRequest(caller: Caller, input given: NewRequestInput, action: Action? = nil) async throws -> RequestView {
+        var prepared = given
+        if let action {
+            if let problem = action.problem { throw GatehouseError.invalid("action", "invalid_action", problem) }
+            prepared.role = Role.actionRoleName
+            prepared.action = (action, await classify(action, normalize: true))
+            if prepared.duration.isEmpty {
+                prepared.duration = policies.policy.resources[prepared.resource]?.actions?.maxDuration.description ?? "1h"
+            }
+        }
+        let input = prepared
         return try await write(as: caller) { session, policy, now in
             let outcome = try RequestLifecycle.open(input, requester: caller.principal, policy: policy, now: now,
                                                     requestId: Identifier.make("req"), grantId: Identifier.make("grt"))
@@ -295,6 +307,69 @@ public final class AccessService: Sendable {
         return (subject, AccessCheck.decide(principal: subject, resource: resource, role: role, policy: policies.policy, grants: grants, now: now))
     }
 
+    // MARK: actions
+
+    /// Classifies an action with the policy's `guard:` settings, on the parser threads.
+    public func classify(_ action: Action, normalize: Bool = false) async -> ActionClassification {
+        await actionGuard.classify(action, settings: policies.policy.guardSettings, normalize: normalize)
+    }
+
+    /// May the principal run this exact action now? Read and write actions allowed by a role grant
+    /// are answered from the read path; a decision that uses up a one-shot grant, and every decision
+    /// on a dangerous or forbidden action, is taken inside the writer with its audit event.
+    public func checkAction(caller: Caller, resource: String, action: Action, principal: String?) async throws
+        -> (principal: String, decision: ActionDecision, classification: ActionClassification) {
+        let subject = principal ?? caller.principal
+        if subject != caller.principal, !caller.isAdmin {
+            throw GatehouseError(.forbidden, "admin_only", "only admins can check on behalf of another principal; leave `principal` out to check yourself", field: "principal")
+        }
+        if let problem = action.problem { throw GatehouseError.invalid("action", "invalid_action", problem) }
+        let classification = await classify(action)
+        let grants = try await unavailableOnFailure { try await self.store.openGrants(principal: subject, resource: resource) }
+        let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
+                                          policy: policies.policy, grants: grants, now: clock.now())
+        if classification.risk < .dangerous, case .allowByRole = decision { return (subject, decision, classification) }
+        if classification.risk < .dangerous, case .approvalRequired = decision { return (subject, decision, classification) }
+        if classification.risk < .dangerous, case .deny = decision { return (subject, decision, classification) }
+        let final = try await write(as: caller) { session, policy, now in
+            let grants = try await session.openGrants(principal: subject, resource: resource)
+            let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
+                                              policy: policy, grants: grants, now: now)
+            var entries: [AuditEntry] = []
+            if case .allowOnce(let grant) = decision {
+                let used = try GrantLifecycle.use(grant, now: now)
+                guard try await session.endGrant(used) else { throw Self.raced(grant.id) }
+                entries.append(AuditEntry(actor: subject, action: "grant.used", subject: grant.id, resource: resource,
+                                          details: ["principal": subject, "request_id": grant.requestId, "sha256": action.digest]))
+            }
+            entries.append(Self.actionChecked(subject: subject, resource: resource, action: action, classification: classification, decision: decision))
+            try await session.appendAudit(entries, at: now)
+            return decision
+        }
+        return (subject, final, classification)
+    }
+
+    static func actionChecked(subject: String, resource: String, action: Action, classification: ActionClassification,
+                              decision: ActionDecision) -> AuditEntry {
+        let outcome = switch decision {
+        case .allowByRole, .allowOnce: "allow"
+        case .approvalRequired: "approval_required"
+        case .deny: "deny"
+        }
+        return AuditEntry(actor: subject, action: "action.checked", subject: action.digest, resource: resource,
+                          details: compact(["principal": subject, "decision": outcome, "kind": action.kind.rawValue,
+                                            "risk": classification.risk.rawValue, "categories": classification.categories.joined(separator: ","),
+                                            "grant_id": decision.grant?.id, "text": Self.excerpt(action.text)]))
+    }
+
+    /// At most 1 KiB of an action's text for the audit log (the SHA-256 identifies the whole).
+    static func excerpt(_ text: String) -> String {
+        guard text.utf8.count > 1024 else { return text }
+        var cut = String(decoding: text.utf8.prefix(1024), as: UTF8.self)
+        if cut.last == "\u{FFFD}" { cut.removeLast() }
+        return cut + "…"
+    }
+
     // MARK: audit
 
     public func audit(caller: Caller, filter: StoreSession.AuditFilter) async throws -> [AuditEvent] {
@@ -383,7 +458,7 @@ public final class AccessService: Sendable {
     }
 
     func canDecide(_ principal: String, _ request: AccessRequest, policy: Policy) -> Bool {
-        guard let role = policy.resources[request.resource]?.roles[request.role] else { return false }
+        guard let role = policy.resources[request.resource]?.role(named: request.role) else { return false }
         return policy.eligibleApprovers(for: role).contains(principal)
     }
 
@@ -445,12 +520,15 @@ public final class AccessService: Sendable {
     static func created(_ r: AccessRequest) -> AuditEntry {
         AuditEntry(actor: r.requester, action: "request.created", subject: r.id, resource: r.resource,
                    details: compact(["principal": r.requester, "role": r.role, "duration": r.duration.description,
-                                     "reason": r.reason, "ticket": r.ticket, "approvals_required": "\(r.approvalsRequired)"]))
+                                     "reason": r.reason, "ticket": r.ticket, "approvals_required": "\(r.approvalsRequired)",
+                                     "action_kind": r.action?.kind.rawValue, "sha256": r.action?.digest, "risk": r.action?.risk.rawValue,
+                                     "categories": r.action?.categories.joined(separator: ","), "text": r.action.map { excerpt($0.text) }]))
     }
 
     static func grantStarted(_ g: Grant) -> AuditEntry {
         AuditEntry(actor: "system", action: "grant.started", subject: g.id, resource: g.resource,
-                   details: ["principal": g.principal, "role": g.role, "request_id": g.requestId, "expires_at": g.expiresAt.rfc3339])
+                   details: compact(["principal": g.principal, "role": g.role, "request_id": g.requestId, "expires_at": g.expiresAt.rfc3339,
+                                     "sha256": g.actionDigest]))
     }
 
     static func grantExpired(_ g: Grant) -> AuditEntry {

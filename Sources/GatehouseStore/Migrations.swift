@@ -38,6 +38,16 @@ enum Migrations {
             "CREATE INDEX audit_by_time ON audit_events (at)",
             "CREATE TABLE audit_head (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)",
         ]),
+        // One-shot action requests: the exact action on the request, its digest on the grant.
+        (2, [
+            "ALTER TABLE requests ADD COLUMN action_kind TEXT",
+            "ALTER TABLE requests ADD COLUMN action_text TEXT",
+            "ALTER TABLE requests ADD COLUMN action_digest TEXT",
+            "ALTER TABLE requests ADD COLUMN action_risk TEXT",
+            "ALTER TABLE requests ADD COLUMN action_categories TEXT",
+            "ALTER TABLE requests ADD COLUMN action_normalized TEXT",
+            "ALTER TABLE grants ADD COLUMN action_digest TEXT",
+        ]),
     ]
 
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }

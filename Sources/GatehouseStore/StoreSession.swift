@@ -76,11 +76,15 @@ public struct StoreSession: Sendable {
     public func insertRequest(_ r: AccessRequest) async throws {
         try await db.raw("""
             INSERT INTO requests (id, requester, resource, role, duration_s, reason, ticket, state, approvals_required,
-                                  created_at, pending_expires_at, decided_at, decided_by, state_reason, grant_id)
+                                  created_at, pending_expires_at, decided_at, decided_by, state_reason, grant_id,
+                                  action_kind, action_text, action_digest, action_risk, action_categories, action_normalized)
             VALUES (\(bind: r.id), \(bind: r.requester), \(bind: r.resource), \(bind: r.role), \(bind: r.duration.seconds),
                     \(bind: r.reason), \(bind: r.ticket), \(bind: r.state.rawValue), \(bind: r.approvalsRequired),
                     \(bind: r.createdAt.unixMilliseconds), \(bind: r.pendingExpiresAt.unixMilliseconds),
-                    \(bind: r.decidedAt?.unixMilliseconds), \(bind: r.decidedBy), \(bind: r.stateReason), \(bind: r.grantId))
+                    \(bind: r.decidedAt?.unixMilliseconds), \(bind: r.decidedBy), \(bind: r.stateReason), \(bind: r.grantId),
+                    \(bind: r.action?.kind.rawValue), \(bind: r.action?.text), \(bind: r.action?.digest),
+                    \(bind: r.action?.risk.rawValue), \(bind: r.action?.categories.joined(separator: ",")),
+                    \(bind: r.action?.normalized))
             """).run()
     }
 
@@ -145,7 +149,20 @@ public struct StoreSession: Sendable {
             decidedAt: try row.decode(column: "decided_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
             decidedBy: try row.decode(column: "decided_by", as: String?.self),
             stateReason: try row.decode(column: "state_reason", as: String?.self),
-            grantId: try row.decode(column: "grant_id", as: String?.self))
+            grantId: try row.decode(column: "grant_id", as: String?.self),
+            action: try requestedAction(row))
+    }
+
+    static func requestedAction(_ row: any SQLRow) throws -> RequestedAction? {
+        guard let kind = try row.decode(column: "action_kind", as: String?.self).flatMap(Action.Kind.init(rawValue:)),
+              let text = try row.decode(column: "action_text", as: String?.self),
+              let digest = try row.decode(column: "action_digest", as: String?.self) else { return nil }
+        let categories = try row.decode(column: "action_categories", as: String?.self) ?? ""
+        return RequestedAction(
+            kind: kind, text: text, digest: digest,
+            risk: RiskLevel(rawValue: try row.decode(column: "action_risk", as: String?.self) ?? "") ?? .dangerous,
+            categories: categories.split(separator: ",").map(String.init),
+            normalized: try row.decode(column: "action_normalized", as: String?.self))
     }
 
     // MARK: approvals
@@ -172,9 +189,10 @@ public struct StoreSession: Sendable {
 
     public func insertGrant(_ g: Grant) async throws {
         try await db.raw("""
-            INSERT INTO grants (id, request_id, principal, resource, role, allows, starts_at, expires_at)
+            INSERT INTO grants (id, request_id, principal, resource, role, allows, starts_at, expires_at, action_digest)
             VALUES (\(bind: g.id), \(bind: g.requestId), \(bind: g.principal), \(bind: g.resource), \(bind: g.role),
-                    \(bind: g.allows.rawValue), \(bind: g.startsAt.unixMilliseconds), \(bind: g.expiresAt.unixMilliseconds))
+                    \(bind: g.allows.rawValue), \(bind: g.startsAt.unixMilliseconds), \(bind: g.expiresAt.unixMilliseconds),
+                    \(bind: g.actionDigest))
             """).run()
     }
 
@@ -243,7 +261,8 @@ public struct StoreSession: Sendable {
             endedAt: try row.decode(column: "ended_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
             endReason: try row.decode(column: "end_reason", as: String?.self).flatMap(GrantEnd.init(rawValue:)),
             endedBy: try row.decode(column: "ended_by", as: String?.self),
-            endComment: try row.decode(column: "end_comment", as: String?.self))
+            endComment: try row.decode(column: "end_comment", as: String?.self),
+            actionDigest: try row.decode(column: "action_digest", as: String?.self))
     }
 
     // MARK: audit

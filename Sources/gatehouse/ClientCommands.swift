@@ -41,8 +41,9 @@ struct RequestCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "request", abstract: "Ask for access to a resource.")
 
     @Argument(help: "The resource, e.g. prod-db.") var resource: String
-    @Option(help: "The role to ask for, e.g. write.") var role: String
-    @Option(name: .customLong("for"), help: "How long, once approved: 90s, 30m, 1h30m, 7d.") var duration: String
+    @Option(help: "The role to ask for, e.g. write.") var role: String?
+    @OptionGroup var action: ActionOptions
+    @Option(name: .customLong("for"), help: "How long, once approved: 90s, 30m, 1h30m, 7d (for one action: defaults to the policy's maximum).") var duration: String?
     @Option(help: "Why you need it.") var reason: String
     @Option(help: "A ticket, e.g. INC-4411.") var ticket: String?
     @Flag(help: "Wait until the request is decided.") var wait = false
@@ -53,8 +54,14 @@ struct RequestCommand: AsyncParsableCommand {
         let client = try options.client()
         let waitLimit: TimeSpan
         do { waitLimit = try TimeSpan.parse(timeout) } catch { throw ValidationError("--timeout: \(error.description)") }
+        let chosen = try action.action()
+        guard (role == nil) != (chosen == nil) else {
+            throw ValidationError("give --role ROLE, or one exact action with --sql, --sql-file or --shell")
+        }
+        if chosen == nil, duration == nil { throw ValidationError("--for is required with --role: how long, e.g. --for 30m") }
         let (response, request) = try await client.call(.POST, "/v1/requests", body: [
             "resource": resource, "role": role, "duration": duration, "reason": reason, "ticket": ticket,
+            "action": chosen.map { ["kind": $0.kind.rawValue, "text": $0.text] },
         ])
         var final = (response, request)
         if wait, Output.string(request, "state") == "pending" {
@@ -214,20 +221,39 @@ struct CheckCommand: AsyncParsableCommand {
         commandName: "check", abstract: "May I (or PRINCIPAL) use this role on this resource now?",
         discussion: "Exit code 0: allowed; 3: approval required (the command to run is printed); 4: denied.")
     @Argument(help: "The resource.") var resource: String
-    @Option(help: "The role.") var role: String
+    @Option(help: "The role.") var role: String?
+    @OptionGroup var action: ActionOptions
     @Option(help: "Check for another principal (admins).") var principal: String?
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, result) = try await options.client().call(.POST, "/v1/check", body: ["resource": resource, "role": role, "principal": principal])
+        let chosen = try action.action()
+        guard (role == nil) != (chosen == nil) else {
+            throw ValidationError("give --role ROLE, or one exact action with --sql, --sql-file or --shell")
+        }
+        let (response, result) = try await options.client().call(.POST, "/v1/check", body: [
+            "resource": resource, "role": role, "principal": principal,
+            "action": chosen.map { ["kind": $0.kind.rawValue, "text": $0.text] },
+        ])
+        try Self.report(response, result, resource: resource, options: options)
+    }
+
+    /// Prints a check result and maps it to the exit code (0 allow, 3 approval required, 4 deny).
+    static func report(_ response: APIClient.Response, _ result: [String: Any], resource: String, options: ClientOptions) throws {
         let decision = Output.string(result, "decision")
         options.show(response) {
+            if let classification = result["classification"] as? [String: Any] {
+                let categories = Set((classification["findings"] as? [[String: Any]] ?? []).map { Output.string($0, "category") }).sorted()
+                print("risk: \(Output.string(classification, "risk"))\(categories.isEmpty ? "" : " (" + categories.joined(separator: ", ") + ")")")
+            }
             switch decision {
             case "allow":
-                print("allow: \(Output.string(result, "principal")) holds grant \(Output.string(result, "grant_id")) on \(resource) until \(Output.string(result, "expires_at"))")
+                print("allow: \(Output.string(result, "reason"))")
             case "approval_required":
                 print("approval required: \(Output.string(result, "reason"))")
-                print("run: \(Output.string(result, "request_command"))")
+                for command in result["request_commands"] as? [String] ?? [Output.string(result, "request_command")] {
+                    print("run: \(Output.safe(command))")
+                }
             default:
                 print("deny: \(Output.string(result, "reason"))")
             }

@@ -18,7 +18,8 @@ struct Gatehouse: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, PolicyCommand.self, TokenCommand.self, RequestCommand.self, RequestsCommand.self,
             ShowCommand.self, ApproveCommand.self, DenyCommand.self, CancelCommand.self, GrantsCommand.self,
-            ReleaseCommand.self, RevokeCommand.self, CheckCommand.self, AuditCommand.self, WhoamiCommand.self,
+            ReleaseCommand.self, RevokeCommand.self, CheckCommand.self, ClassifyCommand.self, ExecCommand.self,
+            AuditCommand.self, WhoamiCommand.self,
         ])
 
     /// Runs the command and maps every outcome to the documented exit codes.

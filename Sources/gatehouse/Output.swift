@@ -81,7 +81,28 @@ enum Output {
             ("pending until", string(r, "state") == "pending" ? string(r, "pending_expires_at") : nil),
             ("decided", string(r, "decided_at")), ("decided by", string(r, "decided_by")),
             ("note", string(r, "state_reason")), ("grant", string(r, "grant_id")),
-        ])
+        ] + actionFields(r["action"] as? [String: Any]))
+    }
+
+    /// What an approver must see of a one-shot action: the statement rebuilt without comments first.
+    static func actionFields(_ a: [String: Any]?) -> [(String, String?)] {
+        guard let a else { return [] }
+        return [
+            ("action", string(a, "kind")), ("risk", "\(string(a, "risk")) (\((a["categories"] as? [String] ?? []).joined(separator: ", ")))"),
+            ("statement", a["normalized"] == nil ? nil : string(a, "normalized")), ("exact text", string(a, "text")),
+            ("sha256", string(a, "sha256")),
+        ]
+    }
+
+    static func classification(_ c: [String: Any]) {
+        fields([("risk", string(c, "risk")), ("statements", string(c, "statements")),
+                ("normalized", c["normalized"] == nil ? nil : string(c, "normalized")), ("sha256", string(c, "sha256"))])
+        let findings = c["findings"] as? [[String: Any]] ?? []
+        if !findings.isEmpty {
+            table(["LEVEL", "CATEGORY", "STMT", "BYTE", "DETAIL"], findings.map {
+                [string($0, "level"), string($0, "category"), string($0, "statement"), string($0, "position"), string($0, "detail")]
+            })
+        }
     }
 
     static func grant(_ g: [String: Any]) {
@@ -90,6 +111,7 @@ enum Output {
             ("resource", string(g, "resource")), ("role", string(g, "role")), ("allows", string(g, "allows")),
             ("starts", string(g, "starts_at")), ("expires", string(g, "expires_at")), ("ended", string(g, "ended_at")),
             ("ended by", string(g, "ended_by")), ("comment", string(g, "end_comment")), ("request", string(g, "request_id")),
+            ("action sha256", g["action_sha256"] == nil ? nil : string(g, "action_sha256")),
         ])
     }
 }

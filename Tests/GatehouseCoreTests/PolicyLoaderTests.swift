@@ -281,7 +281,7 @@ struct PolicyLoaderTests {
 
     @Test("a reserved section is a warning; the policy still loads")
     func reservedSectionWarns() throws {
-        let yaml = withRoles(validRead) + "guard:\n  sql: {forbidden: [drop_database]}\n"
+        let yaml = withRoles(validRead) + "antispam:\n  limits: {}\n"
         let result = PolicyLoader.load(yaml: yaml)
         #expect(result.errors.isEmpty, "\(result.errors)")
         #expect(result.policy != nil)
@@ -289,17 +289,47 @@ struct PolicyLoaderTests {
         #expect(result.warnings.count == 1)
         #expect(warning.line == 12)
         #expect(warning.severity == .warning)
-        #expect(warning.message.contains("`guard`"))
+        #expect(warning.message.contains("`antispam`"))
         #expect(warning.message.contains("not enforced"))
     }
 
-    @Test("`actions:` of a resource is a warning, not an error")
-    func actionsWarn() throws {
-        let yaml = header.replacingOccurrences(of: "    roles:\n", with: "    actions: {requesters: [engineers]}\n    roles:\n") + validRead + "\n"
+    @Test("`guard:` moves categories between levels and adds shell rules; unknown categories are errors with a hint")
+    func guardSection() throws {
+        let yaml = withRoles(validRead) + """
+            guard:
+              sql: {forbidden: [drop_database, alter_system], write: [truncate]}
+              shell: {dangerous: ["helm uninstall", kubectl_drain], forbidden: [shutdown]}
+
+            """
         let result = PolicyLoader.load(yaml: yaml)
         #expect(result.errors.isEmpty, "\(result.errors)")
-        #expect(result.policy != nil)
-        #expect(result.warnings.contains { $0.line == 10 && $0.message.contains("`actions`") })
+        let settings = try #require(result.policy?.guardSettings)
+        #expect(settings.level(of: "drop_database", kind: .sql) == .forbidden)
+        #expect(settings.level(of: "truncate", kind: .sql) == .write)
+        #expect(settings.level(of: "drop_table", kind: .sql) == .dangerous)
+        #expect(settings.level(of: "shutdown", kind: .shell) == .forbidden)
+        #expect(settings.shellRules == [GuardSettings.ShellRule(pattern: "helm uninstall", level: .dangerous)])
+
+        let typo = PolicyLoader.load(yaml: withRoles(validRead) + "guard:\n  sql: {forbidden: [drop_tabel]}\n")
+        #expect(typo.errors.first?.message.contains("did you mean `drop_table`") == true)
+        #expect(typo.errors.first?.line == 13)
+        let lowered = PolicyLoader.load(yaml: withRoles(validRead) + "guard:\n  sql: {read: [unparseable]}\n")
+        #expect(lowered.errors.first?.message.contains("cannot be moved below dangerous") == true)
+    }
+
+    @Test("`actions:` of a resource configures one-shot action approvals; the role name `action` is reserved")
+    func actionsSection() throws {
+        let yaml = header.replacingOccurrences(of: "    roles:\n", with: "    actions: {requesters: [engineers], approvals: 0}\n    roles:\n") + validRead + "\n"
+        let result = PolicyLoader.load(yaml: yaml)
+        #expect(result.errors.isEmpty, "\(result.errors)")
+        let actions = try #require(result.policy?.resources.values.first?.actions)
+        #expect(actions.name == Role.actionRoleName)
+        #expect(actions.allows == .dangerous)
+        #expect(actions.maxDuration == TimeSpan(seconds: 3600))
+        let missing = PolicyLoader.load(yaml: header.replacingOccurrences(of: "    roles:\n", with: "    actions: {requesters: [engineers]}\n    roles:\n") + validRead + "\n")
+        #expect(missing.errors.contains { $0.message.contains("actions of `prod-db` needs `approvals:`") })
+        let reserved = PolicyLoader.load(yaml: withRoles(validRead.replacingOccurrences(of: "read:", with: "action:")))
+        #expect(reserved.errors.contains { $0.message.contains("reserved for one-shot action requests") })
     }
 
     @Test("a requester who could never collect enough approvals is warned about")

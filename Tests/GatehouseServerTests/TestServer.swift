@@ -34,10 +34,19 @@ final class TestServer: Sendable {
                       allows: write, reason: {min_length: 10, ticket: "(INC|CHG)-[0-9]+"}}
               admin: {requesters: [engineers], approvers: [dba, security], approvals: 2, max_duration: 30m,
                       allows: dangerous}
+            actions: {requesters: [engineers], approvers: [dba], approvals: 1, max_duration: 1h}
+          prod-host:
+            kind: shell
+            roles:
+              operate: {requesters: [engineers], approvers: [dba], approvals: 1, max_duration: 1h, allows: write}
+            actions: {requesters: [engineers], approvers: [dba], approvals: 1, max_duration: 15m}
           billing-api:
             kind: http
             roles:
               operate: {requesters: [engineers, automation], approvers: [dba], approvals: 1, max_duration: 2h, allows: write}
+        guard:
+          sql: {forbidden: [drop_database, alter_system]}
+          shell: {dangerous: ["helm uninstall"]}
         pending_ttl: 1h
         """
 
@@ -166,6 +175,15 @@ final class TestServer: Sendable {
 
     func check(_ token: String, resource: String = "prod-db", role: String = "write") async throws -> Reply {
         try await send(.POST, "/v1/check", token: token, json: ["resource": resource, "role": role])
+    }
+
+    func requestAction(_ token: String, resource: String = "prod-db", kind: String = "sql", text: String,
+                       reason: String = "INC-4411 clean up the orphaned rows") async throws -> Reply {
+        try await send(.POST, "/v1/requests", token: token, json: ["resource": resource, "action": ["kind": kind, "text": text], "reason": reason])
+    }
+
+    func checkAction(_ token: String, resource: String = "prod-db", kind: String = "sql", text: String) async throws -> Reply {
+        try await send(.POST, "/v1/check", token: token, json: ["resource": resource, "action": ["kind": kind, "text": text]])
     }
 
     func auditCount() async throws -> Int {

@@ -1,0 +1,78 @@
+import Crypto
+import Foundation
+
+/// One exact action someone wants to run: a SQL text or a shell command line.
+public struct Action: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, Codable, CaseIterable { case sql, shell }
+    public static let maximumBytes = 1 << 20
+
+    public var kind: Kind
+    public var text: String
+
+    public init(kind: Kind, text: String) {
+        self.kind = kind
+        self.text = text
+    }
+
+    /// SHA-256 of the exact bytes: what a one-shot approval is bound to.
+    public var digest: String {
+        Hex.encode(SHA256.hash(data: Data(text.utf8)))
+    }
+
+    /// Why the text cannot be accepted at all, or nil.
+    public var problem: String? {
+        if text.isEmpty { return "the action text is empty; give the exact statement or command" }
+        if text.utf8.count > Action.maximumBytes {
+            return "the action text is \(text.utf8.count) bytes; at most \(Action.maximumBytes) are accepted"
+        }
+        if text.utf8.contains(0) {
+            return "the action text contains a NUL byte, which PostgreSQL and shells cut the text at; remove it"
+        }
+        return nil
+    }
+}
+
+/// One rule that fired on an action: which, at what level, and where.
+public struct Finding: Sendable, Equatable, Codable {
+    public var category: String
+    public var level: RiskLevel
+    /// 1-based number of the statement (SQL) or command (shell) in the text.
+    public var statement: Int
+    /// Byte offset into the text the finding points at.
+    public var position: Int
+    public var detail: String
+
+    public init(category: String, level: RiskLevel, statement: Int, position: Int, detail: String) {
+        self.category = category
+        self.level = level
+        self.statement = statement
+        self.position = position
+        self.detail = detail
+    }
+}
+
+/// What a classifier says about an action. The risk is the highest level of any finding (`read`
+/// when nothing fired).
+public struct ActionClassification: Sendable, Equatable, Codable {
+    public var kind: Action.Kind
+    public var risk: RiskLevel
+    public var findings: [Finding]
+    /// Number of statements (SQL) or simple commands (shell) found.
+    public var statements: Int
+    /// The statement rebuilt without comments, for approvers (SQL only; nil when not requested or
+    /// not possible).
+    public var normalized: String?
+
+    public init(kind: Action.Kind, findings: [Finding], statements: Int, normalized: String? = nil) {
+        self.kind = kind
+        self.findings = findings
+        self.statements = statements
+        self.normalized = normalized
+        self.risk = findings.map(\.level).max() ?? .read
+    }
+
+    public var categories: [String] {
+        var seen = Set<String>()
+        return findings.map(\.category).filter { seen.insert($0).inserted }
+    }
+}

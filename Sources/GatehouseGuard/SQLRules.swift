@@ -1,0 +1,122 @@
+/// What the SQL classifier does when it meets a node of a given type in the parse tree.
+enum SQLNodeRule: Sendable {
+    /// A statement that only reads (or only changes the session harmlessly); nothing fires.
+    case readStatement
+    /// Fire this category wherever the node appears.
+    case fire(String)
+    case select, insert, update, delete, merge, copy, explain, drop, alterTable, setting
+    case createFunction, doBlock, prepare, execute
+    case functionCall, relation
+
+    /// Every node type the classifier knows, by libpg_query's JSON name.
+    static let byNodeType: [String: SQLNodeRule] = {
+        var rules: [String: SQLNodeRule] = [
+            "SelectStmt": .select, "InsertStmt": .insert, "UpdateStmt": .update, "DeleteStmt": .delete,
+            "MergeStmt": .merge, "CopyStmt": .copy, "ExplainStmt": .explain, "DropStmt": .drop,
+            "AlterTableStmt": .alterTable, "VariableSetStmt": .setting,
+            "CreateFunctionStmt": .createFunction, "DoStmt": .doBlock,
+            "PrepareStmt": .prepare, "ExecuteStmt": .execute,
+            "FuncCall": .functionCall, "RangeVar": .relation,
+        ]
+        for type in ["VariableShowStmt", "TransactionStmt", "DeclareCursorStmt", "FetchStmt", "ClosePortalStmt",
+                     "DeallocateStmt", "ListenStmt", "UnlistenStmt", "DiscardStmt", "ConstraintsSetStmt"] {
+            rules[type] = .readStatement
+        }
+        let fired: [String: [String]] = [
+            "write_data": ["NotifyStmt"],
+            "maintenance": ["VacuumStmt", "ClusterStmt", "ReindexStmt", "CheckPointStmt", "LockStmt", "RefreshMatViewStmt"],
+            "call_procedure": ["CallStmt"],
+            "truncate": ["TruncateStmt"],
+            "drop_database": ["DropdbStmt"],
+            "drop_object": ["DropTableSpaceStmt", "DropOwnedStmt"],
+            "alter_system": ["AlterSystemStmt"],
+            "alter_database": ["AlterDatabaseStmt", "AlterDatabaseSetStmt", "AlterDatabaseRefreshCollStmt"],
+            "role_change": ["CreateRoleStmt", "AlterRoleStmt", "AlterRoleSetStmt", "DropRoleStmt", "GrantRoleStmt",
+                            "ReassignOwnedStmt"],
+            "privilege_change": ["GrantStmt", "AlterDefaultPrivilegesStmt"],
+            "load_library": ["LoadStmt"],
+            "create_extension": ["CreateExtensionStmt", "AlterExtensionStmt", "AlterExtensionContentsStmt"],
+            "foreign_data": ["CreateForeignServerStmt", "AlterForeignServerStmt", "CreateUserMappingStmt",
+                             "AlterUserMappingStmt", "DropUserMappingStmt", "ImportForeignSchemaStmt", "CreateFdwStmt",
+                             "AlterFdwStmt", "CreateSubscriptionStmt", "AlterSubscriptionStmt", "DropSubscriptionStmt"],
+            "untrusted_language": ["CreatePLangStmt"],
+            "schema_change": ["CreateStmt", "IndexStmt", "ViewStmt", "CreateSeqStmt", "AlterSeqStmt", "CreateSchemaStmt",
+                              "CreateTableAsStmt", "CreateEnumStmt", "CompositeTypeStmt", "DefineStmt", "CreateDomainStmt",
+                              "AlterDomainStmt", "AlterEnumStmt", "CreatePolicyStmt", "AlterPolicyStmt", "CreateCastStmt",
+                              "CreateOpClassStmt", "CreateOpFamilyStmt", "AlterOpFamilyStmt", "CreateConversionStmt",
+                              "CreateTransformStmt", "CreatePublicationStmt", "AlterPublicationStmt", "AlterObjectSchemaStmt",
+                              "AlterFunctionStmt", "AlterTableSpaceOptionsStmt", "CreateTableSpaceStmt", "CreateStatsStmt",
+                              "AlterStatsStmt", "AlterTypeStmt", "SecLabelStmt", "AlterCollationStmt", "CreateAmStmt",
+                              "AlterOperatorStmt", "AlterTSConfigurationStmt", "AlterTSDictionaryStmt", "CreateRangeStmt",
+                              "CreateTrigStmt", "CreateEventTrigStmt", "AlterEventTrigStmt", "RuleStmt", "CommentStmt",
+                              "RenameStmt", "AlterOwnerStmt", "AlterObjectDependsStmt", "CreatedbStmt",
+                              "CreateForeignTableStmt", "AlterTableMoveAllStmt", "ReplicaIdentityStmt"],
+        ]
+        for (category, types) in fired {
+            for type in types { rules[type] = .fire(category) }
+        }
+        return rules
+    }()
+
+    /// Node types that are statements (used to spot a statement type the classifier has no rule for).
+    static func isStatement(_ type: String) -> Bool {
+        type.hasSuffix("Stmt")
+    }
+
+    /// Functions by name (the last part of a qualified name, lower-cased) and the category each fires.
+    static let functions: [String: String] = {
+        let groups: [String: [String]] = [
+            "terminate_session": ["pg_terminate_backend", "pg_cancel_backend"],
+            "server_files": ["pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir",
+                             "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "lo_import", "lo_export",
+                             "pg_file_write", "pg_file_rename", "pg_file_unlink", "pg_logdir_ls", "pg_file_sync"],
+            "large_object_delete": ["lo_unlink", "lo_truncate", "lo_truncate64"],
+            "reload_config": ["pg_reload_conf", "pg_rotate_logfile"],
+            "set_config": ["set_config"],
+            "remote_exec": ["dblink_exec", "dblink", "dblink_connect", "dblink_connect_u", "dblink_send_query",
+                            "dblink_open"],
+            "replication_control": ["pg_drop_replication_slot", "pg_create_physical_replication_slot",
+                                    "pg_create_logical_replication_slot", "pg_replication_slot_advance",
+                                    "pg_copy_physical_replication_slot", "pg_copy_logical_replication_slot",
+                                    "pg_promote", "pg_switch_wal", "pg_backup_start", "pg_backup_stop",
+                                    "pg_start_backup", "pg_stop_backup", "pg_wal_replay_pause",
+                                    "pg_wal_replay_resume", "pg_replication_origin_create",
+                                    "pg_replication_origin_drop", "pg_replication_origin_advance"],
+            "dynamic_sql": ["query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema"],
+            "write_data": ["setval", "pg_notify"],
+        ]
+        var table: [String: String] = [:]
+        for (category, names) in groups {
+            for name in names { table[name] = category }
+        }
+        return table
+    }()
+
+    /// Catalogs that hold password hashes, connection strings or authentication rules.
+    static let credentialRelations: Set<String> = [
+        "pg_authid", "pg_shadow", "pg_user_mappings", "pg_user_mapping", "pg_subscription", "pg_hba_file_rules",
+        "pg_ident_file_mappings",
+    ]
+
+    /// Settings whose change alters how later statements are parsed, or bypasses safety checks.
+    static let unsafeSettings: Set<String> = [
+        "session_replication_role", "standard_conforming_strings", "client_encoding", "backslash_quote",
+        "allow_system_table_mods", "zero_damaged_pages", "ignore_system_indexes", "ignore_checksum_failure",
+        "row_security", "lo_compat_privileges", "session_preload_libraries", "local_preload_libraries",
+        "dynamic_library_path", "check_function_bodies",
+    ]
+
+    /// Settings that change who the session acts as.
+    static let roleSettings: Set<String> = ["role", "session_authorization"]
+
+    /// ALTER TABLE subcommands that drop data or switch off a safety mechanism.
+    static let alterTableCategories: [String: String] = [
+        "AT_DropColumn": "drop_column",
+        "AT_DisableTrig": "disable_safety", "AT_DisableTrigAll": "disable_safety", "AT_DisableTrigUser": "disable_safety",
+        "AT_DisableRowSecurity": "disable_safety", "AT_NoForceRowSecurity": "disable_safety",
+        "AT_DisableRule": "disable_safety", "AT_DropConstraint": "schema_change",
+    ]
+
+    /// Languages whose bodies the classifier reads.
+    static let readableLanguages: Set<String> = ["sql", "plpgsql"]
+}

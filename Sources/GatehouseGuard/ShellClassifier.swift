@@ -1,0 +1,495 @@
+import GatehouseCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Classifies shell command lines by splitting them as `sh` does and matching rules against each
+/// command that would run (after `sudo`, `env`, `xargs`, `sh -c`, `ssh host ...` and the like).
+///
+/// This prevents mistakes and leaves a record. It is not a sandbox: a command can always hide what it
+/// does (a script file, an alias, a binary under another name), and the guard judges only the text.
+public struct ShellClassifier: Sendable {
+    public static let maximumBytes = 64 * 1024
+    static let maximumNesting = 6
+
+    public var settings: GuardSettings
+
+    public init(settings: GuardSettings = GuardSettings()) {
+        self.settings = settings
+    }
+
+    public func classify(_ text: String) -> ActionClassification {
+        var walk = ShellWalk(settings: settings)
+        let count = walk.classify(text, depth: 0, position: nil)
+        return ActionClassification(kind: .shell, findings: walk.findings, statements: count)
+    }
+}
+
+private struct ShellWalk {
+    let settings: GuardSettings
+    var findings: [Finding] = []
+    var command = 1
+    /// Where a nested command line (`sh -c '...'`, `$(...)`) starts in the outer text.
+    var nestedAt: Int?
+
+    init(settings: GuardSettings) {
+        self.settings = settings
+    }
+
+    mutating func fire(_ category: String, at position: Int, _ detail: String, level: RiskLevel? = nil) {
+        let position = nestedAt ?? position
+        let level = level ?? settings.level(of: category, kind: .shell)
+        guard !findings.contains(where: { $0.category == category && $0.statement == command && $0.detail == detail }) else { return }
+        findings.append(Finding(category: category, level: level, statement: command, position: position, detail: detail))
+    }
+
+    /// Classifies a command line; returns how many simple commands it held.
+    @discardableResult
+    mutating func classify(_ text: String, depth: Int, position: Int?) -> Int {
+        let outer = nestedAt
+        if let position { nestedAt = outer ?? position }
+        defer { nestedAt = outer }
+        guard depth <= ShellClassifier.maximumNesting else {
+            fire("unparseable", at: 0, "commands nested more than \(ShellClassifier.maximumNesting) deep")
+            return 1
+        }
+        guard text.utf8.count <= ShellClassifier.maximumBytes else {
+            fire("unparseable", at: 0, "the command line is \(text.utf8.count) bytes; the guard reads at most \(ShellClassifier.maximumBytes)")
+            return 1
+        }
+        let script: ShellScript
+        do {
+            script = try ShellLexer.split(text)
+        } catch {
+            fire("unparseable", at: error.position, "\(error.message); the guard only judges command lines a shell would accept")
+            return 1
+        }
+        let base = command
+        for (index, simple) in script.commands.enumerated() {
+            if depth == 0 { command = base + index }
+            judge(simple, depth: depth)
+        }
+        judgePipelines(script, depth: depth)
+        for substitution in script.substitutions {
+            if depth == 0 { command = base + min(substitution.command, max(script.commands.count - 1, 0)) }
+            classify(substitution.text, depth: depth + 1, position: substitution.position)
+        }
+        if depth == 0 { command = base }
+        return max(script.commands.count, 1)
+    }
+
+    // MARK: One command
+
+    private mutating func judge(_ simple: ShellCommand, depth: Int) {
+        for redirection in simple.redirections { judgeRedirection(redirection) }
+        var words = simple.words
+        // Leading assignments (`HISTFILE=/dev/null cmd`) and keywords.
+        while let first = words.first, !first.quoted {
+            if first.text.hasPrefix("HISTFILE=") || first.text.hasPrefix("HISTSIZE=0") {
+                fire("hide_tracks", at: first.position, "\(first.text) stops the shell history")
+            }
+            if Self.isAssignment(first.text) || Self.keywords.contains(first.text) {
+                words.removeFirst()
+            } else {
+                break
+            }
+        }
+        if words.first?.text == "for" || words.first?.text == "case" || words.first?.text == "function" { return }
+        words = unwrap(words)
+        guard let name = words.first else { return }
+        if name.expands {
+            fire("unresolved_command", at: name.position, "the command name `\(name.text)` is only known when the shell runs")
+            return
+        }
+        let program = Self.basename(name.text)
+        let arguments = Array(words.dropFirst())
+        if let nested = nestedCommandLine(program, arguments) {
+            classify(nested.text, depth: depth + 1, position: nested.position)
+            return
+        }
+        judgeCustomRules(program, arguments, at: name.position)
+        if let input = simple.input, Self.interpreters.contains(program) {
+            classify(input, depth: depth + 1, position: name.position)
+        }
+        judgeProgram(program, arguments, input: simple.input, at: name.position, depth: depth)
+    }
+
+    /// Drops `sudo`, `env`, `xargs`, `nohup`, `time` and similar wrappers with their own options.
+    private func unwrap(_ words: [ShellWord]) -> [ShellWord] {
+        var words = words
+        var rounds = 0
+        while let first = words.first, !first.expands, rounds < 16 {
+            rounds += 1
+            let program = Self.basename(first.text)
+            guard let optionsWithValue = Self.wrappers[program] else { break }
+            words.removeFirst()
+            // Options of the wrapper, then for some wrappers a positional value (timeout's duration).
+            while let option = words.first, option.text.hasPrefix("-"), option.text != "-" {
+                words.removeFirst()
+                if option.text == "--" { break }
+                if optionsWithValue.contains(option.text), !words.isEmpty { words.removeFirst() }
+            }
+            if program == "env" {
+                while let assignment = words.first, Self.isAssignment(assignment.text) { words.removeFirst() }
+            }
+            if program == "timeout" || program == "chroot", !words.isEmpty { words.removeFirst() }
+            if program == "nice", let next = words.first, Int(next.text) != nil { words.removeFirst() }
+        }
+        return words
+    }
+
+    /// A command line carried as an argument: `sh -c '...'`, `su -c`, `eval`, `ssh host cmd`,
+    /// `kubectl exec ... -- cmd`, `watch cmd`.
+    private func nestedCommandLine(_ program: String, _ arguments: [ShellWord]) -> ShellWord? {
+        func joined(_ words: ArraySlice<ShellWord>) -> ShellWord? {
+            guard let first = words.first else { return nil }
+            return ShellWord(text: words.map { $0.quoted || $0.text.contains(" ") ? Self.quote($0.text) : $0.text }.joined(separator: " "),
+                             position: first.position)
+        }
+        switch program {
+        case _ where Self.shells.contains(program) || program == "su":
+            if let flag = arguments.firstIndex(where: { $0.text == "-c" || ($0.text.hasPrefix("-") && !$0.text.hasPrefix("--") && $0.text.hasSuffix("c") && program != "su") }),
+               flag + 1 < arguments.count {
+                return arguments[flag + 1]
+            }
+            return nil
+        case "eval", "watch":
+            let start = arguments.firstIndex { !$0.text.hasPrefix("-") } ?? arguments.count
+            return joined(arguments[start...])
+        case "ssh":
+            // ssh [options] host command...
+            var index = 0
+            let withValue: Set<String> = ["-p", "-i", "-l", "-o", "-F", "-J", "-L", "-R", "-D", "-b", "-c", "-e", "-m", "-S", "-W", "-w", "-E", "-B", "-O", "-Q"]
+            while index < arguments.count, arguments[index].text.hasPrefix("-") {
+                index += withValue.contains(arguments[index].text) ? 2 : 1
+            }
+            return index + 1 < arguments.count ? joined(arguments[(index + 1)...]) : nil
+        case "kubectl", "docker", "podman":
+            guard arguments.contains(where: { $0.text == "exec" }),
+                  let dashes = arguments.firstIndex(where: { $0.text == "--" }) else { return nil }
+            return joined(arguments[(dashes + 1)...])
+        default:
+            return nil
+        }
+    }
+
+    private mutating func judgeRedirection(_ redirection: ShellRedirection) {
+        let target = redirection.target.text
+        guard redirection.op.contains(">") else { return }
+        if target.hasPrefix("/dev/"), !Self.harmlessDevices.contains(target), !target.hasPrefix("/dev/fd/") {
+            fire("write_device", at: redirection.target.position, "output redirected to the device \(target)")
+        } else if Self.systemFilePrefixes.contains(where: { target == $0 || target.hasPrefix($0 + "/") }) {
+            fire("overwrite_system_file", at: redirection.target.position, "output redirected over \(target)")
+        } else if target.hasSuffix("_history") {
+            fire("hide_tracks", at: redirection.target.position, "overwrites the shell history \(target)")
+        }
+    }
+
+    private mutating func judgeCustomRules(_ program: String, _ arguments: [ShellWord], at position: Int) {
+        for rule in settings.shellRules {
+            guard let first = rule.words.first, Self.glob(first, program) else { continue }
+            let rest = rule.words.dropFirst()
+            if rest.allSatisfy({ pattern in arguments.contains { Self.glob(pattern, $0.text) } }) {
+                fire("policy:\(rule.pattern)", at: position, "matches the policy rule `\(rule.pattern)`", level: rule.level)
+            }
+        }
+    }
+
+    // MARK: Programs
+
+    private mutating func judgeProgram(_ program: String, _ arguments: [ShellWord], input: String?, at position: Int, depth: Int) {
+        let texts = arguments.map(\.text)
+        let flags = Self.shortFlags(texts)
+        switch program {
+        case "rm", "rmdir", "unlink", "shred", "srm":
+            let recursive = flags.contains("r") || flags.contains("R") || texts.contains("--recursive")
+            let force = flags.contains("f") || texts.contains("--force")
+            let targets = Self.operands(arguments)
+            if program == "shred", targets.contains(where: { $0.text.hasPrefix("/dev/") }) {
+                fire("write_device", at: position, "shred of a device")
+            } else if texts.contains("--no-preserve-root") {
+                fire("rm_protected", at: position, "rm --no-preserve-root")
+            } else if recursive || force || program == "shred" {
+                if let protected = targets.first(where: Self.isProtected) {
+                    fire("rm_protected", at: protected.position, "\(program) \(recursive ? "-r" : "-f") on \(protected.text)\(protected.expands ? " (a variable that may be empty)" : "")")
+                } else if targets.contains(where: { $0.text.hasSuffix("_history") }) {
+                    fire("hide_tracks", at: position, "\(program) of the shell history")
+                } else {
+                    fire("rm_recursive", at: position, "\(program) \(recursive ? "-r" : "-f") \(targets.map(\.text).joined(separator: " "))")
+                }
+            } else {
+                fire("command", at: position, program)
+            }
+        case "find":
+            if let exec = texts.firstIndex(where: { ["-exec", "-execdir", "-ok", "-okdir"].contains($0) }) {
+                let end = texts[(exec + 1)...].firstIndex { $0 == ";" || $0 == "+" } ?? texts.count
+                let inner = Array(arguments[(exec + 1)..<end]).filter { $0.text != "{}" } + [ShellWord(text: "{}", position: position)]
+                if let name = inner.first {
+                    judgeProgram(Self.basename(name.text), Array(inner.dropFirst()), input: nil, at: name.position, depth: depth)
+                }
+                let searched = Array(arguments.prefix { !$0.text.hasPrefix("-") })
+                if inner.first.map({ Self.basename($0.text) == "rm" }) == true, let protected = searched.first(where: Self.isProtected) {
+                    fire("rm_protected", at: protected.position, "find \(protected.text) -exec rm")
+                }
+            } else if texts.contains("-delete") {
+                let searched = Array(arguments.prefix { !$0.text.hasPrefix("-") })
+                if let protected = searched.first(where: Self.isProtected) {
+                    fire("rm_protected", at: protected.position, "find \(protected.text) -delete")
+                } else {
+                    fire("rm_recursive", at: position, "find ... -delete")
+                }
+            }
+        case _ where program.hasPrefix("mkfs") || ["mke2fs", "mkswap", "wipefs", "fdisk", "sfdisk", "cfdisk", "parted", "gdisk", "sgdisk", "blkdiscard"].contains(program):
+            fire("format_filesystem", at: position, "\(program) rewrites a disk or file system")
+        case "dd":
+            if let target = texts.first(where: { $0.hasPrefix("of=/dev/") }), !Self.harmlessDevices.contains(String(target.dropFirst(3))) {
+                fire("write_device", at: position, "dd \(target)")
+            } else {
+                fire("command", at: position, "dd")
+            }
+        case "chmod", "chown", "chgrp":
+            let recursive = flags.contains("R") || texts.contains("--recursive")
+            let operands = Self.operands(arguments)
+            let worldWritable = program == "chmod" && operands.first.map { Self.worldWritableModes.contains($0.text) } == true
+            if (recursive && worldWritable) || (worldWritable && operands.dropFirst().contains(where: Self.isProtected)) {
+                fire("chmod_world_writable", at: position, "\(program) \(recursive ? "-R " : "")\(operands.first?.text ?? "") makes files writable by everyone")
+            } else if recursive, let protected = operands.dropFirst().first(where: Self.isProtected) {
+                fire("chmod_world_writable", at: protected.position, "\(program) -R on \(protected.text)")
+            } else {
+                fire("command", at: position, program)
+            }
+        case "shutdown", "reboot", "halt", "poweroff":
+            fire("shutdown", at: position, program)
+        case "init", "telinit":
+            if texts.contains("0") || texts.contains("6") { fire("shutdown", at: position, "\(program) \(texts.joined(separator: " "))") }
+            else { fire("command", at: position, program) }
+        case "systemctl":
+            if let verb = texts.first(where: { ["reboot", "poweroff", "halt", "kexec", "emergency", "rescue", "soft-reboot"].contains($0) }) {
+                fire("shutdown", at: position, "systemctl \(verb)")
+            } else if Self.firstOperand(texts).map(["status", "show", "list-units", "list-timers", "cat", "is-active", "is-enabled"].contains) != true {
+                fire("command", at: position, "systemctl")
+            }
+        case "kubectl", "oc":
+            let verb = Self.firstOperand(texts)
+            if verb == "delete" {
+                let kinds = Self.operands(arguments).dropFirst().map { $0.text.lowercased() }
+                let namespace = kinds.contains { ["namespace", "namespaces", "ns"].contains($0) || $0.hasPrefix("namespace/") || $0.hasPrefix("ns/") || $0.hasPrefix("namespaces/") }
+                if namespace || texts.contains("--all") || texts.contains("-A") || texts.contains("--all-namespaces") {
+                    fire("kubectl_delete_all", at: position, "kubectl delete \(kinds.joined(separator: " "))\(namespace ? "" : " --all")")
+                } else {
+                    fire("command", at: position, "kubectl delete")
+                }
+            } else if verb == "drain" {
+                fire("kubectl_drain", at: position, "kubectl drain")
+            } else if verb.map(Self.kubectlReads.contains) != true {
+                fire("command", at: position, "kubectl \(verb ?? "")")
+            }
+        case "terraform", "tofu", "terragrunt":
+            let verb = Self.firstOperand(texts)
+            if verb == "destroy" || (verb == "apply" && texts.contains { $0 == "-destroy" || $0 == "--destroy" }) {
+                fire("terraform_destroy", at: position, "\(program) \(verb ?? "") destroys infrastructure")
+            } else if verb == "apply", texts.contains(where: { $0.hasPrefix("-auto-approve") || $0.hasPrefix("--auto-approve") }) {
+                fire("terraform_auto_approve", at: position, "\(program) apply -auto-approve skips the plan review")
+            } else if verb.map(["plan", "show", "validate", "output", "version", "providers", "graph", "fmt"].contains) != true {
+                fire("command", at: position, "\(program) \(verb ?? "")")
+            }
+        case "git":
+            judgeGit(arguments, at: position)
+        case "aws", "gcloud", "az", "gsutil", "doctl", "hcloud", "oci":
+            if let verb = texts.first(where: { word in Self.cloudDeleteVerbs.contains { word.lowercased().hasPrefix($0) } }) {
+                fire("cloud_delete", at: position, "\(program) \(verb)")
+            } else {
+                fire("command", at: position, program)
+            }
+        case "iptables", "ip6tables", "nft", "ufw":
+            if texts.contains(where: { ["-F", "--flush", "-X", "--delete-chain", "flush", "disable"].contains($0) }) {
+                fire("firewall_flush", at: position, "\(program) \(texts.joined(separator: " "))")
+            } else {
+                fire("command", at: position, program)
+            }
+        case "history":
+            if flags.contains("c") { fire("hide_tracks", at: position, "history -c clears the shell history") }
+        case "unset", "export":
+            if texts.contains(where: { $0 == "HISTFILE" || $0.hasPrefix("HISTFILE=") }) {
+                fire("hide_tracks", at: position, "\(program) HISTFILE stops the shell history")
+            }
+        case "set":
+            if texts.contains("+o"), texts.contains("history") { fire("hide_tracks", at: position, "set +o history") }
+        case "psql", "pgcli":
+            judgeSQLClient(program, arguments, input: input, at: position)
+        default:
+            if !Self.readOnlyPrograms.contains(program) { fire("command", at: position, program) }
+        }
+    }
+
+    private mutating func judgeGit(_ arguments: [ShellWord], at position: Int) {
+        var texts = arguments.map(\.text)
+        // `git -C dir`, `git -c key=value` come before the subcommand.
+        while let first = texts.first, first.hasPrefix("-") {
+            texts.removeFirst()
+            if first == "-C" || first == "-c", !texts.isEmpty { texts.removeFirst() }
+        }
+        guard let verb = texts.first else { return }
+        let rest = Array(texts.dropFirst())
+        let flags = Self.shortFlags(rest)
+        switch verb {
+        case "push":
+            if rest.contains(where: { $0 == "--force" || $0.hasPrefix("--force-with-lease") || $0 == "--force-if-includes" || $0 == "--mirror" || $0 == "--delete" || $0 == "--prune" })
+                || flags.contains("f") || flags.contains("d")
+                || rest.contains(where: { ($0.hasPrefix("+") || ($0.hasPrefix(":") && $0.count > 1)) }) {
+                fire("git_force_push", at: position, "git push \(rest.joined(separator: " ")) rewrites or deletes remote history")
+            } else {
+                fire("command", at: position, "git push")
+            }
+        case "reset" where rest.contains("--hard"):
+            fire("git_history_loss", at: position, "git reset --hard discards uncommitted work")
+        case "clean" where flags.contains("f") || rest.contains("--force"):
+            fire("git_history_loss", at: position, "git clean -f deletes untracked files")
+        case "filter-branch", "filter-repo":
+            fire("git_history_loss", at: position, "git \(verb) rewrites history")
+        case "status", "log", "diff", "show", "fetch", "blame", "grep", "ls-files", "rev-parse", "describe", "shortlog", "reflog", "remote":
+            break
+        case "branch" where !flags.contains("D") && !flags.contains("d") && !rest.contains("--delete"):
+            break
+        default:
+            fire("command", at: position, "git \(verb)")
+        }
+    }
+
+    private mutating func judgeSQLClient(_ program: String, _ arguments: [ShellWord], input: String?, at position: Int) {
+        var statements: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let text = arguments[index].text
+            if text == "-c" || text == "--command", index + 1 < arguments.count {
+                statements.append(arguments[index + 1].text)
+                index += 2
+                continue
+            }
+            if text.hasPrefix("--command=") { statements.append(String(text.dropFirst("--command=".count))) }
+            else if text.hasPrefix("-c"), text.count > 2 { statements.append(String(text.dropFirst(2))) }
+            index += 1
+        }
+        if let input { statements.append(input) }
+        guard !statements.isEmpty else {
+            fire("command", at: position, "\(program) runs SQL the guard cannot see")
+            return
+        }
+        let classifier = SQLClassifier(settings: settings)
+        for statement in statements {
+            let result = classifier.classify(statement)
+            guard result.risk > .read else { continue }
+            let summary = result.findings.filter { $0.level == result.risk }.map { "\($0.category) (\($0.detail))" }
+            fire("sql_via_client", at: position, "\(program) runs SQL: \(summary.joined(separator: "; "))", level: result.risk)
+        }
+    }
+
+    // MARK: Pipelines
+
+    /// `curl ... | sh`, `bash <(curl ...)`, `sh -c "$(curl ...)"`: downloaded code run at once.
+    private mutating func judgePipelines(_ script: ShellScript, depth: Int) {
+        let programs = script.commands.map { simple -> String in
+            let words = unwrap(simple.words.filter { !Self.isAssignment($0.text) })
+            return words.first.map { Self.basename($0.text) } ?? ""
+        }
+        for (index, simple) in script.commands.enumerated() where Self.interpreters.contains(programs[index]) || programs[index] == "eval" || programs[index] == "source" || programs[index] == "." {
+            let fedByDownload = script.commands.indices.contains { earlier in
+                earlier < index && script.commands[earlier].pipeline == simple.pipeline && Self.downloaders.contains(programs[earlier])
+            }
+            let substitutedDownload = script.substitutions.contains { substitution in
+                substitution.command == index && Self.downloaders.contains { substitution.text.contains($0) }
+            }
+            if fedByDownload || substitutedDownload {
+                fire("pipe_to_shell", at: simple.position, "runs code downloaded by \(programs.filter(Self.downloaders.contains).first ?? "a download") with \(programs[index])")
+            }
+        }
+    }
+
+    // MARK: Tables and helpers
+
+    static let keywords: Set<String> = ["if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "esac", "in", "time"]
+    /// Wrappers and the options of theirs that take a value.
+    static let wrappers: [String: Set<String>] = [
+        "sudo": ["-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-T", "--user", "--group", "--chdir"],
+        "doas": ["-u", "-C"], "env": ["-u", "-C", "-S", "--unset", "--chdir"], "nohup": [], "time": ["-o", "-f"],
+        "nice": ["-n", "--adjustment"], "ionice": ["-c", "-n", "-p"], "timeout": ["-s", "-k", "--signal", "--kill-after"],
+        "stdbuf": ["-i", "-o", "-e"], "command": [], "builtin": [], "exec": ["-a"], "chroot": ["--userspec", "--groups"],
+        "xargs": ["-I", "-i", "-n", "-P", "-L", "-l", "-d", "-E", "-e", "-s", "-a", "--max-args", "--max-procs", "--delimiter", "--arg-file", "--replace"],
+        "unbuffer": [], "busybox": [], "strace": ["-o", "-e", "-p", "-s"], "setsid": [], "flock": ["-w", "-E"],
+        "runuser": ["-u", "-g"], "caffeinate": [], "proxychains": [], "torsocks": [],
+    ]
+    static let shells: Set<String> = ["sh", "bash", "zsh", "dash", "ksh", "mksh", "fish", "ash", "csh", "tcsh"]
+    static let interpreters: Set<String> = shells.union(["python", "python2", "python3", "perl", "ruby", "node", "php", "lua", "pwsh", "powershell"])
+    static let downloaders: Set<String> = ["curl", "wget", "fetch", "aria2c", "http", "https", "nc", "ncat"]
+    static let harmlessDevices: Set<String> = ["/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty", "/dev/zero", "/dev/random", "/dev/urandom"]
+    static let systemFilePrefixes = ["/etc", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var/lib"]
+    static let protectedPaths: Set<String> = ["/", "/*", "*", ".", "..", "./*", "../*", "~", "~/*", "$HOME", "${HOME}", "/bin", "/boot", "/dev", "/etc",
+                                              "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/sbin", "/srv", "/sys", "/usr", "/var", "/mnt", "/media",
+                                              "/var/lib", "/var/log", "/usr/local", "/usr/bin", "/usr/lib"]
+    static let worldWritableModes: Set<String> = ["777", "0777", "1777", "666", "0666", "a+rwx", "ugo+rwx", "a+w", "o+w", "ugo+w", "a=rwx", "o+rwx"]
+    static let cloudDeleteVerbs = ["delete", "terminate", "destroy", "remove", "rb", "rm", "purge", "deregister", "drop"]
+    static let kubectlReads: Set<String> = ["get", "describe", "logs", "top", "explain", "version", "api-resources", "api-versions", "cluster-info", "auth", "diff", "config"]
+    static let readOnlyPrograms: Set<String> = [
+        "ls", "ll", "cat", "head", "tail", "less", "more", "grep", "egrep", "fgrep", "rg", "echo", "printf", "pwd", "whoami", "id",
+        "date", "uptime", "df", "du", "ps", "top", "htop", "free", "uname", "hostname", "which", "type", "file", "stat", "wc", "sort",
+        "uniq", "cut", "tr", "diff", "cmp", "md5sum", "sha1sum", "sha256sum", "jq", "yq", "true", "false", "test", "[", "sleep",
+        "journalctl", "dig", "nslookup", "host", "ping", "traceroute", "lsblk", "lsof", "netstat", "ss", "env", "printenv", "cd",
+        "basename", "dirname", "realpath", "readlink", "column", "nl", "tac", "rev", "zcat", "zgrep", "base64", "xxd", "od", "seq",
+        "vmstat", "iostat", "mount", "findmnt", "getent", "groups", "w", "who", "last", "tree", "locate", "man", "help", "read",
+    ]
+
+    static func isAssignment(_ text: String) -> Bool {
+        guard let equals = text.firstIndex(of: "="), equals != text.startIndex else { return false }
+        return text[..<equals].allSatisfy { $0 == "_" || $0.isLetter || $0.isNumber } && !(text.first?.isNumber ?? true)
+    }
+
+    static func basename(_ path: String) -> String {
+        path.split(separator: "/").last.map(String.init) ?? path
+    }
+
+    static func quote(_ text: String) -> String {
+        "'" + text.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
+    }
+
+    /// Letters of short option clusters (`-rf` gives r and f), up to `--`.
+    static func shortFlags(_ texts: [String]) -> Set<Character> {
+        var letters = Set<Character>()
+        for text in texts {
+            if text == "--" { break }
+            if text.hasPrefix("-"), !text.hasPrefix("--"), text.count > 1 { letters.formUnion(text.dropFirst()) }
+        }
+        return letters
+    }
+
+    /// Arguments that are not options (everything after `--` counts).
+    static func operands(_ words: [ShellWord]) -> [ShellWord] {
+        var result: [ShellWord] = []
+        var optionsEnded = false
+        for word in words {
+            if !optionsEnded && word.text == "--" { optionsEnded = true; continue }
+            if !optionsEnded && word.text.hasPrefix("-") && word.text.count > 1 && !word.quoted { continue }
+            result.append(word)
+        }
+        return result
+    }
+
+    static func firstOperand(_ texts: [String]) -> String? {
+        texts.first { !$0.hasPrefix("-") }
+    }
+
+    static func isProtected(_ word: ShellWord) -> Bool {
+        var path = word.text
+        while path.count > 1, path.hasSuffix("/") { path.removeLast() }
+        while path.hasPrefix("//") { path.removeFirst() }
+        if protectedPaths.contains(path) { return true }
+        if word.expands, path.hasPrefix("$") || path.hasPrefix("${") { return true }
+        if path.hasSuffix("/*") { return protectedPaths.contains(String(path.dropLast(2))) || isProtected(ShellWord(text: String(path.dropLast(2)), position: 0, expands: word.expands)) }
+        return false
+    }
+
+    static func glob(_ pattern: String, _ text: String) -> Bool {
+        fnmatch(pattern, text, 0) == 0
+    }
+}

@@ -1,0 +1,141 @@
+/// Decides whether a WHERE (or MERGE join) condition selects every row.
+///
+/// A condition that does not look at the row at all (`true`, `1=1`, `now() > '2000-01-01'`) selects
+/// all rows or none, so it is treated as true unless it is certainly false. Conditions that do look at
+/// the row are true for every row when they compare an expression with itself (`x = x`), match
+/// everything (`x LIKE '%'`), test both `IS NULL` and `IS NOT NULL` of one expression, or are an OR
+/// with such a branch.
+enum WhereAnalysis {
+    static func isTriviallyTrue(_ condition: ParseTree) -> Bool {
+        if !readsRow(condition) { return !isCertainlyFalse(condition) }
+        guard let (type, fields) = condition.tagged else { return false }
+        switch type {
+        case "BoolExpr":
+            let arguments = fields["args"]?.elements ?? []
+            switch fields["boolop"]?.stringValue {
+            case "OR_EXPR":
+                return arguments.contains(where: isTriviallyTrue) || coversNull(arguments)
+            case "AND_EXPR":
+                return !arguments.isEmpty && arguments.allSatisfy(isTriviallyTrue)
+            default:
+                return false
+            }
+        case "A_Expr":
+            let kind = fields["kind"]?.stringValue
+            let name = fields["name"]?.elements.last?["String"]?["sval"]?.stringValue ?? ""
+            guard let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
+            switch kind {
+            case "AEXPR_OP" where ["=", ">=", "<="].contains(name):
+                return left.withoutLocations == right.withoutLocations
+            case "AEXPR_NOT_DISTINCT":
+                return left.withoutLocations == right.withoutLocations
+            case "AEXPR_LIKE", "AEXPR_ILIKE":
+                guard name == "~~" || name == "~~*" else { return false }
+                let pattern = constantString(right)
+                return pattern.map { !$0.isEmpty && $0.allSatisfy { $0 == "%" } } ?? false
+            default:
+                return false
+            }
+        case "TypeCast":
+            return fields["arg"].map(isTriviallyTrue) ?? false
+        case "BooleanTest":
+            return fields["booltesttype"]?.stringValue == "IS_TRUE" && (fields["arg"].map(isTriviallyTrue) ?? false)
+        default:
+            return false
+        }
+    }
+
+    /// Whether the expression depends on the row: a column, or a subquery (which may be correlated).
+    static func readsRow(_ node: ParseTree) -> Bool {
+        switch node {
+        case let .object(fields):
+            if let (type, _) = node.tagged, type == "ColumnRef" || type == "SubLink" { return true }
+            return fields.contains { readsRow($0.value) }
+        case let .array(values):
+            return values.contains(where: readsRow)
+        default:
+            return false
+        }
+    }
+
+    /// True only when the constant condition is false or NULL for sure.
+    static func isCertainlyFalse(_ condition: ParseTree) -> Bool {
+        guard let (type, fields) = condition.tagged else { return false }
+        switch type {
+        case "A_Const":
+            if fields["isnull"]?.boolValue == true { return true }
+            if let boolean = fields["boolval"] { return boolean["boolval"]?.boolValue != true }
+            return false
+        case "TypeCast":
+            if let text = constantString(fields["arg"] ?? .null)?.lowercased() {
+                return ["f", "false", "no", "off", "n", "0"].contains(text)
+            }
+            return fields["arg"].map(isCertainlyFalse) ?? false
+        case "BoolExpr":
+            let arguments = fields["args"]?.elements ?? []
+            switch fields["boolop"]?.stringValue {
+            case "AND_EXPR": return arguments.contains(where: isCertainlyFalse)
+            case "OR_EXPR": return !arguments.isEmpty && arguments.allSatisfy(isCertainlyFalse)
+            case "NOT_EXPR": return arguments.count == 1 && isCertainlyTrueConstant(arguments[0])
+            default: return false
+            }
+        case "A_Expr":
+            guard fields["kind"]?.stringValue == "AEXPR_OP",
+                  let name = fields["name"]?.elements.last?["String"]?["sval"]?.stringValue,
+                  let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
+            if let a = constantInteger(left), let b = constantInteger(right) {
+                switch name {
+                case "=": return a != b
+                case "<>", "!=": return a == b
+                case "<": return a >= b
+                case ">": return a <= b
+                case "<=": return a > b
+                case ">=": return a < b
+                default: return false
+                }
+            }
+            if let a = constantString(left), let b = constantString(right) {
+                switch name {
+                case "=": return a != b
+                case "<>", "!=": return a == b
+                default: return false
+                }
+            }
+            return false
+        default:
+            return false
+        }
+    }
+
+    private static func isCertainlyTrueConstant(_ node: ParseTree) -> Bool {
+        guard let (type, fields) = node.tagged, type == "A_Const" else { return false }
+        return fields["boolval"]?["boolval"]?.boolValue == true
+    }
+
+    /// `x IS NULL OR x IS NOT NULL` is true for every row.
+    private static func coversNull(_ arguments: [ParseTree]) -> Bool {
+        var null: [ParseTree] = []
+        var notNull: [ParseTree] = []
+        for argument in arguments {
+            guard let (type, fields) = argument.tagged, type == "NullTest", let subject = fields["arg"] else { continue }
+            if fields["nulltesttype"]?.stringValue == "IS_NOT_NULL" {
+                notNull.append(subject.withoutLocations)
+            } else {
+                null.append(subject.withoutLocations)
+            }
+        }
+        return null.contains { notNull.contains($0) }
+    }
+
+    /// An integer literal that libpg_query wrote out (it omits zero and some negative values, which
+    /// are then unknown rather than guessed).
+    private static func constantInteger(_ node: ParseTree) -> Int? {
+        guard let (type, fields) = node.tagged, type == "A_Const" else { return nil }
+        return fields["ival"]?["ival"]?.intValue
+    }
+
+    private static func constantString(_ node: ParseTree) -> String? {
+        guard let (type, fields) = node.tagged, type == "A_Const" else { return nil }
+        return fields["sval"]?["sval"]?.stringValue
+    }
+}

@@ -1,0 +1,110 @@
+import GatehouseCore
+import Testing
+@testable import GatehouseGuard
+
+private func classify(_ sql: String, settings: GuardSettings = GuardSettings(), normalize: Bool = false) async -> ActionClassification {
+    await ActionGuard().classify(Action(kind: .sql, text: sql), settings: settings, normalize: normalize)
+}
+
+@Suite("SQL classifier")
+struct SQLClassifierTests {
+    @Test("the highest risk of several statements wins, and each finding names its statement and byte")
+    func positions() async {
+        let sql = "SELECT 1; DELETE FROM orders WHERE id = 4; DROP TABLE users"
+        let result = await classify(sql)
+        #expect(result.risk == .dangerous)
+        #expect(result.statements == 3)
+        let drop = result.findings.first { $0.category == "drop_table" }
+        #expect(drop?.statement == 3)
+        #expect(drop?.position == sql.utf8.count - "DROP TABLE users".utf8.count)
+        let write = result.findings.first { $0.category == "write_data" }
+        #expect(write?.statement == 2)
+        #expect(write?.position == 22)  // the table name after DELETE FROM
+    }
+
+    @Test("a statement the parser refuses is dangerous, with the parser's message and position")
+    func unparseable() async {
+        let result = await classify("SELECT * FROM t WHERE")
+        #expect(result.risk == .dangerous)
+        #expect(result.findings.first?.category == "unparseable")
+        #expect(result.findings.first?.detail.contains("syntax error") == true)
+        #expect(result.findings.first?.position == 21)
+    }
+
+    @Test("the policy moves categories between levels")
+    func policyLevels() async {
+        let strict = GuardSettings(sqlLevels: ["drop_table": .forbidden, "write_data": .dangerous])
+        #expect(await classify("DROP TABLE t", settings: strict).risk == .forbidden)
+        #expect(await classify("INSERT INTO t VALUES (1)", settings: strict).risk == .dangerous)
+        #expect(await classify("SELECT 1", settings: strict).risk == .read)
+    }
+
+    @Test("statements longer than the cap are refused as too complex, not parsed")
+    func tooLarge() async {
+        let sql = "SELECT " + String(repeating: "1+", count: SQLClassifier.maximumBytes / 2) + "1"
+        let result = await classify(sql)
+        #expect(result.risk == .dangerous)
+        #expect(result.categories == ["too_complex"])
+        #expect(result.findings[0].detail.contains("at most \(SQLClassifier.maximumBytes) bytes"))
+    }
+
+    @Test("the deepest expressions that fit under the cap neither crash the parser nor the reader", arguments: [
+        ("1+", "1"), ("(", "1"), ("NOT ", "true"), ("ARRAY[", "1"), ("f(", "1"), ("-", "1"), ("x.", "y"),
+    ])
+    func deepNesting(prefix: String, core: String) async {
+        let count = (SQLClassifier.maximumBytes - 100) / prefix.utf8.count
+        let closing = prefix.hasSuffix("(") ? ")" : prefix.hasSuffix("[") ? "]" : ""
+        let sql = "SELECT " + String(repeating: prefix, count: count) + core + String(repeating: closing, count: count)
+        let result = await classify(sql)
+        // Either PostgreSQL's parser refuses it (memory exhausted) or it is too deep to read back:
+        // both fail closed. A crash would end the test process.
+        #expect(result.risk >= .read)
+        if sql.utf8.count <= SQLClassifier.maximumBytes, prefix == "1+" {
+            #expect(result.risk == .dangerous)
+        }
+    }
+
+    @Test("approvers see the statement rebuilt without comments")
+    func normalized() async {
+        let result = await classify("DELETE FROM t -- WHERE id = 1\n", normalize: true)
+        #expect(result.risk == .dangerous)
+        #expect(result.normalized == "DELETE FROM t")
+    }
+
+    @Test("a DO block's PL/pgSQL is read: dynamic EXECUTE and dangerous calls inside are found")
+    func doBlock() async {
+        let result = await classify("DO $x$ BEGIN PERFORM pg_terminate_backend(42); EXECUTE 'DROP TABLE ' || 't'; END $x$")
+        #expect(result.categories.contains("terminate_session"))
+        #expect(result.categories.contains("dynamic_sql"))
+        #expect(result.findings.allSatisfy { $0.detail.hasPrefix("in DO block") })
+    }
+
+    @Test("EXPLAIN plans without running; EXPLAIN ANALYZE runs the statement")
+    func explain() async {
+        #expect(await classify("EXPLAIN DELETE FROM t").risk == .read)
+        #expect(await classify("EXPLAIN (ANALYZE) DELETE FROM t").risk == .dangerous)
+        #expect(await classify("EXPLAIN (ANALYZE off) DELETE FROM t").risk == .read)
+        #expect(await classify("EXPLAIN ANALYZE DELETE FROM t WHERE id = 3").risk == .write)
+    }
+
+    @Test("PREPARE is judged by its statement, and EXECUTE of an unknown name fails closed")
+    func prepared() async {
+        #expect(await classify("PREPARE p AS DELETE FROM t").risk == .dangerous)
+        #expect(await classify("PREPARE p AS SELECT 1; EXECUTE p").risk == .read)
+        #expect(await classify("EXECUTE p").categories == ["execute_prepared"])
+    }
+}
+
+@Suite("Parse tree reader")
+struct ParseTreeReaderTests {
+    @Test("escapes, numbers and nesting limits")
+    func reader() throws {
+        let tree = try ParseTreeReader.read(Array(#"{"a":"x\u003e\"y\n","b":[1,-2,3.5,true,false,null],"c":{}}"#.utf8), maximumDepth: 5)
+        #expect(tree["a"]?.stringValue == "x>\"y\n")
+        #expect(tree["b"]?.elements == [.integer(1), .integer(-2), .number("3.5"), .bool(true), .bool(false), .null])
+        #expect(tree["c"] == .object([]))
+        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array("[[[[[[[1]]]]]]]".utf8), maximumDepth: 5) }
+        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":"#.utf8), maximumDepth: 5) }
+        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":1} x"#.utf8), maximumDepth: 5) }
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import GatehouseCore
+import Testing
+
+/// One-shot action approvals and action checks, through the real HTTP API.
+@Suite("Actions over HTTP")
+struct ActionTests {
+    static let delete = "DELETE FROM orders -- WHERE id = 1\n"
+
+    @Test("an exact statement is approved by another person, allowed once, then refused; one changed byte is refused")
+    func oneShot() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob")
+            var check = try await server.checkAction(t["alice"]!, text: Self.delete)
+            #expect(check.string("decision") == "approval_required")
+            let commands = check.json["request_commands"] as? [String] ?? []
+            #expect(commands.contains { $0.hasPrefix("gatehouse request prod-db --role admin") })
+            #expect(commands.contains { $0.hasPrefix("gatehouse request prod-db --sql 'DELETE FROM orders") })
+            let classification = check.json["classification"] as? [String: Any] ?? [:]
+            #expect(classification["risk"] as? String == "dangerous")
+
+            let created = try await server.requestAction(t["alice"]!, text: Self.delete)
+            #expect(created.status == 201, "\(String(decoding: created.body, as: UTF8.self))")
+            let id = try #require(created.string("id"))
+            #expect(created.string("role") == "action")
+            #expect(created.string("duration") == "1h")
+            let action = created.json["action"] as? [String: Any] ?? [:]
+            #expect(action["normalized"] as? String == "DELETE FROM orders")  // the misleading comment is gone
+            #expect(action["risk"] as? String == "dangerous")
+            #expect((action["categories"] as? [String])?.contains("delete_without_where") == true)
+            #expect(action["sha256"] as? String == Action(kind: .sql, text: Self.delete).digest)
+
+            let selfApproval = try await server.approve(t["alice"]!, id)
+            #expect(selfApproval.status == 403)
+            let approved = try await server.approve(t["bob"]!, id)
+            #expect(approved.string("state") == "approved")
+            let grantId = try #require(approved.string("grant_id"))
+
+            // One byte changed (the comment's digit): a different action, refused, and the grant stays unused.
+            let changed = try await server.checkAction(t["alice"]!, text: "DELETE FROM orders -- WHERE id = 2\n")
+            #expect(changed.string("decision") == "approval_required")
+            // The action grant does not stand in for a role.
+            #expect(try await server.check(t["alice"]!, role: "admin").string("decision") == "approval_required")
+
+            check = try await server.checkAction(t["alice"]!, text: Self.delete)
+            #expect(check.string("decision") == "allow")
+            #expect(check.string("grant_id") == grantId)
+            #expect(check.json["used_grant"] as? Bool == true)
+
+            check = try await server.checkAction(t["alice"]!, text: Self.delete)
+            #expect(check.string("decision") == "approval_required")
+
+            let grant = try await server.send(.GET, "/v1/grants/\(grantId)", token: t["alice"]!)
+            #expect(grant.string("state") == "used")
+
+            let audit = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken)
+            let actions = (audit.json["events"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String }
+            #expect(actions.filter { $0 == "action.checked" }.count == 4)
+            #expect(actions.filter { $0 == "grant.used" }.count == 1)
+            let verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            #expect(verify.json["ok"] as? Bool == true)
+        }
+    }
+
+    @Test("concurrent checks of one approved action: exactly one is allowed")
+    func usedOnce() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob")
+            let id = try #require(try await server.requestAction(t["alice"]!, text: "TRUNCATE audit_scratch").string("id"))
+            #expect(try await server.approve(t["bob"]!, id).string("state") == "approved")
+            let decisions = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<24 {
+                    group.addTask { try await server.checkAction(t["alice"]!, text: "TRUNCATE audit_scratch").string("decision") ?? "?" }
+                }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            #expect(decisions.filter { $0 == "allow" }.count == 1)
+            #expect(decisions.filter { $0 == "approval_required" }.count == 23)
+        }
+    }
+
+    @Test("an action grant ends at its expiry like any grant")
+    func expiry() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob")
+            let id = try #require(try await server.requestAction(t["alice"]!, text: "DROP TABLE tmp_import").string("id"))
+            #expect(try await server.approve(t["bob"]!, id).string("state") == "approved")
+            server.clock.advance(by: 3601)
+            #expect(try await server.checkAction(t["alice"]!, text: "DROP TABLE tmp_import").string("decision") == "approval_required")
+        }
+    }
+
+    @Test("a role allows actions up to its level; forbidden is denied and cannot even be requested")
+    func roleLevels() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob")
+            let id = try #require(try await server.request(t["alice"]!, role: "write").string("id"))
+            #expect(try await server.approve(t["bob"]!, id).string("state") == "approved")
+            #expect(try await server.checkAction(t["alice"]!, text: "UPDATE orders SET state = 'paid' WHERE id = 7").string("decision") == "allow")
+            #expect(try await server.checkAction(t["alice"]!, text: "SELECT * FROM orders").string("decision") == "allow")
+            #expect(try await server.checkAction(t["alice"]!, text: "UPDATE orders SET state = 'paid'").string("decision") == "approval_required")
+
+            let forbidden = try await server.checkAction(t["alice"]!, text: "DROP DATABASE prod")
+            #expect(forbidden.string("decision") == "deny")
+            #expect(forbidden.string("reason")?.contains("drop_database") == true)
+            let refused = try await server.requestAction(t["alice"]!, text: "DROP DATABASE prod")
+            #expect(refused.status == 403)
+            #expect(refused.string("code") == "forbidden_action")
+        }
+    }
+
+    @Test("shell actions: classification, a policy rule, and the resource kind")
+    func shell() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob")
+            let classify = try await server.send(.POST, "/v1/classify", token: t["alice"]!, json: ["kind": "shell", "text": "helm uninstall web --namespace prod"])
+            #expect(classify.status == 200)
+            #expect(classify.string("risk") == "dangerous")
+            let rm = try await server.checkAction(t["alice"]!, resource: "prod-host", kind: "shell", text: "sudo rm -rf /var/lib/postgresql")
+            #expect(rm.string("decision") == "approval_required")
+            let wrongKind = try await server.requestAction(t["alice"]!, resource: "prod-host", kind: "sql", text: "SELECT 1")
+            #expect(wrongKind.status == 400)
+            #expect(wrongKind.string("code") == "wrong_action_kind")
+            #expect(try await server.checkAction(t["alice"]!, resource: "prod-db", kind: "shell", text: "ls").string("decision") == "deny")
+        }
+    }
+
+    @Test("bad action input gets a clear 400 and stores nothing", arguments: [
+        (#"{"resource": "prod-db", "action": {"kind": "sql", "text": ""}, "reason": "INC-1 cleanup"}"#, "invalid_action"),
+        (#"{"resource": "prod-db", "action": {"kind": "sql", "text": "SELECT 1\u0000; DROP TABLE t"}, "reason": "INC-1 cleanup"}"#, "invalid_action"),
+        (#"{"resource": "prod-db", "role": "write", "duration": "1h", "action": {"kind": "sql", "text": "SELECT 1"}, "reason": "INC-1 cleanup"}"#, "role_or_action"),
+        (#"{"resource": "prod-db", "reason": "INC-1 cleanup"}"#, "role_or_action"),
+        (#"{"resource": "billing-api", "action": {"kind": "sql", "text": "SELECT 1"}, "reason": "INC-1 cleanup"}"#, "actions_not_enabled"),
+        (#"{"resource": "prod-db", "action": {"kind": "perl", "text": "1"}, "reason": "INC-1 cleanup"}"#, ""),
+        (#"{"resource": "prod-db", "role": "write", "reason": "INC-1 cleanup"}"#, "missing_duration"),
+    ])
+    func badInput(body: String, code: String) async throws {
+        try await TestServer.with { server in
+            let alice = try await server.token(for: "alice")
+            let before = try await server.auditCount()
+            let reply = try await server.send(.POST, "/v1/requests", token: alice, rawBody: Data(body.utf8))
+            #expect(reply.status == 400, "\(String(decoding: reply.body, as: UTF8.self))")
+            if !code.isEmpty { #expect(reply.string("code") == code) }
+            #expect(reply.string("detail")?.isEmpty == false)
+            #expect(try await server.auditCount() == before)
+        }
+    }
+}
