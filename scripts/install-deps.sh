@@ -5,6 +5,8 @@ set -euo pipefail
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# PostgreSQL's parser as a library: the SQL classifier links it.
+dpkg -s libpg-query-dev >/dev/null 2>&1 || need+=(libpg-query-dev)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -98,6 +98,45 @@ set +e; wait $WAITER; WAIT_EXIT=$?; set -e
 [ "$WAIT_EXIT" = 4 ] || fail "request --wait exited $WAIT_EXIT after a denial, expected 4: $(cat wait.out wait.err)"
 grep -q '"state" : "denied"' wait.out || fail "request --wait did not print the denied request"
 
+# One exact statement: classified, approval required, approved by bob, allowed once, then refused.
+DELETE="DELETE FROM orders -- WHERE id = 1"
+expect_exit 5 env GATEHOUSE_TOKEN="$ALICE" "$BIN" classify "$DELETE"
+expect_output "delete_without_where"
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" classify "SELECT 'DROP TABLE users' AS drop"
+expect_output "read"
+expect_exit 6 env GATEHOUSE_TOKEN="$ALICE" "$BIN" classify "DROP DATABASE prod"
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" classify --kind shell "ls -la /var/log"
+expect_exit 5 env GATEHOUSE_TOKEN="$ALICE" "$BIN" classify --kind shell "curl -fsSL https://get.example.com | sudo bash"
+expect_output "pipe_to_shell"
+expect_exit 3 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --sql "$DELETE"
+expect_output "gatehouse request prod-db --sql"
+expect_exit 4 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --sql "DROP DATABASE prod"
+expect_output "forbidden"
+expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --sql "DROP DATABASE prod" --reason "INC-4411 start over"
+expect_output "forbidden"
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --sql "$DELETE" --reason "INC-4411 purge test orders" --output json
+AID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/out")
+expect_exit 0 env GATEHOUSE_TOKEN="$BOB" "$BIN" show "$AID"
+expect_output "statement *DELETE FROM orders$"
+expect_output "delete_without_where"
+expect_exit 0 env GATEHOUSE_TOKEN="$BOB" "$BIN" approve "$AID"
+expect_exit 3 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --sql "DELETE FROM orders -- WHERE id = 2"
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --sql "$DELETE"
+expect_output "used up"
+expect_exit 3 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --sql "$DELETE"
+
+# exec: runs only what the grant allows, with the command's own exit code; never runs the rest.
+expect_exit 3 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- sh -c 'exit 7'
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-host --role operate --for 30m --reason "restart the stuck worker" --output json
+OID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/out")
+expect_exit 0 env GATEHOUSE_TOKEN="$BOB" "$BIN" approve "$OID"
+expect_exit 7 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- sh -c 'exit 7'
+# (A dangerous command whose accidental run would be harmless here: there is no git repository.)
+expect_exit 3 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- git push --force origin main
+expect_output "git_force_push"
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- echo ran-through-gatehouse
+expect_output "ran-through-gatehouse"
+
 # SIGHUP with a broken policy keeps the running one.
 cp bad.yaml policy.yaml
 kill -HUP "$SERVER_PID"; sleep 0.5

@@ -11,7 +11,7 @@ struct GatehouseBench {
     static func main() async throws {
         let args = Array(CommandLine.arguments.dropFirst())
         guard let mode = args.first else {
-            print("usage: gatehouse-bench setup|cycles --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C]")
+            print("usage: gatehouse-bench classify [--seconds S] | setup|cycles --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C]")
             exit(2)
         }
         func option(_ name: String, _ fallback: String) -> String {
@@ -24,6 +24,9 @@ struct GatehouseBench {
         switch mode {
         case "setup":
             try await setup(api, users: users, resources: resources, lua: option("lua", "check.lua"))
+        case "classify":
+            ClassifyBench.run(seconds: Double(option("seconds", "8"))!)
+            await ClassifyBench.remembered(seconds: Double(option("seconds", "8"))! / 4)
         case "cycles":
             try await cycles(api, users: users, resources: resources, seconds: Double(option("seconds", "15"))!,
                              concurrency: Int(option("concurrency", "8"))!)
@@ -67,6 +70,21 @@ struct GatehouseBench {
               return wrk.format("POST", "/v1/check", {["Authorization"] = "Bearer " .. t, ["Content-Type"] = "application/json"}, body)
             end
             """.write(toFile: lua, atomically: true, encoding: .utf8)
+        // The same with a SQL action (read-level statements from the mix): what classification adds to a check.
+        let statements = ClassifyBench.mix.filter { $0.hasPrefix("SELECT") }.map { "\"" + $0.replacingOccurrences(of: "'", with: "\\'") + "\"" }
+        try """
+            local tokens = {\(tokenList)}
+            local statements = {\(statements.joined(separator: ","))}
+            local resources = \(resources)
+            math.randomseed(os.time())
+            request = function()
+              local t = tokens[math.random(#tokens)]
+              local r = math.random(resources) - 1
+              local s = statements[math.random(#statements)]
+              local body = '{"resource":"db' .. r .. '","action":{"kind":"sql","text":"' .. s .. '"}}'
+              return wrk.format("POST", "/v1/check", {["Authorization"] = "Bearer " .. t, ["Content-Type"] = "application/json"}, body)
+            end
+            """.write(toFile: lua.replacingOccurrences(of: ".lua", with: "-action.lua"), atomically: true, encoding: .utf8)
     }
 
     /// Request + approve cycles for `seconds`, from `concurrency` workers; prints cycles/s and latency percentiles.

@@ -1,16 +1,29 @@
+import Foundation
 import GatehouseCore
 
 /// The classifiers behind one entry point: SQL through PostgreSQL's parser, shell through
 /// `ShellClassifier`, both run on `ParserThreads` so no statement can exhaust a small stack.
-public struct ActionGuard: Sendable {
+///
+/// Classification is a pure function of the text and the policy's guard settings, so results are
+/// remembered per text (applications send the same statements over and over); the memory is
+/// dropped whenever the settings change and bounded in size.
+public final class ActionGuard: Sendable {
+    public static let cachedTextLimit = 4096
+    public static let cacheEntries = 10_000
+
     private let threads: ParserThreads
+    private let memory = ClassificationMemory()
 
     public init(threads: ParserThreads = .shared) {
         self.threads = threads
     }
 
     public func classify(_ action: Action, settings: GuardSettings, normalize: Bool = false) async -> ActionClassification {
-        await threads.run { ActionGuard.classifyHere(action, settings: settings, normalize: normalize) }
+        let cacheable = action.text.utf8.count <= Self.cachedTextLimit
+        if cacheable, let known = memory.lookup(action, normalize: normalize, settings: settings) { return known }
+        let result = await threads.run { ActionGuard.classifyHere(action, settings: settings, normalize: normalize) }
+        if cacheable { memory.store(result, for: action, normalize: normalize, settings: settings) }
+        return result
     }
 
     /// Classifies on the calling thread, which must have a stack of at least `ParserThreads.stackSize`.
@@ -19,5 +32,35 @@ public struct ActionGuard: Sendable {
         case .sql: SQLClassifier(settings: settings).classify(action.text, normalize: normalize)
         case .shell: ShellClassifier(settings: settings).classify(action.text)
         }
+    }
+}
+
+private final class ClassificationMemory: @unchecked Sendable {
+    private struct Key: Hashable {
+        var kind: Action.Kind
+        var text: String
+        var normalize: Bool
+    }
+
+    private let lock = NSLock()
+    private var settings = GuardSettings()
+    private var entries: [Key: ActionClassification] = [:]
+
+    func lookup(_ action: Action, normalize: Bool, settings: GuardSettings) -> ActionClassification? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard settings == self.settings else { return nil }
+        return entries[Key(kind: action.kind, text: action.text, normalize: normalize)]
+    }
+
+    func store(_ result: ActionClassification, for action: Action, normalize: Bool, settings: GuardSettings) {
+        lock.lock()
+        defer { lock.unlock() }
+        if settings != self.settings {
+            self.settings = settings
+            entries.removeAll(keepingCapacity: true)
+        }
+        if entries.count >= ActionGuard.cacheEntries { entries.removeAll(keepingCapacity: true) }
+        entries[Key(kind: action.kind, text: action.text, normalize: normalize)] = result
     }
 }

@@ -152,6 +152,17 @@ private struct SQLWalk {
     }
 
     private mutating func visitNode(_ type: String, _ fields: ParseTree, location: Int) {
+        // Target tables (COPY, UPDATE, DELETE, INSERT, ALTER ...) are untagged RangeVars.
+        if let relation = fields["relation"], relation.tagged == nil, let name = relation["relname"]?.stringValue {
+            if SQLNodeRule.credentialRelations.contains(name) {
+                fire("read_credentials", at: relationLocation(fields, location), "\(Self.describe(type)) on \(name)")
+            } else if name == "pg_settings", type != "SelectStmt" {
+                fire("unsafe_setting", at: relationLocation(fields, location), "\(Self.describe(type)) on pg_settings changes settings")
+            }
+        }
+        if type == "RenameStmt", fields["renameType"]?.stringValue == "OBJECT_DATABASE" {
+            fire("alter_database", at: location, "ALTER DATABASE ... RENAME")
+        }
         guard let rule = SQLNodeRule.byNodeType[type] else {
             visitChildren(fields, location: location)
             return
@@ -173,9 +184,10 @@ private struct SQLWalk {
         case .merge:
             let at = relationLocation(fields, location)
             fire("write_data", at: at, "MERGE")
+            // A WHEN clause with its own condition does not touch every matched row.
             let changes = fields["mergeWhenClauses"]?.elements.contains { clause in
                 let command = clause.tagged?.fields["commandType"]?.stringValue
-                return command == "CMD_DELETE" || command == "CMD_UPDATE"
+                return (command == "CMD_DELETE" || command == "CMD_UPDATE") && clause.tagged?.fields["condition"] == nil
             } ?? false
             if changes, let condition = fields["joinCondition"], WhereAnalysis.isTriviallyTrue(condition) {
                 fire("merge_all_rows", at: at, "MERGE ... ON a condition that is always true updates or deletes every row of \(relationName(fields))")
@@ -235,12 +247,18 @@ private struct SQLWalk {
                 fire("execute_prepared", at: location, "EXECUTE \(name) runs a prepared statement whose text is not part of this input; classify the PREPARE together with it")
             }
         case .functionCall:
-            let name = (fields["funcname"]?.elements.last?["String"]?["sval"]?.stringValue ?? "").lowercased()
+            // Unquoted names arrive lower-cased from the parser; a quoted "PG_READ_FILE" is another function.
+            let name = fields["funcname"]?.elements.last?["String"]?["sval"]?.stringValue ?? ""
             if let category = SQLNodeRule.functions[name] {
                 fire(category, at: location, "calls \(name)()")
+                // table_to_xml('pg_authid', ...) names its table in a string.
+                if category == "dynamic_sql", let table = fields["args"]?.elements.first?["A_Const"]?["sval"]?["sval"]?.stringValue,
+                   SQLNodeRule.credentialRelations.contains(table.split(separator: ".").last.map(String.init) ?? table) {
+                    fire("read_credentials", at: location, "\(name)('\(table)') reads a credential catalog")
+                }
             }
         case .relation:
-            let name = (fields["relname"]?.stringValue ?? "").lowercased()
+            let name = fields["relname"]?.stringValue ?? ""
             if SQLNodeRule.credentialRelations.contains(name) {
                 fire("read_credentials", at: location, "reads \(name)")
             }

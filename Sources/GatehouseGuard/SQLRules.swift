@@ -81,9 +81,13 @@ enum SQLNodeRule: Sendable {
                                     "pg_promote", "pg_switch_wal", "pg_backup_start", "pg_backup_stop",
                                     "pg_start_backup", "pg_stop_backup", "pg_wal_replay_pause",
                                     "pg_wal_replay_resume", "pg_replication_origin_create",
-                                    "pg_replication_origin_drop", "pg_replication_origin_advance"],
-            "dynamic_sql": ["query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema"],
-            "write_data": ["setval", "pg_notify"],
+                                    "pg_replication_origin_drop", "pg_replication_origin_advance",
+                                    "pg_logical_slot_get_changes", "pg_logical_slot_get_binary_changes"],
+            "dynamic_sql": ["query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+                            // these read a table named by a string, which no parse tree shows
+                            "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "schema_to_xml",
+                            "database_to_xml", "schema_to_xml_and_xmlschema", "database_to_xml_and_xmlschema"],
+            "write_data": ["setval", "nextval", "pg_notify"],
         ]
         var table: [String: String] = [:]
         for (category, names) in groups {
@@ -115,6 +119,8 @@ enum SQLNodeRule: Sendable {
         "AT_DisableTrig": "disable_safety", "AT_DisableTrigAll": "disable_safety", "AT_DisableTrigUser": "disable_safety",
         "AT_DisableRowSecurity": "disable_safety", "AT_NoForceRowSecurity": "disable_safety",
         "AT_DisableRule": "disable_safety", "AT_DropConstraint": "schema_change",
+        // A trigger or rule enabled only "in replica mode" stops firing in normal sessions.
+        "AT_EnableReplicaTrig": "disable_safety", "AT_EnableReplicaRule": "disable_safety",
     ]
 
     /// Languages whose bodies the classifier reads.

@@ -143,10 +143,12 @@ private struct ShellWalk {
     /// A command line carried as an argument: `sh -c '...'`, `su -c`, `eval`, `ssh host cmd`,
     /// `kubectl exec ... -- cmd`, `watch cmd`.
     private func nestedCommandLine(_ program: String, _ arguments: [ShellWord]) -> ShellWord? {
-        func joined(_ words: ArraySlice<ShellWord>) -> ShellWord? {
+        // eval and ssh join their arguments with spaces and hand them to a shell again;
+        // an argument vector after `--` (kubectl/docker exec) keeps its words.
+        func joined(_ words: ArraySlice<ShellWord>, reparsed: Bool = true) -> ShellWord? {
             guard let first = words.first else { return nil }
-            return ShellWord(text: words.map { $0.quoted || $0.text.contains(" ") ? Self.quote($0.text) : $0.text }.joined(separator: " "),
-                             position: first.position)
+            let texts = words.map { reparsed ? $0.text : Self.quote($0.text) }
+            return ShellWord(text: texts.joined(separator: " "), position: first.position)
         }
         switch program {
         case _ where Self.shells.contains(program) || program == "su":
@@ -166,10 +168,19 @@ private struct ShellWalk {
                 index += withValue.contains(arguments[index].text) ? 2 : 1
             }
             return index + 1 < arguments.count ? joined(arguments[(index + 1)...]) : nil
-        case "kubectl", "docker", "podman":
+        case "kubectl", "oc":
             guard arguments.contains(where: { $0.text == "exec" }),
                   let dashes = arguments.firstIndex(where: { $0.text == "--" }) else { return nil }
-            return joined(arguments[(dashes + 1)...])
+            return joined(arguments[(dashes + 1)...], reparsed: false)
+        case "docker", "podman", "nerdctl":
+            // docker exec [options] CONTAINER COMMAND...
+            guard let exec = arguments.firstIndex(where: { $0.text == "exec" }) else { return nil }
+            let withValue: Set<String> = ["-e", "--env", "-u", "--user", "-w", "--workdir", "--env-file", "--detach-keys"]
+            var index = exec + 1
+            while index < arguments.count, arguments[index].text.hasPrefix("-") {
+                index += withValue.contains(arguments[index].text) ? 2 : 1
+            }
+            return index + 1 < arguments.count ? joined(arguments[(index + 1)...], reparsed: false) : nil
         default:
             return nil
         }
@@ -178,12 +189,17 @@ private struct ShellWalk {
     private mutating func judgeRedirection(_ redirection: ShellRedirection) {
         let target = redirection.target.text
         guard redirection.op.contains(">") else { return }
-        if target.hasPrefix("/dev/"), !Self.harmlessDevices.contains(target), !target.hasPrefix("/dev/fd/") {
+        if redirection.op.hasSuffix("&"), Int(target) != nil || target == "-" { return }  // 2>&1, >&2
+        if target == "/proc/sysrq-trigger" {
+            fire("shutdown", at: redirection.target.position, "writes to /proc/sysrq-trigger (can reboot or crash the machine)")
+        } else if target.hasPrefix("/dev/"), !Self.harmlessDevices.contains(target), !target.hasPrefix("/dev/fd/") {
             fire("write_device", at: redirection.target.position, "output redirected to the device \(target)")
         } else if Self.systemFilePrefixes.contains(where: { target == $0 || target.hasPrefix($0 + "/") }) {
             fire("overwrite_system_file", at: redirection.target.position, "output redirected over \(target)")
         } else if target.hasSuffix("_history") {
             fire("hide_tracks", at: redirection.target.position, "overwrites the shell history \(target)")
+        } else if !Self.harmlessDevices.contains(target), !target.hasPrefix("/dev/fd/"), !target.hasPrefix("&") {
+            fire("command", at: redirection.target.position, "writes the file \(target)")
         }
     }
 
@@ -209,6 +225,10 @@ private struct ShellWalk {
             let targets = Self.operands(arguments)
             if program == "shred", targets.contains(where: { $0.text.hasPrefix("/dev/") }) {
                 fire("write_device", at: position, "shred of a device")
+            } else if targets.contains(where: { $0.text.hasSuffix("_history") }) {
+                fire("hide_tracks", at: position, "\(program) of the shell history")
+            } else if let system = targets.first(where: { Self.isSystemFile($0.text) }) {
+                fire("rm_protected", at: system.position, "\(program) \(system.text) removes a system file")
             } else if texts.contains("--no-preserve-root") {
                 fire("rm_protected", at: position, "rm --no-preserve-root")
             } else if recursive || force || program == "shred" {
@@ -223,19 +243,25 @@ private struct ShellWalk {
                 fire("command", at: position, program)
             }
         case "find":
+            // A search narrowed by tests (-name, -type, -mtime ...) does not reach everything under its root.
+            let narrowed = texts.contains { ["-name", "-iname", "-path", "-ipath", "-wholename", "-regex", "-iregex", "-mtime", "-mmin",
+                                             "-atime", "-amin", "-ctime", "-cmin", "-newer", "-size", "-user", "-group", "-perm", "-empty"].contains($0) }
+            let searched = Array(arguments.prefix { !$0.text.hasPrefix("-") })
+            let protectedRoot = narrowed ? searched.first(where: { ["/", "/*", "~", "$HOME"].contains($0.text) || Self.isSystemFile($0.text) }) : searched.first(where: Self.isProtected)
             if let exec = texts.firstIndex(where: { ["-exec", "-execdir", "-ok", "-okdir"].contains($0) }) {
                 let end = texts[(exec + 1)...].firstIndex { $0 == ";" || $0 == "+" } ?? texts.count
                 let inner = Array(arguments[(exec + 1)..<end]).filter { $0.text != "{}" } + [ShellWord(text: "{}", position: position)]
                 if let name = inner.first {
                     judgeProgram(Self.basename(name.text), Array(inner.dropFirst()), input: nil, at: name.position, depth: depth)
                 }
-                let searched = Array(arguments.prefix { !$0.text.hasPrefix("-") })
-                if inner.first.map({ Self.basename($0.text) == "rm" }) == true, let protected = searched.first(where: Self.isProtected) {
-                    fire("rm_protected", at: protected.position, "find \(protected.text) -exec rm")
+                let innerProgram = inner.first.map { Self.basename($0.text) } ?? ""
+                if let protected = protectedRoot, ["rm", "shred", "mv"].contains(innerProgram) {
+                    fire("rm_protected", at: protected.position, "find \(protected.text) -exec \(innerProgram)")
+                } else if let protected = protectedRoot, ["chmod", "chown", "chgrp"].contains(innerProgram) {
+                    fire("chmod_world_writable", at: protected.position, "find \(protected.text) -exec \(innerProgram)")
                 }
             } else if texts.contains("-delete") {
-                let searched = Array(arguments.prefix { !$0.text.hasPrefix("-") })
-                if let protected = searched.first(where: Self.isProtected) {
+                if let protected = protectedRoot {
                     fire("rm_protected", at: protected.position, "find \(protected.text) -delete")
                 } else {
                     fire("rm_recursive", at: position, "find ... -delete")
@@ -252,11 +278,21 @@ private struct ShellWalk {
         case "chmod", "chown", "chgrp":
             let recursive = flags.contains("R") || texts.contains("--recursive")
             let operands = Self.operands(arguments)
-            let worldWritable = program == "chmod" && operands.first.map { Self.worldWritableModes.contains($0.text) } == true
-            if (recursive && worldWritable) || (worldWritable && operands.dropFirst().contains(where: Self.isProtected)) {
+            let mode = operands.first?.text ?? ""
+            let worldWritable = program == "chmod" && (Self.worldWritableModes.contains(mode) || Self.setuidModes.contains(mode))
+            let systemTarget = operands.dropFirst().first { Self.isSystemFile($0.text) }
+            if (recursive && worldWritable) || (worldWritable && (operands.dropFirst().contains(where: Self.isProtected) || systemTarget != nil)) {
                 fire("chmod_world_writable", at: position, "\(program) \(recursive ? "-R " : "")\(operands.first?.text ?? "") makes files writable by everyone")
             } else if recursive, let protected = operands.dropFirst().first(where: Self.isProtected) {
                 fire("chmod_world_writable", at: protected.position, "\(program) -R on \(protected.text)")
+            } else {
+                fire("command", at: position, program)
+            }
+        case "cp", "mv", "install", "ln", "tee", "rsync", "truncate":
+            let operands = Self.operands(arguments)
+            let written = program == "tee" || program == "truncate" ? operands : Array(operands.suffix(1))
+            if let system = written.first(where: { Self.isSystemFile($0.text) }) {
+                fire("overwrite_system_file", at: system.position, "\(program) writes \(system.text)")
             } else {
                 fire("command", at: position, program)
             }
@@ -272,7 +308,7 @@ private struct ShellWalk {
                 fire("command", at: position, "systemctl")
             }
         case "kubectl", "oc":
-            let verb = Self.firstOperand(texts)
+            let verb = Self.firstOperand(texts, optionsWithValue: Self.kubectlOptionsWithValue)
             if verb == "delete" {
                 let kinds = Self.operands(arguments).dropFirst().map { $0.text.lowercased() }
                 let namespace = kinds.contains { ["namespace", "namespaces", "ns"].contains($0) || $0.hasPrefix("namespace/") || $0.hasPrefix("ns/") || $0.hasPrefix("namespaces/") }
@@ -283,6 +319,11 @@ private struct ShellWalk {
                 }
             } else if verb == "drain" {
                 fire("kubectl_drain", at: position, "kubectl drain")
+            } else if verb == "config" {
+                let sub = Self.operands(arguments).dropFirst().first?.text ?? ""
+                if !["view", "get-contexts", "current-context", "get-clusters", "get-users"].contains(sub) {
+                    fire("command", at: position, "kubectl config \(sub)")
+                }
             } else if verb.map(Self.kubectlReads.contains) != true {
                 fire("command", at: position, "kubectl \(verb ?? "")")
             }
@@ -290,7 +331,7 @@ private struct ShellWalk {
             let verb = Self.firstOperand(texts)
             if verb == "destroy" || (verb == "apply" && texts.contains { $0 == "-destroy" || $0 == "--destroy" }) {
                 fire("terraform_destroy", at: position, "\(program) \(verb ?? "") destroys infrastructure")
-            } else if verb == "apply", texts.contains(where: { $0.hasPrefix("-auto-approve") || $0.hasPrefix("--auto-approve") }) {
+            } else if verb == "apply", texts.contains(where: { ["-auto-approve", "--auto-approve", "-auto-approve=true", "--auto-approve=true"].contains($0) }) {
                 fire("terraform_auto_approve", at: position, "\(program) apply -auto-approve skips the plan review")
             } else if verb.map(["plan", "show", "validate", "output", "version", "providers", "graph", "fmt"].contains) != true {
                 fire("command", at: position, "\(program) \(verb ?? "")")
@@ -298,13 +339,18 @@ private struct ShellWalk {
         case "git":
             judgeGit(arguments, at: position)
         case "aws", "gcloud", "az", "gsutil", "doctl", "hcloud", "oci":
-            if let verb = texts.first(where: { word in Self.cloudDeleteVerbs.contains { word.lowercased().hasPrefix($0) } }) {
+            // Subcommand words only (not bucket names, paths or option values).
+            let words = Self.operands(arguments).prefix(4).map { $0.text.lowercased() }.filter { !$0.contains("/") && !$0.contains(":") && !$0.contains(".") }
+            if let verb = words.first(where: { word in Self.cloudDeleteVerbs.contains { word == $0 || word.hasPrefix($0 + "-") } }) {
                 fire("cloud_delete", at: position, "\(program) \(verb)")
+            } else if texts.contains("--delete") || texts.contains("--force") && words.contains("rb") {
+                fire("cloud_delete", at: position, "\(program) ... --delete removes what the source does not have")
             } else {
                 fire("command", at: position, program)
             }
         case "iptables", "ip6tables", "nft", "ufw":
-            if texts.contains(where: { ["-F", "--flush", "-X", "--delete-chain", "flush", "disable"].contains($0) }) {
+            if texts.contains(where: { ["-F", "--flush", "-X", "--delete-chain", "flush", "disable"].contains($0) })
+                || (texts.contains("-P") && texts.contains("DROP")) {
                 fire("firewall_flush", at: position, "\(program) \(texts.joined(separator: " "))")
             } else {
                 fire("command", at: position, program)
@@ -312,11 +358,21 @@ private struct ShellWalk {
         case "history":
             if flags.contains("c") { fire("hide_tracks", at: position, "history -c clears the shell history") }
         case "unset", "export":
-            if texts.contains(where: { $0 == "HISTFILE" || $0.hasPrefix("HISTFILE=") }) {
+            if texts.contains(where: { $0 == "HISTFILE" || $0.hasPrefix("HISTFILE=") || $0 == "HISTSIZE=0" || $0 == "HISTFILESIZE=0" }) {
                 fire("hide_tracks", at: position, "\(program) HISTFILE stops the shell history")
             }
         case "set":
             if texts.contains("+o"), texts.contains("history") { fire("hide_tracks", at: position, "set +o history") }
+        case "journalctl":
+            if texts.contains(where: { $0.hasPrefix("--vacuum") || $0 == "--rotate" }) {
+                fire("hide_tracks", at: position, "journalctl \(texts.joined(separator: " ")) deletes logs")
+            }
+        case "date":
+            if flags.contains("s") || texts.contains(where: { $0.hasPrefix("--set") }) { fire("command", at: position, "date --set changes the clock") }
+        case "hostname":
+            if !Self.operands(arguments).isEmpty { fire("command", at: position, "hostname NAME renames the machine") }
+        case "mysql", "mariadb":
+            judgeSQLClient(program, arguments, input: input, at: position)
         case "psql", "pgcli":
             judgeSQLClient(program, arguments, input: input, at: position)
         default:
@@ -349,7 +405,15 @@ private struct ShellWalk {
             fire("git_history_loss", at: position, "git clean -f deletes untracked files")
         case "filter-branch", "filter-repo":
             fire("git_history_loss", at: position, "git \(verb) rewrites history")
-        case "status", "log", "diff", "show", "fetch", "blame", "grep", "ls-files", "rev-parse", "describe", "shortlog", "reflog", "remote":
+        case "checkout" where rest.contains("--") || rest.contains(".") || flags.contains("f") || rest.contains("--force"):
+            fire("git_history_loss", at: position, "git checkout \(rest.joined(separator: " ")) discards uncommitted changes")
+        case "restore" where !rest.contains("--staged") || rest.contains("--worktree"):
+            fire("git_history_loss", at: position, "git restore discards uncommitted changes")
+        case "reflog" where rest.first == "expire" || rest.first == "delete":
+            fire("git_history_loss", at: position, "git reflog \(rest.first!) drops recovery points")
+        case "remote" where rest.isEmpty || rest == ["-v"] || rest.first == "show":
+            break
+        case "status", "log", "diff", "show", "fetch", "blame", "grep", "ls-files", "rev-parse", "describe", "shortlog", "reflog":
             break
         case "branch" where !flags.contains("D") && !flags.contains("d") && !rest.contains("--delete"):
             break
@@ -363,7 +427,7 @@ private struct ShellWalk {
         var index = 0
         while index < arguments.count {
             let text = arguments[index].text
-            if text == "-c" || text == "--command", index + 1 < arguments.count {
+            if text == "-c" || text == "--command" || text == "-e" || text == "--execute", index + 1 < arguments.count {
                 statements.append(arguments[index + 1].text)
                 index += 2
                 continue
@@ -403,7 +467,20 @@ private struct ShellWalk {
             }
             if fedByDownload || substitutedDownload {
                 fire("pipe_to_shell", at: simple.position, "runs code downloaded by \(programs.filter(Self.downloaders.contains).first ?? "a download") with \(programs[index])")
+            } else if simple.stage > 0, Self.shells.contains(programs[index]) || programs[index].hasPrefix("python") || ["perl", "ruby", "node"].contains(programs[index]) {
+                let operands = Self.operands(Array(unwrap(simple.words).dropFirst()))
+                if operands.isEmpty {
+                    fire("pipe_to_shell", at: simple.position, "runs whatever the pipe produces with \(programs[index])")
+                }
             }
+        }
+        // `echo "DROP TABLE t" | psql`: the SQL comes from the previous stage.
+        for (index, simple) in script.commands.enumerated() where simple.stage > 0 && ["psql", "mysql", "mariadb"].contains(programs[index]) {
+            guard let feeder = script.commands.last(where: { $0.pipeline == simple.pipeline && $0.stage == simple.stage - 1 }),
+                  let name = feeder.words.first.map({ Self.basename($0.text) }), name == "echo" || name == "printf" else { continue }
+            let text = feeder.words.dropFirst().filter { !$0.text.hasPrefix("-") }.map(\.text).joined(separator: " ")
+            judgeSQLClient(programs[index], [ShellWord(text: "-c", position: simple.position), ShellWord(text: text, position: simple.position)],
+                           input: nil, at: simple.position)
         }
     }
 
@@ -424,20 +501,27 @@ private struct ShellWalk {
     static let interpreters: Set<String> = shells.union(["python", "python2", "python3", "perl", "ruby", "node", "php", "lua", "pwsh", "powershell"])
     static let downloaders: Set<String> = ["curl", "wget", "fetch", "aria2c", "http", "https", "nc", "ncat"]
     static let harmlessDevices: Set<String> = ["/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty", "/dev/zero", "/dev/random", "/dev/urandom"]
-    static let systemFilePrefixes = ["/etc", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var/lib"]
+    static let systemFilePrefixes = ["/etc", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var/lib", "/proc", "/sys"]
+
+    static func isSystemFile(_ path: String) -> Bool {
+        systemFilePrefixes.contains { path == $0 || path.hasPrefix($0 + "/") }
+    }
     static let protectedPaths: Set<String> = ["/", "/*", "*", ".", "..", "./*", "../*", "~", "~/*", "$HOME", "${HOME}", "/bin", "/boot", "/dev", "/etc",
                                               "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/sbin", "/srv", "/sys", "/usr", "/var", "/mnt", "/media",
                                               "/var/lib", "/var/log", "/usr/local", "/usr/bin", "/usr/lib"]
+    static let setuidModes: Set<String> = ["u+s", "g+s", "+s", "a+s", "4755", "4777", "2755", "6755", "4711"]
     static let worldWritableModes: Set<String> = ["777", "0777", "1777", "666", "0666", "a+rwx", "ugo+rwx", "a+w", "o+w", "ugo+w", "a=rwx", "o+rwx"]
     static let cloudDeleteVerbs = ["delete", "terminate", "destroy", "remove", "rb", "rm", "purge", "deregister", "drop"]
-    static let kubectlReads: Set<String> = ["get", "describe", "logs", "top", "explain", "version", "api-resources", "api-versions", "cluster-info", "auth", "diff", "config"]
+    static let kubectlReads: Set<String> = ["get", "describe", "logs", "top", "explain", "version", "api-resources", "api-versions", "cluster-info", "auth", "diff"]
+    static let kubectlOptionsWithValue: Set<String> = ["-n", "--namespace", "--context", "--kubeconfig", "--cluster", "--user", "-s", "--server",
+                                                       "--token", "-l", "--selector", "-o", "--output", "--as", "--as-group", "--request-timeout"]
     static let readOnlyPrograms: Set<String> = [
         "ls", "ll", "cat", "head", "tail", "less", "more", "grep", "egrep", "fgrep", "rg", "echo", "printf", "pwd", "whoami", "id",
         "date", "uptime", "df", "du", "ps", "top", "htop", "free", "uname", "hostname", "which", "type", "file", "stat", "wc", "sort",
         "uniq", "cut", "tr", "diff", "cmp", "md5sum", "sha1sum", "sha256sum", "jq", "yq", "true", "false", "test", "[", "sleep",
         "journalctl", "dig", "nslookup", "host", "ping", "traceroute", "lsblk", "lsof", "netstat", "ss", "env", "printenv", "cd",
         "basename", "dirname", "realpath", "readlink", "column", "nl", "tac", "rev", "zcat", "zgrep", "base64", "xxd", "od", "seq",
-        "vmstat", "iostat", "mount", "findmnt", "getent", "groups", "w", "who", "last", "tree", "locate", "man", "help", "read",
+        "vmstat", "iostat", "findmnt", "getent", "groups", "w", "who", "last", "tree", "locate", "man", "help", "read",
     ]
 
     static func isAssignment(_ text: String) -> Bool {
@@ -475,16 +559,23 @@ private struct ShellWalk {
         return result
     }
 
-    static func firstOperand(_ texts: [String]) -> String? {
-        texts.first { !$0.hasPrefix("-") }
+    static func firstOperand(_ texts: [String], optionsWithValue: Set<String> = []) -> String? {
+        var index = 0
+        while index < texts.count {
+            let text = texts[index]
+            if !text.hasPrefix("-") { return text }
+            index += optionsWithValue.contains(text) ? 2 : 1
+        }
+        return nil
     }
 
     static func isProtected(_ word: ShellWord) -> Bool {
         var path = word.text
         while path.count > 1, path.hasSuffix("/") { path.removeLast() }
         while path.hasPrefix("//") { path.removeFirst() }
-        if protectedPaths.contains(path) { return true }
+        if protectedPaths.contains(path) { return !(word.quoted && (path.contains("*") || path.hasPrefix("~"))) }
         if word.expands, path.hasPrefix("$") || path.hasPrefix("${") { return true }
+        if word.quoted, path.contains("*") || path.hasPrefix("~") { return false }
         if path.hasSuffix("/*") { return protectedPaths.contains(String(path.dropLast(2))) || isProtected(ShellWord(text: String(path.dropLast(2)), position: 0, expands: word.expands)) }
         return false
     }

@@ -26,7 +26,7 @@ enum WhereAnalysis {
             guard let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
             switch kind {
             case "AEXPR_OP" where ["=", ">=", "<="].contains(name):
-                return left.withoutLocations == right.withoutLocations
+                return left.withoutLocations == right.withoutLocations || sameColumn(left, right)
             case "AEXPR_NOT_DISTINCT":
                 return left.withoutLocations == right.withoutLocations
             case "AEXPR_LIKE", "AEXPR_ILIKE":
@@ -49,7 +49,7 @@ enum WhereAnalysis {
     static func readsRow(_ node: ParseTree) -> Bool {
         switch node {
         case let .object(fields):
-            if let (type, _) = node.tagged, type == "ColumnRef" || type == "SubLink" { return true }
+            if let (type, _) = node.tagged, type == "ColumnRef" || type == "SubLink" || type == "CurrentOfExpr" { return true }
             return fields.contains { readsRow($0.value) }
         case let .array(values):
             return values.contains(where: readsRow)
@@ -105,6 +105,18 @@ enum WhereAnalysis {
         default:
             return false
         }
+    }
+
+    /// `users.id = id`: the same column, once qualified and once not (a single-table DELETE or UPDATE
+    /// resolves both to the target row).
+    private static func sameColumn(_ left: ParseTree, _ right: ParseTree) -> Bool {
+        func fields(_ node: ParseTree) -> [String]? {
+            guard let (type, inner) = node.tagged, type == "ColumnRef" else { return nil }
+            let names = inner["fields"]?.elements.compactMap { $0["String"]?["sval"]?.stringValue } ?? []
+            return names.isEmpty ? nil : names
+        }
+        guard let a = fields(left), let b = fields(right), a.last == b.last, a.count != b.count else { return false }
+        return min(a.count, b.count) == 1
     }
 
     private static func isCertainlyTrueConstant(_ node: ParseTree) -> Bool {

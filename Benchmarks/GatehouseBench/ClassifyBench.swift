@@ -1,0 +1,88 @@
+import CPgQuery
+import Foundation
+import GatehouseCore
+import GatehouseGuard
+
+/// In-process classification throughput on one thread (one core), against PostgreSQL's parser alone
+/// as the baseline measured in the same run.
+enum ClassifyBench {
+    /// What an application sends: short reads and writes, a few joins, an upsert, a transaction.
+    static let mix = [
+        "SELECT id, email, created_at FROM users WHERE id = $1",
+        "SELECT * FROM orders WHERE customer_id = $1 AND state = 'open' ORDER BY created_at DESC LIMIT 50",
+        "SELECT o.id, o.total, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.created_at > now() - interval '1 day'",
+        "INSERT INTO events (kind, payload, at) VALUES ($1, $2, now())",
+        "UPDATE orders SET state = 'paid', paid_at = now() WHERE id = $1",
+        "DELETE FROM sessions WHERE expires_at < now()",
+        "INSERT INTO counters (key, n) VALUES ($1, 1) ON CONFLICT (key) DO UPDATE SET n = counters.n + 1",
+        "SELECT count(*) FROM invoices WHERE due_at < now() AND paid_at IS NULL",
+        "BEGIN", "COMMIT",
+        "SELECT p.sku, sum(li.qty) AS sold FROM line_items li JOIN products p ON p.id = li.product_id GROUP BY p.sku HAVING sum(li.qty) > 10",
+        "WITH recent AS (SELECT * FROM orders WHERE created_at > now() - interval '7 days') SELECT customer_id, count(*) FROM recent GROUP BY 1",
+        "SELECT 1",
+        "UPDATE users SET last_seen = now() WHERE id = ANY($1)",
+        "SELECT id FROM jobs WHERE state = 'queued' ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        "SET statement_timeout = '5s'",
+    ]
+
+    static var long: [String] {
+        let values = (0..<200).map { "(\($0), 'customer \($0)', 'c\($0)@example.com', now(), \($0 % 7))" }.joined(separator: ", ")
+        let insert = "INSERT INTO customers (id, name, email, created_at, tier) VALUES " + values
+        let ors = (0..<300).map { "(a.k\($0 % 20) = b.k\($0 % 20) AND a.v > \($0))" }.joined(separator: " OR ")
+        let select = "SELECT a.*, b.* FROM left_side a JOIN right_side b ON a.id = b.id WHERE " + ors
+        return [insert, select]
+    }
+
+    static func run(seconds: Double) {
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            let classifier = SQLClassifier()
+            print("statement sizes: mix \(mix.map(\.utf8.count).min()!)-\(mix.map(\.utf8.count).max()!) bytes; long \(long.map(\.utf8.count).map(String.init).joined(separator: ", ")) bytes")
+            for (name, statements) in [("mix", mix), ("long", long)] {
+                let parseOnly = measure(seconds / 4, statements) { text in
+                    let result = pg_query_parse(text)
+                    pg_query_free_parse_result(result)
+                }
+                let classified = measure(seconds / 4, statements) { text in
+                    _ = classifier.classify(text)
+                }
+                print(String(format: "%@: classify %.0f statements/s (%.1f µs each); PostgreSQL parser alone %.0f/s; ratio %.2f",
+                             name, classified, 1e6 / classified, parseOnly, classified / parseOnly))
+            }
+            done.signal()
+        }
+        thread.stackSize = ParserThreads.stackSize
+        thread.start()
+        done.wait()
+    }
+
+    /// Through `ActionGuard` (parser threads, remembered results), as the server calls it: the mix
+    /// repeats, so after the first round every statement is answered from memory.
+    static func remembered(seconds: Double) async {
+        let guardian = ActionGuard()
+        let settings = GuardSettings()
+        let actions = mix.map { Action(kind: .sql, text: $0) }
+        var count = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        let limit = start + UInt64(seconds * 1e9)
+        while DispatchTime.now().uptimeNanoseconds < limit {
+            for action in actions { _ = await guardian.classify(action, settings: settings) }
+            count += actions.count
+        }
+        let rate = Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        print(String(format: "mix through ActionGuard, remembered: %.0f statements/s (%.2f µs each)", rate, 1e6 / rate))
+    }
+
+    /// Statements per second over `seconds`, cycling through `statements`.
+    static func measure(_ seconds: Double, _ statements: [String], _ body: (String) -> Void) -> Double {
+        for text in statements { body(text) }  // warm-up
+        var count = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        let limit = start + UInt64(seconds * 1e9)
+        while DispatchTime.now().uptimeNanoseconds < limit {
+            for text in statements { body(text) }
+            count += statements.count
+        }
+        return Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+}
