@@ -80,7 +80,9 @@ struct PolicyLoaderTests {
     @Test("load(file:) reads the example and reports an unreadable path as a problem")
     func loadFile() throws {
         let policy = try PolicyLoader.loadValid(file: Self.examplePath)
-        #expect(policy.resources.count == 2)
+        #expect(policy.resources.count == 3)
+        #expect(policy.guardSettings.level(of: "read_credentials", kind: .sql) == .forbidden)
+        #expect(policy.resources["prod-db"]?.actions?.approvals == 1)
         let missing = try PolicyLoader.load(file: "/nonexistent/gatehouse/policy.yaml")
         #expect(missing.policy == nil)
         #expect(missing.errors.count == 1)

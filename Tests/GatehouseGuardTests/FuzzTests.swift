@@ -88,7 +88,7 @@ struct FuzzTests {
 
     @Test("dangerous statements stay dangerous inside a transaction or after a harmless statement")
     func wrapping() async {
-        let dangerous = CorpusEntry.sql.filter { $0.level == .dangerous && !$0.categories.contains("unparseable") }
+        let dangerous = CorpusEntry.sql.filter { $0.level == .dangerous && $0.knownGap == nil && !$0.categories.contains("unparseable") }
         for entry in dangerous {
             for wrapped in ["SELECT 1;\n" + entry.text, "BEGIN;\n" + entry.text + "\n;\nCOMMIT;", "/* note */ " + entry.text] {
                 let result = await ActionGuard().classify(Action(kind: .sql, text: wrapped), settings: GuardSettings())
