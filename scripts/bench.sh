@@ -43,8 +43,12 @@ echo "== POST /v1/check, wrk 1 thread, 16 connections, ${DURATION}s"
 # PROFILE=FILE records a perf profile of the server during the check run.
 [ -n "${PROFILE:-}" ] && { perf record -F 999 -g -o "$PROFILE" -p "$SERVER_PID" -- sleep $((DURATION / 2)) >/dev/null 2>&1 & }
 wrk -t1 -c16 -d"${DURATION}s" --latency -s "$WORK/check.lua" "$URL" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx"
+echo "== POST /v1/check with a SQL action (read statements; classification remembered after the first of each), wrk 1 thread, 16 connections, ${DURATION}s"
+wrk -t1 -c16 -d"${DURATION}s" --latency -s "$WORK/check-action.lua" "$URL" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx"
 echo "== GET /healthz (baseline: HTTP stack without auth or store), wrk 1 thread, 16 connections, ${DURATION}s"
 wrk -t1 -c16 -d"${DURATION}s" --latency "$URL/healthz" | grep -E "Requests/sec|Latency|50%|99%"
+echo "== in-process SQL classification, one thread (one core)"
+"$BIN/gatehouse-bench" classify --seconds "$DURATION"
 echo "== request+approve cycles"
 [ -n "${SKIP_CYCLES:-}" ] || "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 1
 [ -n "${SKIP_CYCLES:-}" ] || "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8
