@@ -239,13 +239,8 @@ struct ParseTreeReader {
         guard index + 4 <= bytes.count else { throw ParseTreeError(message: "short \\u escape") }
         var code: UInt32 = 0
         for offset in 0..<4 {
-            let byte = bytes[index + offset]
-            let digit: UInt8
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
-            default: throw ParseTreeError(message: "bad \\u escape at byte \(index)")
+            guard let digit = bytes[index + offset].hexDigitValue else {
+                throw ParseTreeError(message: "bad \\u escape at byte \(index)")
             }
             code = code << 4 | UInt32(digit)
         }
