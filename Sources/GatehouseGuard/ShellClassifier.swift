@@ -573,9 +573,10 @@ private struct ShellWalk {
         var path = word.text
         while path.count > 1, path.hasSuffix("/") { path.removeLast() }
         while path.hasPrefix("//") { path.removeFirst() }
-        if protectedPaths.contains(path) { return !(word.quoted && (path.contains("*") || path.hasPrefix("~"))) }
         if word.expands, path.hasPrefix("$") || path.hasPrefix("${") { return true }
+        // Quoted `~` and `*` are not expanded: `rm -rf "~"` removes a file named ~.
         if word.quoted, path.contains("*") || path.hasPrefix("~") { return false }
+        if protectedPaths.contains(path) { return true }
         if path.hasSuffix("/*") { return protectedPaths.contains(String(path.dropLast(2))) || isProtected(ShellWord(text: String(path.dropLast(2)), position: 0, expands: word.expands)) }
         return false
     }

@@ -328,9 +328,8 @@ public final class AccessService: Sendable {
         let grants = try await unavailableOnFailure { try await self.store.openGrants(principal: subject, resource: resource) }
         let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
                                           policy: policies.policy, grants: grants, now: clock.now())
-        if classification.risk < .dangerous, case .allowByRole = decision { return (subject, decision, classification) }
-        if classification.risk < .dangerous, case .approvalRequired = decision { return (subject, decision, classification) }
-        if classification.risk < .dangerous, case .deny = decision { return (subject, decision, classification) }
+        let usesOneShotGrant = if case .allowOnce = decision { true } else { false }
+        if classification.risk < .dangerous, !usesOneShotGrant { return (subject, decision, classification) }
         let final = try await write(as: caller) { session, policy, now in
             let grants = try await session.openGrants(principal: subject, resource: resource)
             let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
