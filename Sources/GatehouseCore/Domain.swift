@@ -9,6 +9,7 @@ public struct GatehouseError: Error, Sendable, Equatable, CustomStringConvertibl
         case notFound           // 404
         case conflict           // 409: the state does not allow it (already decided, expired)
         case tooLarge           // 413
+        case tooManyRequests    // 429: a hard limit; `refusal` says which and when to retry
         case unavailable        // 503: the store cannot be reached; fail closed
     }
 
@@ -18,6 +19,8 @@ public struct GatehouseError: Error, Sendable, Equatable, CustomStringConvertibl
     public var message: String
     /// The request field at fault, when there is one.
     public var field: String?
+    /// For 429: the limit, for the Retry-After and RateLimit fields (nil: no detail is given).
+    public var refusal: LimitRefusal?
 
     public init(_ kind: Kind, _ code: String, _ message: String, field: String? = nil) {
         self.kind = kind
@@ -58,12 +61,15 @@ public struct AccessRequest: Sendable, Equatable, Codable {
     public var grantId: String?
     /// Set on one-shot action requests (role `action`): the exact action and how it was classified.
     public var action: RequestedAction?
+    /// The spam score when it was filed, with the signals that fired and the action taken.
+    public var spam: SpamVerdict?
 
     public init(id: String, requester: String, resource: String, role: String, duration: TimeSpan, reason: String,
                 ticket: String?, state: RequestState, approvalsRequired: Int, createdAt: Date, pendingExpiresAt: Date,
                 decidedAt: Date? = nil, decidedBy: String? = nil, stateReason: String? = nil, grantId: String? = nil,
-                action: RequestedAction? = nil) {
+                action: RequestedAction? = nil, spam: SpamVerdict? = nil) {
         self.action = action
+        self.spam = spam
         self.id = id
         self.requester = requester
         self.resource = resource

@@ -10,6 +10,8 @@ public struct Policy: Sendable {
     public var pendingTTL: TimeSpan
     /// The `guard:` section: classifier categories moved between levels, shell rules added.
     public var guardSettings = GuardSettings()
+    /// The `antispam:` section: hard limits, the spam score, cooldowns and notification budgets.
+    public var antiSpam = AntiSpamPolicy()
 
     public init(version: Int = 1, principals: [String: PrincipalEntry], resources: [String: Resource],
                 adminGroups: [String] = [], pendingTTL: TimeSpan = TimeSpan(seconds: 86_400)) {
@@ -37,6 +39,18 @@ public struct Policy: Sendable {
 
     public func isAdmin(_ principal: String) -> Bool {
         isMember(principal, ofAny: adminGroups)
+    }
+
+    /// Groups that review quarantined requests and hear about reports: `antispam.reviewers`, else
+    /// the `security` group when there is one, else the admin groups.
+    public var reviewerGroups: [String] {
+        if !antiSpam.reviewers.isEmpty { return antiSpam.reviewers }
+        return groups.contains("security") ? ["security"] : adminGroups
+    }
+
+    /// Reviewers release or reject quarantined requests; admins always can.
+    public func isReviewer(_ principal: String) -> Bool {
+        isAdmin(principal) || (principals[principal]?.kind == .user && isMember(principal, ofAny: reviewerGroups))
     }
 
     /// Humans who may approve requests for this role (service accounts never approve).

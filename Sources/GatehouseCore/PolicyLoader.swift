@@ -48,7 +48,7 @@ public struct PolicyError: Error, CustomStringConvertible, Sendable {
 public enum PolicyLoader {
     static let namePattern = try! NSRegularExpression(pattern: "^[a-z0-9][a-z0-9._-]{0,62}$")
     /// Sections of the policy sketched in the design that this version reads but does not enforce yet.
-    static let reservedSections = ["antispam", "break_glass"]
+    static let reservedSections = ["break_glass"]
     /// Names Gatehouse uses for itself: the bootstrap admin and the actors of automatic events.
     public static let reservedPrincipals: Set<String> = ["admin", "system", "policy", "gatehouse"]
 
@@ -192,7 +192,8 @@ public enum PolicyLoader {
             var adminNodes: [(String, Node)] = []
             var pendingTTL = TimeSpan(seconds: 86_400)
             var guardSettings = GuardSettings()
-            let known = ["version", "principals", "resources", "admins", "pending_ttl", "guard"] + PolicyLoader.reservedSections
+            var antiSpamNode: Node?
+            let known = ["version", "principals", "resources", "admins", "pending_ttl", "guard", "antispam"] + PolicyLoader.reservedSections
             var sawPrincipals = false, sawResources = false
             for (key, keyNode, value) in entries(root, "the policy", allowed: known) {
                 switch key {
@@ -212,6 +213,8 @@ public enum PolicyLoader {
                     if let ttl = duration(value, "pending_ttl") { pendingTTL = ttl }
                 case "guard":
                     guardSettings = self.guardSettings(value)
+                case "antispam":
+                    antiSpamNode = value
                 default:
                     warning(keyNode, "section `\(key)` is accepted but not enforced by this version of Gatehouse")
                 }
@@ -229,6 +232,7 @@ public enum PolicyLoader {
             }
             partial.adminGroups = adminNodes.map(\.0)
             partial.guardSettings = guardSettings
+            if let antiSpamNode { partial.antiSpam = antiSpam(antiSpamNode, groups: groups) }
             for (name, keyNode, value) in resourceNodes {
                 checkName(name, keyNode, "resource")
                 if let resource = resource(name, value, policy: partial, groups: groups) {

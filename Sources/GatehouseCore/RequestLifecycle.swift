@@ -142,6 +142,9 @@ public enum RequestLifecycle {
             throw .invalid("comment", "comment_too_long", "the comment is longer than \(maximumCommentLength) bytes")
         }
         if let comment { try TextRules.check(comment, field: "comment") }
+        guard request.state != .quarantined else {
+            throw GatehouseError(.conflict, "quarantined", "request \(request.id) is held by the anti-spam policy; a reviewer must release it (`gatehouse review \(request.id) release`) before it can be decided")
+        }
         guard request.state == .pending else {
             throw GatehouseError(.conflict, "already_decided", "request \(request.id) is \(request.state.rawValue); a request that is no longer pending cannot be decided again")
         }
@@ -191,6 +194,88 @@ public enum RequestLifecycle {
         updated.stateReason = comment
         updated.grantId = grantId
         return .approved(approval, updated, makeGrant(grantId, for: updated, allows: role.allows, at: now))
+    }
+
+    /// Applies the spam score's action to a request that passed validation: throttled requests are
+    /// filed as usual (the caller holds back notifications); extra approval asks one more approver
+    /// (an `approvals: 0` role then needs one), or quarantines when not enough people could give
+    /// it; quarantine and block hold the request for the reviewers.
+    public static func applySpam(_ verdict: SpamVerdict, to outcome: OpenOutcome, policy: Policy) -> OpenOutcome {
+        var request: AccessRequest
+        switch outcome {
+        case .pending(let pending): request = pending
+        case .granted(let granted, _): request = granted
+        }
+        request.spam = verdict
+        func held(_ why: String) -> OpenOutcome {
+            var held = request
+            held.state = .quarantined
+            held.decidedAt = nil
+            held.decidedBy = nil
+            held.grantId = nil
+            held.stateReason = why
+            return .pending(held)
+        }
+        switch verdict.action {
+        case .allow, .throttle:
+            if case .granted(_, let grant) = outcome { return .granted(request, grant) }
+            return .pending(request)
+        case .extraApproval:
+            let needed = request.approvalsRequired + 1
+            let role = policy.resources[request.resource]?.role(named: request.role)
+            let possible = role.map { policy.eligibleApprovers(for: $0).subtracting([request.requester]).count } ?? 0
+            guard possible >= needed else {
+                return held("spam score \(verdict.score) asks for one more approval than \(possible) approver(s) can give; held for review")
+            }
+            request.approvalsRequired = needed
+            request.state = .pending
+            request.decidedAt = nil
+            request.decidedBy = nil
+            request.grantId = nil
+            request.stateReason = "spam score \(verdict.score): one more approval required"
+            return .pending(request)
+        case .quarantine, .block:
+            return held("spam score \(verdict.score) (\(verdict.summary)); held for review")
+        }
+    }
+
+    /// A reviewer releases a quarantined request to its approvers (with a fresh pending time) or rejects it.
+    public static func review(_ request: AccessRequest, release: Bool, by reviewer: String, comment: String?, policy: Policy,
+                              now: Date) throws(GatehouseError) -> AccessRequest {
+        if let comment, comment.utf8.count > maximumCommentLength {
+            throw .invalid("comment", "comment_too_long", "the comment is longer than \(maximumCommentLength) bytes")
+        }
+        if let comment { try TextRules.check(comment, field: "comment") }
+        guard policy.isReviewer(reviewer) else {
+            throw GatehouseError(.forbidden, "not_a_reviewer", "only reviewers (\(policy.reviewerGroups.joined(separator: ", ")), or admins) can review quarantined requests")
+        }
+        guard request.state == .quarantined else {
+            throw GatehouseError(.conflict, "not_quarantined", "request \(request.id) is \(request.state.rawValue); only quarantined requests are reviewed")
+        }
+        guard reviewer != request.requester else {
+            throw GatehouseError(.forbidden, "self_review", "you cannot review your own request")
+        }
+        var updated = request
+        if release {
+            updated.state = .pending
+            updated.pendingExpiresAt = now.addingTimeInterval(TimeInterval(policy.pendingTTL.seconds))
+            updated.stateReason = "released by \(reviewer)" + (comment.map { ": \($0)" } ?? "")
+        } else {
+            updated.state = .denied
+            updated.decidedAt = now
+            updated.decidedBy = reviewer
+            updated.stateReason = comment ?? "rejected after anti-spam review"
+        }
+        return updated
+    }
+
+    /// A reported requester's open requests are held for the reviewers.
+    public static func quarantine(_ request: AccessRequest, why: String) -> AccessRequest? {
+        guard request.state == .pending else { return nil }
+        var updated = request
+        updated.state = .quarantined
+        updated.stateReason = why
+        return updated
     }
 
     public static func cancel(_ request: AccessRequest, by principal: String, isAdmin: Bool, now: Date) throws(GatehouseError) -> AccessRequest {

@@ -59,10 +59,11 @@ struct APIHandler: APIProtocol {
         guard action != nil || body.duration != nil else {
             throw GatehouseError.invalid("duration", "missing_duration", "say how long you need the access: \"duration\": \"30m\" (90s, 30m, 1h30m, 7d)")
         }
-        let view = try await service.createRequest(caller: caller, input: NewRequestInput(
+        let (view, created) = try await service.createRequest(caller: caller, input: NewRequestInput(
             resource: body.resource, role: body.role ?? Role.actionRoleName, duration: body.duration ?? "", reason: body.reason,
-            ticket: body.ticket), action: action)
-        return .created(.init(body: .json(Self.schema(view))))
+            ticket: body.ticket), action: action, sourceIP: RequestInfo.current.remoteAddress)
+        let schema = schema(view, for: caller)
+        return created ? .created(.init(body: .json(schema))) : .ok(.init(body: .json(schema)))
     }
 
     func listRequests(_ input: Operations.ListRequests.Input) async throws -> Operations.ListRequests.Output {
@@ -70,29 +71,72 @@ struct APIHandler: APIProtocol {
         let scope = AccessService.RequestScope(rawValue: (input.query.scope ?? .mine).rawValue) ?? .mine
         let state = input.query.state.flatMap { RequestState(rawValue: $0.rawValue) }
         let views = try await service.listRequests(caller: caller, scope: scope, state: state, limit: limit(input.query.limit))
-        return .ok(.init(body: .json(.init(requests: views.map(Self.schema)))))
+        return .ok(.init(body: .json(.init(requests: views.map { schema($0, for: caller) }))))
     }
 
     func getRequest(_ input: Operations.GetRequest.Input) async throws -> Operations.GetRequest.Output {
-        let view = try await service.getRequest(caller: caller(), id: id(input.path.id))
-        return .ok(.init(body: .json(Self.schema(view))))
+        let caller = try await caller()
+        let view = try await service.getRequest(caller: caller, id: id(input.path.id))
+        return .ok(.init(body: .json(schema(view, for: caller))))
     }
 
     func approveRequest(_ input: Operations.ApproveRequest.Input) async throws -> Operations.ApproveRequest.Output {
         let comment: String? = if case .json(let body)? = input.body { body.comment } else { nil }
-        let view = try await service.decide(caller: caller(), id: id(input.path.id), decision: .approve, comment: comment)
-        return .ok(.init(body: .json(Self.schema(view))))
+        let caller = try await caller()
+        let view = try await service.decide(caller: caller, id: id(input.path.id), decision: .approve, comment: comment)
+        return .ok(.init(body: .json(schema(view, for: caller))))
     }
 
     func denyRequest(_ input: Operations.DenyRequest.Input) async throws -> Operations.DenyRequest.Output {
         let comment: String? = if case .json(let body)? = input.body { body.comment } else { nil }
-        let view = try await service.decide(caller: caller(), id: id(input.path.id), decision: .deny, comment: comment)
-        return .ok(.init(body: .json(Self.schema(view))))
+        let caller = try await caller()
+        let view = try await service.decide(caller: caller, id: id(input.path.id), decision: .deny, comment: comment)
+        return .ok(.init(body: .json(schema(view, for: caller))))
     }
 
     func cancelRequest(_ input: Operations.CancelRequest.Input) async throws -> Operations.CancelRequest.Output {
-        let view = try await service.cancel(caller: caller(), id: id(input.path.id))
-        return .ok(.init(body: .json(Self.schema(view))))
+        let caller = try await caller()
+        let view = try await service.cancel(caller: caller, id: id(input.path.id))
+        return .ok(.init(body: .json(schema(view, for: caller))))
+    }
+
+    // MARK: anti-spam
+
+    func reportRequest(_ input: Operations.ReportRequest.Input) async throws -> Operations.ReportRequest.Output {
+        let comment: String? = if case .json(let body)? = input.body { body.comment } else { nil }
+        let caller = try await caller()
+        let view = try await service.report(caller: caller, id: id(input.path.id), comment: comment)
+        return .ok(.init(body: .json(schema(view, for: caller))))
+    }
+
+    func reviewRequest(_ input: Operations.ReviewRequest.Input) async throws -> Operations.ReviewRequest.Output {
+        guard case .json(let body) = input.body else { throw GatehouseError.invalid("decision", "missing_body", "send {\"decision\": \"release\"} or {\"decision\": \"reject\"}") }
+        let caller = try await caller()
+        let view = try await service.review(caller: caller, id: id(input.path.id), release: body.decision == .release, comment: body.comment)
+        return .ok(.init(body: .json(schema(view, for: caller))))
+    }
+
+    func listPrincipals(_ input: Operations.ListPrincipals.Input) async throws -> Operations.ListPrincipals.Output {
+        let flags = try await service.flaggedPrincipals(caller: caller(), blocked: input.query.blocked ?? false, throttled: input.query.throttled ?? false)
+        return .ok(.init(body: .json(.init(principals: flags.map(Self.schema)))))
+    }
+
+    func unblockPrincipal(_ input: Operations.UnblockPrincipal.Input) async throws -> Operations.UnblockPrincipal.Output {
+        let flags = try await service.unblock(caller: caller(), principal: input.path.name)
+        return .ok(.init(body: .json(Self.schema(flags))))
+    }
+
+    func listNotifications(_ input: Operations.ListNotifications.Input) async throws -> Operations.ListNotifications.Output {
+        let notifications = try await service.notifications(caller: caller(), recipient: input.query.recipient, limit: limit(input.query.limit))
+        return .ok(.init(body: .json(.init(notifications: notifications.map {
+            .init(id: $0.id, recipient: $0.recipient, kind: .init(rawValue: $0.kind.rawValue) ?? .request, requestIds: $0.requestIds,
+                  summary: $0.summary, createdAt: $0.createdAt, updatedAt: $0.updatedAt, sentAt: $0.sentAt)
+        }))))
+    }
+
+    static func schema(_ f: PrincipalFlags) -> Components.Schemas.PrincipalFlags {
+        .init(principal: f.principal, blocked: f.isBlocked, blockedAt: f.blockedAt, blockedBy: f.blockedBy, blockReason: f.blockReason,
+              throttledUntil: f.throttledUntil, throttleReason: f.throttleReason)
     }
 
     // MARK: grants
@@ -248,6 +292,14 @@ struct APIHandler: APIProtocol {
 
     // MARK: mapping
 
+    /// A request as the caller may see it: the spam score and its signals are shown to approvers,
+    /// reviewers and admins, not to the requester (nothing to tune a flood against).
+    func schema(_ view: RequestView, for caller: Caller) -> Components.Schemas.AccessRequest {
+        var schema = Self.schema(view)
+        if view.request.requester == caller.principal, !caller.isAdmin { schema.antispam = nil }
+        return schema
+    }
+
     static func schema(_ view: RequestView) -> Components.Schemas.AccessRequest {
         let r = view.request
         return .init(
@@ -263,6 +315,10 @@ struct APIHandler: APIProtocol {
                 .init(kind: $0.kind == .sql ? .sql : .shell, text: $0.text, sha256: $0.digest,
                       risk: Components.Schemas.Risk(rawValue: $0.risk.rawValue) ?? .dangerous, categories: $0.categories,
                       normalized: $0.normalized)
+            },
+            antispam: r.spam.map { spam in
+                .init(score: spam.score, action: .init(rawValue: spam.action.rawValue) ?? .allow,
+                      signals: spam.signals.map { .init(signal: $0.signal.rawValue, count: $0.count, points: $0.points, detail: $0.detail) })
             })
     }
 

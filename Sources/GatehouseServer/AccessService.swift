@@ -25,6 +25,7 @@ public final class AccessService: Sendable {
     public let clock: any WallClock
     let logger: Logger
     let actionGuard = ActionGuard()
+    public let metrics = GatehouseMetrics()
 
     public init(store: GatehouseStore, policies: PolicyHolder, clock: any WallClock, logger: Logger = Logger(label: "gatehouse")) {
         self.store = store
@@ -119,7 +120,10 @@ public final class AccessService: Sendable {
 
     // MARK: requests
 
-    public func createRequest(caller: Caller, input given: NewRequestInput, action: Action? = nil) async throws -> RequestView {
+    /// Files a request. `created` is false when the identical request was already waiting (it is
+    /// returned instead, and nobody is notified again).
+    public func createRequest(caller: Caller, input given: NewRequestInput, action: Action? = nil,
+                              sourceIP: String? = nil) async throws -> (view: RequestView, created: Bool) {
         var prepared = given
         if let action {
             if let problem = action.problem { throw GatehouseError.invalid("action", "invalid_action", problem) }
@@ -129,27 +133,7 @@ public final class AccessService: Sendable {
                 prepared.duration = policies.policy.resources[prepared.resource]?.actions?.maxDuration.description ?? "1h"
             }
         }
-        let input = prepared
-        return try await write(as: caller) { session, policy, now in
-            let outcome = try RequestLifecycle.open(input, requester: caller.principal, policy: policy, now: now,
-                                                    requestId: Identifier.make("req"), grantId: Identifier.make("grt"))
-            switch outcome {
-            case .pending(let request):
-                try await session.insertRequest(request)
-                try await session.appendAudit([Self.created(request)], at: now)
-                return RequestView(request: request, approvals: [])
-            case .granted(let request, let grant):
-                try await session.insertRequest(request)
-                try await session.insertGrant(grant)
-                try await session.appendAudit([
-                    Self.created(request),
-                    AuditEntry(actor: "policy", action: "request.approved", subject: request.id, resource: request.resource,
-                               details: ["principal": request.requester, "grant_id": grant.id, "approvals_required": "0"]),
-                    Self.grantStarted(grant),
-                ], at: now)
-                return RequestView(request: request, approvals: [])
-            }
-        }
+        return try await file(caller: caller, input: prepared, sourceIP: sourceIP)
     }
 
     public enum RequestScope: String, Sendable { case mine, toApprove = "to_approve", all }
@@ -193,6 +177,7 @@ public final class AccessService: Sendable {
     public func decide(caller: Caller, id: String, decision: ApprovalDecision, comment: String?) async throws -> RequestView {
         let comment = comment.flatMap { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? nil : $0 }
         let result: Result<RequestView, GatehouseError> = try await write(as: caller) { session, policy, now in
+            if try await session.principalFlags(caller.principal)?.isBlocked == true { throw Self.blocked(caller.principal) }
             guard let request = try await session.request(id: id) else {
                 throw GatehouseError(.notFound, "request_not_found", "no request \(id); list pending ones with `gatehouse requests --to-approve`")
             }
@@ -303,6 +288,9 @@ public final class AccessService: Sendable {
             throw GatehouseError(.forbidden, "admin_only", "only admins can check on behalf of another principal; leave `principal` out to check yourself", field: "principal")
         }
         let grants = try await unavailableOnFailure { try await self.store.openGrants(principal: subject, resource: resource) }
+        if try await unavailableOnFailure({ try await self.store.isBlocked(principal: subject) }) {
+            return (subject, .deny(reason: Self.blocked(subject).message))
+        }
         let now = clock.now() // after the lookup: expiry is judged at the latest possible moment
         return (subject, AccessCheck.decide(principal: subject, resource: resource, role: role, policy: policies.policy, grants: grants, now: now))
     }
@@ -325,13 +313,16 @@ public final class AccessService: Sendable {
         }
         if let problem = action.problem { throw GatehouseError.invalid("action", "invalid_action", problem) }
         let classification = await classify(action)
+        if try await unavailableOnFailure({ try await self.store.isBlocked(principal: subject) }) {
+            return (subject, .deny(reason: Self.blocked(subject).message), classification)
+        }
         let grants = try await unavailableOnFailure { try await self.store.openGrants(principal: subject, resource: resource) }
         let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
                                           policy: policies.policy, grants: grants, now: clock.now())
         let usesOneShotGrant = if case .allowOnce = decision { true } else { false }
         if classification.risk < .dangerous, !usesOneShotGrant { return (subject, decision, classification) }
         let final = try await write(as: caller) { session, policy, now in
-            let grants = try await session.openGrants(principal: subject, resource: resource)
+            let grants = try await session.principalFlags(subject)?.isBlocked == true ? [] : try await session.openGrants(principal: subject, resource: resource)
             let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
                                               policy: policy, grants: grants, now: now)
             var entries: [AuditEntry] = []
@@ -407,14 +398,18 @@ public final class AccessService: Sendable {
     public func sweep() async throws -> (grants: Int, requests: Int) {
         // Look first on a reader, so an idle sweeper never takes the write lock.
         let probe = clock.now()
+        // Refused attempts are kept a day (longer than any signal window); passed rate-limit keys an hour.
+        let pruneBefore = probe.addingTimeInterval(-86_400)
         let due = try await read { session in
             let grants = try await session.expiredOpenGrants(now: probe, limit: 1)
             let requests = try await session.expiredPendingRequests(now: probe, limit: 1)
-            return !grants.isEmpty || !requests.isEmpty
+            let prune = try await session.antiSpamPruneDue(before: pruneBefore)
+            return !grants.isEmpty || !requests.isEmpty || prune
         }
         guard due else { return (0, 0) }
         return try await write { session in
             let now = self.clock.now()
+            try await session.pruneAntiSpam(refusalsBefore: pruneBefore, now: now.addingTimeInterval(-3600))
             var entries: [AuditEntry] = []
             let grants = try await session.expiredOpenGrants(now: now, limit: 500)
             for grant in grants {
@@ -521,7 +516,10 @@ public final class AccessService: Sendable {
                    details: compact(["principal": r.requester, "role": r.role, "duration": r.duration.description,
                                      "reason": r.reason, "ticket": r.ticket, "approvals_required": "\(r.approvalsRequired)",
                                      "action_kind": r.action?.kind.rawValue, "sha256": r.action?.digest, "risk": r.action?.risk.rawValue,
-                                     "categories": r.action?.categories.joined(separator: ","), "text": r.action.map { excerpt($0.text) }]))
+                                     "categories": r.action?.categories.joined(separator: ","), "text": r.action.map { excerpt($0.text) },
+                                     "state": r.state == .pending ? nil : r.state.rawValue,
+                                     "spam_score": r.spam.map { "\($0.score)" }, "spam_action": r.spam?.action.rawValue,
+                                     "signals": r.spam.flatMap { $0.signals.isEmpty ? nil : $0.summary }]))
     }
 
     static func grantStarted(_ g: Grant) -> AuditEntry {

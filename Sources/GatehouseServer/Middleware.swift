@@ -83,11 +83,13 @@ struct Problem: Sendable {
     var code: String
     var detail: String
     var field: String?
+    /// For 429: Retry-After and the RateLimit fields.
+    var refusal: LimitRefusal?
 
     static func from(_ error: any Error) -> Problem {
         switch error {
         case let error as GatehouseError:
-            return Problem(status: status(for: error.kind), code: error.code, detail: error.message, field: error.field)
+            return Problem(status: status(for: error.kind), code: error.code, detail: error.message, field: error.field, refusal: error.refusal)
         case let error as ServerError:
             if let underlying = error.underlyingError as? GatehouseError { return from(underlying) }
             if let decoding = error.underlyingError as? DecodingError {
@@ -147,6 +149,7 @@ struct Problem: Sendable {
         case .notFound: 404
         case .conflict: 409
         case .tooLarge: 413
+        case .tooManyRequests: 429
         case .unavailable: 503
         }
     }
@@ -161,6 +164,7 @@ struct Problem: Sendable {
         case 409: "Conflict"
         case 413: "Content Too Large"
         case 415: "Unsupported Media Type"
+        case 429: "Too Many Requests"
         case 503: "Service Unavailable"
         case 500: "Internal Server Error"
         default: "Error"
@@ -175,6 +179,11 @@ struct Problem: Sendable {
         var headers: HTTPFields = [.contentType: "application/problem+json"]
         if status == 401 { headers[.wwwAuthenticate] = "Bearer" }
         if status == 503 { headers[.retryAfter] = "5" }
+        if let refusal {
+            headers[.retryAfter] = "\(refusal.retryAfterSeconds)"
+            headers[HTTPField.Name("RateLimit-Policy")!] = refusal.policyField
+            headers[HTTPField.Name("RateLimit")!] = refusal.rateLimitField
+        }
         return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 }

@@ -2,21 +2,24 @@ import Foundation
 import Synchronization
 import GatehouseCore
 
-/// An exclusive advisory lock next to the database file: one Gatehouse process per SQLite file.
-/// The store relies on it (its read cache sees every write only if every write is its own), and a
-/// second server on the same file is refused at start with a clear error.
+/// An advisory lock next to the database file. Exclusive (the default): one Gatehouse process per
+/// SQLite file, and the store's read cache sees every write because every write is its own.
+/// Shared: several processes on one file, none of them caching; the two modes exclude each other.
 final class FileLock: Sendable {
     private let descriptor: Int32
     private let released = Atomic<Bool>(false)
 
-    init(path: String) throws {
+    init(path: String, shared: Bool = false) throws {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             throw GatehouseError(.unavailable, "store_lock_failed", "cannot create the lock file \(path): \(String(cString: strerror(errno))); check that its folder is writable")
         }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        guard flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0 else {
             close(fd)
-            throw GatehouseError(.conflict, "store_in_use", "another Gatehouse process is using this SQLite database (\(path) is locked); stop it first, or use PostgreSQL to run several instances")
+            let hint = shared
+                ? "another Gatehouse process holds it exclusively; start every process with ?mode=shared, or use PostgreSQL"
+                : "stop it first, start every process with sqlite:PATH?mode=shared, or use PostgreSQL to run several instances"
+            throw GatehouseError(.conflict, "store_in_use", "another Gatehouse process is using this SQLite database (\(path) is locked); \(hint)")
         }
         descriptor = fd
     }

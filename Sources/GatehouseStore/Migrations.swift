@@ -48,6 +48,33 @@ enum Migrations {
             "ALTER TABLE requests ADD COLUMN action_normalized TEXT",
             "ALTER TABLE grants ADD COLUMN action_digest TEXT",
         ]),
+        // Anti-spam: rate-limit state (GCRA), refused attempts, blocked and throttled principals,
+        // the notification outbox, and each request's spam score.
+        (3, [
+            "CREATE TABLE rate_limits (key TEXT PRIMARY KEY, tat BIGINT NOT NULL)",
+            """
+            CREATE TABLE refusals (
+              id TEXT PRIMARY KEY, principal TEXT NOT NULL, resource TEXT NOT NULL, kind TEXT NOT NULL,
+              policy TEXT NOT NULL, at BIGINT NOT NULL)
+            """,
+            "CREATE INDEX refusals_by_principal ON refusals (principal, at)",
+            """
+            CREATE TABLE principal_flags (
+              principal TEXT PRIMARY KEY, blocked_at BIGINT, blocked_by TEXT, block_reason TEXT,
+              throttled_until BIGINT, throttle_reason TEXT)
+            """,
+            """
+            CREATE TABLE notifications (
+              id TEXT PRIMARY KEY, recipient TEXT NOT NULL, kind TEXT NOT NULL, request_id TEXT,
+              request_ids TEXT, request_count BIGINT NOT NULL, summary TEXT NOT NULL,
+              created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, sent_at BIGINT)
+            """,
+            "CREATE INDEX notifications_by_recipient ON notifications (recipient, kind, sent_at)",
+            "CREATE INDEX requests_by_time ON requests (created_at)",
+            "ALTER TABLE requests ADD COLUMN spam_score BIGINT",
+            "ALTER TABLE requests ADD COLUMN spam_action TEXT",
+            "ALTER TABLE requests ADD COLUMN spam_signals TEXT",
+        ]),
     ]
 
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }

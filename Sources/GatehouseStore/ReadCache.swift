@@ -4,12 +4,14 @@ import Synchronization
 /// Answers for the hot read path (`check`): token lookups and a principal's open grants on a
 /// resource. Every committed write clears it, and a result read while a write was committing is
 /// not kept, so a cached answer is never older than the last commit of this process. The SQLite
-/// store holds an exclusive lock on its file, so this process sees every write.
+/// store uses it only while it holds an exclusive lock on its file, so this process sees every
+/// write; a store opened in shared mode (several processes on one file) reads every time.
 final class ReadCache: Sendable {
     private struct State {
         var generation: UInt64 = 0
         var tokens: [String: TokenRecord?] = [:]
         var grants: [String: [Grant]] = [:]
+        var blocked: [String: Bool] = [:]
     }
 
     private let state = Mutex(State())
@@ -23,6 +25,18 @@ final class ReadCache: Sendable {
 
     func grants(key: String) -> [Grant]? {
         state.withLock { $0.grants[key] }
+    }
+
+    func blocked(principal: String) -> Bool? {
+        state.withLock { $0.blocked[principal] }
+    }
+
+    func remember(blocked: Bool, principal: String, readAt generation: UInt64) {
+        state.withLock { state in
+            guard state.generation == generation else { return }
+            if state.blocked.count >= Self.maximumEntries { state.blocked.removeAll(keepingCapacity: true) }
+            state.blocked[principal] = blocked
+        }
     }
 
     /// Only live tokens are kept: caching misses would let a flood of random tokens evict them.
@@ -48,6 +62,7 @@ final class ReadCache: Sendable {
             state.generation &+= 1
             state.tokens.removeAll(keepingCapacity: true)
             state.grants.removeAll(keepingCapacity: true)
+            state.blocked.removeAll(keepingCapacity: true)
         }
     }
 }

@@ -19,6 +19,8 @@ public final class GatehouseStore: Sendable {
     private let broken = Atomic<Bool>(false)
     private let writeLock = AsyncLock()
     private let cache = ReadCache()
+    /// Off in shared mode: another process's writes would not clear it.
+    private let caching: Bool
     private let fileLock: FileLock
     /// How long a write waits for the writer before it gives up with 503.
     private let writeWait: Duration
@@ -29,14 +31,16 @@ public final class GatehouseStore: Sendable {
     /// the store stops answering instead of writing to a file nobody will ever see again.
     private let fileIdentity: FileIdentity?
 
-    private init(writer: SQLiteConnection, readers: [SQLiteConnection], path: String, fileLock: FileLock, writeWait: Duration, logger: Logger) {
+    private init(writer: SQLiteConnection, readers: [SQLiteConnection], path: String, fileLock: FileLock, writeWait: Duration,
+                 shared: Bool, logger: Logger) {
+        self.caching = !shared
         self.fileLock = fileLock
         self.writeWait = writeWait
         self.writer = writer
         self.readers = readers
         self.readerLocks = readers.map { _ in AsyncLock() }
         self.path = path
-        self.location = "sqlite:\(path)"
+        self.location = "sqlite:\(path)" + (shared ? "?mode=shared" : "")
         self.logger = logger
         self.fileIdentity = FileIdentity(path: path)
     }
@@ -63,21 +67,31 @@ public final class GatehouseStore: Sendable {
         }
     }
 
-    /// Parses `sqlite:PATH` (or a bare path). PostgreSQL URLs are named so the error can say what to do.
+    /// Parses `sqlite:PATH` (or a bare path), with `?mode=shared` for several processes on one file.
+    /// PostgreSQL URLs are named so the error can say what to do.
     public static func open(url: String, logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
             throw GatehouseError(.invalid, "store_unsupported", "this build stores data in SQLite only; use --database sqlite:PATH", field: "database")
         }
-        let path = url.hasPrefix("sqlite:") ? String(url.dropFirst("sqlite:".count)) : url
+        var path = url.hasPrefix("sqlite:") ? String(url.dropFirst("sqlite:".count)) : url
+        var shared = false
+        if let mark = path.lastIndex(of: "?") {
+            let query = path[path.index(after: mark)...]
+            guard query == "mode=shared" || query == "mode=exclusive" else {
+                throw GatehouseError(.invalid, "store_option_unknown", "unknown database option '\(query)'; the only one is ?mode=shared (several processes on one SQLite file)", field: "database")
+            }
+            shared = query == "mode=shared"
+            path = String(path[..<mark])
+        }
         guard !path.isEmpty else {
             throw GatehouseError(.invalid, "store_path_missing", "the database path is empty; write --database sqlite:gatehouse.db", field: "database")
         }
-        return try await openSQLite(path: path, logger: logger)
+        return try await openSQLite(path: path, shared: shared, logger: logger)
     }
 
-    public static func openSQLite(path: String, readerCount: Int = 4, writeWait: Duration = .seconds(10),
+    public static func openSQLite(path: String, readerCount: Int = 4, writeWait: Duration = .seconds(10), shared: Bool = false,
                                   logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
-        let fileLock = try FileLock(path: path + ".lock")
+        let fileLock = try FileLock(path: path + ".lock", shared: shared)
         let writer: SQLiteConnection
         do {
             writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
@@ -103,7 +117,8 @@ public final class GatehouseStore: Sendable {
             fileLock.release()
             throw GatehouseError(.unavailable, "store_open_failed", "cannot use the SQLite database at \(path): \(error); is it a Gatehouse database, and not damaged?")
         }
-        let store = GatehouseStore(writer: writer, readers: readers, path: path, fileLock: fileLock, writeWait: writeWait, logger: logger)
+        let store = GatehouseStore(writer: writer, readers: readers, path: path, fileLock: fileLock, writeWait: writeWait,
+                                   shared: shared, logger: logger)
         do {
             try await store.migrate()
         } catch {
@@ -167,7 +182,7 @@ public final class GatehouseStore: Sendable {
 
     /// The live token with this hash, from the cache when no write committed since it was read.
     public func liveToken(hash: String) async throws -> TokenRecord? {
-        if let cached = cache.token(hash: hash) {
+        if caching, let cached = cache.token(hash: hash) {
             try checkFile()
             return cached
         }
@@ -181,7 +196,7 @@ public final class GatehouseStore: Sendable {
     /// the caller judges expiry against its own clock.
     public func openGrants(principal: String, resource: String) async throws -> [Grant] {
         let key = principal + "\u{0}" + resource
-        if let cached = cache.grants(key: key) {
+        if caching, let cached = cache.grants(key: key) {
             try checkFile()
             return cached
         }
@@ -189,6 +204,18 @@ public final class GatehouseStore: Sendable {
         let grants = try await read { try await $0.openGrants(principal: principal, resource: resource) }
         cache.remember(grants: grants, key: key, readAt: generation)
         return grants
+    }
+
+    /// Whether the anti-spam policy has blocked this principal (checks deny blocked principals).
+    public func isBlocked(principal: String) async throws -> Bool {
+        if caching, let cached = cache.blocked(principal: principal) {
+            try checkFile()
+            return cached
+        }
+        let generation = cache.generation
+        let blocked = try await read { try await $0.principalFlags(principal)?.isBlocked ?? false }
+        cache.remember(blocked: blocked, principal: principal, readAt: generation)
+        return blocked
     }
 
     /// Readiness: the store answers a trivial query.

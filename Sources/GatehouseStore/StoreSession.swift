@@ -77,14 +77,16 @@ public struct StoreSession: Sendable {
         try await db.raw("""
             INSERT INTO requests (id, requester, resource, role, duration_s, reason, ticket, state, approvals_required,
                                   created_at, pending_expires_at, decided_at, decided_by, state_reason, grant_id,
-                                  action_kind, action_text, action_digest, action_risk, action_categories, action_normalized)
+                                  action_kind, action_text, action_digest, action_risk, action_categories, action_normalized,
+                                  spam_score, spam_action, spam_signals)
             VALUES (\(bind: r.id), \(bind: r.requester), \(bind: r.resource), \(bind: r.role), \(bind: r.duration.seconds),
                     \(bind: r.reason), \(bind: r.ticket), \(bind: r.state.rawValue), \(bind: r.approvalsRequired),
                     \(bind: r.createdAt.unixMilliseconds), \(bind: r.pendingExpiresAt.unixMilliseconds),
                     \(bind: r.decidedAt?.unixMilliseconds), \(bind: r.decidedBy), \(bind: r.stateReason), \(bind: r.grantId),
                     \(bind: r.action?.kind.rawValue), \(bind: r.action?.text), \(bind: r.action?.digest),
                     \(bind: r.action?.risk.rawValue), \(bind: r.action?.categories.joined(separator: ",")),
-                    \(bind: r.action?.normalized))
+                    \(bind: r.action?.normalized), \(bind: r.spam?.score), \(bind: r.spam?.action.rawValue),
+                    \(bind: r.spam.map { Self.encodeJSON($0.signals) }))
             """).run()
     }
 
@@ -92,7 +94,8 @@ public struct StoreSession: Sendable {
     public func updateRequest(_ r: AccessRequest, from: RequestState) async throws -> Bool {
         let rows = try await db.raw("""
             UPDATE requests SET state = \(bind: r.state.rawValue), decided_at = \(bind: r.decidedAt?.unixMilliseconds),
-                   decided_by = \(bind: r.decidedBy), state_reason = \(bind: r.stateReason), grant_id = \(bind: r.grantId)
+                   decided_by = \(bind: r.decidedBy), state_reason = \(bind: r.stateReason), grant_id = \(bind: r.grantId),
+                   pending_expires_at = \(bind: r.pendingExpiresAt.unixMilliseconds)
             WHERE id = \(bind: r.id) AND state = \(bind: from.rawValue)
             RETURNING id
             """).all()
@@ -150,7 +153,16 @@ public struct StoreSession: Sendable {
             decidedBy: try row.decode(column: "decided_by", as: String?.self),
             stateReason: try row.decode(column: "state_reason", as: String?.self),
             grantId: try row.decode(column: "grant_id", as: String?.self),
-            action: try requestedAction(row))
+            action: try requestedAction(row),
+            spam: try spamVerdict(row))
+    }
+
+    static func spamVerdict(_ row: any SQLRow) throws -> SpamVerdict? {
+        guard let score = try row.decode(column: "spam_score", as: Int?.self),
+              let action = try row.decode(column: "spam_action", as: String?.self).flatMap(SpamAction.init(rawValue:)) else { return nil }
+        let signals = try row.decode(column: "spam_signals", as: String?.self)
+            .flatMap { try? JSONDecoder().decode([FiredSignal].self, from: Data($0.utf8)) } ?? []
+        return SpamVerdict(score: score, signals: signals, action: action)
     }
 
     static func requestedAction(_ row: any SQLRow) throws -> RequestedAction? {
@@ -345,8 +357,12 @@ public struct StoreSession: Sendable {
     }
 
     static func encodeDetails(_ details: [String: String]) -> String {
+        encodeJSON(details)
+    }
+
+    static func encodeJSON(_ value: some Encodable) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? String(decoding: encoder.encode(details), as: UTF8.self)) ?? "{}"
+        return (try? String(decoding: encoder.encode(value), as: UTF8.self)) ?? "{}"
     }
 }

@@ -64,6 +64,12 @@ struct RequestCommand: AsyncParsableCommand {
             "action": chosen.map { ["kind": $0.kind.rawValue, "text": $0.text] },
         ])
         var final = (response, request)
+        if response.status == 200, options.format == .table {
+            FileHandle.standardError.write(Data("the identical request \(Output.string(request, "id")) is already waiting; nobody was notified again\n".utf8))
+        }
+        if Output.string(request, "state") == "quarantined", options.format == .table {
+            FileHandle.standardError.write(Data("request \(Output.string(request, "id")) is held for review by the anti-spam policy; a reviewer must release it\n".utf8))
+        }
         if wait, Output.string(request, "state") == "pending" {
             if options.format == .table {
                 FileHandle.standardError.write(Data("request \(Output.string(request, "id")) filed; waiting for \(Output.string(request, "approvals_required")) approval(s)...\n".utf8))
@@ -72,7 +78,7 @@ struct RequestCommand: AsyncParsableCommand {
         }
         options.show(final.0) { Output.request(final.1) }
         switch Output.string(final.1, "state") {
-        case "approved", "pending": return
+        case "approved", "pending", "quarantined": return
         case "denied": throw CLIError.outcome(code: 4)
         default: throw CLIError.outcome(code: 1)
         }

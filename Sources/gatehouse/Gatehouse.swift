@@ -19,6 +19,7 @@ struct Gatehouse: AsyncParsableCommand {
             ServeCommand.self, PolicyCommand.self, TokenCommand.self, RequestCommand.self, RequestsCommand.self,
             ShowCommand.self, ApproveCommand.self, DenyCommand.self, CancelCommand.self, GrantsCommand.self,
             ReleaseCommand.self, RevokeCommand.self, CheckCommand.self, ClassifyCommand.self, ExecCommand.self,
+            ReportCommand.self, ReviewCommand.self, PrincipalsCommand.self, UnblockCommand.self,
             AuditCommand.self, WhoamiCommand.self,
         ])
 
@@ -78,7 +79,7 @@ struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "serve", abstract: "Run the Gatehouse server.")
 
     @Option(help: "The policy file (default: $GATEHOUSE_POLICY or gatehouse.yaml).") var policy: String?
-    @Option(help: "sqlite:PATH (default: $GATEHOUSE_DATABASE or sqlite:gatehouse.db).") var database: String?
+    @Option(help: "sqlite:PATH, or sqlite:PATH?mode=shared for several processes on one file (default: $GATEHOUSE_DATABASE or sqlite:gatehouse.db).") var database: String?
     @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
     @Option(help: "Port to listen on.") var port: Int = 8080
     @Option(help: "How often to sweep expired grants and requests.") var sweepEvery: String = "1s"

@@ -81,7 +81,17 @@ enum Output {
             ("pending until", string(r, "state") == "pending" ? string(r, "pending_expires_at") : nil),
             ("decided", string(r, "decided_at")), ("decided by", string(r, "decided_by")),
             ("note", string(r, "state_reason")), ("grant", string(r, "grant_id")),
-        ] + actionFields(r["action"] as? [String: Any]))
+        ] + actionFields(r["action"] as? [String: Any]) + spamFields(r["antispam"] as? [String: Any]))
+    }
+
+    /// The spam score and each signal that fired, with its points: why the request was treated as it was.
+    static func spamFields(_ s: [String: Any]?) -> [(String, String?)] {
+        guard let s else { return [] }
+        let signals = (s["signals"] as? [[String: Any]] ?? []).map { signal in
+            let points = (signal["points"] as? Int) ?? 0
+            return "\(string(signal, "signal")) \(points >= 0 ? "+" : "")\(points): \(string(signal, "detail"))"
+        }
+        return [("spam score", "\(string(s, "score")) (\(string(s, "action")))")] + signals.map { ("  signal", $0) }
     }
 
     /// What an approver must see of a one-shot action: the statement rebuilt without comments first.

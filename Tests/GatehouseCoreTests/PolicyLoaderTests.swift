@@ -283,7 +283,7 @@ struct PolicyLoaderTests {
 
     @Test("a reserved section is a warning; the policy still loads")
     func reservedSectionWarns() throws {
-        let yaml = withRoles(validRead) + "antispam:\n  limits: {}\n"
+        let yaml = withRoles(validRead) + "break_glass:\n  enabled: true\n"
         let result = PolicyLoader.load(yaml: yaml)
         #expect(result.errors.isEmpty, "\(result.errors)")
         #expect(result.policy != nil)
@@ -291,7 +291,7 @@ struct PolicyLoaderTests {
         #expect(result.warnings.count == 1)
         #expect(warning.line == 12)
         #expect(warning.severity == .warning)
-        #expect(warning.message.contains("`antispam`"))
+        #expect(warning.message.contains("`break_glass`"))
         #expect(warning.message.contains("not enforced"))
     }
 

@@ -48,6 +48,7 @@ final class TestServer: Sendable {
           sql: {forbidden: [drop_database, alter_system]}
           shell: {dangerous: ["helm uninstall"]}
         pending_ttl: 1h
+        antispam: {enabled: false}
         """
 
     let folder: URL

@@ -1,0 +1,230 @@
+import Foundation
+
+/// A past request as the spam score sees it.
+public struct PastRequest: Sendable, Equatable {
+    public var id: String
+    public var requester: String
+    public var resource: String
+    public var role: String
+    public var reason: String
+    public var state: RequestState
+    public var createdAt: Date
+    public var decidedAt: Date?
+
+    public init(id: String, requester: String, resource: String, role: String, reason: String, state: RequestState,
+                createdAt: Date, decidedAt: Date? = nil) {
+        self.id = id
+        self.requester = requester
+        self.resource = resource
+        self.role = role
+        self.reason = reason
+        self.state = state
+        self.createdAt = createdAt
+        self.decidedAt = decidedAt
+    }
+
+    public init(_ request: AccessRequest) {
+        self.init(id: request.id, requester: request.requester, resource: request.resource, role: request.role,
+                  reason: request.reason, state: request.state, createdAt: request.createdAt, decidedAt: request.decidedAt)
+    }
+}
+
+/// An attempt a hard limit refused, kept so that hammering on a limit counts against the principal.
+public struct RecordedRefusal: Sendable, Equatable {
+    public enum Kind: String, Sendable { case limit, cooldown }
+    public var kind: Kind
+    public var resource: String
+    public var at: Date
+
+    public init(kind: Kind, resource: String, at: Date) {
+        self.kind = kind
+        self.resource = resource
+        self.at = at
+    }
+}
+
+/// What the store knows about a principal's recent behaviour, read inside the transaction that
+/// files (or refuses) the request.
+public struct SpamHistory: Sendable {
+    /// The principal's requests within the longest window, newest first.
+    public var own: [PastRequest]
+    /// Other principals' requests within the shared-reason window.
+    public var others: [PastRequest]
+    /// The principal's refused attempts within the refusal window (the current one included).
+    public var refusals: [RecordedRefusal]
+    /// When the principal filed their first request, if ever.
+    public var firstRequestAt: Date?
+
+    public init(own: [PastRequest] = [], others: [PastRequest] = [], refusals: [RecordedRefusal] = [], firstRequestAt: Date? = nil) {
+        self.own = own
+        self.others = others
+        self.refusals = refusals
+        self.firstRequestAt = firstRequestAt
+    }
+}
+
+/// The request being judged.
+public struct SpamAttempt: Sendable {
+    public var principal: String
+    public var resource: String
+    public var reason: String
+    /// A ticket the role's pattern accepts (or, for roles without one, any `ABC-123`-style ticket).
+    public var hasTicket: Bool
+    /// The attempt was refused by a hard limit (its refusal is already in the history).
+    public var refused: Bool
+
+    public init(principal: String, resource: String, reason: String, hasTicket: Bool, refused: Bool = false) {
+        self.principal = principal
+        self.resource = resource
+        self.reason = reason
+        self.hasTicket = hasTicket
+        self.refused = refused
+    }
+}
+
+/// One signal that fired: how often, how many points, and a sentence an admin can read.
+public struct FiredSignal: Sendable, Equatable, Codable {
+    public var signal: SpamSignal
+    public var count: Int
+    public var points: Int
+    public var detail: String
+
+    public init(signal: SpamSignal, count: Int, points: Int, detail: String) {
+        self.signal = signal
+        self.count = count
+        self.points = points
+        self.detail = detail
+    }
+}
+
+public struct SpamVerdict: Sendable, Equatable, Codable {
+    public var score: Int
+    public var signals: [FiredSignal]
+    public var action: SpamAction
+
+    public init(score: Int, signals: [FiredSignal], action: SpamAction) {
+        self.score = score
+        self.signals = signals
+        self.action = action
+    }
+
+    public static let clean = SpamVerdict(score: 0, signals: [], action: .allow)
+
+    /// `burst +4, repeated_reason +3`: the signals in one line, for audit events and messages.
+    public var summary: String {
+        signals.map { "\($0.signal.rawValue) \($0.points >= 0 ? "+" : "")\($0.points)" }.joined(separator: ", ")
+    }
+}
+
+/// The additive spam score: each signal that fires adds its weight (count-based signals add it
+/// once per occurrence past their threshold, up to `AntiSpamPolicy.maximumMultiple` times); the
+/// total picks the action. Pure: everything it looks at is in the attempt and the history.
+public enum SpamScore {
+    /// `INC-4411`, `CHG-77`, `OPS-1`: what a ticket reference looks like when the role names no pattern.
+    static let genericTicket = try! NSRegularExpression(pattern: "\\b[A-Z][A-Z0-9]{1,9}-[0-9]+\\b")
+
+    /// Whether the request carries a ticket: the role's pattern when it has one, any ticket-like
+    /// reference otherwise; in the ticket field, or in the reason when there is none.
+    public static func hasTicket(reason: String, ticket: String?, rule: ReasonRule) -> Bool {
+        let text = ticket ?? reason
+        if rule.ticketPattern != nil { return rule.matchesTicket(in: text) }
+        return genericTicket.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+    }
+
+    public static func evaluate(_ attempt: SpamAttempt, history: SpamHistory, policy: AntiSpamPolicy, now: Date) -> SpamVerdict {
+        let windows = policy.windows
+        var fired: [FiredSignal] = []
+        func add(_ signal: SpamSignal, count: Int = 1, multiple: Int = 1, _ detail: String) {
+            let weight = policy.weights[signal] ?? 0
+            guard weight != 0, multiple > 0 else { return }
+            fired.append(FiredSignal(signal: signal, count: count, points: weight * min(multiple, AntiSpamPolicy.maximumMultiple), detail: detail))
+        }
+        func within(_ date: Date, _ window: TimeSpan) -> Bool {
+            now.timeIntervalSince(date) < TimeInterval(window.seconds)
+        }
+        let own = history.own.filter { $0.createdAt <= now }
+
+        // burst: attempts (filed or refused) within the burst window, this one included.
+        let attempts = own.filter { within($0.createdAt, windows.burst) }.count
+            + history.refusals.filter { within($0.at, windows.burst) }.count + (attempt.refused ? 0 : 1)
+        if attempts > windows.burstCount {
+            add(.burst, count: attempts, multiple: attempts - windows.burstCount, "\(attempts) attempts within \(windows.burst)")
+        }
+
+        // repeated_reason / shared_reason: trigram similarity to recent reasons.
+        let grams = ReasonText.trigrams(attempt.reason)
+        let repeated = own.filter { within($0.createdAt, windows.repeatedReason)
+            && ReasonText.similarity(grams, ReasonText.trigrams($0.reason)) >= windows.similarity }.count
+        if repeated > 0 {
+            add(.repeatedReason, count: repeated, multiple: repeated, "the same reason as \(repeated) of the principal's requests within \(windows.repeatedReason)")
+        }
+        let sharers = Set(history.others.filter { $0.requester != attempt.principal && within($0.createdAt, windows.sharedReason)
+            && ReasonText.similarity(grams, ReasonText.trigrams($0.reason)) >= windows.similarity }.map(\.requester))
+        if sharers.count >= windows.sharedReasonPrincipals {
+            add(.sharedReason, count: sharers.count, multiple: sharers.count - windows.sharedReasonPrincipals + 1,
+                "the same reason from \(sharers.count) other principals within \(windows.sharedReason)")
+        }
+        if ReasonText.isLowInformation(attempt.reason) {
+            add(.lowInformationReason, "the reason has fewer than three informative words")
+        }
+
+        // enumeration: many distinct resources in a short time.
+        let resources = Set(own.filter { within($0.createdAt, windows.enumeration) }.map(\.resource)
+            + history.refusals.filter { within($0.at, windows.enumeration) }.map(\.resource) + [attempt.resource])
+        if resources.count >= windows.enumerationResources {
+            add(.enumeration, count: resources.count, multiple: resources.count - windows.enumerationResources + 1,
+                "requests for \(resources.count) different resources within \(windows.enumeration)")
+        }
+
+        let denials = own.filter { $0.state == .denied && within($0.decidedAt ?? $0.createdAt, windows.recentDenial) }.count
+        if denials > 0 {
+            add(.recentDenial, count: denials, multiple: denials, "\(denials) denied request(s) within \(windows.recentDenial)")
+        }
+        let cooldownRefusals = history.refusals.filter { $0.kind == .cooldown && within($0.at, windows.refusals) }.count
+        if cooldownRefusals > 0 {
+            add(.cooldownViolation, count: cooldownRefusals, multiple: cooldownRefusals,
+                "\(cooldownRefusals) request(s) inside a denial cooldown within \(windows.refusals)")
+        }
+        let limitRefusals = history.refusals.filter { $0.kind == .limit && within($0.at, windows.refusals) }.count
+        if limitRefusals > 0 {
+            add(.overLimit, count: limitRefusals, multiple: limitRefusals, "\(limitRefusals) attempt(s) refused by a rate limit within \(windows.refusals)")
+        }
+
+        if history.firstRequestAt.map({ within($0, windows.newPrincipal) }) ?? true {
+            add(.newPrincipal, "first request less than \(windows.newPrincipal) ago")
+        }
+        let past = own.filter { within($0.createdAt, windows.history) }
+        if past.count >= windows.offHoursMinimumHistory {
+            let hour = Self.hourOfDay(now)
+            let usual = past.contains { request in
+                let apart = abs(Self.hourOfDay(request.createdAt) - hour)
+                return min(apart, 24 - apart) <= 1
+            }
+            if !usual { add(.offHours, "no request from this principal around \(hour):00 UTC in \(past.count) requests") }
+        }
+        if attempt.hasTicket {
+            add(.ticket, "a valid ticket is given")
+        }
+        if past.contains(where: { $0.resource == attempt.resource && $0.state == .approved }) {
+            add(.previouslyApproved, "an earlier request for \(attempt.resource) was approved within \(windows.history)")
+        }
+        let score = fired.reduce(0) { $0 + $1.points }
+        return SpamVerdict(score: score, signals: fired, action: policy.thresholds.action(for: score))
+    }
+
+    static func hourOfDay(_ date: Date) -> Int {
+        let seconds = date.unixMilliseconds / 1000
+        return Int(((seconds % 86_400) + 86_400) % 86_400 / 3600)
+    }
+
+    /// The denial cooldown in force for a principal on a resource: the trailing run of denials
+    /// among their decided requests there (approved ends a run; canceled and expired are skipped).
+    public static func denialCooldown(_ own: [PastRequest], resource: String, rule: DenialCooldownRule)
+        -> (until: Date, denials: Int, length: TimeSpan)? {
+        let decided = own.filter { $0.resource == resource && ($0.state == .denied || $0.state == .approved) && $0.decidedAt != nil }
+            .sorted { $0.decidedAt! > $1.decidedAt! }
+        let run = decided.prefix { $0.state == .denied }
+        guard let last = run.first?.decidedAt, let length = rule.length(afterDenials: run.count) else { return nil }
+        return (last.addingTimeInterval(TimeInterval(length.seconds)), run.count, length)
+    }
+}

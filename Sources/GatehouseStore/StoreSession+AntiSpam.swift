@@ -1,0 +1,248 @@
+import Foundation
+import GatehouseCore
+import SQLKit
+
+/// A principal the anti-spam policy has blocked or throttled.
+public struct PrincipalFlags: Sendable, Equatable {
+    public var principal: String
+    public var blockedAt: Date?
+    public var blockedBy: String?
+    public var blockReason: String?
+    public var throttledUntil: Date?
+    public var throttleReason: String?
+
+    public init(principal: String, blockedAt: Date? = nil, blockedBy: String? = nil, blockReason: String? = nil,
+                throttledUntil: Date? = nil, throttleReason: String? = nil) {
+        self.principal = principal
+        self.blockedAt = blockedAt
+        self.blockedBy = blockedBy
+        self.blockReason = blockReason
+        self.throttledUntil = throttledUntil
+        self.throttleReason = throttleReason
+    }
+
+    public var isBlocked: Bool { blockedAt != nil }
+    public func isThrottled(at now: Date) -> Bool { throttledUntil.map { $0 > now } ?? false }
+}
+
+/// A message waiting in the outbox for whatever delivers notifications (webhooks, chat).
+public struct OutboxNotification: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// One request for an approver to decide.
+        case request
+        /// Requests beyond the approver's budget (or throttled), merged into one message.
+        case digest
+        /// A request was reported as suspicious (to the reviewers).
+        case report
+    }
+    public var id: String
+    public var recipient: String
+    public var kind: Kind
+    public var requestIds: [String]
+    public var summary: String
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var sentAt: Date?
+
+    public init(id: String, recipient: String, kind: Kind, requestIds: [String], summary: String, createdAt: Date,
+                updatedAt: Date? = nil, sentAt: Date? = nil) {
+        self.id = id
+        self.recipient = recipient
+        self.kind = kind
+        self.requestIds = requestIds
+        self.summary = summary
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt ?? createdAt
+        self.sentAt = sentAt
+    }
+}
+
+extension StoreSession {
+    // MARK: rate limits (GCRA state: one theoretical arrival time per key)
+
+    public func rateLimitTAT(key: String) async throws -> Int64? {
+        try await db.raw("SELECT tat FROM rate_limits WHERE key = \(bind: key)").first()?.decode(column: "tat", as: Int64.self)
+    }
+
+    public func setRateLimitTAT(key: String, tat: Int64) async throws {
+        try await db.raw("""
+            INSERT INTO rate_limits (key, tat) VALUES (\(bind: key), \(bind: tat))
+            ON CONFLICT (key) DO UPDATE SET tat = excluded.tat
+            """).run()
+    }
+
+    // MARK: refused attempts
+
+    public func insertRefusal(principal: String, resource: String, kind: RecordedRefusal.Kind, policy: String, at: Date) async throws {
+        try await db.raw("""
+            INSERT INTO refusals (id, principal, resource, kind, policy, at)
+            VALUES (\(bind: Identifier.make("ref")), \(bind: principal), \(bind: resource), \(bind: kind.rawValue), \(bind: policy), \(bind: at.unixMilliseconds))
+            """).run()
+    }
+
+    public func refusals(principal: String, since: Date) async throws -> [RecordedRefusal] {
+        try await db.raw("""
+            SELECT kind, resource, at FROM refusals WHERE principal = \(bind: principal) AND at >= \(bind: since.unixMilliseconds)
+            ORDER BY at DESC LIMIT 1000
+            """).all().map { row in
+            RecordedRefusal(kind: RecordedRefusal.Kind(rawValue: try row.decode(column: "kind", as: String.self)) ?? .limit,
+                            resource: try row.decode(column: "resource", as: String.self),
+                            at: Date(unixMilliseconds: try row.decode(column: "at", as: Int64.self)))
+        }
+    }
+
+    /// Refusals of one principal by one limit since a time (to audit a burst of refusals once).
+    public func refusalCount(principal: String, policy: String, since: Date) async throws -> Int {
+        try await db.raw("""
+            SELECT COUNT(*) AS n FROM refusals WHERE principal = \(bind: principal) AND policy = \(bind: policy) AND at >= \(bind: since.unixMilliseconds)
+            """).first()?.decode(column: "n", as: Int.self) ?? 0
+    }
+
+    // MARK: blocked and throttled principals
+
+    public func principalFlags(_ principal: String) async throws -> PrincipalFlags? {
+        try await db.raw("SELECT * FROM principal_flags WHERE principal = \(bind: principal)").first().map(Self.flags)
+    }
+
+    public func block(_ principal: String, by: String, reason: String, at: Date) async throws {
+        try await db.raw("""
+            INSERT INTO principal_flags (principal, blocked_at, blocked_by, block_reason)
+            VALUES (\(bind: principal), \(bind: at.unixMilliseconds), \(bind: by), \(bind: reason))
+            ON CONFLICT (principal) DO UPDATE SET blocked_at = excluded.blocked_at, blocked_by = excluded.blocked_by,
+                                                  block_reason = excluded.block_reason
+            """).run()
+    }
+
+    /// Lifts a block and any throttle; returns false when the principal was not blocked.
+    public func unblock(_ principal: String) async throws -> Bool {
+        let rows = try await db.raw("""
+            UPDATE principal_flags SET blocked_at = NULL, blocked_by = NULL, block_reason = NULL, throttled_until = NULL, throttle_reason = NULL
+            WHERE principal = \(bind: principal) AND blocked_at IS NOT NULL RETURNING principal
+            """).all()
+        return !rows.isEmpty
+    }
+
+    public func throttle(_ principal: String, until: Date, reason: String) async throws {
+        try await db.raw("""
+            INSERT INTO principal_flags (principal, throttled_until, throttle_reason)
+            VALUES (\(bind: principal), \(bind: until.unixMilliseconds), \(bind: reason))
+            ON CONFLICT (principal) DO UPDATE SET throttled_until = excluded.throttled_until, throttle_reason = excluded.throttle_reason
+            """).run()
+    }
+
+    /// Blocked principals, and principals throttled at `now`.
+    public func flaggedPrincipals(blocked: Bool, throttledAt now: Date?) async throws -> [PrincipalFlags] {
+        var conditions: [SQLQueryString] = []
+        if blocked { conditions.append("blocked_at IS NOT NULL") }
+        if let now { conditions.append("throttled_until > \(bind: now.unixMilliseconds)") }
+        let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " OR ")
+        return try await db.raw("SELECT * FROM principal_flags \(whereClause) ORDER BY principal LIMIT 10000").all().map(Self.flags)
+    }
+
+    static func flags(_ row: any SQLRow) throws -> PrincipalFlags {
+        PrincipalFlags(
+            principal: try row.decode(column: "principal", as: String.self),
+            blockedAt: try row.decode(column: "blocked_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
+            blockedBy: try row.decode(column: "blocked_by", as: String?.self),
+            blockReason: try row.decode(column: "block_reason", as: String?.self),
+            throttledUntil: try row.decode(column: "throttled_until", as: Int64?.self).map(Date.init(unixMilliseconds:)),
+            throttleReason: try row.decode(column: "throttle_reason", as: String?.self))
+    }
+
+    // MARK: history for the spam score
+
+    /// A principal's requests filed since a time, newest first.
+    public func pastRequests(requester: String, since: Date, limit: Int = 500) async throws -> [PastRequest] {
+        try await db.raw("""
+            SELECT id, requester, resource, role, reason, state, created_at, decided_at FROM requests
+            WHERE requester = \(bind: requester) AND created_at >= \(bind: since.unixMilliseconds)
+            ORDER BY created_at DESC LIMIT \(bind: limit)
+            """).all().map(Self.pastRequest)
+    }
+
+    /// Other principals' requests filed since a time, newest first.
+    public func othersRequests(excluding requester: String, since: Date, limit: Int = 500) async throws -> [PastRequest] {
+        try await db.raw("""
+            SELECT id, requester, resource, role, reason, state, created_at, decided_at FROM requests
+            WHERE created_at >= \(bind: since.unixMilliseconds) AND requester <> \(bind: requester)
+            ORDER BY created_at DESC LIMIT \(bind: limit)
+            """).all().map(Self.pastRequest)
+    }
+
+    public func firstRequestAt(requester: String) async throws -> Date? {
+        try await db.raw("SELECT MIN(created_at) AS first FROM requests WHERE requester = \(bind: requester)").first()?
+            .decode(column: "first", as: Int64?.self).map(Date.init(unixMilliseconds:))
+    }
+
+    static func pastRequest(_ row: any SQLRow) throws -> PastRequest {
+        PastRequest(
+            id: try row.decode(column: "id", as: String.self),
+            requester: try row.decode(column: "requester", as: String.self),
+            resource: try row.decode(column: "resource", as: String.self),
+            role: try row.decode(column: "role", as: String.self),
+            reason: try row.decode(column: "reason", as: String.self),
+            state: RequestState(rawValue: try row.decode(column: "state", as: String.self)) ?? .denied,
+            createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
+            decidedAt: try row.decode(column: "decided_at", as: Int64?.self).map(Date.init(unixMilliseconds:)))
+    }
+
+    // MARK: notification outbox
+
+    public func insertNotification(_ n: OutboxNotification) async throws {
+        try await db.raw("""
+            INSERT INTO notifications (id, recipient, kind, request_id, request_ids, request_count, summary, created_at, updated_at, sent_at)
+            VALUES (\(bind: n.id), \(bind: n.recipient), \(bind: n.kind.rawValue), \(bind: n.requestIds.first),
+                    \(bind: n.requestIds.joined(separator: ",")), \(bind: n.requestIds.count), \(bind: n.summary),
+                    \(bind: n.createdAt.unixMilliseconds), \(bind: n.updatedAt.unixMilliseconds), \(bind: n.sentAt?.unixMilliseconds))
+            """).run()
+    }
+
+    /// The recipient's digest that has not been sent yet: at most one at a time.
+    public func openDigest(recipient: String) async throws -> OutboxNotification? {
+        try await db.raw("""
+            SELECT * FROM notifications WHERE recipient = \(bind: recipient) AND kind = 'digest' AND sent_at IS NULL LIMIT 1
+            """).first().map(Self.notification)
+    }
+
+    public func updateDigest(_ n: OutboxNotification) async throws {
+        try await db.raw("""
+            UPDATE notifications SET request_ids = \(bind: n.requestIds.joined(separator: ",")), request_count = \(bind: n.requestIds.count),
+                   summary = \(bind: n.summary), updated_at = \(bind: n.updatedAt.unixMilliseconds)
+            WHERE id = \(bind: n.id) AND sent_at IS NULL
+            """).run()
+    }
+
+    public func notifications(recipient: String?, limit: Int) async throws -> [OutboxNotification] {
+        let filter: SQLQueryString = recipient.map { "WHERE recipient = \(bind: $0)" } ?? ""
+        return try await db.raw("SELECT * FROM notifications \(filter) ORDER BY created_at, id LIMIT \(bind: limit)").all().map(Self.notification)
+    }
+
+    static func notification(_ row: any SQLRow) throws -> OutboxNotification {
+        let ids = try row.decode(column: "request_ids", as: String?.self) ?? ""
+        return OutboxNotification(
+            id: try row.decode(column: "id", as: String.self),
+            recipient: try row.decode(column: "recipient", as: String.self),
+            kind: OutboxNotification.Kind(rawValue: try row.decode(column: "kind", as: String.self)) ?? .request,
+            requestIds: ids.split(separator: ",").map(String.init),
+            summary: try row.decode(column: "summary", as: String.self),
+            createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
+            updatedAt: Date(unixMilliseconds: try row.decode(column: "updated_at", as: Int64.self)),
+            sentAt: try row.decode(column: "sent_at", as: Int64?.self).map(Date.init(unixMilliseconds:)))
+    }
+
+    // MARK: housekeeping
+
+    /// Drops refusals older than `before` and rate-limit keys whose TAT has passed (a fresh key
+    /// behaves the same as a passed one).
+    public func pruneAntiSpam(refusalsBefore before: Date, now: Date) async throws {
+        try await db.raw("DELETE FROM refusals WHERE at < \(bind: before.unixMilliseconds)").run()
+        try await db.raw("DELETE FROM rate_limits WHERE tat < \(bind: now.unixMilliseconds)").run()
+    }
+
+    /// Whether `pruneAntiSpam` would find anything older than `before` (checked on a reader first).
+    public func antiSpamPruneDue(before: Date) async throws -> Bool {
+        let refusal = try await db.raw("SELECT id FROM refusals WHERE at < \(bind: before.unixMilliseconds) LIMIT 1").first()
+        let limit = try await db.raw("SELECT key FROM rate_limits WHERE tat < \(bind: before.unixMilliseconds) LIMIT 1").first()
+        return refusal != nil || limit != nil
+    }
+}
