@@ -283,7 +283,8 @@ extension AccessService {
         let metrics = self.metrics
         return try await write(as: caller) { session, policy, now in
             guard let request = try await session.request(id: id),
-                  caller.isAdmin || policy.isReviewer(caller.principal) || self.canDecide(caller.principal, request, policy: policy) else {
+                  caller.isAdmin || policy.isReviewer(caller.principal) || self.canDecide(caller.principal, request, policy: policy)
+                    || request.requester == caller.principal else {
                 throw GatehouseError(.notFound, "request_not_found", "no request \(id) that you can see; list them with `gatehouse requests --to-approve`")
             }
             guard request.requester != caller.principal else {
