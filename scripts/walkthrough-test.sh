@@ -8,8 +8,8 @@ BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d)
 PORT=$((20000 + RANDOM % 20000))
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+SERVER_PID=""; SERVER2_PID=""; SERVER3_PID=""
+cleanup() { for pid in $SERVER_PID $SERVER2_PID $SERVER3_PID; do kill "$pid" 2>/dev/null; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 fail() { echo "walkthrough FAILED: $*" >&2; [ -f "$WORK/serve.log" ] && tail -20 "$WORK/serve.log" >&2; exit 1; }
@@ -42,6 +42,7 @@ curl -fs "$GATEHOUSE_URL/readyz" >/dev/null || fail "server did not become ready
 ADMIN=$GATEHOUSE_ADMIN_TOKEN
 ALICE=$(GATEHOUSE_TOKEN=$ADMIN "$BIN" token create alice)
 BOB=$(GATEHOUSE_TOKEN=$ADMIN "$BIN" token create bob)
+CAROL=$(GATEHOUSE_TOKEN=$ADMIN "$BIN" token create carol)
 [[ $ALICE == ghs_* ]] || fail "token create printed '$ALICE'"
 
 # alice may not write yet: approval required (exit 3) with the command to run.
@@ -84,19 +85,6 @@ GRANT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["grants"
 expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" release "$GRANT"
 expect_output "released"
 expect_exit 3 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --role write
-
-# request --wait returns as soon as someone decides; a denial exits 4.
-GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role write --for 15m --reason "CHG-77 reindex orders" --wait --output json >wait.out 2>wait.err &
-WAITER=$!
-for _ in $(seq 1 50); do
-  WID=$(GATEHOUSE_TOKEN="$BOB" "$BIN" requests --to-approve --output json | python3 -c 'import json,sys; r=json.load(sys.stdin)["requests"]; print(r[0]["id"] if r else "")')
-  [ -n "$WID" ] && break; sleep 0.2
-done
-[ -n "$WID" ] || fail "the waiting request never showed up for bob"
-expect_exit 0 env GATEHOUSE_TOKEN="$BOB" "$BIN" deny "$WID" --reason "use the read replica"
-set +e; wait $WAITER; WAIT_EXIT=$?; set -e
-[ "$WAIT_EXIT" = 4 ] || fail "request --wait exited $WAIT_EXIT after a denial, expected 4: $(cat wait.out wait.err)"
-grep -q '"state" : "denied"' wait.out || fail "request --wait did not print the denied request"
 
 # One exact statement: classified, approval required, approved by bob, allowed once, then refused.
 DELETE="DELETE FROM orders -- WHERE id = 1"
@@ -144,6 +132,24 @@ grep -q "policy reload refused" serve.log || fail "SIGHUP with an invalid policy
 expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role read --for 1h --reason "look at slow queries"
 expect_output "approved"
 
+# request --wait returns as soon as someone decides; a denial exits 4.
+GATEHOUSE_TOKEN="$BOB" "$BIN" request billing-api --role operate --for 15m --reason "CHG-77 reindex orders" --wait --output json >wait.out 2>wait.err &
+WAITER=$!
+for _ in $(seq 1 50); do
+  WID=$(GATEHOUSE_TOKEN="$CAROL" "$BIN" requests --to-approve --output json | python3 -c 'import json,sys; r=json.load(sys.stdin)["requests"]; print(r[0]["id"] if r else "")')
+  [ -n "$WID" ] && break; sleep 0.2
+done
+[ -n "$WID" ] || fail "the waiting request never showed up for carol"
+expect_exit 0 env GATEHOUSE_TOKEN="$CAROL" "$BIN" deny "$WID" --reason "use the read replica"
+set +e; wait $WAITER; WAIT_EXIT=$?; set -e
+[ "$WAIT_EXIT" = 4 ] || fail "request --wait exited $WAIT_EXIT after a denial, expected 4: $(cat wait.out wait.err)"
+grep -q '"state" : "denied"' wait.out || fail "request --wait did not print the denied request"
+
+# Denied, alice must wait before asking for billing-api again (429, exit 1), and is told why.
+expect_exit 1 env GATEHOUSE_TOKEN="$BOB" "$BIN" request billing-api --role operate --for 15m --reason "CHG-77 reindex orders, really"
+expect_output "denied in a row"
+expect_output "429"
+
 # The audit log has every step and verifies.
 expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit --principal alice --limit 1000
 expect_output "request.approved"
@@ -158,5 +164,39 @@ TOKEN_ID=$(python3 -c 'import json,sys; print([t["id"] for t in json.load(open(s
 expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" token revoke "$TOKEN_ID"
 expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" requests
 expect_output "401"
+
+# Two server processes on one SQLite file (shared mode) share one rate limit.
+cat > shared.yaml <<'YAML'
+version: 1
+principals: {alice: {groups: [engineers]}, erin: {groups: [security]}}
+admins: [security]
+resources:
+  prod-db: {kind: postgres, roles: {read: {requesters: [engineers], approvals: 0, max_duration: 1h, allows: read}}}
+antispam:
+  limits: {per_principal: {rate: 10/h, burst: 3}, per_source_ip: off}
+  score: {thresholds: {throttle: 100, extra_approval: 100, quarantine: 100, block: 100}}
+YAML
+PORT2=$((PORT + 1)); PORT3=$((PORT + 2))
+"$BIN" serve --policy shared.yaml --database "sqlite:$WORK/shared.db?mode=shared" --port "$PORT2" >serve2.log 2>&1 &
+SERVER2_PID=$!
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT2/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN" serve --policy shared.yaml --database "sqlite:$WORK/shared.db?mode=shared" --port "$PORT3" >serve3.log 2>&1 &
+SERVER3_PID=$!
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT3/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "http://127.0.0.1:$PORT3/readyz" >/dev/null || fail "the second shared server did not become ready: $(cat serve3.log)"
+# A process that wants the file to itself is refused while they run.
+expect_exit 1 "$BIN" serve --policy shared.yaml --database "sqlite:$WORK/shared.db" --port "$((PORT + 3))"
+expect_output "is locked"
+SHARED_ALICE=$(GATEHOUSE_URL=http://127.0.0.1:$PORT2 GATEHOUSE_TOKEN=$ADMIN "$BIN" token create alice)
+ACCEPTED=0
+for i in $(seq 1 10); do
+  if [ $((i % 2)) = 0 ]; then URL=http://127.0.0.1:$PORT2; else URL=http://127.0.0.1:$PORT3; fi
+  if GATEHOUSE_URL=$URL GATEHOUSE_TOKEN=$SHARED_ALICE "$BIN" request prod-db --role read --for "$((10 + i))m" --reason "INC-$i look at table $i" >/dev/null 2>&1; then
+    ACCEPTED=$((ACCEPTED + 1))
+  fi
+done
+[ "$ACCEPTED" = 3 ] || fail "two processes on one file accepted $ACCEPTED requests; the shared burst is 3"
+expect_exit 0 env GATEHOUSE_URL="http://127.0.0.1:$PORT3" GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit verify
+kill "$SERVER2_PID" "$SERVER3_PID" 2>/dev/null || true
 
 echo "walkthrough passed"

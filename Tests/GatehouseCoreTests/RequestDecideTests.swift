@@ -199,10 +199,12 @@ struct RequestDecideTests {
     func alreadyDecided(state: RequestState) throws {
         var request = try Fixture.pending("write")
         request.state = state
-        expectGatehouseError(code: "already_decided", kind: .conflict) {
+        // A quarantined request waits for a reviewer, not an approver.
+        let code = state == .quarantined ? "quarantined" : "already_decided"
+        expectGatehouseError(code: code, kind: .conflict) {
             try decide(request, by: "carol")
         }
-        expectGatehouseError(code: "already_decided", kind: .conflict) {
+        expectGatehouseError(code: code, kind: .conflict) {
             try decide(request, by: "carol", .deny)
         }
     }
