@@ -26,7 +26,17 @@ trap 'kill $SERVER_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
     echo "      read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}"
     echo "      write: {requesters: [engineers], approvers: [ops], approvals: 1, max_duration: 1h, allows: write}"
   done
+} > "$WORK/base.yaml"
+# The anti-spam score runs on every request (its history queries are what is measured), but no limit or
+# threshold stops the load generator; a second server with anti-spam off is the baseline for cycles.
+{
+  cat "$WORK/base.yaml"
+  echo "antispam:"
+  echo "  limits: {per_principal: off, per_resource: off, per_source_ip: off, max_pending_per_principal: off}"
+  echo "  approver_notifications: off"
+  echo "  score: {thresholds: {throttle: 1000, extra_approval: 1000, quarantine: 1000, block: 1000}}"
 } > "$WORK/policy.yaml"
+{ cat "$WORK/base.yaml"; echo "antispam: {enabled: false}"; } > "$WORK/policy-off.yaml"
 
 export GATEHOUSE_ADMIN_TOKEN=bench-admin-token-0123456789
 "$BIN/gatehouse" serve --policy "$WORK/policy.yaml" --database "sqlite:$WORK/bench.db" --port "$PORT" --log-level warning &
@@ -52,3 +62,12 @@ echo "== in-process SQL classification, one thread (one core)"
 echo "== request+approve cycles"
 [ -n "${SKIP_CYCLES:-}" ] || "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 1
 [ -n "${SKIP_CYCLES:-}" ] || "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8
+if [ -z "${SKIP_CYCLES:-}" ]; then
+  echo "== request+approve cycles with anti-spam off (baseline for the score's cost)"
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  "$BIN/gatehouse" serve --policy "$WORK/policy-off.yaml" --database "sqlite:$WORK/bench-off.db" --port "$PORT" --log-level warning &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 1
+  "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8
+fi

@@ -148,8 +148,9 @@ public final class AccessService: Sendable {
             filter.states = [state ?? .pending]
             filter.resources = approvableResources(caller.principal, policy: policy)
         case .all:
-            if !caller.isAdmin {
-                throw GatehouseError(.forbidden, "admin_only", "only admins can list all requests; use scope mine or to_approve", field: "scope")
+            // Reviewers find what the anti-spam policy holds with `--all --state quarantined`.
+            if !caller.isAdmin, !(state == .quarantined && policy.isReviewer(caller.principal)) {
+                throw GatehouseError(.forbidden, "admin_only", "only admins can list all requests (reviewers: those in state quarantined); use scope mine or to_approve", field: "scope")
             }
         }
         let query = filter
@@ -167,8 +168,9 @@ public final class AccessService: Sendable {
             guard let request = try await session.request(id: id) else { return nil }
             return RequestView(request: request, approvals: try await session.approvals(requestId: id))
         }
-        guard let view, caller.isAdmin || view.request.requester == caller.principal
-                || canDecide(caller.principal, view.request, policy: policies.policy) else {
+        let policy = policies.policy
+        guard let view, caller.isAdmin || view.request.requester == caller.principal || policy.isReviewer(caller.principal)
+                || canDecide(caller.principal, view.request, policy: policy) else {
             throw GatehouseError(.notFound, "request_not_found", "no request \(id) that you can see; list yours with `gatehouse requests`")
         }
         return view

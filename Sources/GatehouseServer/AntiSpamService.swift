@@ -344,6 +344,10 @@ extension AccessService {
 
     public func unblock(caller: Caller, principal: String) async throws -> PrincipalFlags {
         try requireAdmin(caller, "unblock principals")
+        guard !principal.isEmpty, principal.utf8.count <= 63,
+              principal.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0) }) else {
+            throw GatehouseError.invalid("name", "invalid_principal", "that is not a principal name: names are lowercase letters, digits, `.`, `_` and `-`, at most 63 characters")
+        }
         return try await write(as: caller) { session, _, now in
             guard let flags = try await session.principalFlags(principal), flags.isBlocked else {
                 throw GatehouseError(.notFound, "not_blocked", "\(principal) is not blocked; list blocked principals with `gatehouse principals --blocked`")
