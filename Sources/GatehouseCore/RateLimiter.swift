@@ -40,16 +40,13 @@ public struct LimitRefusal: Sendable, Equatable {
     /// Quota and window of the policy, when it is a rate (`q` and `w`).
     public var quota: Int?
     public var windowSeconds: Int64?
-    public var resetSeconds: Int64
 
-    public init(policy: String, message: String, retryAfterSeconds: Int64, quota: Int? = nil, windowSeconds: Int64? = nil,
-                resetSeconds: Int64? = nil) {
+    public init(policy: String, message: String, retryAfterSeconds: Int64, quota: Int? = nil, windowSeconds: Int64? = nil) {
         self.policy = policy
         self.message = message
         self.retryAfterSeconds = max(1, retryAfterSeconds)
         self.quota = quota
         self.windowSeconds = windowSeconds
-        self.resetSeconds = max(1, resetSeconds ?? retryAfterSeconds)
     }
 
     /// `RateLimit-Policy: "per-principal";q=20;w=3600`
@@ -60,8 +57,8 @@ public struct LimitRefusal: Sendable, Equatable {
         return field
     }
 
-    /// `RateLimit: "per-principal";r=0;t=120`
-    public var rateLimitField: String { "\"\(policy)\";r=0;t=\(resetSeconds)" }
+    /// `RateLimit: "per-principal";r=0;t=120`: nothing left, and when the next request is allowed.
+    public var rateLimitField: String { "\"\(policy)\";r=0;t=\(retryAfterSeconds)" }
 
     /// Whole seconds, rounded up: a client that waits this long is not refused again for this reason.
     public static func seconds(_ milliseconds: Int64) -> Int64 { (milliseconds + 999) / 1000 }

@@ -200,6 +200,9 @@ public enum RequestLifecycle {
     /// filed as usual (the caller holds back notifications); extra approval asks one more approver
     /// (an `approvals: 0` role then needs one), or quarantines when not enough people could give
     /// it; quarantine and block hold the request for the reviewers.
+    /// What the requester reads on a held request: the score and its signals are for reviewers only.
+    public static let heldReason = "held for review by the anti-spam policy"
+
     public static func applySpam(_ verdict: SpamVerdict, to outcome: OpenOutcome, policy: Policy) -> OpenOutcome {
         var request: AccessRequest
         switch outcome {
@@ -225,17 +228,17 @@ public enum RequestLifecycle {
             let role = policy.resources[request.resource]?.role(named: request.role)
             let possible = role.map { policy.eligibleApprovers(for: $0).subtracting([request.requester]).count } ?? 0
             guard possible >= needed else {
-                return held("spam score \(verdict.score) asks for one more approval than \(possible) approver(s) can give; held for review")
+                return held(heldReason)
             }
             request.approvalsRequired = needed
             request.state = .pending
             request.decidedAt = nil
             request.decidedBy = nil
             request.grantId = nil
-            request.stateReason = "spam score \(verdict.score): one more approval required"
+            request.stateReason = "one more approval required by the anti-spam policy"
             return .pending(request)
         case .quarantine, .block:
-            return held("spam score \(verdict.score) (\(verdict.summary)); held for review")
+            return held(heldReason)
         }
     }
 
@@ -255,6 +258,9 @@ public enum RequestLifecycle {
         guard reviewer != request.requester else {
             throw GatehouseError(.forbidden, "self_review", "you cannot review your own request")
         }
+        guard now < request.pendingExpiresAt else {
+            throw GatehouseError(.conflict, "request_expired", "request \(request.id) expired at \(request.pendingExpiresAt.rfc3339) before it was reviewed; the requester must file a new one")
+        }
         var updated = request
         if release {
             updated.state = .pending
@@ -269,12 +275,14 @@ public enum RequestLifecycle {
         return updated
     }
 
-    /// A reported requester's open requests are held for the reviewers.
-    public static func quarantine(_ request: AccessRequest, why: String) -> AccessRequest? {
+    /// A blocked or reported requester's open requests are held for the reviewers, who get a full
+    /// pending time from now to look at them.
+    public static func quarantine(_ request: AccessRequest, why: String, policy: Policy, now: Date) -> AccessRequest? {
         guard request.state == .pending else { return nil }
         var updated = request
         updated.state = .quarantined
         updated.stateReason = why
+        updated.pendingExpiresAt = max(request.pendingExpiresAt, now.addingTimeInterval(TimeInterval(policy.pendingTTL.seconds)))
         return updated
     }
 

@@ -10,9 +10,12 @@ public struct PastRequest: Sendable, Equatable {
     public var state: RequestState
     public var createdAt: Date
     public var decidedAt: Date?
+    /// Who decided: an approver, `policy` (granted without approval), `system` (expired).
+    public var decidedBy: String?
 
     public init(id: String, requester: String, resource: String, role: String, reason: String, state: RequestState,
-                createdAt: Date, decidedAt: Date? = nil) {
+                createdAt: Date, decidedAt: Date? = nil, decidedBy: String? = nil) {
+        self.decidedBy = decidedBy
         self.id = id
         self.requester = requester
         self.resource = resource
@@ -25,7 +28,8 @@ public struct PastRequest: Sendable, Equatable {
 
     public init(_ request: AccessRequest) {
         self.init(id: request.id, requester: request.requester, resource: request.resource, role: request.role,
-                  reason: request.reason, state: request.state, createdAt: request.createdAt, decidedAt: request.decidedAt)
+                  reason: request.reason, state: request.state, createdAt: request.createdAt, decidedAt: request.decidedAt,
+                  decidedBy: request.decidedBy)
     }
 }
 
@@ -221,7 +225,9 @@ public enum SpamScore {
     /// among their decided requests there (approved ends a run; canceled and expired are skipped).
     public static func denialCooldown(_ own: [PastRequest], resource: String, rule: DenialCooldownRule)
         -> (until: Date, denials: Int, length: TimeSpan)? {
-        let decided = own.filter { $0.resource == resource && ($0.state == .denied || $0.state == .approved) && $0.decidedAt != nil }
+        // Only a person's approval ends a run: a role that needs no approval (granted by `policy`) does not.
+        let decided = own.filter { $0.resource == resource && $0.decidedAt != nil
+            && ($0.state == .denied || ($0.state == .approved && $0.decidedBy != "policy")) }
             .sorted { $0.decidedAt! > $1.decidedAt! }
         let run = decided.prefix { $0.state == .denied }
         guard let last = run.first?.decidedAt, let length = rule.length(afterDenials: run.count) else { return nil }

@@ -169,7 +169,8 @@ public final class AccessService: Sendable {
             return RequestView(request: request, approvals: try await session.approvals(requestId: id))
         }
         let policy = policies.policy
-        guard let view, caller.isAdmin || view.request.requester == caller.principal || policy.isReviewer(caller.principal)
+        guard let view, caller.isAdmin || view.request.requester == caller.principal
+                || (view.request.state == .quarantined && policy.isReviewer(caller.principal))
                 || canDecide(caller.principal, view.request, policy: policy) else {
             throw GatehouseError(.notFound, "request_not_found", "no request \(id) that you can see; list yours with `gatehouse requests`")
         }
@@ -184,6 +185,9 @@ public final class AccessService: Sendable {
                 throw GatehouseError(.notFound, "request_not_found", "no request \(id); list pending ones with `gatehouse requests --to-approve`")
             }
             let approvals = try await session.approvals(requestId: id)
+            if decision == .approve, try await session.principalFlags(request.requester)?.isBlocked == true {
+                throw GatehouseError(.conflict, "requester_blocked", "\(request.requester) is blocked by the anti-spam policy; their requests cannot be approved until an admin unblocks them (deny it instead)")
+            }
             let outcome = try RequestLifecycle.decide(request, existing: approvals, approver: caller.principal, decision: decision,
                                                       comment: comment, policy: policy, now: now, grantId: Identifier.make("grt"))
             switch outcome {

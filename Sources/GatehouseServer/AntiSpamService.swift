@@ -42,12 +42,12 @@ extension AccessService {
                 let wait = LimitRefusal.seconds(cooldown.until.unixMilliseconds - now.unixMilliseconds)
                 return (LimitRefusal(policy: "denial-cooldown",
                                      message: "your last \(cooldown.denials) request(s) for \(request.resource) were denied in a row; you can ask again in \(TimeSpan(seconds: wait)) (at \(cooldown.until.rfc3339)). Talk to the approvers first.",
-                                     retryAfterSeconds: wait, windowSeconds: cooldown.length.seconds), .cooldown)
+                                     retryAfterSeconds: wait, quota: 1, windowSeconds: cooldown.length.seconds), .cooldown)
             }
             if let flags = try await session.principalFlags(requester), flags.isThrottled(at: now), let until = flags.throttledUntil {
                 let wait = LimitRefusal.seconds(until.unixMilliseconds - now.unixMilliseconds)
                 return (LimitRefusal(policy: "throttle", message: "your requests are throttled by the anti-spam policy until \(until.rfc3339); try again in \(TimeSpan(seconds: wait))",
-                                     retryAfterSeconds: wait, windowSeconds: spam.throttleCooldown.seconds), .limit)
+                                     retryAfterSeconds: wait, quota: 1, windowSeconds: spam.throttleCooldown.seconds), .limit)
             }
             if let cap = spam.maxPendingPerPrincipal {
                 let open = try await session.requests(.init(requester: requester, states: [.pending, .quarantined], limit: cap + 1))
@@ -60,7 +60,8 @@ extension AccessService {
             }
             var buckets: [(String, String, RateLimit)] = []
             if let limit = spam.perPrincipal { buckets.append(("per-principal", "p:" + requester, limit)) }
-            if let limit = spam.perResource { buckets.append(("per-resource", "r:" + requester + "\u{0}" + request.resource, limit)) }
+            // Principal and resource names cannot contain `/` (policy names are [a-z0-9._-]).
+            if let limit = spam.perResource { buckets.append(("per-resource", "r:" + requester + "/" + request.resource, limit)) }
             if let limit = spam.perSourceIP, let sourceIP { buckets.append(("per-source-ip", "ip:" + sourceIP, limit)) }
             var allowed: [(String, Int64)] = []
             for (name, key, limit) in buckets {
@@ -73,8 +74,7 @@ extension AccessService {
                     default: "requests from your address"
                     }
                     return (LimitRefusal(policy: name, message: "too many \(scope): the limit is \(limit.count) per \(limit.period) with bursts of \(limit.burst); try again in \(TimeSpan(seconds: wait))",
-                                         retryAfterSeconds: wait, quota: limit.count, windowSeconds: limit.period.seconds,
-                                         resetSeconds: LimitRefusal.seconds(outcome.resetMilliseconds)), .limit)
+                                             retryAfterSeconds: wait, quota: limit.count, windowSeconds: limit.period.seconds), .limit)
                 }
                 allowed.append((key, outcome.tat))
             }
@@ -99,9 +99,8 @@ extension AccessService {
                                                                                        "retry_after": "\(refusal.retryAfterSeconds)"])))
             }
             if verdict.action == .block {
-                try await session.block(requester, by: "antispam", reason: "spam score \(verdict.score) while refused by \(refusal.policy): \(verdict.summary)", at: now)
-                entries.append(AuditEntry(actor: "antispam", action: "principal.blocked", subject: requester,
-                                          details: AccessService.spamDetails(verdict, ["principal": requester, "trigger": refusal.policy])))
+                entries += try await blockPrincipal(by: "antispam", reason: "spam score \(verdict.score) while refused by \(refusal.policy): \(verdict.summary)",
+                                                    details: AccessService.spamDetails(verdict, ["principal": requester, "trigger": refusal.policy]))
                 metrics.antiSpam("blocked", reason: "score")
             }
             try await session.appendAudit(entries, at: now)
@@ -112,6 +111,20 @@ extension AccessService {
             var error = GatehouseError(.tooManyRequests, "rate_limited", refusal.message)
             error.refusal = refusal
             return error
+        }
+
+        /// Blocks the requester and holds their waiting requests for the reviewers.
+        func blockPrincipal(by actor: String, reason: String, details: [String: String]) async throws -> [AuditEntry] {
+            try await session.block(requester, by: actor, reason: reason, at: now)
+            var entries = [AuditEntry(actor: actor, action: "principal.blocked", subject: requester, details: details)]
+            for open in try await session.requests(.init(requester: requester, states: [.pending], limit: 1000)) {
+                guard let held = RequestLifecycle.quarantine(open, why: RequestLifecycle.heldReason, policy: policy, now: now),
+                      try await session.updateRequest(held, from: .pending) else { continue }
+                entries.append(AuditEntry(actor: actor, action: "request.quarantined", subject: held.id, resource: held.resource,
+                                          details: ["principal": requester, "reason": actor == "antispam" ? "blocked" : "reported"]))
+                metrics.antiSpam("quarantined", reason: actor == "antispam" ? "blocked" : "report")
+            }
+            return entries
         }
 
         /// Puts notifications for a newly filed (or released) request in the outbox: each approver
@@ -146,7 +159,8 @@ extension AccessService {
                                                                             requestIds: [request.id], summary: summary, createdAt: now))
                     metrics.notification("request")
                 } else if var digest = try await session.openDigest(recipient: recipient) {
-                    guard !digest.requestIds.contains(request.id) else { continue }
+                    // A digest names at most 100 requests (the newest); its summary keeps the count.
+                    guard !digest.requestIds.contains(request.id), digest.requestIds.count < 100 else { continue }
                     digest.requestIds.append(request.id)
                     digest.summary = AccessService.digestSummary(digest.requestIds.count, latest: summary)
                     digest.updatedAt = now
@@ -165,6 +179,10 @@ extension AccessService {
     /// written; a refusal by a hard limit commits its record (so hammering counts) and then throws.
     func file(caller: Caller, input: NewRequestInput, sourceIP: String?) async throws -> (RequestView, created: Bool) {
         let metrics = self.metrics
+        // A blocked principal is turned away on the (cached) read path, without taking the writer.
+        if policies.policy.antiSpam.enabled, try await unavailableOnFailure({ try await self.store.isBlocked(principal: caller.principal) }) {
+            throw Self.blocked(caller.principal)
+        }
         let filing: Filing = try await write(as: caller) { session, policy, now in
             let outcome = try RequestLifecycle.open(input, requester: caller.principal, policy: policy, now: now,
                                                     requestId: Identifier.make("req"), grantId: Identifier.make("grt"))
@@ -246,9 +264,8 @@ extension AccessService {
                                       details: spamDetails(verdict, ["principal": requester])))
             gate.metrics.antiSpam("quarantined", reason: topSignal(verdict))
             if verdict.action == .block {
-                try await session.block(requester, by: "antispam", reason: "spam score \(verdict.score): \(verdict.summary)", at: now)
-                entries.append(AuditEntry(actor: "antispam", action: "principal.blocked", subject: requester,
-                                          details: spamDetails(verdict, ["principal": requester, "request_id": request.id])))
+                entries += try await gate.blockPrincipal(by: "antispam", reason: "spam score \(verdict.score): \(verdict.summary)",
+                                                         details: spamDetails(verdict, ["principal": requester, "request_id": request.id]))
                 gate.metrics.antiSpam("blocked", reason: "score")
             }
             if verdict.signals.contains(where: { $0.signal == .sharedReason }) {
@@ -257,7 +274,7 @@ extension AccessService {
                 for other in history.others where other.state == .pending && now.timeIntervalSince(other.createdAt) < window
                     && ReasonText.similarity(grams, ReasonText.trigrams(other.reason)) >= gate.spam.windows.similarity {
                     guard let full = try await session.request(id: other.id),
-                          let held = RequestLifecycle.quarantine(full, why: "the same reason as quarantined request \(request.id) from another principal; held for review"),
+                          let held = RequestLifecycle.quarantine(full, why: RequestLifecycle.heldReason, policy: gate.policy, now: now),
                           try await session.updateRequest(held, from: .pending) else { continue }
                     entries.append(AuditEntry(actor: "antispam", action: "request.quarantined", subject: held.id, resource: held.resource,
                                               details: ["principal": held.requester, "campaign_of": request.id, "signals": "shared_reason"]))
@@ -282,6 +299,7 @@ extension AccessService {
         }
         let metrics = self.metrics
         return try await write(as: caller) { session, policy, now in
+            if try await session.principalFlags(caller.principal)?.isBlocked == true { throw Self.blocked(caller.principal) }
             guard let request = try await session.request(id: id),
                   caller.isAdmin || policy.isReviewer(caller.principal) || self.canDecide(caller.principal, request, policy: policy)
                     || request.requester == caller.principal else {
@@ -291,23 +309,18 @@ extension AccessService {
                 throw GatehouseError(.forbidden, "self_report", "you cannot report your own request; cancel it with `gatehouse cancel \(id)`")
             }
             let requester = request.requester
-            let why = "reported as suspicious by \(caller.principal)" + (comment.map { ": \($0)" } ?? "")
             var entries = [AuditEntry(actor: caller.principal, action: "request.reported", subject: id, resource: request.resource,
                                       details: Self.compact(["principal": requester, "comment": comment]))]
-            try await session.block(requester, by: caller.principal, reason: why, at: now)
-            entries.append(AuditEntry(actor: caller.principal, action: "principal.blocked", subject: requester,
-                                      details: Self.compact(["principal": requester, "request_id": id, "comment": comment])))
+            let gate = Gate(session: session, policy: policy, now: now, requester: requester, sourceIP: nil, metrics: metrics)
+            entries += try await gate.blockPrincipal(by: caller.principal, reason: "reported as suspicious by \(caller.principal)",
+                                                     details: Self.compact(["principal": requester, "request_id": id, "comment": comment]))
+            // A fixed reason: the reporter's comment is in the audit log, and cannot push this past its length limit.
+            let why = "requester reported as suspicious by \(caller.principal)"
             for grant in try await session.grants(.init(principal: requester, activeAt: now, limit: 1000)) {
                 let revoked = try GrantLifecycle.revoke(grant, by: caller.principal, isAdmin: true, reason: why, now: now)
                 guard try await session.endGrant(revoked) else { continue }
                 entries.append(AuditEntry(actor: caller.principal, action: "grant.revoked", subject: grant.id, resource: grant.resource,
                                           details: ["principal": requester, "role": grant.role, "reason": why]))
-            }
-            for open in try await session.requests(.init(requester: requester, states: [.pending], limit: 1000)) {
-                guard let held = RequestLifecycle.quarantine(open, why: why), try await session.updateRequest(held, from: .pending) else { continue }
-                entries.append(AuditEntry(actor: caller.principal, action: "request.quarantined", subject: held.id, resource: held.resource,
-                                          details: ["principal": requester, "reason": "reported"]))
-                metrics.antiSpam("quarantined", reason: "report")
             }
             try await session.appendAudit(entries, at: now)
             for reviewer in policy.members(of: policy.reviewerGroups).sorted() where reviewer != caller.principal && policy.principals[reviewer]?.kind == .user {
@@ -326,6 +339,7 @@ extension AccessService {
         let comment = comment.flatMap { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? nil : $0 }
         let metrics = self.metrics
         return try await write(as: caller) { session, policy, now in
+            if try await session.principalFlags(caller.principal)?.isBlocked == true { throw Self.blocked(caller.principal) }
             guard let request = try await session.request(id: id), policy.isReviewer(caller.principal) || request.requester == caller.principal else {
                 throw GatehouseError(.notFound, "request_not_found", "no request \(id) that you can see")
             }

@@ -154,7 +154,7 @@ extension StoreSession {
     /// A principal's requests filed since a time, newest first.
     public func pastRequests(requester: String, since: Date, limit: Int = 500) async throws -> [PastRequest] {
         try await db.raw("""
-            SELECT id, requester, resource, role, reason, state, created_at, decided_at FROM requests
+            SELECT id, requester, resource, role, reason, state, created_at, decided_at, decided_by FROM requests
             WHERE requester = \(bind: requester) AND created_at >= \(bind: since.unixMilliseconds)
             ORDER BY created_at DESC LIMIT \(bind: limit)
             """).all().map(Self.pastRequest)
@@ -163,7 +163,7 @@ extension StoreSession {
     /// Other principals' requests filed since a time, newest first.
     public func othersRequests(excluding requester: String, since: Date, limit: Int = 500) async throws -> [PastRequest] {
         try await db.raw("""
-            SELECT id, requester, resource, role, reason, state, created_at, decided_at FROM requests
+            SELECT id, requester, resource, role, reason, state, created_at, decided_at, decided_by FROM requests
             WHERE created_at >= \(bind: since.unixMilliseconds) AND requester <> \(bind: requester)
             ORDER BY created_at DESC LIMIT \(bind: limit)
             """).all().map(Self.pastRequest)
@@ -183,7 +183,8 @@ extension StoreSession {
             reason: try row.decode(column: "reason", as: String.self),
             state: RequestState(rawValue: try row.decode(column: "state", as: String.self)) ?? .denied,
             createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
-            decidedAt: try row.decode(column: "decided_at", as: Int64?.self).map(Date.init(unixMilliseconds:)))
+            decidedAt: try row.decode(column: "decided_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
+            decidedBy: try row.decode(column: "decided_by", as: String?.self))
     }
 
     // MARK: notification outbox

@@ -52,9 +52,9 @@ struct GCRATests {
 
     @Test("the RateLimit fields use the structured-field form")
     func fields() {
-        let refusal = LimitRefusal(policy: "per-principal", message: "", retryAfterSeconds: 120, quota: 20, windowSeconds: 3600, resetSeconds: 900)
+        let refusal = LimitRefusal(policy: "per-principal", message: "", retryAfterSeconds: 120, quota: 20, windowSeconds: 3600)
         #expect(refusal.policyField == "\"per-principal\";q=20;w=3600")
-        #expect(refusal.rateLimitField == "\"per-principal\";r=0;t=900")
+        #expect(refusal.rateLimitField == "\"per-principal\";r=0;t=120")
         #expect(LimitRefusal.seconds(1) == 1)
         #expect(LimitRefusal.seconds(1000) == 1)
         #expect(LimitRefusal.seconds(1001) == 2)

@@ -77,6 +77,8 @@ struct AntiSpamTests {
             #expect(stored.count <= 5, "\(stored.count) requests reached the store")
             #expect(stored.count >= 1)
             #expect((statuses[201] ?? 0) + (statuses[200] ?? 0) <= 5)
+            // Blocking held the bot's waiting requests: no approver can grant them now.
+            #expect(stored.allSatisfy { $0["state"] as? String != "pending" }, "\(stored.map { $0["state"] ?? "" })")
             // The first refusal says why and when; later ones (the bot is abusive, then blocked) do not.
             let refusal = try #require(firstRefusal)
             #expect(refusal.headers.first(name: "Retry-After").flatMap(Int.init) ?? 0 > 0)
@@ -143,6 +145,10 @@ struct AntiSpamTests {
             let bob = try await server.token(for: "bob")
             let toApprove = ids(try await server.send(.GET, "/v1/requests?scope=to_approve", token: bob), "requests").compactMap { $0["id"] as? String }
             #expect(toApprove == [honest])
+            // The requester learns only that it is held, not the score that held it.
+            let own = try await server.send(.GET, "/v1/requests/\(campaignIds[12])", token: try await server.token(for: Self.users[12]))
+            #expect(own.string("state_reason") == "held for review by the anti-spam policy")
+            #expect(own.json["antispam"] == nil)
             let held = try await server.send(.GET, "/v1/requests/\(campaignIds[12])", token: TestServer.adminToken)
             let signals = ((held.json["antispam"] as? [String: Any])?["signals"] as? [[String: Any]] ?? []).compactMap { $0["signal"] as? String }
             #expect(signals.contains("shared_reason"))
@@ -221,6 +227,10 @@ struct AntiSpamTests {
             #expect(try await server.check(t["alice"]!, role: "read").string("decision") == "deny")
             let grants = ids(try await server.send(.GET, "/v1/grants?scope=all", token: TestServer.adminToken), "grants")
             #expect(grants.allSatisfy { $0["state"] as? String == "revoked" })
+            // A blocked principal can neither be approved nor report anyone.
+            let bob = try await server.token(for: "bob")
+            let bobs = try #require(try await server.request(bob, resource: "billing-api", role: "operate", reason: "INC-4 rotate the billing keys").string("id"))
+            #expect(try await server.send(.POST, "/v1/requests/\(bobs)/report", token: t["alice"]!, json: [:]).string("code") == "principal_blocked")
             let refused = try await server.request(t["alice"]!, resource: "reports-db", role: "read", reason: "INC-3 one more thing")
             #expect(refused.status == 403)
             #expect(refused.string("code") == "principal_blocked")
