@@ -157,12 +157,16 @@ public enum SpamScore {
 
         // repeated_reason / shared_reason: trigram similarity to recent reasons.
         let grams = ReasonText.trigrams(attempt.reason)
+        // Citing a different ticket is different work, however alike the words around it.
+        let tickets = Self.tickets(in: attempt.reason)
         let repeated = own.filter { within($0.createdAt, windows.repeatedReason)
+            && (tickets.isEmpty || Self.tickets(in: $0.reason) == tickets)
             && ReasonText.similarity(grams, ReasonText.trigrams($0.reason)) >= windows.similarity }.count
         if repeated > 0 {
             add(.repeatedReason, count: repeated, multiple: repeated, "the same reason as \(repeated) of the principal's requests within \(windows.repeatedReason)")
         }
         let sharers = Set(history.others.filter { $0.requester != attempt.principal && within($0.createdAt, windows.sharedReason)
+            && (tickets.isEmpty || Self.tickets(in: $0.reason) == tickets)
             && ReasonText.similarity(grams, ReasonText.trigrams($0.reason)) >= windows.similarity }.map(\.requester))
         if sharers.count >= windows.sharedReasonPrincipals {
             add(.sharedReason, count: sharers.count, multiple: sharers.count - windows.sharedReasonPrincipals + 1,
@@ -214,6 +218,10 @@ public enum SpamScore {
         }
         let score = fired.reduce(0) { $0 + $1.points }
         return SpamVerdict(score: score, signals: fired, action: policy.thresholds.action(for: score))
+    }
+
+    static func tickets(in text: String) -> Set<String> {
+        Set(genericTicket.matches(in: text, range: NSRange(text.startIndex..., in: text)).compactMap { Range($0.range, in: text).map { String(text[$0]) } })
     }
 
     static func hourOfDay(_ date: Date) -> Int {

@@ -127,9 +127,10 @@ final class TestServer: Sendable {
     }
 
     func send(_ method: HTTPMethod, _ path: String, token: String?, json: [String: Any]? = nil, rawBody: Data? = nil,
-              contentType: String = "application/json") async throws -> Reply {
+              contentType: String = "application/json", headers: [(String, String)] = []) async throws -> Reply {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         if let json {
             request.headers.add(name: "Content-Type", value: contentType)
