@@ -121,8 +121,9 @@ public struct AntiSpamPolicy: Sendable, Equatable {
         public var recentDenial = TimeSpan(seconds: 86_400)
         /// `over_limit` and `cooldown_violation` count refused attempts within this window.
         public var refusals = TimeSpan(seconds: 3600)
-        /// `new_principal`: the principal's first request is younger than this.
-        public var newPrincipal = TimeSpan(seconds: 7 * 86_400)
+        /// `new_principal`: the principal filed fewer requests than this before. (Not the age of the
+        /// first request: on a new deployment everyone's first request is recent.)
+        public var newPrincipalRequests = 3
         /// `off_hours` and `previously_approved` look this far back.
         public var history = TimeSpan(seconds: 90 * 86_400)
         /// `off_hours` needs this many past requests before it judges what is usual.

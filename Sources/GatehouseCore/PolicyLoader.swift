@@ -47,6 +47,11 @@ public struct PolicyError: Error, CustomStringConvertible, Sendable {
 /// column and what to write instead; reading does not stop at the first one.
 public enum PolicyLoader {
     static let namePattern = try! NSRegularExpression(pattern: "^[a-z0-9][a-z0-9._-]{0,62}$")
+
+    /// Whether `name` is a valid principal, group, resource or role name.
+    public static func isValidName(_ name: String) -> Bool {
+        namePattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) != nil
+    }
     /// Sections of the policy sketched in the design that this version reads but does not enforce yet.
     static let reservedSections = ["break_glass"]
     /// Names Gatehouse uses for itself: the bootstrap admin and the actors of automatic events.
@@ -179,8 +184,7 @@ public enum PolicyLoader {
         }
 
         mutating func checkName(_ name: String, _ node: Node, _ what: String) {
-            let range = NSRange(name.startIndex..., in: name)
-            if PolicyLoader.namePattern.firstMatch(in: name, range: range) == nil {
+            if !PolicyLoader.isValidName(name) {
                 error(node, "\(what) `\(name)` is not a valid name; use lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit (at most 63 characters)")
             }
         }

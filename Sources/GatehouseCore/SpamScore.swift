@@ -56,14 +56,14 @@ public struct SpamHistory: Sendable {
     public var others: [PastRequest]
     /// The principal's refused attempts within the refusal window (the current one included).
     public var refusals: [RecordedRefusal]
-    /// When the principal filed their first request, if ever.
-    public var firstRequestAt: Date?
+    /// How many requests the principal filed before this one, ever (a track record).
+    public var earlierRequests: Int
 
-    public init(own: [PastRequest] = [], others: [PastRequest] = [], refusals: [RecordedRefusal] = [], firstRequestAt: Date? = nil) {
+    public init(own: [PastRequest] = [], others: [PastRequest] = [], refusals: [RecordedRefusal] = [], earlierRequests: Int = 0) {
         self.own = own
         self.others = others
         self.refusals = refusals
-        self.firstRequestAt = firstRequestAt
+        self.earlierRequests = earlierRequests
     }
 }
 
@@ -112,11 +112,28 @@ public struct SpamVerdict: Sendable, Equatable, Codable {
         self.action = action
     }
 
-    public static let clean = SpamVerdict(score: 0, signals: [], action: .allow)
-
     /// `burst +4, repeated_reason +3`: the signals in one line, for audit events and messages.
     public var summary: String {
         signals.map { "\($0.signal.rawValue) \($0.points >= 0 ? "+" : "")\($0.points)" }.joined(separator: ", ")
+    }
+}
+
+/// What "the same reason" means everywhere: trigram similarity at or above the threshold, and no
+/// different ticket cited (a different ticket is different work, however alike the words around it).
+public struct SameReason: Sendable {
+    let grams: Set<String>
+    let tickets: Set<String>
+    let threshold: Double
+
+    public init(_ reason: String, threshold: Double) {
+        grams = ReasonText.trigrams(reason)
+        tickets = SpamScore.tickets(in: reason)
+        self.threshold = threshold
+    }
+
+    public func matches(_ other: String) -> Bool {
+        (tickets.isEmpty || SpamScore.tickets(in: other) == tickets)
+            && ReasonText.similarity(grams, ReasonText.trigrams(other)) >= threshold
     }
 }
 
@@ -155,19 +172,14 @@ public enum SpamScore {
             add(.burst, count: attempts, multiple: attempts - windows.burstCount, "\(attempts) attempts within \(windows.burst)")
         }
 
-        // repeated_reason / shared_reason: trigram similarity to recent reasons.
-        let grams = ReasonText.trigrams(attempt.reason)
-        // Citing a different ticket is different work, however alike the words around it.
-        let tickets = Self.tickets(in: attempt.reason)
-        let repeated = own.filter { within($0.createdAt, windows.repeatedReason)
-            && (tickets.isEmpty || Self.tickets(in: $0.reason) == tickets)
-            && ReasonText.similarity(grams, ReasonText.trigrams($0.reason)) >= windows.similarity }.count
+        // repeated_reason / shared_reason: the same reason as recent ones.
+        let same = SameReason(attempt.reason, threshold: windows.similarity)
+        let repeated = own.filter { within($0.createdAt, windows.repeatedReason) && same.matches($0.reason) }.count
         if repeated > 0 {
             add(.repeatedReason, count: repeated, multiple: repeated, "the same reason as \(repeated) of the principal's requests within \(windows.repeatedReason)")
         }
         let sharers = Set(history.others.filter { $0.requester != attempt.principal && within($0.createdAt, windows.sharedReason)
-            && (tickets.isEmpty || Self.tickets(in: $0.reason) == tickets)
-            && ReasonText.similarity(grams, ReasonText.trigrams($0.reason)) >= windows.similarity }.map(\.requester))
+            && same.matches($0.reason) }.map(\.requester))
         if sharers.count >= windows.sharedReasonPrincipals {
             add(.sharedReason, count: sharers.count, multiple: sharers.count - windows.sharedReasonPrincipals + 1,
                 "the same reason from \(sharers.count) other principals within \(windows.sharedReason)")
@@ -198,8 +210,8 @@ public enum SpamScore {
             add(.overLimit, count: limitRefusals, multiple: limitRefusals, "\(limitRefusals) attempt(s) refused by a rate limit within \(windows.refusals)")
         }
 
-        if history.firstRequestAt.map({ within($0, windows.newPrincipal) }) ?? true {
-            add(.newPrincipal, "first request less than \(windows.newPrincipal) ago")
+        if history.earlierRequests < windows.newPrincipalRequests {
+            add(.newPrincipal, "\(history.earlierRequests) earlier request(s): no track record yet")
         }
         let past = own.filter { within($0.createdAt, windows.history) }
         if past.count >= windows.offHoursMinimumHistory {
@@ -220,7 +232,7 @@ public enum SpamScore {
         return SpamVerdict(score: score, signals: fired, action: policy.thresholds.action(for: score))
     }
 
-    static func tickets(in text: String) -> Set<String> {
+    public static func tickets(in text: String) -> Set<String> {
         Set(genericTicket.matches(in: text, range: NSRange(text.startIndex..., in: text)).compactMap { Range($0.range, in: text).map { String(text[$0]) } })
     }
 

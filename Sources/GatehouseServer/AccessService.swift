@@ -180,7 +180,7 @@ public final class AccessService: Sendable {
     public func decide(caller: Caller, id: String, decision: ApprovalDecision, comment: String?) async throws -> RequestView {
         let comment = comment.flatMap { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? nil : $0 }
         let result: Result<RequestView, GatehouseError> = try await write(as: caller) { session, policy, now in
-            if try await session.principalFlags(caller.principal)?.isBlocked == true { throw Self.blocked(caller.principal) }
+            try await Self.refuseIfBlocked(caller.principal, session)
             guard let request = try await session.request(id: id) else {
                 throw GatehouseError(.notFound, "request_not_found", "no request \(id); list pending ones with `gatehouse requests --to-approve`")
             }

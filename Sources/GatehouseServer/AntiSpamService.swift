@@ -32,7 +32,7 @@ extension AccessService {
                 own: try await session.pastRequests(requester: requester, since: now.addingTimeInterval(-TimeInterval(longest.seconds))),
                 others: try await session.othersRequests(excluding: requester, since: now.addingTimeInterval(-TimeInterval(windows.sharedReason.seconds))),
                 refusals: try await session.refusals(principal: requester, since: refusalWindowStart()),
-                firstRequestAt: try await session.firstRequestAt(requester: requester))
+                earlierRequests: try await session.requestCount(requester: requester, cap: windows.newPrincipalRequests))
         }
 
         /// The first hard limit the request runs into, or nil when it may be filed. The GCRA
@@ -269,10 +269,10 @@ extension AccessService {
                 gate.metrics.antiSpam("blocked", reason: "score")
             }
             if verdict.signals.contains(where: { $0.signal == .sharedReason }) {
-                let grams = ReasonText.trigrams(request.reason)
+                let same = SameReason(request.reason, threshold: gate.spam.windows.similarity)
                 let window = TimeInterval(gate.spam.windows.sharedReason.seconds)
                 for other in history.others where other.state == .pending && now.timeIntervalSince(other.createdAt) < window
-                    && ReasonText.similarity(grams, ReasonText.trigrams(other.reason)) >= gate.spam.windows.similarity {
+                    && same.matches(other.reason) {
                     guard let full = try await session.request(id: other.id),
                           let held = RequestLifecycle.quarantine(full, why: RequestLifecycle.heldReason, policy: gate.policy, now: now),
                           try await session.updateRequest(held, from: .pending) else { continue }
@@ -299,7 +299,7 @@ extension AccessService {
         }
         let metrics = self.metrics
         return try await write(as: caller) { session, policy, now in
-            if try await session.principalFlags(caller.principal)?.isBlocked == true { throw Self.blocked(caller.principal) }
+            try await Self.refuseIfBlocked(caller.principal, session)
             guard let request = try await session.request(id: id),
                   caller.isAdmin || policy.isReviewer(caller.principal) || self.canDecide(caller.principal, request, policy: policy)
                     || request.requester == caller.principal else {
@@ -339,7 +339,7 @@ extension AccessService {
         let comment = comment.flatMap { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? nil : $0 }
         let metrics = self.metrics
         return try await write(as: caller) { session, policy, now in
-            if try await session.principalFlags(caller.principal)?.isBlocked == true { throw Self.blocked(caller.principal) }
+            try await Self.refuseIfBlocked(caller.principal, session)
             guard let request = try await session.request(id: id), policy.isReviewer(caller.principal) || request.requester == caller.principal else {
                 throw GatehouseError(.notFound, "request_not_found", "no request \(id) that you can see")
             }
@@ -358,8 +358,7 @@ extension AccessService {
 
     public func unblock(caller: Caller, principal: String) async throws -> PrincipalFlags {
         try requireAdmin(caller, "unblock principals")
-        guard !principal.isEmpty, principal.utf8.count <= 63,
-              principal.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0) }) else {
+        guard PolicyLoader.isValidName(principal) else {
             throw GatehouseError.invalid("name", "invalid_principal", "that is not a principal name: names are lowercase letters, digits, `.`, `_` and `-`, at most 63 characters")
         }
         return try await write(as: caller) { session, _, now in
@@ -386,6 +385,11 @@ extension AccessService {
     }
 
     // MARK: helpers
+
+    /// Blocked principals take no part in decisions: no approving, reporting or reviewing.
+    static func refuseIfBlocked(_ principal: String, _ session: StoreSession) async throws {
+        if try await session.principalFlags(principal)?.isBlocked == true { throw blocked(principal) }
+    }
 
     static func blocked(_ principal: String) -> GatehouseError {
         GatehouseError(.forbidden, "principal_blocked", "\(principal) is blocked by the anti-spam policy and cannot request, approve or use access; an admin can lift it with `gatehouse unblock \(principal)`")

@@ -169,9 +169,11 @@ extension StoreSession {
             """).all().map(Self.pastRequest)
     }
 
-    public func firstRequestAt(requester: String) async throws -> Date? {
-        try await db.raw("SELECT MIN(created_at) AS first FROM requests WHERE requester = \(bind: requester)").first()?
-            .decode(column: "first", as: Int64?.self).map(Date.init(unixMilliseconds:))
+    /// How many requests the principal has filed, counted up to `cap` (enough to judge a track record).
+    public func requestCount(requester: String, cap: Int) async throws -> Int {
+        try await db.raw("""
+            SELECT COUNT(*) AS n FROM (SELECT id FROM requests WHERE requester = \(bind: requester) LIMIT \(bind: cap)) AS capped
+            """).first()?.decode(column: "n", as: Int.self) ?? 0
     }
 
     static func pastRequest(_ row: any SQLRow) throws -> PastRequest {

@@ -96,7 +96,7 @@ struct SpamScoreTests {
     func score(_ history: SpamHistory, reason: String = "INC-9 vacuum the audit partitions", resource: String = "prod-db",
                ticket: Bool = false, refused: Bool = false) -> SpamVerdict {
         var history = history
-        if history.firstRequestAt == nil { history.firstRequestAt = now.addingTimeInterval(-30 * 86_400) }
+        if history.earlierRequests == 0 { history.earlierRequests = 100 }
         return SpamScore.evaluate(SpamAttempt(principal: "alice", resource: resource, reason: reason, hasTicket: ticket, refused: refused),
                                   history: history, policy: policy, now: now)
     }
@@ -149,7 +149,7 @@ struct SpamScoreTests {
     func simpleSignals() {
         #expect(points(score(SpamHistory(), reason: "need access"), .lowInformationReason) == 2)
         var fresh = SpamHistory()
-        fresh.firstRequestAt = now.addingTimeInterval(-3600)
+        fresh.earlierRequests = 2
         #expect(points(SpamScore.evaluate(SpamAttempt(principal: "alice", resource: "prod-db", reason: "INC-9 vacuum the audit partitions", hasTicket: false),
                                           history: fresh, policy: policy, now: now), .newPrincipal) == 2)
         let never = SpamScore.evaluate(SpamAttempt(principal: "alice", resource: "prod-db", reason: "INC-9 vacuum the audit partitions", hasTicket: false),
@@ -200,7 +200,7 @@ struct SpamScoreTests {
         var quiet = AntiSpamPolicy()
         quiet.weights[.lowInformationReason] = 0
         let verdict = SpamScore.evaluate(SpamAttempt(principal: "alice", resource: "prod-db", reason: "asdf", hasTicket: false),
-                                         history: SpamHistory(firstRequestAt: now.addingTimeInterval(-30 * 86_400)), policy: quiet, now: now)
+                                         history: SpamHistory(earlierRequests: 100), policy: quiet, now: now)
         #expect(verdict.signals.isEmpty)
     }
 

@@ -457,7 +457,8 @@ struct AntiSpamHonestTests {
                      "fix the broken search synonyms for German", "reprocess the webhook events that failed overnight",
                      "update the tax rates for the new quarter", "clean up orphaned sessions after the outage",
                      "verify the refund totals for finance", "apply the hotfix for the currency rounding bug"]
-        var generator = SystemRandomNumberGenerator()
+        // Seeded: the same workload on every run, so a failure can be reproduced.
+        var generator = SeededGenerator(seed: 20_261_123)
         try await TestServer.with(policy: policy) { server in
             let approver = try await server.token(for: "lead1")
             var tokens: [String: String] = [:]
@@ -465,7 +466,10 @@ struct AntiSpamHonestTests {
             let start = server.clock.now()
             var outcomes: [String: Int] = [:]
             var filed = 0
+            // Someone who was denied talks to the approver before asking for that resource again that day.
+            var deniedToday: Set<String> = []
             for day in 0..<14 where day % 7 < 5 {
+                deniedToday.removeAll()
                 // Each engineer files one to three requests between 09:00 and 17:00 UTC.
                 var plan: [(TimeInterval, String)] = []
                 for engineer in engineers {
@@ -477,6 +481,7 @@ struct AntiSpamHonestTests {
                     let at = start.addingTimeInterval(TimeInterval(day * 86_400) + offset)
                     if at > server.clock.now() { server.clock.set(at) }
                     let resource = ["orders-db", "billing-db", "search-db", "prod-host", "billing-api"].randomElement(using: &generator)!
+                    guard !deniedToday.contains(engineer + "/" + resource) else { continue }
                     let ticket = "\(["INC", "CHG", "OPS"].randomElement(using: &generator)!)-\(Int.random(in: 1000...9999, using: &generator))"
                     let reason = "\(ticket) \(tasks.randomElement(using: &generator)!) on \(resource)"
                     let reply = try await server.request(tokens[engineer]!, resource: resource, role: Bool.random(using: &generator) ? "read" : "write",
@@ -487,8 +492,9 @@ struct AntiSpamHonestTests {
                     #expect(reply.status == 201 || reply.status == 200, "\(engineer) day \(day): \(reply.status) \(String(decoding: reply.body, as: UTF8.self))")
                     if reply.status == 201, state == "pending", let id = reply.string("id") {
                         #expect(reply.json["approvals_required"] as? Int == 1, "extra approval for \(engineer): \(reason)")
-                        _ = try await server.send(.POST, "/v1/requests/\(id)/\(Int.random(in: 0..<10, using: &generator) == 0 ? "deny" : "approve")",
-                                                  token: approver, json: ["comment": "ok"])
+                        let deny = Int.random(in: 0..<10, using: &generator) == 0
+                        _ = try await server.send(.POST, "/v1/requests/\(id)/\(deny ? "deny" : "approve")", token: approver, json: ["comment": "ok"])
+                        if deny { deniedToday.insert(engineer + "/" + resource) }
                     }
                 }
             }
@@ -497,9 +503,9 @@ struct AntiSpamHonestTests {
             let throttled = try await server.send(.GET, "/v1/principals", token: TestServer.adminToken)
             #expect((throttled.json["principals"] as? [Any])?.isEmpty == true, "\(String(decoding: throttled.body, as: UTF8.self))")
             let scores = try await server.send(.GET, "/v1/audit?limit=10000", token: TestServer.adminToken)
-            let actions = (scores.json["events"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String }
             for action in ["principal.throttled", "request.extra_approval", "request.quarantined", "principal.blocked", "request.limited"] {
-                #expect(!actions.contains(action), "\(action) in an honest workload")
+                let events = (scores.json["events"] as? [[String: Any]] ?? []).filter { $0["action"] as? String == action }
+                #expect(events.isEmpty, "\(action) in an honest workload: \(events.prefix(3).map { $0["details"] ?? "" })")
             }
         }
     }
@@ -521,5 +527,18 @@ struct AntiSpamHonestTests {
             }
             #expect(statuses == [201, 201, 201, 429, 429], "\(statuses)")
         }
+    }
+}
+
+/// SplitMix64: a small deterministic generator for reproducible generated workloads.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
