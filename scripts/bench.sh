@@ -18,6 +18,7 @@ trap 'kill $SERVER_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
   echo "principals:"
   for i in $(seq -f "%03g" 0 199); do echo "  u$i: {groups: [engineers]}"; done
   for i in 1 2 3 4 5; do echo "  ops$i: {groups: [ops]}"; done
+  echo "  flood-bot: {groups: [engineers], kind: service}"
   echo "resources:"
   for r in 0 1 2 3 4; do
     echo "  db$r:"
@@ -37,6 +38,8 @@ trap 'kill $SERVER_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
   echo "  score: {thresholds: {throttle: 1000, extra_approval: 1000, quarantine: 1000, block: 1000}}"
 } > "$WORK/policy.yaml"
 { cat "$WORK/base.yaml"; echo "antispam: {enabled: false}"; } > "$WORK/policy-off.yaml"
+# The flood run: the default anti-spam policy, except the per-address limit (everything here is loopback).
+{ cat "$WORK/base.yaml"; echo "antispam: {limits: {per_source_ip: off}}"; } > "$WORK/policy-flood.yaml"
 
 export GATEHOUSE_ADMIN_TOKEN=bench-admin-token-0123456789
 "$BIN/gatehouse" serve --policy "$WORK/policy.yaml" --database "sqlite:$WORK/bench.db" --port "$PORT" --log-level warning &
@@ -71,3 +74,9 @@ if [ -z "${SKIP_CYCLES:-}" ]; then
   "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 1
   "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8
 fi
+echo "== flood: honest request+approve cycles (20/s) alone, then while one principal floods with 8 workers"
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+"$BIN/gatehouse" serve --policy "$WORK/policy-flood.yaml" --database "sqlite:$WORK/bench-flood.db" --port "$PORT" --log-level error &
+SERVER_PID=$!
+for _ in $(seq 1 100); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN/gatehouse-bench" flood --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --rate 20 --concurrency 8

@@ -11,7 +11,7 @@ struct GatehouseBench {
     static func main() async throws {
         let args = Array(CommandLine.arguments.dropFirst())
         guard let mode = args.first else {
-            print("usage: gatehouse-bench classify [--seconds S] | setup|cycles --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C]")
+            print("usage: gatehouse-bench classify [--seconds S] | setup|cycles|flood --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C] [--rate R]")
             exit(2)
         }
         func option(_ name: String, _ fallback: String) -> String {
@@ -27,6 +27,9 @@ struct GatehouseBench {
         case "classify":
             ClassifyBench.run(seconds: Double(option("seconds", "8"))!)
             await ClassifyBench.remembered(seconds: Double(option("seconds", "8"))! / 4)
+        case "flood":
+            try await flood(api, resources: resources, seconds: Double(option("seconds", "15"))!, rate: Double(option("rate", "20"))!,
+                            flooders: Int(option("concurrency", "8"))!)
         case "cycles":
             try await cycles(api, users: users, resources: resources, seconds: Double(option("seconds", "15"))!,
                              concurrency: Int(option("concurrency", "8"))!)
@@ -89,7 +92,11 @@ struct GatehouseBench {
 
     /// Request + approve cycles for `seconds`, from `concurrency` workers; prints cycles/s and latency percentiles.
     static func cycles(_ api: API, users: Int, resources: Int, seconds: Double, concurrency: Int) async throws {
-        let requester = try await api.token(for: "u000")
+        // One requester per worker: each files its next request after the last one was approved, so none
+        // of them is ever "the identical pending request" of another.
+        var tokens: [String] = []
+        for worker in 0..<concurrency { tokens.append(try await api.token(for: String(format: "u%03d", worker))) }
+        let requesters = tokens
         let approvers = try await [api.token(for: "ops1"), api.token(for: "ops2")]
         let deadline = Date().addingTimeInterval(seconds)
         let start = Date()
@@ -100,7 +107,7 @@ struct GatehouseBench {
                     var n = 0
                     while Date() < deadline {
                         let t0 = Date()
-                        let created = try await api.post("/v1/requests", token: requester, [
+                        let created = try await api.post("/v1/requests", token: requesters[worker], [
                             "resource": "db\((worker + n) % resources)", "role": "write", "duration": "5m", "reason": "INC-\(worker * 100_000 + n) benchmark cycle",
                         ])
                         guard created.0 == 201, let id = created.1["id"] as? String else { throw BenchError("request failed: \(created)") }
@@ -118,6 +125,83 @@ struct GatehouseBench {
         func percentile(_ p: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
         print(String(format: "cycles: %d request+approve cycles in %.1fs = %.0f cycles/s; cycle latency p50 %.2f ms, p99 %.2f ms (concurrency %d)",
                      latencies.count, elapsed, Double(latencies.count) / elapsed, percentile(0.5), percentile(0.99), concurrency))
+    }
+}
+
+extension GatehouseBench {
+    /// Honest request+approve cycles at a steady `rate` per second (each by one of u001..u199, so no honest
+    /// principal meets its own limits), first alone, then while `flooders` workers file requests as one
+    /// principal (`flood-bot`) as fast as they can. Prints the honest p99 of both phases, their ratio, and
+    /// how many flood requests per second the server turned away.
+    static func flood(_ api: API, resources: Int, seconds: Double, rate: Double, flooders: Int) async throws {
+        let approvers = try await [api.token(for: "ops1"), api.token(for: "ops2")]
+        var honest: [String] = []
+        for user in 1..<200 { honest.append(try await api.token(for: String(format: "u%03d", user))) }
+        let bot = try await api.token(for: "flood-bot")
+        let tokens = honest
+        func honestPhase(_ phase: Int) async throws -> [Double] {
+            // At most two cycles per honest principal per phase: four in all, inside the default burst of 5.
+            let count = min(Int(seconds * rate), 2 * tokens.count)
+            let start = Date()
+            var latencies: [Double] = []
+            for n in 0..<count {
+                let due = start.addingTimeInterval(Double(n) / rate)
+                if due > Date() { try await Task.sleep(for: .milliseconds(Int(due.timeIntervalSinceNow * 1000))) }
+                let t0 = Date()
+                let index = phase * count + n
+                let created = try await api.post("/v1/requests", token: tokens[index % tokens.count], [
+                    "resource": "db\(index % resources)", "role": "write", "duration": "5m", "reason": "INC-\(700_000 + index) scheduled maintenance step \(index)",
+                ])
+                guard created.0 == 201, let id = created.1["id"] as? String else { throw BenchError("honest request refused: \(created)") }
+                let approved = try await api.post("/v1/requests/\(id)/approve", token: approvers[n % 2], [:])
+                guard approved.0 == 200 else { throw BenchError("approve failed: \(approved)") }
+                latencies.append(Date().timeIntervalSince(t0) * 1000)
+            }
+            return latencies.sorted()
+        }
+        func p99(_ values: [Double]) -> Double { values.isEmpty ? 0 : values[min(values.count - 1, Int(Double(values.count) * 0.99))] }
+        func p50(_ values: [Double]) -> Double { values.isEmpty ? 0 : values[values.count / 2] }
+        let quiet = try await honestPhase(0)
+        let done = ManagedFlag()
+        let floodStart = Date()
+        async let flooded: [Int: Int] = withThrowingTaskGroup(of: [Int: Int].self) { group in
+            for worker in 0..<flooders {
+                group.addTask {
+                    var statuses: [Int: Int] = [:]
+                    var n = 0
+                    while !done.value {
+                        let reply = try await api.post("/v1/requests", token: bot, [
+                            "resource": "db\((worker + n) % resources)", "role": "read", "duration": "\(10 + n % 100)m", "reason": "automated access \(worker)-\(n)",
+                        ])
+                        statuses[reply.0, default: 0] += 1
+                        n += 1
+                    }
+                    return statuses
+                }
+            }
+            return try await group.reduce(into: [:]) { total, part in total.merge(part, uniquingKeysWith: +) }
+        }
+        let loaded = try await honestPhase(1)
+        done.value = true
+        let statuses = try await flooded
+        let floodSeconds = Date().timeIntervalSince(floodStart)
+        let refused = statuses.filter { $0.key == 429 || $0.key == 403 }.values.reduce(0, +)
+        let accepted = statuses.filter { $0.key == 200 || $0.key == 201 }.values.reduce(0, +)
+        print(String(format: "flood: honest cycles at %.0f/s: alone p50 %.2f ms p99 %.2f ms; during the flood p50 %.2f ms p99 %.2f ms; p99 ratio %.2f",
+                     rate, p50(quiet), p99(quiet), p50(loaded), p99(loaded), p99(loaded) / max(p99(quiet), 0.001)))
+        print(String(format: "flood: %d flood requests in %.1fs: %.0f/s turned away (429/403), %d accepted; statuses %@",
+                     refused + accepted, floodSeconds, Double(refused) / floodSeconds, accepted,
+                     statuses.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")))
+    }
+}
+
+/// A flag the flood workers poll to stop.
+final class ManagedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _value = false
+    var value: Bool {
+        get { lock.withLock { _value } }
+        set { lock.withLock { _value = newValue } }
     }
 }
 

@@ -41,20 +41,21 @@ public enum ReasonText {
         informativeWords(text).count < 3
     }
 
-    /// Character trigrams of the normalised text (words joined by single spaces, padded).
-    public static func trigrams(_ text: String) -> Set<String> {
+    /// Character trigrams of the normalised text (words joined by single spaces, padded), each packed
+    /// into one integer (three 21-bit scalars): comparing reasons is on the path of every request.
+    public static func trigrams(_ text: String) -> Set<UInt64> {
         let normalised = " " + words(String(text.prefix(comparedCharacters))).joined(separator: " ") + " "
-        let characters = Array(normalised)
-        guard characters.count >= 3 else { return [normalised] }
-        var grams = Set<String>()
-        for index in 0...(characters.count - 3) {
-            grams.insert(String(characters[index..<(index + 3)]))
+        let scalars = normalised.unicodeScalars.map { UInt64($0.value) }
+        var grams = Set<UInt64>(minimumCapacity: scalars.count)
+        guard scalars.count >= 3 else { return [scalars.reduce(0) { $0 << 21 | $1 }] }
+        for index in 0...(scalars.count - 3) {
+            grams.insert(scalars[index] << 42 | scalars[index + 1] << 21 | scalars[index + 2])
         }
         return grams
     }
 
     /// Jaccard similarity of the two texts' trigram sets, 0 (nothing shared) to 1 (same words).
-    public static func similarity(_ a: Set<String>, _ b: Set<String>) -> Double {
+    public static func similarity(_ a: Set<UInt64>, _ b: Set<UInt64>) -> Double {
         guard !a.isEmpty || !b.isEmpty else { return 1 }
         let shared = a.intersection(b).count
         return Double(shared) / Double(a.count + b.count - shared)

@@ -121,7 +121,7 @@ public struct SpamVerdict: Sendable, Equatable, Codable {
 /// What "the same reason" means everywhere: trigram similarity at or above the threshold, and no
 /// different ticket cited (a different ticket is different work, however alike the words around it).
 public struct SameReason: Sendable {
-    let grams: Set<String>
+    let grams: Set<UInt64>
     let tickets: Set<String>
     let threshold: Double
 

@@ -37,7 +37,8 @@ extension AccessService {
 
         /// The first hard limit the request runs into, or nil when it may be filed. The GCRA
         /// buckets are consumed only when all of them allow it.
-        func hardLimit(_ request: AccessRequest, history: SpamHistory) async throws -> (LimitRefusal, RecordedRefusal.Kind)? {
+        /// `open` are the principal's pending and quarantined requests.
+        func hardLimit(_ request: AccessRequest, open: [AccessRequest], history: SpamHistory) async throws -> (LimitRefusal, RecordedRefusal.Kind)? {
             if let cooldown = SpamScore.denialCooldown(history.own, resource: request.resource, rule: spam.denialCooldown), cooldown.until > now {
                 let wait = LimitRefusal.seconds(cooldown.until.unixMilliseconds - now.unixMilliseconds)
                 return (LimitRefusal(policy: "denial-cooldown",
@@ -50,7 +51,6 @@ extension AccessService {
                                      retryAfterSeconds: wait, quota: 1, windowSeconds: spam.throttleCooldown.seconds), .limit)
             }
             if let cap = spam.maxPendingPerPrincipal {
-                let open = try await session.requests(.init(requester: requester, states: [.pending, .quarantined], limit: cap + 1))
                 if open.count >= cap {
                     let soonest = open.map(\.pendingExpiresAt).min() ?? now
                     let wait = LimitRefusal.seconds(soonest.unixMilliseconds - now.unixMilliseconds)
@@ -202,7 +202,7 @@ extension AccessService {
             let rule = policy.resources[candidate.resource]?.role(named: candidate.role)?.reason ?? ReasonRule()
             let ticket = SpamScore.hasTicket(reason: candidate.reason, ticket: candidate.ticket, rule: rule)
             let history = try await gate.history()
-            if let (refusal, kind) = try await gate.hardLimit(candidate, history: history) {
+            if let (refusal, kind) = try await gate.hardLimit(candidate, open: open, history: history) {
                 return .refused(try await gate.refuse(refusal, kind: kind, request: candidate, history: history, ticket: ticket))
             }
             let verdict = SpamScore.evaluate(SpamAttempt(principal: caller.principal, resource: candidate.resource, reason: candidate.reason, hasTicket: ticket),

@@ -151,8 +151,9 @@ extension StoreSession {
 
     // MARK: history for the spam score
 
-    /// A principal's requests filed since a time, newest first.
-    public func pastRequests(requester: String, since: Date, limit: Int = 500) async throws -> [PastRequest] {
+    /// A principal's requests filed since a time, newest first. The newest 100 are plenty to judge
+    /// behaviour, and bound what a principal with a long history costs on every request.
+    public func pastRequests(requester: String, since: Date, limit: Int = 100) async throws -> [PastRequest] {
         try await db.raw("""
             SELECT id, requester, resource, role, reason, state, created_at, decided_at, decided_by FROM requests
             WHERE requester = \(bind: requester) AND created_at >= \(bind: since.unixMilliseconds)
@@ -161,7 +162,7 @@ extension StoreSession {
     }
 
     /// Other principals' requests filed since a time, newest first.
-    public func othersRequests(excluding requester: String, since: Date, limit: Int = 500) async throws -> [PastRequest] {
+    public func othersRequests(excluding requester: String, since: Date, limit: Int = 200) async throws -> [PastRequest] {
         try await db.raw("""
             SELECT id, requester, resource, role, reason, state, created_at, decided_at, decided_by FROM requests
             WHERE created_at >= \(bind: since.unixMilliseconds) AND requester <> \(bind: requester)
