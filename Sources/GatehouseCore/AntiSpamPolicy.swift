@@ -81,6 +81,9 @@ public struct AntiSpamPolicy: Sendable, Equatable {
     public var approverNotifications: RateLimit? = RateLimit(count: 10, period: TimeSpan(seconds: 3600), burst: 5)
     /// How long a throttled principal waits before filing again.
     public var throttleCooldown = TimeSpan(seconds: 600)
+    /// How long the answer to a blocked principal's request is held back (a tarpit: a flooding
+    /// client with a few connections then waits instead of spending the server's CPU). Nil: at once.
+    public var blockedDelay: TimeSpan? = TimeSpan(seconds: 1)
     /// Groups that review quarantined requests and hear about reports. Empty: the admin groups.
     public var reviewers: [String] = []
     public var thresholds = Thresholds()

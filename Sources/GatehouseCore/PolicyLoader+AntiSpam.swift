@@ -4,7 +4,7 @@ extension PolicyLoader.Reader {
     /// The `antispam:` section; every key is optional and falls back to the design's default.
     mutating func antiSpam(_ node: Node, groups: Set<String>) -> AntiSpamPolicy {
         var policy = AntiSpamPolicy()
-        let keys = ["enabled", "limits", "denial_cooldown", "approver_notifications", "throttle_cooldown", "reviewers", "score"]
+        let keys = ["enabled", "limits", "denial_cooldown", "approver_notifications", "throttle_cooldown", "blocked_delay", "reviewers", "score"]
         for (key, _, value) in entries(node, "antispam", allowed: keys) {
             switch key {
             case "enabled":
@@ -41,6 +41,16 @@ extension PolicyLoader.Reader {
                 policy.approverNotifications = rate(value, "antispam.approver_notifications", default: policy.approverNotifications)
             case "throttle_cooldown":
                 if let span = duration(value, "antispam.throttle_cooldown") { policy.throttleCooldown = span }
+            case "blocked_delay":
+                if value.scalar?.string == "off" {
+                    policy.blockedDelay = nil
+                } else if let span = duration(value, "antispam.blocked_delay") {
+                    if span.seconds > 60 {
+                        error(value, "antispam.blocked_delay is \(span); at most 1m (a longer hold only ties up connections)")
+                    } else {
+                        policy.blockedDelay = span
+                    }
+                }
             case "reviewers":
                 for (group, groupNode) in stringList(value, "antispam.reviewers") {
                     checkGroup(group, groupNode, known: groups, what: "antispam.reviewers")

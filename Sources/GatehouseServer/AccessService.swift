@@ -26,6 +26,7 @@ public final class AccessService: Sendable {
     let logger: Logger
     let actionGuard = ActionGuard()
     public let metrics = GatehouseMetrics()
+    public let tarpit = Tarpit()
 
     public init(store: GatehouseStore, policies: PolicyHolder, clock: any WallClock, logger: Logger = Logger(label: "gatehouse")) {
         self.store = store

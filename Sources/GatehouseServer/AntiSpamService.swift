@@ -180,7 +180,9 @@ extension AccessService {
     func file(caller: Caller, input: NewRequestInput, sourceIP: String?) async throws -> (RequestView, created: Bool) {
         let metrics = self.metrics
         // A blocked principal is turned away on the (cached) read path, without taking the writer.
-        if policies.policy.antiSpam.enabled, try await unavailableOnFailure({ try await self.store.isBlocked(principal: caller.principal) }) {
+        let antiSpam = policies.policy.antiSpam
+        if antiSpam.enabled, try await unavailableOnFailure({ try await self.store.isBlocked(principal: caller.principal) }) {
+            await tarpit.hold(seconds: antiSpam.blockedDelay?.seconds ?? 0)
             throw Self.blocked(caller.principal)
         }
         let filing: Filing = try await write(as: caller) { session, policy, now in

@@ -259,6 +259,7 @@ struct AntiSpamPolicyLoaderTests {
               denial_cooldown: {base: 5m, factor: 3, max: 2h}
               approver_notifications: {rate: 4/h, burst: 2}
               throttle_cooldown: 30m
+              blocked_delay: 3s
               reviewers: [security]
               score:
                 thresholds: {throttle: 5, extra_approval: 9, quarantine: 13, block: 20}
@@ -274,6 +275,8 @@ struct AntiSpamPolicyLoaderTests {
         #expect(spam.denialCooldown.base.seconds == 300 && spam.denialCooldown.factor == 3 && spam.denialCooldown.max.seconds == 7200)
         #expect(spam.approverNotifications?.burst == 2)
         #expect(spam.throttleCooldown.seconds == 1800)
+        #expect(spam.blockedDelay?.seconds == 3)
+        #expect(PolicyLoader.load(yaml: base + "antispam: {blocked_delay: off}\n").policy?.antiSpam.blockedDelay == nil)
         #expect(spam.thresholds.block == 20)
         #expect(spam.weights[.burst] == 1 && spam.weights[.offHours] == 0 && spam.weights[.ticket] == -5)
         #expect(spam.weights[.sharedReason] == 3)
@@ -287,6 +290,8 @@ struct AntiSpamPolicyLoaderTests {
         ("antispam: {reviewers: [secruity]}", "did you mean `security`"),
         ("antispam: {denial_cooldown: {base: 2h, max: 1h}}", "shorter than its base"),
         ("antispam: {enabled: maybe}", "true or false"),
+        ("antispam: {blocked_delay: 5m}", "at most 1m"),
+        ("antispam: {blocked_delay: soon}", "antispam.blocked_delay"),
         ("antispam: {limitz: {}}", "did you mean `limits`"),
     ])
     func mistakes(section: String, expected: String) {

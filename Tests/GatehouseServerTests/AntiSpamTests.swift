@@ -10,7 +10,8 @@ import Testing
 struct AntiSpamTests {
     static let users = (1...20).map { String(format: "u%02d", $0) }
 
-    /// Limits as in the design, except the per-address limit (every test client is 127.0.0.1).
+    /// Limits as in the design, except the per-address limit (every test client is 127.0.0.1) and
+    /// the tarpit for blocked principals (its own test turns it on).
     static func policy(_ antispam: String = "") -> String {
         """
         version: 1
@@ -41,6 +42,7 @@ struct AntiSpamTests {
         pending_ttl: 24h
         antispam:
         \(antispam.isEmpty ? "  limits: {per_source_ip: {rate: 10000/h, burst: 1000}}" : antispam)
+        \(antispam.contains("blocked_delay") ? "" : "  blocked_delay: off")
         """
     }
 
@@ -246,6 +248,58 @@ struct AntiSpamTests {
             #expect(try await server.request(t["alice"]!, resource: "reports-db", role: "read", reason: "INC-3 one more thing").status == 201)
             #expect(try await auditActions(server).contains("principal.unblocked"))
         }
+    }
+
+    @Test("a blocked principal's requests are held back by the tarpit; other principals are answered meanwhile")
+    func tarpit() async throws {
+        try await TestServer.with(policy: Self.policy("""
+              limits: {per_source_ip: off}
+              blocked_delay: 1s
+            """)) { server in
+            let t = try await server.tokens("alice", "bob", "carol")
+            let write = try #require(try await server.request(t["alice"]!, reason: "INC-3 change the incident tables").string("id"))
+            #expect(try await server.send(.POST, "/v1/requests/\(write)/report", token: t["carol"]!, json: [:]).status == 200)
+            // Four held requests from the blocked principal, then one from bob: bob's answer comes first.
+            let finished = try await withThrowingTaskGroup(of: (String, Int, Duration).self) { group in
+                for index in 0..<4 {
+                    group.addTask {
+                        let start = ContinuousClock.now
+                        let reply = try await server.request(t["alice"]!, resource: "reports-db", role: "read", reason: "INC-3 attempt \(index)")
+                        return ("alice", reply.status, ContinuousClock.now - start)
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: .milliseconds(100))
+                    let reply = try await server.request(t["bob"]!, resource: "reports-db", role: "read", reason: "INC-5 read the report tables")
+                    return ("bob", reply.status, .zero)
+                }
+                var order: [(String, Int, Duration)] = []
+                for try await result in group { order.append(result) }
+                return order
+            }
+            #expect(finished.map(\.0) == ["bob", "alice", "alice", "alice", "alice"], "\(finished)")
+            #expect(finished.first?.1 == 201)
+            for held in finished.dropFirst() {
+                #expect(held.1 == 403)
+                #expect(held.2 >= .milliseconds(900), "answered after \(held.2)")
+            }
+            // Checks are decisions, not filings: a blocked principal's check is denied without a hold.
+            #expect(try await server.check(t["alice"]!, role: "read").string("decision") == "deny")
+        }
+    }
+
+    @Test("the tarpit holds at most its capacity; beyond it, answers go out at once")
+    func tarpitCapacity() async throws {
+        let tarpit = Tarpit(capacity: 2)
+        let held = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<3 { group.addTask { await tarpit.hold(seconds: 1) } }
+            var results: [Bool] = []
+            for await result in group { results.append(result) }
+            return results
+        }
+        #expect(held.sorted { !$0 && $1 } == [false, true, true], "\(held)")
+        #expect(tarpit.occupancy == 0)
+        #expect(await tarpit.hold(seconds: 0) == false)
     }
 
     @Test("(e) two stores on one SQLite file (shared mode) enforce one shared limit")
