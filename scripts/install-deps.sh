@@ -7,6 +7,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # PostgreSQL's parser as a library: the SQL classifier links it.
 dpkg -s libpg-query-dev >/dev/null 2>&1 || need+=(libpg-query-dev)
+# A throwaway PostgreSQL server for the store tests on PostgreSQL (scripts/postgres-server.sh).
+dpkg -s postgresql >/dev/null 2>&1 || need+=(postgresql)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

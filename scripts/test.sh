@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, HTTP tests on real SQLite files over loopback, and the README
-# walkthrough with the real binary. Installs what it needs first.
+# The whole test suite: unit tests, HTTP tests on real SQLite files and on a real PostgreSQL server
+# over loopback, several server processes on one PostgreSQL database, and the README walkthrough
+# with the real binary. Installs what it needs first and starts (and stops) a throwaway PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+PGDIR=$(mktemp -d /tmp/gatehouse-test-pg.XXXXXX)
+trap 'scripts/postgres-server.sh stop "$PGDIR"; rm -rf "$PGDIR"' EXIT
+export GATEHOUSE_TEST_POSTGRES=$(scripts/postgres-server.sh start "$PGDIR")
 swift build --build-tests
+# Everything, the server tests on SQLite files...
 swift test --skip-build
+# ...and the server tests again with every test server on its own PostgreSQL database.
+GATEHOUSE_TEST_STORE=postgres swift test --skip-build --filter GatehouseServerTests
 scripts/walkthrough-test.sh .build/debug/gatehouse
 echo "all tests passed"

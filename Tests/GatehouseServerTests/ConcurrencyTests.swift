@@ -133,7 +133,7 @@ struct ConcurrencyTests {
 
     @Test("a database file deleted under the running server fails closed")
     func deletedDatabaseFailsClosed() async throws {
-        try await TestServer.with { server in
+        try await TestServer.with(store: .sqlite) { server in
             let alice = try await server.token(for: "alice")
             #expect(try await server.send(.GET, "/readyz", token: nil).status == 200)
             for suffix in ["", "-wal", "-shm"] {
@@ -153,7 +153,7 @@ struct ConcurrencyTests {
 struct SingleProcessTests {
     @Test("a second store on the same SQLite file is refused with a clear error")
     func secondStoreRefused() async throws {
-        try await TestServer.with { server in
+        try await TestServer.with(store: .sqlite) { server in
             do {
                 let second = try await GatehouseStore.openSQLite(path: server.databasePath)
                 await second.close()

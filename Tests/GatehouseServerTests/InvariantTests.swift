@@ -288,7 +288,7 @@ struct InvariantTests {
         }
     }
 
-    @Test("editing or deleting an audit row in the SQLite file is found by audit verify")
+    @Test("editing or deleting an audit row in the database is found by audit verify")
     func tamperedAuditDetected() async throws {
         try await TestServer.with { server in
             let t = try await server.tokens("alice", "bob")
@@ -296,17 +296,15 @@ struct InvariantTests {
             _ = try await server.approve(t["bob"]!, id)
             #expect(try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken).json["ok"] as? Bool == true)
 
-            let connection = try await SQLiteConnection.open(storage: .file(path: server.databasePath))
-            try await connection.sql().raw("UPDATE audit_events SET actor = 'mallory' WHERE seq = 5 AND actor = 'bob'").run()
+            try await server.database.tamper("UPDATE audit_events SET actor = 'mallory' WHERE seq = 5 AND actor = 'bob'")
             var verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == false)
             #expect(verify.json["broken_at"] as? Int == 5)
 
-            try await connection.sql().raw("DELETE FROM audit_events WHERE seq = 5").run()
+            try await server.database.tamper("DELETE FROM audit_events WHERE seq = 5")
             verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == false)
             #expect(verify.json["broken_at"] as? Int == 5)
-            try await connection.close()
         }
     }
 
@@ -316,9 +314,7 @@ struct InvariantTests {
             let t = try await server.tokens("alice")
             _ = try await server.request(t["alice"]!)
             let count = try await server.auditCount()
-            let connection = try await SQLiteConnection.open(storage: .file(path: server.databasePath))
-            try await connection.sql().raw("DELETE FROM audit_events WHERE seq = \(bind: count)").run()
-            try await connection.close()
+            try await server.database.tamper("DELETE FROM audit_events WHERE seq = \(bind: count)")
             let verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == false)
             #expect((verify.string("problem") ?? "").contains("head"))

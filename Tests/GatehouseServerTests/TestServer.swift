@@ -9,8 +9,8 @@ import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
 
-/// A real Gatehouse server on a loopback port, on a real SQLite file in a fresh folder, with a
-/// clock the test moves. Talks HTTP through AsyncHTTPClient like any client would.
+/// A real Gatehouse server on a loopback port, on a real SQLite file in a fresh folder (or a fresh
+/// PostgreSQL database, see `TestDatabase`), with a clock the test moves. Talks HTTP through AsyncHTTPClient like any client would.
 final class TestServer: Sendable {
     static let adminToken = "test-admin-token-0123456789"
     static let policyYAML = """
@@ -56,20 +56,22 @@ final class TestServer: Sendable {
     let clock: ManualClock
     let service: AccessService
     let policyPath: String
+    let database: TestDatabase
     private let group: ServiceGroup
     private let runTask: Task<Void, any Error>
 
     var databasePath: String { folder.appendingPathComponent("gatehouse.db").path }
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    static func start(policy: String = policyYAML) async throws -> TestServer {
+    static func start(policy: String = policyYAML, store kind: TestDatabase.Kind = TestDatabase.configuredKind) async throws -> TestServer {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let policyPath = folder.appendingPathComponent("policy.yaml").path
         try policy.write(toFile: policyPath, atomically: true, encoding: .utf8)
         var logger = Logger(label: "gatehouse-test")
         logger.logLevel = .warning
-        let store = try await GatehouseStore.openSQLite(path: folder.appendingPathComponent("gatehouse.db").path, logger: logger)
+        let database = try await TestDatabase.fresh(kind, folder: folder)
+        let store = try await database.open(logger: logger)
         let clock = ManualClock(Date(timeIntervalSince1970: 1_800_000_000))
         let service = AccessService(store: store, policies: PolicyHolder(try PolicyLoader.loadValid(file: policyPath), path: policyPath),
                                     clock: clock, logger: logger)
@@ -83,10 +85,13 @@ final class TestServer: Sendable {
         let runTask = Task { try await group.run() }
         var port = 0
         for await value in portStream { port = value }
-        return TestServer(folder: folder, port: port, clock: clock, service: service, policyPath: policyPath, group: group, runTask: runTask)
+        return TestServer(folder: folder, port: port, clock: clock, service: service, policyPath: policyPath, database: database,
+                          group: group, runTask: runTask)
     }
 
-    private init(folder: URL, port: Int, clock: ManualClock, service: AccessService, policyPath: String, group: ServiceGroup, runTask: Task<Void, any Error>) {
+    private init(folder: URL, port: Int, clock: ManualClock, service: AccessService, policyPath: String, database: TestDatabase,
+                 group: ServiceGroup, runTask: Task<Void, any Error>) {
+        self.database = database
         self.folder = folder
         self.port = port
         self.clock = clock
@@ -100,12 +105,14 @@ final class TestServer: Sendable {
         await group.triggerGracefulShutdown()
         _ = try? await runTask.value
         await service.store.close()
+        await database.drop()
         try? FileManager.default.removeItem(at: folder)
     }
 
     /// Runs `body` against a fresh server and always stops it.
-    static func with<T>(policy: String = policyYAML, _ body: (TestServer) async throws -> T) async throws -> T {
-        let server = try await start(policy: policy)
+    static func with<T>(policy: String = policyYAML, store kind: TestDatabase.Kind = TestDatabase.configuredKind,
+                        _ body: (TestServer) async throws -> T) async throws -> T {
+        let server = try await start(policy: policy, store: kind)
         do {
             let result = try await body(server)
             await server.stop()

@@ -1,0 +1,246 @@
+import Foundation
+import GatehouseCore
+import Logging
+import NIOSSL
+import PostgresKit
+import PostgresNIO
+import SQLKit
+import Synchronization
+
+/// Where a PostgreSQL store is, from `postgres://USER:PASSWORD@HOST:PORT/DATABASE?OPTIONS`.
+/// Options: `sslmode` = disable | prefer (default) | require | verify-full, as libpq reads them
+/// (prefer and require encrypt without checking the certificate; verify-full checks it and the
+/// host name); `host=/path/to/socket-folder` for a unix socket; `pool_max` (default 10) connections
+/// per process; `connect_timeout` in seconds (default 10).
+public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
+    public enum TLSMode: String, Sendable { case disable, prefer, require, verifyFull = "verify-full" }
+
+    public var host: String
+    public var port: Int
+    public var socketFolder: String?
+    public var user: String
+    public var password: String?
+    public var database: String
+    public var tls: TLSMode = .prefer
+    public var poolMax = 10
+    public var connectTimeoutSeconds = 10
+
+    /// The URL without the password: safe for logs and messages.
+    public var description: String {
+        let address = socketFolder.map { "localhost/\($0)" } ?? "\(host):\(port)"
+        return "postgres://\(user)@\(address)/\(database)"
+    }
+
+    public static func parse(_ url: String) throws -> PostgresLocation {
+        func invalid(_ code: String, _ message: String) -> GatehouseError {
+            GatehouseError(.invalid, code, message + "; write it like postgres://gatehouse:PASSWORD@db.internal:5432/gatehouse", field: "database")
+        }
+        guard let parts = URLComponents(string: url), let scheme = parts.scheme, scheme == "postgres" || scheme == "postgresql" else {
+            throw invalid("database_url_invalid", "the database URL is not a valid postgres:// URL (percent-encode special characters in the password)")
+        }
+        guard let user = parts.user, !user.isEmpty else {
+            throw invalid("database_user_missing", "the database URL names no user")
+        }
+        var location = PostgresLocation(host: parts.host ?? "", port: parts.port ?? 5432, socketFolder: nil, user: user,
+                                        password: parts.password, database: String(parts.path.drop { $0 == "/" }))
+        if location.database.isEmpty { location.database = user }
+        guard (1...65535).contains(location.port) else { throw invalid("database_port_invalid", "the database port \(location.port) is not between 1 and 65535") }
+        for item in parts.queryItems ?? [] {
+            let value = item.value ?? ""
+            switch item.name {
+            case "sslmode":
+                guard let mode = TLSMode(rawValue: value) else {
+                    throw invalid("database_sslmode_invalid", "sslmode '\(value)' is not one of disable, prefer, require, verify-full")
+                }
+                location.tls = mode
+            case "host":
+                guard value.hasPrefix("/") else { throw invalid("database_socket_invalid", "host= in the query names a unix socket folder and must be an absolute path") }
+                location.socketFolder = value
+            case "pool_max":
+                guard let size = Int(value), (1...200).contains(size) else { throw invalid("database_pool_invalid", "pool_max '\(value)' must be a whole number from 1 to 200") }
+                location.poolMax = size
+            case "connect_timeout":
+                guard let seconds = Int(value), (1...300).contains(seconds) else { throw invalid("database_timeout_invalid", "connect_timeout '\(value)' must be seconds from 1 to 300") }
+                location.connectTimeoutSeconds = seconds
+            default:
+                throw invalid("database_option_unknown", "unknown database option '\(item.name)'; the options are sslmode, host, pool_max and connect_timeout")
+            }
+        }
+        if location.socketFolder == nil, location.host.isEmpty {
+            throw invalid("database_host_missing", "the database URL names no host")
+        }
+        return location
+    }
+
+    func clientConfiguration() -> PostgresClient.Configuration {
+        var configuration: PostgresClient.Configuration
+        if let socketFolder {
+            configuration = .init(unixSocketPath: socketFolder + "/.s.PGSQL.\(port)", username: user, password: password, database: database)
+        } else {
+            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+            if tls != .verifyFull { tlsConfiguration.certificateVerification = .none }
+            let mode: PostgresClient.Configuration.TLS = switch tls {
+            case .disable: .disable
+            case .prefer: .prefer(tlsConfiguration)
+            case .require, .verifyFull: .require(tlsConfiguration)
+            }
+            configuration = .init(host: host, port: port, username: user, password: password, database: database, tls: mode)
+        }
+        configuration.options.maximumConnections = poolMax
+        configuration.options.minimumConnections = 1
+        configuration.options.connectTimeout = .seconds(connectTimeoutSeconds)
+        configuration.options.additionalStartupParameters = [
+            ("application_name", "gatehouse"),
+            // A statement or lock wait that runs this long fails (503, rolled back) instead of
+            // holding a request forever; a transaction left idle (a stopped process) is ended.
+            ("statement_timeout", "15s"),
+            ("lock_timeout", "10s"),
+            ("idle_in_transaction_session_timeout", "30s"),
+        ]
+        return configuration
+    }
+}
+
+/// The store on PostgreSQL, for several Gatehouse instances on one database. Connections come from
+/// PostgresNIO's pool. Every write transaction first takes one transaction-scoped advisory lock:
+/// each state change appends to the one audit chain in the same transaction, so writes are totally
+/// ordered anyway, and taking the chain's lock first makes every read-then-write inside them (one
+/// grant per approval, the GCRA rate-limit state, the chain head) as safe as on the single SQLite
+/// writer, across every instance. The lock is the database's: a crashed instance's transaction is
+/// rolled back and its lock released by the server.
+final class PostgresBackend: StoreBackend {
+    /// pg_advisory_xact_lock key of the write lock ("gatehous" in ASCII).
+    static let writeLockKey: Int64 = 0x6761_7465_686F_7573
+
+    private let client: PostgresClient
+    private let runner: Task<Void, Never>
+    private let location: PostgresLocation
+    private let writeWait: Duration
+
+    private init(client: PostgresClient, runner: Task<Void, Never>, location: PostgresLocation, writeWait: Duration) {
+        self.client = client
+        self.runner = runner
+        self.location = location
+        self.writeWait = writeWait
+    }
+
+    static func open(_ location: PostgresLocation, writeWait: Duration, logger: Logger) async throws -> PostgresBackend {
+        let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger)
+        let runner = Task { await client.run() }
+        let backend = PostgresBackend(client: client, runner: runner, location: location, writeWait: writeWait)
+        do {
+            try await backend.leased(wait: .seconds(location.connectTimeoutSeconds)) { connection in
+                try await connection.sql().raw("SELECT 1 AS one").run()
+            }
+        } catch {
+            await backend.close()
+            throw GatehouseError(.unavailable, "store_unreachable",
+                                 "cannot use the PostgreSQL database \(location): \(Self.explain(error)); check that the server is running and the address, user, password and database are right")
+        }
+        return backend
+    }
+
+    /// What went wrong, in the server's words when it said something, without the query or its values.
+    static func explain(_ error: any Error) -> String {
+        if let gatehouse = error as? GatehouseError { return gatehouse.message }
+        guard let psql = error as? PSQLError else { return "\(type(of: error))" }
+        if let message = psql.serverInfo?[.message] {
+            return message + (psql.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "")
+        }
+        if let underlying = psql.underlying { return "\(psql.code): \(underlying)" }
+        return "\(psql.code)"
+    }
+
+    func check() throws {}
+
+    func ping() async -> Bool {
+        do {
+            return try await leased(wait: .seconds(2)) { try await $0.sql().raw("SELECT 1 AS one").first() != nil }
+        } catch {
+            return false
+        }
+    }
+
+    func close() async {
+        runner.cancel()
+        await runner.value
+    }
+
+    func write<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
+        try await leased(wait: writeWait) { connection in
+            let db = connection.sql()
+            try await db.raw("BEGIN").run()
+            do {
+                try await db.raw("SELECT pg_advisory_xact_lock(\(bind: Self.writeLockKey))").run()
+                let result = try await body(StoreSession(db: db))
+                try await db.raw("COMMIT").run()
+                return result
+            } catch {
+                // A connection that cannot roll back is closed: the server then rolls back for it,
+                // and the pool never hands out a connection stuck inside a transaction.
+                do { try await db.raw("ROLLBACK").run() } catch { try? await connection.close() }
+                throw error
+            }
+        }
+    }
+
+    func read<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
+        try await leased(wait: writeWait) { connection in
+            try await body(StoreSession(db: connection.sql()))
+        }
+    }
+
+    /// Runs `body` on a pooled connection; when none can be had within `wait` (the database is
+    /// down, or every connection is busy), gives up with 503 instead of queueing forever. Only the
+    /// wait for a connection is cut short: once `body` has started it runs to its end (the server's
+    /// statement and lock timeouts bound it).
+    private func leased<T: Sendable>(wait: Duration, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let gate = LeaseGate()
+        let client = self.client
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                try await client.withConnection { connection in
+                    guard gate.start() else { throw CancellationError() }
+                    return try await body(connection)
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: wait)
+                return nil
+            }
+            while let next = try await group.next() {
+                if let value = next {
+                    group.cancelAll()
+                    return value
+                }
+                if gate.expire() {
+                    group.cancelAll()
+                    throw GatehouseError(.unavailable, "store_unavailable", "no database connection within \(wait) (\(location) is down or overloaded); nothing was changed, try again shortly")
+                }
+            }
+            throw CancellationError()
+        }
+    }
+}
+
+/// Decides, once, whether a lease started before its deadline or the deadline came first.
+private final class LeaseGate: Sendable {
+    private enum State { case waiting, started, expired }
+    private let state = Mutex(State.waiting)
+
+    func start() -> Bool {
+        state.withLock { state in
+            guard state == .waiting else { return false }
+            state = .started
+            return true
+        }
+    }
+
+    func expire() -> Bool {
+        state.withLock { state in
+            guard state == .waiting else { return false }
+            state = .expired
+            return true
+        }
+    }
+}
