@@ -123,8 +123,6 @@ final class TestServer: Sendable {
         }
     }
 
-    // MARK: HTTP
-
     struct Reply: Sendable {
         var status: Int
         var headers: HTTPHeaders
@@ -133,8 +131,29 @@ final class TestServer: Sendable {
         func string(_ key: String) -> String? { json[key] as? String }
     }
 
+    func writePolicy(_ yaml: String, reload: Bool = false) throws {
+        try yaml.write(toFile: policyPath, atomically: true, encoding: .utf8)
+        if reload { _ = service.policies.reload(logger: Logger(label: "test")) }
+    }
+}
+
+/// HTTP to a Gatehouse server, as any client would talk to it: the in-process test server or a
+/// `gatehouse serve` process.
+protocol GatehouseHTTPClient: Sendable {
+    var baseURL: String { get }
+    var timeout: TimeAmount { get }
+}
+
+extension TestServer: GatehouseHTTPClient {}
+
+extension GatehouseHTTPClient {
+    var timeout: TimeAmount { .seconds(30) }
+
+    // MARK: HTTP
+
+
     func send(_ method: HTTPMethod, _ path: String, token: String?, json: [String: Any]? = nil, rawBody: Data? = nil,
-              contentType: String = "application/json", headers: [(String, String)] = []) async throws -> Reply {
+              contentType: String = "application/json", headers: [(String, String)] = []) async throws -> TestServer.Reply {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
@@ -146,21 +165,16 @@ final class TestServer: Sendable {
             request.headers.add(name: "Content-Type", value: contentType)
             request.body = .bytes(ByteBuffer(bytes: rawBody))
         }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let response = try await HTTPClient.shared.execute(request, timeout: timeout)
         let body = try await response.body.collect(upTo: 16 * 1024 * 1024)
-        return Reply(status: Int(response.status.code), headers: response.headers, body: Data(buffer: body))
+        return TestServer.Reply(status: Int(response.status.code), headers: response.headers, body: Data(buffer: body))
     }
 
     // MARK: conveniences
 
     /// Replaces the policy file; `reload` also swaps it into the running server without going through HTTP.
-    func writePolicy(_ yaml: String, reload: Bool = false) throws {
-        try yaml.write(toFile: policyPath, atomically: true, encoding: .utf8)
-        if reload { _ = service.policies.reload(logger: Logger(label: "test")) }
-    }
-
     func token(for principal: String) async throws -> String {
-        let reply = try await send(.POST, "/v1/tokens", token: Self.adminToken, json: ["principal": principal])
+        let reply = try await send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": principal])
         guard reply.status == 201, let token = reply.string("token") else {
             throw TestFailure("token create for \(principal) answered \(reply.status): \(String(decoding: reply.body, as: UTF8.self))")
         }
@@ -174,29 +188,29 @@ final class TestServer: Sendable {
     }
 
     func request(_ token: String, resource: String = "prod-db", role: String = "write", duration: String = "30m",
-                 reason: String = "INC-4411 fix stuck migration") async throws -> Reply {
+                 reason: String = "INC-4411 fix stuck migration") async throws -> TestServer.Reply {
         try await send(.POST, "/v1/requests", token: token, json: ["resource": resource, "role": role, "duration": duration, "reason": reason])
     }
 
-    func approve(_ token: String, _ id: String, comment: String? = nil) async throws -> Reply {
+    func approve(_ token: String, _ id: String, comment: String? = nil) async throws -> TestServer.Reply {
         try await send(.POST, "/v1/requests/\(id)/approve", token: token, json: comment.map { ["comment": $0] } ?? [:])
     }
 
-    func check(_ token: String, resource: String = "prod-db", role: String = "write") async throws -> Reply {
+    func check(_ token: String, resource: String = "prod-db", role: String = "write") async throws -> TestServer.Reply {
         try await send(.POST, "/v1/check", token: token, json: ["resource": resource, "role": role])
     }
 
     func requestAction(_ token: String, resource: String = "prod-db", kind: String = "sql", text: String,
-                       reason: String = "INC-4411 clean up the orphaned rows") async throws -> Reply {
+                       reason: String = "INC-4411 clean up the orphaned rows") async throws -> TestServer.Reply {
         try await send(.POST, "/v1/requests", token: token, json: ["resource": resource, "action": ["kind": kind, "text": text], "reason": reason])
     }
 
-    func checkAction(_ token: String, resource: String = "prod-db", kind: String = "sql", text: String) async throws -> Reply {
+    func checkAction(_ token: String, resource: String = "prod-db", kind: String = "sql", text: String) async throws -> TestServer.Reply {
         try await send(.POST, "/v1/check", token: token, json: ["resource": resource, "action": ["kind": kind, "text": text]])
     }
 
     func auditCount() async throws -> Int {
-        let reply = try await send(.GET, "/v1/audit?limit=10000", token: Self.adminToken)
+        let reply = try await send(.GET, "/v1/audit?limit=10000", token: TestServer.adminToken)
         return (reply.json["events"] as? [Any])?.count ?? -1
     }
 }

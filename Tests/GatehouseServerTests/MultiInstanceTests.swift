@@ -1,0 +1,194 @@
+import Foundation
+import GatehouseCore
+import Synchronization
+import Testing
+
+/// Several `gatehouse serve` processes on one PostgreSQL database, as behind a load balancer.
+@Suite("Several instances on one PostgreSQL database", .serialized)
+struct MultiInstanceTests {
+    static let approvers = (1...5).map { "a\($0)" }
+    static let requesters = (1...6).map { "e\($0)" }
+
+    static func policy(antispam: String) -> String {
+        """
+        version: 1
+        principals:
+        \((approvers.map { "  \($0): {groups: [dba]}" } + requesters.map { "  \($0): {groups: [engineers]}" }).joined(separator: "\n"))
+          bot: {groups: [engineers], kind: service}
+          erin: {groups: [security]}
+        admins: [security]
+        resources:
+        \((["prod-db"] + (1...40).map { "r\($0)" }).map { """
+          \($0):
+            kind: postgres
+            roles:
+              write: {requesters: [engineers], approvers: [dba], approvals: 1, max_duration: 1h, allows: write}
+        """ }.joined(separator: "\n"))
+        pending_ttl: 1h
+        antispam: \(antispam)
+        """
+    }
+
+    /// Three instances on a fresh database; always stopped.
+    static func cluster<T>(antispam: String, count: Int = 3, _ body: ([ServeProcess], URL) async throws -> T) async throws -> T {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-multi-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let database = try await TestDatabase.fresh(.postgres, folder: folder)
+        let policyPath = folder.appendingPathComponent("policy.yaml").path
+        try policy(antispam: antispam).write(toFile: policyPath, atomically: true, encoding: .utf8)
+        var instances: [ServeProcess] = []
+        defer { try? FileManager.default.removeItem(at: folder) }
+        do {
+            // Started together: migrations and the bootstrap admin race, and must not trip over each other.
+            instances = try await withThrowingTaskGroup(of: ServeProcess.self) { group in
+                for index in 0..<count {
+                    group.addTask { try await ServeProcess.start(policyPath: policyPath, database: database.url, folder: folder, name: "i\(index)") }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let result = try await body(instances, folder)
+            for instance in instances { await instance.stop() }
+            await database.drop()
+            return result
+        } catch {
+            for instance in instances {
+                await instance.stop()
+                print("--- \(instance.baseURL)\n\(instance.output)")
+            }
+            await database.drop()
+            throw error
+        }
+    }
+
+    static func tokens(_ instance: ServeProcess, _ names: [String]) async throws -> [String: String] {
+        var tokens: [String: String] = [:]
+        for name in names { tokens[name] = try await instance.token(for: name) }
+        return tokens
+    }
+
+    @Test("50 concurrent approvals of one request, spread over three instances, make exactly one grant")
+    func oneGrant() async throws {
+        try await Self.cluster(antispam: "{enabled: false}") { instances, _ in
+            let t = try await Self.tokens(instances[0], Self.approvers + ["e1"])
+            for round in 0..<3 {
+                let id = try #require(try await instances[round % 3].request(t["e1"]!, resource: "r\(round + 1)").string("id"))
+                let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                    for index in 0..<50 {
+                        let approver = Self.approvers[index % Self.approvers.count]
+                        group.addTask { try await instances[index % 3].approve(t[approver]!, id).status }
+                    }
+                    return try await group.reduce(into: [Int]()) { $0.append($1) }
+                }
+                #expect(statuses.filter { $0 == 200 }.count == 1, "\(statuses)")
+                #expect(statuses.allSatisfy { $0 == 200 || $0 == 409 }, "\(statuses)")
+                let grants = (try await instances[2].send(.GET, "/v1/grants?scope=all", token: TestServer.adminToken).json["grants"] as? [[String: Any]] ?? [])
+                    .filter { $0["request_id"] as? String == id }
+                #expect(grants.count == 1)
+                let request = try await instances[1].send(.GET, "/v1/requests/\(id)", token: TestServer.adminToken)
+                #expect(request.string("state") == "approved")
+                #expect((request.json["approvals"] as? [Any])?.count == 1)
+            }
+            #expect(try await instances[0].send(.GET, "/v1/audit/verify", token: TestServer.adminToken).json["ok"] as? Bool == true)
+        }
+    }
+
+    @Test("a principal's rate limit holds across instances: accepted requests never exceed burst plus rate")
+    func sharedRateLimit() async throws {
+        let antispam = """
+            {blocked_delay: off, limits: {per_principal: {rate: 20/h, burst: 3}, per_resource: off, per_source_ip: off, max_pending_per_principal: off}, score: {thresholds: {throttle: 100, extra_approval: 100, quarantine: 100, block: 100}}}
+            """
+        try await Self.cluster(antispam: antispam) { instances, _ in
+            let bot = try await instances[0].token(for: "bot")
+            let started = ContinuousClock.now
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<40 {
+                    group.addTask {
+                        try await instances[index % 3].request(bot, resource: "r\(index + 1)", reason: "INC-\(index) nightly export run \(index)").status
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            let elapsed = ContinuousClock.now - started
+            let allowed = 3 + Int((Double(elapsed.components.seconds) + 1) * 20 / 3600)
+            let accepted = statuses.filter { $0 == 201 }.count
+            #expect(accepted >= 1 && accepted <= allowed, "\(accepted) accepted, at most \(allowed) allowed: \(statuses)")
+            #expect(statuses.filter { $0 == 429 }.count == 40 - accepted, "\(statuses)")
+            let stored = (try await instances[1].send(.GET, "/v1/requests?scope=all&limit=1000", token: TestServer.adminToken).json["requests"] as? [Any] ?? [])
+            #expect(stored.count == accepted)
+        }
+    }
+
+    @Test("a mixed load over three instances, one killed with SIGKILL halfway: nothing acknowledged is lost and the audit chain verifies")
+    func killedInstanceLosesNothing() async throws {
+        try await Self.cluster(antispam: "{enabled: false}") { instances, _ in
+            let t = try await Self.tokens(instances[0], Self.approvers + Self.requesters)
+            struct Acknowledged: Sendable { var requests: [String] = []; var approvals: [String] = []; var checks = 0; var failures = 0 }
+            let acknowledged = Shared(Acknowledged())
+            let dead = Shared(Set<Int>())
+            let deadline = ContinuousClock.now + .seconds(4)
+            let instance: @Sendable (Int) -> ServeProcess = { index in
+                let live = (0..<3).filter { !dead.with { $0 }.contains($0) }
+                return instances[live[index % live.count]]
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (worker, requester) in Self.requesters.enumerated() {
+                    group.addTask {
+                        var step = worker
+                        while ContinuousClock.now < deadline {
+                            step += 1
+                            let target = instance(step)
+                            do {
+                                let reply = try await target.request(t[requester]!, resource: "r\(step % 40 + 1)", reason: "INC-\(step) load step")
+                                guard reply.status == 201, let id = reply.string("id") else { continue }
+                                acknowledged.with { $0.requests.append(id) }
+                                let approver = Self.approvers[step % Self.approvers.count]
+                                if try await instance(step + 1).approve(t[approver]!, id).status == 200 {
+                                    acknowledged.with { $0.approvals.append(id) }
+                                }
+                                if try await target.check(t[requester]!, resource: "r\(step % 40 + 1)").status == 200 {
+                                    acknowledged.with { $0.checks += 1 }
+                                }
+                            } catch {
+                                // The killed instance: its connections fail; unacknowledged work may or may not have committed.
+                                acknowledged.with { $0.failures += 1 }
+                            }
+                        }
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(2))
+                    dead.with { _ = $0.insert(2) }
+                    instances[2].kill(SIGKILL)
+                }
+                try await group.waitForAll()
+            }
+            let done = acknowledged.with { $0 }
+            #expect(done.requests.count > 20, "only \(done.requests.count) requests were acknowledged")
+            #expect(done.approvals.count > 10)
+            let survivor = instances[0]
+            let stored = try await survivor.send(.GET, "/v1/requests?scope=all&limit=1000", token: TestServer.adminToken).json["requests"] as? [[String: Any]] ?? []
+            let states = Dictionary(stored.compactMap { r in (r["id"] as? String).map { ($0, r["state"] as? String ?? "") } }, uniquingKeysWith: { a, _ in a })
+            for id in done.requests { #expect(states[id] != nil, "acknowledged request \(id) is missing") }
+            for id in done.approvals { #expect(states[id] == "approved", "acknowledged approval of \(id): state \(states[id] ?? "missing")") }
+            let events = try await survivor.send(.GET, "/v1/audit?limit=10000", token: TestServer.adminToken).json["events"] as? [[String: Any]] ?? []
+            let created = Set(events.filter { $0["action"] as? String == "request.created" }.compactMap { $0["subject"] as? String })
+            let approved = Set(events.filter { $0["action"] as? String == "request.approved" }.compactMap { $0["subject"] as? String })
+            #expect(Set(done.requests).isSubset(of: created))
+            #expect(Set(done.approvals).isSubset(of: approved))
+            let verify = try await instances[1].send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            #expect(verify.json["ok"] as? Bool == true, "\(verify.json)")
+            // No request has two grants, whichever instances approved it.
+            let grants = try await survivor.send(.GET, "/v1/grants?scope=all&limit=1000", token: TestServer.adminToken).json["grants"] as? [[String: Any]] ?? []
+            let perRequest = Dictionary(grouping: grants, by: { $0["request_id"] as? String ?? "" })
+            #expect(perRequest.values.allSatisfy { $0.count == 1 })
+            #expect(grants.count == stored.filter { $0["state"] as? String == "approved" }.count)
+        }
+    }
+}
+
+/// A value several tasks update.
+final class Shared<Value: Sendable>: Sendable {
+    private let value: Mutex<Value>
+    init(_ value: Value) { self.value = Mutex(value) }
+    func with<R>(_ body: (inout Value) -> R) -> R { value.withLock { body(&$0) } }
+}
