@@ -11,7 +11,8 @@ import Synchronization
 /// Options: `sslmode` = disable | prefer (default) | require | verify-full, as libpq reads them
 /// (prefer and require encrypt without checking the certificate; verify-full checks it and the
 /// host name); `host=/path/to/socket-folder` for a unix socket; `pool_max` (default 10) connections
-/// per process; `connect_timeout` in seconds (default 10).
+/// per process; `connect_timeout`: seconds to wait for a connection, at start and for every
+/// request (default 5; beyond it the request gets 503).
 public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
     public enum TLSMode: String, Sendable { case disable, prefer, require, verifyFull = "verify-full" }
 
@@ -23,7 +24,7 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
     public var database: String
     public var tls: TLSMode = .prefer
     public var poolMax = 10
-    public var connectTimeoutSeconds = 10
+    public var connectTimeoutSeconds = 5
 
     /// The URL without the password: safe for logs and messages.
     public var description: String {
@@ -115,19 +116,20 @@ final class PostgresBackend: StoreBackend {
     private let client: PostgresClient
     private let runner: Task<Void, Never>
     private let location: PostgresLocation
-    private let writeWait: Duration
+    /// Set when a connection could not be had in time; while set, callers wait at most a second, so
+    /// clients hear 503 at once instead of each waiting out the full deadline. Cleared by any success.
+    private let unreachable = Atomic<Bool>(false)
 
-    private init(client: PostgresClient, runner: Task<Void, Never>, location: PostgresLocation, writeWait: Duration) {
+    private init(client: PostgresClient, runner: Task<Void, Never>, location: PostgresLocation) {
         self.client = client
         self.runner = runner
         self.location = location
-        self.writeWait = writeWait
     }
 
-    static func open(_ location: PostgresLocation, writeWait: Duration, logger: Logger) async throws -> PostgresBackend {
+    static func open(_ location: PostgresLocation, logger: Logger) async throws -> PostgresBackend {
         let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger)
         let runner = Task { await client.run() }
-        let backend = PostgresBackend(client: client, runner: runner, location: location, writeWait: writeWait)
+        let backend = PostgresBackend(client: client, runner: runner, location: location)
         do {
             try await backend.leased(wait: .seconds(location.connectTimeoutSeconds)) { connection in
                 try await connection.sql().raw("SELECT 1 AS one").run()
@@ -167,7 +169,7 @@ final class PostgresBackend: StoreBackend {
     }
 
     func write<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
-        try await leased(wait: writeWait) { connection in
+        try await leased(wait: .seconds(location.connectTimeoutSeconds)) { connection in
             let db = connection.sql()
             try await db.raw("BEGIN").run()
             do {
@@ -185,7 +187,7 @@ final class PostgresBackend: StoreBackend {
     }
 
     func read<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
-        try await leased(wait: writeWait) { connection in
+        try await leased(wait: .seconds(location.connectTimeoutSeconds)) { connection in
             try await body(StoreSession(db: connection.sql()))
         }
     }
@@ -195,6 +197,7 @@ final class PostgresBackend: StoreBackend {
     /// wait for a connection is cut short: once `body` has started it runs to its end (the server's
     /// statement and lock timeouts bound it).
     private func leased<T: Sendable>(wait: Duration, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let wait = unreachable.load(ordering: .relaxed) ? min(wait, .seconds(1)) : wait
         let gate = LeaseGate()
         let client = self.client
         return try await withThrowingTaskGroup(of: T?.self) { group in
@@ -211,10 +214,12 @@ final class PostgresBackend: StoreBackend {
             while let next = try await group.next() {
                 if let value = next {
                     group.cancelAll()
+                    unreachable.store(false, ordering: .relaxed)
                     return value
                 }
                 if gate.expire() {
                     group.cancelAll()
+                    unreachable.store(true, ordering: .relaxed)
                     throw GatehouseError(.unavailable, "store_unavailable", "no database connection within \(wait) (\(location) is down or overloaded); nothing was changed, try again shortly")
                 }
             }

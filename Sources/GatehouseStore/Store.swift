@@ -54,9 +54,8 @@ public final class GatehouseStore: Sendable {
         return try await migrated(GatehouseStore(backend: backend, caching: !shared, location: "sqlite:\(path)" + (shared ? "?mode=shared" : "")), logger: logger)
     }
 
-    public static func openPostgres(_ location: PostgresLocation, writeWait: Duration = .seconds(10),
-                                    logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
-        let backend = try await PostgresBackend.open(location, writeWait: writeWait, logger: logger)
+    public static func openPostgres(_ location: PostgresLocation, logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
+        let backend = try await PostgresBackend.open(location, logger: logger)
         return try await migrated(GatehouseStore(backend: backend, caching: false, location: location.description), logger: logger)
     }
 

@@ -8,9 +8,9 @@ final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
     let process: Process
     let log: URL
     var baseURL: String { "http://127.0.0.1:\(port)" }
-    /// Short: a killed instance's port refuses connections, and the HTTP client retries those until
-    /// its deadline.
-    var timeout: TimeAmount { .seconds(5) }
+    /// Longer than any wait inside the server, shorter than the HTTP client's default: a killed
+    /// instance's port refuses connections, and the client retries those until its deadline.
+    var timeout: TimeAmount { .seconds(12) }
 
     static var repositoryRoot: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
