@@ -382,19 +382,7 @@ public final class AccessService: Sendable {
     /// Walks the whole chain in pages, up to the head read first: events written while the walk
     /// runs come after that head and are left for the next verification.
     public func verifyAuditChain() async throws -> AuditChain.Verification {
-        try await read { session in
-            let head = try await session.auditHead()
-            let last = head?.seq ?? 0
-            var events: [AuditEvent] = []
-            var after: Int64? = nil
-            while true {
-                let page = try await session.auditEvents(.init(afterSeq: after, upToSeq: last, limit: 5_000))
-                events += page
-                guard page.count == 5_000, let last = page.last else { break }
-                after = last.seq
-            }
-            return AuditChain.verify(events, head: head)
-        }
+        try await read { try await $0.verifyAuditChain() }
     }
 
     // MARK: sweeper

@@ -20,7 +20,7 @@ struct Gatehouse: AsyncParsableCommand {
             ShowCommand.self, ApproveCommand.self, DenyCommand.self, CancelCommand.self, GrantsCommand.self,
             ReleaseCommand.self, RevokeCommand.self, CheckCommand.self, ClassifyCommand.self, ExecCommand.self,
             ReportCommand.self, ReviewCommand.self, PrincipalsCommand.self, UnblockCommand.self,
-            AuditCommand.self, WhoamiCommand.self,
+            AuditCommand.self, WhoamiCommand.self, MigrateCommand.self, ExportCommand.self, ImportCommand.self,
         ])
 
     /// Runs the command and maps every outcome to the documented exit codes.
@@ -79,7 +79,7 @@ struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "serve", abstract: "Run the Gatehouse server.")
 
     @Option(help: "The policy file (default: $GATEHOUSE_POLICY or gatehouse.yaml).") var policy: String?
-    @Option(help: "sqlite:PATH, or sqlite:PATH?mode=shared for several processes on one file (default: $GATEHOUSE_DATABASE or sqlite:gatehouse.db).") var database: String?
+    @Option(help: "sqlite:PATH (sqlite:PATH?mode=shared for several processes on one file) or postgres://USER:PASSWORD@HOST:PORT/DB for several instances (default: $GATEHOUSE_DATABASE or sqlite:gatehouse.db).") var database: String?
     @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
     @Option(help: "Port to listen on.") var port: Int = 8080
     @Option(help: "How often to sweep expired grants and requests.") var sweepEvery: String = "1s"

@@ -1,0 +1,195 @@
+import Foundation
+import GatehouseCore
+import SQLKit
+
+/// Moving a whole store between databases (SQLite to PostgreSQL and back) as JSON lines: a header,
+/// one line per row (`{"table": ..., "row": {...}}`), and a trailer with the row count, so a cut-off
+/// file is refused. Every table, every column; the audit chain is copied as it is and must verify
+/// in the target before the import commits.
+public enum StoreTransfer {
+    /// Data tables, parents before children.
+    public static let tables = ["tokens", "requests", "approvals", "grants", "audit_events", "audit_head",
+                                "rate_limits", "refusals", "principal_flags", "notifications"]
+    static let format = "gatehouse-export"
+    static let formatVersion = 1
+    static let pageSize = 1_000
+
+    public struct Summary: Sendable, Equatable {
+        public var rows: [String: Int] = [:]
+        public var total: Int { rows.values.reduce(0, +) }
+        public var schemaVersion = 0
+        public var auditEvents = 0
+    }
+
+    /// Writes the store to `emit`, one JSON line at a time, from one consistent snapshot (it runs
+    /// in a write transaction, so nothing changes underneath it; it changes nothing itself).
+    public static func export(_ store: GatehouseStore, emit: @escaping @Sendable (String) throws -> Void) async throws -> Summary {
+        try await store.write { session in
+            var summary = Summary()
+            summary.schemaVersion = try await session.schemaVersion()
+            try emit(line(["format": format, "version": formatVersion, "schema_version": summary.schemaVersion,
+                           "exported_at": Date().rfc3339]))
+            for table in tables {
+                let columns = try await session.columns(of: table)
+                var offset = 0
+                while true {
+                    let rows = try await session.db.raw("""
+                        SELECT * FROM \(ident: table) ORDER BY \(ident: columns[0].name) LIMIT \(bind: pageSize) OFFSET \(bind: offset)
+                        """).all()
+                    for row in rows {
+                        var object: [String: Any] = [:]
+                        for column in columns {
+                            object[column.name] = column.isInteger
+                                ? try row.decode(column: column.name, as: Int64?.self).map { $0 as Any } ?? NSNull()
+                                : try row.decode(column: column.name, as: String?.self).map { $0 as Any } ?? NSNull()
+                        }
+                        try emit(line(["table": table, "row": object]))
+                    }
+                    summary.rows[table, default: 0] += rows.count
+                    offset += rows.count
+                    if rows.count < pageSize { break }
+                }
+            }
+            summary.auditEvents = summary.rows["audit_events"] ?? 0
+            try emit(line(["end": true, "rows": summary.total]))
+            return summary
+        }
+    }
+
+    /// Reads an export into an empty store, all in one transaction: refused (and nothing written)
+    /// when the target holds data, the file is cut off or from a newer schema, a row does not fit
+    /// the target's tables, or the imported audit chain does not verify.
+    public static func `import`(_ store: GatehouseStore, lines: [String]) async throws -> Summary {
+        @Sendable func refuse(_ code: String, _ message: String) -> GatehouseError { GatehouseError(.invalid, code, message) }
+        let content = lines.enumerated().filter { !$0.element.trimmingCharacters(in: .whitespaces).isEmpty }
+        var parsed: [(number: Int, object: [String: Any])] = []
+        for (index, text) in content {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
+                throw refuse("import_line_invalid", "line \(index + 1) is not a JSON object; is this a file from `gatehouse export`?")
+            }
+            parsed.append((index + 1, object))
+        }
+        guard let header = parsed.first?.object, header["format"] as? String == format else {
+            throw refuse("import_not_export", "the first line is not a gatehouse export header; make the file with `gatehouse export`")
+        }
+        guard header["version"] as? Int == formatVersion else {
+            throw refuse("import_version_unknown", "this export has format version \(header["version"] ?? "?"); this gatehouse reads version \(formatVersion)")
+        }
+        guard let trailer = parsed.last?.object, trailer["end"] as? Bool == true, let expected = trailer["rows"] as? Int else {
+            throw refuse("import_truncated", "the export has no end line: the file was cut off; export again")
+        }
+        let rows = parsed.dropFirst().dropLast()
+        guard rows.count == expected else {
+            throw refuse("import_truncated", "the export says it has \(expected) rows but \(rows.count) are there; export again")
+        }
+        let sourceSchema = header["schema_version"] as? Int ?? 0
+        let payload = rows.map { ($0.number, $0.object["table"] as? String, $0.object["row"] as? [String: Any]) }
+        let boxed = UncheckedRows(payload)
+        return try await store.write { session in
+            var summary = Summary()
+            summary.schemaVersion = try await session.schemaVersion()
+            guard sourceSchema <= summary.schemaVersion else {
+                throw refuse("import_schema_too_new", "the export is from schema version \(sourceSchema) but this gatehouse knows only up to \(summary.schemaVersion); import with a newer gatehouse")
+            }
+            let present = try await session.rowCounts()
+            if let (table, count) = present.first(where: { $0.value > 0 }) {
+                throw refuse("import_target_not_empty", "the target database already holds data (\(count) rows in \(table)); import only into a new database, prepared with `gatehouse migrate` and never served")
+            }
+            var columns: [String: [(name: String, isInteger: Bool)]] = [:]
+            for table in tables { columns[table] = try await session.columns(of: table) }
+            for (number, table, row) in boxed.rows {
+                guard let table, let tableColumns = columns[table], let row else {
+                    throw refuse("import_row_invalid", "line \(number) names no known table (the tables are \(tables.joined(separator: ", ")))")
+                }
+                var names: [String] = []
+                var values: [any SQLExpression] = []
+                for (name, value) in row.sorted(by: { $0.key < $1.key }) {
+                    guard let column = tableColumns.first(where: { $0.name == name }) else {
+                        throw refuse("import_row_invalid", "line \(number): \(table) has no column \(name) in this schema")
+                    }
+                    names.append(name)
+                    if value is NSNull {
+                        values.append(SQLLiteral.null)
+                    } else if column.isInteger, let integer = Self.integer(value) {
+                        values.append(SQLBind(integer))
+                    } else if !column.isInteger, let text = value as? String {
+                        values.append(SQLBind(text))
+                    } else {
+                        throw refuse("import_row_invalid", "line \(number): \(table).\(name) holds \(type(of: value)), not \(column.isInteger ? "an integer" : "text")")
+                    }
+                }
+                try await session.db.insert(into: table).columns(names).values(values).run()
+                summary.rows[table, default: 0] += 1
+            }
+            let verification = try await session.verifyAuditChain()
+            guard verification.ok else {
+                throw refuse("import_audit_broken", "the imported audit chain does not verify (\(verification.problem ?? "broken") at event \(verification.brokenAt.map(String.init) ?? "?")); nothing was imported")
+            }
+            summary.auditEvents = verification.eventsChecked
+            return summary
+        }
+    }
+
+    /// A JSON number that is a whole 64-bit integer, exactly.
+    static func integer(_ value: Any) -> Int64? {
+        guard let number = value as? NSNumber, !(value is String) else { return nil }
+        let integer = number.int64Value
+        return NSNumber(value: integer).isEqual(to: number) ? integer : nil
+    }
+
+    static func line(_ object: [String: Any]) throws -> String {
+        String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+    }
+}
+
+/// Parsed JSON rows handed into the import transaction; read only after parsing.
+private struct UncheckedRows: @unchecked Sendable {
+    let rows: [(Int, String?, [String: Any]?)]
+    init(_ rows: [(Int, String?, [String: Any]?)]) { self.rows = rows }
+}
+
+extension StoreSession {
+    /// The schema version recorded by the migrations.
+    public func schemaVersion() async throws -> Int {
+        try await db.raw("SELECT MAX(version) AS v FROM schema_migrations").first()?.decode(column: "v", as: Int?.self) ?? 0
+    }
+
+    /// How many rows each data table holds.
+    public func rowCounts() async throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for table in StoreTransfer.tables {
+            counts[table] = try await db.raw("SELECT COUNT(*) AS n FROM \(ident: table)").first()?.decode(column: "n", as: Int.self) ?? 0
+        }
+        return counts
+    }
+
+    /// A table's columns in order, and whether each holds integers (every other column holds text).
+    func columns(of table: String) async throws -> [(name: String, isInteger: Bool)] {
+        let rows: [any SQLRow]
+        if db.dialect.name == "sqlite" {
+            rows = try await db.raw("SELECT name, type FROM pragma_table_info(\(bind: table)) ORDER BY cid").all()
+        } else {
+            rows = try await db.raw("""
+                SELECT column_name AS name, data_type AS type FROM information_schema.columns
+                WHERE table_schema = current_schema() AND table_name = \(bind: table) ORDER BY ordinal_position
+                """).all()
+        }
+        return try rows.map { row in
+            (try row.decode(column: "name", as: String.self), try row.decode(column: "type", as: String.self).lowercased().contains("int"))
+        }
+    }
+
+    /// The whole audit chain, verified up to its head.
+    public func verifyAuditChain() async throws -> AuditChain.Verification {
+        let head = try await auditHead()
+        var events: [AuditEvent] = []
+        var after: Int64? = nil
+        while true {
+            let page = try await auditEvents(.init(afterSeq: after, upToSeq: head?.seq ?? 0, limit: 5_000))
+            events += page
+            guard page.count == 5_000, let last = page.last else { break }
+            after = last.seq
+        }
+        return AuditChain.verify(events, head: head)
+    }
+}

@@ -1,0 +1,93 @@
+import ArgumentParser
+import Foundation
+import GatehouseCore
+import GatehouseStore
+import Logging
+
+/// `--database`, for the commands that open the store themselves (the server must not be running
+/// on an SQLite file; on PostgreSQL it may).
+struct StoreOptions: ParsableArguments {
+    @Option(help: "sqlite:PATH[?mode=shared] or postgres://USER:PASSWORD@HOST:PORT/DB (default: $GATEHOUSE_DATABASE or sqlite:gatehouse.db).")
+    var database: String?
+
+    var url: String { database ?? ProcessInfo.processInfo.environment["GATEHOUSE_DATABASE"] ?? "sqlite:gatehouse.db" }
+
+    func open() async throws -> GatehouseStore {
+        var logger = Logger(label: "gatehouse")
+        logger.logLevel = .warning
+        return try await GatehouseStore.open(url: url, logger: logger)
+    }
+}
+
+struct MigrateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migrate", abstract: "Create or update the database schema, and say which version it is at.",
+        discussion: "`serve` does the same at start; run this to prepare an empty database for `import`.")
+    @OptionGroup var store: StoreOptions
+
+    func run() async throws {
+        let opened = try await store.open()
+        let version = try await opened.read { try await $0.schemaVersion() }
+        await opened.close()
+        print("\(opened.location): schema at version \(version)")
+    }
+}
+
+struct ExportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export", abstract: "Write every request, grant, token, audit event and limit to JSON lines.",
+        discussion: "Token secrets are stored only as hashes, and are exported as such. Keep the file as safe as the database.")
+    @OptionGroup var store: StoreOptions
+    @Option(name: .shortAndLong, help: "Write to this file instead of standard output.") var output: String?
+
+    func run() async throws {
+        let sink: FileHandle
+        if let output {
+            guard FileManager.default.createFile(atPath: output, contents: nil, attributes: [.posixPermissions: 0o600]),
+                  let handle = FileHandle(forWritingAtPath: output) else {
+                throw CLIError.failure("cannot write \(output); check that its folder exists and is writable")
+            }
+            sink = handle
+        } else {
+            sink = FileHandle.standardOutput
+        }
+        let opened = try await store.open()
+        do {
+            let summary = try await StoreTransfer.export(opened) { line in sink.write(Data((line + "\n").utf8)) }
+            await opened.close()
+            try sink.synchronize()
+            FileHandle.standardError.write(Data("exported \(summary.total) rows (\(summary.auditEvents) audit events, schema version \(summary.schemaVersion)) from \(opened.location)\n".utf8))
+        } catch {
+            await opened.close()
+            throw error
+        }
+    }
+}
+
+struct ImportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import", abstract: "Load an export into a new, empty database; the audit chain must verify there.",
+        discussion: "All or nothing: one transaction. Prepare the target with `gatehouse migrate --database URL`, import, then start `serve` on it.")
+    @OptionGroup var store: StoreOptions
+    @Option(name: .shortAndLong, help: "Read from this file instead of standard input.") var input: String?
+
+    func run() async throws {
+        let data: Data
+        if let input {
+            guard let contents = FileManager.default.contents(atPath: input) else { throw CLIError.failure("cannot read \(input)") }
+            data = contents
+        } else {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        }
+        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let opened = try await store.open()
+        do {
+            let summary = try await StoreTransfer.import(opened, lines: lines)
+            await opened.close()
+            print("imported \(summary.total) rows into \(opened.location); the audit chain verifies (\(summary.auditEvents) events)")
+        } catch {
+            await opened.close()
+            throw error
+        }
+    }
+}
