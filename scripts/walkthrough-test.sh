@@ -198,5 +198,26 @@ done
 [ "$ACCEPTED" = 3 ] || fail "two processes on one file accepted $ACCEPTED requests; the shared burst is 3"
 expect_exit 0 env GATEHOUSE_URL="http://127.0.0.1:$PORT3" GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit verify
 kill "$SERVER2_PID" "$SERVER3_PID" 2>/dev/null || true
+wait "$SERVER2_PID" "$SERVER3_PID" 2>/dev/null || true
+
+# Moving that store to PostgreSQL: export, prepare the target, import, serve it, verify the chain.
+: "${GATEHOUSE_TEST_POSTGRES:?the walkthrough needs a PostgreSQL server; run it from scripts/test.sh}"
+expect_exit 0 "$BIN" export --database "sqlite:$WORK/shared.db" --output "$WORK/export.jsonl"
+expect_output "exported"
+psql -q "$GATEHOUSE_TEST_POSTGRES" -c "DROP DATABASE IF EXISTS walkthrough" -c "CREATE DATABASE walkthrough" || fail "cannot create the walkthrough database"
+PGURL="${GATEHOUSE_TEST_POSTGRES%/*}/walkthrough"
+expect_exit 0 "$BIN" migrate --database "$PGURL"
+expect_output "schema at version"
+expect_exit 0 "$BIN" import --database "$PGURL" --input "$WORK/export.jsonl"
+expect_output "the audit chain verifies"
+expect_exit 1 "$BIN" import --database "$PGURL" --input "$WORK/export.jsonl"
+expect_output "already holds data"
+"$BIN" serve --policy shared.yaml --database "$PGURL" --port "$PORT2" >serve4.log 2>&1 &
+SERVER4_PID=$!
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT2/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+expect_exit 0 env GATEHOUSE_URL="http://127.0.0.1:$PORT2" GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit verify
+expect_exit 0 env GATEHOUSE_URL="http://127.0.0.1:$PORT2" GATEHOUSE_TOKEN="$SHARED_ALICE" "$BIN" requests
+kill "$SERVER4_PID" 2>/dev/null || true
+psql -q "$GATEHOUSE_TEST_POSTGRES" -c "DROP DATABASE IF EXISTS walkthrough WITH (FORCE)" >/dev/null 2>&1 || true
 
 echo "walkthrough passed"
