@@ -387,10 +387,15 @@ public final class AccessService: Sendable {
 
     // MARK: sweeper
 
+    /// This process, as a lease holder: unique per start.
+    public static let instanceID = "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(Identifier.make("i"))"
+
     /// Marks expired grants and pending requests and writes their audit events. Expiry is already
-    /// enforced at decision time; this makes it visible and announces it.
+    /// enforced at decision time; this makes it visible and announces it. When several instances
+    /// share the database, only the holder of the `sweeper` lease sweeps; the lease runs for `lease` and is renewed on each sweep, so another
+    /// instance takes over within that time when the holder stops.
     @discardableResult
-    public func sweep() async throws -> (grants: Int, requests: Int) {
+    public func sweep(holder: String = AccessService.instanceID, lease: TimeInterval = 10) async throws -> (grants: Int, requests: Int) {
         // Look first on a reader, so an idle sweeper never takes the write lock.
         let probe = clock.now()
         // Refused attempts are kept a day (longer than any signal window); passed rate-limit keys an hour.
@@ -404,6 +409,7 @@ public final class AccessService: Sendable {
         guard due else { return (0, 0) }
         return try await write { session in
             let now = self.clock.now()
+            guard try await session.claimLease("sweeper", holder: holder, now: now, until: now.addingTimeInterval(lease)) else { return (0, 0) }
             try await session.pruneAntiSpam(refusalsBefore: pruneBefore, now: now.addingTimeInterval(-3600))
             var entries: [AuditEntry] = []
             let grants = try await session.expiredOpenGrants(now: now, limit: 500)

@@ -51,7 +51,8 @@ public struct Sweeper: Service {
     public func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
-                let swept = try await service.sweep()
+                // The lease outlives a few missed sweeps, not a stopped instance.
+                let swept = try await service.sweep(lease: max(10, 3 * Double(interval.components.seconds)))
                 if swept.grants + swept.requests > 0 {
                     logger.info("sweeper ended expired items", metadata: ["grants": "\(swept.grants)", "requests": "\(swept.requests)"])
                 }

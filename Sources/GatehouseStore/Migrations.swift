@@ -75,6 +75,10 @@ enum Migrations {
             "ALTER TABLE requests ADD COLUMN spam_action TEXT",
             "ALTER TABLE requests ADD COLUMN spam_signals TEXT",
         ]),
+        // Leases: which instance runs the sweeper when several share the database.
+        (4, [
+            "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)",
+        ]),
     ]
 
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }

@@ -365,4 +365,18 @@ public struct StoreSession: Sendable {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return (try? String(decoding: encoder.encode(value), as: UTF8.self)) ?? "{}"
     }
+
+    // MARK: leases
+
+    /// Takes or renews the lease `name` for `holder` until `until`, unless another holder's lease
+    /// is still running; returns whether `holder` has it now. Atomic: one upsert.
+    public func claimLease(_ name: String, holder: String, now: Date, until: Date) async throws -> Bool {
+        try await db.raw("""
+            INSERT INTO leases (name, holder, expires_at) VALUES (\(bind: name), \(bind: holder), \(bind: until.unixMilliseconds))
+            ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+            WHERE leases.holder = excluded.holder OR leases.expires_at <= \(bind: now.unixMilliseconds)
+            """).run()
+        let current = try await db.raw("SELECT holder FROM leases WHERE name = \(bind: name)").first()?.decode(column: "holder", as: String.self)
+        return current == holder
+    }
 }

@@ -182,6 +182,30 @@ struct InvariantTests {
         }
     }
 
+    @Test("one sweeper at a time: another instance sweeps only once the holder's lease has run out")
+    func sweeperLease() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice")
+            let first = try #require(try await server.request(t["alice"]!).string("id"))
+            server.clock.advance(by: 3601)
+            // Instance A takes the two-hour lease with its sweep; instance B, on the same database, is turned away.
+            #expect(try await server.service.sweep(holder: "instance-a", lease: 7200).requests == 1)
+            let second = try #require(try await server.request(t["alice"]!).string("id"))
+            server.clock.advance(by: 3601)
+            #expect(try await server.service.sweep(holder: "instance-b", lease: 7200).requests == 0)
+            #expect(try await server.send(.GET, "/v1/requests/\(second)", token: t["alice"]!).string("state") == "pending")
+            // A stops (no renewal). Once its lease has run out, B takes over and sweeps.
+            server.clock.advance(by: 3600)
+            #expect(try await server.service.sweep(holder: "instance-b", lease: 7200).requests == 1)
+            #expect(try await server.send(.GET, "/v1/requests/\(second)", token: t["alice"]!).string("state") == "expired")
+            #expect(try await server.send(.GET, "/v1/requests/\(first)", token: t["alice"]!).string("state") == "expired")
+            // And A, back again, waits for B's lease in turn.
+            _ = try #require(try await server.request(t["alice"]!).string("id"))
+            server.clock.advance(by: 3601)
+            #expect(try await server.service.sweep(holder: "instance-a", lease: 7200).requests == 0)
+        }
+    }
+
     @Test("an approver removed from the policy before approving is refused")
     func approverRemovedFromPolicy() async throws {
         try await TestServer.with { server in
