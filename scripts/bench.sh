@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the figures in BENCHMARKS.md: POST /v1/check throughput and latency with wrk over
 # loopback keep-alive HTTP with 1,000 active grants in the store, and request+approve cycles/s.
-# Release build, SQLite store in a temporary folder.
+# Release build, SQLite store in a temporary folder; then the same on a local PostgreSQL server, with one
+# and two instances (SKIP_POSTGRES=1 leaves that out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh wrk
@@ -11,7 +12,7 @@ BIN=$(swift build -c release --scratch-path .build-release --show-bin-path)
 WORK=$(mktemp -d)
 PORT=${PORT:-18181}
 DURATION=${DURATION:-20}
-trap 'kill $SERVER_PID 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill $SERVER_PID ${SERVER2_PID:-} 2>/dev/null; wait 2>/dev/null; scripts/postgres-server.sh stop "$WORK/pg"; rm -rf "$WORK"' EXIT
 
 {
   echo "version: 1"
@@ -80,3 +81,33 @@ kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=$!
 for _ in $(seq 1 100); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 "$BIN/gatehouse-bench" flood --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --rate 20 --concurrency 8
+
+[ -n "${SKIP_POSTGRES:-}" ] && exit 0
+# The same check and cycle runs on PostgreSQL (a local server with fsync on, as SQLite's synchronous=FULL),
+# with one instance and then two on one database. Anti-spam off, as the SQLite cycles baseline above.
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+PGURL=$(PG_FSYNC=on scripts/postgres-server.sh start "$WORK/pg")
+psql -q "$PGURL" -c "CREATE DATABASE bench"
+PGBENCH="${PGURL%/*}/bench?pool_max=10"
+"$BIN/gatehouse" serve --policy "$WORK/policy-off.yaml" --database "$PGBENCH" --port "$PORT" --log-level warning &
+SERVER_PID=$!
+for _ in $(seq 1 100); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN/gatehouse-bench" setup --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --users 200 --resources 5 --lua "$WORK/check-pg.lua"
+echo "== PostgreSQL, one instance: POST /v1/check, wrk 1 thread, 16 connections, ${DURATION}s"
+wrk -t1 -c16 -d"${DURATION}s" --latency -s "$WORK/check-pg.lua" "$URL" | grep -E "Requests/sec|Latency|50%|99%|Non-2xx"
+echo "== PostgreSQL, one instance: request+approve cycles"
+"$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 1
+"$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8
+PORT2=$((PORT + 1)); URL2=http://127.0.0.1:$PORT2
+"$BIN/gatehouse" serve --policy "$WORK/policy-off.yaml" --database "$PGBENCH" --port "$PORT2" --log-level warning &
+SERVER2_PID=$!
+for _ in $(seq 1 100); do curl -fs "$URL2/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+echo "== PostgreSQL, two instances: POST /v1/check, one wrk (1 thread, 8 connections) on each, ${DURATION}s"
+wrk -t1 -c8 -d"${DURATION}s" --latency -s "$WORK/check-pg.lua" "$URL" > "$WORK/wrk1.txt" &
+WRK1=$!
+wrk -t1 -c8 -d"${DURATION}s" --latency -s "$WORK/check-pg.lua" "$URL2" > "$WORK/wrk2.txt"
+wait "$WRK1"
+grep -E "Requests/sec|99%|Non-2xx" "$WORK/wrk1.txt" "$WORK/wrk2.txt"
+awk '/Requests\/sec/ {sum += $2} END {printf "both instances together: %.0f requests/s\n", sum}' "$WORK/wrk1.txt" "$WORK/wrk2.txt"
+echo "== PostgreSQL, two instances: request+approve cycles (filed on one, approved on the other)"
+"$BIN/gatehouse-bench" cycles --url "$URL,$URL2" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8

@@ -27,9 +27,10 @@ case "$cmd" in
     ;&
   restart-start)
     port=$(cat "$dir/port")
-    # fsync off: a throwaway server; max_connections covers several servers' pools in one test.
+    # fsync off by default: a throwaway server (PG_FSYNC=on for benchmarks); max_connections covers
+    # several servers' pools in one test.
     as_postgres "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=300 -c shared_buffers=128MB" start >/dev/null \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=${PG_FSYNC:-off} -c max_connections=300 -c shared_buffers=128MB" start >/dev/null \
       || { tail -20 "$dir/server.log" >&2; exit 1; }
     echo "postgres://gatehouse:gatehouse-test-password@127.0.0.1:$port/postgres"
     ;;

@@ -18,7 +18,9 @@ struct GatehouseBench {
             guard let index = args.firstIndex(of: "--\(name)"), index + 1 < args.count else { return fallback }
             return args[index + 1]
         }
-        let api = API(base: option("url", "http://127.0.0.1:8080"), admin: option("admin-token", ""))
+        // Several instances: --url A,B (cycles file on one and approve on the next).
+        let apis = option("url", "http://127.0.0.1:8080").split(separator: ",").map { API(base: String($0), admin: option("admin-token", "")) }
+        let api = apis[0]
         let users = Int(option("users", "200"))!
         let resources = Int(option("resources", "5"))!
         switch mode {
@@ -31,7 +33,7 @@ struct GatehouseBench {
             try await flood(api, resources: resources, seconds: Double(option("seconds", "15"))!, rate: Double(option("rate", "20"))!,
                             flooders: Int(option("concurrency", "8"))!)
         case "cycles":
-            try await cycles(api, users: users, resources: resources, seconds: Double(option("seconds", "15"))!,
+            try await cycles(apis, users: users, resources: resources, seconds: Double(option("seconds", "15"))!,
                              concurrency: Int(option("concurrency", "8"))!)
         default:
             print("unknown mode \(mode)")
@@ -91,7 +93,8 @@ struct GatehouseBench {
     }
 
     /// Request + approve cycles for `seconds`, from `concurrency` workers; prints cycles/s and latency percentiles.
-    static func cycles(_ api: API, users: Int, resources: Int, seconds: Double, concurrency: Int) async throws {
+    static func cycles(_ apis: [API], users: Int, resources: Int, seconds: Double, concurrency: Int) async throws {
+        let api = apis[0]
         // One requester per worker: each files its next request after the last one was approved, so none
         // of them is ever "the identical pending request" of another.
         var tokens: [String] = []
@@ -107,11 +110,11 @@ struct GatehouseBench {
                     var n = 0
                     while Date() < deadline {
                         let t0 = Date()
-                        let created = try await api.post("/v1/requests", token: requesters[worker], [
+                        let created = try await apis[worker % apis.count].post("/v1/requests", token: requesters[worker], [
                             "resource": "db\((worker + n) % resources)", "role": "write", "duration": "5m", "reason": "INC-\(worker * 100_000 + n) benchmark cycle",
                         ])
                         guard created.0 == 201, let id = created.1["id"] as? String else { throw BenchError("request failed: \(created)") }
-                        let approved = try await api.post("/v1/requests/\(id)/approve", token: approvers[n % 2], [:])
+                        let approved = try await apis[(worker + 1) % apis.count].post("/v1/requests/\(id)/approve", token: approvers[n % 2], [:])
                         guard approved.0 == 200, approved.1["state"] as? String == "approved" else { throw BenchError("approve failed: \(approved)") }
                         own.append(Date().timeIntervalSince(t0) * 1000)
                         n += 1
@@ -123,8 +126,8 @@ struct GatehouseBench {
         }
         let elapsed = Date().timeIntervalSince(start)
         func percentile(_ p: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
-        print(String(format: "cycles: %d request+approve cycles in %.1fs = %.0f cycles/s; cycle latency p50 %.2f ms, p99 %.2f ms (concurrency %d)",
-                     latencies.count, elapsed, Double(latencies.count) / elapsed, percentile(0.5), percentile(0.99), concurrency))
+        print(String(format: "cycles: %d request+approve cycles in %.1fs = %.0f cycles/s; cycle latency p50 %.2f ms, p99 %.2f ms (concurrency %d, %d instance(s))",
+                     latencies.count, elapsed, Double(latencies.count) / elapsed, percentile(0.5), percentile(0.99), concurrency, apis.count))
     }
 }
 
