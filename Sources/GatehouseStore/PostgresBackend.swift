@@ -73,6 +73,28 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
         return location
     }
 
+    /// One connection outside the pool, made at start so that a wrong password, a missing database
+    /// or a refused address is reported in the server's words (the pool would only retry quietly).
+    func probe(logger: Logger) async throws {
+        var configuration: PostgresConnection.Configuration
+        if let socketFolder {
+            configuration = .init(unixSocketPath: socketFolder + "/.s.PGSQL.\(port)", username: user, password: password, database: database)
+        } else {
+            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+            if tls != .verifyFull { tlsConfiguration.certificateVerification = .none }
+            let context = try NIOSSLContext(configuration: tlsConfiguration)
+            let mode: PostgresConnection.Configuration.TLS = switch tls {
+            case .disable: .disable
+            case .prefer: .prefer(context)
+            case .require, .verifyFull: .require(context)
+            }
+            configuration = .init(host: host, port: port, username: user, password: password, database: database, tls: mode)
+        }
+        configuration.options.connectTimeout = .seconds(Int64(connectTimeoutSeconds))
+        let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+        try await connection.close()
+    }
+
     func clientConfiguration() -> PostgresClient.Configuration {
         var configuration: PostgresClient.Configuration
         if let socketFolder {
@@ -127,6 +149,12 @@ final class PostgresBackend: StoreBackend {
     }
 
     static func open(_ location: PostgresLocation, logger: Logger) async throws -> PostgresBackend {
+        do {
+            try await location.probe(logger: logger)
+        } catch {
+            throw GatehouseError(.unavailable, "store_unreachable",
+                                 "cannot use the PostgreSQL database \(location): \(Self.explain(error)); check that the server is running and the address, user, password and database are right")
+        }
         let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger)
         let runner = Task { await client.run() }
         let backend = PostgresBackend(client: client, runner: runner, location: location)
@@ -146,6 +174,9 @@ final class PostgresBackend: StoreBackend {
     static func explain(_ error: any Error) -> String {
         if let gatehouse = error as? GatehouseError { return gatehouse.message }
         guard let psql = error as? PSQLError else { return "\(type(of: error))" }
+        if psql.code == .sslUnsupported {
+            return "the server does not offer TLS, and sslmode asks for it (turn on ssl in postgresql.conf, or use sslmode=prefer on a trusted network)"
+        }
         if let message = psql.serverInfo?[.message] {
             return message + (psql.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "")
         }
