@@ -1,0 +1,64 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+import Testing
+
+@Suite("PostgreSQL store: URLs and start-up errors")
+struct PostgresStoreTests {
+    @Test("database URLs are read as libpq reads them; mistakes say what to write", arguments: [
+        ("postgres://127.0.0.1/db", "database_user_missing"),
+        ("postgres://u@h:99999/db", "database_port_invalid"),
+        ("postgres://u@h/db?sslmode=maybe", "database_sslmode_invalid"),
+        ("postgres://u@h/db?host=relative/dir", "database_socket_invalid"),
+        ("postgres://u@h/db?pool_max=0", "database_pool_invalid"),
+        ("postgres://u@h/db?connect_timeout=never", "database_timeout_invalid"),
+        ("postgres://u@h/db?sslcert=x", "database_option_unknown"),
+        ("mysql://u@h/db", "database_url_invalid"),
+    ])
+    func badURLs(url: String, code: String) {
+        do {
+            _ = try PostgresLocation.parse(url)
+            Issue.record("\(url) was accepted")
+        } catch let error as GatehouseError {
+            #expect(error.code == code, "\(url): \(error.code) \(error.message)")
+            #expect(error.message.contains("postgres://"), "\(error.message)")
+        } catch {
+            Issue.record("\(url): \(error)")
+        }
+    }
+
+    @Test("a URL's parts, defaults and options; the password never shows")
+    func goodURL() throws {
+        let location = try PostgresLocation.parse("postgresql://gate%40house:p%2Fss@db.internal:6432/access?sslmode=verify-full&pool_max=4&connect_timeout=3")
+        #expect(location.user == "gate@house" && location.password == "p/ss" && location.host == "db.internal" && location.port == 6432)
+        #expect(location.database == "access" && location.tls == .verifyFull && location.poolMax == 4 && location.connectTimeoutSeconds == 3)
+        #expect(!location.description.contains("p/ss") && !location.description.contains("p%2Fss"))
+        let socket = try PostgresLocation.parse("postgres://gatehouse@/gatehouse?host=/run/postgresql")
+        #expect(socket.socketFolder == "/run/postgresql" && socket.port == 5432 && socket.tls == .prefer)
+        #expect(try PostgresLocation.parse("postgres://gatehouse@localhost").database == "gatehouse")
+    }
+
+    @Test("start-up against a wrong password, a missing database or a closed port fails at once with the reason")
+    func startErrors() async throws {
+        let server = try TestDatabase.postgresServerURL()
+        var parts = try #require(URLComponents(string: server))
+        parts.password = "not-the-password"
+        var cases = [(parts.string!, "password authentication failed")]
+        parts = try #require(URLComponents(string: server))
+        parts.path = "/no_such_database"
+        cases.append((parts.string!, "does not exist"))
+        parts.port = try ServeProcess.freePort()
+        cases.append((parts.string!, "refused"))
+        for (url, reason) in cases {
+            do {
+                let store = try await GatehouseStore.open(url: url)
+                await store.close()
+                Issue.record("\(url) opened")
+            } catch let error as GatehouseError {
+                #expect(error.code == "store_unreachable")
+                #expect(error.message.contains(reason), "\(error.message)")
+                #expect(!error.message.contains("not-the-password"))
+            }
+        }
+    }
+}
