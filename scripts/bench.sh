@@ -12,7 +12,7 @@ BIN=$(swift build -c release --scratch-path .build-release --show-bin-path)
 WORK=$(mktemp -d)
 PORT=${PORT:-18181}
 DURATION=${DURATION:-20}
-trap 'kill $SERVER_PID ${SERVER2_PID:-} 2>/dev/null; wait 2>/dev/null; scripts/postgres-server.sh stop "$WORK/pg"; rm -rf "$WORK"' EXIT
+trap 'kill $SERVER_PID ${SERVER2_PID:-} 2>/dev/null; wait 2>/dev/null; [ -n "${PGDIR:-}" ] && { scripts/postgres-server.sh stop "$PGDIR"; rm -rf "$PGDIR"; }; rm -rf "$WORK"' EXIT
 
 {
   echo "version: 1"
@@ -86,7 +86,8 @@ for _ in $(seq 1 100); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep
 # The same check and cycle runs on PostgreSQL (a local server with fsync on, as SQLite's synchronous=FULL),
 # with one instance and then two on one database. Anti-spam off, as the SQLite cycles baseline above.
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
-PGURL=$(PG_FSYNC=on scripts/postgres-server.sh start "$WORK/pg")
+PGDIR=$(mktemp -d /tmp/gatehouse-bench-pg.XXXXXX)
+PGURL=$(PG_FSYNC=on scripts/postgres-server.sh start "$PGDIR")
 psql -q "$PGURL" -c "CREATE DATABASE bench"
 PGBENCH="${PGURL%/*}/bench?pool_max=10"
 "$BIN/gatehouse" serve --policy "$WORK/policy-off.yaml" --database "$PGBENCH" --port "$PORT" --log-level warning &

@@ -142,6 +142,9 @@ extension GatehouseBench {
         for user in 1..<200 { honest.append(try await api.token(for: String(format: "u%03d", user))) }
         let bot = try await api.token(for: "flood-bot")
         let tokens = honest
+        var botAPI = api
+        botAPI.client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup)
+        let attacker = botAPI
         func honestPhase(_ phase: Int) async throws -> [Double] {
             // At most two cycles per honest principal per phase: four in all, inside the default burst of 5.
             let count = min(Int(seconds * rate), 2 * tokens.count)
@@ -173,7 +176,7 @@ extension GatehouseBench {
                     var statuses: [Int: Int] = [:]
                     var n = 0
                     while !done.value {
-                        let reply = try await api.post("/v1/requests", token: bot, [
+                        let reply = try await attacker.post("/v1/requests", token: bot, [
                             "resource": "db\((worker + n) % resources)", "role": "read", "duration": "\(10 + n % 100)m", "reason": "automated access \(worker)-\(n)",
                         ])
                         statuses[reply.0, default: 0] += 1
@@ -187,6 +190,7 @@ extension GatehouseBench {
         let loaded = try await honestPhase(1)
         done.value = true
         let statuses = try await flooded
+        try await attacker.client.shutdown()
         let floodSeconds = Date().timeIntervalSince(floodStart)
         let refused = statuses.filter { $0.key == 429 || $0.key == 403 }.values.reduce(0, +)
         let accepted = statuses.filter { $0.key == 200 || $0.key == 201 }.values.reduce(0, +)
@@ -214,6 +218,9 @@ struct BenchError: Error, CustomStringConvertible {
 }
 
 struct API: Sendable {
+    /// The flooding principal gets a client (and connection pool) of its own, as an attacker on another
+    /// machine would: sharing one would make honest requests queue for the attacker's connections.
+    var client: HTTPClient = .shared
     let base: String
     let admin: String
 
@@ -229,7 +236,7 @@ struct API: Sendable {
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let response = try await client.execute(request, timeout: .seconds(30))
         let data = try await response.body.collect(upTo: 1 << 20)
         let json = (try? JSONSerialization.jsonObject(with: Data(buffer: data))) as? [String: Any] ?? [:]
         return (Int(response.status.code), json)

@@ -85,6 +85,13 @@ public enum AuditChain {
         /// The seq of the first event that does not verify, when there is one.
         public var brokenAt: Int64?
         public var problem: String?
+
+        public init(ok: Bool, eventsChecked: Int, brokenAt: Int64?, problem: String?) {
+            self.ok = ok
+            self.eventsChecked = eventsChecked
+            self.brokenAt = brokenAt
+            self.problem = problem
+        }
     }
 
     /// Walks events in order from the genesis and names the first broken link. `head` is the chain head

@@ -8,9 +8,10 @@ import SQLKit
 import Synchronization
 
 /// Where a PostgreSQL store is, from `postgres://USER:PASSWORD@HOST:PORT/DATABASE?OPTIONS`.
-/// Options: `sslmode` = disable | prefer (default) | require | verify-full, as libpq reads them
-/// (prefer and require encrypt without checking the certificate; verify-full checks it and the
-/// host name); `host=/path/to/socket-folder` for a unix socket; `pool_max` (default 10) connections
+/// Options: `sslmode` = disable | prefer | require | verify-full, as libpq reads them (prefer and
+/// require encrypt without checking the certificate; verify-full checks it and the host name). The
+/// default is verify-full, except on loopback and unix sockets (prefer): a store reached over a
+/// network must not be open to a man in the middle unless the URL says so; `host=/path/to/socket-folder` for a unix socket; `pool_max` (default 10) connections
 /// per process; `connect_timeout`: seconds to wait for a connection, at start and for every
 /// request (default 5; beyond it the request gets 503).
 public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
@@ -22,7 +23,7 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
     public var user: String
     public var password: String?
     public var database: String
-    public var tls: TLSMode = .prefer
+    public var tls: TLSMode = .verifyFull
     public var poolMax = 10
     public var connectTimeoutSeconds = 5
 
@@ -69,6 +70,10 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
         }
         if location.socketFolder == nil, location.host.isEmpty {
             throw invalid("database_host_missing", "the database URL names no host")
+        }
+        let loopback = location.socketFolder != nil || ["127.0.0.1", "localhost", "::1", "[::1]"].contains(location.host)
+        if !(parts.queryItems ?? []).contains(where: { $0.name == "sslmode" }), loopback {
+            location.tls = .prefer
         }
         return location
     }
@@ -141,6 +146,9 @@ final class PostgresBackend: StoreBackend {
     /// Set when a connection could not be had in time; while set, callers wait at most a second, so
     /// clients hear 503 at once instead of each waiting out the full deadline. Cleared by any success.
     private let unreachable = Atomic<Bool>(false)
+    /// Writes are serialized by the database anyway; queueing them here first keeps waiting writers
+    /// from holding pool connections that checks need.
+    private let writeQueue = AsyncLock()
 
     private init(client: PostgresClient, runner: Task<Void, Never>, location: PostgresLocation) {
         self.client = client
@@ -200,14 +208,31 @@ final class PostgresBackend: StoreBackend {
     }
 
     func write<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
+        do {
+            return try await writeQueue.withLock(wait: .seconds(15)) { try await self.transaction(body) }
+        } catch is AsyncLock.Timeout {
+            throw GatehouseError(.unavailable, "store_busy", "the store is busy (a write waited 15 seconds for its turn); nothing was changed, try again shortly")
+        }
+    }
+
+    private func transaction<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
         try await leased(wait: .seconds(location.connectTimeoutSeconds)) { connection in
             let db = connection.sql()
-            try await db.raw("BEGIN").run()
+            // READ COMMITTED whatever the database's default: each statement after the lock sees
+            // everything committed before the lock was granted.
+            try await db.raw("BEGIN ISOLATION LEVEL READ COMMITTED").run()
             do {
                 try await db.raw("SELECT pg_advisory_xact_lock(\(bind: Self.writeLockKey))").run()
                 let result = try await body(StoreSession(db: db))
-                try await db.raw("COMMIT").run()
+                do {
+                    try await db.raw("COMMIT").run()
+                } catch {
+                    try? await connection.close()
+                    throw GatehouseError(.unavailable, "store_outcome_unknown", "the database connection failed while committing: the change may or may not have been made; look it up (`gatehouse requests`, `gatehouse show ID`) before trying again")
+                }
                 return result
+            } catch let error as GatehouseError where error.code == "store_outcome_unknown" {
+                throw error
             } catch {
                 // A connection that cannot roll back is closed: the server then rolls back for it,
                 // and the pool never hands out a connection stuck inside a transaction.
@@ -239,7 +264,7 @@ final class PostgresBackend: StoreBackend {
                 }
             }
             group.addTask {
-                try await Task.sleep(for: wait)
+                try? await Task.sleep(for: wait)
                 return nil
             }
             while let next = try await group.next() {

@@ -5,7 +5,9 @@ import SQLKit
 /// Moving a whole store between databases (SQLite to PostgreSQL and back) as JSON lines: a header,
 /// one line per row (`{"table": ..., "row": {...}}`), and a trailer with the row count, so a cut-off
 /// file is refused. Every table, every column; the audit chain is copied as it is and must verify
-/// in the target before the import commits.
+/// in the target before the import commits. An export is a full copy of the database, token hashes
+/// included: whoever can write the file can write any state, as with the database itself. Import
+/// only files you made and kept safe.
 public enum StoreTransfer {
     /// Data tables, parents before children.
     public static let tables = ["tokens", "requests", "approvals", "grants", "audit_events", "audit_head",
@@ -13,6 +15,8 @@ public enum StoreTransfer {
     static let format = "gatehouse-export"
     static let formatVersion = 1
     static let pageSize = 1_000
+    /// Each table's primary key, for a stable page order (the first column, unless named here).
+    static let keys = ["approvals": ["request_id", "approver"]]
 
     public struct Summary: Sendable, Equatable {
         public var rows: [String: Int] = [:]
@@ -31,10 +35,11 @@ public enum StoreTransfer {
                            "exported_at": Date().rfc3339]))
             for table in tables {
                 let columns = try await session.columns(of: table)
+                let order = SQLList((keys[table] ?? [columns[0].name]).map { SQLIdentifier($0) })
                 var offset = 0
                 while true {
                     let rows = try await session.db.raw("""
-                        SELECT * FROM \(ident: table) ORDER BY \(ident: columns[0].name) LIMIT \(bind: pageSize) OFFSET \(bind: offset)
+                        SELECT * FROM \(ident: table) ORDER BY \(order) LIMIT \(bind: pageSize) OFFSET \(bind: offset)
                         """).all()
                     for row in rows {
                         var object: [String: Any] = [:]
@@ -121,6 +126,10 @@ public enum StoreTransfer {
                 try await session.db.insert(into: table).columns(names).values(values).run()
                 summary.rows[table, default: 0] += 1
             }
+            let admins = try await session.db.raw("SELECT COUNT(*) AS n FROM tokens WHERE is_bootstrap_admin = 1").first()?.decode(column: "n", as: Int.self) ?? 0
+            guard admins <= 1 else {
+                throw refuse("import_row_invalid", "the export holds \(admins) bootstrap admin tokens; a store has at most one")
+            }
             let verification = try await session.verifyAuditChain()
             guard verification.ok else {
                 throw refuse("import_audit_broken", "the imported audit chain does not verify (\(verification.problem ?? "broken") at event \(verification.brokenAt.map(String.init) ?? "?")); nothing was imported")
@@ -179,17 +188,27 @@ extension StoreSession {
         }
     }
 
-    /// The whole audit chain, verified up to its head.
+    /// The whole audit chain, verified up to its head; events beyond the head (or any event when the
+    /// head is missing) break it too, since every write moves the head with its events.
     public func verifyAuditChain() async throws -> AuditChain.Verification {
         let head = try await auditHead()
         var events: [AuditEvent] = []
         var after: Int64? = nil
         while true {
-            let page = try await auditEvents(.init(afterSeq: after, upToSeq: head?.seq ?? 0, limit: 5_000))
+            let page = try await auditEvents(.init(afterSeq: after, upToSeq: head?.seq, limit: 5_000))
             events += page
             guard page.count == 5_000, let last = page.last else { break }
             after = last.seq
         }
-        return AuditChain.verify(events, head: head)
+        let verification = AuditChain.verify(events, head: head)
+        guard verification.ok else { return verification }
+        // Read the newest event before the head again: a write committing in between only moves the head further.
+        let newest = try await db.raw("SELECT MAX(seq) AS seq FROM audit_events").first()?.decode(column: "seq", as: Int64?.self) ?? 0
+        let headNow = try await auditHead()?.seq ?? 0
+        guard newest <= headNow else {
+            return AuditChain.Verification(ok: false, eventsChecked: verification.eventsChecked, brokenAt: headNow + 1,
+                                           problem: "events after the chain head exist (the head records event \(headNow), the log holds event \(newest)): the head was altered or events were inserted")
+        }
+        return verification
     }
 }

@@ -284,7 +284,9 @@ struct AntiSpamTests {
                 #expect(held.2 >= .milliseconds(900), "answered after \(held.2)")
             }
             // Checks are decisions, not filings: a blocked principal's check is denied without a hold.
+            let start = ContinuousClock.now
             #expect(try await server.check(t["alice"]!, role: "read").string("decision") == "deny")
+            #expect(ContinuousClock.now - start < .milliseconds(900))
         }
     }
 

@@ -332,6 +332,28 @@ struct InvariantTests {
         }
     }
 
+    @Test("deleting the chain head, or adding events after it, is detected")
+    func auditHeadTampering() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice")
+            _ = try await server.request(t["alice"]!)
+            let count = try await server.auditCount()
+            try await server.database.tamper("""
+                INSERT INTO audit_events (seq, at, actor, action, subject, details, prev_hash, hash)
+                VALUES (\(bind: count + 1), 0, 'mallory', 'grant.created', 'x', '{}', 'x', 'x')
+                """)
+            var verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            #expect(verify.json["ok"] as? Bool == false)
+            #expect((verify.string("problem") ?? "").contains("after the chain head"), "\(verify.json)")
+            try await server.database.tamper("DELETE FROM audit_events WHERE seq = \(bind: count + 1)")
+            #expect(try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken).json["ok"] as? Bool == true)
+            try await server.database.tamper("DELETE FROM audit_head")
+            verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            #expect(verify.json["ok"] as? Bool == false)
+            #expect((verify.string("problem") ?? "").contains("head is missing"), "\(verify.json)")
+        }
+    }
+
     @Test("deleting the newest audit rows is detected through the chain head")
     func truncatedAuditDetected() async throws {
         try await TestServer.with { server in

@@ -36,6 +36,10 @@ struct PostgresStoreTests {
         let socket = try PostgresLocation.parse("postgres://gatehouse@/gatehouse?host=/run/postgresql")
         #expect(socket.socketFolder == "/run/postgresql" && socket.port == 5432 && socket.tls == .prefer)
         #expect(try PostgresLocation.parse("postgres://gatehouse@localhost").database == "gatehouse")
+        // Over a network, the certificate is checked unless the URL says otherwise.
+        #expect(try PostgresLocation.parse("postgres://gatehouse@db.internal/gatehouse").tls == .verifyFull)
+        #expect(try PostgresLocation.parse("postgres://gatehouse@127.0.0.1/gatehouse").tls == .prefer)
+        #expect(try PostgresLocation.parse("postgres://gatehouse@db.internal/gatehouse?sslmode=disable").tls == .disable)
     }
 
     @Test("start-up against a wrong password, a missing database or a closed port fails at once with the reason")

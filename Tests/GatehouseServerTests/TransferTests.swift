@@ -62,6 +62,15 @@ struct TransferTests {
                 } catch let error as GatehouseError {
                     #expect(error.code == "import_audit_broken")
                 }
+                // Without its head line (and the count made to match), the chain cannot be checked: refused.
+                var headless = exported.filter { !$0.contains("\"table\":\"audit_head\"") }
+                headless[headless.count - 1] = headless[headless.count - 1].replacingOccurrences(of: "\"rows\":\(exported.count - 2)", with: "\"rows\":\(exported.count - 3)")
+                do {
+                    _ = try await StoreTransfer.import(store, lines: headless)
+                    Issue.record("an export without its chain head was imported")
+                } catch let error as GatehouseError {
+                    #expect(error.code == "import_audit_broken", "\(error.message)")
+                }
                 var newer = exported
                 newer[0] = newer[0].replacingOccurrences(of: "\"schema_version\":", with: "\"schema_version\":99")
                 await #expect(throws: GatehouseError.self) { _ = try await StoreTransfer.import(store, lines: newer) }
