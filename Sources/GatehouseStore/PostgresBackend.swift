@@ -251,35 +251,55 @@ final class PostgresBackend: StoreBackend {
     /// Runs `body` on a pooled connection; when none can be had within `wait` (the database is
     /// down, or every connection is busy), gives up with 503 instead of queueing forever. Only the
     /// wait for a connection is cut short: once `body` has started it runs to its end (the server's
-    /// statement and lock timeouts bound it).
+    /// statement and lock timeouts bound it). The lease runs in a task of its own, not a child task:
+    /// the pool does not always give up a pending lease at once when cancelled (while it is opening
+    /// a connection to a server that is starting, say), and the caller must not wait for that.
     private func leased<T: Sendable>(wait: Duration, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let wait = unreachable.load(ordering: .relaxed) ? min(wait, .seconds(1)) : wait
         let gate = LeaseGate()
         let client = self.client
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                try await client.withConnection { connection in
-                    guard gate.start() else { throw CancellationError() }
-                    return try await body(connection)
+        let location = self.location
+        let stuckAfter = Duration.seconds(4 * self.location.connectTimeoutSeconds)
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            let answer = Once(continuation)
+            let work = Task {
+                do {
+                    let value = try await client.withConnection { connection in
+                        guard gate.start() else { throw CancellationError() }
+                        return try await body(connection)
+                    }
+                    self.unreachable.store(false, ordering: .relaxed)
+                    answer.resume(with: .success(value))
+                } catch {
+                    answer.resume(with: .failure(error))
                 }
             }
-            group.addTask {
+            Task {
                 try? await Task.sleep(for: wait)
-                return nil
-            }
-            while let next = try await group.next() {
-                if let value = next {
-                    group.cancelAll()
-                    unreachable.store(false, ordering: .relaxed)
-                    return value
+                guard gate.expire() else {
+                    // Started: a body that has not ended long after the server's own timeouts would
+                    // have is stuck on a connection that is gone. Answer the caller (the write queue
+                    // moves on); whatever the body did is rolled back by the server, or committed.
+                    try? await Task.sleep(for: stuckAfter)
+                    answer.resume(with: .failure(GatehouseError(.unavailable, "store_outcome_unknown", "the database stopped answering during this change (\(location)); it may or may not have been made: look it up before trying again")))
+                    return
                 }
-                if gate.expire() {
-                    group.cancelAll()
-                    unreachable.store(true, ordering: .relaxed)
-                    throw GatehouseError(.unavailable, "store_unavailable", "no database connection within \(wait) (\(location) is down or overloaded); nothing was changed, try again shortly")
-                }
+                self.unreachable.store(true, ordering: .relaxed)
+                work.cancel()
+                answer.resume(with: .failure(GatehouseError(.unavailable, "store_unavailable", "no database connection within \(wait) (\(location) is down or overloaded); nothing was changed, try again shortly")))
             }
-            throw CancellationError()
+        }
+    }
+}
+
+/// Resumes a continuation once; later answers are dropped.
+private final class Once<T: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<T, any Error>?>
+    init(_ continuation: CheckedContinuation<T, any Error>) { self.continuation = Mutex(continuation) }
+    func resume(with result: Result<T, any Error>) {
+        continuation.withLock { pending in
+            pending?.resume(with: result)
+            pending = nil
         }
     }
 }
