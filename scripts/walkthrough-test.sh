@@ -9,7 +9,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d)
 PORT=$((20000 + RANDOM % 20000))
 SERVER_PID=""; SERVER2_PID=""; SERVER3_PID=""
-cleanup() { for pid in $SERVER_PID $SERVER2_PID $SERVER3_PID; do kill "$pid" 2>/dev/null; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { for pid in $SERVER_PID ${SERVER2_PID:-} ${SERVER3_PID:-} ${SERVER4_PID:-}; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 fail() { echo "walkthrough FAILED: $*" >&2; [ -f "$WORK/serve.log" ] && tail -20 "$WORK/serve.log" >&2; exit 1; }
