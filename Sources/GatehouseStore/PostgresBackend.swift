@@ -78,6 +78,13 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
         return location
     }
 
+    /// libpq's meanings: only verify-full checks the certificate and the host name.
+    func tlsConfiguration() -> TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if tls != .verifyFull { configuration.certificateVerification = .none }
+        return configuration
+    }
+
     /// One connection outside the pool, made at start so that a wrong password, a missing database
     /// or a refused address is reported in the server's words (the pool would only retry quietly).
     func probe(logger: Logger) async throws {
@@ -85,9 +92,7 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
         if let socketFolder {
             configuration = .init(unixSocketPath: socketFolder + "/.s.PGSQL.\(port)", username: user, password: password, database: database)
         } else {
-            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
-            if tls != .verifyFull { tlsConfiguration.certificateVerification = .none }
-            let context = try NIOSSLContext(configuration: tlsConfiguration)
+            let context = try NIOSSLContext(configuration: tlsConfiguration())
             let mode: PostgresConnection.Configuration.TLS = switch tls {
             case .disable: .disable
             case .prefer: .prefer(context)
@@ -105,12 +110,10 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
         if let socketFolder {
             configuration = .init(unixSocketPath: socketFolder + "/.s.PGSQL.\(port)", username: user, password: password, database: database)
         } else {
-            var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
-            if tls != .verifyFull { tlsConfiguration.certificateVerification = .none }
             let mode: PostgresClient.Configuration.TLS = switch tls {
             case .disable: .disable
-            case .prefer: .prefer(tlsConfiguration)
-            case .require, .verifyFull: .require(tlsConfiguration)
+            case .prefer: .prefer(tlsConfiguration())
+            case .require, .verifyFull: .require(tlsConfiguration())
             }
             configuration = .init(host: host, port: port, username: user, password: password, database: database, tls: mode)
         }
