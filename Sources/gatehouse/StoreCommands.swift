@@ -17,6 +17,19 @@ struct StoreOptions: ParsableArguments {
         logger.logLevel = .warning
         return try await GatehouseStore.open(url: url, logger: logger)
     }
+
+    /// Opens the store, runs `body` on it, and closes it whatever happens.
+    func with<T>(_ body: (GatehouseStore) async throws -> T) async throws -> T {
+        let opened = try await open()
+        do {
+            let result = try await body(opened)
+            await opened.close()
+            return result
+        } catch {
+            await opened.close()
+            throw error
+        }
+    }
 }
 
 struct MigrateCommand: AsyncParsableCommand {
@@ -26,10 +39,10 @@ struct MigrateCommand: AsyncParsableCommand {
     @OptionGroup var store: StoreOptions
 
     func run() async throws {
-        let opened = try await store.open()
-        let version = try await opened.read { try await $0.schemaVersion() }
-        await opened.close()
-        print("\(opened.location): schema at version \(version)")
+        let (location, version) = try await store.with { opened in
+            (opened.location, try await opened.read { try await $0.schemaVersion() })
+        }
+        print("\(location): schema at version \(version)")
     }
 }
 
@@ -51,16 +64,11 @@ struct ExportCommand: AsyncParsableCommand {
         } else {
             sink = FileHandle.standardOutput
         }
-        let opened = try await store.open()
-        do {
-            let summary = try await StoreTransfer.export(opened) { line in sink.write(Data((line + "\n").utf8)) }
-            await opened.close()
-            try sink.synchronize()
-            FileHandle.standardError.write(Data("exported \(summary.total) rows (\(summary.auditEvents) audit events, schema version \(summary.schemaVersion)) from \(opened.location)\n".utf8))
-        } catch {
-            await opened.close()
-            throw error
+        let (location, summary) = try await store.with { opened in
+            (opened.location, try await StoreTransfer.export(opened) { line in sink.write(Data((line + "\n").utf8)) })
         }
+        try sink.synchronize()
+        FileHandle.standardError.write(Data("exported \(summary.total) rows (\(summary.auditEvents) audit events, schema version \(summary.schemaVersion)) from \(location)\n".utf8))
     }
 }
 
@@ -80,14 +88,9 @@ struct ImportCommand: AsyncParsableCommand {
             data = FileHandle.standardInput.readDataToEndOfFile()
         }
         let lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        let opened = try await store.open()
-        do {
-            let summary = try await StoreTransfer.import(opened, lines: lines)
-            await opened.close()
-            print("imported \(summary.total) rows into \(opened.location); the audit chain verifies (\(summary.auditEvents) events)")
-        } catch {
-            await opened.close()
-            throw error
+        let (location, summary) = try await store.with { opened in
+            (opened.location, try await StoreTransfer.import(opened, lines: lines))
         }
+        print("imported \(summary.total) rows into \(location); the audit chain verifies (\(summary.auditEvents) events)")
     }
 }
