@@ -268,7 +268,9 @@ struct PostgresOutageTests {
             try await Task.sleep(for: .seconds(1))
             phase.with { $0 = .down }
             _ = try await Self.script(["stop", pgFolder])
-            try await Task.sleep(for: .seconds(4))
+            // Longer than the longest an answer can be held up when the database stops under a change
+            // (2 s for a connection, then 4 × connect_timeout for a change that stopped getting answers).
+            try await Task.sleep(for: .seconds(11))
             #expect(try await server.send(.GET, "/readyz", token: nil).status == 503)
             _ = try await Self.script(["restart-start", pgFolder])
             phase.with { $0 = .back }
