@@ -19,6 +19,23 @@ public struct Action: Sendable, Equatable, Codable {
         Hex.encode(SHA256.hash(data: Data(text.utf8)))
     }
 
+    /// The digests a one-shot approval of this action may carry: the exact text's, and for SQL also
+    /// those of the text without surrounding whitespace and trailing semicolons, and with one (psql sends `...;`,
+    /// people approve `...`, or the other way round; all are the same statement).
+    public var approvalDigests: Set<String> {
+        var digests: Set<String> = [digest]
+        if kind == .sql {
+            var trimmed = Substring(text)
+            while let last = trimmed.last, last == ";" || last.isWhitespace { trimmed.removeLast() }
+            while let first = trimmed.first, first.isWhitespace { trimmed.removeFirst() }
+            if !trimmed.isEmpty {
+                digests.insert(Action(kind: .sql, text: String(trimmed)).digest)
+                digests.insert(Action(kind: .sql, text: trimmed + ";").digest)
+            }
+        }
+        return digests
+    }
+
     /// Why the text cannot be accepted at all, or nil.
     public var problem: String? {
         if text.isEmpty { return "the action text is empty; give the exact statement or command" }

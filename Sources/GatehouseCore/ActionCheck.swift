@@ -18,6 +18,24 @@ public enum ActionDecision: Sendable, Equatable {
     }
 }
 
+/// Which action checks are written to the audit log.
+public enum ActionAuditScope: Sendable, Equatable {
+    /// Dangerous and forbidden actions, and every use of a one-shot grant.
+    case dangerous
+    /// Those, and every action that was not allowed.
+    case refusedAndDangerous
+    /// Every action.
+    case all
+
+    public func audits(_ decision: ActionDecision) -> Bool {
+        switch (self, decision) {
+        case (.all, _): true
+        case (.refusedAndDangerous, .approvalRequired), (.refusedAndDangerous, .deny): true
+        default: false
+        }
+    }
+}
+
 public enum ActionCheck {
     public static func decide(principal: String, resource resourceName: String, action: Action,
                               classification: ActionClassification, policy: Policy, grants: [Grant], now: Date) -> ActionDecision {
@@ -37,9 +55,9 @@ public enum ActionCheck {
         }
         let active = grants.filter { $0.principal == principal && $0.resource == resourceName && $0.isActive(at: now) }
         // The exact action, approved once, while its holder may still ask for actions on this resource.
-        let digest = action.digest
+        let digests = action.approvalDigests
         if let actions = resource.actions, policy.isMember(principal, ofAny: actions.requesters),
-           let grant = active.filter({ $0.actionDigest == digest }).min(by: { $0.expiresAt < $1.expiresAt }) {
+           let grant = active.filter({ $0.actionDigest.map(digests.contains) ?? false }).min(by: { $0.expiresAt < $1.expiresAt }) {
             return .allowOnce(grant)
         }
         // A role grant allows actions up to its role's level.

@@ -78,6 +78,8 @@ public struct Resource: Sendable, Equatable {
     public var roles: [String: Role]
     /// Who may ask approval for one exact action (`actions:` in the policy), as a role named `action`.
     public var actions: Role?
+    /// How the guard proxy serves this resource (`proxy:`), for `kind: postgres`.
+    public var proxy: ProxySettings?
 
     public init(name: String, kind: Kind, labels: [String: String] = [:], roles: [String: Role], actions: Role? = nil) {
         self.name = name

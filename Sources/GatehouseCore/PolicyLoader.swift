@@ -286,8 +286,10 @@ public enum PolicyLoader {
             var labels: [String: String] = [:]
             var roles: [String: Role] = [:]
             var actions: Role?
+            var proxy: ProxySettings?
+            var proxyNode: Node?
             var sawRoles = false
-            let fields = entries(node, "resource `\(name)`", allowed: ["kind", "labels", "roles", "actions", "upstream"])
+            let fields = entries(node, "resource `\(name)`", allowed: ["kind", "labels", "roles", "actions", "proxy", "upstream"])
             for (key, keyNode, value) in fields {
                 switch key {
                 case "kind":
@@ -317,6 +319,9 @@ public enum PolicyLoader {
                     }
                 case "actions":
                     actions = role(Role.actionRoleName, value, resource: name, policy: policy, groups: groups, forActions: true)
+                case "proxy":
+                    proxyNode = keyNode
+                    proxy = proxySettings(value, resource: name)
                 default:
                     warning(keyNode, "`\(key)` of resource `\(name)` is accepted but not enforced by this version of Gatehouse")
                 }
@@ -326,7 +331,12 @@ public enum PolicyLoader {
             }
             if !sawRoles { error(node, "resource `\(name)` needs `roles:`; without roles nobody can ask for access to it") }
             guard let kind else { return nil }
-            return Resource(name: name, kind: kind, labels: labels, roles: roles, actions: actions)
+            if proxyNode != nil, kind != .postgres {
+                error(proxyNode, "resource `\(name)` is \(kind.rawValue); the guard proxy serves `kind: postgres` resources only")
+            }
+            var resource = Resource(name: name, kind: kind, labels: labels, roles: roles, actions: actions)
+            resource.proxy = proxy
+            return resource
         }
 
         mutating func role(_ name: String, _ node: Node, resource: String, policy: Policy, groups: Set<String>,

@@ -26,6 +26,11 @@ public final class ActionGuard: Sendable {
         return result
     }
 
+    /// The classification already known for this text with these settings, without parsing.
+    public func known(_ action: Action, settings: GuardSettings) -> ActionClassification? {
+        memory.lookup(action, normalize: false, settings: settings)
+    }
+
     /// Classifies on the calling thread, which must have a stack of at least `ParserThreads.stackSize`.
     public static func classifyHere(_ action: Action, settings: GuardSettings, normalize: Bool = false) -> ActionClassification {
         switch action.kind {

@@ -312,7 +312,8 @@ public final class AccessService: Sendable {
     /// May the principal run this exact action now? Read and write actions allowed by a role grant
     /// are answered from the read path; a decision that uses up a one-shot grant, and every decision
     /// on a dangerous or forbidden action, is taken inside the writer with its audit event.
-    public func checkAction(caller: Caller, resource: String, action: Action, principal: String?) async throws
+    public func checkAction(caller: Caller, resource: String, action: Action, principal: String?,
+                            audit scope: ActionAuditScope = .dangerous, context: [String: String] = [:]) async throws
         -> (principal: String, decision: ActionDecision, classification: ActionClassification) {
         let subject = principal ?? caller.principal
         if subject != caller.principal, !caller.isAdmin {
@@ -327,7 +328,7 @@ public final class AccessService: Sendable {
         let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
                                           policy: policies.policy, grants: grants, now: clock.now())
         let usesOneShotGrant = if case .allowOnce = decision { true } else { false }
-        if classification.risk < .dangerous, !usesOneShotGrant { return (subject, decision, classification) }
+        if classification.risk < .dangerous, !usesOneShotGrant, !scope.audits(decision) { return (subject, decision, classification) }
         let final = try await write(as: caller) { session, policy, now in
             let grants = try await session.principalFlags(subject)?.isBlocked == true ? [] : try await session.openGrants(principal: subject, resource: resource)
             let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
@@ -339,7 +340,9 @@ public final class AccessService: Sendable {
                 entries.append(AuditEntry(actor: subject, action: "grant.used", subject: grant.id, resource: resource,
                                           details: ["principal": subject, "request_id": grant.requestId, "sha256": action.digest]))
             }
-            entries.append(Self.actionChecked(subject: subject, resource: resource, action: action, classification: classification, decision: decision))
+            var checked = Self.actionChecked(subject: subject, resource: resource, action: action, classification: classification, decision: decision)
+            checked.details.merge(context) { mine, _ in mine }
+            entries.append(checked)
             try await session.appendAudit(entries, at: now)
             return decision
         }

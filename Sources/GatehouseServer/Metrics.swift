@@ -22,6 +22,32 @@ public final class GatehouseMetrics: Sendable {
                              labels: [("kind", kind)]).increment()
     }
 
+    // MARK: guard proxy
+
+    private static let checkBuckets: [Duration] = [.microseconds(20), .microseconds(50), .microseconds(100), .microseconds(250),
+                                                   .microseconds(500), .milliseconds(1), .milliseconds(2.5), .milliseconds(5),
+                                                   .milliseconds(10), .milliseconds(25), .milliseconds(100), .seconds(1)]
+
+    /// A proxy session started, was refused at sign-in, or ended.
+    public func proxySession(_ outcome: String) {
+        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "gatehouse_proxy_sessions", unitName: "total",
+                                                              helpText: "Guard proxy sessions by outcome (started, refused, ended)"),
+                             labels: [("outcome", outcome)]).increment()
+        guard outcome != "refused" else { return }
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "gatehouse_proxy_sessions_active", helpText: "Guard proxy sessions open now"))
+            .increment(by: outcome == "started" ? 1 : -1)
+    }
+
+    /// A statement checked by the proxy (`allowed` or `refused`), and the time the check added.
+    public func proxyStatement(_ outcome: String, checkTime: Duration) {
+        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "gatehouse_proxy_statements", unitName: "total",
+                                                              helpText: "Statements checked by the guard proxy, by outcome"),
+                             labels: [("outcome", outcome)]).increment()
+        registry.makeDurationHistogram(descriptor: MetricNameDescriptor(metricName: "gatehouse_proxy_check", unitName: "seconds",
+                                                                        helpText: "Time the guard proxy added to a statement to decide it"),
+                                       buckets: Self.checkBuckets).record(checkTime)
+    }
+
     public func render() -> String {
         registry.emitToString()
     }

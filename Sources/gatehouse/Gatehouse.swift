@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GatehouseCore
+import GatehouseProxy
 import GatehouseServer
 import GatehouseStore
 import Logging
@@ -19,7 +20,7 @@ struct Gatehouse: AsyncParsableCommand {
             ServeCommand.self, PolicyCommand.self, TokenCommand.self, RequestCommand.self, RequestsCommand.self,
             ShowCommand.self, ApproveCommand.self, DenyCommand.self, CancelCommand.self, GrantsCommand.self,
             ReleaseCommand.self, RevokeCommand.self, CheckCommand.self, ClassifyCommand.self, ExecCommand.self,
-            ReportCommand.self, ReviewCommand.self, PrincipalsCommand.self, UnblockCommand.self,
+            ReportCommand.self, ReviewCommand.self, PrincipalsCommand.self, UnblockCommand.self, ProxyCommand.self,
             AuditCommand.self, WhoamiCommand.self, MigrateCommand.self, ExportCommand.self, ImportCommand.self,
         ])
 
@@ -84,50 +85,26 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on.") var port: Int = 8080
     @Option(help: "How often to sweep expired grants and requests.") var sweepEvery: String = "1s"
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+    @Flag(help: "Also run the PostgreSQL guard proxy for every resource with a `proxy:` section.") var proxy = false
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
-        var logger = Logger(label: "gatehouse")
-        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
-        logger.logLevel = level
         let sweepInterval: TimeSpan
         do { sweepInterval = try TimeSpan.parse(sweepEvery) } catch { throw ValidationError("--sweep-every: \(error.description)") }
         guard (1...65535).contains(port) else { throw ValidationError("--port must be between 1 and 65535") }
-
-        let policyPath = policy ?? env["GATEHOUSE_POLICY"] ?? "gatehouse.yaml"
-        guard FileManager.default.fileExists(atPath: policyPath) else {
-            throw CLIError.failure("policy file \(policyPath) not found; pass --policy FILE (an example is in examples/policy.yaml)")
-        }
-        let loaded = try PolicyLoader.load(file: policyPath)
-        for warning in loaded.warnings { logger.warning("\(warning.located(in: policyPath))") }
-        guard let initialPolicy = loaded.policy else {
-            throw CLIError.failure(PolicyError(file: policyPath, problems: loaded.errors).description + "\nrefusing to start with an invalid policy")
-        }
-
-        let adminToken = env["GATEHOUSE_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
-        if let adminToken, adminToken.count < 16 {
-            throw CLIError.failure("GATEHOUSE_ADMIN_TOKEN must be at least 16 characters; generate one with `head -c 24 /dev/urandom | base64`")
-        }
-        let databaseURL = database ?? env["GATEHOUSE_DATABASE"] ?? "sqlite:gatehouse.db"
-        let store = try await GatehouseStore.open(url: databaseURL, logger: logger)
-        let policies = PolicyHolder(initialPolicy, path: policyPath)
-        let service = AccessService(store: store, policies: policies, clock: SystemClock(), logger: logger)
-
-        if let adminToken {
-            do {
-                if try await service.bootstrapAdmin(token: adminToken) {
-                    logger.notice("created the bootstrap admin from GATEHOUSE_ADMIN_TOKEN")
-                }
-            } catch {
+        let (logger, store, service) = try await ServerSetup.open(policy: policy, database: database, logLevel: logLevel, environment: env)
+        let guardProxy = proxy ? GuardProxy(service: service, logger: logger) : nil
+        if let guardProxy {
+            do { try guardProxy.validate() } catch {
                 await store.close()
-                throw error
+                throw CLIError.failure("\(error)")
             }
         }
         let runLogger = logger
         let app = try GatehouseHTTP.makeApplication(
             service: service, host: host, port: port, logger: logger,
             services: [Sweeper(service: service, interval: .seconds(sweepInterval.seconds), logger: logger),
-                       PolicyReloadOnHangup(service: service, logger: logger)],
+                       PolicyReloadOnHangup(service: service, logger: logger)] + (guardProxy.map { [$0] } ?? []),
             onServerRunning: { channel in
                 runLogger.notice("gatehouse listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "store": "\(store.location)"])
             })

@@ -1,0 +1,199 @@
+import Foundation
+import Yams
+
+/// How the PostgreSQL guard proxy serves one `kind: postgres` resource (`proxy:` in the policy).
+/// The database password is never in the policy file: it is read from an environment variable or
+/// a file when the proxy starts.
+public struct ProxySettings: Sendable, Equatable {
+    public enum PasswordSource: Sendable, Equatable {
+        case environment(String)
+        case file(String)
+    }
+
+    /// How the proxy talks to the database, in libpq's `sslmode` words.
+    public enum UpstreamTLS: String, Sendable, Equatable, CaseIterable {
+        case disable, prefer, require
+        case verifyFull = "verify-full"
+    }
+
+    public enum PlaintextClients: String, Sendable, Equatable, CaseIterable {
+        /// Clients without TLS only over loopback (the default).
+        case loopback
+        /// Clients without TLS from anywhere (a private network the operator trusts).
+        case allow
+    }
+
+    public enum StatementAudit: String, Sendable, Equatable, CaseIterable {
+        /// Refused statements and every dangerous one allowed (the default).
+        case dangerous
+        /// Every statement.
+        case all
+    }
+
+    public var listenHost: String
+    public var listenPort: Int
+    public var upstreamHost: String
+    public var upstreamPort: Int
+    public var database: String
+    public var user: String
+    public var password: PasswordSource
+    public var upstreamTLS: UpstreamTLS
+    /// PEM files of the certificate and key offered to clients; nil: clients without TLS only.
+    public var certificateFile: String?
+    public var keyFile: String?
+    public var plaintext: PlaintextClients
+    public var audit: StatementAudit
+
+    public init(listenHost: String = "127.0.0.1", listenPort: Int, upstreamHost: String, upstreamPort: Int = 5432,
+                database: String, user: String, password: PasswordSource, upstreamTLS: UpstreamTLS? = nil,
+                certificateFile: String? = nil, keyFile: String? = nil, plaintext: PlaintextClients = .loopback,
+                audit: StatementAudit = .dangerous) {
+        self.listenHost = listenHost
+        self.listenPort = listenPort
+        self.upstreamHost = upstreamHost
+        self.upstreamPort = upstreamPort
+        self.database = database
+        self.user = user
+        self.password = password
+        self.upstreamTLS = upstreamTLS ?? (ProxySettings.isLoopback(upstreamHost) ? .prefer : .verifyFull)
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.plaintext = plaintext
+        self.audit = audit
+    }
+
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// The database password, read now.
+    public func readPassword(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+        switch password {
+        case .environment(let name):
+            guard let value = environment[name], !value.isEmpty else {
+                throw ProxyPasswordError(message: "environment variable \(name), which should hold the proxy's database password, is not set")
+            }
+            return value
+        case .file(let path):
+            do {
+                let text = try String(contentsOfFile: path, encoding: .utf8)
+                let password = text.trimmingCharacters(in: .newlines)
+                guard !password.isEmpty else { throw ProxyPasswordError(message: "password file \(path) is empty") }
+                return password
+            } catch let error as ProxyPasswordError {
+                throw error
+            } catch {
+                throw ProxyPasswordError(message: "cannot read password file \(path): \(error.localizedDescription)")
+            }
+        }
+    }
+}
+
+public struct ProxyPasswordError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
+}
+
+extension PolicyLoader.Reader {
+    mutating func proxySettings(_ node: Node, resource: String) -> ProxySettings? {
+        let what = "`proxy` of resource `\(resource)`"
+        var listen: (String, Int)?
+        var upstream: (host: String, port: Int, database: String, user: String, password: ProxySettings.PasswordSource, tls: ProxySettings.UpstreamTLS?)?
+        var certificate: String?, key: String?
+        var plaintext = ProxySettings.PlaintextClients.loopback
+        var audit = ProxySettings.StatementAudit.dangerous
+        var tlsNode: Node?
+        let fields = entries(node, what, allowed: ["listen", "upstream", "tls", "plaintext", "audit"])
+        for (field, _, value) in fields {
+            switch field {
+            case "listen":
+                listen = hostPort(value, "\(what): listen")
+            case "upstream":
+                upstream = proxyUpstream(value, what: "\(what): upstream")
+            case "tls":
+                tlsNode = value
+                for (tlsField, _, tlsValue) in entries(value, "\(what): tls", allowed: ["certificate", "key"]) {
+                    let path = string(tlsValue, "\(what): tls.\(tlsField)")
+                    if let path, !FileManager.default.isReadableFile(atPath: path) {
+                        error(tlsValue, "\(what): tls.\(tlsField) `\(path)` cannot be read; give the path of a PEM file")
+                    }
+                    if tlsField == "certificate" { certificate = path } else { key = path }
+                }
+            case "plaintext":
+                plaintext = choice(value, "\(what): plaintext", ProxySettings.PlaintextClients.allCases) ?? plaintext
+            default:
+                audit = choice(value, "\(what): audit", ProxySettings.StatementAudit.allCases) ?? audit
+            }
+        }
+        if tlsNode != nil, certificate == nil || key == nil {
+            error(tlsNode, "\(what): tls needs both `certificate` and `key`")
+        }
+        if listen == nil, !fields.contains(where: { $0.0 == "listen" }) { error(node, "\(what) needs `listen: HOST:PORT`, the address clients connect to (for example 127.0.0.1:6432)") }
+        if upstream == nil, !fields.contains(where: { $0.0 == "upstream" }) {
+            error(node, "\(what) needs `upstream: {host, port, database, user, password_env or password_file}`")
+        }
+        guard let listen, let upstream else { return nil }
+        return ProxySettings(listenHost: listen.0, listenPort: listen.1, upstreamHost: upstream.host, upstreamPort: upstream.port,
+                             database: upstream.database, user: upstream.user, password: upstream.password, upstreamTLS: upstream.tls,
+                             certificateFile: certificate, keyFile: key, plaintext: plaintext, audit: audit)
+    }
+
+    private mutating func proxyUpstream(_ node: Node, what: String)
+        -> (host: String, port: Int, database: String, user: String, password: ProxySettings.PasswordSource, tls: ProxySettings.UpstreamTLS?)? {
+        var host: String?, port = 5432, database: String?, user: String?, password: ProxySettings.PasswordSource?
+        var tls: ProxySettings.UpstreamTLS?
+        let fields = entries(node, what, allowed: ["host", "port", "database", "user", "password_env", "password_file", "sslmode", "password"])
+        for (field, keyNode, value) in fields {
+            switch field {
+            case "host": host = string(value, "\(what).host")
+            case "port": port = int(value, "\(what).port", min: 1, max: 65535) ?? port
+            case "database": database = string(value, "\(what).database")
+            case "user": user = string(value, "\(what).user")
+            case "password_env":
+                if let name = string(value, "\(what).password_env") {
+                    if password != nil { error(keyNode, "\(what): give one of password_env and password_file") }
+                    password = .environment(name)
+                }
+            case "password_file":
+                if let path = string(value, "\(what).password_file") {
+                    if password != nil { error(keyNode, "\(what): give one of password_env and password_file") }
+                    password = .file(path)
+                }
+            case "sslmode":
+                tls = choice(value, "\(what).sslmode", ProxySettings.UpstreamTLS.allCases)
+            default:
+                error(keyNode, "\(what): the database password is never written in the policy file; put it in an environment variable (password_env: NAME) or a file readable only by Gatehouse (password_file: PATH)")
+            }
+        }
+        for (required, value) in [("host", host), ("database", database), ("user", user)] where value == nil {
+            if !fields.contains(where: { $0.0 == required }) { error(node, "\(what) needs `\(required)`") }
+        }
+        if password == nil, !fields.contains(where: { $0.0 == "password" }) {
+            error(node, "\(what) needs `password_env: NAME` or `password_file: PATH` for the proxy's database password")
+        }
+        guard let host, let database, let user, let password else { return nil }
+        return (host, port, database, user, password, tls)
+    }
+
+    private mutating func hostPort(_ node: Node, _ what: String) -> (String, Int)? {
+        guard let text = string(node, what) else { return nil }
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else {
+            error(node, "\(what) `\(text)` must be HOST:PORT, for example 127.0.0.1:6432")
+            return nil
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else {
+            error(node, "\(what) `\(text)` has no host; write 127.0.0.1:\(port) for loopback or 0.0.0.0:\(port) for every address")
+            return nil
+        }
+        return (host, port)
+    }
+
+    private mutating func choice<T: RawRepresentable & CaseIterable>(_ node: Node, _ what: String, _ cases: T.AllCases) -> T? where T.RawValue == String {
+        let raw = node.scalar?.string ?? ""
+        if let value = T(rawValue: raw) { return value }
+        error(node, "\(what) is `\(raw)`; use one of \(cases.map(\.rawValue).joined(separator: ", "))")
+        return nil
+    }
+}

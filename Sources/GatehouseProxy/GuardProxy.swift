@@ -1,0 +1,131 @@
+import Foundation
+import GatehouseCore
+import GatehouseServer
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+
+/// The PostgreSQL guard proxy: one listener per resource with a `proxy:` section, and a watcher
+/// that ends sessions whose grant has ended. Run it as a service (inside `serve --proxy`, or alone
+/// with `gatehouse proxy`); it stops listening on graceful shutdown.
+public final class GuardProxy: Service, Sendable {
+    /// How often the watcher looks at the grants of live sessions: a session ends within this
+    /// interval (plus one store read) of its grant's end.
+    public static let watchInterval: Duration = .milliseconds(400)
+
+    let service: AccessService
+    let logger: Logger
+    let limits: WireLimits
+    let environment: [String: String]
+    private let registry = SessionRegistry()
+    private let onListening: @Sendable ([String: SocketAddress]) -> Void
+
+    public init(service: AccessService, logger: Logger, limits: WireLimits = WireLimits(),
+                environment: [String: String] = ProcessInfo.processInfo.environment,
+                onListening: @escaping @Sendable ([String: SocketAddress]) -> Void = { _ in }) {
+        self.service = service
+        self.logger = logger
+        self.limits = limits
+        self.environment = environment
+        self.onListening = onListening
+    }
+
+    public var sessionCount: Int { registry.count }
+
+    /// The listeners' settings, with every problem (unreadable password or certificate) reported
+    /// before anything listens.
+    func contexts() throws -> [ListenerContext] {
+        let resources = service.policies.policy.resources.values.filter { $0.proxy != nil }.sorted { $0.name < $1.name }
+        guard !resources.isEmpty else {
+            throw ProxyStartError(message: "no resource in the policy has a `proxy:` section; add one to a `kind: postgres` resource (see the README, \"Guard proxy\")")
+        }
+        return try resources.map { resource in
+            let settings = resource.proxy!
+            let password: String
+            do { password = try settings.readPassword(environment: environment) } catch {
+                throw ProxyStartError(message: "resource \(resource.name): \(error)")
+            }
+            var serverTLS: NIOSSLContext?
+            if let certificate = settings.certificateFile, let key = settings.keyFile {
+                do {
+                    let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+                    let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain,
+                                                                                 privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+                    serverTLS = try NIOSSLContext(configuration: configuration)
+                } catch {
+                    throw ProxyStartError(message: "resource \(resource.name): cannot load the TLS certificate \(certificate) and key \(key): \(error)")
+                }
+            }
+            var upstreamTLS: NIOSSLContext?
+            if settings.upstreamTLS != .disable {
+                var configuration = TLSConfiguration.makeClientConfiguration()
+                if settings.upstreamTLS != .verifyFull { configuration.certificateVerification = .none }
+                upstreamTLS = try NIOSSLContext(configuration: configuration)
+            }
+            return ListenerContext(resource: resource.name, settings: settings, password: password, serverTLS: serverTLS,
+                                   upstreamTLS: upstreamTLS, service: service, registry: registry, limits: limits)
+        }
+    }
+
+    /// Checks that every listener can be set up (passwords, certificates), without listening.
+    public func validate() throws {
+        _ = try contexts()
+    }
+
+    /// Binds every listener; throws (and closes what was bound) when one cannot listen.
+    public func start() async throws -> [Channel] {
+        let contexts = try contexts()
+        var channels: [Channel] = []
+        do {
+            for shared in contexts {
+                let settings = shared.settings
+                let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .serverChannelOption(ChannelOptions.backlog, value: 256)
+                    .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelInitializer { channel in
+                        let plaintext = settings.plaintext == .allow || Self.isLoopback(channel.remoteAddress)
+                        return channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(ProxyConnection(shared: shared, plaintextAllowed: plaintext))
+                        }
+                    }
+                    .bind(host: settings.listenHost, port: settings.listenPort).get()
+                channels.append(channel)
+            }
+        } catch {
+            for channel in channels { try? await channel.close() }
+            throw ProxyStartError(message: "the guard proxy cannot listen: \(error)")
+        }
+        return channels
+    }
+
+    static func isLoopback(_ address: SocketAddress?) -> Bool {
+        guard let ip = address?.ipAddress else { return false }
+        return ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    }
+
+    public func run() async throws {
+        let channels = try await start()
+        var addresses: [String: SocketAddress] = [:]
+        for (shared, channel) in zip(try contexts(), channels) {
+            addresses[shared.resource] = channel.localAddress
+            logger.notice("guard proxy listening", metadata: ["resource": "\(shared.resource)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
+                                                               "upstream": "\(shared.settings.upstreamHost):\(shared.settings.upstreamPort)"])
+        }
+        onListening(addresses)
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await self.registry.watch(self.service)
+                try? await Task.sleep(for: Self.watchInterval)
+            }
+        }
+        for channel in channels { try? await channel.close() }
+    }
+}
+
+public struct ProxyStartError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
+}

@@ -1,0 +1,253 @@
+import NIOCore
+
+/// Why a statement does not go to the database: the SQLSTATE and words the client sees.
+public struct Refusal: Sendable, Equatable {
+    public var code: String
+    public var message: String
+    public var hint: String?
+
+    public init(code: String = "42501", message: String, hint: String? = nil) {
+        self.code = code
+        self.message = message
+        self.hint = hint
+    }
+}
+
+/// The statement side of a proxied session, after sign-in: which client messages go to the
+/// database as they are, which are rewritten, which wait for a decision, and how refusals are
+/// answered. A pure state machine; the channel handler does the I/O and asks the authority.
+///
+/// - Statement names are the proxy's: every Parse gets a fresh, unguessable name on the database,
+///   so the text a Bind is judged by is exactly the text that statement was prepared from, even
+///   when an earlier Parse failed, was discarded after an error, or the client reuses a name.
+/// - A statement is judged when it is about to run: a simple Query as a whole, an extended-protocol
+///   statement at each Bind (one Bind, one run), so a one-shot approval is used by one run.
+/// - A refusal is not answered by the proxy itself but by the database: the proxy sends a statement
+///   that always fails (a cast of a marker text to an integer) and swaps the database's error for
+///   its own. Answers stay in order with everything in flight, the transaction status the client sees
+///   is the database's own, and an open transaction really fails, so it cannot commit with part of
+///   its work missing. In the extended protocol the failure comes at a Parse, after which the
+///   database discards until Sync, as it does for any error; the proxy drops the client's messages
+///   until that Sync as well.
+public struct StatementFlow: Sendable {
+    public enum Step: Sendable, Equatable {
+        /// Send these bytes to the database.
+        case forward(ByteBuffer)
+        /// Nothing to send (the message was discarded after an error).
+        case drop
+        /// Ask whether this statement may run, then call `decided`.
+        case check(String)
+        /// Send these bytes (a refusal) to the database, and record the refusal.
+        case refuse(ByteBuffer, Refusal)
+        /// The client said Terminate.
+        case terminate
+    }
+
+    private struct Prepared: Sendable {
+        var upstreamName: String
+        var text: String
+    }
+
+    /// What the pending check will forward when allowed.
+    private enum Awaiting: Sendable {
+        case query(ByteBuffer)
+        case bind(ByteBuffer, statementUpstreamName: String)
+    }
+
+    let nonce: String
+    private var sequence = 0
+    private var statements: [String: Prepared] = [:]
+    private var discardingUntilSync = false
+    private var awaiting: Awaiting?
+    /// Refusals whose marker error has not come back yet, by sequence number.
+    private var refusals: [Int: Refusal] = [:]
+    /// Per answer cycle (a Sync or a Query, each ending in ReadyForQuery): for each Close sent, whether
+    /// it was the proxy's own (its CloseComplete is not the client's to see). The last is the open cycle.
+    private var closeOwners: [[Bool]] = [[]]
+    private var namesIssued = 0
+
+    public init(nonce: String) {
+        self.nonce = nonce
+    }
+
+    public var preparedCount: Int { statements.count }
+
+    // MARK: client to database
+
+    public mutating func receive(_ frame: FrontendFrame) -> Step {
+        precondition(awaiting == nil, "a statement is being checked; wait for `decided` before the next message")
+        switch frame.message {
+        case .query(let text):
+            if discardingUntilSync { return .drop }
+            awaiting = .query(frame.bytes)
+            return .check(text)
+        case .functionCall:
+            if discardingUntilSync { return .drop }
+            let refusal = Refusal(message: "Gatehouse refuses FunctionCall messages: call the function in a SQL statement so it can be checked")
+            return .refuse(refuseSimple(refusal), refusal)
+        case .parse(let name, let query):
+            if discardingUntilSync { return .drop }
+            if !name.isEmpty, statements[name] != nil {
+                return .forward(refuseExtended(Refusal(code: "42P05", message: "prepared statement \"\(name)\" already exists")))
+            }
+            let upstreamName = freshName()
+            var rewritten = Wire.parse(statement: upstreamName, query: query)
+            // Keep the client's parameter types: everything after the two strings.
+            var body = frame.bytes
+            body.moveReaderIndex(forwardBy: 5 + name.utf8.count + 1 + query.utf8.count + 1)
+            rewritten.moveWriterIndex(to: rewritten.writerIndex - 2)
+            rewritten.writeImmutableBuffer(body)
+            rewritten.setInteger(Int32(rewritten.readableBytes - 1), at: rewritten.readerIndex + 1)
+            var out = rewritten
+            if name.isEmpty, let old = statements[""] {
+                // The unnamed statement is replaced: close the old one on the database.
+                out.writeImmutableBuffer(closeStatement(old.upstreamName, own: true))
+            }
+            statements[name] = Prepared(upstreamName: upstreamName, text: query)
+            return .forward(out)
+        case .bind(_, let statement):
+            if discardingUntilSync { return .drop }
+            guard let prepared = statements[statement] else {
+                return .forward(refuseExtended(Refusal(code: "26000", message: "prepared statement \"\(statement)\" does not exist")))
+            }
+            awaiting = .bind(frame.bytes, statementUpstreamName: prepared.upstreamName)
+            return .check(prepared.text)
+        case .describe:
+            if discardingUntilSync { return .drop }
+            return .forward(rewriteDescribe(frame.bytes))
+        case .close(let kind, let name):
+            if discardingUntilSync { return .drop }
+            if kind == UInt8(ascii: "P") {
+                closeOwners[closeOwners.count - 1].append(false)
+                return .forward(frame.bytes)
+            }
+            // Closing an unknown statement is not an error; a name never issued closes nothing.
+            let upstreamName = statements.removeValue(forKey: name)?.upstreamName ?? "gatehouse_\(nonce)_none"
+            return .forward(closeStatement(upstreamName, own: false))
+        case .execute:
+            return discardingUntilSync ? .drop : .forward(frame.bytes)
+        case .sync:
+            discardingUntilSync = false
+            closeOwners.append([])
+            return .forward(frame.bytes)
+        case .flush, .copyData, .copyDone, .copyFail:
+            return .forward(frame.bytes)
+        case .terminate:
+            return .terminate
+        case .password, .startup, .sslRequest, .gssEncRequest, .cancel:
+            // The decoder never yields these after startup except `p`, which has no meaning here.
+            return .forward(refuseSimple(Refusal(code: "08P01", message: "unexpected password message after sign-in")))
+        }
+    }
+
+    /// The authority's answer for the statement `receive` asked about.
+    public mutating func decided(_ refusal: Refusal?) -> ByteBuffer {
+        guard let pending = awaiting else { preconditionFailure("no statement is being checked") }
+        awaiting = nil
+        switch pending {
+        case .query(let bytes):
+            if let refusal { return refuseSimple(refusal) }
+            closeOwners.append([])
+            return bytes
+        case .bind(let bytes, let upstreamName):
+            if let refusal { return refuseExtended(refusal) }
+            return rewriteBind(bytes, statement: upstreamName)
+        }
+    }
+
+    // MARK: database to client
+
+    /// What to send the client for one message from the database: the message itself, a
+    /// substitute (the proxy's refusal for its marker error), or nothing (its own CloseComplete).
+    public mutating func answer(_ frame: BackendFrame) -> ByteBuffer? {
+        switch frame.message {
+        case .errorResponse(let fields):
+            if !closeOwners[0].isEmpty { closeOwners[0].removeAll() } // the rest of this cycle is discarded
+            guard let text = fields["M"], let seq = markerSequence(in: text), let refusal = refusals[seq] else { return frame.bytes }
+            refusals = refusals.filter { $0.key > seq }
+            return Wire.error(code: refusal.code, message: refusal.message, hint: refusal.hint)
+        case .readyForQuery:
+            if closeOwners.count > 1 { closeOwners.removeFirst() } else { closeOwners = [[]] }
+            return frame.bytes
+        case .other(UInt8(ascii: "3")):
+            guard !closeOwners[0].isEmpty else { return frame.bytes }
+            return closeOwners[0].removeFirst() ? nil : frame.bytes
+        default:
+            return frame.bytes
+        }
+    }
+
+    // MARK: pieces
+
+    private mutating func freshName() -> String {
+        namesIssued += 1
+        return "gatehouse_\(nonce)_\(namesIssued)"
+    }
+
+    /// The marker statement for refusal `seq`: it always fails, at parse analysis.
+    private func marker(_ seq: Int) -> String {
+        "SELECT 'gatehouse-refused-\(nonce)-\(seq)'::pg_catalog.int4"
+    }
+
+    private func markerSequence(in text: String) -> Int? {
+        guard let range = text.range(of: "gatehouse-refused-\(nonce)-") else { return nil }
+        return Int(text[range.upperBound...].prefix { $0.isNumber })
+    }
+
+    private mutating func remember(_ refusal: Refusal) -> Int {
+        // A marker error that never comes back (the transaction had already failed) leaves its entry
+        // behind; keep only the newest.
+        if refusals.count >= 256, let oldest = refusals.keys.min() { refusals[oldest] = nil }
+        sequence += 1
+        refusals[sequence] = refusal
+        return sequence
+    }
+
+    private mutating func refuseSimple(_ refusal: Refusal) -> ByteBuffer {
+        let seq = remember(refusal)
+        closeOwners.append([])
+        return Wire.query(marker(seq))
+    }
+
+    private mutating func refuseExtended(_ refusal: Refusal) -> ByteBuffer {
+        let seq = remember(refusal)
+        discardingUntilSync = true
+        return Wire.parse(statement: "", query: marker(seq))
+    }
+
+    private mutating func closeStatement(_ upstreamName: String, own: Bool) -> ByteBuffer {
+        closeOwners[closeOwners.count - 1].append(own)
+        return Wire.message(UInt8(ascii: "C")) { buffer in
+            buffer.writeInteger(UInt8(ascii: "S"))
+            Wire.writeCString(upstreamName, to: &buffer)
+        }
+    }
+
+    /// A Bind with the database's name of the statement in place of the client's.
+    private func rewriteBind(_ bytes: ByteBuffer, statement upstreamName: String) -> ByteBuffer {
+        var body = bytes
+        body.moveReaderIndex(forwardBy: 5)
+        let portal = (try? FrontendDecoder.requiredString(&body, "portal")) ?? ""
+        _ = try? FrontendDecoder.requiredString(&body, "statement")
+        return Wire.message(UInt8(ascii: "B")) { buffer in
+            Wire.writeCString(portal, to: &buffer)
+            Wire.writeCString(upstreamName, to: &buffer)
+            buffer.writeImmutableBuffer(body)
+        }
+    }
+
+    /// Describe of a statement names the database's statement; of a portal, passes as it is.
+    private mutating func rewriteDescribe(_ bytes: ByteBuffer) -> ByteBuffer {
+        var body = bytes
+        body.moveReaderIndex(forwardBy: 5)
+        guard body.readInteger(as: UInt8.self) == UInt8(ascii: "S") else { return bytes }
+        let name = (try? FrontendDecoder.requiredString(&body, "name")) ?? ""
+        guard let prepared = statements[name] else {
+            return refuseExtended(Refusal(code: "26000", message: "prepared statement \"\(name)\" does not exist"))
+        }
+        return Wire.message(UInt8(ascii: "D")) { buffer in
+            buffer.writeInteger(UInt8(ascii: "S"))
+            Wire.writeCString(prepared.upstreamName, to: &buffer)
+        }
+    }
+}

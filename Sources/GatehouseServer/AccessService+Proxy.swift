@@ -1,0 +1,153 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+
+/// What the guard proxy asks the application: may this person open a session, may this statement
+/// run, is the session's access still there. Decisions use the same core as `POST /v1/check`.
+extension AccessService {
+    /// A signed-in proxy session: who, on what, through which token.
+    public struct ProxyIdentity: Sendable {
+        public var caller: Caller
+        public var resource: String
+        public var sessionID: String
+        public var client: String
+    }
+
+    /// The access a proxy session has right now: its principal's open grants on the resource, or why
+    /// it has none.
+    public enum ProxyAccess: Sendable, Equatable {
+        case granted([Grant])
+        case ended(String)
+    }
+
+    /// Signs a proxy client in: the password is a Gatehouse token of the principal named as the
+    /// database user, who must hold an active grant on the resource. Writes `proxy.session.started`.
+    public func proxySignIn(token: String, user: String, resource: String, client: String) async throws -> (ProxyIdentity, [Grant]) {
+        let caller: Caller
+        do {
+            caller = try await authenticate(bearer: token)
+        } catch let error as GatehouseError where error.kind == .unauthorized {
+            throw GatehouseError(.unauthorized, "invalid_token", "password authentication failed for user \"\(user)\": the password must be a live Gatehouse token of \(user) (`gatehouse token create \(user)` by an admin)")
+        }
+        guard caller.principal == user else {
+            throw GatehouseError(.unauthorized, "wrong_user", "password authentication failed for user \"\(user)\": the token belongs to another principal; connect as that principal's name")
+        }
+        let identity = ProxyIdentity(caller: caller, resource: resource, sessionID: Identifier.make("ses"), client: client)
+        let grants: [Grant] = try await write(as: caller) { session, policy, now in
+            let access = try await Self.proxyAccess(session, policy: policy, principal: user, resource: resource, now: now)
+            guard case .granted(let grants) = access else {
+                if case .ended(let why) = access {
+                    try await session.appendAudit([AuditEntry(actor: user, action: "proxy.session.refused", subject: identity.sessionID, resource: resource,
+                                                              details: ["principal": user, "client": client, "reason": why])], at: now)
+                }
+                return []
+            }
+            try await session.appendAudit([AuditEntry(actor: user, action: "proxy.session.started", subject: identity.sessionID, resource: resource,
+                                                      details: ["principal": user, "client": client,
+                                                                "grants": grants.map(\.id).joined(separator: ",")])], at: now)
+            return grants
+        }
+        guard !grants.isEmpty else {
+            let policy = policies.policy
+            let role = policy.resources[resource]?.roles.values
+                .filter { policy.isMember(user, ofAny: $0.requesters) }.min { ($0.allows, $0.name) < ($1.allows, $1.name) }
+            let ask = role.map { " Ask for one: gatehouse request \(resource) --role \($0.name) --for \($0.maxDuration) --reason \"...\"" } ?? ""
+            throw GatehouseError(.forbidden, "no_grant", "\(user) has no active grant on \(resource), so no session can start.\(ask)")
+        }
+        return (identity, grants)
+    }
+
+    /// The current access of a session's principal on its resource; the proxy's watcher calls this
+    /// about twice a second per principal and resource, and ends sessions whose access has ended.
+    public func proxyAccess(_ identity: ProxyIdentity) async throws -> ProxyAccess {
+        try await read { session in
+            guard let token = try await session.token(id: identity.caller.tokenId), token.revokedAt == nil else {
+                return .ended("the token this session signed in with was revoked")
+            }
+            return try await Self.proxyAccess(session, policy: self.policies.policy, principal: identity.caller.principal,
+                                              resource: identity.resource, now: self.clock.now())
+        }
+    }
+
+    static func proxyAccess(_ session: StoreSession, policy: Policy, principal: String, resource: String, now: Date) async throws -> ProxyAccess {
+        guard policy.principals[principal] != nil else { return .ended("\(principal) is no longer in the policy") }
+        guard policy.resources[resource] != nil else { return .ended("resource \(resource) is no longer in the policy") }
+        if try await session.principalFlags(principal)?.isBlocked == true {
+            return .ended("\(principal) is blocked; an admin can lift it with `gatehouse unblock \(principal)`")
+        }
+        let grants = try await session.openGrants(principal: principal, resource: resource).filter { $0.isActive(at: now) }
+        return grants.isEmpty ? .ended("\(principal) has no active grant on \(resource)") : .granted(grants)
+    }
+
+    /// Why a grant the session had is gone: expired, released, revoked (by whom) or used.
+    public func proxyEndReason(grants: [Grant], principal: String, resource: String) async -> String {
+        let now = clock.now()
+        guard let latest = grants.max(by: { $0.expiresAt < $1.expiresAt }) else { return "\(principal) has no active grant on \(resource)" }
+        if latest.expiresAt <= now { return "the grant \(latest.id) on \(resource) expired" }
+        guard let stored = try? await read({ try await $0.grant(id: latest.id) }), let end = stored.endReason else {
+            return "\(principal) has no active grant on \(resource)"
+        }
+        let by = stored.endedBy.map { " by \($0)" } ?? ""
+        let comment = stored.endComment.map { ": \($0)" } ?? ""
+        return "the grant \(latest.id) on \(resource) was \(end.rawValue)\(by)\(comment)"
+    }
+
+    /// Decides a statement from the session's last known grants without touching the store: only a
+    /// statement already classified, below dangerous, allowed by a role grant, and not to be audited.
+    /// Nil means "ask `proxyStatement`". Expiry is judged now; a revocation is seen within the
+    /// watcher's interval.
+    public func proxyFastAllow(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit) -> Bool {
+        guard audit != .all else { return false }
+        let action = Action(kind: .sql, text: text)
+        let policy = policies.policy
+        guard let classification = actionGuard.known(action, settings: policy.guardSettings), classification.risk < .dangerous else { return false }
+        let decision = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
+                                          classification: classification, policy: policy, grants: grants, now: clock.now())
+        if case .allowByRole = decision { return true }
+        return false
+    }
+
+    /// Decides one statement of a proxy session: nil to run it, else the message for the client.
+    /// Refused and dangerous statements are audited (every statement with `audit: all`); a one-shot
+    /// grant is used up in the same transaction.
+    public func proxyStatement(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit) async throws
+        -> (refusal: (message: String, hint: String?)?, risk: RiskLevel) {
+        let action = Action(kind: .sql, text: text)
+        if let problem = action.problem { return ((problem, nil), .forbidden) }
+        let scope: ActionAuditScope = audit == .all ? .all : .refusedAndDangerous
+        let (_, decision, classification) = try await checkAction(caller: identity.caller, resource: identity.resource, action: action, principal: nil,
+                                                                  audit: scope, context: ["via": "proxy", "session": identity.sessionID])
+        switch decision {
+        case .allowByRole, .allowOnce:
+            return (nil, classification.risk)
+        case let .approvalRequired(commands, reason):
+            return (("gatehouse: \(reason)", "ask for approval: " + commands.joined(separator: "  or  ")), classification.risk)
+        case let .deny(reason):
+            return (("gatehouse: \(reason)", nil), classification.risk)
+        }
+    }
+
+    /// A FunctionCall message or another refusal the proxy makes without asking the core.
+    public func proxyRefused(_ identity: ProxyIdentity, what: String) async {
+        _ = try? await write { session in
+            try await session.appendAudit([AuditEntry(actor: identity.caller.principal, action: "proxy.refused", subject: identity.sessionID,
+                                                      resource: identity.resource, details: ["principal": identity.caller.principal, "what": what])],
+                                          at: self.clock.now())
+        }
+    }
+
+    /// Writes `proxy.session.ended` with why and how much the session did.
+    public func proxySessionEnded(_ identity: ProxyIdentity, reason: String, statements: Int, refused: Int) async {
+        do {
+            try await write { session in
+                try await session.appendAudit([AuditEntry(actor: identity.caller.principal, action: "proxy.session.ended", subject: identity.sessionID,
+                                                          resource: identity.resource,
+                                                          details: ["principal": identity.caller.principal, "client": identity.client, "reason": reason,
+                                                                    "statements": "\(statements)", "refused": "\(refused)"])],
+                                              at: self.clock.now())
+            }
+        } catch {
+            logger.error("could not audit the end of proxy session", metadata: ["session": "\(identity.sessionID)", "error": "\(error)"])
+        }
+    }
+}

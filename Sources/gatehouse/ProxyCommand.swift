@@ -1,0 +1,78 @@
+import ArgumentParser
+import Foundation
+import GatehouseCore
+import GatehouseProxy
+import GatehouseServer
+import GatehouseStore
+import Logging
+import ServiceLifecycle
+
+/// What `serve` and `proxy` both do before they run: read the policy, open the store, make the
+/// bootstrap admin.
+enum ServerSetup {
+    static func open(policy: String?, database: String?, logLevel: String, environment env: [String: String])
+        async throws -> (Logger, GatehouseStore, AccessService) {
+        var logger = Logger(label: "gatehouse")
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
+        logger.logLevel = level
+        let policyPath = policy ?? env["GATEHOUSE_POLICY"] ?? "gatehouse.yaml"
+        guard FileManager.default.fileExists(atPath: policyPath) else {
+            throw CLIError.failure("policy file \(policyPath) not found; pass --policy FILE (an example is in examples/policy.yaml)")
+        }
+        let loaded = try PolicyLoader.load(file: policyPath)
+        for warning in loaded.warnings { logger.warning("\(warning.located(in: policyPath))") }
+        guard let initialPolicy = loaded.policy else {
+            throw CLIError.failure(PolicyError(file: policyPath, problems: loaded.errors).description + "\nrefusing to start with an invalid policy")
+        }
+        let adminToken = env["GATEHOUSE_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        if let adminToken, adminToken.count < 16 {
+            throw CLIError.failure("GATEHOUSE_ADMIN_TOKEN must be at least 16 characters; generate one with `head -c 24 /dev/urandom | base64`")
+        }
+        let databaseURL = database ?? env["GATEHOUSE_DATABASE"] ?? "sqlite:gatehouse.db"
+        let store = try await GatehouseStore.open(url: databaseURL, logger: logger)
+        let service = AccessService(store: store, policies: PolicyHolder(initialPolicy, path: policyPath), clock: SystemClock(), logger: logger)
+        if let adminToken {
+            do {
+                if try await service.bootstrapAdmin(token: adminToken) {
+                    logger.notice("created the bootstrap admin from GATEHOUSE_ADMIN_TOKEN")
+                }
+            } catch {
+                await store.close()
+                throw error
+            }
+        }
+        return (logger, store, service)
+    }
+}
+
+struct ProxyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proxy",
+        abstract: "Run only the PostgreSQL guard proxy (no HTTP API) on the store `serve` uses.",
+        discussion: """
+        Serves every resource of the policy that has a `proxy:` section. The store must be one that \
+        several processes can share: postgres://... or sqlite:PATH?mode=shared. To run the proxy inside \
+        the server instead, use `gatehouse serve --proxy`.
+        """)
+
+    @Option(help: "The policy file (default: $GATEHOUSE_POLICY or gatehouse.yaml).") var policy: String?
+    @Option(help: "The store `serve` uses (default: $GATEHOUSE_DATABASE or sqlite:gatehouse.db).") var database: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func run() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let (logger, store, service) = try await ServerSetup.open(policy: policy, database: database, logLevel: logLevel, environment: env)
+        let guardProxy = GuardProxy(service: service, logger: logger)
+        do {
+            try guardProxy.validate()
+            let group = ServiceGroup(configuration: .init(services: [.init(service: guardProxy),
+                                                                     .init(service: PolicyReloadOnHangup(service: service, logger: logger))],
+                                                          gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+        } catch {
+            await store.close()
+            throw CLIError.failure("\(error)")
+        }
+        await store.close()
+    }
+}
