@@ -101,10 +101,11 @@ let package = Package(
         ),
         .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
         .testTarget(name: "GatehouseGuardTests", dependencies: ["GatehouseGuard", "GatehouseCore"], resources: [.copy("Corpus")]),
+        .target(name: "GatehouseTestSupport", path: "Tests/GatehouseTestSupport"),
         .testTarget(
             name: "GatehouseProxyTests",
             dependencies: [
-                "GatehouseProxy", "GatehouseServer", "GatehouseStore", "GatehouseCore",
+                "GatehouseProxy", "GatehouseServer", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -114,7 +115,7 @@ let package = Package(
         .testTarget(
             name: "GatehouseServerTests",
             dependencies: [
-                "GatehouseServer", "GatehouseStore", "GatehouseCore",
+                "GatehouseServer", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

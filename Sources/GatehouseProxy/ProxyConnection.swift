@@ -66,6 +66,11 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        context.eventLoop.scheduleTask(in: shared.limits.signInTimeout) { [weak self] in
+            guard let self, self.identity == nil else { return }
+            self.fail(Wire.error(code: "08P01", message: "gatehouse: sign-in did not complete within \(self.shared.limits.signInTimeout.nanoseconds / 1_000_000_000) s", fatal: true),
+                      reason: "sign-in timeout")
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

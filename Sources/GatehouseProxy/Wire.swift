@@ -14,6 +14,9 @@ public struct WireLimits: Sendable, Equatable {
     public var startupBytes = 10_000
     /// Any one message after startup (COPY data, a Bind with large parameters, a long statement).
     public var messageBytes = 64 << 20
+    /// How long a client has from connecting to being signed in (PostgreSQL's authentication_timeout
+    /// is a minute): a connection that says nothing, or half a packet, is closed after this.
+    public var signInTimeout: TimeAmount = .seconds(30)
 
     public init() {}
 }

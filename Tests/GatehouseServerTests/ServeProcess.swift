@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseTestSupport
 import GatehouseCore
 import NIOCore
 
@@ -25,23 +26,7 @@ final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
     }
 
     /// A port nobody listens on right now.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket() failed") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Bool in
-                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-            }
-        }
-        guard bound else { throw TestFailure("bind() failed") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    static func freePort() throws -> Int { try TestPorts.free() }
 
     /// Starts `gatehouse serve` and waits until it answers /readyz.
     static func start(policyPath: String, database: String, folder: URL, name: String) async throws -> ServeProcess {

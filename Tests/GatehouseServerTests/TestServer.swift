@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import GatehouseTestSupport
 import GatehouseCore
 import GatehouseServer
 import GatehouseStore
@@ -215,7 +216,4 @@ extension GatehouseHTTPClient {
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-}
+typealias TestFailure = GatehouseTestSupport.TestFailure

@@ -1,0 +1,198 @@
+import Foundation
+import GatehouseTestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// psql, psycopg and the gatehouse CLI against `gatehouse serve --proxy` and a real PostgreSQL server.
+@Suite(.serialized) struct ProxySessionTests {
+    @Test func signInNeedsAGrantAndTheUsersOwnToken() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+
+        let noGrant = try await harness.psql("alice", "SELECT 1;")
+        #expect(noGrant.status != 0)
+        #expect(noGrant.stderr.contains("alice has no active grant on prod-db"), "\(noGrant)")
+        #expect(noGrant.stderr.contains("gatehouse request prod-db --role read"), "\(noGrant)")
+
+        try await harness.grant("alice")
+        let wrongToken = try await harness.psql("alice", token: "ghs_not_a_token_at_all", "SELECT 1;")
+        #expect(wrongToken.status != 0)
+        #expect(wrongToken.stderr.contains("password authentication failed for user \"alice\""), "\(wrongToken)")
+        let othersToken = try await harness.psql("alice", token: harness.tokens["bob"], "SELECT 1;")
+        #expect(othersToken.stderr.contains("the token belongs to another principal"), "\(othersToken)")
+
+        let reads = try await harness.psql("alice", "SELECT count(*) FROM accounts;\nSELECT sum(balance) FROM accounts WHERE id <= 3;")
+        #expect(reads.status == 0, "\(reads)")
+        #expect(reads.stdout.split(separator: "\n") == ["10", "300"], "\(reads)")
+
+        let started = try await harness.audit(action: "proxy.session.started")
+        #expect(started.count == 1)
+        let refused = try await harness.audit(action: "proxy.session.refused")
+        #expect(refused.count == 1)
+        let ended = try await harness.audit(action: "proxy.session.ended")
+        #expect(ended.count == 1)
+        #expect((ended.first?["details"] as? [String: String])?["statements"] == "2")
+    }
+
+    @Test func aBlockedDeleteLeavesTheSessionUsableAndIsAudited() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let result = try await harness.psql("alice", """
+            DELETE FROM accounts;
+            UPDATE accounts SET balance = 0 WHERE id = 1;
+            SELECT count(*) FROM accounts WHERE balance = 100;
+            """)
+        #expect(result.stderr.contains("ERROR:  gatehouse: this is a dangerous action (delete_without_where)"), "\(result)")
+        #expect(result.stderr.contains("gatehouse request prod-db --sql 'DELETE FROM accounts;'"), "\(result)")
+        #expect(result.stderr.contains("this is a write action"), "\(result)")
+        #expect(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "10", "\(result)")
+        #expect(try await harness.direct("SELECT count(*) FROM accounts WHERE balance = 100") == "10")
+
+        let checks = try await harness.audit(action: "action.checked")
+        let refused = checks.compactMap { $0["details"] as? [String: String] }.filter { $0["via"] == "proxy" && $0["decision"] != "allow" }
+        #expect(refused.count == 2, "\(checks)")
+        #expect(refused.contains { $0["risk"] == "dangerous" && $0["text"] == "DELETE FROM accounts;" })
+    }
+
+    @Test func aBlockedStatementInsideATransactionMakesItFail() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice", role: "write")
+        let result = try await harness.psql("alice", """
+            BEGIN;
+            UPDATE accounts SET balance = 0 WHERE id = 1;
+            DELETE FROM accounts;
+            SELECT 1;
+            COMMIT;
+            SELECT balance FROM accounts WHERE id = 1;
+            """)
+        #expect(result.stderr.contains("gatehouse: this is a dangerous action"), "\(result)")
+        #expect(result.stderr.contains("current transaction is aborted"), "\(result)")
+        #expect(result.stdout.contains("ROLLBACK") || result.stdout.split(separator: "\n").last == "100", "\(result)")
+        #expect(try await harness.direct("SELECT balance FROM accounts WHERE id = 1") == "100", "the update before the refused statement was rolled back")
+    }
+
+    @Test func anApprovedDeleteRunsOnceThenIsRefused() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let asked = try await harness.cli(as: "alice", ["request", "prod-db", "--sql", "DELETE FROM accounts", "--reason", "INC-7 wipe the test accounts", "--output", "json"])
+        #expect(asked.status == 0 || asked.status == 3, "\(asked)")
+        let id = try #require(((try? JSONSerialization.jsonObject(with: Data(asked.stdout.utf8))) as? [String: Any])?["id"] as? String, "\(asked)")
+        let approved = try await harness.cli(as: "carol", ["approve", id, "--comment", "ok for INC-7"])
+        #expect(approved.status == 0, "\(approved)")
+
+        let first = try await harness.psql("alice", "DELETE FROM accounts;\nDELETE FROM accounts;\n")
+        #expect(first.stdout.isEmpty || !first.stdout.contains("ERROR"))
+        #expect(first.stderr.components(separatedBy: "gatehouse:").count == 2, "the second run is refused: \(first)")
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "0")
+        let used = try await harness.audit(action: "grant.used")
+        #expect(used.count == 1)
+    }
+
+    @Test func revokingTheGrantEndsTheSession() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        let grant = try await harness.grant("alice")
+        let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", harness.conninfo(user: "alice")],
+                                        environment: ["PGPASSWORD": harness.tokens["alice"]!], input: "SELECT 1;\nSELECT pg_sleep(20);\nSELECT 2;\n")
+        try await Task.sleep(for: .seconds(1.5))
+        let revoked = try await harness.cli(token: ProxyHarness.adminToken, ["revoke", grant, "--reason", "INC-9 access no longer needed"])
+        #expect(revoked.status == 0, "\(revoked)")
+        let result = await Command.finish(running)
+        #expect(result.stderr.contains("FATAL:  gatehouse: session ended: the grant \(grant) on prod-db was revoked by admin"), "\(result)")
+        #expect(!result.stdout.contains("2"), "nothing ran after the cut: \(result)")
+        let ended = try await harness.audit(action: "proxy.session.ended")
+        #expect((ended.first?["details"] as? [String: String])?["reason"]?.contains("revoked") == true, "\(ended)")
+    }
+
+    @Test func ctrlCCancelsTheRunningStatement() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", harness.conninfo(user: "alice"), "-c", "SELECT pg_sleep(30)"],
+                                        environment: ["PGPASSWORD": harness.tokens["alice"]!], signals: true)
+        // Ctrl-C only cancels once the statement runs on the database.
+        for _ in 0..<100 where try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'") != "1" {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        kill(running.process.processIdentifier, SIGINT)
+        let result = await Command.finish(running)
+        #expect(result.stderr.contains("canceling statement due to user request"), "\(result)")
+    }
+
+    @Test func functionCallMessagesAreRefused() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        // libpq's large-object calls use the FunctionCall message.
+        let result = try await harness.psql("alice", "\\lo_export 1 /tmp/gatehouse-lo-export\nSELECT 7;\n")
+        #expect(result.stderr.contains("Gatehouse refuses FunctionCall messages"), "\(result)")
+        #expect(result.stdout.contains("7"), "the session goes on: \(result)")
+    }
+
+    @Test func preparedStatementsThroughPsycopg() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let script = """
+            import json, sys, psycopg
+            out = {}
+            with psycopg.connect(sys.argv[1], password=sys.argv[2]) as conn:
+                cur = conn.cursor()
+                out["reads"] = [cur.execute("SELECT balance FROM accounts WHERE id = %s", (i,), prepare=True).fetchone()[0] for i in range(1, 8)]
+                try:
+                    cur.execute("DELETE FROM accounts WHERE balance > %s OR true", (0,), prepare=True)
+                    out["delete"] = "ran"
+                except psycopg.Error as e:
+                    out["delete"] = e.sqlstate + " " + str(e).splitlines()[0]
+                conn.rollback()
+                out["after"] = cur.execute("SELECT count(*) FROM accounts WHERE id > %s", (5,), prepare=True).fetchone()[0]
+                out["pipeline"] = []
+                with conn.pipeline():
+                    a = conn.execute("SELECT %s::int", (1,), prepare=True)
+                    b = conn.execute("SELECT %s::int", (2,))
+                out["pipeline"] = [a.fetchone()[0], b.fetchone()[0]]
+            print(json.dumps(out))
+            """
+        let result = try await Command.run("/usr/bin/python3", ["-c", script, harness.conninfo(user: "alice"), harness.tokens["alice"]!])
+        #expect(result.status == 0, "\(result)")
+        let out = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result)")
+        #expect(out["reads"] as? [Int] == [100, 100, 100, 100, 100, 100, 100])
+        #expect((out["delete"] as? String)?.hasPrefix("42501 gatehouse:") == true, "\(out)")
+        #expect(out["after"] as? Int == 5)
+        #expect(out["pipeline"] as? [Int] == [1, 2])
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
+    }
+}
+
+@Suite(.serialized) struct ProxyTLSTests {
+    @Test func signInOverTLSWithTheConfiguredCertificate() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("proxy-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let cert = folder.appendingPathComponent("cert.pem").path, key = folder.appendingPathComponent("key.pem").path
+        let made = try await Command.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                                                              "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", key, "-out", cert])
+        #expect(made.status == 0, "\(made)")
+        let harness = try await ProxyHarness.start(proxyExtra: "tls: {certificate: \(cert), key: \(key)}")
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let result = try await Command.run("/usr/bin/psql", ["-X", "-A", "-t", harness.conninfo(user: "alice", sslmode: "verify-full", extra: "sslrootcert=\(cert)")],
+                                           environment: ["PGPASSWORD": harness.tokens["alice"]!], input: "\\conninfo\nSELECT count(*) FROM accounts;\n")
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdout.contains("SSL connection (protocol: TLSv1.3"), "\(result)")
+        #expect(result.stdout.contains("10"), "\(result)")
+        // A client that expects a certificate signed by someone else refuses this one.
+        let other = folder.appendingPathComponent("other.pem").path
+        _ = try await Command.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
+                                                       "-keyout", folder.appendingPathComponent("other.key").path, "-out", other])
+        let wrong = try await Command.run("/usr/bin/psql", ["-X", "-A", "-t", harness.conninfo(user: "alice", sslmode: "verify-full", extra: "sslrootcert=\(other)"), "-c", "SELECT 1"],
+                                          environment: ["PGPASSWORD": harness.tokens["alice"]!])
+        #expect(wrong.status != 0)
+        #expect(wrong.stderr.contains("certificate verify failed"), "\(wrong)")
+    }
+}
