@@ -9,6 +9,11 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 dpkg -s libpg-query-dev >/dev/null 2>&1 || need+=(libpg-query-dev)
 # A throwaway PostgreSQL server for the store tests on PostgreSQL (scripts/postgres-server.sh).
 dpkg -s postgresql >/dev/null 2>&1 || need+=(postgresql)
+# The guard proxy's tests drive real clients through it: psql, psycopg (extended protocol), and
+# make TLS certificates with openssl.
+dpkg -s postgresql-client >/dev/null 2>&1 || need+=(postgresql-client)
+dpkg -s python3-psycopg >/dev/null 2>&1 || need+=(python3-psycopg)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

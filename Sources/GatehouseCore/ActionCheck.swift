@@ -55,9 +55,10 @@ public enum ActionCheck {
         }
         let active = grants.filter { $0.principal == principal && $0.resource == resourceName && $0.isActive(at: now) }
         // The exact action, approved once, while its holder may still ask for actions on this resource.
-        let digests = action.approvalDigests
-        if let actions = resource.actions, policy.isMember(principal, ofAny: actions.requesters),
-           let grant = active.filter({ $0.actionDigest.map(digests.contains) ?? false }).min(by: { $0.expiresAt < $1.expiresAt }) {
+        let oneShot = active.filter { $0.actionDigest != nil }
+        let digests = oneShot.isEmpty ? [] : action.approvalDigests
+        if let actions = resource.actions, !oneShot.isEmpty, policy.isMember(principal, ofAny: actions.requesters),
+           let grant = oneShot.filter({ $0.actionDigest.map(digests.contains) ?? false }).min(by: { $0.expiresAt < $1.expiresAt }) {
             return .allowOnce(grant)
         }
         // A role grant allows actions up to its role's level.

@@ -26,9 +26,18 @@ public final class ActionGuard: Sendable {
         return result
     }
 
-    /// The classification already known for this text with these settings, without parsing.
-    public func known(_ action: Action, settings: GuardSettings) -> ActionClassification? {
-        memory.lookup(action, normalize: false, settings: settings)
+    /// Texts up to this size may be classified on an ordinary thread (8 MiB stack, as event-loop
+    /// threads have): at most a few hundred KiB of parser recursion even when nested to the brim.
+    public static let inlineTextLimit = 1024
+
+    /// The classification of a short text, remembered or worked out on the calling thread; nil for
+    /// a longer text not seen before (classify it with `classify` on the parser threads).
+    public func classifyInline(_ action: Action, settings: GuardSettings) -> ActionClassification? {
+        if let known = memory.lookup(action, normalize: false, settings: settings) { return known }
+        guard action.text.utf8.count <= Self.inlineTextLimit else { return nil }
+        let result = Self.classifyHere(action, settings: settings)
+        memory.store(result, for: action, normalize: false, settings: settings)
+        return result
     }
 
     /// Classifies on the calling thread, which must have a stack of at least `ParserThreads.stackSize`.

@@ -336,7 +336,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         let bytes = flow.decided(refusal)
         phase = .ready(flow)
         if refusal != nil { refused += 1 }
-        shared.service.metrics.proxyStatement(refusal == nil ? "allowed" : "refused", checkTime: ContinuousClock.now - started)
+        shared.service.metrics.proxyStatement(allowed: refusal == nil, checkTime: ContinuousClock.now - started)
         writeUpstream(bytes)
     }
 

@@ -62,8 +62,9 @@ public struct StatementFlow: Sendable {
     /// Refusals whose marker error has not come back yet, by sequence number.
     private var refusals: [Int: Refusal] = [:]
     /// Per answer cycle (a Sync or a Query, each ending in ReadyForQuery): for each Close sent, whether
-    /// it was the proxy's own (its CloseComplete is not the client's to see). The last is the open cycle.
-    private var closeOwners: [[Bool]] = [[]]
+    /// it was the proxy's own (its CloseComplete is not the client's to see). The last is the open cycle;
+    /// the first is the sign-in, which ends with the database's first ReadyForQuery.
+    private var closeOwners: [[Bool]] = [[], []]
     private var namesIssued = 0
 
     public init(nonce: String) {

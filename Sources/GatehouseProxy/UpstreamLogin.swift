@@ -72,6 +72,7 @@ public struct UpstreamLogin: Sendable {
     let user: String
     let password: String
     private var scram: ScramSHA256Client?
+    private var scramVerified = false
     private let nonce: String?
 
     public init(user: String, password: String, scramNonce: String? = nil) {
@@ -83,6 +84,10 @@ public struct UpstreamLogin: Sendable {
     public mutating func receive(_ message: BackendMessage) -> Step {
         switch message {
         case .authentication(code: 0, _):
+            // Once SCRAM has started, only a server that proved it knows the password signs us in.
+            if scram != nil, !scramVerified {
+                return .failed("the database accepted the sign-in without completing SCRAM; it may not be the server configured for this resource")
+            }
             return .authenticated
         case .authentication(code: 3, _):
             return .send(Wire.password(Array(password.utf8) + [0]))
@@ -114,6 +119,7 @@ public struct UpstreamLogin: Sendable {
             guard let client = scram else { return .failed("the database sent a SASL result before SASL started") }
             do {
                 try client.verify(serverFinal: String(decoding: data, as: UTF8.self))
+                scramVerified = true
                 return .wait
             } catch {
                 return .failed(error.message)

@@ -92,15 +92,15 @@ extension AccessService {
         return "the grant \(latest.id) on \(resource) was \(end.rawValue)\(by)\(comment)"
     }
 
-    /// Decides a statement from the session's last known grants without touching the store: only a
-    /// statement already classified, below dangerous, allowed by a role grant, and not to be audited.
+    /// Decides a statement from the session's last known grants without touching the store, on the
+    /// calling thread: only a statement already classified or short enough to classify here, below dangerous, allowed by a role grant, and not to be audited.
     /// Nil means "ask `proxyStatement`". Expiry is judged now; a revocation is seen within the
     /// watcher's interval.
     public func proxyFastAllow(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit) -> Bool {
         guard audit != .all else { return false }
         let action = Action(kind: .sql, text: text)
         let policy = policies.policy
-        guard let classification = actionGuard.known(action, settings: policy.guardSettings), classification.risk < .dangerous else { return false }
+        guard let classification = actionGuard.classifyInline(action, settings: policy.guardSettings), classification.risk < .dangerous else { return false }
         let decision = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
                                           classification: classification, policy: policy, grants: grants, now: clock.now())
         if case .allowByRole = decision { return true }
@@ -114,16 +114,22 @@ extension AccessService {
         -> (refusal: (message: String, hint: String?)?, risk: RiskLevel) {
         let action = Action(kind: .sql, text: text)
         if let problem = action.problem { return ((problem, nil), .forbidden) }
+        let classification = await classify(action)
+        if audit != .all, classification.risk < .dangerous,
+           case .allowByRole = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
+                                                  classification: classification, policy: policies.policy, grants: grants, now: clock.now()) {
+            return (nil, classification.risk)
+        }
         let scope: ActionAuditScope = audit == .all ? .all : .refusedAndDangerous
-        let (_, decision, classification) = try await checkAction(caller: identity.caller, resource: identity.resource, action: action, principal: nil,
+        let (_, decision, checked) = try await checkAction(caller: identity.caller, resource: identity.resource, action: action, principal: nil,
                                                                   audit: scope, context: ["via": "proxy", "session": identity.sessionID])
         switch decision {
         case .allowByRole, .allowOnce:
-            return (nil, classification.risk)
+            return (nil, checked.risk)
         case let .approvalRequired(commands, reason):
-            return (("gatehouse: \(reason)", "ask for approval: " + commands.joined(separator: "  or  ")), classification.risk)
+            return (("gatehouse: \(reason)", "ask for approval: " + commands.joined(separator: "  or  ")), checked.risk)
         case let .deny(reason):
-            return (("gatehouse: \(reason)", nil), classification.risk)
+            return (("gatehouse: \(reason)", nil), checked.risk)
         }
     }
 

@@ -5,7 +5,9 @@ import Prometheus
 public final class GatehouseMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
 
-    public init() {}
+    public init() {
+        proxyStatements = Self.makeProxyStatements(registry)
+    }
 
     /// An anti-spam outcome (`limited`, `throttled`, `extra_approval`, `quarantined`, `blocked`,
     /// `deduplicated`) and why (the limit's policy name, `score` or `report`).
@@ -38,14 +40,24 @@ public final class GatehouseMetrics: Sendable {
             .increment(by: outcome == "started" ? 1 : -1)
     }
 
-    /// A statement checked by the proxy (`allowed` or `refused`), and the time the check added.
-    public func proxyStatement(_ outcome: String, checkTime: Duration) {
-        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "gatehouse_proxy_statements", unitName: "total",
-                                                              helpText: "Statements checked by the guard proxy, by outcome"),
-                             labels: [("outcome", outcome)]).increment()
-        registry.makeDurationHistogram(descriptor: MetricNameDescriptor(metricName: "gatehouse_proxy_check", unitName: "seconds",
-                                                                        helpText: "Time the guard proxy added to a statement to decide it"),
-                                       buckets: Self.checkBuckets).record(checkTime)
+    private let proxyStatements: (allowed: Counter, refused: Counter, time: DurationHistogram)
+
+    private static func makeProxyStatements(_ registry: PrometheusCollectorRegistry) -> (allowed: Counter, refused: Counter, time: DurationHistogram) {
+        let statements = MetricNameDescriptor(metricName: "gatehouse_proxy_statements", unitName: "total",
+                                              helpText: "Statements checked by the guard proxy, by outcome")
+        return (registry.makeCounter(descriptor: statements, labels: [("outcome", "allowed")]),
+                registry.makeCounter(descriptor: statements, labels: [("outcome", "refused")]),
+                registry.makeDurationHistogram(descriptor: MetricNameDescriptor(metricName: "gatehouse_proxy_check", unitName: "seconds",
+                                                                                helpText: "Time the guard proxy added to a statement to decide it"),
+                                               buckets: Self.checkBuckets))
+    }
+
+    /// A statement checked by the proxy, and the time the check added. (Per statement: the metric
+    /// objects are made once.)
+    public func proxyStatement(allowed: Bool, checkTime: Duration) {
+        let metrics = proxyStatements
+        (allowed ? metrics.allowed : metrics.refused).increment()
+        metrics.time.record(checkTime)
     }
 
     public func render() -> String {

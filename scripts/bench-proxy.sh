@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The guard proxy's cost, as pgbench sees it: the same PostgreSQL server measured directly, through
+# pgbouncer (session pooling) and through `gatehouse serve --proxy`, in one run, select-only and the
+# default TPC-B-like mix. Release build; the database, pgbench, pgbouncer and Gatehouse share the machine.
+# DURATION (seconds per run, default 20), CLIENTS (default 8), SCALE (default 10).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh pgbouncer postgresql-contrib
+swift build -c release --scratch-path .build-release --product gatehouse
+BIN=$(swift build -c release --scratch-path .build-release --show-bin-path)
+WORK=$(mktemp -d)
+chmod 755 "$WORK"
+DURATION=${DURATION:-20}
+CLIENTS=${CLIENTS:-8}
+SCALE=${SCALE:-10}
+PGPORT=${PGPORT:-18432}; BOUNCER_PORT=${BOUNCER_PORT:-18433}; PROXY_PORT=${PROXY_PORT:-18434}; HTTP_PORT=${HTTP_PORT:-18435}
+PGDIR="$WORK/pg"
+trap 'kill ${SERVER_PID:-} ${BOUNCER_PID:-} 2>/dev/null; wait 2>/dev/null; scripts/postgres-server.sh stop "$PGDIR"; rm -rf "$WORK"' EXIT
+PGURL=$(scripts/postgres-server.sh start "$PGDIR" "$PGPORT")
+PGBENCH=$(ls /usr/lib/postgresql/*/bin/pgbench | tail -1)
+PASSWORD=gatehouse-test-password
+PGPASSWORD=$PASSWORD psql -X -q "$PGURL" -c "CREATE DATABASE bench"
+PGPASSWORD=$PASSWORD "$PGBENCH" -i -q -s "$SCALE" "host=127.0.0.1 port=$PGPORT user=gatehouse dbname=bench" 2>&1 | tail -1
+
+# pgbouncer in session mode, in front of the same server.
+cat > "$WORK/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$PGPORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+auth_type = plain
+auth_file = $WORK/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+unix_socket_dir =
+INI
+echo "\"gatehouse\" \"$PASSWORD\"" > "$WORK/userlist.txt"
+chown -R postgres "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
+runuser -u postgres -- pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+BOUNCER_PID=$!
+
+# Gatehouse guarding the same database; the principal `bench` holds a write grant.
+cat > "$WORK/policy.yaml" <<YAML
+version: 1
+principals:
+  bench: {groups: [engineers]}
+resources:
+  bench-db:
+    kind: postgres
+    roles:
+      write: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: write}
+    proxy:
+      listen: 127.0.0.1:$PROXY_PORT
+      upstream: {host: 127.0.0.1, port: $PGPORT, database: bench, user: gatehouse, password_env: BENCH_DB_PASSWORD}
+antispam: {enabled: false}
+YAML
+export GATEHOUSE_ADMIN_TOKEN=bench-admin-token-0123456789 BENCH_DB_PASSWORD=$PASSWORD
+"$BIN/gatehouse" serve --proxy --policy "$WORK/policy.yaml" --database "sqlite:$WORK/gatehouse.db" --port "$HTTP_PORT" --log-level warning &
+SERVER_PID=$!
+export GATEHOUSE_URL=http://127.0.0.1:$HTTP_PORT
+for _ in $(seq 1 100); do curl -fs "$GATEHOUSE_URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+TOKEN=$(GATEHOUSE_TOKEN=$GATEHOUSE_ADMIN_TOKEN "$BIN/gatehouse" token create bench)
+GATEHOUSE_TOKEN=$TOKEN "$BIN/gatehouse" request bench-db --role write --for 8h --reason "pgbench run" >/dev/null
+
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(psql --version); $(pgbouncer --version | head -1)"
+echo "== pgbench -c $CLIENTS -j 2 -T $DURATION, scale $SCALE, simple protocol"
+run() { # NAME PORT USER PASSWORD DATABASE ARGS...
+  local name=$1 port=$2 user=$3 password=$4 db=$5; shift 5
+  local tps
+  tps=$(PGPASSWORD=$password "$PGBENCH" -n -c "$CLIENTS" -j 2 -T "$DURATION" "$@" "host=127.0.0.1 port=$port user=$user dbname=$db" 2>&1 \
+        | awk '/^tps/ {print int($3)}')
+  echo "$name $tps"
+}
+for mode in "select-only:-S" "tpcb-like:" "select-only-prepared:-S -M prepared"; do
+  label=${mode%%:*}; args=${mode#*:}
+  # shellcheck disable=SC2086
+  direct=$(run direct "$PGPORT" gatehouse "$PASSWORD" bench $args | cut -d' ' -f2)
+  # shellcheck disable=SC2086
+  bouncer=$(run pgbouncer "$BOUNCER_PORT" gatehouse "$PASSWORD" bench $args | cut -d' ' -f2)
+  # shellcheck disable=SC2086
+  gate=$(run gatehouse "$PROXY_PORT" bench "$TOKEN" bench-db $args | cut -d' ' -f2)
+  awk -v l="$label" -v d="$direct" -v b="$bouncer" -v g="$gate" 'BEGIN {
+    printf "%-22s direct %6d tps | pgbouncer %6d tps (%.2f) | gatehouse %6d tps (%.2f of direct, %.2f of pgbouncer)\n", l, d, b, b/d, g, g/d, g/b }'
+done
+curl -fs "$GATEHOUSE_URL/metrics" | grep -E '^gatehouse_proxy_(statements|check_seconds_(sum|count))' || true
