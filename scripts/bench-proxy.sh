@@ -22,26 +22,29 @@ PASSWORD=gatehouse-test-password
 PGPASSWORD=$PASSWORD psql -X -q "$PGURL" -c "CREATE DATABASE bench"
 PGPASSWORD=$PASSWORD "$PGBENCH" -i -q -s "$SCALE" "host=127.0.0.1 port=$PGPORT user=gatehouse dbname=bench" 2>&1 | tail -1
 
-# pgbouncer in session mode, in front of the same server.
-cat > "$WORK/pgbouncer.ini" <<INI
+# pgbouncer in session mode, in front of the same server (it runs as the postgres user).
+BOUNCER="$WORK/pgbouncer"
+mkdir -p "$BOUNCER"
+cat > "$BOUNCER/pgbouncer.ini" <<INI
 [databases]
 bench = host=127.0.0.1 port=$PGPORT dbname=bench
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $BOUNCER_PORT
 auth_type = plain
-auth_file = $WORK/userlist.txt
+auth_file = $BOUNCER/userlist.txt
 pool_mode = session
 max_client_conn = 200
 default_pool_size = 50
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
+logfile = $BOUNCER/pgbouncer.log
+pidfile = $BOUNCER/pgbouncer.pid
 unix_socket_dir =
 INI
-echo "\"gatehouse\" \"$PASSWORD\"" > "$WORK/userlist.txt"
-chown -R postgres "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
-runuser -u postgres -- pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+echo "\"gatehouse\" \"$PASSWORD\"" > "$BOUNCER/userlist.txt"
+chown -R postgres "$BOUNCER"
+runuser -u postgres -- pgbouncer "$BOUNCER/pgbouncer.ini" >/dev/null 2>&1 &
 BOUNCER_PID=$!
+for _ in $(seq 1 50); do PGPASSWORD=$PASSWORD psql -X -q -c "SELECT 1" "host=127.0.0.1 port=$BOUNCER_PORT user=gatehouse dbname=bench" >/dev/null 2>&1 && break; sleep 0.1; done
 
 # Gatehouse guarding the same database; the principal `bench` holds a write grant.
 cat > "$WORK/policy.yaml" <<YAML

@@ -34,7 +34,7 @@ public struct Policy: Sendable {
 
     public func isMember(_ principal: String, ofAny groups: [String]) -> Bool {
         guard let entry = principals[principal] else { return false }
-        return !Set(entry.groups).isDisjoint(with: groups)
+        return entry.groups.contains(where: groups.contains)
     }
 
     public func isAdmin(_ principal: String) -> Bool {

@@ -75,7 +75,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
-        inbound.writeBuffer(&bytes)
+        if inbound.readableBytes == 0 { inbound = bytes } else { inbound.writeBuffer(&bytes) }
         process()
     }
 
@@ -195,7 +195,8 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         shared.service.metrics.proxySession("started")
         shared.registry.add(self)
         let settings = shared.settings
-        var startup: [(String, String)] = [("user", settings.user), ("database", settings.database), ("client_encoding", "UTF8")]
+        var startup: [(String, String)] = [("user", settings.user), ("database", settings.database), ("client_encoding", "UTF8"),
+                                           ("standard_conforming_strings", "on")]
         if !parameters.contains(where: { $0.0.lowercased() == "application_name" }) { startup.append(("application_name", "gatehouse-proxy")) }
         startup += parameters
         let upstreamHandler = UpstreamHandler(connection: self, tlsMode: settings.upstreamTLS, tls: shared.upstreamTLS,
@@ -224,11 +225,24 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func upstreamRead(_ bytes: inout ByteBuffer) {
-        upstreamInbound.writeBuffer(&bytes)
+        if upstreamInbound.readableBytes == 0 { upstreamInbound = bytes } else { upstreamInbound.writeBuffer(&bytes) }
         guard let context else { return }
         var becameReady = false
+        // Messages that pass unchanged go to the client as one slice per run, not one write each.
+        // (Sliced from a copy taken before decoding: a buffer's bytes before its reader index are not readable.)
+        let source = upstreamInbound
+        var run: (start: Int, end: Int)?
+        func flushRun() {
+            guard let pending = run else { return }
+            run = nil
+            if let slice = source.getSlice(at: pending.start, length: pending.end - pending.start) {
+                context.write(wrapOutboundOut(slice), promise: nil)
+            }
+        }
+        defer { flushRun() }
         while true {
             let frame: BackendFrame
+            let start = upstreamInbound.readerIndex
             do {
                 guard let next = try backendDecoder.next(&upstreamInbound) else { break }
                 frame = next
@@ -254,14 +268,28 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
                     becameReady = true
                 }
             case .ready(var flow):
+                if case let .parameterStatus(name, value) = frame.message, let expected = Self.requiredSettings[name.lowercased()],
+                   value.uppercased() != expected {
+                    flushRun()
+                    terminate("gatehouse: session ended: the database reports \(name) = \(value); statements are checked only under \(name) = \(expected)")
+                    return
+                }
                 if case let .backendKeyData(processID, secret) = frame.message {
                     let key = CancelKey(processID: processID, secret: secret)
                     cancelKey = key
                     shared.registry.register(key, for: self)
                 }
-                let out = flow.answer(frame)
+                let answer = flow.route(frame)
                 phase = .ready(flow)
-                if let out { context.write(wrapOutboundOut(out), promise: nil) }
+                switch answer {
+                case .pass:
+                    run = (run?.start ?? start, upstreamInbound.readerIndex)
+                case .replace(let bytes):
+                    flushRun()
+                    context.write(wrapOutboundOut(bytes), promise: nil)
+                case .drop:
+                    flushRun()
+                }
             case .signIn, .connecting, .closed:
                 return
             }
@@ -397,6 +425,10 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         let statements = self.statements, refused = self.refused, service = shared.service
         Task { await service.proxySessionEnded(identity, reason: reason, statements: statements, refused: refused) }
     }
+
+    /// What the classifier assumes of every session, set in the startup packet and watched in the
+    /// database's ParameterStatus reports.
+    static let requiredSettings = ["client_encoding": "UTF8", "standard_conforming_strings": "ON"]
 
     static func nonce() -> String {
         (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()

@@ -158,23 +158,40 @@ public struct StatementFlow: Sendable {
 
     // MARK: database to client
 
-    /// What to send the client for one message from the database: the message itself, a
-    /// substitute (the proxy's refusal for its marker error), or nothing (its own CloseComplete).
-    public mutating func answer(_ frame: BackendFrame) -> ByteBuffer? {
+    public enum Answer: Sendable, Equatable {
+        /// The message goes to the client as it is.
+        case pass
+        /// This goes to the client instead (the proxy's refusal for its marker error).
+        case replace(ByteBuffer)
+        /// Nothing goes to the client (the CloseComplete of the proxy's own Close).
+        case drop
+    }
+
+    /// What the client gets for one message from the database.
+    public mutating func route(_ frame: BackendFrame) -> Answer {
         switch frame.message {
         case .errorResponse(let fields):
             if !closeOwners[0].isEmpty { closeOwners[0].removeAll() } // the rest of this cycle is discarded
-            guard let text = fields["M"], let seq = markerSequence(in: text), let refusal = refusals[seq] else { return frame.bytes }
+            guard let text = fields["M"], let seq = markerSequence(in: text), let refusal = refusals[seq] else { return .pass }
             refusals = refusals.filter { $0.key > seq }
-            return Wire.error(code: refusal.code, message: refusal.message, hint: refusal.hint)
+            return .replace(Wire.error(code: refusal.code, message: refusal.message, hint: refusal.hint))
         case .readyForQuery:
             if closeOwners.count > 1 { closeOwners.removeFirst() } else { closeOwners = [[]] }
-            return frame.bytes
+            return .pass
         case .other(UInt8(ascii: "3")):
-            guard !closeOwners[0].isEmpty else { return frame.bytes }
-            return closeOwners[0].removeFirst() ? nil : frame.bytes
+            guard !closeOwners[0].isEmpty else { return .pass }
+            return closeOwners[0].removeFirst() ? .drop : .pass
         default:
-            return frame.bytes
+            return .pass
+        }
+    }
+
+    /// `route` as the bytes the client gets (nil for none).
+    public mutating func answer(_ frame: BackendFrame) -> ByteBuffer? {
+        switch route(frame) {
+        case .pass: frame.bytes
+        case .replace(let bytes): bytes
+        case .drop: nil
         }
     }
 

@@ -115,6 +115,10 @@ extension AccessService {
         let action = Action(kind: .sql, text: text)
         if let problem = action.problem { return ((problem, nil), .forbidden) }
         let classification = await classify(action)
+        if Self.changesHowStatementsAreRead(action, classification) {
+            await proxyRefused(identity, what: "a change of a setting that changes how statements are read: \(Self.excerpt(text))")
+            return (("gatehouse: changing client_encoding, standard_conforming_strings or backslash_quote is refused through the proxy: Gatehouse could no longer read the statements that follow as the database does", nil), classification.risk)
+        }
         if audit != .all, classification.risk < .dangerous,
            case .allowByRole = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
                                                   classification: classification, policy: policies.policy, grants: grants, now: clock.now()) {
@@ -131,6 +135,18 @@ extension AccessService {
         case let .deny(reason):
             return (("gatehouse: \(reason)", nil), checked.risk)
         }
+    }
+
+    /// Settings under which the database reads statement text differently from the classifier,
+    /// which reads UTF-8 with standard conforming strings. The proxy also ends any session whose
+    /// database reports one of them changed (a change made where the classifier cannot see it).
+    public static let parserSettings = ["client_encoding", "standard_conforming_strings", "backslash_quote"]
+
+    static func changesHowStatementsAreRead(_ action: Action, _ classification: ActionClassification) -> Bool {
+        let settingFindings = classification.findings.filter { ["unsafe_setting", "set_config"].contains($0.category) }
+        guard !settingFindings.isEmpty else { return false }
+        let text = action.text.lowercased()
+        return parserSettings.contains { text.contains($0) } || settingFindings.contains { $0.category == "set_config" && !text.contains("set_config('") }
     }
 
     /// A FunctionCall message or another refusal the proxy makes without asking the core.
