@@ -74,6 +74,10 @@ echo "== pgbench -c $CLIENTS -j 2 -T $DURATION, scale $SCALE, simple protocol"
 run() { # NAME PORT USER PASSWORD DATABASE ARGS...
   local name=$1 port=$2 user=$3 password=$4 db=$5; shift 5
   local tps
+  # PROFILE=FILE records a perf profile of Gatehouse during its first run.
+  if [ "$name" = gatehouse ] && [ -n "${PROFILE:-}" ] && [ ! -e "$PROFILE" ]; then
+    perf record -F 999 -g -o "$PROFILE" -p "$SERVER_PID" -- sleep $((DURATION - 2)) >/dev/null 2>&1 &
+  fi
   tps=$(PGPASSWORD=$password "$PGBENCH" -n -c "$CLIENTS" -j 2 -T "$DURATION" "$@" "host=127.0.0.1 port=$port user=$user dbname=$db" 2>&1 \
         | awk '/^tps/ {print int($3)}')
   echo "$name $tps"

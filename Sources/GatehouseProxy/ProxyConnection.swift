@@ -327,6 +327,8 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
             context?.close(promise: nil)
         case .check(let text):
             check(text)
+        case .violation(let why):
+            fail(Wire.error(code: "08P01", message: "gatehouse: \(why)", fatal: true), reason: "protocol error: \(why)")
         }
     }
 

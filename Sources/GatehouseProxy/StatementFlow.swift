@@ -41,6 +41,8 @@ public struct StatementFlow: Sendable {
         case refuse(ByteBuffer, Refusal)
         /// The client said Terminate.
         case terminate
+        /// The client broke the protocol in a way that cannot be answered in order: end the session.
+        case violation(String)
     }
 
     private struct Prepared: Sendable {
@@ -61,10 +63,19 @@ public struct StatementFlow: Sendable {
     private var awaiting: Awaiting?
     /// Refusals whose marker error has not come back yet, by sequence number.
     private var refusals: [Int: Refusal] = [:]
-    /// Per answer cycle (a Sync or a Query, each ending in ReadyForQuery): for each Close sent, whether
-    /// it was the proxy's own (its CloseComplete is not the client's to see). The last is the open cycle;
-    /// the first is the sign-in, which ends with the database's first ReadyForQuery.
-    private var closeOwners: [[Bool]] = [[], []]
+    /// What the database has still to answer in one cycle (a Sync or a Query, each ending in
+    /// ReadyForQuery): for each Close sent, whether it was the proxy's own (its CloseComplete is not
+    /// the client's to see); each Parse of a named statement not yet confirmed by ParseComplete.
+    private struct Cycle: Sendable {
+        var closes: [Bool] = []
+        var parses: [(client: String, upstream: String)] = []
+        /// Extended-protocol messages were sent in this cycle (it ends at the client's Sync).
+        var extended = false
+    }
+
+    /// The cycles in flight, oldest first; the last is the open one. The first is the sign-in, which
+    /// ends with the database's first ReadyForQuery.
+    private var cycles: [Cycle] = [Cycle(), Cycle()]
     private var namesIssued = 0
 
     public init(nonce: String) {
@@ -80,6 +91,7 @@ public struct StatementFlow: Sendable {
         switch frame.message {
         case .query(let text):
             if discardingUntilSync { return .drop }
+            if cycles[cycles.count - 1].extended { return .violation("a simple Query inside an unfinished extended-protocol batch; send Sync first") }
             awaiting = .query(frame.bytes)
             return .check(text)
         case .functionCall:
@@ -105,6 +117,9 @@ public struct StatementFlow: Sendable {
                 out.writeImmutableBuffer(closeStatement(old.upstreamName, own: true))
             }
             statements[name] = Prepared(upstreamName: upstreamName, text: query)
+            // Every Parse is answered by ParseComplete or an error; until then the name is provisional.
+            cycles[cycles.count - 1].parses.append((name, upstreamName))
+            cycles[cycles.count - 1].extended = true
             return .forward(out)
         case .bind(_, let statement):
             if discardingUntilSync { return .drop }
@@ -112,24 +127,29 @@ public struct StatementFlow: Sendable {
                 return .forward(refuseExtended(Refusal(code: "26000", message: "prepared statement \"\(statement)\" does not exist")))
             }
             awaiting = .bind(frame.bytes, statementUpstreamName: prepared.upstreamName)
+            cycles[cycles.count - 1].extended = true
             return .check(prepared.text)
         case .describe:
             if discardingUntilSync { return .drop }
+            cycles[cycles.count - 1].extended = true
             return .forward(rewriteDescribe(frame.bytes))
         case .close(let kind, let name):
             if discardingUntilSync { return .drop }
             if kind == UInt8(ascii: "P") {
-                closeOwners[closeOwners.count - 1].append(false)
+                cycles[cycles.count - 1].closes.append(false)
+                cycles[cycles.count - 1].extended = true
                 return .forward(frame.bytes)
             }
             // Closing an unknown statement is not an error; a name never issued closes nothing.
             let upstreamName = statements.removeValue(forKey: name)?.upstreamName ?? "gatehouse_\(nonce)_none"
             return .forward(closeStatement(upstreamName, own: false))
         case .execute:
-            return discardingUntilSync ? .drop : .forward(frame.bytes)
+            if discardingUntilSync { return .drop }
+            cycles[cycles.count - 1].extended = true
+            return .forward(frame.bytes)
         case .sync:
             discardingUntilSync = false
-            closeOwners.append([])
+            cycles.append(Cycle())
             return .forward(frame.bytes)
         case .flush, .copyData, .copyDone, .copyFail:
             return .forward(frame.bytes)
@@ -148,7 +168,7 @@ public struct StatementFlow: Sendable {
         switch pending {
         case .query(let bytes):
             if let refusal { return refuseSimple(refusal) }
-            closeOwners.append([])
+            cycles.append(Cycle())
             return bytes
         case .bind(let bytes, let upstreamName):
             if let refusal { return refuseExtended(refusal) }
@@ -171,16 +191,24 @@ public struct StatementFlow: Sendable {
     public mutating func route(_ frame: BackendFrame) -> Answer {
         switch frame.message {
         case .errorResponse(let fields):
-            if !closeOwners[0].isEmpty { closeOwners[0].removeAll() } // the rest of this cycle is discarded
+            // The rest of this cycle is discarded: its Closes get no answer, its Parses never happened.
+            cycles[0].closes.removeAll()
+            for parse in cycles[0].parses where statements[parse.client]?.upstreamName == parse.upstream {
+                statements[parse.client] = nil
+            }
+            cycles[0].parses.removeAll()
             guard let text = fields["M"], let seq = markerSequence(in: text), let refusal = refusals[seq] else { return .pass }
             refusals = refusals.filter { $0.key > seq }
             return .replace(Wire.error(code: refusal.code, message: refusal.message, hint: refusal.hint))
         case .readyForQuery:
-            if closeOwners.count > 1 { closeOwners.removeFirst() } else { closeOwners = [[]] }
+            if cycles.count > 1 { cycles.removeFirst() } else { cycles = [Cycle()] }
             return .pass
         case .other(UInt8(ascii: "3")):
-            guard !closeOwners[0].isEmpty else { return .pass }
-            return closeOwners[0].removeFirst() ? .drop : .pass
+            guard !cycles[0].closes.isEmpty else { return .pass }
+            return cycles[0].closes.removeFirst() ? .drop : .pass
+        case .other(UInt8(ascii: "1")):
+            if !cycles[0].parses.isEmpty { cycles[0].parses.removeFirst() }
+            return .pass
         default:
             return .pass
         }
@@ -223,18 +251,20 @@ public struct StatementFlow: Sendable {
 
     private mutating func refuseSimple(_ refusal: Refusal) -> ByteBuffer {
         let seq = remember(refusal)
-        closeOwners.append([])
+        cycles.append(Cycle())
         return Wire.query(marker(seq))
     }
 
     private mutating func refuseExtended(_ refusal: Refusal) -> ByteBuffer {
         let seq = remember(refusal)
         discardingUntilSync = true
+        cycles[cycles.count - 1].extended = true
         return Wire.parse(statement: "", query: marker(seq))
     }
 
     private mutating func closeStatement(_ upstreamName: String, own: Bool) -> ByteBuffer {
-        closeOwners[closeOwners.count - 1].append(own)
+        cycles[cycles.count - 1].closes.append(own)
+        cycles[cycles.count - 1].extended = true
         return Wire.message(UInt8(ascii: "C")) { buffer in
             buffer.writeInteger(UInt8(ascii: "S"))
             Wire.writeCString(upstreamName, to: &buffer)

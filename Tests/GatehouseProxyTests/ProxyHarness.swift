@@ -50,6 +50,7 @@ final class ProxyHarness: @unchecked Sendable {
             roles:
               read:  {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}
               write: {requesters: [engineers], approvals: 0, max_duration: 1h, allows: write}
+              admin: {requesters: [engineers], approvals: 0, max_duration: 1h, allows: dangerous}
             actions: {requesters: [engineers], approvers: [dba], approvals: 1, max_duration: 1h}
             proxy:
               listen: 127.0.0.1:\(proxyPort)

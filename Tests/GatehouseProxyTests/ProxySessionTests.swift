@@ -134,6 +134,44 @@ import Glibc
         #expect(result.stdout.contains("7"), "the session goes on: \(result)")
     }
 
+    @Test func settingsThatChangeHowStatementsAreReadAreRefusedEvenWithADangerousGrant() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice", role: "admin")
+        let direct = try await harness.psql("alice", """
+            SET standard_conforming_strings = off;
+            SET client_encoding = 'SJIS';
+            SELECT set_config('backslash_quote', 'on', false);
+            SHOW standard_conforming_strings;
+            """)
+        #expect(direct.stderr.components(separatedBy: "changing client_encoding, standard_conforming_strings or backslash_quote is refused").count == 4, "\(direct)")
+        #expect(direct.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "on", "\(direct)")
+        // Changed where the classifier cannot see the name: the database reports it, and the session ends.
+        let hidden = try await harness.psql("alice", """
+            DO $$ BEGIN EXECUTE 'SET standard_' || 'conforming_strings = off'; END $$;
+            SELECT 'still here';
+            """)
+        #expect(hidden.stderr.contains("FATAL:  gatehouse: session ended: the database reports standard_conforming_strings = off"), "\(hidden)")
+        #expect(!hidden.stdout.contains("still here"), "\(hidden)")
+    }
+
+    @Test func copyRunsAsTheClassifierAllows() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let out = try await harness.psql("alice", "\\copy (SELECT id FROM accounts WHERE id <= 3 ORDER BY id) TO STDOUT\n")
+        #expect(out.stdout.split(separator: "\n") == ["1", "2", "3"], "\(out)")
+        let into = try await harness.psql("alice", "\\copy accounts FROM STDIN\n11\t5\n\\.\n")
+        #expect(into.stderr.contains("this is a write action"), "a read grant does not cover COPY FROM: \(into)")
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
+        try await harness.grant("alice", role: "write")
+        let written = try await harness.psql("alice", "\\copy accounts FROM STDIN\n11\t5\n12\t6\n\\.\n")
+        #expect(written.status == 0, "\(written)")
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "12")
+        let program = try await harness.psql("alice", "COPY accounts TO PROGRAM 'cat > /dev/null';\n")
+        #expect(program.stderr.contains("gatehouse:"), "\(program)")
+    }
+
     @Test func preparedStatementsThroughPsycopg() async throws {
         let harness = try await ProxyHarness.start()
         defer { Task { await harness.stop() } }

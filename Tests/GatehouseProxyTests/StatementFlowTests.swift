@@ -258,6 +258,7 @@ import Testing
         let sync = flow.receive(try frame(B.sync))
         #expect(bytes(forwarded(sync)) == B.sync)
 
+        #expect(flow.answer(try backend(B.parseComplete)) != nil, "the database confirms the statement's Parse")
         try expectRefusal(flow.answer(try markerError(marker)), refusal)
         #expect(flow.preparedCount == 1, "a refused Bind leaves its statement prepared")
     }
@@ -434,8 +435,8 @@ import Testing
 
     @Test func aFailedParseDoesNotKeepItsName() throws {
         // PostgreSQL keeps no statement from a Parse that failed, so a client (pgjdbc, pgx) may
-        // parse the same name again. The proxy records the name when it forwards the Parse and
-        // never learns that it failed, so the retry is refused with 42P05.
+        // parse the same name again: the proxy forgets a name whose Parse got an error instead of
+        // ParseComplete.
         var flow = Self.signedIn("fp")
         _ = flow.receive(try frame(B.parse("s1", "SELEC 1")))
         _ = flow.receive(try frame(B.sync))
@@ -443,8 +444,31 @@ import Testing
         _ = flow.answer(try backend(B.readyForQuery()))
         let retry = flow.receive(try frame(B.parse("s1", "SELECT 1")))
         let sent = try forwarded(retry).map { try messages($0) } ?? []
-        withKnownIssue("StatementFlow keeps the name of a Parse the database rejected (StatementFlow.swift:90, :106)") {
-            #expect(sent == [.parse(statement: "gatehouse_fp_2", query: "SELECT 1")])
+        #expect(sent == [.parse(statement: "gatehouse_fp_2", query: "SELECT 1")])
+    }
+
+    @Test func aParseDiscardedAfterAnEarlierErrorIsForgottenAndAConfirmedOneKept() throws {
+        var flow = Self.signedIn("pd")
+        _ = flow.receive(try frame(B.parse("ok", "SELECT 1")))
+        _ = flow.receive(try frame(B.parse("bad", "SELEC 1")))
+        _ = flow.receive(try frame(B.parse("late", "SELECT 2")))
+        _ = flow.receive(try frame(B.sync))
+        #expect(flow.answer(try backend(B.parseComplete)) != nil)
+        _ = flow.answer(try backend(Wire.error(code: "42601", message: "syntax error")))
+        _ = flow.answer(try backend(B.readyForQuery()))
+        #expect(flow.preparedCount == 1, "only the statement the database confirmed is kept")
+        let again = try forwarded(flow.receive(try frame(B.parse("late", "SELECT 2")))).map { try messages($0) } ?? []
+        #expect(again.first == .parse(statement: "gatehouse_pd_4", query: "SELECT 2"))
+        let duplicate = try forwarded(flow.receive(try frame(B.parse("ok", "SELECT 3")))).map { try messages($0) } ?? []
+        #expect(duplicate.first.map { if case .parse("", _) = $0 { true } else { false } } == true, "a confirmed name is still taken")
+    }
+
+    @Test func aQueryInsideAnUnfinishedExtendedBatchEndsTheSession() throws {
+        var flow = Self.signedIn("qx")
+        _ = flow.receive(try frame(B.parse("", "SELECT 1")))
+        guard case .violation = flow.receive(try frame(B.query("SELECT 2"))) else {
+            Issue.record("expected a protocol violation")
+            return
         }
     }
 }
