@@ -8,8 +8,17 @@ import Glibc
 /// Raw bytes at the proxy's port: each bad connection is closed with an error, never crashes or
 /// stalls the proxy, and a normal client still gets in afterwards.
 @Suite(.serialized) struct HostileInputTests {
-    /// Sends `bytes`, then reads until the proxy closes (at most 10 s) and returns what came back.
-    static func exchange(port: Int, _ bytes: [UInt8], thenClose: Bool = false) throws -> (reply: [UInt8], closed: Bool) {
+    /// Sends `bytes`, then reads until the proxy closes (at most 10 s) and returns what came back. The
+    /// blocking socket calls run on a thread of their own, not on the test runner's few pool threads.
+    static func exchange(port: Int, _ bytes: [UInt8], thenClose: Bool = false) async throws -> (reply: [UInt8], closed: Bool) {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try blockingExchange(port: port, bytes, thenClose: thenClose) })
+            }
+        }
+    }
+
+    static func blockingExchange(port: Int, _ bytes: [UInt8], thenClose: Bool) throws -> (reply: [UInt8], closed: Bool) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket() failed") }
         defer { close(fd) }
@@ -64,14 +73,14 @@ import Glibc
             ("query instead of a password", Self.startup([("user", "alice")]) + [UInt8(ascii: "Q")] + Self.int32(13) + Array("SELECT 1\0".utf8)),
         ]
         for (name, bytes) in cases {
-            let (reply, closed) = try Self.exchange(port: port, bytes)
+            let (reply, closed) = try await Self.exchange(port: port, bytes)
             #expect(closed, "\(name): the proxy closed the connection")
             let text = String(decoding: reply, as: UTF8.self)
             #expect(text.contains("FATAL") || reply.isEmpty || reply == [UInt8(ascii: "N")] , "\(name): \(text)")
         }
         // Half a packet and then nothing more: the connection goes when the client goes.
         for cut in [3, 7, 15] {
-            let (_, closed) = try Self.exchange(port: port, Array(Self.startup([("user", "alice"), ("database", "prod-db")]).prefix(cut)), thenClose: true)
+            let (_, closed) = try await Self.exchange(port: port, Array(Self.startup([("user", "alice"), ("database", "prod-db")]).prefix(cut)), thenClose: true)
             #expect(closed, "cut at \(cut)")
         }
         // After a sign-in, a message with an absurd length or an unknown type ends that session only.
@@ -80,7 +89,7 @@ import Glibc
         for (name, tail) in [("absurd length", [UInt8(ascii: "Q")] + Self.int32(0x7FFF_FFF0)),
                              ("unknown type", [UInt8(ascii: "~")] + Self.int32(4)),
                              ("length below 4", [UInt8(ascii: "Q")] + Self.int32(2))] {
-            let (reply, closed) = try Self.exchange(port: port, signIn + tail)
+            let (reply, closed) = try await Self.exchange(port: port, signIn + tail)
             let text = String(decoding: reply, as: UTF8.self)
             #expect(closed, "\(name)")
             #expect(text.contains("FATAL") && text.contains("08P01"), "\(name): \(text)")
