@@ -40,6 +40,7 @@ public enum GuardCatalog {
         Category("read_credentials", .dangerous, "reads a catalog holding password hashes or credentials"),
         Category("copy_program", .dangerous, "COPY ... TO/FROM PROGRAM runs a command on the database server"),
         Category("copy_file", .dangerous, "COPY ... TO/FROM a file on the database server"),
+        Category("prepared_transaction", .dangerous, "PREPARE TRANSACTION, COMMIT PREPARED or ROLLBACK PREPARED: transactions that outlive the session, other sessions' included"),
         Category("unsafe_setting", .dangerous, "SET of a setting that changes how statements parse or bypasses safety"),
         Category("terminate_session", .dangerous, "ends or cancels other sessions (pg_terminate_backend, pg_cancel_backend)"),
         Category("server_files", .dangerous, "reads or writes files on the database server (pg_read_file, lo_import, ...)"),

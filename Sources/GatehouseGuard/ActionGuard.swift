@@ -50,10 +50,24 @@ public final class ActionGuard: Sendable {
 }
 
 private final class ClassificationMemory: @unchecked Sendable {
+    /// Keyed by the text's exact UTF-8 bytes: Swift's `String` equality is canonical equivalence, under
+    /// which different byte sequences (U+037E and `;`, composed and decomposed accents) are equal,
+    /// while PostgreSQL reads the bytes.
     private struct Key: Hashable {
         var kind: Action.Kind
         var text: String
         var normalize: Bool
+
+        static func == (lhs: Key, rhs: Key) -> Bool {
+            lhs.kind == rhs.kind && lhs.normalize == rhs.normalize && lhs.text.utf8.elementsEqual(rhs.text.utf8)
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(kind)
+            hasher.combine(normalize)
+            var text = text
+            text.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        }
     }
 
     private let lock = NSLock()

@@ -170,6 +170,13 @@ private struct SQLWalk {
         switch rule {
         case .readStatement:
             break
+        case .transaction:
+            // Two-phase commit acts on transactions that outlive the session: another session's
+            // prepared transaction can be committed or rolled back, and locks stay after disconnect.
+            let kind = fields["kind"]?.stringValue ?? ""
+            if ["TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"].contains(kind) {
+                fire("prepared_transaction", at: location, Self.describe(type))
+            }
         case let .fire(category):
             fire(category, at: location, Self.describe(type))
         case .select:
@@ -240,7 +247,10 @@ private struct SQLWalk {
         case .doBlock:
             judgeDoBlock(fields, location: location)
         case .prepare:
-            if let name = fields["name"]?.stringValue { prepared.insert(name) }
+            // Only a PREPARE the server surely runs before the EXECUTE counts: a top-level one. One
+            // inside a function or DO body may never run (`DO $$ BEGIN RETURN; PREPARE ...`), and then
+            // EXECUTE would run a statement prepared elsewhere (by another message of the session).
+            if body == nil, let name = fields["name"]?.stringValue { prepared.insert(name) }
         case .execute:
             let name = fields["name"]?.stringValue ?? ""
             if !prepared.contains(name) {

@@ -5,7 +5,7 @@ enum SQLNodeRule: Sendable {
     /// Fire this category wherever the node appears.
     case fire(String)
     case select, insert, update, delete, merge, copy, explain, drop, alterTable, setting
-    case createFunction, doBlock, prepare, execute
+    case createFunction, doBlock, prepare, execute, transaction
     case functionCall, relation
 
     /// Every node type the classifier knows, by libpg_query's JSON name.
@@ -18,7 +18,8 @@ enum SQLNodeRule: Sendable {
             "PrepareStmt": .prepare, "ExecuteStmt": .execute,
             "FuncCall": .functionCall, "RangeVar": .relation,
         ]
-        for type in ["VariableShowStmt", "TransactionStmt", "DeclareCursorStmt", "FetchStmt", "ClosePortalStmt",
+        rules["TransactionStmt"] = .transaction
+        for type in ["VariableShowStmt", "DeclareCursorStmt", "FetchStmt", "ClosePortalStmt",
                      "DeallocateStmt", "ListenStmt", "UnlistenStmt", "DiscardStmt", "ConstraintsSetStmt"] {
             rules[type] = .readStatement
         }

@@ -55,7 +55,9 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
 
     init(shared: ListenerContext, plaintextAllowed: Bool) {
         self.shared = shared
-        self.decoder = FrontendDecoder(limits: shared.limits)
+        var early = shared.limits
+        early.messageBytes = min(early.messageBytes, Self.signInMessageBytes)
+        self.decoder = FrontendDecoder(limits: early)
         self.phase = .signIn(ClientSignIn(settings: .init(resource: shared.resource, upstreamDatabase: shared.settings.database,
                                                           tlsAvailable: shared.serverTLS != nil, plaintextAllowed: plaintextAllowed)))
     }
@@ -264,6 +266,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
                     return
                 case .authenticated:
                     phase = .ready(StatementFlow(nonce: Self.nonce()))
+                    decoder.limits = shared.limits
                     context.write(wrapOutboundOut(frame.bytes), promise: nil)
                     becameReady = true
                 }
@@ -391,6 +394,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         case .ended(let why):
             guard case .ready = phase, let identity else { return }
             let previous = grants
+            grants = [] // nothing more is allowed from memory while the reason is looked up
             let loop = context!.eventLoop
             let service = shared.service
             Task {
@@ -411,6 +415,10 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         guard let context else { return }
         if case .closed = phase { return }
         endReason = reason
+        // Closing the connection does not stop a statement the database is running: cancel it.
+        if case .ready = phase, let key = cancelKey {
+            shared.registry.cancelNow(key, settings: shared.settings, eventLoop: context.eventLoop)
+        }
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(error)).whenComplete { _ in channel.close(promise: nil) }
         upstream?.close(promise: nil)
@@ -427,6 +435,9 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         let statements = self.statements, refused = self.refused, service = shared.service
         Task { await service.proxySessionEnded(identity, reason: reason, statements: statements, refused: refused) }
     }
+
+    /// The largest message a client may send before it is signed in (a password is a token).
+    static let signInMessageBytes = 8192
 
     /// What the classifier assumes of every session, set in the startup packet and watched in the
     /// database's ParameterStatus reports.

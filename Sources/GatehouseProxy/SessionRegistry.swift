@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseCore
 import GatehouseServer
 import NIOConcurrencyHelpers
 import NIOCore
@@ -42,7 +43,11 @@ final class SessionRegistry: Sendable {
     /// a cancel is never a way to reach the database for anyone else.
     func cancel(resource: String, key: CancelKey, eventLoop: EventLoop) {
         guard let connection = state.withLockedValue({ $0.byCancelKey[key] }), connection.shared.resource == resource else { return }
-        let settings = connection.shared.settings
+        cancelNow(key, settings: connection.shared.settings, eventLoop: eventLoop)
+    }
+
+    /// Sends the database a CancelRequest for a session being ended.
+    func cancelNow(_ key: CancelKey, settings: ProxySettings, eventLoop: EventLoop) {
         ClientBootstrap(group: eventLoop)
             .connectTimeout(.seconds(5))
             .connect(host: settings.upstreamHost, port: settings.upstreamPort)

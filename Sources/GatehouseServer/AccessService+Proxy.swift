@@ -117,7 +117,7 @@ extension AccessService {
         let classification = await classify(action)
         if Self.changesHowStatementsAreRead(action, classification) {
             await proxyRefused(identity, what: "a change of a setting that changes how statements are read: \(Self.excerpt(text))")
-            return (("gatehouse: changing client_encoding, standard_conforming_strings or backslash_quote is refused through the proxy: Gatehouse could no longer read the statements that follow as the database does", nil), classification.risk)
+            return (("gatehouse: changing client_encoding, standard_conforming_strings or backslash_quote is refused through the proxy: Gatehouse could no longer read the statements that follow as the database does", "the proxy refuses every change of a setting the guard calls unsafe, and set_config(); connect to the database another way for such work"), classification.risk)
         }
         if audit != .all, classification.risk < .dangerous,
            case .allowByRole = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
@@ -142,11 +142,11 @@ extension AccessService {
     /// database reports one of them changed (a change made where the classifier cannot see it).
     public static let parserSettings = ["client_encoding", "standard_conforming_strings", "backslash_quote"]
 
+    /// Any change of a setting the classifier calls unsafe, or any `set_config()`: the setting's name
+    /// can be spelled many ways (`U&"..."`, `SET NAMES`, a name built at run time), so none is let
+    /// through rather than trying to recognise the harmless ones.
     static func changesHowStatementsAreRead(_ action: Action, _ classification: ActionClassification) -> Bool {
-        let settingFindings = classification.findings.filter { ["unsafe_setting", "set_config"].contains($0.category) }
-        guard !settingFindings.isEmpty else { return false }
-        let text = action.text.lowercased()
-        return parserSettings.contains { text.contains($0) } || settingFindings.contains { $0.category == "set_config" && !text.contains("set_config('") }
+        classification.findings.contains { ["unsafe_setting", "set_config"].contains($0.category) }
     }
 
     /// A FunctionCall message or another refusal the proxy makes without asking the core.

@@ -56,6 +56,10 @@ enum SQLFuzzer {
 
 @Suite("Classifier fuzzing")
 struct FuzzTests {
+    /// Threads of the fuzz runs' own: each run is one long job, and on the shared threads it would hold
+    /// up every other suite's classifications (the test servers use the shared ones) for a minute.
+    static let threads = ParserThreads(count: 2)
+
     static var inputs: Int {
         Int(ProcessInfo.processInfo.environment["GATEHOUSE_FUZZ_INPUTS"] ?? "") ?? 20_000
     }
@@ -64,7 +68,7 @@ struct FuzzTests {
     func fuzzSQL() async {
         let seeds = CorpusEntry.sql.map(\.text)
         let total = Self.inputs
-        let failures = await ParserThreads.shared.run { () -> [String] in
+        let failures = await Self.threads.run { () -> [String] in
             var rng = SplitMix64(state: 0x6A7E_4015)
             let classifier = SQLClassifier()
             var failures: [String] = []
@@ -101,7 +105,7 @@ struct FuzzTests {
     func fuzzShell() async {
         let seeds = CorpusEntry.shell.map(\.text)
         let total = Self.inputs / 2
-        let inconsistent = await ParserThreads.shared.run { () -> Int in
+        let inconsistent = await Self.threads.run { () -> Int in
             var rng = SplitMix64(state: 0x5E11)
             let classifier = ShellClassifier()
             var inconsistent = 0

@@ -70,6 +70,7 @@ import Glibc
             ("options startup", Self.startup([("user", "alice"), ("options", "-c standard_conforming_strings=off")])),
             ("SJIS client encoding", Self.startup([("user", "alice"), ("client_encoding", "SJIS")])),
             ("absurd password length", Self.startup([("user", "alice")]) + [UInt8(ascii: "p")] + Self.int32(Int32.max)),
+            ("a 1 MB password before sign-in", Self.startup([("user", "alice")]) + [UInt8(ascii: "p")] + Self.int32(1 << 20)),
             ("query instead of a password", Self.startup([("user", "alice")]) + [UInt8(ascii: "Q")] + Self.int32(13) + Array("SELECT 1\0".utf8)),
         ]
         for (name, bytes) in cases {
