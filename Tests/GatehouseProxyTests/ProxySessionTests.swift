@@ -166,6 +166,23 @@ import Glibc
         #expect(!hidden.stdout.contains("still here"), "\(hidden)")
     }
 
+    @Test func auditAllRecordsEveryStatementAndMetricsCountThem() async throws {
+        let harness = try await ProxyHarness.start(proxyExtra: "audit: all")
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let result = try await harness.psql("alice", "SELECT 1;\nSELECT count(*) FROM accounts;\nDELETE FROM accounts;\n")
+        #expect(result.stdout.contains("10"), "\(result)")
+        let checks = try await harness.audit(action: "action.checked").compactMap { $0["details"] as? [String: String] }
+        #expect(checks.filter { $0["decision"] == "allow" && $0["via"] == "proxy" }.map { $0["text"] ?? "" }.sorted()
+                == ["SELECT 1;", "SELECT count(*) FROM accounts;"], "\(checks)")
+        #expect(checks.contains { $0["decision"] != "allow" && $0["text"] == "DELETE FROM accounts;" })
+        let metrics = try await Command.run("/usr/bin/curl", ["-fsS", "http://127.0.0.1:\(harness.httpPort)/metrics"])
+        #expect(metrics.stdout.contains(#"gatehouse_proxy_statements_total{outcome="allowed"} 2"#), "\(metrics.stdout)")
+        #expect(metrics.stdout.contains(#"gatehouse_proxy_statements_total{outcome="refused"} 1"#), "\(metrics.stdout)")
+        #expect(metrics.stdout.contains(#"gatehouse_proxy_sessions_total{outcome="started"} 1"#), "\(metrics.stdout)")
+        #expect(metrics.stdout.contains("gatehouse_proxy_check_seconds_count 3"), "\(metrics.stdout)")
+    }
+
     @Test func copyRunsAsTheClassifierAllows() async throws {
         let harness = try await ProxyHarness.start()
         defer { Task { await harness.stop() } }
