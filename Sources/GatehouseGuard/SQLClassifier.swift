@@ -177,6 +177,9 @@ private struct SQLWalk {
             if ["TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"].contains(kind) {
                 fire("prepared_transaction", at: location, Self.describe(type))
             }
+            if Self.setsReadWrite(fields["options"]) {
+                fire("unsafe_setting", at: location, "BEGIN READ WRITE switches off a read-only default")
+            }
         case let .fire(category):
             fire(category, at: location, Self.describe(type))
         case .select:
@@ -239,6 +242,8 @@ private struct SQLWalk {
                     fire("role_change", at: location, "SET \(name.uppercased()) changes who the session acts as")
                 } else if SQLNodeRule.unsafeSettings.contains(name) {
                     fire("unsafe_setting", at: location, "SET \(name)")
+                } else if ["transaction", "session characteristics"].contains(name), Self.setsReadWrite(fields["args"]) {
+                    fire("unsafe_setting", at: location, "SET \(name.uppercased()) ... READ WRITE switches off a read-only default")
                 }
             }
         case .createFunction:
@@ -413,6 +418,15 @@ private struct SQLWalk {
 
     /// A PL/pgSQL expression is a statement (`DELETE FROM t`), an expression (`x > 0`) or an
     /// assignment (`x := f(y)`); read it as whichever PostgreSQL accepts, and fail closed otherwise.
+    /// Whether a list of transaction options (`BEGIN ...`, `SET TRANSACTION ...`) says READ WRITE.
+    static func setsReadWrite(_ options: ParseTree?) -> Bool {
+        (options?.elements ?? []).contains { option in
+            guard let element = option["DefElem"], element["defname"]?.stringValue == "transaction_read_only" else { return false }
+            // The parse tree leaves out zero values: READ WRITE is an A_Const without a number.
+            return (element["arg"]?["A_Const"]?["ival"]?["ival"]?.intValue ?? 0) == 0
+        }
+    }
+
     private mutating func judgeEmbeddedSQL(_ query: String) {
         var candidates = [query, "SELECT " + query]
         if let assignment = query.range(of: ":=") {

@@ -109,6 +109,8 @@ enum SQLNodeRule: Sendable {
         "allow_system_table_mods", "zero_damaged_pages", "ignore_system_indexes", "ignore_checksum_failure",
         "row_security", "lo_compat_privileges", "session_preload_libraries", "local_preload_libraries",
         "dynamic_library_path", "check_function_bodies",
+        // Sessions that hold only read grants run read-only on the database (the guard proxy).
+        "default_transaction_read_only", "transaction_read_only",
     ]
 
     /// Settings that change who the session acts as.

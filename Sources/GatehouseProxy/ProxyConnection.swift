@@ -199,6 +199,10 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         let settings = shared.settings
         var startup: [(String, String)] = [("user", settings.user), ("database", settings.database), ("client_encoding", "UTF8"),
                                            ("standard_conforming_strings", "on")]
+        // A session that may only read runs read-only on the database too: the classifier cannot see
+        // inside functions, and the database refuses their writes in a read-only transaction. (A write
+        // grant that arrives later needs a new session.)
+        if Self.readOnly(grants) { startup.append(("default_transaction_read_only", "on")) }
         if !parameters.contains(where: { $0.0.lowercased() == "application_name" }) { startup.append(("application_name", "gatehouse-proxy")) }
         startup += parameters
         let upstreamHandler = UpstreamHandler(connection: self, tlsMode: settings.upstreamTLS, tls: shared.upstreamTLS,
@@ -434,6 +438,11 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         shared.service.metrics.proxySession("ended")
         let statements = self.statements, refused = self.refused, service = shared.service
         Task { await service.proxySessionEnded(identity, reason: reason, statements: statements, refused: refused) }
+    }
+
+    /// Whether every grant the session starts with allows reads only.
+    static func readOnly(_ grants: [Grant]) -> Bool {
+        grants.allSatisfy { $0.actionDigest == nil && $0.allows <= .read }
     }
 
     /// The largest message a client may send before it is signed in (a password is a token).

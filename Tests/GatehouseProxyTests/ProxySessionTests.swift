@@ -166,6 +166,29 @@ import Glibc
         #expect(!hidden.stdout.contains("still here"), "\(hidden)")
     }
 
+    @Test func aReadOnlySessionCannotWriteThroughAFunction() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        // The classifier cannot see inside functions: `SELECT bump()` reads as a read.
+        _ = try await harness.direct("CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS $$ UPDATE accounts SET balance = balance + 1 RETURNING 1 $$")
+        try await harness.grant("alice")
+        let reader = try await harness.psql("alice", """
+            SELECT bump();
+            SET default_transaction_read_only = off;
+            BEGIN READ WRITE;
+            SHOW default_transaction_read_only;
+            """)
+        #expect(reader.stderr.contains("read-only transaction"), "\(reader)")
+        #expect(reader.stderr.components(separatedBy: "gatehouse:").count == 3, "both switches are refused: \(reader)")
+        #expect(reader.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "on", "\(reader)")
+        #expect(try await harness.direct("SELECT sum(balance) FROM accounts") == "1000")
+        // With a write grant, a new session is not read-only.
+        try await harness.grant("alice", role: "write")
+        let writer = try await harness.psql("alice", "SELECT bump();\n")
+        #expect(writer.status == 0 && !writer.stderr.contains("ERROR"), "\(writer)")
+        #expect(try await harness.direct("SELECT sum(balance) FROM accounts") == "1010")
+    }
+
     @Test func auditAllRecordsEveryStatementAndMetricsCountThem() async throws {
         let harness = try await ProxyHarness.start(proxyExtra: "audit: all")
         defer { Task { await harness.stop() } }
