@@ -191,7 +191,12 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
     // MARK: the database side
 
     private func signedIn(_ identity: AccessService.ProxyIdentity, grants: [Grant], parameters: [(String, String)]) {
-        guard case .connecting = phase, let context else { return }
+        guard case .connecting = phase, let context else {
+            // The client left (or timed out) while its sign-in was decided: the start is audited, so is the end.
+            let service = shared.service
+            Task { await service.proxySessionEnded(identity, reason: "the client left during sign-in", statements: 0, refused: 0) }
+            return
+        }
         self.identity = identity
         self.grants = grants
         shared.service.metrics.proxySession("started")
