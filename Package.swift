@@ -100,7 +100,7 @@ let package = Package(
             path: "Benchmarks/GatehouseBench"
         ),
         .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
-        .testTarget(name: "GatehouseGuardTests", dependencies: ["GatehouseGuard", "GatehouseCore"], resources: [.copy("Corpus")]),
+        .testTarget(name: "GatehouseGuardTests", dependencies: ["GatehouseGuard", "GatehouseCore", "GatehouseTestSupport"], resources: [.copy("Corpus")]),
         .target(name: "GatehouseTestSupport", path: "Tests/GatehouseTestSupport"),
         .testTarget(
             name: "GatehouseProxyTests",

@@ -1,19 +1,8 @@
 import Foundation
 import GatehouseCore
+import GatehouseTestSupport
 import Testing
 @testable import GatehouseGuard
-
-/// A small deterministic generator, so a failing input can be reproduced from its seed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Random and mutated SQL for the classifier. The test command runs `GATEHOUSE_FUZZ_INPUTS`
 /// inputs (20,000 by default); `GATEHOUSE_FUZZ_INPUTS=1000000 swift test --filter Fuzz` is the long run.

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseTestSupport
 import NIOCore
 import Testing
 @testable import GatehouseProxy
@@ -587,18 +588,6 @@ enum WireBytes {
 /// `FUZZ_ITERATIONS` inputs (20,000 by default, well under a second); the long run is
 /// `FUZZ_ITERATIONS=2000000 swift test --filter WireFuzz`.
 @Suite struct WireFuzzTests {
-    /// SplitMix64: small and deterministic, so a failing iteration can be re-run from its number.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static var iterations: Int {
         ProcessInfo.processInfo.environment["FUZZ_ITERATIONS"].flatMap { Int($0) } ?? 20_000
     }
