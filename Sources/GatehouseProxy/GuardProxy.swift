@@ -75,7 +75,7 @@ public final class GuardProxy: Service, Sendable {
     }
 
     /// Binds every listener; throws (and closes what was bound) when one cannot listen.
-    public func start() async throws -> [Channel] {
+    func start() async throws -> [(ListenerContext, Channel)] {
         let contexts = try contexts()
         var channels: [Channel] = []
         do {
@@ -98,7 +98,7 @@ public final class GuardProxy: Service, Sendable {
             for channel in channels { try? await channel.close() }
             throw ProxyStartError(message: "the guard proxy cannot listen: \(error)")
         }
-        return channels
+        return Array(zip(contexts, channels))
     }
 
     static func isLoopback(_ address: SocketAddress?) -> Bool {
@@ -107,9 +107,9 @@ public final class GuardProxy: Service, Sendable {
     }
 
     public func run() async throws {
-        let channels = try await start()
+        let listeners = try await start()
         var addresses: [String: SocketAddress] = [:]
-        for (shared, channel) in zip(try contexts(), channels) {
+        for (shared, channel) in listeners {
             addresses[shared.resource] = channel.localAddress
             logger.notice("guard proxy listening", metadata: ["resource": "\(shared.resource)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
                                                                "upstream": "\(shared.settings.upstreamHost):\(shared.settings.upstreamPort)"])
@@ -121,7 +121,7 @@ public final class GuardProxy: Service, Sendable {
                 try? await Task.sleep(for: Self.watchInterval)
             }
         }
-        for channel in channels { try? await channel.close() }
+        for (_, channel) in listeners { try? await channel.close() }
     }
 }
 
