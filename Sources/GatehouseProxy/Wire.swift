@@ -132,16 +132,12 @@ public struct FrontendDecoder: Sendable {
     }
 
     private mutating func nextTyped(_ buffer: inout ByteBuffer) throws(WireError) -> FrontendFrame? {
-        let start = buffer.readerIndex
-        guard let type = buffer.getInteger(at: start, as: UInt8.self),
-              let length = buffer.getInteger(at: start + 1, as: Int32.self) else { return nil }
-        guard length >= 4 else { throw WireError("message '\(Self.printable(type))' has length \(length), shorter than its own length field") }
-        guard length <= limits.messageBytes else {
-            throw WireError("message '\(Self.printable(type))' of \(length) bytes is longer than the \(limits.messageBytes) allowed")
-        }
-        guard buffer.readableBytes >= Int(length) + 1 else { return nil }
-        let bytes = buffer.readSlice(length: Int(length) + 1)!
-        var body = bytes.getSlice(at: bytes.readerIndex + 5, length: Int(length) - 4)!
+        let limit = limits.messageBytes
+        guard let (type, bytes, frameBody) = try Wire.typedMessage(&buffer, { type, length in
+            length < 4 ? WireError("message '\(Self.printable(type))' has length \(length), shorter than its own length field")
+                : length > limit ? WireError("message '\(Self.printable(type))' of \(length) bytes is longer than the \(limit) allowed") : nil
+        }) else { return nil }
+        var body = frameBody
         let message: FrontendMessage
         switch type {
         case UInt8(ascii: "Q"):
@@ -243,13 +239,12 @@ public struct BackendDecoder: Sendable {
     public init() {}
 
     public mutating func next(_ buffer: inout ByteBuffer) throws(WireError) -> BackendFrame? {
-        let start = buffer.readerIndex
-        guard let type = buffer.getInteger(at: start, as: UInt8.self),
-              let length = buffer.getInteger(at: start + 1, as: Int32.self) else { return nil }
-        guard length >= 4, length <= maximumBytes else { throw WireError("the database sent a message '\(FrontendDecoder.printable(type))' of impossible length \(length)") }
-        guard buffer.readableBytes >= Int(length) + 1 else { return nil }
-        let bytes = buffer.readSlice(length: Int(length) + 1)!
-        var body = bytes.getSlice(at: bytes.readerIndex + 5, length: Int(length) - 4)!
+        let maximum = maximumBytes
+        guard let (type, bytes, frameBody) = try Wire.typedMessage(&buffer, { type, length in
+            length >= 4 && length <= maximum ? nil
+                : WireError("the database sent a message '\(FrontendDecoder.printable(type))' of impossible length \(length)")
+        }) else { return nil }
+        var body = frameBody
         let message: BackendMessage
         switch type {
         case UInt8(ascii: "R"):
@@ -284,6 +279,19 @@ public struct BackendDecoder: Sendable {
 
 /// Builds the messages the proxy itself sends.
 public enum Wire {
+    /// Splits one typed message (a type byte, then a length that counts itself) off `buffer`: its type,
+    /// its whole bytes and its body; nil while incomplete. `problem` judges the length before any wait.
+    static func typedMessage(_ buffer: inout ByteBuffer, _ problem: (UInt8, Int32) -> WireError?) throws(WireError)
+        -> (type: UInt8, bytes: ByteBuffer, body: ByteBuffer)? {
+        let start = buffer.readerIndex
+        guard let type = buffer.getInteger(at: start, as: UInt8.self),
+              let length = buffer.getInteger(at: start + 1, as: Int32.self) else { return nil }
+        if let problem = problem(type, length) { throw problem }
+        guard buffer.readableBytes >= Int(length) + 1 else { return nil }
+        let bytes = buffer.readSlice(length: Int(length) + 1)!
+        return (type, bytes, bytes.getSlice(at: bytes.readerIndex + 5, length: Int(length) - 4)!)
+    }
+
     public static func message(_ type: UInt8, _ body: (inout ByteBuffer) -> Void) -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: 64)
         buffer.writeInteger(type)

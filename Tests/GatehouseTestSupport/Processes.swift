@@ -31,16 +31,27 @@ public enum TestPorts {
 
     /// Whether something accepts TCP connections on this loopback port.
     public static func isListening(_ port: Int) -> Bool {
+        guard let fd = connected(port) else { return false }
+        close(fd)
+        return true
+    }
+
+    /// A blocking TCP socket connected to this loopback port (the caller closes it), or nil.
+    public static func connected(_ port: Int) -> Int32? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
+        guard fd >= 0 else { return nil }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = in_port_t(UInt16(port).bigEndian)
-        return withUnsafePointer(to: &address) {
+        let done = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
+        guard done else {
+            close(fd)
+            return nil
+        }
+        return fd
     }
 }
 
