@@ -14,6 +14,9 @@ dpkg -s postgresql >/dev/null 2>&1 || need+=(postgresql)
 dpkg -s postgresql-client >/dev/null 2>&1 || need+=(postgresql-client)
 dpkg -s python3-psycopg >/dev/null 2>&1 || need+=(python3-psycopg)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The web inbox's browser tests drive headless Chromium through chromedriver (WebDriver).
+dpkg -s chromium >/dev/null 2>&1 || need+=(chromium)
+dpkg -s chromium-driver >/dev/null 2>&1 || need+=(chromium-driver)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

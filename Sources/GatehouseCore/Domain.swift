@@ -154,11 +154,14 @@ public struct Grant: Sendable, Equatable, Codable {
     public var endComment: String?
     /// Set on one-shot action grants: the SHA-256 of the only action they allow, once.
     public var actionDigest: String?
+    /// Granted by break-glass, without approval; a post-incident review follows.
+    public var breakGlass: Bool
 
     public init(id: String, requestId: String, principal: String, resource: String, role: String, allows: RiskLevel,
                 startsAt: Date, expiresAt: Date, endedAt: Date? = nil, endReason: GrantEnd? = nil,
-                endedBy: String? = nil, endComment: String? = nil, actionDigest: String? = nil) {
+                endedBy: String? = nil, endComment: String? = nil, actionDigest: String? = nil, breakGlass: Bool = false) {
         self.actionDigest = actionDigest
+        self.breakGlass = breakGlass
         self.id = id
         self.requestId = requestId
         self.principal = principal

@@ -12,6 +12,10 @@ public struct Policy: Sendable {
     public var guardSettings = GuardSettings()
     /// The `antispam:` section: hard limits, the spam score, cooldowns and notification budgets.
     public var antiSpam = AntiSpamPolicy()
+    /// The `break_glass:` section: emergency access, announced and reviewed afterwards.
+    public var breakGlass = BreakGlassPolicy()
+    /// The `notifications:` section: webhook endpoints, digests and links to the web inbox.
+    public var notifications = NotificationSettings()
 
     public init(version: Int = 1, principals: [String: PrincipalEntry], resources: [String: Resource],
                 adminGroups: [String] = [], pendingTTL: TimeSpan = TimeSpan(seconds: 86_400)) {

@@ -53,7 +53,7 @@ public enum PolicyLoader {
         namePattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) != nil
     }
     /// Sections of the policy sketched in the design that this version reads but does not enforce yet.
-    static let reservedSections = ["break_glass"]
+    static let reservedSections: [String] = []
     /// Names Gatehouse uses for itself: the bootstrap admin and the actors of automatic events.
     public static let reservedPrincipals: Set<String> = ["admin", "system", "policy", "gatehouse"]
 
@@ -197,7 +197,9 @@ public enum PolicyLoader {
             var pendingTTL = TimeSpan(seconds: 86_400)
             var guardSettings = GuardSettings()
             var antiSpamNode: Node?
-            let known = ["version", "principals", "resources", "admins", "pending_ttl", "guard", "antispam"] + PolicyLoader.reservedSections
+            var breakGlassNode: Node?
+            var notificationsNode: Node?
+            let known = ["version", "principals", "resources", "admins", "pending_ttl", "guard", "antispam", "break_glass", "notifications"] + PolicyLoader.reservedSections
             var sawPrincipals = false, sawResources = false
             for (key, keyNode, value) in entries(root, "the policy", allowed: known) {
                 switch key {
@@ -219,6 +221,10 @@ public enum PolicyLoader {
                     guardSettings = self.guardSettings(value)
                 case "antispam":
                     antiSpamNode = value
+                case "break_glass":
+                    breakGlassNode = value
+                case "notifications":
+                    notificationsNode = value
                 default:
                     warning(keyNode, "section `\(key)` is accepted but not enforced by this version of Gatehouse")
                 }
@@ -237,6 +243,8 @@ public enum PolicyLoader {
             partial.adminGroups = adminNodes.map(\.0)
             partial.guardSettings = guardSettings
             if let antiSpamNode { partial.antiSpam = antiSpam(antiSpamNode, groups: groups) }
+            if let breakGlassNode { partial.breakGlass = breakGlass(breakGlassNode, groups: groups) }
+            if let notificationsNode { partial.notifications = notifications(notificationsNode) }
             for (name, keyNode, value) in resourceNodes {
                 checkName(name, keyNode, "resource")
                 if let resource = resource(name, value, policy: partial, groups: groups) {

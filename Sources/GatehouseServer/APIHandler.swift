@@ -76,7 +76,11 @@ struct APIHandler: APIProtocol {
 
     func getRequest(_ input: Operations.GetRequest.Input) async throws -> Operations.GetRequest.Output {
         let caller = try await caller()
-        let view = try await service.getRequest(caller: caller, id: id(input.path.id))
+        let view = if let wait = input.query.wait {
+            try await service.waitForDecision(caller: caller, id: id(input.path.id), wait: wait)
+        } else {
+            try await service.getRequest(caller: caller, id: id(input.path.id))
+        }
         return .ok(.init(body: .json(schema(view, for: caller))))
     }
 
@@ -327,7 +331,44 @@ struct APIHandler: APIProtocol {
               principal: g.principal, resource: g.resource, role: g.role,
               allows: Components.Schemas.Grant.AllowsPayload(rawValue: g.allows.rawValue) ?? .read,
               startsAt: g.startsAt, expiresAt: g.expiresAt, endedAt: g.endedAt, endedBy: g.endedBy, endComment: g.endComment,
-              actionSha256: g.actionDigest)
+              actionSha256: g.actionDigest, breakGlass: g.breakGlass ? true : nil)
+    }
+
+    // MARK: break-glass and webhooks
+
+    func breakGlass(_ input: Operations.BreakGlass.Input) async throws -> Operations.BreakGlass.Output {
+        guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
+        let caller = try await caller()
+        let (_, _, use) = try await service.breakGlass(caller: caller, input: NewRequestInput(
+            resource: body.resource, role: body.role, duration: body.duration ?? "", reason: body.reason, ticket: body.ticket))
+        return .created(.init(body: .json(Self.schema(use))))
+    }
+
+    func listBreakGlass(_ input: Operations.ListBreakGlass.Input) async throws -> Operations.ListBreakGlass.Output {
+        let uses = try await service.breakGlassUses(caller: caller(), awaitingReview: input.query.awaitingReview ?? false, limit: limit(input.query.limit))
+        return .ok(.init(body: .json(.init(uses: uses.map(Self.schema)))))
+    }
+
+    func reviewBreakGlass(_ input: Operations.ReviewBreakGlass.Input) async throws -> Operations.ReviewBreakGlass.Output {
+        guard case .json(let body) = input.body else { throw GatehouseError.invalid("comment", "missing_comment", "send {\"comment\": \"...\"}") }
+        let use = try await service.reviewBreakGlass(caller: caller(), grantId: id(input.path.id), comment: body.comment)
+        return .ok(.init(body: .json(Self.schema(use))))
+    }
+
+    func listWebhookDeliveries(_ input: Operations.ListWebhookDeliveries.Input) async throws -> Operations.ListWebhookDeliveries.Output {
+        let deliveries = try await service.webhookDeliveries(caller: caller(), limit: limit(input.query.limit))
+        return .ok(.init(body: .json(.init(deliveries: deliveries.map { d in
+            .init(id: d.id, endpoint: d.endpoint, event: d.event,
+                  state: d.deliveredAt != nil ? .delivered : d.failedAt != nil ? .failed : .queued,
+                  attempts: d.attempts, lastStatus: d.lastStatus, createdAt: d.createdAt, nextAttemptAt: d.nextAttemptAt,
+                  deliveredAt: d.deliveredAt, failedAt: d.failedAt)
+        }))))
+    }
+
+    static func schema(_ u: BreakGlassUse) -> Components.Schemas.BreakGlassUse {
+        .init(grantId: u.grantId, requestId: u.requestId, principal: u.principal, resource: u.resource, role: u.role, reason: u.reason,
+              at: u.at, expiresAt: u.expiresAt, reviewRequired: u.reviewRequired, awaitingReview: u.awaitsReview,
+              reviewedAt: u.reviewedAt, reviewedBy: u.reviewedBy, reviewComment: u.reviewComment)
     }
 
     static func schema(_ t: TokenRecord) -> Components.Schemas.TokenInfo {

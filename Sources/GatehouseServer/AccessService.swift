@@ -27,6 +27,7 @@ public final class AccessService: Sendable {
     let actionGuard = ActionGuard()
     public let metrics = GatehouseMetrics()
     public let tarpit = Tarpit()
+    let watch = RequestWatch()
 
     public init(store: GatehouseStore, policies: PolicyHolder, clock: any WallClock, logger: Logger = Logger(label: "gatehouse")) {
         self.store = store
@@ -222,6 +223,7 @@ public final class AccessService: Sendable {
                 return .failure(GatehouseError(.conflict, "request_expired", "request \(id) expired at \(request.pendingExpiresAt.rfc3339) before it was decided; the requester must file a new one"))
             }
         }
+        await watch.changed(id)
         return try result.get()
     }
 

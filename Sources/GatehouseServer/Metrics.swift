@@ -24,6 +24,13 @@ public final class GatehouseMetrics: Sendable {
                              labels: [("kind", kind)]).increment()
     }
 
+    /// A webhook delivery attempt: `delivered`, `retry` (failed, tried again later) or `failed` (given up).
+    func webhook(_ outcome: String) {
+        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "gatehouse_webhook_attempts", unitName: "total",
+                                                              helpText: "Webhook delivery attempts, by outcome"),
+                             labels: [("outcome", outcome)]).increment()
+    }
+
     // MARK: guard proxy
 
     private static let checkBuckets: [Duration] = [.microseconds(20), .microseconds(50), .microseconds(100), .microseconds(250),

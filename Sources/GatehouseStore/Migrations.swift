@@ -79,6 +79,31 @@ enum Migrations {
         (4, [
             "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)",
         ]),
+        // Break-glass grants and their reviews, the webhook outbox with the audit position it has
+        // reached, and web inbox sessions.
+        (5, [
+            "ALTER TABLE grants ADD COLUMN break_glass BIGINT NOT NULL DEFAULT 0",
+            """
+            CREATE TABLE break_glass (
+              grant_id TEXT PRIMARY KEY REFERENCES grants (id), request_id TEXT NOT NULL, principal TEXT NOT NULL,
+              resource TEXT NOT NULL, role TEXT NOT NULL, reason TEXT NOT NULL, at BIGINT NOT NULL, expires_at BIGINT NOT NULL,
+              review_required BIGINT NOT NULL, reviewed_at BIGINT, reviewed_by TEXT, review_comment TEXT)
+            """,
+            "CREATE INDEX break_glass_by_review ON break_glass (reviewed_at, at)",
+            """
+            CREATE TABLE webhook_deliveries (
+              id TEXT NOT NULL, endpoint TEXT NOT NULL, event TEXT NOT NULL, body TEXT NOT NULL, created_at BIGINT NOT NULL,
+              attempts BIGINT NOT NULL DEFAULT 0, next_attempt_at BIGINT NOT NULL, claimed_until BIGINT,
+              last_status TEXT, delivered_at BIGINT, failed_at BIGINT, PRIMARY KEY (id, endpoint))
+            """,
+            "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (delivered_at, failed_at, next_attempt_at)",
+            "CREATE TABLE cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL)",
+            """
+            CREATE TABLE web_sessions (
+              id_hash TEXT PRIMARY KEY, token_id TEXT NOT NULL, principal TEXT NOT NULL, csrf TEXT NOT NULL,
+              created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL)
+            """,
+        ]),
     ]
 
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }

@@ -34,6 +34,8 @@ public struct OutboxNotification: Sendable, Equatable {
         case digest
         /// A request was reported as suspicious (to the reviewers).
         case report
+        /// Someone broke the glass (to `break_glass.notify`), outside every budget.
+        case breakGlass = "break_glass"
     }
     public var id: String
     public var recipient: String

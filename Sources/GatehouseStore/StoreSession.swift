@@ -201,10 +201,10 @@ public struct StoreSession: Sendable {
 
     public func insertGrant(_ g: Grant) async throws {
         try await db.raw("""
-            INSERT INTO grants (id, request_id, principal, resource, role, allows, starts_at, expires_at, action_digest)
+            INSERT INTO grants (id, request_id, principal, resource, role, allows, starts_at, expires_at, action_digest, break_glass)
             VALUES (\(bind: g.id), \(bind: g.requestId), \(bind: g.principal), \(bind: g.resource), \(bind: g.role),
                     \(bind: g.allows.rawValue), \(bind: g.startsAt.unixMilliseconds), \(bind: g.expiresAt.unixMilliseconds),
-                    \(bind: g.actionDigest))
+                    \(bind: g.actionDigest), \(bind: g.breakGlass ? 1 : 0))
             """).run()
     }
 
@@ -274,7 +274,8 @@ public struct StoreSession: Sendable {
             endReason: try row.decode(column: "end_reason", as: String?.self).flatMap(GrantEnd.init(rawValue:)),
             endedBy: try row.decode(column: "ended_by", as: String?.self),
             endComment: try row.decode(column: "end_comment", as: String?.self),
-            actionDigest: try row.decode(column: "action_digest", as: String?.self))
+            actionDigest: try row.decode(column: "action_digest", as: String?.self),
+            breakGlass: (try row.decode(column: "break_glass", as: Int64?.self) ?? 0) != 0)
     }
 
     // MARK: audit
@@ -314,9 +315,14 @@ public struct StoreSession: Sendable {
         public var resource: String?
         public var afterSeq: Int64?
         public var upToSeq: Int64?
+        public var action: String?
+        /// Newest first (the web inbox); the API pages oldest first.
+        public var newestFirst: Bool
         public var limit: Int
         public init(since: Date? = nil, actorOrSubject: String? = nil, resource: String? = nil, afterSeq: Int64? = nil,
-                    upToSeq: Int64? = nil, limit: Int = 100) {
+                    upToSeq: Int64? = nil, action: String? = nil, newestFirst: Bool = false, limit: Int = 100) {
+            self.action = action
+            self.newestFirst = newestFirst
             self.upToSeq = upToSeq
             self.since = since
             self.actorOrSubject = actorOrSubject
@@ -337,8 +343,13 @@ public struct StoreSession: Sendable {
         if let resource = filter.resource { conditions.append("resource = \(bind: resource)") }
         if let after = filter.afterSeq { conditions.append("seq > \(bind: after)") }
         if let upTo = filter.upToSeq { conditions.append("seq <= \(bind: upTo)") }
+        if let action = filter.action {
+            // `request` matches `request.created`, `request.approved`, ...
+            conditions.append(action.contains(".") ? "action = \(bind: action)" : "action LIKE \(bind: action + ".%")")
+        }
         let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-        return try await db.raw("SELECT * FROM audit_events \(whereClause) ORDER BY seq LIMIT \(bind: filter.limit)")
+        let order: SQLQueryString = filter.newestFirst ? "seq DESC" : "seq"
+        return try await db.raw("SELECT * FROM audit_events \(whereClause) ORDER BY \(order) LIMIT \(bind: filter.limit)")
             .all().map(Self.auditEvent)
     }
 

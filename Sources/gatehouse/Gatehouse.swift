@@ -104,6 +104,7 @@ struct ServeCommand: AsyncParsableCommand {
         let app = try GatehouseHTTP.makeApplication(
             service: service, host: host, port: port, logger: logger,
             services: [Sweeper(service: service, interval: .seconds(sweepInterval.seconds), logger: logger),
+                       WebhookDispatcher(service: service, logger: logger),
                        PolicyReloadOnHangup(service: service, logger: logger)] + (guardProxy.map { [$0] } ?? []),
             onServerRunning: { channel in
                 runLogger.notice("gatehouse listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "store": "\(store.location)"])

@@ -1,0 +1,294 @@
+import Crypto
+import Foundation
+
+/// What a webhook endpoint can subscribe to. Each is derived from one audit event, so an event
+/// is sent only once its state change has committed, and never twice under two ids.
+public enum WebhookEvent: String, Sendable, CaseIterable, Codable {
+    case requestCreated = "request.created"
+    case requestApproved = "request.approved"
+    case requestDenied = "request.denied"
+    case requestExpired = "request.expired"
+    case requestQuarantined = "request.quarantined"
+    case grantStarted = "grant.started"
+    case grantEnded = "grant.ended"
+    case breakGlassUsed = "break_glass.used"
+    case breakGlassReviewed = "break_glass.reviewed"
+    case digest = "digest"
+
+    /// The webhook event an audit action announces, if any.
+    public init?(auditAction: String) {
+        switch auditAction {
+        case "request.created": self = .requestCreated
+        case "request.approved": self = .requestApproved
+        case "request.denied": self = .requestDenied
+        case "request.expired": self = .requestExpired
+        case "request.quarantined": self = .requestQuarantined
+        case "grant.started": self = .grantStarted
+        case "grant.expired", "grant.released", "grant.revoked", "grant.used": self = .grantEnded
+        case "break_glass.used": self = .breakGlassUsed
+        case "break_glass.reviewed": self = .breakGlassReviewed
+        case "notification.digest": self = .digest
+        default: return nil
+        }
+    }
+}
+
+/// One webhook endpoint from `notifications.webhooks`.
+public struct WebhookEndpoint: Sendable, Equatable {
+    public enum Format: String, Sendable, Equatable, CaseIterable {
+        /// Standard Webhooks: a JSON event signed with HMAC-SHA256.
+        case standard
+        /// A Slack-compatible message (Block Kit) for an incoming-webhook URL.
+        case slack
+    }
+
+    public enum SecretSource: Sendable, Equatable {
+        case environment(String)
+        case file(String)
+    }
+
+    public var name: String
+    public var url: String
+    public var format: Format
+    public var events: Set<WebhookEvent>
+    /// The signing secret (`whsec_` and base64), read when a message is signed; required for `standard`.
+    public var secret: SecretSource?
+    /// How long one delivery attempt may take before it counts as failed.
+    public var timeout: TimeSpan
+
+    public init(name: String, url: String, format: Format = .standard, events: Set<WebhookEvent> = Set(WebhookEvent.allCases),
+                secret: SecretSource? = nil, timeout: TimeSpan = TimeSpan(seconds: 10)) {
+        self.name = name
+        self.url = url
+        self.format = format
+        self.events = events
+        self.secret = secret
+        self.timeout = timeout
+    }
+
+    /// The secret's key bytes, read now.
+    public func signingKey(environment: [String: String] = ProcessInfo.processInfo.environment) throws(WebhookSecretError) -> SymmetricKey? {
+        guard let secret else { return nil }
+        let text: String
+        switch secret {
+        case .environment(let name):
+            guard let value = environment[name], !value.isEmpty else {
+                throw WebhookSecretError(message: "environment variable \(name), which should hold the signing secret of webhook `\(self.name)`, is not set")
+            }
+            text = value
+        case .file(let path):
+            guard let value = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw WebhookSecretError(message: "cannot read \(path), the signing secret of webhook `\(name)`")
+            }
+            text = value
+        }
+        return try StandardWebhooks.key(fromSecret: text.trimmingCharacters(in: .whitespacesAndNewlines), endpoint: name)
+    }
+}
+
+public struct WebhookSecretError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// How failed deliveries are retried: the delay doubles from `initial` up to `maximum`; after
+/// `attempts` tries the delivery is given up and audited.
+public struct RetrySchedule: Sendable, Equatable {
+    public var initial = TimeSpan(seconds: 5)
+    public var maximum = TimeSpan(seconds: 3600)
+    public var attempts = 12
+
+    public init(initial: TimeSpan = TimeSpan(seconds: 5), maximum: TimeSpan = TimeSpan(seconds: 3600), attempts: Int = 12) {
+        self.initial = initial
+        self.maximum = maximum
+        self.attempts = attempts
+    }
+
+    /// Seconds to wait after failed attempt number `attempt` (1-based), with up to 20 % jitter
+    /// (`jitter` in 0...1) so many failing deliveries do not retry in step.
+    public func delay(afterAttempt attempt: Int, jitter: Double) -> TimeInterval {
+        let base = Double(initial.seconds) * pow(2, Double(max(0, attempt - 1)))
+        let capped = min(base, Double(maximum.seconds))
+        return capped * (1 + 0.2 * min(max(jitter, 0), 1))
+    }
+}
+
+/// The `notifications:` section.
+public struct NotificationSettings: Sendable, Equatable {
+    public var webhooks: [WebhookEndpoint] = []
+    /// The public address of the web inbox, for links in messages (`https://gatehouse.example.com`).
+    public var baseURL: String?
+    /// How long a digest collects requests before it is sent.
+    public var digestInterval = TimeSpan(seconds: 3600)
+    public var retry = RetrySchedule()
+
+    public init() {}
+
+    public func endpoints(for event: WebhookEvent) -> [WebhookEndpoint] {
+        webhooks.filter { $0.events.contains(event) }
+    }
+}
+
+/// Signing per the Standard Webhooks specification: the HMAC-SHA256 of `id.timestamp.body`
+/// under the secret's decoded bytes, sent as `webhook-signature: v1,<base64>`.
+public enum StandardWebhooks {
+    public static let secretPrefix = "whsec_"
+
+    public static func key(fromSecret secret: String, endpoint: String) throws(WebhookSecretError) -> SymmetricKey {
+        guard secret.hasPrefix(secretPrefix), let bytes = Data(base64Encoded: String(secret.dropFirst(secretPrefix.count))) else {
+            throw WebhookSecretError(message: "the signing secret of webhook `\(endpoint)` must be `whsec_` followed by base64; make one with `echo whsec_$(openssl rand -base64 32)`")
+        }
+        guard bytes.count >= 24, bytes.count <= 64 else {
+            throw WebhookSecretError(message: "the signing secret of webhook `\(endpoint)` holds \(bytes.count) bytes; use 24 to 64 random bytes (`openssl rand -base64 32`)")
+        }
+        return SymmetricKey(data: bytes)
+    }
+
+    public static func signature(id: String, timestamp: Int64, body: [UInt8], key: SymmetricKey) -> String {
+        var content = Array("\(id).\(timestamp).".utf8)
+        content += body
+        let mac = HMAC<SHA256>.authenticationCode(for: content, using: key)
+        return "v1," + Data(mac).base64EncodedString()
+    }
+
+    /// Whether any of the space-separated signatures in a `webhook-signature` header is valid.
+    public static func verify(id: String, timestamp: Int64, body: [UInt8], signatureHeader: String, key: SymmetricKey) -> Bool {
+        let expected = Array(signature(id: id, timestamp: timestamp, body: body, key: key).utf8)
+        return signatureHeader.split(separator: " ").contains { candidate in
+            let given = Array(candidate.utf8)
+            // Constant time over equal lengths.
+            guard given.count == expected.count else { return false }
+            return zip(given, expected).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+        }
+    }
+}
+
+/// What a webhook message says about one event: built from the audit event and, for requests,
+/// the request as stored when the message is queued.
+public struct WebhookMessage: Sendable, Equatable {
+    public var id: String
+    public var event: WebhookEvent
+    public var at: Date
+    public var audit: AuditEvent
+    public var request: AccessRequest?
+    /// Who is told (approvers within their budget, or the break-glass recipients).
+    public var recipients: [String]
+    public var link: String?
+
+    public init(id: String, event: WebhookEvent, at: Date, audit: AuditEvent, request: AccessRequest?, recipients: [String], link: String?) {
+        self.id = id
+        self.event = event
+        self.at = at
+        self.audit = audit
+        self.request = request
+        self.recipients = recipients
+        self.link = link
+    }
+
+    /// The message id: one per audit event, the same on every retry and for every endpoint.
+    public static func id(forAuditSeq seq: Int64) -> String { "msg_\(seq)" }
+
+    /// A one-line summary for people.
+    public var summary: String {
+        let details = audit.details
+        let who = details["principal"] ?? audit.actor
+        let target = [audit.resource, details["role"] ?? request?.role].compactMap { $0 }.joined(separator: "/")
+        switch event {
+        case .requestCreated:
+            if let request {
+                return "\(request.requester) asks for \(request.action.map { "one \($0.kind.rawValue) action on \(request.resource)" } ?? "\(request.resource)/\(request.role)") for \(request.duration): \(Self.clip(request.reason, 300))"
+            }
+            return "\(who) filed request \(audit.subject)"
+        case .requestApproved: return "\(audit.actor) approved \(who)'s request \(audit.subject) for \(target)"
+        case .requestDenied: return "\(audit.actor) denied \(who)'s request \(audit.subject) for \(target)" + (details["comment"].map { ": \(Self.clip($0, 300))" } ?? "")
+        case .requestExpired: return "\(who)'s request \(audit.subject) for \(target) expired before anyone decided"
+        case .requestQuarantined: return "\(who)'s request \(audit.subject) for \(target) is held for security review" + (details["signals"].map { " (\($0))" } ?? "")
+        case .grantStarted: return "\(who) now holds \(target) until \(details["expires_at"] ?? "?") (grant \(audit.subject))"
+        case .grantEnded: return "\(who)'s grant \(audit.subject) on \(target) ended: \(audit.action.replacingOccurrences(of: "grant.", with: ""))"
+        case .breakGlassUsed: return "BREAK-GLASS: \(who) took \(target) until \(details["expires_at"] ?? "?"): \(Self.clip(details["reason"] ?? "", 300))"
+        case .breakGlassReviewed: return "\(audit.actor) reviewed \(who)'s break-glass use \(audit.subject): \(Self.clip(details["comment"] ?? "", 300))"
+        case .digest: return details["summary"] ?? "requests are waiting for \(details["recipient"] ?? "you")"
+        }
+    }
+
+    static func clip(_ text: String, _ limit: Int) -> String {
+        text.count > limit ? String(text.prefix(limit)) + "…" : text
+    }
+
+    /// The Standard Webhooks body: `{"type", "timestamp", "data"}`.
+    public func standardBody() -> [UInt8] {
+        var data: [String: Any] = [
+            "audit_seq": audit.seq, "actor": audit.actor, "subject": audit.subject, "summary": summary,
+            "details": audit.details, "recipients": recipients,
+        ]
+        if let resource = audit.resource { data["resource"] = resource }
+        if let link { data["url"] = link }
+        if let request { data["request"] = Self.requestObject(request) }
+        return Self.json(["type": event.rawValue, "timestamp": at.rfc3339, "data": data])
+    }
+
+    /// A Slack-compatible message: a text fallback and Block Kit blocks with a link to the request page.
+    public func slackBody() -> [UInt8] {
+        var blocks: [[String: Any]] = [
+            ["type": "header", "text": ["type": "plain_text", "text": Self.clip(Self.headline(event), 140)]],
+            ["type": "section", "text": ["type": "plain_text", "text": Self.clip(summary, 2900)]],
+        ]
+        if let request {
+            var fields = [
+                ["type": "mrkdwn", "text": "*Requester*\n" + Self.slackEscape(request.requester)],
+                ["type": "mrkdwn", "text": "*Resource*\n" + Self.slackEscape("\(request.resource)/\(request.role)")],
+                ["type": "mrkdwn", "text": "*Duration*\n\(request.duration)"],
+                ["type": "mrkdwn", "text": "*State*\n\(request.state.rawValue)"],
+            ]
+            if let ticket = request.ticket { fields.append(["type": "mrkdwn", "text": "*Ticket*\n" + Self.slackEscape(ticket)]) }
+            if let spam = request.spam { fields.append(["type": "mrkdwn", "text": "*Spam score*\n\(spam.score) (\(spam.action.rawValue))"]) }
+            blocks.append(["type": "section", "fields": fields])
+        }
+        if let link {
+            blocks.append(["type": "actions", "elements": [[
+                "type": "button", "text": ["type": "plain_text", "text": event == .digest ? "Open the inbox" : "Open in Gatehouse"],
+                "url": link, "action_id": "open",
+            ]]])
+        }
+        return Self.json(["text": Self.clip(summary, 3000), "blocks": blocks])
+    }
+
+    static func headline(_ event: WebhookEvent) -> String {
+        switch event {
+        case .requestCreated: "Access request waiting"
+        case .requestApproved: "Access request approved"
+        case .requestDenied: "Access request denied"
+        case .requestExpired: "Access request expired"
+        case .requestQuarantined: "Access request held for review"
+        case .grantStarted: "Access granted"
+        case .grantEnded: "Access ended"
+        case .breakGlassUsed: "Break-glass access used"
+        case .breakGlassReviewed: "Break-glass use reviewed"
+        case .digest: "Access requests waiting"
+        }
+    }
+
+    /// Slack's mrkdwn treats `&`, `<` and `>` as control characters.
+    static func slackEscape(_ text: String) -> String {
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+
+    static func requestObject(_ r: AccessRequest) -> [String: Any] {
+        var object: [String: Any] = [
+            "id": r.id, "requester": r.requester, "resource": r.resource, "role": r.role, "duration": r.duration.description,
+            "reason": r.reason, "state": r.state.rawValue, "approvals_required": r.approvalsRequired, "created_at": r.createdAt.rfc3339,
+        ]
+        if let ticket = r.ticket { object["ticket"] = ticket }
+        if let action = r.action {
+            object["action"] = ["kind": action.kind.rawValue, "sha256": action.digest, "risk": action.risk.rawValue,
+                                "categories": action.categories, "text": action.normalized ?? action.text]
+        }
+        if let spam = r.spam { object["spam"] = ["score": spam.score, "action": spam.action.rawValue, "signals": spam.summary] }
+        return object
+    }
+
+    static func json(_ object: [String: Any]) -> [UInt8] {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return Array(data)
+    }
+}

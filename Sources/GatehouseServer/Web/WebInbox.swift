@@ -1,0 +1,435 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+import HTTPTypes
+import Hummingbird
+import Logging
+import Mustache
+import NIOCore
+
+/// The approvers' web inbox: server-rendered pages over the same use cases as the API. Every
+/// page works without JavaScript (there is none: the Content-Security-Policy forbids scripts).
+/// A browser signs in with a token and then holds an HttpOnly, SameSite=Lax session cookie
+/// (Secure when the inbox is served over https); every form carries the session's CSRF token,
+/// and a POST whose Origin is another site is refused as well.
+struct WebInbox {
+    let service: AccessService
+    let library: MustacheLibrary
+    let logger: Logger
+
+    static let sessionCookie = "gatehouse_session"
+    static let signInCookie = "gatehouse_signin"
+    static let contentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+    init(service: AccessService, logger: Logger) throws {
+        self.service = service
+        self.library = try WebTemplates.library()
+        self.logger = logger
+    }
+
+    func register(on router: Router<GatehouseRequestContext>) {
+        router.get("/") { _, _ in Self.redirect("/inbox") }
+        router.get("/static/gatehouse.css") { _, _ in
+            var headers = Self.securityHeaders()
+            headers[.contentType] = "text/css; charset=utf-8"
+            headers[.cacheControl] = "max-age=3600"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: WebTemplates.css)))
+        }
+        router.get("/sign-in") { request, _ in try await self.guarded(request) { try await self.signInPage(request) } }
+        router.post("/sign-in") { request, context in try await self.guarded(request) { try await self.signIn(request, context) } }
+        router.post("/sign-out") { request, _ in
+            try await self.guarded(request) {
+                try await self.form(request) { _, _, _ in
+                    if let cookie = request.cookies[Self.sessionCookie]?.value { try await self.service.signOut(cookie: cookie) }
+                    var response = Self.redirect("/sign-in")
+                    response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.sessionCookie, "", request: request, maxAge: 0)))
+                    return response
+                }
+            }
+        }
+        router.get("/inbox") { request, _ in try await self.guarded(request) { try await self.page(request) { try await self.inbox($0, $1, request) } } }
+        router.get("/mine") { request, _ in try await self.guarded(request) { try await self.page(request) { try await self.mine($0, $1, request) } } }
+        router.get("/requests/:id") { request, context in
+            try await self.guarded(request) { try await self.page(request) { try await self.requestPage($0, $1, request, id: context.parameters.get("id") ?? "") } }
+        }
+        router.post("/requests/:id/decide") { request, context in
+            try await self.guarded(request) { try await self.form(request) { try await self.decide($0, $2, id: context.parameters.get("id") ?? "") } }
+        }
+        router.post("/requests/:id/cancel") { request, context in
+            try await self.guarded(request) {
+                try await self.form(request) { caller, _, _ in
+                    let id = try Self.validID(context.parameters.get("id") ?? "")
+                    _ = try await self.service.cancel(caller: caller, id: id)
+                    return Self.redirect("/requests/\(id)?done=canceled")
+                }
+            }
+        }
+        router.get("/grants") { request, _ in try await self.guarded(request) { try await self.page(request) { try await self.grants($0, $1, request) } } }
+        router.post("/grants/:id/release") { request, context in
+            try await self.guarded(request) {
+                try await self.form(request) { caller, _, _ in
+                    _ = try await self.service.release(caller: caller, id: Self.validID(context.parameters.get("id") ?? ""))
+                    return Self.redirect("/grants?done=released")
+                }
+            }
+        }
+        router.post("/grants/:id/revoke") { request, context in
+            try await self.guarded(request) {
+                try await self.form(request) { caller, _, fields in
+                    let reason = (fields["reason"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+                    guard !reason.isEmpty else { throw GatehouseError.invalid("reason", "missing_reason", "say why the grant is revoked") }
+                    _ = try await self.service.revoke(caller: caller, id: Self.validID(context.parameters.get("id") ?? ""), reason: reason)
+                    return Self.redirect("/grants?done=revoked")
+                }
+            }
+        }
+        router.get("/break-glass") { request, _ in try await self.guarded(request) { try await self.page(request) { try await self.breakGlassPage($0, $1, request) } } }
+        router.post("/break-glass/:id/review") { request, context in
+            try await self.guarded(request) {
+                try await self.form(request) { caller, _, fields in
+                    _ = try await self.service.reviewBreakGlass(caller: caller, grantId: Self.validID(context.parameters.get("id") ?? ""),
+                                                                comment: fields["comment"] ?? "")
+                    return Self.redirect("/break-glass?done=reviewed")
+                }
+            }
+        }
+        router.get("/audit") { request, _ in try await self.guarded(request) { try await self.page(request) { try await self.auditPage($0, $1, request) } } }
+    }
+
+    // MARK: sign-in
+
+    func signInPage(_ request: Request) async throws -> Response {
+        if let cookie = request.cookies[Self.sessionCookie]?.value, try await service.webCaller(cookie: cookie) != nil {
+            return Self.redirect("/inbox")
+        }
+        // Double-submit token: a sign-in form posted from another site cannot know it.
+        let token = Identifier.make("si", bytes: 20)
+        var response = render("sign-in", title: "Sign in", data: ["csrf": token], layout: [:])
+        response.headers.append(HTTPField(name: .setCookie, value: cookie(Self.signInCookie, token, request: request, maxAge: 1800)))
+        return response
+    }
+
+    func signIn(_ request: Request, _ context: GatehouseRequestContext) async throws -> Response {
+        try Self.checkOrigin(request)
+        let fields = try await Self.formFields(request)
+        guard let expected = request.cookies[Self.signInCookie]?.value, let given = fields["csrf"], secretsEqual(expected, given) else {
+            throw GatehouseError(.forbidden, "csrf_failed", "the sign-in form had expired or came from another page; open the sign-in page again and retry")
+        }
+        let (cookie, _, _) = try await service.signIn(token: fields["token"] ?? "", sourceIP: context.remoteAddress?.ipAddress)
+        var response = Self.redirect("/inbox")
+        response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.sessionCookie, cookie, request: request, maxAge: Int(AccessService.webSessionLifetime))))
+        response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.signInCookie, "", request: request, maxAge: 0)))
+        return response
+    }
+
+    // MARK: pages
+
+    func inbox(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
+        let waiting = try await service.listRequests(caller: caller, scope: .toApprove, state: nil, limit: 200)
+        let policy = service.policies.policy
+        let held = policy.isReviewer(caller.principal) ? try await service.listRequests(caller: caller, scope: .all, state: .quarantined, limit: 50) : []
+        return render("inbox", title: "Inbox", data: [
+            "requests": waiting.map { Self.row($0.request) }, "empty": "Nothing is waiting for your decision.",
+            "quarantined": held.map { Self.row($0.request) }, "hasQuarantined": !held.isEmpty,
+        ], layout: layout, nav: "inbox", request: request)
+    }
+
+    func mine(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
+        let mine = try await service.listRequests(caller: caller, scope: .mine, state: nil, limit: 200)
+        return render("requests", title: "My requests", data: [
+            "heading": "My requests", "requests": mine.map { Self.row($0.request) },
+            "empty": "You have not asked for anything yet. Use `gatehouse request RESOURCE --role ROLE --for 30m --reason ...`.",
+        ], layout: layout, nav: "mine", request: request)
+    }
+
+    func requestPage(_ caller: Caller, _ layout: [String: Any], _ request: Request, id: String) async throws -> Response {
+        let view = try await service.getRequest(caller: caller, id: Self.validID(id))
+        let r = view.request
+        let history = try await service.history(of: r.requester, limit: 11).filter { $0.id != r.id }.prefix(10)
+        let flags = try await service.flags(of: r.requester)
+        let now = service.clock.now()
+        var object: [String: Any] = [
+            "id": r.id, "requester": r.requester, "resource": r.resource, "role": r.role, "duration": r.duration.description,
+            "reason": r.reason, "state": r.state.rawValue, "approvalsRequired": r.approvalsRequired,
+            "created": Self.when(r.createdAt), "pending": r.state == .pending, "expires": Self.when(r.pendingExpiresAt),
+        ]
+        if let ticket = r.ticket { object["ticket"] = ticket }
+        if let by = r.decidedBy { object["decidedBy"] = by }
+        if let at = r.decidedAt { object["decided"] = Self.when(at) }
+        if let why = r.stateReason { object["stateReason"] = why }
+        if let action = r.action {
+            let shown = action.normalized ?? action.text
+            object["action"] = ["kind": action.kind.rawValue, "risk": action.risk.rawValue, "categories": action.categories,
+                                "shown": shown, "text": action.text, "differs": shown != action.text, "sha256": action.digest] as [String: Any]
+        }
+        var data: [String: Any] = [
+            "r": object,
+            "approvals": view.approvals.map { a -> [String: Any] in
+                var row: [String: Any] = ["approver": a.approver, "decision": a.decision == .approve ? "approved" : "denied", "at": Self.when(a.at)]
+                if let comment = a.comment { row["comment"] = comment }
+                return row
+            },
+            "hasApprovals": !view.approvals.isEmpty,
+            "approvedCount": view.approvals.filter { $0.decision == .approve }.count,
+            "canDecide": r.state == .pending && now < r.pendingExpiresAt && service.mayDecide(caller, r)
+                && !view.approvals.contains { $0.approver == caller.principal },
+            "canCancel": r.state == .pending && r.requester == caller.principal,
+            "history": history.map { Self.row($0) },
+            "flags": ["blocked": flags?.isBlocked ?? false, "throttled": flags?.isThrottled(at: now) ?? false],
+        ]
+        if let spam = r.spam {
+            data["spam"] = ["score": spam.score, "action": spam.action.rawValue, "level": Self.level(spam.score),
+                            "signals": spam.signals.map { ["name": $0.signal.rawValue, "points": ($0.points >= 0 ? "+" : "") + "\($0.points)", "detail": $0.detail] }] as [String: Any]
+        }
+        return render("request", title: "Request \(r.id)", data: data, layout: layout, nav: "inbox", request: request)
+    }
+
+    func decide(_ caller: Caller, _ fields: [String: String], id raw: String) async throws -> Response {
+        let id = try Self.validID(raw)
+        let comment = fields["comment"].flatMap { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? nil : $0 }
+        switch fields["decision"] {
+        case "approve":
+            let view = try await service.decide(caller: caller, id: id, decision: .approve, comment: comment)
+            return Self.redirect("/requests/\(id)?done=\(view.request.state == .approved ? "approved" : "recorded")")
+        case "deny":
+            guard comment != nil else { throw GatehouseError.invalid("comment", "missing_comment", "say why you deny it: the requester sees your comment") }
+            _ = try await service.decide(caller: caller, id: id, decision: .deny, comment: comment)
+            return Self.redirect("/requests/\(id)?done=denied")
+        case "report":
+            guard comment != nil else { throw GatehouseError.invalid("comment", "missing_comment", "say what looks suspicious: the reviewers read your comment") }
+            _ = try await service.report(caller: caller, id: id, comment: comment)
+            return Self.redirect("/requests/\(id)?done=reported")
+        default:
+            throw GatehouseError.invalid("decision", "invalid_decision", "choose Approve, Deny or Report")
+        }
+    }
+
+    func grants(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
+        let grants = try await service.listGrants(caller: caller, all: caller.isAdmin, activeOnly: true, limit: 500)
+        let now = service.clock.now()
+        return render("grants", title: "Grants", data: [
+            "heading": caller.isAdmin ? "Active grants (everyone)" : "My active grants",
+            "grants": grants.map { g -> [String: Any] in
+                ["id": g.id, "requestId": g.requestId, "principal": g.principal, "resource": g.resource, "role": g.role,
+                 "allows": g.allows.rawValue, "expires": Self.when(g.expiresAt), "state": g.state(at: now), "breakGlass": g.breakGlass,
+                 "canRelease": g.principal == caller.principal && g.isActive(at: now), "canRevoke": caller.isAdmin && g.isActive(at: now)]
+            },
+        ], layout: layout, nav: "grants", request: request)
+    }
+
+    func breakGlassPage(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
+        let uses = try await service.breakGlassUses(caller: caller, awaitingReview: false, limit: 200)
+        let policy = service.policies.policy
+        let ordered = uses.filter(\.awaitsReview) + uses.filter { !$0.awaitsReview }
+        return render("break-glass", title: "Break-glass", data: [
+            "uses": ordered.map { u -> [String: Any] in
+                var row: [String: Any] = ["grantId": u.grantId, "requestId": u.requestId, "principal": u.principal, "resource": u.resource,
+                                          "role": u.role, "reason": u.reason, "at": Self.when(u.at), "expires": Self.when(u.expiresAt),
+                                          "awaiting": u.awaitsReview,
+                                          "canReview": u.principal != caller.principal && (caller.isAdmin || policy.isBreakGlassReviewer(caller.principal, resource: u.resource))]
+                if let by = u.reviewedBy { row["reviewedBy"] = by; row["reviewComment"] = u.reviewComment ?? "" }
+                return row
+            },
+        ], layout: layout, nav: "breakGlass", request: request)
+    }
+
+    func auditPage(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
+        let query = request.uri.queryParameters
+        func text(_ name: String) -> String? {
+            guard let value = query[Substring(name)].map(String.init)?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
+            return String(value.prefix(128))
+        }
+        var filter = StoreSession.AuditFilter(actorOrSubject: text("who"), resource: text("resource"), action: text("action"),
+                                              newestFirst: true, limit: 100)
+        if let since = text("since") {
+            guard let date = try? Date(since + "T00:00:00Z", strategy: .iso8601) else {
+                throw GatehouseError.invalid("since", "invalid_since", "since must be a date like 2026-11-23")
+            }
+            filter.since = date
+        }
+        if let before = text("before") {
+            guard let seq = Int64(before), seq > 0 else { throw GatehouseError.invalid("before", "invalid_before", "before must be an event number") }
+            filter.upToSeq = seq - 1
+        }
+        let events = try await service.audit(caller: caller, filter: filter)
+        let verification = try await service.verifyAudit(caller: caller)
+        var older: String?
+        if events.count == filter.limit, let last = events.last {
+            var items = [URLQueryItem(name: "before", value: "\(last.seq)")]
+            for name in ["who", "resource", "action", "since"] { if let value = text(name) { items.append(URLQueryItem(name: name, value: value)) } }
+            var components = URLComponents()
+            components.path = "/audit"
+            components.queryItems = items
+            older = components.string
+        }
+        let verifyText = verification.ok
+            ? "Chain verified: \(verification.eventsChecked) events, every hash links to the one before."
+            : "CHAIN BROKEN at event \(verification.brokenAt.map(String.init) ?? "?"): \(verification.problem ?? "a hash does not match"). The log was altered outside Gatehouse."
+        var data: [String: Any] = [
+            "verify": ["ok": verification.ok, "text": verifyText] as [String: Any],
+            "filters": ["who": text("who") ?? "", "resource": text("resource") ?? "", "action": text("action") ?? "", "since": text("since") ?? ""],
+            "events": events.map { e -> [String: Any] in
+                var row: [String: Any] = ["seq": e.seq, "at": Self.when(e.at, seconds: true), "actor": e.actor, "action": e.action, "subject": e.subject,
+                                          "details": e.details.sorted { $0.key < $1.key }.map { ["key": $0.key, "value": $0.value] }]
+                if let resource = e.resource { row["resource"] = resource }
+                return row
+            },
+        ]
+        if let older { data["older"] = older }
+        return render("audit", title: "Audit log", data: data, layout: layout, nav: "audit", request: request)
+    }
+
+    // MARK: plumbing
+
+    /// Runs a GET page for a signed-in user, or sends the browser to the sign-in page.
+    func page(_ request: Request, _ body: (Caller, [String: Any]) async throws -> Response) async throws -> Response {
+        guard let cookie = request.cookies[Self.sessionCookie]?.value, let (caller, session) = try await service.webCaller(cookie: cookie) else {
+            return Self.redirect("/sign-in")
+        }
+        return try await body(caller, try await layoutData(caller, session))
+    }
+
+    /// Runs a form POST: a live session, a same-site origin and the session's CSRF token, or 403.
+    func form(_ request: Request, _ body: (Caller, WebSession, [String: String]) async throws -> Response) async throws -> Response {
+        try Self.checkOrigin(request)
+        guard let cookie = request.cookies[Self.sessionCookie]?.value, let (caller, session) = try await service.webCaller(cookie: cookie) else {
+            throw GatehouseError(.unauthorized, "signed_out", "your session has ended; sign in again and repeat what you did")
+        }
+        let fields = try await Self.formFields(request)
+        guard let given = fields["csrf"], secretsEqual(given, session.csrf) else {
+            throw GatehouseError(.forbidden, "csrf_failed", "the form did not carry this session's security token, so nothing was done; reload the page and submit it again")
+        }
+        return try await body(caller, session, fields)
+    }
+
+    func layoutData(_ caller: Caller, _ session: WebSession) async throws -> [String: Any] {
+        let waiting = try await service.listRequests(caller: caller, scope: .toApprove, state: nil, limit: 200).count
+        let policy = service.policies.policy
+        let reviews = try await service.breakGlassUses(caller: caller, awaitingReview: true, limit: 200)
+            .filter { $0.principal != caller.principal && (caller.isAdmin || policy.isBreakGlassReviewer(caller.principal, resource: $0.resource)) }.count
+        var data: [String: Any] = ["user": ["name": caller.principal, "admin": caller.isAdmin] as [String: Any], "csrf": session.csrf]
+        if waiting > 0 { data["inboxCount"] = waiting }
+        if reviews > 0 { data["reviewCount"] = reviews }
+        return data
+    }
+
+    /// Turns errors into an HTML page with the right status; nothing escapes as a bare 500.
+    func guarded(_ request: Request, _ body: () async throws -> Response) async throws -> Response {
+        do {
+            return try await body()
+        } catch {
+            let problem = Problem.from(error)
+            if problem.status >= 500, problem.status != 503 {
+                logger.error("web page failed", metadata: ["path": "\(request.uri.path)", "cause": "\(type(of: error))"])
+            }
+            if problem.status == 401 { return Self.redirect("/sign-in") }
+            let back = request.method == .post ? (request.headers[.referer].flatMap { URLComponents(string: $0)?.path } ?? "/inbox") : "/inbox"
+            return render("error", title: Problem.title(for: problem.status), data: [
+                "heading": Problem.title(for: problem.status), "message": problem.detail,
+                "back": back.hasPrefix("/") && !back.hasPrefix("//") ? back : "/inbox", "backText": "Go back",
+            ], layout: [:], status: HTTPResponse.Status(code: problem.status))
+        }
+    }
+
+    func render(_ template: String, title: String, data: [String: Any], layout: [String: Any], nav: String? = nil,
+                request: Request? = nil, status: HTTPResponse.Status = .ok) -> Response {
+        let content = library.render(data, withTemplate: template) ?? ""
+        var page = layout
+        page["title"] = title
+        page["content"] = content
+        if let nav { page["nav"] = [nav: true] }
+        if let done = request?.uri.queryParameters["done"].map(String.init), let text = Self.flashes[done] {
+            page["flash"] = ["kind": "ok", "text": text]
+        }
+        let html = library.render(page, withTemplate: "layout") ?? ""
+        var headers = Self.securityHeaders()
+        headers[.contentType] = "text/html; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    static let flashes = [
+        "approved": "Approved: the grant is active now.", "recorded": "Your approval is recorded; more approvals are needed.",
+        "denied": "Denied. The requester sees your comment.", "reported": "Reported: the requester is blocked and the reviewers are told.",
+        "canceled": "Canceled.", "released": "Released: the access has ended.", "revoked": "Revoked: the access has ended.",
+        "reviewed": "Marked reviewed.",
+    ]
+
+    static func securityHeaders() -> HTTPFields {
+        var headers = HTTPFields()
+        headers[HTTPField.Name("Content-Security-Policy")!] = contentSecurityPolicy
+        headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
+        headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+        headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
+        return headers
+    }
+
+    static func redirect(_ location: String) -> Response {
+        var headers = securityHeaders()
+        headers[.location] = location
+        return Response(status: .seeOther, headers: headers)
+    }
+
+    /// `Secure` when the inbox is reached over https (the configured base URL, or a TLS-ending proxy saying so).
+    func cookie(_ name: String, _ value: String, request: Request, maxAge: Int) -> String {
+        let https = service.policies.policy.notifications.baseURL?.lowercased().hasPrefix("https://") == true
+            || request.headers[HTTPField.Name("X-Forwarded-Proto")!]?.lowercased() == "https"
+        return "\(name)=\(value); Path=/; Max-Age=\(maxAge); HttpOnly; SameSite=Lax" + (https ? "; Secure" : "")
+    }
+
+    /// A POST from another site is refused whatever it carries (browsers send Origin on POSTs).
+    static func checkOrigin(_ request: Request) throws {
+        if request.headers[HTTPField.Name("Sec-Fetch-Site")!] == "cross-site" {
+            throw GatehouseError(.forbidden, "cross_site", "this form was sent from another site; open Gatehouse directly and submit it there")
+        }
+        guard let origin = request.headers[.origin] else { return }
+        let host = request.head.authority ?? ""
+        guard origin != "null", let originHost = URLComponents(string: origin).map({ c in c.host.map { h in h + (c.port.map { ":\($0)" } ?? "") } }) ?? nil,
+              originHost.lowercased() == host.lowercased() else {
+            throw GatehouseError(.forbidden, "cross_site", "this form was sent from \(origin.prefix(100)), not from Gatehouse; open Gatehouse directly and submit it there")
+        }
+    }
+
+    /// `application/x-www-form-urlencoded` fields (the body was collected, within 64 KiB, by the middleware).
+    static func formFields(_ request: Request) async throws -> [String: String] {
+        var request = request
+        let buffer = try await request.collectBody(upTo: 64 * 1024)
+        let text = String(buffer: buffer)
+        var fields: [String: String] = [:]
+        for pair in text.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let decode = { (raw: Substring) in String(raw).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "" }
+            guard let key = parts.first.map(decode), !key.isEmpty else { continue }
+            fields[key] = parts.count > 1 ? decode(parts[1]) : ""
+        }
+        return fields
+    }
+
+    static func validID(_ raw: String) throws(GatehouseError) -> String {
+        guard !raw.isEmpty, raw.count <= 64, raw.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) else {
+            throw GatehouseError(.notFound, "invalid_id", "'\(raw.prefix(64))' is not a Gatehouse id (like req_… or grt_…)")
+        }
+        return raw
+    }
+
+    static func row(_ r: AccessRequest) -> [String: Any] {
+        var row: [String: Any] = ["id": r.id, "requester": r.requester, "what": what(r), "duration": r.duration.description,
+                                  "reason": r.reason, "state": r.state.rawValue, "created": when(r.createdAt)]
+        if let ticket = r.ticket { row["ticket"] = ticket }
+        if let spam = r.spam, spam.score != 0 { row["spam"] = ["score": spam.score, "level": level(spam.score)] }
+        return row
+    }
+
+    static func what(_ r: AccessRequest) -> String {
+        if let action = r.action { return "\(r.resource): one \(action.kind.rawValue) action (\(action.risk.rawValue))" }
+        return "\(r.resource)/\(r.role)"
+    }
+
+    static func level(_ score: Int) -> String { score >= 8 ? "high" : score >= 4 ? "mid" : "low" }
+
+    /// `2026-11-23 10:00 UTC` (with seconds for the audit log).
+    static func when(_ date: Date, seconds: Bool = false) -> String {
+        let text = date.rfc3339
+        return String(text.prefix(seconds ? 19 : 16)).replacingOccurrences(of: "T", with: " ") + " UTC"
+    }
+}
