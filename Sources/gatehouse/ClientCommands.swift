@@ -84,23 +84,29 @@ struct RequestCommand: AsyncParsableCommand {
         }
     }
 
+    /// Long-polls the request (`?wait=25s`): each call returns as soon as the request is decided,
+    /// so the answer arrives at once, without a tight loop. Progress goes to stderr.
     func waitForDecision(_ client: APIClient, id: String, limit: TimeSpan) async throws -> (APIClient.Response, [String: Any]) {
         let deadline = Date().addingTimeInterval(TimeInterval(limit.seconds))
-        var delay: UInt64 = 500_000_000
-        var lastApprovals = -1
+        var lastApprovals = 0
+        let started = Date()
         while true {
-            let (response, request) = try await client.call(.GET, "/v1/requests/\(id)")
-            if Output.string(request, "state") != "pending" { return (response, request) }
-            let approvals = (request["approvals"] as? [Any])?.count ?? 0
-            if approvals != lastApprovals, lastApprovals >= 0, options.format == .table {
-                FileHandle.standardError.write(Data("\(approvals) of \(Output.string(request, "approvals_required")) approval(s) so far...\n".utf8))
+            let left = Int(deadline.timeIntervalSinceNow.rounded(.up))
+            let (response, request) = try await client.call(.GET, "/v1/requests/\(PathComponent.escape(id))", query: ["wait": "\(max(1, min(25, left)))s"])
+            let state = Output.string(request, "state")
+            if state != "pending" && state != "quarantined" { return (response, request) }
+            let approvals = ((request["approvals"] as? [[String: Any]]) ?? []).filter { Output.string($0, "decision") == "approve" }.count
+            if options.format == .table {
+                if approvals != lastApprovals {
+                    FileHandle.standardError.write(Data("\(approvals) of \(Output.string(request, "approvals_required")) approval(s) so far...\n".utf8))
+                } else {
+                    FileHandle.standardError.write(Data("still \(state) after \(Int(Date().timeIntervalSince(started)))s...\n".utf8))
+                }
             }
             lastApprovals = approvals
             guard Date() < deadline else {
-                throw CLIError.failure("still pending after \(limit); check later with `gatehouse show \(id)`")
+                throw CLIError.failure("still \(state) after \(limit); check later with `gatehouse show \(id)`")
             }
-            try await Task.sleep(nanoseconds: delay)
-            delay = min(delay * 2, 3_000_000_000)
         }
     }
 }

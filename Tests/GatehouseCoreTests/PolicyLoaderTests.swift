@@ -281,18 +281,23 @@ struct PolicyLoaderTests {
         #expect(result.problems == sortedProblems)
     }
 
-    @Test("a reserved section is a warning; the policy still loads")
-    func reservedSectionWarns() throws {
-        let yaml = withRoles(validRead) + "break_glass:\n  enabled: true\n"
+    @Test("`break_glass:` is read: duration, rate, who may use it and who is told")
+    func breakGlassSection() throws {
+        let yaml = withRoles(validRead) + "break_glass: {enabled: true, max_duration: 10m, rate: 2/d, requesters: [engineers], notify: [engineers]}\n"
         let result = PolicyLoader.load(yaml: yaml)
-        #expect(result.errors.isEmpty, "\(result.errors)")
-        #expect(result.policy != nil)
-        let warning = try #require(result.warnings.first)
-        #expect(result.warnings.count == 1)
-        #expect(warning.line == 12)
-        #expect(warning.severity == .warning)
-        #expect(warning.message.contains("`break_glass`"))
-        #expect(warning.message.contains("not enforced"))
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        let policy = try #require(result.policy)
+        #expect(policy.breakGlass.enabled)
+        #expect(policy.breakGlass.maxDuration == TimeSpan(seconds: 600))
+        #expect(policy.breakGlass.rate == RateLimit(count: 2, period: TimeSpan(seconds: 86_400), burst: 1))
+        #expect(policy.breakGlass.requesters == ["engineers"])
+        #expect(policy.breakGlass.notify == ["engineers"])
+        let bad = PolicyLoader.load(yaml: withRoles(validRead) + "break_glass: {enabled: yes-please, max_duration: 2d, rate: often, notify: [nobody]}\n")
+        #expect(bad.policy == nil)
+        let messages = bad.errors.map(\.message).joined(separator: "\n")
+        for expected in ["break_glass.enabled must be true or false", "at most 24h", "break_glass.rate must be", "unknown group `nobody`"] {
+            #expect(messages.contains(expected), "\(messages)")
+        }
     }
 
     @Test("`guard:` moves categories between levels and adds shell rules; unknown categories are errors with a hint")

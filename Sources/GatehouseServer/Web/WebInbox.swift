@@ -333,6 +333,9 @@ struct WebInbox {
 
     func render(_ template: String, title: String, data: [String: Any], layout: [String: Any], nav: String? = nil,
                 request: Request? = nil, status: HTTPResponse.Status = .ok) -> Response {
+        var data = data
+        // Forms inside the page carry the session's CSRF token.
+        if data["csrf"] == nil, let csrf = layout["csrf"] { data["csrf"] = csrf }
         let content = library.render(data, withTemplate: template) ?? ""
         var page = layout
         page["title"] = title
