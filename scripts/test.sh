@@ -16,4 +16,6 @@ swift test --skip-build
 GATEHOUSE_TEST_STORE=postgres swift test --skip-build --filter GatehouseServerTests \
   --skip "MultiInstanceTests|PostgresOutageTests|TransferTests|PostgresStoreTests"
 scripts/walkthrough-test.sh .build/debug/gatehouse
+# The web inbox in headless Chromium (screenshots kept in test-artifacts/browser/).
+scripts/browser-test.sh .build/debug/gatehouse
 echo "all tests passed"

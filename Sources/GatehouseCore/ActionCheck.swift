@@ -64,7 +64,7 @@ public enum ActionCheck {
         // A role grant allows actions up to its role's level.
         let byRole = active.filter { grant in
             guard grant.actionDigest == nil, let role = resource.roles[grant.role] else { return false }
-            return role.allows >= risk && policy.isMember(principal, ofAny: role.requesters)
+            return role.allows >= risk && policy.mayHold(grant, role: role)
         }
         if let grant = byRole.max(by: { $0.expiresAt < $1.expiresAt }) {
             return .allowByRole(grant)

@@ -34,14 +34,14 @@ public enum BreakGlass {
             throw .invalid("role", "break_glass_role", "break-glass grants a role, not one exact action; name a role with --role")
         }
         let (resource, role) = try RequestLifecycle.role(input.resource, input.role, in: policy)
-        let allowedGroups = settings.requesters.isEmpty ? role.requesters : settings.requesters
-        guard policy.principals[requester]?.kind == .user, policy.isMember(requester, ofAny: allowedGroups) else {
+        guard policy.mayBreakGlass(requester, role: role) else {
+            let groups = settings.requesters.isEmpty ? role.requesters.joined(separator: ", ")
+                : "\(role.requesters.joined(separator: ", ")) who are also in \(settings.requesters.joined(separator: ", "))"
             throw GatehouseError(.forbidden, "not_allowed_break_glass",
-                                 "\(requester) may not break the glass for \(resource.name)/\(role.name): only people in \(allowedGroups.joined(separator: ", ")) may; file a normal request instead",
+                                 "\(requester) may not break the glass for \(resource.name)/\(role.name): only people in \(groups) may; file a normal request instead",
                                  field: "role")
         }
         var emergencyRole = role
-        emergencyRole.requesters = allowedGroups
         emergencyRole.approvals = 0
         emergencyRole.maxDuration = settings.maxDuration
         emergencyRole.reason = ReasonRule(minLength: max(role.reason.minLength, minimumReasonLength), ticketPattern: nil)
@@ -61,14 +61,14 @@ public enum BreakGlass {
 
     /// Marks a break-glass use reviewed. The holder never reviews their own use.
     public static func review(_ use: BreakGlassUse, reviewer: String, comment: String, policy: Policy, now: Date) throws(GatehouseError) -> BreakGlassUse {
-        guard use.reviewedAt == nil else {
-            throw GatehouseError(.conflict, "already_reviewed", "break-glass use \(use.grantId) was reviewed by \(use.reviewedBy ?? "someone") already")
-        }
         guard reviewer != use.principal else {
             throw GatehouseError(.forbidden, "self_review", "you used this break-glass grant; someone else must review it")
         }
         guard policy.isBreakGlassReviewer(reviewer, resource: use.resource) else {
-            throw GatehouseError(.forbidden, "not_a_reviewer", "only admins, members of \(policy.breakGlass.notify.joined(separator: ", ")) and approvers of \(use.resource) review break-glass uses")
+            throw GatehouseError(.notFound, "break_glass_not_found", "no break-glass use \(use.grantId) that you can review; admins, those told about break-glass uses and approvers of \(use.resource) review them")
+        }
+        guard use.reviewedAt == nil else {
+            throw GatehouseError(.conflict, "already_reviewed", "break-glass use \(use.grantId) was reviewed by \(use.reviewedBy ?? "someone") already")
         }
         let comment = comment.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !comment.isEmpty else {
@@ -121,6 +121,20 @@ public struct BreakGlassUse: Sendable, Equatable {
 }
 
 extension Policy {
+    /// Whether a principal may break the glass for a role: a human who may request the role and,
+    /// when `break_glass.requesters` is set, is also in one of those groups. Break-glass skips the
+    /// approval, never who may hold the role.
+    public func mayBreakGlass(_ principal: String, role: Role) -> Bool {
+        guard principals[principal]?.kind == .user, isMember(principal, ofAny: role.requesters) else { return false }
+        return breakGlass.requesters.isEmpty || isMember(principal, ofAny: breakGlass.requesters)
+    }
+
+    /// Whether a grant is still honoured for its holder: while they may still request its role,
+    /// or, for a break-glass grant, while they may still break the glass for it.
+    public func mayHold(_ grant: Grant, role: Role) -> Bool {
+        grant.breakGlass ? mayBreakGlass(grant.principal, role: role) : isMember(grant.principal, ofAny: role.requesters)
+    }
+
     /// Humans told about break-glass uses: members of `break_glass.notify`, else the reviewer groups.
     public var breakGlassRecipients: [String] {
         let groups = breakGlass.notify.isEmpty ? reviewerGroups : breakGlass.notify

@@ -395,7 +395,7 @@ public enum AccessCheck {
             guard grant.principal == principal, grant.resource == resourceName, grant.isActive(at: now),
                   grant.role == roleName || grant.allows > role.allows,
                   let grantedRole = resource.roles[grant.role] else { return false }
-            return policy.isMember(principal, ofAny: grantedRole.requesters)
+            return policy.mayHold(grant, role: grantedRole)
         }
         if let grant = covering.max(by: { $0.expiresAt < $1.expiresAt }) {
             return .allow(grant)

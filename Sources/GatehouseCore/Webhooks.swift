@@ -9,6 +9,7 @@ public enum WebhookEvent: String, Sendable, CaseIterable, Codable {
     case requestDenied = "request.denied"
     case requestExpired = "request.expired"
     case requestQuarantined = "request.quarantined"
+    case requestReported = "request.reported"
     case grantStarted = "grant.started"
     case grantEnded = "grant.ended"
     case breakGlassUsed = "break_glass.used"
@@ -23,6 +24,7 @@ public enum WebhookEvent: String, Sendable, CaseIterable, Codable {
         case "request.denied": self = .requestDenied
         case "request.expired": self = .requestExpired
         case "request.quarantined": self = .requestQuarantined
+        case "request.reported": self = .requestReported
         case "grant.started": self = .grantStarted
         case "grant.expired", "grant.released", "grant.revoked", "grant.used": self = .grantEnded
         case "break_glass.used": self = .breakGlassUsed
@@ -185,8 +187,9 @@ public struct WebhookMessage: Sendable, Equatable {
         self.link = link
     }
 
-    /// The message id: one per audit event, the same on every retry and for every endpoint.
-    public static func id(forAuditSeq seq: Int64) -> String { "msg_\(seq)" }
+    /// The message id: one per audit event, the same on every retry and for every endpoint. The
+    /// event's hash makes it unique across databases too (a re-created store counts from 1 again).
+    public static func id(for event: AuditEvent) -> String { "msg_\(event.seq)_\(event.hash.prefix(16))" }
 
     /// A one-line summary for people.
     public var summary: String {
@@ -203,6 +206,7 @@ public struct WebhookMessage: Sendable, Equatable {
         case .requestDenied: return "\(audit.actor) denied \(who)'s request \(audit.subject) for \(target)" + (details["comment"].map { ": \(Self.clip($0, 300))" } ?? "")
         case .requestExpired: return "\(who)'s request \(audit.subject) for \(target) expired before anyone decided"
         case .requestQuarantined: return "\(who)'s request \(audit.subject) for \(target) is held for security review" + (details["signals"].map { " (\($0))" } ?? "")
+        case .requestReported: return "\(audit.actor) reported \(who)'s request \(audit.subject) as suspicious; \(who) is blocked" + (details["comment"].map { ": \(Self.clip($0, 300))" } ?? "")
         case .grantStarted: return "\(who) now holds \(target) until \(details["expires_at"] ?? "?") (grant \(audit.subject))"
         case .grantEnded: return "\(who)'s grant \(audit.subject) on \(target) ended: \(audit.action.replacingOccurrences(of: "grant.", with: ""))"
         case .breakGlassUsed: return "BREAK-GLASS: \(who) took \(target) until \(details["expires_at"] ?? "?"): \(Self.clip(details["reason"] ?? "", 300))"
@@ -250,7 +254,8 @@ public struct WebhookMessage: Sendable, Equatable {
                 "url": link, "action_id": "open",
             ]]])
         }
-        return Self.json(["text": Self.clip(summary, 3000), "blocks": blocks])
+        // The top-level text is read as mrkdwn: a reason must not mention @channel or forge links.
+        return Self.json(["text": Self.slackEscape(Self.clip(summary, 3000)), "blocks": blocks])
     }
 
     static func headline(_ event: WebhookEvent) -> String {
@@ -260,6 +265,7 @@ public struct WebhookMessage: Sendable, Equatable {
         case .requestDenied: "Access request denied"
         case .requestExpired: "Access request expired"
         case .requestQuarantined: "Access request held for review"
+        case .requestReported: "Access request reported as suspicious"
         case .grantStarted: "Access granted"
         case .grantEnded: "Access ended"
         case .breakGlassUsed: "Break-glass access used"

@@ -53,9 +53,12 @@ extension AccessService {
         var recipients: [String] = []
         var link: String?
         switch kind {
-        case .requestCreated, .requestApproved, .requestDenied, .requestExpired, .requestQuarantined:
+        case .requestCreated, .requestApproved, .requestDenied, .requestExpired, .requestQuarantined, .requestReported:
             request = try await session.request(id: event.subject)
             link = base.map { "\($0)/requests/\(event.subject)" }
+            if kind == .requestReported {
+                recipients = try await session.notifiedRecipients(requestId: event.subject, kinds: ["report"])
+            }
             if kind == .requestCreated {
                 guard event.details["state"] == nil else { return nil }
                 recipients = try await session.notifiedRecipients(requestId: event.subject, kinds: ["request"])
@@ -72,7 +75,7 @@ extension AccessService {
             recipients = event.details["recipient"].map { [$0] } ?? []
             link = base.map { "\($0)/inbox" }
         }
-        return WebhookMessage(id: WebhookMessage.id(forAuditSeq: event.seq), event: kind, at: event.at, audit: event,
+        return WebhookMessage(id: WebhookMessage.id(for: event), event: kind, at: event.at, audit: event,
                               request: request, recipients: recipients, link: link)
     }
 
@@ -136,6 +139,11 @@ extension AccessService {
         }
     }
 
+    public func pruneWebhookDeliveries(olderThan seconds: TimeInterval) async throws {
+        let before = clock.now().addingTimeInterval(-seconds)
+        try await write { try await $0.pruneDeliveries(before: before) }
+    }
+
     public func webhookDeliveries(caller: Caller, limit: Int) async throws -> [WebhookDelivery] {
         try requireAdmin(caller, "list webhook deliveries")
         return try await read { try await $0.deliveries(limit: limit) }
@@ -159,9 +167,17 @@ public struct WebhookDispatcher: Service {
         // A redirect would carry the message (and its signature) somewhere the policy never named.
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .disabled
+        // No endpoint may hold a connection longer than the longest attempt allowed.
+        configuration.timeout = .init(connect: .seconds(10), read: .seconds(60))
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        var rounds = 0
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
+                rounds += 1
+                if rounds % 7200 == 1 {
+                    // About hourly: delivered and given-up messages are kept a week.
+                    try await service.pruneWebhookDeliveries(olderThan: 7 * 86_400)
+                }
                 try await service.queueWebhookMessages()
                 try await service.flushDigests()
                 let webhooks = service.policies.policy.notifications.webhooks
@@ -185,26 +201,18 @@ public struct WebhookDispatcher: Service {
         var status: Int?
         var failure: String?
         if let endpoint = policy.notifications.webhooks.first(where: { $0.name == delivery.endpoint }) {
-            do {
-                var request = HTTPClientRequest(url: endpoint.url)
-                request.method = .POST
-                let body = Array(delivery.body.utf8)
-                request.headers.add(name: "content-type", value: "application/json")
-                request.headers.add(name: "user-agent", value: "gatehouse-webhooks")
-                request.headers.add(name: "webhook-id", value: delivery.id)
-                let timestamp = Int64(service.clock.now().timeIntervalSince1970)
-                request.headers.add(name: "webhook-timestamp", value: "\(timestamp)")
-                if let key = try endpoint.signingKey() {
-                    request.headers.add(name: "webhook-signature", value: StandardWebhooks.signature(id: delivery.id, timestamp: timestamp, body: body, key: key))
+            // One deadline for the whole attempt, headers and body: a slow endpoint costs its own
+            // timeout, never the outbox.
+            let limit = Double(endpoint.timeout.seconds)
+            (status, failure) = await withTaskGroup(of: (Int?, String?)?.self) { group in
+                group.addTask { await self.attempt(delivery, endpoint: endpoint, client: client) }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(limit))
+                    return nil
                 }
-                request.body = .bytes(ByteBuffer(bytes: body))
-                let response = try await client.execute(request, timeout: .seconds(endpoint.timeout.seconds))
-                status = Int(response.status.code)
-                _ = try? await response.body.collect(upTo: 64 * 1024)
-            } catch let error as WebhookSecretError {
-                failure = error.message
-            } catch {
-                failure = "\(error)"
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first ?? (nil, "no complete answer within \(endpoint.timeout)")
             }
         }
         if let failure { logger.warning("webhook delivery failed", metadata: ["id": "\(delivery.id)", "endpoint": "\(delivery.endpoint)", "error": "\(failure)"]) }
@@ -214,5 +222,32 @@ public struct WebhookDispatcher: Service {
             // The claim runs out and the message is tried again.
             logger.warning("webhook attempt could not be recorded", metadata: ["id": "\(delivery.id)", "error": "\(error)"])
         }
+    }
+
+    func attempt(_ delivery: WebhookDelivery, endpoint: WebhookEndpoint, client: HTTPClient) async -> (Int?, String?) {
+        var status: Int?
+        var failure: String?
+        do {
+            var request = HTTPClientRequest(url: endpoint.url)
+            request.method = .POST
+            let body = Array(delivery.body.utf8)
+            request.headers.add(name: "content-type", value: "application/json")
+            request.headers.add(name: "user-agent", value: "gatehouse-webhooks")
+            request.headers.add(name: "webhook-id", value: delivery.id)
+            let timestamp = Int64(service.clock.now().timeIntervalSince1970)
+            request.headers.add(name: "webhook-timestamp", value: "\(timestamp)")
+            if let key = try endpoint.signingKey() {
+                request.headers.add(name: "webhook-signature", value: StandardWebhooks.signature(id: delivery.id, timestamp: timestamp, body: body, key: key))
+            }
+            request.body = .bytes(ByteBuffer(bytes: body))
+            let response = try await client.execute(request, timeout: .seconds(endpoint.timeout.seconds))
+            status = Int(response.status.code)
+            _ = try? await response.body.collect(upTo: 64 * 1024)
+        } catch let error as WebhookSecretError {
+            failure = error.message
+        } catch {
+            failure = "\(error)"
+        }
+        return (status, failure)
     }
 }

@@ -344,8 +344,11 @@ public struct StoreSession: Sendable {
         if let after = filter.afterSeq { conditions.append("seq > \(bind: after)") }
         if let upTo = filter.upToSeq { conditions.append("seq <= \(bind: upTo)") }
         if let action = filter.action {
-            // `request` matches `request.created`, `request.approved`, ...
-            conditions.append(action.contains(".") ? "action = \(bind: action)" : "action LIKE \(bind: action + ".%")")
+            // `request` matches `request.created`, `request.approved`, ... (a prefix compare, the
+            // same on both stores: no LIKE wildcards, case-sensitive).
+            let prefix = action + "."
+            conditions.append(action.contains(".") ? "action = \(bind: action)"
+                              : "substr(action, 1, \(bind: prefix.utf8.count)) = \(bind: prefix)")
         }
         let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         let order: SQLQueryString = filter.newestFirst ? "seq DESC" : "seq"

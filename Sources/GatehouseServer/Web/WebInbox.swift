@@ -110,7 +110,7 @@ struct WebInbox {
     }
 
     func signIn(_ request: Request, _ context: GatehouseRequestContext) async throws -> Response {
-        try Self.checkOrigin(request)
+        try checkOrigin(request)
         let fields = try await Self.formFields(request)
         guard let expected = request.cookies[Self.signInCookie]?.value, let given = fields["csrf"], secretsEqual(expected, given) else {
             throw GatehouseError(.forbidden, "csrf_failed", "the sign-in form had expired or came from another page; open the sign-in page again and retry")
@@ -181,7 +181,11 @@ struct WebInbox {
             data["spam"] = ["score": spam.score, "action": spam.action.rawValue, "level": Self.level(spam.score),
                             "signals": spam.signals.map { ["name": $0.signal.rawValue, "points": ($0.points >= 0 ? "+" : "") + "\($0.points)", "detail": $0.detail] }] as [String: Any]
         }
-        return render("request", title: "Request \(r.id)", data: data, layout: layout, nav: "inbox", request: request)
+        // A confirmation is shown only when it matches the request's state (a link cannot fake one).
+        let done = request.uri.queryParameters["done"].map(String.init)
+        let consistent: [String: RequestState] = ["approved": .approved, "recorded": .pending, "denied": .denied, "canceled": .canceled]
+        let showFlash = done.map { consistent[$0].map { $0 == r.state } ?? ($0 == "reported") } ?? false
+        return render("request", title: "Request \(r.id)", data: data, layout: layout, nav: "inbox", request: showFlash ? request : nil)
     }
 
     func decide(_ caller: Caller, _ fields: [String: String], id raw: String) async throws -> Response {
@@ -291,7 +295,7 @@ struct WebInbox {
 
     /// Runs a form POST: a live session, a same-site origin and the session's CSRF token, or 403.
     func form(_ request: Request, _ body: (Caller, WebSession, [String: String]) async throws -> Response) async throws -> Response {
-        try Self.checkOrigin(request)
+        try checkOrigin(request)
         guard let cookie = request.cookies[Self.sessionCookie]?.value, let (caller, session) = try await service.webCaller(cookie: cookie) else {
             throw GatehouseError(.unauthorized, "signed_out", "your session has ended; sign in again and repeat what you did")
         }
@@ -322,11 +326,10 @@ struct WebInbox {
             if problem.status >= 500, problem.status != 503 {
                 logger.error("web page failed", metadata: ["path": "\(request.uri.path)", "cause": "\(type(of: error))"])
             }
-            if problem.status == 401 { return Self.redirect("/sign-in") }
-            let back = request.method == .post ? (request.headers[.referer].flatMap { URLComponents(string: $0)?.path } ?? "/inbox") : "/inbox"
+            if problem.status == 401, request.uri.path != "/sign-in" { return Self.redirect("/sign-in") }
             return render("error", title: Problem.title(for: problem.status), data: [
                 "heading": Problem.title(for: problem.status), "message": problem.detail,
-                "back": back.hasPrefix("/") && !back.hasPrefix("//") ? back : "/inbox", "backText": "Go back",
+                "back": Self.backLink(for: request), "backText": "Go back",
             ], layout: [:], status: HTTPResponse.Status(code: problem.status))
         }
     }
@@ -349,6 +352,19 @@ struct WebInbox {
         headers[.contentType] = "text/html; charset=utf-8"
         headers[.cacheControl] = "no-store"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    /// Where an error page leads back to: the page a form came from, derived from the form's own
+    /// route (never from the Referer, which another site controls).
+    static func backLink(for request: Request) -> String {
+        let parts = request.uri.path.split(separator: "/").map(String.init)
+        guard request.method == .post, parts.count == 3, (try? validID(parts[1])) != nil else { return "/inbox" }
+        switch parts[0] {
+        case "requests": return "/requests/\(parts[1])"
+        case "grants": return "/grants"
+        case "break-glass": return "/break-glass"
+        default: return "/inbox"
+        }
     }
 
     static let flashes = [
@@ -381,16 +397,24 @@ struct WebInbox {
     }
 
     /// A POST from another site is refused whatever it carries (browsers send Origin on POSTs).
-    static func checkOrigin(_ request: Request) throws {
+    /// Same site means the Host the request was sent to, or the configured `notifications.base_url`
+    /// (behind a proxy that rewrites Host).
+    func checkOrigin(_ request: Request) throws {
         if request.headers[HTTPField.Name("Sec-Fetch-Site")!] == "cross-site" {
             throw GatehouseError(.forbidden, "cross_site", "this form was sent from another site; open Gatehouse directly and submit it there")
         }
         guard let origin = request.headers[.origin] else { return }
-        let host = request.head.authority ?? ""
-        guard origin != "null", let originHost = URLComponents(string: origin).map({ c in c.host.map { h in h + (c.port.map { ":\($0)" } ?? "") } }) ?? nil,
-              originHost.lowercased() == host.lowercased() else {
+        let host = (request.head.authority ?? "").lowercased()
+        let publicHost = service.policies.policy.notifications.baseURL.flatMap { Self.hostAndPort(of: $0) }
+        guard origin != "null", let given = Self.hostAndPort(of: origin), given == host || given == publicHost else {
             throw GatehouseError(.forbidden, "cross_site", "this form was sent from \(origin.prefix(100)), not from Gatehouse; open Gatehouse directly and submit it there")
         }
+    }
+
+    /// `host[:port]` of a URL, lowercased.
+    static func hostAndPort(of url: String) -> String? {
+        guard let components = URLComponents(string: url), let host = components.host, !host.isEmpty else { return nil }
+        return (host + (components.port.map { ":\($0)" } ?? "")).lowercased()
     }
 
     /// `application/x-www-form-urlencoded` fields (the body was collected, within 64 KiB, by the middleware).

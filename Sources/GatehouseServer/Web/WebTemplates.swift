@@ -64,6 +64,7 @@ enum WebTemplates {
     """
 
     static let requestRows = """
+    <div class="scroll">
     <table class="list">
     <thead><tr><th class="w-id">Request</th><th class="w-who">Requester</th><th class="w-what">Asks for</th><th>Reason</th><th class="w-state">State</th><th class="w-when">Filed</th></tr></thead>
     <tbody>
@@ -72,13 +73,14 @@ enum WebTemplates {
       <td><a href="/requests/{{id}}">{{id}}</a></td>
       <td>{{requester}}</td>
       <td>{{what}}<div class="muted">for {{duration}}</div></td>
-      <td class="reason">{{reason}}{{#ticket}} <span class="tag">{{ticket}}</span>{{/ticket}}</td>
+      <td><div class="clamp reason">{{reason}}</div>{{#ticket}} <span class="tag">{{ticket}}</span>{{/ticket}}</td>
       <td><span class="state {{state}}">{{state}}</span>{{#spam}} <span class="score {{spam.level}}" title="spam score">{{spam.score}}</span>{{/spam}}</td>
       <td>{{created}}</td>
     </tr>
     {{/requests}}
     </tbody>
     </table>
+    </div>
     {{^requests}}<p class="empty">{{empty}}</p>{{/requests}}
     """
 
@@ -159,6 +161,7 @@ enum WebTemplates {
 
     static let grants = """
     <h1>{{heading}}</h1>
+    <div class="scroll">
     <table class="list">
     <thead><tr><th class="w-id">Grant</th><th class="w-who">Holder</th><th class="w-what">Access</th><th class="w-when">Until</th><th>State</th><th class="w-act"></th></tr></thead>
     <tbody>
@@ -177,12 +180,14 @@ enum WebTemplates {
     {{/grants}}
     </tbody>
     </table>
+    </div>
     {{^grants}}<p class="empty">No active grants.</p>{{/grants}}
     """
 
     static let breakGlass = """
     <h1>Break-glass uses</h1>
     <p class="muted">Emergency access granted without approval. Each use stays listed here until someone other than its holder reviews it.</p>
+    <div class="scroll">
     <table class="list">
     <thead><tr><th class="w-id">Grant</th><th class="w-who">Who</th><th class="w-what">Access</th><th>Reason</th><th class="w-when">When</th><th class="w-act">Review</th></tr></thead>
     <tbody>
@@ -191,7 +196,7 @@ enum WebTemplates {
       <td>{{grantId}}<div class="muted"><a href="/requests/{{requestId}}">{{requestId}}</a></div></td>
       <td>{{principal}}</td>
       <td>{{resource}}/{{role}}<div class="muted">until {{expires}}</div></td>
-      <td class="reason">{{reason}}</td>
+      <td><div class="clamp reason">{{reason}}</div></td>
       <td>{{at}}</td>
       <td>
         {{#reviewedBy}}<span class="state approved">reviewed</span> by {{reviewedBy}}: <q>{{reviewComment}}</q>{{/reviewedBy}}
@@ -203,6 +208,7 @@ enum WebTemplates {
     {{/uses}}
     </tbody>
     </table>
+    </div>
     {{^uses}}<p class="empty">No break-glass use.</p>{{/uses}}
     """
 
@@ -216,15 +222,17 @@ enum WebTemplates {
       <label>Since <input name="since" type="date" value="{{filters.since}}"></label>
       <button type="submit">Filter</button>
     </form>
+    <div class="scroll">
     <table class="list audit">
     <thead><tr><th class="w-seq">#</th><th class="w-when">At</th><th class="w-who">Actor</th><th class="w-what">Action</th><th class="w-id">Subject</th><th>Details</th></tr></thead>
     <tbody>
     {{#events}}
     <tr><td>{{seq}}</td><td>{{at}}</td><td>{{actor}}</td><td><code>{{action}}</code>{{#resource}}<div class="muted">{{resource}}</div>{{/resource}}</td><td>{{subject}}</td>
-      <td class="details">{{#details}}<div><span class="key">{{key}}</span> {{value}}</div>{{/details}}</td></tr>
+      <td class="details"><div class="clamp">{{#details}}<div><span class="key">{{key}}</span> {{value}}</div>{{/details}}</div></td></tr>
     {{/events}}
     </tbody>
     </table>
+    </div>
     {{^events}}<p class="empty">No event matches.</p>{{/events}}
     {{#older}}<p><a href="{{older}}">Older events</a></p>{{/older}}
     """
@@ -270,7 +278,11 @@ enum WebTemplates {
     table.list th, table.list td { text-align: left; vertical-align: top; padding: .5rem .6rem; border-bottom: 1px solid var(--line); }
     table.list th { font-size: .8rem; text-transform: uppercase; letter-spacing: .03em; color: var(--muted); }
     table.list td.reason { max-height: none; }
-    .w-id { width: 12rem; } .w-who { width: 8rem; } .w-what { width: 13rem; } .w-state { width: 9rem; } .w-when { width: 11rem; }
+    .scroll { overflow-x: auto; }
+    .scroll table.list { min-width: 56rem; }
+    .clamp { max-height: 7.5rem; overflow: auto; }
+    td.w-id, .w-id { width: 14rem; }
+    table.list td:first-child { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .82rem; } .w-who { width: 8rem; } .w-what { width: 13rem; } .w-state { width: 9rem; } .w-when { width: 11rem; }
     .w-act { width: 15rem; } .w-seq { width: 4rem; }
     .muted { color: var(--muted); font-size: .85rem; }
     .empty { color: var(--muted); padding: 1rem; background: var(--card); border: 1px dashed var(--line); border-radius: 8px; }
