@@ -29,12 +29,13 @@ final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
     static func freePort() throws -> Int { try TestPorts.free() }
 
     /// Starts `gatehouse serve` and waits until it answers /readyz.
-    static func start(policyPath: String, database: String, folder: URL, name: String) async throws -> ServeProcess {
+    static func start(policyPath: String, database: String, folder: URL, name: String,
+                      environment: [String: String] = [:]) async throws -> ServeProcess {
         let port = try freePort()
         let process = Process()
         process.executableURL = try binary()
         process.arguments = ["serve", "--policy", policyPath, "--database", database, "--port", "\(port)", "--log-level", "warning"]
-        process.environment = ["GATEHOUSE_ADMIN_TOKEN": TestServer.adminToken, "PATH": "/usr/bin:/bin"]
+        process.environment = ["GATEHOUSE_ADMIN_TOKEN": TestServer.adminToken, "PATH": "/usr/bin:/bin"].merging(environment) { $1 }
         let log = folder.appendingPathComponent("\(name).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)

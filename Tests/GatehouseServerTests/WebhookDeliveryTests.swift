@@ -1,0 +1,285 @@
+import Crypto
+import Foundation
+import GatehouseCore
+import GatehouseTestSupport
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Testing
+
+/// A webhook endpoint on a loopback port, as a receiver following the Standard Webhooks
+/// convention would run it: it verifies each signature, remembers message ids and processes
+/// each id once (a repeat is answered 200 and dropped). It can fail the first attempts of every
+/// message, or hold the first attempt of one message long enough to kill the sender meanwhile.
+final class WebhookReceiver: Sendable {
+    struct Call: Sendable {
+        var id: String
+        var timestamp: Int64
+        var signatureValid: Bool
+        var body: String
+        var status: Int
+    }
+
+    actor State {
+        var calls: [Call] = []
+        /// Processed messages by id: what the receiver acted on, once each.
+        var processed: [String: String] = [:]
+        var attempts: [String: Int] = [:]
+        var failFirst = 0
+        var holdFirstAttemptOf: String?
+        var holdSeconds = 0.0
+        var holding: Set<String> = []
+
+        func configure(failFirst: Int = 0, holdFirstAttemptOf event: String? = nil, holdSeconds: Double = 0) {
+            self.failFirst = failFirst
+            self.holdFirstAttemptOf = event
+            self.holdSeconds = holdSeconds
+        }
+
+        /// What to answer, and how long to wait before answering.
+        func arrive(_ call: Call, event: String?) -> (status: Int, hold: Double) {
+            let attempt = attempts[call.id, default: 0] + 1
+            attempts[call.id] = attempt
+            var answered = call
+            var hold = 0.0
+            if !call.signatureValid {
+                answered.status = 401
+            } else if attempt <= failFirst {
+                answered.status = 500
+            } else {
+                answered.status = 200
+                if let wanted = holdFirstAttemptOf, event == wanted {
+                    holdFirstAttemptOf = nil
+                    holding.insert(call.id)
+                    hold = holdSeconds
+                }
+                if processed[call.id] == nil { processed[call.id] = call.body }
+            }
+            calls.append(answered)
+            return (answered.status, hold)
+        }
+    }
+
+    let receiverState: State
+    let key: SymmetricKey
+    let secret: String
+    let port: Int
+    private let group: ServiceGroup
+    private let task: Task<Void, any Error>
+
+    static func start() async throws -> WebhookReceiver {
+        let secret = "whsec_" + Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        let key = try StandardWebhooks.key(fromSecret: secret, endpoint: "test")
+        let state = State()
+        let router = Router()
+        router.post("/hook") { request, _ -> Response in
+            var request = request
+            let body = try await request.collectBody(upTo: 1 << 20)
+            let bytes = Array(buffer: body)
+            let id = request.headers[.init("webhook-id")!] ?? ""
+            let timestamp = Int64(request.headers[.init("webhook-timestamp")!] ?? "") ?? 0
+            let signature = request.headers[.init("webhook-signature")!] ?? ""
+            let valid = StandardWebhooks.verify(id: id, timestamp: timestamp, body: bytes, signatureHeader: signature, key: key)
+            let text = String(decoding: bytes, as: UTF8.self)
+            let event = (try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])?["type"] as? String
+            let (status, hold) = await state.arrive(Call(id: id, timestamp: timestamp, signatureValid: valid, body: text, status: 0), event: event)
+            if hold > 0 { try await Task.sleep(for: .seconds(hold)) }
+            return Response(status: .init(code: status))
+        }
+        var logger = Logger(label: "webhook-receiver")
+        logger.logLevel = .error
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                              onServerRunning: { channel in
+                                  continuation.yield(channel.localAddress?.port ?? 0)
+                                  continuation.finish()
+                              }, logger: logger)
+        let group = ServiceGroup(services: [app], logger: logger)
+        let task = Task { try await group.run() }
+        var port = 0
+        for await value in ports { port = value }
+        return WebhookReceiver(state: state, key: key, secret: secret, port: port, group: group, task: task)
+    }
+
+    private init(state: State, key: SymmetricKey, secret: String, port: Int, group: ServiceGroup, task: Task<Void, any Error>) {
+        self.key = key
+        self.secret = secret
+        self.port = port
+        self.group = group
+        self.task = task
+        self.receiverState = state
+    }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+    }
+
+    /// Waits until every id in `ids` was processed.
+    func waitForProcessed(_ ids: Set<String>, within seconds: Double) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let processed = Set(await receiverState.processed.keys)
+            if ids.isSubset(of: processed) { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let processed = Set(await receiverState.processed.keys)
+        throw TestFailure("not delivered within \(seconds) s: \(ids.subtracting(processed).sorted()); delivered: \(processed.sorted())")
+    }
+}
+
+@Suite("Webhooks: signed, retried, exactly once across a restart", .serialized)
+struct WebhookDeliveryTests {
+    static func policy(receiver: WebhookReceiver, events: String) -> String {
+        TestServer.policyYAML + """
+
+            notifications:
+              base_url: http://127.0.0.1:9
+              retry: {initial: 1s, max: 2s, attempts: 6}
+              webhooks:
+                receiver: {url: "http://127.0.0.1:\(receiver.port)/hook", secret_env: TEST_WEBHOOK_SECRET, events: \(events), timeout: 2s}
+            """
+    }
+
+    /// The message ids the audit log announces for these audit actions.
+    static func expectedIDs(_ server: ServeProcess, actions: Set<String>) async throws -> Set<String> {
+        let audit = try await server.send(.GET, "/v1/audit?limit=10000", token: TestServer.adminToken)
+        let events = audit.json["events"] as? [[String: Any]] ?? []
+        return Set(events.compactMap { event -> String? in
+            guard let action = event["action"] as? String, actions.contains(action), let seq = event["seq"] as? Int,
+                  let hash = event["hash"] as? String else { return nil }
+            return "msg_\(seq)_\(hash.prefix(16))"
+        })
+    }
+
+    @Test("a 500 is retried with backoff under the same id and a valid signature; the outbox records the attempts")
+    func retriesAfterServerErrors() async throws {
+        let receiver = try await WebhookReceiver.start()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let policyPath = folder.appendingPathComponent("policy.yaml").path
+        try Self.policy(receiver: receiver, events: "[request.created, request.approved, grant.started]").write(toFile: policyPath, atomically: true, encoding: .utf8)
+        await receiver.receiverState.configure(failFirst: 2)
+        let server = try await ServeProcess.start(policyPath: policyPath, database: "sqlite:" + folder.appendingPathComponent("g.db").path,
+                                                  folder: folder, name: "serve", environment: ["TEST_WEBHOOK_SECRET": receiver.secret])
+        do {
+            let t = try await server.tokens("alice", "bob")
+            let id = try #require(try await server.request(t["alice"]!).string("id"))
+            #expect(try await server.approve(t["bob"]!, id).status == 200)
+            // A denial is not subscribed to: it must not be sent.
+            let other = try #require(try await server.request(t["alice"]!, resource: "prod-host", role: "operate").string("id"))
+            _ = try await server.send(.POST, "/v1/requests/\(other)/deny", token: t["bob"]!, json: ["comment": "no"])
+            let expected = try await Self.expectedIDs(server, actions: ["request.created", "request.approved", "grant.started"])
+            #expect(expected.count == 4)
+            try await receiver.waitForProcessed(expected, within: 40)
+            try await Task.sleep(for: .seconds(1))
+
+            let calls = await receiver.receiverState.calls
+            #expect(Set(calls.map(\.id)) == expected, "only subscribed events are sent")
+            for messageID in expected {
+                let attempts = calls.filter { $0.id == messageID }
+                #expect(attempts.map(\.status) == [500, 500, 200], "\(messageID): \(attempts.map(\.status))")
+                #expect(attempts.allSatisfy { $0.signatureValid })
+                #expect(Set(attempts.map(\.body)).count == 1, "every retry carries the same body")
+                #expect(attempts.allSatisfy { abs(Double($0.timestamp) - Date().timeIntervalSince1970) < 120 })
+            }
+            let outbox = try await server.send(.GET, "/v1/webhooks/deliveries?limit=100", token: TestServer.adminToken)
+            let rows = outbox.json["deliveries"] as? [[String: Any]] ?? []
+            #expect(rows.count == 4)
+            #expect(rows.allSatisfy { $0["state"] as? String == "delivered" && $0["attempts"] as? Int == 3 }, "\(rows)")
+            // The request message names who was told and links to the request page.
+            let created = try #require(calls.first { $0.body.contains("\"type\":\"request.created\"") && $0.body.contains(id) })
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(created.body.utf8)) as? [String: Any])
+            let data = try #require(object["data"] as? [String: Any])
+            #expect(data["url"] as? String == "http://127.0.0.1:9/requests/\(id)")
+            let recipients = (data["recipients"] as? [String])?.sorted()
+            #expect(recipients == ["bob", "carol", "dave", "frank"])
+        } catch {
+            Issue.record("\(error)\nserver log:\n\(server.output)")
+        }
+        await server.stop()
+        await receiver.stop()
+        try? FileManager.default.removeItem(at: folder)
+    }
+
+    @Test("a server killed in the middle of a delivery sends it again after restart under the same id; every event is processed once")
+    func exactlyOnceAcrossRestart() async throws {
+        let receiver = try await WebhookReceiver.start()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let policyPath = folder.appendingPathComponent("policy.yaml").path
+        try Self.policy(receiver: receiver, events: "[all]").write(toFile: policyPath, atomically: true, encoding: .utf8)
+        // The first request.created message is answered only after 5 s: the sender dies first.
+        await receiver.receiverState.configure(holdFirstAttemptOf: "request.created", holdSeconds: 5)
+        let database = "sqlite:" + folder.appendingPathComponent("g.db").path
+        let environment = ["TEST_WEBHOOK_SECRET": receiver.secret]
+        let first = try await ServeProcess.start(policyPath: policyPath, database: database, folder: folder, name: "first", environment: environment)
+        var second: ServeProcess?
+        do {
+            let t = try await first.tokens("alice", "bob")
+            let id = try #require(try await first.request(t["alice"]!).string("id"))
+            // Wait until that message is in flight, then queue more while it is.
+            for _ in 0..<100 where await receiver.receiverState.holding.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+            let inFlight = try #require(await receiver.receiverState.holding.first)
+            #expect(try await first.approve(t["bob"]!, id).status == 200)
+            first.kill(SIGKILL)
+
+            second = try await ServeProcess.start(policyPath: policyPath, database: database, folder: folder, name: "second", environment: environment)
+            let server = try #require(second)
+            let other = try #require(try await server.request(t["alice"]!, resource: "prod-host", role: "operate").string("id"))
+            _ = try await server.send(.POST, "/v1/requests/\(other)/deny", token: t["bob"]!, json: ["comment": "not today"])
+
+            let announced: Set<String> = ["request.created", "request.approved", "request.denied", "grant.started"]
+            let expected = try await Self.expectedIDs(server, actions: announced)
+            #expect(expected.count == 5)
+            #expect(expected.contains(inFlight))
+            try await receiver.waitForProcessed(expected, within: 45)
+            // The receiver acted on the held message when it arrived, but its answer went to a dead
+            // process: the outbox still holds it until the claim runs out and it is sent again.
+            var rows: [[String: Any]] = []
+            for _ in 0..<300 {
+                let outbox = try await server.send(.GET, "/v1/webhooks/deliveries?limit=100", token: TestServer.adminToken)
+                rows = outbox.json["deliveries"] as? [[String: Any]] ?? []
+                if rows.count == expected.count, rows.allSatisfy({ $0["state"] as? String == "delivered" }) { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try await Task.sleep(for: .seconds(1))
+
+            let state = receiver.receiverState
+            let processed = await state.processed
+            let calls = await state.calls
+            #expect(Set(processed.keys) == expected, "every event exactly once, no other")
+            #expect(calls.allSatisfy { $0.signatureValid })
+            // Only the message in flight at the kill was sent twice, with the same id and body.
+            let repeated = Dictionary(grouping: calls, by: \.id).filter { $0.value.count > 1 }
+            #expect(Set(repeated.keys) == [inFlight], "\(repeated.mapValues { $0.count })")
+            let bodies = Set(repeated[inFlight]?.map(\.body) ?? [])
+            #expect(bodies.count == 1)
+            #expect(Set(rows.compactMap { $0["id"] as? String }) == expected)
+            #expect(rows.allSatisfy { $0["state"] as? String == "delivered" })
+            #expect(try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken).json["ok"] as? Bool == true)
+        } catch {
+            Issue.record("\(error)\nfirst log:\n\(first.output)\nsecond log:\n\(second?.output ?? "")")
+        }
+        await first.stop()
+        await second?.stop()
+        await receiver.stop()
+        try? FileManager.default.removeItem(at: folder)
+    }
+
+    @Test("`policy check` reports an invalid webhook URL with its line")
+    func policyCheck() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("policy.yaml").path
+        let yaml = TestServer.policyYAML + "\nnotifications:\n  webhooks:\n    siem: {url: \"htps//siem.example.com\", secret_env: S}\n"
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try await Command.run(try ServeProcess.binary().path, ["policy", "check", path])
+        #expect(result.status == 1, "\(result)")
+        let line = yaml.split(separator: "\n", omittingEmptySubsequences: false).firstIndex { $0.contains("htps//") }.map { $0 + 1 } ?? 0
+        #expect(result.stderr.contains("\(line):") || result.stdout.contains("\(line):"), "\(result)")
+        #expect((result.stderr + result.stdout).contains("url of webhook `siem`"), "\(result)")
+    }
+}
