@@ -348,7 +348,7 @@ public struct StoreSession: Sendable {
             // same on both stores: no LIKE wildcards, case-sensitive).
             let prefix = action + "."
             conditions.append(action.contains(".") ? "action = \(bind: action)"
-                              : "substr(action, 1, \(bind: prefix.utf8.count)) = \(bind: prefix)")
+                              : "substr(action, 1, CAST(\(bind: prefix.count) AS INTEGER)) = \(bind: prefix)")
         }
         let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         let order: SQLQueryString = filter.newestFirst ? "seq DESC" : "seq"

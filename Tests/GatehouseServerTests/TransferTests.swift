@@ -31,7 +31,15 @@ struct TransferTests {
             }
             // Then anti-spam state: limits hit, notifications, a reported (blocked) principal.
             try server.writePolicy(TestServer.policyYAML.replacingOccurrences(
-                of: "antispam: {enabled: false}", with: "antispam: {limits: {per_principal: {rate: 20/h, burst: 2}}, blocked_delay: off}"), reload: true)
+                of: "antispam: {enabled: false}", with: "antispam: {limits: {per_principal: {rate: 20/h, burst: 2}}, blocked_delay: off}")
+                + "\nbreak_glass: {enabled: true, requesters: [dba]}\nnotifications:\n  webhooks:\n    chat: {url: \"http://127.0.0.1:9/hook\", format: slack}\n",
+                reload: true)
+            // A break-glass use, and webhook messages queued for it (nothing delivers them here).
+            try await server.service.queueWebhookMessages()
+            let glass = try await server.send(.POST, "/v1/break-glass", token: t["bob"]!,
+                                              json: ["resource": "prod-db", "role": "admin", "reason": "INC-1 primary down, failing over"])
+            #expect(glass.status == 201)
+            try await server.service.queueWebhookMessages()
             var last: String?
             for (resource, role) in [("billing-api", "operate"), ("prod-host", "operate"), ("prod-db", "admin"), ("prod-db", "write")] {
                 let reply = try await server.request(t["alice"]!, resource: resource, role: role, reason: "CHG-77 deploy the billing release")
