@@ -110,34 +110,58 @@ extension AccessService {
         }
     }
 
-    /// Records one attempt: delivered on 2xx; otherwise retried with backoff, and given up (and
-    /// audited) after `notifications.retry.attempts` tries, or at once when the endpoint is gone.
-    public func recordWebhookAttempt(_ delivery: WebhookDelivery, status: Int?, error: String?) async throws {
+    /// The outcome of one delivery attempt.
+    public struct WebhookAttempt: Sendable {
+        public var delivery: WebhookDelivery
+        public var status: Int?
+        public var error: String?
+
+        public init(delivery: WebhookDelivery, status: Int?, error: String?) {
+            self.delivery = delivery
+            self.status = status
+            self.error = error
+        }
+    }
+
+    /// Records a round of attempts in one transaction: delivered on 2xx; otherwise retried with
+    /// backoff, and given up (and audited) after `notifications.retry.attempts` tries, or at once
+    /// when the endpoint is gone.
+    public func recordWebhookAttempts(_ attempts: [WebhookAttempt]) async throws {
+        guard !attempts.isEmpty else { return }
         try await write { session in
             let policy = self.policies.policy
             let now = self.clock.now()
-            var updated = delivery
-            updated.attempts += 1
-            updated.lastStatus = status.map { "HTTP \($0)" } ?? error ?? "no answer"
-            let gone = status == 410 || !policy.notifications.webhooks.contains { $0.name == delivery.endpoint }
-            if let status, (200..<300).contains(status) {
-                updated.deliveredAt = now
-            } else if gone || updated.attempts >= policy.notifications.retry.attempts {
-                updated.failedAt = now
-                if gone, status != 410 { updated.lastStatus = "endpoint no longer in the policy" }
-            } else {
-                let delay = policy.notifications.retry.delay(afterAttempt: updated.attempts, jitter: Double.random(in: 0...1))
-                updated.nextAttemptAt = now.addingTimeInterval(delay)
+            var entries: [AuditEntry] = []
+            for attempt in attempts {
+                if let entry = try await self.record(attempt, session: session, policy: policy, now: now) { entries.append(entry) }
             }
-            try await session.recordAttempt(updated)
-            if updated.failedAt != nil {
-                try await session.appendAudit([AuditEntry(actor: "system", action: "webhook.failed", subject: delivery.id,
-                                                          details: ["endpoint": delivery.endpoint, "event": delivery.event,
-                                                                    "attempts": "\(updated.attempts)", "last_status": updated.lastStatus ?? ""])], at: now)
-            }
-            self.metrics.webhook(updated.deliveredAt != nil ? "delivered" : updated.failedAt != nil ? "failed" : "retry")
+            try await session.appendAudit(entries, at: now)
         }
     }
+
+    func record(_ attempt: WebhookAttempt, session: StoreSession, policy: Policy, now: Date) async throws -> AuditEntry? {
+        let delivery = attempt.delivery, status = attempt.status, error = attempt.error
+        var updated = delivery
+        updated.attempts += 1
+        updated.lastStatus = status.map { "HTTP \($0)" } ?? error ?? "no answer"
+        let gone = status == 410 || !policy.notifications.webhooks.contains { $0.name == delivery.endpoint }
+        if let status, (200..<300).contains(status) {
+            updated.deliveredAt = now
+        } else if gone || updated.attempts >= policy.notifications.retry.attempts {
+            updated.failedAt = now
+            if gone, status != 410 { updated.lastStatus = "endpoint no longer in the policy" }
+        } else {
+            let delay = policy.notifications.retry.delay(afterAttempt: updated.attempts, jitter: Double.random(in: 0...1))
+            updated.nextAttemptAt = now.addingTimeInterval(delay)
+        }
+        try await session.recordAttempt(updated)
+        metrics.webhook(updated.deliveredAt != nil ? "delivered" : updated.failedAt != nil ? "failed" : "retry")
+        guard updated.failedAt != nil else { return nil }
+        return AuditEntry(actor: "system", action: "webhook.failed", subject: delivery.id,
+                          details: ["endpoint": delivery.endpoint, "event": delivery.event,
+                                    "attempts": "\(updated.attempts)", "last_status": updated.lastStatus ?? ""])
+    }
+
 
     public func pruneWebhookDeliveries(olderThan seconds: TimeInterval) async throws {
         let before = clock.now().addingTimeInterval(-seconds)
@@ -183,10 +207,17 @@ public struct WebhookDispatcher: Service {
                 let webhooks = service.policies.policy.notifications.webhooks
                 let longest = webhooks.map { Double($0.timeout.seconds) }.max() ?? 10
                 let due = try await service.claimWebhookDeliveries(lease: longest + 5)
-                await withTaskGroup(of: Void.self) { group in
+                let attempts = await withTaskGroup(of: AccessService.WebhookAttempt.self) { group in
                     for delivery in due {
                         group.addTask { await self.deliver(delivery, client: client) }
                     }
+                    return await group.reduce(into: []) { $0.append($1) }
+                }
+                do {
+                    try await service.recordWebhookAttempts(attempts)
+                } catch {
+                    // The claims run out and the messages are tried again (same ids).
+                    logger.warning("webhook attempts could not be recorded", metadata: ["count": "\(attempts.count)", "error": "\(error)"])
                 }
             } catch {
                 logger.warning("webhook outbox round failed; will retry", metadata: ["error": "\(error)"])
@@ -196,7 +227,7 @@ public struct WebhookDispatcher: Service {
         try? await client.shutdown()
     }
 
-    func deliver(_ delivery: WebhookDelivery, client: HTTPClient) async {
+    func deliver(_ delivery: WebhookDelivery, client: HTTPClient) async -> AccessService.WebhookAttempt {
         let policy = service.policies.policy
         var status: Int?
         var failure: String?
@@ -216,12 +247,7 @@ public struct WebhookDispatcher: Service {
             }
         }
         if let failure { logger.warning("webhook delivery failed", metadata: ["id": "\(delivery.id)", "endpoint": "\(delivery.endpoint)", "error": "\(failure)"]) }
-        do {
-            try await service.recordWebhookAttempt(delivery, status: status, error: failure)
-        } catch {
-            // The claim runs out and the message is tried again.
-            logger.warning("webhook attempt could not be recorded", metadata: ["id": "\(delivery.id)", "error": "\(error)"])
-        }
+        return AccessService.WebhookAttempt(delivery: delivery, status: status, error: failure)
     }
 
     func attempt(_ delivery: WebhookDelivery, endpoint: WebhookEndpoint, client: HTTPClient) async -> (Int?, String?) {
