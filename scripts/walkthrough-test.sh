@@ -150,10 +150,29 @@ expect_exit 1 env GATEHOUSE_TOKEN="$BOB" "$BIN" request billing-api --role opera
 expect_output "denied in a row"
 expect_output "429"
 
+# Break-glass: carol (dba) takes prod-db/admin at once; a second use the same day is refused (429);
+# the use is listed until someone else (bob) reviews it; carol cannot review her own.
+expect_exit 0 env GATEHOUSE_TOKEN="$CAROL" "$BIN" break-glass prod-db --role admin --reason "INC-9 primary down, killing runaway queries"
+expect_output "break-glass grant grt_"
+BG=$(grep -o 'grt_[a-z0-9]*' "$WORK/out" | head -1)
+expect_exit 0 env GATEHOUSE_TOKEN="$CAROL" "$BIN" check prod-db --role admin
+expect_exit 1 env GATEHOUSE_TOKEN="$CAROL" "$BIN" break-glass prod-db --role admin --reason "INC-9 primary down again, once more"
+expect_output "429"
+expect_exit 0 env GATEHOUSE_TOKEN="$BOB" "$BIN" break-glass list --awaiting-review
+expect_output "$BG"
+expect_exit 1 env GATEHOUSE_TOKEN="$CAROL" "$BIN" break-glass review "$BG" --comment "fine"
+expect_output "someone else must review it"
+expect_exit 0 env GATEHOUSE_TOKEN="$BOB" "$BIN" break-glass review "$BG" --comment "killed 3 runaway queries; justified"
+expect_exit 0 env GATEHOUSE_TOKEN="$BOB" "$BIN" break-glass list --awaiting-review --output json
+grep -q "$BG" "$WORK/out" && fail "a reviewed break-glass use is still listed as awaiting review"
+
 # The audit log has every step and verifies.
 expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit --principal alice --limit 1000
 expect_output "request.approved"
 expect_output "grant.released"
+expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit --limit 1000
+expect_output "break_glass.used"
+expect_output "break_glass.reviewed"
 expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit verify
 expect_output "audit chain verified"
 

@@ -176,6 +176,8 @@ extension AccessService {
 
 /// Runs the webhook outbox: follows the audit log, sends due digests, delivers due messages.
 public struct WebhookDispatcher: Service {
+    /// Events read and messages sent per round.
+    static let batch = 64
     let service: AccessService
     let interval: Duration
     let logger: Logger
@@ -202,11 +204,12 @@ public struct WebhookDispatcher: Service {
                     // About hourly: delivered and given-up messages are kept a week.
                     try await service.pruneWebhookDeliveries(olderThan: 7 * 86_400)
                 }
-                try await service.queueWebhookMessages()
+                // Small batches keep each write transaction (and the writer lock) short.
+                let queued = try await service.queueWebhookMessages(limit: Self.batch)
                 try await service.flushDigests()
                 let webhooks = service.policies.policy.notifications.webhooks
                 let longest = webhooks.map { Double($0.timeout.seconds) }.max() ?? 10
-                let due = try await service.claimWebhookDeliveries(lease: longest + 5)
+                let due = try await service.claimWebhookDeliveries(lease: longest + 5, limit: Self.batch)
                 let attempts = await withTaskGroup(of: AccessService.WebhookAttempt.self) { group in
                     for delivery in due {
                         group.addTask { await self.deliver(delivery, client: client) }
@@ -219,6 +222,8 @@ public struct WebhookDispatcher: Service {
                     // The claims run out and the messages are tried again (same ids).
                     logger.warning("webhook attempts could not be recorded", metadata: ["count": "\(attempts.count)", "error": "\(error)"])
                 }
+                // A full batch means more is waiting: go on at once; otherwise poll again shortly.
+                if queued == Self.batch || due.count == Self.batch { continue }
             } catch {
                 logger.warning("webhook outbox round failed; will retry", metadata: ["error": "\(error)"])
             }

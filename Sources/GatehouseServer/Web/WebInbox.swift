@@ -47,7 +47,9 @@ struct WebInbox {
                 }
             }
         }
-        router.get("/inbox") { request, _ in try await self.guarded(request) { try await self.page(request) { try await self.inbox($0, $1, request) } } }
+        router.get("/inbox") { request, _ in
+            try await self.guarded(request) { try await self.page(request, countInbox: false) { try await self.inbox($0, $1, request) } }
+        }
         router.get("/mine") { request, _ in try await self.guarded(request) { try await self.page(request) { try await self.mine($0, $1, request) } } }
         router.get("/requests/:id") { request, context in
             try await self.guarded(request) { try await self.page(request) { try await self.requestPage($0, $1, request, id: context.parameters.get("id") ?? "") } }
@@ -126,6 +128,8 @@ struct WebInbox {
 
     func inbox(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
         let waiting = try await service.listRequests(caller: caller, scope: .toApprove, state: nil, limit: 200)
+        var layout = layout
+        if !waiting.isEmpty { layout["inboxCount"] = waiting.count }
         let policy = service.policies.policy
         let held = policy.isReviewer(caller.principal) ? try await service.listRequests(caller: caller, scope: .all, state: .quarantined, limit: 50) : []
         return render("inbox", title: "Inbox", data: [
@@ -286,11 +290,11 @@ struct WebInbox {
     // MARK: plumbing
 
     /// Runs a GET page for a signed-in user, or sends the browser to the sign-in page.
-    func page(_ request: Request, _ body: (Caller, [String: Any]) async throws -> Response) async throws -> Response {
+    func page(_ request: Request, countInbox: Bool = true, _ body: (Caller, [String: Any]) async throws -> Response) async throws -> Response {
         guard let cookie = request.cookies[Self.sessionCookie]?.value, let (caller, session) = try await service.webCaller(cookie: cookie) else {
             return Self.redirect("/sign-in")
         }
-        return try await body(caller, try await layoutData(caller, session))
+        return try await body(caller, try await layoutData(caller, session, countInbox: countInbox))
     }
 
     /// Runs a form POST: a live session, a same-site origin and the session's CSRF token, or 403.
@@ -306,8 +310,10 @@ struct WebInbox {
         return try await body(caller, session, fields)
     }
 
-    func layoutData(_ caller: Caller, _ session: WebSession) async throws -> [String: Any] {
-        let waiting = try await service.listRequests(caller: caller, scope: .toApprove, state: nil, limit: 200).count
+    /// The header: who is signed in, the CSRF token for its forms, and the inbox and review counts
+    /// (the inbox page counts its own list).
+    func layoutData(_ caller: Caller, _ session: WebSession, countInbox: Bool) async throws -> [String: Any] {
+        let waiting = countInbox ? try await service.listRequests(caller: caller, scope: .toApprove, state: nil, limit: 200).count : 0
         let policy = service.policies.policy
         let reviews = try await service.breakGlassUses(caller: caller, awaitingReview: true, limit: 200)
             .filter { $0.principal != caller.principal && (caller.isAdmin || policy.isBreakGlassReviewer(caller.principal, resource: $0.resource)) }.count
