@@ -85,8 +85,9 @@ done
 drained=$(date +%s.%N)
 python3 - "$WORK/lags.txt" "$stopped" "$drained" <<'EOF'
 import sys
-lags = sorted(float(line.split()[1]) for line in open(sys.argv[1]))
-ids = [line.split()[0] for line in open(sys.argv[1])]
+rows = [line.split() for line in open(sys.argv[1])]
+lags = sorted(float(row[1]) for row in rows)
+ids = [row[0] for row in rows]
 pick = lambda p: lags[min(len(lags) - 1, int(len(lags) * p))] * 1000
 print("webhooks: %d messages (%d distinct ids); lag from audit event to receiver p50 %.0f ms, p99 %.0f ms; outbox empty %.1f s after the load stopped"
       % (len(lags), len(set(ids)), pick(0.5), pick(0.99), float(sys.argv[3]) - float(sys.argv[2])))
