@@ -57,6 +57,18 @@ struct WebInbox {
         router.post("/requests/:id/decide") { request, context in
             try await self.guarded(request) { try await self.form(request) { try await self.decide($0, $2, id: context.parameters.get("id") ?? "") } }
         }
+        router.post("/requests/:id/review") { request, context in
+            try await self.guarded(request) {
+                try await self.form(request) { caller, _, fields in
+                    let id = try Self.validID(context.parameters.get("id") ?? "")
+                    guard let choice = fields["review"], choice == "release" || choice == "reject" else {
+                        throw GatehouseError.invalid("review", "invalid_review", "choose Release or Reject")
+                    }
+                    let view = try await self.service.review(caller: caller, id: id, release: choice == "release", comment: fields["comment"])
+                    return Self.redirect("/requests/\(id)?done=\(view.request.state == .pending ? "held-released" : "held-rejected")")
+                }
+            }
+        }
         router.post("/requests/:id/cancel") { request, context in
             try await self.guarded(request) {
                 try await self.form(request) { caller, _, _ in
@@ -178,6 +190,7 @@ struct WebInbox {
             "canDecide": r.state == .pending && now < r.pendingExpiresAt && service.mayDecide(caller, r)
                 && !view.approvals.contains { $0.approver == caller.principal },
             "canCancel": r.state == .pending && r.requester == caller.principal,
+            "canReview": r.state == .quarantined && r.requester != caller.principal && service.policies.policy.isReviewer(caller.principal),
             "history": history.map { Self.row($0) },
             "flags": ["blocked": flags?.isBlocked ?? false, "throttled": flags?.isThrottled(at: now) ?? false],
         ]
@@ -187,7 +200,8 @@ struct WebInbox {
         }
         // A confirmation is shown only when it matches the request's state (a link cannot fake one).
         let done = request.uri.queryParameters["done"].map(String.init)
-        let consistent: [String: RequestState] = ["approved": .approved, "recorded": .pending, "denied": .denied, "canceled": .canceled]
+        let consistent: [String: RequestState] = ["approved": .approved, "recorded": .pending, "denied": .denied, "canceled": .canceled,
+                                                  "held-released": .pending, "held-rejected": .denied]
         let showFlash = done.map { consistent[$0].map { $0 == r.state } ?? ($0 == "reported") } ?? false
         return render("request", title: "Request \(r.id)", data: data, layout: layout, nav: "inbox", request: showFlash ? request : nil)
     }
@@ -377,7 +391,7 @@ struct WebInbox {
         "approved": "Approved: the grant is active now.", "recorded": "Your approval is recorded; more approvals are needed.",
         "denied": "Denied. The requester sees your comment.", "reported": "Reported: the requester is blocked and the reviewers are told.",
         "canceled": "Canceled.", "released": "Released: the access has ended.", "revoked": "Revoked: the access has ended.",
-        "reviewed": "Marked reviewed.",
+        "reviewed": "Marked reviewed.", "held-released": "Released: the approvers are told now.", "held-rejected": "Rejected.",
     ]
 
     static func securityHeaders() -> HTTPFields {

@@ -138,6 +138,19 @@ enum WebTemplates {
       </div>
     </form>
     {{/canDecide}}
+    {{#canReview}}
+    <h2>Security review</h2>
+    <p class="muted">The anti-spam policy holds this request; approvers were not told. Release it to them, or reject it.</p>
+    <form method="post" action="/requests/{{r.id}}/review" class="decide">
+      <input type="hidden" name="csrf" value="{{csrf}}">
+      <label for="review-comment">Comment</label>
+      <textarea id="review-comment" name="comment" rows="2" maxlength="4096"></textarea>
+      <div class="buttons">
+        <button type="submit" name="review" value="release" class="approve">Release to approvers</button>
+        <button type="submit" name="review" value="reject" class="deny">Reject</button>
+      </div>
+    </form>
+    {{/canReview}}
     {{#canCancel}}
     <form method="post" action="/requests/{{r.id}}/cancel"><input type="hidden" name="csrf" value="{{csrf}}"><button type="submit" class="deny">Cancel my request</button></form>
     {{/canCancel}}
