@@ -19,7 +19,8 @@ public enum WebhookEvent: String, Sendable, CaseIterable, Codable {
     /// The webhook event an audit action announces, if any.
     public init?(auditAction: String) {
         switch auditAction {
-        case "request.created": self = .requestCreated
+        // A request a reviewer released from quarantine reaches its approvers only now.
+        case "request.created", "request.released": self = .requestCreated
         case "request.approved": self = .requestApproved
         case "request.denied": self = .requestDenied
         case "request.expired": self = .requestExpired
@@ -222,7 +223,7 @@ public struct WebhookMessage: Sendable, Equatable {
     /// The Standard Webhooks body: `{"type", "timestamp", "data"}`.
     public func standardBody() -> [UInt8] {
         var data: [String: Any] = [
-            "audit_seq": audit.seq, "actor": audit.actor, "subject": audit.subject, "summary": summary,
+            "audit_seq": audit.seq, "audit_action": audit.action, "actor": audit.actor, "subject": audit.subject, "summary": summary,
             "details": audit.details, "recipients": recipients,
         ]
         if let resource = audit.resource { data["resource"] = resource }

@@ -70,7 +70,7 @@ struct WebhookMessageTests {
                                        createdAt: Fixture.t0, pendingExpiresAt: Fixture.t0.addingTimeInterval(3600))
 
     @Test("audit actions map to the subscribable events; others are not announced", arguments: [
-        ("request.created", WebhookEvent.requestCreated), ("grant.revoked", .grantEnded), ("grant.used", .grantEnded),
+        ("request.created", WebhookEvent.requestCreated), ("request.released", .requestCreated), ("grant.revoked", .grantEnded), ("grant.used", .grantEnded),
         ("grant.expired", .grantEnded), ("break_glass.used", .breakGlassUsed), ("notification.digest", .digest),
     ])
     func mapping(_ action: String, _ event: WebhookEvent) {

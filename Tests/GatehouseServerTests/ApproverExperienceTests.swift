@@ -559,7 +559,15 @@ struct WebhookGiveUpTests {
 struct WebReviewTests {
     @Test("a reviewer sees a held request in the inbox and releases or rejects it through the form; others get no form")
     func releaseAndReject() async throws {
-        try await TestServer.with { server in
+        let policy = TestServer.policyYAML + """
+
+            notifications:
+              base_url: https://gatehouse.example.com
+              webhooks:
+                chat: {url: "http://127.0.0.1:9/hook", format: slack, events: [request.created]}
+            """
+        try await TestServer.with(policy: policy) { server in
+            try await server.service.queueWebhookMessages()
             let t = try await server.tokens("alice", "bob", "erin")
             // bob reports one of alice's requests: alice is blocked, her other waiting ones are held.
             let reported = try #require(try await server.request(t["alice"]!).string("id"))
@@ -589,6 +597,11 @@ struct WebReviewTests {
             #expect(released.location == "/requests/\(held)?done=held-released")
             #expect(try await erin.get(released.location!).html.contains("Released: the approvers are told now."))
             #expect(try await server.send(.GET, "/v1/requests/\(held)", token: TestServer.adminToken).string("state") == "pending")
+            // Released, it reaches its approvers now: the outbox announces it as waiting, with a link.
+            try await server.service.queueWebhookMessages()
+            let bodies = try await server.service.store.read { try await $0.deliveries(limit: 100) }
+                .filter { $0.event == "request.created" }.map(\.body)
+            #expect(bodies.contains { $0.contains("https://gatehouse.example.com/requests/\(held)") }, "\(bodies)")
             let rejected = try await erin.post("/requests/\(other)/review", [("csrf", csrf), ("review", "reject"), ("comment", "<b>no</b>")])
             #expect(rejected.status == 303)
             let shown = try await erin.get("/requests/\(other)")
