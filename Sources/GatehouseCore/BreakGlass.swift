@@ -74,10 +74,7 @@ public enum BreakGlass {
         guard !comment.isEmpty else {
             throw .invalid("comment", "missing_comment", "a review needs a comment: what was done with the access and whether it was justified")
         }
-        guard comment.utf8.count <= RequestLifecycle.maximumCommentLength else {
-            throw .invalid("comment", "comment_too_long", "the comment is longer than \(RequestLifecycle.maximumCommentLength) bytes")
-        }
-        try TextRules.check(comment, field: "comment")
+        try RequestLifecycle.checkComment(comment)
         var reviewed = use
         reviewed.reviewedAt = now
         reviewed.reviewedBy = reviewer

@@ -27,6 +27,15 @@ public enum RequestLifecycle {
     public static let maximumTicketLength = 128
     public static let maximumCommentLength = 4096
 
+    /// A decision's or review's comment: at most `maximumCommentLength` bytes, and only text a
+    /// reader sees as it is (TextRules).
+    public static func checkComment(_ comment: String) throws(GatehouseError) {
+        guard comment.utf8.count <= maximumCommentLength else {
+            throw .invalid("comment", "comment_too_long", "the comment is longer than \(maximumCommentLength) bytes")
+        }
+        try TextRules.check(comment, field: "comment")
+    }
+
     public enum OpenOutcome: Sendable, Equatable {
         case pending(AccessRequest)
         /// `approvals: 0`: granted at once, still time-boxed and audited.
@@ -138,10 +147,7 @@ public enum RequestLifecycle {
     /// the policy as it is now, and earlier approvals only count while their approver is still eligible.
     public static func decide(_ request: AccessRequest, existing: [Approval], approver: String, decision: ApprovalDecision,
                               comment: String?, policy: Policy, now: Date, grantId: String) throws(GatehouseError) -> DecideOutcome {
-        if let comment, comment.utf8.count > maximumCommentLength {
-            throw .invalid("comment", "comment_too_long", "the comment is longer than \(maximumCommentLength) bytes")
-        }
-        if let comment { try TextRules.check(comment, field: "comment") }
+        if let comment { try checkComment(comment) }
         guard request.state != .quarantined else {
             throw GatehouseError(.conflict, "quarantined", "request \(request.id) is held by the anti-spam policy; a reviewer must release it (`gatehouse review \(request.id) release`) before it can be decided")
         }
@@ -245,10 +251,7 @@ public enum RequestLifecycle {
     /// A reviewer releases a quarantined request to its approvers (with a fresh pending time) or rejects it.
     public static func review(_ request: AccessRequest, release: Bool, by reviewer: String, comment: String?, policy: Policy,
                               now: Date) throws(GatehouseError) -> AccessRequest {
-        if let comment, comment.utf8.count > maximumCommentLength {
-            throw .invalid("comment", "comment_too_long", "the comment is longer than \(maximumCommentLength) bytes")
-        }
-        if let comment { try TextRules.check(comment, field: "comment") }
+        if let comment { try checkComment(comment) }
         guard policy.isReviewer(reviewer) else {
             throw GatehouseError(.forbidden, "not_a_reviewer", "only reviewers (\(policy.reviewerGroups.joined(separator: ", ")), or admins) can review quarantined requests")
         }

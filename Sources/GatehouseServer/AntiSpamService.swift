@@ -293,12 +293,7 @@ extension AccessService {
     /// are revoked, their waiting requests are held for review, and the reviewers are told.
     public func report(caller: Caller, id: String, comment: String?) async throws -> RequestView {
         let comment = comment.flatMap { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? nil : $0 }
-        if let comment {
-            guard comment.utf8.count <= RequestLifecycle.maximumCommentLength else {
-                throw GatehouseError.invalid("comment", "comment_too_long", "the comment is longer than \(RequestLifecycle.maximumCommentLength) bytes")
-            }
-            try TextRules.check(comment, field: "comment")
-        }
+        if let comment { try RequestLifecycle.checkComment(comment) }
         let metrics = self.metrics
         return try await write(as: caller) { session, policy, now in
             try await Self.refuseIfBlocked(caller.principal, session)
