@@ -49,11 +49,22 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The application layer: one type per use case, each write one transaction. Below it the
+        // pure core, the guard and the store; above it the transports (HTTP, proxy) and the CLI.
+        .target(
+            name: "GatehouseApp",
+            dependencies: [
+                "GatehouseCore",
+                "GatehouseGuard",
+                "GatehouseStore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "GatehouseServer",
             dependencies: [
                 "GatehouseCore",
-                "GatehouseGuard",
+                "GatehouseApp",
                 "GatehouseStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
@@ -71,7 +82,7 @@ let package = Package(
             name: "GatehouseProxy",
             dependencies: [
                 "GatehouseCore",
-                "GatehouseServer",
+                "GatehouseApp",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -88,6 +99,7 @@ let package = Package(
                 "GatehouseCore",
                 "GatehouseGuard",
                 "GatehouseStore",
+                "GatehouseApp",
                 "GatehouseServer",
                 "GatehouseProxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -109,7 +121,7 @@ let package = Package(
         .testTarget(
             name: "GatehouseProxyTests",
             dependencies: [
-                "GatehouseProxy", "GatehouseServer", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport",
+                "GatehouseProxy", "GatehouseApp", "GatehouseServer", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -119,7 +131,7 @@ let package = Package(
         .testTarget(
             name: "GatehouseServerTests",
             dependencies: [
-                "GatehouseServer", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport",
+                "GatehouseServer", "GatehouseApp", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -52,8 +52,6 @@ public enum PolicyLoader {
     public static func isValidName(_ name: String) -> Bool {
         namePattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) != nil
     }
-    /// Sections of the policy sketched in the design that this version reads but does not enforce yet.
-    static let reservedSections: [String] = []
     /// Names Gatehouse uses for itself: the bootstrap admin and the actors of automatic events.
     public static let reservedPrincipals: Set<String> = ["admin", "system", "policy", "gatehouse"]
 
@@ -199,7 +197,7 @@ public enum PolicyLoader {
             var antiSpamNode: Node?
             var breakGlassNode: Node?
             var notificationsNode: Node?
-            let known = ["version", "principals", "resources", "admins", "pending_ttl", "guard", "antispam", "break_glass", "notifications"] + PolicyLoader.reservedSections
+            let known = ["version", "principals", "resources", "admins", "pending_ttl", "guard", "antispam", "break_glass", "notifications"]
             var sawPrincipals = false, sawResources = false
             for (key, keyNode, value) in entries(root, "the policy", allowed: known) {
                 switch key {

@@ -36,6 +36,33 @@ public enum RequestLifecycle {
         try TextRules.check(comment, field: "comment")
     }
 
+    /// A comment as given: nil when it is absent or only white space.
+    public static func trimmedComment(_ given: String?) -> String? {
+        given.flatMap { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? nil : $0 }
+    }
+
+    /// A denial and a report carry a comment: the requester reads why they were denied, the
+    /// reviewers why a request looked suspicious. Every way in (API, web, CLI, chat) meets this rule.
+    public static func requiredComment(_ given: String?, for what: CommentedAct) throws(GatehouseError) -> String {
+        guard let comment = trimmedComment(given) else {
+            throw .invalid("comment", ErrorCode.missingComment, what.missingCommentMessage)
+        }
+        try checkComment(comment)
+        return comment
+    }
+
+    /// The acts that must say why.
+    public enum CommentedAct: Sendable {
+        case deny, report
+
+        var missingCommentMessage: String {
+            switch self {
+            case .deny: "say why you deny it (`comment`): the requester sees your comment"
+            case .report: "say what looks suspicious (`comment`): the reviewers read your comment"
+            }
+        }
+    }
+
     public enum OpenOutcome: Sendable, Equatable {
         case pending(AccessRequest)
         /// `approvals: 0`: granted at once, still time-boxed and audited.
@@ -146,7 +173,8 @@ public enum RequestLifecycle {
     /// One approver's decision. Eligibility of both the approver and the requester is judged against
     /// the policy as it is now, and earlier approvals only count while their approver is still eligible.
     public static func decide(_ request: AccessRequest, existing: [Approval], approver: String, decision: ApprovalDecision,
-                              comment: String?, policy: Policy, now: Date, grantId: String) throws(GatehouseError) -> DecideOutcome {
+                              comment given: String?, policy: Policy, now: Date, grantId: String) throws(GatehouseError) -> DecideOutcome {
+        let comment = trimmedComment(given)
         if let comment { try checkComment(comment) }
         guard request.state != .quarantined else {
             throw GatehouseError(.conflict, "quarantined", "request \(request.id) is held by the anti-spam policy; a reviewer must release it (`gatehouse review \(request.id) release`) before it can be decided")
@@ -172,6 +200,7 @@ public enum RequestLifecycle {
         if existing.contains(where: { $0.approver == approver }) {
             throw GatehouseError(.conflict, "already_decided_by_you", "you already decided request \(request.id); one person counts once")
         }
+        if decision == .deny { _ = try requiredComment(comment, for: .deny) }
         let approval = Approval(requestId: request.id, approver: approver, decision: decision, comment: comment, at: now)
         var updated = request
         if decision == .deny {

@@ -18,4 +18,15 @@ public enum TokenSecret {
     public static func hash(bytes: Data) -> String {
         Hex.encode(SHA256.hash(data: bytes))
     }
+
+    /// Whether two secrets are equal, in time that depends only on their lengths.
+    public static func constantTimeEqual<A: Sequence<UInt8>, B: Sequence<UInt8>>(_ a: A, _ b: B) -> Bool {
+        let x = Array(a), y = Array(b)
+        guard x.count == y.count else { return false }
+        return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
+    public static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        constantTimeEqual(a.utf8, b.utf8)
+    }
 }

@@ -17,21 +17,31 @@ public enum WebhookEvent: String, Sendable, CaseIterable, Codable {
     case digest = "digest"
 
     /// The webhook event an audit action announces, if any.
+    /// The webhook event an audit action is announced as, or nil when it is not announced.
     public init?(auditAction: String) {
+        guard let action = AuditAction(rawValue: auditAction) else { return nil }
+        self.init(auditAction: action)
+    }
+
+    public init?(auditAction: AuditAction) {
         switch auditAction {
         // A request a reviewer released from quarantine reaches its approvers only now.
-        case "request.created", "request.released": self = .requestCreated
-        case "request.approved": self = .requestApproved
-        case "request.denied": self = .requestDenied
-        case "request.expired": self = .requestExpired
-        case "request.quarantined": self = .requestQuarantined
-        case "request.reported": self = .requestReported
-        case "grant.started": self = .grantStarted
-        case "grant.expired", "grant.released", "grant.revoked", "grant.used": self = .grantEnded
-        case "break_glass.used": self = .breakGlassUsed
-        case "break_glass.reviewed": self = .breakGlassReviewed
-        case "notification.digest": self = .digest
-        default: return nil
+        case .requestCreated, .requestReleased: self = .requestCreated
+        case .requestApproved: self = .requestApproved
+        case .requestDenied: self = .requestDenied
+        case .requestExpired: self = .requestExpired
+        case .requestQuarantined: self = .requestQuarantined
+        case .requestReported: self = .requestReported
+        case .grantStarted: self = .grantStarted
+        case .grantExpired, .grantReleased, .grantRevoked, .grantUsed: self = .grantEnded
+        case .breakGlassUsed: self = .breakGlassUsed
+        case .breakGlassReviewed: self = .breakGlassReviewed
+        case .notificationDigest: self = .digest
+        case .tokenCreated, .tokenRevoked, .webSignedIn, .requestCanceled, .requestLimited, .requestExtraApproval, .requestRejected,
+             .approvalRecorded, .actionChecked, .principalBlocked, .principalThrottled, .principalUnblocked, .breakGlassRefused,
+             .webhookFailed, .policyReloaded, .policyReloadRefused, .proxySessionStarted, .proxySessionRefused, .proxySessionEnded,
+             .proxyRefused, .storeImported:
+            return nil
         }
     }
 }
@@ -158,10 +168,7 @@ public enum StandardWebhooks {
     public static func verify(id: String, timestamp: Int64, body: [UInt8], signatureHeader: String, key: SymmetricKey) -> Bool {
         let expected = Array(signature(id: id, timestamp: timestamp, body: body, key: key).utf8)
         return signatureHeader.split(separator: " ").contains { candidate in
-            let given = Array(candidate.utf8)
-            // Constant time over equal lengths.
-            guard given.count == expected.count else { return false }
-            return zip(given, expected).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+            TokenSecret.constantTimeEqual(candidate.utf8, expected)
         }
     }
 }

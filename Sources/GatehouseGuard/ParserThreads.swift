@@ -32,25 +32,6 @@ public final class ParserThreads: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` on one of the parser threads and waits for it (for callers outside Swift concurrency).
-    public func runAndWait<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T {
-        let done = NSCondition()
-        nonisolated(unsafe) var result: T?
-        nonisolated(unsafe) var finished = false
-        submit {
-            let value = body()
-            done.lock()
-            result = value
-            finished = true
-            done.signal()
-            done.unlock()
-        }
-        done.lock()
-        while !finished { done.wait() }
-        done.unlock()
-        return result!
-    }
-
     private func submit(_ job: @escaping @Sendable () -> Void) {
         condition.lock()
         jobs.append(job)

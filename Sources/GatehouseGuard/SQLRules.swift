@@ -59,11 +59,6 @@ enum SQLNodeRule: Sendable {
         return rules
     }()
 
-    /// Node types that are statements (used to spot a statement type the classifier has no rule for).
-    static func isStatement(_ type: String) -> Bool {
-        type.hasSuffix("Stmt")
-    }
-
     /// Functions by name (the last part of a qualified name, lower-cased) and the category each fires.
     static let functions: [String: String] = {
         let groups: [String: [String]] = [

@@ -1,6 +1,6 @@
 import Foundation
 import GatehouseCore
-import GatehouseServer
+import GatehouseApp
 import Logging
 import NIOCore
 import NIOPosix
@@ -15,14 +15,14 @@ public final class GuardProxy: Service, Sendable {
     /// interval (plus one store read) of its grant's end.
     public static let watchInterval: Duration = .milliseconds(400)
 
-    let service: AccessService
+    let service: UseCases
     let logger: Logger
     let limits: WireLimits
     let environment: [String: String]
     private let registry = SessionRegistry()
     private let onListening: @Sendable ([String: SocketAddress]) -> Void
 
-    public init(service: AccessService, logger: Logger, limits: WireLimits = WireLimits(),
+    public init(service: UseCases, logger: Logger, limits: WireLimits = WireLimits(),
                 environment: [String: String] = ProcessInfo.processInfo.environment,
                 onListening: @escaping @Sendable ([String: SocketAddress]) -> Void = { _ in }) {
         self.service = service
@@ -31,8 +31,6 @@ public final class GuardProxy: Service, Sendable {
         self.environment = environment
         self.onListening = onListening
     }
-
-    public var sessionCount: Int { registry.count }
 
     /// The listeners' settings, with every problem (unreadable password or certificate) reported
     /// before anything listens.

@@ -1,6 +1,6 @@
 import Foundation
 import GatehouseCore
-import GatehouseServer
+import GatehouseApp
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -12,7 +12,7 @@ struct ListenerContext: Sendable {
     var password: String
     var serverTLS: NIOSSLContext?
     var upstreamTLS: NIOSSLContext?
-    var service: AccessService
+    var service: UseCases
     var registry: SessionRegistry
     var limits: WireLimits
 }
@@ -45,7 +45,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
     private var suspended = false
     private var pendingUpstreamFlush = false
 
-    private(set) var identity: AccessService.ProxyIdentity?
+    private(set) var identity: ProxyAuthority.ProxyIdentity?
     private(set) var grants: [Grant] = []
     private var statements = 0
     private var refused = 0
@@ -166,7 +166,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
             let loop = context.eventLoop
             Task {
                 do {
-                    let (identity, grants) = try await service.proxySignIn(token: token, user: user, resource: resource, client: client)
+                    let (identity, grants) = try await service.proxy.signIn(token: token, user: user, resource: resource, client: client)
                     loop.execute { self.signedIn(identity, grants: grants, parameters: parameters) }
                 } catch {
                     let (code, message) = Self.describe(error)
@@ -190,11 +190,11 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
 
     // MARK: the database side
 
-    private func signedIn(_ identity: AccessService.ProxyIdentity, grants: [Grant], parameters: [(String, String)]) {
+    private func signedIn(_ identity: ProxyAuthority.ProxyIdentity, grants: [Grant], parameters: [(String, String)]) {
         guard case .connecting = phase, let context else {
             // The client left (or timed out) while its sign-in was decided: the start is audited, so is the end.
             let service = shared.service
-            Task { await service.proxySessionEnded(identity, reason: "the client left during sign-in", statements: 0, refused: 0) }
+            Task { await service.proxy.sessionEnded(identity, reason: "the client left during sign-in", statements: 0, refused: 0) }
             return
         }
         self.identity = identity
@@ -332,7 +332,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         case .refuse(let bytes, let refusal):
             refused += 1
             writeUpstream(bytes)
-            if let identity { Task { await self.shared.service.proxyRefused(identity, what: refusal.message) } }
+            if let identity { Task { await self.shared.service.proxy.refused(identity, what: refusal.message) } }
         case .terminate:
             endReason = "the client ended the session"
             upstream?.writeAndFlush(Wire.message(UInt8(ascii: "X")) { _ in }, promise: nil)
@@ -350,7 +350,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         let started = ContinuousClock.now
         let service = shared.service
         let audit = shared.settings.audit
-        if service.proxyFastAllow(identity, text: text, grants: grants, audit: audit) {
+        if service.proxy.fastAllow(identity, text: text, grants: grants, audit: audit) {
             decided(nil, started: started)
             return
         }
@@ -360,7 +360,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         Task {
             let refusal: Refusal?
             do {
-                let result = try await service.proxyStatement(identity, text: text, grants: grants, audit: audit)
+                let result = try await service.proxy.statement(identity, text: text, grants: grants, audit: audit)
                 refusal = result.refusal.map { Refusal(message: $0.message, hint: $0.hint) }
             } catch {
                 let (code, message) = Self.describe(error)
@@ -396,7 +396,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
     // MARK: the session's grants
 
     /// The watcher's latest view of this session's access (on the event loop).
-    func update(_ access: AccessService.ProxyAccess) {
+    func update(_ access: ProxyAuthority.ProxyAccess) {
         switch access {
         case .granted(let grants):
             self.grants = grants
@@ -408,7 +408,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
             let service = shared.service
             Task {
                 let detail = why.contains("no active grant")
-                    ? await service.proxyEndReason(grants: previous, principal: identity.caller.principal, resource: identity.resource)
+                    ? await service.proxy.endReason(grants: previous, principal: identity.caller.principal, resource: identity.resource)
                     : why
                 loop.execute { self.terminate("gatehouse: session ended: \(detail)") }
             }
@@ -442,7 +442,7 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         guard let identity else { return }
         shared.service.metrics.proxySession("ended")
         let statements = self.statements, refused = self.refused, service = shared.service
-        Task { await service.proxySessionEnded(identity, reason: reason, statements: statements, refused: refused) }
+        Task { await service.proxy.sessionEnded(identity, reason: reason, statements: statements, refused: refused) }
     }
 
     /// Whether every grant the session starts with allows reads only.

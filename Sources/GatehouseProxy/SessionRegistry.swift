@@ -1,6 +1,6 @@
 import Foundation
 import GatehouseCore
-import GatehouseServer
+import GatehouseApp
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -37,7 +37,6 @@ final class SessionRegistry: Sendable {
         }
     }
 
-    var count: Int { state.withLockedValue { $0.sessions.count } }
 
     /// Forwards a CancelRequest to the database, only for a key one of this listener's sessions holds:
     /// a cancel is never a way to reach the database for anyone else.
@@ -60,7 +59,7 @@ final class SessionRegistry: Sendable {
 
     /// Asks for the current access of every live session, once per principal, token and resource,
     /// and hands each session its answer on its own event loop.
-    func watch(_ service: AccessService) async {
+    func watch(_ service: UseCases) async {
         let sessions = state.withLockedValue { Array($0.sessions.values) }
         var groups: [String: [ProxyConnection]] = [:]
         for session in sessions {
@@ -71,7 +70,7 @@ final class SessionRegistry: Sendable {
             guard let identity = members[0].identity else { continue }
             // A store that cannot answer changes nothing: expiry is still judged on each statement,
             // and nothing can be revoked while the store is down.
-            guard let access = try? await service.proxyAccess(identity) else { continue }
+            guard let access = try? await service.proxy.access(identity) else { continue }
             for member in members {
                 member.eventLoop?.execute { member.update(access) }
             }

@@ -1,16 +1,17 @@
 import Foundation
+import GatehouseApp
 import GatehouseCore
 import GatehouseStore
 import OpenAPIRuntime
 
 /// Implements the operations generated from openapi.yaml. Each handler authenticates, calls one
-/// `AccessService` use case and maps the domain value to the contract's schema. Errors are thrown
+/// `UseCases` use case and maps the domain value to the contract's schema. Errors are thrown
 /// as `GatehouseError` and turned into problem+json by `ProblemMiddleware`.
 struct APIHandler: APIProtocol {
-    let service: AccessService
+    let service: UseCases
 
     func caller() async throws -> Caller {
-        try await service.authenticate(bearer: RequestInfo.current.bearerToken)
+        try await service.tokens.authenticate(bearer: RequestInfo.current.bearerToken)
     }
 
     func limit(_ value: Int?, default fallback: Int = 100, max maximum: Int = 1000) throws(GatehouseError) -> Int {
@@ -59,7 +60,7 @@ struct APIHandler: APIProtocol {
         guard action != nil || body.duration != nil else {
             throw GatehouseError.invalid("duration", "missing_duration", "say how long you need the access: \"duration\": \"30m\" (90s, 30m, 1h30m, 7d)")
         }
-        let (view, created) = try await service.createRequest(caller: caller, input: NewRequestInput(
+        let (view, created) = try await service.desk.create(caller: caller, input: NewRequestInput(
             resource: body.resource, role: body.role ?? Role.actionRoleName, duration: body.duration ?? "", reason: body.reason,
             ticket: body.ticket), action: action, sourceIP: RequestInfo.current.remoteAddress)
         let schema = schema(view, for: caller)
@@ -68,18 +69,18 @@ struct APIHandler: APIProtocol {
 
     func listRequests(_ input: Operations.ListRequests.Input) async throws -> Operations.ListRequests.Output {
         let caller = try await caller()
-        let scope = AccessService.RequestScope(rawValue: (input.query.scope ?? .mine).rawValue) ?? .mine
+        let scope = RequestDesk.Scope(rawValue: (input.query.scope ?? .mine).rawValue) ?? .mine
         let state = input.query.state.flatMap { RequestState(rawValue: $0.rawValue) }
-        let views = try await service.listRequests(caller: caller, scope: scope, state: state, limit: limit(input.query.limit))
+        let views = try await service.desk.list(caller: caller, scope: scope, state: state, limit: limit(input.query.limit))
         return .ok(.init(body: .json(.init(requests: views.map { schema($0, for: caller) }))))
     }
 
     func getRequest(_ input: Operations.GetRequest.Input) async throws -> Operations.GetRequest.Output {
         let caller = try await caller()
         let view = if let wait = input.query.wait {
-            try await service.waitForDecision(caller: caller, id: id(input.path.id), wait: wait)
+            try await service.desk.waitForDecision(caller: caller, id: id(input.path.id), wait: wait)
         } else {
-            try await service.getRequest(caller: caller, id: id(input.path.id))
+            try await service.desk.get(caller: caller, id: id(input.path.id))
         }
         return .ok(.init(body: .json(schema(view, for: caller))))
     }
@@ -87,51 +88,55 @@ struct APIHandler: APIProtocol {
     func approveRequest(_ input: Operations.ApproveRequest.Input) async throws -> Operations.ApproveRequest.Output {
         let comment: String? = if case .json(let body)? = input.body { body.comment } else { nil }
         let caller = try await caller()
-        let view = try await service.decide(caller: caller, id: id(input.path.id), decision: .approve, comment: comment)
+        let view = try await service.desk.decide(caller: caller, id: id(input.path.id), decision: .approve, comment: comment)
         return .ok(.init(body: .json(schema(view, for: caller))))
     }
 
     func denyRequest(_ input: Operations.DenyRequest.Input) async throws -> Operations.DenyRequest.Output {
-        let comment: String? = if case .json(let body)? = input.body { body.comment } else { nil }
+        guard case .json(let body) = input.body else { throw Self.missingComment }
+        let comment = body.comment
         let caller = try await caller()
-        let view = try await service.decide(caller: caller, id: id(input.path.id), decision: .deny, comment: comment)
+        let view = try await service.desk.decide(caller: caller, id: id(input.path.id), decision: .deny, comment: comment)
         return .ok(.init(body: .json(schema(view, for: caller))))
     }
 
     func cancelRequest(_ input: Operations.CancelRequest.Input) async throws -> Operations.CancelRequest.Output {
         let caller = try await caller()
-        let view = try await service.cancel(caller: caller, id: id(input.path.id))
+        let view = try await service.desk.cancel(caller: caller, id: id(input.path.id))
         return .ok(.init(body: .json(schema(view, for: caller))))
     }
+
+    static let missingComment = GatehouseError.invalid("comment", ErrorCode.missingComment, "send {\"comment\": \"why\"}: a denial or a report says why")
 
     // MARK: anti-spam
 
     func reportRequest(_ input: Operations.ReportRequest.Input) async throws -> Operations.ReportRequest.Output {
-        let comment: String? = if case .json(let body)? = input.body { body.comment } else { nil }
+        guard case .json(let body) = input.body else { throw Self.missingComment }
+        let comment = body.comment
         let caller = try await caller()
-        let view = try await service.report(caller: caller, id: id(input.path.id), comment: comment)
+        let view = try await service.desk.report(caller: caller, id: id(input.path.id), comment: comment)
         return .ok(.init(body: .json(schema(view, for: caller))))
     }
 
     func reviewRequest(_ input: Operations.ReviewRequest.Input) async throws -> Operations.ReviewRequest.Output {
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("decision", "missing_body", "send {\"decision\": \"release\"} or {\"decision\": \"reject\"}") }
         let caller = try await caller()
-        let view = try await service.review(caller: caller, id: id(input.path.id), release: body.decision == .release, comment: body.comment)
+        let view = try await service.desk.review(caller: caller, id: id(input.path.id), release: body.decision == .release, comment: body.comment)
         return .ok(.init(body: .json(schema(view, for: caller))))
     }
 
     func listPrincipals(_ input: Operations.ListPrincipals.Input) async throws -> Operations.ListPrincipals.Output {
-        let flags = try await service.flaggedPrincipals(caller: caller(), blocked: input.query.blocked ?? false, throttled: input.query.throttled ?? false)
+        let flags = try await service.principals.flagged(caller: caller(), blocked: input.query.blocked ?? false, throttled: input.query.throttled ?? false)
         return .ok(.init(body: .json(.init(principals: flags.map(Self.schema)))))
     }
 
     func unblockPrincipal(_ input: Operations.UnblockPrincipal.Input) async throws -> Operations.UnblockPrincipal.Output {
-        let flags = try await service.unblock(caller: caller(), principal: input.path.name)
+        let flags = try await service.principals.unblock(caller: caller(), principal: input.path.name)
         return .ok(.init(body: .json(Self.schema(flags))))
     }
 
     func listNotifications(_ input: Operations.ListNotifications.Input) async throws -> Operations.ListNotifications.Output {
-        let notifications = try await service.notifications(caller: caller(), recipient: input.query.recipient, limit: limit(input.query.limit))
+        let notifications = try await service.principals.notifications(caller: caller(), recipient: input.query.recipient, limit: limit(input.query.limit))
         return .ok(.init(body: .json(.init(notifications: notifications.map {
             .init(id: $0.id, recipient: $0.recipient, kind: .init(rawValue: $0.kind.rawValue) ?? .request, requestIds: $0.requestIds,
                   summary: $0.summary, createdAt: $0.createdAt, updatedAt: $0.updatedAt, sentAt: $0.sentAt)
@@ -146,25 +151,25 @@ struct APIHandler: APIProtocol {
     // MARK: grants
 
     func listGrants(_ input: Operations.ListGrants.Input) async throws -> Operations.ListGrants.Output {
-        let grants = try await service.listGrants(caller: caller(), all: input.query.scope == .all,
+        let grants = try await service.grants.list(caller: caller(), all: input.query.scope == .all,
                                                   activeOnly: input.query.active ?? false, limit: limit(input.query.limit))
         let now = service.clock.now()
         return .ok(.init(body: .json(.init(grants: grants.map { Self.schema($0, now: now) }))))
     }
 
     func getGrant(_ input: Operations.GetGrant.Input) async throws -> Operations.GetGrant.Output {
-        let grant = try await service.getGrant(caller: caller(), id: id(input.path.id))
+        let grant = try await service.grants.get(caller: caller(), id: id(input.path.id))
         return .ok(.init(body: .json(Self.schema(grant, now: service.clock.now()))))
     }
 
     func releaseGrant(_ input: Operations.ReleaseGrant.Input) async throws -> Operations.ReleaseGrant.Output {
-        let grant = try await service.release(caller: caller(), id: id(input.path.id))
+        let grant = try await service.grants.release(caller: caller(), id: id(input.path.id))
         return .ok(.init(body: .json(Self.schema(grant, now: service.clock.now()))))
     }
 
     func revokeGrant(_ input: Operations.RevokeGrant.Input) async throws -> Operations.RevokeGrant.Output {
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("reason", "missing_reason", "say why the grant is revoked") }
-        let grant = try await service.revoke(caller: caller(), id: id(input.path.id), reason: body.reason)
+        let grant = try await service.grants.revoke(caller: caller(), id: id(input.path.id), reason: body.reason)
         return .ok(.init(body: .json(Self.schema(grant, now: service.clock.now()))))
     }
 
@@ -181,7 +186,7 @@ struct APIHandler: APIProtocol {
             return .ok(.init(body: .json(try await checkAction(caller, resource: body.resource, action: action, principal: body.principal))))
         }
         let role = body.role ?? ""
-        let (principal, decision) = try await service.check(caller: caller, resource: body.resource, role: role, principal: body.principal)
+        let (principal, decision) = try await service.checks.check(caller: caller, resource: body.resource, role: role, principal: body.principal)
         var result = Components.Schemas.CheckResult(decision: .deny, principal: principal, resource: body.resource, role: role)
         switch decision {
         case .allow(let grant):
@@ -200,7 +205,7 @@ struct APIHandler: APIProtocol {
     }
 
     private func checkAction(_ caller: Caller, resource: String, action: Action, principal: String?) async throws -> Components.Schemas.CheckResult {
-        let (subject, decision, classification) = try await service.checkAction(caller: caller, resource: resource, action: action, principal: principal)
+        let (subject, decision, classification) = try await service.checks.checkAction(caller: caller, resource: resource, action: action, principal: principal)
         var result = Components.Schemas.CheckResult(decision: .deny, principal: subject, resource: resource,
                                                     classification: Self.schema(classification, action: action))
         switch decision {
@@ -231,7 +236,7 @@ struct APIHandler: APIProtocol {
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
         guard let action = try Self.action(body) else { throw GatehouseError.invalid("text", "missing_action", "send {\"kind\": \"sql\", \"text\": ...}") }
         if let problem = action.problem { throw GatehouseError.invalid("text", "invalid_action", problem) }
-        let classification = await service.classify(action, normalize: true)
+        let classification = await service.checks.classify(action, normalize: true)
         return .ok(.init(body: .json(Self.schema(classification, action: action))))
     }
 
@@ -258,7 +263,7 @@ struct APIHandler: APIProtocol {
         }
         let filter = StoreSession.AuditFilter(since: input.query.since, actorOrSubject: input.query.principal, resource: input.query.resource,
                                               afterSeq: input.query.afterSeq, limit: try limit(input.query.limit, max: 10_000))
-        let events = try await service.audit(caller: caller(), filter: filter)
+        let events = try await service.audit.events(caller: caller(), filter: filter)
         return .ok(.init(body: .json(.init(events: events.map {
             .init(seq: $0.seq, at: $0.at, actor: $0.actor, action: $0.action, subject: $0.subject, resource: $0.resource,
                   details: .init(additionalProperties: $0.details), prevHash: $0.prevHash, hash: $0.hash)
@@ -266,7 +271,7 @@ struct APIHandler: APIProtocol {
     }
 
     func verifyAudit(_ input: Operations.VerifyAudit.Input) async throws -> Operations.VerifyAudit.Output {
-        let result = try await service.verifyAudit(caller: caller())
+        let result = try await service.audit.verify(caller: caller())
         return .ok(.init(body: .json(.init(ok: result.ok, eventsChecked: result.eventsChecked, brokenAt: result.brokenAt, problem: result.problem))))
     }
 
@@ -275,22 +280,22 @@ struct APIHandler: APIProtocol {
     func createToken(_ input: Operations.CreateToken.Input) async throws -> Operations.CreateToken.Output {
         let caller = try await caller()
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("principal", "missing_body", "send {\"principal\": NAME}") }
-        let (record, secret) = try await service.createToken(caller: caller, principal: body.principal, description: body.description)
+        let (record, secret) = try await service.tokens.create(caller: caller, principal: body.principal, description: body.description)
         return .created(.init(body: .json(.init(id: record.id, principal: record.principal, token: secret))))
     }
 
     func listTokens(_ input: Operations.ListTokens.Input) async throws -> Operations.ListTokens.Output {
-        let tokens = try await service.listTokens(caller: caller(), includeRevoked: input.query.includeRevoked ?? false)
+        let tokens = try await service.tokens.list(caller: caller(), includeRevoked: input.query.includeRevoked ?? false)
         return .ok(.init(body: .json(.init(tokens: tokens.map(Self.schema)))))
     }
 
     func revokeToken(_ input: Operations.RevokeToken.Input) async throws -> Operations.RevokeToken.Output {
-        let token = try await service.revokeToken(caller: caller(), id: id(input.path.id))
+        let token = try await service.tokens.revoke(caller: caller(), id: id(input.path.id))
         return .ok(.init(body: .json(Self.schema(token))))
     }
 
     func reloadPolicy(_ input: Operations.ReloadPolicy.Input) async throws -> Operations.ReloadPolicy.Output {
-        let result = try await service.policyReload(caller: caller())
+        let result = try await service.housekeeping.reloadPolicy(caller: caller())
         return .ok(.init(body: .json(.init(reloaded: result.reloaded, problems: result.problems))))
     }
 
@@ -339,24 +344,24 @@ struct APIHandler: APIProtocol {
     func breakGlass(_ input: Operations.BreakGlass.Input) async throws -> Operations.BreakGlass.Output {
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
         let caller = try await caller()
-        let (_, _, use) = try await service.breakGlass(caller: caller, input: NewRequestInput(
+        let (_, _, use) = try await service.breakGlass.use(caller: caller, input: NewRequestInput(
             resource: body.resource, role: body.role, duration: body.duration ?? "", reason: body.reason, ticket: body.ticket))
         return .created(.init(body: .json(Self.schema(use))))
     }
 
     func listBreakGlass(_ input: Operations.ListBreakGlass.Input) async throws -> Operations.ListBreakGlass.Output {
-        let uses = try await service.breakGlassUses(caller: caller(), awaitingReview: input.query.awaitingReview ?? false, limit: limit(input.query.limit))
+        let uses = try await service.breakGlass.uses(caller: caller(), awaitingReview: input.query.awaitingReview ?? false, limit: limit(input.query.limit))
         return .ok(.init(body: .json(.init(uses: uses.map(Self.schema)))))
     }
 
     func reviewBreakGlass(_ input: Operations.ReviewBreakGlass.Input) async throws -> Operations.ReviewBreakGlass.Output {
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("comment", "missing_comment", "send {\"comment\": \"...\"}") }
-        let use = try await service.reviewBreakGlass(caller: caller(), grantId: id(input.path.id), comment: body.comment)
+        let use = try await service.breakGlass.review(caller: caller(), grantId: id(input.path.id), comment: body.comment)
         return .ok(.init(body: .json(Self.schema(use))))
     }
 
     func listWebhookDeliveries(_ input: Operations.ListWebhookDeliveries.Input) async throws -> Operations.ListWebhookDeliveries.Output {
-        let deliveries = try await service.webhookDeliveries(caller: caller(), limit: limit(input.query.limit))
+        let deliveries = try await service.outbox.deliveries(caller: caller(), limit: limit(input.query.limit))
         return .ok(.init(body: .json(.init(deliveries: deliveries.map { d in
             .init(id: d.id, endpoint: d.endpoint, event: d.event,
                   state: d.deliveredAt != nil ? .delivered : d.failedAt != nil ? .failed : .queued,

@@ -1,5 +1,6 @@
 @preconcurrency import Dispatch
 import Foundation
+import GatehouseApp
 import GatehouseCore
 import GatehouseStore
 import Hummingbird
@@ -9,9 +10,9 @@ import OpenAPIHummingbird
 import OpenAPIRuntime
 import ServiceLifecycle
 
-/// Builds the HTTP application around an `AccessService`.
+/// Builds the HTTP application around an `UseCases`.
 public enum GatehouseHTTP {
-    public static func makeRouter(service: AccessService, logger: Logger) throws -> Router<GatehouseRequestContext> {
+    public static func makeRouter(service: UseCases, metrics: GatehouseMetrics, logger: Logger) throws -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: ProblemMiddleware(logger: logger))
         router.add(middleware: RequestInfoMiddleware())
@@ -20,15 +21,15 @@ public enum GatehouseHTTP {
         // Prometheus text format; counters only, no principal names in labels.
         router.get("/metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(string: service.metrics.render())))
+                     body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
         }
         return router
     }
 
-    public static func makeApplication(service: AccessService, host: String, port: Int, logger: Logger,
+    public static func makeApplication(service: UseCases, metrics: GatehouseMetrics, host: String, port: Int, logger: Logger,
                                        services: [any Service] = [],
                                        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
-        let router = try makeRouter(service: service, logger: logger)
+        let router = try makeRouter(service: service, metrics: metrics, logger: logger)
         // Idle connections (including half-sent requests) are closed after 30 s.
         return Application(router: router, server: .http1(configuration: .init(idleTimeout: .seconds(30))),
                            configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse"),
@@ -39,11 +40,11 @@ public enum GatehouseHTTP {
 /// Periodically marks expired grants and requests. Expiry itself is enforced at decision time;
 /// the sweeper only records and announces it.
 public struct Sweeper: Service {
-    let service: AccessService
+    let service: UseCases
     let interval: Duration
     let logger: Logger
 
-    public init(service: AccessService, interval: Duration, logger: Logger) {
+    public init(service: UseCases, interval: Duration, logger: Logger) {
         self.service = service
         self.interval = interval
         self.logger = logger
@@ -53,7 +54,7 @@ public struct Sweeper: Service {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 // The lease outlives a few missed sweeps, not a stopped instance.
-                let swept = try await service.sweep(lease: max(10, 3 * Double(interval.components.seconds)))
+                let swept = try await service.housekeeping.sweep(lease: max(10, 3 * Double(interval.components.seconds)))
                 if swept.grants + swept.requests > 0 {
                     logger.info("sweeper ended expired items", metadata: ["grants": "\(swept.grants)", "requests": "\(swept.requests)"])
                 }
@@ -67,10 +68,10 @@ public struct Sweeper: Service {
 
 /// Re-reads the policy file on SIGHUP, keeping the running policy if the new one is invalid.
 public struct PolicyReloadOnHangup: Service {
-    let service: AccessService
+    let service: UseCases
     let logger: Logger
 
-    public init(service: AccessService, logger: Logger) {
+    public init(service: UseCases, logger: Logger) {
         self.service = service
         self.logger = logger
     }
@@ -85,7 +86,7 @@ public struct PolicyReloadOnHangup: Service {
         }
         for await _ in hangups.cancelOnGracefulShutdown() {
             do {
-                let result = try await service.reloadPolicy(actor: "system (SIGHUP)")
+                let result = try await service.housekeeping.reloadPolicy(actor: "system (SIGHUP)")
                 for problem in result.problems { logger.warning("\(problem)") }
             } catch {
                 logger.error("policy reload could not be recorded", metadata: ["error": "\(error)"])

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseApp
 import GatehouseCore
 import Hummingbird
 import HTTPTypes
@@ -99,6 +100,9 @@ struct Problem: Sendable {
                 return Problem(status: 400, code: "invalid_parameter",
                                detail: "a query parameter has an invalid value (\(error.causeDescription)); see openapi.yaml for the allowed values",
                                field: problem.field)
+            }
+            if error.causeDescription.localizedCaseInsensitiveContains("missing required request body") {
+                return Problem(status: 400, code: "missing_body", detail: "this operation needs a JSON body (for deny and report: {\"comment\": \"why\"}); see openapi.yaml")
             }
             // Anything else the generated layer rejects is a malformed request (bad query value, wrong content type).
             return Problem(status: 400, code: "bad_request", detail: "the request could not be read: \(error.causeDescription); check it against openapi.yaml")

@@ -234,7 +234,7 @@ final class PostgresBackend: StoreBackend {
                     throw GatehouseError(.unavailable, "store_outcome_unknown", "the database connection failed while committing: the change may or may not have been made; look it up (`gatehouse requests`, `gatehouse show ID`) before trying again")
                 }
                 return result
-            } catch let error as GatehouseError where error.code == "store_outcome_unknown" {
+            } catch let error as GatehouseError where error.code == ErrorCode.storeOutcomeUnknown {
                 throw error
             } catch {
                 // A connection that cannot roll back is closed: the server then rolls back for it,

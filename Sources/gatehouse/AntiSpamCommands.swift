@@ -6,7 +6,7 @@ struct ReportCommand: AsyncParsableCommand {
         commandName: "report",
         abstract: "Report a request as suspicious: its requester is blocked, their grants revoked, their waiting requests held.")
     @Argument(help: "Request id.") var id: String
-    @Option(help: "What looked wrong (for the reviewers and the record).") var comment: String?
+    @Option(help: "What looked wrong (required: the reviewers read it, and it is kept in the audit log).") var comment: String
     @OptionGroup var options: ClientOptions
 
     func run() async throws {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GatehouseApp
 import GatehouseCore
 import GatehouseProxy
 import GatehouseServer
@@ -44,7 +45,7 @@ struct Gatehouse: AsyncParsableCommand {
                 if wantsJSON { FileHandle.standardOutput.write(body + Data("\n".utf8)) }
                 FileHandle.standardError.write(Data("error (\(status)): \(message)\n".utf8))
                 // Being refused by policy is a denial, not a malfunction.
-                Foundation.exit(code == "not_a_requester" ? 4 : 1)
+                Foundation.exit(code == ErrorCode.notARequester ? 4 : 1)
             case .outcome(let code):
                 Foundation.exit(code)
             }
@@ -93,7 +94,7 @@ struct ServeCommand: AsyncParsableCommand {
         let sweepInterval: TimeSpan
         do { sweepInterval = try TimeSpan.parse(sweepEvery) } catch { throw ValidationError("--sweep-every: \(error.description)") }
         guard (1...65535).contains(port) else { throw ValidationError("--port must be between 1 and 65535") }
-        let (logger, store, service) = try await ServerSetup.open(policy: policy, database: database, logLevel: logLevel, environment: env)
+        let (logger, store, service, metrics) = try await ServerSetup.open(policy: policy, database: database, logLevel: logLevel, environment: env)
         let guardProxy = proxy ? GuardProxy(service: service, logger: logger) : nil
         if let guardProxy {
             do { try guardProxy.validate() } catch {
@@ -103,7 +104,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let runLogger = logger
         let app = try GatehouseHTTP.makeApplication(
-            service: service, host: host, port: port, logger: logger,
+            service: service, metrics: metrics, host: host, port: port, logger: logger,
             services: [Sweeper(service: service, interval: .seconds(sweepInterval.seconds), logger: logger),
                        WebhookDispatcher(service: service, logger: logger),
                        PolicyReloadOnHangup(service: service, logger: logger)] + (guardProxy.map { [$0] } ?? []),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GatehouseApp
 import GatehouseCore
 import GatehouseProxy
 import GatehouseServer
@@ -11,7 +12,7 @@ import ServiceLifecycle
 /// bootstrap admin.
 enum ServerSetup {
     static func open(policy: String?, database: String?, logLevel: String, environment env: [String: String])
-        async throws -> (Logger, GatehouseStore, AccessService) {
+        async throws -> (Logger, GatehouseStore, UseCases, GatehouseMetrics) {
         var logger = Logger(label: "gatehouse")
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
         logger.logLevel = level
@@ -30,10 +31,12 @@ enum ServerSetup {
         }
         let databaseURL = database ?? env["GATEHOUSE_DATABASE"] ?? "sqlite:gatehouse.db"
         let store = try await GatehouseStore.open(url: databaseURL, logger: logger)
-        let service = AccessService(store: store, policies: PolicyHolder(initialPolicy, path: policyPath), clock: SystemClock(), logger: logger)
+        let metrics = GatehouseMetrics()
+        let service = UseCases(store: store, policies: PolicyHolder(initialPolicy, path: policyPath), clock: SystemClock(), logger: logger,
+                               metrics: metrics)
         if let adminToken {
             do {
-                if try await service.bootstrapAdmin(token: adminToken) {
+                if try await service.tokens.bootstrapAdmin(token: adminToken) {
                     logger.notice("created the bootstrap admin from GATEHOUSE_ADMIN_TOKEN")
                 }
             } catch {
@@ -41,7 +44,7 @@ enum ServerSetup {
                 throw error
             }
         }
-        return (logger, store, service)
+        return (logger, store, service, metrics)
     }
 }
 
@@ -61,7 +64,7 @@ struct ProxyCommand: AsyncParsableCommand {
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
-        let (logger, store, service) = try await ServerSetup.open(policy: policy, database: database, logLevel: logLevel, environment: env)
+        let (logger, store, service, _) = try await ServerSetup.open(policy: policy, database: database, logLevel: logLevel, environment: env)
         let guardProxy = GuardProxy(service: service, logger: logger)
         do {
             try guardProxy.validate()

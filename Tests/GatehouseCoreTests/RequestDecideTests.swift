@@ -9,7 +9,9 @@ struct RequestDecideTests {
 
     func decide(_ request: AccessRequest, existing: [Approval] = [], by approver: String, _ decision: ApprovalDecision = .approve,
                 comment: String? = nil, policy: Policy? = nil, at now: Date? = nil) throws(GatehouseError) -> RequestLifecycle.DecideOutcome {
-        try RequestLifecycle.decide(request, existing: existing, approver: approver, decision: decision, comment: comment,
+        // A denial says why; tests that are not about the comment give one.
+        let said = comment ?? (decision == .deny ? "not now" : nil)
+        return try RequestLifecycle.decide(request, existing: existing, approver: approver, decision: decision, comment: said,
                                     policy: policy ?? self.policy, now: now ?? t0.addingTimeInterval(60), grantId: "grt_9")
     }
 

@@ -585,11 +585,11 @@ enum WireBytes {
 // MARK: - Fuzzing the client decoder
 
 /// Random and mutated client byte streams for `FrontendDecoder`. The test command runs
-/// `FUZZ_ITERATIONS` inputs (20,000 by default, well under a second); the long run is
-/// `FUZZ_ITERATIONS=2000000 swift test --filter WireFuzz`.
+/// `GATEHOUSE_FUZZ_INPUTS` inputs (20,000 by default, well under a second), the same knob as the classifier's fuzz run; the long run is
+/// `GATEHOUSE_FUZZ_INPUTS=2000000 swift test --filter WireFuzz`.
 @Suite struct WireFuzzTests {
     static var iterations: Int {
-        ProcessInfo.processInfo.environment["FUZZ_ITERATIONS"].flatMap { Int($0) } ?? 20_000
+        ProcessInfo.processInfo.environment["GATEHOUSE_FUZZ_INPUTS"].flatMap { Int($0) } ?? 20_000
     }
 
     static let seed: UInt64 = 0x6761_7465_686F_7573

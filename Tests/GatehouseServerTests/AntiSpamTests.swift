@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseApp
 import GatehouseCore
 import GatehouseServer
 import GatehouseStore
@@ -221,7 +222,7 @@ struct AntiSpamTests {
             let other = try #require(try await server.request(t["alice"]!, resource: "billing-api", role: "operate", reason: "INC-3 replay the billing events").string("id"))
             #expect(try await server.check(t["alice"]!, role: "read").string("decision") == "allow")
             // The requester cannot report their own request, and nobody can report what they cannot see.
-            #expect(try await server.send(.POST, "/v1/requests/\(write)/report", token: t["alice"]!, json: [:]).status == 403)
+            #expect(try await server.send(.POST, "/v1/requests/\(write)/report", token: t["alice"]!, json: ["comment": "looks odd"]).status == 403)
             let reply = try await server.send(.POST, "/v1/requests/\(write)/report", token: t["carol"]!, json: ["comment": "alice is on leave; this is not her"])
             #expect(reply.status == 200)
             #expect(reply.string("state") == "quarantined")
@@ -232,7 +233,7 @@ struct AntiSpamTests {
             // A blocked principal can neither be approved nor report anyone.
             let bob = try await server.token(for: "bob")
             let bobs = try #require(try await server.request(bob, resource: "billing-api", role: "operate", reason: "INC-4 rotate the billing keys").string("id"))
-            #expect(try await server.send(.POST, "/v1/requests/\(bobs)/report", token: t["alice"]!, json: [:]).string("code") == "principal_blocked")
+            #expect(try await server.send(.POST, "/v1/requests/\(bobs)/report", token: t["alice"]!, json: ["comment": "looks odd"]).string("code") == "principal_blocked")
             let refused = try await server.request(t["alice"]!, resource: "reports-db", role: "read", reason: "INC-3 one more thing")
             #expect(refused.status == 403)
             #expect(refused.string("code") == "principal_blocked")
@@ -258,7 +259,7 @@ struct AntiSpamTests {
             """)) { server in
             let t = try await server.tokens("alice", "bob", "carol")
             let write = try #require(try await server.request(t["alice"]!, reason: "INC-3 change the incident tables").string("id"))
-            #expect(try await server.send(.POST, "/v1/requests/\(write)/report", token: t["carol"]!, json: [:]).status == 200)
+            #expect(try await server.send(.POST, "/v1/requests/\(write)/report", token: t["carol"]!, json: ["comment": "looks odd"]).status == 200)
             // Four held requests from the blocked principal, then one from bob: bob's answer comes first
             // (the 3 s hold leaves a loaded machine ample time to answer bob).
             let finished = try await withThrowingTaskGroup(of: (String, Int, Duration).self) { group in
@@ -323,21 +324,21 @@ struct AntiSpamTests {
         await #expect(throws: GatehouseError.self) { _ = try await GatehouseStore.open(url: "sqlite:\(path)") }
         let clock = ManualClock()
         let services = [first, second].map {
-            AccessService(store: $0, policies: PolicyHolder(try! PolicyLoader.loadValid(file: policyPath), path: policyPath), clock: clock)
+            UseCases(store: $0, policies: PolicyHolder(try! PolicyLoader.loadValid(file: policyPath), path: policyPath), clock: clock)
         }
-        _ = try await services[0].bootstrapAdmin(token: TestServer.adminToken)
-        let admin = try await services[0].authenticate(bearer: TestServer.adminToken)
-        let (_, secret) = try await services[0].createToken(caller: admin, principal: "alice", description: nil)
+        _ = try await services[0].tokens.bootstrapAdmin(token: TestServer.adminToken)
+        let admin = try await services[0].tokens.authenticate(bearer: TestServer.adminToken)
+        let (_, secret) = try await services[0].tokens.create(caller: admin, principal: "alice", description: nil)
         var accepted = 0
         try await withThrowingTaskGroup(of: Bool.self) { group in
             for index in 0..<40 {
                 let service = services[index % 2]
                 group.addTask {
-                    let caller = try await service.authenticate(bearer: secret)
+                    let caller = try await service.tokens.authenticate(bearer: secret)
                     // `read` needs no approval, so no two of these are "the identical pending request".
                     let input = NewRequestInput(resource: "prod-db", role: "read", duration: "\(10 + index)m", reason: "INC-\(index) distinct work item \(index)")
                     do {
-                        return try await service.createRequest(caller: caller, input: input).created
+                        return try await service.desk.create(caller: caller, input: input).created
                     } catch let error as GatehouseError where error.kind == .tooManyRequests {
                         return false
                     }
@@ -346,7 +347,7 @@ struct AntiSpamTests {
             for try await ok in group where ok { accepted += 1 }
         }
         #expect(accepted == 5, "\(accepted) accepted across two stores")
-        #expect(try await services[1].verifyAuditChain().ok)
+        #expect(try await services[1].audit.verifyChain().ok)
         await first.close()
         await second.close()
     }

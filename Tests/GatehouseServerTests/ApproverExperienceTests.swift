@@ -457,12 +457,12 @@ struct WebhookBudgetTests {
         try await TestServer.with(policy: policy) { server in
             let t = try await server.tokens("alice")
             // Start following the log (the first pass only notes where it begins).
-            try await server.service.queueWebhookMessages()
+            try await server.service.outbox.queueMessages()
             // write: approvers bob, carol, dave, frank (dba), each told at once: their budget is now spent.
             let first = try #require(try await server.request(t["alice"]!, role: "write").string("id"))
             // admin: the same four (over budget: digest) and erin (security, still within budget).
             let second = try #require(try await server.request(t["alice"]!, role: "admin", reason: "INC-4411 rebuild the broken index").string("id"))
-            try await server.service.queueWebhookMessages()
+            try await server.service.outbox.queueMessages()
             var deliveries = try await server.send(.GET, "/v1/webhooks/deliveries?limit=100", token: TestServer.adminToken)
                 .json["deliveries"] as? [[String: Any]] ?? []
             #expect(deliveries.count == 2, "\(deliveries)")
@@ -477,12 +477,12 @@ struct WebhookBudgetTests {
             #expect(secondBody.contains("https://gatehouse.example.com/requests/\(second)"))
 
             // Nothing is sent as a digest before the interval...
-            #expect(try await server.service.flushDigests() == 0)
+            #expect(try await server.service.outbox.flushDigests() == 0)
             server.clock.advance(by: 601)
             // ...then one digest per approver who was over budget, naming the request.
-            #expect(try await server.service.flushDigests() == 4)
-            #expect(try await server.service.flushDigests() == 0)
-            try await server.service.queueWebhookMessages()
+            #expect(try await server.service.outbox.flushDigests() == 4)
+            #expect(try await server.service.outbox.flushDigests() == 0)
+            try await server.service.outbox.queueMessages()
             deliveries = try await server.send(.GET, "/v1/webhooks/deliveries?limit=100", token: TestServer.adminToken)
                 .json["deliveries"] as? [[String: Any]] ?? []
             #expect(deliveries.filter { $0["event"] as? String == "digest" }.count == 4)
@@ -509,28 +509,28 @@ struct WebhookGiveUpTests {
         try await TestServer.with(policy: policy) { server in
             let service = server.service
             let t = try await server.tokens("alice", "bob")
-            try await service.queueWebhookMessages()
+            try await service.outbox.queueMessages()
             let id = try #require(try await server.request(t["alice"]!).string("id"))
             _ = try await server.approve(t["bob"]!, id)
-            try await service.queueWebhookMessages()
-            var due = try await service.claimWebhookDeliveries(lease: 30)
+            try await service.outbox.queueMessages()
+            var due = try await service.outbox.claimDeliveries(lease: 30)
             #expect(due.count == 3)
             // Claimed: nobody else takes them while the attempt runs.
-            #expect(try await service.claimWebhookDeliveries(lease: 30).isEmpty)
+            #expect(try await service.outbox.claimDeliveries(lease: 30).isEmpty)
             let byEvent = Dictionary(uniqueKeysWithValues: due.map { ($0.event, $0) })
-            try await service.recordWebhookAttempts([
+            try await service.outbox.recordAttempts([
                 .init(delivery: byEvent["request.created"]!, status: 500, error: nil),
                 .init(delivery: byEvent["request.approved"]!, status: 410, error: nil),
                 .init(delivery: byEvent["grant.started"]!, status: nil, error: "connection refused"),
             ])
             // Not due before the backoff has passed...
-            #expect(try await service.claimWebhookDeliveries(lease: 30).isEmpty)
+            #expect(try await service.outbox.claimDeliveries(lease: 30).isEmpty)
             server.clock.advance(by: 2)
-            due = try await service.claimWebhookDeliveries(lease: 30)
+            due = try await service.outbox.claimDeliveries(lease: 30)
             #expect(Set(due.map(\.event)) == ["request.created", "grant.started"])
-            try await service.recordWebhookAttempts(due.map { .init(delivery: $0, status: 503, error: nil) })
+            try await service.outbox.recordAttempts(due.map { .init(delivery: $0, status: 503, error: nil) })
             server.clock.advance(by: 5)
-            #expect(try await service.claimWebhookDeliveries(lease: 30).isEmpty)
+            #expect(try await service.outbox.claimDeliveries(lease: 30).isEmpty)
 
             let rows = try await server.send(.GET, "/v1/webhooks/deliveries", token: TestServer.adminToken).json["deliveries"] as? [[String: Any]] ?? []
             #expect(rows.count == 3)
@@ -542,13 +542,13 @@ struct WebhookGiveUpTests {
 
             // A message for an endpoint that left the policy is given up at its next attempt.
             let second = try #require(try await server.request(t["alice"]!, resource: "prod-host", role: "operate").string("id"))
-            try await service.queueWebhookMessages()
+            try await service.outbox.queueMessages()
             try server.writePolicy(TestServer.policyYAML, reload: true)
-            let orphaned = try await service.claimWebhookDeliveries(lease: 30)
+            let orphaned = try await service.outbox.claimDeliveries(lease: 30)
             #expect(orphaned.count == 1)
             #expect(orphaned.first?.event == "request.created")
             #expect(orphaned.first?.body.contains("prod-host/operate") == true, "\(second)")
-            try await service.recordWebhookAttempts(orphaned.map { .init(delivery: $0, status: nil, error: "not sent") })
+            try await service.outbox.recordAttempts(orphaned.map { .init(delivery: $0, status: nil, error: "not sent") })
             let last = try await server.send(.GET, "/v1/webhooks/deliveries?limit=1", token: TestServer.adminToken).json["deliveries"] as? [[String: Any]]
             #expect(last?.first?["last_status"] as? String == "endpoint no longer in the policy")
         }
@@ -567,7 +567,7 @@ struct WebReviewTests {
                 chat: {url: "http://127.0.0.1:9/hook", format: slack, events: [request.created]}
             """
         try await TestServer.with(policy: policy) { server in
-            try await server.service.queueWebhookMessages()
+            try await server.service.outbox.queueMessages()
             let t = try await server.tokens("alice", "bob", "erin")
             // bob reports one of alice's requests: alice is blocked, her other waiting ones are held.
             let reported = try #require(try await server.request(t["alice"]!).string("id"))
@@ -598,7 +598,7 @@ struct WebReviewTests {
             #expect(try await erin.get(released.location!).html.contains("Released: the approvers are told now."))
             #expect(try await server.send(.GET, "/v1/requests/\(held)", token: TestServer.adminToken).string("state") == "pending")
             // Released, it reaches its approvers now: the outbox announces it as waiting, with a link.
-            try await server.service.queueWebhookMessages()
+            try await server.service.outbox.queueMessages()
             let bodies = try await server.service.store.read { try await $0.deliveries(limit: 100) }
                 .filter { $0.event == "request.created" }.map(\.body)
             #expect(bodies.contains { $0.contains("https://gatehouse.example.com/requests/\(held)") }, "\(bodies)")

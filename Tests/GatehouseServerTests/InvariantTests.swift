@@ -151,11 +151,11 @@ struct InvariantTests {
             let release = try await server.send(.POST, "/v1/grants/\(grantId)/release", token: t["alice"]!)
             #expect(release.status == 409)
 
-            try await server.service.sweep()
+            try await server.service.housekeeping.sweep()
             let events = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken)
             let actions = (events.json["events"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String }
             #expect(actions.filter { $0 == "grant.expired" }.count == 1)
-            try await server.service.sweep()
+            try await server.service.housekeeping.sweep()
             #expect(try await server.auditCount() == (events.json["events"] as? [Any])?.count)
         }
     }
@@ -176,7 +176,7 @@ struct InvariantTests {
             // And the sweeper expires the ones nobody touched.
             let other = try #require(try await server.request(t["alice"]!).string("id"))
             server.clock.advance(by: 3601)
-            let swept = try await server.service.sweep()
+            let swept = try await server.service.housekeeping.sweep()
             #expect(swept.requests == 1)
             #expect(try await server.send(.GET, "/v1/requests/\(other)", token: t["alice"]!).string("state") == "expired")
         }
@@ -189,20 +189,20 @@ struct InvariantTests {
             let first = try #require(try await server.request(t["alice"]!).string("id"))
             server.clock.advance(by: 3601)
             // Instance A takes the two-hour lease with its sweep; instance B, on the same database, is turned away.
-            #expect(try await server.service.sweep(holder: "instance-a", lease: 7200).requests == 1)
+            #expect(try await server.service.housekeeping.sweep(holder: "instance-a", lease: 7200).requests == 1)
             let second = try #require(try await server.request(t["alice"]!).string("id"))
             server.clock.advance(by: 3601)
-            #expect(try await server.service.sweep(holder: "instance-b", lease: 7200).requests == 0)
+            #expect(try await server.service.housekeeping.sweep(holder: "instance-b", lease: 7200).requests == 0)
             #expect(try await server.send(.GET, "/v1/requests/\(second)", token: t["alice"]!).string("state") == "pending")
             // A stops (no renewal). Once its lease has run out, B takes over and sweeps.
             server.clock.advance(by: 3600)
-            #expect(try await server.service.sweep(holder: "instance-b", lease: 7200).requests == 1)
+            #expect(try await server.service.housekeeping.sweep(holder: "instance-b", lease: 7200).requests == 1)
             #expect(try await server.send(.GET, "/v1/requests/\(second)", token: t["alice"]!).string("state") == "expired")
             #expect(try await server.send(.GET, "/v1/requests/\(first)", token: t["alice"]!).string("state") == "expired")
             // And A, back again, waits for B's lease in turn.
             _ = try #require(try await server.request(t["alice"]!).string("id"))
             server.clock.advance(by: 3601)
-            #expect(try await server.service.sweep(holder: "instance-a", lease: 7200).requests == 0)
+            #expect(try await server.service.housekeeping.sweep(holder: "instance-a", lease: 7200).requests == 0)
         }
     }
 

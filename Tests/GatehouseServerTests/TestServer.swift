@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import GatehouseTestSupport
+import GatehouseApp
 import GatehouseCore
 import GatehouseServer
 import GatehouseStore
@@ -55,7 +56,7 @@ final class TestServer: Sendable {
     let folder: URL
     let port: Int
     let clock: ManualClock
-    let service: AccessService
+    let service: UseCases
     let policyPath: String
     let database: TestDatabase
     private let group: ServiceGroup
@@ -74,11 +75,12 @@ final class TestServer: Sendable {
         let database = try await TestDatabase.fresh(kind, folder: folder)
         let store = try await database.open(logger: logger)
         let clock = ManualClock(Date(timeIntervalSince1970: 1_800_000_000))
-        let service = AccessService(store: store, policies: PolicyHolder(try PolicyLoader.loadValid(file: policyPath), path: policyPath),
-                                    clock: clock, logger: logger)
-        _ = try await service.bootstrapAdmin(token: adminToken)
+        let metrics = GatehouseMetrics()
+        let service = UseCases(store: store, policies: PolicyHolder(try PolicyLoader.loadValid(file: policyPath), path: policyPath),
+                               clock: clock, logger: logger, metrics: metrics)
+        _ = try await service.tokens.bootstrapAdmin(token: adminToken)
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
-        let app = try GatehouseHTTP.makeApplication(service: service, host: "127.0.0.1", port: 0, logger: logger) { channel in
+        let app = try GatehouseHTTP.makeApplication(service: service, metrics: metrics, host: "127.0.0.1", port: 0, logger: logger) { channel in
             portContinuation.yield(channel.localAddress?.port ?? 0)
             portContinuation.finish()
         }
@@ -90,7 +92,7 @@ final class TestServer: Sendable {
                           group: group, runTask: runTask)
     }
 
-    private init(folder: URL, port: Int, clock: ManualClock, service: AccessService, policyPath: String, database: TestDatabase,
+    private init(folder: URL, port: Int, clock: ManualClock, service: UseCases, policyPath: String, database: TestDatabase,
                  group: ServiceGroup, runTask: Task<Void, any Error>) {
         self.database = database
         self.folder = folder

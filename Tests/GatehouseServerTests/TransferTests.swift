@@ -35,18 +35,18 @@ struct TransferTests {
                 + "\nbreak_glass: {enabled: true, requesters: [dba]}\nnotifications:\n  webhooks:\n    chat: {url: \"http://127.0.0.1:9/hook\", format: slack}\n",
                 reload: true)
             // A break-glass use, and webhook messages queued for it (nothing delivers them here).
-            try await server.service.queueWebhookMessages()
+            try await server.service.outbox.queueMessages()
             let glass = try await server.send(.POST, "/v1/break-glass", token: t["bob"]!,
                                               json: ["resource": "prod-db", "role": "admin", "reason": "INC-1 primary down, failing over"])
             #expect(glass.status == 201)
-            try await server.service.queueWebhookMessages()
+            try await server.service.outbox.queueMessages()
             var last: String?
             for (resource, role) in [("billing-api", "operate"), ("prod-host", "operate"), ("prod-db", "admin"), ("prod-db", "write")] {
                 let reply = try await server.request(t["alice"]!, resource: resource, role: role, reason: "CHG-77 deploy the billing release")
                 last = reply.string("id") ?? last
             }
             let reported = try #require(last)
-            #expect(try await server.send(.POST, "/v1/requests/\(reported)/report", token: t["bob"]!, json: [:]).status == 200)
+            #expect(try await server.send(.POST, "/v1/requests/\(reported)/report", token: t["bob"]!, json: ["comment": "looks odd"]).status == 200)
             let source = server.service.store
             let events = try await server.auditCount()
             #expect(events > 1_900, "\(events) audit events")

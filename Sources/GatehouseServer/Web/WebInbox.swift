@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseApp
 import GatehouseCore
 import GatehouseStore
 import HTTPTypes
@@ -13,7 +14,7 @@ import NIOCore
 /// (Secure when the inbox is served over https); every form carries the session's CSRF token,
 /// and a POST whose Origin is another site is refused as well.
 struct WebInbox {
-    let service: AccessService
+    let service: UseCases
     let library: MustacheLibrary
     let logger: Logger
 
@@ -21,7 +22,7 @@ struct WebInbox {
     static let signInCookie = "gatehouse_signin"
     static let contentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
-    init(service: AccessService, logger: Logger) throws {
+    init(service: UseCases, logger: Logger) throws {
         self.service = service
         self.library = try WebTemplates.library()
         self.logger = logger
@@ -40,7 +41,7 @@ struct WebInbox {
         router.post("/sign-out") { request, _ in
             try await self.guarded(request) {
                 try await self.form(request) { _, _, _ in
-                    if let cookie = request.cookies[Self.sessionCookie]?.value { try await self.service.signOut(cookie: cookie) }
+                    if let cookie = request.cookies[Self.sessionCookie]?.value { try await self.service.webSessions.signOut(cookie: cookie) }
                     var response = Self.redirect("/sign-in")
                     response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.sessionCookie, "", request: request, maxAge: 0)))
                     return response
@@ -64,7 +65,7 @@ struct WebInbox {
                     guard let choice = fields["review"], choice == "release" || choice == "reject" else {
                         throw GatehouseError.invalid("review", "invalid_review", "choose Release or Reject")
                     }
-                    let view = try await self.service.review(caller: caller, id: id, release: choice == "release", comment: fields["comment"])
+                    let view = try await self.service.desk.review(caller: caller, id: id, release: choice == "release", comment: fields["comment"])
                     return Self.redirect("/requests/\(id)?done=\(view.request.state == .pending ? "held-released" : "held-rejected")")
                 }
             }
@@ -73,7 +74,7 @@ struct WebInbox {
             try await self.guarded(request) {
                 try await self.form(request) { caller, _, _ in
                     let id = try Self.validID(context.parameters.get("id") ?? "")
-                    _ = try await self.service.cancel(caller: caller, id: id)
+                    _ = try await self.service.desk.cancel(caller: caller, id: id)
                     return Self.redirect("/requests/\(id)?done=canceled")
                 }
             }
@@ -82,7 +83,7 @@ struct WebInbox {
         router.post("/grants/:id/release") { request, context in
             try await self.guarded(request) {
                 try await self.form(request) { caller, _, _ in
-                    _ = try await self.service.release(caller: caller, id: Self.validID(context.parameters.get("id") ?? ""))
+                    _ = try await self.service.grants.release(caller: caller, id: Self.validID(context.parameters.get("id") ?? ""))
                     return Self.redirect("/grants?done=released")
                 }
             }
@@ -92,7 +93,7 @@ struct WebInbox {
                 try await self.form(request) { caller, _, fields in
                     let reason = (fields["reason"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
                     guard !reason.isEmpty else { throw GatehouseError.invalid("reason", "missing_reason", "say why the grant is revoked") }
-                    _ = try await self.service.revoke(caller: caller, id: Self.validID(context.parameters.get("id") ?? ""), reason: reason)
+                    _ = try await self.service.grants.revoke(caller: caller, id: Self.validID(context.parameters.get("id") ?? ""), reason: reason)
                     return Self.redirect("/grants?done=revoked")
                 }
             }
@@ -101,7 +102,7 @@ struct WebInbox {
         router.post("/break-glass/:id/review") { request, context in
             try await self.guarded(request) {
                 try await self.form(request) { caller, _, fields in
-                    _ = try await self.service.reviewBreakGlass(caller: caller, grantId: Self.validID(context.parameters.get("id") ?? ""),
+                    _ = try await self.service.breakGlass.review(caller: caller, grantId: Self.validID(context.parameters.get("id") ?? ""),
                                                                 comment: fields["comment"] ?? "")
                     return Self.redirect("/break-glass?done=reviewed")
                 }
@@ -113,7 +114,7 @@ struct WebInbox {
     // MARK: sign-in
 
     func signInPage(_ request: Request) async throws -> Response {
-        if let cookie = request.cookies[Self.sessionCookie]?.value, try await service.webCaller(cookie: cookie) != nil {
+        if let cookie = request.cookies[Self.sessionCookie]?.value, try await service.webSessions.caller(cookie: cookie) != nil {
             return Self.redirect("/inbox")
         }
         // Double-submit token: a sign-in form posted from another site cannot know it.
@@ -126,12 +127,12 @@ struct WebInbox {
     func signIn(_ request: Request, _ context: GatehouseRequestContext) async throws -> Response {
         try checkOrigin(request)
         let fields = try await Self.formFields(request)
-        guard let expected = request.cookies[Self.signInCookie]?.value, let given = fields["csrf"], secretsEqual(expected, given) else {
+        guard let expected = request.cookies[Self.signInCookie]?.value, let given = fields["csrf"], TokenSecret.constantTimeEqual(expected, given) else {
             throw GatehouseError(.forbidden, "csrf_failed", "the sign-in form had expired or came from another page; open the sign-in page again and retry")
         }
-        let (cookie, _, _) = try await service.signIn(token: fields["token"] ?? "", sourceIP: context.remoteAddress?.ipAddress)
+        let (cookie, _, _) = try await service.webSessions.signIn(token: fields["token"] ?? "", sourceIP: context.remoteAddress?.ipAddress)
         var response = Self.redirect("/inbox")
-        response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.sessionCookie, cookie, request: request, maxAge: Int(AccessService.webSessionLifetime))))
+        response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.sessionCookie, cookie, request: request, maxAge: Int(WebSessions.lifetime))))
         response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.signInCookie, "", request: request, maxAge: 0)))
         return response
     }
@@ -139,11 +140,11 @@ struct WebInbox {
     // MARK: pages
 
     func inbox(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
-        let waiting = try await service.listRequests(caller: caller, scope: .toApprove, state: nil, limit: 200)
+        let waiting = try await service.desk.list(caller: caller, scope: .toApprove, state: nil, limit: 200)
         var layout = layout
         if !waiting.isEmpty { layout["inboxCount"] = waiting.count }
         let policy = service.policies.policy
-        let held = policy.isReviewer(caller.principal) ? try await service.listRequests(caller: caller, scope: .all, state: .quarantined, limit: 50) : []
+        let held = policy.isReviewer(caller.principal) ? try await service.desk.list(caller: caller, scope: .all, state: .quarantined, limit: 50) : []
         return render("inbox", title: "Inbox", data: [
             "requests": waiting.map { Self.row($0.request) }, "empty": "Nothing is waiting for your decision.",
             "quarantined": held.map { Self.row($0.request) }, "hasQuarantined": !held.isEmpty,
@@ -151,7 +152,7 @@ struct WebInbox {
     }
 
     func mine(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
-        let mine = try await service.listRequests(caller: caller, scope: .mine, state: nil, limit: 200)
+        let mine = try await service.desk.list(caller: caller, scope: .mine, state: nil, limit: 200)
         return render("requests", title: "My requests", data: [
             "heading": "My requests", "requests": mine.map { Self.row($0.request) },
             "empty": "You have not asked for anything yet. Use `gatehouse request RESOURCE --role ROLE --for 30m --reason ...`.",
@@ -159,10 +160,10 @@ struct WebInbox {
     }
 
     func requestPage(_ caller: Caller, _ layout: [String: Any], _ request: Request, id: String) async throws -> Response {
-        let view = try await service.getRequest(caller: caller, id: Self.validID(id))
+        let view = try await service.desk.get(caller: caller, id: Self.validID(id))
         let r = view.request
-        let history = try await service.history(of: r.requester, limit: 11).filter { $0.id != r.id }.prefix(10)
-        let flags = try await service.flags(of: r.requester)
+        let history = try await service.desk.history(of: r.requester, limit: 11).filter { $0.id != r.id }.prefix(10)
+        let flags = try await service.principals.flags(of: r.requester)
         let now = service.clock.now()
         var object: [String: Any] = [
             "id": r.id, "requester": r.requester, "resource": r.resource, "role": r.role, "duration": r.duration.description,
@@ -187,7 +188,7 @@ struct WebInbox {
             },
             "hasApprovals": !view.approvals.isEmpty,
             "approvedCount": view.approvals.filter { $0.decision == .approve }.count,
-            "canDecide": r.state == .pending && now < r.pendingExpiresAt && service.mayDecide(caller, r)
+            "canDecide": r.state == .pending && now < r.pendingExpiresAt && service.desk.mayDecide(caller, r)
                 && !view.approvals.contains { $0.approver == caller.principal },
             "canCancel": r.state == .pending && r.requester == caller.principal,
             "canReview": r.state == .quarantined && r.requester != caller.principal && service.policies.policy.isReviewer(caller.principal),
@@ -208,18 +209,16 @@ struct WebInbox {
 
     func decide(_ caller: Caller, _ fields: [String: String], id raw: String) async throws -> Response {
         let id = try Self.validID(raw)
-        let comment = fields["comment"].flatMap { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? nil : $0 }
+        let comment = fields["comment"]
         switch fields["decision"] {
         case "approve":
-            let view = try await service.decide(caller: caller, id: id, decision: .approve, comment: comment)
+            let view = try await service.desk.decide(caller: caller, id: id, decision: .approve, comment: comment)
             return Self.redirect("/requests/\(id)?done=\(view.request.state == .approved ? "approved" : "recorded")")
         case "deny":
-            guard comment != nil else { throw GatehouseError.invalid("comment", "missing_comment", "say why you deny it: the requester sees your comment") }
-            _ = try await service.decide(caller: caller, id: id, decision: .deny, comment: comment)
+            _ = try await service.desk.decide(caller: caller, id: id, decision: .deny, comment: comment)
             return Self.redirect("/requests/\(id)?done=denied")
         case "report":
-            guard comment != nil else { throw GatehouseError.invalid("comment", "missing_comment", "say what looks suspicious: the reviewers read your comment") }
-            _ = try await service.report(caller: caller, id: id, comment: comment)
+            _ = try await service.desk.report(caller: caller, id: id, comment: comment)
             return Self.redirect("/requests/\(id)?done=reported")
         default:
             throw GatehouseError.invalid("decision", "invalid_decision", "choose Approve, Deny or Report")
@@ -227,7 +226,7 @@ struct WebInbox {
     }
 
     func grants(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
-        let grants = try await service.listGrants(caller: caller, all: caller.isAdmin, activeOnly: true, limit: 500)
+        let grants = try await service.grants.list(caller: caller, all: caller.isAdmin, activeOnly: true, limit: 500)
         let now = service.clock.now()
         return render("grants", title: "Grants", data: [
             "heading": caller.isAdmin ? "Active grants (everyone)" : "My active grants",
@@ -240,7 +239,7 @@ struct WebInbox {
     }
 
     func breakGlassPage(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
-        let uses = try await service.breakGlassUses(caller: caller, awaitingReview: false, limit: 200)
+        let uses = try await service.breakGlass.uses(caller: caller, awaitingReview: false, limit: 200)
         let policy = service.policies.policy
         let ordered = uses.filter(\.awaitsReview) + uses.filter { !$0.awaitsReview }
         return render("break-glass", title: "Break-glass", data: [
@@ -273,8 +272,8 @@ struct WebInbox {
             guard let seq = Int64(before), seq > 0 else { throw GatehouseError.invalid("before", "invalid_before", "before must be an event number") }
             filter.upToSeq = seq - 1
         }
-        let events = try await service.audit(caller: caller, filter: filter)
-        let verification = try await service.verifyAudit(caller: caller)
+        let events = try await service.audit.events(caller: caller, filter: filter)
+        let verification = try await service.audit.verify(caller: caller)
         var older: String?
         if events.count == filter.limit, let last = events.last {
             var items = [URLQueryItem(name: "before", value: "\(last.seq)")]
@@ -305,7 +304,7 @@ struct WebInbox {
 
     /// Runs a GET page for a signed-in user, or sends the browser to the sign-in page.
     func page(_ request: Request, countInbox: Bool = true, _ body: (Caller, [String: Any]) async throws -> Response) async throws -> Response {
-        guard let cookie = request.cookies[Self.sessionCookie]?.value, let (caller, session) = try await service.webCaller(cookie: cookie) else {
+        guard let cookie = request.cookies[Self.sessionCookie]?.value, let (caller, session) = try await service.webSessions.caller(cookie: cookie) else {
             return Self.redirect("/sign-in")
         }
         return try await body(caller, try await layoutData(caller, session, countInbox: countInbox))
@@ -314,11 +313,11 @@ struct WebInbox {
     /// Runs a form POST: a live session, a same-site origin and the session's CSRF token, or 403.
     func form(_ request: Request, _ body: (Caller, WebSession, [String: String]) async throws -> Response) async throws -> Response {
         try checkOrigin(request)
-        guard let cookie = request.cookies[Self.sessionCookie]?.value, let (caller, session) = try await service.webCaller(cookie: cookie) else {
+        guard let cookie = request.cookies[Self.sessionCookie]?.value, let (caller, session) = try await service.webSessions.caller(cookie: cookie) else {
             throw GatehouseError(.unauthorized, "signed_out", "your session has ended; sign in again and repeat what you did")
         }
         let fields = try await Self.formFields(request)
-        guard let given = fields["csrf"], secretsEqual(given, session.csrf) else {
+        guard let given = fields["csrf"], TokenSecret.constantTimeEqual(given, session.csrf) else {
             throw GatehouseError(.forbidden, "csrf_failed", "the form did not carry this session's security token, so nothing was done; reload the page and submit it again")
         }
         return try await body(caller, session, fields)
@@ -327,9 +326,9 @@ struct WebInbox {
     /// The header: who is signed in, the CSRF token for its forms, and the inbox and review counts
     /// (the inbox page counts its own list).
     func layoutData(_ caller: Caller, _ session: WebSession, countInbox: Bool) async throws -> [String: Any] {
-        let waiting = countInbox ? try await service.listRequests(caller: caller, scope: .toApprove, state: nil, limit: 200).count : 0
+        let waiting = countInbox ? try await service.desk.list(caller: caller, scope: .toApprove, state: nil, limit: 200).count : 0
         let policy = service.policies.policy
-        let reviews = try await service.breakGlassUses(caller: caller, awaitingReview: true, limit: 200)
+        let reviews = try await service.breakGlass.uses(caller: caller, awaitingReview: true, limit: 200)
             .filter { $0.principal != caller.principal && (caller.isAdmin || policy.isBreakGlassReviewer(caller.principal, resource: $0.resource)) }.count
         var data: [String: Any] = ["user": ["name": caller.principal, "admin": caller.isAdmin] as [String: Any], "csrf": session.csrf]
         if waiting > 0 { data["inboxCount"] = waiting }

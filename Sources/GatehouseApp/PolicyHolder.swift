@@ -41,9 +41,4 @@ public final class PolicyHolder: Sendable {
         logger.info("policy reloaded", metadata: ["path": "\(path)"])
         return ReloadResult(reloaded: true, problems: lines, sha256: digest)
     }
-
-    /// For tests and embedding: swap in a policy directly.
-    public func replace(with policy: Policy) {
-        current.withLock { $0 = policy }
-    }
 }

@@ -4,7 +4,17 @@ import GatehouseStore
 
 /// What the guard proxy asks the application: may this person open a session, may this statement
 /// run, is the session's access still there. Decisions use the same core as `POST /v1/check`.
-extension AccessService {
+public struct ProxyAuthority: Sendable {
+    let context: AppContext
+    let tokens: Tokens
+    let checks: AccessChecks
+
+    init(_ context: AppContext, tokens: Tokens, checks: AccessChecks) {
+        self.context = context
+        self.tokens = tokens
+        self.checks = checks
+    }
+
     /// A signed-in proxy session: who, on what, through which token.
     public struct ProxyIdentity: Sendable {
         public var caller: Caller
@@ -22,10 +32,10 @@ extension AccessService {
 
     /// Signs a proxy client in: the password is a Gatehouse token of the principal named as the
     /// database user, who must hold an active grant on the resource. Writes `proxy.session.started`.
-    public func proxySignIn(token: String, user: String, resource: String, client: String) async throws -> (ProxyIdentity, [Grant]) {
+    public func signIn(token: String, user: String, resource: String, client: String) async throws -> (ProxyIdentity, [Grant]) {
         let caller: Caller
         do {
-            caller = try await authenticate(bearer: token)
+            caller = try await tokens.authenticate(bearer: token)
         } catch let error as GatehouseError where error.kind == .unauthorized {
             throw GatehouseError(.unauthorized, "invalid_token", "password authentication failed for user \"\(user)\": the password must be a live Gatehouse token of \(user) (`gatehouse token create \(user)` by an admin)")
         }
@@ -33,22 +43,22 @@ extension AccessService {
             throw GatehouseError(.unauthorized, "wrong_user", "password authentication failed for user \"\(user)\": the token belongs to another principal; connect as that principal's name")
         }
         let identity = ProxyIdentity(caller: caller, resource: resource, sessionID: Identifier.make("ses"), client: client)
-        let grants: [Grant] = try await write(as: caller) { session, policy, now in
-            let access = try await Self.proxyAccess(session, policy: policy, principal: user, resource: resource, now: now)
+        let grants: [Grant] = try await context.write(as: caller) { session, policy, now in
+            let access = try await Self.access(session, policy: policy, principal: user, resource: resource, now: now)
             guard case .granted(let grants) = access else {
                 if case .ended(let why) = access {
-                    try await session.appendAudit([AuditEntry(actor: user, action: "proxy.session.refused", subject: identity.sessionID, resource: resource,
+                    try await session.appendAudit([AuditEntry(actor: user, action: .proxySessionRefused, subject: identity.sessionID, resource: resource,
                                                               details: ["principal": user, "client": client, "reason": why])], at: now)
                 }
                 return []
             }
-            try await session.appendAudit([AuditEntry(actor: user, action: "proxy.session.started", subject: identity.sessionID, resource: resource,
+            try await session.appendAudit([AuditEntry(actor: user, action: .proxySessionStarted, subject: identity.sessionID, resource: resource,
                                                       details: ["principal": user, "client": client,
                                                                 "grants": grants.map(\.id).joined(separator: ",")])], at: now)
             return grants
         }
         guard !grants.isEmpty else {
-            let policy = policies.policy
+            let policy = context.policies.policy
             let role = policy.resources[resource]?.roles.values
                 .filter { policy.isMember(user, ofAny: $0.requesters) }.min { ($0.allows, $0.name) < ($1.allows, $1.name) }
             let ask = role.map { " Ask for one: gatehouse request \(resource) --role \($0.name) --for \($0.maxDuration) --reason \"...\"" } ?? ""
@@ -59,17 +69,18 @@ extension AccessService {
 
     /// The current access of a session's principal on its resource; the proxy's watcher calls this
     /// about twice a second per principal and resource, and ends sessions whose access has ended.
-    public func proxyAccess(_ identity: ProxyIdentity) async throws -> ProxyAccess {
-        try await read { session in
+    public func access(_ identity: ProxyIdentity) async throws -> ProxyAccess {
+        let context = self.context
+        return try await context.read { session in
             guard let token = try await session.token(id: identity.caller.tokenId), token.revokedAt == nil else {
                 return .ended("the token this session signed in with was revoked")
             }
-            return try await Self.proxyAccess(session, policy: self.policies.policy, principal: identity.caller.principal,
-                                              resource: identity.resource, now: self.clock.now())
+            return try await Self.access(session, policy: context.policies.policy, principal: identity.caller.principal,
+                                         resource: identity.resource, now: context.clock.now())
         }
     }
 
-    static func proxyAccess(_ session: StoreSession, policy: Policy, principal: String, resource: String, now: Date) async throws -> ProxyAccess {
+    static func access(_ session: StoreSession, policy: Policy, principal: String, resource: String, now: Date) async throws -> ProxyAccess {
         guard policy.principals[principal] != nil else { return .ended("\(principal) is no longer in the policy") }
         guard policy.resources[resource] != nil else { return .ended("resource \(resource) is no longer in the policy") }
         if try await session.principalFlags(principal)?.isBlocked == true {
@@ -80,11 +91,11 @@ extension AccessService {
     }
 
     /// Why a grant the session had is gone: expired, released, revoked (by whom) or used.
-    public func proxyEndReason(grants: [Grant], principal: String, resource: String) async -> String {
-        let now = clock.now()
+    public func endReason(grants: [Grant], principal: String, resource: String) async -> String {
+        let now = context.clock.now()
         guard let latest = grants.max(by: { $0.expiresAt < $1.expiresAt }) else { return "\(principal) has no active grant on \(resource)" }
         if latest.expiresAt <= now { return "the grant \(latest.id) on \(resource) expired" }
-        guard let stored = try? await read({ try await $0.grant(id: latest.id) }), let end = stored.endReason else {
+        guard let stored = try? await context.read({ try await $0.grant(id: latest.id) }), let end = stored.endReason else {
             return "\(principal) has no active grant on \(resource)"
         }
         let by = stored.endedBy.map { " by \($0)" } ?? ""
@@ -96,13 +107,13 @@ extension AccessService {
     /// calling thread: only a statement already classified or short enough to classify here, below dangerous, allowed by a role grant, and not to be audited.
     /// Nil means "ask `proxyStatement`". Expiry is judged now; a revocation is seen within the
     /// watcher's interval.
-    public func proxyFastAllow(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit) -> Bool {
+    public func fastAllow(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit) -> Bool {
         guard audit != .all else { return false }
         let action = Action(kind: .sql, text: text)
-        let policy = policies.policy
-        guard let classification = actionGuard.classifyInline(action, settings: policy.guardSettings), classification.risk < .dangerous else { return false }
+        let policy = context.policies.policy
+        guard let classification = context.actionGuard.classifyInline(action, settings: policy.guardSettings), classification.risk < .dangerous else { return false }
         let decision = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
-                                          classification: classification, policy: policy, grants: grants, now: clock.now())
+                                          classification: classification, policy: policy, grants: grants, now: context.clock.now())
         if case .allowByRole = decision { return true }
         return false
     }
@@ -110,22 +121,22 @@ extension AccessService {
     /// Decides one statement of a proxy session: nil to run it, else the message for the client.
     /// Refused and dangerous statements are audited (every statement with `audit: all`); a one-shot
     /// grant is used up in the same transaction.
-    public func proxyStatement(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit) async throws
+    public func statement(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit) async throws
         -> (refusal: (message: String, hint: String?)?, risk: RiskLevel) {
         let action = Action(kind: .sql, text: text)
         if let problem = action.problem { return ((problem, nil), .forbidden) }
-        let classification = await classify(action)
+        let classification = await checks.classify(action)
         if Self.changesHowStatementsAreRead(action, classification) {
-            await proxyRefused(identity, what: "a change of a setting that changes how statements are read: \(Self.excerpt(text))")
+            await refused(identity, what: "a change of a setting that changes how statements are read: \(AuditEntry.excerpt(text))")
             return (("gatehouse: changing client_encoding, standard_conforming_strings or backslash_quote is refused through the proxy: Gatehouse could no longer read the statements that follow as the database does", "the proxy refuses every change of a setting the guard calls unsafe, and set_config(); connect to the database another way for such work"), classification.risk)
         }
         if audit != .all, classification.risk < .dangerous,
            case .allowByRole = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
-                                                  classification: classification, policy: policies.policy, grants: grants, now: clock.now()) {
+                                                  classification: classification, policy: context.policies.policy, grants: grants, now: context.clock.now()) {
             return (nil, classification.risk)
         }
         let scope: ActionAuditScope = audit == .all ? .all : .refusedAndDangerous
-        let (_, decision, checked) = try await checkAction(caller: identity.caller, resource: identity.resource, action: action, principal: nil,
+        let (_, decision, checked) = try await checks.checkAction(caller: identity.caller, resource: identity.resource, action: action, principal: nil,
                                                                   audit: scope, context: ["via": "proxy", "session": identity.sessionID])
         switch decision {
         case .allowByRole, .allowOnce:
@@ -150,26 +161,28 @@ extension AccessService {
     }
 
     /// A FunctionCall message or another refusal the proxy makes without asking the core.
-    public func proxyRefused(_ identity: ProxyIdentity, what: String) async {
-        _ = try? await write { session in
-            try await session.appendAudit([AuditEntry(actor: identity.caller.principal, action: "proxy.refused", subject: identity.sessionID,
+    public func refused(_ identity: ProxyIdentity, what: String) async {
+        let context = self.context
+        _ = try? await context.write { session in
+            try await session.appendAudit([AuditEntry(actor: identity.caller.principal, action: .proxyRefused, subject: identity.sessionID,
                                                       resource: identity.resource, details: ["principal": identity.caller.principal, "what": what])],
-                                          at: self.clock.now())
+                                          at: context.clock.now())
         }
     }
 
     /// Writes `proxy.session.ended` with why and how much the session did.
-    public func proxySessionEnded(_ identity: ProxyIdentity, reason: String, statements: Int, refused: Int) async {
+    public func sessionEnded(_ identity: ProxyIdentity, reason: String, statements: Int, refused: Int) async {
+        let context = self.context
         do {
-            try await write { session in
-                try await session.appendAudit([AuditEntry(actor: identity.caller.principal, action: "proxy.session.ended", subject: identity.sessionID,
+            try await context.write { session in
+                try await session.appendAudit([AuditEntry(actor: identity.caller.principal, action: .proxySessionEnded, subject: identity.sessionID,
                                                           resource: identity.resource,
                                                           details: ["principal": identity.caller.principal, "client": identity.client, "reason": reason,
                                                                     "statements": "\(statements)", "refused": "\(refused)"])],
-                                              at: self.clock.now())
+                                              at: context.clock.now())
             }
         } catch {
-            logger.error("could not audit the end of proxy session", metadata: ["session": "\(identity.sessionID)", "error": "\(error)"])
+            context.logger.error("could not audit the end of proxy session", metadata: ["session": "\(identity.sessionID)", "error": "\(error)"])
         }
     }
 }

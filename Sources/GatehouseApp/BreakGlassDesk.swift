@@ -2,15 +2,21 @@ import Foundation
 import GatehouseCore
 import GatehouseStore
 
-extension AccessService {
+/// Break-glass: emergency access now, without approval, within a rate, announced to the people
+/// who must know, and reviewed afterwards.
+public struct BreakGlassDesk: Sendable {
+    let context: AppContext
+
+    init(_ context: AppContext) { self.context = context }
+
     /// Break-glass: grants a role at once, for at most `break_glass.max_duration`, to a principal
     /// the policy allows, within `break_glass.rate`. Everyone in `break_glass.notify` is told in the
     /// same transaction (outside every notification budget), and the use waits for its review.
     /// A refusal by the rate is audited and committed before the error is returned.
-    public func breakGlass(caller: Caller, input: NewRequestInput) async throws -> (view: RequestView, grant: Grant, use: BreakGlassUse) {
-        let metrics = self.metrics
-        let result: Result<(RequestView, Grant, BreakGlassUse), GatehouseError> = try await write(as: caller) { session, policy, now in
-            try await Self.refuseIfBlocked(caller.principal, session)
+    public func use(caller: Caller, input: NewRequestInput) async throws -> (view: RequestView, grant: Grant, use: BreakGlassUse) {
+        let metrics = context.metrics
+        let result: Result<(RequestView, Grant, BreakGlassUse), GatehouseError> = try await context.write(as: caller) { session, policy, now in
+            try await AppContext.refuseIfBlocked(caller.principal, session)
             let (request, grant) = try BreakGlass.open(input, requester: caller.principal, policy: policy, now: now,
                                                        requestId: Identifier.make("req"), grantId: Identifier.make("grt"))
             if let limit = policy.breakGlass.rate {
@@ -18,7 +24,7 @@ extension AccessService {
                 let outcome = GCRA.attempt(tat: try await session.rateLimitTAT(key: key), now: now.unixMilliseconds, limit: limit)
                 guard outcome.allowed else {
                     let wait = LimitRefusal.seconds(outcome.retryAfterMilliseconds)
-                    try await session.appendAudit([AuditEntry(actor: caller.principal, action: "break_glass.refused", subject: caller.principal,
+                    try await session.appendAudit([AuditEntry(actor: caller.principal, action: .breakGlassRefused, subject: caller.principal,
                                                               resource: request.resource,
                                                               details: ["principal": caller.principal, "role": request.role, "limit": limit.description,
                                                                         "reason": request.reason])], at: now)
@@ -45,13 +51,13 @@ extension AccessService {
                 metrics.notification("break_glass")
             }
             try await session.appendAudit([
-                Self.created(request),
-                AuditEntry(actor: caller.principal, action: "break_glass.used", subject: grant.id, resource: request.resource,
-                           details: Self.compact(["principal": caller.principal, "role": request.role, "request_id": request.id,
+                AuditEntry.requestCreated(request),
+                AuditEntry(actor: caller.principal, action: .breakGlassUsed, subject: grant.id, resource: request.resource,
+                           details: AuditEntry.compact(["principal": caller.principal, "role": request.role, "request_id": request.id,
                                                   "reason": request.reason, "ticket": request.ticket, "expires_at": grant.expiresAt.rfc3339,
                                                   "notified": recipients.joined(separator: ","),
                                                   "review": use.reviewRequired ? "required" : "not required"])),
-                Self.grantStarted(grant),
+                AuditEntry.grantStarted(grant),
             ], at: now)
             return .success((RequestView(request: request, approvals: []), grant, use))
         }
@@ -60,22 +66,22 @@ extension AccessService {
     }
 
     /// Break-glass uses: every one for admins and reviewers, one's own otherwise.
-    public func breakGlassUses(caller: Caller, awaitingReview: Bool, limit: Int) async throws -> [BreakGlassUse] {
-        let policy = policies.policy
-        let uses = try await read { try await $0.breakGlassUses(awaitingReview: awaitingReview, limit: limit) }
+    public func uses(caller: Caller, awaitingReview: Bool, limit: Int) async throws -> [BreakGlassUse] {
+        let policy = context.policies.policy
+        let uses = try await context.read { try await $0.breakGlassUses(awaitingReview: awaitingReview, limit: limit) }
         return uses.filter { $0.principal == caller.principal || caller.isAdmin || policy.isBreakGlassReviewer(caller.principal, resource: $0.resource) }
     }
 
     /// The post-incident review of one break-glass use.
-    public func reviewBreakGlass(caller: Caller, grantId: String, comment: String) async throws -> BreakGlassUse {
-        try await write(as: caller) { session, policy, now in
+    public func review(caller: Caller, grantId: String, comment: String) async throws -> BreakGlassUse {
+        try await context.write(as: caller) { session, policy, now in
             guard let use = try await session.breakGlassUse(grantId: grantId) else {
                 throw GatehouseError(.notFound, "break_glass_not_found", "no break-glass use with grant \(grantId); list them with `gatehouse break-glass list`")
             }
             let callerPolicy = caller.isAdmin && policy.principals[caller.principal] == nil ? Self.withAdmin(policy, caller.principal) : policy
             let reviewed = try BreakGlass.review(use, reviewer: caller.principal, comment: comment, policy: callerPolicy, now: now)
-            guard try await session.reviewBreakGlass(reviewed) else { throw Self.raced(grantId) }
-            try await session.appendAudit([AuditEntry(actor: caller.principal, action: "break_glass.reviewed", subject: grantId, resource: use.resource,
+            guard try await session.reviewBreakGlass(reviewed) else { throw AppErrors.raced(grantId) }
+            try await session.appendAudit([AuditEntry(actor: caller.principal, action: .breakGlassReviewed, subject: grantId, resource: use.resource,
                                                       details: ["principal": use.principal, "role": use.role, "request_id": use.requestId,
                                                                 "comment": reviewed.reviewComment ?? ""])], at: now)
             return reviewed

@@ -1,0 +1,115 @@
+import Foundation
+import GatehouseCore
+import GatehouseGuard
+import GatehouseStore
+import Logging
+
+/// Who is calling, as established from their token.
+public struct Caller: Sendable, Equatable {
+    public var principal: String
+    public var isAdmin: Bool
+    public var tokenId: String
+
+    public init(principal: String, isAdmin: Bool, tokenId: String) {
+        self.principal = principal
+        self.isAdmin = isAdmin
+        self.tokenId = tokenId
+    }
+}
+
+/// A request together with the approvals recorded on it.
+public struct RequestView: Sendable {
+    public var request: AccessRequest
+    public var approvals: [Approval]
+
+    public init(request: AccessRequest, approvals: [Approval]) {
+        self.request = request
+        self.approvals = approvals
+    }
+}
+
+/// What every use case shares: the store, the running policy, the clock, and the one way to run a
+/// transaction. Each use case type holds one of these; none of them holds state of its own.
+public final class AppContext: Sendable {
+    public let store: GatehouseStore
+    public let policies: PolicyHolder
+    public let clock: any WallClock
+    public let logger: Logger
+    public let metrics: any AppMetrics
+    let actionGuard = ActionGuard()
+
+    public init(store: GatehouseStore, policies: PolicyHolder, clock: any WallClock, logger: Logger, metrics: any AppMetrics) {
+        self.store = store
+        self.policies = policies
+        self.clock = clock
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    /// A write on behalf of a caller. The policy, the time and the caller's token are read *inside*
+    /// the transaction, after the writer lock is held: a decision is judged against the state at
+    /// the moment it commits, never against what was true while it waited for the lock.
+    func write<T: Sendable>(as caller: Caller, _ body: @Sendable @escaping (StoreSession, Policy, Date) async throws -> T) async throws -> T {
+        try await write { session in
+            let policy = self.policies.policy
+            let now = self.clock.now()
+            guard let token = try await session.token(id: caller.tokenId), token.revokedAt == nil,
+                  token.isBootstrapAdmin || policy.principals[caller.principal] != nil else {
+                throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token was revoked, or its principal removed from the policy, while this request waited; nothing was changed")
+            }
+            return try await body(session, policy, now)
+        }
+    }
+
+    func write<T: Sendable>(_ body: @Sendable @escaping (StoreSession) async throws -> T) async throws -> T {
+        try await unavailableOnFailure { try await self.store.write(body) }
+    }
+
+    func read<T: Sendable>(_ body: @Sendable @escaping (StoreSession) async throws -> T) async throws -> T {
+        try await unavailableOnFailure { try await self.store.read(body) }
+    }
+
+    /// Store failures other than our own errors become 503: fail closed, and say so.
+    func unavailableOnFailure<T>(_ body: () async throws -> T) async throws -> T {
+        do { return try await body() } catch let error as GatehouseError { throw error } catch {
+            logger.error("store failure", metadata: ["error": "\(error)"])
+            throw GatehouseError(.unavailable, ErrorCode.storeUnavailable, "the store is unavailable; nothing was changed, try again shortly")
+        }
+    }
+
+    func requireAdmin(_ caller: Caller, _ what: String) throws(GatehouseError) {
+        guard caller.isAdmin else {
+            throw GatehouseError(.forbidden, ErrorCode.adminOnly, "only admins can \(what)")
+        }
+    }
+
+    func withApprovals(_ requests: [AccessRequest]) async throws -> [RequestView] {
+        try await read { session in
+            var views: [RequestView] = []
+            for request in requests {
+                views.append(RequestView(request: request, approvals: try await session.approvals(requestId: request.id)))
+            }
+            return views
+        }
+    }
+
+    /// Blocked principals take no part in decisions: no approving, reporting or reviewing.
+    static func refuseIfBlocked(_ principal: String, _ session: StoreSession) async throws {
+        if try await session.principalFlags(principal)?.isBlocked == true { throw AppErrors.blocked(principal) }
+    }
+}
+
+/// Errors more than one use case raises.
+enum AppErrors {
+    static func raced(_ id: String) -> GatehouseError {
+        GatehouseError(.conflict, ErrorCode.concurrentChange, "\(id) was changed by someone else at the same moment; reload it and try again")
+    }
+
+    static func blocked(_ principal: String) -> GatehouseError {
+        GatehouseError(.forbidden, ErrorCode.principalBlocked, "\(principal) is blocked by the anti-spam policy and cannot request, approve or use access; an admin can lift it with `gatehouse unblock \(principal)`")
+    }
+
+    static func onBehalfRefused() -> GatehouseError {
+        GatehouseError(.forbidden, ErrorCode.adminOnly, "only admins can check on behalf of another principal; leave `principal` out to check yourself", field: "principal")
+    }
+}

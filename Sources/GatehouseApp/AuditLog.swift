@@ -1,0 +1,26 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+
+/// Reading and verifying the audit log (admins).
+public struct AuditLog: Sendable {
+    let context: AppContext
+
+    init(_ context: AppContext) { self.context = context }
+
+    public func events(caller: Caller, filter: StoreSession.AuditFilter) async throws -> [AuditEvent] {
+        try context.requireAdmin(caller, "read the audit log")
+        return try await context.read { try await $0.auditEvents(filter) }
+    }
+
+    public func verify(caller: Caller) async throws -> AuditChain.Verification {
+        try context.requireAdmin(caller, "verify the audit log")
+        return try await verifyChain()
+    }
+
+    /// Walks the whole chain in pages, up to the head read first: events written while the walk
+    /// runs come after that head and are left for the next verification.
+    public func verifyChain() async throws -> AuditChain.Verification {
+        try await context.read { try await $0.verifyAuditChain() }
+    }
+}

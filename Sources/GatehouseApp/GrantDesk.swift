@@ -1,0 +1,56 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+
+/// Grants: list and read them, release one's own, revoke anyone's (admins).
+public struct GrantDesk: Sendable {
+    let context: AppContext
+
+    init(_ context: AppContext) { self.context = context }
+
+    public func list(caller: Caller, all: Bool, activeOnly: Bool, limit: Int) async throws -> [Grant] {
+        if all { try context.requireAdmin(caller, "list everyone's grants") }
+        let filter = StoreSession.GrantFilter(principal: all ? nil : caller.principal, activeAt: activeOnly ? context.clock.now() : nil, limit: limit)
+        return try await context.read { try await $0.grants(filter) }
+    }
+
+    public func get(caller: Caller, id: String) async throws -> Grant {
+        let grant = try await context.read { try await $0.grant(id: id) }
+        guard let grant, caller.isAdmin || grant.principal == caller.principal else {
+            throw GatehouseError(.notFound, ErrorCode.grantNotFound, "no grant \(id) of yours; list them with `gatehouse grants`")
+        }
+        return grant
+    }
+
+    public func release(caller: Caller, id: String) async throws -> Grant {
+        try await end(caller: caller, id: id, action: .grantReleased) { grant, now throws(GatehouseError) in
+            try GrantLifecycle.release(grant, by: caller.principal, now: now)
+        }
+    }
+
+    public func revoke(caller: Caller, id: String, reason: String) async throws -> Grant {
+        try context.requireAdmin(caller, "revoke grants")
+        return try await end(caller: caller, id: id, action: .grantRevoked) { grant, now throws(GatehouseError) in
+            try GrantLifecycle.revoke(grant, by: caller.principal, isAdmin: caller.isAdmin, reason: reason, now: now)
+        }
+    }
+
+    private func end(caller: Caller, id: String, action: AuditAction,
+                     _ transition: @escaping @Sendable (Grant, Date) throws(GatehouseError) -> Grant) async throws -> Grant {
+        try await context.write(as: caller) { session, _, now in
+            guard let grant = try await session.grant(id: id), caller.isAdmin || grant.principal == caller.principal else {
+                throw GatehouseError(.notFound, ErrorCode.grantNotFound, "no grant \(id) of yours; list them with `gatehouse grants`")
+            }
+            if grant.endedAt == nil, !grant.isActive(at: now) {
+                // Past expiry but not yet swept: record the expiry, then say so.
+                let expired = GrantLifecycle.expire(grant)
+                if try await session.endGrant(expired) { try await session.appendAudit([AuditEntry.grantExpired(expired)], at: now) }
+            }
+            let ended = try transition(grant, now)
+            guard try await session.endGrant(ended) else { throw AppErrors.raced(id) }
+            try await session.appendAudit([AuditEntry(actor: caller.principal, action: action, subject: id, resource: grant.resource,
+                                                      details: AuditEntry.compact(["principal": grant.principal, "role": grant.role, "reason": ended.endComment]))], at: now)
+            return ended
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+
+/// What runs beside the use cases: the sweeper that records expiry, and policy reloads.
+public struct Housekeeping: Sendable {
+    let context: AppContext
+
+    init(_ context: AppContext) { self.context = context }
+
+    /// This process, as a lease holder: unique per start.
+    public static let instanceID = "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(Identifier.make("i"))"
+
+    /// Marks expired grants and pending requests and writes their audit events. Expiry is already
+    /// enforced at decision time; this makes it visible and announces it. When several instances
+    /// share the database, only the holder of the `sweeper` lease sweeps; the lease runs for `lease`
+    /// and is renewed on each sweep, so another instance takes over within that time when the holder stops.
+    @discardableResult
+    public func sweep(holder: String = Housekeeping.instanceID, lease: TimeInterval = 10) async throws -> (grants: Int, requests: Int) {
+        let context = self.context
+        // Look first on a reader, so an idle sweeper never takes the write lock.
+        let probe = context.clock.now()
+        // Refused attempts are kept a day (longer than any signal window); passed rate-limit keys an hour.
+        let pruneBefore = probe.addingTimeInterval(-86_400)
+        let due = try await context.read { session in
+            let grants = try await session.expiredOpenGrants(now: probe, limit: 1)
+            let requests = try await session.expiredPendingRequests(now: probe, limit: 1)
+            let prune = try await session.antiSpamPruneDue(before: pruneBefore)
+            return !grants.isEmpty || !requests.isEmpty || prune
+        }
+        guard due else { return (0, 0) }
+        return try await context.write { session in
+            let now = context.clock.now()
+            guard try await session.claimLease("sweeper", holder: holder, now: now, until: now.addingTimeInterval(lease)) else { return (0, 0) }
+            try await session.pruneAntiSpam(refusalsBefore: pruneBefore, now: now.addingTimeInterval(-3600))
+            var entries: [AuditEntry] = []
+            let grants = try await session.expiredOpenGrants(now: now, limit: 500)
+            for grant in grants {
+                let expired = GrantLifecycle.expire(grant)
+                if try await session.endGrant(expired) { entries.append(AuditEntry.grantExpired(expired)) }
+            }
+            let requests = try await session.expiredPendingRequests(now: now, limit: 500)
+            for request in requests {
+                let expired = RequestLifecycle.expire(request, now: now)
+                if try await session.updateRequest(expired, from: request.state) { entries.append(AuditEntry.requestExpired(expired)) }
+            }
+            try await session.appendAudit(entries, at: now)
+            return (grants.count, requests.count)
+        }
+    }
+
+    public func reloadPolicy(caller: Caller) async throws -> PolicyHolder.ReloadResult {
+        try context.requireAdmin(caller, "reload the policy")
+        return try await reloadPolicy(actor: caller.principal)
+    }
+
+    /// Re-reads the policy file and records the attempt, accepted or refused, in the audit log.
+    public func reloadPolicy(actor: String) async throws -> PolicyHolder.ReloadResult {
+        let context = self.context
+        let result = context.policies.reload(logger: context.logger)
+        try await context.write { session in
+            try await session.appendAudit([AuditEntry(
+                actor: actor, action: result.reloaded ? .policyReloaded : .policyReloadRefused, subject: context.policies.path ?? "policy",
+                details: AuditEntry.compact(["sha256": result.sha256, "problems": result.problems.isEmpty ? nil : result.problems.joined(separator: "\n")]))],
+                at: context.clock.now())
+        }
+        return result
+    }
+}

@@ -1,0 +1,179 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+
+/// The outbox around webhooks. The audit log is the source of events: every state change commits
+/// with its audit event, and the outbox follows the log with a stored cursor, queueing one message
+/// per event and endpoint under the id `msg_<audit seq>` (the same id on every retry, so receivers
+/// drop repeats). Queueing, claiming and recording run in write transactions; sending runs
+/// outside them. Nothing is lost on restart: a message stays queued until an endpoint answers 2xx,
+/// and a claim left by a stopped instance runs out and the message is sent again, with its id.
+public struct Outbox: Sendable {
+    let context: AppContext
+
+    init(_ context: AppContext) { self.context = context }
+
+    static let webhookCursor = "webhooks"
+
+    /// Queues messages for audit events after the cursor; returns how many events were read.
+    @discardableResult
+    public func queueMessages(limit: Int = 200) async throws -> Int {
+        let context = self.context
+        let head = try await context.read { try await $0.auditHead()?.seq ?? 0 }
+        let cursor = try await context.read { try await $0.cursor(Self.webhookCursor) }
+        if let cursor, cursor >= head { return 0 }
+        return try await context.write { session in
+            let policy = context.policies.policy
+            let now = context.clock.now()
+            guard let cursor = try await session.cursor(Self.webhookCursor) else {
+                // First start: announce what happens from now on, not the history before.
+                try await session.setCursor(Self.webhookCursor, to: try await session.auditHead()?.seq ?? 0)
+                return 0
+            }
+            let events = try await session.auditEvents(.init(afterSeq: cursor, limit: limit))
+            for event in events {
+                guard let kind = WebhookEvent(auditAction: event.action) else { continue }
+                let endpoints = policy.notifications.endpoints(for: kind)
+                guard !endpoints.isEmpty, let message = try await Self.message(for: event, kind: kind, session: session, policy: policy) else { continue }
+                for endpoint in endpoints {
+                    let body = endpoint.format == .slack ? message.slackBody() : message.standardBody()
+                    try await session.enqueueDelivery(WebhookDelivery(id: message.id, endpoint: endpoint.name, event: kind.rawValue,
+                                                                      body: String(decoding: body, as: UTF8.self), createdAt: now, nextAttemptAt: now))
+                }
+            }
+            if let last = events.last { try await session.setCursor(Self.webhookCursor, to: last.seq) }
+            return events.count
+        }
+    }
+
+    /// The message for one audit event, or nil when this event is not announced: a request is
+    /// announced only to approvers told at once (within their budget); the rest wait for a digest.
+    static func message(for event: AuditEvent, kind: WebhookEvent, session: StoreSession, policy: Policy) async throws -> WebhookMessage? {
+        let base = policy.notifications.baseURL
+        var request: AccessRequest?
+        var recipients: [String] = []
+        var link: String?
+        switch kind {
+        case .requestCreated, .requestApproved, .requestDenied, .requestExpired, .requestQuarantined, .requestReported:
+            request = try await session.request(id: event.subject)
+            link = base.map { "\($0)/requests/\(event.subject)" }
+            if kind == .requestReported {
+                recipients = try await session.notifiedRecipients(requestId: event.subject, kinds: ["report"])
+            }
+            if kind == .requestCreated {
+                guard event.details["state"] == nil else { return nil }
+                recipients = try await session.notifiedRecipients(requestId: event.subject, kinds: ["request"])
+                guard !recipients.isEmpty else { return nil }
+            }
+        case .grantStarted, .grantEnded:
+            if let requestId = event.details["request_id"] { request = try await session.request(id: requestId) }
+            link = base.map { "\($0)/grants" }
+        case .breakGlassUsed, .breakGlassReviewed:
+            if let requestId = event.details["request_id"] { request = try await session.request(id: requestId) }
+            recipients = (event.details["notified"] ?? "").split(separator: ",").map(String.init)
+            link = base.map { "\($0)/break-glass" }
+        case .digest:
+            recipients = event.details["recipient"].map { [$0] } ?? []
+            link = base.map { "\($0)/inbox" }
+        }
+        return WebhookMessage(id: WebhookMessage.id(for: event), event: kind, at: event.at, audit: event,
+                              request: request, recipients: recipients, link: link)
+    }
+
+    /// Sends the digests that have collected requests for `notifications.digest_interval`, when an
+    /// endpoint takes digests: each becomes a `notification.digest` audit event (and so a message).
+    @discardableResult
+    public func flushDigests() async throws -> Int {
+        let context = self.context
+        let policy = context.policies.policy
+        guard !policy.notifications.endpoints(for: .digest).isEmpty else { return 0 }
+        let cutoff = context.clock.now().addingTimeInterval(-TimeInterval(policy.notifications.digestInterval.seconds))
+        guard try await context.read({ try await !$0.digestsDue(createdBefore: cutoff, limit: 1).isEmpty }) else { return 0 }
+        return try await context.write { session in
+            let now = context.clock.now()
+            var entries: [AuditEntry] = []
+            for digest in try await session.digestsDue(createdBefore: cutoff, limit: 100) {
+                guard try await session.markNotificationSent(id: digest.id, at: now) else { continue }
+                entries.append(AuditEntry(actor: "system", action: .notificationDigest, subject: digest.id,
+                                          details: ["recipient": digest.recipient, "count": "\(digest.requestIds.count)",
+                                                    "request_ids": digest.requestIds.joined(separator: ","), "summary": digest.summary]))
+            }
+            try await session.appendAudit(entries, at: now)
+            return entries.count
+        }
+    }
+
+    /// Claims due messages for one round of sending.
+    public func claimDeliveries(lease: TimeInterval, limit: Int = 32) async throws -> [WebhookDelivery] {
+        let context = self.context
+        guard try await context.read({ try await $0.deliveriesDue(now: context.clock.now()) }) else { return [] }
+        return try await context.write { session in
+            let now = context.clock.now()
+            return try await session.claimDueDeliveries(now: now, until: now.addingTimeInterval(lease), limit: limit)
+        }
+    }
+
+    /// The outcome of one delivery attempt.
+    public struct WebhookAttempt: Sendable {
+        public var delivery: WebhookDelivery
+        public var status: Int?
+        public var error: String?
+
+        public init(delivery: WebhookDelivery, status: Int?, error: String?) {
+            self.delivery = delivery
+            self.status = status
+            self.error = error
+        }
+    }
+
+    /// Records a round of attempts in one transaction: delivered on 2xx; otherwise retried with
+    /// backoff, and given up (and audited) after `notifications.retry.attempts` tries, or at once
+    /// when the endpoint is gone.
+    public func recordAttempts(_ attempts: [WebhookAttempt]) async throws {
+        guard !attempts.isEmpty else { return }
+        let context = self.context
+        try await context.write { session in
+            let policy = context.policies.policy
+            let now = context.clock.now()
+            var entries: [AuditEntry] = []
+            for attempt in attempts {
+                if let entry = try await Self.record(attempt, session: session, policy: policy, now: now, metrics: context.metrics) { entries.append(entry) }
+            }
+            try await session.appendAudit(entries, at: now)
+        }
+    }
+
+    static func record(_ attempt: WebhookAttempt, session: StoreSession, policy: Policy, now: Date, metrics: any AppMetrics) async throws -> AuditEntry? {
+        let delivery = attempt.delivery, status = attempt.status, error = attempt.error
+        var updated = delivery
+        updated.attempts += 1
+        updated.lastStatus = status.map { "HTTP \($0)" } ?? error ?? "no answer"
+        let gone = status == 410 || !policy.notifications.webhooks.contains { $0.name == delivery.endpoint }
+        if let status, (200..<300).contains(status) {
+            updated.deliveredAt = now
+        } else if gone || updated.attempts >= policy.notifications.retry.attempts {
+            updated.failedAt = now
+            if gone, status != 410 { updated.lastStatus = "endpoint no longer in the policy" }
+        } else {
+            let delay = policy.notifications.retry.delay(afterAttempt: updated.attempts, jitter: Double.random(in: 0...1))
+            updated.nextAttemptAt = now.addingTimeInterval(delay)
+        }
+        try await session.recordAttempt(updated)
+        metrics.webhook(updated.deliveredAt != nil ? "delivered" : updated.failedAt != nil ? "failed" : "retry")
+        guard updated.failedAt != nil else { return nil }
+        return AuditEntry(actor: "system", action: .webhookFailed, subject: delivery.id,
+                          details: ["endpoint": delivery.endpoint, "event": delivery.event,
+                                    "attempts": "\(updated.attempts)", "last_status": updated.lastStatus ?? ""])
+    }
+
+
+    public func pruneDeliveries(olderThan seconds: TimeInterval) async throws {
+        let before = context.clock.now().addingTimeInterval(-seconds)
+        try await context.write { try await $0.pruneDeliveries(before: before) }
+    }
+
+    public func deliveries(caller: Caller, limit: Int) async throws -> [WebhookDelivery] {
+        try context.requireAdmin(caller, "list webhook deliveries")
+        return try await context.read { try await $0.deliveries(limit: limit) }
+    }
+}

@@ -1,0 +1,244 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+
+/// How a request was filed: a new one, the identical one already waiting, or refused by a hard limit.
+enum Filing: Sendable {
+    case created(RequestView)
+    case existing(RequestView)
+    case refused(GatehouseError)
+}
+
+extension RequestDesk {
+    /// Files a request through the anti-spam layers, inside one transaction so that every instance
+    /// sharing the store shares the limits: blocked principals, identical pending requests, the hard
+    /// limits (`FilingGate`), then the score. Validation errors throw before anything is written; a
+    /// refusal by a hard limit commits its record (so hammering counts) and then throws.
+    func file(caller: Caller, input: NewRequestInput, sourceIP: String?) async throws -> (RequestView, created: Bool) {
+        let context = self.context
+        // A blocked principal is turned away on the (cached) read path, without taking the writer.
+        let antiSpam = context.policies.policy.antiSpam
+        if antiSpam.enabled, try await context.unavailableOnFailure({ try await context.store.isBlocked(principal: caller.principal) }) {
+            await tarpit.hold(seconds: antiSpam.blockedDelay?.seconds ?? 0)
+            throw AppErrors.blocked(caller.principal)
+        }
+        let filing: Filing = try await context.write(as: caller) { session, policy, now in
+            let outcome = try RequestLifecycle.open(input, requester: caller.principal, policy: policy, now: now,
+                                                    requestId: Identifier.make("req"), grantId: Identifier.make("grt"))
+            let tx = AntiSpamTransaction(session: session, policy: policy, now: now, requester: caller.principal, metrics: context.metrics)
+            let candidate = switch outcome { case .pending(let r): r; case .granted(let r, _): r }
+            guard policy.antiSpam.enabled else {
+                return .created(try await tx.persist(outcome))
+            }
+            if let flags = try await session.principalFlags(caller.principal), flags.isBlocked {
+                throw AppErrors.blocked(caller.principal)
+            }
+            let open = try await session.requests(.init(requester: caller.principal, states: [.pending, .quarantined], limit: 1000))
+            if let same = open.first(where: { $0.resource == candidate.resource && $0.role == candidate.role && $0.action?.digest == candidate.action?.digest }) {
+                context.metrics.antiSpam("deduplicated", reason: "identical_pending")
+                return .existing(RequestView(request: same, approvals: try await session.approvals(requestId: same.id)))
+            }
+            let rule = policy.resources[candidate.resource]?.role(named: candidate.role)?.reason ?? ReasonRule()
+            let ticket = SpamScore.hasTicket(reason: candidate.reason, ticket: candidate.ticket, rule: rule)
+            let history = try await tx.history()
+            switch try await tx.hardLimit(candidate, open: open, history: history, sourceIP: sourceIP) {
+            case .refused(let refusal, let kind):
+                return .refused(try await tx.refuse(refusal, kind: kind, request: candidate, history: history, ticket: ticket))
+            case .pass(let consume):
+                for bucket in consume { try await session.setRateLimitTAT(key: bucket.key, tat: bucket.tat) }
+            }
+            let verdict = SpamScore.evaluate(SpamAttempt(principal: caller.principal, resource: candidate.resource, reason: candidate.reason, hasTicket: ticket),
+                                             history: history, policy: policy.antiSpam, now: now)
+            let judged = RequestLifecycle.applySpam(verdict, to: outcome, policy: policy)
+            let view = try await tx.persist(judged)
+            try await tx.actOnVerdict(view.request, verdict: verdict, history: history)
+            return .created(view)
+        }
+        switch filing {
+        case .created(let view): return (view, true)
+        case .existing(let view): return (view, false)
+        case .refused(let error): throw error
+        }
+    }
+}
+
+/// The anti-spam steps inside one write transaction on behalf of one requester: reading what the
+/// pure rules look at, and writing what they decide (refusals, blocks, holds, notifications).
+struct AntiSpamTransaction {
+    let session: StoreSession
+    let policy: Policy
+    let now: Date
+    let requester: String
+    let metrics: any AppMetrics
+    var spam: AntiSpamPolicy { policy.antiSpam }
+
+    /// The principal's recent behaviour, with the longest window any signal needs.
+    func history() async throws -> SpamHistory {
+        let windows = spam.windows
+        let longest = [windows.history, windows.repeatedReason, windows.recentDenial, windows.enumeration, windows.burst].max()!
+        return SpamHistory(
+            own: try await session.pastRequests(requester: requester, since: now.addingTimeInterval(-TimeInterval(longest.seconds))),
+            others: try await session.othersRequests(excluding: requester, since: now.addingTimeInterval(-TimeInterval(windows.sharedReason.seconds))),
+            refusals: try await session.refusals(principal: requester, since: now.addingTimeInterval(-TimeInterval(spam.windows.refusals.seconds))),
+            earlierRequests: try await session.requestCount(requester: requester, cap: windows.newPrincipalRequests))
+    }
+
+    /// Reads what the filing gate looks at and asks it. `open` are the principal's pending and
+    /// quarantined requests.
+    func hardLimit(_ request: AccessRequest, open: [AccessRequest], history: SpamHistory, sourceIP: String?) async throws -> FilingGate.Verdict {
+        let buckets = FilingGate.rateBuckets(requester: requester, resource: request.resource, sourceIP: sourceIP, policy: spam)
+        var tats: [String: Int64] = [:]
+        for bucket in buckets { tats[bucket.key] = try await session.rateLimitTAT(key: bucket.key) }
+        let situation = FilingGate.Situation(history: history, throttledUntil: try await session.principalFlags(requester)?.throttledUntil,
+                                             open: open, tats: tats)
+        return FilingGate.judge(resource: request.resource, buckets: buckets, situation: situation, policy: spam, now: now)
+    }
+
+    /// Records a refused attempt, scores it (hammering on a limit can end in a block), audits
+    /// the first refusal per limit and minute, and returns the 429 to send.
+    func refuse(_ refusal: LimitRefusal, kind: RecordedRefusal.Kind, request: AccessRequest, history: SpamHistory,
+                ticket: Bool) async throws -> GatehouseError {
+        try await session.insertRefusal(principal: requester, resource: request.resource, kind: kind, policy: refusal.policy, at: now)
+        var history = history
+        history.refusals.insert(RecordedRefusal(kind: kind, resource: request.resource, at: now), at: 0)
+        let verdict = SpamScore.evaluate(SpamAttempt(principal: requester, resource: request.resource, reason: request.reason, hasTicket: ticket, refused: true),
+                                         history: history, policy: spam, now: now)
+        metrics.antiSpam("limited", reason: refusal.policy)
+        var entries: [AuditEntry] = []
+        if try await session.refusalCount(principal: requester, policy: refusal.policy, since: now.addingTimeInterval(-60)) == 1 {
+            entries.append(AuditEntry(actor: "antispam", action: .requestLimited, subject: requester, resource: request.resource,
+                                      details: AuditEntry.spamDetails(verdict, ["principal": requester, "limit": refusal.policy,
+                                                                                "retry_after": "\(refusal.retryAfterSeconds)"])))
+        }
+        if verdict.action == .block {
+            entries += try await blockPrincipal(by: "antispam", reason: "spam score \(verdict.score) while refused by \(refusal.policy): \(verdict.summary)",
+                                                details: AuditEntry.spamDetails(verdict, ["principal": requester, "trigger": refusal.policy]))
+            metrics.antiSpam("blocked", reason: "score")
+        }
+        try await session.appendAudit(entries, at: now)
+        if verdict.action >= .quarantine {
+            // No detail for a principal the score marks as abusive: nothing to tune a flood against.
+            return GatehouseError(.tooManyRequests, ErrorCode.tooManyRequests, "too many requests; try again later")
+        }
+        var error = GatehouseError(.tooManyRequests, ErrorCode.rateLimited, refusal.message)
+        error.refusal = refusal
+        return error
+    }
+
+    /// Blocks the requester and holds their waiting requests for the reviewers.
+    func blockPrincipal(by actor: String, reason: String, details: [String: String]) async throws -> [AuditEntry] {
+        try await session.block(requester, by: actor, reason: reason, at: now)
+        var entries = [AuditEntry(actor: actor, action: .principalBlocked, subject: requester, details: details)]
+        for open in try await session.requests(.init(requester: requester, states: [.pending], limit: 1000)) {
+            guard let held = RequestLifecycle.quarantine(open, why: RequestLifecycle.heldReason, policy: policy, now: now),
+                  try await session.updateRequest(held, from: .pending) else { continue }
+            entries.append(AuditEntry(actor: actor, action: .requestQuarantined, subject: held.id, resource: held.resource,
+                                      details: ["principal": requester, "reason": actor == "antispam" ? "blocked" : "reported"]))
+            metrics.antiSpam("quarantined", reason: actor == "antispam" ? "blocked" : "report")
+        }
+        return entries
+    }
+
+    /// Puts the notifications `NotificationPlan` routes for a newly filed (or released) request in the outbox.
+    func notify(_ request: AccessRequest, throttled: Bool) async throws {
+        var tats: [String: Int64] = [:]
+        for recipient in NotificationPlan.recipients(of: request, policy: policy) {
+            let key = NotificationPlan.budgetKey(recipient)
+            tats[key] = try await session.rateLimitTAT(key: key)
+        }
+        let summary = NotificationPlan.summary(request)
+        for delivery in NotificationPlan.plan(request, throttled: throttled, policy: policy, budgetTATs: tats, now: now) {
+            let recipient = delivery.recipient
+            switch delivery.route {
+            case .immediate(let budgetTAT):
+                if let budgetTAT { try await session.setRateLimitTAT(key: NotificationPlan.budgetKey(recipient), tat: budgetTAT) }
+                try await session.insertNotification(OutboxNotification(id: Identifier.make("ntf"), recipient: recipient, kind: .request,
+                                                                        requestIds: [request.id], summary: summary, createdAt: now))
+                metrics.notification("request")
+            case .digest:
+                if var digest = try await session.openDigest(recipient: recipient) {
+                    // A digest names at most 100 requests (the newest); its summary keeps the count.
+                    guard !digest.requestIds.contains(request.id), digest.requestIds.count < 100 else { continue }
+                    digest.requestIds.append(request.id)
+                    digest.summary = NotificationPlan.digestSummary(digest.requestIds.count, latest: summary)
+                    digest.updatedAt = now
+                    try await session.updateDigest(digest)
+                } else {
+                    try await session.insertNotification(OutboxNotification(id: Identifier.make("ntf"), recipient: recipient, kind: .digest,
+                                                                            requestIds: [request.id], summary: NotificationPlan.digestSummary(1, latest: summary),
+                                                                            createdAt: now))
+                    metrics.notification("digest")
+                }
+            }
+        }
+    }
+
+    /// Stores a filed request (and its grant, for `approvals: 0`) with its audit events and notifications.
+    func persist(_ outcome: RequestLifecycle.OpenOutcome) async throws -> RequestView {
+        switch outcome {
+        case .pending(let request):
+            try await session.insertRequest(request)
+            try await session.appendAudit([AuditEntry.requestCreated(request)], at: now)
+            try await notify(request, throttled: request.spam?.action == .throttle)
+            return RequestView(request: request, approvals: [])
+        case .granted(let request, let grant):
+            try await session.insertRequest(request)
+            try await session.insertGrant(grant)
+            try await session.appendAudit([
+                AuditEntry.requestCreated(request),
+                AuditEntry(actor: "policy", action: .requestApproved, subject: request.id, resource: request.resource,
+                           details: ["principal": request.requester, "grant_id": grant.id, "approvals_required": "0"]),
+                AuditEntry.grantStarted(grant),
+            ], at: now)
+            return RequestView(request: request, approvals: [])
+        }
+    }
+
+    /// What the score's action does beyond the request itself: a throttle cooldown, a block, and
+    /// holding the other requests of a detected campaign (same reason from several principals).
+    func actOnVerdict(_ request: AccessRequest, verdict: SpamVerdict, history: SpamHistory) async throws {
+        var entries: [AuditEntry] = []
+        switch verdict.action {
+        case .allow:
+            return
+        case .throttle:
+            let until = now.addingTimeInterval(TimeInterval(spam.throttleCooldown.seconds))
+            try await session.throttle(requester, until: until, reason: "spam score \(verdict.score): \(verdict.summary)")
+            entries.append(AuditEntry(actor: "antispam", action: .principalThrottled, subject: requester, resource: request.resource,
+                                      details: AuditEntry.spamDetails(verdict, ["principal": requester, "request_id": request.id, "until": until.rfc3339])))
+            metrics.antiSpam("throttled", reason: Self.topSignal(verdict))
+        case .extraApproval:
+            let held = request.state == .quarantined
+            entries.append(AuditEntry(actor: "antispam", action: held ? .requestQuarantined : .requestExtraApproval, subject: request.id, resource: request.resource,
+                                      details: AuditEntry.spamDetails(verdict, ["principal": requester, "approvals_required": "\(request.approvalsRequired)"])))
+            metrics.antiSpam(held ? "quarantined" : "extra_approval", reason: Self.topSignal(verdict))
+        case .quarantine, .block:
+            entries.append(AuditEntry(actor: "antispam", action: .requestQuarantined, subject: request.id, resource: request.resource,
+                                      details: AuditEntry.spamDetails(verdict, ["principal": requester])))
+            metrics.antiSpam("quarantined", reason: Self.topSignal(verdict))
+            if verdict.action == .block {
+                entries += try await blockPrincipal(by: "antispam", reason: "spam score \(verdict.score): \(verdict.summary)",
+                                                    details: AuditEntry.spamDetails(verdict, ["principal": requester, "request_id": request.id]))
+                metrics.antiSpam("blocked", reason: "score")
+            }
+            if verdict.signals.contains(where: { $0.signal == .sharedReason }) {
+                let same = SameReason(request.reason, threshold: spam.windows.similarity)
+                let window = TimeInterval(spam.windows.sharedReason.seconds)
+                for other in history.others where other.state == .pending && now.timeIntervalSince(other.createdAt) < window
+                    && same.matches(other.reason) {
+                    guard let full = try await session.request(id: other.id),
+                          let held = RequestLifecycle.quarantine(full, why: RequestLifecycle.heldReason, policy: policy, now: now),
+                          try await session.updateRequest(held, from: .pending) else { continue }
+                    entries.append(AuditEntry(actor: "antispam", action: .requestQuarantined, subject: held.id, resource: held.resource,
+                                              details: ["principal": held.requester, "campaign_of": request.id, "signals": "shared_reason"]))
+                    metrics.antiSpam("quarantined", reason: "shared_reason")
+                }
+            }
+        }
+        try await session.appendAudit(entries, at: now)
+    }
+
+    static func topSignal(_ verdict: SpamVerdict) -> String {
+        verdict.signals.max { $0.points < $1.points }?.signal.rawValue ?? "score"
+    }
+}

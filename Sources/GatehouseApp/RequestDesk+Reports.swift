@@ -1,0 +1,71 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+
+extension RequestDesk {
+    /// An approver reports a request as suspicious: the requester is blocked, their active grants
+    /// are revoked, their waiting requests are held for review, and the reviewers are told.
+    public func report(caller: Caller, id: String, comment given: String?) async throws -> RequestView {
+        let comment = try RequestLifecycle.requiredComment(given, for: .report)
+        let metrics = context.metrics
+        let view = try await context.write(as: caller) { session, policy, now in
+            try await AppContext.refuseIfBlocked(caller.principal, session)
+            guard let request = try await session.request(id: id),
+                  RequestPermissions.canReachForReport(caller.principal, isAdmin: caller.isAdmin, request, policy: policy) else {
+                throw GatehouseError(.notFound, ErrorCode.requestNotFound, "no request \(id) that you can see; list them with `gatehouse requests --to-approve`")
+            }
+            guard request.requester != caller.principal else {
+                throw GatehouseError(.forbidden, "self_report", "you cannot report your own request; cancel it with `gatehouse cancel \(id)`")
+            }
+            let requester = request.requester
+            var entries = [AuditEntry(actor: caller.principal, action: .requestReported, subject: id, resource: request.resource,
+                                      details: ["principal": requester, "comment": comment])]
+            let tx = AntiSpamTransaction(session: session, policy: policy, now: now, requester: requester, metrics: metrics)
+            entries += try await tx.blockPrincipal(by: caller.principal, reason: "reported as suspicious by \(caller.principal)",
+                                                   details: ["principal": requester, "request_id": id, "comment": comment])
+            // A fixed reason: the reporter's comment is in the audit log, and cannot push this past its length limit.
+            let why = "requester reported as suspicious by \(caller.principal)"
+            for grant in try await session.grants(.init(principal: requester, activeAt: now, limit: 1000)) {
+                let revoked = try GrantLifecycle.revoke(grant, by: caller.principal, isAdmin: true, reason: why, now: now)
+                guard try await session.endGrant(revoked) else { continue }
+                entries.append(AuditEntry(actor: caller.principal, action: .grantRevoked, subject: grant.id, resource: grant.resource,
+                                          details: ["principal": requester, "role": grant.role, "reason": why]))
+            }
+            try await session.appendAudit(entries, at: now)
+            for reviewer in policy.members(of: policy.reviewerGroups).sorted() where reviewer != caller.principal && policy.principals[reviewer]?.kind == .user {
+                try await session.insertNotification(OutboxNotification(id: Identifier.make("ntf"), recipient: reviewer, kind: .report, requestIds: [id],
+                                                                        summary: "\(caller.principal) reported \(requester)'s request \(id) as suspicious; \(requester) is blocked", createdAt: now))
+                metrics.notification("report")
+            }
+            metrics.antiSpam("blocked", reason: "report")
+            guard let updated = try await session.request(id: id) else { throw AppErrors.raced(id) }
+            return RequestView(request: updated, approvals: try await session.approvals(requestId: id))
+        }
+        await watch.changed(id)
+        return view
+    }
+
+    /// A reviewer releases a quarantined request to its approvers, or rejects it (a denial).
+    public func review(caller: Caller, id: String, release: Bool, comment given: String?) async throws -> RequestView {
+        let comment = RequestLifecycle.trimmedComment(given)
+        let metrics = context.metrics
+        let view = try await context.write(as: caller) { session, policy, now in
+            try await AppContext.refuseIfBlocked(caller.principal, session)
+            guard let request = try await session.request(id: id), RequestPermissions.canReachForReview(caller.principal, request, policy: policy) else {
+                throw GatehouseError(.notFound, ErrorCode.requestNotFound, "no request \(id) that you can see")
+            }
+            let updated = try RequestLifecycle.review(request, release: release, by: caller.principal, comment: comment, policy: policy, now: now)
+            guard try await session.updateRequest(updated, from: .quarantined) else { throw AppErrors.raced(id) }
+            try await session.appendAudit([AuditEntry(actor: caller.principal, action: release ? .requestReleased : .requestRejected,
+                                                      subject: id, resource: request.resource,
+                                                      details: AuditEntry.compact(["principal": request.requester, "comment": comment]))], at: now)
+            if release {
+                let tx = AntiSpamTransaction(session: session, policy: policy, now: now, requester: request.requester, metrics: metrics)
+                try await tx.notify(updated, throttled: false)
+            }
+            return RequestView(request: updated, approvals: try await session.approvals(requestId: id))
+        }
+        await watch.changed(id)
+        return view
+    }
+}

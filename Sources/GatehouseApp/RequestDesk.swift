@@ -1,0 +1,179 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+
+/// The request desk: file a request, list and read requests, decide, cancel, and wait for a
+/// decision. Filing runs the anti-spam gate (`RequestDesk+Filing.swift`); reports and reviews of
+/// held requests are in `RequestDesk+Reports.swift`.
+public struct RequestDesk: Sendable {
+    let context: AppContext
+    let tarpit: Tarpit
+    let watch: RequestWatch
+
+    init(_ context: AppContext, tarpit: Tarpit, watch: RequestWatch) {
+        self.context = context
+        self.tarpit = tarpit
+        self.watch = watch
+    }
+
+    /// Files a request. `created` is false when the identical request was already waiting (it is
+    /// returned instead, and nobody is notified again).
+    public func create(caller: Caller, input given: NewRequestInput, action: Action? = nil,
+                       sourceIP: String? = nil) async throws -> (view: RequestView, created: Bool) {
+        var prepared = given
+        if let action {
+            if let problem = action.problem { throw GatehouseError.invalid("action", "invalid_action", problem) }
+            prepared.role = Role.actionRoleName
+            prepared.action = (action, await context.actionGuard.classify(action, settings: context.policies.policy.guardSettings, normalize: true))
+            if prepared.duration.isEmpty {
+                prepared.duration = context.policies.policy.resources[prepared.resource]?.actions?.maxDuration.description ?? "1h"
+            }
+        }
+        return try await file(caller: caller, input: prepared, sourceIP: sourceIP)
+    }
+
+    public enum Scope: String, Sendable { case mine, toApprove = "to_approve", all }
+
+    public func list(caller: Caller, scope: Scope, state: RequestState?, limit: Int) async throws -> [RequestView] {
+        let policy = context.policies.policy
+        var filter = StoreSession.RequestFilter(states: state.map { [$0] }, limit: limit)
+        switch scope {
+        case .mine:
+            filter.requester = caller.principal
+        case .toApprove:
+            filter.states = [state ?? .pending]
+            filter.resources = RequestPermissions.approvableResources(caller.principal, policy: policy)
+        case .all:
+            // Reviewers find what the anti-spam policy holds with `--all --state quarantined`.
+            if !caller.isAdmin, !(state == .quarantined && policy.isReviewer(caller.principal)) {
+                throw GatehouseError(.forbidden, ErrorCode.adminOnly, "only admins can list all requests (reviewers: those in state quarantined); use scope mine or to_approve", field: "scope")
+            }
+        }
+        let query = filter
+        let requests = try await context.read { try await $0.requests(query) }
+        let visible = scope == .toApprove
+            ? requests.filter { RequestPermissions.canDecide(caller.principal, $0, policy: policy) }
+            : requests
+        let views = try await context.withApprovals(visible)
+        // Waiting for *my* approval: not the ones I already decided.
+        return scope == .toApprove ? views.filter { !$0.approvals.contains { $0.approver == caller.principal } } : views
+    }
+
+    public func get(caller: Caller, id: String) async throws -> RequestView {
+        let view = try await context.read { session -> RequestView? in
+            guard let request = try await session.request(id: id) else { return nil }
+            return RequestView(request: request, approvals: try await session.approvals(requestId: id))
+        }
+        guard let view, RequestPermissions.canSee(caller.principal, isAdmin: caller.isAdmin, view.request, policy: context.policies.policy) else {
+            throw GatehouseError(.notFound, ErrorCode.requestNotFound, "no request \(id) that you can see; list yours with `gatehouse requests`")
+        }
+        return view
+    }
+
+    public func decide(caller: Caller, id: String, decision: ApprovalDecision, comment: String?) async throws -> RequestView {
+        let result: Result<RequestView, GatehouseError> = try await context.write(as: caller) { session, policy, now in
+            try await AppContext.refuseIfBlocked(caller.principal, session)
+            guard let request = try await session.request(id: id) else {
+                throw GatehouseError(.notFound, ErrorCode.requestNotFound, "no request \(id); list pending ones with `gatehouse requests --to-approve`")
+            }
+            let approvals = try await session.approvals(requestId: id)
+            if decision == .approve, try await session.principalFlags(request.requester)?.isBlocked == true {
+                throw GatehouseError(.conflict, "requester_blocked", "\(request.requester) is blocked by the anti-spam policy; their requests cannot be approved until an admin unblocks them (deny it instead)")
+            }
+            let outcome = try RequestLifecycle.decide(request, existing: approvals, approver: caller.principal, decision: decision,
+                                                      comment: comment, policy: policy, now: now, grantId: Identifier.make("grt"))
+            switch outcome {
+            case .recorded(let approval, let counted):
+                try await session.insertApproval(approval)
+                try await session.appendAudit([AuditEntry(actor: caller.principal, action: .approvalRecorded, subject: id, resource: request.resource,
+                                                          details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment,
+                                                                                       "approvals": "\(counted)/\(max(request.approvalsRequired, 1))"]))], at: now)
+                return .success(RequestView(request: request, approvals: approvals + [approval]))
+            case .approved(let approval, let updated, let grant):
+                try await session.insertApproval(approval)
+                guard try await session.updateRequest(updated, from: .pending) else { throw AppErrors.raced(id) }
+                try await session.insertGrant(grant)
+                try await session.appendAudit([
+                    AuditEntry(actor: caller.principal, action: .requestApproved, subject: id, resource: request.resource,
+                               details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment, "grant_id": grant.id])),
+                    AuditEntry.grantStarted(grant),
+                ], at: now)
+                return .success(RequestView(request: updated, approvals: approvals + [approval]))
+            case .denied(let approval, let updated):
+                try await session.insertApproval(approval)
+                guard try await session.updateRequest(updated, from: .pending) else { throw AppErrors.raced(id) }
+                try await session.appendAudit([AuditEntry(actor: caller.principal, action: .requestDenied, subject: id, resource: request.resource,
+                                                          details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment]))], at: now)
+                return .success(RequestView(request: updated, approvals: approvals + [approval]))
+            case .expired(let updated):
+                // Record the expiry the sweeper has not written yet, then refuse the decision.
+                if try await session.updateRequest(updated, from: request.state) {
+                    try await session.appendAudit([AuditEntry.requestExpired(updated)], at: now)
+                }
+                return .failure(GatehouseError(.conflict, "request_expired", "request \(id) expired at \(request.pendingExpiresAt.rfc3339) before it was decided; the requester must file a new one"))
+            }
+        }
+        await watch.changed(id)
+        return try result.get()
+    }
+
+    public func cancel(caller: Caller, id: String) async throws -> RequestView {
+        let view = try await context.write(as: caller) { session, _, now in
+            guard let request = try await session.request(id: id),
+                  RequestPermissions.canCancel(caller.principal, isAdmin: caller.isAdmin, request) else {
+                throw GatehouseError(.notFound, ErrorCode.requestNotFound, "no request \(id) of yours; list them with `gatehouse requests`")
+            }
+            let updated = try RequestLifecycle.cancel(request, by: caller.principal, isAdmin: caller.isAdmin, now: now)
+            guard try await session.updateRequest(updated, from: request.state) else { throw AppErrors.raced(id) }
+            try await session.appendAudit([AuditEntry(actor: caller.principal, action: .requestCanceled, subject: id, resource: request.resource,
+                                                      details: ["principal": request.requester])], at: now)
+            return RequestView(request: updated, approvals: try await session.approvals(requestId: id))
+        }
+        await watch.changed(id)
+        return view
+    }
+
+    /// Whether the caller may decide this request (the page shows the buttons only then).
+    public func mayDecide(_ caller: Caller, _ request: AccessRequest) -> Bool {
+        RequestPermissions.canDecide(caller.principal, request, policy: context.policies.policy)
+    }
+
+    /// The requester's latest requests, for an approver deciding one of them.
+    public func history(of requester: String, limit: Int) async throws -> [AccessRequest] {
+        try await context.read { try await $0.requests(.init(requester: requester, limit: limit)) }
+    }
+
+    // MARK: waiting for a decision
+
+    public static let longestWait = TimeSpan(seconds: 60)
+
+    /// The request once it is no longer waiting for a decision, or as it is after `wait`.
+    public func waitForDecision(caller: Caller, id: String, wait: String) async throws -> RequestView {
+        let span: TimeSpan
+        do { span = try TimeSpan.parse(wait) } catch {
+            throw GatehouseError.invalid("wait", "invalid_wait", "wait: \(error.description)")
+        }
+        guard span <= Self.longestWait else {
+            throw GatehouseError.invalid("wait", "wait_too_long", "wait is \(span); at most \(Self.longestWait): poll again after it")
+        }
+        guard await watch.enter(token: caller.tokenId) else {
+            throw GatehouseError(.tooManyRequests, "too_many_waits", "this token already holds \(RequestWatch.pollsPerToken) waiting requests open; wait for one to answer")
+        }
+        let deadline = ContinuousClock.now + .seconds(span.seconds)
+        do {
+            while true {
+                let view = try await get(caller: caller, id: id)
+                let left = deadline - ContinuousClock.now
+                guard view.request.state == .pending || view.request.state == .quarantined, left > .zero, !Task.isCancelled else {
+                    await watch.leave(token: caller.tokenId)
+                    return view
+                }
+                // Woken at once by a decision here; another instance's decision is seen on the re-read.
+                await watch.wait(for: id, atMost: min(left, .seconds(2)))
+            }
+        } catch {
+            await watch.leave(token: caller.tokenId)
+            throw error
+        }
+    }
+}

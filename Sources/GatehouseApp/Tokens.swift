@@ -1,0 +1,97 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+
+/// API tokens: the bootstrap admin, authentication, and the admin's create, list and revoke.
+public struct Tokens: Sendable {
+    let context: AppContext
+
+    init(_ context: AppContext) { self.context = context }
+
+    public static let bootstrapAdminName = "admin"
+
+    /// On first start, `GATEHOUSE_ADMIN_TOKEN` becomes the token of the built-in `admin` principal.
+    /// Later starts leave the stored admin alone.
+    public func bootstrapAdmin(token: String) async throws -> Bool {
+        guard token.count >= 16 else {
+            throw GatehouseError(.invalid, "admin_token_too_short", "GATEHOUSE_ADMIN_TOKEN must be at least 16 characters; generate one with `openssl rand -hex 24`", field: "GATEHOUSE_ADMIN_TOKEN")
+        }
+        let clock = context.clock
+        return try await context.store.write { session in
+            let now = clock.now()
+            guard try await !session.hasBootstrapAdmin() else { return false }
+            let record = TokenRecord(id: Identifier.make("tok"), principal: Self.bootstrapAdminName, description: "bootstrap admin (GATEHOUSE_ADMIN_TOKEN)",
+                                     isBootstrapAdmin: true, createdAt: now, createdBy: "system", revokedAt: nil)
+            try await session.insertToken(record, hash: TokenSecret.hash(token))
+            try await session.appendAudit([AuditEntry(actor: "system", action: .tokenCreated, subject: record.id,
+                                                      details: ["principal": record.principal, "admin": "true"])], at: now)
+            return true
+        }
+    }
+
+    public func authenticate(bearer token: String?) async throws -> Caller {
+        guard let token, !token.isEmpty else {
+            throw GatehouseError(.unauthorized, ErrorCode.missingToken, "no token: send `Authorization: Bearer <token>` (set GATEHOUSE_TOKEN for the CLI)")
+        }
+        let store = context.store
+        guard token.utf8.count <= 256, let record = try await context.unavailableOnFailure({ try await store.liveToken(hash: TokenSecret.hash(token)) }) else {
+            throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token is unknown or revoked; ask an admin for a new one (`gatehouse token create NAME`)")
+        }
+        guard let caller = Self.caller(for: record, policy: context.policies.policy) else {
+            throw GatehouseError(.unauthorized, ErrorCode.principalRemoved, "the token belongs to \(record.principal), who is no longer in the policy")
+        }
+        return caller
+    }
+
+    /// The caller a live token stands for under `policy`, or nil when its principal left the policy.
+    static func caller(for record: TokenRecord, policy: Policy) -> Caller? {
+        if record.isBootstrapAdmin { return Caller(principal: record.principal, isAdmin: true, tokenId: record.id) }
+        guard policy.principals[record.principal] != nil else { return nil }
+        return Caller(principal: record.principal, isAdmin: policy.isAdmin(record.principal), tokenId: record.id)
+    }
+
+    public func create(caller: Caller, principal: String, description: String?) async throws -> (TokenRecord, String) {
+        try context.requireAdmin(caller, "create tokens")
+        let policy = context.policies.policy
+        guard policy.principals[principal] != nil else {
+            let known = policy.principals.keys.sorted().joined(separator: ", ")
+            throw GatehouseError.invalid("principal", "unknown_principal", "'\(principal)' is not a principal in the policy; known principals: \(known)")
+        }
+        if let description, description.utf8.count > 256 {
+            throw GatehouseError.invalid("description", "description_too_long", "the description is longer than 256 bytes")
+        }
+        if let description { try TextRules.check(description, field: "description") }
+        let secret = TokenSecret.generate()
+        let record = try await context.write(as: caller) { session, _, now in
+            let record = TokenRecord(id: Identifier.make("tok"), principal: principal, description: description, isBootstrapAdmin: false,
+                                     createdAt: now, createdBy: caller.principal, revokedAt: nil)
+            try await session.insertToken(record, hash: TokenSecret.hash(secret))
+            try await session.appendAudit([AuditEntry(actor: caller.principal, action: .tokenCreated, subject: record.id,
+                                                      details: ["principal": principal])], at: now)
+            return record
+        }
+        return (record, secret)
+    }
+
+    public func list(caller: Caller, includeRevoked: Bool) async throws -> [TokenRecord] {
+        try context.requireAdmin(caller, "list tokens")
+        return try await context.read { try await $0.tokens(includeRevoked: includeRevoked) }
+    }
+
+    public func revoke(caller: Caller, id: String) async throws -> TokenRecord {
+        try context.requireAdmin(caller, "revoke tokens")
+        return try await context.write(as: caller) { session, _, now in
+            guard var record = try await session.token(id: id) else {
+                throw GatehouseError(.notFound, "token_not_found", "no token with id \(id); list them with `gatehouse token list`")
+            }
+            guard record.revokedAt == nil else {
+                throw GatehouseError(.conflict, "token_revoked", "token \(id) is already revoked")
+            }
+            try await session.revokeToken(id: id, by: caller.principal, at: now)
+            try await session.appendAudit([AuditEntry(actor: caller.principal, action: .tokenRevoked, subject: id,
+                                                      details: ["principal": record.principal])], at: now)
+            record.revokedAt = now
+            return record
+        }
+    }
+}

@@ -1,0 +1,46 @@
+/// Who may do what with a request. One predicate, used alike to list requests, to enforce a
+/// decision, and to show or hide buttons on the request page, so the three cannot disagree.
+/// The state rules (pending, quarantined, expired) stay in `RequestLifecycle`; this answers only
+/// "is this person someone who may".
+public enum RequestPermissions {
+    /// A human member of one of the request's role's approver groups (service accounts never approve).
+    public static func isApprover(_ principal: String, of request: AccessRequest, policy: Policy) -> Bool {
+        guard let role = policy.resources[request.resource]?.role(named: request.role) else { return false }
+        return policy.eligibleApprovers(for: role).contains(principal)
+    }
+
+    /// May decide the request: an eligible approver who is not its requester.
+    public static func canDecide(_ principal: String, _ request: AccessRequest, policy: Policy) -> Bool {
+        principal != request.requester && isApprover(principal, of: request, policy: policy)
+    }
+
+    /// May see the request: an admin, its requester, an approver of its role, and a reviewer while it is held.
+    public static func canSee(_ principal: String, isAdmin: Bool, _ request: AccessRequest, policy: Policy) -> Bool {
+        isAdmin || request.requester == principal
+            || (request.state == .quarantined && policy.isReviewer(principal))
+            || isApprover(principal, of: request, policy: policy)
+    }
+
+    /// May cancel the request: its requester or an admin.
+    public static func canCancel(_ principal: String, isAdmin: Bool, _ request: AccessRequest) -> Bool {
+        isAdmin || request.requester == principal
+    }
+
+    /// May look at the request to report it: an admin, a reviewer, an approver of its role, or its
+    /// requester (who is then told that nobody reports their own request).
+    public static func canReachForReport(_ principal: String, isAdmin: Bool, _ request: AccessRequest, policy: Policy) -> Bool {
+        isAdmin || policy.isReviewer(principal) || request.requester == principal || isApprover(principal, of: request, policy: policy)
+    }
+
+    /// May look at the request to review it: a reviewer, or its requester (who is then refused).
+    public static func canReachForReview(_ principal: String, _ request: AccessRequest, policy: Policy) -> Bool {
+        policy.isReviewer(principal) || request.requester == principal
+    }
+
+    /// The resources on which the principal approves at least one role: where to look for work.
+    public static func approvableResources(_ principal: String, policy: Policy) -> [String] {
+        policy.resources.values.filter { resource in
+            resource.roles.values.contains { policy.eligibleApprovers(for: $0).contains(principal) }
+        }.map(\.name)
+    }
+}
