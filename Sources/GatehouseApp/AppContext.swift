@@ -61,6 +61,7 @@ public final class AppContext: Sendable {
         }
     }
 
+    @discardableResult
     func write<T: Sendable>(_ body: @Sendable @escaping (StoreSession) async throws -> T) async throws -> T {
         try await unavailableOnFailure { try await self.store.write(body) }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseStore
 
 /// Wakes long polls (`GET /v1/requests/{id}?wait=30s`) when this instance changes a request.
 /// Changes made by another instance on the same database are seen by the poll's own re-read,
@@ -7,7 +8,7 @@ actor RequestWatch {
     private struct Waiter {
         var continuation: CheckedContinuation<Void, Never>
         /// Resumes the waiter when its time is up; cancelled when a change wakes it first.
-        var timer: Task<Void, Never>?
+        var deadline: Deadline
     }
 
     private var waiters: [String: [UUID: Waiter]] = [:]
@@ -28,7 +29,7 @@ actor RequestWatch {
 
     func changed(_ id: String) {
         for waiter in (waiters.removeValue(forKey: id) ?? [:]).values {
-            waiter.timer?.cancel()
+            waiter.deadline.cancel()
             waiter.continuation.resume()
         }
     }
@@ -37,17 +38,11 @@ actor RequestWatch {
     func wait(for id: String, atMost duration: Duration) async {
         let key = UUID()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            waiters[id, default: [:]][key] = Waiter(continuation: continuation, timer: nil)
-            waiters[id]?[key]?.timer = Task { [weak self] in
-                try? await Task.sleep(for: duration)
-                guard !Task.isCancelled else { return }
-                await self?.timeOut(id, key)
-            }
+            let deadline = Deadline()
+            waiters[id, default: [:]][key] = Waiter(continuation: continuation, deadline: deadline)
+            deadline.arm(after: duration) { [weak self] in await self?.timeOut(id, key) }
         }
     }
-
-    /// Waiters parked right now (for tests: a timed-out or woken waiter leaves nothing behind).
-    var parked: Int { waiters.values.reduce(0) { $0 + $1.count } }
 
     private func timeOut(_ id: String, _ key: UUID) {
         guard let waiter = waiters[id]?.removeValue(forKey: key) else { return }

@@ -1,4 +1,3 @@
-@preconcurrency import Dispatch
 import Foundation
 import GatehouseApp
 import GatehouseCore
@@ -9,6 +8,7 @@ import NIOCore
 import OpenAPIHummingbird
 import OpenAPIRuntime
 import ServiceLifecycle
+import UnixSignals
 
 /// Builds the HTTP application around an `UseCases`.
 public enum GatehouseHTTP {
@@ -77,13 +77,7 @@ public struct PolicyReloadOnHangup: Service {
     }
 
     public func run() async throws {
-        let hangups = AsyncStream<Void> { continuation in
-            signal(SIGHUP, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: SIGHUP)
-            source.setEventHandler { continuation.yield() }
-            continuation.onTermination = { _ in source.cancel() }
-            source.resume()
-        }
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         for await _ in hangups.cancelOnGracefulShutdown() {
             do {
                 let result = try await service.housekeeping.reloadPolicy(actor: "system (SIGHUP)")

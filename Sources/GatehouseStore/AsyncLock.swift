@@ -7,6 +7,8 @@ final class AsyncLock: Sendable {
     private struct Waiter {
         var id: UInt64
         var continuation: CheckedContinuation<Bool, Never>
+        /// Tells the waiter no when `wait` runs out; cancelled when the lock is handed to it first.
+        var deadline: Deadline
     }
 
     private struct State {
@@ -28,21 +30,21 @@ final class AsyncLock: Sendable {
 
     private func acquire(wait: Duration) async -> Bool {
         await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let deadline = Deadline()
             let queued = state.withLock { state -> UInt64? in
                 guard state.locked else {
                     state.locked = true
                     return nil
                 }
                 state.nextID &+= 1
-                state.waiters.append(Waiter(id: state.nextID, continuation: continuation))
+                state.waiters.append(Waiter(id: state.nextID, continuation: continuation, deadline: deadline))
                 return state.nextID
             }
             guard let id = queued else {
                 continuation.resume(returning: true)
                 return
             }
-            Task {
-                try? await Task.sleep(for: wait)
+            deadline.arm(after: wait) {
                 // Either the lock was handed over already, or we take this waiter out and tell it no.
                 let expired = self.state.withLock { state -> CheckedContinuation<Bool, Never>? in
                     guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
@@ -54,13 +56,14 @@ final class AsyncLock: Sendable {
     }
 
     private func release() {
-        let next = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+        let next = state.withLock { state -> Waiter? in
             if state.waiters.isEmpty {
                 state.locked = false
                 return nil
             }
-            return state.waiters.removeFirst().continuation
+            return state.waiters.removeFirst()
         }
-        next?.resume(returning: true)
+        next?.deadline.cancel()
+        next?.continuation.resume(returning: true)
     }
 }

@@ -265,7 +265,11 @@ final class PostgresBackend: StoreBackend {
         let stuckAfter = Duration.seconds(4 * self.location.connectTimeoutSeconds)
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             let answer = Once(continuation)
+            // The timer ends as soon as the work does: one sleeping task per lease, not one per lease
+            // that outlives it by `wait + stuckAfter`.
+            let deadline = Deadline()
             let work = Task {
+                defer { deadline.cancel() }
                 do {
                     let value = try await client.withConnection { connection in
                         guard gate.start() else { throw CancellationError() }
@@ -277,19 +281,18 @@ final class PostgresBackend: StoreBackend {
                     answer.resume(with: .failure(error))
                 }
             }
-            Task {
-                try? await Task.sleep(for: wait)
+            deadline.arm(after: wait) {
                 guard gate.expire() else {
                     // Started: a body that has not ended long after the server's own timeouts would
                     // have is stuck on a connection that is gone. Answer the caller (the write queue
                     // moves on); whatever the body did is rolled back by the server, or committed.
-                    try? await Task.sleep(for: stuckAfter)
-                    answer.resume(with: .failure(GatehouseError(.unavailable, "store_outcome_unknown", "the database stopped answering during this change (\(location)); it may or may not have been made: look it up before trying again")))
+                    do { try await Task.sleep(for: stuckAfter) } catch { return }
+                    answer.resume(with: .failure(GatehouseError(.unavailable, ErrorCode.storeOutcomeUnknown, "the database stopped answering during this change (\(location)); it may or may not have been made: look it up before trying again")))
                     return
                 }
                 self.unreachable.store(true, ordering: .relaxed)
                 work.cancel()
-                answer.resume(with: .failure(GatehouseError(.unavailable, "store_unavailable", "no database connection within \(wait) (\(location) is down or overloaded); nothing was changed, try again shortly")))
+                answer.resume(with: .failure(GatehouseError(.unavailable, ErrorCode.storeUnavailable, "no database connection within \(wait) (\(location) is down or overloaded); nothing was changed, try again shortly")))
             }
         }
     }

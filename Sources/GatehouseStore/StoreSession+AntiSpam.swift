@@ -25,40 +25,6 @@ public struct PrincipalFlags: Sendable, Equatable {
     public func isThrottled(at now: Date) -> Bool { throttledUntil.map { $0 > now } ?? false }
 }
 
-/// A message waiting in the outbox for whatever delivers notifications (webhooks, chat).
-public struct OutboxNotification: Sendable, Equatable {
-    public enum Kind: String, Sendable {
-        /// One request for an approver to decide.
-        case request
-        /// Requests beyond the approver's budget (or throttled), merged into one message.
-        case digest
-        /// A request was reported as suspicious (to the reviewers).
-        case report
-        /// Someone broke the glass (to `break_glass.notify`), outside every budget.
-        case breakGlass = "break_glass"
-    }
-    public var id: String
-    public var recipient: String
-    public var kind: Kind
-    public var requestIds: [String]
-    public var summary: String
-    public var createdAt: Date
-    public var updatedAt: Date
-    public var sentAt: Date?
-
-    public init(id: String, recipient: String, kind: Kind, requestIds: [String], summary: String, createdAt: Date,
-                updatedAt: Date? = nil, sentAt: Date? = nil) {
-        self.id = id
-        self.recipient = recipient
-        self.kind = kind
-        self.requestIds = requestIds
-        self.summary = summary
-        self.createdAt = createdAt
-        self.updatedAt = updatedAt ?? createdAt
-        self.sentAt = sentAt
-    }
-}
-
 extension StoreSession {
     // MARK: rate limits (GCRA state: one theoretical arrival time per key)
 
@@ -87,7 +53,7 @@ extension StoreSession {
             SELECT kind, resource, at FROM refusals WHERE principal = \(bind: principal) AND at >= \(bind: since.unixMilliseconds)
             ORDER BY at DESC LIMIT 1000
             """).all().map { row in
-            RecordedRefusal(kind: RecordedRefusal.Kind(rawValue: try row.decode(column: "kind", as: String.self)) ?? .limit,
+            RecordedRefusal(kind: try row.decodeValue(column: "kind", as: RecordedRefusal.Kind.self),
                             resource: try row.decode(column: "resource", as: String.self),
                             at: Date(unixMilliseconds: try row.decode(column: "at", as: Int64.self)))
         }
@@ -186,54 +152,10 @@ extension StoreSession {
             resource: try row.decode(column: "resource", as: String.self),
             role: try row.decode(column: "role", as: String.self),
             reason: try row.decode(column: "reason", as: String.self),
-            state: RequestState(rawValue: try row.decode(column: "state", as: String.self)) ?? .denied,
+            state: try row.decodeValue(column: "state", as: RequestState.self),
             createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
             decidedAt: try row.decode(column: "decided_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
             decidedBy: try row.decode(column: "decided_by", as: String?.self))
-    }
-
-    // MARK: notification outbox
-
-    public func insertNotification(_ n: OutboxNotification) async throws {
-        try await db.raw("""
-            INSERT INTO notifications (id, recipient, kind, request_id, request_ids, request_count, summary, created_at, updated_at, sent_at)
-            VALUES (\(bind: n.id), \(bind: n.recipient), \(bind: n.kind.rawValue), \(bind: n.requestIds.first),
-                    \(bind: n.requestIds.joined(separator: ",")), \(bind: n.requestIds.count), \(bind: n.summary),
-                    \(bind: n.createdAt.unixMilliseconds), \(bind: n.updatedAt.unixMilliseconds), \(bind: n.sentAt?.unixMilliseconds))
-            """).run()
-    }
-
-    /// The recipient's digest that has not been sent yet: at most one at a time.
-    public func openDigest(recipient: String) async throws -> OutboxNotification? {
-        try await db.raw("""
-            SELECT * FROM notifications WHERE recipient = \(bind: recipient) AND kind = 'digest' AND sent_at IS NULL LIMIT 1
-            """).first().map(Self.notification)
-    }
-
-    public func updateDigest(_ n: OutboxNotification) async throws {
-        try await db.raw("""
-            UPDATE notifications SET request_ids = \(bind: n.requestIds.joined(separator: ",")), request_count = \(bind: n.requestIds.count),
-                   summary = \(bind: n.summary), updated_at = \(bind: n.updatedAt.unixMilliseconds)
-            WHERE id = \(bind: n.id) AND sent_at IS NULL
-            """).run()
-    }
-
-    public func notifications(recipient: String?, limit: Int) async throws -> [OutboxNotification] {
-        let filter: SQLQueryString = recipient.map { "WHERE recipient = \(bind: $0)" } ?? ""
-        return try await db.raw("SELECT * FROM notifications \(filter) ORDER BY created_at, id LIMIT \(bind: limit)").all().map(Self.notification)
-    }
-
-    static func notification(_ row: any SQLRow) throws -> OutboxNotification {
-        let ids = try row.decode(column: "request_ids", as: String?.self) ?? ""
-        return OutboxNotification(
-            id: try row.decode(column: "id", as: String.self),
-            recipient: try row.decode(column: "recipient", as: String.self),
-            kind: OutboxNotification.Kind(rawValue: try row.decode(column: "kind", as: String.self)) ?? .request,
-            requestIds: ids.split(separator: ",").map(String.init),
-            summary: try row.decode(column: "summary", as: String.self),
-            createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
-            updatedAt: Date(unixMilliseconds: try row.decode(column: "updated_at", as: Int64.self)),
-            sentAt: try row.decode(column: "sent_at", as: Int64?.self).map(Date.init(unixMilliseconds:)))
     }
 
     // MARK: housekeeping

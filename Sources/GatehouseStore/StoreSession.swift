@@ -145,7 +145,7 @@ public struct StoreSession: Sendable {
             duration: TimeSpan(seconds: try row.decode(column: "duration_s", as: Int64.self)),
             reason: try row.decode(column: "reason", as: String.self),
             ticket: try row.decode(column: "ticket", as: String?.self),
-            state: RequestState(rawValue: try row.decode(column: "state", as: String.self)) ?? .denied,
+            state: try row.decodeValue(column: "state", as: RequestState.self),
             approvalsRequired: try row.decode(column: "approvals_required", as: Int.self),
             createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
             pendingExpiresAt: Date(unixMilliseconds: try row.decode(column: "pending_expires_at", as: Int64.self)),
@@ -172,7 +172,7 @@ public struct StoreSession: Sendable {
         let categories = try row.decode(column: "action_categories", as: String?.self) ?? ""
         return RequestedAction(
             kind: kind, text: text, digest: digest,
-            risk: RiskLevel(rawValue: try row.decode(column: "action_risk", as: String?.self) ?? "") ?? .dangerous,
+            risk: try row.decodeValue(column: "action_risk", as: RiskLevel.self),
             categories: categories.split(separator: ",").map(String.init),
             normalized: try row.decode(column: "action_normalized", as: String?.self))
     }
@@ -191,7 +191,7 @@ public struct StoreSession: Sendable {
         try await db.raw("SELECT * FROM approvals WHERE request_id = \(bind: requestId) ORDER BY at, approver").all().map { row in
             Approval(requestId: try row.decode(column: "request_id", as: String.self),
                      approver: try row.decode(column: "approver", as: String.self),
-                     decision: ApprovalDecision(rawValue: try row.decode(column: "decision", as: String.self)) ?? .deny,
+                     decision: try row.decodeValue(column: "decision", as: ApprovalDecision.self),
                      comment: try row.decode(column: "comment", as: String?.self),
                      at: Date(unixMilliseconds: try row.decode(column: "at", as: Int64.self)))
         }
@@ -267,7 +267,7 @@ public struct StoreSession: Sendable {
             principal: try row.decode(column: "principal", as: String.self),
             resource: try row.decode(column: "resource", as: String.self),
             role: try row.decode(column: "role", as: String.self),
-            allows: RiskLevel(rawValue: try row.decode(column: "allows", as: String.self)) ?? .read,
+            allows: try row.decodeValue(column: "allows", as: RiskLevel.self),
             startsAt: Date(unixMilliseconds: try row.decode(column: "starts_at", as: Int64.self)),
             expiresAt: Date(unixMilliseconds: try row.decode(column: "expires_at", as: Int64.self)),
             endedAt: try row.decode(column: "ended_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
@@ -392,5 +392,18 @@ public struct StoreSession: Sendable {
             """).run()
         let current = try await db.raw("SELECT holder FROM leases WHERE name = \(bind: name)").first()?.decode(column: "holder", as: String.self)
         return current == holder
+    }
+}
+
+extension SQLRow {
+    /// A column that holds one of an enum's values. Anything else means the row was written outside
+    /// Gatehouse (or by a newer version): an error, never a guessed default such as "denied".
+    func decodeValue<Value: RawRepresentable>(column: String, as type: Value.Type) throws -> Value where Value.RawValue == String {
+        let raw = try decode(column: column, as: String.self)
+        guard let value = Value(rawValue: raw) else {
+            throw GatehouseError(.unavailable, "store_broken_row",
+                                 "the store holds '\(raw)' in column \(column), which is not a \(Value.self) this version knows; was the database changed by hand or by a newer Gatehouse? Nothing was changed")
+        }
+        return value
     }
 }
