@@ -21,6 +21,13 @@ public struct ProxyAuthority: Sendable {
         public var resource: String
         public var sessionID: String
         public var client: String
+
+        public init(caller: Caller, resource: String, sessionID: String, client: String) {
+            self.caller = caller
+            self.resource = resource
+            self.sessionID = sessionID
+            self.client = client
+        }
     }
 
     /// The access a proxy session has right now: its principal's open grants on the resource, or why

@@ -18,60 +18,53 @@ struct ListenerContext: Sendable {
 }
 
 /// One client connection and, once signed in, its database connection. Everything runs on the
-/// client channel's event loop (the database channel uses the same loop); the protocol decisions
-/// are made by `ClientSignIn`, `UpstreamLogin` and `StatementFlow`, this class does the I/O.
-final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
+/// client channel's event loop (the database channel uses the same loop). Every decision is made by
+/// the pure `ProxySession`; this class feeds it events and does what it answers: reads, writes,
+/// connects, and hands the asynchronous questions (sign-in, a statement, why access ended) to the
+/// application, coming back to the event loop with the answer.
+final class ProxyConnection: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private enum Phase {
-        case signIn(ClientSignIn)
-        case connecting
-        case upstreamLogin(UpstreamLogin)
-        case ready(StatementFlow)
-        case closed
-    }
-
     let shared: ListenerContext
-    private var phase: Phase
+    private var session: ProxySession
     private var decoder: FrontendDecoder
     private var backendDecoder = BackendDecoder()
     private var inbound = ByteBuffer()
     private var upstreamInbound = ByteBuffer()
     private var context: ChannelHandlerContext?
+    private var loop: EventLoop?
     private var upstream: Channel?
     /// True while waiting for something asynchronous (sign-in, the database, a statement check):
     /// client bytes are buffered meanwhile, and reading stops when the buffer grows large.
     private var suspended = false
     private var pendingUpstreamFlush = false
-
-    private(set) var identity: ProxyAuthority.ProxyIdentity?
-    private(set) var grants: [Grant] = []
-    private var statements = 0
-    private var refused = 0
     private var checkStarted: ContinuousClock.Instant?
-    private var cancelKey: CancelKey?
-    private var endReason = "the client disconnected"
 
     init(shared: ListenerContext, plaintextAllowed: Bool) {
         self.shared = shared
         var early = shared.limits
         early.messageBytes = min(early.messageBytes, Self.signInMessageBytes)
         self.decoder = FrontendDecoder(limits: early)
-        self.phase = .signIn(ClientSignIn(settings: .init(resource: shared.resource, upstreamDatabase: shared.settings.database,
-                                                          tlsAvailable: shared.serverTLS != nil, plaintextAllowed: plaintextAllowed)))
+        session = ProxySession(settings: .init(resource: shared.resource, proxy: shared.settings, password: shared.password,
+                                               tlsAvailable: shared.serverTLS != nil, plaintextAllowed: plaintextAllowed))
     }
 
-    var eventLoop: EventLoop? { context?.eventLoop }
+    /// This handler, usable from other threads only on its own event loop.
+    private var bound: NIOLoopBound<ProxyConnection>? {
+        loop.map { NIOLoopBound(self, eventLoop: $0) }
+    }
 
     // MARK: client side
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        context.eventLoop.scheduleTask(in: shared.limits.signInTimeout) { [weak self] in
-            guard let self, self.identity == nil else { return }
-            self.fail(Wire.error(code: "08P01", message: "gatehouse: sign-in did not complete within \(self.shared.limits.signInTimeout.nanoseconds / 1_000_000_000) s", fatal: true),
-                      reason: "sign-in timeout")
+        loop = context.eventLoop
+        let timeout = shared.limits.signInTimeout
+        let me = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: timeout) {
+            let connection = me.value
+            connection.execute(connection.session.signInTimedOut(after: timeout.nanoseconds / 1_000_000_000))
         }
     }
 
@@ -86,11 +79,11 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        finish(reason: endReason)
+        execute(session.clientClosed())
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        endReason = "connection error: \(error)"
+        session.clientFailed("\(error)")
         context.close(promise: nil)
     }
 
@@ -103,30 +96,16 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Reads and handles client messages until one needs something asynchronous.
     private func process() {
         guard let context else { return }
-        while !suspended {
-            if case .closed = phase { return }
+        while !suspended, !session.isClosed {
             let frame: FrontendFrame
             do {
                 guard let next = try decoder.next(&inbound) else { break }
                 frame = next
             } catch {
-                fail(Wire.error(code: "08P01", message: "gatehouse: \(error.message)", fatal: true), reason: "protocol error: \(error.message)")
+                execute(session.clientProtocolError(error.message))
                 return
             }
-            switch phase {
-            case .signIn(var signIn):
-                let step = signIn.receive(frame.message, pendingBytes: inbound.readableBytes)
-                phase = .signIn(signIn)
-                signInStep(step, context: context)
-            case .ready(var flow):
-                let step = flow.receive(frame)
-                phase = .ready(flow)
-                statementStep(step)
-            case .connecting, .upstreamLogin, .closed:
-                // The client may not send anything before it has been told it is signed in.
-                fail(Wire.error(code: "08P01", message: "gatehouse: message before sign-in completed", fatal: true), reason: "protocol error")
-                return
-            }
+            execute(session.clientMessage(frame, pendingBytes: inbound.readableBytes))
         }
         if suspended, inbound.readableBytes > 1 << 20 {
             context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
@@ -143,96 +122,134 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
         flushUpstream()
     }
 
-    private func signInStep(_ step: ClientSignIn.Step, context: ChannelHandlerContext) {
-        switch step {
-        case .send(let bytes):
+    // MARK: doing what the session says
+
+    private func execute(_ action: ProxySession.Action) {
+        guard let context else { return }
+        switch action {
+        case .none:
+            break
+        case .sendToClient(let bytes):
             context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
-        case .startTLS:
+        case .startClientTLS:
             context.writeAndFlush(wrapOutboundOut(ClientSignIn.byte("S")), promise: nil)
             guard let tls = shared.serverTLS else { return }
             try? context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls), position: .first)
-        case let .cancel(processID, secret):
-            shared.registry.cancel(resource: shared.resource, key: CancelKey(processID: processID, secret: secret), eventLoop: context.eventLoop)
-            endReason = "cancel request"
+        case .forwardCancel(let key):
+            shared.registry.cancel(resource: shared.resource, settings: shared.settings, key: key, eventLoop: context.eventLoop)
             context.close(promise: nil)
-        case .fail(let bytes):
-            fail(bytes, reason: "sign-in refused")
-        case let .authenticate(user, token, parameters):
-            suspend()
-            phase = .connecting
-            let client = context.channel.remoteAddress?.description ?? "unknown"
+        case let .authorize(user, token):
+            authorize(user: user, token: token, context: context)
+        case .connectUpstream(let startup):
+            connectUpstream(startup: startup, context: context)
+        case .auditEndedDuringSignIn(let identity):
+            let service = shared.service
+            Task { await service.proxy.sessionEnded(identity, reason: "the client left during sign-in", statements: 0, refused: 0) }
+        case .forward(let bytes):
+            writeUpstream(bytes)
+        case let .refuse(bytes, message):
+            writeUpstream(bytes)
+            if let identity = session.identity {
+                let service = shared.service
+                Task { await service.proxy.refused(identity, what: message) }
+            }
+        case let .check(text, grants):
+            check(text, grants: grants, context: context)
+        case .terminate:
+            upstream?.writeAndFlush(Wire.message(UInt8(ascii: "X")) { _ in }, promise: nil)
+            context.close(promise: nil)
+        case let .close(error, _, cancelRunning, ended):
+            // Closing the connection does not stop a statement the database is running: cancel it.
+            if let key = cancelRunning { shared.registry.cancelNow(key, settings: shared.settings, eventLoop: context.eventLoop) }
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(error)).whenComplete { _ in channel.close(promise: nil) }
+            finish(ended)
+        case .finish(let ended):
+            finish(ended)
+        case let .lookUpEndReason(previous, principal):
+            guard let bound else { return }
             let service = shared.service
             let resource = shared.resource
-            let loop = context.eventLoop
             Task {
-                do {
-                    let (identity, grants) = try await service.proxy.signIn(token: token, user: user, resource: resource, client: client)
-                    loop.execute { self.signedIn(identity, grants: grants, parameters: parameters) }
-                } catch {
-                    let (code, message) = Self.describe(error)
-                    service.metrics.proxySession("refused")
-                    loop.execute { self.fail(Wire.error(code: code, message: message, fatal: true), reason: "sign-in refused") }
+                let detail = await service.proxy.endReason(grants: previous, principal: principal, resource: resource)
+                bound.eventLoop.execute {
+                    let connection = bound.value
+                    connection.execute(database: connection.session.terminate("gatehouse: session ended: \(detail)"))
                 }
             }
         }
     }
 
-    static func describe(_ error: Error) -> (String, String) {
-        guard let error = error as? GatehouseError else { return ("58000", "gatehouse: \(error)") }
-        let code = switch error.kind {
-        case .unauthorized: "28P01"
-        case .forbidden: "42501"
-        case .unavailable: "57P03"
-        default: "58000"
+    private func execute(database action: ProxySession.DatabaseAction) {
+        if case let .close(error, reason, cancelRunning, ended) = action {
+            execute(.close(error: error, reason: reason, cancelRunning: cancelRunning, ended: ended))
         }
-        return (code, "gatehouse: \(error.message)")
     }
 
-    // MARK: the database side
+    private func finish(_ ended: ProxySession.Ended?) {
+        upstream?.close(promise: nil)
+        shared.registry.remove(self, key: session.cancelKey)
+        guard let ended else { return }
+        shared.service.metrics.proxySession("ended")
+        let service = shared.service
+        Task { await service.proxy.sessionEnded(ended.identity, reason: ended.reason, statements: ended.statements, refused: ended.refused) }
+    }
 
-    private func signedIn(_ identity: ProxyAuthority.ProxyIdentity, grants: [Grant], parameters: [(String, String)]) {
-        guard case .connecting = phase, let context else {
-            // The client left (or timed out) while its sign-in was decided: the start is audited, so is the end.
-            let service = shared.service
-            Task { await service.proxy.sessionEnded(identity, reason: "the client left during sign-in", statements: 0, refused: 0) }
-            return
+    // MARK: sign-in
+
+    private func authorize(user: String, token: String, context: ChannelHandlerContext) {
+        suspend()
+        let client = context.channel.remoteAddress?.description ?? "unknown"
+        let service = shared.service
+        let resource = shared.resource
+        let me = NIOLoopBound(self, eventLoop: context.eventLoop)
+        Task {
+            let result: Result<(ProxyAuthority.ProxyIdentity, [Grant]), any Error>
+            do {
+                result = .success(try await service.proxy.signIn(token: token, user: user, resource: resource, client: client))
+            } catch {
+                service.metrics.proxySession("refused")
+                result = .failure(error)
+            }
+            me.eventLoop.execute {
+                let connection = me.value
+                connection.execute(connection.session.signInDecided(result))
+            }
         }
-        self.identity = identity
-        self.grants = grants
+    }
+
+    private func connectUpstream(startup: ByteBuffer, context: ChannelHandlerContext) {
+        guard let identity = session.identity else { return }
         shared.service.metrics.proxySession("started")
-        shared.registry.add(self)
+        shared.registry.add(self, identity: identity, eventLoop: context.eventLoop)
         let settings = shared.settings
-        var startup: [(String, String)] = [("user", settings.user), ("database", settings.database), ("client_encoding", "UTF8"),
-                                           ("standard_conforming_strings", "on")]
-        // A session that may only read runs read-only on the database too: the classifier cannot see
-        // inside functions, and the database refuses their writes in a read-only transaction. (A write
-        // grant that arrives later needs a new session.)
-        if Self.readOnly(grants) { startup.append(("default_transaction_read_only", "on")) }
-        if !parameters.contains(where: { $0.0.lowercased() == "application_name" }) { startup.append(("application_name", "gatehouse-proxy")) }
-        startup += parameters
-        let upstreamHandler = UpstreamHandler(connection: self, tlsMode: settings.upstreamTLS, tls: shared.upstreamTLS,
-                                              serverHostname: settings.upstreamHost, startup: Wire.startup(startup))
-        phase = .upstreamLogin(UpstreamLogin(user: settings.user, password: shared.password))
+        let upstreamHandler = NIOLoopBound(UpstreamHandler(connection: self, tlsMode: settings.upstreamTLS, tls: shared.upstreamTLS,
+                                                           serverHostname: settings.upstreamHost, startup: startup),
+                                           eventLoop: context.eventLoop)
+        let me = NIOLoopBound(self, eventLoop: context.eventLoop)
         ClientBootstrap(group: context.eventLoop)
             .connectTimeout(.seconds(5))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(upstreamHandler) }
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(upstreamHandler.value) }
             }
             .connect(host: settings.upstreamHost, port: settings.upstreamPort)
             .whenComplete { result in
+                let connection = me.value
                 switch result {
                 case .success(let channel):
-                    self.upstream = channel
-                    if case .closed = self.phase { channel.close(promise: nil) }
+                    connection.upstream = channel
+                    if connection.session.isClosed { channel.close(promise: nil) }
                 case .failure(let error):
-                    self.upstreamFailed("cannot reach the database at \(settings.upstreamHost):\(settings.upstreamPort): \(error)")
+                    connection.upstreamFailed("cannot reach the database at \(settings.upstreamHost):\(settings.upstreamPort): \(error)")
                 }
             }
     }
 
+    // MARK: the database side
+
     func upstreamFailed(_ why: String) {
-        fail(Wire.error(code: "08006", message: "gatehouse: \(why)", fatal: true), reason: why)
+        execute(database: session.databaseFailed(why))
     }
 
     func upstreamRead(_ bytes: inout ByteBuffer) {
@@ -258,51 +275,32 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
                 guard let next = try backendDecoder.next(&upstreamInbound) else { break }
                 frame = next
             } catch {
+                flushRun()
                 upstreamFailed(error.message)
                 return
             }
-            switch phase {
-            case .upstreamLogin(var login):
-                let step = login.receive(frame.message)
-                phase = .upstreamLogin(login)
-                switch step {
-                case .send(let bytes):
-                    upstream?.writeAndFlush(bytes, promise: nil)
-                case .wait:
-                    break
-                case .failed(let why):
-                    upstreamFailed("the proxy could not sign in to the database: \(why)")
-                    return
-                case .authenticated:
-                    phase = .ready(StatementFlow(nonce: Self.nonce()))
-                    decoder.limits = shared.limits
-                    context.write(wrapOutboundOut(frame.bytes), promise: nil)
-                    becameReady = true
-                }
-            case .ready(var flow):
-                if case let .parameterStatus(name, value) = frame.message, let expected = Self.requiredSettings[name.lowercased()],
-                   value.uppercased() != expected {
-                    flushRun()
-                    terminate("gatehouse: session ended: the database reports \(name) = \(value); statements are checked only under \(name) = \(expected)")
-                    return
-                }
-                if case let .backendKeyData(processID, secret) = frame.message {
-                    let key = CancelKey(processID: processID, secret: secret)
-                    cancelKey = key
-                    shared.registry.register(key, for: self)
-                }
-                let answer = flow.route(frame)
-                phase = .ready(flow)
-                switch answer {
-                case .pass:
-                    run = (run?.start ?? start, upstreamInbound.readerIndex)
-                case .replace(let bytes):
-                    flushRun()
-                    context.write(wrapOutboundOut(bytes), promise: nil)
-                case .drop:
-                    flushRun()
-                }
-            case .signIn, .connecting, .closed:
+            switch session.databaseMessage(frame) {
+            case .pass:
+                run = (run?.start ?? start, upstreamInbound.readerIndex)
+            case .passAndRegister(let key):
+                shared.registry.register(key, for: self)
+                run = (run?.start ?? start, upstreamInbound.readerIndex)
+            case .replace(let bytes):
+                flushRun()
+                context.write(wrapOutboundOut(bytes), promise: nil)
+            case .drop:
+                flushRun()
+            case .sendToDatabase(let bytes):
+                upstream?.writeAndFlush(bytes, promise: nil)
+            case .ready:
+                decoder.limits = shared.limits
+                context.write(wrapOutboundOut(frame.bytes), promise: nil)
+                becameReady = true
+            case let .close(error, reason, cancelRunning, ended):
+                flushRun()
+                execute(.close(error: error, reason: reason, cancelRunning: cancelRunning, ended: ended))
+                return
+            case .ignore:
                 return
             }
         }
@@ -315,38 +313,13 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func upstreamClosed() {
-        guard case .closed = phase else {
-            fail(Wire.error(code: "08006", message: "gatehouse: the database closed the connection", fatal: true), reason: "the database closed the connection")
-            return
-        }
+        execute(session.databaseClosed())
     }
 
     // MARK: statements
 
-    private func statementStep(_ step: StatementFlow.Step) {
-        switch step {
-        case .forward(let bytes):
-            writeUpstream(bytes)
-        case .drop:
-            break
-        case .refuse(let bytes, let refusal):
-            refused += 1
-            writeUpstream(bytes)
-            if let identity { Task { await self.shared.service.proxy.refused(identity, what: refusal.message) } }
-        case .terminate:
-            endReason = "the client ended the session"
-            upstream?.writeAndFlush(Wire.message(UInt8(ascii: "X")) { _ in }, promise: nil)
-            context?.close(promise: nil)
-        case .check(let text):
-            check(text)
-        case .violation(let why):
-            fail(Wire.error(code: "08P01", message: "gatehouse: \(why)", fatal: true), reason: "protocol error: \(why)")
-        }
-    }
-
-    private func check(_ text: String) {
-        guard let identity else { return }
-        statements += 1
+    private func check(_ text: String, grants: [Grant], context: ChannelHandlerContext) {
+        guard let identity = session.identity else { return }
         let started = ContinuousClock.now
         let service = shared.service
         let audit = shared.settings.audit
@@ -355,31 +328,30 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         suspend()
-        let grants = self.grants
-        let loop = context!.eventLoop
+        let me = NIOLoopBound(self, eventLoop: context.eventLoop)
         Task {
             let refusal: Refusal?
             do {
                 let result = try await service.proxy.statement(identity, text: text, grants: grants, audit: audit)
                 refusal = result.refusal.map { Refusal(message: $0.message, hint: $0.hint) }
             } catch {
-                let (code, message) = Self.describe(error)
+                let (code, message) = ProxySession.describe(error)
                 refusal = Refusal(code: code, message: message)
             }
-            loop.execute {
-                self.decided(refusal, started: started)
-                self.resume()
+            me.eventLoop.execute {
+                let connection = me.value
+                connection.decided(refusal, started: started)
+                connection.resume()
             }
         }
     }
 
     private func decided(_ refusal: Refusal?, started: ContinuousClock.Instant) {
-        guard case .ready(var flow) = phase else { return }
-        let bytes = flow.decided(refusal)
-        phase = .ready(flow)
-        if refusal != nil { refused += 1 }
-        shared.service.metrics.proxyStatement(allowed: refusal == nil, checkTime: ContinuousClock.now - started)
-        writeUpstream(bytes)
+        let action = session.statementDecided(refusal)
+        if case .forward = action {
+            shared.service.metrics.proxyStatement(allowed: refusal == nil, checkTime: ContinuousClock.now - started)
+        }
+        execute(action)
     }
 
     private func writeUpstream(_ bytes: ByteBuffer) {
@@ -397,73 +369,15 @@ final class ProxyConnection: ChannelInboundHandler, @unchecked Sendable {
 
     /// The watcher's latest view of this session's access (on the event loop).
     func update(_ access: ProxyAuthority.ProxyAccess) {
-        switch access {
-        case .granted(let grants):
-            self.grants = grants
-        case .ended(let why):
-            guard case .ready = phase, let identity else { return }
-            let previous = grants
-            grants = [] // nothing more is allowed from memory while the reason is looked up
-            let loop = context!.eventLoop
-            let service = shared.service
-            Task {
-                let detail = why.contains("no active grant")
-                    ? await service.proxy.endReason(grants: previous, principal: identity.caller.principal, resource: identity.resource)
-                    : why
-                loop.execute { self.terminate("gatehouse: session ended: \(detail)") }
-            }
-        }
-    }
-
-    /// Ends the session with a FATAL error saying why.
-    func terminate(_ message: String) {
-        fail(Wire.error(code: "57P01", message: message, fatal: true), reason: message)
-    }
-
-    private func fail(_ error: ByteBuffer, reason: String) {
-        guard let context else { return }
-        if case .closed = phase { return }
-        endReason = reason
-        // Closing the connection does not stop a statement the database is running: cancel it.
-        if case .ready = phase, let key = cancelKey {
-            shared.registry.cancelNow(key, settings: shared.settings, eventLoop: context.eventLoop)
-        }
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(error)).whenComplete { _ in channel.close(promise: nil) }
-        upstream?.close(promise: nil)
-        finish(reason: reason)
-    }
-
-    private func finish(reason: String) {
-        if case .closed = phase { return }
-        phase = .closed
-        upstream?.close(promise: nil)
-        shared.registry.remove(self, key: cancelKey)
-        guard let identity else { return }
-        shared.service.metrics.proxySession("ended")
-        let statements = self.statements, refused = self.refused, service = shared.service
-        Task { await service.proxy.sessionEnded(identity, reason: reason, statements: statements, refused: refused) }
-    }
-
-    /// Whether every grant the session starts with allows reads only.
-    static func readOnly(_ grants: [Grant]) -> Bool {
-        grants.allSatisfy { $0.actionDigest == nil && $0.allows <= .read }
+        execute(session.accessChanged(access))
     }
 
     /// The largest message a client may send before it is signed in (a password is a token).
     static let signInMessageBytes = 8192
-
-    /// What the classifier assumes of every session, set in the startup packet and watched in the
-    /// database's ParameterStatus reports.
-    static let requiredSettings = ["client_encoding": "UTF8", "standard_conforming_strings": "ON"]
-
-    static func nonce() -> String {
-        (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-    }
 }
 
 /// The database connection's handler: optional TLS negotiation, then hands bytes to the connection.
-final class UpstreamHandler: ChannelInboundHandler, @unchecked Sendable {
+final class UpstreamHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -500,11 +414,9 @@ final class UpstreamHandler: ChannelInboundHandler, @unchecked Sendable {
         if awaitingTLSAnswer {
             awaitingTLSAnswer = false
             let answer = bytes.readInteger(as: UInt8.self)
-            guard bytes.readableBytes == 0 else {
-                connection.upstreamFailed("the database sent data before the TLS handshake")
-                return
-            }
-            if answer == UInt8(ascii: "S"), let tls {
+            switch ProxySession.tlsAnswer(answer, trailingBytes: bytes.readableBytes, mode: tlsMode, tlsAvailable: tls != nil) {
+            case .startTLS:
+                guard let tls else { return connection.upstreamFailed("TLS to the database is not configured") }
                 do {
                     let handler = try NIOSSLClientHandler(context: tls, serverHostname: tlsMode == .verifyFull ? serverHostname : nil)
                     try context.pipeline.syncOperations.addHandler(handler, position: .first)
@@ -512,8 +424,10 @@ final class UpstreamHandler: ChannelInboundHandler, @unchecked Sendable {
                     connection.upstreamFailed("TLS to the database failed: \(error)")
                     return
                 }
-            } else if tlsMode != .prefer {
-                connection.upstreamFailed("the database does not accept TLS, and the proxy's sslmode is \(tlsMode.rawValue)")
+            case .plain:
+                break
+            case .fail(let why):
+                connection.upstreamFailed(why)
                 return
             }
             context.writeAndFlush(wrapOutboundOut(startup), promise: nil)

@@ -15,34 +15,43 @@ struct CancelKey: Hashable, Sendable {
 /// The live sessions of a proxy: for CancelRequest routing and for the watcher that ends sessions
 /// whose grant has ended.
 final class SessionRegistry: Sendable {
+    /// A live session as other threads may see it: who it is, and its handler, reachable only on its own event loop.
+    private struct Entry {
+        var identity: ProxyAuthority.ProxyIdentity
+        var connection: NIOLoopBound<ProxyConnection>
+    }
+
     private struct State {
-        var sessions: [ObjectIdentifier: ProxyConnection] = [:]
-        var byCancelKey: [CancelKey: ProxyConnection] = [:]
+        var sessions: [ObjectIdentifier: Entry] = [:]
+        var byCancelKey: [CancelKey: ObjectIdentifier] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
 
-    func add(_ connection: ProxyConnection) {
-        state.withLockedValue { $0.sessions[ObjectIdentifier(connection)] = connection }
+    /// Called on the connection's event loop once its session has started.
+    func add(_ connection: ProxyConnection, identity: ProxyAuthority.ProxyIdentity, eventLoop: EventLoop) {
+        let entry = Entry(identity: identity, connection: NIOLoopBound(connection, eventLoop: eventLoop))
+        state.withLockedValue { $0.sessions[ObjectIdentifier(connection)] = entry }
     }
 
     func register(_ key: CancelKey, for connection: ProxyConnection) {
-        state.withLockedValue { $0.byCancelKey[key] = connection }
+        state.withLockedValue { $0.byCancelKey[key] = ObjectIdentifier(connection) }
     }
 
     func remove(_ connection: ProxyConnection, key: CancelKey?) {
+        let id = ObjectIdentifier(connection)
         state.withLockedValue { state in
-            state.sessions[ObjectIdentifier(connection)] = nil
-            if let key, state.byCancelKey[key] === connection { state.byCancelKey[key] = nil }
+            state.sessions[id] = nil
+            if let key, state.byCancelKey[key] == id { state.byCancelKey[key] = nil }
         }
     }
 
-
     /// Forwards a CancelRequest to the database, only for a key one of this listener's sessions holds:
     /// a cancel is never a way to reach the database for anyone else.
-    func cancel(resource: String, key: CancelKey, eventLoop: EventLoop) {
-        guard let connection = state.withLockedValue({ $0.byCancelKey[key] }), connection.shared.resource == resource else { return }
-        cancelNow(key, settings: connection.shared.settings, eventLoop: eventLoop)
+    func cancel(resource: String, settings: ProxySettings, key: CancelKey, eventLoop: EventLoop) {
+        let owner = state.withLockedValue { state in state.byCancelKey[key].flatMap { state.sessions[$0]?.identity.resource } }
+        guard owner == resource else { return }
+        cancelNow(key, settings: settings, eventLoop: eventLoop)
     }
 
     /// Sends the database a CancelRequest for a session being ended.
@@ -61,18 +70,17 @@ final class SessionRegistry: Sendable {
     /// and hands each session its answer on its own event loop.
     func watch(_ service: UseCases) async {
         let sessions = state.withLockedValue { Array($0.sessions.values) }
-        var groups: [String: [ProxyConnection]] = [:]
+        var groups: [String: [Entry]] = [:]
         for session in sessions {
-            guard let identity = session.identity else { continue }
-            groups["\(identity.caller.tokenId)/\(identity.resource)", default: []].append(session)
+            groups["\(session.identity.caller.tokenId)/\(session.identity.resource)", default: []].append(session)
         }
         for members in groups.values {
-            guard let identity = members[0].identity else { continue }
             // A store that cannot answer changes nothing: expiry is still judged on each statement,
             // and nothing can be revoked while the store is down.
-            guard let access = try? await service.proxy.access(identity) else { continue }
+            guard let access = try? await service.proxy.access(members[0].identity) else { continue }
             for member in members {
-                member.eventLoop?.execute { member.update(access) }
+                let connection = member.connection
+                connection.eventLoop.execute { connection.value.update(access) }
             }
         }
     }

@@ -203,10 +203,10 @@ public struct StatementFlow: Sendable {
         case .readyForQuery:
             if cycles.count > 1 { cycles.removeFirst() } else { cycles = [Cycle()] }
             return .pass
-        case .other(UInt8(ascii: "3")):
+        case .closeComplete:
             guard !cycles[0].closes.isEmpty else { return .pass }
             return cycles[0].closes.removeFirst() ? .drop : .pass
-        case .other(UInt8(ascii: "1")):
+        case .parseComplete:
             if !cycles[0].parses.isEmpty { cycles[0].parses.removeFirst() }
             return .pass
         default:

@@ -83,20 +83,20 @@ public struct UpstreamLogin: Sendable {
 
     public mutating func receive(_ message: BackendMessage) -> Step {
         switch message {
-        case .authentication(code: 0, _):
+        case .authentication(.ok):
             // Once SCRAM has started, only a server that proved it knows the password signs us in.
             if scram != nil, !scramVerified {
                 return .failed("the database accepted the sign-in without completing SCRAM; it may not be the server configured for this resource")
             }
             return .authenticated
-        case .authentication(code: 3, _):
+        case .authentication(.cleartextPassword):
             return .send(Wire.password(Array(password.utf8) + [0]))
-        case .authentication(code: 5, let salt) where salt.count == 4:
+        case .authentication(.md5Password(let salt)):
+            guard salt.count == 4 else { return .failed("the database sent an MD5 salt of \(salt.count) bytes instead of 4") }
             let inner = Self.md5Hex(Array(password.utf8) + Array(user.utf8))
             let outer = "md5" + Self.md5Hex(Array(inner.utf8) + salt)
             return .send(Wire.password(Array(outer.utf8) + [0]))
-        case .authentication(code: 10, let data):
-            let mechanisms = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        case .authentication(.sasl(let mechanisms)):
             guard mechanisms.contains("SCRAM-SHA-256") else {
                 return .failed("the database offers SASL mechanisms \(mechanisms) but not SCRAM-SHA-256")
             }
@@ -106,7 +106,7 @@ public struct UpstreamLogin: Sendable {
             var body = Array("SCRAM-SHA-256".utf8) + [0]
             withUnsafeBytes(of: Int32(first.count).bigEndian) { body += $0 }
             return .send(Wire.password(body + first))
-        case .authentication(code: 11, let data):
+        case .authentication(.saslContinue(let data)):
             guard var client = scram else { return .failed("the database sent a SASL challenge before SASL started") }
             do {
                 let final = try client.final(serverFirst: String(decoding: data, as: UTF8.self))
@@ -115,7 +115,7 @@ public struct UpstreamLogin: Sendable {
             } catch {
                 return .failed(error.message)
             }
-        case .authentication(code: 12, let data):
+        case .authentication(.saslFinal(let data)):
             guard let client = scram else { return .failed("the database sent a SASL result before SASL started") }
             do {
                 try client.verify(serverFinal: String(decoding: data, as: UTF8.self))
@@ -124,11 +124,11 @@ public struct UpstreamLogin: Sendable {
             } catch {
                 return .failed(error.message)
             }
-        case .authentication(let code, _):
+        case .authentication(.unsupported(let code)):
             return .failed("the database asks for an authentication method Gatehouse does not speak (code \(code)); use scram-sha-256, md5 or password for the proxy's user")
         case .errorResponse(let fields):
             return .failed(fields["M"] ?? "the database refused the proxy's sign-in")
-        case .other(UInt8(ascii: "v")):
+        case .negotiateProtocolVersion:
             return .wait
         default:
             return .failed("the database sent an unexpected message while the proxy signed in")

@@ -202,12 +202,45 @@ public struct FrontendDecoder: Sendable {
 
 /// What the server sends that the proxy reads; everything else passes by as `.other`.
 public enum BackendMessage: Sendable, Equatable {
-    case authentication(code: Int32, data: [UInt8])
+    case authentication(Authentication)
     case parameterStatus(name: String, value: String)
     case backendKeyData(processID: Int32, secret: [UInt8])
     case readyForQuery(status: UInt8)
     case errorResponse(ErrorFields)
+    case parseComplete
+    case closeComplete
+    case negotiateProtocolVersion
     case other(UInt8)
+
+    /// The server's authentication messages ('R'), by the kind its first field names.
+    public enum Authentication: Sendable, Equatable {
+        /// AuthenticationOk (0): signed in.
+        case ok
+        /// AuthenticationCleartextPassword (3).
+        case cleartextPassword
+        /// AuthenticationMD5Password (5), with its salt (4 bytes when well formed).
+        case md5Password(salt: [UInt8])
+        /// AuthenticationSASL (10): the mechanisms the server offers.
+        case sasl(mechanisms: [String])
+        /// AuthenticationSASLContinue (11): the server's challenge.
+        case saslContinue([UInt8])
+        /// AuthenticationSASLFinal (12): the server's proof.
+        case saslFinal([UInt8])
+        /// Any other method (Kerberos, GSS, SSPI, ...), which the proxy does not speak.
+        case unsupported(code: Int32)
+
+        init(code: Int32, data: [UInt8]) {
+            switch code {
+            case 0: self = .ok
+            case 3: self = .cleartextPassword
+            case 5: self = .md5Password(salt: data)
+            case 10: self = .sasl(mechanisms: data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) })
+            case 11: self = .saslContinue(data)
+            case 12: self = .saslFinal(data)
+            default: self = .unsupported(code: code)
+            }
+        }
+    }
 }
 
 public struct BackendFrame: Sendable {
@@ -249,7 +282,7 @@ public struct BackendDecoder: Sendable {
         switch type {
         case UInt8(ascii: "R"):
             guard let code = body.readInteger(as: Int32.self) else { throw WireError("the database sent an empty authentication message") }
-            message = .authentication(code: code, data: body.readBytes(length: body.readableBytes) ?? [])
+            message = .authentication(BackendMessage.Authentication(code: code, data: body.readBytes(length: body.readableBytes) ?? []))
         case UInt8(ascii: "S"):
             message = .parameterStatus(name: try FrontendDecoder.requiredString(&body, "ParameterStatus name"),
                                        value: try FrontendDecoder.requiredString(&body, "ParameterStatus value"))
@@ -261,6 +294,12 @@ public struct BackendDecoder: Sendable {
             message = .readyForQuery(status: status)
         case UInt8(ascii: "E"):
             message = .errorResponse(try Self.fields(&body))
+        case UInt8(ascii: "1"):
+            message = .parseComplete
+        case UInt8(ascii: "3"):
+            message = .closeComplete
+        case UInt8(ascii: "v"):
+            message = .negotiateProtocolVersion
         default:
             message = .other(type)
         }

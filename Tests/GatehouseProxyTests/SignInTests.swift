@@ -117,7 +117,7 @@ import Testing
         }
         #expect(Array(bytes.readableBytesView) == [UInt8(ascii: "R"), 0, 0, 0, 8, 0, 0, 0, 3], "AuthenticationCleartextPassword and nothing else")
         let frames = try B.backendFrames(bytes)
-        #expect(frames.map(\.message) == [.authentication(code: 3, data: [])])
+        #expect(frames.map(\.message) == [.authentication(.cleartextPassword)])
     }
 
     @Test func passwordGivesTheTokenAndThePassedParameters() throws {
@@ -221,9 +221,9 @@ import Testing
         var signIn = makeSignIn()
         let frames = try sent(signIn.receive(startup([("user", "alice")], minor: 2), pendingBytes: 0))
         try #require(frames.count == 2)
-        #expect(frames[0].message == .other(UInt8(ascii: "v")))
+        #expect(frames[0].message == .negotiateProtocolVersion)
         #expect(Array(frames[0].bytes.readableBytesView) == B.typed("v", B.join(B.int32(0), B.int32(0))), "version 3.0, no options")
-        #expect(frames[1].message == .authentication(code: 3, data: []))
+        #expect(frames[1].message == .authentication(.cleartextPassword))
     }
 
     @Test func protocolOptionsAreNegotiatedAway() throws {
@@ -232,7 +232,7 @@ import Testing
         try #require(frames.count == 2)
         #expect(Array(frames[0].bytes.readableBytesView)
             == B.typed("v", B.join(B.int32(0), B.int32(1), B.cString("_pq_.compression"))))
-        #expect(frames[1].message == .authentication(code: 3, data: []))
+        #expect(frames[1].message == .authentication(.cleartextPassword))
         // The option is not passed on.
         #expect(signIn.receive(.password(Array("t".utf8)), pendingBytes: 0) == .authenticate(user: "alice", token: "t", parameters: []))
     }
@@ -357,7 +357,7 @@ enum ScramReference {
 
     @Test func cleartextPasswordIsSentWithItsNUL() throws {
         var login = UpstreamLogin(user: "gatehouse", password: "s3cret")
-        #expect(try password(login.receive(.authentication(code: 3, data: []))) == Array("s3cret".utf8) + [0])
+        #expect(try password(login.receive(.authentication(.cleartextPassword))) == Array("s3cret".utf8) + [0])
     }
 
     @Test func md5AnswerMatchesPostgresFormula() throws {
@@ -368,13 +368,13 @@ enum ScramReference {
         #expect(expected == "md5bb41a296aab6baccb36ff243a562abff", "the same value computed with Python's hashlib")
 
         var login = UpstreamLogin(user: user, password: secret)
-        #expect(try password(login.receive(.authentication(code: 5, data: salt))) == Array(expected.utf8) + [0])
+        #expect(try password(login.receive(.authentication(.md5Password(salt: salt)))) == Array(expected.utf8) + [0])
         #expect(UpstreamLogin.md5Hex(Array("abc".utf8)) == "900150983cd24fb0d6963f7d28e17f72")
     }
 
     @Test func md5WithoutAFourByteSaltFails() {
         var login = UpstreamLogin(user: "u", password: "p")
-        #expect(isFailed(login.receive(.authentication(code: 5, data: [1, 2, 3]))))
+        #expect(isFailed(login.receive(.authentication(.md5Password(salt: [1, 2, 3])))))
     }
 
     // MARK: SCRAM-SHA-256
@@ -446,48 +446,48 @@ enum ScramReference {
     @Test func upstreamLoginRunsTheWholeSCRAMExchange() throws {
         var login = UpstreamLogin(user: "gatehouse_proxy", password: "pencil", scramNonce: Self.clientNonce)
         let mechanisms = B.join(B.cString("SCRAM-SHA-256-PLUS"), B.cString("SCRAM-SHA-256"), [0])
-        let initial = try #require(try password(login.receive(.authentication(code: 10, data: mechanisms))))
+        let initial = try #require(try password(login.receive(.authentication(BackendMessage.Authentication(code: 10, data: mechanisms)))))
         let first = Array("n,,n=,r=rOprNGfwEbeRWgbNEkqO".utf8)
         #expect(initial == B.join(B.cString("SCRAM-SHA-256"), B.int32(Int32(first.count)), first),
                 "SASLInitialResponse: the mechanism, the length of the client-first-message, the message")
 
-        let final = try #require(try password(login.receive(.authentication(code: 11, data: Array(Self.serverFirst.utf8)))))
+        let final = try #require(try password(login.receive(.authentication(.saslContinue(Array(Self.serverFirst.utf8))))))
         #expect(final == Array(Self.emptyUserClientFinal.utf8), "SASLResponse carries the client-final-message without a NUL")
 
-        #expect(login.receive(.authentication(code: 12, data: Array(Self.emptyUserServerFinal.utf8))) == .wait)
-        #expect(login.receive(.other(UInt8(ascii: "v"))) == .wait)
-        #expect(login.receive(.authentication(code: 0, data: [])) == .authenticated)
+        #expect(login.receive(.authentication(.saslFinal(Array(Self.emptyUserServerFinal.utf8)))) == .wait)
+        #expect(login.receive(.negotiateProtocolVersion) == .wait)
+        #expect(login.receive(.authentication(.ok)) == .authenticated)
     }
 
     @Test func upstreamLoginFailsOnAWrongServerSignature() throws {
         var login = UpstreamLogin(user: "u", password: "pencil", scramNonce: Self.clientNonce)
-        _ = login.receive(.authentication(code: 10, data: B.join(B.cString("SCRAM-SHA-256"), [0])))
-        _ = login.receive(.authentication(code: 11, data: Array(Self.serverFirst.utf8)))
-        #expect(isFailed(login.receive(.authentication(code: 12, data: Array(Self.rfcServerFinal.utf8)))))
+        _ = login.receive(.authentication(BackendMessage.Authentication(code: 10, data: B.join(B.cString("SCRAM-SHA-256"), [0]))))
+        _ = login.receive(.authentication(.saslContinue(Array(Self.serverFirst.utf8))))
+        #expect(isFailed(login.receive(.authentication(.saslFinal(Array(Self.rfcServerFinal.utf8))))))
     }
 
     @Test func upstreamLoginFailsOnAForeignServerNonce() {
         var login = UpstreamLogin(user: "u", password: "pencil", scramNonce: Self.clientNonce)
-        _ = login.receive(.authentication(code: 10, data: B.join(B.cString("SCRAM-SHA-256"), [0])))
+        _ = login.receive(.authentication(BackendMessage.Authentication(code: 10, data: B.join(B.cString("SCRAM-SHA-256"), [0]))))
         let foreign = "r=someoneElsesNonce123,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
-        #expect(isFailed(login.receive(.authentication(code: 11, data: Array(foreign.utf8)))))
+        #expect(isFailed(login.receive(.authentication(.saslContinue(Array(foreign.utf8))))))
     }
 
     @Test func upstreamLoginFailsWithoutSCRAMSHA256() {
         var login = UpstreamLogin(user: "u", password: "p")
-        #expect(isFailed(login.receive(.authentication(code: 10, data: B.join(B.cString("SCRAM-SHA-256-PLUS"), [0])))))
+        #expect(isFailed(login.receive(.authentication(BackendMessage.Authentication(code: 10, data: B.join(B.cString("SCRAM-SHA-256-PLUS"), [0]))))))
     }
 
     @Test func saslMessagesOutOfOrderFail() {
         var early = UpstreamLogin(user: "u", password: "p")
-        #expect(isFailed(early.receive(.authentication(code: 11, data: Array(Self.serverFirst.utf8)))))
+        #expect(isFailed(early.receive(.authentication(.saslContinue(Array(Self.serverFirst.utf8))))))
         var final = UpstreamLogin(user: "u", password: "p")
-        #expect(isFailed(final.receive(.authentication(code: 12, data: Array(Self.emptyUserServerFinal.utf8)))))
+        #expect(isFailed(final.receive(.authentication(.saslFinal(Array(Self.emptyUserServerFinal.utf8))))))
     }
 
     @Test func authenticationOkIsAuthenticated() {
         var login = UpstreamLogin(user: "u", password: "p")
-        #expect(login.receive(.authentication(code: 0, data: [])) == .authenticated)
+        #expect(login.receive(.authentication(.ok)) == .authenticated)
     }
 
     @Test func errorResponseFailsWithTheDatabasesMessage() {
@@ -502,7 +502,7 @@ enum ScramReference {
     @Test(arguments: [Int32(2), 6, 7, 8, 9, 99])
     func unsupportedAuthenticationMethodsFail(_ code: Int32) {
         var login = UpstreamLogin(user: "u", password: "p")
-        let step = login.receive(.authentication(code: code, data: []))
+        let step = login.receive(.authentication(BackendMessage.Authentication(code: code, data: [])))
         guard case .failed(let why) = step else {
             Issue.record("code \(code): expected .failed, got \(step)")
             return
@@ -520,9 +520,9 @@ enum ScramReference {
         // A server (or a man in the middle) that skips AuthenticationSASLFinal never proves it
         // knows the password; the proxy should not treat the exchange as complete.
         var login = UpstreamLogin(user: "u", password: "pencil", scramNonce: Self.clientNonce)
-        _ = login.receive(.authentication(code: 10, data: B.join(B.cString("SCRAM-SHA-256"), [0])))
-        _ = login.receive(.authentication(code: 11, data: Array(Self.serverFirst.utf8)))
-        let step = login.receive(.authentication(code: 0, data: []))
+        _ = login.receive(.authentication(BackendMessage.Authentication(code: 10, data: B.join(B.cString("SCRAM-SHA-256"), [0]))))
+        _ = login.receive(.authentication(.saslContinue(Array(Self.serverFirst.utf8))))
+        let step = login.receive(.authentication(.ok))
         #expect(step != .authenticated)
         #expect(isFailed(step))
     }

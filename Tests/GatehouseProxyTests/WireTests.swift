@@ -495,15 +495,25 @@ enum WireBytes {
             B.parameterStatus("server_version", "17.2"),
             B.backendKeyData(processID: 4242, secret: [1, 2, 3, 4]),
             B.readyForQuery("T"),
-            B.typed("C", B.cString("SELECT 1"))
+            B.typed("C", B.cString("SELECT 1")),
+            B.typed("1", []),
+            B.typed("3", []),
+            B.authentication(5, [9, 8, 7, 6]),
+            B.authentication(12, [1]),
+            B.authentication(7)
         )
         let frames = try B.backendFrames(ByteBuffer(bytes: bytes))
         #expect(frames.map(\.message) == [
-            .authentication(code: 10, data: mechanisms),
+            .authentication(.sasl(mechanisms: ["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"])),
             .parameterStatus(name: "server_version", value: "17.2"),
             .backendKeyData(processID: 4242, secret: [1, 2, 3, 4]),
             .readyForQuery(status: UInt8(ascii: "T")),
             .other(UInt8(ascii: "C")),
+            .parseComplete,
+            .closeComplete,
+            .authentication(.md5Password(salt: [9, 8, 7, 6])),
+            .authentication(.saslFinal([1])),
+            .authentication(.unsupported(code: 7)),
         ])
         #expect(frames.flatMap { Array($0.bytes.readableBytesView) } == bytes)
     }
