@@ -14,7 +14,7 @@ extension RequestDesk {
     /// sharing the store shares the limits: blocked principals, identical pending requests, the hard
     /// limits (`FilingGate`), then the score. Validation errors throw before anything is written; a
     /// refusal by a hard limit commits its record (so hammering counts) and then throws.
-    func file(caller: Caller, input: NewRequestInput, sourceIP: String?) async throws -> (RequestView, created: Bool) {
+    func file(caller: Caller, input: NewRequestInput, classification: ActionClassification?, sourceIP: String?) async throws -> (RequestView, created: Bool) {
         let context = self.context
         // A blocked principal is turned away on the (cached) read path, without taking the writer.
         let antiSpam = context.policies.policy.antiSpam
@@ -23,7 +23,7 @@ extension RequestDesk {
             throw AppErrors.blocked(caller.principal)
         }
         let filing: Filing = try await context.write(as: caller) { session, policy, now in
-            let outcome = try RequestLifecycle.open(input, requester: caller.principal, policy: policy, now: now,
+            let outcome = try RequestLifecycle.open(input, classification: classification, requester: caller.principal, policy: policy, now: now,
                                                     requestId: Identifier.make("req"), grantId: Identifier.make("grt"))
             let tx = AntiSpamTransaction(session: session, policy: policy, now: now, requester: caller.principal, metrics: context.metrics)
             let candidate = switch outcome { case .pending(let r): r; case .granted(let r, _): r }

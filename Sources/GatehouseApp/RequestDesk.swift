@@ -17,19 +17,20 @@ public struct RequestDesk: Sendable {
     }
 
     /// Files a request. `created` is false when the identical request was already waiting (it is
-    /// returned instead, and nobody is notified again).
-    public func create(caller: Caller, input given: NewRequestInput, action: Action? = nil,
-                       sourceIP: String? = nil) async throws -> (view: RequestView, created: Bool) {
-        var prepared = given
-        if let action {
+    /// returned instead, and nobody is notified again). An action request is classified here (with
+    /// the policy's `guard:` settings) and, without a duration, gets the resource's longest.
+    public func create(caller: Caller, input given: NewRequestInput, sourceIP: String? = nil) async throws -> (view: RequestView, created: Bool) {
+        var input = given
+        var classification: ActionClassification?
+        if case .action(let action) = input.access {
             if let problem = action.problem { throw GatehouseError.invalid("action", "invalid_action", problem) }
-            prepared.role = Role.actionRoleName
-            prepared.action = (action, await context.actionGuard.classify(action, settings: context.policies.policy.guardSettings, normalize: true))
-            if prepared.duration.isEmpty {
-                prepared.duration = context.policies.policy.resources[prepared.resource]?.actions?.maxDuration.description ?? "1h"
+            let policy = context.policies.policy
+            classification = await context.actionGuard.classify(action, settings: policy.guardSettings, normalize: true)
+            if input.duration.isEmpty {
+                input.duration = policy.resources[input.resource]?.actions?.maxDuration.description ?? "1h"
             }
         }
-        return try await file(caller: caller, input: prepared, sourceIP: sourceIP)
+        return try await file(caller: caller, input: input, classification: classification, sourceIP: sourceIP)
     }
 
     public enum Scope: String, Sendable { case mine, toApprove = "to_approve", all }

@@ -1,3 +1,6 @@
+// Over 400 lines on purpose: the one YAML reader every policy section goes through, so that every
+// problem carries its line and column the same way. Sections with much to say have files of their
+// own (PolicyLoader+AntiSpam, +BreakGlass, +Notifications).
 import Foundation
 import Yams
 

@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: one walk over PostgreSQL's parse tree, with the node rules it applies
+// (statements, functions, catalogs, settings, PL/pgSQL bodies) kept together so none is skipped.
 import Foundation
 import GatehouseCore
 

@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: one POSIX shell tokenizer (quotes, escapes, expansions, operators,
+// here-documents), which is easier to check against the standard as one piece.
 /// One word of a command line after quote removal, as a POSIX shell would pass it to a program.
 struct ShellWord: Sendable, Equatable {
     var text: String

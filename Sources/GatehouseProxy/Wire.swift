@@ -1,3 +1,4 @@
+// Over 400 lines on purpose: the PostgreSQL protocol codec, both directions, with its limits.
 import NIOCore
 
 /// Why a connection's bytes cannot be read as the PostgreSQL protocol. The connection is closed

@@ -60,9 +60,10 @@ struct APIHandler: APIProtocol {
         guard action != nil || body.duration != nil else {
             throw GatehouseError.invalid("duration", "missing_duration", "say how long you need the access: \"duration\": \"30m\" (90s, 30m, 1h30m, 7d)")
         }
+        let access: RequestedAccess = if let action { .action(action) } else { .role(body.role ?? "") }
         let (view, created) = try await service.desk.create(caller: caller, input: NewRequestInput(
-            resource: body.resource, role: body.role ?? Role.actionRoleName, duration: body.duration ?? "", reason: body.reason,
-            ticket: body.ticket), action: action, sourceIP: RequestInfo.current.remoteAddress)
+            resource: body.resource, access: access, duration: body.duration ?? "", reason: body.reason,
+            ticket: body.ticket), sourceIP: RequestInfo.current.remoteAddress)
         let schema = schema(view, for: caller)
         return created ? .created(.init(body: .json(schema))) : .ok(.init(body: .json(schema)))
     }

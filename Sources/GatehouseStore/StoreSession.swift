@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: the core tables (tokens, requests, approvals, grants, audit) and their
+// row decoding. Anti-spam, outbox, break-glass and web-session queries have files of their own.
 import Foundation
 import GatehouseCore
 import SQLKit
