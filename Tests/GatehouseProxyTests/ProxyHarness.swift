@@ -16,7 +16,7 @@ final class ProxyHarness: @unchecked Sendable {
     let proxyPort: Int
     let database: String
     let server: (host: String, port: Int, user: String, password: String, adminDatabase: String)
-    let process: Process
+    let process: Command.Running
     private(set) var tokens: [String: String] = [:]
 
     static var repositoryRoot: URL {
@@ -79,23 +79,14 @@ final class ProxyHarness: @unchecked Sendable {
         let policyPath = folder.appendingPathComponent("policy.yaml").path
         try policy(proxyPort: proxyPort, server: server, database: database, proxyExtra: proxyExtra)
             .write(toFile: policyPath, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--proxy", "--policy", policyPath, "--database", "sqlite:\(folder.path)/gatehouse.db",
-                             "--port", "\(httpPort)", "--log-level", "warning"]
-        process.environment = ["GATEHOUSE_ADMIN_TOKEN": adminToken, upstreamPasswordVariable: server.password, "PATH": "/usr/bin:/bin"]
-        let log = folder.appendingPathComponent("serve.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: log)
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
+        let process = try Command.start(binary, ["serve", "--proxy", "--policy", policyPath, "--database", "sqlite:\(folder.path)/gatehouse.db",
+                                                 "--port", "\(httpPort)", "--log-level", "warning"],
+                                        environment: ["GATEHOUSE_ADMIN_TOKEN": adminToken, upstreamPasswordVariable: server.password])
         let harness = ProxyHarness(folder: folder, httpPort: httpPort, proxyPort: proxyPort, database: database, server: server, process: process)
-        for _ in 0..<200 where !(TestPorts.isListening(proxyPort) && TestPorts.isListening(httpPort)) {
-            guard process.isRunning else { break }
-            try await Task.sleep(for: .milliseconds(100))
+        let listening = await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) {
+            (TestPorts.isListening(proxyPort) && TestPorts.isListening(httpPort)) || !process.isRunning
         }
-        guard process.isRunning, TestPorts.isListening(proxyPort) else {
+        guard listening, process.isRunning, TestPorts.isListening(proxyPort) else {
             await harness.stop()
             throw TestFailure("gatehouse serve --proxy did not start: \(harness.log)")
         }
@@ -111,7 +102,7 @@ final class ProxyHarness: @unchecked Sendable {
     }
 
     private init(folder: URL, httpPort: Int, proxyPort: Int, database: String,
-                 server: (host: String, port: Int, user: String, password: String, adminDatabase: String), process: Process) {
+                 server: (host: String, port: Int, user: String, password: String, adminDatabase: String), process: Command.Running) {
         self.folder = folder
         self.httpPort = httpPort
         self.proxyPort = proxyPort
@@ -120,7 +111,7 @@ final class ProxyHarness: @unchecked Sendable {
         self.process = process
     }
 
-    var log: String { (try? String(contentsOf: folder.appendingPathComponent("serve.log"), encoding: .utf8)) ?? "" }
+    var log: String { process.output }
 
     static func directURL(_ server: (host: String, port: Int, user: String, password: String, adminDatabase: String), _ database: String) -> String {
         "postgresql://\(server.user):\(server.password)@\(server.host):\(server.port)/\(database)"
@@ -179,11 +170,7 @@ final class ProxyHarness: @unchecked Sendable {
     }
 
     func stop() async {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            for _ in 0..<30 where process.isRunning { try? await Task.sleep(for: .milliseconds(100)) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
+        await process.stop()
         _ = try? await Command.run("/usr/bin/psql", ["-X", "-c", "DROP DATABASE IF EXISTS \(database) WITH (FORCE)", Self.directURL(server, server.adminDatabase)])
         try? FileManager.default.removeItem(at: folder)
     }

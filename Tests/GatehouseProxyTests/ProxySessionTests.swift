@@ -99,7 +99,11 @@ import Glibc
         let grant = try await harness.grant("alice")
         let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", harness.conninfo(user: "alice")],
                                         environment: ["PGPASSWORD": harness.tokens["alice"]!], input: "SELECT 1;\nSELECT pg_sleep(20);\nSELECT 2;\n")
-        try await Task.sleep(for: .seconds(1.5))
+        // Revoke while the long statement runs on the database.
+        let sleeping = try await waitUntil(timeout: .seconds(15), interval: .milliseconds(100)) {
+            try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%' AND state = 'active'") == "1"
+        }
+        #expect(sleeping, "psql's second statement never started: \(running.output)")
         let revoked = try await harness.cli(token: ProxyHarness.adminToken, ["revoke", grant, "--reason", "INC-9 access no longer needed"])
         #expect(revoked.status == 0, "\(revoked)")
         let result = await Command.finish(running)
@@ -108,13 +112,10 @@ import Glibc
         let ended = try await harness.audit(action: "proxy.session.ended")
         #expect((ended.first?["details"] as? [String: String])?["reason"]?.contains("revoked") == true, "\(ended)")
         // The statement it was running is cancelled on the database, not left to finish.
-        var stillRunning = "1"
-        for _ in 0..<50 {
-            stillRunning = try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%' AND state = 'active'")
-            if stillRunning == "0" { break }
-            try await Task.sleep(for: .milliseconds(100))
+        let cancelled = try await waitUntil(timeout: .seconds(5), interval: .milliseconds(100)) {
+            try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%' AND state = 'active'") == "0"
         }
-        #expect(stillRunning == "0")
+        #expect(cancelled)
     }
 
     @Test func ctrlCCancelsTheRunningStatement() async throws {

@@ -6,8 +6,7 @@ import NIOCore
 /// A `gatehouse serve` process of the binary the test command built, on a loopback port.
 final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
     let port: Int
-    let process: Process
-    let log: URL
+    let running: Command.Running
     var baseURL: String { "http://127.0.0.1:\(port)" }
     /// Longer than any wait inside the server, shorter than the HTTP client's default: a killed
     /// instance's port refuses connections, and the client retries those until its deadline.
@@ -32,45 +31,34 @@ final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
     static func start(policyPath: String, database: String, folder: URL, name: String,
                       environment: [String: String] = [:]) async throws -> ServeProcess {
         let port = try freePort()
-        let process = Process()
-        process.executableURL = try binary()
-        process.arguments = ["serve", "--policy", policyPath, "--database", database, "--port", "\(port)", "--log-level", "warning"]
-        process.environment = ["GATEHOUSE_ADMIN_TOKEN": TestServer.adminToken, "PATH": "/usr/bin:/bin"].merging(environment) { $1 }
-        let log = folder.appendingPathComponent("\(name).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: log)
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        let server = ServeProcess(port: port, process: process, log: log)
-        for _ in 0..<200 {
-            if let reply = try? await server.send(.GET, "/readyz", token: nil), reply.status == 200 { return server }
-            guard process.isRunning else { break }
-            try await Task.sleep(for: .milliseconds(100))
+        let running = try Command.start(try binary().path, ["serve", "--policy", policyPath, "--database", database, "--port", "\(port)", "--log-level", "warning"],
+                                        environment: ["GATEHOUSE_ADMIN_TOKEN": TestServer.adminToken].merging(environment) { $1 })
+        let server = ServeProcess(port: port, running: running)
+        let ready = await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) {
+            if let reply = try? await server.send(.GET, "/readyz", token: nil), reply.status == 200 { return true }
+            return !running.isRunning
         }
-        server.kill(SIGKILL)
-        throw TestFailure("gatehouse serve (\(name)) did not become ready: \(server.output)")
+        guard ready, running.isRunning else {
+            server.kill(SIGKILL)
+            throw TestFailure("gatehouse serve (\(name)) did not become ready: \(server.output)")
+        }
+        return server
     }
 
-    private init(port: Int, process: Process, log: URL) {
+    private init(port: Int, running: Command.Running) {
         self.port = port
-        self.process = process
-        self.log = log
+        self.running = running
     }
 
-    var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+    var output: String { running.output }
 
     /// SIGTERM, then SIGKILL if it has not ended within two seconds (keep-alive connections from the
     /// test's HTTP client would otherwise hold a graceful shutdown until their idle timeout).
     func stop() async {
-        kill(SIGTERM, wait: false)
-        for _ in 0..<20 where process.isRunning { try? await Task.sleep(for: .milliseconds(100)) }
-        kill(SIGKILL)
+        await running.stop(grace: .seconds(2))
     }
 
     func kill(_ signal: Int32, wait: Bool = true) {
-        guard process.isRunning else { return }
-        Glibc.kill(process.processIdentifier, signal)
-        if wait { process.waitUntilExit() }
+        running.signal(signal, wait: wait)
     }
 }

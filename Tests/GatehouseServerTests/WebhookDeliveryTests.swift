@@ -118,12 +118,8 @@ final class WebhookReceiver: Sendable {
 
     /// Waits until every id in `ids` was processed.
     func waitForProcessed(_ ids: Set<String>, within seconds: Double) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            let processed = Set(await receiverState.processed.keys)
-            if ids.isSubset(of: processed) { return }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let state = receiverState
+        if await waitUntil(timeout: .seconds(seconds), interval: .milliseconds(100), { ids.isSubset(of: Set(await state.processed.keys)) }) { return }
         let processed = Set(await receiverState.processed.keys)
         throw TestFailure("not delivered within \(seconds) s: \(ids.subtracting(processed).sorted()); delivered: \(processed.sorted())")
     }

@@ -72,7 +72,8 @@ public enum Command {
         return await finish(process)
     }
 
-    /// A started command whose output is collected in files until `finish`.
+    /// A started command whose output is collected in files until `finish`: a short command run
+    /// to its end, or a server the test stops (`stop`) when it is done with it.
     public final class Running: @unchecked Sendable {
         public let process: Process
         let stdout: URL
@@ -81,6 +82,27 @@ public enum Command {
             self.process = process
             self.stdout = stdout
             self.stderr = stderr
+        }
+
+        public var isRunning: Bool { process.isRunning }
+
+        /// What it has written so far, standard output then standard error.
+        public var output: String {
+            ((try? String(contentsOf: stdout, encoding: .utf8)) ?? "") + ((try? String(contentsOf: stderr, encoding: .utf8)) ?? "")
+        }
+
+        /// Sends a signal; with `wait`, returns once the process has ended.
+        public func signal(_ signal: Int32, wait: Bool = false) {
+            guard process.isRunning else { return }
+            kill(process.processIdentifier, signal)
+            if wait { process.waitUntilExit() }
+        }
+
+        /// SIGTERM, then SIGKILL if it has not ended within `grace`.
+        public func stop(grace: Duration = .seconds(3)) async {
+            signal(SIGTERM)
+            _ = await waitUntil(timeout: grace) { !self.process.isRunning }
+            signal(SIGKILL, wait: true)
         }
     }
 
@@ -129,6 +151,17 @@ public enum Command {
         let err = (try? String(contentsOf: running.stderr, encoding: .utf8)) ?? ""
         try? FileManager.default.removeItem(at: running.stdout.deletingLastPathComponent())
         return CommandResult(status: running.process.terminationStatus, stdout: out, stderr: err)
+    }
+}
+
+/// Waits until `condition` holds, checking every `interval`, for at most `timeout`; returns whether
+/// it came true. Tests wait for what they can observe rather than for a fixed time.
+public func waitUntil(timeout: Duration, interval: Duration = .milliseconds(50), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        if try await condition() { return true }
+        guard ContinuousClock.now < deadline else { return false }
+        try? await Task.sleep(for: interval)
     }
 }
 
