@@ -118,7 +118,26 @@ let package = Package(
         ),
         .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
         .testTarget(name: "GatehouseGuardTests", dependencies: ["GatehouseGuard", "GatehouseCore", "GatehouseTestSupport"], resources: [.copy("Corpus")]),
-        .target(name: "GatehouseTestSupport", path: "Tests/GatehouseTestSupport"),
+        .target(
+            name: "GatehouseTestSupport",
+            dependencies: [
+                "GatehouseCore", "GatehouseStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "PostgresKit", package: "postgres-kit"),
+                .product(name: "SQLiteKit", package: "sqlite-kit"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/GatehouseTestSupport"
+        ),
+        // The store's queries, each run on a SQLite file and on a PostgreSQL database.
+        .testTarget(
+            name: "GatehouseStoreTests",
+            dependencies: [
+                "GatehouseStore", "GatehouseCore", "GatehouseTestSupport",
+                .product(name: "SQLKit", package: "sql-kit"),
+            ]
+        ),
         .testTarget(
             name: "GatehouseProxyTests",
             dependencies: [

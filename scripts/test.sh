@@ -14,7 +14,7 @@ swift test --skip-build
 # ...and the server tests again with every test server on its own PostgreSQL database.
 # (The suites that always use PostgreSQL, or SQLite on purpose, ran in the first pass.)
 GATEHOUSE_TEST_STORE=postgres swift test --skip-build --filter GatehouseServerTests \
-  --skip "MultiInstanceTests|PostgresOutageTests|TransferTests|PostgresStoreTests"
+  --skip "MultiInstanceTests|PostgresOutageTests|TransferTests"
 scripts/walkthrough-test.sh .build/debug/gatehouse
 # The web inbox in headless Chromium (screenshots kept in test-artifacts/browser/).
 scripts/browser-test.sh .build/debug/gatehouse

@@ -10,18 +10,18 @@ import PostgresKit
 /// The database a test server stores into. The test command runs the server tests twice: on SQLite
 /// files, then with `GATEHOUSE_TEST_STORE=postgres` on fresh databases in the throwaway PostgreSQL
 /// server it started (`GATEHOUSE_TEST_POSTGRES` is its URL).
-enum TestDatabase: Sendable {
+public enum TestDatabase: Sendable {
     case sqlite(path: String)
     case postgres(url: String)
 
-    enum Kind: String { case sqlite, postgres }
+    public enum Kind: String, Sendable, CaseIterable { case sqlite, postgres }
 
-    static var configuredKind: Kind {
+    public static var configuredKind: Kind {
         ProcessInfo.processInfo.environment["GATEHOUSE_TEST_STORE"] == "postgres" ? .postgres : .sqlite
     }
 
     /// The throwaway server's URL; without it, tests that need PostgreSQL fail and say how to run them.
-    static func postgresServerURL() throws -> String {
+    public static func postgresServerURL() throws -> String {
         guard let url = ProcessInfo.processInfo.environment["GATEHOUSE_TEST_POSTGRES"], !url.isEmpty else {
             throw TestFailure("no PostgreSQL server for this test: run the whole suite with scripts/test.sh, which starts one and sets GATEHOUSE_TEST_POSTGRES")
         }
@@ -29,7 +29,7 @@ enum TestDatabase: Sendable {
     }
 
     /// A new, empty database of `kind`; SQLite files go into `folder`.
-    static func fresh(_ kind: Kind, folder: URL) async throws -> TestDatabase {
+    public static func fresh(_ kind: Kind, folder: URL) async throws -> TestDatabase {
         switch kind {
         case .sqlite:
             return .sqlite(path: folder.appendingPathComponent("gatehouse.db").path)
@@ -43,14 +43,14 @@ enum TestDatabase: Sendable {
         }
     }
 
-    var url: String {
+    public var url: String {
         switch self {
         case .sqlite(let path): "sqlite:\(path)"
         case .postgres(let url): url
         }
     }
 
-    func open(logger: Logger) async throws -> GatehouseStore {
+    public func open(logger: Logger) async throws -> GatehouseStore {
         switch self {
         case .sqlite(let path): try await GatehouseStore.openSQLite(path: path, logger: logger)
         case .postgres(let url): try await GatehouseStore.open(url: url, logger: logger)
@@ -58,14 +58,14 @@ enum TestDatabase: Sendable {
     }
 
     /// Removes a PostgreSQL test database (SQLite files go with their folder).
-    func drop() async {
+    public func drop() async {
         guard case .postgres(let url) = self, let server = try? Self.postgresServerURL(),
               let name = URLComponents(string: url)?.path.dropFirst(), name.hasPrefix("gh_") else { return }
         try? await Self.withConnection(server) { try await $0.sql().raw("DROP DATABASE IF EXISTS \(unsafeRaw: String(name)) WITH (FORCE)").run() }
     }
 
     /// Runs SQL on the database behind the store's back, as someone with direct access would.
-    func tamper(_ query: SQLQueryString) async throws {
+    public func tamper(_ query: SQLQueryString) async throws {
         switch self {
         case .sqlite(let path):
             let connection = try await SQLiteConnection.open(storage: .file(path: path))
@@ -79,7 +79,7 @@ enum TestDatabase: Sendable {
         }
     }
 
-    static func withConnection<T: Sendable>(_ url: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+    public static func withConnection<T: Sendable>(_ url: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
         let location = try PostgresLocation.parse(url)
         let configuration = PostgresConnection.Configuration(host: location.host, port: location.port, username: location.user,
                                                              password: location.password, database: location.database, tls: .disable)

@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import GatehouseStore
+import GatehouseTestSupport
 import Testing
 
 @Suite("PostgreSQL store: URLs and start-up errors")
@@ -51,7 +52,7 @@ struct PostgresStoreTests {
         parts = try #require(URLComponents(string: server))
         parts.path = "/no_such_database"
         cases.append((parts.string!, "does not exist"))
-        parts.port = try ServeProcess.freePort()
+        parts.port = try TestPorts.free()
         cases.append((parts.string!, "refused"))
         for (url, reason) in cases {
             do {

@@ -1,0 +1,149 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+import GatehouseTestSupport
+import Logging
+import SQLKit
+import Testing
+
+/// The store's queries, each test run once on a SQLite file and once on a fresh database of the
+/// throwaway PostgreSQL server: both stores must answer alike.
+@Suite("Store queries on SQLite and PostgreSQL")
+struct StoreQueryTests {
+    static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+
+    /// A fresh store of `kind`, closed and removed after `body`.
+    static func with(_ kind: TestDatabase.Kind, _ body: (GatehouseStore, TestDatabase) async throws -> Void) async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        var logger = Logger(label: "gatehouse-store-test")
+        logger.logLevel = .warning
+        let database = try await TestDatabase.fresh(kind, folder: folder)
+        let store = try await database.open(logger: logger)
+        do {
+            try await body(store, database)
+        } catch {
+            await store.close()
+            await database.drop()
+            try? FileManager.default.removeItem(at: folder)
+            throw error
+        }
+        await store.close()
+        await database.drop()
+        try? FileManager.default.removeItem(at: folder)
+    }
+
+    static func request(_ id: String, state: RequestState = .pending, requester: String = "alice") -> AccessRequest {
+        AccessRequest(id: id, requester: requester, resource: "prod-db", role: "write", duration: TimeSpan(seconds: 1800),
+                      reason: "INC-1 fix it", ticket: "INC-1", state: state, approvalsRequired: 1, createdAt: t0,
+                      pendingExpiresAt: t0.addingTimeInterval(86_400))
+    }
+
+    static func grant(_ id: String, expiresIn seconds: TimeInterval = 3600) -> Grant {
+        Grant(id: id, requestId: "req_" + id, principal: "alice", resource: "prod-db", role: "write", allows: .write,
+              startsAt: t0, expiresAt: t0.addingTimeInterval(seconds))
+    }
+
+    @Test("a request reads back as written, and a state change happens once (compare and set)", arguments: TestDatabase.Kind.allCases)
+    func requestCompareAndSet(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, _ in
+            let written = Self.request("req_1")
+            try await store.write { try await $0.insertRequest(written) }
+            #expect(try await store.read { try await $0.request(id: "req_1") } == written)
+            var approved = written
+            approved.state = .approved
+            approved.decidedBy = "bob"
+            approved.decidedAt = Self.t0.addingTimeInterval(60)
+            var refused = written
+            refused.state = .denied
+            let (approvedNow, deniedNow) = (approved, refused)
+            #expect(try await store.write { try await $0.updateRequest(approvedNow, from: .pending) })
+            // The second change still expects `pending`: it finds the request approved and changes nothing.
+            #expect(try await store.write { try await $0.updateRequest(deniedNow, from: .pending) } == false)
+            #expect(try await store.read { try await $0.request(id: "req_1") }?.state == .approved)
+        }
+    }
+
+    @Test("a grant ends once; open and expired grants are found by time", arguments: TestDatabase.Kind.allCases)
+    func grants(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, _ in
+            try await store.write { session in
+                try await session.insertRequest(Self.request("req_grt_long", state: .approved))
+                try await session.insertRequest(Self.request("req_grt_short", state: .approved))
+                try await session.insertGrant(Self.grant("grt_long"))
+                try await session.insertGrant(Self.grant("grt_short", expiresIn: 60))
+            }
+            let open = try await store.read { try await $0.openGrants(principal: "alice", resource: "prod-db") }
+            #expect(Set(open.map(\.id)) == ["grt_long", "grt_short"])
+            let expired = try await store.read { try await $0.expiredOpenGrants(now: Self.t0.addingTimeInterval(120), limit: 10) }
+            #expect(expired.map(\.id) == ["grt_short"])
+            let released = try GrantLifecycle.release(Self.grant("grt_long"), by: "alice", now: Self.t0.addingTimeInterval(10))
+            #expect(try await store.write { try await $0.endGrant(released) })
+            #expect(try await store.write { try await $0.endGrant(released) } == false)
+            #expect(try await store.read { try await $0.grant(id: "grt_long") }?.endReason == .released)
+        }
+    }
+
+    @Test("rate-limit state: a key never seen has no TAT; setting it twice keeps the last", arguments: TestDatabase.Kind.allCases)
+    func rateLimitState(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, _ in
+            #expect(try await store.read { try await $0.rateLimitTAT(key: "p:alice") } == nil)
+            try await store.write { try await $0.setRateLimitTAT(key: "p:alice", tat: 1_000) }
+            try await store.write { try await $0.setRateLimitTAT(key: "p:alice", tat: 2_000) }
+            #expect(try await store.read { try await $0.rateLimitTAT(key: "p:alice") } == 2_000)
+        }
+    }
+
+    @Test("the audit chain links across transactions, and an edited row breaks it", arguments: TestDatabase.Kind.allCases)
+    func auditChain(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, database in
+            for i in 0..<3 {
+                _ = try await store.write { session in
+                    try await session.appendAudit([AuditEntry(actor: "alice", action: .requestCreated, subject: "req_\(i)"),
+                                                   AuditEntry(actor: "system", action: .grantStarted, subject: "grt_\(i)")],
+                                                  at: Self.t0.addingTimeInterval(Double(i)))
+                }
+            }
+            let verified = try await store.read { try await $0.verifyAuditChain() }
+            #expect(verified.ok)
+            #expect(verified.eventsChecked == 6)
+            try await database.tamper("UPDATE audit_events SET actor = 'mallory' WHERE seq = 3")
+            let broken = try await store.read { try await $0.verifyAuditChain() }
+            #expect(!broken.ok)
+            #expect(broken.brokenAt == 3)
+        }
+    }
+
+    @Test("a row with a state this version does not know is an error, never a guessed default", arguments: TestDatabase.Kind.allCases)
+    func unknownState(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, database in
+            try await store.write { try await $0.insertRequest(Self.request("req_1")) }
+            try await database.tamper("UPDATE requests SET state = 'frozen' WHERE id = 'req_1'")
+            do {
+                _ = try await store.read { try await $0.request(id: "req_1") }
+                Issue.record("a request in state 'frozen' was read")
+            } catch let error as GatehouseError {
+                #expect(error.code == "store_broken_row")
+                #expect(error.message.contains("'frozen'"))
+                #expect(error.message.contains("state"))
+            }
+        }
+    }
+
+    @Test("a webhook message is claimed by one round at a time until its lease runs out", arguments: TestDatabase.Kind.allCases)
+    func deliveryClaims(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, _ in
+            let message = WebhookDelivery(id: "msg_1_abc", endpoint: "ops", event: "request.created", body: "{}", createdAt: Self.t0,
+                                          nextAttemptAt: Self.t0)
+            try await store.write { try await $0.enqueueDelivery(message) }
+            // Queued twice (a restart re-reads the log): still one message.
+            try await store.write { try await $0.enqueueDelivery(message) }
+            let first = try await store.write { try await $0.claimDueDeliveries(now: Self.t0, until: Self.t0.addingTimeInterval(30), limit: 10) }
+            #expect(first.map(\.id) == ["msg_1_abc"])
+            let second = try await store.write { try await $0.claimDueDeliveries(now: Self.t0.addingTimeInterval(5), until: Self.t0.addingTimeInterval(35), limit: 10) }
+            #expect(second.isEmpty)
+            let afterLease = try await store.write { try await $0.claimDueDeliveries(now: Self.t0.addingTimeInterval(31), until: Self.t0.addingTimeInterval(61), limit: 10) }
+            #expect(afterLease.map(\.id) == ["msg_1_abc"])
+        }
+    }
+}
