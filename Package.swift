@@ -75,7 +75,6 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Mustache", package: "swift-mustache"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ],
             plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]
         ),
@@ -98,7 +97,6 @@ let package = Package(
             name: "gatehouse",
             dependencies: [
                 "GatehouseCore",
-                "GatehouseGuard",
                 "GatehouseStore",
                 "GatehouseApp",
                 "GatehouseServer",

@@ -196,4 +196,13 @@ public enum Identifier {
         let chars = (0..<(bytes * 8 / 5)).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }
         return prefix + "_" + String(chars)
     }
+
+    /// Whether `text` can be a Gatehouse id (`req_…`, `grt_…`, `tok_…`): at most 64 ASCII letters,
+    /// digits, `_` and `-`. Every way in checks ids with this before looking them up.
+    public static func isWellFormed(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= 64 && text.utf8.allSatisfy { byte in
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+        }
+    }
 }

@@ -366,6 +366,6 @@ struct ProxySession {
     }
 
     static func nonce() -> String {
-        (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        Hex.encode((0..<8).map { _ in UInt8.random(in: 0...255) })
     }
 }

@@ -1,6 +1,7 @@
 import Crypto
 import _CryptoExtras
 import Foundation
+import GatehouseCore
 import NIOCore
 
 /// The client side of SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL uses it: no channel binding,
@@ -136,6 +137,6 @@ public struct UpstreamLogin: Sendable {
     }
 
     static func md5Hex(_ bytes: [UInt8]) -> String {
-        Insecure.MD5.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(Insecure.MD5.hash(data: bytes))
     }
 }

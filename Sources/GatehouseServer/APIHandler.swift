@@ -23,7 +23,7 @@ struct APIHandler: APIProtocol {
     }
 
     func id(_ raw: String) throws(GatehouseError) -> String {
-        guard raw.count <= 64, raw.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) else {
+        guard Identifier.isWellFormed(raw) else {
             throw .invalid("id", "invalid_id", "'\(raw.prefix(64))' is not a Gatehouse id (like req_… or grt_…)")
         }
         return raw

@@ -54,6 +54,24 @@ struct IdentifierTests {
         let hashes = Set((0..<1_000).map { _ in TokenSecret.hash(TokenSecret.generate()) })
         #expect(hashes.count == 1_000)
     }
+
+    @Test("ids the server made are well formed; paths, quotes, spaces, non-ASCII and over-long text are not")
+    func wellFormedIDs() {
+        for prefix in ["req", "grt", "tok", "ses", "msg"] { #expect(Identifier.isWellFormed(Identifier.make(prefix))) }
+        #expect(Identifier.isWellFormed("msg_12_abcDEF-09"))
+        for bad in ["", "req_1/../x", "req 1", "req_'1", "req_é", "req_\u{0}", String(repeating: "a", count: 65)] {
+            #expect(!Identifier.isWellFormed(bad), "\(bad.debugDescription)")
+        }
+        #expect(Identifier.isWellFormed(String(repeating: "a", count: 64)))
+    }
+
+    @Test("secrets compare equal only when every byte is equal")
+    func constantTimeComparison() {
+        #expect(TokenSecret.constantTimeEqual("csrf_abc", "csrf_abc"))
+        #expect(!TokenSecret.constantTimeEqual("csrf_abc", "csrf_abd"))
+        #expect(!TokenSecret.constantTimeEqual("csrf_abc", "csrf_ab"))
+        #expect(!TokenSecret.constantTimeEqual("", "x"))
+    }
 }
 
 @Suite("Clock and risk")

@@ -452,7 +452,7 @@ struct WebInbox {
     }
 
     static func validID(_ raw: String) throws(GatehouseError) -> String {
-        guard !raw.isEmpty, raw.count <= 64, raw.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) else {
+        guard Identifier.isWellFormed(raw) else {
             throw GatehouseError(.notFound, "invalid_id", "'\(raw.prefix(64))' is not a Gatehouse id (like req_… or grt_…)")
         }
         return raw
