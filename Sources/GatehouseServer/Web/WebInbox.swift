@@ -408,11 +408,13 @@ struct WebInbox {
         return Response(status: .seeOther, headers: headers)
     }
 
-    /// `Secure` when the inbox is reached over https (the configured base URL, or a TLS-ending proxy saying so).
+    /// HttpOnly, SameSite=Lax, for the whole site; `Secure` when the inbox is reached over https (the
+    /// configured base URL, or a TLS-ending proxy saying so). Values are ids Gatehouse made (or empty).
     func cookie(_ name: String, _ value: String, request: Request, maxAge: Int) -> String {
         let https = service.policies.policy.notifications.baseURL?.lowercased().hasPrefix("https://") == true
             || request.headers[HTTPField.Name("X-Forwarded-Proto")!]?.lowercased() == "https"
-        return "\(name)=\(value); Path=/; Max-Age=\(maxAge); HttpOnly; SameSite=Lax" + (https ? "; Secure" : "")
+        let cookie = Cookie(name: name, value: value, maxAge: maxAge, path: "/", secure: https, httpOnly: true, sameSite: .lax)
+        return cookie.description
     }
 
     /// A POST from another site is refused whatever it carries (browsers send Origin on POSTs).
@@ -440,15 +442,9 @@ struct WebInbox {
     static func formFields(_ request: Request) async throws -> [String: String] {
         var request = request
         let buffer = try await request.collectBody(upTo: 64 * 1024)
-        let text = String(buffer: buffer)
-        var fields: [String: String] = [:]
-        for pair in text.split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let decode = { (raw: Substring) in String(raw).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "" }
-            guard let key = parts.first.map(decode), !key.isEmpty else { continue }
-            fields[key] = parts.count > 1 ? decode(parts[1]) : ""
-        }
-        return fields
+        // A body that is not a form (browsers always send one) reads as no fields: it carries no CSRF
+        // token, so it is refused as a forged form, which is what it is.
+        return (try? URLEncodedFormDecoder().decode([String: String].self, from: String(buffer: buffer))) ?? [:]
     }
 
     static func validID(_ raw: String) throws(GatehouseError) -> String {
