@@ -2,7 +2,7 @@ import GatehouseCore
 import Testing
 @testable import GatehouseGuard
 
-private func classify(_ sql: String, settings: GuardSettings = GuardSettings(), normalize: Bool = false) async -> ActionClassification {
+func classify(_ sql: String, settings: GuardSettings = GuardSettings(), normalize: Bool = false) async -> ActionClassification {
     await ActionGuard().classify(Action(kind: .sql, text: sql), settings: settings, normalize: normalize)
 }
 
@@ -94,52 +94,3 @@ struct SQLClassifierTests {
         #expect(await classify("EXECUTE p").categories == ["execute_prepared"])
     }
 }
-
-@Suite("Parse tree reader")
-struct ParseTreeReaderTests {
-    @Test("escapes, numbers and nesting limits")
-    func reader() throws {
-        let tree = try ParseTreeReader.read(Array(#"{"a":"x\u003e\"y\n","b":[1,-2,3.5,true,false,null],"c":{}}"#.utf8), maximumDepth: 5)
-        #expect(tree["a"]?.stringValue == "x>\"y\n")
-        #expect(tree["b"]?.elements == [.integer(1), .integer(-2), .number("3.5"), .bool(true), .bool(false), .null])
-        #expect(tree["c"] == .object([]))
-        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array("[[[[[[[1]]]]]]]".utf8), maximumDepth: 5) }
-        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":"#.utf8), maximumDepth: 5) }
-        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":1} x"#.utf8), maximumDepth: 5) }
-    }
-}
-
-@Suite("Remembered classifications")
-struct ClassificationMemoryTests {
-    @Test("a remembered result is dropped when the policy's guard settings change")
-    func settingsChange() async {
-        let guardian = ActionGuard()
-        let truncate = Action(kind: .sql, text: "TRUNCATE sessions")
-        #expect(await guardian.classify(truncate, settings: GuardSettings()).risk == .dangerous)
-        #expect(await guardian.classify(truncate, settings: GuardSettings()).risk == .dangerous)
-        let relaxed = GuardSettings(sqlLevels: ["truncate": .write])
-        #expect(await guardian.classify(truncate, settings: relaxed).risk == .write)
-        #expect(await guardian.classify(truncate, settings: GuardSettings()).risk == .dangerous)
-        // normalize is part of the key: a result without the rebuilt statement is not reused for one with it.
-        #expect(await guardian.classify(truncate, settings: GuardSettings(), normalize: true).normalized == "TRUNCATE sessions")
-    }
-}
-
-@Suite("Remembered classifications are keyed by bytes")
-struct ByteExactMemoryTests {
-    @Test("texts that Swift calls equal but whose bytes differ are classified separately")
-    func canonicallyEquivalentTextsAreNotConfused() async {
-        let guardian = ActionGuard()
-        // U+037E (Greek question mark) is canonically equivalent to `;`, but PostgreSQL reads it as
-        // part of an identifier: one harmless SELECT. With an ASCII `;` it is a second statement.
-        let greek = "SELECT 1 AS x\u{037E}DELETE FROM orders"
-        let ascii = "SELECT 1 AS x;DELETE FROM orders"
-        #expect(greek == ascii, "Swift's String equality is canonical equivalence")
-        let first = await guardian.classify(Action(kind: .sql, text: greek), settings: GuardSettings())
-        let second = await guardian.classify(Action(kind: .sql, text: ascii), settings: GuardSettings())
-        #expect(first.risk == .read)
-        #expect(second.risk == .dangerous)
-        #expect(guardian.classifyInline(Action(kind: .sql, text: ascii), settings: GuardSettings())?.risk == .dangerous)
-    }
-}
-

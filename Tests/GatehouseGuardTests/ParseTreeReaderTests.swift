@@ -1,0 +1,17 @@
+import GatehouseCore
+import Testing
+@testable import GatehouseGuard
+
+@Suite("Parse tree reader")
+struct ParseTreeReaderTests {
+    @Test("escapes, numbers and nesting limits")
+    func reader() throws {
+        let tree = try ParseTreeReader.read(Array(#"{"a":"x\u003e\"y\n","b":[1,-2,3.5,true,false,null],"c":{}}"#.utf8), maximumDepth: 5)
+        #expect(tree["a"]?.stringValue == "x>\"y\n")
+        #expect(tree["b"]?.elements == [.integer(1), .integer(-2), .number("3.5"), .bool(true), .bool(false), .null])
+        #expect(tree["c"] == .object([]))
+        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array("[[[[[[[1]]]]]]]".utf8), maximumDepth: 5) }
+        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":"#.utf8), maximumDepth: 5) }
+        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":1} x"#.utf8), maximumDepth: 5) }
+    }
+}

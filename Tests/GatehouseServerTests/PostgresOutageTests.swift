@@ -1,0 +1,125 @@
+import Foundation
+import GatehouseCore
+import GatehouseTestSupport
+import Synchronization
+import Testing
+
+/// The database goes away under a running server and comes back.
+@Suite("PostgreSQL outage")
+struct PostgresOutageTests {
+    /// Runs scripts/postgres-server.sh and returns what it printed. Spawned and reaped directly, on
+    /// a thread of its own: the server the script starts outlives it, and Foundation's `Process`
+    /// did not always see the script end then.
+    static func script(_ arguments: [String]) async throws -> String {
+        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("pg-script-\(UUID().uuidString).out").path
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        let scriptPath = ServeProcess.repositoryRoot.appendingPathComponent("scripts/postgres-server.sh").path
+        let command = ([scriptPath] + arguments).map { "'\($0)'" }.joined(separator: " ") + " > '\(outputPath)' < /dev/null"
+        let status: Int32 = await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                var pid: pid_t = 0
+                let words: [String] = ["/bin/bash", "-c", command]
+                var argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) }
+                argv.append(nil)
+                defer { argv.forEach { free($0) } }
+                guard posix_spawn(&pid, "/bin/bash", nil, nil, argv, environ) == 0 else { return continuation.resume(returning: -1) }
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+                continuation.resume(returning: status)
+            }
+        }
+        guard status == 0 else { throw TestFailure("postgres-server.sh \(arguments) failed (wait status \(status))") }
+        return ((try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test("the database stopped and restarted during a load: 503 while it is down, recovery by itself, the audit chain verifies")
+    func outage() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-outage-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let pgFolder = folder.appendingPathComponent("pg").path
+        let url = try await Self.script(["start", pgFolder, "\(try ServeProcess.freePort())"])
+        let policyPath = folder.appendingPathComponent("policy.yaml").path
+        try MultiInstanceTests.policy(antispam: "{enabled: false}").write(toFile: policyPath, atomically: true, encoding: .utf8)
+        // Requests wait at most two seconds for a database connection.
+        let server = try await ServeProcess.start(policyPath: policyPath, database: url + "?connect_timeout=2", folder: folder, name: "serve")
+        do {
+            let alice = try await server.token(for: "e1")
+            let approver = try await server.token(for: "a1")
+            enum Phase: Sendable { case up, stopping, down, back }
+            struct Seen: Sendable { var statuses: [String: [Int]] = [:]; var requests: [String] = []; var approvals: [String] = [] }
+            let seen = Shared(Seen())
+            let phase = Shared(Phase.up)
+            let stop = Shared(false)
+            let load = Task {
+                var step = 0
+                while !stop.with({ $0 }) {
+                    step += 1
+                    // Answers are filed under the phase they began and ended in ("transition" when those differ).
+                    let began = phase.with { $0 }
+                    let key = { let ended = phase.with { $0 }; return ended == began ? "\(began)" : "transition" }
+                    do {
+                        let reply = try await server.request(alice, resource: "r\(step % 40 + 1)", reason: "INC-\(step) outage drill")
+                        seen.with { $0.statuses[key(), default: []].append(reply.status) }
+                        if reply.status == 201, let id = reply.string("id") {
+                            seen.with { $0.requests.append(id) }
+                            let approval = try await server.approve(approver, id)
+                            seen.with { $0.statuses[key(), default: []].append(approval.status) }
+                            if approval.status == 200 { seen.with { $0.approvals.append(id) } }
+                        }
+                    } catch {
+                        seen.with { $0.statuses[key(), default: []].append(-1) }
+                    }
+                    try? await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            try await Task.sleep(for: .seconds(1))
+            // While the server is stopping an answer may be either; "down" starts once it has stopped.
+            phase.with { $0 = .stopping }
+            _ = try await Self.script(["stop", pgFolder])
+            phase.with { $0 = .down }
+            // Longer than the longest an answer can be held up when the database stops under a change
+            // (2 s for a connection, then 4 × connect_timeout for a change that stopped getting answers).
+            try await Task.sleep(for: .seconds(11))
+            #expect(try await server.send(.GET, "/readyz", token: nil).status == 503)
+            _ = try await Self.script(["restart-start", pgFolder])
+            phase.with { $0 = .back }
+            // It recovers by itself: no restart of gatehouse, no operator.
+            var recovered = false
+            for _ in 0..<150 where !recovered {
+                recovered = try await server.send(.GET, "/readyz", token: nil).status == 200
+                if !recovered { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(recovered)
+            try await Task.sleep(for: .seconds(1))
+            stop.with { $0 = true }
+            await load.value
+            let result = seen.with { $0 }
+            let up = result.statuses["up"] ?? [], down = result.statuses["down"] ?? [], back = result.statuses["back"] ?? []
+            let transition = (result.statuses["transition"] ?? []) + (result.statuses["stopping"] ?? [])
+            #expect(transition.allSatisfy { [200, 201, 503].contains($0) }, "\(transition)")
+            #expect(up.contains(201) && up.allSatisfy { $0 == 201 || $0 == 200 }, "\(up)")
+            // While the database is down every answer is 503: never a 500, never a hang.
+            #expect(down.contains(503), "\(down)")
+            #expect(down.allSatisfy { $0 == 503 }, "\(down)")
+            #expect(back.contains(201), "\(back)")
+            #expect(back.allSatisfy { [200, 201, 503].contains($0) }, "\(back)")
+            for id in result.requests {
+                #expect(try await server.send(.GET, "/v1/requests/\(id)", token: TestServer.adminToken).status == 200, "\(id) was acknowledged but is missing")
+            }
+            for id in result.approvals {
+                #expect(try await server.send(.GET, "/v1/requests/\(id)", token: TestServer.adminToken).string("state") == "approved")
+            }
+            let verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            #expect(verify.json["ok"] as? Bool == true, "\(verify.json)")
+            await server.stop()
+            _ = try? await Self.script(["stop", pgFolder])
+            try? FileManager.default.removeItem(at: folder)
+        } catch {
+            await server.stop()
+            print(server.output)
+            _ = try? await Self.script(["stop", pgFolder])
+            try? FileManager.default.removeItem(at: folder)
+            throw error
+        }
+    }
+}

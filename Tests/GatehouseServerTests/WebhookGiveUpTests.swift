@@ -1,0 +1,66 @@
+import AsyncHTTPClient
+import Foundation
+import GatehouseCore
+import NIOCore
+import NIOHTTP1
+import Testing
+
+@Suite("Webhook outbox: giving up")
+struct WebhookGiveUpTests {
+    @Test("after the last attempt, on 410 Gone, or when the endpoint left the policy, a message is given up and audited")
+    func givesUp() async throws {
+        let policy = TestServer.policyYAML + """
+
+            notifications:
+              retry: {initial: 1s, max: 1s, attempts: 2}
+              webhooks:
+                chat: {url: "http://127.0.0.1:9/hook", format: slack, events: [request.created, request.approved, grant.started]}
+            """
+        try await TestServer.with(policy: policy) { server in
+            let service = server.service
+            let t = try await server.tokens("alice", "bob")
+            try await service.outbox.queueMessages()
+            let id = try #require(try await server.request(t["alice"]!).string("id"))
+            _ = try await server.approve(t["bob"]!, id)
+            try await service.outbox.queueMessages()
+            var due = try await service.outbox.claimDeliveries(lease: 30)
+            #expect(due.count == 3)
+            // Claimed: nobody else takes them while the attempt runs.
+            #expect(try await service.outbox.claimDeliveries(lease: 30).isEmpty)
+            let byEvent = Dictionary(uniqueKeysWithValues: due.map { ($0.event, $0) })
+            try await service.outbox.recordAttempts([
+                .init(delivery: byEvent["request.created"]!, status: 500, error: nil),
+                .init(delivery: byEvent["request.approved"]!, status: 410, error: nil),
+                .init(delivery: byEvent["grant.started"]!, status: nil, error: "connection refused"),
+            ])
+            // Not due before the backoff has passed...
+            #expect(try await service.outbox.claimDeliveries(lease: 30).isEmpty)
+            server.clock.advance(by: 2)
+            due = try await service.outbox.claimDeliveries(lease: 30)
+            #expect(Set(due.map(\.event)) == ["request.created", "grant.started"])
+            try await service.outbox.recordAttempts(due.map { .init(delivery: $0, status: 503, error: nil) })
+            server.clock.advance(by: 5)
+            #expect(try await service.outbox.claimDeliveries(lease: 30).isEmpty)
+
+            let rows = try await server.send(.GET, "/v1/webhooks/deliveries", token: TestServer.adminToken).json["deliveries"] as? [[String: Any]] ?? []
+            #expect(rows.count == 3)
+            #expect(rows.allSatisfy { $0["state"] as? String == "failed" }, "\(rows)")
+            let audit = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken)
+            let failed = (audit.json["events"] as? [[String: Any]] ?? []).filter { $0["action"] as? String == "webhook.failed" }
+            #expect(failed.count == 3)
+            #expect(try await server.send(.GET, "/v1/webhooks/deliveries", token: t["alice"]!).status == 403)
+
+            // A message for an endpoint that left the policy is given up at its next attempt.
+            let second = try #require(try await server.request(t["alice"]!, resource: "prod-host", role: "operate").string("id"))
+            try await service.outbox.queueMessages()
+            try server.writePolicy(TestServer.policyYAML, reload: true)
+            let orphaned = try await service.outbox.claimDeliveries(lease: 30)
+            #expect(orphaned.count == 1)
+            #expect(orphaned.first?.event == "request.created")
+            #expect(orphaned.first?.body.contains("prod-host/operate") == true, "\(second)")
+            try await service.outbox.recordAttempts(orphaned.map { .init(delivery: $0, status: nil, error: "not sent") })
+            let last = try await server.send(.GET, "/v1/webhooks/deliveries?limit=1", token: TestServer.adminToken).json["deliveries"] as? [[String: Any]]
+            #expect(last?.first?["last_status"] as? String == "endpoint no longer in the policy")
+        }
+    }
+}
