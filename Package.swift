@@ -76,6 +76,19 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Mustache", package: "swift-mustache"),
             ],
+            resources: [
+                .embedInCode("Web/Templates/layout.mustache"),
+                .embedInCode("Web/Templates/sign-in.mustache"),
+                .embedInCode("Web/Templates/request-rows.mustache"),
+                .embedInCode("Web/Templates/inbox.mustache"),
+                .embedInCode("Web/Templates/request.mustache"),
+                .embedInCode("Web/Templates/requests.mustache"),
+                .embedInCode("Web/Templates/grants.mustache"),
+                .embedInCode("Web/Templates/audit.mustache"),
+                .embedInCode("Web/Templates/break-glass.mustache"),
+                .embedInCode("Web/Templates/error.mustache"),
+                .embedInCode("Web/Templates/gatehouse.css"),
+            ],
             plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]
         ),
         .target(
@@ -127,6 +140,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/GatehouseTestSupport"
+        ),
+        // The use cases on a real store: the labelled month of honest and abusive traffic.
+        .testTarget(
+            name: "GatehouseAppTests",
+            dependencies: [
+                "GatehouseApp", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // The store's queries, each run on a SQLite file and on a PostgreSQL database.
         .testTarget(

@@ -38,16 +38,20 @@ extension RequestDesk {
                 context.metrics.antiSpam("deduplicated", reason: "identical_pending")
                 return .existing(RequestView(request: same, approvals: try await session.approvals(requestId: same.id)))
             }
-            let rule = policy.resources[candidate.resource]?.role(named: candidate.role)?.reason ?? ReasonRule()
+            let role = policy.resources[candidate.resource]?.role(named: candidate.role)
+            let rule = role?.reason ?? ReasonRule()
+            let reachesApprovers = (role?.approvals ?? 1) > 0
             let ticket = SpamScore.hasTicket(reason: candidate.reason, ticket: candidate.ticket, rule: rule)
             let history = try await tx.history()
             switch try await tx.hardLimit(candidate, open: open, history: history, sourceIP: sourceIP) {
             case .refused(let refusal, let kind):
-                return .refused(try await tx.refuse(refusal, kind: kind, request: candidate, history: history, ticket: ticket))
+                return .refused(try await tx.refuse(refusal, kind: kind, request: candidate, history: history, ticket: ticket,
+                                                    reachesApprovers: reachesApprovers))
             case .pass(let consume):
                 for bucket in consume { try await session.setRateLimitTAT(key: bucket.key, tat: bucket.tat) }
             }
-            let verdict = SpamScore.evaluate(SpamAttempt(principal: caller.principal, resource: candidate.resource, reason: candidate.reason, hasTicket: ticket),
+            let verdict = SpamScore.evaluate(SpamAttempt(principal: caller.principal, resource: candidate.resource, reason: candidate.reason, hasTicket: ticket,
+                                                         reachesApprovers: reachesApprovers),
                                              history: history, policy: policy.antiSpam, now: now)
             let judged = RequestLifecycle.applySpam(verdict, to: outcome, policy: policy)
             let view = try await tx.persist(judged)
@@ -97,11 +101,12 @@ struct AntiSpamTransaction {
     /// Records a refused attempt, scores it (hammering on a limit can end in a block), audits
     /// the first refusal per limit and minute, and returns the 429 to send.
     func refuse(_ refusal: LimitRefusal, kind: RecordedRefusal.Kind, request: AccessRequest, history: SpamHistory,
-                ticket: Bool) async throws -> GatehouseError {
+                ticket: Bool, reachesApprovers: Bool) async throws -> GatehouseError {
         try await session.insertRefusal(principal: requester, resource: request.resource, kind: kind, policy: refusal.policy, at: now)
         var history = history
         history.refusals.insert(RecordedRefusal(kind: kind, resource: request.resource, at: now), at: 0)
-        let verdict = SpamScore.evaluate(SpamAttempt(principal: requester, resource: request.resource, reason: request.reason, hasTicket: ticket, refused: true),
+        let verdict = SpamScore.evaluate(SpamAttempt(principal: requester, resource: request.resource, reason: request.reason, hasTicket: ticket, refused: true,
+                                                     reachesApprovers: reachesApprovers),
                                          history: history, policy: spam, now: now)
         metrics.antiSpam("limited", reason: refusal.policy)
         var entries: [AuditEntry] = []

@@ -71,7 +71,11 @@ public enum SpamAction: String, Sendable, Codable, CaseIterable, Comparable {
 /// without the section gets all of them (anti-spam is on unless `enabled: false`).
 public struct AntiSpamPolicy: Sendable, Equatable {
     public var enabled = true
-    public var perPrincipal: RateLimit? = RateLimit(count: 20, period: TimeSpan(seconds: 3600), burst: 5)
+    /// How many requests an on-call engineer files at once in an incident (read access to every system
+    /// it touches); `policy check` warns about a per-principal burst below it.
+    public static let incidentBurst = 6
+    /// A burst of 10: an on-call engineer opens read access to the systems an incident touches at once.
+    public var perPrincipal: RateLimit? = RateLimit(count: 20, period: TimeSpan(seconds: 3600), burst: 10)
     /// Per principal and resource.
     public var perResource: RateLimit? = RateLimit(count: 60, period: TimeSpan(seconds: 3600), burst: 10)
     public var perSourceIP: RateLimit? = RateLimit(count: 100, period: TimeSpan(seconds: 3600), burst: 20)

@@ -17,7 +17,11 @@ extension PolicyLoader.Reader {
                 let limitKeys = ["per_principal", "per_resource", "per_source_ip", "max_pending_per_principal"]
                 for (name, _, limit) in entries(value, "antispam.limits", allowed: limitKeys) {
                     switch name {
-                    case "per_principal": policy.perPrincipal = rate(limit, "antispam.limits.per_principal", default: policy.perPrincipal)
+                    case "per_principal":
+                        policy.perPrincipal = rate(limit, "antispam.limits.per_principal", default: policy.perPrincipal)
+                        if let burst = policy.perPrincipal?.burst, burst < AntiSpamPolicy.incidentBurst {
+                            warning(limit, "a per_principal burst of \(burst) refuses an on-call engineer who opens read access to \(AntiSpamPolicy.incidentBurst) or more systems at once in an incident (the labelled traffic suite's on-call pattern); the default is 10")
+                        }
                     case "per_resource": policy.perResource = rate(limit, "antispam.limits.per_resource", default: policy.perResource)
                     case "per_source_ip": policy.perSourceIP = rate(limit, "antispam.limits.per_source_ip", default: policy.perSourceIP)
                     default:

@@ -27,6 +27,7 @@ public enum ReasonText {
         "test", "testing", "tmp", "temp", "stuff", "thing", "things", "work", "do", "doing", "again", "ok", "okay",
         "yes", "no", "n", "na", "tbd", "todo", "xxx", "foo", "bar", "baz", "asdf", "qwer", "qwerty", "zxcv",
         "hello", "hi", "help", "fix", "issue", "problem", "prod", "db", "database", "server",
+        "approve", "approval", "approved", "allow", "ticket",
     ]
 
     /// Words that tell an approver something: not filler, not a single repeated character.

@@ -26,6 +26,13 @@ public struct PastRequest: Sendable, Equatable {
         self.decidedAt = decidedAt
     }
 
+    /// Whether the request went to approvers: one the policy granted at once (`approvals: 0`)
+    /// troubled nobody, and weighs half in `burst` and `enumeration`.
+    public var reachedApprovers: Bool { decidedBy != "policy" }
+
+    /// Approved by a person (not granted at once by the policy): part of a track record.
+    public var approvedByPerson: Bool { state == .approved && decidedBy != "policy" && decidedBy != nil }
+
     public init(_ request: AccessRequest) {
         self.init(id: request.id, requester: request.requester, resource: request.resource, role: request.role,
                   reason: request.reason, state: request.state, createdAt: request.createdAt, decidedAt: request.decidedAt,
@@ -76,13 +83,16 @@ public struct SpamAttempt: Sendable {
     public var hasTicket: Bool
     /// The attempt was refused by a hard limit (its refusal is already in the history).
     public var refused: Bool
+    /// The request goes to approvers (its role needs at least one approval).
+    public var reachesApprovers: Bool
 
-    public init(principal: String, resource: String, reason: String, hasTicket: Bool, refused: Bool = false) {
+    public init(principal: String, resource: String, reason: String, hasTicket: Bool, refused: Bool = false, reachesApprovers: Bool = true) {
         self.principal = principal
         self.resource = resource
         self.reason = reason
         self.hasTicket = hasTicket
         self.refused = refused
+        self.reachesApprovers = reachesApprovers
     }
 }
 
@@ -164,36 +174,57 @@ public enum SpamScore {
             now.timeIntervalSince(date) < TimeInterval(window.seconds)
         }
         let own = history.own.filter { $0.createdAt <= now }
+        // A request the policy grants at once troubles no approver: it weighs half in burst and enumeration.
+        func weight(_ request: PastRequest) -> Double { request.reachedApprovers ? 1 : 0.5 }
+        let attemptWeight: Double = attempt.refused ? 0 : (attempt.reachesApprovers ? 1 : 0.5)
+        let lowInformation = ReasonText.isLowInformation(attempt.reason)
+        // One piece of work: a ticket and words that say something. Its requests for different
+        // resources are not repetition (an incident touches many systems under one ticket).
+        let oneWork = attempt.hasTicket && !lowInformation
+        // A track record: not new, and a person approved something of theirs within the history window.
+        let trusted = history.earlierRequests >= windows.newPrincipalRequests
+            && own.contains { $0.approvedByPerson && within($0.createdAt, windows.history) }
 
         // burst: attempts (filed or refused) within the burst window, this one included.
-        let attempts = own.filter { within($0.createdAt, windows.burst) }.count
-            + history.refusals.filter { within($0.at, windows.burst) }.count + (attempt.refused ? 0 : 1)
-        if attempts > windows.burstCount {
-            add(.burst, count: attempts, multiple: attempts - windows.burstCount, "\(attempts) attempts within \(windows.burst)")
+        let attempts = own.filter { within($0.createdAt, windows.burst) }.reduce(0) { $0 + weight($1) }
+            + Double(history.refusals.filter { within($0.at, windows.burst) }.count) + attemptWeight
+        if attempts > Double(windows.burstCount) {
+            let over = Int((attempts - Double(windows.burstCount)).rounded(.up))
+            add(.burst, count: Int(attempts.rounded(.up)), multiple: over, "\(Int(attempts.rounded(.up))) attempts within \(windows.burst)")
         }
 
-        // repeated_reason / shared_reason: the same reason as recent ones.
+        // repeated_reason: the same reason as recent ones, for the same resource, or for any resource
+        // when the request is not one ticketed piece of work.
         let same = SameReason(attempt.reason, threshold: windows.similarity)
-        let repeated = own.filter { within($0.createdAt, windows.repeatedReason) && same.matches($0.reason) }.count
+        let repeated = own.filter { within($0.createdAt, windows.repeatedReason) && (!oneWork || $0.resource == attempt.resource)
+            && same.matches($0.reason) }.count
         if repeated > 0 {
-            add(.repeatedReason, count: repeated, multiple: repeated, "the same reason as \(repeated) of the principal's requests within \(windows.repeatedReason)")
+            add(.repeatedReason, count: repeated, multiple: repeated,
+                oneWork ? "the same reason as \(repeated) of the principal's requests for \(attempt.resource) within \(windows.repeatedReason)"
+                    : "the same reason as \(repeated) of the principal's requests within \(windows.repeatedReason)")
         }
+        // shared_reason: the same reason from other principals. People with a track record working on
+        // one ticket together are a team on an incident, not a campaign.
         let sharers = Set(history.others.filter { $0.requester != attempt.principal && within($0.createdAt, windows.sharedReason)
             && same.matches($0.reason) }.map(\.requester))
-        if sharers.count >= windows.sharedReasonPrincipals {
+        if sharers.count >= windows.sharedReasonPrincipals, !(oneWork && trusted) {
             add(.sharedReason, count: sharers.count, multiple: sharers.count - windows.sharedReasonPrincipals + 1,
                 "the same reason from \(sharers.count) other principals within \(windows.sharedReason)")
         }
-        if ReasonText.isLowInformation(attempt.reason) {
+        if lowInformation {
             add(.lowInformationReason, "the reason has fewer than three informative words")
         }
 
-        // enumeration: many distinct resources in a short time.
-        let resources = Set(own.filter { within($0.createdAt, windows.enumeration) }.map(\.resource)
-            + history.refusals.filter { within($0.at, windows.enumeration) }.map(\.resource) + [attempt.resource])
-        if resources.count >= windows.enumerationResources {
-            add(.enumeration, count: resources.count, multiple: resources.count - windows.enumerationResources + 1,
-                "requests for \(resources.count) different resources within \(windows.enumeration)")
+        // enumeration: many distinct resources in a short time (one reached only by requests granted at once counts half).
+        var reach: [String: Double] = [:]
+        for request in own where within(request.createdAt, windows.enumeration) { reach[request.resource] = max(reach[request.resource] ?? 0, weight(request)) }
+        for refusal in history.refusals where within(refusal.at, windows.enumeration) { reach[refusal.resource] = 1 }
+        reach[attempt.resource] = max(reach[attempt.resource] ?? 0, attempt.reachesApprovers ? 1 : 0.5)
+        let breadth = reach.values.reduce(0, +)
+        if breadth >= Double(windows.enumerationResources) {
+            let over = Int((breadth - Double(windows.enumerationResources)).rounded(.down)) + 1
+            add(.enumeration, count: reach.count, multiple: over,
+                "requests for \(reach.count) different resources within \(windows.enumeration)")
         }
 
         let denials = own.filter { $0.state == .denied && within($0.decidedAt ?? $0.createdAt, windows.recentDenial) }.count
@@ -222,7 +253,8 @@ public enum SpamScore {
             }
             if !usual { add(.offHours, "no request from this principal around \(hour):00 UTC in \(past.count) requests") }
         }
-        if attempt.hasTicket {
+        // A ticket vouches for a request that says why; "INC-1 need access" earns no credit.
+        if attempt.hasTicket, !lowInformation {
             add(.ticket, "a valid ticket is given")
         }
         if past.contains(where: { $0.resource == attempt.resource && $0.state == .approved }) {

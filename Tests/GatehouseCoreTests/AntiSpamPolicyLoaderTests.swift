@@ -21,7 +21,7 @@ struct AntiSpamPolicyLoaderTests {
             antispam:
               enabled: true
               limits:
-                per_principal: {rate: 10/h, burst: 3}
+                per_principal: {rate: 10/h, burst: 6}
                 per_resource: off
                 per_source_ip: {rate: 1/10m}
                 max_pending_per_principal: 2
@@ -37,7 +37,7 @@ struct AntiSpamPolicyLoaderTests {
         let result = PolicyLoader.load(yaml: yaml)
         #expect(result.problems.isEmpty, "\(result.problems)")
         let spam = try #require(result.policy?.antiSpam)
-        #expect(spam.perPrincipal == RateLimit(count: 10, period: TimeSpan(seconds: 3600), burst: 3))
+        #expect(spam.perPrincipal == RateLimit(count: 10, period: TimeSpan(seconds: 3600), burst: 6))
         #expect(spam.perResource == nil)
         #expect(spam.perSourceIP == RateLimit(count: 1, period: TimeSpan(seconds: 600), burst: 20))
         #expect(spam.maxPendingPerPrincipal == 2)
@@ -49,6 +49,17 @@ struct AntiSpamPolicyLoaderTests {
         #expect(spam.thresholds.block == 20)
         #expect(spam.weights[.burst] == 1 && spam.weights[.offHours] == 0 && spam.weights[.ticket] == -5)
         #expect(spam.weights[.sharedReason] == 3)
+    }
+
+    @Test("a per-principal burst too small for an on-call engineer's first minute is a warning with its line")
+    func incidentBurstWarning() throws {
+        let result = PolicyLoader.load(yaml: base + "antispam:\n  limits:\n    per_principal: {rate: 20/h, burst: 5}\n")
+        #expect(result.policy?.antiSpam.perPrincipal?.burst == 5)
+        let warning = try #require(result.warnings.first)
+        #expect(result.errors.isEmpty)
+        #expect(warning.line == 7)   // the per_principal line
+        #expect(warning.message.contains("on-call engineer"))
+        #expect(PolicyLoader.load(yaml: base + "antispam:\n  limits:\n    per_principal: {rate: 20/h, burst: 6}\n").warnings.isEmpty)
     }
 
     @Test("mistakes are reported with their line and a way out", arguments: [

@@ -26,7 +26,8 @@ struct WebhookBudgetTests {
             // write: approvers bob, carol, dave, frank (dba), each told at once: their budget is now spent.
             let first = try #require(try await server.request(t["alice"]!, role: "write").string("id"))
             // admin: the same four (over budget: digest) and erin (security, still within budget).
-            let second = try #require(try await server.request(t["alice"]!, role: "admin", reason: "INC-4411 rebuild the broken index").string("id"))
+            let secondReply = try await server.request(t["alice"]!, role: "admin", reason: "INC-4411 rebuild the broken index")
+            let second = try #require(secondReply.string("id"), "\(secondReply.status) \(String(decoding: secondReply.body, as: UTF8.self))")
             try await server.service.outbox.queueMessages()
             var deliveries = try await server.send(.GET, "/v1/webhooks/deliveries?limit=100", token: TestServer.adminToken)
                 .json["deliveries"] as? [[String: Any]] ?? []
