@@ -30,8 +30,12 @@ public struct PastRequest: Sendable, Equatable {
     /// troubled nobody, and weighs half in `burst` and `enumeration`.
     public var reachedApprovers: Bool { decidedBy != "policy" }
 
-    /// Approved by a person (not granted at once by the policy): part of a track record.
-    public var approvedByPerson: Bool { state == .approved && decidedBy != "policy" && decidedBy != nil }
+    /// Approved by another person (not granted at once by the policy, not taken by break-glass): part
+    /// of a track record.
+    public var approvedByPerson: Bool {
+        guard state == .approved, let decidedBy else { return false }
+        return !["policy", "break-glass", "system"].contains(decidedBy) && decidedBy != requester
+    }
 
     public init(_ request: AccessRequest) {
         self.init(id: request.id, requester: request.requester, resource: request.resource, role: request.role,

@@ -66,6 +66,10 @@ struct IncidentSignalTests {
         let record = [past(86_400, resource: "db2", reason: "CHG-1 resize the pool", decidedBy: "dave")]
         let team = verdict(SpamHistory(own: record, others: others, earlierRequests: 40))
         #expect(points(team, .sharedReason) == nil)
+        // Access taken by break-glass, or granted at once by the policy, is no track record.
+        let selfServed = [past(86_400, resource: "db2", reason: "INC-9 outage", decidedBy: "break-glass"),
+                          past(90_000, resource: "db3", reason: "INC-9 outage", decidedBy: "policy")]
+        #expect(points(verdict(SpamHistory(own: selfServed, others: others, earlierRequests: 40)), .sharedReason) == 3)
         let newcomer = verdict(SpamHistory(others: others, earlierRequests: 1), principal: "spam1")
         #expect(points(newcomer, .sharedReason) == 3)
         #expect(points(newcomer, .newPrincipal) == 2)
