@@ -30,7 +30,7 @@ public enum BreakGlass {
         guard settings.enabled else {
             throw GatehouseError(.forbidden, "break_glass_disabled", "break-glass access is not enabled in the policy (`break_glass: {enabled: true}`); file a normal request instead")
         }
-        guard case .role = input.access else {
+        guard case .role(let name) = input.access, name != Role.actionRoleName else {
             throw .invalid("role", "break_glass_role", "break-glass grants a role, not one exact action; name a role with --role")
         }
         let (resource, role) = try RequestLifecycle.role(input.resource, input.role, in: policy)

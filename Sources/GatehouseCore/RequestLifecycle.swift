@@ -80,6 +80,10 @@ public enum RequestLifecycle {
         }
     }
 
+    /// `action` names the one-shot approvals of a resource, not a role anyone can hold.
+    static let actionRoleWithoutAction = GatehouseError.invalid("role", "missing_action",
+        "`\(Role.actionRoleName)` is not a role: a one-shot request names the exact action (\"action\": {\"kind\": \"sql\", \"text\": ...}, or --sql / --shell)")
+
     public enum OpenOutcome: Sendable, Equatable {
         case pending(AccessRequest)
         /// `approvals: 0`: granted at once, still time-boxed and audited.
@@ -115,6 +119,7 @@ public enum RequestLifecycle {
     /// the guard when it was filed); a role request has none.
     public static func open(_ input: NewRequestInput, classification: ActionClassification? = nil, requester: String, policy: Policy,
                             now: Date, requestId: String, grantId: String) throws(GatehouseError) -> OpenOutcome {
+        if case .role(Role.actionRoleName) = input.access { throw actionRoleWithoutAction }
         let (resource, role) = try role(input.resource, input.role, in: policy)
         var requested: RequestedAction?
         if case .action(let action) = input.access {

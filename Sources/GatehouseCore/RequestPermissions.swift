@@ -40,7 +40,7 @@ public enum RequestPermissions {
     /// The resources on which the principal approves at least one role: where to look for work.
     public static func approvableResources(_ principal: String, policy: Policy) -> [String] {
         policy.resources.values.filter { resource in
-            resource.roles.values.contains { policy.eligibleApprovers(for: $0).contains(principal) }
+            (Array(resource.roles.values) + (resource.actions.map { [$0] } ?? [])).contains { policy.eligibleApprovers(for: $0).contains(principal) }
         }.map(\.name)
     }
 }

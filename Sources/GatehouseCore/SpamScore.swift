@@ -261,7 +261,7 @@ public enum SpamScore {
         if attempt.hasTicket, !lowInformation {
             add(.ticket, "a valid ticket is given")
         }
-        if past.contains(where: { $0.resource == attempt.resource && $0.state == .approved }) {
+        if past.contains(where: { $0.resource == attempt.resource && $0.approvedByPerson }) {
             add(.previouslyApproved, "an earlier request for \(attempt.resource) was approved within \(windows.history)")
         }
         let score = fired.reduce(0) { $0 + $1.points }

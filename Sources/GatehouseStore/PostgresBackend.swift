@@ -269,15 +269,18 @@ final class PostgresBackend: StoreBackend {
             // that outlives it by `wait + stuckAfter`.
             let deadline = Deadline()
             let work = Task {
-                defer { deadline.cancel() }
                 do {
                     let value = try await client.withConnection { connection in
                         guard gate.start() else { throw CancellationError() }
                         return try await body(connection)
                     }
                     self.unreachable.store(false, ordering: .relaxed)
+                    deadline.cancel()
                     answer.resume(with: .success(value))
                 } catch {
+                    // A lease that failed before it started leaves the timer running: at `wait` it marks
+                    // the server unreachable, so the next callers give up sooner.
+                    if gate.hasStarted { deadline.cancel() }
                     answer.resume(with: .failure(error))
                 }
             }
@@ -330,4 +333,6 @@ private final class LeaseGate: Sendable {
             return true
         }
     }
+
+    var hasStarted: Bool { state.withLock { $0 == .started } }
 }

@@ -38,5 +38,11 @@ struct RequestPermissionTests {
         #expect(RequestPermissions.approvableResources("carol", policy: policy).sorted() == ["billing-api", "prod-db"])
         #expect(RequestPermissions.approvableResources("erin", policy: policy) == ["prod-db"])
         #expect(RequestPermissions.approvableResources("alice", policy: policy).isEmpty)
+        // Someone who approves only one-shot actions of a resource finds them too.
+        var actionsOnly = policy
+        actionsOnly.principals["frank"] = PrincipalEntry(groups: ["release"])
+        actionsOnly.resources["billing-api"]?.actions = Role(name: Role.actionRoleName, requesters: ["engineers"], approvers: ["release"],
+                                                             approvals: 1, maxDuration: Fixture.span("1h"), allows: .dangerous)
+        #expect(RequestPermissions.approvableResources("frank", policy: actionsOnly) == ["billing-api"])
     }
 }

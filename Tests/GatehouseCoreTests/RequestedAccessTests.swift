@@ -41,13 +41,18 @@ struct RequestedAccessTests {
         #expect(NewRequestInput(resource: "prod-db", access: .action(Self.delete), duration: "", reason: "x").role == Role.actionRoleName)
     }
 
-    @Test("break-glass grants a role, never one exact action")
-    func breakGlassRole() {
+    @Test("`action` is not a role: asking for it without an action is refused, and break-glass never takes it")
+    func actionIsNotARole() {
+        expectGatehouseError(code: "missing_action", field: "role") {
+            try open(NewRequestInput(resource: "prod-db", role: Role.actionRoleName, duration: "30m", reason: "INC-1 purge old rows"))
+        }
         var policy = Self.policy()
         policy.breakGlass.enabled = true
-        expectGatehouseError(code: "break_glass_role") {
-            try BreakGlass.open(NewRequestInput(resource: "prod-db", access: .action(Self.delete), duration: "", reason: "INC-9 it is down"),
-                                requester: "alice", policy: policy, now: Fixture.t0, requestId: "req_1", grantId: "grt_1")
+        for access in [RequestedAccess.action(Self.delete), .role(Role.actionRoleName)] {
+            expectGatehouseError(code: "break_glass_role") {
+                try BreakGlass.open(NewRequestInput(resource: "prod-db", access: access, duration: "", reason: "INC-9 it is down"),
+                                    requester: "alice", policy: policy, now: Fixture.t0, requestId: "req_1", grantId: "grt_1")
+            }
         }
     }
 }

@@ -8,9 +8,11 @@ struct SpamScoreTests {
     let policy = AntiSpamPolicy()
 
     func past(_ minutesAgo: Double, resource: String = "prod-db", reason: String = "INC-1 rotate the replica credentials",
-              state: RequestState = .pending, requester: String = "alice", decidedMinutesAgo: Double? = nil) -> PastRequest {
+              state: RequestState = .pending, requester: String = "alice", decidedMinutesAgo: Double? = nil,
+              decidedBy: String? = nil) -> PastRequest {
         PastRequest(id: Identifier.make("req"), requester: requester, resource: resource, role: "write", reason: reason, state: state,
-                    createdAt: now.addingTimeInterval(-minutesAgo * 60), decidedAt: decidedMinutesAgo.map { now.addingTimeInterval(-$0 * 60) })
+                    createdAt: now.addingTimeInterval(-minutesAgo * 60), decidedAt: decidedMinutesAgo.map { now.addingTimeInterval(-$0 * 60) },
+                    decidedBy: decidedBy)
     }
 
     func score(_ history: SpamHistory, reason: String = "INC-9 vacuum the audit partitions", resource: String = "prod-db",
@@ -105,11 +107,15 @@ struct SpamScoreTests {
         #expect(points(score(SpamHistory(own: Array(elsewhere.prefix(9)))), .offHours) == nil)
     }
 
-    @Test("previously_approved lowers the score for the same resource only")
+    @Test("previously_approved lowers the score for the same resource only, and only for a person's approval")
     func previouslyApproved() {
-        let approved = [past(3 * 1440, state: .approved, decidedMinutesAgo: 3 * 1440)]
+        let approved = [past(3 * 1440, state: .approved, decidedMinutesAgo: 3 * 1440, decidedBy: "carol")]
         #expect(points(score(SpamHistory(own: approved)), .previouslyApproved) == -2)
         #expect(points(score(SpamHistory(own: approved), resource: "billing-api"), .previouslyApproved) == nil)
+        for selfServed in ["policy", "break-glass", "alice"] {
+            let granted = [past(3 * 1440, state: .approved, decidedMinutesAgo: 3 * 1440, decidedBy: selfServed)]
+            #expect(points(score(SpamHistory(own: granted)), .previouslyApproved) == nil, "\(selfServed)")
+        }
     }
 
     @Test("thresholds pick the action; a weight of 0 turns a signal off")
