@@ -16,9 +16,10 @@ extension RequestDesk {
     /// refusal by a hard limit commits its record (so hammering counts) and then throws.
     func file(caller: Caller, input: NewRequestInput, classification: ActionClassification?, sourceIP: String?) async throws -> (RequestView, created: Bool) {
         let context = self.context
-        // A blocked principal is turned away on the (cached) read path, without taking the writer.
+        // A blocked principal is turned away on the (cached) read path, without taking the writer. A block
+        // holds whatever the anti-spam setting: an approver's report blocks even with anti-spam off.
         let antiSpam = context.policies.policy.antiSpam
-        if antiSpam.enabled, try await context.unavailableOnFailure({ try await context.store.isBlocked(principal: caller.principal) }) {
+        if try await context.unavailableOnFailure({ try await context.store.isBlocked(principal: caller.principal) }) {
             await tarpit.hold(seconds: antiSpam.blockedDelay?.seconds ?? 0)
             throw AppErrors.blocked(caller.principal)
         }
@@ -27,11 +28,11 @@ extension RequestDesk {
                                                     requestId: Identifier.make("req"), grantId: Identifier.make("grt"))
             let tx = AntiSpamTransaction(session: session, policy: policy, now: now, requester: caller.principal, metrics: context.metrics)
             let candidate = switch outcome { case .pending(let r): r; case .granted(let r, _): r }
-            guard policy.antiSpam.enabled else {
-                return .created(try await tx.persist(outcome))
-            }
             if let flags = try await session.principalFlags(caller.principal), flags.isBlocked {
                 throw AppErrors.blocked(caller.principal)
+            }
+            guard policy.antiSpam.enabled else {
+                return .created(try await tx.persist(outcome))
             }
             let open = try await session.requests(.init(requester: caller.principal, states: [.pending, .quarantined], limit: 1000))
             if let same = open.first(where: { $0.resource == candidate.resource && $0.role == candidate.role && $0.action?.digest == candidate.action?.digest }) {

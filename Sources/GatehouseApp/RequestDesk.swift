@@ -42,6 +42,10 @@ public struct RequestDesk: Sendable {
         case .mine:
             filter.requester = caller.principal
         case .toApprove:
+            // Held requests (and their reasons) are for reviewers: approvers hear of a request only once released.
+            if state == .quarantined, !RequestPermissions.canSeeHeld(caller.principal, isAdmin: caller.isAdmin, policy: policy) {
+                return []
+            }
             filter.states = [state ?? .pending]
             filter.resources = RequestPermissions.approvableResources(caller.principal, policy: policy)
         case .all:

@@ -32,9 +32,16 @@ public enum RequestPermissions {
         isAdmin || policy.isReviewer(principal) || request.requester == principal || isApprover(principal, of: request, policy: policy)
     }
 
-    /// May look at the request to review it: a reviewer, or its requester (who is then refused).
-    public static func canReachForReview(_ principal: String, _ request: AccessRequest, policy: Policy) -> Bool {
-        policy.isReviewer(principal) || request.requester == principal
+    /// May look at the request to review it: an admin (the bootstrap admin too), a reviewer, or its
+    /// requester (who is then refused).
+    public static func canReachForReview(_ principal: String, isAdmin: Bool, _ request: AccessRequest, policy: Policy) -> Bool {
+        isAdmin || policy.isReviewer(principal) || request.requester == principal
+    }
+
+    /// May see requests held for review in a listing: reviewers and admins only (approvers are not told
+    /// about held requests, nor their reasons).
+    public static func canSeeHeld(_ principal: String, isAdmin: Bool, policy: Policy) -> Bool {
+        isAdmin || policy.isReviewer(principal)
     }
 
     /// The resources on which the principal approves at least one role: where to look for work.
