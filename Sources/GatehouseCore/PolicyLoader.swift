@@ -56,7 +56,9 @@ public enum PolicyLoader {
         namePattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) != nil
     }
     /// Names Gatehouse uses for itself: the bootstrap admin and the actors of automatic events.
-    public static let reservedPrincipals: Set<String> = ["admin", "system", "policy", "gatehouse"]
+    /// Every name Gatehouse writes as an actor in the audit log, or uses for itself: a principal of the same
+    /// name could not be told apart from it.
+    public static let reservedPrincipals: Set<String> = ["admin", "system", "policy", "gatehouse", "antispam", "break-glass"]
 
     public static func load(file path: String) throws -> PolicyLoadResult {
         let text: String

@@ -38,6 +38,12 @@ public enum RequestPermissions {
         isAdmin || policy.isReviewer(principal) || request.requester == principal
     }
 
+    /// May see a request's spam score and signals: everyone who may see the request but its requester
+    /// (admins always): nothing to tune a flood against.
+    public static func canSeeSpamScore(_ principal: String, isAdmin: Bool, _ request: AccessRequest) -> Bool {
+        isAdmin || request.requester != principal
+    }
+
     /// May see requests held for review in a listing: reviewers and admins only (approvers are not told
     /// about held requests, nor their reasons).
     public static func canSeeHeld(_ principal: String, isAdmin: Bool, policy: Policy) -> Bool {

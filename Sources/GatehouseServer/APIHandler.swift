@@ -306,7 +306,7 @@ struct APIHandler: APIProtocol {
     /// reviewers and admins, not to the requester (nothing to tune a flood against).
     func schema(_ view: RequestView, for caller: Caller) -> Components.Schemas.AccessRequest {
         var schema = Self.schema(view)
-        if view.request.requester == caller.principal, !caller.isAdmin { schema.antispam = nil }
+        if !RequestPermissions.canSeeSpamScore(caller.principal, isAdmin: caller.isAdmin, view.request) { schema.antispam = nil }
         return schema
     }
 

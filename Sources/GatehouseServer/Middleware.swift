@@ -49,9 +49,12 @@ struct RequestInfoMiddleware: RouterMiddleware {
         }
         let info = RequestInfo(authorization: request.headers[.authorization],
                                remoteAddress: context.remoteAddress?.ipAddress)
-        return try await RequestInfo.$current.withValue(info) {
+        var response = try await RequestInfo.$current.withValue(info) {
             try await next(request, context)
         }
+        // API answers carry tokens (on creation) and what a caller may see: no cache keeps them.
+        if request.uri.path.hasPrefix("/v1/") { response.headers[.cacheControl] = "no-store" }
+        return response
     }
 }
 

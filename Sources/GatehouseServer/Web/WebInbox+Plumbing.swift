@@ -165,11 +165,13 @@ extension WebInbox {
         return raw
     }
 
-    static func row(_ r: AccessRequest) -> [String: Any] {
+    static func row(_ r: AccessRequest, for caller: Caller) -> [String: Any] {
         var row: [String: Any] = ["id": r.id, "requester": r.requester, "what": what(r), "duration": r.duration.description,
                                   "reason": r.reason, "state": r.state.rawValue, "created": when(r.createdAt)]
         if let ticket = r.ticket { row["ticket"] = ticket }
-        if let spam = r.spam, spam.score != 0 { row["spam"] = ["score": spam.score, "level": level(spam.score)] }
+        if let spam = r.spam, spam.score != 0, RequestPermissions.canSeeSpamScore(caller.principal, isAdmin: caller.isAdmin, r) {
+            row["spam"] = ["score": spam.score, "level": level(spam.score)]
+        }
         return row
     }
 

@@ -146,15 +146,15 @@ struct WebInbox {
         let policy = service.policies.policy
         let held = policy.isReviewer(caller.principal) ? try await service.desk.list(caller: caller, scope: .all, state: .quarantined, limit: 50) : []
         return render("inbox", title: "Inbox", data: [
-            "requests": waiting.map { Self.row($0.request) }, "empty": "Nothing is waiting for your decision.",
-            "quarantined": held.map { Self.row($0.request) }, "hasQuarantined": !held.isEmpty,
+            "requests": waiting.map { Self.row($0.request, for: caller) }, "empty": "Nothing is waiting for your decision.",
+            "quarantined": held.map { Self.row($0.request, for: caller) }, "hasQuarantined": !held.isEmpty,
         ], layout: layout, nav: "inbox", request: request)
     }
 
     func mine(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
         let mine = try await service.desk.list(caller: caller, scope: .mine, state: nil, limit: 200)
         return render("requests", title: "My requests", data: [
-            "heading": "My requests", "requests": mine.map { Self.row($0.request) },
+            "heading": "My requests", "requests": mine.map { Self.row($0.request, for: caller) },
             "empty": "You have not asked for anything yet. Use `gatehouse request RESOURCE --role ROLE --for 30m --reason ...`.",
         ], layout: layout, nav: "mine", request: request)
     }
@@ -192,10 +192,12 @@ struct WebInbox {
                 && !view.approvals.contains { $0.approver == caller.principal },
             "canCancel": r.state == .pending && r.requester == caller.principal,
             "canReview": r.state == .quarantined && r.requester != caller.principal && service.policies.policy.isReviewer(caller.principal),
-            "history": history.map { Self.row($0) },
+            "history": history.map { Self.row($0, for: caller) },
             "flags": ["blocked": flags?.isBlocked ?? false, "throttled": flags?.isThrottled(at: now) ?? false],
         ]
-        if let spam = r.spam {
+        let showSpam = RequestPermissions.canSeeSpamScore(caller.principal, isAdmin: caller.isAdmin, r)
+        data["showSpam"] = showSpam
+        if let spam = r.spam, showSpam {
             data["spam"] = ["score": spam.score, "action": spam.action.rawValue, "level": Self.level(spam.score),
                             "signals": spam.signals.map { ["name": $0.signal.rawValue, "points": ($0.points >= 0 ? "+" : "") + "\($0.points)", "detail": $0.detail] }] as [String: Any]
         }
