@@ -78,6 +78,15 @@ public final class AppContext: Sendable {
         }
     }
 
+    /// Refuses a caller whose token was revoked, or whose principal left the policy, since it authenticated.
+    func requireLive(_ caller: Caller) async throws {
+        let policy = policies.policy
+        let token = try await read { try await $0.token(id: caller.tokenId) }
+        guard let token, token.revokedAt == nil, token.isBootstrapAdmin || policy.principals[caller.principal] != nil else {
+            throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token was revoked, or its principal removed from the policy, while this request waited")
+        }
+    }
+
     func requireAdmin(_ caller: Caller, _ what: String) throws(GatehouseError) {
         guard caller.isAdmin else {
             throw GatehouseError(.forbidden, ErrorCode.adminOnly, "only admins can \(what)")

@@ -167,6 +167,8 @@ public struct RequestDesk: Sendable {
         let deadline = ContinuousClock.now + .seconds(span.seconds)
         do {
             while true {
+                // A token revoked (or a principal removed) while the poll waits ends it at the next look.
+                try await context.requireLive(caller)
                 let view = try await get(caller: caller, id: id)
                 let left = deadline - ContinuousClock.now
                 guard view.request.state == .pending || view.request.state == .quarantined, left > .zero, !Task.isCancelled else {

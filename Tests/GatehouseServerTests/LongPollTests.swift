@@ -24,6 +24,23 @@ struct LongPollTests {
         }
     }
 
+    @Test("a long poll ends with 401 soon after its token is revoked, not at its deadline")
+    func endsWhenTheTokenIsRevoked() async throws {
+        try await TestServer.with { server in
+            let made = try await server.send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": "alice"])
+            let token = try #require(made.string("token")), tokenID = try #require(made.string("id"))
+            let id = try #require(try await server.request(token).string("id"))
+            let started = Date()
+            async let waited = server.send(.GET, "/v1/requests/\(id)?wait=45s", token: token)
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(try await server.send(.POST, "/v1/tokens/\(tokenID)/revoke", token: TestServer.adminToken).status == 200)
+            let reply = try await waited
+            #expect(reply.status == 401, "\(reply.json)")
+            #expect(reply.string("code") == "invalid_token")
+            #expect(Date().timeIntervalSince(started) < 30)
+        }
+    }
+
     @Test("a poll on a decided request answers at once; a pending one answers pending at its deadline")
     func deadlines() async throws {
         try await TestServer.with { server in
