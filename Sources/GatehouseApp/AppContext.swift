@@ -53,8 +53,7 @@ public final class AppContext: Sendable {
         try await write { session in
             let policy = self.policies.policy
             let now = self.clock.now()
-            guard let token = try await session.token(id: caller.tokenId), token.revokedAt == nil,
-                  token.isBootstrapAdmin || policy.principals[caller.principal] != nil else {
+            guard let token = try await session.token(id: caller.tokenId), Tokens.caller(for: token, policy: policy) != nil else {
                 throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token was revoked, or its principal removed from the policy, while this request waited; nothing was changed")
             }
             return try await body(session, policy, now)
@@ -82,7 +81,7 @@ public final class AppContext: Sendable {
     func requireLive(_ caller: Caller) async throws {
         let policy = policies.policy
         let token = try await read { try await $0.token(id: caller.tokenId) }
-        guard let token, token.revokedAt == nil, token.isBootstrapAdmin || policy.principals[caller.principal] != nil else {
+        guard let token, Tokens.caller(for: token, policy: policy) != nil else {
             throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token was revoked, or its principal removed from the policy, while this request waited")
         }
     }

@@ -28,9 +28,8 @@ extension RequestDesk {
                                                     requestId: Identifier.make("req"), grantId: Identifier.make("grt"))
             let tx = AntiSpamTransaction(session: session, policy: policy, now: now, requester: caller.principal, metrics: context.metrics)
             let candidate = switch outcome { case .pending(let r): r; case .granted(let r, _): r }
-            if let flags = try await session.principalFlags(caller.principal), flags.isBlocked {
-                throw AppErrors.blocked(caller.principal)
-            }
+            let flags = try await session.principalFlags(caller.principal)
+            if flags?.isBlocked == true { throw AppErrors.blocked(caller.principal) }
             guard policy.antiSpam.enabled else {
                 return .created(try await tx.persist(outcome))
             }
@@ -44,7 +43,7 @@ extension RequestDesk {
             let reachesApprovers = (role?.approvals ?? 1) > 0
             let ticket = SpamScore.hasTicket(reason: candidate.reason, ticket: candidate.ticket, rule: rule)
             let history = try await tx.history()
-            switch try await tx.hardLimit(candidate, open: open, history: history, sourceIP: sourceIP) {
+            switch try await tx.hardLimit(candidate, open: open, history: history, throttledUntil: flags?.throttledUntil, sourceIP: sourceIP) {
             case .refused(let refusal, let kind):
                 return .refused(try await tx.refuse(refusal, kind: kind, request: candidate, history: history, ticket: ticket,
                                                     reachesApprovers: reachesApprovers))
@@ -90,12 +89,12 @@ struct AntiSpamTransaction {
 
     /// Reads what the filing gate looks at and asks it. `open` are the principal's pending and
     /// quarantined requests.
-    func hardLimit(_ request: AccessRequest, open: [AccessRequest], history: SpamHistory, sourceIP: String?) async throws -> FilingGate.Verdict {
+    func hardLimit(_ request: AccessRequest, open: [AccessRequest], history: SpamHistory, throttledUntil: Date?,
+                   sourceIP: String?) async throws -> FilingGate.Verdict {
         let buckets = FilingGate.rateBuckets(requester: requester, resource: request.resource, sourceIP: sourceIP, policy: spam)
         var tats: [String: Int64] = [:]
         for bucket in buckets { tats[bucket.key] = try await session.rateLimitTAT(key: bucket.key) }
-        let situation = FilingGate.Situation(history: history, throttledUntil: try await session.principalFlags(requester)?.throttledUntil,
-                                             open: open, tats: tats)
+        let situation = FilingGate.Situation(history: history, throttledUntil: throttledUntil, open: open, tats: tats)
         return FilingGate.judge(resource: request.resource, buckets: buckets, situation: situation, policy: spam, now: now)
     }
 
@@ -147,10 +146,13 @@ struct AntiSpamTransaction {
 
     /// Puts the notifications `NotificationPlan` routes for a newly filed (or released) request in the outbox.
     func notify(_ request: AccessRequest, throttled: Bool) async throws {
+        // Budgets decide only for a pending request told at once; the others go to digests whatever they hold.
         var tats: [String: Int64] = [:]
-        for recipient in NotificationPlan.recipients(of: request, policy: policy) {
-            let key = NotificationPlan.budgetKey(recipient)
-            tats[key] = try await session.rateLimitTAT(key: key)
+        if request.state == .pending, !throttled, spam.enabled, spam.approverNotifications != nil {
+            for recipient in NotificationPlan.recipients(of: request, policy: policy) {
+                let key = NotificationPlan.budgetKey(recipient)
+                tats[key] = try await session.rateLimitTAT(key: key)
+            }
         }
         let summary = NotificationPlan.summary(request)
         for delivery in NotificationPlan.plan(request, throttled: throttled, policy: policy, budgetTATs: tats, now: now) {

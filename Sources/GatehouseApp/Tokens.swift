@@ -43,8 +43,11 @@ public struct Tokens: Sendable {
         return caller
     }
 
-    /// The caller a live token stands for under `policy`, or nil when its principal left the policy.
+    /// The caller a live token stands for under `policy`, or nil when the token is revoked or its
+    /// principal left the policy. Every path that trusts a token (authentication, web sessions, the
+    /// re-check inside a write, long polls) asks this.
     static func caller(for record: TokenRecord, policy: Policy) -> Caller? {
+        guard record.revokedAt == nil else { return nil }
         if record.isBootstrapAdmin { return Caller(principal: record.principal, isAdmin: true, tokenId: record.id) }
         guard policy.principals[record.principal] != nil else { return nil }
         return Caller(principal: record.principal, isAdmin: policy.isAdmin(record.principal), tokenId: record.id)

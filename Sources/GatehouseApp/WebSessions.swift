@@ -47,7 +47,7 @@ public struct WebSessions: Sendable {
             guard let web = try await session.webSession(idHash: hash), let token = try await session.token(id: web.tokenId) else { return nil }
             return (web, token)
         }
-        guard let (web, token) = found, web.expiresAt > context.clock.now(), token.revokedAt == nil,
+        guard let (web, token) = found, web.expiresAt > context.clock.now(),
               let caller = Tokens.caller(for: token, policy: context.policies.policy) else { return nil }
         return (caller, web)
     }
