@@ -15,7 +15,7 @@ as_postgres() {
 }
 case "$cmd" in
   start)
-    port=${3:-$((20000 + RANDOM % 20000))}
+    port=${3:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
     mkdir -p "$dir"
     password=gatehouse-test-password
     printf '%s\n' "$password" > "$dir/.pw"

@@ -7,7 +7,9 @@ BIN=${1:-.build/debug/gatehouse}
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d)
-PORT=$((20000 + RANDOM % 20000))
+# Ports the kernel hands out as free right now (a random pick can collide with a busy port).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
 SERVER_PID=""; SERVER2_PID=""; SERVER3_PID=""
 cleanup() { for pid in $SERVER_PID ${SERVER2_PID:-} ${SERVER3_PID:-} ${SERVER4_PID:-}; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -195,7 +197,7 @@ antispam:
   limits: {per_principal: {rate: 10/h, burst: 3}, per_source_ip: off}
   score: {thresholds: {throttle: 100, extra_approval: 100, quarantine: 100, block: 100}}
 YAML
-PORT2=$((PORT + 1)); PORT3=$((PORT + 2))
+PORT2=$(free_port); PORT3=$(free_port); while [ "$PORT3" = "$PORT2" ] || [ "$PORT3" = "$PORT" ]; do PORT3=$(free_port); done
 "$BIN" serve --policy shared.yaml --database "sqlite:$WORK/shared.db?mode=shared" --port "$PORT2" >serve2.log 2>&1 &
 SERVER2_PID=$!
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT2/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -204,7 +206,7 @@ SERVER3_PID=$!
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT3/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "http://127.0.0.1:$PORT3/readyz" >/dev/null || fail "the second shared server did not become ready: $(cat serve3.log)"
 # A process that wants the file to itself is refused while they run.
-expect_exit 1 "$BIN" serve --policy shared.yaml --database "sqlite:$WORK/shared.db" --port "$((PORT + 3))"
+expect_exit 1 "$BIN" serve --policy shared.yaml --database "sqlite:$WORK/shared.db" --port "$(free_port)"
 expect_output "is locked"
 SHARED_ALICE=$(GATEHOUSE_URL=http://127.0.0.1:$PORT2 GATEHOUSE_TOKEN=$ADMIN "$BIN" token create alice)
 ACCEPTED=0
