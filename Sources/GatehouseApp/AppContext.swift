@@ -53,7 +53,7 @@ public final class AppContext: Sendable {
         try await write { session in
             let policy = self.policies.policy
             let now = self.clock.now()
-            guard let token = try await session.token(id: caller.tokenId), Tokens.caller(for: token, policy: policy) != nil else {
+            guard let token = try await session.token(id: caller.tokenId), Tokens.caller(for: token, policy: policy, now: now) != nil else {
                 throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token was revoked, or its principal removed from the policy, while this request waited; nothing was changed")
             }
             return try await body(session, policy, now)
@@ -81,7 +81,7 @@ public final class AppContext: Sendable {
     func requireLive(_ caller: Caller) async throws {
         let policy = policies.policy
         let token = try await read { try await $0.token(id: caller.tokenId) }
-        guard let token, Tokens.caller(for: token, policy: policy) != nil else {
+        guard let token, Tokens.caller(for: token, policy: policy, now: clock.now()) != nil else {
             throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token was revoked, or its principal removed from the policy, while this request waited")
         }
     }

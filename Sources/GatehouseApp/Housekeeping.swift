@@ -5,8 +5,12 @@ import GatehouseStore
 /// What runs beside the use cases: the sweeper that records expiry, and policy reloads.
 public struct Housekeeping: Sendable {
     let context: AppContext
+    let signIns: SignIns
 
-    init(_ context: AppContext) { self.context = context }
+    init(_ context: AppContext, signIns: SignIns) {
+        self.context = context
+        self.signIns = signIns
+    }
 
     /// This process, as a lease holder: unique per start.
     public static let instanceID = "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(Identifier.make("i"))"
@@ -18,6 +22,8 @@ public struct Housekeeping: Sendable {
     @discardableResult
     public func sweep(holder: String = Housekeeping.instanceID, lease: TimeInterval = 10) async throws -> (grants: Int, requests: Int) {
         let context = self.context
+        // People signed in on other instances, or whose sessions ended, as the store has them.
+        try await signIns.refreshPeople()
         // Look first on a reader, so an idle sweeper never takes the write lock.
         let probe = context.clock.now()
         // Refused attempts are kept a day (longer than any signal window); passed rate-limit keys an hour.
@@ -58,6 +64,10 @@ public struct Housekeeping: Sendable {
     public func reloadPolicy(actor: String) async throws -> PolicyHolder.ReloadResult {
         let context = self.context
         let result = context.policies.reload(logger: context.logger)
+        if result.reloaded {
+            let ended = try await signIns.endRemovedPrincipals(actor: "policy")
+            if !ended.isEmpty { context.logger.notice("principals removed from the policy lost their tokens", metadata: ["principals": "\(ended)"]) }
+        }
         try await context.write { session in
             try await session.appendAudit([AuditEntry(
                 actor: actor, action: result.reloaded ? .policyReloaded : .policyReloadRefused, subject: context.policies.path ?? "policy",

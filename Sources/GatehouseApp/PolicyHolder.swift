@@ -6,15 +6,73 @@ import Synchronization
 /// The running policy. A reload replaces it only when the new file is valid; otherwise the old one
 /// stays and the problems are returned.
 public final class PolicyHolder: Sendable {
-    private let current: Mutex<Policy>
+    /// The file's policy, the people signed in through the identity provider, and the two merged.
+    private struct State {
+        var file: Policy
+        var people: [String: Person] = [:]
+        var merged: Policy
+    }
+    /// A person signed in through the provider: the policy groups of their newest live session.
+    public struct Person: Sendable, Equatable {
+        public var groups: [String]
+        public var signedInAt: Date
+        public var expiresAt: Date
+        public init(groups: [String], signedInAt: Date, expiresAt: Date) {
+            self.groups = groups
+            self.signedInAt = signedInAt
+            self.expiresAt = expiresAt
+        }
+    }
+    private let current: Mutex<State>
     public let path: String?
 
     public init(_ policy: Policy, path: String?) {
-        current = Mutex(policy)
+        current = Mutex(State(file: policy, merged: policy))
         self.path = path
     }
 
-    public var policy: Policy { current.withLock { $0 } }
+    /// The running policy, with the people signed in through the identity provider as principals.
+    public var policy: Policy { current.withLock { $0.merged } }
+
+    /// The policy as the file states it, without people from the provider.
+    public var filePolicy: Policy { current.withLock { $0.file } }
+
+    /// Notes a live session's person (newer sign-ins win). Cheap when nothing changed.
+    public func see(_ name: String, _ person: Person) {
+        current.withLock { state in
+            if let known = state.people[name], known.signedInAt >= person.signedInAt { return }
+            state.people[name] = person
+            state.merged = Self.merge(state.file, state.people)
+        }
+    }
+
+    /// Replaces the people with those of the live sessions in the store (at start and every sweep).
+    public func replacePeople(_ people: [String: Person]) {
+        current.withLock { state in
+            guard state.people != people else { return }
+            state.people = people
+            state.merged = Self.merge(state.file, state.people)
+        }
+    }
+
+    public func forget(_ name: String) {
+        current.withLock { state in
+            guard state.people.removeValue(forKey: name) != nil else { return }
+            state.merged = Self.merge(state.file, state.people)
+        }
+    }
+
+    private static func merge(_ file: Policy, _ people: [String: Person]) -> Policy {
+        file.including(people: people.mapValues(\.groups))
+    }
+
+    /// Replaces the file's policy (tests and reloads).
+    public func replace(_ policy: Policy) {
+        current.withLock { state in
+            state.file = policy
+            state.merged = Self.merge(policy, state.people)
+        }
+    }
 
     public struct ReloadResult: Sendable {
         public var reloaded: Bool
@@ -37,7 +95,7 @@ public final class PolicyHolder: Sendable {
             logger.error("policy reload refused; keeping the running policy", metadata: ["problems": "\(lines)"])
             return ReloadResult(reloaded: false, problems: lines, sha256: digest)
         }
-        current.withLock { $0 = policy }
+        replace(policy)
         logger.info("policy reloaded", metadata: ["path": "\(path)"])
         return ReloadResult(reloaded: true, problems: lines, sha256: digest)
     }

@@ -31,34 +31,71 @@ public struct Tokens: Sendable {
 
     public func authenticate(bearer token: String?) async throws -> Caller {
         guard let token, !token.isEmpty else {
-            throw GatehouseError(.unauthorized, ErrorCode.missingToken, "no token: send `Authorization: Bearer <token>` (set GATEHOUSE_TOKEN for the CLI)")
+            throw GatehouseError(.unauthorized, ErrorCode.missingToken, "no token: send `Authorization: Bearer <token>` (set GATEHOUSE_TOKEN for the CLI, or run `gatehouse login`)")
         }
         let store = context.store
         guard token.utf8.count <= 256, let record = try await context.unavailableOnFailure({ try await store.liveToken(hash: TokenSecret.hash(token)) }) else {
-            throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token is unknown or revoked; ask an admin for a new one (`gatehouse token create NAME`)")
+            throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token is unknown or revoked; sign in again (`gatehouse login`) or ask an admin for a new service token")
         }
-        guard let caller = Self.caller(for: record, policy: context.policies.policy) else {
+        noteSession(record)
+        let policy = context.policies.policy
+        if let refusal = Self.refusal(for: record, policy: policy, now: context.clock.now()) { throw refusal }
+        guard let caller = Self.caller(for: record, policy: policy, now: context.clock.now()) else {
             throw GatehouseError(.unauthorized, ErrorCode.principalRemoved, "the token belongs to \(record.principal), who is no longer in the policy")
         }
         return caller
     }
 
-    /// The caller a live token stands for under `policy`, or nil when the token is revoked or its
-    /// principal left the policy. Every path that trusts a token (authentication, web sessions, the
-    /// re-check inside a write, long polls) asks this.
-    static func caller(for record: TokenRecord, policy: Policy) -> Caller? {
-        guard record.revokedAt == nil else { return nil }
-        if record.isBootstrapAdmin { return Caller(principal: record.principal, isAdmin: true, tokenId: record.id) }
-        guard policy.principals[record.principal] != nil else { return nil }
-        return Caller(principal: record.principal, isAdmin: policy.isAdmin(record.principal), tokenId: record.id)
+    /// A live session names a person and the groups the provider gave them: the running policy
+    /// knows them from now on (on every instance, the next sweep loads them from the store too).
+    func noteSession(_ record: TokenRecord) {
+        guard record.kind == .session, record.revokedAt == nil, let expiresAt = record.expiresAt, expiresAt > context.clock.now() else { return }
+        context.policies.see(record.principal, PolicyHolder.Person(groups: record.groups ?? [], signedInAt: record.createdAt, expiresAt: expiresAt))
+    }
+
+    /// The caller a live token stands for under `policy`, or nil when the token is revoked or
+    /// expired, its principal left the policy, it is a person's API token while people sign in
+    /// through the provider, or it is the bootstrap admin's and that is switched off. Every path
+    /// that trusts a token (authentication, web sessions, the re-check inside a write, long polls) asks this.
+    static func caller(for record: TokenRecord, policy: Policy, now: Date) -> Caller? {
+        refusal(for: record, policy: policy, now: now) == nil
+            ? Caller(principal: record.principal, isAdmin: record.isBootstrapAdmin || policy.isAdmin(record.principal), tokenId: record.id)
+            : nil
+    }
+
+    static func refusal(for record: TokenRecord, policy: Policy, now: Date) -> GatehouseError? {
+        guard record.revokedAt == nil else {
+            return GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token was revoked; sign in again or ask an admin for a new one")
+        }
+        if let expiresAt = record.expiresAt, expiresAt <= now {
+            return GatehouseError(.unauthorized, ErrorCode.sessionExpired, "the session ended at \(expiresAt.rfc3339); sign in again (`gatehouse login`, or the web inbox)")
+        }
+        if record.isBootstrapAdmin {
+            return policy.identity.bootstrapAdmin ? nil
+                : GatehouseError(.unauthorized, ErrorCode.invalidToken, "the bootstrap admin token is switched off (`identity.bootstrap_admin: disabled`); admins sign in through the identity provider")
+        }
+        guard let entry = policy.principals[record.principal] else {
+            return GatehouseError(.unauthorized, ErrorCode.principalRemoved, "the token belongs to \(record.principal), who is no longer in the policy")
+        }
+        if record.kind == .api, entry.kind == .user, policy.identity.oidc != nil {
+            return GatehouseError(.unauthorized, ErrorCode.humanTokenRefused, "people sign in through the identity provider (`gatehouse login`, or the web inbox); API tokens are for service accounts only")
+        }
+        return nil
     }
 
     public func create(caller: Caller, principal: String, description: String?) async throws -> (TokenRecord, String) {
         try context.requireAdmin(caller, "create tokens")
         let policy = context.policies.policy
-        guard policy.principals[principal] != nil else {
-            let known = policy.principals.keys.sorted().joined(separator: ", ")
+        let filePolicy = context.policies.filePolicy
+        guard let entry = filePolicy.principals[principal] else {
+            if policy.identity.oidc != nil {
+                throw GatehouseError(.forbidden, ErrorCode.humanTokenRefused, "'\(principal.prefix(80))' is not a service account in the policy; people sign in through the identity provider (`gatehouse login`, or the web inbox), and tokens are only for principals with `kind: service`", field: "principal")
+            }
+            let known = filePolicy.principals.keys.sorted().joined(separator: ", ")
             throw GatehouseError.invalid("principal", "unknown_principal", "'\(principal)' is not a principal in the policy; known principals: \(known)")
+        }
+        if entry.kind == .user, policy.identity.oidc != nil {
+            throw GatehouseError(.forbidden, ErrorCode.humanTokenRefused, "\(principal) is a person, and people sign in through the identity provider (`gatehouse login`, or the web inbox); tokens are only for principals with `kind: service`", field: "principal")
         }
         if let description, description.utf8.count > 256 {
             throw GatehouseError.invalid("description", "description_too_long", "the description is longer than 256 bytes")
@@ -74,6 +111,11 @@ public struct Tokens: Sendable {
             return record
         }
         return (record, secret)
+    }
+
+    /// The token (or session) the caller authenticated with.
+    public func record(of caller: Caller) async throws -> TokenRecord? {
+        try await context.read { try await $0.token(id: caller.tokenId) }
     }
 
     public func list(caller: Caller, includeRevoked: Bool) async throws -> [TokenRecord] {

@@ -9,6 +9,7 @@ public final class UseCases: Sendable {
     public let context: AppContext
     public let tokens: Tokens
     public let webSessions: WebSessions
+    public let signIns: SignIns
     public let desk: RequestDesk
     public let principals: Principals
     public let grants: GrantDesk
@@ -25,6 +26,7 @@ public final class UseCases: Sendable {
         self.context = context
         tokens = Tokens(context)
         webSessions = WebSessions(context, tokens: tokens)
+        signIns = SignIns(context, tokens: tokens, webSessions: webSessions)
         desk = RequestDesk(context, tarpit: tarpit, watch: RequestWatch())
         principals = Principals(context)
         grants = GrantDesk(context)
@@ -33,7 +35,7 @@ public final class UseCases: Sendable {
         outbox = Outbox(context)
         proxy = ProxyAuthority(context, tokens: tokens, checks: checks)
         audit = AuditLog(context)
-        housekeeping = Housekeeping(context)
+        housekeeping = Housekeeping(context, signIns: signIns)
     }
 
     public var store: GatehouseStore { context.store }

@@ -47,9 +47,26 @@ public struct WebSessions: Sendable {
             guard let web = try await session.webSession(idHash: hash), let token = try await session.token(id: web.tokenId) else { return nil }
             return (web, token)
         }
-        guard let (web, token) = found, web.expiresAt > context.clock.now(),
-              let caller = Tokens.caller(for: token, policy: context.policies.policy) else { return nil }
+        guard let (web, token) = found, web.expiresAt > context.clock.now() else { return nil }
+        tokens.noteSession(token)
+        guard let caller = Tokens.caller(for: token, policy: context.policies.policy, now: context.clock.now()) else { return nil }
         return (caller, web)
+    }
+
+    /// Opens a browser session on a session token that a sign-in through the provider just issued.
+    func open(on token: TokenRecord, caller: Caller) async throws -> (cookie: String, session: WebSession) {
+        let cookie = Identifier.make("ghw", bytes: 32)
+        let clock = context.clock
+        let session = try await context.write { session in
+            let now = clock.now()
+            let record = WebSession(idHash: TokenSecret.hash(cookie), tokenId: token.id, principal: caller.principal,
+                                    csrf: Identifier.make("csrf", bytes: 32), createdAt: now,
+                                    expiresAt: min(token.expiresAt ?? now.addingTimeInterval(Self.lifetime), now.addingTimeInterval(Self.lifetime)))
+            try await session.pruneWebSessions(now: now)
+            try await session.insertWebSession(record)
+            return record
+        }
+        return (cookie, session)
     }
 
     public func signOut(cookie: String) async throws {

@@ -16,6 +16,8 @@ public struct Policy: Sendable {
     public var breakGlass = BreakGlassPolicy()
     /// The `notifications:` section: webhook endpoints, digests and links to the web inbox.
     public var notifications = NotificationSettings()
+    /// The `identity:` section: sign-in through an OpenID Connect provider.
+    public var identity = IdentitySettings()
 
     public init(version: Int = 1, principals: [String: PrincipalEntry], resources: [String: Resource],
                 adminGroups: [String] = [], pendingTTL: TimeSpan = TimeSpan(seconds: 86_400)) {
@@ -26,9 +28,23 @@ public struct Policy: Sendable {
         self.pendingTTL = pendingTTL
     }
 
-    /// All groups that have at least one member.
+    /// All groups that have at least one member, or that people get from the identity provider.
     public var groups: Set<String> {
-        Set(principals.values.flatMap(\.groups))
+        Set(principals.values.flatMap(\.groups)).union(identity.oidc?.mappedGroups ?? [])
+    }
+
+    /// This policy with the people signed in through the identity provider added as principals
+    /// (kind `user`), each with the groups of their newest live session on top of any the file gives.
+    public func including(people: [String: [String]]) -> Policy {
+        guard !people.isEmpty else { return self }
+        var merged = self
+        for (name, groups) in people {
+            var entry = principals[name] ?? PrincipalEntry(groups: [])
+            guard entry.kind == .user else { continue }
+            for group in groups where !entry.groups.contains(group) { entry.groups.append(group) }
+            merged.principals[name] = entry
+        }
+        return merged
     }
 
     public func members(of groups: [String]) -> Set<String> {

@@ -202,7 +202,8 @@ public enum PolicyLoader {
             var antiSpamNode: Node?
             var breakGlassNode: Node?
             var notificationsNode: Node?
-            let known = ["version", "principals", "resources", "admins", "pending_ttl", "guard", "antispam", "break_glass", "notifications"]
+            var identity = IdentitySettings()
+            let known = ["version", "principals", "resources", "admins", "pending_ttl", "guard", "antispam", "break_glass", "notifications", "identity"]
             var sawPrincipals = false, sawResources = false
             for (key, keyNode, value) in entries(root, "the policy", allowed: known) {
                 switch key {
@@ -228,6 +229,8 @@ public enum PolicyLoader {
                     breakGlassNode = value
                 case "notifications":
                     notificationsNode = value
+                case "identity":
+                    identity = self.identity(value)
                 default:
                     warning(keyNode, "section `\(key)` is accepted but not enforced by this version of Gatehouse")
                 }
@@ -238,8 +241,10 @@ public enum PolicyLoader {
             if !sawPrincipals { error(root, "`principals:` is missing; list the users and service accounts with their groups") }
             if !sawResources { error(root, "`resources:` is missing; list what people can ask access to") }
 
-            let groups = Set(principals.values.flatMap(\.groups))
+            // Groups people get from the identity provider count as known, as do those of listed principals.
+            let groups = Set(principals.values.flatMap(\.groups)).union(identity.oidc?.mappedGroups ?? [])
             var partial = Policy(version: version ?? 1, principals: principals, resources: [:], pendingTTL: pendingTTL)
+            partial.identity = identity
             for (group, node) in adminNodes {
                 checkGroup(group, node, known: groups, what: "admins")
             }
@@ -415,6 +420,8 @@ public enum PolicyLoader {
                 if approvers.isEmpty {
                     error(approvalsNode, "\(what) needs \(approvals) approval(s) but lists no `approvers:`; add approver groups or set `approvals: 0`")
                     failed = true
+                } else if let oidc = policy.identity.oidc, !oidc.mappedGroups.isDisjoint(with: role.approvers) {
+                    // Approvers come from the provider: how many there are is known only when they sign in.
                 } else {
                     let eligible = policy.eligibleApprovers(for: role)
                     if eligible.count < approvals {

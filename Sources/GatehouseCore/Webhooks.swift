@@ -37,7 +37,7 @@ public enum WebhookEvent: String, Sendable, CaseIterable, Codable {
         case .breakGlassUsed: self = .breakGlassUsed
         case .breakGlassReviewed: self = .breakGlassReviewed
         case .notificationDigest: self = .digest
-        case .tokenCreated, .tokenRevoked, .webSignedIn, .requestCanceled, .requestLimited, .requestExtraApproval, .requestRejected,
+        case .tokenCreated, .tokenRevoked, .webSignedIn, .signedIn, .signInRefused, .signedOut, .sessionsRevoked, .requestCanceled, .requestLimited, .requestExtraApproval, .requestRejected,
              .approvalRecorded, .actionChecked, .principalBlocked, .principalThrottled, .principalUnblocked, .breakGlassRefused,
              .webhookFailed, .policyReloaded, .policyReloadRefused, .proxySessionStarted, .proxySessionRefused, .proxySessionEnded,
              .proxyRefused, .storeImported:

@@ -9,6 +9,7 @@ import OpenAPIRuntime
 /// as `GatehouseError` and turned into problem+json by `ProblemMiddleware`.
 struct APIHandler: APIProtocol {
     let service: UseCases
+    let provider: ProviderLink
 
     func caller() async throws -> Caller {
         try await service.tokens.authenticate(bearer: RequestInfo.current.bearerToken)
@@ -45,7 +46,44 @@ struct APIHandler: APIProtocol {
     func whoami(_ input: Operations.Whoami.Input) async throws -> Operations.Whoami.Output {
         let caller = try await caller()
         let groups = service.policies.policy.principals[caller.principal]?.groups ?? []
-        return .ok(.init(body: .json(.init(principal: caller.principal, admin: caller.isAdmin, groups: groups))))
+        let token = try await service.tokens.record(of: caller)
+        return .ok(.init(body: .json(.init(principal: caller.principal, admin: caller.isAdmin, groups: groups,
+                                           credential: token?.kind == .session ? .session : .token, expiresAt: token?.expiresAt))))
+    }
+
+    // MARK: sign-in
+
+    func startLogin(_ input: Operations.StartLogin.Input) async throws -> Operations.StartLogin.Output {
+        guard case .json(let body) = input.body else { throw GatehouseError.invalid("redirect_uri", "missing_body", "send {\"redirect_uri\": \"http://127.0.0.1:PORT/callback\"}") }
+        let (url, started) = try await provider.start(purpose: .cli, loopbackRedirect: body.redirectUri)
+        return .created(.init(body: .json(.init(authorizationUrl: url, state: started.state, loginSecret: started.clientSecret ?? "",
+                                                expiresAt: started.expiresAt))))
+    }
+
+    func completeLogin(_ input: Operations.CompleteLogin.Input) async throws -> Operations.CompleteLogin.Output {
+        guard case .json(let body) = input.body else { throw GatehouseError.invalid("code", "missing_body", "send {\"state\", \"code\", \"login_secret\"}") }
+        let established = try await provider.finish(state: body.state, code: body.code, purpose: .cli, clientSecret: body.loginSecret,
+                                                    sourceIP: RequestInfo.current.remoteAddress)
+        return .created(.init(body: .json(.init(token: established.secret, principal: established.caller.principal,
+                                                groups: established.token.groups ?? [], expiresAt: established.token.expiresAt ?? Date()))))
+    }
+
+    func logout(_ input: Operations.Logout.Input) async throws -> Operations.Logout.Output {
+        try await service.signIns.signOut(caller: caller())
+        return .noContent(.init())
+    }
+
+    func listSessions(_ input: Operations.ListSessions.Input) async throws -> Operations.ListSessions.Output {
+        let sessions = try await service.signIns.sessions(caller: caller())
+        return .ok(.init(body: .json(.init(sessions: sessions.map { t in
+            .init(id: t.id, principal: t.principal, groups: t.groups ?? [], issuer: t.issuer ?? "", subject: t.subject ?? "",
+                  createdAt: t.createdAt, expiresAt: t.expiresAt ?? t.createdAt)
+        }))))
+    }
+
+    func revokeSessions(_ input: Operations.RevokeSessions.Input) async throws -> Operations.RevokeSessions.Output {
+        let ended = try await service.signIns.revokeAll(caller: caller(), principal: input.path.name)
+        return .ok(.init(body: .json(.init(principal: input.path.name, ended: ended))))
     }
 
     // MARK: requests

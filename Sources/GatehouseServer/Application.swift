@@ -16,8 +16,9 @@ public enum GatehouseHTTP {
         let router = Router(context: GatehouseRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: ProblemMiddleware(logger: logger))
         router.add(middleware: RequestInfoMiddleware())
-        try WebInbox(service: service, logger: logger).register(on: router)
-        try APIHandler(service: service).registerHandlers(on: router, configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]))
+        let provider = ProviderLink(service: service, logger: logger)
+        try WebInbox(service: service, provider: provider, logger: logger).register(on: router)
+        try APIHandler(service: service, provider: provider).registerHandlers(on: router, configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]))
         // Prometheus text format; counters only, no principal names in labels.
         router.get("/metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

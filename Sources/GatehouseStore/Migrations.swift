@@ -104,6 +104,27 @@ enum Migrations {
               created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL)
             """,
         ]),
+        // Sign-in through an OpenID Connect provider: session tokens (kind, expiry, the groups the
+        // provider gave), the binding of a provider's issuer+subject to one principal name, and the
+        // sign-ins under way (state, nonce and PKCE verifier, each used once).
+        (6, [
+            "ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'api'",
+            "ALTER TABLE tokens ADD COLUMN expires_at BIGINT",
+            "ALTER TABLE tokens ADD COLUMN groups TEXT",
+            "ALTER TABLE tokens ADD COLUMN issuer TEXT",
+            "ALTER TABLE tokens ADD COLUMN subject TEXT",
+            "CREATE INDEX tokens_by_principal ON tokens (principal, revoked_at)",
+            """
+            CREATE TABLE identities (
+              issuer TEXT NOT NULL, subject TEXT NOT NULL, principal TEXT NOT NULL UNIQUE, email TEXT,
+              first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, PRIMARY KEY (issuer, subject))
+            """,
+            """
+            CREATE TABLE sign_ins (
+              state_hash TEXT PRIMARY KEY, nonce TEXT NOT NULL, verifier TEXT NOT NULL, purpose TEXT NOT NULL,
+              redirect_uri TEXT NOT NULL, client_hash TEXT, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL)
+            """,
+        ]),
     ]
 
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }

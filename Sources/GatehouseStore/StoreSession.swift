@@ -5,6 +5,9 @@ import GatehouseCore
 import SQLKit
 
 public struct TokenRecord: Sendable, Equatable {
+    /// `api`: a bearer token an admin created (service accounts; people without a provider).
+    /// `session`: issued by Gatehouse when a person signed in through the identity provider.
+    public enum Kind: String, Sendable { case api, session }
     public var id: String
     public var principal: String
     public var description: String?
@@ -12,9 +15,17 @@ public struct TokenRecord: Sendable, Equatable {
     public var createdAt: Date
     public var createdBy: String
     public var revokedAt: Date?
+    public var kind: Kind
+    /// Sessions end by themselves; API tokens have no expiry.
+    public var expiresAt: Date?
+    /// For sessions: the policy groups the provider gave at sign-in.
+    public var groups: [String]?
+    public var issuer: String?
+    public var subject: String?
 
     public init(id: String, principal: String, description: String?, isBootstrapAdmin: Bool, createdAt: Date,
-                createdBy: String, revokedAt: Date?) {
+                createdBy: String, revokedAt: Date?, kind: Kind = .api, expiresAt: Date? = nil, groups: [String]? = nil,
+                issuer: String? = nil, subject: String? = nil) {
         self.id = id
         self.principal = principal
         self.description = description
@@ -22,6 +33,11 @@ public struct TokenRecord: Sendable, Equatable {
         self.createdAt = createdAt
         self.createdBy = createdBy
         self.revokedAt = revokedAt
+        self.kind = kind
+        self.expiresAt = expiresAt
+        self.groups = groups
+        self.issuer = issuer
+        self.subject = subject
     }
 }
 
@@ -34,9 +50,12 @@ public struct StoreSession: Sendable {
 
     public func insertToken(_ token: TokenRecord, hash: String) async throws {
         try await db.raw("""
-            INSERT INTO tokens (id, principal, hash, description, is_bootstrap_admin, created_at, created_by)
+            INSERT INTO tokens (id, principal, hash, description, is_bootstrap_admin, created_at, created_by, kind, expires_at,
+                                groups, issuer, subject)
             VALUES (\(bind: token.id), \(bind: token.principal), \(bind: hash), \(bind: token.description),
-                    \(bind: token.isBootstrapAdmin ? 1 : 0), \(bind: token.createdAt.unixMilliseconds), \(bind: token.createdBy))
+                    \(bind: token.isBootstrapAdmin ? 1 : 0), \(bind: token.createdAt.unixMilliseconds), \(bind: token.createdBy),
+                    \(bind: token.kind.rawValue), \(bind: token.expiresAt?.unixMilliseconds), \(bind: token.groups.map(Self.encodeList)),
+                    \(bind: token.issuer), \(bind: token.subject))
             """).run()
     }
 
@@ -70,7 +89,24 @@ public struct StoreSession: Sendable {
             isBootstrapAdmin: try row.decode(column: "is_bootstrap_admin", as: Int.self) != 0,
             createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
             createdBy: try row.decode(column: "created_by", as: String.self),
-            revokedAt: try row.decode(column: "revoked_at", as: Int64?.self).map(Date.init(unixMilliseconds:)))
+            revokedAt: try row.decode(column: "revoked_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
+            kind: try row.decodeValue(column: "kind", as: TokenRecord.Kind.self),
+            expiresAt: try row.decode(column: "expires_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
+            groups: try row.decode(column: "groups", as: String?.self).map(decodeList),
+            issuer: try row.decode(column: "issuer", as: String?.self),
+            subject: try row.decode(column: "subject", as: String?.self))
+    }
+
+    /// Group lists are stored as JSON arrays of names.
+    static func encodeList(_ list: [String]) -> String {
+        String(decoding: (try? JSONSerialization.data(withJSONObject: list)) ?? Data("[]".utf8), as: UTF8.self)
+    }
+
+    static func decodeList(_ text: String) throws -> [String] {
+        guard let list = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String] else {
+            throw GatehouseError(.unavailable, "store_broken_row", "the store holds '\(text.prefix(60))' as a group list, which is not a JSON list of names; nothing was changed")
+        }
+        return list
     }
 
     // MARK: requests

@@ -12,12 +12,12 @@ public enum StoreTransfer {
     /// Data tables, parents before children.
     public static let tables = ["tokens", "requests", "approvals", "grants", "audit_events", "audit_head",
                                 "rate_limits", "refusals", "principal_flags", "notifications", "break_glass",
-                                "webhook_deliveries", "cursors"]
+                                "webhook_deliveries", "cursors", "identities"]
     static let format = "gatehouse-export"
     static let formatVersion = 1
     static let pageSize = 1_000
     /// Each table's primary key, for a stable page order (the first column, unless named here).
-    static let keys = ["approvals": ["request_id", "approver"], "webhook_deliveries": ["id", "endpoint"]]
+    static let keys = ["approvals": ["request_id", "approver"], "webhook_deliveries": ["id", "endpoint"], "identities": ["issuer", "subject"]]
 
     public struct Summary: Sendable, Equatable {
         public var rows: [String: Int] = [:]

@@ -22,13 +22,22 @@ struct ClientOptions: ParsableArguments {
 
     var format: OutputFormat { OutputFormat(rawValue: output) ?? .table }
 
+    /// The token is --token, else GATEHOUSE_TOKEN, else the session `gatehouse login` kept, and that
+    /// only for the server it was issued by.
     func client() throws -> APIClient {
         let env = ProcessInfo.processInfo.environment
-        let token = token ?? env["GATEHOUSE_TOKEN"]
-        guard let token, !token.isEmpty else {
-            throw CLIError.usage("no token: set GATEHOUSE_TOKEN or pass --token (an admin creates one with `gatehouse token create NAME`)")
+        if let token = token ?? env["GATEHOUSE_TOKEN"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            return APIClient(baseURL: url ?? env["GATEHOUSE_URL"] ?? "http://127.0.0.1:8080", token: token)
         }
-        return APIClient(baseURL: url ?? env["GATEHOUSE_URL"] ?? "http://127.0.0.1:8080", token: token)
+        let session = SessionFile.load()
+        let baseURL = url ?? env["GATEHOUSE_URL"] ?? session?.url ?? "http://127.0.0.1:8080"
+        guard let session, SessionFile.sameServer(session.url, baseURL) else {
+            throw CLIError.usage("no token: run `gatehouse login` to sign in, or set GATEHOUSE_TOKEN (service accounts; an admin creates one with `gatehouse token create NAME`)")
+        }
+        guard session.expiresAt > Date() else {
+            throw CLIError.usage("your session as \(session.principal) ended at \(session.expiresAt.rfc3339); run `gatehouse login` again")
+        }
+        return APIClient(baseURL: baseURL, token: session.token)
     }
 
     /// Prints a response: the raw JSON, or the human form.
@@ -285,8 +294,11 @@ struct WhoamiCommand: AsyncParsableCommand {
     func run() async throws {
         let (response, me) = try await options.client().call(.GET, "/v1/whoami")
         options.show(response) {
-            Output.fields([("principal", Output.string(me, "principal")), ("admin", Output.string(me, "admin") == "1" ? "yes" : "no"),
-                           ("groups", (me["groups"] as? [String] ?? []).joined(separator: ", "))])
+            var fields = [("principal", Output.string(me, "principal")), ("admin", Output.string(me, "admin") == "1" ? "yes" : "no"),
+                          ("groups", (me["groups"] as? [String] ?? []).joined(separator: ", ")),
+                          ("credential", me["credential"] as? String == "session" ? "sign-in session" : "API token")]
+            if let ends = me["expires_at"] as? String { fields.append(("session ends", ends)) }
+            Output.fields(fields)
         }
     }
 }

@@ -23,7 +23,7 @@ struct Gatehouse: AsyncParsableCommand {
             ReleaseCommand.self, RevokeCommand.self, CheckCommand.self, ClassifyCommand.self, ExecCommand.self,
             ReportCommand.self, ReviewCommand.self, PrincipalsCommand.self, UnblockCommand.self, ProxyCommand.self,
             AuditCommand.self, WhoamiCommand.self, MigrateCommand.self, ExportCommand.self, ImportCommand.self,
-            BreakGlassCommand.self, WebhooksCommand.self,
+            BreakGlassCommand.self, WebhooksCommand.self, LoginCommand.self, LogoutCommand.self, SessionsCommand.self,
         ])
 
     /// Runs the command and maps every outcome to the documented exit codes.

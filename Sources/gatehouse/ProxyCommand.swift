@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GatehouseApp
 import GatehouseCore
+import GatehouseIdentity
 import GatehouseProxy
 import GatehouseServer
 import GatehouseStore
@@ -25,6 +26,12 @@ enum ServerSetup {
         guard let initialPolicy = loaded.policy else {
             throw CLIError.failure(PolicyError(file: policyPath, problems: loaded.errors).description + "\nrefusing to start with an invalid policy")
         }
+        if let oidc = initialPolicy.identity.oidc {
+            // A sign-in that cannot work should stop the start, not surprise the first person.
+            do { _ = try OIDCClient.clientSecret(oidc.clientSecret, environment: env) } catch {
+                throw CLIError.failure("\(policyPath): \(error)")
+            }
+        }
         let adminToken = env["GATEHOUSE_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         if let adminToken, adminToken.count < 16 {
             throw CLIError.failure("GATEHOUSE_ADMIN_TOKEN must be at least 16 characters; generate one with `head -c 24 /dev/urandom | base64`")
@@ -43,6 +50,15 @@ enum ServerSetup {
                 await store.close()
                 throw error
             }
+        }
+        do {
+            // Names that left the policy while Gatehouse was stopped lose their tokens now.
+            let ended = try await service.signIns.endRemovedPrincipals(actor: "policy")
+            if !ended.isEmpty { logger.notice("principals removed from the policy lost their tokens", metadata: ["principals": "\(ended)"]) }
+            try await service.signIns.refreshPeople()
+        } catch {
+            await store.close()
+            throw error
         }
         return (logger, store, service, metrics)
     }

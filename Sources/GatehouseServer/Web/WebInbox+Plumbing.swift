@@ -56,7 +56,7 @@ extension WebInbox {
             if problem.status >= 500, problem.status != 503 {
                 logger.error("web page failed", metadata: ["path": "\(request.uri.path)", "cause": "\(type(of: error))"])
             }
-            if problem.status == 401, request.uri.path != "/sign-in" { return Self.redirect("/sign-in") }
+            if problem.status == 401, request.uri.path != "/sign-in", !request.uri.path.hasPrefix("/auth/") { return Self.redirect("/sign-in") }
             return render("error", title: Problem.title(for: problem.status), data: [
                 "heading": Problem.title(for: problem.status), "message": problem.detail,
                 "back": Self.backLink(for: request), "backText": "Go back",

@@ -15,15 +15,19 @@ import NIOCore
 /// and a POST whose Origin is another site is refused as well.
 struct WebInbox {
     let service: UseCases
+    let provider: ProviderLink
     let library: MustacheLibrary
     let logger: Logger
 
     static let sessionCookie = "gatehouse_session"
     static let signInCookie = "gatehouse_signin"
+    /// Holds the state of a sign-in through the provider: the callback must come to the browser that started it.
+    static let providerCookie = "gatehouse_oidc"
     static let contentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
-    init(service: UseCases, logger: Logger) throws {
+    init(service: UseCases, provider: ProviderLink, logger: Logger) throws {
         self.service = service
+        self.provider = provider
         self.library = try WebTemplates.library()
         self.logger = logger
     }
@@ -38,6 +42,8 @@ struct WebInbox {
         }
         router.get("/sign-in") { request, _ in try await self.guarded(request) { try await self.signInPage(request) } }
         router.post("/sign-in") { request, context in try await self.guarded(request) { try await self.signIn(request, context) } }
+        router.get("/auth/sign-in") { request, _ in try await self.guarded(request) { try await self.startProviderSignIn(request) } }
+        router.get("/auth/callback") { request, context in try await self.guarded(request) { try await self.providerCallback(request, context) } }
         router.post("/sign-out") { request, _ in
             try await self.guarded(request) {
                 try await self.form(request) { _, _, _ in
@@ -119,7 +125,12 @@ struct WebInbox {
         }
         // Double-submit token: a sign-in form posted from another site cannot know it.
         let token = Identifier.make("si", bytes: 20)
-        var response = render("sign-in", title: "Sign in", data: ["csrf": token], layout: [:])
+        var data: [String: Any] = ["csrf": token]
+        if let settings = provider.settings {
+            data["provider"] = settings.displayName
+            data["sessionMax"] = settings.sessionMax.description
+        }
+        var response = render("sign-in", title: "Sign in", data: data, layout: [:])
         response.headers.append(HTTPField(name: .setCookie, value: cookie(Self.signInCookie, token, request: request, maxAge: 1800)))
         return response
     }
@@ -134,6 +145,41 @@ struct WebInbox {
         var response = Self.redirect("/inbox")
         response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.sessionCookie, cookie, request: request, maxAge: Int(WebSessions.lifetime))))
         response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.signInCookie, "", request: request, maxAge: 0)))
+        return response
+    }
+
+    /// Sends the browser to the provider; the state also goes into a cookie, so the callback is
+    /// accepted only in the browser that started (no signing someone into another person's account).
+    func startProviderSignIn(_ request: Request) async throws -> Response {
+        let (url, started) = try await provider.start(purpose: .web)
+        var headers = Self.securityHeaders()
+        headers[.location] = url
+        headers[.cacheControl] = "no-store"
+        var response = Response(status: .seeOther, headers: headers)
+        response.headers.append(HTTPField(name: .setCookie, value: cookie(Self.providerCookie, started.state, request: request, maxAge: Int(SignIns.pendingLifetime))))
+        return response
+    }
+
+    func providerCallback(_ request: Request, _ context: GatehouseRequestContext) async throws -> Response {
+        let query = request.uri.queryParameters
+        let state = query["state"].map(String.init) ?? ""
+        if let error = query["error"].map(String.init) {
+            let detail = query["error_description"].map { ": " + String($0.prefix(200)) } ?? ""
+            if !state.isEmpty { _ = try? await service.signIns.take(state: state, purpose: .web) }
+            await service.signIns.refuse(SignInRefusal("provider_error", "the provider answered \(error.prefix(64))\(detail)"), issuer: provider.settings?.issuer,
+                                         subject: nil, sourceIP: context.remoteAddress?.ipAddress)
+            throw GatehouseError(.unauthorized, ErrorCode.signInRefused, "the identity provider did not sign you in (\(error.prefix(64))\(detail)); try again from the sign-in page")
+        }
+        guard let expected = request.cookies[Self.providerCookie]?.value, !state.isEmpty, TokenSecret.constantTimeEqual(expected, state) else {
+            throw GatehouseError(.forbidden, ErrorCode.signInRefused, "this sign-in was not started in this browser (or it already finished); start again from the sign-in page")
+        }
+        let established = try await provider.finish(state: state, code: query["code"].map(String.init) ?? "", purpose: .web,
+                                                    sourceIP: context.remoteAddress?.ipAddress)
+        let (cookie, session) = try await service.signIns.openWebSession(established)
+        var response = Self.redirect("/inbox")
+        let maxAge = max(60, Int(session.expiresAt.timeIntervalSince(service.clock.now())))
+        response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.sessionCookie, cookie, request: request, maxAge: maxAge)))
+        response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.providerCookie, "", request: request, maxAge: 0)))
         return response
     }
 

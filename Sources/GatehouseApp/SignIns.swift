@@ -1,0 +1,265 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+
+/// Sign-in through the identity provider, as far as Gatehouse's own state goes: the sign-ins under
+/// way (state, nonce, PKCE verifier, each used once), the binding of a provider identity to one
+/// principal, the short-lived session Gatehouse issues, sign-out, and an admin ending someone's
+/// sessions. Talking to the provider (discovery, the code exchange, verifying the ID token's
+/// signature) is the transport's job; this type gets the verified claims.
+public struct SignIns: Sendable {
+    let context: AppContext
+    let tokens: Tokens
+    let webSessions: WebSessions
+
+    init(_ context: AppContext, tokens: Tokens, webSessions: WebSessions) {
+        self.context = context
+        self.tokens = tokens
+        self.webSessions = webSessions
+    }
+
+    /// How long a person has to come back from the provider.
+    public static let pendingLifetime: TimeInterval = 600
+    /// At most this many sign-ins under way at once (each lives 10 minutes).
+    public static let pendingCap = 10_000
+
+    public var settings: OIDCSettings? { context.policies.policy.identity.oidc }
+
+    func requireProvider() throws -> OIDCSettings {
+        guard let settings else {
+            throw GatehouseError(.notFound, "no_identity_provider", "this Gatehouse has no identity provider (`identity.oidc` in the policy); sign in with a token")
+        }
+        return settings
+    }
+
+    /// What the transport sends the person to the provider with.
+    public struct Started: Sendable {
+        public var state: String
+        public var nonce: String
+        public var codeChallenge: String
+        public var redirectURI: String
+        /// For the CLI: the secret only the terminal that started holds; finishing needs it.
+        public var clientSecret: String?
+        public var expiresAt: Date
+    }
+
+    /// Starts a sign-in. For the CLI the redirect is the terminal's own loopback listener
+    /// (RFC 8252); for the browser it is `redirect_uri` from the policy.
+    public func begin(purpose: PendingSignIn.Purpose, loopbackRedirect: String? = nil) async throws -> Started {
+        let settings = try requireProvider()
+        let redirect: String
+        switch purpose {
+        case .web: redirect = settings.redirectURI
+        case .cli:
+            guard let loopbackRedirect, Self.isLoopbackRedirect(loopbackRedirect) else {
+                throw GatehouseError.invalid("redirect_uri", "bad_redirect_uri", "the CLI's redirect_uri must be http://127.0.0.1:PORT/callback (RFC 8252 loopback)")
+            }
+            redirect = loopbackRedirect
+        }
+        let state = Identifier.make("st", bytes: 24)
+        let nonce = Identifier.make("n", bytes: 24)
+        let verifier = PKCE.makeVerifier()
+        let clientSecret = purpose == .cli ? Identifier.make("ghl", bytes: 24) : nil
+        let clock = context.clock
+        let expiresAt = try await context.write { session in
+            let now = clock.now()
+            try await session.prunePendingSignIns(now: now)
+            // Starting a sign-in needs no credentials: a flood of starts is bounded, not stored without end.
+            guard try await session.pendingSignInCount() < Self.pendingCap else {
+                throw GatehouseError(.tooManyRequests, ErrorCode.tooManyRequests, "too many sign-ins are under way; try again in a few minutes")
+            }
+            let pending = PendingSignIn(stateHash: TokenSecret.hash(state), nonce: nonce, verifier: verifier, purpose: purpose, redirectURI: redirect,
+                                        clientHash: clientSecret.map(TokenSecret.hash), createdAt: now, expiresAt: now.addingTimeInterval(Self.pendingLifetime))
+            try await session.insertPendingSignIn(pending)
+            return pending.expiresAt
+        }
+        return Started(state: state, nonce: nonce, codeChallenge: PKCE.challenge(for: verifier), redirectURI: redirect,
+                       clientSecret: clientSecret, expiresAt: expiresAt)
+    }
+
+    static func isLoopbackRedirect(_ text: String) -> Bool {
+        guard let url = URL(string: text), url.scheme == "http", url.host == "127.0.0.1", url.port != nil,
+              url.path == "/callback", url.query == nil, url.fragment == nil, url.user == nil else { return false }
+        return true
+    }
+
+    /// The sign-in a callback belongs to, taken so it cannot be used again. Refuses a state that is
+    /// unknown, already used or too old, and a CLI finish without the terminal's secret.
+    public func take(state: String, purpose: PendingSignIn.Purpose, clientSecret: String? = nil) async throws -> PendingSignIn {
+        _ = try requireProvider()
+        guard state.utf8.count <= 128 else { throw Self.unknownState() }
+        let clock = context.clock
+        let pending = try await context.write { session in try await session.takePendingSignIn(stateHash: TokenSecret.hash(state)) }
+        guard let pending, pending.expiresAt > clock.now(), pending.purpose == purpose else { throw Self.unknownState() }
+        if purpose == .cli {
+            guard let clientSecret, let expected = pending.clientHash,
+                  TokenSecret.constantTimeEqual(TokenSecret.hash(clientSecret), expected) else {
+                throw GatehouseError(.unauthorized, ErrorCode.signInRefused, "this sign-in was started by another terminal; run `gatehouse login` again")
+            }
+        }
+        return pending
+    }
+
+    static func unknownState() -> GatehouseError {
+        GatehouseError(.unauthorized, ErrorCode.signInRefused, "this sign-in is unknown, was already used, or took longer than 10 minutes; start again from the sign-in page or `gatehouse login`")
+    }
+
+    /// A session issued for a verified person.
+    public struct Established: Sendable {
+        public var token: TokenRecord
+        /// The session token's secret (the CLI keeps it; the browser gets a cookie instead).
+        public var secret: String
+        public var caller: Caller
+    }
+
+    /// Turns verified claims into a Gatehouse session: binds (or finds) the person's principal by
+    /// issuer + subject, maps their groups, issues a session bounded by `session_max`, and audits it.
+    /// Refusals are audited too and leave nothing behind.
+    public func establish(claims: IDTokenClaims, purpose: PendingSignIn.Purpose, sourceIP: String?) async throws -> Established {
+        let settings = try requireProvider()
+        let policy = context.policies.filePolicy
+        let person: ProviderPerson
+        switch SignInRules.person(from: claims, settings: settings, policy: policy) {
+        case .success(let found): person = found
+        case .failure(let refusal):
+            await refuse(refusal, issuer: claims.issuer, subject: claims.subject, sourceIP: sourceIP)
+            throw GatehouseError(.forbidden, ErrorCode.signInRefused, refusal.message)
+        }
+        let secret = TokenSecret.generate()
+        let clock = context.clock
+        let outcome: Result<TokenRecord, SignInRefusal> = try await context.write { session in
+            let now = clock.now()
+            var principal = person.principal
+            if let bound = try await session.identity(issuer: person.issuer, subject: person.subject) {
+                // The provider's name may have changed; the person keeps the principal they were bound to.
+                principal = bound.principal
+                try await session.touchIdentity(issuer: person.issuer, subject: person.subject, email: person.email, at: now)
+            } else if let other = try await session.identity(principal: principal) {
+                let refusal = SignInRefusal("name_taken", "the name \(principal) already belongs to another account at \(other.issuer); ask an admin (two accounts cannot share one Gatehouse name)")
+                try await session.appendAudit([Self.refusalEntry(refusal, issuer: person.issuer, subject: person.subject, sourceIP: sourceIP)], at: now)
+                return .failure(refusal)
+            } else {
+                try await session.insertIdentity(IdentityBinding(issuer: person.issuer, subject: person.subject, principal: principal,
+                                                                 email: person.email, firstSeen: now, lastSeen: now))
+            }
+            var groups = person.groups
+            for group in policy.principals[principal]?.groups ?? [] where !groups.contains(group) { groups.append(group) }
+            let record = TokenRecord(id: Identifier.make("ses"), principal: principal, description: "\(purpose.rawValue) sign-in", isBootstrapAdmin: false,
+                                     createdAt: now, createdBy: principal, revokedAt: nil, kind: .session,
+                                     expiresAt: now.addingTimeInterval(TimeInterval(settings.sessionMax.seconds)), groups: groups,
+                                     issuer: person.issuer, subject: person.subject)
+            try await session.insertToken(record, hash: TokenSecret.hash(secret))
+            try await session.appendAudit([AuditEntry(actor: principal, action: .signedIn, subject: record.id, details: AuditEntry.compact([
+                "principal": principal, "issuer": person.issuer, "subject": person.subject, "via": purpose.rawValue,
+                "groups": groups.joined(separator: ","), "provider_groups": person.providerGroups.prefix(50).joined(separator: ","),
+                "expires_at": record.expiresAt?.rfc3339, "source_ip": sourceIP]))], at: now)
+            return .success(record)
+        }
+        switch outcome {
+        case .failure(let refusal): throw GatehouseError(.forbidden, ErrorCode.signInRefused, refusal.message)
+        case .success(let record):
+            tokens.noteSession(record)
+            guard let caller = Tokens.caller(for: record, policy: context.policies.policy, now: clock.now()) else {
+                throw GatehouseError(.forbidden, ErrorCode.signInRefused, "\(record.principal) cannot use Gatehouse under the running policy")
+            }
+            return Established(token: record, secret: secret, caller: caller)
+        }
+    }
+
+    /// A browser session on a fresh sign-in.
+    public func openWebSession(_ established: Established) async throws -> (cookie: String, session: WebSession) {
+        try await webSessions.open(on: established.token, caller: established.caller)
+    }
+
+    /// Records a refused sign-in (a bad token, a person the policy does not know) with what is known of them.
+    public func refuse(_ refusal: SignInRefusal, issuer: String?, subject: String?, sourceIP: String?) async {
+        let clock = context.clock
+        do {
+            try await context.write { session in
+                try await session.appendAudit([Self.refusalEntry(refusal, issuer: issuer, subject: subject, sourceIP: sourceIP)], at: clock.now())
+            }
+        } catch {
+            context.logger.warning("could not audit a refused sign-in", metadata: ["error": "\(error)"])
+        }
+    }
+
+    static func refusalEntry(_ refusal: SignInRefusal, issuer: String?, subject: String?, sourceIP: String?) -> AuditEntry {
+        AuditEntry(actor: "system", action: .signInRefused, subject: subject ?? "unknown", details: AuditEntry.compact([
+            "code": refusal.code, "reason": String(refusal.message.prefix(300)), "issuer": issuer, "source_ip": sourceIP]))
+    }
+
+    /// Ends the caller's own session (the CLI's `logout`): the token is revoked, its browser sessions go with it.
+    public func signOut(caller: Caller) async throws {
+        try await context.write(as: caller) { session, _, now in
+            guard let token = try await session.token(id: caller.tokenId), token.kind == .session else {
+                throw GatehouseError(.conflict, "not_a_session", "this is an API token, not a sign-in; an admin revokes API tokens with `gatehouse token revoke`")
+            }
+            try await session.revokeToken(id: token.id, by: caller.principal, at: now)
+            try await session.deleteWebSessions(tokenId: token.id)
+            try await session.appendAudit([AuditEntry(actor: caller.principal, action: .signedOut, subject: token.id,
+                                                      details: ["principal": caller.principal])], at: now)
+        }
+        try await refreshPeople()
+    }
+
+    /// Live sessions, for admins.
+    public func sessions(caller: Caller) async throws -> [TokenRecord] {
+        try context.requireAdmin(caller, "list sessions")
+        let now = context.clock.now()
+        return try await context.read { try await $0.liveSessions(now: now) }
+    }
+
+    /// Ends every token and session of a principal, for good: signing in again makes a new session,
+    /// nothing old comes back. Returns how many were ended.
+    public func revokeAll(caller: Caller, principal: String) async throws -> Int {
+        try context.requireAdmin(caller, "end other people's sessions")
+        guard PolicyLoader.isValidName(principal) else {
+            throw GatehouseError.invalid("principal", "bad_principal", "'\(principal.prefix(80))' is not a principal name (up to 63 of a-z 0-9 . _ -)")
+        }
+        let ended = try await context.write(as: caller) { session, _, now in
+            try await Self.endEverything(of: principal, by: caller.principal, reason: "revoked by an admin", session: session, now: now)
+        }
+        try await refreshPeople()
+        return ended
+    }
+
+    static func endEverything(of principal: String, by actor: String, reason: String, session: StoreSession, now: Date) async throws -> Int {
+        let live = try await session.liveTokens(principal: principal).filter { !$0.isBootstrapAdmin }
+        for token in live {
+            try await session.revokeToken(id: token.id, by: actor, at: now)
+            try await session.deleteWebSessions(tokenId: token.id)
+        }
+        try await session.appendAudit([AuditEntry(actor: actor, action: .sessionsRevoked, subject: principal, details: [
+            "principal": principal, "ended": "\(live.count)", "reason": reason])], at: now)
+        return live.count
+    }
+
+    /// Loads the people of the live sessions into the running policy (at start and on every sweep, so
+    /// other instances' sign-ins, sign-outs and expiries are seen here too).
+    public func refreshPeople() async throws {
+        let now = context.clock.now()
+        let live = try await context.read { try await $0.liveSessions(now: now) }
+        var people: [String: PolicyHolder.Person] = [:]
+        for token in live {
+            guard let expiresAt = token.expiresAt, people[token.principal] == nil else { continue }   // newest first
+            people[token.principal] = PolicyHolder.Person(groups: token.groups ?? [], signedInAt: token.createdAt, expiresAt: expiresAt)
+        }
+        context.policies.replacePeople(people)
+    }
+
+    /// Principals that left the policy file lose their API tokens for good: putting the name back
+    /// does not revive them. Runs at start and after every accepted reload.
+    public func endRemovedPrincipals(actor: String) async throws -> [String] {
+        let policy = context.policies.filePolicy
+        let clock = context.clock
+        return try await context.write { session in
+            let now = clock.now()
+            let orphans = Set(try await session.tokens(includeRevoked: false)
+                .filter { $0.kind == .api && !$0.isBootstrapAdmin && policy.principals[$0.principal] == nil }.map(\.principal))
+            for principal in orphans.sorted() {
+                _ = try await Self.endEverything(of: principal, by: actor, reason: "removed from the policy", session: session, now: now)
+            }
+            return orphans.sorted()
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import GatehouseApp
+import GatehouseCore
+import GatehouseIdentity
+import GatehouseStore
+import Logging
+import Synchronization
+
+/// The sign-in flow end to end, for the web inbox and the CLI's API: starts a sign-in (state,
+/// nonce, PKCE), and finishes it (the state taken once, the code exchanged, the ID token verified,
+/// the person bound and given a session). The OIDC client follows the running policy: a reload
+/// that changes `identity.oidc` makes a new one.
+final class ProviderLink: Sendable {
+    let service: UseCases
+    let environment: [String: String]
+    let logger: Logger
+    private let current = Mutex<(OIDCSettings, OIDCClient)?>(nil)
+
+    init(service: UseCases, environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger) {
+        self.service = service
+        self.environment = environment
+        self.logger = logger
+    }
+
+    var settings: OIDCSettings? { service.signIns.settings }
+
+    func client() throws -> OIDCClient {
+        guard let settings else {
+            throw GatehouseError(.notFound, "no_identity_provider", "this Gatehouse has no identity provider (`identity.oidc` in the policy); sign in with a token")
+        }
+        if let (known, client) = current.withLock({ $0 }), known == settings { return client }
+        let secret: String
+        do { secret = try OIDCClient.clientSecret(settings.clientSecret, environment: environment) } catch {
+            throw GatehouseError(.unavailable, ErrorCode.providerUnavailable, "sign-in is not available: \(error)")
+        }
+        let client = OIDCClient(settings: settings, clientSecret: secret, logger: logger)
+        current.withLock { $0 = (settings, client) }
+        return client
+    }
+
+    /// The provider URL to send the person to, and what the sign-in needs later.
+    func start(purpose: PendingSignIn.Purpose, loopbackRedirect: String? = nil) async throws -> (url: String, started: SignIns.Started) {
+        let client = try client()
+        let started = try await service.signIns.begin(purpose: purpose, loopbackRedirect: loopbackRedirect)
+        do {
+            let url = try await client.authorizationURL(state: started.state, nonce: started.nonce, codeChallenge: started.codeChallenge,
+                                                        redirectURI: started.redirectURI)
+            return (url, started)
+        } catch let error as OIDCError {
+            throw Self.gatehouseError(error)
+        }
+    }
+
+    /// Finishes a sign-in: every refusal is audited and leaves no session behind.
+    func finish(state: String, code: String, purpose: PendingSignIn.Purpose, clientSecret: String? = nil, sourceIP: String?) async throws -> SignIns.Established {
+        let client = try client()
+        let pending = try await service.signIns.take(state: state, purpose: purpose, clientSecret: clientSecret)
+        guard !code.isEmpty, code.utf8.count <= 2048 else {
+            throw GatehouseError.invalid("code", "missing_code", "the provider's redirect carried no code; start the sign-in again")
+        }
+        let claims: IDTokenClaims
+        do {
+            let idToken = try await client.exchange(code: code, verifier: pending.verifier, redirectURI: pending.redirectURI)
+            claims = try await client.verify(idToken: idToken, nonce: pending.nonce, now: service.clock.now())
+        } catch let error as OIDCError {
+            if case .refused(let refusal) = error {
+                await service.signIns.refuse(refusal, issuer: client.settings.issuer, subject: nil, sourceIP: sourceIP)
+            }
+            throw Self.gatehouseError(error)
+        }
+        return try await service.signIns.establish(claims: claims, purpose: purpose, sourceIP: sourceIP)
+    }
+
+    static func gatehouseError(_ error: OIDCError) -> GatehouseError {
+        switch error {
+        case .providerUnavailable(let message): GatehouseError(.unavailable, ErrorCode.providerUnavailable, message)
+        case .refused(let refusal): GatehouseError(.unauthorized, ErrorCode.signInRefused, "sign-in refused (\(refusal.code)): \(refusal.message)")
+        }
+    }
+}

@@ -1,0 +1,249 @@
+import ArgumentParser
+import Foundation
+import GatehouseCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The CLI's sign-in session: kept in the user's config folder (XDG), readable by the user only,
+/// and used when neither --token nor GATEHOUSE_TOKEN is given, for the server it came from only.
+struct SessionFile: Codable {
+    var url: String
+    var token: String
+    var principal: String
+    var expiresAt: Date
+
+    static var path: String {
+        let env = ProcessInfo.processInfo.environment
+        let base = env["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.config")
+        return base + "/gatehouse/session.json"
+    }
+
+    static func load() -> SessionFile? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try? decoder.decode(SessionFile.self, from: data)
+    }
+
+    func save() throws {
+        let folder = (Self.path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        let data = try encoder.encode(self)
+        // Created 0600 before the secret is written into it.
+        let fd = open(Self.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { throw CLIError.failure("cannot write \(Self.path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        fchmod(fd, 0o600)
+        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == data.count else { throw CLIError.failure("cannot write \(Self.path)") }
+    }
+
+    static func remove() { try? FileManager.default.removeItem(atPath: path) }
+
+    static func sameServer(_ a: String, _ b: String) -> Bool {
+        func norm(_ s: String) -> String { s.hasSuffix("/") ? String(s.dropLast()).lowercased() : s.lowercased() }
+        return norm(a) == norm(b)
+    }
+}
+
+struct LoginCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "login", abstract: "Sign in through the identity provider from this terminal.",
+        discussion: """
+        Opens the provider's sign-in page in a browser (or prints its address) and receives the answer on \
+        a one-time listener at http://127.0.0.1:PORT/callback (RFC 8252). The session Gatehouse issues is \
+        kept in $XDG_CONFIG_HOME/gatehouse/session.json (mode 0600) and used by every command until it \
+        ends; `gatehouse logout` ends it sooner. Service accounts keep using GATEHOUSE_TOKEN.
+        """)
+
+    @Option(name: .long, help: "Gatehouse server URL (default: $GATEHOUSE_URL or http://127.0.0.1:8080).") var url: String?
+    @Flag(help: "Do not try to open a browser; only print the address.") var noBrowser = false
+    @Option(help: "Give up after this long.") var timeout: String = "10m"
+    @Option(name: .long, help: "Output format: table or json.") var output: String = "table"
+
+    func run() async throws {
+        let limit: TimeSpan
+        do { limit = try TimeSpan.parse(timeout) } catch { throw ValidationError("--timeout: \(error.description)") }
+        let baseURL = url ?? ProcessInfo.processInfo.environment["GATEHOUSE_URL"] ?? "http://127.0.0.1:8080"
+        let client = APIClient(baseURL: baseURL, token: nil)
+        let listener = try LoopbackListener()
+        defer { listener.close() }
+        let redirect = "http://127.0.0.1:\(listener.port)/callback"
+        let (_, started) = try await client.call(.POST, "/v1/auth/login", body: ["redirect_uri": redirect])
+        let authorizationURL = Output.string(started, "authorization_url")
+        let state = Output.string(started, "state")
+        FileHandle.standardError.write(Data("To sign in, open this address in a browser:\n\n  \(authorizationURL)\n\nWaiting for the provider (up to \(limit))...\n".utf8))
+        if !noBrowser { Self.openBrowser(authorizationURL) }
+        let answer = try await listener.awaitCallback(timeout: TimeInterval(limit.seconds))
+        if let error = answer["error"] {
+            throw CLIError.failure("the identity provider did not sign you in: \(error)\(answer["error_description"].map { " (\($0))" } ?? "")")
+        }
+        guard answer["state"] == state, let code = answer["code"] else {
+            throw CLIError.failure("the answer that reached this terminal belongs to another sign-in; run `gatehouse login` again")
+        }
+        let (response, session) = try await client.call(.POST, "/v1/auth/login/complete",
+                                                        body: ["state": state, "code": code, "login_secret": Output.string(started, "login_secret")])
+        guard let expires = ISO8601DateFormatter.fractional.date(from: Output.string(session, "expires_at"))
+                ?? ISO8601DateFormatter().date(from: Output.string(session, "expires_at")) else {
+            throw CLIError.failure("the server's answer had no session expiry")
+        }
+        let file = SessionFile(url: baseURL, token: Output.string(session, "token"), principal: Output.string(session, "principal"), expiresAt: expires)
+        try file.save()
+        if output == "json" {
+            var shown = session
+            shown["token"] = nil
+            Output.json(try JSONSerialization.data(withJSONObject: shown, options: [.sortedKeys]))
+        } else {
+            let groups = (session["groups"] as? [String] ?? []).joined(separator: ", ")
+            print("signed in as \(file.principal) (\(groups)) until \(Output.string(session, "expires_at")); the session is kept in \(SessionFile.path)")
+        }
+        _ = response
+    }
+
+    static func openBrowser(_ url: String) {
+        for opener in ["/usr/bin/xdg-open", "/usr/bin/open"] where FileManager.default.isExecutableFile(atPath: opener) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: opener)
+            process.arguments = [url]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try? process.run()
+            return
+        }
+    }
+}
+
+struct LogoutCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "logout", abstract: "End this terminal's sign-in session, on the server too.")
+
+    func run() async throws {
+        guard let session = SessionFile.load() else {
+            print("not signed in")
+            return
+        }
+        let client = APIClient(baseURL: session.url, token: session.token)
+        do {
+            _ = try await client.call(.POST, "/v1/auth/logout")
+        } catch CLIError.api(let status, _, _, _) where status == 401 {
+            // Already ended on the server.
+        }
+        SessionFile.remove()
+        print("signed out \(session.principal)")
+    }
+}
+
+struct SessionsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sessions", abstract: "Sign-in sessions (admins).",
+        subcommands: [List.self, Revoke.self], defaultSubcommand: List.self)
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List live sessions, newest first.")
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            let (response, body) = try await options.client().call(.GET, "/v1/sessions")
+            options.show(response) {
+                let rows = (body["sessions"] as? [[String: Any]] ?? []).map { s in
+                    ["id", "principal", "created_at", "expires_at"].map { Output.string(s, $0) } + [(s["groups"] as? [String] ?? []).joined(separator: ",")]
+                }
+                Output.table(["id", "principal", "signed in", "ends", "groups"], rows)
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "End every token and session of a principal, for good.")
+        @Argument(help: "The principal.") var name: String
+        @OptionGroup var options: ClientOptions
+
+        func run() async throws {
+            let (response, body) = try await options.client().call(.POST, "/v1/principals/\(PathComponent.escape(name))/sessions/revoke")
+            options.show(response) { print("ended \(Output.string(body, "ended")) token(s) and session(s) of \(name)") }
+        }
+    }
+}
+
+extension ISO8601DateFormatter {
+    static var fractional: ISO8601DateFormatter {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter
+    }
+}
+
+/// A one-time HTTP listener on 127.0.0.1 for the provider's redirect (RFC 8252 §7.3). It answers
+/// the browser with a short page and hands the query of `/callback` to the caller.
+final class LoopbackListener: @unchecked Sendable {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw CLIError.failure("cannot open a local listener for the sign-in: \(String(cString: strerror(errno)))") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, listen(fd, 8) == 0 else {
+            Glibc.close(fd)
+            throw CLIError.failure("cannot listen on 127.0.0.1 for the sign-in: \(String(cString: strerror(errno)))")
+        }
+        var actual = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &actual) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        self.fd = fd
+        port = Int(UInt16(bigEndian: actual.sin_port))
+    }
+
+    func close() { Glibc.close(fd) }
+
+    /// Waits for `GET /callback?...` and returns its query; other paths get 404 and are ignored.
+    func awaitCallback(timeout: TimeInterval) async throws -> [String: String] {
+        let fd = self.fd
+        return try await Task.detached {
+            let deadline = Date().addingTimeInterval(timeout)
+            while true {
+                let remaining = deadline.timeIntervalSinceNow
+                guard remaining > 0 else { throw CLIError.failure("no answer from the identity provider within the time allowed; run `gatehouse login` again") }
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, Int32(min(remaining, 1) * 1000)) > 0 else { continue }
+                let connection = accept(fd, nil, nil)
+                guard connection >= 0 else { continue }
+                defer { Glibc.close(connection) }
+                var timeout = timeval(tv_sec: 5, tv_usec: 0)
+                setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                var received = [UInt8]()
+                var chunk = [UInt8](repeating: 0, count: 4096)
+                while received.count < 16_384 {
+                    let n = recv(connection, &chunk, chunk.count, 0)
+                    if n <= 0 { break }
+                    received += chunk[0..<n]
+                    if received.suffix(4) == [13, 10, 13, 10] || String(decoding: received, as: UTF8.self).contains("\r\n\r\n") { break }
+                }
+                let firstLine = String(decoding: received, as: UTF8.self).split(separator: "\r\n").first.map(String.init) ?? ""
+                let parts = firstLine.split(separator: " ")
+                guard parts.count >= 2, parts[0] == "GET", let components = URLComponents(string: String(parts[1])), components.path == "/callback" else {
+                    Self.respond(connection, status: "404 Not Found", text: "Not found.")
+                    continue
+                }
+                var query: [String: String] = [:]
+                for item in components.queryItems ?? [] { query[item.name] = item.value ?? "" }
+                Self.respond(connection, status: "200 OK", text: query["error"] == nil
+                             ? "Gatehouse: you can close this tab and return to the terminal."
+                             : "Gatehouse: the sign-in did not complete; see the terminal.")
+                return query
+            }
+        }.value
+    }
+
+    static func respond(_ connection: Int32, status: String, text: String) {
+        let body = "<!doctype html><meta charset=utf-8><title>Gatehouse</title><p>\(text)</p>"
+        let response = "HTTP/1.1 \(status)\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n\(body)"
+        _ = response.withCString { send(connection, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+    }
+}
