@@ -185,7 +185,9 @@ let package = Package(
         .testTarget(
             name: "GatehouseServerTests",
             dependencies: [
-                "GatehouseServer", "GatehouseApp", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport",
+                "GatehouseServer", "GatehouseApp", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport", "GatehouseIdentity",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

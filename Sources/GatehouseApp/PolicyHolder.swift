@@ -37,10 +37,12 @@ public final class PolicyHolder: Sendable {
     /// The policy as the file states it, without people from the provider.
     public var filePolicy: Policy { current.withLock { $0.file } }
 
-    /// Notes a live session's person (newer sign-ins win). Cheap when nothing changed.
-    public func see(_ name: String, _ person: Person) {
+    /// Notes a live session's person (newer sign-ins win; `fresh`: this is a sign-in that just
+    /// happened, newest by definition). Cheap when nothing changed.
+    public func see(_ name: String, _ person: Person, fresh: Bool = false) {
         current.withLock { state in
-            if let known = state.people[name], known.signedInAt >= person.signedInAt { return }
+            if !fresh, let known = state.people[name], known.signedInAt >= person.signedInAt { return }
+            if state.people[name] == person { return }
             state.people[name] = person
             state.merged = Self.merge(state.file, state.people)
         }

@@ -158,7 +158,7 @@ public struct SignIns: Sendable {
         switch outcome {
         case .failure(let refusal): throw GatehouseError(.forbidden, ErrorCode.signInRefused, refusal.message)
         case .success(let record):
-            tokens.noteSession(record)
+            tokens.noteSession(record, fresh: true)
             guard let caller = Tokens.caller(for: record, policy: context.policies.policy, now: clock.now()) else {
                 throw GatehouseError(.forbidden, ErrorCode.signInRefused, "\(record.principal) cannot use Gatehouse under the running policy")
             }

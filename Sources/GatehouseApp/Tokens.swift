@@ -48,9 +48,10 @@ public struct Tokens: Sendable {
 
     /// A live session names a person and the groups the provider gave them: the running policy
     /// knows them from now on (on every instance, the next sweep loads them from the store too).
-    func noteSession(_ record: TokenRecord) {
+    func noteSession(_ record: TokenRecord, fresh: Bool = false) {
         guard record.kind == .session, record.revokedAt == nil, let expiresAt = record.expiresAt, expiresAt > context.clock.now() else { return }
-        context.policies.see(record.principal, PolicyHolder.Person(groups: record.groups ?? [], signedInAt: record.createdAt, expiresAt: expiresAt))
+        context.policies.see(record.principal, PolicyHolder.Person(groups: record.groups ?? [], signedInAt: record.createdAt, expiresAt: expiresAt),
+                             fresh: fresh)
     }
 
     /// The caller a live token stands for under `policy`, or nil when the token is revoked or

@@ -63,7 +63,7 @@ public final class OIDCClient: Sendable {
     static let asymmetric: Set<String> = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
     static let discoveryLifetime: TimeInterval = 3600
     /// An unknown `kid` refreshes the keys at most this often (a flood of made-up kids cannot hammer the provider).
-    static let keyRefreshInterval: TimeInterval = 5
+    static let keyRefreshInterval: TimeInterval = 1
 
     /// Reads the client secret from the environment or file the policy names; fails with what to do.
     public static func clientSecret(_ source: OIDCSettings.SecretSource, environment: [String: String]) throws -> String {

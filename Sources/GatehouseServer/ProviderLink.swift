@@ -14,7 +14,7 @@ final class ProviderLink: Sendable {
     let service: UseCases
     let environment: [String: String]
     let logger: Logger
-    private let current = Mutex<(OIDCSettings, OIDCClient)?>(nil)
+    private let current = Mutex<(OIDCSettings, String, OIDCClient)?>(nil)
 
     init(service: UseCases, environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger) {
         self.service = service
@@ -28,13 +28,14 @@ final class ProviderLink: Sendable {
         guard let settings else {
             throw GatehouseError(.notFound, "no_identity_provider", "this Gatehouse has no identity provider (`identity.oidc` in the policy); sign in with a token")
         }
-        if let (known, client) = current.withLock({ $0 }), known == settings { return client }
+        // Read at every sign-in, so a rotated secret (file or environment) takes effect without a restart.
         let secret: String
         do { secret = try OIDCClient.clientSecret(settings.clientSecret, environment: environment) } catch {
             throw GatehouseError(.unavailable, ErrorCode.providerUnavailable, "sign-in is not available: \(error)")
         }
+        if let (known, knownSecret, client) = current.withLock({ $0 }), known == settings, knownSecret == secret { return client }
         let client = OIDCClient(settings: settings, clientSecret: secret, logger: logger)
-        current.withLock { $0 = (settings, client) }
+        current.withLock { $0 = (settings, secret, client) }
         return client
     }
 

@@ -7,29 +7,8 @@ import Testing
 /// The database goes away under a running server and comes back.
 @Suite("PostgreSQL outage")
 struct PostgresOutageTests {
-    /// Runs scripts/postgres-server.sh and returns what it printed. Spawned and reaped directly, on
-    /// a thread of its own: the server the script starts outlives it, and Foundation's `Process`
-    /// did not always see the script end then.
     static func script(_ arguments: [String]) async throws -> String {
-        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("pg-script-\(UUID().uuidString).out").path
-        defer { try? FileManager.default.removeItem(atPath: outputPath) }
-        let scriptPath = ServeProcess.repositoryRoot.appendingPathComponent("scripts/postgres-server.sh").path
-        let command = ([scriptPath] + arguments).map { "'\($0)'" }.joined(separator: " ") + " > '\(outputPath)' < /dev/null"
-        let status: Int32 = await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                var pid: pid_t = 0
-                let words: [String] = ["/bin/bash", "-c", command]
-                var argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) }
-                argv.append(nil)
-                defer { argv.forEach { free($0) } }
-                guard posix_spawn(&pid, "/bin/bash", nil, nil, argv, environ) == 0 else { return continuation.resume(returning: -1) }
-                var status: Int32 = 0
-                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-                continuation.resume(returning: status)
-            }
-        }
-        guard status == 0 else { throw TestFailure("postgres-server.sh \(arguments) failed (wait status \(status))") }
-        return ((try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        try await RepositoryScript.run("postgres-server.sh", arguments)
     }
 
     @Test("the database stopped and restarted during a load: 503 while it is down, recovery by itself, the audit chain verifies")

@@ -65,20 +65,27 @@ final class TestServer: Sendable {
     var databasePath: String { folder.appendingPathComponent("gatehouse.db").path }
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    static func start(policy: String = policyYAML, store kind: TestDatabase.Kind = TestDatabase.configuredKind) async throws -> TestServer {
+    /// `clockStart`: where the test's clock begins (tests that meet a real identity provider start at the real time).
+    static func start(policy: String = policyYAML, store kind: TestDatabase.Kind = TestDatabase.configuredKind,
+                      clockStart: Date = Date(timeIntervalSince1970: 1_800_000_000)) async throws -> TestServer {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let policyPath = folder.appendingPathComponent("policy.yaml").path
         try policy.write(toFile: policyPath, atomically: true, encoding: .utf8)
         var logger = Logger(label: "gatehouse-test")
         logger.logLevel = .warning
+        // An invalid policy is the test's mistake: say so before a store is opened (and left unclosed).
+        let initialPolicy = try PolicyLoader.loadValid(file: policyPath)
         let database = try await TestDatabase.fresh(kind, folder: folder)
         let store = try await database.open(logger: logger)
-        let clock = ManualClock(Date(timeIntervalSince1970: 1_800_000_000))
+        let clock = ManualClock(clockStart)
         let metrics = GatehouseMetrics()
-        let service = UseCases(store: store, policies: PolicyHolder(try PolicyLoader.loadValid(file: policyPath), path: policyPath),
+        let service = UseCases(store: store, policies: PolicyHolder(initialPolicy, path: policyPath),
                                clock: clock, logger: logger, metrics: metrics)
-        _ = try await service.tokens.bootstrapAdmin(token: adminToken)
+        do { _ = try await service.tokens.bootstrapAdmin(token: adminToken) } catch {
+            await store.close()
+            throw error
+        }
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
         let app = try GatehouseHTTP.makeApplication(service: service, metrics: metrics, host: "127.0.0.1", port: 0, logger: logger) { channel in
             portContinuation.yield(channel.localAddress?.port ?? 0)
@@ -114,8 +121,9 @@ final class TestServer: Sendable {
 
     /// Runs `body` against a fresh server and always stops it.
     static func with<T>(policy: String = policyYAML, store kind: TestDatabase.Kind = TestDatabase.configuredKind,
+                        clockStart: Date = Date(timeIntervalSince1970: 1_800_000_000),
                         _ body: (TestServer) async throws -> T) async throws -> T {
-        let server = try await start(policy: policy, store: kind)
+        let server = try await start(policy: policy, store: kind, clockStart: clockStart)
         do {
             let result = try await body(server)
             await server.stop()

@@ -24,11 +24,14 @@ class Command(BaseCommand):
         parser.add_argument("--email", required=True)
         parser.add_argument("--groups", default=None, help="comma-separated group names; '' for none")
         parser.add_argument("--email-verified", default="yes", type=yes_no, metavar="yes|no")
+        parser.add_argument("--rename-to", default=None, help="give the existing user a new username (same sub)")
 
     @transaction.atomic
-    def handle(self, *args, username, password, email, groups, email_verified, **options):
+    def handle(self, *args, username, password, email, groups, email_verified, rename_to, **options):
         User = get_user_model()
         user, created = User.objects.get_or_create(username=username)
+        if rename_to:
+            user.username = rename_to
         user.email = email
         user.is_active = True
         user.set_password(password)
@@ -37,4 +40,4 @@ class Command(BaseCommand):
         if groups is not None:
             names = [g.strip() for g in groups.split(",") if g.strip()]
             user.groups.set([Group.objects.get_or_create(name=n)[0] for n in names])
-        self.stdout.write(f"{'created' if created else 'updated'} user {username} (sub {user.pk})")
+        self.stdout.write(f"{'created' if created else 'updated'} user {user.username} (sub {user.pk})")

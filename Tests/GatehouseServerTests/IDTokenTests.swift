@@ -1,0 +1,140 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import GatehouseCore
+import GatehouseIdentity
+import GatehouseTestSupport
+import JWTKit
+import Logging
+import Testing
+
+/// ID tokens that must not sign anyone in, verified the way a sign-in verifies them: against the
+/// real provider's discovery document and JWKS. The forgeries are signed with the provider's own
+/// private key (which an attacker would not have) so that each one fails for exactly one reason;
+/// an untampered forgery passes, which shows the refusals are not for some other cause.
+@Suite("ID tokens: hostile and broken ones are refused")
+struct IDTokenTests {
+    struct Claims: JWTPayload {
+        var iss: String
+        var sub = "42"
+        var aud: [String] = [TestProvider.clientID]
+        var exp: Int
+        var iat: Int
+        var nonce: String? = "n_expected"
+        var preferred_username = "erin"
+        var groups = ["oncall"]
+        func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    static func client(_ provider: TestProvider) -> OIDCClient {
+        let settings = OIDCSettings(issuer: provider.issuer, clientID: TestProvider.clientID,
+                                    clientSecret: .file(provider.clientSecretFile), redirectURI: "http://127.0.0.1:1/auth/callback")
+        return OIDCClient(settings: settings, clientSecret: TestProvider.clientSecret, logger: Logger(label: "test"))
+    }
+
+    static func providerKid(_ provider: TestProvider) async throws -> String {
+        let response = try await HTTPClient.shared.get(url: provider.issuer + "/.well-known/jwks.json").get()
+        let object = try JSONSerialization.jsonObject(with: Data(buffer: try #require(response.body))) as? [String: Any]
+        let keys = object?["keys"] as? [[String: Any]] ?? []
+        return try #require(keys.first?["kid"] as? String)
+    }
+
+    static func sign(_ claims: Claims, pem: String, kid: String) async throws -> String {
+        let keys = try await JWTKeyCollection().add(rsa: Insecure.RSA.PrivateKey(pem: pem), digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid))
+        return try await keys.sign(claims, kid: JWKIdentifier(string: kid))
+    }
+
+    static func encode(_ object: [String: Any]) throws -> String {
+        try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]).base64URLEncoded
+    }
+
+    /// The refusal code `verify` gives, or "accepted".
+    static func outcome(_ client: OIDCClient, _ token: String, nonce: String? = "n_expected") async -> String {
+        do {
+            _ = try await client.verify(idToken: token, nonce: nonce)
+            return "accepted"
+        } catch OIDCError.refused(let refusal) {
+            return refusal.code
+        } catch {
+            return "error: \(error)"
+        }
+    }
+
+    @Test("wrong audience, wrong issuer, expired, from the future, alg none, HS256 with the public key, an unknown kid, a bad signature, a missing or wrong nonce")
+    func hostileTokens() async throws {
+        try await TestProvider.with { provider in
+            let client = Self.client(provider)
+            let kid = try await Self.providerKid(provider)
+            let pem = provider.signingKeyPEM
+            let now = Int(Date().timeIntervalSince1970)
+            let good = Claims(iss: provider.issuer, exp: now + 300, iat: now)
+
+            let control = try await Self.sign(good, pem: pem, kid: kid)
+            #expect(await Self.outcome(client, control) == "accepted")
+            let claims = try await client.verify(idToken: control, nonce: "n_expected")
+            #expect(claims.groups == ["oncall"])
+            #expect(claims.preferredUsername == "erin")
+
+            var wrongAudience = good
+            wrongAudience.aud = ["another-app"]
+            #expect(await Self.outcome(client, try await Self.sign(wrongAudience, pem: pem, kid: kid)) == "wrong_audience")
+            var wrongIssuer = good
+            wrongIssuer.iss = "http://127.0.0.1:1/o"
+            #expect(await Self.outcome(client, try await Self.sign(wrongIssuer, pem: pem, kid: kid)) == "wrong_issuer")
+            var expired = good
+            expired.exp = now - 120
+            #expect(await Self.outcome(client, try await Self.sign(expired, pem: pem, kid: kid)) == "token_expired")
+            var withinSkew = good
+            withinSkew.exp = now - 20
+            #expect(await Self.outcome(client, try await Self.sign(withinSkew, pem: pem, kid: kid)) == "accepted", "up to 60 s of clock skew is tolerated")
+            var future = good
+            future.iat = now + 600
+            #expect(await Self.outcome(client, try await Self.sign(future, pem: pem, kid: kid)) == "token_from_future")
+
+            // Signed with nothing, or with HMAC keyed by public material.
+            let payload = try Self.encode(["iss": provider.issuer, "sub": "42", "aud": TestProvider.clientID, "exp": now + 300, "iat": now,
+                                           "nonce": "n_expected", "preferred_username": "erin", "groups": ["oncall"]])
+            let none = try Self.encode(["alg": "none", "kid": kid, "typ": "JWT"]) + "." + payload + "."
+            #expect(await Self.outcome(client, none) == "algorithm_refused")
+            let hsHeader = try Self.encode(["alg": "HS256", "kid": kid, "typ": "JWT"])
+            let jwks = try await HTTPClient.shared.get(url: provider.issuer + "/.well-known/jwks.json").get()
+            let publicMaterial = SymmetricKey(data: Data(buffer: try #require(jwks.body)))
+            let mac = HMAC<SHA256>.authenticationCode(for: Data("\(hsHeader).\(payload)".utf8), using: publicMaterial)
+            #expect(await Self.outcome(client, "\(hsHeader).\(payload).\(Data(mac).base64URLEncoded)") == "algorithm_refused")
+
+            // A key the provider does not publish, and the provider's kid over another key's signature.
+            let rogue = try await Command.run("/usr/bin/openssl", ["genrsa", "2048"])
+            #expect(rogue.status == 0)
+            #expect(await Self.outcome(client, try await Self.sign(good, pem: rogue.stdout, kid: "rogue-key")) == "unknown_key")
+            #expect(await Self.outcome(client, try await Self.sign(good, pem: rogue.stdout, kid: kid)) == "bad_signature")
+
+            // Nonce: missing, or another sign-in's.
+            var noNonce = good
+            noNonce.nonce = nil
+            #expect(await Self.outcome(client, try await Self.sign(noNonce, pem: pem, kid: kid)) == "wrong_nonce")
+            #expect(await Self.outcome(client, control, nonce: "n_other") == "wrong_nonce")
+
+            // Not a JWT at all.
+            #expect(await Self.outcome(client, "not.a.jwt") == "malformed_token")
+            #expect(await Self.outcome(client, String(repeating: "a", count: 20_000)) == "malformed_token")
+        }
+    }
+
+    @Test("the provider rotates its signing key: tokens with the new kid verify (the keys are fetched again), the old kid still does while published")
+    func keyRotation() async throws {
+        try await TestProvider.with { provider in
+            let client = Self.client(provider)
+            let oldKid = try await Self.providerKid(provider)
+            let now = Int(Date().timeIntervalSince1970)
+            let good = Claims(iss: provider.issuer, exp: now + 300, iat: now)
+            let oldToken = try await Self.sign(good, pem: provider.signingKeyPEM, kid: oldKid)
+            #expect(await Self.outcome(client, oldToken) == "accepted")
+            try await provider.rotateKey()
+            let newKid = try await Self.providerKid(provider)
+            #expect(newKid != oldKid)
+            let newToken = try await Self.sign(good, pem: provider.signingKeyPEM, kid: newKid)
+            #expect(await Self.outcome(client, newToken) == "accepted")
+            #expect(await Self.outcome(client, oldToken) == "accepted")
+        }
+    }
+}

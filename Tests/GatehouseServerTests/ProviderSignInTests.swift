@@ -1,0 +1,326 @@
+import Foundation
+import GatehouseCore
+import GatehouseTestSupport
+import Testing
+
+/// People sign in through a real OpenID Connect provider (django-oauth-toolkit), on the web and
+/// from the CLI's API; groups come from the provider; tokens for people do not exist.
+@Suite("Sign-in through an OpenID Connect provider")
+struct ProviderSignInTests {
+    static let resources = """
+        version: 1
+        principals:
+          deploy-bot: {groups: [automation], kind: service}
+          alice: {groups: [engineers]}
+        admins: [security]
+        resources:
+          prod-db:
+            kind: postgres
+            roles:
+              read:  {requesters: [engineers], approvals: 0, max_duration: 1h, allows: read}
+              write: {requesters: [engineers], approvers: [leads], approvals: 1, max_duration: 1h, allows: write}
+        antispam: {enabled: false}
+
+        """
+
+    /// A server on the real clock (ID tokens carry real times), switched to the provider.
+    static func withSignIn<T>(identityExtra: String = "", _ body: (TestServer, TestProvider) async throws -> T) async throws -> T {
+        try await TestProvider.with { provider in
+            try await TestServer.with(clockStart: Date()) { server in
+                try server.writePolicy(resources + provider.identityYAML(baseURL: server.baseURL, extra: identityExtra), reload: true)
+                #expect(server.service.policies.policy.identity.oidc != nil)
+                return try await body(server, provider)
+            }
+        }
+    }
+
+    /// The browser signs in on the web: to the provider, its login page, back to the callback.
+    static func webSignIn(_ server: TestServer, _ provider: TestProvider, as person: String) async throws -> (Browser, Browser.Page) {
+        var browser = Browser(baseURL: server.baseURL)
+        let start = try await browser.get("/auth/sign-in")
+        #expect(start.status == 303)
+        let location = try #require(start.location)
+        #expect(location.hasPrefix(provider.issuer + "/authorize/"))
+        for parameter in ["code_challenge_method=S256", "code_challenge=", "state=", "nonce=", "response_type=code"] {
+            #expect(location.contains(parameter), "the authorization request lacks \(parameter)")
+        }
+        let visit = try await provider.browse(location, as: person, stopAt: server.baseURL + "/auth/callback")
+        let callback = try #require(visit.stoppedAt, "the provider did not send the browser back: \(visit.body ?? "")")
+        let done = try await browser.get(String(callback.dropFirst(server.baseURL.count)))
+        return (browser, done)
+    }
+
+    /// What `gatehouse login` does over the API: start, the person at the provider, finish.
+    static func apiSignIn(_ server: TestServer, _ provider: TestProvider, as person: String) async throws -> TestServer.Reply {
+        let port = try TestPorts.free()
+        let redirect = "http://127.0.0.1:\(port)/callback"
+        let started = try await server.send(.POST, "/v1/auth/login", token: nil, json: ["redirect_uri": redirect])
+        #expect(started.status == 201)
+        let url = try #require(started.string("authorization_url"))
+        let visit = try await provider.browse(url, as: person, stopAt: redirect)
+        let answer = try #require(visit.stoppedAt.flatMap { URLComponents(string: $0) }, "no redirect back: \(visit.body ?? "")")
+        let query = Dictionary(uniqueKeysWithValues: (answer.queryItems ?? []).map { ($0.name, $0.value ?? "") })
+        #expect(query["state"] == started.string("state"))
+        return try await server.send(.POST, "/v1/auth/login/complete", token: nil, json: [
+            "state": query["state"] ?? "", "code": query["code"] ?? "", "login_secret": started.string("login_secret") ?? ""])
+    }
+
+    static func auditEvents(_ server: TestServer, action: String) async throws -> [[String: Any]] {
+        let events = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken).json["events"] as? [[String: Any]] ?? []
+        return events.filter { $0["action"] as? String == action }
+    }
+
+    @Test("a person signs in on the web through the provider's login page, lands in the inbox, and the sign-in is audited with issuer and subject")
+    func webSignIn() async throws {
+        try await Self.withSignIn { server, provider in
+            let sub = try await provider.person("erin", groups: ["oncall"])
+            let (browser, done) = try await Self.webSignIn(server, provider, as: "erin")
+            #expect(done.status == 303 && done.location == "/inbox")
+            #expect(browser.cookies[WebInboxNames.session] != nil)
+            #expect(browser.cookies[WebInboxNames.provider] == nil, "the sign-in's state cookie is cleared")
+            var signedIn = browser
+            let inbox = try await signedIn.get("/inbox")
+            #expect(inbox.status == 200)
+            #expect(inbox.html.contains(#"<span class="who">erin</span>"#))
+            let events = try await Self.auditEvents(server, action: "identity.signed_in")
+            let details = try #require(events.first?["details"] as? [String: String])
+            #expect(details["issuer"] == provider.issuer)
+            #expect(sub.hasSuffix("(sub \(details["subject"] ?? "?"))"))
+            #expect(details["groups"] == "engineers")
+        }
+    }
+
+    @Test("the CLI's sign-in gives a session token that files a request; logout ends it; the login secret is needed to finish")
+    func apiSignIn() async throws {
+        try await Self.withSignIn { server, provider in
+            try await provider.person("erin", groups: ["oncall"])
+            let session = try await Self.apiSignIn(server, provider, as: "erin")
+            #expect(session.status == 201)
+            #expect(session.string("principal") == "erin")
+            let token = try #require(session.string("token"))
+            let me = try await server.send(.GET, "/v1/whoami", token: token)
+            #expect(me.string("credential") == "session")
+            #expect(me.string("expires_at") != nil)
+            #expect(try await server.request(token, role: "read", reason: "INC-7 look at checkout errors").status == 201)
+            #expect(try await server.send(.POST, "/v1/auth/logout", token: token).status == 204)
+            #expect(try await server.send(.GET, "/v1/whoami", token: token).status == 401)
+
+            // Someone who sees the redirect (code and state) but not the login secret cannot finish.
+            let port = try TestPorts.free()
+            let started = try await server.send(.POST, "/v1/auth/login", token: nil, json: ["redirect_uri": "http://127.0.0.1:\(port)/callback"])
+            let visit = try await provider.browse(started.string("authorization_url") ?? "", as: "erin", stopAt: "http://127.0.0.1:\(port)/callback")
+            let query = Dictionary(uniqueKeysWithValues: (URLComponents(string: visit.stoppedAt ?? "")?.queryItems ?? []).map { ($0.name, $0.value ?? "") })
+            let stolen = try await server.send(.POST, "/v1/auth/login/complete", token: nil, json: [
+                "state": query["state"] ?? "", "code": query["code"] ?? "", "login_secret": "ghl_guessed"])
+            #expect(stolen.status == 401)
+            #expect(stolen.string("detail")?.contains("another terminal") == true)
+            // A redirect that is not a loopback listener is refused before anything is stored.
+            let remote = try await server.send(.POST, "/v1/auth/login", token: nil, json: ["redirect_uri": "https://evil.example/callback"])
+            #expect(remote.status == 400)
+            #expect(remote.string("field") == "redirect_uri")
+        }
+    }
+
+    @Test("groups come from the provider at each sign-in: added to the approver group, a person approves after signing in again; removed, they cannot once that session ended")
+    func groupsFollowTheProvider() async throws {
+        try await Self.withSignIn { server, provider in
+            try await provider.person("erin", groups: ["oncall"])
+            try await provider.person("gus", groups: ["oncall"])
+            let erin = try #require(try await Self.apiSignIn(server, provider, as: "erin").string("token"))
+            let filed = try await server.request(erin, role: "write", reason: "INC-8 repair the stuck order rows")
+            let id = try #require(filed.string("id"))
+            let gusBefore = try #require(try await Self.apiSignIn(server, provider, as: "gus").string("token"))
+            #expect(try await server.approve(gusBefore, id).status == 403, "gus is not an approver yet")
+
+            try await provider.person("gus", groups: ["oncall", "db-leads"])
+            #expect(try await server.approve(gusBefore, id).status == 403, "groups change at the next sign-in, not before")
+            let gus = try #require(try await Self.apiSignIn(server, provider, as: "gus").string("token"))
+            let approved = try await server.approve(gus, id)
+            #expect(approved.status == 200)
+            #expect(approved.string("state") == "approved")
+
+            // Removed from the group at the provider: once the session ends, the next one has no approver rights.
+            try await provider.person("gus", groups: ["oncall"])
+            #expect(try await server.send(.POST, "/v1/auth/logout", token: gus).status == 204)
+            let second = try #require(try await server.request(erin, role: "write", reason: "INC-9 repair more order rows").string("id"))
+            let gusAfter = try #require(try await Self.apiSignIn(server, provider, as: "gus").string("token"))
+            #expect(try await server.approve(gusAfter, second).status == 403)
+            #expect(try await server.approve(gusBefore, second).status == 403, "an older session has the groups of the newest sign-in")
+            // Nobody approves their own request, whatever the provider says.
+            try await provider.person("erin", groups: ["oncall", "db-leads"])
+            let erinLead = try #require(try await Self.apiSignIn(server, provider, as: "erin").string("token"))
+            #expect(try await server.approve(erinLead, second).status == 403)
+        }
+    }
+
+    @Test("a person is bound to issuer and subject: renamed at the provider they stay themselves, and another account cannot take their name")
+    func boundToSubject() async throws {
+        try await Self.withSignIn { server, provider in
+            try await provider.person("hana", groups: ["oncall"])
+            let first = try await Self.apiSignIn(server, provider, as: "hana")
+            #expect(first.string("principal") == "hana")
+            // The provider renames her and gives her old name to a new account.
+            try await provider.person("hana", groups: ["oncall"], renameTo: "hana-moved")
+            try await provider.person("hana", groups: ["oncall", "db-leads"])
+            let impostor = try await Self.apiSignIn(server, provider, as: "hana")
+            #expect(impostor.status == 403)
+            #expect(impostor.string("detail")?.contains("already belongs to another account") == true)
+            let moved = try await Self.apiSignIn(server, provider, as: "hana-moved")
+            #expect(moved.status == 201)
+            #expect(moved.string("principal") == "hana", "the bound name stays with the same subject")
+            #expect(try await Self.auditEvents(server, action: "identity.sign_in_refused").contains {
+                ($0["details"] as? [String: String])?["code"] == "name_taken"
+            })
+        }
+    }
+
+    @Test("with the provider on, no admin can hold a person's token: tokens are for service accounts, a person's old API token stops working")
+    func noTokensForPeople() async throws {
+        try await TestProvider.with { provider in
+            try await TestServer.with(clockStart: Date()) { server in
+                let oldToken = try await server.token(for: "alice")
+                #expect(try await server.send(.GET, "/v1/whoami", token: oldToken).status == 200)
+                try server.writePolicy(Self.resources + provider.identityYAML(baseURL: server.baseURL), reload: true)
+                let refused = try await server.send(.GET, "/v1/whoami", token: oldToken)
+                #expect(refused.status == 401)
+                #expect(refused.string("code") == ErrorCode.humanTokenRefused)
+                for person in ["alice", "erin"] {
+                    let create = try await server.send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": person])
+                    #expect(create.status == 403)
+                    #expect(create.string("code") == ErrorCode.humanTokenRefused)
+                    #expect(create.string("detail")?.contains("gatehouse login") == true)
+                }
+                let bot = try await server.token(for: "deploy-bot")
+                #expect(try await server.send(.GET, "/v1/whoami", token: bot).status == 200)
+                // A person from the provider who is also listed in the file keeps the file's groups.
+                try await provider.person("alice", groups: [])
+                let alice = try await Self.apiSignIn(server, provider, as: "alice")
+                #expect(alice.status == 201)
+                #expect((alice.json["groups"] as? [String]) == ["engineers"])
+            }
+        }
+    }
+
+    @Test("an admin ends a person's sessions: the session token and the browser cookie stop working at once, for good")
+    func revokeSessions() async throws {
+        try await Self.withSignIn { server, provider in
+            try await provider.person("erin", groups: ["oncall"])
+            try await provider.person("sam", groups: ["secops"])
+            let erin = try #require(try await Self.apiSignIn(server, provider, as: "erin").string("token"))
+            var (browser, _) = try await Self.webSignIn(server, provider, as: "erin")
+            #expect(try await browser.get("/inbox").status == 200)
+            let sam = try #require(try await Self.apiSignIn(server, provider, as: "sam").string("token"))
+            let list = try await server.send(.GET, "/v1/sessions", token: sam)
+            #expect(list.status == 200)
+            #expect((list.json["sessions"] as? [[String: Any]] ?? []).filter { $0["principal"] as? String == "erin" }.count == 2)
+            #expect(try await server.send(.GET, "/v1/sessions", token: erin).status == 403)
+            let ended = try await server.send(.POST, "/v1/principals/erin/sessions/revoke", token: sam)
+            #expect(ended.status == 200)
+            #expect(ended.json["ended"] as? Int == 2)
+            #expect(try await server.send(.GET, "/v1/whoami", token: erin).status == 401)
+            let page = try await browser.get("/inbox")
+            #expect(page.status == 303 && page.location == "/sign-in")
+        }
+    }
+
+    @Test("refusals are clear and leave nothing behind: a person in no policy group, a replayed state, a code used twice, a callback in another browser, a wrong client secret")
+    func refusals() async throws {
+        try await Self.withSignIn { server, provider in
+            // In no mapped group.
+            try await provider.person("ivan", groups: ["marketing"])
+            let (_, outsider) = try await Self.webSignIn(server, provider, as: "ivan")
+            #expect(outsider.status == 403)
+            #expect(outsider.html.contains("in no Gatehouse group"))
+            let sessions = try await server.send(.GET, "/v1/sessions", token: TestServer.adminToken).json["sessions"] as? [[String: Any]]
+            #expect(sessions?.isEmpty == true, "a refused sign-in leaves no session")
+            #expect(try await Self.auditEvents(server, action: "identity.sign_in_refused").contains {
+                ($0["details"] as? [String: String])?["code"] == "no_policy_group"
+            })
+
+            // A callback used twice: the second finds no sign-in under way.
+            try await provider.person("erin", groups: ["oncall"])
+            var browser = Browser(baseURL: server.baseURL)
+            let start = try await browser.get("/auth/sign-in")
+            let visit = try await provider.browse(start.location ?? "", as: "erin", stopAt: server.baseURL + "/auth/callback")
+            let callback = String((visit.stoppedAt ?? "").dropFirst(server.baseURL.count))
+            let stateCookie = browser.cookies[WebInboxNames.provider]
+            #expect(try await browser.get(callback).status == 303)
+            var replay = Browser(baseURL: server.baseURL)
+            replay.cookies[WebInboxNames.provider] = stateCookie
+            let replayed = try await replay.get(callback)
+            #expect(replayed.status == 401)
+            #expect(replayed.html.contains("already used"))
+
+            // The first code with a new sign-in's state: the provider refuses it (used, and not this sign-in's PKCE).
+            let code = URLComponents(string: visit.stoppedAt ?? "")?.queryItems?.first { $0.name == "code" }?.value ?? ""
+            var again = Browser(baseURL: server.baseURL)
+            let restart = try await again.get("/auth/sign-in")
+            let state = URLComponents(string: restart.location ?? "")?.queryItems?.first { $0.name == "state" }?.value ?? ""
+            let reused = try await again.get("/auth/callback?code=\(code)&state=\(state)")
+            #expect(reused.status == 401)
+            #expect(reused.html.contains("provider_refused_code"))
+
+            // A callback arriving in a browser that did not start the sign-in.
+            var other = Browser(baseURL: server.baseURL)
+            let fresh = try await Browser(baseURL: server.baseURL).getting("/auth/sign-in")
+            let freshVisit = try await provider.browse(fresh.location ?? "", as: "erin", stopAt: server.baseURL + "/auth/callback")
+            let foreign = try await other.get(String((freshVisit.stoppedAt ?? "").dropFirst(server.baseURL.count)))
+            #expect(foreign.status == 403)
+            #expect(foreign.html.contains("not started in this browser"))
+
+            // The provider refuses Gatehouse's credentials.
+            try "not-the-secret".write(toFile: provider.clientSecretFile, atomically: true, encoding: .utf8)
+            let (_, wrongSecret) = try await Self.webSignIn(server, provider, as: "erin")
+            #expect(wrongSecret.status == 401)
+            #expect(wrongSecret.html.contains("client credentials"))
+        }
+    }
+
+    @Test("the provider unreachable: sign-in says so clearly (page and API), and sessions already open keep working")
+    func providerDown() async throws {
+        try await Self.withSignIn { server, provider in
+            try await provider.person("erin", groups: ["oncall"])
+            let erin = try #require(try await Self.apiSignIn(server, provider, as: "erin").string("token"))
+            await provider.halt()
+            // A new instance (nothing cached) cannot even start a sign-in.
+            try await TestServer.with(clockStart: Date()) { fresh in
+                try fresh.writePolicy(Self.resources + provider.identityYAML(baseURL: fresh.baseURL), reload: true)
+                var browser = Browser(baseURL: fresh.baseURL)
+                let page = try await browser.get("/auth/sign-in")
+                #expect(page.status == 503)
+                #expect(page.html.contains("cannot be reached"))
+                let api = try await fresh.send(.POST, "/v1/auth/login", token: nil, json: ["redirect_uri": "http://127.0.0.1:9/callback"])
+                #expect(api.status == 503)
+                #expect(api.string("code") == ErrorCode.providerUnavailable)
+            }
+            #expect(try await server.send(.GET, "/v1/whoami", token: erin).status == 200)
+            #expect(try await server.request(erin, role: "read", reason: "INC-10 provider down, still working").status == 201)
+        }
+    }
+
+    @Test("a session ends by itself at session_max; requests with it are then refused with a clear message")
+    func sessionEnds() async throws {
+        try await Self.withSignIn { server, provider in
+            try await provider.person("erin", groups: ["oncall"])
+            let erin = try #require(try await Self.apiSignIn(server, provider, as: "erin").string("token"))
+            server.clock.advance(by: 8 * 3600 + 1)
+            let late = try await server.send(.GET, "/v1/whoami", token: erin)
+            #expect(late.status == 401)
+            #expect(late.string("code") == ErrorCode.sessionExpired)
+        }
+    }
+}
+
+/// Cookie names of the web inbox, as a browser sees them.
+enum WebInboxNames {
+    static let session = "gatehouse_session"
+    static let provider = "gatehouse_oidc"
+}
+
+extension Browser {
+    /// One GET with a throwaway cookie jar (the page only).
+    func getting(_ path: String) async throws -> Page {
+        var copy = self
+        return try await copy.get(path)
+    }
+}
