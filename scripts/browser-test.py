@@ -541,6 +541,58 @@ class Test:
         self.test_headers()
 
 
+class ProviderSignInTest(Test):
+    """A person signs in through the identity provider's own login page and approves a request.
+
+    Environment (SCENARIO=provider): GATEHOUSE_URL, OIDC_ISSUER, APPROVER and APPROVER_PASSWORD (a person
+    in a mapped approver group at the provider), REQ_APPROVE (a pending request they may approve).
+    """
+
+    def __init__(self, driver):
+        self.d = driver
+        self.url = env("GATEHOUSE_URL").rstrip("/")
+        self.issuer = env("OIDC_ISSUER")
+        self.person = env("APPROVER")
+        self.password = env("APPROVER_PASSWORD")
+        self.req_approve = env("REQ_APPROVE")
+        self.artifacts = env("ARTIFACTS", "test-artifacts/browser")
+        self.html_responses = []
+        self.passed = 0
+
+    def run(self):
+        os.makedirs(self.artifacts, exist_ok=True)
+        print("sign in through the identity provider")
+        self.d.get(self.url + "/sign-in")
+        button = self.d.find("#sign-in-provider")
+        check("Test SSO" in self.d.text(button), f"the sign-in button reads {self.d.text(button)!r}")
+        self.d.click(button)
+        provider = urllib.parse.urlsplit(self.issuer)
+        wait_until("the provider's login page", lambda: urllib.parse.urlsplit(self.d.url()).netloc == provider.netloc
+                   and self.path() == "/accounts/login/", 15)
+        self.shot("provider-1-login.png")
+        self.ok(f"'Sign in with Test SSO' leads to the provider's login page ({provider.netloc})")
+        self.d.type(self.d.find("#id_username"), self.person)
+        self.d.type(self.d.find("#id_password"), self.password)
+        self.d.click(self.d.find("#login-submit"))
+        wait_until("the inbox after signing in", lambda: self.d.url().startswith(self.url + "/inbox"), 15)
+        who = wait_until("the signed-in name in the header", lambda: self.d.text(self.d.find("header .who")))
+        check(who.strip() == self.person, f"the header shows '{who}' after signing in as {self.person}")
+        cookies = {c["name"]: c for c in self.d.cookies()}
+        check(cookies.get("gatehouse_session", {}).get("httpOnly") is True, f"no httpOnly session cookie: {sorted(cookies)}")
+        check("gatehouse_oidc" not in cookies, "the sign-in's state cookie outlived the sign-in")
+        self.shot("provider-2-inbox.png")
+        self.ok(f"back from the provider on /inbox as {who.strip()}, with an httpOnly session cookie and no leftover state cookie")
+        self.d.click(self.d.find(f"main a[href='/requests/{self.req_approve}']"))
+        self.wait_path(f"/requests/{self.req_approve}")
+        self.d.click(self.d.find("form.decide button[value=approve]"))
+        wait_until("the approved page", lambda: "done=approved" in self.d.url())
+        state = self.d.text(self.d.find("main h1 .state")).strip().lower()
+        check(state == "approved", f"after Approve the page says {state!r}")
+        self.shot("provider-3-approved.png")
+        self.ok(f"{self.person} approved {self.req_approve} from the inbox after signing in through the provider")
+        self.sign_out()
+
+
 def main():
     # The shell script's trap (or a CI timeout) may send SIGTERM: unwind through the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -559,7 +611,7 @@ def main():
     try:
         wait_until("chromedriver to start", lambda: process.poll() is None and driver.call("GET", "/status", timeout=2).get("ready"), 15)
         driver.start(chromium)
-        test = Test(driver)
+        test = ProviderSignInTest(driver) if os.environ.get("SCENARIO") == "provider" else Test(driver)
         test.run()
     except (CheckFailed, WebDriverError) as error:
         failure = str(error)

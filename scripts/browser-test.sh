@@ -68,3 +68,62 @@ echo "server $GATEHOUSE_URL; requests: approve $REQ_APPROVE, deny $REQ_DENY, esc
 
 export ARTIFACTS
 python3 "$ROOT/scripts/browser-test.py" || fail "see above"
+
+# The same inbox behind a real OpenID Connect provider (django-oauth-toolkit): alice signs in from the
+# CLI (`gatehouse login`) and files a request; in Chromium, bob signs in on the provider's own login
+# page and approves it.
+OIDC_DIR=$WORK/provider
+OIDC_ISSUER=$("$ROOT/scripts/oidc-provider.sh" start "$OIDC_DIR") || fail "the identity provider did not start"
+trap 'cleanup; "$ROOT/scripts/oidc-provider.sh" stop "$OIDC_DIR" 2>/dev/null || true' EXIT
+"$ROOT/scripts/oidc-provider.sh" manage "$OIDC_DIR" fixture_client gatehouse --secret browser-test-client-secret \
+  --redirect-uri http://127.0.0.1/auth/callback --redirect-uri http://127.0.0.1/callback >/dev/null
+"$ROOT/scripts/oidc-provider.sh" manage "$OIDC_DIR" fixture_user alice --password pw-alice --email alice@example.test --groups oncall >/dev/null
+"$ROOT/scripts/oidc-provider.sh" manage "$OIDC_DIR" fixture_user bob --password pw-bob --email bob@example.test --groups db-admins >/dev/null
+OIDC_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$WORK/oidc-policy.yaml" <<YAML
+version: 1
+principals:
+  deploy-bot: {groups: [automation], kind: service}
+admins: [security]
+identity:
+  oidc:
+    issuer: $OIDC_ISSUER
+    client_id: gatehouse
+    client_secret_env: GATEHOUSE_OIDC_SECRET
+    redirect_uri: http://127.0.0.1:$OIDC_PORT/auth/callback
+    display_name: Test SSO
+    groups:
+      oncall: [engineers]
+      db-admins: [dba]
+      secops: [security]
+resources:
+  prod-db:
+    kind: postgres
+    roles:
+      write: {requesters: [engineers], approvers: [dba], approvals: 1, max_duration: 1h, allows: write}
+YAML
+GATEHOUSE_OIDC_SECRET=browser-test-client-secret GATEHOUSE_ADMIN_TOKEN=$ADMIN "$BIN" serve --policy "$WORK/oidc-policy.yaml" \
+  --database "sqlite:$WORK/oidc.db" --port "$OIDC_PORT" >"$WORK/serve-oidc.log" 2>&1 &
+OIDC_SERVER_PID=$!
+trap 'kill $OIDC_SERVER_PID 2>/dev/null || true; cleanup; "$ROOT/scripts/oidc-provider.sh" stop "$OIDC_DIR" 2>/dev/null || true' EXIT
+export GATEHOUSE_URL=http://127.0.0.1:$OIDC_PORT
+for _ in $(seq 1 150); do curl -fs "$GATEHOUSE_URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+export XDG_CONFIG_HOME=$WORK/alice-config
+unset GATEHOUSE_TOKEN
+"$BIN" login --no-browser >"$WORK/login.out" 2>"$WORK/login.err" &
+LOGIN_PID=$!
+for _ in $(seq 1 100); do grep -q '/authorize/' "$WORK/login.err" 2>/dev/null && break; sleep 0.1; done
+AUTH_URL=$(grep -o 'http://127.0.0.1[^ ]*/authorize/[^ ]*' "$WORK/login.err") || fail "gatehouse login printed no address: $(cat "$WORK/login.err")"
+"$ROOT/scripts/oidc-provider.sh" browse "$AUTH_URL" alice pw-alice >/dev/null || fail "alice could not sign in at the provider"
+wait "$LOGIN_PID" || fail "gatehouse login failed: $(cat "$WORK/login.out" "$WORK/login.err")"
+grep -q "signed in as alice" "$WORK/login.out" || fail "gatehouse login said: $(cat "$WORK/login.out")"
+[ "$(stat -c %a "$XDG_CONFIG_HOME/gatehouse/session.json")" = 600 ] || fail "the CLI session file is not mode 0600"
+out=$("$BIN" request prod-db --role write --for 30m --reason "INC-321 repair the stuck order rows" --output json) || fail "alice's request: $out"
+export REQ_APPROVE
+REQ_APPROVE=$(printf '%s' "$out" | python3 -c 'import json, sys; d = json.load(sys.stdin); assert d["state"] == "pending", d; print(d["id"])') \
+  || fail "alice's request is not pending: $out"
+"$BIN" logout >/dev/null || fail "gatehouse logout"
+[ ! -f "$XDG_CONFIG_HOME/gatehouse/session.json" ] || fail "gatehouse logout left the session file"
+echo "provider $OIDC_ISSUER; server $GATEHOUSE_URL; alice signed in from the CLI and filed $REQ_APPROVE"
+SCENARIO=provider OIDC_ISSUER=$OIDC_ISSUER APPROVER=bob APPROVER_PASSWORD=pw-bob python3 "$ROOT/scripts/browser-test.py" \
+  || { tail -20 "$WORK/serve-oidc.log" >&2; fail "see above"; }

@@ -5,6 +5,8 @@ set -euo pipefail
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The test identity provider (django-oauth-toolkit from PyPI) lives in a virtual environment.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 # PostgreSQL's parser as a library: the SQL classifier links it.
 dpkg -s libpg-query-dev >/dev/null 2>&1 || need+=(libpg-query-dev)
 # A throwaway PostgreSQL server for the store tests on PostgreSQL (scripts/postgres-server.sh).

@@ -10,6 +10,7 @@
 #       fixture_client ID --secret S --redirect-uri URI [--redirect-uri URI2 ...]
 #   scripts/oidc-provider.sh rotate-key DIR     sign with a new RSA key, keep the old one in the JWKS,
 #                                               restart on the same port, print the issuer URL
+#   scripts/oidc-provider.sh prepare            make the venv and the template database (test.sh runs it first)
 #   scripts/oidc-provider.sh browse URL USER PASSWORD [--stop-at PREFIX]   a person's browser (tests)
 #   scripts/oidc-provider.sh selftest           the whole flow against a provider in a temp folder
 #                                               (OIDC_SELFTEST_KEEP=1 keeps the folder and its log)
@@ -168,6 +169,14 @@ case "$cmd" in
     mv "$dir/keys/next.pem" "$dir/keys/signing.pem"
     stop_server
     serve
+    ;;
+  prepare)
+    # The virtual environment and the migrated empty database, ready before tests start providers at once.
+    ensure_venv
+    tmp=$(mktemp -d)
+    "$0" start "$tmp/p" >/dev/null
+    "$0" stop "$tmp/p"
+    rm -rf "$tmp"
     ;;
   browse)
     # A person's browser at the provider (tests): browse START_URL USER PASSWORD [--stop-at PREFIX]

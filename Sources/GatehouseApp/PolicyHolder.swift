@@ -12,15 +12,15 @@ public final class PolicyHolder: Sendable {
         var people: [String: Person] = [:]
         var merged: Policy
     }
-    /// A person signed in through the provider: the policy groups of their newest live session.
+    /// A person known from the provider: the policy groups their latest sign-in gave. Acting still
+    /// needs a live session; this is what a decision judges them by meanwhile (a requester who signed
+    /// out can still be approved, an approver is told).
     public struct Person: Sendable, Equatable {
         public var groups: [String]
         public var signedInAt: Date
-        public var expiresAt: Date
-        public init(groups: [String], signedInAt: Date, expiresAt: Date) {
+        public init(groups: [String], signedInAt: Date) {
             self.groups = groups
             self.signedInAt = signedInAt
-            self.expiresAt = expiresAt
         }
     }
     private let current: Mutex<State>
@@ -48,7 +48,7 @@ public final class PolicyHolder: Sendable {
         }
     }
 
-    /// Replaces the people with those of the live sessions in the store (at start and every sweep).
+    /// Replaces the people with those the store knows (at start and every sweep).
     public func replacePeople(_ people: [String: Person]) {
         current.withLock { state in
             guard state.people != people else { return }

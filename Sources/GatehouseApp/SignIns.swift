@@ -133,17 +133,17 @@ public struct SignIns: Sendable {
             if let bound = try await session.identity(issuer: person.issuer, subject: person.subject) {
                 // The provider's name may have changed; the person keeps the principal they were bound to.
                 principal = bound.principal
-                try await session.touchIdentity(issuer: person.issuer, subject: person.subject, email: person.email, at: now)
             } else if let other = try await session.identity(principal: principal) {
                 let refusal = SignInRefusal("name_taken", "the name \(principal) already belongs to another account at \(other.issuer); ask an admin (two accounts cannot share one Gatehouse name)")
                 try await session.appendAudit([Self.refusalEntry(refusal, issuer: person.issuer, subject: person.subject, sourceIP: sourceIP)], at: now)
                 return .failure(refusal)
             } else {
                 try await session.insertIdentity(IdentityBinding(issuer: person.issuer, subject: person.subject, principal: principal,
-                                                                 email: person.email, firstSeen: now, lastSeen: now))
+                                                                 email: person.email, groups: [], firstSeen: now, lastSeen: now))
             }
             var groups = person.groups
             for group in policy.principals[principal]?.groups ?? [] where !groups.contains(group) { groups.append(group) }
+            try await session.touchIdentity(issuer: person.issuer, subject: person.subject, email: person.email, groups: groups, at: now)
             let record = TokenRecord(id: Identifier.make("ses"), principal: principal, description: "\(purpose.rawValue) sign-in", isBootstrapAdmin: false,
                                      createdAt: now, createdBy: principal, revokedAt: nil, kind: .session,
                                      expiresAt: now.addingTimeInterval(TimeInterval(settings.sessionMax.seconds)), groups: groups,
@@ -199,7 +199,6 @@ public struct SignIns: Sendable {
             try await session.appendAudit([AuditEntry(actor: caller.principal, action: .signedOut, subject: token.id,
                                                       details: ["principal": caller.principal])], at: now)
         }
-        try await refreshPeople()
     }
 
     /// Live sessions, for admins.
@@ -219,7 +218,6 @@ public struct SignIns: Sendable {
         let ended = try await context.write(as: caller) { session, _, now in
             try await Self.endEverything(of: principal, by: caller.principal, reason: "revoked by an admin", session: session, now: now)
         }
-        try await refreshPeople()
         return ended
     }
 
@@ -234,15 +232,13 @@ public struct SignIns: Sendable {
         return live.count
     }
 
-    /// Loads the people of the live sessions into the running policy (at start and on every sweep, so
-    /// other instances' sign-ins, sign-outs and expiries are seen here too).
+    /// Loads the people the provider has vouched for, with the groups of their latest sign-in, into
+    /// the running policy (at start and on every sweep, so other instances' sign-ins are seen here too).
     public func refreshPeople() async throws {
-        let now = context.clock.now()
-        let live = try await context.read { try await $0.liveSessions(now: now) }
+        let known = try await context.read { try await $0.identities() }
         var people: [String: PolicyHolder.Person] = [:]
-        for token in live {
-            guard let expiresAt = token.expiresAt, people[token.principal] == nil else { continue }   // newest first
-            people[token.principal] = PolicyHolder.Person(groups: token.groups ?? [], signedInAt: token.createdAt, expiresAt: expiresAt)
+        for identity in known {
+            people[identity.principal] = PolicyHolder.Person(groups: identity.groups, signedInAt: identity.lastSeen)
         }
         context.policies.replacePeople(people)
     }

@@ -50,8 +50,8 @@ public struct Tokens: Sendable {
     /// knows them from now on (on every instance, the next sweep loads them from the store too).
     func noteSession(_ record: TokenRecord, fresh: Bool = false) {
         guard record.kind == .session, record.revokedAt == nil, let expiresAt = record.expiresAt, expiresAt > context.clock.now() else { return }
-        context.policies.see(record.principal, PolicyHolder.Person(groups: record.groups ?? [], signedInAt: record.createdAt, expiresAt: expiresAt),
-                             fresh: fresh)
+        _ = expiresAt
+        context.policies.see(record.principal, PolicyHolder.Person(groups: record.groups ?? [], signedInAt: record.createdAt), fresh: fresh)
     }
 
     /// The caller a live token stands for under `policy`, or nil when the token is revoked or

@@ -116,7 +116,7 @@ enum Migrations {
             "CREATE INDEX tokens_by_principal ON tokens (principal, revoked_at)",
             """
             CREATE TABLE identities (
-              issuer TEXT NOT NULL, subject TEXT NOT NULL, principal TEXT NOT NULL UNIQUE, email TEXT,
+              issuer TEXT NOT NULL, subject TEXT NOT NULL, principal TEXT NOT NULL UNIQUE, email TEXT, groups TEXT NOT NULL,
               first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, PRIMARY KEY (issuer, subject))
             """,
             """

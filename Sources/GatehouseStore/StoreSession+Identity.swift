@@ -8,14 +8,17 @@ public struct IdentityBinding: Sendable, Equatable {
     public var subject: String
     public var principal: String
     public var email: String?
+    /// The policy groups of the latest sign-in.
+    public var groups: [String]
     public var firstSeen: Date
     public var lastSeen: Date
 
-    public init(issuer: String, subject: String, principal: String, email: String?, firstSeen: Date, lastSeen: Date) {
+    public init(issuer: String, subject: String, principal: String, email: String?, groups: [String], firstSeen: Date, lastSeen: Date) {
         self.issuer = issuer
         self.subject = subject
         self.principal = principal
         self.email = email
+        self.groups = groups
         self.firstSeen = firstSeen
         self.lastSeen = lastSeen
     }
@@ -61,15 +64,19 @@ extension StoreSession {
 
     public func insertIdentity(_ i: IdentityBinding) async throws {
         try await db.raw("""
-            INSERT INTO identities (issuer, subject, principal, email, first_seen, last_seen)
-            VALUES (\(bind: i.issuer), \(bind: i.subject), \(bind: i.principal), \(bind: i.email),
+            INSERT INTO identities (issuer, subject, principal, email, groups, first_seen, last_seen)
+            VALUES (\(bind: i.issuer), \(bind: i.subject), \(bind: i.principal), \(bind: i.email), \(bind: Self.encodeList(i.groups)),
                     \(bind: i.firstSeen.unixMilliseconds), \(bind: i.lastSeen.unixMilliseconds))
             """).run()
     }
 
-    public func touchIdentity(issuer: String, subject: String, email: String?, at: Date) async throws {
+    public func identities() async throws -> [IdentityBinding] {
+        try await db.raw("SELECT * FROM identities ORDER BY principal").all().map(Self.identity)
+    }
+
+    public func touchIdentity(issuer: String, subject: String, email: String?, groups: [String], at: Date) async throws {
         try await db.raw("""
-            UPDATE identities SET last_seen = \(bind: at.unixMilliseconds), email = \(bind: email)
+            UPDATE identities SET last_seen = \(bind: at.unixMilliseconds), email = \(bind: email), groups = \(bind: Self.encodeList(groups))
             WHERE issuer = \(bind: issuer) AND subject = \(bind: subject)
             """).run()
     }
@@ -80,6 +87,7 @@ extension StoreSession {
             subject: try row.decode(column: "subject", as: String.self),
             principal: try row.decode(column: "principal", as: String.self),
             email: try row.decode(column: "email", as: String?.self),
+            groups: try decodeList(try row.decode(column: "groups", as: String.self)),
             firstSeen: Date(unixMilliseconds: try row.decode(column: "first_seen", as: Int64.self)),
             lastSeen: Date(unixMilliseconds: try row.decode(column: "last_seen", as: Int64.self)))
     }

@@ -201,6 +201,46 @@ struct ProviderSignInTests {
         }
     }
 
+    @Test("a principal removed from the policy and added back: the old token and browser session stay dead (no provider needed)")
+    func removalIsFinal() async throws {
+        try await TestServer.with { server in
+            let carol = try await server.token(for: "carol")
+            var browser = Browser(baseURL: server.baseURL)
+            let form = try await browser.get("/sign-in")
+            #expect(try await browser.post("/sign-in", [("csrf", form.csrf ?? ""), ("token", carol)]).location == "/inbox")
+            let without = TestServer.policyYAML.replacingOccurrences(of: "  carol: {groups: [dba]}\n", with: "")
+            #expect(without != TestServer.policyYAML)
+            try server.writePolicy(without)
+            #expect(try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken).json["reloaded"] as? Bool == true)
+            try server.writePolicy(TestServer.policyYAML)
+            #expect(try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken).json["reloaded"] as? Bool == true)
+            #expect(server.service.policies.policy.principals["carol"] != nil, "carol is back in the policy")
+            #expect(try await server.send(.GET, "/v1/whoami", token: carol).status == 401)
+            let page = try await browser.get("/inbox")
+            #expect(page.status == 303 && page.location == "/sign-in")
+            let ended = try await Self.auditEvents(server, action: "identity.sessions_revoked")
+            #expect(ended.contains { ($0["details"] as? [String: String])?["reason"] == "removed from the policy" })
+            // A new token made after her return works.
+            let fresh = try await server.token(for: "carol")
+            #expect(try await server.send(.GET, "/v1/whoami", token: fresh).status == 200)
+        }
+    }
+
+    @Test("a requester who signed out can still be approved: a decision judges them by their latest sign-in")
+    func requesterSignedOut() async throws {
+        try await Self.withSignIn { server, provider in
+            try await provider.person("erin", groups: ["oncall"])
+            try await provider.person("gus", groups: ["db-leads"])
+            let erin = try #require(try await Self.apiSignIn(server, provider, as: "erin").string("token"))
+            let id = try #require(try await server.request(erin, role: "write", reason: "INC-11 fix the stuck order rows").string("id"))
+            #expect(try await server.send(.POST, "/v1/auth/logout", token: erin).status == 204)
+            let gus = try #require(try await Self.apiSignIn(server, provider, as: "gus").string("token"))
+            let approved = try await server.approve(gus, id)
+            #expect(approved.status == 200)
+            #expect(approved.string("state") == "approved")
+        }
+    }
+
     @Test("an admin ends a person's sessions: the session token and the browser cookie stop working at once, for good")
     func revokeSessions() async throws {
         try await Self.withSignIn { server, provider in
