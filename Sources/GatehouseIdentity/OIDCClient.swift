@@ -82,7 +82,16 @@ public final class OIDCClient: Sendable {
         }
     }
 
-    public init(settings: OIDCSettings, clientSecret: String, http: HTTPClient = .shared, logger: Logger) {
+    /// Idle connections to the provider are dropped after a few seconds: a sign-in never goes out
+    /// on a kept-alive connection the provider is closing at that moment.
+    public static let defaultHTTP: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(4))
+        configuration.redirectConfiguration = .disallow
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
+    public init(settings: OIDCSettings, clientSecret: String, http: HTTPClient = OIDCClient.defaultHTTP, logger: Logger) {
         self.settings = settings
         self.clientSecret = clientSecret
         self.http = http

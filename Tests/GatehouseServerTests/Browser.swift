@@ -10,6 +10,7 @@ struct Browser {
     static let client: HTTPClient = {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
+        configuration.connectionPool = .init(idleTimeout: .seconds(5))   // below the server's 30 s (see TestHTTP)
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 

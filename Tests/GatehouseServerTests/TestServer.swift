@@ -148,6 +148,16 @@ final class TestServer: Sendable {
     }
 }
 
+/// The tests' HTTP client. Its pooled connections are dropped after 5 s idle, well before the
+/// server's own 30 s idle timeout: a request never goes out on a connection the server is closing.
+enum TestHTTP {
+    static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(5))
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+}
+
 /// HTTP to a Gatehouse server, as any client would talk to it: the in-process test server or a
 /// `gatehouse serve` process.
 protocol GatehouseHTTPClient: Sendable {
@@ -176,7 +186,7 @@ extension GatehouseHTTPClient {
             request.headers.add(name: "Content-Type", value: contentType)
             request.body = .bytes(ByteBuffer(bytes: rawBody))
         }
-        let response = try await HTTPClient.shared.execute(request, timeout: timeout)
+        let response = try await TestHTTP.client.execute(request, timeout: timeout)
         let body = try await response.body.collect(upTo: 16 * 1024 * 1024)
         return TestServer.Reply(status: Int(response.status.code), headers: response.headers, body: Data(buffer: body))
     }

@@ -49,6 +49,11 @@ struct TransferTests {
             let reported = try #require(last)
             #expect(try await server.send(.POST, "/v1/requests/\(reported)/report", token: t["bob"]!, json: ["comment": "looks odd"]).status == 200)
             let source = server.service.store
+            // A person bound from an identity provider (the table of issuer + subject bindings).
+            try await source.write { session in
+                try await session.insertIdentity(IdentityBinding(issuer: "https://login.example.com", subject: "248289761001", principal: "erin",
+                                                                 email: "erin@example.com", groups: ["engineers"], firstSeen: Date(), lastSeen: Date()))
+            }
             let events = try await server.auditCount()
             #expect(events > 1_900, "\(events) audit events")
             let exported = try await Self.export(source)
