@@ -126,7 +126,12 @@ struct MultiInstanceTests {
             struct Acknowledged: Sendable { var requests: [String] = []; var approvals: [String] = []; var checks = 0; var failures = 0; var refused: [Int] = [] }
             let acknowledged = Shared(Acknowledged())
             let dead = Shared(Set<Int>())
-            let deadline = ContinuousClock.now + .seconds(4)
+            // At least 4 s and 25 acknowledged requests (a loaded machine is slower), at most 40 s.
+            let started = ContinuousClock.now
+            let running: @Sendable () -> Bool = {
+                let now = ContinuousClock.now
+                return now < started + .seconds(40) && (now < started + .seconds(4) || acknowledged.with { $0.requests.count } < 25)
+            }
             let instance: @Sendable (Int) -> ServeProcess = { index in
                 let live = (0..<3).filter { !dead.with { $0 }.contains($0) }
                 return instances[live[index % live.count]]
@@ -135,7 +140,7 @@ struct MultiInstanceTests {
                 for (worker, requester) in Self.requesters.enumerated() {
                     group.addTask {
                         var step = worker
-                        while ContinuousClock.now < deadline {
+                        while running() {
                             step += 1
                             let target = instance(step)
                             do {
@@ -159,7 +164,9 @@ struct MultiInstanceTests {
                     }
                 }
                 group.addTask {
+                    // Halfway: after 2 s and once some work was acknowledged.
                     try await Task.sleep(for: .seconds(2))
+                    _ = await waitUntil(timeout: .seconds(20)) { acknowledged.with { $0.requests.count } >= 12 }
                     dead.with { _ = $0.insert(2) }
                     instances[2].kill(SIGKILL)
                 }

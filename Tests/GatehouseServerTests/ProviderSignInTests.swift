@@ -338,6 +338,20 @@ struct ProviderSignInTests {
         }
     }
 
+    @Test("the bootstrap admin token can be switched off once admins sign in through the provider; a provider group makes admins")
+    func bootstrapAdminOff() async throws {
+        try await Self.withSignIn(identityExtra: "  bootstrap_admin: disabled") { server, provider in
+            let refused = try await server.send(.GET, "/v1/whoami", token: TestServer.adminToken)
+            #expect(refused.status == 401)
+            #expect(refused.string("detail")?.contains("switched off") == true)
+            try await provider.person("sam", groups: ["secops"])
+            let sam = try #require(try await Self.apiSignIn(server, provider, as: "sam").string("token"))
+            let me = try await server.send(.GET, "/v1/whoami", token: sam)
+            #expect(me.json["admin"] as? Bool == true)
+            #expect(try await server.send(.GET, "/v1/audit/verify", token: sam).status == 200)
+        }
+    }
+
     @Test("a session ends by itself at session_max; requests with it are then refused with a clear message")
     func sessionEnds() async throws {
         try await Self.withSignIn { server, provider in
