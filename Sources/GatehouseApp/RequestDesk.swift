@@ -85,26 +85,32 @@ public struct RequestDesk: Sendable {
             if decision == .approve, try await session.principalFlags(request.requester)?.isBlocked == true {
                 throw GatehouseError(.conflict, "requester_blocked", "\(request.requester) is blocked by the anti-spam policy; their requests cannot be approved until an admin unblocks them (deny it instead)")
             }
+            let discounted = decision == .approve ? try await Self.lostStanding(approvals, session: session) : []
             let outcome = try RequestLifecycle.decide(request, existing: approvals, approver: caller.principal, decision: decision,
-                                                      comment: comment, policy: policy, now: now, grantId: Identifier.make("grt"))
+                                                      comment: comment, policy: policy, now: now, grantId: Identifier.make("grt"),
+                                                      discounted: discounted)
             switch outcome {
-            case .recorded(let approval, let counted):
+            case .recorded(var approval, let counted):
+                approval.tokenId = caller.tokenId
                 try await session.insertApproval(approval)
                 try await session.appendAudit([AuditEntry(actor: caller.principal, action: .approvalRecorded, subject: id, resource: request.resource,
                                                           details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment,
                                                                                        "approvals": "\(counted)/\(max(request.approvalsRequired, 1))"]))], at: now)
                 return .success(RequestView(request: request, approvals: approvals + [approval]))
-            case .approved(let approval, let updated, let grant):
+            case .approved(var approval, let updated, let grant):
+                approval.tokenId = caller.tokenId
                 try await session.insertApproval(approval)
                 guard try await session.updateRequest(updated, from: .pending) else { throw AppErrors.raced(id) }
                 try await session.insertGrant(grant)
                 try await session.appendAudit([
                     AuditEntry(actor: caller.principal, action: .requestApproved, subject: id, resource: request.resource,
-                               details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment, "grant_id": grant.id])),
+                               details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment, "grant_id": grant.id,
+                                                            "not_counted": discounted.isEmpty ? nil : discounted.sorted().joined(separator: ",")])),
                     AuditEntry.grantStarted(grant),
                 ], at: now)
                 return .success(RequestView(request: updated, approvals: approvals + [approval]))
-            case .denied(let approval, let updated):
+            case .denied(var approval, let updated):
+                approval.tokenId = caller.tokenId
                 try await session.insertApproval(approval)
                 guard try await session.updateRequest(updated, from: .pending) else { throw AppErrors.raced(id) }
                 try await session.appendAudit([AuditEntry(actor: caller.principal, action: .requestDenied, subject: id, resource: request.resource,
@@ -120,6 +126,21 @@ public struct RequestDesk: Sendable {
         }
         await watch.changed(id)
         return try result.get()
+    }
+
+    /// Earlier approvers whose approvals no longer count: blocked since, or the token they approved
+    /// with was revoked by someone else (an admin, a policy change; their own sign-out does not count).
+    static func lostStanding(_ approvals: [Approval], session: StoreSession) async throws -> Set<String> {
+        var lost: Set<String> = []
+        for approval in approvals where approval.decision == .approve {
+            if try await session.principalFlags(approval.approver)?.isBlocked == true {
+                lost.insert(approval.approver)
+            } else if let tokenId = approval.tokenId, let token = try await session.token(id: tokenId),
+                      token.revokedAt != nil, token.revokedBy != approval.approver {
+                lost.insert(approval.approver)
+            }
+        }
+        return lost
     }
 
     public func cancel(caller: Caller, id: String) async throws -> RequestView {

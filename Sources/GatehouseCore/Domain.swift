@@ -96,13 +96,17 @@ public struct Approval: Sendable, Equatable, Codable {
     public var decision: ApprovalDecision
     public var comment: String?
     public var at: Date
+    /// The token or session the decision was made with: an approval made with one an admin later
+    /// revokes stops counting.
+    public var tokenId: String?
 
-    public init(requestId: String, approver: String, decision: ApprovalDecision, comment: String?, at: Date) {
+    public init(requestId: String, approver: String, decision: ApprovalDecision, comment: String?, at: Date, tokenId: String? = nil) {
         self.requestId = requestId
         self.approver = approver
         self.decision = decision
         self.comment = comment
         self.at = at
+        self.tokenId = tokenId
     }
 }
 

@@ -194,8 +194,11 @@ public enum RequestLifecycle {
 
     /// One approver's decision. Eligibility of both the approver and the requester is judged against
     /// the policy as it is now, and earlier approvals only count while their approver is still eligible.
+    /// `discounted`: earlier approvers who have lost their standing since (blocked, or the token they
+    /// approved with was revoked by someone else): their approvals no longer count.
     public static func decide(_ request: AccessRequest, existing: [Approval], approver: String, decision: ApprovalDecision,
-                              comment given: String?, policy: Policy, now: Date, grantId: String) throws(GatehouseError) -> DecideOutcome {
+                              comment given: String?, policy: Policy, now: Date, grantId: String,
+                              discounted: Set<String> = []) throws(GatehouseError) -> DecideOutcome {
         let comment = trimmedComment(given)
         if let comment { try checkComment(comment) }
         guard request.state != .quarantined else {
@@ -235,7 +238,8 @@ public enum RequestLifecycle {
         guard policy.isMember(request.requester, ofAny: role.requesters) else {
             throw GatehouseError(.conflict, "requester_ineligible", "\(request.requester) is no longer allowed to request \(request.resource)/\(request.role); this request cannot be approved, deny it instead")
         }
-        let approvers = Set(existing.filter { $0.decision == .approve && eligible.contains($0.approver) && $0.approver != request.requester }.map(\.approver))
+        let approvers = Set(existing.filter { $0.decision == .approve && eligible.contains($0.approver) && $0.approver != request.requester
+                                              && !discounted.contains($0.approver) }.map(\.approver))
             .union([approver])
         guard request.duration <= role.maxDuration else {
             throw GatehouseError(.conflict, "duration_over_maximum",

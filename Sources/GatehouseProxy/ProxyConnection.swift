@@ -166,7 +166,7 @@ final class ProxyConnection: ChannelInboundHandler {
             finish(ended)
         case .finish(let ended):
             finish(ended)
-        case let .lookUpEndReason(previous, principal):
+        case let .lookUpEndReason(previous, principal, afterward):
             guard let bound else { return }
             let service = shared.service
             let resource = shared.resource
@@ -174,7 +174,7 @@ final class ProxyConnection: ChannelInboundHandler {
                 let detail = await service.proxy.endReason(grants: previous, principal: principal, resource: resource)
                 bound.eventLoop.execute {
                     let connection = bound.value
-                    connection.execute(database: connection.session.terminate("gatehouse: session ended: \(detail)"))
+                    connection.execute(database: connection.session.terminate("gatehouse: session ended: \(detail)\(afterward)"))
                 }
             }
         }

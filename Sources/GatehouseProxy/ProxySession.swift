@@ -60,7 +60,7 @@ struct ProxySession {
         /// Close without a word to the client (it is gone); audit the end when the session had started.
         case finish(Ended?)
         /// The session's access ended; find out why (expired, released, revoked by whom), then `terminate(_:)`.
-        case lookUpEndReason(previous: [Grant], principal: String)
+        case lookUpEndReason(previous: [Grant], principal: String, afterward: String)
     }
 
     /// What the audit record of an ended session says.
@@ -103,6 +103,8 @@ struct ProxySession {
     private(set) var identity: ProxyAuthority.ProxyIdentity?
     /// The session's last known grants; statements below dangerous are decided from these.
     private(set) var grants: [Grant] = []
+    /// Whether the database session was started read-write (some grant allowed more than reads).
+    private(set) var startedReadWrite = false
     private(set) var statements = 0
     private(set) var refused = 0
     private(set) var cancelKey: CancelKey?
@@ -207,6 +209,7 @@ struct ProxySession {
             guard case .authorizing = phase else { return .auditEndedDuringSignIn(identity) }
             self.identity = identity
             self.grants = grants
+            startedReadWrite = !Self.readOnly(grants)
             phase = .upstreamLogin(UpstreamLogin(user: settings.proxy.user, password: settings.password))
             return .connectUpstream(startup: Wire.startup(Self.startupParameters(settings.proxy, grants: grants, client: parameters)))
         }
@@ -312,14 +315,22 @@ struct ProxySession {
     mutating func accessChanged(_ access: ProxyAuthority.ProxyAccess) -> Action {
         switch access {
         case .granted(let grants):
+            let previous = self.grants
             self.grants = grants
-            return .none
+            // The database session cannot be made read-only from outside once it runs (a transaction
+            // may be open, a function may write): when the grants that made it read-write are gone,
+            // the session ends, and a new one starts read-only.
+            guard startedReadWrite, Self.readOnly(grants), case .ready = phase, let identity else { return .none }
+            self.grants = []
+            let ended = previous.filter { $0.actionDigest != nil || $0.allows > .read }.filter { grant in !grants.contains { $0.id == grant.id } }
+            return .lookUpEndReason(previous: ended.isEmpty ? previous : ended, principal: identity.caller.principal,
+                                    afterward: "; this session could write and cannot go on with reads only: reconnect for a read-only session")
         case .ended(let why):
             guard case .ready = phase, let identity else { return .none }
             let previous = grants
             grants = [] // nothing more is allowed from memory while the reason is looked up
             guard why.contains("no active grant") else { return actionOf(terminate("gatehouse: session ended: \(why)")) }
-            return .lookUpEndReason(previous: previous, principal: identity.caller.principal)
+            return .lookUpEndReason(previous: previous, principal: identity.caller.principal, afterward: "")
         }
     }
 

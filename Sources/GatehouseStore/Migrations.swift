@@ -114,6 +114,7 @@ enum Migrations {
             "ALTER TABLE tokens ADD COLUMN issuer TEXT",
             "ALTER TABLE tokens ADD COLUMN subject TEXT",
             "CREATE INDEX tokens_by_principal ON tokens (principal, revoked_at)",
+            "ALTER TABLE approvals ADD COLUMN token_id TEXT",
             """
             CREATE TABLE identities (
               issuer TEXT NOT NULL, subject TEXT NOT NULL, principal TEXT NOT NULL UNIQUE, email TEXT, groups TEXT NOT NULL,

@@ -15,6 +15,8 @@ public struct TokenRecord: Sendable, Equatable {
     public var createdAt: Date
     public var createdBy: String
     public var revokedAt: Date?
+    /// Who revoked it: the principal itself (a sign-out), an admin, or `policy`.
+    public var revokedBy: String?
     public var kind: Kind
     /// Sessions end by themselves; API tokens have no expiry.
     public var expiresAt: Date?
@@ -24,7 +26,7 @@ public struct TokenRecord: Sendable, Equatable {
     public var subject: String?
 
     public init(id: String, principal: String, description: String?, isBootstrapAdmin: Bool, createdAt: Date,
-                createdBy: String, revokedAt: Date?, kind: Kind = .api, expiresAt: Date? = nil, groups: [String]? = nil,
+                createdBy: String, revokedAt: Date?, revokedBy: String? = nil, kind: Kind = .api, expiresAt: Date? = nil, groups: [String]? = nil,
                 issuer: String? = nil, subject: String? = nil) {
         self.id = id
         self.principal = principal
@@ -33,6 +35,7 @@ public struct TokenRecord: Sendable, Equatable {
         self.createdAt = createdAt
         self.createdBy = createdBy
         self.revokedAt = revokedAt
+        self.revokedBy = revokedBy
         self.kind = kind
         self.expiresAt = expiresAt
         self.groups = groups
@@ -90,6 +93,7 @@ public struct StoreSession: Sendable {
             createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
             createdBy: try row.decode(column: "created_by", as: String.self),
             revokedAt: try row.decode(column: "revoked_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
+            revokedBy: try row.decode(column: "revoked_by", as: String?.self),
             kind: try row.decodeValue(column: "kind", as: TokenRecord.Kind.self),
             expiresAt: try row.decode(column: "expires_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
             groups: try row.decode(column: "groups", as: String?.self).map(decodeList),
@@ -220,8 +224,9 @@ public struct StoreSession: Sendable {
     /// Inserts an approval; the primary key (request, approver) makes one person count once even under races.
     public func insertApproval(_ a: Approval) async throws {
         try await db.raw("""
-            INSERT INTO approvals (request_id, approver, decision, comment, at)
-            VALUES (\(bind: a.requestId), \(bind: a.approver), \(bind: a.decision.rawValue), \(bind: a.comment), \(bind: a.at.unixMilliseconds))
+            INSERT INTO approvals (request_id, approver, decision, comment, at, token_id)
+            VALUES (\(bind: a.requestId), \(bind: a.approver), \(bind: a.decision.rawValue), \(bind: a.comment), \(bind: a.at.unixMilliseconds),
+                    \(bind: a.tokenId))
             """).run()
     }
 
@@ -231,7 +236,8 @@ public struct StoreSession: Sendable {
                      approver: try row.decode(column: "approver", as: String.self),
                      decision: try row.decodeValue(column: "decision", as: ApprovalDecision.self),
                      comment: try row.decode(column: "comment", as: String?.self),
-                     at: Date(unixMilliseconds: try row.decode(column: "at", as: Int64.self)))
+                     at: Date(unixMilliseconds: try row.decode(column: "at", as: Int64.self)),
+                     tokenId: try row.decode(column: "token_id", as: String?.self))
         }
     }
 

@@ -169,7 +169,7 @@ struct ProxySessionMachineTests {
     @Test("access ended: grants are dropped at once; a lapsed grant is looked up, anything else ends the session now")
     func accessEnded() throws {
         var lapsed = try Self.ready()
-        guard case let .lookUpEndReason(previous, principal) = lapsed.accessChanged(.ended("alice has no active grant on prod-db")) else {
+        guard case let .lookUpEndReason(previous, principal, _) = lapsed.accessChanged(.ended("alice has no active grant on prod-db")) else {
             Issue.record("expected a look-up of why the grant ended")
             return
         }
@@ -192,8 +192,32 @@ struct ProxySessionMachineTests {
         #expect(try B.errorFields(error)?["M"] == "gatehouse: session ended: alice is blocked")
 
         var renewed = try Self.ready()
-        guard case .none = renewed.accessChanged(.granted([Self.grant(.read)])) else { Issue.record("new grants change nothing else"); return }
-        #expect(renewed.grants.map(\.id) == ["grt_read"])
+        guard case .none = renewed.accessChanged(.granted([Self.grant(.write), Self.grant(.read)])) else { Issue.record("new grants change nothing else"); return }
+        #expect(renewed.grants.map(\.id) == ["grt_write", "grt_read"])
+    }
+
+    @Test("a session started read-write ends when only read grants are left (its write or action grant ended); a read-only one goes on")
+    func writeGrantEnded() throws {
+        var writer = try Self.ready(grants: [Self.grant(.write), Self.grant(.read)])
+        #expect(writer.startedReadWrite)
+        guard case let .lookUpEndReason(previous, _, afterward) = writer.accessChanged(.granted([Self.grant(.read)])) else {
+            Issue.record("the write grant's end should end the session")
+            return
+        }
+        #expect(previous.map(\.id) == ["grt_write"], "the reason looked up is the write grant's")
+        #expect(afterward.contains("reconnect for a read-only session"))
+        #expect(writer.grants.isEmpty, "nothing is allowed from memory meanwhile")
+
+        var oneShot = try Self.ready(grants: [Self.grant(.read), Self.grant(.dangerous, digest: "abc")])
+        guard case .lookUpEndReason(let used, _, _) = oneShot.accessChanged(.granted([Self.grant(.read)])) else {
+            Issue.record("a used-up action grant should end a session it made read-write")
+            return
+        }
+        #expect(used.map(\.id) == ["grt_dangerous"])
+
+        var reader = try Self.ready(grants: [Self.grant(.read)])
+        #expect(!reader.startedReadWrite)
+        guard case .none = reader.accessChanged(.granted([Self.grant(.read)])) else { Issue.record("a read-only session goes on"); return }
     }
 
     @Test("statements: each check counts, a refusal counts as refused, and the session's grants go with the check")

@@ -190,6 +190,34 @@ import Glibc
         #expect(try await harness.direct("SELECT sum(balance) FROM accounts") == "1010")
     }
 
+    @Test func aSessionThatCouldWriteEndsWhenItsWriteGrantEnds() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        _ = try await harness.direct("CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS $$ UPDATE accounts SET balance = balance + 1 RETURNING 1 $$")
+        try await harness.grant("alice")
+        let write = try await harness.grant("alice", role: "write")
+        let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", "-v", "ON_ERROR_STOP=0", harness.conninfo(user: "alice")],
+                                        environment: ["PGPASSWORD": harness.tokens["alice"]!],
+                                        input: "SELECT bump();\nSELECT pg_sleep(20);\nSELECT bump();\n")
+        let sleeping = try await waitUntil(timeout: .seconds(15), interval: .milliseconds(100)) {
+            try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%' AND state = 'active'") == "1"
+        }
+        #expect(sleeping, "psql's second statement never started: \(running.output)")
+        // The read grant is still there; the write grant is released.
+        let released = try await harness.cli(as: "alice", ["release", write])
+        #expect(released.status == 0, "\(released)")
+        let result = await Command.finish(running)
+        #expect(result.stderr.contains("FATAL:  gatehouse: session ended: the grant \(write) on prod-db was released"), "\(result)")
+        #expect(result.stderr.contains("reconnect for a read-only session"), "\(result)")
+        #expect(try await harness.direct("SELECT sum(balance) FROM accounts") == "1010", "only the first bump() ran")
+        let ended = try await harness.audit(action: "proxy.session.ended")
+        #expect(ended.contains { (($0["details"] as? [String: String])?["reason"] ?? "").contains("reconnect for a read-only session") }, "\(ended)")
+        // The next session, on the read grant alone, is read-only on the database.
+        let reader = try await harness.psql("alice", "SELECT bump();\n")
+        #expect(reader.stderr.contains("read-only transaction"), "\(reader)")
+        #expect(try await harness.direct("SELECT sum(balance) FROM accounts") == "1010")
+    }
+
     @Test func auditAllRecordsEveryStatementAndMetricsCountThem() async throws {
         let harness = try await ProxyHarness.start(proxyExtra: "audit: all")
         defer { Task { await harness.stop() } }

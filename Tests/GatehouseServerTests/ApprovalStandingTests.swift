@@ -1,0 +1,45 @@
+import Foundation
+import GatehouseCore
+import GatehouseTestSupport
+import Testing
+
+/// An approval counts only while its approver keeps their standing: reported (blocked) since, or
+/// their token revoked by an admin, and it no longer counts when the final approval arrives.
+@Suite("Approvals from approvers who lost their standing")
+struct ApprovalStandingTests {
+    @Test("an approver whose token an admin revokes, or who is blocked, no longer counts toward the threshold; the audit says who was not counted")
+    func lostStanding() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob", "carol", "dave", "frank", "erin")
+            // Revoked token: alice asks for `admin` (two approvals); bob approves, then an admin revokes bob's token.
+            let first = try #require(try await server.request(t["alice"]!, role: "admin", reason: "INC-51 rebuild the broken index").string("id"))
+            #expect(try await server.approve(t["bob"]!, first).string("state") == "pending")
+            let tokens = try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken).json["tokens"] as? [[String: Any]] ?? []
+            let bobToken = try #require(tokens.first { $0["principal"] as? String == "bob" }?["id"] as? String)
+            #expect(try await server.send(.POST, "/v1/tokens/\(bobToken)/revoke", token: TestServer.adminToken).status == 200)
+            let afterCarol = try await server.approve(t["carol"]!, first)
+            #expect(afterCarol.status == 200)
+            #expect(afterCarol.string("state") == "pending", "bob's approval no longer counts: carol's is the first that does")
+            let approved = try await server.approve(t["frank"]!, first)
+            #expect(approved.string("state") == "approved")
+
+            // Blocked: bob (a new token) approves alice's second request, then is reported and blocked.
+            let bob = try await server.token(for: "bob")
+            let second = try #require(try await server.request(t["alice"]!, resource: "prod-db", role: "admin", reason: "INC-52 rebuild another index").string("id"))
+            #expect(try await server.approve(bob, second).string("state") == "pending")
+            let bobs = try #require(try await server.request(bob, role: "write", reason: "INC-53 fix the order rows").string("id"))
+            #expect(try await server.send(.POST, "/v1/requests/\(bobs)/report", token: t["carol"]!, json: ["comment": "bob never works on orders"]).status == 200)
+            let afterDave = try await server.approve(t["dave"]!, second)
+            #expect(afterDave.string("state") == "pending", "a blocked approver's approval no longer counts")
+            #expect(try await server.approve(t["erin"]!, second).string("state") == "approved")
+            let events = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken).json["events"] as? [[String: Any]] ?? []
+            let notCounted = events.filter { $0["action"] as? String == "request.approved" }.compactMap { ($0["details"] as? [String: String])?["not_counted"] }
+            #expect(notCounted == ["bob", "bob"])
+
+            // Control: two approvers in good standing approve it.
+            let third = try #require(try await server.request(t["alice"]!, role: "admin", reason: "INC-54 rebuild a third index").string("id"))
+            #expect(try await server.approve(t["carol"]!, third).string("state") == "pending")
+            #expect(try await server.approve(t["dave"]!, third).string("state") == "approved")
+        }
+    }
+}
