@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseCore
 
 enum OutputFormat: String, CaseIterable {
     case table, json
@@ -47,16 +48,7 @@ enum Output {
     /// Text from the server, made safe for a terminal: control and direction-changing characters
     /// are shown escaped, never interpreted.
     static func safe(_ text: String) -> String {
-        var out = ""
-        for scalar in text.unicodeScalars {
-            let category = scalar.properties.generalCategory
-            if category == .control || category == .format || category == .lineSeparator || category == .paragraphSeparator {
-                out += "\\u{" + String(scalar.value, radix: 16) + "}"
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-        return out
+        TextRules.visible(text)
     }
 
     static func string(_ object: [String: Any], _ key: String) -> String {

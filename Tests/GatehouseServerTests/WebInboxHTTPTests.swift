@@ -155,6 +155,29 @@ struct WebInboxHTTPTests {
         }
     }
 
+    @Test("an exact statement with a right-to-left override or other invisible characters is shown with them written out; free text with them is refused")
+    func invisibleCharacters() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob")
+            let sql = "UPDATE accounts SET note = 'paid\u{202E}52.0 :ecnalab' WHERE id = 7\u{2060}"
+            let created = try await server.requestAction(t["alice"]!, text: sql)
+            #expect(created.status == 201, "\(String(decoding: created.body, as: UTF8.self))")
+            let id = try #require(created.string("id"))
+            var bob = Browser(baseURL: server.baseURL)
+            _ = try await bob.signIn(t["bob"]!)
+            let page = try await bob.get("/requests/\(id)")
+            #expect(page.status == 200)
+            #expect(!page.html.unicodeScalars.contains("\u{202E}"), "the override reaches the page raw")
+            #expect(!page.html.unicodeScalars.contains("\u{2060}"))
+            #expect(page.html.contains("\\u{202e}"))
+            for hidden in ["\u{2060}", "\u{00AD}", "\u{E0041}", "\u{3164}", "\u{2028}"] {
+                let refused = try await server.request(t["alice"]!, reason: "INC-9 fix\(hidden) the rows")
+                #expect(refused.status == 400)
+                #expect(refused.string("code") == "deceptive_character")
+            }
+        }
+    }
+
     @Test("the audit page is for admins and shows the chain's verification; grants can be revoked by admins")
     func auditAndRevoke() async throws {
         try await TestServer.with { server in

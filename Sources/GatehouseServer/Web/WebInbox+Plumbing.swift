@@ -66,7 +66,9 @@ extension WebInbox {
 
     func render(_ template: String, title: String, data: [String: Any], layout: [String: Any], nav: String? = nil,
                 request: Request? = nil, status: HTTPResponse.Status = .ok) -> Response {
-        var data = data
+        // Whatever people typed is shown as it is: control, format and invisible characters are written
+        // out (`\u{202e}`) instead of reordering or hiding the text around them.
+        var data = Self.visible(data) as? [String: Any] ?? data
         // Forms inside the page carry the session's CSRF token.
         if data["csrf"] == nil, let csrf = layout["csrf"] { data["csrf"] = csrf }
         let content = library.render(data, withTemplate: template) ?? ""
@@ -82,6 +84,15 @@ extension WebInbox {
         headers[.contentType] = "text/html; charset=utf-8"
         headers[.cacheControl] = "no-store"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    static func visible(_ value: Any) -> Any {
+        switch value {
+        case let text as String: TextRules.visible(text, keepLineBreaks: true)
+        case let object as [String: Any]: object.mapValues(visible)
+        case let list as [Any]: list.map(visible)
+        default: value
+        }
     }
 
     /// Where an error page leads back to: the page a form came from, derived from the form's own
