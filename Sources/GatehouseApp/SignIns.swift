@@ -215,8 +215,10 @@ public struct SignIns: Sendable {
         guard PolicyLoader.isValidName(principal) else {
             throw GatehouseError.invalid("principal", "bad_principal", "'\(principal.prefix(80))' is not a principal name (up to 63 of a-z 0-9 . _ -)")
         }
-        let ended = try await context.write(as: caller) { session, _, now in
-            try await Self.endEverything(of: principal, by: caller.principal, reason: "revoked by an admin", session: session, now: now)
+        let ended = try await context.write(as: caller) { session, policy, now in
+            let live = try await session.liveTokens(principal: principal).filter { !$0.isBootstrapAdmin }
+            try await Tokens.refuseLastAdminLockOut(ending: Set(live.map(\.id)), session: session, policy: policy, now: now)
+            return try await Self.endEverything(of: principal, by: caller.principal, reason: "revoked by an admin", session: session, now: now)
         }
         return ended
     }

@@ -10,22 +10,37 @@ public struct Tokens: Sendable {
 
     public static let bootstrapAdminName = "admin"
 
+    /// What a start found of the bootstrap admin.
+    public enum BootstrapAdmin: Sendable, Equatable {
+        /// Created now from `GATEHOUSE_ADMIN_TOKEN`.
+        case created
+        /// Present and live, with this value.
+        case present
+        /// Present, but `GATEHOUSE_ADMIN_TOKEN` is another value than the first start's (which alone counts).
+        case otherValue
+        /// Revoked (by whom, when): `GATEHOUSE_ADMIN_TOKEN` no longer works.
+        case revoked(by: String, at: Date)
+    }
+
     /// On first start, `GATEHOUSE_ADMIN_TOKEN` becomes the token of the built-in `admin` principal.
-    /// Later starts leave the stored admin alone.
-    public func bootstrapAdmin(token: String) async throws -> Bool {
+    /// Later starts leave the stored admin alone, and say when the variable no longer works.
+    public func bootstrapAdmin(token: String) async throws -> BootstrapAdmin {
         guard token.count >= 16 else {
             throw GatehouseError(.invalid, "admin_token_too_short", "GATEHOUSE_ADMIN_TOKEN must be at least 16 characters; generate one with `openssl rand -hex 24`", field: "GATEHOUSE_ADMIN_TOKEN")
         }
         let clock = context.clock
         return try await context.store.write { session in
             let now = clock.now()
-            guard try await !session.hasBootstrapAdmin() else { return false }
+            if let (existing, hash) = try await session.bootstrapAdminToken() {
+                if let at = existing.revokedAt { return .revoked(by: existing.revokedBy ?? "unknown", at: at) }
+                return TokenSecret.constantTimeEqual(hash, TokenSecret.hash(token)) ? .present : .otherValue
+            }
             let record = TokenRecord(id: Identifier.make("tok"), principal: Self.bootstrapAdminName, description: "bootstrap admin (GATEHOUSE_ADMIN_TOKEN)",
                                      isBootstrapAdmin: true, createdAt: now, createdBy: "system", revokedAt: nil)
             try await session.insertToken(record, hash: TokenSecret.hash(token))
             try await session.appendAudit([AuditEntry(actor: "system", action: .tokenCreated, subject: record.id,
                                                       details: ["principal": record.principal, "admin": "true"])], at: now)
-            return true
+            return .created
         }
     }
 
@@ -114,6 +129,21 @@ public struct Tokens: Sendable {
         return (record, secret)
     }
 
+    /// Refuses to end the last credentials that let anyone administer Gatehouse: nobody could create
+    /// a token or reload the policy afterwards (a restart would not help: the bootstrap token is
+    /// created only once).
+    static func refuseLastAdminLockOut(ending ids: Set<String>, session: StoreSession, policy: Policy, now: Date) async throws {
+        // With a provider whose groups make admins, an admin can always sign in again.
+        if let oidc = policy.identity.oidc, !oidc.mappedGroups.isDisjoint(with: policy.adminGroups) { return }
+        let live = try await session.tokens(includeRevoked: false)
+        let ended = live.filter { ids.contains($0.id) }
+        guard ended.contains(where: { caller(for: $0, policy: policy, now: now)?.isAdmin == true }) else { return }
+        let remaining = live.filter { !ids.contains($0.id) && caller(for: $0, policy: policy, now: now)?.isAdmin == true }
+        guard remaining.isEmpty else { return }
+        throw GatehouseError(.conflict, "last_admin_credential",
+                             "this would end the last credential an admin can use, and nobody could administer Gatehouse afterwards; create another admin token (or sign in as an admin through the identity provider) first")
+    }
+
     /// The token (or session) the caller authenticated with.
     public func record(of caller: Caller) async throws -> TokenRecord? {
         try await context.read { try await $0.token(id: caller.tokenId) }
@@ -126,13 +156,14 @@ public struct Tokens: Sendable {
 
     public func revoke(caller: Caller, id: String) async throws -> TokenRecord {
         try context.requireAdmin(caller, "revoke tokens")
-        return try await context.write(as: caller) { session, _, now in
+        return try await context.write(as: caller) { session, policy, now in
             guard var record = try await session.token(id: id) else {
                 throw GatehouseError(.notFound, "token_not_found", "no token with id \(id); list them with `gatehouse token list`")
             }
             guard record.revokedAt == nil else {
                 throw GatehouseError(.conflict, "token_revoked", "token \(id) is already revoked")
             }
+            try await Self.refuseLastAdminLockOut(ending: [id], session: session, policy: policy, now: now)
             try await session.revokeToken(id: id, by: caller.principal, at: now)
             try await session.appendAudit([AuditEntry(actor: caller.principal, action: .tokenRevoked, subject: id,
                                                       details: ["principal": record.principal])], at: now)

@@ -77,7 +77,13 @@ public struct StoreSession: Sendable {
     }
 
     public func hasBootstrapAdmin() async throws -> Bool {
-        try await db.raw("SELECT id FROM tokens WHERE is_bootstrap_admin = 1 LIMIT 1").first() != nil
+        try await bootstrapAdminToken() != nil
+    }
+
+    /// The bootstrap admin's token (revoked or not) and its hash.
+    public func bootstrapAdminToken() async throws -> (TokenRecord, String)? {
+        guard let row = try await db.raw("SELECT * FROM tokens WHERE is_bootstrap_admin = 1 ORDER BY created_at LIMIT 1").first() else { return nil }
+        return (try Self.token(row), try row.decode(column: "hash", as: String.self))
     }
 
     public func revokeToken(id: String, by: String, at: Date) async throws {

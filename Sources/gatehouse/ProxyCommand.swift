@@ -43,8 +43,13 @@ enum ServerSetup {
                                metrics: metrics)
         if let adminToken {
             do {
-                if try await service.tokens.bootstrapAdmin(token: adminToken) {
-                    logger.notice("created the bootstrap admin from GATEHOUSE_ADMIN_TOKEN")
+                switch try await service.tokens.bootstrapAdmin(token: adminToken) {
+                case .created: logger.notice("created the bootstrap admin from GATEHOUSE_ADMIN_TOKEN")
+                case .present: break
+                case .otherValue:
+                    logger.warning("GATEHOUSE_ADMIN_TOKEN is not the bootstrap admin's token: only the value of the first start counts, and this one will be refused")
+                case .revoked(let by, let at):
+                    logger.warning("the bootstrap admin token was revoked by \(by) at \(at.rfc3339): GATEHOUSE_ADMIN_TOKEN no longer works; another admin must create admin tokens")
                 }
             } catch {
                 await store.close()
