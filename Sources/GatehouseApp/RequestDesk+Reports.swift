@@ -17,6 +17,9 @@ extension RequestDesk {
             guard request.requester != caller.principal else {
                 throw GatehouseError(.forbidden, "self_report", "you cannot report your own request; cancel it with `gatehouse cancel \(id)`")
             }
+            guard ReportScope.isReportable(request, isAdmin: caller.isAdmin, now: now) else {
+                throw GatehouseError(.conflict, "not_reportable", "request \(id) was \(request.state.rawValue) more than a day ago; report a request that is waiting or was just decided, or ask a reviewer (`antispam.reviewers`) to look at \(request.requester)")
+            }
             let requester = request.requester
             var entries = [AuditEntry(actor: caller.principal, action: .requestReported, subject: id, resource: request.resource,
                                       details: ["principal": requester, "comment": comment])]
@@ -25,16 +28,23 @@ extension RequestDesk {
                                                    details: ["principal": requester, "request_id": id, "comment": comment])
             // A fixed reason: the reporter's comment is in the audit log, and cannot push this past its length limit.
             let why = "requester reported as suspicious by \(caller.principal)"
+            var held: [String] = []
             for grant in try await session.grants(.init(principal: requester, activeAt: now, limit: 1000)) {
+                guard ReportScope.revokes(grant, reporter: caller.principal, isAdmin: caller.isAdmin, policy: policy) else {
+                    held.append(grant.id)
+                    continue
+                }
                 let revoked = try GrantLifecycle.revoke(grant, by: caller.principal, isAdmin: true, reason: why, now: now)
                 guard try await session.endGrant(revoked) else { continue }
                 entries.append(AuditEntry(actor: caller.principal, action: .grantRevoked, subject: grant.id, resource: grant.resource,
                                           details: ["principal": requester, "role": grant.role, "reason": why]))
             }
+            if !held.isEmpty { entries[0].details["held_grants"] = held.joined(separator: ",") }
             try await session.appendAudit(entries, at: now)
+            let heldNote = held.isEmpty ? "" : "; grants on other resources are held (unusable while blocked) for you to revoke or keep: \(held.joined(separator: ", "))"
             for reviewer in policy.members(of: policy.reviewerGroups).sorted() where reviewer != caller.principal && policy.principals[reviewer]?.kind == .user {
                 try await session.insertNotification(OutboxNotification(id: Identifier.make("ntf"), recipient: reviewer, kind: .report, requestIds: [id],
-                                                                        summary: "\(caller.principal) reported \(requester)'s request \(id) as suspicious; \(requester) is blocked", createdAt: now))
+                                                                        summary: "\(caller.principal) reported \(requester)'s request \(id) as suspicious; \(requester) is blocked\(heldNote)", createdAt: now))
                 metrics.notification("report")
             }
             metrics.antiSpam("blocked", reason: "report")

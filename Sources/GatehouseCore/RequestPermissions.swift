@@ -1,3 +1,5 @@
+import Foundation
+
 /// Who may do what with a request. One predicate, used alike to list requests, to enforce a
 /// decision, and to show or hide buttons on the request page, so the three cannot disagree.
 /// The state rules (pending, quarantined, expired) stay in `RequestLifecycle`; this answers only
@@ -55,5 +57,29 @@ public enum RequestPermissions {
         policy.resources.values.filter { resource in
             (Array(resource.roles.values) + (resource.actions.map { [$0] } ?? [])).contains { policy.eligibleApprovers(for: $0).contains(principal) }
         }.map(\.name)
+    }
+}
+
+/// What a report may reach. Reporting blocks a person and takes their access away, so an approver's
+/// report is about a request in front of them now, and takes away only what they could have refused.
+public enum ReportScope {
+    /// A decided request can be reported for this long after its decision.
+    public static let recentlyDecided: TimeInterval = 24 * 3600
+
+    /// Whether the request can still be reported: waiting (pending or held), or decided within the
+    /// last day. Admins may report any request.
+    public static func isReportable(_ request: AccessRequest, isAdmin: Bool, now: Date) -> Bool {
+        if isAdmin { return true }
+        switch request.state {
+        case .pending, .quarantined: return true
+        default: return request.decidedAt.map { now.timeIntervalSince($0) <= recentlyDecided } ?? false
+        }
+    }
+
+    /// Whether a report revokes this grant at once: admins and reviewers revoke every grant; an
+    /// approver only grants on resources they approve for. The others stay, unusable while the
+    /// requester is blocked, for a reviewer to revoke or keep.
+    public static func revokes(_ grant: Grant, reporter: String, isAdmin: Bool, policy: Policy) -> Bool {
+        isAdmin || policy.isReviewer(reporter) || RequestPermissions.approvableResources(reporter, policy: policy).contains(grant.resource)
     }
 }
