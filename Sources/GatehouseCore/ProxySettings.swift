@@ -62,8 +62,15 @@ public struct ProxySettings: Sendable, Equatable {
         self.audit = audit
     }
 
+    /// Whether the upstream is this machine: `localhost`, `::1`, or an IPv4 address in 127.0.0.0/8
+    /// written as one. A host name that merely starts with `127.` (say `127.db.example.com`) is not.
     public static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        let name = host.lowercased()
+        if name == "localhost" || name == "::1" || name == "[::1]" { return true }
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts.allSatisfy({ !$0.isEmpty && $0.count <= 3 && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }) else { return false }
+        let octets = parts.compactMap { Int($0) }
+        return octets.count == 4 && octets.allSatisfy { $0 <= 255 } && octets[0] == 127
     }
 
     /// The database password, read now.
