@@ -12,22 +12,30 @@ public struct SystemClock: WallClock {
     public func now() -> Date { Date() }
 }
 
-/// A clock that only moves when told to; for tests and for replaying events.
+/// A clock that only moves when told to; for tests and for replaying events. `followingRealTime`:
+/// it runs with the real clock from where it was put (tests that meet a real identity provider,
+/// whose tokens carry real times, yet still jump ahead).
 public final class ManualClock: WallClock {
+    /// The time shown, minus the real time when `following`.
     private let current: Mutex<Date>
+    private let following: Bool
 
-    public init(_ start: Date = Date(timeIntervalSince1970: 1_800_000_000)) {
-        current = Mutex(start)
+    public init(_ start: Date = Date(timeIntervalSince1970: 1_800_000_000), followingRealTime: Bool = false) {
+        following = followingRealTime
+        current = Mutex(followingRealTime ? Date(timeIntervalSince1970: start.timeIntervalSince(Date())) : start)
     }
 
-    public func now() -> Date { current.withLock { $0 } }
+    public func now() -> Date {
+        let value = current.withLock { $0 }
+        return following ? Date().addingTimeInterval(value.timeIntervalSince1970) : value
+    }
 
     public func advance(by seconds: TimeInterval) {
         current.withLock { $0 = $0.addingTimeInterval(seconds) }
     }
 
     public func set(_ date: Date) {
-        current.withLock { $0 = date }
+        current.withLock { $0 = following ? Date(timeIntervalSince1970: date.timeIntervalSince(Date())) : date }
     }
 }
 

@@ -43,6 +43,16 @@ public struct ProxySettings: Sendable, Equatable {
     public var keyFile: String?
     public var plaintext: PlaintextClients
     public var audit: StatementAudit
+    /// Whether the proxy may answer a database's request for a cleartext or md5 password when the
+    /// database's certificate is not verified (and it is not on this machine). Off by default: a
+    /// server pretending to be the database would learn the password. SCRAM proves both sides.
+    public var unverifiedPassword = false
+
+    /// Whether the proxy's password may go to the database as cleartext or md5: the server is this
+    /// machine, or its certificate is verified, or the policy allows it.
+    public var weakPasswordAllowed: Bool {
+        unverifiedPassword || upstreamTLS == .verifyFull || ProxySettings.isLoopback(upstreamHost)
+    }
 
     public init(listenHost: String = "127.0.0.1", listenPort: Int, upstreamHost: String, upstreamPort: Int = 5432,
                 database: String, user: String, password: PasswordSource, upstreamTLS: UpstreamTLS? = nil,
@@ -105,7 +115,7 @@ extension PolicyLoader.Reader {
     mutating func proxySettings(_ node: Node, resource: String) -> ProxySettings? {
         let what = "`proxy` of resource `\(resource)`"
         var listen: (String, Int)?
-        var upstream: (host: String, port: Int, database: String, user: String, password: ProxySettings.PasswordSource, tls: ProxySettings.UpstreamTLS?)?
+        var upstream: (host: String, port: Int, database: String, user: String, password: ProxySettings.PasswordSource, tls: ProxySettings.UpstreamTLS?, unverifiedPassword: Bool)?
         var certificate: String?, key: String?
         var plaintext = ProxySettings.PlaintextClients.loopback
         var audit = ProxySettings.StatementAudit.dangerous
@@ -140,16 +150,20 @@ extension PolicyLoader.Reader {
             error(node, "\(what) needs `upstream: {host, port, database, user, password_env or password_file}`")
         }
         guard let listen, let upstream else { return nil }
-        return ProxySettings(listenHost: listen.0, listenPort: listen.1, upstreamHost: upstream.host, upstreamPort: upstream.port,
-                             database: upstream.database, user: upstream.user, password: upstream.password, upstreamTLS: upstream.tls,
-                             certificateFile: certificate, keyFile: key, plaintext: plaintext, audit: audit)
+        var settings = ProxySettings(listenHost: listen.0, listenPort: listen.1, upstreamHost: upstream.host, upstreamPort: upstream.port,
+                                     database: upstream.database, user: upstream.user, password: upstream.password, upstreamTLS: upstream.tls,
+                                     certificateFile: certificate, keyFile: key, plaintext: plaintext, audit: audit)
+        settings.unverifiedPassword = upstream.unverifiedPassword
+        return settings
     }
 
     private mutating func proxyUpstream(_ node: Node, what: String)
-        -> (host: String, port: Int, database: String, user: String, password: ProxySettings.PasswordSource, tls: ProxySettings.UpstreamTLS?)? {
+        -> (host: String, port: Int, database: String, user: String, password: ProxySettings.PasswordSource, tls: ProxySettings.UpstreamTLS?, unverifiedPassword: Bool)? {
         var host: String?, port = 5432, database: String?, user: String?, password: ProxySettings.PasswordSource?
         var tls: ProxySettings.UpstreamTLS?
-        let fields = entries(node, what, allowed: ["host", "port", "database", "user", "password_env", "password_file", "sslmode", "password"])
+        var unverifiedPassword = false
+        let fields = entries(node, what, allowed: ["host", "port", "database", "user", "password_env", "password_file", "sslmode",
+                                                   "unverified_password", "password"])
         for (field, keyNode, value) in fields {
             switch field {
             case "host": host = string(value, "\(what).host")
@@ -168,6 +182,12 @@ extension PolicyLoader.Reader {
                 }
             case "sslmode":
                 tls = choice(value, "\(what).sslmode", ProxySettings.UpstreamTLS.allCases)
+            case "unverified_password":
+                switch value.scalar?.string {
+                case "allow": unverifiedPassword = true
+                case "refuse": unverifiedPassword = false
+                default: error(value, "\(what).unverified_password must be `allow` or `refuse` (the default): whether the proxy's password may go as cleartext or md5 to a database whose certificate is not verified")
+                }
             default:
                 error(keyNode, "\(what): the database password is never written in the policy file; put it in an environment variable (password_env: NAME) or a file readable only by Gatehouse (password_file: PATH)")
             }
@@ -179,7 +199,7 @@ extension PolicyLoader.Reader {
             error(node, "\(what) needs `password_env: NAME` or `password_file: PATH` for the proxy's database password")
         }
         guard let host, let database, let user, let password else { return nil }
-        return (host, port, database, user, password, tls)
+        return (host, port, database, user, password, tls, unverifiedPassword)
     }
 
     private mutating func hostPort(_ node: Node, _ what: String) -> (String, Int)? {

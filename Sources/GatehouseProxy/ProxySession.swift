@@ -210,7 +210,8 @@ struct ProxySession {
             self.identity = identity
             self.grants = grants
             startedReadWrite = !Self.readOnly(grants)
-            phase = .upstreamLogin(UpstreamLogin(user: settings.proxy.user, password: settings.password))
+            phase = .upstreamLogin(UpstreamLogin(user: settings.proxy.user, password: settings.password,
+                                                 weakAllowed: settings.proxy.weakPasswordAllowed))
             return .connectUpstream(startup: Wire.startup(Self.startupParameters(settings.proxy, grants: grants, client: parameters)))
         }
     }

@@ -75,12 +75,17 @@ public struct UpstreamLogin: Sendable {
     private var scram: ScramSHA256Client?
     private var scramVerified = false
     private let nonce: String?
+    /// Whether cleartext and md5 may be answered (see `ProxySettings.weakPasswordAllowed`).
+    let weakAllowed: Bool
 
-    public init(user: String, password: String, scramNonce: String? = nil) {
+    public init(user: String, password: String, scramNonce: String? = nil, weakAllowed: Bool = false) {
         self.user = user
         self.password = password
         self.nonce = scramNonce
+        self.weakAllowed = weakAllowed
     }
+
+    static let weakRefused = "the database asks for the proxy's password in cleartext or md5, but its certificate is not verified: a server pretending to be it would learn the password. Use scram-sha-256 for the proxy's user (password_encryption), `sslmode: verify-full`, or `unverified_password: allow` in the upstream section"
 
     public mutating func receive(_ message: BackendMessage) -> Step {
         switch message {
@@ -91,8 +96,10 @@ public struct UpstreamLogin: Sendable {
             }
             return .authenticated
         case .authentication(.cleartextPassword):
+            guard weakAllowed else { return .failed(Self.weakRefused) }
             return .send(Wire.password(Array(password.utf8) + [0]))
         case .authentication(.md5Password(let salt)):
+            guard weakAllowed else { return .failed(Self.weakRefused) }
             guard salt.count == 4 else { return .failed("the database sent an MD5 salt of \(salt.count) bytes instead of 4") }
             let inner = Self.md5Hex(Array(password.utf8) + Array(user.utf8))
             let outer = "md5" + Self.md5Hex(Array(inner.utf8) + salt)

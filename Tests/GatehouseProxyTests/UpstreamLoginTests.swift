@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import NIOCore
+import GatehouseCore
 import Testing
 @testable import GatehouseProxy
 
@@ -53,7 +54,7 @@ import Testing
     // MARK: password and md5
 
     @Test func cleartextPasswordIsSentWithItsNUL() throws {
-        var login = UpstreamLogin(user: "gatehouse", password: "s3cret")
+        var login = UpstreamLogin(user: "gatehouse", password: "s3cret", weakAllowed: true)
         #expect(try password(login.receive(.authentication(.cleartextPassword))) == Array("s3cret".utf8) + [0])
     }
 
@@ -64,14 +65,45 @@ import Testing
         let expected = "md5" + hex(Insecure.MD5.hash(data: Array(inner.utf8) + salt))
         #expect(expected == "md5bb41a296aab6baccb36ff243a562abff", "the same value computed with Python's hashlib")
 
-        var login = UpstreamLogin(user: user, password: secret)
+        var login = UpstreamLogin(user: user, password: secret, weakAllowed: true)
         #expect(try password(login.receive(.authentication(.md5Password(salt: salt)))) == Array(expected.utf8) + [0])
         #expect(UpstreamLogin.md5Hex(Array("abc".utf8)) == "900150983cd24fb0d6963f7d28e17f72")
     }
 
     @Test func md5WithoutAFourByteSaltFails() {
-        var login = UpstreamLogin(user: "u", password: "p")
+        var login = UpstreamLogin(user: "u", password: "p", weakAllowed: true)
         #expect(isFailed(login.receive(.authentication(.md5Password(salt: [1, 2, 3])))))
+    }
+
+    @Test func cleartextAndMD5AreRefusedToAnUnverifiedServer() throws {
+        var login = UpstreamLogin(user: "u", password: "p", weakAllowed: false)
+        guard case .failed(let why) = login.receive(.authentication(.cleartextPassword)) else { Issue.record("cleartext was answered"); return }
+        #expect(why.contains("not verified"))
+        var md5 = UpstreamLogin(user: "u", password: "p", weakAllowed: false)
+        #expect(isFailed(md5.receive(.authentication(.md5Password(salt: [1, 2, 3, 4])))))
+    }
+
+    @Test("cleartext and md5 only to this machine, a verified certificate, or with unverified_password: allow", arguments: [
+        ("127.0.0.1", "prefer", "refuse", true), ("db.example.com", "verify-full", "refuse", true),
+        ("db.example.com", "require", "refuse", false), ("db.example.com", "prefer", "refuse", false),
+        ("127.db.example.com", "require", "refuse", false), ("db.example.com", "require", "allow", true),
+    ])
+    func weakPasswordRule(host: String, sslmode: String, unverified: String, allowed: Bool) throws {
+        let yaml = """
+            version: 1
+            principals: {alice: {groups: [engineers]}}
+            resources:
+              prod-db:
+                kind: postgres
+                roles:
+                  read: {requesters: [engineers], approvals: 0, max_duration: 1h, allows: read}
+                proxy:
+                  listen: 127.0.0.1:6432
+                  upstream: {host: "\(host)", database: app, user: proxy, password_env: P, sslmode: \(sslmode), unverified_password: \(unverified)}
+            """
+        let result = PolicyLoader.load(yaml: yaml)
+        let proxy = try #require(result.policy?.resources["prod-db"]?.proxy, "\(result.problems)")
+        #expect(proxy.weakPasswordAllowed == allowed)
     }
 
     // MARK: SCRAM-SHA-256

@@ -26,7 +26,7 @@ struct ProviderSignInTests {
     /// A server on the real clock (ID tokens carry real times), switched to the provider.
     static func withSignIn<T>(identityExtra: String = "", _ body: (TestServer, TestProvider) async throws -> T) async throws -> T {
         try await TestProvider.with { provider in
-            try await TestServer.with(clockStart: Date()) { server in
+            try await TestServer.with(realTime: true) { server in
                 try server.writePolicy(resources + provider.identityYAML(baseURL: server.baseURL, extra: identityExtra), reload: true)
                 #expect(server.service.policies.policy.identity.oidc != nil)
                 return try await body(server, provider)
@@ -177,7 +177,7 @@ struct ProviderSignInTests {
     @Test("with the provider on, no admin can hold a person's token: tokens are for service accounts, a person's old API token stops working")
     func noTokensForPeople() async throws {
         try await TestProvider.with { provider in
-            try await TestServer.with(clockStart: Date()) { server in
+            try await TestServer.with(realTime: true) { server in
                 let oldToken = try await server.token(for: "alice")
                 #expect(try await server.send(.GET, "/v1/whoami", token: oldToken).status == 200)
                 try server.writePolicy(Self.resources + provider.identityYAML(baseURL: server.baseURL), reload: true)
@@ -323,7 +323,7 @@ struct ProviderSignInTests {
             let erin = try #require(try await Self.apiSignIn(server, provider, as: "erin").string("token"))
             await provider.halt()
             // A new instance (nothing cached) cannot even start a sign-in.
-            try await TestServer.with(clockStart: Date()) { fresh in
+            try await TestServer.with(realTime: true) { fresh in
                 try fresh.writePolicy(Self.resources + provider.identityYAML(baseURL: fresh.baseURL), reload: true)
                 var browser = Browser(baseURL: fresh.baseURL)
                 let page = try await browser.get("/auth/sign-in")

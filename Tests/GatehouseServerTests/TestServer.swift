@@ -65,9 +65,10 @@ final class TestServer: Sendable {
     var databasePath: String { folder.appendingPathComponent("gatehouse.db").path }
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    /// `clockStart`: where the test's clock begins (tests that meet a real identity provider start at the real time).
+    /// `realTime`: the test's clock runs with the real one (tests that meet a real identity provider,
+    /// whose tokens carry real times); it can still be moved ahead.
     static func start(policy: String = policyYAML, store kind: TestDatabase.Kind = TestDatabase.configuredKind,
-                      clockStart: Date = Date(timeIntervalSince1970: 1_800_000_000)) async throws -> TestServer {
+                      realTime: Bool = false) async throws -> TestServer {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let policyPath = folder.appendingPathComponent("policy.yaml").path
@@ -78,7 +79,7 @@ final class TestServer: Sendable {
         let initialPolicy = try PolicyLoader.loadValid(file: policyPath)
         let database = try await TestDatabase.fresh(kind, folder: folder)
         let store = try await database.open(logger: logger)
-        let clock = ManualClock(clockStart)
+        let clock = realTime ? ManualClock(Date(), followingRealTime: true) : ManualClock()
         let metrics = GatehouseMetrics()
         let service = UseCases(store: store, policies: PolicyHolder(initialPolicy, path: policyPath),
                                clock: clock, logger: logger, metrics: metrics)
@@ -121,9 +122,9 @@ final class TestServer: Sendable {
 
     /// Runs `body` against a fresh server and always stops it.
     static func with<T>(policy: String = policyYAML, store kind: TestDatabase.Kind = TestDatabase.configuredKind,
-                        clockStart: Date = Date(timeIntervalSince1970: 1_800_000_000),
+                        realTime: Bool = false,
                         _ body: (TestServer) async throws -> T) async throws -> T {
-        let server = try await start(policy: policy, store: kind, clockStart: clockStart)
+        let server = try await start(policy: policy, store: kind, realTime: realTime)
         do {
             let result = try await body(server)
             await server.stop()
