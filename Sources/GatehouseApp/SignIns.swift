@@ -55,6 +55,8 @@ public struct SignIns: Sendable {
                 throw GatehouseError.invalid("redirect_uri", "bad_redirect_uri", "the CLI's redirect_uri must be http://127.0.0.1:PORT/callback (RFC 8252 loopback)")
             }
             redirect = loopbackRedirect
+        case .device:
+            throw GatehouseError.invalid("purpose", "device_via_begin", "a device sign-in starts with `beginDevice`")
         }
         let state = Identifier.make("st", bytes: 24)
         let nonce = Identifier.make("n", bytes: 24)
@@ -102,6 +104,42 @@ public struct SignIns: Sendable {
 
     static func unknownState() -> GatehouseError {
         GatehouseError(.unauthorized, ErrorCode.signInRefused, "this sign-in is unknown, was already used, or took longer than 10 minutes; start again from the sign-in page or `gatehouse login`")
+    }
+
+    /// Remembers a device sign-in the provider started (RFC 8628): the provider's device code stays
+    /// on the server; the CLI polls with a secret of its own. Returns that secret.
+    public func beginDevice(deviceCode: String, expiresIn: TimeInterval) async throws -> (secret: String, expiresAt: Date) {
+        _ = try requireProvider()
+        let secret = Identifier.make("ghd", bytes: 24)
+        let clock = context.clock
+        let expiresAt = try await context.write { session in
+            let now = clock.now()
+            try await session.prunePendingSignIns(now: now)
+            guard try await session.pendingSignInCount() < Self.pendingCap else {
+                throw GatehouseError(.tooManyRequests, ErrorCode.tooManyRequests, "too many sign-ins are under way; try again in a few minutes")
+            }
+            let pending = PendingSignIn(stateHash: TokenSecret.hash(secret), nonce: "", verifier: deviceCode, purpose: .device, redirectURI: "",
+                                        clientHash: nil, createdAt: now, expiresAt: now.addingTimeInterval(min(max(expiresIn, 60), Self.pendingLifetime)))
+            try await session.insertPendingSignIn(pending)
+            return pending.expiresAt
+        }
+        return (secret, expiresAt)
+    }
+
+    /// The device sign-in a poll names, still under way.
+    public func pendingDevice(secret: String) async throws -> PendingSignIn {
+        _ = try requireProvider()
+        guard secret.utf8.count <= 128 else { throw Self.unknownState() }
+        let hash = TokenSecret.hash(secret)
+        let pending = try await context.read { try await $0.pendingSignIn(stateHash: hash) }
+        guard let pending, pending.purpose == .device, pending.expiresAt > context.clock.now() else { throw Self.unknownState() }
+        return pending
+    }
+
+    /// A device sign-in is over (signed in, refused or expired): its secret stops working.
+    public func endDevice(secret: String) async throws {
+        let hash = TokenSecret.hash(secret)
+        try await context.write { session in try await session.deletePendingSignIn(stateHash: hash) }
     }
 
     /// A session issued for a verified person.

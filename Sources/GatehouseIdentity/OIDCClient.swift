@@ -48,8 +48,12 @@ public final class OIDCClient: Sendable {
         public var jwksURI: String
         public var signingAlgorithms: [String]?
         public var codeChallengeMethods: [String]?
+        public var deviceAuthorizationEndpoint: String?
+        public var userinfoEndpoint: String?
 
         enum CodingKeys: String, CodingKey {
+            case deviceAuthorizationEndpoint = "device_authorization_endpoint"
+            case userinfoEndpoint = "userinfo_endpoint"
             case issuer
             case authorizationEndpoint = "authorization_endpoint"
             case tokenEndpoint = "token_endpoint"
@@ -186,33 +190,116 @@ public final class OIDCClient: Sendable {
     /// PKCE verifier) and returns the ID token.
     public func exchange(code: String, verifier: String, redirectURI: String) async throws -> String {
         let discovery = try await discovery()
-        let form = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirectURI), ("code_verifier", verifier)]
-            .map { "\($0.0)=\(Self.formEncode($0.1))" }.joined(separator: "&")
-        var request = HTTPClientRequest(url: discovery.tokenEndpoint)
+        let (status, object) = try await postForm(discovery.tokenEndpoint, [
+            ("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirectURI), ("code_verifier", verifier),
+        ], what: "the token endpoint")
+        guard status == 200 else { throw Self.tokenEndpointRefusal(status: status, object: object, what: "code exchange") }
+        guard let idToken = object["id_token"] as? String else {
+            throw OIDCError.refused(SignInRefusal("missing_id_token", "the provider returned no ID token; is `openid` among identity.oidc.scopes and is OpenID Connect enabled for this client?"))
+        }
+        return idToken
+    }
+
+    // MARK: the device authorization grant (RFC 8628)
+
+    /// What the person is shown to sign in from another device.
+    public struct DeviceAuthorization: Sendable {
+        public var deviceCode: String
+        public var userCode: String
+        public var verificationURI: String
+        public var verificationURIComplete: String?
+        public var expiresIn: TimeInterval
+        public var interval: Int
+    }
+
+    public enum DevicePoll: Sendable {
+        case pending
+        case slowDown
+        case signedIn(IDTokenClaims)
+    }
+
+    /// Asks the provider for a device code and a user code.
+    public func startDevice() async throws -> DeviceAuthorization {
+        let discovery = try await discovery()
+        guard let endpoint = discovery.deviceAuthorizationEndpoint else {
+            throw OIDCError.refused(SignInRefusal("device_flow_unavailable", "the identity provider does not offer the device authorization grant; run `gatehouse login` without --device on a machine with a browser"))
+        }
+        let (status, object) = try await postForm(endpoint, [("client_id", settings.clientID), ("scope", settings.scopes.joined(separator: " "))],
+                                                  what: "the device authorization endpoint")
+        guard status == 200, let deviceCode = object["device_code"] as? String, let userCode = object["user_code"] as? String,
+              let uri = object["verification_uri"] as? String else {
+            throw Self.tokenEndpointRefusal(status: status, object: object, what: "device authorization")
+        }
+        return DeviceAuthorization(deviceCode: deviceCode, userCode: userCode, verificationURI: uri,
+                                   verificationURIComplete: object["verification_uri_complete"] as? String,
+                                   expiresIn: (object["expires_in"] as? NSNumber)?.doubleValue ?? 600,
+                                   interval: max(1, (object["interval"] as? NSNumber)?.intValue ?? 5))
+    }
+
+    /// Asks the provider whether the person has approved the device sign-in. The ID token, when the
+    /// provider gives one, is verified like any other; otherwise the claims come from the provider's
+    /// userinfo endpoint, called with the access token over the same connection to the issuer.
+    public func pollDevice(deviceCode: String, now: Date = Date()) async throws -> DevicePoll {
+        let discovery = try await discovery()
+        let (status, object) = try await postForm(discovery.tokenEndpoint, [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", deviceCode), ("client_id", settings.clientID),
+        ], what: "the token endpoint")
+        if status != 200 {
+            switch object["error"] as? String {
+            case "authorization_pending": return .pending
+            case "slow_down": return .slowDown
+            case "access_denied": throw OIDCError.refused(SignInRefusal("device_denied", "the sign-in was refused at the identity provider"))
+            case "expired_token": throw OIDCError.refused(SignInRefusal("device_expired", "the code expired before anyone entered it; run `gatehouse login --device` again"))
+            default: throw Self.tokenEndpointRefusal(status: status, object: object, what: "device sign-in")
+            }
+        }
+        if let idToken = object["id_token"] as? String {
+            return .signedIn(try await verify(idToken: idToken, nonce: nil, now: now))
+        }
+        guard let accessToken = object["access_token"] as? String, let userinfo = discovery.userinfoEndpoint else {
+            throw OIDCError.refused(SignInRefusal("missing_id_token", "the provider returned neither an ID token nor a userinfo endpoint for the device sign-in"))
+        }
+        var request = HTTPClientRequest(url: userinfo)
+        request.headers.add(name: "Authorization", value: "Bearer \(accessToken)")
+        request.headers.add(name: "Accept", value: "application/json")
+        let (infoStatus, data) = try await send(request, what: "the userinfo endpoint")
+        guard infoStatus == 200, var payload = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw OIDCError.refused(SignInRefusal("userinfo_refused", "the provider's userinfo endpoint answered \(infoStatus)"))
+        }
+        // Userinfo is the issuer's own answer about this access token: it names no issuer, audience or times.
+        payload["iss"] = settings.issuer
+        payload["aud"] = settings.clientID
+        payload["iat"] = now.timeIntervalSince1970
+        payload["exp"] = now.timeIntervalSince1970 + 60
+        guard let claims = Self.claims(payload: payload, groupsClaim: settings.groupsClaim) else {
+            throw OIDCError.refused(SignInRefusal("missing_claim", "the provider's userinfo has no `sub`"))
+        }
+        return .signedIn(claims)
+    }
+
+    func postForm(_ url: String, _ fields: [(String, String)], what: String) async throws -> (Int, [String: Any]) {
+        var request = HTTPClientRequest(url: url)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
         request.headers.add(name: "Accept", value: "application/json")
         let credentials = Data("\(Self.formEncode(settings.clientID)):\(Self.formEncode(clientSecret))".utf8).base64EncodedString()
         request.headers.add(name: "Authorization", value: "Basic \(credentials)")
-        request.body = .bytes(ByteBuffer(string: form))
-        let (status, data) = try await send(request, what: "the token endpoint")
-        let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
-        guard status == 200 else {
-            let error = object?["error"] as? String ?? "HTTP \(status)"
-            let detail = (object?["error_description"] as? String).map { ": \($0.prefix(200))" } ?? ""
-            switch error {
-            case "invalid_client":
-                throw OIDCError.refused(SignInRefusal("provider_refused_client", "the provider refused Gatehouse's client credentials (invalid_client\(detail)); check identity.oidc.client_id and the client secret"))
-            case "invalid_grant":
-                throw OIDCError.refused(SignInRefusal("provider_refused_code", "the provider refused the sign-in code (invalid_grant\(detail)): it was used already, expired, or does not match this sign-in; start again"))
-            default:
-                throw OIDCError.refused(SignInRefusal("provider_refused", "the provider refused the code exchange (\(error)\(detail))"))
-            }
+        request.body = .bytes(ByteBuffer(string: fields.map { "\($0.0)=\(Self.formEncode($0.1))" }.joined(separator: "&")))
+        let (status, data) = try await send(request, what: what)
+        return (status, (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:])
+    }
+
+    static func tokenEndpointRefusal(status: Int, object: [String: Any], what: String) -> OIDCError {
+        let error = object["error"] as? String ?? "HTTP \(status)"
+        let detail = (object["error_description"] as? String).map { ": \($0.prefix(200))" } ?? ""
+        switch error {
+        case "invalid_client":
+            return .refused(SignInRefusal("provider_refused_client", "the provider refused Gatehouse's client credentials (invalid_client\(detail)); check identity.oidc.client_id and the client secret"))
+        case "invalid_grant":
+            return .refused(SignInRefusal("provider_refused_code", "the provider refused the sign-in code (invalid_grant\(detail)): it was used already, expired, or does not match this sign-in; start again"))
+        default:
+            return .refused(SignInRefusal("provider_refused", "the provider refused the \(what) (\(error)\(detail))"))
         }
-        guard let idToken = object?["id_token"] as? String else {
-            throw OIDCError.refused(SignInRefusal("missing_id_token", "the provider returned no ID token; is `openid` among identity.oidc.scopes and is OpenID Connect enabled for this client?"))
-        }
-        return idToken
     }
 
     /// Verifies an ID token's signature against the provider's keys and its claims against this

@@ -68,6 +68,24 @@ struct APIHandler: APIProtocol {
                                                 groups: established.token.groups ?? [], expiresAt: established.token.expiresAt ?? Date()))))
     }
 
+    func startDeviceLogin(_ input: Operations.StartDeviceLogin.Input) async throws -> Operations.StartDeviceLogin.Output {
+        let (device, secret, expiresAt) = try await provider.startDevice()
+        return .created(.init(body: .json(.init(userCode: device.userCode, verificationUri: device.verificationURI,
+                                                verificationUriComplete: device.verificationURIComplete, deviceSecret: secret,
+                                                interval: device.interval, expiresAt: expiresAt))))
+    }
+
+    func pollDeviceLogin(_ input: Operations.PollDeviceLogin.Input) async throws -> Operations.PollDeviceLogin.Output {
+        guard case .json(let body) = input.body else { throw GatehouseError.invalid("device_secret", "missing_body", "send {\"device_secret\": ...}") }
+        switch try await provider.pollDevice(secret: body.deviceSecret, sourceIP: RequestInfo.current.remoteAddress) {
+        case .pending(let slowDown):
+            return .ok(.init(body: .json(.init(status: slowDown ? .slowDown : .pending, interval: slowDown ? 10 : 5))))
+        case .signedIn(let established):
+            return .created(.init(body: .json(.init(token: established.secret, principal: established.caller.principal,
+                                                    groups: established.token.groups ?? [], expiresAt: established.token.expiresAt ?? Date()))))
+        }
+    }
+
     func logout(_ input: Operations.Logout.Input) async throws -> Operations.Logout.Output {
         try await service.signIns.signOut(caller: caller())
         return .noContent(.init())

@@ -72,6 +72,45 @@ final class ProviderLink: Sendable {
         return try await service.signIns.establish(claims: claims, purpose: purpose, sourceIP: sourceIP)
     }
 
+    /// Starts a device sign-in (RFC 8628) at the provider, for a terminal without a browser.
+    func startDevice() async throws -> (OIDCClient.DeviceAuthorization, secret: String, expiresAt: Date) {
+        let client = try client()
+        do {
+            let device = try await client.startDevice()
+            let (secret, expiresAt) = try await service.signIns.beginDevice(deviceCode: device.deviceCode, expiresIn: device.expiresIn)
+            return (device, secret, expiresAt)
+        } catch let error as OIDCError {
+            throw Self.gatehouseError(error)
+        }
+    }
+
+    enum DeviceOutcome {
+        case pending(slowDown: Bool)
+        case signedIn(SignIns.Established)
+    }
+
+    /// One poll of a device sign-in: still waiting, or signed in (or refused, audited, and over).
+    func pollDevice(secret: String, sourceIP: String?) async throws -> DeviceOutcome {
+        let client = try client()
+        let pending = try await service.signIns.pendingDevice(secret: secret)
+        let claims: IDTokenClaims
+        do {
+            switch try await client.pollDevice(deviceCode: pending.verifier, now: service.clock.now()) {
+            case .pending: return .pending(slowDown: false)
+            case .slowDown: return .pending(slowDown: true)
+            case .signedIn(let found): claims = found
+            }
+        } catch let error as OIDCError {
+            if case .refused(let refusal) = error {
+                try? await service.signIns.endDevice(secret: secret)
+                await service.signIns.refuse(refusal, issuer: client.settings.issuer, subject: nil, sourceIP: sourceIP)
+            }
+            throw Self.gatehouseError(error)
+        }
+        try await service.signIns.endDevice(secret: secret)
+        return .signedIn(try await service.signIns.establish(claims: claims, purpose: .device, sourceIP: sourceIP))
+    }
+
     static func gatehouseError(_ error: OIDCError) -> GatehouseError {
         switch error {
         case .providerUnavailable(let message): GatehouseError(.unavailable, ErrorCode.providerUnavailable, message)

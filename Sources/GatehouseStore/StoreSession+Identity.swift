@@ -27,7 +27,8 @@ public struct IdentityBinding: Sendable, Equatable {
 /// A sign-in under way: what the callback must find again. The state's hash is the key, so a state
 /// is used once; the PKCE verifier and the nonce never leave the server.
 public struct PendingSignIn: Sendable, Equatable {
-    public enum Purpose: String, Sendable { case web, cli }
+    /// `device`: the CLI's device authorization grant (RFC 8628); `verifier` then holds the provider's device code.
+    public enum Purpose: String, Sendable { case web, cli, device }
     public var stateHash: String
     public var nonce: String
     public var verifier: String
@@ -124,8 +125,18 @@ extension StoreSession {
 
     /// Removes and returns the sign-in with this state: a second callback with the same state finds nothing.
     public func takePendingSignIn(stateHash: String) async throws -> PendingSignIn? {
-        guard let row = try await db.raw("SELECT * FROM sign_ins WHERE state_hash = \(bind: stateHash)").first() else { return nil }
+        guard let found = try await pendingSignIn(stateHash: stateHash) else { return nil }
+        try await deletePendingSignIn(stateHash: stateHash)
+        return found
+    }
+
+    public func deletePendingSignIn(stateHash: String) async throws {
         try await db.raw("DELETE FROM sign_ins WHERE state_hash = \(bind: stateHash)").run()
+    }
+
+    /// The sign-in with this state, left in place (a device sign-in is polled until it ends).
+    public func pendingSignIn(stateHash: String) async throws -> PendingSignIn? {
+        guard let row = try await db.raw("SELECT * FROM sign_ins WHERE state_hash = \(bind: stateHash)").first() else { return nil }
         return PendingSignIn(
             stateHash: try row.decode(column: "state_hash", as: String.self),
             nonce: try row.decode(column: "nonce", as: String.self),

@@ -43,13 +43,16 @@ struct APIClient {
     /// Sends and returns the JSON object of a 2xx answer; anything else becomes a CLIError carrying the problem detail.
     func call(_ method: HTTPMethod, _ path: String, query: [String: String?] = [:], body: [String: Any?]? = nil) async throws -> (Response, [String: Any]) {
         let response = try await send(method, path, query: query, body: body)
-        guard (200..<300).contains(response.status) else {
-            let problem = response.json
-            let detail = problem["detail"] as? String ?? String(decoding: response.body, as: UTF8.self)
-            let field = (problem["field"] as? String).map { " (field: \($0))" } ?? ""
-            throw CLIError.api(status: response.status, code: problem["code"] as? String ?? "", message: "\(detail)\(field)", body: response.body)
-        }
+        guard (200..<300).contains(response.status) else { throw Self.failure(response) }
         return (response, response.json)
+    }
+
+    /// The error an answer that is not 2xx stands for, carrying its problem detail.
+    static func failure(_ response: Response) -> CLIError {
+        let problem = response.json
+        let detail = problem["detail"] as? String ?? String(decoding: response.body, as: UTF8.self)
+        let field = (problem["field"] as? String).map { " (field: \($0))" } ?? ""
+        return CLIError.api(status: response.status, code: problem["code"] as? String ?? "", message: "\(detail)\(field)", body: response.body)
     }
 }
 

@@ -61,6 +61,7 @@ struct LoginCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: "Gatehouse server URL (default: $GATEHOUSE_URL or http://127.0.0.1:8080).") var url: String?
     @Flag(help: "Do not try to open a browser; only print the address.") var noBrowser = false
+    @Flag(help: "Sign in from another device (a phone, your laptop) with a code: for terminals without a browser (RFC 8628).") var device = false
     @Option(help: "Give up after this long.") var timeout: String = "10m"
     @Option(name: .long, help: "Output format: table or json.") var output: String = "table"
 
@@ -69,6 +70,10 @@ struct LoginCommand: AsyncParsableCommand {
         do { limit = try TimeSpan.parse(timeout) } catch { throw ValidationError("--timeout: \(error.description)") }
         let baseURL = url ?? ProcessInfo.processInfo.environment["GATEHOUSE_URL"] ?? "http://127.0.0.1:8080"
         let client = APIClient(baseURL: baseURL, token: nil)
+        if device {
+            try await finish(try await deviceSignIn(client, limit: limit), baseURL: baseURL)
+            return
+        }
         let listener = try LoopbackListener()
         defer { listener.close() }
         let redirect = "http://127.0.0.1:\(listener.port)/callback"
@@ -84,8 +89,42 @@ struct LoginCommand: AsyncParsableCommand {
         guard answer["state"] == state, let code = answer["code"] else {
             throw CLIError.failure("the answer that reached this terminal belongs to another sign-in; run `gatehouse login` again")
         }
-        let (response, session) = try await client.call(.POST, "/v1/auth/login/complete",
-                                                        body: ["state": state, "code": code, "login_secret": Output.string(started, "login_secret")])
+        let (_, session) = try await client.call(.POST, "/v1/auth/login/complete",
+                                                 body: ["state": state, "code": code, "login_secret": Output.string(started, "login_secret")])
+        try finish(session, baseURL: baseURL)
+    }
+
+    /// The device grant: show the code and where to enter it, then poll until the person is signed in.
+    func deviceSignIn(_ client: APIClient, limit: TimeSpan) async throws -> [String: Any] {
+        let (_, started) = try await client.call(.POST, "/v1/auth/device")
+        let secret = Output.string(started, "device_secret")
+        var interval = max(1, (started["interval"] as? NSNumber)?.intValue ?? 5)
+        let complete = Output.string(started, "verification_uri_complete")
+        FileHandle.standardError.write(Data("""
+            To sign in, open this address on any device:
+
+              \(Output.string(started, "verification_uri"))
+
+            and enter the code \(Output.string(started, "user_code"))\(complete.isEmpty ? "" : "\n(or open \(complete) directly)")
+
+            Waiting (up to \(limit))...
+
+            """.utf8))
+        let deadline = Date().addingTimeInterval(TimeInterval(limit.seconds))
+        while Date() < deadline {
+            try await Task.sleep(for: .seconds(interval))
+            let response = try await client.send(.POST, "/v1/auth/device/poll", body: ["device_secret": secret])
+            if response.status == 201 { return response.json }
+            if response.status == 200 {
+                if response.json["status"] as? String == "slow_down" { interval += 5 }
+                continue
+            }
+            throw APIClient.failure(response)
+        }
+        throw CLIError.failure("nobody entered the code within the time allowed; run `gatehouse login --device` again")
+    }
+
+    func finish(_ session: [String: Any], baseURL: String) throws {
         guard let expires = ISO8601DateFormatter.fractional.date(from: Output.string(session, "expires_at"))
                 ?? ISO8601DateFormatter().date(from: Output.string(session, "expires_at")) else {
             throw CLIError.failure("the server's answer had no session expiry")
@@ -100,7 +139,6 @@ struct LoginCommand: AsyncParsableCommand {
             let groups = (session["groups"] as? [String] ?? []).joined(separator: ", ")
             print("signed in as \(file.principal) (\(groups)) until \(Output.string(session, "expires_at")); the session is kept in \(SessionFile.path)")
         }
-        _ = response
     }
 
     static func openBrowser(_ url: String) {

@@ -125,9 +125,10 @@ import Glibc
         let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", harness.conninfo(user: "alice"), "-c", "SELECT pg_sleep(30)"],
                                         environment: ["PGPASSWORD": harness.tokens["alice"]!], signals: true)
         // Ctrl-C only cancels once the statement runs on the database.
-        for _ in 0..<100 where try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'") != "1" {
-            try await Task.sleep(for: .milliseconds(100))
+        let sleeping = try await waitUntil(timeout: .seconds(25), interval: .milliseconds(100)) {
+            try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'") == "1"
         }
+        #expect(sleeping, "the statement never started on the database: \(running.output)")
         kill(running.process.processIdentifier, SIGINT)
         let result = await Command.finish(running)
         #expect(result.stderr.contains("canceling statement due to user request"), "\(result)")

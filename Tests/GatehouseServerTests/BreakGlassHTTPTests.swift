@@ -121,7 +121,10 @@ struct BreakGlassHTTPTests {
                 return try await group.reduce(into: [Int]()) { $0.append($1) }
             }
             #expect(statuses.filter { $0 == 201 }.count == 1, "\(statuses)")
-            #expect(statuses.filter { $0 == 429 }.count == 11, "\(statuses)")
+            // The others are refused by the rate (429), or, on a loaded machine, by a store too busy to
+            // take them in time (503: nothing written); never a second use.
+            #expect(statuses.allSatisfy { [201, 429, 503].contains($0) }, "\(statuses)")
+            #expect(statuses.contains(429), "\(statuses)")
             let grants = try await server.send(.GET, "/v1/grants?scope=all&limit=100", token: TestServer.adminToken)
             #expect((grants.json["grants"] as? [Any])?.count == 1)
         }

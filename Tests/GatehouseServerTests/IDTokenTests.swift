@@ -12,7 +12,7 @@ import Testing
 /// real provider's discovery document and JWKS. The forgeries are signed with the provider's own
 /// private key (which an attacker would not have) so that each one fails for exactly one reason;
 /// an untampered forgery passes, which shows the refusals are not for some other cause.
-@Suite("ID tokens: hostile and broken ones are refused")
+@Suite("ID tokens: hostile and broken ones are refused", .serialized)
 struct IDTokenTests {
     struct Claims: JWTPayload {
         var iss: String
@@ -96,11 +96,15 @@ struct IDTokenTests {
                                            "nonce": "n_expected", "preferred_username": "erin", "groups": ["oncall"]])
             let none = try Self.encode(["alg": "none", "kid": kid, "typ": "JWT"]) + "." + payload + "."
             #expect(await Self.outcome(client, none) == "algorithm_refused")
+            // The classic confusion attack: HS256 keyed with the provider's public key (its PEM, and its JWKS document).
             let hsHeader = try Self.encode(["alg": "HS256", "kid": kid, "typ": "JWT"])
+            let publicPEM = try await Command.run("/usr/bin/openssl", ["rsa", "-in", provider.folder + "/keys/signing.pem", "-pubout"])
+            #expect(publicPEM.stdout.contains("BEGIN PUBLIC KEY"))
             let jwks = try await HTTPClient.shared.get(url: provider.issuer + "/.well-known/jwks.json").get()
-            let publicMaterial = SymmetricKey(data: Data(buffer: try #require(jwks.body)))
-            let mac = HMAC<SHA256>.authenticationCode(for: Data("\(hsHeader).\(payload)".utf8), using: publicMaterial)
-            #expect(await Self.outcome(client, "\(hsHeader).\(payload).\(Data(mac).base64URLEncoded)") == "algorithm_refused")
+            for material in [Data(publicPEM.stdout.utf8), Data(buffer: try #require(jwks.body))] {
+                let mac = HMAC<SHA256>.authenticationCode(for: Data("\(hsHeader).\(payload)".utf8), using: SymmetricKey(data: material))
+                #expect(await Self.outcome(client, "\(hsHeader).\(payload).\(Data(mac).base64URLEncoded)") == "algorithm_refused")
+            }
 
             // A key the provider does not publish, and the provider's kid over another key's signature.
             let rogue = try await Command.run("/usr/bin/openssl", ["genrsa", "2048"])
@@ -117,6 +121,35 @@ struct IDTokenTests {
             // Not a JWT at all.
             #expect(await Self.outcome(client, "not.a.jwt") == "malformed_token")
             #expect(await Self.outcome(client, String(repeating: "a", count: 20_000)) == "malformed_token")
+        }
+    }
+
+    @Test("the code exchange: without the PKCE verifier, or with another one, the provider refuses the code; with the right one it gives an ID token that verifies")
+    func pkce() async throws {
+        try await TestProvider.with { provider in
+            try await provider.person("erin", groups: ["oncall"])
+            let client = Self.client(provider)
+            let redirect = "http://127.0.0.1:\(try TestPorts.free())/callback"
+            func code(_ verifier: String) async throws -> String {
+                let url = try await client.authorizationURL(state: "st_\(UUID().uuidString)", nonce: "n_expected",
+                                                            codeChallenge: PKCE.challenge(for: verifier), redirectURI: redirect)
+                let visit = try await provider.browse(url, as: "erin", stopAt: redirect)
+                return try #require(URLComponents(string: visit.stoppedAt ?? "")?.queryItems?.first { $0.name == "code" }?.value)
+            }
+            func refusal(_ body: () async throws -> String) async -> String {
+                do { _ = try await body(); return "accepted" } catch OIDCError.refused(let r) { return r.code } catch { return "\(error)" }
+            }
+            let verifier = PKCE.makeVerifier()
+            let missing = try await code(verifier)
+            #expect(await refusal { try await client.exchange(code: missing, verifier: "", redirectURI: redirect) } == "provider_refused_code")
+            let other = try await code(verifier)
+            #expect(await refusal { try await client.exchange(code: other, verifier: PKCE.makeVerifier(), redirectURI: redirect) } == "provider_refused_code")
+            let good = try await code(verifier)
+            let idToken = try await client.exchange(code: good, verifier: verifier, redirectURI: redirect)
+            let claims = try await client.verify(idToken: idToken, nonce: "n_expected")
+            #expect(claims.preferredUsername == "erin")
+            #expect(claims.groups == ["oncall"])
+            #expect(await refusal { try await client.exchange(code: good, verifier: verifier, redirectURI: redirect) } == "provider_refused_code", "a code works once")
         }
     }
 

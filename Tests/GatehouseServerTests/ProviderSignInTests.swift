@@ -5,7 +5,9 @@ import Testing
 
 /// People sign in through a real OpenID Connect provider (django-oauth-toolkit), on the web and
 /// from the CLI's API; groups come from the provider; tokens for people do not exist.
-@Suite("Sign-in through an OpenID Connect provider")
+/// One test at a time: each starts its own provider (a Django process), and the rest of the suite
+/// runs beside them on two cores.
+@Suite("Sign-in through an OpenID Connect provider", .serialized)
 struct ProviderSignInTests {
     static let resources = """
         version: 1
@@ -118,6 +120,41 @@ struct ProviderSignInTests {
             let remote = try await server.send(.POST, "/v1/auth/login", token: nil, json: ["redirect_uri": "https://evil.example/callback"])
             #expect(remote.status == 400)
             #expect(remote.string("field") == "redirect_uri")
+        }
+    }
+
+    @Test("a terminal without a browser signs in with the device grant: `gatehouse login --device` shows a code, the person enters it at the provider, the stored session files a request")
+    func deviceSignIn() async throws {
+        try await Self.withSignIn { server, provider in
+            try await provider.person("erin", groups: ["oncall"])
+            let config = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-config-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: config) }
+            let environment = ["XDG_CONFIG_HOME": config, "GATEHOUSE_TOKEN": "", "GATEHOUSE_URL": server.baseURL]
+            let binary = try ServeProcess.binary().path
+            let running = try Command.start(binary, ["login", "--device", "--timeout", "2m"], environment: environment)
+            var code = "", uri = ""
+            let shown = await waitUntil(timeout: .seconds(30)) {
+                let words = running.output.split(whereSeparator: \.isWhitespace).map(String.init)
+                guard let at = words.firstIndex(of: "code"), at + 1 < words.count, let address = words.first(where: { $0.hasPrefix(provider.issuer) }) else { return false }
+                (code, uri) = (words[at + 1], address)
+                return true
+            }
+            #expect(shown, "gatehouse login --device showed no code: \(running.output)")
+            let visit = try await provider.browse(uri, as: "erin", deviceCode: code)
+            #expect(visit.accepted == true, "\(visit.body ?? "")")
+            let result = await Command.finish(running)
+            #expect(result.status == 0, "\(result)")
+            #expect(result.stdout.contains("signed in as erin"))
+            let attributes = try FileManager.default.attributesOfItem(atPath: config + "/gatehouse/session.json")
+            #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+            let filed = try await Command.run(binary, ["request", "prod-db", "--role", "read", "--for", "10m", "--reason", "INC-12 checkout errors",
+                                                       "--output", "json"], environment: environment)
+            #expect(filed.status == 0 && filed.stdout.contains("\"approved\""), "\(filed)")
+            let whoami = try await Command.run(binary, ["whoami"], environment: environment)
+            #expect(whoami.stdout.contains("sign-in session") && whoami.stdout.contains("session ends"), "\(whoami)")
+            // A poll with a made-up secret finds nothing.
+            let unknown = try await server.send(.POST, "/v1/auth/device/poll", token: nil, json: ["device_secret": "ghd_guessed"])
+            #expect(unknown.status == 401)
         }
     }
 

@@ -73,13 +73,16 @@ final class TestProvider: Sendable {
         var stoppedAt: String?
         var cookies: [String: String]
         var body: String?
-        enum CodingKeys: String, CodingKey { case url, status, cookies, body; case stoppedAt = "stopped_at" }
+        var accepted: Bool?
+        enum CodingKeys: String, CodingKey { case url, status, cookies, body, accepted; case stoppedAt = "stopped_at" }
     }
 
-    /// A person's browser: from `url`, through the provider's login form, until a URL starting with `stopAt`.
-    func browse(_ url: String, as person: String, stopAt: String? = nil) async throws -> Visit {
+    /// A person's browser: from `url`, through the provider's login form, until a URL starting with
+    /// `stopAt`; with `deviceCode`, entering it on the provider's device page and accepting.
+    func browse(_ url: String, as person: String, stopAt: String? = nil, deviceCode: String? = nil) async throws -> Visit {
         var arguments = [url, person, "pw-\(person)"]
         if let stopAt { arguments += ["--stop-at", stopAt] }
+        if let deviceCode { arguments += ["--device", deviceCode] }
         let output = try await RepositoryScript.run("oidc-provider.sh", ["browse"] + arguments)
         return try JSONDecoder().decode(Visit.self, from: Data(output.utf8))
     }

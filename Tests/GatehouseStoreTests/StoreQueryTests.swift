@@ -146,4 +146,45 @@ struct StoreQueryTests {
             #expect(afterLease.map(\.id) == ["msg_1_abc"])
         }
     }
+
+    @Test("sign-in: sessions keep kind, expiry, groups, issuer and subject; an identity binds one name; a sign-in under way is taken once; approvals keep their token", arguments: TestDatabase.Kind.allCases)
+    func signIn(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, _ in
+            let session = TokenRecord(id: "ses_1", principal: "erin", description: "web sign-in", isBootstrapAdmin: false, createdAt: Self.t0,
+                                      createdBy: "erin", revokedAt: nil, kind: .session, expiresAt: Self.t0.addingTimeInterval(3600),
+                                      groups: ["engineers", "leads"], issuer: "https://login.example.com", subject: "248289761001")
+            try await store.write { try await $0.insertToken(session, hash: "hash-1") }
+            #expect(try await store.read { try await $0.token(id: "ses_1") } == session)
+            #expect(try await store.read { try await $0.liveSessions(now: Self.t0) }.map(\.id) == ["ses_1"])
+            #expect(try await store.read { try await $0.liveSessions(now: Self.t0.addingTimeInterval(3600)) }.isEmpty, "an ended session is not live")
+            try await store.write { try await $0.revokeToken(id: "ses_1", by: "admin", at: Self.t0) }
+            #expect(try await store.read { try await $0.token(id: "ses_1") }?.revokedBy == "admin")
+
+            let binding = IdentityBinding(issuer: "https://login.example.com", subject: "248289761001", principal: "erin", email: "erin@example.com",
+                                          groups: ["engineers"], firstSeen: Self.t0, lastSeen: Self.t0)
+            try await store.write { try await $0.insertIdentity(binding) }
+            var other = binding
+            other.subject = "999"
+            let taken = other
+            await #expect(throws: (any Error).self) { try await store.write { try await $0.insertIdentity(taken) } }
+            try await store.write { try await $0.touchIdentity(issuer: binding.issuer, subject: binding.subject, email: "e@example.com",
+                                                               groups: ["leads"], at: Self.t0.addingTimeInterval(60)) }
+            let read = try await store.read { try await $0.identities() }
+            #expect(read.count == 1 && read[0].groups == ["leads"] && read[0].email == "e@example.com")
+            #expect(try await store.read { try await $0.identity(principal: "erin") }?.subject == "248289761001")
+
+            let pending = PendingSignIn(stateHash: "state-1", nonce: "n", verifier: "v", purpose: .cli, redirectURI: "http://127.0.0.1:5/callback",
+                                        clientHash: "c", createdAt: Self.t0, expiresAt: Self.t0.addingTimeInterval(600))
+            try await store.write { try await $0.insertPendingSignIn(pending) }
+            #expect(try await store.read { try await $0.pendingSignInCount() } == 1)
+            #expect(try await store.read { try await $0.pendingSignIn(stateHash: "state-1") } == pending)
+            #expect(try await store.write { try await $0.takePendingSignIn(stateHash: "state-1") } == pending)
+            #expect(try await store.write { try await $0.takePendingSignIn(stateHash: "state-1") } == nil, "a state is used once")
+
+            try await store.write { try await $0.insertRequest(Self.request("req_9")) }
+            let approval = Approval(requestId: "req_9", approver: "bob", decision: .approve, comment: nil, at: Self.t0, tokenId: "tok_7")
+            try await store.write { try await $0.insertApproval(approval) }
+            #expect(try await store.read { try await $0.approvals(requestId: "req_9") } == [approval])
+        }
+    }
 }

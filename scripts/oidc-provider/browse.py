@@ -1,10 +1,10 @@
 """A person's browser at the test provider, for tests: follows redirects with cookies kept, signs in
 on the provider's real login form when it appears, and reports where it ended.
 
-usage: browse.py START_URL USER PASSWORD [--stop-at URL_PREFIX] [--cookie NAME=VALUE@HOST ...]
+usage: browse.py START_URL USER PASSWORD [--stop-at URL_PREFIX] [--device USER_CODE] [--cookie NAME=VALUE@HOST ...]
 
 Stops before requesting a URL that starts with --stop-at (printing it), else at the first page that
-is not a redirect. Prints one JSON object: url, status, stopped_at, cookies (name -> value), body.
+is not a redirect. With --device, enters the user code on the provider's device page and accepts. Prints one JSON object: url, status, stopped_at, cookies (name -> value), body.
 """
 import html
 import json
@@ -21,10 +21,13 @@ def hidden(page, name):
 
 
 def main(argv):
-    args, stop_at, cookies = [], None, []
+    args, stop_at, cookies, device = [], None, [], None
     i = 0
     while i < len(argv):
-        if argv[i] == "--stop-at":
+        if argv[i] == "--device":
+            device = argv[i + 1]
+            i += 2
+        elif argv[i] == "--stop-at":
             stop_at = argv[i + 1]
             i += 2
         elif argv[i] == "--cookie":
@@ -57,6 +60,19 @@ def main(argv):
                 break
             url = urljoin(url, done.headers["Location"])
             continue
+        if device and r.status_code == 200 and 'name="user_code"' in r.text:
+            done = session.post(url, data={"csrfmiddlewaretoken": hidden(r.text, "csrfmiddlewaretoken"), "user_code": device},
+                                allow_redirects=False, timeout=20)
+            if done.status_code not in (301, 302, 303):
+                result.update(status=done.status_code, url=url, body=done.text[:2000])
+                break
+            url = urljoin(url, done.headers["Location"])
+            continue
+        if device and r.status_code == 200 and 'value="accept"' in r.text:
+            done = session.post(url, data={"csrfmiddlewaretoken": hidden(r.text, "csrfmiddlewaretoken"), "action": "accept"},
+                                allow_redirects=False, timeout=20)
+            result.update(status=done.status_code, url=url, body=done.text[:2000], accepted=done.status_code in (200, 301, 302, 303))
+            break
         result.update(status=r.status_code, url=url, body=r.text[:4000])
         break
     result.setdefault("url", url)
