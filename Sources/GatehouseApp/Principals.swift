@@ -16,7 +16,7 @@ public struct Principals: Sendable {
         }
         return try await context.write(as: caller) { session, _, now in
             guard let flags = try await session.principalFlags(principal), flags.isBlocked else {
-                throw GatehouseError(.notFound, "not_blocked", "\(principal) is not blocked; list blocked principals with `gatehouse principals --blocked`")
+                throw GatehouseError(.conflict, "not_blocked", "\(principal) is not blocked; list blocked principals with `gatehouse principals --blocked`")
             }
             _ = try await session.unblock(principal)
             try await session.appendAudit([AuditEntry(actor: caller.principal, action: .principalUnblocked, subject: principal,

@@ -78,7 +78,9 @@ public struct RequestDesk: Sendable {
     public func decide(caller: Caller, id: String, decision: ApprovalDecision, comment: String?) async throws -> RequestView {
         let result: Result<RequestView, GatehouseError> = try await context.write(as: caller) { session, policy, now in
             try await AppContext.refuseIfBlocked(caller.principal, session)
-            guard let request = try await session.request(id: id) else {
+            // Someone who may not see the request learns nothing about it, not even that it was decided.
+            guard let request = try await session.request(id: id),
+                  RequestPermissions.canSee(caller.principal, isAdmin: caller.isAdmin, request, policy: policy) else {
                 throw GatehouseError(.notFound, ErrorCode.requestNotFound, "no request \(id); list pending ones with `gatehouse requests --to-approve`")
             }
             let approvals = try await session.approvals(requestId: id)

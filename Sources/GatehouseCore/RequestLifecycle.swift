@@ -201,6 +201,14 @@ public enum RequestLifecycle {
                               discounted: Set<String> = []) throws(GatehouseError) -> DecideOutcome {
         let comment = trimmedComment(given)
         if let comment { try checkComment(comment) }
+        // Who may decide comes before what state the request is in: a non-approver is told so, not
+        // whether the request was decided.
+        guard approver != request.requester else {
+            throw GatehouseError(.forbidden, "self_approval", "you cannot \(decision.rawValue) your own request; ask an approver, or cancel it with `gatehouse cancel \(request.id)`")
+        }
+        if let role = policy.resources[request.resource]?.role(named: request.role), !policy.eligibleApprovers(for: role).contains(approver) {
+            throw GatehouseError(.forbidden, "not_an_approver", "\(approver) is not an approver for \(request.resource)/\(request.role); approvers are human members of \(role.approvers.joined(separator: ", "))")
+        }
         guard request.state != .quarantined else {
             throw GatehouseError(.conflict, "quarantined", "request \(request.id) is held by the anti-spam policy; a reviewer must release it (`gatehouse review \(request.id) release`) before it can be decided")
         }

@@ -11,8 +11,10 @@ struct APIHandler: APIProtocol {
     let service: UseCases
     let provider: ProviderLink
 
+    /// The caller the middleware authenticated (every path that needs a token goes through it).
     func caller() async throws -> Caller {
-        try await service.tokens.authenticate(bearer: RequestInfo.current.bearerToken)
+        if let caller = RequestInfo.current.caller { return caller }
+        return try await service.tokens.authenticate(bearer: RequestInfo.current.bearerToken)
     }
 
     func limit(_ value: Int?, default fallback: Int = 100, max maximum: Int = 1000) throws(GatehouseError) -> Int {

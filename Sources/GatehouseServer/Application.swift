@@ -15,7 +15,7 @@ public enum GatehouseHTTP {
     public static func makeRouter(service: UseCases, metrics: GatehouseMetrics, logger: Logger) throws -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: ProblemMiddleware(logger: logger))
-        router.add(middleware: RequestInfoMiddleware())
+        router.add(middleware: RequestInfoMiddleware(tokens: service.tokens))
         let provider = ProviderLink(service: service, logger: logger)
         try WebInbox(service: service, provider: provider, logger: logger).register(on: router)
         try APIHandler(service: service, provider: provider).registerHandlers(on: router, configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]))

@@ -26,6 +26,8 @@ public struct RequestInfo: Sendable {
     @TaskLocal public static var current = RequestInfo(authorization: nil, remoteAddress: nil)
     public var authorization: String?
     public var remoteAddress: String?
+    /// Who is calling, once the middleware has authenticated the token (every non-public /v1 path).
+    public var caller: Caller?
 
     /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive, RFC 7235).
     public var bearerToken: String? {
@@ -38,17 +40,27 @@ public struct RequestInfo: Sendable {
     }
 }
 
-/// Collects the body within the size limit and exposes the request details to the handlers.
+/// Collects the body within the size limit, authenticates the caller of every API path that needs a
+/// token (before the body is decoded: a caller without a valid token learns nothing from how a body
+/// is refused), and exposes the request details to the handlers.
 struct RequestInfoMiddleware: RouterMiddleware {
     typealias Context = GatehouseRequestContext
+    let tokens: Tokens
+
+    /// API paths anyone may call: the sign-in endpoints.
+    static let publicPaths: Set<String> = ["/v1/auth/login", "/v1/auth/login/complete", "/v1/auth/device", "/v1/auth/device/poll"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var request = request
         if request.method == .post || request.method == .put || request.method == .patch {
             _ = try await request.collectBody(upTo: context.maxUploadSize)
         }
-        let info = RequestInfo(authorization: request.headers[.authorization],
+        var info = RequestInfo(authorization: request.headers[.authorization],
                                remoteAddress: context.remoteAddress?.ipAddress)
+        let path = request.uri.path
+        if path.hasPrefix("/v1/"), !Self.publicPaths.contains(path) {
+            info.caller = try await tokens.authenticate(bearer: info.bearerToken)
+        }
         var response = try await RequestInfo.$current.withValue(info) {
             try await next(request, context)
         }

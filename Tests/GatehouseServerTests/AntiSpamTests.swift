@@ -245,7 +245,7 @@ struct AntiSpamTests {
             // Only an admin unblocks; then alice can ask again.
             #expect(try await server.send(.POST, "/v1/principals/alice/unblock", token: t["carol"]!).status == 403)
             #expect(try await server.send(.POST, "/v1/principals/alice/unblock", token: TestServer.adminToken).status == 200)
-            #expect(try await server.send(.POST, "/v1/principals/alice/unblock", token: TestServer.adminToken).status == 404)
+            #expect(try await server.send(.POST, "/v1/principals/alice/unblock", token: TestServer.adminToken).status == 409)
             #expect(try await server.request(t["alice"]!, resource: "reports-db", role: "read", reason: "INC-3 one more thing").status == 201)
             #expect(try await auditActions(server).contains("principal.unblocked"))
         }

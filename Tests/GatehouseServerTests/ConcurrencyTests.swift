@@ -42,8 +42,9 @@ struct ConcurrencyTests {
             try server.writePolicy(updated, reload: true)
             try await hold.release()
             let reply = try await approval
-            #expect(reply.status == 403)
-            #expect(reply.string("code") == "not_an_approver")
+            // No longer an approver, carol can no longer see the request either.
+            #expect(reply.status == 404)
+            #expect(reply.string("code") == "request_not_found")
             #expect(try await server.check(t["alice"]!).string("decision") == "approval_required")
         }
     }

@@ -220,8 +220,9 @@ struct InvariantTests {
             #expect(reload.json["reloaded"] as? Bool == true)
 
             let carol = try await server.approve(t["carol"]!, id)
-            #expect(carol.status == 403)
-            #expect(carol.string("code") == "not_an_approver")
+            // No longer an approver, carol can no longer see the request either.
+            #expect(carol.status == 404)
+            #expect(carol.string("code") == "request_not_found")
             let frank = try await server.approve(t["frank"]!, id)
             #expect(frank.status == 401)
             #expect(try await server.send(.GET, "/v1/requests/\(id)", token: t["alice"]!).string("state") == "pending")
