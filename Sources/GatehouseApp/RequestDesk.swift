@@ -167,8 +167,12 @@ public struct RequestDesk: Sendable {
     }
 
     /// The requester's latest requests, for an approver deciding one of them.
-    public func history(of requester: String, limit: Int) async throws -> [AccessRequest] {
-        try await context.read { try await $0.requests(.init(requester: requester, limit: limit)) }
+    /// A requester's recent requests, as far as `caller` may see them (an approver sees those on the
+    /// resources they approve, not the requester's whole history).
+    public func history(of requester: String, for caller: Caller, limit: Int) async throws -> [AccessRequest] {
+        let policy = context.policies.policy
+        let recent = try await context.read { try await $0.requests(.init(requester: requester, limit: limit * 5)) }
+        return Array(recent.filter { RequestPermissions.canSee(caller.principal, isAdmin: caller.isAdmin, $0, policy: policy) }.prefix(limit))
     }
 
     // MARK: waiting for a decision

@@ -89,7 +89,10 @@ struct ProblemMiddleware: RouterMiddleware {
                 logger.error("request failed", metadata: ["path": "\(request.uri.path)", "status": "\(problem.status)",
                                                           "code": "\(problem.code)", "cause": "\(type(of: cause))"])
             }
-            return problem.response()
+            var response = problem.response()
+            // Refusals are no more to be cached than answers.
+            if request.uri.path.hasPrefix("/v1/") { response.headers[.cacheControl] = "no-store" }
+            return response
         }
     }
 }

@@ -13,6 +13,31 @@ struct ResponseScopeTests {
             let listed = try await server.send(.GET, "/v1/requests", token: created.string("token"))
             #expect(listed.status == 200)
             #expect(listed.headers["Cache-Control"].first == "no-store")
+            // Refusals too: a problem+json answer is not cached either.
+            for (path, token) in [("/v1/requests/req_doesnotexist00", created.string("token")), ("/v1/whoami", "ghs_bad")] {
+                let refused = try await server.send(.GET, path, token: token)
+                #expect([401, 404].contains(refused.status))
+                #expect(refused.headers["Cache-Control"].first == "no-store", "\(path)")
+            }
+        }
+    }
+
+    @Test("the request page shows an approver the requester's other requests only on resources that approver may see")
+    func historyScope() async throws {
+        try await TestServer.with(policy: ReportScopeTests.policy) { server in
+            let t = try await server.tokens("alice", "carol", "erin")
+            let onAnalytics = try #require(try await server.request(t["alice"]!, resource: "analytics", role: "read", reason: "INC-70 weekly numbers").string("id"))
+            let onHost = try #require(try await server.request(t["alice"]!, resource: "prod-host", role: "operate", reason: "INC-71 restart the worker").string("id"))
+            let id = try #require(try await server.request(t["alice"]!, reason: "INC-72 fix the order rows").string("id"))
+            var carol = Browser(baseURL: server.baseURL)
+            _ = try await carol.signIn(t["carol"]!)
+            let page = try await carol.get("/requests/\(id)")
+            #expect(page.status == 200)
+            #expect(page.html.contains(onHost), "carol approves prod-host: that request is hers to see")
+            #expect(!page.html.contains(onAnalytics), "carol does not approve analytics: alice's request there is not shown")
+            var erin = Browser(baseURL: server.baseURL)
+            _ = try await erin.signIn(t["erin"]!)
+            #expect(try await erin.get("/requests/\(id)").html.contains(onAnalytics), "an admin sees the whole history")
         }
     }
 

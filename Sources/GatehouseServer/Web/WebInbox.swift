@@ -208,7 +208,7 @@ struct WebInbox {
     func requestPage(_ caller: Caller, _ layout: [String: Any], _ request: Request, id: String) async throws -> Response {
         let view = try await service.desk.get(caller: caller, id: Self.validID(id))
         let r = view.request
-        let history = try await service.desk.history(of: r.requester, limit: 11).filter { $0.id != r.id }.prefix(10)
+        let history = try await service.desk.history(of: r.requester, for: caller, limit: 11).filter { $0.id != r.id }.prefix(10)
         let flags = try await service.principals.flags(of: r.requester)
         let now = service.clock.now()
         var object: [String: Any] = [
