@@ -12,7 +12,7 @@ public final class PolicyHolder: Sendable {
         var people: [String: Person] = [:]
         var merged: Policy
     }
-    /// A person known from the provider: the policy groups their latest sign-in gave. Acting still
+    /// A person known from the provider: the provider's groups at their latest sign-in. Acting still
     /// needs a live session; this is what a decision judges them by meanwhile (a requester who signed
     /// out can still be approved, an approver is told).
     public struct Person: Sendable, Equatable {
@@ -64,8 +64,10 @@ public final class PolicyHolder: Sendable {
         }
     }
 
+    /// People carry the provider's groups; the file's current mapping turns them into policy groups.
     private static func merge(_ file: Policy, _ people: [String: Person]) -> Policy {
-        file.including(people: people.mapValues(\.groups))
+        guard let oidc = file.identity.oidc else { return file }
+        return file.including(people: people.mapValues { oidc.policyGroups(forProviderGroups: $0.groups) })
     }
 
     /// Replaces the file's policy (tests and reloads).

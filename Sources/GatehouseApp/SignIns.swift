@@ -91,15 +91,22 @@ public struct SignIns: Sendable {
         _ = try requireProvider()
         guard state.utf8.count <= 128 else { throw Self.unknownState() }
         let clock = context.clock
-        let pending = try await context.write { session in try await session.takePendingSignIn(stateHash: TokenSecret.hash(state)) }
-        guard let pending, pending.expiresAt > clock.now(), pending.purpose == purpose else { throw Self.unknownState() }
-        if purpose == .cli {
-            guard let clientSecret, let expected = pending.clientHash,
-                  TokenSecret.constantTimeEqual(TokenSecret.hash(clientSecret), expected) else {
-                throw GatehouseError(.unauthorized, ErrorCode.signInRefused, "this sign-in was started by another terminal; run `gatehouse login` again")
+        // Checked before it is taken: someone who only saw the state (in a URL, a log) cannot cancel the sign-in.
+        let stateHash = TokenSecret.hash(state)
+        let now = clock.now()
+        return try await context.write { session in
+            guard let pending = try await session.pendingSignIn(stateHash: stateHash), pending.expiresAt > now, pending.purpose == purpose else {
+                throw Self.unknownState()
             }
+            if purpose == .cli {
+                guard let clientSecret, let expected = pending.clientHash,
+                      TokenSecret.constantTimeEqual(TokenSecret.hash(clientSecret), expected) else {
+                    throw GatehouseError(.unauthorized, ErrorCode.signInRefused, "this sign-in was started by another terminal; run `gatehouse login` again")
+                }
+            }
+            try await session.deletePendingSignIn(stateHash: stateHash)
+            return pending
         }
-        return pending
     }
 
     static func unknownState() -> GatehouseError {
@@ -148,6 +155,8 @@ public struct SignIns: Sendable {
         /// The session token's secret (the CLI keeps it; the browser gets a cookie instead).
         public var secret: String
         public var caller: Caller
+        /// The policy groups the sign-in gives.
+        public var groups: [String]
     }
 
     /// Turns verified claims into a Gatehouse session: binds (or finds) the person's principal by
@@ -165,42 +174,53 @@ public struct SignIns: Sendable {
         }
         let secret = TokenSecret.generate()
         let clock = context.clock
-        let outcome: Result<TokenRecord, SignInRefusal> = try await context.write { session in
+        let outcome: Result<(TokenRecord, [String]), SignInRefusal> = try await context.write { session in
             let now = clock.now()
             var principal = person.principal
-            if let bound = try await session.identity(issuer: person.issuer, subject: person.subject) {
+            let bound = try await session.identity(issuer: person.issuer, subject: person.subject)
+            if let bound {
                 // The provider's name may have changed; the person keeps the principal they were bound to.
                 principal = bound.principal
             } else if let other = try await session.identity(principal: principal) {
                 let refusal = SignInRefusal("name_taken", "the name \(principal) already belongs to another account at \(other.issuer); ask an admin (two accounts cannot share one Gatehouse name)")
                 try await session.appendAudit([Self.refusalEntry(refusal, issuer: person.issuer, subject: person.subject, sourceIP: sourceIP)], at: now)
                 return .failure(refusal)
-            } else {
-                try await session.insertIdentity(IdentityBinding(issuer: person.issuer, subject: person.subject, principal: principal,
-                                                                 email: person.email, groups: [], firstSeen: now, lastSeen: now))
             }
-            var groups = person.groups
-            for group in policy.principals[principal]?.groups ?? [] where !groups.contains(group) { groups.append(group) }
-            try await session.touchIdentity(issuer: person.issuer, subject: person.subject, email: person.email, groups: groups, at: now)
+            // Checked for the name the person is bound to, with the groups that name has now.
+            let groups: [String]
+            switch SignInRules.admit(principal: principal, providerGroups: person.providerGroups, settings: settings, policy: policy,
+                                     newBinding: bound == nil) {
+            case .success(let admitted): groups = admitted
+            case .failure(let refusal):
+                try await session.appendAudit([Self.refusalEntry(refusal, issuer: person.issuer, subject: person.subject, sourceIP: sourceIP)], at: now)
+                return .failure(refusal)
+            }
+            if bound == nil {
+                try await session.insertIdentity(IdentityBinding(issuer: person.issuer, subject: person.subject, principal: principal,
+                                                                 email: person.email, groups: person.providerGroups, firstSeen: now, lastSeen: now))
+            } else {
+                try await session.touchIdentity(issuer: person.issuer, subject: person.subject, email: person.email, groups: person.providerGroups, at: now)
+            }
+            // The provider's own groups are stored; policy groups are worked out from them whenever needed.
             let record = TokenRecord(id: Identifier.make("ses"), principal: principal, description: "\(purpose.rawValue) sign-in", isBootstrapAdmin: false,
                                      createdAt: now, createdBy: principal, revokedAt: nil, kind: .session,
-                                     expiresAt: now.addingTimeInterval(TimeInterval(settings.sessionMax.seconds)), groups: groups,
+                                     expiresAt: now.addingTimeInterval(TimeInterval(settings.sessionMax.seconds)), groups: person.providerGroups,
                                      issuer: person.issuer, subject: person.subject)
             try await session.insertToken(record, hash: TokenSecret.hash(secret))
             try await session.appendAudit([AuditEntry(actor: principal, action: .signedIn, subject: record.id, details: AuditEntry.compact([
                 "principal": principal, "issuer": person.issuer, "subject": person.subject, "via": purpose.rawValue,
                 "groups": groups.joined(separator: ","), "provider_groups": person.providerGroups.prefix(50).joined(separator: ","),
                 "expires_at": record.expiresAt?.rfc3339, "source_ip": sourceIP]))], at: now)
-            return .success(record)
+            return .success((record, groups))
         }
         switch outcome {
         case .failure(let refusal): throw GatehouseError(.forbidden, ErrorCode.signInRefused, refusal.message)
-        case .success(let record):
+        case .success(let (record, groups)):
             tokens.noteSession(record, fresh: true)
             guard let caller = Tokens.caller(for: record, policy: context.policies.policy, now: clock.now()) else {
                 throw GatehouseError(.forbidden, ErrorCode.signInRefused, "\(record.principal) cannot use Gatehouse under the running policy")
             }
-            return Established(token: record, secret: secret, caller: caller)
+            return Established(token: record, secret: secret, caller: caller, groups: groups)
         }
     }
 

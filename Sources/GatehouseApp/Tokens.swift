@@ -93,6 +93,11 @@ public struct Tokens: Sendable {
         guard let entry = policy.principals[record.principal] else {
             return GatehouseError(.unauthorized, ErrorCode.principalRemoved, "the token belongs to \(record.principal), who is no longer in the policy")
         }
+        if record.kind == .session, entry.kind == .service || policy.identity.oidc == nil {
+            return GatehouseError(.unauthorized, ErrorCode.invalidToken, entry.kind == .service
+                                  ? "\(record.principal) is a service account in the policy; a sign-in session cannot act as it"
+                                  : "sign-in through an identity provider is switched off; sign in with a token")
+        }
         if record.kind == .api, entry.kind == .user, policy.identity.oidc != nil {
             return GatehouseError(.unauthorized, ErrorCode.humanTokenRefused, "people sign in through the identity provider (`gatehouse login`, or the web inbox); API tokens are for service accounts only")
         }

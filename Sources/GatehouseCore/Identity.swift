@@ -41,6 +41,9 @@ public struct OIDCSettings: Sendable, Equatable {
     public var sessionMax = TimeSpan(seconds: 12 * 3600)
     /// Shown on the sign-in button: "Sign in with <name>".
     public var displayName = "your identity provider"
+    /// Whether `gatehouse login --device` (RFC 8628) may be used. Off by default: a device code can be
+    /// phished (someone starts a sign-in and sends the code to a victim).
+    public var deviceFlow = false
 
     public init(issuer: String, clientID: String, clientSecret: SecretSource, redirectURI: String) {
         self.issuer = issuer
@@ -149,7 +152,8 @@ public enum SignInRules {
 
     /// Who the claims name, under the settings and the policy: a principal name and policy groups.
     public static func person(from claims: IDTokenClaims, settings: OIDCSettings, policy: Policy) -> Result<ProviderPerson, SignInRefusal> {
-        let email = claims.email?.lowercased()
+        // Addresses with anything but ASCII are kept as sent: lowercasing could turn a look-alike into a letter.
+        let email = claims.email.map { $0.unicodeScalars.allSatisfy(\.isASCII) ? $0.lowercased() : $0 }
         if !settings.allowedEmailDomains.isEmpty {
             guard let email, claims.emailVerified == true, let domain = email.split(separator: "@").last.map(String.init),
                   settings.allowedEmailDomains.contains(domain) else {
@@ -163,13 +167,15 @@ public enum SignInRules {
             guard claims.emailVerified == true else {
                 return .failure(SignInRefusal("email_not_verified", "names come from the e-mail claim, and the provider has not verified this person's e-mail address"))
             }
-            raw = email.flatMap { $0.split(separator: "@").first.map(String.init) }
+            raw = claims.email.flatMap { $0.split(separator: "@").first.map(String.init) }
         }
         guard let raw, !raw.isEmpty else {
             return .failure(SignInRefusal("missing_claim", "the ID token has no `\(settings.nameClaim.rawValue)` claim; add it to the scopes the provider releases (scopes asked: \(settings.scopes.joined(separator: " ")))"))
         }
+        // Lowercasing is only safe on ASCII: the Kelvin sign (U+212A) lowercases to `k`, and a look-alike
+        // letter could pose as another person.
         let name = raw.lowercased()
-        guard PolicyLoader.isValidName(name) else {
+        guard raw.unicodeScalars.allSatisfy(\.isASCII), PolicyLoader.isValidName(name) else {
             return .failure(SignInRefusal("unusable_name", "the provider's `\(settings.nameClaim.rawValue)` '\(raw.prefix(80))' cannot be a Gatehouse name (up to 63 of a-z 0-9 . _ -, starting with a letter or digit); ask an admin to change `name_claim`"))
         }
         guard !PolicyLoader.reservedPrincipals.contains(name) else {
@@ -179,14 +185,42 @@ public enum SignInRules {
             return .failure(SignInRefusal("service_account_name", "'\(name)' is a service account in the policy; a person cannot sign in as it"))
         }
         let providerGroups = claims.groups ?? []
-        var groups = settings.policyGroups(forProviderGroups: providerGroups)
-        for group in policy.principals[name]?.groups ?? [] where !groups.contains(group) { groups.append(group) }
+        return .success(ProviderPerson(issuer: claims.issuer, subject: claims.subject, principal: name, email: email,
+                                       groups: settings.policyGroups(forProviderGroups: providerGroups), providerGroups: providerGroups))
+    }
+
+    /// The policy groups of a person signed in as `principal` (the name they are bound to): the
+    /// provider's groups through the current mapping, plus those the policy file gives that name.
+    /// Computed whenever they are needed, never stored: a changed mapping or file takes effect at once.
+    public static func groups(principal: String, providerGroups: [String], policy: Policy) -> [String] {
+        var groups = policy.identity.oidc?.policyGroups(forProviderGroups: providerGroups) ?? []
+        for group in policy.principals[principal]?.groups ?? [] where !groups.contains(group) { groups.append(group) }
+        return groups
+    }
+
+    /// Whether a person may be (or stay) bound to `principal`, and their policy groups; checked at
+    /// every sign-in for the name they are bound to, not only the name they claim.
+    public static func admit(principal: String, providerGroups: [String], settings: OIDCSettings, policy: Policy,
+                             newBinding: Bool) -> Result<[String], SignInRefusal> {
+        guard !PolicyLoader.reservedPrincipals.contains(principal) else {
+            return .failure(SignInRefusal("reserved_name", "'\(principal)' is a name Gatehouse keeps for itself; this person cannot sign in under it"))
+        }
+        if let entry = policy.principals[principal] {
+            if entry.kind == .service {
+                return .failure(SignInRefusal("service_account_name", "'\(principal)' is a service account in the policy; a person cannot sign in as it"))
+            }
+            // A name listed in the file carries the file's groups: only a provider that vouches for the
+            // company's own domains may hand it to an account signing in for the first time.
+            if newBinding, settings.allowedEmailDomains.isEmpty {
+                return .failure(SignInRefusal("listed_name_unprotected", "'\(principal)' is listed in the policy file; a provider account can take a listed name only when `identity.oidc.allowed_email_domains` limits who signs in"))
+            }
+        }
+        let groups = groups(principal: principal, providerGroups: providerGroups, policy: policy)
         guard !groups.isEmpty else {
             let seen = providerGroups.isEmpty ? "the token carries no `\(settings.groupsClaim)` claim" : "the provider's groups were \(providerGroups.prefix(20).joined(separator: ", "))"
-            return .failure(SignInRefusal("no_policy_group", "\(name) is in no Gatehouse group: \(seen), and none of them is mapped in `identity.oidc.groups`; ask an admin to add you to a mapped group at the provider"))
+            return .failure(SignInRefusal("no_policy_group", "\(principal) is in no Gatehouse group: \(seen), and none of them is mapped in `identity.oidc.groups`; ask an admin to add you to a mapped group at the provider"))
         }
-        return .success(ProviderPerson(issuer: claims.issuer, subject: claims.subject, principal: name, email: email,
-                                       groups: groups, providerGroups: providerGroups))
+        return .success(groups)
     }
 }
 

@@ -25,7 +25,7 @@ extension PolicyLoader.Reader {
 
     mutating func oidc(_ node: Node) -> OIDCSettings? {
         let keys = ["issuer", "client_id", "client_secret_env", "client_secret_file", "redirect_uri", "scopes", "name_claim",
-                    "groups_claim", "groups", "allowed_email_domains", "session_max", "display_name"]
+                    "groups_claim", "groups", "allowed_email_domains", "session_max", "display_name", "device_flow"]
         var issuer: String?, clientID: String?, redirectURI: String?
         var secrets: [OIDCSettings.SecretSource] = []
         var rest: [(String, Node)] = []
@@ -92,9 +92,18 @@ extension PolicyLoader.Reader {
                 } else {
                     settings.sessionMax = span
                 }
+            case "device_flow":
+                switch value.scalar?.string {
+                case "enabled": settings.deviceFlow = true
+                case "disabled": settings.deviceFlow = false
+                default: error(value, "identity.oidc.device_flow must be `enabled` or `disabled` (the default): whether `gatehouse login --device` may be used")
+                }
             default:
                 if let name = string(value, "identity.oidc.display_name") { settings.displayName = String(name.prefix(60)) }
             }
+        }
+        if settings.nameClaim == .email, settings.allowedEmailDomains.isEmpty {
+            warning(node, "identity.oidc.name_claim is email without allowed_email_domains: alice@one.example and alice@other.example would both be `alice` (the first to sign in keeps it); list your domains")
         }
         if settings.groupMap.isEmpty {
             warning(node, "identity.oidc.groups maps no provider group to a policy group: only people listed under `principals:` with groups can sign in")

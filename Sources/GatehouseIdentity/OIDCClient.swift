@@ -274,6 +274,9 @@ public final class OIDCClient: Sendable {
         guard let claims = Self.claims(payload: payload, groupsClaim: settings.groupsClaim) else {
             throw OIDCError.refused(SignInRefusal("missing_claim", "the provider's userinfo has no `sub`"))
         }
+        if let refusal = SignInRules.checkClaims(claims, issuer: settings.issuer, clientID: settings.clientID, nonce: nil, now: now) {
+            throw OIDCError.refused(refusal)
+        }
         return .signedIn(claims)
     }
 
@@ -326,6 +329,8 @@ public final class OIDCClient: Sendable {
         do {
             var pinned = key
             pinned.algorithm = JWK.Algorithm(rawValue: alg)
+            // jwt-kit files keys by kid; a provider's single key without one gets a name of ours.
+            if pinned.keyIdentifier == nil { pinned.keyIdentifier = JWKIdentifier(string: "gatehouse-unnamed-key") }
             let keys = try await JWTKeyCollection().add(jwk: pinned)
             _ = try await keys.verify(idToken, as: SignatureOnly.self)
         } catch {

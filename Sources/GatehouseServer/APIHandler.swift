@@ -67,7 +67,7 @@ struct APIHandler: APIProtocol {
         let established = try await provider.finish(state: body.state, code: body.code, purpose: .cli, clientSecret: body.loginSecret,
                                                     sourceIP: RequestInfo.current.remoteAddress)
         return .created(.init(body: .json(.init(token: established.secret, principal: established.caller.principal,
-                                                groups: established.token.groups ?? [], expiresAt: established.token.expiresAt ?? Date()))))
+                                                groups: established.groups, expiresAt: established.token.expiresAt ?? Date()))))
     }
 
     func startDeviceLogin(_ input: Operations.StartDeviceLogin.Input) async throws -> Operations.StartDeviceLogin.Output {
@@ -84,7 +84,7 @@ struct APIHandler: APIProtocol {
             return .ok(.init(body: .json(.init(status: slowDown ? .slowDown : .pending, interval: slowDown ? 10 : 5))))
         case .signedIn(let established):
             return .created(.init(body: .json(.init(token: established.secret, principal: established.caller.principal,
-                                                    groups: established.token.groups ?? [], expiresAt: established.token.expiresAt ?? Date()))))
+                                                    groups: established.groups, expiresAt: established.token.expiresAt ?? Date()))))
         }
     }
 

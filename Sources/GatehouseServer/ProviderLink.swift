@@ -75,6 +75,9 @@ final class ProviderLink: Sendable {
     /// Starts a device sign-in (RFC 8628) at the provider, for a terminal without a browser.
     func startDevice() async throws -> (OIDCClient.DeviceAuthorization, secret: String, expiresAt: Date) {
         let client = try client()
+        guard client.settings.deviceFlow else {
+            throw GatehouseError(.forbidden, "device_flow_disabled", "sign-in with a device code is switched off (`identity.oidc.device_flow: enabled` turns it on); run `gatehouse login` on a machine with a browser")
+        }
         do {
             let device = try await client.startDevice()
             let (secret, expiresAt) = try await service.signIns.beginDevice(deviceCode: device.deviceCode, expiresIn: device.expiresIn)

@@ -82,9 +82,9 @@ struct LoginCommand: AsyncParsableCommand {
         let state = Output.string(started, "state")
         FileHandle.standardError.write(Data("To sign in, open this address in a browser:\n\n  \(authorizationURL)\n\nWaiting for the provider (up to \(limit))...\n".utf8))
         if !noBrowser { Self.openBrowser(authorizationURL) }
-        let answer = try await listener.awaitCallback(timeout: TimeInterval(limit.seconds))
+        let answer = try await listener.awaitCallback(state: state, timeout: TimeInterval(limit.seconds))
         if let error = answer["error"] {
-            throw CLIError.failure("the identity provider did not sign you in: \(error)\(answer["error_description"].map { " (\($0))" } ?? "")")
+            throw CLIError.failure("the identity provider did not sign you in: \(Output.safe(error))\(answer["error_description"].map { " (\(Output.safe($0)))" } ?? "")")
         }
         guard answer["state"] == state, let code = answer["code"] else {
             throw CLIError.failure("the answer that reached this terminal belongs to another sign-in; run `gatehouse login` again")
@@ -240,8 +240,9 @@ final class LoopbackListener: @unchecked Sendable {
 
     func close() { Glibc.close(fd) }
 
-    /// Waits for `GET /callback?...` and returns its query; other paths get 404 and are ignored.
-    func awaitCallback(timeout: TimeInterval) async throws -> [String: String] {
+    /// Waits for `GET /callback?...` carrying this sign-in's state and returns its query; other paths,
+    /// and callbacks with another state (another local process), are answered and ignored.
+    func awaitCallback(state: String, timeout: TimeInterval) async throws -> [String: String] {
         let fd = self.fd
         return try await Task.detached {
             let deadline = Date().addingTimeInterval(timeout)
@@ -271,6 +272,10 @@ final class LoopbackListener: @unchecked Sendable {
                 }
                 var query: [String: String] = [:]
                 for item in components.queryItems ?? [] { query[item.name] = item.value ?? "" }
+                guard query["state"] == state else {
+                    Self.respond(connection, status: "400 Bad Request", text: "Gatehouse: this answer belongs to another sign-in.")
+                    continue
+                }
                 Self.respond(connection, status: "200 OK", text: query["error"] == nil
                              ? "Gatehouse: you can close this tab and return to the terminal."
                              : "Gatehouse: the sign-in did not complete; see the terminal.")

@@ -115,13 +115,26 @@ struct IdentityPolicyTests {
             }
         }
         #expect(outcome(Self.claims(), settings) == "erin:engineers")
-        #expect(outcome(Self.claims { $0.email = "alice@example.com"; $0.groups = ["db-leads"] }, settings) == "alice:leads,engineers")
+        #expect(outcome(Self.claims { $0.email = "alice@example.com"; $0.groups = ["db-leads"] }, settings) == "alice:leads", "the file's groups are added for the bound name, later")
         #expect(outcome(Self.claims { $0.emailVerified = false }, settings) == "email_domain_refused")
         #expect(outcome(Self.claims { $0.email = "erin@elsewhere.com" }, settings) == "email_domain_refused")
         #expect(outcome(Self.claims { $0.email = "deploy-bot@example.com" }, settings) == "service_account_name")
         #expect(outcome(Self.claims { $0.email = "admin@example.com" }, settings) == "reserved_name")
-        #expect(outcome(Self.claims { $0.groups = ["marketing"] }, settings) == "no_policy_group")
-        #expect(outcome(Self.claims { $0.groups = nil }, settings) == "no_policy_group")
+        func admitted(_ principal: String, _ groups: [String], new: Bool = true, domains: [String] = ["example.com"]) -> String {
+            var s = settings
+            s.allowedEmailDomains = domains
+            switch SignInRules.admit(principal: principal, providerGroups: groups, settings: s, policy: policy, newBinding: new) {
+            case .success(let groups): return groups.joined(separator: ",")
+            case .failure(let refusal): return refusal.code
+            }
+        }
+        #expect(admitted("erin", ["marketing"]) == "no_policy_group")
+        #expect(admitted("erin", []) == "no_policy_group")
+        #expect(admitted("alice", ["db-leads"]) == "leads,engineers", "a listed name gets the file's groups too")
+        #expect(admitted("alice", [], domains: []) == "listed_name_unprotected", "a listed name is not first-come without a domain rule")
+        #expect(admitted("alice", [], new: false, domains: []) == "engineers", "once bound, it is theirs")
+        #expect(admitted("deploy-bot", ["platform-oncall"], new: false) == "service_account_name", "checked for the bound name at every sign-in")
+        #expect(outcome(Self.claims { $0.email = "\u{212A}elvin@example.com" }, settings) == "unusable_name", "the Kelvin sign does not become k")
         settings.nameClaim = .preferredUsername
         settings.allowedEmailDomains = []
         #expect(outcome(Self.claims(), settings) == "erin:engineers")

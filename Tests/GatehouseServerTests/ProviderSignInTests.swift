@@ -14,6 +14,7 @@ struct ProviderSignInTests {
         principals:
           deploy-bot: {groups: [automation], kind: service}
           alice: {groups: [engineers]}
+          lena: {groups: [leads]}
         admins: [security]
         resources:
           prod-db:
@@ -26,10 +27,10 @@ struct ProviderSignInTests {
         """
 
     /// A server on the real clock (ID tokens carry real times), switched to the provider.
-    static func withSignIn<T>(identityExtra: String = "", _ body: (TestServer, TestProvider) async throws -> T) async throws -> T {
+    static func withSignIn<T>(identityExtra: String = "", oidcExtra: String = "", _ body: (TestServer, TestProvider) async throws -> T) async throws -> T {
         try await TestProvider.with { provider in
             try await TestServer.with(realTime: true) { server in
-                try server.writePolicy(resources + provider.identityYAML(baseURL: server.baseURL, extra: identityExtra), reload: true)
+                try server.writePolicy(resources + provider.identityYAML(baseURL: server.baseURL, extra: identityExtra, oidcExtra: oidcExtra), reload: true)
                 #expect(server.service.policies.policy.identity.oidc != nil)
                 return try await body(server, provider)
             }
@@ -116,6 +117,10 @@ struct ProviderSignInTests {
                 "state": query["state"] ?? "", "code": query["code"] ?? "", "login_secret": "ghl_guessed"])
             #expect(stolen.status == 401)
             #expect(stolen.string("detail")?.contains("another terminal") == true)
+            // The device grant is off unless the policy turns it on (a device code can be phished).
+            let device = try await server.send(.POST, "/v1/auth/device", token: nil)
+            #expect(device.status == 403)
+            #expect(device.string("code") == "device_flow_disabled")
             // A redirect that is not a loopback listener is refused before anything is stored.
             let remote = try await server.send(.POST, "/v1/auth/login", token: nil, json: ["redirect_uri": "https://evil.example/callback"])
             #expect(remote.status == 400)
@@ -125,7 +130,7 @@ struct ProviderSignInTests {
 
     @Test("a terminal without a browser signs in with the device grant: `gatehouse login --device` shows a code, the person enters it at the provider, the stored session files a request")
     func deviceSignIn() async throws {
-        try await Self.withSignIn { server, provider in
+        try await Self.withSignIn(oidcExtra: "    device_flow: enabled") { server, provider in
             try await provider.person("erin", groups: ["oncall"])
             let config = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-config-\(UUID().uuidString)").path
             defer { try? FileManager.default.removeItem(atPath: config) }
@@ -208,6 +213,19 @@ struct ProviderSignInTests {
             #expect(try await Self.auditEvents(server, action: "identity.sign_in_refused").contains {
                 ($0["details"] as? [String: String])?["code"] == "name_taken"
             })
+
+            // A bound person who renames themselves after a name listed in the file stays themselves, without
+            // that name's groups; an unbound account cannot take a listed name while no e-mail domain is required.
+            try await provider.person("mallory", groups: ["oncall"])
+            #expect(try await Self.apiSignIn(server, provider, as: "mallory").string("principal") == "mallory")
+            try await provider.person("mallory", groups: ["oncall"], renameTo: "lena")
+            let renamed = try await Self.apiSignIn(server, provider, as: "lena")
+            #expect(renamed.string("principal") == "mallory")
+            #expect((renamed.json["groups"] as? [String]) == ["engineers"], "lena's file groups (leads) are not mallory's")
+            try await provider.person("alice", groups: ["oncall"])
+            let listed = try await Self.apiSignIn(server, provider, as: "alice")
+            #expect(listed.status == 403)
+            #expect(listed.string("detail")?.contains("allowed_email_domains") == true)
         }
     }
 
@@ -217,7 +235,8 @@ struct ProviderSignInTests {
             try await TestServer.with(realTime: true) { server in
                 let oldToken = try await server.token(for: "alice")
                 #expect(try await server.send(.GET, "/v1/whoami", token: oldToken).status == 200)
-                try server.writePolicy(Self.resources + provider.identityYAML(baseURL: server.baseURL), reload: true)
+                try server.writePolicy(Self.resources + provider.identityYAML(baseURL: server.baseURL, oidcExtra: "    allowed_email_domains: [example.test]"),
+                                       reload: true)
                 let refused = try await server.send(.GET, "/v1/whoami", token: oldToken)
                 #expect(refused.status == 401)
                 #expect(refused.string("code") == ErrorCode.humanTokenRefused)

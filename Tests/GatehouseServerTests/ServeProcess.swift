@@ -81,7 +81,8 @@ enum RepositoryScript {
                 var argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) }
                 argv.append(nil)
                 defer { argv.forEach { free($0) } }
-                guard posix_spawn(&pid, "/bin/bash", nil, nil, argv, environ) == 0 else { return continuation.resume(returning: -1) }
+                let spawned = Command.withLaunchLock { posix_spawn(&pid, "/bin/bash", nil, nil, argv, environ) }
+                guard spawned == 0 else { return continuation.resume(returning: -1) }
                 var status: Int32 = 0
                 while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
                 continuation.resume(returning: status)

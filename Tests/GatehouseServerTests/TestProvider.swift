@@ -88,7 +88,7 @@ final class TestProvider: Sendable {
     }
 
     /// The identity section for a Gatehouse at `baseURL`.
-    func identityYAML(baseURL: String, extra: String = "") -> String {
+    func identityYAML(baseURL: String, extra: String = "", oidcExtra: String = "") -> String {
         """
         identity:
           oidc:
@@ -102,6 +102,7 @@ final class TestProvider: Sendable {
               oncall: [engineers]
               db-leads: [leads]
               secops: [security]
+        \(oidcExtra)
         \(extra)
         """
     }

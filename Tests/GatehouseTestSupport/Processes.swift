@@ -136,8 +136,18 @@ public enum Command {
         } else {
             process.standardInput = FileHandle.nullDevice
         }
-        try process.run()
+        try withLaunchLock { try process.run() }
         return Running(process: process, stdout: out, stderr: err)
+    }
+
+    /// One process launch at a time: Foundation's `Process.run` on Linux once crashed in a memcpy
+    /// while many tests launched commands at the same moment.
+    private static let launchLock = NSLock()
+
+    public static func withLaunchLock<T>(_ body: () throws -> T) rethrows -> T {
+        launchLock.lock()
+        defer { launchLock.unlock() }
+        return try body()
     }
 
     public static func finish(_ running: Running) async -> CommandResult {

@@ -163,15 +163,16 @@ struct WebInbox {
     func providerCallback(_ request: Request, _ context: GatehouseRequestContext) async throws -> Response {
         let query = request.uri.queryParameters
         let state = query["state"].map(String.init) ?? ""
+        // Only the browser that started the sign-in gets past here (and only then is anything taken or audited).
+        guard let expected = request.cookies[Self.providerCookie]?.value, !state.isEmpty, TokenSecret.constantTimeEqual(expected, state) else {
+            throw GatehouseError(.forbidden, ErrorCode.signInRefused, "this sign-in was not started in this browser (or it already finished); start again from the sign-in page")
+        }
         if let error = query["error"].map(String.init) {
             let detail = query["error_description"].map { ": " + String($0.prefix(200)) } ?? ""
-            if !state.isEmpty { _ = try? await service.signIns.take(state: state, purpose: .web) }
+            _ = try? await service.signIns.take(state: state, purpose: .web)
             await service.signIns.refuse(SignInRefusal("provider_error", "the provider answered \(error.prefix(64))\(detail)"), issuer: provider.settings?.issuer,
                                          subject: nil, sourceIP: context.remoteAddress?.ipAddress)
             throw GatehouseError(.unauthorized, ErrorCode.signInRefused, "the identity provider did not sign you in (\(error.prefix(64))\(detail)); try again from the sign-in page")
-        }
-        guard let expected = request.cookies[Self.providerCookie]?.value, !state.isEmpty, TokenSecret.constantTimeEqual(expected, state) else {
-            throw GatehouseError(.forbidden, ErrorCode.signInRefused, "this sign-in was not started in this browser (or it already finished); start again from the sign-in page")
         }
         let established = try await provider.finish(state: state, code: query["code"].map(String.init) ?? "", purpose: .web,
                                                     sourceIP: context.remoteAddress?.ipAddress)
