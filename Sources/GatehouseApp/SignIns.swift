@@ -62,18 +62,9 @@ public struct SignIns: Sendable {
         let nonce = Identifier.make("n", bytes: 24)
         let verifier = PKCE.makeVerifier()
         let clientSecret = purpose == .cli ? Identifier.make("ghl", bytes: 24) : nil
-        let clock = context.clock
-        let expiresAt = try await context.write { session in
-            let now = clock.now()
-            try await session.prunePendingSignIns(now: now)
-            // Starting a sign-in needs no credentials: a flood of starts is bounded, not stored without end.
-            guard try await session.pendingSignInCount() < Self.pendingCap else {
-                throw GatehouseError(.tooManyRequests, ErrorCode.tooManyRequests, "too many sign-ins are under way; try again in a few minutes")
-            }
-            let pending = PendingSignIn(stateHash: TokenSecret.hash(state), nonce: nonce, verifier: verifier, purpose: purpose, redirectURI: redirect,
-                                        clientHash: clientSecret.map(TokenSecret.hash), createdAt: now, expiresAt: now.addingTimeInterval(Self.pendingLifetime))
-            try await session.insertPendingSignIn(pending)
-            return pending.expiresAt
+        let expiresAt = try await storePending(lifetime: Self.pendingLifetime) { now, expiresAt in
+            PendingSignIn(stateHash: TokenSecret.hash(state), nonce: nonce, verifier: verifier, purpose: purpose, redirectURI: redirect,
+                          clientHash: clientSecret.map(TokenSecret.hash), createdAt: now, expiresAt: expiresAt)
         }
         return Started(state: state, nonce: nonce, codeChallenge: PKCE.challenge(for: verifier), redirectURI: redirect,
                        clientSecret: clientSecret, expiresAt: expiresAt)
@@ -118,19 +109,27 @@ public struct SignIns: Sendable {
     public func beginDevice(deviceCode: String, expiresIn: TimeInterval) async throws -> (secret: String, expiresAt: Date) {
         _ = try requireProvider()
         let secret = Identifier.make("ghd", bytes: 24)
+        let expiresAt = try await storePending(lifetime: min(max(expiresIn, 60), Self.pendingLifetime)) { now, expiresAt in
+            PendingSignIn(stateHash: TokenSecret.hash(secret), nonce: "", verifier: deviceCode, purpose: .device, redirectURI: "",
+                          clientHash: nil, createdAt: now, expiresAt: expiresAt)
+        }
+        return (secret, expiresAt)
+    }
+
+    /// Stores a sign-in under way, after pruning the old ones. Starting a sign-in needs no credentials:
+    /// a flood of starts is bounded, not stored without end.
+    func storePending(lifetime: TimeInterval, _ make: @escaping @Sendable (Date, Date) -> PendingSignIn) async throws -> Date {
         let clock = context.clock
-        let expiresAt = try await context.write { session in
+        return try await context.write { session in
             let now = clock.now()
             try await session.prunePendingSignIns(now: now)
             guard try await session.pendingSignInCount() < Self.pendingCap else {
                 throw GatehouseError(.tooManyRequests, ErrorCode.tooManyRequests, "too many sign-ins are under way; try again in a few minutes")
             }
-            let pending = PendingSignIn(stateHash: TokenSecret.hash(secret), nonce: "", verifier: deviceCode, purpose: .device, redirectURI: "",
-                                        clientHash: nil, createdAt: now, expiresAt: now.addingTimeInterval(min(max(expiresIn, 60), Self.pendingLifetime)))
+            let pending = make(now, now.addingTimeInterval(lifetime))
             try await session.insertPendingSignIn(pending)
             return pending.expiresAt
         }
-        return (secret, expiresAt)
     }
 
     /// The device sign-in a poll names, still under way.

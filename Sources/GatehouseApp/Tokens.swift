@@ -65,7 +65,6 @@ public struct Tokens: Sendable {
     /// knows them from now on (on every instance, the next sweep loads them from the store too).
     func noteSession(_ record: TokenRecord, fresh: Bool = false) {
         guard record.kind == .session, record.revokedAt == nil, let expiresAt = record.expiresAt, expiresAt > context.clock.now() else { return }
-        _ = expiresAt
         context.policies.see(record.principal, PolicyHolder.Person(groups: record.groups ?? [], signedInAt: record.createdAt), fresh: fresh)
     }
 

@@ -178,15 +178,21 @@ public enum SignInRules {
         guard raw.unicodeScalars.allSatisfy(\.isASCII), PolicyLoader.isValidName(name) else {
             return .failure(SignInRefusal("unusable_name", "the provider's `\(settings.nameClaim.rawValue)` '\(raw.prefix(80))' cannot be a Gatehouse name (up to 63 of a-z 0-9 . _ -, starting with a letter or digit); ask an admin to change `name_claim`"))
         }
-        guard !PolicyLoader.reservedPrincipals.contains(name) else {
-            return .failure(SignInRefusal("reserved_name", "'\(name)' is a name Gatehouse keeps for itself; this person cannot sign in under it"))
-        }
-        if policy.principals[name]?.kind == .service {
-            return .failure(SignInRefusal("service_account_name", "'\(name)' is a service account in the policy; a person cannot sign in as it"))
-        }
+        if let refusal = nameRefusal(name, policy: policy) { return .failure(refusal) }
         let providerGroups = claims.groups ?? []
         return .success(ProviderPerson(issuer: claims.issuer, subject: claims.subject, principal: name, email: email,
                                        groups: settings.policyGroups(forProviderGroups: providerGroups), providerGroups: providerGroups))
+    }
+
+    /// Names no person may sign in under: Gatehouse's own, and service accounts'.
+    static func nameRefusal(_ name: String, policy: Policy) -> SignInRefusal? {
+        if PolicyLoader.reservedPrincipals.contains(name) {
+            return SignInRefusal("reserved_name", "'\(name)' is a name Gatehouse keeps for itself; this person cannot sign in under it")
+        }
+        if policy.principals[name]?.kind == .service {
+            return SignInRefusal("service_account_name", "'\(name)' is a service account in the policy; a person cannot sign in as it")
+        }
+        return nil
     }
 
     /// The policy groups of a person signed in as `principal` (the name they are bound to): the
@@ -202,18 +208,11 @@ public enum SignInRules {
     /// every sign-in for the name they are bound to, not only the name they claim.
     public static func admit(principal: String, providerGroups: [String], settings: OIDCSettings, policy: Policy,
                              newBinding: Bool) -> Result<[String], SignInRefusal> {
-        guard !PolicyLoader.reservedPrincipals.contains(principal) else {
-            return .failure(SignInRefusal("reserved_name", "'\(principal)' is a name Gatehouse keeps for itself; this person cannot sign in under it"))
-        }
-        if let entry = policy.principals[principal] {
-            if entry.kind == .service {
-                return .failure(SignInRefusal("service_account_name", "'\(principal)' is a service account in the policy; a person cannot sign in as it"))
-            }
-            // A name listed in the file carries the file's groups: only a provider that vouches for the
-            // company's own domains may hand it to an account signing in for the first time.
-            if newBinding, settings.allowedEmailDomains.isEmpty {
-                return .failure(SignInRefusal("listed_name_unprotected", "'\(principal)' is listed in the policy file; a provider account can take a listed name only when `identity.oidc.allowed_email_domains` limits who signs in"))
-            }
+        if let refusal = nameRefusal(principal, policy: policy) { return .failure(refusal) }
+        // A name listed in the file carries the file's groups: only a provider that vouches for the
+        // company's own domains may hand it to an account signing in for the first time.
+        if policy.principals[principal] != nil, newBinding, settings.allowedEmailDomains.isEmpty {
+            return .failure(SignInRefusal("listed_name_unprotected", "'\(principal)' is listed in the policy file; a provider account can take a listed name only when `identity.oidc.allowed_email_domains` limits who signs in"))
         }
         let groups = groups(principal: principal, providerGroups: providerGroups, policy: policy)
         guard !groups.isEmpty else {

@@ -1,7 +1,6 @@
 import Crypto
 import Foundation
 import NIOCore
-import GatehouseCore
 import Testing
 @testable import GatehouseProxy
 
@@ -81,29 +80,6 @@ import Testing
         #expect(why.contains("not verified"))
         var md5 = UpstreamLogin(user: "u", password: "p", weakAllowed: false)
         #expect(isFailed(md5.receive(.authentication(.md5Password(salt: [1, 2, 3, 4])))))
-    }
-
-    @Test("cleartext and md5 only to this machine, a verified certificate, or with unverified_password: allow", arguments: [
-        ("127.0.0.1", "prefer", "refuse", true), ("db.example.com", "verify-full", "refuse", true),
-        ("db.example.com", "require", "refuse", false), ("db.example.com", "prefer", "refuse", false),
-        ("127.db.example.com", "require", "refuse", false), ("db.example.com", "require", "allow", true),
-    ])
-    func weakPasswordRule(host: String, sslmode: String, unverified: String, allowed: Bool) throws {
-        let yaml = """
-            version: 1
-            principals: {alice: {groups: [engineers]}}
-            resources:
-              prod-db:
-                kind: postgres
-                roles:
-                  read: {requesters: [engineers], approvals: 0, max_duration: 1h, allows: read}
-                proxy:
-                  listen: 127.0.0.1:6432
-                  upstream: {host: "\(host)", database: app, user: proxy, password_env: P, sslmode: \(sslmode), unverified_password: \(unverified)}
-            """
-        let result = PolicyLoader.load(yaml: yaml)
-        let proxy = try #require(result.policy?.resources["prod-db"]?.proxy, "\(result.problems)")
-        #expect(proxy.weakPasswordAllowed == allowed)
     }
 
     // MARK: SCRAM-SHA-256
