@@ -101,6 +101,7 @@ let package = Package(
                 .embedInCode("Web/Templates/audit.mustache"),
                 .embedInCode("Web/Templates/break-glass.mustache"),
                 .embedInCode("Web/Templates/error.mustache"),
+                .embedInCode("Web/Templates/slack-link.mustache"),
                 .embedInCode("Web/Templates/gatehouse.css"),
             ],
             plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]

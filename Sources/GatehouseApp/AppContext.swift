@@ -9,11 +9,15 @@ public struct Caller: Sendable, Equatable {
     public var principal: String
     public var isAdmin: Bool
     public var tokenId: String
+    /// Where the caller acted from, when not the API or the web inbox (`via: slack`, the Slack user):
+    /// added to the audit event of a decision.
+    public var origin: [String: String]
 
-    public init(principal: String, isAdmin: Bool, tokenId: String) {
+    public init(principal: String, isAdmin: Bool, tokenId: String, origin: [String: String] = [:]) {
         self.principal = principal
         self.isAdmin = isAdmin
         self.tokenId = tokenId
+        self.origin = origin
     }
 }
 

@@ -8,6 +8,8 @@ public protocol AppMetrics: Sendable {
     func notification(_ kind: String)
     /// A webhook delivery attempt: `delivered`, `retry` or `failed`.
     func webhook(_ outcome: String)
+    /// A Slack interaction: `accepted`, `repeated`, `refused`, `approved` or `denied`.
+    func slackInteraction(_ outcome: String)
     /// A proxy session `started`, `refused` at sign-in, or `ended`.
     func proxySession(_ outcome: String)
     /// A statement checked by the proxy, and the time the check added.
@@ -20,6 +22,7 @@ public struct NoMetrics: AppMetrics {
     public func antiSpam(_ outcome: String, reason: String) {}
     public func notification(_ kind: String) {}
     public func webhook(_ outcome: String) {}
+    public func slackInteraction(_ outcome: String) {}
     public func proxySession(_ outcome: String) {}
     public func proxyStatement(allowed: Bool, checkTime: Duration) {}
 }

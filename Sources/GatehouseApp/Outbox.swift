@@ -32,6 +32,11 @@ public struct Outbox: Sendable {
             }
             let events = try await session.auditEvents(.init(afterSeq: cursor, limit: limit))
             for event in events {
+                if let slack = policy.notifications.slack {
+                    for delivery in try await Self.slackDeliveries(for: event, slack: slack, session: session, policy: policy, now: now) {
+                        try await session.enqueueDelivery(delivery)
+                    }
+                }
                 guard let kind = WebhookEvent(auditAction: event.action) else { continue }
                 let endpoints = policy.notifications.endpoints(for: kind)
                 guard !endpoints.isEmpty, let message = try await Self.message(for: event, kind: kind, session: session, policy: policy) else { continue }
@@ -80,13 +85,48 @@ public struct Outbox: Sendable {
                               request: request, recipients: recipients, link: link)
     }
 
+    /// The Slack work one audit event causes: a request told to approvers is posted (to its channels,
+    /// and to each approver told at once when direct messages are on); every later change of the
+    /// request updates its copies; a digest goes to its recipient; break-glass is announced.
+    /// The message is rendered when it is sent, from the request as it is then.
+    static func slackDeliveries(for event: AuditEvent, slack: SlackSettings, session: StoreSession, policy: Policy, now: Date) async throws -> [WebhookDelivery] {
+        guard let action = AuditAction(rawValue: event.action) else { return [] }
+        let id = WebhookMessage.id(for: event)
+        func delivery(_ target: String, _ op: SlackOperation) -> WebhookDelivery {
+            WebhookDelivery(id: id, endpoint: SlackOperation.endpointPrefix + target, event: "slack.\(op.kind)", body: op.encoded,
+                            createdAt: now, nextAttemptAt: now)
+        }
+        switch action {
+        case .requestCreated, .requestReleased:
+            guard event.details["state"] == nil, let request = try await session.request(id: event.subject) else { return [] }
+            let told = try await session.notifiedRecipients(requestId: event.subject, kinds: ["request"])
+            guard !told.isEmpty else { return [] }
+            var out = slack.channels(for: request, policy: policy).map { delivery($0, .post(requestId: request.id)) }
+            if slack.directMessages { out += told.map { delivery("@" + $0, .post(requestId: request.id)) } }
+            return out
+        case .requestApproved, .requestDenied, .requestExpired, .requestCanceled, .requestReported, .requestQuarantined, .approvalRecorded,
+             .requestRejected:
+            return [delivery("update", .update(requestId: event.subject))]
+        case .notificationDigest:
+            guard let recipient = event.details["recipient"] else { return [] }
+            let ids = (event.details["request_ids"] ?? "").split(separator: ",").map(String.init)
+            return [delivery("@" + recipient, .digest(recipient: recipient, requestIds: ids))]
+        case .breakGlassUsed:
+            guard let channel = slack.channel,
+                  let message = try await message(for: event, kind: .breakGlassUsed, session: session, policy: policy) else { return [] }
+            return [delivery(channel, .notice(message: String(decoding: message.slackBody(), as: UTF8.self)))]
+        default:
+            return []
+        }
+    }
+
     /// Sends the digests that have collected requests for `notifications.digest_interval`, when an
     /// endpoint takes digests: each becomes a `notification.digest` audit event (and so a message).
     @discardableResult
     public func flushDigests() async throws -> Int {
         let context = self.context
         let policy = context.policies.policy
-        guard !policy.notifications.endpoints(for: .digest).isEmpty else { return 0 }
+        guard !policy.notifications.endpoints(for: .digest).isEmpty || policy.notifications.slack != nil else { return 0 }
         let cutoff = context.clock.now().addingTimeInterval(-TimeInterval(policy.notifications.digestInterval.seconds))
         guard try await context.read({ try await !$0.digestsDue(createdBefore: cutoff, limit: 1).isEmpty }) else { return 0 }
         return try await context.write { session in
@@ -148,7 +188,9 @@ public struct Outbox: Sendable {
         var updated = delivery
         updated.attempts += 1
         updated.lastStatus = status.map { "HTTP \($0)" } ?? error ?? "no answer"
-        let gone = status == 410 || !policy.notifications.webhooks.contains { $0.name == delivery.endpoint }
+        let known = delivery.endpoint.hasPrefix(SlackOperation.endpointPrefix) ? policy.notifications.slack != nil
+            : policy.notifications.webhooks.contains { $0.name == delivery.endpoint }
+        let gone = status == 410 || !known
         if let status, (200..<300).contains(status) {
             updated.deliveredAt = now
         } else if gone || updated.attempts >= policy.notifications.retry.attempts {

@@ -97,7 +97,8 @@ public struct RequestDesk: Sendable {
                 try await session.insertApproval(approval)
                 try await session.appendAudit([AuditEntry(actor: caller.principal, action: .approvalRecorded, subject: id, resource: request.resource,
                                                           details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment,
-                                                                                       "approvals": "\(counted)/\(max(request.approvalsRequired, 1))"]))], at: now)
+                                                                                       "approvals": "\(counted)/\(max(request.approvalsRequired, 1))"])
+                                                              .merging(caller.origin) { kept, _ in kept })], at: now)
                 return .success(RequestView(request: request, approvals: approvals + [approval]))
             case .approved(var approval, let updated, let grant):
                 approval.tokenId = caller.tokenId
@@ -107,7 +108,8 @@ public struct RequestDesk: Sendable {
                 try await session.appendAudit([
                     AuditEntry(actor: caller.principal, action: .requestApproved, subject: id, resource: request.resource,
                                details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment, "grant_id": grant.id,
-                                                            "not_counted": discounted.isEmpty ? nil : discounted.sorted().joined(separator: ",")])),
+                                                            "not_counted": discounted.isEmpty ? nil : discounted.sorted().joined(separator: ",")])
+                                   .merging(caller.origin) { kept, _ in kept }),
                     AuditEntry.grantStarted(grant),
                 ], at: now)
                 return .success(RequestView(request: updated, approvals: approvals + [approval]))
@@ -116,7 +118,8 @@ public struct RequestDesk: Sendable {
                 try await session.insertApproval(approval)
                 guard try await session.updateRequest(updated, from: .pending) else { throw AppErrors.raced(id) }
                 try await session.appendAudit([AuditEntry(actor: caller.principal, action: .requestDenied, subject: id, resource: request.resource,
-                                                          details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment]))], at: now)
+                                                          details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment])
+                                                              .merging(caller.origin) { kept, _ in kept })], at: now)
                 return .success(RequestView(request: updated, approvals: approvals + [approval]))
             case .expired(let updated):
                 // Record the expiry the sweeper has not written yet, then refuse the decision.

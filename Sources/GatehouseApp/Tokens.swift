@@ -52,6 +52,10 @@ public struct Tokens: Sendable {
         guard token.utf8.count <= 256, let record = try await context.unavailableOnFailure({ try await store.liveToken(hash: TokenSecret.hash(token)) }) else {
             throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token is unknown or revoked; sign in again (`gatehouse login`) or ask an admin for a new service token")
         }
+        // A Slack link stands only behind clicks Slack signed; it is never a bearer token.
+        guard record.kind != .slack else {
+            throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token is unknown or revoked; sign in again (`gatehouse login`) or ask an admin for a new service token")
+        }
         noteSession(record)
         let policy = context.policies.policy
         if let refusal = Self.refusal(for: record, policy: policy, now: context.clock.now()) { throw refusal }
@@ -96,6 +100,9 @@ public struct Tokens: Sendable {
             return GatehouseError(.unauthorized, ErrorCode.invalidToken, entry.kind == .service
                                   ? "\(record.principal) is a service account in the policy; a sign-in session cannot act as it"
                                   : "sign-in through an identity provider is switched off; sign in with a token")
+        }
+        if record.kind == .slack, entry.kind == .service {
+            return GatehouseError(.unauthorized, ErrorCode.invalidToken, "\(record.principal) is a service account in the policy; a Slack account cannot act as it")
         }
         if record.kind == .api, entry.kind == .user, policy.identity.oidc != nil {
             return GatehouseError(.unauthorized, ErrorCode.humanTokenRefused, "people sign in through the identity provider (`gatehouse login`, or the web inbox); API tokens are for service accounts only")

@@ -11,6 +11,7 @@ public final class UseCases: Sendable {
     public let webSessions: WebSessions
     public let signIns: SignIns
     public let desk: RequestDesk
+    public let slack: SlackDesk
     public let principals: Principals
     public let grants: GrantDesk
     public let checks: AccessChecks
@@ -28,6 +29,7 @@ public final class UseCases: Sendable {
         webSessions = WebSessions(context, tokens: tokens)
         signIns = SignIns(context, tokens: tokens, webSessions: webSessions)
         desk = RequestDesk(context, tarpit: tarpit, watch: RequestWatch())
+        slack = SlackDesk(context, desk: desk)
         principals = Principals(context)
         grants = GrantDesk(context)
         checks = AccessChecks(context)

@@ -41,6 +41,9 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case proxySessionEnded = "proxy.session.ended"
     case proxyRefused = "proxy.refused"
     case storeImported = "store.imported"
+    case slackLinked = "slack.linked"
+    case slackUnlinked = "slack.unlinked"
+    case slackRefused = "slack.action_refused"
 }
 
 extension AuditEntry {

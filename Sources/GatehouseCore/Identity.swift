@@ -111,6 +111,7 @@ public struct ProviderPerson: Sendable, Equatable {
     public var subject: String
     /// The principal name the claim gives (the store may already bind this issuer+subject to another name).
     public var principal: String
+    /// The e-mail address, only when the provider verified it.
     public var email: String?
     /// Policy groups from the provider's groups (the policy file may add more).
     public var groups: [String]
@@ -180,7 +181,9 @@ public enum SignInRules {
         }
         if let refusal = nameRefusal(name, policy: policy) { return .failure(refusal) }
         let providerGroups = claims.groups ?? []
-        return .success(ProviderPerson(issuer: claims.issuer, subject: claims.subject, principal: name, email: email,
+        // Only an address the provider verified is kept: it is what links a Slack account to this person.
+        return .success(ProviderPerson(issuer: claims.issuer, subject: claims.subject, principal: name,
+                                       email: claims.emailVerified == true ? email : nil,
                                        groups: settings.policyGroups(forProviderGroups: providerGroups), providerGroups: providerGroups))
     }
 

@@ -3,9 +3,9 @@ import Yams
 
 extension PolicyLoader.Reader {
     /// `notifications: {base_url, digest_interval, retry, webhooks: {NAME: {url, format, secret_env | secret_file, events, timeout}}}`.
-    mutating func notifications(_ node: Node) -> NotificationSettings {
+    mutating func notifications(_ node: Node, groups: Set<String>, resources: Set<String>) -> NotificationSettings {
         var settings = NotificationSettings()
-        for (key, _, value) in entries(node, "notifications", allowed: ["base_url", "digest_interval", "retry", "webhooks"]) {
+        for (key, _, value) in entries(node, "notifications", allowed: ["base_url", "digest_interval", "retry", "webhooks", "slack"]) {
             switch key {
             case "base_url":
                 guard let text = string(value, "notifications.base_url") else { continue }
@@ -32,6 +32,8 @@ extension PolicyLoader.Reader {
                 if settings.retry.maximum < settings.retry.initial {
                     error(value, "notifications.retry.max (\(settings.retry.maximum)) is shorter than its initial delay (\(settings.retry.initial))")
                 }
+            case "slack":
+                settings.slack = slack(value, groups: groups, resources: resources)
             default:
                 for (name, keyNode, endpoint) in entries(value, "notifications.webhooks") {
                     checkName(name, keyNode, "webhook")
@@ -40,6 +42,84 @@ extension PolicyLoader.Reader {
             }
         }
         return settings
+    }
+
+    /// `notifications.slack: {bot_token_env | bot_token_file, signing_secret_env | signing_secret_file, channel,
+    /// routes: {resources: {NAME: CHANNEL}, approver_groups: {GROUP: CHANNEL}}, direct_messages, api_url, timeout}`.
+    mutating func slack(_ node: Node, groups: Set<String>, resources: Set<String>) -> SlackSettings? {
+        let what = "notifications.slack"
+        var tokens: [SecretReference] = [], secrets: [SecretReference] = []
+        var channel: String?, apiURL: String?, directMessages = false, timeout = TimeSpan(seconds: 10)
+        var resourceChannels: [String: String] = [:], groupChannels: [String: String] = [:]
+        let keys = ["bot_token_env", "bot_token_file", "signing_secret_env", "signing_secret_file", "channel", "routes", "direct_messages", "api_url", "timeout"]
+        for (key, _, value) in entries(node, what, allowed: keys) {
+            switch key {
+            case "bot_token_env": if let name = string(value, "\(what).bot_token_env") { tokens.append(.environment(name)) }
+            case "bot_token_file": if let path = string(value, "\(what).bot_token_file") { tokens.append(.file(path)) }
+            case "signing_secret_env": if let name = string(value, "\(what).signing_secret_env") { secrets.append(.environment(name)) }
+            case "signing_secret_file": if let path = string(value, "\(what).signing_secret_file") { secrets.append(.file(path)) }
+            case "channel": channel = slackChannel(value, "\(what).channel")
+            case "direct_messages": directMessages = bool(value, "\(what).direct_messages") ?? false
+            case "api_url":
+                guard let text = string(value, "\(what).api_url") else { continue }
+                if !Self.isHTTPURL(text, allowHTTPOnLoopback: true) {
+                    error(value, "\(what).api_url must be an https URL (http only on 127.0.0.1 or localhost); leave it out to use https://slack.com/api")
+                } else {
+                    apiURL = text.hasSuffix("/") ? String(text.dropLast()) : text
+                }
+            case "timeout":
+                guard let span = duration(value, "\(what).timeout") else { continue }
+                if span.seconds < 1 || span.seconds > 30 { error(value, "\(what).timeout is \(span); use 1s to 30s") } else { timeout = span }
+            default:
+                for (kind, _, routes) in entries(value, "\(what).routes", allowed: ["resources", "approver_groups"]) {
+                    for (name, nameNode, target) in entries(routes, "\(what).routes.\(kind)") {
+                        guard let target = slackChannel(target, "the channel of `\(name)` in \(what).routes.\(kind)") else { continue }
+                        if kind == "resources" {
+                            if resources.contains(name) { resourceChannels[name] = target } else {
+                                let hint = PolicyLoader.closest(to: name, in: Array(resources)).map { "did you mean `\($0)`? " } ?? ""
+                                error(nameNode, "\(what).routes.resources names `\(name)`, which is not a resource in this policy; \(hint)")
+                            }
+                        } else {
+                            checkGroup(name, nameNode, known: groups, what: "\(what).routes.approver_groups")
+                            groupChannels[name] = target
+                        }
+                    }
+                }
+            }
+        }
+        if tokens.count != 1 {
+            error(node, tokens.isEmpty ? "\(what) needs `bot_token_env:` (an environment variable) or `bot_token_file:` holding the app's bot token (xoxb-...); never the token itself"
+                  : "\(what) takes one of `bot_token_env:` and `bot_token_file:`, not both")
+        }
+        if secrets.count != 1 {
+            error(node, secrets.isEmpty ? "\(what) needs `signing_secret_env:` or `signing_secret_file:` holding the app's signing secret (Basic Information → Signing Secret); Gatehouse refuses every click it cannot verify"
+                  : "\(what) takes one of `signing_secret_env:` and `signing_secret_file:`, not both")
+        }
+        if channel == nil, resourceChannels.isEmpty, groupChannels.isEmpty, !directMessages {
+            error(node, "\(what) sends nothing: give a `channel:`, `routes:`, or `direct_messages: true`")
+        }
+        guard tokens.count == 1, secrets.count == 1 else { return nil }
+        var settings = SlackSettings(botToken: tokens[0], signingSecret: secrets[0])
+        settings.channel = channel
+        settings.resourceChannels = resourceChannels
+        settings.approverGroupChannels = groupChannels
+        settings.directMessages = directMessages
+        settings.timeout = timeout
+        if let apiURL { settings.apiURL = apiURL }
+        for (reference, name) in [(settings.botToken, "the Slack bot token"), (settings.signingSecret, "the Slack signing secret")] {
+            // Not an error: the secret may only be present where the server runs.
+            do { _ = try reference.read(name) } catch { warning(node, "\(error.message)") }
+        }
+        return settings
+    }
+
+    mutating func slackChannel(_ node: Node, _ what: String) -> String? {
+        guard let text = string(node, what) else { return nil }
+        guard SlackSettings.isChannel(text) else {
+            error(node, "\(what) is `\(text.prefix(80))`; give a channel id (C0123ABCDEF, from the channel's details) or a public channel's name (#access-requests)")
+            return nil
+        }
+        return text
     }
 
     mutating func webhook(_ name: String, _ node: Node) -> WebhookEndpoint? {

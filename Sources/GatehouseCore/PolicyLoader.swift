@@ -252,7 +252,9 @@ public enum PolicyLoader {
             partial.guardSettings = guardSettings
             if let antiSpamNode { partial.antiSpam = antiSpam(antiSpamNode, groups: groups) }
             if let breakGlassNode { partial.breakGlass = breakGlass(breakGlassNode, groups: groups) }
-            if let notificationsNode { partial.notifications = notifications(notificationsNode) }
+            if let notificationsNode {
+                partial.notifications = notifications(notificationsNode, groups: groups, resources: Set(resourceNodes.map(\.0)))
+            }
             for (name, keyNode, value) in resourceNodes {
                 checkName(name, keyNode, "resource")
                 if let resource = resource(name, value, policy: partial, groups: groups) {

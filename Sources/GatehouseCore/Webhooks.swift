@@ -40,7 +40,7 @@ public enum WebhookEvent: String, Sendable, CaseIterable, Codable {
         case .tokenCreated, .tokenRevoked, .webSignedIn, .signedIn, .signInRefused, .signedOut, .sessionsRevoked, .requestCanceled, .requestLimited, .requestExtraApproval, .requestRejected,
              .approvalRecorded, .actionChecked, .principalBlocked, .principalThrottled, .principalUnblocked, .breakGlassRefused,
              .webhookFailed, .policyReloaded, .policyReloadRefused, .proxySessionStarted, .proxySessionRefused, .proxySessionEnded,
-             .proxyRefused, .storeImported:
+             .proxyRefused, .storeImported, .slackLinked, .slackUnlinked, .slackRefused:
             return nil
         }
     }
@@ -129,6 +129,8 @@ public struct RetrySchedule: Sendable, Equatable {
 /// The `notifications:` section.
 public struct NotificationSettings: Sendable, Equatable {
     public var webhooks: [WebhookEndpoint] = []
+    /// Interactive request messages in Slack (`notifications.slack`).
+    public var slack: SlackSettings?
     /// The public address of the web inbox, for links in messages (`https://gatehouse.example.com`).
     public var baseURL: String?
     /// How long a digest collects requests before it is sent.
@@ -300,6 +302,8 @@ public struct WebhookMessage: Sendable, Equatable {
         if let spam = r.spam { object["spam"] = ["score": spam.score, "action": spam.action.rawValue, "signals": spam.summary] }
         return object
     }
+
+    public static func jsonBytes(_ object: [String: Any]) -> [UInt8] { json(object) }
 
     static func json(_ object: [String: Any]) -> [UInt8] {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)

@@ -18,6 +18,7 @@ public enum GatehouseHTTP {
         router.add(middleware: RequestInfoMiddleware(tokens: service.tokens))
         let provider = ProviderLink(service: service, logger: logger)
         try WebInbox(service: service, provider: provider, logger: logger).register(on: router)
+        SlackInteractions(service: service, logger: logger).register(on: router)
         try APIHandler(service: service, provider: provider).registerHandlers(on: router, configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]))
         // Prometheus text format; counters only, no principal names in labels.
         router.get("/metrics") { _, _ -> Response in

@@ -32,6 +32,13 @@ public final class GatehouseMetrics: AppMetrics {
                              labels: [("outcome", outcome)]).increment()
     }
 
+    /// A Slack interaction: `accepted`, `repeated`, `refused`, `approved` or `denied`.
+    public func slackInteraction(_ outcome: String) {
+        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "gatehouse_slack_interactions", unitName: "total",
+                                                              helpText: "Slack interactions (button clicks and forms), by outcome"),
+                             labels: [("outcome", outcome)]).increment()
+    }
+
     // MARK: guard proxy
 
     private static let checkBuckets: [Duration] = [.microseconds(20), .microseconds(50), .microseconds(100), .microseconds(250),

@@ -48,7 +48,9 @@ struct RequestInfoMiddleware: RouterMiddleware {
     let tokens: Tokens
 
     /// API paths anyone may call: the sign-in endpoints.
-    static let publicPaths: Set<String> = ["/v1/auth/login", "/v1/auth/login/complete", "/v1/auth/device", "/v1/auth/device/poll"]
+    /// Paths without a bearer token: sign-in, and Slack's interactions (signed by Slack instead).
+    static let publicPaths: Set<String> = ["/v1/auth/login", "/v1/auth/login/complete", "/v1/auth/device", "/v1/auth/device/poll",
+                                           SlackInteractions.path]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var request = request

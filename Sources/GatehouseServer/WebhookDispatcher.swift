@@ -41,7 +41,8 @@ public struct WebhookDispatcher: Service {
                 let queued = try await service.outbox.queueMessages(limit: Self.batch)
                 try await service.outbox.flushDigests()
                 let webhooks = service.policies.policy.notifications.webhooks
-                let longest = webhooks.map { Double($0.timeout.seconds) }.max() ?? 10
+                let slackTimeout = service.policies.policy.notifications.slack.map { Double($0.timeout.seconds) * 4 } ?? 0
+                let longest = max(webhooks.map { Double($0.timeout.seconds) }.max() ?? 10, slackTimeout)
                 let due = try await service.outbox.claimDeliveries(lease: longest + 5, limit: Self.batch)
                 let attempts = await withTaskGroup(of: Outbox.WebhookAttempt.self) { group in
                     for delivery in due {
@@ -69,7 +70,10 @@ public struct WebhookDispatcher: Service {
         let policy = service.policies.policy
         var status: Int?
         var failure: String?
-        if let endpoint = policy.notifications.webhooks.first(where: { $0.name == delivery.endpoint }) {
+        if delivery.endpoint.hasPrefix(SlackOperation.endpointPrefix), let slack = policy.notifications.slack {
+            // A post may take two calls and an update one per copy: each call has its own timeout.
+            (status, failure) = await SlackSender(service: service, logger: logger).deliver(delivery, settings: slack)
+        } else if let endpoint = policy.notifications.webhooks.first(where: { $0.name == delivery.endpoint }) {
             // One deadline for the whole attempt, headers and body: a slow endpoint costs its own
             // timeout, never the outbox.
             let limit = Double(endpoint.timeout.seconds)

@@ -126,6 +126,22 @@ enum Migrations {
               redirect_uri TEXT NOT NULL, client_hash TEXT, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL)
             """,
         ]),
+        // Slack: every copy of a request's message (to update it when the request is decided), the
+        // one-time codes a person opens in the web inbox to link their Slack account, and lookups of
+        // a Slack link and of a person by the e-mail the provider confirmed.
+        (7, [
+            """
+            CREATE TABLE slack_messages (
+              request_id TEXT NOT NULL, channel TEXT NOT NULL, ts TEXT NOT NULL, created_at BIGINT NOT NULL,
+              PRIMARY KEY (request_id, channel, ts))
+            """,
+            """
+            CREATE TABLE slack_link_codes (
+              code_hash TEXT PRIMARY KEY, team TEXT NOT NULL, slack_user TEXT NOT NULL, label TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL)
+            """,
+            "CREATE INDEX tokens_by_subject ON tokens (kind, issuer, subject)",
+            "CREATE INDEX identities_by_email ON identities (email)",
+        ]),
     ]
 
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }

@@ -7,7 +7,9 @@ import SQLKit
 public struct TokenRecord: Sendable, Equatable {
     /// `api`: a bearer token an admin created (service accounts; people without a provider).
     /// `session`: issued by Gatehouse when a person signed in through the identity provider.
-    public enum Kind: String, Sendable { case api, session }
+    /// `slack`: a Slack account linked to its principal (issuer `slack:<team>`, subject the Slack user);
+    /// it carries no secret anyone holds and only ever stands behind clicks Slack signed.
+    public enum Kind: String, Sendable { case api, session, slack }
     public var id: String
     public var principal: String
     public var description: String?

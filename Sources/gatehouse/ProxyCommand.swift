@@ -32,6 +32,11 @@ enum ServerSetup {
                 throw CLIError.failure("\(policyPath): \(error)")
             }
         }
+        if let slack = initialPolicy.notifications.slack {
+            for (reference, name) in [(slack.botToken, "the Slack bot token"), (slack.signingSecret, "the Slack signing secret")] {
+                do { _ = try reference.read(name, environment: env) } catch { throw CLIError.failure("\(policyPath): notifications.slack: \(error.message)") }
+            }
+        }
         let adminToken = env["GATEHOUSE_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         if let adminToken, adminToken.count < 16 {
             throw CLIError.failure("GATEHOUSE_ADMIN_TOKEN must be at least 16 characters; generate one with `head -c 24 /dev/urandom | base64`")

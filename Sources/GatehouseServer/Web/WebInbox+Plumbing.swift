@@ -113,6 +113,7 @@ extension WebInbox {
         "denied": "Denied. The requester sees your comment.", "reported": "Reported: the requester is blocked and the reviewers are told.",
         "canceled": "Canceled.", "released": "Released: the access has ended.", "revoked": "Revoked: the access has ended.",
         "reviewed": "Marked reviewed.", "held-released": "Released: the approvers are told now.", "held-rejected": "Rejected.",
+        "slack-linked": "Your Slack account is linked: its Approve and Deny clicks now count as yours.",
     ]
 
     static func securityHeaders() -> HTTPFields {

@@ -85,6 +85,25 @@ struct WebInbox {
                 }
             }
         }
+        // Linking a Slack account: the code comes from the ephemeral message only its Slack user saw.
+        router.get("/slack/link") { request, _ in
+            try await self.guarded(request) {
+                try await self.page(request) { caller, layout in
+                    let code = request.uri.queryParameters["code"].map(String.init) ?? ""
+                    guard let found = try await self.service.slack.linkCode(code) else { throw SlackDesk.badCode() }
+                    return self.render("slack-link", title: "Link your Slack account",
+                                       data: ["label": found.label, "name": caller.principal, "code": code], layout: layout)
+                }
+            }
+        }
+        router.post("/slack/link") { request, _ in
+            try await self.guarded(request) {
+                try await self.form(request) { caller, _, fields in
+                    _ = try await self.service.slack.link(caller: caller, code: fields["code"] ?? "")
+                    return Self.redirect("/inbox?done=slack-linked")
+                }
+            }
+        }
         router.get("/grants") { request, _ in try await self.guarded(request) { try await self.page(request) { try await self.grants($0, $1, request) } } }
         router.post("/grants/:id/release") { request, context in
             try await self.guarded(request) {

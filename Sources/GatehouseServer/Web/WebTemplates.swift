@@ -17,6 +17,7 @@ enum WebTemplates {
         ("request", PackageResources.request_mustache), ("requests", PackageResources.requests_mustache),
         ("grants", PackageResources.grants_mustache), ("audit", PackageResources.audit_mustache),
         ("break-glass", PackageResources.break_glass_mustache), ("error", PackageResources.error_mustache),
+        ("slack-link", PackageResources.slack_link_mustache),
     ]
 
     static let css = String(decoding: PackageResources.gatehouse_css, as: UTF8.self)
