@@ -12,6 +12,7 @@
 #                                               restart on the same port, print the issuer URL
 #   scripts/oidc-provider.sh prepare            make the venv and the template database (test.sh runs it first)
 #   scripts/oidc-provider.sh browse URL USER PASSWORD [--stop-at PREFIX]   a person's browser (tests)
+#   scripts/oidc-provider.sh python             print the test venv's python (made when missing)
 #   scripts/oidc-provider.sh selftest           the whole flow against a provider in a temp folder
 #                                               (OIDC_SELFTEST_KEEP=1 keeps the folder and its log)
 # The issuer is http://127.0.0.1:PORT/o (discovery: ISSUER/.well-known/openid-configuration).
@@ -23,7 +24,7 @@ APP=$REPO/scripts/oidc-provider
 BUILD=$REPO/.build-oidc
 VENV=$BUILD/venv
 PY=$VENV/bin/python
-usage="usage: oidc-provider.sh start DIR [PORT] | stop DIR | restart DIR | manage DIR ARGS... | rotate-key DIR | browse URL USER PASSWORD [--stop-at PREFIX] | selftest"
+usage="usage: oidc-provider.sh start DIR [PORT] | stop DIR | restart DIR | manage DIR ARGS... | rotate-key DIR | browse URL USER PASSWORD [--stop-at PREFIX] | python | selftest"
 cmd=${1:?$usage}
 # Bytecode goes to .build-oidc, not into the source tree.
 export PYTHONPYCACHEPREFIX=$BUILD/pycache PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -177,6 +178,11 @@ case "$cmd" in
     "$0" start "$tmp/p" >/dev/null
     "$0" stop "$tmp/p"
     rm -rf "$tmp"
+    ;;
+  python)
+    # The venv's python, made first if needed (other test tools use the same venv: slack-blocks.sh).
+    ensure_venv
+    echo "$PY"
     ;;
   browse)
     # A person's browser at the provider (tests): browse START_URL USER PASSWORD [--stop-at PREFIX]

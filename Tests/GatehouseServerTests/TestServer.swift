@@ -67,8 +67,9 @@ final class TestServer: Sendable {
 
     /// `realTime`: the test's clock runs with the real one (tests that meet a real identity provider,
     /// whose tokens carry real times); it can still be moved ahead.
+    /// `outbox`: also run the webhook and Slack outbox, polling every 100 ms.
     static func start(policy: String = policyYAML, store kind: TestDatabase.Kind = TestDatabase.configuredKind,
-                      realTime: Bool = false) async throws -> TestServer {
+                      realTime: Bool = false, outbox: Bool = false) async throws -> TestServer {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let policyPath = folder.appendingPathComponent("policy.yaml").path
@@ -92,7 +93,9 @@ final class TestServer: Sendable {
             portContinuation.yield(channel.localAddress?.port ?? 0)
             portContinuation.finish()
         }
-        let group = ServiceGroup(services: [app], logger: logger)
+        var services: [any Service] = [app]
+        if outbox { services.append(WebhookDispatcher(service: service, interval: .milliseconds(100), logger: logger)) }
+        let group = ServiceGroup(services: services, logger: logger)
         let runTask = Task { try await group.run() }
         var port = 0
         for await value in portStream { port = value }
@@ -122,9 +125,9 @@ final class TestServer: Sendable {
 
     /// Runs `body` against a fresh server and always stops it.
     static func with<T>(policy: String = policyYAML, store kind: TestDatabase.Kind = TestDatabase.configuredKind,
-                        realTime: Bool = false,
+                        realTime: Bool = false, outbox: Bool = false,
                         _ body: (TestServer) async throws -> T) async throws -> T {
-        let server = try await start(policy: policy, store: kind, realTime: realTime)
+        let server = try await start(policy: policy, store: kind, realTime: realTime, outbox: outbox)
         do {
             let result = try await body(server)
             await server.stop()
