@@ -41,6 +41,16 @@ final class SlackStandIn: Sendable {
         var responses: [(user: String, text: String)] = []
         var users: [String: User] = [:]
         var nextTs = 1_700_000_000
+        /// Answer this many `chat.postMessage` calls with HTTP 503 (Slack unreachable) before working.
+        var failPosts = 0
+        var failedPosts = 0
+
+        func setFailPosts(_ count: Int) { failPosts = count }
+        func shouldFail(_ method: String) -> Bool {
+            guard method == "chat.postMessage", failedPosts < failPosts else { return false }
+            failedPosts += 1
+            return true
+        }
 
         func record(_ method: String, _ data: Data) -> String {
             calls.append(Call(method: method, data: data))
@@ -78,6 +88,7 @@ final class SlackStandIn: Sendable {
                 return json(["ok": true, "user": ["id": id, "team_id": team, "name": id.lowercased(), "deleted": user.deleted, "is_bot": false,
                                                   "is_email_confirmed": user.confirmed, "profile": profile]])
             case "chat.postMessage", "chat.update", "views.open":
+                if await state.shouldFail(method) { return Response(status: .serviceUnavailable) }
                 guard let object = try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
                     return json(["ok": false, "error": "invalid_json"])
                 }

@@ -27,6 +27,7 @@ struct SlackTests {
                 allowed_email_domains: [example.com]
             notifications:
               base_url: http://127.0.0.1:9
+              retry: {initial: 1s, max: 1s, attempts: 10}
               slack:
                 bot_token_env: GATEHOUSE_TEST_SLACK_BOT
                 signing_secret_env: GATEHOUSE_TEST_SLACK_SIGNING
@@ -253,6 +254,28 @@ struct SlackTests {
             _ = try await Self.interact(server, slack.click(SlackInteraction.approveAction, request: id, user: "UBOB"))
             try await Self.eventually("bob is told to sign in") { await slack.responses(for: "UBOB").contains { $0.contains("signed in") } }
             #expect(try await Self.state(server, id) == "pending")
+        }
+        await slack.stop()
+    }
+
+    @Test("Slack unreachable: the message stays in the outbox and is posted once Slack answers again")
+    func slackOutageIsRetried() async throws {
+        let slack = try await SlackStandIn.start()
+        await slack.state.setFailPosts(3)
+        try await TestServer.with(policy: Self.policy(slack), realTime: true, outbox: true) { server in
+            let alice = try await Self.signIn(server, "alice")
+            let id = try #require(try await server.request(alice.secret).string("id"))
+            try await Self.eventually("posted after the outage") { await slack.calls("chat.postMessage").contains { $0.text.contains(id) } }
+            #expect(await slack.state.failedPosts == 3)
+            #expect(await slack.calls("chat.postMessage").filter { $0.text.contains(id) }.count == 1, "posted once")
+            // The attempt is recorded just after Slack answered.
+            var row: [String: Any] = [:]
+            try await Self.eventually("the outbox records the delivery") {
+                let outbox = try await server.send(.GET, "/v1/webhooks/deliveries?limit=100", token: TestServer.adminToken)
+                row = (outbox.json["deliveries"] as? [[String: Any]] ?? []).first { $0["endpoint"] as? String == "slack:C0GENERAL01" } ?? [:]
+                return row["state"] as? String == "delivered"
+            }
+            #expect(row["attempts"] as? Int == 4, "\(row)")
         }
         await slack.stop()
     }
