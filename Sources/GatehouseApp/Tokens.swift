@@ -146,7 +146,8 @@ public struct Tokens: Sendable {
     static func refuseLastAdminLockOut(ending ids: Set<String>, session: StoreSession, policy: Policy, now: Date) async throws {
         // With a provider whose groups make admins, an admin can always sign in again.
         if let oidc = policy.identity.oidc, !oidc.mappedGroups.isDisjoint(with: policy.adminGroups) { return }
-        let live = try await session.tokens(includeRevoked: false)
+        // A Slack link only decides requests: it administers nothing.
+        let live = try await session.tokens(includeRevoked: false).filter { $0.kind != .slack }
         let ended = live.filter { ids.contains($0.id) }
         guard ended.contains(where: { caller(for: $0, policy: policy, now: now)?.isAdmin == true }) else { return }
         let remaining = live.filter { !ids.contains($0.id) && caller(for: $0, policy: policy, now: now)?.isAdmin == true }
