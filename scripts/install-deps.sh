@@ -11,10 +11,12 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 dpkg -s libpg-query-dev >/dev/null 2>&1 || need+=(libpg-query-dev)
 # A throwaway PostgreSQL server for the store tests on PostgreSQL (scripts/postgres-server.sh).
 dpkg -s postgresql >/dev/null 2>&1 || need+=(postgresql)
-# The guard proxy's tests drive real clients through it: psql, psycopg (extended protocol), and
+# The guard proxy's tests drive real clients through it: psql, psycopg and asyncpg (extended protocol), and
 # make TLS certificates with openssl.
 dpkg -s postgresql-client >/dev/null 2>&1 || need+=(postgresql-client)
 dpkg -s python3-psycopg >/dev/null 2>&1 || need+=(python3-psycopg)
+# asyncpg: prepare() sends Parse/Describe/Flush and then a simple Query without a Sync between.
+dpkg -s python3-asyncpg >/dev/null 2>&1 || need+=(python3-asyncpg)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The web inbox's browser tests drive headless Chromium through chromedriver (WebDriver).
 dpkg -s chromium >/dev/null 2>&1 || need+=(chromium)

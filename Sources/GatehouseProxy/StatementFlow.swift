@@ -69,8 +69,15 @@ public struct StatementFlow: Sendable {
     private struct Cycle: Sendable {
         var closes: [Bool] = []
         var parses: [(client: String, upstream: String)] = []
-        /// Extended-protocol messages were sent in this cycle (it ends at the client's Sync).
+        /// Extended-protocol messages were sent in this cycle (it ends at the client's Sync, or at a
+        /// simple Query the client sent before its Sync, as PostgreSQL allows).
         var extended = false
+        /// Extended-protocol messages of this cycle the database has not completed yet. An error
+        /// while any is outstanding makes the database skip everything up to the client's Sync,
+        /// a simple Query included.
+        var outstanding = 0
+        /// The cycle ends at a simple Query's ReadyForQuery, not at a Sync.
+        var endsAtQuery = false
     }
 
     /// The cycles in flight, oldest first; the last is the open one. The first is the sign-in, which
@@ -90,8 +97,8 @@ public struct StatementFlow: Sendable {
         precondition(awaiting == nil, "a statement is being checked; wait for `decided` before the next message")
         switch frame.message {
         case .query(let text):
+            // After an error in an unfinished batch the database skips the Query too, until Sync.
             if discardingUntilSync { return .drop }
-            if cycles[cycles.count - 1].extended { return .violation("a simple Query inside an unfinished extended-protocol batch; send Sync first") }
             awaiting = .query(frame.bytes)
             return .check(text)
         case .functionCall:
@@ -120,6 +127,7 @@ public struct StatementFlow: Sendable {
             // Every Parse is answered by ParseComplete or an error; until then the name is provisional.
             cycles[cycles.count - 1].parses.append((name, upstreamName))
             cycles[cycles.count - 1].extended = true
+            cycles[cycles.count - 1].outstanding += 1
             return .forward(out)
         case .bind(_, let statement):
             if discardingUntilSync { return .drop }
@@ -131,13 +139,13 @@ public struct StatementFlow: Sendable {
             return .check(prepared.text)
         case .describe:
             if discardingUntilSync { return .drop }
-            cycles[cycles.count - 1].extended = true
             return .forward(rewriteDescribe(frame.bytes))
         case .close(let kind, let name):
             if discardingUntilSync { return .drop }
             if kind == UInt8(ascii: "P") {
                 cycles[cycles.count - 1].closes.append(false)
                 cycles[cycles.count - 1].extended = true
+                cycles[cycles.count - 1].outstanding += 1
                 return .forward(frame.bytes)
             }
             // Closing an unknown statement is not an error; a name never issued closes nothing.
@@ -146,6 +154,7 @@ public struct StatementFlow: Sendable {
         case .execute:
             if discardingUntilSync { return .drop }
             cycles[cycles.count - 1].extended = true
+            cycles[cycles.count - 1].outstanding += 1
             return .forward(frame.bytes)
         case .sync:
             discardingUntilSync = false
@@ -168,10 +177,11 @@ public struct StatementFlow: Sendable {
         switch pending {
         case .query(let bytes):
             if let refusal { return refuseSimple(refusal) }
-            cycles.append(Cycle())
+            endCycleAtQuery()
             return bytes
         case .bind(let bytes, let upstreamName):
             if let refusal { return refuseExtended(refusal) }
+            cycles[cycles.count - 1].outstanding += 1
             return rewriteBind(bytes, statement: upstreamName)
         }
     }
@@ -191,11 +201,24 @@ public struct StatementFlow: Sendable {
     public mutating func route(_ frame: BackendFrame) -> Answer {
         switch frame.message {
         case .errorResponse(let fields):
+            // An error in the extended part of a cycle makes the database skip everything up to the
+            // client's Sync, simple Queries included: their ReadyForQuery never comes, and the
+            // cycles they ended become one that ends at that Sync.
+            if cycles[0].outstanding > 0 {
+                cycles[0].outstanding = 0
+                while cycles[0].endsAtQuery {
+                    if cycles.count == 1 { cycles[0].endsAtQuery = false; break }
+                    let skipped = cycles.remove(at: 1)
+                    forget(skipped.parses)
+                    cycles[0].endsAtQuery = skipped.endsAtQuery
+                    cycles[0].extended = cycles[0].extended || skipped.extended
+                }
+                // The client's Sync has not been sent yet: what it sends until then is skipped too.
+                if cycles.count == 1 { discardingUntilSync = true }
+            }
             // The rest of this cycle is discarded: its Closes get no answer, its Parses never happened.
             cycles[0].closes.removeAll()
-            for parse in cycles[0].parses where statements[parse.client]?.upstreamName == parse.upstream {
-                statements[parse.client] = nil
-            }
+            forget(cycles[0].parses)
             cycles[0].parses.removeAll()
             guard let text = fields["M"], let seq = markerSequence(in: text), let refusal = refusals[seq] else { return .pass }
             refusals = refusals.filter { $0.key > seq }
@@ -204,14 +227,42 @@ public struct StatementFlow: Sendable {
             if cycles.count > 1 { cycles.removeFirst() } else { cycles = [Cycle()] }
             return .pass
         case .closeComplete:
+            completed()
             guard !cycles[0].closes.isEmpty else { return .pass }
             return cycles[0].closes.removeFirst() ? .drop : .pass
         case .parseComplete:
+            completed()
             if !cycles[0].parses.isEmpty { cycles[0].parses.removeFirst() }
+            return .pass
+        case .other(let type):
+            // BindComplete; NoData or RowDescription ending a Describe; CommandComplete,
+            // EmptyQueryResponse or PortalSuspended ending an Execute. While extended messages are
+            // outstanding these answer them; after that they are the simple Query's.
+            if cycles[0].outstanding > 0, Self.completions.contains(type) { completed() }
             return .pass
         default:
             return .pass
         }
+    }
+
+    static let completions: Set<UInt8> = Set("2nTCIs".utf8)
+
+    private mutating func completed() {
+        if cycles[0].outstanding > 0 { cycles[0].outstanding -= 1 }
+    }
+
+    /// Parses that never happened on the database: their names are free again.
+    private mutating func forget(_ parses: [(client: String, upstream: String)]) {
+        for parse in parses where statements[parse.client]?.upstreamName == parse.upstream {
+            statements[parse.client] = nil
+        }
+    }
+
+    /// A simple Query ends the open cycle (extended messages sent before it without a Sync
+    /// included): its ReadyForQuery ends it.
+    private mutating func endCycleAtQuery() {
+        cycles[cycles.count - 1].endsAtQuery = true
+        cycles.append(Cycle())
     }
 
     /// `route` as the bytes the client gets (nil for none).
@@ -251,7 +302,7 @@ public struct StatementFlow: Sendable {
 
     private mutating func refuseSimple(_ refusal: Refusal) -> ByteBuffer {
         let seq = remember(refusal)
-        cycles.append(Cycle())
+        endCycleAtQuery()
         return Wire.query(marker(seq))
     }
 
@@ -259,12 +310,14 @@ public struct StatementFlow: Sendable {
         let seq = remember(refusal)
         discardingUntilSync = true
         cycles[cycles.count - 1].extended = true
+        cycles[cycles.count - 1].outstanding += 1
         return Wire.parse(statement: "", query: marker(seq))
     }
 
     private mutating func closeStatement(_ upstreamName: String, own: Bool) -> ByteBuffer {
         cycles[cycles.count - 1].closes.append(own)
         cycles[cycles.count - 1].extended = true
+        cycles[cycles.count - 1].outstanding += 1
         return Wire.message(UInt8(ascii: "C")) { buffer in
             buffer.writeInteger(UInt8(ascii: "S"))
             Wire.writeCString(upstreamName, to: &buffer)
@@ -288,11 +341,17 @@ public struct StatementFlow: Sendable {
     private mutating func rewriteDescribe(_ bytes: ByteBuffer) -> ByteBuffer {
         var body = bytes
         body.moveReaderIndex(forwardBy: 5)
-        guard body.readInteger(as: UInt8.self) == UInt8(ascii: "S") else { return bytes }
+        guard body.readInteger(as: UInt8.self) == UInt8(ascii: "S") else {
+            cycles[cycles.count - 1].extended = true
+            cycles[cycles.count - 1].outstanding += 1
+            return bytes
+        }
         let name = (try? FrontendDecoder.requiredString(&body, "name")) ?? ""
         guard let prepared = statements[name] else {
             return refuseExtended(Refusal(code: "26000", message: "prepared statement \"\(name)\" does not exist"))
         }
+        cycles[cycles.count - 1].extended = true
+        cycles[cycles.count - 1].outstanding += 1
         return Wire.message(UInt8(ascii: "D")) { buffer in
             buffer.writeInteger(UInt8(ascii: "S"))
             Wire.writeCString(prepared.upstreamName, to: &buffer)

@@ -131,6 +131,11 @@ final class ProxyHarness: @unchecked Sendable {
         "host=127.0.0.1 port=\(proxyPort) user=\(user) dbname=prod-db sslmode=\(sslmode) connect_timeout=10 \(extra)"
     }
 
+    /// The same as a URL (drivers such as asyncpg take only this form).
+    func url(user: String, sslmode: String = "disable") -> String {
+        "postgresql://\(user)@127.0.0.1:\(proxyPort)/prod-db?sslmode=\(sslmode)"
+    }
+
     /// psql through the proxy, signed in as `user` with `token` (default: the user's own token).
     func psql(_ user: String, token: String? = nil, sslmode: String = "disable", _ script: String) async throws -> CommandResult {
         try await Command.run("/usr/bin/psql", ["-X", "-A", "-t", "-v", "ON_ERROR_STOP=0", conninfo(user: user, sslmode: sslmode)],

@@ -463,12 +463,69 @@ import Testing
         #expect(duplicate.first.map { if case .parse("", _) = $0 { true } else { false } } == true, "a confirmed name is still taken")
     }
 
-    @Test func aQueryInsideAnUnfinishedExtendedBatchEndsTheSession() throws {
+    /// asyncpg's `prepare()`: Parse, Describe, Flush, then (no Sync) a simple Query, as PostgreSQL
+    /// allows: the Query is checked and ends the cycle; its ReadyForQuery ends it.
+    @Test func aQueryAfterAnUnfinishedExtendedBatchIsCheckedAndEndsTheCycle() throws {
         var flow = Self.signedIn("qx")
+        let parse = try #require(forwarded(flow.receive(try frame(B.parse("stmt", "SELECT 1")))))
+        #expect(try messages(parse).first == .parse(statement: "gatehouse_qx_1", query: "SELECT 1"))
+        _ = flow.receive(try frame(B.describe("S", "stmt")))
+        #expect(bytes(forwarded(flow.receive(try frame(B.flush)))) == B.flush)
+        #expect(flow.receive(try frame(B.query("BEGIN"))) == .check("BEGIN"))
+        #expect(bytes(flow.decided(nil)) == B.query("BEGIN"))
+        // The database answers the batch, then the Query.
+        _ = flow.answer(try backend(B.parseComplete))
+        _ = flow.answer(try backend(B.typed("t", B.int16(0))))
+        _ = flow.answer(try backend(B.typed("T", B.int16(0))))
+        let begin = B.typed("C", B.cString("BEGIN"))
+        #expect(bytes(flow.answer(try backend(begin))) == begin)
+        _ = flow.answer(try backend(B.readyForQuery("T")))
+        // The statement stays prepared and usable; a later cycle's Closes keep their owners.
+        #expect(flow.receive(try frame(B.bind(statement: "stmt"))) == .check("SELECT 1"))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.close("P", "")))
+        _ = flow.receive(try frame(B.sync))
+        _ = flow.answer(try backend(B.typed("2", [])))
+        #expect(bytes(flow.answer(try backend(B.closeComplete))) == B.closeComplete)
+        _ = flow.answer(try backend(B.readyForQuery("T")))
+        #expect(flow.preparedCount == 1)
+    }
+
+    /// A refused Query after an unfinished batch is refused as any Query is, in order.
+    @Test func aRefusedQueryAfterAnUnfinishedBatchIsAnsweredInOrder() throws {
+        var flow = Self.signedIn("qr")
         _ = flow.receive(try frame(B.parse("", "SELECT 1")))
-        guard case .violation = flow.receive(try frame(B.query("SELECT 2"))) else {
-            Issue.record("expected a protocol violation")
-            return
-        }
+        _ = flow.receive(try frame(B.flush))
+        #expect(flow.receive(try frame(B.query("DROP TABLE t"))) == .check("DROP TABLE t"))
+        let marker = try queryMarker(flow.decided(Refusal(message: "no")), nonce: "qr")
+        _ = flow.answer(try backend(B.parseComplete))
+        let error = flow.answer(try backend(Wire.error(code: "22P02", message: "invalid input syntax for type integer: \"\(marker)\"")))
+        #expect(try B.errorFields(try #require(error))?["M"] == "no")
+        _ = flow.answer(try backend(B.readyForQuery()))
+    }
+
+    /// An error in the batch makes the database skip the Query (and all else) up to the Sync: one
+    /// ReadyForQuery comes, and the cycles after it still pair up with theirs.
+    @Test func anErrorInTheBatchSkipsTheQueryUntilSync() throws {
+        var flow = Self.signedIn("qe")
+        _ = flow.receive(try frame(B.parse("bad", "SELEC 1")))
+        _ = flow.receive(try frame(B.flush))
+        #expect(flow.receive(try frame(B.query("SELECT 2"))) == .check("SELECT 2"))
+        _ = flow.decided(nil)
+        let syntax = try backend(Wire.error(code: "42601", message: "syntax error at or near \"SELEC\""))
+        #expect(bytes(flow.answer(syntax)) == Array(syntax.bytes.readableBytesView))
+        // What the client sends before its Sync is skipped by the database, and by the proxy.
+        #expect(flow.receive(try frame(B.query("SELECT 3"))) == .drop)
+        _ = flow.receive(try frame(B.sync))
+        _ = flow.answer(try backend(B.readyForQuery()))
+        // The failed Parse never happened: its name is free, and the next cycle's own Close is dropped.
+        _ = flow.receive(try frame(B.parse("bad", "SELECT 4")))
+        _ = flow.receive(try frame(B.parse("", "SELECT 5")))
+        _ = flow.receive(try frame(B.parse("", "SELECT 6")))
+        _ = flow.receive(try frame(B.sync))
+        for _ in 0..<3 { _ = flow.answer(try backend(B.parseComplete)) }
+        #expect(flow.answer(try backend(B.closeComplete)) == nil, "the proxy's own Close")
+        _ = flow.answer(try backend(B.readyForQuery()))
+        #expect(flow.preparedCount == 2)
     }
 }
