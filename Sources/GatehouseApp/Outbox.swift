@@ -105,7 +105,7 @@ public struct Outbox: Sendable {
             if slack.directMessages { out += told.map { delivery("@" + $0, .post(requestId: request.id)) } }
             return out
         case .requestApproved, .requestDenied, .requestExpired, .requestCanceled, .requestReported, .requestQuarantined, .approvalRecorded,
-             .requestRejected:
+             .requestRejected, .requestExtraApproval:
             return [delivery("update", .update(requestId: event.subject))]
         case .notificationDigest:
             guard let recipient = event.details["recipient"] else { return [] }

@@ -14,9 +14,6 @@ public struct SlackDesk: Sendable {
         self.desk = desk
     }
 
-    /// How long a link code from an ephemeral message may be opened.
-    public static let linkCodeLifetime: TimeInterval = 15 * 60
-
     /// Why a Slack user cannot act (nothing is decided).
     public struct Refusal: Error, Sendable, Equatable {
         public var code: String
@@ -28,18 +25,26 @@ public struct SlackDesk: Sendable {
     }
 
     /// The caller a Slack user acts as: their live link, made now from the e-mail address Slack and
-    /// the identity provider both confirm when there is none yet.
+    /// the identity provider both confirm when there is none yet. A Slack click decides; it
+    /// administers nothing (the caller is never an admin).
     public func caller(profile: SlackProfile) async throws -> Result<Caller, Refusal> {
         let origin = ["via": "slack", "slack_user": profile.user, "slack_team": profile.team]
+        let policy = context.policies.policy
+        guard let settings = policy.notifications.slack, profile.team == settings.teamID else {
+            return .failure(Refusal("slack_workspace_refused", "this Slack account belongs to another workspace; only people of Gatehouse's own workspace decide from Slack"))
+        }
         guard !profile.deleted, !profile.isBot else {
             return .failure(Refusal("slack_account_unusable", "this Slack account is deactivated or a bot; it cannot decide requests"))
         }
         let context = self.context
         var link = try await context.read { try await $0.slackLink(team: profile.team, user: profile.user) }
-        if let existing = link, existing.description == Self.viaEmail, profile.confirmedEmail == nil {
-            // The address that made the link is no longer confirmed: the link no longer holds.
-            try await unlink(existing, reason: "the Slack account's e-mail address is no longer confirmed")
-            link = nil
+        if let existing = link, let email = Self.linkedEmail(existing) {
+            // A link made from an e-mail address holds while both sides still confirm that address for this person.
+            let owners = try await context.read { try await $0.principals(withEmail: email) }
+            if profile.confirmedEmail != email || owners != [existing.principal] {
+                try await unlink(existing, reason: "the e-mail address that linked it is no longer confirmed for this person on both sides")
+                link = nil
+            }
         }
         if link == nil {
             switch try await linkByEmail(profile) {
@@ -47,8 +52,7 @@ public struct SlackDesk: Sendable {
             case .failure(let refusal): return .failure(refusal)
             }
         }
-        guard let link else { return .failure(try await notLinked(profile)) }
-        let policy = context.policies.policy
+        guard let link else { return .failure(notLinked()) }
         let now = context.clock.now()
         if let refusal = Tokens.refusal(for: link, policy: policy, now: now) {
             return .failure(Refusal("slack_link_refused", refusal.message))
@@ -62,11 +66,16 @@ public struct SlackDesk: Sendable {
                 return .failure(Refusal("slack_sign_in_needed", "decisions from Slack count only while you are signed in to Gatehouse; sign in with the company's identity provider\(inbox), then click again"))
             }
         }
-        return .success(Caller(principal: link.principal, isAdmin: policy.isAdmin(link.principal), tokenId: link.id, origin: origin))
+        return .success(Caller(principal: link.principal, isAdmin: false, tokenId: link.id, origin: origin))
     }
 
-    static let viaEmail = "Slack account, linked by the e-mail address the identity provider confirmed"
-    static let viaInbox = "Slack account, linked by its person in the web inbox"
+    static let viaEmail = "Slack account, linked by the e-mail address both Slack and the identity provider confirmed: "
+    static let viaInbox = "Slack account, linked by its person with a code from the web inbox"
+
+    static func linkedEmail(_ link: TokenRecord) -> String? {
+        guard let description = link.description, description.hasPrefix(viaEmail) else { return nil }
+        return String(description.dropFirst(viaEmail.count))
+    }
 
     /// A link from the confirmed e-mail address, when exactly one person signed in with it.
     func linkByEmail(_ profile: SlackProfile) async throws -> Result<TokenRecord?, Refusal> {
@@ -76,15 +85,21 @@ public struct SlackDesk: Sendable {
             if let raced = try await session.slackLink(team: profile.team, user: profile.user) { return .success(raced) }
             let owners = try await session.principals(withEmail: email)
             guard owners.count <= 1 else {
-                return .failure(Refusal("slack_email_ambiguous", "several Gatehouse people signed in with \(email); link your Slack account from the web inbox instead"))
+                return .failure(Refusal("slack_email_ambiguous", "several Gatehouse people signed in with \(email); link your Slack account with a code from the web inbox instead"))
             }
             guard let principal = owners.first else { return .success(nil) }
-            let record = try await Self.insertLink(principal: principal, profile: profile, via: Self.viaEmail, by: "system", session: session, now: context.clock.now())
+            let record = try await Self.insertLink(principal: principal, profile: profile, via: Self.viaEmail + email, by: "system",
+                                                   session: session, now: context.clock.now())
             return .success(record)
         }
     }
 
     static func insertLink(principal: String, profile: SlackProfile, via: String, by actor: String, session: StoreSession, now: Date) async throws -> TokenRecord {
+        if let earlier = try await session.slackLink(team: profile.team, user: profile.user) {
+            try await session.revokeToken(id: earlier.id, by: actor, at: now)
+            try await session.appendAudit([AuditEntry(actor: actor, action: .slackUnlinked, subject: earlier.id, details: [
+                "principal": earlier.principal, "slack_user": profile.user, "reason": "linked again"])], at: now)
+        }
         let record = TokenRecord(id: Identifier.make("tok"), principal: principal, description: via, isBootstrapAdmin: false, createdAt: now,
                                  createdBy: actor, revokedAt: nil, kind: .slack, issuer: StoreSession.slackIssuer(team: profile.team),
                                  subject: profile.user)
@@ -92,7 +107,7 @@ public struct SlackDesk: Sendable {
         try await session.insertToken(record, hash: TokenSecret.hash(TokenSecret.generate()))
         try await session.appendAudit([AuditEntry(actor: actor, action: .slackLinked, subject: record.id, details: [
             "principal": principal, "slack_user": profile.user, "slack_team": profile.team,
-            "via": via == viaEmail ? "email" : "inbox"])], at: now)
+            "via": via.hasPrefix(viaEmail) ? "email" : "inbox"])], at: now)
         return record
     }
 
@@ -106,56 +121,53 @@ public struct SlackDesk: Sendable {
         }
     }
 
-    /// The answer for a Slack user with no link: how to make one (a one-time link into the web inbox).
-    func notLinked(_ profile: SlackProfile) async throws -> Refusal {
+    /// The answer for a Slack user with no link: how to make one.
+    func notLinked() -> Refusal {
         let policy = context.policies.policy
         var message = "your Slack account is not linked to a Gatehouse person, so nothing was decided."
         if policy.identity.oidc != nil {
-            message += " Sign in to Gatehouse once with the company's identity provider under the e-mail address your Slack profile shows, then click again."
+            message += " Sign in to Gatehouse with the company's identity provider under the e-mail address your Slack profile shows, then click again; or"
         }
-        if let base = policy.notifications.baseURL {
-            let code = TokenSecret.generate()
-            let context = self.context
-            try await context.write { session in
-                let now = context.clock.now()
-                try await session.insertSlackLinkCode(hash: TokenSecret.hash(code), code: .init(team: profile.team, user: profile.user, label: profile.label),
-                                                      createdAt: now, expiresAt: now.addingTimeInterval(Self.linkCodeLifetime))
-            }
-            message += " Or link it now (the link works once, for 15 minutes, and only for you): \(base)/slack/link?code=\(code)"
-        }
+        let inbox = policy.notifications.baseURL.map { "\($0)/slack/link" } ?? "Gatehouse's web inbox (Link Slack)"
+        message += " make a link code at \(inbox) and enter it with the button below."
         return Refusal("slack_not_linked", message)
     }
 
-    /// The Slack account behind a link code, while it is valid (the web inbox's confirmation page).
-    public func linkCode(_ code: String) async throws -> StoreSession.SlackLinkCode? {
-        guard code.utf8.count <= 128 else { return nil }
-        let now = context.clock.now()
-        return try await context.read { try await $0.slackLinkCode(hash: TokenSecret.hash(code), now: now, consume: false) }
-    }
-
-    /// Links the Slack account behind `code` to the signed-in caller (the code is used once). An
-    /// earlier link of the same Slack account ends.
-    public func link(caller: Caller, code: String) async throws -> StoreSession.SlackLinkCode {
-        guard code.utf8.count <= 128 else { throw Self.badCode() }
+    /// A one-time link code for the signed-in caller (the web inbox shows it once).
+    public func makeLinkCode(caller: Caller) async throws -> (code: String, expiresAt: Date) {
+        let code = LinkCode.make()
+        let hash = TokenSecret.hash(SlackInteraction.normalizedLinkCode(code) ?? code)
         return try await context.write(as: caller) { session, policy, now in
-            guard let found = try await session.slackLinkCode(hash: TokenSecret.hash(code), now: now, consume: true) else { throw Self.badCode() }
-            let team = found.team, user = found.user
-            guard policy.principals[caller.principal]?.kind == .user else {
-                throw GatehouseError(.forbidden, "slack_link_refused", "\(caller.principal) is a service account; only people link a Slack account")
+            guard policy.principals[caller.principal]?.kind == .user, caller.origin.isEmpty else {
+                throw GatehouseError(.forbidden, "slack_link_refused", "only people signed in to the web inbox link a Slack account")
             }
-            if let earlier = try await session.slackLink(team: team, user: user) {
-                try await session.revokeToken(id: earlier.id, by: caller.principal, at: now)
-                try await session.appendAudit([AuditEntry(actor: caller.principal, action: .slackUnlinked, subject: earlier.id, details: [
-                    "principal": earlier.principal, "slack_user": user, "reason": "linked again from the web inbox"])], at: now)
-            }
-            let profile = SlackProfile(user: user, team: team, email: nil, emailConfirmed: false, deleted: false, isBot: false)
-            _ = try await Self.insertLink(principal: caller.principal, profile: profile, via: Self.viaInbox, by: caller.principal, session: session, now: now)
-            return found
+            let expiresAt = now.addingTimeInterval(LinkCode.lifetime)
+            try await session.insertSlackLinkCode(hash: hash, principal: caller.principal, createdAt: now, expiresAt: expiresAt)
+            return (code, expiresAt)
         }
     }
 
-    public static func badCode() -> GatehouseError {
-        GatehouseError(.notFound, "slack_link_code_unknown", "this Slack link is unknown, used already or older than 15 minutes; click Approve or Deny in Slack again for a new one")
+    /// Links the Slack account that typed a valid code to the person who made it.
+    public func link(profile: SlackProfile, code: String) async throws -> Result<String, Refusal> {
+        let policy = context.policies.policy
+        guard let settings = policy.notifications.slack, profile.team == settings.teamID else {
+            return .failure(Refusal("slack_workspace_refused", "this Slack account belongs to another workspace"))
+        }
+        guard !profile.deleted, !profile.isBot else {
+            return .failure(Refusal("slack_account_unusable", "this Slack account is deactivated or a bot"))
+        }
+        guard let normalized = SlackInteraction.normalizedLinkCode(code) else {
+            return .failure(Refusal("slack_link_code_unknown", "that is not a link code (8 letters and digits, like K7QF-9XMW)"))
+        }
+        let context = self.context
+        return try await context.write { session in
+            let now = context.clock.now()
+            guard let principal = try await session.takeSlackLinkCode(hash: TokenSecret.hash(normalized), now: now) else {
+                return .failure(Refusal("slack_link_code_unknown", "this code is unknown, used already or older than 10 minutes; make a new one in the web inbox"))
+            }
+            _ = try await Self.insertLink(principal: principal, profile: profile, via: Self.viaInbox, by: principal, session: session, now: now)
+            return .success(principal)
+        }
     }
 
     /// Records a click that decided nothing (the Slack user was identified by Slack's signature).

@@ -49,9 +49,10 @@ extension PolicyLoader.Reader {
     mutating func slack(_ node: Node, groups: Set<String>, resources: Set<String>) -> SlackSettings? {
         let what = "notifications.slack"
         var tokens: [SecretReference] = [], secrets: [SecretReference] = []
-        var channel: String?, apiURL: String?, directMessages = false, timeout = TimeSpan(seconds: 10)
+        var channel: String?, apiURL: String?, teamID: String?, directMessages = false, timeout = TimeSpan(seconds: 10)
         var resourceChannels: [String: String] = [:], groupChannels: [String: String] = [:]
-        let keys = ["bot_token_env", "bot_token_file", "signing_secret_env", "signing_secret_file", "channel", "routes", "direct_messages", "api_url", "timeout"]
+        let keys = ["bot_token_env", "bot_token_file", "signing_secret_env", "signing_secret_file", "team_id", "channel", "routes", "direct_messages",
+                    "api_url", "timeout"]
         for (key, _, value) in entries(node, what, allowed: keys) {
             switch key {
             case "bot_token_env": if let name = string(value, "\(what).bot_token_env") { tokens.append(.environment(name)) }
@@ -59,6 +60,11 @@ extension PolicyLoader.Reader {
             case "signing_secret_env": if let name = string(value, "\(what).signing_secret_env") { secrets.append(.environment(name)) }
             case "signing_secret_file": if let path = string(value, "\(what).signing_secret_file") { secrets.append(.file(path)) }
             case "channel": channel = slackChannel(value, "\(what).channel")
+            case "team_id":
+                guard let text = string(value, "\(what).team_id") else { continue }
+                if text.hasPrefix("T"), SlackSettings.isSlackID(text) { teamID = text } else {
+                    error(value, "\(what).team_id is `\(text.prefix(80))`; give the workspace id (T0123ABCD: the `T...` part of the workspace's app.slack.com/client/ URL)")
+                }
             case "direct_messages": directMessages = bool(value, "\(what).direct_messages") ?? false
             case "api_url":
                 guard let text = string(value, "\(what).api_url") else { continue }
@@ -95,11 +101,14 @@ extension PolicyLoader.Reader {
             error(node, secrets.isEmpty ? "\(what) needs `signing_secret_env:` or `signing_secret_file:` holding the app's signing secret (Basic Information → Signing Secret); Gatehouse refuses every click it cannot verify"
                   : "\(what) takes one of `signing_secret_env:` and `signing_secret_file:`, not both")
         }
+        if teamID == nil, !problems.contains(where: { $0.message.contains("\(what).team_id") }) {
+            error(node, "\(what) needs `team_id:`, the workspace (T0123ABCD) whose people may approve and deny: clicks from any other workspace (Slack Connect guests) decide nothing")
+        }
         if channel == nil, resourceChannels.isEmpty, groupChannels.isEmpty, !directMessages {
             error(node, "\(what) sends nothing: give a `channel:`, `routes:`, or `direct_messages: true`")
         }
-        guard tokens.count == 1, secrets.count == 1 else { return nil }
-        var settings = SlackSettings(botToken: tokens[0], signingSecret: secrets[0])
+        guard tokens.count == 1, secrets.count == 1, let teamID else { return nil }
+        var settings = SlackSettings(botToken: tokens[0], signingSecret: secrets[0], teamID: teamID)
         settings.channel = channel
         settings.resourceChannels = resourceChannels
         settings.approverGroupChannels = groupChannels

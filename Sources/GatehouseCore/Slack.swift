@@ -37,6 +37,9 @@ public struct SlackSettings: Sendable, Equatable {
     public var botToken: SecretReference
     /// The app's signing secret: every interaction Slack sends is signed with it.
     public var signingSecret: SecretReference
+    /// The workspace (`T0123ABCD`) whose people may click: anyone else (a Slack Connect guest from
+    /// another organisation) decides nothing.
+    public var teamID: String
     /// Slack's Web API (another URL only for a stand-in).
     public var apiURL = "https://slack.com/api"
     /// Where request messages go when no route names a channel.
@@ -50,9 +53,10 @@ public struct SlackSettings: Sendable, Equatable {
     /// How long one Web API call may take.
     public var timeout = TimeSpan(seconds: 10)
 
-    public init(botToken: SecretReference, signingSecret: SecretReference) {
+    public init(botToken: SecretReference, signingSecret: SecretReference, teamID: String) {
         self.botToken = botToken
         self.signingSecret = signingSecret
+        self.teamID = teamID
     }
 
     /// The channels a request's message goes to: its resource's channel and the channels of the
@@ -126,6 +130,10 @@ public struct SlackInteraction: Sendable, Equatable {
         case openDeny(requestId: String, triggerId: String)
         /// The Deny modal was submitted with its comment.
         case deny(requestId: String, comment: String)
+        /// A click on "Enter a link code": open the modal that asks for it.
+        case startLink(triggerId: String)
+        /// The link modal was submitted with the code the web inbox showed its person.
+        case link(code: String)
         /// A click Gatehouse has nothing to do for (the link button), or a modal closed.
         case ignored
         /// A button or modal Gatehouse never made.
@@ -136,12 +144,17 @@ public struct SlackInteraction: Sendable, Equatable {
     public static let denyAction = "gatehouse_deny"
     public static let openAction = "gatehouse_open"
     public static let denyModal = "gatehouse_deny"
+    public static let linkAction = "gatehouse_link"
+    public static let linkModal = "gatehouse_link"
     public static let commentBlock = "comment"
+    public static let codeBlock = "code"
     public static let commentLimit = 1000
 
     public var kind: Kind
     public var team: String
     public var user: String
+    /// The workspace of the user, when Slack names it (it differs from `team` for a Slack Connect guest).
+    public var userTeam: String?
     /// Where an ephemeral answer goes (for a modal: the one of the click that opened it).
     public var responseURL: String?
     /// One id per interaction; a delivery Slack repeats carries the same one.
@@ -171,8 +184,12 @@ public struct SlackInteraction: Sendable, Equatable {
         guard let user = (payload["user"] as? [String: Any])?["id"] as? String, isSlackIDValue(user) else {
             throw Malformed(message: "the interaction names no Slack user (`user.id`)")
         }
-        let team = ((payload["team"] as? [String: Any])?["id"] as? String) ?? ((payload["user"] as? [String: Any])?["team_id"] as? String) ?? ""
+        let userTeam = (payload["user"] as? [String: Any])?["team_id"] as? String
+        let team = ((payload["team"] as? [String: Any])?["id"] as? String) ?? userTeam ?? ""
         guard SlackSettings.isSlackID(team) else { throw Malformed(message: "the interaction names no Slack workspace (`team.id`)") }
+        func make(_ kind: Kind, _ responseURL: String?, _ key: String) -> SlackInteraction {
+            SlackInteraction(kind: kind, team: team, user: user, userTeam: userTeam, responseURL: responseURL, deliveryKey: key)
+        }
         let trigger = payload["trigger_id"] as? String ?? ""
         switch type {
         case "block_actions":
@@ -186,28 +203,33 @@ public struct SlackInteraction: Sendable, Equatable {
             switch actionId {
             case approveAction where isRequestId(value): kind = .approve(requestId: value)
             case denyAction where isRequestId(value) && !trigger.isEmpty: kind = .openDeny(requestId: value, triggerId: trigger)
+            case linkAction where !trigger.isEmpty: kind = .startLink(triggerId: trigger)
             case openAction: kind = .ignored
             default: kind = .unknown(String(actionId.prefix(80)))
             }
-            return SlackInteraction(kind: kind, team: team, user: user, responseURL: responseURL, deliveryKey: key)
+            return make(kind, responseURL, key)
         case "view_submission", "view_closed":
             guard let view = payload["view"] as? [String: Any] else { throw Malformed(message: "a \(type) interaction without `view`") }
             let callback = view["callback_id"] as? String ?? ""
             let key = "\(view["id"] as? String ?? "")|\(view["hash"] as? String ?? "")|\(type)"
-            guard type == "view_submission" else { return SlackInteraction(kind: .ignored, team: team, user: user, responseURL: nil, deliveryKey: key) }
-            guard callback == denyModal else {
-                return SlackInteraction(kind: .unknown(String(callback.prefix(80))), team: team, user: user, responseURL: nil, deliveryKey: key)
-            }
+            guard type == "view_submission" else { return make(.ignored, nil, key) }
             let metadata = (view["private_metadata"] as? String).flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) } as? [String: Any] ?? [:]
-            guard let requestId = metadata["request_id"] as? String, isRequestId(requestId) else {
-                throw Malformed(message: "the Deny form names no request")
-            }
             let values = (view["state"] as? [String: Any])?["values"] as? [String: Any]
-            let comment = ((values?[commentBlock] as? [String: Any])?[commentBlock] as? [String: Any])?["value"] as? String ?? ""
-            return SlackInteraction(kind: .deny(requestId: requestId, comment: comment), team: team, user: user,
-                                    responseURL: metadata["response_url"] as? String, deliveryKey: key)
+            func value(_ block: String) -> String { ((values?[block] as? [String: Any])?[block] as? [String: Any])?["value"] as? String ?? "" }
+            let responseURL = metadata["response_url"] as? String
+            switch callback {
+            case denyModal:
+                guard let requestId = metadata["request_id"] as? String, isRequestId(requestId) else {
+                    throw Malformed(message: "the Deny form names no request")
+                }
+                return make(.deny(requestId: requestId, comment: value(commentBlock)), responseURL, key)
+            case linkModal:
+                return make(.link(code: value(codeBlock)), responseURL, key)
+            default:
+                return make(.unknown(String(callback.prefix(80))), nil, key)
+            }
         default:
-            return SlackInteraction(kind: .unknown(String(type.prefix(80))), team: team, user: user, responseURL: nil, deliveryKey: "\(trigger)|\(type)")
+            return make(.unknown(String(type.prefix(80))), nil, "\(trigger)|\(type)")
         }
     }
 
@@ -215,14 +237,21 @@ public struct SlackInteraction: Sendable, Equatable {
 
     static func isRequestId(_ text: String) -> Bool { text.hasPrefix("req_") && Identifier.isWellFormed(text) }
 
-    /// Whether an answer may be sent to this `response_url`: Slack's own hooks, or the stand-in the
-    /// policy's `api_url` names (same scheme, host and port). Anything else could be a forged payload
-    /// aiming Gatehouse at an internal address.
+    /// Whether an answer may be sent to this `response_url`: Slack's own hooks, or a stand-in on
+    /// this machine that the policy's `api_url` names (same scheme, host and port). Anything else
+    /// could be a payload aiming Gatehouse at an internal address.
     public static func isResponseURLAllowed(_ url: String, apiURL: String) -> Bool {
         guard let target = URLComponents(string: url), let host = target.host?.lowercased(), target.scheme?.lowercased() == "https" || target.scheme?.lowercased() == "http" else { return false }
-        if target.scheme?.lowercased() == "https", host == "hooks.slack.com" { return true }
-        guard let api = URLComponents(string: apiURL) else { return false }
-        return api.scheme?.lowercased() == target.scheme?.lowercased() && api.host?.lowercased() == host && api.port == target.port
+        if target.scheme?.lowercased() == "https", host == "hooks.slack.com", target.port == nil { return true }
+        guard let api = URLComponents(string: apiURL), let apiHost = api.host?.lowercased(), ProxySettings.isLoopback(apiHost) else { return false }
+        return api.scheme?.lowercased() == target.scheme?.lowercased() && apiHost == host && api.port == target.port
+    }
+
+    /// A link code as the web inbox shows it (`K7QF-9XMW`), read leniently: case, spaces and dashes do not matter.
+    public static func normalizedLinkCode(_ text: String) -> String? {
+        let kept = text.uppercased().filter { !$0.isWhitespace && $0 != "-" }
+        guard kept.count == 8, kept.allSatisfy({ LinkCode.alphabet.contains($0) }) else { return nil }
+        return kept
     }
 }
 
@@ -306,5 +335,19 @@ public enum SlackOperation: Sendable, Equatable {
         case "notice": return (object["message"] as? String).map { .notice(message: $0) }
         default: return nil
         }
+    }
+}
+
+/// The one-time code a signed-in person makes in the web inbox and types into Slack's link form:
+/// whoever types it in Slack proves they saw the inbox page of that person. 8 characters of an
+/// alphabet without look-alikes (40 bits), 10 minutes, once, and few tries per Slack account.
+public enum LinkCode {
+    public static let alphabet = Array("ABCDEFGHJKMNPQRSTVWXYZ23456789")
+    public static let lifetime: TimeInterval = 600
+
+    public static func make() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let chars = (0..<8).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }
+        return String(chars.prefix(4)) + "-" + String(chars.suffix(4))
     }
 }

@@ -78,6 +78,32 @@ public enum SlackMessages {
         return ["text": escape("\(requests.count) access request(s) are waiting for \(recipient)"), "blocks": blocks]
     }
 
+    /// The answer to a click from an unlinked Slack account: why nothing was decided, and a button
+    /// that opens the form for a link code from the web inbox.
+    public static func notLinked(_ text: String) -> [String: Any] {
+        ["response_type": "ephemeral", "replace_original": false, "text": escape(clip(text, 3000)), "blocks": [
+            ["type": "section", "text": plain(clip(text, 3000))],
+            ["type": "actions", "elements": [["type": "button", "action_id": SlackInteraction.linkAction, "text": plain("Enter a link code")]]],
+        ]]
+    }
+
+    /// The form for the link code a signed-in person made in the web inbox.
+    public static func linkModal(responseURL: String?) -> [String: Any] {
+        var metadata: [String: Any] = [:]
+        if let responseURL, responseURL.utf8.count <= 1500 { metadata["response_url"] = responseURL }
+        return [
+            "type": "modal", "callback_id": SlackInteraction.linkModal,
+            "private_metadata": String(decoding: WebhookMessage.json(metadata), as: UTF8.self),
+            "title": plain("Link to Gatehouse"), "submit": plain("Link"), "close": plain("Cancel"),
+            "blocks": [
+                ["type": "section", "text": plain("Sign in to Gatehouse's web inbox, open “Link Slack”, and type the code it shows you here. Never type a code someone else gave you: whoever links this Slack account decides in that person's name.")],
+                ["type": "input", "block_id": SlackInteraction.codeBlock, "label": plain("Link code"),
+                 "element": ["type": "plain_text_input", "action_id": SlackInteraction.codeBlock, "min_length": 8, "max_length": 20,
+                             "placeholder": plain("K7QF-9XMW")]],
+            ],
+        ]
+    }
+
     /// An answer only the person who clicked sees.
     public static func ephemeral(_ text: String) -> [String: Any] {
         ["response_type": "ephemeral", "replace_original": false, "text": escape(clip(text, 3000))]

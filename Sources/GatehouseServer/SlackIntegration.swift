@@ -24,6 +24,13 @@ struct SlackAPI: Sendable {
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
+        /// Slack's `error` code, when Slack answered one.
+        var code: String? = nil
+
+        /// Errors that no retry fixes: the message or channel is gone, or the app was removed from it.
+        var isPermanent: Bool {
+            ["message_not_found", "channel_not_found", "is_archived", "not_in_channel", "cant_update_message", "edit_window_closed"].contains(code ?? "")
+        }
     }
 
     /// Calls a Web API method with a JSON body; Slack answers HTTP 200 with `ok` true or an `error`.
@@ -70,7 +77,10 @@ struct SlackAPI: Sendable {
         guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] else {
             throw Failure(description: "\(method): the answer is not JSON")
         }
-        guard object["ok"] as? Bool == true else { throw Failure(description: "\(method): \(object["error"] as? String ?? "not ok")") }
+        guard object["ok"] as? Bool == true else {
+            let code = object["error"] as? String ?? "not ok"
+            throw Failure(description: "\(method): \(code)", code: code)
+        }
         return object
     }
 
@@ -145,14 +155,29 @@ struct SlackSender: Sendable {
         return try await service.slack.slackUser(of: String(target.dropFirst()))
     }
 
+    /// Updates every copy of a request's message to the request as it is now; reads it again after,
+    /// and updates again when it changed meanwhile (another instance may have rendered an older state).
+    /// A copy Slack no longer has is skipped; the others are still updated, and a failure is retried.
     func update(_ requestId: String, api: SlackAPI, link: String?) async throws {
-        guard let view = try await service.slack.requestForMessage(requestId) else { return }
-        let rendered = SlackMessages.request(view.request, approvals: view.approvals, link: link.map { "\($0)/requests/\(requestId)" })
-        for copy in try await service.slack.messages(of: requestId) {
-            var body = rendered
-            body["channel"] = copy.channel
-            body["ts"] = copy.ts
-            _ = try await api.call("chat.update", body)
+        var shown: (RequestState, Int)?
+        for _ in 0..<3 {
+            guard let view = try await service.slack.requestForMessage(requestId) else { return }
+            let now = (view.request.state, view.approvals.count)
+            if let shown, shown == now { return }
+            let rendered = SlackMessages.request(view.request, approvals: view.approvals, link: link.map { "\($0)/requests/\(requestId)" })
+            var failures: [String] = []
+            for copy in try await service.slack.messages(of: requestId) {
+                var body = rendered
+                body["channel"] = copy.channel
+                body["ts"] = copy.ts
+                do { _ = try await api.call("chat.update", body) } catch let failure as SlackAPI.Failure where failure.isPermanent {
+                    logger.info("a Slack copy can no longer be updated", metadata: ["channel": "\(copy.channel)", "error": "\(failure)"])
+                } catch {
+                    failures.append("\(copy.channel): \(error)")
+                }
+            }
+            if !failures.isEmpty { throw SlackAPI.Failure(description: failures.joined(separator: "; ")) }
+            shown = now
         }
     }
 }
@@ -203,12 +228,34 @@ final class SlackInteractions: Sendable {
         do { interaction = try SlackInteraction.parse(formBody: bytes) } catch {
             throw GatehouseError.invalid("payload", "slack_payload_invalid", error.message)
         }
+        let api = SlackAPI(settings: settings, client: SlackAPI.http)
+        // A Slack Connect guest from another organisation decides nothing.
+        guard interaction.team == settings.teamID, interaction.userTeam.map({ $0 == settings.teamID }) ?? true else {
+            if firstDelivery(interaction.deliveryKey) {
+                Task { await self.refuse(interaction, requestId: nil, principal: nil, code: "slack_workspace_refused",
+                                         message: "only people of Gatehouse's own Slack workspace decide from Slack", api: api) }
+            }
+            return Response(status: .ok)
+        }
+        // Forms are checked before anything is remembered: a corrected form comes back with the same view id and hash.
+        switch interaction.kind {
+        case .deny(_, let comment):
+            let trimmed = comment.trimmingCharacters(in: .whitespacesAndNewlines)
+            if trimmed.isEmpty || trimmed.count > SlackInteraction.commentLimit {
+                return Self.json(["response_action": "errors", "errors": [SlackInteraction.commentBlock: "Say why, in 1 to 1000 characters: the requester reads it."]])
+            }
+        case .link(let code):
+            if SlackInteraction.normalizedLinkCode(code) == nil {
+                return Self.json(["response_action": "errors", "errors": [SlackInteraction.codeBlock: "A link code is 8 letters and digits, like K7QF-9XMW."]])
+            }
+        default:
+            break
+        }
         guard firstDelivery(interaction.deliveryKey) else {
             service.metrics.slackInteraction("repeated")
             return Response(status: .ok)
         }
         service.metrics.slackInteraction("accepted")
-        let api = SlackAPI(settings: settings, client: SlackAPI.http)
         switch interaction.kind {
         case .ignored:
             return Response(status: .ok)
@@ -219,16 +266,58 @@ final class SlackInteractions: Sendable {
             Task { await self.decide(interaction, requestId: id, decision: .approve, comment: nil, api: api) }
             return Response(status: .ok)
         case .openDeny(let id, let trigger):
+            // Slack's trigger lasts 3 seconds: the form opens first; who may deny is checked when it is sent.
             Task { await self.openDeny(interaction, requestId: id, trigger: trigger, api: api) }
             return Response(status: .ok)
         case .deny(let id, let comment):
             let trimmed = comment.trimmingCharacters(in: .whitespacesAndNewlines)
-            if trimmed.isEmpty || trimmed.count > SlackInteraction.commentLimit {
-                return Self.json(["response_action": "errors", "errors": [SlackInteraction.commentBlock: "Say why, in 1 to 1000 characters: the requester reads it."]])
-            }
             Task { await self.decide(interaction, requestId: id, decision: .deny, comment: trimmed, api: api) }
             return Response(status: .ok)
+        case .startLink(let trigger):
+            Task {
+                do { _ = try await api.call("views.open", ["trigger_id": trigger, "view": SlackMessages.linkModal(responseURL: interaction.responseURL)]) } catch {
+                    await api.respond(to: interaction.responseURL, SlackMessages.ephemeral("Gatehouse could not open the link form (\(error)); click the button again."))
+                }
+            }
+            return Response(status: .ok)
+        case .link(let code):
+            return await link(interaction, code: code, api: api)
         }
+    }
+
+    /// Tries of a link code per Slack account: 5 wrong codes in 15 minutes, then no more.
+    private let linkTries = Mutex<[String: [Date]]>([:])
+
+    func link(_ interaction: SlackInteraction, code: String, api: SlackAPI) async -> Response {
+        let now = Date()
+        let recent = linkTries.withLock { tries in
+            tries[interaction.user] = (tries[interaction.user] ?? []).filter { now.timeIntervalSince($0) < 900 }
+            return tries[interaction.user]?.count ?? 0
+        }
+        guard recent < 5 else {
+            return Self.json(["response_action": "errors", "errors": [SlackInteraction.codeBlock: "Too many wrong codes from this account; try again in 15 minutes."]])
+        }
+        do {
+            let profile = try await api.profile(user: interaction.user, team: interaction.team)
+            switch try await service.slack.link(profile: profile, code: code) {
+            case .success(let principal):
+                await api.respond(to: interaction.responseURL, SlackMessages.ephemeral("This Slack account is linked to \(principal): its Approve and Deny clicks count as \(principal)'s. Click again to decide."))
+                return Self.json(["response_action": "clear"])
+            case .failure(let refusal):
+                linkTries.withLock { $0[interaction.user, default: []].append(now) }
+                forget(interaction.deliveryKey)
+                await service.slack.refused(interaction, requestId: nil, principal: nil, code: refusal.code, message: refusal.message)
+                return Self.json(["response_action": "errors", "errors": [SlackInteraction.codeBlock: String(refusal.message.prefix(150))]])
+            }
+        } catch {
+            forget(interaction.deliveryKey)
+            logger.warning("Slack link failed", metadata: ["user": "\(interaction.user)", "error": "\(error)"])
+            return Self.json(["response_action": "errors", "errors": [SlackInteraction.codeBlock: "Gatehouse could not link the account just now; try again."]])
+        }
+    }
+
+    func forget(_ key: String) {
+        _ = seen.withLock { $0.removeValue(forKey: key) }
     }
 
     func firstDelivery(_ key: String) -> Bool {
@@ -281,17 +370,12 @@ final class SlackInteractions: Sendable {
     }
 
     func openDeny(_ interaction: SlackInteraction, requestId: String, trigger: String, api: SlackAPI) async {
-        guard let caller = await caller(interaction, requestId: requestId, api: api) else { return }
         do {
-            let view = try await service.desk.get(caller: caller, id: requestId)
-            guard service.desk.mayDecide(caller, view.request) else {
-                let why = view.request.state == .pending ? "you may not decide it" : "it is \(view.request.state.rawValue) already"
-                await refuse(interaction, requestId: requestId, principal: caller.principal, code: "not_decidable", message: "\(requestId) cannot be denied by you: \(why)", api: api)
+            guard let view = try await service.slack.requestForMessage(requestId), view.request.state == .pending else {
+                await refuse(interaction, requestId: requestId, principal: nil, code: "not_decidable", message: "\(requestId) is not waiting for a decision any more", api: api)
                 return
             }
             _ = try await api.call("views.open", ["trigger_id": trigger, "view": SlackMessages.denyModal(view.request, responseURL: interaction.responseURL)])
-        } catch let error as GatehouseError {
-            await refuse(interaction, requestId: requestId, principal: caller.principal, code: error.code, message: error.message, api: api)
         } catch {
             await api.respond(to: interaction.responseURL, SlackMessages.ephemeral("Gatehouse could not open the Deny form (\(error)); nothing was decided. Deny it in the web inbox instead."))
         }
@@ -300,7 +384,8 @@ final class SlackInteractions: Sendable {
     func refuse(_ interaction: SlackInteraction, requestId: String?, principal: String?, code: String, message: String, api: SlackAPI) async {
         service.metrics.slackInteraction("refused")
         await service.slack.refused(interaction, requestId: requestId, principal: principal, code: code, message: message)
-        await api.respond(to: interaction.responseURL, SlackMessages.ephemeral("Nothing was decided: \(message)"))
+        let text = "Nothing was decided: \(message)"
+        await api.respond(to: interaction.responseURL, code == "slack_not_linked" ? SlackMessages.notLinked(text) : SlackMessages.ephemeral(text))
     }
 
     static func json(_ object: [String: Any]) -> Response {

@@ -127,7 +127,7 @@ enum Migrations {
             """,
         ]),
         // Slack: every copy of a request's message (to update it when the request is decided), the
-        // one-time codes a person opens in the web inbox to link their Slack account, and lookups of
+        // one-time codes a person makes in the web inbox to link their Slack account, and lookups of
         // a Slack link and of a person by the e-mail the provider confirmed.
         (7, [
             """
@@ -137,8 +137,10 @@ enum Migrations {
             """,
             """
             CREATE TABLE slack_link_codes (
-              code_hash TEXT PRIMARY KEY, team TEXT NOT NULL, slack_user TEXT NOT NULL, label TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL)
+              code_hash TEXT PRIMARY KEY, principal TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL)
             """,
+            // Addresses stored before only verified ones were kept: each comes back at its person's next sign-in.
+            "UPDATE identities SET email = NULL",
             "CREATE INDEX tokens_by_subject ON tokens (kind, issuer, subject)",
             "CREATE INDEX identities_by_email ON identities (email)",
         ]),

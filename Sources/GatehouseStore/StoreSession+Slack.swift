@@ -57,35 +57,23 @@ extension StoreSession {
         }
     }
 
-    /// A Slack account behind a link code: `label` is its name and e-mail as Slack gave them.
-    public struct SlackLinkCode: Sendable, Equatable {
-        public var team: String
-        public var user: String
-        public var label: String
-
-        public init(team: String, user: String, label: String) {
-            self.team = team
-            self.user = user
-            self.label = label
-        }
-    }
-
-    public func insertSlackLinkCode(hash: String, code: SlackLinkCode, createdAt: Date, expiresAt: Date) async throws {
-        try await db.raw("DELETE FROM slack_link_codes WHERE expires_at <= \(bind: createdAt.unixMilliseconds)").run()
+    /// Stores a link code for `principal`, ending the earlier ones it made (one at a time).
+    public func insertSlackLinkCode(hash: String, principal: String, createdAt: Date, expiresAt: Date) async throws {
         try await db.raw("""
-            INSERT INTO slack_link_codes (code_hash, team, slack_user, label, created_at, expires_at)
-            VALUES (\(bind: hash), \(bind: code.team), \(bind: code.user), \(bind: code.label), \(bind: createdAt.unixMilliseconds),
-                    \(bind: expiresAt.unixMilliseconds))
+            DELETE FROM slack_link_codes WHERE expires_at <= \(bind: createdAt.unixMilliseconds) OR principal = \(bind: principal)
+            """).run()
+        try await db.raw("""
+            INSERT INTO slack_link_codes (code_hash, principal, created_at, expires_at)
+            VALUES (\(bind: hash), \(bind: principal), \(bind: createdAt.unixMilliseconds), \(bind: expiresAt.unixMilliseconds))
             """).run()
     }
 
-    /// The Slack account a link code stands for, while it is valid; `consume` removes it (used once).
-    public func slackLinkCode(hash: String, now: Date, consume: Bool) async throws -> SlackLinkCode? {
+    /// The principal a valid link code was made by, removing the code (it works once).
+    public func takeSlackLinkCode(hash: String, now: Date) async throws -> String? {
         guard let row = try await db.raw("""
-            SELECT * FROM slack_link_codes WHERE code_hash = \(bind: hash) AND expires_at > \(bind: now.unixMilliseconds)
+            SELECT principal FROM slack_link_codes WHERE code_hash = \(bind: hash) AND expires_at > \(bind: now.unixMilliseconds)
             """).first() else { return nil }
-        if consume { try await db.raw("DELETE FROM slack_link_codes WHERE code_hash = \(bind: hash)").run() }
-        return SlackLinkCode(team: try row.decode(column: "team", as: String.self), user: try row.decode(column: "slack_user", as: String.self),
-                             label: try row.decode(column: "label", as: String.self))
+        try await db.raw("DELETE FROM slack_link_codes WHERE code_hash = \(bind: hash)").run()
+        return try row.decode(column: "principal", as: String.self)
     }
 }

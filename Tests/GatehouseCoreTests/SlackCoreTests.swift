@@ -6,8 +6,10 @@ import Testing
 struct SlackCoreTests {
     static let head = NotificationPolicyTests.head.replacingOccurrences(of: "  bob: {groups: [dba]}", with: "  bob: {groups: [dba]}\n  ops-bot: {groups: [dba], kind: service}")
 
-    static func load(_ slack: String) -> PolicyLoadResult {
-        PolicyLoader.load(yaml: head + "notifications:\n  base_url: https://gatehouse.example.com\n  slack:\n" + slack)
+    /// `slack` is the section's body; a `team_id` is added unless it names one (or `team: false`).
+    static func load(_ slack: String, team: Bool = true) -> PolicyLoadResult {
+        let teamLine = team && !slack.contains("team_id") ? "    team_id: T0TEAM0001\n" : ""
+        return PolicyLoader.load(yaml: head + "notifications:\n  base_url: https://gatehouse.example.com\n  slack:\n" + teamLine + slack)
     }
 
     @Test("a full notifications.slack section is read")
@@ -28,6 +30,7 @@ struct SlackCoreTests {
         #expect(slack.signingSecret == .file("/etc/gatehouse/slack-signing-secret"))
         #expect(slack.channel == "#access-requests" && slack.directMessages && slack.timeout == TimeSpan(seconds: 5))
         #expect(slack.apiURL == "https://slack.com/api")
+        #expect(slack.teamID == "T0TEAM0001")
         // Missing secrets are warnings: they may exist only where the server runs.
         #expect(result.warnings.contains { $0.message.contains("SLACK_BOT_TOKEN") })
     }
@@ -43,11 +46,19 @@ struct SlackCoreTests {
         ("bot_token_env: A\n    signing_secret_env: B\n    channel: C0PROD01234\n    api_url: http://slack.example.com/api", "api_url must be an https URL"),
         ("bot_token_env: A\n    signing_secret_env: B\n    channel: C0PROD01234\n    timeout: 2m", "use 1s to 30s"),
         ("bot_token_env: A\n    signing_secret_env: B\n    channel: C0PROD01234\n    token: xoxb-1", "token"),
+        ("bot_token_env: A\n    signing_secret_env: B\n    channel: C0PROD01234\n    team_id: gatehouse", "give the workspace id"),
     ])
     func mistakes(_ yaml: String, _ expected: String) {
         let result = Self.load("    " + yaml)
         #expect(result.policy == nil)
         #expect(result.errors.contains { $0.message.contains(expected) && $0.line > 0 }, "\(result.errors.map(\.message))")
+    }
+
+    @Test("a workspace is required: clicks from any other one decide nothing")
+    func teamRequired() {
+        let result = Self.load("    bot_token_env: A\n    signing_secret_env: B\n    channel: C0PROD01234", team: false)
+        #expect(result.policy == nil)
+        #expect(result.errors.contains { $0.message.contains("needs `team_id:`") })
     }
 
     @Test("Slack's documented signing example verifies; a changed body, secret or old timestamp does not")
@@ -89,6 +100,15 @@ struct SlackCoreTests {
         #expect(try SlackInteraction.parse(formBody: Self.form(Self.click("gatehouse_approve", value: "grt_abc"))).kind == .unknown("gatehouse_approve"))
         #expect(try SlackInteraction.parse(formBody: Self.form(Self.click("gatehouse_approve", value: "req_a'; DROP"))).kind == .unknown("gatehouse_approve"))
         #expect(try SlackInteraction.parse(formBody: Self.form(Self.click("promote", value: "req_abc"))).kind == .unknown("promote"))
+        #expect(try SlackInteraction.parse(formBody: Self.form(Self.click("gatehouse_link", value: ""))).kind == .startLink(triggerId: "1.2.abc"))
+        var linkView = SlackMessages.linkModal(responseURL: nil)
+        linkView["state"] = ["values": ["code": ["code": ["type": "plain_text_input", "value": "k7qf 9xmw"]]]]
+        let linked = try SlackInteraction.parse(formBody: Self.form(["type": "view_submission", "team": ["id": "T0TEAM0001"],
+                                                                    "user": ["id": "U0PERSON01", "team_id": "T0OTHER001"], "view": linkView]))
+        #expect(linked.kind == .link(code: "k7qf 9xmw") && linked.userTeam == "T0OTHER001")
+        #expect(SlackInteraction.normalizedLinkCode("k7qf 9xmw") == "K7QF9XMW")
+        #expect(SlackInteraction.normalizedLinkCode("K7QF-9XM0") == nil, "0 is not in the alphabet")
+        #expect(SlackInteraction.normalizedLinkCode(LinkCode.make()) != nil)
         let modal = SlackMessages.denyModal(AccessRequest(id: "req_abc123", requester: "alice", resource: "prod-db", role: "write",
                                                           duration: TimeSpan(seconds: 600), reason: "INC-1 fix", ticket: nil, state: .pending,
                                                           approvalsRequired: 1, createdAt: Date(), pendingExpiresAt: Date()),
@@ -110,10 +130,12 @@ struct SlackCoreTests {
     func responseURLs() {
         let api = "https://slack.com/api"
         #expect(SlackInteraction.isResponseURLAllowed("https://hooks.slack.com/actions/T/1/x", apiURL: api))
+        #expect(!SlackInteraction.isResponseURLAllowed("https://slack.com/api/chat.postMessage", apiURL: api), "only a loopback api_url's host is trusted")
+        #expect(!SlackInteraction.isResponseURLAllowed("https://hooks.slack.com:8443/x", apiURL: api))
         #expect(!SlackInteraction.isResponseURLAllowed("http://hooks.slack.com/actions/T/1/x", apiURL: api))
         #expect(!SlackInteraction.isResponseURLAllowed("https://hooks.slack.com.evil.example/x", apiURL: api))
         #expect(!SlackInteraction.isResponseURLAllowed("http://169.254.169.254/latest/meta-data", apiURL: api))
-        #expect(!SlackInteraction.isResponseURLAllowed("https://slack.com/api/../x", apiURL: "http://127.0.0.1:8080/api"))
+        #expect(!SlackInteraction.isResponseURLAllowed("https://slack.example.com/x", apiURL: "https://slack.example.com/api"))
         #expect(SlackInteraction.isResponseURLAllowed("http://127.0.0.1:8080/respond", apiURL: "http://127.0.0.1:8080/api"))
         #expect(!SlackInteraction.isResponseURLAllowed("http://127.0.0.1:8081/respond", apiURL: "http://127.0.0.1:8080/api"))
     }

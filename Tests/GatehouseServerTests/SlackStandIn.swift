@@ -145,9 +145,9 @@ final class SlackStandIn: Sendable {
     // MARK: what Slack sends
 
     /// A button click as Slack posts it: `payload=<JSON>`, form-encoded, signed.
-    func click(_ action: String, request id: String, user: String, trigger: String = UUID().uuidString) -> [UInt8] {
+    func click(_ action: String, request id: String, user: String, trigger: String = UUID().uuidString, team: String = team) -> [UInt8] {
         let payload: [String: Any] = [
-            "type": "block_actions", "team": ["id": Self.team, "domain": "gatehouse"], "user": ["id": user, "team_id": Self.team],
+            "type": "block_actions", "team": ["id": team, "domain": "gatehouse"], "user": ["id": user, "team_id": team],
             "api_app_id": "A0GATEHSE", "trigger_id": trigger, "response_url": responseURL + "?for=\(user)",
             "container": ["type": "message", "channel_id": "C0GENERAL01", "message_ts": "1700000001.000100"],
             "actions": [["type": "button", "action_id": action, "block_id": "decide", "value": id, "action_ts": "\(Date().timeIntervalSince1970)"]],
@@ -155,12 +155,14 @@ final class SlackStandIn: Sendable {
         return Self.form(payload)
     }
 
-    /// The Deny modal submitted, as Slack posts it (the view Gatehouse opened, with the typed comment).
-    func submit(_ modal: [String: Any], comment: String, user: String) -> [UInt8] {
+    /// A modal submitted, as Slack posts it: the view Gatehouse opened with what was typed into its
+    /// one input. A view keeps its id and hash when it is sent again after Gatehouse refused it.
+    func submit(_ modal: [String: Any], _ typed: String, user: String) -> [UInt8] {
         var view = modal
-        view["id"] = "V0MODAL01"
-        view["hash"] = UUID().uuidString
-        view["state"] = ["values": [SlackInteraction.commentBlock: [SlackInteraction.commentBlock: ["type": "plain_text_input", "value": comment]]]]
+        let block = modal["callback_id"] as? String == SlackInteraction.linkModal ? SlackInteraction.codeBlock : SlackInteraction.commentBlock
+        view["id"] = "V0\(block.uppercased())\(user)"
+        view["hash"] = "1700000000.\(block)"
+        view["state"] = ["values": [block: [block: ["type": "plain_text_input", "value": typed]]]]
         let payload: [String: Any] = ["type": "view_submission", "team": ["id": Self.team], "user": ["id": user, "team_id": Self.team],
                                       "api_app_id": "A0GATEHSE", "trigger_id": UUID().uuidString, "view": view]
         return Self.form(payload)

@@ -31,6 +31,7 @@ struct SlackTests {
               slack:
                 bot_token_env: GATEHOUSE_TEST_SLACK_BOT
                 signing_secret_env: GATEHOUSE_TEST_SLACK_SIGNING
+                team_id: \(SlackStandIn.team)
                 api_url: \(slack.apiURL)
                 channel: C0GENERAL01
                 routes: {resources: {prod-host: C0HOSTS001}}
@@ -110,10 +111,11 @@ struct SlackTests {
             let modal = try #require(opened.body["view"] as? [String: Any])
             #expect(modal["callback_id"] as? String == SlackInteraction.denyModal)
             // A blank comment is refused in the form itself; nothing is decided.
-            let blank = try await Self.interact(server, slack.submit(modal, comment: "   ", user: "UCAROL"))
+            let blank = try await Self.interact(server, slack.submit(modal, "   ", user: "UCAROL"))
             #expect(blank.json["response_action"] as? String == "errors")
             #expect(try await Self.state(server, other) == "pending")
-            let submitted = try await Self.interact(server, slack.submit(modal, comment: "not during the freeze", user: "UCAROL"))
+            // The corrected form comes back with the same view id and hash: it is not a repeat.
+            let submitted = try await Self.interact(server, slack.submit(modal, "not during the freeze", user: "UCAROL"))
             #expect(submitted.status == 200)
             try await Self.eventually("denied") { try await Self.state(server, other) == "denied" }
             let denied = try #require(try await Self.audit(server, "request.denied").first { $0["subject"] as? String == other })
@@ -146,6 +148,8 @@ struct SlackTests {
             for request in [id, other, action] { if let view = try await server.service.slack.requestForMessage(request) { stored.append(view.request) } }
             messages["digest"] = SlackMessages.digest(recipient: "carol", requests: stored + stored + stored + stored, link: "http://127.0.0.1:9/inbox")
             messages["ephemeral"] = SlackMessages.ephemeral("Nothing was decided: <@channel> & friends")
+            messages["not-linked"] = SlackMessages.notLinked("Nothing was decided: your Slack account is not linked to a Gatehouse person.")
+            messages["link-modal"] = SlackMessages.linkModal(responseURL: slack.responseURL)
             let file = server.folder.appendingPathComponent("slack-messages.json")
             try JSONSerialization.data(withJSONObject: messages).write(to: file)
             let verdict = try await RepositoryScript.run("slack-blocks.sh", [file.path])
@@ -188,7 +192,6 @@ struct SlackTests {
             // An address Slack has not confirmed links nobody: the person is told how to link, nothing is decided.
             _ = try await Self.interact(server, slack.click(SlackInteraction.approveAction, request: id, user: "UMALLORY"))
             try await Self.eventually("mallory is told") { await slack.responses(for: "UMALLORY").contains { $0.contains("not linked") } }
-            let told = try #require(await slack.responses(for: "UMALLORY").first)
             #expect(try await Self.state(server, id) == "pending")
             try await Self.eventually("the refusal is audited") {
                 try await Self.audit(server, "slack.action_refused").contains { ($0["details"] as? [String: String])?["code"] == "slack_not_linked" }
@@ -217,22 +220,34 @@ struct SlackTests {
             try await Self.eventually("bob hears it is unknown") { await slack.responses(for: "UBOB").contains { $0.contains("gatehouse_promote") } }
             #expect(try await Self.state(server, id) == "pending")
 
-            // Frank links the unlinked account from the web inbox with the code only it was shown; its click then counts as frank's.
-            let url = try #require(told.split(separator: " ").last.map(String.init))
-            let code = try #require(URLComponents(string: url)?.queryItems?.first { $0.name == "code" }?.value)
+            // A Slack Connect guest from another workspace decides nothing.
+            _ = try await Self.interact(server, slack.click(SlackInteraction.approveAction, request: id, user: "UGUEST", team: "T0ELSEWHERE"))
+            try await Self.eventually("the guest is told") { await slack.responses(for: "UGUEST").contains { $0.contains("own Slack workspace") } }
+            #expect(try await Self.state(server, id) == "pending")
+
+            // Frank makes a link code in the web inbox; typed into Slack's link form by the unlinked
+            // account, it links that account to frank, once.
             let (cookie, session) = try await server.service.signIns.openWebSession(frank)
             let cookieHeader = [("Cookie", "gatehouse_session=\(cookie)")]
-            let page = try await server.send(.GET, "/slack/link?code=\(code)", token: nil, headers: cookieHeader)
-            #expect(page.status == 200)
-            #expect(String(decoding: page.body, as: UTF8.self).contains("UMALLORY"))
-            let form = Data("csrf=\(session.csrf)&code=\(code)".utf8)
-            let linked = try await server.send(.POST, "/slack/link", token: nil, rawBody: form, contentType: "application/x-www-form-urlencoded",
-                                               headers: cookieHeader + [("Origin", server.baseURL)])
-            // The client follows the redirect to the inbox, which says so.
-            #expect(linked.status == 200 && String(decoding: linked.body, as: UTF8.self).contains("Your Slack account is linked"))
-            let again = try await server.send(.POST, "/slack/link", token: nil, rawBody: form, contentType: "application/x-www-form-urlencoded",
-                                              headers: cookieHeader + [("Origin", server.baseURL)])
-            #expect(again.status == 404, "a link code works once")
+            let page = try await server.send(.GET, "/slack/link", token: nil, headers: cookieHeader)
+            #expect(page.status == 200 && String(decoding: page.body, as: UTF8.self).contains("Make a link code"))
+            let made = try await server.send(.POST, "/slack/link", token: nil, rawBody: Data("csrf=\(session.csrf)".utf8),
+                                             contentType: "application/x-www-form-urlencoded", headers: cookieHeader + [("Origin", server.baseURL)])
+            let html = String(decoding: made.body, as: UTF8.self)
+            let code = try #require(html.firstMatch(of: /<strong>([A-Z2-9]{4}-[A-Z2-9]{4})<\/strong>/).map { String($0.1) }, "\(made.status) \(html)")
+            let noCSRF = try await server.send(.POST, "/slack/link", token: nil, rawBody: Data("csrf=wrong".utf8),
+                                               contentType: "application/x-www-form-urlencoded", headers: cookieHeader + [("Origin", server.baseURL)])
+            #expect(noCSRF.status == 403, "a code is made only by the signed-in person's own form")
+            _ = try await Self.interact(server, slack.click(SlackInteraction.linkAction, request: "", user: "UMALLORY", trigger: "trigger-link"))
+            try await Self.eventually("the link form opens") { await slack.calls("views.open").contains { $0.body["trigger_id"] as? String == "trigger-link" } }
+            let linkModal = try #require(await slack.calls("views.open").last?.body["view"] as? [String: Any])
+            #expect(linkModal["callback_id"] as? String == SlackInteraction.linkModal)
+            let wrong = try await Self.interact(server, slack.submit(linkModal, "ABCD-EFGH", user: "UMALLORY"))
+            #expect(wrong.json["response_action"] as? String == "errors", "\(wrong.json)")
+            let right = try await Self.interact(server, slack.submit(linkModal, code.lowercased(), user: "UMALLORY"))
+            #expect(right.json["response_action"] as? String == "clear", "\(right.json)")
+            let reused = try await Self.interact(server, slack.submit(linkModal, code, user: "UOTHER"))
+            #expect(reused.json["response_action"] as? String == "errors", "a code links once")
             _ = try await Self.interact(server, slack.click(SlackInteraction.approveAction, request: id, user: "UMALLORY"))
             try await Self.eventually("approved by frank") { try await Self.state(server, id) == "approved" }
             let approved = try #require(try await Self.audit(server, "request.approved").first { $0["subject"] as? String == id })
@@ -254,6 +269,27 @@ struct SlackTests {
             _ = try await Self.interact(server, slack.click(SlackInteraction.approveAction, request: id, user: "UBOB"))
             try await Self.eventually("bob is told to sign in") { await slack.responses(for: "UBOB").contains { $0.contains("signed in") } }
             #expect(try await Self.state(server, id) == "pending")
+        }
+        await slack.stop()
+    }
+
+    @Test("a link made from an e-mail address ends when Slack's confirmed address changes; nothing is decided")
+    func emailLinkFollowsTheAddress() async throws {
+        let slack = try await SlackStandIn.start()
+        await slack.state.add(.init(id: "UBOB", email: "bob@example.com", confirmed: true))
+        try await TestServer.with(policy: Self.policy(slack), realTime: true, outbox: true) { server in
+            let alice = try await Self.signIn(server, "alice")
+            _ = try await Self.signIn(server, "bob")
+            let first = try #require(try await server.request(alice.secret).string("id"))
+            _ = try await Self.interact(server, slack.click(SlackInteraction.approveAction, request: first, user: "UBOB"))
+            try await Self.eventually("approved") { try await Self.state(server, first) == "approved" }
+            // The Slack account now shows someone else's address (confirmed by their workspace admin, say).
+            await slack.state.add(.init(id: "UBOB", email: "mallory@example.com", confirmed: true))
+            let second = try #require(try await server.request(alice.secret, resource: "prod-host", role: "operate").string("id"))
+            _ = try await Self.interact(server, slack.click(SlackInteraction.approveAction, request: second, user: "UBOB"))
+            try await Self.eventually("bob's account is told it is not linked") { await slack.responses(for: "UBOB").contains { $0.contains("not linked") } }
+            #expect(try await Self.state(server, second) == "pending")
+            #expect(try await Self.audit(server, "slack.unlinked").contains { ($0["details"] as? [String: String])?["principal"] == "bob" })
         }
         await slack.stop()
     }

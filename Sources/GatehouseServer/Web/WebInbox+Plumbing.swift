@@ -42,6 +42,7 @@ extension WebInbox {
         let reviews = try await service.breakGlass.uses(caller: caller, awaitingReview: true, limit: 200)
             .filter { $0.principal != caller.principal && (caller.isAdmin || policy.isBreakGlassReviewer(caller.principal, resource: $0.resource)) }.count
         var data: [String: Any] = ["user": ["name": caller.principal, "admin": caller.isAdmin] as [String: Any], "csrf": session.csrf]
+        if policy.notifications.slack != nil { data["slack"] = true }
         if waiting > 0 { data["inboxCount"] = waiting }
         if reviews > 0 { data["reviewCount"] = reviews }
         return data
@@ -113,7 +114,6 @@ extension WebInbox {
         "denied": "Denied. The requester sees your comment.", "reported": "Reported: the requester is blocked and the reviewers are told.",
         "canceled": "Canceled.", "released": "Released: the access has ended.", "revoked": "Revoked: the access has ended.",
         "reviewed": "Marked reviewed.", "held-released": "Released: the approvers are told now.", "held-rejected": "Rejected.",
-        "slack-linked": "Your Slack account is linked: its Approve and Deny clicks now count as yours.",
     ]
 
     static func securityHeaders() -> HTTPFields {

@@ -85,22 +85,21 @@ struct WebInbox {
                 }
             }
         }
-        // Linking a Slack account: the code comes from the ephemeral message only its Slack user saw.
+        // Linking a Slack account: a one-time code shown here, typed into Slack's link form by the person.
         router.get("/slack/link") { request, _ in
             try await self.guarded(request) {
                 try await self.page(request) { caller, layout in
-                    let code = request.uri.queryParameters["code"].map(String.init) ?? ""
-                    guard let found = try await self.service.slack.linkCode(code) else { throw SlackDesk.badCode() }
-                    return self.render("slack-link", title: "Link your Slack account",
-                                       data: ["label": found.label, "name": caller.principal, "code": code], layout: layout)
+                    self.render("slack-link", title: "Link your Slack account", data: ["name": caller.principal], layout: layout)
                 }
             }
         }
         router.post("/slack/link") { request, _ in
             try await self.guarded(request) {
-                try await self.form(request) { caller, _, fields in
-                    _ = try await self.service.slack.link(caller: caller, code: fields["code"] ?? "")
-                    return Self.redirect("/inbox?done=slack-linked")
+                try await self.form(request) { caller, session, _ in
+                    let made = try await self.service.slack.makeLinkCode(caller: caller)
+                    let layout = try await self.layoutData(caller, session, countInbox: true)
+                    return self.render("slack-link", title: "Link your Slack account",
+                                       data: ["name": caller.principal, "code": made.code, "expires": made.expiresAt.rfc3339], layout: layout)
                 }
             }
         }
