@@ -187,7 +187,9 @@ struct AntiSpamTransaction {
         case .pending(let request):
             try await session.insertRequest(request)
             try await session.appendAudit([AuditEntry.requestCreated(request)], at: now)
-            try await notify(request, throttled: request.spam?.action == .throttle)
+            // A request the score slows or doubts (throttle, extra approval) reaches approvers only in
+            // their digest: a stronger action never notifies sooner than a milder one.
+            try await notify(request, throttled: request.spam.map { $0.action >= .throttle } ?? false)
             return RequestView(request: request, approvals: [])
         case .granted(let request, let grant):
             try await session.insertRequest(request)

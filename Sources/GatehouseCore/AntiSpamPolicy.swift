@@ -35,6 +35,8 @@ public enum SpamSignal: String, Sendable, CaseIterable, Codable {
     case sharedReason = "shared_reason"
     case lowInformationReason = "low_information_reason"
     case enumeration
+    /// Several of the principal's requests already wait for approvers.
+    case waiting
     case recentDenial = "recent_denial"
     case cooldownViolation = "cooldown_violation"
     case overLimit = "over_limit"
@@ -44,7 +46,7 @@ public enum SpamSignal: String, Sendable, CaseIterable, Codable {
     case previouslyApproved = "previously_approved"
 
     public static let defaultWeights: [SpamSignal: Int] = [
-        .burst: 2, .repeatedReason: 3, .sharedReason: 3, .lowInformationReason: 2, .enumeration: 3,
+        .burst: 2, .repeatedReason: 3, .sharedReason: 3, .lowInformationReason: 2, .enumeration: 3, .waiting: 3,
         .recentDenial: 2, .cooldownViolation: 4, .overLimit: 2, .newPrincipal: 2, .offHours: 1,
         .ticket: -2, .previouslyApproved: -2,
     ]
@@ -119,9 +121,12 @@ public struct AntiSpamPolicy: Sendable, Equatable {
         public var burst = TimeSpan(seconds: 60)
         public var burstCount = 3
         public var repeatedReason = TimeSpan(seconds: 86_400)
-        /// `shared_reason`: the same reason from at least `sharedReasonPrincipals` other principals.
+        /// `shared_reason`: the same reason from at least `sharedReasonPrincipals` other principals
+        /// (from one, when the principal is new: fresh accounts sharing a reason are a campaign).
         public var sharedReason = TimeSpan(seconds: 3600)
         public var sharedReasonPrincipals = 2
+        /// `waiting`: at least this many of the principal's requests already wait for approvers.
+        public var waitingRequests = 3
         /// `enumeration`: requests for at least `enumerationResources` distinct resources.
         public var enumeration = TimeSpan(seconds: 3600)
         public var enumerationResources = 4

@@ -208,12 +208,23 @@ public enum SpamScore {
                     : "the same reason as \(repeated) of the principal's requests within \(windows.repeatedReason)")
         }
         // shared_reason: the same reason from other principals. People with a track record working on
-        // one ticket together are a team on an incident, not a campaign.
+        // one ticket together are a team on an incident, not a campaign; a new account repeating
+        // another's words is one from the first.
         let sharers = Set(history.others.filter { $0.requester != attempt.principal && within($0.createdAt, windows.sharedReason)
             && same.matches($0.reason) }.map(\.requester))
-        if sharers.count >= windows.sharedReasonPrincipals, !(oneWork && trusted) {
-            add(.sharedReason, count: sharers.count, multiple: sharers.count - windows.sharedReasonPrincipals + 1,
-                "the same reason from \(sharers.count) other principals within \(windows.sharedReason)")
+        let newcomer = history.earlierRequests < windows.newPrincipalRequests
+        let sharersNeeded = newcomer ? 1 : windows.sharedReasonPrincipals
+        if sharers.count >= sharersNeeded, !(oneWork && trusted) {
+            add(.sharedReason, count: sharers.count, multiple: sharers.count - sharersNeeded + 1,
+                "the same reason from \(sharers.count) other principal(s) within \(windows.sharedReason)" + (newcomer ? ", from a new principal" : ""))
+        }
+
+        // waiting: approvers already have several of the principal's requests to decide. A slow drip
+        // under every rate limit piles up here; a person mid-incident has one or two waiting.
+        let waiting = own.filter { $0.state == .pending && $0.reachedApprovers }.count
+        if attempt.reachesApprovers, waiting >= windows.waitingRequests {
+            add(.waiting, count: waiting, multiple: waiting - windows.waitingRequests + 1,
+                "\(waiting) of the principal's requests already wait for approvers")
         }
         if lowInformation {
             add(.lowInformationReason, "the reason has fewer than three informative words")

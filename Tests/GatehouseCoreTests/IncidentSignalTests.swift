@@ -70,8 +70,31 @@ struct IncidentSignalTests {
         let selfServed = [past(86_400, resource: "db2", reason: "INC-9 outage", decidedBy: "break-glass"),
                           past(90_000, resource: "db3", reason: "INC-9 outage", decidedBy: "policy")]
         #expect(points(verdict(SpamHistory(own: selfServed, others: others, earlierRequests: 40)), .sharedReason) == 3)
+        // A new account repeating another's words is a campaign from the first other account.
         let newcomer = verdict(SpamHistory(others: others, earlierRequests: 1), principal: "spam1")
-        #expect(points(newcomer, .sharedReason) == 3)
+        #expect(points(newcomer, .sharedReason) == 6)
         #expect(points(newcomer, .newPrincipal) == 2)
+        #expect(points(verdict(SpamHistory(others: Array(others.prefix(1)), earlierRequests: 1), principal: "spam1"), .sharedReason) == 3)
+        #expect(points(verdict(SpamHistory(own: record, others: Array(others.prefix(1)), earlierRequests: 40)), .sharedReason) == nil,
+                "one other principal is not a campaign for a principal with a history")
+    }
+
+    @Test("a pile of requests waiting for approvers: the third already waiting counts, requests granted at once do not")
+    func waitingPile() {
+        func waiting(_ count: Int, decidedBy: String? = nil) -> [PastRequest] {
+            (0..<count).map { i in
+                PastRequest(id: "req_w\(i)", requester: "alice", resource: "db\(i)", role: "write", reason: "CHG-\(i) rotate the keys of db\(i)",
+                            state: decidedBy == nil ? .pending : .approved, createdAt: now.addingTimeInterval(-Double(600 * (i + 1))),
+                            decidedAt: decidedBy == nil ? nil : now, decidedBy: decidedBy)
+            }
+        }
+        func score(_ own: [PastRequest], reachesApprovers: Bool = true) -> Int? {
+            points(verdict(SpamHistory(own: own, earlierRequests: 40), reachesApprovers: reachesApprovers), .waiting)
+        }
+        #expect(score(waiting(2)) == nil)
+        #expect(score(waiting(3)) == 3)
+        #expect(score(waiting(4)) == 6)
+        #expect(score(waiting(5, decidedBy: "policy")) == nil, "granted at once: nothing waits")
+        #expect(score(waiting(4), reachesApprovers: false) == nil, "a request nobody is asked about adds nothing to the pile")
     }
 }

@@ -165,6 +165,7 @@ struct SlackTests {
         await slack.state.add(.init(id: "UCAROL", email: "carol@example.com", confirmed: true))
         // Slack has not confirmed this address: it links nobody.
         await slack.state.add(.init(id: "UMALLORY", email: "frank@example.com", confirmed: false))
+        await slack.state.add(.init(id: "UOTHER", email: nil, confirmed: false))
         try await TestServer.with(policy: Self.policy(slack), realTime: true, outbox: true) { server in
             let alice = try await Self.signIn(server, "alice")
             let bob = try await Self.signIn(server, "bob")
