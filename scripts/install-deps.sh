@@ -17,6 +17,10 @@ dpkg -s postgresql-client >/dev/null 2>&1 || need+=(postgresql-client)
 dpkg -s python3-psycopg >/dev/null 2>&1 || need+=(python3-psycopg)
 # asyncpg: prepare() sends Parse/Describe/Flush and then a simple Query without a Sync between.
 dpkg -s python3-asyncpg >/dev/null 2>&1 || need+=(python3-asyncpg)
+# pgjdbc (with a Java runtime) and node-postgres (with Node.js) for the driver matrix.
+dpkg -s libpostgresql-jdbc-java >/dev/null 2>&1 || need+=(libpostgresql-jdbc-java)
+command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The web inbox's browser tests drive headless Chromium through chromedriver (WebDriver).
 dpkg -s chromium >/dev/null 2>&1 || need+=(chromium)
@@ -24,9 +28,26 @@ dpkg -s chromium-driver >/dev/null 2>&1 || need+=(chromium-driver)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
-[ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
-echo "installing: ${need[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  updated=1
+fi
+# node-postgres: Debian's node-pg unpacked into .build-deps/node-pg (NODE_PATH), so it works with any
+# Node.js on the machine (installing the package needs Debian's own nodejs).
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NODEPG=$REPO/.build-deps/node-pg
+if [ ! -f "$NODEPG/usr/share/nodejs/pg/package.json" ]; then
+  tmp=$(mktemp -d)
+  pkgs=(node-pg node-split2 node-xtend node-readable-stream node-async)
+  if ! (cd "$tmp" && apt-get download "${pkgs[@]}" >/dev/null 2>&1); then
+    [ -n "${updated:-}" ] || $SUDO apt-get update -qq
+    (cd "$tmp" && apt-get download "${pkgs[@]}" >/dev/null)
+  fi
+  mkdir -p "$NODEPG"
+  for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$NODEPG"; done
+  rm -rf "$tmp"
+fi

@@ -1,0 +1,211 @@
+import Foundation
+import GatehouseTestSupport
+import Testing
+
+/// The drivers applications use, through `gatehouse serve --proxy` to a real PostgreSQL server: each
+/// does prepared statements, a transaction, COPY out and in where the driver has it, a statement
+/// the proxy refuses, a cancelled query and a reconnect. (asyncpg and psql are in ProxySessionTests.)
+@Suite("Guard proxy: driver compatibility", .serialized)
+struct DriverMatrixTests {
+    static func json(_ result: CommandResult, sourceLocation: SourceLocation = #_sourceLocation) throws -> [String: Any] {
+        #expect(result.status == 0, "\(result)", sourceLocation: sourceLocation)
+        let line = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        return try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(result)", sourceLocation: sourceLocation)
+    }
+
+    /// Writes `source` to a fresh folder as `name` and returns its path.
+    static func file(_ name: String, _ source: String) throws -> String {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("driver-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let path = folder.appendingPathComponent(name).path
+        try source.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func psycopg3() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let script = """
+            import json, sys, threading, psycopg
+            out = {}
+            with psycopg.connect(sys.argv[1], password=sys.argv[2]) as conn:
+                conn.autocommit = True
+                cur = conn.cursor()
+                out["reads"] = [cur.execute("SELECT balance FROM accounts WHERE id = %s", (i,), prepare=True).fetchone()[0] for i in range(1, 4)]
+                with conn.transaction():
+                    out["count"] = cur.execute("SELECT count(*) FROM accounts").fetchone()[0]
+                with cur.copy("COPY (SELECT id FROM accounts WHERE id <= 3 ORDER BY id) TO STDOUT") as copy:
+                    out["copy_out"] = [row[0] for row in copy.rows()]
+                try:
+                    with cur.copy("COPY accounts FROM STDIN") as copy:
+                        copy.write_row((11, 5))
+                    out["copy_in"] = "ran"
+                except psycopg.Error as e:
+                    out["copy_in"] = e.sqlstate + " " + str(e).splitlines()[0]
+                try:
+                    cur.execute("DELETE FROM accounts WHERE id > %s", (0,))
+                    out["delete"] = "ran"
+                except psycopg.Error as e:
+                    out["delete"] = e.sqlstate + " " + str(e).splitlines()[0]
+                threading.Timer(0.5, conn.cancel).start()
+                try:
+                    cur.execute("SELECT pg_sleep(20)")
+                    out["cancel"] = "ran"
+                except psycopg.Error as e:
+                    out["cancel"] = e.sqlstate
+                out["after_cancel"] = cur.execute("SELECT count(*) FROM accounts").fetchone()[0]
+            with psycopg.connect(sys.argv[1], password=sys.argv[2]) as again:
+                out["reconnect"] = again.execute("SELECT %s::int + 1", (41,)).fetchone()[0]
+            print(json.dumps(out))
+            """
+        let out = try Self.json(try await Command.run("/usr/bin/python3", ["-c", script, harness.conninfo(user: "alice"), harness.tokens["alice"]!]))
+        #expect(out["reads"] as? [Int] == [100, 100, 100])
+        #expect(out["count"] as? Int == 10)
+        #expect(out["copy_out"] as? [String] == ["1", "2", "3"])
+        #expect((out["copy_in"] as? String)?.hasPrefix("42501 gatehouse:") == true, "\(out)")
+        #expect((out["delete"] as? String)?.hasPrefix("42501 gatehouse:") == true, "\(out)")
+        #expect(out["cancel"] as? String == "57014", "\(out)")
+        #expect(out["after_cancel"] as? Int == 10)
+        #expect(out["reconnect"] as? Int == 42)
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
+    }
+
+    /// pgjdbc (Debian's libpostgresql-jdbc-java), with server-side prepared statements from the first use.
+    @Test func pgjdbc() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let source = """
+            import java.io.*;
+            import java.sql.*;
+            import java.util.*;
+            import org.postgresql.PGConnection;
+            import org.postgresql.copy.CopyManager;
+
+            public class Driver {
+                static String quote(Object value) {
+                    return value instanceof String ? "\\"" + ((String) value).replace("\\\\", "\\\\\\\\").replace("\\"", "\\\\\\"") + "\\"" : String.valueOf(value);
+                }
+                static String failure(SQLException e) { return e.getSQLState() + " " + e.getMessage().split("\\n")[0]; }
+
+                public static void main(String[] args) throws Exception {
+                    Properties props = new Properties();
+                    props.setProperty("user", args[1]);
+                    props.setProperty("password", args[2]);
+                    props.setProperty("sslmode", "disable");
+                    props.setProperty("prepareThreshold", "1");
+                    Map<String, Object> out = new LinkedHashMap<>();
+                    try (Connection c = DriverManager.getConnection(args[0], props)) {
+                        PreparedStatement ps = c.prepareStatement("SELECT balance FROM accounts WHERE id = ?");
+                        StringBuilder reads = new StringBuilder();
+                        for (int i = 1; i <= 4; i++) {
+                            ps.setInt(1, i);
+                            try (ResultSet rs = ps.executeQuery()) { rs.next(); reads.append(reads.length() == 0 ? "" : ",").append(rs.getInt(1)); }
+                        }
+                        out.put("reads", reads.toString());
+                        c.setAutoCommit(false);
+                        try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("SELECT count(*) FROM accounts")) { rs.next(); out.put("count", rs.getInt(1)); }
+                        c.commit();
+                        c.setAutoCommit(true);
+                        try (PreparedStatement delete = c.prepareStatement("DELETE FROM accounts WHERE id > ?")) {
+                            delete.setInt(1, 0);
+                            delete.executeUpdate();
+                            out.put("delete", "ran");
+                        } catch (SQLException e) { out.put("delete", failure(e)); }
+                        CopyManager copy = c.unwrap(PGConnection.class).getCopyAPI();
+                        StringWriter rows = new StringWriter();
+                        copy.copyOut("COPY (SELECT id FROM accounts WHERE id <= 3 ORDER BY id) TO STDOUT", rows);
+                        out.put("copy_out", rows.toString().trim().replace("\\n", ","));
+                        try {
+                            copy.copyIn("COPY accounts FROM STDIN", new StringReader("11\\t5\\n"));
+                            out.put("copy_in", "ran");
+                        } catch (SQLException e) { out.put("copy_in", failure(e)); }
+                        try (Statement s = c.createStatement()) {
+                            s.setQueryTimeout(1);
+                            s.execute("SELECT pg_sleep(20)");
+                            out.put("cancel", "ran");
+                        } catch (SQLException e) { out.put("cancel", e.getSQLState()); }
+                        try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("SELECT count(*) FROM accounts")) { rs.next(); out.put("after_cancel", rs.getInt(1)); }
+                    }
+                    try (Connection again = DriverManager.getConnection(args[0], props);
+                         PreparedStatement ps = again.prepareStatement("SELECT ?::int + 1")) {
+                        ps.setInt(1, 41);
+                        try (ResultSet rs = ps.executeQuery()) { rs.next(); out.put("reconnect", rs.getInt(1)); }
+                    }
+                    StringBuilder json = new StringBuilder("{");
+                    for (Map.Entry<String, Object> e : out.entrySet()) {
+                        json.append(json.length() == 1 ? "" : ",").append(quote(e.getKey())).append(":").append(quote(e.getValue()));
+                    }
+                    System.out.println(json.append("}"));
+                }
+            }
+            """
+        let path = try Self.file("Driver.java", source)
+        let url = "jdbc:postgresql://127.0.0.1:\(harness.proxyPort)/prod-db"
+        let out = try Self.json(try await Command.run("/usr/bin/java", ["-cp", "/usr/share/java/postgresql.jar", path, url, "alice", harness.tokens["alice"]!]))
+        #expect(out["reads"] as? String == "100,100,100,100")
+        #expect(out["count"] as? Int == 10)
+        // pgjdbc prints the severity before the message: "ERROR: gatehouse: ...".
+        #expect((out["delete"] as? String)?.hasPrefix("42501 ERROR: gatehouse:") == true, "\(out)")
+        #expect(out["copy_out"] as? String == "1,2,3")
+        #expect((out["copy_in"] as? String)?.hasPrefix("42501 ERROR: gatehouse:") == true, "\(out)")
+        #expect(out["cancel"] as? String == "57014", "\(out)")
+        #expect(out["after_cancel"] as? Int == 10)
+        #expect(out["reconnect"] as? Int == 42)
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
+    }
+
+    /// node-postgres (Debian's node-pg, unpacked by scripts/install-deps.sh into .build-deps): named
+    /// prepared statements, a transaction, a cursor read in pieces (PortalSuspended), a refusal, a
+    /// cancel and a reconnect. node-postgres has no COPY of its own (that is pg-copy-streams).
+    @Test func nodePostgres() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let source = """
+            const { Client } = require('pg');
+            const Cursor = require('pg-cursor');
+            (async () => {
+              const cfg = { host: '127.0.0.1', port: Number(process.argv[2]), user: process.argv[3], password: process.argv[4], database: 'prod-db' };
+              const out = {};
+              const c = new Client(cfg);
+              await c.connect();
+              out.reads = [];
+              for (let i = 1; i <= 3; i++) {
+                out.reads.push((await c.query({ name: 'balance', text: 'SELECT balance FROM accounts WHERE id = $1', values: [i] })).rows[0].balance);
+              }
+              await c.query('BEGIN');
+              out.count = Number((await c.query('SELECT count(*) AS n FROM accounts')).rows[0].n);
+              await c.query('COMMIT');
+              const cursor = c.query(new Cursor('SELECT id FROM accounts WHERE id > $1 ORDER BY id', [0]));
+              out.cursor = (await cursor.read(3)).map(r => r.id).concat((await cursor.read(2)).map(r => r.id));
+              await cursor.close();
+              try { await c.query('DELETE FROM accounts WHERE id > $1', [0]); out.delete = 'ran'; }
+              catch (e) { out.delete = e.code + ' ' + e.message.split('\\n')[0]; }
+              const canceler = new Client(cfg);
+              const sleeping = c.query('SELECT pg_sleep(20)');
+              setTimeout(() => canceler.cancel(c, c.activeQuery), 500);
+              try { await sleeping; out.cancel = 'ran'; } catch (e) { out.cancel = e.code; }
+              out.after_cancel = Number((await c.query('SELECT count(*) AS n FROM accounts')).rows[0].n);
+              await c.end();
+              const again = new Client(cfg);
+              await again.connect();
+              out.reconnect = (await again.query('SELECT $1::int + 1 AS v', [41])).rows[0].v;
+              await again.end();
+              console.log(JSON.stringify(out));
+            })().catch(e => { console.error(e); process.exit(1); });
+            """
+        let path = try Self.file("driver.js", source)
+        let modules = ProxyHarness.repositoryRoot.appendingPathComponent(".build-deps/node-pg/usr/share/nodejs").path
+        let out = try Self.json(try await Command.run("/usr/bin/env", ["NODE_PATH=\(modules)", "node", path, "\(harness.proxyPort)", "alice", harness.tokens["alice"]!]))
+        #expect(out["reads"] as? [Int] == [100, 100, 100])
+        #expect(out["count"] as? Int == 10)
+        #expect(out["cursor"] as? [Int] == [1, 2, 3, 4, 5])
+        #expect((out["delete"] as? String)?.hasPrefix("42501 gatehouse:") == true, "\(out)")
+        #expect(out["cancel"] as? String == "57014", "\(out)")
+        #expect(out["after_cancel"] as? Int == 10)
+        #expect(out["reconnect"] as? Int == 42)
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
+    }
+}
