@@ -20,6 +20,7 @@ trap 'kill $SERVER_PID ${SERVER2_PID:-} 2>/dev/null; wait 2>/dev/null; [ -n "${P
   for i in $(seq -f "%03g" 0 199); do echo "  u$i: {groups: [engineers]}"; done
   for i in 1 2 3 4 5; do echo "  ops$i: {groups: [ops]}"; done
   echo "  flood-bot: {groups: [engineers], kind: service}"
+  for i in $(seq 1 10); do echo "  flood-bot$i: {groups: [engineers], kind: service}"; done
   echo "resources:"
   for r in 0 1 2 3 4; do
     echo "  db$r:"
@@ -81,6 +82,12 @@ kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=$!
 for _ in $(seq 1 100); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 "$BIN/gatehouse-bench" flood --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --rate 20 --concurrency 8
+echo "== flood: the same, while 10 principals flood over 100 keep-alive connections"
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+"$BIN/gatehouse" serve --policy "$WORK/policy-flood.yaml" --database "sqlite:$WORK/bench-flood10.db" --port "$PORT" --log-level error &
+SERVER_PID=$!
+for _ in $(seq 1 100); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN/gatehouse-bench" flood --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --rate 20 --concurrency 100 --principals 10
 
 [ -n "${SKIP_POSTGRES:-}" ] && exit 0
 # The same check and cycle runs on PostgreSQL (a local server with fsync on, as SQLite's synchronous=FULL),

@@ -11,7 +11,7 @@ struct GatehouseBench {
     static func main() async throws {
         let args = Array(CommandLine.arguments.dropFirst())
         guard let mode = args.first else {
-            print("usage: gatehouse-bench classify [--seconds S] | setup|cycles|flood --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C] [--rate R]")
+            print("usage: gatehouse-bench classify [--seconds S] | setup|cycles|flood --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C] [--rate R] [--principals P]")
             exit(2)
         }
         func option(_ name: String, _ fallback: String) -> String {
@@ -31,7 +31,7 @@ struct GatehouseBench {
             await ClassifyBench.remembered(seconds: Double(option("seconds", "8"))! / 4)
         case "flood":
             try await flood(api, resources: resources, seconds: Double(option("seconds", "15"))!, rate: Double(option("rate", "20"))!,
-                            flooders: Int(option("concurrency", "8"))!)
+                            flooders: Int(option("concurrency", "8"))!, principals: Int(option("principals", "1"))!)
         case "cycles":
             try await cycles(apis, users: users, resources: resources, seconds: Double(option("seconds", "15"))!,
                              concurrency: Int(option("concurrency", "8"))!)
@@ -133,17 +133,22 @@ struct GatehouseBench {
 
 extension GatehouseBench {
     /// Honest request+approve cycles at a steady `rate` per second (each by one of u001..u199, so no honest
-    /// principal meets its own limits), first alone, then while `flooders` workers file requests as one
-    /// principal (`flood-bot`) as fast as they can. Prints the honest p99 of both phases, their ratio, and
+    /// principal meets its own limits), first alone, then while `flooders` workers (each on a keep-alive
+    /// connection of its own) file requests as fast as they can, as one principal (`flood-bot`) or
+    /// spread over `principals` (`flood-bot1`...). Prints the honest p99 of both phases, their ratio, and
     /// how many flood requests per second the server turned away.
-    static func flood(_ api: API, resources: Int, seconds: Double, rate: Double, flooders: Int) async throws {
+    static func flood(_ api: API, resources: Int, seconds: Double, rate: Double, flooders: Int, principals: Int) async throws {
         let approvers = try await [api.token(for: "ops1"), api.token(for: "ops2")]
         var honest: [String] = []
         for user in 1..<200 { honest.append(try await api.token(for: String(format: "u%03d", user))) }
-        let bot = try await api.token(for: "flood-bot")
+        var bots: [String] = []
+        for n in 0..<max(principals, 1) { bots.append(try await api.token(for: principals <= 1 ? "flood-bot" : "flood-bot\(n + 1)")) }
+        let botTokens = bots
         let tokens = honest
         var botAPI = api
-        botAPI.client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup)
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(flooders, 8))
+        botAPI.client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         let attacker = botAPI
         func honestPhase(_ phase: Int) async throws -> [Double] {
             // At most two cycles per honest principal per phase: four in all, inside the default burst of 5.
@@ -176,7 +181,7 @@ extension GatehouseBench {
                     var statuses: [Int: Int] = [:]
                     var n = 0
                     while !done.value {
-                        let reply = try await attacker.post("/v1/requests", token: bot, [
+                        let reply = try await attacker.post("/v1/requests", token: botTokens[worker % botTokens.count], [
                             "resource": "db\((worker + n) % resources)", "role": "read", "duration": "\(10 + n % 100)m", "reason": "automated access \(worker)-\(n)",
                         ])
                         statuses[reply.0, default: 0] += 1
