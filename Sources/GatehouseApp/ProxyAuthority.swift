@@ -39,7 +39,9 @@ public struct ProxyAuthority: Sendable {
 
     /// Signs a proxy client in: the password is a Gatehouse token of the principal named as the
     /// database user, who must hold an active grant on the resource. Writes `proxy.session.started`.
-    public func signIn(token: String, user: String, resource: String, client: String) async throws -> (ProxyIdentity, [Grant]) {
+    /// `admit` may refuse the principal a session (a cap the proxy keeps), with the reason.
+    public func signIn(token: String, user: String, resource: String, client: String,
+                       admit: @Sendable (String) -> String? = { _ in nil }) async throws -> (ProxyIdentity, [Grant]) {
         let caller: Caller
         do {
             caller = try await tokens.authenticate(bearer: token)
@@ -50,6 +52,13 @@ public struct ProxyAuthority: Sendable {
             throw GatehouseError(.unauthorized, "wrong_user", "password authentication failed for user \"\(user)\": the token belongs to another principal; connect as that principal's name")
         }
         let identity = ProxyIdentity(caller: caller, resource: resource, sessionID: Identifier.make("ses"), client: client)
+        if let refusal = admit(user) {
+            try await context.write { session in
+                try await session.appendAudit([AuditEntry(actor: user, action: .proxySessionRefused, subject: identity.sessionID, resource: resource,
+                                                          details: ["principal": user, "client": client, "reason": refusal])], at: self.context.clock.now())
+            }
+            throw GatehouseError(.tooManyRequests, "too_many_sessions", refusal)
+        }
         let grants: [Grant] = try await context.write(as: caller) { session, policy, now in
             let access = try await Self.access(session, policy: policy, principal: user, resource: resource, now: now)
             guard case .granted(let grants) = access else {

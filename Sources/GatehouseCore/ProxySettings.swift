@@ -47,6 +47,10 @@ public struct ProxySettings: Sendable, Equatable {
     /// database's certificate is not verified (and it is not on this machine). Off by default: a
     /// server pretending to be the database would learn the password. SCRAM proves both sides.
     public var unverifiedPassword = false
+    /// Sessions one principal may hold at once through this proxy (an application pool counts each).
+    public var maxSessionsPerPrincipal = 50
+    /// Connections one client address may hold open at once, signed in or not.
+    public var maxConnectionsPerAddress = 200
 
     /// Whether the proxy's password may go to the database as cleartext or md5: the server is this
     /// machine, or its certificate is verified, or the policy allows it.
@@ -120,7 +124,9 @@ extension PolicyLoader.Reader {
         var plaintext = ProxySettings.PlaintextClients.loopback
         var audit = ProxySettings.StatementAudit.dangerous
         var tlsNode: Node?
-        let fields = entries(node, what, allowed: ["listen", "upstream", "tls", "plaintext", "audit"])
+        var maxSessions: Int?, maxConnections: Int?
+        let fields = entries(node, what, allowed: ["listen", "upstream", "tls", "plaintext", "audit", "max_sessions_per_principal",
+                                                   "max_connections_per_address"])
         for (field, _, value) in fields {
             switch field {
             case "listen":
@@ -138,6 +144,10 @@ extension PolicyLoader.Reader {
                 }
             case "plaintext":
                 plaintext = choice(value, "\(what): plaintext", ProxySettings.PlaintextClients.allCases) ?? plaintext
+            case "max_sessions_per_principal":
+                maxSessions = int(value, "\(what): max_sessions_per_principal", min: 1, max: 10_000)
+            case "max_connections_per_address":
+                maxConnections = int(value, "\(what): max_connections_per_address", min: 1, max: 100_000)
             default:
                 audit = choice(value, "\(what): audit", ProxySettings.StatementAudit.allCases) ?? audit
             }
@@ -154,6 +164,8 @@ extension PolicyLoader.Reader {
                                      database: upstream.database, user: upstream.user, password: upstream.password, upstreamTLS: upstream.tls,
                                      certificateFile: certificate, keyFile: key, plaintext: plaintext, audit: audit)
         settings.unverifiedPassword = upstream.unverifiedPassword
+        if let maxSessions { settings.maxSessionsPerPrincipal = maxSessions }
+        if let maxConnections { settings.maxConnectionsPerAddress = maxConnections }
         return settings
     }
 

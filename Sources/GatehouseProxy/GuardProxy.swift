@@ -85,6 +85,15 @@ public final class GuardProxy: Service, Sendable {
                     .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                     .childChannelInitializer { channel in
                         let plaintext = settings.plaintext == .allow || Self.isLoopback(channel.remoteAddress)
+                        let address = channel.remoteAddress?.ipAddress ?? "unknown"
+                        guard shared.registry.admitConnection(from: address, resource: shared.resource, limit: settings.maxConnectionsPerAddress) else {
+                            // Over the cap: one FATAL error, then the connection closes; nothing else is read.
+                            return channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(RefuseConnection(message:
+                                    "gatehouse: too many connections from \(address) to \(shared.resource) (at most \(settings.maxConnectionsPerAddress) at once); close some and try again"))
+                            }
+                        }
+                        channel.closeFuture.whenComplete { _ in shared.registry.connectionClosed(from: address, resource: shared.resource) }
                         return channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(ProxyConnection(shared: shared, plaintextAllowed: plaintext))
                         }
@@ -126,4 +135,23 @@ public final class GuardProxy: Service, Sendable {
 public struct ProxyStartError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var description: String { message }
+}
+
+/// Answers a connection over the per-address cap with one FATAL ErrorResponse (SQLSTATE 53300,
+/// too_many_connections, as PostgreSQL does) and closes it.
+final class RefuseConnection: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let message: String
+
+    init(message: String) { self.message = message }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(Wire.error(code: "53300", message: message, fatal: true))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }

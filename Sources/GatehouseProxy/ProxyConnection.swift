@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import GatehouseApp
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -80,6 +81,16 @@ final class ProxyConnection: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         execute(session.clientClosed())
+        releaseSessionPlace()
+    }
+
+    /// The principal whose session place this connection holds (from sign-in to the end).
+    private var sessionPlace: String?
+
+    private func releaseSessionPlace() {
+        guard let principal = sessionPlace else { return }
+        sessionPlace = nil
+        shared.registry.releaseSession(principal: principal, resource: shared.resource)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -189,6 +200,7 @@ final class ProxyConnection: ChannelInboundHandler {
     private func finish(_ ended: ProxySession.Ended?) {
         upstream?.close(promise: nil)
         shared.registry.remove(self, key: session.cancelKey)
+        releaseSessionPlace()
         guard let ended else { return }
         shared.service.metrics.proxySession("ended")
         let service = shared.service
@@ -203,17 +215,33 @@ final class ProxyConnection: ChannelInboundHandler {
         let service = shared.service
         let resource = shared.resource
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let registry = shared.registry
+        let limit = shared.settings.maxSessionsPerPrincipal
         Task {
             let result: Result<(ProxyAuthority.ProxyIdentity, [Grant]), any Error>
+            // The place is taken atomically while the sign-in is checked, and given back if it fails.
+            let reserved = NIOLockedValueBox<String?>(nil)
             do {
-                result = .success(try await service.proxy.signIn(token: token, user: user, resource: resource, client: client))
+                result = .success(try await service.proxy.signIn(token: token, user: user, resource: resource, client: client) { principal in
+                    guard registry.reserveSession(principal: principal, resource: resource, limit: limit) else {
+                        return "\(principal) already holds \(limit) sessions to \(resource) through the proxy (the most allowed at once); close some and try again"
+                    }
+                    reserved.withLockedValue { $0 = principal }
+                    return nil
+                })
             } catch {
                 service.metrics.proxySession("refused")
+                if let principal = reserved.withLockedValue({ $0 }) { registry.releaseSession(principal: principal, resource: resource) }
+                reserved.withLockedValue { $0 = nil }
                 result = .failure(error)
             }
+            let taken = reserved.withLockedValue { $0 }
             me.eventLoop.execute {
                 let connection = me.value
+                connection.sessionPlace = taken
                 connection.execute(connection.session.signInDecided(result))
+                // A client that left while the sign-in was checked gives its place back at once.
+                if connection.session.isClosed || connection.context == nil { connection.releaseSessionPlace() }
             }
         }
     }

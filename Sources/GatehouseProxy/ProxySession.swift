@@ -372,6 +372,7 @@ struct ProxySession {
         case .unauthorized: "28P01"
         case .forbidden: "42501"
         case .unavailable: "57P03"
+        case .tooManyRequests: "53300"
         default: "58000"
         }
         return (code, "gatehouse: \(error.message)")

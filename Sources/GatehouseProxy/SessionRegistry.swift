@@ -24,9 +24,49 @@ final class SessionRegistry: Sendable {
     private struct State {
         var sessions: [ObjectIdentifier: Entry] = [:]
         var byCancelKey: [CancelKey: ObjectIdentifier] = [:]
+        /// Sessions held (or being started) per resource and principal.
+        var held: [String: Int] = [:]
+        /// Open connections per resource and client address.
+        var connections: [String: Int] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
+
+    /// Takes one of a principal's session places on a resource, unless all `limit` are taken.
+    func reserveSession(principal: String, resource: String, limit: Int) -> Bool {
+        let key = resource + "\u{0}" + principal
+        return state.withLockedValue { state in
+            guard state.held[key, default: 0] < limit else { return false }
+            state.held[key, default: 0] += 1
+            return true
+        }
+    }
+
+    func releaseSession(principal: String, resource: String) {
+        let key = resource + "\u{0}" + principal
+        state.withLockedValue { state in
+            let left = state.held[key, default: 1] - 1
+            state.held[key] = left > 0 ? left : nil
+        }
+    }
+
+    /// Counts a new connection from `address`, unless it already holds `limit`.
+    func admitConnection(from address: String, resource: String, limit: Int) -> Bool {
+        let key = resource + "\u{0}" + address
+        return state.withLockedValue { state in
+            guard state.connections[key, default: 0] < limit else { return false }
+            state.connections[key, default: 0] += 1
+            return true
+        }
+    }
+
+    func connectionClosed(from address: String, resource: String) {
+        let key = resource + "\u{0}" + address
+        state.withLockedValue { state in
+            let left = state.connections[key, default: 1] - 1
+            state.connections[key] = left > 0 ? left : nil
+        }
+    }
 
     /// Called on the connection's event loop once its session has started.
     func add(_ connection: ProxyConnection, identity: ProxyAuthority.ProxyIdentity, eventLoop: EventLoop) {

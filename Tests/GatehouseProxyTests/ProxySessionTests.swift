@@ -356,4 +356,52 @@ import Glibc
         #expect(written.status == 0 && written.stdout.contains("COPY 2"), "\(written)")
         #expect(try await harness.direct("SELECT count(*) FROM accounts") == "12")
     }
+
+    /// Caps: sessions per principal (a third session of alice is refused with SQLSTATE 53300 and
+    /// audited; closing one frees its place) and connections per client address (the fourth open
+    /// connection gets one FATAL 53300 and is closed, before anything is read).
+    @Test func sessionsPerPrincipalAndConnectionsPerAddressAreCapped() async throws {
+        let harness = try await ProxyHarness.start(proxyExtra: "max_sessions_per_principal: 2\nmax_connections_per_address: 3")
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let script = """
+            import asyncio, json, socket, struct, sys, asyncpg
+            async def main():
+                out = {}
+                a = await asyncpg.connect(sys.argv[1], password=sys.argv[2])
+                b = await asyncpg.connect(sys.argv[1], password=sys.argv[2])
+                try:
+                    await asyncpg.connect(sys.argv[1], password=sys.argv[2])
+                    out["third"] = "connected"
+                except asyncpg.PostgresError as e:
+                    out["third"] = e.sqlstate + " " + str(e)
+                await b.close()
+                await asyncio.sleep(0.3)
+                c = await asyncpg.connect(sys.argv[1], password=sys.argv[2])
+                out["after_close"] = await c.fetchval("SELECT 1")
+                # a and c hold two connections: one more raw connection is the third, the next is over the cap.
+                port = int(sys.argv[3])
+                raw = socket.create_connection(("127.0.0.1", port))
+                over = socket.create_connection(("127.0.0.1", port))
+                over.settimeout(5)
+                data = over.recv(4096)
+                out["over_cap"] = data[:1].decode() + " " + data[5:].decode(errors="replace")
+                out["over_closed"] = over.recv(4096) == b""
+                raw.close(); over.close()
+                await a.close(); await c.close()
+                print(json.dumps(out))
+            asyncio.run(main())
+            """
+        let result = try await Command.run("/usr/bin/python3", ["-c", script, harness.url(user: "alice"), harness.tokens["alice"]!, "\(harness.proxyPort)"])
+        #expect(result.status == 0, "\(result)")
+        let out = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "\(result)")
+        let third = out["third"] as? String ?? ""
+        #expect(third.hasPrefix("53300") && third.contains("already holds 2 sessions"), "\(out)")
+        #expect(out["after_close"] as? Int == 1)
+        let overCap = out["over_cap"] as? String ?? ""
+        #expect(overCap.hasPrefix("E") && overCap.contains("53300") && overCap.contains("too many connections"), "\(out)")
+        #expect(out["over_closed"] as? Bool == true)
+        let refused = try await harness.audit(action: "proxy.session.refused")
+        #expect(refused.contains { (($0["details"] as? [String: String])?["reason"] ?? "").contains("already holds 2 sessions") }, "\(refused)")
+    }
 }
