@@ -2,6 +2,8 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
+import Synchronization
 
 /// A thin JSON client for the Gatehouse REST API.
 struct APIClient {
@@ -30,14 +32,60 @@ struct APIClient {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: data))
         }
+        try await Self.reach(components, baseURL: baseURL)
         let response: HTTPClientResponse
         do {
             response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
         } catch {
-            throw CLIError.failure("cannot reach Gatehouse at \(baseURL): \(error); is `gatehouse serve` running and GATEHOUSE_URL right?")
+            throw CLIError.failure("cannot reach Gatehouse at \(baseURL): \(Self.plain(error)); is `gatehouse serve` running and GATEHOUSE_URL right?")
         }
         let buffer = try await response.body.collect(upTo: 64 * 1024 * 1024)
+        let type = response.headers.first(name: "content-type")?.lowercased() ?? ""
+        if buffer.readableBytes > 0, !type.contains("json") {
+            throw CLIError.failure("the answer from \(baseURL) is not Gatehouse's (HTTP \(response.status.code), \(type.isEmpty ? "no content type" : type)); check GATEHOUSE_URL")
+        }
         return Response(status: Int(response.status.code), body: Data(buffer: buffer))
+    }
+
+    /// Whether the server's address takes a connection, within a few seconds: an HTTP client retries a
+    /// refused connection until its request's deadline (a minute, for long polls), so this is asked
+    /// first, once per run.
+    static func reach(_ components: URLComponents?, baseURL: String) async throws {
+        guard !reached.withLock({ $0 }), let host = components?.host else { return }
+        let port = components?.port ?? (components?.scheme == "https" ? 443 : 80)
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(5))
+                .connect(host: host, port: port).get()
+            try? await channel.close()
+            reached.withLock { $0 = true }
+        } catch {
+            throw CLIError.failure("cannot reach Gatehouse at \(baseURL): \(plain(error)); is `gatehouse serve` running and GATEHOUSE_URL right?")
+        }
+    }
+
+    static let reached = Mutex(false)
+
+    /// A connection error as people say it.
+    static func plain(_ error: any Error) -> String {
+        if let io = error as? IOError {
+            switch io.errnoCode {
+            case ECONNREFUSED: return "connection refused"
+            case ETIMEDOUT: return "no answer within 5 seconds"
+            case EHOSTUNREACH, ENETUNREACH: return "no route to the host"
+            default: return io.description
+            }
+        }
+        if let failure = error as? NIOConnectionError {
+            if failure.dnsAAAAError != nil || failure.dnsAError != nil, failure.connectionErrors.isEmpty { return "the host name cannot be resolved" }
+            if let first = failure.connectionErrors.first?.error { return plain(first) }
+        }
+        if error is ChannelError, case .connectTimeout = error as! ChannelError { return "no answer within 5 seconds" }
+        if let client = error as? HTTPClientError {
+            if client == .connectTimeout { return "no answer within 5 seconds" }
+            if client == .deadlineExceeded { return "no answer within a minute" }
+        }
+        return "\(error)"
     }
 
     /// Sends and returns the JSON object of a 2xx answer; anything else becomes a CLIError carrying the problem detail.

@@ -17,6 +17,7 @@ struct Gatehouse: AsyncParsableCommand {
             Client commands read GATEHOUSE_URL and GATEHOUSE_TOKEN. Exit codes: 0 success or allowed, 1 error, \
             2 usage, 3 approval required, 4 denied.
             """,
+        version: "gatehouse \(BuildInfo.version)",
         subcommands: [
             ServeCommand.self, PolicyCommand.self, TokenCommand.self, RequestCommand.self, RequestsCommand.self,
             ShowCommand.self, ApproveCommand.self, DenyCommand.self, CancelCommand.self, GrantsCommand.self,

@@ -1,0 +1,62 @@
+import Foundation
+import GatehouseCore
+import GatehouseTestSupport
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import Testing
+
+/// The CLI when the server is not there, or is not Gatehouse: a prompt, one-line answer.
+@Suite("CLI: reaching the server")
+struct CLIReachTests {
+    static func run(_ arguments: [String], url: String) async throws -> (CommandResult, Double) {
+        let started = Date()
+        let result = try await Command.run(try ServeProcess.binary().path, arguments,
+                                           environment: ["GATEHOUSE_URL": url, "GATEHOUSE_TOKEN": "any-token-0123456789"])
+        return (result, Date().timeIntervalSince(started))
+    }
+
+    @Test("a closed port fails at once with a plain message, in text and in JSON")
+    func closedPort() async throws {
+        let port = try TestPorts.free()
+        let (text, seconds) = try await Self.run(["check", "prod-db", "--role", "read"], url: "http://127.0.0.1:\(port)")
+        #expect(text.status == 1)
+        #expect(seconds < 5, "took \(seconds) s")
+        let lines = text.stderr.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0] == "error: cannot reach Gatehouse at http://127.0.0.1:\(port): connection refused; is `gatehouse serve` running and GATEHOUSE_URL right?", "\(text)")
+        let (json, _) = try await Self.run(["whoami", "--output", "json"], url: "http://127.0.0.1:\(port)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any], "\(json)")
+        #expect(object["code"] as? String == "error" && (object["error"] as? String)?.contains("connection refused") == true)
+        let (unknown, _) = try await Self.run(["whoami"], url: "http://no-such-host.invalid:8080")
+        #expect(unknown.stderr.contains("the host name cannot be resolved"), "\(unknown)")
+    }
+
+    @Test("an address that answers with something else is said to be not Gatehouse")
+    func notGatehouse() async throws {
+        let router = Router()
+        router.get("/v1/whoami") { _, _ in Response(status: .ok, headers: [.contentType: "text/html"], body: .init(byteBuffer: .init(string: "<html>login</html>"))) }
+        var logger = Logger(label: "not-gatehouse")
+        logger.logLevel = .error
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                              onServerRunning: { channel in
+                                  continuation.yield(channel.localAddress?.port ?? 0)
+                                  continuation.finish()
+                              }, logger: logger)
+        let group = ServiceGroup(services: [app], logger: logger)
+        let task = Task { try await group.run() }
+        var port = 0
+        for await value in ports { port = value }
+        let (result, _) = try await Self.run(["whoami"], url: "http://127.0.0.1:\(port)")
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("is not Gatehouse's (HTTP 200, text/html)") && !result.stderr.contains("<html>"), "\(result)")
+    }
+
+    @Test("--version names the build")
+    func version() async throws {
+        let (result, _) = try await Self.run(["--version"], url: "http://127.0.0.1:1")
+        #expect(result.status == 0 && result.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "gatehouse \(BuildInfo.version)", "\(result)")
+    }
+}
