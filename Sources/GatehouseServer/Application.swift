@@ -15,11 +15,14 @@ public enum GatehouseHTTP {
     public static func makeRouter(service: UseCases, metrics: GatehouseMetrics, logger: Logger) throws -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: ProblemMiddleware(logger: logger))
+        let routes = RouteTable()
+        router.add(middleware: ContractMiddleware(table: routes))
         router.add(middleware: RequestInfoMiddleware(tokens: service.tokens))
         let provider = ProviderLink(service: service, logger: logger)
         try WebInbox(service: service, provider: provider, logger: logger).register(on: router)
         SlackInteractions(service: service, logger: logger).register(on: router)
-        try APIHandler(service: service, provider: provider).registerHandlers(on: router, configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]))
+        try APIHandler(service: service, provider: provider).registerHandlers(on: RecordingTransport(router: router, table: routes),
+                                                                               configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]))
         // Prometheus text format; counters only, no principal names in labels.
         router.get("/metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

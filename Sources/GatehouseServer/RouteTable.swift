@@ -1,0 +1,79 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import OpenAPIHummingbird
+import OpenAPIRuntime
+import Synchronization
+
+/// The API's operations as the generated layer registers them (method and path template), so a
+/// request for a known path with another method is answered 405 with `Allow`, and a body that is not
+/// JSON 415, as HTTP says, instead of a 404 or a 400.
+final class RouteTable: Sendable {
+    private struct Route: Sendable {
+        var method: HTTPRequest.Method
+        var segments: [Substring]
+    }
+    private let routes = Mutex<[Route]>([])
+
+    func add(_ method: HTTPRequest.Method, _ path: String) {
+        routes.withLock { $0.append(Route(method: method, segments: path.split(separator: "/"))) }
+    }
+
+    /// The methods this path takes (HEAD with GET), or nil when no operation has this path.
+    func methods(for path: String) -> [HTTPRequest.Method]? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        let found = routes.withLock { routes in
+            routes.filter { route in
+                route.segments.count == parts.count && zip(route.segments, parts).allSatisfy { template, part in
+                    (template.hasPrefix("{") && template.hasSuffix("}") && !part.isEmpty) || template == part
+                }
+            }.map(\.method)
+        }
+        guard !found.isEmpty else { return nil }
+        return found.contains(.get) ? found + [.head] : found
+    }
+}
+
+/// Registers the generated handlers on the router and notes each operation in the table.
+struct RecordingTransport: ServerTransport {
+    let router: Router<GatehouseRequestContext>
+    let table: RouteTable
+
+    func register(_ handler: @Sendable @escaping (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?),
+                  method: HTTPRequest.Method, path: String) throws {
+        table.add(method, path)
+        try router.register(handler, method: method, path: path)
+    }
+}
+
+/// 405 with `Allow` for a known path asked with a method it does not take; 415 for a body that is not
+/// JSON sent to an operation (every request body of the API is JSON).
+struct ContractMiddleware: RouterMiddleware {
+    typealias Context = GatehouseRequestContext
+    let table: RouteTable
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        guard path.hasPrefix("/v1/") || path == "/healthz" || path == "/readyz", let methods = table.methods(for: path) else {
+            return try await next(request, context)
+        }
+        guard methods.contains(request.method) else {
+            let allow = methods.map(\.rawValue).joined(separator: ", ")
+            var response = Problem(status: 405, code: "method_not_allowed",
+                                   detail: "\(path) does not take \(request.method.rawValue); it takes \(allow) (see openapi.yaml)").response()
+            response.headers[.allow] = allow
+            return response
+        }
+        if [.post, .put, .patch].contains(request.method), Self.hasBody(request),
+           !(request.headers[.contentType]?.lowercased().contains("json") ?? false) {
+            return Problem(status: 415, code: "unsupported_media_type",
+                           detail: "send the body as JSON with `Content-Type: application/json`; got \(request.headers[.contentType].map { "`\($0)`" } ?? "no content type")").response()
+        }
+        return try await next(request, context)
+    }
+
+    static func hasBody(_ request: Request) -> Bool {
+        if let length = request.headers[.contentLength] { return Int(length) ?? 1 > 0 }
+        return request.headers[.transferEncoding] != nil
+    }
+}
