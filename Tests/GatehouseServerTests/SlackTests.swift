@@ -150,6 +150,17 @@ struct SlackTests {
             messages["ephemeral"] = SlackMessages.ephemeral("Nothing was decided: <@channel> & friends")
             messages["not-linked"] = SlackMessages.notLinked("Nothing was decided: your Slack account is not linked to a Gatehouse person.")
             messages["link-modal"] = SlackMessages.linkModal(responseURL: slack.responseURL)
+            for state in [RequestState.expired, .quarantined] {
+                var request = stored[0]
+                request.state = state
+                messages["request-\(state.rawValue)"] = SlackMessages.request(request, approvals: [], link: "http://127.0.0.1:9/requests/\(request.id)")
+            }
+            let breakGlass = AuditEvent(seq: 7, at: Date(), actor: "alice", action: "break_glass.used", subject: "grt_x", resource: "prod-db",
+                                        details: ["principal": "alice", "role": "write", "expires_at": Date().rfc3339, "reason": "<!here> prod is down"],
+                                        prevHash: "", hash: "abc")
+            let notice = WebhookMessage(id: "msg_7", event: .breakGlassUsed, at: Date(), audit: breakGlass, request: nil, recipients: ["erin"],
+                                        link: "http://127.0.0.1:9/break-glass")
+            messages["break-glass-notice"] = try JSONSerialization.jsonObject(with: Data(notice.slackBody()))
             let file = server.folder.appendingPathComponent("slack-messages.json")
             try JSONSerialization.data(withJSONObject: messages).write(to: file)
             let verdict = try await RepositoryScript.run("slack-blocks.sh", [file.path])
