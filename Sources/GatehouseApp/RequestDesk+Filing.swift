@@ -15,6 +15,12 @@ extension RequestDesk {
     /// limits (`FilingGate`), then the score. Validation errors throw before anything is written; a
     /// refusal by a hard limit commits its record (so hammering counts) and then throws.
     func file(caller: Caller, input: NewRequestInput, classification: ActionClassification?, sourceIP: String?) async throws -> (RequestView, created: Bool) {
+        try await lanes.run(caller.principal) {
+            try await fileInLane(caller: caller, input: input, classification: classification, sourceIP: sourceIP)
+        }
+    }
+
+    private func fileInLane(caller: Caller, input: NewRequestInput, classification: ActionClassification?, sourceIP: String?) async throws -> (RequestView, created: Bool) {
         let context = self.context
         // A blocked principal is turned away on the (cached) read path, without taking the writer. A block
         // holds whatever the anti-spam setting: an approver's report blocks even with anti-spam off.

@@ -9,11 +9,13 @@ public struct RequestDesk: Sendable {
     let context: AppContext
     let tarpit: Tarpit
     let watch: RequestWatch
+    let lanes: PrincipalLanes
 
-    init(_ context: AppContext, tarpit: Tarpit, watch: RequestWatch) {
+    init(_ context: AppContext, tarpit: Tarpit, watch: RequestWatch, lanes: PrincipalLanes = PrincipalLanes()) {
         self.context = context
         self.tarpit = tarpit
         self.watch = watch
+        self.lanes = lanes
     }
 
     /// Files a request. `created` is false when the identical request was already waiting (it is
