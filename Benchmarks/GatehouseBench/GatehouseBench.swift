@@ -11,7 +11,7 @@ struct GatehouseBench {
     static func main() async throws {
         let args = Array(CommandLine.arguments.dropFirst())
         guard let mode = args.first else {
-            print("usage: gatehouse-bench classify [--seconds S] | setup|cycles|flood --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C] [--rate R] [--principals P]")
+            print("usage: gatehouse-bench classify [--seconds S] | setup|cycles|flood --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C] [--rate R] [--principals P] [--lead S]")
             exit(2)
         }
         func option(_ name: String, _ fallback: String) -> String {
@@ -31,7 +31,8 @@ struct GatehouseBench {
             await ClassifyBench.remembered(seconds: Double(option("seconds", "8"))! / 4)
         case "flood":
             try await flood(api, resources: resources, seconds: Double(option("seconds", "15"))!, rate: Double(option("rate", "20"))!,
-                            flooders: Int(option("concurrency", "8"))!, principals: Int(option("principals", "1"))!)
+                            flooders: Int(option("concurrency", "8"))!, principals: Int(option("principals", "1"))!,
+                            lead: Double(option("lead", "0"))!)
         case "cycles":
             try await cycles(apis, users: users, resources: resources, seconds: Double(option("seconds", "15"))!,
                              concurrency: Int(option("concurrency", "8"))!)
@@ -137,7 +138,9 @@ extension GatehouseBench {
     /// connection of its own) file requests as fast as they can, as one principal (`flood-bot`) or
     /// spread over `principals` (`flood-bot1`...). Prints the honest p99 of both phases, their ratio, and
     /// how many flood requests per second the server turned away.
-    static func flood(_ api: API, resources: Int, seconds: Double, rate: Double, flooders: Int, principals: Int) async throws {
+    /// `lead`: seconds the flood runs before the honest phase is measured (0: both start together,
+    /// so the flooders' first attempts, which the store must judge, fall inside the measurement).
+    static func flood(_ api: API, resources: Int, seconds: Double, rate: Double, flooders: Int, principals: Int, lead: Double) async throws {
         let approvers = try await [api.token(for: "ops1"), api.token(for: "ops2")]
         var honest: [String] = []
         for user in 1..<200 { honest.append(try await api.token(for: String(format: "u%03d", user))) }
@@ -192,6 +195,7 @@ extension GatehouseBench {
             }
             return try await group.reduce(into: [:]) { total, part in total.merge(part, uniquingKeysWith: +) }
         }
+        if lead > 0 { try await Task.sleep(for: .milliseconds(Int(lead * 1000))) }
         let loaded = try await honestPhase(1)
         done.value = true
         let statuses = try await flooded
