@@ -8,52 +8,84 @@ import Synchronization
 /// Beyond `depth` waiting attempts a principal is answered 429 at once, without touching the store.
 public final class PrincipalLanes: Sendable {
     public let depth: Int
-    private let lanes = Mutex<[String: [CheckedContinuation<Void, Never>]]>([:])
+    private struct Waiter {
+        var id: UInt64
+        var continuation: CheckedContinuation<Bool, Never>
+    }
+    private struct State {
+        var lanes: [String: [Waiter]] = [:]
+        var nextID: UInt64 = 0
+    }
+    private let state = Mutex(State())
 
     public init(depth: Int = 32) {
         self.depth = depth
     }
 
     func run<T: Sendable>(_ principal: String, _ body: () async throws -> T) async throws -> T {
-        guard await enter(principal) else {
+        switch await enter(principal) {
+        case .full:
             throw GatehouseError(.tooManyRequests, "too_many_at_once",
                                  "\(principal) already has \(depth) requests waiting to be filed on this server; wait for their answers and try again")
+        case .cancelled:
+            throw CancellationError()
+        case .entered:
+            defer { leave(principal) }
+            return try await body()
         }
-        defer { leave(principal) }
-        return try await body()
     }
 
-    /// Waits for the principal's turn; false (at once) when too many already wait.
-    private func enter(_ principal: String) async -> Bool {
-        enum Turn { case now, queued, full }
-        var decision = Turn.now
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            decision = lanes.withLock { lanes in
-                guard var waiting = lanes[principal] else {
-                    lanes[principal] = []
-                    return .now
+    private enum Turn { case entered, full, cancelled }
+
+    /// Waits for the principal's turn. A waiter whose task is cancelled leaves the queue at once.
+    private func enter(_ principal: String) async -> Turn {
+        let id = state.withLock { state -> UInt64 in
+            state.nextID &+= 1
+            return state.nextID
+        }
+        var full = false
+        let entered = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let now = state.withLock { state -> Bool? in
+                    guard var waiting = state.lanes[principal] else {
+                        state.lanes[principal] = []
+                        return true
+                    }
+                    guard waiting.count < depth else { return false }
+                    waiting.append(Waiter(id: id, continuation: continuation))
+                    state.lanes[principal] = waiting
+                    return nil
                 }
-                guard waiting.count < depth else { return .full }
-                waiting.append(continuation)
-                lanes[principal] = waiting
-                return .queued
+                if let now {
+                    full = !now
+                    continuation.resume(returning: now)
+                }
             }
-            if decision != .queued { continuation.resume() }
+        } onCancel: {
+            let removed = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+                guard var waiting = state.lanes[principal], let index = waiting.firstIndex(where: { $0.id == id }) else { return nil }
+                let waiter = waiting.remove(at: index)
+                state.lanes[principal] = waiting
+                return waiter.continuation
+            }
+            removed?.resume(returning: false)
         }
-        return decision != .full
+        if entered { return .entered }
+        return full ? .full : .cancelled
     }
 
+    /// Hands the lane to the next waiter, or frees it.
     private func leave(_ principal: String) {
-        let next = lanes.withLock { lanes -> CheckedContinuation<Void, Never>? in
-            guard var waiting = lanes[principal] else { return nil }
+        let next = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            guard var waiting = state.lanes[principal] else { return nil }
             guard !waiting.isEmpty else {
-                lanes[principal] = nil
+                state.lanes[principal] = nil
                 return nil
             }
             let first = waiting.removeFirst()
-            lanes[principal] = waiting
-            return first
+            state.lanes[principal] = waiting
+            return first.continuation
         }
-        next?.resume()
+        next?.resume(returning: true)
     }
 }

@@ -15,20 +15,26 @@ extension RequestDesk {
     /// limits (`FilingGate`), then the score. Validation errors throw before anything is written; a
     /// refusal by a hard limit commits its record (so hammering counts) and then throws.
     func file(caller: Caller, input: NewRequestInput, classification: ActionClassification?, sourceIP: String?) async throws -> (RequestView, created: Bool) {
-        try await lanes.run(caller.principal) {
-            try await fileInLane(caller: caller, input: input, classification: classification, sourceIP: sourceIP)
-        }
-    }
-
-    private func fileInLane(caller: Caller, input: NewRequestInput, classification: ActionClassification?, sourceIP: String?) async throws -> (RequestView, created: Bool) {
         let context = self.context
-        // A blocked principal is turned away on the (cached) read path, without taking the writer. A block
-        // holds whatever the anti-spam setting: an approver's report blocks even with anti-spam off.
+        // A blocked principal is turned away on the (cached) read path, without taking the writer or a
+        // place in its lane. A block holds whatever the anti-spam setting: an approver's report blocks
+        // even with anti-spam off.
         let antiSpam = context.policies.policy.antiSpam
         if try await context.unavailableOnFailure({ try await context.store.isBlocked(principal: caller.principal) }) {
             await tarpit.hold(seconds: antiSpam.blockedDelay?.seconds ?? 0)
             throw AppErrors.blocked(caller.principal)
         }
+        return try await lanes.run(caller.principal) {
+            // Blocked while this attempt waited for its turn: answered at once (the tarpit is outside the lane).
+            if try await context.unavailableOnFailure({ try await context.store.isBlocked(principal: caller.principal) }) {
+                throw AppErrors.blocked(caller.principal)
+            }
+            return try await fileInLane(caller: caller, input: input, classification: classification, sourceIP: sourceIP)
+        }
+    }
+
+    private func fileInLane(caller: Caller, input: NewRequestInput, classification: ActionClassification?, sourceIP: String?) async throws -> (RequestView, created: Bool) {
+        let context = self.context
         let filing: Filing = try await context.write(as: caller) { session, policy, now in
             let outcome = try RequestLifecycle.open(input, classification: classification, requester: caller.principal, policy: policy, now: now,
                                                     requestId: Identifier.make("req"), grantId: Identifier.make("grt"))

@@ -89,8 +89,10 @@ public final class GuardProxy: Service, Sendable {
                         guard shared.registry.admitConnection(from: address, resource: shared.resource, limit: settings.maxConnectionsPerAddress) else {
                             // Over the cap: one FATAL error, then the connection closes; nothing else is read.
                             return channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(RefuseConnection(message:
-                                    "gatehouse: too many connections from \(address) to \(shared.resource) (at most \(settings.maxConnectionsPerAddress) at once); close some and try again"))
+                                let message = "gatehouse: too many connections from \(address) to \(shared.resource) (at most \(settings.maxConnectionsPerAddress) at once); close some and try again"
+                                try channel.pipeline.syncOperations.addHandler(RefuseConnection(message: message) { key, eventLoop in
+                                    shared.registry.cancel(resource: shared.resource, settings: settings, key: key, eventLoop: eventLoop)
+                                })
                             }
                         }
                         channel.closeFuture.whenComplete { _ in shared.registry.connectionClosed(from: address, resource: shared.resource) }
@@ -137,21 +139,49 @@ public struct ProxyStartError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
-/// Answers a connection over the per-address cap with one FATAL ErrorResponse (SQLSTATE 53300,
-/// too_many_connections, as PostgreSQL does) and closes it.
-final class RefuseConnection: ChannelInboundHandler, Sendable {
+/// A connection over the per-address cap. It is answered as PostgreSQL answers one over
+/// `max_connections`, after the client's first packets, so clients show the message: an SSLRequest or
+/// GSSENCRequest gets `N`, the StartupMessage gets one FATAL ErrorResponse (SQLSTATE 53300), and the
+/// connection closes. A CancelRequest is still passed on (a pool at the cap must be able to cancel).
+final class RefuseConnection: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     let message: String
+    let cancel: @Sendable (CancelKey, EventLoop) -> Void
+    private var inbound = ByteBuffer()
 
-    init(message: String) { self.message = message }
+    init(message: String, cancel: @escaping @Sendable (CancelKey, EventLoop) -> Void) {
+        self.message = message
+        self.cancel = cancel
+    }
 
-    func channelActive(context: ChannelHandlerContext) {
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        inbound.writeBuffer(&bytes)
+        while let length = inbound.getInteger(at: inbound.readerIndex, as: Int32.self) {
+            guard length >= 8, length <= 10_000 else { return refuse(context) }
+            guard inbound.readableBytes >= Int(length), var packet = inbound.readSlice(length: Int(length)) else { return }
+            packet.moveReaderIndex(forwardBy: 4)
+            let code = packet.readInteger(as: Int32.self) ?? 0
+            switch code {
+            case FrontendDecoder.sslRequestCode, FrontendDecoder.gssEncRequestCode:
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: [UInt8(ascii: "N")])), promise: nil)
+            case FrontendDecoder.cancelRequestCode:
+                if let processID = packet.readInteger(as: Int32.self), let secret = packet.readBytes(length: packet.readableBytes), !secret.isEmpty {
+                    cancel(CancelKey(processID: processID, secret: secret), context.eventLoop)
+                }
+                context.close(promise: nil)
+                return
+            default:
+                return refuse(context)
+            }
+        }
+    }
+
+    private func refuse(_ context: ChannelHandlerContext) {
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(Wire.error(code: "53300", message: message, fatal: true))).whenComplete { _ in
             channel.close(promise: nil)
         }
     }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }

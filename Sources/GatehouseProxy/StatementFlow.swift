@@ -174,6 +174,9 @@ public struct StatementFlow: Sendable {
     public mutating func decided(_ refusal: Refusal?) -> ByteBuffer {
         guard let pending = awaiting else { preconditionFailure("no statement is being checked") }
         awaiting = nil
+        // An error that came back while this statement was checked made the database skip everything
+        // up to the client's Sync: this statement would be skipped too, so it is not sent at all.
+        if discardingUntilSync { return ByteBuffer() }
         switch pending {
         case .query(let bytes):
             if let refusal { return refuseSimple(refusal) }

@@ -51,7 +51,9 @@ struct APIClient {
     /// refused connection until its request's deadline (a minute, for long polls), so this is asked
     /// first, once per run.
     static func reach(_ components: URLComponents?, baseURL: String) async throws {
-        guard !reached.withLock({ $0 }), let host = components?.host else { return }
+        guard !reached.withLock({ $0 }), var host = components?.host else { return }
+        // URLComponents keeps an IPv6 literal's brackets; a socket address has none.
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         let port = components?.port ?? (components?.scheme == "https" ? 443 : 80)
         do {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)

@@ -60,4 +60,23 @@ struct PrincipalLanesTests {
         // The lane is free again.
         #expect(try await work(4) == 4)
     }
+
+    @Test("a waiter whose task is cancelled leaves the queue: its body never runs, and the lane moves on")
+    func cancelledWaiter() async throws {
+        let lanes = PrincipalLanes(depth: 4)
+        let gate = Gate()
+        let seen = Seen()
+        let holder = Task { try await lanes.run("bot") { await gate.wait(); seen.leave(0); return 0 } }
+        try await Task.sleep(for: .milliseconds(50))
+        let waiter = Task { try await lanes.run("bot") { seen.leave(1); return 1 } }
+        try await Task.sleep(for: .milliseconds(50))
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        let next = Task { try await lanes.run("bot") { seen.leave(2); return 2 } }
+        try await Task.sleep(for: .milliseconds(50))
+        gate.release()
+        #expect(try await holder.value == 0)
+        #expect(try await next.value == 2)
+        #expect(seen.order == [0, 2])
+    }
 }

@@ -384,6 +384,11 @@ import Glibc
                 raw = socket.create_connection(("127.0.0.1", port))
                 over = socket.create_connection(("127.0.0.1", port))
                 over.settimeout(5)
+                # Answered as PostgreSQL answers: "N" to an SSLRequest, then the FATAL after the StartupMessage.
+                over.sendall(struct.pack("!ii", 8, 80877103))
+                out["ssl_answer"] = over.recv(1).decode()
+                startup = b"user\\x00alice\\x00database\\x00prod-db\\x00\\x00"
+                over.sendall(struct.pack("!ii", 8 + len(startup), 196608) + startup)
                 data = over.recv(4096)
                 out["over_cap"] = data[:1].decode() + " " + data[5:].decode(errors="replace")
                 out["over_closed"] = over.recv(4096) == b""
@@ -401,6 +406,7 @@ import Glibc
         let overCap = out["over_cap"] as? String ?? ""
         #expect(overCap.hasPrefix("E") && overCap.contains("53300") && overCap.contains("too many connections"), "\(out)")
         #expect(out["over_closed"] as? Bool == true)
+        #expect(out["ssl_answer"] as? String == "N")
         let refused = try await harness.audit(action: "proxy.session.refused")
         #expect(refused.contains { (($0["details"] as? [String: String])?["reason"] ?? "").contains("already holds 2 sessions") }, "\(refused)")
     }

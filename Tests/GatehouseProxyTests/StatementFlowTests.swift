@@ -528,4 +528,24 @@ import Testing
         _ = flow.answer(try backend(B.readyForQuery()))
         #expect(flow.preparedCount == 2)
     }
+
+    /// The batch's error arrives while the Query after it is being checked: the Query is not sent (the
+    /// database would skip it), and the cycles still pair up with the ReadyForQuery of the Sync.
+    @Test func anErrorDuringTheCheckOfTheQueryAfterABatch() throws {
+        var flow = Self.signedIn("qc")
+        _ = flow.receive(try frame(B.parse("bad", "SELEC 1")))
+        _ = flow.receive(try frame(B.flush))
+        #expect(flow.receive(try frame(B.query("SELECT 2"))) == .check("SELECT 2"))
+        _ = flow.answer(try backend(Wire.error(code: "42601", message: "syntax error at or near \"SELEC\"")))
+        #expect(flow.decided(nil).readableBytes == 0, "nothing is sent for a Query the database would skip")
+        _ = flow.receive(try frame(B.sync))
+        _ = flow.answer(try backend(B.readyForQuery()))
+        // A later simple Query's own error is not taken for a batch error: the next Query is sent.
+        #expect(flow.receive(try frame(B.query("SELECT 1/0"))) == .check("SELECT 1/0"))
+        _ = flow.decided(nil)
+        _ = flow.answer(try backend(Wire.error(code: "22012", message: "division by zero")))
+        _ = flow.answer(try backend(B.readyForQuery()))
+        #expect(flow.receive(try frame(B.query("SELECT 3"))) == .check("SELECT 3"))
+        #expect(bytes(flow.decided(nil)) == B.query("SELECT 3"))
+    }
 }
