@@ -35,27 +35,25 @@ struct SlackAPI: Sendable {
 
     /// Calls a Web API method with a JSON body; Slack answers HTTP 200 with `ok` true or an `error`.
     func call(_ method: String, _ body: [String: Any]) async throws -> [String: Any] {
+        try await post(method, contentType: "application/json; charset=utf-8", body: ByteBuffer(bytes: WebhookMessage.jsonBytes(body)))
+    }
+
+    /// A Web API method posted with the bot token (read at every call, so a rotated token is used at once).
+    func post(_ method: String, contentType: String, body: ByteBuffer) async throws -> [String: Any] {
         let token: String
         do { token = try settings.botToken.read("the Slack bot token") } catch { throw Failure(description: error.message) }
         var request = HTTPClientRequest(url: "\(settings.apiURL)/\(method)")
         request.method = .POST
         request.headers.add(name: "authorization", value: "Bearer \(token)")
-        request.headers.add(name: "content-type", value: "application/json; charset=utf-8")
+        request.headers.add(name: "content-type", value: contentType)
         request.headers.add(name: "user-agent", value: "gatehouse")
-        request.body = .bytes(ByteBuffer(bytes: WebhookMessage.jsonBytes(body)))
+        request.body = .bytes(body)
         return try await send(request, method)
     }
 
     /// `users.info`: the person behind a click (a form-encoded method).
     func profile(user: String, team: String) async throws -> SlackProfile {
-        let token: String
-        do { token = try settings.botToken.read("the Slack bot token") } catch { throw Failure(description: error.message) }
-        var request = HTTPClientRequest(url: "\(settings.apiURL)/users.info")
-        request.method = .POST
-        request.headers.add(name: "authorization", value: "Bearer \(token)")
-        request.headers.add(name: "content-type", value: "application/x-www-form-urlencoded")
-        request.body = .bytes(ByteBuffer(string: "user=\(user)"))
-        let answer = try await send(request, "users.info")
+        let answer = try await post("users.info", contentType: "application/x-www-form-urlencoded", body: ByteBuffer(string: "user=\(user)"))
         guard let object = answer["user"] as? [String: Any], object["id"] as? String == user else {
             throw Failure(description: "users.info did not describe \(user)")
         }

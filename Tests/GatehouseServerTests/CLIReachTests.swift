@@ -35,21 +35,10 @@ struct CLIReachTests {
     func notGatehouse() async throws {
         let router = Router()
         router.get("/v1/whoami") { _, _ in Response(status: .ok, headers: [.contentType: "text/html"], body: .init(byteBuffer: .init(string: "<html>login</html>"))) }
-        var logger = Logger(label: "not-gatehouse")
-        logger.logLevel = .error
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                              onServerRunning: { channel in
-                                  continuation.yield(channel.localAddress?.port ?? 0)
-                                  continuation.finish()
-                              }, logger: logger)
-        let group = ServiceGroup(services: [app], logger: logger)
-        let task = Task { try await group.run() }
-        var port = 0
-        for await value in ports { port = value }
+        let server = await LocalHTTPServer.start(router, label: "not-gatehouse")
+        let port = server.port
         let (result, _) = try await Self.run(["whoami"], url: "http://127.0.0.1:\(port)")
-        await group.triggerGracefulShutdown()
-        _ = try? await task.value
+        await server.stop()
         #expect(result.status == 1)
         #expect(result.stderr.contains("is not Gatehouse's (HTTP 200, text/html)") && !result.stderr.contains("<html>"), "\(result)")
     }

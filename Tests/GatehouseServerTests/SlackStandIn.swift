@@ -63,9 +63,8 @@ final class SlackStandIn: Sendable {
     }
 
     let state: State
-    let port: Int
-    private let group: ServiceGroup
-    private let task: Task<Void, any Error>
+    private let server: LocalHTTPServer
+    var port: Int { server.port }
 
     var apiURL: String { "http://127.0.0.1:\(port)/api" }
     var responseURL: String { "http://127.0.0.1:\(port)/respond" }
@@ -110,19 +109,8 @@ final class SlackStandIn: Sendable {
             }
             return Response(status: .ok)
         }
-        var logger = Logger(label: "slack-stand-in")
-        logger.logLevel = .error
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                              onServerRunning: { channel in
-                                  continuation.yield(channel.localAddress?.port ?? 0)
-                                  continuation.finish()
-                              }, logger: logger)
-        let group = ServiceGroup(services: [app], logger: logger)
-        let task = Task { try await group.run() }
-        var port = 0
-        for await value in ports { port = value }
-        return SlackStandIn(state: state, port: port, group: group, task: task)
+        let server = await LocalHTTPServer.start(router, label: "slack-stand-in")
+        return SlackStandIn(state: state, server: server)
     }
 
     static func json(_ object: [String: Any]) -> Response {
@@ -130,17 +118,12 @@ final class SlackStandIn: Sendable {
         return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
-    private init(state: State, port: Int, group: ServiceGroup, task: Task<Void, any Error>) {
+    private init(state: State, server: LocalHTTPServer) {
         self.state = state
-        self.port = port
-        self.group = group
-        self.task = task
+        self.server = server
     }
 
-    func stop() async {
-        await group.triggerGracefulShutdown()
-        _ = try? await task.value
-    }
+    func stop() async { await server.stop() }
 
     // MARK: what Slack sends
 

@@ -241,3 +241,31 @@ extension GatehouseHTTPClient {
 }
 
 typealias TestFailure = GatehouseTestSupport.TestFailure
+
+/// A Hummingbird router served on a loopback port the kernel picks (stand-ins for other services).
+struct LocalHTTPServer: Sendable {
+    let port: Int
+    let group: ServiceGroup
+    let task: Task<Void, any Error>
+
+    static func start(_ router: Router<BasicRequestContext>, label: String) async -> LocalHTTPServer {
+        var logger = Logger(label: label)
+        logger.logLevel = .error
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                              onServerRunning: { channel in
+                                  continuation.yield(channel.localAddress?.port ?? 0)
+                                  continuation.finish()
+                              }, logger: logger)
+        let group = ServiceGroup(services: [app], logger: logger)
+        let task = Task { try await group.run() }
+        var port = 0
+        for await value in ports { port = value }
+        return LocalHTTPServer(port: port, group: group, task: task)
+    }
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
+    }
+}

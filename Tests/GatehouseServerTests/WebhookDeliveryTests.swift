@@ -64,9 +64,8 @@ final class WebhookReceiver: Sendable {
     let receiverState: State
     let key: SymmetricKey
     let secret: String
-    let port: Int
-    private let group: ServiceGroup
-    private let task: Task<Void, any Error>
+    private let server: LocalHTTPServer
+    var port: Int { server.port }
 
     static func start() async throws -> WebhookReceiver {
         let secret = "whsec_" + Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
@@ -87,34 +86,18 @@ final class WebhookReceiver: Sendable {
             if hold > 0 { try await Task.sleep(for: .seconds(hold)) }
             return Response(status: .init(code: status))
         }
-        var logger = Logger(label: "webhook-receiver")
-        logger.logLevel = .error
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                              onServerRunning: { channel in
-                                  continuation.yield(channel.localAddress?.port ?? 0)
-                                  continuation.finish()
-                              }, logger: logger)
-        let group = ServiceGroup(services: [app], logger: logger)
-        let task = Task { try await group.run() }
-        var port = 0
-        for await value in ports { port = value }
-        return WebhookReceiver(state: state, key: key, secret: secret, port: port, group: group, task: task)
+        let server = await LocalHTTPServer.start(router, label: "webhook-receiver")
+        return WebhookReceiver(state: state, key: key, secret: secret, server: server)
     }
 
-    private init(state: State, key: SymmetricKey, secret: String, port: Int, group: ServiceGroup, task: Task<Void, any Error>) {
+    private init(state: State, key: SymmetricKey, secret: String, server: LocalHTTPServer) {
         self.key = key
         self.secret = secret
-        self.port = port
-        self.group = group
-        self.task = task
+        self.server = server
         self.receiverState = state
     }
 
-    func stop() async {
-        await group.triggerGracefulShutdown()
-        _ = try? await task.value
-    }
+    func stop() async { await server.stop() }
 
     /// Waits until every id in `ids` was processed.
     func waitForProcessed(_ ids: Set<String>, within seconds: Double) async throws {
