@@ -266,7 +266,14 @@ private struct SQLWalk {
         case .functionCall:
             // Unquoted names arrive lower-cased from the parser; a quoted "PG_READ_FILE" is another function.
             let name = fields["funcname"]?.elements.last?["String"]?["sval"]?.stringValue ?? ""
-            if let category = SQLNodeRule.functions[name] {
+            if SQLNodeRule.tableToXML.contains(name), let first = fields["args"]?.elements.first,
+               let text = (first["A_Const"] ?? first["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue,
+               let table = SQLNodeRule.plainRelationName(text) {
+                // A table named by a plain constant: a read of that table (of a credential catalog, dangerous).
+                if SQLNodeRule.credentialRelations.contains(table) {
+                    fire("read_credentials", at: location, "\(name)('\(text)') reads a credential catalog")
+                }
+            } else if let category = SQLNodeRule.functions[name] {
                 fire(category, at: location, "calls \(name)()")
                 // table_to_xml('pg_authid', ...) names its table in a string.
                 if category == "dynamic_sql", let table = fields["args"]?.elements.first?["A_Const"]?["sval"]?["sval"]?.stringValue,

@@ -80,7 +80,8 @@ enum SQLNodeRule: Sendable {
                                     "pg_replication_origin_drop", "pg_replication_origin_advance",
                                     "pg_logical_slot_get_changes", "pg_logical_slot_get_binary_changes"],
             "dynamic_sql": ["query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
-                            // these read a table named by a string, which no parse tree shows
+                            // these read a table named by a string, which no parse tree shows (a table named by
+                            // a plain constant is judged as a read of that table: `tableToXML`)
                             "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "schema_to_xml",
                             "database_to_xml", "schema_to_xml_and_xmlschema", "database_to_xml_and_xmlschema"],
             "write_data": ["setval", "nextval", "pg_notify"],
@@ -92,11 +93,30 @@ enum SQLNodeRule: Sendable {
         return table
     }()
 
-    /// Catalogs that hold password hashes, connection strings or authentication rules.
+    /// Catalogs that hold password hashes, connection strings or authentication rules. (Not
+    /// `pg_ident_file_mappings`: it maps system user names to database user names and holds no secret.)
     static let credentialRelations: Set<String> = [
         "pg_authid", "pg_shadow", "pg_user_mappings", "pg_user_mapping", "pg_subscription", "pg_hba_file_rules",
-        "pg_ident_file_mappings",
     ]
+
+    /// Functions that dump one table named by their first argument: a read of that table when the name
+    /// is a plain constant the guard can resolve as PostgreSQL's regclass input does.
+    static let tableToXML: Set<String> = ["table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema"]
+
+    /// The relation a regclass text names, as PostgreSQL reads it, when it is plain: one or two
+    /// unquoted identifiers (folded to lower case), nothing else. Nil for anything else (quoted names,
+    /// spaces, three parts), which the guard does not try to resolve.
+    static func plainRelationName(_ text: String) -> String? {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count) else { return nil }
+        for part in parts {
+            guard let first = part.unicodeScalars.first, part.count <= 63,
+                  first.isASCII, (first.properties.isAlphabetic || first == "_"),
+                  part.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_" || $0 == "$") })
+            else { return nil }
+        }
+        return parts.last.map { $0.lowercased() }
+    }
 
     /// Settings whose change alters how later statements are parsed, or bypasses safety checks.
     static let unsafeSettings: Set<String> = [
