@@ -16,10 +16,7 @@ public struct IdentitySettings: Sendable, Equatable {
 
 /// `identity.oidc`: one OpenID Connect provider.
 public struct OIDCSettings: Sendable, Equatable {
-    public enum SecretSource: Sendable, Equatable {
-        case environment(String)
-        case file(String)
-    }
+    public typealias SecretSource = SecretReference
     public enum NameClaim: String, Sendable, Equatable, CaseIterable {
         case preferredUsername = "preferred_username"
         case email

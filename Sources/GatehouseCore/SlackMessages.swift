@@ -46,11 +46,9 @@ public enum SlackMessages {
 
     /// The modal a Deny click opens: the comment every denial carries.
     public static func denyModal(_ r: AccessRequest, responseURL: String?) -> [String: Any] {
-        var metadata: [String: Any] = ["request_id": r.id]
-        if let responseURL, responseURL.utf8.count <= 1500 { metadata["response_url"] = responseURL }
-        return [
+        [
             "type": "modal", "callback_id": SlackInteraction.denyModal,
-            "private_metadata": String(decoding: WebhookMessage.json(metadata), as: UTF8.self),
+            "private_metadata": privateMetadata(["request_id": r.id], responseURL: responseURL),
             "title": plain("Deny request"), "submit": plain("Deny"), "close": plain("Cancel"),
             "blocks": [
                 ["type": "section", "text": plain(clip("\(r.requester) asks for \(access(r)) on \(r.resource) for \(r.duration): \(r.reason)", 2900))],
@@ -89,11 +87,9 @@ public enum SlackMessages {
 
     /// The form for the link code a signed-in person made in the web inbox.
     public static func linkModal(responseURL: String?) -> [String: Any] {
-        var metadata: [String: Any] = [:]
-        if let responseURL, responseURL.utf8.count <= 1500 { metadata["response_url"] = responseURL }
-        return [
+        [
             "type": "modal", "callback_id": SlackInteraction.linkModal,
-            "private_metadata": String(decoding: WebhookMessage.json(metadata), as: UTF8.self),
+            "private_metadata": privateMetadata([:], responseURL: responseURL),
             "title": plain("Link to Gatehouse"), "submit": plain("Link"), "close": plain("Cancel"),
             "blocks": [
                 ["type": "section", "text": plain("Sign in to Gatehouse's web inbox, open “Link Slack”, and type the code it shows you here. Never type a code someone else gave you: whoever links this Slack account decides in that person's name.")],
@@ -102,6 +98,14 @@ public enum SlackMessages {
                              "placeholder": plain("K7QF-9XMW")]],
             ],
         ]
+    }
+
+    /// What a modal carries back to Gatehouse when it is submitted: its fields, and the `response_url`
+    /// of the click that opened it (for the answer; Slack allows 3,000 characters in all).
+    static func privateMetadata(_ fields: [String: Any], responseURL: String?) -> String {
+        var metadata = fields
+        if let responseURL, responseURL.utf8.count <= 1500 { metadata["response_url"] = responseURL }
+        return String(decoding: WebhookMessage.json(metadata), as: UTF8.self)
     }
 
     /// An answer only the person who clicked sees.

@@ -55,10 +55,7 @@ public struct WebhookEndpoint: Sendable, Equatable {
         case slack
     }
 
-    public enum SecretSource: Sendable, Equatable {
-        case environment(String)
-        case file(String)
-    }
+    public typealias SecretSource = SecretReference
 
     public var name: String
     public var url: String

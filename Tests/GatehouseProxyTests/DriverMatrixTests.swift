@@ -4,7 +4,7 @@ import Testing
 
 /// The drivers applications use, through `gatehouse serve --proxy` to a real PostgreSQL server: each
 /// does prepared statements, a transaction, COPY out and in where the driver has it, a statement
-/// the proxy refuses, a cancelled query and a reconnect. (asyncpg and psql are in ProxySessionTests.)
+/// the proxy refuses, a cancelled query and a reconnect. (psql is in ProxySessionTests.)
 @Suite("Guard proxy: driver compatibility", .serialized)
 struct DriverMatrixTests {
     static func json(_ result: CommandResult, sourceLocation: SourceLocation = #_sourceLocation) throws -> [String: Any] {
@@ -69,6 +69,74 @@ struct DriverMatrixTests {
         #expect(out["after_cancel"] as? Int == 10)
         #expect(out["reconnect"] as? Int == 42)
         #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
+    }
+
+    /// asyncpg: `prepare()` is Parse, Describe and Flush without Sync, and the transaction that
+    /// follows begins with a simple Query, as PostgreSQL allows. Prepared reads, a transaction,
+    /// COPY out and in (`copy_records_to_table`), a refused statement, a cancelled query and a
+    /// reconnect, through the proxy.
+    @Test func asyncpg() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let script = """
+            import asyncio, json, sys, asyncpg
+            async def main():
+                out = {}
+                conn = await asyncpg.connect(sys.argv[1], password=sys.argv[2])
+                stmt = await conn.prepare("SELECT balance FROM accounts WHERE id = $1")
+                async with conn.transaction():
+                    out["reads"] = [await stmt.fetchval(i) for i in range(1, 4)]
+                out["fetch"] = len(await conn.fetch("SELECT id FROM accounts WHERE id <= $1", 5))
+                chunks = []
+                async def sink(data):
+                    chunks.append(data)
+                await conn.copy_from_query("SELECT id FROM accounts WHERE id <= 3 ORDER BY id", output=sink)
+                out["copy_out"] = b"".join(chunks).decode().split()
+                for name, call in [("delete", conn.execute("DELETE FROM accounts")),
+                                   ("copy_in", conn.copy_records_to_table("accounts", records=[(11, 5)]))]:
+                    try:
+                        await call
+                        out[name] = "ran"
+                    except asyncpg.PostgresError as e:
+                        out[name] = e.sqlstate + " " + str(e).splitlines()[0]
+                try:
+                    await conn.execute("SELECT pg_sleep(20)", timeout=0.5)
+                    out["cancel"] = "ran"
+                except asyncio.TimeoutError:
+                    out["cancel"] = "timed out"
+                out["after_cancel"] = await conn.fetchval("SELECT count(*) FROM accounts")
+                await conn.close()
+                again = await asyncpg.connect(sys.argv[1], password=sys.argv[2])
+                out["reconnect"] = await again.fetchval("SELECT $1::int + 1", 41)
+                await again.close()
+                print(json.dumps(out))
+            asyncio.run(main())
+            """
+        let out = try Self.json(try await Command.run("/usr/bin/python3", ["-c", script, harness.url(user: "alice"), harness.tokens["alice"]!]))
+        #expect(out["reads"] as? [Int] == [100, 100, 100])
+        #expect(out["fetch"] as? Int == 5)
+        #expect(out["copy_out"] as? [String] == ["1", "2", "3"])
+        #expect((out["delete"] as? String)?.hasPrefix("42501 gatehouse:") == true, "\(out)")
+        #expect((out["copy_in"] as? String)?.hasPrefix("42501 gatehouse:") == true, "a read grant does not cover COPY FROM: \(out)")
+        #expect(out["cancel"] as? String == "timed out")
+        #expect(out["after_cancel"] as? Int == 10)
+        #expect(out["reconnect"] as? Int == 42)
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
+
+        // With a write grant, copy_records_to_table writes.
+        try await harness.grant("alice", role: "write")
+        let write = """
+            import asyncio, sys, asyncpg
+            async def main():
+                conn = await asyncpg.connect(sys.argv[1], password=sys.argv[2])
+                print(await conn.copy_records_to_table("accounts", records=[(11, 5), (12, 6)]))
+                await conn.close()
+            asyncio.run(main())
+            """
+        let written = try await Command.run("/usr/bin/python3", ["-c", write, harness.url(user: "alice"), harness.tokens["alice"]!])
+        #expect(written.status == 0 && written.stdout.contains("COPY 2"), "\(written)")
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "12")
     }
 
     /// pgjdbc (Debian's libpostgresql-jdbc-java), with server-side prepared statements from the first use.
