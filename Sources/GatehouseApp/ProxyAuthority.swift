@@ -119,6 +119,9 @@ public struct ProxyAuthority: Sendable {
         return "the grant \(latest.id) on \(resource) was \(end.rawValue)\(by)\(comment)"
     }
 
+    /// The application's clock: when grants are judged expired.
+    public var now: Date { context.clock.now() }
+
     /// Decides a statement from the session's last known grants without touching the store, on the
     /// calling thread: only a statement already classified or short enough to classify here, below dangerous, allowed by a role grant, and not to be audited.
     /// Nil means "ask `proxyStatement`". Expiry is judged now; a revocation is seen within the

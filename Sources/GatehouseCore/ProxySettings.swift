@@ -13,7 +13,13 @@ public struct ProxySettings: Sendable, Equatable {
     /// How the proxy talks to the database, in libpq's `sslmode` words.
     public enum UpstreamTLS: String, Sendable, Equatable, CaseIterable {
         case disable, prefer, require
+        /// The certificate chain is verified, not the name in it (as libpq's verify-ca).
+        case verifyCA = "verify-ca"
+        /// The chain and the name: the host's DNS name, or its IP address when the host is one.
         case verifyFull = "verify-full"
+
+        /// Whether the database's certificate is checked against trusted roots.
+        public var verifiesCertificate: Bool { self == .verifyCA || self == .verifyFull }
     }
 
     public enum PlaintextClients: String, Sendable, Equatable, CaseIterable {
@@ -38,6 +44,9 @@ public struct ProxySettings: Sendable, Equatable {
     public var user: String
     public var password: PasswordSource
     public var upstreamTLS: UpstreamTLS
+    /// A PEM file of the certificate authorities the database's certificate is checked against
+    /// (libpq's `sslrootcert`); nil: the system's trusted roots.
+    public var upstreamRootCertificates: String?
     /// PEM files of the certificate and key offered to clients; nil: clients without TLS only.
     public var certificateFile: String?
     public var keyFile: String?
@@ -119,7 +128,7 @@ extension PolicyLoader.Reader {
     mutating func proxySettings(_ node: Node, resource: String) -> ProxySettings? {
         let what = "`proxy` of resource `\(resource)`"
         var listen: (String, Int)?
-        var upstream: (host: String, port: Int, database: String, user: String, password: ProxySettings.PasswordSource, tls: ProxySettings.UpstreamTLS?, unverifiedPassword: Bool)?
+        var upstream: ProxyUpstreamFields?
         var certificate: String?, key: String?
         var plaintext = ProxySettings.PlaintextClients.loopback
         var audit = ProxySettings.StatementAudit.dangerous
@@ -164,18 +173,20 @@ extension PolicyLoader.Reader {
                                      database: upstream.database, user: upstream.user, password: upstream.password, upstreamTLS: upstream.tls,
                                      certificateFile: certificate, keyFile: key, plaintext: plaintext, audit: audit)
         settings.unverifiedPassword = upstream.unverifiedPassword
+        settings.upstreamRootCertificates = upstream.rootCertificates
         if let maxSessions { settings.maxSessionsPerPrincipal = maxSessions }
         if let maxConnections { settings.maxConnectionsPerAddress = maxConnections }
         return settings
     }
 
     private mutating func proxyUpstream(_ node: Node, what: String)
-        -> (host: String, port: Int, database: String, user: String, password: ProxySettings.PasswordSource, tls: ProxySettings.UpstreamTLS?, unverifiedPassword: Bool)? {
+        -> ProxyUpstreamFields? {
         var host: String?, port = 5432, database: String?, user: String?, password: ProxySettings.PasswordSource?
         var tls: ProxySettings.UpstreamTLS?
         var unverifiedPassword = false
+        var rootCertificates: (path: String, node: Node)?
         let fields = entries(node, what, allowed: ["host", "port", "database", "user", "password_env", "password_file", "sslmode",
-                                                   "unverified_password", "password"])
+                                                   "sslrootcert", "unverified_password", "password"])
         for (field, keyNode, value) in fields {
             switch field {
             case "host": host = string(value, "\(what).host")
@@ -194,6 +205,8 @@ extension PolicyLoader.Reader {
                 }
             case "sslmode":
                 tls = choice(value, "\(what).sslmode", ProxySettings.UpstreamTLS.allCases)
+            case "sslrootcert":
+                if let path = string(value, "\(what).sslrootcert") { rootCertificates = (path, value) }
             case "unverified_password":
                 switch value.scalar?.string {
                 case "allow": unverifiedPassword = true
@@ -210,8 +223,15 @@ extension PolicyLoader.Reader {
         if password == nil, !fields.contains(where: { $0.0 == "password" }) {
             error(node, "\(what) needs `password_env: NAME` or `password_file: PATH` for the proxy's database password")
         }
+        if let rootCertificates, let host {
+            let mode = tls ?? (ProxySettings.isLoopback(host) ? .prefer : .verifyFull)
+            if !mode.verifiesCertificate {
+                error(rootCertificates.node, "\(what).sslrootcert is used only to verify the database's certificate: set sslmode to verify-full (or verify-ca); with sslmode \(mode.rawValue) the certificate is not checked")
+            }
+        }
         guard let host, let database, let user, let password else { return nil }
-        return (host, port, database, user, password, tls, unverifiedPassword)
+        return ProxyUpstreamFields(host: host, port: port, database: database, user: user, password: password, tls: tls,
+                                   unverifiedPassword: unverifiedPassword, rootCertificates: rootCertificates?.path)
     }
 
     private mutating func hostPort(_ node: Node, _ what: String) -> (String, Int)? {
@@ -235,4 +255,16 @@ extension PolicyLoader.Reader {
         error(node, "\(what) is `\(raw)`; use one of \(cases.map(\.rawValue).joined(separator: ", "))")
         return nil
     }
+}
+
+/// The `upstream` section of a proxy as read from the policy file.
+struct ProxyUpstreamFields {
+    var host: String
+    var port: Int
+    var database: String
+    var user: String
+    var password: ProxySettings.PasswordSource
+    var tls: ProxySettings.UpstreamTLS?
+    var unverifiedPassword: Bool
+    var rootCertificates: String?
 }

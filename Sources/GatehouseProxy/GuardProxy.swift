@@ -59,7 +59,20 @@ public final class GuardProxy: Service, Sendable {
             var upstreamTLS: NIOSSLContext?
             if settings.upstreamTLS != .disable {
                 var configuration = TLSConfiguration.makeClientConfiguration()
-                if settings.upstreamTLS != .verifyFull { configuration.certificateVerification = .none }
+                switch settings.upstreamTLS {
+                case .verifyFull: configuration.certificateVerification = .fullVerification
+                case .verifyCA: configuration.certificateVerification = .noHostnameVerification
+                default: configuration.certificateVerification = .none
+                }
+                if let path = settings.upstreamRootCertificates {
+                    do {
+                        let roots = try NIOSSLCertificate.fromPEMFile(path)
+                        guard !roots.isEmpty else { throw ProxyStartError(message: "the file has no PEM certificate") }
+                        configuration.trustRoots = .certificates(roots)
+                    } catch {
+                        throw ProxyStartError(message: "resource \(resource.name): cannot read the database's root certificates (sslrootcert) \(path): \(error)")
+                    }
+                }
                 upstreamTLS = try NIOSSLContext(configuration: configuration)
             }
             return ListenerContext(resource: resource.name, settings: settings, password: password, serverTLS: serverTLS,

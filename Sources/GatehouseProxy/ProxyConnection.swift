@@ -41,6 +41,8 @@ final class ProxyConnection: ChannelInboundHandler {
     private var suspended = false
     private var pendingUpstreamFlush = false
     private var checkStarted: ContinuousClock.Instant?
+    /// A statement waiting for the database to answer everything sent before it (`checkWhenSettled`).
+    private var heldStatement: String?
 
     init(shared: ListenerContext, plaintextAllowed: Bool) {
         self.shared = shared
@@ -166,6 +168,10 @@ final class ProxyConnection: ChannelInboundHandler {
             }
         case let .check(text, grants):
             check(text, grants: grants, context: context)
+        case .checkWhenSettled(let text):
+            suspend()
+            heldStatement = text
+            checkHeldStatement()
         case .terminate:
             upstream?.writeAndFlush(Wire.message(UInt8(ascii: "X")) { _ in }, promise: nil)
             context.close(promise: nil)
@@ -333,6 +339,15 @@ final class ProxyConnection: ChannelInboundHandler {
             }
         }
         if becameReady { resume() }
+        checkHeldStatement()
+    }
+
+    /// Checks the held statement once the database has answered everything before it; the session
+    /// ends instead if the database reported a setting the classifier does not read under.
+    private func checkHeldStatement() {
+        guard let text = heldStatement, let context, !session.isClosed, session.statementsSettled else { return }
+        heldStatement = nil
+        check(text, grants: session.grants, context: context, held: true)
     }
 
     func upstreamReadComplete() {
@@ -346,13 +361,22 @@ final class ProxyConnection: ChannelInboundHandler {
 
     // MARK: statements
 
-    private func check(_ text: String, grants: [Grant], context: ChannelHandlerContext) {
+    private func check(_ text: String, grants: [Grant], context: ChannelHandlerContext, held: Bool = false) {
         guard let identity = session.identity else { return }
         let started = ContinuousClock.now
         let service = shared.service
         let audit = shared.settings.audit
+        // A write grant that expired since the watcher last looked: the read-write session ends now,
+        // before this statement reaches the database (it would run with write power).
+        let now = service.proxy.now
+        if session.writePowerLapsed(at: now) {
+            suspend()
+            execute(session.accessChanged(.granted(grants.filter { $0.expiresAt > now })))
+            return
+        }
         if service.proxy.fastAllow(identity, text: text, grants: grants, audit: audit) {
             decided(nil, started: started)
+            if held { resume() }
             return
         }
         suspend()

@@ -52,6 +52,9 @@ struct ProxySession {
         case refuse(ByteBuffer, message: String)
         /// Decide this statement against these grants.
         case check(String, grants: [Grant])
+        /// Decide this statement once `statementsSettled` (stop reading the client meanwhile), against
+        /// the grants the session has then.
+        case checkWhenSettled(String)
         /// The client said goodbye: tell the database, close the client.
         case terminate
         /// Send this error to the client and close both sides; cancel the running statement first
@@ -163,6 +166,9 @@ struct ProxySession {
             case .check(let text):
                 statements += 1
                 return .check(text, grants: grants)
+            case .checkWhenSettled(let text):
+                statements += 1
+                return .checkWhenSettled(text)
             case .violation(let why):
                 return fail(Wire.error(code: "08P01", message: "gatehouse: \(why)", fatal: true), reason: "protocol error: \(why)")
             }
@@ -302,6 +308,20 @@ struct ProxySession {
     }
 
     // MARK: statements and access
+
+    /// The session was started read-write and, at `now`, none of its grants that allow more than
+    /// reads is still in force: its last one expired since the watcher last looked. The session
+    /// must end before another statement reaches the database.
+    func writePowerLapsed(at now: Date) -> Bool {
+        startedReadWrite && !grants.contains { ($0.actionDigest != nil || $0.allows > .read) && $0.expiresAt > now }
+    }
+
+    /// Whether the database has answered everything before the statement being checked, so the
+    /// settings it last reported are in force (see `StatementFlow.settled`).
+    var statementsSettled: Bool {
+        if case .ready(let flow) = phase { return flow.settled }
+        return false
+    }
 
     /// The decision on the statement `check` asked about: the bytes to send to the database.
     mutating func statementDecided(_ refusal: Refusal?) -> Action {

@@ -37,6 +37,10 @@ public struct StatementFlow: Sendable {
         case drop
         /// Ask whether this statement may run, then call `decided`.
         case check(String)
+        /// As `check`, but only once everything sent before it has been answered (`settled`): the
+        /// statement reads differently under other settings, and a statement still running could
+        /// change them (the database reports that at its ReadyForQuery, and the session ends).
+        case checkWhenSettled(String)
         /// Send these bytes (a refusal) to the database, and record the refusal.
         case refuse(ByteBuffer, Refusal)
         /// The client said Terminate.
@@ -48,6 +52,9 @@ public struct StatementFlow: Sendable {
     private struct Prepared: Sendable {
         var upstreamName: String
         var text: String
+        /// The database read the text after a statement of the same cycle that may run code
+        /// (`Cycle.busy`), and the text reads differently under other settings.
+        var readWhileBusy = false
     }
 
     /// What the pending check will forward when allowed.
@@ -78,18 +85,61 @@ public struct StatementFlow: Sendable {
         var outstanding = 0
         /// The cycle ends at a simple Query's ReadyForQuery, not at a Sync.
         var endsAtQuery = false
+        /// A Bind or Execute went to the database in this cycle: code may be running (a function,
+        /// a trigger) that changes settings, which the database reports only at the cycle's end.
+        var busy = false
+
+        /// This cycle followed by `next`, as one (the Sync between them was never counted).
+        mutating func absorb(_ next: Cycle) {
+            closes += next.closes
+            parses += next.parses
+            extended = extended || next.extended
+            outstanding += next.outstanding
+            endsAtQuery = next.endsAtQuery
+            busy = busy || next.busy
+        }
     }
 
     /// The cycles in flight, oldest first; the last is the open one. The first is the sign-in, which
     /// ends with the database's first ReadyForQuery.
     private var cycles: [Cycle] = [Cycle(), Cycle()]
     private var namesIssued = 0
+    /// The database is copying in from the client (CopyInResponse seen, the client's CopyDone or
+    /// CopyFail not yet): it ignores the Syncs and Flushes the client sends meanwhile.
+    private var copyingIn = false
 
     public init(nonce: String) {
         self.nonce = nonce
     }
 
     public var preparedCount: Int { statements.count }
+
+    /// Everything sent to the database has been answered up to the open cycle, and nothing in the
+    /// open cycle can have run code: the settings the database last reported are the ones in force.
+    public var settled: Bool { cycles.count == 1 && !cycles[0].busy }
+
+    /// Whether the database could read `text` differently from the classifier under settings a
+    /// statement could change from inside a function: a backslash (standard_conforming_strings off
+    /// makes it an escape in every string), or a non-ASCII character followed at once by an ASCII
+    /// byte from 0x30 to 0x7E (the second byte of a character in the client-only multi-byte
+    /// encodings, SJIS, BIG5, GBK, UHC, GB18030, JOHAB, can be one of those, so a backslash or a
+    /// letter after such a character could vanish into it). Any other text reads alike under every
+    /// encoding PostgreSQL accepts from a client and either value of standard_conforming_strings.
+    public static func readsDependOnSettings(_ text: String) -> Bool {
+        var afterNonASCII = false
+        for byte in text.utf8 {
+            if byte == UInt8(ascii: "\\") { return true }
+            if afterNonASCII, (0x30...0x7E).contains(byte) { return true }
+            afterNonASCII = byte >= 0x80
+        }
+        return false
+    }
+
+    /// The refusal for a statement the database would read after code of the same cycle ran.
+    static let unsettledRefusal = Refusal(
+        code: "0A000",
+        message: "gatehouse: this statement was sent in the same batch as a statement still running, and it has a backslash or a non-ASCII character the database would read differently if that statement changed standard_conforming_strings or client_encoding",
+        hint: "send a Sync (end the batch) or wait for the previous result before this statement, or pass the text as a parameter")
 
     // MARK: client to database
 
@@ -99,6 +149,11 @@ public struct StatementFlow: Sendable {
         case .query(let text):
             // After an error in an unfinished batch the database skips the Query too, until Sync.
             if discardingUntilSync { return .drop }
+            if Self.readsDependOnSettings(text), !settled {
+                if cycles[cycles.count - 1].busy { return .refuse(refuseSimple(Self.unsettledRefusal), Self.unsettledRefusal) }
+                awaiting = .query(frame.bytes)
+                return .checkWhenSettled(text)
+            }
             awaiting = .query(frame.bytes)
             return .check(text)
         case .functionCall:
@@ -123,7 +178,8 @@ public struct StatementFlow: Sendable {
                 // The unnamed statement is replaced: close the old one on the database.
                 out.writeImmutableBuffer(closeStatement(old.upstreamName, own: true))
             }
-            statements[name] = Prepared(upstreamName: upstreamName, text: query)
+            statements[name] = Prepared(upstreamName: upstreamName, text: query,
+                                        readWhileBusy: cycles[cycles.count - 1].busy && Self.readsDependOnSettings(query))
             // Every Parse is answered by ParseComplete or an error; until then the name is provisional.
             cycles[cycles.count - 1].parses.append((name, upstreamName))
             cycles[cycles.count - 1].extended = true
@@ -134,9 +190,13 @@ public struct StatementFlow: Sendable {
             guard let prepared = statements[statement] else {
                 return .forward(refuseExtended(Refusal(code: "26000", message: "prepared statement \"\(statement)\" does not exist")))
             }
+            let sensitive = Self.readsDependOnSettings(prepared.text)
+            if prepared.readWhileBusy || (sensitive && cycles[cycles.count - 1].busy) {
+                return .refuse(refuseExtended(Self.unsettledRefusal), Self.unsettledRefusal)
+            }
             awaiting = .bind(frame.bytes, statementUpstreamName: prepared.upstreamName)
             cycles[cycles.count - 1].extended = true
-            return .check(prepared.text)
+            return sensitive && !settled ? .checkWhenSettled(prepared.text) : .check(prepared.text)
         case .describe:
             if discardingUntilSync { return .drop }
             return .forward(rewriteDescribe(frame.bytes))
@@ -155,12 +215,17 @@ public struct StatementFlow: Sendable {
             if discardingUntilSync { return .drop }
             cycles[cycles.count - 1].extended = true
             cycles[cycles.count - 1].outstanding += 1
+            cycles[cycles.count - 1].busy = true
             return .forward(frame.bytes)
         case .sync:
             discardingUntilSync = false
-            cycles.append(Cycle())
+            // During a copy in, the database ignores a Sync: it ends no cycle.
+            if !copyingIn { cycles.append(Cycle()) }
             return .forward(frame.bytes)
-        case .flush, .copyData, .copyDone, .copyFail:
+        case .copyDone, .copyFail:
+            copyingIn = false
+            return .forward(frame.bytes)
+        case .flush, .copyData:
             return .forward(frame.bytes)
         case .terminate:
             return .terminate
@@ -185,6 +250,7 @@ public struct StatementFlow: Sendable {
         case .bind(let bytes, let upstreamName):
             if let refusal { return refuseExtended(refusal) }
             cycles[cycles.count - 1].outstanding += 1
+            cycles[cycles.count - 1].busy = true
             return rewriteBind(bytes, statement: upstreamName)
         }
     }
@@ -204,6 +270,8 @@ public struct StatementFlow: Sendable {
     public mutating func route(_ frame: BackendFrame) -> Answer {
         switch frame.message {
         case .errorResponse(let fields):
+            // An error ends a copy in (the database discards the rest of the client's copy data).
+            copyingIn = false
             // An error in the extended part of a cycle makes the database skip everything up to the
             // client's Sync, simple Queries included: their ReadyForQuery never comes, and the
             // cycles they ended become one that ends at that Sync.
@@ -229,6 +297,9 @@ public struct StatementFlow: Sendable {
         case .readyForQuery:
             if cycles.count > 1 { cycles.removeFirst() } else { cycles = [Cycle()] }
             return .pass
+        case .other(UInt8(ascii: "G")):
+            startCopyIn()
+            return .pass
         case .closeComplete:
             completed()
             guard !cycles[0].closes.isEmpty else { return .pass }
@@ -249,6 +320,21 @@ public struct StatementFlow: Sendable {
     }
 
     static let completions: Set<UInt8> = Set("2nTCIs".utf8)
+
+    /// CopyInResponse: from here to the client's CopyDone or CopyFail the database ignores Syncs.
+    /// Syncs the client sent after the COPY and before this answer (libpq sends one right after an
+    /// extended-protocol COPY, and another after CopyDone) ended cycles the database never ends:
+    /// each such cycle is one with the next.
+    private mutating func startCopyIn() {
+        copyingIn = true
+        // The cycle the COPY belongs to ends at a Sync sent after it, unless a simple Query started it.
+        var index = cycles[0].endsAtQuery ? 1 : 0
+        while index < cycles.count - 1 {
+            if cycles[index].endsAtQuery { index += 1; continue }
+            let next = cycles.remove(at: index + 1)
+            cycles[index].absorb(next)
+        }
+    }
 
     private mutating func completed() {
         if cycles[0].outstanding > 0 { cycles[0].outstanding -= 1 }

@@ -22,6 +22,14 @@ final class UpstreamHandler: ChannelInboundHandler {
         self.startup = startup
     }
 
+    /// The name sent in SNI and, for verify-full, checked against the certificate. An IP address is
+    /// never sent in SNI (TLS forbids it): for an upstream given as one, no name is sent and
+    /// verify-full checks the certificate's IP addresses against the address connected to.
+    static func serverName(_ host: String) -> String? {
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        return (try? SocketAddress(ipAddress: bare, port: 0)) == nil ? host : nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         if tlsMode == .disable || tls == nil {
             context.writeAndFlush(wrapOutboundOut(startup), promise: nil)
@@ -44,10 +52,10 @@ final class UpstreamHandler: ChannelInboundHandler {
             case .startTLS:
                 guard let tls else { return connection.upstreamFailed("TLS to the database is not configured") }
                 do {
-                    let handler = try NIOSSLClientHandler(context: tls, serverHostname: tlsMode == .verifyFull ? serverHostname : nil)
+                    let handler = try NIOSSLClientHandler(context: tls, serverHostname: Self.serverName(serverHostname))
                     try context.pipeline.syncOperations.addHandler(handler, position: .first)
                 } catch {
-                    connection.upstreamFailed("TLS to the database failed: \(error)")
+                    connection.upstreamFailed(TLSFailure.explain("\(error)", host: serverHostname) ?? "TLS to the database failed: \(error)")
                     return
                 }
             case .plain:
@@ -71,7 +79,7 @@ final class UpstreamHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        connection.upstreamFailed("database connection error: \(error)")
+        connection.upstreamFailed(TLSFailure.explain("\(error)", host: serverHostname) ?? "database connection error: \(error)")
         context.close(promise: nil)
     }
 

@@ -8,14 +8,15 @@ import SQLKit
 import Synchronization
 
 /// Where a PostgreSQL store is, from `postgres://USER:PASSWORD@HOST:PORT/DATABASE?OPTIONS`.
-/// Options: `sslmode` = disable | prefer | require | verify-full, as libpq reads them (prefer and
-/// require encrypt without checking the certificate; verify-full checks it and the host name). The
+/// Options: `sslmode` = disable | prefer | require | verify-ca | verify-full, as libpq reads them
+/// (prefer and require encrypt without checking the certificate; verify-ca checks it, verify-full
+/// also the host name), `sslrootcert` the authorities to check it against. The
 /// default is verify-full, except on loopback and unix sockets (prefer): a store reached over a
 /// network must not be open to a man in the middle unless the URL says so; `host=/path/to/socket-folder` for a unix socket; `pool_max` (default 10) connections
 /// per process; `connect_timeout`: seconds to wait for a connection, at start and for every
 /// request (default 5; beyond it the request gets 503).
 public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
-    public enum TLSMode: String, Sendable { case disable, prefer, require, verifyFull = "verify-full" }
+    public enum TLSMode: String, Sendable { case disable, prefer, require, verifyCA = "verify-ca", verifyFull = "verify-full" }
 
     public var host: String
     public var port: Int
@@ -24,6 +25,9 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
     public var password: String?
     public var database: String
     public var tls: TLSMode = .verifyFull
+    /// A PEM file of the authorities the server's certificate is checked against (`sslrootcert`);
+    /// nil: the system's trusted roots.
+    public var rootCertificates: String?
     public var poolMax = 10
     public var connectTimeoutSeconds = 5
 
@@ -52,9 +56,14 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
             switch item.name {
             case "sslmode":
                 guard let mode = TLSMode(rawValue: value) else {
-                    throw invalid("database_sslmode_invalid", "sslmode '\(value)' is not one of disable, prefer, require, verify-full")
+                    throw invalid("database_sslmode_invalid", "sslmode '\(value)' is not one of disable, prefer, require, verify-ca, verify-full")
                 }
                 location.tls = mode
+            case "sslrootcert":
+                guard FileManager.default.isReadableFile(atPath: value) else {
+                    throw invalid("database_sslrootcert_unreadable", "sslrootcert '\(value)' cannot be read; name a PEM file of the certificate authorities to trust")
+                }
+                location.rootCertificates = value
             case "host":
                 guard value.hasPrefix("/") else { throw invalid("database_socket_invalid", "host= in the query names a unix socket folder and must be an absolute path") }
                 location.socketFolder = value
@@ -65,7 +74,7 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
                 guard let seconds = Int(value), (1...300).contains(seconds) else { throw invalid("database_timeout_invalid", "connect_timeout '\(value)' must be seconds from 1 to 300") }
                 location.connectTimeoutSeconds = seconds
             default:
-                throw invalid("database_option_unknown", "unknown database option '\(item.name)'; the options are sslmode, host, pool_max and connect_timeout")
+                throw invalid("database_option_unknown", "unknown database option '\(item.name)'; the options are sslmode, sslrootcert, host, pool_max and connect_timeout")
             }
         }
         if location.socketFolder == nil, location.host.isEmpty {
@@ -75,13 +84,22 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
         if !(parts.queryItems ?? []).contains(where: { $0.name == "sslmode" }), loopback {
             location.tls = .prefer
         }
+        if location.rootCertificates != nil, location.tls != .verifyFull, location.tls != .verifyCA {
+            throw invalid("database_sslrootcert_unused", "sslrootcert is used only to verify the server's certificate: add sslmode=verify-full (or verify-ca); with sslmode=\(location.tls.rawValue) the certificate is not checked")
+        }
         return location
     }
 
-    /// libpq's meanings: only verify-full checks the certificate and the host name.
+    /// libpq's meanings: verify-full checks the certificate and the host name, verify-ca the
+    /// certificate only, the others nothing.
     func tlsConfiguration() -> TLSConfiguration {
         var configuration = TLSConfiguration.makeClientConfiguration()
-        if tls != .verifyFull { configuration.certificateVerification = .none }
+        switch tls {
+        case .verifyFull: configuration.certificateVerification = .fullVerification
+        case .verifyCA: configuration.certificateVerification = .noHostnameVerification
+        default: configuration.certificateVerification = .none
+        }
+        if let rootCertificates { configuration.trustRoots = .file(rootCertificates) }
         return configuration
     }
 
@@ -96,7 +114,7 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
             let mode: PostgresConnection.Configuration.TLS = switch tls {
             case .disable: .disable
             case .prefer: .prefer(context)
-            case .require, .verifyFull: .require(context)
+            case .require, .verifyCA, .verifyFull: .require(context)
             }
             configuration = .init(host: host, port: port, username: user, password: password, database: database, tls: mode)
         }
@@ -113,7 +131,7 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
             let mode: PostgresClient.Configuration.TLS = switch tls {
             case .disable: .disable
             case .prefer: .prefer(tlsConfiguration())
-            case .require, .verifyFull: .require(tlsConfiguration())
+            case .require, .verifyCA, .verifyFull: .require(tlsConfiguration())
             }
             configuration = .init(host: host, port: port, username: user, password: password, database: database, tls: mode)
         }
@@ -164,7 +182,7 @@ final class PostgresBackend: StoreBackend {
             try await location.probe(logger: logger)
         } catch {
             throw GatehouseError(.unavailable, "store_unreachable",
-                                 "cannot use the PostgreSQL database \(location): \(Self.explain(error)); check that the server is running and the address, user, password and database are right")
+                                 "cannot use the PostgreSQL database \(location): \(Self.explain(error, host: location.host)); check that the server is running and the address, user, password and database are right")
         }
         let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger)
         let runner = Task { await client.run() }
@@ -176,14 +194,15 @@ final class PostgresBackend: StoreBackend {
         } catch {
             await backend.close()
             throw GatehouseError(.unavailable, "store_unreachable",
-                                 "cannot use the PostgreSQL database \(location): \(Self.explain(error)); check that the server is running and the address, user, password and database are right")
+                                 "cannot use the PostgreSQL database \(location): \(Self.explain(error, host: location.host)); check that the server is running and the address, user, password and database are right")
         }
         return backend
     }
 
     /// What went wrong, in the server's words when it said something, without the query or its values.
-    static func explain(_ error: any Error) -> String {
+    static func explain(_ error: any Error, host: String = "") -> String {
         if let gatehouse = error as? GatehouseError { return gatehouse.message }
+        if let tls = TLSFailure.explain(String(reflecting: error), host: host) { return tls }
         guard let psql = error as? PSQLError else { return "\(type(of: error))" }
         if psql.code == .sslUnsupported {
             return "the server does not offer TLS, and sslmode asks for it (turn on ssl in postgresql.conf, or use sslmode=prefer on a trusted network)"

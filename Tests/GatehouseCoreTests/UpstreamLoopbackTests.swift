@@ -9,7 +9,14 @@ import Testing
 struct UpstreamLoopbackTests {
     /// The proxy settings a policy with this `upstream` gives.
     static func proxy(host: String, _ upstreamExtra: String = "") throws -> ProxySettings {
-        let yaml = """
+        let result = PolicyLoader.load(yaml: yaml(host: host, upstreamExtra))
+        let policy = try #require(result.policy, "\(result.problems)")
+        return try #require(policy.resources["prod-db"]?.proxy)
+    }
+
+    /// A policy whose one proxy has this `upstream` host and more fields.
+    static func yaml(host: String, _ upstreamExtra: String) -> String {
+        """
             version: 1
             principals: {alice: {groups: [engineers]}}
             resources:
@@ -21,9 +28,6 @@ struct UpstreamLoopbackTests {
                   listen: 127.0.0.1:6432
                   upstream: {host: "\(host)", port: 5432, database: app, user: gatehouse_proxy, password_env: PROD_DB_PASSWORD\(upstreamExtra)}
             """
-        let result = PolicyLoader.load(yaml: yaml)
-        let policy = try #require(result.policy, "\(result.problems)")
-        return try #require(policy.resources["prod-db"]?.proxy)
     }
 
     static func upstreamTLS(host: String) throws -> ProxySettings.UpstreamTLS {
@@ -49,5 +53,35 @@ struct UpstreamLoopbackTests {
                                                                                    "db.example.com", "10.0.0.5", "1270.0.0.1", "127.0.0"])
     func remote(_ host: String) throws {
         #expect(try Self.upstreamTLS(host: host) == .verifyFull)
+    }
+}
+
+/// `sslrootcert` names the authorities the database's certificate is checked against; it is only
+/// accepted where a certificate is checked.
+@Suite("Upstream root certificates")
+struct UpstreamRootCertificateTests {
+    @Test func readWithVerifyModes() throws {
+        let full = try UpstreamLoopbackTests.proxy(host: "10.0.0.5", ", sslmode: verify-full, sslrootcert: /etc/gatehouse/db-ca.pem")
+        #expect(full.upstreamRootCertificates == "/etc/gatehouse/db-ca.pem")
+        #expect(full.upstreamTLS == .verifyFull)
+        // The default for a host that is not this machine is verify-full, so sslmode may be left out.
+        let defaulted = try UpstreamLoopbackTests.proxy(host: "db.example.com", ", sslrootcert: /etc/gatehouse/db-ca.pem")
+        #expect(defaulted.upstreamTLS == .verifyFull)
+        let ca = try UpstreamLoopbackTests.proxy(host: "db.example.com", ", sslmode: verify-ca, sslrootcert: /etc/gatehouse/db-ca.pem")
+        #expect(ca.upstreamTLS == .verifyCA)
+        // verify-ca checks the chain, not the name: not enough to send a cleartext or md5 password.
+        #expect(!ca.weakPasswordAllowed)
+        #expect(try UpstreamLoopbackTests.proxy(host: "db.example.com").upstreamRootCertificates == nil)
+    }
+
+    @Test("refused where no certificate is checked", arguments: ["require", "prefer", "disable"])
+    func refusedWithoutVerification(_ mode: String) throws {
+        let yaml = UpstreamLoopbackTests.yaml(host: "db.example.com", ", sslmode: \(mode), sslrootcert: /ca.pem")
+        let result = PolicyLoader.load(yaml: yaml)
+        #expect(result.policy == nil)
+        let problem = try #require(result.problems.first)
+        #expect(problem.description.contains("sslrootcert is used only to verify the database's certificate"), "\(result.problems)")
+        #expect(problem.description.contains("sslmode \(mode)"), "\(result.problems)")
+        #expect(problem.line == 10, "\(result.problems)")
     }
 }

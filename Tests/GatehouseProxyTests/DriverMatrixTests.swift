@@ -71,6 +71,82 @@ struct DriverMatrixTests {
         #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
     }
 
+    /// libpq's COPY FROM STDIN through PQexecParams (psycopg's libpq binding): the extended
+    /// protocol with a Sync the database ignores while copying; statements after it still pair up.
+    /// Then psycopg's pipeline mode: statements sent before the ones ahead have answered. A function
+    /// that turns standard_conforming_strings off from inside, followed in the pipeline by a DELETE
+    /// that is harmless read with it on and deletes every row read with it off: held until the
+    /// function has answered (the session then ends on the reported change), or refused when sent
+    /// in the same batch; nothing is deleted either way.
+    @Test func psycopgExtendedCopyAndPipelines() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice", role: "write")
+        _ = try await harness.direct("""
+            CREATE FUNCTION flip() RETURNS int LANGUAGE plpgsql AS $$
+            BEGIN PERFORM set_config('standard_conforming_strings', 'off', false); RETURN 1; END $$
+            """)
+        let script = #"""
+            import json, sys, psycopg
+            dsn, password = sys.argv[1], sys.argv[2]
+            out = {}
+            def attempt(fn):
+                try:
+                    return fn()
+                except psycopg.Error as e:
+                    return (e.sqlstate or "") + " " + str(e).splitlines()[0]
+            with psycopg.connect(dsn, password=password, autocommit=True) as conn:
+                pg = conn.pgconn
+                res = pg.exec_params(b"COPY accounts FROM STDIN", [])
+                out["copy_status"] = int(res.status)
+                pg.put_copy_data(b"21\t7\n22\t7\n")
+                pg.put_copy_end()
+                res = pg.get_result()
+                out["copy_result"] = f"{int(res.status)} {res.command_status.decode()}"
+                while pg.get_result() is not None:
+                    pass
+                out["after_copy"] = [pg.exec_params(b"SELECT $1::int * 2", [str(i).encode()]).get_value(0, 0).decode() for i in range(3)]
+                out["prepared"] = [conn.execute("SELECT balance FROM accounts WHERE id = %s", (i,), prepare=True).fetchone()[0] for i in (21, 22, 1)]
+                out["error"] = attempt(lambda: conn.execute("SELECT 1/0").fetchone())
+                out["after_error"] = conn.execute("SELECT count(*) FROM accounts").fetchone()[0]
+                with conn.pipeline() as p:
+                    cursors = [conn.execute("SELECT %s::int", (i,)) for i in range(3)]
+                    p.sync()
+                    tail = conn.execute(r"SELECT E'a\\b' = 'a' || chr(92) || 'b'")
+                    p.sync()
+                out["pipeline"] = [str(c.fetchone()[0]) for c in cursors] + [str(tail.fetchone()[0])]
+            delete = r"DELETE FROM accounts WHERE balance::text = 'a\'' OR true --'"
+            def pipeline(sync_between):
+                conn = psycopg.connect(dsn, password=password, autocommit=True)
+                try:
+                    with conn.pipeline() as p:
+                        conn.execute("SELECT flip()")
+                        if sync_between:
+                            p.sync()
+                        conn.execute(delete)
+                        p.sync()
+                    return "ran"
+                finally:
+                    conn.close()
+            out["across_batches"] = attempt(lambda: pipeline(True))
+            out["same_batch"] = attempt(lambda: pipeline(False))
+            print(json.dumps(out))
+            """#
+        let out = try Self.json(try await Command.run("/usr/bin/python3", ["-c", script, harness.conninfo(user: "alice"), harness.tokens["alice"]!]))
+        #expect(out["copy_status"] as? Int == 4, "COPY_IN: \(out)")
+        #expect(out["copy_result"] as? String == "1 COPY 2", "\(out)")
+        #expect(out["after_copy"] as? [String] == ["0", "2", "4"], "\(out)")
+        #expect(out["prepared"] as? [Int] == [7, 7, 100], "\(out)")
+        #expect((out["error"] as? String)?.hasPrefix("22012") == true, "\(out)")
+        #expect(out["after_error"] as? Int == 12, "\(out)")
+        #expect(out["pipeline"] as? [String] == ["0", "1", "2", "True"], "\(out)")
+        #expect((out["across_batches"] as? String)?.contains("standard_conforming_strings = off") == true, "\(out)")
+        #expect(out["same_batch"] as? String != "ran", "\(out)")
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "12", "nothing was deleted")
+        let refused = try await harness.audit(action: "proxy.refused").compactMap { ($0["details"] as? [String: Any])?["what"] as? String }
+        #expect(refused.contains { $0.contains("sent in the same batch as a statement still running") }, "\(refused)")
+    }
+
     /// asyncpg: `prepare()` is Parse, Describe and Flush without Sync, and the transaction that
     /// follows begins with a simple Query, as PostgreSQL allows. Prepared reads, a transaction,
     /// COPY out and in (`copy_records_to_table`), a refused statement, a cancelled query and a

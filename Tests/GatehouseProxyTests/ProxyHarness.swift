@@ -26,16 +26,22 @@ final class ProxyHarness: @unchecked Sendable {
     static var binary: String { repositoryRoot.appendingPathComponent(".build/debug/gatehouse").path }
 
     static func postgresServer() throws -> (host: String, port: Int, user: String, password: String, adminDatabase: String) {
-        guard let text = ProcessInfo.processInfo.environment["GATEHOUSE_TEST_POSTGRES"], let url = URLComponents(string: text),
-              let host = url.host, let user = url.user, let password = url.password else {
+        guard let text = ProcessInfo.processInfo.environment["GATEHOUSE_TEST_POSTGRES"], let server = server(url: text) else {
             throw TestFailure("no PostgreSQL server for the proxy tests: run the suite with scripts/test.sh, which starts one and sets GATEHOUSE_TEST_POSTGRES")
         }
+        return server
+    }
+
+    /// A server's parts from the URL `scripts/postgres-server.sh start` prints.
+    static func server(url text: String) -> (host: String, port: Int, user: String, password: String, adminDatabase: String)? {
+        guard let url = URLComponents(string: text.trimmingCharacters(in: .whitespacesAndNewlines)),
+              let host = url.host, let user = url.user, let password = url.password else { return nil }
         return (host, url.port ?? 5432, user, password, String(url.path.dropFirst()))
     }
 
     /// The policy: alice and bob engineers, carol a DBA, erin security (admin). `prod-db` is guarded.
     static func policy(proxyPort: Int, server: (host: String, port: Int, user: String, password: String, adminDatabase: String),
-                       database: String, proxyExtra: String) -> String {
+                       database: String, proxyExtra: String, upstreamHost: String? = nil, upstreamExtra: String = "") -> String {
         """
         version: 1
         principals:
@@ -54,7 +60,7 @@ final class ProxyHarness: @unchecked Sendable {
             actions: {requesters: [engineers], approvers: [dba], approvals: 1, max_duration: 1h}
             proxy:
               listen: 127.0.0.1:\(proxyPort)
-              upstream: {host: \(server.host), port: \(server.port), database: \(database), user: \(server.user), password_env: \(upstreamPasswordVariable)}
+              upstream: {host: \(upstreamHost ?? server.host), port: \(server.port), database: \(database), user: \(server.user), password_env: \(upstreamPasswordVariable)\(upstreamExtra)}
         \(proxyExtra.split(separator: "\n").map { "      " + $0 }.joined(separator: "\n"))
         antispam: {enabled: false}
         """
@@ -62,8 +68,11 @@ final class ProxyHarness: @unchecked Sendable {
 
     /// Creates the database (a table `accounts` with ids 1 to 10, balance 100), writes the policy,
     /// starts the server and makes tokens for every principal.
-    static func start(proxyExtra: String = "") async throws -> ProxyHarness {
-        let server = try postgresServer()
+    /// `server` is another PostgreSQL server than the test command's; `upstreamHost` another name for
+    /// it in the policy; `upstreamExtra` more fields of the policy's `upstream` (", sslmode: ...").
+    static func start(proxyExtra: String = "", server: (host: String, port: Int, user: String, password: String, adminDatabase: String)? = nil,
+                      upstreamHost: String? = nil, upstreamExtra: String = "") async throws -> ProxyHarness {
+        let server = try server ?? postgresServer()
         let database = "px_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("proxy-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
@@ -77,7 +86,7 @@ final class ProxyHarness: @unchecked Sendable {
 
         let proxyPort = try TestPorts.free(), httpPort = try TestPorts.free()
         let policyPath = folder.appendingPathComponent("policy.yaml").path
-        try policy(proxyPort: proxyPort, server: server, database: database, proxyExtra: proxyExtra)
+        try policy(proxyPort: proxyPort, server: server, database: database, proxyExtra: proxyExtra, upstreamHost: upstreamHost, upstreamExtra: upstreamExtra)
             .write(toFile: policyPath, atomically: true, encoding: .utf8)
         let process = try Command.start(binary, ["serve", "--proxy", "--policy", policyPath, "--database", "sqlite:\(folder.path)/gatehouse.db",
                                                  "--port", "\(httpPort)", "--log-level", "warning"],

@@ -220,6 +220,23 @@ struct ProxySessionMachineTests {
         guard case .none = reader.accessChanged(.granted([Self.grant(.read)])) else { Issue.record("a read-only session goes on"); return }
     }
 
+    @Test("a read-write session's write power lapses at the exact expiry of its last write or action grant, whatever the watcher has seen")
+    func writePowerLapsesAtExpiry() throws {
+        var write = Self.grant(.write)
+        let expiry = Date().addingTimeInterval(600)
+        write.expiresAt = expiry
+        var later = Self.grant(.dangerous, digest: "abc")
+        later.expiresAt = expiry.addingTimeInterval(60)
+        let writer = try Self.ready(grants: [write, Self.grant(.read)])
+        #expect(!writer.writePowerLapsed(at: expiry.addingTimeInterval(-0.001)))
+        #expect(writer.writePowerLapsed(at: expiry))
+        let two = try Self.ready(grants: [write, later, Self.grant(.read)])
+        #expect(!two.writePowerLapsed(at: expiry.addingTimeInterval(1)), "the action grant still allows more than reads")
+        #expect(two.writePowerLapsed(at: later.expiresAt))
+        let reader = try Self.ready(grants: [Self.grant(.read)])
+        #expect(!reader.writePowerLapsed(at: expiry.addingTimeInterval(7200)), "a read-only session has no write power to lose")
+    }
+
     @Test("statements: each check counts, a refusal counts as refused, and the session's grants go with the check")
     func statementCounting() throws {
         var session = try Self.ready(grants: [Self.grant(.write)])

@@ -548,4 +548,129 @@ import Testing
         #expect(flow.receive(try frame(B.query("SELECT 3"))) == .check("SELECT 3"))
         #expect(bytes(flow.decided(nil)) == B.query("SELECT 3"))
     }
+
+    // MARK: copy in with the extended protocol
+
+    /// libpq's COPY FROM STDIN through PQexecParams: Parse, Bind, Execute, Sync; then the data,
+    /// CopyDone and another Sync. The database is copying in when the first Sync arrives and ignores
+    /// it: the two Syncs end one cycle, and the next cycle's own Close is still the proxy's.
+    @Test func copyInWithTheExtendedProtocolIsOneCycle() throws {
+        var flow = Self.signedIn("ci")
+        _ = flow.receive(try frame(B.parse("", "COPY t FROM STDIN")))
+        #expect(flow.receive(try frame(B.bind(statement: ""))) == .check("COPY t FROM STDIN"))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        _ = flow.receive(try frame(B.sync))
+        _ = flow.answer(try backend(B.parseComplete))
+        _ = flow.answer(try backend(B.bindComplete))
+        let copyIn = B.typed("G", B.join([0], B.int16(1), B.int16(0)))
+        #expect(bytes(flow.answer(try backend(copyIn))) == copyIn)
+        #expect(!flow.settled)
+        _ = flow.receive(try frame(B.typed("d", Array("1\n".utf8))))
+        _ = flow.receive(try frame(B.typed("c", [])))
+        _ = flow.receive(try frame(B.sync))
+        _ = flow.answer(try backend(B.typed("C", B.cString("COPY 1"))))
+        _ = flow.answer(try backend(B.readyForQuery()))
+        #expect(flow.settled, "one ReadyForQuery ends the copy's cycle")
+        _ = flow.receive(try frame(B.parse("", "SELECT 1")))
+        _ = flow.receive(try frame(B.sync))
+        _ = flow.answer(try backend(B.parseComplete))
+        #expect(flow.answer(try backend(B.closeComplete)) == nil, "the proxy's own Close of the COPY's statement")
+        _ = flow.answer(try backend(B.readyForQuery()))
+        #expect(flow.settled)
+    }
+
+    /// A copy in that fails ends at the client's Sync as any error does; a Sync after it counts again.
+    @Test func aFailedCopyInEndsItsCycleAtTheSync() throws {
+        var flow = Self.signedIn("cf")
+        _ = flow.receive(try frame(B.parse("", "COPY t FROM STDIN")))
+        _ = flow.receive(try frame(B.bind(statement: "")))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        _ = flow.receive(try frame(B.sync))
+        _ = flow.answer(try backend(B.parseComplete))
+        _ = flow.answer(try backend(B.bindComplete))
+        _ = flow.answer(try backend(B.typed("G", B.join([0], B.int16(1), B.int16(0)))))
+        _ = flow.receive(try frame(B.typed("d", Array("x\n".utf8))))
+        _ = flow.answer(try backend(Wire.error(code: "22P02", message: "invalid input syntax for type integer: \"x\"")))
+        _ = flow.receive(try frame(B.typed("c", [])))
+        _ = flow.receive(try frame(B.sync))
+        _ = flow.answer(try backend(B.readyForQuery()))
+        #expect(flow.settled)
+        #expect(flow.receive(try frame(B.query("SELECT 2"))) == .check("SELECT 2"))
+    }
+
+    // MARK: statements that read differently under other settings
+
+    @Test("which texts could read differently", arguments: [
+        ("SELECT 1", false), ("SELECT 'a''b'", false), ("SELECT 'Müller'", true), ("SELECT 'é'", false), ("SELECT 'é ok'", false),
+        ("SELECT 'a\\'' OR true --'", true), ("SELECT E'\\n'", true), ("SELECT 'ā\\x'", true), ("SELECT '日本'", false),
+        ("SELECT 'é1'", true), ("SELECT \"naïve\"", true), ("SELECT 'ü;'", true), ("SELECT 'ü/'", false),
+    ])
+    func readsDependOnSettings(text: String, expected: Bool) {
+        #expect(StatementFlow.readsDependOnSettings(text) == expected, "\(text)")
+    }
+
+    /// A simple Query sent before the database has answered the one ahead of it, with a text that
+    /// could read differently if that one changed a setting: checked only once the database has
+    /// answered (and reported any change of setting); other texts are checked at once.
+    @Test func aQueryThatDependsOnSettingsWaitsForTheOneAhead() throws {
+        var flow = Self.signedIn("hq")
+        #expect(flow.settled)
+        #expect(flow.receive(try frame(B.query("SELECT f()"))) == .check("SELECT f()"))
+        _ = flow.decided(nil)
+        #expect(!flow.settled)
+        #expect(flow.receive(try frame(B.query("SELECT 2"))) == .check("SELECT 2"))
+        _ = flow.decided(nil)
+        let sensitive = "SELECT 'a\\'' OR true --'"
+        #expect(flow.receive(try frame(B.query(sensitive))) == .checkWhenSettled(sensitive))
+        _ = flow.answer(try backend(B.readyForQuery()))
+        #expect(!flow.settled, "SELECT 2 is still running")
+        _ = flow.answer(try backend(B.readyForQuery()))
+        #expect(flow.settled)
+        #expect(bytes(flow.decided(nil)) == B.query(sensitive))
+    }
+
+    /// Within one batch the database reports changed settings only at its end: a statement after an
+    /// Execute in the same batch (Bind, or a Parse whose text is read then) with such a text is refused.
+    @Test func aStatementThatDependsOnSettingsAfterAnExecuteInTheSameBatchIsRefused() throws {
+        var flow = Self.signedIn("hb")
+        _ = flow.receive(try frame(B.parse("f", "SELECT f()")))
+        _ = flow.receive(try frame(B.parse("safe", "SELECT 2")))
+        _ = flow.receive(try frame(B.parse("before", "SELECT E'\\n'")))
+        #expect(flow.receive(try frame(B.bind(statement: "f"))) == .check("SELECT f()"))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        #expect(flow.receive(try frame(B.bind(statement: "safe"))) == .check("SELECT 2"))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        _ = flow.receive(try frame(B.parse("after", "SELECT E'\\t'")))
+        guard case let .refuse(marker, refusal) = flow.receive(try frame(B.bind(statement: "before"))) else {
+            Issue.record("a Bind of a settings-dependent text after an Execute in the same batch was not refused")
+            return
+        }
+        #expect(refusal == StatementFlow.unsettledRefusal)
+        #expect(refusal.code == "0A000")
+        let markerText = try parseMarker(marker, nonce: "hb")
+        // Discarded until Sync, as after any error; then the statement parsed after the Execute stays
+        // refused in a later batch (the database read it while f() may have run), the one before it does not.
+        #expect(flow.receive(try frame(B.bind(statement: "safe"))) == .drop)
+        _ = flow.receive(try frame(B.sync))
+        for answer in [B.parseComplete, B.parseComplete, B.parseComplete, B.bindComplete, B.typed("C", B.cString("SELECT 1")),
+                       B.bindComplete, B.typed("C", B.cString("SELECT 1")), B.parseComplete] {
+            _ = flow.answer(try backend(answer))
+        }
+        _ = flow.answer(try backend(Wire.error(code: "22P02", message: "invalid input syntax for type integer: \"\(markerText)\"")))
+        _ = flow.answer(try backend(B.readyForQuery()))
+        #expect(flow.settled)
+        #expect(flow.receive(try frame(B.bind(statement: "before"))) == .check("SELECT E'\\n'"))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.sync))
+        _ = flow.answer(try backend(B.bindComplete))
+        _ = flow.answer(try backend(B.readyForQuery()))
+        guard case .refuse = flow.receive(try frame(B.bind(statement: "after"))) else {
+            Issue.record("a statement whose text was read after an Execute of its batch was not refused later")
+            return
+        }
+    }
 }

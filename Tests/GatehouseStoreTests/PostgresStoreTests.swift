@@ -15,6 +15,9 @@ struct PostgresStoreTests {
         ("postgres://u@h/db?connect_timeout=never", "database_timeout_invalid"),
         ("postgres://u@h/db?sslcert=x", "database_option_unknown"),
         ("mysql://u@h/db", "database_url_invalid"),
+        ("postgres://u@h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem", "database_sslrootcert_unreadable"),
+        ("postgres://u@h/db?sslmode=require&sslrootcert=/etc/hostname", "database_sslrootcert_unused"),
+        ("postgres://u@127.0.0.1/db?sslrootcert=/etc/hostname", "database_sslrootcert_unused"),
     ])
     func badURLs(url: String, code: String) {
         do {
@@ -41,6 +44,9 @@ struct PostgresStoreTests {
         #expect(try PostgresLocation.parse("postgres://gatehouse@db.internal/gatehouse").tls == .verifyFull)
         #expect(try PostgresLocation.parse("postgres://gatehouse@127.0.0.1/gatehouse").tls == .prefer)
         #expect(try PostgresLocation.parse("postgres://gatehouse@db.internal/gatehouse?sslmode=disable").tls == .disable)
+        let ca = try PostgresLocation.parse("postgres://gatehouse@db.internal/gatehouse?sslmode=verify-ca&sslrootcert=/etc/hostname")
+        #expect(ca.tls == .verifyCA && ca.rootCertificates == "/etc/hostname")
+        #expect(try PostgresLocation.parse("postgres://gatehouse@db.internal/gatehouse?sslrootcert=/etc/hostname").tls == .verifyFull)
     }
 
     @Test("start-up against a wrong password, a missing database or a closed port fails at once with the reason")
