@@ -22,6 +22,8 @@ dpkg -s libpostgresql-jdbc-java >/dev/null 2>&1 || need+=(libpostgresql-jdbc-jav
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The systemd unit in deploy/ is checked with systemd-analyze verify and security.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # The web inbox's browser tests drive headless Chromium through chromedriver (WebDriver).
 dpkg -s chromium >/dev/null 2>&1 || need+=(chromium)
 dpkg -s chromium-driver >/dev/null 2>&1 || need+=(chromium-driver)

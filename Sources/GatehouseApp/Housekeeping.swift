@@ -15,6 +15,12 @@ public struct Housekeeping: Sendable {
     /// This process, as a lease holder: unique per start.
     public static let instanceID = "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(Identifier.make("i"))"
 
+    /// How much waits, how much access is open now, and how far behind the outbox is (for `/metrics`).
+    public func operationalCounts() async throws -> (counts: OperationalCounts, at: Date) {
+        let now = context.clock.now()
+        return (try await context.read { try await $0.operationalCounts(now: now) }, now)
+    }
+
     /// Marks expired grants and pending requests and writes their audit events. Expiry is already
     /// enforced at decision time; this makes it visible and announces it. When several instances
     /// share the database, only the holder of the `sweeper` lease sweeps; the lease runs for `lease`

@@ -229,6 +229,9 @@ extension PolicyLoader.Reader {
                 error(rootCertificates.node, "\(what).sslrootcert is used only to verify the database's certificate: set sslmode to verify-full (or verify-ca); with sslmode \(mode.rawValue) the certificate is not checked")
             }
         }
+        if tls == .verifyCA, rootCertificates == nil {
+            error(node, "\(what): sslmode verify-ca needs sslrootcert: it checks only that a trusted authority signed the certificate, not the name in it, so with the system's authorities any public certificate would pass; name the database's authority with sslrootcert, or use verify-full")
+        }
         guard let host, let database, let user, let password else { return nil }
         return ProxyUpstreamFields(host: host, port: port, database: database, user: user, password: password, tls: tls,
                                    unverifiedPassword: unverifiedPassword, rootCertificates: rootCertificates?.path)

@@ -118,6 +118,12 @@ final class ProxyConnection: ChannelInboundHandler {
                 execute(session.clientProtocolError(error.message))
                 return
             }
+            // A write grant that expired since the watcher last looked ends a read-write session before
+            // anything more reaches the database (an Execute of a portal bound earlier, copy data).
+            if session.isReady, session.writePowerLapsed(at: shared.service.proxy.now) {
+                endLapsedWritePower()
+                return
+            }
             execute(session.clientMessage(frame, pendingBytes: inbound.readableBytes))
         }
         if suspended, inbound.readableBytes > 1 << 20 {
@@ -368,10 +374,8 @@ final class ProxyConnection: ChannelInboundHandler {
         let audit = shared.settings.audit
         // A write grant that expired since the watcher last looked: the read-write session ends now,
         // before this statement reaches the database (it would run with write power).
-        let now = service.proxy.now
-        if session.writePowerLapsed(at: now) {
-            suspend()
-            execute(session.accessChanged(.granted(grants.filter { $0.expiresAt > now })))
+        if session.writePowerLapsed(at: service.proxy.now) {
+            endLapsedWritePower()
             return
         }
         if service.proxy.fastAllow(identity, text: text, grants: grants, audit: audit) {
@@ -396,6 +400,14 @@ final class ProxyConnection: ChannelInboundHandler {
                 connection.resume()
             }
         }
+    }
+
+    /// Ends a read-write session whose last write grant has expired: nothing more is read from the
+    /// client while the reason is looked up and the session is ended.
+    private func endLapsedWritePower() {
+        suspend()
+        let now = shared.service.proxy.now
+        execute(session.accessChanged(.granted(session.grants.filter { $0.expiresAt > now })))
     }
 
     private func decided(_ refusal: Refusal?, started: ContinuousClock.Instant) {

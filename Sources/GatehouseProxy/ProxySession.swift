@@ -289,6 +289,8 @@ struct ProxySession {
             case .pass: return .pass
             case .replace(let bytes): return .replace(bytes)
             case .drop: return .drop
+            case .violation(let why):
+                return databaseAction(fail(Wire.error(code: "08P01", message: "gatehouse: session ended: \(why)", fatal: true), reason: "protocol error: \(why)"))
             }
         case .signIn, .authorizing, .closed:
             return .ignore

@@ -88,6 +88,10 @@ public struct StatementFlow: Sendable {
         /// A Bind or Execute went to the database in this cycle: code may be running (a function,
         /// a trigger) that changes settings, which the database reports only at the cycle's end.
         var busy = false
+        /// CopyDone or CopyFail messages sent in this cycle after its last Execute or Query, before the
+        /// proxy knew a copy had begun (drivers such as asyncpg send the data without waiting for
+        /// CopyInResponse): when that run turns out to be a COPY, its copy ended there.
+        var copyEndsAfterLastRun = 0
 
         /// This cycle followed by `next`, as one (the Sync between them was never counted).
         mutating func absorb(_ next: Cycle) {
@@ -97,6 +101,7 @@ public struct StatementFlow: Sendable {
             outstanding += next.outstanding
             endsAtQuery = next.endsAtQuery
             busy = busy || next.busy
+            copyEndsAfterLastRun += next.copyEndsAfterLastRun
         }
     }
 
@@ -104,9 +109,11 @@ public struct StatementFlow: Sendable {
     /// ends with the database's first ReadyForQuery.
     private var cycles: [Cycle] = [Cycle(), Cycle()]
     private var namesIssued = 0
-    /// The database is copying in from the client (CopyInResponse seen, the client's CopyDone or
-    /// CopyFail not yet): it ignores the Syncs and Flushes the client sends meanwhile.
-    private var copyingIn = false
+    /// Where a COPY FROM STDIN stands. While the database copies in (CopyInResponse seen, the
+    /// client's CopyDone or CopyFail not yet) it takes only copy messages (and ignores Flush); after
+    /// an error during the copy, the client's copy messages still on their way are dropped by it.
+    private enum Copy: Sendable { case none, copyingIn, endedByError }
+    private var copy = Copy.none
 
     public init(nonce: String) {
         self.nonce = nonce
@@ -119,20 +126,14 @@ public struct StatementFlow: Sendable {
     public var settled: Bool { cycles.count == 1 && !cycles[0].busy }
 
     /// Whether the database could read `text` differently from the classifier under settings a
-    /// statement could change from inside a function: a backslash (standard_conforming_strings off
-    /// makes it an escape in every string), or a non-ASCII character followed at once by an ASCII
-    /// byte from 0x30 to 0x7E (the second byte of a character in the client-only multi-byte
-    /// encodings, SJIS, BIG5, GBK, UHC, GB18030, JOHAB, can be one of those, so a backslash or a
-    /// letter after such a character could vanish into it). Any other text reads alike under every
-    /// encoding PostgreSQL accepts from a client and either value of standard_conforming_strings.
+    /// statement could change from inside a function: a backslash (with standard_conforming_strings
+    /// off it is an escape in every string), or any non-ASCII byte (in another client encoding the
+    /// bytes are other characters: the client-only multi-byte encodings, SJIS, BIG5, GBK, UHC,
+    /// GB18030, JOHAB, can even swallow the ASCII byte after one). ASCII text without a backslash
+    /// reads alike under every encoding PostgreSQL accepts from a client and either value of
+    /// standard_conforming_strings.
     public static func readsDependOnSettings(_ text: String) -> Bool {
-        var afterNonASCII = false
-        for byte in text.utf8 {
-            if byte == UInt8(ascii: "\\") { return true }
-            if afterNonASCII, (0x30...0x7E).contains(byte) { return true }
-            afterNonASCII = byte >= 0x80
-        }
-        return false
+        text.utf8.contains { $0 == UInt8(ascii: "\\") || $0 >= 0x80 }
     }
 
     /// The refusal for a statement the database would read after code of the same cycle ran.
@@ -145,6 +146,32 @@ public struct StatementFlow: Sendable {
 
     public mutating func receive(_ frame: FrontendFrame) -> Step {
         precondition(awaiting == nil, "a statement is being checked; wait for `decided` before the next message")
+        // Copy messages belong to a copy the database has started; during one, nothing else does
+        // (the database would fail the copy, and the batches would no longer pair up).
+        switch (frame.message, copy) {
+        case (.copyData, .none):
+            // Outside a copy the database ignores it; or the copy has not been answered yet.
+            return .forward(frame.bytes)
+        case (.copyDone, .none), (.copyFail, .none):
+            // Ignored by the database outside a copy (a driver may abort a COPY the proxy refused), or
+            // the end of a copy whose CopyInResponse has not arrived yet: `startCopyIn` tells which.
+            cycles[cycles.count - 1].copyEndsAfterLastRun += 1
+            return .forward(frame.bytes)
+        case (.copyData, _), (.flush, .copyingIn):
+            return .forward(frame.bytes)
+        case (.copyDone, _), (.copyFail, _):
+            copy = .none
+            return .forward(frame.bytes)
+        case (.terminate, _):
+            return .terminate
+        case (_, .copyingIn):
+            return .violation("a message other than CopyData, CopyDone or CopyFail was sent during COPY FROM STDIN")
+        case (_, .endedByError):
+            // The client has moved on from its failed copy.
+            copy = .none
+        default:
+            break
+        }
         switch frame.message {
         case .query(let text):
             // After an error in an unfinished batch the database skips the Query too, until Sync.
@@ -216,16 +243,13 @@ public struct StatementFlow: Sendable {
             cycles[cycles.count - 1].extended = true
             cycles[cycles.count - 1].outstanding += 1
             cycles[cycles.count - 1].busy = true
+            cycles[cycles.count - 1].copyEndsAfterLastRun = 0
             return .forward(frame.bytes)
         case .sync:
             discardingUntilSync = false
-            // During a copy in, the database ignores a Sync: it ends no cycle.
-            if !copyingIn { cycles.append(Cycle()) }
+            cycles.append(Cycle())
             return .forward(frame.bytes)
-        case .copyDone, .copyFail:
-            copyingIn = false
-            return .forward(frame.bytes)
-        case .flush, .copyData:
+        case .flush, .copyData, .copyDone, .copyFail:
             return .forward(frame.bytes)
         case .terminate:
             return .terminate
@@ -264,14 +288,16 @@ public struct StatementFlow: Sendable {
         case replace(ByteBuffer)
         /// Nothing goes to the client (the CloseComplete of the proxy's own Close).
         case drop
+        /// The proxy can no longer pair the database's answers with what was sent: end the session.
+        case violation(String)
     }
 
     /// What the client gets for one message from the database.
     public mutating func route(_ frame: BackendFrame) -> Answer {
         switch frame.message {
         case .errorResponse(let fields):
-            // An error ends a copy in (the database discards the rest of the client's copy data).
-            copyingIn = false
+            // An error ends a copy in (the database drops the rest of the client's copy data).
+            if copy == .copyingIn { copy = .endedByError }
             // An error in the extended part of a cycle makes the database skip everything up to the
             // client's Sync, simple Queries included: their ReadyForQuery never comes, and the
             // cycles they ended become one that ends at that Sync.
@@ -283,6 +309,7 @@ public struct StatementFlow: Sendable {
                     forget(skipped.parses)
                     cycles[0].endsAtQuery = skipped.endsAtQuery
                     cycles[0].extended = cycles[0].extended || skipped.extended
+                    cycles[0].copyEndsAfterLastRun += skipped.copyEndsAfterLastRun
                 }
                 // The client's Sync has not been sent yet: what it sends until then is skipped too.
                 if cycles.count == 1 { discardingUntilSync = true }
@@ -295,9 +322,14 @@ public struct StatementFlow: Sendable {
             refusals = refusals.filter { $0.key > seq }
             return .replace(Wire.error(code: refusal.code, message: refusal.message, hint: refusal.hint))
         case .readyForQuery:
-            if cycles.count > 1 { cycles.removeFirst() } else { cycles = [Cycle()] }
+            // Every ReadyForQuery ends a cycle the client began; one more than the client began means
+            // the proxy has lost track of what the database is answering, and of which settings hold.
+            guard cycles.count > 1 else { return .violation("the database answered a batch the proxy did not see begin") }
+            cycles.removeFirst()
             return .pass
         case .other(UInt8(ascii: "G")):
+            // The client sent something after the COPY before its data: the database would fail it.
+            guard awaiting == nil else { return .violation("a statement was sent after COPY FROM STDIN before the copy data") }
             startCopyIn()
             return .pass
         case .closeComplete:
@@ -321,19 +353,24 @@ public struct StatementFlow: Sendable {
 
     static let completions: Set<UInt8> = Set("2nTCIs".utf8)
 
-    /// CopyInResponse: from here to the client's CopyDone or CopyFail the database ignores Syncs.
-    /// Syncs the client sent after the COPY and before this answer (libpq sends one right after an
-    /// extended-protocol COPY, and another after CopyDone) ended cycles the database never ends:
-    /// each such cycle is one with the next.
+    /// CopyInResponse for the last Execute or Query of the oldest cycle: from there to the client's
+    /// CopyDone or CopyFail the database takes copy data and ignores Syncs. The client may have sent
+    /// Syncs meanwhile (libpq sends one right after an extended-protocol COPY, and another after
+    /// CopyDone), and even the whole copy (asyncpg does not wait for this answer): the cycles those
+    /// ignored Syncs ended are one with the next, up to the cycle where the copy ended, or to the open
+    /// one when it has not ended yet.
     private mutating func startCopyIn() {
-        copyingIn = true
-        // The cycle the COPY belongs to ends at a Sync sent after it, unless a simple Query started it.
-        var index = cycles[0].endsAtQuery ? 1 : 0
-        while index < cycles.count - 1 {
-            if cycles[index].endsAtQuery { index += 1; continue }
-            let next = cycles.remove(at: index + 1)
-            cycles[index].absorb(next)
+        // A simple Query's cycle ends at its own ReadyForQuery, not at a Sync.
+        let first = cycles[0].endsAtQuery ? 1 : 0
+        let ending = (first..<cycles.count).first { cycles[$0].copyEndsAfterLastRun > 0 }
+        var last = ending ?? cycles.count - 1
+        while last > first {
+            let next = cycles.remove(at: first + 1)
+            cycles[first].absorb(next)
+            last -= 1
         }
+        cycles[first].copyEndsAfterLastRun = 0
+        copy = ending == nil ? .copyingIn : .none
     }
 
     private mutating func completed() {
@@ -351,6 +388,7 @@ public struct StatementFlow: Sendable {
     /// included): its ReadyForQuery ends it.
     private mutating func endCycleAtQuery() {
         cycles[cycles.count - 1].endsAtQuery = true
+        cycles[cycles.count - 1].copyEndsAfterLastRun = 0
         cycles.append(Cycle())
     }
 
@@ -359,7 +397,7 @@ public struct StatementFlow: Sendable {
         switch route(frame) {
         case .pass: frame.bytes
         case .replace(let bytes): bytes
-        case .drop: nil
+        case .drop, .violation: nil
         }
     }
 

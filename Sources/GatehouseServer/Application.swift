@@ -14,6 +14,7 @@ import UnixSignals
 public enum GatehouseHTTP {
     public static func makeRouter(service: UseCases, metrics: GatehouseMetrics, logger: Logger) throws -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self, options: .autoGenerateHeadEndpoints)
+        router.add(middleware: ObservabilityMiddleware(metrics: metrics, logger: logger))
         router.add(middleware: ProblemMiddleware(logger: logger))
         let routes = RouteTable()
         router.add(middleware: ContractMiddleware(table: routes))
@@ -23,10 +24,14 @@ public enum GatehouseHTTP {
         SlackInteractions(service: service, logger: logger).register(on: router)
         try APIHandler(service: service, provider: provider).registerHandlers(on: RecordingTransport(router: router, table: routes),
                                                                                configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]))
-        // Prometheus text format; counters only, no principal names in labels.
+        for route in routes.all { metrics.registerRoute(route.path, method: route.method.rawValue) }
+        metrics.registerRoute("/metrics", method: "GET")
+        // Prometheus text format; no principal names in labels. The store's gauges are read now; when
+        // the store cannot answer, they keep their last values (and /readyz says why).
         router.get("/metrics") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
+            if let (counts, now) = try? await service.housekeeping.operationalCounts() { metrics.update(counts, at: now) }
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
         }
         return router
     }

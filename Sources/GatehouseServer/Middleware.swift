@@ -88,7 +88,7 @@ struct ProblemMiddleware: RouterMiddleware {
                 // Never log the error itself: the generated layer's errors carry the whole request,
                 // bearer token included. The type and the underlying cause are enough to debug.
                 let cause = (error as? ServerError)?.underlyingError ?? error
-                logger.error("request failed", metadata: ["path": "\(request.uri.path)", "status": "\(problem.status)",
+                context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "status": "\(problem.status)",
                                                           "code": "\(problem.code)", "cause": "\(type(of: cause))"])
             }
             var response = problem.response()
@@ -209,5 +209,39 @@ struct Problem: Sendable {
             headers[HTTPField.Name("RateLimit")!] = refusal.rateLimitField
         }
         return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// The outermost layer: every answer carries `X-Request-Id` (the id in the log lines about the
+/// request, `request_id`), and is counted and timed by the route the router matched.
+struct ObservabilityMiddleware: RouterMiddleware {
+    typealias Context = GatehouseRequestContext
+    let metrics: GatehouseMetrics
+    let logger: Logger
+
+    static let requestIDHeader = HTTPField.Name("X-Request-Id")!
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
+        var context = context
+        let id = context.id
+        context.logger[metadataKey: "request_id"] = .string(id)
+        do {
+            var response = try await next(request, context)
+            response.headers[Self.requestIDHeader] = id
+            record(request, context, status: Int(response.status.code), since: started)
+            return response
+        } catch {
+            // The problem layer answers every error; what still escapes is the server's own failure.
+            let status = (error as? any HTTPResponseError).map { Int($0.status.code) } ?? 500
+            record(request, context, status: status, since: started)
+            throw error
+        }
+    }
+
+    private func record(_ request: Request, _ context: Context, status: Int, since started: ContinuousClock.Instant) {
+        let route = context.endpointPath ?? "NotFound"
+        metrics.httpRequest(route: route, method: request.method.rawValue, status: status, duration: ContinuousClock.now - started)
+        context.logger.debug("answered", metadata: ["method": "\(request.method.rawValue)", "route": "\(route)", "status": "\(status)"])
     }
 }

@@ -19,6 +19,11 @@ final class RouteTable: Sendable {
         routes.withLock { $0.append(Route(method: method, segments: path.split(separator: "/"))) }
     }
 
+    /// Every operation as method and path template.
+    var all: [(method: HTTPRequest.Method, path: String)] {
+        routes.withLock { $0.map { ($0.method, "/" + $0.segments.joined(separator: "/")) } }
+    }
+
     /// The methods this path takes (HEAD with GET), or nil when no operation has this path.
     func methods(for path: String) -> [HTTPRequest.Method]? {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()

@@ -84,6 +84,9 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
         if !(parts.queryItems ?? []).contains(where: { $0.name == "sslmode" }), loopback {
             location.tls = .prefer
         }
+        if location.tls == .verifyCA, location.rootCertificates == nil {
+            throw invalid("database_sslrootcert_missing", "sslmode=verify-ca needs sslrootcert=PATH: it checks only that a trusted authority signed the certificate, not the name in it, so with the system's authorities any public certificate would pass; or use sslmode=verify-full")
+        }
         if location.rootCertificates != nil, location.tls != .verifyFull, location.tls != .verifyCA {
             throw invalid("database_sslrootcert_unused", "sslrootcert is used only to verify the server's certificate: add sslmode=verify-full (or verify-ca); with sslmode=\(location.tls.rawValue) the certificate is not checked")
         }

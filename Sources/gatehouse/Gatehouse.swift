@@ -80,22 +80,53 @@ struct Gatehouse: AsyncParsableCommand {
 }
 
 struct ServeCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Run the Gatehouse server.")
 
-    @Option(help: "The policy file (default: $GATEHOUSE_POLICY or gatehouse.yaml).") var policy: String?
-    @Option(help: "sqlite:PATH (sqlite:PATH?mode=shared for several processes on one file) or postgres://USER:PASSWORD@HOST:PORT/DB for several instances (default: $GATEHOUSE_DATABASE or sqlite:gatehouse.db).") var database: String?
-    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
-    @Option(help: "Port to listen on.") var port: Int = 8080
-    @Option(help: "How often to sweep expired grants and requests.") var sweepEvery: String = "1s"
-    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
-    @Flag(help: "Also run the PostgreSQL guard proxy for every resource with a `proxy:` section.") var proxy = false
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Run the Gatehouse server.",
+        discussion: """
+            Each setting comes from its flag, else its GATEHOUSE_* environment variable, else the configuration \
+            file (--config or $GATEHOUSE_CONFIG: a YAML mapping of policy, database, host, port, sweep_every, \
+            log_level, log_format, proxy), else its default. SIGTERM or SIGINT stops the server gracefully: it stops \
+            accepting connections and finishes the requests under way.
+            """)
+
+    @Option(help: "A YAML file of settings (default: $GATEHOUSE_CONFIG; flags and GATEHOUSE_* variables win over it).") var config: String?
+    @Option(help: "The policy file ($GATEHOUSE_POLICY; default gatehouse.yaml).") var policy: String?
+    @Option(help: "sqlite:PATH (sqlite:PATH?mode=shared for several processes on one file) or postgres://USER:PASSWORD@HOST:PORT/DB for several instances ($GATEHOUSE_DATABASE; default sqlite:gatehouse.db).") var database: String?
+    @Option(help: "Address to listen on ($GATEHOUSE_HOST; default 127.0.0.1).") var host: String?
+    @Option(help: "Port to listen on ($GATEHOUSE_PORT; default 8080).") var port: String?
+    @Option(help: "How often to sweep expired grants and requests ($GATEHOUSE_SWEEP_EVERY; default 1s).") var sweepEvery: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error ($GATEHOUSE_LOG_LEVEL; default info).") var logLevel: String?
+    @Option(help: "Log lines as text or json, one object per line ($GATEHOUSE_LOG_FORMAT; default text).") var logFormat: String?
+    @Flag(help: "Also run the PostgreSQL guard proxy for every resource with a `proxy:` section ($GATEHOUSE_PROXY=true).") var proxy = false
+
+    /// The settings from the flags, the environment and the configuration file.
+    func settings(environment env: [String: String]) throws -> ServeConfiguration {
+        var flags: [String: String] = [:]
+        for (key, value) in [("policy", policy), ("database", database), ("host", host), ("port", port), ("sweep_every", sweepEvery),
+                             ("log_level", logLevel), ("log_format", logFormat)] {
+            if let value { flags[key] = value }
+        }
+        if proxy { flags["proxy"] = "true" }
+        var file: (String, String)?
+        if let path = config ?? env["GATEHOUSE_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            do { file = (path, try String(contentsOfFile: path, encoding: .utf8)) } catch {
+                throw CLIError.failure("cannot read the configuration file \(path): \((error as NSError).localizedDescription)")
+            }
+        }
+        do { return try ServeConfiguration.resolve(flags: flags, environment: env, file: file) } catch {
+            throw CLIError.usage("\(error)")
+        }
+    }
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
-        let sweepInterval: TimeSpan
-        do { sweepInterval = try TimeSpan.parse(sweepEvery) } catch { throw ValidationError("--sweep-every: \(error.description)") }
-        guard (1...65535).contains(port) else { throw ValidationError("--port must be between 1 and 65535") }
-        let (logger, store, service, metrics) = try await ServerSetup.open(policy: policy, database: database, logLevel: logLevel, environment: env)
+        let settings = try settings(environment: env)
+        let sweepInterval = try TimeSpan.parse(settings.sweepEvery)
+        let (host, port) = (settings.host, settings.port)
+        let (logger, store, service, metrics) = try await ServerSetup.open(policy: settings.policy, database: settings.database, logLevel: settings.logLevel,
+                                                                           logFormat: settings.logFormat, environment: env)
+        let proxy = settings.proxy
         let guardProxy = proxy ? GuardProxy(service: service, logger: logger) : nil
         if let guardProxy {
             do { try guardProxy.validate() } catch {

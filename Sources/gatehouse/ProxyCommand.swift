@@ -12,10 +12,16 @@ import ServiceLifecycle
 /// What `serve` and `proxy` both do before they run: read the policy, open the store, make the
 /// bootstrap admin.
 enum ServerSetup {
-    static func open(policy: String?, database: String?, logLevel: String, environment env: [String: String])
-        async throws -> (Logger, GatehouseStore, UseCases, GatehouseMetrics) {
-        var logger = Logger(label: "gatehouse")
+    static func open(policy: String?, database: String?, logLevel: String, logFormat: ServeConfiguration.LogFormat = .text,
+                     environment env: [String: String]) async throws -> (Logger, GatehouseStore, UseCases, GatehouseMetrics) {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
+        LoggingSystem.bootstrap { label in
+            switch logFormat {
+            case .json: JSONLogHandler(label: label)
+            case .text: StreamLogHandler.standardError(label: label)
+            }
+        }
+        var logger = Logger(label: "gatehouse")
         logger.logLevel = level
         let policyPath = policy ?? env["GATEHOUSE_POLICY"] ?? "gatehouse.yaml"
         guard FileManager.default.fileExists(atPath: policyPath) else {
@@ -87,10 +93,12 @@ struct ProxyCommand: AsyncParsableCommand {
     @Option(help: "The policy file (default: $GATEHOUSE_POLICY or gatehouse.yaml).") var policy: String?
     @Option(help: "The store `serve` uses (default: $GATEHOUSE_DATABASE or sqlite:gatehouse.db).") var database: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+    @Option(help: "Log lines as text or json (one object per line).") var logFormat: ServeConfiguration.LogFormat = .text
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
-        let (logger, store, service, _) = try await ServerSetup.open(policy: policy, database: database, logLevel: logLevel, environment: env)
+        let (logger, store, service, _) = try await ServerSetup.open(policy: policy, database: database, logLevel: logLevel, logFormat: logFormat,
+                                                                     environment: env)
         let guardProxy = GuardProxy(service: service, logger: logger)
         do {
             try guardProxy.validate()
@@ -105,3 +113,5 @@ struct ProxyCommand: AsyncParsableCommand {
         await store.close()
     }
 }
+
+extension ServeConfiguration.LogFormat: ExpressibleByArgument {}

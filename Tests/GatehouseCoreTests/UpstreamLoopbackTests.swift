@@ -74,6 +74,12 @@ struct UpstreamRootCertificateTests {
         #expect(try UpstreamLoopbackTests.proxy(host: "db.example.com").upstreamRootCertificates == nil)
     }
 
+    @Test func verifyCANeedsItsOwnRoots() throws {
+        let result = PolicyLoader.load(yaml: UpstreamLoopbackTests.yaml(host: "db.example.com", ", sslmode: verify-ca"))
+        #expect(result.policy == nil)
+        #expect(result.problems.contains { $0.message.contains("sslmode verify-ca needs sslrootcert") }, "\(result.problems)")
+    }
+
     @Test("refused where no certificate is checked", arguments: ["require", "prefer", "disable"])
     func refusedWithoutVerification(_ mode: String) throws {
         let yaml = UpstreamLoopbackTests.yaml(host: "db.example.com", ", sslmode: \(mode), sslrootcert: /ca.pem")

@@ -424,10 +424,81 @@ import Testing
         #expect(flow.receive(try frame(B.terminate)) == .terminate)
     }
 
-    @Test func copyMessagesPass() throws {
+    /// Outside a copy the database ignores copy messages (a driver may abort a COPY the proxy
+    /// refused), so they pass; during one, anything but copy messages ends the session (the batches
+    /// would no longer pair up).
+    @Test func copyMessagesAndACopy() throws {
         var flow = Self.signedIn("cp")
         for message in [B.typed("d", [1, 2, 3]), B.typed("c", []), B.typed("f", B.cString("stop"))] {
             #expect(bytes(forwarded(flow.receive(try frame(message)))) == message)
+        }
+        #expect(flow.receive(try frame(B.query("COPY t FROM STDIN"))) == .check("COPY t FROM STDIN"))
+        _ = flow.decided(nil)
+        #expect(flow.route(try backend(B.typed("G", B.join([0], B.int16(1), B.int16(0))))) == .pass, "the stray messages came before the COPY")
+        for message in [B.typed("d", [1, 2, 3]), B.flush, B.typed("c", [])] {
+            #expect(bytes(forwarded(flow.receive(try frame(message)))) == message)
+        }
+        var during = Self.signedIn("cd")
+        _ = during.receive(try frame(B.query("COPY t FROM STDIN")))
+        _ = during.decided(nil)
+        _ = during.answer(try backend(B.typed("G", B.join([0], B.int16(1), B.int16(0)))))
+        for message in [B.sync, B.query("SELECT 1"), B.parse("", "SELECT 1")] {
+            var copying = during
+            guard case .violation = copying.receive(try frame(message)) else { Issue.record("\(message) during a copy passed"); return }
+        }
+    }
+
+    /// asyncpg sends the copy data and CopyDone right after the COPY, without waiting for the
+    /// database's CopyInResponse: the copy is over when the proxy hears it began, and the next
+    /// statements still pair up (simple protocol, then extended with libpq's two Syncs).
+    @Test func copyDataSentBeforeTheCopyBeganIsPartOfIt() throws {
+        var flow = Self.signedIn("cb")
+        _ = flow.receive(try frame(B.query("COPY t FROM STDIN")))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.typed("d", Array("1\n".utf8))))
+        _ = flow.receive(try frame(B.typed("c", [])))
+        #expect(flow.route(try backend(B.typed("G", B.join([0], B.int16(1), B.int16(0))))) == .pass)
+        _ = flow.answer(try backend(B.typed("C", B.cString("COPY 1"))))
+        #expect(flow.route(try backend(B.readyForQuery())) == .pass)
+        #expect(flow.settled)
+        #expect(flow.receive(try frame(B.query("SELECT 1"))) == .check("SELECT 1"), "the copy is over: a Query is a Query again")
+        _ = flow.decided(nil)
+        #expect(flow.route(try backend(B.readyForQuery())) == .pass)
+
+        _ = flow.receive(try frame(B.parse("", "COPY t FROM STDIN")))
+        _ = flow.receive(try frame(B.bind(statement: "")))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        _ = flow.receive(try frame(B.sync))
+        _ = flow.receive(try frame(B.typed("d", Array("2\n".utf8))))
+        _ = flow.receive(try frame(B.typed("c", [])))
+        _ = flow.receive(try frame(B.sync))
+        for answer in [B.parseComplete, B.bindComplete, B.typed("G", B.join([0], B.int16(1), B.int16(0))), B.typed("C", B.cString("COPY 1"))] {
+            #expect(flow.route(try backend(answer)) != .violation(""), "\(answer)")
+        }
+        #expect(flow.route(try backend(B.readyForQuery())) == .pass)
+        #expect(flow.settled, "the Sync sent during the copy ended no batch; the one after CopyDone did")
+    }
+
+    /// A statement sent after a COPY and before its data: the database would fail the copy with it.
+    @Test func aStatementWaitingWhenTheCopyBeginsEndsTheSession() throws {
+        var flow = Self.signedIn("cw")
+        _ = flow.receive(try frame(B.query("COPY t FROM STDIN")))
+        _ = flow.decided(nil)
+        #expect(flow.receive(try frame(B.query("SELECT 'a\\b'"))) == .checkWhenSettled("SELECT 'a\\b'"))
+        guard case .violation = flow.route(try backend(B.typed("G", B.join([0], B.int16(1), B.int16(0))))) else {
+            Issue.record("CopyInResponse with a statement waiting passed")
+            return
+        }
+    }
+
+    /// A ReadyForQuery for a batch the proxy did not see begin: it no longer knows which settings
+    /// hold when, so the session ends rather than go on.
+    @Test func aReadyForQueryNobodyAskedForEndsTheSession() throws {
+        var flow = Self.signedIn("rq")
+        guard case .violation = flow.route(try backend(B.readyForQuery())) else {
+            Issue.record("an unexpected ReadyForQuery passed")
+            return
         }
     }
 
@@ -603,9 +674,9 @@ import Testing
     // MARK: statements that read differently under other settings
 
     @Test("which texts could read differently", arguments: [
-        ("SELECT 1", false), ("SELECT 'a''b'", false), ("SELECT 'Müller'", true), ("SELECT 'é'", false), ("SELECT 'é ok'", false),
-        ("SELECT 'a\\'' OR true --'", true), ("SELECT E'\\n'", true), ("SELECT 'ā\\x'", true), ("SELECT '日本'", false),
-        ("SELECT 'é1'", true), ("SELECT \"naïve\"", true), ("SELECT 'ü;'", true), ("SELECT 'ü/'", false),
+        ("SELECT 1", false), ("SELECT 'a''b'", false), ("SELECT 'Müller'", true), ("SELECT 'é'", true), ("SELECT 'é ok'", true),
+        ("SELECT 'a\\'' OR true --'", true), ("SELECT E'\\n'", true), ("SELECT 'ā\\x'", true), ("SELECT '日本'", true), ("SELECT $$x$$ -- ~@^|", false),
+        ("SELECT 'é1'", true), ("SELECT \"naïve\"", true), ("SELECT 'ü;'", true), ("SELECT 'ü/'", true),
     ])
     func readsDependOnSettings(text: String, expected: Bool) {
         #expect(StatementFlow.readsDependOnSettings(text) == expected, "\(text)")

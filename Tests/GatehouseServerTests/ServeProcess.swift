@@ -31,7 +31,14 @@ final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
     static func start(policyPath: String, database: String, folder: URL, name: String,
                       environment: [String: String] = [:]) async throws -> ServeProcess {
         let port = try freePort()
-        let running = try Command.start(try binary().path, ["serve", "--policy", policyPath, "--database", database, "--port", "\(port)", "--log-level", "warning"],
+        return try await start(["--policy", policyPath, "--database", database, "--port", "\(port)", "--log-level", "warning"], port: port,
+                               name: name, environment: environment)
+    }
+
+    /// Starts `gatehouse serve ARGUMENTS` (with the test admin token) and waits until it answers
+    /// /readyz on `port`.
+    static func start(_ arguments: [String], port: Int, name: String, environment: [String: String] = [:]) async throws -> ServeProcess {
+        let running = try Command.start(try binary().path, ["serve"] + arguments,
                                         environment: ["GATEHOUSE_ADMIN_TOKEN": TestServer.adminToken].merging(environment) { $1 })
         let server = ServeProcess(port: port, running: running)
         let ready = await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) {
@@ -63,33 +70,3 @@ final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
     }
 }
 
-/// The repository's helper scripts (a throwaway PostgreSQL server, the test identity provider).
-enum RepositoryScript {
-    /// Runs scripts/NAME and returns what it printed. Spawned and reaped directly, on a thread of
-    /// its own: a server the script starts outlives it, and Foundation's `Process` did not always
-    /// see the script end then.
-    static func run(_ name: String, _ arguments: [String]) async throws -> String {
-        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("script-\(UUID().uuidString).out").path
-        defer { try? FileManager.default.removeItem(atPath: outputPath) }
-        let scriptPath = ServeProcess.repositoryRoot.appendingPathComponent("scripts/\(name)").path
-        let quoted = ([scriptPath] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }
-        let command = quoted.joined(separator: " ") + " > '\(outputPath)' < /dev/null"
-        let status: Int32 = await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                var pid: pid_t = 0
-                let words: [String] = ["/bin/bash", "-c", command]
-                var argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) }
-                argv.append(nil)
-                defer { argv.forEach { free($0) } }
-                let spawned = Command.withLaunchLock { posix_spawn(&pid, "/bin/bash", nil, nil, argv, environ) }
-                guard spawned == 0 else { return continuation.resume(returning: -1) }
-                var status: Int32 = 0
-                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-                continuation.resume(returning: status)
-            }
-        }
-        let output = ((try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        guard status == 0 else { throw TestFailure("\(name) \(arguments) failed (wait status \(status)): \(output.suffix(2000))") }
-        return output
-    }
-}

@@ -18,6 +18,7 @@ struct PostgresStoreTests {
         ("postgres://u@h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem", "database_sslrootcert_unreadable"),
         ("postgres://u@h/db?sslmode=require&sslrootcert=/etc/hostname", "database_sslrootcert_unused"),
         ("postgres://u@127.0.0.1/db?sslrootcert=/etc/hostname", "database_sslrootcert_unused"),
+        ("postgres://u@h/db?sslmode=verify-ca", "database_sslrootcert_missing"),
     ])
     func badURLs(url: String, code: String) {
         do {

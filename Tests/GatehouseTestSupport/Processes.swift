@@ -187,3 +187,39 @@ public struct SplitMix64: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+/// The repository's helper scripts (a throwaway PostgreSQL server, the test identity provider).
+public enum RepositoryScript {
+    public static var repositoryRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    /// Runs scripts/NAME and returns what it printed. Spawned and reaped directly, on a thread of
+    /// its own: a server the script starts outlives it, and Foundation's `Process` did not always
+    /// see the script end then.
+    public static func run(_ name: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> String {
+        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("script-\(UUID().uuidString).out").path
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        let scriptPath = repositoryRoot.appendingPathComponent("scripts/\(name)").path
+        func quote(_ word: String) -> String { "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        let assignments = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\(quote($0.value)) " }.joined()
+        let command = assignments + ([scriptPath] + arguments).map(quote).joined(separator: " ") + " > '\(outputPath)' < /dev/null"
+        let status: Int32 = await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                var pid: pid_t = 0
+                let words: [String] = ["/bin/bash", "-c", command]
+                var argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) }
+                argv.append(nil)
+                defer { argv.forEach { free($0) } }
+                let spawned = Command.withLaunchLock { posix_spawn(&pid, "/bin/bash", nil, nil, argv, environ) }
+                guard spawned == 0 else { return continuation.resume(returning: -1) }
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+                continuation.resume(returning: status)
+            }
+        }
+        let output = ((try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        guard status == 0 else { throw TestFailure("\(name) \(arguments) failed (wait status \(status)): \(output.suffix(2000))") }
+        return output
+    }
+}
