@@ -35,14 +35,14 @@ struct APIHandler: APIProtocol {
     // MARK: health
 
     func health(_ input: Operations.Health.Input) async throws -> Operations.Health.Output {
-        .ok(.init(body: .json(.init(status: "ok"))))
+        .ok(.init(body: .json(.init(status: "ok", version: BuildInfo.version))))
     }
 
     func ready(_ input: Operations.Ready.Input) async throws -> Operations.Ready.Output {
         if await service.store.ping() {
-            return .ok(.init(body: .json(.init(status: "ready", store: "ok"))))
+            return .ok(.init(body: .json(.init(status: "ready", store: "ok", version: BuildInfo.version))))
         }
-        return .serviceUnavailable(.init(body: .json(.init(status: "not ready", store: "unavailable"))))
+        return .serviceUnavailable(.init(body: .json(.init(status: "not ready", store: "unavailable", version: BuildInfo.version))))
     }
 
     func whoami(_ input: Operations.Whoami.Input) async throws -> Operations.Whoami.Output {

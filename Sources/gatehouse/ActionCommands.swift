@@ -47,7 +47,14 @@ struct ClassifyCommand: AsyncParsableCommand {
     func run() async throws {
         guard let actionKind = Action.Kind(rawValue: kind) else { throw ValidationError("--kind must be sql or shell") }
         if categories {
-            Output.table(["CATEGORY", "LEVEL", "MEANING"], GuardCatalog.categories(for: actionKind).map { [$0.name, $0.level.rawValue, $0.summary] })
+            let list = GuardCatalog.categories(for: actionKind)
+            if options.format == .json {
+                Output.json(try JSONSerialization.data(withJSONObject: ["kind": actionKind.rawValue, "categories": list.map {
+                    ["name": $0.name, "level": $0.level.rawValue, "summary": $0.summary, "fail_closed": $0.failClosed] as [String: Any]
+                }]))
+            } else {
+                Output.table(["CATEGORY", "LEVEL", "MEANING"], list.map { [$0.name, $0.level.rawValue, $0.summary] })
+            }
             return
         }
         let body: String

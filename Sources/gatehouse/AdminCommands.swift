@@ -115,14 +115,28 @@ struct PolicyCommand: AsyncParsableCommand {
     struct Check: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Report every problem in a policy file, with file:line.")
         @Argument(help: "The policy file.") var file: String
+        @Option(name: .long, help: "Output format: table or json.") var output: OutputFormat = .table
 
         func run() async throws {
             let result = try PolicyLoader.load(file: file)
+            let roles = result.policy.map { $0.resources.values.reduce(0) { $0 + $1.roles.count } } ?? 0
+            if output == .json {
+                var object: [String: Any] = ["file": file, "valid": result.policy != nil, "problems": result.problems.map {
+                    ["line": $0.line, "column": $0.column, "severity": $0.severity.rawValue, "message": $0.message] as [String: Any]
+                }]
+                if let policy = result.policy {
+                    object["principals"] = policy.principals.count
+                    object["resources"] = policy.resources.count
+                    object["roles"] = roles
+                }
+                Output.json(try JSONSerialization.data(withJSONObject: object))
+                if result.policy == nil { throw CLIError.outcome(code: 1) }
+                return
+            }
             for problem in result.problems { print(problem.located(in: file)) }
             guard let policy = result.policy else {
                 throw CLIError.failure("\(file): \(result.errors.count) error(s); the policy is not valid")
             }
-            let roles = policy.resources.values.reduce(0) { $0 + $1.roles.count }
             print("\(file): valid: \(policy.principals.count) principals, \(policy.resources.count) resources, \(roles) roles")
         }
     }

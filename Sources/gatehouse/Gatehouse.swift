@@ -43,10 +43,11 @@ struct Gatehouse: AsyncParsableCommand {
             case .failure(let message):
                 fail(message, code: "error", exitCode: 1)
             case .api(let status, let code, let message, let body):
-                if wantsJSON { FileHandle.standardOutput.write(body + Data("\n".utf8)) }
-                FileHandle.standardError.write(Data("error (\(status)): \(message)\n".utf8))
+                // The same shape as every other error, with the server's status and field.
+                var extra: [String: Any] = ["status": status]
+                if let field = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["field"] as? String { extra["field"] = field }
                 // Being refused by policy is a denial, not a malfunction.
-                Foundation.exit(code == ErrorCode.notARequester ? 4 : 1)
+                fail(message, code: code, exitCode: code == ErrorCode.notARequester ? 4 : 1, prefix: "error (\(status))", extra: extra)
             case .outcome(let code):
                 Foundation.exit(code)
             }
@@ -54,7 +55,9 @@ struct Gatehouse: AsyncParsableCommand {
             fail(error.message, code: error.code, exitCode: 1)
         } catch {
             let code = Gatehouse.exitCode(for: error)
-            let message = fullMessage(for: error)
+            // ArgumentParser's own messages begin with "Error: "; ours say "error: " once.
+            var message = fullMessage(for: error)
+            if message.hasPrefix("Error: ") { message.removeFirst("Error: ".count) }
             if code == .success {
                 if !message.isEmpty { print(message) }
                 Foundation.exit(0)
@@ -70,11 +73,14 @@ struct Gatehouse: AsyncParsableCommand {
     }
 
     /// Reports a failure on stderr, and as a JSON object on stdout when JSON output was asked for.
-    static func fail(_ message: String, code: String, exitCode: Int32) -> Never {
-        if wantsJSON, let data = try? JSONSerialization.data(withJSONObject: ["error": message, "code": code], options: [.sortedKeys]) {
+    /// Every failure the same way: one line on stderr, and with `--output json` one object on stdout
+    /// (`error`, `code`; `status` and `field` when the server refused).
+    static func fail(_ message: String, code: String, exitCode: Int32, prefix: String = "error", extra: [String: Any] = [:]) -> Never {
+        if wantsJSON, let data = try? JSONSerialization.data(withJSONObject: extra.merging(["error": message, "code": code]) { $1 },
+                                                             options: [.sortedKeys, .withoutEscapingSlashes]) {
             FileHandle.standardOutput.write(data + Data("\n".utf8))
         }
-        if !message.isEmpty { FileHandle.standardError.write(Data("error: \(message)\n".utf8)) }
+        if !message.isEmpty { FileHandle.standardError.write(Data("\(prefix): \(message)\n".utf8)) }
         Foundation.exit(exitCode)
     }
 }

@@ -156,10 +156,11 @@ struct LoginCommand: AsyncParsableCommand {
 
 struct LogoutCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logout", abstract: "End this terminal's sign-in session, on the server too.")
+    @Option(name: .long, help: "Output format: table or json.") var output: OutputFormat = .table
 
     func run() async throws {
         guard let session = SessionFile.load() else {
-            print("not signed in")
+            if output == .json { Output.json(Data(#"{"signed_out":null}"#.utf8)) } else { print("not signed in") }
             return
         }
         let client = APIClient(baseURL: session.url, token: session.token)
@@ -169,7 +170,11 @@ struct LogoutCommand: AsyncParsableCommand {
             // Already ended on the server.
         }
         SessionFile.remove()
-        print("signed out \(session.principal)")
+        if output == .json {
+            Output.json(try JSONSerialization.data(withJSONObject: ["signed_out": session.principal]))
+        } else {
+            print("signed out \(session.principal)")
+        }
     }
 }
 

@@ -1,7 +1,8 @@
+import ArgumentParser
 import Foundation
 import GatehouseCore
 
-enum OutputFormat: String, CaseIterable {
+enum OutputFormat: String, CaseIterable, ExpressibleByArgument {
     case table, json
 }
 

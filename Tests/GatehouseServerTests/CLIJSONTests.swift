@@ -1,0 +1,98 @@
+import Foundation
+import GatehouseCore
+import GatehouseTestSupport
+import Testing
+
+/// Every command with `--output json` prints one JSON value on stdout, whether it succeeds or fails,
+/// and failures have one shape (`error`, `code`; `status` and `field` when the server refused).
+@Suite("CLI: --output json everywhere", .serialized)
+struct CLIJSONTests {
+    struct Run {
+        var result: CommandResult
+        var json: Any?
+        var object: [String: Any] { json as? [String: Any] ?? [:] }
+    }
+
+    /// `gatehouse ARGUMENTS --output json` as `token`'s holder: stdout must be exactly one JSON value.
+    /// `report`: the command's failure is its own report (policy check), not an error object.
+    static func run(_ server: TestServer, _ token: String, _ arguments: [String], expect status: Int32, report: Bool = false,
+                    sourceLocation: SourceLocation = #_sourceLocation) async throws -> Run {
+        let result = try await Command.run(try ServeProcess.binary().path, arguments + ["--output", "json"],
+                                           environment: ["GATEHOUSE_URL": server.baseURL, "GATEHOUSE_TOKEN": token])
+        let json = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8), options: [.fragmentsAllowed])
+        #expect(json != nil, "\(arguments): stdout is not one JSON value: \(result)", sourceLocation: sourceLocation)
+        #expect(result.status == status, "\(arguments): \(result)", sourceLocation: sourceLocation)
+        if !report, result.status != 0, result.status < 3, let object = json as? [String: Any] {
+            #expect(object["error"] is String && object["code"] is String, "\(arguments): the error shape: \(result.stdout)", sourceLocation: sourceLocation)
+            #expect(!(object["error"] as? String ?? "").hasPrefix("Error:"), sourceLocation: sourceLocation)
+            #expect(result.stderr.hasPrefix("error"), "\(arguments): \(result.stderr)", sourceLocation: sourceLocation)
+        }
+        return Run(result: result, json: json)
+    }
+
+    @Test func everyCommand() async throws {
+        try await TestServer.with { server in
+            let admin = TestServer.adminToken
+            let tokens = try await server.tokens("alice", "bob", "carol", "erin")
+            let (alice, carol, erin) = (tokens["alice"]!, tokens["carol"]!, tokens["erin"]!)
+
+            _ = try await Self.run(server, alice, ["whoami"], expect: 0)
+            let made = try await Self.run(server, admin, ["token", "create", "deploy-bot"], expect: 0)
+            _ = try await Self.run(server, admin, ["token", "list"], expect: 0)
+            _ = try await Self.run(server, admin, ["token", "revoke", try #require(made.object["id"] as? String)], expect: 0)
+
+            let filed = try await Self.run(server, alice, ["request", "prod-db", "--role", "write", "--for", "30m", "--reason", "INC-4411 fix stuck migration"], expect: 0)
+            let requestID = try #require(filed.object["id"] as? String, "\(filed.result)")
+            _ = try await Self.run(server, alice, ["requests"], expect: 0)
+            _ = try await Self.run(server, carol, ["requests", "--to-approve"], expect: 0)
+            _ = try await Self.run(server, alice, ["show", requestID], expect: 0)
+            let approved = try await Self.run(server, carol, ["approve", requestID, "--comment", "ok"], expect: 0)
+            let grantID = try #require((approved.object["grant"] as? [String: Any])?["id"] as? String ?? approved.object["grant_id"] as? String, "\(approved.result)")
+            _ = try await Self.run(server, alice, ["grants", "--active"], expect: 0)
+            _ = try await Self.run(server, alice, ["check", "prod-db", "--role", "write"], expect: 0)
+            _ = try await Self.run(server, alice, ["check", "prod-db", "--sql", "DELETE FROM orders"], expect: 3)
+            _ = try await Self.run(server, alice, ["classify", "SELECT 1"], expect: 0)
+            _ = try await Self.run(server, alice, ["classify", "DROP TABLE orders"], expect: 5)
+            let categories = try await Self.run(server, alice, ["classify", "--categories"], expect: 0)
+            #expect((categories.object["categories"] as? [[String: Any]])?.contains { $0["name"] as? String == "drop_table" } == true)
+            _ = try await Self.run(server, alice, ["release", grantID], expect: 0)
+
+            let second = try await Self.run(server, alice, ["request", "prod-db", "--role", "write", "--for", "30m", "--reason", "INC-4412 second look at it"], expect: 0)
+            let secondID = try #require(second.object["id"] as? String)
+            _ = try await Self.run(server, carol, ["deny", secondID, "--reason", "not now"], expect: 0)
+            let third = try await Self.run(server, alice, ["request", "prod-db", "--role", "write", "--for", "30m", "--reason", "INC-4413 third look at it"], expect: 0)
+            _ = try await Self.run(server, alice, ["cancel", try #require(third.object["id"] as? String)], expect: 0)
+            let sql = try await Self.run(server, alice, ["request", "prod-db", "--sql", "DELETE FROM orders WHERE id = 7", "--reason", "INC-4414 remove the test order"], expect: 0)
+            _ = try await Self.run(server, carol, ["report", try #require(sql.object["id"] as? String), "--comment", "not a real incident"], expect: 0)
+            _ = try await Self.run(server, erin, ["principals", "--blocked"], expect: 0)
+            _ = try await Self.run(server, erin, ["unblock", "alice"], expect: 0)
+            _ = try await Self.run(server, erin, ["audit", "--since", "1h"], expect: 0)
+            _ = try await Self.run(server, erin, ["audit", "verify"], expect: 0)
+            _ = try await Self.run(server, erin, ["policy", "reload"], expect: 0)
+            _ = try await Self.run(server, erin, ["webhooks"], expect: 0)
+            _ = try await Self.run(server, erin, ["sessions"], expect: 0)
+            _ = try await Self.run(server, erin, ["break-glass", "list"], expect: 0)
+            _ = try await Self.run(server, erin, ["grants", "--all"], expect: 0)
+
+            // Refusals and mistakes, in the same shape.
+            let refused = try await Self.run(server, alice, ["revoke", grantID, "--reason", "x"], expect: 1)
+            #expect(refused.object["status"] as? Int == 403, "\(refused.result)")
+            let missing = try await Self.run(server, alice, ["show", "req_doesnotexist"], expect: 1)
+            #expect(missing.object["status"] as? Int == 404 || missing.object["status"] as? Int == 400, "\(missing.result)")
+            let usage = try await Self.run(server, alice, ["request"], expect: 2)
+            #expect(usage.object["code"] as? String == "usage")
+            _ = try await Self.run(server, alice, ["break-glass", "prod-db", "--role", "write", "--reason", "INC-1 outage now"], expect: 1)
+
+            // Local commands.
+            let policy = try await Self.run(server, alice, ["policy", "check", server.policyPath], expect: 0)
+            #expect(policy.object["valid"] as? Bool == true && policy.object["principals"] as? Int == 7, "\(policy.result)")
+            let broken = server.folder.appendingPathComponent("broken.yaml").path
+            try "version: 1\nprincipals: {alice: {groups: [x]}}\nresources: {}\nbogus: 1\n".write(toFile: broken, atomically: true, encoding: .utf8)
+            let invalid = try await Self.run(server, alice, ["policy", "check", broken], expect: 1, report: true)
+            #expect(invalid.object["valid"] as? Bool == false && ((invalid.object["problems"] as? [[String: Any]])?.first?["line"] as? Int) == 4, "\(invalid.result)")
+            let home = server.folder.appendingPathComponent("home").path
+            let logout = try await Command.run(try ServeProcess.binary().path, ["logout", "--output", "json"], environment: ["HOME": home])
+            #expect(logout.status == 0 && (try? JSONSerialization.jsonObject(with: Data(logout.stdout.utf8))) != nil, "\(logout)")
+        }
+    }
+}
