@@ -125,6 +125,7 @@ let package = Package(
             name: "gatehouse",
             dependencies: [
                 "GatehouseCore",
+                "GatehouseGuard",
                 "GatehouseIdentity",
                 "GatehouseStore",
                 "GatehouseApp",

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GatehouseCore
+import GatehouseGuard
 
 /// `--sql`, `--sql-file` and `--shell`: the exact action a command is about.
 struct ActionOptions: ParsableArguments {
@@ -42,6 +43,8 @@ struct ClassifyCommand: AsyncParsableCommand {
     @Option(help: "Read the text from a file ('-' for standard input).") var file: String?
     @Option(help: "sql or shell.") var kind: String = "sql"
     @Flag(help: "List every category with its built-in level, and exit.") var categories = false
+    @Option(help: "Classify here, with no server or token, under this policy file's `guard:` section (for CI pipelines).") var policy: String?
+    @Flag(help: "Print a GitHub Actions annotation per finding (::error for dangerous and forbidden, ::warning for write) instead of the table.") var github = false
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
@@ -69,12 +72,96 @@ struct ClassifyCommand: AsyncParsableCommand {
         default:
             throw ValidationError("give the text as an argument or with --file, not both")
         }
-        let (response, result) = try await options.client().call(.POST, "/v1/classify", body: ["kind": actionKind.rawValue, "text": body])
-        options.show(response) { Output.classification(result) }
+        let result: [String: Any]
+        if let policy {
+            result = try await Self.classifyHere(Action(kind: actionKind, text: body), policyFile: policy)
+            if options.format == .json {
+                Output.json(try JSONSerialization.data(withJSONObject: result))
+            } else if !github {
+                Output.classification(result)
+            }
+        } else {
+            let (response, answer) = try await options.client().call(.POST, "/v1/classify", body: ["kind": actionKind.rawValue, "text": body])
+            result = answer
+            if options.format == .json || !github { options.show(response) { Output.classification(result) } }
+        }
+        if github, options.format != .json {
+            for line in Self.annotations(result["findings"] as? [[String: Any]] ?? [], text: body, file: file ?? "-") { print(line) }
+        }
         switch Output.string(result, "risk") {
         case "dangerous": throw CLIError.outcome(code: 5)
         case "forbidden": throw CLIError.outcome(code: 6)
         default: return
+        }
+    }
+}
+
+extension ClassifyCommand {
+    /// The classification the server would give, made here under `policyFile`'s `guard:` section,
+    /// in the API's shape.
+    static func classifyHere(_ action: Action, policyFile: String) async throws -> [String: Any] {
+        let loaded = try PolicyLoader.load(file: policyFile)
+        guard let policy = loaded.policy else {
+            let first = loaded.errors.first.map { ": " + $0.located(in: policyFile) } ?? ""
+            throw CLIError.failure("\(policyFile) is not a valid policy (`gatehouse policy check \(policyFile)` lists every problem)\(first)")
+        }
+        if let problem = action.problem { throw CLIError.failure(problem) }
+        let classification = await ActionGuard().classify(action, settings: policy.guardSettings, normalize: true)
+        var object: [String: Any] = [
+            "kind": classification.kind.rawValue, "risk": classification.risk.rawValue, "statements": classification.statements,
+            "sha256": action.digest,
+            "findings": classification.findings.map {
+                ["category": $0.category, "level": $0.level.rawValue, "statement": $0.statement, "position": $0.position, "detail": $0.detail] as [String: Any]
+            },
+        ]
+        if let normalized = classification.normalized { object["normalized"] = normalized }
+        return object
+    }
+
+    /// The first byte at or after `start` that is not white space or inside a `--` or `/* */` comment.
+    static func skipSpaceAndComments(_ bytes: [UInt8], from start: Int) -> Int {
+        var index = start
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: " ") || bytes[index] == UInt8(ascii: "\t") || bytes[index] == UInt8(ascii: "\n") || bytes[index] == UInt8(ascii: "\r") {
+                index += 1
+            } else if bytes[index...].starts(with: "--".utf8) {
+                while index < bytes.count, bytes[index] != UInt8(ascii: "\n") { index += 1 }
+            } else if bytes[index...].starts(with: "/*".utf8), let end = Self.find("*/", in: bytes, from: index + 2) {
+                index = end + 2
+            } else {
+                break
+            }
+        }
+        return index < bytes.count ? index : start
+    }
+
+    static func find(_ needle: String, in bytes: [UInt8], from start: Int) -> Int? {
+        let pattern = Array(needle.utf8)
+        guard bytes.count >= pattern.count else { return nil }
+        return (start...(bytes.count - pattern.count)).first { bytes[$0..<($0 + pattern.count)].elementsEqual(pattern) }
+    }
+
+    /// GitHub Actions workflow commands, one per finding, at the finding's line and column of `text`.
+    static func annotations(_ findings: [[String: Any]], text: String, file: String) -> [String] {
+        func escape(_ value: String, property: Bool) -> String {
+            var escaped = value.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "\r", with: "%0D")
+                .replacingOccurrences(of: "\n", with: "%0A")
+            if property { escaped = escaped.replacingOccurrences(of: ":", with: "%3A").replacingOccurrences(of: ",", with: "%2C") }
+            return escaped
+        }
+        let bytes = Array(text.utf8)
+        return findings.compactMap { finding in
+            let level = Output.string(finding, "level")
+            guard level != "read" else { return nil }
+            // A statement's position is where it begins, its leading comments included: point past them.
+            let position = Self.skipSpaceAndComments(bytes, from: min(max(0, finding["position"] as? Int ?? 0), bytes.count))
+            let before = bytes[..<position]
+            let line = before.filter { $0 == UInt8(ascii: "\n") }.count + 1
+            let column = position - ((before.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }) ?? 0) + 1
+            let command = level == "write" ? "warning" : "error"
+            let category = Output.string(finding, "category")
+            return "::\(command) file=\(escape(file, property: true)),line=\(line),col=\(column),title=\(escape("gatehouse: \(category) (\(level))", property: true))::"
+                + escape(Output.string(finding, "detail"), property: false)
         }
     }
 }
