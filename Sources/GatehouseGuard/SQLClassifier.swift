@@ -47,6 +47,8 @@ private struct SQLWalk {
     var statement = 1
     var body: BodyContext?
     var prepared: Set<String> = []
+    /// Tables created earlier in this text: changes to them lock or break nothing anyone uses yet.
+    var created: Set<String> = []
     /// Whether the outermost text parsed (so it can be rebuilt for approvers).
     var parsed = false
     private var statementText: Substring = ""
@@ -165,6 +167,7 @@ private struct SQLWalk {
         if type == "RenameStmt", fields["renameType"]?.stringValue == "OBJECT_DATABASE" {
             fire("alter_database", at: location, "ALTER DATABASE ... RENAME")
         }
+        judgeOutageRisk(type, fields, location: location)
         guard let rule = SQLNodeRule.byNodeType[type] else {
             visitChildren(fields, location: location)
             return
@@ -302,6 +305,151 @@ private struct SQLWalk {
         } else {
             fire(dangerous, at: at, "\(verb) on \(table) without WHERE changes every row")
         }
+    }
+
+    // MARK: Outage risk
+
+    /// Changes that take a table down without deleting anything, as migration linters (squawk) flag
+    /// them: a lock held for a table-sized time (`locking_ddl`), or a rename or retype of what running
+    /// clients use (`breaking_change`). A table created earlier in the same text is exempt.
+    private mutating func judgeOutageRisk(_ type: String, _ fields: ParseTree, location: Int) {
+        let at = relationLocation(fields, location)
+        let name = relationName(fields)
+        let fresh = relationKey(fields["relation"]).map { created.contains($0) } ?? false
+        switch type {
+        case "CreateStmt":
+            if let key = relationKey(fields["relation"]) { created.insert(key) }
+        case "CreateTableAsStmt":
+            if let key = relationKey(fields["into"]?["rel"]) { created.insert(key) }
+        case "IndexStmt":
+            if fields["concurrent"]?.boolValue != true, !fresh {
+                fire("locking_ddl", at: at, "CREATE INDEX on \(name) without CONCURRENTLY blocks writes to it for the whole build; use CREATE INDEX CONCURRENTLY")
+            }
+        case "AlterTableStmt":
+            guard !fresh, fields["objtype"]?.stringValue != "OBJECT_INDEX" else { return }
+            for command in fields["cmds"]?.elements ?? [] {
+                guard let cmd = command.tagged?.fields else { continue }
+                judgeAlterTableCommand(cmd, table: name, at: at)
+            }
+        case "VacuumStmt":
+            if Self.hasOption(fields["options"], "full") {
+                fire("locking_ddl", at: location, "VACUUM FULL rewrites each table under ACCESS EXCLUSIVE, blocking its reads and writes; plain VACUUM does not")
+            }
+        case "ClusterStmt":
+            fire("locking_ddl", at: location, "CLUSTER rewrites the table under ACCESS EXCLUSIVE, blocking its reads and writes")
+        case "ReindexStmt":
+            if !Self.hasOption(fields["params"], "concurrently") {
+                fire("locking_ddl", at: location, "REINDEX without CONCURRENTLY blocks writes to the table, and reads that would use the index; use REINDEX ... CONCURRENTLY")
+            }
+        case "RefreshMatViewStmt":
+            if fields["concurrent"]?.boolValue != true {
+                fire("locking_ddl", at: at, "REFRESH MATERIALIZED VIEW \(name) without CONCURRENTLY blocks reads of it until done")
+            }
+        case "LockStmt":
+            // 7: EXCLUSIVE (blocks writes), 8: ACCESS EXCLUSIVE (blocks reads too), until the transaction ends.
+            if (fields["mode"]?.intValue ?? 0) >= 7 {
+                fire("locking_ddl", at: location, "LOCK ... IN \((fields["mode"]?.intValue ?? 0) == 8 ? "ACCESS EXCLUSIVE" : "EXCLUSIVE") MODE blocks \((fields["mode"]?.intValue ?? 0) == 8 ? "reads and writes" : "writes") until the transaction ends")
+            }
+        case "RenameStmt":
+            let kind = fields["renameType"]?.stringValue ?? ""
+            if Self.breakingRenames.contains(kind), !fresh {
+                let what = kind.replacingPrefix("OBJECT_").lowercased().replacingOccurrences(of: "_", with: " ")
+                let object = kind == "OBJECT_COLUMN" ? "\(name).\(fields["subname"]?.stringValue ?? "?")"
+                    : fields["relation"] != nil ? name : fields["subname"]?.stringValue ?? Self.renamedObjectName(fields["object"])
+                fire("breaking_change", at: location, "renames \(what) \(object), which running clients may use by name; add the new name beside the old one (a view, a new column) and move the clients first")
+            }
+        case "AlterObjectSchemaStmt":
+            if ["OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_TYPE"].contains(fields["objectType"]?.stringValue ?? ""), !fresh {
+                fire("breaking_change", at: location, "moves \(fields["relation"] != nil ? name : "an object") to schema \(fields["newschema"]?.stringValue ?? "?"), where running clients will not find it by its old name")
+            }
+        default:
+            break
+        }
+    }
+
+    /// Renames that break clients using the old name (not of indexes, constraints, sequences or triggers).
+    static let breakingRenames: Set<String> = ["OBJECT_TABLE", "OBJECT_COLUMN", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_SCHEMA",
+                                               "OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_FOREIGN_TABLE", "OBJECT_TYPE",
+                                               "OBJECT_ATTRIBUTE", "OBJECT_DOMAIN"]
+
+    private mutating func judgeAlterTableCommand(_ cmd: ParseTree, table: String, at: Int) {
+        let subtype = cmd["subtype"]?.stringValue ?? ""
+        let column = cmd["name"]?.stringValue ?? "?"
+        switch subtype {
+        case "AT_AlterColumnType":
+            fire("locking_ddl", at: at, "ALTER TABLE \(table) ALTER COLUMN \(column) TYPE rewrites the table under ACCESS EXCLUSIVE, blocking its reads and writes")
+            fire("breaking_change", at: at, "ALTER TABLE \(table) ALTER COLUMN \(column) TYPE changes what running clients read and write")
+        case "AT_SetNotNull":
+            fire("locking_ddl", at: at, "ALTER TABLE \(table) ALTER COLUMN \(column) SET NOT NULL scans the whole table under ACCESS EXCLUSIVE; add CHECK (\(column) IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL")
+        case "AT_SetTableSpace", "AT_SetLogged", "AT_SetUnLogged":
+            fire("locking_ddl", at: at, "ALTER TABLE \(table) \(subtype.replacingPrefix("AT_")) rewrites the table under ACCESS EXCLUSIVE")
+        case "AT_AddColumn":
+            let definition = cmd["def"]?["ColumnDef"]
+            let constraints = (definition?["constraints"]?.elements ?? []).compactMap { $0["Constraint"] }
+            let kinds = constraints.compactMap { $0["contype"]?.stringValue }
+            let name = definition?["colname"]?.stringValue ?? "?"
+            if kinds.contains("CONSTR_NOTNULL"), !kinds.contains("CONSTR_DEFAULT"), !kinds.contains("CONSTR_IDENTITY"), !kinds.contains("CONSTR_GENERATED") {
+                fire("breaking_change", at: at, "ALTER TABLE \(table) ADD COLUMN \(name) NOT NULL without a default fails on a table with rows, and every INSERT that does not name it fails; add a default")
+            }
+            if let expression = constraints.first(where: { $0["contype"]?.stringValue == "CONSTR_DEFAULT" })?["raw_expr"], !Self.isCheapDefault(expression) {
+                fire("locking_ddl", at: at, "ALTER TABLE \(table) ADD COLUMN \(name) with a default that is not a constant rewrites the table under ACCESS EXCLUSIVE; add the column, then fill it in batches")
+            }
+            if kinds.contains(where: { ["CONSTR_PRIMARY", "CONSTR_UNIQUE", "CONSTR_EXCLUSION", "CONSTR_IDENTITY", "CONSTR_GENERATED"].contains($0) }) {
+                fire("locking_ddl", at: at, "ALTER TABLE \(table) ADD COLUMN \(name) with an index, identity or stored generated value builds or rewrites under ACCESS EXCLUSIVE")
+            }
+            if kinds.contains("CONSTR_FOREIGN") || kinds.contains("CONSTR_CHECK") {
+                fire("locking_ddl", at: at, "ALTER TABLE \(table) ADD COLUMN \(name) with a CHECK or REFERENCES constraint validates every row under lock")
+            }
+        case "AT_AddConstraint":
+            guard let constraint = cmd["def"]?["Constraint"] else { return }
+            let kind = constraint["contype"]?.stringValue ?? ""
+            let what = constraint["conname"]?.stringValue.map { "constraint \($0)" } ?? "a constraint"
+            switch kind {
+            case "CONSTR_FOREIGN", "CONSTR_CHECK":
+                if constraint["skip_validation"]?.boolValue != true {
+                    fire("locking_ddl", at: at, "ALTER TABLE \(table) ADD \(what) checks every row while it holds the lock; add it NOT VALID, then VALIDATE CONSTRAINT")
+                }
+            case "CONSTR_PRIMARY", "CONSTR_UNIQUE":
+                if constraint["indexname"]?.stringValue == nil {
+                    fire("locking_ddl", at: at, "ALTER TABLE \(table) ADD \(what) builds its index under ACCESS EXCLUSIVE; CREATE UNIQUE INDEX CONCURRENTLY first, then ADD ... USING INDEX")
+                }
+            case "CONSTR_EXCLUSION":
+                fire("locking_ddl", at: at, "ALTER TABLE \(table) ADD \(what) builds its index under ACCESS EXCLUSIVE")
+            default:
+                break
+            }
+        default:
+            break
+        }
+    }
+
+    /// A column default that PostgreSQL stores without rewriting the table: a constant (cast or not),
+    /// or the current time (stable: one value for the whole statement).
+    static func isCheapDefault(_ expression: ParseTree) -> Bool {
+        if expression["A_Const"] != nil || expression["SQLValueFunction"] != nil { return true }
+        if let cast = expression["TypeCast"]?["arg"] { return isCheapDefault(cast) }
+        if let call = expression["FuncCall"], (call["args"]?.elements ?? []).isEmpty,
+           let name = call["funcname"]?.elements.last?["String"]?["sval"]?.stringValue {
+            return ["now", "transaction_timestamp", "statement_timestamp", "current_date", "current_timestamp", "localtimestamp"].contains(name)
+        }
+        return false
+    }
+
+    /// The name of a renamed function, type or domain (a list of name parts, or one with arguments).
+    static func renamedObjectName(_ object: ParseTree?) -> String {
+        let parts = object?["ObjectWithArgs"]?["objname"]?.elements ?? object?["List"]?["items"]?.elements ?? object?.elements ?? []
+        let names = parts.compactMap { $0["String"]?["sval"]?.stringValue }
+        return names.isEmpty ? "?" : names.joined(separator: ".")
+    }
+
+    static func hasOption(_ options: ParseTree?, _ name: String) -> Bool {
+        (options?.elements ?? []).contains { $0["DefElem"]?["defname"]?.stringValue == name && isOn($0["DefElem"]?["arg"]) }
+    }
+
+    /// A relation as spelled (schema.name or name): how `created` recognises it again.
+    private func relationKey(_ relation: ParseTree?) -> String? {
+        guard let relation, let name = relation["relname"]?.stringValue else { return nil }
+        return (relation["schemaname"]?.stringValue.map { "\($0)." } ?? "") + name
     }
 
     private func relationLocation(_ fields: ParseTree, _ fallback: Int) -> Int {
