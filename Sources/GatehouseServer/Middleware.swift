@@ -16,8 +16,11 @@ public struct GatehouseRequestContext: RequestContext {
         remoteAddress = source.channel.remoteAddress
     }
 
-    /// No Gatehouse request needs more than this; larger bodies get 413 before any parsing.
-    public var maxUploadSize: Int { 64 * 1024 }
+    /// No Gatehouse request needs more than this; larger bodies get 413 before any parsing. Room for
+    /// the longest SQL text the classifier parses (128 KiB) JSON-escaped: a longer one still arrives,
+    /// and is classified `too_complex`, rather than refused by size.
+    public static let maxBodyBytes = 256 * 1024
+    public var maxUploadSize: Int { Self.maxBodyBytes }
 }
 
 /// What handlers generated from the OpenAPI contract need from the HTTP request but the contract
@@ -129,10 +132,10 @@ struct Problem: Sendable {
         case let error as DecodingError:
             return from(error)
         case is NIOTooManyBytesError:
-            return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than 64 KiB")
+            return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than \(GatehouseRequestContext.maxBodyBytes / 1024) KiB")
         case let error as HTTPError:
             switch error.status.code {
-            case 413: return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than 64 KiB")
+            case 413: return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than \(GatehouseRequestContext.maxBodyBytes / 1024) KiB")
             case 404: return Problem(status: 404, code: "not_found", detail: "no such path; the API is described in openapi.yaml")
             case 405: return Problem(status: 405, code: "method_not_allowed", detail: "this path does not accept that method; see openapi.yaml")
             default: return Problem(status: Int(error.status.code), code: "http_error", detail: error.body ?? error.status.reasonPhrase)

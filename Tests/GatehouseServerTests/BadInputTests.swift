@@ -74,7 +74,7 @@ struct BadInputTests {
             #expect(wrongType.status == 400)
             #expect(wrongType.string("field") == "resource")
 
-            let huge = Data(("{\"resource\": \"prod-db\", \"role\": \"write\", \"duration\": \"30m\", \"reason\": \"" + String(repeating: "a", count: 100_000) + "\"}").utf8)
+            let huge = Data(("{\"resource\": \"prod-db\", \"role\": \"write\", \"duration\": \"30m\", \"reason\": \"" + String(repeating: "a", count: 300_000) + "\"}").utf8)
             let oversized = try await server.send(.POST, "/v1/requests", token: alice, rawBody: huge)
             #expect(oversized.status == 413)
             #expect(oversized.headers.first(name: "content-type") == "application/problem+json")

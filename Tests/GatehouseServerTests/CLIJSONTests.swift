@@ -95,4 +95,23 @@ struct CLIJSONTests {
             #expect(logout.status == 0 && (try? JSONSerialization.jsonObject(with: Data(logout.stdout.utf8))) != nil, "\(logout)")
         }
     }
+
+    /// The CLI and the server agree on sizes: a SQL text the classifier parses (up to 128 KiB) reaches
+    /// it through the CLI, and a longer one is answered `too_complex` rather than refused by size.
+    @Test func sizesAgree() async throws {
+        try await TestServer.with { server in
+            let alice = try await server.token(for: "alice")
+            let padding = String(repeating: "-- a comment line that pads the migration to its size\n", count: 1_800)
+            let folder = server.folder
+            let medium = folder.appendingPathComponent("medium.sql").path
+            try (padding + "SELECT 1;\n").write(toFile: medium, atomically: true, encoding: .utf8)
+            #expect((try FileManager.default.attributesOfItem(atPath: medium)[.size] as? Int ?? 0) > 64 * 1024)
+            let read = try await Self.run(server, alice, ["classify", "--file", medium], expect: 0)
+            #expect(read.object["risk"] as? String == "read", "\(read.result)")
+            let large = folder.appendingPathComponent("large.sql").path
+            try (padding + padding + "SELECT 1;\n").write(toFile: large, atomically: true, encoding: .utf8)
+            let tooLong = try await Self.run(server, alice, ["classify", "--file", large], expect: 5)
+            #expect((tooLong.object["findings"] as? [[String: Any]])?.first?["category"] as? String == "too_complex", "\(tooLong.result)")
+        }
+    }
 }
