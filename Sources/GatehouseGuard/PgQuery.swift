@@ -49,6 +49,28 @@ enum PgQuery {
         return String(cString: query)
     }
 
+    /// The text's tokens as PostgreSQL's scanner reads them, without its comments: token texts kept
+    /// byte for byte (strings and dollar-quoted bodies intact), one space wherever the text had space
+    /// or a comment between two tokens. For approvers when `deparse` cannot rebuild a statement
+    /// (libpg_query does not deparse a `BEGIN ATOMIC` function body). Nil when the text does not scan.
+    static func withoutComments(_ sql: String) -> String? {
+        let result = pg_query_scan(sql)
+        defer { pg_query_free_scan_result(result) }
+        guard result.error == nil, let data = result.pbuf.data else { return nil }
+        let buffer = UnsafeRawBufferPointer(start: data, count: Int(result.pbuf.len))
+        guard let tokens = ScanTokens.read(Array(buffer)) else { return nil }
+        let text = Array(sql.utf8)
+        var out: [UInt8] = []
+        var lastEnd: Int?
+        for token in tokens where !ScanTokens.comments.contains(token.kind) {
+            guard token.start >= 0, token.end <= text.count, token.start <= token.end else { return nil }
+            if let lastEnd, token.start > lastEnd { out.append(UInt8(ascii: " ")) }
+            out += text[token.start..<token.end]
+            lastEnd = token.end
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     private static func bytes(of cString: UnsafePointer<CChar>) -> [UInt8] {
         let length = strlen(cString)
         return cString.withMemoryRebound(to: UInt8.self, capacity: length) {
@@ -59,5 +81,69 @@ enum PgQuery {
     private static func convert(_ error: PgQueryError) -> PgParseError {
         let message = error.message.map { String(cString: $0) } ?? "syntax error"
         return PgParseError(message: message, position: error.cursorpos > 0 ? Int(error.cursorpos) - 1 : nil)
+    }
+}
+
+/// libpg_query's scan result (protobuf `ScanResult`: 1 version, 2 repeated `ScanToken`: 1 start,
+/// 2 end, 4 token, 5 keyword kind), read with just enough of the wire format.
+enum ScanTokens {
+    struct Token: Equatable {
+        var start = 0
+        var end = 0
+        var kind = 0
+    }
+
+    /// `SQL_COMMENT` and `C_COMMENT` in libpg_query's `Token` enum.
+    static let comments: Set<Int> = [275, 276]
+
+    static func read(_ bytes: [UInt8]) -> [Token]? {
+        var index = 0
+        var tokens: [Token] = []
+        while index < bytes.count {
+            guard let key = varint(bytes, &index) else { return nil }
+            switch (key >> 3, key & 7) {
+            case (2, 2):
+                guard let length = varint(bytes, &index), index + length <= bytes.count else { return nil }
+                guard let token = token(Array(bytes[index..<(index + length)])) else { return nil }
+                tokens.append(token)
+                index += length
+            case (_, 0):
+                guard varint(bytes, &index) != nil else { return nil }
+            case (_, 2):
+                guard let length = varint(bytes, &index), index + length <= bytes.count else { return nil }
+                index += length
+            default:
+                return nil
+            }
+        }
+        return tokens
+    }
+
+    private static func token(_ bytes: [UInt8]) -> Token? {
+        var token = Token()
+        var index = 0
+        while index < bytes.count {
+            guard let key = varint(bytes, &index), key & 7 == 0, let value = varint(bytes, &index) else { return nil }
+            switch key >> 3 {
+            case 1: token.start = value
+            case 2: token.end = value
+            case 4: token.kind = value
+            default: break
+            }
+        }
+        return token
+    }
+
+    private static func varint(_ bytes: [UInt8], _ index: inout Int) -> Int? {
+        var value = 0
+        var shift = 0
+        while index < bytes.count, shift < 63 {
+            let byte = bytes[index]
+            index += 1
+            value |= Int(byte & 0x7F) << shift
+            if byte & 0x80 == 0 { return value }
+            shift += 7
+        }
+        return nil
     }
 }

@@ -28,7 +28,7 @@ public struct SQLClassifier: Sendable {
         let count = walk.classifyText(text, body: nil)
         var normalized: String?
         if normalize, text.utf8.count <= SQLClassifier.maximumBytes, walk.parsed {
-            normalized = PgQuery.deparse(text)
+            normalized = PgQuery.deparse(text) ?? PgQuery.withoutComments(text)
         }
         return ActionClassification(kind: .sql, findings: walk.findings, statements: count, normalized: normalized)
     }

@@ -71,6 +71,18 @@ struct SQLClassifierTests {
         #expect(result.normalized == "DELETE FROM t")
     }
 
+    /// libpg_query cannot rebuild a `BEGIN ATOMIC` body; approvers still get the text without its
+    /// comments, token for token (strings intact), rather than nothing.
+    @Test("a BEGIN ATOMIC function is shown without its comments")
+    func beginAtomicNormalized() async {
+        let text = "CREATE FUNCTION purge() RETURNS void LANGUAGE sql\nBEGIN ATOMIC\n  -- only the test rows\n  DELETE FROM t /* WHERE id < 10 */;\n  SELECT 'a -- b', $$c /* d */$$;\nEND"
+        let result = await classify(text, normalize: true)
+        #expect(result.risk == .dangerous, "the DELETE inside has no WHERE")
+        #expect(result.normalized == "CREATE FUNCTION purge() RETURNS void LANGUAGE sql BEGIN ATOMIC DELETE FROM t ; SELECT 'a -- b', $$c /* d */$$; END")
+        #expect(PgQuery.withoutComments("SELECT 1 -- c\n/* d */ + 2") == "SELECT 1 + 2")
+        #expect(PgQuery.withoutComments("SELECT 'unterminated") == nil)
+    }
+
     @Test("a DO block's PL/pgSQL is read: dynamic EXECUTE and dangerous calls inside are found")
     func doBlock() async {
         let result = await classify("DO $x$ BEGIN PERFORM pg_terminate_backend(42); EXECUTE 'DROP TABLE ' || 't'; END $x$")
