@@ -49,7 +49,8 @@ public struct PolicyError: Error, CustomStringConvertible, Sendable {
 /// Reads and validates the YAML policy file. Every problem found is reported with its line and
 /// column and what to write instead; reading does not stop at the first one.
 public enum PolicyLoader {
-    static let namePattern = try! NSRegularExpression(pattern: "^[a-z0-9][a-z0-9._-]{0,62}$")
+    /// `\A` and `\z`: `$` would also match before a final line break, letting "alice\n" through.
+    static let namePattern = try! NSRegularExpression(pattern: "\\A[a-z0-9][a-z0-9._-]{0,62}\\z")
 
     /// Whether `name` is a valid principal, group, resource or role name.
     public static func isValidName(_ name: String) -> Bool {

@@ -73,3 +73,15 @@ struct IdentifierTests {
         #expect(!TokenSecret.constantTimeEqual("", "x"))
     }
 }
+
+@Suite("Principal names")
+struct PrincipalNameTests {
+    @Test("a name is exactly the pattern: no line break after it", arguments: ["alice\n", "alice\r", "alice\r\n", "\nalice", "Alice", ""])
+    func refused(_ name: String) {
+        #expect(!PolicyLoader.isValidName(name))
+    }
+
+    @Test func accepted() {
+        #expect(PolicyLoader.isValidName("alice") && PolicyLoader.isValidName("deploy-bot.v2_x"))
+    }
+}
