@@ -154,10 +154,12 @@ final class TestServer: Sendable {
 
 /// The tests' HTTP client. Its pooled connections are dropped after 5 s idle, well before the
 /// server's own 30 s idle timeout: a request never goes out on a connection the server is closing.
+/// Up to 32 connections per server, so the concurrency tests' requests (20 at once) each have one
+/// rather than queue for the pool while the suite's other tests load the machine.
 enum TestHTTP {
     static let client: HTTPClient = {
         var configuration = HTTPClient.Configuration()
-        configuration.connectionPool = .init(idleTimeout: .seconds(5))
+        configuration.connectionPool = .init(idleTimeout: .seconds(5), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 }
