@@ -34,35 +34,28 @@ public final class GatehouseMetrics: AppMetrics {
             (SpamSignal.allCases.map(\.rawValue) + (outcome == "quarantined" ? [] : ["score"])).map { (outcome, $0) }
         }
 
+    /// The event counters: family name (`_total` added), help, and the label the value goes under.
+    private enum Family {
+        static let antiSpam = ("gatehouse_antispam", "Requests limited, throttled, quarantined or blocked by the anti-spam policy")
+        static let notifications = ("gatehouse_notifications", "Notifications written to the outbox, by kind")
+        static let webhooks = ("gatehouse_webhook_attempts", "Webhook delivery attempts, by outcome")
+        static let slack = ("gatehouse_slack_interactions", "Slack interactions (button clicks and forms), by outcome")
+        static let proxySessions = ("gatehouse_proxy_sessions", "Guard proxy sessions by outcome (started, refused, ended)")
+    }
+
+    /// One counter series (made, at zero, the first time it is asked for).
+    private func counter(_ family: (name: String, help: String), _ labels: [(String, String)]) -> Counter {
+        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: family.name, unitName: "total", helpText: family.help), labels: labels)
+    }
+
     private func antiSpamCounter(_ outcome: String, reason: String) -> Counter {
-        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "gatehouse_antispam", unitName: "total",
-                                                              helpText: "Requests limited, throttled, quarantined or blocked by the anti-spam policy"),
-                             labels: [("outcome", outcome), ("reason", reason)])
+        counter(Family.antiSpam, [("outcome", outcome), ("reason", reason)])
     }
 
-    private func notificationCounter(_ kind: String) -> Counter {
-        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "gatehouse_notifications", unitName: "total",
-                                                              helpText: "Notifications written to the outbox, by kind"),
-                             labels: [("kind", kind)])
-    }
-
-    private func webhookCounter(_ outcome: String) -> Counter {
-        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "gatehouse_webhook_attempts", unitName: "total",
-                                                              helpText: "Webhook delivery attempts, by outcome"),
-                             labels: [("outcome", outcome)])
-    }
-
-    private func slackCounter(_ outcome: String) -> Counter {
-        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "gatehouse_slack_interactions", unitName: "total",
-                                                              helpText: "Slack interactions (button clicks and forms), by outcome"),
-                             labels: [("outcome", outcome)])
-    }
-
-    private func proxySessionCounter(_ outcome: String) -> Counter {
-        registry.makeCounter(descriptor: MetricNameDescriptor(metricName: "gatehouse_proxy_sessions", unitName: "total",
-                                                              helpText: "Guard proxy sessions by outcome (started, refused, ended)"),
-                             labels: [("outcome", outcome)])
-    }
+    private func notificationCounter(_ kind: String) -> Counter { counter(Family.notifications, [("kind", kind)]) }
+    private func webhookCounter(_ outcome: String) -> Counter { counter(Family.webhooks, [("outcome", outcome)]) }
+    private func slackCounter(_ outcome: String) -> Counter { counter(Family.slack, [("outcome", outcome)]) }
+    private func proxySessionCounter(_ outcome: String) -> Counter { counter(Family.proxySessions, [("outcome", outcome)]) }
 
     private var proxySessionsActive: Gauge {
         registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "gatehouse_proxy_sessions_active", helpText: "Guard proxy sessions open now"))
