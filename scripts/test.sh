@@ -11,6 +11,8 @@ export GATEHOUSE_TEST_POSTGRES=$(scripts/postgres-server.sh start "$PGDIR")
 # The OpenID Connect provider the sign-in tests use: its virtual environment, from PyPI, made once.
 scripts/oidc-provider.sh prepare
 swift build --build-tests
+# A crash prints the crashed thread's backtrace last, where a log's tail shows it.
+export SWIFT_BACKTRACE=${SWIFT_BACKTRACE:-enable=yes,threads=crashed,images=mentioned}
 # Everything, the server tests on SQLite files...
 swift test --skip-build
 # ...and the server tests again with every test server on its own PostgreSQL database.

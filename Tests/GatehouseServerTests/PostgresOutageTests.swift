@@ -69,7 +69,10 @@ struct PostgresOutageTests {
                 if !recovered { try await Task.sleep(for: .milliseconds(100)) }
             }
             #expect(recovered)
-            try await Task.sleep(for: .seconds(1))
+            // The load goes on until a request begun after the restart was taken (or 30 s passed).
+            _ = await waitUntil(timeout: .seconds(30), interval: .milliseconds(100)) {
+                seen.with { $0.statuses["back"]?.contains(201) ?? false }
+            }
             stop.with { $0 = true }
             await load.value
             let result = seen.with { $0 }
