@@ -21,6 +21,8 @@ swift test --skip-build
 GATEHOUSE_TEST_STORE=postgres swift test --skip-build --filter GatehouseServerTests \
   --skip "MultiInstanceTests|PostgresOutageTests|TransferTests|IDTokenTests|ProviderSignInTests"
 scripts/walkthrough-test.sh .build/debug/gatehouse
+# The API contract from outside: schemathesis (from PyPI) against a live server, all checks.
+scripts/contract-test.sh .build/debug/gatehouse
 # The web inbox in headless Chromium (screenshots kept in test-artifacts/browser/).
 scripts/browser-test.sh .build/debug/gatehouse
 echo "all tests passed"

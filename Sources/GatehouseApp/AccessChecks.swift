@@ -12,6 +12,7 @@ public struct AccessChecks: Sendable {
     init(_ context: AppContext) { self.context = context }
 
     public func check(caller: Caller, resource: String, role: String, principal: String?) async throws -> (principal: String, decision: CheckDecision) {
+        try Self.requireNames(["resource": resource, "role": role, "principal": principal])
         let subject = principal ?? caller.principal
         if subject != caller.principal, !caller.isAdmin { throw AppErrors.onBehalfRefused() }
         let store = context.store
@@ -21,6 +22,15 @@ public struct AccessChecks: Sendable {
         }
         let now = context.clock.now() // after the lookup: expiry is judged at the latest possible moment
         return (subject, AccessCheck.decide(principal: subject, resource: resource, role: role, policy: context.policies.policy, grants: grants, now: now))
+    }
+
+    /// The names a check is about are the policy's kind of names: anything else could not name anything
+    /// in the policy, and is refused before it is looked up or written into the audit log.
+    static func requireNames(_ names: [String: String?]) throws {
+        for field in ["resource", "role", "principal"] {
+            guard case let value?? = names[field], !PolicyLoader.isValidName(value) else { continue }
+            throw GatehouseError.invalid(field, "invalid_name", "`\(field)` is not a name: names are lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 63 characters")
+        }
     }
 
     /// Classifies an action with the policy's `guard:` settings, on the parser threads.
@@ -34,6 +44,7 @@ public struct AccessChecks: Sendable {
     public func checkAction(caller: Caller, resource: String, action: Action, principal: String?,
                             audit scope: ActionAuditScope = .dangerous, context details: [String: String] = [:]) async throws
         -> (principal: String, decision: ActionDecision, classification: ActionClassification) {
+        try Self.requireNames(["resource": resource, "principal": principal])
         let subject = principal ?? caller.principal
         if subject != caller.principal, !caller.isAdmin { throw AppErrors.onBehalfRefused() }
         if let problem = action.problem { throw GatehouseError.invalid("action", "invalid_action", problem) }

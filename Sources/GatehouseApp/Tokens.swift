@@ -119,7 +119,7 @@ public struct Tokens: Sendable {
                 throw GatehouseError(.forbidden, ErrorCode.humanTokenRefused, "'\(principal.prefix(80))' is not a service account in the policy; people sign in through the identity provider (`gatehouse login`, or the web inbox), and tokens are only for principals with `kind: service`", field: "principal")
             }
             let known = filePolicy.principals.keys.sorted().joined(separator: ", ")
-            throw GatehouseError.invalid("principal", "unknown_principal", "'\(principal)' is not a principal in the policy; known principals: \(known)")
+            throw GatehouseError(.notFound, "unknown_principal", "'\(principal)' is not a principal in the policy; known principals: \(known)", field: "principal")
         }
         if entry.kind == .user, policy.identity.oidc != nil {
             throw GatehouseError(.forbidden, ErrorCode.humanTokenRefused, "\(principal) is a person, and people sign in through the identity provider (`gatehouse login`, or the web inbox); tokens are only for principals with `kind: service`", field: "principal")

@@ -54,11 +54,19 @@ public enum AuditChain {
     public static func link(_ entry: AuditEntry, after previous: (seq: Int64, hash: String)?, at: Date) -> AuditEvent {
         let seq = (previous?.seq ?? 0) + 1
         let prevHash = previous?.hash ?? genesisHash
-        var event = AuditEvent(seq: seq, at: Date(unixMilliseconds: at.unixMilliseconds), actor: entry.actor, action: entry.action,
-                               subject: entry.subject, resource: entry.resource, details: entry.details,
+        var event = AuditEvent(seq: seq, at: Date(unixMilliseconds: at.unixMilliseconds), actor: storable(entry.actor), action: storable(entry.action),
+                               subject: storable(entry.subject), resource: entry.resource.map(storable),
+                               details: Dictionary(entry.details.map { (storable($0.key), storable($0.value)) }, uniquingKeysWith: { first, _ in first }),
                                prevHash: prevHash, hash: "")
         event.hash = hash(of: event)
         return event
+    }
+
+    /// The text as both stores keep it: PostgreSQL refuses NUL in text and SQLite's reader stops at it, so an
+    /// event hashed with one would not verify when read back. Inputs are checked long before (names,
+    /// reasons, action texts refuse NUL); this keeps the chain whole whatever a future path lets through.
+    static func storable(_ text: String) -> String {
+        text.utf8.contains(0) ? text.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : text
     }
 
     /// SHA-256 over every field but the hash itself, each length-prefixed so no two events share an encoding.

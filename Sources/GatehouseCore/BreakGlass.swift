@@ -31,7 +31,7 @@ public enum BreakGlass {
             throw GatehouseError(.forbidden, "break_glass_disabled", "break-glass access is not enabled in the policy (`break_glass: {enabled: true}`); file a normal request instead")
         }
         guard case .role(let name) = input.access, name != Role.actionRoleName else {
-            throw .invalid("role", "break_glass_role", "break-glass grants a role, not one exact action; name a role with --role")
+            throw GatehouseError(.notFound, "break_glass_role", "break-glass grants a role, not one exact action; name a role with --role", field: "role")
         }
         let (resource, role) = try RequestLifecycle.role(input.resource, input.role, in: policy)
         guard policy.mayBreakGlass(requester, role: role) else {

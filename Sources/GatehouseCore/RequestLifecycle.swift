@@ -81,8 +81,9 @@ public enum RequestLifecycle {
     }
 
     /// `action` names the one-shot approvals of a resource, not a role anyone can hold.
-    static let actionRoleWithoutAction = GatehouseError.invalid("role", "missing_action",
-        "`\(Role.actionRoleName)` is not a role: a one-shot request names the exact action (\"action\": {\"kind\": \"sql\", \"text\": ...}, or --sql / --shell)")
+    /// No such role (404, as for any other name that is not a role).
+    static let actionRoleWithoutAction = GatehouseError(.notFound, "missing_action",
+        "`\(Role.actionRoleName)` is not a role: a one-shot request names the exact action (\"action\": {\"kind\": \"sql\", \"text\": ...}, or --sql / --shell)", field: "role")
 
     public enum OpenOutcome: Sendable, Equatable {
         case pending(AccessRequest)
@@ -103,14 +104,14 @@ public enum RequestLifecycle {
     public static func role(_ resourceName: String, _ roleName: String, in policy: Policy) throws(GatehouseError) -> (Resource, Role) {
         guard let resource = policy.resources[resourceName] else {
             let known = policy.resources.keys.sorted().joined(separator: ", ")
-            throw .invalid("resource", "unknown_resource", "unknown resource '\(resourceName)'; known resources: \(known)")
+            throw GatehouseError(.notFound, "unknown_resource", "unknown resource '\(resourceName)'; known resources: \(known)", field: "resource")
         }
         guard let role = resource.role(named: roleName) else {
             if roleName == Role.actionRoleName {
-                throw .invalid("action", "actions_not_enabled", "resource '\(resourceName)' takes no one-shot action requests; ask for a role (\(resource.roles.keys.sorted().joined(separator: ", "))) or add `actions:` to it in the policy")
+                throw GatehouseError(.notFound, "actions_not_enabled", "resource '\(resourceName)' takes no one-shot action requests; ask for a role (\(resource.roles.keys.sorted().joined(separator: ", "))) or add `actions:` to it in the policy", field: "action")
             }
             let known = resource.roles.keys.sorted().joined(separator: ", ")
-            throw .invalid("role", "unknown_role", "resource '\(resourceName)' has no role '\(roleName)'; its roles: \(known)")
+            throw GatehouseError(.notFound, "unknown_role", "resource '\(resourceName)' has no role '\(roleName)'; its roles: \(known)", field: "role")
         }
         return (resource, role)
     }

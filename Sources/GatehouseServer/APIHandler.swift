@@ -111,17 +111,16 @@ struct APIHandler: APIProtocol {
     func createRequest(_ input: Operations.CreateRequest.Input) async throws -> Operations.CreateRequest.Output {
         let caller = try await caller()
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
-        let action = try Self.action(body.action)
-        guard (body.role == nil) != (action == nil) else {
-            throw GatehouseError.invalid("role", "role_or_action", "ask for a role (\"role\") or for one exact action (\"action\": {\"kind\": \"sql\", \"text\": ...}), exactly one of them")
+        // The generated layer decoded exactly one of the two shapes (openapi.yaml: NewRequest is a oneOf
+        // of closed objects); ContractProblems explains a body that is neither.
+        let input = switch body {
+        case .RoleRequest(let role):
+            NewRequestInput(resource: role.resource, access: .role(role.role), duration: role.duration, reason: role.reason, ticket: role.ticket)
+        case .ActionRequest(let request):
+            NewRequestInput(resource: request.resource, access: .action(Self.action(request.action)), duration: request.duration ?? "",
+                            reason: request.reason, ticket: request.ticket)
         }
-        guard action != nil || body.duration != nil else {
-            throw GatehouseError.invalid("duration", "missing_duration", "say how long you need the access: \"duration\": \"30m\" (90s, 30m, 1h30m, 7d)")
-        }
-        let access: RequestedAccess = if let action { .action(action) } else { .role(body.role ?? "") }
-        let (view, created) = try await service.desk.create(caller: caller, input: NewRequestInput(
-            resource: body.resource, access: access, duration: body.duration ?? "", reason: body.reason,
-            ticket: body.ticket), sourceIP: RequestInfo.current.remoteAddress)
+        let (view, created) = try await service.desk.create(caller: caller, input: input, sourceIP: RequestInfo.current.remoteAddress)
         let schema = schema(view, for: caller)
         return created ? .created(.init(body: .json(schema))) : .ok(.init(body: .json(schema)))
     }
@@ -237,16 +236,17 @@ struct APIHandler: APIProtocol {
     func check(_ input: Operations.Check.Input) async throws -> Operations.Check.Output {
         let caller = try await caller()
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
-        let action = try Self.action(body.action)
-        guard (body.role == nil) != (action == nil) else {
-            throw GatehouseError.invalid("role", "role_or_action", "check a role (\"role\") or one exact action (\"action\": {\"kind\": \"sql\", \"text\": ...}), exactly one of them")
+        switch body {
+        case .ActionCheck(let check):
+            return .ok(.init(body: .json(try await checkAction(caller, resource: check.resource, action: Self.action(check.action), principal: check.principal))))
+        case .RoleCheck(let check):
+            let (principal, decision) = try await service.checks.check(caller: caller, resource: check.resource, role: check.role, principal: check.principal)
+            return .ok(.init(body: .json(Self.checkResult(principal: principal, resource: check.resource, role: check.role, decision: decision))))
         }
-        if let action {
-            return .ok(.init(body: .json(try await checkAction(caller, resource: body.resource, action: action, principal: body.principal))))
-        }
-        let role = body.role ?? ""
-        let (principal, decision) = try await service.checks.check(caller: caller, resource: body.resource, role: role, principal: body.principal)
-        var result = Components.Schemas.CheckResult(decision: .deny, principal: principal, resource: body.resource, role: role)
+    }
+
+    static func checkResult(principal: String, resource: String, role: String, decision: CheckDecision) -> Components.Schemas.CheckResult {
+        var result = Components.Schemas.CheckResult(decision: .deny, principal: principal, resource: resource, role: role)
         switch decision {
         case .allow(let grant):
             result.decision = .allow
@@ -260,7 +260,7 @@ struct APIHandler: APIProtocol {
         case .deny(let reason):
             result.reason = reason
         }
-        return .ok(.init(body: .json(result)))
+        return result
     }
 
     private func checkAction(_ caller: Caller, resource: String, action: Action, principal: String?) async throws -> Components.Schemas.CheckResult {
@@ -293,15 +293,14 @@ struct APIHandler: APIProtocol {
     func classify(_ input: Operations.Classify.Input) async throws -> Operations.Classify.Output {
         _ = try await caller()
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
-        guard let action = try Self.action(body) else { throw GatehouseError.invalid("text", "missing_action", "send {\"kind\": \"sql\", \"text\": ...}") }
+        let action = Self.action(body)
         if let problem = action.problem { throw GatehouseError.invalid("text", "invalid_action", problem) }
         let classification = await service.checks.classify(action, normalize: true)
         return .ok(.init(body: .json(Self.schema(classification, action: action))))
     }
 
-    static func action(_ input: Components.Schemas.ActionInput?) throws -> Action? {
-        guard let input else { return nil }
-        return Action(kind: input.kind == .sql ? .sql : .shell, text: input.text)
+    static func action(_ input: Components.Schemas.ActionInput) -> Action {
+        Action(kind: input.kind == .sql ? .sql : .shell, text: input.text)
     }
 
     static func schema(_ c: ActionClassification, action: Action) -> Components.Schemas.Classification {

@@ -23,7 +23,8 @@ public enum GatehouseHTTP {
         try WebInbox(service: service, provider: provider, logger: logger).register(on: router)
         SlackInteractions(service: service, logger: logger).register(on: router)
         try APIHandler(service: service, provider: provider).registerHandlers(on: RecordingTransport(router: router, table: routes),
-                                                                               configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]))
+                                                                               configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]),
+                                                                               middlewares: [EmptyBodyIsNoBody()])
         for route in routes.all { metrics.registerRoute(route.path, method: route.method.rawValue) }
         metrics.registerRoute("/metrics", method: "GET")
         // Prometheus text format; no principal names in labels. The store's gauges are read now; when

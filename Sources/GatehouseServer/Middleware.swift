@@ -156,8 +156,13 @@ struct Problem: Sendable {
             return Problem(status: 400, code: "missing_field", detail: "`\(field)` is required", field: field)
         case .typeMismatch(let type, let context):
             return Problem(status: 400, code: "wrong_type", detail: "`\(path(context) ?? "body")` has the wrong type; expected \(type)", field: path(context))
+        case .valueNotFound(_, let context) where context.debugDescription.hasPrefix("The oneOf structure"):
+            return fromOneOf(context)
         case .valueNotFound(_, let context):
             return Problem(status: 400, code: "missing_value", detail: "`\(path(context) ?? "body")` must not be null", field: path(context))
+        case .dataCorrupted(let context) where context.debugDescription.hasPrefix("Additional properties are disabled"):
+            let field = path(context) ?? "body"
+            return Problem(status: 400, code: "unknown_field", detail: "`\(field)` is not a field of this body; see openapi.yaml", field: field)
         case .dataCorrupted(let context):
             if let field = path(context) {
                 return Problem(status: 400, code: "invalid_value", detail: "`\(field)` has an invalid value: \(context.debugDescription)", field: field)
@@ -165,6 +170,36 @@ struct Problem: Sendable {
             return Problem(status: 400, code: "malformed_json", detail: "the body is not valid JSON; send a JSON object as described in openapi.yaml")
         @unknown default:
             return Problem(status: 400, code: "bad_request", detail: "the body could not be read")
+        }
+    }
+
+    /// The keys that choose the shape of a body that is a `oneOf` of closed objects (NewRequest and
+    /// CheckInput: a role, or one exact action).
+    static let shapeKeys: Set<String> = ["role", "action"]
+
+    /// A body that decoded as none of its shapes: the error of the shape the client meant (the one whose
+    /// choosing key it sent), or "exactly one of role and action" when it sent both or neither.
+    static func fromOneOf(_ context: DecodingError.Context) -> Problem {
+        // OpenAPIRuntime keeps each shape's error in an internal MultiError, in the order of the oneOf.
+        let errors = context.underlyingError.flatMap { underlying in
+            Mirror(reflecting: underlying).children.first { $0.label == "errors" }?.value as? [any Error]
+        } ?? []
+        let meant = errors.compactMap { $0 as? DecodingError }.first { error in
+            switch error {
+            case .keyNotFound(let key, let keyContext): !(keyContext.codingPath.isEmpty && shapeKeys.contains(key.stringValue))
+            case .dataCorrupted(let corrupted) where corrupted.debugDescription.hasPrefix("Additional properties are disabled"):
+                !(corrupted.codingPath.count == 1 && shapeKeys.contains(corrupted.codingPath[0].stringValue))
+            default: true
+            }
+        }
+        switch meant {
+        case .keyNotFound(let key, let keyContext)? where keyContext.codingPath.isEmpty && key.stringValue == "duration":
+            return Problem(status: 400, code: "missing_duration", detail: "say how long you need the access: \"duration\": \"30m\" (90s, 30m, 1h30m, 7d)", field: "duration")
+        case let error?:
+            return from(error)
+        case nil:
+            return Problem(status: 400, code: "role_or_action",
+                           detail: "give a role (\"role\") or one exact action (\"action\": {\"kind\": \"sql\", \"text\": ...}), exactly one of them", field: "role")
         }
     }
 

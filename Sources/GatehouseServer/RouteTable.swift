@@ -82,3 +82,15 @@ struct ContractMiddleware: RouterMiddleware {
         return request.headers[.transferEncoding] != nil
     }
 }
+
+/// A request without a body (no Content-Length and no Transfer-Encoding, or Content-Length: 0) reaches
+/// the generated layer as one with no body, so an operation whose body is optional (approve, review)
+/// takes it as such instead of reading zero bytes as JSON; one whose body is required says it is missing.
+struct EmptyBodyIsNoBody: ServerMiddleware {
+    func intercept(_ request: HTTPTypes.HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
+                   next: @Sendable (HTTPTypes.HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPTypes.HTTPResponse, HTTPBody?))
+        async throws -> (HTTPTypes.HTTPResponse, HTTPBody?) {
+        let empty = request.headerFields[.contentLength].map { Int($0) == 0 } ?? (request.headerFields[.transferEncoding] == nil)
+        return try await next(request, empty ? nil : body, metadata)
+    }
+}

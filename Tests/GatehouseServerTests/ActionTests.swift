@@ -125,22 +125,27 @@ struct ActionTests {
         }
     }
 
-    @Test("bad action input gets a clear 400 and stores nothing", arguments: [
-        (#"{"resource": "prod-db", "action": {"kind": "sql", "text": ""}, "reason": "INC-1 cleanup"}"#, "invalid_action"),
-        (#"{"resource": "prod-db", "action": {"kind": "sql", "text": "SELECT 1\u0000; DROP TABLE t"}, "reason": "INC-1 cleanup"}"#, "invalid_action"),
-        (#"{"resource": "prod-db", "role": "write", "duration": "1h", "action": {"kind": "sql", "text": "SELECT 1"}, "reason": "INC-1 cleanup"}"#, "role_or_action"),
-        (#"{"resource": "prod-db", "reason": "INC-1 cleanup"}"#, "role_or_action"),
-        (#"{"resource": "billing-api", "action": {"kind": "sql", "text": "SELECT 1"}, "reason": "INC-1 cleanup"}"#, "actions_not_enabled"),
-        (#"{"resource": "prod-db", "action": {"kind": "perl", "text": "1"}, "reason": "INC-1 cleanup"}"#, ""),
-        (#"{"resource": "prod-db", "role": "write", "reason": "INC-1 cleanup"}"#, "missing_duration"),
+    @Test("bad action input gets a clear 4xx and stores nothing", arguments: [
+        (#"{"resource": "prod-db", "action": {"kind": "sql", "text": ""}, "reason": "INC-1 cleanup"}"#, "invalid_action", 400),
+        (#"{"resource": "prod-db", "action": {"kind": "sql", "text": "SELECT 1\u0000; DROP TABLE t"}, "reason": "INC-1 cleanup"}"#, "invalid_action", 400),
+        (#"{"resource": "prod-db", "role": "write", "duration": "1h", "action": {"kind": "sql", "text": "SELECT 1"}, "reason": "INC-1 cleanup"}"#, "role_or_action", 400),
+        (#"{"resource": "prod-db", "role": "write", "duration": "1h", "action": null, "reason": "INC-1 cleanup"}"#, "missing_value", 400),
+        (#"{"resource": "prod-db", "reason": "INC-1 cleanup"}"#, "role_or_action", 400),
+        (#"{"resource": "prod-db", "role": "write", "duration": "1h", "reason": "INC-1 cleanup", "urgent": true}"#, "unknown_field", 400),
+        (#"{"resource": "prod-db", "action": {"kind": "sql", "text": "SELECT 1"}}"#, "missing_field", 400),
+        (#"{"resource": "billing-api", "action": {"kind": "sql", "text": "SELECT 1"}, "reason": "INC-1 cleanup"}"#, "actions_not_enabled", 404),
+        (#"{"resource": "no-such-db", "role": "write", "duration": "1h", "reason": "INC-1 cleanup"}"#, "unknown_resource", 404),
+        (#"{"resource": "prod-db", "role": "action", "duration": "1h", "reason": "INC-1 cleanup"}"#, "missing_action", 404),
+        (#"{"resource": "prod-db", "action": {"kind": "perl", "text": "1"}, "reason": "INC-1 cleanup"}"#, "", 400),
+        (#"{"resource": "prod-db", "role": "write", "reason": "INC-1 cleanup"}"#, "missing_duration", 400),
     ])
-    func badInput(body: String, code: String) async throws {
+    func badInput(body: String, code: String, status: Int) async throws {
         try await TestServer.with { server in
             let alice = try await server.token(for: "alice")
             let before = try await server.auditCount()
             let reply = try await server.send(.POST, "/v1/requests", token: alice, rawBody: Data(body.utf8))
-            #expect(reply.status == 400, "\(String(decoding: reply.body, as: UTF8.self))")
-            if !code.isEmpty { #expect(reply.string("code") == code) }
+            #expect(reply.status == status, "\(String(decoding: reply.body, as: UTF8.self))")
+            if !code.isEmpty { #expect(reply.string("code") == code, "\(String(decoding: reply.body, as: UTF8.self))") }
             #expect(reply.string("detail")?.isEmpty == false)
             #expect(try await server.auditCount() == before)
         }

@@ -22,8 +22,8 @@ struct BadInputTests {
     }
 
     static let cases: [Case] = [
-        Case(name: "unknown resource", body: with(["resource": "prod-dbx"]), status: 400, field: "resource", phrase: "known resources: billing-api, prod-db"),
-        Case(name: "unknown role", body: with(["role": "superuser"]), status: 400, field: "role", phrase: "its roles: admin, read, write"),
+        Case(name: "unknown resource", body: with(["resource": "prod-dbx"]), status: 404, field: "resource", phrase: "known resources: billing-api, prod-db"),
+        Case(name: "unknown role", body: with(["role": "superuser"]), status: 404, field: "role", phrase: "its roles: admin, read, write"),
         Case(name: "zero duration", body: with(["duration": "0m"]), status: 400, field: "duration", phrase: "zero"),
         Case(name: "negative duration", body: with(["duration": "-30m"]), status: 400, field: "duration", phrase: "not a duration"),
         Case(name: "over-maximum duration", body: with(["duration": "2h"]), status: 400, field: "duration", phrase: "maximum of 1h"),
@@ -111,7 +111,7 @@ struct BadInputTests {
             #expect(wrongMethod.headers.first(name: "content-type") == "application/problem+json")
 
             let badToken = try await server.send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": "mallory"])
-            #expect(badToken.status == 400)
+            #expect(badToken.status == 404 && badToken.string("code") == "unknown_principal")
             #expect(badToken.string("field") == "principal")
 
             let check = try await server.send(.POST, "/v1/check", token: alice, json: ["resource": "nope", "role": "write"])
@@ -126,6 +126,40 @@ struct BadInputTests {
             #expect(try await server.request(alice).status == 201)
             let mine = try await server.send(.GET, "/v1/requests", token: alice)
             #expect((mine.json["requests"] as? [Any])?.count == 1)
+        }
+    }
+
+    @Test("an optional body may be left out, and null in an optional field counts as absent (openapi.yaml says both)")
+    func optionalBodies() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob")
+            let id = try #require(try await server.request(t["alice"]!).string("id"))
+            // No body, no Content-Type, as `curl -X POST` sends it.
+            let approval = try await server.send(.POST, "/v1/requests/\(id)/approve", token: t["bob"]!)
+            #expect(approval.status == 200 && approval.string("state") == "approved", "\(String(decoding: approval.body, as: UTF8.self))")
+            let denial = try await server.send(.POST, "/v1/requests/\(id)/deny", token: t["bob"]!)
+            #expect(denial.status == 400 && denial.string("code") == "missing_body")
+            let check = try await server.send(.POST, "/v1/check", token: t["alice"]!, rawBody: Data(#"{"resource": "prod-db", "role": "write", "principal": null}"#.utf8))
+            #expect(check.status == 200 && check.string("decision") == "allow", "\(String(decoding: check.body, as: UTF8.self))")
+            let both = try await server.send(.POST, "/v1/check", token: t["alice"]!,
+                                             rawBody: Data(#"{"resource": "prod-db", "role": "write", "action": {"kind": "sql", "text": "SELECT 1"}}"#.utf8))
+            #expect(both.status == 400 && both.string("code") == "role_or_action")
+        }
+    }
+
+    @Test("a check naming what cannot be a name is refused before it is looked up or audited; the audit chain stays whole")
+    func checkNames() async throws {
+        try await TestServer.with { server in
+            let alice = try await server.token(for: "alice")
+            for body in [#"{"resource": "prod-db\u0000x", "role": "read"}"#,
+                         #"{"resource": "\u00a5z\u0000D", "action": {"kind": "sql", "text": "0"}}"#,
+                         #"{"resource": "prod-db", "role": "Read"}"#,
+                         #"{"resource": "prod-db", "action": {"kind": "sql", "text": "DROP TABLE t"}, "principal": ""}"#] {
+                let reply = try await server.send(.POST, "/v1/check", token: alice, rawBody: Data(body.utf8))
+                #expect(reply.status == 400 && reply.string("code") == "invalid_name", "\(body): \(String(decoding: reply.body, as: UTF8.self))")
+            }
+            let verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            #expect(verify.json["ok"] as? Bool == true, "\(verify.json)")
         }
     }
 

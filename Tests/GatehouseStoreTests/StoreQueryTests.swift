@@ -114,6 +114,20 @@ struct StoreQueryTests {
         }
     }
 
+    @Test("an audit event with a NUL or unusual Unicode in its text reads back as hashed: the chain verifies on both stores", arguments: TestDatabase.Kind.allCases)
+    func auditTextReadsBack(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, _ in
+            // The text a contract fuzzer once got into an audit event through POST /v1/check.
+            let odd = "\u{A5}zU\u{14}\u{318AF}\u{CB}%\u{E9}\u{70421}.$=\u{E481E}\u{DA}X\u{A3}\u{0}\u{99}D\u{83}"
+            _ = try await store.write { session in
+                try await session.appendAudit([AuditEntry(actor: "alice", action: .actionChecked, subject: "x\u{0}y", resource: odd,
+                                                          details: ["text": "a\u{0}b", "k\u{0}": "e\u{301}"])], at: Self.t0)
+            }
+            let verified = try await store.read { try await $0.verifyAuditChain() }
+            #expect(verified.ok, "\(verified)")
+        }
+    }
+
     @Test("a row with a state this version does not know is an error, never a guessed default", arguments: TestDatabase.Kind.allCases)
     func unknownState(kind: TestDatabase.Kind) async throws {
         try await Self.with(kind) { store, database in

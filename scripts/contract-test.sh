@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The API contract test: schemathesis (from PyPI, pinned in scripts/contract/requirements.txt) drives a
+# live `gatehouse serve` on a fresh SQLite file from openapi.yaml, with every check on (no server
+# error, status codes, content types, response schemas and headers, schema-valid data accepted,
+# schema-violating data refused, ...), first as a requester, then as the bootstrap admin. Any failure
+# fails the run; the report is kept in test-artifacts/contract/.
+#   scripts/contract-test.sh [BIN]   (default .build/debug/gatehouse)
+#   CONTRACT_EXAMPLES=N              test cases per operation and phase (default 40)
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=${1:-$REPO/.build/debug/gatehouse}
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+BUILD=$REPO/.build-contract
+VENV=$BUILD/venv
+REPORTS=$REPO/test-artifacts/contract
+export PYTHONPYCACHEPREFIX=$BUILD/pycache PIP_DISABLE_PIP_VERSION_CHECK=1
+
+want=$(sha256sum "$REPO/scripts/contract/requirements.txt" | cut -d' ' -f1)
+if ! { [ -x "$VENV/bin/st" ] && [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" = "$want" ]; }; then
+  mkdir -p "$BUILD"; rm -rf "$VENV"
+  { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q -r "$REPO/scripts/contract/requirements.txt"; } >"$BUILD/venv.log" 2>&1 \
+    || { cat "$BUILD/venv.log" >&2; rm -rf "$VENV"; exit 1; }
+  echo "$want" > "$VENV/.requirements.sha256"
+fi
+
+WORK=$(mktemp -d)
+SERVER_PID=""
+trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+ADMIN=contract-admin-token-0123456789abcdef
+cp "$REPO/examples/policy.yaml" "$WORK/policy.yaml"
+GATEHOUSE_ADMIN_TOKEN=$ADMIN "$BIN" serve --policy "$WORK/policy.yaml" --database "sqlite:$WORK/gatehouse.db" --port "$PORT" >"$WORK/serve.log" 2>&1 &
+SERVER_PID=$!
+export GATEHOUSE_URL=http://127.0.0.1:$PORT
+for _ in $(seq 1 150); do curl -fs "$GATEHOUSE_URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "$GATEHOUSE_URL/readyz" >/dev/null || { tail -20 "$WORK/serve.log" >&2; echo "contract test: the server did not become ready" >&2; exit 1; }
+ALICE=$(GATEHOUSE_TOKEN=$ADMIN "$BIN" token create alice 2>/dev/null)
+
+rm -rf "$REPORTS"; mkdir -p "$REPORTS"
+cd "$WORK"  # schemathesis keeps a cache folder where it runs
+run() {  # run NAME TOKEN
+  local status=0
+  # A fixed seed: the same cases every run, so a failure is a change in the server or the spec.
+  "$VENV/bin/st" run "$REPO/openapi.yaml" --url "$GATEHOUSE_URL" -H "Authorization: Bearer $2" \
+    --checks all --max-examples "${CONTRACT_EXAMPLES:-40}" --seed 20261202 --generation-database none \
+    --no-color --report junit --report-junit-path "$REPORTS/$1.xml" >"$REPORTS/$1.txt" 2>&1 || status=$?
+  if [ "$status" != 0 ]; then
+    sed -n '/FAILURES/,/WARNINGS/p' "$REPORTS/$1.txt" | head -150 >&2
+    grep -A8 '^Failures:' "$REPORTS/$1.txt" >&2 || tail -30 "$REPORTS/$1.txt" >&2
+    echo "contract test FAILED as $1 (exit $status); the whole report: $REPORTS/$1.txt" >&2
+    exit 1
+  fi
+  grep -E "test cases|Test cases" -A1 "$REPORTS/$1.txt" | head -2
+  echo "contract test passed as $1"
+}
+# The requester first: the admin's run revokes the tokens it finds in GET /v1/tokens (alice's too).
+run requester "$ALICE"
+run admin "$ADMIN"
+# The run never made the server fail or lose its audit chain.
+kill -0 "$SERVER_PID" || { tail -20 "$WORK/serve.log" >&2; echo "contract test: the server died" >&2; exit 1; }
+verify=$(curl -s -H "Authorization: Bearer $ADMIN" "$GATEHOUSE_URL/v1/audit/verify")
+grep -q '"ok":true' <<<"$verify" || { cp "$WORK"/gatehouse.db* "$WORK/serve.log" "$REPORTS/"; echo "contract test: the audit chain does not verify after the run: $verify (database kept in $REPORTS)" >&2; exit 1; }
+! grep -q '" 500\|status=500\|internal_error' "$WORK/serve.log" || { grep -m5 'status=500\|internal_error' "$WORK/serve.log" >&2; echo "contract test: the server logged a 500" >&2; exit 1; }
+echo "contract test passed"
