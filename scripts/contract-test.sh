@@ -41,7 +41,7 @@ cd "$WORK"  # schemathesis keeps a cache folder where it runs
 run() {  # run NAME TOKEN
   local status=0
   # A fixed seed: the same cases every run, so a failure is a change in the server or the spec.
-  "$VENV/bin/st" run "$REPO/openapi.yaml" --url "$GATEHOUSE_URL" -H "Authorization: Bearer $2" \
+  "$VENV/bin/st" --config-file "$REPO/scripts/contract/schemathesis.toml" run "$REPO/openapi.yaml" --url "$GATEHOUSE_URL" -H "Authorization: Bearer $2" \
     --checks all --max-examples "${CONTRACT_EXAMPLES:-40}" --seed 20261202 --generation-database none \
     --no-color --report junit --report-junit-path "$REPORTS/$1.xml" >"$REPORTS/$1.txt" 2>&1 || status=$?
   if [ "$status" != 0 ]; then

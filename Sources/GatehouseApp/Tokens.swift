@@ -125,7 +125,7 @@ public struct Tokens: Sendable {
             throw GatehouseError(.forbidden, ErrorCode.humanTokenRefused, "\(principal) is a person, and people sign in through the identity provider (`gatehouse login`, or the web inbox); tokens are only for principals with `kind: service`", field: "principal")
         }
         if let description, description.utf8.count > 256 {
-            throw GatehouseError.invalid("description", "description_too_long", "the description is longer than 256 bytes")
+            throw GatehouseError.unprocessable("description", "description_too_long", "the description is longer than 256 bytes")
         }
         if let description { try TextRules.check(description, field: "description") }
         let secret = TokenSecret.generate()

@@ -9,6 +9,7 @@ public struct GatehouseError: Error, Sendable, Equatable, CustomStringConvertibl
         case notFound           // 404
         case conflict           // 409: the state does not allow it (already decided, expired)
         case tooLarge           // 413
+        case unprocessable      // 422: follows the API contract, but breaks a rule of the policy or a byte limit the contract cannot state
         case tooManyRequests    // 429: a hard limit; `refusal` says which and when to retry
         case unavailable        // 503: the store cannot be reached; fail closed
     }
@@ -33,6 +34,12 @@ public struct GatehouseError: Error, Sendable, Equatable, CustomStringConvertibl
 
     public static func invalid(_ field: String, _ code: String, _ message: String) -> GatehouseError {
         GatehouseError(.invalid, code, message, field: field)
+    }
+
+    /// A request the contract allows that this server's policy refuses (a role's maximum duration, its
+    /// reason rules, a resource's kind) or that passes a limit counted in bytes, which JSON Schema cannot say.
+    public static func unprocessable(_ field: String, _ code: String, _ message: String) -> GatehouseError {
+        GatehouseError(.unprocessable, code, message, field: field)
     }
 }
 

@@ -17,7 +17,7 @@ public enum GrantLifecycle {
             throw .invalid("reason", "missing_reason", "say why the grant is revoked (--reason)")
         }
         guard reason.utf8.count <= ReasonRule.maximumLength else {
-            throw .invalid("reason", "reason_too_long", "the reason is longer than \(ReasonRule.maximumLength) bytes")
+            throw .unprocessable("reason", "reason_too_long", "the reason is longer than \(ReasonRule.maximumLength) bytes")
         }
         try TextRules.check(reason, field: "reason")
         return try end(grant, as: .revoked, by: principal, comment: reason, now: now)

@@ -57,6 +57,17 @@ public struct Policy: Sendable {
         return entry.groups.contains(where: groups.contains)
     }
 
+    /// What a principal may ask for: per resource, the roles whose requesters include them, and whether
+    /// they may ask for one-shot actions. Resources with neither are left out; sorted by name.
+    public func requestable(by principal: String) -> [(resource: String, roles: [String], actions: Bool)] {
+        resources.keys.sorted().compactMap { name in
+            let resource = resources[name]!
+            let roles = resource.roles.keys.sorted().filter { isMember(principal, ofAny: resource.roles[$0]!.requesters) }
+            let actions = resource.actions.map { isMember(principal, ofAny: $0.requesters) } ?? false
+            return roles.isEmpty && !actions ? nil : (name, roles, actions)
+        }
+    }
+
     public func isAdmin(_ principal: String) -> Bool {
         isMember(principal, ofAny: adminGroups)
     }

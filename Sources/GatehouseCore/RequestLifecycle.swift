@@ -48,7 +48,7 @@ public enum RequestLifecycle {
     /// reader sees as it is (TextRules).
     public static func checkComment(_ comment: String) throws(GatehouseError) {
         guard comment.utf8.count <= maximumCommentLength else {
-            throw .invalid("comment", "comment_too_long", "the comment is longer than \(maximumCommentLength) bytes")
+            throw .unprocessable("comment", "comment_too_long", "the comment is longer than \(maximumCommentLength) bytes")
         }
         try TextRules.check(comment, field: "comment")
     }
@@ -139,7 +139,7 @@ public enum RequestLifecycle {
             throw .invalid("duration", "invalid_duration", error.description)
         }
         guard duration <= role.maxDuration else {
-            throw .invalid("duration", "duration_over_maximum",
+            throw .unprocessable("duration", "duration_over_maximum",
                            "\(duration) is longer than the maximum of \(role.maxDuration) for \(input.resource)/\(input.role); ask for \(role.maxDuration) or less")
         }
         let reason = input.reason.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -148,21 +148,21 @@ public enum RequestLifecycle {
         }
         try TextRules.check(reason, field: "reason")
         guard reason.utf8.count <= ReasonRule.maximumLength else {
-            throw .invalid("reason", "reason_too_long", "the reason is \(reason.utf8.count) bytes; the maximum is \(ReasonRule.maximumLength) bytes (4 KiB)")
+            throw .unprocessable("reason", "reason_too_long", "the reason is \(reason.utf8.count) bytes; the maximum is \(ReasonRule.maximumLength) bytes (4 KiB)")
         }
         guard reason.count >= role.reason.minLength else {
-            throw .invalid("reason", "reason_too_short", "the reason must be at least \(role.reason.minLength) characters for \(input.resource)/\(input.role); say what you will do and why")
+            throw .unprocessable("reason", "reason_too_short", "the reason must be at least \(role.reason.minLength) characters for \(input.resource)/\(input.role); say what you will do and why")
         }
         let ticket = input.ticket?.trimmingCharacters(in: .whitespacesAndNewlines)
         let givenTicket = (ticket?.isEmpty ?? true) ? nil : ticket
         if let givenTicket {
             guard givenTicket.utf8.count <= maximumTicketLength else {
-                throw .invalid("ticket", "ticket_too_long", "the ticket is longer than \(maximumTicketLength) bytes; give just its identifier")
+                throw .unprocessable("ticket", "ticket_too_long", "the ticket is longer than \(maximumTicketLength) bytes; give just its identifier")
             }
             try TextRules.check(givenTicket, field: "ticket")
         }
         if let pattern = role.reason.ticketPattern, !role.reason.matchesTicket(in: givenTicket ?? reason) {
-            throw .invalid(givenTicket == nil ? "reason" : "ticket", "ticket_required",
+            throw .unprocessable(givenTicket == nil ? "reason" : "ticket", "ticket_required",
                            "\(input.resource)/\(input.role) needs a ticket matching \(pattern) in --ticket or in the reason")
         }
         var request = AccessRequest(
@@ -184,7 +184,7 @@ public enum RequestLifecycle {
     static func checkedAction(_ action: Action, _ classification: ActionClassification, resource: Resource) throws(GatehouseError) -> RequestedAction {
         if let problem = action.problem { throw .invalid("action", "invalid_action", problem) }
         guard resource.accepts(action.kind) else {
-            throw .invalid("action", "wrong_action_kind", "resource '\(resource.name)' is \(resource.kind.rawValue); it takes \(resource.kind == .postgres ? "--sql" : "--shell") actions, not \(action.kind.rawValue)")
+            throw .unprocessable("action", "wrong_action_kind", "resource '\(resource.name)' is \(resource.kind.rawValue); it takes \(resource.kind == .postgres ? "--sql" : "--shell") actions, not \(action.kind.rawValue)")
         }
         guard classification.risk != .forbidden else {
             let categories = classification.findings.filter { $0.level == .forbidden }.map(\.category)

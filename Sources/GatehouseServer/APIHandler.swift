@@ -49,8 +49,12 @@ struct APIHandler: APIProtocol {
         let caller = try await caller()
         let groups = service.policies.policy.principals[caller.principal]?.groups ?? []
         let token = try await service.tokens.record(of: caller)
+        let requestable = service.policies.policy.requestable(by: caller.principal).map {
+            Components.Schemas.Requestable(resource: $0.resource, roles: $0.roles, actions: $0.actions)
+        }
         return .ok(.init(body: .json(.init(principal: caller.principal, admin: caller.isAdmin, groups: groups,
-                                           credential: token?.kind == .session ? .session : .token, expiresAt: token?.expiresAt))))
+                                           credential: token?.kind == .session ? .session : .token, expiresAt: token?.expiresAt,
+                                           requestable: requestable))))
     }
 
     // MARK: sign-in

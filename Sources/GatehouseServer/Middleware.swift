@@ -211,6 +211,7 @@ struct Problem: Sendable {
         case .notFound: 404
         case .conflict: 409
         case .tooLarge: 413
+        case .unprocessable: 422
         case .tooManyRequests: 429
         case .unavailable: 503
         }
@@ -226,6 +227,7 @@ struct Problem: Sendable {
         case 409: "Conflict"
         case 413: "Content Too Large"
         case 415: "Unsupported Media Type"
+        case 422: "Unprocessable Content"
         case 429: "Too Many Requests"
         case 503: "Service Unavailable"
         case 500: "Internal Server Error"

@@ -6,7 +6,7 @@ import GatehouseGuard
 /// `--sql`, `--sql-file` and `--shell`: the exact action a command is about.
 struct ActionOptions: ParsableArguments {
     @Option(help: "One exact SQL text (one or more statements).") var sql: String?
-    @Option(name: .customLong("sql-file"), help: "Read the exact SQL text from a file ('-' for standard input).") var sqlFile: String?
+    @Option(name: .customLong("sql-file"), help: "Read the exact SQL text from a file ('-' for standard input).", completion: .file(extensions: ["sql"])) var sqlFile: String?
     @Option(help: "One exact shell command line.") var shell: String?
 
     func action() throws -> Action? {
@@ -40,10 +40,10 @@ struct ClassifyCommand: AsyncParsableCommand {
             Exit code 0 for read and write, 5 for dangerous, 6 for forbidden.
             """)
     @Argument(help: "The text to classify (or use --file).") var text: String?
-    @Option(help: "Read the text from a file ('-' for standard input).") var file: String?
-    @Option(help: "sql or shell.") var kind: String = "sql"
+    @Option(help: "Read the text from a file ('-' for standard input).", completion: .file()) var file: String?
+    @Option(help: "sql or shell.", completion: Completions.actionKinds) var kind: String = "sql"
     @Flag(help: "List every category with its built-in level, and exit.") var categories = false
-    @Option(help: "Classify here, with no server or token, under this policy file's `guard:` section (for CI pipelines).") var policy: String?
+    @Option(help: "Classify here, with no server or token, under this policy file's `guard:` section (for CI pipelines).", completion: .file(extensions: ["yaml", "yml"])) var policy: String?
     @Flag(help: "Print a GitHub Actions annotation per finding (::error for dangerous and forbidden, ::warning for write) instead of the table.") var github = false
     @OptionGroup var options: ClientOptions
 
@@ -175,7 +175,7 @@ struct ExecCommand: AsyncParsableCommand {
             exits 3 (approval required) or 4 (denied). This guards against mistakes and leaves a record; it is \
             not a sandbox.
             """)
-    @Option(help: "The resource the command acts on.") var resource: String
+    @Option(help: "The resource the command acts on.", completion: Completions.resources) var resource: String
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
     @OptionGroup var options: ClientOptions
 

@@ -114,7 +114,7 @@ struct PolicyCommand: AsyncParsableCommand {
 
     struct Check: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Report every problem in a policy file, with file:line.")
-        @Argument(help: "The policy file.") var file: String
+        @Argument(help: "The policy file.", completion: .file(extensions: ["yaml", "yml"])) var file: String
         @Option(name: .long, help: "Output format: table or json.") var output: OutputFormat = .table
 
         func run() async throws {

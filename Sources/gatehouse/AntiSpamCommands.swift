@@ -5,7 +5,7 @@ struct ReportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
         abstract: "Report a request as suspicious: its requester is blocked, their grants revoked, their waiting requests held.")
-    @Argument(help: "Request id.") var id: String
+    @Argument(help: "Request id.", completion: Completions.requestsToApprove) var id: String
     @Option(help: "What looked wrong (required: the reviewers read it, and it is kept in the audit log).") var comment: String
     @OptionGroup var options: ClientOptions
 
@@ -22,7 +22,7 @@ struct ReviewCommand: AsyncParsableCommand {
     enum Decision: String, ExpressibleByArgument, CaseIterable { case release, reject }
     static let configuration = CommandConfiguration(
         commandName: "review", abstract: "Release a quarantined request to its approvers, or reject it (reviewers and admins).")
-    @Argument(help: "Request id.") var id: String
+    @Argument(help: "Request id.", completion: Completions.requestsToApprove) var id: String
     @Argument(help: "release or reject.") var decision: Decision
     @Option(help: "A comment for the record.") var comment: String?
     @OptionGroup var options: ClientOptions

@@ -13,8 +13,8 @@ struct BreakGlassCommand: AsyncParsableCommand {
 struct BreakGlassUseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "use", abstract: "Take a role now, without approval, for at most the policy's break_glass.max_duration.")
-    @Argument(help: "The resource, e.g. prod-db.") var resource: String
-    @Option(help: "The role to take, e.g. admin.") var role: String
+    @Argument(help: "The resource, e.g. prod-db.", completion: Completions.resources) var resource: String
+    @Option(help: "The role to take, e.g. admin.", completion: Completions.roles) var role: String
     @Option(help: "What is on fire (everyone told reads it).") var reason: String
     @Option(name: .customLong("for"), help: "How long (default and maximum: break_glass.max_duration).") var duration: String?
     @Option(help: "An incident ticket, e.g. INC-4411.") var ticket: String?

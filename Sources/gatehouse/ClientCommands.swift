@@ -11,7 +11,7 @@ struct ClientOptions: ParsableArguments {
     @Option(name: .long, help: "API token (default: $GATEHOUSE_TOKEN).")
     var token: String?
 
-    @Option(name: .long, help: "Output format: table or json.")
+    @Option(name: .long, help: "Output format: table or json.", completion: Completions.outputFormats)
     var output: String = "table"
 
     func validate() throws {
@@ -49,8 +49,8 @@ struct ClientOptions: ParsableArguments {
 struct RequestCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "request", abstract: "Ask for access to a resource.")
 
-    @Argument(help: "The resource, e.g. prod-db.") var resource: String
-    @Option(help: "The role to ask for, e.g. write.") var role: String?
+    @Argument(help: "The resource, e.g. prod-db.", completion: Completions.resources) var resource: String
+    @Option(help: "The role to ask for, e.g. write.", completion: Completions.roles) var role: String?
     @OptionGroup var action: ActionOptions
     @Option(name: .customLong("for"), help: "How long, once approved: 90s, 30m, 1h30m, 7d (for one action: defaults to the policy's maximum).") var duration: String?
     @Option(help: "Why you need it.") var reason: String
@@ -125,7 +125,7 @@ struct RequestsCommand: AsyncParsableCommand {
 
     @Flag(name: .customLong("to-approve"), help: "Pending requests you can decide.") var toApprove = false
     @Flag(help: "Every request (admins).") var all = false
-    @Option(help: "Only requests in this state (pending, approved, denied, expired, canceled).") var state: String?
+    @Option(help: "Only requests in this state (pending, approved, denied, expired, canceled, quarantined).", completion: Completions.requestStates) var state: String?
     @Option(help: "At most this many.") var limit: Int = 100
     @OptionGroup var options: ClientOptions
 
@@ -150,7 +150,7 @@ struct RequestsCommand: AsyncParsableCommand {
 
 struct ShowCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one request with its approvals.")
-    @Argument(help: "Request id.") var id: String
+    @Argument(help: "Request id.", completion: Completions.ownRequests) var id: String
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
@@ -161,7 +161,7 @@ struct ShowCommand: AsyncParsableCommand {
 
 struct ApproveCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "approve", abstract: "Approve a request.")
-    @Argument(help: "Request id.") var id: String
+    @Argument(help: "Request id.", completion: Completions.requestsToApprove) var id: String
     @Option(help: "A comment for the record.") var comment: String?
     @OptionGroup var options: ClientOptions
 
@@ -173,7 +173,7 @@ struct ApproveCommand: AsyncParsableCommand {
 
 struct DenyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "deny", abstract: "Deny a request.")
-    @Argument(help: "Request id.") var id: String
+    @Argument(help: "Request id.", completion: Completions.requestsToApprove) var id: String
     @Option(help: "Why it is denied (shown to the requester).") var reason: String
     @OptionGroup var options: ClientOptions
 
@@ -185,7 +185,7 @@ struct DenyCommand: AsyncParsableCommand {
 
 struct CancelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel your pending request.")
-    @Argument(help: "Request id.") var id: String
+    @Argument(help: "Request id.", completion: Completions.ownRequests) var id: String
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
@@ -216,7 +216,7 @@ struct GrantsCommand: AsyncParsableCommand {
 
 struct ReleaseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "release", abstract: "End your grant early.")
-    @Argument(help: "Grant id.") var id: String
+    @Argument(help: "Grant id.", completion: Completions.ownGrants) var id: String
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
@@ -241,8 +241,8 @@ struct CheckCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check", abstract: "May I (or PRINCIPAL) use this role on this resource now?",
         discussion: "Exit code 0: allowed; 3: approval required (the command to run is printed); 4: denied.")
-    @Argument(help: "The resource.") var resource: String
-    @Option(help: "The role.") var role: String?
+    @Argument(help: "The resource.", completion: Completions.resources) var resource: String
+    @Option(help: "The role.", completion: Completions.roles) var role: String?
     @OptionGroup var action: ActionOptions
     @Option(help: "Check for another principal (admins).") var principal: String?
     @OptionGroup var options: ClientOptions
@@ -298,6 +298,12 @@ struct WhoamiCommand: AsyncParsableCommand {
                           ("groups", (me["groups"] as? [String] ?? []).joined(separator: ", ")),
                           ("credential", me["credential"] as? String == "session" ? "sign-in session" : "API token")]
             if let ends = me["expires_at"] as? String { fields.append(("session ends", ends)) }
+            let requestable = (me["requestable"] as? [[String: Any]] ?? []).map { entry in
+                let roles = entry["roles"] as? [String] ?? []
+                let actions = entry["actions"] as? Bool == true ? ["one-shot actions"] : []
+                return "\(entry["resource"] as? String ?? "?") (\((roles + actions).joined(separator: ", ")))"
+            }
+            fields.append(("may request", requestable.isEmpty ? "nothing" : requestable.joined(separator: "; ")))
             Output.fields(fields)
         }
     }

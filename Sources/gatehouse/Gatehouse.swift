@@ -30,7 +30,7 @@ struct Gatehouse: AsyncParsableCommand {
     /// Runs the command and maps every outcome to the documented exit codes.
     static func main() async {
         do {
-            var command = try parseAsRoot()
+            var command = try await asyncParseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

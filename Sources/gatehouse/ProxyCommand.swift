@@ -90,7 +90,7 @@ struct ProxyCommand: AsyncParsableCommand {
         the server instead, use `gatehouse serve --proxy`.
         """)
 
-    @Option(help: "The policy file (default: $GATEHOUSE_POLICY or gatehouse.yaml).") var policy: String?
+    @Option(help: "The policy file (default: $GATEHOUSE_POLICY or gatehouse.yaml).", completion: .file(extensions: ["yaml", "yml"])) var policy: String?
     @Option(help: "The store `serve` uses (default: $GATEHOUSE_DATABASE or sqlite:gatehouse.db).") var database: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
     @Option(help: "Log lines as text or json (one object per line).") var logFormat: ServeConfiguration.LogFormat = .text

@@ -48,7 +48,7 @@ struct GrantLifecycleTests {
                 try GrantLifecycle.revoke(grant, by: "erin", isAdmin: true, reason: blank, now: now)
             }
         }
-        expectGatehouseError(code: "reason_too_long", kind: .invalid, field: "reason") {
+        expectGatehouseError(code: "reason_too_long", kind: .unprocessable, field: "reason") {
             try GrantLifecycle.revoke(grant, by: "erin", isAdmin: true, reason: String(repeating: "ü", count: 2_049), now: now)
         }
         expectGatehouseError(code: "control_character", kind: .invalid, field: "reason") {

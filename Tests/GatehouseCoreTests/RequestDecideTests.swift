@@ -330,7 +330,7 @@ struct RequestDecideTests {
     @Test("an overlong comment is refused")
     func commentTooLong() throws {
         let request = try Fixture.pending("write")
-        expectGatehouseError(code: "comment_too_long", kind: .invalid, field: "comment") {
+        expectGatehouseError(code: "comment_too_long", kind: .unprocessable, field: "comment") {
             try decide(request, by: "carol", comment: String(repeating: "é", count: 2_049))
         }
     }

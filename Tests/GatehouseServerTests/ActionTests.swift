@@ -119,7 +119,7 @@ struct ActionTests {
             let rm = try await server.checkAction(t["alice"]!, resource: "prod-host", kind: "shell", text: "sudo rm -rf /var/lib/postgresql")
             #expect(rm.string("decision") == "approval_required")
             let wrongKind = try await server.requestAction(t["alice"]!, resource: "prod-host", kind: "sql", text: "SELECT 1")
-            #expect(wrongKind.status == 400)
+            #expect(wrongKind.status == 422)
             #expect(wrongKind.string("code") == "wrong_action_kind")
             #expect(try await server.checkAction(t["alice"]!, resource: "prod-db", kind: "shell", text: "ls").string("decision") == "deny")
         }

@@ -1,0 +1,96 @@
+import ArgumentParser
+import Foundation
+
+/// Values the shell completes from the server the command line points at: `--url`/`--token` on the line,
+/// else GATEHOUSE_URL/GATEHOUSE_TOKEN or the `gatehouse login` session, as every command finds them.
+/// Asked with a short deadline; when the server cannot be reached, or says no, nothing is offered.
+enum Completions {
+    /// Resources the caller may ask for (from `GET /v1/whoami`).
+    static let resources = CompletionKind.custom { (words: [String], _: Int, prefix: String) async -> [String] in
+        await requestable(words).map(\.resource).filter { $0.hasPrefix(prefix) }
+    }
+
+    /// The roles the caller may ask for on the resource already on the line (all their roles when none is).
+    static let roles = CompletionKind.custom { (words: [String], _: Int, prefix: String) async -> [String] in
+        let known = await requestable(words)
+        let named = known.first { entry in words.contains(entry.resource) }
+        let roles = named.map(\.roles) ?? Array(Set(known.flatMap(\.roles))).sorted()
+        return roles.filter { $0.hasPrefix(prefix) }
+    }
+
+    /// Pending requests waiting for the caller's approval.
+    static let requestsToApprove = CompletionKind.custom { (words: [String], _: Int, prefix: String) async -> [String] in
+        await ids(words, "/v1/requests", query: ["scope": "to_approve", "state": "pending"], list: "requests").filter { $0.hasPrefix(prefix) }
+    }
+
+    /// The caller's own requests, newest first.
+    static let ownRequests = CompletionKind.custom { (words: [String], _: Int, prefix: String) async -> [String] in
+        await ids(words, "/v1/requests", query: ["scope": "mine"], list: "requests").filter { $0.hasPrefix(prefix) }
+    }
+
+    /// The caller's active grants.
+    static let ownGrants = CompletionKind.custom { (words: [String], _: Int, prefix: String) async -> [String] in
+        await ids(words, "/v1/grants", query: ["active": "true"], list: "grants").filter { $0.hasPrefix(prefix) }
+    }
+
+    static let actionKinds = CompletionKind.list(["sql", "shell"])
+    static let outputFormats = CompletionKind.list(OutputFormat.allCases.map(\.rawValue))
+    static let requestStates = CompletionKind.list(["pending", "approved", "denied", "expired", "canceled", "quarantined"])
+
+    struct Requestable: Sendable {
+        var resource: String
+        var roles: [String]
+    }
+
+    static func requestable(_ words: [String]) async -> [Requestable] {
+        guard let me = await get(words, "/v1/whoami", query: [:]) else { return [] }
+        return (me["requestable"] as? [[String: Any]] ?? []).compactMap { entry in
+            guard let resource = entry["resource"] as? String else { return nil }
+            return Requestable(resource: resource, roles: entry["roles"] as? [String] ?? [])
+        }
+    }
+
+    static func ids(_ words: [String], _ path: String, query: [String: String?], list: String) async -> [String] {
+        guard let page = await get(words, path, query: query) else { return [] }
+        return (page[list] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+    }
+
+    /// One GET as the command line would make it, or nil. The completing shell waits for this, so it
+    /// gives up after 3 seconds.
+    static func get(_ words: [String], _ path: String, query: [String: String?]) async -> [String: Any]? {
+        var options = ClientOptions()
+        options.url = value(of: "--url", in: words)
+        options.token = value(of: "--token", in: words)
+        guard let client = try? options.client() else { return nil }
+        let body = await withTaskGroup(of: Data?.self) { group in
+            group.addTask {
+                guard let response = try? await client.send(.GET, path, query: query), response.status == 200 else { return nil }
+                return response.body
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(3))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        return body.flatMap { (try? JSONSerialization.jsonObject(with: $0)) as? [String: Any] }
+    }
+
+    /// The value given to an option on the line (`--url X` or `--url=X`), as the shell passed the word.
+    static func value(of option: String, in words: [String]) -> String? {
+        for (index, word) in words.enumerated() {
+            if word == option, index + 1 < words.count { return unquoted(words[index + 1]) }
+            if word.hasPrefix(option + "=") { return unquoted(String(word.dropFirst(option.count + 1))) }
+        }
+        return nil
+    }
+
+    static func unquoted(_ word: String) -> String {
+        for quote in ["\"", "'"] where word.count >= 2 && word.hasPrefix(quote) && word.hasSuffix(quote) {
+            return String(word.dropFirst().dropLast())
+        }
+        return word
+    }
+}
