@@ -184,11 +184,16 @@ struct Problem: Sendable {
         let errors = context.underlyingError.flatMap { underlying in
             Mirror(reflecting: underlying).children.first { $0.label == "errors" }?.value as? [any Error]
         } ?? []
-        let meant = errors.compactMap { $0 as? DecodingError }.first { error in
+        let decoding = errors.compactMap { $0 as? DecodingError }
+        // A shape refused for carrying the other shape's key: both were given, whatever else is wrong.
+        let both = decoding.contains { error in
+            guard case .dataCorrupted(let corrupted) = error, corrupted.debugDescription.hasPrefix("Additional properties are disabled") else { return false }
+            return corrupted.codingPath.count == 1 && shapeKeys.contains(corrupted.codingPath[0].stringValue)
+        }
+        let meant = both ? nil : decoding.first { error in
             switch error {
             case .keyNotFound(let key, let keyContext): !(keyContext.codingPath.isEmpty && shapeKeys.contains(key.stringValue))
-            case .dataCorrupted(let corrupted) where corrupted.debugDescription.hasPrefix("Additional properties are disabled"):
-                !(corrupted.codingPath.count == 1 && shapeKeys.contains(corrupted.codingPath[0].stringValue))
+            case .valueNotFound(_, let valueContext): !(valueContext.codingPath.count == 1 && shapeKeys.contains(valueContext.codingPath[0].stringValue))
             default: true
             }
         }

@@ -84,7 +84,7 @@ struct ContractMiddleware: RouterMiddleware {
 }
 
 /// A request without a body (no Content-Length and no Transfer-Encoding, or Content-Length: 0) reaches
-/// the generated layer as one with no body, so an operation whose body is optional (approve, review)
+/// the generated layer as one with no body, so an operation whose body is optional (approve)
 /// takes it as such instead of reading zero bytes as JSON; one whose body is required says it is missing.
 struct EmptyBodyIsNoBody: ServerMiddleware {
     func intercept(_ request: HTTPTypes.HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,

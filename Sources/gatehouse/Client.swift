@@ -9,6 +9,8 @@ import Synchronization
 struct APIClient {
     let baseURL: String
     let token: String?
+    /// How long the server's address may take to accept a connection (shell completion waits less).
+    var connectTimeout: TimeAmount = .seconds(5)
 
     struct Response {
         var status: Int
@@ -32,7 +34,7 @@ struct APIClient {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: data))
         }
-        try await Self.reach(components, baseURL: baseURL)
+        try await Self.reach(components, baseURL: baseURL, within: connectTimeout)
         let response: HTTPClientResponse
         do {
             response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
@@ -50,14 +52,14 @@ struct APIClient {
     /// Whether the server's address takes a connection, within a few seconds: an HTTP client retries a
     /// refused connection until its request's deadline (a minute, for long polls), so this is asked
     /// first, once per run.
-    static func reach(_ components: URLComponents?, baseURL: String) async throws {
+    static func reach(_ components: URLComponents?, baseURL: String, within connectTimeout: TimeAmount) async throws {
         guard !reached.withLock({ $0 }), var host = components?.host else { return }
         // URLComponents keeps an IPv6 literal's brackets; a socket address has none.
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         let port = components?.port ?? (components?.scheme == "https" ? 443 : 80)
         do {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(.seconds(5))
+                .connectTimeout(connectTimeout)
                 .connect(host: host, port: port).get()
             try? await channel.close()
             reached.withLock { $0 = true }

@@ -56,15 +56,17 @@ enum Completions {
     }
 
     /// One GET as the command line would make it, or nil. The completing shell waits for this, so it
-    /// gives up after 3 seconds.
+    /// gives up after 3 seconds (an address that does not accept a connection within 2 s, sooner).
     static func get(_ words: [String], _ path: String, query: [String: String?]) async -> [String: Any]? {
         var options = ClientOptions()
         options.url = value(of: "--url", in: words)
         options.token = value(of: "--token", in: words)
-        guard let client = try? options.client() else { return nil }
+        guard var client = try? options.client() else { return nil }
+        client.connectTimeout = .seconds(2)
+        let caller = client
         let body = await withTaskGroup(of: Data?.self) { group in
             group.addTask {
-                guard let response = try? await client.send(.GET, path, query: query), response.status == 200 else { return nil }
+                guard let response = try? await caller.send(.GET, path, query: query), response.status == 200 else { return nil }
                 return response.body
             }
             group.addTask {

@@ -97,7 +97,7 @@ struct BreakGlassHTTPTests {
                 #expect(refused.string("code") == "not_allowed_break_glass", "\(name)")
             }
             let long = try await Self.use(server, t["bob"]!, duration: "1h")
-            #expect(long.status == 400)
+            #expect(long.status == 422 && long.string("code") == "duration_over_maximum", "\(long.json)")
             #expect(long.string("field") == "duration")
             // A refusal for bad input does not spend the day's use.
             #expect(try await Self.use(server, t["bob"]!).status == 201)
