@@ -10,7 +10,9 @@ final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
     var baseURL: String { "http://127.0.0.1:\(port)" }
     /// Longer than any wait inside the server, shorter than the HTTP client's default: a killed
     /// instance's port refuses connections, and the client retries those until its deadline.
-    var timeout: TimeAmount { .seconds(12) }
+    var timeout: TimeAmount { requestTimeout }
+    /// A test whose requests queue behind each other on purpose sets a longer one before it sends.
+    var requestTimeout: TimeAmount = .seconds(12)
 
     static var repositoryRoot: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

@@ -230,11 +230,17 @@ struct WebhookDeliveryTests {
             let calls = await state.calls
             #expect(Set(processed.keys) == expected, "every event exactly once, no other")
             #expect(calls.allSatisfy { $0.signatureValid })
-            // Only the message in flight at the kill was sent twice, with the same id and body.
+            // The message in flight at the kill was sent again, with the same id and body. Any other message
+            // sent more than once is one whose attempt the sender itself saw fail (a loaded machine can make
+            // the receiver miss the 2 s timeout): a retry, never a second copy it did not know about.
             let repeated = Dictionary(grouping: calls, by: \.id).filter { $0.value.count > 1 }
-            #expect(Set(repeated.keys) == [inFlight], "\(repeated.mapValues { $0.count })")
-            let bodies = Set(repeated[inFlight]?.map(\.body) ?? [])
-            #expect(bodies.count == 1)
+            #expect(repeated.keys.contains(inFlight), "\(repeated.mapValues { $0.count })")
+            for (id, copies) in repeated {
+                #expect(Set(copies.map(\.body)).count == 1, "\(id) was sent with different bodies")
+                guard id != inFlight else { continue }
+                let attempts = rows.first { $0["id"] as? String == id }?["attempts"] as? Int ?? 0
+                #expect(attempts >= copies.count, "\(id) reached the receiver \(copies.count) times in \(attempts) attempts")
+            }
             #expect(Set(rows.compactMap { $0["id"] as? String }) == expected)
             #expect(rows.allSatisfy { $0["state"] as? String == "delivered" })
             #expect(try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken).json["ok"] as? Bool == true)
