@@ -173,14 +173,17 @@ final class PostgresBackend: StoreBackend {
     /// Writes are serialized by the database anyway; queueing them here first keeps waiting writers
     /// from holding pool connections that checks need.
     private let writeQueue = AsyncLock()
+    /// How long a write waits for its turn before the caller hears store_busy.
+    private let writeWait: Duration
 
-    private init(client: PostgresClient, runner: Task<Void, Never>, location: PostgresLocation) {
+    private init(client: PostgresClient, runner: Task<Void, Never>, location: PostgresLocation, writeWait: Duration) {
         self.client = client
         self.runner = runner
         self.location = location
+        self.writeWait = writeWait
     }
 
-    static func open(_ location: PostgresLocation, logger: Logger) async throws -> PostgresBackend {
+    static func open(_ location: PostgresLocation, writeWait: Duration = .seconds(15), logger: Logger) async throws -> PostgresBackend {
         do {
             try await location.probe(logger: logger)
         } catch {
@@ -189,7 +192,7 @@ final class PostgresBackend: StoreBackend {
         }
         let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger)
         let runner = Task { await client.run() }
-        let backend = PostgresBackend(client: client, runner: runner, location: location)
+        let backend = PostgresBackend(client: client, runner: runner, location: location, writeWait: writeWait)
         do {
             try await backend.leased(wait: .seconds(location.connectTimeoutSeconds)) { connection in
                 try await connection.sql().raw("SELECT 1 AS one").run()
@@ -234,9 +237,9 @@ final class PostgresBackend: StoreBackend {
 
     func write<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
         do {
-            return try await writeQueue.withLock(wait: .seconds(15)) { try await self.transaction(body) }
+            return try await writeQueue.withLock(wait: writeWait) { try await self.transaction(body) }
         } catch is AsyncLock.Timeout {
-            throw GatehouseError(.unavailable, "store_busy", "the store is busy (a write waited 15 seconds for its turn); nothing was changed, try again shortly")
+            throw GatehouseError(.unavailable, "store_busy", "the store is busy (a write waited \(writeWait) for its turn); nothing was changed, try again shortly")
         }
     }
 

@@ -28,9 +28,9 @@ public final class GatehouseStore: Sendable {
     /// Opens the store a `--database` URL names and brings its schema up to date:
     /// `sqlite:PATH` (or a bare path), with `?mode=shared` for several processes on one file, or
     /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (see `PostgresLocation` for its options).
-    public static func open(url: String, logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
+    public static func open(url: String, writeWait: Duration? = nil, logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            return try await openPostgres(PostgresLocation.parse(url), logger: logger)
+            return try await openPostgres(PostgresLocation.parse(url), writeWait: writeWait ?? .seconds(15), logger: logger)
         }
         var path = url.hasPrefix("sqlite:") ? String(url.dropFirst("sqlite:".count)) : url
         var shared = false
@@ -45,7 +45,7 @@ public final class GatehouseStore: Sendable {
         guard !path.isEmpty else {
             throw GatehouseError(.invalid, "store_path_missing", "the database path is empty; write --database sqlite:gatehouse.db", field: "database")
         }
-        return try await openSQLite(path: path, shared: shared, logger: logger)
+        return try await openSQLite(path: path, writeWait: writeWait ?? .seconds(10), shared: shared, logger: logger)
     }
 
     public static func openSQLite(path: String, readerCount: Int = 4, writeWait: Duration = .seconds(10), shared: Bool = false,
@@ -54,8 +54,9 @@ public final class GatehouseStore: Sendable {
         return try await migrated(GatehouseStore(backend: backend, caching: !shared, location: "sqlite:\(path)" + (shared ? "?mode=shared" : "")), logger: logger)
     }
 
-    public static func openPostgres(_ location: PostgresLocation, logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
-        let backend = try await PostgresBackend.open(location, logger: logger)
+    public static func openPostgres(_ location: PostgresLocation, writeWait: Duration = .seconds(15),
+                                    logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
+        let backend = try await PostgresBackend.open(location, writeWait: writeWait, logger: logger)
         return try await migrated(GatehouseStore(backend: backend, caching: false, location: location.description), logger: logger)
     }
 

@@ -54,9 +54,9 @@ public enum TestDatabase: Sendable {
         switch self {
         // Every test server of a run shares one process and its two cooperative threads with the others, so
         // a write can wait for CPU far longer than in a server of its own: the writer's turn is given 25 s
-        // (the default is 10 s; WriterQueueTests checks a short one), under the test client's 30 s.
+        // (the defaults are 10 s on SQLite and 15 s on PostgreSQL; WriterQueueTests checks a short one), under the test client's 30 s.
         case .sqlite(let path): try await GatehouseStore.openSQLite(path: path, writeWait: .seconds(25), logger: logger)
-        case .postgres(let url): try await GatehouseStore.open(url: url, logger: logger)
+        case .postgres(let url): try await GatehouseStore.open(url: url, writeWait: .seconds(25), logger: logger)
         }
     }
 
