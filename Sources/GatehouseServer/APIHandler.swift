@@ -116,7 +116,7 @@ struct APIHandler: APIProtocol {
         let caller = try await caller()
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
         // The generated layer decoded exactly one of the two shapes (openapi.yaml: NewRequest is a oneOf
-        // of closed objects); ContractProblems explains a body that is neither.
+        // of closed objects); Problem.fromOneOf explains a body that is neither.
         let input = switch body {
         case .RoleRequest(let role):
             NewRequestInput(resource: role.resource, access: .role(role.role), duration: role.duration, reason: role.reason, ticket: role.ticket)
