@@ -110,6 +110,7 @@ let package = Package(
             name: "GatehouseProxy",
             dependencies: [
                 "GatehouseCore",
+                "GatehouseGuard",
                 "GatehouseApp",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

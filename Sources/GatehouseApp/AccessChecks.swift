@@ -42,13 +42,14 @@ public struct AccessChecks: Sendable {
     /// are answered from the read path; a decision that uses up a one-shot grant, and every decision
     /// on a dangerous or forbidden action, is taken inside the writer with its audit event.
     public func checkAction(caller: Caller, resource: String, action: Action, principal: String?,
-                            audit scope: ActionAuditScope = .dangerous, context details: [String: String] = [:]) async throws
+                            audit scope: ActionAuditScope = .dangerous, context details: [String: String] = [:],
+                            classification known: ActionClassification? = nil) async throws
         -> (principal: String, decision: ActionDecision, classification: ActionClassification) {
         try Self.requireNames(["resource": resource, "principal": principal])
         let subject = principal ?? caller.principal
         if subject != caller.principal, !caller.isAdmin { throw AppErrors.onBehalfRefused() }
         if let problem = action.problem { throw GatehouseError.invalid("action", "invalid_action", problem) }
-        let classification = await classify(action)
+        let classification = if let known { known } else { await classify(action) }
         let store = context.store
         if try await context.unavailableOnFailure({ try await store.isBlocked(principal: subject) }) {
             return (subject, .deny(reason: AppErrors.blocked(subject).message), classification)

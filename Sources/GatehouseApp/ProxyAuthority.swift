@@ -1,5 +1,6 @@
 import Foundation
 import GatehouseCore
+import GatehouseGuard
 import GatehouseStore
 
 /// What the guard proxy asks the application: may this person open a session, may this statement
@@ -126,25 +127,49 @@ public struct ProxyAuthority: Sendable {
     /// calling thread: only a statement already classified or short enough to classify here, below dangerous, allowed by a role grant, and not to be audited.
     /// Nil means "ask `proxyStatement`". Expiry is judged now; a revocation is seen within the
     /// watcher's interval.
-    public func fastAllow(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit) -> Bool {
+    /// With `followsCalls` (a session that may write), a statement that calls a function by name is
+    /// never decided here: what the function does is looked up first (`statement`).
+    public func fastAllow(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit, followsCalls: Bool = false) -> Bool {
         guard audit != .all else { return false }
         let action = Action(kind: .sql, text: text)
         let policy = context.policies.policy
-        guard let classification = context.actionGuard.classifyInline(action, settings: policy.guardSettings), classification.risk < .dangerous else { return false }
+        guard let classification = context.actionGuard.classifyInline(action, settings: policy.guardSettings), classification.risk < .dangerous,
+              !followsCalls || classification.calls.isEmpty else { return false }
         let decision = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
                                           classification: classification, policy: policy, grants: grants, now: context.clock.now())
         if case .allowByRole = decision { return true }
         return false
     }
 
+    /// Follows function calls into the bodies `catalog` holds (one per database: function ids are).
+    public func functionReach(catalog: any FunctionCatalog) -> FunctionReach {
+        FunctionReach(catalog: catalog, actionGuard: context.actionGuard)
+    }
+
     /// Decides one statement of a proxy session: nil to run it, else the message for the client.
     /// Refused and dangerous statements are audited (every statement with `audit: all`); a one-shot
-    /// grant is used up in the same transaction.
-    public func statement(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit) async throws
+    /// grant is used up in the same transaction. With `functions` (a session that may write), the
+    /// statement is judged by what the functions it calls do as well; when their definitions cannot be
+    /// read, it is refused.
+    public func statement(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit,
+                          functions: FunctionReach? = nil) async throws
         -> (refusal: (message: String, hint: String?)?, risk: RiskLevel) {
         let action = Action(kind: .sql, text: text)
         if let problem = action.problem { return ((problem, nil), .forbidden) }
-        let classification = await checks.classify(action)
+        var classification = await checks.classify(action)
+        var reached: [String] = []
+        if let functions, !classification.calls.isEmpty {
+            do {
+                let own = classification.findings.count
+                classification = try await functions.judge(classification, settings: context.policies.policy.guardSettings)
+                reached = classification.findings.dropFirst(own).filter { $0.level == classification.risk }.map(\.detail)
+            } catch {
+                let names = classification.calls.map { "\($0.qualifiedName)()" }.joined(separator: ", ")
+                await refused(identity, what: "a call of \(names) whose definition could not be read (\(error)): \(AuditEntry.excerpt(text))")
+                throw GatehouseError(.unavailable, "function_lookup_failed",
+                                     "cannot read the definition of \(names) from the database's catalog, so what the call does cannot be judged (\(error)); try again, and if it persists ask an admin to check the proxy's connection to the database")
+            }
+        }
         if Self.changesHowStatementsAreRead(action, classification) {
             await refused(identity, what: "a change of a setting that changes how statements are read: \(AuditEntry.excerpt(text))")
             return (("gatehouse: changing client_encoding, standard_conforming_strings or backslash_quote is refused through the proxy: Gatehouse could no longer read the statements that follow as the database does", "the proxy refuses every change of a setting the guard calls unsafe, and set_config(); connect to the database another way for such work"), classification.risk)
@@ -156,15 +181,21 @@ public struct ProxyAuthority: Sendable {
         }
         let scope: ActionAuditScope = audit == .all ? .all : .refusedAndDangerous
         let (_, decision, checked) = try await checks.checkAction(caller: identity.caller, resource: identity.resource, action: action, principal: nil,
-                                                                  audit: scope, context: ["via": "proxy", "session": identity.sessionID])
+                                                                  audit: scope, context: ["via": "proxy", "session": identity.sessionID],
+                                                                  classification: classification)
         switch decision {
         case .allowByRole, .allowOnce:
             return (nil, checked.risk)
         case let .approvalRequired(commands, reason):
-            return (("gatehouse: \(reason)", "ask for approval: " + commands.joined(separator: "  or  ")), checked.risk)
+            return (("gatehouse: \(reason)\(Self.because(reached))", "ask for approval: " + commands.joined(separator: "  or  ")), checked.risk)
         case let .deny(reason):
-            return (("gatehouse: \(reason)", nil), checked.risk)
+            return (("gatehouse: \(reason)\(Self.because(reached))", nil), checked.risk)
         }
+    }
+
+    /// What the called functions' bodies do, when that is what makes the statement's risk.
+    static func because(_ reached: [String]) -> String {
+        reached.isEmpty ? "" : ": it " + reached.prefix(3).joined(separator: "; it ")
     }
 
     /// Settings under which the database reads statement text differently from the classifier,

@@ -79,12 +79,20 @@ public struct ActionClassification: Sendable, Equatable, Codable {
     /// The statement rebuilt without comments, for approvers (SQL only; nil when not requested or
     /// not possible).
     public var normalized: String?
+    /// The functions the text calls by name, other than those qualified with `pg_catalog` (SQL only).
+    /// Who holds the database can look their bodies up (`FunctionReach`); not part of the encoded form.
+    public var calls: [FunctionCallSite] = []
 
-    public init(kind: Action.Kind, findings: [Finding], statements: Int, normalized: String? = nil) {
+    private enum CodingKeys: String, CodingKey {
+        case kind, risk, findings, statements, normalized
+    }
+
+    public init(kind: Action.Kind, findings: [Finding], statements: Int, normalized: String? = nil, calls: [FunctionCallSite] = []) {
         self.kind = kind
         self.findings = findings
         self.statements = statements
         self.normalized = normalized
+        self.calls = calls
         self.risk = findings.map(\.level).max() ?? .read
     }
 
@@ -92,4 +100,23 @@ public struct ActionClassification: Sendable, Equatable, Codable {
         var seen = Set<String>()
         return findings.map(\.category).filter { seen.insert($0).inserted }
     }
+}
+
+/// A call of a function by name in a SQL text: the name as written (schema when qualified, as the
+/// parser gives it: unquoted names lower-cased) and where the call is.
+public struct FunctionCallSite: Sendable, Hashable {
+    public var schema: String?
+    public var name: String
+    public var statement: Int
+    public var position: Int
+
+    public init(schema: String?, name: String, statement: Int, position: Int) {
+        self.schema = schema
+        self.name = name
+        self.statement = statement
+        self.position = position
+    }
+
+    /// `schema.name`, or the bare name.
+    public var qualifiedName: String { schema.map { "\($0).\(name)" } ?? name }
 }

@@ -26,6 +26,12 @@ public final class ActionGuard: Sendable {
         return result
     }
 
+    /// What calling a function does, from its definition (`SQLClassifier.classifyDefinition`), on the
+    /// parser threads.
+    public func classifyDefinition(_ definition: String, settings: GuardSettings) async -> ActionClassification {
+        await threads.run { SQLClassifier(settings: settings).classifyDefinition(definition) }
+    }
+
     /// Texts up to this size may be classified on an ordinary thread (8 MiB stack, as event-loop
     /// threads have): at most a few hundred KiB of parser recursion even when nested to the brim.
     public static let inlineTextLimit = 1024

@@ -30,7 +30,18 @@ public struct SQLClassifier: Sendable {
         if normalize, text.utf8.count <= SQLClassifier.maximumBytes, walk.parsed {
             normalized = PgQuery.deparse(text) ?? PgQuery.withoutComments(text)
         }
-        return ActionClassification(kind: .sql, findings: walk.findings, statements: count, normalized: normalized)
+        return ActionClassification(kind: .sql, findings: walk.findings, statements: count, normalized: normalized, calls: walk.calls)
+    }
+
+    /// Classifies what a function does when it is called, from its definition as
+    /// `pg_get_functiondef` gives it (`CREATE OR REPLACE FUNCTION ... AS $function$ body $function$`):
+    /// the findings of its body (labelled "in function body"), and the functions the body calls.
+    /// Creating the function is not itself a finding here.
+    public func classifyDefinition(_ text: String) -> ActionClassification {
+        var walk = SQLWalk(settings: settings)
+        walk.definitionOnly = true
+        let count = walk.classifyText(text, body: nil)
+        return ActionClassification(kind: .sql, findings: walk.findings, statements: count, calls: walk.calls)
     }
 }
 
@@ -51,6 +62,10 @@ private struct SQLWalk {
     var created: Set<String> = []
     /// Whether the outermost text parsed (so it can be rebuilt for approvers).
     var parsed = false
+    /// Functions called by name, each name once (`ActionClassification.calls`).
+    var calls: [FunctionCallSite] = []
+    /// The text is a function's definition read for what calling it does (`classifyDefinition`).
+    var definitionOnly = false
     private var statementText: Substring = ""
 
     init(settings: GuardSettings) {
@@ -164,6 +179,10 @@ private struct SQLWalk {
                 fire("unsafe_setting", at: relationLocation(fields, location), "\(Self.describe(type)) on pg_settings changes settings")
             }
         }
+        if type == "CallStmt" {
+            // The procedure called is an untagged FuncCall.
+            recordCall(fields["funccall"]?["funcname"], location: location)
+        }
         if type == "RenameStmt", fields["renameType"]?.stringValue == "OBJECT_DATABASE" {
             fire("alter_database", at: location, "ALTER DATABASE ... RENAME")
         }
@@ -252,7 +271,9 @@ private struct SQLWalk {
                 }
             }
         case .createFunction:
-            fire("schema_change", at: location, "CREATE FUNCTION \(Self.objectNames(.array([fields["funcname"] ?? .null])))")
+            if !definitionOnly {
+                fire("schema_change", at: location, "CREATE FUNCTION \(Self.objectNames(.array([fields["funcname"] ?? .null])))")
+            }
             judgeFunctionBody(fields, location: location)
         case .doBlock:
             judgeDoBlock(fields, location: location)
@@ -269,6 +290,7 @@ private struct SQLWalk {
         case .functionCall:
             // Unquoted names arrive lower-cased from the parser; a quoted "PG_READ_FILE" is another function.
             let name = fields["funcname"]?.elements.last?["String"]?["sval"]?.stringValue ?? ""
+            recordCall(fields["funcname"], location: location)
             if SQLNodeRule.tableToXML.contains(name), let first = fields["args"]?.elements.first,
                let text = (first["A_Const"] ?? first["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue,
                let table = SQLNodeRule.plainRelationName(text) {
@@ -291,6 +313,15 @@ private struct SQLWalk {
             }
         }
         visitChildren(fields, location: location)
+    }
+
+    /// Remembers a call by name (not one qualified with `pg_catalog`, which names a built-in).
+    private mutating func recordCall(_ funcname: ParseTree?, location: Int) {
+        let parts = (funcname?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
+        guard let name = parts.last else { return }
+        let schema = parts.count >= 2 ? parts[parts.count - 2] : nil
+        guard schema != "pg_catalog", !calls.contains(where: { $0.name == name && $0.schema == schema }) else { return }
+        calls.append(FunctionCallSite(schema: schema, name: name, statement: statement, position: body?.position ?? location))
     }
 
     private mutating func judgeWhere(_ fields: ParseTree, verb: String, dangerous: String, location: Int) {

@@ -75,8 +75,10 @@ public final class GuardProxy: Service, Sendable {
                 }
                 upstreamTLS = try NIOSSLContext(configuration: configuration)
             }
+            let catalog = CatalogConnection(settings: settings, password: password, tls: upstreamTLS)
             return ListenerContext(resource: resource.name, settings: settings, password: password, serverTLS: serverTLS,
-                                   upstreamTLS: upstreamTLS, service: service, registry: registry, limits: limits)
+                                   upstreamTLS: upstreamTLS, service: service, registry: registry, limits: limits,
+                                   catalog: catalog, functions: service.proxy.functionReach(catalog: catalog))
         }
     }
 
@@ -143,7 +145,10 @@ public final class GuardProxy: Service, Sendable {
                 try? await Task.sleep(for: Self.watchInterval)
             }
         }
-        for (_, channel) in listeners { try? await channel.close() }
+        for (shared, channel) in listeners {
+            try? await channel.close()
+            shared.catalog.close()
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import GatehouseApp
+import GatehouseGuard
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -16,6 +17,9 @@ struct ListenerContext: Sendable {
     var service: UseCases
     var registry: SessionRegistry
     var limits: WireLimits
+    /// The resource's database catalog, for judging a write session's function calls by their bodies.
+    var catalog: CatalogConnection
+    var functions: FunctionReach
 }
 
 /// One client connection and, once signed in, its database connection. Everything runs on the
@@ -378,7 +382,9 @@ final class ProxyConnection: ChannelInboundHandler {
             endLapsedWritePower()
             return
         }
-        if service.proxy.fastAllow(identity, text: text, grants: grants, audit: audit) {
+        // A session that may write judges a function call by what the function's body does.
+        let functions = session.startedReadWrite ? shared.functions : nil
+        if service.proxy.fastAllow(identity, text: text, grants: grants, audit: audit, followsCalls: functions != nil) {
             decided(nil, started: started)
             if held { resume() }
             return
@@ -388,7 +394,7 @@ final class ProxyConnection: ChannelInboundHandler {
         Task {
             let refusal: Refusal?
             do {
-                let result = try await service.proxy.statement(identity, text: text, grants: grants, audit: audit)
+                let result = try await service.proxy.statement(identity, text: text, grants: grants, audit: audit, functions: functions)
                 refusal = result.refusal.map { Refusal(message: $0.message, hint: $0.hint) }
             } catch {
                 let (code, message) = ProxySession.describe(error)
@@ -446,3 +452,5 @@ extension ProxyConnection {
         context?.channel.setOption(ChannelOptions.autoRead, value: writable).whenFailure { _ in }
     }
 }
+
+extension ProxyConnection: UpstreamReceiver {}

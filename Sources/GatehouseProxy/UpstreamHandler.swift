@@ -2,19 +2,29 @@ import GatehouseCore
 import NIOCore
 import NIOSSL
 
+/// What a connection to the database reports to: a client's session (`ProxyConnection`), or the
+/// proxy's own catalog connection (`CatalogConnection`). Called on the channel's event loop.
+protocol UpstreamReceiver: AnyObject {
+    func upstreamFailed(_ why: String)
+    func upstreamRead(_ bytes: inout ByteBuffer)
+    func upstreamReadComplete()
+    func upstreamClosed()
+    func upstreamWritable(_ writable: Bool)
+}
+
 /// The database connection's handler: optional TLS negotiation, then hands bytes to the connection.
 final class UpstreamHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let connection: ProxyConnection
+    private let connection: any UpstreamReceiver
     private let tlsMode: ProxySettings.UpstreamTLS
     private let tls: NIOSSLContext?
     private let serverHostname: String
     private let startup: ByteBuffer
     private var awaitingTLSAnswer = false
 
-    init(connection: ProxyConnection, tlsMode: ProxySettings.UpstreamTLS, tls: NIOSSLContext?, serverHostname: String, startup: ByteBuffer) {
+    init(connection: any UpstreamReceiver, tlsMode: ProxySettings.UpstreamTLS, tls: NIOSSLContext?, serverHostname: String, startup: ByteBuffer) {
         self.connection = connection
         self.tlsMode = tlsMode
         self.tls = tls

@@ -73,18 +73,20 @@ struct DriverMatrixTests {
 
     /// libpq's COPY FROM STDIN through PQexecParams (psycopg's libpq binding): the extended
     /// protocol with a Sync the database ignores while copying; statements after it still pair up.
-    /// Then psycopg's pipeline mode: statements sent before the ones ahead have answered. A function
-    /// that turns standard_conforming_strings off from inside, followed in the pipeline by a DELETE
-    /// that is harmless read with it on and deletes every row read with it off: held until the
-    /// function has answered (the session then ends on the reported change), or refused when sent
+    /// Then psycopg's pipeline mode: statements sent before the ones ahead have answered. A trigger (the
+    /// guard does not follow triggers) that turns standard_conforming_strings off from inside,
+    /// followed in the pipeline by a DELETE that is harmless read with it on and deletes every row
+    /// read with it off: held until the INSERT that fires it has answered (the session then ends on the reported change), or refused when sent
     /// in the same batch; nothing is deleted either way.
     @Test func psycopgExtendedCopyAndPipelines() async throws {
         let harness = try await ProxyHarness.start()
         defer { Task { await harness.stop() } }
         try await harness.grant("alice", role: "write")
         _ = try await harness.direct("""
-            CREATE FUNCTION flip() RETURNS int LANGUAGE plpgsql AS $$
-            BEGIN PERFORM set_config('standard_conforming_strings', 'off', false); RETURN 1; END $$
+            CREATE TABLE flips(x int);
+            CREATE FUNCTION flip() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM set_config('standard_conforming_strings', 'off', false); RETURN NEW; END $$;
+            CREATE TRIGGER flip BEFORE INSERT ON flips FOR EACH ROW EXECUTE FUNCTION flip();
             """)
         let script = #"""
             import json, sys, psycopg
@@ -120,7 +122,7 @@ struct DriverMatrixTests {
                 conn = psycopg.connect(dsn, password=password, autocommit=True)
                 try:
                     with conn.pipeline() as p:
-                        conn.execute("SELECT flip()")
+                        conn.execute("INSERT INTO flips VALUES (1)")
                         if sync_between:
                             p.sync()
                         conn.execute(delete)

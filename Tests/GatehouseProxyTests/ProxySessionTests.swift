@@ -171,8 +171,8 @@ import Glibc
     @Test func aReadOnlySessionCannotWriteThroughAFunction() async throws {
         let harness = try await ProxyHarness.start()
         defer { Task { await harness.stop() } }
-        // The classifier cannot see inside functions: `SELECT bump()` reads as a read.
-        _ = try await harness.direct("CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS $$ UPDATE accounts SET balance = balance + 1 RETURNING 1 $$")
+        // A read session does not look inside functions (`SELECT bump()` reads as a read): the database refuses the write.
+        _ = try await harness.direct("CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS $$ UPDATE accounts SET balance = balance + 1 WHERE id = 1 RETURNING 1 $$")
         try await harness.grant("alice")
         let reader = try await harness.psql("alice", """
             SELECT bump();
@@ -188,13 +188,13 @@ import Glibc
         try await harness.grant("alice", role: "write")
         let writer = try await harness.psql("alice", "SELECT bump();\n")
         #expect(writer.status == 0 && !writer.stderr.contains("ERROR"), "\(writer)")
-        #expect(try await harness.direct("SELECT sum(balance) FROM accounts") == "1010")
+        #expect(try await harness.direct("SELECT sum(balance) FROM accounts") == "1001")
     }
 
     @Test func aSessionThatCouldWriteEndsWhenItsWriteGrantEnds() async throws {
         let harness = try await ProxyHarness.start()
         defer { Task { await harness.stop() } }
-        _ = try await harness.direct("CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS $$ UPDATE accounts SET balance = balance + 1 RETURNING 1 $$")
+        _ = try await harness.direct("CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS $$ UPDATE accounts SET balance = balance + 1 WHERE id = 1 RETURNING 1 $$")
         try await harness.grant("alice")
         let write = try await harness.grant("alice", role: "write")
         let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", "-v", "ON_ERROR_STOP=0", harness.conninfo(user: "alice")],
@@ -210,13 +210,58 @@ import Glibc
         let result = await Command.finish(running)
         #expect(result.stderr.contains("FATAL:  gatehouse: session ended: the grant \(write) on prod-db was released"), "\(result)")
         #expect(result.stderr.contains("reconnect for a read-only session"), "\(result)")
-        #expect(try await harness.direct("SELECT sum(balance) FROM accounts") == "1010", "only the first bump() ran")
+        #expect(try await harness.direct("SELECT sum(balance) FROM accounts") == "1001", "only the first bump() ran")
         let ended = try await harness.audit(action: "proxy.session.ended")
         #expect(ended.contains { (($0["details"] as? [String: String])?["reason"] ?? "").contains("reconnect for a read-only session") }, "\(ended)")
         // The next session, on the read grant alone, is read-only on the database.
         let reader = try await harness.psql("alice", "SELECT bump();\n")
         #expect(reader.stderr.contains("read-only transaction"), "\(reader)")
-        #expect(try await harness.direct("SELECT sum(balance) FROM accounts") == "1010")
+        #expect(try await harness.direct("SELECT sum(balance) FROM accounts") == "1001")
+    }
+
+    /// A session that may write judges `SELECT f()` by what `f` does, read from the database's
+    /// catalog: a body that updates one row by key runs, one that deletes every row (directly or
+    /// through another function) is refused and names the function; a function redefined is
+    /// judged by its new body; a catalog that cannot be read refuses the call (fail closed).
+    @Test func aWriteSessionJudgesFunctionCallsByTheirBodies() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        _ = try await harness.direct("""
+            CREATE FUNCTION touch_one(k int) RETURNS int LANGUAGE sql AS $$ UPDATE accounts SET balance = balance + 1 WHERE id = k RETURNING 1 $$;
+            CREATE FUNCTION purge() RETURNS void LANGUAGE plpgsql AS $$ BEGIN DELETE FROM accounts; END $$;
+            CREATE SCHEMA ops;
+            CREATE FUNCTION ops.tidy() RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN PERFORM public.purge(); END $$;
+            """)
+        try await harness.grant("alice", role: "write")
+        let first = try await harness.psql("alice", "SELECT touch_one(1);\nSELECT purge();\nSELECT ops.tidy();\nSELECT count(*) FROM accounts;\n")
+        #expect(first.stdout.components(separatedBy: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } == ["1", "10"], "\(first)")
+        #expect(first.stderr.contains("ERROR:  gatehouse: this is a dangerous action (delete_without_where) and alice has no active grant that allows it: it calls public.purge(), whose body: DELETE on accounts without WHERE changes every row"), "\(first)")
+        #expect(first.stderr.contains("it calls ops.tidy() (SECURITY DEFINER) → public.purge(), whose body: DELETE on accounts"), "\(first)")
+        #expect(try await harness.direct("SELECT count(*) || ' ' || sum(balance) FROM accounts") == "10 1001")
+
+        // Redefined to delete every row: the next call is judged by the new body.
+        _ = try await harness.direct("CREATE OR REPLACE FUNCTION touch_one(k int) RETURNS int LANGUAGE sql AS $$ DELETE FROM accounts RETURNING 1 $$")
+        let redefined = try await harness.psql("alice", "SELECT touch_one(1);\n")
+        #expect(redefined.stderr.contains("it calls public.touch_one(k integer), whose body: DELETE on accounts without WHERE"), "\(redefined)")
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
+        let checked = try await harness.audit(action: "action.checked").compactMap { $0["details"] as? [String: String] }
+        #expect(checked.contains { $0["text"] == "SELECT touch_one(1);" && $0["decision"] == "approval_required" && $0["categories"] == "delete_without_where" }, "\(checked)")
+
+        // The catalog cannot be read (pg_language locked by another transaction): the call is refused, not let through.
+        let holder = try Command.start("/usr/bin/psql", ["-X", "-v", "ON_ERROR_STOP=1", ProxyHarness.directURL(harness.server, harness.database)],
+                                       input: "BEGIN;\nLOCK TABLE pg_catalog.pg_language IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(60);\n")
+        let locked = try await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) {
+            try await harness.direct("SELECT count(*) FROM pg_locks WHERE relation = 'pg_catalog.pg_language'::regclass AND mode = 'AccessExclusiveLock' AND granted") == "1"
+        }
+        #expect(locked, "the lock was never taken: \(holder.output)")
+        let blind = try await harness.psql("alice", "SELECT touch_one(1);\n")
+        _ = try await harness.direct("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE relation = 'pg_catalog.pg_language'::regclass AND mode = 'AccessExclusiveLock'")
+        _ = await Command.finish(holder)
+        #expect(blind.stderr.contains("ERROR:  gatehouse: cannot read the definition of touch_one() from the database's catalog"), "\(blind)")
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
+        // Once the catalog answers again, calls are judged again.
+        let again = try await harness.psql("alice", "SELECT count(*) FROM accounts;\nSELECT touch_one(1);\n")
+        #expect(again.stdout.contains("10") && again.stderr.contains("whose body: DELETE on accounts"), "\(again)")
     }
 
     @Test func auditAllRecordsEveryStatementAndMetricsCountThem() async throws {
@@ -295,7 +340,7 @@ import Glibc
         defer { Task { await harness.stop() } }
         try await harness.grant("alice")
         let script = """
-            import asyncio, json, socket, struct, sys, asyncpg
+            import asyncio, json, socket, struct, sys, time, asyncpg
             async def main():
                 out = {}
                 a = await asyncpg.connect(sys.argv[1], password=sys.argv[2])
@@ -306,20 +351,32 @@ import Glibc
                 except asyncpg.PostgresError as e:
                     out["third"] = e.sqlstate + " " + str(e)
                 await b.close()
-                await asyncio.sleep(0.3)
-                c = await asyncpg.connect(sys.argv[1], password=sys.argv[2])
+                # The proxy frees b's place when it sees the close; under load that can take a moment.
+                deadline = time.monotonic() + 20
+                while True:
+                    try:
+                        c = await asyncpg.connect(sys.argv[1], password=sys.argv[2])
+                        break
+                    except asyncpg.PostgresError:
+                        if time.monotonic() > deadline: raise
+                        await asyncio.sleep(0.2)
                 out["after_close"] = await c.fetchval("SELECT 1")
-                # a and c hold two connections: one more raw connection is the third, the next is over the cap.
+                # a and c hold two connections: one more raw connection is the third, the next is over the cap
+                # (tried again while the proxy has not yet counted b's connection as closed).
                 port = int(sys.argv[3])
-                raw = socket.create_connection(("127.0.0.1", port))
-                over = socket.create_connection(("127.0.0.1", port))
-                over.settimeout(5)
-                # Answered as PostgreSQL answers: "N" to an SSLRequest, then the FATAL after the StartupMessage.
-                over.sendall(struct.pack("!ii", 8, 80877103))
-                out["ssl_answer"] = over.recv(1).decode()
-                startup = b"user\\x00alice\\x00database\\x00prod-db\\x00\\x00"
-                over.sendall(struct.pack("!ii", 8 + len(startup), 196608) + startup)
-                data = over.recv(4096)
+                while True:
+                    raw = socket.create_connection(("127.0.0.1", port))
+                    over = socket.create_connection(("127.0.0.1", port))
+                    over.settimeout(10)
+                    # Answered as PostgreSQL answers: "N" to an SSLRequest, then the FATAL after the StartupMessage.
+                    over.sendall(struct.pack("!ii", 8, 80877103))
+                    out["ssl_answer"] = over.recv(1).decode()
+                    startup = b"user\\x00alice\\x00database\\x00prod-db\\x00\\x00"
+                    over.sendall(struct.pack("!ii", 8 + len(startup), 196608) + startup)
+                    data = over.recv(4096)
+                    if data[:1] == b"E" or time.monotonic() > deadline: break
+                    raw.close(); over.close()
+                    await asyncio.sleep(0.2)
                 out["over_cap"] = data[:1].decode() + " " + data[5:].decode(errors="replace")
                 out["over_closed"] = over.recv(4096) == b""
                 raw.close(); over.close()
