@@ -29,7 +29,7 @@ public struct AccessChecks: Sendable {
     static func requireNames(_ names: [String: String?]) throws {
         for field in ["resource", "role", "principal"] {
             guard case let value?? = names[field], !PolicyLoader.isValidName(value) else { continue }
-            throw GatehouseError.invalid(field, "invalid_name", "`\(field)` is not a name: names are lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 63 characters")
+            throw GatehouseError.invalid(field, "invalid_name", "`\(field)` is not a name: \(PolicyLoader.nameRule)")
         }
     }
 

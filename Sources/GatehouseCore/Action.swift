@@ -109,12 +109,16 @@ public struct FunctionCallSite: Sendable, Hashable {
     public var name: String
     public var statement: Int
     public var position: Int
+    /// Written as a field of a row (`t.f`, `(row).f`): PostgreSQL calls a function `f` of that row
+    /// when the row has no column `f`.
+    public var attributeNotation: Bool
 
-    public init(schema: String?, name: String, statement: Int, position: Int) {
+    public init(schema: String?, name: String, statement: Int, position: Int, attributeNotation: Bool = false) {
         self.schema = schema
         self.name = name
         self.statement = statement
         self.position = position
+        self.attributeNotation = attributeNotation
     }
 
     /// `schema.name`, or the bare name.

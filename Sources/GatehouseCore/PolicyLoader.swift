@@ -56,6 +56,9 @@ public enum PolicyLoader {
     public static func isValidName(_ name: String) -> Bool {
         namePattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) != nil
     }
+
+    /// What `isValidName` accepts, in words, for error messages.
+    public static let nameRule = "names are lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 63 characters"
     /// Names Gatehouse uses for itself: the bootstrap admin and the actors of automatic events.
     /// Every name Gatehouse writes as an actor in the audit log, or uses for itself: a principal of the same
     /// name could not be told apart from it.

@@ -88,6 +88,12 @@ public final class FunctionReach: Sendable {
             }
             frontier = next
         }
+        // Calls still to follow: only those that reach a function not yet read are too deep (a call of
+        // a built-in such as now() reaches nothing the catalog shows).
+        if !frontier.isEmpty {
+            let found = try await catalog.functions(named: Array(Set(frontier.map(\.call.key))).map(\.site))
+            frontier = frontier.filter { pending in found.contains { pending.call.reaches($0) && !seen.contains($0.oid) } }
+        }
         if let deeper = frontier.first {
             extra.append(Finding(category: "too_complex", level: settings.level(of: "too_complex", kind: .sql),
                                  statement: deeper.origin.statement, position: deeper.origin.position,
@@ -125,9 +131,11 @@ extension FunctionCallSite {
 
     var key: Key { Key(schema: schema, name: name) }
 
-    /// Whether a call by this name can reach `function` (see `FunctionCatalog.functions(named:)`).
+    /// Whether a call by this name can reach `function` (see `FunctionCatalog.functions(named:)`); in
+    /// attribute notation, only a function of one argument (the row).
     func reaches(_ function: FunctionDefinition) -> Bool {
         guard function.name == name else { return false }
+        if attributeNotation, function.arguments.isEmpty || function.arguments.contains(",") { return false }
         switch schema {
         case nil: return !["pg_catalog", "information_schema"].contains(function.schema)
         case "pg_temp": return function.schema.hasPrefix("pg_temp_")

@@ -54,21 +54,40 @@ enum PgQuery {
     /// or a comment between two tokens. For approvers when `deparse` cannot rebuild a statement
     /// (libpg_query does not deparse a `BEGIN ATOMIC` function body). Nil when the text does not scan.
     static func withoutComments(_ sql: String) -> String? {
-        let result = pg_query_scan(sql)
-        defer { pg_query_free_scan_result(result) }
-        guard result.error == nil, let data = result.pbuf.data else { return nil }
-        let buffer = UnsafeRawBufferPointer(start: data, count: Int(result.pbuf.len))
-        guard let tokens = ScanTokens.read(Array(buffer)) else { return nil }
+        guard let tokens = tokens(sql) else { return nil }
         let text = Array(sql.utf8)
         var out: [UInt8] = []
         var lastEnd: Int?
-        for token in tokens where !ScanTokens.comments.contains(token.kind) {
-            guard token.start >= 0, token.end <= text.count, token.start <= token.end else { return nil }
+        for token in tokens {
             if let lastEnd, token.start > lastEnd { out.append(UInt8(ascii: " ")) }
             out += text[token.start..<token.end]
             lastEnd = token.end
         }
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// A dollar-quote tag that does not occur in `code`.
+    static func dollarTag(avoiding code: String) -> String {
+        var tag = "$gh$"
+        var counter = 0
+        while code.contains(tag) {
+            counter += 1
+            tag = "$gh\(counter)$"
+        }
+        return tag
+    }
+
+    /// The text's tokens as PostgreSQL's scanner reads them, comments left out, each within the
+    /// text's bytes; nil when the text does not scan.
+    static func tokens(_ sql: String) -> [ScanTokens.Token]? {
+        let result = pg_query_scan(sql)
+        defer { pg_query_free_scan_result(result) }
+        guard result.error == nil, let data = result.pbuf.data else { return nil }
+        let buffer = UnsafeRawBufferPointer(start: data, count: Int(result.pbuf.len))
+        guard let tokens = ScanTokens.read(Array(buffer)) else { return nil }
+        let size = sql.utf8.count
+        guard tokens.allSatisfy({ $0.start >= 0 && $0.end <= size && $0.start <= $0.end }) else { return nil }
+        return tokens.filter { !ScanTokens.comments.contains($0.kind) }
     }
 
     private static func bytes(of cString: UnsafePointer<CChar>) -> [UInt8] {

@@ -179,9 +179,35 @@ private struct SQLWalk {
                 fire("unsafe_setting", at: relationLocation(fields, location), "\(Self.describe(type)) on pg_settings changes settings")
             }
         }
-        if type == "CallStmt" {
+        switch type {
+        case "CallStmt":
             // The procedure called is an untagged FuncCall.
             recordCall(fields["funccall"]?["funcname"], location: location)
+        case "CreateTrigStmt", "CreateEventTrigStmt":
+            // A trigger runs its function at every later event: bound here, judged by its body here.
+            recordCall(fields["funcname"], location: location)
+        case "CreateCastStmt":
+            recordCall(fields["func"]?["objname"], location: location)
+        case "DefineStmt":
+            // An operator's function, an aggregate's support functions.
+            for definition in fields["definition"]?.elements ?? [] {
+                guard let element = definition["DefElem"], SQLNodeRule.boundFunctionOptions.contains(element["defname"]?.stringValue ?? "") else { continue }
+                recordCall(element["arg"]?["TypeName"]?["names"] ?? element["arg"]?["List"]?["items"], location: location)
+            }
+        default:
+            break
+        }
+        // `t.f` and `(row).f` call a function f(t) when the row has no column f (attribute notation).
+        if type == "ColumnRef", let parts = fields["fields"]?.elements, parts.count >= 2,
+           let last = parts.last?["String"]?["sval"]?.stringValue {
+            recordCall(name: last, schema: nil, location: location, attributeNotation: true)
+        }
+        if type == "A_Indirection" {
+            for part in fields["indirection"]?.elements ?? [] {
+                if let field = part["String"]?["sval"]?.stringValue {
+                    recordCall(name: field, schema: nil, location: location, attributeNotation: true)
+                }
+            }
         }
         if type == "RenameStmt", fields["renameType"]?.stringValue == "OBJECT_DATABASE" {
             fire("alter_database", at: location, "ALTER DATABASE ... RENAME")
@@ -271,7 +297,7 @@ private struct SQLWalk {
                 }
             }
         case .createFunction:
-            if !definitionOnly {
+            if !(definitionOnly && body == nil) {
                 fire("schema_change", at: location, "CREATE FUNCTION \(Self.objectNames(.array([fields["funcname"] ?? .null])))")
             }
             judgeFunctionBody(fields, location: location)
@@ -298,6 +324,8 @@ private struct SQLWalk {
                 if SQLNodeRule.credentialRelations.contains(table) {
                     fire("read_credentials", at: location, "\(name)('\(text)') reads a credential catalog")
                 }
+            } else if name == "ts_rewrite", fields["args"]?.elements.count == 3 {
+                // ts_rewrite(query, target, substitute) rewrites a tsquery; only the two-argument form runs a query.
             } else if let category = SQLNodeRule.functions[name] {
                 fire(category, at: location, "calls \(name)()")
                 // table_to_xml('pg_authid', ...) names its table in a string.
@@ -319,16 +347,23 @@ private struct SQLWalk {
     private mutating func recordCall(_ funcname: ParseTree?, location: Int) {
         let parts = (funcname?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
         guard let name = parts.last else { return }
-        let schema = parts.count >= 2 ? parts[parts.count - 2] : nil
-        guard schema != "pg_catalog", !calls.contains(where: { $0.name == name && $0.schema == schema }) else { return }
-        calls.append(FunctionCallSite(schema: schema, name: name, statement: statement, position: body?.position ?? location))
+        recordCall(name: name, schema: parts.count >= 2 ? parts[parts.count - 2] : nil, location: location)
+    }
+
+    private mutating func recordCall(name: String, schema: String?, location: Int, attributeNotation: Bool = false) {
+        guard schema != "pg_catalog",
+              !calls.contains(where: { $0.name == name && $0.schema == schema && $0.attributeNotation == attributeNotation }) else { return }
+        calls.append(FunctionCallSite(schema: schema, name: name, statement: statement, position: body?.position ?? location,
+                                      attributeNotation: attributeNotation))
     }
 
     private mutating func judgeWhere(_ fields: ParseTree, verb: String, dangerous: String, location: Int) {
         let at = relationLocation(fields, location)
         let table = relationName(fields)
         if let condition = fields["whereClause"] {
-            if WhereAnalysis.isTriviallyTrue(condition) {
+            let relation = fields["relation"]
+            let names = [relation?["relname"]?.stringValue, relation?["alias"]?["aliasname"]?.stringValue].compactMap { $0 }
+            if WhereAnalysis.isTriviallyTrue(condition, target: Set(names)) {
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that is true for every row")
             } else {
                 fire("write_data", at: at, "\(verb) on \(table)")
@@ -515,8 +550,8 @@ private struct SQLWalk {
             fire("untrusted_language", at: at, "DO block in \(language), which the guard cannot read")
             return
         }
-        let tag = Self.dollarTag(avoiding: code)
-        judgePlpgsql("DO \(tag)\(code)\(tag)", position: at, label: "DO block")
+        let tag = PgQuery.dollarTag(avoiding: code)
+        judgePlpgsql("DO \(tag)\(code)\(tag)", position: at, label: "DO block", body: code)
     }
 
     private mutating func judgeFunctionBody(_ fields: ParseTree, location: Int) {
@@ -543,7 +578,7 @@ private struct SQLWalk {
             guard let context = nestedBody(at: at, label: "function body") else { return }
             classifyText(body[0], body: context)
         } else {
-            judgePlpgsql(String(statementText), position: at, label: "function body")
+            judgePlpgsql(String(statementText), position: at, label: "function body", body: body[0])
         }
     }
 
@@ -553,7 +588,9 @@ private struct SQLWalk {
         return BodyContext(position: body?.position ?? position, label: body.map { "\($0.label), \(label)" } ?? label, depth: depth)
     }
 
-    private mutating func judgePlpgsql(_ source: String, position: Int, label: String) {
+    /// `body` is the PL/pgSQL code inside `source`, rewritten (`PlpgsqlRewrite`) when the parser
+    /// refuses it for want of the database's catalog.
+    private mutating func judgePlpgsql(_ source: String, position: Int, label: String, body code: String) {
         guard let context = nestedBody(at: position, label: label) else {
             fire("too_complex", at: position, "bodies nested more than \(SQLClassifier.maximumBodyDepth) deep")
             return
@@ -562,7 +599,12 @@ private struct SQLWalk {
         body = context
         defer { body = outer }
         let json: [UInt8]
-        switch PgQuery.parsePlpgsql(source) {
+        var parsed = PgQuery.parsePlpgsql(source)
+        if case .failure = parsed, let rewritten = PlpgsqlRewrite.source(source, body: code),
+           case let .success(json) = PgQuery.parsePlpgsql(rewritten) {
+            parsed = .success(json)
+        }
+        switch parsed {
         case let .failure(error):
             fire("unparseable", at: position, "PostgreSQL's PL/pgSQL parser says: \(error.message)")
             return
@@ -575,6 +617,9 @@ private struct SQLWalk {
         } catch {
             fire("too_complex", at: position, "the body is \(error.message)")
         }
+        // libpg_query leaves the defaults of row and record variables out of its tree: read every
+        // declaration's default from the text (those it does show are found twice and counted once).
+        for expression in PlpgsqlRewrite.declarationDefaults(code) { judgeEmbeddedSQL(expression) }
     }
 
     private mutating func walkPlpgsql(_ node: ParseTree) {
@@ -646,16 +691,6 @@ private struct SQLWalk {
             return boolean["boolval"]?.boolValue ?? false
         }
         return true
-    }
-
-    static func dollarTag(avoiding code: String) -> String {
-        var tag = "$gh$"
-        var counter = 0
-        while code.contains(tag) {
-            counter += 1
-            tag = "$gh\(counter)$"
-        }
-        return tag
     }
 
     static func objectNames(_ objects: ParseTree?) -> String {

@@ -83,7 +83,10 @@ enum SQLNodeRule: Sendable {
                             // these read a table named by a string, which no parse tree shows (a table named by
                             // a plain constant is judged as a read of that table: `tableToXML`)
                             "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "schema_to_xml",
-                            "database_to_xml", "schema_to_xml_and_xmlschema", "database_to_xml_and_xmlschema"],
+                            "database_to_xml", "schema_to_xml_and_xmlschema", "database_to_xml_and_xmlschema",
+                            // these run a query given as text: ts_stat's first argument, ts_rewrite's second,
+                            // tablefunc's crosstab and connectby
+                            "ts_stat", "ts_rewrite", "crosstab", "crosstab2", "crosstab3", "crosstab4", "connectby"],
             "write_data": ["setval", "nextval", "pg_notify"],
         ]
         var table: [String: String] = [:]
@@ -92,6 +95,11 @@ enum SQLNodeRule: Sendable {
         }
         return table
     }()
+
+    /// `CREATE OPERATOR` and `CREATE AGGREGATE` options that name a function the object will call.
+    static let boundFunctionOptions: Set<String> = [
+        "function", "procedure", "sfunc", "finalfunc", "combinefunc", "serialfunc", "deserialfunc", "msfunc", "minvfunc", "mfinalfunc",
+    ]
 
     /// Catalogs that hold password hashes, connection strings or authentication rules. (Not
     /// `pg_ident_file_mappings`: it maps system user names to database user names and holds no secret.)

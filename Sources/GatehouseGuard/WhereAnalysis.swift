@@ -6,7 +6,11 @@
 /// everything (`x LIKE '%'`), test both `IS NULL` and `IS NOT NULL` of one expression, or are an OR
 /// with such a branch.
 enum WhereAnalysis {
-    static func isTriviallyTrue(_ condition: ParseTree) -> Bool {
+    /// `target`: the names the changed table goes by (its name and alias), when known: only a column
+    /// qualified with one of them is the row's own (`orders.id = id`); in a PL/pgSQL body `r.id` may be a
+    /// variable (`WHERE id = r.id` picks one row).
+    static func isTriviallyTrue(_ condition: ParseTree, target: Set<String>? = nil) -> Bool {
+        let isTriviallyTrue = { (node: ParseTree) in Self.isTriviallyTrue(node, target: target) }
         if !readsRow(condition) { return !isCertainlyFalse(condition) }
         guard let (type, fields) = condition.tagged else { return false }
         switch type {
@@ -26,7 +30,7 @@ enum WhereAnalysis {
             guard let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
             switch kind {
             case "AEXPR_OP" where ["=", ">=", "<="].contains(name):
-                return left.withoutLocations == right.withoutLocations || sameColumn(left, right)
+                return left.withoutLocations == right.withoutLocations || sameColumn(left, right, target: target)
             case "AEXPR_NOT_DISTINCT":
                 return left.withoutLocations == right.withoutLocations
             case "AEXPR_LIKE", "AEXPR_ILIKE":
@@ -109,14 +113,15 @@ enum WhereAnalysis {
 
     /// `users.id = id`: the same column, once qualified and once not (a single-table DELETE or UPDATE
     /// resolves both to the target row).
-    private static func sameColumn(_ left: ParseTree, _ right: ParseTree) -> Bool {
+    private static func sameColumn(_ left: ParseTree, _ right: ParseTree, target: Set<String>?) -> Bool {
         func fields(_ node: ParseTree) -> [String]? {
             guard let (type, inner) = node.tagged, type == "ColumnRef" else { return nil }
             let names = inner["fields"]?.elements.compactMap { $0["String"]?["sval"]?.stringValue } ?? []
             return names.isEmpty ? nil : names
         }
-        guard let a = fields(left), let b = fields(right), a.last == b.last, a.count != b.count else { return false }
-        return min(a.count, b.count) == 1
+        guard let a = fields(left), let b = fields(right), a.last == b.last, a.count != b.count, min(a.count, b.count) == 1 else { return false }
+        let qualified = a.count > b.count ? a : b
+        return target.map { $0.contains(qualified[qualified.count - 2]) } ?? true
     }
 
     private static func isCertainlyTrueConstant(_ node: ParseTree) -> Bool {

@@ -11,13 +11,17 @@ import NIOSSL
 /// password rules), read-only, with `search_path` set to `pg_catalog`; it is opened at the first
 /// lookup and again after any failure. Lookups share it, pipelined; each gets `timeout`.
 final class CatalogConnection: FunctionCatalog {
-    static let seconds: Int64 = 5
+    /// How long a lookup (with a sign-in, when the connection is new) may take before the statement
+    /// is refused. The database gives up sooner on its side (`serverSettings`), so a lookup stuck
+    /// behind a lock does not leave a backend waiting.
+    static let seconds: Int64 = 10
     static let timeout = TimeAmount.seconds(seconds)
+    static let serverSettings = [("statement_timeout", "5s"), ("lock_timeout", "3s")]
 
     let settings: ProxySettings
     let password: String
     let tls: NIOSSLContext?
-    private let current = NIOLockedValueBox<CatalogWire?>(nil)
+    private let current = NIOLockedValueBox<(wire: CatalogWire?, stopped: Bool)>((nil, false))
 
     init(settings: ProxySettings, password: String, tls: NIOSSLContext?) {
         self.settings = settings
@@ -45,7 +49,16 @@ final class CatalogConnection: FunctionCatalog {
     func functions(named calls: [FunctionCallSite]) async throws -> [FunctionDefinition] {
         let wanted = calls.map { ["schema": $0.schema.map { $0 as Any } ?? NSNull(), "name": $0.name] as [String: Any] }
         let parameter = String(decoding: try JSONSerialization.data(withJSONObject: wanted), as: UTF8.self)
-        let wire = connection()
+        let (wire, fresh) = try connection()
+        do {
+            return try await lookup(parameter, on: wire)
+        } catch let error as CatalogError where !fresh && error.connectionLost {
+            // A connection that ended while idle (the database restarted, or closed it): once more on a new one.
+            return try await lookup(parameter, on: try connection().wire)
+        }
+    }
+
+    private func lookup(_ parameter: String, on wire: CatalogWire) async throws -> [FunctionDefinition] {
         do {
             try await wire.ready.futureResult.get()
             let rows = try await wire.query(Self.lookup, parameter: parameter).get()
@@ -66,24 +79,31 @@ final class CatalogConnection: FunctionCatalog {
                                   securityDefiner: row[6] == "t", definition: row[7])
     }
 
-    /// The open connection, or a new one when there is none or it has failed.
-    private func connection() -> CatalogWire {
-        current.withLockedValue { current in
-            if let wire = current, !wire.isClosed { return wire }
+    /// The open connection (fresh: opened now), or a new one when there is none or it has failed.
+    private func connection() throws -> (wire: CatalogWire, fresh: Bool) {
+        try current.withLockedValue { current in
+            guard !current.stopped else { throw CatalogError(message: "the proxy is stopping") }
+            if let wire = current.wire, !wire.isClosed { return (wire, false) }
             let wire = CatalogWire(eventLoop: MultiThreadedEventLoopGroup.singleton.any())
             wire.start(settings: settings, password: password, tls: tls)
-            current = wire
-            return wire
+            current.wire = wire
+            return (wire, true)
         }
     }
 
+    /// Ends the connection; lookups after this fail.
     func close() {
-        current.withLockedValue { $0?.fail("the proxy is stopping"); $0 = nil }
+        current.withLockedValue { current in
+            current.wire?.fail("the proxy is stopping")
+            current = (nil, true)
+        }
     }
 }
 
 struct CatalogError: Error, CustomStringConvertible {
     var message: String
+    /// The connection closed under the lookup (as opposed to the database answering with an error).
+    var connectionLost = false
     var description: String { message }
 }
 
@@ -116,7 +136,7 @@ final class CatalogWire: UpstreamReceiver, @unchecked Sendable {
     func start(settings: ProxySettings, password: String, tls: NIOSSLContext?) {
         let startup = Wire.startup([("user", settings.user), ("database", settings.database), ("client_encoding", "UTF8"),
                                     ("application_name", "gatehouse-catalog"), ("default_transaction_read_only", "on"),
-                                    ("search_path", "pg_catalog")])
+                                    ("search_path", "pg_catalog")] + CatalogConnection.serverSettings)
         eventLoop.execute { [self] in
             login = UpstreamLogin(user: settings.user, password: password, weakAllowed: settings.weakPasswordAllowed)
             let handler = NIOLoopBound(UpstreamHandler(connection: self, tlsMode: settings.upstreamTLS, tls: tls,
@@ -147,7 +167,7 @@ final class CatalogWire: UpstreamReceiver, @unchecked Sendable {
     func query(_ sql: String, parameter: String) -> EventLoopFuture<[[String?]]> {
         eventLoop.flatSubmit { [self] in
             guard !isClosed, signedIn, let channel else {
-                return eventLoop.makeFailedFuture(CatalogError(message: "the catalog connection is closed"))
+                return eventLoop.makeFailedFuture(CatalogError(message: "the catalog connection is closed", connectionLost: true))
             }
             let promise = eventLoop.makePromise(of: [[String?]].self)
             pending.append(Pending(promise: promise))
@@ -179,15 +199,15 @@ final class CatalogWire: UpstreamReceiver, @unchecked Sendable {
     }
 
     /// Ends the connection: the sign-in and every lookup still waiting fail with `why`.
-    func fail(_ why: String) {
-        guard eventLoop.inEventLoop else { return eventLoop.execute { [self] in fail(why) } }
+    func fail(_ why: String, connectionLost: Bool = false) {
+        guard eventLoop.inEventLoop else { return eventLoop.execute { [self] in fail(why, connectionLost: connectionLost) } }
         do {
             let first = closed.withLockedValue { closed in
                 defer { closed = true }
                 return !closed
             }
             guard first else { return }
-            let error = CatalogError(message: why)
+            let error = CatalogError(message: why, connectionLost: connectionLost)
             if !signedIn { ready.fail(error) }
             for query in pending { query.promise.fail(error) }
             pending = []
@@ -197,8 +217,8 @@ final class CatalogWire: UpstreamReceiver, @unchecked Sendable {
 
     // MARK: UpstreamReceiver
 
-    func upstreamFailed(_ why: String) { fail(why) }
-    func upstreamClosed() { fail("the database closed the catalog connection") }
+    func upstreamFailed(_ why: String) { fail(why, connectionLost: true) }
+    func upstreamClosed() { fail("the database closed the catalog connection", connectionLost: true) }
     func upstreamReadComplete() {}
     func upstreamWritable(_ writable: Bool) {}
 

@@ -11,7 +11,8 @@ private final class Catalog: FunctionCatalog, @unchecked Sendable {
     private(set) var lookups: [[String]] = []
     var failure: String?
 
-    func add(_ oid: Int64, _ schema: String, _ name: String, language: String = "plpgsql", definer: Bool = false, version: String = "1", body: String?) {
+    func add(_ oid: Int64, _ schema: String, _ name: String, arguments: String = "", language: String = "plpgsql", definer: Bool = false,
+             version: String = "1", body: String?) {
         lock.lock()
         defer { lock.unlock() }
         let definition = body.map { body in
@@ -20,7 +21,7 @@ private final class Catalog: FunctionCatalog, @unchecked Sendable {
                 : "CREATE OR REPLACE FUNCTION \(schema).\(name)()\n RETURNS void\n LANGUAGE plpgsql\nAS $function$\nBEGIN\n\(body)\nEND\n$function$\n"
         }
         functions.removeAll { $0.oid == oid }
-        functions.append(FunctionDefinition(oid: oid, version: version, schema: schema, name: name, arguments: "", language: language,
+        functions.append(FunctionDefinition(oid: oid, version: version, schema: schema, name: name, arguments: arguments, language: language,
                                             securityDefiner: definer, definition: definition))
     }
 
@@ -55,6 +56,14 @@ struct FunctionReachTests {
         let procedure = await classify("SELECT 1; CALL maintenance.rotate()")
         #expect(procedure.calls.map(\.qualifiedName) == ["maintenance.rotate"])
         #expect(procedure.calls.first?.statement == 2)
+        // Objects that will call a function later are judged by it now: triggers, operators, casts, aggregates.
+        let bound = await classify("""
+            CREATE TRIGGER t BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION ops.stamp();
+            CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = int_same);
+            CREATE CAST (text AS orders) WITH FUNCTION to_order(text);
+            CREATE AGGREGATE tally(int) (SFUNC = tally_step, STYPE = int, FINALFUNC = public.tally_end)
+            """)
+        #expect(bound.calls.map(\.qualifiedName) == ["ops.stamp", "int_same", "to_order", "tally_step", "public.tally_end"])
     }
 
     @Test("a definition is read for what calling it does: its body's findings and calls, not the CREATE itself")
@@ -94,6 +103,18 @@ struct FunctionReachTests {
         #expect(tidy.findings.map(\.detail) == ["calls ops.tidy() (SECURITY DEFINER) → public.purge(), whose body: DELETE on accounts without WHERE changes every row"])
         // A bare name reaches every schema's function of that name, whatever the search_path.
         #expect(try await judge("SELECT tidy()", catalog).risk == .dangerous)
+    }
+
+    @Test("a function of a row called as its field (`t.f`, `(row).f`) is followed; a function of another arity by that name is not")
+    func attributeNotation() async throws {
+        let sites = await classify("SELECT a.purge, (a).wipe, a.* FROM accounts a").calls
+        #expect(sites.filter(\.attributeNotation).map(\.name) == ["purge", "wipe"])
+        let catalog = Catalog()
+        catalog.add(1, "public", "purge", arguments: "accounts", body: "DELETE FROM accounts;")
+        catalog.add(2, "public", "wipe", arguments: "a integer, b integer", body: "DELETE FROM accounts;")
+        catalog.add(3, "public", "balance", body: "DELETE FROM accounts;")
+        let judged = try await judge("SELECT a.purge, (a).wipe, a.balance FROM accounts a", catalog)
+        #expect(judged.findings.map(\.detail) == ["calls public.purge(accounts), whose body: DELETE on accounts without WHERE changes every row"])
     }
 
     @Test("what the body does is remembered per function until its catalog row changes")

@@ -220,8 +220,8 @@ import Glibc
     }
 
     /// A session that may write judges `SELECT f()` by what `f` does, read from the database's
-    /// catalog: a body that updates one row by key runs, one that deletes every row (directly or
-    /// through another function) is refused and names the function; a function redefined is
+    /// catalog: a body that updates one row by key runs, one that deletes every row (directly,
+    /// through another function, or called as a field of a row) is refused and names the function; a function redefined is
     /// judged by its new body; a catalog that cannot be read refuses the call (fail closed).
     @Test func aWriteSessionJudgesFunctionCallsByTheirBodies() async throws {
         let harness = try await ProxyHarness.start()
@@ -231,12 +231,32 @@ import Glibc
             CREATE FUNCTION purge() RETURNS void LANGUAGE plpgsql AS $$ BEGIN DELETE FROM accounts; END $$;
             CREATE SCHEMA ops;
             CREATE FUNCTION ops.tidy() RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN PERFORM public.purge(); END $$;
+            CREATE FUNCTION wipe(accounts) RETURNS int LANGUAGE sql AS $$ DELETE FROM accounts RETURNING 1 $$;
+            CREATE PROCEDURE empty_all() LANGUAGE sql AS $$ DELETE FROM accounts $$;
+            CREATE FUNCTION "Reset"() RETURNS void LANGUAGE sql AS $$ UPDATE accounts SET balance = 0 $$;
+            CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN DELETE FROM accounts; RETURN NEW; END $$;
             """)
         try await harness.grant("alice", role: "write")
-        let first = try await harness.psql("alice", "SELECT touch_one(1);\nSELECT purge();\nSELECT ops.tidy();\nSELECT count(*) FROM accounts;\n")
+        let first = try await harness.psql("alice", """
+            SELECT touch_one(1);
+            SELECT purge();
+            SELECT ops.tidy();
+            SELECT a.wipe FROM accounts a WHERE a.id = 2;
+            CALL empty_all();
+            SELECT "Reset"();
+            CREATE TRIGGER stamp BEFORE INSERT ON accounts FOR EACH ROW EXECUTE FUNCTION stamp();
+            SELECT count(*) FROM accounts;
+
+            """)
         #expect(first.stdout.components(separatedBy: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } == ["1", "10"], "\(first)")
         #expect(first.stderr.contains("ERROR:  gatehouse: this is a dangerous action (delete_without_where) and alice has no active grant that allows it: it calls public.purge(), whose body: DELETE on accounts without WHERE changes every row"), "\(first)")
         #expect(first.stderr.contains("it calls ops.tidy() (SECURITY DEFINER) → public.purge(), whose body: DELETE on accounts"), "\(first)")
+        // Attribute notation: `a.wipe` calls wipe(a). A procedure; a quoted name; a trigger bound to a function.
+        #expect(first.stderr.contains("it calls public.wipe(public.accounts), whose body: DELETE on accounts without WHERE"), "\(first)")
+        #expect(first.stderr.contains("it calls public.empty_all(), whose body: DELETE on accounts without WHERE"), "\(first)")
+        #expect(first.stderr.contains("(update_without_where) and alice has no active grant that allows it: it calls public.Reset(), whose body: UPDATE on accounts"), "\(first)")
+        #expect(first.stderr.contains("it calls public.stamp(), whose body: DELETE on accounts without WHERE"), "\(first)")
+        #expect(try await harness.direct("SELECT count(*) FROM pg_trigger WHERE tgname = 'stamp'") == "0")
         #expect(try await harness.direct("SELECT count(*) || ' ' || sum(balance) FROM accounts") == "10 1001")
 
         // Redefined to delete every row: the next call is judged by the new body.
