@@ -147,7 +147,10 @@ let package = Package(
             path: "Benchmarks/GatehouseBench"
         ),
         .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
-        .testTarget(name: "GatehouseGuardTests", dependencies: ["GatehouseGuard", "GatehouseCore", "GatehouseTestSupport"], resources: [.copy("Corpus")]),
+        .testTarget(name: "GatehouseGuardTests", dependencies: ["GatehouseGuard", "GatehouseCore", "GatehouseTestSupport", "GatehouseStore",
+                                                        .product(name: "PostgresNIO", package: "postgres-nio"),
+                                                        .product(name: "Logging", package: "swift-log")],
+                    resources: [.copy("Corpus")]),
         .target(
             name: "GatehouseTestSupport",
             dependencies: [

@@ -49,11 +49,27 @@ enum WhereAnalysis {
         }
     }
 
-    /// Whether the expression depends on the row: a column, or a subquery (which may be correlated).
+    private static func namesColumn(_ node: ParseTree?) -> Bool {
+        switch node {
+        case let .object(fields)?:
+            if let (type, _) = node?.tagged, type == "ColumnRef" || type == "CurrentOfExpr" { return true }
+            return fields.contains { namesColumn($0.value) }
+        case let .array(values)?:
+            return values.contains { namesColumn($0) }
+        default:
+            return false
+        }
+    }
+
+    /// Whether the expression depends on the row: a column, or a subquery that names any column (it
+    /// may be correlated). A subquery naming no column (`EXISTS (SELECT 1)`) is the same for every row.
     static func readsRow(_ node: ParseTree) -> Bool {
         switch node {
         case let .object(fields):
-            if let (type, _) = node.tagged, type == "ColumnRef" || type == "SubLink" || type == "CurrentOfExpr" { return true }
+            if let (type, inner) = node.tagged {
+                if type == "ColumnRef" || type == "CurrentOfExpr" { return true }
+                if type == "SubLink" { return (inner["testexpr"].map(readsRow) ?? false) || namesColumn(inner["subselect"]) }
+            }
             return fields.contains { readsRow($0.value) }
         case let .array(values):
             return values.contains(where: readsRow)
