@@ -147,9 +147,8 @@ let package = Package(
             path: "Benchmarks/GatehouseBench"
         ),
         .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
-        .testTarget(name: "GatehouseGuardTests", dependencies: ["GatehouseGuard", "GatehouseCore", "GatehouseTestSupport", "GatehouseStore",
-                                                        .product(name: "PostgresNIO", package: "postgres-nio"),
-                                                        .product(name: "Logging", package: "swift-log")],
+        .testTarget(name: "GatehouseGuardTests", dependencies: ["GatehouseGuard", "GatehouseCore", "GatehouseTestSupport",
+                                                        .product(name: "PostgresNIO", package: "postgres-nio")],
                     resources: [.copy("Corpus")]),
         .target(
             name: "GatehouseTestSupport",

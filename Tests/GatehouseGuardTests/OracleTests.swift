@@ -1,6 +1,5 @@
 import Foundation
 import GatehouseCore
-import GatehouseStore
 import GatehouseTestSupport
 import PostgresNIO
 import Testing
