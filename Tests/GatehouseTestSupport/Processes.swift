@@ -65,6 +65,43 @@ public struct CommandResult: Sendable, CustomStringConvertible {
 
 /// Runs a short-lived command (psql, python3, the gatehouse CLI) to completion, off the
 /// cooperative thread pool.
+/// A child started by `Command.start`: whether it runs, its exit status once it has ended.
+public final class SpawnedProcess: @unchecked Sendable {
+    public let processIdentifier: pid_t
+    private let reaping = NSLock()
+    private let state = NSLock()
+    private var waitStatus: Int32?
+
+    init(_ pid: pid_t) { processIdentifier = pid }
+
+    /// Whether it has not ended yet (an ended child not yet reaped is a zombie: state Z).
+    public var isRunning: Bool {
+        if state.withLock({ waitStatus != nil }) { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(processIdentifier)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.first.map { $0 != "Z" && $0 != "X" } ?? false
+    }
+
+    /// Blocks until it has ended, and reaps it.
+    public func waitUntilExit() {
+        reaping.lock()
+        defer { reaping.unlock() }
+        guard state.withLock({ waitStatus == nil }) else { return }
+        var status: Int32 = 0
+        while waitpid(processIdentifier, &status, 0) == -1 && errno == EINTR {}
+        state.withLock { waitStatus = status }
+    }
+
+    /// Its exit code, or the number of the signal that ended it (as Foundation's `Process` reports it).
+    public var terminationStatus: Int32 {
+        waitUntilExit()
+        let status = state.withLock { waitStatus ?? 0 }
+        let signal = status & 0x7F
+        return signal == 0 ? (status >> 8) & 0xFF : signal
+    }
+}
+
 public enum Command {
     public static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
                            input: String? = nil) async throws -> CommandResult {
@@ -75,10 +112,10 @@ public enum Command {
     /// A started command whose output is collected in files until `finish`: a short command run
     /// to its end, or a server the test stops (`stop`) when it is done with it.
     public final class Running: @unchecked Sendable {
-        public let process: Process
+        public let process: SpawnedProcess
         let stdout: URL
         let stderr: URL
-        init(process: Process, stdout: URL, stderr: URL) {
+        init(process: SpawnedProcess, stdout: URL, stderr: URL) {
             self.process = process
             self.stdout = stdout
             self.stderr = stderr
@@ -106,42 +143,77 @@ public enum Command {
         }
     }
 
+    /// Starts `executable` with posix_spawn: standard output and error go to files (opened in the child
+    /// only, so the test process holds no descriptor of theirs), standard input from `input` or
+    /// /dev/null, every other descriptor closed in the child. Not Foundation's `Process`: its `run()` on
+    /// Linux reads `/proc/self/fd` with a 256-byte copy of each directory entry and crashes now and then
+    /// (swift-corelibs-foundation PR 5472), most often in a process with many descriptors open.
     /// `signals`: let the command receive SIGINT and friends. A child inherits the signal mask of
     /// the thread that spawns it, and the test runner's threads block most signals.
     public static func start(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
                              input: String? = nil, signals: Bool = false) throws -> Running {
-        let process = Process()
-        if signals {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            process.arguments = ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])",
-                                 executable] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-        }
         var env = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": NSTemporaryDirectory()]
         env.merge(environment) { _, new in new }
-        process.environment = env
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cmd-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let out = folder.appendingPathComponent("stdout"), err = folder.appendingPathComponent("stderr")
         FileManager.default.createFile(atPath: out.path, contents: nil)
         FileManager.default.createFile(atPath: err.path, contents: nil)
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
+        var stdinPath = "/dev/null"
         if let input {
             let file = folder.appendingPathComponent("stdin")
             try input.write(to: file, atomically: true, encoding: .utf8)
-            process.standardInput = try FileHandle(forReadingFrom: file)
-        } else {
-            process.standardInput = FileHandle.nullDevice
+            stdinPath = file.path
         }
-        try withLaunchLock { try process.run() }
-        return Running(process: process, stdout: out, stderr: err)
+        let pid = try withLaunchLock {
+            try spawn(executable, arguments: arguments, environment: env, stdin: stdinPath, stdout: out.path, stderr: err.path, signals: signals)
+        }
+        return Running(process: SpawnedProcess(pid), stdout: out, stderr: err)
     }
 
-    /// One process launch at a time: Foundation's `Process.run` on Linux once crashed in a memcpy
-    /// while many tests launched commands at the same moment.
+    static func spawn(_ executable: String, arguments: [String], environment: [String: String], stdin: String, stdout: String, stderr: String,
+                      signals: Bool) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_TRUNC, 0o644)
+        if let closeFrom = closeFrom { _ = closeFrom(&actions, 3) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var all = sigset_t(), none = sigset_t()
+        sigfillset(&all)
+        sigemptyset(&none)
+        // Default dispositions for every signal (the test runner ignores SIGPIPE, which a child would inherit).
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        var flags = Int16(POSIX_SPAWN_SETSIGDEF)
+        if signals {
+            posix_spawnattr_setsigmask(&attributes, &none)
+            flags |= Int16(POSIX_SPAWN_SETSIGMASK)
+        }
+        posix_spawnattr_setflags(&attributes, flags)
+        var argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        var envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, executable, &actions, &attributes, &argv, &envp)
+        guard result == 0 else { throw TestFailure("cannot start \(executable): \(String(cString: strerror(result)))") }
+        return pid
+    }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift's Glibc module
+    /// does not declare.
+    private static let closeFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
+
+    /// One process launch at a time.
     private static let launchLock = NSLock()
 
     public static func withLaunchLock<T>(_ body: () throws -> T) rethrows -> T {
