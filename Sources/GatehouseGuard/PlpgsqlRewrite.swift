@@ -66,7 +66,10 @@ enum PlpgsqlRewrite {
         var declaring = false
         var index = 0
         while index < lower.count {
-            let start = index == 0 || [";", "begin", "loop", "then", "else", ">>", "declare"].contains(lower[index - 1])
+            // A statement starts after `;`, a block or branch keyword, or a label (`<<name>>`; a `>>` that
+            // is an operator inside a statement starts nothing).
+            let label = index >= 3 && lower[index - 1] == ">>" && lower[index - 3] == "<<" && name(index - 2) != nil
+            let start = index == 0 || label || [";", "begin", "loop", "then", "else", "declare"].contains(lower[index - 1])
             switch lower[index] {
             case "declare": declaring = true
             case "begin": declaring = false

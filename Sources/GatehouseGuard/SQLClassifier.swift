@@ -66,6 +66,9 @@ private struct SQLWalk {
     var calls: [FunctionCallSite] = []
     /// The text is a function's definition read for what calling it does (`classifyDefinition`).
     var definitionOnly = false
+    /// Inside a PL/pgSQL body: the names it declares (variables, parameters, records), which a
+    /// statement of the body reads as values, not as columns of the row.
+    var variables: Set<String> = []
     private var statementText: Substring = ""
 
     init(settings: GuardSettings) {
@@ -197,16 +200,20 @@ private struct SQLWalk {
         default:
             break
         }
-        // `t.f` and `(row).f` call a function f(t) when the row has no column f (attribute notation).
+        // `t.f` and `(row).f` call a function f(t) when the row has no column f (attribute notation):
+        // `(pid).pg_terminate_backend` is pg_terminate_backend(pid).
+        var attributes: [String] = []
         if type == "ColumnRef", let parts = fields["fields"]?.elements, parts.count >= 2,
            let last = parts.last?["String"]?["sval"]?.stringValue {
-            recordCall(name: last, schema: nil, location: location, attributeNotation: true)
+            attributes.append(last)
         }
         if type == "A_Indirection" {
-            for part in fields["indirection"]?.elements ?? [] {
-                if let field = part["String"]?["sval"]?.stringValue {
-                    recordCall(name: field, schema: nil, location: location, attributeNotation: true)
-                }
+            attributes += (fields["indirection"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
+        }
+        for name in attributes {
+            recordCall(name: name, schema: nil, location: location, attributeNotation: true)
+            if let category = SQLNodeRule.functions[name] ?? (SQLNodeRule.tableToXML.contains(name) ? "dynamic_sql" : nil) {
+                fire(category, at: location, "calls \(name)() written as a field ((x).\(name))")
             }
         }
         if type == "RenameStmt", fields["renameType"]?.stringValue == "OBJECT_DATABASE" {
@@ -363,7 +370,7 @@ private struct SQLWalk {
         if let condition = fields["whereClause"] {
             let relation = fields["relation"]
             let names = [relation?["relname"]?.stringValue, relation?["alias"]?["aliasname"]?.stringValue].compactMap { $0 }
-            if WhereAnalysis.isTriviallyTrue(condition, target: Set(names)) {
+            if WhereAnalysis.isTriviallyTrue(condition, target: Set(names), variables: variables) {
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that is true for every row")
             } else {
                 fire("write_data", at: at, "\(verb) on \(table)")
@@ -611,15 +618,34 @@ private struct SQLWalk {
         case let .success(bytes):
             json = bytes
         }
+        let outerVariables = variables
+        defer { variables = outerVariables }
         do {
             let tree = try ParseTreeReader.read(json, maximumDepth: SQLClassifier.maximumTreeDepth)
+            variables.formUnion(Self.declaredNames(tree))
             walkPlpgsql(tree)
         } catch {
             fire("too_complex", at: position, "the body is \(error.message)")
         }
-        // libpg_query leaves the defaults of row and record variables out of its tree: read every
-        // declaration's default from the text (those it does show are found twice and counted once).
+        // libpg_query's dump of a row or record variable carries no default: every declaration's default
+        // is also read from the text (those the tree shows are found twice and counted once).
         for expression in PlpgsqlRewrite.declarationDefaults(code) { judgeEmbeddedSQL(expression) }
+    }
+
+    /// The names a PL/pgSQL function declares (its variables, parameters, records, FOUND and the like).
+    static func declaredNames(_ node: ParseTree) -> Set<String> {
+        switch node {
+        case let .object(fields):
+            if let (type, inner) = node.tagged, ["PLpgSQL_var", "PLpgSQL_rec", "PLpgSQL_row"].contains(type),
+               let name = inner["refname"]?.stringValue {
+                return [name]
+            }
+            return fields.reduce(into: Set<String>()) { $0.formUnion(declaredNames($1.value)) }
+        case let .array(values):
+            return values.reduce(into: Set<String>()) { $0.formUnion(declaredNames($1)) }
+        default:
+            return []
+        }
     }
 
     private mutating func walkPlpgsql(_ node: ParseTree) {
@@ -662,10 +688,12 @@ private struct SQLWalk {
 
     private mutating func judgeEmbeddedSQL(_ query: String) {
         var candidates = [query, "SELECT " + query]
-        if let assignment = query.range(of: ":=") {
+        let assignment = query.range(of: ":=") ?? query.range(of: "=")
+        if let assignment {
+            // The target's subscripts are expressions too (`a[f()] := 1`).
+            let target = "SELECT " + query[..<assignment.lowerBound]
+            if target.contains("["), case .success = PgQuery.parse(target) { classifyText(target, body: body) }
             candidates.append("SELECT " + query[assignment.upperBound...])
-        } else if let assignment = query.firstIndex(of: "=") {
-            candidates.append("SELECT " + query[query.index(after: assignment)...])
         }
         for candidate in candidates {
             if case .success = PgQuery.parse(candidate) {

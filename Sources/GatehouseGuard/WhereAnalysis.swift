@@ -7,11 +7,12 @@
 /// with such a branch.
 enum WhereAnalysis {
     /// `target`: the names the changed table goes by (its name and alias), when known: only a column
-    /// qualified with one of them is the row's own (`orders.id = id`); in a PL/pgSQL body `r.id` may be a
-    /// variable (`WHERE id = r.id` picks one row).
-    static func isTriviallyTrue(_ condition: ParseTree, target: Set<String>? = nil) -> Bool {
-        let isTriviallyTrue = { (node: ParseTree) in Self.isTriviallyTrue(node, target: target) }
-        if !readsRow(condition) { return !isCertainlyFalse(condition) }
+    /// qualified with one of them is the row's own (`orders.id = id`). `variables`: in a PL/pgSQL body,
+    /// the names declared there (variables, parameters, records): `flag` or `r.id` is then the same for
+    /// every row (PostgreSQL refuses a name that is both, unless `#variable_conflict` says which wins).
+    static func isTriviallyTrue(_ condition: ParseTree, target: Set<String>? = nil, variables: Set<String> = []) -> Bool {
+        let isTriviallyTrue = { (node: ParseTree) in Self.isTriviallyTrue(node, target: target, variables: variables) }
+        if !readsRow(condition, variables: variables) { return !isCertainlyFalse(condition) }
         guard let (type, fields) = condition.tagged else { return false }
         switch type {
         case "BoolExpr":
@@ -63,11 +64,16 @@ enum WhereAnalysis {
 
     /// Whether the expression depends on the row: a column, or a subquery that names any column (it
     /// may be correlated). A subquery naming no column (`EXISTS (SELECT 1)`) is the same for every row.
-    static func readsRow(_ node: ParseTree) -> Bool {
+    static func readsRow(_ node: ParseTree, variables: Set<String> = []) -> Bool {
+        let readsRow = { (node: ParseTree) in Self.readsRow(node, variables: variables) }
         switch node {
         case let .object(fields):
             if let (type, inner) = node.tagged {
-                if type == "ColumnRef" || type == "CurrentOfExpr" { return true }
+                if type == "ColumnRef" {
+                    let first = inner["fields"]?.elements.first?["String"]?["sval"]?.stringValue
+                    return first.map { !variables.contains($0) } ?? true
+                }
+                if type == "CurrentOfExpr" { return true }
                 if type == "SubLink" { return (inner["testexpr"].map(readsRow) ?? false) || namesColumn(inner["subselect"]) }
             }
             return fields.contains { readsRow($0.value) }
@@ -127,17 +133,17 @@ enum WhereAnalysis {
         }
     }
 
-    /// `users.id = id`: the same column, once qualified and once not (a single-table DELETE or UPDATE
-    /// resolves both to the target row).
+    /// `users.id = id`, `t.id = public.t.id`: the same column of the changed row, spelled two ways.
     private static func sameColumn(_ left: ParseTree, _ right: ParseTree, target: Set<String>?) -> Bool {
         func fields(_ node: ParseTree) -> [String]? {
             guard let (type, inner) = node.tagged, type == "ColumnRef" else { return nil }
             let names = inner["fields"]?.elements.compactMap { $0["String"]?["sval"]?.stringValue } ?? []
             return names.isEmpty ? nil : names
         }
-        guard let a = fields(left), let b = fields(right), a.last == b.last, a.count != b.count, min(a.count, b.count) == 1 else { return false }
-        let qualified = a.count > b.count ? a : b
-        return target.map { $0.contains(qualified[qualified.count - 2]) } ?? true
+        guard let a = fields(left), let b = fields(right), a.last == b.last, a != b else { return false }
+        guard let target else { return a.count != b.count && min(a.count, b.count) == 1 }
+        // Each side unqualified or qualified with the changed table's name or alias (`t.id = public.t.id`).
+        return [a, b].allSatisfy { $0.count == 1 || target.contains($0[$0.count - 2]) }
     }
 
     private static func isCertainlyTrueConstant(_ node: ParseTree) -> Bool {
