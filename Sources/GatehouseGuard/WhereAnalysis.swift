@@ -50,20 +50,60 @@ enum WhereAnalysis {
         }
     }
 
-    private static func namesColumn(_ node: ParseTree?) -> Bool {
+    private static func namesOuterColumn(_ node: ParseTree?, local: Set<String>) -> Bool {
         switch node {
         case let .object(fields)?:
-            if let (type, _) = node?.tagged, type == "ColumnRef" || type == "CurrentOfExpr" { return true }
-            return fields.contains { namesColumn($0.value) }
+            if let (type, inner) = node?.tagged {
+                if type == "CurrentOfExpr" { return true }
+                if type == "ColumnRef" {
+                    let parts = inner["fields"]?.elements ?? []
+                    if parts.count == 1, parts[0]["A_Star"] != nil { return false }
+                    if parts.count >= 2, let table = parts[parts.count - 2]["String"]?["sval"]?.stringValue, local.contains(table) { return false }
+                    return true
+                }
+                if type == "SelectStmt" {
+                    let names = local.union(relationNames(inner["fromClause"]))
+                    return fields.contains { namesOuterColumn($0.value, local: names) }
+                }
+            }
+            return fields.contains { namesOuterColumn($0.value, local: local) }
         case let .array(values)?:
-            return values.contains { namesColumn($0) }
+            return values.contains { namesOuterColumn($0, local: local) }
         default:
             return false
         }
     }
 
-    /// Whether the expression depends on the row: a column, or a subquery that names any column (it
-    /// may be correlated). A subquery naming no column (`EXISTS (SELECT 1)`) is the same for every row.
+    /// The names the tables of a FROM list go by: each table's name and alias, through joins; a
+    /// subquery's alias.
+    private static func relationNames(_ node: ParseTree?) -> Set<String> {
+        switch node {
+        case let .object(fields)?:
+            if let (type, inner) = node?.tagged {
+                switch type {
+                case "RangeVar":
+                    return Set([inner["relname"]?.stringValue, inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+                case "RangeSubselect", "RangeFunction":
+                    return Set([inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+                case "JoinExpr":
+                    return relationNames(inner["larg"]).union(relationNames(inner["rarg"]))
+                        .union([inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+                default:
+                    return []
+                }
+            }
+            return fields.reduce(into: Set<String>()) { $0.formUnion(relationNames($1.value)) }
+        case let .array(values)?:
+            return values.reduce(into: Set<String>()) { $0.formUnion(relationNames($1)) }
+        default:
+            return []
+        }
+    }
+
+    /// Whether the expression depends on the row: a column, or a subquery that may name one of the
+    /// row's columns (it may be correlated). A subquery whose columns are all its own (`*`, or qualified
+    /// with a table of its FROM) or that names none (`EXISTS (SELECT 1)`) is the same for every row; an
+    /// unqualified name inside it could be the outer row's, and counts as such.
     static func readsRow(_ node: ParseTree, variables: Set<String> = []) -> Bool {
         let readsRow = { (node: ParseTree) in Self.readsRow(node, variables: variables) }
         switch node {
@@ -74,7 +114,7 @@ enum WhereAnalysis {
                     return first.map { !variables.contains($0) } ?? true
                 }
                 if type == "CurrentOfExpr" { return true }
-                if type == "SubLink" { return (inner["testexpr"].map(readsRow) ?? false) || namesColumn(inner["subselect"]) }
+                if type == "SubLink" { return (inner["testexpr"].map(readsRow) ?? false) || namesOuterColumn(inner["subselect"], local: []) }
             }
             return fields.contains { readsRow($0.value) }
         case let .array(values):
