@@ -370,7 +370,10 @@ private struct SQLWalk {
         if let condition = fields["whereClause"] {
             let relation = fields["relation"]
             let names = [relation?["relname"]?.stringValue, relation?["alias"]?["aliasname"]?.stringValue].compactMap { $0 }
-            if WhereAnalysis.isTriviallyTrue(condition, target: Set(names), variables: variables) {
+            // A declared name is a value, unless `#variable_conflict use_column` (or the same setting of the
+            // session) makes it the column: true for every row either way is true for every row.
+            if WhereAnalysis.isTriviallyTrue(condition, target: Set(names), variables: variables)
+                || (!variables.isEmpty && WhereAnalysis.isTriviallyTrue(condition, target: Set(names))) {
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that is true for every row")
             } else {
                 fire("write_data", at: at, "\(verb) on \(table)")
