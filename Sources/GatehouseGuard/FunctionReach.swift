@@ -33,9 +33,10 @@ public struct FunctionDefinition: Sendable, Equatable {
 
 /// Where function definitions are looked up: the database the statements run on.
 public protocol FunctionCatalog: Sendable {
-    /// Every function or procedure a call by each of these names could reach: for a qualified name,
-    /// those in that schema (`pg_temp`: every session's temporary schema); for a bare name, those in
-    /// every schema but `pg_catalog` and `information_schema`, whatever the caller's `search_path`.
+    /// At least every function or procedure a call by each of these names could reach: for a qualified
+    /// name, those in that schema (`pg_temp`: every session's temporary schema); for a bare name, those in
+    /// every schema but `pg_catalog` and `information_schema`, whatever the caller's `search_path`. More
+    /// may come back; `FunctionCallSite.reaches` picks those a call reaches.
     func functions(named calls: [FunctionCallSite]) async throws -> [FunctionDefinition]
 }
 

@@ -29,26 +29,27 @@ final class CatalogConnection: FunctionCatalog {
         self.tls = tls
     }
 
-    /// Every function or procedure a call by these names can reach, with its definition when it is
-    /// written in SQL or PL/pgSQL.
+    /// Every function or procedure outside the system schemas with one of these names (found through
+    /// pg_proc's name index), with its definition when it is written in SQL or PL/pgSQL; which of them a
+    /// call reaches (its schema, `pg_temp`, attribute notation) is decided by `FunctionCallSite.reaches`.
     static let lookup = """
-        WITH wanted AS (
-            SELECT w->>'schema' AS schema, w->>'name' AS name FROM pg_catalog.json_array_elements($1::pg_catalog.json) AS w)
         SELECT p.oid::pg_catalog.int8, p.xmin::pg_catalog.text, n.nspname::pg_catalog.text, p.proname::pg_catalog.text,
                pg_catalog.pg_get_function_identity_arguments(p.oid), l.lanname::pg_catalog.text, p.prosecdef,
                CASE WHEN p.prokind IN ('f', 'p') AND l.lanname IN ('sql', 'plpgsql') THEN pg_catalog.pg_get_functiondef(p.oid) END
         FROM pg_catalog.pg_proc p
         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
         JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-        WHERE EXISTS (SELECT 1 FROM wanted WHERE wanted.name = p.proname AND (
-            (wanted.schema IS NULL AND n.nspname NOT IN ('pg_catalog', 'information_schema'))
-            OR (wanted.schema = 'pg_temp' AND n.nspname LIKE 'pg\\_temp\\_%')
-            OR wanted.schema = n.nspname))
+        WHERE p.proname = ANY ($1::pg_catalog.name[]) AND n.nspname NOT IN ('pg_catalog', 'information_schema')
         """
 
+    /// `names` as a PostgreSQL array literal: each element double-quoted, `"` and `\` escaped.
+    static func arrayLiteral(_ names: [String]) -> String {
+        "{" + names.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+            .joined(separator: ",") + "}"
+    }
+
     func functions(named calls: [FunctionCallSite]) async throws -> [FunctionDefinition] {
-        let wanted = calls.map { ["schema": $0.schema.map { $0 as Any } ?? NSNull(), "name": $0.name] as [String: Any] }
-        let parameter = String(decoding: try JSONSerialization.data(withJSONObject: wanted), as: UTF8.self)
+        let parameter = Self.arrayLiteral(Array(Set(calls.map(\.name))).sorted())
         let (wire, fresh) = try connection()
         do {
             return try await lookup(parameter, on: wire)
