@@ -124,10 +124,12 @@ public final class FunctionReach: Sendable {
 }
 
 extension FunctionCallSite {
+    /// A call by name as the catalog is asked about it (where it stands does not matter).
     struct Key: Hashable {
         var schema: String?
         var name: String
-        var site: FunctionCallSite { FunctionCallSite(schema: schema, name: name, statement: 1, position: 0) }
+        var attributeNotation = false
+        var site: FunctionCallSite { FunctionCallSite(schema: schema, name: name, statement: 1, position: 0, attributeNotation: attributeNotation) }
     }
 
     var key: Key { Key(schema: schema, name: name) }

@@ -64,6 +64,7 @@ private struct SQLWalk {
     var parsed = false
     /// Functions called by name, each name once (`ActionClassification.calls`).
     var calls: [FunctionCallSite] = []
+    private var recordedCalls: Set<FunctionCallSite.Key> = []
     /// The text is a function's definition read for what calling it does (`classifyDefinition`).
     var definitionOnly = false
     /// Inside a PL/pgSQL body: the names it declares (variables, parameters, records), which a
@@ -359,7 +360,7 @@ private struct SQLWalk {
 
     private mutating func recordCall(name: String, schema: String?, location: Int, attributeNotation: Bool = false) {
         guard schema != "pg_catalog",
-              !calls.contains(where: { $0.name == name && $0.schema == schema && $0.attributeNotation == attributeNotation }) else { return }
+              recordedCalls.insert(FunctionCallSite.Key(schema: schema, name: name, attributeNotation: attributeNotation)).inserted else { return }
         calls.append(FunctionCallSite(schema: schema, name: name, statement: statement, position: body?.position ?? location,
                                       attributeNotation: attributeNotation))
     }
@@ -369,11 +370,11 @@ private struct SQLWalk {
         let table = relationName(fields)
         if let condition = fields["whereClause"] {
             let relation = fields["relation"]
-            let names = [relation?["relname"]?.stringValue, relation?["alias"]?["aliasname"]?.stringValue].compactMap { $0 }
+            let target = Set([relation?["relname"]?.stringValue, relation?["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
             // A declared name is a value, unless `#variable_conflict use_column` (or the same setting of the
             // session) makes it the column: true for every row either way is true for every row.
-            if WhereAnalysis.isTriviallyTrue(condition, target: Set(names), variables: variables)
-                || (!variables.isEmpty && WhereAnalysis.isTriviallyTrue(condition, target: Set(names))) {
+            if WhereAnalysis.isTriviallyTrue(condition, target: target, variables: variables)
+                || (!variables.isEmpty && WhereAnalysis.isTriviallyTrue(condition, target: target)) {
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that is true for every row")
             } else {
                 fire("write_data", at: at, "\(verb) on \(table)")
