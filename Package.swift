@@ -19,9 +19,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-openapi-async-http-client", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
@@ -73,6 +75,30 @@ let package = Package(
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ]
         ),
+        // The HTTP API's types, generated from openapi.yaml; the server and the client are generated
+        // from the same file on top of them.
+        .target(
+            name: "GatehouseAPI",
+            dependencies: [
+                "GatehouseCore",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+            ],
+            plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]
+        ),
+        // The client generated from openapi.yaml: the only HTTP client of the CLI, the benchmark and the tests' API calls.
+        .target(
+            name: "GatehouseClient",
+            dependencies: [
+                "GatehouseAPI",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIAsyncHTTPClient", package: "swift-openapi-async-http-client"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]
+        ),
         .target(
             name: "GatehouseServer",
             dependencies: [
@@ -80,6 +106,7 @@ let package = Package(
                 "GatehouseApp",
                 "GatehouseIdentity",
                 "GatehouseStore",
+                "GatehouseAPI",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
                 .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
@@ -132,6 +159,8 @@ let package = Package(
                 "GatehouseApp",
                 "GatehouseServer",
                 "GatehouseProxy",
+                "GatehouseAPI",
+                "GatehouseClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -140,7 +169,7 @@ let package = Package(
         .executableTarget(
             name: "gatehouse-bench",
             dependencies: [
-                "GatehouseCore", "GatehouseGuard", "CPgQuery",
+                "GatehouseCore", "GatehouseGuard", "CPgQuery", "GatehouseAPI", "GatehouseClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],
@@ -192,6 +221,7 @@ let package = Package(
             name: "GatehouseServerTests",
             dependencies: [
                 "GatehouseServer", "GatehouseApp", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport", "GatehouseIdentity",
+                "GatehouseAPI", "GatehouseClient",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseAPI
 import GatehouseApp
 import GatehouseCore
 import GatehouseStore

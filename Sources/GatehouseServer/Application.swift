@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseAPI
 import GatehouseApp
 import GatehouseCore
 import GatehouseStore
@@ -97,19 +98,5 @@ public struct PolicyReloadOnHangup: Service {
                 logger.error("policy reload could not be recorded", metadata: ["error": "\(error)"])
             }
         }
-    }
-}
-
-/// RFC 3339 timestamps with milliseconds out (expiry is enforced to the millisecond, so say so),
-/// with or without fractional seconds in.
-struct PreciseDateTranscoder: DateTranscoder {
-    func encode(_ date: Date) throws -> String {
-        date.rfc3339
-    }
-
-    func decode(_ text: String) throws -> Date {
-        if let date = try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) { return date }
-        if let date = try? Date(text, strategy: Date.ISO8601FormatStyle()) { return date }
-        throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "'\(text)' is not an RFC 3339 time like 2026-11-23T10:00:00Z"))
     }
 }

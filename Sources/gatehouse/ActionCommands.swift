@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import GatehouseAPI
+import GatehouseClient
 import GatehouseCore
 import GatehouseGuard
 
@@ -81,9 +83,11 @@ struct ClassifyCommand: AsyncParsableCommand {
                 Output.classification(result)
             }
         } else {
-            let (response, answer) = try await options.client().call(.POST, "/v1/classify", body: ["kind": actionKind.rawValue, "text": body])
-            result = answer
-            if options.format == .json || !github { options.show(response) { Output.classification(result) } }
+            let answer = try await options.client().run {
+                try await $0.classify(body: .json(Action(kind: actionKind, text: body).input)).ok.body.json
+            }
+            result = Output.object(answer)
+            if options.format == .json || !github { try options.show(answer) { Output.classification($0) } }
         }
         if github, options.format != .json {
             for line in Self.annotations(result["findings"] as? [[String: Any]] ?? [], text: body, file: file ?? "-") { print(line) }
@@ -184,11 +188,11 @@ struct ExecCommand: AsyncParsableCommand {
         if words.first == "--" { words.removeFirst() }
         guard let program = words.first else { throw ValidationError("give the command after --, e.g. gatehouse exec --resource prod-host -- systemctl restart app") }
         let line = words.map(Shell.quote).joined(separator: " ")
-        let (response, result) = try await options.client().call(.POST, "/v1/check", body: [
-            "resource": resource, "action": ["kind": "shell", "text": line],
-        ])
-        if Output.string(result, "decision") != "allow" {
-            try CheckCommand.report(response, result, resource: resource, options: options)
+        let result = try await options.client().run {
+            try await $0.check(body: .json(.ActionCheck(.init(resource: resource, action: Action(kind: .shell, text: line).input)))).ok.body.json
+        }
+        if result.decision != .allow {
+            try CheckCommand.report(result, options: options)
             return
         }
         let process = Process()

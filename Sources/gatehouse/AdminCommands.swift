@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import GatehouseAPI
+import GatehouseClient
 import GatehouseCore
 
 struct TokenCommand: AsyncParsableCommand {
@@ -14,8 +16,10 @@ struct TokenCommand: AsyncParsableCommand {
         @OptionGroup var options: ClientOptions
 
         func run() async throws {
-            let (response, token) = try await options.client().call(.POST, "/v1/tokens", body: ["principal": name, "description": description])
-            options.show(response) {
+            let created = try await options.client().run {
+                try await $0.createToken(body: .json(.init(principal: name, description: description))).created.body.json
+            }
+            try options.show(created) { token in
                 print(Output.string(token, "token"))
                 FileHandle.standardError.write(Data("token \(Output.string(token, "id")) for \(name); it is shown only now, store it safely\n".utf8))
             }
@@ -28,8 +32,8 @@ struct TokenCommand: AsyncParsableCommand {
         @OptionGroup var options: ClientOptions
 
         func run() async throws {
-            let (response, body) = try await options.client().call(.GET, "/v1/tokens", query: ["include_revoked": all ? "true" : nil])
-            options.show(response) {
+            let list = try await options.client().run { try await $0.listTokens(query: .init(includeRevoked: all ? true : nil)).ok.body.json }
+            try options.show(list) { body in
                 let rows = (body["tokens"] as? [[String: Any]] ?? []).map { t in
                     ["id", "principal", "created_at", "created_by", "revoked_at", "description"].map { Output.string(t, $0) }
                 }
@@ -44,8 +48,8 @@ struct TokenCommand: AsyncParsableCommand {
         @OptionGroup var options: ClientOptions
 
         func run() async throws {
-            let (response, token) = try await options.client().call(.POST, "/v1/tokens/\(PathComponent.escape(id))/revoke")
-            options.show(response) { print("revoked \(Output.string(token, "id")) (\(Output.string(token, "principal")))") }
+            let revoked = try await options.client().run { try await $0.revokeToken(path: .init(id: id)).ok.body.json }
+            try options.show(revoked) { token in print("revoked \(Output.string(token, "id")) (\(Output.string(token, "principal")))") }
         }
     }
 }
@@ -64,20 +68,20 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var options: ClientOptions
 
         func run() async throws {
-            var sinceValue: String?
+            var sinceValue: Date?
             if let since {
                 if let span = try? TimeSpan.parse(since) {
-                    sinceValue = Date().addingTimeInterval(-TimeInterval(span.seconds)).rfc3339
-                } else if (try? Date(since, strategy: .iso8601)) != nil {
-                    sinceValue = since
+                    sinceValue = Date().addingTimeInterval(-TimeInterval(span.seconds))
+                } else if let time = try? PreciseDateTranscoder().decode(since) {
+                    sinceValue = time
                 } else {
                     throw ValidationError("--since must be a time like 2026-11-23T10:00:00Z or a duration like 1h")
                 }
             }
-            let (response, body) = try await options.client().call(.GET, "/v1/audit", query: [
-                "since": sinceValue, "principal": principal, "resource": resource, "limit": String(limit),
-            ])
-            options.show(response) {
+            let list = try await options.client().run {
+                try await $0.listAudit(query: .init(since: sinceValue, principal: principal, resource: resource, limit: limit)).ok.body.json
+            }
+            try options.show(list) { body in
                 let rows = (body["events"] as? [[String: Any]] ?? []).map { e in
                     let details = (e["details"] as? [String: String] ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\(Output.safe($0.value))" }.joined(separator: " ")
                     return [Output.string(e, "seq"), Output.string(e, "at"), Output.string(e, "actor"), Output.string(e, "action"),
@@ -93,9 +97,9 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var options: ClientOptions
 
         func run() async throws {
-            let (response, result) = try await options.client().call(.GET, "/v1/audit/verify")
-            let ok = (result["ok"] as? Bool) ?? false
-            options.show(response) {
+            let verification = try await options.client().run { try await $0.verifyAudit().ok.body.json }
+            let ok = verification.ok
+            try options.show(verification) { result in
                 if ok {
                     print("audit chain verified: \(Output.string(result, "events_checked")) events, no broken link")
                 } else {
@@ -146,9 +150,9 @@ struct PolicyCommand: AsyncParsableCommand {
         @OptionGroup var options: ClientOptions
 
         func run() async throws {
-            let (response, result) = try await options.client().call(.POST, "/v1/policy/reload")
-            let reloaded = (result["reloaded"] as? Bool) ?? false
-            options.show(response) {
+            let reload = try await options.client().run { try await $0.reloadPolicy().ok.body.json }
+            let reloaded = reload.reloaded
+            try options.show(reload) { result in
                 for problem in result["problems"] as? [String] ?? [] { print(problem) }
                 print(reloaded ? "policy reloaded" : "policy NOT reloaded; the running policy is kept")
             }

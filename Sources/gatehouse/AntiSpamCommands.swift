@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import GatehouseAPI
+import GatehouseClient
 
 struct ReportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,8 +12,10 @@ struct ReportCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, request) = try await options.client().call(.POST, "/v1/requests/\(PathComponent.escape(id))/report", body: ["comment": comment])
-        options.show(response) {
+        let reported = try await options.client().run {
+            try await $0.reportRequest(path: .init(id: id), body: .json(.init(comment: comment))).ok.body.json
+        }
+        try options.show(reported) { request in
             FileHandle.standardError.write(Data("reported; \(Output.string(request, "requester")) is blocked until an admin unblocks them\n".utf8))
             Output.request(request)
         }
@@ -28,9 +32,10 @@ struct ReviewCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, request) = try await options.client().call(.POST, "/v1/requests/\(PathComponent.escape(id))/review",
-                                                                   body: ["decision": decision.rawValue, "comment": comment])
-        options.show(response) { Output.request(request) }
+        let request = try await options.client().run {
+            try await $0.reviewRequest(path: .init(id: id), body: .json(.init(decision: decision == .release ? .release : .reject, comment: comment))).ok.body.json
+        }
+        try options.show(request) { Output.request($0) }
     }
 }
 
@@ -40,8 +45,8 @@ struct UnblockCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, _) = try await options.client().call(.POST, "/v1/principals/\(PathComponent.escape(name))/unblock")
-        options.show(response) { print("\(name) is unblocked") }
+        let flags = try await options.client().run { try await $0.unblockPrincipal(path: .init(name: name)).ok.body.json }
+        try options.show(flags) { _ in print("\(name) is unblocked") }
     }
 }
 
@@ -53,10 +58,10 @@ struct PrincipalsCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, body) = try await options.client().call(.GET, "/v1/principals", query: [
-            "blocked": blocked ? "true" : nil, "throttled": throttled ? "true" : nil,
-        ])
-        options.show(response) {
+        let list = try await options.client().run {
+            try await $0.listPrincipals(query: .init(blocked: blocked ? true : nil, throttled: throttled ? true : nil)).ok.body.json
+        }
+        try options.show(list) { body in
             let rows = (body["principals"] as? [[String: Any]] ?? []).map { p in
                 [Output.string(p, "principal"), Output.string(p, "blocked") == "1" || Output.string(p, "blocked") == "true" ? "blocked" : "throttled",
                  Output.string(p, "blocked_at").isEmpty ? Output.string(p, "throttled_until") : Output.string(p, "blocked_at"),

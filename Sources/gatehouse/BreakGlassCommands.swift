@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import GatehouseAPI
+import GatehouseClient
 
 /// `gatehouse break-glass RESOURCE --role R --reason TEXT`, and the list and review of uses.
 struct BreakGlassCommand: AsyncParsableCommand {
@@ -21,10 +23,10 @@ struct BreakGlassUseCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, use) = try await options.client().call(.POST, "/v1/break-glass", body: [
-            "resource": resource, "role": role, "reason": reason, "duration": duration, "ticket": ticket,
-        ])
-        options.show(response) {
+        let taken = try await options.client().run {
+            try await $0.breakGlass(body: .json(.init(resource: resource, role: role, reason: reason, ticket: ticket, duration: duration))).created.body.json
+        }
+        try options.show(taken) { use in
             print("break-glass grant \(Output.string(use, "grant_id")): \(resource)/\(role) until \(Output.string(use, "expires_at"))")
             FileHandle.standardError.write(Data("security has been told; this use stays listed until someone reviews it (`gatehouse break-glass review \(Output.string(use, "grant_id")) --comment ...`)\n".utf8))
         }
@@ -38,10 +40,10 @@ struct BreakGlassListCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, body) = try await options.client().call(.GET, "/v1/break-glass", query: [
-            "awaiting_review": awaitingReview ? "true" : nil, "limit": String(limit),
-        ])
-        options.show(response) {
+        let list = try await options.client().run {
+            try await $0.listBreakGlass(query: .init(awaitingReview: awaitingReview ? true : nil, limit: limit)).ok.body.json
+        }
+        try options.show(list) { body in
             let rows = (body["uses"] as? [[String: Any]] ?? []).map { u in
                 let review = (u["awaiting_review"] as? Bool) == true ? "awaiting" : u["reviewed_by"].map { "by \($0)" } ?? "not required"
                 return [Output.string(u, "grant_id"), Output.string(u, "principal"), Output.string(u, "resource") + "/" + Output.string(u, "role"),
@@ -59,8 +61,10 @@ struct BreakGlassReviewCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, use) = try await options.client().call(.POST, "/v1/break-glass/\(PathComponent.escape(grant))/review", body: ["comment": comment])
-        options.show(response) { print("reviewed break-glass use \(Output.string(use, "grant_id")) of \(Output.string(use, "principal"))") }
+        let reviewed = try await options.client().run {
+            try await $0.reviewBreakGlass(path: .init(id: grant), body: .json(.init(comment: comment))).ok.body.json
+        }
+        try options.show(reviewed) { use in print("reviewed break-glass use \(Output.string(use, "grant_id")) of \(Output.string(use, "principal"))") }
     }
 }
 
@@ -70,8 +74,8 @@ struct WebhooksCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, body) = try await options.client().call(.GET, "/v1/webhooks/deliveries", query: ["limit": String(limit)])
-        options.show(response) {
+        let list = try await options.client().run { try await $0.listWebhookDeliveries(query: .init(limit: limit)).ok.body.json }
+        try options.show(list) { body in
             let rows = (body["deliveries"] as? [[String: Any]] ?? []).map { d in
                 ["id", "endpoint", "event", "state", "attempts", "last_status", "created_at"].map { Output.string(d, $0) }
             }

@@ -1,52 +1,54 @@
 import AsyncHTTPClient
 import Foundation
+import GatehouseAPI
+import GatehouseClient
+import GatehouseCore
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// A thin JSON client for the Gatehouse REST API.
+/// The CLI's way to the Gatehouse REST API: the client generated from openapi.yaml (`GatehouseClient`),
+/// after a quick check that the server's address answers at all, with every failure said as one line.
 struct APIClient {
     let baseURL: String
     let token: String?
     /// How long the server's address may take to accept a connection (shell completion waits less).
     var connectTimeout: TimeAmount = .seconds(5)
 
-    struct Response {
-        var status: Int
-        var body: Data
-        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
-    }
-
-    func send(_ method: HTTPMethod, _ path: String, query: [String: String?] = [:], body: [String: Any?]? = nil) async throws -> Response {
-        var components = URLComponents(string: baseURL.hasSuffix("/") ? String(baseURL.dropLast()) + path : baseURL + path)
-        let items = query.compactMap { key, value in value.map { URLQueryItem(name: key, value: $0) } }
-        if !items.isEmpty { components?.queryItems = items.sorted { $0.name < $1.name } }
-        guard let url = components?.string, components?.scheme == "http" || components?.scheme == "https" else {
+    /// Runs operations of the generated client; an answer that is not 2xx is thrown as `CLIError.api`
+    /// (with the problem's detail and field), anything else that goes wrong as a `CLIError.failure`.
+    func run<T>(_ operations: (Client) async throws -> T) async throws -> T {
+        let trimmed = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        let components = URLComponents(string: trimmed)
+        guard let url = components?.url, components?.scheme == "http" || components?.scheme == "https", components?.host != nil else {
             throw CLIError.usage("GATEHOUSE_URL '\(baseURL)' is not an http(s) URL; set it like http://127.0.0.1:8080")
         }
-        var request = HTTPClientRequest(url: url)
-        request.method = method
-        request.headers.add(name: "Accept", value: "application/json")
-        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
-        if let body {
-            let data = try JSONSerialization.data(withJSONObject: body.compactMapValues { $0 })
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: data))
-        }
         try await Self.reach(components, baseURL: baseURL, within: connectTimeout)
-        let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            return try await operations(Client.gatehouse(url, token: token))
+        } catch let error as CLIError {
+            throw error
         } catch {
-            throw CLIError.failure("cannot reach Gatehouse at \(baseURL): \(Self.plain(error)); is `gatehouse serve` running and GATEHOUSE_URL right?")
+            throw Self.said(gatehouseCause(error), baseURL: baseURL)
         }
-        let buffer = try await response.body.collect(upTo: 64 * 1024 * 1024)
-        let type = response.headers.first(name: "content-type")?.lowercased() ?? ""
-        if buffer.readableBytes > 0, !type.contains("json") {
-            throw CLIError.failure("the answer from \(baseURL) is not Gatehouse's (HTTP \(response.status.code), \(type.isEmpty ? "no content type" : type)); check GATEHOUSE_URL")
+    }
+
+    /// A failure of one operation, as people read it.
+    static func said(_ error: any Error, baseURL: String) -> CLIError {
+        switch error {
+        case let problem as GatehouseProblem:
+            return .api(status: problem.status, code: problem.code, message: problem.description, body: problem.body)
+        case let other as NotGatehouse:
+            return .failure("the answer from \(baseURL) is not Gatehouse's (HTTP \(other.status), \(other.contentType.isEmpty ? "no content type" : other.contentType)); check GATEHOUSE_URL")
+        case let mismatch as AnswerMismatch:
+            return .failure("\(mismatch); is this gatehouse the same version as the server at \(baseURL)?")
+        case let cli as CLIError:
+            return cli
+        case is IOError, is NIOConnectionError, is ChannelError, is HTTPClientError:
+            return .failure("cannot reach Gatehouse at \(baseURL): \(plain(error)); is `gatehouse serve` running and GATEHOUSE_URL right?")
+        default:
+            return .failure("unexpected answer from \(baseURL): \(error)")
         }
-        return Response(status: Int(response.status.code), body: Data(buffer: buffer))
     }
 
     /// Whether the server's address takes a connection, within a few seconds: an HTTP client retries a
@@ -91,21 +93,6 @@ struct APIClient {
         }
         return "\(error)"
     }
-
-    /// Sends and returns the JSON object of a 2xx answer; anything else becomes a CLIError carrying the problem detail.
-    func call(_ method: HTTPMethod, _ path: String, query: [String: String?] = [:], body: [String: Any?]? = nil) async throws -> (Response, [String: Any]) {
-        let response = try await send(method, path, query: query, body: body)
-        guard (200..<300).contains(response.status) else { throw Self.failure(response) }
-        return (response, response.json)
-    }
-
-    /// The error an answer that is not 2xx stands for, carrying its problem detail.
-    static func failure(_ response: Response) -> CLIError {
-        let problem = response.json
-        let detail = problem["detail"] as? String ?? String(decoding: response.body, as: UTF8.self)
-        let field = (problem["field"] as? String).map { " (field: \($0))" } ?? ""
-        return CLIError.api(status: response.status, code: problem["code"] as? String ?? "", message: "\(detail)\(field)", body: response.body)
-    }
 }
 
 enum CLIError: Error {
@@ -114,4 +101,16 @@ enum CLIError: Error {
     case api(status: Int, code: String, message: String, body: Data)
     /// An outcome that is not an error but has its own exit code (3 approval required, 4 denied).
     case outcome(code: Int32)
+
+    /// A 2xx answer the command did not expect from the operation (the contract allows it, the command does not know it).
+    static func unexpected(_ output: Any) -> CLIError {
+        .failure("unexpected answer from the server: \(output)")
+    }
+}
+
+extension Action {
+    /// The action in the API's shape.
+    var input: Components.Schemas.ActionInput {
+        .init(kind: kind == .sql ? .sql : .shell, text: text)
+    }
 }

@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
+import GatehouseAPI
+import GatehouseClient
 import GatehouseCore
-import NIOHTTP1
 
 /// Options every client command shares: where the server is, who we are, how to print.
 struct ClientOptions: ParsableArguments {
@@ -40,9 +41,9 @@ struct ClientOptions: ParsableArguments {
         return APIClient(baseURL: baseURL, token: session.token)
     }
 
-    /// Prints a response: the raw JSON, or the human form.
-    func show(_ response: APIClient.Response, _ human: () -> Void) {
-        if format == .json { Output.json(response.body) } else { human() }
+    /// Prints an answer: as JSON, or in the human form (given the answer as a JSON object).
+    func show<T: Encodable>(_ answer: T, _ human: ([String: Any]) -> Void) throws {
+        if format == .json { Output.json(try Output.encoded(answer)) } else { human(Output.object(answer)) }
     }
 }
 
@@ -68,12 +69,21 @@ struct RequestCommand: AsyncParsableCommand {
             throw ValidationError("give --role ROLE, or one exact action with --sql, --sql-file or --shell")
         }
         if chosen == nil, duration == nil { throw ValidationError("--for is required with --role: how long, e.g. --for 30m") }
-        let (response, request) = try await client.call(.POST, "/v1/requests", body: [
-            "resource": resource, "role": role, "duration": duration, "reason": reason, "ticket": ticket,
-            "action": chosen.map { ["kind": $0.kind.rawValue, "text": $0.text] },
-        ])
-        var final = (response, request)
-        if response.status == 200, options.format == .table {
+        let body: Components.Schemas.NewRequest = if let chosen {
+            .ActionRequest(.init(resource: resource, action: chosen.input, duration: duration, reason: reason, ticket: ticket))
+        } else {
+            .RoleRequest(.init(resource: resource, role: role ?? "", duration: duration ?? "", reason: reason, ticket: ticket))
+        }
+        let (filed, again) = try await client.run { api in
+            switch try await api.createRequest(body: .json(body)) {
+            case .created(let answer): (try answer.body.json, false)
+            case .ok(let answer): (try answer.body.json, true)
+            case let other: throw CLIError.unexpected(other)
+            }
+        }
+        var final = filed
+        let request = Output.object(filed)
+        if again, options.format == .table {
             FileHandle.standardError.write(Data("the identical request \(Output.string(request, "id")) is already waiting; nobody was notified again\n".utf8))
         }
         if Output.string(request, "state") == "quarantined", options.format == .table {
@@ -83,10 +93,10 @@ struct RequestCommand: AsyncParsableCommand {
             if options.format == .table {
                 FileHandle.standardError.write(Data("request \(Output.string(request, "id")) filed; waiting for \(Output.string(request, "approvals_required")) approval(s)...\n".utf8))
             }
-            final = try await waitForDecision(client, id: Output.string(request, "id"), limit: waitLimit)
+            final = try await waitForDecision(client, id: filed.id, limit: waitLimit)
         }
-        options.show(final.0) { Output.request(final.1) }
-        switch Output.string(final.1, "state") {
+        try options.show(final) { Output.request($0) }
+        switch final.state.rawValue {
         case "approved", "pending", "quarantined": return
         case "denied": throw CLIError.outcome(code: 4)
         default: throw CLIError.outcome(code: 1)
@@ -95,19 +105,21 @@ struct RequestCommand: AsyncParsableCommand {
 
     /// Long-polls the request (`?wait=25s`): each call returns as soon as the request is decided,
     /// so the answer arrives at once, without a tight loop. Progress goes to stderr.
-    func waitForDecision(_ client: APIClient, id: String, limit: TimeSpan) async throws -> (APIClient.Response, [String: Any]) {
+    func waitForDecision(_ client: APIClient, id: String, limit: TimeSpan) async throws -> Components.Schemas.AccessRequest {
         let deadline = Date().addingTimeInterval(TimeInterval(limit.seconds))
         var lastApprovals = 0
         let started = Date()
         while true {
             let left = Int(deadline.timeIntervalSinceNow.rounded(.up))
-            let (response, request) = try await client.call(.GET, "/v1/requests/\(PathComponent.escape(id))", query: ["wait": "\(max(1, min(25, left)))s"])
-            let state = Output.string(request, "state")
-            if state != "pending" && state != "quarantined" { return (response, request) }
-            let approvals = ((request["approvals"] as? [[String: Any]]) ?? []).filter { Output.string($0, "decision") == "approve" }.count
+            let request = try await client.run {
+                try await $0.getRequest(path: .init(id: id), query: .init(wait: "\(max(1, min(25, left)))s")).ok.body.json
+            }
+            let state = request.state.rawValue
+            if request.state != .pending && request.state != .quarantined { return request }
+            let approvals = request.approvals.filter { $0.decision == .approve }.count
             if options.format == .table {
                 if approvals != lastApprovals {
-                    FileHandle.standardError.write(Data("\(approvals) of \(Output.string(request, "approvals_required")) approval(s) so far...\n".utf8))
+                    FileHandle.standardError.write(Data("\(approvals) of \(request.approvalsRequired) approval(s) so far...\n".utf8))
                 } else {
                     FileHandle.standardError.write(Data("still \(state) after \(Int(Date().timeIntervalSince(started)))s...\n".utf8))
                 }
@@ -137,9 +149,11 @@ struct RequestsCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let scope = toApprove ? "to_approve" : all ? "all" : "mine"
-        let (response, body) = try await options.client().call(.GET, "/v1/requests", query: ["scope": scope, "state": state, "limit": String(limit)])
-        options.show(response) {
+        let scope: Components.Schemas.RequestScope = toApprove ? .toApprove : all ? .all : .mine
+        let list = try await options.client().run {
+            try await $0.listRequests(query: .init(scope: scope, state: state.flatMap { .init(rawValue: $0) }, limit: limit)).ok.body.json
+        }
+        try options.show(list) { body in
             let rows = (body["requests"] as? [[String: Any]] ?? []).map { r in
                 ["id", "state", "requester", "resource", "role", "duration", "created_at", "reason"].map { Output.string(r, $0) }
             }
@@ -154,8 +168,8 @@ struct ShowCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, request) = try await options.client().call(.GET, "/v1/requests/\(PathComponent.escape(id))")
-        options.show(response) { Output.request(request) }
+        let request = try await options.client().run { try await $0.getRequest(path: .init(id: id)).ok.body.json }
+        try options.show(request) { Output.request($0) }
     }
 }
 
@@ -166,8 +180,10 @@ struct ApproveCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, request) = try await options.client().call(.POST, "/v1/requests/\(PathComponent.escape(id))/approve", body: ["comment": comment])
-        options.show(response) { Output.request(request) }
+        let request = try await options.client().run {
+            try await $0.approveRequest(path: .init(id: id), body: .json(.init(comment: comment))).ok.body.json
+        }
+        try options.show(request) { Output.request($0) }
     }
 }
 
@@ -178,8 +194,10 @@ struct DenyCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, request) = try await options.client().call(.POST, "/v1/requests/\(PathComponent.escape(id))/deny", body: ["comment": reason])
-        options.show(response) { Output.request(request) }
+        let request = try await options.client().run {
+            try await $0.denyRequest(path: .init(id: id), body: .json(.init(comment: reason))).ok.body.json
+        }
+        try options.show(request) { Output.request($0) }
     }
 }
 
@@ -189,8 +207,8 @@ struct CancelCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, request) = try await options.client().call(.POST, "/v1/requests/\(PathComponent.escape(id))/cancel")
-        options.show(response) { Output.request(request) }
+        let request = try await options.client().run { try await $0.cancelRequest(path: .init(id: id)).ok.body.json }
+        try options.show(request) { Output.request($0) }
     }
 }
 
@@ -202,10 +220,10 @@ struct GrantsCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, body) = try await options.client().call(.GET, "/v1/grants", query: [
-            "scope": all ? "all" : "mine", "active": active ? "true" : nil, "limit": String(limit),
-        ])
-        options.show(response) {
+        let list = try await options.client().run {
+            try await $0.listGrants(query: .init(scope: all ? .all : .mine, active: active ? true : nil, limit: limit)).ok.body.json
+        }
+        try options.show(list) { body in
             let rows = (body["grants"] as? [[String: Any]] ?? []).map { g in
                 ["id", "state", "principal", "resource", "role", "starts_at", "expires_at"].map { Output.string(g, $0) }
             }
@@ -220,8 +238,8 @@ struct ReleaseCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, grant) = try await options.client().call(.POST, "/v1/grants/\(PathComponent.escape(id))/release")
-        options.show(response) { Output.grant(grant) }
+        let grant = try await options.client().run { try await $0.releaseGrant(path: .init(id: id)).ok.body.json }
+        try options.show(grant) { Output.grant($0) }
     }
 }
 
@@ -232,8 +250,10 @@ struct RevokeCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, grant) = try await options.client().call(.POST, "/v1/grants/\(PathComponent.escape(id))/revoke", body: ["reason": reason])
-        options.show(response) { Output.grant(grant) }
+        let grant = try await options.client().run {
+            try await $0.revokeGrant(path: .init(id: id), body: .json(.init(reason: reason))).ok.body.json
+        }
+        try options.show(grant) { Output.grant($0) }
     }
 }
 
@@ -252,17 +272,19 @@ struct CheckCommand: AsyncParsableCommand {
         guard (role == nil) != (chosen == nil) else {
             throw ValidationError("give --role ROLE, or one exact action with --sql, --sql-file or --shell")
         }
-        let (response, result) = try await options.client().call(.POST, "/v1/check", body: [
-            "resource": resource, "role": role, "principal": principal,
-            "action": chosen.map { ["kind": $0.kind.rawValue, "text": $0.text] },
-        ])
-        try Self.report(response, result, resource: resource, options: options)
+        let body: Components.Schemas.CheckInput = if let chosen {
+            .ActionCheck(.init(resource: resource, action: chosen.input, principal: principal))
+        } else {
+            .RoleCheck(.init(resource: resource, role: role ?? "", principal: principal))
+        }
+        let result = try await options.client().run { try await $0.check(body: .json(body)).ok.body.json }
+        try Self.report(result, options: options)
     }
 
     /// Prints a check result and maps it to the exit code (0 allow, 3 approval required, 4 deny).
-    static func report(_ response: APIClient.Response, _ result: [String: Any], resource: String, options: ClientOptions) throws {
-        let decision = Output.string(result, "decision")
-        options.show(response) {
+    static func report(_ answer: Components.Schemas.CheckResult, options: ClientOptions) throws {
+        let decision = answer.decision.rawValue
+        try options.show(answer) { result in
             if let classification = result["classification"] as? [String: Any] {
                 let categories = Set((classification["findings"] as? [[String: Any]] ?? []).map { Output.string($0, "category") }).sorted()
                 print("risk: \(Output.string(classification, "risk"))\(categories.isEmpty ? "" : " (" + categories.joined(separator: ", ") + ")")")
@@ -292,8 +314,8 @@ struct WhoamiCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
-        let (response, me) = try await options.client().call(.GET, "/v1/whoami")
-        options.show(response) {
+        let identity = try await options.client().run { try await $0.whoami().ok.body.json }
+        try options.show(identity) { me in
             var fields = [("principal", Output.string(me, "principal")), ("admin", Output.string(me, "admin") == "1" ? "yes" : "no"),
                           ("groups", (me["groups"] as? [String] ?? []).joined(separator: ", ")),
                           ("credential", me["credential"] as? String == "session" ? "sign-in session" : "API token")]
@@ -306,11 +328,5 @@ struct WhoamiCommand: AsyncParsableCommand {
             fields.append(("may request", requestable.isEmpty ? "nothing" : requestable.joined(separator: "; ")))
             Output.fields(fields)
         }
-    }
-}
-
-enum PathComponent {
-    static func escape(_ id: String) -> String {
-        id.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-_."))) ?? id
     }
 }

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import GatehouseAPI
+import GatehouseClient
 
 /// Values the shell completes from the server the command line points at: `--url`/`--token` on the line,
 /// else GATEHOUSE_URL/GATEHOUSE_TOKEN or the `gatehouse login` session, as every command finds them.
@@ -20,17 +22,20 @@ enum Completions {
 
     /// Pending requests waiting for the caller's approval.
     static let requestsToApprove = CompletionKind.custom { (words: [String], _: Int, prefix: String) async -> [String] in
-        await ids(words, "/v1/requests", query: ["scope": "to_approve", "state": "pending"], list: "requests").filter { $0.hasPrefix(prefix) }
+        await ask(words) { try await $0.listRequests(query: .init(scope: .toApprove, state: .pending)).ok.body.json.requests.map(\.id) }?
+            .filter { $0.hasPrefix(prefix) } ?? []
     }
 
     /// The caller's own requests, newest first.
     static let ownRequests = CompletionKind.custom { (words: [String], _: Int, prefix: String) async -> [String] in
-        await ids(words, "/v1/requests", query: ["scope": "mine"], list: "requests").filter { $0.hasPrefix(prefix) }
+        await ask(words) { try await $0.listRequests(query: .init(scope: .mine)).ok.body.json.requests.map(\.id) }?
+            .filter { $0.hasPrefix(prefix) } ?? []
     }
 
     /// The caller's active grants.
     static let ownGrants = CompletionKind.custom { (words: [String], _: Int, prefix: String) async -> [String] in
-        await ids(words, "/v1/grants", query: ["active": "true"], list: "grants").filter { $0.hasPrefix(prefix) }
+        await ask(words) { try await $0.listGrants(query: .init(active: true)).ok.body.json.grants.map(\.id) }?
+            .filter { $0.hasPrefix(prefix) } ?? []
     }
 
     static let actionKinds = CompletionKind.list(["sql", "shell"])
@@ -43,32 +48,20 @@ enum Completions {
     }
 
     static func requestable(_ words: [String]) async -> [Requestable] {
-        guard let me = await get(words, "/v1/whoami", query: [:]) else { return [] }
-        return (me["requestable"] as? [[String: Any]] ?? []).compactMap { entry in
-            guard let resource = entry["resource"] as? String else { return nil }
-            return Requestable(resource: resource, roles: entry["roles"] as? [String] ?? [])
-        }
+        await ask(words) { try await $0.whoami().ok.body.json.requestable.map { Requestable(resource: $0.resource, roles: $0.roles) } } ?? []
     }
 
-    static func ids(_ words: [String], _ path: String, query: [String: String?], list: String) async -> [String] {
-        guard let page = await get(words, path, query: query) else { return [] }
-        return (page[list] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
-    }
-
-    /// One GET as the command line would make it, or nil. The completing shell waits for this, so it
+    /// One question as the command line would ask it, or nil. The completing shell waits for this, so it
     /// gives up after 3 seconds (an address that does not accept a connection within 2 s, sooner).
-    static func get(_ words: [String], _ path: String, query: [String: String?]) async -> [String: Any]? {
+    static func ask<T: Sendable>(_ words: [String], _ question: @escaping @Sendable (Client) async throws -> T) async -> T? {
         var options = ClientOptions()
         options.url = value(of: "--url", in: words)
         options.token = value(of: "--token", in: words)
         guard var client = try? options.client() else { return nil }
         client.connectTimeout = .seconds(2)
         let caller = client
-        let body = await withTaskGroup(of: Data?.self) { group in
-            group.addTask {
-                guard let response = try? await caller.send(.GET, path, query: query), response.status == 200 else { return nil }
-                return response.body
-            }
+        return await withTaskGroup(of: T?.self) { group in
+            group.addTask { try? await caller.run(question) }
             group.addTask {
                 try? await Task.sleep(for: .seconds(3))
                 return nil
@@ -77,7 +70,6 @@ enum Completions {
             group.cancelAll()
             return first
         }
-        return body.flatMap { (try? JSONSerialization.jsonObject(with: $0)) as? [String: Any] }
     }
 
     /// The value given to an option on the line (`--url X` or `--url=X`), as the shell passed the word.

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import GatehouseAPI
+import GatehouseClient
 import GatehouseCore
 #if canImport(Glibc)
 import Glibc
@@ -71,15 +73,15 @@ struct LoginCommand: AsyncParsableCommand {
         let baseURL = url ?? ProcessInfo.processInfo.environment["GATEHOUSE_URL"] ?? "http://127.0.0.1:8080"
         let client = APIClient(baseURL: baseURL, token: nil)
         if device {
-            try await finish(try await deviceSignIn(client, limit: limit), baseURL: baseURL)
+            try finish(try await deviceSignIn(client, limit: limit), baseURL: baseURL)
             return
         }
         let listener = try LoopbackListener()
         defer { listener.close() }
         let redirect = "http://127.0.0.1:\(listener.port)/callback"
-        let (_, started) = try await client.call(.POST, "/v1/auth/login", body: ["redirect_uri": redirect])
-        let authorizationURL = Output.string(started, "authorization_url")
-        let state = Output.string(started, "state")
+        let started = try await client.run { try await $0.startLogin(body: .json(.init(redirectUri: redirect))).created.body.json }
+        let authorizationURL = started.authorizationUrl
+        let state = started.state
         FileHandle.standardError.write(Data("To sign in, open this address in a browser:\n\n  \(authorizationURL)\n\nWaiting for the provider (up to \(limit))...\n".utf8))
         if !noBrowser { Self.openBrowser(authorizationURL) }
         let answer = try await listener.awaitCallback(state: state, timeout: TimeInterval(limit.seconds))
@@ -89,16 +91,18 @@ struct LoginCommand: AsyncParsableCommand {
         guard answer["state"] == state, let code = answer["code"] else {
             throw CLIError.failure("the answer that reached this terminal belongs to another sign-in; run `gatehouse login` again")
         }
-        let (_, session) = try await client.call(.POST, "/v1/auth/login/complete",
-                                                 body: ["state": state, "code": code, "login_secret": Output.string(started, "login_secret")])
+        let session = try await client.run {
+            try await $0.completeLogin(body: .json(.init(state: state, code: code, loginSecret: started.loginSecret))).created.body.json
+        }
         try finish(session, baseURL: baseURL)
     }
 
     /// The device grant: show the code and where to enter it, then poll until the person is signed in.
-    func deviceSignIn(_ client: APIClient, limit: TimeSpan) async throws -> [String: Any] {
-        let (_, started) = try await client.call(.POST, "/v1/auth/device")
-        let secret = Output.string(started, "device_secret")
-        var interval = max(1, (started["interval"] as? NSNumber)?.intValue ?? 5)
+    func deviceSignIn(_ client: APIClient, limit: TimeSpan) async throws -> Components.Schemas.LoginSession {
+        let answer = try await client.run { try await $0.startDeviceLogin().created.body.json }
+        let started = Output.object(answer)
+        let secret = answer.deviceSecret
+        var interval = max(1, answer.interval)
         let complete = Output.string(started, "verification_uri_complete")
         FileHandle.standardError.write(Data("""
             To sign in, open this address on any device:
@@ -113,31 +117,26 @@ struct LoginCommand: AsyncParsableCommand {
         let deadline = Date().addingTimeInterval(TimeInterval(limit.seconds))
         while Date() < deadline {
             try await Task.sleep(for: .seconds(interval))
-            let response = try await client.send(.POST, "/v1/auth/device/poll", body: ["device_secret": secret])
-            if response.status == 201 { return response.json }
-            if response.status == 200 {
-                if response.json["status"] as? String == "slow_down" { interval += 5 }
-                continue
+            let poll = try await client.run { try await $0.pollDeviceLogin(body: .json(.init(deviceSecret: secret))) }
+            switch poll {
+            case .created(let signedIn): return try signedIn.body.json
+            case .ok(let waiting):
+                if try waiting.body.json.status == .slowDown { interval += 5 }
+            case let other: throw CLIError.unexpected(other)
             }
-            throw APIClient.failure(response)
         }
         throw CLIError.failure("nobody entered the code within the time allowed; run `gatehouse login --device` again")
     }
 
-    func finish(_ session: [String: Any], baseURL: String) throws {
-        guard let expires = ISO8601DateFormatter.fractional.date(from: Output.string(session, "expires_at"))
-                ?? ISO8601DateFormatter().date(from: Output.string(session, "expires_at")) else {
-            throw CLIError.failure("the server's answer had no session expiry")
-        }
-        let file = SessionFile(url: baseURL, token: Output.string(session, "token"), principal: Output.string(session, "principal"), expiresAt: expires)
+    func finish(_ session: Components.Schemas.LoginSession, baseURL: String) throws {
+        let file = SessionFile(url: baseURL, token: session.token, principal: session.principal, expiresAt: session.expiresAt)
         try file.save()
         if output == "json" {
-            var shown = session
+            var shown = Output.object(session)
             shown["token"] = nil
             Output.json(try JSONSerialization.data(withJSONObject: shown, options: [.sortedKeys]))
         } else {
-            let groups = (session["groups"] as? [String] ?? []).joined(separator: ", ")
-            print("signed in as \(file.principal) (\(groups)) until \(Output.string(session, "expires_at")); the session is kept in \(SessionFile.path)")
+            print("signed in as \(file.principal) (\(session.groups.joined(separator: ", "))) until \(session.expiresAt.rfc3339); the session is kept in \(SessionFile.path)")
         }
     }
 
@@ -165,7 +164,7 @@ struct LogoutCommand: AsyncParsableCommand {
         }
         let client = APIClient(baseURL: session.url, token: session.token)
         do {
-            _ = try await client.call(.POST, "/v1/auth/logout")
+            _ = try await client.run { try await $0.logout() }
         } catch CLIError.api(let status, _, _, _) where status == 401 {
             // Already ended on the server.
         }
@@ -188,8 +187,8 @@ struct SessionsCommand: AsyncParsableCommand {
         @OptionGroup var options: ClientOptions
 
         func run() async throws {
-            let (response, body) = try await options.client().call(.GET, "/v1/sessions")
-            options.show(response) {
+            let list = try await options.client().run { try await $0.listSessions().ok.body.json }
+            try options.show(list) { body in
                 let rows = (body["sessions"] as? [[String: Any]] ?? []).map { s in
                     ["id", "principal", "created_at", "expires_at"].map { Output.string(s, $0) } + [(s["groups"] as? [String] ?? []).joined(separator: ",")]
                 }
@@ -204,17 +203,9 @@ struct SessionsCommand: AsyncParsableCommand {
         @OptionGroup var options: ClientOptions
 
         func run() async throws {
-            let (response, body) = try await options.client().call(.POST, "/v1/principals/\(PathComponent.escape(name))/sessions/revoke")
-            options.show(response) { print("ended \(Output.string(body, "ended")) token(s) and session(s) of \(name)") }
+            let revoked = try await options.client().run { try await $0.revokeSessions(path: .init(name: name)).ok.body.json }
+            try options.show(revoked) { body in print("ended \(Output.string(body, "ended")) token(s) and session(s) of \(name)") }
         }
-    }
-}
-
-extension ISO8601DateFormatter {
-    static var fractional: ISO8601DateFormatter {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter
     }
 }
 

@@ -17,6 +17,23 @@ enum Output {
         }
     }
 
+    /// A value of the API's types as the server writes it: keys sorted, times in RFC 3339 with milliseconds.
+    static func encoded<T: Encodable>(_ value: T) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(date.rfc3339)
+        }
+        return try encoder.encode(value)
+    }
+
+    /// The same value as a JSON object, for the human printers below.
+    static func object<T: Encodable>(_ value: T) -> [String: Any] {
+        guard let data = try? encoded(value) else { return [:] }
+        return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+    }
+
     static func table(_ headers: [String], _ rows: [[String]]) {
         guard !rows.isEmpty else {
             print("(none)")

@@ -1,0 +1,100 @@
+import AsyncHTTPClient
+import Foundation
+import GatehouseAPI
+import HTTPTypes
+import NIOCore
+import OpenAPIAsyncHTTPClient
+import OpenAPIRuntime
+
+extension Client {
+    /// The client generated from openapi.yaml, for the Gatehouse server at `serverURL`, speaking as the
+    /// holder of `token`. Dates are read and written as the server does (RFC 3339, milliseconds).
+    /// With `problems: .thrown` an answer that is not 2xx is thrown as `GatehouseProblem` (what the CLI
+    /// and the benchmark want); with `.returned` it comes back as the operation's typed output (what a
+    /// test that checks a refusal wants).
+    public static func gatehouse(_ serverURL: URL, token: String?, httpClient: HTTPClient = .shared,
+                                 timeout: TimeAmount = .seconds(60), problems: ProblemHandling = .thrown) -> Client {
+        var middlewares: [any ClientMiddleware] = []
+        if let token { middlewares.append(BearerToken(token: token)) }
+        middlewares.append(AnswerCheck(throwsProblems: problems == .thrown))
+        return Client(serverURL: serverURL,
+                      configuration: .init(dateTranscoder: PreciseDateTranscoder()),
+                      transport: AsyncHTTPClientTransport(configuration: .init(client: httpClient, timeout: timeout)),
+                      middlewares: middlewares)
+    }
+}
+
+public enum ProblemHandling: Sendable {
+    case thrown, returned
+}
+
+/// An answer that is not 2xx, as the server explained it (RFC 9457 problem details).
+public struct GatehouseProblem: Error, Sendable, CustomStringConvertible {
+    public var status: Int
+    public var code: String
+    public var detail: String
+    public var field: String?
+    /// The answer's body as sent, for `--output json`.
+    public var body: Data
+
+    public var description: String { detail + (field.map { " (field: \($0))" } ?? "") }
+}
+
+/// An answer that is not Gatehouse's JSON at all: GATEHOUSE_URL points at something else.
+public struct NotGatehouse: Error, Sendable {
+    public var status: Int
+    public var contentType: String
+}
+
+/// The error an operation failed with, as its caller should see it: the generated client wraps
+/// everything it throws in `ClientError`; the problem or the connection failure inside is what matters.
+public func gatehouseCause(_ error: any Error) -> any Error {
+    guard let wrapped = error as? ClientError else { return error }
+    if wrapped.underlyingError is GatehouseProblem || wrapped.underlyingError is NotGatehouse { return wrapped.underlyingError }
+    if wrapped.underlyingError is DecodingError || wrapped.response != nil {
+        return AnswerMismatch(operation: wrapped.operationID, cause: "\(wrapped.underlyingError)")
+    }
+    return wrapped.underlyingError
+}
+
+/// A 2xx answer the contract does not describe: client and server disagree about openapi.yaml.
+public struct AnswerMismatch: Error, Sendable, CustomStringConvertible {
+    public var operation: String
+    public var cause: String
+    public var description: String { "the answer to \(operation) does not match openapi.yaml: \(cause)" }
+}
+
+struct BearerToken: ClientMiddleware {
+    let token: String
+
+    func intercept(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
+                   next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)) async throws -> (HTTPResponse, HTTPBody?) {
+        var request = request
+        request.headerFields[.authorization] = "Bearer \(token)"
+        return try await next(request, body, baseURL)
+    }
+}
+
+/// Names answers that are not Gatehouse's, and (optionally) turns problem answers into errors.
+struct AnswerCheck: ClientMiddleware {
+    let throwsProblems: Bool
+    static let limit = 16 * 1024 * 1024
+
+    func intercept(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
+                   next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)) async throws -> (HTTPResponse, HTTPBody?) {
+        let (response, answer) = try await next(request, body, baseURL)
+        let type = response.headerFields[.contentType]?.lowercased() ?? ""
+        let ok = (200..<300).contains(response.status.code)
+        if answer != nil, !type.contains("json") {
+            let data = try await Data(collecting: answer!, upTo: Self.limit)
+            if !data.isEmpty { throw NotGatehouse(status: response.status.code, contentType: type) }
+            return (response, nil)
+        }
+        guard !ok, throwsProblems else { return (response, answer) }
+        let data = answer == nil ? Data() : try await Data(collecting: answer!, upTo: Self.limit)
+        let problem = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        throw GatehouseProblem(status: response.status.code, code: problem["code"] as? String ?? "",
+                               detail: problem["detail"] as? String ?? String(decoding: data, as: UTF8.self),
+                               field: problem["field"] as? String, body: data)
+    }
+}
