@@ -45,6 +45,30 @@ struct CLIReachTests {
         #expect(result.stderr.contains("is not Gatehouse's (HTTP 200, text/html)") && !result.stderr.contains("<html>"), "\(result)")
     }
 
+    @Test("an answer the contract does not describe fails the command instead of printing half of it")
+    func answerOutsideTheContract() async throws {
+        let router = Router()
+        // `whoami` without the required `groups`; `check` with a decision openapi.yaml does not list.
+        router.get("/v1/whoami") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: .init(string: #"{"principal":"alice","admin":false}"#)))
+        }
+        router.post("/v1/check") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"],
+                     body: .init(byteBuffer: .init(string: #"{"decision":"maybe","principal":"alice","resource":"prod-db","reason":"?"}"#)))
+        }
+        let server = await LocalHTTPServer.start(router, label: "off-contract")
+        let url = "http://127.0.0.1:\(server.port)"
+        let (whoami, _) = try await Self.run(["whoami"], url: url)
+        let (check, _) = try await Self.run(["check", "prod-db", "--role", "read", "--output", "json"], url: url)
+        await server.stop()
+        #expect(whoami.status == 1 && whoami.stdout.isEmpty, "\(whoami)")
+        #expect(whoami.stderr.contains("the answer to whoami does not match openapi.yaml"), "\(whoami)")
+        // Not "allow", not exit 0: an unknown decision is never read as permission.
+        #expect(check.status == 1, "\(check)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(check.stdout.utf8)) as? [String: Any], "\(check)")
+        #expect((object["error"] as? String)?.contains("the answer to check does not match openapi.yaml") == true, "\(object)")
+    }
+
     @Test("--version names the build")
     func version() async throws {
         let (result, _) = try await Self.run(["--version"], url: "http://127.0.0.1:1")
