@@ -1,7 +1,8 @@
 import AsyncHTTPClient
 import Foundation
+import GatehouseAPI
+import GatehouseClient
 import NIOCore
-import NIOHTTP1
 import NIOFoundationCompat
 
 /// Load set-up and request+approve cycles for BENCHMARKS.md. `check` throughput is measured with wrk
@@ -53,10 +54,8 @@ struct GatehouseBench {
             for (user, token) in tokens.enumerated() {
                 group.addTask {
                     for resource in 0..<resources {
-                        let reply = try await api.post("/v1/requests", token: token, [
-                            "resource": "db\(resource)", "role": "read", "duration": "8h", "reason": "benchmark read grant for u\(user)",
-                        ])
-                        guard reply.0 == 201 else { throw BenchError("setup request failed: \(reply.0) \(reply.1)") }
+                        let filed = try await api.file(token, resource: "db\(resource)", role: "read", duration: "8h", reason: "benchmark read grant for u\(user)")
+                        guard filed.status == 201 else { throw BenchError("setup request failed: \(filed)") }
                     }
                 }
             }
@@ -111,12 +110,11 @@ struct GatehouseBench {
                     var n = 0
                     while Date() < deadline {
                         let t0 = Date()
-                        let created = try await apis[worker % apis.count].post("/v1/requests", token: requesters[worker], [
-                            "resource": "db\((worker + n) % resources)", "role": "write", "duration": "5m", "reason": "INC-\(worker * 100_000 + n) benchmark cycle",
-                        ])
-                        guard created.0 == 201, let id = created.1["id"] as? String else { throw BenchError("request failed: \(created)") }
-                        let approved = try await apis[(worker + 1) % apis.count].post("/v1/requests/\(id)/approve", token: approvers[n % 2], [:])
-                        guard approved.0 == 200, approved.1["state"] as? String == "approved" else { throw BenchError("approve failed: \(approved)") }
+                        let created = try await apis[worker % apis.count].file(requesters[worker], resource: "db\((worker + n) % resources)", role: "write",
+                                                                               duration: "5m", reason: "INC-\(worker * 100_000 + n) benchmark cycle")
+                        guard created.status == 201, let id = created.request?.id else { throw BenchError("request failed: \(created)") }
+                        let approved = try await apis[(worker + 1) % apis.count].approve(approvers[n % 2], id)
+                        guard approved.state == .approved else { throw BenchError("approve failed: \(approved)") }
                         own.append(Date().timeIntervalSince(t0) * 1000)
                         n += 1
                     }
@@ -163,12 +161,10 @@ extension GatehouseBench {
                 if due > Date() { try await Task.sleep(for: .milliseconds(Int(due.timeIntervalSinceNow * 1000))) }
                 let t0 = Date()
                 let index = phase * count + n
-                let created = try await api.post("/v1/requests", token: tokens[index % tokens.count], [
-                    "resource": "db\(index % resources)", "role": "write", "duration": "5m", "reason": "INC-\(700_000 + index) scheduled maintenance step \(index)",
-                ])
-                guard created.0 == 201, let id = created.1["id"] as? String else { throw BenchError("honest request refused: \(created)") }
-                let approved = try await api.post("/v1/requests/\(id)/approve", token: approvers[n % 2], [:])
-                guard approved.0 == 200 else { throw BenchError("approve failed: \(approved)") }
+                let created = try await api.file(tokens[index % tokens.count], resource: "db\(index % resources)", role: "write", duration: "5m",
+                                                 reason: "INC-\(700_000 + index) scheduled maintenance step \(index)")
+                guard created.status == 201, let id = created.request?.id else { throw BenchError("honest request refused: \(created)") }
+                _ = try await api.approve(approvers[n % 2], id)
                 latencies.append(Date().timeIntervalSince(t0) * 1000)
             }
             return latencies.sorted()
@@ -184,10 +180,9 @@ extension GatehouseBench {
                     var statuses: [Int: Int] = [:]
                     var n = 0
                     while !done.value {
-                        let reply = try await attacker.post("/v1/requests", token: botTokens[worker % botTokens.count], [
-                            "resource": "db\((worker + n) % resources)", "role": "read", "duration": "\(10 + n % 100)m", "reason": "automated access \(worker)-\(n)",
-                        ])
-                        statuses[reply.0, default: 0] += 1
+                        let reply = try await attacker.file(botTokens[worker % botTokens.count], resource: "db\((worker + n) % resources)", role: "read",
+                                                            duration: "\(10 + n % 100)m", reason: "automated access \(worker)-\(n)")
+                        statuses[reply.status, default: 0] += 1
                         n += 1
                     }
                     return statuses
@@ -226,6 +221,7 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// The benchmark's side of the API, through the client generated from openapi.yaml.
 struct API: Sendable {
     /// The flooding principal gets a client (and connection pool) of its own, as an attacker on another
     /// machine would: sharing one would make honest requests queue for the attacker's connections.
@@ -233,21 +229,35 @@ struct API: Sendable {
     let base: String
     let admin: String
 
-    func token(for principal: String) async throws -> String {
-        let reply = try await post("/v1/tokens", token: admin, ["principal": principal])
-        guard reply.0 == 201, let token = reply.1["token"] as? String else { throw BenchError("token for \(principal): \(reply)") }
-        return token
+    /// The generated client speaking as `token`; refusals come back as typed answers, not errors.
+    func speaking(as token: String) -> Client {
+        Client.gatehouse(URL(string: base)!, token: token, httpClient: client, timeout: .seconds(30), problems: .returned)
     }
 
-    func post(_ path: String, token: String, _ body: [String: String]) async throws -> (Int, [String: Any]) {
-        var request = HTTPClientRequest(url: base + path)
-        request.method = .POST
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        request.headers.add(name: "Content-Type", value: "application/json")
-        request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body)))
-        let response = try await client.execute(request, timeout: .seconds(30))
-        let data = try await response.body.collect(upTo: 1 << 20)
-        let json = (try? JSONSerialization.jsonObject(with: Data(buffer: data))) as? [String: Any] ?? [:]
-        return (Int(response.status.code), json)
+    func token(for principal: String) async throws -> String {
+        try await speaking(as: admin).createToken(body: .json(.init(principal: principal))).created.body.json.token
+    }
+
+    struct Filed: Sendable {
+        var status: Int
+        var request: Components.Schemas.AccessRequest?
+    }
+
+    /// Files a role request; the status is the server's, whatever it was.
+    func file(_ token: String, resource: String, role: String, duration: String, reason: String) async throws -> Filed {
+        let body = Components.Schemas.NewRequest.RoleRequest(.init(resource: resource, role: role, duration: duration, reason: reason))
+        switch try await speaking(as: token).createRequest(body: .json(body)) {
+        case .created(let answer): return Filed(status: 201, request: try answer.body.json)
+        case .ok(let answer): return Filed(status: 200, request: try answer.body.json)
+        case .tooManyRequests: return Filed(status: 429)
+        case .`default`(let status, _): return Filed(status: status)
+        }
+    }
+
+    func approve(_ token: String, _ id: String) async throws -> Components.Schemas.AccessRequest {
+        switch try await speaking(as: token).approveRequest(path: .init(id: id)) {
+        case .ok(let answer): return try answer.body.json
+        case let other: throw BenchError("approve failed: \(other)")
+        }
     }
 }
