@@ -222,6 +222,8 @@ let package = Package(
             dependencies: [
                 "GatehouseServer", "GatehouseApp", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport", "GatehouseIdentity",
                 "GatehouseAPI", "GatehouseClient",
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

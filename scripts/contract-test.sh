@@ -36,13 +36,41 @@ export GATEHOUSE_URL=http://127.0.0.1:$PORT
 for _ in $(seq 1 150); do curl -fs "$GATEHOUSE_URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "$GATEHOUSE_URL/readyz" >/dev/null || { tail -20 "$WORK/serve.log" >&2; echo "contract test: the server did not become ready" >&2; exit 1; }
 ALICE=$(GATEHOUSE_TOKEN=$ADMIN "$BIN" token create alice 2>/dev/null)
+BOB=$(GATEHOUSE_TOKEN=$ADMIN "$BIN" token create bob 2>/dev/null)
+CAROL=$(GATEHOUSE_TOKEN=$ADMIN "$BIN" token create carol 2>/dev/null)
+
+# Real ids for schemathesis to try beside the ones it makes up (half of the cases), so the operations on
+# one request, grant, token or break-glass use reach their handlers' real paths, not only 404: a pending
+# request, an approved one with its grant, an active grant of alice's own, someone else's pending request,
+# a break-glass use, and every token.
+field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+as() { local token=$1; shift; GATEHOUSE_TOKEN=$token "$BIN" "$@" --output json; }
+PENDING=$(as "$ALICE" request prod-db --role write --for 30m --reason "INC-4411 fix the stuck migration" | field id)
+APPROVED=$(as "$ALICE" request prod-host --role operate --for 30m --reason "INC-4412 restart the worker" | field id)
+GRANT=$(as "$CAROL" approve "$APPROVED" --comment "ok" | field grant_id)
+OWN_GRANT=$(as "$ALICE" request prod-db --role read --for 1h --reason "INC-4413 read the orders table" | field grant_id)
+OTHERS=$(as "$BOB" request prod-db --role write --for 30m --reason "CHG-77 add the missing index" | field id)
+GLASS=$(as "$CAROL" break-glass use prod-db --role admin --reason "INC-4414 the primary is down" | field grant_id)
+TOKENS=$(as "$ADMIN" token list | python3 -c 'import json,sys; print(" ".join(t["id"] for t in json.load(sys.stdin)["tokens"]))')
+CONFIG=$WORK/schemathesis.toml
+{
+  cat "$REPO/scripts/contract/schemathesis.toml"
+  echo
+  echo "[dictionaries.ids]"
+  printf 'values = [%s]\n' "$(for id in $PENDING $APPROVED $GRANT $OWN_GRANT $OTHERS $GLASS $TOKENS; do printf '"%s", ' "$id"; done)"
+  echo "[dictionaries.names]"
+  echo 'values = ["alice", "bob", "carol", "erin", "deploy-bot"]'
+  echo "[parameters]"
+  echo '"path.id" = { dictionary = "ids", probability = 0.5 }'
+  echo '"path.name" = { dictionary = "names", probability = 0.5 }'
+} > "$CONFIG"
 
 rm -rf "$REPORTS"; mkdir -p "$REPORTS"
 cd "$WORK"  # schemathesis keeps a cache folder where it runs
 run() {  # run NAME TOKEN
   local status=0
   # A fixed seed: the same cases every run, so a failure is a change in the server or the spec.
-  "$VENV/bin/st" --config-file "$REPO/scripts/contract/schemathesis.toml" run "$REPO/openapi.yaml" --url "$GATEHOUSE_URL" -H "Authorization: Bearer $2" \
+  "$VENV/bin/st" --config-file "$CONFIG" run "$REPO/openapi.yaml" --url "$GATEHOUSE_URL" -H "Authorization: Bearer $2" \
     --checks all --max-examples "${CONTRACT_EXAMPLES:-40}" --seed "${CONTRACT_SEED:-20261202}" --generation-database none \
     --no-color --report junit --report-junit-path "$REPORTS/$1.xml" >"$REPORTS/$1.txt" 2>&1 || status=$?
   if [ "$status" != 0 ]; then
@@ -54,7 +82,8 @@ run() {  # run NAME TOKEN
   grep -E "test cases|Test cases" -A1 "$REPORTS/$1.txt" | head -2
   echo "contract test passed as $1"
 }
-# The requester first: the admin's run revokes the tokens it finds in GET /v1/tokens (alice's too).
+# The requester first: the admin's run revokes the tokens it finds in GET /v1/tokens (alice's too) and
+# ends the sessions of the principals it is given.
 run requester "$ALICE"
 run admin "$ADMIN"
 # The run never made the server fail or lose its audit chain.

@@ -11,12 +11,14 @@ extension Client {
     /// holder of `token`. Dates are read and written as the server does (RFC 3339, milliseconds).
     /// With `problems: .thrown` an answer that is not 2xx is thrown as `GatehouseProblem` (what the CLI
     /// and the benchmark want); with `.returned` it comes back as the operation's typed output (what a
-    /// test that checks a refusal wants).
+    /// test that checks a refusal wants). `observers` see each exchange as it went over the wire.
     public static func gatehouse(_ serverURL: URL, token: String?, httpClient: HTTPClient = .shared,
-                                 timeout: TimeAmount = .seconds(60), problems: ProblemHandling = .thrown) -> Client {
+                                 timeout: TimeAmount = .seconds(60), problems: ProblemHandling = .thrown,
+                                 observers: [any ClientMiddleware] = []) -> Client {
         var middlewares: [any ClientMiddleware] = []
         if let token { middlewares.append(BearerToken(token: token)) }
         middlewares.append(AnswerCheck(throwsProblems: problems == .thrown))
+        middlewares += observers
         return Client(serverURL: serverURL,
                       configuration: .init(dateTranscoder: PreciseDateTranscoder()),
                       transport: AsyncHTTPClientTransport(configuration: .init(client: httpClient, timeout: timeout)),

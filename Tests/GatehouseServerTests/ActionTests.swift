@@ -116,12 +116,12 @@ struct ActionTests {
             let classify = try await server.send(.POST, "/v1/classify", token: t["alice"]!, json: ["kind": "shell", "text": "helm uninstall web --namespace prod"])
             #expect(classify.status == 200)
             #expect(classify.string("risk") == "dangerous")
-            let rm = try await server.checkAction(t["alice"]!, resource: "prod-host", kind: "shell", text: "sudo rm -rf /var/lib/postgresql")
+            let rm = try await server.checkAction(t["alice"]!, resource: "prod-host", kind: .shell, text: "sudo rm -rf /var/lib/postgresql")
             #expect(rm.string("decision") == "approval_required")
-            let wrongKind = try await server.requestAction(t["alice"]!, resource: "prod-host", kind: "sql", text: "SELECT 1")
+            let wrongKind = try await server.requestAction(t["alice"]!, resource: "prod-host", kind: .sql, text: "SELECT 1")
             #expect(wrongKind.status == 422)
             #expect(wrongKind.string("code") == "wrong_action_kind")
-            #expect(try await server.checkAction(t["alice"]!, resource: "prod-db", kind: "shell", text: "ls").string("decision") == "deny")
+            #expect(try await server.checkAction(t["alice"]!, resource: "prod-db", kind: .shell, text: "ls").string("decision") == "deny")
         }
     }
 

@@ -1,14 +1,18 @@
 import AsyncHTTPClient
 import Foundation
+import GatehouseAPI
+import GatehouseClient
 import GatehouseTestSupport
 import GatehouseApp
 import GatehouseCore
 import GatehouseServer
 import GatehouseStore
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import OpenAPIRuntime
 import ServiceLifecycle
 
 /// A real Gatehouse server on a loopback port, on a real SQLite file in a fresh folder (or a fresh
@@ -199,9 +203,24 @@ extension GatehouseHTTPClient {
 
     // MARK: conveniences
 
-    /// Replaces the policy file; `reload` also swaps it into the running server without going through HTTP.
+    /// One operation of the client generated from openapi.yaml, speaking as `token`. The answer is decoded
+    /// against the contract (a 2xx or problem answer openapi.yaml does not describe fails the test here), and
+    /// returned as it came over the wire, so the test can look at its status, headers and body.
+    func call(_ token: String?, _ operation: @Sendable (Client) async throws -> some Sendable) async throws -> TestServer.Reply {
+        let recorder = AnswerRecorder()
+        let client = Client.gatehouse(URL(string: baseURL)!, token: token, httpClient: TestHTTP.client, timeout: timeout,
+                                      problems: .returned, observers: [recorder])
+        do {
+            _ = try await operation(client)
+        } catch {
+            throw TestFailure("the answer is not what openapi.yaml describes: \(gatehouseCause(error)); as sent: \(recorder.reply.map { "\($0.status) \(String(decoding: $0.body, as: UTF8.self))" } ?? "nothing")")
+        }
+        guard let reply = recorder.reply else { throw TestFailure("no answer was recorded") }
+        return reply
+    }
+
     func token(for principal: String) async throws -> String {
-        let reply = try await send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": principal])
+        let reply = try await call(TestServer.adminToken) { try await $0.createToken(body: .json(.init(principal: principal))) }
         guard reply.status == 201, let token = reply.string("token") else {
             throw TestFailure("token create for \(principal) answered \(reply.status): \(String(decoding: reply.body, as: UTF8.self))")
         }
@@ -216,33 +235,56 @@ extension GatehouseHTTPClient {
 
     func request(_ token: String, resource: String = "prod-db", role: String = "write", duration: String = "30m",
                  reason: String = "INC-4411 fix stuck migration") async throws -> TestServer.Reply {
-        try await send(.POST, "/v1/requests", token: token, json: ["resource": resource, "role": role, "duration": duration, "reason": reason])
+        try await call(token) {
+            try await $0.createRequest(body: .json(.RoleRequest(.init(resource: resource, role: role, duration: duration, reason: reason))))
+        }
     }
 
     func approve(_ token: String, _ id: String, comment: String? = nil) async throws -> TestServer.Reply {
-        try await send(.POST, "/v1/requests/\(id)/approve", token: token, json: comment.map { ["comment": $0] } ?? [:])
+        try await call(token) { try await $0.approveRequest(path: .init(id: id), body: .json(.init(comment: comment))) }
     }
 
     func check(_ token: String, resource: String = "prod-db", role: String = "write") async throws -> TestServer.Reply {
-        try await send(.POST, "/v1/check", token: token, json: ["resource": resource, "role": role])
+        try await call(token) { try await $0.check(body: .json(.RoleCheck(.init(resource: resource, role: role)))) }
     }
 
-    func requestAction(_ token: String, resource: String = "prod-db", kind: String = "sql", text: String,
+    func requestAction(_ token: String, resource: String = "prod-db", kind: Components.Schemas.ActionInput.KindPayload = .sql, text: String,
                        reason: String = "INC-4411 clean up the orphaned rows") async throws -> TestServer.Reply {
-        try await send(.POST, "/v1/requests", token: token, json: ["resource": resource, "action": ["kind": kind, "text": text], "reason": reason])
+        try await call(token) {
+            try await $0.createRequest(body: .json(.ActionRequest(.init(resource: resource, action: .init(kind: kind, text: text), reason: reason))))
+        }
     }
 
-    func checkAction(_ token: String, resource: String = "prod-db", kind: String = "sql", text: String) async throws -> TestServer.Reply {
-        try await send(.POST, "/v1/check", token: token, json: ["resource": resource, "action": ["kind": kind, "text": text]])
+    func checkAction(_ token: String, resource: String = "prod-db", kind: Components.Schemas.ActionInput.KindPayload = .sql,
+                     text: String) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.check(body: .json(.ActionCheck(.init(resource: resource, action: .init(kind: kind, text: text))))) }
     }
 
     func auditCount() async throws -> Int {
-        let reply = try await send(.GET, "/v1/audit?limit=10000", token: TestServer.adminToken)
+        let reply = try await call(TestServer.adminToken) { try await $0.listAudit(query: .init(limit: 10000)) }
         return (reply.json["events"] as? [Any])?.count ?? -1
     }
 }
 
 typealias TestFailure = GatehouseTestSupport.TestFailure
+
+/// Keeps the last answer exactly as it came over the wire, for `call`.
+final class AnswerRecorder: ClientMiddleware, @unchecked Sendable {
+    private let lock = NSLock()
+    private var last: TestServer.Reply?
+
+    var reply: TestServer.Reply? { lock.withLock { last } }
+
+    func intercept(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
+                   next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)) async throws -> (HTTPResponse, HTTPBody?) {
+        let (response, answer) = try await next(request, body, baseURL)
+        let data = answer == nil ? Data() : try await Data(collecting: answer!, upTo: 16 * 1024 * 1024)
+        var headers = HTTPHeaders()
+        for field in response.headerFields { headers.add(name: field.name.rawName, value: field.value) }
+        lock.withLock { last = TestServer.Reply(status: response.status.code, headers: headers, body: data) }
+        return (response, answer == nil ? nil : HTTPBody(data))
+    }
+}
 
 /// A Hummingbird router served on a loopback port the kernel picks (stand-ins for other services).
 struct LocalHTTPServer: Sendable {
