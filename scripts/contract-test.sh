@@ -60,9 +60,22 @@ CONFIG=$WORK/schemathesis.toml
   printf 'values = [%s]\n' "$(for id in $PENDING $APPROVED $GRANT $OWN_GRANT $OTHERS $GLASS $TOKENS; do printf '"%s", ' "$id"; done)"
   echo "[dictionaries.names]"
   echo 'values = ["alice", "bob", "carol", "erin", "deploy-bot"]'
+  echo "[dictionaries.resources]"
+  echo 'values = ["prod-db", "prod-host", "billing-api"]'
+  echo "[dictionaries.roles]"
+  echo 'values = ["read", "write", "admin", "operate"]'
   echo "[parameters]"
+  echo '"body.resource" = { dictionary = "resources", probability = 0.5 }'
+  echo '"body.role" = { dictionary = "roles", probability = 0.5 }'
   echo '"path.id" = { dictionary = "ids", probability = 0.5 }'
   echo '"path.name" = { dictionary = "names", probability = 0.5 }'
+  # A long poll on a pending request holds its answer up to `wait` (60 s): past the client's timeout, so the
+  # reading of one request is given decided ones only (LongPollTests cover the wait itself).
+  echo "[dictionaries.decided]"
+  printf 'values = ["%s", "%s"]\n' "$APPROVED" "$(as "$ALICE" request prod-db --role read --for 1h --reason "INC-4415 read the audit table" | field id)"
+  echo "[[operations]]"
+  echo 'include-operation-id = "getRequest"'
+  echo 'parameters = { "path.id" = { dictionary = "decided", probability = 0.5 } }'
 } > "$CONFIG"
 
 rm -rf "$REPORTS"; mkdir -p "$REPORTS"
