@@ -57,7 +57,7 @@ struct ActionTests {
             let actions = (audit.json["events"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String }
             #expect(actions.filter { $0 == "action.checked" }.count == 4)
             #expect(actions.filter { $0 == "grant.used" }.count == 1)
-            let verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            let verify = try await server.verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == true)
         }
     }

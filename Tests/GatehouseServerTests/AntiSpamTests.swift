@@ -109,7 +109,7 @@ struct AntiSpamTests {
             let text = String(decoding: metrics.body, as: UTF8.self)
             #expect(text.contains("gatehouse_antispam_total{outcome=\"blocked\",reason=\"score\"} 1"))
             #expect(text.contains("outcome=\"limited\""))
-            #expect(try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken).json["ok"] as? Bool == true)
+            #expect(try await server.verifyAudit(TestServer.adminToken).json["ok"] as? Bool == true)
         }
     }
 
@@ -134,11 +134,11 @@ struct AntiSpamTests {
                 }
             }
             for id in campaignIds {
-                let request = try await server.send(.GET, "/v1/requests/\(id)", token: TestServer.adminToken)
+                let request = try await server.readRequest(TestServer.adminToken, id)
                 #expect(request.string("state") == "quarantined", "\(id): \(request.string("state") ?? "?")")
             }
             let honest = try #require(honestId)
-            #expect(try await server.send(.GET, "/v1/requests/\(honest)", token: TestServer.adminToken).string("state") == "pending")
+            #expect(try await server.readRequest(TestServer.adminToken, honest).string("state") == "pending")
             // Every approver heard about the honest request at once, not in a digest.
             for approver in ["bob", "carol", "dave"] {
                 let inbox = try await notifications(server, approver)
@@ -149,10 +149,10 @@ struct AntiSpamTests {
             let toApprove = ids(try await server.send(.GET, "/v1/requests?scope=to_approve", token: bob), "requests").compactMap { $0["id"] as? String }
             #expect(toApprove == [honest])
             // The requester learns only that it is held, not the score that held it.
-            let own = try await server.send(.GET, "/v1/requests/\(campaignIds[12])", token: try await server.token(for: Self.users[12]))
+            let own = try await server.readRequest(try await server.token(for: Self.users[12]), campaignIds[12])
             #expect(own.string("state_reason") == "held for review by the anti-spam policy")
             #expect(own.json["antispam"] == nil)
-            let held = try await server.send(.GET, "/v1/requests/\(campaignIds[12])", token: TestServer.adminToken)
+            let held = try await server.readRequest(TestServer.adminToken, campaignIds[12])
             let signals = ((held.json["antispam"] as? [String: Any])?["signals"] as? [[String: Any]] ?? []).compactMap { $0["signal"] as? String }
             #expect(signals.contains("shared_reason"))
             // A reviewer releases one (it goes to the approvers) and rejects another.
@@ -226,7 +226,7 @@ struct AntiSpamTests {
             let reply = try await server.send(.POST, "/v1/requests/\(write)/report", token: t["carol"]!, json: ["comment": "alice is on leave; this is not her"])
             #expect(reply.status == 200)
             #expect(reply.string("state") == "quarantined")
-            #expect(try await server.send(.GET, "/v1/requests/\(other)", token: TestServer.adminToken).string("state") == "quarantined")
+            #expect(try await server.readRequest(TestServer.adminToken, other).string("state") == "quarantined")
             #expect(try await server.check(t["alice"]!, role: "read").string("decision") == "deny")
             let grants = ids(try await server.send(.GET, "/v1/grants?scope=all", token: TestServer.adminToken), "grants")
             #expect(grants.allSatisfy { $0["state"] as? String == "revoked" })

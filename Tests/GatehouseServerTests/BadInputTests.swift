@@ -158,7 +158,7 @@ struct BadInputTests {
                 let reply = try await server.send(.POST, "/v1/check", token: alice, rawBody: Data(body.utf8))
                 #expect(reply.status == 400 && reply.string("code") == "invalid_name", "\(body): \(String(decoding: reply.body, as: UTF8.self))")
             }
-            let verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            let verify = try await server.verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == true, "\(verify.json)")
         }
     }

@@ -81,7 +81,7 @@ struct BreakGlassHTTPTests {
             for action in ["break_glass.used", "grant.started", "break_glass.refused", "break_glass.reviewed"] {
                 #expect(actions.contains(action), "\(actions)")
             }
-            #expect(try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken).json["ok"] as? Bool == true)
+            #expect(try await server.verifyAudit(TestServer.adminToken).json["ok"] as? Bool == true)
         }
     }
 

@@ -41,7 +41,7 @@ struct CLICompletionTests {
             let t = try await server.tokens("alice", "bob")
             let alice = ["GATEHOUSE_URL": server.baseURL, "GATEHOUSE_TOKEN": t["alice"]!]
             let bob = ["GATEHOUSE_URL": server.baseURL, "GATEHOUSE_TOKEN": t["bob"]!]
-            let me = try await server.send(.GET, "/v1/whoami", token: t["alice"]!)
+            let me = try await server.whoami(t["alice"]!)
             let requestable = try #require(me.json["requestable"] as? [[String: Any]], "\(me.json)")
             let resources = requestable.compactMap { $0["resource"] as? String }
             #expect(resources.contains("prod-db"))

@@ -104,13 +104,13 @@ struct ConcurrencyTests {
             }
             var verifications = 0
             while !writers.isCancelled {
-                let verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+                let verify = try await server.verifyAudit(TestServer.adminToken)
                 #expect(verify.json["ok"] as? Bool == true, "\(verify.json)")
                 verifications += 1
                 if verifications >= 20 { break }
             }
             try await writers.value
-            let final = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            let final = try await server.verifyAudit(TestServer.adminToken)
             #expect(final.json["ok"] as? Bool == true)
             #expect((final.json["events_checked"] as? Int ?? 0) >= 60 * 3)
         }

@@ -35,7 +35,7 @@ struct InvariantTests {
             check = try await server.check(t["alice"]!)
             #expect(check.string("decision") == "approval_required")
 
-            let verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            let verify = try await server.verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == true)
         }
     }
@@ -49,7 +49,7 @@ struct InvariantTests {
             let reply = try await server.approve(t["bob"]!, id)
             #expect(reply.status == 403)
             #expect(reply.string("code") == "self_approval")
-            let shown = try await server.send(.GET, "/v1/requests/\(id)", token: t["bob"]!)
+            let shown = try await server.readRequest(t["bob"]!, id)
             #expect(shown.string("state") == "pending")
             #expect((shown.json["approvals"] as? [Any])?.isEmpty == true)
         }
@@ -108,7 +108,7 @@ struct InvariantTests {
                 async let d = server.send(.POST, "/v1/requests/\(id)/deny", token: t["carol"]!, json: ["comment": "no"])
                 let (approve, deny) = try await (a, d)
                 #expect([approve.status, deny.status].sorted() == [200, 409])
-                let final = try await server.send(.GET, "/v1/requests/\(id)", token: t["alice"]!)
+                let final = try await server.readRequest(t["alice"]!, id)
                 let grants = try await server.service.store.read { try await $0.grants(.init(principal: "alice", limit: 1000)) }
                 let grantCount = grants.filter { $0.requestId == id }.count
                 #expect(final.string("state") == (approve.status == 200 ? "approved" : "denied"))
@@ -169,7 +169,7 @@ struct InvariantTests {
             let reply = try await server.approve(t["bob"]!, id)
             #expect(reply.status == 409)
             #expect(reply.string("code") == "request_expired")
-            let shown = try await server.send(.GET, "/v1/requests/\(id)", token: t["alice"]!)
+            let shown = try await server.readRequest(t["alice"]!, id)
             #expect(shown.string("state") == "expired")
             #expect(try await server.check(t["alice"]!).string("decision") == "approval_required")
 
@@ -178,7 +178,7 @@ struct InvariantTests {
             server.clock.advance(by: 3601)
             let swept = try await server.service.housekeeping.sweep()
             #expect(swept.requests == 1)
-            #expect(try await server.send(.GET, "/v1/requests/\(other)", token: t["alice"]!).string("state") == "expired")
+            #expect(try await server.readRequest(t["alice"]!, other).string("state") == "expired")
         }
     }
 
@@ -193,12 +193,12 @@ struct InvariantTests {
             let second = try #require(try await server.request(t["alice"]!).string("id"))
             server.clock.advance(by: 3601)
             #expect(try await server.service.housekeeping.sweep(holder: "instance-b", lease: 7200).requests == 0)
-            #expect(try await server.send(.GET, "/v1/requests/\(second)", token: t["alice"]!).string("state") == "pending")
+            #expect(try await server.readRequest(t["alice"]!, second).string("state") == "pending")
             // A stops (no renewal). Once its lease has run out, B takes over and sweeps.
             server.clock.advance(by: 3600)
             #expect(try await server.service.housekeeping.sweep(holder: "instance-b", lease: 7200).requests == 1)
-            #expect(try await server.send(.GET, "/v1/requests/\(second)", token: t["alice"]!).string("state") == "expired")
-            #expect(try await server.send(.GET, "/v1/requests/\(first)", token: t["alice"]!).string("state") == "expired")
+            #expect(try await server.readRequest(t["alice"]!, second).string("state") == "expired")
+            #expect(try await server.readRequest(t["alice"]!, first).string("state") == "expired")
             // And A, back again, waits for B's lease in turn.
             _ = try #require(try await server.request(t["alice"]!).string("id"))
             server.clock.advance(by: 3601)
@@ -225,7 +225,7 @@ struct InvariantTests {
             #expect(carol.string("code") == "request_not_found")
             let frank = try await server.approve(t["frank"]!, id)
             #expect(frank.status == 401)
-            #expect(try await server.send(.GET, "/v1/requests/\(id)", token: t["alice"]!).string("state") == "pending")
+            #expect(try await server.readRequest(t["alice"]!, id).string("state") == "pending")
         }
     }
 
@@ -266,16 +266,16 @@ struct InvariantTests {
             let created = try await server.send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": "alice"])
             let token = try #require(created.string("token"))
             let tokenId = try #require(created.string("id"))
-            #expect(try await server.send(.GET, "/v1/whoami", token: token).string("principal") == "alice")
+            #expect(try await server.whoami(token).string("principal") == "alice")
             let listed = try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken)
             #expect(!String(decoding: listed.body, as: UTF8.self).contains(token))
             #expect(try await server.send(.POST, "/v1/tokens/\(tokenId)/revoke", token: TestServer.adminToken).status == 200)
-            let after = try await server.send(.GET, "/v1/whoami", token: token)
+            let after = try await server.whoami(token)
             #expect(after.status == 401)
             #expect(after.headers.first(name: "content-type") == "application/problem+json")
             #expect(after.headers.first(name: "www-authenticate") == "Bearer")
-            #expect(try await server.send(.GET, "/v1/whoami", token: "ghs_not_a_real_token").status == 401)
-            #expect(try await server.send(.GET, "/v1/whoami", token: nil).status == 401)
+            #expect(try await server.whoami("ghs_not_a_real_token").status == 401)
+            #expect(try await server.whoami(nil).status == 401)
             // Only the hash is stored.
             let stored = try await server.service.store.read { try await $0.token(hash: TokenSecret.hash(token)) }
             #expect(stored == nil) // revoked tokens are not returned as live
@@ -319,15 +319,15 @@ struct InvariantTests {
             let t = try await server.tokens("alice", "bob")
             let id = try #require(try await server.request(t["alice"]!).string("id"))
             _ = try await server.approve(t["bob"]!, id)
-            #expect(try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken).json["ok"] as? Bool == true)
+            #expect(try await server.verifyAudit(TestServer.adminToken).json["ok"] as? Bool == true)
 
             try await server.database.tamper("UPDATE audit_events SET actor = 'mallory' WHERE seq = 5 AND actor = 'bob'")
-            var verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            var verify = try await server.verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == false)
             #expect(verify.json["broken_at"] as? Int == 5)
 
             try await server.database.tamper("DELETE FROM audit_events WHERE seq = 5")
-            verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            verify = try await server.verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == false)
             #expect(verify.json["broken_at"] as? Int == 5)
         }
@@ -343,13 +343,13 @@ struct InvariantTests {
                 INSERT INTO audit_events (seq, at, actor, action, subject, details, prev_hash, hash)
                 VALUES (\(bind: count + 1), 0, 'mallory', 'grant.created', 'x', '{}', 'x', 'x')
                 """)
-            var verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            var verify = try await server.verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == false)
             #expect((verify.string("problem") ?? "").contains("after the chain head"), "\(verify.json)")
             try await server.database.tamper("DELETE FROM audit_events WHERE seq = \(bind: count + 1)")
-            #expect(try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken).json["ok"] as? Bool == true)
+            #expect(try await server.verifyAudit(TestServer.adminToken).json["ok"] as? Bool == true)
             try await server.database.tamper("DELETE FROM audit_head")
-            verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            verify = try await server.verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == false)
             #expect((verify.string("problem") ?? "").contains("head is missing"), "\(verify.json)")
         }
@@ -362,7 +362,7 @@ struct InvariantTests {
             _ = try await server.request(t["alice"]!)
             let count = try await server.auditCount()
             try await server.database.tamper("DELETE FROM audit_events WHERE seq = \(bind: count)")
-            let verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            let verify = try await server.verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == false)
             #expect((verify.string("problem") ?? "").contains("head"))
         }

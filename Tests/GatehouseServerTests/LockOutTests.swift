@@ -15,7 +15,7 @@ struct LockOutTests {
             let refused = try await server.send(.POST, "/v1/tokens/\(bootstrap)/revoke", token: TestServer.adminToken)
             #expect(refused.status == 409)
             #expect(refused.string("code") == "last_admin_credential")
-            #expect(try await server.send(.GET, "/v1/whoami", token: TestServer.adminToken).status == 200, "nothing was revoked")
+            #expect(try await server.whoami(TestServer.adminToken).status == 200, "nothing was revoked")
             // erin is in `security`, an admin group: with her token, the bootstrap token may go.
             let erin = try await server.token(for: "erin")
             #expect(try await server.send(.POST, "/v1/tokens/\(bootstrap)/revoke", token: erin).status == 200)
@@ -23,7 +23,7 @@ struct LockOutTests {
                 .first { $0["principal"] as? String == "erin" }?["id"] as? String)
             #expect(try await server.send(.POST, "/v1/tokens/\(erinID)/revoke", token: erin).string("code") == "last_admin_credential")
             #expect(try await server.send(.POST, "/v1/principals/erin/sessions/revoke", token: erin).string("code") == "last_admin_credential")
-            #expect(try await server.send(.GET, "/v1/whoami", token: erin).status == 200)
+            #expect(try await server.whoami(erin).status == 200)
         }
     }
 
@@ -46,7 +46,7 @@ struct LockOutTests {
         let second = try await ServeProcess.start(policyPath: policyPath, database: database, folder: folder, name: "second",
                                                   environment: ["GATEHOUSE_ADMIN_TOKEN": "another-admin-token-0123456789"])
         do {
-            #expect(try await second.send(.GET, "/v1/whoami", token: "another-admin-token-0123456789").status == 401)
+            #expect(try await second.whoami("another-admin-token-0123456789").status == 401)
             let tokens = try await second.send(.GET, "/v1/tokens", token: erin).json["tokens"] as? [[String: Any]] ?? []
             let bootstrap = try #require(tokens.first { $0["principal"] as? String == "admin" }?["id"] as? String)
             #expect(try await second.send(.POST, "/v1/tokens/\(bootstrap)/revoke", token: erin).status == 200)
@@ -58,7 +58,7 @@ struct LockOutTests {
         #expect(second.output.contains("not the bootstrap admin's token"), "\(second.output)")
         // The first start's value, revoked since.
         let third = try await ServeProcess.start(policyPath: policyPath, database: database, folder: folder, name: "third")
-        #expect(try await third.send(.GET, "/v1/whoami", token: TestServer.adminToken).status == 401)
+        #expect(try await third.whoami(TestServer.adminToken).status == 401)
         await third.stop()
         #expect(third.output.contains("the bootstrap admin token was revoked by erin"), "\(third.output)")
     }

@@ -85,11 +85,11 @@ struct MultiInstanceTests {
                 let grants = (try await instances[2].send(.GET, "/v1/grants?scope=all", token: TestServer.adminToken).json["grants"] as? [[String: Any]] ?? [])
                     .filter { $0["request_id"] as? String == id }
                 #expect(grants.count == 1)
-                let request = try await instances[1].send(.GET, "/v1/requests/\(id)", token: TestServer.adminToken)
+                let request = try await instances[1].readRequest(TestServer.adminToken, id)
                 #expect(request.string("state") == "approved")
                 #expect((request.json["approvals"] as? [Any])?.count == 1)
             }
-            #expect(try await instances[0].send(.GET, "/v1/audit/verify", token: TestServer.adminToken).json["ok"] as? Bool == true)
+            #expect(try await instances[0].verifyAudit(TestServer.adminToken).json["ok"] as? Bool == true)
         }
     }
 
@@ -190,7 +190,7 @@ struct MultiInstanceTests {
             let approved = Set(events.filter { $0["action"] as? String == "request.approved" }.compactMap { $0["subject"] as? String })
             #expect(Set(done.requests).isSubset(of: created))
             #expect(Set(done.approvals).isSubset(of: approved))
-            let verify = try await instances[1].send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            let verify = try await instances[1].verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == true, "\(verify.json)")
             // No request has two grants, whichever instances approved it.
             let grants = try await survivor.send(.GET, "/v1/grants?scope=all&limit=1000", token: TestServer.adminToken).json["grants"] as? [[String: Any]] ?? []

@@ -137,7 +137,7 @@ struct OperatorTests {
 
         // The file alone: its port, its store, JSON log lines with the request id of each request.
         let fromFile = try await ServeProcess.start(["--config", config], port: filePort, name: "config file")
-        let whoami = try await fromFile.send(.GET, "/v1/whoami", token: TestServer.adminToken)
+        let whoami = try await fromFile.whoami(TestServer.adminToken)
         await fromFile.stop()
         #expect(whoami.status == 200)
         let id = try #require(whoami.headers.first(name: "X-Request-Id"))
@@ -278,7 +278,7 @@ struct OperatorTests {
 
         let again = try await ServeProcess.start(policyPath: policy, database: database, folder: folder, name: "after SIGTERM")
         var lost: [String] = []
-        for id in acknowledged where try await again.send(.GET, "/v1/requests/\(id)", token: TestServer.adminToken).status != 200 {
+        for id in acknowledged where try await again.readRequest(TestServer.adminToken, id).status != 200 {
             lost.append(id)
         }
         await again.stop()

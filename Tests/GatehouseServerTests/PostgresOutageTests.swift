@@ -86,12 +86,12 @@ struct PostgresOutageTests {
             #expect(back.contains(201), "\(back)")
             #expect(back.allSatisfy { [200, 201, 503].contains($0) }, "\(back)")
             for id in result.requests {
-                #expect(try await server.send(.GET, "/v1/requests/\(id)", token: TestServer.adminToken).status == 200, "\(id) was acknowledged but is missing")
+                #expect(try await server.readRequest(TestServer.adminToken, id).status == 200, "\(id) was acknowledged but is missing")
             }
             for id in result.approvals {
-                #expect(try await server.send(.GET, "/v1/requests/\(id)", token: TestServer.adminToken).string("state") == "approved")
+                #expect(try await server.readRequest(TestServer.adminToken, id).string("state") == "approved")
             }
-            let verify = try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken)
+            let verify = try await server.verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == true, "\(verify.json)")
             await server.stop()
             _ = try? await Self.script(["stop", pgFolder])

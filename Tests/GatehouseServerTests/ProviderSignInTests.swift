@@ -101,12 +101,12 @@ struct ProviderSignInTests {
             #expect(session.status == 201)
             #expect(session.string("principal") == "erin")
             let token = try #require(session.string("token"))
-            let me = try await server.send(.GET, "/v1/whoami", token: token)
+            let me = try await server.whoami(token)
             #expect(me.string("credential") == "session")
             #expect(me.string("expires_at") != nil)
             #expect(try await server.request(token, role: "read", reason: "INC-7 look at checkout errors").status == 201)
             #expect(try await server.send(.POST, "/v1/auth/logout", token: token).status == 204)
-            #expect(try await server.send(.GET, "/v1/whoami", token: token).status == 401)
+            #expect(try await server.whoami(token).status == 401)
 
             // Someone who sees the redirect (code and state) but not the login secret cannot finish.
             let port = try TestPorts.free()
@@ -234,10 +234,10 @@ struct ProviderSignInTests {
         try await TestProvider.with { provider in
             try await TestServer.with(realTime: true) { server in
                 let oldToken = try await server.token(for: "alice")
-                #expect(try await server.send(.GET, "/v1/whoami", token: oldToken).status == 200)
+                #expect(try await server.whoami(oldToken).status == 200)
                 try server.writePolicy(Self.resources + provider.identityYAML(baseURL: server.baseURL, oidcExtra: "    allowed_email_domains: [example.test]"),
                                        reload: true)
-                let refused = try await server.send(.GET, "/v1/whoami", token: oldToken)
+                let refused = try await server.whoami(oldToken)
                 #expect(refused.status == 401)
                 #expect(refused.string("code") == ErrorCode.humanTokenRefused)
                 for person in ["alice", "erin"] {
@@ -247,7 +247,7 @@ struct ProviderSignInTests {
                     #expect(create.string("detail")?.contains("gatehouse login") == true)
                 }
                 let bot = try await server.token(for: "deploy-bot")
-                #expect(try await server.send(.GET, "/v1/whoami", token: bot).status == 200)
+                #expect(try await server.whoami(bot).status == 200)
                 // A person from the provider who is also listed in the file keeps the file's groups.
                 try await provider.person("alice", groups: [])
                 let alice = try await Self.apiSignIn(server, provider, as: "alice")
@@ -271,14 +271,14 @@ struct ProviderSignInTests {
             try server.writePolicy(TestServer.policyYAML)
             #expect(try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken).json["reloaded"] as? Bool == true)
             #expect(server.service.policies.policy.principals["carol"] != nil, "carol is back in the policy")
-            #expect(try await server.send(.GET, "/v1/whoami", token: carol).status == 401)
+            #expect(try await server.whoami(carol).status == 401)
             let page = try await browser.get("/inbox")
             #expect(page.status == 303 && page.location == "/sign-in")
             let ended = try await Self.auditEvents(server, action: "identity.sessions_revoked")
             #expect(ended.contains { ($0["details"] as? [String: String])?["reason"] == "removed from the policy" })
             // A new token made after her return works.
             let fresh = try await server.token(for: "carol")
-            #expect(try await server.send(.GET, "/v1/whoami", token: fresh).status == 200)
+            #expect(try await server.whoami(fresh).status == 200)
         }
     }
 
@@ -313,7 +313,7 @@ struct ProviderSignInTests {
             let ended = try await server.send(.POST, "/v1/principals/erin/sessions/revoke", token: sam)
             #expect(ended.status == 200)
             #expect(ended.json["ended"] as? Int == 2)
-            #expect(try await server.send(.GET, "/v1/whoami", token: erin).status == 401)
+            #expect(try await server.whoami(erin).status == 401)
             let page = try await browser.get("/inbox")
             #expect(page.status == 303 && page.location == "/sign-in")
         }
@@ -389,7 +389,7 @@ struct ProviderSignInTests {
                 #expect(api.status == 503)
                 #expect(api.string("code") == ErrorCode.providerUnavailable)
             }
-            #expect(try await server.send(.GET, "/v1/whoami", token: erin).status == 200)
+            #expect(try await server.whoami(erin).status == 200)
             #expect(try await server.request(erin, role: "read", reason: "INC-10 provider down, still working").status == 201)
         }
     }
@@ -397,14 +397,14 @@ struct ProviderSignInTests {
     @Test("the bootstrap admin token can be switched off once admins sign in through the provider; a provider group makes admins")
     func bootstrapAdminOff() async throws {
         try await Self.withSignIn(identityExtra: "  bootstrap_admin: disabled") { server, provider in
-            let refused = try await server.send(.GET, "/v1/whoami", token: TestServer.adminToken)
+            let refused = try await server.whoami(TestServer.adminToken)
             #expect(refused.status == 401)
             #expect(refused.string("detail")?.contains("switched off") == true)
             try await provider.person("sam", groups: ["secops"])
             let sam = try #require(try await Self.apiSignIn(server, provider, as: "sam").string("token"))
-            let me = try await server.send(.GET, "/v1/whoami", token: sam)
+            let me = try await server.whoami(sam)
             #expect(me.json["admin"] as? Bool == true)
-            #expect(try await server.send(.GET, "/v1/audit/verify", token: sam).status == 200)
+            #expect(try await server.verifyAudit(sam).status == 200)
         }
     }
 
@@ -414,7 +414,7 @@ struct ProviderSignInTests {
             try await provider.person("erin", groups: ["oncall"])
             let erin = try #require(try await Self.apiSignIn(server, provider, as: "erin").string("token"))
             server.clock.advance(by: 8 * 3600 + 1)
-            let late = try await server.send(.GET, "/v1/whoami", token: erin)
+            let late = try await server.whoami(erin)
             #expect(late.status == 401)
             #expect(late.string("code") == ErrorCode.sessionExpired)
         }

@@ -57,7 +57,7 @@ struct SlackTests {
     }
 
     static func state(_ server: TestServer, _ id: String) async throws -> String? {
-        try await server.send(.GET, "/v1/requests/\(id)", token: TestServer.adminToken).string("state")
+        try await server.readRequest(TestServer.adminToken, id).string("state")
     }
 
     static func audit(_ server: TestServer, _ action: String) async throws -> [[String: Any]] {

@@ -260,6 +260,18 @@ extension GatehouseHTTPClient {
         try await call(token) { try await $0.check(body: .json(.ActionCheck(.init(resource: resource, action: .init(kind: kind, text: text))))) }
     }
 
+    func readRequest(_ token: String?, _ id: String) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.getRequest(path: .init(id: id)) }
+    }
+
+    func whoami(_ token: String?) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.whoami() }
+    }
+
+    func verifyAudit(_ token: String?) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.verifyAudit() }
+    }
+
     func auditCount() async throws -> Int {
         let reply = try await call(TestServer.adminToken) { try await $0.listAudit(query: .init(limit: 10000)) }
         return (reply.json["events"] as? [Any])?.count ?? -1

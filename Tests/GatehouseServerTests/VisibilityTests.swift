@@ -24,7 +24,7 @@ struct VisibilityTests {
             #expect(try await waiting("dave") == [write, bobs])          // he already decided the admin one
 
             // Others' requests are invisible to people who cannot decide them.
-            let peek = try await server.send(.GET, "/v1/requests/\(bobs)", token: t["alice"]!)
+            let peek = try await server.readRequest(t["alice"]!, bobs)
             #expect(peek.status == 404)
             #expect(try await server.send(.GET, "/v1/requests?scope=all", token: t["alice"]!).status == 403)
             let all = try await server.send(.GET, "/v1/requests?scope=all", token: t["erin"]!)

@@ -81,7 +81,7 @@ struct WebInboxHTTPTests {
             let crossSite = try await bob.post("/requests/\(id)/decide", [("decision", "approve"), ("csrf", csrf)],
                                                headers: [("Sec-Fetch-Site", "cross-site")])
             #expect(crossSite.status == 403)
-            #expect(try await server.send(.GET, "/v1/requests/\(id)", token: t["bob"]!).string("state") == "pending")
+            #expect(try await server.readRequest(t["bob"]!, id).string("state") == "pending")
 
             // Another session's token does not work either.
             var alice = Browser(baseURL: server.baseURL)
@@ -93,7 +93,7 @@ struct WebInboxHTTPTests {
                                               headers: [("Origin", server.baseURL)])
             #expect(approved.status == 303)
             #expect(approved.location == "/requests/\(id)?done=approved")
-            #expect(try await server.send(.GET, "/v1/requests/\(id)", token: t["bob"]!).string("state") == "approved")
+            #expect(try await server.readRequest(t["bob"]!, id).string("state") == "approved")
             let shown = try await bob.get(approved.location!)
             #expect(shown.html.contains("Approved: the grant is active now."))
             // Decided once: the form is gone and a replay is refused.
@@ -125,7 +125,7 @@ struct WebInboxHTTPTests {
             #expect(!page.html.contains("value=\"approve\""))
             let forced = try await bob.post("/requests/\(id)/decide", [("decision", "approve"), ("csrf", page.csrf ?? "")])
             #expect(forced.status == 403)
-            #expect(try await server.send(.GET, "/v1/requests/\(id)", token: t["bob"]!).string("state") == "pending")
+            #expect(try await server.readRequest(t["bob"]!, id).string("state") == "pending")
         }
     }
 

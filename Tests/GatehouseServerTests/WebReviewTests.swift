@@ -24,7 +24,7 @@ struct WebReviewTests {
             let held = try #require(try await server.request(t["alice"]!, role: "admin", reason: "INC-4411 rebuild the index").string("id"))
             let other = try #require(try await server.request(t["alice"]!, resource: "prod-host", role: "operate").string("id"))
             #expect(try await server.send(.POST, "/v1/requests/\(reported)/report", token: t["bob"]!, json: ["comment": "odd"]).status == 200)
-            #expect(try await server.send(.GET, "/v1/requests/\(held)", token: TestServer.adminToken).string("state") == "quarantined")
+            #expect(try await server.readRequest(TestServer.adminToken, held).string("state") == "quarantined")
 
             var bob = Browser(baseURL: server.baseURL)
             _ = try await bob.signIn(t["bob"]!)
@@ -46,7 +46,7 @@ struct WebReviewTests {
             #expect(released.status == 303)
             #expect(released.location == "/requests/\(held)?done=held-released")
             #expect(try await erin.get(released.location!).html.contains("Released: the approvers are told now."))
-            #expect(try await server.send(.GET, "/v1/requests/\(held)", token: TestServer.adminToken).string("state") == "pending")
+            #expect(try await server.readRequest(TestServer.adminToken, held).string("state") == "pending")
             // Released, it reaches its approvers now: the outbox announces it as waiting, with a link.
             try await server.service.outbox.queueMessages()
             let bodies = try await server.service.store.read { try await $0.deliveries(limit: 100) }

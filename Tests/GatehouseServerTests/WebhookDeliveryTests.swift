@@ -243,7 +243,7 @@ struct WebhookDeliveryTests {
             }
             #expect(Set(rows.compactMap { $0["id"] as? String }) == expected)
             #expect(rows.allSatisfy { $0["state"] as? String == "delivered" })
-            #expect(try await server.send(.GET, "/v1/audit/verify", token: TestServer.adminToken).json["ok"] as? Bool == true)
+            #expect(try await server.verifyAudit(TestServer.adminToken).json["ok"] as? Bool == true)
         } catch {
             Issue.record("\(error)\nfirst log:\n\(first.output)\nsecond log:\n\(second?.output ?? "")")
         }
