@@ -50,10 +50,10 @@ struct ActionTests {
             check = try await server.checkAction(t["alice"]!, text: Self.delete)
             #expect(check.string("decision") == "approval_required")
 
-            let grant = try await server.send(.GET, "/v1/grants/\(grantId)", token: t["alice"]!)
+            let grant = try await server.readGrant(t["alice"]!, grantId)
             #expect(grant.string("state") == "used")
 
-            let audit = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken)
+            let audit = try await server.listAudit(TestServer.adminToken, limit: 1000)
             let actions = (audit.json["events"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String }
             #expect(actions.filter { $0 == "action.checked" }.count == 4)
             #expect(actions.filter { $0 == "grant.used" }.count == 1)

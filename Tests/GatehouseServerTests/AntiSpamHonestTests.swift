@@ -82,7 +82,7 @@ struct AntiSpamHonestTests {
             #expect(outcomes["quarantined"] == nil, "\(outcomes)")
             let throttled = try await server.send(.GET, "/v1/principals", token: TestServer.adminToken)
             #expect((throttled.json["principals"] as? [Any])?.isEmpty == true, "\(String(decoding: throttled.body, as: UTF8.self))")
-            let scores = try await server.send(.GET, "/v1/audit?limit=10000", token: TestServer.adminToken)
+            let scores = try await server.listAudit(TestServer.adminToken, limit: 10000)
             for action in ["principal.throttled", "request.extra_approval", "request.quarantined", "principal.blocked", "request.limited"] {
                 let events = (scores.json["events"] as? [[String: Any]] ?? []).filter { $0["action"] as? String == action }
                 #expect(events.isEmpty, "\(action) in an honest workload: \(events.prefix(3).map { $0["details"] ?? "" })")

@@ -56,7 +56,7 @@ struct AntiSpamTests {
     }
 
     func auditActions(_ server: TestServer) async throws -> [String] {
-        (try await server.send(.GET, "/v1/audit?limit=10000", token: TestServer.adminToken).json["events"] as? [[String: Any]] ?? [])
+        (try await server.listAudit(TestServer.adminToken, limit: 10000).json["events"] as? [[String: Any]] ?? [])
             .compactMap { $0["action"] as? String }
     }
 
@@ -75,7 +75,7 @@ struct AntiSpamTests {
                 if reply.status == 429, firstRefusal == nil { firstRefusal = reply }
                 server.clock.advance(by: 0.06)
             }
-            let stored = ids(try await server.send(.GET, "/v1/requests?scope=all&limit=1000", token: TestServer.adminToken), "requests")
+            let stored = ids(try await server.listRequests(TestServer.adminToken, scope: .all, limit: 1000), "requests")
                 .filter { $0["requester"] as? String == "bot" }
             #expect(stored.count <= 5, "\(stored.count) requests reached the store")
             #expect(stored.count >= 1)
@@ -146,7 +146,7 @@ struct AntiSpamTests {
             }
             // The reviewers see the campaign; approvers are not asked to decide it.
             let bob = try await server.token(for: "bob")
-            let toApprove = ids(try await server.send(.GET, "/v1/requests?scope=to_approve", token: bob), "requests").compactMap { $0["id"] as? String }
+            let toApprove = ids(try await server.listRequests(bob, scope: .toApprove), "requests").compactMap { $0["id"] as? String }
             #expect(toApprove == [honest])
             // The requester learns only that it is held, not the score that held it.
             let own = try await server.readRequest(try await server.token(for: Self.users[12]), campaignIds[12])
@@ -222,18 +222,18 @@ struct AntiSpamTests {
             let other = try #require(try await server.request(t["alice"]!, resource: "billing-api", role: "operate", reason: "INC-3 replay the billing events").string("id"))
             #expect(try await server.check(t["alice"]!, role: "read").string("decision") == "allow")
             // The requester cannot report their own request, and nobody can report what they cannot see.
-            #expect(try await server.send(.POST, "/v1/requests/\(write)/report", token: t["alice"]!, json: ["comment": "looks odd"]).status == 403)
-            let reply = try await server.send(.POST, "/v1/requests/\(write)/report", token: t["carol"]!, json: ["comment": "alice is on leave; this is not her"])
+            #expect(try await server.report(t["alice"]!, write, comment: "looks odd").status == 403)
+            let reply = try await server.report(t["carol"]!, write, comment: "alice is on leave; this is not her")
             #expect(reply.status == 200)
             #expect(reply.string("state") == "quarantined")
             #expect(try await server.readRequest(TestServer.adminToken, other).string("state") == "quarantined")
             #expect(try await server.check(t["alice"]!, role: "read").string("decision") == "deny")
-            let grants = ids(try await server.send(.GET, "/v1/grants?scope=all", token: TestServer.adminToken), "grants")
+            let grants = ids(try await server.listGrants(TestServer.adminToken, scope: .all), "grants")
             #expect(grants.allSatisfy { $0["state"] as? String == "revoked" })
             // A blocked principal can neither be approved nor report anyone.
             let bob = try await server.token(for: "bob")
             let bobs = try #require(try await server.request(bob, resource: "billing-api", role: "operate", reason: "INC-4 rotate the billing keys").string("id"))
-            #expect(try await server.send(.POST, "/v1/requests/\(bobs)/report", token: t["alice"]!, json: ["comment": "looks odd"]).string("code") == "principal_blocked")
+            #expect(try await server.report(t["alice"]!, bobs, comment: "looks odd").string("code") == "principal_blocked")
             let refused = try await server.request(t["alice"]!, resource: "reports-db", role: "read", reason: "INC-3 one more thing")
             #expect(refused.status == 403)
             #expect(refused.string("code") == "principal_blocked")
@@ -259,7 +259,7 @@ struct AntiSpamTests {
             """)) { server in
             let t = try await server.tokens("alice", "bob", "carol")
             let write = try #require(try await server.request(t["alice"]!, reason: "INC-3 change the incident tables").string("id"))
-            #expect(try await server.send(.POST, "/v1/requests/\(write)/report", token: t["carol"]!, json: ["comment": "looks odd"]).status == 200)
+            #expect(try await server.report(t["carol"]!, write, comment: "looks odd").status == 200)
             // Four held requests from the blocked principal, then one from bob. Each of alice's is held at
             // least the 3 s delay; bob's is answered, not refused with them. (Only lower bounds on time: the suite
             // shares two cores with everything else it runs, so how fast bob is answered is not asserted.)
@@ -414,7 +414,7 @@ struct AntiSpamTests {
             #expect(capped.headers.first(name: "RateLimit-Policy") == "\"pending\";q=3")
             #expect(capped.string("detail")?.contains("gatehouse cancel") == true)
             // Nothing refused was stored.
-            let stored = ids(try await server.send(.GET, "/v1/requests?scope=all&limit=1000", token: TestServer.adminToken), "requests")
+            let stored = ids(try await server.listRequests(TestServer.adminToken, scope: .all, limit: 1000), "requests")
             #expect(stored.count == 6)
         }
     }

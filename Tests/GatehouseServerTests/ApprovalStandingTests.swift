@@ -16,7 +16,7 @@ struct ApprovalStandingTests {
             #expect(try await server.approve(t["bob"]!, first).string("state") == "pending")
             let tokens = try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken).json["tokens"] as? [[String: Any]] ?? []
             let bobToken = try #require(tokens.first { $0["principal"] as? String == "bob" }?["id"] as? String)
-            #expect(try await server.send(.POST, "/v1/tokens/\(bobToken)/revoke", token: TestServer.adminToken).status == 200)
+            #expect(try await server.revokeToken(TestServer.adminToken, bobToken).status == 200)
             let afterCarol = try await server.approve(t["carol"]!, first)
             #expect(afterCarol.status == 200)
             #expect(afterCarol.string("state") == "pending", "bob's approval no longer counts: carol's is the first that does")
@@ -28,11 +28,11 @@ struct ApprovalStandingTests {
             let second = try #require(try await server.request(t["alice"]!, resource: "prod-db", role: "admin", reason: "INC-52 rebuild another index").string("id"))
             #expect(try await server.approve(bob, second).string("state") == "pending")
             let bobs = try #require(try await server.request(bob, role: "write", reason: "INC-53 fix the order rows").string("id"))
-            #expect(try await server.send(.POST, "/v1/requests/\(bobs)/report", token: t["carol"]!, json: ["comment": "bob never works on orders"]).status == 200)
+            #expect(try await server.report(t["carol"]!, bobs, comment: "bob never works on orders").status == 200)
             let afterDave = try await server.approve(t["dave"]!, second)
             #expect(afterDave.string("state") == "pending", "a blocked approver's approval no longer counts")
             #expect(try await server.approve(t["erin"]!, second).string("state") == "approved")
-            let events = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken).json["events"] as? [[String: Any]] ?? []
+            let events = try await server.listAudit(TestServer.adminToken, limit: 1000).json["events"] as? [[String: Any]] ?? []
             let notCounted = events.filter { $0["action"] as? String == "request.approved" }.compactMap { ($0["details"] as? [String: String])?["not_counted"] }
             #expect(notCounted == ["bob", "bob"])
 

@@ -63,9 +63,9 @@ struct AuthorizationMatrixTests {
             // The revoked token is frank's; blocky is blocked by a report.
             let frankID = try #require((try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken).json["tokens"] as? [[String: Any]] ?? [])
                 .first { $0["principal"] as? String == "frank" }?["id"] as? String)
-            #expect(try await server.send(.POST, "/v1/tokens/\(frankID)/revoke", token: TestServer.adminToken).status == 200)
+            #expect(try await server.revokeToken(TestServer.adminToken, frankID).status == 200)
             let blockys = try #require(try await server.request(t["blocky"]!, role: "write", reason: "INC-1 fix the rows").string("id"))
-            #expect(try await server.send(.POST, "/v1/requests/\(blockys)/report", token: t["carol"]!, json: ["comment": "not blocky's work"]).status == 200)
+            #expect(try await server.report(t["carol"]!, blockys, comment: "not blocky's work").status == 200)
             // alice's pending request, her grant, and a break-glass use to review.
             let request = try #require(try await server.request(t["alice"]!, role: "write", reason: "INC-2 fix the order rows").string("id"))
             let grant = try #require(try await server.request(t["alice"]!, role: "read", reason: "INC-3 look at the order rows").string("grant_id"))

@@ -56,7 +56,7 @@ struct BadInputTests {
             #expect(reply.string("detail")?.contains(c.phrase) == true, "detail: \(reply.string("detail") ?? "-")")
             #expect(reply.json["status"] as? Int == c.status)
             // Nothing was stored.
-            let mine = try await server.send(.GET, "/v1/requests", token: token)
+            let mine = try await server.listRequests(token)
             #expect((mine.json["requests"] as? [Any])?.isEmpty == true)
             #expect(try await server.auditCount() == before)
         }
@@ -124,7 +124,7 @@ struct BadInputTests {
 
             // After all of that, the server still works and nothing was stored.
             #expect(try await server.request(alice).status == 201)
-            let mine = try await server.send(.GET, "/v1/requests", token: alice)
+            let mine = try await server.listRequests(alice)
             #expect((mine.json["requests"] as? [Any])?.count == 1)
         }
     }

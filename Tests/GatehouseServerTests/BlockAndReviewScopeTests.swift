@@ -9,7 +9,7 @@ struct BlockAndReviewScopeTests {
         let reported = try #require(try await server.request(t["alice"]!, resource: "prod-db").string("id"))
         let other = try #require(try await server.request(t["alice"]!, resource: "prod-host", role: "operate",
                                                           reason: "INC-4412 restart the stuck worker").string("id"))
-        let report = try await server.send(.POST, "/v1/requests/\(reported)/report", token: t["bob"]!, json: ["comment": "alice is on leave"])
+        let report = try await server.report(t["bob"]!, reported, comment: "alice is on leave")
         #expect(report.status == 200, "\(report.json)")
         return (reported, other)
     }
@@ -42,10 +42,10 @@ struct BlockAndReviewScopeTests {
         try await TestServer.with { server in
             let t = try await server.tokens("alice", "bob", "carol", "erin")
             let (_, other) = try await reported(server, t)
-            let carol = try await server.send(.GET, "/v1/requests?scope=to_approve&state=quarantined", token: t["carol"]!)
+            let carol = try await server.listRequests(t["carol"]!, scope: .toApprove, state: .quarantined)
             #expect(carol.status == 200)
             #expect((carol.json["requests"] as? [[String: Any]] ?? []).isEmpty, "\(carol.json)")
-            let erin = try await server.send(.GET, "/v1/requests?scope=all&state=quarantined", token: t["erin"]!)
+            let erin = try await server.listRequests(t["erin"]!, scope: .all, state: .quarantined)
             let held = (erin.json["requests"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
             #expect(held.contains(other), "\(erin.json)")
         }

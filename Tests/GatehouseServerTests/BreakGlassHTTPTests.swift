@@ -35,7 +35,7 @@ struct BreakGlassHTTPTests {
             let check = try await server.check(t["bob"]!, role: "admin")
             #expect(check.string("decision") == "allow")
             #expect(check.string("grant_id") == grantId)
-            let grant = try await server.send(.GET, "/v1/grants/\(grantId)", token: t["bob"]!)
+            let grant = try await server.readGrant(t["bob"]!, grantId)
             #expect(grant.json["break_glass"] as? Bool == true)
             let expires = try #require(grant.string("expires_at"))
             #expect(expires == server.clock.now().addingTimeInterval(15 * 60).rfc3339)
@@ -76,7 +76,7 @@ struct BreakGlassHTTPTests {
             let none = try await server.send(.GET, "/v1/break-glass?awaiting_review=true", token: t["erin"]!)
             #expect((none.json["uses"] as? [Any])?.isEmpty == true)
 
-            let audit = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken)
+            let audit = try await server.listAudit(TestServer.adminToken, limit: 1000)
             let actions = (audit.json["events"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String }
             for action in ["break_glass.used", "grant.started", "break_glass.refused", "break_glass.reviewed"] {
                 #expect(actions.contains(action), "\(actions)")
@@ -101,7 +101,7 @@ struct BreakGlassHTTPTests {
             #expect(long.string("field") == "duration")
             // A refusal for bad input does not spend the day's use.
             #expect(try await Self.use(server, t["bob"]!).status == 201)
-            #expect(try await server.send(.GET, "/v1/grants?scope=all&limit=100", token: TestServer.adminToken)
+            #expect(try await server.listGrants(TestServer.adminToken, scope: .all, limit: 100)
                 .json["grants"].map { ($0 as? [Any])?.count } == 1)
         }
         try await TestServer.with { server in
@@ -125,7 +125,7 @@ struct BreakGlassHTTPTests {
             // take them in time (503: nothing written); never a second use.
             #expect(statuses.allSatisfy { [201, 429, 503].contains($0) }, "\(statuses)")
             #expect(statuses.contains(429), "\(statuses)")
-            let grants = try await server.send(.GET, "/v1/grants?scope=all&limit=100", token: TestServer.adminToken)
+            let grants = try await server.listGrants(TestServer.adminToken, scope: .all, limit: 100)
             #expect((grants.json["grants"] as? [Any])?.count == 1)
         }
     }

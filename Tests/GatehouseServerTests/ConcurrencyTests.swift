@@ -119,13 +119,13 @@ struct ConcurrencyTests {
     @Test("policy reloads are audited, accepted or refused; reserved names are refused")
     func reloadAudited() async throws {
         try await TestServer.with { server in
-            #expect(try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken).json["reloaded"] as? Bool == true)
+            #expect(try await server.reloadPolicy(TestServer.adminToken).json["reloaded"] as? Bool == true)
             let withAdmin = TestServer.policyYAML.replacingOccurrences(of: "  alice: {groups: [engineers]}", with: "  alice: {groups: [engineers]}\n  admin: {groups: [dba]}")
             try server.writePolicy(withAdmin)
-            let refused = try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken)
+            let refused = try await server.reloadPolicy(TestServer.adminToken)
             #expect(refused.json["reloaded"] as? Bool == false)
             #expect((refused.json["problems"] as? [String] ?? []).contains { $0.contains("`admin` is reserved") })
-            let events = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken)
+            let events = try await server.listAudit(TestServer.adminToken, limit: 1000)
             let reloads = (events.json["events"] as? [[String: Any]] ?? []).filter { ($0["action"] as? String)?.hasPrefix("policy.") == true }
             #expect(reloads.map { $0["action"] as? String } == ["policy.reloaded", "policy.reload_refused"])
             #expect(((reloads.first?["details"] as? [String: String])?["sha256"]?.count) == 64)

@@ -90,7 +90,7 @@ struct InvariantTests {
             }
             #expect(statuses.filter { $0.0 == 200 }.count == 1)
             #expect(statuses.filter { $0.0 == 409 }.count == 19)
-            let grants = try await server.send(.GET, "/v1/grants?scope=all", token: TestServer.adminToken)
+            let grants = try await server.listGrants(TestServer.adminToken, scope: .all)
             let forRequest = (grants.json["grants"] as? [[String: Any]] ?? []).filter { $0["request_id"] as? String == id }
             #expect(forRequest.count == 1)
             let approvals = try await server.service.store.read { try await $0.approvals(requestId: id) }
@@ -105,7 +105,7 @@ struct InvariantTests {
             for _ in 0..<5 {
                 let id = try #require(try await server.request(t["alice"]!).string("id"))
                 async let a = server.approve(t["bob"]!, id)
-                async let d = server.send(.POST, "/v1/requests/\(id)/deny", token: t["carol"]!, json: ["comment": "no"])
+                async let d = server.deny(t["carol"]!, id, comment: "no")
                 let (approve, deny) = try await (a, d)
                 #expect([approve.status, deny.status].sorted() == [200, 409])
                 let final = try await server.readRequest(t["alice"]!, id)
@@ -123,10 +123,10 @@ struct InvariantTests {
             let t = try await server.tokens("alice", "bob", "carol")
             let id = try #require(try await server.request(t["alice"]!).string("id"))
             #expect(try await server.approve(t["bob"]!, id).status == 200)
-            let deny = try await server.send(.POST, "/v1/requests/\(id)/deny", token: t["carol"]!, json: ["comment": "too late"])
+            let deny = try await server.deny(t["carol"]!, id, comment: "too late")
             #expect(deny.status == 409)
             #expect(deny.string("code") == "already_decided")
-            let cancel = try await server.send(.POST, "/v1/requests/\(id)/cancel", token: t["alice"]!)
+            let cancel = try await server.cancel(t["alice"]!, id)
             #expect(cancel.status == 409)
             #expect(try await server.check(t["alice"]!).string("decision") == "allow")
         }
@@ -146,13 +146,13 @@ struct InvariantTests {
             #expect(try await server.check(t["alice"]!).string("decision") == "approval_required")
             server.clock.advance(by: 1)
             #expect(try await server.check(t["alice"]!).string("decision") == "approval_required")
-            let grant = try await server.send(.GET, "/v1/grants/\(grantId)", token: t["alice"]!)
+            let grant = try await server.readGrant(t["alice"]!, grantId)
             #expect(grant.string("state") == "expired")
             let release = try await server.send(.POST, "/v1/grants/\(grantId)/release", token: t["alice"]!)
             #expect(release.status == 409)
 
             try await server.service.housekeeping.sweep()
-            let events = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken)
+            let events = try await server.listAudit(TestServer.adminToken, limit: 1000)
             let actions = (events.json["events"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String }
             #expect(actions.filter { $0 == "grant.expired" }.count == 1)
             try await server.service.housekeeping.sweep()
@@ -216,7 +216,7 @@ struct InvariantTests {
                 .replacingOccurrences(of: "carol: {groups: [dba]}", with: "carol: {groups: [engineers]}")
                 .replacingOccurrences(of: "  frank: {groups: [dba]}\n", with: "")
             try server.writePolicy(updated)
-            let reload = try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken)
+            let reload = try await server.reloadPolicy(TestServer.adminToken)
             #expect(reload.json["reloaded"] as? Bool == true)
 
             let carol = try await server.approve(t["carol"]!, id)
@@ -236,7 +236,7 @@ struct InvariantTests {
             let id = try #require(try await server.request(t["alice"]!).string("id"))
             let updated = TestServer.policyYAML.replacingOccurrences(of: "alice: {groups: [engineers]}", with: "alice: {groups: [sales]}")
             try server.writePolicy(updated)
-            #expect(try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken).json["reloaded"] as? Bool == true)
+            #expect(try await server.reloadPolicy(TestServer.adminToken).json["reloaded"] as? Bool == true)
             let reply = try await server.approve(t["bob"]!, id)
             #expect(reply.status == 409)
             #expect(reply.string("code") == "requester_ineligible")
@@ -249,13 +249,13 @@ struct InvariantTests {
         try await TestServer.with { server in
             let t = try await server.tokens("alice")
             try server.writePolicy("version: 1\nprincipals: {alice: {groups: [engineers]}}\nresources:\n  prod-db: {kind: postgress, roles: {}}\n")
-            let reload = try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken)
+            let reload = try await server.reloadPolicy(TestServer.adminToken)
             #expect(reload.status == 200)
             #expect(reload.json["reloaded"] as? Bool == false)
             let problems = reload.json["problems"] as? [String] ?? []
             #expect(problems.contains { $0.contains("policy.yaml:4:") && $0.contains("postgress") })
             #expect(try await server.request(t["alice"]!).status == 201)
-            let notAdmin = try await server.send(.POST, "/v1/policy/reload", token: t["alice"]!)
+            let notAdmin = try await server.reloadPolicy(t["alice"]!)
             #expect(notAdmin.status == 403)
         }
     }
@@ -269,7 +269,7 @@ struct InvariantTests {
             #expect(try await server.whoami(token).string("principal") == "alice")
             let listed = try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken)
             #expect(!String(decoding: listed.body, as: UTF8.self).contains(token))
-            #expect(try await server.send(.POST, "/v1/tokens/\(tokenId)/revoke", token: TestServer.adminToken).status == 200)
+            #expect(try await server.revokeToken(TestServer.adminToken, tokenId).status == 200)
             let after = try await server.whoami(token)
             #expect(after.status == 401)
             #expect(after.headers.first(name: "content-type") == "application/problem+json")
@@ -287,7 +287,7 @@ struct InvariantTests {
         try await TestServer.with { server in
             let t = try await server.tokens("alice", "bob", "erin")
             #expect(try await server.send(.POST, "/v1/tokens", token: t["alice"]!, json: ["principal": "alice"]).status == 403)
-            #expect(try await server.send(.GET, "/v1/audit", token: t["alice"]!).status == 403)
+            #expect(try await server.listAudit(t["alice"]!).status == 403)
             let id = try #require(try await server.request(t["alice"]!).string("id"))
             let grantId = try #require(try await server.approve(t["bob"]!, id).string("grant_id"))
             #expect(try await server.send(.POST, "/v1/grants/\(grantId)/revoke", token: t["bob"]!, json: ["reason": "x"]).status == 403)

@@ -12,16 +12,16 @@ struct LockOutTests {
         try await TestServer.with { server in
             let tokens = try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken).json["tokens"] as? [[String: Any]] ?? []
             let bootstrap = try #require(tokens.first { $0["principal"] as? String == "admin" }?["id"] as? String)
-            let refused = try await server.send(.POST, "/v1/tokens/\(bootstrap)/revoke", token: TestServer.adminToken)
+            let refused = try await server.revokeToken(TestServer.adminToken, bootstrap)
             #expect(refused.status == 409)
             #expect(refused.string("code") == "last_admin_credential")
             #expect(try await server.whoami(TestServer.adminToken).status == 200, "nothing was revoked")
             // erin is in `security`, an admin group: with her token, the bootstrap token may go.
             let erin = try await server.token(for: "erin")
-            #expect(try await server.send(.POST, "/v1/tokens/\(bootstrap)/revoke", token: erin).status == 200)
+            #expect(try await server.revokeToken(erin, bootstrap).status == 200)
             let erinID = try #require((try await server.send(.GET, "/v1/tokens", token: erin).json["tokens"] as? [[String: Any]] ?? [])
                 .first { $0["principal"] as? String == "erin" }?["id"] as? String)
-            #expect(try await server.send(.POST, "/v1/tokens/\(erinID)/revoke", token: erin).string("code") == "last_admin_credential")
+            #expect(try await server.revokeToken(erin, erinID).string("code") == "last_admin_credential")
             #expect(try await server.send(.POST, "/v1/principals/erin/sessions/revoke", token: erin).string("code") == "last_admin_credential")
             #expect(try await server.whoami(erin).status == 200)
         }
@@ -49,7 +49,7 @@ struct LockOutTests {
             #expect(try await second.whoami("another-admin-token-0123456789").status == 401)
             let tokens = try await second.send(.GET, "/v1/tokens", token: erin).json["tokens"] as? [[String: Any]] ?? []
             let bootstrap = try #require(tokens.first { $0["principal"] as? String == "admin" }?["id"] as? String)
-            #expect(try await second.send(.POST, "/v1/tokens/\(bootstrap)/revoke", token: erin).status == 200)
+            #expect(try await second.revokeToken(erin, bootstrap).status == 200)
         } catch {
             await second.stop()
             throw error

@@ -33,7 +33,7 @@ struct LongPollTests {
             let started = Date()
             async let waited = server.send(.GET, "/v1/requests/\(id)?wait=45s", token: token)
             try await Task.sleep(for: .milliseconds(400))
-            #expect(try await server.send(.POST, "/v1/tokens/\(tokenID)/revoke", token: TestServer.adminToken).status == 200)
+            #expect(try await server.revokeToken(TestServer.adminToken, tokenID).status == 200)
             let reply = try await waited
             #expect(reply.status == 401, "\(reply.json)")
             #expect(reply.string("code") == "invalid_token")
@@ -49,7 +49,7 @@ struct LongPollTests {
             let pending = try await server.send(.GET, "/v1/requests/\(id)?wait=1s", token: t["alice"]!)
             #expect(pending.status == 200)
             #expect(pending.string("state") == "pending")
-            _ = try await server.send(.POST, "/v1/requests/\(id)/deny", token: t["bob"]!, json: ["comment": "no"])
+            _ = try await server.deny(t["bob"]!, id, comment: "no")
             let denied = try await server.send(.GET, "/v1/requests/\(id)?wait=60s", token: t["alice"]!)
             #expect(denied.string("state") == "denied")
         }

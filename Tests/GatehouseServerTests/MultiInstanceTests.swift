@@ -82,7 +82,7 @@ struct MultiInstanceTests {
                 }
                 #expect(statuses.filter { $0 == 200 }.count == 1, "\(statuses)")
                 #expect(statuses.allSatisfy { $0 == 200 || $0 == 409 }, "\(statuses)")
-                let grants = (try await instances[2].send(.GET, "/v1/grants?scope=all", token: TestServer.adminToken).json["grants"] as? [[String: Any]] ?? [])
+                let grants = (try await instances[2].listGrants(TestServer.adminToken, scope: .all).json["grants"] as? [[String: Any]] ?? [])
                     .filter { $0["request_id"] as? String == id }
                 #expect(grants.count == 1)
                 let request = try await instances[1].readRequest(TestServer.adminToken, id)
@@ -117,7 +117,7 @@ struct MultiInstanceTests {
             let accepted = statuses.filter { $0 == 201 }.count
             #expect(accepted >= 1 && accepted <= allowed, "\(accepted) accepted, at most \(allowed) allowed: \(statuses)")
             #expect(statuses.filter { $0 == 429 }.count == 40 - accepted, "\(statuses)")
-            let stored = (try await instances[1].send(.GET, "/v1/requests?scope=all&limit=1000", token: TestServer.adminToken).json["requests"] as? [Any] ?? [])
+            let stored = (try await instances[1].listRequests(TestServer.adminToken, scope: .all, limit: 1000).json["requests"] as? [Any] ?? [])
             #expect(stored.count == accepted)
         }
     }
@@ -181,11 +181,11 @@ struct MultiInstanceTests {
             // Every answer was a success: instances never trip over each other (no 409, no 5xx).
             #expect(done.refused.isEmpty, "\(done.refused)")
             let survivor = instances[0]
-            let stored = try await survivor.send(.GET, "/v1/requests?scope=all&limit=1000", token: TestServer.adminToken).json["requests"] as? [[String: Any]] ?? []
+            let stored = try await survivor.listRequests(TestServer.adminToken, scope: .all, limit: 1000).json["requests"] as? [[String: Any]] ?? []
             let states = Dictionary(stored.compactMap { r in (r["id"] as? String).map { ($0, r["state"] as? String ?? "") } }, uniquingKeysWith: { a, _ in a })
             for id in done.requests { #expect(states[id] != nil, "acknowledged request \(id) is missing") }
             for id in done.approvals { #expect(states[id] == "approved", "acknowledged approval of \(id): state \(states[id] ?? "missing")") }
-            let events = try await survivor.send(.GET, "/v1/audit?limit=10000", token: TestServer.adminToken).json["events"] as? [[String: Any]] ?? []
+            let events = try await survivor.listAudit(TestServer.adminToken, limit: 10000).json["events"] as? [[String: Any]] ?? []
             let created = Set(events.filter { $0["action"] as? String == "request.created" }.compactMap { $0["subject"] as? String })
             let approved = Set(events.filter { $0["action"] as? String == "request.approved" }.compactMap { $0["subject"] as? String })
             #expect(Set(done.requests).isSubset(of: created))
@@ -193,7 +193,7 @@ struct MultiInstanceTests {
             let verify = try await instances[1].verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == true, "\(verify.json)")
             // No request has two grants, whichever instances approved it.
-            let grants = try await survivor.send(.GET, "/v1/grants?scope=all&limit=1000", token: TestServer.adminToken).json["grants"] as? [[String: Any]] ?? []
+            let grants = try await survivor.listGrants(TestServer.adminToken, scope: .all, limit: 1000).json["grants"] as? [[String: Any]] ?? []
             let perRequest = Dictionary(grouping: grants, by: { $0["request_id"] as? String ?? "" })
             #expect(perRequest.values.allSatisfy { $0.count == 1 })
             #expect(grants.count == stored.filter { $0["state"] as? String == "approved" }.count)

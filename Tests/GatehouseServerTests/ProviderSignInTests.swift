@@ -69,7 +69,7 @@ struct ProviderSignInTests {
     }
 
     static func auditEvents(_ server: TestServer, action: String) async throws -> [[String: Any]] {
-        let events = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken).json["events"] as? [[String: Any]] ?? []
+        let events = try await server.listAudit(TestServer.adminToken, limit: 1000).json["events"] as? [[String: Any]] ?? []
         return events.filter { $0["action"] as? String == action }
     }
 
@@ -267,9 +267,9 @@ struct ProviderSignInTests {
             let without = TestServer.policyYAML.replacingOccurrences(of: "  carol: {groups: [dba]}\n", with: "")
             #expect(without != TestServer.policyYAML)
             try server.writePolicy(without)
-            #expect(try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken).json["reloaded"] as? Bool == true)
+            #expect(try await server.reloadPolicy(TestServer.adminToken).json["reloaded"] as? Bool == true)
             try server.writePolicy(TestServer.policyYAML)
-            #expect(try await server.send(.POST, "/v1/policy/reload", token: TestServer.adminToken).json["reloaded"] as? Bool == true)
+            #expect(try await server.reloadPolicy(TestServer.adminToken).json["reloaded"] as? Bool == true)
             #expect(server.service.policies.policy.principals["carol"] != nil, "carol is back in the policy")
             #expect(try await server.whoami(carol).status == 401)
             let page = try await browser.get("/inbox")

@@ -23,7 +23,7 @@ struct ReportScopeTests {
             let old = try #require(try await server.request(t["alice"]!, reason: "INC-60 fix the order rows").string("id"))
             #expect(try await server.approve(t["bob"]!, old).string("state") == "approved")
             server.clock.advance(by: 25 * 3600)
-            let late = try await server.send(.POST, "/v1/requests/\(old)/report", token: t["carol"]!, json: ["comment": "this looks odd"])
+            let late = try await server.report(t["carol"]!, old, comment: "this looks odd")
             #expect(late.status == 409)
             #expect(late.string("code") == "not_reportable")
 
@@ -33,16 +33,16 @@ struct ReportScopeTests {
             let analytics = try await server.request(t["alice"]!, resource: "analytics", role: "read", reason: "INC-61 compare the weekly numbers")
             let onAnalytics = try #require((analytics.json["grant_id"] as? String) ?? (analytics.json["grant"] as? [String: Any])?["id"] as? String)
             let pending = try #require(try await server.request(t["alice"]!, reason: "INC-62 fix more order rows").string("id"))
-            let reported = try await server.send(.POST, "/v1/requests/\(pending)/report", token: t["carol"]!, json: ["comment": "alice is on holiday"])
+            let reported = try await server.report(t["carol"]!, pending, comment: "alice is on holiday")
             #expect(reported.status == 200)
-            let grants = try await server.send(.GET, "/v1/grants?scope=all", token: TestServer.adminToken).json["grants"] as? [[String: Any]] ?? []
+            let grants = try await server.listGrants(TestServer.adminToken, scope: .all).json["grants"] as? [[String: Any]] ?? []
             let state = Dictionary(uniqueKeysWithValues: grants.compactMap { g in (g["id"] as? String).map { ($0, g["state"] as? String ?? "") } })
             #expect(state[onDB] == "revoked", "\(grants) \(onDB)")
             #expect(state[onAnalytics] == "active", "a grant carol could not have refused is held, not revoked: \(state)")
             // Held: unusable while alice is blocked.
             let check = try await server.send(.POST, "/v1/check", token: t["alice"]!, json: ["resource": "analytics", "role": "read"])
             #expect(check.string("decision") == "deny")
-            let events = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken).json["events"] as? [[String: Any]] ?? []
+            let events = try await server.listAudit(TestServer.adminToken, limit: 1000).json["events"] as? [[String: Any]] ?? []
             let report = events.last { $0["action"] as? String == "request.reported" }
             #expect((report?["details"] as? [String: String])?["held_grants"] == onAnalytics)
             let told = try await server.send(.GET, "/v1/notifications?recipient=erin", token: TestServer.adminToken).json["notifications"] as? [[String: Any]] ?? []
@@ -50,8 +50,8 @@ struct ReportScopeTests {
             // A reviewer's report revokes everything.
             let second = try #require(try await server.request(t["bob"]!, resource: "analytics", role: "read", reason: "INC-63 weekly numbers").json["grant_id"] as? String)
             let bobs = try #require(try await server.request(t["bob"]!, reason: "INC-64 fix the order rows").string("id"))
-            #expect(try await server.send(.POST, "/v1/requests/\(bobs)/report", token: t["erin"]!, json: ["comment": "bob's account looks taken over"]).status == 200)
-            let after = try await server.send(.GET, "/v1/grants?scope=all", token: TestServer.adminToken).json["grants"] as? [[String: Any]] ?? []
+            #expect(try await server.report(t["erin"]!, bobs, comment: "bob's account looks taken over").status == 200)
+            let after = try await server.listGrants(TestServer.adminToken, scope: .all).json["grants"] as? [[String: Any]] ?? []
             #expect(after.first { $0["id"] as? String == second }?["state"] as? String == "revoked")
         }
     }

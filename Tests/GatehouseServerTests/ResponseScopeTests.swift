@@ -10,7 +10,7 @@ struct ResponseScopeTests {
             let created = try await server.send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": "alice"])
             #expect(created.status == 201, "\(created.json)")
             #expect(created.headers["Cache-Control"].first == "no-store")
-            let listed = try await server.send(.GET, "/v1/requests", token: created.string("token"))
+            let listed = try await server.listRequests(created.string("token"))
             #expect(listed.status == 200)
             #expect(listed.headers["Cache-Control"].first == "no-store")
             // Refusals too: a problem+json answer is not cached either.

@@ -61,7 +61,7 @@ struct SlackTests {
     }
 
     static func audit(_ server: TestServer, _ action: String) async throws -> [[String: Any]] {
-        let reply = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken)
+        let reply = try await server.listAudit(TestServer.adminToken, limit: 1000)
         return (reply.json["events"] as? [[String: Any]] ?? []).filter { $0["action"] as? String == action }
     }
 
@@ -133,7 +133,7 @@ struct SlackTests {
             let statement = try #require(await slack.calls("chat.postMessage").first { $0.text.contains(action) })
             #expect(statement.text.contains("DELETE FROM orders WHERE"), "the rebuilt statement, without its comment")
             #expect(!statement.text.contains("tidy"))
-            #expect(try await server.send(.POST, "/v1/requests/\(action)/cancel", token: alice.secret).status == 200)
+            #expect(try await server.cancel(alice.secret, action).status == 200)
             try await Self.eventually("the cancel shows") { await slack.calls("chat.update").contains { $0.text.contains(action) && $0.text.contains("Canceled") } }
 
             // Every message Slack received, the Deny form, a digest and an answer pass slack_sdk's Block Kit models.
@@ -319,7 +319,7 @@ struct SlackTests {
             // The attempt is recorded just after Slack answered.
             var row: [String: Any] = [:]
             try await Self.eventually("the outbox records the delivery") {
-                let outbox = try await server.send(.GET, "/v1/webhooks/deliveries?limit=100", token: TestServer.adminToken)
+                let outbox = try await server.listDeliveries(TestServer.adminToken, limit: 100)
                 row = (outbox.json["deliveries"] as? [[String: Any]] ?? []).first { $0["endpoint"] as? String == "slack:C0GENERAL01" } ?? [:]
                 return row["state"] as? String == "delivered"
             }

@@ -272,8 +272,49 @@ extension GatehouseHTTPClient {
         try await call(token) { try await $0.verifyAudit() }
     }
 
+    func readGrant(_ token: String?, _ id: String) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.getGrant(path: .init(id: id)) }
+    }
+
+    func listRequests(_ token: String?, scope: Components.Schemas.RequestScope? = nil, state: Components.Schemas.RequestState? = nil,
+                      limit: Int? = nil) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.listRequests(query: .init(scope: scope, state: state, limit: limit)) }
+    }
+
+    func listGrants(_ token: String?, scope: Components.Schemas.GrantScope? = nil, active: Bool? = nil, limit: Int? = nil) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.listGrants(query: .init(scope: scope, active: active, limit: limit)) }
+    }
+
+    func listAudit(_ token: String?, limit: Int? = nil) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.listAudit(query: .init(limit: limit)) }
+    }
+
+    func listDeliveries(_ token: String?, limit: Int? = nil) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.listWebhookDeliveries(query: .init(limit: limit)) }
+    }
+
+    func report(_ token: String?, _ id: String, comment: String) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.reportRequest(path: .init(id: id), body: .json(.init(comment: comment))) }
+    }
+
+    func deny(_ token: String?, _ id: String, comment: String) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.denyRequest(path: .init(id: id), body: .json(.init(comment: comment))) }
+    }
+
+    func cancel(_ token: String?, _ id: String) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.cancelRequest(path: .init(id: id)) }
+    }
+
+    func revokeToken(_ token: String?, _ id: String) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.revokeToken(path: .init(id: id)) }
+    }
+
+    func reloadPolicy(_ token: String?) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.reloadPolicy() }
+    }
+
     func auditCount() async throws -> Int {
-        let reply = try await call(TestServer.adminToken) { try await $0.listAudit(query: .init(limit: 10000)) }
+        let reply = try await listAudit(TestServer.adminToken, limit: 10000)
         return (reply.json["events"] as? [Any])?.count ?? -1
     }
 }

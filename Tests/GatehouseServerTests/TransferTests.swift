@@ -26,7 +26,7 @@ struct TransferTests {
             for index in 0..<700 {
                 let reply = try await server.request(t["alice"]!, reason: "INC-\(index) rotate the \(index % 7) replica keys")
                 let id = try #require(reply.string("id"), "\(reply.status)")
-                _ = index % 5 == 0 ? try await server.send(.POST, "/v1/requests/\(id)/deny", token: t["carol"]!, json: ["comment": "not now"])
+                _ = index % 5 == 0 ? try await server.deny(t["carol"]!, id, comment: "not now")
                                    : try await server.approve(t["bob"]!, id)
                 server.clock.advance(by: 61)
             }
@@ -47,7 +47,7 @@ struct TransferTests {
                 last = reply.string("id") ?? last
             }
             let reported = try #require(last)
-            #expect(try await server.send(.POST, "/v1/requests/\(reported)/report", token: t["bob"]!, json: ["comment": "looks odd"]).status == 200)
+            #expect(try await server.report(t["bob"]!, reported, comment: "looks odd").status == 200)
             let source = server.service.store
             // A person bound from an identity provider (the table of issuer + subject bindings).
             try await source.write { session in

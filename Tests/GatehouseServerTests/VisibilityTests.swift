@@ -13,7 +13,7 @@ struct VisibilityTests {
             let bobs = try #require(try await server.request(t["bob"]!).string("id"))
 
             func waiting(_ who: String) async throws -> Set<String> {
-                let reply = try await server.send(.GET, "/v1/requests?scope=to_approve", token: t[who]!)
+                let reply = try await server.listRequests(t[who]!, scope: .toApprove)
                 return Set((reply.json["requests"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String })
             }
             #expect(try await waiting("bob") == [write, admin])          // not his own
@@ -26,8 +26,8 @@ struct VisibilityTests {
             // Others' requests are invisible to people who cannot decide them.
             let peek = try await server.readRequest(t["alice"]!, bobs)
             #expect(peek.status == 404)
-            #expect(try await server.send(.GET, "/v1/requests?scope=all", token: t["alice"]!).status == 403)
-            let all = try await server.send(.GET, "/v1/requests?scope=all", token: t["erin"]!)
+            #expect(try await server.listRequests(t["alice"]!, scope: .all).status == 403)
+            let all = try await server.listRequests(t["erin"]!, scope: .all)
             #expect((all.json["requests"] as? [Any])?.count == 3)
         }
     }
@@ -38,12 +38,12 @@ struct VisibilityTests {
             let t = try await server.tokens("alice", "bob", "erin")
             let reply = try await server.request(t["alice"]!, role: "read", duration: "1h", reason: "look at slow queries")
             let grantId = try #require(reply.string("grant_id"))
-            #expect(try await server.send(.GET, "/v1/grants/\(grantId)", token: t["bob"]!).status == 404)
+            #expect(try await server.readGrant(t["bob"]!, grantId).status == 404)
             #expect(try await server.send(.POST, "/v1/grants/\(grantId)/release", token: t["bob"]!).status == 404)
-            #expect(try await server.send(.GET, "/v1/grants?scope=all", token: t["bob"]!).status == 403)
-            let bobs = try await server.send(.GET, "/v1/grants", token: t["bob"]!)
+            #expect(try await server.listGrants(t["bob"]!, scope: .all).status == 403)
+            let bobs = try await server.listGrants(t["bob"]!)
             #expect((bobs.json["grants"] as? [Any])?.isEmpty == true)
-            let all = try await server.send(.GET, "/v1/grants?scope=all&active=true", token: t["erin"]!)
+            let all = try await server.listGrants(t["erin"]!, scope: .all, active: true)
             #expect((all.json["grants"] as? [[String: Any]])?.map { $0["id"] as? String } == [grantId])
         }
     }

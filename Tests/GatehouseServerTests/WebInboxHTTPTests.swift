@@ -135,7 +135,7 @@ struct WebInboxHTTPTests {
             let t = try await server.tokens("alice", "bob")
             let evil = "INC-7 <script>alert('x')</script><img src=x onerror=alert(1)> \"quoted\" & " + String(repeating: "W", count: 3000)
             let id = try #require(try await server.request(t["alice"]!, reason: evil).string("id"))
-            _ = try await server.send(.POST, "/v1/requests/\(id)/deny", token: t["bob"]!, json: ["comment": "<b onmouseover=x>no</b>"])
+            _ = try await server.deny(t["bob"]!, id, comment: "<b onmouseover=x>no</b>")
             var admin = Browser(baseURL: server.baseURL)
             _ = try await admin.signIn(TestServer.adminToken)
             var bob = Browser(baseURL: server.baseURL)
@@ -228,7 +228,7 @@ struct WebInboxHTTPTests {
             #expect(try await carol.get("/inbox").status == 200)
             let tokens = try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken)
             let carolToken = try #require((tokens.json["tokens"] as? [[String: Any]])?.first { $0["principal"] as? String == "carol" }?["id"] as? String)
-            #expect(try await server.send(.POST, "/v1/tokens/\(carolToken)/revoke", token: TestServer.adminToken).status == 200)
+            #expect(try await server.revokeToken(TestServer.adminToken, carolToken).status == 200)
             carol.cookies = saved
             #expect(try await carol.get("/inbox").location == "/sign-in")
         }

@@ -23,7 +23,7 @@ struct WebReviewTests {
             let reported = try #require(try await server.request(t["alice"]!).string("id"))
             let held = try #require(try await server.request(t["alice"]!, role: "admin", reason: "INC-4411 rebuild the index").string("id"))
             let other = try #require(try await server.request(t["alice"]!, resource: "prod-host", role: "operate").string("id"))
-            #expect(try await server.send(.POST, "/v1/requests/\(reported)/report", token: t["bob"]!, json: ["comment": "odd"]).status == 200)
+            #expect(try await server.report(t["bob"]!, reported, comment: "odd").status == 200)
             #expect(try await server.readRequest(TestServer.adminToken, held).string("state") == "quarantined")
 
             var bob = Browser(baseURL: server.baseURL)

@@ -29,7 +29,7 @@ struct WebhookBudgetTests {
             let secondReply = try await server.request(t["alice"]!, role: "admin", reason: "INC-4411 rebuild the broken index")
             let second = try #require(secondReply.string("id"), "\(secondReply.status) \(String(decoding: secondReply.body, as: UTF8.self))")
             try await server.service.outbox.queueMessages()
-            var deliveries = try await server.send(.GET, "/v1/webhooks/deliveries?limit=100", token: TestServer.adminToken)
+            var deliveries = try await server.listDeliveries(TestServer.adminToken, limit: 100)
                 .json["deliveries"] as? [[String: Any]] ?? []
             #expect(deliveries.count == 2, "\(deliveries)")
             #expect(deliveries.allSatisfy { $0["event"] as? String == "request.created" })
@@ -49,10 +49,10 @@ struct WebhookBudgetTests {
             #expect(try await server.service.outbox.flushDigests() == 4)
             #expect(try await server.service.outbox.flushDigests() == 0)
             try await server.service.outbox.queueMessages()
-            deliveries = try await server.send(.GET, "/v1/webhooks/deliveries?limit=100", token: TestServer.adminToken)
+            deliveries = try await server.listDeliveries(TestServer.adminToken, limit: 100)
                 .json["deliveries"] as? [[String: Any]] ?? []
             #expect(deliveries.filter { $0["event"] as? String == "digest" }.count == 4)
-            let audit = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken)
+            let audit = try await server.listAudit(TestServer.adminToken, limit: 1000)
             let digests = (audit.json["events"] as? [[String: Any]] ?? []).filter { $0["action"] as? String == "notification.digest" }
             let recipients = digests.compactMap { ($0["details"] as? [String: String])?["recipient"] }.sorted()
             #expect(recipients == ["bob", "carol", "dave", "frank"])

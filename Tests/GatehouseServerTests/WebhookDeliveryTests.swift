@@ -123,7 +123,7 @@ struct WebhookDeliveryTests {
 
     /// The message ids the audit log announces for these audit actions.
     static func expectedIDs(_ server: ServeProcess, actions: Set<String>) async throws -> Set<String> {
-        let audit = try await server.send(.GET, "/v1/audit?limit=10000", token: TestServer.adminToken)
+        let audit = try await server.listAudit(TestServer.adminToken, limit: 10000)
         let events = audit.json["events"] as? [[String: Any]] ?? []
         return Set(events.compactMap { event -> String? in
             guard let action = event["action"] as? String, actions.contains(action), let seq = event["seq"] as? Int,
@@ -148,7 +148,7 @@ struct WebhookDeliveryTests {
             #expect(try await server.approve(t["bob"]!, id).status == 200)
             // A denial is not subscribed to: it must not be sent.
             let other = try #require(try await server.request(t["alice"]!, resource: "prod-host", role: "operate").string("id"))
-            _ = try await server.send(.POST, "/v1/requests/\(other)/deny", token: t["bob"]!, json: ["comment": "no"])
+            _ = try await server.deny(t["bob"]!, other, comment: "no")
             let expected = try await Self.expectedIDs(server, actions: ["request.created", "request.approved", "grant.started"])
             #expect(expected.count == 4)
             try await receiver.waitForProcessed(expected, within: 40)
@@ -163,7 +163,7 @@ struct WebhookDeliveryTests {
                 #expect(Set(attempts.map(\.body)).count == 1, "every retry carries the same body")
                 #expect(attempts.allSatisfy { abs(Double($0.timestamp) - Date().timeIntervalSince1970) < 120 })
             }
-            let outbox = try await server.send(.GET, "/v1/webhooks/deliveries?limit=100", token: TestServer.adminToken)
+            let outbox = try await server.listDeliveries(TestServer.adminToken, limit: 100)
             let rows = outbox.json["deliveries"] as? [[String: Any]] ?? []
             #expect(rows.count == 4)
             #expect(rows.allSatisfy { $0["state"] as? String == "delivered" && $0["attempts"] as? Int == 3 }, "\(rows)")
@@ -207,7 +207,7 @@ struct WebhookDeliveryTests {
             second = try await ServeProcess.start(policyPath: policyPath, database: database, folder: folder, name: "second", environment: environment)
             let server = try #require(second)
             let other = try #require(try await server.request(t["alice"]!, resource: "prod-host", role: "operate").string("id"))
-            _ = try await server.send(.POST, "/v1/requests/\(other)/deny", token: t["bob"]!, json: ["comment": "not today"])
+            _ = try await server.deny(t["bob"]!, other, comment: "not today")
 
             let announced: Set<String> = ["request.created", "request.approved", "request.denied", "grant.started"]
             let expected = try await Self.expectedIDs(server, actions: announced)
@@ -218,7 +218,7 @@ struct WebhookDeliveryTests {
             // process: the outbox still holds it until the claim runs out and it is sent again.
             var rows: [[String: Any]] = []
             for _ in 0..<300 {
-                let outbox = try await server.send(.GET, "/v1/webhooks/deliveries?limit=100", token: TestServer.adminToken)
+                let outbox = try await server.listDeliveries(TestServer.adminToken, limit: 100)
                 rows = outbox.json["deliveries"] as? [[String: Any]] ?? []
                 if rows.count == expected.count, rows.allSatisfy({ $0["state"] as? String == "delivered" }) { break }
                 try await Task.sleep(for: .milliseconds(100))

@@ -42,13 +42,13 @@ struct WebhookGiveUpTests {
             server.clock.advance(by: 5)
             #expect(try await service.outbox.claimDeliveries(lease: 30).isEmpty)
 
-            let rows = try await server.send(.GET, "/v1/webhooks/deliveries", token: TestServer.adminToken).json["deliveries"] as? [[String: Any]] ?? []
+            let rows = try await server.listDeliveries(TestServer.adminToken).json["deliveries"] as? [[String: Any]] ?? []
             #expect(rows.count == 3)
             #expect(rows.allSatisfy { $0["state"] as? String == "failed" }, "\(rows)")
-            let audit = try await server.send(.GET, "/v1/audit?limit=1000", token: TestServer.adminToken)
+            let audit = try await server.listAudit(TestServer.adminToken, limit: 1000)
             let failed = (audit.json["events"] as? [[String: Any]] ?? []).filter { $0["action"] as? String == "webhook.failed" }
             #expect(failed.count == 3)
-            #expect(try await server.send(.GET, "/v1/webhooks/deliveries", token: t["alice"]!).status == 403)
+            #expect(try await server.listDeliveries(t["alice"]!).status == 403)
 
             // A message for an endpoint that left the policy is given up at its next attempt.
             let second = try #require(try await server.request(t["alice"]!, resource: "prod-host", role: "operate").string("id"))
@@ -59,7 +59,7 @@ struct WebhookGiveUpTests {
             #expect(orphaned.first?.event == "request.created")
             #expect(orphaned.first?.body.contains("prod-host/operate") == true, "\(second)")
             try await service.outbox.recordAttempts(orphaned.map { .init(delivery: $0, status: nil, error: "not sent") })
-            let last = try await server.send(.GET, "/v1/webhooks/deliveries?limit=1", token: TestServer.adminToken).json["deliveries"] as? [[String: Any]]
+            let last = try await server.listDeliveries(TestServer.adminToken, limit: 1).json["deliveries"] as? [[String: Any]]
             #expect(last?.first?["last_status"] as? String == "endpoint no longer in the policy")
         }
     }
