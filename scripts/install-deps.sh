@@ -27,6 +27,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # The web inbox's browser tests drive headless Chromium through chromedriver (WebDriver).
 dpkg -s chromium >/dev/null 2>&1 || need+=(chromium)
 dpkg -s chromium-driver >/dev/null 2>&1 || need+=(chromium-driver)
+# The benchmark smoke run in the test command (scripts/bench-smoke.sh) loads the HTTP API with wrk.
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -23,6 +23,8 @@ GATEHOUSE_TEST_STORE=postgres swift test --skip-build --filter GatehouseServerTe
 scripts/walkthrough-test.sh .build/debug/gatehouse
 # The API contract from outside: schemathesis (from PyPI) against a live server, all checks.
 scripts/contract-test.sh .build/debug/gatehouse
+# The benchmark's ratios, a few seconds each: a figure that falls by half fails the run.
+scripts/bench-smoke.sh .build/debug
 # The web inbox in headless Chromium (screenshots kept in test-artifacts/browser/).
 scripts/browser-test.sh .build/debug/gatehouse
 echo "all tests passed"

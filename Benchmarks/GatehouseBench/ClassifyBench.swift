@@ -46,7 +46,7 @@ enum ClassifyBench {
                 let classified = measure(seconds / 4, statements) { text in
                     _ = classifier.classify(text)
                 }
-                print(String(format: "%@: classify %.0f statements/s (%.1f µs each); PostgreSQL parser alone %.0f/s; ratio %.2f",
+                print(String(format: "%@: classify %.0f statements/s (%.1f µs each); PostgreSQL parser alone %.0f/s; ratio %.3f",
                              name, classified, 1e6 / classified, parseOnly, classified / parseOnly))
             }
             done.signal()
