@@ -169,7 +169,7 @@ let package = Package(
         .executableTarget(
             name: "gatehouse-bench",
             dependencies: [
-                "GatehouseCore", "GatehouseGuard", "CPgQuery", "GatehouseAPI", "GatehouseClient",
+                "GatehouseCore", "GatehouseGuard", "CPgQuery", "GatehouseAPI", "GatehouseClient", "GatehouseStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],

@@ -12,6 +12,7 @@
 #   SMOKE_SECONDS=N                   seconds per measurement (default 3)
 #   SMOKE_RECORD=1                    print the ratios in the baseline's format instead of checking
 set -euo pipefail
+shopt -s inherit_errexit
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=$(cd "${1:-$REPO/.build/debug}" && pwd)
 SECONDS_EACH=${SMOKE_SECONDS:-3}
@@ -50,11 +51,21 @@ serve() {  # serve POLICY NAME: starts a server, sets URL
   "$BIN/gatehouse" serve --policy "$1" --database "sqlite:$WORK/$2.db" --port "$port" --log-level error >"$WORK/$2.log" 2>&1 &
   PIDS+=($!)
   URL=http://127.0.0.1:$port
-  for _ in $(seq 1 150); do curl -fs "$URL/readyz" >/dev/null 2>&1 && return; sleep 0.1; done
+  for _ in $(seq 1 150); do curl -fs --max-time 1 "$URL/readyz" >/dev/null 2>&1 && return; sleep 0.1; done
   cat "$WORK/$2.log" >&2; echo "bench smoke: the server did not start" >&2; exit 1
 }
-per_second() { wrk -t1 -c8 -d"${SECONDS_EACH}s" "$@" | awk '/Requests\/sec/ {print $2}'; }
-ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / max(float(sys.argv[2]), 1e-9):.3f}')" "$1" "$2"; }
+per_second() {  # wrk's requests/s; every answer must have been 2xx, over connections that held
+  local out; out=$(wrk -t1 -c8 -d"${SECONDS_EACH}s" "$@")
+  if grep -qE "Non-2xx|Socket errors" <<<"$out"; then echo "bench smoke: wrk $* saw errors: $out" >&2; exit 1; fi
+  awk '/Requests\/sec/ {print $2}' <<<"$out"
+}
+ratio() {  # ratio A B: both must be positive numbers
+  python3 -c "
+import sys
+a, b = (float(x) if x.replace('.', '', 1).isdigit() else 0.0 for x in sys.argv[1:3])
+if a <= 0 or b <= 0: sys.exit(f'bench smoke: not a measurement: {sys.argv[1]!r} / {sys.argv[2]!r}')
+print(f'{a / b:.3f}')" "$1" "$2"
+}
 
 serve "$WORK/on.yaml" on
 ON_URL=$URL
@@ -66,11 +77,13 @@ measure() {  # measure NAME: prints the ratio
   case $1 in
     check) ratio "$(per_second -s "$WORK/check.lua" "$ON_URL")" "$(per_second "$ON_URL/healthz")" ;;
     action) ratio "$(per_second -s "$WORK/check-action.lua" "$ON_URL")" "$(per_second "$ON_URL/healthz")" ;;
-    classify) "$BIN/gatehouse-bench" classify --seconds "$SECONDS_EACH" | awk '/^mix: / {print $NF; exit}' ;;
+    classify)
+      local line; line=$("$BIN/gatehouse-bench" classify --seconds "$SECONDS_EACH" | awk '/^mix: / {v = $NF} END {print v}')
+      ratio "$line" 1 ;;
     cycles)
       local on off
-      on=$("$BIN/gatehouse-bench" cycles --url "$ON_URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$SECONDS_EACH" --concurrency 4 | sed -E 's/.* = ([0-9.]+) cycles\/s.*/\1/')
-      off=$("$BIN/gatehouse-bench" cycles --url "$OFF_URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$SECONDS_EACH" --concurrency 4 | sed -E 's/.* = ([0-9.]+) cycles\/s.*/\1/')
+      on=$("$BIN/gatehouse-bench" cycles --url "$ON_URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$SECONDS_EACH" --concurrency 4 | sed -nE 's/.* = ([0-9.]+) cycles\/s.*/\1/p')
+      off=$("$BIN/gatehouse-bench" cycles --url "$OFF_URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$SECONDS_EACH" --concurrency 4 | sed -nE 's/.* = ([0-9.]+) cycles\/s.*/\1/p')
       ratio "$on" "$off" ;;
   esac
 }

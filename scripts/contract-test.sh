@@ -44,14 +44,15 @@ CAROL=$(GATEHOUSE_TOKEN=$ADMIN "$BIN" token create carol 2>/dev/null)
 # request, an approved one with its grant, an active grant of alice's own, someone else's pending request,
 # a break-glass use, and every token.
 field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-as() { local token=$1; shift; GATEHOUSE_TOKEN=$token "$BIN" "$@" --output json; }
-PENDING=$(as "$ALICE" request prod-db --role write --for 30m --reason "INC-4411 fix the stuck migration" | field id)
-APPROVED=$(as "$ALICE" request prod-host --role operate --for 30m --reason "INC-4412 restart the worker" | field id)
-GRANT=$(as "$CAROL" approve "$APPROVED" --comment "ok" | field grant_id)
-OWN_GRANT=$(as "$ALICE" request prod-db --role read --for 1h --reason "INC-4413 read the orders table" | field grant_id)
-OTHERS=$(as "$BOB" request prod-db --role write --for 30m --reason "CHG-77 add the missing index" | field id)
-GLASS=$(as "$CAROL" break-glass use prod-db --role admin --reason "INC-4414 the primary is down" | field grant_id)
-TOKENS=$(as "$ADMIN" token list | python3 -c 'import json,sys; print(" ".join(t["id"] for t in json.load(sys.stdin)["tokens"]))')
+as_user() { local token=$1; shift; GATEHOUSE_TOKEN=$token "$BIN" "$@" --output json; }
+PENDING=$(as_user "$ALICE" request prod-db --role write --for 30m --reason "INC-4411 fix the stuck migration" | field id)
+APPROVED=$(as_user "$ALICE" request prod-host --role operate --for 30m --reason "INC-4412 restart the worker" | field id)
+GRANT=$(as_user "$CAROL" approve "$APPROVED" --comment "ok" | field grant_id)
+OWN_GRANT=$(as_user "$ALICE" request prod-db --role read --for 1h --reason "INC-4413 read the orders table" | field grant_id)
+OTHERS=$(as_user "$BOB" request prod-db --role write --for 30m --reason "CHG-77 add the missing index" | field id)
+GLASS=$(as_user "$CAROL" break-glass use prod-db --role admin --reason "INC-4414 the primary is down" | field grant_id)
+TOKENS=$(as_user "$ADMIN" token list | python3 -c 'import json,sys; print(" ".join(t["id"] for t in json.load(sys.stdin)["tokens"]))')
+DECIDED=$(as_user "$ALICE" request prod-db --role read --for 1h --reason "INC-4415 read the audit table" | field id)
 CONFIG=$WORK/schemathesis.toml
 {
   cat "$REPO/scripts/contract/schemathesis.toml"
@@ -72,7 +73,7 @@ CONFIG=$WORK/schemathesis.toml
   # A long poll on a pending request holds its answer up to `wait` (60 s): past the client's timeout, so the
   # reading of one request is given decided ones only (LongPollTests cover the wait itself).
   echo "[dictionaries.decided]"
-  printf 'values = ["%s", "%s"]\n' "$APPROVED" "$(as "$ALICE" request prod-db --role read --for 1h --reason "INC-4415 read the audit table" | field id)"
+  printf 'values = ["%s", "%s"]\n' "$APPROVED" "$DECIDED"
   echo "[[operations]]"
   echo 'include-operation-id = "getRequest"'
   echo 'parameters = { "path.id" = { dictionary = "decided", probability = 0.5 } }'

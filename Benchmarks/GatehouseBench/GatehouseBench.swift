@@ -2,6 +2,8 @@ import AsyncHTTPClient
 import Foundation
 import GatehouseAPI
 import GatehouseClient
+import GatehouseCore
+import GatehouseStore
 import NIOCore
 import NIOFoundationCompat
 
@@ -12,7 +14,7 @@ struct GatehouseBench {
     static func main() async throws {
         let args = Array(CommandLine.arguments.dropFirst())
         guard let mode = args.first else {
-            print("usage: gatehouse-bench classify [--seconds S] | setup|cycles|flood --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C] [--rate R] [--principals P] [--lead S]")
+            print("usage: gatehouse-bench classify [--seconds S] | audit-log --database URL --events N | setup|cycles|flood --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C] [--rate R] [--principals P] [--lead S]")
             exit(2)
         }
         func option(_ name: String, _ fallback: String) -> String {
@@ -34,6 +36,26 @@ struct GatehouseBench {
             try await flood(api, resources: resources, seconds: Double(option("seconds", "15"))!, rate: Double(option("rate", "20"))!,
                             flooders: Int(option("concurrency", "8"))!, principals: Int(option("principals", "1"))!,
                             lead: Double(option("lead", "0"))!)
+        case "audit-log":
+            // A store whose audit log holds N events, each appended as the server appends them (linked
+            // into the hash chain), in transactions of 10,000: the data for the growth measurements.
+            let events = Int(option("events", "10000"))!
+            let store = try await GatehouseStore.open(url: option("database", "sqlite:bench-audit.db"))
+            let start = Date()
+            var written = 0
+            while written < events {
+                let batch = min(10_000, events - written)
+                let base = written
+                try await store.write { session in
+                    try await session.appendAudit((0..<batch).map {
+                        AuditEntry(actor: "u\((base + $0) % 200)", action: "grant.checked", subject: "grt_\(base + $0)", resource: "db\($0 % 5)",
+                                   details: ["role": "read", "decision": "allow"])
+                    }, at: Date())
+                }
+                written += batch
+            }
+            await store.close()
+            print(String(format: "audit-log: %d events in %.1fs", written, Date().timeIntervalSince(start)))
         case "cycles":
             try await cycles(apis, users: users, resources: resources, seconds: Double(option("seconds", "15"))!,
                              concurrency: Int(option("concurrency", "8"))!)

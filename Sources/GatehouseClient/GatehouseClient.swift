@@ -3,6 +3,7 @@ import Foundation
 import GatehouseAPI
 import HTTPTypes
 import NIOCore
+import NIOPosix
 import OpenAPIAsyncHTTPClient
 import OpenAPIRuntime
 
@@ -52,7 +53,10 @@ public struct NotGatehouse: Error, Sendable {
 /// everything it throws in `ClientError`; the problem or the connection failure inside is what matters.
 public func gatehouseCause(_ error: any Error) -> any Error {
     guard let wrapped = error as? ClientError else { return error }
-    if wrapped.underlyingError is GatehouseProblem || wrapped.underlyingError is NotGatehouse { return wrapped.underlyingError }
+    let cause = wrapped.underlyingError
+    if cause is GatehouseProblem || cause is NotGatehouse { return cause }
+    // The connection failed, also while the body was being read after the headers: not a mismatch.
+    if cause is HTTPClientError || cause is IOError || cause is ChannelError || cause is NIOConnectionError { return cause }
     if wrapped.underlyingError is DecodingError || wrapped.response != nil {
         return AnswerMismatch(operation: wrapped.operationID, cause: "\(wrapped.underlyingError)")
     }
@@ -84,19 +88,21 @@ struct AnswerCheck: ClientMiddleware {
 
     func intercept(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
                    next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)) async throws -> (HTTPResponse, HTTPBody?) {
-        let (response, answer) = try await next(request, body, baseURL)
+        var (response, answer) = try await next(request, body, baseURL)
         let type = response.headerFields[.contentType]?.lowercased() ?? ""
         let ok = (200..<300).contains(response.status.code)
-        if answer != nil, !type.contains("json") {
-            let data = try await Data(collecting: answer!, upTo: Self.limit)
+        if let body = answer, !type.contains("json") {
+            let data = try await Data(collecting: body, upTo: Self.limit)
             if !data.isEmpty { throw NotGatehouse(status: response.status.code, contentType: type) }
-            return (response, nil)
+            answer = nil
         }
         guard !ok, throwsProblems else { return (response, answer) }
+        // A refusal with no body (a 401 or 502 from a proxy in front) is still a refusal with its status.
         let data = answer == nil ? Data() : try await Data(collecting: answer!, upTo: Self.limit)
         let problem = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
         throw GatehouseProblem(status: response.status.code, code: problem["code"] as? String ?? "",
-                               detail: problem["detail"] as? String ?? String(decoding: data, as: UTF8.self),
+                               detail: problem["detail"] as? String
+                                   ?? (data.isEmpty ? "the server answered HTTP \(response.status.code) without a body" : String(decoding: data, as: UTF8.self)),
                                field: problem["field"] as? String, body: data)
     }
 }

@@ -105,10 +105,24 @@ public enum AuditChain {
     /// Walks events in order from the genesis and names the first broken link. `head` is the chain head
     /// recorded separately, so removing events from the end is detected too.
     public static func verify(_ events: some Sequence<AuditEvent>, head: (seq: Int64, hash: String)?) -> Verification {
-        var expectedSeq: Int64 = 1
-        var prevHash = genesisHash
-        var count = 0
+        var walker = Walker()
         for event in events {
+            if let broken = walker.check(event) { return broken }
+        }
+        return walker.finish(head: head)
+    }
+
+    /// The chain walked one event at a time, holding only the last link: a log of any length is verified
+    /// in constant memory, page after page.
+    public struct Walker: Sendable {
+        var expectedSeq: Int64 = 1
+        var prevHash = AuditChain.genesisHash
+        public private(set) var count = 0
+
+        public init() {}
+
+        /// The next event in seq order: nil when it links, else the first broken link.
+        public mutating func check(_ event: AuditEvent) -> Verification? {
             if event.seq != expectedSeq {
                 return Verification(ok: false, eventsChecked: count, brokenAt: expectedSeq,
                                     problem: "event \(expectedSeq) is missing (next stored event is \(event.seq))")
@@ -117,23 +131,28 @@ public enum AuditChain {
                 return Verification(ok: false, eventsChecked: count, brokenAt: event.seq,
                                     problem: "event \(event.seq) does not link to the event before it (an event was changed, inserted or removed)")
             }
-            if hash(of: event) != event.hash {
+            if AuditChain.hash(of: event) != event.hash {
                 return Verification(ok: false, eventsChecked: count, brokenAt: event.seq,
                                     problem: "event \(event.seq) was modified after it was written (its content does not match its hash)")
             }
             prevHash = event.hash
             expectedSeq += 1
             count += 1
+            return nil
         }
-        let lastSeq = expectedSeq - 1
-        if let head {
-            if head.seq != lastSeq || (lastSeq > 0 && head.hash != prevHash) {
-                return Verification(ok: false, eventsChecked: count, brokenAt: min(head.seq, lastSeq + 1),
-                                    problem: "the chain head records event \(head.seq) but the log ends at event \(lastSeq) (events were removed from the end or the head was altered)")
+
+        /// After the last event: the log must end where the head says.
+        public func finish(head: (seq: Int64, hash: String)?) -> Verification {
+            let lastSeq = expectedSeq - 1
+            if let head {
+                if head.seq != lastSeq || (lastSeq > 0 && head.hash != prevHash) {
+                    return Verification(ok: false, eventsChecked: count, brokenAt: min(head.seq, lastSeq + 1),
+                                        problem: "the chain head records event \(head.seq) but the log ends at event \(lastSeq) (events were removed from the end or the head was altered)")
+                }
+            } else if lastSeq > 0 {
+                return Verification(ok: false, eventsChecked: count, brokenAt: 1, problem: "the chain head is missing")
             }
-        } else if lastSeq > 0 {
-            return Verification(ok: false, eventsChecked: count, brokenAt: 1, problem: "the chain head is missing")
+            return Verification(ok: true, eventsChecked: count, brokenAt: nil, problem: nil)
         }
-        return Verification(ok: true, eventsChecked: count, brokenAt: nil, problem: nil)
     }
 }

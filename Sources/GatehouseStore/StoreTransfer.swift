@@ -36,11 +36,15 @@ public enum StoreTransfer {
                            "exported_at": Date().rfc3339]))
             for table in tables {
                 let columns = try await session.columns(of: table)
-                let order = SQLList((keys[table] ?? [columns[0].name]).map { SQLIdentifier($0) })
-                var offset = 0
+                let keyColumns = (keys[table] ?? [columns[0].name]).compactMap { name in columns.first { $0.name == name } }
+                let order = SQLList(keyColumns.map { SQLIdentifier($0.name) })
+                // Keyset pages: each starts after the last key of the one before, from the primary key's
+                // index, so a page costs the same at the end of a table of millions as at its start.
+                var after: SQLList?
                 while true {
+                    let start: SQLQueryString = after.map { "WHERE (\(order)) > (\($0))" } ?? ""
                     let rows = try await session.db.raw("""
-                        SELECT * FROM \(ident: table) ORDER BY \(order) LIMIT \(bind: pageSize) OFFSET \(bind: offset)
+                        SELECT * FROM \(ident: table) \(start) ORDER BY \(order) LIMIT \(bind: pageSize)
                         """).all()
                     for row in rows {
                         var object: [String: Any] = [:]
@@ -52,8 +56,11 @@ public enum StoreTransfer {
                         try emit(line(["table": table, "row": object]))
                     }
                     summary.rows[table, default: 0] += rows.count
-                    offset += rows.count
-                    if rows.count < pageSize { break }
+                    guard rows.count == pageSize, let last = rows.last else { break }
+                    after = SQLList(try keyColumns.map { column -> any SQLExpression in
+                        column.isInteger ? SQLBind(try last.decode(column: column.name, as: Int64.self))
+                                         : SQLBind(try last.decode(column: column.name, as: String.self))
+                    })
                 }
             }
             summary.auditEvents = summary.rows["audit_events"] ?? 0
@@ -66,31 +73,22 @@ public enum StoreTransfer {
     /// when the target holds data, the file is cut off or from a newer schema, a row does not fit
     /// the target's tables, or the imported audit chain does not verify.
     public static func `import`(_ store: GatehouseStore, lines: [String]) async throws -> Summary {
-        @Sendable func refuse(_ code: String, _ message: String) -> GatehouseError { GatehouseError(.invalid, code, message) }
-        let content = lines.enumerated().filter { !$0.element.trimmingCharacters(in: .whitespaces).isEmpty }
-        var parsed: [(number: Int, object: [String: Any])] = []
-        for (index, text) in content {
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
-                throw refuse("import_line_invalid", "line \(index + 1) is not a JSON object; is this a file from `gatehouse export`?")
-            }
-            parsed.append((index + 1, object))
-        }
-        guard let header = parsed.first?.object, header["format"] as? String == format else {
+        let remaining = LineReader.Remaining(lines)
+        return try await `import`(store, next: { remaining.next() })
+    }
+
+    /// The same, reading the export one line at a time from `next` (nil at its end): rows go into the
+    /// transaction as they are read, so memory stays flat whatever the size of the file; a file cut off
+    /// anywhere is found at its end, before the commit.
+    public static func `import`(_ store: GatehouseStore, next: @escaping @Sendable () throws -> String?) async throws -> Summary {
+        let reader = LineReader(next)
+        guard let (_, header) = try reader.object(), header["format"] as? String == format else {
             throw refuse("import_not_export", "the first line is not a gatehouse export header; make the file with `gatehouse export`")
         }
         guard header["version"] as? Int == formatVersion else {
             throw refuse("import_version_unknown", "this export has format version \(header["version"] ?? "?"); this gatehouse reads version \(formatVersion)")
         }
-        guard let trailer = parsed.last?.object, trailer["end"] as? Bool == true, let expected = trailer["rows"] as? Int else {
-            throw refuse("import_truncated", "the export has no end line: the file was cut off; export again")
-        }
-        let rows = parsed.dropFirst().dropLast()
-        guard rows.count == expected else {
-            throw refuse("import_truncated", "the export says it has \(expected) rows but \(rows.count) are there; export again")
-        }
         let sourceSchema = header["schema_version"] as? Int ?? 0
-        let payload = rows.map { ($0.number, $0.object["table"] as? String, $0.object["row"] as? [String: Any]) }
-        let boxed = UncheckedRows(payload)
         return try await store.write { session in
             var summary = Summary()
             summary.schemaVersion = try await session.schemaVersion()
@@ -103,29 +101,26 @@ public enum StoreTransfer {
             }
             var columns: [String: [(name: String, isInteger: Bool)]] = [:]
             for table in tables { columns[table] = try await session.columns(of: table) }
-            for (number, table, row) in boxed.rows {
-                guard let table, let tableColumns = columns[table], let row else {
-                    throw refuse("import_row_invalid", "line \(number) names no known table (the tables are \(tables.joined(separator: ", ")))")
+            var expected: Int?
+            while let (number, object) = try reader.object() {
+                guard expected == nil else {
+                    throw refuse("import_row_invalid", "line \(number) follows the end line; the file holds more than one export or was damaged")
                 }
-                var names: [String] = []
-                var values: [any SQLExpression] = []
-                for (name, value) in row.sorted(by: { $0.key < $1.key }) {
-                    guard let column = tableColumns.first(where: { $0.name == name }) else {
-                        throw refuse("import_row_invalid", "line \(number): \(table) has no column \(name) in this schema")
+                if object["end"] as? Bool == true {
+                    guard let rows = object["rows"] as? Int else {
+                        throw refuse("import_truncated", "line \(number) ends the export without its row count; export again")
                     }
-                    names.append(name)
-                    if value is NSNull {
-                        values.append(SQLLiteral.null)
-                    } else if column.isInteger, let integer = Self.integer(value) {
-                        values.append(SQLBind(integer))
-                    } else if !column.isInteger, let text = value as? String {
-                        values.append(SQLBind(text))
-                    } else {
-                        throw refuse("import_row_invalid", "line \(number): \(table).\(name) holds \(type(of: value)), not \(column.isInteger ? "an integer" : "text")")
-                    }
+                    expected = rows
+                    continue
                 }
-                try await session.db.insert(into: table).columns(names).values(values).run()
-                summary.rows[table, default: 0] += 1
+                try await insert(object, line: number, columns: columns, into: session)
+                summary.rows[object["table"] as! String, default: 0] += 1
+            }
+            guard let expected else {
+                throw refuse("import_truncated", "the export has no end line: the file was cut off; export again")
+            }
+            guard summary.total == expected else {
+                throw refuse("import_truncated", "the export says it has \(expected) rows but \(summary.total) are there; export again")
             }
             let admins = try await session.db.raw("SELECT COUNT(*) AS n FROM tokens WHERE is_bootstrap_admin = 1").first()?.decode(column: "n", as: Int.self) ?? 0
             guard admins <= 1 else {
@@ -140,6 +135,34 @@ public enum StoreTransfer {
         }
     }
 
+    static func refuse(_ code: String, _ message: String) -> GatehouseError { GatehouseError(.invalid, code, message) }
+
+    /// One row line of an export, inserted as it is, every value checked against the target's column.
+    static func insert(_ object: [String: Any], line number: Int, columns: [String: [(name: String, isInteger: Bool)]],
+                       into session: StoreSession) async throws {
+        guard let table = object["table"] as? String, let tableColumns = columns[table], let row = object["row"] as? [String: Any] else {
+            throw refuse("import_row_invalid", "line \(number) names no known table (the tables are \(tables.joined(separator: ", ")))")
+        }
+        var names: [String] = []
+        var values: [any SQLExpression] = []
+        for (name, value) in row.sorted(by: { $0.key < $1.key }) {
+            guard let column = tableColumns.first(where: { $0.name == name }) else {
+                throw refuse("import_row_invalid", "line \(number): \(table) has no column \(name) in this schema")
+            }
+            names.append(name)
+            if value is NSNull {
+                values.append(SQLLiteral.null)
+            } else if column.isInteger, let integer = Self.integer(value) {
+                values.append(SQLBind(integer))
+            } else if !column.isInteger, let text = value as? String {
+                values.append(SQLBind(text))
+            } else {
+                throw refuse("import_row_invalid", "line \(number): \(table).\(name) holds \(type(of: value)), not \(column.isInteger ? "an integer" : "text")")
+            }
+        }
+        try await session.db.insert(into: table).columns(names).values(values).run()
+    }
+
     /// A JSON number that is a whole 64-bit integer, exactly.
     static func integer(_ value: Any) -> Int64? {
         guard let number = value as? NSNumber, !(value is String) else { return nil }
@@ -152,10 +175,42 @@ public enum StoreTransfer {
     }
 }
 
-/// Parsed JSON rows handed into the import transaction; read only after parsing.
-private struct UncheckedRows: @unchecked Sendable {
-    let rows: [(Int, String?, [String: Any]?)]
-    init(_ rows: [(Int, String?, [String: Any]?)]) { self.rows = rows }
+/// An export's lines as JSON objects, blank lines skipped, numbered as in the file. Read by one task at a
+/// time (the import), first outside its transaction for the header, then inside it.
+final class LineReader: @unchecked Sendable {
+    private let next: @Sendable () throws -> String?
+    private var number = 0
+
+    init(_ next: @escaping @Sendable () throws -> String?) { self.next = next }
+
+    func object() throws -> (Int, [String: Any])? {
+        while let text = try next() {
+            number += 1
+            guard !text.trimmingCharacters(in: .whitespaces).isEmpty else { continue }
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
+                throw StoreTransfer.refuse("import_line_invalid", "line \(number) is not a JSON object; is this a file from `gatehouse export`?")
+            }
+            return (number, object)
+        }
+        return nil
+    }
+
+    /// Lines already in memory, handed out in order.
+    final class Remaining: @unchecked Sendable {
+        private let lines: [String]
+        private var index = 0
+        private let lock = NSLock()
+
+        init(_ lines: [String]) { self.lines = lines }
+
+        func next() -> String? {
+            lock.withLock {
+                guard index < lines.count else { return nil }
+                defer { index += 1 }
+                return lines[index]
+            }
+        }
+    }
 }
 
 extension StoreSession {
@@ -193,15 +248,19 @@ extension StoreSession {
     /// head is missing) break it too, since every write moves the head with its events.
     public func verifyAuditChain() async throws -> AuditChain.Verification {
         let head = try await auditHead()
-        var events: [AuditEvent] = []
+        // Page by page (by seq, from an index), holding one page and the last link: memory stays flat
+        // however long the log is.
+        var walker = AuditChain.Walker()
         var after: Int64? = nil
         while true {
             let page = try await auditEvents(.init(afterSeq: after, upToSeq: head?.seq, limit: 5_000))
-            events += page
+            for event in page {
+                if let broken = walker.check(event) { return broken }
+            }
             guard page.count == 5_000, let last = page.last else { break }
             after = last.seq
         }
-        let verification = AuditChain.verify(events, head: head)
+        let verification = walker.finish(head: head)
         guard verification.ok else { return verification }
         // Read the newest event before the head again: a write committing in between only moves the head further.
         let newest = try await db.raw("SELECT MAX(seq) AS seq FROM audit_events").first()?.decode(column: "seq", as: Int64?.self) ?? 0
@@ -211,5 +270,40 @@ extension StoreSession {
                                            problem: "events after the chain head exist (the head records event \(headNow), the log holds event \(newest)): the head was altered or events were inserted")
         }
         return verification
+    }
+}
+
+/// A file's lines, read in chunks (1 MiB) as they are asked for: `gatehouse import` reads an export of any
+/// size this way.
+public final class FileLines: @unchecked Sendable {
+    private let handle: FileHandle
+    private var buffer: [UInt8] = []
+    private var position = 0
+    private var ended = false
+    private let chunk: Int
+
+    public init(_ handle: FileHandle, chunk: Int = 1 << 20) {
+        self.handle = handle
+        self.chunk = chunk
+    }
+
+    /// The next line without its newline, or nil at the end of the file.
+    public func next() throws -> String? {
+        while true {
+            if let newline = buffer[position...].firstIndex(of: UInt8(ascii: "\n")) {
+                defer { position = newline + 1 }
+                return String(decoding: buffer[position..<newline], as: UTF8.self)
+            }
+            if ended {
+                guard position < buffer.count else { return nil }
+                defer { position = buffer.count }
+                return String(decoding: buffer[position...], as: UTF8.self)
+            }
+            // Keep the unfinished line, drop what was read, then append the next chunk.
+            buffer.removeFirst(position)
+            position = 0
+            let chunk = try handle.read(upToCount: chunk) ?? Data()
+            if chunk.isEmpty { ended = true } else { buffer.append(contentsOf: chunk) }
+        }
     }
 }

@@ -80,16 +80,17 @@ struct ImportCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Read from this file instead of standard input.") var input: String?
 
     func run() async throws {
-        let data: Data
+        let handle: FileHandle
         if let input {
-            guard let contents = FileManager.default.contents(atPath: input) else { throw CLIError.failure("cannot read \(input)") }
-            data = contents
+            guard let opened = FileHandle(forReadingAtPath: input) else { throw CLIError.failure("cannot read \(input); check the path and its permissions") }
+            handle = opened
         } else {
-            data = FileHandle.standardInput.readDataToEndOfFile()
+            handle = FileHandle.standardInput
         }
-        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        // Line by line: an export of millions of rows is never held in memory whole.
+        let lines = FileLines(handle)
         let (location, summary) = try await store.with { opened in
-            (opened.location, try await StoreTransfer.import(opened, lines: lines))
+            (opened.location, try await StoreTransfer.import(opened, next: { try lines.next() }))
         }
         print("imported \(summary.total) rows into \(location); the audit chain verifies (\(summary.auditEvents) events)")
     }

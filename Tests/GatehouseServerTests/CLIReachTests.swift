@@ -56,11 +56,15 @@ struct CLIReachTests {
             Response(status: .ok, headers: [.contentType: "application/json"],
                      body: .init(byteBuffer: .init(string: #"{"decision":"maybe","principal":"alice","resource":"prod-db","reason":"?"}"#)))
         }
+        // A proxy in front answering 502 with no body: a refusal with its status, not a contract mismatch.
+        router.get("/v1/grants") { _, _ in Response(status: .badGateway) }
         let server = await LocalHTTPServer.start(router, label: "off-contract")
         let url = "http://127.0.0.1:\(server.port)"
         let (whoami, _) = try await Self.run(["whoami"], url: url)
         let (check, _) = try await Self.run(["check", "prod-db", "--role", "read", "--output", "json"], url: url)
+        let (grants, _) = try await Self.run(["grants"], url: url)
         await server.stop()
+        #expect(grants.status == 1 && grants.stderr.contains("error (502): the server answered HTTP 502 without a body"), "\(grants)")
         #expect(whoami.status == 1 && whoami.stdout.isEmpty, "\(whoami)")
         #expect(whoami.stderr.contains("the answer to whoami does not match openapi.yaml"), "\(whoami)")
         // Not "allow", not exit 0: an unknown decision is never read as permission.

@@ -1,0 +1,87 @@
+import Foundation
+import GatehouseCore
+import GatehouseStore
+import GatehouseTestSupport
+import Synchronization
+import Testing
+
+/// Export, import and audit verification that read a store or a file a piece at a time.
+@Suite("Streamed export, import and audit verification")
+struct StreamedTransferTests {
+    @Test("a file's lines come back exactly, across chunk boundaries, with or without a final newline")
+    func fileLines() throws {
+        var generator = SystemRandomNumberGenerator()
+        for finalNewline in [true, false] {
+            var lines: [String] = []
+            for index in 0..<3_000 {
+                let length = Int.random(in: 0...200, using: &generator)
+                lines.append(index % 97 == 0 ? "" : String(repeating: "é", count: length / 2) + "\(index)")
+            }
+            let text = lines.joined(separator: "\n") + (finalNewline ? "\n" : "")
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("lines-\(UUID().uuidString)").path
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            // A chunk of 1,000 bytes splits lines, and the two-byte é, everywhere.
+            let reader = FileLines(try #require(FileHandle(forReadingAtPath: path)), chunk: 1_000)
+            var read: [String] = []
+            while let line = try reader.next() { read.append(line) }
+            #expect(read == lines, "final newline: \(finalNewline)")
+        }
+    }
+
+    @Test("an import read line by line from a file commits nothing when the file is cut off, and everything when it is whole")
+    func importFromAFile() async throws {
+        try await StoreQueryTests.with(.sqlite) { source, _ in
+            try await source.write { session in
+                for batch in 0..<3 {
+                    try await session.appendAudit((0..<1_000).map { AuditEntry(actor: "alice", action: "request.created", subject: "req_\(batch)_\($0)") },
+                                                  at: StoreQueryTests.t0)
+                }
+            }
+            let lines = Mutex([String]())
+            _ = try await StoreTransfer.export(source) { line in lines.withLock { $0.append(line) } }
+            let exported = lines.withLock { $0 }
+            #expect(exported.count == 3_003, "header, 3,000 events, the head, the end line")
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("import-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: folder) }
+            func importing(_ text: String) async throws -> (StoreTransfer.Summary?, Int) {
+                let path = folder.appendingPathComponent("export-\(UUID().uuidString).jsonl").path
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                let reader = FileLines(try #require(FileHandle(forReadingAtPath: path)))
+                let target = try await GatehouseStore.open(url: "sqlite:" + folder.appendingPathComponent("\(UUID().uuidString).db").path)
+                let summary = try? await StoreTransfer.import(target, next: { try reader.next() })
+                let stored = try await target.read { try await $0.rowCounts() }.values.reduce(0, +)
+                await target.close()
+                return (summary, stored)
+            }
+            // Cut in the middle of a line, and at a line boundary before the end line.
+            let whole = exported.joined(separator: "\n") + "\n"
+            let cutMidLine = String(whole.prefix(whole.count / 2))
+            let cutAtLine = exported.dropLast().joined(separator: "\n") + "\n"
+            for cut in [cutMidLine, cutAtLine] {
+                let (summary, stored) = try await importing(cut)
+                #expect(summary == nil && stored == 0, "a cut-off file wrote \(stored) rows")
+            }
+            let (summary, stored) = try await importing(whole)
+            #expect(summary?.auditEvents == 3_000 && stored == 3_001, "\(String(describing: summary)), \(stored) rows")
+        }
+    }
+
+    @Test("the audit chain is verified page by page: a change in a late page is found, with its seq")
+    func verificationAcrossPages() async throws {
+        try await StoreQueryTests.with(.sqlite) { store, database in
+            try await store.write { session in
+                for _ in 0..<12 {
+                    try await session.appendAudit((0..<1_000).map { AuditEntry(actor: "alice", action: "grant.checked", subject: "grt_\($0)") },
+                                                  at: StoreQueryTests.t0)
+                }
+            }
+            let whole = try await store.read { try await $0.verifyAuditChain() }
+            #expect(whole.ok && whole.eventsChecked == 12_000)
+            try await database.tamper("UPDATE audit_events SET actor = 'mallory' WHERE seq = 11007")
+            let broken = try await store.read { try await $0.verifyAuditChain() }
+            #expect(!broken.ok && broken.brokenAt == 11_007 && broken.eventsChecked == 11_006, "\(broken)")
+        }
+    }
+}
