@@ -117,5 +117,7 @@ wrk -t1 -c8 -d"${DURATION}s" --latency -s "$WORK/check-pg.lua" "$URL2" > "$WORK/
 wait "$WRK1"
 grep -E "Requests/sec|99%|Non-2xx" "$WORK/wrk1.txt" "$WORK/wrk2.txt"
 awk '/Requests\/sec/ {sum += $2} END {printf "both instances together: %.0f requests/s\n", sum}' "$WORK/wrk1.txt" "$WORK/wrk2.txt"
+echo "== PostgreSQL, two instances: a grant revoked on one, until the other stops allowing it (its cache follows the change counter)"
+"$BIN/gatehouse-bench" revoke-delay --url "$URL,$URL2" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --rounds 100
 echo "== PostgreSQL, two instances: request+approve cycles (filed on one, approved on the other)"
 "$BIN/gatehouse-bench" cycles --url "$URL,$URL2" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8

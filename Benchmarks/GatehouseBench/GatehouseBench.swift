@@ -56,6 +56,8 @@ struct GatehouseBench {
             }
             await store.close()
             print(String(format: "audit-log: %d events in %.1fs", written, Date().timeIntervalSince(start)))
+        case "revoke-delay":
+            try await revokeDelay(apis, rounds: Int(option("rounds", "50"))!)
         case "cycles":
             try await cycles(apis, users: users, resources: resources, seconds: Double(option("seconds", "15"))!,
                              concurrency: Int(option("concurrency", "8"))!)
@@ -225,6 +227,39 @@ extension GatehouseBench {
         print(String(format: "flood: %d flood requests in %.1fs: %.0f/s turned away (429/403), %d accepted; statuses %@",
                      refused + accepted, floodSeconds, Double(refused) / floodSeconds, accepted,
                      statuses.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")))
+    }
+}
+
+extension GatehouseBench {
+    /// Two instances on one database (`--url A,B`): a grant made on A and checked on B (so B answers it
+    /// from its cache), then revoked on A; B is asked again and again until it no longer allows. Prints the
+    /// delay from the revocation's answer to B's first refusal, p50/p99/max over `rounds`.
+    static func revokeDelay(_ apis: [API], rounds: Int) async throws {
+        guard apis.count >= 2 else { throw BenchError("revoke-delay needs --url A,B (two instances on one database)") }
+        let (a, b) = (apis[0], apis[1])
+        var delays: [Double] = []
+        let approver = try await a.token(for: "ops1")
+        for round in 0..<rounds {
+            let requester = try await a.token(for: String(format: "u%03d", round % 200))
+            let resource = "db\(round % 5)"
+            let filed = try await a.file(requester, resource: resource, role: "write", duration: "5m", reason: "INC-\(900_000 + round) revocation delay")
+            guard filed.status == 201, let id = filed.request?.id else { throw BenchError("request failed: \(filed)") }
+            guard let grant = try await a.approve(approver, id).grantId else { throw BenchError("no grant for \(id)") }
+            let check = { () async throws -> Components.Schemas.CheckResult.DecisionPayload in
+                try await b.speaking(as: requester).check(body: .json(.RoleCheck(.init(resource: resource, role: "write")))).ok.body.json.decision
+            }
+            // B allows, from its cache after the first answer.
+            for _ in 0..<3 { guard try await check() == .allow else { throw BenchError("instance B does not allow the new grant") } }
+            _ = try await a.speaking(as: a.admin).revokeGrant(path: .init(id: grant), body: .json(.init(reason: "benchmark revocation"))).ok
+            let revoked = ContinuousClock.now
+            while try await check() == .allow {}
+            let elapsed = (ContinuousClock.now - revoked).components
+            delays.append(Double(elapsed.seconds) * 1000 + Double(elapsed.attoseconds) / 1e15)
+        }
+        delays.sort()
+        func at(_ p: Double) -> Double { delays[min(delays.count - 1, Int(Double(delays.count) * p))] }
+        print(String(format: "revoke-delay: %d revocations on A, first refusal on B after p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+                     delays.count, at(0.5), at(0.99), delays.last ?? 0))
     }
 }
 

@@ -16,13 +16,22 @@ public final class GatehouseStore: Sendable {
     /// Only when this process makes every write to the database: otherwise another process's writes
     /// would not clear it (SQLite in shared mode, PostgreSQL).
     private let caching: Bool
+    /// PostgreSQL: every write moves a counter, and this instance watches it (`ChangeWatch`), so the cache
+    /// is used only while the watch has confirmed, within the last half second, that it saw every write.
+    private let changes: ChangeWatch?
     /// Where the data is, without secrets (a PostgreSQL password is never shown).
     public let location: String
 
-    init(backend: any StoreBackend, caching: Bool, location: String) {
+    init(backend: any StoreBackend, caching: Bool, watchesChanges: Bool = false, location: String) {
         self.backend = backend
         self.caching = caching
+        self.changes = watchesChanges ? ChangeWatch() : nil
         self.location = location
+    }
+
+    /// Whether a cached answer may be given now.
+    private var cacheUsable: Bool {
+        caching || (changes?.confirmedRecently ?? false)
     }
 
     /// Opens the store a `--database` URL names and brings its schema up to date:
@@ -57,7 +66,9 @@ public final class GatehouseStore: Sendable {
     public static func openPostgres(_ location: PostgresLocation, writeWait: Duration = .seconds(15),
                                     logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
         let backend = try await PostgresBackend.open(location, writeWait: writeWait, logger: logger)
-        return try await migrated(GatehouseStore(backend: backend, caching: false, location: location.description), logger: logger)
+        let store = try await migrated(GatehouseStore(backend: backend, caching: false, watchesChanges: true, location: location.description), logger: logger)
+        store.changes?.start(store)
+        return store
     }
 
     private static func migrated(_ store: GatehouseStore, logger: Logger) async throws -> GatehouseStore {
@@ -71,6 +82,7 @@ public final class GatehouseStore: Sendable {
     }
 
     public func close() async {
+        await changes?.stop()
         await backend.close()
     }
 
@@ -78,7 +90,22 @@ public final class GatehouseStore: Sendable {
     /// database; a thrown error rolls everything back.
     public func write<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
         defer { cache.invalidate() }
-        return try await backend.write(body)
+        guard changes != nil else { return try await backend.write(body) }
+        return try await backend.write { session in
+            let result = try await body(session)
+            try await session.db.raw("UPDATE store_changes SET n = n + 1 WHERE id = 1").run()
+            return result
+        }
+    }
+
+    /// The change counter as committed now (PostgreSQL), for the watch.
+    func changeCount() async throws -> Int64 {
+        try await read { try await $0.db.raw("SELECT n FROM store_changes WHERE id = 1").first()?.decode(column: "n", as: Int64.self) ?? 0 }
+    }
+
+    /// Another instance wrote: forget every cached answer.
+    func forgetCachedAnswers() {
+        cache.invalidate()
     }
 
     /// Runs read-only queries outside any write transaction.
@@ -88,7 +115,7 @@ public final class GatehouseStore: Sendable {
 
     /// The live token with this hash, from the cache when no write committed since it was read.
     public func liveToken(hash: String) async throws -> TokenRecord? {
-        if caching, let cached = cache.token(hash: hash) {
+        if cacheUsable, let cached = cache.token(hash: hash) {
             try backend.check()
             return cached
         }
@@ -102,7 +129,7 @@ public final class GatehouseStore: Sendable {
     /// the caller judges expiry against its own clock.
     public func openGrants(principal: String, resource: String) async throws -> [Grant] {
         let key = principal + "\u{0}" + resource
-        if caching, let cached = cache.grants(key: key) {
+        if cacheUsable, let cached = cache.grants(key: key) {
             try backend.check()
             return cached
         }
@@ -114,7 +141,7 @@ public final class GatehouseStore: Sendable {
 
     /// Whether the anti-spam policy has blocked this principal (checks deny blocked principals).
     public func isBlocked(principal: String) async throws -> Bool {
-        if caching, let cached = cache.blocked(principal: principal) {
+        if cacheUsable, let cached = cache.blocked(principal: principal) {
             try backend.check()
             return cached
         }
@@ -130,7 +157,8 @@ public final class GatehouseStore: Sendable {
     }
 
     func migrate(logger: Logger) async throws {
-        try await write { session in
+        defer { cache.invalidate() }
+        try await backend.write { session in
             try await session.db.raw("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)").run()
             let current = try await session.db.raw("SELECT MAX(version) AS v FROM schema_migrations").first()?
                 .decode(column: "v", as: Int?.self) ?? 0
@@ -146,5 +174,58 @@ public final class GatehouseStore: Sendable {
                 logger.info("applied schema migration", metadata: ["version": "\(migration.version)"])
             }
         }
+    }
+}
+
+/// Watches the PostgreSQL change counter every 100 ms: when it moved since the last look, another
+/// instance (or this one) has written, and the cached answers are dropped. The cache is used only while
+/// the last look succeeded less than half a second ago; when the database stops answering, checks read
+/// through (and fail, closed) after at most that long. A revocation on one instance is therefore seen by
+/// every other within about the interval (BENCHMARKS.md measures it).
+final class ChangeWatch: Sendable {
+    static let interval: Duration = .milliseconds(100)
+    static let freshness: Duration = .milliseconds(500)
+
+    private struct State {
+        var seen: Int64?
+        var confirmed: ContinuousClock.Instant?
+        var task: Task<Void, Never>?
+    }
+    private let state = Mutex(State())
+
+    var confirmedRecently: Bool {
+        state.withLock { state in state.confirmed.map { ContinuousClock.now - $0 < Self.freshness } ?? false }
+    }
+
+    func start(_ store: GatehouseStore) {
+        let task = Task { [weak store] in
+            while !Task.isCancelled, let store {
+                await self.look(store)
+                try? await Task.sleep(for: Self.interval)
+            }
+        }
+        state.withLock { $0.task = task }
+    }
+
+    /// One look at the counter: drop the cache if it moved, then (only then) count the look as confirmed.
+    func look(_ store: GatehouseStore) async {
+        let started = ContinuousClock.now
+        guard let count = try? await store.changeCount() else { return }
+        let moved = state.withLock { state in state.seen != count }
+        if moved { store.forgetCachedAnswers() }
+        state.withLock { state in
+            state.seen = count
+            // Confirmed as of when the look began: a write committed after that may not have been seen.
+            state.confirmed = started
+        }
+    }
+
+    func stop() async {
+        let task = state.withLock { state -> Task<Void, Never>? in
+            defer { state.task = nil }
+            return state.task
+        }
+        task?.cancel()
+        await task?.value
     }
 }

@@ -93,6 +93,45 @@ struct MultiInstanceTests {
         }
     }
 
+    @Test("answers cached on one instance end with a write on another: a revoked grant and a revoked token are seen everywhere")
+    func cachesFollowOtherInstances() async throws {
+        try await Self.cluster(antispam: "{enabled: false}", count: 2) { instances, _ in
+            let t = try await Self.tokens(instances[0], ["e1", "e2", "a1"])
+            func grant(_ requester: String, _ resource: String) async throws -> String {
+                let id = try #require(try await instances[0].request(t[requester]!, resource: resource).string("id"))
+                return try #require(try await instances[0].approve(t["a1"]!, id).string("grant_id"))
+            }
+            let grantID = try await grant("e1", "r1")
+            _ = try await grant("e2", "r2")
+            // Instance 1 answers allow, then again (from its cache: no write since).
+            for _ in 0..<3 { #expect(try await instances[1].check(t["e1"]!, resource: "r1").string("decision") == "allow") }
+            for _ in 0..<3 { #expect(try await instances[1].check(t["e2"]!, resource: "r2").string("decision") == "allow") }
+            // A revocation on instance 0 reaches instance 1's answers without anything written there.
+            let revoked = try await instances[0].call(TestServer.adminToken) {
+                try await $0.revokeGrant(path: .init(id: grantID), body: .json(.init(reason: "INC-9 leaving the team")))
+            }
+            #expect(revoked.status == 200)
+            let denied = try await waitUntil(timeout: .seconds(10)) {
+                try await instances[1].check(t["e1"]!, resource: "r1").string("decision") == "approval_required"
+            }
+            #expect(denied, "instance 1 still allows a grant revoked on instance 0")
+            // The same for a token revoked on instance 0: instance 1 stops taking it.
+            let tokens = try await instances[0].call(TestServer.adminToken) { try await $0.listTokens() }.json["tokens"] as? [[String: Any]] ?? []
+            let e2Token = try #require(tokens.first { $0["principal"] as? String == "e2" }?["id"] as? String)
+            #expect(try await instances[0].revokeToken(TestServer.adminToken, e2Token).status == 200)
+            let refused = try await waitUntil(timeout: .seconds(10)) {
+                try await instances[1].check(t["e2"]!, resource: "r2").status == 401
+            }
+            #expect(refused, "instance 1 still takes a token revoked on instance 0")
+            // And what instance 1 answers after that is read again: a new grant on instance 0 is allowed there.
+            _ = try await grant("e1", "r3")
+            let allowed = try await waitUntil(timeout: .seconds(10)) {
+                try await instances[1].check(t["e1"]!, resource: "r3").string("decision") == "allow"
+            }
+            #expect(allowed)
+        }
+    }
+
     @Test("a principal's rate limit holds across instances: accepted requests never exceed burst plus rate")
     func sharedRateLimit() async throws {
         let antispam = """

@@ -85,3 +85,37 @@ struct StreamedTransferTests {
         }
     }
 }
+
+/// The read cache on PostgreSQL, where other instances write too.
+@Suite("PostgreSQL: cached answers follow every instance's writes")
+struct SharedCacheTests {
+    @Test("an instance answers from its cache until any instance writes, then reads again; with the counter unreadable it reads every time")
+    func cacheFollowsTheCounter() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-cache-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let database = try await TestDatabase.fresh(.postgres, folder: folder)
+        let one = try await database.open(logger: .init(label: "one"))
+        let two = try await database.open(logger: .init(label: "two"))
+        func blocked(_ store: GatehouseStore) async throws -> Bool {
+            try await store.isBlocked(principal: "mallory")
+        }
+        // Instance two reads "not blocked" and keeps the answer (once its watch has looked).
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await blocked(two) == false)
+        // A change made behind every instance's back (not through a store) is not seen: the cache is in use.
+        try await database.tamper("INSERT INTO principal_flags (principal, blocked_at, blocked_by, block_reason) VALUES ('mallory', 1, 'test', 'x')")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await blocked(two) == false, "the answer was read again without a write: the cache is not in use")
+        // Any write through another instance moves the counter; instance two reads again within its watch's interval.
+        try await one.write { _ in }
+        #expect(try await waitUntil(timeout: .seconds(5)) { try await blocked(two) }, "instance two kept its answer after instance one wrote")
+        // With the counter unreadable (its watch cannot look), instance two reads every time after half a second.
+        try await database.tamper("ALTER TABLE store_changes RENAME TO store_changes_hidden")
+        try await database.tamper("DELETE FROM principal_flags WHERE principal = 'mallory'")
+        #expect(try await waitUntil(timeout: .seconds(5)) { try await blocked(two) == false }, "instance two answered from its cache with its watch blind")
+        await one.close()
+        await two.close()
+        await database.drop()
+    }
+}
