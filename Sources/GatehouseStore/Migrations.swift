@@ -144,8 +144,8 @@ enum Migrations {
             "CREATE INDEX tokens_by_subject ON tokens (kind, issuer, subject)",
             "CREATE INDEX identities_by_email ON identities (email)",
         ]),
-        // A counter every write on PostgreSQL moves in its transaction: each instance watches it and drops its
-        // cached answers (tokens, grants, blocks) when another instance has written.
+        // A counter that every change to tokens, grants or principal_flags moves on PostgreSQL (triggers made
+        // at start): each instance watches it and drops its cached answers when it moved.
         (8, [
             "CREATE TABLE store_changes (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)",
             "INSERT INTO store_changes (id, n) VALUES (1, 0)",

@@ -67,6 +67,12 @@ public final class GatehouseStore: Sendable {
                                     logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
         let backend = try await PostgresBackend.open(location, writeWait: writeWait, logger: logger)
         let store = try await migrated(GatehouseStore(backend: backend, caching: false, watchesChanges: true, location: location.description), logger: logger)
+        do {
+            try await store.backend.write { try await ChangeWatch.installTriggers($0) }
+        } catch {
+            await store.close()
+            throw error
+        }
         store.changes?.start(store)
         return store
     }
@@ -90,17 +96,18 @@ public final class GatehouseStore: Sendable {
     /// database; a thrown error rolls everything back.
     public func write<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
         defer { cache.invalidate() }
-        guard changes != nil else { return try await backend.write(body) }
-        return try await backend.write { session in
-            let result = try await body(session)
-            try await session.db.raw("UPDATE store_changes SET n = n + 1 WHERE id = 1").run()
-            return result
-        }
+        return try await backend.write(body)
     }
 
-    /// The change counter as committed now (PostgreSQL), for the watch.
+    /// The change counter as committed now (PostgreSQL), for the watch; an error when its row is gone,
+    /// so the watch goes blind and checks read the database.
     func changeCount() async throws -> Int64 {
-        try await read { try await $0.db.raw("SELECT n FROM store_changes WHERE id = 1").first()?.decode(column: "n", as: Int64.self) ?? 0 }
+        try await read { session in
+            guard let n = try await session.db.raw("SELECT n FROM store_changes WHERE id = 1").first()?.decode(column: "n", as: Int64.self) else {
+                throw GatehouseError(.unavailable, "store_changes_missing", "the change counter's row is missing from store_changes")
+            }
+            return n
+        }
     }
 
     /// Another instance wrote: forget every cached answer.
@@ -177,8 +184,10 @@ public final class GatehouseStore: Sendable {
     }
 }
 
-/// Watches the PostgreSQL change counter every 100 ms: when it moved since the last look, another
-/// instance (or this one) has written, and the cached answers are dropped. The cache is used only while
+/// Watches the PostgreSQL change counter every 100 ms: when it moved since the last look, someone has
+/// changed what checks read (tokens, grants, blocks), and the cached answers are dropped. Triggers move the
+/// counter in the same transaction as any change to those tables, whoever makes it: an instance of any
+/// version, a migration, an operator's own SQL. The cache is used only while
 /// the last look succeeded less than half a second ago; when the database stops answering, checks read
 /// through (and fail, closed) after at most that long. A revocation on one instance is therefore seen by
 /// every other within about the interval (BENCHMARKS.md measures it).
@@ -220,9 +229,31 @@ final class ChangeWatch: Sendable {
         }
     }
 
+    /// The triggers that move the counter with every statement that changes a table checks read from
+    /// (statement-level: once per statement, even one that changed no row). Made again at every start.
+    static func installTriggers(_ session: StoreSession) async throws {
+        try await session.db.raw("""
+            CREATE OR REPLACE FUNCTION gatehouse_count_change() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              UPDATE store_changes SET n = n + 1 WHERE id = 1;
+              IF NOT FOUND THEN
+                INSERT INTO store_changes (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = store_changes.n + 1;
+              END IF;
+              RETURN NULL;
+            END $$
+            """).run()
+        for table in ["tokens", "grants", "principal_flags"] {
+            try await session.db.raw("DROP TRIGGER IF EXISTS \(ident: table + "_count_change") ON \(ident: table)").run()
+            try await session.db.raw("""
+                CREATE TRIGGER \(ident: table + "_count_change") AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON \(ident: table)
+                FOR EACH STATEMENT EXECUTE FUNCTION gatehouse_count_change()
+                """).run()
+        }
+    }
+
     func stop() async {
         let task = state.withLock { state -> Task<Void, Never>? in
-            defer { state.task = nil }
+            defer { state.task = nil; state.confirmed = nil }
             return state.task
         }
         task?.cancel()

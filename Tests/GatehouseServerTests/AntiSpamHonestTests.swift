@@ -80,7 +80,7 @@ struct AntiSpamHonestTests {
             }
             #expect(filed > 400)
             #expect(outcomes["quarantined"] == nil, "\(outcomes)")
-            let throttled = try await server.send(.GET, "/v1/principals", token: TestServer.adminToken)
+            let throttled = try await server.listPrincipals(TestServer.adminToken)
             #expect((throttled.json["principals"] as? [Any])?.isEmpty == true, "\(String(decoding: throttled.body, as: UTF8.self))")
             let scores = try await server.listAudit(TestServer.adminToken, limit: 10000)
             for action in ["principal.throttled", "request.extra_approval", "request.quarantined", "principal.blocked", "request.limited"] {

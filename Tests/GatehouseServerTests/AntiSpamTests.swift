@@ -52,7 +52,7 @@ struct AntiSpamTests {
     }
 
     func notifications(_ server: TestServer, _ recipient: String) async throws -> [[String: Any]] {
-        ids(try await server.send(.GET, "/v1/notifications?recipient=\(recipient)&limit=1000", token: TestServer.adminToken), "notifications")
+        ids(try await server.listNotifications(TestServer.adminToken, recipient: recipient, limit: 1000), "notifications")
     }
 
     func auditActions(_ server: TestServer) async throws -> [String] {
@@ -94,7 +94,7 @@ struct AntiSpamTests {
                 let digests = inbox.filter { $0["kind"] as? String == "digest" }.count
                 #expect(immediate <= 5 && digests <= 1, "\(approver): \(immediate) + \(digests) digests")
             }
-            let blocked = ids(try await server.send(.GET, "/v1/principals?blocked=true", token: TestServer.adminToken), "principals")
+            let blocked = ids(try await server.listPrincipals(TestServer.adminToken, blocked: true), "principals")
             #expect(blocked.contains { $0["principal"] as? String == "bot" })
             let after = try await server.request(bot, role: "read", reason: "one more after the block")
             #expect(after.status == 403)
@@ -157,13 +157,13 @@ struct AntiSpamTests {
             #expect(signals.contains("shared_reason"))
             // A reviewer releases one (it goes to the approvers) and rejects another.
             let erin = try await server.token(for: "erin")
-            let released = try await server.send(.POST, "/v1/requests/\(campaignIds[0])/review", token: erin, json: ["decision": "release", "comment": "checked with u01"])
+            let released = try await server.review(erin, campaignIds[0], .release, comment: "checked with u01")
             #expect(released.string("state") == "pending")
-            let rejected = try await server.send(.POST, "/v1/requests/\(campaignIds[1])/review", token: erin, json: ["decision": "reject"])
+            let rejected = try await server.review(erin, campaignIds[1], .reject)
             #expect(rejected.string("state") == "denied")
             #expect(try await server.approve(bob, campaignIds[2]).string("code") == "quarantined")
             // Only reviewers review.
-            #expect(try await server.send(.POST, "/v1/requests/\(campaignIds[3])/review", token: bob, json: ["decision": "release"]).status == 404)
+            #expect(try await server.review(bob, campaignIds[3], .release).status == 404)
         }
     }
 
@@ -243,9 +243,9 @@ struct AntiSpamTests {
             }
             #expect(try await notifications(server, "erin").contains { $0["kind"] as? String == "report" })
             // Only an admin unblocks; then alice can ask again.
-            #expect(try await server.send(.POST, "/v1/principals/alice/unblock", token: t["carol"]!).status == 403)
-            #expect(try await server.send(.POST, "/v1/principals/alice/unblock", token: TestServer.adminToken).status == 200)
-            #expect(try await server.send(.POST, "/v1/principals/alice/unblock", token: TestServer.adminToken).status == 409)
+            #expect(try await server.unblock(t["carol"]!, "alice").status == 403)
+            #expect(try await server.unblock(TestServer.adminToken, "alice").status == 200)
+            #expect(try await server.unblock(TestServer.adminToken, "alice").status == 409)
             #expect(try await server.request(t["alice"]!, resource: "reports-db", role: "read", reason: "INC-3 one more thing").status == 201)
             #expect(try await auditActions(server).contains("principal.unblocked"))
         }
@@ -437,7 +437,7 @@ struct AntiSpamTests {
             let next = try await server.request(alice, resource: "billing-api", role: "operate", reason: "INC-77 replay failed invoices")
             #expect(next.status == 429)
             #expect(next.headers.first(name: "RateLimit-Policy")?.hasPrefix("\"throttle\"") == true)
-            let throttled = ids(try await server.send(.GET, "/v1/principals?throttled=true", token: TestServer.adminToken), "principals")
+            let throttled = ids(try await server.listPrincipals(TestServer.adminToken, throttled: true), "principals")
             #expect(throttled.map { $0["principal"] as? String } == ["alice"])
             // The approver sees why.
             let carol = try await server.token(for: "carol")

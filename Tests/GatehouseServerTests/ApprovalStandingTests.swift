@@ -14,7 +14,7 @@ struct ApprovalStandingTests {
             // Revoked token: alice asks for `admin` (two approvals); bob approves, then an admin revokes bob's token.
             let first = try #require(try await server.request(t["alice"]!, role: "admin", reason: "INC-51 rebuild the broken index").string("id"))
             #expect(try await server.approve(t["bob"]!, first).string("state") == "pending")
-            let tokens = try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken).json["tokens"] as? [[String: Any]] ?? []
+            let tokens = try await server.listTokens(TestServer.adminToken).json["tokens"] as? [[String: Any]] ?? []
             let bobToken = try #require(tokens.first { $0["principal"] as? String == "bob" }?["id"] as? String)
             #expect(try await server.revokeToken(TestServer.adminToken, bobToken).status == 200)
             let afterCarol = try await server.approve(t["carol"]!, first)

@@ -61,7 +61,7 @@ struct AuthorizationMatrixTests {
         try await TestServer.with(policy: Self.policy) { server in
             let t = try await server.tokens("alice", "ursula", "otto", "carol", "rita", "blocky", "frank", "erin", "deploy-bot")
             // The revoked token is frank's; blocky is blocked by a report.
-            let frankID = try #require((try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken).json["tokens"] as? [[String: Any]] ?? [])
+            let frankID = try #require((try await server.listTokens(TestServer.adminToken).json["tokens"] as? [[String: Any]] ?? [])
                 .first { $0["principal"] as? String == "frank" }?["id"] as? String)
             #expect(try await server.revokeToken(TestServer.adminToken, frankID).status == 200)
             let blockys = try #require(try await server.request(t["blocky"]!, role: "write", reason: "INC-1 fix the rows").string("id"))

@@ -43,7 +43,7 @@ struct BreakGlassHTTPTests {
             // Everyone in `notify` (erin and dave) is told, outside the budget.
             var recipients: [String] = []
             for name in ["alice", "bob", "carol", "dave", "erin", "frank"] {
-                let told = try await server.send(.GET, "/v1/notifications?recipient=\(name)&limit=100", token: TestServer.adminToken)
+                let told = try await server.listNotifications(TestServer.adminToken, recipient: name, limit: 100)
                 recipients += (told.json["notifications"] as? [[String: Any]] ?? []).filter { $0["kind"] as? String == "break_glass" }
                     .compactMap { $0["recipient"] as? String }
             }
@@ -56,24 +56,24 @@ struct BreakGlassHTTPTests {
             #expect(again.headers.first(name: "Retry-After") != nil)
 
             // Listed until reviewed; the holder cannot review it; a non-reviewer does not even see it.
-            let awaiting = try await server.send(.GET, "/v1/break-glass?awaiting_review=true", token: t["erin"]!)
+            let awaiting = try await server.listBreakGlass(t["erin"]!, awaitingReview: true)
             #expect((awaiting.json["uses"] as? [[String: Any]])?.map { $0["grant_id"] as? String } == [grantId])
-            let others = try await server.send(.GET, "/v1/break-glass", token: t["alice"]!)
+            let others = try await server.listBreakGlass(t["alice"]!)
             #expect((others.json["uses"] as? [Any])?.isEmpty == true)
-            let own = try await server.send(.POST, "/v1/break-glass/\(grantId)/review", token: t["bob"]!, json: ["comment": "all fine"])
-            let outsider = try await server.send(.POST, "/v1/break-glass/\(grantId)/review", token: t["alice"]!, json: ["comment": "fine by me"])
+            let own = try await server.reviewBreakGlass(t["bob"]!, grantId, comment: "all fine")
+            let outsider = try await server.reviewBreakGlass(t["alice"]!, grantId, comment: "fine by me")
             #expect(outsider.status == 404)
             #expect(own.status == 403)
             #expect(own.string("code") == "self_review")
-            let empty = try await server.send(.POST, "/v1/break-glass/\(grantId)/review", token: t["erin"]!, json: ["comment": " "])
+            let empty = try await server.reviewBreakGlass(t["erin"]!, grantId, comment: " ")
             #expect(empty.status == 400)
             let reviewed = try await server.send(.POST, "/v1/break-glass/\(grantId)/review", token: t["erin"]!,
                                                  json: ["comment": "killed 3 queries, justified"])
             #expect(reviewed.status == 200)
             #expect(reviewed.string("reviewed_by") == "erin")
-            let twice = try await server.send(.POST, "/v1/break-glass/\(grantId)/review", token: TestServer.adminToken, json: ["comment": "again"])
+            let twice = try await server.reviewBreakGlass(TestServer.adminToken, grantId, comment: "again")
             #expect(twice.status == 409)
-            let none = try await server.send(.GET, "/v1/break-glass?awaiting_review=true", token: t["erin"]!)
+            let none = try await server.listBreakGlass(t["erin"]!, awaitingReview: true)
             #expect((none.json["uses"] as? [Any])?.isEmpty == true)
 
             let audit = try await server.listAudit(TestServer.adminToken, limit: 1000)

@@ -136,11 +136,11 @@ struct ConcurrencyTests {
     func deletedDatabaseFailsClosed() async throws {
         try await TestServer.with(store: .sqlite) { server in
             let alice = try await server.token(for: "alice")
-            #expect(try await server.send(.GET, "/readyz", token: nil).status == 200)
+            #expect(try await server.ready().status == 200)
             for suffix in ["", "-wal", "-shm"] {
                 try? FileManager.default.removeItem(atPath: server.databasePath + suffix)
             }
-            #expect(try await server.send(.GET, "/readyz", token: nil).status == 503)
+            #expect(try await server.ready().status == 503)
             let request = try await server.request(alice)
             #expect(request.status == 503)
             #expect(request.headers.first(name: "content-type") == "application/problem+json")

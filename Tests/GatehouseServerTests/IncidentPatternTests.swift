@@ -56,10 +56,10 @@ struct IncidentPatternTests {
                 server.clock.advance(by: 120)
             }
             // Not blocked, not throttled, and every grant usable.
-            let flagged = try await server.send(.GET, "/v1/principals", token: TestServer.adminToken)
+            let flagged = try await server.listPrincipals(TestServer.adminToken)
             #expect((flagged.json["principals"] as? [[String: Any]] ?? []).isEmpty, "\(flagged.json)")
             for database in Self.databases {
-                let check = try await server.send(.POST, "/v1/check", token: t["alice"]!, json: ["resource": database, "role": "read"])
+                let check = try await server.check(t["alice"]!, resource: database, role: "read")
                 #expect(check.string("decision") == "allow", "\(database): \(check.json)")
             }
         }

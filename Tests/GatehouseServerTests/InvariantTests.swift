@@ -29,7 +29,7 @@ struct InvariantTests {
             #expect(check.string("decision") == "allow")
             #expect(check.string("grant_id") == grantId)
 
-            let released = try await server.send(.POST, "/v1/grants/\(grantId)/release", token: t["alice"]!)
+            let released = try await server.release(t["alice"]!, grantId)
             #expect(released.status == 200)
             #expect(released.string("state") == "released")
             check = try await server.check(t["alice"]!)
@@ -148,7 +148,7 @@ struct InvariantTests {
             #expect(try await server.check(t["alice"]!).string("decision") == "approval_required")
             let grant = try await server.readGrant(t["alice"]!, grantId)
             #expect(grant.string("state") == "expired")
-            let release = try await server.send(.POST, "/v1/grants/\(grantId)/release", token: t["alice"]!)
+            let release = try await server.release(t["alice"]!, grantId)
             #expect(release.status == 409)
 
             try await server.service.housekeeping.sweep()
@@ -263,11 +263,11 @@ struct InvariantTests {
     @Test("a revoked or unknown token gets 401")
     func revokedTokenUnauthorized() async throws {
         try await TestServer.with { server in
-            let created = try await server.send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": "alice"])
+            let created = try await server.createToken(TestServer.adminToken, principal: "alice")
             let token = try #require(created.string("token"))
             let tokenId = try #require(created.string("id"))
             #expect(try await server.whoami(token).string("principal") == "alice")
-            let listed = try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken)
+            let listed = try await server.listTokens(TestServer.adminToken)
             #expect(!String(decoding: listed.body, as: UTF8.self).contains(token))
             #expect(try await server.revokeToken(TestServer.adminToken, tokenId).status == 200)
             let after = try await server.whoami(token)
@@ -286,13 +286,13 @@ struct InvariantTests {
     func adminOnly() async throws {
         try await TestServer.with { server in
             let t = try await server.tokens("alice", "bob", "erin")
-            #expect(try await server.send(.POST, "/v1/tokens", token: t["alice"]!, json: ["principal": "alice"]).status == 403)
+            #expect(try await server.createToken(t["alice"]!, principal: "alice").status == 403)
             #expect(try await server.listAudit(t["alice"]!).status == 403)
             let id = try #require(try await server.request(t["alice"]!).string("id"))
             let grantId = try #require(try await server.approve(t["bob"]!, id).string("grant_id"))
-            #expect(try await server.send(.POST, "/v1/grants/\(grantId)/revoke", token: t["bob"]!, json: ["reason": "x"]).status == 403)
+            #expect(try await server.revokeGrant(t["bob"]!, grantId, reason: "x").status == 403)
             // erin is in the admins group of the policy.
-            let revoked = try await server.send(.POST, "/v1/grants/\(grantId)/revoke", token: t["erin"]!, json: ["reason": "suspicious activity"])
+            let revoked = try await server.revokeGrant(t["erin"]!, grantId, reason: "suspicious activity")
             #expect(revoked.status == 200)
             #expect(revoked.string("state") == "revoked")
             #expect(try await server.check(t["alice"]!).string("decision") == "approval_required")

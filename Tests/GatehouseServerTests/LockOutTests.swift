@@ -10,7 +10,7 @@ struct LockOutTests {
     @Test("the last admin credential cannot be revoked (the bootstrap token, then the last admin's token); with another admin it can")
     func lastAdminCredential() async throws {
         try await TestServer.with { server in
-            let tokens = try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken).json["tokens"] as? [[String: Any]] ?? []
+            let tokens = try await server.listTokens(TestServer.adminToken).json["tokens"] as? [[String: Any]] ?? []
             let bootstrap = try #require(tokens.first { $0["principal"] as? String == "admin" }?["id"] as? String)
             let refused = try await server.revokeToken(TestServer.adminToken, bootstrap)
             #expect(refused.status == 409)
@@ -19,10 +19,10 @@ struct LockOutTests {
             // erin is in `security`, an admin group: with her token, the bootstrap token may go.
             let erin = try await server.token(for: "erin")
             #expect(try await server.revokeToken(erin, bootstrap).status == 200)
-            let erinID = try #require((try await server.send(.GET, "/v1/tokens", token: erin).json["tokens"] as? [[String: Any]] ?? [])
+            let erinID = try #require((try await server.listTokens(erin).json["tokens"] as? [[String: Any]] ?? [])
                 .first { $0["principal"] as? String == "erin" }?["id"] as? String)
             #expect(try await server.revokeToken(erin, erinID).string("code") == "last_admin_credential")
-            #expect(try await server.send(.POST, "/v1/principals/erin/sessions/revoke", token: erin).string("code") == "last_admin_credential")
+            #expect(try await server.revokeSessions(erin, "erin").string("code") == "last_admin_credential")
             #expect(try await server.whoami(erin).status == 200)
         }
     }
@@ -47,7 +47,7 @@ struct LockOutTests {
                                                   environment: ["GATEHOUSE_ADMIN_TOKEN": "another-admin-token-0123456789"])
         do {
             #expect(try await second.whoami("another-admin-token-0123456789").status == 401)
-            let tokens = try await second.send(.GET, "/v1/tokens", token: erin).json["tokens"] as? [[String: Any]] ?? []
+            let tokens = try await second.listTokens(erin).json["tokens"] as? [[String: Any]] ?? []
             let bootstrap = try #require(tokens.first { $0["principal"] as? String == "admin" }?["id"] as? String)
             #expect(try await second.revokeToken(erin, bootstrap).status == 200)
         } catch {

@@ -27,7 +27,7 @@ struct LongPollTests {
     @Test("a long poll ends with 401 soon after its token is revoked, not at its deadline")
     func endsWhenTheTokenIsRevoked() async throws {
         try await TestServer.with { server in
-            let made = try await server.send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": "alice"])
+            let made = try await server.createToken(TestServer.adminToken, principal: "alice")
             let token = try #require(made.string("token")), tokenID = try #require(made.string("id"))
             let id = try #require(try await server.request(token).string("id"))
             let started = Date()

@@ -70,7 +70,7 @@ struct OperatorTests {
                                      ("gatehouse_http_request_duration_seconds_count", ["route": "/v1/requests/{id}/approve", "method": "POST"])] {
                 #expect(Self.value(families, sample, labels) == 0, "\(sample) \(labels)")
             }
-            let health = try await server.send(.GET, "/healthz", token: nil)
+            let health = try await server.health()
             #expect(health.string("version") == BuildInfo.version && health.string("status") == "ok")
             // Every answer carries its own request id, refusals included.
             let firstID = try #require(first.headers.first(name: "X-Request-Id"))

@@ -59,13 +59,13 @@ struct PostgresOutageTests {
             // Longer than the longest an answer can be held up when the database stops under a change
             // (2 s for a connection, then 4 × connect_timeout for a change that stopped getting answers).
             try await Task.sleep(for: .seconds(11))
-            #expect(try await server.send(.GET, "/readyz", token: nil).status == 503)
+            #expect(try await server.ready().status == 503)
             _ = try await Self.script(["restart-start", pgFolder])
             phase.with { $0 = .back }
             // It recovers by itself: no restart of gatehouse, no operator.
             var recovered = false
             for _ in 0..<150 where !recovered {
-                recovered = try await server.send(.GET, "/readyz", token: nil).status == 200
+                recovered = try await server.ready().status == 200
                 if !recovered { try await Task.sleep(for: .milliseconds(100)) }
             }
             #expect(recovered)

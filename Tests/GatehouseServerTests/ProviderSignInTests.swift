@@ -105,7 +105,7 @@ struct ProviderSignInTests {
             #expect(me.string("credential") == "session")
             #expect(me.string("expires_at") != nil)
             #expect(try await server.request(token, role: "read", reason: "INC-7 look at checkout errors").status == 201)
-            #expect(try await server.send(.POST, "/v1/auth/logout", token: token).status == 204)
+            #expect(try await server.logout(token).status == 204)
             #expect(try await server.whoami(token).status == 401)
 
             // Someone who sees the redirect (code and state) but not the login secret cannot finish.
@@ -183,7 +183,7 @@ struct ProviderSignInTests {
 
             // Removed from the group at the provider: once the session ends, the next one has no approver rights.
             try await provider.person("gus", groups: ["oncall"])
-            #expect(try await server.send(.POST, "/v1/auth/logout", token: gus).status == 204)
+            #expect(try await server.logout(gus).status == 204)
             let second = try #require(try await server.request(erin, role: "write", reason: "INC-9 repair more order rows").string("id"))
             let gusAfter = try #require(try await Self.apiSignIn(server, provider, as: "gus").string("token"))
             #expect(try await server.approve(gusAfter, second).status == 404)
@@ -241,7 +241,7 @@ struct ProviderSignInTests {
                 #expect(refused.status == 401)
                 #expect(refused.string("code") == ErrorCode.humanTokenRefused)
                 for person in ["alice", "erin"] {
-                    let create = try await server.send(.POST, "/v1/tokens", token: TestServer.adminToken, json: ["principal": person])
+                    let create = try await server.createToken(TestServer.adminToken, principal: person)
                     #expect(create.status == 403)
                     #expect(create.string("code") == ErrorCode.humanTokenRefused)
                     #expect(create.string("detail")?.contains("gatehouse login") == true)
@@ -289,7 +289,7 @@ struct ProviderSignInTests {
             try await provider.person("gus", groups: ["db-leads"])
             let erin = try #require(try await Self.apiSignIn(server, provider, as: "erin").string("token"))
             let id = try #require(try await server.request(erin, role: "write", reason: "INC-11 fix the stuck order rows").string("id"))
-            #expect(try await server.send(.POST, "/v1/auth/logout", token: erin).status == 204)
+            #expect(try await server.logout(erin).status == 204)
             let gus = try #require(try await Self.apiSignIn(server, provider, as: "gus").string("token"))
             let approved = try await server.approve(gus, id)
             #expect(approved.status == 200)
@@ -306,11 +306,11 @@ struct ProviderSignInTests {
             var (browser, _) = try await Self.webSignIn(server, provider, as: "erin")
             #expect(try await browser.get("/inbox").status == 200)
             let sam = try #require(try await Self.apiSignIn(server, provider, as: "sam").string("token"))
-            let list = try await server.send(.GET, "/v1/sessions", token: sam)
+            let list = try await server.listSessions(sam)
             #expect(list.status == 200)
             #expect((list.json["sessions"] as? [[String: Any]] ?? []).filter { $0["principal"] as? String == "erin" }.count == 2)
-            #expect(try await server.send(.GET, "/v1/sessions", token: erin).status == 403)
-            let ended = try await server.send(.POST, "/v1/principals/erin/sessions/revoke", token: sam)
+            #expect(try await server.listSessions(erin).status == 403)
+            let ended = try await server.revokeSessions(sam, "erin")
             #expect(ended.status == 200)
             #expect(ended.json["ended"] as? Int == 2)
             #expect(try await server.whoami(erin).status == 401)
@@ -327,7 +327,7 @@ struct ProviderSignInTests {
             let (_, outsider) = try await Self.webSignIn(server, provider, as: "ivan")
             #expect(outsider.status == 403)
             #expect(outsider.html.contains("in no Gatehouse group"))
-            let sessions = try await server.send(.GET, "/v1/sessions", token: TestServer.adminToken).json["sessions"] as? [[String: Any]]
+            let sessions = try await server.listSessions(TestServer.adminToken).json["sessions"] as? [[String: Any]]
             #expect(sessions?.isEmpty == true, "a refused sign-in leaves no session")
             #expect(try await Self.auditEvents(server, action: "identity.sign_in_refused").contains {
                 ($0["details"] as? [String: String])?["code"] == "no_policy_group"

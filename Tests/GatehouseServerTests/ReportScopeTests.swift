@@ -40,12 +40,12 @@ struct ReportScopeTests {
             #expect(state[onDB] == "revoked", "\(grants) \(onDB)")
             #expect(state[onAnalytics] == "active", "a grant carol could not have refused is held, not revoked: \(state)")
             // Held: unusable while alice is blocked.
-            let check = try await server.send(.POST, "/v1/check", token: t["alice"]!, json: ["resource": "analytics", "role": "read"])
+            let check = try await server.check(t["alice"]!, resource: "analytics", role: "read")
             #expect(check.string("decision") == "deny")
             let events = try await server.listAudit(TestServer.adminToken, limit: 1000).json["events"] as? [[String: Any]] ?? []
             let report = events.last { $0["action"] as? String == "request.reported" }
             #expect((report?["details"] as? [String: String])?["held_grants"] == onAnalytics)
-            let told = try await server.send(.GET, "/v1/notifications?recipient=erin", token: TestServer.adminToken).json["notifications"] as? [[String: Any]] ?? []
+            let told = try await server.listNotifications(TestServer.adminToken, recipient: "erin").json["notifications"] as? [[String: Any]] ?? []
             #expect(told.contains { ($0["summary"] as? String ?? "").contains(onAnalytics) }, "the reviewer is told which grants wait for them: \(told)")
             // A reviewer's report revokes everything.
             let second = try #require(try await server.request(t["bob"]!, resource: "analytics", role: "read", reason: "INC-63 weekly numbers").json["grant_id"] as? String)

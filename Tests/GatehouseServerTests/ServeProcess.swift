@@ -44,7 +44,7 @@ final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
                                         environment: ["GATEHOUSE_ADMIN_TOKEN": TestServer.adminToken].merging(environment) { $1 })
         let server = ServeProcess(port: port, running: running)
         let ready = await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) {
-            if let reply = try? await server.send(.GET, "/readyz", token: nil), reply.status == 200 { return true }
+            if let reply = try? await server.ready(), reply.status == 200 { return true }
             return !running.isRunning
         }
         guard ready, running.isRunning else {

@@ -17,7 +17,7 @@ struct SingleProcessTests {
                 #expect(error.message.contains("another Gatehouse process"))
             }
             // The first server is unaffected.
-            #expect(try await server.send(.GET, "/readyz", token: nil).status == 200)
+            #expect(try await server.ready().status == 200)
         }
     }
 }

@@ -39,7 +39,7 @@ struct VisibilityTests {
             let reply = try await server.request(t["alice"]!, role: "read", duration: "1h", reason: "look at slow queries")
             let grantId = try #require(reply.string("grant_id"))
             #expect(try await server.readGrant(t["bob"]!, grantId).status == 404)
-            #expect(try await server.send(.POST, "/v1/grants/\(grantId)/release", token: t["bob"]!).status == 404)
+            #expect(try await server.release(t["bob"]!, grantId).status == 404)
             #expect(try await server.listGrants(t["bob"]!, scope: .all).status == 403)
             let bobs = try await server.listGrants(t["bob"]!)
             #expect((bobs.json["grants"] as? [Any])?.isEmpty == true)

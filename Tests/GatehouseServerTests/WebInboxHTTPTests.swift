@@ -226,7 +226,7 @@ struct WebInboxHTTPTests {
             _ = try await carol.signIn(t["carol"]!)
             let saved = carol.cookies
             #expect(try await carol.get("/inbox").status == 200)
-            let tokens = try await server.send(.GET, "/v1/tokens", token: TestServer.adminToken)
+            let tokens = try await server.listTokens(TestServer.adminToken)
             let carolToken = try #require((tokens.json["tokens"] as? [[String: Any]])?.first { $0["principal"] as? String == "carol" }?["id"] as? String)
             #expect(try await server.revokeToken(TestServer.adminToken, carolToken).status == 200)
             carol.cookies = saved
