@@ -6,10 +6,19 @@
 #   export   gatehouse export --database ... -o FILE   (wall time, peak resident memory of the process)
 #   import   gatehouse import --database NEW -i FILE   (the same)
 # The cost per 10^4 events should stay flat from one size to the next, and memory should not grow with it.
-#   scripts/bench-data.sh            SIZES="10000 100000 1000000" by default; release build in .build-release
+# Then a store with 10^3, 10^4 and 10^5 past requests (each approved, its grant long expired) plus the 1,000
+# active grants of bench.sh's set-up, and for each size, wrk for 5 s with 8 connections on
+#   check            POST /v1/check (bench.sh's script)
+#   requests (all)   GET /v1/requests?scope=all&limit=100 as the admin
+#   requests (all, half way)  the same from a cursor half way down the history
+#   requests (mine)  GET /v1/requests as one requester
+#   grants (all)     GET /v1/grants?scope=all&limit=100 as the admin, and from half way down
+# The p50 and p99 latencies should not grow with the history.
+#   scripts/bench-data.sh            SIZES="10000 100000 1000000", HISTORY_SIZES="1000 10000 100000" by default;
+#                                    release build in .build-release
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh time
+scripts/install-deps.sh time wrk
 swift build -c release --scratch-path .build-release --product gatehouse
 swift build -c release --scratch-path .build-release --product gatehouse-bench
 BIN=$(swift build -c release --scratch-path .build-release --show-bin-path)
@@ -50,4 +59,52 @@ print(f"{n:<9} | {float(verify_s):6.2f} ({per(verify_s):.3f}), +{(int(peak) - in
       + f" | {float(import_s):6.2f} ({per(import_s):.3f}), {int(import_kb) / 1024:6.1f}")
 EOF
   rm -f "$db"* "$WORK/export.jsonl" "$WORK/imported-$n.db"*
+done
+
+HISTORY_SIZES=${HISTORY_SIZES:-1000 10000 100000}
+{
+  echo "version: 1"
+  echo "principals:"
+  for i in $(seq -f "%03g" 0 199); do echo "  u$i: {groups: [engineers]}"; done
+  echo "  ops1: {groups: [ops]}"
+  echo "  ops2: {groups: [ops]}"
+  echo "resources:"
+  for r in 0 1 2 3 4; do
+    echo "  db$r:"
+    echo "    kind: postgres"
+    echo "    roles:"
+    echo "      read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}"
+    echo "      write: {requesters: [engineers], approvers: [ops], approvals: 1, max_duration: 1h, allows: write}"
+  done
+  echo "antispam: {enabled: false}"
+} > "$WORK/history.yaml"
+latency() {  # latency [wrk args]: "p50 / p99 (requests/s)"
+  wrk -t1 -c8 -d5s --latency "$@" | awk '/^ +50%/ {p50 = $2} /^ +99%/ {p99 = $2} /Requests\/sec/ {rps = $2} /Non-2xx/ {bad = $0}
+    END {printf "%s / %s (%d/s)%s", p50, p99, rps, bad ? " " bad : ""}'
+}
+echo
+printf '%-9s | %-28s | %-28s | %-28s | %-28s | %-28s | %-28s\n' history "check: p50 / p99 (per s)" "requests, all" \
+  "requests, all, half way" "requests, mine" "grants, all" "grants, all, half way"
+for n in $HISTORY_SIZES; do
+  db=$WORK/history-$n.db
+  "$BIN/gatehouse-bench" history --database "sqlite:$db" --count "$n" >"$WORK/history.out" 2>&1
+  requests_cursor=$(awk '$1 == "requests-cursor" {print $2}' "$WORK/history.out")
+  grants_cursor=$(awk '$1 == "grants-cursor" {print $2}' "$WORK/history.out")
+  "$BIN/gatehouse" serve --policy "$WORK/history.yaml" --database "sqlite:$db" --port "$port" --log-level error >"$WORK/serve.log" 2>&1 &
+  SERVER_PID=$!
+  URL=http://127.0.0.1:$port
+  for _ in $(seq 1 300); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  "$BIN/gatehouse-bench" setup --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --users 200 --resources 5 --lua "$WORK/check.lua" >/dev/null
+  USER_TOKEN=$(GATEHOUSE_URL=$URL GATEHOUSE_TOKEN=$GATEHOUSE_ADMIN_TOKEN "$BIN/gatehouse" token create u007 2>/dev/null)
+  admin=(-H "Authorization: Bearer $GATEHOUSE_ADMIN_TOKEN")
+  curl -fs "${admin[@]}" "$URL/v1/requests?scope=all&limit=100&cursor=$requests_cursor" | grep -q '"req_h' \
+    || { echo "the half-way page of requests is empty" >&2; exit 1; }
+  printf '%-9s | %-28s | %-28s | %-28s | %-28s | %-28s | %-28s\n' "$n" "$(latency -s "$WORK/check.lua" "$URL")" \
+    "$(latency "${admin[@]}" "$URL/v1/requests?scope=all&limit=100")" \
+    "$(latency "${admin[@]}" "$URL/v1/requests?scope=all&limit=100&cursor=$requests_cursor")" \
+    "$(latency -H "Authorization: Bearer $USER_TOKEN" "$URL/v1/requests")" \
+    "$(latency "${admin[@]}" "$URL/v1/grants?scope=all&limit=100")" \
+    "$(latency "${admin[@]}" "$URL/v1/grants?scope=all&limit=100&cursor=$grants_cursor")"
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  rm -f "$db"*
 done

@@ -56,6 +56,40 @@ struct GatehouseBench {
             }
             await store.close()
             print(String(format: "audit-log: %d events in %.1fs", written, Date().timeIntervalSince(start)))
+        case "history":
+            // A year of past requests, each approved with a grant that has since expired (and was ended by
+            // the sweeper, as the server does), spread over u000..u199 and db0..db4: the data for the listing
+            // and check growth measurements.
+            let count = Int(option("count", "10000"))!
+            let store = try await GatehouseStore.open(url: option("database", "sqlite:bench-history.db"))
+            let start = Date()
+            let yearAgo = Date().addingTimeInterval(-365 * 86_400)
+            var written = 0
+            while written < count {
+                let batch = min(5_000, count - written)
+                let base = written
+                try await store.write { session in
+                    for n in base..<(base + batch) {
+                        let at = yearAgo.addingTimeInterval(Double(n) / Double(count) * 360 * 86_400)
+                        let user = String(format: "u%03d", n % 200)
+                        let request = AccessRequest(id: "req_h\(n)", requester: user, resource: "db\((n / 200) % 5)", role: "write",
+                                                    duration: try TimeSpan.parse("30m"), reason: "INC-\(n) past work", ticket: nil,
+                                                    state: .approved, approvalsRequired: 1, createdAt: at, pendingExpiresAt: at.addingTimeInterval(86_400),
+                                                    decidedAt: at, decidedBy: "ops1", grantId: "grt_h\(n)")
+                        try await session.insertRequest(request)
+                        try await session.insertGrant(Grant(id: "grt_h\(n)", requestId: request.id, principal: user, resource: request.resource,
+                                                            role: "write", allows: .write, startsAt: at, expiresAt: at.addingTimeInterval(1_800),
+                                                            endedAt: at.addingTimeInterval(1_800), endReason: .expired))
+                    }
+                }
+                written += batch
+            }
+            await store.close()
+            print(String(format: "history: %d past requests and grants in %.1fs", written, Date().timeIntervalSince(start)))
+            // Cursors half way down the history, for measuring a deep page.
+            let middle = count / 2, at = yearAgo.addingTimeInterval(Double(middle) / Double(count) * 360 * 86_400)
+            print("requests-cursor \(PageCursor(at: at, id: "req_h\(middle)").text)")
+            print("grants-cursor \(PageCursor(at: at, id: "grt_h\(middle)").text)")
         case "revoke-delay":
             try await revokeDelay(apis, rounds: Int(option("rounds", "50"))!)
         case "cycles":

@@ -97,13 +97,12 @@ public final class AppContext: Sendable {
     }
 
     func withApprovals(_ requests: [AccessRequest]) async throws -> [RequestView] {
-        try await read { session in
-            var views: [RequestView] = []
-            for request in requests {
-                views.append(RequestView(request: request, approvals: try await session.approvals(requestId: request.id)))
-            }
-            return views
-        }
+        try await read { try await Self.withApprovals(requests, session: $0) }
+    }
+
+    static func withApprovals(_ requests: [AccessRequest], session: StoreSession) async throws -> [RequestView] {
+        let approvals = try await session.approvals(requestIds: requests.map(\.id))
+        return requests.map { RequestView(request: $0, approvals: approvals[$0.id] ?? []) }
     }
 
     /// Blocked principals take no part in decisions: no approving, reporting or reviewing.

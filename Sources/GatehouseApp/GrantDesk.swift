@@ -8,10 +8,13 @@ public struct GrantDesk: Sendable {
 
     init(_ context: AppContext) { self.context = context }
 
-    public func list(caller: Caller, all: Bool, activeOnly: Bool, limit: Int) async throws -> [Grant] {
+    /// A page of grants, newest first, from `cursor` on.
+    public func list(caller: Caller, all: Bool, activeOnly: Bool, limit: Int, cursor: PageCursor? = nil) async throws -> Page<Grant> {
         if all { try context.requireAdmin(caller, "list everyone's grants") }
-        let filter = StoreSession.GrantFilter(principal: all ? nil : caller.principal, activeAt: activeOnly ? context.clock.now() : nil, limit: limit)
-        return try await context.read { try await $0.grants(filter) }
+        let filter = StoreSession.GrantFilter(principal: all ? nil : caller.principal, activeAt: activeOnly ? context.clock.now() : nil,
+                                              before: cursor, limit: limit)
+        let grants = try await context.read { try await $0.grants(filter) }
+        return Page(fetched: grants, limit: limit) { PageCursor(at: $0.startsAt, id: $0.id) }
     }
 
     public func get(caller: Caller, id: String) async throws -> Grant {

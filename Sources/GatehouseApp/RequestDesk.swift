@@ -37,16 +37,18 @@ public struct RequestDesk: Sendable {
 
     public enum Scope: String, Sendable { case mine, toApprove = "to_approve", all }
 
-    public func list(caller: Caller, scope: Scope, state: RequestState?, limit: Int) async throws -> [RequestView] {
+    /// A page of requests, newest first, from `cursor` on. With scope `to_approve` a page can hold fewer than
+    /// `limit` (those the caller may not decide, or already decided, are left out) and still have a next one.
+    public func list(caller: Caller, scope: Scope, state: RequestState?, limit: Int, cursor: PageCursor? = nil) async throws -> Page<RequestView> {
         let policy = context.policies.policy
-        var filter = StoreSession.RequestFilter(states: state.map { [$0] }, limit: limit)
+        var filter = StoreSession.RequestFilter(states: state.map { [$0] }, before: cursor, limit: limit)
         switch scope {
         case .mine:
             filter.requester = caller.principal
         case .toApprove:
             // Held requests (and their reasons) are for reviewers: approvers hear of a request only once released.
             if state == .quarantined, !RequestPermissions.canSeeHeld(caller.principal, isAdmin: caller.isAdmin, policy: policy) {
-                return []
+                return Page(items: [], next: nil)
             }
             filter.states = [state ?? .pending]
             filter.resources = RequestPermissions.approvableResources(caller.principal, policy: policy)
@@ -57,13 +59,16 @@ public struct RequestDesk: Sendable {
             }
         }
         let query = filter
-        let requests = try await context.read { try await $0.requests(query) }
-        let visible = scope == .toApprove
-            ? requests.filter { RequestPermissions.canDecide(caller.principal, $0, policy: policy) }
-            : requests
-        let views = try await context.withApprovals(visible)
+        let (requests, views) = try await context.read { session in
+            let requests = try await session.requests(query)
+            let visible = scope == .toApprove
+                ? requests.filter { RequestPermissions.canDecide(caller.principal, $0, policy: policy) }
+                : requests
+            return (requests, try await AppContext.withApprovals(visible, session: session))
+        }
+        let next = Page(fetched: requests, limit: limit) { PageCursor(at: $0.createdAt, id: $0.id) }.next
         // Waiting for *my* approval: not the ones I already decided.
-        return scope == .toApprove ? views.filter { !$0.approvals.contains { $0.approver == caller.principal } } : views
+        return Page(items: scope == .toApprove ? views.filter { !$0.approvals.contains { $0.approver == caller.principal } } : views, next: next)
     }
 
     public func get(caller: Caller, id: String) async throws -> RequestView {

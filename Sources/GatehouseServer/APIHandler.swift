@@ -26,6 +26,12 @@ struct APIHandler: APIProtocol {
         return value
     }
 
+    func cursor(_ raw: String?) throws(GatehouseError) -> PageCursor? {
+        guard let raw else { return nil }
+        guard let cursor = PageCursor(raw) else { throw .invalid("cursor", "invalid_cursor", PageCursor.problem) }
+        return cursor
+    }
+
     func id(_ raw: String) throws(GatehouseError) -> String {
         guard Identifier.isWellFormed(raw) else {
             throw .invalid("id", "invalid_id", "'\(raw.prefix(64))' is not a Gatehouse id (like req_… or grt_…)")
@@ -134,8 +140,9 @@ struct APIHandler: APIProtocol {
         let caller = try await caller()
         let scope = RequestDesk.Scope(rawValue: (input.query.scope ?? .mine).rawValue) ?? .mine
         let state = input.query.state.flatMap { RequestState(rawValue: $0.rawValue) }
-        let views = try await service.desk.list(caller: caller, scope: scope, state: state, limit: limit(input.query.limit))
-        return .ok(.init(body: .json(.init(requests: views.map { schema($0, for: caller) }))))
+        let page = try await service.desk.list(caller: caller, scope: scope, state: state, limit: limit(input.query.limit),
+                                               cursor: cursor(input.query.cursor))
+        return .ok(.init(body: .json(.init(requests: page.items.map { schema($0, for: caller) }, nextCursor: page.next?.text))))
     }
 
     func getRequest(_ input: Operations.GetRequest.Input) async throws -> Operations.GetRequest.Output {
@@ -214,10 +221,10 @@ struct APIHandler: APIProtocol {
     // MARK: grants
 
     func listGrants(_ input: Operations.ListGrants.Input) async throws -> Operations.ListGrants.Output {
-        let grants = try await service.grants.list(caller: caller(), all: input.query.scope == .all,
-                                                  activeOnly: input.query.active ?? false, limit: limit(input.query.limit))
+        let page = try await service.grants.list(caller: caller(), all: input.query.scope == .all, activeOnly: input.query.active ?? false,
+                                                limit: limit(input.query.limit), cursor: cursor(input.query.cursor))
         let now = service.clock.now()
-        return .ok(.init(body: .json(.init(grants: grants.map { Self.schema($0, now: now) }))))
+        return .ok(.init(body: .json(.init(grants: page.items.map { Self.schema($0, now: now) }, nextCursor: page.next?.text))))
     }
 
     func getGrant(_ input: Operations.GetGrant.Input) async throws -> Operations.GetGrant.Output {

@@ -160,11 +160,14 @@ public struct StoreSession: Sendable {
         public var requester: String?
         public var states: [RequestState]?
         public var resources: [String]?
+        /// Only requests older than this one (the next page of a listing).
+        public var before: PageCursor?
         public var limit: Int
-        public init(requester: String? = nil, states: [RequestState]? = nil, resources: [String]? = nil, limit: Int = 100) {
+        public init(requester: String? = nil, states: [RequestState]? = nil, resources: [String]? = nil, before: PageCursor? = nil, limit: Int = 100) {
             self.requester = requester
             self.states = states
             self.resources = resources
+            self.before = before
             self.limit = limit
         }
     }
@@ -174,9 +177,16 @@ public struct StoreSession: Sendable {
         if let requester = filter.requester { conditions.append("requester = \(bind: requester)") }
         if let states = filter.states { conditions.append("state IN (\(binds: states.map(\.rawValue)))") }
         if let resources = filter.resources { conditions.append(resources.isEmpty ? "1 = 0" : "resource IN (\(binds: resources))") }
+        if let before = filter.before { conditions.append(Self.older(than: before, column: "created_at")) }
         let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         return try await db.raw("SELECT * FROM requests \(whereClause) ORDER BY created_at DESC, id DESC LIMIT \(bind: filter.limit)")
             .all().map(Self.request)
+    }
+
+    /// Rows after `cursor` in `ORDER BY column DESC, id DESC`. The first term alone can use an index on `column`.
+    static func older(than cursor: PageCursor, column: String) -> SQLQueryString {
+        let at = cursor.at.unixMilliseconds
+        return "\(unsafeRaw: column) <= \(bind: at) AND (\(unsafeRaw: column) < \(bind: at) OR id < \(bind: cursor.id))"
     }
 
     public func expiredPendingRequests(now: Date, limit: Int) async throws -> [AccessRequest] {
@@ -239,14 +249,23 @@ public struct StoreSession: Sendable {
     }
 
     public func approvals(requestId: String) async throws -> [Approval] {
-        try await db.raw("SELECT * FROM approvals WHERE request_id = \(bind: requestId) ORDER BY at, approver").all().map { row in
-            Approval(requestId: try row.decode(column: "request_id", as: String.self),
-                     approver: try row.decode(column: "approver", as: String.self),
-                     decision: try row.decodeValue(column: "decision", as: ApprovalDecision.self),
-                     comment: try row.decode(column: "comment", as: String?.self),
-                     at: Date(unixMilliseconds: try row.decode(column: "at", as: Int64.self)),
-                     tokenId: try row.decode(column: "token_id", as: String?.self))
-        }
+        try await db.raw("SELECT * FROM approvals WHERE request_id = \(bind: requestId) ORDER BY at, approver").all().map(Self.approval)
+    }
+
+    /// The approvals of several requests in one query, by request id (a request without any is absent).
+    public func approvals(requestIds: [String]) async throws -> [String: [Approval]] {
+        guard !requestIds.isEmpty else { return [:] }
+        let rows = try await db.raw("SELECT * FROM approvals WHERE request_id IN (\(binds: requestIds)) ORDER BY at, approver").all()
+        return Dictionary(grouping: try rows.map(Self.approval), by: \.requestId)
+    }
+
+    static func approval(_ row: any SQLRow) throws -> Approval {
+        Approval(requestId: try row.decode(column: "request_id", as: String.self),
+                 approver: try row.decode(column: "approver", as: String.self),
+                 decision: try row.decodeValue(column: "decision", as: ApprovalDecision.self),
+                 comment: try row.decode(column: "comment", as: String?.self),
+                 at: Date(unixMilliseconds: try row.decode(column: "at", as: Int64.self)),
+                 tokenId: try row.decode(column: "token_id", as: String?.self))
     }
 
     // MARK: grants
@@ -284,11 +303,14 @@ public struct StoreSession: Sendable {
         public var principal: String?
         public var activeAt: Date?
         public var resource: String?
+        /// Only grants that started before this one (the next page of a listing).
+        public var before: PageCursor?
         public var limit: Int
-        public init(principal: String? = nil, activeAt: Date? = nil, resource: String? = nil, limit: Int = 100) {
+        public init(principal: String? = nil, activeAt: Date? = nil, resource: String? = nil, before: PageCursor? = nil, limit: Int = 100) {
             self.principal = principal
             self.activeAt = activeAt
             self.resource = resource
+            self.before = before
             self.limit = limit
         }
     }
@@ -300,6 +322,7 @@ public struct StoreSession: Sendable {
         if let now = filter.activeAt {
             conditions.append("ended_at IS NULL AND expires_at > \(bind: now.unixMilliseconds)")
         }
+        if let before = filter.before { conditions.append(Self.older(than: before, column: "starts_at")) }
         let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         return try await db.raw("SELECT * FROM grants \(whereClause) ORDER BY starts_at DESC, id DESC LIMIT \(bind: filter.limit)")
             .all().map(Self.grant)

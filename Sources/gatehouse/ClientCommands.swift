@@ -138,7 +138,8 @@ struct RequestsCommand: AsyncParsableCommand {
     @Flag(name: .customLong("to-approve"), help: "Pending requests you can decide.") var toApprove = false
     @Flag(help: "Every request (admins).") var all = false
     @Option(help: "Only requests in this state (pending, approved, denied, expired, canceled, quarantined).", completion: Completions.requestStates) var state: String?
-    @Option(help: "At most this many.") var limit: Int = 100
+    @Option(help: "At most this many (1-1000).") var limit: Int = 100
+    @Option(help: "Start at this page (the cursor printed under the previous one).") var cursor: String?
     @OptionGroup var options: ClientOptions
 
     func validate() throws {
@@ -151,13 +152,14 @@ struct RequestsCommand: AsyncParsableCommand {
     func run() async throws {
         let scope: Components.Schemas.RequestScope = toApprove ? .toApprove : all ? .all : .mine
         let list = try await options.client().run {
-            try await $0.listRequests(query: .init(scope: scope, state: state.flatMap { .init(rawValue: $0) }, limit: limit)).ok.body.json
+            try await $0.listRequests(query: .init(scope: scope, state: state.flatMap { .init(rawValue: $0) }, limit: limit, cursor: cursor)).ok.body.json
         }
         try options.show(list) { body in
             let rows = (body["requests"] as? [[String: Any]] ?? []).map { r in
                 ["id", "state", "requester", "resource", "role", "duration", "created_at", "reason"].map { Output.string(r, $0) }
             }
             Output.table(["id", "state", "requester", "resource", "role", "for", "created", "reason"], rows)
+            Output.nextPage(body)
         }
     }
 }
@@ -216,18 +218,20 @@ struct GrantsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "grants", abstract: "List grants: yours, or everyone's (admins).")
     @Flag(help: "Everyone's grants (admins).") var all = false
     @Flag(help: "Only grants active now.") var active = false
-    @Option(help: "At most this many.") var limit: Int = 100
+    @Option(help: "At most this many (1-1000).") var limit: Int = 100
+    @Option(help: "Start at this page (the cursor printed under the previous one).") var cursor: String?
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
         let list = try await options.client().run {
-            try await $0.listGrants(query: .init(scope: all ? .all : .mine, active: active ? true : nil, limit: limit)).ok.body.json
+            try await $0.listGrants(query: .init(scope: all ? .all : .mine, active: active ? true : nil, limit: limit, cursor: cursor)).ok.body.json
         }
         try options.show(list) { body in
             let rows = (body["grants"] as? [[String: Any]] ?? []).map { g in
                 ["id", "state", "principal", "resource", "role", "starts_at", "expires_at"].map { Output.string(g, $0) }
             }
             Output.table(["id", "state", "principal", "resource", "role", "starts", "expires"], rows)
+            Output.nextPage(body)
         }
     }
 }

@@ -55,6 +55,12 @@ enum Output {
         for row in rows { print(line(row)) }
     }
 
+    /// Under a listing's table, on stderr (the table stays clean for pipes): how to get the next page.
+    static func nextPage(_ body: [String: Any]) {
+        guard let next = body["next_cursor"] as? String else { return }
+        FileHandle.standardError.write(Data("more: run the same command with --cursor \(next)\n".utf8))
+    }
+
     static func fields(_ pairs: [(String, String?)]) {
         let width = pairs.map(\.0.count).max() ?? 0
         for (name, value) in pairs {

@@ -279,12 +279,13 @@ extension GatehouseHTTPClient {
     }
 
     func listRequests(_ token: String?, scope: Components.Schemas.RequestScope? = nil, state: Components.Schemas.RequestState? = nil,
-                      limit: Int? = nil) async throws -> TestServer.Reply {
-        try await call(token) { try await $0.listRequests(query: .init(scope: scope, state: state, limit: limit)) }
+                      limit: Int? = nil, cursor: String? = nil) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.listRequests(query: .init(scope: scope, state: state, limit: limit, cursor: cursor)) }
     }
 
-    func listGrants(_ token: String?, scope: Components.Schemas.GrantScope? = nil, active: Bool? = nil, limit: Int? = nil) async throws -> TestServer.Reply {
-        try await call(token) { try await $0.listGrants(query: .init(scope: scope, active: active, limit: limit)) }
+    func listGrants(_ token: String?, scope: Components.Schemas.GrantScope? = nil, active: Bool? = nil, limit: Int? = nil,
+                    cursor: String? = nil) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.listGrants(query: .init(scope: scope, active: active, limit: limit, cursor: cursor)) }
     }
 
     func listAudit(_ token: String?, limit: Int? = nil) async throws -> TestServer.Reply {

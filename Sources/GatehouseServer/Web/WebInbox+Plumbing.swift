@@ -37,7 +37,7 @@ extension WebInbox {
     /// The header: who is signed in, the CSRF token for its forms, and the inbox and review counts
     /// (the inbox page counts its own list).
     func layoutData(_ caller: Caller, _ session: WebSession, countInbox: Bool) async throws -> [String: Any] {
-        let waiting = countInbox ? try await service.desk.list(caller: caller, scope: .toApprove, state: nil, limit: 200).count : 0
+        let waiting = countInbox ? try await service.desk.list(caller: caller, scope: .toApprove, state: nil, limit: 200).items.count : 0
         let policy = service.policies.policy
         let reviews = try await service.breakGlass.uses(caller: caller, awaitingReview: true, limit: 200)
             .filter { $0.principal != caller.principal && (caller.isAdmin || policy.isBreakGlassReviewer(caller.principal, resource: $0.resource)) }.count

@@ -205,11 +205,11 @@ struct WebInbox {
     // MARK: pages
 
     func inbox(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
-        let waiting = try await service.desk.list(caller: caller, scope: .toApprove, state: nil, limit: 200)
+        let waiting = try await service.desk.list(caller: caller, scope: .toApprove, state: nil, limit: 200).items
         var layout = layout
         if !waiting.isEmpty { layout["inboxCount"] = waiting.count }
         let policy = service.policies.policy
-        let held = policy.isReviewer(caller.principal) ? try await service.desk.list(caller: caller, scope: .all, state: .quarantined, limit: 50) : []
+        let held = policy.isReviewer(caller.principal) ? try await service.desk.list(caller: caller, scope: .all, state: .quarantined, limit: 50).items : []
         return render("inbox", title: "Inbox", data: [
             "requests": waiting.map { Self.row($0.request, for: caller) }, "empty": "Nothing is waiting for your decision.",
             "quarantined": held.map { Self.row($0.request, for: caller) }, "hasQuarantined": !held.isEmpty,
@@ -217,7 +217,7 @@ struct WebInbox {
     }
 
     func mine(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
-        let mine = try await service.desk.list(caller: caller, scope: .mine, state: nil, limit: 200)
+        let mine = try await service.desk.list(caller: caller, scope: .mine, state: nil, limit: 200).items
         return render("requests", title: "My requests", data: [
             "heading": "My requests", "requests": mine.map { Self.row($0.request, for: caller) },
             "empty": "You have not asked for anything yet. Use `gatehouse request RESOURCE --role ROLE --for 30m --reason ...`.",
@@ -293,7 +293,7 @@ struct WebInbox {
     }
 
     func grants(_ caller: Caller, _ layout: [String: Any], _ request: Request) async throws -> Response {
-        let grants = try await service.grants.list(caller: caller, all: caller.isAdmin, activeOnly: true, limit: 500)
+        let grants = try await service.grants.list(caller: caller, all: caller.isAdmin, activeOnly: true, limit: 500).items
         let now = service.clock.now()
         return render("grants", title: "Grants", data: [
             "heading": caller.isAdmin ? "Active grants (everyone)" : "My active grants",
