@@ -77,9 +77,11 @@ struct GatehouseBench {
                                                     state: .approved, approvalsRequired: 1, createdAt: at, pendingExpiresAt: at.addingTimeInterval(86_400),
                                                     decidedAt: at, decidedBy: "ops1", grantId: "grt_h\(n)")
                         try await session.insertRequest(request)
-                        try await session.insertGrant(Grant(id: "grt_h\(n)", requestId: request.id, principal: user, resource: request.resource,
-                                                            role: "write", allows: .write, startsAt: at, expiresAt: at.addingTimeInterval(1_800),
-                                                            endedAt: at.addingTimeInterval(1_800), endReason: .expired))
+                        let grant = Grant(id: "grt_h\(n)", requestId: request.id, principal: user, resource: request.resource,
+                                          role: "write", allows: .write, startsAt: at, expiresAt: at.addingTimeInterval(1_800),
+                                          endedAt: at.addingTimeInterval(1_800), endReason: .expired)
+                        try await session.insertGrant(grant)
+                        _ = try await session.endGrant(grant)
                     }
                 }
                 written += batch
