@@ -175,7 +175,7 @@ let package = Package(
             ],
             path: "Benchmarks/GatehouseBench"
         ),
-        .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
+        .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore", "GatehouseTestSupport"]),
         .testTarget(name: "GatehouseGuardTests", dependencies: ["GatehouseGuard", "GatehouseCore", "GatehouseTestSupport",
                                                         .product(name: "PostgresNIO", package: "postgres-nio")],
                     resources: [.copy("Corpus")]),

@@ -64,17 +64,27 @@ echo "== GET /healthz (baseline: HTTP stack without auth or store), wrk 1 thread
 wrk -t1 -c16 -d"${DURATION}s" --latency "$URL/healthz" | grep -E "Requests/sec|Latency|50%|99%"
 echo "== in-process SQL classification, one thread (one core)"
 "$BIN/gatehouse-bench" classify --seconds "$DURATION"
+echo "== in-process spam score (100 own and 200 other requests in the history), one thread"
+"$BIN/gatehouse-bench" score --seconds 4
+# Cycles twice: one principal per worker (each files hundreds of requests a minute, so its own history and
+# the others' window are always full), then 200 principals shared by the workers (a few each a minute).
+cycles() {
+  for workers in 1 8; do
+    "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency "$workers"
+  done
+  for workers in 1 8; do
+    "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency "$workers" --principals 200
+  done
+}
 echo "== request+approve cycles"
-[ -n "${SKIP_CYCLES:-}" ] || "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 1
-[ -n "${SKIP_CYCLES:-}" ] || "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8
+[ -n "${SKIP_CYCLES:-}" ] || cycles
 if [ -z "${SKIP_CYCLES:-}" ]; then
   echo "== request+approve cycles with anti-spam off (baseline for the score's cost)"
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
   "$BIN/gatehouse" serve --policy "$WORK/policy-off.yaml" --database "sqlite:$WORK/bench-off.db" --port "$PORT" --log-level warning &
   SERVER_PID=$!
   for _ in $(seq 1 100); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 1
-  "$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8
+  cycles
 fi
 echo "== flood: honest request+approve cycles (20/s) alone, then while one principal floods with 8 workers"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true

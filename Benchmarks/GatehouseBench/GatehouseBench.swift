@@ -29,6 +29,8 @@ struct GatehouseBench {
         switch mode {
         case "setup":
             try await setup(api, users: users, resources: resources, lua: option("lua", "check.lua"))
+        case "score":
+            ScoreBench.run(seconds: Double(option("seconds", "4"))!)
         case "classify":
             ClassifyBench.run(seconds: Double(option("seconds", "8"))!)
             await ClassifyBench.remembered(seconds: Double(option("seconds", "8"))! / 4)
@@ -95,8 +97,9 @@ struct GatehouseBench {
         case "revoke-delay":
             try await revokeDelay(apis, rounds: Int(option("rounds", "50"))!)
         case "cycles":
+            let concurrency = Int(option("concurrency", "8"))!
             try await cycles(apis, users: users, resources: resources, seconds: Double(option("seconds", "15"))!,
-                             concurrency: Int(option("concurrency", "8"))!)
+                             concurrency: concurrency, principals: Int(option("principals", "\(concurrency)"))!)
         default:
             print("unknown mode \(mode)")
             exit(2)
@@ -153,13 +156,16 @@ struct GatehouseBench {
     }
 
     /// Request + approve cycles for `seconds`, from `concurrency` workers; prints cycles/s and latency percentiles.
-    static func cycles(_ apis: [API], users: Int, resources: Int, seconds: Double, concurrency: Int) async throws {
+    /// `principals` requesters (u000...), each worker taking its own share in turn (worker w files as
+    /// u(w), u(w + concurrency), ...): by default one each, so a worker's principal files a request as soon as
+    /// the last was approved, hundreds a minute; with 200, each person files a few a minute, as a team does.
+    static func cycles(_ apis: [API], users: Int, resources: Int, seconds: Double, concurrency: Int, principals: Int) async throws {
         let api = apis[0]
-        // One requester per worker: each files its next request after the last one was approved, so none
-        // of them is ever "the identical pending request" of another.
+        // Each worker files its next request after the last one was approved, and workers share no
+        // principal, so none is ever "the identical pending request" of another.
         var tokens: [String] = []
-        for worker in 0..<concurrency { tokens.append(try await api.token(for: String(format: "u%03d", worker))) }
-        let requesters = tokens
+        for index in 0..<max(principals, concurrency) { tokens.append(try await api.token(for: String(format: "u%03d", index))) }
+        let requesters = (0..<concurrency).map { worker in stride(from: worker, to: tokens.count, by: concurrency).map { tokens[$0] } }
         let approvers = try await [api.token(for: "ops1"), api.token(for: "ops2")]
         let deadline = Date().addingTimeInterval(seconds)
         let start = Date()
@@ -170,7 +176,7 @@ struct GatehouseBench {
                     var n = 0
                     while Date() < deadline {
                         let t0 = Date()
-                        let created = try await apis[worker % apis.count].file(requesters[worker], resource: "db\((worker + n) % resources)", role: "write",
+                        let created = try await apis[worker % apis.count].file(requesters[worker][n % requesters[worker].count], resource: "db\((worker + n) % resources)", role: "write",
                                                                                duration: "5m", reason: "INC-\(worker * 100_000 + n) benchmark cycle")
                         guard created.status == 201, let id = created.request?.id else { throw BenchError("request failed: \(created)") }
                         let approved = try await apis[(worker + 1) % apis.count].approve(approvers[n % 2], id)
@@ -185,8 +191,9 @@ struct GatehouseBench {
         }
         let elapsed = Date().timeIntervalSince(start)
         func percentile(_ p: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
-        print(String(format: "cycles: %d request+approve cycles in %.1fs = %.0f cycles/s; cycle latency p50 %.2f ms, p99 %.2f ms (concurrency %d, %d instance(s))",
-                     latencies.count, elapsed, Double(latencies.count) / elapsed, percentile(0.5), percentile(0.99), concurrency, apis.count))
+        print(String(format: "cycles: %d request+approve cycles in %.1fs = %.0f cycles/s; cycle latency p50 %.2f ms, p99 %.2f ms (concurrency %d, %d principal(s), %d instance(s))",
+                     latencies.count, elapsed, Double(latencies.count) / elapsed, percentile(0.5), percentile(0.99), concurrency,
+                     max(principals, concurrency), apis.count))
     }
 }
 

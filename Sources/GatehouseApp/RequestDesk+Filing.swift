@@ -35,6 +35,11 @@ extension RequestDesk {
 
     private func fileInLane(caller: Caller, input: NewRequestInput, classification: ActionClassification?, sourceIP: String?) async throws -> (RequestView, created: Bool) {
         let context = self.context
+        // Other principals' recent requests feed only the score's shared-reason signal (and the campaign
+        // hold, which re-reads each request it holds): read before the write, on a reader, so the writer
+        // that every filing and decision waits for does not spend its time on them. What the hard limits
+        // read (the principal's own history, open requests, refusals, buckets) is read in the transaction.
+        let others = try await AntiSpamTransaction.others(of: caller.principal, context: context)
         let filing: Filing = try await context.write(as: caller) { session, policy, now in
             let outcome = try RequestLifecycle.open(input, classification: classification, requester: caller.principal, policy: policy, now: now,
                                                     requestId: Identifier.make("req"), grantId: Identifier.make("grt"))
@@ -45,7 +50,7 @@ extension RequestDesk {
             guard policy.antiSpam.enabled else {
                 return .created(try await tx.persist(outcome))
             }
-            let open = try await session.requests(.init(requester: caller.principal, states: [.pending, .quarantined], limit: 1000))
+            let open = try await session.requests(requester: caller.principal, states: [.pending, .quarantined])
             if let same = open.first(where: { $0.resource == candidate.resource && $0.role == candidate.role && $0.action?.digest == candidate.action?.digest }) {
                 context.metrics.antiSpam("deduplicated", reason: "identical_pending")
                 return .existing(RequestView(request: same, approvals: try await session.approvals(requestId: same.id)))
@@ -54,7 +59,7 @@ extension RequestDesk {
             let rule = role?.reason ?? ReasonRule()
             let reachesApprovers = (role?.approvals ?? 1) > 0
             let ticket = SpamScore.hasTicket(reason: candidate.reason, ticket: candidate.ticket, rule: rule)
-            let history = try await tx.history()
+            let history = try await tx.history(others: others)
             switch try await tx.hardLimit(candidate, open: open, history: history, throttledUntil: flags?.throttledUntil, sourceIP: sourceIP) {
             case .refused(let refusal, let kind):
                 return .refused(try await tx.refuse(refusal, kind: kind, request: candidate, history: history, ticket: ticket,
@@ -88,15 +93,28 @@ struct AntiSpamTransaction {
     let metrics: any AppMetrics
     var spam: AntiSpamPolicy { policy.antiSpam }
 
-    /// The principal's recent behaviour, with the longest window any signal needs.
-    func history() async throws -> SpamHistory {
+    /// Other principals' requests within the shared-reason window, newest first, read on a reader
+    /// just before the filing's transaction (none when anti-spam is off).
+    static func others(of requester: String, context: AppContext) async throws -> [PastRequest] {
+        let spam = context.policies.policy.antiSpam
+        guard spam.enabled else { return [] }
+        let since = context.clock.now().addingTimeInterval(-TimeInterval(spam.windows.sharedReason.seconds))
+        return try await context.read { try await $0.othersRequests(excluding: requester, since: since) }
+    }
+
+    /// The principal's recent behaviour, with the longest window any signal needs; `others` as read
+    /// before the transaction.
+    func history(others: [PastRequest]) async throws -> SpamHistory {
         let windows = spam.windows
         let longest = [windows.history, windows.repeatedReason, windows.recentDenial, windows.enumeration, windows.burst].max()!
+        let own = try await session.pastRequests(requester: requester, since: now.addingTimeInterval(-TimeInterval(longest.seconds)))
+        // Requests within the window are earlier requests too: with enough of them, no count is needed.
+        let cap = windows.newPrincipalRequests
         return SpamHistory(
-            own: try await session.pastRequests(requester: requester, since: now.addingTimeInterval(-TimeInterval(longest.seconds))),
-            others: try await session.othersRequests(excluding: requester, since: now.addingTimeInterval(-TimeInterval(windows.sharedReason.seconds))),
+            own: own,
+            others: others.filter { $0.requester != requester },
             refusals: try await session.refusals(principal: requester, since: now.addingTimeInterval(-TimeInterval(spam.windows.refusals.seconds))),
-            earlierRequests: try await session.requestCount(requester: requester, cap: windows.newPrincipalRequests))
+            earlierRequests: own.count >= cap ? cap : try await session.requestCount(requester: requester, cap: cap))
     }
 
     /// Reads what the filing gate looks at and asks it. `open` are the principal's pending and
@@ -146,7 +164,7 @@ struct AntiSpamTransaction {
     func blockPrincipal(by actor: String, reason: String, details: [String: String]) async throws -> [AuditEntry] {
         try await session.block(requester, by: actor, reason: reason, at: now)
         var entries = [AuditEntry(actor: actor, action: .principalBlocked, subject: requester, details: details)]
-        for open in try await session.requests(.init(requester: requester, states: [.pending], limit: 1000)) {
+        for open in try await session.requests(requester: requester, states: [.pending]) {
             guard let held = RequestLifecycle.quarantine(open, why: RequestLifecycle.heldReason, policy: policy, now: now),
                   try await session.updateRequest(held, from: .pending) else { continue }
             entries.append(AuditEntry(actor: actor, action: .requestQuarantined, subject: held.id, resource: held.resource,

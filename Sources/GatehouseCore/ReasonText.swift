@@ -5,6 +5,40 @@ public enum ReasonText {
 
     /// Lowercased words of letters and digits (hyphens kept inside words: `inc-4411`).
     public static func words(_ text: String) -> [String] {
+        asciiWords(text) ?? characterWords(text)
+    }
+
+    /// `words` for an ASCII text, byte by byte (the score reads hundreds of reasons per request; walking
+    /// them by grapheme cluster was most of its cost). Nil for any other text. The same words as
+    /// `characterWords`: in ASCII, only A-Z and a-z are letters and only 0-9 are numbers.
+    static func asciiWords(_ text: String) -> [String]? {
+        var text = text
+        return text.withUTF8 { bytes -> [String]? in
+            guard bytes.allSatisfy({ $0 < 0x80 }) else { return nil }
+            var words: [String] = []
+            var current: [UInt8] = []
+            current.reserveCapacity(32)
+            func finish() {
+                if current.last == UInt8(ascii: "-") { current.removeLast() }
+                words.append(String(decoding: current, as: UTF8.self))
+                current.removeAll(keepingCapacity: true)
+            }
+            for byte in bytes {
+                let lower = (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte + 32 : byte
+                if (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(lower) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(lower)
+                    || (lower == UInt8(ascii: "-") && !current.isEmpty) {
+                    current.append(lower)
+                } else if !current.isEmpty {
+                    finish()
+                }
+            }
+            if !current.isEmpty { finish() }
+            return words
+        }
+    }
+
+    /// `words` for any text, by grapheme cluster.
+    static func characterWords(_ text: String) -> [String] {
         var words: [String] = []
         var current = ""
         for character in text.lowercased() {

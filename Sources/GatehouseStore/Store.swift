@@ -168,7 +168,7 @@ public final class GatehouseStore: Sendable {
         try await backend.write { session in
             try await session.db.raw("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)").run()
             let current = try await session.db.raw("SELECT MAX(version) AS v FROM schema_migrations").first()?
-                .decode(column: "v", as: Int?.self) ?? 0
+                .decodeOptional(column: "v", as: Int.self) ?? 0
             guard current <= Migrations.latestVersion else {
                 throw GatehouseError(.conflict, "schema_too_new",
                                      "the database schema is at version \(current) but this gatehouse knows only up to version \(Migrations.latestVersion); run a newer gatehouse")

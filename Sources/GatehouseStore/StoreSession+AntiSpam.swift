@@ -110,11 +110,11 @@ extension StoreSession {
     static func flags(_ row: any SQLRow) throws -> PrincipalFlags {
         PrincipalFlags(
             principal: try row.decode(column: "principal", as: String.self),
-            blockedAt: try row.decode(column: "blocked_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
-            blockedBy: try row.decode(column: "blocked_by", as: String?.self),
-            blockReason: try row.decode(column: "block_reason", as: String?.self),
-            throttledUntil: try row.decode(column: "throttled_until", as: Int64?.self).map(Date.init(unixMilliseconds:)),
-            throttleReason: try row.decode(column: "throttle_reason", as: String?.self))
+            blockedAt: try row.decodeOptional(column: "blocked_at", as: Int64.self).map(Date.init(unixMilliseconds:)),
+            blockedBy: try row.decodeOptional(column: "blocked_by", as: String.self),
+            blockReason: try row.decodeOptional(column: "block_reason", as: String.self),
+            throttledUntil: try row.decodeOptional(column: "throttled_until", as: Int64.self).map(Date.init(unixMilliseconds:)),
+            throttleReason: try row.decodeOptional(column: "throttle_reason", as: String.self))
     }
 
     // MARK: history for the spam score
@@ -154,8 +154,8 @@ extension StoreSession {
             reason: try row.decode(column: "reason", as: String.self),
             state: try row.decodeValue(column: "state", as: RequestState.self),
             createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
-            decidedAt: try row.decode(column: "decided_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
-            decidedBy: try row.decode(column: "decided_by", as: String?.self))
+            decidedAt: try row.decodeOptional(column: "decided_at", as: Int64.self).map(Date.init(unixMilliseconds:)),
+            decidedBy: try row.decodeOptional(column: "decided_by", as: String.self))
     }
 
     // MARK: housekeeping

@@ -44,8 +44,8 @@ extension StoreSession {
             at: Date(unixMilliseconds: try row.decode(column: "at", as: Int64.self)),
             expiresAt: Date(unixMilliseconds: try row.decode(column: "expires_at", as: Int64.self)),
             reviewRequired: try row.decode(column: "review_required", as: Int64.self) != 0,
-            reviewedAt: try row.decode(column: "reviewed_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
-            reviewedBy: try row.decode(column: "reviewed_by", as: String?.self),
-            reviewComment: try row.decode(column: "review_comment", as: String?.self))
+            reviewedAt: try row.decodeOptional(column: "reviewed_at", as: Int64.self).map(Date.init(unixMilliseconds:)),
+            reviewedBy: try row.decodeOptional(column: "reviewed_by", as: String.self),
+            reviewComment: try row.decodeOptional(column: "review_comment", as: String.self))
     }
 }

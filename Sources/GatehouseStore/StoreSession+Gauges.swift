@@ -29,7 +29,7 @@ extension StoreSession {
             SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM webhook_deliveries WHERE delivered_at IS NULL AND failed_at IS NULL
             """).first() {
             counts.queuedDeliveries = try row.decode(column: "n", as: Int.self)
-            counts.oldestQueuedDelivery = try row.decode(column: "oldest", as: Int64?.self).map { Date(unixMilliseconds: $0) }
+            counts.oldestQueuedDelivery = try row.decodeOptional(column: "oldest", as: Int64.self).map { Date(unixMilliseconds: $0) }
         }
         return counts
     }

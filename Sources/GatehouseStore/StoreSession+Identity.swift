@@ -87,7 +87,7 @@ extension StoreSession {
             issuer: try row.decode(column: "issuer", as: String.self),
             subject: try row.decode(column: "subject", as: String.self),
             principal: try row.decode(column: "principal", as: String.self),
-            email: try row.decode(column: "email", as: String?.self),
+            email: try row.decodeOptional(column: "email", as: String.self),
             groups: try decodeList(try row.decode(column: "groups", as: String.self)),
             firstSeen: Date(unixMilliseconds: try row.decode(column: "first_seen", as: Int64.self)),
             lastSeen: Date(unixMilliseconds: try row.decode(column: "last_seen", as: Int64.self)))
@@ -143,7 +143,7 @@ extension StoreSession {
             verifier: try row.decode(column: "verifier", as: String.self),
             purpose: try row.decodeValue(column: "purpose", as: PendingSignIn.Purpose.self),
             redirectURI: try row.decode(column: "redirect_uri", as: String.self),
-            clientHash: try row.decode(column: "client_hash", as: String?.self),
+            clientHash: try row.decodeOptional(column: "client_hash", as: String.self),
             createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
             expiresAt: Date(unixMilliseconds: try row.decode(column: "expires_at", as: Int64.self)))
     }

@@ -99,7 +99,7 @@ extension StoreSession {
     }
 
     static func notification(_ row: any SQLRow) throws -> OutboxNotification {
-        let ids = try row.decode(column: "request_ids", as: String?.self) ?? ""
+        let ids = try row.decodeOptional(column: "request_ids", as: String.self) ?? ""
         return OutboxNotification(
             id: try row.decode(column: "id", as: String.self),
             recipient: try row.decode(column: "recipient", as: String.self),
@@ -108,7 +108,7 @@ extension StoreSession {
             summary: try row.decode(column: "summary", as: String.self),
             createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
             updatedAt: Date(unixMilliseconds: try row.decode(column: "updated_at", as: Int64.self)),
-            sentAt: try row.decode(column: "sent_at", as: Int64?.self).map(Date.init(unixMilliseconds:)))
+            sentAt: try row.decodeOptional(column: "sent_at", as: Int64.self).map(Date.init(unixMilliseconds:)))
     }
 
     // MARK: notifications
@@ -221,8 +221,8 @@ extension StoreSession {
             createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
             attempts: Int(try row.decode(column: "attempts", as: Int64.self)),
             nextAttemptAt: Date(unixMilliseconds: try row.decode(column: "next_attempt_at", as: Int64.self)),
-            lastStatus: try row.decode(column: "last_status", as: String?.self),
-            deliveredAt: try row.decode(column: "delivered_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
-            failedAt: try row.decode(column: "failed_at", as: Int64?.self).map(Date.init(unixMilliseconds:)))
+            lastStatus: try row.decodeOptional(column: "last_status", as: String.self),
+            deliveredAt: try row.decodeOptional(column: "delivered_at", as: Int64.self).map(Date.init(unixMilliseconds:)),
+            failedAt: try row.decodeOptional(column: "failed_at", as: Int64.self).map(Date.init(unixMilliseconds:)))
     }
 }

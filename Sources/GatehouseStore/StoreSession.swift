@@ -96,17 +96,17 @@ public struct StoreSession: Sendable {
         TokenRecord(
             id: try row.decode(column: "id", as: String.self),
             principal: try row.decode(column: "principal", as: String.self),
-            description: try row.decode(column: "description", as: String?.self),
+            description: try row.decodeOptional(column: "description", as: String.self),
             isBootstrapAdmin: try row.decode(column: "is_bootstrap_admin", as: Int.self) != 0,
             createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
             createdBy: try row.decode(column: "created_by", as: String.self),
-            revokedAt: try row.decode(column: "revoked_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
-            revokedBy: try row.decode(column: "revoked_by", as: String?.self),
+            revokedAt: try row.decodeOptional(column: "revoked_at", as: Int64.self).map(Date.init(unixMilliseconds:)),
+            revokedBy: try row.decodeOptional(column: "revoked_by", as: String.self),
             kind: try row.decodeValue(column: "kind", as: TokenRecord.Kind.self),
-            expiresAt: try row.decode(column: "expires_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
-            groups: try row.decode(column: "groups", as: String?.self).map(decodeList),
-            issuer: try row.decode(column: "issuer", as: String?.self),
-            subject: try row.decode(column: "subject", as: String?.self))
+            expiresAt: try row.decodeOptional(column: "expires_at", as: Int64.self).map(Date.init(unixMilliseconds:)),
+            groups: try row.decodeOptional(column: "groups", as: String.self).map(decodeList),
+            issuer: try row.decodeOptional(column: "issuer", as: String.self),
+            subject: try row.decodeOptional(column: "subject", as: String.self))
     }
 
     /// Group lists are stored as JSON arrays of names.
@@ -183,6 +183,15 @@ public struct StoreSession: Sendable {
             .all().map(Self.request)
     }
 
+    /// A principal's requests in some states (their open ones, read by every filing), newest first, at most
+    /// 10,000. Without an ORDER BY in SQL, so that the planner takes the (requester, state) index instead of
+    /// walking the principal's whole history in time order; they are few, and sorted here.
+    public func requests(requester: String, states: [RequestState]) async throws -> [AccessRequest] {
+        try await db.raw("""
+            SELECT * FROM requests WHERE requester = \(bind: requester) AND state IN (\(binds: states.map(\.rawValue))) LIMIT 10000
+            """).all().map(Self.request).sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }
+    }
+
     /// Rows after `cursor` in `ORDER BY column DESC, id DESC`. The first term alone can use an index on `column`.
     static func older(than cursor: PageCursor, column: String) -> SQLQueryString {
         let at = cursor.at.unixMilliseconds
@@ -204,37 +213,37 @@ public struct StoreSession: Sendable {
             role: try row.decode(column: "role", as: String.self),
             duration: TimeSpan(seconds: try row.decode(column: "duration_s", as: Int64.self)),
             reason: try row.decode(column: "reason", as: String.self),
-            ticket: try row.decode(column: "ticket", as: String?.self),
+            ticket: try row.decodeOptional(column: "ticket", as: String.self),
             state: try row.decodeValue(column: "state", as: RequestState.self),
             approvalsRequired: try row.decode(column: "approvals_required", as: Int.self),
             createdAt: Date(unixMilliseconds: try row.decode(column: "created_at", as: Int64.self)),
             pendingExpiresAt: Date(unixMilliseconds: try row.decode(column: "pending_expires_at", as: Int64.self)),
-            decidedAt: try row.decode(column: "decided_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
-            decidedBy: try row.decode(column: "decided_by", as: String?.self),
-            stateReason: try row.decode(column: "state_reason", as: String?.self),
-            grantId: try row.decode(column: "grant_id", as: String?.self),
+            decidedAt: try row.decodeOptional(column: "decided_at", as: Int64.self).map(Date.init(unixMilliseconds:)),
+            decidedBy: try row.decodeOptional(column: "decided_by", as: String.self),
+            stateReason: try row.decodeOptional(column: "state_reason", as: String.self),
+            grantId: try row.decodeOptional(column: "grant_id", as: String.self),
             action: try requestedAction(row),
             spam: try spamVerdict(row))
     }
 
     static func spamVerdict(_ row: any SQLRow) throws -> SpamVerdict? {
-        guard let score = try row.decode(column: "spam_score", as: Int?.self),
-              let action = try row.decode(column: "spam_action", as: String?.self).flatMap(SpamAction.init(rawValue:)) else { return nil }
-        let signals = try row.decode(column: "spam_signals", as: String?.self)
+        guard let score = try row.decodeOptional(column: "spam_score", as: Int.self),
+              let action = try row.decodeOptional(column: "spam_action", as: String.self).flatMap(SpamAction.init(rawValue:)) else { return nil }
+        let signals = try row.decodeOptional(column: "spam_signals", as: String.self)
             .flatMap { try? JSONDecoder().decode([FiredSignal].self, from: Data($0.utf8)) } ?? []
         return SpamVerdict(score: score, signals: signals, action: action)
     }
 
     static func requestedAction(_ row: any SQLRow) throws -> RequestedAction? {
-        guard let kind = try row.decode(column: "action_kind", as: String?.self).flatMap(Action.Kind.init(rawValue:)),
-              let text = try row.decode(column: "action_text", as: String?.self),
-              let digest = try row.decode(column: "action_digest", as: String?.self) else { return nil }
-        let categories = try row.decode(column: "action_categories", as: String?.self) ?? ""
+        guard let kind = try row.decodeOptional(column: "action_kind", as: String.self).flatMap(Action.Kind.init(rawValue:)),
+              let text = try row.decodeOptional(column: "action_text", as: String.self),
+              let digest = try row.decodeOptional(column: "action_digest", as: String.self) else { return nil }
+        let categories = try row.decodeOptional(column: "action_categories", as: String.self) ?? ""
         return RequestedAction(
             kind: kind, text: text, digest: digest,
             risk: try row.decodeValue(column: "action_risk", as: RiskLevel.self),
             categories: categories.split(separator: ",").map(String.init),
-            normalized: try row.decode(column: "action_normalized", as: String?.self))
+            normalized: try row.decodeOptional(column: "action_normalized", as: String.self))
     }
 
     // MARK: approvals
@@ -263,9 +272,9 @@ public struct StoreSession: Sendable {
         Approval(requestId: try row.decode(column: "request_id", as: String.self),
                  approver: try row.decode(column: "approver", as: String.self),
                  decision: try row.decodeValue(column: "decision", as: ApprovalDecision.self),
-                 comment: try row.decode(column: "comment", as: String?.self),
+                 comment: try row.decodeOptional(column: "comment", as: String.self),
                  at: Date(unixMilliseconds: try row.decode(column: "at", as: Int64.self)),
-                 tokenId: try row.decode(column: "token_id", as: String?.self))
+                 tokenId: try row.decodeOptional(column: "token_id", as: String.self))
     }
 
     // MARK: grants
@@ -345,12 +354,12 @@ public struct StoreSession: Sendable {
             allows: try row.decodeValue(column: "allows", as: RiskLevel.self),
             startsAt: Date(unixMilliseconds: try row.decode(column: "starts_at", as: Int64.self)),
             expiresAt: Date(unixMilliseconds: try row.decode(column: "expires_at", as: Int64.self)),
-            endedAt: try row.decode(column: "ended_at", as: Int64?.self).map(Date.init(unixMilliseconds:)),
-            endReason: try row.decode(column: "end_reason", as: String?.self).flatMap(GrantEnd.init(rawValue:)),
-            endedBy: try row.decode(column: "ended_by", as: String?.self),
-            endComment: try row.decode(column: "end_comment", as: String?.self),
-            actionDigest: try row.decode(column: "action_digest", as: String?.self),
-            breakGlass: (try row.decode(column: "break_glass", as: Int64?.self) ?? 0) != 0)
+            endedAt: try row.decodeOptional(column: "ended_at", as: Int64.self).map(Date.init(unixMilliseconds:)),
+            endReason: try row.decodeOptional(column: "end_reason", as: String.self).flatMap(GrantEnd.init(rawValue:)),
+            endedBy: try row.decodeOptional(column: "ended_by", as: String.self),
+            endComment: try row.decodeOptional(column: "end_comment", as: String.self),
+            actionDigest: try row.decodeOptional(column: "action_digest", as: String.self),
+            breakGlass: (try row.decodeOptional(column: "break_glass", as: Int64.self) ?? 0) != 0)
     }
 
     // MARK: audit
@@ -439,7 +448,7 @@ public struct StoreSession: Sendable {
             actor: try row.decode(column: "actor", as: String.self),
             action: try row.decode(column: "action", as: String.self),
             subject: try row.decode(column: "subject", as: String.self),
-            resource: try row.decode(column: "resource", as: String?.self),
+            resource: try row.decodeOptional(column: "resource", as: String.self),
             details: (try? JSONDecoder().decode([String: String].self, from: Data(details.utf8))) ?? ["unreadable_details": details],
             prevHash: try row.decode(column: "prev_hash", as: String.self),
             hash: try row.decode(column: "hash", as: String.self))
@@ -471,6 +480,13 @@ public struct StoreSession: Sendable {
 }
 
 extension SQLRow {
+    /// A column that may be NULL. SQLiteKit decodes `Optional<T>` through a nested `Decoder` (a protocol
+    /// conformance lookup and several allocations per value); asking for NULL first and then for `T` itself
+    /// takes its direct conversion. On every row the hot paths read (grants, tokens, requests).
+    func decodeOptional<T: Decodable>(column: String, as type: T.Type) throws -> T? {
+        try decodeNil(column: column) ? nil : decode(column: column, as: T.self)
+    }
+
     /// A column that holds one of an enum's values. Anything else means the row was written outside
     /// Gatehouse (or by a newer version): an error, never a guessed default such as "denied".
     func decodeValue<Value: RawRepresentable>(column: String, as type: Value.Type) throws -> Value where Value.RawValue == String {

@@ -50,8 +50,8 @@ public enum StoreTransfer {
                         var object: [String: Any] = [:]
                         for column in columns {
                             object[column.name] = column.isInteger
-                                ? try row.decode(column: column.name, as: Int64?.self).map { $0 as Any } ?? NSNull()
-                                : try row.decode(column: column.name, as: String?.self).map { $0 as Any } ?? NSNull()
+                                ? try row.decodeOptional(column: column.name, as: Int64.self).map { $0 as Any } ?? NSNull()
+                                : try row.decodeOptional(column: column.name, as: String.self).map { $0 as Any } ?? NSNull()
                         }
                         try emit(line(["table": table, "row": object]))
                     }
@@ -216,7 +216,7 @@ final class LineReader: @unchecked Sendable {
 extension StoreSession {
     /// The schema version recorded by the migrations.
     public func schemaVersion() async throws -> Int {
-        try await db.raw("SELECT MAX(version) AS v FROM schema_migrations").first()?.decode(column: "v", as: Int?.self) ?? 0
+        try await db.raw("SELECT MAX(version) AS v FROM schema_migrations").first()?.decodeOptional(column: "v", as: Int.self) ?? 0
     }
 
     /// How many rows each data table holds.
@@ -263,7 +263,7 @@ extension StoreSession {
         let verification = walker.finish(head: head)
         guard verification.ok else { return verification }
         // Read the newest event before the head again: a write committing in between only moves the head further.
-        let newest = try await db.raw("SELECT MAX(seq) AS seq FROM audit_events").first()?.decode(column: "seq", as: Int64?.self) ?? 0
+        let newest = try await db.raw("SELECT MAX(seq) AS seq FROM audit_events").first()?.decodeOptional(column: "seq", as: Int64.self) ?? 0
         let headNow = try await auditHead()?.seq ?? 0
         guard newest <= headNow else {
             return AuditChain.Verification(ok: false, eventsChecked: verification.eventsChecked, brokenAt: headNow + 1,

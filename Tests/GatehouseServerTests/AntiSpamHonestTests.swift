@@ -4,6 +4,7 @@ import GatehouseCore
 import GatehouseServer
 import GatehouseStore
 import Logging
+import GatehouseTestSupport
 import Testing
 
 @Suite("Anti-spam false positives and proxies")
@@ -38,7 +39,7 @@ struct AntiSpamHonestTests {
                      "update the tax rates for the new quarter", "clean up orphaned sessions after the outage",
                      "verify the refund totals for finance", "apply the hotfix for the currency rounding bug"]
         // Seeded: the same workload on every run, so a failure can be reproduced.
-        var generator = SeededGenerator(seed: 20_261_123)
+        var generator = SplitMix64(state: 20_261_123)
         try await TestServer.with(policy: policy) { server in
             let approver = try await server.token(for: "lead1")
             var tokens: [String: String] = [:]
@@ -107,18 +108,5 @@ struct AntiSpamHonestTests {
             }
             #expect(statuses == [201, 201, 201, 429, 429], "\(statuses)")
         }
-    }
-}
-
-/// SplitMix64: a small deterministic generator for reproducible generated workloads.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
