@@ -13,6 +13,7 @@
 #   requests (all, half way)  the same from a cursor half way down the history
 #   requests (mine)  GET /v1/requests as one requester
 #   grants (all)     GET /v1/grants?scope=all&limit=100 as the admin, and from half way down
+#   web inbox        GET /inbox for an approver with 20 requests waiting (server-rendered HTML)
 # The p50 and p99 latencies should not grow with the history.
 #   scripts/bench-data.sh            SIZES="10000 100000 1000000", HISTORY_SIZES="1000 10000 100000" by default;
 #                                    release build in .build-release
@@ -83,8 +84,8 @@ latency() {  # latency [wrk args]: "p50 / p99 (requests/s)"
     END {printf "%s / %s (%d/s)%s", p50, p99, rps, bad ? " " bad : ""}'
 }
 echo
-printf '%-9s | %-28s | %-28s | %-28s | %-28s | %-28s | %-28s\n' history "check: p50 / p99 (per s)" "requests, all" \
-  "requests, all, half way" "requests, mine" "grants, all" "grants, all, half way"
+printf '%-9s | %-28s | %-28s | %-28s | %-28s | %-28s | %-28s | %-28s\n' history "check: p50 / p99 (per s)" "requests, all" \
+  "requests, all, half way" "requests, mine" "grants, all" "grants, all, half way" "web inbox (20 waiting)"
 for n in $HISTORY_SIZES; do
   db=$WORK/history-$n.db
   "$BIN/gatehouse-bench" history --database "sqlite:$db" --count "$n" >"$WORK/history.out" 2>&1
@@ -97,14 +98,26 @@ for n in $HISTORY_SIZES; do
   "$BIN/gatehouse-bench" setup --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --users 200 --resources 5 --lua "$WORK/check.lua" >/dev/null
   USER_TOKEN=$(GATEHOUSE_URL=$URL GATEHOUSE_TOKEN=$GATEHOUSE_ADMIN_TOKEN "$BIN/gatehouse" token create u007 2>/dev/null)
   admin=(-H "Authorization: Bearer $GATEHOUSE_ADMIN_TOKEN")
+  # 20 requests waiting for ops1, who signs in to the web inbox.
+  for i in $(seq -f "%03g" 0 19); do
+    GATEHOUSE_URL=$URL GATEHOUSE_TOKEN=$("$BIN/gatehouse" token create "u$i" --url "$URL" --token "$GATEHOUSE_ADMIN_TOKEN" 2>/dev/null) \
+      "$BIN/gatehouse" request "db$((10#$i % 5))" --role write --for 30m --reason "INC-$i look at the slow invoice export" >/dev/null
+  done
+  OPS_TOKEN=$("$BIN/gatehouse" token create ops1 --url "$URL" --token "$GATEHOUSE_ADMIN_TOKEN" 2>/dev/null)
+  CSRF=$(curl -fs -c "$WORK/jar" "$URL/sign-in" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p')
+  curl -fs -o /dev/null -b "$WORK/jar" -c "$WORK/jar" --data-urlencode "csrf=$CSRF" --data-urlencode "token=$OPS_TOKEN" "$URL/sign-in"
+  COOKIE=$(awk '$6 == "gatehouse_session" {print $7}' "$WORK/jar")
+  rows=$(curl -fs -H "Cookie: gatehouse_session=$COOKIE" "$URL/inbox" | grep -c '<a href="/requests/' || true)
+  [ "$rows" -ge 20 ] || { echo "the inbox shows $rows requests, expected 20" >&2; exit 1; }
   curl -fs "${admin[@]}" "$URL/v1/requests?scope=all&limit=100&cursor=$requests_cursor" | grep -q '"req_h' \
     || { echo "the half-way page of requests is empty" >&2; exit 1; }
-  printf '%-9s | %-28s | %-28s | %-28s | %-28s | %-28s | %-28s\n' "$n" "$(latency -s "$WORK/check.lua" "$URL")" \
+  printf '%-9s | %-28s | %-28s | %-28s | %-28s | %-28s | %-28s | %-28s\n' "$n" "$(latency -s "$WORK/check.lua" "$URL")" \
     "$(latency "${admin[@]}" "$URL/v1/requests?scope=all&limit=100")" \
     "$(latency "${admin[@]}" "$URL/v1/requests?scope=all&limit=100&cursor=$requests_cursor")" \
     "$(latency -H "Authorization: Bearer $USER_TOKEN" "$URL/v1/requests")" \
     "$(latency "${admin[@]}" "$URL/v1/grants?scope=all&limit=100")" \
-    "$(latency "${admin[@]}" "$URL/v1/grants?scope=all&limit=100&cursor=$grants_cursor")"
+    "$(latency "${admin[@]}" "$URL/v1/grants?scope=all&limit=100&cursor=$grants_cursor")" \
+    "$(latency -H "Cookie: gatehouse_session=$COOKIE" "$URL/inbox")"
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
   rm -f "$db"*
 done

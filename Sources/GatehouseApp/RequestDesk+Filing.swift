@@ -37,8 +37,9 @@ extension RequestDesk {
         let context = self.context
         // Other principals' recent requests feed only the score's shared-reason signal (and the campaign
         // hold, which re-reads each request it holds): read before the write, on a reader, so the writer
-        // that every filing and decision waits for does not spend its time on them. What the hard limits
-        // read (the principal's own history, open requests, refusals, buckets) is read in the transaction.
+        // that every filing and decision waits for does not decode hundreds of rows; inside, only those
+        // filed since are read. What the hard limits read (the principal's own history, open requests,
+        // refusals, buckets) is read in the transaction.
         let others = try await AntiSpamTransaction.others(of: caller.principal, context: context)
         let filing: Filing = try await context.write(as: caller) { session, policy, now in
             let outcome = try RequestLifecycle.open(input, classification: classification, requester: caller.principal, policy: policy, now: now,
@@ -93,18 +94,52 @@ struct AntiSpamTransaction {
     let metrics: any AppMetrics
     var spam: AntiSpamPolicy { policy.antiSpam }
 
-    /// Other principals' requests within the shared-reason window, newest first, read on a reader
-    /// just before the filing's transaction (none when anti-spam is off).
-    static func others(of requester: String, context: AppContext) async throws -> [PastRequest] {
-        let spam = context.policies.policy.antiSpam
-        guard spam.enabled else { return [] }
-        let since = context.clock.now().addingTimeInterval(-TimeInterval(spam.windows.sharedReason.seconds))
-        return try await context.read { try await $0.othersRequests(excluding: requester, since: since) }
+    /// How many of other principals' newest requests the shared-reason signal compares.
+    static let othersCompared = 200
+
+    /// Other principals' requests as a reader saw them before the filing's transaction, and the audit
+    /// seq it had seen (read first: anything filed after that seq is audited after it).
+    struct OthersSnapshot: Sendable {
+        var requests: [PastRequest]
+        var auditSeq: Int64
+        var window: TimeSpan
     }
 
-    /// The principal's recent behaviour, with the longest window any signal needs; `others` as read
-    /// before the transaction.
-    func history(others: [PastRequest]) async throws -> SpamHistory {
+    /// Reads the snapshot on a reader (nil when anti-spam is off).
+    static func others(of requester: String, context: AppContext) async throws -> OthersSnapshot? {
+        let spam = context.policies.policy.antiSpam
+        guard spam.enabled else { return nil }
+        let window = spam.windows.sharedReason
+        let since = context.clock.now().addingTimeInterval(-TimeInterval(window.seconds))
+        return try await context.read { session in
+            let seq = try await session.auditHead()?.seq ?? 0
+            let requests = try await session.othersRequests(excluding: requester, since: since, limit: othersCompared)
+            return OthersSnapshot(requests: requests, auditSeq: seq, window: window)
+        }
+    }
+
+    /// Other principals' newest requests as of this transaction: the snapshot and those filed since (a
+    /// campaign filed all at once is seen whole: each filing sees every one committed before it), or all
+    /// read here when there is no snapshot or the policy's window changed in between.
+    func others(_ snapshot: OthersSnapshot?) async throws -> [PastRequest] {
+        let window = spam.windows.sharedReason
+        let since = now.addingTimeInterval(-TimeInterval(window.seconds))
+        guard let snapshot, snapshot.window == window else {
+            return try await session.othersRequests(excluding: requester, since: since, limit: Self.othersCompared)
+        }
+        let late = try await session.othersRequests(excluding: requester, since: since, auditedAfter: snapshot.auditSeq)
+        return Self.merge(snapshot.requests, late, limit: Self.othersCompared)
+    }
+
+    /// The newest `limit` of both lists, each request once (the later read wins).
+    static func merge(_ earlier: [PastRequest], _ later: [PastRequest], limit: Int) -> [PastRequest] {
+        var byId = Dictionary(earlier.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        for request in later { byId[request.id] = request }
+        return Array(byId.values.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(limit))
+    }
+
+    /// The principal's recent behaviour, with the longest window any signal needs.
+    func history(others snapshot: OthersSnapshot?) async throws -> SpamHistory {
         let windows = spam.windows
         let longest = [windows.history, windows.repeatedReason, windows.recentDenial, windows.enumeration, windows.burst].max()!
         let own = try await session.pastRequests(requester: requester, since: now.addingTimeInterval(-TimeInterval(longest.seconds)))
@@ -112,7 +147,7 @@ struct AntiSpamTransaction {
         let cap = windows.newPrincipalRequests
         return SpamHistory(
             own: own,
-            others: others.filter { $0.requester != requester },
+            others: try await others(snapshot),
             refusals: try await session.refusals(principal: requester, since: now.addingTimeInterval(-TimeInterval(spam.windows.refusals.seconds))),
             earlierRequests: own.count >= cap ? cap : try await session.requestCount(requester: requester, cap: cap))
     }
@@ -164,12 +199,19 @@ struct AntiSpamTransaction {
     func blockPrincipal(by actor: String, reason: String, details: [String: String]) async throws -> [AuditEntry] {
         try await session.block(requester, by: actor, reason: reason, at: now)
         var entries = [AuditEntry(actor: actor, action: .principalBlocked, subject: requester, details: details)]
-        for open in try await session.requests(requester: requester, states: [.pending]) {
-            guard let held = RequestLifecycle.quarantine(open, why: RequestLifecycle.heldReason, policy: policy, now: now),
-                  try await session.updateRequest(held, from: .pending) else { continue }
-            entries.append(AuditEntry(actor: actor, action: .requestQuarantined, subject: held.id, resource: held.resource,
-                                      details: ["principal": requester, "reason": actor == "antispam" ? "blocked" : "reported"]))
-            metrics.antiSpam("quarantined", reason: actor == "antispam" ? "blocked" : "report")
+        // All of them, however many: each round holds what the last one read, until none is left pending.
+        var seen = Set<String>()
+        while true {
+            let open = try await session.requests(requester: requester, states: [.pending]).filter { !seen.contains($0.id) }
+            if open.isEmpty { break }
+            for request in open {
+                seen.insert(request.id)
+                guard let held = RequestLifecycle.quarantine(request, why: RequestLifecycle.heldReason, policy: policy, now: now),
+                      try await session.updateRequest(held, from: .pending) else { continue }
+                entries.append(AuditEntry(actor: actor, action: .requestQuarantined, subject: held.id, resource: held.resource,
+                                          details: ["principal": requester, "reason": actor == "antispam" ? "blocked" : "reported"]))
+                metrics.antiSpam("quarantined", reason: actor == "antispam" ? "blocked" : "report")
+            }
         }
         return entries
     }

@@ -37,8 +37,10 @@ public struct RequestDesk: Sendable {
 
     public enum Scope: String, Sendable { case mine, toApprove = "to_approve", all }
 
-    /// A page of requests, newest first, from `cursor` on. With scope `to_approve` a page can hold fewer than
-    /// `limit` (those the caller may not decide, or already decided, are left out) and still have a next one.
+    /// A page of requests, newest first, from `cursor` on. With scope `to_approve` the query asks only for the
+    /// roles the caller approves (so the next page's cursor names a request they may see); a page can still
+    /// hold fewer than `limit` (their own requests, and those they already decided, are left out) and have a
+    /// next one.
     public func list(caller: Caller, scope: Scope, state: RequestState?, limit: Int, cursor: PageCursor? = nil) async throws -> Page<RequestView> {
         let policy = context.policies.policy
         var filter = StoreSession.RequestFilter(states: state.map { [$0] }, before: cursor, limit: limit)
@@ -51,7 +53,7 @@ public struct RequestDesk: Sendable {
                 return Page(items: [], next: nil)
             }
             filter.states = [state ?? .pending]
-            filter.resources = RequestPermissions.approvableResources(caller.principal, policy: policy)
+            filter.roles = RequestPermissions.approvableRoles(caller.principal, policy: policy)
         case .all:
             // Reviewers find what the anti-spam policy holds with `--all --state quarantined`.
             if !caller.isAdmin, !(state == .quarantined && policy.isReviewer(caller.principal)) {

@@ -4,7 +4,8 @@ import Foundation
 /// everything strictly older (keyset paging), so a page costs the same however deep in the history it is,
 /// and items written meanwhile neither repeat nor shift what comes next.
 ///
-/// Its text is `MILLISECONDS.ID` (`1733190000000.req_x7k...`); clients pass it back as they got it.
+/// Its text is `MILLISECONDS.ID` (`1733190000000.req_x7k...`, at most 81 characters); clients pass it back
+/// as they got it.
 public struct PageCursor: Sendable, Equatable {
     public var at: Date
     public var id: String
@@ -14,11 +15,13 @@ public struct PageCursor: Sendable, Equatable {
         self.id = id
     }
 
-    /// Reads a cursor's text; nil when it is not one this server handed out.
+    /// Reads a cursor's text; nil when it is not one this server handed out. (A time before 1970, from an
+    /// imported store or a clock set wrong, is negative.)
     public init?(_ text: String) {
         guard let dot = text.firstIndex(of: "."), text.utf8.count <= 81 else { return nil }
-        let millis = text[..<dot], id = String(text[text.index(after: dot)...])
-        guard (1...15).contains(millis.count), millis.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int64(millis),
+        let signed = text[..<dot], id = String(text[text.index(after: dot)...])
+        let millis = signed.hasPrefix("-") ? signed.dropFirst() : signed
+        guard (1...15).contains(millis.count), millis.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int64(signed),
               Identifier.isWellFormed(id) else { return nil }
         self.init(at: Date(unixMilliseconds: value), id: id)
     }

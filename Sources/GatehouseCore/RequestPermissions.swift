@@ -53,6 +53,18 @@ public enum RequestPermissions {
     }
 
     /// The resources on which the principal approves at least one role: where to look for work.
+    /// The roles the principal approves, by resource (`action` for a resource's one-shot actions): a
+    /// listing of what waits for them asks for these and nothing else, so nothing they may not see reaches it.
+    public static func approvableRoles(_ principal: String, policy: Policy) -> [String: [String]] {
+        var roles: [String: [String]] = [:]
+        for resource in policy.resources.values {
+            var names = resource.roles.values.filter { policy.eligibleApprovers(for: $0).contains(principal) }.map(\.name)
+            if let actions = resource.actions, policy.eligibleApprovers(for: actions).contains(principal) { names.append(Role.actionRoleName) }
+            if !names.isEmpty { roles[resource.name] = names.sorted() }
+        }
+        return roles
+    }
+
     public static func approvableResources(_ principal: String, policy: Policy) -> [String] {
         policy.resources.values.filter { resource in
             (Array(resource.roles.values) + (resource.actions.map { [$0] } ?? [])).contains { policy.eligibleApprovers(for: $0).contains(principal) }

@@ -154,10 +154,11 @@ enum Migrations {
         // a principal's open requests (read by every filing) are found without walking their whole history.
         (9, [
             "CREATE INDEX grants_by_start ON grants (starts_at, id)",
-            "CREATE INDEX grants_by_principal_start ON grants (principal, starts_at)",
+            "CREATE INDEX grants_by_principal_start ON grants (principal, starts_at, id)",
             "CREATE INDEX requests_by_time_id ON requests (created_at, id)",
-            "DROP INDEX requests_by_time",
             "CREATE INDEX requests_by_requester_state ON requests (requester, state, created_at)",
+            // Last: on PostgreSQL a dropped index holds its table exclusively until the migration commits.
+            "DROP INDEX requests_by_time",
         ]),
     ]
 

@@ -138,6 +138,17 @@ extension StoreSession {
             """).all().map(Self.pastRequest)
     }
 
+    /// Other principals' requests filed since a time whose creation was audited after `auditSeq`: what a
+    /// reader that looked at the audit head (`seq`) before reading `othersRequests` could not have seen.
+    /// Each filing's audit event commits with its request, and seqs are handed out by the one writer.
+    public func othersRequests(excluding requester: String, since: Date, auditedAfter auditSeq: Int64) async throws -> [PastRequest] {
+        try await db.raw("""
+            SELECT id, requester, resource, role, reason, state, created_at, decided_at, decided_by FROM requests
+            WHERE id IN (SELECT subject FROM audit_events WHERE seq > \(bind: auditSeq) AND action = \(bind: AuditAction.requestCreated.rawValue))
+              AND requester <> \(bind: requester) AND created_at >= \(bind: since.unixMilliseconds)
+            """).all().map(Self.pastRequest)
+    }
+
     /// How many requests the principal has filed, counted up to `cap` (enough to judge a track record).
     public func requestCount(requester: String, cap: Int) async throws -> Int {
         try await db.raw("""

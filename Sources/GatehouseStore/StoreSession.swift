@@ -159,14 +159,15 @@ public struct StoreSession: Sendable {
     public struct RequestFilter: Sendable {
         public var requester: String?
         public var states: [RequestState]?
-        public var resources: [String]?
+        /// Only requests for these roles (by resource; `action` for one-shot action requests).
+        public var roles: [String: [String]]?
         /// Only requests older than this one (the next page of a listing).
         public var before: PageCursor?
         public var limit: Int
-        public init(requester: String? = nil, states: [RequestState]? = nil, resources: [String]? = nil, before: PageCursor? = nil, limit: Int = 100) {
+        public init(requester: String? = nil, states: [RequestState]? = nil, roles: [String: [String]]? = nil, before: PageCursor? = nil, limit: Int = 100) {
             self.requester = requester
             self.states = states
-            self.resources = resources
+            self.roles = roles
             self.before = before
             self.limit = limit
         }
@@ -176,7 +177,10 @@ public struct StoreSession: Sendable {
         var conditions: [SQLQueryString] = []
         if let requester = filter.requester { conditions.append("requester = \(bind: requester)") }
         if let states = filter.states { conditions.append("state IN (\(binds: states.map(\.rawValue)))") }
-        if let resources = filter.resources { conditions.append(resources.isEmpty ? "1 = 0" : "resource IN (\(binds: resources))") }
+        if let roles = filter.roles?.filter({ !$0.value.isEmpty }) {
+            let pairs: [SQLQueryString] = roles.keys.sorted().map { "(resource = \(bind: $0) AND role IN (\(binds: roles[$0]!)))" }
+            conditions.append(pairs.isEmpty ? "1 = 0" : "(" + pairs.joined(separator: " OR ") + ")")
+        }
         if let before = filter.before { conditions.append(Self.older(than: before, column: "created_at")) }
         let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         return try await db.raw("SELECT * FROM requests \(whereClause) ORDER BY created_at DESC, id DESC LIMIT \(bind: filter.limit)")
@@ -483,8 +487,14 @@ extension SQLRow {
     /// A column that may be NULL. SQLiteKit decodes `Optional<T>` through a nested `Decoder` (a protocol
     /// conformance lookup and several allocations per value); asking for NULL first and then for `T` itself
     /// takes its direct conversion. On every row the hot paths read (grants, tokens, requests).
+    /// A column the query did not select is an error, as with `decode(column:as: T?.self)`, never a NULL:
+    /// a revocation or a block read as absent would fail open.
     func decodeOptional<T: Decodable>(column: String, as type: T.Type) throws -> T? {
-        try decodeNil(column: column) ? nil : decode(column: column, as: T.self)
+        guard try decodeNil(column: column) else { return try decode(column: column, as: T.self) }
+        guard contains(column: column) else {
+            throw GatehouseError(.unavailable, "store_broken_row", "the store's answer has no column \(column); was the database changed by hand? Nothing was changed")
+        }
+        return nil
     }
 
     /// A column that holds one of an enum's values. Anything else means the row was written outside

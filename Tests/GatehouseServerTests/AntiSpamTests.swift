@@ -167,6 +167,30 @@ struct AntiSpamTests {
         }
     }
 
+    @Test("(b) 8 accounts file the same reason at the same moment: every one after the first sees the others (shared_reason)")
+    func simultaneousCampaign() async throws {
+        try await TestServer.with(policy: Self.policy()) { server in
+            let users = Array(Self.users.prefix(8))
+            var tokens: [String] = []
+            for user in users { tokens.append(try await server.token(for: user)) }
+            let filed = try await withThrowingTaskGroup(of: String?.self) { group in
+                for token in tokens {
+                    group.addTask { try await server.request(token, reason: "Need to check customer records for the quarterly report").string("id") }
+                }
+                return try await group.reduce(into: [String]()) { if let id = $1 { $0.append(id) } }
+            }
+            #expect(filed.count == 8)
+            var sharing = 0
+            for id in filed {
+                let request = try await server.readRequest(TestServer.adminToken, id)
+                let signals = ((request.json["antispam"] as? [String: Any])?["signals"] as? [[String: Any]] ?? []).compactMap { $0["signal"] as? String }
+                if signals.contains("shared_reason") { sharing += 1 }
+            }
+            // Filings commit one after another: the first sees nobody, each later one at least the first.
+            #expect(sharing == 7, "\(sharing) of 8 saw the others")
+        }
+    }
+
     @Test("(c) three denials in a row: the requester waits 10m, 20m, 40m; re-filing after a cancel does not reset it; an approval does")
     func denialCooldown() async throws {
         // Scores out of the way: this is about the cooldown alone.

@@ -29,7 +29,7 @@ struct PagingTests {
             let alice = try await server.token(for: "alice")
             var filed: [String] = []
             for n in 0..<8 {
-                // Three pairs share their millisecond: the id breaks the tie.
+                // Four pairs share their millisecond: the id breaks the tie.
                 if n % 2 == 0 { server.clock.advance(by: 1) }
                 let reply = try await server.request(alice, reason: "INC-\(500 + n) page through the order rows")
                 filed.append(try #require(reply.string("id"), "\(reply.json)"))
@@ -89,7 +89,8 @@ struct PagingTests {
     func badCursors() async throws {
         try await TestServer.with { server in
             let alice = try await server.token(for: "alice")
-            for bad in ["abc", "12.", ".req_x", "1.req_x;drop", "1234567890123456.req_x", "-1.req_x", "1.2.3", String(repeating: "1", count: 200)] {
+            for bad in ["abc", "12.", ".req_x", "1.req_x;drop", "1234567890123456.req_x", "--1.req_x", "-.req_x", "+1.req_x", "1.2.3",
+                        String(repeating: "1", count: 200)] {
                 for path in ["/v1/requests", "/v1/grants"] {
                     let reply = try await server.send(.GET, "\(path)?cursor=\(bad.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)", token: alice)
                     #expect(reply.status == 400, "\(path) \(bad): \(reply.status)")
@@ -98,8 +99,40 @@ struct PagingTests {
                 }
             }
             _ = try await server.request(alice)
+            // A time before 1970 (an imported store, a clock set wrong) is a negative cursor, taken back as handed out.
+            let early = try #require(PageCursor("-5000.req_x"))
+            #expect(early.at == Date(timeIntervalSince1970: -5) && early.text == "-5000.req_x")
             let past = try await server.listRequests(alice, cursor: "0.req_zzzz")
             #expect(past.status == 200 && (past.json["requests"] as? [Any])?.isEmpty == true && past.json["next_cursor"] == nil, "\(past.json)")
+        }
+    }
+
+    @Test("to_approve asks only for the roles the approver approves: a page's cursor never names a request they may not see")
+    func toApprovePages() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob", "erin")
+            // erin (security) approves prod-db's admin role, not its write role.
+            var admin: [String] = []
+            for n in 0..<6 {
+                server.clock.advance(by: 1)
+                let write = try await server.request(t["bob"]!, reason: "INC-\(800 + n) rotate the replica keys")
+                #expect(write.status == 201, "\(write.json)")
+                if n % 2 == 0 {
+                    let reply = try await server.request(t["alice"]!, role: "admin", reason: "INC-\(900 + n) drop the stale partitions")
+                    admin.append(try #require(reply.string("id"), "\(reply.json)"))
+                }
+            }
+            var seen: [String] = []
+            var cursor: String?
+            repeat {
+                let page = try await server.listRequests(t["erin"]!, scope: .toApprove, limit: 1, cursor: cursor)
+                try #require(page.status == 200, "\(page.json)")
+                let ids = (page.json["requests"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+                seen += ids
+                cursor = page.string("next_cursor")
+                if let cursor { #expect(admin.contains { cursor.hasSuffix(".\($0)") }, "the cursor \(cursor) names a request erin may see") }
+            } while cursor != nil && seen.count < 20
+            #expect(seen == admin.reversed(), "\(seen)")
         }
     }
 

@@ -1,6 +1,6 @@
 import Foundation
 import GatehouseCore
-import GatehouseStore
+@testable import GatehouseStore
 import GatehouseTestSupport
 import Logging
 import SQLKit
@@ -81,6 +81,19 @@ struct StoreQueryTests {
             #expect(try await store.write { try await $0.endGrant(released) })
             #expect(try await store.write { try await $0.endGrant(released) } == false)
             #expect(try await store.read { try await $0.grant(id: "grt_long") }?.endReason == .released)
+        }
+    }
+
+    @Test("an optional column: NULL reads as nil, a value as itself, a column the query lacks is an error (never a NULL)",
+          arguments: TestDatabase.Kind.allCases)
+    func optionalColumns(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, _ in
+            try await store.read { session in
+                let row = try #require(try await session.db.raw("SELECT CAST(7 AS BIGINT) AS present, CAST(NULL AS BIGINT) AS empty").first())
+                #expect(try row.decodeOptional(column: "present", as: Int64.self) == 7)
+                #expect(try row.decodeOptional(column: "empty", as: Int64.self) == nil)
+                #expect(throws: GatehouseError.self) { try row.decodeOptional(column: "revoked_at", as: Int64.self) }
+            }
         }
     }
 
