@@ -171,6 +171,8 @@ let package = Package(
             dependencies: [
                 "GatehouseCore", "GatehouseGuard", "CPgQuery", "GatehouseAPI", "GatehouseClient", "GatehouseStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],
             path: "Benchmarks/GatehouseBench"

@@ -42,7 +42,9 @@ trap 'kill ${SERVER_PID:-} ${RECEIVER_PID:-} 2>/dev/null; wait 2>/dev/null; rm -
 export BENCH_WEBHOOK_SECRET=whsec_$(openssl rand -base64 32)
 export GATEHOUSE_ADMIN_TOKEN=bench-admin-token-0123456789
 
-# The receiver: a threaded Python HTTP server that answers 200 and records each message's lag.
+# The receiver answers 200 and records each message's lag: `gatehouse-bench receive` (native, light, so the
+# figure is the outbox's cost and not a receiver's competing for the same cores), or with RECEIVER=python the
+# threaded Python HTTP server used before.
 cat > "$WORK/receiver.py" <<'EOF'
 import http.server, json, socketserver, sys, time, datetime
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -57,7 +59,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
 Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 EOF
-python3 "$WORK/receiver.py" "$RPORT" "$WORK/lags.txt" &
+if [ "${RECEIVER:-native}" = python ]; then
+  python3 "$WORK/receiver.py" "$RPORT" "$WORK/lags.txt" &
+else
+  "$BIN/gatehouse-bench" receive --port "$RPORT" --log "$WORK/lags.txt" &
+fi
 RECEIVER_PID=$!
 
 start_server() {

@@ -29,6 +29,8 @@ struct GatehouseBench {
         switch mode {
         case "setup":
             try await setup(api, users: users, resources: resources, lua: option("lua", "check.lua"))
+        case "receive":
+            try await Receiver.run(port: Int(option("port", "18282"))!, log: option("log", "lags.txt"))
         case "score":
             ScoreBench.run(seconds: Double(option("seconds", "4"))!)
         case "classify":

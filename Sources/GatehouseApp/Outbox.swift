@@ -15,39 +15,51 @@ public struct Outbox: Sendable {
 
     static let webhookCursor = "webhooks"
 
-    /// Queues messages for audit events after the cursor; returns how many events were read.
+    /// Queues messages for audit events after the cursor; returns how many events were read. The events
+    /// are read and their messages built on a reader; the write transaction (the one writer every request
+    /// and decision waits for) only stores them and moves the cursor, and stores nothing when another
+    /// instance moved it first.
     @discardableResult
     public func queueMessages(limit: Int = 200) async throws -> Int {
         let context = self.context
-        let head = try await context.read { try await $0.auditHead()?.seq ?? 0 }
-        let cursor = try await context.read { try await $0.cursor(Self.webhookCursor) }
+        let (cursor, head) = try await context.read { session in
+            (try await session.cursor(Self.webhookCursor), try await session.auditHead()?.seq ?? 0)
+        }
         if let cursor, cursor >= head { return 0 }
-        return try await context.write { session in
-            let policy = context.policies.policy
-            let now = context.clock.now()
-            guard let cursor = try await session.cursor(Self.webhookCursor) else {
-                // First start: announce what happens from now on, not the history before.
-                try await session.setCursor(Self.webhookCursor, to: try await session.auditHead()?.seq ?? 0)
-                return 0
+        guard let cursor else {
+            // First start: announce what happens from now on, not the history before.
+            try await context.write { session in
+                if try await session.cursor(Self.webhookCursor) == nil {
+                    try await session.setCursor(Self.webhookCursor, to: try await session.auditHead()?.seq ?? 0)
+                }
             }
+            return 0
+        }
+        let policy = context.policies.policy
+        let now = context.clock.now()
+        let prepared = try await context.read { session -> (deliveries: [WebhookDelivery], last: Int64?, count: Int) in
             let events = try await session.auditEvents(.init(afterSeq: cursor, limit: limit))
+            var deliveries: [WebhookDelivery] = []
             for event in events {
                 if let slack = policy.notifications.slack {
-                    for delivery in try await Self.slackDeliveries(for: event, slack: slack, session: session, policy: policy, now: now) {
-                        try await session.enqueueDelivery(delivery)
-                    }
+                    deliveries += try await Self.slackDeliveries(for: event, slack: slack, session: session, policy: policy, now: now)
                 }
                 guard let kind = WebhookEvent(auditAction: event.action) else { continue }
                 let endpoints = policy.notifications.endpoints(for: kind)
                 guard !endpoints.isEmpty, let message = try await Self.message(for: event, kind: kind, session: session, policy: policy) else { continue }
                 for endpoint in endpoints {
                     let body = endpoint.format == .slack ? message.slackBody() : message.standardBody()
-                    try await session.enqueueDelivery(WebhookDelivery(id: message.id, endpoint: endpoint.name, event: kind.rawValue,
-                                                                      body: String(decoding: body, as: UTF8.self), createdAt: now, nextAttemptAt: now))
+                    deliveries.append(WebhookDelivery(id: message.id, endpoint: endpoint.name, event: kind.rawValue,
+                                                      body: String(decoding: body, as: UTF8.self), createdAt: now, nextAttemptAt: now))
                 }
             }
-            if let last = events.last { try await session.setCursor(Self.webhookCursor, to: last.seq) }
-            return events.count
+            return (deliveries, events.last?.seq, events.count)
+        }
+        return try await context.write { session in
+            guard try await session.cursor(Self.webhookCursor) == cursor else { return 0 }
+            for delivery in prepared.deliveries { try await session.enqueueDelivery(delivery) }
+            if let last = prepared.last { try await session.setCursor(Self.webhookCursor, to: last) }
+            return prepared.count
         }
     }
 
