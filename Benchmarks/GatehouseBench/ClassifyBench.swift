@@ -25,6 +25,18 @@ enum ClassifyBench {
         "SET statement_timeout = '5s'",
     ]
 
+    /// The mix's kind of statements with their values written as constants, a new value each call.
+    static let literals: [@Sendable (Int) -> String] = [
+        { "SELECT id, email, created_at FROM users WHERE id = \($0)" },
+        { "SELECT * FROM orders WHERE customer_id = \($0) AND state = 'open' ORDER BY created_at DESC LIMIT 50" },
+        { "INSERT INTO events (kind, payload, at) VALUES ('k\($0 % 10)', '{\"n\": \($0)}', now())" },
+        { "UPDATE orders SET state = 'paid', paid_at = now() WHERE id = \($0)" },
+        { "UPDATE pgbench_accounts SET abalance = abalance + -\($0 % 5000) WHERE aid = \($0);" },
+        { "DELETE FROM sessions WHERE id = \($0)" },
+        { "SELECT abalance FROM pgbench_accounts WHERE aid = \($0);" },
+        { "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (\($0 % 100), \($0 % 10), \($0), \($0 % 5000), CURRENT_TIMESTAMP);" },
+    ]
+
     static var long: [String] {
         let values = (0..<200).map { "(\($0), 'customer \($0)', 'c\($0)@example.com', now(), \($0 % 7))" }.joined(separator: ", ")
         let insert = "INSERT INTO customers (id, name, email, created_at, tier) VALUES " + values
@@ -49,6 +61,23 @@ enum ClassifyBench {
                 print(String(format: "%@: classify %.0f statements/s (%.1f µs each); PostgreSQL parser alone %.0f/s; ratio %.3f",
                              name, classified, 1e6 / classified, parseOnly, classified / parseOnly))
             }
+            // Statements whose constants change every time (what pgbench and applications that do not
+            // bind parameters send): never the same text twice, so only the memory by shape can help.
+            var counter = 0
+            let next = { () -> String in
+                counter += 1
+                return literals[counter % literals.count](counter)
+            }
+            let parseOnly = measureEach(seconds / 4, next) { text in
+                let result = pg_query_parse(text)
+                pg_query_free_parse_result(result)
+            }
+            let fresh = measureEach(seconds / 4, next) { _ = classifier.classify($0) }
+            let guardian = ActionGuard()
+            let settings = GuardSettings()
+            let byShape = measureEach(seconds / 4, next) { _ = guardian.classifyInline(Action(kind: .sql, text: $0), settings: settings) }
+            print(String(format: "new constants each time: classify %.0f/s; through ActionGuard (remembered by shape) %.0f/s (%.1f µs each); parser alone %.0f/s; ratios %.3f and %.3f",
+                         fresh, byShape, 1e6 / byShape, parseOnly, fresh / parseOnly, byShape / parseOnly))
             done.signal()
         }
         thread.stackSize = ParserThreads.stackSize
@@ -71,6 +100,19 @@ enum ClassifyBench {
         }
         let rate = Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         print(String(format: "mix through ActionGuard, remembered: %.0f statements/s (%.2f µs each)", rate, 1e6 / rate))
+    }
+
+    /// Statements per second over `seconds`, each made by `next`.
+    static func measureEach(_ seconds: Double, _ next: () -> String, _ body: (String) -> Void) -> Double {
+        for _ in 0..<100 { body(next()) }  // warm-up
+        var count = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        let limit = start + UInt64(seconds * 1e9)
+        while DispatchTime.now().uptimeNanoseconds < limit {
+            for _ in 0..<64 { body(next()) }
+            count += 64
+        }
+        return Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
     }
 
     /// Statements per second over `seconds`, cycling through `statements`.

@@ -61,6 +61,45 @@ public indirect enum ParseTree: Sendable, Equatable {
         return (fields[0].key, fields[0].value)
     }
 
+    /// The same tree with the value of every constant (`A_Const`) left out: two trees equal in this
+    /// form differ at most in their constants' values.
+    public var withoutConstantValues: ParseTree {
+        switch self {
+        case let .object(fields):
+            if let (type, _) = tagged, type == "A_Const" { return .object([(type, .null)]) }
+            return .object(fields.map { ($0.key, $0.value.withoutConstantValues) })
+        case let .array(values): return .array(values.map(\.withoutConstantValues))
+        default: return self
+        }
+    }
+
+    /// Whether the tree holds a constant (`A_Const`).
+    public var containsConstant: Bool {
+        switch self {
+        case let .object(fields):
+            if let (type, _) = tagged, type == "A_Const" { return true }
+            return fields.contains { $0.value.containsConstant }
+        case let .array(values): return values.contains { $0.containsConstant }
+        default: return false
+        }
+    }
+
+    /// Where each constant (`A_Const`) of the tree starts in the text, when the parser says.
+    func constantLocations(into locations: inout Set<Int>) {
+        switch self {
+        case let .object(fields):
+            if let (type, inner) = tagged, type == "A_Const" {
+                if let location = inner["location"]?.intValue { locations.insert(location) }
+                return
+            }
+            for field in fields { field.value.constantLocations(into: &locations) }
+        case let .array(values):
+            for value in values { value.constantLocations(into: &locations) }
+        default:
+            break
+        }
+    }
+
     /// The same tree with every `location` field removed, for comparing expressions by structure.
     public var withoutLocations: ParseTree {
         switch self {

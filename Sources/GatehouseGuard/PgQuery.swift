@@ -82,9 +82,8 @@ enum PgQuery {
     static func tokens(_ sql: String) -> [ScanTokens.Token]? {
         let result = pg_query_scan(sql)
         defer { pg_query_free_scan_result(result) }
-        guard result.error == nil, let data = result.pbuf.data else { return nil }
-        let buffer = UnsafeRawBufferPointer(start: data, count: Int(result.pbuf.len))
-        guard let tokens = ScanTokens.read(Array(buffer)) else { return nil }
+        guard result.error == nil, let data = result.pbuf.data,
+              let tokens = ScanTokens.read(UnsafeRawBufferPointer(start: data, count: Int(result.pbuf.len))) else { return nil }
         let size = sql.utf8.count
         guard tokens.allSatisfy({ $0.start >= 0 && $0.end <= size && $0.start <= $0.end }) else { return nil }
         return tokens.filter { !ScanTokens.comments.contains($0.kind) }
@@ -115,21 +114,21 @@ enum ScanTokens {
     /// `SQL_COMMENT` and `C_COMMENT` in libpg_query's `Token` enum.
     static let comments: Set<Int> = [275, 276]
 
-    static func read(_ bytes: [UInt8]) -> [Token]? {
+    static func read(_ bytes: UnsafeRawBufferPointer) -> [Token]? {
         var index = 0
         var tokens: [Token] = []
         while index < bytes.count {
             guard let key = varint(bytes, &index) else { return nil }
             switch (key >> 3, key & 7) {
             case (2, 2):
-                guard let length = varint(bytes, &index), index + length <= bytes.count else { return nil }
-                guard let token = token(Array(bytes[index..<(index + length)])) else { return nil }
+                guard let length = varint(bytes, &index), length <= bytes.count - index,
+                      let token = token(bytes, from: index, to: index + length) else { return nil }
                 tokens.append(token)
                 index += length
             case (_, 0):
                 guard varint(bytes, &index) != nil else { return nil }
             case (_, 2):
-                guard let length = varint(bytes, &index), index + length <= bytes.count else { return nil }
+                guard let length = varint(bytes, &index), length <= bytes.count - index else { return nil }
                 index += length
             default:
                 return nil
@@ -138,11 +137,11 @@ enum ScanTokens {
         return tokens
     }
 
-    private static func token(_ bytes: [UInt8]) -> Token? {
+    private static func token(_ bytes: UnsafeRawBufferPointer, from start: Int, to end: Int) -> Token? {
         var token = Token()
-        var index = 0
-        while index < bytes.count {
-            guard let key = varint(bytes, &index), key & 7 == 0, let value = varint(bytes, &index) else { return nil }
+        var index = start
+        while index < end {
+            guard let key = varint(bytes, &index, end: end), key & 7 == 0, let value = varint(bytes, &index, end: end) else { return nil }
             switch key >> 3 {
             case 1: token.start = value
             case 2: token.end = value
@@ -153,10 +152,11 @@ enum ScanTokens {
         return token
     }
 
-    private static func varint(_ bytes: [UInt8], _ index: inout Int) -> Int? {
+    private static func varint(_ bytes: UnsafeRawBufferPointer, _ index: inout Int, end: Int? = nil) -> Int? {
+        let end = end ?? bytes.count
         var value = 0
         var shift = 0
-        while index < bytes.count, shift < 63 {
+        while index < end, shift < 63 {
             let byte = bytes[index]
             index += 1
             value |= Int(byte & 0x7F) << shift

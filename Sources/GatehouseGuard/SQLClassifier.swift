@@ -33,6 +33,20 @@ public struct SQLClassifier: Sendable {
         return ActionClassification(kind: .sql, findings: walk.findings, statements: count, normalized: normalized, calls: walk.calls)
     }
 
+    /// The classification of a text of this shape, and whether it holds for every text of the shape
+    /// (`ActionGuard` then remembers it by shape): nothing in it read a constant's value, no text nested
+    /// in this one was classified, and every constant of the shape is a constant of the parse tree (a
+    /// string that is a name, an option or a function body is not one, and its value may matter).
+    func classify(_ text: String, shape: SQLShape) -> (classification: ActionClassification, holdsForShape: Bool) {
+        var walk = SQLWalk(settings: settings)
+        walk.collectConstants = true
+        let count = walk.classifyText(text, body: nil)
+        let classification = ActionClassification(kind: .sql, findings: walk.findings, statements: count, calls: walk.calls)
+        let holds = walk.parsed && walk.texts == 1 && !walk.constants.happened
+            && shape.constants.allSatisfy { walk.constantLocations.contains($0.start) || $0.sign.map(walk.constantLocations.contains) == true }
+        return (classification, holds)
+    }
+
     /// Classifies what a function does when it is called, from its definition as
     /// `pg_get_functiondef` gives it (`CREATE OR REPLACE FUNCTION ... AS $function$ body $function$`):
     /// the findings of its body (labelled "in function body"), and the functions the body calls.
@@ -71,6 +85,13 @@ private struct SQLWalk {
     /// statement of the body reads as values, not as columns of the row.
     var variables: Set<String> = []
     private var statementText: Substring = ""
+    /// Reads of the values of the text's constants (`classify(_:shape:)`).
+    let constants = ConstantUse()
+    /// Where the outermost text's constants (`A_Const`) start, when `collectConstants`.
+    var constantLocations: Set<Int> = []
+    var collectConstants = false
+    /// How many texts were parsed: the outermost one and those nested in it.
+    var texts = 0
 
     init(settings: GuardSettings) {
         self.settings = settings
@@ -97,6 +118,7 @@ private struct SQLWalk {
     /// Parses and walks one SQL text; returns how many statements it held.
     @discardableResult
     mutating func classifyText(_ text: String, body: BodyContext?) -> Int {
+        texts += 1
         let outer = self.body
         self.body = body
         defer { self.body = outer }
@@ -124,7 +146,10 @@ private struct SQLWalk {
             fire("too_complex", at: 0, "the statement is \(error.message); simplify it or ask approval for this exact text")
             return 1
         }
-        if body == nil { parsed = true }
+        if body == nil {
+            parsed = true
+            if collectConstants { tree.constantLocations(into: &constantLocations) }
+        }
         let statements = tree["stmts"]?.elements ?? []
         for (index, entry) in statements.enumerated() {
             if body == nil { statement = index + 1 }
@@ -235,7 +260,7 @@ private struct SQLWalk {
             if ["TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"].contains(kind) {
                 fire("prepared_transaction", at: location, Self.describe(type))
             }
-            if Self.setsReadWrite(fields["options"]) {
+            if Self.setsReadWrite(fields["options"], constants: constants) {
                 fire("unsafe_setting", at: location, "BEGIN READ WRITE switches off a read-only default")
             }
         case let .fire(category):
@@ -257,7 +282,7 @@ private struct SQLWalk {
                 let command = clause.tagged?.fields["commandType"]?.stringValue
                 return (command == "CMD_DELETE" || command == "CMD_UPDATE") && clause.tagged?.fields["condition"] == nil
             } ?? false
-            if changes, let condition = fields["joinCondition"], WhereAnalysis.isTriviallyTrue(condition) {
+            if changes, let condition = fields["joinCondition"], WhereAnalysis.isTriviallyTrue(condition, constants: constants) {
                 fire("merge_all_rows", at: at, "MERGE ... ON a condition that is always true updates or deletes every row of \(relationName(fields))")
             }
         case .copy:
@@ -300,7 +325,7 @@ private struct SQLWalk {
                     fire("role_change", at: location, "SET \(name.uppercased()) changes who the session acts as")
                 } else if SQLNodeRule.unsafeSettings.contains(name) {
                     fire("unsafe_setting", at: location, "SET \(name)")
-                } else if ["transaction", "session characteristics"].contains(name), Self.setsReadWrite(fields["args"]) {
+                } else if ["transaction", "session characteristics"].contains(name), Self.setsReadWrite(fields["args"], constants: constants) {
                     fire("unsafe_setting", at: location, "SET \(name.uppercased()) ... READ WRITE switches off a read-only default")
                 }
             }
@@ -326,6 +351,7 @@ private struct SQLWalk {
             let name = fields["funcname"]?.elements.last?["String"]?["sval"]?.stringValue ?? ""
             recordCall(fields["funcname"], location: location)
             if SQLNodeRule.tableToXML.contains(name), let first = fields["args"]?.elements.first,
+               constants.reading(),
                let text = (first["A_Const"] ?? first["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue,
                let table = SQLNodeRule.plainRelationName(text) {
                 // A table named by a plain constant: a read of that table (of a credential catalog, dangerous).
@@ -337,7 +363,7 @@ private struct SQLWalk {
             } else if let category = SQLNodeRule.functions[name] {
                 fire(category, at: location, "calls \(name)()")
                 // table_to_xml('pg_authid', ...) names its table in a string.
-                if category == "dynamic_sql", let table = fields["args"]?.elements.first?["A_Const"]?["sval"]?["sval"]?.stringValue,
+                if category == "dynamic_sql", constants.reading(), let table = fields["args"]?.elements.first?["A_Const"]?["sval"]?["sval"]?.stringValue,
                    SQLNodeRule.credentialRelations.contains(table.split(separator: ".").last.map(String.init) ?? table) {
                     fire("read_credentials", at: location, "\(name)('\(table)') reads a credential catalog")
                 }
@@ -373,8 +399,8 @@ private struct SQLWalk {
             let target = Set([relation?["relname"]?.stringValue, relation?["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
             // A declared name is a value, unless `#variable_conflict use_column` (or the same setting of the
             // session) makes it the column: true for every row either way is true for every row.
-            if WhereAnalysis.isTriviallyTrue(condition, target: target, variables: variables)
-                || (!variables.isEmpty && WhereAnalysis.isTriviallyTrue(condition, target: target)) {
+            if WhereAnalysis.isTriviallyTrue(condition, target: target, variables: variables, constants: constants)
+                || (!variables.isEmpty && WhereAnalysis.isTriviallyTrue(condition, target: target, constants: constants)) {
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that is true for every row")
             } else {
                 fire("write_data", at: at, "\(verb) on \(table)")
@@ -682,9 +708,10 @@ private struct SQLWalk {
     /// A PL/pgSQL expression is a statement (`DELETE FROM t`), an expression (`x > 0`) or an
     /// assignment (`x := f(y)`); read it as whichever PostgreSQL accepts, and fail closed otherwise.
     /// Whether a list of transaction options (`BEGIN ...`, `SET TRANSACTION ...`) says READ WRITE.
-    static func setsReadWrite(_ options: ParseTree?) -> Bool {
+    static func setsReadWrite(_ options: ParseTree?, constants: ConstantUse) -> Bool {
         (options?.elements ?? []).contains { option in
             guard let element = option["DefElem"], element["defname"]?.stringValue == "transaction_read_only" else { return false }
+            constants.read()
             // The parse tree leaves out zero values: READ WRITE is an A_Const without a number.
             return (element["arg"]?["A_Const"]?["ival"]?["ival"]?.intValue ?? 0) == 0
         }

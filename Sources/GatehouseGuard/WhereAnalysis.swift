@@ -10,16 +10,17 @@ enum WhereAnalysis {
     /// qualified with one of them is the row's own (`orders.id = id`). `variables`: in a PL/pgSQL body,
     /// the names declared there (variables, parameters, records): `flag` or `r.id` is then the same for
     /// every row (PostgreSQL refuses a name that is both, unless `#variable_conflict` says which wins).
-    static func isTriviallyTrue(_ condition: ParseTree, target: Set<String>? = nil, variables: Set<String> = []) -> Bool {
-        let isTriviallyTrue = { (node: ParseTree) in Self.isTriviallyTrue(node, target: target, variables: variables) }
-        if !readsRow(condition, variables: variables) { return !isCertainlyFalse(condition) }
+    /// `constants` learns when the answer read the value of a constant (`1 = 1`, `x LIKE '%'`).
+    static func isTriviallyTrue(_ condition: ParseTree, target: Set<String>? = nil, variables: Set<String> = [], constants: ConstantUse) -> Bool {
+        let isTriviallyTrue = { (node: ParseTree) in Self.isTriviallyTrue(node, target: target, variables: variables, constants: constants) }
+        if !readsRow(condition, variables: variables) { return !isCertainlyFalse(condition, constants: constants) }
         guard let (type, fields) = condition.tagged else { return false }
         switch type {
         case "BoolExpr":
             let arguments = fields["args"]?.elements ?? []
             switch fields["boolop"]?.stringValue {
             case "OR_EXPR":
-                return arguments.contains(where: isTriviallyTrue) || coversNull(arguments)
+                return arguments.contains(where: isTriviallyTrue) || coversNull(arguments, constants: constants)
             case "AND_EXPR":
                 return !arguments.isEmpty && arguments.allSatisfy(isTriviallyTrue)
             default:
@@ -31,12 +32,12 @@ enum WhereAnalysis {
             guard let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
             switch kind {
             case "AEXPR_OP" where ["=", ">=", "<="].contains(name):
-                return left.withoutLocations == right.withoutLocations || sameColumn(left, right, target: target)
+                return same(left, right, constants: constants) || sameColumn(left, right, target: target)
             case "AEXPR_NOT_DISTINCT":
-                return left.withoutLocations == right.withoutLocations
+                return same(left, right, constants: constants)
             case "AEXPR_LIKE", "AEXPR_ILIKE":
                 guard name == "~~" || name == "~~*" else { return false }
-                let pattern = constantString(right)
+                let pattern = constantString(right, constants: constants)
                 return pattern.map { !$0.isEmpty && $0.allSatisfy { $0 == "%" } } ?? false
             default:
                 return false
@@ -125,15 +126,17 @@ enum WhereAnalysis {
     }
 
     /// True only when the constant condition is false or NULL for sure.
-    static func isCertainlyFalse(_ condition: ParseTree) -> Bool {
+    static func isCertainlyFalse(_ condition: ParseTree, constants: ConstantUse) -> Bool {
+        let isCertainlyFalse = { (node: ParseTree) in Self.isCertainlyFalse(node, constants: constants) }
         guard let (type, fields) = condition.tagged else { return false }
         switch type {
         case "A_Const":
+            constants.read()
             if fields["isnull"]?.boolValue == true { return true }
             if let boolean = fields["boolval"] { return boolean["boolval"]?.boolValue != true }
             return false
         case "TypeCast":
-            if let text = constantString(fields["arg"] ?? .null)?.lowercased() {
+            if let text = constantString(fields["arg"] ?? .null, constants: constants)?.lowercased() {
                 return ["f", "false", "no", "off", "n", "0"].contains(text)
             }
             return fields["arg"].map(isCertainlyFalse) ?? false
@@ -142,14 +145,14 @@ enum WhereAnalysis {
             switch fields["boolop"]?.stringValue {
             case "AND_EXPR": return arguments.contains(where: isCertainlyFalse)
             case "OR_EXPR": return !arguments.isEmpty && arguments.allSatisfy(isCertainlyFalse)
-            case "NOT_EXPR": return arguments.count == 1 && isCertainlyTrueConstant(arguments[0])
+            case "NOT_EXPR": return arguments.count == 1 && isCertainlyTrueConstant(arguments[0], constants: constants)
             default: return false
             }
         case "A_Expr":
             guard fields["kind"]?.stringValue == "AEXPR_OP",
                   let name = fields["name"]?.elements.last?["String"]?["sval"]?.stringValue,
                   let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
-            if let a = constantInteger(left), let b = constantInteger(right) {
+            if let a = constantInteger(left, constants: constants), let b = constantInteger(right, constants: constants) {
                 switch name {
                 case "=": return a != b
                 case "<>", "!=": return a == b
@@ -160,7 +163,7 @@ enum WhereAnalysis {
                 default: return false
                 }
             }
-            if let a = constantString(left), let b = constantString(right) {
+            if let a = constantString(left, constants: constants), let b = constantString(right, constants: constants) {
                 switch name {
                 case "=": return a != b
                 case "<>", "!=": return a == b
@@ -186,35 +189,61 @@ enum WhereAnalysis {
         return [a, b].allSatisfy { $0.count == 1 || target.contains($0[$0.count - 2]) }
     }
 
-    private static func isCertainlyTrueConstant(_ node: ParseTree) -> Bool {
+    private static func isCertainlyTrueConstant(_ node: ParseTree, constants: ConstantUse) -> Bool {
         guard let (type, fields) = node.tagged, type == "A_Const" else { return false }
+        constants.read()
         return fields["boolval"]?["boolval"]?.boolValue == true
     }
 
     /// `x IS NULL OR x IS NOT NULL` is true for every row.
-    private static func coversNull(_ arguments: [ParseTree]) -> Bool {
+    private static func coversNull(_ arguments: [ParseTree], constants: ConstantUse) -> Bool {
         var null: [ParseTree] = []
         var notNull: [ParseTree] = []
         for argument in arguments {
             guard let (type, fields) = argument.tagged, type == "NullTest", let subject = fields["arg"] else { continue }
             if fields["nulltesttype"]?.stringValue == "IS_NOT_NULL" {
-                notNull.append(subject.withoutLocations)
+                notNull.append(subject)
             } else {
-                null.append(subject.withoutLocations)
+                null.append(subject)
             }
         }
-        return null.contains { notNull.contains($0) }
+        return null.contains { subject in notNull.contains { same(subject, $0, constants: constants) } }
+    }
+
+    /// Whether two expressions are the same, locations aside. When they differ only in the values of
+    /// their constants the answer depends on those values, and `constants` learns it.
+    static func same(_ left: ParseTree, _ right: ParseTree, constants: ConstantUse) -> Bool {
+        let a = left.withoutLocations, b = right.withoutLocations
+        if !constants.happened, a.withoutConstantValues == b.withoutConstantValues, a.containsConstant { constants.read() }
+        return a == b
     }
 
     /// An integer literal that libpg_query wrote out (it omits zero and some negative values, which
     /// are then unknown rather than guessed).
-    private static func constantInteger(_ node: ParseTree) -> Int? {
+    private static func constantInteger(_ node: ParseTree, constants: ConstantUse) -> Int? {
         guard let (type, fields) = node.tagged, type == "A_Const" else { return nil }
+        constants.read()
         return fields["ival"]?["ival"]?.intValue
     }
 
-    private static func constantString(_ node: ParseTree) -> String? {
+    private static func constantString(_ node: ParseTree, constants: ConstantUse) -> String? {
         guard let (type, fields) = node.tagged, type == "A_Const" else { return nil }
+        constants.read()
         return fields["sval"]?["sval"]?.stringValue
+    }
+}
+
+/// Whether a classification read the value of a constant of the text (`1 = 1`, a table named in a
+/// string): an answer that did not is the same for the text with other constants (`ActionGuard`'s
+/// memory by shape relies on it). Every place that reads a constant's value says so here.
+final class ConstantUse {
+    private(set) var happened = false
+
+    func read() { happened = true }
+
+    /// `read()` inside a condition: always true.
+    func reading() -> Bool {
+        happened = true
+        return true
     }
 }
