@@ -86,8 +86,11 @@ run() { # NAME PORT USER PASSWORD DATABASE ARGS...
 # function up in the database's catalog before the statement runs (abs() is a built-in; the lookup is
 # made all the same, since another schema could hold an abs()).
 printf '%s\n' '\set aid random(1, 100000 * :scale)' 'SELECT abalance FROM pgbench_accounts WHERE aid = abs(:aid);' > "$WORK/call.sql"
-chmod 644 "$WORK/call.sql"
-for mode in "select-only:-S" "tpcb-like:" "select-only-prepared:-S -M prepared" "select-calling-a-function:-f $WORK/call.sql"; do
+# select-only with one text sent over and over: what the guard's memory by exact text gives, against
+# select-only's new value in every statement (remembered by shape).
+printf '%s\n' 'SELECT abalance FROM pgbench_accounts WHERE aid = 4242;' > "$WORK/one-text.sql"
+chmod 644 "$WORK/call.sql" "$WORK/one-text.sql"
+for mode in "select-only:-S" "tpcb-like:" "select-only-prepared:-S -M prepared" "select-calling-a-function:-f $WORK/call.sql" "select-one-text:-f $WORK/one-text.sql"; do
   label=${mode%%:*}; args=${mode#*:}
   # shellcheck disable=SC2086
   direct=$(run direct "$PGPORT" gatehouse "$PASSWORD" bench $args | cut -d' ' -f2)

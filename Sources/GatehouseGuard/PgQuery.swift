@@ -77,16 +77,16 @@ enum PgQuery {
         return tag
     }
 
-    /// The text's tokens as PostgreSQL's scanner reads them, comments left out, each within the
-    /// text's bytes; nil when the text does not scan.
-    static func tokens(_ sql: String) -> [ScanTokens.Token]? {
+    /// The text's tokens as PostgreSQL's scanner reads them, comments left out unless asked for, each
+    /// within the text's bytes; nil when the text does not scan.
+    static func tokens(_ sql: String, comments: Bool = false) -> [ScanTokens.Token]? {
         let result = pg_query_scan(sql)
         defer { pg_query_free_scan_result(result) }
         guard result.error == nil, let data = result.pbuf.data,
               let tokens = ScanTokens.read(UnsafeRawBufferPointer(start: data, count: Int(result.pbuf.len))) else { return nil }
         let size = sql.utf8.count
         guard tokens.allSatisfy({ $0.start >= 0 && $0.end <= size && $0.start <= $0.end }) else { return nil }
-        return tokens.filter { !ScanTokens.comments.contains($0.kind) }
+        return comments ? tokens : tokens.filter { !ScanTokens.comments.contains($0.kind) }
     }
 
     private static func bytes(of cString: UnsafePointer<CChar>) -> [UInt8] {

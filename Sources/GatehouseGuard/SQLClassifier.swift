@@ -157,7 +157,8 @@ private struct SQLWalk {
             let length = entry["stmt_len"]?.intValue ?? 0
             statementText = slice(text, from: location, length: length)
             // Point at the statement's first word, not the whitespace after the previous `;`.
-            location += statementText.utf8.prefix { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }.count
+            // PostgreSQL's spaces: space, tab, LF, CR, form feed, vertical tab.
+            location += statementText.utf8.prefix { $0 == 0x20 || (0x09...0x0D).contains($0) }.count
             guard let node = entry["stmt"] else { continue }
             if let (type, _) = node.tagged, SQLNodeRule.byNodeType[type] == nil {
                 fire("unrecognized_statement", at: location, "\(type) has no rule in the guard")

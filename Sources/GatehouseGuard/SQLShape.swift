@@ -5,16 +5,18 @@ import Glibc
 import Darwin
 #endif
 
-/// A SQL text's shape: its tokens as PostgreSQL's scanner reads them, comments and spacing left out,
-/// with the value of every constant (number, string, bit string) left out too. Texts of one shape
+/// A SQL text's shape: its tokens as PostgreSQL's scanner reads them, spacing left out, with the value
+/// of every constant (number, string, bit string) and the text of every comment left out too. Where a
+/// comment is stays in the shape: libpg_query's parser reads `NOT /* */ IN` unlike `NOT IN` (a comment
+/// stops the lookahead that joins them), and a statement may start at a comment. Texts of one shape
 /// parse to the same tree but for the values of their constants and the places of their tokens, so a
 /// classification that read no constant's value and points only at token starts holds for all of them
 /// (`SQLClassifier.classify(_:shape:)` says when it does). An application sending one statement with
 /// ever new literals (`WHERE id = 41`, `WHERE id = 42`) is then classified once.
 struct SQLShape: Hashable, Sendable {
-    /// Each token's kind, followed by its bytes unless it is a constant.
+    /// Each token's kind, followed by its bytes unless it is a constant or a comment.
     let key: [UInt8]
-    /// Where each token starts in the text.
+    /// Where each token (comments included) starts in the text.
     let starts: [Int]
     /// Where each constant starts, and where the `-` before it starts when there is one: PostgreSQL
     /// folds `-5` into one constant placed at its sign.
@@ -29,7 +31,7 @@ struct SQLShape: Hashable, Sendable {
     /// Nil when the text holds no constant (remembering it by its exact text is enough), holds a NUL
     /// (the scanner would stop there), does not scan, or uses Unicode escapes.
     init?(_ text: String) {
-        guard !text.utf8.contains(0), let tokens = PgQuery.tokens(text) else { return nil }
+        guard !text.utf8.contains(0), let tokens = PgQuery.tokens(text, comments: true) else { return nil }
         var key: [UInt8] = []
         key.reserveCapacity(text.utf8.count + 2 * tokens.count)
         var starts: [Int] = []
@@ -43,7 +45,7 @@ struct SQLShape: Hashable, Sendable {
             if Self.constantKinds.contains(token.kind) {
                 let sign = index > 0 && tokens[index - 1].kind == Self.minus ? tokens[index - 1].start : nil
                 constants.append((token.start, sign))
-            } else {
+            } else if !ScanTokens.comments.contains(token.kind) {
                 Self.append(token.end - token.start, to: &key)
                 key.append(contentsOf: utf8[token.start..<token.end])
             }
