@@ -3,8 +3,9 @@
 /// A dedicated reader rather than Foundation's JSONSerialization: the classifier reads one tree per
 /// statement on the hot path of every check and proxied statement, and this reader allocates only
 /// the values the tree holds (short keys stay inline in `String`), bounds nesting explicitly, and
-/// keeps integer locations as integers.
-public indirect enum ParseTree: Sendable, Equatable {
+/// keeps integer locations as integers. Not `indirect`: objects and arrays already hold their children
+/// in arrays, and an indirect enum would put every leaf (each location, each name) in a box of its own.
+public enum ParseTree: Sendable, Equatable {
     case object([(key: String, value: ParseTree)])
     case array([ParseTree])
     case string(String)
