@@ -67,7 +67,8 @@ fi
 RECEIVER_PID=$!
 
 start_server() {
-  "$BIN/gatehouse" serve --policy "$1" --database "sqlite:$WORK/$2.db" --port "$PORT" --log-level error &
+  # SERVER_BIN runs another build of the server (to compare two versions on the same machine).
+  "${SERVER_BIN:-$BIN/gatehouse}" serve --policy "$1" --database "sqlite:$WORK/$2.db" --port "$PORT" --log-level error &
   SERVER_PID=$!
   for _ in $(seq 1 100); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 }
