@@ -119,7 +119,7 @@ private final class ClassificationMemory: @unchecked Sendable {
     private var settings = GuardSettings()
     private var entries: [Key: ActionClassification] = [:]
     /// By shape, with positions as token numbers (`SQLShape.relative`).
-    private var shapes: [SQLShape: ActionClassification] = [:]
+    private var shapes: [SQLShape.Key: ActionClassification] = [:]
 
     func lookup(_ action: Action, normalize: Bool, settings: GuardSettings) -> ActionClassification? {
         lock.lock()
@@ -144,7 +144,7 @@ private final class ClassificationMemory: @unchecked Sendable {
 
     func lookup(_ shape: SQLShape, settings: GuardSettings) -> ActionClassification? {
         lock.lock()
-        let known = settings == self.settings ? shapes[shape] : nil
+        let known = settings == self.settings ? shapes[shape.key] : nil
         lock.unlock()
         return known.map(shape.absolute)
     }
@@ -154,7 +154,7 @@ private final class ClassificationMemory: @unchecked Sendable {
         defer { lock.unlock() }
         adopt(settings)
         if shapes.count >= ActionGuard.cacheEntries { shapes.removeAll(keepingCapacity: true) }
-        shapes[shape] = relative
+        shapes[shape.key] = relative
     }
 
     /// Forgets everything worked out under other settings.

@@ -157,7 +157,8 @@ private struct SQLWalk {
             let length = entry["stmt_len"]?.intValue ?? 0
             statementText = slice(text, from: location, length: length)
             // Point at the statement's first word, not the whitespace after the previous `;`.
-            // PostgreSQL's spaces: space, tab, LF, CR, form feed, vertical tab.
+            // PostgreSQL's spaces: space, tab, LF, CR, form feed (and vertical tab since PostgreSQL 17; in
+            // 15 it is no space, so a statement cannot start after one).
             location += statementText.utf8.prefix { $0 == 0x20 || (0x09...0x0D).contains($0) }.count
             guard let node = entry["stmt"] else { continue }
             if let (type, _) = node.tagged, SQLNodeRule.byNodeType[type] == nil {

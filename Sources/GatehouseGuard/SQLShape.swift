@@ -1,21 +1,18 @@
 import GatehouseCore
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// A SQL text's shape: its tokens as PostgreSQL's scanner reads them, spacing left out, with the value
 /// of every constant (number, string, bit string) and the text of every comment left out too. Where a
 /// comment is stays in the shape: libpg_query's parser reads `NOT /* */ IN` unlike `NOT IN` (a comment
-/// stops the lookahead that joins them), and a statement may start at a comment. Texts of one shape
-/// parse to the same tree but for the values of their constants and the places of their tokens, so a
-/// classification that read no constant's value and points only at token starts holds for all of them
-/// (`SQLClassifier.classify(_:shape:)` says when it does). An application sending one statement with
-/// ever new literals (`WHERE id = 41`, `WHERE id = 42`) is then classified once.
+/// stops the lookahead that joins them), and a statement may start at a comment. When every constant
+/// of the text is a constant of its parse tree (`A_Const`), texts of one shape parse to the same tree but
+/// for those constants' values and the places of their tokens, so a classification that read no
+/// constant's value and points only at token starts holds for all of them
+/// (`SQLClassifier.classify(_:shape:)` checks both). An application sending one statement with ever new
+/// literals (`WHERE id = 41`, `WHERE id = 42`) is then classified once.
 struct SQLShape: Hashable, Sendable {
-    /// Each token's kind, followed by its bytes unless it is a constant or a comment.
-    let key: [UInt8]
+    /// Each token's kind, followed by its bytes unless it is a constant or a comment: what the memory
+    /// keeps (the rest is for the text at hand).
+    let key: Key
     /// Where each token (comments included) starts in the text.
     let starts: [Int]
     /// Where each constant starts, and where the `-` before it starts when there is one: PostgreSQL
@@ -30,10 +27,18 @@ struct SQLShape: Hashable, Sendable {
 
     /// Nil when the text holds no constant (remembering it by its exact text is enough), holds a NUL
     /// (the scanner would stop there), does not scan, or uses Unicode escapes.
+    /// The bytes of a shape, compared and hashed as a whole.
+    struct Key: Hashable, Sendable {
+        let bytes: [UInt8]
+
+        func hash(into hasher: inout Hasher) {
+            bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
+    }
+
     init?(_ text: String) {
         guard !text.utf8.contains(0), let tokens = PgQuery.tokens(text, comments: true) else { return nil }
         var key: [UInt8] = []
-        key.reserveCapacity(text.utf8.count + 2 * tokens.count)
         var starts: [Int] = []
         starts.reserveCapacity(tokens.count)
         var constants: [(start: Int, sign: Int?)] = []
@@ -51,7 +56,7 @@ struct SQLShape: Hashable, Sendable {
             }
         }
         guard !constants.isEmpty else { return nil }
-        self.key = key
+        self.key = Key(bytes: key)
         self.starts = starts
         self.constants = constants
     }
@@ -64,15 +69,9 @@ struct SQLShape: Hashable, Sendable {
         } while value > 0
     }
 
-    static func == (lhs: SQLShape, rhs: SQLShape) -> Bool {
-        lhs.key.count == rhs.key.count && lhs.key.withUnsafeBytes { a in
-            rhs.key.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 }
-        }
-    }
+    static func == (lhs: SQLShape, rhs: SQLShape) -> Bool { lhs.key == rhs.key }
 
-    func hash(into hasher: inout Hasher) {
-        key.withUnsafeBytes { hasher.combine(bytes: $0) }
-    }
+    func hash(into hasher: inout Hasher) { key.hash(into: &hasher) }
 
     // MARK: Positions
 

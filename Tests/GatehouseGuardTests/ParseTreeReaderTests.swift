@@ -12,7 +12,7 @@ struct ParseTreeReaderTests {
         #expect(tree["c"] == .object([]))
         // Surrogate pairs, and a high surrogate followed by something that is not its low half.
         #expect(try ParseTreeReader.read(Array(#"["\ud83d\ude00"]"#.utf8), maximumDepth: 5).elements.first?.stringValue == "😀")
-        #expect(try ParseTreeReader.read(Array(#"["\ud83d\u0041"]"#.utf8), maximumDepth: 5).elements.first?.stringValue == "\u{FFFD}")
+        #expect(try ParseTreeReader.read(Array(#"["\ud83d\u0041"]"#.utf8), maximumDepth: 5).elements.first?.stringValue == "\u{FFFD}A")
         #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array("[[[[[[[1]]]]]]]".utf8), maximumDepth: 5) }
         #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":"#.utf8), maximumDepth: 5) }
         #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":1} x"#.utf8), maximumDepth: 5) }
