@@ -57,6 +57,29 @@ import Glibc
         #expect(refused.contains { $0["risk"] == "dangerous" && $0["text"] == "DELETE FROM accounts;" })
     }
 
+    /// The guard remembers a statement's classification by its shape (other constants, same tokens);
+    /// through psql, statements that differ only in constants are still each judged by what they do.
+    @Test func statementsThatDifferOnlyInConstantsAreEachJudged() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice", role: "write")
+        let result = try await harness.psql("alice", """
+            UPDATE accounts SET balance = 101 WHERE id = 1;
+            UPDATE accounts SET balance = 102 WHERE id = 2;
+            UPDATE accounts SET balance = 0 WHERE 1 = 1;
+            UPDATE accounts SET balance = 0 WHERE 2 = 3;
+            DELETE FROM accounts WHERE id::text LIKE 'none%';
+            DELETE FROM accounts WHERE id::text LIKE '%';
+            SELECT string_agg(balance::text, ',' ORDER BY id) FROM accounts WHERE id <= 3;
+            """)
+        #expect(result.stderr.components(separatedBy: "this is a dangerous action").count - 1 == 2, "\(result)")
+        #expect(result.stderr.contains("update_without_where"), "\(result)")
+        #expect(result.stderr.contains("delete_without_where"), "\(result)")
+        // Both selective writes ran, the ones whose constants made them select nothing too; nothing else.
+        #expect(result.stdout.split(separator: "\n") == ["UPDATE 1", "UPDATE 1", "UPDATE 0", "DELETE 0", "101,102,100"], "\(result)")
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
+    }
+
     @Test func aBlockedStatementInsideATransactionMakesItFail() async throws {
         let harness = try await ProxyHarness.start()
         defer { Task { await harness.stop() } }

@@ -62,6 +62,32 @@ struct ActionTests {
         }
     }
 
+    @Test("statements that differ only in constants: each classified by what it does, each approved on its own")
+    func constantsDiffer() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob")
+            func classification(_ text: String) async throws -> [String: Any] {
+                try await server.checkAction(t["alice"]!, text: text).json["classification"] as? [String: Any] ?? [:]
+            }
+            let texts = ["DELETE FROM orders WHERE id = 5 OR 1 = 2", "DELETE FROM orders WHERE id = 6 OR 1 = 1",
+                         "DELETE FROM orders WHERE id = 7; TRUNCATE orders_archive", "DELETE FROM orders WHERE id = 123456; TRUNCATE orders_archive"]
+            var risks: [String] = []
+            for text in texts { risks.append(try await classification(text)["risk"] as? String ?? "?") }
+            #expect(risks == ["write", "dangerous", "dangerous", "dangerous"])
+            // Positions point into the text checked, not into the earlier one of the same shape.
+            let findings = try await classification(texts[3])["findings"] as? [[String: Any]] ?? []
+            let truncate = findings.first { $0["category"] as? String == "truncate" }
+            #expect(truncate?["position"] as? Int == texts[3].utf8.count - "TRUNCATE orders_archive".utf8.count, "\(findings)")
+
+            // An approval is for its exact text: id = 5 approved does not allow id = 6.
+            let created = try await server.requestAction(t["alice"]!, text: "DELETE FROM orders WHERE id = 5")
+            let id = try #require(created.string("id"))
+            #expect(try await server.approve(t["bob"]!, id).string("state") == "approved")
+            #expect(try await server.checkAction(t["alice"]!, text: "DELETE FROM orders WHERE id = 6").string("decision") == "approval_required")
+            #expect(try await server.checkAction(t["alice"]!, text: "DELETE FROM orders WHERE id = 5").string("decision") == "allow")
+        }
+    }
+
     @Test("concurrent checks of one approved action: exactly one is allowed")
     func usedOnce() async throws {
         try await TestServer.with { server in
