@@ -62,20 +62,22 @@ public enum ParseTree: Sendable, Equatable {
         return (fields[0].key, fields[0].value)
     }
 
-    /// The same tree with the value of every constant (`A_Const`) left out: two trees equal in this
-    /// form differ at most in their constants' values.
-    public var withoutConstantValues: ParseTree {
-        switch self {
-        case let .object(fields):
-            if let (type, _) = tagged, type == "A_Const" { return .object([(type, .null)]) }
-            return .object(fields.map { ($0.key, $0.value.withoutConstantValues) })
-        case let .array(values): return .array(values.map(\.withoutConstantValues))
-        default: return self
+    /// Whether the two trees are equal but for the values of their constants (`A_Const`), compared in
+    /// place (no tree is built).
+    func equalsIgnoringConstantValues(_ other: ParseTree) -> Bool {
+        switch (self, other) {
+        case let (.object(a), .object(b)):
+            if let (mine, _) = tagged, mine == "A_Const", let (theirs, _) = other.tagged, theirs == "A_Const" { return true }
+            return a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value.equalsIgnoringConstantValues($1.value) }
+        case let (.array(a), .array(b)):
+            return a.count == b.count && zip(a, b).allSatisfy { $0.equalsIgnoringConstantValues($1) }
+        default:
+            return self == other
         }
     }
 
     /// Whether the tree holds a constant (`A_Const`).
-    public var containsConstant: Bool {
+    var containsConstant: Bool {
         switch self {
         case let .object(fields):
             if let (type, _) = tagged, type == "A_Const" { return true }

@@ -214,7 +214,7 @@ enum WhereAnalysis {
     /// their constants the answer depends on those values, and `constants` learns it.
     static func same(_ left: ParseTree, _ right: ParseTree, constants: ConstantUse) -> Bool {
         let a = left.withoutLocations, b = right.withoutLocations
-        if !constants.happened, a.withoutConstantValues == b.withoutConstantValues, a.containsConstant { constants.read() }
+        if !constants.happened, a.containsConstant, a.equalsIgnoringConstantValues(b) { constants.read() }
         return a == b
     }
 

@@ -122,6 +122,24 @@ struct ShapeAdversaryTests {
         return "positions"
     }
 
+    typealias Sweep = (mismatches: [Mismatch], compared: Int, stored: Int)
+
+    /// `pairwise` over each group of texts `groups` makes (on a parser thread), keeping at most `keep`
+    /// mismatches per group so one bad rule does not drown the rest.
+    static func sweep(keep: Int, _ groups: @escaping @Sendable () -> [[String]]) async -> Sweep {
+        await ParserThreads.shared.run { () -> Sweep in
+            var all: [Mismatch] = []
+            var compared = 0, stored = 0
+            for texts in groups() {
+                let (m, c, s) = pairwise(texts)
+                all += m.prefix(keep)
+                compared += c
+                stored += s
+            }
+            return (all, compared, stored)
+        }
+    }
+
     /// For every pair of texts of one shape among `texts`, A remembered by shape: B's remembered answer
     /// against B's fresh one. Returns the mismatches and how many pairs were compared.
     static func pairwise(_ texts: [String]) -> (mismatches: [Mismatch], compared: Int, stored: Int) {
@@ -161,7 +179,7 @@ struct ShapeAdversaryTests {
 
     /// Reports mismatches (at most `show` of them in full), confirming the first few through a real
     /// `ActionGuard`.
-    static func report(_ label: String, _ result: (mismatches: [Mismatch], compared: Int, stored: Int), show: Int = 12,
+    static func report(_ label: String, _ result: Sweep, show: Int = 12,
                        sourceLocation: SourceLocation = #_sourceLocation) async {
         let kinds = Dictionary(grouping: result.mismatches, by: \.kind).mapValues(\.count)
         if !result.mismatches.isEmpty {
@@ -261,18 +279,8 @@ struct ShapeAdversaryTests {
 
     @Test("templates × constants: every pair of one shape, the remembered answer is the fresh one")
     func templatesTimesConstants() async {
-        let result = await ParserThreads.shared.run { () -> (mismatches: [Mismatch], compared: Int, stored: Int) in
-            var all: [Mismatch] = []
-            var compared = 0, stored = 0
-            for template in Self.templates {
-                let texts = Self.choices(Self.slots(template)).map { Self.fill(template, $0) }
-                let (m, c, s) = Self.pairwise(texts)
-                // At most a few per template, so one bad rule does not drown the rest.
-                all += m.prefix(3)
-                compared += c
-                stored += s
-            }
-            return (all, compared, stored)
+        let result = await Self.sweep(keep: 3) {
+            Self.templates.map { template in Self.choices(Self.slots(template)).map { Self.fill(template, $0) } }
         }
         await Self.report("templates", result)
         #expect(result.compared > 5_000, "pairs compared: \(result.compared)")
@@ -282,13 +290,11 @@ struct ShapeAdversaryTests {
 
     @Test("corpus statements with constants varied: every pair of variants, not only the original first")
     func corpusPairwise() async {
-        let result = await ParserThreads.shared.run { () -> (mismatches: [Mismatch], compared: Int, stored: Int) in
-            var all: [Mismatch] = []
-            var compared = 0, stored = 0
-            for entry in CorpusEntry.sql where entry.text.utf8.count <= 2000 {
-                guard let tokens = PgQuery.tokens(entry.text) else { continue }
+        let result = await Self.sweep(keep: 3) {
+            CorpusEntry.sql.filter { $0.text.utf8.count <= 2000 }.compactMap { entry -> [String]? in
+                guard let tokens = PgQuery.tokens(entry.text) else { return nil }
                 let constants = tokens.indices.filter { SQLShape.constantKinds.contains(tokens[$0].kind) }
-                guard !constants.isEmpty, constants.count <= 8 else { continue }
+                guard !constants.isEmpty, constants.count <= 8 else { return nil }
                 let utf8 = Array(entry.text.utf8)
                 let originals = constants.map { String(decoding: utf8[tokens[$0].start..<tokens[$0].end], as: UTF8.self) }
                 func kind(_ token: Int) -> Character {
@@ -311,12 +317,8 @@ struct ShapeAdversaryTests {
                         texts.append(String(decoding: bytes, as: UTF8.self))
                     }
                 }
-                let (m, c, s) = Self.pairwise(texts)
-                all += m.prefix(3)
-                compared += c
-                stored += s
+                return texts
             }
-            return (all, compared, stored)
         }
         await Self.report("corpus pairwise", result)
         #expect(result.compared > 5_000, "pairs compared: \(result.compared)")
@@ -359,13 +361,11 @@ struct ShapeAdversaryTests {
     /// (the same shape), both ways round.
     @Test("comments after every token: whatever they say, the same answer")
     func commentsEverywhere() async {
-        let result = await ParserThreads.shared.run { () -> (mismatches: [Mismatch], compared: Int, stored: Int) in
-            var all: [Mismatch] = []
-            var compared = 0, stored = 0
+        let result = await Self.sweep(keep: 2) {
             let texts = CorpusEntry.sql.map(\.text).filter { $0.utf8.count <= 600 }
                 + Self.templates.map { Self.fill($0, Self.slots($0).map { Self.pool[$0]![1] }) }
-            for text in texts {
-                guard let tokens = PgQuery.tokens(text), SQLShape(text) != nil, tokens.count <= 60 else { continue }
+            return texts.compactMap { text -> [String]? in
+                guard let tokens = PgQuery.tokens(text), SQLShape(text) != nil, tokens.count <= 60 else { return nil }
                 let utf8 = Array(text.utf8)
                 var variants = [text]
                 for token in tokens.dropLast() {
@@ -375,12 +375,8 @@ struct ShapeAdversaryTests {
                         variants.append(String(decoding: bytes, as: UTF8.self))
                     }
                 }
-                let (m, c, s) = Self.pairwise(variants)
-                all += m.prefix(2)
-                compared += c
-                stored += s
+                return variants
             }
-            return (all, compared, stored)
         }
         await Self.report("comments", result, show: 8)
         #expect(result.compared > 5_000, "pairs compared: \(result.compared)")
@@ -411,22 +407,15 @@ struct ShapeAdversaryTests {
     /// Whitespace of every kind PostgreSQL's scanner skips, in place of each space.
     @Test("spacing of every kind between tokens")
     func spacing() async {
-        let result = await ParserThreads.shared.run { () -> (mismatches: [Mismatch], compared: Int, stored: Int) in
-            var all: [Mismatch] = []
-            var compared = 0, stored = 0
-            let texts = CorpusEntry.sql.map(\.text).filter { $0.utf8.count <= 400 }
-            for text in texts where SQLShape(text) != nil {
+        let result = await Self.sweep(keep: 2) {
+            CorpusEntry.sql.map(\.text).filter { $0.utf8.count <= 400 && SQLShape($0) != nil }.map { text in
                 var variants = [text]
                 for space in ["\u{0C}", "\t", "\n", "\r\n", "  ", " /* c */ "] {
                     variants.append(text.replacingOccurrences(of: " ", with: space))
                     if let range = text.range(of: "; ") { variants.append(text.replacingCharacters(in: range, with: ";" + space)) }
                 }
-                let (m, c, s) = Self.pairwise(variants)
-                all += m.prefix(2)
-                compared += c
-                stored += s
+                return variants
             }
-            return (all, compared, stored)
         }
         await Self.report("spacing", result, show: 6)
         #expect(result.compared > 1_000, "pairs compared: \(result.compared)")
