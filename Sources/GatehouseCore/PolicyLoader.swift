@@ -49,12 +49,23 @@ public struct PolicyError: Error, CustomStringConvertible, Sendable {
 /// Reads and validates the YAML policy file. Every problem found is reported with its line and
 /// column and what to write instead; reading does not stop at the first one.
 public enum PolicyLoader {
-    /// `\A` and `\z`: `$` would also match before a final line break, letting "alice\n" through.
-    static let namePattern = try! NSRegularExpression(pattern: "\\A[a-z0-9][a-z0-9._-]{0,62}\\z")
-
-    /// Whether `name` is a valid principal, group, resource or role name.
+    /// Whether `name` is a valid principal, group, resource or role name: `[a-z0-9][a-z0-9._-]{0,62}`,
+    /// the whole string (a final line break is not allowed either). Every check runs it, so it reads
+    /// bytes rather than running a regular expression.
     public static func isValidName(_ name: String) -> Bool {
-        namePattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) != nil
+        var name = name
+        return name.withUTF8 { bytes in
+            guard (1...63).contains(bytes.count) else { return false }
+            for (index, byte) in bytes.enumerated() {
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): continue
+                case UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+                    if index == 0 { return false }
+                default: return false
+                }
+            }
+            return true
+        }
     }
 
     /// What `isValidName` accepts, in words, for error messages.

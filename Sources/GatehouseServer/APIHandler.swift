@@ -246,14 +246,19 @@ struct APIHandler: APIProtocol {
     // MARK: check
 
     func check(_ input: Operations.Check.Input) async throws -> Operations.Check.Output {
-        let caller = try await caller()
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
+        return .ok(.init(body: .json(try await check(body: body))))
+    }
+
+    /// The check itself, for the generated route and for `CheckFastPath` alike.
+    func check(body: Components.Schemas.CheckInput) async throws -> Components.Schemas.CheckResult {
+        let caller = try await caller()
         switch body {
         case .ActionCheck(let check):
-            return .ok(.init(body: .json(try await checkAction(caller, resource: check.resource, action: Self.action(check.action), principal: check.principal))))
+            return try await checkAction(caller, resource: check.resource, action: Self.action(check.action), principal: check.principal)
         case .RoleCheck(let check):
             let (principal, decision) = try await service.checks.check(caller: caller, resource: check.resource, role: check.role, principal: check.principal)
-            return .ok(.init(body: .json(Self.checkResult(principal: principal, resource: check.resource, role: check.role, decision: decision))))
+            return Self.checkResult(principal: principal, resource: check.resource, role: check.role, decision: decision)
         }
     }
 

@@ -21,9 +21,11 @@ public enum GatehouseHTTP {
         router.add(middleware: ContractMiddleware(table: routes))
         router.add(middleware: RequestInfoMiddleware(tokens: service.tokens))
         let provider = ProviderLink(service: service, logger: logger)
+        let api = APIHandler(service: service, provider: provider)
+        router.add(middleware: CheckFastPath(handler: api))
         try WebInbox(service: service, provider: provider, logger: logger).register(on: router)
         SlackInteractions(service: service, logger: logger).register(on: router)
-        try APIHandler(service: service, provider: provider).registerHandlers(on: RecordingTransport(router: router, table: routes),
+        try api.registerHandlers(on: RecordingTransport(router: router, table: routes),
                                                                                configuration: .init(dateTranscoder: PreciseDateTranscoder(), jsonEncodingOptions: [.sortedKeys]),
                                                                                middlewares: [EmptyBodyIsNoBody()])
         for route in routes.all { metrics.registerRoute(route.path, method: route.method.rawValue) }

@@ -83,5 +83,27 @@ struct PrincipalNameTests {
 
     @Test func accepted() {
         #expect(PolicyLoader.isValidName("alice") && PolicyLoader.isValidName("deploy-bot.v2_x"))
+        #expect(PolicyLoader.isValidName("0") && PolicyLoader.isValidName(String(repeating: "a", count: 63)))
+        #expect(!PolicyLoader.isValidName(String(repeating: "a", count: 64)))
+        #expect(!PolicyLoader.isValidName("-a") && !PolicyLoader.isValidName(".a") && !PolicyLoader.isValidName("_a"))
+    }
+
+    /// The byte check agrees with the rule written as a regular expression on random strings over an
+    /// alphabet of valid and invalid characters (letters in both cases, a line break, non-ASCII).
+    @Test func agreesWithThePattern() throws {
+        let pattern = try NSRegularExpression(pattern: "\\A[a-z0-9][a-z0-9._-]{0,62}\\z")
+        let alphabet = Array("az09._-Z \n\r/é\u{0}")
+        var generator = SystemRandomNumberGenerator()
+        var accepted = 0
+        for round in 0..<20_000 {
+            let length = round % 3 == 0 ? Int.random(in: 60...66, using: &generator) : Int.random(in: 0...8, using: &generator)
+            let name = String((0..<length).map { _ in
+                Int.random(in: 0..<4, using: &generator) == 0 ? alphabet.randomElement(using: &generator)! : Array("abc019")[Int.random(in: 0..<6, using: &generator)]
+            })
+            let expected = pattern.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) != nil
+            #expect(PolicyLoader.isValidName(name) == expected, "\(name.debugDescription)")
+            if expected { accepted += 1 }
+        }
+        #expect(accepted > 1_000 && accepted < 19_000)
     }
 }
