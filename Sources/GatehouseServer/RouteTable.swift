@@ -58,6 +58,12 @@ struct ContractMiddleware: RouterMiddleware {
     let table: RouteTable
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        for name in [HTTPField.Name.contentType, .accept] {
+            if let value = request.headers[name], let repeated = Self.repeatedParameter(value) {
+                return Problem(status: 400, code: "bad_header",
+                               detail: "the \(name.canonicalName) header names the parameter `\(repeated)` more than once (names are case-insensitive); send each parameter once").response()
+            }
+        }
         let path = request.uri.path
         guard path.hasPrefix("/v1/") || path == "/healthz" || path == "/readyz", let methods = table.methods(for: path) else {
             return try await next(request, context)
@@ -75,6 +81,23 @@ struct ContractMiddleware: RouterMiddleware {
                            detail: "send the body as JSON with `Content-Type: application/json`; got \(request.headers[.contentType].map { "`\($0)`" } ?? "no content type")").response()
         }
         return try await next(request, context)
+    }
+
+    /// A media type parameter named twice in a `Content-Type` or `Accept` value (`application/json;
+    /// a=1; A=2`), its names read as the generated layer's runtime reads them (after each `;`, spaces
+    /// trimmed, exactly one `=`-separated name and value). The runtime stops the whole process on
+    /// such a value (it builds a dictionary of the lowercased names that must not repeat), so it is
+    /// refused here, before any operation sees it.
+    static func repeatedParameter(_ value: String) -> String? {
+        var seen = Set<String>()
+        for component in value.split(separator: ";").dropFirst() {
+            let trimmed = component.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed()
+            let parts = String(trimmed).split(separator: "=")
+            guard parts.count == 2 else { continue }
+            let name = parts[0].lowercased()
+            if !seen.insert(name).inserted { return name }
+        }
+        return nil
     }
 
     static func hasBody(_ request: Request) -> Bool {

@@ -17,4 +17,18 @@ struct ParseTreeReaderTests {
         #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":"#.utf8), maximumDepth: 5) }
         #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":1} x"#.utf8), maximumDepth: 5) }
     }
+
+    @Test("objects and arrays nested in each other keep their own members")
+    func nesting() throws {
+        let text = #"{"a":[{"b":[1,2],"c":{"d":[],"e":[[3],[4,{"f":5}]]}},6],"g":{"h":{"i":7}},"j":[]}"#
+        let tree = try ParseTreeReader.read(Array(text.utf8), maximumDepth: 10)
+        #expect(tree == .object([
+            ("a", .array([.object([("b", .array([.integer(1), .integer(2)])),
+                                   ("c", .object([("d", .array([])),
+                                                  ("e", .array([.array([.integer(3)]), .array([.integer(4), .object([("f", .integer(5))])])]))]))]),
+                          .integer(6)])),
+            ("g", .object([("h", .object([("i", .integer(7))]))])),
+            ("j", .array([])),
+        ]))
+    }
 }

@@ -129,6 +129,32 @@ struct BadInputTests {
         }
     }
 
+    /// The generated layer's runtime stops the process on a media type whose parameters repeat a name
+    /// in another case (it builds a dictionary of lowercased names that must not repeat): such headers
+    /// are refused before any operation, signed in or not, and the server keeps answering.
+    @Test("a Content-Type or Accept that names a parameter twice is refused, and the server stays up")
+    func repeatedMediaTypeParameters() async throws {
+        try await TestServer.with { server in
+            let alice = try await server.token(for: "alice")
+            let login = try await server.send(.POST, "/v1/auth/login", token: nil, rawBody: Data("{}".utf8), contentType: "application/json; x=1; X=1")
+            #expect(login.status == 400 && login.string("code") == "bad_header", "\(String(decoding: login.body, as: UTF8.self))")
+            #expect(login.string("detail")?.contains("`x`") == true)
+            for (contentType, accept) in [("application/json; a=1; A=2", "application/json, application/problem+json"),
+                                          ("application/json;\ta=1;a=2", nil),
+                                          ("application/json", "application/json; q=1; Q=0.5"),
+                                          ("application/json; charset=utf-8; CHARSET=utf-8", nil)] {
+                let check = try await server.send(.POST, "/v1/check", token: alice, rawBody: Data(#"{"resource":"prod-db","role":"read"}"#.utf8),
+                                                  contentType: contentType, headers: accept.map { [("Accept", $0)] } ?? [])
+                #expect(check.status == 400 && check.string("code") == "bad_header", "\(contentType) \(accept ?? "")")
+            }
+            #expect(try await server.send(.GET, "/healthz", token: nil).status == 200)
+            // A parameter once, in any case, is fine.
+            let plain = try await server.send(.POST, "/v1/check", token: alice, rawBody: Data(#"{"resource":"prod-db","role":"read"}"#.utf8),
+                                              contentType: "application/json; Charset=utf-8", headers: [("Accept", "application/json, application/problem+json")])
+            #expect(plain.status == 200)
+        }
+    }
+
     @Test("an optional body may be left out, and null in an optional field counts as absent (openapi.yaml says both)")
     func optionalBodies() async throws {
         try await TestServer.with { server in
