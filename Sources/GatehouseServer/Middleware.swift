@@ -5,6 +5,7 @@ import Hummingbird
 import HTTPTypes
 import Logging
 import NIOCore
+import NIOHTTP1
 import OpenAPIRuntime
 
 public struct GatehouseRequestContext: RequestContext {
@@ -131,6 +132,10 @@ struct Problem: Sendable {
             return Problem(status: 400, code: "bad_request", detail: "the request could not be read: \(error.causeDescription); check it against openapi.yaml")
         case let error as DecodingError:
             return from(error)
+        case let error as HTTPParserError:
+            // A body whose framing is broken (a chunk size that is not hex, a chunk longer than it says, a
+            // connection closed before Content-Length bytes came): the client's mistake, not the server's.
+            return Problem(status: 400, code: "bad_request", detail: "the request body could not be read as HTTP (\(error)); check its Content-Length or chunked encoding")
         case is NIOTooManyBytesError:
             return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than \(GatehouseRequestContext.maxBodyBytes / 1024) KiB")
         case let error as HTTPError:
