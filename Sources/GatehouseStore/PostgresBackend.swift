@@ -191,7 +191,9 @@ final class PostgresBackend: StoreBackend {
                                  "cannot use the PostgreSQL database \(location): \(Self.explain(error, host: location.host)); check that the server is running and the address, user, password and database are right")
         }
         let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger)
-        let runner = Task { await client.run() }
+        // Started at once, on this thread up to its first suspension: run() marks the client running before
+        // that, so the first lease below does not find it idle (PostgresNIO then logs a warning at every start).
+        let runner = Task.immediate { await client.run() }
         let backend = PostgresBackend(client: client, runner: runner, location: location, writeWait: writeWait)
         do {
             try await backend.leased(wait: .seconds(location.connectTimeoutSeconds)) { connection in
