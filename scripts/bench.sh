@@ -18,6 +18,7 @@ trap 'kill $SERVER_PID ${SERVER2_PID:-} 2>/dev/null; wait 2>/dev/null; [ -n "${P
   echo "version: 1"
   echo "principals:"
   for i in $(seq -f "%03g" 0 199); do echo "  u$i: {groups: [engineers]}"; done
+  for i in $(seq -f "%03g" 0 99); do echo "  rv$i: {groups: [engineers]}"; done
   for i in 1 2 3 4 5; do echo "  ops$i: {groups: [ops]}"; done
   echo "  flood-bot: {groups: [engineers], kind: service}"
   for i in $(seq 1 10); do echo "  flood-bot$i: {groups: [engineers], kind: service}"; done

@@ -14,7 +14,7 @@ struct GatehouseBench {
     static func main() async throws {
         let args = Array(CommandLine.arguments.dropFirst())
         guard let mode = args.first else {
-            print("usage: gatehouse-bench classify [--seconds S] | audit-log --database URL --events N | setup|cycles|flood --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C] [--rate R] [--principals P] [--lead S]")
+            print("usage: gatehouse-bench classify [--seconds S] | score | audit-log --database URL --events N | history|active-grants --database URL --count N | revoke-delay --url A,B --admin-token T [--rounds N] | setup|cycles|flood --url URL --admin-token T [--users N] [--resources N] [--lua FILE] [--seconds S] [--concurrency C] [--rate R] [--principals P] [--lead S]")
             exit(2)
         }
         func option(_ name: String, _ fallback: String) -> String {
@@ -44,58 +44,60 @@ struct GatehouseBench {
             // A store whose audit log holds N events, each appended as the server appends them (linked
             // into the hash chain), in transactions of 10,000: the data for the growth measurements.
             let events = Int(option("events", "10000"))!
-            let store = try await GatehouseStore.open(url: option("database", "sqlite:bench-audit.db"))
-            let start = Date()
-            var written = 0
-            while written < events {
-                let batch = min(10_000, events - written)
-                let base = written
-                try await store.write { session in
-                    try await session.appendAudit((0..<batch).map {
-                        AuditEntry(actor: "u\((base + $0) % 200)", action: "grant.checked", subject: "grt_\(base + $0)", resource: "db\($0 % 5)",
-                                   details: ["role": "read", "decision": "allow"])
-                    }, at: Date())
-                }
-                written += batch
+            let (written, seconds) = try await writeInBatches(url: option("database", "sqlite:bench-audit.db"), count: events, batch: 10_000) { session, range in
+                try await session.appendAudit(range.map {
+                    AuditEntry(actor: "u\($0 % 200)", action: "grant.checked", subject: "grt_\($0)", resource: "db\($0 % 5)",
+                               details: ["role": "read", "decision": "allow"])
+                }, at: Date())
             }
-            await store.close()
-            print(String(format: "audit-log: %d events in %.1fs", written, Date().timeIntervalSince(start)))
+            print(String(format: "audit-log: %d events in %.1fs", written, seconds))
         case "history":
             // A year of past requests, each approved with a grant that has since expired (and was ended by
             // the sweeper, as the server does), spread over u000..u199 and db0..db4: the data for the listing
             // and check growth measurements.
             let count = Int(option("count", "10000"))!
-            let store = try await GatehouseStore.open(url: option("database", "sqlite:bench-history.db"))
-            let start = Date()
             let yearAgo = Date().addingTimeInterval(-365 * 86_400)
-            var written = 0
-            while written < count {
-                let batch = min(5_000, count - written)
-                let base = written
-                try await store.write { session in
-                    for n in base..<(base + batch) {
-                        let at = yearAgo.addingTimeInterval(Double(n) / Double(count) * 360 * 86_400)
-                        let user = String(format: "u%03d", n % 200)
-                        let request = AccessRequest(id: "req_h\(n)", requester: user, resource: "db\((n / 200) % 5)", role: "write",
-                                                    duration: try TimeSpan.parse("30m"), reason: "INC-\(n) past work", ticket: nil,
-                                                    state: .approved, approvalsRequired: 1, createdAt: at, pendingExpiresAt: at.addingTimeInterval(86_400),
-                                                    decidedAt: at, decidedBy: "ops1", grantId: "grt_h\(n)")
-                        try await session.insertRequest(request)
-                        let grant = Grant(id: "grt_h\(n)", requestId: request.id, principal: user, resource: request.resource,
-                                          role: "write", allows: .write, startsAt: at, expiresAt: at.addingTimeInterval(1_800),
-                                          endedAt: at.addingTimeInterval(1_800), endReason: .expired)
-                        try await session.insertGrant(grant)
-                        _ = try await session.endGrant(grant)
-                    }
+            let (written, seconds) = try await writeInBatches(url: option("database", "sqlite:bench-history.db"), count: count) { session, range in
+                for n in range {
+                    let at = yearAgo.addingTimeInterval(Double(n) / Double(count) * 360 * 86_400)
+                    let user = String(format: "u%03d", n % 200)
+                    let request = AccessRequest(id: "req_h\(n)", requester: user, resource: "db\((n / 200) % 5)", role: "write",
+                                                duration: try TimeSpan.parse("30m"), reason: "INC-\(n) past work", ticket: nil,
+                                                state: .approved, approvalsRequired: 1, createdAt: at, pendingExpiresAt: at.addingTimeInterval(86_400),
+                                                decidedAt: at, decidedBy: "ops1", grantId: "grt_h\(n)")
+                    try await session.insertRequest(request)
+                    let grant = Grant(id: "grt_h\(n)", requestId: request.id, principal: user, resource: request.resource,
+                                      role: "write", allows: .write, startsAt: at, expiresAt: at.addingTimeInterval(1_800),
+                                      endedAt: at.addingTimeInterval(1_800), endReason: .expired)
+                    try await session.insertGrant(grant)
+                    _ = try await session.endGrant(grant)
                 }
-                written += batch
             }
-            await store.close()
-            print(String(format: "history: %d past requests and grants in %.1fs", written, Date().timeIntervalSince(start)))
+            print(String(format: "history: %d past requests and grants in %.1fs", written, seconds))
             // Cursors half way down the history, for measuring a deep page.
             let middle = count / 2, at = yearAgo.addingTimeInterval(Double(middle) / Double(count) * 360 * 86_400)
             print("requests-cursor \(PageCursor(at: at, id: "req_h\(middle)").text)")
             print("grants-cursor \(PageCursor(at: at, id: "grt_h\(middle)").text)")
+        case "active-grants":
+            // Grants in force now (approved within the last hour, 8 hours long), one per principal and
+            // resource: u000..u199 on db0..db(count/200 - 1), so that each pair holds one, as a large
+            // organisation's would; the data for check cost against the number of active grants.
+            let count = Int(option("count", "10000"))!
+            let now = Date()
+            let (written, seconds) = try await writeInBatches(url: option("database", "sqlite:bench-active.db"), count: count) { session, range in
+                for n in range {
+                    let at = now.addingTimeInterval(-Double(n % 3_600))
+                    let user = String(format: "u%03d", n % 200)
+                    let request = AccessRequest(id: "req_a\(n)", requester: user, resource: "db\(n / 200)", role: "write",
+                                                duration: try TimeSpan.parse("8h"), reason: "INC-\(n) ongoing work", ticket: nil,
+                                                state: .approved, approvalsRequired: 1, createdAt: at, pendingExpiresAt: at.addingTimeInterval(86_400),
+                                                decidedAt: at, decidedBy: "ops1", grantId: "grt_a\(n)")
+                    try await session.insertRequest(request)
+                    try await session.insertGrant(Grant(id: "grt_a\(n)", requestId: request.id, principal: user, resource: request.resource,
+                                                        role: "write", allows: .write, startsAt: at, expiresAt: at.addingTimeInterval(8 * 3_600)))
+                }
+            }
+            print(String(format: "active-grants: %d grants in force in %.1fs", written, seconds))
         case "revoke-delay":
             try await revokeDelay(apis, rounds: Int(option("rounds", "50"))!)
         case "cycles":
@@ -287,35 +289,80 @@ extension GatehouseBench {
 }
 
 extension GatehouseBench {
+    /// Opens the store at `url` and runs `body` over 0..<count in transactions of `batch`; the count written
+    /// and the seconds it took.
+    static func writeInBatches(url: String, count: Int, batch: Int = 5_000,
+                               _ body: @escaping @Sendable (StoreSession, Range<Int>) async throws -> Void) async throws -> (Int, Double) {
+        let store = try await GatehouseStore.open(url: url)
+        let start = Date()
+        var written = 0
+        do {
+            while written < count {
+                let range = written..<min(written + batch, count)
+                try await store.write { try await body($0, range) }
+                written = range.upperBound
+            }
+        } catch {
+            await store.close()
+            throw error
+        }
+        await store.close()
+        return (written, Date().timeIntervalSince(start))
+    }
+}
+
+extension GatehouseBench {
     /// Two instances on one database (`--url A,B`): a grant made on A and checked on B (so B answers it
     /// from its cache), then revoked on A; B is asked again and again until it no longer allows. Prints the
     /// delay from the revocation's answer to B's first refusal, p50/p99/max over `rounds`.
+    /// The requesters are rv000..rv099, whom no other run uses: a grant left open by the cycles runs
+    /// (u000... on the same resources, 5 minutes) would otherwise keep B allowing after the revocation,
+    /// and the delay measured would be that grant's remaining life. B must deny before each grant exists.
     static func revokeDelay(_ apis: [API], rounds: Int) async throws {
         guard apis.count >= 2 else { throw BenchError("revoke-delay needs --url A,B (two instances on one database)") }
         let (a, b) = (apis[0], apis[1])
         var delays: [Double] = []
+        var grantDelays: [Double] = []
+        func milliseconds(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
         let approver = try await a.token(for: "ops1")
         for round in 0..<rounds {
-            let requester = try await a.token(for: String(format: "u%03d", round % 200))
+            let name = String(format: "rv%03d", round % 100)
+            let requester = try await a.token(for: name)
             let resource = "db\(round % 5)"
             let filed = try await a.file(requester, resource: resource, role: "write", duration: "5m", reason: "INC-\(900_000 + round) revocation delay")
             guard filed.status == 201, let id = filed.request?.id else { throw BenchError("request failed: \(filed)") }
-            guard let grant = try await a.approve(approver, id).grantId else { throw BenchError("no grant for \(id)") }
             let check = { () async throws -> Components.Schemas.CheckResult.DecisionPayload in
                 try await b.speaking(as: requester).check(body: .json(.RoleCheck(.init(resource: resource, role: "write")))).ok.body.json.decision
             }
-            // B allows, from its cache after the first answer.
-            for _ in 0..<3 { guard try await check() == .allow else { throw BenchError("instance B does not allow the new grant") } }
+            guard try await check() != .allow else { throw BenchError("\(name) is already allowed write on \(resource) before its grant: another grant would hide the revocation") }
+            guard let grant = try await a.approve(approver, id).grantId else { throw BenchError("no grant for \(id)") }
+            // B's cache held the denial until its watch saw the approval; then it allows, from its cache
+            // after the first answer.
+            let approved = ContinuousClock.now
+            while try await check() != .allow {
+                guard ContinuousClock.now - approved < .seconds(10) else { throw BenchError("instance B does not allow the new grant \(grant) after 10 s") }
+            }
+            grantDelays.append(milliseconds(ContinuousClock.now - approved))
+            for _ in 0..<3 { guard try await check() == .allow else { throw BenchError("instance B stopped allowing the new grant \(grant)") } }
             _ = try await a.speaking(as: a.admin).revokeGrant(path: .init(id: grant), body: .json(.init(reason: "benchmark revocation"))).ok
             let revoked = ContinuousClock.now
-            while try await check() == .allow {}
-            let elapsed = (ContinuousClock.now - revoked).components
-            delays.append(Double(elapsed.seconds) * 1000 + Double(elapsed.attoseconds) / 1e15)
+            var allowed = 0
+            while try await check() == .allow { allowed += 1 }
+            let delay = milliseconds(ContinuousClock.now - revoked)
+            delays.append(delay)
+            // A slow round says what it saw: how many checks still allowed, and when.
+            if delay > 1000 {
+                print(String(format: "revoke-delay: round %d (grant %@ of %@ on %@): refused after %.1f ms and %d allowing checks",
+                             round, grant, name, resource, delay, allowed))
+            }
         }
         delays.sort()
-        func at(_ p: Double) -> Double { delays[min(delays.count - 1, Int(Double(delays.count) * p))] }
+        grantDelays.sort()
+        func at(_ p: Double, _ d: [Double]) -> Double { d[min(d.count - 1, Int(Double(d.count) * p))] }
         print(String(format: "revoke-delay: %d revocations on A, first refusal on B after p50 %.1f ms, p99 %.1f ms, max %.1f ms",
-                     delays.count, at(0.5), at(0.99), delays.last ?? 0))
+                     delays.count, at(0.5, delays), at(0.99, delays), delays.last ?? 0))
+        print(String(format: "revoke-delay: %d approvals on A, first allow on B after p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+                     grantDelays.count, at(0.5, grantDelays), at(0.99, grantDelays), grantDelays.last ?? 0))
     }
 }
 

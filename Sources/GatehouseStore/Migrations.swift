@@ -160,6 +160,11 @@ enum Migrations {
             // Last: on PostgreSQL a dropped index holds its table exclusively until the migration commits.
             "DROP INDEX requests_by_time",
         ]),
+        // Grants in force, newest first (GET /v1/grants?active=true): open grants in the order of the listing,
+        // so a page reads its hundred rows whether ten or a hundred thousand grants are in force.
+        (10, [
+            "CREATE INDEX grants_open_by_start ON grants (ended_at, starts_at, id)",
+        ]),
     ]
 
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }

@@ -329,16 +329,22 @@ public struct StoreSession: Sendable {
     }
 
     public func grants(_ filter: GrantFilter) async throws -> [Grant] {
+        try await db.raw(Self.grantsQuery(filter)).all().map(Self.grant)
+    }
+
+    /// The listing's query, newest first (apart so that tests can read its plan).
+    static func grantsQuery(_ filter: GrantFilter) -> SQLQueryString {
         var conditions: [SQLQueryString] = []
         if let principal = filter.principal { conditions.append("principal = \(bind: principal)") }
         if let resource = filter.resource { conditions.append("resource = \(bind: resource)") }
         if let now = filter.activeAt {
-            conditions.append("ended_at IS NULL AND expires_at > \(bind: now.unixMilliseconds)")
+            // `+ 0`: expiry is checked on the rows the page walks (grants_open_by_start, in the listing's order),
+            // not used to choose them; SQLite would otherwise read every grant in force from grants_open and sort.
+            conditions.append("ended_at IS NULL AND expires_at + 0 > \(bind: now.unixMilliseconds)")
         }
         if let before = filter.before { conditions.append(Self.older(than: before, column: "starts_at")) }
         let whereClause: SQLQueryString = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-        return try await db.raw("SELECT * FROM grants \(whereClause) ORDER BY starts_at DESC, id DESC LIMIT \(bind: filter.limit)")
-            .all().map(Self.grant)
+        return "SELECT * FROM grants \(whereClause) ORDER BY starts_at DESC, id DESC LIMIT \(bind: filter.limit)"
     }
 
     public func expiredOpenGrants(now: Date, limit: Int) async throws -> [Grant] {

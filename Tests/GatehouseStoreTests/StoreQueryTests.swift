@@ -84,6 +84,49 @@ struct StoreQueryTests {
         }
     }
 
+    @Test("grants in force list newest first, page by page, without ended or expired ones; SQLite walks them in order, never sorting them all",
+          arguments: TestDatabase.Kind.allCases)
+    func grantsInForce(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, _ in
+            let now = Self.t0.addingTimeInterval(3_600)
+            // Ten grants a minute apart in start; every third has ended, the oldest two are past their expiry.
+            try await store.write { session in
+                for n in 0..<10 {
+                    let start = Self.t0.addingTimeInterval(Double(n) * 60)
+                    var grant = Grant(id: "grt_\(n)", requestId: "req_grt_\(n)", principal: "p\(n % 3)", resource: "prod-db", role: "write",
+                                      allows: .write, startsAt: start, expiresAt: n < 2 ? now.addingTimeInterval(-1) : now.addingTimeInterval(3_600))
+                    try await session.insertRequest(Self.request("req_grt_\(n)", state: .approved))
+                    try await session.insertGrant(grant)
+                    if n % 3 == 0 {
+                        grant = try GrantLifecycle.release(grant, by: grant.principal, now: start.addingTimeInterval(1))
+                        _ = try await session.endGrant(grant)
+                    }
+                }
+            }
+            var listed: [String] = []
+            var cursor: PageCursor?
+            repeat {
+                let filter = StoreSession.GrantFilter(activeAt: now, before: cursor, limit: 2)
+                let page = try await store.read { try await $0.grants(filter) }
+                #expect(page.count <= 2)
+                listed += page.map(\.id)
+                cursor = page.count == 2 ? page.last.map { PageCursor(at: $0.startsAt, id: $0.id) } : nil
+            } while cursor != nil
+            #expect(listed == ["grt_8", "grt_7", "grt_5", "grt_4", "grt_2"])
+            let mine = try await store.read { try await $0.grants(.init(principal: "p2", activeAt: now)) }
+            #expect(mine.map(\.id) == ["grt_8", "grt_5", "grt_2"])
+            guard kind == .sqlite else { return }
+            for filter in [StoreSession.GrantFilter(activeAt: now), .init(activeAt: now, before: PageCursor(at: now, id: "grt_5"))] {
+                let query = StoreSession.grantsQuery(filter)
+                let plan = try await store.read { session in
+                    try await session.db.raw("EXPLAIN QUERY PLAN " + query).all().map { try $0.decode(column: "detail", as: String.self) }
+                }
+                #expect(plan.contains { $0.contains("grants_open_by_start") }, "plan: \(plan)")
+                #expect(!plan.contains { $0.contains("TEMP B-TREE") }, "plan: \(plan)")
+            }
+        }
+    }
+
     @Test("an optional column: NULL reads as nil, a value as itself, a column the query lacks is an error (never a NULL)",
           arguments: TestDatabase.Kind.allCases)
     func optionalColumns(kind: TestDatabase.Kind) async throws {
