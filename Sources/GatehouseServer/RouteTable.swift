@@ -58,8 +58,12 @@ struct ContractMiddleware: RouterMiddleware {
     let table: RouteTable
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        // Content-Type is one media type; Accept is a list of them, each with its own parameters (a
+        // browser's names `q` in several: `application/xml;q=0.9,*/*;q=0.8`).
         for name in [HTTPField.Name.contentType, .accept] {
-            if let value = request.headers[name], let repeated = Self.repeatedParameter(value) {
+            guard let value = request.headers[name] else { continue }
+            let mediaTypes = name == .accept ? value.split(separator: ",").map(String.init) : [value]
+            if let repeated = mediaTypes.lazy.compactMap(Self.repeatedParameter).first {
                 return Problem(status: 400, code: "bad_header",
                                detail: "the \(name.canonicalName) header names the parameter `\(repeated)` more than once (names are case-insensitive); send each parameter once").response()
             }
@@ -83,7 +87,7 @@ struct ContractMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 
-    /// A media type parameter named twice in a `Content-Type` or `Accept` value (`application/json;
+    /// A parameter named twice in one media type of a `Content-Type` or `Accept` value (`application/json;
     /// a=1; A=2`), its names read as the generated layer's runtime reads them (after each `;`, spaces
     /// trimmed, exactly one `=`-separated name and value). The runtime stops the whole process on
     /// such a value (it builds a dictionary of the lowercased names that must not repeat), so it is

@@ -149,10 +149,19 @@ struct BadInputTests {
                 #expect(check.status == 400 && check.string("code") == "bad_header", "\(contentType) \(accept ?? "")")
             }
             #expect(try await server.send(.GET, "/healthz", token: nil).status == 200)
-            // A parameter once, in any case, is fine.
+            // A parameter once per media type, in any case, is fine: browsers name `q` in several of an Accept list.
             let plain = try await server.send(.POST, "/v1/check", token: alice, rawBody: Data(#"{"resource":"prod-db","role":"read"}"#.utf8),
                                               contentType: "application/json; Charset=utf-8", headers: [("Accept", "application/json, application/problem+json")])
             #expect(plain.status == 200)
+            let chrome = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"
+            let firefox = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+            for accept in [chrome, firefox, "application/json;q=1, application/problem+json;q=0.5"] {
+                let page = try await server.send(.GET, "/sign-in", token: nil, headers: [("Accept", accept)])
+                #expect(page.status == 200, "\(accept): \(String(decoding: page.body, as: UTF8.self).prefix(200))")
+                let checked = try await server.send(.POST, "/v1/check", token: alice, rawBody: Data(#"{"resource":"prod-db","role":"read"}"#.utf8),
+                                                    contentType: "application/json", headers: [("Accept", accept)])
+                #expect(checked.status == 200, "\(accept)")
+            }
         }
     }
 
