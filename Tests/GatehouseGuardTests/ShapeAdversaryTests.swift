@@ -9,6 +9,10 @@ import Testing
 /// Every probe asserts: `ActionGuard` primed with A answers B as `SQLClassifier().classify(B)` does.
 @Suite("Shape memory: adversarial probes")
 struct ShapeAdversaryTests {
+    /// Threads of this suite's own, as the fuzz runs have: a sweep is one long job, and on the shared
+    /// threads it held up the test servers' classifications past their 30 s deadline.
+    static let threads = ParserThreads(count: 2)
+
     static let settings = GuardSettings()
 
     // MARK: Helpers
@@ -26,13 +30,13 @@ struct ShapeAdversaryTests {
 
     /// The answer of a fresh `ActionGuard` for `b` after it classified `a` (both ways in).
     static func throughGuard(prime a: String, then b: String) async -> (async: ActionClassification, inline: ActionClassification?, fresh: ActionClassification) {
-        let first = ActionGuard()
+        let first = ActionGuard(threads: threads)
         _ = await first.classify(Action(kind: .sql, text: a), settings: settings)
         let viaAsync = await first.classify(Action(kind: .sql, text: b), settings: settings)
-        let second = ActionGuard()
+        let second = ActionGuard(threads: threads)
         _ = await second.classify(Action(kind: .sql, text: a), settings: settings)
-        let viaInline = await ParserThreads.shared.run { second.classifyInline(Action(kind: .sql, text: b), settings: settings) }
-        let fresh = await ParserThreads.shared.run { SQLClassifier().classify(b) }
+        let viaInline = await threads.run { second.classifyInline(Action(kind: .sql, text: b), settings: settings) }
+        let fresh = await threads.run { SQLClassifier().classify(b) }
         return (viaAsync, viaInline, fresh)
     }
 
@@ -127,7 +131,7 @@ struct ShapeAdversaryTests {
     /// `pairwise` over each group of texts `groups` makes (on a parser thread), keeping at most `keep`
     /// mismatches per group so one bad rule does not drown the rest.
     static func sweep(keep: Int, _ groups: @escaping @Sendable () -> [[String]]) async -> Sweep {
-        await ParserThreads.shared.run { () -> Sweep in
+        await threads.run { () -> Sweep in
             var all: [Mismatch] = []
             var compared = 0, stored = 0
             for texts in groups() {
