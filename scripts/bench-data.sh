@@ -32,22 +32,40 @@ export GATEHOUSE_ADMIN_TOKEN=bench-admin-token-0123456789
 printf 'version: 1\nprincipals: {alice: {groups: [engineers]}}\nresources:\n  db0: {kind: postgres, roles: {read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}}}\n' > "$WORK/policy.yaml"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$SERVER_PID/status"; }
+since() { python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$1"; }  # seconds since a date +%s.%N
+serve() {  # serve POLICY DATABASE: starts gatehouse (SERVER_PID, URL) and waits until it is ready
+  "$BIN/gatehouse" serve --policy "$1" --database "$2" --port "$port" --log-level error >"$WORK/serve.log" 2>&1 &
+  SERVER_PID=$!
+  URL=http://127.0.0.1:$port
+  for _ in $(seq 1 600); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+}
+stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; }
+team_policy() {  # team_policy RESOURCES: u000..u199 (engineers), ops1 and ops2, db0..db(RESOURCES-1), anti-spam off
+  echo "version: 1"
+  echo "principals:"
+  for i in $(seq -f "%03g" 0 199); do echo "  u$i: {groups: [engineers]}"; done
+  echo "  ops1: {groups: [ops]}"
+  echo "  ops2: {groups: [ops]}"
+  echo "resources:"
+  for r in $(seq 0 $(($1 - 1))); do
+    echo "  db$r: {kind: postgres, roles: {read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}, write: {requesters: [engineers], approvers: [ops], approvals: 1, max_duration: 1h, allows: write}}}"
+  done
+  echo "antispam: {enabled: false}"
+}
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(swift --version 2>/dev/null | head -1)"
 printf '%-9s | %-30s | %-34s | %-34s\n' events "verify: s (per 10^4), peak MB" "export: s (per 10^4), peak MB" "import: s (per 10^4), peak MB"
 for n in $SIZES; do
   db=$WORK/audit-$n.db
   "$BIN/gatehouse-bench" audit-log --database "sqlite:$db" --events "$n" >/dev/null
-  "$BIN/gatehouse" serve --policy "$WORK/policy.yaml" --database "sqlite:$db" --port "$port" --log-level error >"$WORK/serve.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 1 300); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  serve "$WORK/policy.yaml" "sqlite:$db"
   idle=$(kb VmRSS)
   start=$(date +%s.%N)
-  curl -fs -H "Authorization: Bearer $GATEHOUSE_ADMIN_TOKEN" "http://127.0.0.1:$port/v1/audit/verify" | grep -q '"ok":true' \
+  curl -fs -H "Authorization: Bearer $GATEHOUSE_ADMIN_TOKEN" "$URL/v1/audit/verify" | grep -q '"ok":true' \
     || { echo "verify did not pass on $n events" >&2; exit 1; }
-  verify_s=$(python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$start")
+  verify_s=$(since "$start")
   peak=$(kb VmHWM)
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  stop_server
   /usr/bin/time -f "%e %M" -o "$WORK/export.time" "$BIN/gatehouse" export --database "sqlite:$db" -o "$WORK/export.jsonl" 2>/dev/null
   /usr/bin/time -f "%e %M" -o "$WORK/import.time" "$BIN/gatehouse" import --database "sqlite:$WORK/imported-$n.db" -i "$WORK/export.jsonl" >/dev/null
   read -r export_s export_kb < "$WORK/export.time"
@@ -64,22 +82,7 @@ EOF
 done
 
 HISTORY_SIZES=${HISTORY_SIZES-1000 10000 100000}
-{
-  echo "version: 1"
-  echo "principals:"
-  for i in $(seq -f "%03g" 0 199); do echo "  u$i: {groups: [engineers]}"; done
-  echo "  ops1: {groups: [ops]}"
-  echo "  ops2: {groups: [ops]}"
-  echo "resources:"
-  for r in 0 1 2 3 4; do
-    echo "  db$r:"
-    echo "    kind: postgres"
-    echo "    roles:"
-    echo "      read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}"
-    echo "      write: {requesters: [engineers], approvers: [ops], approvals: 1, max_duration: 1h, allows: write}"
-  done
-  echo "antispam: {enabled: false}"
-} > "$WORK/history.yaml"
+team_policy 5 > "$WORK/history.yaml"
 latency() {  # latency [wrk args]: "p50 / p99 (requests/s)"
   wrk -t1 -c8 -d5s --latency "$@" | awk '/^ +50%/ {p50 = $2} /^ +99%/ {p99 = $2} /Requests\/sec/ {rps = $2} /Non-2xx/ {bad = $0}
     END {printf "%s / %s (%d/s)%s", p50, p99, rps, bad ? " " bad : ""}'
@@ -92,10 +95,7 @@ for n in $HISTORY_SIZES; do
   "$BIN/gatehouse-bench" history --database "sqlite:$db" --count "$n" >"$WORK/history.out" 2>&1
   requests_cursor=$(awk '$1 == "requests-cursor" {print $2}' "$WORK/history.out")
   grants_cursor=$(awk '$1 == "grants-cursor" {print $2}' "$WORK/history.out")
-  "$BIN/gatehouse" serve --policy "$WORK/history.yaml" --database "sqlite:$db" --port "$port" --log-level error >"$WORK/serve.log" 2>&1 &
-  SERVER_PID=$!
-  URL=http://127.0.0.1:$port
-  for _ in $(seq 1 300); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  serve "$WORK/history.yaml" "sqlite:$db"
   "$BIN/gatehouse-bench" setup --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --users 200 --resources 5 --lua "$WORK/check.lua" >/dev/null
   USER_TOKEN=$(GATEHOUSE_URL=$URL GATEHOUSE_TOKEN=$GATEHOUSE_ADMIN_TOKEN "$BIN/gatehouse" token create u007 2>/dev/null)
   admin=(-H "Authorization: Bearer $GATEHOUSE_ADMIN_TOKEN")
@@ -119,7 +119,7 @@ for n in $HISTORY_SIZES; do
     "$(latency "${admin[@]}" "$URL/v1/grants?scope=all&limit=100")" \
     "$(latency "${admin[@]}" "$URL/v1/grants?scope=all&limit=100&cursor=$grants_cursor")" \
     "$(latency -H "Cookie: gatehouse_session=$COOKIE" "$URL/inbox")"
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  stop_server
   rm -f "$db"*
 done
 
@@ -134,34 +134,20 @@ echo
 printf '%-9s | %-9s | %-20s | %-28s | %-28s\n' active "ready (s)" "memory idle / after" "check: p50 / p99 (per s)" "grants, active, first page"
 for n in $ACTIVE_SIZES; do
   db=$WORK/active-$n.db
-  resources=$(( n / 200 > 5 ? n / 200 : 5 ))
-  {
-    echo "version: 1"
-    echo "principals:"
-    for i in $(seq -f "%03g" 0 199); do echo "  u$i: {groups: [engineers]}"; done
-    echo "  ops1: {groups: [ops]}"
-    echo "resources:"
-    for r in $(seq 0 $((resources - 1))); do
-      echo "  db$r: {kind: postgres, roles: {read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}, write: {requesters: [engineers], approvers: [ops], approvals: 1, max_duration: 8h, allows: write}}}"
-    done
-    echo "antispam: {enabled: false}"
-  } > "$WORK/active.yaml"
+  team_policy $(( n / 200 > 5 ? n / 200 : 5 )) > "$WORK/active.yaml"
   "$BIN/gatehouse-bench" active-grants --database "sqlite:$db" --count "$n" >/dev/null
   start=$(date +%s.%N)
-  "$BIN/gatehouse" serve --policy "$WORK/active.yaml" --database "sqlite:$db" --port "$port" --log-level error >"$WORK/serve.log" 2>&1 &
-  SERVER_PID=$!
-  URL=http://127.0.0.1:$port
-  for _ in $(seq 1 600); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
-  ready_s=$(python3 -c "import sys,time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$start")
+  serve "$WORK/active.yaml" "sqlite:$db"
+  ready_s=$(since "$start")
   idle=$(kb VmRSS)
   "$BIN/gatehouse-bench" setup --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --users 200 --resources 5 --lua "$WORK/check.lua" >/dev/null
   admin=(-H "Authorization: Bearer $GATEHOUSE_ADMIN_TOKEN")
-  total=$(curl -fs "${admin[@]}" "$URL/v1/grants?scope=all&active=true&limit=1" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["grants"]))')
-  [ "$total" = 1 ] || { echo "no active grant listed at $n" >&2; exit 1; }
+  listed=$(curl -fs "${admin[@]}" "$URL/v1/grants?scope=all&active=true&limit=1" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["grants"]))')
+  [ "$listed" = 1 ] || { echo "no active grant listed at $n" >&2; exit 1; }
   check=$(latency -s "$WORK/check.lua" "$URL")
   grants=$(latency "${admin[@]}" "$URL/v1/grants?scope=all&active=true&limit=100")
   after=$(kb VmHWM)
   printf '%-9s | %-9s | %-20s | %-28s | %-28s\n' "$n" "$ready_s" "$((idle / 1024)) / $((after / 1024)) MB" "$check" "$grants"
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  stop_server
   rm -f "$db"*
 done

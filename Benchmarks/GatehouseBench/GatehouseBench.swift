@@ -61,10 +61,7 @@ struct GatehouseBench {
                 for n in range {
                     let at = yearAgo.addingTimeInterval(Double(n) / Double(count) * 360 * 86_400)
                     let user = String(format: "u%03d", n % 200)
-                    let request = AccessRequest(id: "req_h\(n)", requester: user, resource: "db\((n / 200) % 5)", role: "write",
-                                                duration: try TimeSpan.parse("30m"), reason: "INC-\(n) past work", ticket: nil,
-                                                state: .approved, approvalsRequired: 1, createdAt: at, pendingExpiresAt: at.addingTimeInterval(86_400),
-                                                decidedAt: at, decidedBy: "ops1", grantId: "grt_h\(n)")
+                    let request = try approvedRequest("h\(n)", requester: user, resource: "db\((n / 200) % 5)", duration: "30m", reason: "INC-\(n) past work", at: at)
                     try await session.insertRequest(request)
                     let grant = Grant(id: "grt_h\(n)", requestId: request.id, principal: user, resource: request.resource,
                                       role: "write", allows: .write, startsAt: at, expiresAt: at.addingTimeInterval(1_800),
@@ -88,10 +85,7 @@ struct GatehouseBench {
                 for n in range {
                     let at = now.addingTimeInterval(-Double(n % 3_600))
                     let user = String(format: "u%03d", n % 200)
-                    let request = AccessRequest(id: "req_a\(n)", requester: user, resource: "db\(n / 200)", role: "write",
-                                                duration: try TimeSpan.parse("8h"), reason: "INC-\(n) ongoing work", ticket: nil,
-                                                state: .approved, approvalsRequired: 1, createdAt: at, pendingExpiresAt: at.addingTimeInterval(86_400),
-                                                decidedAt: at, decidedBy: "ops1", grantId: "grt_a\(n)")
+                    let request = try approvedRequest("a\(n)", requester: user, resource: "db\(n / 200)", duration: "8h", reason: "INC-\(n) ongoing work", at: at)
                     try await session.insertRequest(request)
                     try await session.insertGrant(Grant(id: "grt_a\(n)", requestId: request.id, principal: user, resource: request.resource,
                                                         role: "write", allows: .write, startsAt: at, expiresAt: at.addingTimeInterval(8 * 3_600)))
@@ -205,9 +199,8 @@ struct GatehouseBench {
             return try await group.reduce(into: [Double]()) { $0 += $1 }.sorted()
         }
         let elapsed = Date().timeIntervalSince(start)
-        func percentile(_ p: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
         print(String(format: "cycles: %d request+approve cycles in %.1fs = %.0f cycles/s; cycle latency p50 %.2f ms, p99 %.2f ms (concurrency %d, %d principal(s), %d instance(s))",
-                     latencies.count, elapsed, Double(latencies.count) / elapsed, percentile(0.5), percentile(0.99), concurrency,
+                     latencies.count, elapsed, Double(latencies.count) / elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99), concurrency,
                      max(principals, concurrency), apis.count))
     }
 }
@@ -251,8 +244,8 @@ extension GatehouseBench {
             }
             return latencies.sorted()
         }
-        func p99(_ values: [Double]) -> Double { values.isEmpty ? 0 : values[min(values.count - 1, Int(Double(values.count) * 0.99))] }
-        func p50(_ values: [Double]) -> Double { values.isEmpty ? 0 : values[values.count / 2] }
+        func p99(_ values: [Double]) -> Double { percentile(values, 0.99) }
+        func p50(_ values: [Double]) -> Double { percentile(values, 0.5) }
         let quiet = try await honestPhase(0)
         let done = ManagedFlag()
         let floodStart = Date()
@@ -309,6 +302,13 @@ extension GatehouseBench {
         await store.close()
         return (written, Date().timeIntervalSince(start))
     }
+
+    /// A write request filed and approved by ops1 at `at`, whose grant is `grt_<key>`.
+    static func approvedRequest(_ key: String, requester: String, resource: String, duration: String, reason: String, at: Date) throws -> AccessRequest {
+        AccessRequest(id: "req_\(key)", requester: requester, resource: resource, role: "write", duration: try TimeSpan.parse(duration),
+                      reason: reason, ticket: nil, state: .approved, approvalsRequired: 1, createdAt: at,
+                      pendingExpiresAt: at.addingTimeInterval(86_400), decidedAt: at, decidedBy: "ops1", grantId: "grt_\(key)")
+    }
 }
 
 extension GatehouseBench {
@@ -317,7 +317,7 @@ extension GatehouseBench {
     /// delay from the revocation's answer to B's first refusal, p50/p99/max over `rounds`.
     /// The requesters are rv000..rv099, whom no other run uses: a grant left open by the cycles runs
     /// (u000... on the same resources, 5 minutes) would otherwise keep B allowing after the revocation,
-    /// and the delay measured would be that grant's remaining life. B must deny before each grant exists.
+    /// and the delay measured would be that grant's remaining life. B must not allow before each grant exists.
     static func revokeDelay(_ apis: [API], rounds: Int) async throws {
         guard apis.count >= 2 else { throw BenchError("revoke-delay needs --url A,B (two instances on one database)") }
         let (a, b) = (apis[0], apis[1])
@@ -358,12 +358,16 @@ extension GatehouseBench {
         }
         delays.sort()
         grantDelays.sort()
-        func at(_ p: Double, _ d: [Double]) -> Double { d[min(d.count - 1, Int(Double(d.count) * p))] }
         print(String(format: "revoke-delay: %d revocations on A, first refusal on B after p50 %.1f ms, p99 %.1f ms, max %.1f ms",
-                     delays.count, at(0.5, delays), at(0.99, delays), delays.last ?? 0))
+                     delays.count, percentile(delays, 0.5), percentile(delays, 0.99), delays.last ?? 0))
         print(String(format: "revoke-delay: %d approvals on A, first allow on B after p50 %.1f ms, p99 %.1f ms, max %.1f ms",
-                     grantDelays.count, at(0.5, grantDelays), at(0.99, grantDelays), grantDelays.last ?? 0))
+                     grantDelays.count, percentile(grantDelays, 0.5), percentile(grantDelays, 0.99), grantDelays.last ?? 0))
     }
+}
+
+/// The value at fraction `p` of `sorted` (0 when empty).
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
 }
 
 /// A flag the flood workers poll to stop.

@@ -62,7 +62,7 @@ struct ContractMiddleware: RouterMiddleware {
         // browser's names `q` in several: `application/xml;q=0.9,*/*;q=0.8`).
         for name in [HTTPField.Name.contentType, .accept] {
             guard let value = request.headers[name] else { continue }
-            let mediaTypes = name == .accept ? value.split(separator: ",").map(String.init) : [value]
+            let mediaTypes = name == .accept ? value.split(separator: ",") : [value[...]]
             if let repeated = mediaTypes.lazy.compactMap(Self.repeatedParameter).first {
                 return Problem(status: 400, code: "bad_header",
                                detail: "the \(name.canonicalName) header names the parameter `\(repeated)` more than once (names are case-insensitive); send each parameter once").response()
@@ -92,7 +92,7 @@ struct ContractMiddleware: RouterMiddleware {
     /// trimmed, exactly one `=`-separated name and value). The runtime stops the whole process on
     /// such a value (it builds a dictionary of the lowercased names that must not repeat), so it is
     /// refused here, before any operation sees it.
-    static func repeatedParameter(_ value: String) -> String? {
+    static func repeatedParameter(_ value: Substring) -> String? {
         var seen = Set<String>()
         for component in value.split(separator: ";").dropFirst() {
             let trimmed = component.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed()
