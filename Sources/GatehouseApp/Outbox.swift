@@ -21,11 +21,18 @@ public struct Outbox: Sendable {
     /// instance moved it first.
     @discardableResult
     public func queueMessages(limit: Int = 200) async throws -> Int {
+        try await queueMessages(limit: limit, claimFor: nil).events
+    }
+
+    /// Queues messages as `queueMessages(limit:)` does and, with a lease, claims them for this instance in
+    /// the same transaction (as `claimDeliveries` would claim them a moment later): a new message costs one
+    /// write on its way to the endpoint, not two. Returns the events read and the messages claimed.
+    public func queueMessages(limit: Int, claimFor lease: TimeInterval?) async throws -> (events: Int, claimed: [WebhookDelivery]) {
         let context = self.context
         let (cursor, head) = try await context.read { session in
             (try await session.cursor(Self.webhookCursor), try await session.auditHead()?.seq ?? 0)
         }
-        if let cursor, cursor >= head { return 0 }
+        if let cursor, cursor >= head { return (0, []) }
         guard let cursor else {
             // First start: announce what happens from now on, not the history before.
             try await context.write { session in
@@ -33,7 +40,7 @@ public struct Outbox: Sendable {
                     try await session.setCursor(Self.webhookCursor, to: try await session.auditHead()?.seq ?? 0)
                 }
             }
-            return 0
+            return (0, [])
         }
         let policy = context.policies.policy
         let now = context.clock.now()
@@ -56,10 +63,14 @@ public struct Outbox: Sendable {
             return (deliveries, events.last?.seq, events.count)
         }
         return try await context.write { session in
-            guard try await session.cursor(Self.webhookCursor) == cursor else { return 0 }
-            for delivery in prepared.deliveries { try await session.enqueueDelivery(delivery) }
+            guard try await session.cursor(Self.webhookCursor) == cursor else { return (0, []) }
+            let until = lease.map { context.clock.now().addingTimeInterval($0) }
+            var claimed: [WebhookDelivery] = []
+            for delivery in prepared.deliveries where try await session.enqueueDelivery(delivery, claimedUntil: until) && until != nil {
+                claimed.append(delivery)
+            }
             if let last = prepared.last { try await session.setCursor(Self.webhookCursor, to: last) }
-            return prepared.count
+            return (prepared.count, claimed)
         }
     }
 

@@ -228,41 +228,43 @@ public struct WebhookMessage: Sendable, Equatable {
 
     /// The Standard Webhooks body: `{"type", "timestamp", "data"}`.
     public func standardBody() -> [UInt8] {
-        var data: [String: Any] = [
-            "audit_seq": audit.seq, "audit_action": audit.action, "actor": audit.actor, "subject": audit.subject, "summary": summary,
-            "details": audit.details, "recipients": recipients,
+        var data: [String: JSONValue] = [
+            "audit_seq": .int(Int(audit.seq)), "audit_action": .string(audit.action), "actor": .string(audit.actor),
+            "subject": .string(audit.subject), "summary": .string(summary), "details": .object(audit.details.mapValues(JSONValue.string)),
+            "recipients": JSONValue(recipients),
         ]
-        if let resource = audit.resource { data["resource"] = resource }
-        if let link { data["url"] = link }
+        if let resource = audit.resource { data["resource"] = .string(resource) }
+        if let link { data["url"] = .string(link) }
         if let request { data["request"] = Self.requestObject(request) }
-        return Self.json(["type": event.rawValue, "timestamp": at.rfc3339, "data": data])
+        return JSONValue.object(["type": .string(event.rawValue), "timestamp": .string(at.rfc3339), "data": .object(data)]).bytes()
     }
 
     /// A Slack-compatible message: a text fallback and Block Kit blocks with a link to the request page.
     public func slackBody() -> [UInt8] {
-        var blocks: [[String: Any]] = [
-            ["type": "header", "text": ["type": "plain_text", "text": Self.clip(Self.headline(event), 140)]],
-            ["type": "section", "text": ["type": "plain_text", "text": Self.clip(summary, 2900)]],
+        func text(_ kind: String, _ text: String) -> JSONValue { ["type": .string(kind), "text": .string(text)] }
+        var blocks: [JSONValue] = [
+            ["type": "header", "text": text("plain_text", Self.clip(Self.headline(event), 140))],
+            ["type": "section", "text": text("plain_text", Self.clip(summary, 2900))],
         ]
         if let request {
             var fields = [
-                ["type": "mrkdwn", "text": "*Requester*\n" + Self.slackEscape(request.requester)],
-                ["type": "mrkdwn", "text": "*Resource*\n" + Self.slackEscape("\(request.resource)/\(request.role)")],
-                ["type": "mrkdwn", "text": "*Duration*\n\(request.duration)"],
-                ["type": "mrkdwn", "text": "*State*\n\(request.state.rawValue)"],
+                text("mrkdwn", "*Requester*\n" + Self.slackEscape(request.requester)),
+                text("mrkdwn", "*Resource*\n" + Self.slackEscape("\(request.resource)/\(request.role)")),
+                text("mrkdwn", "*Duration*\n\(request.duration)"),
+                text("mrkdwn", "*State*\n\(request.state.rawValue)"),
             ]
-            if let ticket = request.ticket { fields.append(["type": "mrkdwn", "text": "*Ticket*\n" + Self.slackEscape(ticket)]) }
-            if let spam = request.spam { fields.append(["type": "mrkdwn", "text": "*Spam score*\n\(spam.score) (\(spam.action.rawValue))"]) }
-            blocks.append(["type": "section", "fields": fields])
+            if let ticket = request.ticket { fields.append(text("mrkdwn", "*Ticket*\n" + Self.slackEscape(ticket))) }
+            if let spam = request.spam { fields.append(text("mrkdwn", "*Spam score*\n\(spam.score) (\(spam.action.rawValue))")) }
+            blocks.append(["type": "section", "fields": .array(fields)])
         }
         if let link {
             blocks.append(["type": "actions", "elements": [[
-                "type": "button", "text": ["type": "plain_text", "text": event == .digest ? "Open the inbox" : "Open in Gatehouse"],
-                "url": link, "action_id": "open",
+                "type": "button", "text": text("plain_text", event == .digest ? "Open the inbox" : "Open in Gatehouse"),
+                "url": .string(link), "action_id": "open",
             ]]])
         }
         // The top-level text is read as mrkdwn: a reason must not mention @channel or forge links.
-        return Self.json(["text": Self.slackEscape(Self.clip(summary, 3000)), "blocks": blocks])
+        return JSONValue.object(["text": .string(Self.slackEscape(Self.clip(summary, 3000))), "blocks": .array(blocks)]).bytes()
     }
 
     static func headline(_ event: WebhookEvent) -> String {
@@ -286,18 +288,19 @@ public struct WebhookMessage: Sendable, Equatable {
         text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
     }
 
-    static func requestObject(_ r: AccessRequest) -> [String: Any] {
-        var object: [String: Any] = [
-            "id": r.id, "requester": r.requester, "resource": r.resource, "role": r.role, "duration": r.duration.description,
-            "reason": r.reason, "state": r.state.rawValue, "approvals_required": r.approvalsRequired, "created_at": r.createdAt.rfc3339,
+    static func requestObject(_ r: AccessRequest) -> JSONValue {
+        var object: [String: JSONValue] = [
+            "id": .string(r.id), "requester": .string(r.requester), "resource": .string(r.resource), "role": .string(r.role),
+            "duration": .string(r.duration.description), "reason": .string(r.reason), "state": .string(r.state.rawValue),
+            "approvals_required": .int(r.approvalsRequired), "created_at": .string(r.createdAt.rfc3339),
         ]
-        if let ticket = r.ticket { object["ticket"] = ticket }
+        if let ticket = r.ticket { object["ticket"] = .string(ticket) }
         if let action = r.action {
-            object["action"] = ["kind": action.kind.rawValue, "sha256": action.digest, "risk": action.risk.rawValue,
-                                "categories": action.categories, "text": action.normalized ?? action.text]
+            object["action"] = ["kind": .string(action.kind.rawValue), "sha256": .string(action.digest), "risk": .string(action.risk.rawValue),
+                                "categories": JSONValue(action.categories), "text": .string(action.normalized ?? action.text)]
         }
-        if let spam = r.spam { object["spam"] = ["score": spam.score, "action": spam.action.rawValue, "signals": spam.summary] }
-        return object
+        if let spam = r.spam { object["spam"] = ["score": .int(spam.score), "action": .string(spam.action.rawValue), "signals": .string(spam.summary)] }
+        return .object(object)
     }
 
     public static func jsonBytes(_ object: [String: Any]) -> [UInt8] { json(object) }

@@ -37,13 +37,16 @@ public struct WebhookDispatcher: Service {
                     // About hourly: delivered and given-up messages are kept a week.
                     try await service.outbox.pruneDeliveries(olderThan: 7 * 86_400)
                 }
-                // Small batches keep each write transaction (and the writer lock) short.
-                let queued = try await service.outbox.queueMessages(limit: Self.batch)
-                try await service.outbox.flushDigests()
                 let webhooks = service.policies.policy.notifications.webhooks
                 let slackTimeout = service.policies.policy.notifications.slack.map { Double($0.timeout.seconds) * 4 } ?? 0
-                let longest = max(webhooks.map { Double($0.timeout.seconds) }.max() ?? 10, slackTimeout)
-                let due = try await service.outbox.claimDeliveries(lease: longest + 5, limit: Self.batch)
+                let lease = max(webhooks.map { Double($0.timeout.seconds) }.max() ?? 10, slackTimeout) + 5
+                // Small batches keep each write transaction (and the writer lock) short. New messages are
+                // claimed as they are queued; the rest of the batch (a quarter at least, so that a steady
+                // stream of new events never starves them) goes to retries that are due.
+                let (queued, fresh) = try await service.outbox.queueMessages(limit: Self.batch, claimFor: lease)
+                try await service.outbox.flushDigests()
+                let retries = try await service.outbox.claimDeliveries(lease: lease, limit: max(Self.batch - fresh.count, Self.batch / 4))
+                let due = fresh + retries
                 let attempts = await withTaskGroup(of: Outbox.WebhookAttempt.self) { group in
                     for delivery in due {
                         group.addTask { await self.deliver(delivery, client: client) }
@@ -57,7 +60,7 @@ public struct WebhookDispatcher: Service {
                     logger.warning("webhook attempts could not be recorded", metadata: ["count": "\(attempts.count)", "error": "\(error)"])
                 }
                 // A full batch means more is waiting: go on at once; otherwise poll again shortly.
-                if queued == Self.batch || due.count == Self.batch { continue }
+                if queued == Self.batch || due.count >= Self.batch { continue }
             } catch {
                 logger.warning("webhook outbox round failed; will retry", metadata: ["error": "\(error)"])
             }

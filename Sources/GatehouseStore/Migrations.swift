@@ -165,6 +165,19 @@ enum Migrations {
         (10, [
             "CREATE INDEX grants_open_by_start ON grants (ended_at, starts_at, id)",
         ]),
+        // Queries that read a whole table that only grows, each found through an index instead: who was told
+        // about a request (every webhook and Slack message about a new or reported request), the digests due
+        // (every outbox round when digests are sent), refusals old enough to prune (every sweep), one
+        // principal's grants in force (their grants page), and a token's or an expired web session (sign-in,
+        // sign-out, revocation).
+        (11, [
+            "CREATE INDEX notifications_by_request ON notifications (request_id, kind)",
+            "CREATE INDEX notifications_digests_open ON notifications (created_at, id) WHERE kind = 'digest' AND sent_at IS NULL",
+            "CREATE INDEX refusals_by_time ON refusals (at)",
+            "CREATE INDEX grants_open_by_principal_start ON grants (principal, ended_at, starts_at, id)",
+            "CREATE INDEX web_sessions_by_token ON web_sessions (token_id)",
+            "CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at)",
+        ]),
     ]
 
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }

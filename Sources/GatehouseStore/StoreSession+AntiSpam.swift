@@ -180,8 +180,12 @@ extension StoreSession {
 
     /// Whether `pruneAntiSpam` would find anything older than `before` (checked on a reader first).
     public func antiSpamPruneDue(before: Date) async throws -> Bool {
-        let refusal = try await db.raw("SELECT id FROM refusals WHERE at < \(bind: before.unixMilliseconds) LIMIT 1").first()
+        let refusal = try await db.raw(Self.oldRefusalQuery(before: before)).first()
         let limit = try await db.raw("SELECT key FROM rate_limits WHERE tat < \(bind: before.unixMilliseconds) LIMIT 1").first()
         return refusal != nil || limit != nil
+    }
+
+    static func oldRefusalQuery(before: Date) -> SQLQueryString {
+        "SELECT id FROM refusals WHERE at < \(bind: before.unixMilliseconds) LIMIT 1"
     }
 }

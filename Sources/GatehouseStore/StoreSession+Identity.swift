@@ -110,8 +110,10 @@ extension StoreSession {
     }
 
     public func deleteWebSessions(tokenId: String) async throws {
-        try await db.raw("DELETE FROM web_sessions WHERE token_id = \(bind: tokenId)").run()
+        try await db.raw(Self.deleteWebSessionsQuery(tokenId: tokenId)).run()
     }
+
+    static func deleteWebSessionsQuery(tokenId: String) -> SQLQueryString { "DELETE FROM web_sessions WHERE token_id = \(bind: tokenId)" }
 
     // MARK: sign-ins under way
 

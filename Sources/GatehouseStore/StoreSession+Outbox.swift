@@ -115,10 +115,15 @@ extension StoreSession {
 
     /// Open digests created before `before`: due to be sent.
     public func digestsDue(createdBefore before: Date, limit: Int) async throws -> [OutboxNotification] {
-        try await db.raw("""
-            SELECT * FROM notifications WHERE kind = 'digest' AND sent_at IS NULL AND created_at <= \(bind: before.unixMilliseconds)
-            ORDER BY created_at, id LIMIT \(bind: limit)
-            """).all().map(Self.notification)
+        try await db.raw(Self.digestsDueQuery(createdBefore: before, limit: limit)).all().map(Self.notification)
+    }
+
+    /// Through `notifications_digests_open`: its condition is written here as in the index, word for word.
+    static func digestsDueQuery(createdBefore before: Date, limit: Int) -> SQLQueryString {
+        """
+        SELECT * FROM notifications WHERE kind = 'digest' AND sent_at IS NULL AND created_at <= \(bind: before.unixMilliseconds)
+        ORDER BY created_at, id LIMIT \(bind: limit)
+        """
     }
 
     /// Marks notifications sent; returns the ids that were still unsent.
@@ -131,10 +136,15 @@ extension StoreSession {
 
     /// Immediate notifications about one request (approvers told within their budget).
     public func notifiedRecipients(requestId: String, kinds: [String]) async throws -> [String] {
-        try await db.raw("""
-            SELECT recipient FROM notifications WHERE request_id = \(bind: requestId) AND kind IN (\(SQLList(kinds.map { SQLBind($0) })))
-            ORDER BY recipient
-            """).all().map { try $0.decode(column: "recipient", as: String.self) }
+        try await db.raw(Self.notifiedRecipientsQuery(requestId: requestId, kinds: kinds)).all()
+            .map { try $0.decode(column: "recipient", as: String.self) }
+    }
+
+    static func notifiedRecipientsQuery(requestId: String, kinds: [String]) -> SQLQueryString {
+        """
+        SELECT recipient FROM notifications WHERE request_id = \(bind: requestId) AND kind IN (\(SQLList(kinds.map { SQLBind($0) })))
+        ORDER BY recipient
+        """
     }
 
     // MARK: cursors
@@ -152,14 +162,16 @@ extension StoreSession {
 
     // MARK: webhook outbox
 
-    /// Queues a message for an endpoint; a message already queued under the same id is left as it is.
-    public func enqueueDelivery(_ d: WebhookDelivery) async throws {
-        try await db.raw("""
-            INSERT INTO webhook_deliveries (id, endpoint, event, body, created_at, attempts, next_attempt_at)
+    /// Queues a message for an endpoint, claimed until `claimedUntil` when given; a message already queued
+    /// under the same id is left as it is (and not claimed). Returns whether this call queued it.
+    @discardableResult
+    public func enqueueDelivery(_ d: WebhookDelivery, claimedUntil: Date? = nil) async throws -> Bool {
+        try await !db.raw("""
+            INSERT INTO webhook_deliveries (id, endpoint, event, body, created_at, attempts, next_attempt_at, claimed_until)
             VALUES (\(bind: d.id), \(bind: d.endpoint), \(bind: d.event), \(bind: d.body), \(bind: d.createdAt.unixMilliseconds),
-                    0, \(bind: d.nextAttemptAt.unixMilliseconds))
-            ON CONFLICT (id, endpoint) DO NOTHING
-            """).run()
+                    0, \(bind: d.nextAttemptAt.unixMilliseconds), \(bind: claimedUntil?.unixMilliseconds))
+            ON CONFLICT (id, endpoint) DO NOTHING RETURNING id
+            """).all().isEmpty
     }
 
     /// Claims up to `limit` deliveries that are due and not claimed by a running attempt, until
@@ -205,11 +217,15 @@ extension StoreSession {
     }
 
     /// Drops delivered and given-up messages older than `before`.
+    /// Two deletes, each through `webhook_deliveries_due` (a given-up message was never delivered), so the writer
+    /// is not held while a week of messages is read.
     public func pruneDeliveries(before: Date) async throws {
-        try await db.raw("""
-            DELETE FROM webhook_deliveries WHERE (delivered_at IS NOT NULL AND delivered_at < \(bind: before.unixMilliseconds))
-              OR (failed_at IS NOT NULL AND failed_at < \(bind: before.unixMilliseconds))
-            """).run()
+        for query in Self.pruneDeliveriesQueries(before: before) { try await db.raw(query).run() }
+    }
+
+    static func pruneDeliveriesQueries(before: Date) -> [SQLQueryString] {
+        ["DELETE FROM webhook_deliveries WHERE delivered_at < \(bind: before.unixMilliseconds)",
+         "DELETE FROM webhook_deliveries WHERE delivered_at IS NULL AND failed_at < \(bind: before.unixMilliseconds)"]
     }
 
     static func delivery(_ row: any SQLRow) throws -> WebhookDelivery {

@@ -48,6 +48,8 @@ extension StoreSession {
     }
 
     public func pruneWebSessions(now: Date) async throws {
-        try await db.raw("DELETE FROM web_sessions WHERE expires_at <= \(bind: now.unixMilliseconds)").run()
+        try await db.raw(Self.pruneWebSessionsQuery(now: now)).run()
     }
+
+    static func pruneWebSessionsQuery(now: Date) -> SQLQueryString { "DELETE FROM web_sessions WHERE expires_at <= \(bind: now.unixMilliseconds)" }
 }

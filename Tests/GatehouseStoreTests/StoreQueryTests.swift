@@ -205,15 +205,51 @@ struct StoreQueryTests {
         try await Self.with(kind) { store, _ in
             let message = WebhookDelivery(id: "msg_1_abc", endpoint: "ops", event: "request.created", body: "{}", createdAt: Self.t0,
                                           nextAttemptAt: Self.t0)
-            try await store.write { try await $0.enqueueDelivery(message) }
+            #expect(try await store.write { try await $0.enqueueDelivery(message) })
             // Queued twice (a restart re-reads the log): still one message.
-            try await store.write { try await $0.enqueueDelivery(message) }
+            #expect(try await store.write { try await $0.enqueueDelivery(message) } == false)
             let first = try await store.write { try await $0.claimDueDeliveries(now: Self.t0, until: Self.t0.addingTimeInterval(30), limit: 10) }
             #expect(first.map(\.id) == ["msg_1_abc"])
             let second = try await store.write { try await $0.claimDueDeliveries(now: Self.t0.addingTimeInterval(5), until: Self.t0.addingTimeInterval(35), limit: 10) }
             #expect(second.isEmpty)
             let afterLease = try await store.write { try await $0.claimDueDeliveries(now: Self.t0.addingTimeInterval(31), until: Self.t0.addingTimeInterval(61), limit: 10) }
             #expect(afterLease.map(\.id) == ["msg_1_abc"])
+
+            // Queued and claimed at once (the outbox's own round): no other round takes it until the lease runs out.
+            var fresh = message
+            fresh.id = "msg_2_def"
+            let queued = fresh
+            #expect(try await store.write { try await $0.enqueueDelivery(queued, claimedUntil: Self.t0.addingTimeInterval(30)) })
+            #expect(try await store.write { try await $0.enqueueDelivery(queued, claimedUntil: Self.t0.addingTimeInterval(30)) } == false,
+                    "a message already queued is not queued (or claimed) again")
+            #expect(try await store.read { try await $0.deliveriesDue(now: Self.t0.addingTimeInterval(10)) } == false)
+            #expect(try await store.write { try await $0.claimDueDeliveries(now: Self.t0.addingTimeInterval(10), until: Self.t0.addingTimeInterval(40), limit: 10) }.isEmpty)
+            let released = try await store.write { try await $0.claimDueDeliveries(now: Self.t0.addingTimeInterval(62), until: Self.t0.addingTimeInterval(90), limit: 10) }
+            #expect(Set(released.map(\.id)) == ["msg_1_abc", "msg_2_def"])
+        }
+    }
+
+    @Test("queries run on every outbox round, sweep, filing or sign-in reach their rows through an index, not by reading a table that only grows (SQLite plans)")
+    func indexedPlans() async throws {
+        try await Self.with(.sqlite) { store, _ in
+            // (query, the index it must use, whether it may sort: only what one request's notifications hold)
+            let queries: [(SQLQueryString, String, Bool)] = [
+                (StoreSession.notifiedRecipientsQuery(requestId: "req_1", kinds: ["request"]), "notifications_by_request", true),
+                (StoreSession.digestsDueQuery(createdBefore: Self.t0, limit: 100), "notifications_digests_open", false),
+                (StoreSession.oldRefusalQuery(before: Self.t0), "refusals_by_time", false),
+                (StoreSession.grantsQuery(.init(principal: "alice", activeAt: Self.t0)), "grants_open_by_principal_start", false),
+                (StoreSession.pruneDeliveriesQueries(before: Self.t0)[0], "webhook_deliveries_due", false),
+                (StoreSession.pruneDeliveriesQueries(before: Self.t0)[1], "webhook_deliveries_due", false),
+                (StoreSession.deleteWebSessionsQuery(tokenId: "tok_1"), "web_sessions_by_token", false),
+                (StoreSession.pruneWebSessionsQuery(now: Self.t0), "web_sessions_by_expiry", false),
+            ]
+            for (query, index, sorts) in queries {
+                let plan = try await store.read { session in
+                    try await session.db.raw("EXPLAIN QUERY PLAN " + query).all().map { try $0.decode(column: "detail", as: String.self) }
+                }
+                #expect(plan.contains { $0.contains(index) }, "expected \(index); plan: \(plan)")
+                #expect(!plan.contains { $0.hasPrefix("SCAN") || (!sorts && $0.contains("TEMP B-TREE")) }, "plan: \(plan)")
+            }
         }
     }
 
