@@ -41,6 +41,8 @@ public final class AppContext: Sendable {
     public let logger: Logger
     public let metrics: any AppMetrics
     let actionGuard = ActionGuard()
+    /// Everyone's newest requests, for the spam score's shared-reason signal.
+    let recentRequests = RecentRequests()
 
     public init(store: GatehouseStore, policies: PolicyHolder, clock: any WallClock, logger: Logger, metrics: any AppMetrics) {
         self.store = store

@@ -103,16 +103,33 @@ struct AntiSpamTransaction {
         var requests: [PastRequest]
         var auditSeq: Int64
         var window: TimeSpan
+        /// The memory it came from (and which of its fillings), to be handed what the transaction reads.
+        var recent: (memory: RecentRequests, generation: Int)?
     }
 
-    /// Reads the snapshot on a reader (nil when anti-spam is off).
+    /// The snapshot: from the memory of recent requests (filled on a reader at the first filing and when
+    /// the policy changes the window), or read on a reader when the requester's own requests fill that
+    /// memory; nil when anti-spam is off.
     static func others(of requester: String, context: AppContext) async throws -> OthersSnapshot? {
         let spam = context.policies.policy.antiSpam
         guard spam.enabled else { return nil }
         let window = spam.windows.sharedReason
         let since = context.clock.now().addingTimeInterval(-TimeInterval(window.seconds))
+        let memory = context.recentRequests
+        @Sendable func kept() -> OthersSnapshot? {
+            memory.snapshot(excluding: requester, window: window, since: since, limit: othersCompared).map {
+                OthersSnapshot(requests: $0.requests, auditSeq: $0.seq, window: window, recent: (memory, $0.generation))
+            }
+        }
+        if let snapshot = kept() { return snapshot }
+        let fill = !memory.follows(window: window)
         return try await context.read { session in
             let seq = try await session.auditHead()?.seq ?? 0
+            if fill {
+                let everyone = try await session.othersRequests(excluding: nil, since: since, limit: memory.capacity + 1)
+                memory.reset(window: window, requests: everyone, seq: seq, since: since)
+                if let snapshot = kept() { return snapshot }
+            }
             let requests = try await session.othersRequests(excluding: requester, since: since, limit: othersCompared)
             return OthersSnapshot(requests: requests, auditSeq: seq, window: window)
         }
@@ -127,8 +144,15 @@ struct AntiSpamTransaction {
         guard let snapshot, snapshot.window == window else {
             return try await session.othersRequests(excluding: requester, since: since, limit: Self.othersCompared)
         }
-        let late = try await session.othersRequests(excluding: requester, since: since, auditedAfter: snapshot.auditSeq)
-        return Self.merge(snapshot.requests, late, limit: Self.othersCompared)
+        guard let recent = snapshot.recent else {
+            let late = try await session.othersRequests(excluding: requester, since: since, auditedAfter: snapshot.auditSeq)
+            return Self.merge(snapshot.requests, late, limit: Self.othersCompared)
+        }
+        // Everyone's, the requester's too, so that the memory is complete up to the head read first.
+        let head = try await session.auditHead()?.seq ?? 0
+        let late = try await session.othersRequests(excluding: nil, since: since, auditedAfter: snapshot.auditSeq)
+        recent.memory.add(late, completeTo: head, generation: recent.generation, since: since)
+        return Self.merge(snapshot.requests, late.filter { $0.requester != requester }, limit: Self.othersCompared)
     }
 
     /// The newest `limit` of both lists, each request once (the later read wins).

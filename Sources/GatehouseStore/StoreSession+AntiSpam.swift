@@ -129,23 +129,27 @@ extension StoreSession {
             """).all().map(Self.pastRequest)
     }
 
-    /// Other principals' requests filed since a time, newest first.
-    public func othersRequests(excluding requester: String, since: Date, limit: Int = 200) async throws -> [PastRequest] {
+    /// Other principals' requests filed since a time, newest first (everyone's when `requester` is nil).
+    public func othersRequests(excluding requester: String?, since: Date, limit: Int = 200) async throws -> [PastRequest] {
         try await db.raw("""
             SELECT id, requester, resource, role, reason, state, created_at, decided_at, decided_by FROM requests
-            WHERE created_at >= \(bind: since.unixMilliseconds) AND requester <> \(bind: requester)
+            WHERE created_at >= \(bind: since.unixMilliseconds) \(Self.notBy(requester))
             ORDER BY created_at DESC LIMIT \(bind: limit)
             """).all().map(Self.pastRequest)
+    }
+
+    static func notBy(_ requester: String?) -> SQLQueryString {
+        requester.map { "AND requester <> \(bind: $0)" } ?? ""
     }
 
     /// Other principals' requests filed since a time whose creation was audited after `auditSeq`: what a
     /// reader that looked at the audit head (`seq`) before reading `othersRequests` could not have seen.
     /// Each filing's audit event commits with its request, and seqs are handed out by the one writer.
-    public func othersRequests(excluding requester: String, since: Date, auditedAfter auditSeq: Int64) async throws -> [PastRequest] {
+    public func othersRequests(excluding requester: String?, since: Date, auditedAfter auditSeq: Int64) async throws -> [PastRequest] {
         try await db.raw("""
             SELECT id, requester, resource, role, reason, state, created_at, decided_at, decided_by FROM requests
             WHERE id IN (SELECT subject FROM audit_events WHERE seq > \(bind: auditSeq) AND action = \(bind: AuditAction.requestCreated.rawValue))
-              AND requester <> \(bind: requester) AND created_at >= \(bind: since.unixMilliseconds)
+              AND created_at >= \(bind: since.unixMilliseconds) \(Self.notBy(requester))
             """).all().map(Self.pastRequest)
     }
 

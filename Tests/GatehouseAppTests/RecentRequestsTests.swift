@@ -1,0 +1,84 @@
+import Foundation
+import GatehouseCore
+import GatehouseTestSupport
+import Testing
+@testable import GatehouseApp
+
+@Suite("Recent requests in memory: a snapshot is what the store would answer, or none")
+struct RecentRequestsTests {
+    static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+    static let hour = TimeSpan(seconds: 3600)
+
+    static func request(_ n: Int, by requester: String, at: Date) -> PastRequest {
+        PastRequest(id: "req_\(n)", requester: requester, resource: "db", role: "read", reason: "reason \(n)", state: .pending, createdAt: at)
+    }
+
+    /// What the store's query answers: the newest `limit` of others' requests since `since`.
+    static func expected(_ all: [PastRequest], excluding requester: String, since: Date, limit: Int) -> [String] {
+        Array(all.filter { $0.requester != requester && $0.createdAt >= since }
+            .sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(limit)).map(\.id)
+    }
+
+    @Test("random filings by a few principals, added in batches as transactions read them: every snapshot given equals the store's answer, and one is refused only when requests of the window were dropped for room")
+    func followsTheStore() {
+        var generator = SplitMix64(state: 20_261_203)
+        for capacity in [5, 40, 400] {
+            let memory = RecentRequests(capacity: capacity)
+            var all: [PastRequest] = []
+            var now = Self.t0
+            memory.reset(window: Self.hour, requests: [], seq: 0, since: now.addingTimeInterval(-3600))
+            var answered = 0, refused = 0
+            for step in 0..<600 {
+                // A batch of filings (one principal of four, sometimes one principal in a burst), seconds to minutes apart.
+                let burst = Int.random(in: 0..<10, using: &generator) == 0
+                var batch: [PastRequest] = []
+                for _ in 0..<Int.random(in: 1...(burst ? 30 : 3), using: &generator) {
+                    now = now.addingTimeInterval(Double(Int.random(in: 1...90, using: &generator)))
+                    let by = burst ? "flood" : ["ana", "bo", "cy", "di"].randomElement(using: &generator)!
+                    batch.append(Self.request(all.count + batch.count, by: by, at: now))
+                }
+                all += batch
+                let since = now.addingTimeInterval(-3600)
+                memory.add(batch.shuffled(using: &generator), completeTo: Int64(step + 1), generation: 1, since: since)
+                for requester in ["ana", "flood", "nobody"] {
+                    let limit = [3, 20, 200].randomElement(using: &generator)!
+                    if let snapshot = memory.snapshot(excluding: requester, window: Self.hour, since: since, limit: limit) {
+                        #expect(snapshot.requests.map(\.id) == Self.expected(all, excluding: requester, since: since, limit: limit))
+                        #expect(snapshot.seq == Int64(step + 1))
+                        answered += 1
+                    } else {
+                        // Only when the memory cannot know: requests of the window were dropped for room, which
+                        // needs more of them than it holds.
+                        #expect(all.filter { $0.createdAt >= since }.count > capacity)
+                        refused += 1
+                    }
+                }
+            }
+            #expect(answered > 0)
+            if capacity == 400 { #expect(refused < answered / 10, "refused \(refused) of \(answered + refused)") }
+        }
+    }
+
+    @Test("a batch read for an older filling, a changed window or a clock set back before the memory's horizon is never answered from memory")
+    func refusesWhatItCannotKnow() {
+        let memory = RecentRequests(capacity: 10)
+        #expect(memory.snapshot(excluding: "ana", window: Self.hour, since: Self.t0, limit: 5) == nil, "empty before the first filling")
+        let since = Self.t0.addingTimeInterval(-3600)
+        memory.reset(window: Self.hour, requests: [Self.request(1, by: "bo", at: Self.t0)], seq: 7, since: since)
+        let first = try! #require(memory.snapshot(excluding: "ana", window: Self.hour, since: since, limit: 5))
+        #expect(first.requests.map(\.id) == ["req_1"])
+        #expect(first.seq == 7)
+        memory.reset(window: Self.hour, requests: [], seq: 9, since: since)
+        memory.add([Self.request(2, by: "bo", at: Self.t0)], completeTo: 12, generation: first.generation, since: since)
+        #expect(memory.snapshot(excluding: "ana", window: Self.hour, since: since, limit: 5)?.requests.isEmpty == true,
+                "what was read for an earlier filling is ignored")
+        #expect(memory.snapshot(excluding: "ana", window: TimeSpan(seconds: 600), since: since, limit: 5) == nil, "another window")
+        #expect(memory.follows(window: Self.hour) && !memory.follows(window: TimeSpan(seconds: 600)))
+        #expect(memory.snapshot(excluding: "ana", window: Self.hour, since: since.addingTimeInterval(-1), limit: 5) == nil,
+                "a window reaching back before what was forgotten")
+    }
+}
+
+extension RecentRequests.Snapshot: Equatable {
+    public static func == (a: Self, b: Self) -> Bool { a.requests == b.requests && a.seq == b.seq && a.generation == b.generation }
+}
