@@ -14,35 +14,8 @@ PORT=${PORT:-18181}
 DURATION=${DURATION:-20}
 trap 'kill $SERVER_PID ${SERVER2_PID:-} 2>/dev/null; wait 2>/dev/null; [ -n "${PGDIR:-}" ] && { scripts/postgres-server.sh stop "$PGDIR"; rm -rf "$PGDIR"; }; rm -rf "$WORK"' EXIT
 
-{
-  echo "version: 1"
-  echo "principals:"
-  for i in $(seq -f "%03g" 0 199); do echo "  u$i: {groups: [engineers]}"; done
-  for i in $(seq -f "%03g" 0 99); do echo "  rv$i: {groups: [engineers]}"; done
-  for i in 1 2 3 4 5; do echo "  ops$i: {groups: [ops]}"; done
-  echo "  flood-bot: {groups: [engineers], kind: service}"
-  for i in $(seq 1 10); do echo "  flood-bot$i: {groups: [engineers], kind: service}"; done
-  echo "resources:"
-  for r in 0 1 2 3 4; do
-    echo "  db$r:"
-    echo "    kind: postgres"
-    echo "    roles:"
-    echo "      read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}"
-    echo "      write: {requesters: [engineers], approvers: [ops], approvals: 1, max_duration: 1h, allows: write}"
-  done
-} > "$WORK/base.yaml"
-# The anti-spam score runs on every request (its history queries are what is measured), but no limit or
-# threshold stops the load generator; a second server with anti-spam off is the baseline for cycles.
-{
-  cat "$WORK/base.yaml"
-  echo "antispam:"
-  echo "  limits: {per_principal: off, per_resource: off, per_source_ip: off, max_pending_per_principal: off}"
-  echo "  approver_notifications: off"
-  echo "  score: {thresholds: {throttle: 1000, extra_approval: 1000, quarantine: 1000, block: 1000}}"
-} > "$WORK/policy.yaml"
-{ cat "$WORK/base.yaml"; echo "antispam: {enabled: false}"; } > "$WORK/policy-off.yaml"
-# The flood run: the default anti-spam policy, except the per-address limit (everything here is loopback).
-{ cat "$WORK/base.yaml"; echo "antispam: {limits: {per_source_ip: off}}"; } > "$WORK/policy-flood.yaml"
+. scripts/bench-policy.sh
+bench_policies "$WORK"
 
 export GATEHOUSE_ADMIN_TOKEN=bench-admin-token-0123456789
 "$BIN/gatehouse" serve --policy "$WORK/policy.yaml" --database "sqlite:$WORK/bench.db" --port "$PORT" --log-level warning &
