@@ -1,17 +1,17 @@
-# Sourced by scripts/bench.sh and scripts/bench-score.sh: bench_policies DIR writes the benchmark policies
-#   base.yaml          u000..u199 and rv000..rv099 (engineers), ops1..ops5 (approvers), flood-bot and
+# Sourced by scripts/bench.sh, bench-score.sh and bench-smoke.sh: bench_policies DIR [USERS] [APPROVERS] writes
+#   base.yaml          u000..u199 (USERS) and rv000..rv099 (engineers), ops1..ops5 (APPROVERS), flood-bot and
 #                      flood-bot1..10 (services); db0..db4 with read (approvals 0, 8h) and write (1 approval, 1h)
 #   policy.yaml        base + the anti-spam score on every request, with no limit or threshold in the way
 #   policy-off.yaml    base + anti-spam off (the baseline for what the score costs)
 #   policy-flood.yaml  base + the default anti-spam policy except the per-address limit (all is loopback)
 bench_policies() {
-  local WORK=$1
+  local WORK=$1 users=${2:-200} approvers=${3:-5}
   {
     echo "version: 1"
     echo "principals:"
-    for i in $(seq -f "%03g" 0 199); do echo "  u$i: {groups: [engineers]}"; done
+    for i in $(seq -f "%03g" 0 $((users - 1))); do echo "  u$i: {groups: [engineers]}"; done
     for i in $(seq -f "%03g" 0 99); do echo "  rv$i: {groups: [engineers]}"; done
-    for i in 1 2 3 4 5; do echo "  ops$i: {groups: [ops]}"; done
+    for i in $(seq 1 "$approvers"); do echo "  ops$i: {groups: [ops]}"; done
     echo "  flood-bot: {groups: [engineers], kind: service}"
     for i in $(seq 1 10); do echo "  flood-bot$i: {groups: [engineers], kind: service}"; done
     echo "resources:"

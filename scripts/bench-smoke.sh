@@ -22,29 +22,8 @@ trap 'for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done; wait 2>/dev/nul
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 export GATEHOUSE_ADMIN_TOKEN=smoke-admin-token-0123456789
 
-{
-  echo "version: 1"
-  echo "principals:"
-  for i in $(seq -f "%03g" 0 19); do echo "  u$i: {groups: [engineers]}"; done
-  echo "  ops1: {groups: [ops]}"
-  echo "  ops2: {groups: [ops]}"
-  echo "resources:"
-  for r in 0 1 2 3 4; do
-    echo "  db$r:"
-    echo "    kind: postgres"
-    echo "    roles:"
-    echo "      read: {requesters: [engineers], approvals: 0, max_duration: 8h, allows: read}"
-    echo "      write: {requesters: [engineers], approvers: [ops], approvals: 1, max_duration: 1h, allows: write}"
-  done
-} > "$WORK/base.yaml"
-{
-  cat "$WORK/base.yaml"
-  echo "antispam:"
-  echo "  limits: {per_principal: off, per_resource: off, per_source_ip: off, max_pending_per_principal: off}"
-  echo "  approver_notifications: off"
-  echo "  score: {thresholds: {throttle: 1000, extra_approval: 1000, quarantine: 1000, block: 1000}}"
-} > "$WORK/on.yaml"
-{ cat "$WORK/base.yaml"; echo "antispam: {enabled: false}"; } > "$WORK/off.yaml"
+. scripts/bench-policy.sh
+bench_policies "$WORK" 20 2  # u000..u019, ops1 and ops2
 
 serve() {  # serve POLICY NAME: starts a server, sets URL
   local port; port=$(free_port)
@@ -67,10 +46,10 @@ if a <= 0 or b <= 0: sys.exit(f'bench smoke: not a measurement: {sys.argv[1]!r} 
 print(f'{a / b:.3f}')" "$1" "$2"
 }
 
-serve "$WORK/on.yaml" on
+serve "$WORK/policy.yaml" on
 ON_URL=$URL
 "$BIN/gatehouse-bench" setup --url "$ON_URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --users 20 --resources 5 --lua "$WORK/check.lua" >/dev/null
-serve "$WORK/off.yaml" off
+serve "$WORK/policy-off.yaml" off
 OFF_URL=$URL
 
 measure() {  # measure NAME: prints the ratio
