@@ -33,9 +33,9 @@ public struct AccessChecks: Sendable {
         }
     }
 
-    /// Classifies an action with the policy's `guard:` settings, on the parser threads.
-    public func classify(_ action: Action, normalize: Bool = false) async -> ActionClassification {
-        await context.actionGuard.classify(action, settings: context.policies.policy.guardSettings, normalize: normalize)
+    /// Classifies an action with the policy's `guard:` settings, on the parser threads in the principal's turn.
+    public func classify(_ action: Action, normalize: Bool = false, for principal: String) async -> ActionClassification {
+        await context.actionGuard.classify(action, settings: context.policies.policy.guardSettings, normalize: normalize, for: principal)
     }
 
     /// May the principal run this exact action now? Read and write actions allowed by a role grant
@@ -49,7 +49,7 @@ public struct AccessChecks: Sendable {
         let subject = principal ?? caller.principal
         if subject != caller.principal, !caller.isAdmin { throw AppErrors.onBehalfRefused() }
         if let problem = action.problem { throw GatehouseError.invalid("action", "invalid_action", problem) }
-        let classification = if let known { known } else { await classify(action) }
+        let classification = if let known { known } else { await classify(action, for: caller.principal) }
         let store = context.store
         if try await context.unavailableOnFailure({ try await store.isBlocked(principal: subject) }) {
             return (subject, .deny(reason: AppErrors.blocked(subject).message), classification)

@@ -156,7 +156,7 @@ public struct ProxyAuthority: Sendable {
         -> (refusal: (message: String, hint: String?)?, risk: RiskLevel) {
         let action = Action(kind: .sql, text: text)
         if let problem = action.problem { return ((problem, nil), .forbidden) }
-        var classification = await checks.classify(action)
+        var classification = await checks.classify(action, for: identity.caller.principal)
         var reached: [String] = []
         if let functions, !classification.calls.isEmpty {
             do {

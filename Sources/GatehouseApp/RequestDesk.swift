@@ -27,7 +27,7 @@ public struct RequestDesk: Sendable {
         if case .action(let action) = input.access {
             if let problem = action.problem { throw GatehouseError.invalid("action", "invalid_action", problem) }
             let policy = context.policies.policy
-            classification = await context.actionGuard.classify(action, settings: policy.guardSettings, normalize: true)
+            classification = await context.actionGuard.classify(action, settings: policy.guardSettings, normalize: true, for: caller.principal)
             if input.duration.isEmpty {
                 input.duration = policy.resources[input.resource]?.actions?.maxDuration.description ?? "1h"
             }

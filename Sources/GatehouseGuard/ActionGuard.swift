@@ -19,17 +19,20 @@ public final class ActionGuard: Sendable {
         self.threads = threads
     }
 
-    public func classify(_ action: Action, settings: GuardSettings, normalize: Bool = false) async -> ActionClassification {
+    /// Classifies on the parser threads, in the turn of `share` (the principal it is for: one principal's
+    /// statements wait behind each other, not in front of everyone else's).
+    public func classify(_ action: Action, settings: GuardSettings, normalize: Bool = false, for share: String = "") async -> ActionClassification {
         switch remembered(action, settings: settings, normalize: normalize) {
         case let .known(result): return result
-        case let .unknown(shape): return await threads.run { self.classifyAndRemember(action, settings: settings, normalize: normalize, shape: shape) }
+        case let .unknown(shape):
+            return await threads.run(for: share) { self.classifyAndRemember(action, settings: settings, normalize: normalize, shape: shape) }
         }
     }
 
     /// What calling a function does, from its definition (`SQLClassifier.classifyDefinition`), on the
     /// parser threads.
-    public func classifyDefinition(_ definition: String, settings: GuardSettings) async -> ActionClassification {
-        await threads.run { SQLClassifier(settings: settings).classifyDefinition(definition) }
+    public func classifyDefinition(_ definition: String, settings: GuardSettings, for share: String = "") async -> ActionClassification {
+        await threads.run(for: share) { SQLClassifier(settings: settings).classifyDefinition(definition) }
     }
 
     /// Texts up to this size may be classified on an ordinary thread (8 MiB stack, as event-loop

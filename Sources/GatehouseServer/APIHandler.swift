@@ -308,11 +308,11 @@ struct APIHandler: APIProtocol {
     }
 
     func classify(_ input: Operations.Classify.Input) async throws -> Operations.Classify.Output {
-        _ = try await caller()
+        let caller = try await caller()
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("body", "missing_body", "send a JSON body") }
         let action = Self.action(body)
         if let problem = action.problem { throw GatehouseError.invalid("text", "invalid_action", problem) }
-        let classification = await service.checks.classify(action, normalize: true)
+        let classification = await service.checks.classify(action, normalize: true, for: caller.principal)
         return .ok(.init(body: .json(Self.schema(classification, action: action))))
     }
 
