@@ -24,10 +24,12 @@ public struct Outbox: Sendable {
         try await queueMessages(limit: limit, claimFor: nil).events
     }
 
-    /// Queues messages as `queueMessages(limit:)` does and, with a lease, claims them for this instance in
-    /// the same transaction (as `claimDeliveries` would claim them a moment later): a new message costs one
-    /// write on its way to the endpoint, not two. Returns the events read and the messages claimed.
-    public func queueMessages(limit: Int, claimFor lease: TimeInterval?) async throws -> (events: Int, claimed: [WebhookDelivery]) {
+    /// Queues messages as `queueMessages(limit:)` does and, with a lease, claims up to `claimAtMost` of them
+    /// for this instance in the same transaction (as `claimDeliveries` would claim them a moment later): a
+    /// new message costs one write on its way to the endpoint, not two. The rest wait, due, for a later
+    /// round's claim. Returns the events read and the messages claimed.
+    public func queueMessages(limit: Int, claimFor lease: TimeInterval?, claimAtMost: Int = .max) async throws
+        -> (events: Int, claimed: [WebhookDelivery]) {
         let context = self.context
         let (cursor, head) = try await context.read { session in
             (try await session.cursor(Self.webhookCursor), try await session.auditHead()?.seq ?? 0)
@@ -66,8 +68,9 @@ public struct Outbox: Sendable {
             guard try await session.cursor(Self.webhookCursor) == cursor else { return (0, []) }
             let until = lease.map { context.clock.now().addingTimeInterval($0) }
             var claimed: [WebhookDelivery] = []
-            for delivery in prepared.deliveries where try await session.enqueueDelivery(delivery, claimedUntil: until) && until != nil {
-                claimed.append(delivery)
+            for delivery in prepared.deliveries {
+                let claim = claimed.count < claimAtMost ? until : nil
+                if try await session.enqueueDelivery(delivery, claimedUntil: claim), claim != nil { claimed.append(delivery) }
             }
             if let last = prepared.last { try await session.setCursor(Self.webhookCursor, to: last) }
             return (prepared.count, claimed)

@@ -102,6 +102,8 @@ struct AntiSpamTransaction {
     struct OthersSnapshot: Sendable {
         var requests: [PastRequest]
         var auditSeq: Int64
+        /// The hash of the audit event at `auditSeq` (checked only for snapshots from memory).
+        var auditHash: String? = nil
         var window: TimeSpan
         /// The memory it came from (and which of its fillings), to be handed what the transaction reads.
         var recent: (memory: RecentRequests, generation: Int)?
@@ -114,20 +116,22 @@ struct AntiSpamTransaction {
         let spam = context.policies.policy.antiSpam
         guard spam.enabled else { return nil }
         let window = spam.windows.sharedReason
-        let since = context.clock.now().addingTimeInterval(-TimeInterval(window.seconds))
+        let now = context.clock.now()
+        let since = now.addingTimeInterval(-TimeInterval(window.seconds))
         let memory = context.recentRequests
         @Sendable func kept() -> OthersSnapshot? {
-            memory.snapshot(excluding: requester, window: window, since: since, limit: othersCompared).map {
-                OthersSnapshot(requests: $0.requests, auditSeq: $0.seq, window: window, recent: (memory, $0.generation))
+            memory.snapshot(excluding: requester, window: window, since: since, limit: othersCompared, at: now).map {
+                OthersSnapshot(requests: $0.requests, auditSeq: $0.seq, auditHash: $0.hash, window: window, recent: (memory, $0.generation))
             }
         }
         if let snapshot = kept() { return snapshot }
-        let fill = !memory.follows(window: window)
+        let fill = !memory.follows(window: window, at: now)
         return try await context.read { session in
-            let seq = try await session.auditHead()?.seq ?? 0
+            let head = try await session.auditHead()
+            let seq = head?.seq ?? 0
             if fill {
                 let everyone = try await session.othersRequests(excluding: nil, since: since, limit: memory.capacity + 1)
-                memory.reset(window: window, requests: everyone, seq: seq, since: since)
+                memory.reset(window: window, requests: everyone, seq: seq, hash: head?.hash, since: since, at: now)
                 if let snapshot = kept() { return snapshot }
             }
             let requests = try await session.othersRequests(excluding: requester, since: since, limit: othersCompared)
@@ -148,10 +152,18 @@ struct AntiSpamTransaction {
             let late = try await session.othersRequests(excluding: requester, since: since, auditedAfter: snapshot.auditSeq)
             return Self.merge(snapshot.requests, late, limit: Self.othersCompared)
         }
+        // The log must still hold the event the memory is complete up to (a database restored or failed over
+        // to a replica that lost commits would not): otherwise the memory starts over and the store is read.
+        let head = try await session.auditHead()
+        let anchor = head?.seq == snapshot.auditSeq ? head?.hash
+            : try await session.auditEvents(.init(afterSeq: snapshot.auditSeq - 1, upToSeq: snapshot.auditSeq, limit: 1)).first?.hash
+        guard anchor == snapshot.auditHash, let head else {
+            recent.memory.forget(generation: recent.generation)
+            return try await session.othersRequests(excluding: requester, since: since, limit: Self.othersCompared)
+        }
         // Everyone's, the requester's too, so that the memory is complete up to the head read first.
-        let head = try await session.auditHead()?.seq ?? 0
         let late = try await session.othersRequests(excluding: nil, since: since, auditedAfter: snapshot.auditSeq)
-        recent.memory.add(late, completeTo: head, generation: recent.generation, since: since)
+        recent.memory.add(late, completeTo: head.seq, hash: head.hash, generation: recent.generation, since: since, at: now)
         return Self.merge(snapshot.requests, late.filter { $0.requester != requester }, limit: Self.othersCompared)
     }
 
@@ -330,9 +342,9 @@ struct AntiSpamTransaction {
             if verdict.signals.contains(where: { $0.signal == .sharedReason }) {
                 let same = SameReason(request.reason, threshold: spam.windows.similarity)
                 let window = TimeInterval(spam.windows.sharedReason.seconds)
-                for other in history.others where other.state == .pending && now.timeIntervalSince(other.createdAt) < window
-                    && same.matches(other.reason) {
-                    guard let full = try await session.request(id: other.id),
+                // Each one's state is read again here: what the score compared may be older than its last decision.
+                for other in history.others where now.timeIntervalSince(other.createdAt) < window && same.matches(other.reason) {
+                    guard let full = try await session.request(id: other.id), full.state == .pending,
                           let held = RequestLifecycle.quarantine(full, why: RequestLifecycle.heldReason, policy: policy, now: now),
                           try await session.updateRequest(held, from: .pending) else { continue }
                     entries.append(AuditEntry(actor: "antispam", action: .requestQuarantined, subject: held.id, resource: held.resource,

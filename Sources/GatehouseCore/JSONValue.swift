@@ -1,9 +1,10 @@
 /// A JSON document built in code and written as compact UTF-8 with its object keys in byte order, for
 /// the messages Gatehouse sends (webhooks, Slack). Written without Foundation: one outbox round builds a
 /// message per event and endpoint, and `JSONSerialization` with sorted keys compared every pair of keys
-/// through ICU collation. For the keys messages use (lowercase ASCII and `_`) byte order is the order
-/// `JSONSerialization` gives with `.sortedKeys`, and strings are escaped as it escapes them with
-/// `.withoutEscapingSlashes`, so the bytes are the same as before (tested).
+/// through ICU collation. For the keys messages use (lowercase letters and `_`, and `sha256`, the only one
+/// with digits) byte order is the order `JSONSerialization` gives with `.sortedKeys`; it would differ for
+/// keys that differ first at a digit or by case (`a_b` and `a1`, `a9` and `a10`). Strings are escaped as it
+/// escapes them with `.withoutEscapingSlashes`, so the bytes are the same as before (tested).
 public enum JSONValue: Sendable, Equatable {
     case string(String)
     case int(Int)

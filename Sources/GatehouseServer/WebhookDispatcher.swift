@@ -39,14 +39,19 @@ public struct WebhookDispatcher: Service {
                 }
                 let webhooks = service.policies.policy.notifications.webhooks
                 let slackTimeout = service.policies.policy.notifications.slack.map { Double($0.timeout.seconds) * 4 } ?? 0
-                let lease = max(webhooks.map { Double($0.timeout.seconds) }.max() ?? 10, slackTimeout) + 5
-                // Small batches keep each write transaction (and the writer lock) short. New messages are
-                // claimed as they are queued; the rest of the batch (a quarter at least, so that a steady
-                // stream of new events never starves them) goes to retries that are due.
-                let (queued, fresh) = try await service.outbox.queueMessages(limit: Self.batch, claimFor: lease)
+                // A claim holds through one wait for the writer (at most the store's write wait, 10-15 s) and
+                // the longest attempt; a claim left by a stopped instance runs out after that.
+                let lease = max(webhooks.map { Double($0.timeout.seconds) }.max() ?? 10, slackTimeout) + 20
+                // Small batches keep each write transaction (and the writer lock) short. Messages already
+                // due (retries, and new ones left over from a full round) are claimed first, then new ones
+                // are claimed as they are queued, up to the batch: the last write before sending, so no
+                // claim runs out while other writes wait for the writer.
                 try await service.outbox.flushDigests()
-                let retries = try await service.outbox.claimDeliveries(lease: lease, limit: max(Self.batch - fresh.count, Self.batch / 4))
-                let due = fresh + retries
+                let retries = try await service.outbox.claimDeliveries(lease: lease, limit: Self.batch)
+                let (queued, fresh) = try await service.outbox.queueMessages(limit: Self.batch, claimFor: lease,
+                                                                              claimAtMost: Self.batch - retries.count)
+                var seen = Set<String>()
+                let due = (retries + fresh).filter { seen.insert($0.id + "\u{0}" + $0.endpoint).inserted }
                 let attempts = await withTaskGroup(of: Outbox.WebhookAttempt.self) { group in
                     for delivery in due {
                         group.addTask { await self.deliver(delivery, client: client) }

@@ -26,7 +26,7 @@ struct RecentRequestsTests {
             let memory = RecentRequests(capacity: capacity)
             var all: [PastRequest] = []
             var now = Self.t0
-            memory.reset(window: Self.hour, requests: [], seq: 0, since: now.addingTimeInterval(-3600))
+            memory.reset(window: Self.hour, requests: [], seq: 0, hash: nil, since: now.addingTimeInterval(-3600), at: now)
             var answered = 0, refused = 0
             for step in 0..<600 {
                 // A batch of filings (one principal of four, sometimes one principal in a burst), seconds to minutes apart.
@@ -39,12 +39,12 @@ struct RecentRequestsTests {
                 }
                 all += batch
                 let since = now.addingTimeInterval(-3600)
-                memory.add(batch.shuffled(using: &generator), completeTo: Int64(step + 1), generation: 1, since: since)
+                memory.add(batch.shuffled(using: &generator), completeTo: Int64(step + 1), hash: "h\(step + 1)", generation: 1, since: since, at: now)
                 for requester in ["ana", "flood", "nobody"] {
                     let limit = [3, 20, 200].randomElement(using: &generator)!
-                    if let snapshot = memory.snapshot(excluding: requester, window: Self.hour, since: since, limit: limit) {
+                    if let snapshot = memory.snapshot(excluding: requester, window: Self.hour, since: since, limit: limit, at: now) {
                         #expect(snapshot.requests.map(\.id) == Self.expected(all, excluding: requester, since: since, limit: limit))
-                        #expect(snapshot.seq == Int64(step + 1))
+                        #expect(snapshot.seq == Int64(step + 1) && snapshot.hash == "h\(step + 1)")
                         answered += 1
                     } else {
                         // Only when the memory cannot know: requests of the window were dropped for room, which
@@ -59,23 +59,35 @@ struct RecentRequestsTests {
         }
     }
 
-    @Test("a batch read for an older filling, a changed window or a clock set back before the memory's horizon is never answered from memory")
-    func refusesWhatItCannotKnow() {
+    @Test("a batch read for an older filling, a changed window, a clock set back before the memory's horizon, a memory no filing brought up to date for 30 s, or one forgotten is never answered from memory")
+    func refusesWhatItCannotKnow() throws {
         let memory = RecentRequests(capacity: 10)
-        #expect(memory.snapshot(excluding: "ana", window: Self.hour, since: Self.t0, limit: 5) == nil, "empty before the first filling")
-        let since = Self.t0.addingTimeInterval(-3600)
-        memory.reset(window: Self.hour, requests: [Self.request(1, by: "bo", at: Self.t0)], seq: 7, since: since)
-        let first = try! #require(memory.snapshot(excluding: "ana", window: Self.hour, since: since, limit: 5))
-        #expect(first.requests.map(\.id) == ["req_1"])
-        #expect(first.seq == 7)
-        memory.reset(window: Self.hour, requests: [], seq: 9, since: since)
-        memory.add([Self.request(2, by: "bo", at: Self.t0)], completeTo: 12, generation: first.generation, since: since)
-        #expect(memory.snapshot(excluding: "ana", window: Self.hour, since: since, limit: 5)?.requests.isEmpty == true,
-                "what was read for an earlier filling is ignored")
-        #expect(memory.snapshot(excluding: "ana", window: TimeSpan(seconds: 600), since: since, limit: 5) == nil, "another window")
-        #expect(memory.follows(window: Self.hour) && !memory.follows(window: TimeSpan(seconds: 600)))
-        #expect(memory.snapshot(excluding: "ana", window: Self.hour, since: since.addingTimeInterval(-1), limit: 5) == nil,
-                "a window reaching back before what was forgotten")
+        let t0 = Self.t0, since = t0.addingTimeInterval(-3600)
+        func snapshot(window: TimeSpan = Self.hour, since: Date = since, at now: Date = t0) -> RecentRequests.Snapshot? {
+            memory.snapshot(excluding: "ana", window: window, since: since, limit: 5, at: now)
+        }
+        #expect(snapshot() == nil, "empty before the first filling")
+        // Read newest first from the store, as the filing reads it.
+        memory.reset(window: Self.hour, requests: [Self.request(3, by: "cy", at: t0), Self.request(1, by: "bo", at: t0.addingTimeInterval(-60))],
+                     seq: 7, hash: "h7", since: since, at: t0)
+        let first = try #require(snapshot())
+        #expect(first.requests.map(\.id) == ["req_3", "req_1"])
+        #expect(first.seq == 7 && first.hash == "h7")
+        memory.reset(window: Self.hour, requests: [], seq: 9, hash: "h9", since: since, at: t0)
+        memory.add([Self.request(2, by: "bo", at: t0)], completeTo: 12, hash: "h12", generation: first.generation, since: since, at: t0)
+        #expect(snapshot()?.requests.isEmpty == true, "what was read for an earlier filling is ignored")
+        #expect(snapshot()?.seq == 9)
+        #expect(snapshot(window: TimeSpan(seconds: 600)) == nil, "another window")
+        #expect(memory.follows(window: Self.hour, at: t0) && !memory.follows(window: TimeSpan(seconds: 600), at: t0))
+        #expect(snapshot(since: since.addingTimeInterval(-1)) == nil, "a window reaching back before what was forgotten")
+        #expect(snapshot(at: t0.addingTimeInterval(30)) != nil)
+        #expect(snapshot(at: t0.addingTimeInterval(31)) == nil, "no filing brought it up to date for over 30 s")
+        #expect(!memory.follows(window: Self.hour, at: t0.addingTimeInterval(31)))
+        let current = try #require(snapshot())
+        memory.forget(generation: current.generation - 1)
+        #expect(snapshot() != nil, "forgetting an older filling changes nothing")
+        memory.forget(generation: current.generation)
+        #expect(snapshot() == nil && !memory.follows(window: Self.hour, at: t0), "forgotten: filled again at the next filing")
     }
 }
 

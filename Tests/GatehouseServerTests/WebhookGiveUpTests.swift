@@ -7,21 +7,44 @@ import Testing
 
 @Suite("Webhook outbox: giving up")
 struct WebhookGiveUpTests {
-    @Test("after the last attempt, on 410 Gone, or when the endpoint left the policy, a message is given up and audited")
-    func givesUp() async throws {
+    /// A server whose policy sends the three events of a request's life to an endpoint nobody answers
+    /// (`retry` given), with alice's request filed and approved by bob after the outbox's cursor was set.
+    static func withApprovedRequest(retry: String? = nil, _ body: (TestServer, [String: String]) async throws -> Void) async throws {
         let policy = TestServer.policyYAML + """
 
             notifications:
-              retry: {initial: 1s, max: 1s, attempts: 2}
-              webhooks:
+            \(retry.map { "  retry: \($0)\n" } ?? "")  webhooks:
                 chat: {url: "http://127.0.0.1:9/hook", format: slack, events: [request.created, request.approved, grant.started]}
             """
         try await TestServer.with(policy: policy) { server in
-            let service = server.service
             let t = try await server.tokens("alice", "bob")
-            try await service.outbox.queueMessages()
+            try await server.service.outbox.queueMessages()
             let id = try #require(try await server.request(t["alice"]!).string("id"))
             _ = try await server.approve(t["bob"]!, id)
+            try await body(server, t)
+        }
+    }
+
+    @Test("a round claims the messages it queues, up to what it may send: the rest wait, due, for the next round's claim, and none is claimed twice")
+    func claimsWhatItQueues() async throws {
+        try await Self.withApprovedRequest { server, _ in
+            let service = server.service
+            let (events, claimed) = try await service.outbox.queueMessages(limit: 64, claimFor: 30, claimAtMost: 2)
+            #expect(events >= 3)
+            #expect(claimed.count == 2)
+            let rest = try await service.outbox.claimDeliveries(lease: 30)
+            #expect(rest.count == 1, "the message not claimed on queueing is due at once")
+            #expect(Set((claimed + rest).map(\.event)) == ["request.created", "request.approved", "grant.started"])
+            #expect(try await service.outbox.claimDeliveries(lease: 30).isEmpty, "all three are claimed")
+            server.clock.advance(by: 31)
+            #expect(try await service.outbox.claimDeliveries(lease: 30).count == 3, "claims that ran out are claimed again")
+        }
+    }
+
+    @Test("after the last attempt, on 410 Gone, or when the endpoint left the policy, a message is given up and audited")
+    func givesUp() async throws {
+        try await Self.withApprovedRequest(retry: "{initial: 1s, max: 1s, attempts: 2}") { server, t in
+            let service = server.service
             try await service.outbox.queueMessages()
             var due = try await service.outbox.claimDeliveries(lease: 30)
             #expect(due.count == 3)
