@@ -24,17 +24,19 @@ public struct Outbox: Sendable {
         try await queueMessages(limit: limit, claimFor: nil).events
     }
 
-    /// Queues messages as `queueMessages(limit:)` does and, with a lease, claims up to `claimAtMost` of them
-    /// for this instance in the same transaction (as `claimDeliveries` would claim them a moment later): a
-    /// new message costs one write on its way to the endpoint, not two. The rest wait, due, for a later
-    /// round's claim. Returns the events read and the messages claimed.
-    public func queueMessages(limit: Int, claimFor lease: TimeInterval?, claimAtMost: Int = .max) async throws
+    /// Queues messages as `queueMessages(limit:)` does and, with a lease, claims up to `claimAtMost` messages
+    /// for this instance in the same transaction: first those already due (retries, and messages a full
+    /// round left unclaimed) when `claimDue`, then the new ones as they are queued. One write per round, the
+    /// last before sending, so a claim cannot run out while the round waits for the writer; a new message
+    /// costs one write on its way to the endpoint, not two. What is not claimed stays due for a later round.
+    /// Returns the events read and the messages claimed.
+    public func queueMessages(limit: Int, claimFor lease: TimeInterval?, claimAtMost: Int = .max, claimDue: Bool = false) async throws
         -> (events: Int, claimed: [WebhookDelivery]) {
         let context = self.context
-        let (cursor, head) = try await context.read { session in
-            (try await session.cursor(Self.webhookCursor), try await session.auditHead()?.seq ?? 0)
+        let (cursor, head, due) = try await context.read { session in
+            (try await session.cursor(Self.webhookCursor), try await session.auditHead()?.seq ?? 0,
+             lease != nil && claimDue ? try await session.deliveriesDue(now: context.clock.now()) : false)
         }
-        if let cursor, cursor >= head { return (0, []) }
         guard let cursor else {
             // First start: announce what happens from now on, not the history before.
             try await context.write { session in
@@ -44,9 +46,11 @@ public struct Outbox: Sendable {
             }
             return (0, [])
         }
+        if cursor >= head && !due { return (0, []) }
         let policy = context.policies.policy
         let now = context.clock.now()
-        let prepared = try await context.read { session -> (deliveries: [WebhookDelivery], last: Int64?, count: Int) in
+        typealias Prepared = (deliveries: [WebhookDelivery], last: Int64?, count: Int)
+        let prepared: Prepared = cursor >= head ? ([], nil, 0) : try await context.read { session -> Prepared in
             let events = try await session.auditEvents(.init(afterSeq: cursor, limit: limit))
             var deliveries: [WebhookDelivery] = []
             for event in events {
@@ -65,9 +69,13 @@ public struct Outbox: Sendable {
             return (deliveries, events.last?.seq, events.count)
         }
         return try await context.write { session in
-            guard try await session.cursor(Self.webhookCursor) == cursor else { return (0, []) }
-            let until = lease.map { context.clock.now().addingTimeInterval($0) }
+            let now = context.clock.now()
+            let until = lease.map { now.addingTimeInterval($0) }
             var claimed: [WebhookDelivery] = []
+            if due, let until, claimAtMost > 0 {
+                claimed = try await session.claimDueDeliveries(now: now, until: until, limit: claimAtMost)
+            }
+            guard prepared.count > 0, try await session.cursor(Self.webhookCursor) == cursor else { return (0, claimed) }
             for delivery in prepared.deliveries {
                 let claim = claimed.count < claimAtMost ? until : nil
                 if try await session.enqueueDelivery(delivery, claimedUntil: claim), claim != nil { claimed.append(delivery) }

@@ -161,7 +161,8 @@ public struct ProxyAuthority: Sendable {
         if let functions, !classification.calls.isEmpty {
             do {
                 let own = classification.findings.count
-                classification = try await functions.judge(classification, settings: context.policies.policy.guardSettings)
+                classification = try await functions.judge(classification, settings: context.policies.policy.guardSettings,
+                                                            for: identity.caller.principal)
                 reached = classification.findings.dropFirst(own).filter { $0.level == classification.risk }.map(\.detail)
             } catch {
                 let names = classification.calls.map { "\($0.qualifiedName)()" }.joined(separator: ", ")

@@ -64,7 +64,7 @@ public final class FunctionReach: Sendable {
 
     /// `classification` with the findings of every body its calls reach. Throws when the catalog
     /// cannot be read: the caller then refuses the statement (fail closed).
-    public func judge(_ classification: ActionClassification, settings: GuardSettings) async throws -> ActionClassification {
+    public func judge(_ classification: ActionClassification, settings: GuardSettings, for share: String = "") async throws -> ActionClassification {
         guard !classification.calls.isEmpty else { return classification }
         var extra: [Finding] = []
         var seen: Set<Int64> = []
@@ -77,7 +77,7 @@ public final class FunctionReach: Sendable {
             for pending in frontier {
                 for function in found where pending.call.reaches(function) && seen.insert(function.oid).inserted {
                     guard let definition = function.definition else { continue }
-                    let body = await bodyClassification(function, definition: definition, settings: settings)
+                    let body = await bodyClassification(function, definition: definition, settings: settings, for: share)
                     let chain = pending.chain + function.signature + (function.securityDefiner ? " (SECURITY DEFINER)" : "")
                     for finding in body.findings {
                         extra.append(Finding(category: finding.category, level: finding.level, statement: pending.origin.statement,
@@ -105,9 +105,9 @@ public final class FunctionReach: Sendable {
                                     normalized: classification.normalized, calls: classification.calls)
     }
 
-    private func bodyClassification(_ function: FunctionDefinition, definition: String, settings: GuardSettings) async -> ActionClassification {
+    private func bodyClassification(_ function: FunctionDefinition, definition: String, settings: GuardSettings, for share: String) async -> ActionClassification {
         if let known = memory.lookup(function, settings: settings) { return known }
-        let result = await actionGuard.classifyDefinition(definition, settings: settings)
+        let result = await actionGuard.classifyDefinition(definition, settings: settings, for: share)
         memory.store(result, for: function, settings: settings)
         return result
     }

@@ -24,12 +24,26 @@ public final class ParserThreads: @unchecked Sendable {
         var jobs: [Job] = []
         var head = 0
         var isEmpty: Bool { head == jobs.count }
+        /// The oldest job; its slot lets go of it (and the text it holds), and taken slots are dropped in bulk,
+        /// so a share that always has work waiting does not keep every job it ever queued.
         mutating func take() -> Job {
             let job = jobs[head]
+            jobs[head] = Queue.taken
             head += 1
-            if isEmpty { jobs.removeAll(keepingCapacity: true); head = 0 }
+            if isEmpty {
+                jobs.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head > 1024, head * 2 > jobs.count {
+                jobs.removeFirst(head)
+                head = 0
+            }
             return job
         }
+
+        static let taken: Job = {}
+
+        /// Jobs still held, waiting or taken but not yet dropped (for tests).
+        var held: Int { jobs.count }
     }
 
     private let condition = NSCondition()
@@ -53,6 +67,13 @@ public final class ParserThreads: @unchecked Sendable {
         await withCheckedContinuation { continuation in
             submit(share) { continuation.resume(returning: body()) }
         }
+    }
+
+    /// How many job slots the queues hold, waiting or taken and not yet dropped (for tests).
+    var heldJobs: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return queues.values.reduce(0) { $0 + $1.held }
     }
 
     /// How many jobs wait for a thread (for tests).

@@ -39,19 +39,14 @@ public struct WebhookDispatcher: Service {
                 }
                 let webhooks = service.policies.policy.notifications.webhooks
                 let slackTimeout = service.policies.policy.notifications.slack.map { Double($0.timeout.seconds) * 4 } ?? 0
-                // A claim holds through one wait for the writer (at most the store's write wait, 10-15 s) and
-                // the longest attempt; a claim left by a stopped instance runs out after that.
-                let lease = max(webhooks.map { Double($0.timeout.seconds) }.max() ?? 10, slackTimeout) + 20
-                // Small batches keep each write transaction (and the writer lock) short. Messages already
-                // due (retries, and new ones left over from a full round) are claimed first, then new ones
-                // are claimed as they are queued, up to the batch: the last write before sending, so no
-                // claim runs out while other writes wait for the writer.
+                // Claims are taken in the round's last write, just before sending: they hold for the longest attempt.
+                let lease = max(webhooks.map { Double($0.timeout.seconds) }.max() ?? 10, slackTimeout) + 5
+                // Small batches keep each write transaction (and the writer lock) short. Messages already due
+                // (retries, and new ones a full round left unclaimed) are claimed first, then new ones as they
+                // are queued, up to the batch, in one write.
                 try await service.outbox.flushDigests()
-                let retries = try await service.outbox.claimDeliveries(lease: lease, limit: Self.batch)
-                let (queued, fresh) = try await service.outbox.queueMessages(limit: Self.batch, claimFor: lease,
-                                                                              claimAtMost: Self.batch - retries.count)
-                var seen = Set<String>()
-                let due = (retries + fresh).filter { seen.insert($0.id + "\u{0}" + $0.endpoint).inserted }
+                let (queued, due) = try await service.outbox.queueMessages(limit: Self.batch, claimFor: lease, claimAtMost: Self.batch,
+                                                                            claimDue: true)
                 let attempts = await withTaskGroup(of: Outbox.WebhookAttempt.self) { group in
                     for delivery in due {
                         group.addTask { await self.deliver(delivery, client: client) }

@@ -55,6 +55,29 @@ struct ParserThreadsTests {
         #expect(order == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"])
     }
 
+    @Test("a share that always has work waiting lets go of the jobs it has run: 2,100 queued, 1,500 run, about 1,050 held")
+    func busyShareLetsGo() async {
+        let threads = ParserThreads(count: 1)
+        let start = Bench(), pause = Bench()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await threads.run(for: "holder") { start.hold() } }
+            while !start.holding { await Task.yield() }
+            for n in 0..<2_100 {
+                group.addTask { await threads.run(for: "busy") { if n == 1_500 { pause.hold() } } }
+            }
+            while threads.waitingJobs < 2_100 { await Task.yield() }
+            #expect(threads.heldJobs == 2_100)
+            start.release()
+            while !pause.holding { await Task.yield() }
+            // 1,501 taken from one queue that never emptied: the taken slots were dropped in bulk.
+            #expect(threads.waitingJobs == 599)
+            #expect(threads.heldJobs < 1_100, "held \(threads.heldJobs)")
+            pause.release()
+            await group.waitForAll()
+        }
+        #expect(threads.heldJobs == 0 && threads.waitingJobs == 0)
+    }
+
     @Test("many jobs from many shares all run, each once, across several threads")
     func everyJobRuns() async {
         let threads = ParserThreads(count: 3)

@@ -37,7 +37,10 @@ struct WebhookGiveUpTests {
             #expect(Set((claimed + rest).map(\.event)) == ["request.created", "request.approved", "grant.started"])
             #expect(try await service.outbox.claimDeliveries(lease: 30).isEmpty, "all three are claimed")
             server.clock.advance(by: 31)
-            #expect(try await service.outbox.claimDeliveries(lease: 30).count == 3, "claims that ran out are claimed again")
+            // A round with nothing new still claims what is due (claims that ran out), in the same write, up to its room.
+            let again = try await service.outbox.queueMessages(limit: 64, claimFor: 30, claimAtMost: 2, claimDue: true)
+            #expect(again.events == 0 && again.claimed.count == 2)
+            #expect(try await service.outbox.claimDeliveries(lease: 30).count == 1, "the third is left for the next claim")
         }
     }
 
