@@ -46,6 +46,8 @@ public enum JSONValue: Sendable, Equatable {
         }
     }
 
+    static let hexDigits = Array("0123456789abcdef".utf8)
+
     /// A JSON string: `"` and `\` escaped, the control characters below U+0020 as `\b \t \n \f \r` or
     /// `\u00xx`; everything else (slashes, U+2028, DEL, non-ASCII) as its own UTF-8.
     static func writeString(_ text: String, to out: inout [UInt8]) {
@@ -60,10 +62,9 @@ public enum JSONValue: Sendable, Equatable {
             case 0x0C: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "f"))
             case 0x0D: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "r"))
             case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
                 out.append(contentsOf: "\\u00".utf8)
-                out.append(hex[Int(byte >> 4)])
-                out.append(hex[Int(byte & 0x0F)])
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 0x0F)])
             default: out.append(byte)
             }
         }
