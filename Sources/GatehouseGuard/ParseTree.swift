@@ -1,116 +1,280 @@
-/// libpg_query's JSON parse tree, read into a small value type.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// libpg_query's JSON parse tree, read once into one flat table of nodes.
 ///
 /// A dedicated reader rather than Foundation's JSONSerialization: the classifier reads one tree per
-/// statement on the hot path of every check and proxied statement, and this reader allocates only
-/// the values the tree holds (short keys stay inline in `String`), bounds nesting explicitly, and
-/// keeps integer locations as integers. Not `indirect`: objects and arrays already hold their children
-/// in arrays, and an indirect enum would put every leaf (each location, each name) in a box of its own.
-public enum ParseTree: Sendable, Equatable {
-    case object([(key: String, value: ParseTree)])
-    case array([ParseTree])
-    case string(String)
-    case integer(Int)
-    case number(String)
-    case bool(Bool)
-    case null
+/// statement on the hot path of every check and proxied statement. The reader allocates two arrays per
+/// tree whatever its size: the nodes in document order (each container knows where its subtree ends,
+/// so its members are found by jumping from one to the next) and the JSON text itself, which every key,
+/// string and number points into (an escaped string is decoded once and appended after it). A
+/// `ParseTree` is a position in that table: copying one, or reading a field, allocates nothing.
+public struct ParseTree: Sendable {
+    enum Kind: UInt8 {
+        case object, array, string, integer, number, bool, null
+    }
 
-    public static func == (lhs: ParseTree, rhs: ParseTree) -> Bool {
-        switch (lhs, rhs) {
-        case let (.object(a), .object(b)):
-            a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
-        case let (.array(a), .array(b)): a == b
-        case let (.string(a), .string(b)): a == b
-        case let (.integer(a), .integer(b)): a == b
-        case let (.number(a), .number(b)): a == b
-        case let (.bool(a), .bool(b)): a == b
-        case (.null, .null): true
-        default: false
+    /// 32 bytes.
+    struct Node {
+        var kind: Kind
+        /// The member's key in its object (a range of `text`); length -1 for array elements and the root.
+        var keyStart: Int32
+        var keyLength: Int32
+        /// The node after this one's subtree.
+        var end: Int32
+        /// Members or elements.
+        var count: Int32
+        /// An integer's value; 1 for `true`; a string's (decoded) or a number's text as `start | length << 32`.
+        var value: Int
+
+        var start: Int32 { Int32(truncatingIfNeeded: value) }
+        var length: Int32 { Int32(truncatingIfNeeded: value >> 32) }
+
+        static func range(_ start: Int32, _ length: Int32) -> Int { Int(UInt32(bitPattern: start)) | Int(length) << 32 }
+    }
+
+    /// The tree's nodes and text in two buffers the reader filled, read through pointers (no array is
+    /// retained or bounds-checked on the classifier's hot path), freed with the last `ParseTree` of it.
+    /// Immutable once made.
+    final class Document: @unchecked Sendable {
+        let nodes: UnsafeMutablePointer<Node>
+        let text: UnsafeMutablePointer<UInt8>
+
+        /// Takes both buffers (from `malloc`) over.
+        init(nodes: UnsafeMutablePointer<Node>, text: UnsafeMutablePointer<UInt8>) {
+            self.nodes = nodes
+            self.text = text
+        }
+
+        deinit {
+            free(nodes)
+            free(text)
         }
     }
 
-    public subscript(key: String) -> ParseTree? {
-        guard case let .object(fields) = self else { return nil }
-        for field in fields where field.key == key { return field.value }
+    let document: Document
+    let index: Int
+
+    private var node: Node { document.nodes[index] }
+
+    var isObject: Bool { node.kind == .object }
+    var isArray: Bool { node.kind == .array }
+
+    /// The member called `key`, when this is an object that has one.
+    public subscript(key: StaticString) -> ParseTree? {
+        let nodes = document.nodes, text = document.text
+        guard nodes[index].kind == .object else { return nil }
+        let length = key.utf8CodeUnitCount
+        var child = index + 1
+        let end = Int(nodes[index].end)
+        while child < end {
+            let entry = nodes[child]
+            if Int(entry.keyLength) == length, memcmp(text + Int(entry.keyStart), key.utf8Start, length) == 0 {
+                return ParseTree(document: document, index: child)
+            }
+            child = Int(entry.end)
+        }
         return nil
+    }
+
+    /// The member called `key` (a name not known when the code was written).
+    public func field(_ key: String) -> ParseTree? {
+        children.first { $0.hasKey(key) }
+    }
+
+    /// The key this node has in the object that holds it.
+    public var key: String? {
+        let node = node
+        guard node.keyLength >= 0 else { return nil }
+        return string(at: node.keyStart, length: node.keyLength)
+    }
+
+    /// Whether this node is its object's member called `key`.
+    public func hasKey(_ key: String) -> Bool {
+        let node = node
+        guard node.keyLength >= 0 else { return false }
+        var key = key
+        return key.withUTF8 { utf8 in
+            utf8.count == Int(node.keyLength) && (utf8.isEmpty || memcmp(document.text + Int(node.keyStart), utf8.baseAddress!, utf8.count) == 0)
+        }
     }
 
     public var stringValue: String? {
-        if case let .string(value) = self { return value }
-        return nil
+        let node = node
+        guard node.kind == .string else { return nil }
+        return string(at: node.start, length: node.length)
     }
 
     public var intValue: Int? {
-        if case let .integer(value) = self { return value }
-        return nil
+        let node = node
+        return node.kind == .integer ? node.value : nil
     }
 
     public var boolValue: Bool? {
-        if case let .bool(value) = self { return value }
-        return nil
+        let node = node
+        return node.kind == .bool ? node.value != 0 : nil
     }
 
+    /// A number that is not an integer (or does not fit one), as written.
+    public var numberText: String? {
+        let node = node
+        return node.kind == .number ? string(at: node.start, length: node.length) : nil
+    }
+
+    public var isNull: Bool { node.kind == .null }
+
+    /// An object's members (each with its `key`) or an array's elements, in order; nothing otherwise.
+    public var children: Children { Children(document: document, position: index + 1, end: node.kind == .object || node.kind == .array ? Int(node.end) : index + 1) }
+
+    /// An array's elements; empty for anything else.
     public var elements: [ParseTree] {
-        if case let .array(values) = self { return values }
-        return []
+        guard node.kind == .array else { return [] }
+        var values: [ParseTree] = []
+        values.reserveCapacity(Int(node.count))
+        for child in children { values.append(child) }
+        return values
     }
 
     /// The node's type when it is a tagged node (`{"DeleteStmt": {...}}`) and its fields.
     public var tagged: (type: String, fields: ParseTree)? {
-        guard case let .object(fields) = self, fields.count == 1,
-              let first = fields[0].key.utf8.first, first >= UInt8(ascii: "A"), first <= UInt8(ascii: "Z")
-        else { return nil }
-        return (fields[0].key, fields[0].value)
+        let node = node
+        guard node.kind == .object, node.count == 1 else { return nil }
+        let member = document.nodes[index + 1]
+        let first = document.text[Int(member.keyStart)]
+        guard member.keyLength > 0, first >= UInt8(ascii: "A"), first <= UInt8(ascii: "Z") else { return nil }
+        return (string(at: member.keyStart, length: member.keyLength), ParseTree(document: document, index: index + 1))
     }
 
-    /// Whether the two trees are equal but for the values of their constants (`A_Const`), compared in
-    /// place (no tree is built).
-    func equalsIgnoringConstantValues(_ other: ParseTree) -> Bool {
-        switch (self, other) {
-        case let (.object(a), .object(b)):
-            if let (mine, _) = tagged, mine == "A_Const", let (theirs, _) = other.tagged, theirs == "A_Const" { return true }
-            return a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value.equalsIgnoringConstantValues($1.value) }
-        case let (.array(a), .array(b)):
-            return a.count == b.count && zip(a, b).allSatisfy { $0.equalsIgnoringConstantValues($1) }
-        default:
-            return self == other
+    /// Whether this is a tagged node of type `type`.
+    func isTagged(_ type: StaticString) -> Bool {
+        let node = node
+        guard node.kind == .object, node.count == 1 else { return false }
+        let member = document.nodes[index + 1]
+        return Int(member.keyLength) == type.utf8CodeUnitCount
+            && memcmp(document.text + Int(member.keyStart), type.utf8Start, type.utf8CodeUnitCount) == 0
+    }
+
+    private func string(at start: Int32, length: Int32) -> String {
+        String(decoding: UnsafeBufferPointer(start: document.text + Int(start), count: Int(length)), as: UTF8.self)
+    }
+
+    private func bytesEqual(_ a: (Int32, Int32), _ other: ParseTree, _ b: (Int32, Int32)) -> Bool {
+        guard a.1 == b.1 else { return false }
+        guard a.1 > 0 else { return true }
+        return memcmp(document.text + Int(a.0), other.document.text + Int(b.0), Int(a.1)) == 0
+    }
+
+    private func isLocationKey(_ node: Node) -> Bool {
+        let location: StaticString = "location"
+        return node.keyLength == 8 && memcmp(document.text + Int(node.keyStart), location.utf8Start, 8) == 0
+    }
+
+    /// Whether the two trees are equal: same keys in the same order, same values. `ignoringLocations`
+    /// leaves `location` members out on both sides; `ignoringConstantValues` counts any two constants
+    /// (`A_Const`) as equal.
+    func equals(_ other: ParseTree, ignoringLocations: Bool = false, ignoringConstantValues: Bool = false) -> Bool {
+        let a = node, b = other.node
+        guard a.kind == b.kind else { return false }
+        switch a.kind {
+        case .object, .array:
+            if ignoringConstantValues, isTagged("A_Const"), other.isTagged("A_Const") { return true }
+            var mine = children.makeIterator(), theirs = other.children.makeIterator()
+            while true {
+                var left = mine.next(), right = theirs.next()
+                if ignoringLocations {
+                    while let member = left, isLocationKey(member.node) { left = mine.next() }
+                    while let member = right, other.isLocationKey(member.node) { right = theirs.next() }
+                }
+                guard let left, let right else { return left == nil && right == nil }
+                if a.kind == .object, !left.bytesEqual((left.node.keyStart, left.node.keyLength), right, (right.node.keyStart, right.node.keyLength)) { return false }
+                if !left.equals(right, ignoringLocations: ignoringLocations, ignoringConstantValues: ignoringConstantValues) { return false }
+            }
+        case .string, .number:
+            return bytesEqual((a.start, a.length), other, (b.start, b.length))
+        case .integer, .bool:
+            return a.value == b.value
+        case .null:
+            return true
         }
     }
 
     /// Whether the tree holds a constant (`A_Const`).
     var containsConstant: Bool {
-        switch self {
-        case let .object(fields):
-            if let (type, _) = tagged, type == "A_Const" { return true }
-            return fields.contains { $0.value.containsConstant }
-        case let .array(values): return values.contains { $0.containsConstant }
-        default: return false
-        }
+        if isTagged("A_Const") { return true }
+        return children.contains { $0.containsConstant }
     }
 
     /// Where each constant (`A_Const`) of the tree starts in the text, when the parser says.
     func constantLocations(into locations: inout Set<Int>) {
-        switch self {
-        case let .object(fields):
-            if let (type, inner) = tagged, type == "A_Const" {
-                if let location = inner["location"]?.intValue { locations.insert(location) }
-                return
+        if isTagged("A_Const") {
+            if let location = ParseTree(document: document, index: index + 1)["location"]?.intValue { locations.insert(location) }
+            return
+        }
+        for child in children { child.constantLocations(into: &locations) }
+    }
+
+    public struct Children: Sequence, IteratorProtocol {
+        let document: Document
+        var position: Int
+        let end: Int
+
+        public mutating func next() -> ParseTree? {
+            guard position < end else { return nil }
+            defer { position = Int(document.nodes[position].end) }
+            return ParseTree(document: document, index: position)
+        }
+    }
+}
+
+extension ParseTree: Equatable {
+    public static func == (lhs: ParseTree, rhs: ParseTree) -> Bool { lhs.equals(rhs) }
+}
+
+extension ParseTree: CustomStringConvertible {
+    /// The tree as compact JSON (strings as decoded, escaped again only where JSON must).
+    public var description: String {
+        var out = ""
+        write(to: &out)
+        return out
+    }
+
+    private func write(to out: inout String) {
+        let node = node
+        switch node.kind {
+        case .object, .array:
+            out += node.kind == .object ? "{" : "["
+            var first = true
+            for child in children {
+                if !first { out += "," }
+                first = false
+                if let key = child.key { Self.quote(key, to: &out); out += ":" }
+                child.write(to: &out)
             }
-            for field in fields { field.value.constantLocations(into: &locations) }
-        case let .array(values):
-            for value in values { value.constantLocations(into: &locations) }
-        default:
-            break
+            out += node.kind == .object ? "}" : "]"
+        case .string: Self.quote(stringValue ?? "", to: &out)
+        case .integer: out += String(node.value)
+        case .number: out += numberText ?? ""
+        case .bool: out += node.value != 0 ? "true" : "false"
+        case .null: out += "null"
         }
     }
 
-    /// The same tree with every `location` field removed, for comparing expressions by structure.
-    public var withoutLocations: ParseTree {
-        switch self {
-        case let .object(fields):
-            .object(fields.filter { $0.key != "location" }.map { ($0.key, $0.value.withoutLocations) })
-        case let .array(values): .array(values.map(\.withoutLocations))
-        default: self
+    private static func quote(_ text: String, to out: inout String) {
+        out += "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case _ where scalar.value < 0x20:
+                out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
+            default: out.unicodeScalars.append(scalar)
+            }
         }
+        out += "\""
     }
 }
 
@@ -120,21 +284,50 @@ public struct ParseTreeError: Error, Sendable, Equatable {
 
 /// Reads JSON bytes into a `ParseTree`, refusing nesting deeper than `maximumDepth`.
 struct ParseTreeReader {
-    private let bytes: [UInt8]
+    private let bytes: UnsafeBufferPointer<UInt8>
     private var index = 0
     private let maximumDepth: Int
+    /// The document's buffers while they are filled: nodes, and the JSON text followed by escaped
+    /// strings decoded (`textCount` bytes used).
+    private var nodes: UnsafeMutablePointer<ParseTree.Node>
+    private var nodeCount = 0
+    private var nodeCapacity: Int
+    private var text: UnsafeMutablePointer<UInt8>
+    private var textCount: Int
+    private var textCapacity: Int
 
     static func read(_ bytes: [UInt8], maximumDepth: Int) throws(ParseTreeError) -> ParseTree {
-        var reader = ParseTreeReader(bytes: bytes, maximumDepth: maximumDepth)
-        let value = try reader.value(depth: 0)
-        reader.skipSpace()
-        guard reader.index == bytes.count else { throw ParseTreeError(message: "trailing bytes after the tree") }
-        return value
+        let result: Result<ParseTree, ParseTreeError> = bytes.withUnsafeBufferPointer { buffer in
+            do throws(ParseTreeError) { return .success(try read(buffer, maximumDepth: maximumDepth)) } catch { return .failure(error) }
+        }
+        return try result.get()
     }
 
-    private init(bytes: [UInt8], maximumDepth: Int) {
+    static func read(_ bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int) throws(ParseTreeError) -> ParseTree {
+        guard bytes.count < Int(Int32.max) / 2 else { throw ParseTreeError(message: "larger than the reader's limit of \(Int32.max / 2) bytes") }
+        var reader = ParseTreeReader(bytes: bytes, maximumDepth: maximumDepth)
+        do throws(ParseTreeError) {
+            try reader.value(depth: 0, keyStart: 0, keyLength: -1)
+            reader.skipSpace()
+            guard reader.index == bytes.count else { throw ParseTreeError(message: "trailing bytes after the tree") }
+        } catch {
+            free(reader.nodes)
+            free(reader.text)
+            throw error
+        }
+        return ParseTree(document: ParseTree.Document(nodes: reader.nodes, text: reader.text), index: 0)
+    }
+
+    private init(bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int) {
         self.bytes = bytes
         self.maximumDepth = maximumDepth
+        // About one node per 12 bytes of libpg_query's JSON.
+        nodeCapacity = bytes.count / 12 + 8
+        nodes = malloc(nodeCapacity * MemoryLayout<ParseTree.Node>.stride)!.assumingMemoryBound(to: ParseTree.Node.self)
+        textCount = bytes.count
+        textCapacity = bytes.count + 64
+        text = malloc(textCapacity)!.assumingMemoryBound(to: UInt8.self)
+        if let base = bytes.baseAddress { memcpy(text, base, bytes.count) }
     }
 
     private mutating func skipSpace() {
@@ -151,63 +344,99 @@ struct ParseTreeReader {
         index += 1
     }
 
-    private mutating func value(depth: Int) throws(ParseTreeError) -> ParseTree {
+    private mutating func append(_ kind: ParseTree.Kind, _ keyStart: Int32, _ keyLength: Int32, value: Int = 0) {
+        if nodeCount == nodeCapacity {
+            nodeCapacity *= 2
+            nodes = realloc(nodes, nodeCapacity * MemoryLayout<ParseTree.Node>.stride)!.assumingMemoryBound(to: ParseTree.Node.self)
+        }
+        (nodes + nodeCount).initialize(to: ParseTree.Node(kind: kind, keyStart: keyStart, keyLength: keyLength,
+                                                          end: Int32(nodeCount + 1), count: 0, value: value))
+        nodeCount += 1
+    }
+
+    /// Appends decoded bytes to the text.
+    private mutating func appendText(_ byte: UInt8) {
+        if textCount == textCapacity {
+            textCapacity *= 2
+            text = realloc(text, textCapacity)!.assumingMemoryBound(to: UInt8.self)
+        }
+        text[textCount] = byte
+        textCount += 1
+    }
+
+    private mutating func value(depth: Int, keyStart: Int32, keyLength: Int32) throws(ParseTreeError) {
         guard depth <= maximumDepth else { throw ParseTreeError(message: "nested more than \(maximumDepth) levels deep") }
         skipSpace()
         guard index < bytes.count else { throw ParseTreeError(message: "unexpected end of the tree") }
         switch bytes[index] {
         case UInt8(ascii: "{"):
             index += 1
-            var fields: [(key: String, value: ParseTree)] = []
+            let container = nodeCount
+            append(.object, keyStart, keyLength)
+            var count: Int32 = 0
+            defer {
+                nodes[container].end = Int32(nodeCount)
+                nodes[container].count = count
+            }
             skipSpace()
-            if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(fields) }
+            if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return }
             while true {
                 skipSpace()
-                let key = try string()
+                let (start, length) = try string()
                 try expect(UInt8(ascii: ":"))
-                fields.append((key, try value(depth: depth + 1)))
+                try value(depth: depth + 1, keyStart: start, keyLength: length)
+                count += 1
                 skipSpace()
                 guard index < bytes.count else { throw ParseTreeError(message: "unterminated object") }
                 if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
-                if bytes[index] == UInt8(ascii: "}") { index += 1; return .object(fields) }
+                if bytes[index] == UInt8(ascii: "}") { index += 1; return }
                 throw ParseTreeError(message: "expected ',' or '}' at byte \(index)")
             }
         case UInt8(ascii: "["):
             index += 1
-            var values: [ParseTree] = []
+            let container = nodeCount
+            append(.array, keyStart, keyLength)
+            var count: Int32 = 0
+            defer {
+                nodes[container].end = Int32(nodeCount)
+                nodes[container].count = count
+            }
             skipSpace()
-            if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; return .array(values) }
+            if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; return }
             while true {
-                values.append(try value(depth: depth + 1))
+                try value(depth: depth + 1, keyStart: 0, keyLength: -1)
+                count += 1
                 skipSpace()
                 guard index < bytes.count else { throw ParseTreeError(message: "unterminated array") }
                 if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
-                if bytes[index] == UInt8(ascii: "]") { index += 1; return .array(values) }
+                if bytes[index] == UInt8(ascii: "]") { index += 1; return }
                 throw ParseTreeError(message: "expected ',' or ']' at byte \(index)")
             }
         case UInt8(ascii: "\""):
-            return .string(try string())
+            let (start, length) = try string()
+            append(.string, keyStart, keyLength, value: ParseTree.Node.range(start, length))
         case UInt8(ascii: "t"):
-            try literal("true"); return .bool(true)
+            try literal("true")
+            append(.bool, keyStart, keyLength, value: 1)
         case UInt8(ascii: "f"):
-            try literal("false"); return .bool(false)
+            try literal("false")
+            append(.bool, keyStart, keyLength, value: 0)
         case UInt8(ascii: "n"):
-            try literal("null"); return .null
+            try literal("null")
+            append(.null, keyStart, keyLength)
         default:
-            return try number()
+            try number(keyStart, keyLength)
         }
     }
 
-    private mutating func literal(_ word: String) throws(ParseTreeError) {
-        let expected = Array(word.utf8)
-        let count = expected.count
+    private mutating func literal(_ word: StaticString) throws(ParseTreeError) {
+        let count = word.utf8CodeUnitCount
         guard index + count <= bytes.count else { throw ParseTreeError(message: "unexpected end of the tree") }
-        let matches = (0..<count).allSatisfy { bytes[index + $0] == expected[$0] }
-        guard matches else { throw ParseTreeError(message: "unexpected token at byte \(index)") }
+        guard memcmp(bytes.baseAddress! + index, word.utf8Start, count) == 0 else { throw ParseTreeError(message: "unexpected token at byte \(index)") }
         index += count
     }
 
-    private mutating func number() throws(ParseTreeError) -> ParseTree {
+    private mutating func number(_ keyStart: Int32, _ keyLength: Int32) throws(ParseTreeError) {
         let start = index
         var integral = true
         while index < bytes.count {
@@ -222,12 +451,34 @@ struct ParseTreeReader {
             }
         }
         guard index > start else { throw ParseTreeError(message: "unexpected byte at \(start)") }
-        let text = String(decoding: bytes[start..<index], as: UTF8.self)
-        if integral, let value = Int(text) { return .integer(value) }
-        return .number(text)
+        if integral, let value = Self.integer(UnsafeBufferPointer(rebasing: bytes[start..<index])) {
+            append(.integer, keyStart, keyLength, value: value)
+        } else {
+            append(.number, keyStart, keyLength, value: ParseTree.Node.range(Int32(start), Int32(index - start)))
+        }
     }
 
-    private mutating func string() throws(ParseTreeError) -> String {
+    /// `-?[0-9]+` that fits an `Int`; nil for anything else (kept as text).
+    private static func integer(_ digits: UnsafeBufferPointer<UInt8>) -> Int? {
+        var rest = digits[...]
+        let negative = rest.first == UInt8(ascii: "-")
+        if negative { rest = rest.dropFirst() }
+        guard !rest.isEmpty else { return nil }
+        var value = 0
+        for byte in rest {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            let (times, overflowA) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflowB) = negative ? times.subtractingReportingOverflow(Int(byte - UInt8(ascii: "0")))
+                                            : times.addingReportingOverflow(Int(byte - UInt8(ascii: "0")))
+            guard !overflowA, !overflowB else { return nil }
+            value = sum
+        }
+        return value
+    }
+
+    /// A string's content as a range of the document's text: in the JSON when it has no escapes, else
+    /// decoded after it.
+    private mutating func string() throws(ParseTreeError) -> (Int32, Int32) {
         guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
             throw ParseTreeError(message: "expected a string at byte \(index)")
         }
@@ -238,17 +489,18 @@ struct ParseTreeReader {
         guard index < bytes.count else { throw ParseTreeError(message: "unterminated string") }
         if bytes[index] == UInt8(ascii: "\"") {
             defer { index += 1 }
-            return String(decoding: bytes[start..<index], as: UTF8.self)
+            return (Int32(start), Int32(index - start))
         }
-        var scalars = Array(bytes[start..<index])
+        let decodedStart = textCount
+        for byte in bytes[start..<index] { appendText(byte) }
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
                 index += 1
-                return String(decoding: scalars, as: UTF8.self)
+                return (Int32(decodedStart), Int32(textCount - decodedStart))
             }
             if byte != UInt8(ascii: "\\") {
-                scalars.append(byte)
+                appendText(byte)
                 index += 1
                 continue
             }
@@ -256,11 +508,11 @@ struct ParseTreeReader {
             let escape = bytes[index + 1]
             index += 2
             switch escape {
-            case UInt8(ascii: "n"): scalars.append(0x0A)
-            case UInt8(ascii: "t"): scalars.append(0x09)
-            case UInt8(ascii: "r"): scalars.append(0x0D)
-            case UInt8(ascii: "b"): scalars.append(0x08)
-            case UInt8(ascii: "f"): scalars.append(0x0C)
+            case UInt8(ascii: "n"): appendText(0x0A)
+            case UInt8(ascii: "t"): appendText(0x09)
+            case UInt8(ascii: "r"): appendText(0x0D)
+            case UInt8(ascii: "b"): appendText(0x08)
+            case UInt8(ascii: "f"): appendText(0x0C)
             case UInt8(ascii: "u"):
                 var code = try hex4()
                 if (0xD800..<0xDC00).contains(code), index + 1 < bytes.count,
@@ -276,8 +528,8 @@ struct ParseTreeReader {
                     }
                 }
                 let scalar = Unicode.Scalar(code) ?? "\u{FFFD}"
-                scalars.append(contentsOf: Array(String(Character(scalar)).utf8))
-            default: scalars.append(escape)
+                for byte in String(Character(scalar)).utf8 { appendText(byte) }
+            default: appendText(escape)
             }
         }
         throw ParseTreeError(message: "unterminated string")

@@ -18,13 +18,18 @@ public struct PgParseError: Error, Sendable, Equatable {
 enum PgQuery {
     /// The parse tree as libpg_query's JSON, or the parser's error.
     static func parse(_ sql: String) -> Result<[UInt8], PgParseError> {
+        parse(sql) { Array($0) }
+    }
+
+    /// What `read` makes of the parse tree's JSON (valid only during the call), or the parser's error.
+    static func parse<T>(_ sql: String, _ read: (UnsafeBufferPointer<UInt8>) -> T) -> Result<T, PgParseError> {
         let result = pg_query_parse(sql)
         defer { pg_query_free_parse_result(result) }
         if let error = result.error { return .failure(convert(error.pointee)) }
         guard let tree = result.parse_tree else {
             return .failure(PgParseError(message: "the parser returned no tree", position: nil))
         }
-        return .success(bytes(of: tree))
+        return .success(read(bytes(of: tree)))
     }
 
     /// The PL/pgSQL function tree for a `CREATE FUNCTION ... LANGUAGE plpgsql` or `DO` statement.
@@ -35,7 +40,7 @@ enum PgQuery {
         guard let tree = result.plpgsql_funcs else {
             return .failure(PgParseError(message: "the PL/pgSQL parser returned no tree", position: nil))
         }
-        return .success(bytes(of: tree))
+        return .success(Array(bytes(of: tree)))
     }
 
     /// The statement rebuilt from its parse tree: comments gone, spacing and case normalised.
@@ -89,11 +94,8 @@ enum PgQuery {
         return comments ? tokens : tokens.filter { !ScanTokens.comments.contains($0.kind) }
     }
 
-    private static func bytes(of cString: UnsafePointer<CChar>) -> [UInt8] {
-        let length = strlen(cString)
-        return cString.withMemoryRebound(to: UInt8.self, capacity: length) {
-            Array(UnsafeBufferPointer(start: $0, count: length))
-        }
+    private static func bytes(of cString: UnsafePointer<CChar>) -> UnsafeBufferPointer<UInt8> {
+        UnsafeBufferPointer(start: UnsafeRawPointer(cString).assumingMemoryBound(to: UInt8.self), count: strlen(cString))
     }
 
     private static func convert(_ error: PgQueryError) -> PgParseError {

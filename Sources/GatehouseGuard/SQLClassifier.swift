@@ -131,20 +131,19 @@ private struct SQLWalk {
             fire("unparseable", at: 0, "the text contains a NUL byte; PostgreSQL would stop reading there")
             return 1
         }
-        let bytes: [UInt8]
-        switch PgQuery.parse(text) {
+        let read = PgQuery.parse(text) { json in
+            Result { () throws(ParseTreeError) in try ParseTreeReader.read(json, maximumDepth: SQLClassifier.maximumTreeDepth) }
+        }
+        let tree: ParseTree
+        switch read {
         case let .failure(error):
             fire("unparseable", at: error.position ?? 0, "PostgreSQL's parser says: \(error.message)")
             return 1
-        case let .success(json):
-            bytes = json
-        }
-        let tree: ParseTree
-        do {
-            tree = try ParseTreeReader.read(bytes, maximumDepth: SQLClassifier.maximumTreeDepth)
-        } catch {
+        case let .success(.failure(error)):
             fire("too_complex", at: 0, "the statement is \(error.message); simplify it or ask approval for this exact text")
             return 1
+        case let .success(.success(parsed)):
+            tree = parsed
         }
         if body == nil {
             parsed = true
@@ -180,24 +179,17 @@ private struct SQLWalk {
     // MARK: Tree walk
 
     mutating func visit(_ node: ParseTree, location: Int) {
-        switch node {
-        case let .object(fields):
-            if let (type, nodeFields) = node.tagged {
-                visitNode(type, nodeFields, location: nodeFields["location"]?.intValue ?? location)
-            } else {
-                for field in fields { visit(field.value, location: location) }
-            }
-        case let .array(values):
-            for value in values { visit(value, location: location) }
-        default:
-            break
+        if let (type, nodeFields) = node.tagged {
+            visitNode(type, nodeFields, location: nodeFields["location"]?.intValue ?? location)
+        } else {
+            for child in node.children { visit(child, location: location) }
         }
     }
 
     private mutating func visitChildren(_ fields: ParseTree, location: Int, skipping skipped: String? = nil) {
-        guard case let .object(entries) = fields else { return }
-        for entry in entries where entry.key != skipped {
-            visit(entry.value, location: location)
+        guard fields.isObject else { return }
+        for entry in fields.children where skipped.map({ !entry.hasKey($0) }) ?? true {
+            visit(entry, location: location)
         }
     }
 
@@ -309,7 +301,7 @@ private struct SQLWalk {
             default: "drop_object"
             }
             let what = kind.replacingPrefix("OBJECT_").lowercased().replacingOccurrences(of: "_", with: " ")
-            fire(category, at: location, "DROP \(what.uppercased()) \(Self.objectNames(fields["objects"]))")
+            fire(category, at: location, "DROP \(what.uppercased()) \(Self.objectNames(fields["objects"]?.elements ?? []))")
         case .alterTable:
             var fired = false
             for command in fields["cmds"]?.elements ?? [] {
@@ -333,7 +325,7 @@ private struct SQLWalk {
             }
         case .createFunction:
             if !(definitionOnly && body == nil) {
-                fire("schema_change", at: location, "CREATE FUNCTION \(Self.objectNames(.array([fields["funcname"] ?? .null])))")
+                fire("schema_change", at: location, "CREATE FUNCTION \(fields["funcname"].map { Self.objectNames([$0]) } ?? "?")")
             }
             judgeFunctionBody(fields, location: location)
         case .doBlock:
@@ -418,9 +410,10 @@ private struct SQLWalk {
     /// them: a lock held for a table-sized time (`locking_ddl`), or a rename or retype of what running
     /// clients use (`breaking_change`). A table created earlier in the same text is exempt.
     private mutating func judgeOutageRisk(_ type: String, _ fields: ParseTree, location: Int) {
-        let at = relationLocation(fields, location)
-        let name = relationName(fields)
-        let fresh = relationKey(fields["relation"]).map { created.contains($0) } ?? false
+        // Computed when a case needs them: most nodes are none of these.
+        var at: Int { relationLocation(fields, location) }
+        var name: String { relationName(fields) }
+        var fresh: Bool { relationKey(fields["relation"]).map { created.contains($0) } ?? false }
         switch type {
         case "CreateStmt":
             if let key = relationKey(fields["relation"]) { created.insert(key) }
@@ -666,44 +659,30 @@ private struct SQLWalk {
 
     /// The names a PL/pgSQL function declares (its variables, parameters, records, FOUND and the like).
     static func declaredNames(_ node: ParseTree) -> Set<String> {
-        switch node {
-        case let .object(fields):
-            if let (type, inner) = node.tagged, ["PLpgSQL_var", "PLpgSQL_rec", "PLpgSQL_row"].contains(type),
-               let name = inner["refname"]?.stringValue {
-                return [name]
-            }
-            return fields.reduce(into: Set<String>()) { $0.formUnion(declaredNames($1.value)) }
-        case let .array(values):
-            return values.reduce(into: Set<String>()) { $0.formUnion(declaredNames($1)) }
-        default:
-            return []
+        if let (type, inner) = node.tagged, ["PLpgSQL_var", "PLpgSQL_rec", "PLpgSQL_row"].contains(type),
+           let name = inner["refname"]?.stringValue {
+            return [name]
         }
+        return node.children.reduce(into: Set<String>()) { $0.formUnion(declaredNames($1)) }
     }
 
     private mutating func walkPlpgsql(_ node: ParseTree) {
-        switch node {
-        case let .object(fields):
-            if let (type, inner) = node.tagged {
-                switch type {
-                case "PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors":
-                    fire("dynamic_sql", at: 0, "EXECUTE of a string built at run time")
-                case "PLpgSQL_stmt_open" where inner["dynquery"] != nil:
-                    fire("dynamic_sql", at: 0, "OPEN ... FOR EXECUTE of a string built at run time")
-                case "PLpgSQL_stmt_return_query" where inner["dynquery"] != nil:
-                    fire("dynamic_sql", at: 0, "RETURN QUERY EXECUTE of a string built at run time")
-                case "PLpgSQL_expr":
-                    if let query = inner["query"]?.stringValue { judgeEmbeddedSQL(query) }
-                    return
-                default: break
-                }
-                walkPlpgsql(inner)
-            } else {
-                for field in fields { walkPlpgsql(field.value) }
+        if let (type, inner) = node.tagged {
+            switch type {
+            case "PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors":
+                fire("dynamic_sql", at: 0, "EXECUTE of a string built at run time")
+            case "PLpgSQL_stmt_open" where inner["dynquery"] != nil:
+                fire("dynamic_sql", at: 0, "OPEN ... FOR EXECUTE of a string built at run time")
+            case "PLpgSQL_stmt_return_query" where inner["dynquery"] != nil:
+                fire("dynamic_sql", at: 0, "RETURN QUERY EXECUTE of a string built at run time")
+            case "PLpgSQL_expr":
+                if let query = inner["query"]?.stringValue { judgeEmbeddedSQL(query) }
+                return
+            default: break
             }
-        case let .array(values):
-            for value in values { walkPlpgsql(value) }
-        default:
-            break
+            walkPlpgsql(inner)
+        } else {
+            for child in node.children { walkPlpgsql(child) }
         }
     }
 
@@ -754,8 +733,8 @@ private struct SQLWalk {
         return true
     }
 
-    static func objectNames(_ objects: ParseTree?) -> String {
-        let names = (objects?.elements ?? []).map { object -> String in
+    static func objectNames(_ objects: [ParseTree]) -> String {
+        let names = objects.map { object -> String in
             let parts = object["List"]?["items"]?.elements ?? object.elements
             let strings = parts.compactMap { $0["String"]?["sval"]?.stringValue }
             return strings.isEmpty ? (object["String"]?["sval"]?.stringValue ?? "?") : strings.joined(separator: ".")

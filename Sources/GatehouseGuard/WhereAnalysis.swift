@@ -52,53 +52,41 @@ enum WhereAnalysis {
     }
 
     private static func namesOuterColumn(_ node: ParseTree?, local: Set<String>) -> Bool {
-        switch node {
-        case let .object(fields)?:
-            if let (type, inner) = node?.tagged {
-                if type == "CurrentOfExpr" { return true }
-                if type == "ColumnRef" {
-                    let parts = inner["fields"]?.elements ?? []
-                    if parts.count == 1, parts[0]["A_Star"] != nil { return false }
-                    if parts.count >= 2, let table = parts[parts.count - 2]["String"]?["sval"]?.stringValue, local.contains(table) { return false }
-                    return true
-                }
-                if type == "SelectStmt" {
-                    let names = local.union(relationNames(inner["fromClause"]))
-                    return fields.contains { namesOuterColumn($0.value, local: names) }
-                }
+        guard let node else { return false }
+        if let (type, inner) = node.tagged {
+            if type == "CurrentOfExpr" { return true }
+            if type == "ColumnRef" {
+                let parts = inner["fields"]?.elements ?? []
+                if parts.count == 1, parts[0]["A_Star"] != nil { return false }
+                if parts.count >= 2, let table = parts[parts.count - 2]["String"]?["sval"]?.stringValue, local.contains(table) { return false }
+                return true
             }
-            return fields.contains { namesOuterColumn($0.value, local: local) }
-        case let .array(values)?:
-            return values.contains { namesOuterColumn($0, local: local) }
-        default:
-            return false
+            if type == "SelectStmt" {
+                let names = local.union(relationNames(inner["fromClause"]))
+                return node.children.contains { namesOuterColumn($0, local: names) }
+            }
         }
+        return node.children.contains { namesOuterColumn($0, local: local) }
     }
 
     /// The names the tables of a FROM list go by: each table's name and alias, through joins; a
     /// subquery's alias.
     private static func relationNames(_ node: ParseTree?) -> Set<String> {
-        switch node {
-        case let .object(fields)?:
-            if let (type, inner) = node?.tagged {
-                switch type {
-                case "RangeVar":
-                    return Set([inner["relname"]?.stringValue, inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
-                case "RangeSubselect", "RangeFunction":
-                    return Set([inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
-                case "JoinExpr":
-                    return relationNames(inner["larg"]).union(relationNames(inner["rarg"]))
-                        .union([inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
-                default:
-                    return []
-                }
+        guard let node else { return [] }
+        if let (type, inner) = node.tagged {
+            switch type {
+            case "RangeVar":
+                return Set([inner["relname"]?.stringValue, inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+            case "RangeSubselect", "RangeFunction":
+                return Set([inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+            case "JoinExpr":
+                return relationNames(inner["larg"]).union(relationNames(inner["rarg"]))
+                    .union([inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+            default:
+                return []
             }
-            return fields.reduce(into: Set<String>()) { $0.formUnion(relationNames($1.value)) }
-        case let .array(values)?:
-            return values.reduce(into: Set<String>()) { $0.formUnion(relationNames($1)) }
-        default:
-            return []
         }
+        return node.children.reduce(into: Set<String>()) { $0.formUnion(relationNames($1)) }
     }
 
     /// Whether the expression depends on the row: a column, or a subquery that may name one of the
@@ -107,22 +95,15 @@ enum WhereAnalysis {
     /// unqualified name inside it could be the outer row's, and counts as such.
     static func readsRow(_ node: ParseTree, variables: Set<String> = []) -> Bool {
         let readsRow = { (node: ParseTree) in Self.readsRow(node, variables: variables) }
-        switch node {
-        case let .object(fields):
-            if let (type, inner) = node.tagged {
-                if type == "ColumnRef" {
-                    let first = inner["fields"]?.elements.first?["String"]?["sval"]?.stringValue
-                    return first.map { !variables.contains($0) } ?? true
-                }
-                if type == "CurrentOfExpr" { return true }
-                if type == "SubLink" { return (inner["testexpr"].map(readsRow) ?? false) || namesOuterColumn(inner["subselect"], local: []) }
+        if let (type, inner) = node.tagged {
+            if type == "ColumnRef" {
+                let first = inner["fields"]?.elements.first?["String"]?["sval"]?.stringValue
+                return first.map { !variables.contains($0) } ?? true
             }
-            return fields.contains { readsRow($0.value) }
-        case let .array(values):
-            return values.contains(where: readsRow)
-        default:
-            return false
+            if type == "CurrentOfExpr" { return true }
+            if type == "SubLink" { return (inner["testexpr"].map(readsRow) ?? false) || namesOuterColumn(inner["subselect"], local: []) }
         }
+        return node.children.contains(where: readsRow)
     }
 
     /// True only when the constant condition is false or NULL for sure.
@@ -136,7 +117,7 @@ enum WhereAnalysis {
             if let boolean = fields["boolval"] { return boolean["boolval"]?.boolValue != true }
             return false
         case "TypeCast":
-            if let text = constantString(fields["arg"] ?? .null, constants: constants)?.lowercased() {
+            if let text = fields["arg"].flatMap({ constantString($0, constants: constants) })?.lowercased() {
                 return ["f", "false", "no", "off", "n", "0"].contains(text)
             }
             return fields["arg"].map(isCertainlyFalse) ?? false
@@ -213,9 +194,8 @@ enum WhereAnalysis {
     /// Whether two expressions are the same, locations aside. When they differ only in the values of
     /// their constants the answer depends on those values, and `constants` learns it.
     static func same(_ left: ParseTree, _ right: ParseTree, constants: ConstantUse) -> Bool {
-        let a = left.withoutLocations, b = right.withoutLocations
-        if !constants.happened, a.containsConstant, a.equalsIgnoringConstantValues(b) { constants.read() }
-        return a == b
+        if !constants.happened, left.containsConstant, left.equals(right, ignoringLocations: true, ignoringConstantValues: true) { constants.read() }
+        return left.equals(right, ignoringLocations: true)
     }
 
     /// An integer literal that libpg_query wrote out (it omits zero and some negative values, which
