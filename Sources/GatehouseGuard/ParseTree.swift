@@ -140,13 +140,21 @@ public struct ParseTree: Sendable {
 
     /// The node's type when it is a tagged node (`{"DeleteStmt": {...}}`) and its fields.
     public var tagged: (type: String, fields: ParseTree)? {
+        tag.map { (String(decoding: $0.name, as: UTF8.self), $0.fields) }
+    }
+
+    /// A tagged node's type name (its bytes, valid while `fields` lives) and fields, without making a `String`.
+    var tag: (name: UnsafeBufferPointer<UInt8>, fields: ParseTree)? {
         let node = node
         guard node.kind == .object, node.count == 1 else { return nil }
         let member = document.nodes[index + 1]
         let first = document.text[Int(member.keyStart)]
         guard member.keyLength > 0, first >= UInt8(ascii: "A"), first <= UInt8(ascii: "Z") else { return nil }
-        return (string(at: member.keyStart, length: member.keyLength), ParseTree(document: document, index: index + 1))
+        return (UnsafeBufferPointer(start: document.text + Int(member.keyStart), count: Int(member.keyLength)), ParseTree(document: document, index: index + 1))
     }
+
+    /// A tagged node's fields, whatever its type.
+    var taggedFields: ParseTree? { tag?.fields }
 
     /// Whether this is a tagged node of type `type`.
     func isTagged(_ type: StaticString) -> Bool {
@@ -546,5 +554,12 @@ struct ParseTreeReader {
         }
         index += 4
         return code
+    }
+}
+
+extension UnsafeBufferPointer<UInt8> {
+    /// Whether these bytes spell `name` (a tagged node's type, from `ParseTree.tag`).
+    func `is`(_ name: StaticString) -> Bool {
+        count == name.utf8CodeUnitCount && (count == 0 || memcmp(baseAddress!, name.utf8Start, count) == 0)
     }
 }

@@ -85,6 +85,8 @@ private struct SQLWalk {
     /// statement of the body reads as values, not as columns of the row.
     var variables: Set<String> = []
     private var statementText: Substring = ""
+    /// Node types by name.
+    let types = SQLNodeTypes.shared
     /// Reads of the values of the text's constants (`classify(_:shape:)`).
     let constants = ConstantUse()
     /// Where the outermost text's constants (`A_Const`) start, when `collectConstants`.
@@ -160,8 +162,8 @@ private struct SQLWalk {
             // 15 it is no space, so a statement cannot start after one).
             location += statementText.utf8.prefix { $0 == 0x20 || (0x09...0x0D).contains($0) }.count
             guard let node = entry["stmt"] else { continue }
-            if let (type, _) = node.tagged, SQLNodeRule.byNodeType[type] == nil {
-                fire("unrecognized_statement", at: location, "\(type) has no rule in the guard")
+            if let (type, _) = types.tagged(node), type.rule == nil {
+                fire("unrecognized_statement", at: location, "\(type.name) has no rule in the guard")
             }
             visit(node, location: location)
         }
@@ -179,7 +181,7 @@ private struct SQLWalk {
     // MARK: Tree walk
 
     mutating func visit(_ node: ParseTree, location: Int) {
-        if let (type, nodeFields) = node.tagged {
+        if let (type, nodeFields) = types.tagged(node) {
             visitNode(type, nodeFields, location: nodeFields["location"]?.intValue ?? location)
         } else {
             for child in node.children { visit(child, location: location) }
@@ -193,25 +195,25 @@ private struct SQLWalk {
         }
     }
 
-    private mutating func visitNode(_ type: String, _ fields: ParseTree, location: Int) {
+    private mutating func visitNode(_ type: SQLNodeType, _ fields: ParseTree, location: Int) {
         // Target tables (COPY, UPDATE, DELETE, INSERT, ALTER ...) are untagged RangeVars.
-        if let relation = fields["relation"], relation.tagged == nil, let name = relation["relname"]?.stringValue {
+        if let relation = fields["relation"], relation.tag == nil, let name = relation["relname"]?.stringValue {
             if SQLNodeRule.credentialRelations.contains(name) {
-                fire("read_credentials", at: relationLocation(fields, location), "\(Self.describe(type)) on \(name)")
-            } else if name == "pg_settings", type != "SelectStmt" {
-                fire("unsafe_setting", at: relationLocation(fields, location), "\(Self.describe(type)) on pg_settings changes settings")
+                fire("read_credentials", at: relationLocation(fields, location), "\(Self.describe(type.name)) on \(name)")
+            } else if name == "pg_settings", type.special != .selectStmt {
+                fire("unsafe_setting", at: relationLocation(fields, location), "\(Self.describe(type.name)) on pg_settings changes settings")
             }
         }
-        switch type {
-        case "CallStmt":
+        switch type.special {
+        case .callStmt:
             // The procedure called is an untagged FuncCall.
             recordCall(fields["funccall"]?["funcname"], location: location)
-        case "CreateTrigStmt", "CreateEventTrigStmt":
+        case .trigger:
             // A trigger runs its function at every later event: bound here, judged by its body here.
             recordCall(fields["funcname"], location: location)
-        case "CreateCastStmt":
+        case .createCast:
             recordCall(fields["func"]?["objname"], location: location)
-        case "DefineStmt":
+        case .define:
             // An operator's function, an aggregate's support functions.
             for definition in fields["definition"]?.elements ?? [] {
                 guard let element = definition["DefElem"], SQLNodeRule.boundFunctionOptions.contains(element["defname"]?.stringValue ?? "") else { continue }
@@ -223,11 +225,11 @@ private struct SQLWalk {
         // `t.f` and `(row).f` call a function f(t) when the row has no column f (attribute notation):
         // `(pid).pg_terminate_backend` is pg_terminate_backend(pid).
         var attributes: [String] = []
-        if type == "ColumnRef", let parts = fields["fields"]?.elements, parts.count >= 2,
+        if type.special == .columnRef, let parts = fields["fields"]?.elements, parts.count >= 2,
            let last = parts.last?["String"]?["sval"]?.stringValue {
             attributes.append(last)
         }
-        if type == "A_Indirection" {
+        if type.special == .indirection {
             attributes += (fields["indirection"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
         }
         for name in attributes {
@@ -236,11 +238,11 @@ private struct SQLWalk {
                 fire(category, at: location, "calls \(name)() written as a field ((x).\(name))")
             }
         }
-        if type == "RenameStmt", fields["renameType"]?.stringValue == "OBJECT_DATABASE" {
+        if type.special == .renameStmt, fields["renameType"]?.stringValue == "OBJECT_DATABASE" {
             fire("alter_database", at: location, "ALTER DATABASE ... RENAME")
         }
         judgeOutageRisk(type, fields, location: location)
-        guard let rule = SQLNodeRule.byNodeType[type] else {
+        guard let rule = type.rule else {
             visitChildren(fields, location: location)
             return
         }
@@ -252,13 +254,13 @@ private struct SQLWalk {
             // prepared transaction can be committed or rolled back, and locks stay after disconnect.
             let kind = fields["kind"]?.stringValue ?? ""
             if ["TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"].contains(kind) {
-                fire("prepared_transaction", at: location, Self.describe(type))
+                fire("prepared_transaction", at: location, Self.describe(type.name))
             }
             if Self.setsReadWrite(fields["options"], constants: constants) {
                 fire("unsafe_setting", at: location, "BEGIN READ WRITE switches off a read-only default")
             }
         case let .fire(category):
-            fire(category, at: location, Self.describe(type))
+            fire(category, at: location, Self.describe(type.name))
         case .select:
             if fields["intoClause"] != nil { fire("select_into", at: location, "SELECT ... INTO creates a table") }
             if fields["lockingClause"] != nil { fire("row_lock", at: location, "SELECT ... FOR UPDATE/SHARE locks rows") }
@@ -273,8 +275,8 @@ private struct SQLWalk {
             fire("write_data", at: at, "MERGE")
             // A WHEN clause with its own condition does not touch every matched row.
             let changes = fields["mergeWhenClauses"]?.elements.contains { clause in
-                let command = clause.tagged?.fields["commandType"]?.stringValue
-                return (command == "CMD_DELETE" || command == "CMD_UPDATE") && clause.tagged?.fields["condition"] == nil
+                let command = clause.taggedFields?["commandType"]?.stringValue
+                return (command == "CMD_DELETE" || command == "CMD_UPDATE") && clause.taggedFields?["condition"] == nil
             } ?? false
             if changes, let condition = fields["joinCondition"], WhereAnalysis.isTriviallyTrue(condition, constants: constants) {
                 fire("merge_all_rows", at: at, "MERGE ... ON a condition that is always true updates or deletes every row of \(relationName(fields))")
@@ -289,7 +291,7 @@ private struct SQLWalk {
         case .explain:
             // EXPLAIN without ANALYZE plans the statement but does not run it.
             let analyze = fields["options"]?.elements.contains { option in
-                guard let element = option.tagged?.fields, element["defname"]?.stringValue == "analyze" else { return false }
+                guard let element = option.taggedFields, element["defname"]?.stringValue == "analyze" else { return false }
                 return Self.isOn(element["arg"])
             } ?? false
             if !analyze { return }
@@ -305,7 +307,7 @@ private struct SQLWalk {
         case .alterTable:
             var fired = false
             for command in fields["cmds"]?.elements ?? [] {
-                guard let subtype = command.tagged?.fields["subtype"]?.stringValue,
+                guard let subtype = command.taggedFields?["subtype"]?.stringValue,
                       let category = SQLNodeRule.alterTableCategories[subtype] else { continue }
                 fire(category, at: relationLocation(fields, location), "ALTER TABLE \(relationName(fields)) \(subtype.replacingPrefix("AT_"))")
                 fired = true
@@ -409,46 +411,46 @@ private struct SQLWalk {
     /// Changes that take a table down without deleting anything, as migration linters (squawk) flag
     /// them: a lock held for a table-sized time (`locking_ddl`), or a rename or retype of what running
     /// clients use (`breaking_change`). A table created earlier in the same text is exempt.
-    private mutating func judgeOutageRisk(_ type: String, _ fields: ParseTree, location: Int) {
+    private mutating func judgeOutageRisk(_ type: SQLNodeType, _ fields: ParseTree, location: Int) {
         // Computed when a case needs them: most nodes are none of these.
         var at: Int { relationLocation(fields, location) }
         var name: String { relationName(fields) }
         var fresh: Bool { relationKey(fields["relation"]).map { created.contains($0) } ?? false }
-        switch type {
-        case "CreateStmt":
+        switch type.special {
+        case .createStmt:
             if let key = relationKey(fields["relation"]) { created.insert(key) }
-        case "CreateTableAsStmt":
+        case .createTableAs:
             if let key = relationKey(fields["into"]?["rel"]) { created.insert(key) }
-        case "IndexStmt":
+        case .indexStmt:
             if fields["concurrent"]?.boolValue != true, !fresh {
                 fire("locking_ddl", at: at, "CREATE INDEX on \(name) without CONCURRENTLY blocks writes to it for the whole build; use CREATE INDEX CONCURRENTLY")
             }
-        case "AlterTableStmt":
+        case .alterTableStmt:
             guard !fresh, fields["objtype"]?.stringValue != "OBJECT_INDEX" else { return }
             for command in fields["cmds"]?.elements ?? [] {
-                guard let cmd = command.tagged?.fields else { continue }
+                guard let cmd = command.taggedFields else { continue }
                 judgeAlterTableCommand(cmd, table: name, at: at)
             }
-        case "VacuumStmt":
+        case .vacuum:
             if Self.hasOption(fields["options"], "full") {
                 fire("locking_ddl", at: location, "VACUUM FULL rewrites each table under ACCESS EXCLUSIVE, blocking its reads and writes; plain VACUUM does not")
             }
-        case "ClusterStmt":
+        case .cluster:
             fire("locking_ddl", at: location, "CLUSTER rewrites the table under ACCESS EXCLUSIVE, blocking its reads and writes")
-        case "ReindexStmt":
+        case .reindex:
             if !Self.hasOption(fields["params"], "concurrently") {
                 fire("locking_ddl", at: location, "REINDEX without CONCURRENTLY blocks writes to the table, and reads that would use the index; use REINDEX ... CONCURRENTLY")
             }
-        case "RefreshMatViewStmt":
+        case .refreshMatView:
             if fields["concurrent"]?.boolValue != true {
                 fire("locking_ddl", at: at, "REFRESH MATERIALIZED VIEW \(name) without CONCURRENTLY blocks reads of it until done")
             }
-        case "LockStmt":
+        case .lock:
             // 7: EXCLUSIVE (blocks writes), 8: ACCESS EXCLUSIVE (blocks reads too), until the transaction ends.
             if (fields["mode"]?.intValue ?? 0) >= 7 {
                 fire("locking_ddl", at: location, "LOCK ... IN \((fields["mode"]?.intValue ?? 0) == 8 ? "ACCESS EXCLUSIVE" : "EXCLUSIVE") MODE blocks \((fields["mode"]?.intValue ?? 0) == 8 ? "reads and writes" : "writes") until the transaction ends")
             }
-        case "RenameStmt":
+        case .renameStmt:
             let kind = fields["renameType"]?.stringValue ?? ""
             if Self.breakingRenames.contains(kind), !fresh {
                 let what = kind.replacingPrefix("OBJECT_").lowercased().replacingOccurrences(of: "_", with: " ")
@@ -456,7 +458,7 @@ private struct SQLWalk {
                     : fields["relation"] != nil ? name : fields["subname"]?.stringValue ?? Self.renamedObjectName(fields["object"])
                 fire("breaking_change", at: location, "renames \(what) \(object), which running clients may use by name; add the new name beside the old one (a view, a new column) and move the clients first")
             }
-        case "AlterObjectSchemaStmt":
+        case .alterObjectSchema:
             if ["OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_TYPE"].contains(fields["objectType"]?.stringValue ?? ""), !fresh {
                 fire("breaking_change", at: location, "moves \(fields["relation"] != nil ? name : "an object") to schema \(fields["newschema"]?.stringValue ?? "?"), where running clients will not find it by its old name")
             }
@@ -567,7 +569,7 @@ private struct SQLWalk {
         var language = "plpgsql"
         var at = location
         for argument in fields["args"]?.elements ?? [] {
-            guard let element = argument.tagged?.fields else { continue }
+            guard let element = argument.taggedFields else { continue }
             switch element["defname"]?.stringValue {
             case "as":
                 code = element["arg"]?["String"]?["sval"]?.stringValue
@@ -591,7 +593,7 @@ private struct SQLWalk {
         var body: [String] = []
         var at = location
         for option in fields["options"]?.elements ?? [] {
-            guard let element = option.tagged?.fields else { continue }
+            guard let element = option.taggedFields else { continue }
             switch element["defname"]?.stringValue {
             case "language":
                 language = (element["arg"]?["String"]?["sval"]?.stringValue ?? "").lowercased()

@@ -152,3 +152,75 @@ enum SQLNodeRule: Sendable {
     /// Languages whose bodies the classifier reads.
     static let readableLanguages: Set<String> = ["sql", "plpgsql"]
 }
+
+/// What the walk needs to know of a node type: its rule, and whether it is one of the types the walk
+/// looks at besides its rule. Found from the type's name as the parse tree spells it, without making a
+/// `String` of it or hashing one: every tagged node of every statement is looked up here.
+struct SQLNodeType: Sendable {
+    enum Special: Sendable {
+        case none, callStmt, trigger, createCast, define, columnRef, indirection, renameStmt, selectStmt
+        case createStmt, createTableAs, indexStmt, alterTableStmt, vacuum, cluster, reindex, refreshMatView, lock, alterObjectSchema
+    }
+
+    let name: String
+    let rule: SQLNodeRule?
+    let special: Special
+
+    static let specials: [String: Special] = [
+        "CallStmt": .callStmt, "CreateTrigStmt": .trigger, "CreateEventTrigStmt": .trigger, "CreateCastStmt": .createCast,
+        "DefineStmt": .define, "ColumnRef": .columnRef, "A_Indirection": .indirection, "RenameStmt": .renameStmt,
+        "SelectStmt": .selectStmt, "CreateStmt": .createStmt, "CreateTableAsStmt": .createTableAs, "IndexStmt": .indexStmt,
+        "AlterTableStmt": .alterTableStmt, "VacuumStmt": .vacuum, "ClusterStmt": .cluster, "ReindexStmt": .reindex,
+        "RefreshMatViewStmt": .refreshMatView, "LockStmt": .lock, "AlterObjectSchemaStmt": .alterObjectSchema,
+    ]
+}
+
+/// The known node types by name: an open-addressing table over the names' bytes (FNV-1a).
+final class SQLNodeTypes: Sendable {
+    static let shared = SQLNodeTypes()
+
+    private let types: [SQLNodeType]
+    private let names: [[UInt8]]
+    /// Index into `types` plus one; 0 for an empty slot.
+    private let slots: [Int32]
+    private let mask: Int
+
+    private init() {
+        let all = Set(SQLNodeRule.byNodeType.keys).union(SQLNodeType.specials.keys).sorted()
+        types = all.map { SQLNodeType(name: $0, rule: SQLNodeRule.byNodeType[$0], special: SQLNodeType.specials[$0] ?? .none) }
+        names = all.map { Array($0.utf8) }
+        var capacity = 16
+        while capacity < all.count * 4 { capacity *= 2 }
+        mask = capacity - 1
+        var slots = [Int32](repeating: 0, count: capacity)
+        for (index, name) in names.enumerated() {
+            var slot = name.withUnsafeBufferPointer(Self.hash) & mask
+            while slots[slot] != 0 { slot = (slot + 1) & mask }
+            slots[slot] = Int32(index + 1)
+        }
+        self.slots = slots
+    }
+
+    private static func hash(_ bytes: UnsafeBufferPointer<UInt8>) -> Int {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return Int(truncatingIfNeeded: hash ^ (hash >> 29))
+    }
+
+    /// The type of a node named `name`; a type the walk does not know has no rule.
+    func type(named name: UnsafeBufferPointer<UInt8>) -> SQLNodeType {
+        var slot = Self.hash(name) & mask
+        while true {
+            let entry = Int(slots[slot])
+            if entry == 0 { return SQLNodeType(name: String(decoding: name, as: UTF8.self), rule: nil, special: .none) }
+            if names[entry - 1].elementsEqual(name) { return types[entry - 1] }
+            slot = (slot + 1) & mask
+        }
+    }
+
+    /// The type and fields of a tagged node (`{"DeleteStmt": {...}}`).
+    func tagged(_ node: ParseTree) -> (type: SQLNodeType, fields: ParseTree)? {
+        guard let (name, fields) = node.tag else { return nil }
+        return (type(named: name), fields)
+    }
+}

@@ -53,15 +53,15 @@ enum WhereAnalysis {
 
     private static func namesOuterColumn(_ node: ParseTree?, local: Set<String>) -> Bool {
         guard let node else { return false }
-        if let (type, inner) = node.tagged {
-            if type == "CurrentOfExpr" { return true }
-            if type == "ColumnRef" {
+        if let (type, inner) = node.tag {
+            if type.is("CurrentOfExpr") { return true }
+            if type.is("ColumnRef") {
                 let parts = inner["fields"]?.elements ?? []
                 if parts.count == 1, parts[0]["A_Star"] != nil { return false }
                 if parts.count >= 2, let table = parts[parts.count - 2]["String"]?["sval"]?.stringValue, local.contains(table) { return false }
                 return true
             }
-            if type == "SelectStmt" {
+            if type.is("SelectStmt") {
                 let names = local.union(relationNames(inner["fromClause"]))
                 return node.children.contains { namesOuterColumn($0, local: names) }
             }
@@ -95,13 +95,13 @@ enum WhereAnalysis {
     /// unqualified name inside it could be the outer row's, and counts as such.
     static func readsRow(_ node: ParseTree, variables: Set<String> = []) -> Bool {
         let readsRow = { (node: ParseTree) in Self.readsRow(node, variables: variables) }
-        if let (type, inner) = node.tagged {
-            if type == "ColumnRef" {
+        if let (type, inner) = node.tag {
+            if type.is("ColumnRef") {
                 let first = inner["fields"]?.elements.first?["String"]?["sval"]?.stringValue
                 return first.map { !variables.contains($0) } ?? true
             }
-            if type == "CurrentOfExpr" { return true }
-            if type == "SubLink" { return (inner["testexpr"].map(readsRow) ?? false) || namesOuterColumn(inner["subselect"], local: []) }
+            if type.is("CurrentOfExpr") { return true }
+            if type.is("SubLink") { return (inner["testexpr"].map(readsRow) ?? false) || namesOuterColumn(inner["subselect"], local: []) }
         }
         return node.children.contains(where: readsRow)
     }
