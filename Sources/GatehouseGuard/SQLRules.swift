@@ -155,8 +155,9 @@ enum SQLNodeRule: Sendable {
 
 /// What the walk needs to know of a node type: its rule, and whether it is one of the types the walk
 /// looks at besides its rule. Found from the type's name as the parse tree spells it, without making a
-/// `String` of it or hashing one: every tagged node of every statement is looked up here.
-struct SQLNodeType: Sendable {
+/// `String` of it or hashing one: every tagged node of every statement is looked up here. A class, so
+/// that handing one to the walk copies one reference, not its name and rule.
+final class SQLNodeType: Sendable {
     enum Special: Sendable {
         case none, callStmt, trigger, createCast, define, columnRef, indirection, renameStmt, selectStmt
         case createStmt, createTableAs, indexStmt, alterTableStmt, vacuum, cluster, reindex, refreshMatView, lock, alterObjectSchema
@@ -165,6 +166,12 @@ struct SQLNodeType: Sendable {
     let name: String
     let rule: SQLNodeRule?
     let special: Special
+
+    init(name: String, rule: SQLNodeRule?, special: Special) {
+        self.name = name
+        self.rule = rule
+        self.special = special
+    }
 
     static let specials: [String: Special] = [
         "CallStmt": .callStmt, "CreateTrigStmt": .trigger, "CreateEventTrigStmt": .trigger, "CreateCastStmt": .createCast,
