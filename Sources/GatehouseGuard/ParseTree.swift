@@ -28,12 +28,12 @@ public struct ParseTree: Sendable {
         /// Members or elements.
         var count: Int32
         /// An integer's value; 1 for `true`; a string's (decoded) or a number's text as `start | length << 32`.
-        var value: Int
+        var value: Int64
 
         var start: Int32 { Int32(truncatingIfNeeded: value) }
         var length: Int32 { Int32(truncatingIfNeeded: value >> 32) }
 
-        static func range(_ start: Int32, _ length: Int32) -> Int { Int(UInt32(bitPattern: start)) | Int(length) << 32 }
+        static func range(_ start: Int32, _ length: Int32) -> Int64 { Int64(UInt32(bitPattern: start)) | Int64(length) << 32 }
     }
 
     /// The tree's nodes and text in two buffers the reader filled, read through pointers (no array is
@@ -110,7 +110,7 @@ public struct ParseTree: Sendable {
 
     public var intValue: Int? {
         let node = node
-        return node.kind == .integer ? node.value : nil
+        return node.kind == .integer ? Int(exactly: node.value) : nil
     }
 
     public var boolValue: Bool? {
@@ -143,13 +143,15 @@ public struct ParseTree: Sendable {
         tag.map { (String(decoding: $0.name, as: UTF8.self), $0.fields) }
     }
 
-    /// A tagged node's type name (its bytes, valid while `fields` lives) and fields, without making a `String`.
+    /// A tagged node's type name and fields, without making a `String`. The bytes point into the tree's
+    /// document: use them only while `fields` (or this tree) is still used after them.
     var tag: (name: UnsafeBufferPointer<UInt8>, fields: ParseTree)? {
         let node = node
         guard node.kind == .object, node.count == 1 else { return nil }
         let member = document.nodes[index + 1]
+        guard member.keyLength > 0 else { return nil }
         let first = document.text[Int(member.keyStart)]
-        guard member.keyLength > 0, first >= UInt8(ascii: "A"), first <= UInt8(ascii: "Z") else { return nil }
+        guard first >= UInt8(ascii: "A"), first <= UInt8(ascii: "Z") else { return nil }
         return (UnsafeBufferPointer(start: document.text + Int(member.keyStart), count: Int(member.keyLength)), ParseTree(document: document, index: index + 1))
     }
 
@@ -352,7 +354,7 @@ struct ParseTreeReader {
         index += 1
     }
 
-    private mutating func append(_ kind: ParseTree.Kind, _ keyStart: Int32, _ keyLength: Int32, value: Int = 0) {
+    private mutating func append(_ kind: ParseTree.Kind, _ keyStart: Int32, _ keyLength: Int32, value: Int64 = 0) {
         if nodeCount == nodeCapacity {
             nodeCapacity *= 2
             nodes = realloc(nodes, nodeCapacity * MemoryLayout<ParseTree.Node>.stride)!.assumingMemoryBound(to: ParseTree.Node.self)
@@ -460,7 +462,7 @@ struct ParseTreeReader {
         }
         guard index > start else { throw ParseTreeError(message: "unexpected byte at \(start)") }
         if integral, let value = Self.integer(UnsafeBufferPointer(rebasing: bytes[start..<index])) {
-            append(.integer, keyStart, keyLength, value: value)
+            append(.integer, keyStart, keyLength, value: Int64(value))
         } else {
             append(.number, keyStart, keyLength, value: ParseTree.Node.range(Int32(start), Int32(index - start)))
         }

@@ -162,8 +162,8 @@ private struct SQLWalk {
             // 15 it is no space, so a statement cannot start after one).
             location += statementText.utf8.prefix { $0 == 0x20 || (0x09...0x0D).contains($0) }.count
             guard let node = entry["stmt"] else { continue }
-            if let (type, _) = types.tagged(node), type.rule == nil {
-                fire("unrecognized_statement", at: location, "\(type.name) has no rule in the guard")
+            if let (type, fields) = types.tagged(node), type.rule == nil {
+                fire("unrecognized_statement", at: location, "\(Self.name(of: type, fields)) has no rule in the guard")
             }
             visit(node, location: location)
         }
@@ -199,9 +199,9 @@ private struct SQLWalk {
         // Target tables (COPY, UPDATE, DELETE, INSERT, ALTER ...) are untagged RangeVars.
         if let relation = fields["relation"], relation.tag == nil, let name = relation["relname"]?.stringValue {
             if SQLNodeRule.credentialRelations.contains(name) {
-                fire("read_credentials", at: relationLocation(fields, location), "\(Self.describe(type.name)) on \(name)")
+                fire("read_credentials", at: relationLocation(fields, location), "\(Self.describe(Self.name(of: type, fields))) on \(name)")
             } else if name == "pg_settings", type.special != .selectStmt {
-                fire("unsafe_setting", at: relationLocation(fields, location), "\(Self.describe(type.name)) on pg_settings changes settings")
+                fire("unsafe_setting", at: relationLocation(fields, location), "\(Self.describe(Self.name(of: type, fields))) on pg_settings changes settings")
             }
         }
         switch type.special {
@@ -742,6 +742,11 @@ private struct SQLWalk {
             return strings.isEmpty ? (object["String"]?["sval"]?.stringValue ?? "?") : strings.joined(separator: ".")
         }
         return names.joined(separator: ", ")
+    }
+
+    /// A node type's name: the tagged node's key (`fields` is its value) when the walk does not know the type.
+    static func name(of type: SQLNodeType, _ fields: ParseTree) -> String {
+        type === SQLNodeTypes.unknown ? fields.key ?? "?" : type.name
     }
 
     static func describe(_ type: String) -> String {

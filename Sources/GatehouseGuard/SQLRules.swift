@@ -214,12 +214,16 @@ final class SQLNodeTypes: Sendable {
         return Int(truncatingIfNeeded: hash ^ (hash >> 29))
     }
 
-    /// The type of a node named `name`; a type the walk does not know has no rule.
+    /// Every type the walk does not know: no rule, nothing special. Its name is the tagged node's key
+    /// (`SQLWalk.name(of:_:)`), made only when a message needs it.
+    static let unknown = SQLNodeType(name: "", rule: nil, special: .none)
+
+    /// The type of a node named `name`; `unknown` for a type the walk does not know.
     func type(named name: UnsafeBufferPointer<UInt8>) -> SQLNodeType {
         var slot = Self.hash(name) & mask
         while true {
             let entry = Int(slots[slot])
-            if entry == 0 { return SQLNodeType(name: String(decoding: name, as: UTF8.self), rule: nil, special: .none) }
+            if entry == 0 { return Self.unknown }
             if names[entry - 1].elementsEqual(name) { return types[entry - 1] }
             slot = (slot + 1) & mask
         }

@@ -22,6 +22,30 @@ struct SQLClassifierTests {
         #expect(write?.position == 22)  // the table name after DELETE FROM
     }
 
+    @Test("names compared as PostgreSQL compares them: byte for byte, not as equivalent Unicode")
+    func namesByBytes() async {
+        // One name written é (U+00E9) both times: the same column, a condition true for every row.
+        let same = await classify("DELETE FROM t WHERE \"\u{E9}\" = \"\u{E9}\"")
+        #expect(same.findings.map(\.category).contains("delete_without_where"))
+        // é and e + U+0301: two columns to PostgreSQL, so a real condition.
+        let different = await classify("DELETE FROM t WHERE \"\u{E9}\" = \"e\u{301}\"")
+        #expect(different.findings.map(\.category) == ["write_data"])
+    }
+
+    @Test("every node type of the rule table is found by its name's bytes; any other name is the unknown type")
+    func nodeTypeTable() {
+        let types = SQLNodeTypes.shared
+        func lookUp(_ name: String) -> SQLNodeType { Array(name.utf8).withUnsafeBufferPointer { types.type(named: $0) } }
+        for (name, rule) in SQLNodeRule.byNodeType {
+            let type = lookUp(name)
+            #expect(type.name == name && "\(type.rule.map { "\($0)" } ?? "none")" == "\(rule)")
+        }
+        for (name, special) in SQLNodeType.specials { #expect(lookUp(name).special == special) }
+        for name in ["A_Const", "String", "", "SelectStm", "SelectStmtX", "selectstmt", "ÄStmt"] {
+            #expect(lookUp(name) === SQLNodeTypes.unknown, "\(name)")
+        }
+    }
+
     @Test("a statement the parser refuses is dangerous, with the parser's message and position")
     func unparseable() async {
         let result = await classify("SELECT * FROM t WHERE")
