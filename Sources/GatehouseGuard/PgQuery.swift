@@ -104,6 +104,15 @@ enum PgQuery {
     }
 }
 
+extension String {
+    /// Whether the text holds a NUL byte (where PostgreSQL, reading a C string, would stop), found with
+    /// `memchr` over the text's UTF-8 rather than one byte at a time through `UTF8View`.
+    var containsNUL: Bool {
+        var text = self
+        return text.withUTF8 { utf8 in utf8.baseAddress.map { memchr($0, 0, utf8.count) != nil } ?? false }
+    }
+}
+
 /// libpg_query's scan result (protobuf `ScanResult`: 1 version, 2 repeated `ScanToken`: 1 start,
 /// 2 end, 4 token, 5 keyword kind), read with just enough of the wire format.
 enum ScanTokens {

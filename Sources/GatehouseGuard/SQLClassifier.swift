@@ -129,7 +129,7 @@ private struct SQLWalk {
             fire("too_complex", at: 0, "the text is \(size) bytes; the guard parses at most \(SQLClassifier.maximumBytes) bytes per action; split it into smaller statements or ask approval for this exact text")
             return 1
         }
-        if text.utf8.contains(0) {
+        if text.containsNUL {
             fire("unparseable", at: 0, "the text contains a NUL byte; PostgreSQL would stop reading there")
             return 1
         }
@@ -746,7 +746,7 @@ private struct SQLWalk {
 
     /// A node type's name: the tagged node's key (`fields` is its value) when the walk does not know the type.
     static func name(of type: SQLNodeType, _ fields: ParseTree) -> String {
-        type === SQLNodeTypes.unknown ? fields.key ?? "?" : type.name
+        type.isUnknown ? fields.key ?? "?" : type.name
     }
 
     static func describe(_ type: String) -> String {

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// What the SQL classifier does when it meets a node of a given type in the parse tree.
 enum SQLNodeRule: Sendable {
     /// A statement that only reads (or only changes the session harmlessly); nothing fires.
@@ -155,23 +161,25 @@ enum SQLNodeRule: Sendable {
 
 /// What the walk needs to know of a node type: its rule, and whether it is one of the types the walk
 /// looks at besides its rule. Found from the type's name as the parse tree spells it, without making a
-/// `String` of it or hashing one: every tagged node of every statement is looked up here. A class, so
-/// that handing one to the walk copies one reference, not its name and rule.
-final class SQLNodeType: Sendable {
-    enum Special: Sendable {
+/// `String` of it or hashing one: every tagged node of every statement is looked up here. A plain value
+/// (a position in `SQLNodeTypes` and a role): handing one to the walk copies two small integers.
+struct SQLNodeType: Sendable, Equatable {
+    enum Special: UInt8, Sendable {
         case none, callStmt, trigger, createCast, define, columnRef, indirection, renameStmt, selectStmt
         case createStmt, createTableAs, indexStmt, alterTableStmt, vacuum, cluster, reindex, refreshMatView, lock, alterObjectSchema
     }
 
-    let name: String
-    let rule: SQLNodeRule?
+    /// Position in `SQLNodeTypes.shared`; -1 for a type the walk does not know.
+    let index: Int32
     let special: Special
 
-    init(name: String, rule: SQLNodeRule?, special: Special) {
-        self.name = name
-        self.rule = rule
-        self.special = special
-    }
+    /// Every type the walk does not know: no rule, nothing special. Its name is the tagged node's key
+    /// (`SQLWalk.name(of:_:)`), made only when a message needs it.
+    static let unknown = SQLNodeType(index: -1, special: .none)
+
+    var isUnknown: Bool { index < 0 }
+    var rule: SQLNodeRule? { index < 0 ? nil : SQLNodeTypes.shared.rules[Int(index)] }
+    var name: String { index < 0 ? "" : SQLNodeTypes.shared.names[Int(index)] }
 
     static let specials: [String: Special] = [
         "CallStmt": .callStmt, "CreateTrigStmt": .trigger, "CreateEventTrigStmt": .trigger, "CreateCastStmt": .createCast,
@@ -182,30 +190,56 @@ final class SQLNodeType: Sendable {
     ]
 }
 
-/// The known node types by name: an open-addressing table over the names' bytes (FNV-1a).
-final class SQLNodeTypes: Sendable {
+/// The known node types by name: an open-addressing table over the names' bytes (FNV-1a), in buffers of
+/// its own so a lookup retains nothing. Made once, kept for the life of the process.
+final class SQLNodeTypes: @unchecked Sendable {
     static let shared = SQLNodeTypes()
 
-    private let types: [SQLNodeType]
-    private let names: [[UInt8]]
-    /// Index into `types` plus one; 0 for an empty slot.
-    private let slots: [Int32]
+    let names: [String]
+    let rules: [SQLNodeRule?]
+    private let types: UnsafeMutablePointer<SQLNodeType>
+    /// All names' bytes one after another; each name's start and length.
+    private let nameBytes: UnsafeMutablePointer<UInt8>
+    private let nameStarts: UnsafeMutablePointer<Int32>
+    private let nameLengths: UnsafeMutablePointer<Int32>
+    /// Index into the names plus one; 0 for an empty slot.
+    private let slots: UnsafeMutablePointer<Int32>
     private let mask: Int
 
     private init() {
         let all = Set(SQLNodeRule.byNodeType.keys).union(SQLNodeType.specials.keys).sorted()
-        types = all.map { SQLNodeType(name: $0, rule: SQLNodeRule.byNodeType[$0], special: SQLNodeType.specials[$0] ?? .none) }
-        names = all.map { Array($0.utf8) }
+        names = all
+        rules = all.map { SQLNodeRule.byNodeType[$0] }
+        types = .allocate(capacity: all.count)
+        nameStarts = .allocate(capacity: all.count)
+        nameLengths = .allocate(capacity: all.count)
+        let bytes = all.flatMap(\.utf8)
+        nameBytes = .allocate(capacity: bytes.count)
+        nameBytes.initialize(from: bytes, count: bytes.count)
         var capacity = 16
         while capacity < all.count * 4 { capacity *= 2 }
         mask = capacity - 1
-        var slots = [Int32](repeating: 0, count: capacity)
-        for (index, name) in names.enumerated() {
-            var slot = name.withUnsafeBufferPointer(Self.hash) & mask
+        slots = .allocate(capacity: capacity)
+        slots.initialize(repeating: 0, count: capacity)
+        var offset = 0
+        for (index, name) in all.enumerated() {
+            (types + index).initialize(to: SQLNodeType(index: Int32(index), special: SQLNodeType.specials[name] ?? .none))
+            let length = name.utf8.count
+            (nameStarts + index).initialize(to: Int32(offset))
+            (nameLengths + index).initialize(to: Int32(length))
+            var slot = Self.hash(UnsafeBufferPointer(start: nameBytes + offset, count: length)) & mask
             while slots[slot] != 0 { slot = (slot + 1) & mask }
             slots[slot] = Int32(index + 1)
+            offset += length
         }
-        self.slots = slots
+    }
+
+    deinit {
+        types.deallocate()
+        nameBytes.deallocate()
+        nameStarts.deallocate()
+        nameLengths.deallocate()
+        slots.deallocate()
     }
 
     private static func hash(_ bytes: UnsafeBufferPointer<UInt8>) -> Int {
@@ -214,17 +248,15 @@ final class SQLNodeTypes: Sendable {
         return Int(truncatingIfNeeded: hash ^ (hash >> 29))
     }
 
-    /// Every type the walk does not know: no rule, nothing special. Its name is the tagged node's key
-    /// (`SQLWalk.name(of:_:)`), made only when a message needs it.
-    static let unknown = SQLNodeType(name: "", rule: nil, special: .none)
-
-    /// The type of a node named `name`; `unknown` for a type the walk does not know.
+    /// The type of a node named `name`; `SQLNodeType.unknown` for a type the walk does not know.
     func type(named name: UnsafeBufferPointer<UInt8>) -> SQLNodeType {
         var slot = Self.hash(name) & mask
         while true {
-            let entry = Int(slots[slot])
-            if entry == 0 { return Self.unknown }
-            if names[entry - 1].elementsEqual(name) { return types[entry - 1] }
+            let entry = Int(slots[slot]) - 1
+            if entry < 0 { return .unknown }
+            if Int(nameLengths[entry]) == name.count, name.count == 0 || memcmp(nameBytes + Int(nameStarts[entry]), name.baseAddress!, name.count) == 0 {
+                return types[entry]
+            }
             slot = (slot + 1) & mask
         }
     }

@@ -37,7 +37,7 @@ struct SQLShape: Hashable, Sendable {
     }
 
     init?(_ text: String) {
-        guard !text.utf8.contains(0), let tokens = PgQuery.tokens(text, comments: true) else { return nil }
+        guard !text.containsNUL, let tokens = PgQuery.tokens(text, comments: true) else { return nil }
         var key: [UInt8] = []
         var starts: [Int] = []
         starts.reserveCapacity(tokens.count)
