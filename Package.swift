@@ -200,6 +200,7 @@ let package = Package(
             dependencies: [
                 "GatehouseApp", "GatehouseStore", "GatehouseCore", "GatehouseTestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLKit", package: "sql-kit"),
             ]
         ),
         // The store's queries, each run on a SQLite file and on a PostgreSQL database.

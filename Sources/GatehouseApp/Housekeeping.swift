@@ -21,6 +21,12 @@ public struct Housekeeping: Sendable {
         return (try await context.read { try await $0.operationalCounts(now: now) }, now)
     }
 
+    /// How long notifications and Slack message references outlive their request's decision, and tokens their
+    /// expiry (`StoreSession.pruneRetained`): 30 days.
+    public static let retention: TimeInterval = 30 * 86_400
+    /// Rows pruned per table per sweep.
+    static let retentionBatch = 1_000
+
     /// Marks expired grants and pending requests and writes their audit events. Expiry is already
     /// enforced at decision time; this makes it visible and announces it. When several instances
     /// share the database, only the holder of the `sweeper` lease sweeps; the lease runs for `lease`
@@ -34,17 +40,20 @@ public struct Housekeeping: Sendable {
         let probe = context.clock.now()
         // Refused attempts are kept a day (longer than any signal window); passed rate-limit keys an hour.
         let pruneBefore = probe.addingTimeInterval(-86_400)
+        let retainBefore = probe.addingTimeInterval(-Self.retention)
         let due = try await context.read { session in
             let grants = try await session.expiredOpenGrants(now: probe, limit: 1)
             let requests = try await session.expiredPendingRequests(now: probe, limit: 1)
             let prune = try await session.antiSpamPruneDue(before: pruneBefore)
-            return !grants.isEmpty || !requests.isEmpty || prune
+            let retained = try await session.retentionDue(before: retainBefore)
+            return !grants.isEmpty || !requests.isEmpty || prune || retained
         }
         guard due else { return (0, 0) }
         return try await context.write { session in
             let now = context.clock.now()
             guard try await session.claimLease("sweeper", holder: holder, now: now, until: now.addingTimeInterval(lease)) else { return (0, 0) }
             try await session.pruneAntiSpam(refusalsBefore: pruneBefore, now: now.addingTimeInterval(-3600))
+            _ = try await session.pruneRetained(before: now.addingTimeInterval(-Self.retention), limit: Self.retentionBatch)
             var entries: [AuditEntry] = []
             let grants = try await session.expiredOpenGrants(now: now, limit: 500)
             for grant in grants {

@@ -144,14 +144,15 @@ public struct RequestDesk: Sendable {
 
     /// Earlier approvers whose approvals no longer count: blocked since, or the token they approved
     /// with was revoked by someone else (an admin, a policy change; their own sign-out does not count).
+    /// A token the store no longer has (pruned a month after it expired) is taken as revoked: fail closed.
     static func lostStanding(_ approvals: [Approval], session: StoreSession) async throws -> Set<String> {
         var lost: Set<String> = []
         for approval in approvals where approval.decision == .approve {
             if try await session.principalFlags(approval.approver)?.isBlocked == true {
                 lost.insert(approval.approver)
-            } else if let tokenId = approval.tokenId, let token = try await session.token(id: tokenId),
-                      token.revokedAt != nil, token.revokedBy != approval.approver {
-                lost.insert(approval.approver)
+            } else if let tokenId = approval.tokenId {
+                let token = try await session.token(id: tokenId)
+                if token == nil || (token?.revokedAt != nil && token?.revokedBy != approval.approver) { lost.insert(approval.approver) }
             }
         }
         return lost

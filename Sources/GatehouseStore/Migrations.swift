@@ -178,6 +178,13 @@ enum Migrations {
             "CREATE INDEX web_sessions_by_token ON web_sessions (token_id)",
             "CREATE INDEX web_sessions_by_expiry ON web_sessions (expires_at)",
         ]),
+        // Retention: notifications and Slack message references of requests no longer open, and expired
+        // tokens, are pruned oldest first (`StoreSession+Retention`).
+        (12, [
+            "CREATE INDEX notifications_by_time ON notifications (created_at)",
+            "CREATE INDEX slack_messages_by_time ON slack_messages (created_at)",
+            "CREATE INDEX tokens_by_expiry ON tokens (expires_at)",
+        ]),
     ]
 
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }

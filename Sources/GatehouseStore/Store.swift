@@ -173,6 +173,7 @@ public final class GatehouseStore: Sendable {
                 throw GatehouseError(.conflict, "schema_too_new",
                                      "the database schema is at version \(current) but this gatehouse knows only up to version \(Migrations.latestVersion); run a newer gatehouse")
             }
+            if Migrations.all.contains(where: { $0.version > current }) { try await session.allowLongStatements() }
             for migration in Migrations.all where migration.version > current {
                 for statement in migration.statements {
                     try await session.db.raw(SQLQueryString(statement)).run()

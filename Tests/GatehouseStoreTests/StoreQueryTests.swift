@@ -242,6 +242,12 @@ struct StoreQueryTests {
                 (StoreSession.pruneDeliveriesQueries(before: Self.t0)[1], "webhook_deliveries_due", false),
                 (StoreSession.deleteWebSessionsQuery(tokenId: "tok_1"), "web_sessions_by_token", false),
                 (StoreSession.pruneWebSessionsQuery(now: Self.t0), "web_sessions_by_expiry", false),
+                (StoreSession.retentionDueQueries(before: Self.t0)[0], "notifications_by_time", false),
+                (StoreSession.retentionDueQueries(before: Self.t0)[1], "slack_messages_by_time", false),
+                (StoreSession.retentionDueQueries(before: Self.t0)[2], "tokens_by_expiry", false),
+                (StoreSession.pruneRetainedQueries(before: Self.t0, limit: 1_000).notifications, "notifications_by_time", false),
+                (StoreSession.pruneRetainedQueries(before: Self.t0, limit: 1_000).slackMessages, "slack_messages_by_time", false),
+                (StoreSession.pruneRetainedQueries(before: Self.t0, limit: 1_000).tokens, "tokens_by_expiry", false),
             ]
             for (query, index, sorts) in queries {
                 let plan = try await store.read { session in
@@ -250,6 +256,74 @@ struct StoreQueryTests {
                 #expect(plan.contains { $0.contains(index) }, "expected \(index); plan: \(plan)")
                 #expect(!plan.contains { $0.hasPrefix("SCAN") || (!sorts && $0.contains("TEMP B-TREE")) }, "plan: \(plan)")
             }
+        }
+    }
+
+    @Test("retention: only rows of requests no longer open and older than the cut, and tokens expired before it, go; oldest first, a batch at a time", arguments: TestDatabase.Kind.allCases)
+    func retention(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, _ in
+            let old = Self.t0, cut = Self.t0.addingTimeInterval(86_400), recent = Self.t0.addingTimeInterval(2 * 86_400)
+            try await store.write { session in
+                for (id, state) in [("req_done", RequestState.approved), ("req_open", .pending), ("req_held", .quarantined), ("req_new", .denied)] {
+                    try await session.insertRequest(Self.request(id, state: state))
+                }
+                func note(_ id: String, _ kind: OutboxNotification.Kind, _ requests: [String], at: Date, sent: Date? = nil) async throws {
+                    try await session.insertNotification(OutboxNotification(id: id, recipient: "bob", kind: kind, requestIds: requests, summary: "s",
+                                                                            createdAt: at, sentAt: sent))
+                }
+                try await note("n_done", .request, ["req_done"], at: old)            // goes
+                try await note("n_open", .request, ["req_open"], at: old)            // kept: its request is pending
+                try await note("n_held", .report, ["req_held"], at: old)             // kept: quarantined is still open
+                try await note("n_new", .request, ["req_new"], at: recent)           // kept: newer than the cut
+                try await note("n_digest_sent", .digest, ["req_done", "req_open"], at: old, sent: old)  // goes: sent
+                try await note("n_digest_open", .digest, ["req_done"], at: old)      // kept: not sent yet
+                try await note("n_gone", .breakGlass, [], at: old)                   // goes: no request
+                for (request, at) in [("req_done", old), ("req_open", old), ("req_new", recent)] {
+                    for channel in ["C1", "C2"] {
+                        try await session.insertSlackMessage(SlackMessageRef(requestId: request, channel: channel, ts: "1.\(channel)"), at: at)
+                    }
+                }
+                for (id, expires) in [("tok_expired", Optional(old)), ("tok_live", Optional(recent)), ("tok_forever", nil)] {
+                    try await session.insertToken(TokenRecord(id: id, principal: "erin", description: nil, isBootstrapAdmin: false, createdAt: old,
+                                                              createdBy: "erin", revokedAt: nil, kind: expires == nil ? .api : .session, expiresAt: expires),
+                                                  hash: "hash-" + id)
+                }
+            }
+            #expect(try await store.read { try await $0.retentionDue(before: cut) })
+            #expect(try await store.read { try await !$0.retentionDue(before: old) }, "nothing is older than the oldest row")
+            // One row per table per call: the oldest goes first.
+            let first = try await store.write { try await $0.pruneRetained(before: cut, limit: 1) }
+            #expect(first.notifications == 1 && first.tokens == 1 && first.slackMessages == 2, "\(first)")  // both copies of one request
+            let rest = try await store.write { try await $0.pruneRetained(before: cut, limit: 1_000) }
+            #expect(rest == .init(notifications: 2, slackMessages: 0, tokens: 0), "\(rest)")
+            #expect(try await store.write { try await $0.pruneRetained(before: cut, limit: 1_000) }.total == 0)
+            #expect(try await store.read { try await !$0.retentionDue(before: cut) })
+            let notes = try await store.read { try await $0.notifications(recipient: nil, limit: 100) }.map(\.id).sorted()
+            #expect(notes == ["n_digest_open", "n_held", "n_new", "n_open"])
+            #expect(try await store.read { try await $0.slackMessages(requestId: "req_done") }.isEmpty)
+            #expect(try await store.read { try await $0.slackMessages(requestId: "req_open") }.count == 2)
+            #expect(try await store.read { try await $0.slackMessages(requestId: "req_new") }.count == 2)
+            #expect(try await store.read { try await $0.tokens(includeRevoked: true) }.map(\.id).sorted() == ["tok_forever", "tok_live"])
+        }
+    }
+
+    @Test("migrations may run past the statement time limit: lifted for their transaction only", arguments: TestDatabase.Kind.allCases)
+    func longStatements(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, _ in
+            guard kind == .postgres else {
+                try await store.write { try await $0.allowLongStatements() }  // nothing to lift on SQLite, and no error
+                return
+            }
+            @Sendable func timeout(_ session: StoreSession) async throws -> String? {
+                try await session.db.raw("SHOW statement_timeout").first()?.decode(column: "statement_timeout", as: String.self)
+            }
+            let inside = try await store.write { session in
+                let before = try await timeout(session)
+                try await session.allowLongStatements()
+                return (before, try await timeout(session))
+            }
+            #expect(inside.0 == "15s" && inside.1 == "0", "\(inside)")
+            #expect(try await store.write { try await timeout($0) } == "15s", "the next transaction has the limit again")
         }
     }
 
