@@ -340,10 +340,31 @@ struct ParseTreeReader {
         if let base = bytes.baseAddress { memcpy(text, base, bytes.count) }
     }
 
+    /// Skips JSON whitespace; libpg_query writes none, so the usual case is one comparison.
     private mutating func skipSpace() {
-        while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09 {
+        while index < bytes.count {
+            let byte = bytes[index]
+            guard byte <= 0x20, byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 else { return }
             index += 1
         }
+    }
+
+    /// The first `"` or `\` at or after `index` (or the end), eight bytes at a time while eight are left:
+    /// each byte of the word is compared with both at once (a zero byte of `word ^ pattern` is a match).
+    private func stringEnd(from start: Int) -> Int {
+        var position = start
+        let base = UnsafeRawPointer(bytes.baseAddress!)
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        while position + 8 <= bytes.count {
+            let word = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: position, as: UInt64.self))
+            let quote = word ^ (ones &* UInt64(UInt8(ascii: "\"")))
+            let slash = word ^ (ones &* UInt64(UInt8(ascii: "\\")))
+            let found = ((quote &- ones) & ~quote | (slash &- ones) & ~slash) & highs
+            if found != 0 { return position + found.trailingZeroBitCount / 8 }
+            position += 8
+        }
+        while position < bytes.count, bytes[position] != UInt8(ascii: "\""), bytes[position] != UInt8(ascii: "\\") { position += 1 }
+        return position
     }
 
     private mutating func expect(_ byte: UInt8) throws(ParseTreeError) {
@@ -495,7 +516,7 @@ struct ParseTreeReader {
         index += 1
         let start = index
         // Fast path: no escapes.
-        while index < bytes.count, bytes[index] != UInt8(ascii: "\""), bytes[index] != UInt8(ascii: "\\") { index += 1 }
+        index = stringEnd(from: index)
         guard index < bytes.count else { throw ParseTreeError(message: "unterminated string") }
         if bytes[index] == UInt8(ascii: "\"") {
             defer { index += 1 }

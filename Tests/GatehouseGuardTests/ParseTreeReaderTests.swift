@@ -96,7 +96,7 @@ struct ParseTreeReaderTests {
 
     static func randomString(using generator: inout SplitMix64) -> String {
         let alphabet: [Character] = ["a", "Z", "_", "\"", "\\", "/", "\n", "\t", "\u{01}", "é", "😀", " ", "%", "0"]
-        return String((0..<Int.random(in: 0...8, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
+        return String((0..<Int.random(in: 0...24, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
     }
 }
 
