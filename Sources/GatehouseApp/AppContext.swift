@@ -43,6 +43,7 @@ public final class AppContext: Sendable {
     let actionGuard = ActionGuard()
     /// Everyone's newest requests, for the spam score's shared-reason signal.
     let recentRequests = RecentRequests()
+    let retentionSchedule = RetentionSchedule()
 
     public init(store: GatehouseStore, policies: PolicyHolder, clock: any WallClock, logger: Logger, metrics: any AppMetrics) {
         self.store = store

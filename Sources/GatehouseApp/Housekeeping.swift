@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import GatehouseCore
 import GatehouseStore
 
@@ -40,20 +41,23 @@ public struct Housekeeping: Sendable {
         let probe = context.clock.now()
         // Refused attempts are kept a day (longer than any signal window); passed rate-limit keys an hour.
         let pruneBefore = probe.addingTimeInterval(-86_400)
-        let retainBefore = probe.addingTimeInterval(-Self.retention)
         let due = try await context.read { session in
             let grants = try await session.expiredOpenGrants(now: probe, limit: 1)
             let requests = try await session.expiredPendingRequests(now: probe, limit: 1)
             let prune = try await session.antiSpamPruneDue(before: pruneBefore)
-            let retained = try await session.retentionDue(before: retainBefore)
-            return !grants.isEmpty || !requests.isEmpty || prune || retained
+            return !grants.isEmpty || !requests.isEmpty || prune
         }
-        guard due else { return (0, 0) }
+        let swept = due ? try await expire(holder: holder, lease: lease, pruneBefore: pruneBefore) : (0, 0)
+        try await pruneRetained(holder: holder, lease: lease)
+        return swept
+    }
+
+    private func expire(holder: String, lease: TimeInterval, pruneBefore: Date) async throws -> (grants: Int, requests: Int) {
+        let context = self.context
         return try await context.write { session in
             let now = context.clock.now()
             guard try await session.claimLease("sweeper", holder: holder, now: now, until: now.addingTimeInterval(lease)) else { return (0, 0) }
             try await session.pruneAntiSpam(refusalsBefore: pruneBefore, now: now.addingTimeInterval(-3600))
-            _ = try await session.pruneRetained(before: now.addingTimeInterval(-Self.retention), limit: Self.retentionBatch)
             var entries: [AuditEntry] = []
             let grants = try await session.expiredOpenGrants(now: now, limit: 500)
             for grant in grants {
@@ -67,6 +71,32 @@ public struct Housekeeping: Sendable {
             }
             try await session.appendAudit(entries, at: now)
             return (grants.count, requests.count)
+        }
+    }
+
+    /// Prunes what is kept only for a while (`StoreSession.pruneRetained`), in a write of its own (a failure
+    /// here never holds up expiry). Looked at about hourly (the probe walks past rows that open requests
+    /// keep), and again at the next sweep while a round pruned a full batch.
+    func pruneRetained(holder: String, lease: TimeInterval) async throws {
+        let context = self.context
+        let schedule = context.retentionSchedule
+        let start = context.clock.now()
+        guard schedule.isDue(at: start) else { return }
+        let before = start.addingTimeInterval(-Self.retention)
+        guard try await context.read({ try await $0.retentionDue(before: before) }) else {
+            schedule.ran(at: start, full: false)
+            return
+        }
+        let pruned = try await context.write { session -> StoreSession.Pruned? in
+            let now = context.clock.now()
+            guard try await session.claimLease("sweeper", holder: holder, now: now, until: now.addingTimeInterval(lease)) else { return nil }
+            return try await session.pruneRetained(before: before, limit: Self.retentionBatch)
+        }
+        let full = pruned.map { max($0.notifications, $0.slackMessages, $0.tokens) >= Self.retentionBatch } ?? false
+        schedule.ran(at: start, full: full)
+        if let pruned, pruned.total > 0 {
+            context.logger.info("pruned rows kept only for a while", metadata: [
+                "notifications": "\(pruned.notifications)", "slack_messages": "\(pruned.slackMessages)", "tokens": "\(pruned.tokens)"])
         }
     }
 
@@ -90,5 +120,22 @@ public struct Housekeeping: Sendable {
                 at: context.clock.now())
         }
         return result
+    }
+}
+
+/// When this instance last looked for rows to prune (`Housekeeping.pruneRetained`).
+final class RetentionSchedule: Sendable {
+    static let interval: TimeInterval = 3600
+    private let state = Mutex<(last: Date?, full: Bool)>((nil, false))
+
+    func isDue(at now: Date) -> Bool {
+        state.withLock { state in
+            guard let last = state.last, !state.full else { return true }
+            return now.timeIntervalSince(last) >= Self.interval || now < last
+        }
+    }
+
+    func ran(at now: Date, full: Bool) {
+        state.withLock { $0 = (now, full) }
     }
 }

@@ -245,8 +245,20 @@ final class PostgresBackend: StoreBackend {
         }
     }
 
-    private func transaction<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
-        try await leased(wait: .seconds(location.connectTimeoutSeconds)) { connection in
+    /// A migration: the same transaction, without the statement time limit (`SET LOCAL`) and without the
+    /// watchdog that answers a caller whose transaction seems stuck. An index build on a large table may
+    /// take minutes; cut off, it would be rolled back and the server would not start.
+    func migrate<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
+        try await writeQueue.withLock(wait: writeWait) {
+            try await self.transaction(bounded: false) { session in
+                try await session.db.raw("SET LOCAL statement_timeout = 0").run()
+                return try await body(session)
+            }
+        }
+    }
+
+    private func transaction<T: Sendable>(bounded: Bool = true, _ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
+        try await leased(wait: .seconds(location.connectTimeoutSeconds), watched: bounded) { connection in
             let db = connection.sql()
             // READ COMMITTED whatever the database's default: each statement after the lock sees
             // everything committed before the lock was granted.
@@ -284,7 +296,8 @@ final class PostgresBackend: StoreBackend {
     /// statement and lock timeouts bound it). The lease runs in a task of its own, not a child task:
     /// the pool does not always give up a pending lease at once when cancelled (while it is opening
     /// a connection to a server that is starting, say), and the caller must not wait for that.
-    private func leased<T: Sendable>(wait: Duration, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+    /// `watched: false` (migrations): once started, the body is waited for however long it takes.
+    private func leased<T: Sendable>(wait: Duration, watched: Bool = true, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let wait = unreachable.load(ordering: .relaxed) ? min(wait, .seconds(1)) : wait
         let gate = LeaseGate()
         let client = self.client
@@ -313,6 +326,7 @@ final class PostgresBackend: StoreBackend {
             }
             deadline.arm(after: wait) {
                 guard gate.expire() else {
+                    guard watched else { return }
                     // Started: a body that has not ended long after the server's own timeouts would
                     // have is stuck on a connection that is gone. Answer the caller (the write queue
                     // moves on); whatever the body did is rolled back by the server, or committed.

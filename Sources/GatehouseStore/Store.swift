@@ -163,9 +163,14 @@ public final class GatehouseStore: Sendable {
         await backend.ping()
     }
 
+    /// A write transaction with no time limit of the store's own (schema migrations).
+    func migrationWrite<T: Sendable>(_ body: @escaping @Sendable (StoreSession) async throws -> T) async throws -> T {
+        try await backend.migrate(body)
+    }
+
     func migrate(logger: Logger) async throws {
         defer { cache.invalidate() }
-        try await backend.write { session in
+        try await migrationWrite { session in
             try await session.db.raw("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)").run()
             let current = try await session.db.raw("SELECT MAX(version) AS v FROM schema_migrations").first()?
                 .decodeOptional(column: "v", as: Int.self) ?? 0
@@ -173,7 +178,6 @@ public final class GatehouseStore: Sendable {
                 throw GatehouseError(.conflict, "schema_too_new",
                                      "the database schema is at version \(current) but this gatehouse knows only up to version \(Migrations.latestVersion); run a newer gatehouse")
             }
-            if Migrations.all.contains(where: { $0.version > current }) { try await session.allowLongStatements() }
             for migration in Migrations.all where migration.version > current {
                 for statement in migration.statements {
                     try await session.db.raw(SQLQueryString(statement)).run()

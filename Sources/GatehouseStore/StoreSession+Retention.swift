@@ -7,9 +7,11 @@ import SQLKit
 /// that expired (web and CLI sign-in sessions). The audit log keeps every event for good; these rows are
 /// what the outbox and the sign-in path need while a request is open or a token is live.
 ///
-/// Nothing is pruned that a request still open (pending or quarantined) may need: the approvers told about
-/// it, the Slack messages to update when it is decided, a digest not sent yet. Each call deletes at most
-/// `limit` rows per table, oldest first, so a sweep's write stays short and a backlog goes in a few sweeps.
+/// Nothing is pruned that a request still open (pending or quarantined) may need, nor until `before` is
+/// past its decision: the approvers told about it, the Slack messages to update when it is decided (or
+/// reported later), a digest not sent yet, a token an approval of an open request was made with. Each
+/// call deletes at most `limit` rows per table, oldest first, so the write stays short and a backlog goes
+/// in a few calls.
 extension StoreSession {
     public struct Pruned: Sendable, Equatable {
         public var notifications = 0
@@ -40,26 +42,40 @@ extension StoreSession {
                       tokens: try await db.raw(queries.tokens).all().count)
     }
 
-    /// A request some row belongs to is still open: its row is kept.
-    private static func openRequest(_ column: String) -> SQLQueryString {
-        "EXISTS (SELECT 1 FROM requests r WHERE r.id = \(unsafeRaw: column) AND r.state IN ('pending', 'quarantined'))"
+    /// The request a row belongs to is open, or was decided at `before` or later: the row is kept. (A row
+    /// of no request, such as a break-glass notice, goes by its own age.)
+    private static func requestKeeps(_ column: String, before: Date) -> SQLQueryString {
+        """
+        EXISTS (SELECT 1 FROM requests r WHERE r.id = \(unsafeRaw: column)
+                AND (r.state IN ('pending', 'quarantined') OR r.decided_at IS NULL OR r.decided_at >= \(bind: before.unixMilliseconds)))
+        """
     }
 
     private static func notificationsDue(before: Date) -> SQLQueryString {
         """
         notifications.created_at < \(bind: before.unixMilliseconds) AND (notifications.kind <> 'digest' OR notifications.sent_at IS NOT NULL)
-          AND NOT \(openRequest("notifications.request_id"))
+          AND NOT \(requestKeeps("notifications.request_id", before: before))
         """
     }
 
     private static func slackMessagesDue(before: Date) -> SQLQueryString {
-        "slack_messages.created_at < \(bind: before.unixMilliseconds) AND NOT \(openRequest("slack_messages.request_id"))"
+        "slack_messages.created_at < \(bind: before.unixMilliseconds) AND NOT \(requestKeeps("slack_messages.request_id", before: before))"
+    }
+
+    /// Expired before `before`, and not the token of an approval of a request still open (whose standing
+    /// is judged by its token: `RequestDesk.lostStanding`).
+    private static func tokensDue(before: Date) -> SQLQueryString {
+        """
+        expires_at < \(bind: before.unixMilliseconds) AND id NOT IN (
+          SELECT a.token_id FROM requests r JOIN approvals a ON a.request_id = r.id
+          WHERE r.state IN ('pending', 'quarantined') AND a.token_id IS NOT NULL)
+        """
     }
 
     static func retentionDueQueries(before: Date) -> [SQLQueryString] {
         ["SELECT id FROM notifications WHERE \(notificationsDue(before: before)) ORDER BY created_at LIMIT 1",
          "SELECT request_id FROM slack_messages WHERE \(slackMessagesDue(before: before)) ORDER BY created_at LIMIT 1",
-         "SELECT id FROM tokens WHERE expires_at < \(bind: before.unixMilliseconds) ORDER BY expires_at LIMIT 1"]
+         "SELECT id FROM tokens WHERE \(tokensDue(before: before)) ORDER BY expires_at LIMIT 1"]
     }
 
     static func pruneRetainedQueries(before: Date, limit: Int) -> (notifications: SQLQueryString, slackMessages: SQLQueryString, tokens: SQLQueryString) {
@@ -69,25 +85,15 @@ extension StoreSession {
             RETURNING id
             """,
          slackMessages: """
-            DELETE FROM slack_messages WHERE created_at < \(bind: before.unixMilliseconds) AND request_id IN (
-              SELECT request_id FROM slack_messages WHERE \(slackMessagesDue(before: before)) ORDER BY created_at LIMIT \(bind: limit))
+            DELETE FROM slack_messages WHERE (request_id, channel, ts) IN (
+              SELECT request_id, channel, ts FROM slack_messages WHERE \(slackMessagesDue(before: before)) ORDER BY created_at LIMIT \(bind: limit))
             RETURNING request_id
             """,
          tokens: """
             DELETE FROM tokens WHERE id IN (
-              SELECT id FROM tokens WHERE expires_at < \(bind: before.unixMilliseconds) ORDER BY expires_at LIMIT \(bind: limit))
+              SELECT id FROM tokens WHERE \(tokensDue(before: before)) ORDER BY expires_at LIMIT \(bind: limit))
             RETURNING id
             """)
-    }
-}
-
-extension StoreSession {
-    /// For the rest of this transaction only: no statement time limit (on PostgreSQL every connection has
-    /// 15 s). Migrations need it: building an index on a table of millions of rows can take longer, and a
-    /// migration cut off at start would keep the server from starting. SQLite has no such limit.
-    func allowLongStatements() async throws {
-        guard db.dialect.name == "postgresql" else { return }
-        try await db.raw("SET LOCAL statement_timeout = 0").run()
     }
 }
 

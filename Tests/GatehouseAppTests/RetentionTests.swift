@@ -1,5 +1,5 @@
 import Foundation
-import GatehouseApp
+@testable import GatehouseApp
 import GatehouseCore
 @testable import GatehouseStore
 import Logging
@@ -80,6 +80,19 @@ struct RetentionTests {
             #expect(try await told(open.id).isEmpty == false, "the pending request's approvers are still known")
             #expect(try await store.read { try await !$0.retentionDue(before: clock.now().addingTimeInterval(-Housekeeping.retention)) })
         }
+    }
+
+    @Test("the sweeper looks for rows to prune about hourly, and again at once while a round pruned a full batch")
+    func schedule() {
+        let schedule = RetentionSchedule()
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        #expect(schedule.isDue(at: t0))
+        schedule.ran(at: t0, full: false)
+        #expect(!schedule.isDue(at: t0.addingTimeInterval(600)))
+        #expect(schedule.isDue(at: t0.addingTimeInterval(RetentionSchedule.interval)))
+        #expect(schedule.isDue(at: t0.addingTimeInterval(-60)), "a clock set back does not stop it")
+        schedule.ran(at: t0, full: true)
+        #expect(schedule.isDue(at: t0.addingTimeInterval(1)))
     }
 
     @Test("an approval made with a token the store no longer has does not count")

@@ -259,13 +259,17 @@ struct StoreQueryTests {
         }
     }
 
-    @Test("retention: only rows of requests no longer open and older than the cut, and tokens expired before it, go; oldest first, a batch at a time", arguments: TestDatabase.Kind.allCases)
+    @Test("retention: rows of requests decided before the cut, rows of no request made before it, and tokens expired before it go; oldest first, a batch at a time", arguments: TestDatabase.Kind.allCases)
     func retention(kind: TestDatabase.Kind) async throws {
         try await Self.with(kind) { store, _ in
             let old = Self.t0, cut = Self.t0.addingTimeInterval(86_400), recent = Self.t0.addingTimeInterval(2 * 86_400)
             try await store.write { session in
-                for (id, state) in [("req_done", RequestState.approved), ("req_open", .pending), ("req_held", .quarantined), ("req_new", .denied)] {
-                    try await session.insertRequest(Self.request(id, state: state))
+                // (id, state, decided at): req_late was open for long and decided after the cut.
+                for (id, state, decided) in [("req_done", RequestState.approved, Optional(old)), ("req_open", .pending, nil), ("req_held", .quarantined, nil),
+                                             ("req_new", .denied, Optional(recent)), ("req_late", .expired, Optional(recent))] {
+                    var request = Self.request(id, state: state)
+                    request.decidedAt = decided
+                    try await session.insertRequest(request)
                 }
                 func note(_ id: String, _ kind: OutboxNotification.Kind, _ requests: [String], at: Date, sent: Date? = nil) async throws {
                     try await session.insertNotification(OutboxNotification(id: id, recipient: "bob", kind: kind, requestIds: requests, summary: "s",
@@ -275,55 +279,73 @@ struct StoreQueryTests {
                 try await note("n_open", .request, ["req_open"], at: old)            // kept: its request is pending
                 try await note("n_held", .report, ["req_held"], at: old)             // kept: quarantined is still open
                 try await note("n_new", .request, ["req_new"], at: recent)           // kept: newer than the cut
+                try await note("n_late", .request, ["req_late"], at: old)            // kept: decided after the cut
                 try await note("n_digest_sent", .digest, ["req_done", "req_open"], at: old, sent: old)  // goes: sent
                 try await note("n_digest_open", .digest, ["req_done"], at: old)      // kept: not sent yet
                 try await note("n_gone", .breakGlass, [], at: old)                   // goes: no request
-                for (request, at) in [("req_done", old), ("req_open", old), ("req_new", recent)] {
-                    for channel in ["C1", "C2"] {
+                for (request, at) in [("req_done", old), ("req_open", old), ("req_new", recent), ("req_late", old)] {
+                    for channel in ["C1", "C2", "C3"] {
                         try await session.insertSlackMessage(SlackMessageRef(requestId: request, channel: channel, ts: "1.\(channel)"), at: at)
                     }
                 }
-                for (id, expires) in [("tok_expired", Optional(old)), ("tok_live", Optional(recent)), ("tok_forever", nil)] {
+                for (id, expires) in [("tok_expired", Optional(old)), ("tok_live", Optional(recent)), ("tok_forever", nil), ("tok_approved_open", Optional(old))] {
                     try await session.insertToken(TokenRecord(id: id, principal: "erin", description: nil, isBootstrapAdmin: false, createdAt: old,
                                                               createdBy: "erin", revokedAt: nil, kind: expires == nil ? .api : .session, expiresAt: expires),
                                                   hash: "hash-" + id)
                 }
+                // An approval of the pending request made with a token that has since expired: kept, so its standing can be judged.
+                try await session.insertApproval(Approval(requestId: "req_open", approver: "erin", decision: .approve, comment: nil, at: old,
+                                                          tokenId: "tok_approved_open"))
             }
             #expect(try await store.read { try await $0.retentionDue(before: cut) })
             #expect(try await store.read { try await !$0.retentionDue(before: old) }, "nothing is older than the oldest row")
-            // One row per table per call: the oldest goes first.
-            let first = try await store.write { try await $0.pruneRetained(before: cut, limit: 1) }
-            #expect(first.notifications == 1 && first.tokens == 1 && first.slackMessages == 2, "\(first)")  // both copies of one request
+            // A batch of two rows per table: the oldest go first, and a batch bounds every table.
+            let first = try await store.write { try await $0.pruneRetained(before: cut, limit: 2) }
+            #expect(first == .init(notifications: 2, slackMessages: 2, tokens: 1), "\(first)")
             let rest = try await store.write { try await $0.pruneRetained(before: cut, limit: 1_000) }
-            #expect(rest == .init(notifications: 2, slackMessages: 0, tokens: 0), "\(rest)")
+            #expect(rest == .init(notifications: 1, slackMessages: 1, tokens: 0), "\(rest)")
             #expect(try await store.write { try await $0.pruneRetained(before: cut, limit: 1_000) }.total == 0)
             #expect(try await store.read { try await !$0.retentionDue(before: cut) })
             let notes = try await store.read { try await $0.notifications(recipient: nil, limit: 100) }.map(\.id).sorted()
-            #expect(notes == ["n_digest_open", "n_held", "n_new", "n_open"])
+            #expect(notes == ["n_digest_open", "n_held", "n_late", "n_new", "n_open"])
             #expect(try await store.read { try await $0.slackMessages(requestId: "req_done") }.isEmpty)
-            #expect(try await store.read { try await $0.slackMessages(requestId: "req_open") }.count == 2)
-            #expect(try await store.read { try await $0.slackMessages(requestId: "req_new") }.count == 2)
-            #expect(try await store.read { try await $0.tokens(includeRevoked: true) }.map(\.id).sorted() == ["tok_forever", "tok_live"])
+            for request in ["req_open", "req_new", "req_late"] {
+                #expect(try await store.read { try await $0.slackMessages(requestId: request) }.count == 3, "\(request)")
+            }
+            #expect(try await store.read { try await $0.tokens(includeRevoked: true) }.map(\.id).sorted() == ["tok_approved_open", "tok_forever", "tok_live"])
         }
     }
 
-    @Test("migrations may run past the statement time limit: lifted for their transaction only", arguments: TestDatabase.Kind.allCases)
-    func longStatements(kind: TestDatabase.Kind) async throws {
-        try await Self.with(kind) { store, _ in
-            guard kind == .postgres else {
-                try await store.write { try await $0.allowLongStatements() }  // nothing to lift on SQLite, and no error
+    @Test("migrations may run past the statement time limit and the store's watchdog; other writes may not", arguments: TestDatabase.Kind.allCases)
+    func longMigrations(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, database in
+            guard case let .postgres(url) = database else {
+                #expect(try await store.migrationWrite { try await $0.db.raw("SELECT 1 AS one").first()?.decode(column: "one", as: Int.self) } == 1)
                 return
             }
+            // connect_timeout=1: the watchdog answers a write that has not ended 5 s (1 + 4 x 1) after its start.
+            var logger = Logger(label: "gatehouse-store-test")
+            logger.logLevel = .critical
+            let quick = try await GatehouseStore.open(url: url + (url.contains("?") ? "&" : "?") + "connect_timeout=1", logger: logger)
             @Sendable func timeout(_ session: StoreSession) async throws -> String? {
                 try await session.db.raw("SHOW statement_timeout").first()?.decode(column: "statement_timeout", as: String.self)
             }
-            let inside = try await store.write { session in
-                let before = try await timeout(session)
-                try await session.allowLongStatements()
-                return (before, try await timeout(session))
+            do {
+                let migrated = try await quick.migrationWrite { session in
+                    try await session.db.raw("SELECT pg_sleep(6)").run()
+                    return try await timeout(session)
+                }
+                #expect(migrated == "0", "no statement limit inside a migration")
+                let cut = await #expect(throws: GatehouseError.self) {
+                    try await quick.write { try await $0.db.raw("SELECT pg_sleep(6)").run() }
+                }
+                #expect(cut?.code == ErrorCode.storeOutcomeUnknown, "an ordinary write that long is answered by the watchdog")
+                #expect(try await quick.write { try await timeout($0) } == "15s", "the limit is back for every other transaction")
+            } catch {
+                await quick.close()
+                throw error
             }
-            #expect(inside.0 == "15s" && inside.1 == "0", "\(inside)")
-            #expect(try await store.write { try await timeout($0) } == "15s", "the next transaction has the limit again")
+            await quick.close()
         }
     }
 
