@@ -65,6 +65,18 @@ public struct ParseTree: Sendable {
 
     /// The member called `key`, when this is an object that has one.
     public subscript(key: StaticString) -> ParseTree? {
+        member(key).map { ParseTree(document: document, index: $0) }
+    }
+
+    /// The integer member called `key` (a location, say), read in place: no `ParseTree` is made for it.
+    public func intValue(of key: StaticString) -> Int? {
+        guard let member = member(key) else { return nil }
+        let node = document.nodes[member]
+        return node.kind == .integer ? Int(exactly: node.value) : nil
+    }
+
+    /// Where the member called `key` is in the document.
+    private func member(_ key: StaticString) -> Int? {
         let nodes = document.nodes, text = document.text
         guard nodes[index].kind == .object else { return nil }
         let length = key.utf8CodeUnitCount
@@ -72,9 +84,7 @@ public struct ParseTree: Sendable {
         let end = Int(nodes[index].end)
         while child < end {
             let entry = nodes[child]
-            if Int(entry.keyLength) == length, memcmp(text + Int(entry.keyStart), key.utf8Start, length) == 0 {
-                return ParseTree(document: document, index: child)
-            }
+            if Int(entry.keyLength) == length, memcmp(text + Int(entry.keyStart), key.utf8Start, length) == 0 { return child }
             child = Int(entry.end)
         }
         return nil
@@ -128,6 +138,26 @@ public struct ParseTree: Sendable {
 
     /// An object's members (each with its `key`) or an array's elements, in order; nothing otherwise.
     public var children: Children { Children(document: document, position: index + 1, end: node.kind == .object || node.kind == .array ? Int(node.end) : index + 1) }
+
+    /// An array's number of elements; 0 for anything else.
+    public var elementCount: Int {
+        let node = node
+        return node.kind == .array ? Int(node.count) : 0
+    }
+
+    /// An array's first element.
+    public var firstElement: ParseTree? {
+        guard isArray, node.count > 0 else { return nil }
+        return ParseTree(document: document, index: index + 1)
+    }
+
+    /// An array's last element, found without making the list of all of them.
+    public var lastElement: ParseTree? {
+        guard isArray else { return nil }
+        var last: ParseTree?
+        for child in children { last = child }
+        return last
+    }
 
     /// An array's elements; empty for anything else.
     public var elements: [ParseTree] {

@@ -182,7 +182,7 @@ private struct SQLWalk {
 
     mutating func visit(_ node: ParseTree, location: Int) {
         if let (type, nodeFields) = types.tagged(node) {
-            visitNode(type, nodeFields, location: nodeFields["location"]?.intValue ?? location)
+            visitNode(type, nodeFields, location: nodeFields.intValue(of: "location") ?? location)
         } else {
             for child in node.children { visit(child, location: location) }
         }
@@ -225,8 +225,8 @@ private struct SQLWalk {
         // `t.f` and `(row).f` call a function f(t) when the row has no column f (attribute notation):
         // `(pid).pg_terminate_backend` is pg_terminate_backend(pid).
         var attributes: [String] = []
-        if type.special == .columnRef, let parts = fields["fields"]?.elements, parts.count >= 2,
-           let last = parts.last?["String"]?["sval"]?.stringValue {
+        if type.special == .columnRef, let parts = fields["fields"], parts.elementCount >= 2,
+           let last = parts.lastElement?["String"]?["sval"]?.stringValue {
             attributes.append(last)
         }
         if type.special == .indirection {
@@ -344,7 +344,7 @@ private struct SQLWalk {
             }
         case .functionCall:
             // Unquoted names arrive lower-cased from the parser; a quoted "PG_READ_FILE" is another function.
-            let name = fields["funcname"]?.elements.last?["String"]?["sval"]?.stringValue ?? ""
+            let name = fields["funcname"]?.lastElement?["String"]?["sval"]?.stringValue ?? ""
             recordCall(fields["funcname"], location: location)
             if SQLNodeRule.tableToXML.contains(name), let first = fields["args"]?.elements.first,
                constants.reading(),
@@ -359,7 +359,7 @@ private struct SQLWalk {
             } else if let category = SQLNodeRule.functions[name] {
                 fire(category, at: location, "calls \(name)()")
                 // table_to_xml('pg_authid', ...) names its table in a string.
-                if category == "dynamic_sql", constants.reading(), let table = fields["args"]?.elements.first?["A_Const"]?["sval"]?["sval"]?.stringValue,
+                if category == "dynamic_sql", constants.reading(), let table = fields["args"]?.firstElement?["A_Const"]?["sval"]?["sval"]?.stringValue,
                    SQLNodeRule.credentialRelations.contains(table.split(separator: ".").last.map(String.init) ?? table) {
                     fire("read_credentials", at: location, "\(name)('\(table)') reads a credential catalog")
                 }
@@ -529,7 +529,7 @@ private struct SQLWalk {
         if expression["A_Const"] != nil || expression["SQLValueFunction"] != nil { return true }
         if let cast = expression["TypeCast"]?["arg"] { return isCheapDefault(cast) }
         if let call = expression["FuncCall"], (call["args"]?.elements ?? []).isEmpty,
-           let name = call["funcname"]?.elements.last?["String"]?["sval"]?.stringValue {
+           let name = call["funcname"]?.lastElement?["String"]?["sval"]?.stringValue {
             return ["now", "transaction_timestamp", "statement_timestamp", "current_date", "current_timestamp", "localtimestamp"].contains(name)
         }
         return false

@@ -28,7 +28,7 @@ enum WhereAnalysis {
             }
         case "A_Expr":
             let kind = fields["kind"]?.stringValue
-            let name = fields["name"]?.elements.last?["String"]?["sval"]?.stringValue ?? ""
+            let name = fields["name"]?.lastElement?["String"]?["sval"]?.stringValue ?? ""
             guard let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
             switch kind {
             case "AEXPR_OP" where ["=", ">=", "<="].contains(name):
@@ -97,7 +97,7 @@ enum WhereAnalysis {
         let readsRow = { (node: ParseTree) in Self.readsRow(node, variables: variables) }
         if let (type, inner) = node.tag {
             if type.is("ColumnRef") {
-                let first = inner["fields"]?.elements.first?["String"]?["sval"]?.stringValue
+                let first = inner["fields"]?.firstElement?["String"]?["sval"]?.stringValue
                 return first.map { !variables.contains($0) } ?? true
             }
             if type.is("CurrentOfExpr") { return true }
@@ -131,7 +131,7 @@ enum WhereAnalysis {
             }
         case "A_Expr":
             guard fields["kind"]?.stringValue == "AEXPR_OP",
-                  let name = fields["name"]?.elements.last?["String"]?["sval"]?.stringValue,
+                  let name = fields["name"]?.lastElement?["String"]?["sval"]?.stringValue,
                   let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
             if let a = constantInteger(left, constants: constants), let b = constantInteger(right, constants: constants) {
                 switch name {

@@ -12,6 +12,9 @@ struct ParseTreeReaderTests {
         #expect(tree["a"]?.stringValue == "x>\"y\n")
         #expect(tree["b"]?.elements.map(\.description) == ["1", "-2", "3.5", "true", "false", "null"])
         #expect(tree["b"]?.elements.map(\.intValue) == [1, -2, nil, nil, nil, nil])
+        let located = try ParseTreeReader.read(Array(#"{"location":12,"name":"x","n":1.5}"#.utf8), maximumDepth: 5)
+        #expect(located.intValue(of: "location") == 12 && located.intValue(of: "name") == nil && located.intValue(of: "n") == nil
+            && located.intValue(of: "missing") == nil && located["location"]?.intValue(of: "location") == nil)
         #expect(tree["b"]?.elements[2].numberText == "3.5")
         #expect(tree["b"]?.elements.map(\.boolValue) == [nil, nil, nil, true, false, nil])
         #expect(tree["c"]?.description == "{}")
@@ -36,7 +39,9 @@ struct ParseTreeReaderTests {
         let text = #"{"a":[{"b":[1,2],"c":{"d":[],"e":[[3],[4,{"f":5}]]}},6],"g":{"h":{"i":7}},"j":[]}"#
         let tree = try ParseTreeReader.read(Array(text.utf8), maximumDepth: 10)
         #expect(tree.description == text)
-        #expect(tree["a"]?.elements.count == 2)
+        #expect(tree["a"]?.elements.count == 2 && tree["a"]?.elementCount == 2 && tree["a"]?.lastElement?.intValue == 6)
+        #expect(tree.elementCount == 0 && tree.lastElement == nil && tree["j"]?.lastElement == nil)
+        #expect(tree["a"]?.firstElement?["b"]?.lastElement?.intValue == 2 && tree.firstElement == nil && tree["j"]?.firstElement == nil)
         #expect(tree["a"]?.elements.first?["c"]?["e"]?.elements.last?.elements.last?["f"]?.intValue == 5)
         #expect(tree["g"]?["h"]?["i"]?.intValue == 7)
         #expect(tree.children.map { $0.key ?? "" } == ["a", "g", "j"])
