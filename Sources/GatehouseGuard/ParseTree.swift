@@ -190,11 +190,7 @@ public struct ParseTree: Sendable {
 
     /// Whether this is a tagged node of type `type`.
     func isTagged(_ type: StaticString) -> Bool {
-        let node = node
-        guard node.kind == .object, node.count == 1 else { return false }
-        let member = document.nodes[index + 1]
-        return Int(member.keyLength) == type.utf8CodeUnitCount
-            && memcmp(document.text + Int(member.keyStart), type.utf8Start, type.utf8CodeUnitCount) == 0
+        tag?.name.is(type) ?? false
     }
 
     private func string(at start: Int32, length: Int32) -> String {
@@ -430,48 +426,34 @@ struct ParseTreeReader {
         skipSpace()
         guard index < bytes.count else { throw ParseTreeError(message: "unexpected end of the tree") }
         switch bytes[index] {
-        case UInt8(ascii: "{"):
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            let isObject = bytes[index] == UInt8(ascii: "{")
+            let close = isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")
             index += 1
             let container = nodeCount
-            append(.object, keyStart, keyLength)
+            append(isObject ? .object : .array, keyStart, keyLength)
             var count: Int32 = 0
             defer {
                 nodes[container].end = Int32(nodeCount)
                 nodes[container].count = count
             }
             skipSpace()
-            if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return }
+            if index < bytes.count, bytes[index] == close { index += 1; return }
             while true {
-                skipSpace()
-                let (start, length) = try string()
-                try expect(UInt8(ascii: ":"))
-                try value(depth: depth + 1, keyStart: start, keyLength: length)
+                if isObject {
+                    skipSpace()
+                    let (start, length) = try string()
+                    try expect(UInt8(ascii: ":"))
+                    try value(depth: depth + 1, keyStart: start, keyLength: length)
+                } else {
+                    try value(depth: depth + 1, keyStart: 0, keyLength: -1)
+                }
                 count += 1
                 skipSpace()
-                guard index < bytes.count else { throw ParseTreeError(message: "unterminated object") }
+                guard index < bytes.count else { throw ParseTreeError(message: isObject ? "unterminated object" : "unterminated array") }
                 if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
-                if bytes[index] == UInt8(ascii: "}") { index += 1; return }
-                throw ParseTreeError(message: "expected ',' or '}' at byte \(index)")
-            }
-        case UInt8(ascii: "["):
-            index += 1
-            let container = nodeCount
-            append(.array, keyStart, keyLength)
-            var count: Int32 = 0
-            defer {
-                nodes[container].end = Int32(nodeCount)
-                nodes[container].count = count
-            }
-            skipSpace()
-            if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; return }
-            while true {
-                try value(depth: depth + 1, keyStart: 0, keyLength: -1)
-                count += 1
-                skipSpace()
-                guard index < bytes.count else { throw ParseTreeError(message: "unterminated array") }
-                if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
-                if bytes[index] == UInt8(ascii: "]") { index += 1; return }
-                throw ParseTreeError(message: "expected ',' or ']' at byte \(index)")
+                if bytes[index] == close { index += 1; return }
+                throw ParseTreeError(message: "expected ',' or '\(Character(Unicode.Scalar(close)))' at byte \(index)")
             }
         case UInt8(ascii: "\""):
             let (start, length) = try string()

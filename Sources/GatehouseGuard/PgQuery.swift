@@ -21,6 +21,12 @@ enum PgQuery {
         parse(sql) { Array($0) }
     }
 
+    /// Whether PostgreSQL's parser accepts the text (its tree is not copied out).
+    static func accepts(_ sql: String) -> Bool {
+        if case .success = parse(sql, { _ in () }) { return true }
+        return false
+    }
+
     /// What `read` makes of the parse tree's JSON (valid only during the call), or the parser's error.
     static func parse<T>(_ sql: String, _ read: (UnsafeBufferPointer<UInt8>) -> T) -> Result<T, PgParseError> {
         let result = pg_query_parse(sql)

@@ -706,11 +706,11 @@ private struct SQLWalk {
         if let assignment {
             // The target's subscripts are expressions too (`a[f()] := 1`).
             let target = "SELECT " + query[..<assignment.lowerBound]
-            if target.contains("["), case .success = PgQuery.parse(target) { classifyText(target, body: body) }
+            if target.contains("["), PgQuery.accepts(target) { classifyText(target, body: body) }
             candidates.append("SELECT " + query[assignment.upperBound...])
         }
         for candidate in candidates {
-            if case .success = PgQuery.parse(candidate) {
+            if PgQuery.accepts(candidate) {
                 let outer = body
                 classifyText(candidate, body: outer)
                 return
