@@ -11,6 +11,8 @@ struct ParserThreadsTests {
         private let state = Mutex((holding: false, open: false, ran: [String]()))
         var holding: Bool { state.withLock { $0.holding } }
         var ran: [String] { state.withLock { $0.ran } }
+        /// Records one run and says how many were recorded so far.
+        func count(_ label: String) -> Int { state.withLock { $0.ran.append(label); return $0.ran.count } }
         func hold() {
             state.withLock { $0.holding = true }
             while !state.withLock({ $0.open }) { usleep(1_000) }
@@ -63,7 +65,8 @@ struct ParserThreadsTests {
             group.addTask { await threads.run(for: "holder") { start.hold() } }
             while !start.holding { await Task.yield() }
             for n in 0..<2_100 {
-                group.addTask { await threads.run(for: "busy") { if n == 1_500 { pause.hold() } } }
+                // The 1,501st job to run holds the thread (tasks may queue in any order, so not job 1,500).
+                group.addTask { await threads.run(for: "busy") { if pause.count("busy-\(n)") == 1_501 { pause.hold() } } }
             }
             while threads.waitingJobs < 2_100 { await Task.yield() }
             #expect(threads.heldJobs == 2_100)
