@@ -50,16 +50,19 @@ enum ClassifyBench {
         let thread = Thread {
             let classifier = SQLClassifier()
             print("statement sizes: mix \(mix.map(\.utf8.count).min()!)-\(mix.map(\.utf8.count).max()!) bytes; long \(long.map(\.utf8.count).map(String.init).joined(separator: ", ")) bytes")
+            let parse = { (text: String) in
+                let result = pg_query_parse(text)
+                pg_query_free_parse_result(result)
+            }
             for (name, statements) in [("mix", mix), ("long", long)] {
-                let parseOnly = measure(seconds / 4, statements) { text in
-                    let result = pg_query_parse(text)
-                    pg_query_free_parse_result(result)
+                var position = 0
+                let next = { () -> String in
+                    position = position == statements.count - 1 ? 0 : position + 1
+                    return statements[position]
                 }
-                let classified = measure(seconds / 4, statements) { text in
-                    _ = classifier.classify(text)
-                }
+                let rates = compare(seconds / 2, next, [parse, { _ = classifier.classify($0) }])
                 print(String(format: "%@: classify %.0f statements/s (%.1f µs each); PostgreSQL parser alone %.0f/s; ratio %.3f",
-                             name, classified, 1e6 / classified, parseOnly, classified / parseOnly))
+                             name, rates[1], 1e6 / rates[1], rates[0], rates[1] / rates[0]))
             }
             // Statements whose constants change every time (what pgbench and applications that do not
             // bind parameters send): never the same text twice, so only the memory by shape can help.
@@ -68,14 +71,11 @@ enum ClassifyBench {
                 counter += 1
                 return literals[counter % literals.count](counter)
             }
-            let parseOnly = measureEach(seconds / 4, next) { text in
-                let result = pg_query_parse(text)
-                pg_query_free_parse_result(result)
-            }
-            let fresh = measureEach(seconds / 4, next) { _ = classifier.classify($0) }
             let guardian = ActionGuard()
             let settings = GuardSettings()
-            let byShape = measureEach(seconds / 4, next) { _ = guardian.classifyInline(Action(kind: .sql, text: $0), settings: settings) }
+            let rates = compare(seconds * 3 / 4, next, [parse, { _ = classifier.classify($0) },
+                                                        { _ = guardian.classifyInline(Action(kind: .sql, text: $0), settings: settings) }])
+            let (parseOnly, fresh, byShape) = (rates[0], rates[1], rates[2])
             print(String(format: "new constants each time: classify %.0f/s; through ActionGuard (remembered by shape) %.0f/s (%.1f µs each); parser alone %.0f/s; ratios %.3f and %.3f",
                          fresh, byShape, 1e6 / byShape, parseOnly, fresh / parseOnly, byShape / parseOnly))
             done.signal()
@@ -102,29 +102,34 @@ enum ClassifyBench {
         print(String(format: "mix through ActionGuard, remembered: %.0f statements/s (%.2f µs each)", rate, 1e6 / rate))
     }
 
-    /// Statements per second over `seconds`, each made by `next`.
-    static func measureEach(_ seconds: Double, _ next: () -> String, _ body: (String) -> Void) -> Double {
-        for _ in 0..<100 { body(next()) }  // warm-up
-        var count = 0
-        let start = DispatchTime.now().uptimeNanoseconds
-        let limit = start + UInt64(seconds * 1e9)
+    /// Each body's rate (statements per second of this thread's CPU time) over `seconds` in all, the
+    /// bodies taking turns in slices of about 20 ms each: a machine that slows down, or takes the core
+    /// away, part way through the run slows every body alike, so their ratios hold.
+    static func compare(_ seconds: Double, _ next: () -> String, _ bodies: [(String) -> Void]) -> [Double] {
+        let slice: UInt64 = 20_000_000
+        var counts = [Int](repeating: 0, count: bodies.count)
+        var times = [UInt64](repeating: 0, count: bodies.count)
+        for body in bodies { for _ in 0..<100 { body(next()) } }  // warm-up
+        let limit = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
         while DispatchTime.now().uptimeNanoseconds < limit {
-            for _ in 0..<64 { body(next()) }
-            count += 64
+            for (index, body) in bodies.enumerated() {
+                let start = threadTime()
+                var now = start
+                while now - start < slice {
+                    for _ in 0..<16 { body(next()) }
+                    counts[index] += 16
+                    now = threadTime()
+                }
+                times[index] += now - start
+            }
         }
-        return Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        return zip(counts, times).map { Double($0) / (Double($1) / 1e9) }
     }
 
-    /// Statements per second over `seconds`, cycling through `statements`.
-    static func measure(_ seconds: Double, _ statements: [String], _ body: (String) -> Void) -> Double {
-        for text in statements { body(text) }  // warm-up
-        var count = 0
-        let start = DispatchTime.now().uptimeNanoseconds
-        let limit = start + UInt64(seconds * 1e9)
-        while DispatchTime.now().uptimeNanoseconds < limit {
-            for text in statements { body(text) }
-            count += statements.count
-        }
-        return Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    /// This thread's CPU time in nanoseconds.
+    static func threadTime() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 }

@@ -12,7 +12,7 @@ import Darwin
 /// so its members are found by jumping from one to the next) and the JSON text itself, which every key,
 /// string and number points into (an escaped string is decoded once and appended after it). A
 /// `ParseTree` is a position in that table: copying one, or reading a field, allocates nothing.
-public struct ParseTree: Sendable {
+public struct ParseTree: @unchecked Sendable {
     enum Kind: UInt8 {
         case object, array, string, integer, number, bool, null
     }
@@ -36,22 +36,49 @@ public struct ParseTree: Sendable {
         static func range(_ start: Int32, _ length: Int32) -> Int64 { Int64(UInt32(bitPattern: start)) | Int64(length) << 32 }
     }
 
-    /// The tree's nodes and text in two buffers the reader filled, read through pointers (no array is
-    /// retained or bounds-checked on the classifier's hot path), freed with the last `ParseTree` of it.
-    /// Immutable once made.
-    final class Document: @unchecked Sendable {
+    /// The tree's nodes and text in two buffers the reader filled, read through pointers: nothing is
+    /// retained, released or bounds-checked on the classifier's hot path. The buffers belong to the
+    /// `ParseTreeReader.read` call that made them and are freed when its body returns, so a `ParseTree`
+    /// is valid only inside that body, like the pointer of `withUnsafeBufferPointer`. Debug builds check
+    /// every read against the document's lease and stop on a tree used after its body returned.
+    struct Document: @unchecked Sendable {
+        #if DEBUG
+        private let storedNodes: UnsafeMutablePointer<Node>
+        private let storedText: UnsafeMutablePointer<UInt8>
+        private let lease = Lease()
+        var nodes: UnsafeMutablePointer<Node> { lease.check(); return storedNodes }
+        var text: UnsafeMutablePointer<UInt8> { lease.check(); return storedText }
+
+        final class Lease: @unchecked Sendable {
+            var ended = false
+            func check() { precondition(!ended, "a ParseTree was used after the body of ParseTreeReader.read returned") }
+        }
+        #else
         let nodes: UnsafeMutablePointer<Node>
         let text: UnsafeMutablePointer<UInt8>
+        #endif
 
         /// Takes both buffers (from `malloc`) over.
         init(nodes: UnsafeMutablePointer<Node>, text: UnsafeMutablePointer<UInt8>) {
+            #if DEBUG
+            storedNodes = nodes
+            storedText = text
+            #else
             self.nodes = nodes
             self.text = text
+            #endif
         }
 
-        deinit {
+        /// Frees both buffers; every tree of the document is then invalid.
+        func end() {
+            #if DEBUG
+            lease.ended = true
+            free(storedNodes)
+            free(storedText)
+            #else
             free(nodes)
             free(text)
+            #endif
         }
     }
 
@@ -332,15 +359,14 @@ struct ParseTreeReader {
     private var textCount: Int
     private var textCapacity: Int
 
-    static func read(_ bytes: [UInt8], maximumDepth: Int) throws(ParseTreeError) -> ParseTree {
-        let result: Result<ParseTree, ParseTreeError> = bytes.withUnsafeBufferPointer { buffer in
-            do throws(ParseTreeError) { return .success(try read(buffer, maximumDepth: maximumDepth)) } catch { return .failure(error) }
-        }
-        return try result.get()
+    /// Reads `bytes` and hands the tree to `body`; the tree is freed when `body` returns, so neither it
+    /// nor any tree found in it may be kept past the call.
+    static func read<T>(_ bytes: [UInt8], maximumDepth: Int, _ body: (ParseTree) -> T) -> Result<T, ParseTreeError> {
+        bytes.withUnsafeBufferPointer { read($0, maximumDepth: maximumDepth, body) }
     }
 
-    static func read(_ bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int) throws(ParseTreeError) -> ParseTree {
-        guard bytes.count < Int(Int32.max) / 2 else { throw ParseTreeError(message: "larger than the reader's limit of \(Int32.max / 2) bytes") }
+    static func read<T>(_ bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int, _ body: (ParseTree) -> T) -> Result<T, ParseTreeError> {
+        guard bytes.count < Int(Int32.max) / 2 else { return .failure(ParseTreeError(message: "larger than the reader's limit of \(Int32.max / 2) bytes")) }
         var reader = ParseTreeReader(bytes: bytes, maximumDepth: maximumDepth)
         do throws(ParseTreeError) {
             try reader.value(depth: 0, keyStart: 0, keyLength: -1)
@@ -349,9 +375,11 @@ struct ParseTreeReader {
         } catch {
             free(reader.nodes)
             free(reader.text)
-            throw error
+            return .failure(error)
         }
-        return ParseTree(document: ParseTree.Document(nodes: reader.nodes, text: reader.text), index: 0)
+        let document = ParseTree.Document(nodes: reader.nodes, text: reader.text)
+        defer { document.end() }
+        return .success(body(ParseTree(document: document, index: 0)))
     }
 
     private init(bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int) {

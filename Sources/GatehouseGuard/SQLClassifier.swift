@@ -133,20 +133,23 @@ private struct SQLWalk {
             fire("unparseable", at: 0, "the text contains a NUL byte; PostgreSQL would stop reading there")
             return 1
         }
-        let read = PgQuery.parse(text) { json in
-            Result { () throws(ParseTreeError) in try ParseTreeReader.read(json, maximumDepth: SQLClassifier.maximumTreeDepth) }
+        let walked = PgQuery.parse(text) { json in
+            ParseTreeReader.read(json, maximumDepth: SQLClassifier.maximumTreeDepth) { tree in walkStatements(tree, of: text) }
         }
-        let tree: ParseTree
-        switch read {
+        switch walked {
         case let .failure(error):
             fire("unparseable", at: error.position ?? 0, "PostgreSQL's parser says: \(error.message)")
             return 1
         case let .success(.failure(error)):
             fire("too_complex", at: 0, "the statement is \(error.message); simplify it or ask approval for this exact text")
             return 1
-        case let .success(.success(parsed)):
-            tree = parsed
+        case let .success(.success(statements)):
+            return statements
         }
+    }
+
+    /// Walks every statement of the text's tree; returns how many statements it held.
+    private mutating func walkStatements(_ tree: ParseTree, of text: String) -> Int {
         if body == nil {
             parsed = true
             if collectConstants { tree.constantLocations(into: &constantLocations) }
@@ -647,13 +650,11 @@ private struct SQLWalk {
         }
         let outerVariables = variables
         defer { variables = outerVariables }
-        do {
-            let tree = try ParseTreeReader.read(json, maximumDepth: SQLClassifier.maximumTreeDepth)
+        let walked = ParseTreeReader.read(json, maximumDepth: SQLClassifier.maximumTreeDepth) { tree in
             variables.formUnion(Self.declaredNames(tree))
             walkPlpgsql(tree)
-        } catch {
-            fire("too_complex", at: position, "the body is \(error.message)")
         }
+        if case let .failure(error) = walked { fire("too_complex", at: position, "the body is \(error.message)") }
         // libpg_query's dump of a row or record variable carries no default: every declaration's default
         // is also read from the text (those the tree shows are found twice and counted once).
         for expression in PlpgsqlRewrite.declarationDefaults(code) { judgeEmbeddedSQL(expression) }

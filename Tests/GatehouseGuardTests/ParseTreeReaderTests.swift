@@ -8,11 +8,11 @@ import Testing
 struct ParseTreeReaderTests {
     @Test("escapes, numbers and nesting limits")
     func reader() throws {
-        let tree = try ParseTreeReader.read(Array(#"{"a":"x\u003e\"y\n","b":[1,-2,3.5,true,false,null],"c":{}}"#.utf8), maximumDepth: 5)
+        Self.withTrees([#"{"a":"x\u003e\"y\n","b":[1,-2,3.5,true,false,null],"c":{}}"#, #"{"location":12,"name":"x","n":1.5}"#]) { trees in
+        let tree = trees[0], located = trees[1]
         #expect(tree["a"]?.stringValue == "x>\"y\n")
         #expect(tree["b"]?.elements.map(\.description) == ["1", "-2", "3.5", "true", "false", "null"])
         #expect(tree["b"]?.elements.map(\.intValue) == [1, -2, nil, nil, nil, nil])
-        let located = try ParseTreeReader.read(Array(#"{"location":12,"name":"x","n":1.5}"#.utf8), maximumDepth: 5)
         #expect(located.intValue(of: "location") == 12 && located.intValue(of: "name") == nil && located.intValue(of: "n") == nil
             && located.intValue(of: "missing") == nil && located["location"]?.intValue(of: "location") == nil)
         #expect(tree["b"]?.elements[2].numberText == "3.5")
@@ -20,24 +20,26 @@ struct ParseTreeReaderTests {
         #expect(tree["c"]?.description == "{}")
         #expect(tree["c"]?.isObject == true && tree["c"]?.children.first(where: { _ in true }) == nil)
         #expect(tree["d"] == nil && tree["a"]?["a"] == nil)
+        }
+        func read(_ text: String) throws -> [String] { try ParseTreeReader.read(Array(text.utf8), maximumDepth: 5) { tree in tree.elements.map(\.description) }.get() }
         // An integer too large for Int stays a number, as written.
-        #expect(try ParseTreeReader.read(Array("[99999999999999999999,-9223372036854775808]".utf8), maximumDepth: 5).elements.map(\.description)
-            == ["99999999999999999999", "-9223372036854775808"])
+        #expect(try read("[99999999999999999999,-9223372036854775808]") == ["99999999999999999999", "-9223372036854775808"])
         // Surrogate pairs, and a high surrogate followed by something that is not its low half.
-        #expect(try ParseTreeReader.read(Array(#"["\ud83d\ude00"]"#.utf8), maximumDepth: 5).elements.first?.stringValue == "😀")
-        #expect(try ParseTreeReader.read(Array(#"["\ud83d\u0041"]"#.utf8), maximumDepth: 5).elements.first?.stringValue == "\u{FFFD}A")
-        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array("[[[[[[[1]]]]]]]".utf8), maximumDepth: 5) }
-        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":"#.utf8), maximumDepth: 5) }
-        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a":1} x"#.utf8), maximumDepth: 5) }
-        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array(#"{"a" 1}"#.utf8), maximumDepth: 5) }
-        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read(Array("[1,]".utf8), maximumDepth: 5) }
-        #expect(throws: ParseTreeError.self) { try ParseTreeReader.read([], maximumDepth: 5) }
+        #expect(try read(#"["\ud83d\ude00"]"#) == ["\"😀\""])
+        #expect(try read(#"["\ud83d\u0041"]"#) == ["\"\u{FFFD}A\""])
+        #expect(throws: ParseTreeError.self) { try read("[[[[[[[1]]]]]]]") }
+        #expect(throws: ParseTreeError.self) { try read(#"{"a":"#) }
+        #expect(throws: ParseTreeError.self) { try read(#"{"a":1} x"#) }
+        #expect(throws: ParseTreeError.self) { try read(#"{"a" 1}"#) }
+        #expect(throws: ParseTreeError.self) { try read("[1,]") }
+        #expect(throws: ParseTreeError.self) { try read("") }
     }
 
     @Test("objects and arrays nested in each other keep their own members")
     func nesting() throws {
         let text = #"{"a":[{"b":[1,2],"c":{"d":[],"e":[[3],[4,{"f":5}]]}},6],"g":{"h":{"i":7}},"j":[]}"#
-        let tree = try ParseTreeReader.read(Array(text.utf8), maximumDepth: 10)
+        Self.withTrees([text]) { trees in
+        let tree = trees[0]
         #expect(tree.description == text)
         #expect(tree["a"]?.elements.count == 2 && tree["a"]?.elementCount == 2 && tree["a"]?.lastElement?.intValue == 6)
         #expect(tree.elementCount == 0 && tree.lastElement == nil && tree["j"]?.lastElement == nil)
@@ -47,27 +49,29 @@ struct ParseTreeReaderTests {
         #expect(tree.children.map { $0.key ?? "" } == ["a", "g", "j"])
         #expect(tree.field("j")?.description == "[]" && tree.field("x") == nil)
         #expect(tree["a"]?.elements.first?.children.map { $0.hasKey("c") } == [false, true])
+        }
     }
 
     @Test("comparing trees: keys in order, locations and constants' values left out when asked")
     func comparing() throws {
-        func read(_ text: String) throws -> ParseTree { try ParseTreeReader.read(Array(text.utf8), maximumDepth: 10) }
-        let a = try read(#"{"A_Expr":{"lexpr":{"A_Const":{"ival":{"ival":1},"location":3}},"location":5}}"#)
-        let b = try read(#"{"A_Expr":{"lexpr":{"A_Const":{"ival":{"ival":1},"location":9}},"location":7}}"#)
-        let c = try read(#"{"A_Expr":{"lexpr":{"A_Const":{"ival":{"ival":2},"location":9}},"location":7}}"#)
+        let texts = [#"{"A_Expr":{"lexpr":{"A_Const":{"ival":{"ival":1},"location":3}},"location":5}}"#,
+                     #"{"A_Expr":{"lexpr":{"A_Const":{"ival":{"ival":1},"location":9}},"location":7}}"#,
+                     #"{"A_Expr":{"lexpr":{"A_Const":{"ival":{"ival":2},"location":9}},"location":7}}"#,
+                     #"{"x":[1,{"y":"A_Const"}]}"#, #"{"a":1,"b":2}"#, #"{"b":2,"a":1}"#, #"["x\u0041"]"#, #"["xA"]"#,
+                     "[1]", "[1,2]", "[1.0]", "[null]"]
+        Self.withTrees(texts) { trees in
+        let (a, b, c, noConstant, ab, ba, escaped, plain) = (trees[0], trees[1], trees[2], trees[3], trees[4], trees[5], trees[6], trees[7])
+        let (one, two, decimal, null) = (trees[8], trees[9], trees[10], trees[11])
         #expect(a != b && a.equals(b, ignoringLocations: true))
         #expect(!a.equals(c, ignoringLocations: true) && a.equals(c, ignoringLocations: true, ignoringConstantValues: true))
-        let noConstant = try read(#"{"x":[1,{"y":"A_Const"}]}"#)
         #expect(a.containsConstant && !noConstant.containsConstant)
         var locations: Set<Int> = []
         a.constantLocations(into: &locations)
         #expect(locations == [3])
-        let ab = try read(#"{"a":1,"b":2}"#), ba = try read(#"{"b":2,"a":1}"#)
         #expect(ab != ba)
-        let escaped = try read(#"["x\u0041"]"#), plain = try read(#"["xA"]"#)
         #expect(escaped == plain)
-        let one = try read("[1]"), two = try read("[1,2]"), decimal = try read("[1.0]"), null = try read("[null]")
         #expect(one != two && decimal != one && null == null && null != one)
+        }
     }
 
     /// Random documents written by Foundation's JSONSerialization (its escapes, its spacing): every
@@ -78,9 +82,28 @@ struct ParseTreeReaderTests {
         for _ in 0..<2_000 {
             let document = Self.randomValue(depth: 0, using: &generator)
             let data = try JSONSerialization.data(withJSONObject: ["root": document], options: [.fragmentsAllowed])
-            let tree = try ParseTreeReader.read(Array(data), maximumDepth: 64)
-            #expect(tree.holds(document, at: tree["root"]!), "\(String(decoding: data, as: UTF8.self))")
+            let held = try ParseTreeReader.read(Array(data), maximumDepth: 64) { tree in tree.holds(document, at: tree["root"]!) }.get()
+            #expect(held, "\(String(decoding: data, as: UTF8.self))")
         }
+    }
+
+    #if DEBUG
+    /// A tree lives only inside the body it was handed to: debug builds stop on one kept past it rather
+    /// than read freed memory.
+    @Test("a tree kept past its body stops the process (debug builds)")
+    func keptPastItsBody() async {
+        await #expect(processExitsWith: .failure) {
+            let kept = ParseTreeReader.read(Array(#"{"a":1}"#.utf8), maximumDepth: 5) { $0 }
+            _ = try? kept.get()["a"]
+        }
+    }
+    #endif
+
+    /// Reads each text and hands all their trees to `body` at once (each valid only inside it).
+    static func withTrees(_ texts: [String], read: [ParseTree] = [], _ body: ([ParseTree]) -> Void) {
+        guard let text = texts.first else { return body(read) }
+        let result = ParseTreeReader.read(Array(text.utf8), maximumDepth: 10) { tree in withTrees(Array(texts.dropFirst()), read: read + [tree], body) }
+        if case let .failure(error) = result { Issue.record("\(text): \(error.message)") }
     }
 
     static func randomValue(depth: Int, using generator: inout SplitMix64) -> Any {
