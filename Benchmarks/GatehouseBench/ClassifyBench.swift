@@ -55,25 +55,17 @@ enum ClassifyBench {
                 pg_query_free_parse_result(result)
             }
             for (name, statements) in [("mix", mix), ("long", long)] {
-                var position = 0
-                let next = { () -> String in
-                    position = position == statements.count - 1 ? 0 : position + 1
-                    return statements[position]
-                }
-                let rates = compare(seconds / 2, next, [parse, { _ = classifier.classify($0) }])
+                let rates = compare(seconds / 2, statements, [parse, { _ = classifier.classify($0) }])
                 print(String(format: "%@: classify %.0f statements/s (%.1f µs each); PostgreSQL parser alone %.0f/s; ratio %.3f",
                              name, rates[1], 1e6 / rates[1], rates[0], rates[1] / rates[0]))
             }
             // Statements whose constants change every time (what pgbench and applications that do not
-            // bind parameters send): never the same text twice, so only the memory by shape can help.
-            var counter = 0
-            let next = { () -> String in
-                counter += 1
-                return literals[counter % literals.count](counter)
-            }
+            // bind parameters send): a text is seen again only after 100,000 others, so only the memory
+            // by shape can help. Written before the clock starts, so that making them is not measured.
+            let texts = (1...100_000).map { literals[$0 % literals.count]($0) }
             let guardian = ActionGuard()
             let settings = GuardSettings()
-            let rates = compare(seconds * 3 / 4, next, [parse, { _ = classifier.classify($0) },
+            let rates = compare(seconds * 3 / 4, texts, [parse, { _ = classifier.classify($0) },
                                                         { _ = guardian.classifyInline(Action(kind: .sql, text: $0), settings: settings) }])
             let (parseOnly, fresh, byShape) = (rates[0], rates[1], rates[2])
             print(String(format: "new constants each time: classify %.0f/s; through ActionGuard (remembered by shape) %.0f/s (%.1f µs each); parser alone %.0f/s; ratios %.3f and %.3f",
@@ -103,23 +95,31 @@ enum ClassifyBench {
     }
 
     /// Each body's rate (statements per second of this thread's CPU time) over `seconds` in all, the
-    /// bodies taking turns in slices of about 20 ms each: a machine that slows down, or takes the core
-    /// away, part way through the run slows every body alike, so their ratios hold.
-    static func compare(_ seconds: Double, _ next: () -> String, _ bodies: [(String) -> Void]) -> [Double] {
+    /// bodies taking turns in slices of about 20 ms each, every body going through the same texts in
+    /// the same order: a machine that slows down, or takes the core away, part way through the run
+    /// slows every body alike, so their ratios hold.
+    static func compare(_ seconds: Double, _ texts: [String], _ bodies: [(String) -> Void]) -> [Double] {
         let slice: UInt64 = 20_000_000
+        let batch = 64
         var counts = [Int](repeating: 0, count: bodies.count)
         var times = [UInt64](repeating: 0, count: bodies.count)
-        for body in bodies { for _ in 0..<100 { body(next()) } }  // warm-up
-        let limit = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
+        var positions = [Int](repeating: 0, count: bodies.count)
+        for body in bodies { for text in texts.prefix(100) { body(text) } }  // warm-up
+        let limit = DispatchTime.now().uptimeNanoseconds + UInt64(max(seconds, 0.1) * 1e9)
         while DispatchTime.now().uptimeNanoseconds < limit {
             for (index, body) in bodies.enumerated() {
+                var position = positions[index]
                 let start = threadTime()
                 var now = start
                 while now - start < slice {
-                    for _ in 0..<16 { body(next()) }
-                    counts[index] += 16
+                    for _ in 0..<batch {
+                        body(texts[position])
+                        position = position + 1 == texts.count ? 0 : position + 1
+                    }
+                    counts[index] += batch
                     now = threadTime()
                 }
+                positions[index] = position
                 times[index] += now - start
             }
         }

@@ -12,7 +12,9 @@ import Darwin
 /// so its members are found by jumping from one to the next) and the JSON text itself, which every key,
 /// string and number points into (an escaped string is decoded once and appended after it). A
 /// `ParseTree` is a position in that table: copying one, or reading a field, allocates nothing.
-public struct ParseTree: @unchecked Sendable {
+/// A tree lives only inside the body of the `ParseTreeReader.read` call that made it, on that call's
+/// thread (it is not `Sendable`).
+public struct ParseTree {
     enum Kind: UInt8 {
         case object, array, string, integer, number, bool, null
     }
@@ -41,7 +43,7 @@ public struct ParseTree: @unchecked Sendable {
     /// `ParseTreeReader.read` call that made them and are freed when its body returns, so a `ParseTree`
     /// is valid only inside that body, like the pointer of `withUnsafeBufferPointer`. Debug builds check
     /// every read against the document's lease and stop on a tree used after its body returned.
-    struct Document: @unchecked Sendable {
+    struct Document {
         #if DEBUG
         private let storedNodes: UnsafeMutablePointer<Node>
         private let storedText: UnsafeMutablePointer<UInt8>
@@ -49,7 +51,7 @@ public struct ParseTree: @unchecked Sendable {
         var nodes: UnsafeMutablePointer<Node> { lease.check(); return storedNodes }
         var text: UnsafeMutablePointer<UInt8> { lease.check(); return storedText }
 
-        final class Lease: @unchecked Sendable {
+        final class Lease {
             var ended = false
             func check() { precondition(!ended, "a ParseTree was used after the body of ParseTreeReader.read returned") }
         }
