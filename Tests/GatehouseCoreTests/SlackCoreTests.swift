@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseTestSupport
 import Testing
 @testable import GatehouseCore
 
@@ -123,6 +124,59 @@ struct SlackCoreTests {
                        Self.form(["type": "block_actions", "user": ["id": "U0PERSON01"]]),
                        Self.form(["type": "block_actions", "user": ["id": "<script>"], "team": ["id": "T0TEAM0001"]])] {
             #expect(throws: SlackInteraction.Malformed.self) { try SlackInteraction.parse(formBody: broken) }
+        }
+    }
+
+    /// The payloads a signed delivery may carry: Slack's own shapes.
+    static var validPayloads: [[String: Any]] {
+        var deny = SlackMessages.denyModal(AccessRequest(id: "req_abc123", requester: "alice", resource: "prod-db", role: "write",
+                                                         duration: TimeSpan(seconds: 600), reason: "INC-1 fix", ticket: nil, state: .pending,
+                                                         approvalsRequired: 1, createdAt: Date(), pendingExpiresAt: Date()),
+                                           responseURL: "https://hooks.slack.com/actions/T/1/x")
+        deny["state"] = ["values": ["comment": ["comment": ["type": "plain_text_input", "value": "not now"]]]]
+        var link = SlackMessages.linkModal(responseURL: nil)
+        link["state"] = ["values": ["code": ["code": ["type": "plain_text_input", "value": "k7qf 9xmw"]]]]
+        return [click("gatehouse_approve", value: "req_abc123"), click("gatehouse_deny", value: "req_abc123"), click("gatehouse_link", value: ""),
+                ["type": "view_submission", "team": ["id": "T0TEAM0001"], "user": ["id": "U0PERSON01"], "view": deny],
+                ["type": "view_submission", "team": ["id": "T0TEAM0001"], "user": ["id": "U0PERSON01", "team_id": "T0OTHER001"], "view": link],
+                ["type": "view_closed", "team": ["id": "T0TEAM0001"], "user": ["id": "U0PERSON01"], "view": deny]]
+    }
+
+    /// What anyone holding the signing secret (or Slack, mistaken) could send: Slack's payloads with
+    /// values swapped for other types, keys dropped, strings grown, private metadata rewritten, and the
+    /// form's bytes flipped, cut and repeated. Each is read into an interaction whose ids are well formed,
+    /// or refused as malformed: never a crash, never a request id or Slack id the checks did not pass.
+    @Test("mutated and hostile interaction payloads are refused or read safely")
+    func hostilePayloads() throws {
+        var mutator = PayloadMutator(seed: 20261204)
+        let valid = Self.validPayloads
+        var accepted = 0, refused = 0
+        for _ in 0..<4_000 {
+            let payload = mutator.mutate(mutator.pick(valid)) as? [String: Any] ?? [:]
+            let body = mutator.chance(3) ? mutator.mutate(bytes: Self.form(payload)) : Self.form(payload)
+            do {
+                let interaction = try SlackInteraction.parse(formBody: body)
+                accepted += 1
+                #expect(SlackSettings.isSlackID(interaction.user) && SlackSettings.isSlackID(interaction.team), "\(interaction)")
+                switch interaction.kind {
+                case let .approve(id), let .openDeny(id, _), let .deny(id, _):
+                    #expect(SlackInteraction.isRequestId(id), "\(interaction)")
+                case let .unknown(what):
+                    #expect(what.count <= 80)
+                default:
+                    break
+                }
+            } catch {
+                refused += 1
+                #expect(!error.message.isEmpty)
+            }
+        }
+        // Both answers were exercised, not only one of them.
+        #expect(accepted > 500 && refused > 500, "accepted \(accepted), refused \(refused)")
+        // Nesting far deeper than any payload, and a body of nothing but separators.
+        let deep = String(repeating: "[", count: 20_000) + String(repeating: "]", count: 20_000)
+        for body in [Array("payload=\(deep)".utf8), Array(String(repeating: "&=", count: 30_000).utf8), Array("payload=".utf8), []] {
+            #expect(throws: SlackInteraction.Malformed.self) { try SlackInteraction.parse(formBody: body) }
         }
     }
 

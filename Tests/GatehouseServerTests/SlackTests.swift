@@ -269,6 +269,44 @@ struct SlackTests {
         await slack.stop()
     }
 
+    /// Deliveries correctly signed (by Slack mistaken, or by anyone who has the signing secret) whose
+    /// payloads are mutated clicks and forms: each is answered 200 (read, and refused or ignored), 400
+    /// (malformed) or 413 (too large), never an error of the server's, and none decides anything: the
+    /// clicking account is linked to nobody.
+    @Test("signed deliveries with mutated payloads are answered 200, 400 or 413 and decide nothing")
+    func signedHostileDeliveries() async throws {
+        let slack = try await SlackStandIn.start()
+        await slack.state.add(.init(id: "UOTHER", email: nil, confirmed: false))
+        try await TestServer.with(policy: Self.policy(slack), realTime: true, outbox: true) { server in
+            let alice = try await Self.signIn(server, "alice")
+            let id = try #require(try await server.request(alice.secret).string("id"))
+            func payload(_ form: [UInt8]) throws -> [String: Any] {
+                let encoded = String(decoding: form.dropFirst("payload=".utf8.count), as: UTF8.self).removingPercentEncoding ?? ""
+                return try #require(try JSONSerialization.jsonObject(with: Data(encoded.utf8)) as? [String: Any])
+            }
+            let clicks = try [SlackInteraction.approveAction, SlackInteraction.denyAction, SlackInteraction.linkAction].map {
+                try payload(slack.click($0, request: id, user: "UOTHER"))
+            }
+            var mutator = PayloadMutator(seed: 4_12_2026)
+            var statuses: [Int: Int] = [:]
+            for _ in 0..<200 {
+                let mutated = mutator.mutate(mutator.pick(clicks)) as? [String: Any] ?? [:]
+                let body = mutator.chance(3) ? mutator.mutate(bytes: SlackStandIn.form(mutated)) : SlackStandIn.form(mutated)
+                let reply = try await Self.interact(server, body)
+                statuses[reply.status, default: 0] += 1
+                #expect([200, 400, 413].contains(reply.status), "\(reply.status) \(String(decoding: reply.body, as: UTF8.self)) for \(String(decoding: body.prefix(300), as: UTF8.self))")
+                if reply.status == 400 { #expect(reply.string("code") == "slack_payload_invalid") }
+            }
+            #expect((statuses[200] ?? 0) > 20 && (statuses[400] ?? 0) > 20, "\(statuses)")
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await Self.state(server, id) == "pending")
+            let approvals = try await Self.audit(server, "approval.recorded"), denials = try await Self.audit(server, "request.denied")
+            #expect(approvals.isEmpty && denials.isEmpty)
+            #expect(try await server.send(.GET, "/healthz", token: nil).status == 200)
+        }
+        await slack.stop()
+    }
+
     @Test("a session's end ends its Slack decisions: a person signed out everywhere is told to sign in, nothing is decided")
     func signedOutPeopleDecideNothing() async throws {
         let slack = try await SlackStandIn.start()
