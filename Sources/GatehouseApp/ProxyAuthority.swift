@@ -89,9 +89,10 @@ public struct ProxyAuthority: Sendable {
     public func access(_ identity: ProxyIdentity) async throws -> ProxyAccess {
         let context = self.context
         return try await context.read { session in
-            guard let token = try await session.token(id: identity.caller.tokenId), token.revokedAt == nil else {
-                return .ended("the token this session signed in with was revoked")
+            guard let token = try await session.token(id: identity.caller.tokenId) else {
+                return .ended("the token this session signed in with is no longer known (it expired and was removed); sign in again")
             }
+            guard token.revokedAt == nil else { return .ended("the token this session signed in with was revoked") }
             return try await Self.access(session, policy: context.policies.policy, principal: identity.caller.principal,
                                          resource: identity.resource, now: context.clock.now())
         }
