@@ -23,7 +23,7 @@ public struct Housekeeping: Sendable {
     }
 
     /// How long notifications and Slack message references outlive their request's decision, and tokens their
-    /// expiry (`StoreSession.pruneRetained`): 30 days.
+    /// expiry (`StoreSession.pruneRetained`), unless `serve` is told otherwise (`retention`): 30 days.
     public static let retention: TimeInterval = 30 * 86_400
     /// Rows pruned per table per sweep.
     static let retentionBatch = 1_000
@@ -33,7 +33,8 @@ public struct Housekeeping: Sendable {
     /// share the database, only the holder of the `sweeper` lease sweeps; the lease runs for `lease`
     /// and is renewed on each sweep, so another instance takes over within that time when the holder stops.
     @discardableResult
-    public func sweep(holder: String = Housekeeping.instanceID, lease: TimeInterval = 10) async throws -> (grants: Int, requests: Int) {
+    public func sweep(holder: String = Housekeeping.instanceID, lease: TimeInterval = 10,
+                      retention: TimeInterval = Housekeeping.retention) async throws -> (grants: Int, requests: Int) {
         let context = self.context
         // People signed in on other instances, or whose sessions ended, as the store has them.
         try await signIns.refreshPeople()
@@ -48,7 +49,7 @@ public struct Housekeeping: Sendable {
             return !grants.isEmpty || !requests.isEmpty || prune
         }
         let swept = due ? try await expire(holder: holder, lease: lease, pruneBefore: pruneBefore) : (0, 0)
-        try await pruneRetained(holder: holder, lease: lease)
+        try await pruneRetained(holder: holder, lease: lease, retention: retention)
         return swept
     }
 
@@ -77,12 +78,12 @@ public struct Housekeeping: Sendable {
     /// Prunes what is kept only for a while (`StoreSession.pruneRetained`), in a write of its own (a failure
     /// here never holds up expiry). Looked at about hourly (the probe walks past rows that open requests
     /// keep), and again at the next sweep while a round pruned a full batch.
-    func pruneRetained(holder: String, lease: TimeInterval) async throws {
+    func pruneRetained(holder: String, lease: TimeInterval, retention: TimeInterval) async throws {
         let context = self.context
         let schedule = context.retentionSchedule
         let start = context.clock.now()
         guard schedule.isDue(at: start) else { return }
-        let before = start.addingTimeInterval(-Self.retention)
+        let before = start.addingTimeInterval(-retention)
         guard try await context.read({ try await $0.retentionDue(before: before) }) else {
             schedule.ran(at: start, full: false)
             return

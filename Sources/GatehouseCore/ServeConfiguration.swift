@@ -11,6 +11,8 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var host = "127.0.0.1"
     public var port = 8080
     public var sweepEvery = "1s"
+    /// How long notifications, Slack message references and expired session tokens are kept (`Housekeeping`).
+    public var retention = "30d"
     public var logLevel = "info"
     public var logFormat = LogFormat.text
     public var proxy = false
@@ -23,8 +25,12 @@ public struct ServeConfiguration: Sendable, Equatable {
     public static let settings: [(key: String, variable: String)] = [
         ("policy", "GATEHOUSE_POLICY"), ("database", "GATEHOUSE_DATABASE"), ("host", "GATEHOUSE_HOST"), ("port", "GATEHOUSE_PORT"),
         ("sweep_every", "GATEHOUSE_SWEEP_EVERY"), ("log_level", "GATEHOUSE_LOG_LEVEL"), ("log_format", "GATEHOUSE_LOG_FORMAT"),
-        ("proxy", "GATEHOUSE_PROXY"),
+        ("proxy", "GATEHOUSE_PROXY"), ("retention", "GATEHOUSE_RETENTION"),
     ]
+
+    /// The shortest and longest `retention`: a day (the anti-spam signals and notification budgets look back
+    /// at most that far) and ten years.
+    public static let retentionRange: ClosedRange<Int64> = 86_400...(3_650 * 86_400)
 
     public init() {}
 
@@ -63,6 +69,15 @@ public struct ServeConfiguration: Sendable, Equatable {
         case "sweep_every":
             guard (try? TimeSpan.parse(value)) != nil else { throw problem("`\(value)` is not a duration like 1s or 500ms") }
             sweepEvery = value
+        case "retention":
+            let span: TimeSpan
+            do { span = try TimeSpan.parse(value) } catch .tooLong { throw problem("the retention must be from 1d to 3650d, not `\(value)`") } catch {
+                throw problem("`\(value)` is not a duration like 30d or 90d")
+            }
+            guard Self.retentionRange.contains(span.seconds) else {
+                throw problem("the retention must be from 1d to 3650d, not `\(value)`: rows are kept at least a day, which the anti-spam signals look back over")
+            }
+            retention = value
         case "log_level":
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
             guard levels.contains(value) else { throw problem("unknown log level `\(value)`; use one of \(levels.joined(separator: ", "))") }

@@ -56,11 +56,14 @@ public enum GatehouseHTTP {
 public struct Sweeper: Service {
     let service: UseCases
     let interval: Duration
+    /// How long what is kept only for a while is kept (`Housekeeping.pruneRetained`).
+    let retention: TimeInterval
     let logger: Logger
 
-    public init(service: UseCases, interval: Duration, logger: Logger) {
+    public init(service: UseCases, interval: Duration, retention: TimeInterval = Housekeeping.retention, logger: Logger) {
         self.service = service
         self.interval = interval
+        self.retention = retention
         self.logger = logger
     }
 
@@ -68,7 +71,7 @@ public struct Sweeper: Service {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 // The lease outlives a few missed sweeps, not a stopped instance.
-                let swept = try await service.housekeeping.sweep(lease: max(10, 3 * Double(interval.components.seconds)))
+                let swept = try await service.housekeeping.sweep(lease: max(10, 3 * Double(interval.components.seconds)), retention: retention)
                 if swept.grants + swept.requests > 0 {
                     logger.info("sweeper ended expired items", metadata: ["grants": "\(swept.grants)", "requests": "\(swept.requests)"])
                 }

@@ -92,7 +92,7 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: """
             Each setting comes from its flag, else its GATEHOUSE_* environment variable, else the configuration \
             file (--config or $GATEHOUSE_CONFIG: a YAML mapping of policy, database, host, port, sweep_every, \
-            log_level, log_format, proxy), else its default. SIGTERM or SIGINT stops the server gracefully: it stops \
+            retention, log_level, log_format, proxy), else its default. SIGTERM or SIGINT stops the server gracefully: it stops \
             accepting connections and finishes the requests under way.
             """)
 
@@ -102,6 +102,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on ($GATEHOUSE_HOST; default 127.0.0.1).") var host: String?
     @Option(help: "Port to listen on ($GATEHOUSE_PORT; default 8080).") var port: String?
     @Option(help: "How often to sweep expired grants and requests ($GATEHOUSE_SWEEP_EVERY; default 1s).") var sweepEvery: String?
+    @Option(help: "How long notifications, Slack message references and expired session tokens are kept, 1d to 3650d ($GATEHOUSE_RETENTION; default 30d); the audit log is kept for good.") var retention: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error ($GATEHOUSE_LOG_LEVEL; default info).") var logLevel: String?
     @Option(help: "Log lines as text or json, one object per line ($GATEHOUSE_LOG_FORMAT; default text).") var logFormat: String?
     @Flag(help: "Also run the PostgreSQL guard proxy for every resource with a `proxy:` section ($GATEHOUSE_PROXY=true).") var proxy = false
@@ -110,7 +111,7 @@ struct ServeCommand: AsyncParsableCommand {
     func settings(environment env: [String: String]) throws -> ServeConfiguration {
         var flags: [String: String] = [:]
         for (key, value) in [("policy", policy), ("database", database), ("host", host), ("port", port), ("sweep_every", sweepEvery),
-                             ("log_level", logLevel), ("log_format", logFormat)] {
+                             ("log_level", logLevel), ("log_format", logFormat), ("retention", retention)] {
             if let value { flags[key] = value }
         }
         if proxy { flags["proxy"] = "true" }
@@ -129,6 +130,7 @@ struct ServeCommand: AsyncParsableCommand {
         let env = ProcessInfo.processInfo.environment
         let settings = try settings(environment: env)
         let sweepInterval = try TimeSpan.parse(settings.sweepEvery)
+        let retention = try TimeSpan.parse(settings.retention)
         let (host, port) = (settings.host, settings.port)
         let (logger, store, service, metrics) = try await ServerSetup.open(policy: settings.policy, database: settings.database, logLevel: settings.logLevel,
                                                                            logFormat: settings.logFormat, environment: env)
@@ -143,7 +145,7 @@ struct ServeCommand: AsyncParsableCommand {
         let runLogger = logger
         let app = try GatehouseHTTP.makeApplication(
             service: service, metrics: metrics, host: host, port: port, logger: logger,
-            services: [Sweeper(service: service, interval: .seconds(sweepInterval.seconds), logger: logger),
+            services: [Sweeper(service: service, interval: .seconds(sweepInterval.seconds), retention: TimeInterval(retention.seconds), logger: logger),
                        WebhookDispatcher(service: service, logger: logger),
                        PolicyReloadOnHangup(service: service, logger: logger)] + (guardProxy.map { [$0] } ?? []),
             onServerRunning: { channel in

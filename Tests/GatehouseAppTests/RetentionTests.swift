@@ -55,8 +55,11 @@ struct RetentionTests {
         await store.close()
     }
 
-    @Test("a month after its decision a request's notifications go at the next sweep; an open request's stay")
-    func sweepPrunes() async throws {
+    /// With the default (a month) and with the retention `serve` may be given instead (a week here).
+    @Test("a retention after its decision a request's notifications go at the next sweep; an open request's stay", arguments: [nil, 7])
+    func sweepPrunes(days: Int?) async throws {
+        let retention = days.map { TimeInterval($0 * 86_400) } ?? Housekeeping.retention
+        let sweep = { (app: UseCases) in days == nil ? try await app.housekeeping.sweep() : try await app.housekeeping.sweep(retention: retention) }
         try await Self.with { app, clock, store, caller in
             let alice = try await caller("alice"), bob = try await caller("bob")
             let decided = try await app.desk.create(caller: alice, input: NewRequestInput(resource: "prod-db", role: "write", duration: "1h",
@@ -70,15 +73,15 @@ struct RetentionTests {
             #expect(try await told(decided.id).isEmpty == false, "approvers were told about the request")
             #expect(try await told(open.id).isEmpty == false)
 
-            clock.set(clock.now().addingTimeInterval(Housekeeping.retention - 3600))
-            _ = try await app.housekeeping.sweep()
-            #expect(try await told(decided.id).isEmpty == false, "kept until a month has passed")
+            clock.set(clock.now().addingTimeInterval(retention - 3600))
+            _ = try await sweep(app)
+            #expect(try await told(decided.id).isEmpty == false, "kept until the retention has passed")
 
             clock.set(clock.now().addingTimeInterval(7200))
-            _ = try await app.housekeeping.sweep()
-            #expect(try await told(decided.id).isEmpty, "pruned a month after")
+            _ = try await sweep(app)
+            #expect(try await told(decided.id).isEmpty, "pruned once the retention has passed")
             #expect(try await told(open.id).isEmpty == false, "the pending request's approvers are still known")
-            #expect(try await store.read { try await !$0.retentionDue(before: clock.now().addingTimeInterval(-Housekeeping.retention)) })
+            #expect(try await store.read { try await !$0.retentionDue(before: clock.now().addingTimeInterval(-retention)) })
         }
     }
 

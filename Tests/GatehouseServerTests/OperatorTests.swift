@@ -133,6 +133,7 @@ struct OperatorTests {
             port: \(filePort)
             log_format: json
             log_level: debug
+            retention: 90d
             """.write(toFile: config, atomically: true, encoding: .utf8)
 
         // The file alone: its port, its store, JSON log lines with the request id of each request.
@@ -177,6 +178,8 @@ struct OperatorTests {
         ("proxy: maybe\n", "gatehouse.yaml:1: `maybe` is not true or false"),
         ("port: [1, 2]\n", "gatehouse.yaml:1: `port` must be a single value"),
         ("- port\n", "the configuration must be a YAML mapping of settings"),
+        ("retention: 12h\n", "gatehouse.yaml:1: the retention must be from 1d to 3650d, not `12h`"),
+        ("retention: forever\n", "gatehouse.yaml:1: `forever` is not a duration like 30d or 90d"),
     ])
     func badConfigurationFile(text: String, message: String) async throws {
         let folder = try Self.folder("serve-bad-config")
@@ -193,6 +196,10 @@ struct OperatorTests {
         #expect(badPort.status == 2 && badPort.stderr.contains("GATEHOUSE_PORT: the port must be a number from 1 to 65535, not `eighty`"), "\(badPort)")
         let badFormat = try await Self.refusedStart(["--log-format", "xml"])
         #expect(badFormat.status == 2 && badFormat.stderr.contains("--log-format: unknown log format `xml`"), "\(badFormat)")
+        let longRetention = try await Self.refusedStart([], environment: ["GATEHOUSE_RETENTION": "4000d"])
+        #expect(longRetention.status == 2 && longRetention.stderr.contains("GATEHOUSE_RETENTION: the retention must be from 1d to 3650d, not `4000d`"), "\(longRetention)")
+        let badRetention = try await Self.refusedStart(["--retention", "a month"])
+        #expect(badRetention.status == 2 && badRetention.stderr.contains("--retention: `a month` is not a duration like 30d or 90d"), "\(badRetention)")
         let missing = try await Self.refusedStart(["--config", "/nonexistent/gatehouse.yaml"])
         #expect(missing.status == 1 && missing.stderr.contains("cannot read the configuration file /nonexistent/gatehouse.yaml"), "\(missing)")
     }
