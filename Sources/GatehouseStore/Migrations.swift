@@ -185,6 +185,12 @@ enum Migrations {
             "CREATE INDEX slack_messages_by_time ON slack_messages (created_at)",
             "CREATE INDEX tokens_by_expiry ON tokens (expires_at)",
         ]),
+        // The audit log filtered by resource or by one action (`GET /v1/audit?resource=...`, `?action=grant.revoked`):
+        // newest first through these, not a walk of the whole log back to its start when the resource is rare.
+        (13, [
+            "CREATE INDEX audit_by_resource ON audit_events (resource, seq)",
+            "CREATE INDEX audit_by_action ON audit_events (action, seq)",
+        ]),
     ]
 
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }

@@ -248,6 +248,10 @@ struct StoreQueryTests {
                 (StoreSession.pruneRetainedQueries(before: Self.t0, limit: 1_000).notifications, "notifications_by_time", false),
                 (StoreSession.pruneRetainedQueries(before: Self.t0, limit: 1_000).slackMessages, "slack_messages_by_time", false),
                 (StoreSession.pruneRetainedQueries(before: Self.t0, limit: 1_000).tokens, "tokens_by_expiry", false),
+                (StoreSession.auditEventsQuery(.init(resource: "prod-db", afterSeq: 10)), "audit_by_resource", false),
+                (StoreSession.auditEventsQuery(.init(resource: "prod-db", newestFirst: true)), "audit_by_resource", false),
+                (StoreSession.auditEventsQuery(.init(action: "grant.revoked", newestFirst: true)), "audit_by_action", false),
+                (StoreSession.auditEventsQuery(.init(afterSeq: 10, action: "grant.revoked")), "audit_by_action", false),
             ]
             for (query, index, sorts) in queries {
                 let plan = try await store.read { session in
