@@ -68,7 +68,8 @@ public struct AccessChecks: Sendable {
                 let used = try GrantLifecycle.use(grant, now: now)
                 guard try await session.endGrant(used) else { throw AppErrors.raced(grant.id) }
                 entries.append(AuditEntry(actor: subject, action: .grantUsed, subject: grant.id, resource: resource,
-                                          details: ["principal": subject, "request_id": grant.requestId, "sha256": action.digest]))
+                                          details: AuditEntry.compact(["principal": subject, "request_id": grant.requestId, "sha256": action.digest,
+                                                                       "approved_sha256": grant.actionDigest])))
             }
             var checked = Self.actionChecked(subject: subject, resource: resource, action: action, classification: classification, decision: decision)
             checked.details.merge(details) { mine, _ in mine }

@@ -23,6 +23,7 @@ public enum GatehouseHTTP {
         let provider = ProviderLink(service: service, logger: logger)
         let api = APIHandler(service: service, provider: provider)
         router.add(middleware: CheckFastPath(handler: api))
+        router.add(middleware: DuplicateNamesRefused())
         try WebInbox(service: service, provider: provider, logger: logger).register(on: router)
         SlackInteractions(service: service, logger: logger).register(on: router)
         try api.registerHandlers(on: RecordingTransport(router: router, table: routes),

@@ -18,9 +18,10 @@ public struct GatehouseRequestContext: RequestContext {
     }
 
     /// No Gatehouse request needs more than this; larger bodies get 413 before any parsing. Room for
-    /// the longest SQL text the classifier parses (128 KiB) JSON-escaped: a longer one still arrives,
-    /// and is classified `too_complex`, rather than refused by size.
-    public static let maxBodyBytes = 256 * 1024
+    /// the longest SQL text the classifier parses (128 KiB) however it is JSON-escaped (`\u0001` is six
+    /// bytes for one; Python's `json.dumps` writes every non-ASCII character as `\uXXXX`, up to three
+    /// bytes for one): a longer one still arrives, and is classified `too_complex`, rather than refused by size.
+    public static let maxBodyBytes = 1024 * 1024
     public var maxUploadSize: Int { Self.maxBodyBytes }
 }
 
@@ -189,6 +190,12 @@ struct Problem: Sendable {
         let errors = context.underlyingError.flatMap { underlying in
             Mirror(reflecting: underlying).children.first { $0.label == "errors" }?.value as? [any Error]
         } ?? []
+        // The JSON parser's own error (broken syntax, a lone surrogate, bytes that are not UTF-8) comes as
+        // one shape's error: the body is not JSON, whichever shape was meant.
+        if let syntax = errors.first(where: { !($0 is DecodingError) }) {
+            return Problem(status: 400, code: "malformed_json",
+                           detail: "the body is not valid JSON (\(String(describing: syntax).prefix(200))); send UTF-8 JSON as described in openapi.yaml")
+        }
         let decoding = errors.compactMap { $0 as? DecodingError }
         // A shape refused for carrying the other shape's key: both were given, whatever else is wrong.
         let both = decoding.contains { error in

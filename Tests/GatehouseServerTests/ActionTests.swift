@@ -57,8 +57,32 @@ struct ActionTests {
             let actions = (audit.json["events"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String }
             #expect(actions.filter { $0 == "action.checked" }.count == 4)
             #expect(actions.filter { $0 == "grant.used" }.count == 1)
+            let used = (audit.json["events"] as? [[String: Any]] ?? []).first { $0["action"] as? String == "grant.used" }?["details"] as? [String: String]
+            #expect(used?["sha256"] == Action(kind: .sql, text: Self.delete).digest && used?["approved_sha256"] == used?["sha256"])
             let verify = try await server.verifyAudit(TestServer.adminToken)
             #expect(verify.json["ok"] as? Bool == true)
+        }
+    }
+
+    /// psql sends a statement with its `;`, people approve it without: the same statement. Anything inside it
+    /// is another action; the audit says which text ran and which was approved.
+    @Test("whitespace around an approved SQL text and trailing semicolons are the same statement; the audit names both digests")
+    func surroundingsOfTheText() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob")
+            let approvedText = "DELETE FROM orders WHERE id = 1"
+            let id = try #require(try await server.requestAction(t["alice"]!, text: approvedText).string("id"))
+            #expect(try await server.approve(t["bob"]!, id).string("state") == "approved")
+            for inside in ["DELETE FROM orders WHERE id =  1", "DELETE FROM orders WHERE id = 1 -- x", "delete from orders where id = 1"] {
+                #expect(try await server.checkAction(t["alice"]!, text: inside).string("decision") == "approval_required", "\(inside)")
+            }
+            let ran = "\n DELETE FROM orders WHERE id = 1 ;;\t"
+            #expect(try await server.checkAction(t["alice"]!, text: ran).string("decision") == "allow")
+            #expect(try await server.checkAction(t["alice"]!, text: approvedText).string("decision") == "approval_required", "used once")
+            let audit = try await server.listAudit(TestServer.adminToken, limit: 1000)
+            let used = (audit.json["events"] as? [[String: Any]] ?? []).first { $0["action"] as? String == "grant.used" }?["details"] as? [String: String]
+            #expect(used?["sha256"] == Action(kind: .sql, text: ran).digest)
+            #expect(used?["approved_sha256"] == Action(kind: .sql, text: approvedText).digest)
         }
     }
 

@@ -63,6 +63,59 @@ struct BadInputTests {
         }
     }
 
+    @Test("bodies that are not UTF-8 JSON, name a field no body has, or give a field twice: 400 saying so, nothing done")
+    func unreadableUnknownAndRepeatedFields() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob")
+            let (alice, bob) = (t["alice"]!, t["bob"]!)
+            let id = try #require(try await server.request(alice).string("id"))
+            let before = try await server.auditCount()
+            func post(_ path: String, _ token: String, _ body: [UInt8]) async throws -> TestServer.Reply {
+                try await server.send(.POST, path, token: token, rawBody: Data(body))
+            }
+            for (path, start) in [("/v1/requests", #"{"resource":"prod-db","role":"write","duration":"30m","reason":"INC-1 fix "#),
+                                  ("/v1/check", #"{"resource":"prod-db","role":"wr"#)] {
+                for body in [Array((start + #"\ud800 broken"}"#).utf8), Array(start.utf8) + [0xFF, 0xFE] + Array(#""}"#.utf8)] {
+                    let reply = try await post(path, alice, body)
+                    #expect(reply.status == 400 && reply.string("code") == "malformed_json", "\(path): \(String(decoding: reply.body, as: UTF8.self))")
+                }
+            }
+            // Fields no body of the operation has, each a typo or a wish the server would have ignored.
+            for (path, token, body) in [("/v1/requests/\(id)/approve", bob, #"{"commnt":"looks fine"}"#),
+                                        ("/v1/requests/\(id)/deny", bob, #"{"comment":"not now","notify":false}"#),
+                                        ("/v1/requests/\(id)/report", bob, #"{"comment":"spam","bogus":1}"#),
+                                        ("/v1/grants/grt_x/revoke", TestServer.adminToken, #"{"reason":"done","force":true}"#),
+                                        ("/v1/tokens", TestServer.adminToken, #"{"principal":"alice","admin":true}"#),
+                                        ("/v1/break-glass", alice, #"{"resource":"prod-db","role":"write","duration":"30m","reason":"INC-1 outage","extra":1}"#)] {
+                let reply = try await post(path, token, Array(body.utf8))
+                #expect(reply.status == 400 && reply.string("code") == "unknown_field", "\(path): \(String(decoding: reply.body, as: UTF8.self))")
+            }
+            // A field twice, however it is written, at the top or inside the action.
+            for (path, token, body, field) in [("/v1/check", alice, #"{"resource":"prod-db","role":"read","role":"write"}"#, "role"),
+                                               ("/v1/check", alice, #"{"resource":"prod-db","role":"read","r\u006fle":"write"}"#, "role"),
+                                               ("/v1/check", alice, #"{"resource":"prod-db","action":{"kind":"sql","text":"SELECT 1","text":"DROP TABLE t"}}"#, "text"),
+                                               ("/v1/requests", alice, #"{"resource":"prod-db","role":"write","duration":"30m","reason":"INC-1 a b c d","reason":"x"}"#, "reason"),
+                                               ("/v1/requests/\(id)/approve", bob, #"{"comment":"a","comment":"b"}"#, "comment")] {
+                let reply = try await post(path, token, Array(body.utf8))
+                #expect(reply.status == 400 && reply.string("code") == "duplicate_field" && reply.string("field") == field,
+                        "\(body): \(String(decoding: reply.body, as: UTF8.self))")
+            }
+            // The same names in different objects are no repetition.
+            let nested = try await post("/v1/check", alice, Array(#"{"resource":"prod-db","action":{"kind":"sql","text":"SELECT 1"}}"#.utf8))
+            #expect(nested.status == 200)
+            #expect(try await server.readRequest(alice, id).string("state") == "pending", "nothing was decided")
+            let after = try await server.auditCount()
+            let events = try await server.listAudit(TestServer.adminToken, limit: 1000).json["events"] as? [[String: Any]] ?? []
+            let added = events.suffix(after - before).compactMap { $0["action"] as? String }
+            #expect(added.allSatisfy { $0 == "action.checked" }, "only checks were audited: \(added)")
+            // The longest text the classifier parses, every character but ASCII written as \uXXXX (as Python's json.dumps does).
+            let text = "SELECT '" + String(repeating: "ж", count: 65_000) + "'"
+            let escaped = text.unicodeScalars.map { $0.isASCII && $0 != "'" ? String($0) : String(format: "\\u%04x", $0.value) }.joined()
+            let classified = try await post("/v1/classify", alice, Array(#"{"kind":"sql","text":""#.utf8) + Array(escaped.utf8) + Array(#""}"#.utf8))
+            #expect(classified.status == 200 && classified.string("risk") == "read", "\(classified.status) \(String(decoding: classified.body.prefix(300), as: UTF8.self))")
+        }
+    }
+
     @Test("malformed, oversized, mistyped and missing bodies")
     func malformedBodies() async throws {
         try await TestServer.with { server in
@@ -75,7 +128,7 @@ struct BadInputTests {
             #expect(wrongType.status == 400)
             #expect(wrongType.string("field") == "resource")
 
-            let huge = Data(("{\"resource\": \"prod-db\", \"role\": \"write\", \"duration\": \"30m\", \"reason\": \"" + String(repeating: "a", count: 300_000) + "\"}").utf8)
+            let huge = Data(("{\"resource\": \"prod-db\", \"role\": \"write\", \"duration\": \"30m\", \"reason\": \"" + String(repeating: "a", count: 1_100_000) + "\"}").utf8)
             let oversized = try await server.send(.POST, "/v1/requests", token: alice, rawBody: huge)
             #expect(oversized.status == 413)
             #expect(oversized.headers.first(name: "content-type") == "application/problem+json")
