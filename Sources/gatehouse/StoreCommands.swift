@@ -54,20 +54,35 @@ struct ExportCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Write to this file instead of standard output.") var output: String?
 
     func run() async throws {
+        // An export reads a store that exists: a mistyped path must not make (and export) an empty one.
+        if let file = GatehouseStore.sqliteFile(of: store.url), !FileManager.default.fileExists(atPath: file) {
+            throw CLIError.failure("there is no database at \(file); check --database (or $GATEHOUSE_DATABASE): export reads an existing store")
+        }
         let sink: FileHandle
-        if let output {
-            guard FileManager.default.createFile(atPath: output, contents: nil, attributes: [.posixPermissions: 0o600]),
-                  let handle = FileHandle(forWritingAtPath: output) else {
-                throw CLIError.failure("cannot write \(output); check that its folder exists and is writable")
+        // Written beside the output and renamed over it at the end: a failed export leaves an earlier file as it was.
+        let partial = output.map { "\($0).partial-\(getpid())" }
+        if let partial {
+            guard FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600]),
+                  let handle = FileHandle(forWritingAtPath: partial) else {
+                throw CLIError.failure("cannot write \(partial); check that the folder of \(output ?? partial) exists and is writable")
             }
             sink = handle
         } else {
             sink = FileHandle.standardOutput
         }
-        let (location, summary) = try await store.with { opened in
-            (opened.location, try await StoreTransfer.export(opened) { line in sink.write(Data((line + "\n").utf8)) })
+        let (location, summary): (String, StoreTransfer.Summary)
+        do {
+            (location, summary) = try await store.with { opened in
+                (opened.location, try await StoreTransfer.export(opened) { line in sink.write(Data((line + "\n").utf8)) })
+            }
+            try sink.synchronize()
+        } catch {
+            if let partial { try? FileManager.default.removeItem(atPath: partial) }
+            throw error
         }
-        try sink.synchronize()
+        if let partial, let output, rename(partial, output) != 0 {
+            throw CLIError.failure("cannot move the export to \(output) (\(String(cString: strerror(errno)))); it is in \(partial)")
+        }
         FileHandle.standardError.write(Data("exported \(summary.total) rows (\(summary.auditEvents) audit events, schema version \(summary.schemaVersion)) from \(location)\n".utf8))
     }
 }

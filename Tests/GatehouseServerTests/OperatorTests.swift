@@ -204,6 +204,36 @@ struct OperatorTests {
         #expect(missing.status == 1 && missing.stderr.contains("cannot read the configuration file /nonexistent/gatehouse.yaml"), "\(missing)")
     }
 
+    /// An export reads a store that exists, and replaces its output only when it is whole: a mistyped
+    /// database path makes no empty store and no empty "backup"; a failed export leaves an earlier file as it was.
+    @Test("export: a database that is not there is an error, a failed export keeps the earlier file, a whole one replaces it")
+    func exportKeepsEarlierFiles() async throws {
+        let folder = try Self.folder("export")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let binary = try ServeProcess.binary().path
+        let output = folder.appendingPathComponent("backup.jsonl").path
+        let missing = folder.appendingPathComponent("nothere.db").path
+        let typo = try await Command.run(binary, ["export", "--database", "sqlite:\(missing)", "-o", output])
+        #expect(typo.status == 1 && typo.stderr.contains("there is no database at \(missing)"), "\(typo)")
+        #expect(!FileManager.default.fileExists(atPath: missing) && !FileManager.default.fileExists(atPath: output))
+
+        let database = folder.appendingPathComponent("gatehouse.db").path
+        let server = try await ServeProcess.start(policyPath: try Self.policy(in: folder), database: "sqlite:\(database)", folder: folder, name: "export")
+        try "an earlier export\n".write(toFile: output, atomically: true, encoding: .utf8)
+        let locked = try await Command.run(binary, ["export", "--database", "sqlite:\(database)", "-o", output])
+        await server.stop()
+        #expect(locked.status != 0, "the running server holds the file: \(locked)")
+        #expect(try String(contentsOfFile: output, encoding: .utf8) == "an earlier export\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.contains(".partial-") }.isEmpty)
+
+        let exported = try await Command.run(binary, ["export", "--database", "sqlite:\(database)", "-o", output])
+        #expect(exported.status == 0, "\(exported)")
+        let first = try String(contentsOfFile: output, encoding: .utf8).split(separator: "\n").first.map(String.init) ?? ""
+        #expect(first.contains("\"format\""), "\(first)")
+        let mode = try FileManager.default.attributesOfItem(atPath: output)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+    }
+
     // MARK: stopping
 
     /// SIGTERM while requests are being filed: the server stops accepting, finishes what it had
