@@ -122,9 +122,7 @@ struct Problem: Sendable {
                 let problem = from(decoding)
                 // Only GET operations take query parameters, and they have no body.
                 guard error.request.method == .get else { return problem }
-                return Problem(status: 400, code: "invalid_parameter",
-                               detail: "a query parameter has an invalid value (\(error.causeDescription)); see openapi.yaml for the allowed values",
-                               field: problem.field)
+                return invalidParameter(in: error.request.path ?? "", description: "\(decoding)")
             }
             if error.causeDescription.localizedCaseInsensitiveContains("missing required request body") {
                 return Problem(status: 400, code: "missing_body", detail: "this operation needs a JSON body (for deny and report: {\"comment\": \"why\"}); see openapi.yaml")
@@ -151,6 +149,32 @@ struct Problem: Sendable {
         }
     }
 
+    /// A query parameter the generated layer could not read: named by the one whose value its error
+    /// quotes (its own words name a Swift type, not the parameter), the value quoted short.
+    static func invalidParameter(in target: String, description: String) -> Problem {
+        let items = URLComponents(string: target)?.queryItems ?? []
+        let named = items.first { item in item.value.map { !$0.isEmpty && description.contains("value \($0)") } ?? false }
+            ?? items.first { item in item.value.map { !$0.isEmpty && description.contains($0) } ?? false }
+            ?? (items.count == 1 ? items.first : nil)
+        guard let named else {
+            let names = items.map { "`\($0.name.prefix(40))`" }.joined(separator: ", ")
+            return Problem(status: 400, code: "invalid_parameter",
+                           detail: "one of the query parameters (\(names.prefix(300))) has an invalid value; see openapi.yaml for the values each one takes")
+        }
+        let value = named.value ?? ""
+        let shown = value.count > 40 ? value.prefix(40) + "…" : Substring(value)
+        return Problem(status: 400, code: "invalid_parameter",
+                       detail: "`\(named.name)` cannot be `\(shown)`; see openapi.yaml for the values it takes", field: named.name)
+    }
+
+    /// Foundation's words for a value an enum does not have ("Cannot initialize KindPayload from invalid
+    /// String value python"), in the API's: the value, not the generated type's name.
+    static func plain(_ description: String) -> String {
+        guard let range = description.range(of: "from invalid String value "), description.hasPrefix("Cannot initialize ") else { return description }
+        let value = description[range.upperBound...].prefix(40)
+        return "`\(value)` is not one of the values it takes (see openapi.yaml)"
+    }
+
     static func from(_ error: DecodingError) -> Problem {
         func path(_ context: DecodingError.Context) -> String? {
             let names = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
@@ -161,7 +185,8 @@ struct Problem: Sendable {
             let field = (path(context).map { $0 + "." } ?? "") + key.stringValue
             return Problem(status: 400, code: "missing_field", detail: "`\(field)` is required", field: field)
         case .typeMismatch(let type, let context):
-            return Problem(status: 400, code: "wrong_type", detail: "`\(path(context) ?? "body")` has the wrong type; expected \(type)", field: path(context))
+            let expected = type is [String: Any].Type || "\(type)".hasPrefix("Dictionary") ? "a JSON object" : type is [Any].Type ? "a JSON array" : "\(type)"
+            return Problem(status: 400, code: "wrong_type", detail: "`\(path(context) ?? "body")` has the wrong type; expected \(expected)", field: path(context))
         case .valueNotFound(_, let context) where context.debugDescription.hasPrefix("The oneOf structure"):
             return fromOneOf(context)
         case .valueNotFound(_, let context):
@@ -171,7 +196,7 @@ struct Problem: Sendable {
             return Problem(status: 400, code: "unknown_field", detail: "`\(field)` is not a field of this body; see openapi.yaml", field: field)
         case .dataCorrupted(let context):
             if let field = path(context) {
-                return Problem(status: 400, code: "invalid_value", detail: "`\(field)` has an invalid value: \(context.debugDescription)", field: field)
+                return Problem(status: 400, code: "invalid_value", detail: "`\(field)` has an invalid value: \(plain(context.debugDescription))", field: field)
             }
             return Problem(status: 400, code: "malformed_json", detail: "the body is not valid JSON; send a JSON object as described in openapi.yaml")
         @unknown default:

@@ -141,7 +141,18 @@ struct BadInputTests {
             #expect(notJSON.headers.first(name: "content-type") == "application/problem+json")
 
             let badQuery = try await server.send(.GET, "/v1/requests?state=bogus", token: alice)
-            #expect(badQuery.status == 400)
+            #expect(badQuery.status == 400 && badQuery.string("field") == "state" && badQuery.string("detail")?.hasPrefix("`state` cannot be `bogus`") == true,
+                    "\(String(decoding: badQuery.body, as: UTF8.self))")
+            // Named, quoted short, in the API's words rather than a Swift type's.
+            let long = try await server.send(.GET, "/v1/requests?scope=\(String(repeating: "x", count: 5_000))", token: alice)
+            #expect(long.status == 400 && long.string("field") == "scope" && long.body.count < 600)
+            let notNumber = try await server.send(.GET, "/v1/requests?limit=abc", token: alice)
+            #expect(notNumber.status == 400 && notNumber.string("field") == "limit")
+            for reply in [badQuery, long, notNumber] {
+                #expect(reply.string("detail").map { !$0.contains("DecodingError") && !$0.contains("Cannot initialize") } == true)
+            }
+            let badKind = try await server.send(.POST, "/v1/classify", token: alice, rawBody: Data(#"{"kind":"python","text":"x"}"#.utf8))
+            #expect(badKind.status == 400 && badKind.string("field") == "kind" && badKind.string("detail")?.contains("`python` is not one of the values") == true)
             let badLimit = try await server.send(.GET, "/v1/requests?limit=0", token: alice)
             #expect(badLimit.status == 400)
             #expect(badLimit.string("field") == "limit")
