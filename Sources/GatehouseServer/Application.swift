@@ -13,6 +13,19 @@ import UnixSignals
 
 /// Builds the HTTP application around an `UseCases`.
 public enum GatehouseHTTP {
+    /// Whether something already listens on `host`:`port` (asked before anything starts, so that `serve`
+    /// can say so plainly rather than fail at the bind after its services have started).
+    public static func addressInUse(host: String, port: Int) -> Bool {
+        guard let address = try? SocketAddress.makeAddressResolvingHost(host, port: port) else { return false }
+        let descriptor = socket(Int32(address.protocol.rawValue), Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var on: Int32 = 1
+        _ = setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+        let bound = address.withSockAddr { bind(descriptor, $0, socklen_t($1)) }
+        return bound != 0 && errno == EADDRINUSE
+    }
+
     public static func makeRouter(service: UseCases, metrics: GatehouseMetrics, logger: Logger) throws -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: ObservabilityMiddleware(metrics: metrics, logger: logger))

@@ -206,7 +206,7 @@ struct OperatorTests {
 
     /// An export reads a store that exists, and replaces its output only when it is whole: a mistyped
     /// database path makes no empty store and no empty "backup"; a failed export leaves an earlier file as it was.
-    @Test("export: a database that is not there is an error, a failed export keeps the earlier file, a whole one replaces it")
+    @Test("export: a database that is not there is an error, a failed export keeps the earlier file, a whole one replaces it; a port already taken is named at start")
     func exportKeepsEarlierFiles() async throws {
         let folder = try Self.folder("export")
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -218,9 +218,15 @@ struct OperatorTests {
         #expect(!FileManager.default.fileExists(atPath: missing) && !FileManager.default.fileExists(atPath: output))
 
         let database = folder.appendingPathComponent("gatehouse.db").path
-        let server = try await ServeProcess.start(policyPath: try Self.policy(in: folder), database: "sqlite:\(database)", folder: folder, name: "export")
+        let policy = try Self.policy(in: folder)
+        let server = try await ServeProcess.start(policyPath: policy, database: "sqlite:\(database)", folder: folder, name: "export")
         try "an earlier export\n".write(toFile: output, atomically: true, encoding: .utf8)
         let locked = try await Command.run(binary, ["export", "--database", "sqlite:\(database)", "-o", output])
+        // A second server on the first one's port says so before it starts anything (no store is made).
+        let second = folder.appendingPathComponent("second.db").path
+        let taken = try await Self.refusedStart(["--policy", policy, "--database", "sqlite:\(second)", "--port", "\(server.port)"])
+        #expect(taken.status == 1 && taken.stderr.contains("cannot listen on 127.0.0.1:\(server.port): something is already listening there"), "\(taken)")
+        #expect(!taken.stderr.contains("store failure") && !FileManager.default.fileExists(atPath: second), "\(taken)")
         await server.stop()
         #expect(locked.status != 0, "the running server holds the file: \(locked)")
         #expect(try String(contentsOfFile: output, encoding: .utf8) == "an earlier export\n")
