@@ -17,10 +17,16 @@ public struct GrantDesk: Sendable {
         return Page(fetched: grants, limit: limit) { PageCursor(at: $0.startsAt, id: $0.id) }
     }
 
+    /// A grant that is not there, or not the caller's (the same answer: another's grant is not shown to exist).
+    static func notFound(_ id: String, _ caller: Caller) -> GatehouseError {
+        GatehouseError(.notFound, ErrorCode.grantNotFound, caller.isAdmin ? "no grant \(id); list them with `gatehouse grants --all`"
+                                                                          : "no grant \(id) of yours; list them with `gatehouse grants`")
+    }
+
     public func get(caller: Caller, id: String) async throws -> Grant {
         let grant = try await context.read { try await $0.grant(id: id) }
         guard let grant, caller.isAdmin || grant.principal == caller.principal else {
-            throw GatehouseError(.notFound, ErrorCode.grantNotFound, "no grant \(id) of yours; list them with `gatehouse grants`")
+            throw Self.notFound(id, caller)
         }
         return grant
     }
@@ -42,7 +48,7 @@ public struct GrantDesk: Sendable {
                      _ transition: @escaping @Sendable (Grant, Date) throws(GatehouseError) -> Grant) async throws -> Grant {
         try await context.write(as: caller) { session, _, now in
             guard let grant = try await session.grant(id: id), caller.isAdmin || grant.principal == caller.principal else {
-                throw GatehouseError(.notFound, ErrorCode.grantNotFound, "no grant \(id) of yours; list them with `gatehouse grants`")
+                throw Self.notFound(id, caller)
             }
             if grant.endedAt == nil, !grant.isActive(at: now) {
                 // Past expiry but not yet swept: record the expiry, then say so.

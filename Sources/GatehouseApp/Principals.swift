@@ -14,8 +14,12 @@ public struct Principals: Sendable {
         guard PolicyLoader.isValidName(principal) else {
             throw GatehouseError.invalid("name", "invalid_principal", "that is not a principal name: \(PolicyLoader.nameRule)")
         }
-        return try await context.write(as: caller) { session, _, now in
+        return try await context.write(as: caller) { session, policy, now in
             guard let flags = try await session.principalFlags(principal), flags.isBlocked else {
+                // One the policy does not have is unknown, unless it was blocked before it left the policy.
+                if policy.principals[principal] == nil {
+                    throw GatehouseError(.notFound, "unknown_principal", "\(principal) is not a principal in the policy", field: "name")
+                }
                 throw GatehouseError(.conflict, "not_blocked", "\(principal) is not blocked; list blocked principals with `gatehouse principals --blocked`")
             }
             _ = try await session.unblock(principal)

@@ -44,7 +44,12 @@ public struct ServeConfiguration: Sendable, Equatable {
     public static func resolve(flags: [String: String], environment: [String: String], file: (path: String, text: String)?) throws -> ServeConfiguration {
         var values: [String: (value: String, origin: String)] = [:]
         if let file {
-            for (key, entry) in try fileValues(file.text, path: file.path) { values[key] = entry }
+            // Every line of the file must hold, also one a variable or a flag overrides this time.
+            var checked = ServeConfiguration()
+            for (key, entry) in try fileValues(file.text, path: file.path).sorted(by: { $0.key < $1.key }) {
+                try checked.set(key, entry.value, origin: entry.origin)
+                values[key] = entry
+            }
         }
         for (key, variable) in settings {
             if let value = environment[variable], !value.isEmpty { values[key] = (value, variable) }
@@ -71,7 +76,7 @@ public struct ServeConfiguration: Sendable, Equatable {
             sweepEvery = value
         case "retention":
             let span: TimeSpan
-            do { span = try TimeSpan.parse(value) } catch .tooLong { throw problem("the retention must be from 1d to 3650d, not `\(value)`") } catch {
+            do { span = try TimeSpan.parse(value) } catch .tooLong, .zero { throw problem("the retention must be from 1d to 3650d, not `\(value)`") } catch {
                 throw problem("`\(value)` is not a duration like 30d or 90d")
             }
             guard Self.retentionRange.contains(span.seconds) else {

@@ -750,7 +750,12 @@ private struct SQLWalk {
         type.isUnknown ? fields.key ?? "?" : type.name
     }
 
+    /// Node types whose names do not read as the statement: `DropdbStmt` is DROP DATABASE.
+    static let statementNames = ["DropdbStmt": "DROP DATABASE", "CreatedbStmt": "CREATE DATABASE", "VariableSetStmt": "SET",
+                                 "VariableShowStmt": "SHOW"]
+
     static func describe(_ type: String) -> String {
+        if let name = statementNames[type] { return name }
         var words: [String] = []
         var current = ""
         for character in type.replacingSuffix("Stmt") {

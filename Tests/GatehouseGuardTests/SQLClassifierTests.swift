@@ -46,6 +46,15 @@ struct SQLClassifierTests {
         }
     }
 
+    @Test("statements whose node names do not read as SQL are named as they are written")
+    func statementNames() async {
+        for (sql, name) in [("DROP DATABASE prod", "DROP DATABASE"), ("CREATE DATABASE scratch", "CREATE DATABASE")] {
+            let result = await classify(sql)
+            #expect(result.findings.contains { $0.detail.contains(name) }, "\(result.findings)")
+            #expect(!result.findings.contains { $0.detail.contains("DROPDB") || $0.detail.contains("CREATEDB") })
+        }
+    }
+
     @Test("a statement the parser refuses is dangerous, with the parser's message and position")
     func unparseable() async {
         let result = await classify("SELECT * FROM t WHERE")

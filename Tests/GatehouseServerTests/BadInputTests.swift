@@ -183,6 +183,12 @@ struct BadInputTests {
             #expect(check.status == 200)
             #expect(check.string("decision") == "deny")
 
+            // An admin is told what is not there, not that it is not theirs.
+            let unknownGrant = try await server.send(.POST, "/v1/grants/grt_x/revoke", token: TestServer.adminToken, json: ["reason": "done"])
+            #expect(unknownGrant.status == 404 && unknownGrant.string("detail")?.contains("of yours") == false, "\(String(decoding: unknownGrant.body, as: UTF8.self))")
+            let unknownPrincipal = try await server.unblock(TestServer.adminToken, "mallory")
+            #expect(unknownPrincipal.status == 404 && unknownPrincipal.string("code") == "unknown_principal")
+            #expect(try await server.unblock(TestServer.adminToken, "alice").string("code") == "not_blocked")
             let revokeNoReason = try await server.send(.POST, "/v1/grants/grt_x/revoke", token: TestServer.adminToken, json: [:])
             #expect(revokeNoReason.status == 400)
             #expect(revokeNoReason.string("field") == "reason")

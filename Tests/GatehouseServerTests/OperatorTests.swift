@@ -198,6 +198,15 @@ struct OperatorTests {
         #expect(badFormat.status == 2 && badFormat.stderr.contains("--log-format: unknown log format `xml`"), "\(badFormat)")
         let longRetention = try await Self.refusedStart([], environment: ["GATEHOUSE_RETENTION": "4000d"])
         #expect(longRetention.status == 2 && longRetention.stderr.contains("GATEHOUSE_RETENTION: the retention must be from 1d to 3650d, not `4000d`"), "\(longRetention)")
+        let zeroRetention = try await Self.refusedStart(["--retention", "0d"])
+        #expect(zeroRetention.status == 2 && zeroRetention.stderr.contains("--retention: the retention must be from 1d to 3650d, not `0d`"), "\(zeroRetention)")
+        // A mistake in the file stops the start even when a flag gives that setting this time.
+        let folder = try Self.folder("serve-overridden")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let config = folder.appendingPathComponent("gatehouse.yaml").path
+        try "port: abc\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let overridden = try await Self.refusedStart(["--config", config, "--port", "1"])
+        #expect(overridden.status == 2 && overridden.stderr.contains("gatehouse.yaml:1: the port must be a number"), "\(overridden)")
         let badRetention = try await Self.refusedStart(["--retention", "a month"])
         #expect(badRetention.status == 2 && badRetention.stderr.contains("--retention: `a month` is not a duration like 30d or 90d"), "\(badRetention)")
         let missing = try await Self.refusedStart(["--config", "/nonexistent/gatehouse.yaml"])
