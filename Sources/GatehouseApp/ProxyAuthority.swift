@@ -93,6 +93,9 @@ public struct ProxyAuthority: Sendable {
                 return .ended("the token this session signed in with is no longer known (it expired and was removed); sign in again")
             }
             guard token.revokedAt == nil else { return .ended("the token this session signed in with was revoked") }
+            if let expiresAt = token.expiresAt, expiresAt <= context.clock.now() {
+                return .ended("the token this session signed in with expired; sign in again (`gatehouse login`)")
+            }
             return try await Self.access(session, policy: context.policies.policy, principal: identity.caller.principal,
                                          resource: identity.resource, now: context.clock.now())
         }

@@ -4,7 +4,9 @@ import Foundation
 /// One exact action someone wants to run: a SQL text or a shell command line.
 public struct Action: Sendable, Equatable, Codable {
     public enum Kind: String, Sendable, Codable, CaseIterable { case sql, shell }
-    public static let maximumBytes = 1 << 20
+    /// Stored with the request and shown in every listing of it: far more than the classifier parses
+    /// (128 KiB), and no more than a body could carry when it was limited to 256 KiB.
+    public static let maximumBytes = 256 * 1024
 
     public var kind: Kind
     public var text: String

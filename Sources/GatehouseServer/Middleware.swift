@@ -57,22 +57,32 @@ struct RequestInfoMiddleware: RouterMiddleware {
     static let publicPaths: Set<String> = ["/v1/auth/login", "/v1/auth/login/complete", "/v1/auth/device", "/v1/auth/device/poll",
                                            SlackInteractions.path]
 
+    /// The path as the router matches it: empty segments (`//v1/check`) are ignored there, so here too.
+    static func routedPath(_ path: String) -> String {
+        guard path.contains("//") else { return path }
+        return "/" + path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
+    }
+
+    /// Sign-in bodies and forms are small: no more is read of them before anyone is known.
+    static let publicBodyBytes = 64 * 1024
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var request = request
+        let path = Self.routedPath(request.uri.path)
+        let needsToken = path.hasPrefix("/v1/") && !Self.publicPaths.contains(path)
         if request.method == .post || request.method == .put || request.method == .patch {
-            _ = try await request.collectBody(upTo: context.maxUploadSize)
+            _ = try await request.collectBody(upTo: needsToken ? context.maxUploadSize : min(context.maxUploadSize, Self.publicBodyBytes))
         }
         var info = RequestInfo(authorization: request.headers[.authorization],
                                remoteAddress: context.remoteAddress?.ipAddress)
-        let path = request.uri.path
-        if path.hasPrefix("/v1/"), !Self.publicPaths.contains(path) {
+        if needsToken {
             info.caller = try await tokens.authenticate(bearer: info.bearerToken)
         }
         var response = try await RequestInfo.$current.withValue(info) {
             try await next(request, context)
         }
         // API answers carry tokens (on creation) and what a caller may see: no cache keeps them.
-        if request.uri.path.hasPrefix("/v1/") { response.headers[.cacheControl] = "no-store" }
+        if RequestInfoMiddleware.routedPath(request.uri.path).hasPrefix("/v1/") { response.headers[.cacheControl] = "no-store" }
         return response
     }
 }
@@ -98,7 +108,7 @@ struct ProblemMiddleware: RouterMiddleware {
             }
             var response = problem.response()
             // Refusals are no more to be cached than answers.
-            if request.uri.path.hasPrefix("/v1/") { response.headers[.cacheControl] = "no-store" }
+            if RequestInfoMiddleware.routedPath(request.uri.path).hasPrefix("/v1/") { response.headers[.cacheControl] = "no-store" }
             return response
         }
     }
@@ -122,7 +132,7 @@ struct Problem: Sendable {
                 let problem = from(decoding)
                 // Only GET operations take query parameters, and they have no body.
                 guard error.request.method == .get else { return problem }
-                return invalidParameter(in: error.request.path ?? "", description: "\(decoding)")
+                return invalidParameter(in: error.request.path ?? "", error: decoding)
             }
             if error.causeDescription.localizedCaseInsensitiveContains("missing required request body") {
                 return Problem(status: 400, code: "missing_body", detail: "this operation needs a JSON body (for deny and report: {\"comment\": \"why\"}); see openapi.yaml")
@@ -135,8 +145,8 @@ struct Problem: Sendable {
             // A body whose framing is broken (a chunk size that is not hex, a chunk longer than it says, a
             // connection closed before Content-Length bytes came): the client's mistake, not the server's.
             return Problem(status: 400, code: "bad_request", detail: "the request body could not be read as HTTP (\(error)); check its Content-Length or chunked encoding")
-        case is NIOTooManyBytesError:
-            return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than \(GatehouseRequestContext.maxBodyBytes / 1024) KiB")
+        case let error as NIOTooManyBytesError:
+            return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than \((error.maxBytes ?? GatehouseRequestContext.maxBodyBytes) / 1024) KiB")
         case let error as HTTPError:
             switch error.status.code {
             case 413: return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than \(GatehouseRequestContext.maxBodyBytes / 1024) KiB")
@@ -151,20 +161,29 @@ struct Problem: Sendable {
 
     /// A query parameter the generated layer could not read: named by the one whose value its error
     /// quotes (its own words name a Swift type, not the parameter), the value quoted short.
-    static func invalidParameter(in target: String, description: String) -> Problem {
+    static func invalidParameter(in target: String, error: DecodingError) -> Problem {
+        let said: String
+        switch error {
+        case .dataCorrupted(let context), .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context): said = context.debugDescription
+        @unknown default: said = ""
+        }
         let items = URLComponents(string: target)?.queryItems ?? []
-        let named = items.first { item in item.value.map { !$0.isEmpty && description.contains("value \($0)") } ?? false }
-            ?? items.first { item in item.value.map { !$0.isEmpty && description.contains($0) } ?? false }
+        let named = items.first { item in item.value.map { !$0.isEmpty && said.hasSuffix("value \($0)") } ?? false }
             ?? (items.count == 1 ? items.first : nil)
         guard let named else {
-            let names = items.map { "`\($0.name.prefix(40))`" }.joined(separator: ", ")
+            let names = items.prefix(10).map { "`\(shown($0.name))`" }.joined(separator: ", ")
             return Problem(status: 400, code: "invalid_parameter",
-                           detail: "one of the query parameters (\(names.prefix(300))) has an invalid value; see openapi.yaml for the values each one takes")
+                           detail: "one of the query parameters (\(names)) has an invalid value; see openapi.yaml for the values each one takes")
         }
-        let value = named.value ?? ""
-        let shown = value.count > 40 ? value.prefix(40) + "…" : Substring(value)
         return Problem(status: 400, code: "invalid_parameter",
-                       detail: "`\(named.name)` cannot be `\(shown)`; see openapi.yaml for the values it takes", field: named.name)
+                       detail: "`\(shown(named.name))` cannot be `\(shown(named.value ?? ""))`; see openapi.yaml for the values it takes",
+                       field: shown(named.name))
+    }
+
+    /// A text the client sent, as an answer may quote it: at most 40 characters, no control characters.
+    static func shown(_ text: String) -> String {
+        let clean = String(String.UnicodeScalarView(text.unicodeScalars.filter { $0.properties.generalCategory != .control }))
+        return clean.count > 40 ? clean.prefix(40) + "…" : clean
     }
 
     /// Foundation's words for a value an enum does not have ("Cannot initialize KindPayload from invalid

@@ -68,7 +68,7 @@ struct ContractMiddleware: RouterMiddleware {
                                detail: "the \(name.canonicalName) header names the parameter `\(repeated)` more than once (names are case-insensitive); send each parameter once").response()
             }
         }
-        let path = request.uri.path
+        let path = RequestInfoMiddleware.routedPath(request.uri.path)
         guard path.hasPrefix("/v1/") || path == "/healthz" || path == "/readyz", let methods = table.methods(for: path) else {
             return try await next(request, context)
         }

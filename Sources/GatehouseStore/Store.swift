@@ -34,9 +34,6 @@ public final class GatehouseStore: Sendable {
         caching || (changes?.confirmedRecently ?? false)
     }
 
-    /// Opens the store a `--database` URL names and brings its schema up to date:
-    /// `sqlite:PATH` (or a bare path), with `?mode=shared` for several processes on one file, or
-    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (see `PostgresLocation` for its options).
     /// The file a `sqlite:` URL names (without its `?mode=`), as `open(url:)` reads it; nil for PostgreSQL.
     public static func sqliteFile(of url: String) -> String? {
         guard !url.hasPrefix("postgres://"), !url.hasPrefix("postgresql://") else { return nil }
@@ -44,6 +41,9 @@ public final class GatehouseStore: Sendable {
         return path.lastIndex(of: "?").map { String(path[..<$0]) } ?? path
     }
 
+    /// Opens the store a `--database` URL names and brings its schema up to date:
+    /// `sqlite:PATH` (or a bare path), with `?mode=shared` for several processes on one file, or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (see `PostgresLocation` for its options).
     public static func open(url: String, writeWait: Duration? = nil, logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
             return try await openPostgres(PostgresLocation.parse(url), writeWait: writeWait ?? .seconds(15), logger: logger)

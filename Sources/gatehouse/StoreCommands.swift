@@ -55,17 +55,21 @@ struct ExportCommand: AsyncParsableCommand {
 
     func run() async throws {
         // An export reads a store that exists: a mistyped path must not make (and export) an empty one.
-        if let file = GatehouseStore.sqliteFile(of: store.url), !FileManager.default.fileExists(atPath: file) {
+        if let file = GatehouseStore.sqliteFile(of: store.url), !file.isEmpty, !file.hasPrefix("file:"), !FileManager.default.fileExists(atPath: file) {
             throw CLIError.failure("there is no database at \(file); check --database (or $GATEHOUSE_DATABASE): export reads an existing store")
         }
         let sink: FileHandle
-        // Written beside the output and renamed over it at the end: a failed export leaves an earlier file as it was.
-        let partial = output.map { "\($0).partial-\(getpid())" }
+        // A file (or none yet) is written beside and renamed over at the end: a failed export leaves an earlier
+        // file as it was. Anything else (/dev/stdout, a pipe) is written as it is.
+        let partial = output.flatMap { Self.isFileOrMissing($0) ? "\($0).partial-\(getpid())" : nil }
         if let partial {
             guard FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600]),
                   let handle = FileHandle(forWritingAtPath: partial) else {
                 throw CLIError.failure("cannot write \(partial); check that the folder of \(output ?? partial) exists and is writable")
             }
+            sink = handle
+        } else if let output {
+            guard let handle = FileHandle(forWritingAtPath: output) else { throw CLIError.failure("cannot write \(output)") }
             sink = handle
         } else {
             sink = FileHandle.standardOutput
@@ -73,7 +77,7 @@ struct ExportCommand: AsyncParsableCommand {
         let (location, summary): (String, StoreTransfer.Summary)
         do {
             (location, summary) = try await store.with { opened in
-                (opened.location, try await StoreTransfer.export(opened) { line in sink.write(Data((line + "\n").utf8)) })
+                (opened.location, try await StoreTransfer.export(opened) { line in try sink.write(contentsOf: Data((line + "\n").utf8)) })
             }
             try sink.synchronize()
         } catch {
@@ -83,7 +87,16 @@ struct ExportCommand: AsyncParsableCommand {
         if let partial, let output, rename(partial, output) != 0 {
             throw CLIError.failure("cannot move the export to \(output) (\(String(cString: strerror(errno)))); it is in \(partial)")
         }
-        FileHandle.standardError.write(Data("exported \(summary.total) rows (\(summary.auditEvents) audit events, schema version \(summary.schemaVersion)) from \(location)\n".utf8))
+        try? FileHandle.standardError.write(contentsOf: Data("exported \(summary.total) rows (\(summary.auditEvents) audit events, schema version \(summary.schemaVersion)) from \(location)\n".utf8))
+    }
+}
+
+extension ExportCommand {
+    /// Whether `path` is a regular file or nothing yet (not a device, a pipe or a link to one).
+    static func isFileOrMissing(_ path: String) -> Bool {
+        var status = stat()
+        guard lstat(path, &status) == 0 else { return errno == ENOENT }
+        return status.st_mode & S_IFMT == S_IFREG
     }
 }
 

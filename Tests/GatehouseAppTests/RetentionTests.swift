@@ -113,15 +113,20 @@ struct RetentionTests {
         }
     }
 
-    @Test("a proxy session whose token the store no longer has ends, and says the token is gone rather than revoked")
+    @Test("a proxy session ends when its token expires, and when the store no longer has it (saying it is gone, not revoked)")
     func missingTokenEndsProxySession() async throws {
-        try await Self.with { app, _, store, caller in
+        try await Self.with { app, clock, store, caller in
             let alice = try await caller("alice"), bob = try await caller("bob")
             let request = try await app.desk.create(caller: alice, input: NewRequestInput(resource: "prod-db", role: "write", duration: "1h",
                                                                                          reason: "INC-4 backfill the orders table")).view.request
             #expect(try await app.desk.decide(caller: bob, id: request.id, decision: .approve, comment: nil).request.state == .approved)
             let identity = ProxyAuthority.ProxyIdentity(caller: alice, resource: "prod-db", sessionID: "s1", client: "127.0.0.1")
             guard case .granted = try await app.proxy.access(identity) else { Issue.record("alice's grant did not reach the proxy"); return }
+            // The token expires (as a sign-in session does) while the grant still runs.
+            let expiry = clock.now().unixMilliseconds
+            try await store.write { try await $0.db.raw("UPDATE tokens SET expires_at = \(bind: expiry) WHERE id = \(bind: alice.tokenId)").run() }
+            guard case let .ended(expired) = try await app.proxy.access(identity) else { Issue.record("the session outlived its token"); return }
+            #expect(expired.contains("expired"), "\(expired)")
             try await store.write { try await $0.db.raw("DELETE FROM tokens WHERE id = \(bind: alice.tokenId)").run() }
             guard case let .ended(why) = try await app.proxy.access(identity) else { Issue.record("the session went on without its token"); return }
             #expect(why.contains("no longer known") && !why.contains("revoked"), "\(why)")

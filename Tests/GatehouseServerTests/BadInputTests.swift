@@ -100,6 +100,18 @@ struct BadInputTests {
                 #expect(reply.status == 400 && reply.string("code") == "duplicate_field" && reply.string("field") == field,
                         "\(body): \(String(decoding: reply.body, as: UTF8.self))")
             }
+            // Nor through a doubled slash the router ignores, a Content-Type the generated layer reads as JSON anyway,
+            // or the same body in UTF-16 (which Foundation would transcode).
+            let twice = #"{"resource":"prod-db","role":"read","role":"write"}"#
+            let doubled = try await server.send(.POST, "//v1/check", token: alice, rawBody: Data(twice.utf8))
+            #expect(doubled.status == 400 && doubled.string("code") == "duplicate_field", "\(String(decoding: doubled.body, as: UTF8.self))")
+            let oddType = try await server.send(.POST, "/v1/check", token: alice, rawBody: Data(twice.utf8), contentType: "json")
+            #expect(oddType.status == 400 || oddType.status == 415, "\(oddType.status)")
+            #expect(oddType.string("code") != nil && oddType.json["decision"] == nil)
+            let utf16 = try await server.send(.POST, "/v1/check", token: alice, rawBody: twice.data(using: .utf16LittleEndian)!)
+            #expect(utf16.status == 400 && utf16.string("code") == "malformed_json")
+            let deep = try await server.send(.POST, "/v1/check", token: alice, rawBody: Data(String(repeating: "[", count: 900_000).utf8))
+            #expect(deep.status == 400 && deep.string("code") == "malformed_json")
             // The same names in different objects are no repetition.
             let nested = try await post("/v1/check", alice, Array(#"{"resource":"prod-db","action":{"kind":"sql","text":"SELECT 1"}}"#.utf8))
             #expect(nested.status == 200)
