@@ -79,8 +79,10 @@ struct ContractMiddleware: RouterMiddleware {
             response.headers[.allow] = allow
             return response
         }
+        // The media type itself, not any that mentions JSON: the generated layer reads odd ones (`json`,
+        // `*/*; a=json`, `application/merge-patch+json`) as JSON or refuses them in its own words.
         if [.post, .put, .patch].contains(request.method), Self.hasBody(request),
-           !(request.headers[.contentType]?.lowercased().contains("json") ?? false) {
+           request.headers[.contentType].map(Self.mediaType) != "application/json" {
             return Problem(status: 415, code: "unsupported_media_type",
                            detail: "send the body as JSON with `Content-Type: application/json`; got \(request.headers[.contentType].map { "`\($0)`" } ?? "no content type")").response()
         }
@@ -102,6 +104,11 @@ struct ContractMiddleware: RouterMiddleware {
             if !seen.insert(name).inserted { return name }
         }
         return nil
+    }
+
+    /// `application/json` of `Application/JSON; charset=utf-8`.
+    static func mediaType(_ value: String) -> String {
+        (value.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").trimmingCharacters(in: .whitespaces).lowercased()
     }
 
     static func hasBody(_ request: Request) -> Bool {

@@ -151,6 +151,13 @@ struct BadInputTests {
             let notJSON = try await server.send(.POST, "/v1/requests", token: alice, rawBody: Data("resource=prod-db".utf8), contentType: "application/x-www-form-urlencoded")
             #expect(notJSON.status == 415 && notJSON.string("code") == "unsupported_media_type")
             #expect(notJSON.headers.first(name: "content-type") == "application/problem+json")
+            for type in ["application/merge-patch+json", "json", "text/json", "*/*; a=json", "application/json, application/json"] {
+                let odd = try await server.send(.POST, "/v1/requests", token: alice, rawBody: Data(#"{"resource":"prod-db"}"#.utf8), contentType: type)
+                #expect(odd.status == 415 && odd.string("code") == "unsupported_media_type", "\(type): \(odd.status)")
+            }
+            let cased = try await server.send(.POST, "/v1/check", token: alice, rawBody: Data(#"{"resource":"prod-db","role":"read"}"#.utf8),
+                                              contentType: "Application/JSON; charset=utf-8")
+            #expect(cased.status == 200, "a media type's case does not matter")
 
             let badQuery = try await server.send(.GET, "/v1/requests?state=bogus", token: alice)
             #expect(badQuery.status == 400 && badQuery.string("field") == "state" && badQuery.string("detail")?.hasPrefix("`state` cannot be `bogus`") == true,
