@@ -13,12 +13,28 @@ scripts/oidc-provider.sh prepare
 swift build --build-tests
 # A crash prints the crashed thread's backtrace last, where a log's tail shows it.
 export SWIFT_BACKTRACE=${SWIFT_BACKTRACE:-enable=yes,threads=crashed,images=mentioned}
+# A pass that runs past its limit (each takes minutes) is stopped, naming the tests that never ended.
+timed_pass() {
+  local limit=$1 log status
+  shift
+  log=$(mktemp /tmp/gatehouse-test-log.XXXXXX)
+  set +e
+  timeout --kill-after=30s "$limit" "$@" 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+  set -e
+  if [ "$status" = 124 ] || [ "$status" = 137 ]; then
+    echo "the tests did not finish within $limit; started and never ended:"
+    python3 scripts/unfinished-tests.py "$log"
+  fi
+  rm -f "$log"
+  return "$status"
+}
 # Everything, the server tests on SQLite files...
-swift test --skip-build
+timed_pass 40m swift test --skip-build
 # ...and the server tests again with every test server on its own PostgreSQL database.
 # (The suites that always use PostgreSQL, or SQLite on purpose, ran in the first pass; the sign-in suites
 # meet a real provider once, their store queries run on both stores in GatehouseStoreTests.)
-GATEHOUSE_TEST_STORE=postgres swift test --skip-build --filter GatehouseServerTests \
+GATEHOUSE_TEST_STORE=postgres timed_pass 25m swift test --skip-build --filter GatehouseServerTests \
   --skip "MultiInstanceTests|PostgresOutageTests|TransferTests|IDTokenTests|ProviderSignInTests"
 scripts/walkthrough-test.sh .build/debug/gatehouse
 # The API contract from outside: schemathesis (from PyPI) against a live server, all checks.
