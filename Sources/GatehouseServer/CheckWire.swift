@@ -281,8 +281,7 @@ struct CheckFastPath: RouterMiddleware {
     /// `Content-Type: application/json` (any parameters) and no `Accept`, or one that is exactly
     /// `application/json` or `*/*`: the forms the generated layer takes without further questions.
     static func plainJSON(_ headers: HTTPFields) -> Bool {
-        guard let type = headers[.contentType],
-              type.split(separator: ";", maxSplits: 1).first?.trimmingCharacters(in: .whitespaces).lowercased() == "application/json" else { return false }
+        guard let type = headers[.contentType], ContractMiddleware.mediaType(type) == "application/json" else { return false }
         guard let accept = headers[.accept] else { return true }
         return accept == "application/json" || accept == "*/*"
     }

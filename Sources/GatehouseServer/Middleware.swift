@@ -82,7 +82,7 @@ struct RequestInfoMiddleware: RouterMiddleware {
             try await next(request, context)
         }
         // API answers carry tokens (on creation) and what a caller may see: no cache keeps them.
-        if RequestInfoMiddleware.routedPath(request.uri.path).hasPrefix("/v1/") { response.headers[.cacheControl] = "no-store" }
+        if path.hasPrefix("/v1/") { response.headers[.cacheControl] = "no-store" }
         return response
     }
 }

@@ -45,18 +45,16 @@ public final class GatehouseStore: Sendable {
     /// `sqlite:PATH` (or a bare path), with `?mode=shared` for several processes on one file, or
     /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (see `PostgresLocation` for its options).
     public static func open(url: String, writeWait: Duration? = nil, logger: Logger = Logger(label: "gatehouse.store")) async throws -> GatehouseStore {
-        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+        guard let path = sqliteFile(of: url) else {
             return try await openPostgres(PostgresLocation.parse(url), writeWait: writeWait ?? .seconds(15), logger: logger)
         }
-        var path = url.hasPrefix("sqlite:") ? String(url.dropFirst("sqlite:".count)) : url
         var shared = false
-        if let mark = path.lastIndex(of: "?") {
-            let query = path[path.index(after: mark)...]
+        if let mark = url.lastIndex(of: "?") {
+            let query = url[url.index(after: mark)...]
             guard query == "mode=shared" || query == "mode=exclusive" else {
                 throw GatehouseError(.invalid, "store_option_unknown", "unknown database option '\(query)'; the only one is ?mode=shared (several processes on one SQLite file)", field: "database")
             }
             shared = query == "mode=shared"
-            path = String(path[..<mark])
         }
         guard !path.isEmpty else {
             throw GatehouseError(.invalid, "store_path_missing", "the database path is empty; write --database sqlite:gatehouse.db", field: "database")
