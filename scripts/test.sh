@@ -18,9 +18,11 @@ timed_pass() {
   local limit=$1 log status
   shift
   log=$(mktemp /tmp/gatehouse-test-log.XXXXXX)
+  # tee in a process substitution, not a pipe: a process a test left behind holding the output open
+  # would otherwise keep the pipe, and the test command, from ending.
   set +e
-  timeout --kill-after=30s "$limit" "$@" 2>&1 | tee "$log"
-  status=${PIPESTATUS[0]}
+  timeout --kill-after=30s "$limit" "$@" > >(tee "$log") 2>&1
+  status=$?
   set -e
   if [ "$status" = 124 ] || [ "$status" = 137 ]; then
     echo "the tests did not finish within $limit; started and never ended:"
