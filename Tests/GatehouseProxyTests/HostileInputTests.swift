@@ -8,31 +8,9 @@ import Glibc
 /// Raw bytes at the proxy's port: each bad connection is closed with an error, never crashes or
 /// stalls the proxy, and a normal client still gets in afterwards.
 @Suite(.serialized) struct HostileInputTests {
-    /// Sends `bytes`, then reads until the proxy closes (at most 10 s) and returns what came back. The
-    /// blocking socket calls run on a thread of their own, not on the test runner's few pool threads.
+    /// Sends `bytes`, then reads until the proxy closes (at most 10 s) and returns what came back.
     static func exchange(port: Int, _ bytes: [UInt8], thenClose: Bool = false) async throws -> (reply: [UInt8], closed: Bool) {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result { try blockingExchange(port: port, bytes, thenClose: thenClose) })
-            }
-        }
-    }
-
-    static func blockingExchange(port: Int, _ bytes: [UInt8], thenClose: Bool) throws -> (reply: [UInt8], closed: Bool) {
-        guard let fd = TestPorts.connected(port) else { throw TestFailure("cannot connect to the proxy on port \(port)") }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        if thenClose { shutdown(fd, Int32(SHUT_WR)) }
-        var reply: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = recv(fd, &buffer, buffer.count, 0)
-            if count == 0 { return (reply, true) }
-            if count < 0 { return (reply, false) }
-            reply += buffer[0..<count]
-        }
+        try await TestPorts.exchange(port: port, bytes, thenClose: thenClose)
     }
 
     static func int32(_ value: Int32) -> [UInt8] { withUnsafeBytes(of: value.bigEndian) { Array($0) } }

@@ -262,7 +262,7 @@ struct BadInputTests {
             let port = try #require(URL(string: server.baseURL)?.port)
             for (path, chunks) in [("/v1/check", "zz\r\n{}\r\n0\r\n\r\n"), ("/v1/auth/login", "-1\r\n{}\r\n0\r\n\r\n"),
                                    ("/v1/requests", "2\r\n{}}\r\n0\r\n\r\n")] {
-                let answer = try RawHTTP.exchange(port: port, "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                let answer = try await RawHTTP.exchange(port: port, "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                                                            + "Transfer-Encoding: chunked\r\n\r\n" + chunks)
                 #expect(answer.hasPrefix("HTTP/1.1 400"), "\(path): \(answer.prefix(200))")
                 #expect(answer.contains("\"code\":\"bad_request\""), "\(path)")
@@ -320,29 +320,8 @@ struct BadInputTests {
 /// One HTTP exchange over a plain TCP socket: sends the bytes as they are and reads until the server
 /// closes the connection or 5 s pass.
 enum RawHTTP {
-    static func exchange(port: Int, _ request: String) throws -> String {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket() failed") }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw TestFailure("connect() to port \(port) failed") }
-        let bytes = Array(request.utf8)
-        guard bytes.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == bytes.count else { throw TestFailure("send() failed") }
-        var answer: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count <= 0 { break }
-            answer += buffer[..<count]
-        }
-        return String(decoding: answer, as: UTF8.self)
+    /// One request over a plain socket; the answer up to the server's close (or 10 s of silence).
+    static func exchange(port: Int, _ request: String) async throws -> String {
+        String(decoding: try await TestPorts.exchange(port: port, Array(request.utf8)).reply, as: UTF8.self)
     }
 }

@@ -36,6 +36,35 @@ public enum TestPorts {
         return true
     }
 
+    /// Sends `bytes` to this loopback port, then reads until the other side closes (or `timeout` seconds
+    /// pass without a byte) and returns what came back. The blocking socket calls run on a thread of
+    /// their own: on the test runner's few pool threads they would keep an in-process server from answering.
+    public static func exchange(port: Int, _ bytes: [UInt8], thenClose: Bool = false, timeout: Int = 10) async throws -> (reply: [UInt8], closed: Bool) {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try blockingExchange(port: port, bytes, thenClose: thenClose, timeout: timeout) })
+            }
+        }
+    }
+
+    static func blockingExchange(port: Int, _ bytes: [UInt8], thenClose: Bool, timeout seconds: Int) throws -> (reply: [UInt8], closed: Bool) {
+        guard let fd = connected(port) else { throw TestFailure("cannot connect to port \(port)") }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let sent = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == bytes.count else { throw TestFailure("send() to port \(port) failed") }
+        if thenClose { shutdown(fd, Int32(SHUT_WR)) }
+        var reply: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 { return (reply, true) }
+            if count < 0 { return (reply, false) }
+            reply += buffer[0..<count]
+        }
+    }
+
     /// A blocking TCP socket connected to this loopback port (the caller closes it), or nil.
     public static func connected(_ port: Int) -> Int32? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
