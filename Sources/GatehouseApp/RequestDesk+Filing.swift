@@ -66,7 +66,7 @@ extension RequestDesk {
                 return .refused(try await tx.refuse(refusal, kind: kind, request: candidate, history: history, ticket: ticket,
                                                     reachesApprovers: reachesApprovers))
             case .pass(let consume):
-                for bucket in consume { try await session.setRateLimitTAT(key: bucket.key, tat: bucket.tat) }
+                try await session.setRateLimitTATs(Dictionary(consume.map { ($0.key, $0.tat) }, uniquingKeysWith: { _, last in last }))
             }
             let verdict = SpamScore.evaluate(SpamAttempt(principal: caller.principal, resource: candidate.resource, reason: candidate.reason, hasTicket: ticket,
                                                          reachesApprovers: reachesApprovers),
@@ -154,16 +154,13 @@ struct AntiSpamTransaction {
         }
         // The log must still hold the event the memory is complete up to (a database restored or failed over
         // to a replica that lost commits would not): otherwise the memory starts over and the store is read.
-        let head = try await session.auditHead()
-        let anchor = head?.seq == snapshot.auditSeq ? head?.hash
-            : try await session.auditEvents(.init(afterSeq: snapshot.auditSeq - 1, upToSeq: snapshot.auditSeq, limit: 1)).first?.hash
-        guard anchor == snapshot.auditHash, let head else {
+        guard let found = try await session.auditHead(withHashAt: snapshot.auditSeq), found.hashAt == snapshot.auditHash else {
             recent.memory.forget(generation: recent.generation)
             return try await session.othersRequests(excluding: requester, since: since, limit: Self.othersCompared)
         }
         // Everyone's, the requester's too, so that the memory is complete up to the head read first.
         let late = try await session.othersRequests(excluding: nil, since: since, auditedAfter: snapshot.auditSeq)
-        recent.memory.add(late, completeTo: head.seq, hash: head.hash, generation: recent.generation, since: since, at: now)
+        recent.memory.add(late, completeTo: found.head.seq, hash: found.head.hash, generation: recent.generation, since: since, at: now)
         return Self.merge(snapshot.requests, late.filter { $0.requester != requester }, limit: Self.othersCompared)
     }
 
@@ -193,8 +190,7 @@ struct AntiSpamTransaction {
     func hardLimit(_ request: AccessRequest, open: [AccessRequest], history: SpamHistory, throttledUntil: Date?,
                    sourceIP: String?) async throws -> FilingGate.Verdict {
         let buckets = FilingGate.rateBuckets(requester: requester, resource: request.resource, sourceIP: sourceIP, policy: spam)
-        var tats: [String: Int64] = [:]
-        for bucket in buckets { tats[bucket.key] = try await session.rateLimitTAT(key: bucket.key) }
+        let tats = try await session.rateLimitTATs(keys: buckets.map(\.key))
         let situation = FilingGate.Situation(history: history, throttledUntil: throttledUntil, open: open, tats: tats)
         return FilingGate.judge(resource: request.resource, buckets: buckets, situation: situation, policy: spam, now: now)
     }
@@ -257,17 +253,15 @@ struct AntiSpamTransaction {
         // Budgets decide only for a pending request told at once; the others go to digests whatever they hold.
         var tats: [String: Int64] = [:]
         if request.state == .pending, !throttled, spam.enabled, spam.approverNotifications != nil {
-            for recipient in NotificationPlan.recipients(of: request, policy: policy) {
-                let key = NotificationPlan.budgetKey(recipient)
-                tats[key] = try await session.rateLimitTAT(key: key)
-            }
+            tats = try await session.rateLimitTATs(keys: NotificationPlan.recipients(of: request, policy: policy).map(NotificationPlan.budgetKey))
         }
         let summary = NotificationPlan.summary(request)
+        var spent: [String: Int64] = [:]
         for delivery in NotificationPlan.plan(request, throttled: throttled, policy: policy, budgetTATs: tats, now: now) {
             let recipient = delivery.recipient
             switch delivery.route {
             case .immediate(let budgetTAT):
-                if let budgetTAT { try await session.setRateLimitTAT(key: NotificationPlan.budgetKey(recipient), tat: budgetTAT) }
+                if let budgetTAT { spent[NotificationPlan.budgetKey(recipient)] = budgetTAT }
                 try await session.insertNotification(OutboxNotification(id: Identifier.make("ntf"), recipient: recipient, kind: .request,
                                                                         requestIds: [request.id], summary: summary, createdAt: now))
                 metrics.notification("request")
@@ -287,6 +281,7 @@ struct AntiSpamTransaction {
                 }
             }
         }
+        try await session.setRateLimitTATs(spent)
     }
 
     /// Stores a filed request (and its grant, for `approvals: 0`) with its audit events and notifications.

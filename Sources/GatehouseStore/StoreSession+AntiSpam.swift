@@ -29,12 +29,31 @@ extension StoreSession {
     // MARK: rate limits (GCRA state: one theoretical arrival time per key)
 
     public func rateLimitTAT(key: String) async throws -> Int64? {
-        try await db.raw("SELECT tat FROM rate_limits WHERE key = \(bind: key)").first()?.decode(column: "tat", as: Int64.self)
+        try await rateLimitTATs(keys: [key])[key]
     }
 
     public func setRateLimitTAT(key: String, tat: Int64) async throws {
+        try await setRateLimitTATs([key: tat])
+    }
+
+    /// The TATs of several keys in one statement; a key never seen is absent.
+    public func rateLimitTATs(keys: [String]) async throws -> [String: Int64] {
+        guard !keys.isEmpty else { return [:] }
+        let list = Set(keys).sorted().map { key -> SQLQueryString in "\(bind: key)" }.joined(separator: ", ")
+        var tats: [String: Int64] = [:]
+        for row in try await db.raw("SELECT key, tat FROM rate_limits WHERE key IN (\(list))").all() {
+            tats[try row.decode(column: "key", as: String.self)] = try row.decode(column: "tat", as: Int64.self)
+        }
+        return tats
+    }
+
+    /// Sets several keys' TATs in one statement, in key order (two transactions upserting the same keys
+    /// on PostgreSQL take their row locks in the same order, so neither waits for the other in a cycle).
+    public func setRateLimitTATs(_ tats: [String: Int64]) async throws {
+        guard !tats.isEmpty else { return }
+        let rows = tats.sorted { $0.key < $1.key }.map { key, tat -> SQLQueryString in "(\(bind: key), \(bind: tat))" }.joined(separator: ", ")
         try await db.raw("""
-            INSERT INTO rate_limits (key, tat) VALUES (\(bind: key), \(bind: tat))
+            INSERT INTO rate_limits (key, tat) VALUES \(rows)
             ON CONFLICT (key) DO UPDATE SET tat = excluded.tat
             """).run()
     }

@@ -403,6 +403,16 @@ public struct StoreSession: Sendable {
         return (try row.decode(column: "seq", as: Int64.self), try row.decode(column: "hash", as: String.self))
     }
 
+    /// The audit head and the hash of the event at `seq` (nil when the log holds none there), in one
+    /// statement; nil when the log is empty.
+    public func auditHead(withHashAt seq: Int64) async throws -> (head: (seq: Int64, hash: String), hashAt: String?)? {
+        guard let row = try await db.raw("""
+            SELECT seq, hash, (SELECT e.hash FROM audit_events e WHERE e.seq = \(bind: seq)) AS hash_at FROM audit_head WHERE id = 1
+            """).first() else { return nil }
+        return ((try row.decode(column: "seq", as: Int64.self), try row.decode(column: "hash", as: String.self)),
+                try row.decodeOptional(column: "hash_at", as: String.self))
+    }
+
     public struct AuditFilter: Sendable {
         public var since: Date?
         public var actorOrSubject: String?

@@ -140,19 +140,26 @@ struct StoreQueryTests {
         }
     }
 
-    @Test("rate-limit state: a key never seen has no TAT; setting it twice keeps the last", arguments: TestDatabase.Kind.allCases)
+    @Test("rate-limit state: a key never seen has no TAT; setting it twice keeps the last; several keys read and written in one statement each", arguments: TestDatabase.Kind.allCases)
     func rateLimitState(kind: TestDatabase.Kind) async throws {
         try await Self.with(kind) { store, _ in
             #expect(try await store.read { try await $0.rateLimitTAT(key: "p:alice") } == nil)
             try await store.write { try await $0.setRateLimitTAT(key: "p:alice", tat: 1_000) }
             try await store.write { try await $0.setRateLimitTAT(key: "p:alice", tat: 2_000) }
             #expect(try await store.read { try await $0.rateLimitTAT(key: "p:alice") } == 2_000)
+            // Several keys in one statement each way: the ones never seen are absent, a key asked twice answers once.
+            try await store.write { try await $0.setRateLimitTATs(["p:alice": 3_000, "r:alice/prod-db": 4_000, "ip:127.0.0.1": 5_000]) }
+            try await store.write { try await $0.setRateLimitTATs([:]) }
+            let tats = try await store.read { try await $0.rateLimitTATs(keys: ["r:alice/prod-db", "p:alice", "p:nobody", "p:alice", "ip:127.0.0.1"]) }
+            #expect(tats == ["p:alice": 3_000, "r:alice/prod-db": 4_000, "ip:127.0.0.1": 5_000])
+            #expect(try await store.read { try await $0.rateLimitTATs(keys: []) }.isEmpty)
         }
     }
 
     @Test("the audit chain links across transactions, and an edited row breaks it", arguments: TestDatabase.Kind.allCases)
     func auditChain(kind: TestDatabase.Kind) async throws {
         try await Self.with(kind) { store, database in
+            #expect(try await store.read { try await $0.auditHead(withHashAt: 1) } == nil, "an empty log has no head")
             for i in 0..<3 {
                 _ = try await store.write { session in
                     try await session.appendAudit([AuditEntry(actor: "alice", action: .requestCreated, subject: "req_\(i)"),
@@ -163,6 +170,13 @@ struct StoreQueryTests {
             let verified = try await store.read { try await $0.verifyAuditChain() }
             #expect(verified.ok)
             #expect(verified.eventsChecked == 6)
+            // The head and one event's hash in one statement (what the memory of recent requests is anchored by).
+            let events = try await store.read { try await $0.auditEvents(.init(limit: 10)) }
+            for seq: Int64 in [2, 6, 7, 0] {
+                let found = try #require(try await store.read { try await $0.auditHead(withHashAt: seq) })
+                #expect(found.head.seq == 6 && found.head.hash == events.last?.hash)
+                #expect(found.hashAt == events.first { $0.seq == seq }?.hash, "seq \(seq)")
+            }
             try await database.tamper("UPDATE audit_events SET actor = 'mallory' WHERE seq = 3")
             let broken = try await store.read { try await $0.verifyAuditChain() }
             #expect(!broken.ok)
