@@ -15,15 +15,21 @@ swift build --build-tests
 export SWIFT_BACKTRACE=${SWIFT_BACKTRACE:-enable=yes,threads=crashed,images=mentioned}
 # A pass that runs past its limit (each takes minutes) is stopped, naming the tests that never ended.
 timed_pass() {
-  local limit=$1 log status
+  local limit=$1 log status tee_pid
   shift
   log=$(mktemp /tmp/gatehouse-test-log.XXXXXX)
   # tee in a process substitution, not a pipe: a process a test left behind holding the output open
   # would otherwise keep the pipe, and the test command, from ending.
+  local out
+  exec {out}> >(tee "$log")
+  tee_pid=$!
   set +e
-  timeout --kill-after=30s "$limit" "$@" > >(tee "$log") 2>&1
+  timeout --kill-after=30s "$limit" "$@" >&"$out" 2>&1
   status=$?
   set -e
+  exec {out}>&-
+  # tee ends when the pass's output does; a process left behind holding it is not waited for past 10 s.
+  for _ in $(seq 100); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done
   if [ "$status" = 124 ] || [ "$status" = 137 ]; then
     echo "the tests did not finish within $limit; started and never ended:"
     python3 scripts/unfinished-tests.py "$log"

@@ -47,8 +47,7 @@ extension StoreSession {
         return tats
     }
 
-    /// Sets several keys' TATs in one statement, in key order (two transactions upserting the same keys
-    /// on PostgreSQL take their row locks in the same order, so neither waits for the other in a cycle).
+    /// Sets several keys' TATs in one statement (rows in key order: the same statement text for the same keys).
     public func setRateLimitTATs(_ tats: [String: Int64]) async throws {
         guard !tats.isEmpty else { return }
         let rows = tats.sorted { $0.key < $1.key }.map { key, tat -> SQLQueryString in "(\(bind: key), \(bind: tat))" }.joined(separator: ", ")

@@ -318,9 +318,8 @@ struct BadInputTests {
 }
 
 /// One HTTP exchange over a plain TCP socket: sends the bytes as they are and reads until the server
-/// closes the connection or 5 s pass.
+/// closes the connection or 10 s pass without a byte.
 enum RawHTTP {
-    /// One request over a plain socket; the answer up to the server's close (or 10 s of silence).
     static func exchange(port: Int, _ request: String) async throws -> String {
         String(decoding: try await TestPorts.exchange(port: port, Array(request.utf8)).reply, as: UTF8.self)
     }
