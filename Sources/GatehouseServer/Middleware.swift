@@ -297,10 +297,18 @@ struct Problem: Sendable {
     }
 
     func response() -> Response {
+        Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// The problem document (RFC 9457).
+    var body: Data {
         var object: [String: Any] = ["type": "https://gatehouse.dev/problems/\(code)", "title": Problem.title(for: status),
                                      "status": status, "detail": detail, "code": code]
         if let field { object["field"] = field }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    }
+
+    var headers: HTTPFields {
         var headers: HTTPFields = [.contentType: "application/problem+json"]
         if status == 401 { headers[.wwwAuthenticate] = "Bearer" }
         if status == 503 { headers[.retryAfter] = "5" }
@@ -309,7 +317,7 @@ struct Problem: Sendable {
             headers[HTTPField.Name("RateLimit-Policy")!] = refusal.policyField
             headers[HTTPField.Name("RateLimit")!] = refusal.rateLimitField
         }
-        return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return headers
     }
 }
 

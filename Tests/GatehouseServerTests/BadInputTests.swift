@@ -271,6 +271,34 @@ struct BadInputTests {
         }
     }
 
+    /// Bytes that are not an HTTP request at all: the same JSON problem as every other 400 (not the HTTP
+    /// layer's empty one), the connection closed, and the server answering the next client.
+    @Test("bytes that cannot be read as an HTTP request get a JSON 400 and a closed connection, after a good request too")
+    func unreadableRequests() async throws {
+        try await TestServer.with { server in
+            let port = try #require(URL(string: server.baseURL)?.port)
+            let cases = [("a garbage request line", "HELLO THERE\r\n\r\n", "method"),
+                         ("a Content-Length that is not a number", "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", "Content-Length"),
+                         ("a header over the limit", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 90_000) + "\r\n\r\n", "80 KiB"),
+                         ("a control character in a header name", "GET /healthz HTTP/1.1\r\nHo\u{1}st: x\r\n\r\n", "header line")]
+            for (what, request, named) in cases {
+                let (reply, closed) = try await TestPorts.exchange(port: port, Array(request.utf8))
+                let answer = String(decoding: reply, as: UTF8.self)
+                #expect(answer.hasPrefix("HTTP/1.1 400"), "\(what): \(answer.prefix(200))")
+                #expect(answer.lowercased().contains("content-type: application/problem+json"), "\(what)")
+                #expect(answer.contains("\"code\":\"bad_request\"") && answer.contains(named), "\(what): \(answer.suffix(300))")
+                #expect(closed, "\(what): the connection stays open")
+            }
+            // A good request, then garbage on the same connection: the first is answered as usual, then the 400.
+            let (reply, closed) = try await TestPorts.exchange(port: port, Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP\r\n\r\n".utf8))
+            let answer = String(decoding: reply, as: UTF8.self)
+            #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer.prefix(200))")
+            #expect(answer.components(separatedBy: "HTTP/1.1 400").count == 2 && answer.contains("\"code\":\"bad_request\""), "\(answer)")
+            #expect(closed)
+            #expect(try await server.send(.GET, "/healthz", token: nil).status == 200)
+        }
+    }
+
     @Test("an optional body may be left out, and null in an optional field counts as absent (openapi.yaml says both)")
     func optionalBodies() async throws {
         try await TestServer.with { server in

@@ -1,0 +1,76 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+
+/// Bytes that cannot be read as an HTTP request before one has begun (a garbage request line, a header
+/// over the limit, a Content-Length that is not a number) are answered with the same problem document
+/// as every other 400, and the connection is closed; the HTTP layer alone would answer an empty 400.
+/// A request whose body turns out broken is left to the application, which answers it (its body throws).
+final class ParseErrorAnswer: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    /// A request's head was read and not yet its end (an error now is its body's: the application answers).
+    private var bodyOpen = false
+    /// Requests read whose responses have not ended.
+    private var awaiting = 0
+    /// An error that came while earlier requests still waited for their responses: answered after them.
+    private var deferred: HTTPParserError?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head:
+            bodyOpen = true
+            awaiting += 1
+        case .end: bodyOpen = false
+        case .body: break
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let ended = if case .end = unwrapOutboundIn(data) { true } else { false }
+        context.write(data, promise: promise)
+        guard ended else { return }
+        awaiting = max(0, awaiting - 1)
+        if awaiting == 0, let error = deferred {
+            deferred = nil
+            answer(error, context: context)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError, !bodyOpen else { return context.fireErrorCaught(error) }
+        if awaiting == 0 { answer(parserError, context: context) } else { deferred = parserError }
+    }
+
+    private func answer(_ error: HTTPParserError, context: ChannelHandlerContext) {
+        let problem = Self.problem(error)
+        let body = problem.body
+        var headers = problem.headers
+        headers[.connection] = "close"
+        headers[.contentLength] = "\(body.count)"
+        awaiting = Int.max / 2  // nothing after this answer
+        context.write(wrapOutboundOut(.head(HTTPResponse(status: .badRequest, headerFields: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(ByteBuffer(bytes: body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    }
+
+    static func problem(_ error: HTTPParserError) -> Problem {
+        let what = switch error {
+        case .headerOverflow: "its headers are larger than 80 KiB"
+        case .invalidContentLength, .unexpectedContentLength: "its Content-Length is not a single number"
+        case .invalidMethod: "its method is not one HTTP knows"
+        case .invalidURL, .invalidPath, .invalidQueryString, .invalidFragment, .invalidHost, .invalidPort: "its path is not a valid URL path"
+        case .invalidVersion, .invalidConstant: "its request line is not `METHOD /path HTTP/1.1`"
+        case .invalidHeaderToken, .lfExpected, .invalidCharactersUsed: "a header line is malformed"
+        default: "it is not HTTP/1.1 (\(error))"
+        }
+        return Problem(status: 400, code: "bad_request", detail: "the request could not be read: \(what); the connection is closed")
+    }
+}
