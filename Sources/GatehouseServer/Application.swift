@@ -59,7 +59,7 @@ public enum GatehouseHTTP {
                                        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let router = try makeRouter(service: service, metrics: metrics, logger: logger)
         // Idle connections (including half-sent requests) are closed after 30 s.
-        return Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ParseErrorAnswer()], idleTimeout: .seconds(30))),
+        return Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ParseErrorAnswer(), ContinueAnswer()], idleTimeout: .seconds(30))),
                            configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse"),
                            services: services, onServerRunning: onServerRunning, logger: logger)
     }

@@ -74,3 +74,19 @@ final class ParseErrorAnswer: ChannelDuplexHandler, RemovableChannelHandler {
         return Problem(status: 400, code: "bad_request", detail: "the request could not be read: \(what); the connection is closed")
     }
 }
+
+/// A client that asks `Expect: 100-continue` before sending its body (curl does for large bodies) is told to
+/// go on at once, rather than waiting its timeout (a second for curl) for an answer that would never come.
+/// The body is then read and limited like any other.
+final class ContinueAnswer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundOut = HTTPResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = unwrapInboundIn(data), head.headerFields[.expect]?.lowercased() == "100-continue" {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+        }
+        context.fireChannelRead(data)
+    }
+}

@@ -299,6 +299,50 @@ struct BadInputTests {
         }
     }
 
+    /// `Expect: 100-continue` (curl sends it before a large body) is answered with 100 at once, so the
+    /// client sends its body without waiting out its timeout; the body is then read as any other.
+    @Test("a client that expects 100-continue is told to go on before it sends its body")
+    func expectContinue() async throws {
+        try await TestServer.with { server in
+            let alice = try await server.token(for: "alice")
+            let port = try #require(URL(string: server.baseURL)?.port)
+            let body = #"{"resource":"prod-db","role":"read"}"#
+            let head = "POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(alice)\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(body.utf8.count)\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+            let (first, rest) = try await Self.conversation(port: port, head: head, body: body)
+            #expect(first.hasPrefix("HTTP/1.1 100 Continue\r\n"), "\(first)")
+            #expect(rest.contains("HTTP/1.1 200") && rest.contains("\"decision\""), "\(rest)")
+        }
+    }
+
+    /// Sends `head`, reads what comes within 5 s (before any body is sent), then sends `body` and reads to the close.
+    static func conversation(port: Int, head: String, body: String) async throws -> (String, String) {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result {
+                    guard let fd = TestPorts.connected(port) else { throw TestFailure("cannot connect to port \(port)") }
+                    defer { close(fd) }
+                    var timeout = timeval(tv_sec: 5, tv_usec: 0)
+                    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                    func send(_ text: String) { _ = Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
+                    func receive(until done: (String) -> Bool) -> String {
+                        var got: [UInt8] = [], buffer = [UInt8](repeating: 0, count: 4096)
+                        while !done(String(decoding: got, as: UTF8.self)) {
+                            let count = recv(fd, &buffer, buffer.count, 0)
+                            if count <= 0 { break }
+                            got += buffer[0..<count]
+                        }
+                        return String(decoding: got, as: UTF8.self)
+                    }
+                    send(head)
+                    let first = receive { $0.contains("\r\n\r\n") }
+                    send(body)
+                    return (first, receive { _ in false })
+                })
+            }
+        }
+    }
+
     @Test("an optional body may be left out, and null in an optional field counts as absent (openapi.yaml says both)")
     func optionalBodies() async throws {
         try await TestServer.with { server in
