@@ -64,9 +64,20 @@ struct APIClient {
                 .connectTimeout(connectTimeout)
                 .connect(host: host, port: port).get()
             try? await channel.close()
-            reached.withLock { $0 = true }
         } catch {
             throw CLIError.failure("cannot reach Gatehouse at \(baseURL): \(plain(error)); is `gatehouse serve` running and GATEHOUSE_URL right?")
+        }
+        // An address that takes connections but gives no HTTP answer (another kind of server, https asked of
+        // a plain-http server or the other way round) is said as quickly, not after a long poll's minute.
+        guard let probe = components?.url?.appendingPathComponent("healthz").absoluteString else { return }
+        do {
+            _ = try await HTTPClient.shared.execute(HTTPClientRequest(url: probe), timeout: connectTimeout)
+            reached.withLock { $0 = true }
+        } catch {
+            let tls = String(reflecting: type(of: error)).contains("NIOSSL") || "\(error)".contains("SSL")
+            throw CLIError.failure(tls
+                ? "no TLS connection with \(baseURL) (the handshake failed); does the server speak \(components?.scheme == "https" ? "plain http" : "https")? check GATEHOUSE_URL"
+                : "\(baseURL) takes connections but gave no HTTP answer within 5 seconds; is it the Gatehouse server, and GATEHOUSE_URL right?")
         }
     }
 

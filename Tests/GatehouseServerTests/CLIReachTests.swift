@@ -33,6 +33,32 @@ struct CLIReachTests {
         #expect(unknown.stderr.contains("the host name cannot be resolved"), "\(unknown)")
     }
 
+    @Test("an address that takes connections but gives no HTTP answer, or https asked of a plain-http server, is said within seconds")
+    func silentOrWrongScheme() async throws {
+        // A socket that listens and never answers (the kernel completes the connections).
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        try #require(listening)
+        let silent = Int(UInt16(bigEndian: address.sin_port))
+        let (quiet, seconds) = try await Self.run(["whoami"], url: "http://127.0.0.1:\(silent)")
+        #expect(quiet.status == 1 && quiet.stderr.contains("takes connections but gave no HTTP answer within 5 seconds"), "\(quiet)")
+        #expect(seconds < 30, "took \(seconds) s (the request deadline is a minute)")
+        let router = Router()
+        router.get("/healthz") { _, _ in "ok" }
+        let server = await LocalHTTPServer.start(router, label: "plain-http")
+        let (tls, _) = try await Self.run(["whoami"], url: "https://127.0.0.1:\(server.port)")
+        await server.stop()
+        #expect(tls.status == 1 && tls.stderr.contains("no TLS connection with https://127.0.0.1:\(server.port)"), "\(tls)")
+        #expect(!tls.stderr.contains(".build") && tls.stderr.split(separator: "\n").count == 1, "\(tls)")
+    }
+
     @Test("an address that answers with something else is said to be not Gatehouse")
     func notGatehouse() async throws {
         let router = Router()
