@@ -98,15 +98,13 @@ struct AuditCommand: AsyncParsableCommand {
 
         func run() async throws {
             let verification = try await options.client().run { try await $0.verifyAudit().ok.body.json }
-            let ok = verification.ok
-            try options.show(verification) { result in
-                if ok {
-                    print("audit chain verified: \(Output.string(result, "events_checked")) events, no broken link")
-                } else {
-                    print("AUDIT CHAIN BROKEN at event \(Output.string(result, "broken_at")): \(Output.string(result, "problem"))")
-                }
+            guard verification.ok else {
+                let result = Output.object(verification)
+                try options.fail(verification, "AUDIT CHAIN BROKEN at event \(Output.string(result, "broken_at")): \(Output.string(result, "problem"))") { _ in }
             }
-            if !ok { throw CLIError.outcome(code: 1) }
+            try options.show(verification) { result in
+                print("audit chain verified: \(Output.string(result, "events_checked")) events, no broken link")
+            }
         }
     }
 }
@@ -151,12 +149,15 @@ struct PolicyCommand: AsyncParsableCommand {
 
         func run() async throws {
             let reload = try await options.client().run { try await $0.reloadPolicy().ok.body.json }
-            let reloaded = reload.reloaded
+            guard reload.reloaded else {
+                try options.fail(reload, "policy NOT reloaded; the running policy is kept") { result in
+                    for problem in result["problems"] as? [String] ?? [] { print(problem) }
+                }
+            }
             try options.show(reload) { result in
                 for problem in result["problems"] as? [String] ?? [] { print(problem) }
-                print(reloaded ? "policy reloaded" : "policy NOT reloaded; the running policy is kept")
+                print("policy reloaded")
             }
-            if !reloaded { throw CLIError.outcome(code: 1) }
         }
     }
 }

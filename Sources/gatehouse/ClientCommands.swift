@@ -45,6 +45,22 @@ struct ClientOptions: ParsableArguments {
     func show<T: Encodable>(_ answer: T, _ human: ([String: Any]) -> Void) throws {
         if format == .json { Output.json(try Output.encoded(answer)) } else { human(Output.object(answer)) }
     }
+
+    /// An answer that says the command did not do what it was asked (a policy refused, a broken audit
+    /// chain): its details as usual, then failed like every other command: `error: ...` on stderr and, in
+    /// JSON, the answer's one object with `error` and `code` added; exit 1.
+    func fail<T: Encodable>(_ answer: T, _ message: String, _ human: ([String: Any]) -> Void) throws -> Never {
+        var object = Output.object(answer)
+        if format == .json {
+            object["error"] = message
+            object["code"] = "error"
+            Output.json(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+        } else {
+            human(object)
+        }
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        Foundation.exit(1)
+    }
 }
 
 struct RequestCommand: AsyncParsableCommand {

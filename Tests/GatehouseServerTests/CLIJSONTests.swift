@@ -90,6 +90,16 @@ struct CLIJSONTests {
             try "version: 1\nprincipals: {alice: {groups: [x]}}\nresources: {}\nbogus: 1\n".write(toFile: broken, atomically: true, encoding: .utf8)
             let invalid = try await Self.run(server, alice, ["policy", "check", broken], expect: 1, report: true)
             #expect(invalid.object["valid"] as? Bool == false && ((invalid.object["problems"] as? [[String: Any]])?.first?["line"] as? Int) == 4, "\(invalid.result)")
+            // A reload the server refuses fails like every command: the answer's object with error and code,
+            // one line on stderr; in text, the problems on stdout and the same line.
+            let running = try String(contentsOfFile: server.policyPath, encoding: .utf8)
+            try server.writePolicy(running + "bogus: 1\n")
+            let refusedReload = try await Self.run(server, erin, ["policy", "reload"], expect: 1)
+            #expect(refusedReload.object["reloaded"] as? Bool == false && !((refusedReload.object["problems"] as? [String]) ?? []).isEmpty, "\(refusedReload.result)")
+            #expect(refusedReload.result.stderr == "error: policy NOT reloaded; the running policy is kept\n", "\(refusedReload.result)")
+            let text = try await Command.run(try ServeProcess.binary().path, ["policy", "reload"], environment: ["GATEHOUSE_URL": server.baseURL, "GATEHOUSE_TOKEN": erin])
+            #expect(text.status == 1 && text.stdout.contains("policy.yaml:") && text.stderr == "error: policy NOT reloaded; the running policy is kept\n", "\(text)")
+            try server.writePolicy(running)
             let home = server.folder.appendingPathComponent("home").path
             let logout = try await Command.run(try ServeProcess.binary().path, ["logout", "--output", "json"], environment: ["HOME": home])
             #expect(logout.status == 0 && (try? JSONSerialization.jsonObject(with: Data(logout.stdout.utf8))) != nil, "\(logout)")
