@@ -16,7 +16,7 @@ extension Client {
     public static func gatehouse(_ serverURL: URL, token: String?, httpClient: HTTPClient = .shared,
                                  timeout: TimeAmount = .seconds(60), problems: ProblemHandling = .thrown,
                                  observers: [any ClientMiddleware] = []) -> Client {
-        var middlewares: [any ClientMiddleware] = []
+        var middlewares: [any ClientMiddleware] = [EmptyNameRefused()]
         if let token { middlewares.append(BearerToken(token: token)) }
         middlewares.append(AnswerCheck(throwsProblems: problems == .thrown))
         middlewares += observers
@@ -54,7 +54,7 @@ public struct NotGatehouse: Error, Sendable {
 public func gatehouseCause(_ error: any Error) -> any Error {
     guard let wrapped = error as? ClientError else { return error }
     let cause = wrapped.underlyingError
-    if cause is GatehouseProblem || cause is NotGatehouse { return cause }
+    if cause is GatehouseProblem || cause is NotGatehouse || cause is EmptyName { return cause }
     // The connection failed, also while the body was being read after the headers: not a mismatch.
     if cause is HTTPClientError || cause is IOError || cause is ChannelError || cause is NIOConnectionError { return cause }
     if wrapped.underlyingError is DecodingError || wrapped.response != nil {
@@ -68,6 +68,22 @@ public struct AnswerMismatch: Error, Sendable, CustomStringConvertible {
     public var operation: String
     public var cause: String
     public var description: String { "the answer to \(operation) does not match openapi.yaml: \(cause)" }
+}
+
+/// An id or name left empty (`approve ""`) would make a path with an empty segment, which reaches
+/// another operation (`/v1/requests//approve` is read as `/v1/requests/approve`): refused before it is sent.
+public struct EmptyName: Error, Sendable, CustomStringConvertible {
+    public var operation: String
+    public var description: String { "an id or name is empty; give the request, grant, token or principal that \(operation) is about" }
+}
+
+struct EmptyNameRefused: ClientMiddleware {
+    func intercept(_ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
+                   next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)) async throws -> (HTTPResponse, HTTPBody?) {
+        let path = request.path.map { $0.prefix { $0 != "?" } } ?? ""
+        if path.contains("//") || (path.count > 1 && path.hasSuffix("/")) { throw EmptyName(operation: operationID) }
+        return try await next(request, body, baseURL)
+    }
 }
 
 struct BearerToken: ClientMiddleware {

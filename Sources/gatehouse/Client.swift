@@ -40,6 +40,8 @@ struct APIClient {
             return .api(status: problem.status, code: problem.code, message: problem.description, body: problem.body)
         case let other as NotGatehouse:
             return .failure("the answer from \(baseURL) is not Gatehouse's (HTTP \(other.status), \(other.contentType.isEmpty ? "no content type" : other.contentType)); check GATEHOUSE_URL")
+        case let empty as EmptyName:
+            return .usage(empty.description)
         case let mismatch as AnswerMismatch:
             return .failure("\(mismatch); is this gatehouse the same version as the server at \(baseURL)?")
         case let cli as CLIError:

@@ -81,6 +81,11 @@ struct CLIJSONTests {
             #expect(missing.object["status"] as? Int == 404 || missing.object["status"] as? Int == 400, "\(missing.result)")
             let usage = try await Self.run(server, alice, ["request"], expect: 2)
             #expect(usage.object["code"] as? String == "usage")
+            // An empty id would make a path another operation answers (`/v1/requests//approve`): refused before it is sent.
+            for arguments in [["show", ""], ["approve", ""], ["revoke", "", "--reason", "x"], ["token", "revoke", ""], ["unblock", ""]] {
+                let empty = try await Self.run(server, erin, arguments, expect: 2)
+                #expect(empty.object["code"] as? String == "usage" && (empty.object["error"] as? String)?.contains("is empty") == true, "\(arguments): \(empty.result)")
+            }
             _ = try await Self.run(server, alice, ["break-glass", "prod-db", "--role", "write", "--reason", "INC-1 outage now"], expect: 1)
 
             // Local commands.
