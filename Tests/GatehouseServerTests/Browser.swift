@@ -37,7 +37,12 @@ struct Browser {
         try await send(.POST, path, form: form, headers: headers)
     }
 
-    mutating func send(_ method: HTTPMethod, _ path: String, form: [(String, String)]?, headers: [(String, String)] = []) async throws -> Page {
+    /// A form body as given, unencoded by the browser (to send what no browser would).
+    mutating func post(_ path: String, rawForm: String) async throws -> Page {
+        try await send(.POST, path, form: nil, rawForm: rawForm)
+    }
+
+    mutating func send(_ method: HTTPMethod, _ path: String, form: [(String, String)]?, rawForm: String? = nil, headers: [(String, String)] = []) async throws -> Page {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
         if !cookies.isEmpty { request.headers.add(name: "Cookie", value: cookies.map { "\($0.key)=\($0.value)" }.joined(separator: "; ")) }
@@ -48,6 +53,10 @@ struct Browser {
             let body = form.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")" }.joined(separator: "&")
             request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
             request.body = .bytes(ByteBuffer(string: body))
+        }
+        if let rawForm {
+            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            request.body = .bytes(ByteBuffer(string: rawForm))
         }
         let response = try await Self.client.execute(request, timeout: .seconds(30))
         for header in response.headers["Set-Cookie"] {

@@ -81,6 +81,12 @@ struct WebInboxHTTPTests {
             let crossSite = try await bob.post("/requests/\(id)/decide", [("decision", "approve"), ("csrf", csrf)],
                                                headers: [("Sec-Fetch-Site", "cross-site")])
             #expect(crossSite.status == 403)
+            // Text that is not UTF-8, and a field given twice, are refused as such (not stored as U+FFFD, not
+            // one of two values picked, not called a forged form).
+            let notUTF8 = try await bob.post("/requests/\(id)/decide", rawForm: "csrf=\(csrf)&decision=deny&comment=%FF%FE%80")
+            #expect(notUTF8.status == 400 && notUTF8.html.contains("not URL-encoded UTF-8"), "\(notUTF8.status): \(notUTF8.html.suffix(400))")
+            let twice = try await bob.post("/requests/\(id)/decide", rawForm: "csrf=\(csrf)&decision=approve&decision=deny&comment=x")
+            #expect(twice.status == 400 && twice.html.contains("decision` twice"), "\(twice.status): \(twice.html.suffix(400))")
             #expect(try await server.readRequest(t["bob"]!, id).string("state") == "pending")
 
             // Another session's token does not work either.
@@ -216,7 +222,7 @@ struct WebInboxHTTPTests {
                 #expect(page.headers.first(name: "Content-Type")?.hasPrefix("text/html") == true)
             }
             let junk = try await bob.send(.POST, "/grants/grt_x/release", form: [("csrf", "\u{0}\u{FFFF}"), ("%%%", "%zz")])
-            #expect(junk.status == 403)
+            #expect(junk.status == 400 && junk.html.contains("not URL-encoded UTF-8"), "\(junk.status)")  // `%%%` is no encoding
             let inbox = try await bob.get("/inbox")
             let signOut = try await bob.post("/sign-out", [("csrf", inbox.csrf ?? "")])
             #expect(signOut.status == 303)

@@ -165,9 +165,27 @@ extension WebInbox {
     static func formFields(_ request: Request) async throws -> [String: String] {
         var request = request
         let buffer = try await request.collectBody(upTo: 64 * 1024)
-        // A body that is not a form (browsers always send one) reads as no fields: it carries no CSRF
-        // token, so it is refused as a forged form, which is what it is.
-        return (try? URLEncodedFormDecoder().decode([String: String].self, from: String(buffer: buffer))) ?? [:]
+        return try formFields(Array(buffer.readableBytesView))
+    }
+
+    /// A form's fields: text that is not UTF-8 (raw or percent-encoded) and a name given twice are refused
+    /// (they would be stored as replacement characters, or one of two values picked). A body that is not a
+    /// form at all (browsers always send one) reads as fields without the CSRF token, and is refused as a
+    /// forged form, which is what it is.
+    static func formFields(_ bytes: [UInt8]) throws(GatehouseError) -> [String: String] {
+        let unreadable = GatehouseError(.invalid, "malformed_form", "the form's text is not URL-encoded UTF-8, so nothing was done; submit the inbox's own form")
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw unreadable }
+        var fields: [String: String] = [:]
+        for pair in text.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decoded(_ part: Substring) -> String? { part.replacingOccurrences(of: "+", with: " ").removingPercentEncoding }
+            guard let name = decoded(parts[0]), let value = decoded(parts.count > 1 ? parts[1] : "") else { throw unreadable }
+            guard fields[name] == nil else {
+                throw GatehouseError(.invalid, "duplicate_field", "the form gives `\(Problem.shown(name))` twice, so nothing was done; submit the inbox's own form")
+            }
+            fields[name] = value
+        }
+        return fields
     }
 
     static func validID(_ raw: String) throws(GatehouseError) -> String {
