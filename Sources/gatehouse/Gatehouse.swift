@@ -55,15 +55,28 @@ struct Gatehouse: AsyncParsableCommand {
             fail(error.message, code: error.code, exitCode: 1)
         } catch {
             let code = Gatehouse.exitCode(for: error)
-            // ArgumentParser's own messages begin with "Error: "; ours say "error: " once.
-            var message = fullMessage(for: error)
-            if message.hasPrefix("Error: ") { message.removeFirst("Error: ".count) }
             if code == .success {
+                let message = fullMessage(for: error)
                 if !message.isEmpty { print(message) }
                 Foundation.exit(0)
             }
-            fail(message, code: code == .validationFailure ? "usage" : "error", exitCode: code == .validationFailure ? 2 : code.rawValue)
+            fail(oneLine(fullMessage(for: error)), code: code == .validationFailure ? "usage" : "error",
+                 exitCode: code == .validationFailure ? 2 : code.rawValue)
         }
+    }
+
+    /// ArgumentParser's message in one line, as every failure is said: its first line without "Error: "
+    /// (ours say "error: " once), and the command whose help explains more, instead of the usage it prints
+    /// below. The lines of a message without that pointer are joined.
+    static func oneLine(_ message: String) -> String {
+        let lines = message.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard var first = lines.first else { return message }
+        if first.hasPrefix("Error: ") { first.removeFirst("Error: ".count) }
+        guard let see = lines.first(where: { $0.hasPrefix("See '") }), let open = see.firstIndex(of: "'"),
+              let close = see.lastIndex(of: "'"), open < close else {
+            return ([first] + lines.dropFirst()).joined(separator: "; ")
+        }
+        return "\(first) (see \(see[open...close]))"
     }
 
     /// `--output json` was asked for, however it was spelled.

@@ -81,6 +81,10 @@ struct CLIJSONTests {
             #expect(missing.object["status"] as? Int == 404 || missing.object["status"] as? Int == 400, "\(missing.result)")
             let usage = try await Self.run(server, alice, ["request"], expect: 2)
             #expect(usage.object["code"] as? String == "usage")
+            // One line, naming what is missing and where help is (not ArgumentParser's usage block).
+            #expect(usage.result.stderr.split(separator: "\n").count == 1 && usage.result.stderr.contains("Missing expected argument")
+                    && usage.result.stderr.contains("'gatehouse request --help'"), "\(usage.result.stderr)")
+            #expect((usage.object["error"] as? String)?.contains("\n") == false, "\(usage.result)")
             // An empty id would make a path another operation answers (`/v1/requests//approve`): refused before it is sent.
             for arguments in [["show", ""], ["approve", ""], ["revoke", "", "--reason", "x"], ["token", "revoke", ""], ["unblock", ""]] {
                 let empty = try await Self.run(server, erin, arguments, expect: 2)
