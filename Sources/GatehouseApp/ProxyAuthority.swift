@@ -158,6 +158,9 @@ public struct ProxyAuthority: Sendable {
     public func statement(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit,
                           functions: FunctionReach? = nil) async throws
         -> (refusal: (message: String, hint: String?)?, risk: RiskLevel) {
+        // An empty query runs nothing and PostgreSQL answers it (EmptyQueryResponse): drivers send one to
+        // ask whether a connection still works (pgjdbc's isValid). Not an action to judge or audit.
+        if text.isEmpty { return (nil, .read) }
         let action = Action(kind: .sql, text: text)
         if let problem = action.problem { return ((problem, nil), .forbidden) }
         var classification = await checks.classify(action, for: identity.caller.principal)

@@ -250,6 +250,8 @@ struct DriverMatrixTests {
                             try (ResultSet rs = ps.executeQuery()) { rs.next(); reads.append(reads.length() == 0 ? "" : ",").append(rs.getInt(1)); }
                         }
                         out.put("reads", reads.toString());
+                        // Connection pools (HikariCP's default) ask isValid, which sends an empty query.
+                        out.put("valid", c.isValid(5));
                         c.setAutoCommit(false);
                         try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("SELECT count(*) FROM accounts")) { rs.next(); out.put("count", rs.getInt(1)); }
                         c.commit();
@@ -292,6 +294,7 @@ struct DriverMatrixTests {
         let out = try Self.json(try await Command.run("/usr/bin/java", ["-cp", "/usr/share/java/postgresql.jar", path, url, "alice", harness.tokens["alice"]!]))
         #expect(out["reads"] as? String == "100,100,100,100")
         #expect(out["count"] as? Int == 10)
+        #expect(out["valid"] as? Bool == true, "\(out)")
         // pgjdbc prints the severity before the message: "ERROR: gatehouse: ...".
         #expect((out["delete"] as? String)?.hasPrefix("42501 ERROR: gatehouse:") == true, "\(out)")
         #expect(out["copy_out"] as? String == "1,2,3")

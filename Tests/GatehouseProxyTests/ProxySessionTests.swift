@@ -322,6 +322,17 @@ import Glibc
         #expect(metrics.stdout.contains(#"gatehouse_proxy_statements_total{outcome="refused"} 1"#), "\(metrics.stdout)")
         #expect(metrics.stdout.contains(#"gatehouse_proxy_sessions_total{outcome="started"} 1"#), "\(metrics.stdout)")
         #expect(metrics.stdout.contains("gatehouse_proxy_check_seconds_count 3"), "\(metrics.stdout)")
+        // An empty query runs nothing, and PostgreSQL answers it: drivers send one to ask whether a
+        // connection still works (pgjdbc's isValid, which connection pools call).
+        let empty = """
+            import sys, psycopg
+            with psycopg.connect(sys.argv[1], password=sys.argv[2], autocommit=True) as conn:
+                for prepare in (False, True):
+                    cur = conn.execute("", prepare=prepare)
+                    print(cur.pgresult.status == psycopg.pq.ExecStatus.EMPTY_QUERY)
+            """
+        let pinged = try await Command.run("/usr/bin/python3", ["-c", empty, harness.conninfo(user: "alice"), harness.tokens["alice"]!])
+        #expect(pinged.status == 0 && pinged.stdout == "True\nTrue\n", "\(pinged)")
     }
 
     @Test func copyRunsAsTheClassifierAllows() async throws {
