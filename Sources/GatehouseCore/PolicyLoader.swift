@@ -78,9 +78,9 @@ public enum PolicyLoader {
     public static func load(file path: String) throws -> PolicyLoadResult {
         let text: String
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            text = try TextFile.read(path)
         } catch {
-            return PolicyLoadResult(policy: nil, problems: [PolicyProblem(line: 1, column: 1, message: "cannot read the policy file: \(error.localizedDescription); check the path and its permissions")])
+            return PolicyLoadResult(policy: nil, problems: [PolicyProblem(line: 1, column: 1, message: "cannot read the policy file: \(error.why); check the path and its permissions")])
         }
         return load(yaml: text)
     }

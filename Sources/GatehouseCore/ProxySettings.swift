@@ -106,14 +106,14 @@ public struct ProxySettings: Sendable, Equatable {
             return value
         case .file(let path):
             do {
-                let text = try String(contentsOfFile: path, encoding: .utf8)
+                let text = try TextFile.read(path)
                 let password = text.trimmingCharacters(in: .newlines)
                 guard !password.isEmpty else { throw ProxyPasswordError(message: "password file \(path) is empty") }
                 return password
             } catch let error as ProxyPasswordError {
                 throw error
             } catch {
-                throw ProxyPasswordError(message: "cannot read password file \(path): \(error.localizedDescription)")
+                throw ProxyPasswordError(message: "cannot read password file \(path): \(error)")
             }
         }
     }

@@ -15,8 +15,9 @@ public enum SecretReference: Sendable, Equatable {
             }
             return value
         case .file(let path):
-            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw SecretUnavailable(message: "cannot read \(path), which should hold \(what)")
+            let text: String
+            do { text = try TextFile.read(path) } catch {
+                throw SecretUnavailable(message: "cannot read \(path), which should hold \(what): \(error.why)")
             }
             let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
             guard !value.isEmpty else { throw SecretUnavailable(message: "\(path), which should hold \(what), is empty") }

@@ -87,10 +87,9 @@ public struct WebhookEndpoint: Sendable, Equatable {
             }
             text = value
         case .file(let path):
-            guard let value = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw WebhookSecretError(message: "cannot read \(path), the signing secret of webhook `\(name)`")
+            do { text = try TextFile.read(path) } catch {
+                throw WebhookSecretError(message: "cannot read \(path), the signing secret of webhook `\(name)`: \(error.why)")
             }
-            text = value
         }
         return try StandardWebhooks.key(fromSecret: text.trimmingCharacters(in: .whitespacesAndNewlines), endpoint: name)
     }

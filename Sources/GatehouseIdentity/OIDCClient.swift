@@ -78,9 +78,13 @@ public final class OIDCClient: Sendable {
             }
             return value
         case .file(let path):
-            guard let data = FileManager.default.contents(atPath: path),
-                  let value = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines), !value.isEmpty else {
-                throw OIDCError.providerUnavailable("identity.oidc.client_secret_file \(path) cannot be read or is empty; put the client secret the provider gave Gatehouse in it")
+            let text: String
+            do { text = try TextFile.read(path) } catch {
+                throw OIDCError.providerUnavailable("identity.oidc.client_secret_file \(path) cannot be read (\(error.why)); put the client secret the provider gave Gatehouse in it")
+            }
+            let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !value.isEmpty else {
+                throw OIDCError.providerUnavailable("identity.oidc.client_secret_file \(path) is empty; put the client secret the provider gave Gatehouse in it")
             }
             return value
         }

@@ -130,8 +130,8 @@ struct ServeCommand: AsyncParsableCommand {
         if proxy { flags["proxy"] = "true" }
         var file: (String, String)?
         if let path = config ?? env["GATEHOUSE_CONFIG"].flatMap({ $0.isEmpty ? nil : $0 }) {
-            do { file = (path, try String(contentsOfFile: path, encoding: .utf8)) } catch {
-                throw CLIError.failure("cannot read the configuration file \(path): \((error as NSError).localizedDescription)")
+            do { file = (path, try TextFile.read(path)) } catch {
+                throw CLIError.failure("cannot read the configuration file \(path): \(error.why)")
             }
         }
         do { return try ServeConfiguration.resolve(flags: flags, environment: env, file: file) } catch {

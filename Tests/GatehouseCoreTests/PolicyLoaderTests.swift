@@ -88,6 +88,17 @@ struct PolicyLoaderTests {
         #expect(missing.errors.count == 1)
         #expect(missing.errors.first?.message.contains("cannot read the policy file") == true)
         #expect(throws: PolicyError.self) { try PolicyLoader.loadValid(file: "/nonexistent/gatehouse/policy.yaml") }
+        // Why, in words (Foundation's own error for a directory is "NSCocoaErrorDomain error 256").
+        #expect(missing.errors.first?.message.contains("there is no such file") == true, "\(missing.errors)")
+        let directory = try PolicyLoader.load(file: NSTemporaryDirectory())
+        #expect(directory.errors.first?.message == "cannot read the policy file: it is a directory, not a file; check the path and its permissions", "\(directory.errors)")
+        let binary = NSTemporaryDirectory() + "gatehouse-policy-\(UUID().uuidString).yaml"
+        try Data([0x76, 0x3A, 0x20, 0xFF, 0xFE, 0x0A]).write(to: URL(fileURLWithPath: binary))
+        defer { try? FileManager.default.removeItem(atPath: binary) }
+        #expect(try PolicyLoader.load(file: binary).errors.first?.message.contains("it is not UTF-8 text") == true)
+        // A byte order mark is not part of the text (a secret saved by a Windows editor still matches).
+        try Data([0xEF, 0xBB, 0xBF] + Array("s3cret\n".utf8)).write(to: URL(fileURLWithPath: binary))
+        #expect(try TextFile.read(binary) == "s3cret\n")
     }
 
     @Test("the header used by the corpus is itself valid")
