@@ -193,7 +193,9 @@ public struct RequestDesk: Sendable {
     public static let longestWait = TimeSpan(seconds: 60)
 
     /// The request once it is no longer waiting for a decision, or as it is after `wait`.
-    public func waitForDecision(caller: Caller, id: String, wait: String) async throws -> RequestView {
+    /// `stopping`: the server is stopping; the poll answers with the request as it is (within the 2 s
+    /// between looks), so a stop does not wait out every open poll and the client learns at once.
+    public func waitForDecision(caller: Caller, id: String, wait: String, stopping: @Sendable () -> Bool = { false }) async throws -> RequestView {
         let span: TimeSpan
         do { span = try TimeSpan.parse(wait) } catch {
             throw GatehouseError.invalid("wait", "invalid_wait", "wait: \(error.description)")
@@ -211,7 +213,7 @@ public struct RequestDesk: Sendable {
                 try await context.requireLive(caller)
                 let view = try await get(caller: caller, id: id)
                 let left = deadline - ContinuousClock.now
-                guard view.request.state == .pending || view.request.state == .quarantined, left > .zero, !Task.isCancelled else {
+                guard view.request.state == .pending || view.request.state == .quarantined, left > .zero, !Task.isCancelled, !stopping() else {
                     await watch.leave(token: caller.tokenId)
                     return view
                 }

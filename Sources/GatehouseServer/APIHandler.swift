@@ -4,6 +4,7 @@ import GatehouseApp
 import GatehouseCore
 import GatehouseStore
 import OpenAPIRuntime
+import ServiceLifecycle
 
 /// Implements the operations generated from openapi.yaml. Each handler authenticates, calls one
 /// `UseCases` use case and maps the domain value to the contract's schema. Errors are thrown
@@ -148,7 +149,8 @@ struct APIHandler: APIProtocol {
     func getRequest(_ input: Operations.GetRequest.Input) async throws -> Operations.GetRequest.Output {
         let caller = try await caller()
         let view = if let wait = input.query.wait {
-            try await service.desk.waitForDecision(caller: caller, id: id(input.path.id), wait: wait)
+            try await service.desk.waitForDecision(caller: caller, id: id(input.path.id), wait: wait,
+                                                   stopping: { Task.isShuttingDownGracefully })
         } else {
             try await service.desk.get(caller: caller, id: id(input.path.id))
         }

@@ -55,7 +55,7 @@ struct APIClient {
 
     /// Whether the server's address takes a connection, within a few seconds: an HTTP client retries a
     /// refused connection until its request's deadline (a minute, for long polls), so this is asked
-    /// first, once per run.
+    /// first, once per run (and again by a wait whose poll was answered early: the server may be stopping).
     static func reach(_ components: URLComponents?, baseURL: String, within connectTimeout: TimeAmount) async throws {
         guard !reached.withLock({ $0 }), var host = components?.host else { return }
         // URLComponents keeps an IPv6 literal's brackets; a socket address has none.
@@ -84,6 +84,10 @@ struct APIClient {
     }
 
     static let reached = Mutex(false)
+
+    /// The next run asks again whether the address answers: a wait that polls for minutes then learns
+    /// within seconds that the server stopped, instead of after the HTTP client's minute of retries.
+    static func askAgain() { reached.withLock { $0 = false } }
 
     /// A connection error as people say it.
     static func plain(_ error: any Error) -> String {

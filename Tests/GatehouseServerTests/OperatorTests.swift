@@ -251,6 +251,35 @@ struct OperatorTests {
 
     // MARK: stopping
 
+    /// `request --wait` while the server stops: the server answers the open poll as it stops (within the
+    /// 2 s between its looks, not the poll's 25 s), and the CLI's next poll asks whether the address still
+    /// answers before it asks the HTTP client, which retries a refused connection for a minute.
+    @Test func aWaitingRequestLearnsAtOnceThatTheServerStopped() async throws {
+        let folder = try Self.folder("serve-wait-stop")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let server = try await ServeProcess.start(policyPath: try Self.policy(in: folder), database: "sqlite:\(folder.path)/gatehouse.db",
+                                                  folder: folder, name: "waited on")
+        let alice = try await server.token(for: "alice")
+        let waiting = try Command.start(try ServeProcess.binary().path,
+                                        ["request", "prod-db", "--role", "write", "--for", "30m", "--reason", "INC-7 restore the orders table", "--wait"],
+                                        environment: ["GATEHOUSE_URL": server.baseURL, "GATEHOUSE_TOKEN": alice])
+        let polling = await waitUntil(timeout: .seconds(20)) { waiting.output.contains("waiting for 1 approval") }
+        #expect(polling, "\(waiting.output)")
+        // The poll is open by now (filed, printed, then asked), with most of its 25 s to go.
+        try await Task.sleep(for: .seconds(3))
+        let stopping = Date()
+        server.kill(SIGTERM, wait: false)
+        let ended = await waitUntil(timeout: .seconds(60)) { !waiting.isRunning }
+        let seconds = Date().timeIntervalSince(stopping)
+        if !ended { waiting.signal(SIGKILL, wait: true) }
+        let result = await Command.finish(waiting)
+        #expect(ended && result.status == 1 && result.stderr.contains("cannot reach Gatehouse at \(server.baseURL): connection refused"), "\(result)")
+        // Without either end of this, 85 s (the poll's 25 s, then the client's minute of retries).
+        #expect(seconds < 15, "took \(Int(seconds)) s")
+        #expect(await waitUntil(timeout: .seconds(20)) { !server.running.isRunning })
+        #expect(server.running.process.terminationStatus == 0, "\(server.output)")
+    }
+
     /// SIGTERM while requests are being filed: the server stops accepting, finishes what it had
     /// started, and exits 0. No response is cut off midway, none is a 5xx, and every request it
     /// acknowledged (201) is in the store after a restart.
