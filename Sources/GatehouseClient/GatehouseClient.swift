@@ -116,9 +116,11 @@ struct AnswerCheck: ClientMiddleware {
         // A refusal with no body (a 401 or 502 from a proxy in front) is still a refusal with its status.
         let data = answer == nil ? Data() : try await Data(collecting: answer!, upTo: Self.limit)
         let problem = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        // JSON without a problem's detail is another server's (`{"message": "Unauthorized"}`), not printed as Gatehouse's.
+        guard data.isEmpty || problem["detail"] is String else { throw NotGatehouse(status: response.status.code, contentType: type) }
         throw GatehouseProblem(status: response.status.code, code: problem["code"] as? String ?? "",
                                detail: problem["detail"] as? String
-                                   ?? (data.isEmpty ? "the server answered HTTP \(response.status.code) without a body" : String(decoding: data, as: UTF8.self)),
+                                   ?? "the server answered HTTP \(response.status.code) without a body; Gatehouse always explains, so this is a proxy in front of it or another server: check GATEHOUSE_URL",
                                field: problem["field"] as? String, body: data)
     }
 }

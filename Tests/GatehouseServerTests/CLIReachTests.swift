@@ -84,13 +84,19 @@ struct CLIReachTests {
         }
         // A proxy in front answering 502 with no body: a refusal with its status, not a contract mismatch.
         router.get("/v1/grants") { _, _ in Response(status: .badGateway) }
+        // Another server's JSON refusal is named as such, not printed as if Gatehouse had said it.
+        router.get("/v1/tokens") { _, _ in
+            Response(status: .unauthorized, headers: [.contentType: "application/json"], body: .init(byteBuffer: .init(string: #"{"message":"Unauthorized"}"#)))
+        }
         let server = await LocalHTTPServer.start(router, label: "off-contract")
         let url = "http://127.0.0.1:\(server.port)"
         let (whoami, _) = try await Self.run(["whoami"], url: url)
         let (check, _) = try await Self.run(["check", "prod-db", "--role", "read", "--output", "json"], url: url)
         let (grants, _) = try await Self.run(["grants"], url: url)
+        let (tokens, _) = try await Self.run(["token", "list"], url: url)
         await server.stop()
-        #expect(grants.status == 1 && grants.stderr.contains("error (502): the server answered HTTP 502 without a body"), "\(grants)")
+        #expect(grants.status == 1 && grants.stderr.contains("error (502): the server answered HTTP 502 without a body") && grants.stderr.contains("check GATEHOUSE_URL"), "\(grants)")
+        #expect(tokens.status == 1 && tokens.stderr.contains("is not Gatehouse's (HTTP 401, application/json)") && !tokens.stderr.contains("Unauthorized"), "\(tokens)")
         #expect(whoami.status == 1 && whoami.stdout.isEmpty, "\(whoami)")
         #expect(whoami.stderr.contains("the answer to whoami does not match openapi.yaml"), "\(whoami)")
         // Not "allow", not exit 0: an unknown decision is never read as permission.
