@@ -65,7 +65,7 @@ struct LoginCommand: AsyncParsableCommand {
     @Flag(help: "Do not try to open a browser; only print the address.") var noBrowser = false
     @Flag(help: "Sign in from another device (a phone, your laptop) with a code: for terminals without a browser (RFC 8628).") var device = false
     @Option(help: "Give up after this long.") var timeout: String = "10m"
-    @Option(name: .long, help: "Output format: table or json.") var output: String = "table"
+    @Option(name: .long, help: "Output format: table or json.") var output: OutputFormat = .table
 
     func run() async throws {
         let limit: TimeSpan
@@ -131,7 +131,7 @@ struct LoginCommand: AsyncParsableCommand {
     func finish(_ session: Components.Schemas.LoginSession, baseURL: String) throws {
         let file = SessionFile(url: baseURL, token: session.token, principal: session.principal, expiresAt: session.expiresAt)
         try file.save()
-        if output == "json" {
+        if output == .json {
             var shown = Output.object(session)
             shown["token"] = nil
             Output.json(try JSONSerialization.data(withJSONObject: shown, options: [.sortedKeys]))

@@ -161,10 +161,14 @@ extension WebInbox {
         return (host + (components.port.map { ":\($0)" } ?? "")).lowercased()
     }
 
-    /// `application/x-www-form-urlencoded` fields (the body was collected, within 64 KiB, by the middleware).
+    /// `application/x-www-form-urlencoded` fields, read up to 64 KiB (a larger form is a 413 page).
     static func formFields(_ request: Request) async throws -> [String: String] {
         var request = request
-        let buffer = try await request.collectBody(upTo: 64 * 1024)
+        let limit = RequestInfoMiddleware.publicBodyBytes
+        let buffer: ByteBuffer
+        do { buffer = try await request.collectBody(upTo: limit) } catch let error where Problem.from(error).status == 413 {
+            throw GatehouseError(.tooLarge, "body_too_large", "the form is larger than \(limit / 1024) KiB, so nothing was done; shorten what you typed")
+        }
         return try formFields(Array(buffer.readableBytesView))
     }
 
