@@ -66,13 +66,22 @@ struct RequestInfoMiddleware: RouterMiddleware {
     /// Sign-in bodies and forms are small: no more is read of them before anyone is known.
     static let publicBodyBytes = 64 * 1024
 
+    /// A body over `limit`, named with the limit that applied (NIO's error names what was left of it
+    /// after the first chunk).
+    static func tooLarge(_ limit: Int, _ what: String) -> GatehouseError {
+        GatehouseError(.tooLarge, "body_too_large", "\(what) is larger than \(limit / 1024) KiB, so nothing was done")
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var request = request
         let path = Self.routedPath(request.uri.path)
         let needsToken = path.hasPrefix("/v1/") && !Self.publicPaths.contains(path)
         // The inbox's pages read their forms themselves, up to the same limit, and answer in HTML.
         if path.hasPrefix("/v1/"), request.method == .post || request.method == .put || request.method == .patch {
-            _ = try await request.collectBody(upTo: needsToken ? context.maxUploadSize : min(context.maxUploadSize, Self.publicBodyBytes))
+            let limit = needsToken ? context.maxUploadSize : min(context.maxUploadSize, Self.publicBodyBytes)
+            do { _ = try await request.collectBody(upTo: limit) } catch let error where Problem.from(error).status == 413 {
+                throw Self.tooLarge(limit, "the request body")
+            }
         }
         var info = RequestInfo(authorization: request.headers[.authorization],
                                remoteAddress: context.remoteAddress?.ipAddress)

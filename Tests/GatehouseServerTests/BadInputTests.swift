@@ -144,6 +144,10 @@ struct BadInputTests {
             let oversized = try await server.send(.POST, "/v1/requests", token: alice, rawBody: huge)
             #expect(oversized.status == 413)
             #expect(oversized.headers.first(name: "content-type") == "application/problem+json")
+            #expect(oversized.string("detail") == "the request body is larger than 1024 KiB, so nothing was done", "\(oversized.string("detail") ?? "")")
+            // Before anyone is known, 64 KiB: the limit named is the one that applied.
+            let signIn = try await server.send(.POST, "/v1/auth/login", token: nil, rawBody: Data(("{\"redirect_uri\": \"" + String(repeating: "a", count: 70_000) + "\"}").utf8))
+            #expect(signIn.status == 413 && signIn.string("detail") == "the request body is larger than 64 KiB, so nothing was done", "\(signIn.string("detail") ?? "")")
 
             let noBody = try await server.send(.POST, "/v1/requests", token: alice)
             #expect(noBody.status == 400)

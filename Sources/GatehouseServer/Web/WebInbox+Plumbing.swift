@@ -167,7 +167,7 @@ extension WebInbox {
         let limit = RequestInfoMiddleware.publicBodyBytes
         let buffer: ByteBuffer
         do { buffer = try await request.collectBody(upTo: limit) } catch let error where Problem.from(error).status == 413 {
-            throw GatehouseError(.tooLarge, "body_too_large", "the form is larger than \(limit / 1024) KiB, so nothing was done; shorten what you typed")
+            throw RequestInfoMiddleware.tooLarge(limit, "the form")
         }
         return try formFields(Array(buffer.readableBytesView))
     }
