@@ -168,9 +168,18 @@ final class RefuseConnection: ChannelInboundHandler {
     let cancel: @Sendable (CancelKey, EventLoop) -> Void
     private var inbound = ByteBuffer()
 
+    /// How long a connection over the cap may stay open without sending its first packet: it holds a
+    /// descriptor, and many of them would exhaust the process's.
+    static let silenceAllowed: TimeAmount = .seconds(5)
+
     init(message: String, cancel: @escaping @Sendable (CancelKey, EventLoop) -> Void) {
         self.message = message
         self.cancel = cancel
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.eventLoop.scheduleTask(in: Self.silenceAllowed) { channel.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -433,6 +433,16 @@ import Glibc
                     await asyncio.sleep(0.2)
                 out["over_cap"] = data[:1].decode() + " " + data[5:].decode(errors="replace")
                 out["over_closed"] = over.recv(4096) == b""
+                # Over the cap and silent: closed within seconds, not held open (each holds a descriptor).
+                silent = socket.create_connection(("127.0.0.1", port))
+                silent.settimeout(30)
+                started = time.monotonic()
+                try:
+                    out["silent_closed"] = silent.recv(4096) == b""
+                except socket.timeout:
+                    out["silent_closed"] = False
+                out["silent_seconds"] = time.monotonic() - started
+                silent.close()
                 raw.close(); over.close()
                 await a.close(); await c.close()
                 print(json.dumps(out))
@@ -447,6 +457,7 @@ import Glibc
         let overCap = out["over_cap"] as? String ?? ""
         #expect(overCap.hasPrefix("E") && overCap.contains("53300") && overCap.contains("too many connections"), "\(out)")
         #expect(out["over_closed"] as? Bool == true)
+        #expect(out["silent_closed"] as? Bool == true && (out["silent_seconds"] as? Double ?? 99) < 20, "\(out)")
         #expect(out["ssl_answer"] as? String == "N")
         let refused = try await harness.audit(action: "proxy.session.refused")
         #expect(refused.contains { (($0["details"] as? [String: String])?["reason"] ?? "").contains("already holds 2 sessions") }, "\(refused)")
