@@ -377,3 +377,14 @@ private final class LeaseGate: Sendable {
 
     var hasStarted: Bool { state.withLock { $0 == .started } }
 }
+
+extension GatehouseStore {
+    /// A database error in words: PostgreSQL's own message and SQLSTATE (PostgresNIO describes its errors
+    /// as "Generic description to prevent accidental leakage"), SQLite's message; never the query's values.
+    public static func explain(_ error: any Error) -> String {
+        error is PSQLError || error is GatehouseError ? PostgresBackend.explain(error) : "\(error)"
+    }
+
+    /// Whether `error` is PostgreSQL's own, as it reached the caller.
+    public static func isDatabaseError(_ error: any Error) -> Bool { error is PSQLError }
+}

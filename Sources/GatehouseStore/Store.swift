@@ -184,8 +184,13 @@ public final class GatehouseStore: Sendable {
                                      "the database schema is at version \(current) but this gatehouse knows only up to version \(Migrations.latestVersion); run a newer gatehouse")
             }
             for migration in Migrations.all where migration.version > current {
-                for statement in migration.statements {
-                    try await session.db.raw(SQLQueryString(statement)).run()
+                do {
+                    for statement in migration.statements {
+                        try await session.db.raw(SQLQueryString(statement)).run()
+                    }
+                } catch {
+                    throw GatehouseError(.conflict, "migration_failed",
+                                         "schema migration \(migration.version) could not be applied, so none of it was: \(Self.explain(error)); the database must be Gatehouse's own (no tables of other software with the same names) and its user must own Gatehouse's tables")
                 }
                 try await session.db.raw("INSERT INTO schema_migrations (version, applied_at) VALUES (\(bind: migration.version), \(bind: Date().unixMilliseconds))").run()
                 logger.info("applied schema migration", metadata: ["version": "\(migration.version)"])

@@ -51,6 +51,9 @@ struct Gatehouse: AsyncParsableCommand {
             case .outcome(let code):
                 Foundation.exit(code)
             }
+        } catch let error where GatehouseStore.isDatabaseError(error) {
+            // A database error that reached the command as it was (an import's rows, a store's statements).
+            fail("the database refused: \(GatehouseStore.explain(error))", code: "database_error", exitCode: 1)
         } catch let error as GatehouseError {
             fail(error.message, code: error.code, exitCode: 1)
         } catch {

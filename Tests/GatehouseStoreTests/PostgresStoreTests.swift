@@ -2,6 +2,7 @@ import Foundation
 import GatehouseCore
 import GatehouseStore
 import GatehouseTestSupport
+import Logging
 import Testing
 
 @Suite("PostgreSQL store: URLs and start-up errors")
@@ -30,6 +31,22 @@ struct PostgresStoreTests {
         } catch {
             Issue.record("\(url): \(error)")
         }
+    }
+
+    @Test("a database holding another program's table of a name Gatehouse uses: the migration says which failed and PostgreSQL's words")
+    func foreignTable() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-foreign-\(UUID().uuidString)")
+        let database = try await TestDatabase.fresh(.postgres, folder: folder)
+        try await database.tamper("CREATE TABLE tokens (x int)")
+        do {
+            let store = try await database.open(logger: Logger(label: "test"))
+            await store.close()
+            Issue.record("a database with a foreign tokens table was migrated")
+        } catch let error as GatehouseError {
+            #expect(error.code == "migration_failed" && error.message.hasPrefix("schema migration ") && error.message.contains("SQLSTATE")
+                    && !error.message.contains("Generic description"), "\(error.message)")
+        }
+        await database.drop()
     }
 
     @Test("a URL's parts, defaults and options; the password never shows")
