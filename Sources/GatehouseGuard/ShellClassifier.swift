@@ -189,14 +189,14 @@ private struct ShellWalk {
     }
 
     private mutating func judgeRedirection(_ redirection: ShellRedirection) {
-        let target = redirection.target.text
+        let target = Self.lexicallyNormal(redirection.target.text)
         guard redirection.op.contains(">") else { return }
         if redirection.op.hasSuffix("&"), Int(target) != nil || target == "-" { return }  // 2>&1, >&2
         if target == "/proc/sysrq-trigger" {
             fire("shutdown", at: redirection.target.position, "writes to /proc/sysrq-trigger (can reboot or crash the machine)")
         } else if target.hasPrefix("/dev/"), !Self.harmlessDevices.contains(target), !target.hasPrefix("/dev/fd/") {
             fire("write_device", at: redirection.target.position, "output redirected to the device \(target)")
-        } else if Self.systemFilePrefixes.contains(where: { target == $0 || target.hasPrefix($0 + "/") }) {
+        } else if Self.isSystemFile(target) {
             fire("overwrite_system_file", at: redirection.target.position, "output redirected over \(target)")
         } else if target.hasSuffix("_history") {
             fire("hide_tracks", at: redirection.target.position, "overwrites the shell history \(target)")
@@ -505,8 +505,9 @@ private struct ShellWalk {
     static let harmlessDevices: Set<String> = ["/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty", "/dev/zero", "/dev/random", "/dev/urandom"]
     static let systemFilePrefixes = ["/etc", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var/lib", "/proc", "/sys"]
 
-    static func isSystemFile(_ path: String) -> Bool {
-        systemFilePrefixes.contains { path == $0 || path.hasPrefix($0 + "/") }
+    static func isSystemFile(_ text: String) -> Bool {
+        let path = lexicallyNormal(text)
+        return systemFilePrefixes.contains { path == $0 || path.hasPrefix($0 + "/") }
     }
     static let protectedPaths: Set<String> = ["/", "/*", "*", ".", "..", "./*", "../*", "~", "~/*", "$HOME", "${HOME}", "/bin", "/boot", "/dev", "/etc",
                                               "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/sbin", "/srv", "/sys", "/usr", "/var", "/mnt", "/media",
@@ -572,15 +573,31 @@ private struct ShellWalk {
     }
 
     static func isProtected(_ word: ShellWord) -> Bool {
-        var path = word.text
+        var path = lexicallyNormal(word.text)
         while path.count > 1, path.hasSuffix("/") { path.removeLast() }
         while path.hasPrefix("//") { path.removeFirst() }
-        if word.expands, path.hasPrefix("$") || path.hasPrefix("${") { return true }
+        // A word that begins with an expansion (`$DIR`, `$(...)`, a backtick) could be any path.
+        if word.expands, path.hasPrefix("$") || path.hasPrefix("`") { return true }
         // Quoted `~` and `*` are not expanded: `rm -rf "~"` removes a file named ~.
         if word.quoted, path.contains("*") || path.hasPrefix("~") { return false }
         if protectedPaths.contains(path) { return true }
         if path.hasSuffix("/*") { return protectedPaths.contains(String(path.dropLast(2))) || isProtected(ShellWord(text: String(path.dropLast(2)), position: 0, expands: word.expands)) }
         return false
+    }
+
+    /// An absolute path without `.` segments, doubled slashes and `..` (read without following links):
+    /// `/./etc`, `/usr/../etc` and `//etc//` are `/etc`. Other words are left as they are.
+    static func lexicallyNormal(_ text: String) -> String {
+        guard text.hasPrefix("/") else { return text }
+        var parts: [Substring] = []
+        for part in text.split(separator: "/", omittingEmptySubsequences: true) {
+            switch part {
+            case ".": continue
+            case "..": if !parts.isEmpty { parts.removeLast() }
+            default: parts.append(part)
+            }
+        }
+        return "/" + parts.joined(separator: "/")
     }
 
     static func glob(_ pattern: String, _ text: String) -> Bool {

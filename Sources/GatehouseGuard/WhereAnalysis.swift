@@ -3,7 +3,8 @@
 /// A condition that does not look at the row at all (`true`, `1=1`, `now() > '2000-01-01'`) selects
 /// all rows or none, so it is treated as true unless it is certainly false. Conditions that do look at
 /// the row are true for every row when they compare an expression with itself (`x = x`), match
-/// everything (`x LIKE '%'`), test both `IS NULL` and `IS NOT NULL` of one expression, or are an OR
+/// everything (`x LIKE '%'`, `x ~ ''`, `x SIMILAR TO '%'`), negate a comparison false for every row
+/// (`NOT (x <> x)`), test both `IS NULL` and `IS NOT NULL` of one expression, or are an OR
 /// with such a branch.
 enum WhereAnalysis {
     /// `target`: the names the changed table goes by (its name and alias), when known: only a column
@@ -23,6 +24,13 @@ enum WhereAnalysis {
                 return arguments.contains(where: isTriviallyTrue) || coversNull(arguments, constants: constants)
             case "AND_EXPR":
                 return !arguments.isEmpty && arguments.allSatisfy(isTriviallyTrue)
+            case "NOT_EXPR":
+                // `NOT (x <> x)`: the negation of a comparison that is false for every row.
+                guard arguments.count == 1, let (inner, comparison) = arguments[0].tagged, inner == "A_Expr",
+                      comparison["kind"]?.stringValue == "AEXPR_OP",
+                      ["<>", "<", ">"].contains(comparison["name"]?.lastElement?["String"]?["sval"]?.stringValue ?? ""),
+                      let left = comparison["lexpr"], let right = comparison["rexpr"] else { return false }
+                return same(left, right, constants: constants) || sameColumn(left, right, target: target)
             default:
                 return false
             }
@@ -39,6 +47,14 @@ enum WhereAnalysis {
                 guard name == "~~" || name == "~~*" else { return false }
                 let pattern = constantString(right, constants: constants)
                 return pattern.map { !$0.isEmpty && $0.allSatisfy { $0 == "%" } } ?? false
+            case "AEXPR_OP" where name == "~" || name == "~*":
+                return constantString(right, constants: constants).map(Self.matchesAnyText) ?? false
+            case "AEXPR_SIMILAR":
+                // `x SIMILAR TO '%'` is `x ~ similar_to_escape('%')`; with an ESCAPE the call has two arguments.
+                guard name == "~", let (call, function) = right.tagged, call == "FuncCall",
+                      function["funcname"]?.lastElement?["String"]?["sval"]?.stringValue == "similar_to_escape",
+                      let arguments = function["args"]?.elements, arguments.count == 1 else { return false }
+                return constantString(arguments[0], constants: constants).map { !$0.isEmpty && $0.allSatisfy { $0 == "%" } } ?? false
             default:
                 return false
             }
@@ -168,6 +184,19 @@ enum WhereAnalysis {
         guard let target else { return a.count != b.count && min(a.count, b.count) == 1 }
         // Each side unqualified or qualified with the changed table's name or alias (`t.id = public.t.id`).
         return [a, b].allSatisfy { $0.count == 1 || target.contains($0[$0.count - 2]) }
+    }
+
+    /// A regular expression that every text matches: empty, `^`, `$`, or `.*` repeated between optional
+    /// anchors (`.` matches a newline too, as PostgreSQL reads patterns by default); not `^$`.
+    static func matchesAnyText(_ pattern: String) -> Bool {
+        var core = Substring(pattern)
+        let start = core.hasPrefix("^")
+        if start { core.removeFirst() }
+        let end = core.hasSuffix("$") && !core.hasSuffix("\\$")
+        if end { core.removeLast() }
+        if core.isEmpty { return !(start && end) }
+        let characters = Array(core)
+        return characters.count.isMultiple(of: 2) && stride(from: 0, to: characters.count, by: 2).allSatisfy { characters[$0] == "." && characters[$0 + 1] == "*" }
     }
 
     private static func isCertainlyTrueConstant(_ node: ParseTree, constants: ConstantUse) -> Bool {
