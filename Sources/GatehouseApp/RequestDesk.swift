@@ -96,40 +96,50 @@ public struct RequestDesk: Sendable {
             if decision == .approve, try await session.principalFlags(request.requester)?.isBlocked == true {
                 throw GatehouseError(.conflict, "requester_blocked", "\(request.requester) is blocked by the anti-spam policy; their requests cannot be approved until an admin unblocks them (deny it instead)")
             }
-            let discounted = decision == .approve ? try await Self.lostStanding(approvals, session: session) : []
+            let discounted = try await Self.lostStanding(approvals, session: session)
             let outcome = try RequestLifecycle.decide(request, existing: approvals, approver: caller.principal, decision: decision,
                                                       comment: comment, policy: policy, now: now, grantId: Identifier.make("grt"),
                                                       discounted: discounted)
+            // The caller's own earlier approval, which no longer counts (its token was revoked by someone
+            // else): this decision replaces it, so one person is still one row.
+            let replaced = approvals.first { $0.approver == caller.principal }
+            let others = approvals.filter { $0.approver != caller.principal }
+            let replacing: [String: String] = replaced.map { ["replaces": "the approval of \($0.at.rfc3339), whose token was revoked since"] } ?? [:]
+            func record(_ approval: Approval) async throws {
+                if replaced != nil { try await session.deleteApproval(requestId: id, approver: caller.principal) }
+                try await session.insertApproval(approval)
+            }
             switch outcome {
             case .recorded(var approval, let counted):
                 approval.tokenId = caller.tokenId
-                try await session.insertApproval(approval)
+                try await record(approval)
                 try await session.appendAudit([AuditEntry(actor: caller.principal, action: .approvalRecorded, subject: id, resource: request.resource,
                                                           details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment,
                                                                                        "approvals": "\(counted)/\(max(request.approvalsRequired, 1))"])
-                                                              .merging(caller.origin) { kept, _ in kept })], at: now)
-                return .success(RequestView(request: request, approvals: approvals + [approval]))
+                                                              .merging(replacing) { kept, _ in kept }.merging(caller.origin) { kept, _ in kept })], at: now)
+                return .success(RequestView(request: request, approvals: others + [approval]))
             case .approved(var approval, let updated, let grant):
                 approval.tokenId = caller.tokenId
-                try await session.insertApproval(approval)
+                try await record(approval)
                 guard try await session.updateRequest(updated, from: .pending) else { throw AppErrors.raced(id) }
                 try await session.insertGrant(grant)
                 try await session.appendAudit([
                     AuditEntry(actor: caller.principal, action: .requestApproved, subject: id, resource: request.resource,
                                details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment, "grant_id": grant.id,
-                                                            "not_counted": discounted.isEmpty ? nil : discounted.sorted().joined(separator: ",")])
-                                   .merging(caller.origin) { kept, _ in kept }),
+                                                            "not_counted": discounted.subtracting([caller.principal]).isEmpty ? nil
+                                                                : discounted.subtracting([caller.principal]).sorted().joined(separator: ",")])
+                                   .merging(replacing) { kept, _ in kept }.merging(caller.origin) { kept, _ in kept }),
                     AuditEntry.grantStarted(grant),
                 ], at: now)
-                return .success(RequestView(request: updated, approvals: approvals + [approval]))
+                return .success(RequestView(request: updated, approvals: others + [approval]))
             case .denied(var approval, let updated):
                 approval.tokenId = caller.tokenId
-                try await session.insertApproval(approval)
+                try await record(approval)
                 guard try await session.updateRequest(updated, from: .pending) else { throw AppErrors.raced(id) }
                 try await session.appendAudit([AuditEntry(actor: caller.principal, action: .requestDenied, subject: id, resource: request.resource,
                                                           details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment])
-                                                              .merging(caller.origin) { kept, _ in kept })], at: now)
-                return .success(RequestView(request: updated, approvals: approvals + [approval]))
+                                                              .merging(replacing) { kept, _ in kept }.merging(caller.origin) { kept, _ in kept })], at: now)
+                return .success(RequestView(request: updated, approvals: others + [approval]))
             case .expired(let updated):
                 // Record the expiry the sweeper has not written yet, then refuse the decision.
                 if try await session.updateRequest(updated, from: request.state) {

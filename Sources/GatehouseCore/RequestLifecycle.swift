@@ -231,7 +231,9 @@ public enum RequestLifecycle {
         guard eligible.contains(approver) else {
             throw GatehouseError(.forbidden, "not_an_approver", "\(approver) is not an approver for \(request.resource)/\(request.role); approvers are human members of \(role.approvers.joined(separator: ", "))")
         }
-        if existing.contains(where: { $0.approver == approver }) {
+        // An earlier approval of theirs that no longer counts (its token revoked by someone else) may be
+        // replaced by this decision; one that counts may not.
+        if existing.contains(where: { $0.approver == approver && !discounted.contains(approver) }) {
             throw GatehouseError(.conflict, "already_decided_by_you", "you already decided request \(request.id); one person counts once")
         }
         if decision == .deny { _ = try requiredComment(comment, for: .deny) }
@@ -248,7 +250,7 @@ public enum RequestLifecycle {
             throw GatehouseError(.conflict, "requester_ineligible", "\(request.requester) is no longer allowed to request \(request.resource)/\(request.role); this request cannot be approved, deny it instead")
         }
         let approvers = Set(existing.filter { $0.decision == .approve && eligible.contains($0.approver) && $0.approver != request.requester
-                                              && !discounted.contains($0.approver) }.map(\.approver))
+                                              && $0.approver != approver && !discounted.contains($0.approver) }.map(\.approver))
             .union([approver])
         guard request.duration <= role.maxDuration else {
             throw GatehouseError(.conflict, "duration_over_maximum",

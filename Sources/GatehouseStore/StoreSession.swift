@@ -261,6 +261,11 @@ public struct StoreSession: Sendable {
             """).run()
     }
 
+    /// Removes one approver's approval of a request (replaced by their new decision in the same transaction).
+    public func deleteApproval(requestId: String, approver: String) async throws {
+        try await db.raw("DELETE FROM approvals WHERE request_id = \(bind: requestId) AND approver = \(bind: approver)").run()
+    }
+
     public func approvals(requestId: String) async throws -> [Approval] {
         try await db.raw("SELECT * FROM approvals WHERE request_id = \(bind: requestId) ORDER BY at, approver").all().map(Self.approval)
     }

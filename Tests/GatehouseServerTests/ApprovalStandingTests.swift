@@ -23,6 +23,23 @@ struct ApprovalStandingTests {
             let approved = try await server.approve(t["frank"]!, first)
             #expect(approved.string("state") == "approved")
 
+            // The approver whose token was revoked approves again with a valid one: that replaces the
+            // approval that no longer counted (the request was stuck without it: bob could not decide again).
+            let bobA = try await server.token(for: "bob")
+            let fourth = try #require(try await server.request(t["alice"]!, role: "admin", reason: "INC-55 rebuild a fourth index").string("id"))
+            #expect(try await server.approve(bobA, fourth).string("state") == "pending")
+            #expect(try await server.approve(bobA, fourth).string("code") == "already_decided_by_you", "one that counts is not replaced")
+            #expect(try await server.revokeSessions(TestServer.adminToken, "bob").status == 200)
+            #expect(try await server.approve(t["erin"]!, fourth).string("state") == "pending", "bob's approval does not count")
+            let bobB = try await server.token(for: "bob")
+            let again = try await server.approve(bobB, fourth)
+            #expect(again.status == 200 && again.string("state") == "approved", "\(again.status) \(String(decoding: again.body, as: UTF8.self))")
+            let rows = (again.json["approvals"] as? [[String: Any]] ?? []).compactMap { $0["approver"] as? String }.sorted()
+            #expect(rows == ["bob", "erin"], "one person is one approval: \(rows)")
+            let replaced = (try await server.listAudit(TestServer.adminToken, limit: 1000).json["events"] as? [[String: Any]] ?? [])
+                .first { $0["action"] as? String == "request.approved" && $0["subject"] as? String == fourth }
+            #expect(((replaced?["details"] as? [String: String])?["replaces"] ?? "").contains("whose token was revoked since"), "\(String(describing: replaced))")
+
             // Blocked: bob (a new token) approves alice's second request, then is reported and blocked.
             let bob = try await server.token(for: "bob")
             let second = try #require(try await server.request(t["alice"]!, resource: "prod-db", role: "admin", reason: "INC-52 rebuild another index").string("id"))
