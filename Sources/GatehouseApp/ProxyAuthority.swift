@@ -178,9 +178,9 @@ public struct ProxyAuthority: Sendable {
                                      "cannot read the definition of \(names) from the database's catalog, so what the call does cannot be judged (\(error)); try again, and if it persists ask an admin to check the proxy's connection to the database")
             }
         }
-        if Self.changesHowStatementsAreRead(action, classification) {
-            await refused(identity, what: "a change of a setting that changes how statements are read: \(AuditEntry.excerpt(text))")
-            return (("gatehouse: changing client_encoding, standard_conforming_strings or backslash_quote is refused through the proxy: Gatehouse could no longer read the statements that follow as the database does", "the proxy refuses every change of a setting the guard calls unsafe, and set_config(); connect to the database another way for such work"), classification.risk)
+        if let setting = Self.unsafeSettingChange(classification) {
+            await refused(identity, what: "a change of a setting the guard calls unsafe (\(setting)): \(AuditEntry.excerpt(text))")
+            return (("gatehouse: \(setting): a change of a setting the guard calls unsafe is refused through the proxy (read-only defaults, the session's role, and client_encoding, standard_conforming_strings or backslash_quote, after which Gatehouse could no longer read statements as the database does)", "the proxy refuses every change of a setting the guard calls unsafe, and set_config(); connect to the database another way for such work"), classification.risk)
         }
         if audit != .all, classification.risk < .dangerous,
            case .allowByRole = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
@@ -214,8 +214,9 @@ public struct ProxyAuthority: Sendable {
     /// Any change of a setting the classifier calls unsafe, or any `set_config()`: the setting's name
     /// can be spelled many ways (`U&"..."`, `SET NAMES`, a name built at run time), so none is let
     /// through rather than trying to recognise the harmless ones.
-    static func changesHowStatementsAreRead(_ action: Action, _ classification: ActionClassification) -> Bool {
-        classification.findings.contains { ["unsafe_setting", "set_config"].contains($0.category) }
+    /// What the statement changes of a setting the guard calls unsafe (the finding's own words), or nil.
+    static func unsafeSettingChange(_ classification: ActionClassification) -> String? {
+        classification.findings.first { ["unsafe_setting", "set_config"].contains($0.category) }?.detail
     }
 
     /// A FunctionCall message or another refusal the proxy makes without asking the core.

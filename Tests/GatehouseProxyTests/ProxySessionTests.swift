@@ -178,9 +178,14 @@ import Glibc
             SET U&"standard_conforming_string\\0073" TO off;
             SELECT set_config('clie' || 'nt_encoding', 'SJIS', false);
             SET session_replication_role = replica;
+            BEGIN READ WRITE;
             SHOW standard_conforming_strings;
             """)
-        #expect(direct.stderr.components(separatedBy: "changing client_encoding, standard_conforming_strings or backslash_quote is refused").count == 7, "\(direct)")
+        #expect(direct.stderr.components(separatedBy: "a change of a setting the guard calls unsafe is refused through the proxy").count == 8, "\(direct)")
+        // Each refusal names what it would change.
+        for setting in ["gatehouse: SET client_encoding:", "gatehouse: calls set_config():", "gatehouse: BEGIN READ WRITE switches off a read-only default:"] {
+            #expect(direct.stderr.contains(setting), "\(setting): \(direct)")
+        }
         #expect(direct.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "on", "\(direct)")
         // Changed where the classifier cannot see the name: the database reports it, and the session ends.
         let hidden = try await harness.psql("alice", """
