@@ -442,6 +442,15 @@ final class ProxyConnection: ChannelInboundHandler {
         execute(session.accessChanged(access))
     }
 
+    /// The proxy stops: the session ends with a FATAL 57P01 saying so, as PostgreSQL's own shutdown says
+    /// it, instead of a connection that just drops. Returns when the connection has closed (at most a second).
+    func stopping(_ message: String) -> EventLoopFuture<Void>? {
+        guard let channel = context?.channel else { return nil }
+        execute(database: session.terminate(message))
+        channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+        return channel.closeFuture
+    }
+
     /// The largest message a client may send before it is signed in (a password is a token).
     static let signInMessageBytes = 8192
 }

@@ -108,6 +108,18 @@ final class SessionRegistry: Sendable {
 
     /// Asks for the current access of every live session, once per principal, token and resource,
     /// and hands each session its answer on its own event loop.
+    /// Ends every live session with `message` and waits until their connections have closed.
+    func endAll(_ message: String) async {
+        let sessions = state.withLockedValue { Array($0.sessions.values) }
+        let closed = sessions.map { session in
+            let connection = session.connection
+            return connection.eventLoop.flatSubmit {
+                connection.value.stopping(message) ?? connection.eventLoop.makeSucceededVoidFuture()
+            }
+        }
+        for future in closed { try? await future.get() }
+    }
+
     func watch(_ service: UseCases) async {
         let sessions = state.withLockedValue { Array($0.sessions.values) }
         var groups: [String: [Entry]] = [:]

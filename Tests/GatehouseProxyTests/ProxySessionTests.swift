@@ -340,6 +340,25 @@ import Glibc
         #expect(pinged.status == 0 && pinged.stdout == "True\nTrue\n", "\(pinged)")
     }
 
+    /// SIGTERM while a statement runs: the client is told why its session ends (FATAL 57P01, as
+    /// PostgreSQL's own shutdown says it), not left with a connection that just dropped.
+    @Test func aStoppingProxyTellsItsSessions() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", "-c", "SELECT pg_sleep(20)", harness.conninfo(user: "alice")],
+                                        environment: ["PGPASSWORD": harness.tokens["alice"]!])
+        let sleeping = await waitUntil(timeout: .seconds(20)) {
+            (try? await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)'")) == "1"
+        }
+        #expect(sleeping)
+        harness.process.signal(SIGTERM)
+        let ended = await waitUntil(timeout: .seconds(30)) { !running.isRunning }
+        if !ended { running.signal(SIGKILL, wait: true) }
+        let result = await Command.finish(running)
+        #expect(ended && result.status != 0 && result.stderr.contains("FATAL:  gatehouse: the proxy is shutting down"), "\(result)")
+    }
+
     @Test func copyRunsAsTheClassifierAllows() async throws {
         let harness = try await ProxyHarness.start()
         defer { Task { await harness.stop() } }
