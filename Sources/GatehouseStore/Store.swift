@@ -36,7 +36,9 @@ public final class GatehouseStore: Sendable {
 
     /// The file a `sqlite:` URL names (without its `?mode=`), as `open(url:)` reads it; nil for PostgreSQL.
     public static func sqliteFile(of url: String) -> String? {
-        guard !url.hasPrefix("postgres://"), !url.hasPrefix("postgresql://") else { return nil }
+        // Another scheme (`postgres://`, or one Gatehouse does not take) is not a file name.
+        if let scheme = url.range(of: "://").map({ url[..<$0.lowerBound] }), !scheme.isEmpty, scheme != "sqlite", scheme != "file",
+           scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }) { return nil }
         let path = url.hasPrefix("sqlite:") ? String(url.dropFirst("sqlite:".count)) : url
         return path.lastIndex(of: "?").map { String(path[..<$0]) } ?? path
     }
@@ -58,6 +60,10 @@ public final class GatehouseStore: Sendable {
         }
         guard !path.isEmpty else {
             throw GatehouseError(.invalid, "store_path_missing", "the database path is empty; write --database sqlite:gatehouse.db", field: "database")
+        }
+        // `sqlite://name.db` reads as a host, not a file (it named /name.db): a path is sqlite:PATH or sqlite:///ABSOLUTE.
+        if url.hasPrefix("sqlite://"), !url.hasPrefix("sqlite:///") {
+            throw GatehouseError(.invalid, "store_path_invalid", "`\(url)` names a host, not a file; write sqlite:gatehouse.db (relative) or sqlite:/var/lib/gatehouse/gatehouse.db", field: "database")
         }
         return try await openSQLite(path: path, writeWait: writeWait ?? .seconds(10), shared: shared, logger: logger)
     }

@@ -65,13 +65,16 @@ struct ClassifyCommand: AsyncParsableCommand {
         let body: String
         switch (text, file) {
         case let (text?, nil): body = text
-        case let (nil, file?):
-            let data = file == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: file)
-            guard let data, let decoded = String(data: data, encoding: .utf8) else {
-                throw ValidationError("cannot read \(file) as UTF-8 text")
+        case let (nil, file?) where file == "-":
+            guard let decoded = String(data: FileHandle.standardInput.readDataToEndOfFile(), encoding: .utf8) else {
+                throw ValidationError("standard input is not UTF-8 text")
             }
             body = decoded
-        default:
+        case let (nil, file?):
+            do { body = try TextFile.read(file) } catch { throw ValidationError("cannot read \(file): \(error.why)") }
+        case (nil, nil):
+            throw ValidationError("give the text to classify as an argument, or with --file PATH (- for standard input)")
+        case (_?, _?):
             throw ValidationError("give the text as an argument or with --file, not both")
         }
         let result: [String: Any]

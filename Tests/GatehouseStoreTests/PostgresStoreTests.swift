@@ -49,6 +49,21 @@ struct PostgresStoreTests {
         await database.drop()
     }
 
+    @Test("a database URL of another scheme, or sqlite://NAME, is refused saying what to write (sqlite://x.db made /x.db)")
+    func otherSchemes() async throws {
+        for (url, code) in [("mysql://u@h/db", "database_url_invalid"), ("sqlite://x.db", "store_path_invalid")] {
+            do {
+                let store = try await GatehouseStore.open(url: url)
+                await store.close()
+                Issue.record("\(url) was opened")
+            } catch let error as GatehouseError {
+                #expect(error.code == code && (error.message.contains("sqlite:") ), "\(url): \(error.code) \(error.message)")
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: "/x.db"))
+        #expect(GatehouseStore.sqliteFile(of: "mysql://u@h/db") == nil && GatehouseStore.sqliteFile(of: "file:///tmp/g.db") == "file:///tmp/g.db")
+    }
+
     @Test("a URL's parts, defaults and options; the password never shows")
     func goodURL() throws {
         let location = try PostgresLocation.parse("postgresql://gate%40house:p%2Fss@db.internal:6432/access?sslmode=verify-full&pool_max=4&connect_timeout=3")
