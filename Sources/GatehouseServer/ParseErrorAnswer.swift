@@ -55,6 +55,8 @@ final class ParseErrorAnswer: ChannelDuplexHandler, RemovableChannelHandler {
         var headers = problem.headers
         headers[.connection] = "close"
         headers[.contentLength] = "\(body.count)"
+        // Every answer carries an id, as the application's do (none of the log's lines name it: nothing was routed).
+        headers[ObservabilityMiddleware.requestIDHeader] = RequestID().description
         awaiting = Int.max / 2  // nothing after this answer
         context.write(wrapOutboundOut(.head(HTTPResponse(status: .badRequest, headerFields: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(ByteBuffer(bytes: body))), promise: nil)

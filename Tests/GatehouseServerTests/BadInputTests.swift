@@ -290,6 +290,7 @@ struct BadInputTests {
                 let answer = String(decoding: reply, as: UTF8.self)
                 #expect(answer.hasPrefix("HTTP/1.1 400"), "\(what): \(answer.prefix(200))")
                 #expect(answer.lowercased().contains("content-type: application/problem+json"), "\(what)")
+                #expect(answer.lowercased().contains("x-request-id: "), "\(what): every answer carries an id")
                 #expect(answer.contains("\"code\":\"bad_request\"") && answer.contains(named), "\(what): \(answer.suffix(300))")
                 #expect(closed, "\(what): the connection stays open")
             }
