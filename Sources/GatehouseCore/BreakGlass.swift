@@ -34,6 +34,11 @@ public enum BreakGlass {
             throw GatehouseError(.notFound, "break_glass_role", "break-glass grants a role, not one exact action; name a role with --role", field: "role")
         }
         let (resource, role) = try RequestLifecycle.role(input.resource, input.role, in: policy)
+        if let principal = policy.principals[requester], principal.kind != .user {
+            throw GatehouseError(.forbidden, "not_allowed_break_glass",
+                                 "\(requester) is a service account, and break-glass is for people in an emergency; automation files a normal request",
+                                 field: "role")
+        }
         guard policy.mayBreakGlass(requester, role: role) else {
             let groups = settings.requesters.isEmpty ? role.requesters.joined(separator: ", ")
                 : "\(role.requesters.joined(separator: ", ")) who are also in \(settings.requesters.joined(separator: ", "))"

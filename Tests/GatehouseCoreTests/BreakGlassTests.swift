@@ -41,6 +41,12 @@ struct BreakGlassTests {
         #expect(code(Self.policy { $0.enabled = false }, "carol", Self.input()) == "break_glass_disabled")
         #expect(code(Self.policy(), "alice", Self.input()) == "not_allowed_break_glass")
         #expect(code(Self.policy(), "deploy-bot", Self.input()) == "not_allowed_break_glass")
+        // A service account in a group that may is told why it may not (not "only people in <its own group>").
+        do {
+            _ = try BreakGlass.open(Self.input(), requester: "deploy-bot", policy: Self.policy(), now: Fixture.t0, requestId: "r", grantId: "g")
+        } catch {
+            #expect(error.message.contains("is a service account"), "\(error.message)")
+        }
         #expect(code(Self.policy(), "carol", Self.input(duration: "16m")) == "duration_over_maximum")
         #expect(code(Self.policy(), "carol", Self.input(reason: "help")) == "reason_too_short")
         #expect(code(Self.policy(), "carol", NewRequestInput(resource: "prod-db", role: "root", duration: "", reason: "INC-9 it is down")) != nil)
