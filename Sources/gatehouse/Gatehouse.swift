@@ -29,8 +29,11 @@ struct Gatehouse: AsyncParsableCommand {
 
     /// Runs the command and maps every outcome to the documented exit codes.
     static func main() async {
+        // Set once the arguments are read: a mistake found while running is about that command.
+        var ran: (any ParsableCommand.Type)? = nil
         do {
             var command = try await asyncParseAsRoot()
+            ran = type(of: command)
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -63,7 +66,12 @@ struct Gatehouse: AsyncParsableCommand {
                 if !message.isEmpty { print(message) }
                 Foundation.exit(0)
             }
-            fail(oneLine(fullMessage(for: error)), code: code == .validationFailure ? "usage" : "error",
+            var message = oneLine(fullMessage(for: error))
+            // ArgumentParser points a mistake found while a subcommand ran at the top-level help.
+            if let ran, ran != Gatehouse.self, message.hasSuffix(" (see 'gatehouse --help')") {
+                message.removeLast(" (see 'gatehouse --help')".count)
+            }
+            fail(message, code: code == .validationFailure ? "usage" : "error",
                  exitCode: code == .validationFailure ? 2 : code.rawValue)
         }
     }
