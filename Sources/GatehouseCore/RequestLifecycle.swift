@@ -74,7 +74,7 @@ public enum RequestLifecycle {
 
         var missingCommentMessage: String {
             switch self {
-            case .deny: "say why you deny it (`comment`): the requester sees your comment"
+            case .deny: "say why you deny it (`comment`; `gatehouse deny ID --reason TEXT`): the requester sees your comment"
             case .report: "say what looks suspicious (`comment`): the reviewers read your comment"
             }
         }
