@@ -189,12 +189,15 @@ private struct ShellWalk {
     }
 
     private mutating func judgeRedirection(_ redirection: ShellRedirection) {
-        let target = Self.lexicallyNormal(redirection.target.text)
+        let target = redirection.target.text
+        // The path as written and without `.` and `..`: either form being a device or a system file counts
+        // (`..` after a link such as /bin goes elsewhere than it reads, so the normal form only adds).
+        let forms = [target, Self.lexicallyNormal(target)]
         guard redirection.op.contains(">") else { return }
         if redirection.op.hasSuffix("&"), Int(target) != nil || target == "-" { return }  // 2>&1, >&2
-        if target == "/proc/sysrq-trigger" {
+        if forms.contains("/proc/sysrq-trigger") {
             fire("shutdown", at: redirection.target.position, "writes to /proc/sysrq-trigger (can reboot or crash the machine)")
-        } else if target.hasPrefix("/dev/"), !Self.harmlessDevices.contains(target), !target.hasPrefix("/dev/fd/") {
+        } else if forms.contains(where: { $0.hasPrefix("/dev/") && !Self.harmlessDevices.contains($0) && !$0.hasPrefix("/dev/fd/") }) {
             fire("write_device", at: redirection.target.position, "output redirected to the device \(target)")
         } else if Self.isSystemFile(target) {
             fire("overwrite_system_file", at: redirection.target.position, "output redirected over \(target)")
@@ -505,9 +508,9 @@ private struct ShellWalk {
     static let harmlessDevices: Set<String> = ["/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty", "/dev/zero", "/dev/random", "/dev/urandom"]
     static let systemFilePrefixes = ["/etc", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var/lib", "/proc", "/sys"]
 
+    /// As written or without `.` and `..` (either counts: the normal form only adds).
     static func isSystemFile(_ text: String) -> Bool {
-        let path = lexicallyNormal(text)
-        return systemFilePrefixes.contains { path == $0 || path.hasPrefix($0 + "/") }
+        [text, lexicallyNormal(text)].contains { path in systemFilePrefixes.contains { path == $0 || path.hasPrefix($0 + "/") } }
     }
     static let protectedPaths: Set<String> = ["/", "/*", "*", ".", "..", "./*", "../*", "~", "~/*", "$HOME", "${HOME}", "/bin", "/boot", "/dev", "/etc",
                                               "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/sbin", "/srv", "/sys", "/usr", "/var", "/mnt", "/media",
@@ -572,8 +575,14 @@ private struct ShellWalk {
         return nil
     }
 
+    /// As written or without `.` and `..` (either counts: `..` after a link such as /bin goes elsewhere
+    /// than it reads, so the normal form only adds).
     static func isProtected(_ word: ShellWord) -> Bool {
-        var path = lexicallyNormal(word.text)
+        isProtected(word.text, word) || isProtected(lexicallyNormal(word.text), word)
+    }
+
+    private static func isProtected(_ text: String, _ word: ShellWord) -> Bool {
+        var path = text
         while path.count > 1, path.hasSuffix("/") { path.removeLast() }
         while path.hasPrefix("//") { path.removeFirst() }
         // A word that begins with an expansion (`$DIR`, `$(...)`, a backtick) could be any path.

@@ -391,4 +391,7 @@ extension GatehouseStore {
 
     /// Whether `error` is PostgreSQL's own, as it reached the caller.
     public static func isDatabaseError(_ error: any Error) -> Bool { error is PSQLError }
+
+    /// Whether the PostgreSQL server answered with an error (not a connection that failed or was cancelled).
+    static func isDatabaseAnswer(_ error: any Error) -> Bool { (error as? PSQLError)?.serverInfo?[.message] != nil }
 }

@@ -63,7 +63,7 @@ public final class GatehouseStore: Sendable {
         }
         // `sqlite://name.db` reads as a host, not a file (it named /name.db): a path is sqlite:PATH or sqlite:///ABSOLUTE.
         if url.hasPrefix("sqlite://"), !url.hasPrefix("sqlite:///") {
-            throw GatehouseError(.invalid, "store_path_invalid", "`\(url)` names a host, not a file; write sqlite:gatehouse.db (relative) or sqlite:/var/lib/gatehouse/gatehouse.db", field: "database")
+            throw GatehouseError(.invalid, "store_path_invalid", "`\(url)` reads as a host, not a file: it named \(path.dropFirst()) (at the root); to keep using that file write sqlite:\(path.dropFirst()), and for one beside you sqlite:\(path.dropFirst(2))", field: "database")
         }
         return try await openSQLite(path: path, writeWait: writeWait ?? .seconds(10), shared: shared, logger: logger)
     }
@@ -194,7 +194,7 @@ public final class GatehouseStore: Sendable {
                     for statement in migration.statements {
                         try await session.db.raw(SQLQueryString(statement)).run()
                     }
-                } catch {
+                } catch where GatehouseStore.isDatabaseAnswer(error) {
                     throw GatehouseError(.conflict, "migration_failed",
                                          "schema migration \(migration.version) could not be applied, so none of it was: \(Self.explain(error)); the database must be Gatehouse's own (no tables of other software with the same names) and its user must own Gatehouse's tables")
                 }
