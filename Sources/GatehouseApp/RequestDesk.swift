@@ -63,14 +63,31 @@ public struct RequestDesk: Sendable {
         let query = filter
         let (requests, views) = try await context.read { session in
             let requests = try await session.requests(query)
-            let visible = scope == .toApprove
-                ? requests.filter { RequestPermissions.canDecide(caller.principal, $0, policy: policy) }
-                : requests
-            return (requests, try await AppContext.withApprovals(visible, session: session))
+            guard scope == .toApprove else { return (requests, try await AppContext.withApprovals(requests, session: session)) }
+            let visible = requests.filter { RequestPermissions.canDecide(caller.principal, $0, policy: policy) }
+            // Waiting for *my* approval: not the ones I already decided, unless my approval stopped counting.
+            var waiting: [RequestView] = []
+            for view in try await AppContext.withApprovals(visible, session: session) {
+                if try await Self.decided(view, by: caller, session: session) { continue }
+                waiting.append(view)
+            }
+            return (requests, waiting)
         }
         let next = Page(fetched: requests, limit: limit) { PageCursor(at: $0.createdAt, id: $0.id) }.next
-        // Waiting for *my* approval: not the ones I already decided.
-        return Page(items: scope == .toApprove ? views.filter { !$0.approvals.contains { $0.approver == caller.principal } } : views, next: next)
+        return Page(items: views, next: next)
+    }
+
+    /// Whether `caller` has decided the request with a decision that still counts (one made with a token
+    /// revoked since by someone else does not: they may decide again).
+    static func decided(_ view: RequestView, by caller: Caller, session: StoreSession) async throws -> Bool {
+        guard let own = view.approvals.first(where: { $0.approver == caller.principal }) else { return false }
+        guard own.tokenId != caller.tokenId else { return true }
+        return try await lostStanding([own], session: session).isEmpty
+    }
+
+    /// The same for one request, in a read of its own (the web inbox's request page).
+    public func hasDecided(_ view: RequestView, caller: Caller) async throws -> Bool {
+        try await context.read { try await Self.decided(view, by: caller, session: $0) }
     }
 
     public func get(caller: Caller, id: String) async throws -> RequestView {

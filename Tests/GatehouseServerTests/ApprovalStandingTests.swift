@@ -32,6 +32,11 @@ struct ApprovalStandingTests {
             #expect(try await server.revokeSessions(TestServer.adminToken, "bob").status == 200)
             #expect(try await server.approve(t["erin"]!, fourth).string("state") == "pending", "bob's approval does not count")
             let bobB = try await server.token(for: "bob")
+            // It waits for bob again: in his list to approve (it was hidden as decided).
+            let waiting = (try await server.listRequests(bobB, scope: .toApprove).json["requests"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+            #expect(waiting.contains(fourth), "\(waiting)")
+            let waitingA = (try await server.listRequests(t["carol"]!, scope: .toApprove).json["requests"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+            #expect(waitingA.contains(fourth), "carol has not decided it: \(waitingA)")
             let again = try await server.approve(bobB, fourth)
             #expect(again.status == 200 && again.string("state") == "approved", "\(again.status) \(String(decoding: again.body, as: UTF8.self))")
             let rows = (again.json["approvals"] as? [[String: Any]] ?? []).compactMap { $0["approver"] as? String }.sorted()
