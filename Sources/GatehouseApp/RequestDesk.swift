@@ -136,6 +136,8 @@ public struct RequestDesk: Sendable {
                                                               .merging(replacing) { kept, _ in kept }.merging(caller.origin) { kept, _ in kept })], at: now)
                 return .success(RequestView(request: request, approvals: others + [approval]))
             case .approved(var approval, let updated, let grant):
+                // Others' approvals that did not count (the caller's own, if any, is replaced).
+                let uncounted = discounted.subtracting([caller.principal])
                 approval.tokenId = caller.tokenId
                 try await record(approval)
                 guard try await session.updateRequest(updated, from: .pending) else { throw AppErrors.raced(id) }
@@ -143,8 +145,7 @@ public struct RequestDesk: Sendable {
                 try await session.appendAudit([
                     AuditEntry(actor: caller.principal, action: .requestApproved, subject: id, resource: request.resource,
                                details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment, "grant_id": grant.id,
-                                                            "not_counted": discounted.subtracting([caller.principal]).isEmpty ? nil
-                                                                : discounted.subtracting([caller.principal]).sorted().joined(separator: ",")])
+                                                            "not_counted": uncounted.isEmpty ? nil : uncounted.sorted().joined(separator: ",")])
                                    .merging(replacing) { kept, _ in kept }.merging(caller.origin) { kept, _ in kept }),
                     AuditEntry.grantStarted(grant),
                 ], at: now)

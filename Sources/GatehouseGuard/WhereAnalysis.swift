@@ -45,16 +45,15 @@ enum WhereAnalysis {
                 return same(left, right, constants: constants)
             case "AEXPR_LIKE", "AEXPR_ILIKE":
                 guard name == "~~" || name == "~~*" else { return false }
-                let pattern = constantString(right, constants: constants)
-                return pattern.map { !$0.isEmpty && $0.allSatisfy { $0 == "%" } } ?? false
+                return constantString(right, constants: constants).map(Self.matchesAnyText(likePattern:)) ?? false
             case "AEXPR_OP" where name == "~" || name == "~*":
-                return constantString(right, constants: constants).map(Self.matchesAnyText) ?? false
+                return constantString(right, constants: constants).map(Self.matchesAnyText(regex:)) ?? false
             case "AEXPR_SIMILAR":
                 // `x SIMILAR TO '%'` is `x ~ similar_to_escape('%')`; with an ESCAPE the call has two arguments.
                 guard name == "~", let (call, function) = right.tagged, call == "FuncCall",
                       function["funcname"]?.lastElement?["String"]?["sval"]?.stringValue == "similar_to_escape",
                       let arguments = function["args"]?.elements, arguments.count == 1 else { return false }
-                return constantString(arguments[0], constants: constants).map { !$0.isEmpty && $0.allSatisfy { $0 == "%" } } ?? false
+                return constantString(arguments[0], constants: constants).map(Self.matchesAnyText(likePattern:)) ?? false
             default:
                 return false
             }
@@ -186,9 +185,14 @@ enum WhereAnalysis {
         return [a, b].allSatisfy { $0.count == 1 || target.contains($0[$0.count - 2]) }
     }
 
+    /// A LIKE or SIMILAR TO pattern that every text matches: `%`, `%%`, ...
+    static func matchesAnyText(likePattern pattern: String) -> Bool {
+        !pattern.isEmpty && pattern.allSatisfy { $0 == "%" }
+    }
+
     /// A regular expression that every text matches: empty, `^`, `$`, or `.*` repeated between optional
     /// anchors (`.` matches a newline too, as PostgreSQL reads patterns by default); not `^$`.
-    static func matchesAnyText(_ pattern: String) -> Bool {
+    static func matchesAnyText(regex pattern: String) -> Bool {
         var core = Substring(pattern)
         let start = core.hasPrefix("^")
         if start { core.removeFirst() }

@@ -148,10 +148,7 @@ public final class GuardProxy: Service, Sendable {
         // Stopping: no new connections, and every session is told why it ends.
         for (_, channel) in listeners { try? await channel.close() }
         await registry.endAll("gatehouse: the proxy is shutting down; a statement that was running may or may not have completed: reconnect when it is back, and check")
-        for (shared, channel) in listeners {
-            try? await channel.close()
-            shared.catalog.close()
-        }
+        for (shared, _) in listeners { shared.catalog.close() }
     }
 }
 

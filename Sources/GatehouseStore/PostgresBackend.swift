@@ -41,8 +41,7 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
         func invalid(_ code: String, _ message: String) -> GatehouseError {
             GatehouseError(.invalid, code, message + "; write it like postgres://gatehouse:PASSWORD@db.internal:5432/gatehouse", field: "database")
         }
-        if let scheme = url.range(of: "://").map({ url[..<$0.lowerBound].lowercased() }), scheme != "postgres", scheme != "postgresql",
-           !scheme.isEmpty, scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }) {
+        if let scheme = GatehouseStore.urlScheme(url), scheme != "postgres", scheme != "postgresql" {
             throw GatehouseError(.invalid, "database_url_invalid", "`\(scheme)://` databases are not supported: use sqlite:PATH (a file) or postgres://USER:PASSWORD@HOST:PORT/DATABASE", field: "database")
         }
         guard let parts = URLComponents(string: url), let scheme = parts.scheme, scheme == "postgres" || scheme == "postgresql" else {

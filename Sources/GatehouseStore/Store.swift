@@ -34,11 +34,17 @@ public final class GatehouseStore: Sendable {
         caching || (changes?.confirmedRecently ?? false)
     }
 
+    /// The scheme of a `scheme://...` URL, lowercased; nil for a path or `sqlite:PATH`.
+    static func urlScheme(_ url: String) -> String? {
+        guard let scheme = url.range(of: "://").map({ url[..<$0.lowerBound] }), !scheme.isEmpty,
+              scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }) else { return nil }
+        return scheme.lowercased()
+    }
+
     /// The file a `sqlite:` URL names (without its `?mode=`), as `open(url:)` reads it; nil for PostgreSQL.
     public static func sqliteFile(of url: String) -> String? {
         // Another scheme (`postgres://`, or one Gatehouse does not take) is not a file name.
-        if let scheme = url.range(of: "://").map({ url[..<$0.lowerBound] }), !scheme.isEmpty, scheme != "sqlite", scheme != "file",
-           scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }) { return nil }
+        if let scheme = urlScheme(url), scheme != "sqlite", scheme != "file" { return nil }
         let path = url.hasPrefix("sqlite:") ? String(url.dropFirst("sqlite:".count)) : url
         return path.lastIndex(of: "?").map { String(path[..<$0]) } ?? path
     }

@@ -244,7 +244,8 @@ struct WebInbox {
             object["action"] = ["kind": action.kind.rawValue, "risk": action.risk.rawValue, "categories": action.categories,
                                 "shown": shown, "text": action.text, "differs": shown != action.text, "sha256": action.digest] as [String: Any]
         }
-        let decided = try await service.desk.hasDecided(view, caller: caller)
+        let mayDecide = r.state == .pending && now < r.pendingExpiresAt && service.desk.mayDecide(caller, r)
+        let decided = mayDecide ? try await service.desk.hasDecided(view, caller: caller) : false
         var data: [String: Any] = [
             "r": object,
             "approvals": view.approvals.map { a -> [String: Any] in
@@ -254,8 +255,7 @@ struct WebInbox {
             },
             "hasApprovals": !view.approvals.isEmpty,
             "approvedCount": view.approvals.filter { $0.decision == .approve }.count,
-            "canDecide": r.state == .pending && now < r.pendingExpiresAt && service.desk.mayDecide(caller, r)
-                && !decided,
+            "canDecide": mayDecide && !decided,
             "canCancel": r.state == .pending && r.requester == caller.principal,
             "canReview": r.state == .quarantined && r.requester != caller.principal && service.policies.policy.isReviewer(caller.principal),
             "history": history.map { Self.row($0, for: caller) },
