@@ -8,8 +8,13 @@ import Synchronization
 /// how recent the newest dropped one was). A filing takes its snapshot of other principals' requests from
 /// here instead of reading hundreds of rows on a reader; inside its transaction it still reads every
 /// request audited after the snapshot's seq (as it did after a reader's snapshot), and hands those back,
-/// so the memory follows the store on every instance. What the score reads of them (requester, reason,
-/// time) never changes after filing.
+/// so the memory follows the store on every instance. What the score reads of others' requests (requester,
+/// reason, time) never changes after filing.
+///
+/// It also keeps, for the principals filing lately, their own newest requests as the filing's store read gave
+/// them (`ownLimit` since a time), and follows them with every request filed or changed (decided, held,
+/// expired) that a filing's transaction reads from the log after the memory's seq: a principal's own history
+/// is then read from the store once, not at every filing.
 final class RecentRequests: Sendable {
     struct Snapshot: Sendable {
         var requests: [PastRequest]
@@ -39,6 +44,10 @@ final class RecentRequests: Sendable {
         /// The latest window start requests were forgotten for: a snapshot reaching further back (a clock
         /// set back) is not answered from here.
         var horizon = Date.distantPast
+        /// Principals' own newest requests, followed since they were read.
+        var own: [String: OwnHistory] = [:]
+        /// Counts uses of `own`, to forget the least recently used principal when there are too many.
+        var uses: UInt64 = 0
 
         var count: Int { requests.count - start }
 
@@ -70,10 +79,37 @@ final class RecentRequests: Sendable {
         }
     }
 
+    /// One principal's newest requests filed since `since` (at most `limit`), newest first: the store's
+    /// answer when it was read, with every change read since applied.
+    struct OwnHistory {
+        var requests: [PastRequest]
+        var since: Date
+        var limit: Int
+        var used: UInt64
+
+        /// A request filed or changed since: replaced where kept; kept when among the newest `limit`.
+        mutating func apply(_ request: PastRequest) {
+            if let index = requests.firstIndex(where: { $0.id == request.id }) {
+                requests[index] = request
+                return
+            }
+            let key = (request.createdAt, request.id)
+            if requests.count >= limit, let oldest = requests.last, (oldest.createdAt, oldest.id) > key { return }
+            let index = requests.firstIndex { ($0.createdAt, $0.id) < key } ?? requests.endIndex
+            requests.insert(request, at: index)
+            if requests.count > limit { requests.removeLast(requests.count - limit) }
+        }
+    }
+
     let capacity: Int
+    /// How many principals' own histories are kept.
+    let ownCapacity: Int
     private let state = Mutex(State())
 
-    init(capacity: Int = 2_000) { self.capacity = capacity }
+    init(capacity: Int = 2_000, ownCapacity: Int = 256) {
+        self.capacity = capacity
+        self.ownCapacity = ownCapacity
+    }
 
     /// Whether the memory follows the store for this window (it was filled since start or since the
     /// policy changed the window).
@@ -122,15 +158,49 @@ final class RecentRequests: Sendable {
         }
     }
 
-    /// Adds the requests audited after a snapshot's seq and up to `seq` (read inside a filing's transaction).
-    /// Ignored when the memory started over since that snapshot was taken.
-    func add(_ late: [PastRequest], completeTo seq: Int64, hash: String, generation: Int, since: Date, at now: Date) {
+    /// Adds the requests filed after a snapshot's seq and up to `seq` (read inside a filing's transaction), and
+    /// applies those filed or changed to the own histories kept. Ignored when the memory started over since that
+    /// snapshot was taken. Rows read by a transaction that saw less of the log than the memory already follows
+    /// (a concurrent filing on PostgreSQL got here first) may be older than what the histories hold: those
+    /// principals' histories are forgotten rather than set back.
+    func add(_ late: [PastRequest], filed: Set<String>, completeTo seq: Int64, hash: String, generation: Int, since: Date, at now: Date) {
         state.withLock { state in
             guard state.generation == generation else { return }
-            if seq >= state.seq { (state.seq, state.hash) = (seq, hash) }
+            let current = seq >= state.seq
+            if current { (state.seq, state.hash) = (seq, hash) }
             state.advanced = max(state.advanced, now)
-            for request in late { state.insert(request) }
+            for request in late {
+                if filed.contains(request.id), request.createdAt >= since { state.insert(request) }
+                if current { state.own[request.requester]?.apply(request) } else { state.own[request.requester] = nil }
+            }
             state.trim(since: since, capacity: capacity)
+        }
+    }
+
+    /// A principal's own newest `limit` requests since `since`, newest first, when kept for this filling and
+    /// read for at least that much (nil otherwise: read them from the store and `remember` them).
+    func own(_ principal: String, since: Date, limit: Int, generation: Int) -> [PastRequest]? {
+        state.withLock { state in
+            guard state.generation == generation, state.window != nil, var history = state.own[principal],
+                  since >= history.since, limit <= history.limit else { return nil }
+            state.uses += 1
+            history.used = state.uses
+            state.own[principal] = history
+            return Array(history.requests.lazy.filter { $0.createdAt >= since }.prefix(limit))
+        }
+    }
+
+    /// Keeps what a filing's transaction read from the store as a principal's own history (`requests`, newest
+    /// first), when the memory follows the log no further than that transaction saw (`seq`): rows read before a
+    /// later change that the memory has already passed would be followed from the wrong point.
+    func remember(_ requests: [PastRequest], of principal: String, since: Date, limit: Int, seq: Int64, generation: Int) {
+        state.withLock { state in
+            guard state.generation == generation, state.window != nil, state.seq == seq else { return }
+            state.uses += 1
+            state.own[principal] = OwnHistory(requests: requests, since: since, limit: limit, used: state.uses)
+            if state.own.count > ownCapacity, let oldest = state.own.min(by: { $0.value.used < $1.value.used })?.key {
+                state.own[oldest] = nil
+            }
         }
     }
 }

@@ -139,29 +139,42 @@ struct AntiSpamTransaction {
         }
     }
 
+    /// Where a filing's transaction left the memory of recent requests: brought up to the audit head `seq` it
+    /// read, in the memory's filling `generation`.
+    struct Followed {
+        var memory: RecentRequests
+        var generation: Int
+        var seq: Int64
+    }
+
     /// Other principals' newest requests as of this transaction: the snapshot and those filed since (a
     /// campaign filed all at once is seen whole: each filing sees every one committed before it), or all
-    /// read here when there is no snapshot or the policy's window changed in between.
-    func others(_ snapshot: OthersSnapshot?) async throws -> [PastRequest] {
+    /// read here when there is no snapshot or the policy's window changed in between; and the memory brought
+    /// up to date, when the snapshot came from it.
+    func others(_ snapshot: OthersSnapshot?, ownSince: Date) async throws -> (requests: [PastRequest], followed: Followed?) {
         let window = spam.windows.sharedReason
         let since = now.addingTimeInterval(-TimeInterval(window.seconds))
         guard let snapshot, snapshot.window == window else {
-            return try await session.othersRequests(excluding: requester, since: since, limit: Self.othersCompared)
+            return (try await session.othersRequests(excluding: requester, since: since, limit: Self.othersCompared), nil)
         }
         guard let recent = snapshot.recent else {
             let late = try await session.othersRequests(excluding: requester, since: since, auditedAfter: snapshot.auditSeq)
-            return Self.merge(snapshot.requests, late, limit: Self.othersCompared)
+            return (Self.merge(snapshot.requests, late, limit: Self.othersCompared), nil)
         }
         // The log must still hold the event the memory is complete up to (a database restored or failed over
         // to a replica that lost commits would not): otherwise the memory starts over and the store is read.
         guard let found = try await session.auditHead(withHashAt: snapshot.auditSeq), found.hashAt == snapshot.auditHash else {
             recent.memory.forget(generation: recent.generation)
-            return try await session.othersRequests(excluding: requester, since: since, limit: Self.othersCompared)
+            return (try await session.othersRequests(excluding: requester, since: since, limit: Self.othersCompared), nil)
         }
-        // Everyone's, the requester's too, so that the memory is complete up to the head read first.
-        let late = try await session.othersRequests(excluding: nil, since: since, auditedAfter: snapshot.auditSeq)
-        recent.memory.add(late, completeTo: found.head.seq, hash: found.head.hash, generation: recent.generation, since: since, at: now)
-        return Self.merge(snapshot.requests, late.filter { $0.requester != requester }, limit: Self.othersCompared)
+        // Everyone's, the requester's too, so that the memory is complete up to the head read first; requests
+        // changed since (decided, held, expired) as well, for the own histories it keeps.
+        let late = try await session.requestChanges(auditedAfter: snapshot.auditSeq, createdSince: min(since, ownSince))
+        recent.memory.add(late.requests, filed: late.filed, completeTo: found.head.seq, hash: found.head.hash, generation: recent.generation,
+                          since: since, at: now)
+        let filed = late.requests.filter { late.filed.contains($0.id) && $0.requester != requester && $0.createdAt >= since }
+        return (Self.merge(snapshot.requests, filed, limit: Self.othersCompared),
+                Followed(memory: recent.memory, generation: recent.generation, seq: found.head.seq))
     }
 
     /// The newest `limit` of both lists, each request once (the later read wins).
@@ -175,15 +188,35 @@ struct AntiSpamTransaction {
     func history(others snapshot: OthersSnapshot?) async throws -> SpamHistory {
         let windows = spam.windows
         let longest = [windows.history, windows.repeatedReason, windows.recentDenial, windows.enumeration, windows.burst].max()!
-        let own = try await session.pastRequests(requester: requester, since: now.addingTimeInterval(-TimeInterval(longest.seconds)))
+        let ownSince = now.addingTimeInterval(-TimeInterval(longest.seconds))
+        let others = try await others(snapshot, ownSince: ownSince)
+        let own = try await ownHistory(since: ownSince, followed: others.followed)
         // Requests within the window are earlier requests too: with enough of them, no count is needed.
         let cap = windows.newPrincipalRequests
         return SpamHistory(
             own: own,
-            others: try await others(snapshot),
+            others: others.requests,
             refusals: try await session.refusals(principal: requester, since: now.addingTimeInterval(-TimeInterval(spam.windows.refusals.seconds))),
             earlierRequests: own.count >= cap ? cap : try await session.requestCount(requester: requester, cap: cap))
     }
+
+    /// The requester's newest requests since `since`: kept in the memory the transaction brought up to date,
+    /// or read from the store (and kept from then on).
+    func ownHistory(since: Date, followed: Followed?) async throws -> [PastRequest] {
+        let limit = Self.ownCompared
+        if let followed, let kept = followed.memory.own(requester, since: since, limit: limit, generation: followed.generation) {
+            return kept
+        }
+        let own = try await session.pastRequests(requester: requester, since: since, limit: limit)
+        if let followed {
+            followed.memory.remember(own, of: requester, since: since, limit: limit, seq: followed.seq, generation: followed.generation)
+        }
+        return own
+    }
+
+    /// How many of the principal's own newest requests the score looks at: plenty to judge behaviour, and
+    /// a bound on what a long history costs.
+    static let ownCompared = 100
 
     /// Reads what the filing gate looks at and asks it. `open` are the principal's pending and
     /// quarantined requests.

@@ -44,6 +44,10 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case slackLinked = "slack.linked"
     case slackUnlinked = "slack.unlinked"
     case slackRefused = "slack.action_refused"
+
+    /// The events written with a change of a request's row (its filing, a decision, a hold, an expiry), each
+    /// with the request as subject: `request.*`.
+    public static let changingRequests = allCases.filter { $0.rawValue.hasPrefix("request.") }
 }
 
 extension AuditEntry {

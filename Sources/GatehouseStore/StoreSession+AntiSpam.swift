@@ -137,13 +137,13 @@ extension StoreSession {
 
     // MARK: history for the spam score
 
-    /// A principal's requests filed since a time, newest first. The newest 100 are plenty to judge
-    /// behaviour, and bound what a principal with a long history costs on every request.
+    /// A principal's newest requests filed since a time, newest first (ties by id, as the memory of recent
+    /// requests orders them).
     public func pastRequests(requester: String, since: Date, limit: Int = 100) async throws -> [PastRequest] {
         try await db.raw("""
             SELECT id, requester, resource, role, reason, state, created_at, decided_at, decided_by FROM requests
             WHERE requester = \(bind: requester) AND created_at >= \(bind: since.unixMilliseconds)
-            ORDER BY created_at DESC LIMIT \(bind: limit)
+            ORDER BY created_at DESC, id DESC LIMIT \(bind: limit)
             """).all().map(Self.pastRequest)
     }
 
@@ -169,6 +169,25 @@ extension StoreSession {
             WHERE id IN (SELECT subject FROM audit_events WHERE seq > \(bind: auditSeq) AND action = \(bind: AuditAction.requestCreated.rawValue))
               AND created_at >= \(bind: since.unixMilliseconds) \(Self.notBy(requester))
             """).all().map(Self.pastRequest)
+    }
+
+    /// Requests filed or changed since a time whose events were audited after `auditSeq` (every change of a
+    /// request is audited in its transaction, as a `request.*` event with the request as subject), each once
+    /// as it is now, and which of them were filed after `auditSeq`.
+    public func requestChanges(auditedAfter auditSeq: Int64, createdSince since: Date) async throws -> (requests: [PastRequest], filed: Set<String>) {
+        let rows = try await db.raw("""
+            SELECT r.id, r.requester, r.resource, r.role, r.reason, r.state, r.created_at, r.decided_at, r.decided_by, e.action
+            FROM audit_events e JOIN requests r ON r.id = e.subject
+            WHERE e.seq > \(bind: auditSeq) AND e.action IN (\(binds: AuditAction.changingRequests.map(\.rawValue)))
+              AND r.created_at >= \(bind: since.unixMilliseconds)
+            """).all()
+        var requests: [PastRequest] = [], seen: Set<String> = [], filed: Set<String> = []
+        for row in rows {
+            let id = try row.decode(column: "id", as: String.self)
+            if try row.decode(column: "action", as: String.self) == AuditAction.requestCreated.rawValue { filed.insert(id) }
+            if seen.insert(id).inserted { requests.append(try Self.pastRequest(row)) }
+        }
+        return (requests, filed)
     }
 
     /// How many requests the principal has filed, counted up to `cap` (enough to judge a track record).
