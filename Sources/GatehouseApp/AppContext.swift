@@ -25,10 +25,14 @@ public struct Caller: Sendable, Equatable {
 public struct RequestView: Sendable {
     public var request: AccessRequest
     public var approvals: [Approval]
+    /// Approvers of a pending request whose approval no longer counts (blocked since, or their token revoked
+    /// by someone else), where the view was built to show one request; empty otherwise.
+    public var notCounted: Set<String>
 
-    public init(request: AccessRequest, approvals: [Approval]) {
+    public init(request: AccessRequest, approvals: [Approval], notCounted: Set<String> = []) {
         self.request = request
         self.approvals = approvals
+        self.notCounted = notCounted
     }
 }
 

@@ -46,8 +46,15 @@ final class RecentRequests: Sendable {
         var horizon = Date.distantPast
         /// Principals' own newest requests, followed since they were read.
         var own: [String: OwnHistory] = [:]
+        /// How many requests `own` holds in all.
+        var ownCount = 0
         /// Counts uses of `own`, to forget the least recently used principal when there are too many.
         var uses: UInt64 = 0
+
+        mutating func setOwn(_ principal: String, _ history: OwnHistory?) {
+            ownCount += (history?.requests.count ?? 0) - (own[principal]?.requests.count ?? 0)
+            own[principal] = history
+        }
 
         var count: Int { requests.count - start }
 
@@ -83,9 +90,20 @@ final class RecentRequests: Sendable {
     /// answer when it was read, with every change read since applied.
     struct OwnHistory {
         var requests: [PastRequest]
+        /// No earlier window is answered: changes to requests filed before it are not followed.
         var since: Date
         var limit: Int
         var used: UInt64
+        /// When it was read from the store: kept at most `ownKeptFor` after.
+        var readAt: Date
+
+        /// Follows changes only from `floor` on (what a filing's transaction read changes for).
+        mutating func raise(to floor: Date) {
+            guard floor > since else { return }
+            since = floor
+            // Newest first: those filed before the floor are at the end.
+            while let last = requests.last, last.createdAt < floor { requests.removeLast() }
+        }
 
         /// A request filed or changed since: replaced where kept; kept when among the newest `limit`.
         mutating func apply(_ request: PastRequest) {
@@ -102,13 +120,19 @@ final class RecentRequests: Sendable {
     }
 
     let capacity: Int
-    /// How many principals' own histories are kept.
+    /// How many principals' own histories are kept, and how many requests in all (reasons are up to 4 KiB).
     let ownCapacity: Int
+    let ownRequestCapacity: Int
     private let state = Mutex(State())
 
-    init(capacity: Int = 2_000, ownCapacity: Int = 256) {
+    /// How long an own history read from the store is followed before it is read again: a bound on how long
+    /// a change made outside Gatehouse (no `request.*` event) could go unseen.
+    static let ownKeptFor: TimeInterval = 600
+
+    init(capacity: Int = 2_000, ownCapacity: Int = 256, ownRequestCapacity: Int = 10_000) {
         self.capacity = capacity
         self.ownCapacity = ownCapacity
+        self.ownRequestCapacity = ownRequestCapacity
     }
 
     /// Whether the memory follows the store for this window (it was filled since start or since the
@@ -159,30 +183,46 @@ final class RecentRequests: Sendable {
     }
 
     /// Adds the requests filed after a snapshot's seq and up to `seq` (read inside a filing's transaction), and
-    /// applies those filed or changed to the own histories kept. Ignored when the memory started over since that
+    /// applies those filed or changed to the own histories kept: every request filed since `followSince` whose
+    /// `request.*` events came after the snapshot's seq. Ignored when the memory started over since that
     /// snapshot was taken. Rows read by a transaction that saw less of the log than the memory already follows
-    /// (a concurrent filing on PostgreSQL got here first) may be older than what the histories hold: those
-    /// principals' histories are forgotten rather than set back.
-    func add(_ late: [PastRequest], filed: Set<String>, completeTo seq: Int64, hash: String, generation: Int, since: Date, at now: Date) {
+    /// (one the store's writer lock let through after its caller was answered, which can never commit) may be
+    /// older than what the histories hold: those principals' histories are forgotten rather than set back.
+    func add(_ late: [PastRequest], filed: Set<String>, completeTo seq: Int64, hash: String, generation: Int, since: Date,
+             followSince: Date, at now: Date) {
         state.withLock { state in
             guard state.generation == generation else { return }
             let current = seq >= state.seq
             if current { (state.seq, state.hash) = (seq, hash) }
             state.advanced = max(state.advanced, now)
+            // Changes to requests filed before `followSince` were not read: no history answers for them.
+            for (principal, history) in state.own where history.since < followSince {
+                var raised = history
+                raised.raise(to: followSince)
+                state.setOwn(principal, raised)
+            }
             for request in late {
                 if filed.contains(request.id), request.createdAt >= since { state.insert(request) }
-                if current { state.own[request.requester]?.apply(request) } else { state.own[request.requester] = nil }
+                guard var history = state.own[request.requester] else { continue }
+                if current {
+                    history.apply(request)
+                    state.setOwn(request.requester, history)
+                } else {
+                    state.setOwn(request.requester, nil)
+                }
             }
             state.trim(since: since, capacity: capacity)
         }
     }
 
-    /// A principal's own newest `limit` requests since `since`, newest first, when kept for this filling and
-    /// read for at least that much (nil otherwise: read them from the store and `remember` them).
-    func own(_ principal: String, since: Date, limit: Int, generation: Int) -> [PastRequest]? {
+    /// A principal's own newest `limit` requests since `since`, newest first, when kept for this filling, brought
+    /// up to the log's `seq` this transaction read, read for at least that much, and not too long ago (nil
+    /// otherwise: read them from the store and `remember` them).
+    func own(_ principal: String, since: Date, limit: Int, seq: Int64, generation: Int, at now: Date) -> [PastRequest]? {
         state.withLock { state in
-            guard state.generation == generation, state.window != nil, var history = state.own[principal],
-                  since >= history.since, limit <= history.limit else { return nil }
+            guard state.generation == generation, state.window != nil, state.seq == seq, var history = state.own[principal],
+                  since >= history.since, limit <= history.limit,
+                  now >= history.readAt, now.timeIntervalSince(history.readAt) <= Self.ownKeptFor else { return nil }
             state.uses += 1
             history.used = state.uses
             state.own[principal] = history
@@ -192,14 +232,16 @@ final class RecentRequests: Sendable {
 
     /// Keeps what a filing's transaction read from the store as a principal's own history (`requests`, newest
     /// first), when the memory follows the log no further than that transaction saw (`seq`): rows read before a
-    /// later change that the memory has already passed would be followed from the wrong point.
-    func remember(_ requests: [PastRequest], of principal: String, since: Date, limit: Int, seq: Int64, generation: Int) {
+    /// later change that the memory has already passed would be followed from the wrong point. The least
+    /// recently used histories are forgotten past `ownCapacity` principals or `ownRequestCapacity` requests.
+    func remember(_ requests: [PastRequest], of principal: String, since: Date, limit: Int, seq: Int64, generation: Int, at now: Date) {
         state.withLock { state in
             guard state.generation == generation, state.window != nil, state.seq == seq else { return }
             state.uses += 1
-            state.own[principal] = OwnHistory(requests: requests, since: since, limit: limit, used: state.uses)
-            if state.own.count > ownCapacity, let oldest = state.own.min(by: { $0.value.used < $1.value.used })?.key {
-                state.own[oldest] = nil
+            state.setOwn(principal, OwnHistory(requests: requests, since: since, limit: limit, used: state.uses, readAt: now))
+            while state.own.count > ownCapacity || state.ownCount > ownRequestCapacity,
+                  let oldest = state.own.min(by: { $0.value.used < $1.value.used })?.key {
+                state.setOwn(oldest, nil)
             }
         }
     }

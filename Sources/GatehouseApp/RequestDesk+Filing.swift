@@ -117,7 +117,7 @@ struct AntiSpamTransaction {
         guard spam.enabled else { return nil }
         let window = spam.windows.sharedReason
         let now = context.clock.now()
-        let since = now.addingTimeInterval(-TimeInterval(window.seconds))
+        let since = Date(unixMilliseconds: now.addingTimeInterval(-TimeInterval(window.seconds)).unixMilliseconds)
         let memory = context.recentRequests
         @Sendable func kept() -> OthersSnapshot? {
             memory.snapshot(excluding: requester, window: window, since: since, limit: othersCompared, at: now).map {
@@ -153,7 +153,7 @@ struct AntiSpamTransaction {
     /// up to date, when the snapshot came from it.
     func others(_ snapshot: OthersSnapshot?, ownSince: Date) async throws -> (requests: [PastRequest], followed: Followed?) {
         let window = spam.windows.sharedReason
-        let since = now.addingTimeInterval(-TimeInterval(window.seconds))
+        let since = Date(unixMilliseconds: now.addingTimeInterval(-TimeInterval(window.seconds)).unixMilliseconds)
         guard let snapshot, snapshot.window == window else {
             return (try await session.othersRequests(excluding: requester, since: since, limit: Self.othersCompared), nil)
         }
@@ -171,7 +171,7 @@ struct AntiSpamTransaction {
         // changed since (decided, held, expired) as well, for the own histories it keeps.
         let late = try await session.requestChanges(auditedAfter: snapshot.auditSeq, createdSince: min(since, ownSince))
         recent.memory.add(late.requests, filed: late.filed, completeTo: found.head.seq, hash: found.head.hash, generation: recent.generation,
-                          since: since, at: now)
+                          since: since, followSince: min(since, ownSince), at: now)
         let filed = late.requests.filter { late.filed.contains($0.id) && $0.requester != requester && $0.createdAt >= since }
         return (Self.merge(snapshot.requests, filed, limit: Self.othersCompared),
                 Followed(memory: recent.memory, generation: recent.generation, seq: found.head.seq))
@@ -188,7 +188,8 @@ struct AntiSpamTransaction {
     func history(others snapshot: OthersSnapshot?) async throws -> SpamHistory {
         let windows = spam.windows
         let longest = [windows.history, windows.repeatedReason, windows.recentDenial, windows.enumeration, windows.burst].max()!
-        let ownSince = now.addingTimeInterval(-TimeInterval(longest.seconds))
+        // Whole milliseconds, as the store compares them, so that the memory draws the same line.
+        let ownSince = Date(unixMilliseconds: now.addingTimeInterval(-TimeInterval(longest.seconds)).unixMilliseconds)
         let others = try await others(snapshot, ownSince: ownSince)
         let own = try await ownHistory(since: ownSince, followed: others.followed)
         // Requests within the window are earlier requests too: with enough of them, no count is needed.
@@ -204,12 +205,12 @@ struct AntiSpamTransaction {
     /// or read from the store (and kept from then on).
     func ownHistory(since: Date, followed: Followed?) async throws -> [PastRequest] {
         let limit = Self.ownCompared
-        if let followed, let kept = followed.memory.own(requester, since: since, limit: limit, generation: followed.generation) {
+        if let followed, let kept = followed.memory.own(requester, since: since, limit: limit, seq: followed.seq, generation: followed.generation, at: now) {
             return kept
         }
         let own = try await session.pastRequests(requester: requester, since: since, limit: limit)
         if let followed {
-            followed.memory.remember(own, of: requester, since: since, limit: limit, seq: followed.seq, generation: followed.generation)
+            followed.memory.remember(own, of: requester, since: since, limit: limit, seq: followed.seq, generation: followed.generation, at: now)
         }
         return own
     }

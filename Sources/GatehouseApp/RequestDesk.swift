@@ -93,7 +93,10 @@ public struct RequestDesk: Sendable {
     public func get(caller: Caller, id: String) async throws -> RequestView {
         let view = try await context.read { session -> RequestView? in
             guard let request = try await session.request(id: id) else { return nil }
-            return RequestView(request: request, approvals: try await session.approvals(requestId: id))
+            let approvals = try await session.approvals(requestId: id)
+            // While it waits, the approvals that would no longer count towards it are said as such.
+            let lost = request.state == .pending ? try await Self.lostStanding(approvals, session: session) : []
+            return RequestView(request: request, approvals: approvals, notCounted: lost)
         }
         guard let view, RequestPermissions.canSee(caller.principal, isAdmin: caller.isAdmin, view.request, policy: context.policies.policy) else {
             throw GatehouseError(.notFound, ErrorCode.requestNotFound, "no request \(id) that you can see; list yours with `gatehouse requests`")

@@ -336,7 +336,9 @@ public enum SpamScore {
         // Only a person's approval ends a run: a role that needs no approval (granted by `policy`) does not.
         let decided = own.filter { $0.resource == resource && $0.decidedAt != nil
             && ($0.state == .denied || ($0.state == .approved && $0.decidedBy != "policy")) }
-            .sorted { $0.decidedAt! > $1.decidedAt! }
+            // Decisions in the same millisecond have no order between them: the denial is taken as the later
+            // (the run goes on), whatever order the history came in.
+            .sorted { ($0.decidedAt!, $0.state == .denied ? 1 : 0, $0.createdAt, $0.id) > ($1.decidedAt!, $1.state == .denied ? 1 : 0, $1.createdAt, $1.id) }
         let run = decided.prefix { $0.state == .denied }
         guard let last = run.first?.decidedAt, let length = rule.length(afterDenials: run.count) else { return nil }
         return (last.addingTimeInterval(TimeInterval(length.seconds)), run.count, length)

@@ -396,10 +396,14 @@ private struct SQLWalk {
         if let condition = fields["whereClause"] {
             let relation = fields["relation"]
             let target = Set([relation?["relname"]?.stringValue, relation?["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+            // A WITH of the statement's own could give the table's name to a subquery of its own.
+            let written = fields["withClause"] != nil ? nil : relation?["relname"]?.stringValue.map {
+                WhereAnalysis.TableName(schema: relation?["schemaname"]?.stringValue, name: $0)
+            }
             // A declared name is a value, unless `#variable_conflict use_column` (or the same setting of the
             // session) makes it the column: true for every row either way is true for every row.
-            if WhereAnalysis.isTriviallyTrue(condition, target: target, variables: variables, constants: constants)
-                || (!variables.isEmpty && WhereAnalysis.isTriviallyTrue(condition, target: target, constants: constants)) {
+            if WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, variables: variables, constants: constants)
+                || (!variables.isEmpty && WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, constants: constants)) {
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that is true for every row")
             } else {
                 fire("write_data", at: at, "\(verb) on \(table)")

@@ -12,8 +12,13 @@ enum WhereAnalysis {
     /// the names declared there (variables, parameters, records): `flag` or `r.id` is then the same for
     /// every row (PostgreSQL refuses a name that is both, unless `#variable_conflict` says which wins).
     /// `constants` learns when the answer read the value of a constant (`1 = 1`, `x LIKE '%'`).
-    static func isTriviallyTrue(_ condition: ParseTree, target: Set<String>? = nil, variables: Set<String> = [], constants: ConstantUse) -> Bool {
-        let isTriviallyTrue = { (node: ParseTree) in Self.isTriviallyTrue(node, target: target, variables: variables, constants: constants) }
+    /// `table`: the changed table as written (its schema when qualified), when nothing in the statement can
+    /// give its name another meaning (no WITH of its own).
+    static func isTriviallyTrue(_ condition: ParseTree, target: Set<String>? = nil, table: TableName? = nil, variables: Set<String> = [],
+                                constants: ConstantUse) -> Bool {
+        let isTriviallyTrue = { (node: ParseTree) in
+            Self.isTriviallyTrue(node, target: target, table: table, variables: variables, constants: constants)
+        }
         if !readsRow(condition, variables: variables) { return !isCertainlyFalse(condition, constants: constants) }
         guard let (type, fields) = condition.tagged else { return false }
         switch type {
@@ -57,6 +62,9 @@ enum WhereAnalysis {
             default:
                 return false
             }
+        case "SubLink":
+            guard let table, let target else { return false }
+            return isOwnColumnSet(fields, table: table, target: target, variables: variables)
         case "TypeCast":
             return fields["arg"].map(isTriviallyTrue) ?? false
         case "BooleanTest":
@@ -170,6 +178,42 @@ enum WhereAnalysis {
         default:
             return false
         }
+    }
+
+    /// A table as a statement names it: `public.users` or `users`.
+    struct TableName: Equatable {
+        var schema: String?
+        var name: String
+    }
+
+    /// `id IN (SELECT id FROM t)` or `id = ANY (SELECT id FROM t)` where t is the changed table itself and
+    /// the subquery keeps every row (no WHERE, HAVING, GROUP BY, LIMIT or OFFSET, no set operation, its own
+    /// table only, `ONLY` excepted): every row's value is among all the values of that column.
+    private static func isOwnColumnSet(_ link: ParseTree, table: TableName, target: Set<String>, variables: Set<String>) -> Bool {
+        guard link["subLinkType"]?.stringValue == "ANY_SUBLINK",
+              (link["operName"]?.lastElement?["String"]?["sval"]?.stringValue ?? "=") == "=",
+              let column = columnName(link["testexpr"], qualifiers: target, variables: variables),
+              let (type, select) = link["subselect"]?.tagged, type == "SelectStmt",
+              ["whereClause", "havingClause", "groupClause", "limitCount", "limitOffset", "withClause", "valuesLists", "larg", "rarg"]
+                  .allSatisfy({ select[$0] == nil }),
+              let from = select["fromClause"]?.elements, from.count == 1,
+              let (fromType, relation) = from[0].tagged, fromType == "RangeVar", relation["inh"]?.boolValue == true,
+              TableName(schema: relation["schemaname"]?.stringValue, name: relation["relname"]?.stringValue ?? "") == table,
+              let targets = select["targetList"]?.elements, targets.count == 1,
+              let (targetType, result) = targets[0].tagged, targetType == "ResTarget" else { return false }
+        let names = Set([relation["relname"]?.stringValue, relation["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+        return columnName(result["val"], qualifiers: names, variables: []) == column
+    }
+
+    /// The column a reference names, unqualified (and not a declared variable) or qualified with one of
+    /// `qualifiers`.
+    private static func columnName(_ node: ParseTree?, qualifiers: Set<String>, variables: Set<String>) -> String? {
+        guard let (type, inner) = node?.tagged, type == "ColumnRef" else { return nil }
+        let parts = inner["fields"]?.elements ?? []
+        let names = parts.compactMap { $0["String"]?["sval"]?.stringValue }
+        guard names.count == parts.count, let name = names.last else { return nil }
+        if names.count == 1 { return variables.contains(name) ? nil : name }
+        return qualifiers.contains(names[names.count - 2]) ? name : nil
     }
 
     /// `users.id = id`, `t.id = public.t.id`: the same column of the changed row, spelled two ways.

@@ -393,7 +393,8 @@ struct APIHandler: APIProtocol {
             resource: r.resource, role: r.role, duration: r.duration.description, reason: r.reason, ticket: r.ticket,
             approvalsRequired: r.approvalsRequired,
             approvals: view.approvals.map {
-                .init(approver: $0.approver, decision: $0.decision == .approve ? .approve : .deny, comment: $0.comment, at: $0.at)
+                .init(approver: $0.approver, decision: $0.decision == .approve ? .approve : .deny, comment: $0.comment, at: $0.at,
+                      counted: view.notCounted.contains($0.approver) && $0.decision == .approve ? false : nil)
             },
             createdAt: r.createdAt, pendingExpiresAt: r.pendingExpiresAt, decidedAt: r.decidedAt, decidedBy: r.decidedBy,
             stateReason: r.stateReason, grantId: r.grantId,

@@ -64,7 +64,7 @@ struct AuditCommand: AsyncParsableCommand {
         @Option(help: "Only events since: a time (2026-11-23T10:00:00Z) or a duration ago (1h, 7d).") var since: String?
         @Option(help: "Only events by or about this principal.") var principal: String?
         @Option(help: "Only events about this resource.") var resource: String?
-        @Option(help: "At most this many.") var limit: Int = 100
+        @Option(parsing: .unconditional, help: "At most this many.") var limit: Int = 100
         @OptionGroup var options: ClientOptions
 
         func run() async throws {

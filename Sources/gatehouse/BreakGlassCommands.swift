@@ -36,7 +36,7 @@ struct BreakGlassUseCommand: AsyncParsableCommand {
 struct BreakGlassListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "Break-glass uses, newest first.")
     @Flag(name: .customLong("awaiting-review"), help: "Only uses not reviewed yet.") var awaitingReview = false
-    @Option(help: "At most this many.") var limit: Int = 100
+    @Option(parsing: .unconditional, help: "At most this many.") var limit: Int = 100
     @OptionGroup var options: ClientOptions
 
     func run() async throws {
@@ -70,7 +70,7 @@ struct BreakGlassReviewCommand: AsyncParsableCommand {
 
 struct WebhooksCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "webhooks", abstract: "The webhook outbox: queued, delivered and given-up messages (admins).")
-    @Option(help: "At most this many.") var limit: Int = 100
+    @Option(parsing: .unconditional, help: "At most this many.") var limit: Int = 100
     @OptionGroup var options: ClientOptions
 
     func run() async throws {

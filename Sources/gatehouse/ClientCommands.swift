@@ -159,7 +159,7 @@ struct RequestsCommand: AsyncParsableCommand {
     @Flag(name: .customLong("to-approve"), help: "Pending requests you can decide.") var toApprove = false
     @Flag(help: "Every request (admins).") var all = false
     @Option(help: "Only requests in this state (pending, approved, denied, expired, canceled, quarantined).", completion: Completions.requestStates) var state: String?
-    @Option(help: "At most this many (1-1000).") var limit: Int = 100
+    @Option(parsing: .unconditional, help: "At most this many (1-1000).") var limit: Int = 100
     @Option(help: "Start at this page (the cursor printed under the previous one).") var cursor: String?
     @OptionGroup var options: ClientOptions
 
@@ -239,7 +239,7 @@ struct GrantsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "grants", abstract: "List grants: yours, or everyone's (admins).")
     @Flag(help: "Everyone's grants (admins).") var all = false
     @Flag(help: "Only grants active now.") var active = false
-    @Option(help: "At most this many (1-1000).") var limit: Int = 100
+    @Option(parsing: .unconditional, help: "At most this many (1-1000).") var limit: Int = 100
     @Option(help: "Start at this page (the cursor printed under the previous one).") var cursor: String?
     @OptionGroup var options: ClientOptions
 

@@ -85,14 +85,17 @@ enum Output {
     }
 
     static func request(_ r: [String: Any]) {
-        let approvals = (r["approvals"] as? [[String: Any]] ?? []).map {
-            "\(string($0, "approver")) \(string($0, "decision"))" + (string($0, "comment").isEmpty ? "" : ": \(string($0, "comment"))")
+        let given = r["approvals"] as? [[String: Any]] ?? []
+        let approvals = given.map {
+            "\(string($0, "approver")) \(string($0, "decision"))" + (($0["counted"] as? Bool) == false ? " (no longer counts)" : "")
+                + (string($0, "comment").isEmpty ? "" : ": \(string($0, "comment"))")
         }
+        let counted = given.filter { string($0, "decision") == "approve" && ($0["counted"] as? Bool) != false }.count
         fields([
             ("id", string(r, "id")), ("state", string(r, "state")), ("requester", string(r, "requester")),
             ("resource", string(r, "resource")), ("role", string(r, "role")), ("duration", string(r, "duration")),
             ("reason", string(r, "reason")), ("ticket", string(r, "ticket")),
-            ("approvals", "\(approvals.filter { $0.contains(" approve") }.count) of \(string(r, "approvals_required")) required"),
+            ("approvals", "\(counted) of \(string(r, "approvals_required")) required"),
             ("decisions", approvals.joined(separator: "; ")), ("created", string(r, "created_at")),
             ("pending until", string(r, "state") == "pending" ? string(r, "pending_expires_at") : nil),
             ("decided", string(r, "decided_at")), ("decided by", string(r, "decided_by")),

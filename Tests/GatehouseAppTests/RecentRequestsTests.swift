@@ -39,7 +39,7 @@ struct RecentRequestsTests {
                 }
                 all += batch
                 let since = now.addingTimeInterval(-3600)
-                memory.add(batch.shuffled(using: &generator), filed: Set(batch.map(\.id)), completeTo: Int64(step + 1), hash: "h\(step + 1)", generation: 1, since: since, at: now)
+                memory.add(batch.shuffled(using: &generator), filed: Set(batch.map(\.id)), completeTo: Int64(step + 1), hash: "h\(step + 1)", generation: 1, since: since, followSince: since, at: now)
                 for requester in ["ana", "flood", "nobody"] {
                     let limit = [3, 20, 200].randomElement(using: &generator)!
                     if let snapshot = memory.snapshot(excluding: requester, window: Self.hour, since: since, limit: limit, at: now) {
@@ -74,7 +74,8 @@ struct RecentRequestsTests {
         #expect(first.requests.map(\.id) == ["req_3", "req_1"])
         #expect(first.seq == 7 && first.hash == "h7")
         memory.reset(window: Self.hour, requests: [], seq: 9, hash: "h9", since: since, at: t0)
-        memory.add([Self.request(2, by: "bo", at: t0)], filed: ["req_2"], completeTo: 12, hash: "h12", generation: first.generation, since: since, at: t0)
+        memory.add([Self.request(2, by: "bo", at: t0)], filed: ["req_2"], completeTo: 12, hash: "h12", generation: first.generation, since: since,
+                   followSince: since, at: t0)
         #expect(snapshot()?.requests.isEmpty == true, "what was read for an earlier filling is ignored")
         #expect(snapshot()?.seq == 9)
         #expect(snapshot(window: TimeSpan(seconds: 600)) == nil, "another window")
@@ -96,10 +97,10 @@ struct RecentRequestsTests {
             .sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(limit))
     }
 
-    @Test("own histories: read once, then followed through filings and decisions added in batches; every answer equals the store's, with few principals kept and a short limit")
+    @Test("own histories: read once, then followed through filings and decisions added in batches, each batch what a transaction reads (changes to requests filed since a floor that moves); every answer equals the store's, with few principals kept and a short limit")
     func ownHistoriesFollowTheStore() throws {
         var generator = SplitMix64(state: 20_261_204)
-        let memory = RecentRequests(capacity: 50, ownCapacity: 2)
+        let memory = RecentRequests(capacity: 50, ownCapacity: 3, ownRequestCapacity: 15)
         let principals = ["ana", "bo", "cy", "di"]
         let limit = 6
         var all: [String: PastRequest] = [:]
@@ -107,8 +108,8 @@ struct RecentRequestsTests {
         var seq: Int64 = 0
         memory.reset(window: Self.hour, requests: [], seq: 0, hash: "h0", since: now.addingTimeInterval(-3600), at: now)
         let generation = try #require(memory.snapshot(excluding: "x", window: Self.hour, since: now.addingTimeInterval(-3600), limit: 1, at: now)).generation
-        var hits = 0, reads = 0
-        for _ in 0..<800 {
+        var hits = 0, reads = 0, refusedEarlier = 0
+        for _ in 0..<1500 {
             // A transaction's worth of changes: filings, and decisions on earlier requests of anyone.
             var batch: [PastRequest] = [], filed: Set<String> = []
             for _ in 0..<Int.random(in: 1...4, using: &generator) {
@@ -127,57 +128,72 @@ struct RecentRequestsTests {
                 }
             }
             seq += 1
-            // The store's read gives each request once, as it is at the end of the transaction.
-            let rows = Dictionary(batch.map { ($0.id, $0) }, uniquingKeysWith: { _, later in later }).values.sorted { $0.id < $1.id }
+            // The store's read gives each request once, as it is at the end of the transaction, and only those
+            // filed since the floor it was asked for (the longest window of the policy then in force).
+            let followSince = now.addingTimeInterval(-TimeInterval(Int.random(in: 600...3000, using: &generator)))
+            let rows = Dictionary(batch.map { ($0.id, $0) }, uniquingKeysWith: { _, later in later }).values
+                .filter { $0.createdAt >= followSince }.sorted { $0.id < $1.id }
             memory.add(rows.shuffled(using: &generator), filed: filed, completeTo: seq, hash: "h\(seq)", generation: generation,
-                       since: now.addingTimeInterval(-3600), at: now)
+                       since: now.addingTimeInterval(-3600), followSince: followSince, at: now)
             // One principal files: from memory when kept, else read from the store and kept.
             let principal = principals.randomElement(using: &generator)!
-            let since = now.addingTimeInterval(-TimeInterval(Int.random(in: 600...2400, using: &generator)))
+            let since = max(followSince, now.addingTimeInterval(-TimeInterval(Int.random(in: 600...3000, using: &generator))))
             let expected = Self.ownExpected(all, of: principal, since: since, limit: limit)
-            if let kept = memory.own(principal, since: since, limit: limit, generation: generation) {
+            if let kept = memory.own(principal, since: since, limit: limit, seq: seq, generation: generation, at: now) {
                 #expect(kept == expected)
                 hits += 1
             } else {
                 reads += 1
                 // Kept only from a read that saw as much of the log as the memory follows.
-                memory.remember(expected, of: principal, since: since, limit: limit, seq: seq - 1, generation: generation)
-                #expect(memory.own(principal, since: since, limit: limit, generation: generation) == nil)
-                memory.remember(expected, of: principal, since: since, limit: limit, seq: seq, generation: generation)
-                #expect(memory.own(principal, since: since, limit: limit, generation: generation) == expected)
+                memory.remember(expected, of: principal, since: since, limit: limit, seq: seq - 1, generation: generation, at: now)
+                #expect(memory.own(principal, since: since, limit: limit, seq: seq, generation: generation, at: now) == nil)
+                memory.remember(expected, of: principal, since: since, limit: limit, seq: seq, generation: generation, at: now)
+                #expect(memory.own(principal, since: since, limit: limit, seq: seq, generation: generation, at: now) == expected)
+                #expect(memory.own(principal, since: since, limit: limit, seq: seq + 1, generation: generation, at: now) == nil,
+                        "not for a transaction that saw another point of the log")
             }
-            // Any other question is answered right or not at all.
-            let earlier = since.addingTimeInterval(-TimeInterval(Int.random(in: 0...600, using: &generator)))
-            if let kept = memory.own(principal, since: earlier, limit: limit, generation: generation) {
+            // Any other question is answered right or not at all: a window reaching back before what was read
+            // or followed is not answered.
+            let earlier = since.addingTimeInterval(-TimeInterval(Int.random(in: 0...2400, using: &generator)))
+            if let kept = memory.own(principal, since: earlier, limit: limit, seq: seq, generation: generation, at: now) {
                 #expect(kept == Self.ownExpected(all, of: principal, since: earlier, limit: limit))
+            } else if earlier < since {
+                refusedEarlier += 1
             }
-            #expect(memory.own(principal, since: since, limit: limit + 1, generation: generation) == nil, "not for more than was read")
+            #expect(memory.own(principal, since: since, limit: limit + 1, seq: seq, generation: generation, at: now) == nil, "not for more than was read")
         }
-        #expect(hits > 200 && reads > 20, "hits \(hits), reads \(reads)")
+        #expect(hits > 300 && reads > 50 && refusedEarlier > 100, "hits \(hits), reads \(reads), refused \(refusedEarlier)")
     }
 
-    @Test("own histories: rows from a transaction that saw less of the log than the memory follows forget the principals they touch; a new filling forgets them all")
+    @Test("own histories: rows from a transaction that saw less of the log than the memory follows forget the principals they touch; a history read 10 minutes ago is read again; a new filling forgets them all")
     func ownHistoriesNeverSetBack() throws {
         let memory = RecentRequests(capacity: 50)
         let t0 = Self.t0, since = t0.addingTimeInterval(-3600)
         memory.reset(window: Self.hour, requests: [], seq: 5, hash: "h5", since: since, at: t0)
         let generation = try #require(memory.snapshot(excluding: "x", window: Self.hour, since: since, limit: 1, at: t0)).generation
+        func own(_ principal: String, since: Date = since, seq: Int64, generation: Int = generation, at now: Date = t0) -> [PastRequest]? {
+            memory.own(principal, since: since, limit: 10, seq: seq, generation: generation, at: now)
+        }
         let filed = Self.request(1, by: "ana", at: t0)
-        memory.remember([filed], of: "ana", since: since, limit: 10, seq: 5, generation: generation)
-        memory.remember([], of: "bo", since: since, limit: 10, seq: 5, generation: generation)
-        #expect(memory.own("ana", since: since.addingTimeInterval(-1), limit: 10, generation: generation) == nil,
-                "not for a window reaching back further than what was read")
+        memory.remember([filed], of: "ana", since: since, limit: 10, seq: 5, generation: generation, at: t0)
+        memory.remember([], of: "bo", since: since, limit: 10, seq: 5, generation: generation, at: t0)
+        #expect(own("ana", since: since.addingTimeInterval(-1), seq: 5) == nil, "not for a window reaching back further than what was read")
         var denied = filed
         denied.state = .denied
-        memory.add([denied], filed: [], completeTo: 7, hash: "h7", generation: generation, since: since, at: t0)
-        #expect(memory.own("ana", since: since, limit: 10, generation: generation) == [denied])
-        // A slower transaction (head 6) read the request before the denial: not applied, ana is read again.
-        memory.add([filed], filed: [], completeTo: 6, hash: "h6", generation: generation, since: since, at: t0)
-        #expect(memory.own("ana", since: since, limit: 10, generation: generation) == nil)
-        #expect(memory.own("bo", since: since, limit: 10, generation: generation) == [], "others' histories stay")
-        #expect(memory.own("bo", since: since, limit: 10, generation: generation + 1) == nil, "not for another filling")
+        memory.add([denied], filed: [], completeTo: 7, hash: "h7", generation: generation, since: since, followSince: since, at: t0)
+        #expect(own("ana", seq: 7) == [denied])
+        #expect(own("ana", seq: 7, at: t0.addingTimeInterval(RecentRequests.ownKeptFor)) == [denied])
+        #expect(own("ana", seq: 7, at: t0.addingTimeInterval(RecentRequests.ownKeptFor + 1)) == nil, "read from the store again after 10 minutes")
+        // A transaction that read the request before the denial (head 6): not applied, ana is read again.
+        memory.add([filed], filed: [], completeTo: 6, hash: "h6", generation: generation, since: since, followSince: since, at: t0)
+        #expect(own("ana", seq: 7) == nil)
+        #expect(own("bo", seq: 7) == [], "others' histories stay")
+        #expect(own("bo", seq: 7, generation: generation + 1) == nil, "not for another filling")
+        // Changes were read only for requests filed in the last half hour: no earlier window is answered since.
+        memory.add([], filed: [], completeTo: 8, hash: "h8", generation: generation, since: since, followSince: t0.addingTimeInterval(-1800), at: t0)
+        #expect(own("bo", seq: 8) == nil && own("bo", since: t0.addingTimeInterval(-1800), seq: 8) == [])
         memory.reset(window: Self.hour, requests: [], seq: 9, hash: "h9", since: since, at: t0)
-        #expect(memory.own("bo", since: since, limit: 10, generation: generation + 1) == nil, "forgotten when filled again")
+        #expect(own("bo", seq: 9, generation: generation + 1) == nil, "forgotten when filled again")
     }
 }
 

@@ -146,6 +146,11 @@ struct SpamScoreTests {
                      past(200, state: .denied, decidedMinutesAgo: 150)]
         #expect(SpamScore.denialCooldown(reset, resource: "prod-db", rule: rule)?.denials == 1)
         #expect(SpamScore.denialCooldown(run, resource: "billing-api", rule: rule) == nil)
+        // An approval and a denial in the same millisecond: the denial is the later, in either order given.
+        let tie = [past(10, state: .denied, decidedMinutesAgo: 5), past(20, state: .approved, decidedMinutesAgo: 5),
+                   past(200, state: .denied, decidedMinutesAgo: 150)]
+        #expect(SpamScore.denialCooldown(tie, resource: "prod-db", rule: rule)?.denials == 1)
+        #expect(SpamScore.denialCooldown(tie.reversed(), resource: "prod-db", rule: rule)?.denials == 1)
     }
 
     @Test("tickets: the role's pattern when it has one, any ticket-like reference otherwise")

@@ -90,7 +90,7 @@ struct FunctionReachTests {
         let touch = try await judge("SELECT touch()", catalog)
         #expect(touch.risk == .write)
         #expect(touch.findings.map(\.category) == ["write_data"])
-        #expect(touch.findings.first?.detail.hasPrefix("calls public.touch(), whose body: UPDATE on accounts") == true)
+        #expect(touch.findings.first?.detail.hasPrefix("calls public.touch(), whose body: UPDATE on accounts") == true, "\(touch.findings)")
 
         let purge = try await judge("SELECT 1; SELECT purge()", catalog)
         #expect(purge.risk == .dangerous)

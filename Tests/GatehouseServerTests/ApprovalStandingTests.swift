@@ -31,6 +31,17 @@ struct ApprovalStandingTests {
             #expect(try await server.approve(bobA, fourth).string("code") == "already_decided_by_you", "one that counts is not replaced")
             #expect(try await server.revokeSessions(TestServer.adminToken, "bob").status == 200)
             #expect(try await server.approve(t["erin"]!, fourth).string("state") == "pending", "bob's approval does not count")
+            // Shown as such: the API marks it, and `show` counts 1 of 2.
+            let shown = try await server.send(.GET, "/v1/requests/\(fourth)", token: t["alice"]!)
+            let marks = (shown.json["approvals"] as? [[String: Any]] ?? []).map { "\($0["approver"] ?? "") \(($0["counted"] as? Bool).map { "\($0)" } ?? "absent")" }.sorted()
+            #expect(marks == ["bob false", "erin absent"], "\(marks)")
+            let show = try await Command.run(try ServeProcess.binary().path, ["show", fourth],
+                                             environment: ["GATEHOUSE_URL": server.baseURL, "GATEHOUSE_TOKEN": t["alice"]!])
+            #expect(show.status == 0 && show.stdout.contains("1 of 2 required") && show.stdout.contains("bob approve (no longer counts)"), "\(show)")
+            var browser = Browser(baseURL: server.baseURL)
+            _ = try await browser.signIn(t["carol"]!)
+            let page = try await browser.get("/requests/\(fourth)")
+            #expect(page.status == 200 && page.html.contains("1 of 2 needed") && page.html.contains("(no longer counts"), "\(page.html)")
             let bobB = try await server.token(for: "bob")
             // It waits for bob again: in his list to approve (it was hidden as decided).
             let waiting = (try await server.listRequests(bobB, scope: .toApprove).json["requests"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }

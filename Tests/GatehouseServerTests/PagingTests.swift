@@ -153,6 +153,10 @@ struct PagingTests {
             #expect((json["requests"] as? [Any])?.count == 1 && json["next_cursor"] == nil, "\(json)")
             let bad = try await Command.run(try ServeProcess.binary().path, ["grants", "--cursor", "nonsense"], environment: environment)
             #expect(bad.status != 0 && bad.stderr.contains("cursor"), "\(bad)")
+            // A negative limit is a value out of range, not a missing one.
+            let negative = try await Command.run(try ServeProcess.binary().path, ["grants", "--limit", "-1"], environment: environment)
+            #expect(negative.status != 0 && negative.stderr.contains("limit") && negative.stderr.contains("1000")
+                    && !negative.stderr.contains("Missing value"), "\(negative)")
         }
     }
 }

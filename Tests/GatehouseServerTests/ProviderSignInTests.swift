@@ -316,6 +316,10 @@ struct ProviderSignInTests {
             #expect(try await server.whoami(erin).status == 401)
             let page = try await browser.get("/inbox")
             #expect(page.status == 303 && page.location == "/sign-in")
+            // A name that matches no one is said as such, not as 0 ended.
+            let typo = try await server.revokeSessions(sam, "ernie")
+            #expect(typo.status == 404 && typo.string("code") == "unknown_principal", "\(typo.json)")
+            #expect(typo.string("detail")?.contains("nothing was ended") == true)
         }
     }
 
