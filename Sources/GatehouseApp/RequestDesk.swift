@@ -124,7 +124,16 @@ public struct RequestDesk: Sendable {
             // else): this decision replaces it, so one person is still one row.
             let replaced = approvals.first { $0.approver == caller.principal }
             let others = approvals.filter { $0.approver != caller.principal }
-            let replacing: [String: String] = replaced.map { ["replaces": "the approval of \($0.at.rfc3339), whose token was revoked since"] } ?? [:]
+            var replacing: [String: String] = [:]
+            if let replaced {
+                // What the replaced row said, kept in the log (the row itself goes).
+                var kept: TokenRecord?
+                if let tokenId = replaced.tokenId { kept = try await session.token(id: tokenId) }
+                replacing = AuditEntry.compact([
+                    "replaces": "the approval of \(replaced.at.rfc3339), " + (kept == nil ? "whose token is no longer kept" : "whose token was revoked since"),
+                    "replaced_token": replaced.tokenId, "replaced_comment": replaced.comment,
+                ])
+            }
             func record(_ approval: Approval) async throws {
                 if replaced != nil { try await session.deleteApproval(requestId: id, approver: caller.principal) }
                 try await session.insertApproval(approval)

@@ -55,6 +55,7 @@ struct ApprovalStandingTests {
             let replaced = (try await server.listAudit(TestServer.adminToken, limit: 1000).json["events"] as? [[String: Any]] ?? [])
                 .first { $0["action"] as? String == "request.approved" && $0["subject"] as? String == fourth }
             #expect(((replaced?["details"] as? [String: String])?["replaces"] ?? "").contains("whose token was revoked since"), "\(String(describing: replaced))")
+            #expect((replaced?["details"] as? [String: String])?["replaced_token"]?.hasPrefix("tok_") == true, "the replaced approval's token is kept in the log")
 
             // Blocked: bob (a new token) approves alice's second request, then is reported and blocked.
             let bob = try await server.token(for: "bob")
