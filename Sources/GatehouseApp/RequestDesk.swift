@@ -146,7 +146,8 @@ public struct RequestDesk: Sendable {
                                                           details: AuditEntry.compact(["principal": request.requester, "comment": approval.comment,
                                                                                        "approvals": "\(counted)/\(max(request.approvalsRequired, 1))"])
                                                               .merging(replacing) { kept, _ in kept }.merging(caller.origin) { kept, _ in kept })], at: now)
-                return .success(RequestView(request: request, approvals: others + [approval]))
+                // Still waiting: the approvals that did not count are said as such (the caller's own was replaced).
+                return .success(RequestView(request: request, approvals: others + [approval], notCounted: discounted.subtracting([caller.principal])))
             case .approved(var approval, let updated, let grant):
                 // Others' approvals that did not count (the caller's own, if any, is replaced).
                 let uncounted = discounted.subtracting([caller.principal])

@@ -275,7 +275,7 @@ public struct SignIns: Sendable {
         let ended = try await context.write(as: caller) { session, policy, now in
             let live = try await session.liveTokens(principal: principal).filter { !$0.isBootstrapAdmin }
             // A name that matches no one (a typo) is said as such rather than reported as 0 ended.
-            if live.isEmpty, policy.principals[principal] == nil {
+            if live.isEmpty, policy.principals[principal] == nil, principal != Tokens.bootstrapAdminName {
                 throw GatehouseError(.notFound, "unknown_principal", "'\(principal)' is not a principal in the policy (nor a person signed in through the provider) and holds no live token or session; nothing was ended", field: "name")
             }
             try await Tokens.refuseLastAdminLockOut(ending: Set(live.map(\.id)), session: session, policy: policy, now: now)

@@ -187,15 +187,18 @@ enum WhereAnalysis {
     }
 
     /// `id IN (SELECT id FROM t)` or `id = ANY (SELECT id FROM t)` where t is the changed table itself and
-    /// the subquery keeps every row (no WHERE, HAVING, GROUP BY, LIMIT or OFFSET, no set operation, its own
-    /// table only, `ONLY` excepted): every row's value is among all the values of that column.
+    /// the subquery keeps every row (no WHERE, HAVING, GROUP BY, LIMIT, OFFSET, DISTINCT ON or row locks
+    /// that skip rows, no set operation, its own table only, `ONLY` excepted): every row's value is among all
+    /// the values of that column.
     private static func isOwnColumnSet(_ link: ParseTree, table: TableName, target: Set<String>, variables: Set<String>) -> Bool {
         guard link["subLinkType"]?.stringValue == "ANY_SUBLINK",
               (link["operName"]?.lastElement?["String"]?["sval"]?.stringValue ?? "=") == "=",
               let column = columnName(link["testexpr"], qualifiers: target, variables: variables),
               let (type, select) = link["subselect"]?.tagged, type == "SelectStmt",
-              ["whereClause", "havingClause", "groupClause", "limitCount", "limitOffset", "withClause", "valuesLists", "larg", "rarg"]
-                  .allSatisfy({ select[$0] == nil }),
+              ["whereClause", "havingClause", "groupClause", "limitCount", "limitOffset", "withClause", "valuesLists", "larg", "rarg",
+               "lockingClause"].allSatisfy({ select[$0] == nil }),
+              // Plain DISTINCT (`[{}]`) keeps every value; DISTINCT ON keeps one row per key.
+              (select["distinctClause"]?.elements ?? []).allSatisfy({ $0.tagged == nil && !$0.children.contains { _ in true } }),
               let from = select["fromClause"]?.elements, from.count == 1,
               let (fromType, relation) = from[0].tagged, fromType == "RangeVar", relation["inh"]?.boolValue == true,
               TableName(schema: relation["schemaname"]?.stringValue, name: relation["relname"]?.stringValue ?? "") == table,

@@ -137,7 +137,7 @@ struct RequestCommand: AsyncParsableCommand {
             if Date().timeIntervalSince(polled) < Double(asked) - 1 { APIClient.askAgain() }
             let state = request.state.rawValue
             if request.state != .pending && request.state != .quarantined { return request }
-            let approvals = request.approvals.filter { $0.decision == .approve }.count
+            let approvals = request.approvals.filter { $0.decision == .approve && $0.counted != false }.count
             if options.format == .table {
                 if approvals != lastApprovals {
                     FileHandle.standardError.write(Data("\(approvals) of \(request.approvalsRequired) approval(s) so far...\n".utf8))

@@ -84,21 +84,35 @@ final class ProxyHarness: @unchecked Sendable {
             """)
         guard setup.status == 0 else { throw TestFailure("cannot fill the test database: \(setup)") }
 
-        let proxyPort = try TestPorts.free(), httpPort = try TestPorts.free()
-        let policyPath = folder.appendingPathComponent("policy.yaml").path
-        try policy(proxyPort: proxyPort, server: server, database: database, proxyExtra: proxyExtra, upstreamHost: upstreamHost, upstreamExtra: upstreamExtra)
-            .write(toFile: policyPath, atomically: true, encoding: .utf8)
-        let process = try Command.start(binary, ["serve", "--proxy", "--policy", policyPath, "--database", "sqlite:\(folder.path)/gatehouse.db",
-                                                 "--port", "\(httpPort)", "--log-level", "warning"],
-                                        environment: ["GATEHOUSE_ADMIN_TOKEN": adminToken, upstreamPasswordVariable: server.password])
-        let harness = ProxyHarness(folder: folder, httpPort: httpPort, proxyPort: proxyPort, database: database, server: server, process: process)
-        let listening = await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) {
-            (TestPorts.isListening(proxyPort) && TestPorts.isListening(httpPort)) || !process.isRunning
+        // A port found free can be taken by another test's listener before the server binds it: the server is
+        // started again on other ports unless the one answering is this one (it knows the admin token).
+        var started: ProxyHarness?
+        for attempt in 1...3 {
+            let proxyPort = try TestPorts.free(), httpPort = try TestPorts.free()
+            let policyPath = folder.appendingPathComponent("policy.yaml").path
+            try policy(proxyPort: proxyPort, server: server, database: database, proxyExtra: proxyExtra, upstreamHost: upstreamHost, upstreamExtra: upstreamExtra)
+                .write(toFile: policyPath, atomically: true, encoding: .utf8)
+            try? FileManager.default.removeItem(atPath: "\(folder.path)/gatehouse.db")
+            let process = try Command.start(binary, ["serve", "--proxy", "--policy", policyPath, "--database", "sqlite:\(folder.path)/gatehouse.db",
+                                                     "--port", "\(httpPort)", "--log-level", "warning"],
+                                            environment: ["GATEHOUSE_ADMIN_TOKEN": adminToken, upstreamPasswordVariable: server.password])
+            let harness = ProxyHarness(folder: folder, httpPort: httpPort, proxyPort: proxyPort, database: database, server: server, process: process)
+            let listening = await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) {
+                (TestPorts.isListening(proxyPort) && TestPorts.isListening(httpPort)) || !process.isRunning
+            }
+            if listening, process.isRunning, TestPorts.isListening(proxyPort),
+               try await harness.cli(token: adminToken, ["whoami"]).status == 0, process.isRunning {
+                started = harness
+                break
+            }
+            let log = harness.log
+            if attempt == 3 {
+                await harness.stop()
+                throw TestFailure("gatehouse serve --proxy did not start: \(log)")
+            }
+            await harness.stop(keepingData: true)
         }
-        guard listening, process.isRunning, TestPorts.isListening(proxyPort) else {
-            await harness.stop()
-            throw TestFailure("gatehouse serve --proxy did not start: \(harness.log)")
-        }
+        guard let harness = started else { throw TestFailure("gatehouse serve --proxy did not start") }
         for name in ["alice", "bob", "carol", "erin"] {
             let made = try await harness.cli(token: adminToken, ["token", "create", name, "--output", "json"])
             guard made.status == 0, let data = made.stdout.data(using: .utf8),
@@ -183,8 +197,10 @@ final class ProxyHarness: @unchecked Sendable {
         return events.filter { $0["action"] as? String == action }
     }
 
-    func stop() async {
+    /// Stops the server and drops its databases; `keepingData` stops only the server (to start it again).
+    func stop(keepingData: Bool = false) async {
         await process.stop()
+        guard !keepingData else { return }
         _ = try? await Command.run("/usr/bin/psql", ["-X", "-c", "DROP DATABASE IF EXISTS \(database) WITH (FORCE)", Self.directURL(server, server.adminDatabase)])
         try? FileManager.default.removeItem(at: folder)
     }

@@ -30,11 +30,15 @@ struct ApprovalStandingTests {
             #expect(try await server.approve(bobA, fourth).string("state") == "pending")
             #expect(try await server.approve(bobA, fourth).string("code") == "already_decided_by_you", "one that counts is not replaced")
             #expect(try await server.revokeSessions(TestServer.adminToken, "bob").status == 200)
-            #expect(try await server.approve(t["erin"]!, fourth).string("state") == "pending", "bob's approval does not count")
-            // Shown as such: the API marks it, and `show` counts 1 of 2.
+            let byErin = try await server.approve(t["erin"]!, fourth)
+            #expect(byErin.string("state") == "pending", "bob's approval does not count")
+            // Shown as such: the API marks it (in the approval's answer and the request's), and `show` counts 1 of 2.
+            func marks(_ reply: TestServer.Reply) -> [String] {
+                (reply.json["approvals"] as? [[String: Any]] ?? []).map { "\($0["approver"] ?? "") \(($0["counted"] as? Bool).map { "\($0)" } ?? "absent")" }.sorted()
+            }
+            #expect(marks(byErin) == ["bob false", "erin absent"], "\(marks(byErin))")
             let shown = try await server.send(.GET, "/v1/requests/\(fourth)", token: t["alice"]!)
-            let marks = (shown.json["approvals"] as? [[String: Any]] ?? []).map { "\($0["approver"] ?? "") \(($0["counted"] as? Bool).map { "\($0)" } ?? "absent")" }.sorted()
-            #expect(marks == ["bob false", "erin absent"], "\(marks)")
+            #expect(marks(shown) == ["bob false", "erin absent"], "\(marks(shown))")
             let show = try await Command.run(try ServeProcess.binary().path, ["show", fourth],
                                              environment: ["GATEHOUSE_URL": server.baseURL, "GATEHOUSE_TOKEN": t["alice"]!])
             #expect(show.status == 0 && show.stdout.contains("1 of 2 required") && show.stdout.contains("bob approve (no longer counts)"), "\(show)")
