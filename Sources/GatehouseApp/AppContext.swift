@@ -34,6 +34,11 @@ public struct RequestView: Sendable {
         self.approvals = approvals
         self.notCounted = notCounted
     }
+
+    /// Whether an approval of this view is one that counts towards the request (a denial never does).
+    public func counts(_ approval: Approval) -> Bool {
+        approval.decision == .approve && !notCounted.contains(approval.approver)
+    }
 }
 
 /// What every use case shares: the store, the running policy, the clock, and the one way to run a

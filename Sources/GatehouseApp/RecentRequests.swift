@@ -56,6 +56,14 @@ final class RecentRequests: Sendable {
             own[principal] = history
         }
 
+        /// Changes a kept history where it is (its requests are not copied).
+        mutating func changeOwn(_ principal: String, _ change: (inout OwnHistory) -> Void) {
+            guard let index = own.index(forKey: principal) else { return }
+            ownCount -= own.values[index].requests.count
+            change(&own.values[index])
+            ownCount += own.values[index].requests.count
+        }
+
         var count: Int { requests.count - start }
 
         func follows(_ window: TimeSpan, at now: Date) -> Bool {
@@ -97,12 +105,15 @@ final class RecentRequests: Sendable {
         /// When it was read from the store: kept at most `ownKeptFor` after.
         var readAt: Date
 
-        /// Follows changes only from `floor` on (what a filing's transaction read changes for).
-        mutating func raise(to floor: Date) {
-            guard floor > since else { return }
+        /// Follows changes only from `floor` on (what a filing's transaction read changes for); returns how
+        /// many requests it let go.
+        mutating func raise(to floor: Date) -> Int {
+            guard floor > since else { return 0 }
             since = floor
             // Newest first: those filed before the floor are at the end.
-            while let last = requests.last, last.createdAt < floor { requests.removeLast() }
+            let dropped = requests.count - (requests.lastIndex { $0.createdAt >= floor }.map { $0 + 1 } ?? 0)
+            requests.removeLast(dropped)
+            return dropped
         }
 
         /// A request filed or changed since: replaced where kept; kept when among the newest `limit`.
@@ -196,17 +207,15 @@ final class RecentRequests: Sendable {
             if current { (state.seq, state.hash) = (seq, hash) }
             state.advanced = max(state.advanced, now)
             // Changes to requests filed before `followSince` were not read: no history answers for them.
-            for (principal, history) in state.own where history.since < followSince {
-                var raised = history
-                raised.raise(to: followSince)
-                state.setOwn(principal, raised)
+            var index = state.own.values.startIndex
+            while index != state.own.values.endIndex {
+                state.ownCount -= state.own.values[index].raise(to: followSince)
+                state.own.values.formIndex(after: &index)
             }
             for request in late {
                 if filed.contains(request.id), request.createdAt >= since { state.insert(request) }
-                guard var history = state.own[request.requester] else { continue }
                 if current {
-                    history.apply(request)
-                    state.setOwn(request.requester, history)
+                    state.changeOwn(request.requester) { $0.apply(request) }
                 } else {
                     state.setOwn(request.requester, nil)
                 }
@@ -220,12 +229,11 @@ final class RecentRequests: Sendable {
     /// otherwise: read them from the store and `remember` them).
     func own(_ principal: String, since: Date, limit: Int, seq: Int64, generation: Int, at now: Date) -> [PastRequest]? {
         state.withLock { state in
-            guard state.generation == generation, state.window != nil, state.seq == seq, var history = state.own[principal],
+            guard state.generation == generation, state.window != nil, state.seq == seq, let history = state.own[principal],
                   since >= history.since, limit <= history.limit,
                   now >= history.readAt, now.timeIntervalSince(history.readAt) <= Self.ownKeptFor else { return nil }
             state.uses += 1
-            history.used = state.uses
-            state.own[principal] = history
+            state.own[principal]?.used = state.uses
             return Array(history.requests.lazy.filter { $0.createdAt >= since }.prefix(limit))
         }
     }

@@ -117,7 +117,7 @@ struct AntiSpamTransaction {
         guard spam.enabled else { return nil }
         let window = spam.windows.sharedReason
         let now = context.clock.now()
-        let since = Date(unixMilliseconds: now.addingTimeInterval(-TimeInterval(window.seconds)).unixMilliseconds)
+        let since = now.wholeMilliseconds(before: window)
         let memory = context.recentRequests
         @Sendable func kept() -> OthersSnapshot? {
             memory.snapshot(excluding: requester, window: window, since: since, limit: othersCompared, at: now).map {
@@ -153,7 +153,7 @@ struct AntiSpamTransaction {
     /// up to date, when the snapshot came from it.
     func others(_ snapshot: OthersSnapshot?, ownSince: Date) async throws -> (requests: [PastRequest], followed: Followed?) {
         let window = spam.windows.sharedReason
-        let since = Date(unixMilliseconds: now.addingTimeInterval(-TimeInterval(window.seconds)).unixMilliseconds)
+        let since = now.wholeMilliseconds(before: window)
         guard let snapshot, snapshot.window == window else {
             return (try await session.othersRequests(excluding: requester, since: since, limit: Self.othersCompared), nil)
         }
@@ -169,9 +169,10 @@ struct AntiSpamTransaction {
         }
         // Everyone's, the requester's too, so that the memory is complete up to the head read first; requests
         // changed since (decided, held, expired) as well, for the own histories it keeps.
-        let late = try await session.requestChanges(auditedAfter: snapshot.auditSeq, createdSince: min(since, ownSince))
+        let followSince = min(since, ownSince)
+        let late = try await session.requestChanges(auditedAfter: snapshot.auditSeq, createdSince: followSince)
         recent.memory.add(late.requests, filed: late.filed, completeTo: found.head.seq, hash: found.head.hash, generation: recent.generation,
-                          since: since, followSince: min(since, ownSince), at: now)
+                          since: since, followSince: followSince, at: now)
         let filed = late.requests.filter { late.filed.contains($0.id) && $0.requester != requester && $0.createdAt >= since }
         return (Self.merge(snapshot.requests, filed, limit: Self.othersCompared),
                 Followed(memory: recent.memory, generation: recent.generation, seq: found.head.seq))
@@ -188,8 +189,7 @@ struct AntiSpamTransaction {
     func history(others snapshot: OthersSnapshot?) async throws -> SpamHistory {
         let windows = spam.windows
         let longest = [windows.history, windows.repeatedReason, windows.recentDenial, windows.enumeration, windows.burst].max()!
-        // Whole milliseconds, as the store compares them, so that the memory draws the same line.
-        let ownSince = Date(unixMilliseconds: now.addingTimeInterval(-TimeInterval(longest.seconds)).unixMilliseconds)
+        let ownSince = now.wholeMilliseconds(before: longest)
         let others = try await others(snapshot, ownSince: ownSince)
         let own = try await ownHistory(since: ownSince, followed: others.followed)
         // Requests within the window are earlier requests too: with enough of them, no count is needed.
@@ -387,5 +387,13 @@ struct AntiSpamTransaction {
 
     static func topSignal(_ verdict: SpamVerdict) -> String {
         verdict.signals.max { $0.points < $1.points }?.signal.rawValue ?? "score"
+    }
+}
+
+extension Date {
+    /// The start of a window ending now, in whole milliseconds as the store compares times, so that the
+    /// memory of recent requests draws the same line as a query would.
+    func wholeMilliseconds(before span: TimeSpan) -> Date {
+        Date(unixMilliseconds: addingTimeInterval(-TimeInterval(span.seconds)).unixMilliseconds)
     }
 }

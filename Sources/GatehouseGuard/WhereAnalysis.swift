@@ -204,8 +204,7 @@ enum WhereAnalysis {
               TableName(schema: relation["schemaname"]?.stringValue, name: relation["relname"]?.stringValue ?? "") == table,
               let targets = select["targetList"]?.elements, targets.count == 1,
               let (targetType, result) = targets[0].tagged, targetType == "ResTarget" else { return false }
-        let names = Set([relation["relname"]?.stringValue, relation["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
-        return columnName(result["val"], qualifiers: names, variables: []) == column
+        return columnName(result["val"], qualifiers: relationNames(from[0]), variables: []) == column
     }
 
     /// The column a reference names, unqualified (and not a declared variable) or qualified with one of

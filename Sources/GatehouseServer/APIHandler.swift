@@ -394,7 +394,7 @@ struct APIHandler: APIProtocol {
             approvalsRequired: r.approvalsRequired,
             approvals: view.approvals.map {
                 .init(approver: $0.approver, decision: $0.decision == .approve ? .approve : .deny, comment: $0.comment, at: $0.at,
-                      counted: view.notCounted.contains($0.approver) && $0.decision == .approve ? false : nil)
+                      counted: $0.decision == .approve && !view.counts($0) ? false : nil)
             },
             createdAt: r.createdAt, pendingExpiresAt: r.pendingExpiresAt, decidedAt: r.decidedAt, decidedBy: r.decidedBy,
             stateReason: r.stateReason, grantId: r.grantId,

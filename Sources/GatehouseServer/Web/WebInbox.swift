@@ -251,11 +251,11 @@ struct WebInbox {
             "approvals": view.approvals.map { a -> [String: Any] in
                 var row: [String: Any] = ["approver": a.approver, "decision": a.decision == .approve ? "approved" : "denied", "at": Self.when(a.at)]
                 if let comment = a.comment { row["comment"] = comment }
-                if a.decision == .approve, view.notCounted.contains(a.approver) { row["notCounted"] = true }
+                if a.decision == .approve, !view.counts(a) { row["notCounted"] = true }
                 return row
             },
             "hasApprovals": !view.approvals.isEmpty,
-            "approvedCount": view.approvals.filter { $0.decision == .approve && !view.notCounted.contains($0.approver) }.count,
+            "approvedCount": view.approvals.filter(view.counts).count,
             "canDecide": mayDecide && !decided,
             "canCancel": r.state == .pending && r.requester == caller.principal,
             "canReview": r.state == .quarantined && r.requester != caller.principal && service.policies.policy.isReviewer(caller.principal),
