@@ -52,24 +52,34 @@ enum Completions {
     }
 
     /// One question as the command line would ask it, or nil. The completing shell waits for this, so it
-    /// gives up after 3 seconds (an address that does not accept a connection within 2 s, sooner).
+    /// gives up after `deadline` (3 seconds unless GATEHOUSE_COMPLETION_TIMEOUT says otherwise; an address
+    /// that does not accept a connection within two thirds of it, sooner).
     static func ask<T: Sendable>(_ words: [String], _ question: @escaping @Sendable (Client) async throws -> T) async -> T? {
         var options = ClientOptions()
         options.url = value(of: "--url", in: words)
         options.token = value(of: "--token", in: words)
         guard var client = try? options.client() else { return nil }
-        client.connectTimeout = .seconds(2)
+        let deadline = Self.deadline(ProcessInfo.processInfo.environment["GATEHOUSE_COMPLETION_TIMEOUT"])
+        client.connectTimeout = .milliseconds(Int64(deadline * 2000 / 3))
         let caller = client
         return await withTaskGroup(of: T?.self) { group in
             group.addTask { try? await caller.run(question) }
             group.addTask {
-                try? await Task.sleep(for: .seconds(3))
+                try? await Task.sleep(for: .seconds(deadline))
                 return nil
             }
             let first = await group.next() ?? nil
             group.cancelAll()
             return first
         }
+    }
+
+    /// How long completion waits for the server, in seconds: GATEHOUSE_COMPLETION_TIMEOUT when it is a number
+    /// from 0.1 to 60 (a slow link, a busy server), else 3. Completion cannot report an error, so a value
+    /// that is not one is ignored.
+    static func deadline(_ setting: String?) -> Double {
+        guard let setting, let seconds = Double(setting.trimmingCharacters(in: .whitespaces)), seconds >= 0.1, seconds <= 60 else { return 3 }
+        return seconds
     }
 
     /// The value given to an option on the line (`--url X` or `--url=X`), as the shell passed the word.

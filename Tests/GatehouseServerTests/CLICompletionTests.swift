@@ -1,6 +1,7 @@
 import Foundation
 import GatehouseCore
 import GatehouseTestSupport
+import Hummingbird
 import Testing
 
 /// Shell completion as bash runs it: the script `gatehouse --generate-completion-script bash` prints,
@@ -29,8 +30,9 @@ struct CLICompletionTests {
             "$function" gatehouse "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
             printf '%s\n' "${COMPREPLY[@]}"
             """#
+        // A test server shares two cores with hundreds of tests: completion may wait longer than a shell would.
         let result = try await Command.run("/bin/bash", ["-c", driver, "driver", scriptPath, binary + " " + line],
-                                           environment: environment)
+                                           environment: ["GATEHOUSE_COMPLETION_TIMEOUT": "30"].merging(environment) { $1 })
         #expect(result.status == 0, "\(result)")
         return result.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
@@ -65,5 +67,35 @@ struct CLICompletionTests {
             #expect(try await Self.offers("request --url \(server.baseURL) --token \(t["alice"]!) ", environment: elsewhere) == resources)
             #expect(try await Self.offers("request ", environment: elsewhere).isEmpty)
         }
+    }
+
+    @Test("GATEHOUSE_COMPLETION_TIMEOUT sets how long completion waits: a server slower than the setting offers nothing, one within it is heard")
+    func completionTimeout() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice")
+            let whoami = try await server.whoami(t["alice"]!)
+            let resources = (whoami.json["requestable"] as? [[String: Any]] ?? []).compactMap { $0["resource"] as? String }
+            #expect(!resources.isEmpty)
+            // Gatehouse's own answer, given 4 seconds late (later than the 3 s a shell waits by default).
+            let router = Router()
+            router.get("/healthz") { _, _ in "ok" }
+            router.get("/v1/whoami") { _, _ -> Response in
+                try await Task.sleep(for: .seconds(4))
+                return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: .init(data: whoami.body)))
+            }
+            let slow = await LocalHTTPServer.start(router, label: "slow-gatehouse")
+            let environment = ["GATEHOUSE_URL": "http://127.0.0.1:\(slow.port)", "GATEHOUSE_TOKEN": t["alice"]!]
+            let patient = try await Self.offers("request ", environment: environment.merging(["GATEHOUSE_COMPLETION_TIMEOUT": "20"]) { $1 })
+            let hasty = try await Self.offers("request ", environment: environment.merging(["GATEHOUSE_COMPLETION_TIMEOUT": "1"]) { $1 })
+            await slow.stop()
+            #expect(patient == resources)
+            #expect(hasty.isEmpty)
+        }
+        // An address that takes the connection and never answers: nothing, after the setting's time.
+        let (fd, port) = try CLIReachTests.silentListener()
+        defer { close(fd) }
+        let silent = try await Self.offers("request ", environment: ["GATEHOUSE_URL": "http://127.0.0.1:\(port)", "GATEHOUSE_TOKEN": "not-a-token-0123456789",
+                                                                     "GATEHOUSE_COMPLETION_TIMEOUT": "0.5"])
+        #expect(silent.isEmpty)
     }
 }

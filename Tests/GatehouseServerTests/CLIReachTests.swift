@@ -33,11 +33,9 @@ struct CLIReachTests {
         #expect(unknown.stderr.contains("the host name cannot be resolved"), "\(unknown)")
     }
 
-    @Test("an address that takes connections but gives no HTTP answer, or https asked of a plain-http server, is said within seconds")
-    func silentOrWrongScheme() async throws {
-        // A socket that listens and never answers (the kernel completes the connections).
+    /// A socket that listens and never answers (the kernel completes the connections): its descriptor and port.
+    static func silentListener() throws -> (fd: Int32, port: Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -45,8 +43,17 @@ struct CLIReachTests {
         let listening = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &length) == 0 }
         }
-        try #require(listening)
-        let silent = Int(UInt16(bigEndian: address.sin_port))
+        guard listening else {
+            close(fd)
+            throw TestFailure("no listening socket on 127.0.0.1")
+        }
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
+    }
+
+    @Test("an address that takes connections but gives no HTTP answer, or https asked of a plain-http server, is said within seconds")
+    func silentOrWrongScheme() async throws {
+        let (fd, silent) = try Self.silentListener()
+        defer { close(fd) }
         let (quiet, seconds) = try await Self.run(["whoami"], url: "http://127.0.0.1:\(silent)")
         #expect(quiet.status == 1 && quiet.stderr.contains("takes connections but gave no HTTP answer within 5 seconds"), "\(quiet)")
         #expect(seconds < 30, "took \(seconds) s (the request deadline is a minute)")
