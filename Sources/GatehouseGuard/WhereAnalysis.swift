@@ -65,6 +65,7 @@ enum WhereAnalysis {
         case "SubLink":
             guard let table, let target else { return false }
             return isOwnColumnSet(fields, table: table, target: target, variables: variables)
+                || findsOwnRow(fields, table: table, target: target, variables: variables)
         case "TypeCast":
             return fields["arg"].map(isTriviallyTrue) ?? false
         case "BooleanTest":
@@ -92,19 +93,20 @@ enum WhereAnalysis {
         return node.children.contains { namesOuterColumn($0, local: local) }
     }
 
-    /// The names the tables of a FROM list go by: each table's name and alias, through joins; a
-    /// subquery's alias.
+    /// The names the tables of a FROM list go by: a table's alias, or its name when it has none (PostgreSQL
+    /// hides an aliased table's own name: `users.id` beside `FROM users x` is an outer query's column),
+    /// through joins; a join's alias hides the names within it; a subquery's alias.
     private static func relationNames(_ node: ParseTree?) -> Set<String> {
         guard let node else { return [] }
         if let (type, inner) = node.tagged {
+            let alias = inner["alias"]?["aliasname"]?.stringValue
             switch type {
             case "RangeVar":
-                return Set([inner["relname"]?.stringValue, inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+                return Set([alias ?? inner["relname"]?.stringValue].compactMap { $0 })
             case "RangeSubselect", "RangeFunction":
-                return Set([inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+                return Set([alias].compactMap { $0 })
             case "JoinExpr":
-                return relationNames(inner["larg"]).union(relationNames(inner["rarg"]))
-                    .union([inner["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+                return alias.map { [$0] } ?? relationNames(inner["larg"]).union(relationNames(inner["rarg"]))
             default:
                 return []
             }
@@ -205,6 +207,53 @@ enum WhereAnalysis {
               let targets = select["targetList"]?.elements, targets.count == 1,
               let (targetType, result) = targets[0].tagged, targetType == "ResTarget" else { return false }
         return columnName(result["val"], qualifiers: relationNames(from[0]), variables: []) == column
+    }
+
+    /// `EXISTS (SELECT 1 FROM t x WHERE x.id = t.id)` where t is the changed table itself, the subquery reads
+    /// it alone (`ONLY` excepted) and its condition only matches columns of its row with the same columns of
+    /// the changed row (`=` or `IS NOT DISTINCT FROM`, joined by AND), with nothing that could drop the row
+    /// found (HAVING, GROUP BY, LIMIT, OFFSET, row locks, a set operation): every row finds itself.
+    private static func findsOwnRow(_ link: ParseTree, table: TableName, target: Set<String>, variables: Set<String>) -> Bool {
+        guard link["subLinkType"]?.stringValue == "EXISTS_SUBLINK",
+              let (type, select) = link["subselect"]?.tagged, type == "SelectStmt",
+              ["havingClause", "groupClause", "limitCount", "limitOffset", "withClause", "valuesLists", "larg", "rarg",
+               "lockingClause"].allSatisfy({ select[$0] == nil }),
+              let from = select["fromClause"]?.elements, from.count == 1,
+              let (fromType, relation) = from[0].tagged, fromType == "RangeVar", relation["inh"]?.boolValue == true,
+              TableName(schema: relation["schemaname"]?.stringValue, name: relation["relname"]?.stringValue ?? "") == table,
+              let condition = select["whereClause"] else { return false }
+        let inner = relationNames(from[0])
+        // A name the subquery's table goes by, or a declared variable, is not the changed row.
+        let outer = target.subtracting(inner).subtracting(variables)
+        return matchesOwnRow(condition, inner: inner, outer: outer, variables: variables)
+    }
+
+    /// `x.id = t.id AND x.tenant_id = t.tenant_id`: each comparison a column of the subquery's row (qualified
+    /// with `inner`, or not at all) against the same column qualified with a name of the changed row.
+    private static func matchesOwnRow(_ condition: ParseTree, inner: Set<String>, outer: Set<String>, variables: Set<String>) -> Bool {
+        guard let (type, fields) = condition.tagged else { return false }
+        switch type {
+        case "BoolExpr":
+            let arguments = fields["args"]?.elements ?? []
+            return fields["boolop"]?.stringValue == "AND_EXPR" && !arguments.isEmpty
+                && arguments.allSatisfy { matchesOwnRow($0, inner: inner, outer: outer, variables: variables) }
+        case "A_Expr":
+            let kind = fields["kind"]?.stringValue
+            guard kind == "AEXPR_NOT_DISTINCT"
+                    || (kind == "AEXPR_OP" && fields["name"]?.lastElement?["String"]?["sval"]?.stringValue == "="),
+                  let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
+            func outerColumn(_ node: ParseTree) -> String? {
+                guard let (type, reference) = node.tagged, type == "ColumnRef" else { return nil }
+                let names = (reference["fields"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
+                return names.count >= 2 && outer.contains(names[names.count - 2]) ? names.last : nil
+            }
+            return [(left, right), (right, left)].contains { own, other in
+                guard let column = columnName(own, qualifiers: inner, variables: variables) else { return false }
+                return outerColumn(other) == column
+            }
+        default:
+            return false
+        }
     }
 
     /// The column a reference names, unqualified (and not a declared variable) or qualified with one of
