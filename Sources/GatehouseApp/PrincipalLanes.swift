@@ -46,19 +46,21 @@ public final class PrincipalLanes: Sendable {
         var full = false
         let entered = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-                let now = state.withLock { state -> Bool? in
+                let now = state.withLock { state -> Turn? in
                     guard var waiting = state.lanes[principal] else {
                         state.lanes[principal] = []
-                        return true
+                        return .entered
                     }
-                    guard waiting.count < depth else { return false }
+                    guard waiting.count < depth else { return .full }
+                    // Cancelled before it came here: the handler ran first and found nothing to remove.
+                    guard !Task.isCancelled else { return .cancelled }
                     waiting.append(Waiter(id: id, continuation: continuation))
                     state.lanes[principal] = waiting
                     return nil
                 }
                 if let now {
-                    full = !now
-                    continuation.resume(returning: now)
+                    full = now == .full
+                    continuation.resume(returning: now == .entered)
                 }
             }
         } onCancel: {
@@ -72,6 +74,11 @@ public final class PrincipalLanes: Sendable {
         }
         if entered { return .entered }
         return full ? .full : .cancelled
+    }
+
+    /// How many attempts of the principal wait for their turn (nil: none is running).
+    func waiting(_ principal: String) -> Int? {
+        state.withLock { $0.lanes[principal]?.count }
     }
 
     /// Hands the lane to the next waiter, or frees it.

@@ -1,4 +1,5 @@
 import GatehouseCore
+import GatehouseTestSupport
 import Synchronization
 import Testing
 @testable import GatehouseApp
@@ -44,11 +45,11 @@ struct PrincipalLanesTests {
             }
         }
         let first = Task { try await work(0) }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await waitUntil(timeout: .seconds(30)) { lanes.waiting("bot") == 0 })
         let second = Task { try await work(1) }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await waitUntil(timeout: .seconds(30)) { lanes.waiting("bot") == 1 })
         let third = Task { try await work(2) }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await waitUntil(timeout: .seconds(30)) { lanes.waiting("bot") == 2 })
         // Two wait already: the fourth is refused without waiting.
         await #expect(throws: GatehouseError.self) { try await work(3) }
         // Another principal is not held by the bot's lane.
@@ -67,16 +68,29 @@ struct PrincipalLanesTests {
         let gate = Gate()
         let seen = Seen()
         let holder = Task { try await lanes.run("bot") { await gate.wait(); seen.leave(0); return 0 } }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await waitUntil(timeout: .seconds(30)) { lanes.waiting("bot") == 0 })
         let waiter = Task { try await lanes.run("bot") { seen.leave(1); return 1 } }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await waitUntil(timeout: .seconds(30)) { lanes.waiting("bot") == 1 })
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
+        #expect(lanes.waiting("bot") == 0)
+        // A task cancelled before it asks for its turn does not queue (it would wait for the holder), and its
+        // body never runs.
+        let done = Mutex(false)
+        let early = Task {
+            defer { done.withLock { $0 = true } }
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await lanes.run("bot") { seen.leave(3); return 3 }
+        }
+        #expect(await waitUntil(timeout: .seconds(30)) { done.withLock { $0 } || lanes.waiting("bot") == 1 })
+        #expect(done.withLock { $0 } && lanes.waiting("bot") == 0, "a cancelled task queued for its turn")
         let next = Task { try await lanes.run("bot") { seen.leave(2); return 2 } }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await waitUntil(timeout: .seconds(30)) { lanes.waiting("bot") == (done.withLock { $0 } ? 1 : 2) })
         gate.release()
+        await #expect(throws: CancellationError.self) { try await early.value }
         #expect(try await holder.value == 0)
         #expect(try await next.value == 2)
         #expect(seen.order == [0, 2])
+        #expect(lanes.waiting("bot") == nil)
     }
 }

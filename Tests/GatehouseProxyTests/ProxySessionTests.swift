@@ -121,10 +121,10 @@ import Glibc
         defer { Task { await harness.stop() } }
         let grant = try await harness.grant("alice")
         let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", harness.conninfo(user: "alice")],
-                                        environment: ["PGPASSWORD": harness.tokens["alice"]!], input: "SELECT 1;\nSELECT pg_sleep(20);\nSELECT 2;\n")
+                                        environment: ["PGPASSWORD": harness.tokens["alice"]!], input: "SELECT 1;\nSELECT pg_sleep(120);\nSELECT 2;\n")
         // Revoke while the long statement runs on the database.
         let sleeping = try await waitUntil(timeout: .seconds(15), interval: .milliseconds(100)) {
-            try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%' AND state = 'active'") == "1"
+            try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%' AND state = 'active'") == "1"
         }
         #expect(sleeping, "psql's second statement never started: \(running.output)")
         let revoked = try await harness.cli(token: ProxyHarness.adminToken, ["revoke", grant, "--reason", "INC-9 access no longer needed"])
@@ -135,8 +135,8 @@ import Glibc
         let ended = try await harness.audit(action: "proxy.session.ended")
         #expect((ended.first?["details"] as? [String: String])?["reason"]?.contains("revoked") == true, "\(ended)")
         // The statement it was running is cancelled on the database, not left to finish.
-        let cancelled = try await waitUntil(timeout: .seconds(5), interval: .milliseconds(100)) {
-            try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%' AND state = 'active'") == "0"
+        let cancelled = try await waitUntil(timeout: .seconds(30), interval: .milliseconds(100)) {
+            try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%' AND state = 'active'") == "0"
         }
         #expect(cancelled)
     }
@@ -227,9 +227,9 @@ import Glibc
         let write = try await harness.grant("alice", role: "write")
         let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", "-v", "ON_ERROR_STOP=0", harness.conninfo(user: "alice")],
                                         environment: ["PGPASSWORD": harness.tokens["alice"]!],
-                                        input: "SELECT bump();\nSELECT pg_sleep(20);\nSELECT bump();\n")
+                                        input: "SELECT bump();\nSELECT pg_sleep(120);\nSELECT bump();\n")
         let sleeping = try await waitUntil(timeout: .seconds(15), interval: .milliseconds(100)) {
-            try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%' AND state = 'active'") == "1"
+            try await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(120)%' AND state = 'active'") == "1"
         }
         #expect(sleeping, "psql's second statement never started: \(running.output)")
         // The read grant is still there; the write grant is released.
@@ -346,10 +346,10 @@ import Glibc
         let harness = try await ProxyHarness.start()
         defer { Task { await harness.stop() } }
         try await harness.grant("alice")
-        let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", "-c", "SELECT pg_sleep(20)", harness.conninfo(user: "alice")],
+        let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", "-c", "SELECT pg_sleep(120)", harness.conninfo(user: "alice")],
                                         environment: ["PGPASSWORD": harness.tokens["alice"]!])
         let sleeping = await waitUntil(timeout: .seconds(20)) {
-            (try? await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)'")) == "1"
+            (try? await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'")) == "1"
         }
         #expect(sleeping)
         harness.process.signal(SIGTERM)

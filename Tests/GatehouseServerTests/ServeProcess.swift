@@ -29,27 +29,44 @@ final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
     /// A port nobody listens on right now.
     static func freePort() throws -> Int { try TestPorts.free() }
 
-    /// Starts `gatehouse serve` and waits until it answers /readyz.
+    /// Starts `gatehouse serve` and waits until it answers /readyz. A port found free can be taken by another
+    /// test's listener before the server binds it: the server is started again on another port (three tries).
     static func start(policyPath: String, database: String, folder: URL, name: String,
                       environment: [String: String] = [:]) async throws -> ServeProcess {
-        let port = try freePort()
-        return try await start(["--policy", policyPath, "--database", database, "--port", "\(port)", "--log-level", "warning"], port: port,
-                               name: name, environment: environment)
+        for attempt in 1...3 {
+            let port = try freePort()
+            do {
+                return try await start(["--policy", policyPath, "--database", database, "--port", "\(port)", "--log-level", "warning"],
+                                       port: port, name: name, environment: environment)
+            } catch is NotOwnPort where attempt < 3 {
+                continue
+            }
+        }
+        throw TestFailure("gatehouse serve (\(name)) did not start")
+    }
+
+    /// The process never listened on its port.
+    struct NotOwnPort: Error, CustomStringConvertible {
+        var description: String
     }
 
     /// Starts `gatehouse serve ARGUMENTS` (with the test admin token) and waits until it answers
-    /// /readyz on `port`.
+    /// /readyz on `port`, itself (not another test's listener on that port).
     static func start(_ arguments: [String], port: Int, name: String, environment: [String: String] = [:]) async throws -> ServeProcess {
         let running = try Command.start(try binary().path, ["serve"] + arguments,
                                         environment: ["GATEHOUSE_ADMIN_TOKEN": TestServer.adminToken].merging(environment) { $1 })
         let server = ServeProcess(port: port, running: running)
-        let ready = await waitUntil(timeout: .seconds(20), interval: .milliseconds(100)) {
-            if let reply = try? await server.ready(), reply.status == 200 { return true }
+        let pid = running.process.processIdentifier
+        let ready = await waitUntil(timeout: .seconds(30), interval: .milliseconds(100)) {
+            if TestPorts.isListening(port, by: pid), let reply = try? await server.ready(), reply.status == 200 { return true }
             return !running.isRunning
         }
-        guard ready, running.isRunning else {
+        guard ready, running.isRunning, TestPorts.isListening(port, by: pid) else {
+            // Never listening on its port (it may have ended at a bind error): worth another port.
+            let taken = !TestPorts.isListening(port, by: pid)
             server.kill(SIGKILL)
-            throw TestFailure("gatehouse serve (\(name)) did not become ready: \(server.output)")
+            let said = "gatehouse serve (\(name)) did not become ready: \(server.output)"
+            throw taken ? NotOwnPort(description: said) as any Error : TestFailure(said)
         }
         return server
     }

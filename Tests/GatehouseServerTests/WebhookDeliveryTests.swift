@@ -112,14 +112,16 @@ final class WebhookReceiver: Sendable {
 
 @Suite("Webhooks: signed, retried, exactly once across a restart", .serialized)
 struct WebhookDeliveryTests {
-    static func policy(receiver: WebhookReceiver, events: String) -> String {
+    /// `timeout`: how long the sender waits for the receiver (a receiver in the test process can answer late on a
+    /// loaded machine: a test that counts attempts gives it long).
+    static func policy(receiver: WebhookReceiver, events: String, timeout: String = "2s") -> String {
         TestServer.policyYAML + """
 
             notifications:
               base_url: http://127.0.0.1:9
               retry: {initial: 1s, max: 2s, attempts: 6}
               webhooks:
-                receiver: {url: "http://127.0.0.1:\(receiver.port)/hook", secret_env: TEST_WEBHOOK_SECRET, events: \(events), timeout: 2s}
+                receiver: {url: "http://127.0.0.1:\(receiver.port)/hook", secret_env: TEST_WEBHOOK_SECRET, events: \(events), timeout: \(timeout)}
             """
     }
 
@@ -140,7 +142,7 @@ struct WebhookDeliveryTests {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let policyPath = folder.appendingPathComponent("policy.yaml").path
-        try Self.policy(receiver: receiver, events: "[request.created, request.approved, grant.started]").write(toFile: policyPath, atomically: true, encoding: .utf8)
+        try Self.policy(receiver: receiver, events: "[request.created, request.approved, grant.started]", timeout: "30s").write(toFile: policyPath, atomically: true, encoding: .utf8)
         await receiver.receiverState.configure(failFirst: 2)
         let server = try await ServeProcess.start(policyPath: policyPath, database: "sqlite:" + folder.appendingPathComponent("g.db").path,
                                                   folder: folder, name: "serve", environment: ["TEST_WEBHOOK_SECRET": receiver.secret])
@@ -201,7 +203,7 @@ struct WebhookDeliveryTests {
             let t = try await first.tokens("alice", "bob")
             let id = try #require(try await first.request(t["alice"]!).string("id"))
             // Wait until that message is in flight, then queue more while it is.
-            for _ in 0..<100 where await receiver.receiverState.holding.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+            _ = await waitUntil(timeout: .seconds(30)) { !(await receiver.receiverState.holding.isEmpty) }
             let inFlight = try #require(await receiver.receiverState.holding.first)
             #expect(try await first.approve(t["bob"]!, id).status == 200)
             first.kill(SIGKILL)

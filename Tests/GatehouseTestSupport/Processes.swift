@@ -30,6 +30,27 @@ public enum TestPorts {
     }
 
     /// Whether something accepts TCP connections on this loopback port.
+    /// Whether process `pid` itself listens on this TCP port (Linux: the port's listening socket, from
+    /// /proc/net/tcp and tcp6, is one of the process's open files). A port found free can be taken by
+    /// another test's listener before a child process binds it; this tells the two apart.
+    public static func isListening(_ port: Int, by pid: pid_t) -> Bool {
+        var sockets: Set<String> = []
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let columns = line.split(separator: " ", omittingEmptySubsequences: true)
+                // local_address is ADDRESS:PORT in hex; state 0A is LISTEN; the inode is the tenth column.
+                guard columns.count > 9, columns[3] == "0A", let local = columns[1].split(separator: ":").last,
+                      Int(local, radix: 16) == port else { continue }
+                sockets.insert("socket:[\(columns[9])]")
+            }
+        }
+        guard !sockets.isEmpty, let files = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return false }
+        return files.contains { file in
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(file)")).map(sockets.contains) ?? false
+        }
+    }
+
     public static func isListening(_ port: Int) -> Bool {
         guard let fd = connected(port) else { return false }
         close(fd)
