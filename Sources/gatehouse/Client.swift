@@ -12,8 +12,20 @@ import Synchronization
 struct APIClient {
     let baseURL: String
     let token: String?
-    /// How long the server's address may take to accept a connection (shell completion waits less).
-    var connectTimeout: TimeAmount = .seconds(5)
+    /// How long the server's address may take to accept a connection and answer its first question
+    /// (GATEHOUSE_CONNECT_TIMEOUT; shell completion waits less).
+    var connectTimeout: TimeAmount = .seconds(Int64(Self.connectSeconds))
+
+    /// GATEHOUSE_CONNECT_TIMEOUT: whole seconds from 1 to 300 (a slow link, a busy server), 5 when unset or
+    /// empty; nil for a value that is not one (`run` says so).
+    static func connectSeconds(setting: String?) -> Int? {
+        guard let setting = setting?.trimmingCharacters(in: .whitespaces), !setting.isEmpty else { return 5 }
+        guard let seconds = Int(setting), (1...300).contains(seconds) else { return nil }
+        return seconds
+    }
+
+    static let connectSetting = ProcessInfo.processInfo.environment["GATEHOUSE_CONNECT_TIMEOUT"]
+    static let connectSeconds = connectSeconds(setting: connectSetting) ?? 5
 
     /// Runs operations of the generated client; an answer that is not 2xx is thrown as `CLIError.api`
     /// (with the problem's detail and field), anything else that goes wrong as a `CLIError.failure`.
@@ -22,6 +34,9 @@ struct APIClient {
         let components = URLComponents(string: trimmed)
         guard let url = components?.url, components?.scheme == "http" || components?.scheme == "https", components?.host != nil else {
             throw CLIError.usage("GATEHOUSE_URL '\(baseURL)' is not an http(s) URL; set it like http://127.0.0.1:8080")
+        }
+        guard Self.connectSeconds(setting: Self.connectSetting) != nil else {
+            throw CLIError.usage("GATEHOUSE_CONNECT_TIMEOUT '\(Self.connectSetting ?? "")' is not a number of seconds from 1 to 300; set it like 30, or unset it for 5")
         }
         try await Self.reach(components, baseURL: baseURL, within: connectTimeout)
         do {
@@ -79,11 +94,18 @@ struct APIClient {
             let tls = String(reflecting: type(of: error)).contains("NIOSSL") || "\(error)".contains("SSL")
             throw CLIError.failure(tls
                 ? "no TLS connection with \(baseURL) (the handshake failed); does the server speak \(components?.scheme == "https" ? "plain http" : "https")? check GATEHOUSE_URL"
-                : "\(baseURL) takes connections but gave no HTTP answer within 5 seconds; is it the Gatehouse server, and GATEHOUSE_URL right?")
+                : "\(baseURL) takes connections but gave no HTTP answer within \(Self.said(connectTimeout)); is it the Gatehouse server, and GATEHOUSE_URL right?")
         }
     }
 
     static let reached = Mutex(false)
+
+    /// "5 seconds", "1 second", "0.7 seconds".
+    static func said(_ amount: TimeAmount) -> String {
+        let milliseconds = amount.nanoseconds / 1_000_000
+        if milliseconds % 1000 == 0 { return milliseconds == 1000 ? "1 second" : "\(milliseconds / 1000) seconds" }
+        return "\(Double(milliseconds) / 1000) seconds"
+    }
 
     /// The next run asks again whether the address answers: a wait that polls for minutes then learns
     /// within seconds that the server stopped, instead of after the HTTP client's minute of retries.
@@ -94,7 +116,7 @@ struct APIClient {
         if let io = error as? IOError {
             switch io.errnoCode {
             case ECONNREFUSED: return "connection refused"
-            case ETIMEDOUT: return "no answer within 5 seconds"
+            case ETIMEDOUT: return "no answer within \(said(.seconds(Int64(connectSeconds))))"
             case EHOSTUNREACH, ENETUNREACH: return "no route to the host"
             default: return io.description
             }
@@ -103,9 +125,9 @@ struct APIClient {
             if failure.dnsAAAAError != nil || failure.dnsAError != nil, failure.connectionErrors.isEmpty { return "the host name cannot be resolved" }
             if let first = failure.connectionErrors.first?.error { return plain(first) }
         }
-        if error is ChannelError, case .connectTimeout = error as! ChannelError { return "no answer within 5 seconds" }
+        if error is ChannelError, case .connectTimeout = error as! ChannelError { return "no answer within \(said(.seconds(Int64(connectSeconds))))" }
         if let client = error as? HTTPClientError {
-            if client == .connectTimeout { return "no answer within 5 seconds" }
+            if client == .connectTimeout { return "no answer within \(said(.seconds(Int64(connectSeconds))))" }
             if client == .deadlineExceeded { return "no answer within a minute" }
         }
         return "\(error)"

@@ -9,10 +9,12 @@ import Testing
 /// The CLI when the server is not there, or is not Gatehouse: a prompt, one-line answer.
 @Suite("CLI: reaching the server")
 struct CLIReachTests {
-    static func run(_ arguments: [String], url: String) async throws -> (CommandResult, Double) {
+    static func run(_ arguments: [String], url: String, connectTimeout: String = "") async throws -> (CommandResult, Double) {
         let started = Date()
+        // The default wait (5 s) unless the test names one.
         let result = try await Command.run(try ServeProcess.binary().path, arguments,
-                                           environment: ["GATEHOUSE_URL": url, "GATEHOUSE_TOKEN": "any-token-0123456789"])
+                                           environment: ["GATEHOUSE_URL": url, "GATEHOUSE_TOKEN": "any-token-0123456789",
+                                                         "GATEHOUSE_CONNECT_TIMEOUT": connectTimeout])
         return (result, Date().timeIntervalSince(started))
     }
 
@@ -57,6 +59,14 @@ struct CLIReachTests {
         let (quiet, seconds) = try await Self.run(["whoami"], url: "http://127.0.0.1:\(silent)")
         #expect(quiet.status == 1 && quiet.stderr.contains("takes connections but gave no HTTP answer within 5 seconds"), "\(quiet)")
         #expect(seconds < 30, "took \(seconds) s (the request deadline is a minute)")
+        // GATEHOUSE_CONNECT_TIMEOUT sets the wait, and the message says it; a value that is not one is a usage error.
+        let (patient, _) = try await Self.run(["whoami"], url: "http://127.0.0.1:\(silent)", connectTimeout: "1")
+        #expect(patient.status == 1 && patient.stderr.contains("gave no HTTP answer within 1 second;"), "\(patient)")
+        for bad in ["abc", "0", "301", "2.5"] {
+            let (refused, _) = try await Self.run(["whoami"], url: "http://127.0.0.1:\(silent)", connectTimeout: bad)
+            #expect(refused.status == 2 && refused.stderr == "error: GATEHOUSE_CONNECT_TIMEOUT '\(bad)' is not a number of seconds from 1 to 300; set it like 30, or unset it for 5\n",
+                    "\(refused)")
+        }
         let router = Router()
         router.get("/healthz") { _, _ in "ok" }
         let server = await LocalHTTPServer.start(router, label: "plain-http")

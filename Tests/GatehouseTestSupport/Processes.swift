@@ -202,7 +202,9 @@ public enum Command {
     /// the thread that spawns it, and the test runner's threads block most signals.
     public static func start(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
                              input: String? = nil, signals: Bool = false) throws -> Running {
-        var env = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": NSTemporaryDirectory()]
+        // A client command waits 5 s for a server to answer its first question; a test server shares two cores
+        // with hundreds of tests, so commands the tests run wait longer (CLIReachTests sets its own).
+        var env = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": NSTemporaryDirectory(), "GATEHOUSE_CONNECT_TIMEOUT": "30"]
         env.merge(environment) { _, new in new }
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cmd-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
