@@ -89,13 +89,19 @@ enum WhereAnalysis {
                 let names = local.union(relationNames(inner["fromClause"]))
                 return node.children.contains { namesOuterColumn($0, local: names) }
             }
+            if type.is("JoinExpr") {
+                // Within a join (its ON condition, a LATERAL item) the names its own alias hides are seen.
+                let names = local.union(relationNames(inner["larg"])).union(relationNames(inner["rarg"]))
+                return node.children.contains { namesOuterColumn($0, local: names) }
+            }
         }
         return node.children.contains { namesOuterColumn($0, local: local) }
     }
 
     /// The names the tables of a FROM list go by: a table's alias, or its name when it has none (PostgreSQL
     /// hides an aliased table's own name: `users.id` beside `FROM users x` is an outer query's column),
-    /// through joins; a join's alias hides the names within it; a subquery's alias.
+    /// through joins and samples; a join's alias hides the names within it (its USING alias does not); a
+    /// subquery's or table function's alias; a function's name when it has none.
     private static func relationNames(_ node: ParseTree?) -> Set<String> {
         guard let node else { return [] }
         if let (type, inner) = node.tagged {
@@ -103,10 +109,19 @@ enum WhereAnalysis {
             switch type {
             case "RangeVar":
                 return Set([alias ?? inner["relname"]?.stringValue].compactMap { $0 })
-            case "RangeSubselect", "RangeFunction":
+            case "RangeTableSample":
+                return relationNames(inner["relation"])
+            case "RangeSubselect", "RangeTableFunc":
                 return Set([alias].compactMap { $0 })
+            case "RangeFunction":
+                if let alias { return [alias] }
+                // `FROM generate_series(1, 3)` goes by the function's name; ROWS FROM (...) by the first's.
+                let call = inner["functions"]?.firstElement?["List"]?["items"]?.firstElement?["FuncCall"]
+                return Set([call?["funcname"]?.lastElement?["String"]?["sval"]?.stringValue].compactMap { $0 })
             case "JoinExpr":
-                return alias.map { [$0] } ?? relationNames(inner["larg"]).union(relationNames(inner["rarg"]))
+                let using = inner["join_using_alias"]?["aliasname"]?.stringValue
+                return (alias.map { [$0] } ?? relationNames(inner["larg"]).union(relationNames(inner["rarg"])))
+                    .union([using].compactMap { $0 })
             default:
                 return []
             }
@@ -205,8 +220,18 @@ enum WhereAnalysis {
               let (fromType, relation) = from[0].tagged, fromType == "RangeVar", relation["inh"]?.boolValue == true,
               TableName(schema: relation["schemaname"]?.stringValue, name: relation["relname"]?.stringValue ?? "") == table,
               let targets = select["targetList"]?.elements, targets.count == 1,
-              let (targetType, result) = targets[0].tagged, targetType == "ResTarget" else { return false }
-        return columnName(result["val"], qualifiers: relationNames(from[0]), variables: []) == column
+              let (targetType, result) = targets[0].tagged, targetType == "ResTarget", let value = result["val"] else { return false }
+        // The subquery's own column, or the changed row's (`id IN (SELECT users.id FROM users x)`: the row's id, once per row).
+        let inner = relationNames(from[0])
+        return columnName(value, qualifiers: inner, variables: []) == column
+            || outerColumn(value, outer: target.subtracting(inner).subtracting(variables)) == column
+    }
+
+    /// The column a reference names when it is qualified with one of `outer` (the changed row's names).
+    private static func outerColumn(_ node: ParseTree, outer: Set<String>) -> String? {
+        guard let (type, reference) = node.tagged, type == "ColumnRef" else { return nil }
+        let names = (reference["fields"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
+        return names.count >= 2 && outer.contains(names[names.count - 2]) ? names.last : nil
     }
 
     /// `EXISTS (SELECT 1 FROM t x WHERE x.id = t.id)` where t is the changed table itself, the subquery reads
@@ -221,7 +246,12 @@ enum WhereAnalysis {
               let from = select["fromClause"]?.elements, from.count == 1,
               let (fromType, relation) = from[0].tagged, fromType == "RangeVar", relation["inh"]?.boolValue == true,
               TableName(schema: relation["schemaname"]?.stringValue, name: relation["relname"]?.stringValue ?? "") == table,
-              let condition = select["whereClause"] else { return false }
+              let condition = select["whereClause"],
+              // One row out per row found: constants and columns (a set-returning function could give none).
+              (select["targetList"]?.elements ?? []).allSatisfy({ target in
+                  guard let value = target["ResTarget"]?["val"], let (type, _) = value.tagged else { return false }
+                  return type == "A_Const" || type == "ColumnRef"
+              }) else { return false }
         let inner = relationNames(from[0])
         // A name the subquery's table goes by, or a declared variable, is not the changed row.
         let outer = target.subtracting(inner).subtracting(variables)
@@ -242,14 +272,11 @@ enum WhereAnalysis {
             guard kind == "AEXPR_NOT_DISTINCT"
                     || (kind == "AEXPR_OP" && fields["name"]?.lastElement?["String"]?["sval"]?.stringValue == "="),
                   let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
-            func outerColumn(_ node: ParseTree) -> String? {
-                guard let (type, reference) = node.tagged, type == "ColumnRef" else { return nil }
-                let names = (reference["fields"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
-                return names.count >= 2 && outer.contains(names[names.count - 2]) ? names.last : nil
-            }
+            // The changed row's column compared with itself (`users.id = users.id` beside `FROM users x`).
+            if let column = outerColumn(left, outer: outer), outerColumn(right, outer: outer) == column { return true }
             return [(left, right), (right, left)].contains { own, other in
                 guard let column = columnName(own, qualifiers: inner, variables: variables) else { return false }
-                return outerColumn(other) == column
+                return outerColumn(other, outer: outer) == column
             }
         default:
             return false

@@ -12,20 +12,26 @@ import Synchronization
 struct APIClient {
     let baseURL: String
     let token: String?
-    /// How long the server's address may take to accept a connection and answer its first question
-    /// (GATEHOUSE_CONNECT_TIMEOUT; shell completion waits less).
-    var connectTimeout: TimeAmount = .seconds(Int64(Self.connectSeconds))
+    /// How long the server's address may take to accept a connection and answer its first question; nil:
+    /// GATEHOUSE_CONNECT_TIMEOUT (shell completion sets a shorter one of its own).
+    var connectTimeout: TimeAmount?
 
     /// GATEHOUSE_CONNECT_TIMEOUT: whole seconds from 1 to 300 (a slow link, a busy server), 5 when unset or
-    /// empty; nil for a value that is not one (`run` says so).
+    /// empty; nil for a value that is not one.
     static func connectSeconds(setting: String?) -> Int? {
-        guard let setting = setting?.trimmingCharacters(in: .whitespaces), !setting.isEmpty else { return 5 }
+        guard let setting = setting?.trimmingCharacters(in: .whitespacesAndNewlines), !setting.isEmpty else { return 5 }
         guard let seconds = Int(setting), (1...300).contains(seconds) else { return nil }
         return seconds
     }
 
-    static let connectSetting = ProcessInfo.processInfo.environment["GATEHOUSE_CONNECT_TIMEOUT"]
-    static let connectSeconds = connectSeconds(setting: connectSetting) ?? 5
+    /// The wait GATEHOUSE_CONNECT_TIMEOUT sets, or a usage error that says what is wrong with it.
+    static func configuredConnectTimeout() throws -> TimeAmount {
+        let setting = ProcessInfo.processInfo.environment["GATEHOUSE_CONNECT_TIMEOUT"]
+        guard let seconds = connectSeconds(setting: setting) else {
+            throw CLIError.usage("GATEHOUSE_CONNECT_TIMEOUT '\(setting ?? "")' is not a number of seconds from 1 to 300; set it like 30, or unset it for 5")
+        }
+        return .seconds(Int64(seconds))
+    }
 
     /// Runs operations of the generated client; an answer that is not 2xx is thrown as `CLIError.api`
     /// (with the problem's detail and field), anything else that goes wrong as a `CLIError.failure`.
@@ -35,10 +41,7 @@ struct APIClient {
         guard let url = components?.url, components?.scheme == "http" || components?.scheme == "https", components?.host != nil else {
             throw CLIError.usage("GATEHOUSE_URL '\(baseURL)' is not an http(s) URL; set it like http://127.0.0.1:8080")
         }
-        guard Self.connectSeconds(setting: Self.connectSetting) != nil else {
-            throw CLIError.usage("GATEHOUSE_CONNECT_TIMEOUT '\(Self.connectSetting ?? "")' is not a number of seconds from 1 to 300; set it like 30, or unset it for 5")
-        }
-        try await Self.reach(components, baseURL: baseURL, within: connectTimeout)
+        try await Self.reach(components, baseURL: baseURL, within: try connectTimeout ?? Self.configuredConnectTimeout())
         do {
             return try await operations(Client.gatehouse(url, token: token))
         } catch let error as CLIError {
@@ -82,7 +85,7 @@ struct APIClient {
                 .connect(host: host, port: port).get()
             try? await channel.close()
         } catch {
-            throw CLIError.failure("cannot reach Gatehouse at \(baseURL): \(plain(error)); is `gatehouse serve` running and GATEHOUSE_URL right?")
+            throw CLIError.failure("cannot reach Gatehouse at \(baseURL): \(plain(error, within: connectTimeout)); is `gatehouse serve` running and GATEHOUSE_URL right?")
         }
         // An address that takes connections but gives no HTTP answer (another kind of server, https asked of
         // a plain-http server or the other way round) is said as quickly, not after a long poll's minute.
@@ -112,22 +115,24 @@ struct APIClient {
     static func askAgain() { reached.withLock { $0 = false } }
 
     /// A connection error as people say it.
-    static func plain(_ error: any Error) -> String {
+    /// `within`: the connect timeout in force, when it is this run's own (else the HTTP client's).
+    static func plain(_ error: any Error, within: TimeAmount? = nil) -> String {
+        let timedOut = within.map { "no answer within \(said($0))" } ?? "no answer in time"
         if let io = error as? IOError {
             switch io.errnoCode {
             case ECONNREFUSED: return "connection refused"
-            case ETIMEDOUT: return "no answer within \(said(.seconds(Int64(connectSeconds))))"
+            case ETIMEDOUT: return timedOut
             case EHOSTUNREACH, ENETUNREACH: return "no route to the host"
             default: return io.description
             }
         }
         if let failure = error as? NIOConnectionError {
             if failure.dnsAAAAError != nil || failure.dnsAError != nil, failure.connectionErrors.isEmpty { return "the host name cannot be resolved" }
-            if let first = failure.connectionErrors.first?.error { return plain(first) }
+            if let first = failure.connectionErrors.first?.error { return plain(first, within: within) }
         }
-        if error is ChannelError, case .connectTimeout = error as! ChannelError { return "no answer within \(said(.seconds(Int64(connectSeconds))))" }
+        if error is ChannelError, case .connectTimeout = error as! ChannelError { return timedOut }
         if let client = error as? HTTPClientError {
-            if client == .connectTimeout { return "no answer within \(said(.seconds(Int64(connectSeconds))))" }
+            if client == .connectTimeout { return timedOut }
             if client == .deadlineExceeded { return "no answer within a minute" }
         }
         return "\(error)"

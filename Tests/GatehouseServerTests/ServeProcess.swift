@@ -45,7 +45,7 @@ final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
         throw TestFailure("gatehouse serve (\(name)) did not start")
     }
 
-    /// The process never listened on its port.
+    /// The process could not listen on its port: another listener had it.
     struct NotOwnPort: Error, CustomStringConvertible {
         var description: String
     }
@@ -57,16 +57,17 @@ final class ServeProcess: GatehouseHTTPClient, @unchecked Sendable {
                                         environment: ["GATEHOUSE_ADMIN_TOKEN": TestServer.adminToken].merging(environment) { $1 })
         let server = ServeProcess(port: port, running: running)
         let pid = running.process.processIdentifier
-        let ready = await waitUntil(timeout: .seconds(30), interval: .milliseconds(100)) {
-            if TestPorts.isListening(port, by: pid), let reply = try? await server.ready(), reply.status == 200 { return true }
-            return !running.isRunning
+        var ours = false
+        _ = await waitUntil(timeout: .seconds(30), interval: .milliseconds(100)) {
+            if TestPorts.isListening(port, by: pid), let reply = try? await server.ready(), reply.status == 200 { ours = true }
+            return ours || !running.isRunning
         }
-        guard ready, running.isRunning, TestPorts.isListening(port, by: pid) else {
-            // Never listening on its port (it may have ended at a bind error): worth another port.
-            let taken = !TestPorts.isListening(port, by: pid)
+        guard ours, running.isRunning else {
             server.kill(SIGKILL)
-            let said = "gatehouse serve (\(name)) did not become ready: \(server.output)"
-            throw taken ? NotOwnPort(description: said) as any Error : TestFailure(said)
+            let output = server.output
+            let said = "gatehouse serve (\(name)) did not become ready: \(output)"
+            // Another listener took the port first (serve says so and ends): worth another port.
+            throw output.contains("something is already listening there") ? NotOwnPort(description: said) as any Error : TestFailure(said)
         }
         return server
     }

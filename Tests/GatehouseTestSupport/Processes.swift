@@ -29,7 +29,6 @@ public enum TestPorts {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    /// Whether something accepts TCP connections on this loopback port.
     /// Whether process `pid` itself listens on this TCP port (Linux: the port's listening socket, from
     /// /proc/net/tcp and tcp6, is one of the process's open files). A port found free can be taken by
     /// another test's listener before a child process binds it; this tells the two apart.
@@ -51,6 +50,7 @@ public enum TestPorts {
         }
     }
 
+    /// Whether something accepts TCP connections on this loopback port.
     public static func isListening(_ port: Int) -> Bool {
         guard let fd = connected(port) else { return false }
         close(fd)
