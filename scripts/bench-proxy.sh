@@ -2,12 +2,16 @@
 # The guard proxy's cost, as pgbench sees it: the same PostgreSQL server measured directly, through
 # pgbouncer (session pooling) and through `gatehouse serve --proxy`, in one run, select-only, the
 # default TPC-B-like mix, and select-only calling a function (the proxy's catalog lookup). Release build; the database, pgbench, pgbouncer and Gatehouse share the machine.
-# DURATION (seconds per run, default 20), CLIENTS (default 8), SCALE (default 10).
+# DURATION (seconds per run, default 20), CLIENTS (default 8), SCALE (default 10); MODES (the workloads to run,
+# default all: select-only tpcb-like select-only-prepared select-calling-a-function select-one-text);
+# SERVER_BIN (another gatehouse binary to measure, e.g. to compare two builds in alternating runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh pgbouncer postgresql-contrib
 swift build -c release --scratch-path .build-release --product gatehouse
 BIN=$(swift build -c release --scratch-path .build-release --show-bin-path)
+SERVER_BIN=${SERVER_BIN:-$BIN/gatehouse}
+MODES=${MODES:-select-only tpcb-like select-only-prepared select-calling-a-function select-one-text}
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
 DURATION=${DURATION:-20}
@@ -62,7 +66,7 @@ resources:
 antispam: {enabled: false}
 YAML
 export GATEHOUSE_ADMIN_TOKEN=bench-admin-token-0123456789 BENCH_DB_PASSWORD=$PASSWORD
-"$BIN/gatehouse" serve --proxy --policy "$WORK/policy.yaml" --database "sqlite:$WORK/gatehouse.db" --port "$HTTP_PORT" --log-level warning &
+"$SERVER_BIN" serve --proxy --policy "$WORK/policy.yaml" --database "sqlite:$WORK/gatehouse.db" --port "$HTTP_PORT" --log-level warning &
 SERVER_PID=$!
 export GATEHOUSE_URL=http://127.0.0.1:$HTTP_PORT
 for _ in $(seq 1 100); do curl -fs "$GATEHOUSE_URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -92,6 +96,7 @@ printf '%s\n' 'SELECT abalance FROM pgbench_accounts WHERE aid = 4242;' > "$WORK
 chmod 644 "$WORK/call.sql" "$WORK/one-text.sql"
 for mode in "select-only:-S" "tpcb-like:" "select-only-prepared:-S -M prepared" "select-calling-a-function:-f $WORK/call.sql" "select-one-text:-f $WORK/one-text.sql"; do
   label=${mode%%:*}; args=${mode#*:}
+  [[ " $MODES " == *" $label "* ]] || continue
   # shellcheck disable=SC2086
   direct=$(run direct "$PGPORT" gatehouse "$PASSWORD" bench $args | cut -d' ' -f2)
   # shellcheck disable=SC2086

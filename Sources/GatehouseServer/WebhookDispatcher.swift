@@ -5,6 +5,7 @@ import GatehouseCore
 import GatehouseStore
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 
 /// Runs the webhook outbox: follows the audit log, sends due digests, delivers due messages.
@@ -88,11 +89,40 @@ public struct WebhookDispatcher: Service {
                 }
                 let first = await group.next() ?? nil
                 group.cancelAll()
-                return first ?? (nil, "no complete answer within \(endpoint.timeout)")
+                return first ?? (nil, nil)
+            }
+            if status == nil, failure == nil {
+                // The HTTP client tries a refused connection again until the deadline: ask the address once.
+                failure = await Self.unreachable(endpoint.url) ?? "no complete answer within \(endpoint.timeout)"
             }
         }
         if let failure { logger.warning("webhook delivery failed", metadata: ["id": "\(delivery.id)", "endpoint": "\(delivery.endpoint)", "error": "\(failure)"]) }
         return Outbox.WebhookAttempt(delivery: delivery, status: status, error: failure)
+    }
+
+    /// Why the endpoint's address takes no connection, when it says so within a second (refused, or a name
+    /// that does not resolve); nil when it takes one or says nothing.
+    static func unreachable(_ url: String) async -> String? {
+        guard let components = URLComponents(string: url), var host = components.host else { return nil }
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        let port = components.port ?? (components.scheme == "https" ? 443 : 80)
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(1))
+                .connect(host: host, port: port).get()
+            try? await channel.close()
+            return nil
+        } catch let failure as NIOConnectionError {
+            if failure.connectionErrors.isEmpty, failure.dnsAError != nil || failure.dnsAAAAError != nil {
+                return "the host name \(host) cannot be resolved"
+            }
+            let refused = failure.connectionErrors.contains { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
+            return refused ? "connection refused by \(host):\(port)" : nil
+        } catch let io as IOError where io.errnoCode == ECONNREFUSED {
+            return "connection refused by \(host):\(port)"
+        } catch {
+            return nil
+        }
     }
 
     func attempt(_ delivery: WebhookDelivery, endpoint: WebhookEndpoint, client: HTTPClient) async -> (Int?, String?) {

@@ -265,6 +265,34 @@ struct WebhookDeliveryTests {
         try? FileManager.default.removeItem(at: folder)
     }
 
+    @Test("an endpoint whose address refuses connections is recorded as such, not as a timeout")
+    func refusedEndpoint() async throws {
+        let receiver = try await WebhookReceiver.start()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let policyPath = folder.appendingPathComponent("policy.yaml").path
+        try Self.policy(receiver: receiver, events: "[all]", timeout: "1s").write(toFile: policyPath, atomically: true, encoding: .utf8)
+        // Nobody listens there any more: connections are refused.
+        await receiver.stop()
+        let server = try await ServeProcess.start(policyPath: policyPath, database: "sqlite:" + folder.appendingPathComponent("g.db").path,
+                                                  folder: folder, name: "refused", environment: ["TEST_WEBHOOK_SECRET": receiver.secret])
+        do {
+            let t = try await server.tokens("alice")
+            _ = try #require(try await server.request(t["alice"]!).string("id"))
+            var statuses: [String] = []
+            _ = try await waitUntil(timeout: .seconds(30), interval: .milliseconds(200)) {
+                let rows = try await server.listDeliveries(TestServer.adminToken, limit: 100).json["deliveries"] as? [[String: Any]] ?? []
+                statuses = rows.compactMap { $0["last_status"] as? String }
+                return !statuses.isEmpty
+            }
+            #expect(!statuses.isEmpty && statuses.allSatisfy { $0 == "connection refused by 127.0.0.1:\(receiver.port)" }, "\(statuses)")
+        } catch {
+            Issue.record("\(error)\nserver log:\n\(server.output)")
+        }
+        await server.stop()
+        try? FileManager.default.removeItem(at: folder)
+    }
+
     @Test("`policy check` reports an invalid webhook URL with its line")
     func policyCheck() async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
