@@ -35,7 +35,7 @@ public enum TestPorts {
     public static func isListening(_ port: Int, by pid: pid_t) -> Bool {
         var sockets: Set<String> = []
         for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+            guard let text = wholeFile(table) else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 let columns = line.split(separator: " ", omittingEmptySubsequences: true)
                 // local_address is ADDRESS:PORT in hex; state 0A is LISTEN; the inode is the tenth column.
@@ -48,6 +48,23 @@ public enum TestPorts {
         return files.contains { file in
             (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(file)")).map(sockets.contains) ?? false
         }
+    }
+
+    /// A file read to its end with read(2): /proc files say their size is 0, and Foundation's readers stop
+    /// after the first 4 KiB of them (27 sockets of /proc/net/tcp).
+    static func wholeFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Whether something accepts TCP connections on this loopback port.
