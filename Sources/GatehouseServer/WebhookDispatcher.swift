@@ -103,26 +103,36 @@ public struct WebhookDispatcher: Service {
     /// Why the endpoint's address takes no connection, when it says so within a second (refused, or a name
     /// that does not resolve); nil when it takes one or says nothing.
     static func unreachable(_ url: String) async -> String? {
-        guard let components = URLComponents(string: url), var host = components.host else { return nil }
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        let port = components.port ?? (components.scheme == "https" ? 443 : 80)
+        guard let (host, port) = address(url) else { return nil }
         do {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connectTimeout(.seconds(1))
                 .connect(host: host, port: port).get()
             try? await channel.close()
             return nil
-        } catch let failure as NIOConnectionError {
+        } catch {
+            return said(error, url: url)
+        }
+    }
+
+    /// A connection failure as the outbox records it: refused, or a name that does not resolve; nil otherwise.
+    static func said(_ error: any Error, url: String) -> String? {
+        guard let (host, port) = address(url) else { return nil }
+        if let failure = error as? NIOConnectionError {
             if failure.connectionErrors.isEmpty, failure.dnsAError != nil || failure.dnsAAAAError != nil {
                 return "the host name \(host) cannot be resolved"
             }
-            let refused = failure.connectionErrors.contains { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
-            return refused ? "connection refused by \(host):\(port)" : nil
-        } catch let io as IOError where io.errnoCode == ECONNREFUSED {
-            return "connection refused by \(host):\(port)"
-        } catch {
-            return nil
+            return failure.connectionErrors.contains { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
+                ? "connection refused by \(host):\(port)" : nil
         }
+        return (error as? IOError)?.errnoCode == ECONNREFUSED ? "connection refused by \(host):\(port)" : nil
+    }
+
+    /// The host (without an IPv6 literal's brackets) and port of an endpoint's URL.
+    static func address(_ url: String) -> (host: String, port: Int)? {
+        guard let components = URLComponents(string: url), var host = components.host else { return nil }
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, components.port ?? (components.scheme == "https" ? 443 : 80))
     }
 
     func attempt(_ delivery: WebhookDelivery, endpoint: WebhookEndpoint, client: HTTPClient) async -> (Int?, String?) {
@@ -147,7 +157,8 @@ public struct WebhookDispatcher: Service {
         } catch let error as WebhookSecretError {
             failure = error.message
         } catch {
-            failure = "\(error)"
+            // The HTTP client may give up on a refused connection itself: said the same way as the probe says it.
+            failure = Self.said(error, url: endpoint.url) ?? "\(error)"
         }
         return (status, failure)
     }
