@@ -100,14 +100,20 @@ struct SharedCacheTests {
         func blocked(_ store: GatehouseStore, _ principal: String = "mallory") async throws -> Bool {
             try await store.isBlocked(principal: principal)
         }
-        // Instance two reads "not blocked" and keeps the answer (once its watch has looked).
+        // Instance two reads "not blocked" and keeps the answer. With the counter's trigger switched off, a change
+        // is not seen: the cache is in use. It is used only while the watch looked within half a second, which a
+        // loaded machine can miss once; then the answer is read again (and kept): another principal is tried.
         try await Task.sleep(for: .milliseconds(300))
-        #expect(try await blocked(two) == false)
-        // With the counter's trigger switched off, a change is not seen: the cache is in use.
         try await database.tamper("ALTER TABLE principal_flags DISABLE TRIGGER principal_flags_count_change")
-        try await database.tamper("INSERT INTO principal_flags (principal, blocked_at, blocked_by, block_reason) VALUES ('mallory', 1, 'test', 'x')")
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(try await blocked(two) == false, "the answer was read again with nothing counted: the cache is not in use")
+        var servedFromCache = false
+        for attempt in 0..<20 where !servedFromCache {
+            let principal = attempt == 0 ? "mallory" : "mallory\(attempt)"
+            #expect(try await blocked(two, principal) == false)
+            try await database.tamper("INSERT INTO principal_flags (principal, blocked_at, blocked_by, block_reason) VALUES (\(bind: principal), 1, 'test', 'x')")
+            servedFromCache = try await blocked(two, principal) == false
+            if !servedFromCache { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(servedFromCache, "the answer was read again with nothing counted: the cache is not in use")
         // With it on, any change is counted, an operator's own SQL included: instance two reads again.
         try await database.tamper("ALTER TABLE principal_flags ENABLE TRIGGER principal_flags_count_change")
         try await database.tamper("UPDATE principal_flags SET block_reason = 'confirmed' WHERE principal = 'mallory'")
