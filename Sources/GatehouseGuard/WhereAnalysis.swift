@@ -216,15 +216,21 @@ enum WhereAnalysis {
                "lockingClause"].allSatisfy({ select[$0] == nil }),
               // Plain DISTINCT (`[{}]`) keeps every value; DISTINCT ON keeps one row per key.
               (select["distinctClause"]?.elements ?? []).allSatisfy({ $0.tagged == nil && !$0.children.contains { _ in true } }),
-              let from = select["fromClause"]?.elements, from.count == 1,
-              let (fromType, relation) = from[0].tagged, fromType == "RangeVar", relation["inh"]?.boolValue == true,
-              TableName(schema: relation["schemaname"]?.stringValue, name: relation["relname"]?.stringValue ?? "") == table,
+              let own = ownTableAlone(select, table: table),
               let targets = select["targetList"]?.elements, targets.count == 1,
               let (targetType, result) = targets[0].tagged, targetType == "ResTarget", let value = result["val"] else { return false }
         // The subquery's own column, or the changed row's (`id IN (SELECT users.id FROM users x)`: the row's id, once per row).
-        let inner = relationNames(from[0])
+        let inner = relationNames(own)
         return columnName(value, qualifiers: inner, variables: []) == column
             || outerColumn(value, outer: target.subtracting(inner).subtracting(variables)) == column
+    }
+
+    /// The subquery's one FROM item when it is the changed table itself (`ONLY` excepted), nothing else.
+    private static func ownTableAlone(_ select: ParseTree, table: TableName) -> ParseTree? {
+        guard let from = select["fromClause"]?.elements, from.count == 1,
+              let (type, relation) = from[0].tagged, type == "RangeVar", relation["inh"]?.boolValue == true,
+              TableName(schema: relation["schemaname"]?.stringValue, name: relation["relname"]?.stringValue ?? "") == table else { return nil }
+        return from[0]
     }
 
     /// The column a reference names when it is qualified with one of `outer` (the changed row's names).
@@ -243,16 +249,14 @@ enum WhereAnalysis {
               let (type, select) = link["subselect"]?.tagged, type == "SelectStmt",
               ["havingClause", "groupClause", "limitCount", "limitOffset", "withClause", "valuesLists", "larg", "rarg",
                "lockingClause"].allSatisfy({ select[$0] == nil }),
-              let from = select["fromClause"]?.elements, from.count == 1,
-              let (fromType, relation) = from[0].tagged, fromType == "RangeVar", relation["inh"]?.boolValue == true,
-              TableName(schema: relation["schemaname"]?.stringValue, name: relation["relname"]?.stringValue ?? "") == table,
+              let own = ownTableAlone(select, table: table),
               let condition = select["whereClause"],
               // One row out per row found: constants and columns (a set-returning function could give none).
               (select["targetList"]?.elements ?? []).allSatisfy({ target in
                   guard let value = target["ResTarget"]?["val"], let (type, _) = value.tagged else { return false }
                   return type == "A_Const" || type == "ColumnRef"
               }) else { return false }
-        let inner = relationNames(from[0])
+        let inner = relationNames(own)
         // A name the subquery's table goes by, or a declared variable, is not the changed row.
         let outer = target.subtracting(inner).subtracting(variables)
         return matchesOwnRow(condition, inner: inner, outer: outer, variables: variables)
