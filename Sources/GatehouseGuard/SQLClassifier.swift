@@ -281,8 +281,14 @@ private struct SQLWalk {
                 let command = clause.taggedFields?["commandType"]?.stringValue
                 return (command == "CMD_DELETE" || command == "CMD_UPDATE") && clause.taggedFields?["condition"] == nil
             } ?? false
-            if changes, let condition = fields["joinCondition"], WhereAnalysis.isTriviallyTrue(condition, constants: constants) {
-                fire("merge_all_rows", at: at, "MERGE ... ON a condition that is always true updates or deletes every row of \(relationName(fields))")
+            if changes, let condition = fields["joinCondition"] {
+                let (target, written) = Self.changedTable(fields)
+                if WhereAnalysis.isTriviallyTrue(condition, constants: constants) {
+                    fire("merge_all_rows", at: at, "MERGE ... ON a condition that is always true updates or deletes every row of \(relationName(fields))")
+                } else if let written, let source = fields["sourceRelation"],
+                          WhereAnalysis.joinsItself(condition, items: [source], table: written, target: target, variables: variables, constants: constants) {
+                    fire("merge_all_rows", at: at, "MERGE ... USING \(relationName(fields)) itself ON a condition every row meets with itself updates or deletes every row")
+                }
             }
         case .copy:
             if fields["is_program"]?.boolValue == true {
@@ -394,23 +400,31 @@ private struct SQLWalk {
         let at = relationLocation(fields, location)
         let table = relationName(fields)
         if let condition = fields["whereClause"] {
-            let relation = fields["relation"]
-            let target = Set([relation?["relname"]?.stringValue, relation?["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
-            // A WITH of the statement's own could give the table's name to a subquery of its own.
-            let written = fields["withClause"] != nil ? nil : relation?["relname"]?.stringValue.map {
-                WhereAnalysis.TableName(schema: relation?["schemaname"]?.stringValue, name: $0)
-            }
+            let (target, written) = Self.changedTable(fields)
+            // DELETE ... USING, UPDATE ... FROM: a copy of the table itself among them, joined row to row.
+            let joined = (fields["usingClause"] ?? fields["fromClause"])?.elements ?? []
             // A declared name is a value, unless `#variable_conflict use_column` (or the same setting of the
             // session) makes it the column: true for every row either way is true for every row.
             if WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, variables: variables, constants: constants)
                 || (!variables.isEmpty && WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, constants: constants)) {
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that is true for every row")
+            } else if let written, WhereAnalysis.joinsItself(condition, items: joined, table: written, target: target, variables: variables,
+                                                            constants: constants) {
+                fire(dangerous, at: at, "\(verb) on \(table) joined with itself on a condition every row meets with itself")
             } else {
                 fire("write_data", at: at, "\(verb) on \(table)")
             }
         } else {
             fire(dangerous, at: at, "\(verb) on \(table) without WHERE changes every row")
         }
+    }
+
+    /// The names the changed table of a DELETE, UPDATE or MERGE goes by (its name and alias), and the table
+    /// as written, unless a WITH of the statement's own could give its name to a subquery of its own.
+    private static func changedTable(_ fields: ParseTree) -> (names: Set<String>, written: WhereAnalysis.TableName?) {
+        let relation = fields["relation"]
+        let names = Set([relation?["relname"]?.stringValue, relation?["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+        return (names, fields["withClause"] != nil ? nil : relation.flatMap(WhereAnalysis.TableName.init(relation:)))
     }
 
     // MARK: Outage risk

@@ -46,6 +46,13 @@ enum WhereAnalysis {
             switch kind {
             case "AEXPR_OP" where ["=", ">=", "<="].contains(name):
                 return same(left, right, constants: constants) || sameColumn(left, right, target: target)
+            case "AEXPR_OP_ANY" where name == "=":
+                // `id = ANY (ARRAY(SELECT id FROM t))`: as `id IN (SELECT id FROM t)`.
+                guard let table, let target, let (type, link) = right.tagged, type == "SubLink",
+                      link["subLinkType"]?.stringValue == "ARRAY_SUBLINK",
+                      let column = columnName(left, qualifiers: target, variables: variables),
+                      let select = link["subselect"]?["SelectStmt"] else { return false }
+                return keepsOwnValues(select, columns: [column], table: table, target: target, variables: variables, constants: constants)
             case "AEXPR_NOT_DISTINCT":
                 return same(left, right, constants: constants)
             case "AEXPR_LIKE", "AEXPR_ILIKE":
@@ -64,8 +71,8 @@ enum WhereAnalysis {
             }
         case "SubLink":
             guard let table, let target else { return false }
-            return isOwnColumnSet(fields, table: table, target: target, variables: variables)
-                || findsOwnRow(fields, table: table, target: target, variables: variables)
+            return isOwnColumnSet(fields, table: table, target: target, variables: variables, constants: constants)
+                || findsOwnRow(fields, table: table, target: target, variables: variables, constants: constants)
         case "TypeCast":
             return fields["arg"].map(isTriviallyTrue) ?? false
         case "BooleanTest":
@@ -201,36 +208,87 @@ enum WhereAnalysis {
     struct TableName: Equatable {
         var schema: String?
         var name: String
+
+        /// Whether the two name one table as far as the text tells: the same schema, or `public.users` and
+        /// `users` (the default search path finds `users` in `public`); not `archive.users` and `users`.
+        func mayBe(_ other: TableName) -> Bool {
+            name == other.name && (schema ?? "public") == (other.schema ?? "public")
+        }
+
+        init(schema: String?, name: String) {
+            self.schema = schema
+            self.name = name
+        }
+
+        /// The table a RangeVar names.
+        init?(relation: ParseTree) {
+            guard let name = relation["relname"]?.stringValue else { return nil }
+            self.init(schema: relation["schemaname"]?.stringValue, name: name)
+        }
     }
 
-    /// `id IN (SELECT id FROM t)` or `id = ANY (SELECT id FROM t)` where t is the changed table itself and
-    /// the subquery keeps every row (no WHERE, HAVING, GROUP BY, LIMIT, OFFSET, DISTINCT ON or row locks
-    /// that skip rows, no set operation, its own table only, `ONLY` excepted): every row's value is among all
-    /// the values of that column.
-    private static func isOwnColumnSet(_ link: ParseTree, table: TableName, target: Set<String>, variables: Set<String>) -> Bool {
+    /// Clauses after which a subquery may give fewer rows than its FROM and WHERE find.
+    private static let rowDroppingClauses: [StaticString] = ["havingClause", "groupClause", "limitCount", "limitOffset", "withClause", "valuesLists",
+                                             "lockingClause"]
+
+    /// `id IN (SELECT id FROM t)`, `(id, name) IN (SELECT id, name FROM t)` or `id = ANY (SELECT id FROM t)`
+    /// where the subquery keeps the changed row's own values (`keepsOwnValues`).
+    private static func isOwnColumnSet(_ link: ParseTree, table: TableName, target: Set<String>, variables: Set<String>,
+                                       constants: ConstantUse) -> Bool {
         guard link["subLinkType"]?.stringValue == "ANY_SUBLINK",
               (link["operName"]?.lastElement?["String"]?["sval"]?.stringValue ?? "=") == "=",
-              let column = columnName(link["testexpr"], qualifiers: target, variables: variables),
-              let (type, select) = link["subselect"]?.tagged, type == "SelectStmt",
-              ["whereClause", "havingClause", "groupClause", "limitCount", "limitOffset", "withClause", "valuesLists", "larg", "rarg",
-               "lockingClause"].allSatisfy({ select[$0] == nil }),
+              let tested = link["testexpr"], let (type, select) = link["subselect"]?.tagged, type == "SelectStmt" else { return false }
+        let values = tested["RowExpr"]?["args"]?.elements ?? [tested]
+        let columns = values.compactMap { columnName($0, qualifiers: target, variables: variables) }
+        return columns.count == values.count
+            && keepsOwnValues(select, columns: columns, table: table, target: target, variables: variables, constants: constants)
+    }
+
+    /// Whether the rows a subquery gives include the changed row's own values of `columns`, for every row:
+    /// it reads the changed table alone (`ONLY` excepted), selects those columns in that order, and keeps
+    /// the row itself (no WHERE, or one the row meets with itself: `matchesOwnRow`; no HAVING, GROUP BY,
+    /// LIMIT, OFFSET, DISTINCT ON or row locks that skip rows); or it is a UNION with such a branch.
+    private static func keepsOwnValues(_ select: ParseTree, columns: [String], table: TableName, target: Set<String>,
+                                       variables: Set<String>, constants: ConstantUse) -> Bool {
+        guard rowDroppingClauses.allSatisfy({ select[$0] == nil }),
               // Plain DISTINCT (`[{}]`) keeps every value; DISTINCT ON keeps one row per key.
-              (select["distinctClause"]?.elements ?? []).allSatisfy({ $0.tagged == nil && !$0.children.contains { _ in true } }),
+              (select["distinctClause"]?.elements ?? []).allSatisfy({ $0.tagged == nil && !$0.children.contains { _ in true } }) else { return false }
+        if let branches = unionBranches(select) {
+            return branches.contains {
+                keepsOwnValues($0, columns: columns, table: table, target: target, variables: variables, constants: constants)
+            }
+        }
+        guard select["larg"] == nil, select["rarg"] == nil,
               let own = ownTableAlone(select, table: table),
-              let targets = select["targetList"]?.elements, targets.count == 1,
-              let (targetType, result) = targets[0].tagged, targetType == "ResTarget", let value = result["val"] else { return false }
-        // The subquery's own column, or the changed row's (`id IN (SELECT users.id FROM users x)`: the row's id, once per row).
+              let targets = select["targetList"]?.elements, targets.count == columns.count else { return false }
         let inner = relationNames(own)
-        return columnName(value, qualifiers: inner, variables: []) == column
-            || outerColumn(value, outer: target.subtracting(inner).subtracting(variables)) == column
+        let outer = target.subtracting(inner).subtracting(variables)
+        if let condition = select["whereClause"],
+           !matchesOwnRow(condition, inner: inner, outer: outer, variables: variables, constants: constants) { return false }
+        // The subquery's own column, or the changed row's (`id IN (SELECT users.id FROM users x)`: the row's id, once per row).
+        return zip(targets, columns).allSatisfy { target, column in
+            guard let value = target["ResTarget"]?["val"] else { return false }
+            return columnName(value, qualifiers: inner, variables: []) == column || outerColumn(value, outer: outer) == column
+        }
+    }
+
+    /// The two branches of a UNION (ALL or not): its rows are all of theirs.
+    private static func unionBranches(_ select: ParseTree) -> [ParseTree]? {
+        guard select["op"]?.stringValue == "SETOP_UNION", let left = select["larg"], let right = select["rarg"] else { return nil }
+        return [left, right]
     }
 
     /// The subquery's one FROM item when it is the changed table itself (`ONLY` excepted), nothing else.
     private static func ownTableAlone(_ select: ParseTree, table: TableName) -> ParseTree? {
-        guard let from = select["fromClause"]?.elements, from.count == 1,
-              let (type, relation) = from[0].tagged, type == "RangeVar", relation["inh"]?.boolValue == true,
-              TableName(schema: relation["schemaname"]?.stringValue, name: relation["relname"]?.stringValue ?? "") == table else { return nil }
-        return from[0]
+        guard let from = select["fromClause"]?.elements, from.count == 1 else { return nil }
+        return ownTable(from[0], table: table)
+    }
+
+    /// A FROM item that reads the changed table itself, all of it (not `ONLY`).
+    private static func ownTable(_ item: ParseTree, table: TableName) -> ParseTree? {
+        guard let (type, relation) = item.tagged, type == "RangeVar", relation["inh"]?.boolValue == true,
+              TableName(relation: relation)?.mayBe(table) == true else { return nil }
+        return item
     }
 
     /// The column a reference names when it is qualified with one of `outer` (the changed row's names).
@@ -241,40 +299,79 @@ enum WhereAnalysis {
     }
 
     /// `EXISTS (SELECT 1 FROM t x WHERE x.id = t.id)` where t is the changed table itself, the subquery reads
-    /// it alone (`ONLY` excepted) and its condition only matches columns of its row with the same columns of
-    /// the changed row (`=` or `IS NOT DISTINCT FROM`, joined by AND), with nothing that could drop the row
-    /// found (HAVING, GROUP BY, LIMIT, OFFSET, row locks, a set operation): every row finds itself.
-    private static func findsOwnRow(_ link: ParseTree, table: TableName, target: Set<String>, variables: Set<String>) -> Bool {
+    /// it alone (`ONLY` excepted) and its condition is one the changed row meets with itself
+    /// (`matchesOwnRow`), with nothing that could drop the row found (HAVING, GROUP BY, LIMIT, OFFSET, row
+    /// locks), or a UNION with such a branch: every row finds itself.
+    private static func findsOwnRow(_ link: ParseTree, table: TableName, target: Set<String>, variables: Set<String>,
+                                    constants: ConstantUse) -> Bool {
         guard link["subLinkType"]?.stringValue == "EXISTS_SUBLINK",
-              let (type, select) = link["subselect"]?.tagged, type == "SelectStmt",
-              ["havingClause", "groupClause", "limitCount", "limitOffset", "withClause", "valuesLists", "larg", "rarg",
-               "lockingClause"].allSatisfy({ select[$0] == nil }),
+              let (type, select) = link["subselect"]?.tagged, type == "SelectStmt" else { return false }
+        return findsOwnRow(select: select, table: table, target: target, variables: variables, constants: constants)
+    }
+
+    private static func findsOwnRow(select: ParseTree, table: TableName, target: Set<String>, variables: Set<String>,
+                                    constants: ConstantUse) -> Bool {
+        guard rowDroppingClauses.allSatisfy({ select[$0] == nil }) else { return false }
+        if let branches = unionBranches(select) {
+            return branches.contains { findsOwnRow(select: $0, table: table, target: target, variables: variables, constants: constants) }
+        }
+        guard select["larg"] == nil, select["rarg"] == nil,
               let own = ownTableAlone(select, table: table),
-              let condition = select["whereClause"],
               // One row out per row found: constants and columns (a set-returning function could give none).
               (select["targetList"]?.elements ?? []).allSatisfy({ target in
                   guard let value = target["ResTarget"]?["val"], let (type, _) = value.tagged else { return false }
                   return type == "A_Const" || type == "ColumnRef"
               }) else { return false }
+        // No condition: the changed row itself is there (a subquery naming no outer column is one answer for
+        // every row, judged before; this is a branch of a UNION that does).
+        guard let condition = select["whereClause"] else { return true }
         let inner = relationNames(own)
         // A name the subquery's table goes by, or a declared variable, is not the changed row.
         let outer = target.subtracting(inner).subtracting(variables)
-        return matchesOwnRow(condition, inner: inner, outer: outer, variables: variables)
+        return matchesOwnRow(condition, inner: inner, outer: outer, variables: variables, constants: constants)
     }
 
-    /// `x.id = t.id AND x.tenant_id = t.tenant_id`: each comparison a column of the subquery's row (qualified
-    /// with `inner`, or not at all) against the same column qualified with a name of the changed row.
-    private static func matchesOwnRow(_ condition: ParseTree, inner: Set<String>, outer: Set<String>, variables: Set<String>) -> Bool {
+    /// `DELETE FROM t USING t x WHERE x.id = t.id`, `UPDATE t SET ... FROM t x WHERE ...`, `MERGE INTO t USING
+    /// t x ON x.id = t.id`: the changed table joined with a copy of itself (one of `items`) on a condition
+    /// each row meets with itself (`matchesOwnRow`): every row finds itself. Other items of the list are
+    /// taken as having rows, as a condition that does not read the row is taken as true.
+    static func joinsItself(_ condition: ParseTree, items: [ParseTree], table: TableName, target: Set<String>,
+                            variables: Set<String> = [], constants: ConstantUse) -> Bool {
+        items.contains { item in
+            guard let own = ownTable(item, table: table) else { return false }
+            let inner = relationNames(own)
+            guard inner.isDisjoint(with: target) else { return false }
+            return matchesOwnRow(condition, inner: inner, outer: target.subtracting(variables), variables: variables, constants: constants)
+        }
+    }
+
+    /// A condition the changed row meets with itself as the subquery's row: `x.id = t.id AND x.tenant_id =
+    /// t.tenant_id`, each comparison a column of the subquery's row (qualified with `inner`, or not at all)
+    /// against the same column qualified with a name of the changed row by `=`, `<=`, `>=` or `IS NOT DISTINCT
+    /// FROM` (true when both are the row's own); a condition true for every row; an AND of such conditions,
+    /// an OR with one.
+    private static func matchesOwnRow(_ condition: ParseTree, inner: Set<String>, outer: Set<String>, variables: Set<String>,
+                                      constants: ConstantUse) -> Bool {
+        let matches = { (node: ParseTree) in
+            Self.matchesOwnRow(node, inner: inner, outer: outer, variables: variables, constants: constants)
+        }
+        if isTriviallyTrue(condition, variables: variables, constants: constants) { return true }
         guard let (type, fields) = condition.tagged else { return false }
         switch type {
         case "BoolExpr":
             let arguments = fields["args"]?.elements ?? []
-            return fields["boolop"]?.stringValue == "AND_EXPR" && !arguments.isEmpty
-                && arguments.allSatisfy { matchesOwnRow($0, inner: inner, outer: outer, variables: variables) }
+            switch fields["boolop"]?.stringValue {
+            case "AND_EXPR":
+                return !arguments.isEmpty && arguments.allSatisfy(matches)
+            case "OR_EXPR":
+                return arguments.contains(where: matches)
+            default:
+                return false
+            }
         case "A_Expr":
             let kind = fields["kind"]?.stringValue
             guard kind == "AEXPR_NOT_DISTINCT"
-                    || (kind == "AEXPR_OP" && fields["name"]?.lastElement?["String"]?["sval"]?.stringValue == "="),
+                    || (kind == "AEXPR_OP" && ["=", "<=", ">="].contains(fields["name"]?.lastElement?["String"]?["sval"]?.stringValue ?? "")),
                   let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
             // The changed row's column compared with itself (`users.id = users.id` beside `FROM users x`).
             if let column = outerColumn(left, outer: outer), outerColumn(right, outer: outer) == column { return true }
