@@ -128,6 +128,13 @@ public struct WebhookDispatcher: Service {
         return (error as? IOError)?.errnoCode == ECONNREFUSED ? "connection refused by \(host):\(port)" : nil
     }
 
+    /// Whether the endpoint ended the connection before its answer was complete (closed, or reset).
+    static func hungUp(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError { return error == .remoteConnectionClosed }
+        if let error = error as? IOError { return [ECONNRESET, EPIPE].contains(error.errnoCode) }
+        return false
+    }
+
     /// The host (without an IPv6 literal's brackets) and port of an endpoint's URL.
     static func address(_ url: String) -> (host: String, port: Int)? {
         guard let components = URLComponents(string: url), var host = components.host else { return nil }
@@ -156,6 +163,11 @@ public struct WebhookDispatcher: Service {
             _ = try? await response.body.collect(upTo: 64 * 1024)
         } catch let error as WebhookSecretError {
             failure = error.message
+        } catch let error as HTTPClientError where [.deadlineExceeded, .readTimeout, .connectTimeout].contains(error) {
+            // The HTTP client's own deadline came first (on a busy machine it may): the same outcome as ours.
+            failure = await Self.unreachable(endpoint.url) ?? "no complete answer within \(endpoint.timeout)"
+        } catch where Self.hungUp(error) {
+            failure = "the endpoint closed the connection before a complete answer"
         } catch {
             // The HTTP client may give up on a refused connection itself: said the same way as the probe says it.
             failure = Self.said(error, url: endpoint.url) ?? "\(error)"

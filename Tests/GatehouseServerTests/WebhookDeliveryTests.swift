@@ -297,6 +297,61 @@ struct WebhookDeliveryTests {
         try? FileManager.default.removeItem(at: folder)
     }
 
+    @Test("an endpoint that hangs up before answering, or takes the connection and never answers, is recorded as such")
+    func hangUpAndSilence() async throws {
+        // One address accepts each connection and closes it at once; the other never accepts (the kernel does).
+        let (hangUp, hangUpPort) = try CLIReachTests.silentListener()
+        let accepting = Thread {
+            while true {
+                let connection = accept(hangUp, nil, nil)
+                guard connection >= 0 else { return }
+                close(connection)
+            }
+        }
+        accepting.start()
+        let (silent, silentPort) = try CLIReachTests.silentListener()
+        defer {
+            shutdown(hangUp, Int32(SHUT_RDWR))
+            close(hangUp)
+            close(silent)
+        }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let policyPath = folder.appendingPathComponent("policy.yaml").path
+        try (TestServer.policyYAML + """
+
+            notifications:
+              base_url: http://127.0.0.1:9
+              retry: {initial: 1s, max: 2s, attempts: 6}
+              webhooks:
+                hangup: {url: "http://127.0.0.1:\(hangUpPort)/hook", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 2s}
+                silent: {url: "http://127.0.0.1:\(silentPort)/hook", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 1s}
+            """).write(toFile: policyPath, atomically: true, encoding: .utf8)
+        let server = try await ServeProcess.start(policyPath: policyPath, database: "sqlite:" + folder.appendingPathComponent("g.db").path,
+                                                  folder: folder, name: "hangup",
+                                                  environment: ["TEST_WEBHOOK_SECRET": "whsec_" + Data(repeating: 7, count: 32).base64EncodedString()])
+        do {
+            let t = try await server.tokens("alice")
+            _ = try #require(try await server.request(t["alice"]!).string("id"))
+            var seen: [String: Set<String>] = [:]
+            _ = try await waitUntil(timeout: .seconds(40), interval: .milliseconds(100)) {
+                let rows = try await server.listDeliveries(TestServer.adminToken, limit: 100).json["deliveries"] as? [[String: Any]] ?? []
+                for row in rows {
+                    guard let endpoint = row["endpoint"] as? String, let status = row["last_status"] as? String else { continue }
+                    seen[endpoint, default: []].insert(status)
+                }
+                return seen["hangup"] != nil && seen["silent"] != nil
+            }
+            // Every outcome in words: none is an error type's name.
+            #expect(seen["hangup"] == ["the endpoint closed the connection before a complete answer"], "\(seen)")
+            #expect(seen["silent"] == ["no complete answer within 1s"], "\(seen)")
+        } catch {
+            Issue.record("\(error)\nserver log:\n\(server.output)")
+        }
+        await server.stop()
+    }
+
     @Test("`policy check` reports an invalid webhook URL with its line")
     func policyCheck() async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
