@@ -178,7 +178,13 @@ struct Problem: Sendable {
         @unknown default: said = ""
         }
         let items = URLComponents(string: target)?.queryItems ?? []
+        // An integer or boolean that is not one: the one parameter of that type whose value does not read as it.
+        var mistyped: [URLQueryItem] = []
+        if case .typeMismatch(let type, _) = error, let kind = QueryParameterKind(type) {
+            mistyped = items.filter { Self.typedQueryParameters[$0.name] == kind && !kind.reads($0.value ?? "") }
+        }
         let named = items.first { item in item.value.map { !$0.isEmpty && said.hasSuffix("value \($0)") } ?? false }
+            ?? (mistyped.count == 1 ? mistyped.first : nil)
             ?? (items.count == 1 ? items.first : nil)
         guard let named else {
             let names = items.prefix(10).map { "`\(shown($0.name))`" }.joined(separator: ", ")
@@ -189,6 +195,13 @@ struct Problem: Sendable {
                        detail: "`\(shown(named.name))` cannot be `\(shown(named.value ?? ""))`; see openapi.yaml for the values it takes",
                        field: shown(named.name))
     }
+
+    /// The query parameters of openapi.yaml that take an integer or a boolean (a test holds the two together):
+    /// the generated layer's error for one names neither the parameter nor the value.
+    static let typedQueryParameters: [String: QueryParameterKind] = [
+        "limit": .integer, "after_seq": .integer,
+        "active": .boolean, "blocked": .boolean, "throttled": .boolean, "include_revoked": .boolean, "awaiting_review": .boolean,
+    ]
 
     /// A text the client sent, as an answer may quote it: at most 40 characters, no control characters.
     static func shown(_ text: String) -> String {
@@ -362,5 +375,28 @@ struct ObservabilityMiddleware: RouterMiddleware {
         let route = context.endpointPath ?? "NotFound"
         metrics.httpRequest(route: route, method: request.method.rawValue, status: status, duration: ContinuousClock.now - started)
         context.logger.debug("answered", metadata: ["method": "\(request.method.rawValue)", "route": "\(route)", "status": "\(status)"])
+    }
+}
+
+/// The type of a query parameter whose values the generated layer reads itself.
+enum QueryParameterKind: String, Sendable {
+    case integer, boolean
+
+    init?(_ type: Any.Type) {
+        if type is any FixedWidthInteger.Type {
+            self = .integer
+        } else if type == Bool.self {
+            self = .boolean
+        } else {
+            return nil
+        }
+    }
+
+    /// Whether a value reads as this type, as the generated layer reads it.
+    func reads(_ value: String) -> Bool {
+        switch self {
+        case .integer: return Int64(value) != nil
+        case .boolean: return Bool(value) != nil
+        }
     }
 }

@@ -171,6 +171,14 @@ struct BadInputTests {
             #expect(long.status == 400 && long.string("field") == "scope" && long.body.count < 600)
             let notNumber = try await server.send(.GET, "/v1/requests?limit=abc", token: alice)
             #expect(notNumber.status == 400 && notNumber.string("field") == "limit")
+            // Beside other parameters, the one whose value is not of its type is named too.
+            for (query, field) in [("state=pending&limit=abc", "limit"), ("limit=abc&state=pending&scope=mine", "limit")] {
+                let reply = try await server.send(.GET, "/v1/requests?\(query)", token: alice)
+                #expect(reply.status == 400 && reply.string("field") == field && reply.string("detail")?.hasPrefix("`\(field)` cannot be `abc`") == true,
+                        "\(query): \(String(decoding: reply.body, as: UTF8.self))")
+            }
+            let notBoolean = try await server.send(.GET, "/v1/grants?active=maybe&limit=5", token: alice)
+            #expect(notBoolean.status == 400 && notBoolean.string("field") == "active", "\(String(decoding: notBoolean.body, as: UTF8.self))")
             for reply in [badQuery, long, notNumber] {
                 #expect(reply.string("detail").map { !$0.contains("DecodingError") && !$0.contains("Cannot initialize") } == true)
             }
