@@ -164,7 +164,9 @@ extension ClassifyCommand {
             let position = Self.skipSpaceAndComments(bytes, from: min(max(0, finding["position"] as? Int ?? 0), bytes.count))
             let before = bytes[..<position]
             let line = before.filter { $0 == UInt8(ascii: "\n") }.count + 1
-            let column = position - ((before.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }) ?? 0) + 1
+            // Columns count characters, as an editor shows them, not bytes (`é` is one column, two bytes).
+            let lineStart = before.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
+            let column = String(decoding: bytes[lineStart..<position], as: UTF8.self).count + 1
             let command = level == "write" ? "warning" : "error"
             let category = Output.string(finding, "category")
             return "::\(command) file=\(escape(file, property: true)),line=\(line),col=\(column),title=\(escape("gatehouse: \(category) (\(level))", property: true))::"

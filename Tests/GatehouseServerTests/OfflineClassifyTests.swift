@@ -65,6 +65,10 @@ struct OfflineClassifyTests {
             "::error file=\(file),line=5,col=13,title=gatehouse%3A delete_without_where (forbidden)::DELETE on u without WHERE changes every row",
         ], "\(github)")
 
+        // A column counts characters before the statement, not their UTF-8 bytes.
+        let accented = try await Self.classify(["--policy", policy, "--github", "SELECT 'café', 'naïve'; DROP TABLE old_orders"])
+        #expect(accented.stdout.contains(",line=1,col=25,title=gatehouse%3A drop_table"), "\(accented)")
+
         // Without the policy's moves the same statement is dangerous (exit 5); a read exits 0.
         let plain = folder.appendingPathComponent("plain.yaml").path
         try "version: 1\nprincipals: {alice: {groups: [eng]}}\nresources: {db: {kind: postgres, roles: {read: {requesters: [eng], approvals: 0, max_duration: 1h, allows: read}}}}\n"
