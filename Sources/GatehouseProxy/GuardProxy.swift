@@ -103,6 +103,7 @@ public final class GuardProxy: Service, Sendable {
                         let address = channel.remoteAddress?.ipAddress ?? "unknown"
                         guard shared.registry.admitConnection(from: address, resource: shared.resource, limit: settings.maxConnectionsPerAddress) else {
                             // Over the cap: one FATAL error, then the connection closes; nothing else is read.
+                            shared.service.metrics.proxySession("over_address_cap")
                             return channel.eventLoop.makeCompletedFuture {
                                 let message = "gatehouse: too many connections from \(address) to \(shared.resource) (at most \(settings.maxConnectionsPerAddress) at once); close some and try again"
                                 try channel.pipeline.syncOperations.addHandler(RefuseConnection(message: message) { key, eventLoop in

@@ -21,7 +21,7 @@ public final class GatehouseMetrics: AppMetrics {
         for kind in ["request", "digest", "report", "break_glass"] { _ = notificationCounter(kind) }
         for outcome in ["delivered", "retry", "failed"] { _ = webhookCounter(outcome) }
         for outcome in ["accepted", "repeated", "refused", "approved", "denied"] { _ = slackCounter(outcome) }
-        for outcome in ["started", "refused", "ended"] { _ = proxySessionCounter(outcome) }
+        for outcome in ["started", "refused", "over_address_cap", "ended"] { _ = proxySessionCounter(outcome) }
         _ = proxySessionsActive
     }
 
@@ -40,7 +40,7 @@ public final class GatehouseMetrics: AppMetrics {
         static let notifications = ("gatehouse_notifications", "Notifications written to the outbox, by kind")
         static let webhooks = ("gatehouse_webhook_attempts", "Webhook delivery attempts, by outcome")
         static let slack = ("gatehouse_slack_interactions", "Slack interactions (button clicks and forms), by outcome")
-        static let proxySessions = ("gatehouse_proxy_sessions", "Guard proxy sessions by outcome (started, refused, ended)")
+        static let proxySessions = ("gatehouse_proxy_sessions", "Guard proxy sessions by outcome (started, refused, over_address_cap: a connection closed unread over max_connections_per_address, ended)")
     }
 
     /// One counter series (made, at zero, the first time it is asked for).
@@ -91,7 +91,7 @@ public final class GatehouseMetrics: AppMetrics {
     /// A proxy session started, was refused at sign-in, or ended.
     public func proxySession(_ outcome: String) {
         proxySessionCounter(outcome).increment()
-        guard outcome != "refused" else { return }
+        guard outcome == "started" || outcome == "ended" else { return }
         proxySessionsActive.increment(by: outcome == "started" ? 1 : -1)
     }
 

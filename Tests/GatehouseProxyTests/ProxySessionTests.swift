@@ -485,5 +485,10 @@ import Glibc
         #expect(out["ssl_answer"] as? String == "N")
         let refused = try await harness.audit(action: "proxy.session.refused")
         #expect(refused.contains { (($0["details"] as? [String: String])?["reason"] ?? "").contains("already holds 2 sessions") }, "\(refused)")
+        // Connections over the address cap are counted (the one answered, the silent one), apart from refused sign-ins.
+        let metrics = try await Command.run("/usr/bin/curl", ["-fsS", "http://127.0.0.1:\(harness.httpPort)/metrics"])
+        let overCapCount = metrics.stdout.split(separator: "\n").first { $0.hasPrefix(#"gatehouse_proxy_sessions_total{outcome="over_address_cap"} "#) }
+            .flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        #expect(overCapCount >= 2, "\(metrics.stdout)")
     }
 }
