@@ -276,15 +276,13 @@ private struct SQLWalk {
         case .merge:
             let at = relationLocation(fields, location)
             fire("write_data", at: at, "MERGE")
-            // A WHEN clause with its own condition does not touch every matched row.
-            let changes = fields["mergeWhenClauses"]?.elements.contains { clause in
-                let command = clause.taggedFields?["commandType"]?.stringValue
-                return (command == "CMD_DELETE" || command == "CMD_UPDATE") && clause.taggedFields?["condition"] == nil
-            } ?? false
-            if changes, let condition = fields["joinCondition"] {
-                let (target, written) = Self.changedTable(fields)
-                if WhereAnalysis.isTriviallyTrue(condition, constants: constants) {
-                    fire("merge_all_rows", at: at, "MERGE ... ON a condition that is always true updates or deletes every row of \(relationName(fields))")
+            let (target, written) = Self.changedTable(fields)
+            if Self.changesEveryMatchedRow(fields["mergeWhenClauses"]?.elements ?? [], target: target, variables: variables, constants: constants),
+               let condition = fields["joinCondition"] {
+                if WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, variables: variables, constants: constants)
+                    || (!WhereAnalysis.mayReadChangedRow(condition, target: target, variables: variables)
+                        && !WhereAnalysis.isCertainlyFalse(condition, constants: constants)) {
+                    fire("merge_all_rows", at: at, "MERGE ... ON a condition that is the same for every row of \(relationName(fields)) updates or deletes all of them")
                 } else if let written, let source = fields["sourceRelation"],
                           WhereAnalysis.joinsItself(condition, items: [source], table: written, target: target, variables: variables, constants: constants) {
                     fire("merge_all_rows", at: at, "MERGE ... USING \(relationName(fields)) itself ON a condition every row meets with itself updates or deletes every row")
@@ -411,6 +409,10 @@ private struct SQLWalk {
             } else if let written, WhereAnalysis.joinsItself(condition, items: joined, table: written, target: target, variables: variables,
                                                             constants: constants) {
                 fire(dangerous, at: at, "\(verb) on \(table) joined with itself on a condition every row meets with itself")
+            } else if !joined.isEmpty, !WhereAnalysis.mayReadChangedRow(condition, target: target, variables: variables),
+                      !WhereAnalysis.isCertainlyFalse(condition, constants: constants) {
+                // `UPDATE t SET ... FROM plans p WHERE p.id = 3`: the same answer for every row of t.
+                fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that reads only the other tables: every row or none")
             } else {
                 fire("write_data", at: at, "\(verb) on \(table)")
             }
@@ -419,12 +421,30 @@ private struct SQLWalk {
         }
     }
 
-    /// The names the changed table of a DELETE, UPDATE or MERGE goes by (its name and alias), and the table
-    /// as written, unless a WITH of the statement's own could give its name to a subquery of its own.
+    /// The name the changed table of a DELETE, UPDATE or MERGE goes by (its alias, or its name when it has
+    /// none: PostgreSQL hides an aliased table's name), and the table as written, unless a WITH of the
+    /// statement's own could give its name to a subquery of its own.
     private static func changedTable(_ fields: ParseTree) -> (names: Set<String>, written: WhereAnalysis.TableName?) {
         let relation = fields["relation"]
-        let names = Set([relation?["relname"]?.stringValue, relation?["alias"]?["aliasname"]?.stringValue].compactMap { $0 })
+        let names = Set([relation?["alias"]?["aliasname"]?.stringValue ?? relation?["relname"]?.stringValue].compactMap { $0 })
         return (names, fields["withClause"] != nil ? nil : relation.flatMap(WhereAnalysis.TableName.init(relation:)))
+    }
+
+    /// Whether every row the MERGE matches is updated or deleted: its WHEN MATCHED clauses, taken in order
+    /// as PostgreSQL takes them, reach an UPDATE or DELETE without a condition (or with one true for every
+    /// row) with no DO NOTHING on a condition before it (it would keep the rows it holds).
+    private static func changesEveryMatchedRow(_ clauses: [ParseTree], target: Set<String>, variables: Set<String>,
+                                               constants: ConstantUse) -> Bool {
+        for clause in clauses {
+            guard let fields = clause.taggedFields, fields["matched"]?.boolValue == true else { continue }
+            let command = fields["commandType"]?.stringValue
+            let changes = command == "CMD_DELETE" || command == "CMD_UPDATE"
+            guard let condition = fields["condition"],
+                  !WhereAnalysis.isTriviallyTrue(condition, target: target, variables: variables, constants: constants) else { return changes }
+            // A conditional UPDATE or DELETE changes the rows it holds: the rest go on to the next clause.
+            if !changes { return false }
+        }
+        return false
     }
 
     // MARK: Outage risk

@@ -284,11 +284,24 @@ enum WhereAnalysis {
         return ownTable(from[0], table: table)
     }
 
-    /// A FROM item that reads the changed table itself, all of it (not `ONLY`).
+    /// A FROM item that reads the changed table itself, all of it (not `ONLY`), with its columns' own names:
+    /// the table, or `(SELECT * FROM t) x`.
     private static func ownTable(_ item: ParseTree, table: TableName) -> ParseTree? {
-        guard let (type, relation) = item.tagged, type == "RangeVar", relation["inh"]?.boolValue == true,
-              TableName(relation: relation)?.mayBe(table) == true else { return nil }
-        return item
+        guard let (type, fields) = item.tagged, fields["alias"]?["colnames"] == nil else { return nil }
+        switch type {
+        case "RangeVar":
+            return fields["inh"]?.boolValue == true && TableName(relation: fields)?.mayBe(table) == true ? item : nil
+        case "RangeSubselect":
+            guard fields["lateral"]?.boolValue != true, let (inner, select) = fields["subquery"]?.tagged, inner == "SelectStmt",
+                  (rowDroppingClauses + ["whereClause", "distinctClause", "larg", "rarg"]).allSatisfy({ select[$0] == nil }),
+                  ownTableAlone(select, table: table) != nil,
+                  let targets = select["targetList"]?.elements, targets.count == 1,
+                  let star = targets[0]["ResTarget"]?["val"]?["ColumnRef"]?["fields"]?.elements, star.count == 1, star[0]["A_Star"] != nil
+            else { return nil }
+            return item
+        default:
+            return nil
+        }
     }
 
     /// The column a reference names when it is qualified with one of `outer` (the changed row's names).
@@ -355,33 +368,119 @@ enum WhereAnalysis {
         let matches = { (node: ParseTree) in
             Self.matchesOwnRow(node, inner: inner, outer: outer, variables: variables, constants: constants)
         }
-        if isTriviallyTrue(condition, variables: variables, constants: constants) { return true }
+        // Unqualified names are the subquery's own (`x.id = id`), never another table's (`tenant_id = o.tenant_id`).
+        if isTriviallyTrue(condition, target: inner, variables: variables, constants: constants) { return true }
         guard let (type, fields) = condition.tagged else { return false }
+        let paired = { (left: ParseTree, right: ParseTree) in pairsOwnRow(left, right, inner: inner, outer: outer, variables: variables) }
         switch type {
         case "BoolExpr":
             let arguments = fields["args"]?.elements ?? []
             switch fields["boolop"]?.stringValue {
             case "AND_EXPR":
-                return !arguments.isEmpty && arguments.allSatisfy(matches)
+                // `x.id IS NOT NULL` beside `x.id = t.id`: the row with a key finds itself all the same.
+                return arguments.contains(where: matches) && arguments.allSatisfy { argument in
+                    matches(argument) || nullTested(argument).map { tested in
+                        arguments.contains { other in isMatch(other, on: tested, inner: inner, outer: outer, variables: variables) }
+                    } ?? false
+                }
             case "OR_EXPR":
                 return arguments.contains(where: matches)
+            case "NOT_EXPR":
+                // `NOT (x.id <> t.id)`.
+                guard arguments.count == 1, let comparison = arguments[0]["A_Expr"], comparison["kind"]?.stringValue == "AEXPR_OP",
+                      ["<>", "!="].contains(comparison["name"]?.lastElement?["String"]?["sval"]?.stringValue ?? ""),
+                      let left = comparison["lexpr"], let right = comparison["rexpr"] else { return false }
+                return paired(left, right)
             default:
                 return false
             }
+        case "BooleanTest":
+            return fields["booltesttype"]?.stringValue == "IS_TRUE" && (fields["arg"].map(matches) ?? false)
         case "A_Expr":
             let kind = fields["kind"]?.stringValue
-            guard kind == "AEXPR_NOT_DISTINCT"
-                    || (kind == "AEXPR_OP" && ["=", "<=", ">="].contains(fields["name"]?.lastElement?["String"]?["sval"]?.stringValue ?? "")),
-                  let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
-            // The changed row's column compared with itself (`users.id = users.id` beside `FROM users x`).
-            if let column = outerColumn(left, outer: outer), outerColumn(right, outer: outer) == column { return true }
-            return [(left, right), (right, left)].contains { own, other in
-                guard let column = columnName(own, qualifiers: inner, variables: variables) else { return false }
-                return outerColumn(other, outer: outer) == column
+            let name = fields["name"]?.lastElement?["String"]?["sval"]?.stringValue ?? ""
+            guard let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
+            switch kind {
+            case "AEXPR_NOT_DISTINCT":
+                return paired(left, right)
+            case "AEXPR_OP" where ["=", "<=", ">="].contains(name):
+                // `x.id = t.id`; `(x.id, x.a) = (t.id, t.a)` pair by pair; `= true` of a match.
+                if let pairs = rowPairs(left, right) { return pairs.allSatisfy(paired) }
+                if name == "=", let truth = right["A_Const"]?["boolval"]?["boolval"]?.boolValue, truth { return matches(left) }
+                return paired(left, right)
+            case "AEXPR_IN" where name == "=":
+                // `x.id IN (t.id, ...)`.
+                return (right["List"]?["items"]?.elements ?? []).contains { paired(left, $0) }
+            case "AEXPR_BETWEEN", "AEXPR_BETWEEN_SYM":
+                // `x.id BETWEEN t.id AND t.id`.
+                let bounds = right["List"]?["items"]?.elements ?? []
+                return bounds.count == 2 && bounds.allSatisfy { paired(left, $0) }
+            default:
+                return false
             }
         default:
             return false
         }
+    }
+
+    /// Two sides the changed row makes equal when it is the subquery's row too: a column of the subquery's
+    /// row (qualified with `inner`, or not at all) and the same column of the changed row, either way round;
+    /// the changed row's column twice; or the two rows whole (`x = t`, `x.* = t.*`).
+    private static func pairsOwnRow(_ left: ParseTree, _ right: ParseTree, inner: Set<String>, outer: Set<String>,
+                                    variables: Set<String>) -> Bool {
+        // The changed row's column compared with itself (`users.id = users.id` beside `FROM users x`).
+        if let column = outerColumn(left, outer: outer), outerColumn(right, outer: outer) == column { return true }
+        return [(left, right), (right, left)].contains { own, other in
+            if let row = wholeRow(own), inner.contains(row), let otherRow = wholeRow(other), outer.contains(otherRow) { return true }
+            guard let column = columnName(own, qualifiers: inner, variables: variables) else { return false }
+            return outerColumn(other, outer: outer) == column
+        }
+    }
+
+    /// The name a whole-row reference goes by: `x` or `x.*`.
+    private static func wholeRow(_ node: ParseTree) -> String? {
+        guard let parts = node["ColumnRef"]?["fields"]?.elements, let name = parts.first?["String"]?["sval"]?.stringValue else { return nil }
+        if parts.count == 1 { return name }
+        return parts.count == 2 && parts[1]["A_Star"] != nil ? name : nil
+    }
+
+    /// `(a, b) = (c, d)` as its pairs; nil unless both sides are rows of the same length.
+    private static func rowPairs(_ left: ParseTree, _ right: ParseTree) -> [(ParseTree, ParseTree)]? {
+        guard let a = left["RowExpr"]?["args"]?.elements, let b = right["RowExpr"]?["args"]?.elements, a.count == b.count, !a.isEmpty else { return nil }
+        return Array(zip(a, b))
+    }
+
+    /// The expression `e IS NOT NULL` tests.
+    private static func nullTested(_ node: ParseTree) -> ParseTree? {
+        guard let test = node["NullTest"], test["nulltesttype"]?.stringValue == "IS_NOT_NULL" else { return nil }
+        return test["arg"]
+    }
+
+    /// Whether `condition` is a comparison of the own-row match with `tested` (a column) on one side.
+    private static func isMatch(_ condition: ParseTree, on tested: ParseTree, inner: Set<String>, outer: Set<String>,
+                                variables: Set<String>) -> Bool {
+        guard let comparison = condition["A_Expr"], let left = comparison["lexpr"], let right = comparison["rexpr"],
+              ["AEXPR_OP", "AEXPR_NOT_DISTINCT"].contains(comparison["kind"]?.stringValue ?? ""),
+              pairsOwnRow(left, right, inner: inner, outer: outer, variables: variables) else { return false }
+        return [left, right].contains { $0.equals(tested, ignoringLocations: true) }
+    }
+
+    /// Whether a condition may read the changed row: a column qualified with one of its names (`target`),
+    /// or unqualified (it may be the changed table's) and not a declared variable; the current row of a
+    /// cursor. Columns qualified with another name (another table of USING or FROM, a subquery's own) do not.
+    static func mayReadChangedRow(_ node: ParseTree, target: Set<String>, variables: Set<String>) -> Bool {
+        if let (type, fields) = node.tag {
+            if type.is("CurrentOfExpr") { return true }
+            if type.is("ColumnRef") {
+                let parts = fields["fields"]?.elements ?? []
+                let names = parts.map { $0["String"]?["sval"]?.stringValue }
+                guard names.count >= 2, let qualifier = names[names.count - 2] else {
+                    return names.first.flatMap { $0 }.map { !variables.contains($0) } ?? true
+                }
+                return target.contains(qualifier) || names.first.flatMap({ $0 }).map({ target.contains($0) }) == true
+            }
+        }
+        return node.children.contains { mayReadChangedRow($0, target: target, variables: variables) }
     }
 
     /// The column a reference names, unqualified (and not a declared variable) or qualified with one of
