@@ -84,6 +84,9 @@ private struct SQLWalk {
     /// Inside a PL/pgSQL body: the names it declares (variables, parameters, records), which a
     /// statement of the body reads as values, not as columns of the row.
     var variables: Set<String> = []
+    /// The names the WITH clauses around the node being judged give their parts (`WITH users AS (...)`):
+    /// a subquery there naming one reads that, not the table.
+    var withNames: Set<String> = []
     private var statementText: Substring = ""
     /// Node types by name.
     let types = SQLNodeTypes.shared
@@ -249,6 +252,16 @@ private struct SQLWalk {
             visitChildren(fields, location: location)
             return
         }
+        let outerWithNames = withNames
+        defer { withNames = outerWithNames }
+        switch rule {
+        case .select, .insert, .update, .delete, .merge:
+            for part in fields["withClause"]?["ctes"]?.elements ?? [] {
+                if let name = part["CommonTableExpr"]?["ctename"]?.stringValue { withNames.insert(name) }
+            }
+        default:
+            break
+        }
         switch rule {
         case .readStatement:
             break
@@ -276,7 +289,7 @@ private struct SQLWalk {
         case .merge:
             let at = relationLocation(fields, location)
             fire("write_data", at: at, "MERGE")
-            let (target, written) = Self.changedTable(fields)
+            let (target, written) = changedTable(fields)
             if Self.changesEveryMatchedRow(fields["mergeWhenClauses"]?.elements ?? [], target: target, variables: variables, constants: constants),
                let condition = fields["joinCondition"] {
                 if WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, variables: variables, constants: constants)
@@ -398,7 +411,7 @@ private struct SQLWalk {
         let at = relationLocation(fields, location)
         let table = relationName(fields)
         if let condition = fields["whereClause"] {
-            let (target, written) = Self.changedTable(fields)
+            let (target, written) = changedTable(fields)
             // DELETE ... USING, UPDATE ... FROM: a copy of the table itself among them, joined row to row.
             let joined = (fields["usingClause"] ?? fields["fromClause"])?.elements ?? []
             // A declared name is a value, unless `#variable_conflict use_column` (or the same setting of the
@@ -422,12 +435,14 @@ private struct SQLWalk {
     }
 
     /// The name the changed table of a DELETE, UPDATE or MERGE goes by (its alias, or its name when it has
-    /// none: PostgreSQL hides an aliased table's name), and the table as written, unless a WITH of the
-    /// statement's own could give its name to a subquery of its own.
-    private static func changedTable(_ fields: ParseTree) -> (names: Set<String>, written: WhereAnalysis.TableName?) {
+    /// none: PostgreSQL hides an aliased table's name), and the table as written, with whether a WITH (its
+    /// own or one around it) gives its name to a part of its own.
+    private func changedTable(_ fields: ParseTree) -> (names: Set<String>, written: WhereAnalysis.TableName?) {
         let relation = fields["relation"]
         let names = Set([relation?["alias"]?["aliasname"]?.stringValue ?? relation?["relname"]?.stringValue].compactMap { $0 })
-        return (names, fields["withClause"] != nil ? nil : relation.flatMap(WhereAnalysis.TableName.init(relation:)))
+        guard var written = relation.flatMap(WhereAnalysis.TableName.init(relation:)) else { return (names, nil) }
+        written.shadowed = withNames.contains(written.name)
+        return (names, written)
     }
 
     /// Whether every row the MERGE matches is updated or deleted: its WHEN MATCHED clauses, taken in order

@@ -12,8 +12,8 @@ enum WhereAnalysis {
     /// the names declared there (variables, parameters, records): `flag` or `r.id` is then the same for
     /// every row (PostgreSQL refuses a name that is both, unless `#variable_conflict` says which wins).
     /// `constants` learns when the answer read the value of a constant (`1 = 1`, `x LIKE '%'`).
-    /// `table`: the changed table as written (its schema when qualified), when nothing in the statement can
-    /// give its name another meaning (no WITH of its own).
+    /// `table`: the changed table as written (its schema when qualified, and whether a WITH gives its name to a
+    /// part of its own).
     static func isTriviallyTrue(_ condition: ParseTree, target: Set<String>? = nil, table: TableName? = nil, variables: Set<String> = [],
                                 constants: ConstantUse) -> Bool {
         let isTriviallyTrue = { (node: ParseTree) in
@@ -208,11 +208,15 @@ enum WhereAnalysis {
     struct TableName: Equatable {
         var schema: String?
         var name: String
+        /// A WITH around the statement (or its own) names a part like the table: its unqualified name there
+        /// is that part, not the table.
+        var shadowed = false
 
-        /// Whether the two name one table as far as the text tells: the same schema, or `public.users` and
-        /// `users` (the default search path finds `users` in `public`); not `archive.users` and `users`.
+        /// Whether `other`, as a subquery names it, is this table as far as the text tells: the same schema,
+        /// or `public.users` and `users` (the default search path finds `users` in `public`); not
+        /// `archive.users` and `users`, nor `users` where a WITH gives that name to a part of its own.
         func mayBe(_ other: TableName) -> Bool {
-            name == other.name && (schema ?? "public") == (other.schema ?? "public")
+            name == other.name && (schema ?? "public") == (other.schema ?? "public") && !(shadowed && other.schema == nil)
         }
 
         init(schema: String?, name: String) {
@@ -290,7 +294,7 @@ enum WhereAnalysis {
         guard let (type, fields) = item.tagged, fields["alias"]?["colnames"] == nil else { return nil }
         switch type {
         case "RangeVar":
-            return fields["inh"]?.boolValue == true && TableName(relation: fields)?.mayBe(table) == true ? item : nil
+            return fields["inh"]?.boolValue == true && TableName(relation: fields).map(table.mayBe) == true ? item : nil
         case "RangeSubselect":
             guard fields["lateral"]?.boolValue != true, let (inner, select) = fields["subquery"]?.tagged, inner == "SelectStmt",
                   (rowDroppingClauses + ["whereClause", "distinctClause", "larg", "rarg"]).allSatisfy({ select[$0] == nil }),
