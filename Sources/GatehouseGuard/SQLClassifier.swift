@@ -293,7 +293,8 @@ private struct SQLWalk {
             if Self.changesEveryMatchedRow(fields["mergeWhenClauses"]?.elements ?? [], target: target, variables: variables, constants: constants),
                let condition = fields["joinCondition"] {
                 if WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, variables: variables, constants: constants)
-                    || (!WhereAnalysis.mayReadChangedRow(condition, target: target, variables: variables)
+                    || (!WhereAnalysis.mayReadChangedRow(beyondTruths: condition, target: target, table: written, variables: variables,
+                                                         constants: constants)
                         && !WhereAnalysis.isCertainlyFalse(condition, constants: constants)) {
                     fire("merge_all_rows", at: at, "MERGE ... ON a condition that is the same for every row of \(relationName(fields)) updates or deletes all of them")
                 } else if let written, let source = fields["sourceRelation"],
@@ -422,7 +423,8 @@ private struct SQLWalk {
             } else if let written, WhereAnalysis.joinsItself(condition, items: joined, table: written, target: target, variables: variables,
                                                             constants: constants) {
                 fire(dangerous, at: at, "\(verb) on \(table) joined with itself on a condition every row meets with itself")
-            } else if !joined.isEmpty, !WhereAnalysis.mayReadChangedRow(condition, target: target, variables: variables),
+            } else if !joined.isEmpty,
+                      !WhereAnalysis.mayReadChangedRow(beyondTruths: condition, target: target, table: written, variables: variables, constants: constants),
                       !WhereAnalysis.isCertainlyFalse(condition, constants: constants) {
                 // `UPDATE t SET ... FROM plans p WHERE p.id = 3`: the same answer for every row of t.
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that reads only the other tables: every row or none")

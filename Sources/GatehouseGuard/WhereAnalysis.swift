@@ -35,7 +35,7 @@ enum WhereAnalysis {
                       comparison["kind"]?.stringValue == "AEXPR_OP",
                       ["<>", "<", ">"].contains(comparison["name"]?.lastElement?["String"]?["sval"]?.stringValue ?? ""),
                       let left = comparison["lexpr"], let right = comparison["rexpr"] else { return false }
-                return same(left, right, constants: constants) || sameColumn(left, right, target: target)
+                return same(left, right, constants: constants) || sameColumn(left, right, target: target, table: table)
             default:
                 return false
             }
@@ -45,7 +45,7 @@ enum WhereAnalysis {
             guard let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
             switch kind {
             case "AEXPR_OP" where ["=", ">=", "<="].contains(name):
-                return same(left, right, constants: constants) || sameColumn(left, right, target: target)
+                return same(left, right, constants: constants) || sameColumn(left, right, target: target, table: table)
             case "AEXPR_OP_ANY" where name == "=":
                 // `id = ANY (ARRAY(SELECT id FROM t))`: as `id IN (SELECT id FROM t)`.
                 guard let table, let target, let (type, link) = right.tagged, type == "SubLink",
@@ -89,7 +89,11 @@ enum WhereAnalysis {
             if type.is("ColumnRef") {
                 let parts = inner["fields"]?.elements ?? []
                 if parts.count == 1, parts[0]["A_Star"] != nil { return false }
-                if parts.count >= 2, let table = parts[parts.count - 2]["String"]?["sval"]?.stringValue, local.contains(table) { return false }
+                if parts.count >= 2, let table = parts[parts.count - 2]["String"]?["sval"]?.stringValue {
+                    // `archive.orders.id` is the subquery's only when it reads archive.orders (not public.orders).
+                    let schema = parts.count >= 3 ? parts[parts.count - 3]["String"]?["sval"]?.stringValue : nil
+                    if local.contains(schema.map { "\($0).\(table)" } ?? table) { return false }
+                }
                 return true
             }
             if type.is("SelectStmt") {
@@ -115,7 +119,9 @@ enum WhereAnalysis {
             let alias = inner["alias"]?["aliasname"]?.stringValue
             switch type {
             case "RangeVar":
-                return Set([alias ?? inner["relname"]?.stringValue].compactMap { $0 })
+                // Unaliased, it also goes by its schema-qualified name (`public.orders.id` beside `FROM orders`).
+                guard alias == nil, let name = inner["relname"]?.stringValue else { return Set([alias].compactMap { $0 }) }
+                return [name, "\(inner["schemaname"]?.stringValue ?? "public").\(name)"]
             case "RangeTableSample":
                 return relationNames(inner["relation"])
             case "RangeSubselect", "RangeTableFunc":
@@ -475,6 +481,11 @@ enum WhereAnalysis {
     static func mayReadChangedRow(_ node: ParseTree, target: Set<String>, variables: Set<String>) -> Bool {
         if let (type, fields) = node.tag {
             if type.is("CurrentOfExpr") { return true }
+            if type.is("SelectStmt") {
+                // A subquery's own FROM names hide the changed table's (`EXISTS (SELECT 1 FROM orders o ...)`).
+                let hidden = target.subtracting(relationNames(fields["fromClause"]))
+                return node.children.contains { mayReadChangedRow($0, target: hidden, variables: variables) }
+            }
             if type.is("ColumnRef") {
                 let parts = fields["fields"]?.elements ?? []
                 let names = parts.map { $0["String"]?["sval"]?.stringValue }
@@ -485,6 +496,18 @@ enum WhereAnalysis {
             }
         }
         return node.children.contains { mayReadChangedRow($0, target: target, variables: variables) }
+    }
+
+    /// `mayReadChangedRow` of what an AND keeps of the row: parts true for every row (`t.id = t.id`) select none.
+    static func mayReadChangedRow(beyondTruths condition: ParseTree, target: Set<String>, table: TableName?, variables: Set<String>,
+                                  constants: ConstantUse) -> Bool {
+        guard let (type, fields) = condition.tagged, type == "BoolExpr", fields["boolop"]?.stringValue == "AND_EXPR" else {
+            return mayReadChangedRow(condition, target: target, variables: variables)
+        }
+        return (fields["args"]?.elements ?? []).contains { part in
+            mayReadChangedRow(part, target: target, variables: variables)
+                && !isTriviallyTrue(part, target: target, table: table, variables: variables, constants: constants)
+        }
     }
 
     /// The column a reference names, unqualified (and not a declared variable) or qualified with one of
@@ -499,13 +522,20 @@ enum WhereAnalysis {
     }
 
     /// `users.id = id`, `t.id = public.t.id`: the same column of the changed row, spelled two ways.
-    private static func sameColumn(_ left: ParseTree, _ right: ParseTree, target: Set<String>?) -> Bool {
+    private static func sameColumn(_ left: ParseTree, _ right: ParseTree, target: Set<String>?, table: TableName?) -> Bool {
         func fields(_ node: ParseTree) -> [String]? {
             guard let (type, inner) = node.tagged, type == "ColumnRef" else { return nil }
             let names = inner["fields"]?.elements.compactMap { $0["String"]?["sval"]?.stringValue } ?? []
             return names.isEmpty ? nil : names
         }
         guard let a = fields(left), let b = fields(right), a.last == b.last, a != b else { return false }
+        // `archive.orders.id = public.orders.id` beside `DELETE FROM public.orders USING archive.orders`: two tables.
+        let schemas = [a, b].compactMap { $0.count >= 3 ? $0[$0.count - 3] : nil }
+        if let table {
+            guard schemas.allSatisfy({ $0 == (table.schema ?? "public") }) else { return false }
+        } else if Set(schemas).count > 1 {
+            return false
+        }
         guard let target else { return a.count != b.count && min(a.count, b.count) == 1 }
         // Each side unqualified or qualified with the changed table's name or alias (`t.id = public.t.id`).
         return [a, b].allSatisfy { $0.count == 1 || target.contains($0[$0.count - 2]) }

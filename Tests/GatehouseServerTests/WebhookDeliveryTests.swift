@@ -115,13 +115,17 @@ struct WebhookDeliveryTests {
     /// `timeout`: how long the sender waits for the receiver (a receiver in the test process can answer late on a
     /// loaded machine: a test that counts attempts gives it long).
     static func policy(receiver: WebhookReceiver, events: String, timeout: String = "2s") -> String {
+        policy(port: receiver.port, events: events, timeout: timeout)
+    }
+
+    static func policy(port: Int, events: String, timeout: String = "2s") -> String {
         TestServer.policyYAML + """
 
             notifications:
               base_url: http://127.0.0.1:9
               retry: {initial: 1s, max: 2s, attempts: 6}
               webhooks:
-                receiver: {url: "http://127.0.0.1:\(receiver.port)/hook", secret_env: TEST_WEBHOOK_SECRET, events: \(events), timeout: \(timeout)}
+                receiver: {url: "http://127.0.0.1:\(port)/hook", secret_env: TEST_WEBHOOK_SECRET, events: \(events), timeout: \(timeout)}
             """
     }
 
@@ -267,22 +271,23 @@ struct WebhookDeliveryTests {
 
     @Test("an endpoint whose address refuses connections is recorded as such, not as a timeout")
     func refusedEndpoint() async throws {
-        let receiver = try await WebhookReceiver.start()
+        // A port this test holds without listening: connections are refused, and no other test's listener can take it.
+        let (held, port) = try TestPorts.refusing()
+        defer { close(held) }
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let policyPath = folder.appendingPathComponent("policy.yaml").path
-        try Self.policy(receiver: receiver, events: "[all]", timeout: "1s").write(toFile: policyPath, atomically: true, encoding: .utf8)
-        // Nobody listens there any more: connections are refused.
-        await receiver.stop()
+        try Self.policy(port: port, events: "[all]", timeout: "1s").write(toFile: policyPath, atomically: true, encoding: .utf8)
         let server = try await ServeProcess.start(policyPath: policyPath, database: "sqlite:" + folder.appendingPathComponent("g.db").path,
-                                                  folder: folder, name: "refused", environment: ["TEST_WEBHOOK_SECRET": receiver.secret])
+                                                  folder: folder, name: "refused",
+                                                  environment: ["TEST_WEBHOOK_SECRET": "whsec_" + Data(repeating: 9, count: 32).base64EncodedString()])
         do {
             let t = try await server.tokens("alice")
             _ = try #require(try await server.request(t["alice"]!).string("id"))
             // Each attempt records its outcome; retries come every second or two. On a busy machine an attempt can
             // also end at the HTTP client's own deadline, or the one-second question to the address go unanswered
             // (then the attempt is a timeout, as before): some attempt says refused.
-            let refused = "connection refused by 127.0.0.1:\(receiver.port)"
+            let refused = "connection refused by 127.0.0.1:\(port)"
             var seen: Set<String> = []
             _ = try await waitUntil(timeout: .seconds(40), interval: .milliseconds(100)) {
                 let rows = try await server.listDeliveries(TestServer.adminToken, limit: 100).json["deliveries"] as? [[String: Any]] ?? []

@@ -29,6 +29,25 @@ public enum TestPorts {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
+    /// A loopback port bound by this process without listening: a connection to it is refused, and while the
+    /// socket is open nobody else can listen there (a port merely found free can be taken by another test).
+    public static func refusing() throws -> (fd: Int32, port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket() failed") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else {
+            close(fd)
+            throw TestFailure("bind() failed")
+        }
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
+    }
+
     /// Whether process `pid` itself listens on this TCP port (Linux: the port's listening socket, from
     /// /proc/net/tcp and tcp6, is one of the process's open files). A port found free can be taken by
     /// another test's listener before a child process binds it; this tells the two apart.
