@@ -266,6 +266,32 @@ public struct ParseTree {
         }
     }
 
+    /// Whether the two trees are equal, locations aside, with `decide` asked first at every pair of values
+    /// met together: its answer, when it gives one, stands for that pair and what is inside it.
+    func equals(_ other: ParseTree, deciding decide: (ParseTree, ParseTree) -> Bool?) -> Bool {
+        if let decided = decide(self, other) { return decided }
+        let a = node, b = other.node
+        guard a.kind == b.kind else { return false }
+        switch a.kind {
+        case .object, .array:
+            var mine = children.makeIterator(), theirs = other.children.makeIterator()
+            while true {
+                var left = mine.next(), right = theirs.next()
+                while let member = left, isLocationKey(member.node) { left = mine.next() }
+                while let member = right, other.isLocationKey(member.node) { right = theirs.next() }
+                guard let left, let right else { return left == nil && right == nil }
+                if a.kind == .object, !left.bytesEqual((left.node.keyStart, left.node.keyLength), right, (right.node.keyStart, right.node.keyLength)) { return false }
+                if !left.equals(right, deciding: decide) { return false }
+            }
+        case .string, .number:
+            return bytesEqual((a.start, a.length), other, (b.start, b.length))
+        case .integer, .bool:
+            return a.value == b.value
+        case .null:
+            return true
+        }
+    }
+
     /// Whether the tree holds a constant (`A_Const`).
     var containsConstant: Bool {
         if isTagged("A_Const") { return true }

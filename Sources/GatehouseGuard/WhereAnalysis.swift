@@ -381,7 +381,9 @@ enum WhereAnalysis {
         // Unqualified names are the subquery's own (`x.id = id`), never another table's (`tenant_id = o.tenant_id`).
         if isTriviallyTrue(condition, target: inner, variables: variables, constants: constants) { return true }
         guard let (type, fields) = condition.tagged else { return false }
-        let paired = { (left: ParseTree, right: ParseTree) in pairsOwnRow(left, right, inner: inner, outer: outer, variables: variables) }
+        let paired = { (left: ParseTree, right: ParseTree) in
+            pairsOwnRow(left, right, inner: inner, outer: outer, variables: variables, constants: constants)
+        }
         switch type {
         case "BoolExpr":
             let arguments = fields["args"]?.elements ?? []
@@ -390,7 +392,9 @@ enum WhereAnalysis {
                 // `x.id IS NOT NULL` beside `x.id = t.id`: the row with a key finds itself all the same.
                 return arguments.contains(where: matches) && arguments.allSatisfy { argument in
                     matches(argument) || nullTested(argument).map { tested in
-                        arguments.contains { other in isMatch(other, on: tested, inner: inner, outer: outer, variables: variables) }
+                        arguments.contains { other in
+                            isMatch(other, on: tested, inner: inner, outer: outer, variables: variables, constants: constants)
+                        }
                     } ?? false
                 }
             case "OR_EXPR":
@@ -437,14 +441,45 @@ enum WhereAnalysis {
     /// row (qualified with `inner`, or not at all) and the same column of the changed row, either way round;
     /// the changed row's column twice; or the two rows whole (`x = t`, `x.* = t.*`).
     private static func pairsOwnRow(_ left: ParseTree, _ right: ParseTree, inner: Set<String>, outer: Set<String>,
-                                    variables: Set<String>) -> Bool {
+                                    variables: Set<String>, constants: ConstantUse) -> Bool {
         // The changed row's column compared with itself (`users.id = users.id` beside `FROM users x`).
         if let column = outerColumn(left, outer: outer), outerColumn(right, outer: outer) == column { return true }
-        return [(left, right), (right, left)].contains { own, other in
+        let columns = [(left, right), (right, left)].contains { own, other in
             if let row = wholeRow(own), inner.contains(row), let otherRow = wholeRow(other), outer.contains(otherRow) { return true }
             guard let column = columnName(own, qualifiers: inner, variables: variables) else { return false }
             return outerColumn(other, outer: outer) == column
         }
+        return columns || sameOverOwnRow(left, right, inner: inner, outer: outer, variables: variables, constants: constants)
+    }
+
+    /// Functions whose every call may answer differently: `random() = random()` is not true.
+    private static let volatileFunctions: Set<String> = ["random", "random_normal", "nextval", "setval", "clock_timestamp", "timeofday",
+                                                         "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v1mc", "uuid_generate_v4"]
+
+    /// The same expression of the same columns on both sides, each column the subquery's row's (`inner`, or
+    /// unqualified) or the changed row's (`outer`): `lower(x.email) = lower(t.email)`, `COALESCE(x.k, 0) =
+    /// COALESCE(t.k, 0)`, `x.id::int = t.id::int`. Equal when the two rows are one; not with a subquery or a
+    /// volatile function inside.
+    private static func sameOverOwnRow(_ left: ParseTree, _ right: ParseTree, inner: Set<String>, outer: Set<String>,
+                                       variables: Set<String>, constants: ConstantUse) -> Bool {
+        guard !left.isTagged("ColumnRef") || !right.isTagged("ColumnRef") else { return false }
+        var readsRow = false
+        let equal = left.equals(right) { a, b in
+            let column = { (node: ParseTree) in columnName(node, qualifiers: inner, variables: variables) ?? outerColumn(node, outer: outer) }
+            if a.isTagged("ColumnRef") || b.isTagged("ColumnRef") {
+                guard let name = column(a), column(b) == name else { return false }
+                readsRow = true
+                return true
+            }
+            if a.isTagged("SubLink") || b.isTagged("SubLink") { return false }
+            if let call = a["FuncCall"], volatileFunctions.contains(call["funcname"]?.lastElement?["String"]?["sval"]?.stringValue ?? "") {
+                return false
+            }
+            return nil
+        }
+        // Constants on either side (`COALESCE(x.k, 0)`): the answer, equal or not, is theirs.
+        if left.containsConstant || right.containsConstant { constants.read() }
+        return equal && readsRow
     }
 
     /// The name a whole-row reference goes by: `x` or `x.*`.
@@ -468,10 +503,10 @@ enum WhereAnalysis {
 
     /// Whether `condition` is a comparison of the own-row match with `tested` (a column) on one side.
     private static func isMatch(_ condition: ParseTree, on tested: ParseTree, inner: Set<String>, outer: Set<String>,
-                                variables: Set<String>) -> Bool {
+                                variables: Set<String>, constants: ConstantUse) -> Bool {
         guard let comparison = condition["A_Expr"], let left = comparison["lexpr"], let right = comparison["rexpr"],
               ["AEXPR_OP", "AEXPR_NOT_DISTINCT"].contains(comparison["kind"]?.stringValue ?? ""),
-              pairsOwnRow(left, right, inner: inner, outer: outer, variables: variables) else { return false }
+              pairsOwnRow(left, right, inner: inner, outer: outer, variables: variables, constants: constants) else { return false }
         return [left, right].contains { $0.equals(tested, ignoringLocations: true) }
     }
 
