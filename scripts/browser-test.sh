@@ -74,7 +74,8 @@ python3 "$ROOT/scripts/browser-test.py" || fail "see above"
 # page and approves it.
 OIDC_DIR=$WORK/provider
 OIDC_ISSUER=$("$ROOT/scripts/oidc-provider.sh" start "$OIDC_DIR") || fail "the identity provider did not start"
-trap 'cleanup; "$ROOT/scripts/oidc-provider.sh" stop "$OIDC_DIR" 2>/dev/null || true' EXIT
+# The provider first: cleanup removes its folder, and with it the pid file that stops it.
+trap '"$ROOT/scripts/oidc-provider.sh" stop "$OIDC_DIR" 2>/dev/null || true; cleanup' EXIT
 "$ROOT/scripts/oidc-provider.sh" manage "$OIDC_DIR" fixture_client gatehouse --secret browser-test-client-secret \
   --redirect-uri http://127.0.0.1/auth/callback --redirect-uri http://127.0.0.1/callback >/dev/null
 "$ROOT/scripts/oidc-provider.sh" manage "$OIDC_DIR" fixture_user alice --password pw-alice --email alice@example.test --groups oncall >/dev/null
@@ -105,7 +106,7 @@ YAML
 GATEHOUSE_OIDC_SECRET=browser-test-client-secret GATEHOUSE_ADMIN_TOKEN=$ADMIN "$BIN" serve --policy "$WORK/oidc-policy.yaml" \
   --database "sqlite:$WORK/oidc.db" --port "$OIDC_PORT" >"$WORK/serve-oidc.log" 2>&1 &
 OIDC_SERVER_PID=$!
-trap 'kill $OIDC_SERVER_PID 2>/dev/null || true; cleanup; "$ROOT/scripts/oidc-provider.sh" stop "$OIDC_DIR" 2>/dev/null || true' EXIT
+trap 'kill $OIDC_SERVER_PID 2>/dev/null || true; "$ROOT/scripts/oidc-provider.sh" stop "$OIDC_DIR" 2>/dev/null || true; cleanup' EXIT
 export GATEHOUSE_URL=http://127.0.0.1:$OIDC_PORT
 for _ in $(seq 1 150); do curl -fs "$GATEHOUSE_URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 export XDG_CONFIG_HOME=$WORK/alice-config

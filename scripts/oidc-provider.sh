@@ -109,6 +109,8 @@ while True:
     except ProcessLookupError:
         gone = True
     if gone or time.monotonic() > deadline:
+        if not gone:
+            os.kill(pid, 9)  # not left running for a caller that was told it did not start
         sys.stderr.write(("OIDC provider exited" if gone else "OIDC provider not ready in 60 s") + "; its log:\n")
         sys.stderr.write("".join(open(log).readlines()[-30:]))
         sys.exit(1)

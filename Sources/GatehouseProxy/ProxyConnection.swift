@@ -67,6 +67,7 @@ final class ProxyConnection: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         loop = context.eventLoop
+        shared.registry.opened(self, eventLoop: context.eventLoop)
         let timeout = shared.limits.signInTimeout
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.eventLoop.scheduleTask(in: timeout) {

@@ -28,6 +28,8 @@ final class SessionRegistry: Sendable {
         var held: [String: Int] = [:]
         /// Open connections per resource and client address.
         var connections: [String: Int] = [:]
+        /// Connections not signed in yet (no session): a stopping proxy tells them too.
+        var opening: [ObjectIdentifier: NIOLoopBound<ProxyConnection>] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
@@ -68,10 +70,19 @@ final class SessionRegistry: Sendable {
         }
     }
 
+    /// Called on the connection's event loop when it is accepted, before it signs in.
+    func opened(_ connection: ProxyConnection, eventLoop: EventLoop) {
+        let bound = NIOLoopBound(connection, eventLoop: eventLoop)
+        state.withLockedValue { $0.opening[ObjectIdentifier(connection)] = bound }
+    }
+
     /// Called on the connection's event loop once its session has started.
     func add(_ connection: ProxyConnection, identity: ProxyAuthority.ProxyIdentity, eventLoop: EventLoop) {
         let entry = Entry(identity: identity, connection: NIOLoopBound(connection, eventLoop: eventLoop))
-        state.withLockedValue { $0.sessions[ObjectIdentifier(connection)] = entry }
+        state.withLockedValue { state in
+            state.opening[ObjectIdentifier(connection)] = nil
+            state.sessions[ObjectIdentifier(connection)] = entry
+        }
     }
 
     func register(_ key: CancelKey, for connection: ProxyConnection) {
@@ -82,6 +93,7 @@ final class SessionRegistry: Sendable {
         let id = ObjectIdentifier(connection)
         state.withLockedValue { state in
             state.sessions[id] = nil
+            state.opening[id] = nil
             if let key, state.byCancelKey[key] == id { state.byCancelKey[key] = nil }
         }
     }
@@ -106,20 +118,20 @@ final class SessionRegistry: Sendable {
             }
     }
 
-    /// Asks for the current access of every live session, once per principal, token and resource,
-    /// and hands each session its answer on its own event loop.
-    /// Ends every live session with `message` and waits until their connections have closed.
+    /// Ends every live session, and every connection still signing in, with `message` and waits until their
+    /// connections have closed.
     func endAll(_ message: String) async {
-        let sessions = state.withLockedValue { Array($0.sessions.values) }
-        let closed = sessions.map { session in
-            let connection = session.connection
-            return connection.eventLoop.flatSubmit {
+        let connections = state.withLockedValue { $0.sessions.values.map(\.connection) + Array($0.opening.values) }
+        let closed = connections.map { connection in
+            connection.eventLoop.flatSubmit {
                 connection.value.stopping(message) ?? connection.eventLoop.makeSucceededVoidFuture()
             }
         }
         for future in closed { try? await future.get() }
     }
 
+    /// Asks for the current access of every live session, once per principal, token and resource,
+    /// and hands each session its answer on its own event loop.
     func watch(_ service: UseCases) async {
         let sessions = state.withLockedValue { Array($0.sessions.values) }
         var groups: [String: [Entry]] = [:]

@@ -352,11 +352,35 @@ import Glibc
             (try? await harness.direct("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(120)'")) == "1"
         }
         #expect(sleeping)
+        // A connection still signing in (its SSLRequest answered, no StartupMessage yet) is told too.
+        let ready = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-signing-in-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: ready) }
+        let signingIn = try Command.start("/usr/bin/python3", ["-c", """
+            import socket, struct, sys
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+            s.settimeout(60)
+            s.sendall(struct.pack("!ii", 8, 80877103))
+            answer = s.recv(1)
+            open(sys.argv[2], "w").write(answer.decode())
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk: break
+                data += chunk
+            print(data[:1].decode(), data[5:].decode(errors="replace"))
+            """, "\(harness.proxyPort)", ready])
+        let answered = await waitUntil(timeout: .seconds(20)) { FileManager.default.fileExists(atPath: ready) }
+        #expect(answered)
         harness.process.signal(SIGTERM)
-        let ended = await waitUntil(timeout: .seconds(30)) { !running.isRunning }
-        if !ended { running.signal(SIGKILL, wait: true) }
+        let ended = await waitUntil(timeout: .seconds(30)) { !running.isRunning && !signingIn.isRunning }
+        if !ended {
+            running.signal(SIGKILL, wait: true)
+            signingIn.signal(SIGKILL, wait: true)
+        }
         let result = await Command.finish(running)
         #expect(ended && result.status != 0 && result.stderr.contains("FATAL:  gatehouse: the proxy is shutting down"), "\(result)")
+        let told = await Command.finish(signingIn)
+        #expect(told.stdout.hasPrefix("E ") && told.stdout.contains("57P01") && told.stdout.contains("the proxy is shutting down"), "\(told)")
     }
 
     @Test func copyRunsAsTheClassifierAllows() async throws {
