@@ -4,7 +4,8 @@
 # default TPC-B-like mix, and select-only calling a function (the proxy's catalog lookup). Release build; the database, pgbench, pgbouncer and Gatehouse share the machine.
 # DURATION (seconds per run, default 20), CLIENTS (default 8), SCALE (default 10); MODES (the workloads to run,
 # default all: select-only tpcb-like select-only-prepared select-calling-a-function select-one-text);
-# SERVER_BIN (another gatehouse binary to measure, e.g. to compare two builds in alternating runs).
+# SERVER_BIN (another gatehouse binary to measure, e.g. to compare two builds in alternating runs); SYSCALLS=1
+# (system calls per transaction of pgbouncer and Gatehouse, with strace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh pgbouncer postgresql-contrib
@@ -77,13 +78,28 @@ echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(psq
 echo "== pgbench -c $CLIENTS -j 2 -T $DURATION, scale $SCALE, simple protocol"
 run() { # NAME PORT USER PASSWORD DATABASE ARGS...
   local name=$1 port=$2 user=$3 password=$4 db=$5; shift 5
-  local tps
+  local out tps tracer=
   # PROFILE=FILE records a perf profile of Gatehouse during its first run.
   if [ "$name" = gatehouse ] && [ -n "${PROFILE:-}" ] && [ ! -e "$PROFILE" ]; then
     perf record -F 999 -g -o "$PROFILE" -p "$SERVER_PID" -- sleep $((DURATION - 2)) >/dev/null 2>&1 &
   fi
-  tps=$(PGPASSWORD=$password "$PGBENCH" -n -c "$CLIENTS" -j 2 -T "$DURATION" "$@" "host=127.0.0.1 port=$port user=$user dbname=$db" 2>&1 \
-        | awk '/^tps/ {print int($3)}')
+  # SYSCALLS=1 counts the system calls of pgbouncer and of Gatehouse per transaction (strace slows both:
+  # the counts, not the tps, are the figure then).
+  if [ -n "${SYSCALLS:-}" ] && [ "$name" != direct ]; then
+    local pid=$SERVER_PID
+    [ "$name" = pgbouncer ] && pid=$(pgrep -n -x pgbouncer)
+    strace -f -c -o "$WORK/strace-$name" -p "$pid" >/dev/null 2>&1 &
+    tracer=$!
+    sleep 1
+  fi
+  out=$(PGPASSWORD=$password "$PGBENCH" -n -c "$CLIENTS" -j 2 -T "$DURATION" "$@" "host=127.0.0.1 port=$port user=$user dbname=$db" 2>&1)
+  tps=$(awk '/^tps/ {print int($3)}' <<<"$out")
+  if [ -n "$tracer" ]; then
+    kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+    local n; n=$(awk -F': ' '/number of transactions actually processed/ {print $2+0}' <<<"$out")
+    awk -v n="$n" -v who="$name" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" { all += $4; if ($4 / n >= 0.01) printf "  %s %-16s %6.2f per transaction\n", who, $NF, $4 / n }
+                                   END { printf "  %s %-16s %6.2f per transaction (%d transactions)\n", who, "all", all / n, n }' "$WORK/strace-$name" >&2
+  fi
   echo "$name $tps"
 }
 # select-only again, with a function call in each statement: in a write session the proxy looks the
