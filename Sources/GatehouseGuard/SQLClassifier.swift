@@ -87,6 +87,10 @@ private struct SQLWalk {
     /// The names the WITH clauses around the node being judged give their parts (`WITH users AS (...)`):
     /// a subquery there naming one reads that, not the table.
     var withNames: Set<String> = []
+    /// The names each WITH part's own body sees, by the part's location: without RECURSIVE, the parts
+    /// before it and those of the WITHs around (not itself, not the parts after it: there `users` is
+    /// still the table); with RECURSIVE, every part of its WITH.
+    var withScopes: [Int: Set<String>] = [:]
     private var statementText: Substring = ""
     /// Node types by name.
     let types = SQLNodeTypes.shared
@@ -188,7 +192,15 @@ private struct SQLWalk {
 
     mutating func visit(_ node: ParseTree, location: Int) {
         if let (type, nodeFields) = types.tagged(node) {
-            visitNode(type, nodeFields, location: nodeFields.intValue(of: "location") ?? location)
+            let location = nodeFields.intValue(of: "location") ?? location
+            if type.special == .commonTableExpr, let scope = withScopes[location] {
+                let outer = withNames
+                withNames = scope
+                visitNode(type, nodeFields, location: location)
+                withNames = outer
+                return
+            }
+            visitNode(type, nodeFields, location: location)
         } else {
             for child in node.children { visit(child, location: location) }
         }
@@ -252,13 +264,11 @@ private struct SQLWalk {
             visitChildren(fields, location: location)
             return
         }
-        let outerWithNames = withNames
-        defer { withNames = outerWithNames }
+        let outerWithNames = withNames, outerWithScopes = withScopes
+        defer { withNames = outerWithNames; withScopes = outerWithScopes }
         switch rule {
         case .select, .insert, .update, .delete, .merge:
-            for part in fields["withClause"]?["ctes"]?.elements ?? [] {
-                if let name = part["CommonTableExpr"]?["ctename"]?.stringValue { withNames.insert(name) }
-            }
+            if let with = fields["withClause"] { enterWith(with) }
         default:
             break
         }
@@ -436,6 +446,21 @@ private struct SQLWalk {
         }
     }
 
+    /// The names a WITH gives its parts: the statement it belongs to sees them all, each part's own body
+    /// only those before it (all of them with RECURSIVE), as PostgreSQL resolves them.
+    private mutating func enterWith(_ with: ParseTree) {
+        let parts = (with["ctes"]?.elements ?? []).compactMap { $0["CommonTableExpr"] }
+        let names = parts.compactMap { $0["ctename"]?.stringValue }
+        var seen = withNames
+        for part in parts {
+            if let location = part.intValue(of: "location") {
+                withScopes[location] = with["recursive"]?.boolValue == true ? withNames.union(names) : seen
+            }
+            if let name = part["ctename"]?.stringValue { seen.insert(name) }
+        }
+        withNames.formUnion(names)
+    }
+
     /// The name the changed table of a DELETE, UPDATE or MERGE goes by (its alias, or its name when it has
     /// none: PostgreSQL hides an aliased table's name), and the table as written, with whether a WITH (its
     /// own or one around it) gives its name to a part of its own.
@@ -456,6 +481,8 @@ private struct SQLWalk {
             guard let fields = clause.taggedFields, fields["matched"]?.boolValue == true else { continue }
             let command = fields["commandType"]?.stringValue
             let changes = command == "CMD_DELETE" || command == "CMD_UPDATE"
+            // A clause whose condition is false for every row (`WHEN MATCHED AND false THEN DO NOTHING`) holds none.
+            if let condition = fields["condition"], WhereAnalysis.isCertainlyFalse(condition, constants: constants) { continue }
             guard let condition = fields["condition"],
                   !WhereAnalysis.isTriviallyTrue(condition, target: target, variables: variables, constants: constants) else { return changes }
             // A conditional UPDATE or DELETE changes the rows it holds: the rest go on to the next clause.

@@ -166,7 +166,7 @@ enum SQLNodeRule: Sendable {
 struct SQLNodeType: Sendable, Equatable {
     enum Special: UInt8, Sendable {
         case none, callStmt, trigger, createCast, define, columnRef, indirection, renameStmt, selectStmt
-        case createStmt, createTableAs, indexStmt, alterTableStmt, vacuum, cluster, reindex, refreshMatView, lock, alterObjectSchema
+        case createStmt, createTableAs, indexStmt, alterTableStmt, vacuum, cluster, reindex, refreshMatView, lock, alterObjectSchema, commonTableExpr
     }
 
     /// Position in `SQLNodeTypes.shared`; -1 for a type the walk does not know.
@@ -187,6 +187,7 @@ struct SQLNodeType: Sendable, Equatable {
         "SelectStmt": .selectStmt, "CreateStmt": .createStmt, "CreateTableAsStmt": .createTableAs, "IndexStmt": .indexStmt,
         "AlterTableStmt": .alterTableStmt, "VacuumStmt": .vacuum, "ClusterStmt": .cluster, "ReindexStmt": .reindex,
         "RefreshMatViewStmt": .refreshMatView, "LockStmt": .lock, "AlterObjectSchemaStmt": .alterObjectSchema,
+        "CommonTableExpr": .commonTableExpr,
     ]
 }
 

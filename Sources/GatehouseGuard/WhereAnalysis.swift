@@ -389,9 +389,11 @@ enum WhereAnalysis {
             let arguments = fields["args"]?.elements ?? []
             switch fields["boolop"]?.stringValue {
             case "AND_EXPR":
+                // Each argument judged once: judged again for each use, nested ANDs and ORs took exponential time.
+                let matched = arguments.map(matches)
                 // `x.id IS NOT NULL` beside `x.id = t.id`: the row with a key finds itself all the same.
-                return arguments.contains(where: matches) && arguments.allSatisfy { argument in
-                    matches(argument) || nullTested(argument).map { tested in
+                return matched.contains(true) && zip(arguments, matched).allSatisfy { argument, matched in
+                    matched || nullTested(argument).map { tested in
                         arguments.contains { other in
                             isMatch(other, on: tested, inner: inner, outer: outer, variables: variables, constants: constants)
                         }
