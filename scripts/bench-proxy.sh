@@ -95,10 +95,13 @@ run() { # NAME PORT USER PASSWORD DATABASE ARGS...
   out=$(PGPASSWORD=$password "$PGBENCH" -n -c "$CLIENTS" -j 2 -T "$DURATION" "$@" "host=127.0.0.1 port=$port user=$user dbname=$db" 2>&1)
   tps=$(awk '/^tps/ {print int($3)}' <<<"$out")
   if [ -n "$tracer" ]; then
-    kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+    kill -INT "$tracer" 2>/dev/null || true; wait "$tracer" 2>/dev/null || true
     local n; n=$(awk -F': ' '/number of transactions actually processed/ {print $2+0}' <<<"$out")
-    awk -v n="$n" -v who="$name" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" { all += $4; if ($4 / n >= 0.01) printf "  %s %-16s %6.2f per transaction\n", who, $NF, $4 / n }
+    if [ ! -s "$WORK/strace-$name" ] || [ "${n:-0}" -eq 0 ]; then
+      echo "  $name: no system call counts (strace could not attach, or pgbench ran no transaction)" >&2
+    else awk -v n="$n" -v who="$name" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" { all += $4; if ($4 / n >= 0.01) printf "  %s %-16s %6.2f per transaction\n", who, $NF, $4 / n }
                                    END { printf "  %s %-16s %6.2f per transaction (%d transactions)\n", who, "all", all / n, n }' "$WORK/strace-$name" >&2
+    fi
   fi
   echo "$name $tps"
 }

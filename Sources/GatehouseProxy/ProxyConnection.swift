@@ -67,13 +67,25 @@ final class ProxyConnection: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         loop = context.eventLoop
-        shared.registry.opened(self, eventLoop: context.eventLoop)
+        // Accepted just before the listener closed: told once the connection is active.
+        if let message = shared.registry.opened(self, eventLoop: context.eventLoop) {
+            if context.channel.isActive { _ = stopping(message) } else { stoppedBeforeOpening = message }
+            return
+        }
         let timeout = shared.limits.signInTimeout
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.eventLoop.scheduleTask(in: timeout) {
             let connection = me.value
             connection.execute(connection.session.signInTimedOut(after: timeout.nanoseconds / 1_000_000_000))
         }
+    }
+
+    /// The proxy's stopping message, for a connection accepted after the proxy began to stop.
+    private var stoppedBeforeOpening: String?
+
+    func channelActive(context: ChannelHandlerContext) {
+        if let message = stoppedBeforeOpening { _ = stopping(message) }
+        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

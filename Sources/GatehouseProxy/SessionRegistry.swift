@@ -30,6 +30,9 @@ final class SessionRegistry: Sendable {
         var connections: [String: Int] = [:]
         /// Connections not signed in yet (no session): a stopping proxy tells them too.
         var opening: [ObjectIdentifier: NIOLoopBound<ProxyConnection>] = [:]
+        /// Set once the proxy stops: a connection accepted just before its listener closed, whose handler
+        /// is added after `endAll` looked, is told at once.
+        var stopping: String?
     }
 
     private let state = NIOLockedValueBox(State())
@@ -70,10 +73,15 @@ final class SessionRegistry: Sendable {
         }
     }
 
-    /// Called on the connection's event loop when it is accepted, before it signs in.
-    func opened(_ connection: ProxyConnection, eventLoop: EventLoop) {
+    /// Called on the connection's event loop when it is accepted, before it signs in. Returns the proxy's
+    /// stopping message when it is already stopping (the connection is not kept: it ends with it).
+    func opened(_ connection: ProxyConnection, eventLoop: EventLoop) -> String? {
         let bound = NIOLoopBound(connection, eventLoop: eventLoop)
-        state.withLockedValue { $0.opening[ObjectIdentifier(connection)] = bound }
+        return state.withLockedValue { state in
+            if let message = state.stopping { return message }
+            state.opening[ObjectIdentifier(connection)] = bound
+            return nil
+        }
     }
 
     /// Called on the connection's event loop once its session has started.
@@ -121,7 +129,10 @@ final class SessionRegistry: Sendable {
     /// Ends every live session, and every connection still signing in, with `message` and waits until their
     /// connections have closed.
     func endAll(_ message: String) async {
-        let connections = state.withLockedValue { $0.sessions.values.map(\.connection) + Array($0.opening.values) }
+        let connections = state.withLockedValue { state in
+            state.stopping = message
+            return state.sessions.values.map(\.connection) + Array(state.opening.values)
+        }
         let closed = connections.map { connection in
             connection.eventLoop.flatSubmit {
                 connection.value.stopping(message) ?? connection.eventLoop.makeSucceededVoidFuture()
