@@ -79,13 +79,29 @@ enum PgQuery {
 
     /// A dollar-quote tag that does not occur in `code`.
     static func dollarTag(avoiding code: String) -> String {
-        var tag = "$gh$"
-        var counter = 0
-        while code.contains(tag) {
-            counter += 1
-            tag = "$gh\(counter)$"
+        // The numbers of the `$gh$`, `$gh1$`, ... the code holds, found in one pass (looking for each candidate
+        // in turn took quadratic time on a text full of them); `$gh$` is number 0.
+        var taken: Set<Int> = []
+        let bytes = Array(code.utf8)
+        var index = 0
+        while index + 3 < bytes.count {
+            if bytes[index] == UInt8(ascii: "$"), bytes[index + 1] == UInt8(ascii: "g"), bytes[index + 2] == UInt8(ascii: "h") {
+                var end = index + 3
+                var number = 0
+                while end < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[end]), number < 1 << 40 {
+                    number = number * 10 + Int(bytes[end] - UInt8(ascii: "0"))
+                    end += 1
+                }
+                if end < bytes.count, bytes[end] == UInt8(ascii: "$") {
+                    // `$gh$` and `$gh0$`... are told apart by their digits: `$gh$` has none.
+                    taken.insert(end == index + 3 ? 0 : (bytes[index + 3] == UInt8(ascii: "0") ? -1 : number))
+                }
+            }
+            index += 1
         }
-        return tag
+        var counter = 0
+        while taken.contains(counter) { counter += 1 }
+        return counter == 0 ? "$gh$" : "$gh\(counter)$"
     }
 
     /// The text's tokens as PostgreSQL's scanner reads them, comments left out unless asked for, each

@@ -110,7 +110,9 @@ enum PlpgsqlRewrite {
             case "close" where isCursor(index + 1) && word(index + 2) == ";":
                 edits.append((index, index + 1, "NULL"))
             case "for":
-                guard let found = lower[index...].firstIndex(of: "in"), !lower[index..<found].contains("loop"), isCursor(found + 1) else { break }
+                // The loop's IN comes before the statement's end (looking past it took quadratic time).
+                guard let found = lower[index...].firstIndex(where: { $0 == "in" || $0 == ";" }), lower[found] == "in",
+                      !lower[index..<found].contains("loop"), isCursor(found + 1) else { break }
                 let cursor = found + 1
                 if word(cursor + 1) == "loop" {
                     edits.append((cursor, cursor, "SELECT 1"))

@@ -69,6 +69,14 @@ private struct BodyContext {
 private struct SQLWalk {
     let settings: GuardSettings
     var findings: [Finding] = []
+    /// What `findings` holds, to fire each finding once.
+    private struct FiredKey: Hashable {
+        var category: String
+        var statement: Int
+        var position: Int
+        var detail: String
+    }
+    private var fired: Set<FiredKey> = []
     var statement = 1
     var body: BodyContext?
     var prepared: Set<String> = []
@@ -116,9 +124,8 @@ private struct SQLWalk {
             detail = "in \(body.label): \(detail)"
         }
         let level = settings.level(of: category, kind: .sql)
-        if findings.contains(where: { $0.category == category && $0.statement == statement && $0.position == position && $0.detail == detail }) {
-            return
-        }
+        // Looked up in a set: thousands of findings compared one by one took quadratic time.
+        guard fired.insert(FiredKey(category: category, statement: statement, position: position, detail: detail)).inserted else { return }
         findings.append(Finding(category: category, level: level, statement: statement, position: position, detail: detail))
     }
 
@@ -151,6 +158,9 @@ private struct SQLWalk {
             fire("too_complex", at: 0, "the statement is \(error.message); simplify it or ask approval for this exact text")
             return 1
         case let .success(.success(statements)):
+            if body == nil, constants.exhausted {
+                fire("too_complex", at: 0, "the statement's conditions take more than \(ConstantUse.stepLimit) steps to judge; simplify them or ask approval for this exact text")
+            }
             return statements
         }
     }

@@ -19,7 +19,8 @@ enum WhereAnalysis {
         let isTriviallyTrue = { (node: ParseTree) in
             Self.isTriviallyTrue(node, target: target, table: table, variables: variables, constants: constants)
         }
-        if !readsRow(condition, variables: variables) { return !isCertainlyFalse(condition, constants: constants) }
+        if constants.step() { return false }
+        if !readsRow(condition, variables: variables, budget: constants) { return !isCertainlyFalse(condition, constants: constants) }
         guard let (type, fields) = condition.tagged else { return false }
         switch type {
         case "BoolExpr":
@@ -82,8 +83,10 @@ enum WhereAnalysis {
         }
     }
 
-    private static func namesOuterColumn(_ node: ParseTree?, local: Set<String>) -> Bool {
+    private static func namesOuterColumn(_ node: ParseTree?, local: Set<String>, budget: ConstantUse, joinNamesKnown: Bool = false) -> Bool {
         guard let node else { return false }
+        // Spent: taken as naming one (the text is too complex to judge, and said so).
+        if budget.step() { return true }
         if let (type, inner) = node.tag {
             if type.is("CurrentOfExpr") { return true }
             if type.is("ColumnRef") {
@@ -98,15 +101,22 @@ enum WhereAnalysis {
             }
             if type.is("SelectStmt") {
                 let names = local.union(relationNames(inner["fromClause"]))
-                return node.children.contains { namesOuterColumn($0, local: names) }
+                if budget.step(names.count) { return true }
+                return node.children.contains { namesOuterColumn($0, local: names, budget: budget) }
             }
             if type.is("JoinExpr") {
                 // Within a join (its ON condition, a LATERAL item) the names its own alias hides are seen.
-                let names = local.union(relationNames(inner["larg"])).union(relationNames(inner["rarg"]))
-                return node.children.contains { namesOuterColumn($0, local: names) }
+                let names = joinNamesKnown ? local : local.union(relationNames(inner["larg"])).union(relationNames(inner["rarg"]))
+                if budget.step(names.count) { return true }
+                // A join nested in this one without an alias of its own: its names are among these already
+                // (finding them again at every join of a long chain took quadratic time).
+                return inner.children.contains { child in
+                    let nested = (child.hasKey("larg") || child.hasKey("rarg")) && child["JoinExpr"].map { $0["alias"] == nil } == true
+                    return namesOuterColumn(child, local: names, budget: budget, joinNamesKnown: nested)
+                }
             }
         }
-        return node.children.contains { namesOuterColumn($0, local: local) }
+        return node.children.contains { namesOuterColumn($0, local: local, budget: budget) }
     }
 
     /// The names the tables of a FROM list go by: a table's alias, or its name when it has none (PostgreSQL
@@ -114,47 +124,67 @@ enum WhereAnalysis {
     /// through joins and samples; a join's alias hides the names within it (its USING alias does not); a
     /// subquery's or table function's alias; a function's name when it has none.
     private static func relationNames(_ node: ParseTree?) -> Set<String> {
-        guard let node else { return [] }
+        var names: Set<String> = []
+        collectRelationNames(node, into: &names)
+        return names
+    }
+
+    /// `relationNames`, added to one set (a new set at every join of a long chain took quadratic time).
+    private static func collectRelationNames(_ node: ParseTree?, into names: inout Set<String>) {
+        guard let node else { return }
         if let (type, inner) = node.tagged {
             let alias = inner["alias"]?["aliasname"]?.stringValue
             switch type {
             case "RangeVar":
                 // Unaliased, it also goes by its schema-qualified name (`public.orders.id` beside `FROM orders`).
-                guard alias == nil, let name = inner["relname"]?.stringValue else { return Set([alias].compactMap { $0 }) }
-                return [name, "\(inner["schemaname"]?.stringValue ?? "public").\(name)"]
+                if let alias {
+                    names.insert(alias)
+                } else if let name = inner["relname"]?.stringValue {
+                    names.insert(name)
+                    names.insert("\(inner["schemaname"]?.stringValue ?? "public").\(name)")
+                }
             case "RangeTableSample":
-                return relationNames(inner["relation"])
+                collectRelationNames(inner["relation"], into: &names)
             case "RangeSubselect", "RangeTableFunc":
-                return Set([alias].compactMap { $0 })
+                if let alias { names.insert(alias) }
             case "RangeFunction":
-                if let alias { return [alias] }
-                // `FROM generate_series(1, 3)` goes by the function's name; ROWS FROM (...) by the first's.
-                let call = inner["functions"]?.firstElement?["List"]?["items"]?.firstElement?["FuncCall"]
-                return Set([call?["funcname"]?.lastElement?["String"]?["sval"]?.stringValue].compactMap { $0 })
+                if let alias {
+                    names.insert(alias)
+                } else if let name = inner["functions"]?.firstElement?["List"]?["items"]?.firstElement?["FuncCall"]?["funcname"]?.lastElement?["String"]?["sval"]?.stringValue {
+                    // `FROM generate_series(1, 3)` goes by the function's name; ROWS FROM (...) by the first's.
+                    names.insert(name)
+                }
             case "JoinExpr":
-                let using = inner["join_using_alias"]?["aliasname"]?.stringValue
-                return (alias.map { [$0] } ?? relationNames(inner["larg"]).union(relationNames(inner["rarg"])))
-                    .union([using].compactMap { $0 })
+                if let alias {
+                    names.insert(alias)
+                } else {
+                    collectRelationNames(inner["larg"], into: &names)
+                    collectRelationNames(inner["rarg"], into: &names)
+                }
+                if let using = inner["join_using_alias"]?["aliasname"]?.stringValue { names.insert(using) }
             default:
-                return []
+                break
             }
+            return
         }
-        return node.children.reduce(into: Set<String>()) { $0.formUnion(relationNames($1)) }
+        for child in node.children { collectRelationNames(child, into: &names) }
     }
 
     /// Whether the expression depends on the row: a column, or a subquery that may name one of the
     /// row's columns (it may be correlated). A subquery whose columns are all its own (`*`, or qualified
     /// with a table of its FROM) or that names none (`EXISTS (SELECT 1)`) is the same for every row; an
     /// unqualified name inside it could be the outer row's, and counts as such.
-    static func readsRow(_ node: ParseTree, variables: Set<String> = []) -> Bool {
-        let readsRow = { (node: ParseTree) in Self.readsRow(node, variables: variables) }
+    /// Each node looked at is a step of `budget`; once it is spent the answer is "reads the row".
+    static func readsRow(_ node: ParseTree, variables: Set<String> = [], budget: ConstantUse) -> Bool {
+        let readsRow = { (node: ParseTree) in Self.readsRow(node, variables: variables, budget: budget) }
+        if budget.step() { return true }
         if let (type, inner) = node.tag {
             if type.is("ColumnRef") {
                 let first = inner["fields"]?.firstElement?["String"]?["sval"]?.stringValue
                 return first.map { !variables.contains($0) } ?? true
             }
             if type.is("CurrentOfExpr") { return true }
-            if type.is("SubLink") { return (inner["testexpr"].map(readsRow) ?? false) || namesOuterColumn(inner["subselect"], local: []) }
+            if type.is("SubLink") { return (inner["testexpr"].map(readsRow) ?? false) || namesOuterColumn(inner["subselect"], local: [], budget: budget) }
         }
         return node.children.contains(where: readsRow)
     }
@@ -360,10 +390,12 @@ enum WhereAnalysis {
     /// taken as having rows, as a condition that does not read the row is taken as true.
     static func joinsItself(_ condition: ParseTree, items: [ParseTree], table: TableName, target: Set<String>,
                             variables: Set<String> = [], constants: ConstantUse) -> Bool {
-        items.contains { item in
+        // Copies that go by the same names are judged once (`USING t, t, t, ...`).
+        var judged: Set<Set<String>> = []
+        return items.contains { item in
             guard let own = ownTable(item, table: table) else { return false }
             let inner = relationNames(own)
-            guard inner.isDisjoint(with: target) else { return false }
+            guard inner.isDisjoint(with: target), judged.insert(inner).inserted else { return false }
             return matchesOwnRow(condition, inner: inner, outer: target.subtracting(variables), variables: variables, constants: constants)
         }
     }
@@ -378,9 +410,18 @@ enum WhereAnalysis {
         let matches = { (node: ParseTree) in
             Self.matchesOwnRow(node, inner: inner, outer: outer, variables: variables, constants: constants)
         }
-        // Unqualified names are the subquery's own (`x.id = id`), never another table's (`tenant_id = o.tenant_id`).
-        if isTriviallyTrue(condition, target: inner, variables: variables, constants: constants) { return true }
+        if constants.step() { return false }
         guard let (type, fields) = condition.tagged else { return false }
+        // Unqualified names are the subquery's own (`x.id = id`), never another table's (`tenant_id = o.tenant_id`).
+        // An AND or OR is judged through its arguments below, each of which this tests: testing the whole
+        // again at every level took cubic time in the nesting.
+        let boolOp = type == "BoolExpr" ? fields["boolop"]?.stringValue : nil
+        if boolOp == "AND_EXPR" || boolOp == "OR_EXPR" {
+            if !readsRow(condition, variables: variables, budget: constants) { return !isCertainlyFalse(condition, constants: constants) }
+            if boolOp == "OR_EXPR", coversNull(fields["args"]?.elements ?? [], constants: constants) { return true }
+        } else if isTriviallyTrue(condition, target: inner, variables: variables, constants: constants) {
+            return true
+        }
         let paired = { (left: ParseTree, right: ParseTree) in
             pairsOwnRow(left, right, inner: inner, outer: outer, variables: variables, constants: constants)
         }
@@ -394,7 +435,7 @@ enum WhereAnalysis {
                 // `x.id IS NOT NULL` beside `x.id = t.id`: the row with a key finds itself all the same.
                 return matched.contains(true) && zip(arguments, matched).allSatisfy { argument, matched in
                     matched || nullTested(argument).map { tested in
-                        arguments.contains { other in
+                        !constants.step(arguments.count) && arguments.contains { other in
                             isMatch(other, on: tested, inner: inner, outer: outer, variables: variables, constants: constants)
                         }
                     } ?? false
@@ -614,6 +655,7 @@ enum WhereAnalysis {
                 null.append(subject)
             }
         }
+        if null.isEmpty || notNull.isEmpty || constants.step(null.count * notNull.count) { return false }
         return null.contains { subject in notNull.contains { same(subject, $0, constants: constants) } }
     }
 
@@ -644,6 +686,21 @@ enum WhereAnalysis {
 /// memory by shape relies on it). Every place that reads a constant's value says so here.
 final class ConstantUse {
     private(set) var happened = false
+    /// The steps the judgement of one text's conditions has taken (`step`): a hostile statement of a few
+    /// hundred bytes can nest conditions so that judging them takes far longer than parsing them. Past
+    /// `stepLimit` every judgement answers at once and the text is `too_complex` (dangerous).
+    private(set) var steps = 0
+    static let stepLimit = 200_000
+    var exhausted: Bool { steps > Self.stepLimit }
+
+    /// Counts `count` steps; true when the budget is spent. The answer then no longer depends on the
+    /// constants' values alone, so it is marked as having read them (the shape memory does not reuse it).
+    func step(_ count: Int = 1) -> Bool {
+        steps += count
+        guard steps > Self.stepLimit else { return false }
+        happened = true
+        return true
+    }
 
     func read() { happened = true }
 
