@@ -52,14 +52,36 @@ enum PlpgsqlRewrite {
             if before >= 0, let declared = name(before) { cursors.insert(declared) }
         }
         func isCursor(_ index: Int) -> Bool { name(index).map(cursors.contains) ?? false }
+        let directions: Set<String> = ["next", "prior", "first", "last", "absolute", "relative", "forward", "backward", "all",
+                                       "from", "in", "into", "strict", ",", ".", "-"]
+        // What the scans below ask, worked out once for every token: looked for anew at each FETCH, MOVE,
+        // FOR or OPEN, a body of thousands of them took quadratic time. `next...[i]`: the first such token at
+        // or after i; `...Before[i]`: how many tokens before i are such.
+        var nextSemicolon = [Int?](repeating: nil, count: lower.count + 1)
+        var nextInOrSemicolon = [Int?](repeating: nil, count: lower.count + 1)
+        for index in lower.indices.reversed() {
+            nextSemicolon[index] = lower[index] == ";" ? index : nextSemicolon[index + 1]
+            nextInOrSemicolon[index] = lower[index] == "in" || lower[index] == ";" ? index : nextInOrSemicolon[index + 1]
+        }
+        var cursorsBefore = [0], loopsBefore = [0], fetchWordsBefore = [0], namedArgumentsBefore = [0]
+        for index in lower.indices {
+            cursorsBefore.append(cursorsBefore[index] + (isCursor(index) ? 1 : 0))
+            loopsBefore.append(loopsBefore[index] + (lower[index] == "loop" ? 1 : 0))
+            let fetchWord = directions.contains(lower[index]) || name(index) != nil || Int(lower[index]) != nil
+            fetchWordsBefore.append(fetchWordsBefore[index] + (fetchWord ? 1 : 0))
+            namedArgumentsBefore.append(namedArgumentsBefore[index] + (lower[index] == ":=" || lower[index] == "=>" ? 1 : 0))
+        }
+        func count(_ before: [Int], _ range: Range<Int>) -> Int { range.isEmpty ? 0 : before[range.upperBound] - before[range.lowerBound] }
+        var closing = [Int?](repeating: nil, count: lower.count)
+        var opened: [Int] = []
+        for index in lower.indices {
+            if lower[index] == "(" { opened.append(index) }
+            if lower[index] == ")", let open = opened.popLast() { closing[open] = index }
+        }
         /// The index of the `)` closing the `(` at `open`, and whether the arguments between are positional.
         func arguments(_ open: Int) -> (close: Int, positional: Bool)? {
-            var depth = 0
-            for index in open..<lower.count {
-                if lower[index] == "(" { depth += 1 }
-                if lower[index] == ")" { depth -= 1; if depth == 0 { return (index, !lower[open...index].contains { $0 == ":=" || $0 == "=>" }) } }
-            }
-            return nil
+            guard open < lower.count, lower[open] == "(", let close = closing[open] else { return nil }
+            return (close, count(namedArgumentsBefore, open..<close + 1) == 0)
         }
 
         var edits: [(first: Int, last: Int, text: String)] = []
@@ -101,18 +123,16 @@ enum PlpgsqlRewrite {
                     edits.append((index, next, ""))
                 }
             case "fetch", "move":
-                guard let end = lower[index...].firstIndex(of: ";") else { return nil }
-                let directions: Set<String> = ["next", "prior", "first", "last", "absolute", "relative", "forward", "backward", "all",
-                                               "from", "in", "into", "strict", ",", ".", "-"]
-                guard (index + 1..<end).contains(where: isCursor) else { break }
-                guard (index + 1..<end).allSatisfy({ directions.contains(lower[$0]) || name($0) != nil || Int(lower[$0]) != nil }) else { return nil }
+                guard let end = nextSemicolon[index] else { return nil }
+                guard count(cursorsBefore, index + 1..<end) > 0 else { break }
+                guard count(fetchWordsBefore, index + 1..<end) == end - index - 1 else { return nil }
                 edits.append((index, end - 1, "NULL"))
             case "close" where isCursor(index + 1) && word(index + 2) == ";":
                 edits.append((index, index + 1, "NULL"))
             case "for":
-                // The loop's IN comes before the statement's end (looking past it took quadratic time).
-                guard let found = lower[index...].firstIndex(where: { $0 == "in" || $0 == ";" }), lower[found] == "in",
-                      !lower[index..<found].contains("loop"), isCursor(found + 1) else { break }
+                // The loop's IN comes before the statement's end.
+                guard let found = nextInOrSemicolon[index], lower[found] == "in",
+                      count(loopsBefore, index..<found) == 0, isCursor(found + 1) else { break }
                 let cursor = found + 1
                 if word(cursor + 1) == "loop" {
                     edits.append((cursor, cursor, "SELECT 1"))

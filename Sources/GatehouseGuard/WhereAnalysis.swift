@@ -453,6 +453,9 @@ enum WhereAnalysis {
             }
         case "BooleanTest":
             return fields["booltesttype"]?.stringValue == "IS_TRUE" && (fields["arg"].map(matches) ?? false)
+        case "TypeCast":
+            // `(x.id = t.id OR x.a)::boolean`: the condition itself.
+            return fields["arg"].map(matches) ?? false
         case "A_Expr":
             let kind = fields["kind"]?.stringValue
             let name = fields["name"]?.lastElement?["String"]?["sval"]?.stringValue ?? ""

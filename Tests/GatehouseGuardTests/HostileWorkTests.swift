@@ -74,6 +74,22 @@ struct HostileWorkTests {
         #expect(!many.contains(tag))
     }
 
+    @Test("a body of many FETCH, MOVE, FOR or OPEN statements is rewritten in one pass")
+    func cursorStatements() async {
+        // Each FETCH looked ahead to the statement's end and judged every word on the way (51 s in a release build).
+        let fetches = await classify("DO $$DECLARE c refcursor; BEGIN " + String(repeating: "else fetch ", count: 11000) + "c; END$$")
+        #expect(fetches.risk == .dangerous, "\(fetches.findings.prefix(3))")
+        let opens = await classify("DO $$DECLARE c refcursor; BEGIN " + String(repeating: "open c(", count: 8000) + " END$$")
+        #expect(opens.risk == .dangerous, "\(opens.findings.prefix(3))")
+        // The rewrite still does what it did: a FETCH of a declared cursor reads, a bound cursor's arguments are kept.
+        let fetch = await classify("DO $$DECLARE c CURSOR FOR SELECT 1; r record; BEGIN OPEN c; FETCH NEXT FROM c INTO r; CLOSE c; END$$")
+        #expect(fetch.risk == .read, "\(fetch.findings)")
+        let loop = await classify("DO $$DECLARE c CURSOR (k int) FOR SELECT k; r record; BEGIN FOR r IN c(pg_terminate_backend(1)) LOOP NULL; END LOOP; END$$")
+        #expect(loop.findings.map(\.category) == ["terminate_session"], "\(loop.findings)")
+        let plain = await classify("DO $$DECLARE c CURSOR (k int) FOR SELECT k; r record; BEGIN FOR r IN c(1) LOOP NULL; END LOOP; END$$")
+        #expect(plain.risk == .read, "\(plain.findings)")
+    }
+
     @Test("a body of many FOR statements is rewritten in one pass per statement")
     func forStatements() async {
         let result = await classify("DO $$BEGIN " + String(repeating: "for;", count: 25000) + " END$$")
