@@ -99,6 +99,9 @@ private struct SQLWalk {
     /// before it and those of the WITHs around (not itself, not the parts after it: there `users` is
     /// still the table); with RECURSIVE, every part of its WITH.
     var withScopes: [Int: Set<String>] = [:]
+    /// The WITH parts around the statement that are whole copies of a table (`WITH x AS (SELECT * FROM t)`),
+    /// by name: the table each copies.
+    var withCopies: [String: WhereAnalysis.TableName] = [:]
     private var statementText: Substring = ""
     /// Node types by name.
     let types = SQLNodeTypes.shared
@@ -274,8 +277,8 @@ private struct SQLWalk {
             visitChildren(fields, location: location)
             return
         }
-        let outerWithNames = withNames, outerWithScopes = withScopes
-        defer { withNames = outerWithNames; withScopes = outerWithScopes }
+        let outerWithNames = withNames, outerWithScopes = withScopes, outerWithCopies = withCopies
+        defer { withNames = outerWithNames; withScopes = outerWithScopes; withCopies = outerWithCopies }
         switch rule {
         case .select, .insert, .update, .delete, .merge:
             if let with = fields["withClause"] { enterWith(with) }
@@ -461,12 +464,27 @@ private struct SQLWalk {
     private mutating func enterWith(_ with: ParseTree) {
         let parts = (with["ctes"]?.elements ?? []).compactMap { $0["CommonTableExpr"] }
         let names = parts.compactMap { $0["ctename"]?.stringValue }
+        let recursive = with["recursive"]?.boolValue == true
         var seen = withNames
         for part in parts {
             if let location = part.intValue(of: "location") {
-                withScopes[location] = with["recursive"]?.boolValue == true ? withNames.union(names) : seen
+                withScopes[location] = recursive ? withNames.union(names) : seen
             }
-            if let name = part["ctename"]?.stringValue { seen.insert(name) }
+            if let name = part["ctename"]?.stringValue {
+                // A whole copy of a table (through copies before it), read where the statement reads `name`.
+                if !recursive, part["aliascolnames"] == nil, let query = part["ctequery"], let source = WhereAnalysis.wholeCopy(query) {
+                    if source.schema == nil, let copied = withCopies[source.name] {
+                        withCopies[name] = copied
+                    } else if source.schema != nil || !seen.contains(source.name) {
+                        withCopies[name] = source
+                    } else {
+                        withCopies[name] = nil
+                    }
+                } else {
+                    withCopies[name] = nil
+                }
+                seen.insert(name)
+            }
         }
         withNames.formUnion(names)
     }
@@ -478,7 +496,8 @@ private struct SQLWalk {
         let relation = fields["relation"]
         let names = Set([relation?["alias"]?["aliasname"]?.stringValue ?? relation?["relname"]?.stringValue].compactMap { $0 })
         guard var written = relation.flatMap(WhereAnalysis.TableName.init(relation:)) else { return (names, nil) }
-        written.shadowed = withNames.contains(written.name)
+        written.copies = Set(withCopies.filter { $0.value.name == written.name && ($0.value.schema ?? "public") == (written.schema ?? "public") }.keys)
+        written.shadowed = withNames.contains(written.name) && !written.copies.contains(written.name)
         return (names, written)
     }
 

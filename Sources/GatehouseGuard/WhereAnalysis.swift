@@ -247,12 +247,16 @@ enum WhereAnalysis {
         /// A WITH around the statement (or its own) names a part like the table: its unqualified name there
         /// is that part, not the table.
         var shadowed = false
+        /// Names of WITH parts around the statement that are whole copies of this table (`WITH x AS (SELECT *
+        /// FROM t)`): reading one reads every row of the table.
+        var copies: Set<String> = []
 
         /// Whether `other`, as a subquery names it, is this table as far as the text tells: the same schema,
         /// or `public.users` and `users` (the default search path finds `users` in `public`); not
         /// `archive.users` and `users`, nor `users` where a WITH gives that name to a part of its own.
         func mayBe(_ other: TableName) -> Bool {
-            name == other.name && (schema ?? "public") == (other.schema ?? "public") && !(shadowed && other.schema == nil)
+            if other.schema == nil, copies.contains(other.name) { return true }
+            return name == other.name && (schema ?? "public") == (other.schema ?? "public") && !(shadowed && other.schema == nil)
         }
 
         init(schema: String?, name: String) {
@@ -322,6 +326,19 @@ enum WhereAnalysis {
     private static func ownTableAlone(_ select: ParseTree, table: TableName) -> ParseTree? {
         guard let from = select["fromClause"]?.elements, from.count == 1 else { return nil }
         return ownTable(from[0], table: table)
+    }
+
+    /// The table a query reads whole, every row and column under their own names: `SELECT * FROM t` (not
+    /// `ONLY`, no alias renaming columns, no clause that drops rows); nil for anything else.
+    static func wholeCopy(_ query: ParseTree) -> TableName? {
+        guard let select = query["SelectStmt"],
+              (rowDroppingClauses + ["whereClause", "distinctClause", "larg", "rarg", "valuesLists"]).allSatisfy({ select[$0] == nil }),
+              let from = select["fromClause"]?.elements, from.count == 1, let relation = from[0]["RangeVar"],
+              relation["inh"]?.boolValue == true, relation["alias"]?["colnames"] == nil,
+              let targets = select["targetList"]?.elements, targets.count == 1,
+              let star = targets[0]["ResTarget"]?["val"]?["ColumnRef"]?["fields"]?.elements, star.count == 1, star[0]["A_Star"] != nil
+        else { return nil }
+        return TableName(relation: relation)
     }
 
     /// A FROM item that reads the changed table itself, all of it (not `ONLY`), with its columns' own names:
