@@ -498,6 +498,12 @@ private struct SQLWalk {
         guard var written = relation.flatMap(WhereAnalysis.TableName.init(relation:)) else { return (names, nil) }
         written.copies = Set(withCopies.filter { $0.value.name == written.name && ($0.value.schema ?? "public") == (written.schema ?? "public") }.keys)
         written.shadowed = withNames.contains(written.name) && !written.copies.contains(written.name)
+        let others = (fields["usingClause"]?.elements ?? []) + (fields["fromClause"]?.elements ?? []) + [fields["sourceRelation"]].compactMap { $0 }
+        for item in others {
+            guard let other = item["RangeVar"], other["alias"] == nil, other["relname"]?.stringValue == written.name,
+                  let schema = other["schemaname"]?.stringValue else { continue }
+            written.namedElsewhere.insert(schema)
+        }
         return (names, written)
     }
 

@@ -96,6 +96,9 @@ enum WhereAnalysis {
                     // `archive.orders.id` is the subquery's only when it reads archive.orders (not public.orders).
                     let schema = parts.count >= 3 ? parts[parts.count - 3]["String"]?["sval"]?.stringValue : nil
                     if local.contains(schema.map { "\($0).\(table)" } ?? table) { return false }
+                    // `app.orders.id` beside an unqualified `FROM orders`: the same table when the search path
+                    // finds orders in app (else PostgreSQL refuses the reference).
+                    if schema != nil, local.contains("*.\(table)") { return false }
                 }
                 return true
             }
@@ -142,6 +145,8 @@ enum WhereAnalysis {
                 } else if let name = inner["relname"]?.stringValue {
                     names.insert(name)
                     names.insert("\(inner["schemaname"]?.stringValue ?? "public").\(name)")
+                    // Unqualified, in whichever schema the search path finds it.
+                    if inner["schemaname"] == nil { names.insert("*.\(name)") }
                 }
             case "RangeTableSample":
                 collectRelationNames(inner["relation"], into: &names)
@@ -250,6 +255,10 @@ enum WhereAnalysis {
         /// Names of WITH parts around the statement that are whole copies of this table (`WITH x AS (SELECT *
         /// FROM t)`): reading one reads every row of the table.
         var copies: Set<String> = []
+        /// The schemas in which the statement's other FROM or USING items name a table of this name without an
+        /// alias (`USING archive.orders`): `archive.orders.id` is theirs. Any other schema qualifying this name
+        /// is this table's, when it is written unqualified (the search path may find it there).
+        var namedElsewhere: Set<String> = []
 
         /// Whether `other`, as a subquery names it, is this table as far as the text tells: the same schema,
         /// or `public.users` and `users` (the default search path finds `users` in `public`); not
@@ -630,7 +639,8 @@ enum WhereAnalysis {
         // `archive.orders.id = public.orders.id` beside `DELETE FROM public.orders USING archive.orders`: two tables.
         let schemas = [a, b].compactMap { $0.count >= 3 ? $0[$0.count - 3] : nil }
         if let table {
-            guard schemas.allSatisfy({ $0 == (table.schema ?? "public") }) else { return false }
+            guard Set(schemas).count <= 1,
+                  schemas.allSatisfy({ schema in table.schema.map { $0 == schema } ?? !table.namedElsewhere.contains(schema) }) else { return false }
         } else if Set(schemas).count > 1 {
             return false
         }
