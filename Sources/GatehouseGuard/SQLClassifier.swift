@@ -472,7 +472,9 @@ private struct SQLWalk {
             }
             if let name = part["ctename"]?.stringValue {
                 // A whole copy of a table (through copies before it), read where the statement reads `name`.
-                if !recursive, part["aliascolnames"] == nil, let query = part["ctequery"], let source = WhereAnalysis.wholeCopy(query) {
+                // With RECURSIVE, a part naming no part of its WITH is an ordinary one.
+                if part["aliascolnames"] == nil, let query = part["ctequery"], let source = WhereAnalysis.wholeCopy(query),
+                   !recursive || source.schema != nil || !names.contains(source.name) {
                     if source.schema == nil, let copied = withCopies[source.name] {
                         withCopies[name] = copied
                     } else if source.schema != nil || !seen.contains(source.name) {
@@ -496,8 +498,8 @@ private struct SQLWalk {
         let relation = fields["relation"]
         let names = Set([relation?["alias"]?["aliasname"]?.stringValue ?? relation?["relname"]?.stringValue].compactMap { $0 })
         guard var written = relation.flatMap(WhereAnalysis.TableName.init(relation:)) else { return (names, nil) }
-        written.copies = Set(withCopies.filter { $0.value.name == written.name && ($0.value.schema ?? "public") == (written.schema ?? "public") }.keys)
-        written.shadowed = withNames.contains(written.name) && !written.copies.contains(written.name)
+        written.copies = withCopies
+        written.shadowed = withNames.contains(written.name) && !(withCopies[written.name].map(written.isCopied) ?? false)
         let others = (fields["usingClause"]?.elements ?? []) + (fields["fromClause"]?.elements ?? []) + [fields["sourceRelation"]].compactMap { $0 }
         for item in others {
             guard let other = item["RangeVar"], other["alias"] == nil, other["relname"]?.stringValue == written.name,

@@ -96,9 +96,6 @@ enum WhereAnalysis {
                     // `archive.orders.id` is the subquery's only when it reads archive.orders (not public.orders).
                     let schema = parts.count >= 3 ? parts[parts.count - 3]["String"]?["sval"]?.stringValue : nil
                     if local.contains(schema.map { "\($0).\(table)" } ?? table) { return false }
-                    // `app.orders.id` beside an unqualified `FROM orders`: the same table when the search path
-                    // finds orders in app (else PostgreSQL refuses the reference).
-                    if schema != nil, local.contains("*.\(table)") { return false }
                 }
                 return true
             }
@@ -145,8 +142,6 @@ enum WhereAnalysis {
                 } else if let name = inner["relname"]?.stringValue {
                     names.insert(name)
                     names.insert("\(inner["schemaname"]?.stringValue ?? "public").\(name)")
-                    // Unqualified, in whichever schema the search path finds it.
-                    if inner["schemaname"] == nil { names.insert("*.\(name)") }
                 }
             case "RangeTableSample":
                 collectRelationNames(inner["relation"], into: &names)
@@ -252,9 +247,9 @@ enum WhereAnalysis {
         /// A WITH around the statement (or its own) names a part like the table: its unqualified name there
         /// is that part, not the table.
         var shadowed = false
-        /// Names of WITH parts around the statement that are whole copies of this table (`WITH x AS (SELECT *
-        /// FROM t)`): reading one reads every row of the table.
-        var copies: Set<String> = []
+        /// The WITH parts around the statement that are whole copies of a table, by name, with the table each
+        /// copies (`WITH x AS (SELECT * FROM t)`): reading one that copies this table reads every row of it.
+        var copies: [String: TableName] = [:]
         /// The schemas in which the statement's other FROM or USING items name a table of this name without an
         /// alias (`USING archive.orders`): `archive.orders.id` is theirs. Any other schema qualifying this name
         /// is this table's, when it is written unqualified (the search path may find it there).
@@ -264,8 +259,13 @@ enum WhereAnalysis {
         /// or `public.users` and `users` (the default search path finds `users` in `public`); not
         /// `archive.users` and `users`, nor `users` where a WITH gives that name to a part of its own.
         func mayBe(_ other: TableName) -> Bool {
-            if other.schema == nil, copies.contains(other.name) { return true }
+            if other.schema == nil, let copied = copies[other.name], isCopied(copied) { return true }
             return name == other.name && (schema ?? "public") == (other.schema ?? "public") && !(shadowed && other.schema == nil)
+        }
+
+        /// Whether `copied`, the table a WITH part copies, is this one (`public.users` and `users` alike).
+        func isCopied(_ copied: TableName) -> Bool {
+            copied.name == name && (copied.schema ?? "public") == (schema ?? "public")
         }
 
         init(schema: String?, name: String) {
@@ -345,8 +345,15 @@ enum WhereAnalysis {
               let from = select["fromClause"]?.elements, from.count == 1, let relation = from[0]["RangeVar"],
               relation["inh"]?.boolValue == true, relation["alias"]?["colnames"] == nil,
               let targets = select["targetList"]?.elements, targets.count == 1,
-              let star = targets[0]["ResTarget"]?["val"]?["ColumnRef"]?["fields"]?.elements, star.count == 1, star[0]["A_Star"] != nil
+              let star = targets[0]["ResTarget"]?["val"]?["ColumnRef"]?["fields"]?.elements, star.last?["A_Star"] != nil
         else { return nil }
+        // `*`, or `u.*` / `users.*` naming the one FROM item.
+        if star.count == 2 {
+            guard let qualifier = star[0]["String"]?["sval"]?.stringValue,
+                  qualifier == relation["alias"]?["aliasname"]?.stringValue ?? relation["relname"]?.stringValue else { return nil }
+        } else if star.count != 1 {
+            return nil
+        }
         return TableName(relation: relation)
     }
 
