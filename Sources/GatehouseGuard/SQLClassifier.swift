@@ -473,17 +473,12 @@ private struct SQLWalk {
             if let name = part["ctename"]?.stringValue {
                 // A whole copy of a table (through copies before it), read where the statement reads `name`.
                 // With RECURSIVE, a part naming no part of its WITH is an ordinary one.
-                if part["aliascolnames"] == nil, let query = part["ctequery"], let source = WhereAnalysis.wholeCopy(query),
-                   !recursive || source.schema != nil || !names.contains(source.name) {
-                    if source.schema == nil, let copied = withCopies[source.name] {
-                        withCopies[name] = copied
-                    } else if source.schema != nil || !seen.contains(source.name) {
-                        withCopies[name] = source
-                    } else {
-                        withCopies[name] = nil
-                    }
-                } else {
-                    withCopies[name] = nil
+                let source = part["aliascolnames"] == nil ? part["ctequery"].flatMap(WhereAnalysis.wholeCopy) : nil
+                withCopies[name] = source.flatMap { source in
+                    guard source.schema == nil else { return source }
+                    if recursive, names.contains(source.name) { return nil }
+                    // An unqualified name a WITH part has taken is that part: a copy only when the part is one.
+                    return seen.contains(source.name) ? withCopies[source.name] : source
                 }
                 seen.insert(name)
             }

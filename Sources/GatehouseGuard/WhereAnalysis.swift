@@ -283,6 +283,8 @@ enum WhereAnalysis {
     /// Clauses after which a subquery may give fewer rows than its FROM and WHERE find.
     private static let rowDroppingClauses: [StaticString] = ["havingClause", "groupClause", "limitCount", "limitOffset", "withClause", "valuesLists",
                                              "lockingClause"]
+    /// Clauses a query that gives every row of its one table must not have (a filter, a DISTINCT, a set operation too).
+    private static let wholeTableClauses: [StaticString] = rowDroppingClauses + ["whereClause", "distinctClause", "larg", "rarg"]
 
     /// `id IN (SELECT id FROM t)`, `(id, name) IN (SELECT id, name FROM t)` or `id = ANY (SELECT id FROM t)`
     /// where the subquery keeps the changed row's own values (`keepsOwnValues`).
@@ -341,7 +343,7 @@ enum WhereAnalysis {
     /// `ONLY`, no alias renaming columns, no clause that drops rows); nil for anything else.
     static func wholeCopy(_ query: ParseTree) -> TableName? {
         guard let select = query["SelectStmt"],
-              (rowDroppingClauses + ["whereClause", "distinctClause", "larg", "rarg", "valuesLists"]).allSatisfy({ select[$0] == nil }),
+              wholeTableClauses.allSatisfy({ select[$0] == nil }),
               let from = select["fromClause"]?.elements, from.count == 1, let relation = from[0]["RangeVar"],
               relation["inh"]?.boolValue == true, relation["alias"]?["colnames"] == nil,
               let targets = select["targetList"]?.elements, targets.count == 1,
@@ -366,7 +368,7 @@ enum WhereAnalysis {
             return fields["inh"]?.boolValue == true && TableName(relation: fields).map(table.mayBe) == true ? item : nil
         case "RangeSubselect":
             guard fields["lateral"]?.boolValue != true, let (inner, select) = fields["subquery"]?.tagged, inner == "SelectStmt",
-                  (rowDroppingClauses + ["whereClause", "distinctClause", "larg", "rarg"]).allSatisfy({ select[$0] == nil }),
+                  wholeTableClauses.allSatisfy({ select[$0] == nil }),
                   ownTableAlone(select, table: table) != nil,
                   let targets = select["targetList"]?.elements, targets.count == 1,
                   let star = targets[0]["ResTarget"]?["val"]?["ColumnRef"]?["fields"]?.elements, star.count == 1, star[0]["A_Star"] != nil
