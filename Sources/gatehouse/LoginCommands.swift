@@ -256,6 +256,7 @@ final class LoopbackListener: @unchecked Sendable {
                 var chunk = [UInt8](repeating: 0, count: 4096)
                 while received.count < 16_384 {
                     let n = recv(connection, &chunk, chunk.count, 0)
+                    if n < 0, errno == EINTR { continue }
                     if n <= 0 { break }
                     received += chunk[0..<n]
                     if received.suffix(4) == [13, 10, 13, 10] || String(decoding: received, as: UTF8.self).contains("\r\n\r\n") { break }

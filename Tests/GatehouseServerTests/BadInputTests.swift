@@ -342,6 +342,7 @@ struct BadInputTests {
                         var got: [UInt8] = [], buffer = [UInt8](repeating: 0, count: 4096)
                         while !done(String(decoding: got, as: UTF8.self)) {
                             let count = recv(fd, &buffer, buffer.count, 0)
+                            if count < 0, errno == EINTR { continue }
                             if count <= 0 { break }
                             got += buffer[0..<count]
                         }

@@ -117,7 +117,13 @@ public enum TestPorts {
         while true {
             let count = recv(fd, &buffer, buffer.count, 0)
             if count == 0 { return (reply, true) }
-            if count < 0 { return (reply, false) }
+            // A signal to the test process (a child ending) interrupts a recv with a timeout: it is not
+            // restarted (signal(7)), so it is tried again rather than taken for "still open".
+            if count < 0, errno == EINTR { continue }
+            if count < 0 {
+                FileHandle.standardError.write(Data("exchange with port \(port): recv failed, errno \(errno) (\(String(cString: strerror(errno)))) after \(reply.count) bytes\n".utf8))
+                return (reply, false)
+            }
             reply += buffer[0..<count]
         }
     }
