@@ -5,7 +5,7 @@
 # DURATION (seconds per run, default 20), CLIENTS (default 8), SCALE (default 10); MODES (the workloads to run,
 # default all: select-only tpcb-like select-only-prepared select-calling-a-function select-one-text);
 # SERVER_BIN (another gatehouse binary to measure, e.g. to compare two builds in alternating runs); SYSCALLS=1
-# (system calls per transaction of pgbouncer and Gatehouse, with strace).
+# (system calls per transaction of pgbouncer and Gatehouse, with strace); CPU=1 (their CPU time per transaction).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh pgbouncer postgresql-contrib
@@ -76,12 +76,15 @@ GATEHOUSE_TOKEN=$TOKEN "$BIN/gatehouse" request bench-db --role write --for 8h -
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(psql --version); $(pgbouncer --version | head -1)"
 echo "== pgbench -c $CLIENTS -j 2 -T $DURATION, scale $SCALE, simple protocol"
+cpu_ticks() { # PID: its user and system clock ticks so far (all threads)
+  awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat"
+}
 run() { # NAME PORT USER PASSWORD DATABASE ARGS...
   local name=$1 port=$2 user=$3 password=$4 db=$5; shift 5
   local out tps tracer=
-  # PROFILE=FILE records a perf profile of Gatehouse during its first run.
+  # PROFILE=FILE records a perf profile of Gatehouse during its first run (PROFILE_ARGS: more perf options, e.g. --all-user).
   if [ "$name" = gatehouse ] && [ -n "${PROFILE:-}" ] && [ ! -e "$PROFILE" ]; then
-    perf record -F 999 -g -o "$PROFILE" -p "$SERVER_PID" -- sleep $((DURATION - 2)) >/dev/null 2>&1 &
+    perf record -F 999 -g ${PROFILE_ARGS:-} -o "$PROFILE" -p "$SERVER_PID" -- sleep $((DURATION - 2)) >/dev/null 2>&1 &
   fi
   # SYSCALLS=1 counts the system calls of pgbouncer and of Gatehouse per transaction (strace slows both:
   # the counts, not the tps, are the figure then).
@@ -92,8 +95,21 @@ run() { # NAME PORT USER PASSWORD DATABASE ARGS...
     tracer=$!
     sleep 1
   fi
+  # CPU=1: the CPU time (user and system) pgbouncer or Gatehouse spent per transaction, from /proc.
+  local cpu_pid= cpu_before=
+  if [ -n "${CPU:-}" ] && [ "$name" != direct ]; then
+    cpu_pid=$SERVER_PID
+    [ "$name" = pgbouncer ] && cpu_pid=$(pgrep -n -x pgbouncer)
+    cpu_before=$(cpu_ticks "$cpu_pid")
+  fi
   out=$(PGPASSWORD=$password "$PGBENCH" -n -c "$CLIENTS" -j 2 -T "$DURATION" "$@" "host=127.0.0.1 port=$port user=$user dbname=$db" 2>&1)
   tps=$(awk '/^tps/ {print int($3)}' <<<"$out")
+  if [ -n "$cpu_pid" ]; then
+    local after n; after=$(cpu_ticks "$cpu_pid")
+    n=$(awk -F': ' '/number of transactions actually processed/ {print $2+0}' <<<"$out")
+    awk -v b="$cpu_before" -v a="$after" -v n="${n:-0}" -v hz="$(getconf CLK_TCK)" -v who="$name" 'BEGIN {
+      split(b, x); split(a, y); if (n > 0) printf "  %s CPU per transaction: %.1f µs user, %.1f µs system\n", who, (y[1]-x[1])/hz/n*1e6, (y[2]-x[2])/hz/n*1e6 }' >&2
+  fi
   if [ -n "$tracer" ]; then
     kill -INT "$tracer" 2>/dev/null || true; wait "$tracer" 2>/dev/null || true
     local n; n=$(awk -F': ' '/number of transactions actually processed/ {print $2+0}' <<<"$out")

@@ -123,6 +123,16 @@ struct ProxySession {
                                                      tlsAvailable: settings.tlsAvailable, plaintextAllowed: settings.plaintextAllowed)))
     }
 
+    /// Changes the statement flow of a ready session in place, and returns what `change` answers (nil
+    /// when the session is not ready). The phase holds no other reference to the flow meanwhile, so its
+    /// arrays and dictionaries are changed where they are instead of being copied first.
+    private mutating func changingFlow<Answer>(_ change: (inout StatementFlow) -> Answer) -> Answer? {
+        guard case .ready(var flow) = phase else { return nil }
+        phase = .closed
+        defer { phase = .ready(flow) }
+        return change(&flow)
+    }
+
     var isClosed: Bool { if case .closed = phase { true } else { false } }
     var isReady: Bool { if case .ready = phase { true } else { false } }
     var isSignedIn: Bool { identity != nil }
@@ -149,9 +159,8 @@ struct ProxySession {
                 phase = .authorizing
                 return .authorize(user: user, token: token)
             }
-        case .ready(var flow):
-            let step = flow.receive(frame)
-            phase = .ready(flow)
+        case .ready:
+            guard let step = changingFlow({ $0.receive(frame) }) else { return .none }
             switch step {
             case .forward(let bytes):
                 return .forward(bytes)
@@ -271,20 +280,17 @@ struct ProxySession {
                 phase = .ready(StatementFlow(nonce: nonce))
                 return .ready
             }
-        case .ready(var flow):
+        case .ready:
             if case let .parameterStatus(name, value) = frame.message, let expected = Self.requiredSettings[name.lowercased()],
                value.uppercased() != expected {
                 return terminate("gatehouse: session ended: the database reports \(name) = \(value); statements are checked only under \(name) = \(expected)")
             }
+            guard let answer = changingFlow({ $0.route(frame) }) else { return .ignore }
             if case let .backendKeyData(processID, secret) = frame.message {
                 let key = CancelKey(processID: processID, secret: secret)
                 cancelKey = key
-                _ = flow.route(frame)
-                phase = .ready(flow)
                 return .passAndRegister(key)
             }
-            let answer = flow.route(frame)
-            phase = .ready(flow)
             switch answer {
             case .pass: return .pass
             case .replace(let bytes): return .replace(bytes)
@@ -327,9 +333,7 @@ struct ProxySession {
 
     /// The decision on the statement `check` asked about: the bytes to send to the database.
     mutating func statementDecided(_ refusal: Refusal?) -> Action {
-        guard case .ready(var flow) = phase else { return .none }
-        let bytes = flow.decided(refusal)
-        phase = .ready(flow)
+        guard let bytes = changingFlow({ $0.decided(refusal) }) else { return .none }
         if refusal != nil { refused += 1 }
         return .forward(bytes)
     }
