@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the "Web inbox and webhooks" figures in BENCHMARKS.md, on a release build over loopback:
 #  1. request+approve cycles (8 workers) on a server without webhooks, then on one whose outbox sends
-#     every event to a local receiver: the ratio is what the outbox costs the write path;
+#     every event to a local receiver: the ratio is what the outbox costs the write path (with the CPU time
+#     per cycle of the server and of the receiver, which share the machine's cores);
 #  2. delivery lag: from each event's audit time to its arrival at the receiver (p50, p99), and how long
 #     the outbox needs to drain after the load stops;
 #  3. GET /inbox (server-rendered HTML, session cookie) against GET /v1/requests?scope=to_approve (JSON,
@@ -73,15 +74,32 @@ start_server() {
   for _ in $(seq 1 100); do curl -fs "$URL/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 }
 stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+cpu_ms() { # PID: its user + system CPU time so far, in milliseconds
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) * 1000 / hz }' "/proc/$1/stat"
+}
+# Runs the cycles and prints, besides their figures, the CPU time per cycle of the server and the receiver.
+cycles() {
+  local server_before receiver_before out n
+  server_before=$(cpu_ms "$SERVER_PID"); receiver_before=$(cpu_ms "$RECEIVER_PID")
+  out=$("$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8)
+  echo "$out"
+  n=$(sed -n 's/^cycles: \([0-9]*\) request+approve.*/\1/p' <<<"$out")
+  awk -v s0="$server_before" -v s1="$(cpu_ms "$SERVER_PID")" -v r0="$receiver_before" -v r1="$(cpu_ms "$RECEIVER_PID")" -v n="${n:-0}" \
+    'BEGIN { if (n > 0) printf "CPU per cycle: server %.2f ms, receiver %.2f ms\n", (s1 - s0) / n, (r1 - r0) / n }'
+}
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(swift --version 2>/dev/null | head -1)"
 echo "== request+approve cycles, 8 workers, no webhooks (baseline)"
 start_server "$WORK/base.yaml" base
-"$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8
+cycles
 stop_server
 echo "== request+approve cycles, 8 workers, every event sent to a local receiver through the outbox"
 start_server "$WORK/webhooks.yaml" hooks
-"$BIN/gatehouse-bench" cycles --url "$URL" --admin-token "$GATEHOUSE_ADMIN_TOKEN" --seconds "$DURATION" --concurrency 8
+# PROFILE=FILE records a perf profile of the server during the webhook run (PROFILE_ARGS: more perf options).
+if [ -n "${PROFILE:-}" ]; then
+  perf record -F 999 -g ${PROFILE_ARGS:-} -o "$PROFILE" -p "$SERVER_PID" -- sleep $((DURATION - 2)) >/dev/null 2>&1 &
+fi
+cycles
 stopped=$(date +%s.%N)
 ADMIN_CURL=(curl -fs -H "Authorization: Bearer $GATEHOUSE_ADMIN_TOKEN")
 for _ in $(seq 1 600); do

@@ -7,10 +7,25 @@ public enum SecretReference: Sendable, Equatable {
     case file(String)
 
     /// The secret, read now (surrounding whitespace dropped); `what` names it in the error.
-    public func read(_ what: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(SecretUnavailable) -> String {
+    public func read(_ what: String) throws(SecretUnavailable) -> String {
+        try read(what, variable: SecretReference.processVariable)
+    }
+
+    /// The same, with environment variables taken from `environment`.
+    public func read(_ what: String, environment: [String: String]) throws(SecretUnavailable) -> String {
+        try read(what) { environment[$0] }
+    }
+
+    /// One variable of this process's environment. (`ProcessInfo.environment` copies the whole environment
+    /// into a dictionary; secrets are read for every message sent.)
+    public static func processVariable(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
+
+    private func read(_ what: String, variable: (String) -> String?) throws(SecretUnavailable) -> String {
         switch self {
         case .environment(let name):
-            guard let value = environment[name]?.trimmingCharacters(in: .whitespacesAndNewlines), !value.isEmpty else {
+            guard let value = variable(name)?.trimmingCharacters(in: .whitespacesAndNewlines), !value.isEmpty else {
                 throw SecretUnavailable(message: "environment variable \(name), which should hold \(what), is not set")
             }
             return value

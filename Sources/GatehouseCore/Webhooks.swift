@@ -76,13 +76,22 @@ public struct WebhookEndpoint: Sendable, Equatable {
         self.timeout = timeout
     }
 
-    /// The secret's key bytes, read now.
-    public func signingKey(environment: [String: String] = ProcessInfo.processInfo.environment) throws(WebhookSecretError) -> SymmetricKey? {
+    /// The secret's key bytes, read now (from this process's environment, or the file).
+    public func signingKey() throws(WebhookSecretError) -> SymmetricKey? {
+        try signingKey(variable: SecretReference.processVariable)
+    }
+
+    /// The secret's key bytes, with environment variables taken from `environment`.
+    public func signingKey(environment: [String: String]) throws(WebhookSecretError) -> SymmetricKey? {
+        try signingKey { environment[$0] }
+    }
+
+    private func signingKey(variable: (String) -> String?) throws(WebhookSecretError) -> SymmetricKey? {
         guard let secret else { return nil }
         let text: String
         switch secret {
         case .environment(let name):
-            guard let value = environment[name], !value.isEmpty else {
+            guard let value = variable(name), !value.isEmpty else {
                 throw WebhookSecretError(message: "environment variable \(name), which should hold the signing secret of webhook `\(self.name)`, is not set")
             }
             text = value
