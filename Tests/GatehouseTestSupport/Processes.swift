@@ -10,8 +10,47 @@ public struct TestFailure: Error, CustomStringConvertible {
 }
 
 public enum TestPorts {
-    /// A loopback port nobody listens on right now.
+    /// A loopback port nobody listens on right now, for a server a test starts. It is taken below the
+    /// kernel's range of ephemeral ports, so no outgoing connection (the tests make many) can be given it
+    /// as its local port before the server binds it, and never twice in one test run.
     public static func free() throws -> Int {
+        let low = ephemeralRange().low
+        let candidates = low > 10_000 ? 10_000..<low : 0..<0
+        for _ in 0..<200 where !candidates.isEmpty {
+            let port = Int.random(in: candidates)
+            guard handedOut.withLock({ $0.insert(port).inserted }) else { continue }
+            if bindable(port) { return port }
+        }
+        // No room below the range: a port the kernel finds free (it may hand it to a connection meanwhile).
+        return try kernelChosen()
+    }
+
+    private static let handedOut = PortSet()
+
+    /// The kernel's range of local ports for outgoing connections (Linux's default when it cannot be read).
+    static func ephemeralRange() -> (low: Int, high: Int) {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let numbers = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+        return numbers.count == 2 ? (numbers[0], numbers[1]) : (32768, 60999)
+    }
+
+    /// Whether a listening socket could be bound to this loopback port now.
+    static func bindable(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var reuse: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    static func kernelChosen() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket() failed") }
         defer { close(fd) }
@@ -27,6 +66,17 @@ public enum TestPorts {
         }
         guard bound else { throw TestFailure("bind() failed") }
         return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// A set of ports shared by the tests of one process.
+    final class PortSet: @unchecked Sendable {
+        private let lock = NSLock()
+        private var ports: Set<Int> = []
+        func withLock<T>(_ body: (inout Set<Int>) -> T) -> T {
+            lock.lock()
+            defer { lock.unlock() }
+            return body(&ports)
+        }
     }
 
     /// A loopback port bound by this process without listening: a connection to it is refused, and while the
