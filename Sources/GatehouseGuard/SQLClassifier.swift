@@ -150,6 +150,10 @@ private struct SQLWalk {
             fire("unparseable", at: 0, "the text contains a NUL byte; PostgreSQL would stop reading there")
             return 1
         }
+        // Constants' locations are offsets into this text while its tree is judged (nested texts set their own).
+        let outerSource = constants.source
+        constants.source = text
+        defer { constants.source = outerSource }
         let walked = PgQuery.parse(text) { json in
             ParseTreeReader.read(json, maximumDepth: SQLClassifier.maximumTreeDepth) { tree in walkStatements(tree, of: text) }
         }

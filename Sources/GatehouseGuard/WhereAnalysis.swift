@@ -705,12 +705,14 @@ enum WhereAnalysis {
         return left.equals(right, ignoringLocations: true)
     }
 
-    /// An integer literal that libpg_query wrote out (it omits zero and some negative values, which
-    /// are then unknown rather than guessed).
+    /// An integer literal's value. libpg_query's JSON leaves the number out when it is zero or negative
+    /// (`{"ival":{}}`): the literal is then read from the text at its location, and is unknown unless
+    /// it is written plainly there (`0`, `-12`; not `- 12` or `-(12)`).
     private static func constantInteger(_ node: ParseTree, constants: ConstantUse) -> Int? {
-        guard let (type, fields) = node.tagged, type == "A_Const" else { return nil }
+        guard let (type, fields) = node.tagged, type == "A_Const", let integer = fields["ival"] else { return nil }
         constants.read()
-        return fields["ival"]?["ival"]?.intValue
+        if let value = integer["ival"]?.intValue { return value }
+        return fields["location"]?.intValue.flatMap(constants.nonPositiveInteger(at:))
     }
 
     private static func constantString(_ node: ParseTree, constants: ConstantUse) -> String? {
@@ -742,6 +744,37 @@ final class ConstantUse {
     }
 
     func read() { happened = true }
+
+    /// The text whose parse tree is being judged (constants' locations are offsets into it).
+    var source: String?
+
+    /// The integer literal written at this byte offset of `source` as an optional `-` and digits, when
+    /// it is zero or negative (what libpg_query leaves out); nil when anything else is written there.
+    func nonPositiveInteger(at location: Int) -> Int? {
+        guard var source, location >= 0 else { return nil }
+        return source.withUTF8 { bytes -> Int? in
+            guard location < bytes.count else { return nil }
+            var index = location
+            let negative = bytes[index] == UInt8(ascii: "-")
+            if negative { index += 1 }
+            var value = 0, digits = 0
+            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) {
+                value = value * 10 + Int(bytes[index] - UInt8(ascii: "0"))
+                guard value <= 1 << 31 else { return nil }
+                index += 1
+                digits += 1
+            }
+            // The literal ends there (not `0.5`, `0e1` or `0x`: those are other tokens).
+            if index < bytes.count {
+                let next = bytes[index]
+                if next == UInt8(ascii: ".") || next == UInt8(ascii: "_") || next >= 0x80
+                    || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(next | 0x20) { return nil }
+            }
+            guard digits > 0 else { return nil }
+            let number = negative ? -value : value
+            return number <= 0 ? number : nil
+        }
+    }
 
     /// `read()` inside a condition: always true.
     func reading() -> Bool {
