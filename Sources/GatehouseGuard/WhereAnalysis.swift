@@ -213,8 +213,7 @@ enum WhereAnalysis {
             default: return false
             }
         case "A_Expr":
-            guard fields["kind"]?.stringValue == "AEXPR_OP",
-                  let name = fields["name"]?.lastElement?["String"]?["sval"]?.stringValue,
+            guard fields["kind"]?.stringValue == "AEXPR_OP", let name = builtinOperator(fields["name"]),
                   let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
             if let a = constantInteger(left, constants: constants), let b = constantInteger(right, constants: constants) {
                 switch name {
@@ -674,6 +673,17 @@ enum WhereAnalysis {
         if core.isEmpty { return !(start && end) }
         let characters = Array(core)
         return characters.count.isMultiple(of: 2) && stride(from: 0, to: characters.count, by: 2).allSatisfy { characters[$0] == "." && characters[$0 + 1] == "*" }
+    }
+
+    /// An operator's name when it is PostgreSQL's own: written without a schema, or in `pg_catalog`.
+    /// `OPERATOR(public.=)` may be anything its author made it, so no value is judged by it. (An
+    /// unqualified `=` is pg_catalog's unless the search path puts pg_catalog after a schema that
+    /// defines another: not followed here.)
+    static func builtinOperator(_ name: ParseTree?) -> String? {
+        let parts = (name?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
+        guard let last = parts.last, parts.count == (name?.elements.count ?? 0),
+              parts.count == 1 || (parts.count == 2 && parts[0] == "pg_catalog") else { return nil }
+        return last
     }
 
     private static func isCertainlyTrueConstant(_ node: ParseTree, constants: ConstantUse) -> Bool {
