@@ -369,6 +369,8 @@ private struct SQLWalk {
                     fire("role_change", at: location, "SET \(name.uppercased()) changes who the session acts as")
                 } else if SQLNodeRule.unsafeSettings.contains(name) {
                     fire("unsafe_setting", at: location, "SET \(name)")
+                } else if name == "search_path", SearchPath.shadowsCatalog(Self.settingValues(fields["args"], constants: constants)) {
+                    fire("unsafe_setting", at: location, "SET search_path \(SearchPath.shadowingDetail)")
                 } else if ["transaction", "session characteristics"].contains(name), Self.setsReadWrite(fields["args"], constants: constants) {
                     fire("unsafe_setting", at: location, "SET \(name.uppercased()) ... READ WRITE switches off a read-only default")
                 }
@@ -809,6 +811,14 @@ private struct SQLWalk {
 
     /// A PL/pgSQL expression is a statement (`DELETE FROM t`), an expression (`x > 0`) or an
     /// assignment (`x := f(y)`); read it as whichever PostgreSQL accepts, and fail closed otherwise.
+    /// The values a SET lists, as written (strings and names; a number as its digits). Their values are read.
+    static func settingValues(_ arguments: ParseTree?, constants: ConstantUse) -> [String] {
+        constants.read()
+        return (arguments?.elements ?? []).map { argument in
+            argument["A_Const"]?["sval"]?["sval"]?.stringValue ?? argument["A_Const"]?["ival"]?["ival"]?.intValue.map(String.init) ?? ""
+        }
+    }
+
     /// Whether a list of transaction options (`BEGIN ...`, `SET TRANSACTION ...`) says READ WRITE.
     static func setsReadWrite(_ options: ParseTree?, constants: ConstantUse) -> Bool {
         (options?.elements ?? []).contains { option in

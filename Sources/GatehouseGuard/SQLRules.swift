@@ -268,3 +268,24 @@ final class SQLNodeTypes: @unchecked Sendable {
         return (type(named: name), fields)
     }
 }
+
+/// The schemas a `search_path` names, as the guard needs them.
+public enum SearchPath {
+    /// Whether the path puts `pg_catalog` after another schema (or names it inside another entry): PostgreSQL
+    /// then resolves an unqualified operator or function (`=`, `lower()`) to another schema's of the same name
+    /// first, and the guard, which reads them as PostgreSQL's own, would read the statement wrongly.
+    public static func shadowsCatalog(_ entries: [String]) -> Bool {
+        entries.enumerated().contains { index, entry in
+            let name = entry.lowercased().filter { $0 != " " && $0 != "\t" && $0 != "\n" && $0 != "\r" }
+            return name.contains("pg_catalog") && (index > 0 || (name != "pg_catalog" && name != "\"pg_catalog\""))
+        }
+    }
+
+    /// The entries of a search_path written as one text (`"$user", public`), split at commas.
+    public static func entries(_ text: String) -> [String] {
+        text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+    }
+
+    static let shadowingDetail = "puts pg_catalog after another schema, where PostgreSQL's own operators and functions can be replaced by others of the same name"
+}
+

@@ -1,3 +1,4 @@
+import GatehouseGuard
 import NIOCore
 
 /// The client's side of a connection up to the password: SSLRequest and GSSENCRequest answered,
@@ -125,6 +126,8 @@ public struct ClientSignIn: Sendable {
                 guard value.allSatisfy(\.isWhitespace) else {
                     return .fail(Self.fatal("28000", "startup options (\(value)) are refused: they would change settings without a check; use SET after connecting"))
                 }
+            case "search_path" where SearchPath.shadowsCatalog(SearchPath.entries(value)):
+                return .fail(Self.fatal("28000", "search_path \(value) is refused: it puts pg_catalog after another schema, where Gatehouse could no longer read operators and functions as PostgreSQL's own; leave pg_catalog out of it (PostgreSQL then searches it first)"))
             case "client_encoding":
                 let normalized = value.lowercased().filter { $0.isLetter || $0.isNumber }
                 guard Self.safeEncodings.contains(normalized) else {

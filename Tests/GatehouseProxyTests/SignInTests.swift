@@ -175,6 +175,8 @@ import Testing
         RefusedParameter("client_encoding", "SJIS", "22023"),
         RefusedParameter("client_encoding", "BIG5", "22023"),
         RefusedParameter("client_encoding", "GB18030", "22023"),
+        RefusedParameter("search_path", "public, pg_catalog", "28000"),
+        RefusedParameter("Search_Path", "\"$user\",PG_CATALOG", "28000"),
         RefusedParameter("session_authorization", "postgres", "28000"),
         RefusedParameter("role", "admin", "28000"),
         RefusedParameter("default_transaction_read_only", "off", "28000"),
