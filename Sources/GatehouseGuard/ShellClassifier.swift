@@ -485,59 +485,23 @@ private struct ShellWalk {
                   let name = feeder.words.first.map({ Self.basename($0.text) }), name == "echo" || name == "printf" else { continue }
             let text = feeder.words.dropFirst().filter { !$0.text.hasPrefix("-") }.map(\.text).joined(separator: " ")
             // printf always turns `\n` into a newline, `echo -e` does, and sh's (dash's) echo does by default while
-            // bash's does not: a comment (`-- \n OR true`) may end there. Every reading the shell may give is
-            // judged; the riskiest counts.
+            // bash's does not: a comment (`-- \n OR true`) may end there. Every reading the shell may give
+            // (bash's and dash's escapes differ) is judged; the riskiest counts.
             let options = feeder.words.dropFirst().filter { $0.text.hasPrefix("-") }.map(\.text)
-            let expands = name == "printf" || options.contains { !$0.hasPrefix("--") && $0.contains("e") }
-            let keepsEscapes = name == "echo" && options.contains { !$0.hasPrefix("--") && $0.contains("E") }
-            let expanded = Self.expandingEscapes(text)
-            let readings = expands ? [expanded] : keepsEscapes || expanded == text ? [text] : [text, expanded]
+            var readings: [String]
+            if name == "printf" {
+                readings = [BackslashEscapes.bashPrintf.expanding(text), BackslashEscapes.dashPrintf.expanding(text)]
+            } else if options.contains(where: { !$0.hasPrefix("--") && $0.contains("e") }) {
+                readings = [BackslashEscapes.bashEcho.expanding(text)]
+            } else if options.contains(where: { !$0.hasPrefix("--") && $0.contains("E") }) {
+                readings = [text]
+            } else {
+                readings = [text, BackslashEscapes.dashEcho.expanding(text)]
+            }
+            if readings.count == 2, readings[0] == readings[1] { readings.removeLast() }
             judgeSQLClient(programs[index], readings.flatMap { [ShellWord(text: "-c", position: simple.position), ShellWord(text: $0, position: simple.position)] },
                            input: nil, at: simple.position)
         }
-    }
-
-    /// The text with the backslash escapes of printf and `echo -e` expanded: `\n`, `\r`, `\t`, `\v`, `\f`,
-    /// `\\`, octal (`\012`, `\0012`) and hex (`\x0a`); any other backslash is kept as it is.
-    static func expandingEscapes(_ text: String) -> String {
-        let scalars = Array(text.unicodeScalars)
-        var result = String.UnicodeScalarView()
-        var index = 0
-        func number(from start: Int, digits: Int, radix: Int) -> (value: UInt32, end: Int) {
-            var value: UInt32 = 0, end = start
-            while end < scalars.count, end - start < digits, let digit = Character(scalars[end]).hexDigitValue, digit < radix {
-                value = value * UInt32(radix) + UInt32(digit)
-                end += 1
-            }
-            return (value, end)
-        }
-        while index < scalars.count {
-            let scalar = scalars[index]
-            guard scalar == "\\", index + 1 < scalars.count else {
-                result.append(scalar)
-                index += 1
-                continue
-            }
-            let next = scalars[index + 1]
-            let simple: [Unicode.Scalar: Unicode.Scalar] = ["n": "\n", "r": "\r", "t": "\t", "v": "\u{0B}", "f": "\u{0C}", "\\": "\\"]
-            if let replacement = simple[next] {
-                result.append(replacement)
-                index += 2
-            } else if ("0"..."7").contains(next) {
-                // `\0NNN` (echo) or `\NNN` (printf).
-                let start = next == "0" ? index + 2 : index + 1
-                let (value, end) = number(from: start, digits: 3, radix: 8)
-                result.append(Unicode.Scalar(value & 0xFF) ?? "\u{0}")
-                index = max(end, index + 2)
-            } else if next == "x", case let (value, end) = number(from: index + 2, digits: 2, radix: 16), end > index + 2 {
-                result.append(Unicode.Scalar(value) ?? "\u{0}")
-                index = end
-            } else {
-                result.append(scalar)
-                index += 1
-            }
-        }
-        return String(result)
     }
 
     // MARK: Tables and helpers

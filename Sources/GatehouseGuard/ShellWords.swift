@@ -322,39 +322,21 @@ struct ShellLexer {
         }
     }
 
-    /// `$'...'`: bash's ANSI-C quoting, decoded so `$'\x72m'` is seen as `rm`.
+    /// `$'...'`: bash's ANSI-C quoting, decoded so `$'\x72m'` and `$'\u0072m'` are seen as `rm`; a zero byte ends
+    /// the word's text there (`$'rm\0x'` is `rm`).
     private mutating func ansiC(into text: inout [UInt8], start: Int) throws(ShellSyntaxError) {
+        var decoded: [UInt8] = []
         while let byte = peek() {
-            index += 1
-            if byte == UInt8(ascii: "'") { return }
-            guard byte == UInt8(ascii: "\\"), let escape = peek() else { text.append(byte); continue }
-            index += 1
-            switch escape {
-            case UInt8(ascii: "n"): text.append(0x0A)
-            case UInt8(ascii: "t"): text.append(0x09)
-            case UInt8(ascii: "r"): text.append(0x0D)
-            case UInt8(ascii: "a"): text.append(0x07)
-            case UInt8(ascii: "b"): text.append(0x08)
-            case UInt8(ascii: "e"), UInt8(ascii: "E"): text.append(0x1B)
-            case UInt8(ascii: "x"):
-                var value: UInt8 = 0
-                var digits = 0
-                while digits < 2, let hex = peek(), let digit = hex.hexDigitValue {
-                    value = value << 4 | digit
-                    index += 1
-                    digits += 1
-                }
-                text.append(value)
-            case UInt8(ascii: "0")...UInt8(ascii: "7"):
-                var value = Int(escape - UInt8(ascii: "0"))
-                var digits = 1
-                while digits < 3, let octal = peek(), octal >= UInt8(ascii: "0"), octal <= UInt8(ascii: "7") {
-                    value = value * 8 + Int(octal - UInt8(ascii: "0"))
-                    index += 1
-                    digits += 1
-                }
-                text.append(UInt8(truncatingIfNeeded: value))
-            default: text.append(escape)
+            if byte == UInt8(ascii: "'") {
+                index += 1
+                text.append(contentsOf: decoded.prefix { $0 != 0 })
+                return
+            }
+            if byte == UInt8(ascii: "\\"), let end = BackslashEscapes.ansiC.decode(bytes, backslash: index, into: &decoded) {
+                index = end
+            } else {
+                decoded.append(byte)
+                index += 1
             }
         }
         throw ShellSyntaxError(message: "unterminated $' quote", position: start)
