@@ -76,10 +76,11 @@ public struct Outbox: Sendable {
                 claimed = try await session.claimDueDeliveries(now: now, until: until, limit: claimAtMost)
             }
             guard prepared.count > 0, try await session.cursor(Self.webhookCursor) == cursor else { return (0, claimed) }
-            for delivery in prepared.deliveries {
-                let claim = claimed.count < claimAtMost ? until : nil
-                if try await session.enqueueDelivery(delivery, claimedUntil: claim), claim != nil { claimed.append(delivery) }
-            }
+            let room = until == nil ? 0 : max(0, claimAtMost - claimed.count)
+            let items = prepared.deliveries.enumerated().map { ($0.element, $0.offset < room ? until : nil) }
+            let queued = try await session.enqueueDeliveries(items)
+            let claimable = Set(prepared.deliveries.prefix(room).map(\.key))
+            claimed += queued.filter { claimable.contains($0.key) }
             if let last = prepared.last { try await session.setCursor(Self.webhookCursor, to: last) }
             return (prepared.count, claimed)
         }
@@ -209,15 +210,19 @@ public struct Outbox: Sendable {
         try await context.write { session in
             let policy = context.policies.policy
             let now = context.clock.now()
-            var entries: [AuditEntry] = []
-            for attempt in attempts {
-                if let entry = try await Self.record(attempt, session: session, policy: policy, now: now, metrics: context.metrics) { entries.append(entry) }
+            let outcomes = attempts.map { Self.outcome(of: $0, policy: policy, now: now) }
+            try await session.recordAttempts(outcomes.map(\.delivery))
+            for outcome in outcomes {
+                let delivery = outcome.delivery
+                context.metrics.webhook(delivery.deliveredAt != nil ? "delivered" : delivery.failedAt != nil ? "failed" : "retry")
             }
-            try await session.appendAudit(entries, at: now)
+            try await session.appendAudit(outcomes.compactMap(\.failure), at: now)
         }
     }
 
-    static func record(_ attempt: WebhookAttempt, session: StoreSession, policy: Policy, now: Date, metrics: any AppMetrics) async throws -> AuditEntry? {
+    /// What one attempt makes of its message: delivered on 2xx; otherwise due again after a backoff, or given up
+    /// (with the audit entry that says so).
+    static func outcome(of attempt: WebhookAttempt, policy: Policy, now: Date) -> (delivery: WebhookDelivery, failure: AuditEntry?) {
         let delivery = attempt.delivery, status = attempt.status, error = attempt.error
         var updated = delivery
         updated.attempts += 1
@@ -234,14 +239,11 @@ public struct Outbox: Sendable {
             let delay = policy.notifications.retry.delay(afterAttempt: updated.attempts, jitter: Double.random(in: 0...1))
             updated.nextAttemptAt = now.addingTimeInterval(delay)
         }
-        try await session.recordAttempt(updated)
-        metrics.webhook(updated.deliveredAt != nil ? "delivered" : updated.failedAt != nil ? "failed" : "retry")
-        guard updated.failedAt != nil else { return nil }
-        return AuditEntry(actor: "system", action: .webhookFailed, subject: delivery.id,
-                          details: ["endpoint": delivery.endpoint, "event": delivery.event,
-                                    "attempts": "\(updated.attempts)", "last_status": updated.lastStatus ?? ""])
+        guard updated.failedAt != nil else { return (updated, nil) }
+        return (updated, AuditEntry(actor: "system", action: .webhookFailed, subject: delivery.id,
+                                    details: ["endpoint": delivery.endpoint, "event": delivery.event,
+                                              "attempts": "\(updated.attempts)", "last_status": updated.lastStatus ?? ""]))
     }
-
 
     public func pruneDeliveries(olderThan seconds: TimeInterval) async throws {
         let before = context.clock.now().addingTimeInterval(-seconds)

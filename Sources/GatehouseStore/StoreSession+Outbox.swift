@@ -49,6 +49,14 @@ public struct WebhookDelivery: Sendable, Equatable {
     public var deliveredAt: Date?
     public var failedAt: Date?
 
+    /// A message is one event's for one endpoint: the two name it.
+    public struct Key: Hashable, Sendable {
+        public var id: String
+        public var endpoint: String
+    }
+
+    public var key: Key { Key(id: id, endpoint: endpoint) }
+
     public init(id: String, endpoint: String, event: String, body: String, createdAt: Date, attempts: Int = 0,
                 nextAttemptAt: Date, lastStatus: String? = nil, deliveredAt: Date? = nil, failedAt: Date? = nil) {
         self.id = id
@@ -166,13 +174,37 @@ extension StoreSession {
     /// under the same id is left as it is (and not claimed). Returns whether this call queued it.
     @discardableResult
     public func enqueueDelivery(_ d: WebhookDelivery, claimedUntil: Date? = nil) async throws -> Bool {
-        try await !db.raw("""
-            INSERT INTO webhook_deliveries (id, endpoint, event, body, created_at, attempts, next_attempt_at, claimed_until)
-            VALUES (\(bind: d.id), \(bind: d.endpoint), \(bind: d.event), \(bind: d.body), \(bind: d.createdAt.unixMilliseconds),
-                    0, \(bind: d.nextAttemptAt.unixMilliseconds), \(bind: claimedUntil?.unixMilliseconds))
-            ON CONFLICT (id, endpoint) DO NOTHING RETURNING id
-            """).all().isEmpty
+        try await !enqueueDeliveries([(d, claimedUntil)]).isEmpty
     }
+
+    /// Queues messages as `enqueueDelivery` does, a statement per `rowsPerStatement` of them (a round's
+    /// messages wait for the one writer once, not once each). Returns those this call queued, in order.
+    @discardableResult
+    public func enqueueDeliveries(_ items: [(delivery: WebhookDelivery, claimedUntil: Date?)]) async throws -> [WebhookDelivery] {
+        var queued: [WebhookDelivery] = []
+        for start in stride(from: 0, to: items.count, by: Self.rowsPerStatement) {
+            let chunk = items[start..<min(start + Self.rowsPerStatement, items.count)]
+            let rows = SQLList(chunk.map { item -> SQLQueryString in
+                let d = item.delivery
+                return """
+                    (\(bind: d.id), \(bind: d.endpoint), \(bind: d.event), \(bind: d.body), \(bind: d.createdAt.unixMilliseconds), 0,
+                     \(bind: d.nextAttemptAt.unixMilliseconds), CAST(\(bind: item.claimedUntil?.unixMilliseconds) AS BIGINT))
+                    """
+            })
+            let inserted = try await db.raw("""
+                INSERT INTO webhook_deliveries (id, endpoint, event, body, created_at, attempts, next_attempt_at, claimed_until)
+                VALUES \(rows)
+                ON CONFLICT (id, endpoint) DO NOTHING RETURNING id, endpoint
+                """).all().map { WebhookDelivery.Key(id: try $0.decode(column: "id", as: String.self), endpoint: try $0.decode(column: "endpoint", as: String.self)) }
+            var fresh = Set(inserted)
+            // A message listed twice is queued once: the first.
+            queued += chunk.map(\.delivery).filter { fresh.remove($0.key) != nil }
+        }
+        return queued
+    }
+
+    /// How many messages one INSERT or UPDATE carries (8 values each: far below either database's limit).
+    static let rowsPerStatement = 100
 
     /// Claims up to `limit` deliveries that are due and not claimed by a running attempt, until
     /// `until`; a claim left by a stopped instance runs out and the delivery is tried again.
@@ -183,10 +215,13 @@ extension StoreSession {
               AND (claimed_until IS NULL OR claimed_until <= \(bind: now.unixMilliseconds))
             ORDER BY next_attempt_at, created_at, id LIMIT \(bind: limit)
             """).all().map(Self.delivery)
-        for delivery in due {
+        for start in stride(from: 0, to: due.count, by: Self.rowsPerStatement) {
+            let keys = SQLList(due[start..<min(start + Self.rowsPerStatement, due.count)].map { d -> SQLQueryString in
+                "(\(bind: d.id), \(bind: d.endpoint))"
+            })
             try await db.raw("""
                 UPDATE webhook_deliveries SET claimed_until = \(bind: until.unixMilliseconds)
-                WHERE id = \(bind: delivery.id) AND endpoint = \(bind: delivery.endpoint)
+                WHERE (id, endpoint) IN (VALUES \(keys))
                 """).run()
         }
         return due
@@ -202,14 +237,26 @@ extension StoreSession {
             """).first() != nil
     }
 
-    /// Records the outcome of one attempt and releases the claim.
-    public func recordAttempt(_ d: WebhookDelivery) async throws {
-        try await db.raw("""
-            UPDATE webhook_deliveries SET attempts = \(bind: d.attempts), next_attempt_at = \(bind: d.nextAttemptAt.unixMilliseconds),
-                   last_status = \(bind: d.lastStatus), delivered_at = \(bind: d.deliveredAt?.unixMilliseconds),
-                   failed_at = \(bind: d.failedAt?.unixMilliseconds), claimed_until = NULL
-            WHERE id = \(bind: d.id) AND endpoint = \(bind: d.endpoint) AND delivered_at IS NULL
-            """).run()
+    /// Records the outcome of attempts and releases their claims, a statement per `rowsPerStatement` of them;
+    /// a message already recorded delivered stays as it is.
+    public func recordAttempts(_ attempts: [WebhookDelivery]) async throws {
+        for start in stride(from: 0, to: attempts.count, by: Self.rowsPerStatement) {
+            // Typed in every row: a column of NULLs alone would be text to PostgreSQL.
+            let rows = SQLList(attempts[start..<min(start + Self.rowsPerStatement, attempts.count)].map { d -> SQLQueryString in
+                """
+                (\(bind: d.id), \(bind: d.endpoint), CAST(\(bind: d.attempts) AS BIGINT), CAST(\(bind: d.nextAttemptAt.unixMilliseconds) AS BIGINT),
+                 CAST(\(bind: d.lastStatus) AS TEXT), CAST(\(bind: d.deliveredAt?.unixMilliseconds) AS BIGINT),
+                 CAST(\(bind: d.failedAt?.unixMilliseconds) AS BIGINT))
+                """
+            })
+            // VALUES names its columns column1, column2, ... in both databases.
+            try await db.raw("""
+                UPDATE webhook_deliveries SET attempts = v.column3, next_attempt_at = v.column4, last_status = v.column5,
+                       delivered_at = v.column6, failed_at = v.column7, claimed_until = NULL
+                FROM (VALUES \(rows)) AS v
+                WHERE webhook_deliveries.id = v.column1 AND webhook_deliveries.endpoint = v.column2 AND webhook_deliveries.delivered_at IS NULL
+                """).run()
+        }
     }
 
     public func deliveries(limit: Int) async throws -> [WebhookDelivery] {

@@ -243,6 +243,58 @@ struct StoreQueryTests {
         }
     }
 
+    @Test("a round's messages are queued, claimed and recorded a statement per hundred, each as if alone", arguments: TestDatabase.Kind.allCases)
+    func deliveryBatches(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, _ in
+            @Sendable func message(_ n: Int, endpoint: String = "ops") -> WebhookDelivery {
+                WebhookDelivery(id: "msg_\(n)", endpoint: endpoint, event: "request.created", body: "{\"n\":\(n)}", createdAt: Self.t0,
+                                nextAttemptAt: Self.t0)
+            }
+            #expect(try await store.write { try await $0.enqueueDelivery(message(7)) })
+            // 250 messages (three statements), one of them already queued and one listed twice; the first 120 claimed.
+            let batch = (0..<250).map { n in (delivery: message(n), claimedUntil: n < 120 ? Self.t0.addingTimeInterval(30) : nil) }
+                + [(delivery: message(3), claimedUntil: nil), (delivery: message(3, endpoint: "audit"), claimedUntil: nil)]
+            let queued = try await store.write { try await $0.enqueueDeliveries(batch) }
+            #expect(queued.map(\.key) == (0..<250).filter { $0 != 7 }.map { message($0).key } + [message(3, endpoint: "audit").key])
+            let due = try await store.write { try await $0.claimDueDeliveries(now: Self.t0, until: Self.t0.addingTimeInterval(60), limit: 500) }
+            #expect(Set(due.map(\.key)) == Set(([7] + Array(120..<250)).map { message($0).key } + [message(3, endpoint: "audit").key]),
+                    "the claimed ones are not due; the rest are, once each")
+            #expect(try await store.write { try await $0.claimDueDeliveries(now: Self.t0, until: Self.t0.addingTimeInterval(60), limit: 500) }.isEmpty)
+
+            // Recorded together: delivered, retried (every optional column empty) and given up; one recorded delivered before stays so.
+            var delivered = due.first { $0.id == "msg_7" }!
+            delivered.attempts = 1
+            delivered.deliveredAt = Self.t0
+            delivered.lastStatus = "HTTP 200"
+            let first = delivered
+            try await store.write { try await $0.recordAttempts([first]) }
+            let outcomes = due.enumerated().map { index, d -> WebhookDelivery in
+                var updated = d
+                updated.attempts = d.attempts + 1
+                switch index % 3 {
+                case 0: updated.deliveredAt = Self.t0.addingTimeInterval(1); updated.lastStatus = "HTTP 204"
+                case 1: updated.nextAttemptAt = Self.t0.addingTimeInterval(600)
+                default: updated.failedAt = Self.t0.addingTimeInterval(2); updated.lastStatus = "HTTP 500"
+                }
+                return updated
+            }
+            try await store.write { try await $0.recordAttempts(outcomes) }
+            let stored = Dictionary(uniqueKeysWithValues: try await store.read { try await $0.deliveries(limit: 1000) }.map { ($0.key, $0) })
+            #expect(stored.count == 251)
+            for outcome in outcomes where outcome.id != "msg_7" {
+                #expect(stored[outcome.key] == outcome, "\(outcome.key)")
+            }
+            #expect(stored[first.key] == first, "a message recorded delivered is not recorded again")
+            #expect(try await store.read { try await $0.deliveriesDue(now: Self.t0.addingTimeInterval(29)) } == false,
+                    "the recorded ones are released (retried later), the ones claimed when queued still held")
+            let afterClaims = try await store.write { try await $0.claimDueDeliveries(now: Self.t0.addingTimeInterval(31), until: Self.t0.addingTimeInterval(90), limit: 500) }
+            #expect(Set(afterClaims.map(\.key)) == Set((0..<120).filter { $0 != 7 }.map { message($0).key }))
+            let retries = try await store.write { try await $0.claimDueDeliveries(now: Self.t0.addingTimeInterval(600), until: Self.t0.addingTimeInterval(630), limit: 500) }
+            #expect(Set(retries.map(\.key)) == Set(outcomes.filter { $0.nextAttemptAt > Self.t0 }.map(\.key) + afterClaims.map(\.key)),
+                    "the retried ones are due at their time (with those whose claim ran out), the delivered and given-up ones never")
+        }
+    }
+
     @Test("queries run on every outbox round, sweep, filing or sign-in reach their rows through an index, not by reading a table that only grows (SQLite plans)")
     func indexedPlans() async throws {
         try await Self.with(.sqlite) { store, _ in
