@@ -479,7 +479,7 @@ private struct SQLWalk {
             if let name = part["ctename"]?.stringValue {
                 // A whole copy of a table (through copies before it), read where the statement reads `name`.
                 // With RECURSIVE, a part naming no part of its WITH is an ordinary one.
-                let source = part["aliascolnames"] == nil ? part["ctequery"].flatMap(WhereAnalysis.wholeCopy) : nil
+                let source = part["aliascolnames"] == nil ? part["ctequery"].flatMap { WhereAnalysis.wholeCopy($0, constants: constants) } : nil
                 withCopies[name] = source.flatMap { source in
                     guard source.schema == nil else { return source }
                     if recursive, names.contains(source.name) { return nil }

@@ -483,25 +483,47 @@ private struct ShellWalk {
         for (index, simple) in script.commands.enumerated() where simple.stage > 0 && ["psql", "mysql", "mariadb"].contains(programs[index]) {
             guard let feeder = script.commands.last(where: { $0.pipeline == simple.pipeline && $0.stage == simple.stage - 1 }),
                   let name = feeder.words.first.map({ Self.basename($0.text) }), name == "echo" || name == "printf" else { continue }
-            let text = feeder.words.dropFirst().filter { !$0.text.hasPrefix("-") }.map(\.text).joined(separator: " ")
-            // printf always turns `\n` into a newline, `echo -e` does, and sh's (dash's) echo does by default while
-            // bash's does not: a comment (`-- \n OR true`) may end there. Every reading the shell may give
-            // (bash's and dash's escapes differ) is judged; the riskiest counts.
-            let options = feeder.words.dropFirst().filter { $0.text.hasPrefix("-") }.map(\.text)
-            var readings: [String]
-            if name == "printf" {
-                readings = [BackslashEscapes.bashPrintf.expanding(text), BackslashEscapes.dashPrintf.expanding(text)]
-            } else if options.contains(where: { !$0.hasPrefix("--") && $0.contains("e") }) {
-                readings = [BackslashEscapes.bashEcho.expanding(text)]
-            } else if options.contains(where: { !$0.hasPrefix("--") && $0.contains("E") }) {
-                readings = [text]
-            } else {
-                readings = [text, BackslashEscapes.dashEcho.expanding(text)]
+            // What the pipe carries, as bash and as dash write it (their options and escapes differ: printf and `echo
+            // -e` turn `\n` into a newline, dash's plain echo does too, bash's does not; a comment `-- \n OR true`
+            // may end there). Every reading is judged; the riskiest counts.
+            let arguments = feeder.words.dropFirst().map(\.text)
+            var readings: [String] = []
+            for shell in ShellOutput.Shell.allCases {
+                let output = name == "printf" ? ShellOutput.printf(arguments, shell: shell) : ShellOutput.echo(arguments, shell: shell)
+                guard let output else {
+                    fire("unparseable", at: feeder.position, "printf would write more than \(ShellOutput.maximumOutput) bytes; the guard reads no more")
+                    continue
+                }
+                var text = String(decoding: output, as: UTF8.self)
+                // dash's echo prints the options bash's takes (`echo -e 'SELECT 1'` writes `-e SELECT 1`): psql fails
+                // the statement they begin and runs those after it.
+                if name == "echo", shell == .dash, ShellOutput.bashEchoOptions(arguments) > (arguments.first == "-n" ? 1 : 0) {
+                    guard let rest = Self.afterFirstStatement(text, or: ShellOutput.echo(Array(arguments.dropFirst(ShellOutput.bashEchoOptions(arguments))), shell: .dash)) else { continue }
+                    text = rest
+                }
+                if !readings.contains(text) { readings.append(text) }
             }
-            if readings.count == 2, readings[0] == readings[1] { readings.removeLast() }
             judgeSQLClient(programs[index], readings.flatMap { [ShellWord(text: "-c", position: simple.position), ShellWord(text: $0, position: simple.position)] },
                            input: nil, at: simple.position)
         }
+    }
+
+    /// The text psql runs after the first statement of `text` fails: what follows its first `;` outside
+    /// parentheses, quotes and comments (nil: there is none, nothing else runs). When the text does not scan,
+    /// `otherwise` (the text without what made the first statement fail), a reading at least as risky.
+    static func afterFirstStatement(_ text: String, or otherwise: [UInt8]) -> String? {
+        guard let tokens = PgQuery.tokens(text) else { return String(decoding: otherwise, as: UTF8.self) }
+        var depth = 0
+        for token in tokens {
+            switch token.kind {
+            case Int(UInt8(ascii: "(")): depth += 1
+            case Int(UInt8(ascii: ")")): depth = max(0, depth - 1)
+            case Int(UInt8(ascii: ";")) where depth == 0:
+                return String(decoding: text.utf8.dropFirst(token.end), as: UTF8.self)
+            default: break
+            }
+        }
+        return nil
     }
 
     // MARK: Tables and helpers

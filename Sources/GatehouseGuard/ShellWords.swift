@@ -322,24 +322,28 @@ struct ShellLexer {
         }
     }
 
-    /// `$'...'`: bash's ANSI-C quoting, decoded so `$'\x72m'` and `$'\u0072m'` are seen as `rm`; a zero byte ends
-    /// the word's text there (`$'rm\0x'` is `rm`).
+    /// `$'...'`: bash's ANSI-C quoting, decoded so `$'\x72m'` and `$'\u0072m'` are seen as `rm`. As bash does, the
+    /// quote ends at the first `'` not after a backslash, and then its text is decoded; a zero byte ends the
+    /// word's text there (`$'rm\0x'` is `rm`: bash's words are C strings).
     private mutating func ansiC(into text: inout [UInt8], start: Int) throws(ShellSyntaxError) {
+        let from = index
+        while let byte = peek(), byte != UInt8(ascii: "'") {
+            index += byte == UInt8(ascii: "\\") ? 2 : 1
+        }
+        guard index < bytes.count else { throw ShellSyntaxError(message: "unterminated $' quote", position: start) }
+        let content = Array(bytes[from..<index])
+        index += 1
         var decoded: [UInt8] = []
-        while let byte = peek() {
-            if byte == UInt8(ascii: "'") {
-                index += 1
-                text.append(contentsOf: decoded.prefix { $0 != 0 })
-                return
-            }
-            if byte == UInt8(ascii: "\\"), let end = BackslashEscapes.ansiC.decode(bytes, backslash: index, into: &decoded) {
-                index = end
+        var at = 0
+        while at < content.count {
+            if content[at] == UInt8(ascii: "\\"), case .next(let end)? = BackslashEscapes.ansiC.decode(content, backslash: at, into: &decoded) {
+                at = end
             } else {
-                decoded.append(byte)
-                index += 1
+                decoded.append(content[at])
+                at += 1
             }
         }
-        throw ShellSyntaxError(message: "unterminated $' quote", position: start)
+        text.append(contentsOf: decoded.prefix { $0 != 0 })
     }
 
     private mutating func backtick(into text: inout [UInt8], word: inout ShellWord) throws(ShellSyntaxError) {

@@ -279,11 +279,27 @@ enum WhereAnalysis {
         }
     }
 
-    /// Clauses after which a subquery may give fewer rows than its FROM and WHERE find.
-    private static let rowDroppingClauses: [StaticString] = ["havingClause", "groupClause", "limitCount", "limitOffset", "withClause", "valuesLists",
-                                             "lockingClause"]
+    /// Clauses after which a subquery may give fewer rows than its FROM and WHERE find (LIMIT and OFFSET: `keepsEveryRow`).
+    private static let rowDroppingClauses: [StaticString] = ["havingClause", "groupClause", "withClause", "valuesLists", "lockingClause"]
     /// Clauses a query that gives every row of its one table must not have (a filter, a DISTINCT, a set operation too).
     private static let wholeTableClauses: [StaticString] = rowDroppingClauses + ["whereClause", "distinctClause", "larg", "rarg"]
+
+    /// Whether a query has none of `clauses` and a LIMIT and OFFSET that keep every row: none, or `LIMIT ALL`
+    /// (`LIMIT NULL`) and `OFFSET 0` (`OFFSET NULL`), written as constants.
+    private static func keepsEveryRow(_ select: ParseTree, without clauses: [StaticString], constants: ConstantUse) -> Bool {
+        guard clauses.allSatisfy({ select[$0] == nil }) else { return false }
+        if let count = select["limitCount"] {
+            guard let (type, fields) = count.tagged, type == "A_Const" else { return false }
+            constants.read()
+            guard fields["isnull"]?.boolValue == true else { return false }
+        }
+        if let offset = select["limitOffset"] {
+            let isNull = offset["A_Const"]?["isnull"]?.boolValue == true
+            guard isNull || constantInteger(offset, constants: constants) == 0 else { return false }
+            constants.read()
+        }
+        return true
+    }
 
     /// `id IN (SELECT id FROM t)`, `(id, name) IN (SELECT id, name FROM t)` or `id = ANY (SELECT id FROM t)`
     /// where the subquery keeps the changed row's own values (`keepsOwnValues`).
@@ -299,12 +315,13 @@ enum WhereAnalysis {
     }
 
     /// Whether the rows a subquery gives include the changed row's own values of `columns`, for every row:
-    /// it reads the changed table alone (`ONLY` excepted), selects those columns in that order, and keeps
+    /// it reads the changed table alone (`ownTable`), selects those columns in that order, and keeps
     /// the row itself (no WHERE, or one the row meets with itself: `matchesOwnRow`; no HAVING, GROUP BY,
-    /// LIMIT, OFFSET, DISTINCT ON or row locks that skip rows); or it is a UNION with such a branch.
+    /// LIMIT, OFFSET (but `LIMIT ALL` and `OFFSET 0`), DISTINCT ON or row locks that skip rows); or it is a
+    /// UNION with such a branch.
     private static func keepsOwnValues(_ select: ParseTree, columns: [String], table: TableName, target: Set<String>,
                                        variables: Set<String>, constants: ConstantUse) -> Bool {
-        guard rowDroppingClauses.allSatisfy({ select[$0] == nil }),
+        guard keepsEveryRow(select, without: rowDroppingClauses, constants: constants),
               // Plain DISTINCT (`[{}]`) keeps every value; DISTINCT ON keeps one row per key.
               (select["distinctClause"]?.elements ?? []).allSatisfy({ $0.tagged == nil && !$0.children.contains { _ in true } }) else { return false }
         if let branches = unionBranches(select) {
@@ -313,7 +330,7 @@ enum WhereAnalysis {
             }
         }
         guard select["larg"] == nil, select["rarg"] == nil,
-              let own = ownTableAlone(select, table: table),
+              let own = ownTableAlone(select, table: table, constants: constants),
               let targets = select["targetList"]?.elements, targets.count == columns.count else { return false }
         let inner = relationNames(own)
         let outer = target.subtracting(inner).subtracting(variables)
@@ -332,19 +349,21 @@ enum WhereAnalysis {
         return [left, right]
     }
 
-    /// The subquery's one FROM item when it is the changed table itself (`ONLY` excepted), nothing else.
-    private static func ownTableAlone(_ select: ParseTree, table: TableName) -> ParseTree? {
+    /// The subquery's one FROM item when it is the changed table itself, nothing else.
+    private static func ownTableAlone(_ select: ParseTree, table: TableName, constants: ConstantUse) -> ParseTree? {
         guard let from = select["fromClause"]?.elements, from.count == 1 else { return nil }
-        return ownTable(from[0], table: table)
+        return ownTable(from[0], table: table, constants: constants)
     }
 
-    /// The table a query reads whole, every row and column under their own names: `SELECT * FROM t` (not
-    /// `ONLY`, no alias renaming columns, no clause that drops rows); nil for anything else.
-    static func wholeCopy(_ query: ParseTree) -> TableName? {
+    /// The table a query reads whole, every row and column under their own names: `SELECT * FROM t` (also
+    /// `ONLY t`, whose rows are the table's own, and a `TABLESAMPLE` of it, whichever rows it draws; no alias
+    /// renaming columns, no clause that drops rows); nil for anything else.
+    static func wholeCopy(_ query: ParseTree, constants: ConstantUse) -> TableName? {
         guard let select = query["SelectStmt"],
-              wholeTableClauses.allSatisfy({ select[$0] == nil }),
-              let from = select["fromClause"]?.elements, from.count == 1, let relation = from[0]["RangeVar"],
-              relation["inh"]?.boolValue == true, relation["alias"]?["colnames"] == nil,
+              keepsEveryRow(select, without: wholeTableClauses, constants: constants),
+              let from = select["fromClause"]?.elements, from.count == 1,
+              let relation = from[0]["RangeVar"] ?? from[0]["RangeTableSample"]?["relation"]?["RangeVar"],
+              relation["alias"]?["colnames"] == nil,
               let targets = select["targetList"]?.elements, targets.count == 1,
               let star = targets[0]["ResTarget"]?["val"]?["ColumnRef"]?["fields"]?.elements, star.last?["A_Star"] != nil
         else { return nil }
@@ -358,17 +377,20 @@ enum WhereAnalysis {
         return TableName(relation: relation)
     }
 
-    /// A FROM item that reads the changed table itself, all of it (not `ONLY`), with its columns' own names:
-    /// the table, or `(SELECT * FROM t) x`.
-    private static func ownTable(_ item: ParseTree, table: TableName) -> ParseTree? {
+    /// A FROM item that reads the changed table itself, with its columns' own names: the table (also `ONLY`,
+    /// whose rows are the changed table's own, and a `TABLESAMPLE` of it, whichever rows it draws), or
+    /// `(SELECT * FROM t) x`.
+    private static func ownTable(_ item: ParseTree, table: TableName, constants: ConstantUse) -> ParseTree? {
         guard let (type, fields) = item.tagged, fields["alias"]?["colnames"] == nil else { return nil }
         switch type {
         case "RangeVar":
-            return fields["inh"]?.boolValue == true && TableName(relation: fields).map(table.mayBe) == true ? item : nil
+            return TableName(relation: fields).map(table.mayBe) == true ? item : nil
+        case "RangeTableSample":
+            return fields["relation"].flatMap { ownTable($0, table: table, constants: constants) }.map { _ in item }
         case "RangeSubselect":
             guard fields["lateral"]?.boolValue != true, let (inner, select) = fields["subquery"]?.tagged, inner == "SelectStmt",
-                  wholeTableClauses.allSatisfy({ select[$0] == nil }),
-                  ownTableAlone(select, table: table) != nil,
+                  keepsEveryRow(select, without: wholeTableClauses, constants: constants),
+                  ownTableAlone(select, table: table, constants: constants) != nil,
                   let targets = select["targetList"]?.elements, targets.count == 1,
                   let star = targets[0]["ResTarget"]?["val"]?["ColumnRef"]?["fields"]?.elements, star.count == 1, star[0]["A_Star"] != nil
             else { return nil }
@@ -386,9 +408,9 @@ enum WhereAnalysis {
     }
 
     /// `EXISTS (SELECT 1 FROM t x WHERE x.id = t.id)` where t is the changed table itself, the subquery reads
-    /// it alone (`ONLY` excepted) and its condition is one the changed row meets with itself
-    /// (`matchesOwnRow`), with nothing that could drop the row found (HAVING, GROUP BY, LIMIT, OFFSET, row
-    /// locks), or a UNION with such a branch: every row finds itself.
+    /// it alone (`ownTable`) and its condition is one the changed row meets with itself
+    /// (`matchesOwnRow`), with nothing that could drop the row found (HAVING, GROUP BY, LIMIT, OFFSET but
+    /// `LIMIT ALL` and `OFFSET 0`, row locks), or a UNION with such a branch: every row finds itself.
     private static func findsOwnRow(_ link: ParseTree, table: TableName, target: Set<String>, variables: Set<String>,
                                     constants: ConstantUse) -> Bool {
         guard link["subLinkType"]?.stringValue == "EXISTS_SUBLINK",
@@ -398,12 +420,12 @@ enum WhereAnalysis {
 
     private static func findsOwnRow(select: ParseTree, table: TableName, target: Set<String>, variables: Set<String>,
                                     constants: ConstantUse) -> Bool {
-        guard rowDroppingClauses.allSatisfy({ select[$0] == nil }) else { return false }
+        guard keepsEveryRow(select, without: rowDroppingClauses, constants: constants) else { return false }
         if let branches = unionBranches(select) {
             return branches.contains { findsOwnRow(select: $0, table: table, target: target, variables: variables, constants: constants) }
         }
         guard select["larg"] == nil, select["rarg"] == nil,
-              let own = ownTableAlone(select, table: table),
+              let own = ownTableAlone(select, table: table, constants: constants),
               // One row out per row found: constants and columns (a set-returning function could give none).
               (select["targetList"]?.elements ?? []).allSatisfy({ target in
                   guard let value = target["ResTarget"]?["val"], let (type, _) = value.tagged else { return false }
@@ -427,7 +449,7 @@ enum WhereAnalysis {
         // Copies that go by the same names are judged once (`USING t, t, t, ...`).
         var judged: Set<Set<String>> = []
         return items.contains { item in
-            guard let own = ownTable(item, table: table) else { return false }
+            guard let own = ownTable(item, table: table, constants: constants) else { return false }
             let inner = relationNames(own)
             guard inner.isDisjoint(with: target), judged.insert(inner).inserted else { return false }
             return matchesOwnRow(condition, inner: inner, outer: target.subtracting(variables), variables: variables, constants: constants)
