@@ -178,29 +178,36 @@ extension StoreSession {
     }
 
     /// Queues messages as `enqueueDelivery` does, a statement per `rowsPerStatement` of them (a round's
-    /// messages wait for the one writer once, not once each). Returns those this call queued, in order.
+    /// messages wait for the one writer once, not once each); a message listed twice is queued once, as first
+    /// listed. Returns those this call queued, in order.
     @discardableResult
     public func enqueueDeliveries(_ items: [(delivery: WebhookDelivery, claimedUntil: Date?)]) async throws -> [WebhookDelivery] {
+        var listed: Set<WebhookDelivery.Key> = []
+        let items = items.filter { listed.insert($0.delivery.key).inserted }
         var queued: [WebhookDelivery] = []
         for start in stride(from: 0, to: items.count, by: Self.rowsPerStatement) {
             let chunk = items[start..<min(start + Self.rowsPerStatement, items.count)]
-            let rows = SQLList(chunk.map { item -> SQLQueryString in
-                let d = item.delivery
-                return """
-                    (\(bind: d.id), \(bind: d.endpoint), \(bind: d.event), \(bind: d.body), \(bind: d.createdAt.unixMilliseconds), 0,
-                     \(bind: d.nextAttemptAt.unixMilliseconds), CAST(\(bind: item.claimedUntil?.unixMilliseconds) AS BIGINT))
-                    """
-            })
-            let inserted = try await db.raw("""
-                INSERT INTO webhook_deliveries (id, endpoint, event, body, created_at, attempts, next_attempt_at, claimed_until)
-                VALUES \(rows)
-                ON CONFLICT (id, endpoint) DO NOTHING RETURNING id, endpoint
-                """).all().map { WebhookDelivery.Key(id: try $0.decode(column: "id", as: String.self), endpoint: try $0.decode(column: "endpoint", as: String.self)) }
-            var fresh = Set(inserted)
-            // A message listed twice is queued once: the first.
-            queued += chunk.map(\.delivery).filter { fresh.remove($0.key) != nil }
+            let inserted = try await db.raw(Self.enqueueQuery(chunk)).all()
+                .map { WebhookDelivery.Key(id: try $0.decode(column: "id", as: String.self), endpoint: try $0.decode(column: "endpoint", as: String.self)) }
+            let fresh = Set(inserted)
+            queued += chunk.map(\.delivery).filter { fresh.contains($0.key) }
         }
         return queued
+    }
+
+    static func enqueueQuery(_ chunk: ArraySlice<(delivery: WebhookDelivery, claimedUntil: Date?)>) -> SQLQueryString {
+        let rows = SQLList(chunk.map { item -> SQLQueryString in
+            let d = item.delivery
+            return """
+                (\(bind: d.id), \(bind: d.endpoint), \(bind: d.event), \(bind: d.body), \(bind: d.createdAt.unixMilliseconds), 0,
+                 \(bind: d.nextAttemptAt.unixMilliseconds), CAST(\(bind: item.claimedUntil?.unixMilliseconds) AS BIGINT))
+                """
+        })
+        return """
+            INSERT INTO webhook_deliveries (id, endpoint, event, body, created_at, attempts, next_attempt_at, claimed_until)
+            VALUES \(rows)
+            ON CONFLICT (id, endpoint) DO NOTHING RETURNING id, endpoint
+            """
     }
 
     /// How many messages one INSERT or UPDATE carries (8 values each: far below either database's limit).
@@ -216,15 +223,17 @@ extension StoreSession {
             ORDER BY next_attempt_at, created_at, id LIMIT \(bind: limit)
             """).all().map(Self.delivery)
         for start in stride(from: 0, to: due.count, by: Self.rowsPerStatement) {
-            let keys = SQLList(due[start..<min(start + Self.rowsPerStatement, due.count)].map { d -> SQLQueryString in
-                "(\(bind: d.id), \(bind: d.endpoint))"
-            })
-            try await db.raw("""
-                UPDATE webhook_deliveries SET claimed_until = \(bind: until.unixMilliseconds)
-                WHERE (id, endpoint) IN (VALUES \(keys))
-                """).run()
+            try await db.raw(Self.claimQuery(due[start..<min(start + Self.rowsPerStatement, due.count)], until: until)).run()
         }
         return due
+    }
+
+    static func claimQuery(_ deliveries: ArraySlice<WebhookDelivery>, until: Date) -> SQLQueryString {
+        let keys = SQLList(deliveries.map { d -> SQLQueryString in "(\(bind: d.id), \(bind: d.endpoint))" })
+        return """
+            UPDATE webhook_deliveries SET claimed_until = \(bind: until.unixMilliseconds)
+            WHERE (id, endpoint) IN (VALUES \(keys))
+            """
     }
 
     /// Whether any delivery is due (checked on a reader before taking the writer).
@@ -238,25 +247,40 @@ extension StoreSession {
     }
 
     /// Records the outcome of attempts and releases their claims, a statement per `rowsPerStatement` of them;
-    /// a message already recorded delivered stays as it is.
+    /// a message already recorded delivered stays as it is, and of two outcomes for one message in the list a
+    /// delivery counts.
     public func recordAttempts(_ attempts: [WebhookDelivery]) async throws {
-        for start in stride(from: 0, to: attempts.count, by: Self.rowsPerStatement) {
-            // Typed in every row: a column of NULLs alone would be text to PostgreSQL.
-            let rows = SQLList(attempts[start..<min(start + Self.rowsPerStatement, attempts.count)].map { d -> SQLQueryString in
-                """
-                (\(bind: d.id), \(bind: d.endpoint), CAST(\(bind: d.attempts) AS BIGINT), CAST(\(bind: d.nextAttemptAt.unixMilliseconds) AS BIGINT),
-                 CAST(\(bind: d.lastStatus) AS TEXT), CAST(\(bind: d.deliveredAt?.unixMilliseconds) AS BIGINT),
-                 CAST(\(bind: d.failedAt?.unixMilliseconds) AS BIGINT))
-                """
-            })
-            // VALUES names its columns column1, column2, ... in both databases.
-            try await db.raw("""
-                UPDATE webhook_deliveries SET attempts = v.column3, next_attempt_at = v.column4, last_status = v.column5,
-                       delivered_at = v.column6, failed_at = v.column7, claimed_until = NULL
-                FROM (VALUES \(rows)) AS v
-                WHERE webhook_deliveries.id = v.column1 AND webhook_deliveries.endpoint = v.column2 AND webhook_deliveries.delivered_at IS NULL
-                """).run()
+        var chosen: [WebhookDelivery.Key: Int] = [:]
+        var outcomes: [WebhookDelivery] = []
+        for attempt in attempts {
+            if let index = chosen[attempt.key] {
+                if outcomes[index].deliveredAt == nil, attempt.deliveredAt != nil { outcomes[index] = attempt }
+            } else {
+                chosen[attempt.key] = outcomes.count
+                outcomes.append(attempt)
+            }
         }
+        for start in stride(from: 0, to: outcomes.count, by: Self.rowsPerStatement) {
+            try await db.raw(Self.recordAttemptsQuery(outcomes[start..<min(start + Self.rowsPerStatement, outcomes.count)])).run()
+        }
+    }
+
+    static func recordAttemptsQuery(_ outcomes: ArraySlice<WebhookDelivery>) -> SQLQueryString {
+        // Typed in every row: a column of NULLs alone would be text to PostgreSQL.
+        let rows = SQLList(outcomes.map { d -> SQLQueryString in
+            """
+            (\(bind: d.id), \(bind: d.endpoint), CAST(\(bind: d.attempts) AS BIGINT), CAST(\(bind: d.nextAttemptAt.unixMilliseconds) AS BIGINT),
+             CAST(\(bind: d.lastStatus) AS TEXT), CAST(\(bind: d.deliveredAt?.unixMilliseconds) AS BIGINT),
+             CAST(\(bind: d.failedAt?.unixMilliseconds) AS BIGINT))
+            """
+        })
+        // VALUES names its columns column1, column2, ... in both databases.
+        return """
+            UPDATE webhook_deliveries SET attempts = v.column3, next_attempt_at = v.column4, last_status = v.column5,
+                   delivered_at = v.column6, failed_at = v.column7, claimed_until = NULL
+            FROM (VALUES \(rows)) AS v
+            WHERE webhook_deliveries.id = v.column1 AND webhook_deliveries.endpoint = v.column2 AND webhook_deliveries.delivered_at IS NULL
+            """
     }
 
     public func deliveries(limit: Int) async throws -> [WebhookDelivery] {
