@@ -309,7 +309,7 @@ enum WhereAnalysis {
               (link["operName"]?.lastElement?["String"]?["sval"]?.stringValue ?? "=") == "=",
               let tested = link["testexpr"], let (type, select) = link["subselect"]?.tagged, type == "SelectStmt" else { return false }
         let values = tested["RowExpr"]?["args"]?.elements ?? [tested]
-        let columns = values.compactMap { columnName($0, qualifiers: target, variables: variables) }
+        let columns = values.compactMap { columnName(uncast($0), qualifiers: target, variables: variables) }
         return columns.count == values.count
             && keepsOwnValues(select, columns: columns, table: table, target: target, variables: variables, constants: constants)
     }
@@ -338,7 +338,7 @@ enum WhereAnalysis {
            !matchesOwnRow(condition, inner: inner, outer: outer, variables: variables, constants: constants) { return false }
         // The subquery's own column, or the changed row's (`id IN (SELECT users.id FROM users x)`: the row's id, once per row).
         return zip(targets, columns).allSatisfy { target, column in
-            guard let value = target["ResTarget"]?["val"] else { return false }
+            guard let value = target["ResTarget"]?["val"].map(uncast) else { return false }
             return columnName(value, qualifiers: inner, variables: []) == column || outerColumn(value, outer: outer) == column
         }
     }
@@ -541,9 +541,11 @@ enum WhereAnalysis {
 
     /// Two sides the changed row makes equal when it is the subquery's row too: a column of the subquery's
     /// row (qualified with `inner`, or not at all) and the same column of the changed row, either way round;
-    /// the changed row's column twice; or the two rows whole (`x = t`, `x.* = t.*`).
+    /// the changed row's column twice; or the two rows whole (`x = t`, `x.* = t.*`). A cast on either side is
+    /// read through (`x.id::int = t.id`: a value cast to its own type, or back, is itself).
     private static func pairsOwnRow(_ left: ParseTree, _ right: ParseTree, inner: Set<String>, outer: Set<String>,
                                     variables: Set<String>, constants: ConstantUse) -> Bool {
+        let left = uncast(left), right = uncast(right)
         // The changed row's column compared with itself (`users.id = users.id` beside `FROM users x`).
         if let column = outerColumn(left, outer: outer), outerColumn(right, outer: outer) == column { return true }
         let columns = [(left, right), (right, left)].contains { own, other in
@@ -582,6 +584,13 @@ enum WhereAnalysis {
         // Constants on either side (`COALESCE(x.k, 0)`): the answer, equal or not, is theirs.
         if left.containsConstant || right.containsConstant { constants.read() }
         return equal && readsRow
+    }
+
+    /// The expression a cast converts (`x.id::int`, `CAST(x.id AS text)::int`: `x.id`).
+    private static func uncast(_ node: ParseTree) -> ParseTree {
+        var node = node
+        while let cast = node["TypeCast"], let argument = cast["arg"] { node = argument }
+        return node
     }
 
     /// The name a whole-row reference goes by: `x` or `x.*`.
