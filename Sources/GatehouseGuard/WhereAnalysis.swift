@@ -378,8 +378,8 @@ enum WhereAnalysis {
     }
 
     /// A FROM item that reads the changed table itself, with its columns' own names: the table (also `ONLY`,
-    /// whose rows are the changed table's own, and a `TABLESAMPLE` of it, whichever rows it draws), or
-    /// `(SELECT * FROM t) x`.
+    /// whose rows are the changed table's own, and a `TABLESAMPLE` of it, whichever rows it draws),
+    /// `(SELECT * FROM t) x`, or the side of an outer join that keeps every row of one of those (returned).
     private static func ownTable(_ item: ParseTree, table: TableName, constants: ConstantUse) -> ParseTree? {
         guard let (type, fields) = item.tagged, fields["alias"]?["colnames"] == nil else { return nil }
         switch type {
@@ -387,6 +387,17 @@ enum WhereAnalysis {
             return TableName(relation: fields).map(table.mayBe) == true ? item : nil
         case "RangeTableSample":
             return fields["relation"].flatMap { ownTable($0, table: table, constants: constants) }.map { _ in item }
+        case "JoinExpr":
+            // `t x LEFT JOIN orders o ON ...` keeps every row of x (a join's own alias hides x's name: not followed).
+            guard fields["alias"] == nil else { return nil }
+            let left = fields["larg"], right = fields["rarg"]
+            switch fields["jointype"]?.stringValue {
+            case "JOIN_LEFT": return left.flatMap { ownTable($0, table: table, constants: constants) }
+            case "JOIN_RIGHT": return right.flatMap { ownTable($0, table: table, constants: constants) }
+            case "JOIN_FULL":
+                return left.flatMap { ownTable($0, table: table, constants: constants) } ?? right.flatMap { ownTable($0, table: table, constants: constants) }
+            default: return nil
+            }
         case "RangeSubselect":
             guard fields["lateral"]?.boolValue != true, let (inner, select) = fields["subquery"]?.tagged, inner == "SelectStmt",
                   keepsEveryRow(select, without: wholeTableClauses, constants: constants),
