@@ -71,6 +71,7 @@ enum WhereAnalysis {
                 return false
             }
         case "SubLink":
+            if let inside = existsCondition(fields, constants: constants) { return isTriviallyTrue(inside) }
             guard let table, let target else { return false }
             return isOwnColumnSet(fields, table: table, target: target, variables: variables, constants: constants)
                 || findsOwnRow(fields, table: table, target: target, variables: variables, constants: constants)
@@ -204,6 +205,9 @@ enum WhereAnalysis {
                 return ["f", "false", "no", "off", "n", "0"].contains(text)
             }
             return fields["arg"].map(isCertainlyFalse) ?? false
+        case "SubLink":
+            // `EXISTS (SELECT 1 WHERE false)`.
+            return existsCondition(fields, constants: constants).map(isCertainlyFalse) ?? false
         case "BoolExpr":
             let arguments = fields["args"]?.elements ?? []
             switch fields["boolop"]?.stringValue {
@@ -341,6 +345,21 @@ enum WhereAnalysis {
             guard let value = target["ResTarget"]?["val"].map(uncast) else { return false }
             return columnName(value, qualifiers: inner, variables: []) == column || outerColumn(value, outer: outer) == column
         }
+    }
+
+    /// `EXISTS (SELECT 1 WHERE c)`: a subquery with no FROM gives its one row when `c` holds, so the EXISTS is `c`
+    /// (it names no table, so `c`'s names mean what they mean outside). Nil for any other subquery.
+    private static func existsCondition(_ link: ParseTree, constants: ConstantUse) -> ParseTree? {
+        guard link["subLinkType"]?.stringValue == "EXISTS_SUBLINK", let select = link["subselect"]?["SelectStmt"],
+              select["fromClause"] == nil, select["larg"] == nil, select["rarg"] == nil, select["distinctClause"] == nil,
+              let condition = select["whereClause"],
+              // One row out: constants and columns (a set-returning function could give none).
+              (select["targetList"]?.elements ?? []).allSatisfy({ target in
+                  guard let value = target["ResTarget"]?["val"], let (type, _) = value.tagged else { return false }
+                  return type == "A_Const" || type == "ColumnRef"
+              }),
+              keepsEveryRow(select, without: rowDroppingClauses, constants: constants) else { return nil }
+        return condition
     }
 
     /// The two branches of a UNION (ALL or not): its rows are all of theirs.
@@ -520,6 +539,9 @@ enum WhereAnalysis {
             }
         case "BooleanTest":
             return fields["booltesttype"]?.stringValue == "IS_TRUE" && (fields["arg"].map(matches) ?? false)
+        case "SubLink":
+            // `EXISTS (SELECT 1 WHERE x.id = t.id)`.
+            return existsCondition(fields, constants: constants).map(matches) ?? false
         case "TypeCast":
             // `(x.id = t.id OR x.a)::boolean`: the condition itself.
             return fields["arg"].map(matches) ?? false
