@@ -398,7 +398,8 @@ enum WhereAnalysis {
 
     /// A FROM item that reads the changed table itself, with its columns' own names: the table (also `ONLY`,
     /// whose rows are the changed table's own, and a `TABLESAMPLE` of it, whichever rows it draws),
-    /// `(SELECT * FROM t) x`, or the side of an outer join that keeps every row of one of those (returned).
+    /// `(SELECT * FROM t) x` or `(SELECT id FROM t) x`, or the side of an outer join that keeps every row of
+    /// one of those (returned).
     private static func ownTable(_ item: ParseTree, table: TableName, constants: ConstantUse) -> ParseTree? {
         guard let (type, fields) = item.tagged, fields["alias"]?["colnames"] == nil else { return nil }
         switch type {
@@ -420,11 +421,18 @@ enum WhereAnalysis {
         case "RangeSubselect":
             guard fields["lateral"]?.boolValue != true, let (inner, select) = fields["subquery"]?.tagged, inner == "SelectStmt",
                   keepsEveryRow(select, without: wholeTableClauses, constants: constants),
-                  ownTableAlone(select, table: table, constants: constants) != nil,
-                  let targets = select["targetList"]?.elements, targets.count == 1,
-                  let star = targets[0]["ResTarget"]?["val"]?["ColumnRef"]?["fields"]?.elements, star.count == 1, star[0]["A_Star"] != nil
+                  let own = ownTableAlone(select, table: table, constants: constants),
+                  let targets = select["targetList"]?.elements, !targets.isEmpty
             else { return nil }
-            return item
+            // `*`, or the table's own columns under their own names (`(SELECT id, email FROM t) x`): a column the
+            // statement reads from the copy is the row's own.
+            let names = relationNames(own)
+            let keepsNames = targets.allSatisfy { target in
+                guard let result = target["ResTarget"], result["name"] == nil, let value = result["val"] else { return false }
+                if let star = value["ColumnRef"]?["fields"]?.elements, star.count == 1, star[0]["A_Star"] != nil { return true }
+                return columnName(value, qualifiers: names, variables: []) != nil
+            }
+            return keepsNames ? item : nil
         default:
             return nil
         }
