@@ -115,7 +115,8 @@ private struct ShellWalk {
         if let input = simple.input, Self.interpreters.contains(program) {
             classify(input, depth: depth + 1, position: name.position)
         }
-        judgeProgram(program, arguments, input: simple.input, at: name.position, depth: depth)
+        judgeProgram(program, arguments, input: simple.input.map { ShellWord(text: $0, position: name.position, expands: simple.inputExpands) },
+                     at: name.position, depth: depth)
     }
 
     /// Drops `sudo`, `env`, `xargs`, `nohup`, `time` and similar wrappers with their own options.
@@ -220,7 +221,7 @@ private struct ShellWalk {
 
     // MARK: Programs
 
-    private mutating func judgeProgram(_ program: String, _ arguments: [ShellWord], input: String?, at position: Int, depth: Int) {
+    private mutating func judgeProgram(_ program: String, _ arguments: [ShellWord], input: ShellWord?, at position: Int, depth: Int) {
         let texts = arguments.map(\.text)
         let flags = Self.shortFlags(texts)
         switch program {
@@ -427,18 +428,34 @@ private struct ShellWalk {
         }
     }
 
-    private mutating func judgeSQLClient(_ program: String, _ arguments: [ShellWord], input: String?, at position: Int) {
-        var statements: [String] = []
+    private mutating func judgeSQLClient(_ program: String, _ arguments: [ShellWord], input: ShellWord?, at position: Int) {
+        let mysql = program == "mysql" || program == "mariadb"
+        var statements: [ShellWord] = []
+        // psql's variables (`-v name=value`): psql puts them into the SQL where it reads `:name`.
+        var variables: [String] = []
         var index = 0
         while index < arguments.count {
-            let text = arguments[index].text
-            if text == "-c" || text == "--command" || text == "-e" || text == "--execute", index + 1 < arguments.count {
-                statements.append(arguments[index + 1].text)
+            let word = arguments[index], text = word.text
+            func value(after prefix: String) -> ShellWord { ShellWord(text: String(text.dropFirst(prefix.count)), position: word.position, expands: word.expands, globs: word.globs) }
+            if (["-c", "--command"].contains(text) || (mysql && ["-e", "--execute"].contains(text))), index + 1 < arguments.count {
+                statements.append(arguments[index + 1])
                 index += 2
                 continue
             }
-            if text.hasPrefix("--command=") { statements.append(String(text.dropFirst("--command=".count))) }
-            else if text.hasPrefix("-c"), text.count > 2 { statements.append(String(text.dropFirst(2))) }
+            if !mysql, ["-v", "--set", "--variable"].contains(text), index + 1 < arguments.count {
+                variables.append(String(arguments[index + 1].text.prefix { $0 != "=" }))
+                index += 2
+                continue
+            }
+            if text.hasPrefix("--command=") {
+                statements.append(value(after: "--command="))
+            } else if mysql, text.hasPrefix("--execute=") {
+                statements.append(value(after: "--execute="))
+            } else if text.hasPrefix("-c"), text.count > 2 {
+                statements.append(value(after: "-c"))
+            } else if !mysql, let prefix = ["--set=", "--variable=", "-v"].first(where: { text.hasPrefix($0) && text.count > $0.count }) {
+                variables.append(String(text.dropFirst(prefix.count).prefix { $0 != "=" }))
+            }
             index += 1
         }
         if let input { statements.append(input) }
@@ -448,10 +465,34 @@ private struct ShellWalk {
         }
         let classifier = SQLClassifier(settings: settings)
         for statement in statements {
-            let result = classifier.classify(statement)
+            let text = statement.text
+            if statement.expands || statement.globs {
+                fire("sql_via_client", at: position, "\(program) runs SQL the shell completes when it runs ($VAR, $(...), a glob): the guard cannot read it",
+                     level: .dangerous)
+                continue
+            }
+            if mysql, text.contains("/*!") || Self.hasMySQLDashes(text) {
+                fire("sql_via_client", at: position, "\(program) runs /*! ... */ comments and reads -- without a space after it as operators: the guard reads SQL as PostgreSQL does",
+                     level: .dangerous)
+                continue
+            }
+            if let variable = variables.first(where: { name in [":\(name)", ":'\(name)'", ":\"\(name)\""].contains { text.contains($0) } }) {
+                fire("sql_via_client", at: position, "\(program) puts its variable \(variable) into the SQL (:\(variable)): the guard cannot read the result", level: .dangerous)
+                continue
+            }
+            let result = classifier.classify(text)
             guard result.risk > .read else { continue }
             let summary = result.findings.filter { $0.level == result.risk }.map { "\($0.category) (\($0.detail))" }
             fire("sql_via_client", at: position, "\(program) runs SQL: \(summary.joined(separator: "; "))", level: result.risk)
+        }
+    }
+
+    /// `--` followed by neither whitespace nor the end: a comment to PostgreSQL, not to MySQL (`--1` is minus minus one).
+    static func hasMySQLDashes(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        return bytes.indices.dropLast().contains { index in
+            bytes[index] == UInt8(ascii: "-") && bytes[index + 1] == UInt8(ascii: "-")
+                && index + 2 < bytes.count && ![UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r")].contains(bytes[index + 2])
         }
     }
 
@@ -479,22 +520,40 @@ private struct ShellWalk {
                 }
             }
         }
-        // `echo "DROP TABLE t" | psql`: the SQL comes from the previous stage.
+        // `echo "DROP TABLE t" | psql`: the SQL comes from the previous stage (through `tee` or a bare `cat`).
         for (index, simple) in script.commands.enumerated() where simple.stage > 0 && ["psql", "mysql", "mariadb"].contains(programs[index]) {
-            guard let feeder = script.commands.last(where: { $0.pipeline == simple.pipeline && $0.stage == simple.stage - 1 }),
-                  let name = feeder.words.first.map({ Self.basename($0.text) }), name == "echo" || name == "printf" else { continue }
-            // What the pipe carries, as bash and as dash write it (their options and escapes differ: printf and `echo
-            // -e` turn `\n` into a newline, dash's plain echo does too, bash's does not; a comment `-- \n OR true`
-            // may end there). Every reading is judged; the riskiest counts.
-            let arguments = feeder.words.dropFirst().map(\.text)
+            var stage = simple.stage - 1
+            var feederIndex = script.commands.lastIndex { $0.pipeline == simple.pipeline && $0.stage == stage }
+            while let current = feederIndex, programs[current] == "tee" || (programs[current] == "cat" && Self.passesInputThrough(script.commands[current])), stage > 0 {
+                stage -= 1
+                feederIndex = script.commands.lastIndex { $0.pipeline == simple.pipeline && $0.stage == stage }
+            }
+            guard let feederIndex, ["echo", "printf"].contains(programs[feederIndex]) else { continue }
+            let feeder = script.commands[feederIndex], name = programs[feederIndex]
+            let own = Self.variableOptions(Array(unwrap(simple.words.filter { !Self.isAssignment($0.text) }).dropFirst()))
+            let words = Array(unwrap(feeder.words.filter { !Self.isAssignment($0.text) }).dropFirst())
+            if words.contains(where: { $0.expands || $0.globs }) {
+                fire("sql_via_client", at: simple.position, "\(programs[index]) runs SQL that \(name) writes from words the shell completes when it runs ($VAR, $(...), a glob, {a,b}): the guard cannot read it",
+                     level: .dangerous)
+                continue
+            }
+            if name == "printf", feeder.pipesErrors || feeder.redirections.contains(where: { $0.op == ">&" && $0.target.text == "1" }) {
+                fire("sql_via_client", at: simple.position, "printf's error messages, which repeat its arguments, go into the pipe to \(programs[index]) too", level: .dangerous)
+            }
+            // What the pipe carries, as bash (also with xpg_echo) and as dash write it (their options and escapes
+            // differ: printf and `echo -e` turn `\n` into a newline, dash's plain echo does too, bash's does not; a
+            // comment `-- \n OR true` may end there). Every reading is judged; the riskiest counts.
+            let arguments = words.map(\.text)
             var readings: [String] = []
             for shell in ShellOutput.Shell.allCases {
-                let output = name == "printf" ? ShellOutput.printf(arguments, shell: shell) : ShellOutput.echo(arguments, shell: shell)
-                guard let output else {
+                guard let output = name == "printf" ? ShellOutput.printf(arguments, shell: shell) : ShellOutput.echo(arguments, shell: shell) else {
                     fire("unparseable", at: feeder.position, "printf would write more than \(ShellOutput.maximumOutput) bytes; the guard reads no more")
                     continue
                 }
-                var text = String(decoding: output, as: UTF8.self)
+                guard var text = String(validating: output, as: UTF8.self) else {
+                    fire("sql_via_client", at: simple.position, "\(name) writes bytes that are not UTF-8: a client encoding may read them otherwise", level: .dangerous)
+                    continue
+                }
                 // dash's echo prints the options bash's takes (`echo -e 'SELECT 1'` writes `-e SELECT 1`): psql fails
                 // the statement they begin and runs those after it.
                 if name == "echo", shell == .dash, ShellOutput.bashEchoOptions(arguments) > (arguments.first == "-n" ? 1 : 0) {
@@ -503,14 +562,37 @@ private struct ShellWalk {
                 }
                 if !readings.contains(text) { readings.append(text) }
             }
-            judgeSQLClient(programs[index], readings.flatMap { [ShellWord(text: "-c", position: simple.position), ShellWord(text: $0, position: simple.position)] },
+            judgeSQLClient(programs[index], own + readings.flatMap { [ShellWord(text: "-c", position: simple.position), ShellWord(text: $0, position: simple.position)] },
                            input: nil, at: simple.position)
         }
     }
 
+    /// `cat` with no file to read (or `-`): what it is given, it writes.
+    static func passesInputThrough(_ command: ShellCommand) -> Bool {
+        command.words.dropFirst().allSatisfy { $0.text == "-" || ($0.text.hasPrefix("-") && $0.text.count > 1) }
+    }
+
+    /// psql's variable options among its words (`-v x=1`, `--set=x=1`), kept for the SQL it reads from a pipe.
+    static func variableOptions(_ words: [ShellWord]) -> [ShellWord] {
+        var options: [ShellWord] = []
+        var index = 0
+        while index < words.count {
+            let text = words[index].text
+            if ["-v", "--set", "--variable"].contains(text), index + 1 < words.count {
+                options += words[index...(index + 1)]
+                index += 2
+                continue
+            }
+            if text.hasPrefix("--set=") || text.hasPrefix("--variable=") || (text.hasPrefix("-v") && text.count > 2) { options.append(words[index]) }
+            index += 1
+        }
+        return options
+    }
+
     /// The text psql runs after the first statement of `text` fails: what follows its first `;` outside
-    /// parentheses, quotes and comments (nil: there is none, nothing else runs). When the text does not scan,
-    /// `otherwise` (the text without what made the first statement fail), a reading at least as risky.
+    /// parentheses, quotes and comments (nil: there is none and no backslash command, nothing else runs). When
+    /// the text does not scan or holds a backslash, `otherwise` (the text without what made the first statement
+    /// fail), a reading at least as risky.
     static func afterFirstStatement(_ text: String, or otherwise: [UInt8]) -> String? {
         guard let tokens = PgQuery.tokens(text) else { return String(decoding: otherwise, as: UTF8.self) }
         var depth = 0
@@ -523,7 +605,9 @@ private struct ShellWalk {
             default: break
             }
         }
-        return nil
+        // No second statement; but psql runs a backslash command (`\!`, `\r` that clears the failed one) wherever
+        // a line holds one.
+        return text.contains("\\") ? String(decoding: otherwise, as: UTF8.self) : nil
     }
 
     // MARK: Tables and helpers
@@ -615,7 +699,44 @@ private struct ShellWalk {
     /// As written or without `.` and `..` (either counts: `..` after a link such as /bin goes elsewhere
     /// than it reads, so the normal form only adds).
     static func isProtected(_ word: ShellWord) -> Bool {
-        isProtected(word.text, word) || isProtected(lexicallyNormal(word.text), word)
+        if word.globs, !word.quoted {
+            // `/{etc,usr}`, `/e*`, `/[e]tc`, `/?tc`: any word the shell may make of it.
+            return braceExpansions(word.text).contains { pattern in
+                isProtected(pattern, word) || isProtected(lexicallyNormal(pattern), word)
+                    || protectedPaths.contains { glob(lexicallyNormal(pattern), $0, pathname: true) }
+            }
+        }
+        return isProtected(word.text, word) || isProtected(lexicallyNormal(word.text), word)
+    }
+
+    /// The words a brace expansion makes (`/{etc,usr}/x`: `/etc/x`, `/usr/x`), as many as 64; the word itself
+    /// when it has none.
+    static func braceExpansions(_ text: String) -> [String] {
+        var results: [String] = []
+        var pending = [text]
+        while let next = pending.popLast(), results.count + pending.count < 64 {
+            let bytes = Array(next.utf8)
+            guard let open = bytes.firstIndex(of: UInt8(ascii: "{")) else { results.append(next); continue }
+            var depth = 0, close: Int?
+            var commas: [Int] = []
+            for index in open..<bytes.count {
+                switch bytes[index] {
+                case UInt8(ascii: "{"): depth += 1
+                case UInt8(ascii: "}"):
+                    depth -= 1
+                    if depth == 0 { close = index }
+                case UInt8(ascii: ",") where depth == 1: commas.append(index)
+                default: break
+                }
+                if close != nil { break }
+            }
+            guard let close, !commas.isEmpty else { results.append(next); continue }
+            let prefix = bytes[..<open], suffix = bytes[(close + 1)...]
+            for (start, end) in zip([open] + commas, commas + [close]) {
+                pending.append(String(decoding: prefix + bytes[(start + 1)..<end] + suffix, as: UTF8.self))
+            }
+        }
+        return results.isEmpty ? [text] : results
     }
 
     private static func isProtected(_ text: String, _ word: ShellWord) -> Bool {
@@ -646,7 +767,7 @@ private struct ShellWalk {
         return "/" + parts.joined(separator: "/")
     }
 
-    static func glob(_ pattern: String, _ text: String) -> Bool {
-        fnmatch(pattern, text, 0) == 0
+    static func glob(_ pattern: String, _ text: String, pathname: Bool = false) -> Bool {
+        fnmatch(pattern, text, pathname ? FNM_PATHNAME : 0) == 0
     }
 }

@@ -5,7 +5,9 @@ import Foundation
 /// options and escapes differently, so a caller judges both.
 enum ShellOutput {
     enum Shell: CaseIterable, Sendable {
-        case bash, dash
+        /// bash; `bashXPG` is bash with `xpg_echo` set (`shopt -s xpg_echo`, `bash -O xpg_echo`), whose echo expands
+        /// escapes without `-e`, as coreutils' echo does under POSIXLY_CORRECT. Their printf is the same.
+        case bash, bashXPG, dash
     }
 
     /// `echo ARGUMENTS`. bash takes leading words made only of `-n`, `-e`, `-E` letters as options (the last of
@@ -15,7 +17,8 @@ enum ShellOutput {
         var newline = true
         var escapes: BackslashEscapes?
         switch shell {
-        case .bash:
+        case .bash, .bashXPG:
+            if shell == .bashXPG { escapes = .bashEcho }
             for option in rest.prefix(bashEchoOptions(arguments)) {
                 for flag in option.dropFirst() {
                     if flag == "n" { newline = false } else { escapes = flag == "e" ? .bashEcho : nil }
@@ -81,8 +84,8 @@ enum ShellOutput {
             self.format = format
             self.arguments = arguments
             self.shell = shell
-            escapes = shell == .bash ? .bashPrintf : .dashPrintf
-            argumentEscapes = shell == .bash ? .bashPercentB : .dashEcho
+            escapes = shell == .dash ? .dashPrintf : .bashPrintf
+            argumentEscapes = shell == .dash ? .dashEcho : .bashPercentB
         }
 
         mutating func run() -> [UInt8]? {
@@ -140,13 +143,16 @@ enum ShellOutput {
                 index += 1
             }
             var width: Int?
+            // A width or precision written past C's int makes the C library drop the directive (bash writes nothing
+            // for it and goes on) or the shell refuse it (dash stops).
+            var tooLarge = false
             if index < format.count, format[index] == UInt8(ascii: "*") {
                 let value = Self.integer(argument() ?? "")
                 if value < 0 { flags.append("-") }
                 width = Int(clamping: min(value.magnitude, UInt64(ShellOutput.maximumOutput + 1)))
                 index += 1
             } else {
-                width = digits(&index)
+                width = digits(&index, tooLarge: &tooLarge)
             }
             var precision: Int?
             if index < format.count, format[index] == UInt8(ascii: ".") {
@@ -156,7 +162,7 @@ enum ShellOutput {
                     precision = value < 0 ? nil : Int(clamping: min(value, Int64(ShellOutput.maximumOutput + 1)))
                     index += 1
                 } else {
-                    precision = digits(&index) ?? 0
+                    precision = digits(&index, tooLarge: &tooLarge) ?? 0
                 }
             }
             // bash takes C's length modifiers and ignores them; dash refuses them.
@@ -166,7 +172,23 @@ enum ShellOutput {
             }
             guard index < format.count else { return nil }
             let conversion = format[index]
+            if tooLarge {
+                guard shell != .dash else { return nil }
+                _ = argument()
+                return index + 1
+            }
             switch conversion {
+            case UInt8(ascii: "(") where shell != .dash:
+                // bash's `%(FORMAT)T`: a time in strftime's FORMAT; its text is taken as written.
+                guard let close = format[(index + 1)...].firstIndex(of: UInt8(ascii: ")")), close + 1 < format.count,
+                      format[close + 1] == UInt8(ascii: "T") else { return nil }
+                _ = argument()
+                let text = Array(format[(index + 1)..<close])
+                pad(precision.map { Array(text.prefix($0)) } ?? text, width: width, left: flags.contains("-"))
+                return close + 2
+            case UInt8(ascii: "n") where shell != .dash:
+                // bash's `%n`: the count so far goes into the variable named by the argument; nothing is written.
+                _ = argument()
             case UInt8(ascii: "s"):
                 let text = Array((argument() ?? "").utf8)
                 pad(precision.map { Array(text.prefix($0)) } ?? text, width: width, left: flags.contains("-"))
@@ -177,9 +199,14 @@ enum ShellOutput {
             case UInt8(ascii: "c"):
                 // The first byte; an empty argument gives a zero byte.
                 pad([(argument() ?? "").utf8.first ?? 0], width: width, left: flags.contains("-"))
-            case UInt8(ascii: "q") where shell == .bash:
-                let text = Self.quoted(argument() ?? "")
+            case UInt8(ascii: "q") where shell != .dash:
+                let text = Self.quoted(Array((argument() ?? "").utf8))
                 pad(precision.map { Array(text.prefix($0)) } ?? text, width: width, left: flags.contains("-"))
+            case UInt8(ascii: "Q") where shell != .dash:
+                // As `%q`, the precision cutting the argument before it is quoted.
+                let argument = Array((argument() ?? "").utf8)
+                let text = Self.quoted(precision.map { Array(argument.prefix($0)) } ?? argument)
+                pad(text, width: width, left: flags.contains("-"))
             case UInt8(ascii: "d"), UInt8(ascii: "i"), UInt8(ascii: "o"), UInt8(ascii: "u"), UInt8(ascii: "x"), UInt8(ascii: "X"):
                 let spec = "%\(flags)\(width.map(String.init) ?? "")\(precision.map { ".\($0)" } ?? "")ll\(Character(Unicode.Scalar(conversion)))"
                 out.append(contentsOf: String(format: spec, Self.integer(argument() ?? "")).utf8)
@@ -194,13 +221,14 @@ enum ShellOutput {
             return index + 1
         }
 
-        private func digits(_ index: inout Int) -> Int? {
+        private func digits(_ index: inout Int, tooLarge: inout Bool) -> Int? {
             var value: Int?
             while index < format.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(format[index]) {
-                value = min((value ?? 0) * 10 + Int(format[index] - UInt8(ascii: "0")), ShellOutput.maximumOutput + 1)
+                value = min((value ?? 0) * 10 + Int(format[index] - UInt8(ascii: "0")), Int(Int32.max) + 1)
                 index += 1
             }
-            return value
+            if let value, value > Int(Int32.max) { tooLarge = true }
+            return value.map { min($0, ShellOutput.maximumOutput + 1) }
         }
 
         private mutating func pad(_ text: [UInt8], width: Int?, left: Bool) {
@@ -208,25 +236,45 @@ enum ShellOutput {
             out.append(contentsOf: left ? text + fill : fill + text)
         }
 
-        /// bash's `%q`: the argument quoted for the shell to read back (`a\ b`, `''`, `$'a\nb'`).
-        static func quoted(_ text: String) -> [UInt8] {
-            let bytes = Array(text.utf8)
+        /// bash's `%q`: the argument quoted for the shell to read back (`a\ b`, `''`, and `$'a\nb'` when it holds a
+        /// character that does not print: a control character, C1's included, or bytes that are not UTF-8, each
+        /// such byte written in octal).
+        static func quoted(_ bytes: [UInt8]) -> [UInt8] {
             if bytes.isEmpty { return Array("''".utf8) }
-            if bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+            // The text's characters, each with whether it prints.
+            var characters: [(bytes: ArraySlice<UInt8>, prints: Bool)] = []
+            var index = 0
+            while index < bytes.count {
+                let length = Self.sequenceLength(bytes, at: index)
+                let slice = bytes[index..<(index + max(length, 1))]
+                let scalar = length > 0 ? String(decoding: slice, as: UTF8.self).unicodeScalars.first : nil
+                let prints = scalar.map { !($0.value < 0x20 || (0x7F...0x9F).contains($0.value)) } ?? false
+                characters.append((slice, prints))
+                index += max(length, 1)
+            }
+            if characters.contains(where: { !$0.prints }) {
                 var out = Array("$'".utf8)
-                for byte in bytes {
-                    switch byte {
-                    case 0x07: out += Array(#"\a"#.utf8)
-                    case 0x08: out += Array(#"\b"#.utf8)
-                    case 0x09: out += Array(#"\t"#.utf8)
-                    case 0x0A: out += Array(#"\n"#.utf8)
-                    case 0x0B: out += Array(#"\v"#.utf8)
-                    case 0x0C: out += Array(#"\f"#.utf8)
-                    case 0x0D: out += Array(#"\r"#.utf8)
-                    case 0x1B: out += Array(#"\E"#.utf8)
-                    case UInt8(ascii: "'"), UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), byte]
-                    case ..<0x20, 0x7F: out += Array(String(format: "\\%03o", Int(byte)).utf8)
-                    default: out.append(byte)
+                for character in characters {
+                    guard !character.prints else {
+                        if let byte = character.bytes.first, character.bytes.count == 1, byte == UInt8(ascii: "'") || byte == UInt8(ascii: "\\") {
+                            out += [UInt8(ascii: "\\"), byte]
+                        } else {
+                            out += character.bytes
+                        }
+                        continue
+                    }
+                    for byte in character.bytes {
+                        switch byte {
+                        case 0x07: out += Array(#"\a"#.utf8)
+                        case 0x08: out += Array(#"\b"#.utf8)
+                        case 0x09: out += Array(#"\t"#.utf8)
+                        case 0x0A: out += Array(#"\n"#.utf8)
+                        case 0x0B: out += Array(#"\v"#.utf8)
+                        case 0x0C: out += Array(#"\f"#.utf8)
+                        case 0x0D: out += Array(#"\r"#.utf8)
+                        case 0x1B: out += Array(#"\E"#.utf8)
+                        default: out += Array(String(format: "\\%03o", Int(byte)).utf8)
+                        }
                     }
                 }
                 return out + [UInt8(ascii: "'")]
@@ -241,13 +289,22 @@ enum ShellOutput {
             return out
         }
 
+        /// The length of the well-formed UTF-8 sequence at `index`; 0 when the byte there starts none.
+        static func sequenceLength(_ bytes: [UInt8], at index: Int) -> Int {
+            let first = bytes[index]
+            let length = first < 0x80 ? 1 : first >= 0xC2 && first < 0xE0 ? 2 : first >= 0xE0 && first < 0xF0 ? 3 : first >= 0xF0 && first < 0xF5 ? 4 : 0
+            guard length > 0, index + length <= bytes.count else { return 0 }
+            return String(validating: bytes[index..<(index + length)], as: UTF8.self) == nil ? 0 : length
+        }
+
         /// A number argument as C's strtoll reads it (base 0, as far as it goes), or a quote and a character's code.
         static func integer(_ text: String) -> Int64 {
             var bytes = Array(text.utf8)[...]
             if let first = bytes.first, first == UInt8(ascii: "'") || first == UInt8(ascii: "\"") {
                 return Int64(bytes.dropFirst().first ?? 0)
             }
-            while let first = bytes.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { bytes = bytes.dropFirst() }
+            // strtoll skips white space: space, tab, newline, vertical tab, form feed, carriage return.
+            while let first = bytes.first, first == UInt8(ascii: " ") || (0x09...0x0D).contains(first) { bytes = bytes.dropFirst() }
             var negative = false
             if let sign = bytes.first, sign == UInt8(ascii: "-") || sign == UInt8(ascii: "+") {
                 negative = sign == UInt8(ascii: "-")
@@ -262,25 +319,44 @@ enum ShellOutput {
                     radix = 8
                 }
             }
+            // As strtoll: past the range, the largest (or smallest) value.
             var value: Int64 = 0
+            var overflow = false
             for byte in bytes {
                 guard let digit = byte.hexDigitValue, digit < radix else { break }
-                value = value.multipliedReportingOverflow(by: Int64(radix)).partialValue &+ Int64(digit)
+                let (times, over) = value.multipliedReportingOverflow(by: Int64(radix))
+                let (sum, overAgain) = times.addingReportingOverflow(Int64(digit))
+                if over || overAgain { overflow = true }
+                value = overflow ? Int64.max : sum
             }
+            if overflow { return negative ? Int64.min : Int64.max }
             return negative ? -value : value
         }
 
-        /// A real-number argument as far as it reads as one.
+        /// A real-number argument as far as it reads as one (decimal digits, a point, an exponent; `inf`, `nan`).
         static func real(_ text: String) -> Double {
-            // A number is short: a long argument is read no further than its start.
-            let trimmed = text.drop { $0 == " " || $0 == "\t" }.prefix(64)
-            var best = 0.0
-            var end = trimmed.startIndex
-            while end < trimmed.endIndex {
-                end = trimmed.index(after: end)
-                if let value = Double(trimmed[..<end]) { best = value }
+            let bytes = Array(text.utf8.drop { $0 == UInt8(ascii: " ") || (0x09...0x0D).contains($0) }.prefix(400))
+            var end = 0
+            if end < bytes.count, bytes[end] == UInt8(ascii: "-") || bytes[end] == UInt8(ascii: "+") { end += 1 }
+            let digits = { (from: Int) -> Int in
+                var at = from
+                while at < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[at]) { at += 1 }
+                return at
             }
-            return best
+            var mantissaEnd = digits(end)
+            if mantissaEnd < bytes.count, bytes[mantissaEnd] == UInt8(ascii: ".") { mantissaEnd = digits(mantissaEnd + 1) }
+            if mantissaEnd < bytes.count, bytes[mantissaEnd] | 0x20 == UInt8(ascii: "e") {
+                var exponent = mantissaEnd + 1
+                if exponent < bytes.count, bytes[exponent] == UInt8(ascii: "-") || bytes[exponent] == UInt8(ascii: "+") { exponent += 1 }
+                let exponentEnd = digits(exponent)
+                if exponentEnd > exponent { mantissaEnd = exponentEnd }
+            }
+            if let value = Double(String(decoding: bytes[..<mantissaEnd], as: UTF8.self)) { return value }
+            let word = String(decoding: bytes[end...].prefix(8), as: UTF8.self).lowercased()
+            let sign: Double = bytes.first == UInt8(ascii: "-") ? -1 : 1
+            if word.hasPrefix("inf") { return sign * .infinity }
+            if word.hasPrefix("nan") { return .nan }
+            return 0
         }
     }
 }

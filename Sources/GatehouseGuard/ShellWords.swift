@@ -10,6 +10,9 @@ struct ShellWord: Sendable, Equatable {
     var expands = false
     /// Some part of the word was quoted (quoted words are never keywords or globs).
     var quoted = false
+    /// The word has an unquoted `*`, `?`, `[` or `{`: the shell may make other words of it (a glob, a brace
+    /// expansion `{a,b}`).
+    var globs = false
 }
 
 struct ShellRedirection: Sendable, Equatable {
@@ -23,6 +26,11 @@ struct ShellCommand: Sendable, Equatable {
     var redirections: [ShellRedirection] = []
     /// Text fed to the command's standard input by a here-document or here-string.
     var input: String?
+    /// The shell completes `input` when it runs: a here-string with an expansion, or a here-document whose
+    /// delimiter is unquoted and whose body has `$` or a backtick.
+    var inputExpands = false
+    /// `|&`: the command's error output goes into the pipe too.
+    var pipesErrors = false
     var pipeline: Int = 0
     var stage: Int = 0
     var position: Int = 0
@@ -96,6 +104,7 @@ struct ShellLexer {
                     index += 2
                     endCommand(endsPipeline: true)
                 } else {
+                    if peek(1) == UInt8(ascii: "&") { command.pipesErrors = true }
                     index += peek(1) == UInt8(ascii: "&") ? 2 : 1
                     endCommand(endsPipeline: false)
                 }
@@ -169,6 +178,7 @@ struct ShellLexer {
             pendingHereDocuments.append((target.text, op == "<<-", script.commands.count, target.quoted))
         } else if op == "<<<" {
             command.input = target.text
+            command.inputExpands = target.expands
         }
         command.redirections.append(ShellRedirection(op: op, target: target))
     }
@@ -192,6 +202,7 @@ struct ShellLexer {
             }
             if document.command < script.commands.count {
                 script.commands[document.command].input = body
+                script.commands[document.command].inputExpands = !document.quoted && (body.contains("$") || body.contains("`"))
             }
         }
     }
@@ -241,6 +252,7 @@ struct ShellLexer {
                 text.append(contentsOf: Array("<(...)".utf8))
             default:
                 if isWordEnd(byte) { break loop }
+                if "*?[{".utf8.contains(byte) { word.globs = true }
                 text.append(byte)
                 index += 1
             }

@@ -41,27 +41,35 @@ struct ShellOutputTests {
         ["%-5d|%+d|% d|%#o|%#x|%5.3d|%u\\n", "3", "3", "3", "8", "255", "7", "-1"], ["%e|%.2f|%g|%10.3E\\n", "1.5", "2.345", "0.0001", "12345.678"],
         ["%c%c%c|", "", "ab", "é"], ["%s", "a\\nb"], ["%b", "DELETE FROM users --\\c\\n WHERE id = 1"], ["trailing %"], ["%5"], ["a\\cb"],
         ["%'d|%ld|%hd\\n", "1234567", "5", "6"], ["a%kb|", "x"], ["a%5.2kb"],
+        ["%(DROP TABLE users;)T|%-20(plain)T|"], ["SELECT 1;%n DROP TABLE users;", "x"], ["%Q|%.3Q|%5.2Q|", "a b", "a b c", "x;y"],
+        ["SELECT '%q'", ";DROP TABLE users;--\u{85}"], ["%q", "é and \u{7}"], ["SELECT 1 %.*s|", "18446744073709551616", "; DROP TABLE users"],
+        ["%.*s|", "\n\u{0B} 3", "abcdef"], ["%d|%d|", "99999999999999999999", "-99999999999999999999"], ["%.2147483648sDELETE FROM users", "--"],
+        ["%e|%f|", "1e300", "  -2.5e-3x"], ["%f|%f", "inf", "nan"],
         ["%q|%q|%q|%q|%q", "a b!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~z", "", "#a=b~c", "x\ny\u{1}'\\\u{7F}", "é"], ["%5.3q|", "abcdef"],
     ]
 
-    @Test("echo, as bash and dash write it", arguments: [("bash", ShellOutput.Shell.bash), ("dash", .dash)])
-    func echo(program: String, shell: ShellOutput.Shell) throws {
+    /// Each modelled shell and how to run it.
+    static let shells: [(ShellOutput.Shell, String, String)] = [(.bash, "bash", ""), (.bashXPG, "bash", "shopt -s xpg_echo; "), (.dash, "dash", "")]
+
+    @Test("echo, as bash (also with xpg_echo) and dash write it", arguments: shells)
+    func echo(shell: ShellOutput.Shell, program: String, setting: String) throws {
         for arguments in Self.echoes {
-            #expect(ShellOutput.echo(arguments, shell: shell) == (try Self.shell(program, #"echo "$@""#, arguments)), "\(program): echo \(arguments)")
+            #expect(ShellOutput.echo(arguments, shell: shell) == (try Self.shell(program, setting + #"echo "$@""#, arguments)), "\(shell): echo \(arguments)")
         }
     }
 
-    @Test("printf, as bash and dash write it", arguments: [("bash", ShellOutput.Shell.bash), ("dash", .dash)])
-    func printf(program: String, shell: ShellOutput.Shell) throws {
+    @Test("printf, as bash and dash write it", arguments: shells)
+    func printf(shell: ShellOutput.Shell, program: String, setting: String) throws {
         for arguments in Self.printfs {
-            #expect(ShellOutput.printf(arguments, shell: shell) == (try Self.shell(program, #"printf "$@""#, arguments)), "\(program): printf \(arguments)")
+            #expect(ShellOutput.printf(arguments, shell: shell) == (try Self.shell(program, setting + #"printf "$@""#, arguments)), "\(shell): printf \(arguments)")
         }
     }
 
     @Test("a printf that would write more than the guard follows is not followed")
     func printfBounded() {
         #expect(ShellOutput.printf(["%1048577s"], shell: .bash) == nil)
-        #expect(ShellOutput.printf(["%9999999999999999999d|"] + Array(repeating: "1", count: 3), shell: .dash) == nil)
+        #expect(ShellOutput.printf(["%2000000d|"] + Array(repeating: "1", count: 3), shell: .dash) == nil)
+        #expect(ShellOutput.printf(["%.2147483648s|"], shell: .bash) == Array("|".utf8), "past C's int, bash drops the directive")
         #expect(ShellOutput.printf(["%.3f", String(repeating: "9", count: 100_000)], shell: .bash) != nil, "a long number is read from its start")
     }
 
