@@ -520,6 +520,18 @@ private struct ShellWalk {
                 }
             }
         }
+        // A client encoding other than UTF-8 (`PGCLIENTENCODING=SJIS psql`, `export PGCLIENTENCODING=...`, a
+        // connection string's `client_encoding=`): the server would read bytes the guard read as UTF-8 otherwise
+        // (in SJIS or GBK a backslash may end a multi-byte character).
+        if programs.contains(where: { ["psql", "pgcli"].contains($0) }) {
+            for command in script.commands {
+                for word in command.words {
+                    guard let encoding = Self.clientEncoding(in: word.text), !["utf8", "unicode", "sqlascii"].contains(encoding) else { continue }
+                    fire("sql_via_client", at: word.position, "client encoding \(encoding): the server would read the SQL otherwise than the guard reads it (UTF-8)",
+                         level: .dangerous)
+                }
+            }
+        }
         // `echo "DROP TABLE t" | psql`: the SQL comes from the previous stage (through `tee` or a bare `cat`).
         for (index, simple) in script.commands.enumerated() where simple.stage > 0 && ["psql", "mysql", "mariadb"].contains(programs[index]) {
             var stage = simple.stage - 1
@@ -565,6 +577,18 @@ private struct ShellWalk {
             judgeSQLClient(programs[index], own + readings.flatMap { [ShellWord(text: "-c", position: simple.position), ShellWord(text: $0, position: simple.position)] },
                            input: nil, at: simple.position)
         }
+    }
+
+    /// The client encoding a word sets (`PGCLIENTENCODING=SJIS`, `client_encoding=gbk`), lower case without `-`
+    /// or `_`; nil when it sets none.
+    static func clientEncoding(in text: String) -> String? {
+        let lowered = text.lowercased()
+        for key in ["pgclientencoding=", "client_encoding="] {
+            guard let range = lowered.range(of: key) else { continue }
+            let value = lowered[range.upperBound...].prefix { !" ;'\"&".contains($0) }
+            return value.filter { $0 != "-" && $0 != "_" }
+        }
+        return nil
     }
 
     /// `cat` with no file to read (or `-`): what it is given, it writes.
