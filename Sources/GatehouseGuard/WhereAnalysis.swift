@@ -31,6 +31,8 @@ enum WhereAnalysis {
             case "AND_EXPR":
                 return !arguments.isEmpty && arguments.allSatisfy(isTriviallyTrue)
             case "NOT_EXPR":
+                // `NOT EXISTS (SELECT 1 FROM t x WHERE x.id = t.id AND false)`: the negation of what is false for every row.
+                if arguments.count == 1, isCertainlyFalse(arguments[0], constants: constants) { return true }
                 // `NOT (x <> x)`: the negation of a comparison that is false for every row.
                 guard arguments.count == 1, let (inner, comparison) = arguments[0].tagged, inner == "A_Expr",
                       comparison["kind"]?.stringValue == "AEXPR_OP",
@@ -206,8 +208,17 @@ enum WhereAnalysis {
             }
             return fields["arg"].map(isCertainlyFalse) ?? false
         case "SubLink":
-            // `EXISTS (SELECT 1 WHERE false)`.
-            return existsCondition(fields, constants: constants).map(isCertainlyFalse) ?? false
+            // `EXISTS (SELECT 1 WHERE false)`, `EXISTS (SELECT 1 FROM t WHERE t.id = u.id AND false)`: no row passes
+            // the WHERE (without an aggregate or GROUP BY, which could give a row of none).
+            if let inside = existsCondition(fields, constants: constants) { return isCertainlyFalse(inside) }
+            guard fields["subLinkType"]?.stringValue == "EXISTS_SUBLINK", let select = fields["subselect"]?["SelectStmt"],
+                  select["larg"] == nil, select["rarg"] == nil, select["groupClause"] == nil, select["havingClause"] == nil,
+                  (select["targetList"]?.elements ?? []).allSatisfy({ target in
+                      guard let value = target["ResTarget"]?["val"], let (type, _) = value.tagged else { return false }
+                      return type == "A_Const" || type == "ColumnRef"
+                  }),
+                  let condition = select["whereClause"] else { return false }
+            return isCertainlyFalse(condition)
         case "BoolExpr":
             let arguments = fields["args"]?.elements ?? []
             switch fields["boolop"]?.stringValue {
