@@ -428,55 +428,68 @@ private struct ShellWalk {
         }
     }
 
-    private mutating func judgeSQLClient(_ program: String, _ arguments: [ShellWord], input: ShellWord?, at position: Int) {
+    /// `input`: a here-document or here-string; `piped`: the readings of what a pipe gives the client.
+    private mutating func judgeSQLClient(_ program: String, _ arguments: [ShellWord], input: ShellWord?, piped: [String] = [], at position: Int) {
         let mysql = program == "mysql" || program == "mariadb"
-        var statements: [ShellWord] = []
-        // psql's variables (`-v name=value`): psql puts them into the SQL where it reads `:name`.
+        // The short option that runs SQL, and those whose value follows them (in a group, `-Atc`, the rest of the word).
+        let runs: Character = mysql ? "e" : "c"
+        let takingValues: Set<Character> = mysql ? ["e", "u", "h", "P", "D", "S", "p"] : ["c", "d", "f", "F", "h", "L", "o", "p", "P", "R", "T", "U", "v"]
+        var statements: [(word: ShellWord, fromInput: Bool)] = []
+        // psql's variables (`-v name=value`): psql puts them into the SQL it reads from input where it finds `:name`.
         var variables: [String] = []
         var index = 0
         while index < arguments.count {
             let word = arguments[index], text = word.text
-            func value(after prefix: String) -> ShellWord { ShellWord(text: String(text.dropFirst(prefix.count)), position: word.position, expands: word.expands, globs: word.globs) }
-            if (["-c", "--command"].contains(text) || (mysql && ["-e", "--execute"].contains(text))), index + 1 < arguments.count {
-                statements.append(arguments[index + 1])
-                index += 2
-                continue
-            }
-            if !mysql, ["-v", "--set", "--variable"].contains(text), index + 1 < arguments.count {
-                variables.append(String(arguments[index + 1].text.prefix { $0 != "=" }))
-                index += 2
-                continue
-            }
-            if text.hasPrefix("--command=") {
-                statements.append(value(after: "--command="))
-            } else if mysql, text.hasPrefix("--execute=") {
-                statements.append(value(after: "--execute="))
-            } else if text.hasPrefix("-c"), text.count > 2 {
-                statements.append(value(after: "-c"))
-            } else if !mysql, let prefix = ["--set=", "--variable=", "-v"].first(where: { text.hasPrefix($0) && text.count > $0.count }) {
-                variables.append(String(text.dropFirst(prefix.count).prefix { $0 != "=" }))
-            }
+            func value(_ text: String) -> ShellWord { ShellWord(text: text, position: word.position, expands: word.expands, globs: word.globs) }
             index += 1
+            if let long = ["--command=", mysql ? "--execute=" : "--command="].first(where: { text.hasPrefix($0) }) {
+                statements.append((value(String(text.dropFirst(long.count))), false))
+            } else if text == "--command" || (mysql && text == "--execute"), index < arguments.count {
+                statements.append((arguments[index], false))
+                index += 1
+            } else if !mysql, let long = ["--set=", "--variable="].first(where: { text.hasPrefix($0) }) {
+                variables.append(String(text.dropFirst(long.count).prefix { $0 != "=" }))
+            } else if !mysql, text == "--set" || text == "--variable", index < arguments.count {
+                variables.append(String(arguments[index].text.prefix { $0 != "=" }))
+                index += 1
+            } else if text.hasPrefix("-"), !text.hasPrefix("--"), text.count > 1 {
+                // A group of short options: each letter an option until one that takes a value.
+                let letters = Array(text.dropFirst())
+                guard let at = letters.firstIndex(where: { takingValues.contains($0) }) else { continue }
+                let rest = String(letters[(at + 1)...])
+                var taken: ShellWord?
+                if !rest.isEmpty {
+                    taken = value(rest)
+                } else if index < arguments.count, !(mysql && letters[at] == "p") {
+                    // (mysql's -p takes a password only written on to it; alone, it asks.)
+                    taken = arguments[index]
+                    index += 1
+                }
+                guard let taken else { continue }
+                if letters[at] == runs { statements.append((taken, false)) }
+                if !mysql, letters[at] == "v" { variables.append(String(taken.text.prefix { $0 != "=" })) }
+            }
         }
-        if let input { statements.append(input) }
+        if let input { statements.append((input, true)) }
+        statements += piped.map { (ShellWord(text: $0, position: position), true) }
         guard !statements.isEmpty else {
             fire("command", at: position, "\(program) runs SQL the guard cannot see")
             return
         }
         let classifier = SQLClassifier(settings: settings)
-        for statement in statements {
+        for (statement, fromInput) in statements {
             let text = statement.text
             if statement.expands || statement.globs {
                 fire("sql_via_client", at: position, "\(program) runs SQL the shell completes when it runs ($VAR, $(...), a glob): the guard cannot read it",
                      level: .dangerous)
                 continue
             }
-            if mysql, text.contains("/*!") || Self.hasMySQLDashes(text) {
-                fire("sql_via_client", at: position, "\(program) runs /*! ... */ comments and reads -- without a space after it as operators: the guard reads SQL as PostgreSQL does",
-                     level: .dangerous)
+            if mysql, let reason = Self.mysqlReadsOtherwise(text) {
+                fire("sql_via_client", at: position, "\(program) \(reason): the guard reads SQL as PostgreSQL does", level: .dangerous)
                 continue
             }
-            if let variable = variables.first(where: { name in [":\(name)", ":'\(name)'", ":\"\(name)\""].contains { text.contains($0) } }) {
+            // psql puts variables into what it reads from input (not into `-c`), outside quotes, not after `::`.
+            if fromInput, let variable = variables.first(where: { Self.interpolates($0, in: text) }) {
                 fire("sql_via_client", at: position, "\(program) puts its variable \(variable) into the SQL (:\(variable)): the guard cannot read the result", level: .dangerous)
                 continue
             }
@@ -487,13 +500,70 @@ private struct ShellWalk {
         }
     }
 
-    /// `--` followed by neither whitespace nor the end: a comment to PostgreSQL, not to MySQL (`--1` is minus minus one).
-    static func hasMySQLDashes(_ text: String) -> Bool {
-        let bytes = Array(text.utf8)
-        return bytes.indices.dropLast().contains { index in
-            bytes[index] == UInt8(ascii: "-") && bytes[index + 1] == UInt8(ascii: "-")
-                && index + 2 < bytes.count && ![UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r")].contains(bytes[index + 2])
+    /// Whether psql's lexer would put variable `name` into `text`: `:name`, `:'name'` or `:"name"` outside quoted
+    /// strings and comments, not part of `::`.
+    static func interpolates(_ name: String, in text: String) -> Bool {
+        let bytes = Array(text.utf8), wanted = Array(name.utf8)
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "'") || byte == UInt8(ascii: "\"") {
+                index += 1
+                while index < bytes.count, bytes[index] != byte { index += 1 }
+            } else if byte == UInt8(ascii: "-"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "-") {
+                while index < bytes.count, bytes[index] != UInt8(ascii: "\n") { index += 1 }
+            } else if byte == UInt8(ascii: ":"), index + 1 < bytes.count {
+                if bytes[index + 1] == UInt8(ascii: ":") {
+                    index += 2
+                    continue
+                }
+                var at = index + 1
+                let quote = bytes[at] == UInt8(ascii: "'") || bytes[at] == UInt8(ascii: "\"") ? bytes[at] : nil
+                if quote != nil { at += 1 }
+                if bytes[at...].starts(with: wanted) {
+                    let after = at + wanted.count
+                    let ends = after >= bytes.count || !(bytes[after].isASCIILetterOrDigit || bytes[after] == UInt8(ascii: "_"))
+                    if ends, quote == nil || (after < bytes.count && bytes[after] == quote) { return true }
+                }
+            }
+            index += 1
         }
+        return false
+    }
+
+    /// Where MySQL reads a text otherwise than PostgreSQL, outside its strings and comments: a `/*! ... */`
+    /// comment (MySQL runs it), `--` followed by neither white space nor the end (not a comment to MySQL), and a
+    /// backslash inside a string (an escape to MySQL: `'a\'` does not end there). Nil when none.
+    static func mysqlReadsOtherwise(_ text: String) -> String? {
+        let bytes = Array(text.utf8)
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            switch byte {
+            case UInt8(ascii: "'"), UInt8(ascii: "\""), UInt8(ascii: "`"):
+                index += 1
+                while index < bytes.count, bytes[index] != byte {
+                    if bytes[index] == UInt8(ascii: "\\"), byte != UInt8(ascii: "`") { return "reads a backslash in a string as an escape" }
+                    index += 1
+                }
+            case UInt8(ascii: "#"):
+                while index < bytes.count, bytes[index] != UInt8(ascii: "\n") { index += 1 }
+            case UInt8(ascii: "/") where index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "*"):
+                if index + 2 < bytes.count, bytes[index + 2] == UInt8(ascii: "!") { return "runs /*! ... */ comments" }
+                index += 2
+                while index + 1 < bytes.count, !(bytes[index] == UInt8(ascii: "*") && bytes[index + 1] == UInt8(ascii: "/")) { index += 1 }
+                index += 1
+            case UInt8(ascii: "-") where index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "-"):
+                guard index + 2 >= bytes.count || [UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r")].contains(bytes[index + 2]) else {
+                    return "reads -- without a space after it as two minus signs"
+                }
+                while index < bytes.count, bytes[index] != UInt8(ascii: "\n") { index += 1 }
+            default:
+                break
+            }
+            index += 1
+        }
+        return nil
     }
 
     // MARK: Pipelines
@@ -523,10 +593,10 @@ private struct ShellWalk {
         // A client encoding other than UTF-8 (`PGCLIENTENCODING=SJIS psql`, `export PGCLIENTENCODING=...`, a
         // connection string's `client_encoding=`): the server would read bytes the guard read as UTF-8 otherwise
         // (in SJIS or GBK a backslash may end a multi-byte character).
-        if programs.contains(where: { ["psql", "pgcli"].contains($0) }) {
+        if programs.contains(where: { ["psql", "pgcli", "mysql", "mariadb"].contains($0) }) {
             for command in script.commands {
                 for word in command.words {
-                    guard let encoding = Self.clientEncoding(in: word.text), !["utf8", "unicode", "sqlascii"].contains(encoding) else { continue }
+                    guard let encoding = Self.clientEncoding(in: word.text), Self.backslashSwallowingEncodings.contains(encoding) else { continue }
                     fire("sql_via_client", at: word.position, "client encoding \(encoding): the server would read the SQL otherwise than the guard reads it (UTF-8)",
                          level: .dangerous)
                 }
@@ -549,7 +619,8 @@ private struct ShellWalk {
                      level: .dangerous)
                 continue
             }
-            if name == "printf", feeder.pipesErrors || feeder.redirections.contains(where: { $0.op == ">&" && $0.target.text == "1" }) {
+            // (Without arguments printf has nothing to complain of.)
+            if name == "printf", words.count > 1, feeder.pipesErrors || feeder.redirections.contains(where: { $0.op == ">&" && $0.target.text == "1" }) {
                 fire("sql_via_client", at: simple.position, "printf's error messages, which repeat its arguments, go into the pipe to \(programs[index]) too", level: .dangerous)
             }
             // What the pipe carries, as bash (also with xpg_echo) and as dash write it (their options and escapes
@@ -574,16 +645,20 @@ private struct ShellWalk {
                 }
                 if !readings.contains(text) { readings.append(text) }
             }
-            judgeSQLClient(programs[index], own + readings.flatMap { [ShellWord(text: "-c", position: simple.position), ShellWord(text: $0, position: simple.position)] },
-                           input: nil, at: simple.position)
+            judgeSQLClient(programs[index], own, input: nil, piped: readings, at: simple.position)
         }
     }
+
+    /// Client encodings in which the second byte of a character may be a backslash or a quote (SJIS, BIG5, GBK,
+    /// GB18030, UHC, JOHAB; MySQL's cp932 and gb2312-like): the server would then read other SQL than the guard.
+    static let backslashSwallowingEncodings: Set<String> = ["sjis", "shiftjis", "mskanji", "big5", "gbk", "cp936", "gb18030", "uhc", "johab",
+                                                           "cp932", "win932", "win936", "win949", "win950", "cp949", "cp950", "sjis2004", "shiftjis2004"]
 
     /// The client encoding a word sets (`PGCLIENTENCODING=SJIS`, `client_encoding=gbk`), lower case without `-`
     /// or `_`; nil when it sets none.
     static func clientEncoding(in text: String) -> String? {
         let lowered = text.lowercased()
-        for key in ["pgclientencoding=", "client_encoding="] {
+        for key in ["pgclientencoding=", "client_encoding=", "--default-character-set="] {
             guard let range = lowered.range(of: key) else { continue }
             let value = lowered[range.upperBound...].prefix { !" ;'\"&".contains($0) }
             return value.filter { $0 != "-" && $0 != "_" }
@@ -727,7 +802,7 @@ private struct ShellWalk {
             // `/{etc,usr}`, `/e*`, `/[e]tc`, `/?tc`: any word the shell may make of it.
             return braceExpansions(word.text).contains { pattern in
                 isProtected(pattern, word) || isProtected(lexicallyNormal(pattern), word)
-                    || protectedPaths.contains { glob(lexicallyNormal(pattern), $0, pathname: true) }
+                    || protectedPaths.contains { $0.hasPrefix("/") && !$0.contains("*") && glob(lexicallyNormal(pattern), $0, pathname: true) }
             }
         }
         return isProtected(word.text, word) || isProtected(lexicallyNormal(word.text), word)
@@ -767,13 +842,33 @@ private struct ShellWalk {
         var path = text
         while path.count > 1, path.hasSuffix("/") { path.removeLast() }
         while path.hasPrefix("//") { path.removeFirst() }
-        // A word that begins with an expansion (`$DIR`, `$(...)`, a backtick) could be any path.
-        if word.expands, path.hasPrefix("$") || path.hasPrefix("`") { return true }
+        // A word that begins with an expansion (`$DIR`, `$(...)`, a backtick) could be any path; with a plain
+        // ending after it (`"$TMPDIR"/cache`), only one that ends so (`"$X"/`, `"$X"/etc`, `"$X"/*`, `"$X"/..`).
+        if word.expands, path.hasPrefix("$") || path.hasPrefix("`") {
+            guard let suffix = plainEnding(path), !suffix.isEmpty, !suffix.contains(".."), !suffix.contains("~") else { return true }
+            return protectedPaths.contains { $0.hasSuffix(suffix) } || suffix == "/"
+        }
         // Quoted `~` and `*` are not expanded: `rm -rf "~"` removes a file named ~.
         if word.quoted, path.contains("*") || path.hasPrefix("~") { return false }
         if protectedPaths.contains(path) { return true }
         if path.hasSuffix("/*") { return protectedPaths.contains(String(path.dropLast(2))) || isProtected(ShellWord(text: String(path.dropLast(2)), position: 0, expands: word.expands)) }
         return false
+    }
+
+    /// What follows a path's leading expansion when the rest has none (`$TMPDIR/cache`, `${X:?}/build`,
+    /// `$(pwd)/x`: `/cache`, `/build`, `/x`); nil when the rest is not plain.
+    static func plainEnding(_ path: String) -> String? {
+        let bytes = Array(path.utf8)
+        var index = 1
+        if path.hasPrefix("${") || path.hasPrefix("$(") || path.hasPrefix("`") {
+            let close: UInt8 = path.hasPrefix("${") ? UInt8(ascii: "}") : path.hasPrefix("$(") ? UInt8(ascii: ")") : UInt8(ascii: "`")
+            guard let end = bytes.dropFirst(path.hasPrefix("`") ? 1 : 2).firstIndex(of: close) else { return nil }
+            index = end + 1
+        } else {
+            while index < bytes.count, bytes[index].isASCIILetterOrDigit || bytes[index] == UInt8(ascii: "_") { index += 1 }
+        }
+        let rest = String(decoding: bytes[index...], as: UTF8.self)
+        return rest.contains("$") || rest.contains("`") ? nil : rest
     }
 
     /// An absolute path without `.` segments, doubled slashes and `..` (read without following links):
@@ -792,6 +887,6 @@ private struct ShellWalk {
     }
 
     static func glob(_ pattern: String, _ text: String, pathname: Bool = false) -> Bool {
-        fnmatch(pattern, text, pathname ? FNM_PATHNAME : 0) == 0
+        fnmatch(pattern, text, pathname ? FNM_PATHNAME | FNM_PERIOD : 0) == 0
     }
 }

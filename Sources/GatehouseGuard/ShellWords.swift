@@ -201,10 +201,50 @@ struct ShellLexer {
                 throw ShellSyntaxError(message: "here-document ended by \(document.delimiter) has no end line", position: bytes.count)
             }
             if document.command < script.commands.count {
-                script.commands[document.command].input = body
-                script.commands[document.command].inputExpands = !document.quoted && (body.contains("$") || body.contains("`"))
+                // Unquoted, the body is read as in double quotes: `\$`, `\``, `\\` stand for the character, `\` and a
+                // newline join two lines.
+                script.commands[document.command].input = document.quoted ? body : Self.unescaped(body)
+                script.commands[document.command].inputExpands = !document.quoted && Self.expands(body)
             }
         }
+    }
+
+    /// The body of an unquoted here-document as the command reads it when nothing in it expands.
+    static func unescaped(_ body: String) -> String {
+        let bytes = Array(body.utf8)
+        var out: [UInt8] = []
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "\\"), index + 1 < bytes.count, "$`\\\n".utf8.contains(bytes[index + 1]) {
+                if bytes[index + 1] != UInt8(ascii: "\n") { out.append(bytes[index + 1]) }
+                index += 2
+            } else {
+                out.append(bytes[index])
+                index += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Whether the body of an unquoted here-document has an expansion: a backtick, or `$` before a name, a digit,
+    /// a special parameter, `{` or `(`, not after a backslash (`\$`, `'$%'` and a lone `$` stay as written).
+    static func expands(_ body: String) -> Bool {
+        let bytes = Array(body.utf8)
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\\") {
+                index += 2
+                continue
+            }
+            if byte == UInt8(ascii: "`") { return true }
+            if byte == UInt8(ascii: "$"), index + 1 < bytes.count {
+                let next = bytes[index + 1]
+                if next.isASCIILetterOrDigit || "_{(@*#?$!-".utf8.contains(next) { return true }
+            }
+            index += 1
+        }
+        return false
     }
 
     private func isWordEnd(_ byte: UInt8) -> Bool {

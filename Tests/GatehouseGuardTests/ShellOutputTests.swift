@@ -65,6 +65,21 @@ struct ShellOutputTests {
         }
     }
 
+    @Test("an unquoted here-document is taken as expanding where bash expands it")
+    func hereDocuments() throws {
+        for body in ["SELECT 1;", "SELECT '$';", "LIKE '$%'", #"DO \$\$ BEGIN END \$\$;"#, "SELECT '$HOME';", "SELECT $$;", "SELECT `echo 1`;",
+                     "SELECT ${HOME:-1};", "SELECT $(echo 1);", "SELECT $1;", #"SELECT '\`';"#, "cost: 5$ each", #"a\\$HOME"#] {
+            // What bash writes when nothing expands: the body with `\$`, `\``, `\\` unescaped.
+            let unescaped = body.replacingOccurrences(of: #"\\"#, with: "\u{1}").replacingOccurrences(of: #"\$"#, with: "$")
+                .replacingOccurrences(of: #"\`"#, with: "`").replacingOccurrences(of: "\u{1}", with: #"\"#)
+            let real = String(decoding: try Self.shell("bash", "cat <<EOF\n\(body)\nEOF", []), as: UTF8.self)
+            #expect(ShellLexer.expands(body) == (real != unescaped + "\n"), "\(body): bash wrote \(real)")
+            if !ShellLexer.expands(body) {
+                #expect(try ShellLexer.split("cat <<EOF\n\(body)\nEOF").commands.first?.input == real, "the body as cat reads it")
+            }
+        }
+    }
+
     @Test("a printf that would write more than the guard follows is not followed")
     func printfBounded() {
         #expect(ShellOutput.printf(["%1048577s"], shell: .bash) == nil)
