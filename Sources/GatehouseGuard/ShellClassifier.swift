@@ -493,11 +493,42 @@ private struct ShellWalk {
                 fire("sql_via_client", at: position, "\(program) puts its variable \(variable) into the SQL (:\(variable)): the guard cannot read the result", level: .dangerous)
                 continue
             }
-            let result = classifier.classify(text)
+            // psql's own commands that only show things (`\dt`, `\l`, `\x`) are not SQL: the rest is judged.
+            let sql = mysql ? text : Self.withoutDisplayCommands(text) ?? text
+            if sql.allSatisfy(\.isWhitespace) { continue }
+            let result = classifier.classify(sql)
             guard result.risk > .read else { continue }
             let summary = result.findings.filter { $0.level == result.risk }.map { "\($0.category) (\($0.detail))" }
             fire("sql_via_client", at: position, "\(program) runs SQL: \(summary.joined(separator: "; "))", level: result.risk)
         }
+    }
+
+    /// psql's backslash commands that only describe or display (`\d users`, `\dt+`, `\l`, `\du`, `\x`, `\timing`,
+    /// `\conninfo`, `\sf f`): nothing they do reaches the database beyond reading its catalog, or leaves the client.
+    /// `\!`, `\copy`, `\i`, `\o`, `\g`, `\gexec`, `\set`, `\c`, `\encoding`, `\if`, `\lo_...` and the rest are not among them.
+    static let displayCommands: Set<String> = [
+        "d", "da", "dA", "dAc", "dAf", "dAo", "dAp", "db", "dc", "dC", "dd", "dD", "ddp", "dE", "di", "dm", "ds", "dt", "dv", "des", "det", "deu",
+        "dew", "df", "dF", "dFd", "dFp", "dFt", "dg", "dl", "dL", "dn", "do", "dO", "dp", "dP", "dPi", "dPt", "drds", "drg", "dRp", "dRs", "dT",
+        "du", "dx", "dX", "dy", "l", "list", "lo_list", "z", "sf", "sv", "conninfo", "x", "timing", "a", "t", "H", "pset", "echo", "qecho",
+        "errverbose", "copyright", "?", "h", "help", "q", "quit", "T", "C", "f",
+    ]
+
+    /// The text without its lines that are psql display commands (see `displayCommands`; `S` and `+` after a name
+    /// allowed); nil when another backslash command is there, or a backslash stands anywhere else at a line's start.
+    static func withoutDisplayCommands(_ text: String) -> String? {
+        guard text.contains("\\") else { return text }
+        var kept: [Substring] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.drop { $0 == " " || $0 == "\t" }
+            guard trimmed.hasPrefix("\\") else {
+                kept.append(line)
+                continue
+            }
+            var name = String(trimmed.dropFirst().prefix { !$0.isWhitespace && $0 != "\\" })
+            while name.count > 1, name.hasSuffix("+") || name.hasSuffix("S") { name.removeLast() }
+            guard displayCommands.contains(name) else { return nil }
+        }
+        return kept.joined(separator: "\n")
     }
 
     /// Whether psql's lexer would put variable `name` into `text`: `:name`, `:'name'` or `:"name"` outside quoted
