@@ -436,7 +436,14 @@ private struct ShellWalk {
         let takingValues: Set<Character> = mysql ? ["e", "u", "h", "P", "D", "S", "p"] : ["c", "d", "f", "F", "h", "L", "o", "p", "P", "R", "T", "U", "v"]
         var statements: [(word: ShellWord, fromInput: Bool)] = []
         // psql's variables (`-v name=value`): psql puts them into the SQL it reads from input where it finds `:name`.
-        var variables: [String] = []
+        // A value the shell completes when it runs is unknown (nil).
+        var variables: [(name: String, value: String?)] = []
+        func variable(_ word: ShellWord, dropping prefix: Int = 0) -> (name: String, value: String?) {
+            let text = word.text.dropFirst(prefix)
+            let name = String(text.prefix { $0 != "=" })
+            let value = text.contains("=") ? String(text.drop { $0 != "=" }.dropFirst()) : ""
+            return (name, word.expands || word.globs ? nil : value)
+        }
         var index = 0
         while index < arguments.count {
             let word = arguments[index], text = word.text
@@ -448,9 +455,9 @@ private struct ShellWalk {
                 statements.append((arguments[index], false))
                 index += 1
             } else if !mysql, let long = ["--set=", "--variable="].first(where: { text.hasPrefix($0) }) {
-                variables.append(String(text.dropFirst(long.count).prefix { $0 != "=" }))
+                variables.append(variable(word, dropping: long.count))
             } else if !mysql, text == "--set" || text == "--variable", index < arguments.count {
-                variables.append(String(arguments[index].text.prefix { $0 != "=" }))
+                variables.append(variable(arguments[index]))
                 index += 1
             } else if text.hasPrefix("-"), !text.hasPrefix("--"), text.count > 1 {
                 // A group of short options: each letter an option until one that takes a value.
@@ -467,7 +474,7 @@ private struct ShellWalk {
                 }
                 guard let taken else { continue }
                 if letters[at] == runs { statements.append((taken, false)) }
-                if !mysql, letters[at] == "v" { variables.append(String(taken.text.prefix { $0 != "=" })) }
+                if !mysql, letters[at] == "v" { variables.append(variable(taken)) }
             }
         }
         if let input { statements.append((input, true)) }
@@ -478,7 +485,7 @@ private struct ShellWalk {
         }
         let classifier = SQLClassifier(settings: settings)
         for (statement, fromInput) in statements {
-            let text = statement.text
+            var text = statement.text
             if statement.expands || statement.globs {
                 fire("sql_via_client", at: position, "\(program) runs SQL the shell completes when it runs ($VAR, $(...), a glob): the guard cannot read it",
                      level: .dangerous)
@@ -488,10 +495,15 @@ private struct ShellWalk {
                 fire("sql_via_client", at: position, "\(program) \(reason): the guard reads SQL as PostgreSQL does", level: .dangerous)
                 continue
             }
-            // psql puts variables into what it reads from input (not into `-c`), outside quotes, not after `::`.
-            if fromInput, let variable = variables.first(where: { Self.interpolates($0, in: text) }) {
-                fire("sql_via_client", at: position, "\(program) puts its variable \(variable) into the SQL (:\(variable)): the guard cannot read the result", level: .dangerous)
-                continue
+            // psql puts variables into what it reads from input (not into `-c`), outside quotes, not after `::`: the
+            // text is judged with their values in, unless one is only known when the shell runs.
+            if fromInput, !variables.isEmpty {
+                guard let substituted = Self.interpolating(variables, in: text) else {
+                    fire("sql_via_client", at: position, "\(program) puts a variable whose value the shell completes when it runs into the SQL: the guard cannot read the result",
+                         level: .dangerous)
+                    continue
+                }
+                text = substituted
             }
             // psql's own commands that only show things (`\dt`, `\l`, `\x`) are not SQL: the rest is judged.
             let sql = mysql ? text : Self.withoutDisplayCommands(text) ?? text
@@ -531,35 +543,63 @@ private struct ShellWalk {
         return kept.joined(separator: "\n")
     }
 
-    /// Whether psql's lexer would put variable `name` into `text`: `:name`, `:'name'` or `:"name"` outside quoted
-    /// strings and comments, not part of `::`.
-    static func interpolates(_ name: String, in text: String) -> Bool {
-        let bytes = Array(text.utf8), wanted = Array(name.utf8)
+    /// The text with psql's variables put in as its lexer does: `:name` as the value, `:'name'` as a string literal,
+    /// `:"name"` as an identifier; outside quoted strings and comments, not `::`. A later `-v` of a name wins. Nil
+    /// when a variable whose value is unknown is used.
+    static func interpolating(_ variables: [(name: String, value: String?)], in text: String) -> String? {
+        var values: [String: String?] = [:]
+        for variable in variables { values[variable.name] = variable.value }
+        let bytes = Array(text.utf8)
+        var out: [UInt8] = []
         var index = 0
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "'") || byte == UInt8(ascii: "\"") {
+                let start = index
                 index += 1
                 while index < bytes.count, bytes[index] != byte { index += 1 }
-            } else if byte == UInt8(ascii: "-"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "-") {
+                index = min(index + 1, bytes.count)
+                out += bytes[start..<index]
+                continue
+            }
+            if byte == UInt8(ascii: "-"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "-") {
+                let start = index
                 while index < bytes.count, bytes[index] != UInt8(ascii: "\n") { index += 1 }
-            } else if byte == UInt8(ascii: ":"), index + 1 < bytes.count {
-                if bytes[index + 1] == UInt8(ascii: ":") {
-                    index += 2
+                out += bytes[start..<index]
+                continue
+            }
+            if byte == UInt8(ascii: ":"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: ":") {
+                out += [byte, byte]
+                index += 2
+                continue
+            }
+            if byte == UInt8(ascii: ":"), index + 1 < bytes.count {
+                var at = index + 1
+                let quote: UInt8? = bytes[at] == UInt8(ascii: "'") || bytes[at] == UInt8(ascii: "\"") ? bytes[at] : nil
+                if quote != nil { at += 1 }
+                var end = at
+                while end < bytes.count, bytes[end].isASCIILetterOrDigit || bytes[end] == UInt8(ascii: "_") || bytes[end] >= 0x80 { end += 1 }
+                let name = String(decoding: bytes[at..<end], as: UTF8.self)
+                let closed = quote.map { end < bytes.count && bytes[end] == $0 } ?? true
+                if end > at, closed, let known = values[name] {
+                    guard let value = known else { return nil }
+                    switch quote {
+                    case UInt8(ascii: "'")?:
+                        let escaped = value.replacingOccurrences(of: "'", with: "''")
+                        out += Array((value.contains("\\") ? "E'" + escaped.replacingOccurrences(of: "\\", with: "\\\\") + "'" : "'" + escaped + "'").utf8)
+                    case UInt8(ascii: "\"")?:
+                        out += Array(("\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\"").utf8)
+                    default:
+                        out += Array(value.utf8)
+                    }
+                    index = quote == nil ? end : end + 1
                     continue
                 }
-                var at = index + 1
-                let quote = bytes[at] == UInt8(ascii: "'") || bytes[at] == UInt8(ascii: "\"") ? bytes[at] : nil
-                if quote != nil { at += 1 }
-                if bytes[at...].starts(with: wanted) {
-                    let after = at + wanted.count
-                    let ends = after >= bytes.count || !(bytes[after].isASCIILetterOrDigit || bytes[after] == UInt8(ascii: "_"))
-                    if ends, quote == nil || (after < bytes.count && bytes[after] == quote) { return true }
-                }
             }
+            out.append(byte)
             index += 1
         }
-        return false
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Where MySQL reads a text otherwise than PostgreSQL, outside its strings and comments: a `/*! ... */`
