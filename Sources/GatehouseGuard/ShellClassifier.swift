@@ -435,6 +435,8 @@ private struct ShellWalk {
         let runs: Character = mysql ? "e" : "c"
         let takingValues: Set<Character> = mysql ? ["e", "u", "h", "P", "D", "S", "p"] : ["c", "d", "f", "F", "h", "L", "o", "p", "P", "R", "T", "U", "v"]
         var statements: [(word: ShellWord, fromInput: Bool)] = []
+        // `-f FILE`: SQL from a file, unseen.
+        var reads = false
         // psql's variables (`-v name=value`): psql puts them into the SQL it reads from input where it finds `:name`.
         // A value the shell completes when it runs is unknown (nil).
         var variables: [(name: String, value: String?)] = []
@@ -449,11 +451,22 @@ private struct ShellWalk {
             let word = arguments[index], text = word.text
             func value(_ text: String) -> ShellWord { ShellWord(text: text, position: word.position, expands: word.expands, globs: word.globs) }
             index += 1
-            if let long = ["--command=", mysql ? "--execute=" : "--command="].first(where: { text.hasPrefix($0) }) {
-                statements.append((value(String(text.dropFirst(long.count))), false))
-            } else if text == "--command" || (mysql && text == "--execute"), index < arguments.count {
-                statements.append((arguments[index], false))
+            // Long options as getopt takes them: any unambiguous beginning (`--comm=...`), the value after `=` or next.
+            let (longName, longValue) = text.hasPrefix("--") ? (String(text.prefix { $0 != "=" }), text.contains("=") ? String(text.drop { $0 != "=" }.dropFirst()) : nil) : ("", nil)
+            func isLong(_ full: String, shortest: Int) -> Bool { longName.count >= shortest && full.hasPrefix(longName) }
+            func longOperand() -> ShellWord? {
+                if let longValue { return value(longValue) }
+                guard index < arguments.count else { return nil }
                 index += 1
+                return arguments[index - 1]
+            }
+            if isLong(mysql ? "--execute" : "--command", shortest: mysql ? 4 : 5) || (mysql && isLong("--init-command", shortest: 4)) {
+                if let operand = longOperand() { statements.append((operand, false)) }
+            } else if isLong(mysql ? "--tee" : "--output", shortest: mysql ? 4 : 5) || (!mysql && isLong("--log-file", shortest: 4)) {
+                if let operand = longOperand() { judgeRedirection(ShellRedirection(op: ">", target: operand)) }
+            } else if !mysql, isLong("--file", shortest: 4) {
+                _ = longOperand()
+                reads = true
             } else if !mysql, let long = ["--set=", "--variable="].first(where: { text.hasPrefix($0) }) {
                 variables.append(variable(word, dropping: long.count))
             } else if !mysql, text == "--set" || text == "--variable", index < arguments.count {
@@ -475,14 +488,14 @@ private struct ShellWalk {
                 guard let taken else { continue }
                 if letters[at] == runs { statements.append((taken, false)) }
                 if !mysql, letters[at] == "v" { variables.append(variable(taken)) }
+                // psql -o FILE and -L FILE write the results there; -f FILE runs SQL the guard does not see.
+                if !mysql, letters[at] == "o" || letters[at] == "L" { judgeRedirection(ShellRedirection(op: ">", target: taken)) }
+                if !mysql, letters[at] == "f" { reads = true }
             }
         }
         if let input { statements.append((input, true)) }
         statements += piped.map { (ShellWord(text: $0, position: position), true) }
-        guard !statements.isEmpty else {
-            fire("command", at: position, "\(program) runs SQL the guard cannot see")
-            return
-        }
+        if reads || statements.isEmpty { fire("command", at: position, "\(program) runs SQL the guard cannot see") }
         let classifier = SQLClassifier(settings: settings)
         for (statement, fromInput) in statements {
             var text = statement.text
@@ -530,15 +543,24 @@ private struct ShellWalk {
     static func withoutDisplayCommands(_ text: String) -> String? {
         guard text.contains("\\") else { return text }
         var kept: [Substring] = []
+        // The SQL between display commands, each stretch complete in itself: a line that psql would read inside
+        // a string or comment begun before it is no command.
+        var stretch: [Substring] = []
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
             let trimmed = line.drop { $0 == " " || $0 == "\t" }
             guard trimmed.hasPrefix("\\") else {
                 kept.append(line)
+                stretch.append(line)
                 continue
             }
             var name = String(trimmed.dropFirst().prefix { !$0.isWhitespace && $0 != "\\" })
+            let arguments = trimmed.dropFirst(1 + name.count)
             while name.count > 1, name.hasSuffix("+") || name.hasSuffix("S") { name.removeLast() }
-            guard displayCommands.contains(name) else { return nil }
+            // Plain arguments only: psql runs a backtick's command, reads `\\` as the end of the command and a
+            // quote as the start of one argument that may run on.
+            guard displayCommands.contains(name), !arguments.contains(where: { "\\`'\"".contains($0) }),
+                  PgQuery.tokens(stretch.joined(separator: "\n")) != nil else { return nil }
+            stretch = []
         }
         return kept.joined(separator: "\n")
     }
@@ -549,56 +571,35 @@ private struct ShellWalk {
     static func interpolating(_ variables: [(name: String, value: String?)], in text: String) -> String? {
         var values: [String: String?] = [:]
         for variable in variables { values[variable.name] = variable.value }
+        // PostgreSQL's scanner finds the strings (E'', $$), comments and `::` as psql's lexer does; text it cannot
+        // scan is not judged.
+        guard let tokens = PgQuery.tokens(text, comments: true) else { return nil }
         let bytes = Array(text.utf8)
         var out: [UInt8] = []
-        var index = 0
-        while index < bytes.count {
-            let byte = bytes[index]
-            if byte == UInt8(ascii: "'") || byte == UInt8(ascii: "\"") {
-                let start = index
-                index += 1
-                while index < bytes.count, bytes[index] != byte { index += 1 }
-                index = min(index + 1, bytes.count)
-                out += bytes[start..<index]
-                continue
+        var copied = 0
+        for (index, token) in tokens.enumerated() where token.kind == Int(UInt8(ascii: ":")) && index + 1 < tokens.count {
+            let next = tokens[index + 1]
+            guard next.start == token.end, next.end > next.start else { continue }
+            let first = bytes[next.start]
+            let quote: UInt8? = first == UInt8(ascii: "'") || first == UInt8(ascii: "\"") ? first : nil
+            let nameBytes = quote == nil ? bytes[next.start..<next.end] : bytes[(next.start + 1)..<max(next.start + 1, next.end - 1)]
+            let name = String(decoding: nameBytes, as: UTF8.self)
+            guard !name.isEmpty, nameBytes.allSatisfy({ $0.isASCIILetterOrDigit || $0 == UInt8(ascii: "_") || $0 >= 0x80 }),
+                  quote == nil || bytes[next.end - 1] == quote, let known = values[name] else { continue }
+            guard let value = known else { return nil }
+            out += bytes[copied..<token.start]
+            switch quote {
+            case UInt8(ascii: "'")?:
+                let escaped = value.replacingOccurrences(of: "'", with: "''")
+                out += Array((value.contains("\\") ? " E'" + escaped.replacingOccurrences(of: "\\", with: "\\\\") + "'" : "'" + escaped + "'").utf8)
+            case UInt8(ascii: "\"")?:
+                out += Array(("\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\"").utf8)
+            default:
+                out += Array(value.utf8)
             }
-            if byte == UInt8(ascii: "-"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "-") {
-                let start = index
-                while index < bytes.count, bytes[index] != UInt8(ascii: "\n") { index += 1 }
-                out += bytes[start..<index]
-                continue
-            }
-            if byte == UInt8(ascii: ":"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: ":") {
-                out += [byte, byte]
-                index += 2
-                continue
-            }
-            if byte == UInt8(ascii: ":"), index + 1 < bytes.count {
-                var at = index + 1
-                let quote: UInt8? = bytes[at] == UInt8(ascii: "'") || bytes[at] == UInt8(ascii: "\"") ? bytes[at] : nil
-                if quote != nil { at += 1 }
-                var end = at
-                while end < bytes.count, bytes[end].isASCIILetterOrDigit || bytes[end] == UInt8(ascii: "_") || bytes[end] >= 0x80 { end += 1 }
-                let name = String(decoding: bytes[at..<end], as: UTF8.self)
-                let closed = quote.map { end < bytes.count && bytes[end] == $0 } ?? true
-                if end > at, closed, let known = values[name] {
-                    guard let value = known else { return nil }
-                    switch quote {
-                    case UInt8(ascii: "'")?:
-                        let escaped = value.replacingOccurrences(of: "'", with: "''")
-                        out += Array((value.contains("\\") ? "E'" + escaped.replacingOccurrences(of: "\\", with: "\\\\") + "'" : "'" + escaped + "'").utf8)
-                    case UInt8(ascii: "\"")?:
-                        out += Array(("\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\"").utf8)
-                    default:
-                        out += Array(value.utf8)
-                    }
-                    index = quote == nil ? end : end + 1
-                    continue
-                }
-            }
-            out.append(byte)
-            index += 1
+            copied = next.end
         }
+        out += bytes[copied...]
         return String(decoding: out, as: UTF8.self)
     }
 
@@ -614,15 +615,27 @@ private struct ShellWalk {
             case UInt8(ascii: "'"), UInt8(ascii: "\""), UInt8(ascii: "`"):
                 index += 1
                 while index < bytes.count, bytes[index] != byte {
-                    if bytes[index] == UInt8(ascii: "\\"), byte != UInt8(ascii: "`") { return "reads a backslash in a string as an escape" }
+                    // `\'` does not end a MySQL string (it ends PostgreSQL's); a quote inside a backtick name is
+                    // the start of a string to PostgreSQL.
+                    if byte == UInt8(ascii: "`"), bytes[index] == UInt8(ascii: "'") || bytes[index] == UInt8(ascii: "\"") {
+                        return "reads `...` as a name where PostgreSQL reads a string"
+                    }
+                    if byte != UInt8(ascii: "`"), bytes[index] == UInt8(ascii: "\\"), index + 1 < bytes.count {
+                        if bytes[index + 1] == byte { return "reads a backslash before a quote as an escape" }
+                        index += 1
+                    }
                     index += 1
                 }
             case UInt8(ascii: "#"):
-                while index < bytes.count, bytes[index] != UInt8(ascii: "\n") { index += 1 }
+                return "reads # as the start of a comment"
             case UInt8(ascii: "/") where index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "*"):
                 if index + 2 < bytes.count, bytes[index + 2] == UInt8(ascii: "!") { return "runs /*! ... */ comments" }
                 index += 2
-                while index + 1 < bytes.count, !(bytes[index] == UInt8(ascii: "*") && bytes[index + 1] == UInt8(ascii: "/")) { index += 1 }
+                while index + 1 < bytes.count, !(bytes[index] == UInt8(ascii: "*") && bytes[index + 1] == UInt8(ascii: "/")) {
+                    // MySQL's comments do not nest; PostgreSQL's do.
+                    if bytes[index] == UInt8(ascii: "/"), bytes[index + 1] == UInt8(ascii: "*") { return "ends a comment at the first */ where PostgreSQL nests them" }
+                    index += 1
+                }
                 index += 1
             case UInt8(ascii: "-") where index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "-"):
                 guard index + 2 >= bytes.count || [UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r")].contains(bytes[index + 2]) else {
@@ -723,18 +736,31 @@ private struct ShellWalk {
     /// Client encodings in which the second byte of a character may be a backslash or a quote (SJIS, BIG5, GBK,
     /// GB18030, UHC, JOHAB; MySQL's cp932 and gb2312-like): the server would then read other SQL than the guard.
     static let backslashSwallowingEncodings: Set<String> = ["sjis", "shiftjis", "mskanji", "big5", "gbk", "cp936", "gb18030", "uhc", "johab",
-                                                           "cp932", "win932", "win936", "win949", "win950", "cp949", "cp950", "sjis2004", "shiftjis2004"]
+                                                           "cp932", "win932", "win936", "win949", "win950", "cp949", "cp950", "sjis2004", "shiftjis2004",
+                                                           "windows932", "windows936", "windows949", "windows950", "big5hkscs"]
 
     /// The client encoding a word sets (`PGCLIENTENCODING=SJIS`, `client_encoding=gbk`), lower case without `-`
     /// or `_`; nil when it sets none.
     static func clientEncoding(in text: String) -> String? {
+        clientEncodings(in: text).first { backslashSwallowingEncodings.contains($0) } ?? clientEncodings(in: text).first
+    }
+
+    /// Every client encoding a word sets, as PostgreSQL compares names: lower case, only letters and digits.
+    static func clientEncodings(in text: String) -> [String] {
         let lowered = text.lowercased()
-        for key in ["pgclientencoding=", "client_encoding=", "--default-character-set="] {
-            guard let range = lowered.range(of: key) else { continue }
-            let value = lowered[range.upperBound...].prefix { !" ;'\"&".contains($0) }
-            return value.filter { $0 != "-" && $0 != "_" }
+        var found: [String] = []
+        for key in ["pgclientencoding", "client_encoding", "client-encoding", "default-character-set", "character-set"] {
+            var rest = lowered[...]
+            while let range = rest.range(of: key) {
+                var after = rest[range.upperBound...].drop { $0 == " " }
+                if after.first == "=" {
+                    after = after.dropFirst().drop { $0 == " " || $0 == "'" || $0 == "\"" }
+                    found.append(String(after.prefix { !" ;'\"&".contains($0) }.filter { $0.isLetter || $0.isNumber }))
+                }
+                rest = rest[range.upperBound...]
+            }
         }
-        return nil
+        return found
     }
 
     /// `cat` with no file to read (or `-`): what it is given, it writes.
@@ -916,8 +942,14 @@ private struct ShellWalk {
         // A word that begins with an expansion (`$DIR`, `$(...)`, a backtick) could be any path; with a plain
         // ending after it (`"$TMPDIR"/cache`), only one that ends so (`"$X"/`, `"$X"/etc`, `"$X"/*`, `"$X"/..`).
         if word.expands, path.hasPrefix("$") || path.hasPrefix("`") {
-            guard let suffix = plainEnding(path), !suffix.isEmpty, !suffix.contains(".."), !suffix.contains("~") else { return true }
-            return protectedPaths.contains { $0.hasSuffix(suffix) } || suffix == "/"
+            // Not under $HOME (its whole tree is the user's), nothing but a plain ending, no `..` or `~`.
+            guard !path.hasPrefix("$HOME"), !path.hasPrefix("${HOME"), let suffix = plainEnding(path), !suffix.isEmpty,
+                  !suffix.contains(".."), !suffix.contains("~") else { return true }
+            // The expansion empty (`/etc/*`, `//etc`, `/e*`, `/{etc,x}` judged as paths), or a protected path
+            // ending so (`"$PREFIX"/etc`).
+            let alone = ShellWord(text: suffix, position: word.position, globs: word.globs || suffix.contains(where: { "*?[{".contains($0) }))
+            let normal = lexicallyNormal(suffix)
+            return isProtected(alone) || protectedPaths.contains { $0.hasSuffix(suffix) || $0.hasSuffix(normal) } || normal == "/"
         }
         // Quoted `~` and `*` are not expanded: `rm -rf "~"` removes a file named ~.
         if word.quoted, path.contains("*") || path.hasPrefix("~") { return false }
@@ -932,8 +964,21 @@ private struct ShellWalk {
         let bytes = Array(path.utf8)
         var index = 1
         if path.hasPrefix("${") || path.hasPrefix("$(") || path.hasPrefix("`") {
+            // To the bracket that closes the first (`${X:-${Y}/etc}` as a whole); an expansion inside is not plain.
+            let open: UInt8 = path.hasPrefix("${") ? UInt8(ascii: "{") : UInt8(ascii: "(")
             let close: UInt8 = path.hasPrefix("${") ? UInt8(ascii: "}") : path.hasPrefix("$(") ? UInt8(ascii: ")") : UInt8(ascii: "`")
-            guard let end = bytes.dropFirst(path.hasPrefix("`") ? 1 : 2).firstIndex(of: close) else { return nil }
+            var depth = 0
+            var end: Int?
+            for at in (path.hasPrefix("`") ? 1 : 1)..<bytes.count {
+                if bytes[at] == open, close != UInt8(ascii: "`") { depth += 1 }
+                if bytes[at] == close {
+                    depth -= 1
+                    if depth <= 0 { end = at; break }
+                }
+            }
+            guard let end else { return nil }
+            let inner = bytes[2..<max(2, end)]
+            if inner.contains(UInt8(ascii: "/")) { return nil }
             index = end + 1
         } else {
             while index < bytes.count, bytes[index].isASCIILetterOrDigit || bytes[index] == UInt8(ascii: "_") { index += 1 }

@@ -240,7 +240,7 @@ struct ShellLexer {
             if byte == UInt8(ascii: "`") { return true }
             if byte == UInt8(ascii: "$"), index + 1 < bytes.count {
                 let next = bytes[index + 1]
-                if next.isASCIILetterOrDigit || "_{(@*#?$!-".utf8.contains(next) { return true }
+                if next.isASCIILetterOrDigit || "_{([@*#?$!-".utf8.contains(next) { return true }
             }
             index += 1
         }
@@ -275,7 +275,11 @@ struct ShellLexer {
             case UInt8(ascii: "\\"):
                 index += 1
                 if let next = peek() {
-                    if next != UInt8(ascii: "\n") { text.append(next) }
+                    // An escaped character is quoted (`<<\EOF` is a quoted delimiter); a line joined is not.
+                    if next != UInt8(ascii: "\n") {
+                        text.append(next)
+                        word.quoted = true
+                    }
                     index += 1
                 }
             case UInt8(ascii: "$"):
