@@ -687,7 +687,8 @@ private struct ShellWalk {
             }
         }
         // `echo "DROP TABLE t" | psql`: the SQL comes from the previous stage (through `tee` or a bare `cat`).
-        for (index, simple) in script.commands.enumerated() where simple.stage > 0 && ["psql", "mysql", "mariadb"].contains(programs[index]) {
+        for (index, simple) in script.commands.enumerated() where simple.stage > 0 {
+            guard let client = sqlClient(unwrap(simple.words.filter { !Self.isAssignment($0.text) })) else { continue }
             var stage = simple.stage - 1
             var feederIndex = script.commands.lastIndex { $0.pipeline == simple.pipeline && $0.stage == stage }
             while let current = feederIndex, programs[current] == "tee" || (programs[current] == "cat" && Self.passesInputThrough(script.commands[current])), stage > 0 {
@@ -696,16 +697,16 @@ private struct ShellWalk {
             }
             guard let feederIndex, ["echo", "printf"].contains(programs[feederIndex]) else { continue }
             let feeder = script.commands[feederIndex], name = programs[feederIndex]
-            let own = Self.variableOptions(Array(unwrap(simple.words.filter { !Self.isAssignment($0.text) }).dropFirst()))
+            let own = Self.variableOptions(client.arguments)
             let words = Array(unwrap(feeder.words.filter { !Self.isAssignment($0.text) }).dropFirst())
             if words.contains(where: { $0.expands || $0.globs }) {
-                fire("sql_via_client", at: simple.position, "\(programs[index]) runs SQL that \(name) writes from words the shell completes when it runs ($VAR, $(...), a glob, {a,b}): the guard cannot read it",
+                fire("sql_via_client", at: simple.position, "\(client.program) runs SQL that \(name) writes from words the shell completes when it runs ($VAR, $(...), a glob, {a,b}): the guard cannot read it",
                      level: .dangerous)
                 continue
             }
             // (Without arguments printf has nothing to complain of.)
             if name == "printf", words.count > 1, feeder.pipesErrors || feeder.redirections.contains(where: { $0.op == ">&" && $0.target.text == "1" }) {
-                fire("sql_via_client", at: simple.position, "printf's error messages, which repeat its arguments, go into the pipe to \(programs[index]) too", level: .dangerous)
+                fire("sql_via_client", at: simple.position, "printf's error messages, which repeat its arguments, go into the pipe to \(client.program) too", level: .dangerous)
             }
             // What the pipe carries, as bash (also with xpg_echo) and as dash write it (their options and escapes
             // differ: printf and `echo -e` turn `\n` into a newline, dash's plain echo does too, bash's does not; a
@@ -729,8 +730,21 @@ private struct ShellWalk {
                 }
                 if !readings.contains(text) { readings.append(text) }
             }
-            judgeSQLClient(programs[index], own, input: nil, piped: readings, at: simple.position)
+            judgeSQLClient(client.program, own, input: nil, piped: readings, at: simple.position)
         }
+    }
+
+    /// The SQL client a command is, with its arguments: psql or mysql itself, or the one it runs elsewhere
+    /// (`kubectl exec -i db-0 -- psql`, `docker exec -i db psql`, `ssh host psql`), which reads the same pipe.
+    private func sqlClient(_ words: [ShellWord]) -> (program: String, arguments: [ShellWord])? {
+        guard let first = words.first else { return nil }
+        let program = Self.basename(first.text)
+        if ["psql", "mysql", "mariadb"].contains(program) { return (program, Array(words.dropFirst())) }
+        guard let nested = nestedCommandLine(program, Array(words.dropFirst())), !nested.expands,
+              let script = try? ShellLexer.split(nested.text), script.commands.count == 1, let command = script.commands.first else { return nil }
+        let inner = unwrap(command.words.filter { !Self.isAssignment($0.text) })
+        guard let name = inner.first.map({ Self.basename($0.text) }), ["psql", "mysql", "mariadb"].contains(name) else { return nil }
+        return (name, Array(inner.dropFirst()))
     }
 
     /// Client encodings in which the second byte of a character may be a backslash or a quote (SJIS, BIG5, GBK,
