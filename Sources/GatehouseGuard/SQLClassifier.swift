@@ -367,6 +367,9 @@ private struct SQLWalk {
             if kind != "VAR_RESET" && kind != "VAR_RESET_ALL" {
                 if SQLNodeRule.roleSettings.contains(name) {
                     fire("role_change", at: location, "SET \(name.uppercased()) changes who the session acts as")
+                } else if name == "client_encoding", kind == "VAR_SET_VALUE",
+                          Self.settingValues(fields["args"], constants: constants).map(Self.encodingName) == ["utf8"] {
+                    // UTF-8, the encoding the guard reads (`pg_dump` output begins with it): nothing changes.
                 } else if SQLNodeRule.unsafeSettings.contains(name) {
                     fire("unsafe_setting", at: location, "SET \(name)")
                 } else if name == "search_path", SearchPath.shadowsCatalog(Self.settingValues(fields["args"], constants: constants)) {
@@ -817,6 +820,11 @@ private struct SQLWalk {
         return (arguments?.elements ?? []).map { argument in
             argument["A_Const"]?["sval"]?["sval"]?.stringValue ?? argument["A_Const"]?["ival"]?["ival"]?.intValue.map(String.init) ?? ""
         }
+    }
+
+    /// An encoding's name as PostgreSQL compares names: lower case, letters and digits (`UTF-8` and `utf8` alike).
+    static func encodingName(_ name: String) -> String {
+        String(name.lowercased().filter { $0.isLetter || $0.isNumber })
     }
 
     /// Whether a list of transaction options (`BEGIN ...`, `SET TRANSACTION ...`) says READ WRITE.
