@@ -368,7 +368,7 @@ private struct SQLWalk {
                 if SQLNodeRule.roleSettings.contains(name) {
                     fire("role_change", at: location, "SET \(name.uppercased()) changes who the session acts as")
                 } else if name == "client_encoding", kind == "VAR_SET_VALUE",
-                          Self.settingValues(fields["args"], constants: constants).map(Self.encodingName) == ["utf8"] {
+                          Self.settingValues(fields["args"], constants: constants).map(SQLClassifier.encodingName) == ["utf8"] {
                     // UTF-8, the encoding the guard reads (`pg_dump` output begins with it): nothing changes.
                 } else if SQLNodeRule.unsafeSettings.contains(name) {
                     fire("unsafe_setting", at: location, "SET \(name)")
@@ -822,11 +822,6 @@ private struct SQLWalk {
         }
     }
 
-    /// An encoding's name as PostgreSQL compares names: lower case, letters and digits (`UTF-8` and `utf8` alike).
-    static func encodingName(_ name: String) -> String {
-        String(name.lowercased().filter { $0.isLetter || $0.isNumber })
-    }
-
     /// Whether a list of transaction options (`BEGIN ...`, `SET TRANSACTION ...`) says READ WRITE.
     static func setsReadWrite(_ options: ParseTree?, constants: ConstantUse) -> Bool {
         (options?.elements ?? []).contains { option in
@@ -913,5 +908,12 @@ extension String {
 
     func replacingSuffix(_ suffix: String) -> String {
         hasSuffix(suffix) ? String(dropLast(suffix.count)) : self
+    }
+}
+
+extension SQLClassifier {
+    /// An encoding's name as PostgreSQL compares names: lower case, letters and digits (`UTF-8` and `utf8` alike).
+    static func encodingName(_ name: String) -> String {
+        String(name.lowercased().filter { $0.isLetter || $0.isNumber })
     }
 }

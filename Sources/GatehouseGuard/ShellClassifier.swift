@@ -680,7 +680,7 @@ private struct ShellWalk {
         if programs.contains(where: { ["psql", "pgcli", "mysql", "mariadb"].contains($0) }) {
             for command in script.commands {
                 for word in command.words {
-                    guard let encoding = Self.clientEncoding(in: word.text), Self.backslashSwallowingEncodings.contains(encoding) else { continue }
+                    guard let encoding = Self.clientEncodings(in: word.text).first(where: Self.backslashSwallowingEncodings.contains) else { continue }
                     fire("sql_via_client", at: word.position, "client encoding \(encoding): the server would read the SQL otherwise than the guard reads it (UTF-8)",
                          level: .dangerous)
                 }
@@ -753,23 +753,18 @@ private struct ShellWalk {
                                                            "cp932", "win932", "win936", "win949", "win950", "cp949", "cp950", "sjis2004", "shiftjis2004",
                                                            "windows932", "windows936", "windows949", "windows950", "big5hkscs"]
 
-    /// The client encoding a word sets (`PGCLIENTENCODING=SJIS`, `client_encoding=gbk`), lower case without `-`
-    /// or `_`; nil when it sets none.
-    static func clientEncoding(in text: String) -> String? {
-        clientEncodings(in: text).first { backslashSwallowingEncodings.contains($0) } ?? clientEncodings(in: text).first
-    }
-
-    /// Every client encoding a word sets, as PostgreSQL compares names: lower case, only letters and digits.
+    /// Every client encoding a word sets (`PGCLIENTENCODING=SJIS`, `client_encoding=gbk`, mysql's
+    /// `--default-character-set=gbk`), named as PostgreSQL compares names (`SQLClassifier.encodingName`).
     static func clientEncodings(in text: String) -> [String] {
         let lowered = text.lowercased()
         var found: [String] = []
-        for key in ["pgclientencoding", "client_encoding", "client-encoding", "default-character-set", "character-set"] {
+        for key in ["pgclientencoding", "client_encoding", "client-encoding", "character-set"] {
             var rest = lowered[...]
             while let range = rest.range(of: key) {
                 var after = rest[range.upperBound...].drop { $0 == " " }
                 if after.first == "=" {
                     after = after.dropFirst().drop { $0 == " " || $0 == "'" || $0 == "\"" }
-                    found.append(String(after.prefix { !" ;'\"&".contains($0) }.filter { $0.isLetter || $0.isNumber }))
+                    found.append(SQLClassifier.encodingName(String(after.prefix { !" ;'\"&".contains($0) })))
                 }
                 rest = rest[range.upperBound...]
             }

@@ -213,10 +213,7 @@ enum WhereAnalysis {
             if let inside = existsCondition(fields, constants: constants) { return isCertainlyFalse(inside) }
             guard fields["subLinkType"]?.stringValue == "EXISTS_SUBLINK", let select = fields["subselect"]?["SelectStmt"],
                   select["larg"] == nil, select["rarg"] == nil, select["groupClause"] == nil, select["havingClause"] == nil,
-                  (select["targetList"]?.elements ?? []).allSatisfy({ target in
-                      guard let value = target["ResTarget"]?["val"], let (type, _) = value.tagged else { return false }
-                      return type == "A_Const" || type == "ColumnRef"
-                  }),
+                  outputsOneRowPerRow(select),
                   let condition = select["whereClause"] else { return false }
             return isCertainlyFalse(condition)
         case "BoolExpr":
@@ -364,13 +361,18 @@ enum WhereAnalysis {
         guard link["subLinkType"]?.stringValue == "EXISTS_SUBLINK", let select = link["subselect"]?["SelectStmt"],
               select["fromClause"] == nil, select["larg"] == nil, select["rarg"] == nil, select["distinctClause"] == nil,
               let condition = select["whereClause"],
-              // One row out: constants and columns (a set-returning function could give none).
-              (select["targetList"]?.elements ?? []).allSatisfy({ target in
-                  guard let value = target["ResTarget"]?["val"], let (type, _) = value.tagged else { return false }
-                  return type == "A_Const" || type == "ColumnRef"
-              }),
+              outputsOneRowPerRow(select),
               keepsEveryRow(select, without: rowDroppingClauses, constants: constants) else { return nil }
         return condition
+    }
+
+    /// Whether a query gives one row out per row it reads: its outputs are constants and columns (a
+    /// set-returning function could give none or many).
+    private static func outputsOneRowPerRow(_ select: ParseTree) -> Bool {
+        (select["targetList"]?.elements ?? []).allSatisfy { target in
+            guard let value = target["ResTarget"]?["val"], let (type, _) = value.tagged else { return false }
+            return type == "A_Const" || type == "ColumnRef"
+        }
     }
 
     /// The two branches of a UNION (ALL or not): its rows are all of theirs.
@@ -475,11 +477,7 @@ enum WhereAnalysis {
         }
         guard select["larg"] == nil, select["rarg"] == nil,
               let own = ownTableAlone(select, table: table, constants: constants),
-              // One row out per row found: constants and columns (a set-returning function could give none).
-              (select["targetList"]?.elements ?? []).allSatisfy({ target in
-                  guard let value = target["ResTarget"]?["val"], let (type, _) = value.tagged else { return false }
-                  return type == "A_Const" || type == "ColumnRef"
-              }) else { return false }
+              outputsOneRowPerRow(select) else { return false }
         // No condition: the changed row itself is there (a subquery naming no outer column is one answer for
         // every row, judged before; this is a branch of a UNION that does).
         guard let condition = select["whereClause"] else { return true }
