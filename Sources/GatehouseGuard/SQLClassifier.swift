@@ -89,8 +89,15 @@ private struct SQLWalk {
     private var recordedCalls: Set<FunctionCallSite.Key> = []
     /// The text is a function's definition read for what calling it does (`classifyDefinition`).
     var definitionOnly = false
+    /// The ways a body's names may be read: as `variables`, and (when there are any) as columns. A PL/pgSQL
+    /// name is a value unless `#variable_conflict use_column` (or the same setting of the session) makes it
+    /// the column; a LANGUAGE sql function's parameter is the column whenever the statement has one of its
+    /// name. A statement that changes every row under either reading is judged to.
+    var nameReadings: [Set<String>] { variables.isEmpty ? [variables] : [variables, []] }
+
     /// Inside a PL/pgSQL body: the names it declares (variables, parameters, records), which a
-    /// statement of the body reads as values, not as columns of the row.
+    /// statement of the body reads as values, not as columns of the row; inside a LANGUAGE sql body, its
+    /// parameters and the function's name, which qualifies them (`f.x`).
     var variables: Set<String> = []
     /// The names the WITH clauses around the node being judged give their parts (`WITH users AS (...)`):
     /// a subquery there naming one reads that, not the table.
@@ -99,8 +106,8 @@ private struct SQLWalk {
     /// before it and those of the WITHs around (not itself, not the parts after it: there `users` is
     /// still the table); with RECURSIVE, every part of its WITH.
     var withScopes: [Int: Set<String>] = [:]
-    /// The WITH parts around the statement that are whole copies of a table (`WITH x AS (SELECT * FROM t)`),
-    /// by name: the table each copies.
+    /// The WITH parts around the statement that are copies of a table's rows (`WITH x AS (SELECT * FROM t)`,
+    /// `WITH x AS (SELECT id FROM t)`), by name: the table each copies.
     var withCopies: [String: WhereAnalysis.TableName] = [:]
     private var statementText: Substring = ""
     /// Node types by name.
@@ -317,15 +324,20 @@ private struct SQLWalk {
             let at = relationLocation(fields, location)
             fire("write_data", at: at, "MERGE")
             let (target, written) = changedTable(fields)
-            if Self.changesEveryMatchedRow(fields["mergeWhenClauses"]?.elements ?? [], target: target, variables: variables, constants: constants),
-               let condition = fields["joinCondition"] {
-                if WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, variables: variables, constants: constants)
-                    || (!WhereAnalysis.mayReadChangedRow(beyondTruths: condition, target: target, table: written, variables: variables,
-                                                         constants: constants)
-                        && !WhereAnalysis.isCertainlyFalse(condition, constants: constants)) {
+            let clauses = fields["mergeWhenClauses"]?.elements ?? []
+            // The readings of the body's names under which the WHEN clauses change every matched row.
+            let readings = nameReadings.filter { Self.changesEveryMatchedRow(clauses, target: target, variables: $0, constants: constants) }
+            if let condition = fields["joinCondition"], !readings.isEmpty {
+                if readings.contains(where: { variables in
+                    WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, variables: variables, constants: constants)
+                        || (!WhereAnalysis.mayReadChangedRow(beyondTruths: condition, target: target, table: written, variables: variables,
+                                                             constants: constants)
+                            && !WhereAnalysis.isCertainlyFalse(condition, constants: constants))
+                }) {
                     fire("merge_all_rows", at: at, "MERGE ... ON a condition that is the same for every row of \(relationName(fields)) updates or deletes all of them")
-                } else if let written, let source = fields["sourceRelation"],
-                          WhereAnalysis.joinsItself(condition, items: [source], table: written, target: target, variables: variables, constants: constants) {
+                } else if let written, let source = fields["sourceRelation"], readings.contains(where: {
+                    WhereAnalysis.joinsItself(condition, items: [source], table: written, target: target, variables: $0, constants: constants)
+                }) {
                     fire("merge_all_rows", at: at, "MERGE ... USING \(relationName(fields)) itself ON a condition every row meets with itself updates or deletes every row")
                 }
             }
@@ -383,6 +395,14 @@ private struct SQLWalk {
                 fire("schema_change", at: location, "CREATE FUNCTION \(fields["funcname"].map { Self.objectNames([$0]) } ?? "?")")
             }
             judgeFunctionBody(fields, location: location)
+            if fields["sql_body"] != nil {
+                // `BEGIN ATOMIC ... END`: the body is in the tree, walked with the parameters' names.
+                let outerVariables = variables
+                defer { variables = outerVariables }
+                variables.formUnion(Self.parameterNames(fields))
+                visitChildren(fields, location: location)
+                return
+            }
         case .doBlock:
             judgeDoBlock(fields, location: location)
         case .prepare:
@@ -447,16 +467,17 @@ private struct SQLWalk {
             let (target, written) = changedTable(fields)
             // DELETE ... USING, UPDATE ... FROM: a copy of the table itself among them, joined row to row.
             let joined = (fields["usingClause"] ?? fields["fromClause"])?.elements ?? []
-            // A declared name is a value, unless `#variable_conflict use_column` (or the same setting of the
-            // session) makes it the column: true for every row either way is true for every row.
-            if WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, variables: variables, constants: constants)
-                || (!variables.isEmpty && WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, constants: constants)) {
+            let readings = nameReadings
+            if readings.contains(where: { WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, variables: $0, constants: constants) }) {
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that is true for every row")
-            } else if let written, WhereAnalysis.joinsItself(condition, items: joined, table: written, target: target, variables: variables,
-                                                            constants: constants) {
+            } else if let written, readings.contains(where: {
+                WhereAnalysis.joinsItself(condition, items: joined, table: written, target: target, variables: $0, constants: constants)
+            }) {
                 fire(dangerous, at: at, "\(verb) on \(table) joined with itself on a condition every row meets with itself")
             } else if !joined.isEmpty,
-                      !WhereAnalysis.mayReadChangedRow(beyondTruths: condition, target: target, table: written, variables: variables, constants: constants),
+                      readings.contains(where: {
+                          !WhereAnalysis.mayReadChangedRow(beyondTruths: condition, target: target, table: written, variables: $0, constants: constants)
+                      }),
                       !WhereAnalysis.isCertainlyFalse(condition, constants: constants) {
                 // `UPDATE t SET ... FROM plans p WHERE p.id = 3`: the same answer for every row of t.
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that reads only the other tables: every row or none")
@@ -480,9 +501,9 @@ private struct SQLWalk {
                 withScopes[location] = recursive ? withNames.union(names) : seen
             }
             if let name = part["ctename"]?.stringValue {
-                // A whole copy of a table (through copies before it), read where the statement reads `name`.
+                // A copy of a table's rows (through copies before it), read where the statement reads `name`.
                 // With RECURSIVE, a part naming no part of its WITH is an ordinary one.
-                let source = part["aliascolnames"] == nil ? part["ctequery"].flatMap { WhereAnalysis.wholeCopy($0, constants: constants) } : nil
+                let source = part["aliascolnames"] == nil ? part["ctequery"].flatMap { WhereAnalysis.rowCopy($0, constants: constants) } : nil
                 withCopies[name] = source.flatMap { source in
                     guard source.schema == nil else { return source }
                     if recursive, names.contains(source.name) { return nil }
@@ -736,8 +757,15 @@ private struct SQLWalk {
         }
         if language == "sql" {
             guard let context = nestedBody(at: at, label: "function body") else { return }
+            let outerVariables = variables
+            defer { variables = outerVariables }
+            variables.formUnion(Self.parameterNames(fields))
             classifyText(body[0], body: context)
         } else {
+            // The function's name qualifies its parameters (`f.x`).
+            let outerVariables = variables
+            defer { variables = outerVariables }
+            if let name = fields["funcname"]?.lastElement?["String"]?["sval"]?.stringValue { variables.insert(name) }
             judgePlpgsql(String(statementText), position: at, label: "function body", body: body[0])
         }
     }
@@ -783,13 +811,25 @@ private struct SQLWalk {
         for expression in PlpgsqlRewrite.declarationDefaults(code) { judgeEmbeddedSQL(expression) }
     }
 
-    /// The names a PL/pgSQL function declares (its variables, parameters, records, FOUND and the like).
+    /// The names a LANGUAGE sql function's statements may read its parameters by: each parameter's name, and
+    /// the function's own, which qualifies them (`f.x`).
+    static func parameterNames(_ fields: ParseTree) -> Set<String> {
+        var names = Set((fields["parameters"]?.elements ?? []).compactMap { $0["FunctionParameter"]?["name"]?.stringValue })
+        if let name = fields["funcname"]?.lastElement?["String"]?["sval"]?.stringValue { names.insert(name) }
+        return names
+    }
+
+    /// The names a PL/pgSQL function declares (its variables, parameters, records, FOUND and the like), and
+    /// the labels of its blocks and loops, which qualify them (`<<outer>> ... outer.x`).
     static func declaredNames(_ node: ParseTree) -> Set<String> {
-        if let (type, inner) = node.tagged, ["PLpgSQL_var", "PLpgSQL_rec", "PLpgSQL_row"].contains(type),
-           let name = inner["refname"]?.stringValue {
-            return [name]
+        var names: Set<String> = []
+        if let (type, inner) = node.tagged {
+            if ["PLpgSQL_var", "PLpgSQL_rec", "PLpgSQL_row"].contains(type), let name = inner["refname"]?.stringValue {
+                return [name]
+            }
+            if let label = inner["label"]?.stringValue { names.insert(label) }
         }
-        return node.children.reduce(into: Set<String>()) { $0.formUnion(declaredNames($1)) }
+        return node.children.reduce(into: names) { $0.formUnion(declaredNames($1)) }
     }
 
     private mutating func walkPlpgsql(_ node: ParseTree) {

@@ -258,8 +258,9 @@ enum WhereAnalysis {
         /// A WITH around the statement (or its own) names a part like the table: its unqualified name there
         /// is that part, not the table.
         var shadowed = false
-        /// The WITH parts around the statement that are whole copies of a table, by name, with the table each
-        /// copies (`WITH x AS (SELECT * FROM t)`): reading one that copies this table reads every row of it.
+        /// The WITH parts around the statement that are copies of a table's rows, by name, with the table each
+        /// copies (`WITH x AS (SELECT * FROM t)`, `WITH x AS (SELECT id FROM t)`: `rowCopy`): reading one that
+        /// copies this table reads every row of it.
         var copies: [String: TableName] = [:]
         /// The schemas in which the statement's other FROM or USING items name a table of this name without an
         /// alias (`USING archive.orders`): `archive.orders.id` is theirs. Any other schema qualifying this name
@@ -289,10 +290,32 @@ enum WhereAnalysis {
             guard let name = relation["relname"]?.stringValue else { return nil }
             self.init(schema: relation["schemaname"]?.stringValue, name: name)
         }
+
+        /// The table as a query with its own WITH sees it: a part that copies its rows (`rowCopy`, through the
+        /// parts before it, and with RECURSIVE not through a part of that WITH) goes by the table; any other
+        /// part hides what its name named before (an outer copy, or the table itself when named like it).
+        func seen(through with: ParseTree?, constants: ConstantUse) -> TableName {
+            guard let with else { return self }
+            let parts = (with["ctes"]?.elements ?? []).compactMap { $0["CommonTableExpr"] }
+            let recursive = with["recursive"]?.boolValue == true
+            let names = Set(parts.compactMap { $0["ctename"]?.stringValue })
+            var seen = self
+            for part in parts {
+                guard let name = part["ctename"]?.stringValue else { continue }
+                let source = part["aliascolnames"] == nil ? part["ctequery"].flatMap { WhereAnalysis.rowCopy($0, constants: constants) } : nil
+                let copiesThis = source.map { source in
+                    !(recursive && source.schema == nil && names.contains(source.name)) && seen.mayBe(source)
+                } ?? false
+                seen.copies[name] = copiesThis ? TableName(schema: schema, name: self.name) : nil
+                if name == self.name { seen.shadowed = !copiesThis }
+            }
+            return seen
+        }
     }
 
     /// Clauses after which a subquery may give fewer rows than its FROM and WHERE find (LIMIT and OFFSET: `keepsEveryRow`).
-    private static let rowDroppingClauses: [StaticString] = ["havingClause", "groupClause", "withClause", "valuesLists", "lockingClause"]
+    /// (A WITH drops none, but may give a part the table's name: `TableName.seen(through:)`.)
+    private static let rowDroppingClauses: [StaticString] = ["havingClause", "groupClause", "valuesLists", "lockingClause"]
     /// Clauses a query that gives every row of its one table must not have (a filter, a DISTINCT, a set operation too).
     private static let wholeTableClauses: [StaticString] = rowDroppingClauses + ["whereClause", "distinctClause", "larg", "rarg"]
 
@@ -333,6 +356,7 @@ enum WhereAnalysis {
     /// UNION with such a branch.
     private static func keepsOwnValues(_ select: ParseTree, columns: [String], table: TableName, target: Set<String>,
                                        variables: Set<String>, constants: ConstantUse) -> Bool {
+        let table = table.seen(through: select["withClause"], constants: constants)
         guard keepsEveryRow(select, without: rowDroppingClauses, constants: constants),
               // Plain DISTINCT (`[{}]`) keeps every value; DISTINCT ON keeps one row per key.
               (select["distinctClause"]?.elements ?? []).allSatisfy({ $0.tagged == nil && !$0.children.contains { _ in true } }) else { return false }
@@ -360,7 +384,7 @@ enum WhereAnalysis {
     private static func existsCondition(_ link: ParseTree, constants: ConstantUse) -> ParseTree? {
         guard link["subLinkType"]?.stringValue == "EXISTS_SUBLINK", let select = link["subselect"]?["SelectStmt"],
               select["fromClause"] == nil, select["larg"] == nil, select["rarg"] == nil, select["distinctClause"] == nil,
-              let condition = select["whereClause"],
+              select["withClause"] == nil, let condition = select["whereClause"],
               outputsOneRowPerRow(select),
               keepsEveryRow(select, without: rowDroppingClauses, constants: constants) else { return nil }
         return condition
@@ -387,26 +411,32 @@ enum WhereAnalysis {
         return ownTable(from[0], table: table, constants: constants)
     }
 
-    /// The table a query reads whole, every row and column under their own names: `SELECT * FROM t` (also
-    /// `ONLY t`, whose rows are the table's own, and a `TABLESAMPLE` of it, whichever rows it draws; no alias
-    /// renaming columns, no clause that drops rows); nil for anything else.
-    static func wholeCopy(_ query: ParseTree, constants: ConstantUse) -> TableName? {
-        guard let select = query["SelectStmt"],
+    /// The table whose every row a query copies, with columns under their own names: `SELECT * FROM t`,
+    /// `SELECT id, email FROM t` (also `ONLY t`, whose rows are the table's own, and a `TABLESAMPLE` of it,
+    /// whichever rows it draws; no alias renaming columns, no clause that drops rows, no WITH of its own); nil
+    /// for anything else. A column the statement reads from the copy by name is the table's.
+    static func rowCopy(_ query: ParseTree, constants: ConstantUse) -> TableName? {
+        guard let select = query["SelectStmt"], select["withClause"] == nil,
               keepsEveryRow(select, without: wholeTableClauses, constants: constants),
               let from = select["fromClause"]?.elements, from.count == 1,
               let relation = from[0]["RangeVar"] ?? from[0]["RangeTableSample"]?["relation"]?["RangeVar"],
               relation["alias"]?["colnames"] == nil,
-              let targets = select["targetList"]?.elements, targets.count == 1,
-              let star = targets[0]["ResTarget"]?["val"]?["ColumnRef"]?["fields"]?.elements, star.last?["A_Star"] != nil
+              keepsColumnNames(select, of: relationNames(from[0]))
         else { return nil }
-        // `*`, or `u.*` / `users.*` naming the one FROM item.
-        if star.count == 2 {
-            guard let qualifier = star[0]["String"]?["sval"]?.stringValue,
-                  qualifier == relation["alias"]?["aliasname"]?.stringValue ?? relation["relname"]?.stringValue else { return nil }
-        } else if star.count != 1 {
-            return nil
-        }
         return TableName(relation: relation)
+    }
+
+    /// Whether a query's outputs are columns of its FROM item (which goes by `names`) under their own names:
+    /// `*`, `x.*`, `id`, `x.id`; no `AS`, no expression.
+    private static func keepsColumnNames(_ select: ParseTree, of names: Set<String>) -> Bool {
+        guard let targets = select["targetList"]?.elements, !targets.isEmpty else { return false }
+        return targets.allSatisfy { target in
+            guard let result = target["ResTarget"], result["name"] == nil, let value = result["val"] else { return false }
+            if let star = value["ColumnRef"]?["fields"]?.elements, star.last?["A_Star"] != nil {
+                return star.count == 1 || (star.count == 2 && star[0]["String"]?["sval"]?.stringValue.map(names.contains) == true)
+            }
+            return columnName(value, qualifiers: names, variables: []) != nil
+        }
     }
 
     /// A FROM item that reads the changed table itself, with its columns' own names: the table (also `ONLY`,
@@ -434,18 +464,11 @@ enum WhereAnalysis {
         case "RangeSubselect":
             guard fields["lateral"]?.boolValue != true, let (inner, select) = fields["subquery"]?.tagged, inner == "SelectStmt",
                   keepsEveryRow(select, without: wholeTableClauses, constants: constants),
-                  let own = ownTableAlone(select, table: table, constants: constants),
-                  let targets = select["targetList"]?.elements, !targets.isEmpty
+                  let own = ownTableAlone(select, table: table.seen(through: select["withClause"], constants: constants), constants: constants)
             else { return nil }
             // `*`, or the table's own columns under their own names (`(SELECT id, email FROM t) x`): a column the
             // statement reads from the copy is the row's own.
-            let names = relationNames(own)
-            let keepsNames = targets.allSatisfy { target in
-                guard let result = target["ResTarget"], result["name"] == nil, let value = result["val"] else { return false }
-                if let star = value["ColumnRef"]?["fields"]?.elements, star.count == 1, star[0]["A_Star"] != nil { return true }
-                return columnName(value, qualifiers: names, variables: []) != nil
-            }
-            return keepsNames ? item : nil
+            return keepsColumnNames(select, of: relationNames(own)) ? item : nil
         default:
             return nil
         }
@@ -471,6 +494,7 @@ enum WhereAnalysis {
 
     private static func findsOwnRow(select: ParseTree, table: TableName, target: Set<String>, variables: Set<String>,
                                     constants: ConstantUse) -> Bool {
+        let table = table.seen(through: select["withClause"], constants: constants)
         guard keepsEveryRow(select, without: rowDroppingClauses, constants: constants) else { return false }
         if let branches = unionBranches(select) {
             return branches.contains { findsOwnRow(select: $0, table: table, target: target, variables: variables, constants: constants) }
