@@ -254,12 +254,13 @@ private struct SQLWalk {
             // A trigger runs its function at every later event: bound here, judged by its body here.
             recordCall(fields["funcname"], location: location)
         case .createCast:
-            recordCall(fields["func"]?["objname"], location: location)
+            bindFunction(fields["func"]?["objname"], in: "CREATE CAST", location: location)
         case .define:
             // An operator's function, an aggregate's support functions.
             for definition in fields["definition"]?.elements ?? [] {
                 guard let element = definition["DefElem"], SQLNodeRule.boundFunctionOptions.contains(element["defname"]?.stringValue ?? "") else { continue }
-                recordCall(element["arg"]?["TypeName"]?["names"] ?? element["arg"]?["List"]?["items"], location: location)
+                bindFunction(element["arg"]?["TypeName"]?["names"] ?? element["arg"]?["List"]?["items"],
+                             in: "CREATE \((fields["kind"]?.stringValue ?? "OBJECT_OPERATOR").replacingPrefix("OBJECT_"))", location: location)
             }
         default:
             break
@@ -376,13 +377,17 @@ private struct SQLWalk {
         case .setting:
             let kind = fields["kind"]?.stringValue ?? ""
             let name = (fields["name"]?.stringValue ?? "").lowercased()
-            if kind != "VAR_RESET" && kind != "VAR_RESET_ALL" {
+            if kind == "VAR_RESET", name == "transaction_read_only" {
+                // PostgreSQL 15 resets it to off, not to default_transaction_read_only: a read-only session's
+                // transaction turns read-write (16 refuses the RESET).
+                fire("unsafe_setting", at: location, "RESET transaction_read_only makes the transaction read-write")
+            } else if kind != "VAR_RESET" && kind != "VAR_RESET_ALL" {
                 if SQLNodeRule.roleSettings.contains(name) {
                     fire("role_change", at: location, "SET \(name.uppercased()) changes who the session acts as")
                 } else if name == "client_encoding", kind == "VAR_SET_VALUE",
                           Self.settingValues(fields["args"], constants: constants).map(SQLClassifier.encodingName) == ["utf8"] {
                     // UTF-8, the encoding the guard reads (`pg_dump` output begins with it): nothing changes.
-                } else if SQLNodeRule.unsafeSettings.contains(name) {
+                } else if SQLNodeRule.unsafeSettings.contains(name) || name.hasPrefix("pgaudit.") {
                     fire("unsafe_setting", at: location, "SET \(name)")
                 } else if name == "search_path", SearchPath.shadowsCatalog(Self.settingValues(fields["args"], constants: constants)) {
                     fire("unsafe_setting", at: location, "SET search_path \(SearchPath.shadowingDetail)")
@@ -444,6 +449,15 @@ private struct SQLWalk {
             }
         }
         visitChildren(fields, location: location)
+    }
+
+    /// A function an operator, aggregate or cast will call at every later use: remembered as a call, and
+    /// judged as one when it is a dangerous built-in (`CREATE OPERATOR !!! (RIGHTARG = text, FUNCTION =
+    /// pg_read_file)` makes `SELECT !!! '/etc/passwd'` read a file while looking like a read).
+    private mutating func bindFunction(_ funcname: ParseTree?, in statement: String, location: Int) {
+        recordCall(funcname, location: location)
+        guard let name = funcname?.lastElement?["String"]?["sval"]?.stringValue, let category = SQLNodeRule.functions[name] else { return }
+        fire(category, at: location, "\(statement) binds \(name)(), which every use of it then calls")
     }
 
     /// Remembers a call by name (not one qualified with `pg_catalog`, which names a built-in).
@@ -564,20 +578,38 @@ private struct SQLWalk {
         var name: String { relationName(fields) }
         var fresh: Bool { relationKey(fields["relation"]).map { created.contains($0) } ?? false }
         switch type.special {
+        // `IF NOT EXISTS` creates nothing when the table is there: changes to it are changes to that table.
         case .createStmt:
-            if let key = relationKey(fields["relation"]) { created.insert(key) }
+            if fields["if_not_exists"]?.boolValue != true, let key = relationKey(fields["relation"]) { created.insert(key) }
         case .createTableAs:
-            if let key = relationKey(fields["into"]?["rel"]) { created.insert(key) }
+            if fields["if_not_exists"]?.boolValue != true, let key = relationKey(fields["into"]?["rel"]) { created.insert(key) }
         case .indexStmt:
             if fields["concurrent"]?.boolValue != true, !fresh {
                 fire("locking_ddl", at: at, "CREATE INDEX on \(name) without CONCURRENTLY blocks writes to it for the whole build; use CREATE INDEX CONCURRENTLY")
             }
         case .alterTableStmt:
-            guard !fresh, fields["objtype"]?.stringValue != "OBJECT_INDEX" else { return }
-            for command in fields["cmds"]?.elements ?? [] {
-                guard let cmd = command.taggedFields else { continue }
+            guard !fresh else { return }
+            let commands = (fields["cmds"]?.elements ?? []).compactMap(\.taggedFields)
+            if fields["objtype"]?.stringValue == "OBJECT_INDEX" {
+                if commands.contains(where: { $0["subtype"]?.stringValue == "AT_SetTableSpace" }) {
+                    fire("locking_ddl", at: at, "ALTER INDEX \(name) SET TABLESPACE copies the index under ACCESS EXCLUSIVE, blocking the table's writes and the reads that use it")
+                }
+                return
+            }
+            // Constraints this statement adds NOT VALID: validating one in the same statement holds its lock.
+            let addedNotValid = Set(commands.compactMap { command -> String? in
+                guard command["subtype"]?.stringValue == "AT_AddConstraint", let constraint = command["def"]?["Constraint"],
+                      constraint["skip_validation"]?.boolValue == true else { return nil }
+                return constraint["conname"]?.stringValue
+            })
+            for cmd in commands {
+                if cmd["subtype"]?.stringValue == "AT_ValidateConstraint", let constraint = cmd["name"]?.stringValue, addedNotValid.contains(constraint) {
+                    fire("locking_ddl", at: at, "ALTER TABLE \(name) VALIDATE CONSTRAINT \(constraint) in the statement that adds it checks every row under its ACCESS EXCLUSIVE lock; validate it in a later transaction")
+                }
                 judgeAlterTableCommand(cmd, table: name, at: at)
             }
+        case .alterTableMoveAll:
+            fire("locking_ddl", at: location, "ALTER ... ALL IN TABLESPACE copies every table or index it moves under ACCESS EXCLUSIVE")
         case .vacuum:
             if Self.hasOption(fields["options"], "full") {
                 fire("locking_ddl", at: location, "VACUUM FULL rewrites each table under ACCESS EXCLUSIVE, blocking its reads and writes; plain VACUUM does not")
@@ -628,7 +660,7 @@ private struct SQLWalk {
             fire("breaking_change", at: at, "ALTER TABLE \(table) ALTER COLUMN \(column) TYPE changes what running clients read and write")
         case "AT_SetNotNull":
             fire("locking_ddl", at: at, "ALTER TABLE \(table) ALTER COLUMN \(column) SET NOT NULL scans the whole table under ACCESS EXCLUSIVE; add CHECK (\(column) IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL")
-        case "AT_SetTableSpace", "AT_SetLogged", "AT_SetUnLogged":
+        case "AT_SetTableSpace", "AT_SetLogged", "AT_SetUnLogged", "AT_SetAccessMethod":
             fire("locking_ddl", at: at, "ALTER TABLE \(table) \(subtype.replacingPrefix("AT_")) rewrites the table under ACCESS EXCLUSIVE")
         case "AT_AddColumn":
             let definition = cmd["def"]?["ColumnDef"]
@@ -640,6 +672,8 @@ private struct SQLWalk {
             }
             if let expression = constraints.first(where: { $0["contype"]?.stringValue == "CONSTR_DEFAULT" })?["raw_expr"], !Self.isCheapDefault(expression) {
                 fire("locking_ddl", at: at, "ALTER TABLE \(table) ADD COLUMN \(name) with a default that is not a constant rewrites the table under ACCESS EXCLUSIVE; add the column, then fill it in batches")
+            } else if let type = definition?["typeName"]?["names"]?.lastElement?["String"]?["sval"]?.stringValue, Self.serialTypes.contains(type) {
+                fire("locking_ddl", at: at, "ALTER TABLE \(table) ADD COLUMN \(name) \(type) fills it from a sequence (a default of nextval()), rewriting the table under ACCESS EXCLUSIVE; add the column, then fill it in batches")
             }
             if kinds.contains(where: { ["CONSTR_PRIMARY", "CONSTR_UNIQUE", "CONSTR_EXCLUSION", "CONSTR_IDENTITY", "CONSTR_GENERATED"].contains($0) }) {
                 fire("locking_ddl", at: at, "ALTER TABLE \(table) ADD COLUMN \(name) with an index, identity or stored generated value builds or rewrites under ACCESS EXCLUSIVE")
@@ -689,9 +723,14 @@ private struct SQLWalk {
         return names.isEmpty ? "?" : names.joined(separator: ".")
     }
 
+    /// Whether an option is on: the last time it is given counts, as PostgreSQL reads a list
+    /// (`REINDEX (CONCURRENTLY, CONCURRENTLY off)` is off).
     static func hasOption(_ options: ParseTree?, _ name: String) -> Bool {
-        (options?.elements ?? []).contains { $0["DefElem"]?["defname"]?.stringValue == name && isOn($0["DefElem"]?["arg"]) }
+        (options?.elements ?? []).last { $0["DefElem"]?["defname"]?.stringValue == name }.map { isOn($0["DefElem"]?["arg"]) } ?? false
     }
+
+    /// Column types that take their values from a sequence of their own.
+    static let serialTypes: Set<String> = ["serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"]
 
     /// A relation as spelled (schema.name or name): how `created` recognises it again.
     private func relationKey(_ relation: ParseTree?) -> String? {

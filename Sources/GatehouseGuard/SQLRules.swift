@@ -70,9 +70,12 @@ enum SQLNodeRule: Sendable {
         let groups: [String: [String]] = [
             "terminate_session": ["pg_terminate_backend", "pg_cancel_backend"],
             "server_files": ["pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir",
-                             "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "lo_import", "lo_export",
-                             "pg_file_write", "pg_file_rename", "pg_file_unlink", "pg_logdir_ls", "pg_file_sync"],
-            "large_object_delete": ["lo_unlink", "lo_truncate", "lo_truncate64"],
+                             "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_ls_replslotdir",
+                             "pg_ls_logicalsnapdir", "pg_ls_logicalmapdir", "lo_import", "lo_export",
+                             "pg_file_write", "pg_file_rename", "pg_file_unlink", "pg_logdir_ls", "pg_file_sync",
+                             // pageinspect: a relation's pages as stored, past every privilege and policy
+                             "get_raw_page"],
+            "large_object_delete": ["lo_unlink", "lo_truncate", "lo_truncate64", "lo_put", "lowrite"],
             "reload_config": ["pg_reload_conf", "pg_rotate_logfile"],
             "set_config": ["set_config"],
             "remote_exec": ["dblink_exec", "dblink", "dblink_connect", "dblink_connect_u", "dblink_send_query",
@@ -84,7 +87,10 @@ enum SQLNodeRule: Sendable {
                                     "pg_start_backup", "pg_stop_backup", "pg_wal_replay_pause",
                                     "pg_wal_replay_resume", "pg_replication_origin_create",
                                     "pg_replication_origin_drop", "pg_replication_origin_advance",
-                                    "pg_logical_slot_get_changes", "pg_logical_slot_get_binary_changes"],
+                                    "pg_logical_slot_get_changes", "pg_logical_slot_get_binary_changes",
+                                    // every row change of the database, and changes left out of logical replication
+                                    "pg_logical_slot_peek_changes", "pg_logical_slot_peek_binary_changes",
+                                    "pg_replication_origin_session_setup", "pg_replication_origin_xact_setup"],
             "dynamic_sql": ["query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
                             // these read a table named by a string, which no parse tree shows (a table named by
                             // a plain constant is judged as a read of that table: `tableToXML`)
@@ -109,8 +115,11 @@ enum SQLNodeRule: Sendable {
 
     /// Catalogs that hold password hashes, connection strings or authentication rules. (Not
     /// `pg_ident_file_mappings`: it maps system user names to database user names and holds no secret.)
+    /// `pg_statistic` holds sampled values of every column, `pg_authid.rolpassword` included once it is
+    /// analyzed; information_schema's user mapping views show the options of `pg_user_mappings`.
     static let credentialRelations: Set<String> = [
         "pg_authid", "pg_shadow", "pg_user_mappings", "pg_user_mapping", "pg_subscription", "pg_hba_file_rules",
+        "pg_statistic", "user_mapping_options", "_pg_user_mappings",
     ]
 
     /// Functions that dump one table named by their first argument: a read of that table when the name
@@ -138,6 +147,12 @@ enum SQLNodeRule: Sendable {
         "allow_system_table_mods", "zero_damaged_pages", "ignore_system_indexes", "ignore_checksum_failure",
         "row_security", "lo_compat_privileges", "session_preload_libraries", "local_preload_libraries",
         "dynamic_library_path", "check_function_bodies",
+        // `x = NULL` parsed as `x IS NULL`: a WHERE matching nothing matches every row with a NULL.
+        "transform_null_equals",
+        // What the server logs of the session (and `pgaudit.*`, by prefix): turned down, it hides what was done.
+        "log_statement", "log_min_messages", "log_min_error_statement", "log_min_duration_statement",
+        "log_min_duration_sample", "log_statement_sample_rate", "log_transaction_sample_rate", "log_duration",
+        "log_parameter_max_length", "log_parameter_max_length_on_error",
         // Sessions that hold only read grants run read-only on the database (the guard proxy).
         "default_transaction_read_only", "transaction_read_only",
     ]
@@ -167,6 +182,7 @@ struct SQLNodeType: Sendable, Equatable {
     enum Special: UInt8, Sendable {
         case none, callStmt, trigger, createCast, define, columnRef, indirection, renameStmt, selectStmt
         case createStmt, createTableAs, indexStmt, alterTableStmt, vacuum, cluster, reindex, refreshMatView, lock, alterObjectSchema, commonTableExpr
+        case alterTableMoveAll
     }
 
     /// Position in `SQLNodeTypes.shared`; -1 for a type the walk does not know.
@@ -187,7 +203,7 @@ struct SQLNodeType: Sendable, Equatable {
         "SelectStmt": .selectStmt, "CreateStmt": .createStmt, "CreateTableAsStmt": .createTableAs, "IndexStmt": .indexStmt,
         "AlterTableStmt": .alterTableStmt, "VacuumStmt": .vacuum, "ClusterStmt": .cluster, "ReindexStmt": .reindex,
         "RefreshMatViewStmt": .refreshMatView, "LockStmt": .lock, "AlterObjectSchemaStmt": .alterObjectSchema,
-        "CommonTableExpr": .commonTableExpr,
+        "CommonTableExpr": .commonTableExpr, "AlterTableMoveAllStmt": .alterTableMoveAll,
     ]
 }
 

@@ -58,8 +58,15 @@ enum WhereAnalysis {
                 return keepsOwnValues(select, columns: [column], table: table, target: target, variables: variables, constants: constants)
             case "AEXPR_NOT_DISTINCT":
                 return same(left, right, constants: constants)
-            case "AEXPR_LIKE", "AEXPR_ILIKE":
+            case "AEXPR_LIKE", "AEXPR_ILIKE", "AEXPR_OP" where name == "~~" || name == "~~*":
+                // `x LIKE '%'`, the operator it is (`x ~~ '%'`), and `x LIKE '%' ESCAPE '\'` (`like_escape('%', '\')`).
                 guard name == "~~" || name == "~~*" else { return false }
+                if let (call, function) = right.tagged, call == "FuncCall",
+                   function["funcname"]?.lastElement?["String"]?["sval"]?.stringValue == "like_escape",
+                   let arguments = function["args"]?.elements, arguments.count == 2 {
+                    guard let escape = constantString(arguments[1], constants: constants), escape != "%" else { return false }
+                    return constantString(arguments[0], constants: constants).map(Self.matchesAnyText(likePattern:)) ?? false
+                }
                 return constantString(right, constants: constants).map(Self.matchesAnyText(likePattern:)) ?? false
             case "AEXPR_OP" where name == "~" || name == "~*":
                 return constantString(right, constants: constants).map(Self.matchesAnyText(regex:)) ?? false
@@ -81,10 +88,19 @@ enum WhereAnalysis {
             return fields["arg"].map(isTriviallyTrue) ?? false
         case "BooleanTest":
             return fields["booltesttype"]?.stringValue == "IS_TRUE" && (fields["arg"].map(isTriviallyTrue) ?? false)
+        case "NullTest":
+            // `ctid IS NOT NULL`: a system column is set on every row.
+            guard fields["nulltesttype"]?.stringValue == "IS_NOT_NULL",
+                  let parts = fields["arg"]?["ColumnRef"]?["fields"]?.elements.compactMap({ $0["String"]?["sval"]?.stringValue }),
+                  let column = parts.last, systemColumns.contains(column) else { return false }
+            return parts.count == 1 || (target?.contains(parts[parts.count - 2]) ?? false)
         default:
             return false
         }
     }
+
+    /// Columns every row of a table has, never NULL.
+    private static let systemColumns: Set<String> = ["ctid", "tableoid", "xmin", "xmax", "cmin", "cmax"]
 
     private static func namesOuterColumn(_ node: ParseTree?, local: Set<String>, budget: ConstantUse, joinNamesKnown: Bool = false) -> Bool {
         guard let node else { return false }
