@@ -22,7 +22,7 @@ public struct Principals: Sendable {
                 }
                 throw GatehouseError(.conflict, "not_blocked", "\(principal) is not blocked; list blocked principals with `gatehouse principals --blocked`")
             }
-            _ = try await session.unblock(principal)
+            _ = try await session.unblock(principal, at: now)
             try await session.appendAudit([AuditEntry(actor: caller.principal, action: .principalUnblocked, subject: principal,
                                                       details: AuditEntry.compact(["principal": principal, "was_blocked_by": flags.blockedBy, "block_reason": flags.blockReason]))], at: now)
             return PrincipalFlags(principal: principal)

@@ -60,7 +60,8 @@ extension RequestDesk {
             let rule = role?.reason ?? ReasonRule()
             let reachesApprovers = (role?.approvals ?? 1) > 0
             let ticket = SpamScore.hasTicket(reason: candidate.reason, ticket: candidate.ticket, rule: rule)
-            let history = try await tx.history(others: others)
+            var history = try await tx.history(others: others)
+            history.unblockedAt = flags?.unblockedAt
             switch try await tx.hardLimit(candidate, open: open, history: history, throttledUntil: flags?.throttledUntil, sourceIP: sourceIP) {
             case .refused(let refusal, let kind):
                 return .refused(try await tx.refuse(refusal, kind: kind, request: candidate, history: history, ticket: ticket,

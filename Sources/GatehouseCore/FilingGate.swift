@@ -70,7 +70,7 @@ public enum FilingGate {
         if let cooldown = SpamScore.denialCooldown(situation.history.own, resource: resource, rule: spam.denialCooldown), cooldown.until > now {
             let wait = LimitRefusal.seconds(cooldown.until.unixMilliseconds - now.unixMilliseconds)
             return .refused(LimitRefusal(policy: "denial-cooldown",
-                                         message: "your last \(cooldown.denials) request(s) for \(resource) were denied in a row; you can ask again in \(TimeSpan(seconds: wait)) (at \(cooldown.until.rfc3339)). Talk to the approvers first.",
+                                         message: "your last \(cooldown.denials) request(s) for \(resource) were denied in a row; you can ask again in \(TimeSpan(seconds: wait)) (at \(cooldown.until.rfc3339)). Talk to the approvers first: each request before then is refused and counts against you in the anti-spam score.",
                                          retryAfterSeconds: wait, quota: 1, windowSeconds: cooldown.length.seconds), .cooldown)
         }
         if let until = situation.throttledUntil, until > now {

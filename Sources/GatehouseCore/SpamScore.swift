@@ -69,12 +69,17 @@ public struct SpamHistory: Sendable {
     public var refusals: [RecordedRefusal]
     /// How many requests the principal filed before this one, ever (a track record).
     public var earlierRequests: Int
+    /// When an admin last lifted the principal's block: requests filed and attempts refused before it count
+    /// no more against them (the track record they earned still counts for them).
+    public var unblockedAt: Date?
 
-    public init(own: [PastRequest] = [], others: [PastRequest] = [], refusals: [RecordedRefusal] = [], earlierRequests: Int = 0) {
+    public init(own: [PastRequest] = [], others: [PastRequest] = [], refusals: [RecordedRefusal] = [], earlierRequests: Int = 0,
+                unblockedAt: Date? = nil) {
         self.own = own
         self.others = others
         self.refusals = refusals
         self.earlierRequests = earlierRequests
+        self.unblockedAt = unblockedAt
     }
 }
 
@@ -177,7 +182,12 @@ public enum SpamScore {
         func within(_ date: Date, _ window: TimeSpan) -> Bool {
             now.timeIntervalSince(date) < TimeInterval(window.seconds)
         }
-        let own = history.own.filter { $0.createdAt <= now }
+        let record = history.own.filter { $0.createdAt <= now }
+        // What counts against the principal: their requests and refused attempts since an admin lifted their
+        // block, if one did (a request decided since then, filed before, is not counted either).
+        let cleared = history.unblockedAt ?? .distantPast
+        let own = record.filter { $0.createdAt > cleared }
+        let refusals = history.refusals.filter { $0.at > cleared }
         // A request the policy grants at once troubles no approver: it weighs half in burst and enumeration.
         func weight(_ request: PastRequest) -> Double { request.reachedApprovers ? 1 : 0.5 }
         let attemptWeight: Double = attempt.refused ? 0 : (attempt.reachesApprovers ? 1 : 0.5)
@@ -187,11 +197,11 @@ public enum SpamScore {
         let oneWork = attempt.hasTicket && !lowInformation
         // A track record: not new, and a person approved something of theirs within the history window.
         let trusted = history.earlierRequests >= windows.newPrincipalRequests
-            && own.contains { $0.approvedByPerson && within($0.createdAt, windows.history) }
+            && record.contains { $0.approvedByPerson && within($0.createdAt, windows.history) }
 
         // burst: attempts (filed or refused) within the burst window, this one included.
         let attempts = own.filter { within($0.createdAt, windows.burst) }.reduce(0) { $0 + weight($1) }
-            + Double(history.refusals.filter { within($0.at, windows.burst) }.count) + attemptWeight
+            + Double(refusals.filter { within($0.at, windows.burst) }.count) + attemptWeight
         if attempts > Double(windows.burstCount) {
             let over = Int((attempts - Double(windows.burstCount)).rounded(.up))
             add(.burst, count: Int(attempts.rounded(.up)), multiple: over, "\(Int(attempts.rounded(.up))) attempts within \(windows.burst)")
@@ -221,7 +231,8 @@ public enum SpamScore {
 
         // waiting: approvers already have several of the principal's requests to decide. A slow drip
         // under every rate limit piles up here; a person mid-incident has one or two waiting.
-        let waiting = own.filter { $0.state == .pending && $0.reachedApprovers }.count
+        // (What waits now, filed before an unblock or after.)
+        let waiting = record.filter { $0.state == .pending && $0.reachedApprovers }.count
         if attempt.reachesApprovers, waiting >= windows.waitingRequests {
             add(.waiting, count: waiting, multiple: waiting - windows.waitingRequests + 1,
                 "\(waiting) of the principal's requests already wait for approvers")
@@ -233,7 +244,7 @@ public enum SpamScore {
         // enumeration: many distinct resources in a short time (one reached only by requests granted at once counts half).
         var reach: [String: Double] = [:]
         for request in own where within(request.createdAt, windows.enumeration) { reach[request.resource] = max(reach[request.resource] ?? 0, weight(request)) }
-        for refusal in history.refusals where within(refusal.at, windows.enumeration) { reach[refusal.resource] = 1 }
+        for refusal in refusals where within(refusal.at, windows.enumeration) { reach[refusal.resource] = 1 }
         reach[attempt.resource] = max(reach[attempt.resource] ?? 0, attempt.reachesApprovers ? 1 : 0.5)
         let breadth = reach.values.reduce(0, +)
         if breadth >= Double(windows.enumerationResources) {
@@ -246,12 +257,12 @@ public enum SpamScore {
         if denials > 0 {
             add(.recentDenial, count: denials, multiple: denials, "\(denials) denied request(s) within \(windows.recentDenial)")
         }
-        let cooldownRefusals = history.refusals.filter { $0.kind == .cooldown && within($0.at, windows.refusals) }.count
+        let cooldownRefusals = refusals.filter { $0.kind == .cooldown && within($0.at, windows.refusals) }.count
         if cooldownRefusals > 0 {
             add(.cooldownViolation, count: cooldownRefusals, multiple: cooldownRefusals,
                 "\(cooldownRefusals) request(s) inside a denial cooldown within \(windows.refusals)")
         }
-        let limitRefusals = history.refusals.filter { $0.kind == .limit && within($0.at, windows.refusals) }.count
+        let limitRefusals = refusals.filter { $0.kind == .limit && within($0.at, windows.refusals) }.count
         if limitRefusals > 0 {
             add(.overLimit, count: limitRefusals, multiple: limitRefusals, "\(limitRefusals) attempt(s) refused by a rate limit within \(windows.refusals)")
         }
@@ -259,7 +270,7 @@ public enum SpamScore {
         if history.earlierRequests < windows.newPrincipalRequests {
             add(.newPrincipal, "\(history.earlierRequests) earlier request(s): no track record yet")
         }
-        let past = own.filter { within($0.createdAt, windows.history) }
+        let past = record.filter { within($0.createdAt, windows.history) }
         if past.count >= windows.offHoursMinimumHistory {
             let hour = Self.hourOfDay(now)
             let usual = past.contains { request in

@@ -191,6 +191,10 @@ enum Migrations {
             "CREATE INDEX audit_by_resource ON audit_events (resource, seq)",
             "CREATE INDEX audit_by_action ON audit_events (action, seq)",
         ]),
+        // When an admin last lifted a principal's block: the spam score counts nothing they did before it.
+        (14, [
+            "ALTER TABLE principal_flags ADD COLUMN unblocked_at BIGINT",
+        ]),
     ]
 
     static var latestVersion: Int { all.map(\.version).max() ?? 0 }

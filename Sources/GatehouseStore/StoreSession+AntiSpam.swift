@@ -10,15 +10,18 @@ public struct PrincipalFlags: Sendable, Equatable {
     public var blockReason: String?
     public var throttledUntil: Date?
     public var throttleReason: String?
+    /// When an admin last lifted a block: what the principal did before it no longer counts in the spam score.
+    public var unblockedAt: Date?
 
     public init(principal: String, blockedAt: Date? = nil, blockedBy: String? = nil, blockReason: String? = nil,
-                throttledUntil: Date? = nil, throttleReason: String? = nil) {
+                throttledUntil: Date? = nil, throttleReason: String? = nil, unblockedAt: Date? = nil) {
         self.principal = principal
         self.blockedAt = blockedAt
         self.blockedBy = blockedBy
         self.blockReason = blockReason
         self.throttledUntil = throttledUntil
         self.throttleReason = throttleReason
+        self.unblockedAt = unblockedAt
     }
 
     public var isBlocked: Bool { blockedAt != nil }
@@ -99,10 +102,12 @@ extension StoreSession {
             """).run()
     }
 
-    /// Lifts a block and any throttle; returns false when the principal was not blocked.
-    public func unblock(_ principal: String) async throws -> Bool {
+    /// Lifts a block and any throttle, and notes when (the spam score starts afresh from then); returns false
+    /// when the principal was not blocked.
+    public func unblock(_ principal: String, at: Date) async throws -> Bool {
         let rows = try await db.raw("""
-            UPDATE principal_flags SET blocked_at = NULL, blocked_by = NULL, block_reason = NULL, throttled_until = NULL, throttle_reason = NULL
+            UPDATE principal_flags SET blocked_at = NULL, blocked_by = NULL, block_reason = NULL, throttled_until = NULL, throttle_reason = NULL,
+                                       unblocked_at = \(bind: at.unixMilliseconds)
             WHERE principal = \(bind: principal) AND blocked_at IS NOT NULL RETURNING principal
             """).all()
         return !rows.isEmpty
@@ -132,7 +137,8 @@ extension StoreSession {
             blockedBy: try row.decodeOptional(column: "blocked_by", as: String.self),
             blockReason: try row.decodeOptional(column: "block_reason", as: String.self),
             throttledUntil: try row.decodeOptional(column: "throttled_until", as: Int64.self).map(Date.init(unixMilliseconds:)),
-            throttleReason: try row.decodeOptional(column: "throttle_reason", as: String.self))
+            throttleReason: try row.decodeOptional(column: "throttle_reason", as: String.self),
+            unblockedAt: try row.decodeOptional(column: "unblocked_at", as: Int64.self).map(Date.init(unixMilliseconds:)))
     }
 
     // MARK: history for the spam score

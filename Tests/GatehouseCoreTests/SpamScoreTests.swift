@@ -97,6 +97,32 @@ struct SpamScoreTests {
         #expect(points(score(SpamHistory(refusals: limited)), .overLimit) == 8)
     }
 
+    @Test("after an admin lifts a block, what the principal did before counts no more against them; their track record still counts")
+    func unblocked() {
+        let cooldown = (0..<4).map { RecordedRefusal(kind: .cooldown, resource: "prod-db", at: now.addingTimeInterval(-Double(60 * (4 + $0)))) }
+        let burst = (0..<5).map { past(0.5 + Double($0) * 0.05, reason: "fix it now \($0)") }
+        let denied = past(30, state: .denied, decidedMinutesAgo: 20)
+        let approved = past(600, resource: "prod-db", state: .approved, decidedMinutesAgo: 590, decidedBy: "bob")
+        let history = SpamHistory(own: burst + [denied, approved], refusals: cooldown)
+        let before = score(history)
+        for signal in [SpamSignal.cooldownViolation, .burst, .recentDenial] {
+            #expect(points(before, signal) != nil, "\(signal)")
+        }
+        // Unblocked ten seconds ago: the refusals, the burst and the denial were all before it.
+        var lifted = history
+        lifted.unblockedAt = now.addingTimeInterval(-10)
+        let after = score(lifted)
+        for signal in [SpamSignal.cooldownViolation, .burst, .recentDenial] {
+            #expect(points(after, signal) == nil, "\(signal)")
+        }
+        #expect(points(after, .previouslyApproved) == points(before, .previouslyApproved))
+        #expect(points(after, .previouslyApproved) != nil)
+        #expect(after.score < before.score)
+        // What happens after the unblock counts as before.
+        lifted.refusals.append(RecordedRefusal(kind: .cooldown, resource: "prod-db", at: now.addingTimeInterval(-5)))
+        #expect(points(score(lifted), .cooldownViolation) == 4)
+    }
+
     @Test("off_hours needs a history, and fires only far from the principal's usual hours")
     func offHours() {
         // Ten requests on earlier days, all at the same hour of day as now.

@@ -275,6 +275,41 @@ struct AntiSpamTests {
         }
     }
 
+    @Test("a principal blocked by the score and unblocked by an admin is not blocked again for what they did before")
+    func unblockStartsAfresh() async throws {
+        try await TestServer.with(policy: Self.policy("""
+              limits: {per_source_ip: off}
+            """)) { server in
+            let t = try await server.tokens("alice", "bob")
+            let first = try #require(try await server.request(t["alice"]!, reason: "CHG-7 restart the app after the config change").string("id"))
+            #expect(try await server.send(.POST, "/v1/requests/\(first)/deny", token: t["bob"]!, json: ["comment": "not during the freeze"]).status == 200)
+            // Retries inside the denial cooldown: refused, each counted by the score, until the score blocks alice.
+            func isBlocked() async throws -> Bool {
+                let listed = try await server.send(.GET, "/v1/principals?blocked=true", token: TestServer.adminToken)
+                return (listed.json["principals"] as? [[String: Any]] ?? []).contains { $0["principal"] as? String == "alice" }
+            }
+            var retries = 0
+            while try await !isBlocked(), retries < 8 {
+                let retry = try await server.request(t["alice"]!, reason: "CHG-7 restart the app after the config change")
+                #expect(retry.status == 429)
+                // The first says why and what retrying costs (later ones are the score's throttle, which says less).
+                if retries == 0 {
+                    #expect(retry.string("detail")?.contains("counts against you") == true, "\(String(decoding: retry.body, as: UTF8.self))")
+                }
+                retries += 1
+            }
+            #expect(try await isBlocked(), "not blocked after \(retries) retries")
+            #expect(try await server.unblock(TestServer.adminToken, "alice").status == 200)
+            // A fresh piece of work on another resource is filed as usual, not quarantined or blocked for the retries before.
+            let fresh = try await server.request(t["alice"]!, resource: "billing-api", role: "operate",
+                                                 reason: "CHG-12 rotate the billing API key after the leak")
+            #expect(fresh.status == 201)
+            #expect(fresh.string("state") == "pending")
+            // The approvers' denial still holds its resource back for the cooldown.
+            #expect(try await server.request(t["alice"]!, reason: "CHG-7 restart the app after the config change").status == 429)
+        }
+    }
+
     @Test("a blocked principal's requests are held back by the tarpit; other principals are answered meanwhile")
     func tarpit() async throws {
         try await TestServer.with(policy: Self.policy("""
