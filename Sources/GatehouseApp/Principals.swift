@@ -42,7 +42,15 @@ public struct Principals: Sendable {
 
     public func notifications(caller: Caller, recipient: String?, limit: Int) async throws -> [OutboxNotification] {
         let recipient = recipient ?? caller.principal
-        if recipient != caller.principal { try context.requireAdmin(caller, "read other principals' notifications") }
+        if recipient != caller.principal {
+            try context.requireAdmin(caller, "read other principals' notifications")
+            guard PolicyLoader.isValidName(recipient) else {
+                throw GatehouseError.invalid("recipient", "invalid_name", "that is not a principal name: \(PolicyLoader.nameRule)")
+            }
+            guard context.policies.policy.principals[recipient] != nil else {
+                throw GatehouseError(.notFound, "unknown_principal", "\(recipient) is not a principal in the policy", field: "recipient")
+            }
+        }
         return try await context.read { try await $0.notifications(recipient: recipient, limit: limit) }
     }
 }

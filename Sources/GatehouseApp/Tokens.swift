@@ -45,16 +45,20 @@ public struct Tokens: Sendable {
     }
 
     public func authenticate(bearer token: String?) async throws -> Caller {
+        // Signing in is a way to a token only where the policy names an identity provider.
+        let signIn = context.policies.policy.identity.oidc != nil
         guard let token, !token.isEmpty else {
-            throw GatehouseError(.unauthorized, ErrorCode.missingToken, "no token: send `Authorization: Bearer <token>` (set GATEHOUSE_TOKEN for the CLI, or run `gatehouse login`)")
+            throw GatehouseError(.unauthorized, ErrorCode.missingToken, "no token: send `Authorization: Bearer <token>` (set GATEHOUSE_TOKEN for the CLI\(signIn ? ", or run `gatehouse login`" : ""))")
         }
+        let unknown = "the token is unknown or revoked; " + (signIn ? "sign in again (`gatehouse login`) or ask an admin for a new service token"
+                                                               : "ask an admin for a new one (`gatehouse token create`)")
         let store = context.store
         guard token.utf8.count <= 256, let record = try await context.unavailableOnFailure({ try await store.liveToken(hash: TokenSecret.hash(token)) }) else {
-            throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token is unknown or revoked; sign in again (`gatehouse login`) or ask an admin for a new service token")
+            throw GatehouseError(.unauthorized, ErrorCode.invalidToken, unknown)
         }
         // A Slack link stands only behind clicks Slack signed; it is never a bearer token.
         guard record.kind != .slack else {
-            throw GatehouseError(.unauthorized, ErrorCode.invalidToken, "the token is unknown or revoked; sign in again (`gatehouse login`) or ask an admin for a new service token")
+            throw GatehouseError(.unauthorized, ErrorCode.invalidToken, unknown)
         }
         noteSession(record)
         let policy = context.policies.policy

@@ -50,7 +50,7 @@ public enum NotificationPlan {
 
     /// The one-line text of a request in a notification.
     public static func summary(_ r: AccessRequest) -> String {
-        let what = r.action.map { "one \($0.kind.rawValue) action" } ?? "\(r.resource)/\(r.role)"
+        let what = r.action.map { "one \($0.kind.rawValue) action" } ?? "the \(r.role) role"
         let reason = r.reason.count > 200 ? String(r.reason.prefix(200)) + "…" : r.reason
         return "\(r.requester) asks for \(what) on \(r.resource) for \(r.duration): \(reason) (request \(r.id))"
     }

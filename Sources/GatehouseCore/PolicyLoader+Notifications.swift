@@ -82,7 +82,8 @@ extension PolicyLoader.Reader {
                         guard let target = slackChannel(target, "the channel of `\(name)` in \(what).routes.\(kind)") else { continue }
                         if kind == "resources" {
                             if resources.contains(name) { resourceChannels[name] = target } else {
-                                let hint = PolicyLoader.closest(to: name, in: Array(resources)).map { "did you mean `\($0)`? " } ?? ""
+                                let hint = PolicyLoader.closest(to: name, in: Array(resources)).map { "did you mean `\($0)`?" }
+                                    ?? "its resources are \(resources.sorted().map { "`\($0)`" }.joined(separator: ", "))"
                                 error(nameNode, "\(what).routes.resources names `\(name)`, which is not a resource in this policy; \(hint)")
                             }
                         } else {

@@ -96,6 +96,12 @@ public struct ProxySettings: Sendable, Equatable {
         return octets.count == 4 && octets.allSatisfy { $0 <= 255 } && octets[0] == 127
     }
 
+    /// Why a file the proxy will read at start (a certificate, a key) cannot be read now; nil when it can.
+    public static func unreadable(_ path: String) -> String? {
+        do { _ = try TextFile.read(path) } catch { return error.why }
+        return nil
+    }
+
     /// The database password, read now.
     public func readPassword(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
         switch password {
@@ -146,8 +152,8 @@ extension PolicyLoader.Reader {
                 tlsNode = value
                 for (tlsField, _, tlsValue) in entries(value, "\(what): tls", allowed: ["certificate", "key"]) {
                     let path = string(tlsValue, "\(what): tls.\(tlsField)")
-                    if let path, !FileManager.default.isReadableFile(atPath: path) {
-                        error(tlsValue, "\(what): tls.\(tlsField) `\(path)` cannot be read; give the path of a PEM file")
+                    if let path, let why = ProxySettings.unreadable(path) {
+                        error(tlsValue, "\(what): tls.\(tlsField) `\(path)` cannot be read (\(why)); give the path of a PEM file")
                     }
                     if tlsField == "certificate" { certificate = path } else { key = path }
                 }
@@ -222,6 +228,9 @@ extension PolicyLoader.Reader {
         }
         if password == nil, !fields.contains(where: { $0.0 == "password" }) {
             error(node, "\(what) needs `password_env: NAME` or `password_file: PATH` for the proxy's database password")
+        }
+        if let rootCertificates, let why = ProxySettings.unreadable(rootCertificates.path) {
+            error(rootCertificates.node, "\(what).sslrootcert `\(rootCertificates.path)` cannot be read (\(why)); give the path of the PEM file of the authority that signed the database's certificate")
         }
         if let rootCertificates, let host {
             let mode = tls ?? (ProxySettings.isLoopback(host) ? .prefer : .verifyFull)

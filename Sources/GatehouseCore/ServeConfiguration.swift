@@ -72,7 +72,7 @@ public struct ServeConfiguration: Sendable, Equatable {
             guard let number = Int(value), (1...65535).contains(number) else { throw problem("the port must be a number from 1 to 65535, not `\(value)`") }
             port = number
         case "sweep_every":
-            guard (try? TimeSpan.parse(value)) != nil else { throw problem("`\(value)` is not a duration like 1s or 500ms") }
+            do { _ = try TimeSpan.parse(value) } catch { throw problem("\(error)") }
             sweepEvery = value
         case "retention":
             let span: TimeSpan

@@ -9,12 +9,17 @@ public enum TextFile {
     }
 
     public static func read(_ path: String) throws(Unreadable) -> String {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw Unreadable(why: "there is no such file")
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            // Not only "absent": a folder on the way this user may not enter hides a file that is there.
+            switch errno {
+            case EACCES: throw Unreadable(why: "permission denied: a folder on its path cannot be entered by this user (uid \(getuid()))")
+            case ENOTDIR: throw Unreadable(why: "a part of its path is a file, not a folder")
+            default: throw Unreadable(why: "there is no such file")
+            }
         }
-        if isDirectory.boolValue { throw Unreadable(why: "it is a directory, not a file") }
-        guard FileManager.default.isReadableFile(atPath: path) else { throw Unreadable(why: "permission denied") }
+        if (status.st_mode & S_IFMT) == S_IFDIR { throw Unreadable(why: "it is a directory, not a file") }
+        guard access(path, R_OK) == 0 else { throw Unreadable(why: "permission denied: this user (uid \(getuid())) may not read it") }
         guard var data = FileManager.default.contents(atPath: path) else { throw Unreadable(why: "it could not be read") }
         // A byte order mark (editors on Windows write one) is not part of the text, least of all of a secret.
         if data.starts(with: [0xEF, 0xBB, 0xBF]) { data.removeFirst(3) }

@@ -53,7 +53,9 @@ public final class GuardProxy: Service, Sendable {
                                                                                  privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
                     serverTLS = try NIOSSLContext(configuration: configuration)
                 } catch {
-                    throw ProxyStartError(message: "resource \(resource.name): cannot load the TLS certificate \(certificate) and key \(key): \(error)")
+                    let why = ProxySettings.unreadable(certificate).map { "\(certificate): \($0)" } ?? ProxySettings.unreadable(key).map { "\(key): \($0)" }
+                        ?? "they are not a PEM certificate and its private key (\(error))"
+                    throw ProxyStartError(message: "resource \(resource.name): cannot load the TLS certificate \(certificate) and key \(key): \(why)")
                 }
             }
             var upstreamTLS: NIOSSLContext?
@@ -70,7 +72,8 @@ public final class GuardProxy: Service, Sendable {
                         guard !roots.isEmpty else { throw ProxyStartError(message: "the file has no PEM certificate") }
                         configuration.trustRoots = .certificates(roots)
                     } catch {
-                        throw ProxyStartError(message: "resource \(resource.name): cannot read the database's root certificates (sslrootcert) \(path): \(error)")
+                        let why = ProxySettings.unreadable(path) ?? (error as? ProxyStartError)?.message ?? "it holds no PEM certificate (\(error))"
+                        throw ProxyStartError(message: "resource \(resource.name): cannot read the database's root certificates (sslrootcert) \(path): \(why)")
                     }
                 }
                 upstreamTLS = try NIOSSLContext(configuration: configuration)

@@ -21,13 +21,13 @@ struct ActionOptions: ParsableArguments {
         if sqlFile == "-" {
             data = FileHandle.standardInput.readDataToEndOfFile()
         } else {
-            guard let read = FileManager.default.contents(atPath: sqlFile) else {
-                throw ValidationError("cannot read --sql-file \(sqlFile): no such file or not readable")
+            // A file that cannot be read is an error (exit 1), not a wrong command line.
+            do { return Action(kind: .sql, text: try TextFile.read(sqlFile)) } catch {
+                throw CLIError.failure("cannot read --sql-file \(sqlFile): \(error.why)")
             }
-            data = read
         }
         guard let text = String(data: data, encoding: .utf8) else {
-            throw ValidationError("--sql-file \(sqlFile) is not UTF-8 text")
+            throw CLIError.failure("standard input (--sql-file -) is not UTF-8 text")
         }
         return Action(kind: .sql, text: text)
     }
@@ -67,11 +67,11 @@ struct ClassifyCommand: AsyncParsableCommand {
         case let (text?, nil): body = text
         case let (nil, file?) where file == "-":
             guard let decoded = String(data: FileHandle.standardInput.readDataToEndOfFile(), encoding: .utf8) else {
-                throw ValidationError("standard input is not UTF-8 text")
+                throw CLIError.failure("standard input is not UTF-8 text")
             }
             body = decoded
         case let (nil, file?):
-            do { body = try TextFile.read(file) } catch { throw ValidationError("cannot read \(file): \(error.why)") }
+            do { body = try TextFile.read(file) } catch { throw CLIError.failure("cannot read \(file): \(error.why)") }
         case (nil, nil):
             throw ValidationError("give the text to classify as an argument, or with --file PATH (- for standard input)")
         case (_?, _?):

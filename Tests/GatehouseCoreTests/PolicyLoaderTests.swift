@@ -92,6 +92,8 @@ struct PolicyLoaderTests {
         #expect(missing.errors.first?.message.contains("there is no such file") == true, "\(missing.errors)")
         let directory = try PolicyLoader.load(file: NSTemporaryDirectory())
         #expect(directory.errors.first?.message == "cannot read the policy file: it is a directory, not a file; check the path and its permissions", "\(directory.errors)")
+        // A file on the way is not "no such file" either (nor, for another user, a folder they may not enter).
+        #expect(try PolicyLoader.load(file: "/etc/hostname/policy.yaml").errors.first?.message.contains("a part of its path is a file, not a folder") == true)
         let binary = NSTemporaryDirectory() + "gatehouse-policy-\(UUID().uuidString).yaml"
         try Data([0x76, 0x3A, 0x20, 0xFF, 0xFE, 0x0A]).write(to: URL(fileURLWithPath: binary))
         defer { try? FileManager.default.removeItem(atPath: binary) }

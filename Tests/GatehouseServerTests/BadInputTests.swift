@@ -220,6 +220,12 @@ struct BadInputTests {
             let unknownPrincipal = try await server.unblock(TestServer.adminToken, "mallory")
             #expect(unknownPrincipal.status == 404 && unknownPrincipal.string("code") == "unknown_principal")
             #expect(try await server.unblock(TestServer.adminToken, "alice").string("code") == "not_blocked")
+            // So is a recipient of notifications; a text that cannot be a name says so.
+            let nobody = try await server.listNotifications(TestServer.adminToken, recipient: "zzz")
+            #expect(nobody.status == 404 && nobody.string("code") == "unknown_principal" && nobody.string("field") == "recipient")
+            let badName = try await server.listNotifications(TestServer.adminToken, recipient: "Bad Name")
+            #expect(badName.status == 400 && badName.string("code") == "invalid_name")
+            #expect(try await server.listNotifications(TestServer.adminToken, recipient: "alice").status == 200)
             let revokeNoReason = try await server.send(.POST, "/v1/grants/grt_x/revoke", token: TestServer.adminToken, json: [:])
             #expect(revokeNoReason.status == 400)
             #expect(revokeNoReason.string("field") == "reason")

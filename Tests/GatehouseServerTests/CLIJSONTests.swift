@@ -95,7 +95,8 @@ struct CLIJSONTests {
             // Local commands.
             let noText = try await Self.run(server, alice, ["classify", "--policy", server.policyPath], expect: 2)
             #expect((noText.object["error"] as? String) == "give the text to classify as an argument, or with --file PATH (- for standard input)", "\(noText.result)")
-            let noFile = try await Self.run(server, alice, ["classify", "--policy", server.policyPath, "--file", "/nonexistent/x.sql"], expect: 2)
+            // A file that cannot be read is an error (1), not a wrong command line (2).
+            let noFile = try await Self.run(server, alice, ["classify", "--policy", server.policyPath, "--file", "/nonexistent/x.sql"], expect: 1)
             #expect((noFile.object["error"] as? String) == "cannot read /nonexistent/x.sql: there is no such file", "\(noFile.result)")
             let policy = try await Self.run(server, alice, ["policy", "check", server.policyPath], expect: 0)
             #expect(policy.object["valid"] as? Bool == true && policy.object["principals"] as? Int == 7, "\(policy.result)")
