@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// Runs the webhook outbox: follows the audit log, sends due digests, delivers due messages.
 public struct WebhookDispatcher: Service {
@@ -29,45 +30,84 @@ public struct WebhookDispatcher: Service {
         configuration.decompression = .disabled
         // No endpoint may hold a connection longer than the longest attempt allowed.
         configuration.timeout = .init(connect: .seconds(10), read: .seconds(60))
+        // A refused connection fails the attempt at once: the outbox's own retries (with the policy's backoff)
+        // try again, rather than the client trying until the attempt's deadline.
+        configuration.connectionPool.retryConnectionEstablishment = false
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        var rounds = 0
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            do {
-                rounds += 1
-                if rounds % 7200 == 1 {
-                    // About hourly: delivered and given-up messages are kept a week.
-                    try await service.outbox.pruneDeliveries(olderThan: 7 * 86_400)
-                }
-                let webhooks = service.policies.policy.notifications.webhooks
-                let slackTimeout = service.policies.policy.notifications.slack.map { Double($0.timeout.seconds) * 4 } ?? 0
-                // Claims are taken in the round's last write, just before sending: they hold for the longest attempt.
-                let lease = max(webhooks.map { Double($0.timeout.seconds) }.max() ?? 10, slackTimeout) + 5
-                // Small batches keep each write transaction (and the writer lock) short. Messages already due
-                // (retries, and new ones a full round left unclaimed) are claimed first, then new ones as they
-                // are queued, up to the batch, in one write.
-                try await service.outbox.flushDigests()
-                let (queued, due) = try await service.outbox.queueMessages(limit: Self.batch, claimFor: lease, claimAtMost: Self.batch,
-                                                                            claimDue: true)
-                let attempts = await withTaskGroup(of: Outbox.WebhookAttempt.self) { group in
-                    for delivery in due {
-                        group.addTask { await self.deliver(delivery, client: client) }
-                    }
-                    return await group.reduce(into: []) { $0.append($1) }
-                }
+        let underWay = UnderWay()
+        // Deliveries run beside the rounds, not inside them: an endpoint that answers late (or never, until its
+        // timeout) holds only its own messages, while the rounds go on claiming, sending and recording the
+        // others'. Shutting down waits for the deliveries under way (each bounded by its timeout) and records them.
+        await withDiscardingTaskGroup { group in
+            var rounds = 0
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
                 do {
-                    try await service.outbox.recordAttempts(attempts)
+                    rounds += 1
+                    if rounds % 7200 == 1 {
+                        // About hourly: delivered and given-up messages are kept a week.
+                        try await service.outbox.pruneDeliveries(olderThan: 7 * 86_400)
+                    }
+                    await record(underWay.finished())
+                    let webhooks = service.policies.policy.notifications.webhooks
+                    let slackTimeout = service.policies.policy.notifications.slack.map { Double($0.timeout.seconds) * 4 } ?? 0
+                    // Claims are taken in the round's last write, just before sending: they hold for the longest
+                    // attempt and the round that records it.
+                    let lease = max(webhooks.map { Double($0.timeout.seconds) }.max() ?? 10, slackTimeout) + 5
+                    // Small batches keep each write transaction (and the writer lock) short. Messages already due
+                    // (retries, and new ones a full round left unclaimed) are claimed first, then new ones as they
+                    // are queued, up to the batch and the room for deliveries under way, in one write.
+                    try await service.outbox.flushDigests()
+                    let room = min(Self.batch, Self.maximumUnderWay - underWay.count)
+                    let (queued, due) = try await service.outbox.queueMessages(limit: Self.batch, claimFor: lease, claimAtMost: room,
+                                                                                claimDue: true)
+                    for delivery in due {
+                        underWay.started()
+                        group.addTask { underWay.ended(await self.deliver(delivery, client: client)) }
+                    }
+                    // A full batch means more is waiting: go on at once; otherwise poll again shortly.
+                    if queued == Self.batch || (due.count >= Self.batch && underWay.count < Self.maximumUnderWay) { continue }
                 } catch {
-                    // The claims run out and the messages are tried again (same ids).
-                    logger.warning("webhook attempts could not be recorded", metadata: ["count": "\(attempts.count)", "error": "\(error)"])
+                    logger.warning("webhook outbox round failed; will retry", metadata: ["error": "\(error)"])
                 }
-                // A full batch means more is waiting: go on at once; otherwise poll again shortly.
-                if queued == Self.batch || due.count >= Self.batch { continue }
-            } catch {
-                logger.warning("webhook outbox round failed; will retry", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: interval)
             }
-            try? await Task.sleep(for: interval)
         }
+        await record(underWay.finished())
         try? await client.shutdown()
+    }
+
+    /// At most this many messages are sent at once (each endpoint's connections are pooled, a few per host).
+    static let maximumUnderWay = 256
+
+    /// The outcome of deliveries that ended since the last round, recorded in one write.
+    private func record(_ attempts: [Outbox.WebhookAttempt]) async {
+        guard !attempts.isEmpty else { return }
+        do {
+            try await service.outbox.recordAttempts(attempts)
+        } catch {
+            // The claims run out and the messages are tried again (same ids).
+            logger.warning("webhook attempts could not be recorded", metadata: ["count": "\(attempts.count)", "error": "\(error)"])
+        }
+    }
+
+    /// Deliveries under way, and the attempts that ended and wait to be recorded.
+    final class UnderWay: Sendable {
+        private let state = Mutex<(count: Int, ended: [Outbox.WebhookAttempt])>((0, []))
+
+        var count: Int { state.withLock { $0.count } }
+        func started() { state.withLock { $0.count += 1 } }
+        func ended(_ attempt: Outbox.WebhookAttempt) {
+            state.withLock {
+                $0.count -= 1
+                $0.ended.append(attempt)
+            }
+        }
+        func finished() -> [Outbox.WebhookAttempt] {
+            state.withLock { state in
+                defer { state.ended = [] }
+                return state.ended
+            }
+        }
     }
 
     func deliver(_ delivery: WebhookDelivery, client: HTTPClient) async -> Outbox.WebhookAttempt {

@@ -357,6 +357,53 @@ struct WebhookDeliveryTests {
         await server.stop()
     }
 
+    @Test("an endpoint that never answers holds only its own messages: another endpoint's retries and new messages go on meanwhile")
+    func silentEndpointHoldsOnlyItsOwn() async throws {
+        // The kernel takes the silent endpoint's connections and nothing ever answers: each of its attempts lasts
+        // its whole 30 s timeout. The receiver fails every first attempt, so each of its messages needs a retry
+        // (due a second later). Both endpoints get every event.
+        let (silent, silentPort) = try CLIReachTests.silentListener()
+        defer { close(silent) }
+        let receiver = try await WebhookReceiver.start()
+        await receiver.receiverState.configure(failFirst: 1)
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let policyPath = folder.appendingPathComponent("policy.yaml").path
+        try (TestServer.policyYAML + """
+
+            notifications:
+              base_url: http://127.0.0.1:9
+              retry: {initial: 1s, max: 2s, attempts: 6}
+              webhooks:
+                silent: {url: "http://127.0.0.1:\(silentPort)/hook", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 30s}
+                receiver: {url: "http://127.0.0.1:\(receiver.port)/hook", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 5s}
+            """).write(toFile: policyPath, atomically: true, encoding: .utf8)
+        let server = try await ServeProcess.start(policyPath: policyPath, database: "sqlite:" + folder.appendingPathComponent("g.db").path,
+                                                  folder: folder, name: "silent", environment: ["TEST_WEBHOOK_SECRET": receiver.secret])
+        do {
+            let t = try await server.tokens("alice", "bob")
+            let started = Date()
+            let id = try #require(try await server.request(t["alice"]!).string("id"))
+            // The first message's retry, and a second message filed meanwhile, reach the receiver while the silent
+            // endpoint's first attempt is still waiting out its 30 s (when a round waited for every delivery, the
+            // receiver got nothing more until then).
+            #expect(try await server.approve(t["bob"]!, id).status == 200)
+            let expected = try await Self.expectedIDs(server, actions: ["request.created", "request.approved"])
+            #expect(expected.count == 2)
+            try await receiver.waitForProcessed(expected, within: 20)
+            #expect(Date().timeIntervalSince(started) < 30, "the receiver's messages waited for the silent endpoint")
+            let calls = await receiver.receiverState.calls
+            for messageID in expected {
+                #expect(calls.filter { $0.id == messageID }.map(\.status) == [500, 200], "\(messageID)")
+            }
+        } catch {
+            Issue.record("\(error)\nserver log:\n\(server.output)")
+        }
+        await server.stop()
+        await receiver.stop()
+    }
+
     @Test("`policy check` reports an invalid webhook URL with its line")
     func policyCheck() async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
