@@ -255,6 +255,12 @@ private struct SQLWalk {
             recordCall(fields["funcname"], location: location)
         case .createCast:
             bindFunction(fields["func"]?["objname"], in: "CREATE CAST", location: location)
+        case .createForeignTable:
+            judgeForeignTableOptions(fields["options"]?.elements ?? [], location: location)
+        case .alterTableStmt:
+            for command in fields["cmds"]?.elements ?? [] where command["AlterTableCmd"]?["subtype"]?.stringValue == "AT_GenericOptions" {
+                judgeForeignTableOptions(command["AlterTableCmd"]?["def"]?["List"]?["items"]?.elements ?? [], location: location)
+            }
         case .define:
             // An operator's function, an aggregate's support functions.
             for definition in fields["definition"]?.elements ?? [] {
@@ -449,6 +455,17 @@ private struct SQLWalk {
             }
         }
         visitChildren(fields, location: location)
+    }
+
+    /// A foreign table over a credential catalog (postgres_fdw's `table_name 'pg_authid'`, another wrapper's
+    /// `table`): every later read of it, which looks like a read of an ordinary table, reads that catalog.
+    private mutating func judgeForeignTableOptions(_ options: [ParseTree], location: Int) {
+        for option in options {
+            guard let element = option["DefElem"], ["table_name", "table"].contains(element["defname"]?.stringValue ?? ""),
+                  let value = element["arg"]?["String"]?["sval"]?.stringValue,
+                  let table = SQLNodeRule.plainRelationName(value) ?? Optional(value), SQLNodeRule.credentialRelations.contains(table) else { continue }
+            fire("read_credentials", at: element["location"]?.intValue ?? location, "a foreign table over \(value): every read of it reads that catalog")
+        }
     }
 
     /// A function an operator, aggregate or cast will call at every later use: remembered as a call, and
