@@ -323,6 +323,15 @@ private struct SQLWalk {
             if fields["lockingClause"] != nil { fire("row_lock", at: location, "SELECT ... FOR UPDATE/SHARE locks rows") }
         case .insert:
             fire("write_data", at: relationLocation(fields, location), "INSERT")
+            // `INSERT INTO t SELECT * FROM t ON CONFLICT (id) DO UPDATE SET ...`: every row conflicts with its own
+            // copy, so every row is updated.
+            if let conflict = fields["onConflictClause"], conflict["action"]?.stringValue == "ONCONFLICT_UPDATE",
+               conflict["whereClause"] == nil, fields["cols"] == nil, let query = fields["selectStmt"],
+               WhereAnalysis.selectsEveryColumn(query), let copied = WhereAnalysis.rowCopy(query, constants: constants),
+               let written = changedTable(fields).written, written.mayBe(copied) {
+                fire("update_without_where", at: relationLocation(fields, location),
+                     "INSERT INTO \(relationName(fields)) SELECT * FROM itself ON CONFLICT DO UPDATE: every row meets its own copy, so every row is updated")
+            }
         case .update:
             judgeWhere(fields, verb: "UPDATE", dangerous: "update_without_where", location: location)
         case .delete:

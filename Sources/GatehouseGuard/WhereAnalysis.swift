@@ -48,7 +48,16 @@ enum WhereAnalysis {
             guard let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
             switch kind {
             case "AEXPR_OP" where ["=", ">=", "<="].contains(name):
+                // `name = name COLLATE "C"`: a value equals itself in any (deterministic) collation.
+                let (left, right) = (uncollated(left), uncollated(right))
                 return same(left, right, constants: constants) || sameColumn(left, right, target: target, table: table)
+            case "AEXPR_IN" where name == "=":
+                // `id IN (id, 3)`: a list that holds the tested expression itself.
+                let tested = uncollated(left)
+                return (right["List"]?["items"]?.elements ?? []).contains { item in
+                    let item = uncollated(item)
+                    return same(tested, item, constants: constants) || sameColumn(tested, item, target: target, table: table)
+                }
             case "AEXPR_OP_ANY" where name == "=":
                 // `id = ANY (ARRAY(SELECT id FROM t))`: as `id IN (SELECT id FROM t)`.
                 guard let table, let target, let (type, link) = right.tagged, type == "SubLink",
@@ -87,7 +96,8 @@ enum WhereAnalysis {
         case "TypeCast":
             return fields["arg"].map(isTriviallyTrue) ?? false
         case "BooleanTest":
-            return fields["booltesttype"]?.stringValue == "IS_TRUE" && (fields["arg"].map(isTriviallyTrue) ?? false)
+            // `(x = x) IS TRUE`, `(x = x) IS NOT FALSE` (true for a NULL too).
+            return ["IS_TRUE", "IS_NOT_FALSE"].contains(fields["booltesttype"]?.stringValue ?? "") && (fields["arg"].map(isTriviallyTrue) ?? false)
         case "NullTest":
             // `ctid IS NOT NULL`: a system column is set on every row.
             guard fields["nulltesttype"]?.stringValue == "IS_NOT_NULL",
@@ -332,8 +342,14 @@ enum WhereAnalysis {
     /// Clauses after which a subquery may give fewer rows than its FROM and WHERE find (LIMIT and OFFSET: `keepsEveryRow`).
     /// (A WITH drops none, but may give a part the table's name: `TableName.seen(through:)`.)
     private static let rowDroppingClauses: [StaticString] = ["havingClause", "groupClause", "valuesLists", "lockingClause"]
-    /// Clauses a query that gives every row of its one table must not have (a filter, a DISTINCT, a set operation too).
-    private static let wholeTableClauses: [StaticString] = rowDroppingClauses + ["whereClause", "distinctClause", "larg", "rarg"]
+    /// Clauses a query that gives every row of its one table must not have (a filter, a set operation too; a
+    /// DISTINCT only when it is plain: `isPlainDistinct`, every value kept once).
+    private static let wholeTableClauses: [StaticString] = rowDroppingClauses + ["whereClause", "larg", "rarg"]
+
+    /// No DISTINCT, or a plain one (`[{}]`), which keeps every value; DISTINCT ON keeps one row per key.
+    private static func isPlainDistinct(_ select: ParseTree) -> Bool {
+        (select["distinctClause"]?.elements ?? []).allSatisfy { $0.tagged == nil && !$0.children.contains { _ in true } }
+    }
 
     /// Whether a query has none of `clauses` and a LIMIT and OFFSET that keep every row: none, or `LIMIT ALL`
     /// (`LIMIT NULL`) and `OFFSET 0` (`OFFSET NULL`), written as constants.
@@ -373,9 +389,7 @@ enum WhereAnalysis {
     private static func keepsOwnValues(_ select: ParseTree, columns: [String], table: TableName, target: Set<String>,
                                        variables: Set<String>, constants: ConstantUse) -> Bool {
         let table = table.seen(through: select["withClause"], constants: constants)
-        guard keepsEveryRow(select, without: rowDroppingClauses, constants: constants),
-              // Plain DISTINCT (`[{}]`) keeps every value; DISTINCT ON keeps one row per key.
-              (select["distinctClause"]?.elements ?? []).allSatisfy({ $0.tagged == nil && !$0.children.contains { _ in true } }) else { return false }
+        guard keepsEveryRow(select, without: rowDroppingClauses, constants: constants), isPlainDistinct(select) else { return false }
         if let branches = unionBranches(select) {
             return branches.contains {
                 keepsOwnValues($0, columns: columns, table: table, target: target, variables: variables, constants: constants)
@@ -433,13 +447,20 @@ enum WhereAnalysis {
     /// for anything else. A column the statement reads from the copy by name is the table's.
     static func rowCopy(_ query: ParseTree, constants: ConstantUse) -> TableName? {
         guard let select = query["SelectStmt"], select["withClause"] == nil,
-              keepsEveryRow(select, without: wholeTableClauses, constants: constants),
+              keepsEveryRow(select, without: wholeTableClauses, constants: constants), isPlainDistinct(select),
               let from = select["fromClause"]?.elements, from.count == 1,
               let relation = from[0]["RangeVar"] ?? from[0]["RangeTableSample"]?["relation"]?["RangeVar"],
               relation["alias"]?["colnames"] == nil,
               keepsColumnNames(select, of: relationNames(from[0]))
         else { return nil }
         return TableName(relation: relation)
+    }
+
+    /// `SELECT * FROM ...`: a query whose one output is every column.
+    static func selectsEveryColumn(_ query: ParseTree) -> Bool {
+        guard let targets = query["SelectStmt"]?["targetList"]?.elements, targets.count == 1,
+              let star = targets[0]["ResTarget"]?["val"]?["ColumnRef"]?["fields"]?.elements else { return false }
+        return star.last?["A_Star"] != nil
     }
 
     /// Whether a query's outputs are columns of its FROM item (which goes by `names`) under their own names:
@@ -479,7 +500,7 @@ enum WhereAnalysis {
             }
         case "RangeSubselect":
             guard fields["lateral"]?.boolValue != true, let (inner, select) = fields["subquery"]?.tagged, inner == "SelectStmt",
-                  keepsEveryRow(select, without: wholeTableClauses, constants: constants),
+                  keepsEveryRow(select, without: wholeTableClauses, constants: constants), isPlainDistinct(select),
                   let own = ownTableAlone(select, table: table.seen(through: select["withClause"], constants: constants), constants: constants)
             else { return nil }
             // `*`, or the table's own columns under their own names (`(SELECT id, email FROM t) x`): a column the
@@ -676,10 +697,17 @@ enum WhereAnalysis {
         return equal && readsRow
     }
 
-    /// The expression a cast converts (`x.id::int`, `CAST(x.id AS text)::int`: `x.id`).
+    /// The expression a cast or a COLLATE converts (`x.id::int`, `CAST(x.id AS text)::int`, `x.name COLLATE "C"`: the column).
     private static func uncast(_ node: ParseTree) -> ParseTree {
         var node = node
-        while let cast = node["TypeCast"], let argument = cast["arg"] { node = argument }
+        while let argument = node["TypeCast"]?["arg"] ?? node["CollateClause"]?["arg"] { node = argument }
+        return node
+    }
+
+    /// The expression a COLLATE clause applies to (`name COLLATE "C"`: `name`).
+    private static func uncollated(_ node: ParseTree) -> ParseTree {
+        var node = node
+        while let argument = node["CollateClause"]?["arg"] { node = argument }
         return node
     }
 
