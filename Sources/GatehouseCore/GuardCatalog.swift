@@ -34,7 +34,7 @@ public enum GuardCatalog {
         Category("drop_column", .dangerous, "ALTER TABLE ... DROP COLUMN"),
         Category("locking_ddl", .dangerous, "holds a lock that blocks a table's writes (or reads) for a table-sized time: CREATE INDEX without CONCURRENTLY, a column type change, SET NOT NULL, a constraint added without NOT VALID, VACUUM FULL, CLUSTER, REINDEX, LOCK ... EXCLUSIVE"),
         Category("breaking_change", .dangerous, "renames or retypes what running clients use (a table, column, view, function, schema), or adds a NOT NULL column without a default"),
-        Category("disable_safety", .dangerous, "disables triggers or row-level security on a table"),
+        Category("disable_safety", .dangerous, "disables triggers, event triggers or row-level security (also a policy that lets every row through)"),
         Category("alter_system", .dangerous, "ALTER SYSTEM rewrites the server configuration"),
         Category("alter_database", .dangerous, "ALTER DATABASE changes a whole database"),
         Category("role_change", .dangerous, "creates, alters or drops roles, or changes the session's role"),

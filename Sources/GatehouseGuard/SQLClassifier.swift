@@ -257,6 +257,22 @@ private struct SQLWalk {
             bindFunction(fields["func"]?["objname"], in: "CREATE CAST", location: location)
         case .createForeignTable:
             judgeForeignTableOptions(fields["options"]?.elements ?? [], location: location)
+        case .createPolicy, .alterPolicy:
+            // A permissive policy (or any policy altered) whose USING or WITH CHECK holds for every row lets every
+            // row through for the roles it names: row-level security is off for them, as DISABLE ROW LEVEL
+            // SECURITY turns it off for everyone. (A restrictive one that holds for every row restricts nothing.)
+            let loosens = type.special == .alterPolicy || fields["permissive"]?.boolValue == true
+            for (clause, name) in [("qual", "USING"), ("with_check", "WITH CHECK")] as [(StaticString, String)] where loosens {
+                guard let condition = fields[clause], WhereAnalysis.isTriviallyTrue(condition, constants: constants) else { continue }
+                fire("disable_safety", at: fields["table"]?["location"]?.intValue ?? location,
+                     "POLICY \(fields["policy_name"]?.stringValue ?? "?") on \(fields["table"]?["relname"]?.stringValue ?? "?") lets every row through (\(name) is true for every row): row-level security is off for the roles it names")
+                break
+            }
+        case .alterEventTrigger:
+            // Disabled, or firing only in replica mode: the event trigger (DDL auditing, guards) stops firing.
+            if ["D", "R"].contains(fields["tgenabled"]?.stringValue ?? "") {
+                fire("disable_safety", at: location, "ALTER EVENT TRIGGER \(fields["trigname"]?.stringValue ?? "?") \(fields["tgenabled"]?.stringValue == "D" ? "DISABLE" : "ENABLE REPLICA") stops it firing in normal sessions")
+            }
         case .alterTableStmt:
             for command in fields["cmds"]?.elements ?? [] where command["AlterTableCmd"]?["subtype"]?.stringValue == "AT_GenericOptions" {
                 judgeForeignTableOptions(command["AlterTableCmd"]?["def"]?["List"]?["items"]?.elements ?? [], location: location)

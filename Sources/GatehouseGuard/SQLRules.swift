@@ -182,7 +182,7 @@ struct SQLNodeType: Sendable, Equatable {
     enum Special: UInt8, Sendable {
         case none, callStmt, trigger, createCast, define, columnRef, indirection, renameStmt, selectStmt
         case createStmt, createTableAs, indexStmt, alterTableStmt, vacuum, cluster, reindex, refreshMatView, lock, alterObjectSchema, commonTableExpr
-        case alterTableMoveAll, createForeignTable
+        case alterTableMoveAll, createForeignTable, createPolicy, alterPolicy, alterEventTrigger
     }
 
     /// Position in `SQLNodeTypes.shared`; -1 for a type the walk does not know.
@@ -204,7 +204,8 @@ struct SQLNodeType: Sendable, Equatable {
         "AlterTableStmt": .alterTableStmt, "VacuumStmt": .vacuum, "ClusterStmt": .cluster, "ReindexStmt": .reindex,
         "RefreshMatViewStmt": .refreshMatView, "LockStmt": .lock, "AlterObjectSchemaStmt": .alterObjectSchema,
         "CommonTableExpr": .commonTableExpr, "AlterTableMoveAllStmt": .alterTableMoveAll,
-        "CreateForeignTableStmt": .createForeignTable,
+        "CreateForeignTableStmt": .createForeignTable, "CreatePolicyStmt": .createPolicy, "AlterPolicyStmt": .alterPolicy,
+        "AlterEventTrigStmt": .alterEventTrigger,
     ]
 }
 
