@@ -10,6 +10,11 @@ public struct AuditLog: Sendable {
 
     public func events(caller: Caller, filter: StoreSession.AuditFilter) async throws -> [AuditEvent] {
         try context.requireAdmin(caller, "read the audit log")
+        // A principal is a name (lower case, at most 64 characters): anything else matches no event, and a long
+        // text would only make the store's pattern match refuse it.
+        if let principal = filter.actorOrSubject, !PolicyLoader.isValidName(principal) {
+            throw GatehouseError.invalid("principal", "invalid_name", "that is not a principal name: \(PolicyLoader.nameRule)")
+        }
         return try await context.read { try await $0.auditEvents(filter) }
     }
 

@@ -12,7 +12,7 @@ public struct Principals: Sendable {
     public func unblock(caller: Caller, principal: String) async throws -> PrincipalFlags {
         try context.requireAdmin(caller, "unblock principals")
         guard PolicyLoader.isValidName(principal) else {
-            throw GatehouseError.invalid("name", "invalid_principal", "that is not a principal name: \(PolicyLoader.nameRule)")
+            throw GatehouseError.invalid("name", "invalid_name", "that is not a principal name: \(PolicyLoader.nameRule)")
         }
         return try await context.write(as: caller) { session, policy, now in
             guard let flags = try await session.principalFlags(principal), flags.isBlocked else {

@@ -270,7 +270,7 @@ public struct SignIns: Sendable {
     public func revokeAll(caller: Caller, principal: String) async throws -> Int {
         try context.requireAdmin(caller, "end other people's sessions")
         guard PolicyLoader.isValidName(principal) else {
-            throw GatehouseError.invalid("principal", "bad_principal", "'\(principal.prefix(80))' is not a principal name (up to 63 of a-z 0-9 . _ -)")
+            throw GatehouseError.invalid("principal", "invalid_name", "'\(principal.prefix(80))' is not a principal name: \(PolicyLoader.nameRule)")
         }
         let ended = try await context.write(as: caller) { session, policy, now in
             let live = try await session.liveTokens(principal: principal).filter { !$0.isBootstrapAdmin }

@@ -229,13 +229,13 @@ extension PolicyLoader.Reader {
         if password == nil, !fields.contains(where: { $0.0 == "password" }) {
             error(node, "\(what) needs `password_env: NAME` or `password_file: PATH` for the proxy's database password")
         }
-        if let rootCertificates, let why = ProxySettings.unreadable(rootCertificates.path) {
-            error(rootCertificates.node, "\(what).sslrootcert `\(rootCertificates.path)` cannot be read (\(why)); give the path of the PEM file of the authority that signed the database's certificate")
-        }
         if let rootCertificates, let host {
             let mode = tls ?? (ProxySettings.isLoopback(host) ? .prefer : .verifyFull)
             if !mode.verifiesCertificate {
                 error(rootCertificates.node, "\(what).sslrootcert is used only to verify the database's certificate: set sslmode to verify-full (or verify-ca); with sslmode \(mode.rawValue) the certificate is not checked")
+            } else if let why = ProxySettings.unreadable(rootCertificates.path) {
+                // A warning: the policy may be checked where the proxy does not run; the proxy refuses to start without it.
+                warning(rootCertificates.node, "\(what).sslrootcert `\(rootCertificates.path)` cannot be read here (\(why)); the proxy will not start without it: give the path of the PEM file of the authority that signed the database's certificate")
             }
         }
         if tls == .verifyCA, rootCertificates == nil {

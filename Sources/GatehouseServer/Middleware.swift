@@ -240,10 +240,25 @@ struct Problem: Sendable {
             if let field = path(context) {
                 return Problem(status: 400, code: "invalid_value", detail: "`\(field)` has an invalid value: \(plain(context.debugDescription))", field: field)
             }
+            if let underlying = context.underlyingError {
+                return Problem(status: 400, code: "malformed_json", detail: "the body is not valid JSON: \(syntaxProblem(underlying)); send UTF-8 JSON as described in openapi.yaml")
+            }
             return Problem(status: 400, code: "malformed_json", detail: "the body is not valid JSON; send a JSON object as described in openapi.yaml")
         @unknown default:
             return Problem(status: 400, code: "bad_request", detail: "the body could not be read")
         }
+    }
+
+    /// What the JSON parser found wrong, in words (its own error is a type name with a source location).
+    static func syntaxProblem(_ error: any Error) -> String {
+        let text = String(describing: error)
+        let lowered = text.lowercased()
+        let at = text.firstMatch(of: /index: (\d+)/).map { " at byte \($0.1)" } ?? ""
+        if lowered.contains("surrogate") { return "a \\u escape is half of a UTF-16 surrogate pair without the other half\(at)" }
+        if lowered.contains("utf8") || lowered.contains("utf-8") { return "its bytes are not UTF-8\(at)" }
+        if lowered.contains("nest") || lowered.contains("depth") { return "it is nested deeper than the parser reads (512 levels)" }
+        if lowered.contains("unexpectedendofile") || lowered.contains("unexpected end") { return "it ends before its last value is complete" }
+        return "its syntax is broken\(at)"
     }
 
     /// The keys that choose the shape of a body that is a `oneOf` of closed objects (NewRequest and
@@ -261,7 +276,7 @@ struct Problem: Sendable {
         // one shape's error: the body is not JSON, whichever shape was meant.
         if let syntax = errors.first(where: { !($0 is DecodingError) }) {
             return Problem(status: 400, code: "malformed_json",
-                           detail: "the body is not valid JSON (\(String(describing: syntax).prefix(200))); send UTF-8 JSON as described in openapi.yaml")
+                           detail: "the body is not valid JSON: \(syntaxProblem(syntax)); send UTF-8 JSON as described in openapi.yaml")
         }
         let decoding = errors.compactMap { $0 as? DecodingError }
         // A shape refused for carrying the other shape's key: both were given, whatever else is wrong.

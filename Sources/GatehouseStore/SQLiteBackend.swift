@@ -37,6 +37,27 @@ final class SQLiteBackend: StoreBackend {
         self.fileIdentity = FileIdentity(path: path)
     }
 
+    /// The file a path names, through links and `.`/`..` (its folder's, when the file is not there yet).
+    static func canonical(_ path: String) -> String {
+        if let resolved = realpath(path, nil) {
+            defer { free(resolved) }
+            return String(cString: resolved)
+        }
+        let url = URL(fileURLWithPath: path)
+        let folder = url.deletingLastPathComponent().path
+        guard let resolved = realpath(folder.isEmpty ? "." : folder, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved) + "/" + url.lastPathComponent
+    }
+
+    /// Why this process may not write the database (the file, or the folder that holds its journal files); nil when it may.
+    static func unwritable(_ path: String) -> String? {
+        if access(path, F_OK) == 0, access(path, W_OK) != 0 { return "the file is read-only for this user (uid \(getuid()))" }
+        let folder = URL(fileURLWithPath: canonical(path)).deletingLastPathComponent().path
+        if access(folder, W_OK) != 0 { return "its folder \(folder) is read-only for this user (uid \(getuid()))" }
+        return nil
+    }
+
     struct FileIdentity: Equatable {
         var device: UInt64
         var inode: UInt64
@@ -50,7 +71,15 @@ final class SQLiteBackend: StoreBackend {
     }
 
     static func open(path: String, readerCount: Int, writeWait: Duration, shared: Bool, logger: Logger) async throws -> SQLiteBackend {
-        let fileLock = try FileLock(path: path + ".lock", shared: shared)
+        // The lock is taken beside the file itself, whatever path (a link, `./`, `a/../`) names it: two names of
+        // one file are one lock.
+        let fileLock = try FileLock(path: canonical(path) + ".lock", shared: shared)
+        // A file this user may read but not write opens, and then every write fails: refused here, before the
+        // server says it is ready.
+        if let problem = unwritable(path) {
+            fileLock.release()
+            throw GatehouseError(.unavailable, "store_read_only", "cannot write the SQLite database at \(path): \(problem); Gatehouse writes to it (and to the -wal and -shm files beside it)")
+        }
         let writer: SQLiteConnection
         do {
             writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)

@@ -67,6 +67,13 @@ public final class GatehouseStore: Sendable {
         guard !path.isEmpty else {
             throw GatehouseError(.invalid, "store_path_missing", "the database path is empty; write --database sqlite:gatehouse.db", field: "database")
         }
+        // `file:x.db` is a URI to SQLite (it opens x.db), `postgres:/db` a mistyped URL: neither is a path to take as one.
+        if path.lowercased().hasPrefix("file:")
+            || (!url.hasPrefix("sqlite:") && path.firstIndex(of: ":").map({ path[..<$0] }).map({ scheme in
+                !scheme.isEmpty && scheme.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) } }) == true
+                && !path.hasPrefix("/") && !path.hasPrefix(".")) {
+            throw GatehouseError(.invalid, "store_path_invalid", "`\(url)` is neither sqlite:PATH nor postgres://...; write --database sqlite:\(path.drop { $0 != ":" }.dropFirst()) for a file, or postgres://USER@HOST/DATABASE", field: "database")
+        }
         // `sqlite://name.db` reads as a host, not a file (it named /name.db): a path is sqlite:PATH or sqlite:///ABSOLUTE.
         if url.hasPrefix("sqlite://"), !url.hasPrefix("sqlite:///") {
             throw GatehouseError(.invalid, "store_path_invalid", "`\(url)` reads as a host, not a file: it named \(path.dropFirst()) (at the root); to keep using that file write sqlite:\(path.dropFirst()), and for one beside you sqlite:\(path.dropFirst(2))", field: "database")

@@ -160,7 +160,17 @@ public enum StoreTransfer {
                 throw refuse("import_row_invalid", "line \(number): \(table).\(name) holds \(type(of: value)), not \(column.isInteger ? "an integer" : "text")")
             }
         }
-        try await session.db.insert(into: table).columns(names).values(values).run()
+        do {
+            try await session.db.insert(into: table).columns(names).values(values).run()
+        } catch {
+            // The database's own words (`constraintUniqueFailed: UNIQUE constraint failed: tokens.hash`) said with the line.
+            // (PostgresNIO says what failed only when reflected.)
+            let said = String(reflecting: error).lowercased()
+            let why = said.contains("unique") || said.contains("duplicate key") ? "the row repeats a key another line already holds"
+                : said.contains("not null") || said.contains("null value") ? "the row leaves out a value its table requires"
+                : "the row does not fit its table"
+            throw refuse("import_row_invalid", "line \(number): \(why) (table \(table)); the file was edited or damaged: export again")
+        }
     }
 
     /// A JSON number that is a whole 64-bit integer, exactly.

@@ -85,6 +85,17 @@ struct TransferTests {
                 } catch let error as GatehouseError {
                     #expect(error.code == "import_audit_broken", "\(error.message)")
                 }
+                // A row repeated (the count made to match): refused, naming the line and why.
+                var repeated = exported
+                let tokenLine = try #require(repeated.firstIndex { $0.contains("\"table\":\"tokens\"") })
+                repeated.insert(repeated[tokenLine], at: tokenLine + 1)
+                repeated[repeated.count - 1] = repeated[repeated.count - 1].replacingOccurrences(of: "\"rows\":\(exported.count - 2)", with: "\"rows\":\(exported.count - 1)")
+                do {
+                    _ = try await StoreTransfer.import(store, lines: repeated)
+                    Issue.record("a repeated row was imported")
+                } catch let error as GatehouseError {
+                    #expect(error.code == "import_row_invalid" && error.message.hasPrefix("line \(tokenLine + 2): the row repeats a key"), "\(error.message)")
+                }
                 var newer = exported
                 newer[0] = newer[0].replacingOccurrences(of: "\"schema_version\":", with: "\"schema_version\":99")
                 await #expect(throws: GatehouseError.self) { _ = try await StoreTransfer.import(store, lines: newer) }

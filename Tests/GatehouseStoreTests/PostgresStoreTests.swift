@@ -51,7 +51,10 @@ struct PostgresStoreTests {
 
     @Test("a database URL of another scheme, or sqlite://NAME, is refused saying what to write (sqlite://x.db made /x.db)")
     func otherSchemes() async throws {
-        for (url, code) in [("mysql://u@h/db", "database_url_invalid"), ("sqlite://x.db", "store_path_invalid")] {
+        // `file:x.db` is a URI to SQLite (it opened x.db, but the one-process lock was taken on another name), and
+        // `postgres:/db` a mistyped URL taken as a file name: both refused, saying what to write.
+        for (url, code) in [("mysql://u@h/db", "database_url_invalid"), ("sqlite://x.db", "store_path_invalid"), ("file:x.db", "store_path_invalid"),
+                            ("sqlite:file:x.db", "store_path_invalid"), ("postgres:/db", "store_path_invalid")] {
             do {
                 let store = try await GatehouseStore.open(url: url)
                 await store.close()
