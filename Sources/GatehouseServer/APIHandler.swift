@@ -338,6 +338,10 @@ struct APIHandler: APIProtocol {
         if let after = input.query.afterSeq, after < 0 {
             throw GatehouseError.invalid("after_seq", "invalid_after_seq", "after_seq must be 0 or more")
         }
+        // A principal is a name: a text that cannot be one is refused, as everywhere a name is taken.
+        if let principal = input.query.principal, !PolicyLoader.isValidName(principal) {
+            throw GatehouseError.invalid("principal", "invalid_name", "that is not a principal name: \(PolicyLoader.nameRule)")
+        }
         let filter = StoreSession.AuditFilter(since: input.query.since, actorOrSubject: input.query.principal, resource: input.query.resource,
                                               afterSeq: input.query.afterSeq, limit: try limit(input.query.limit, max: 10_000))
         let events = try await service.audit.events(caller: caller(), filter: filter)
