@@ -119,14 +119,19 @@ struct WebhookDeliveryTests {
     }
 
     static func policy(port: Int, events: String, timeout: String = "2s") -> String {
+        policy(webhooks: ["receiver: {url: \"http://127.0.0.1:\(port)/hook\", secret_env: TEST_WEBHOOK_SECRET, events: \(events), timeout: \(timeout)}"])
+    }
+
+    /// The test policy with these webhook endpoints (each `name: {...}`), retried after 1 s, then 2 s.
+    static func policy(webhooks: [String]) -> String {
         TestServer.policyYAML + """
 
             notifications:
               base_url: http://127.0.0.1:9
               retry: {initial: 1s, max: 2s, attempts: 6}
               webhooks:
-                receiver: {url: "http://127.0.0.1:\(port)/hook", secret_env: TEST_WEBHOOK_SECRET, events: \(events), timeout: \(timeout)}
-            """
+
+            """ + webhooks.map { "    \($0)\n" }.joined()
     }
 
     /// The message ids the audit log announces for these audit actions.
@@ -324,15 +329,9 @@ struct WebhookDeliveryTests {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         let policyPath = folder.appendingPathComponent("policy.yaml").path
-        try (TestServer.policyYAML + """
-
-            notifications:
-              base_url: http://127.0.0.1:9
-              retry: {initial: 1s, max: 2s, attempts: 6}
-              webhooks:
-                hangup: {url: "http://127.0.0.1:\(hangUpPort)/hook", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 2s}
-                silent: {url: "http://127.0.0.1:\(silentPort)/hook", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 1s}
-            """).write(toFile: policyPath, atomically: true, encoding: .utf8)
+        try Self.policy(webhooks: ["hangup: {url: \"http://127.0.0.1:\(hangUpPort)/hook\", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 2s}",
+                                   "silent: {url: \"http://127.0.0.1:\(silentPort)/hook\", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 1s}"])
+            .write(toFile: policyPath, atomically: true, encoding: .utf8)
         let server = try await ServeProcess.start(policyPath: policyPath, database: "sqlite:" + folder.appendingPathComponent("g.db").path,
                                                   folder: folder, name: "hangup",
                                                   environment: ["TEST_WEBHOOK_SECRET": "whsec_" + Data(repeating: 7, count: 32).base64EncodedString()])
@@ -370,15 +369,9 @@ struct WebhookDeliveryTests {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         let policyPath = folder.appendingPathComponent("policy.yaml").path
-        try (TestServer.policyYAML + """
-
-            notifications:
-              base_url: http://127.0.0.1:9
-              retry: {initial: 1s, max: 2s, attempts: 6}
-              webhooks:
-                silent: {url: "http://127.0.0.1:\(silentPort)/hook", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 30s}
-                receiver: {url: "http://127.0.0.1:\(receiver.port)/hook", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 5s}
-            """).write(toFile: policyPath, atomically: true, encoding: .utf8)
+        try Self.policy(webhooks: ["silent: {url: \"http://127.0.0.1:\(silentPort)/hook\", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 30s}",
+                                   "receiver: {url: \"http://127.0.0.1:\(receiver.port)/hook\", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 5s}"])
+            .write(toFile: policyPath, atomically: true, encoding: .utf8)
         let server = try await ServeProcess.start(policyPath: policyPath, database: "sqlite:" + folder.appendingPathComponent("g.db").path,
                                                   folder: folder, name: "silent", environment: ["TEST_WEBHOOK_SECRET": receiver.secret])
         do {
