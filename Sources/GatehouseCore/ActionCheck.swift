@@ -54,20 +54,20 @@ public enum ActionCheck {
             return .deny(reason: "forbidden by policy (\(categories.joined(separator: ", "))): never allowed through Gatehouse")
         }
         let active = grants.filter { $0.principal == principal && $0.resource == resourceName && $0.isActive(at: now) }
-        // The exact action, approved once, while its holder may still ask for actions on this resource.
-        let oneShot = active.filter { $0.actionDigest != nil }
-        let digests = oneShot.isEmpty ? [] : action.approvalDigests
-        if let actions = resource.actions, !oneShot.isEmpty, policy.isMember(principal, ofAny: actions.requesters),
-           let grant = oneShot.filter({ $0.actionDigest.map(digests.contains) ?? false }).min(by: { $0.expiresAt < $1.expiresAt }) {
-            return .allowOnce(grant)
-        }
-        // A role grant allows actions up to its role's level.
+        // A role grant allows actions up to its role's level (first: a one-shot approval is kept for when none does).
         let byRole = active.filter { grant in
             guard grant.actionDigest == nil, let role = resource.roles[grant.role] else { return false }
             return role.allows >= risk && policy.mayHold(grant, role: role)
         }
         if let grant = byRole.max(by: { $0.expiresAt < $1.expiresAt }) {
             return .allowByRole(grant)
+        }
+        // The exact action, approved once, while its holder may still ask for actions on this resource.
+        let oneShot = active.filter { $0.actionDigest != nil }
+        let digests = oneShot.isEmpty ? [] : action.approvalDigests
+        if let actions = resource.actions, !oneShot.isEmpty, policy.isMember(principal, ofAny: actions.requesters),
+           let grant = oneShot.filter({ $0.actionDigest.map(digests.contains) ?? false }).min(by: { $0.expiresAt < $1.expiresAt }) {
+            return .allowOnce(grant)
         }
         var commands: [String] = []
         let roles = resource.roles.values

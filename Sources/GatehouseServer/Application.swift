@@ -55,11 +55,16 @@ public enum GatehouseHTTP {
     }
 
     public static func makeApplication(service: UseCases, metrics: GatehouseMetrics, host: String, port: Int, logger: Logger,
-                                       services: [any Service] = [],
+                                       limits: HTTPLimits = HTTPLimits(), services: [any Service] = [],
                                        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let router = try makeRouter(service: service, metrics: metrics, logger: logger)
-        // Idle connections (including half-sent requests) are closed after 30 s.
-        return Application(router: router, server: .http1(configuration: .init(additionalChannelHandlers: [ParseErrorAnswer(), ContinueAnswer()], idleTimeout: .seconds(30))),
+        let counts = ConnectionCounts(limit: limits.connectionsPerAddress)
+        // Idle connections (including half-sent requests) are closed after 30 s; a request must arrive whole within
+        // `limits.requestDeadline` of its head (a body trickled a byte at a time resets the idle timeout every time).
+        return Application(router: router,
+                           server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionLimiter(counts: counts, deadline: limits.requestDeadline),
+                                                                                           ParseErrorAnswer(), ContinueAnswer()],
+                                                               idleTimeout: .seconds(30))),
                            configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse"),
                            services: services, onServerRunning: onServerRunning, logger: logger)
     }

@@ -117,6 +117,8 @@ struct ProblemMiddleware: RouterMiddleware {
                                                           "code": "\(problem.code)", "cause": "\(type(of: cause))"])
             }
             var response = problem.response()
+            // A request cut off at its deadline: the rest of it is not read, so the connection ends with this answer.
+            if problem.status == 408 { response.headers[.connection] = "close" }
             // Refusals are no more to be cached than answers.
             if RequestInfoMiddleware.routedPath(request.uri.path).hasPrefix("/v1/") { response.headers[.cacheControl] = "no-store" }
             return response
@@ -155,6 +157,8 @@ struct Problem: Sendable {
             // A body whose framing is broken (a chunk size that is not hex, a chunk longer than it says, a
             // connection closed before Content-Length bytes came): the client's mistake, not the server's.
             return Problem(status: 400, code: "bad_request", detail: "the request body could not be read as HTTP (\(error)); check its Content-Length or chunked encoding")
+        case let error as RequestDeadlineExceeded:
+            return Problem(status: 408, code: "request_timeout", detail: "\(error); send the whole request at once. The connection is closed")
         case let error as NIOTooManyBytesError:
             return Problem(status: 413, code: "body_too_large", detail: "the request body is larger than \((error.maxBytes ?? GatehouseRequestContext.maxBodyBytes) / 1024) KiB")
         case let error as HTTPError:
@@ -323,6 +327,7 @@ struct Problem: Sendable {
         case 403: "Forbidden"
         case 404: "Not Found"
         case 405: "Method Not Allowed"
+        case 408: "Request Timeout"
         case 409: "Conflict"
         case 413: "Content Too Large"
         case 415: "Unsupported Media Type"

@@ -124,4 +124,30 @@ struct AccessCheckTests {
             return
         }
     }
+
+    /// A one-shot approval is a grant of last resort: a role grant that already allows the action is used
+    /// instead, and the one-shot stays for when no role does (its holder's write grant may end first).
+    @Test("an action a role grant allows does not use up a one-shot approval of the same text; without the role grant the one-shot allows it once")
+    func roleBeforeOneShot() {
+        let actions = Role(name: "action", requesters: ["engineers"], approvers: ["dba"], approvals: 1, maxDuration: Fixture.span("1h"), allows: .dangerous)
+        var policy = Fixture.policy()
+        policy.resources["prod-db"]?.actions = actions
+        let action = Action(kind: .sql, text: "UPDATE orders SET state = 'done' WHERE id = 7")
+        let classification = ActionClassification(kind: .sql, findings: [Finding(category: "write", level: .write, statement: 1, position: 0, detail: "UPDATE")],
+                                                  statements: 1)
+        var once = Fixture.grant(principal: "alice", role: "action", allows: .write)
+        once.id = "grt_once"
+        once.actionDigest = action.digest
+        let write = Fixture.grant(principal: "alice", role: "write", allows: .write)
+        let read = Fixture.grant(principal: "alice", role: "read", allows: .read)
+        func decide(_ grants: [Grant]) -> ActionDecision {
+            ActionCheck.decide(principal: "alice", resource: "prod-db", action: action, classification: classification,
+                               policy: policy, grants: grants, now: t0.addingTimeInterval(60))
+        }
+        #expect(decide([once, write]) == .allowByRole(write))
+        #expect(decide([write, once]) == .allowByRole(write))
+        // A read grant does not cover a write: the one-shot does.
+        #expect(decide([read, once]) == .allowOnce(once))
+        #expect(decide([once]) == .allowOnce(once))
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import GatehouseServer
 import GatehouseTestSupport
 
 /// Bad input gets a problem+json answer naming the field, never a 500, and nothing is stored.
@@ -299,6 +300,51 @@ struct BadInputTests {
                 #expect(answer.contains("\"code\":\"bad_request\""), "\(path)")
             }
             #expect(try await server.send(.GET, "/healthz", token: nil).status == 200)
+        }
+    }
+
+    /// Sends a request on a new connection and reads once (30 s at most): the bytes read (0: closed) and errno.
+    static func answerOrClose(port: Int) -> (bytes: Int, errno: Int32) {
+        guard let fd = TestPorts.connected(port) else { return (-1, ECONNREFUSED) }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let count = recv(fd, &buffer, buffer.count, 0)
+        return (count, count < 0 ? errno : 0)
+    }
+
+    /// A request whose body never arrives whole (sent a byte at a time, each byte resetting the idle timeout,
+    /// or not at all) is cut off at the request deadline with a 408; one address holds at most so many
+    /// connections at once, and gets more again when it closes some.
+    @Test("a request that does not arrive whole in time gets 408 and a closed connection; one address holds a bounded number of connections")
+    func slowBodiesAndConnectionCap() async throws {
+        try await TestServer.with(limits: HTTPLimits(requestDeadline: .seconds(1), connectionsPerAddress: 3)) { server in
+            let port = try #require(URL(string: server.baseURL)?.port)
+            // Headers and a tenth of the body; the rest never comes (the idle timeout, 30 s, is not what ends it).
+            let head = "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"resource\""
+            let (reply, closed) = try await TestPorts.exchange(port: port, Array(head.utf8), timeout: 30)
+            let answer = String(decoding: reply, as: UTF8.self)
+            #expect(answer.hasPrefix("HTTP/1.1 408"), "\(answer.prefix(300))")
+            #expect(answer.contains("\"code\":\"request_timeout\""), "\(answer)")
+            #expect(closed)
+            // Three connections held open: a fourth from the same address is closed before anything is read.
+            let held = (0..<3).compactMap { _ in TestPorts.connected(port) }
+            #expect(held.count == 3)
+            // (Closed, or reset when the request had arrived unread: either way not answered and not left open.)
+            let refused = await withCheckedContinuation { (done: CheckedContinuation<(bytes: Int, errno: Int32), Never>) in
+                // Blocking socket calls on a thread of their own, not on the pool the in-process server answers from.
+                Thread.detachNewThread { done.resume(returning: Self.answerOrClose(port: port)) }
+            }
+            #expect(refused.bytes == 0 || (refused.bytes < 0 && refused.errno == ECONNRESET), "\(refused)")
+            for fd in held { close(fd) }
+            // Closed ones count no more.
+            let answered = try await waitUntil(timeout: .seconds(10), interval: .milliseconds(100)) {
+                let (reply, _) = try await TestPorts.exchange(port: port, Array("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), timeout: 10)
+                return String(decoding: reply, as: UTF8.self).hasPrefix("HTTP/1.1 200")
+            }
+            #expect(answered)
         }
     }
 

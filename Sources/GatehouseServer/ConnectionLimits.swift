@@ -1,0 +1,139 @@
+import Foundation
+import Hummingbird
+import HTTPTypes
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// What one client may hold of the HTTP server: how long a request may take to arrive, and how many
+/// connections one address may keep open at once.
+public struct HTTPLimits: Sendable {
+    /// From a request's head to its end: a body sent a byte at a time (each byte resetting the idle
+    /// timeout) is cut off here. A megabyte, the largest body taken, needs 35 KB/s.
+    public var requestDeadline: TimeAmount
+    /// Open connections per client address; more are closed at once. Behind a reverse proxy every
+    /// connection comes from the proxy's address.
+    public var connectionsPerAddress: Int
+
+    public init(requestDeadline: TimeAmount = .seconds(30), connectionsPerAddress: Int = 1024) {
+        self.requestDeadline = requestDeadline
+        self.connectionsPerAddress = connectionsPerAddress
+    }
+}
+
+/// Open connections by client address, shared by every connection of one server.
+final class ConnectionCounts: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Counts a new connection from `address`; false (and not counted) when the address has its limit already.
+    func admit(_ address: String) -> Bool {
+        counts.withLock { counts in
+            let open = counts[address, default: 0]
+            guard open < limit else { return false }
+            counts[address] = open + 1
+            return true
+        }
+    }
+
+    func release(_ address: String) {
+        counts.withLock { counts in
+            let open = counts[address, default: 1] - 1
+            counts[address] = open > 0 ? open : nil
+        }
+    }
+}
+
+/// A request whose end did not arrive within `HTTPLimits.requestDeadline` of its head. Raised in the
+/// request's body stream, where the application reads it: the reader answers 408, and the connection closes
+/// after that answer, as after any body that cannot be read.
+struct RequestDeadlineExceeded: Error, CustomStringConvertible {
+    let seconds: Int64
+    var description: String { "the request did not arrive whole within \(seconds) s of its first line" }
+}
+
+/// Applies `HTTPLimits` to one connection: a connection over its address's limit is closed before anything is
+/// read; a request whose end has not arrived `requestDeadline` after its head ends its body with
+/// `RequestDeadlineExceeded` (nothing more of it is passed on). This handler writes nothing itself: the answer
+/// and the close are the HTTP server's own, as for a body whose framing is broken.
+final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+
+    private let counts: ConnectionCounts
+    private let deadline: TimeAmount
+    private var address: String?
+    /// Over its address's limit: closed, and nothing it sends is read.
+    private var refused = false
+    private var pending: Scheduled<Void>?
+    /// The request being read ran out of time: the rest of the connection's bytes are dropped.
+    private var expired = false
+
+    init(counts: ConnectionCounts, deadline: TimeAmount) {
+        self.counts = counts
+        self.deadline = deadline
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { admit(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        admit(context: context)
+        context.fireChannelActive()
+    }
+
+    private func admit(context: ChannelHandlerContext) {
+        guard address == nil, !refused else { return }
+        let peer = context.channel.remoteAddress?.ipAddress ?? "unknown"
+        guard counts.admit(peer) else {
+            refused = true
+            // Closed once the pipeline is set up (this may run while it is).
+            let channel = context.channel
+            context.eventLoop.execute { channel.close(promise: nil) }
+            return
+        }
+        address = peer
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        pending?.cancel()
+        pending = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        pending?.cancel()
+        pending = nil
+        if let address { counts.release(address) }
+        address = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refused, !expired else { return }
+        switch unwrapInboundIn(data) {
+        case .head:
+            pending?.cancel()
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            pending = context.eventLoop.scheduleTask(in: deadline) {
+                let (handler, context) = loopBound.value
+                handler.expire(context: context)
+            }
+        case .end:
+            pending?.cancel()
+            pending = nil
+        case .body:
+            break
+        }
+        context.fireChannelRead(data)
+    }
+
+    private func expire(context: ChannelHandlerContext) {
+        pending = nil
+        guard context.channel.isActive, !expired else { return }
+        expired = true
+        context.fireErrorCaught(RequestDeadlineExceeded(seconds: deadline.nanoseconds / 1_000_000_000))
+    }
+}
