@@ -20,7 +20,7 @@ public struct SignIns: Sendable {
 
     /// How long a person has to come back from the provider.
     public static let pendingLifetime: TimeInterval = 600
-    /// At most this many sign-ins under way at once (each lives 10 minutes).
+    /// At most this many sign-ins under way at once (each lives 10 minutes); a new one pushes out the oldest.
     public static let pendingCap = 10_000
 
     public var settings: OIDCSettings? { context.policies.policy.identity.oidc }
@@ -118,14 +118,17 @@ public struct SignIns: Sendable {
 
     /// Stores a sign-in under way, after pruning the old ones. Starting a sign-in needs no credentials:
     /// a flood of starts is bounded, not stored without end.
-    func storePending(lifetime: TimeInterval, _ make: @escaping @Sendable (Date, Date) -> PendingSignIn) async throws -> Date {
+    func storePending(lifetime: TimeInterval, cap: Int = SignIns.pendingCap,
+                      _ make: @escaping @Sendable (Date, Date) -> PendingSignIn) async throws -> Date {
         let clock = context.clock
         return try await context.write { session in
             let now = clock.now()
             try await session.prunePendingSignIns(now: now)
-            guard try await session.pendingSignInCount() < Self.pendingCap else {
-                throw GatehouseError(.tooManyRequests, ErrorCode.tooManyRequests, "too many sign-ins are under way; try again in a few minutes")
-            }
+            // At the cap the oldest sign-ins under way give way, rather than the new one being refused: a flood
+            // of starts (no credentials needed) must not keep everyone from signing in. Pushing a person's
+            // sign-in out takes as many new ones as the cap within the minute or so they spend at the provider.
+            let under = try await session.pendingSignInCount()
+            if under >= cap { try await session.deleteOldestPendingSignIns(under - cap + 1) }
             let pending = make(now, now.addingTimeInterval(lifetime))
             try await session.insertPendingSignIn(pending)
             return pending.expiresAt

@@ -69,8 +69,21 @@ public struct WebSessions: Sendable {
         return (cookie, session)
     }
 
-    public func signOut(cookie: String) async throws {
+    /// Ends a browser session. One opened by a sign-in through the provider ends with the session token it
+    /// stands for, as `gatehouse logout` ends the CLI's: nothing signed in by it counts any more (Slack clicks
+    /// included), audited `identity.signed_out`. One opened with an API token ends alone: the token is the
+    /// admin's to revoke.
+    public func signOut(cookie: String, caller: Caller) async throws {
         let hash = TokenSecret.hash(cookie)
-        try await context.write { session in try await session.deleteWebSession(idHash: hash) }
+        try await context.write(as: caller) { session, _, now in
+            guard let web = try await session.webSession(idHash: hash), web.principal == caller.principal else { return }
+            guard let token = try await session.token(id: web.tokenId), token.kind == .session else {
+                return try await session.deleteWebSession(idHash: hash)
+            }
+            try await session.revokeToken(id: token.id, by: caller.principal, at: now)
+            try await session.deleteWebSessions(tokenId: token.id)
+            try await session.appendAudit([AuditEntry(actor: caller.principal, action: .signedOut, subject: token.id,
+                                                      details: ["principal": caller.principal, "via": "web"])], at: now)
+        }
     }
 }

@@ -68,6 +68,8 @@ public struct IDTokenClaims: Sendable, Equatable {
     public var authorizedParty: String?
     public var expiresAt: Date
     public var issuedAt: Date
+    /// `nbf`, when the token has one: not to be taken before then.
+    public var notBefore: Date?
     public var nonce: String?
     public var preferredUsername: String?
     public var email: String?
@@ -76,7 +78,9 @@ public struct IDTokenClaims: Sendable, Equatable {
     public var groups: [String]?
 
     public init(issuer: String, subject: String, audience: [String], authorizedParty: String? = nil, expiresAt: Date, issuedAt: Date,
-                nonce: String? = nil, preferredUsername: String? = nil, email: String? = nil, emailVerified: Bool? = nil, groups: [String]? = nil) {
+                notBefore: Date? = nil, nonce: String? = nil, preferredUsername: String? = nil, email: String? = nil, emailVerified: Bool? = nil,
+                groups: [String]? = nil) {
+        self.notBefore = notBefore
         self.issuer = issuer
         self.subject = subject
         self.audience = audience
@@ -136,6 +140,9 @@ public enum SignInRules {
         }
         guard claims.issuedAt.addingTimeInterval(-clockSkew) <= now else {
             return SignInRefusal("token_from_future", "the ID token was issued in the future (\(claims.issuedAt.rfc3339)); check the clocks of Gatehouse and the provider")
+        }
+        if let notBefore = claims.notBefore, notBefore.addingTimeInterval(-clockSkew) > now {
+            return SignInRefusal("token_not_yet_valid", "the ID token is not valid before \(notBefore.rfc3339); check the clocks of Gatehouse and the provider")
         }
         guard !claims.subject.isEmpty, claims.subject.utf8.count <= 255 else {
             return SignInRefusal("missing_claim", "the ID token has no usable `sub` claim")

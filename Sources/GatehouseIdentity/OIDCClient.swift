@@ -317,6 +317,10 @@ public final class OIDCClient: Sendable {
               let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any] else {
             throw OIDCError.refused(SignInRefusal("malformed_token", "the ID token is not a signed JWT"))
         }
+        // RFC 7515 4.1.11: extensions marked critical must be understood, and Gatehouse understands none.
+        if let critical = header["crit"] {
+            throw OIDCError.refused(SignInRefusal("malformed_token", "the ID token's header marks extensions as critical (\(String(describing: critical).prefix(80))), which Gatehouse does not implement"))
+        }
         let alg = header["alg"] as? String ?? "none"
         let discovery = try await discovery(now: now)
         let announced = Set(discovery.signingAlgorithms ?? ["RS256"])
@@ -417,7 +421,7 @@ extension OIDCClient {
         if let list = payload[groupsClaim] as? [Any] { groups = list.compactMap { $0 as? String } } else if let one = payload[groupsClaim] as? String { groups = [one] }
         return IDTokenClaims(issuer: iss, subject: sub, audience: audience, authorizedParty: payload["azp"] as? String,
                              expiresAt: Date(timeIntervalSince1970: exp), issuedAt: Date(timeIntervalSince1970: iat),
-                             nonce: payload["nonce"] as? String, preferredUsername: payload["preferred_username"] as? String,
+                             notBefore: number("nbf").map { Date(timeIntervalSince1970: $0) }, nonce: payload["nonce"] as? String, preferredUsername: payload["preferred_username"] as? String,
                              email: payload["email"] as? String, emailVerified: verified, groups: groups)
     }
 }

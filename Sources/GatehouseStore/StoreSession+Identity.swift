@@ -154,6 +154,13 @@ extension StoreSession {
         try await db.raw("SELECT COUNT(*) AS n FROM sign_ins").first()?.decode(column: "n", as: Int.self) ?? 0
     }
 
+    /// Removes the `count` sign-ins started first.
+    public func deleteOldestPendingSignIns(_ count: Int) async throws {
+        try await db.raw("""
+            DELETE FROM sign_ins WHERE state_hash IN (SELECT state_hash FROM sign_ins ORDER BY created_at, state_hash LIMIT \(bind: count))
+            """).run()
+    }
+
     public func prunePendingSignIns(now: Date) async throws {
         try await db.raw("DELETE FROM sign_ins WHERE expires_at <= \(bind: now.unixMilliseconds)").run()
     }

@@ -99,6 +99,8 @@ struct IdentityPolicyTests {
         #expect(check(Self.claims(), at: Date(timeIntervalSince1970: 1_000_359)) == nil)
         #expect(check(Self.claims(), at: Date(timeIntervalSince1970: 1_000_361)) == "token_expired")
         #expect(check(Self.claims { $0.issuedAt = Date(timeIntervalSince1970: 1_000_200) }) == "token_from_future")
+        #expect(check(Self.claims { $0.notBefore = Date(timeIntervalSince1970: 1_000_200) }) == "token_not_yet_valid")
+        #expect(check(Self.claims { $0.notBefore = Date(timeIntervalSince1970: 1_000_150) }) == nil)
         #expect(check(Self.claims { $0.nonce = nil }) == "wrong_nonce")
         #expect(check(Self.claims { $0.nonce = "n-2" }) == "wrong_nonce")
         #expect(check(Self.claims { $0.subject = "" }) == "missing_claim")

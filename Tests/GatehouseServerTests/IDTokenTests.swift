@@ -20,6 +20,7 @@ struct IDTokenTests {
         var aud: [String] = [TestProvider.clientID]
         var exp: Int
         var iat: Int
+        var nbf: Int?
         var nonce: String? = "n_expected"
         var preferred_username = "erin"
         var groups = ["oncall"]
@@ -60,7 +61,7 @@ struct IDTokenTests {
         }
     }
 
-    @Test("wrong audience, wrong issuer, expired, from the future, alg none, HS256 with the public key, an unknown kid, a bad signature, a missing or wrong nonce")
+    @Test("wrong audience, wrong issuer, expired, from the future, not yet valid, alg none, a critical header extension, HS256 with the public key, an unknown kid, a bad signature, a missing or wrong nonce")
     func hostileTokens() async throws {
         try await TestProvider.with { provider in
             let client = Self.client(provider)
@@ -90,12 +91,21 @@ struct IDTokenTests {
             var future = good
             future.iat = now + 600
             #expect(await Self.outcome(client, try await Self.sign(future, pem: pem, kid: kid)) == "token_from_future")
+            var notYet = good
+            notYet.nbf = now + 3600
+            #expect(await Self.outcome(client, try await Self.sign(notYet, pem: pem, kid: kid)) == "token_not_yet_valid")
+            notYet.nbf = now + 20
+            #expect(await Self.outcome(client, try await Self.sign(notYet, pem: pem, kid: kid)) == "accepted", "nbf gets the same 60 s of skew")
 
             // Signed with nothing, or with HMAC keyed by public material.
             let payload = try Self.encode(["iss": provider.issuer, "sub": "42", "aud": TestProvider.clientID, "exp": now + 300, "iat": now,
                                            "nonce": "n_expected", "preferred_username": "erin", "groups": ["oncall"]])
             let none = try Self.encode(["alg": "none", "kid": kid, "typ": "JWT"]) + "." + payload + "."
             #expect(await Self.outcome(client, none) == "algorithm_refused")
+            // An extension marked critical that Gatehouse does not implement (RFC 7515 4.1.11), the signature otherwise good.
+            let signedParts = control.split(separator: ".")
+            let critical = try Self.encode(["alg": "RS256", "kid": kid, "typ": "JWT", "crit": ["x-unknown"], "x-unknown": true])
+            #expect(await Self.outcome(client, critical + "." + signedParts[1] + "." + signedParts[2]) == "malformed_token")
             // The classic confusion attack: HS256 keyed with the provider's public key (its PEM, and its JWKS document).
             let hsHeader = try Self.encode(["alg": "HS256", "kid": kid, "typ": "JWT"])
             let publicPEM = try await Command.run("/usr/bin/openssl", ["rsa", "-in", provider.folder + "/keys/signing.pem", "-pubout"])

@@ -297,6 +297,31 @@ struct ProviderSignInTests {
         }
     }
 
+    @Test("signing out of the inbox ends the provider session behind it on the server (not only the cookie), audited as a sign-out")
+    func webSignOut() async throws {
+        try await Self.withSignIn { server, provider in
+            try await provider.person("erin", groups: ["oncall"])
+            try await provider.person("sam", groups: ["secops"])
+            let sam = try #require(try await Self.apiSignIn(server, provider, as: "sam").string("token"))
+            var (browser, _) = try await Self.webSignIn(server, provider, as: "erin")
+            let saved = browser.cookies
+            func erinsSessions() async throws -> Int {
+                (try await server.listSessions(sam).json["sessions"] as? [[String: Any]] ?? []).filter { $0["principal"] as? String == "erin" }.count
+            }
+            #expect(try await erinsSessions() == 1)
+            let inbox = try await browser.get("/inbox")
+            #expect(inbox.status == 200)
+            let out = try await browser.post("/sign-out", [("csrf", inbox.csrf ?? "")])
+            #expect(out.status == 303 && out.location == "/sign-in")
+            #expect(try await erinsSessions() == 0, "the session behind the browser is still live after signing out")
+            let events = try await Self.auditEvents(server, action: "identity.signed_out")
+            #expect(events.contains { ($0["details"] as? [String: String])?["principal"] == "erin" && $0["actor"] as? String == "erin" }, "\(events)")
+            // The cookie, kept and sent again, opens nothing.
+            browser.cookies = saved
+            #expect(try await browser.get("/inbox").location == "/sign-in")
+        }
+    }
+
     @Test("an admin ends a person's sessions: the session token and the browser cookie stop working at once, for good")
     func revokeSessions() async throws {
         try await Self.withSignIn { server, provider in

@@ -35,11 +35,28 @@ struct WebInboxHTTPTests {
             #expect(inbox.html.contains("<span class=\"who\">bob</span>"))
             #expect(inbox.headers.first(name: "Cache-Control") == "no-store")
 
-            // Behind a TLS-ending proxy the cookie is Secure.
+            // Behind a TLS-ending proxy the cookies are Secure and named `__Host-`: no other host of the domain
+            // (nor a page over http) can set one in their place.
             var secure = Browser(baseURL: server.baseURL)
-            let page = try await secure.get("/sign-in")
-            let tls = try await secure.post("/sign-in", [("csrf", page.csrf ?? ""), ("token", t["bob"]!)], headers: [("X-Forwarded-Proto", "https")])
-            #expect(tls.headers["Set-Cookie"].first { $0.hasPrefix("gatehouse_session=") }?.contains("; Secure") == true)
+            let https = [("X-Forwarded-Proto", "https")]
+            let page = try await secure.send(.GET, "/sign-in", form: nil, headers: https)
+            #expect(page.headers["Set-Cookie"].first?.hasPrefix("__Host-gatehouse_signin=") == true, "\(page.headers["Set-Cookie"])")
+            let tls = try await secure.post("/sign-in", [("csrf", page.csrf ?? ""), ("token", t["bob"]!)], headers: https)
+            #expect(tls.status == 303 && tls.location == "/inbox", "\(tls.status) \(tls.html.prefix(300))")
+            let secureCookie = try #require(tls.headers["Set-Cookie"].first { $0.hasPrefix("__Host-gatehouse_session=") })
+            #expect(secureCookie.contains("; Secure") && secureCookie.contains("Path=/") && !secureCookie.contains("Domain"), "\(secureCookie)")
+            #expect(try await secure.send(.GET, "/inbox", form: nil, headers: https).status == 200)
+            // Over https the plain name is not taken, and a session cookie sent twice (the second one planted by
+            // another path or host) opens nothing: neither is taken.
+            let planted = try #require(secure.cookies["__Host-gatehouse_session"])
+            #expect(try await secure.send(.GET, "/inbox", form: nil, headers: https).status == 200)
+            var plain = Browser(baseURL: server.baseURL)
+            plain.cookies = ["gatehouse_session": planted]
+            #expect(try await plain.send(.GET, "/inbox", form: nil, headers: https).location == "/sign-in")
+            let inboxOther = other.cookies["gatehouse_session"] ?? ""
+            var twice = Browser(baseURL: server.baseURL)
+            let doubled = try await twice.send(.GET, "/inbox", form: nil, headers: [("Cookie", "gatehouse_session=\(inboxOther); gatehouse_session=\(inboxOther)")])
+            #expect(doubled.location == "/sign-in")
         }
     }
 
@@ -231,6 +248,8 @@ struct WebInboxHTTPTests {
             let signOut = try await bob.post("/sign-out", [("csrf", inbox.csrf ?? "")])
             #expect(signOut.status == 303)
             #expect(try await bob.get("/inbox").location == "/sign-in")
+            // Signed in with an API token, signing out ends the browser's session, not the token (an admin's to revoke).
+            #expect(try await server.whoami(t["bob"]!).status == 200)
 
             var carol = Browser(baseURL: server.baseURL)
             _ = try await carol.signIn(t["carol"]!)

@@ -15,7 +15,7 @@ extension WebInbox {
 
     /// Runs a GET page for a signed-in user, or sends the browser to the sign-in page.
     func page(_ request: Request, countInbox: Bool = true, _ body: (Caller, [String: Any]) async throws -> Response) async throws -> Response {
-        guard let cookie = request.cookies[Self.sessionCookie]?.value, let (caller, session) = try await service.webSessions.caller(cookie: cookie) else {
+        guard let cookie = cookieValue(Self.sessionCookie, request), let (caller, session) = try await service.webSessions.caller(cookie: cookie) else {
             return Self.redirect("/sign-in")
         }
         return try await body(caller, try await layoutData(caller, session, countInbox: countInbox))
@@ -24,7 +24,7 @@ extension WebInbox {
     /// Runs a form POST: a live session, a same-site origin and the session's CSRF token, or 403.
     func form(_ request: Request, _ body: (Caller, WebSession, [String: String]) async throws -> Response) async throws -> Response {
         try checkOrigin(request)
-        guard let cookie = request.cookies[Self.sessionCookie]?.value, let (caller, session) = try await service.webSessions.caller(cookie: cookie) else {
+        guard let cookie = cookieValue(Self.sessionCookie, request), let (caller, session) = try await service.webSessions.caller(cookie: cookie) else {
             throw GatehouseError(.unauthorized, "signed_out", "your session has ended; sign in again and repeat what you did")
         }
         let fields = try await Self.formFields(request)
@@ -131,13 +131,42 @@ extension WebInbox {
         return Response(status: .seeOther, headers: headers)
     }
 
-    /// HttpOnly, SameSite=Lax, for the whole site; `Secure` when the inbox is reached over https (the
-    /// configured base URL, or a TLS-ending proxy saying so). Values are ids Gatehouse made (or empty).
-    func cookie(_ name: String, _ value: String, request: Request, maxAge: Int) -> String {
-        let https = service.policies.policy.notifications.baseURL?.lowercased().hasPrefix("https://") == true
+    /// The inbox is reached over https: the configured base URL says so, or a TLS-ending proxy does.
+    func isHTTPS(_ request: Request) -> Bool {
+        service.policies.policy.notifications.baseURL?.lowercased().hasPrefix("https://") == true
             || request.headers[HTTPField.Name("X-Forwarded-Proto")!]?.lowercased() == "https"
-        let cookie = Cookie(name: name, value: value, maxAge: maxAge, path: "/", secure: https, httpOnly: true, sameSite: .lax)
+    }
+
+    /// A cookie's name as sent: over https with the `__Host-` prefix, which browsers accept only from this
+    /// very host, `Secure`, for the whole site and without a Domain, so that no other host of the domain
+    /// (nor a page over http) can set one in its place.
+    func cookieName(_ name: String, request: Request) -> String {
+        isHTTPS(request) ? "__Host-" + name : name
+    }
+
+    /// HttpOnly, SameSite=Lax, for the whole site; `Secure` (and `__Host-`) when the inbox is reached over
+    /// https. Values are ids Gatehouse made (or empty).
+    func cookie(_ name: String, _ value: String, request: Request, maxAge: Int) -> String {
+        let cookie = Cookie(name: cookieName(name, request: request), value: value, maxAge: maxAge, path: "/",
+                            secure: isHTTPS(request), httpOnly: true, sameSite: .lax)
         return cookie.description
+    }
+
+    /// The value of one of the inbox's cookies, or nil when it is missing or sent more than once: a second
+    /// cookie of the same name was set by someone else (another path, another host of the domain), and
+    /// neither is taken.
+    func cookieValue(_ name: String, _ request: Request) -> String? {
+        let name = cookieName(name, request: request)
+        var found: [Substring] = []
+        for header in request.headers[values: .cookie] {
+            for pair in header.split(separator: ";") {
+                let trimmed = pair.drop { $0 == " " }
+                guard let equals = trimmed.firstIndex(of: "="), trimmed[..<equals] == name else { continue }
+                found.append(trimmed[trimmed.index(after: equals)...])
+            }
+        }
+        guard found.count == 1, let value = found.first else { return nil }
+        return String(value.trimmingCharacters(in: CharacterSet(charactersIn: " \"")))
     }
 
     /// A POST from another site is refused whatever it carries (browsers send Origin on POSTs).

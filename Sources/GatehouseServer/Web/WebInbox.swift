@@ -46,8 +46,8 @@ struct WebInbox {
         router.get("/auth/callback") { request, context in try await self.guarded(request) { try await self.providerCallback(request, context) } }
         router.post("/sign-out") { request, _ in
             try await self.guarded(request) {
-                try await self.form(request) { _, _, _ in
-                    if let cookie = request.cookies[Self.sessionCookie]?.value { try await self.service.webSessions.signOut(cookie: cookie) }
+                try await self.form(request) { caller, _, _ in
+                    if let cookie = self.cookieValue(Self.sessionCookie, request) { try await self.service.webSessions.signOut(cookie: cookie, caller: caller) }
                     var response = Self.redirect("/sign-in")
                     response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.sessionCookie, "", request: request, maxAge: 0)))
                     return response
@@ -138,7 +138,7 @@ struct WebInbox {
     // MARK: sign-in
 
     func signInPage(_ request: Request) async throws -> Response {
-        if let cookie = request.cookies[Self.sessionCookie]?.value, try await service.webSessions.caller(cookie: cookie) != nil {
+        if let cookie = self.cookieValue(Self.sessionCookie, request), try await service.webSessions.caller(cookie: cookie) != nil {
             return Self.redirect("/inbox")
         }
         // Double-submit token: a sign-in form posted from another site cannot know it.
@@ -156,7 +156,7 @@ struct WebInbox {
     func signIn(_ request: Request, _ context: GatehouseRequestContext) async throws -> Response {
         try checkOrigin(request)
         let fields = try await Self.formFields(request)
-        guard let expected = request.cookies[Self.signInCookie]?.value, let given = fields["csrf"], TokenSecret.constantTimeEqual(expected, given) else {
+        guard let expected = self.cookieValue(Self.signInCookie, request), let given = fields["csrf"], TokenSecret.constantTimeEqual(expected, given) else {
             throw GatehouseError(.forbidden, "csrf_failed", "the sign-in form had expired or came from another page; open the sign-in page again and retry")
         }
         let (cookie, _, _) = try await service.webSessions.signIn(token: fields["token"] ?? "", sourceIP: context.remoteAddress?.ipAddress)
@@ -182,7 +182,7 @@ struct WebInbox {
         let query = request.uri.queryParameters
         let state = query["state"].map(String.init) ?? ""
         // Only the browser that started the sign-in gets past here (and only then is anything taken or audited).
-        guard let expected = request.cookies[Self.providerCookie]?.value, !state.isEmpty, TokenSecret.constantTimeEqual(expected, state) else {
+        guard let expected = self.cookieValue(Self.providerCookie, request), !state.isEmpty, TokenSecret.constantTimeEqual(expected, state) else {
             throw GatehouseError(.forbidden, ErrorCode.signInRefused, "this sign-in was not started in this browser (or it already finished); start again from the sign-in page")
         }
         if let error = query["error"].map(String.init) {
