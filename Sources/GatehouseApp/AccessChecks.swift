@@ -54,15 +54,19 @@ public struct AccessChecks: Sendable {
         if try await context.unavailableOnFailure({ try await store.isBlocked(principal: subject) }) {
             return (subject, .deny(reason: AppErrors.blocked(subject).message), classification)
         }
+        // An admin asking about someone else uses nothing up: the principal's one-shot approval is theirs to use.
+        let onBehalf = subject != caller.principal
         let grants = try await context.unavailableOnFailure { try await store.openGrants(principal: subject, resource: resource) }
-        let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
+        var decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
                                           policy: context.policies.policy, grants: grants, now: context.clock.now())
+        if onBehalf { decision = decision.asInquiry }
         let usesOneShotGrant = if case .allowOnce = decision { true } else { false }
         if classification.risk < .dangerous, !usesOneShotGrant, !scope.audits(decision) { return (subject, decision, classification) }
         let final = try await context.write(as: caller) { session, policy, now in
             let grants = try await session.principalFlags(subject)?.isBlocked == true ? [] : try await session.openGrants(principal: subject, resource: resource)
-            let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
+            var decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
                                               policy: policy, grants: grants, now: now)
+            if onBehalf { decision = decision.asInquiry }
             var entries: [AuditEntry] = []
             if case .allowOnce(let grant) = decision {
                 let used = try GrantLifecycle.use(grant, now: now)
@@ -71,7 +75,8 @@ public struct AccessChecks: Sendable {
                                           details: AuditEntry.compact(["principal": subject, "request_id": grant.requestId, "sha256": action.digest,
                                                                        "approved_sha256": grant.actionDigest])))
             }
-            var checked = Self.actionChecked(subject: subject, resource: resource, action: action, classification: classification, decision: decision)
+            var checked = Self.actionChecked(actor: caller.principal, subject: subject, resource: resource, action: action,
+                                             classification: classification, decision: decision)
             checked.details.merge(details) { mine, _ in mine }
             entries.append(checked)
             try await session.appendAudit(entries, at: now)
@@ -80,14 +85,15 @@ public struct AccessChecks: Sendable {
         return (subject, final, classification)
     }
 
-    static func actionChecked(subject: String, resource: String, action: Action, classification: ActionClassification,
+    /// `actor` asked, about `subject` (the same but for an admin's check for someone else).
+    static func actionChecked(actor: String, subject: String, resource: String, action: Action, classification: ActionClassification,
                               decision: ActionDecision) -> AuditEntry {
         let outcome = switch decision {
-        case .allowByRole, .allowOnce: "allow"
+        case .allowByRole, .allowOnce, .wouldAllowOnce: "allow"
         case .approvalRequired: "approval_required"
         case .deny: "deny"
         }
-        return AuditEntry(actor: subject, action: .actionChecked, subject: action.digest, resource: resource,
+        return AuditEntry(actor: actor, action: .actionChecked, subject: action.digest, resource: resource,
                           details: AuditEntry.compact(["principal": subject, "decision": outcome, "kind": action.kind.rawValue,
                                                        "risk": classification.risk.rawValue, "categories": classification.categories.joined(separator: ","),
                                                        "grant_id": decision.grant?.id, "text": AuditEntry.excerpt(action.text)]))

@@ -194,6 +194,9 @@ public struct ProxyAuthority: Sendable {
         switch decision {
         case .allowByRole, .allowOnce:
             return (nil, checked.risk)
+        case .wouldAllowOnce:
+            // Only a check for someone else answers this; a session checks for its own principal. Not run unused.
+            return (("gatehouse: the one-shot approval for this statement was not used, so it does not run", nil), checked.risk)
         case let .approvalRequired(commands, reason):
             return (("gatehouse: \(reason)\(Self.because(reached))", "ask for approval: " + commands.joined(separator: "  or  ")), checked.risk)
         case let .deny(reason):

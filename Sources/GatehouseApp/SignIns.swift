@@ -70,10 +70,14 @@ public struct SignIns: Sendable {
                        clientSecret: clientSecret, expiresAt: expiresAt)
     }
 
+    /// Exactly `http://127.0.0.1:PORT/callback` with a port a listener can have (1-65535, written plainly): the
+    /// address the CLI listens on, in one spelling (no `%63allback`, no trailing slash).
     static func isLoopbackRedirect(_ text: String) -> Bool {
-        guard let url = URL(string: text), url.scheme == "http", url.host == "127.0.0.1", url.port != nil,
-              url.path == "/callback", url.query == nil, url.fragment == nil, url.user == nil else { return false }
-        return true
+        let prefix = "http://127.0.0.1:", suffix = "/callback"
+        guard text.hasPrefix(prefix), text.hasSuffix(suffix), text.utf8.count > prefix.utf8.count + suffix.utf8.count else { return false }
+        let port = text.dropFirst(prefix.count).dropLast(suffix.count)
+        guard port.count <= 5, port.first != "0", port.allSatisfy({ $0.isASCII && $0.isNumber }), let number = Int(port) else { return false }
+        return (1...65535).contains(number)
     }
 
     /// The sign-in a callback belongs to, taken so it cannot be used again. Refuses a state that is

@@ -250,11 +250,16 @@ final class LoopbackListener: @unchecked Sendable {
                 let connection = accept(fd, nil, nil)
                 guard connection >= 0 else { continue }
                 defer { Glibc.close(connection) }
-                var timeout = timeval(tv_sec: 5, tv_usec: 0)
-                setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                // The browser sends its request at once: 5 s for the whole head, however it trickles in (one
+                // connection at a time, so another local process must not be able to hold the listener).
+                let headDeadline = Date().addingTimeInterval(5)
                 var received = [UInt8]()
                 var chunk = [UInt8](repeating: 0, count: 4096)
                 while received.count < 16_384 {
+                    let left = headDeadline.timeIntervalSinceNow
+                    guard left > 0 else { break }
+                    var timeout = timeval(tv_sec: Int(left), tv_usec: suseconds_t((left - left.rounded(.down)) * 1_000_000) + 1)
+                    setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                     let n = recv(connection, &chunk, chunk.count, 0)
                     if n < 0, errno == EINTR { continue }
                     if n <= 0 { break }

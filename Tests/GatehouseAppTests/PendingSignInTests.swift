@@ -32,4 +32,18 @@ struct PendingSignInTests {
             #expect(try await store.read { try await $0.pendingSignInCount() } == 3)
         }
     }
+
+    @Test("the CLI's redirect address is http://127.0.0.1:PORT/callback in one spelling, with a port a listener can have")
+    func loopbackRedirects() {
+        for good in ["http://127.0.0.1:1/callback", "http://127.0.0.1:53682/callback", "http://127.0.0.1:65535/callback"] {
+            #expect(SignIns.isLoopbackRedirect(good), "\(good)")
+        }
+        for bad in ["http://127.0.0.1:0/callback", "http://127.0.0.1:99999/callback", "http://127.0.0.1:080/callback",
+                    "http://127.0.0.1:8080/callback/", "http://127.0.0.1:8080/%63allback", "http://127.0.0.1/callback",
+                    "http://127.0.0.1:8080/callback?x=1", "http://127.0.0.1:8080/callback#x", "https://127.0.0.1:8080/callback",
+                    "http://localhost:8080/callback", "http://u@127.0.0.1:8080/callback", "http://127.0.0.1:+80/callback",
+                    "http://127.0.0.1:٨٠/callback", "http://127.0.0.1:8080/callback\n"] {
+            #expect(!SignIns.isLoopbackRedirect(bad), "\(bad)")
+        }
+    }
 }

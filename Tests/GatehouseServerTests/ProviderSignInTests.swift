@@ -163,6 +163,49 @@ struct ProviderSignInTests {
         }
     }
 
+    @Test("`gatehouse login --no-browser` finishes through its loopback listener while another local process trickles a request into it a byte at a time")
+    func loopbackLoginWithTrickler() async throws {
+        try await Self.withSignIn { server, provider in
+            try await provider.person("erin", groups: ["oncall"])
+            let config = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-config-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: config) }
+            let environment = ["XDG_CONFIG_HOME": config, "GATEHOUSE_TOKEN": "", "GATEHOUSE_URL": server.baseURL]
+            let binary = try ServeProcess.binary().path
+            let running = try Command.start(binary, ["login", "--no-browser", "--timeout", "2m"], environment: environment)
+            var address = ""
+            let shown = await waitUntil(timeout: .seconds(30)) {
+                guard let url = running.output.split(whereSeparator: \.isWhitespace).map(String.init).first(where: { $0.hasPrefix(provider.issuer) }) else { return false }
+                address = url
+                return true
+            }
+            #expect(shown, "gatehouse login showed no address: \(running.output)")
+            let redirect = try #require(URLComponents(string: address)?.queryItems?.first { $0.name == "redirect_uri" }?.value)
+            let port = try #require(URLComponents(string: redirect)?.port)
+            // Another local process connects first and sends a byte every 2 s, for up to 80 s.
+            let trickler = Task.detached { () -> Int in
+                guard let fd = TestPorts.connected(port) else { return -1 }
+                defer { close(fd) }
+                var sent = 0
+                for byte in Array("GET /callback?state=".utf8) + Array(repeating: UInt8(ascii: "a"), count: 20) {
+                    var one = byte
+                    guard send(fd, &one, 1, Int32(MSG_NOSIGNAL)) == 1 else { break }
+                    sent += 1
+                    try? await Task.sleep(for: .seconds(2))
+                }
+                return sent
+            }
+            let visit = try await provider.browse(address, as: "erin", stopAt: redirect)
+            let back = try #require(visit.stoppedAt)
+            // The provider's redirect reaches the listener (as the person's browser would follow it), answered while
+            // the trickler still has most of its 80 s to go: its request head was cut off after 5 s.
+            let (reply, _) = try await TestPorts.exchange(port: port, Array("GET \(back.dropFirst(redirect.count - "/callback".count)) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8), timeout: 30)
+            #expect(String(decoding: reply, as: UTF8.self).hasPrefix("HTTP/1.1 200"), "\(String(decoding: reply, as: UTF8.self))")
+            let result = await Command.finish(running)
+            #expect(result.status == 0 && result.stdout.contains("signed in as erin"), "\(result)")
+            trickler.cancel()
+        }
+    }
+
     @Test("groups come from the provider at each sign-in: added to the approver group, a person approves after signing in again; removed, they cannot once that session ended")
     func groupsFollowTheProvider() async throws {
         try await Self.withSignIn { server, provider in

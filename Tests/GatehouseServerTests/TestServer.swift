@@ -258,8 +258,8 @@ extension GatehouseHTTPClient {
     }
 
     func checkAction(_ token: String, resource: String = "prod-db", kind: Components.Schemas.ActionInput.KindPayload = .sql,
-                     text: String) async throws -> TestServer.Reply {
-        try await call(token) { try await $0.check(body: .json(.ActionCheck(.init(resource: resource, action: .init(kind: kind, text: text))))) }
+                     text: String, principal: String? = nil) async throws -> TestServer.Reply {
+        try await call(token) { try await $0.check(body: .json(.ActionCheck(.init(resource: resource, action: .init(kind: kind, text: text), principal: principal)))) }
     }
 
     func readRequest(_ token: String?, _ id: String) async throws -> TestServer.Reply {
