@@ -17,7 +17,7 @@ public enum GuardCatalog {
     }
 
     public static let sql: [Category] = [
-        Category("write_data", .write, "changes rows (INSERT, UPDATE or DELETE with a WHERE, MERGE, COPY FROM, NOTIFY)"),
+        Category("write_data", .write, "changes rows (INSERT, UPDATE or DELETE with a WHERE, MERGE, COPY FROM, NOTIFY), large objects (lo_create, lo_from_bytea) or statistics (pg_stat_reset)"),
         Category("select_into", .write, "SELECT ... INTO creates a table"),
         Category("row_lock", .write, "SELECT ... FOR UPDATE/SHARE locks rows"),
         Category("schema_change", .write, "creates or alters schema objects"),
@@ -40,6 +40,7 @@ public enum GuardCatalog {
         Category("role_change", .dangerous, "creates, alters or drops roles, or changes the session's role"),
         Category("privilege_change", .dangerous, "GRANT, REVOKE or default privileges"),
         Category("read_credentials", .dangerous, "reads a catalog holding password hashes or credentials"),
+        Category("catalog_write", .dangerous, "changes a system catalog's rows directly (UPDATE pg_catalog.pg_trigger, pg_proc, ...): triggers, function bodies and security switched without their statements"),
         Category("copy_program", .dangerous, "COPY ... TO/FROM PROGRAM runs a command on the database server"),
         Category("copy_file", .dangerous, "COPY ... TO/FROM a file on the database server"),
         Category("prepared_transaction", .dangerous, "PREPARE TRANSACTION, COMMIT PREPARED or ROLLBACK PREPARED: transactions that outlive the session, other sessions' included"),

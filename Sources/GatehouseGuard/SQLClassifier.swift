@@ -244,6 +244,8 @@ private struct SQLWalk {
                 fire("read_credentials", at: relationLocation(fields, location), "\(Self.describe(Self.name(of: type, fields))) on \(name)")
             } else if name == "pg_settings", type.special != .selectStmt {
                 fire("unsafe_setting", at: relationLocation(fields, location), "\(Self.describe(Self.name(of: type, fields))) on pg_settings changes settings")
+            } else if SQLNodeRule.isSystemCatalog(name, schema: relation["schemaname"]?.stringValue), SQLNodeRule.changesRows(type.name, fields) {
+                fire("catalog_write", at: relationLocation(fields, location), "\(Self.describe(Self.name(of: type, fields))) on the system catalog \(name)")
             }
         }
         switch type.special {

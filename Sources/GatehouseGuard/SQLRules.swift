@@ -99,7 +99,12 @@ enum SQLNodeRule: Sendable {
                             // these run a query given as text: ts_stat's first argument, ts_rewrite's second,
                             // tablefunc's crosstab and connectby
                             "ts_stat", "ts_rewrite", "crosstab", "crosstab2", "crosstab3", "crosstab4", "connectby"],
-            "write_data": ["setval", "nextval", "pg_notify"],
+            "write_data": ["setval", "nextval", "pg_notify",
+                           // writes no read-only transaction stops: large objects made, catalog rows added, statistics wiped
+                           "lo_create", "lo_creat", "lo_from_bytea", "pg_import_system_collations",
+                           "pg_stat_reset", "pg_stat_reset_shared", "pg_stat_reset_single_table_counters",
+                           "pg_stat_reset_single_function_counters", "pg_stat_reset_slru", "pg_stat_reset_replication_slot",
+                           "pg_stat_reset_subscription_stats"],
         ]
         var table: [String: String] = [:]
         for (category, names) in groups {
@@ -121,6 +126,22 @@ enum SQLNodeRule: Sendable {
         "pg_authid", "pg_shadow", "pg_user_mappings", "pg_user_mapping", "pg_subscription", "pg_hba_file_rules",
         "pg_statistic", "user_mapping_options", "_pg_user_mappings",
     ]
+
+    /// A system catalog: a table of `pg_catalog`, or an unqualified `pg_` name, which PostgreSQL looks up in
+    /// `pg_catalog` first (a `search_path` listing it later is refused on its own).
+    static func isSystemCatalog(_ name: String, schema: String?) -> Bool {
+        guard let schema else { return name.hasPrefix("pg_") }
+        return schema == "pg_catalog"
+    }
+
+    /// Statements that change the rows of their target table (`relation`): INSERT, UPDATE, DELETE, MERGE, COPY FROM.
+    static func changesRows(_ type: String, _ fields: ParseTree) -> Bool {
+        switch type {
+        case "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt": true
+        case "CopyStmt": fields["is_from"]?.boolValue == true
+        default: false
+        }
+    }
 
     /// Functions that dump one table named by their first argument: a read of that table when the name
     /// is a plain constant the guard can resolve as PostgreSQL's regclass input does.
@@ -155,6 +176,8 @@ enum SQLNodeRule: Sendable {
         "log_parameter_max_length", "log_parameter_max_length_on_error",
         // Sessions that hold only read grants run read-only on the database (the guard proxy).
         "default_transaction_read_only", "transaction_read_only",
+        // The guard proxy's sessions have the database end a statement whose session the proxy closed.
+        "client_connection_check_interval",
     ]
 
     /// Settings that change who the session acts as.

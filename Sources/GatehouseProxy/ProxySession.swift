@@ -234,11 +234,18 @@ struct ProxySession {
     /// What the database session starts with: the proxy's user and database, the settings the
     /// classifier reads statements under, read-only when every grant allows reads only (the
     /// classifier cannot see writes inside functions; the database refuses them in a read-only
-    /// transaction), a default `application_name`, then the client's own parameters (which
-    /// `ClientSignIn` has already vetted).
+    /// transaction), the database checking every second while a statement runs that the proxy is still
+    /// connected, a default `application_name`, then the client's own parameters (which `ClientSignIn` has
+    /// already vetted).
+    ///
+    /// The proxy closes its database connection when the session ends (the grant ended, the client left), and
+    /// a running statement would not notice: it could go on writing, and commit, long after (a cancel can be
+    /// caught by PL/pgSQL; a closed client cannot). With `client_connection_check_interval` (PostgreSQL 14
+    /// and later) the database ends such a statement within a second, its transaction rolled back. Changing it
+    /// through the proxy is refused (an unsafe setting).
     static func startupParameters(_ proxy: ProxySettings, grants: [Grant], client: [(String, String)]) -> [(String, String)] {
         var startup: [(String, String)] = [("user", proxy.user), ("database", proxy.database), ("client_encoding", "UTF8"),
-                                           ("standard_conforming_strings", "on")]
+                                           ("standard_conforming_strings", "on"), ("client_connection_check_interval", "1000")]
         if readOnly(grants) { startup.append(("default_transaction_read_only", "on")) }
         if !client.contains(where: { $0.0.lowercased() == "application_name" }) { startup.append(("application_name", "gatehouse-proxy")) }
         return startup + client

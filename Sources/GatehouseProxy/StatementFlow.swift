@@ -192,6 +192,15 @@ public struct StatementFlow: Sendable {
             if !name.isEmpty, statements[name] != nil {
                 return .forward(refuseExtended(Refusal(code: "42P05", message: "prepared statement \"\(name)\" already exists")))
             }
+            // The text is kept until the statement is closed: one no Bind could run is refused at once, and what
+            // one session keeps is bounded.
+            if query.utf8.count > Self.maximumStatementBytes {
+                return .forward(refuseExtended(Refusal(code: "54000", message: "the statement is \(query.utf8.count / 1024) KiB; Gatehouse checks statements of at most \(Self.maximumStatementBytes / 1024) KiB, so it is not prepared")))
+            }
+            let kept = statements.values.reduce(query.utf8.count) { $0 + $1.text.utf8.count } - (name.isEmpty ? statements[""]?.text.utf8.count ?? 0 : 0)
+            if kept > Self.maximumPreparedBytes {
+                return .forward(refuseExtended(Refusal(code: "54000", message: "this session's prepared statements would hold more than \(Self.maximumPreparedBytes >> 20) MiB of text; close (or DEALLOCATE) some before preparing more")))
+            }
             let upstreamName = freshName()
             var rewritten = Wire.parse(statement: upstreamName, query: query)
             // Keep the client's parameter types: everything after the two strings.
@@ -426,6 +435,12 @@ public struct StatementFlow: Sendable {
         refusals[sequence] = refusal
         return sequence
     }
+
+    /// The longest statement text checked (as the API's action texts).
+    static let maximumStatementBytes = 256 * 1024
+    /// All the prepared statements' texts one session keeps (pgjdbc's cache, by default, keeps 256 statements
+    /// and 5 MiB).
+    static let maximumPreparedBytes = 16 << 20
 
     private mutating func refuseSimple(_ refusal: Refusal) -> ByteBuffer {
         let seq = remember(refusal)

@@ -141,6 +141,49 @@ import Glibc
         #expect(cancelled)
     }
 
+    /// The database itself ends a statement whose proxy session ended, within a second, its transaction rolled
+    /// back: one that catches the cancel (PL/pgSQL) and would write once its grant was revoked, and one whose client
+    /// went away (the proxy closes its database connection; the statement would not notice on its own). Neither
+    /// can switch the check off.
+    @Test func noStatementOutlivesItsSession() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        _ = try await harness.direct("CREATE TABLE late (note text)")
+        let write = try await harness.grant("alice", role: "write")
+        let stubborn = "DO $$ BEGIN LOOP BEGIN PERFORM pg_sleep(0.5); EXIT WHEN clock_timestamp() > statement_timestamp() + interval '20 seconds'; "
+            + "EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$; INSERT INTO late VALUES ('after the revoke')"
+        let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", harness.conninfo(user: "alice"), "-c", stubborn],
+                                        environment: ["PGPASSWORD": harness.tokens["alice"]!])
+        // This test's database only: other tests share the server.
+        let active = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'DO $$ BEGIN LOOP%' AND state = 'active'"
+        #expect(try await waitUntil(timeout: .seconds(15), interval: .milliseconds(100)) { try await harness.direct(active) == "1" },
+                "the block never started: \(running.output)")
+        let revoked = try await harness.cli(token: ProxyHarness.adminToken, ["revoke", write, "--reason", "INC-9 access no longer needed"])
+        #expect(revoked.status == 0, "\(revoked)")
+        _ = await Command.finish(running)
+        // Gone from the database long before its 20 s are up, and its INSERT never committed.
+        #expect(try await waitUntil(timeout: .seconds(10), interval: .milliseconds(100)) { try await harness.direct(active) == "0" },
+                "the statement went on after its session ended")
+        #expect(try await harness.direct("SELECT count(*) FROM late") == "0")
+
+        // A client that goes away mid-statement (killed): the statement ends with it.
+        try await harness.grant("alice", role: "write")
+        let killed = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", harness.conninfo(user: "alice"), "-c",
+                                                         "SELECT pg_sleep(60); INSERT INTO late VALUES ('after the client left')"],
+                                       environment: ["PGPASSWORD": harness.tokens["alice"]!])
+        let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'"
+        #expect(try await waitUntil(timeout: .seconds(15), interval: .milliseconds(100)) { try await harness.direct(sleeping) == "1" },
+                "the statement never started: \(killed.output)")
+        kill(killed.process.processIdentifier, SIGKILL)
+        _ = await Command.finish(killed)
+        #expect(try await waitUntil(timeout: .seconds(10), interval: .milliseconds(100)) { try await harness.direct(sleeping) == "0" },
+                "the statement went on after its client left")
+        #expect(try await harness.direct("SELECT count(*) FROM late") == "0")
+        // Switching the check off is refused.
+        let off = try await harness.psql("alice", "SET client_connection_check_interval = 0;\n")
+        #expect(off.stderr.contains("unsafe"), "\(off)")
+    }
+
     @Test func ctrlCCancelsTheRunningStatement() async throws {
         let harness = try await ProxyHarness.start()
         defer { Task { await harness.stop() } }

@@ -190,6 +190,31 @@ import Testing
         }
     }
 
+    /// A statement no Bind could run (over 256 KiB) is refused at its Parse, and one session's prepared texts are
+    /// bounded (16 MiB), so no client holds the shared process's memory with texts it keeps; closing some makes room.
+    @Test func preparedTextsAreBounded() throws {
+        var flow = Self.signedIn("big")
+        let long = "SELECT '" + String(repeating: "x", count: 256 * 1024) + "'"
+        let refused = try #require(forwarded(flow.receive(try frame(B.parse("huge", long)))))
+        _ = try parseMarker(refused, nonce: "big")
+        #expect(flow.preparedCount == 0)
+        _ = flow.receive(try frame(B.sync))
+        let piece = "SELECT '" + String(repeating: "y", count: 250 * 1024) + "'"
+        var prepared = 0
+        while prepared < 100 {
+            let out = try #require(forwarded(flow.receive(try frame(B.parse("s\(prepared)", piece)))))
+            guard case .parse(let name, _)? = try B.frontendFrames(out).first?.message, name.hasPrefix("gatehouse_big_") else { break }
+            prepared += 1
+        }
+        #expect(prepared == (16 << 20) / piece.utf8.count, "\(prepared) texts of 250 KiB were kept")
+        #expect(flow.preparedCount == prepared)
+        _ = flow.receive(try frame(B.sync))
+        // Closing one makes room for another.
+        _ = flow.receive(try frame(B.close("S", "s0")))
+        let again = try #require(forwarded(flow.receive(try frame(B.parse("again", piece)))))
+        #expect(try messages(again).first.map { if case .parse(let name, _) = $0 { name.hasPrefix("gatehouse_big_") } else { false } } == true)
+    }
+
     @Test func bindOfTheUnnamedStatementIsCheckedToo() throws {
         var flow = Self.signedIn("un")
         _ = flow.receive(try frame(B.parse("", "UPDATE t SET x = 1")))
