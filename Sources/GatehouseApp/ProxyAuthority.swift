@@ -155,8 +155,11 @@ public struct ProxyAuthority: Sendable {
     /// grant is used up in the same transaction. With `functions` (a session that may write), the
     /// statement is judged by what the functions it calls do as well; when their definitions cannot be
     /// read, it is refused.
+    /// `readOnlySession`: the database session runs read-only (it started with read grants only), so a
+    /// write a later grant would allow could not run in it: refused with the advice to reconnect, and a
+    /// one-shot approval for it is left unused.
     public func statement(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit,
-                          functions: FunctionReach? = nil) async throws
+                          functions: FunctionReach? = nil, readOnlySession: Bool = false) async throws
         -> (refusal: (message: String, hint: String?)?, risk: RiskLevel) {
         // An empty query runs nothing and PostgreSQL answers it (EmptyQueryResponse): drivers send one to
         // ask whether a connection still works (pgjdbc's isValid). Not an action to judge or audit.
@@ -182,9 +185,14 @@ public struct ProxyAuthority: Sendable {
             await refused(identity, what: "a change of a setting the guard calls unsafe (\(setting)): \(AuditEntry.excerpt(text))")
             return (("gatehouse: \(setting): a change of a setting the guard calls unsafe is refused through the proxy (read-only defaults, the session's role, and client_encoding, standard_conforming_strings or backslash_quote, after which Gatehouse could no longer read statements as the database does)", "the proxy refuses every change of a setting the guard calls unsafe, and set_config(); connect to the database another way for such work"), classification.risk)
         }
-        if audit != .all, classification.risk < .dangerous,
-           case .allowByRole = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
-                                                  classification: classification, policy: context.policies.policy, grants: grants, now: context.clock.now()) {
+        let expected = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
+                                          classification: classification, policy: context.policies.policy, grants: grants, now: context.clock.now())
+        if readOnlySession, classification.risk > .read, expected.grant != nil {
+            await refused(identity, what: "a \(classification.risk.rawValue) statement in a session that is read-only on the database: \(AuditEntry.excerpt(text))")
+            return (("gatehouse: this session started with read grants only and is read-only on the database, so this \(classification.risk.rawValue) statement cannot run in it; the grant that allows it (\(expected.grant?.id ?? "")) is left unused",
+                     "reconnect: a new session starts with the grants you hold now"), classification.risk)
+        }
+        if audit != .all, classification.risk < .dangerous, case .allowByRole = expected {
             return (nil, classification.risk)
         }
         let scope: ActionAuditScope = audit == .all ? .all : .refusedAndDangerous

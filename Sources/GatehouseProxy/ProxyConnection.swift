@@ -396,7 +396,8 @@ final class ProxyConnection: ChannelInboundHandler {
             return
         }
         // A session that may write judges a function call by what the function's body does.
-        let functions = session.startedReadWrite ? shared.functions : nil
+        let readWrite = session.startedReadWrite
+        let functions = readWrite ? shared.functions : nil
         if service.proxy.fastAllow(identity, text: text, grants: grants, audit: audit, followsCalls: functions != nil) {
             decided(nil, started: started)
             if held { resume() }
@@ -407,7 +408,8 @@ final class ProxyConnection: ChannelInboundHandler {
         Task {
             let refusal: Refusal?
             do {
-                let result = try await service.proxy.statement(identity, text: text, grants: grants, audit: audit, functions: functions)
+                let result = try await service.proxy.statement(identity, text: text, grants: grants, audit: audit, functions: functions,
+                                                               readOnlySession: !readWrite)
                 refusal = result.refusal.map { Refusal(message: $0.message, hint: $0.hint) }
             } catch {
                 let (code, message) = ProxySession.describe(error)

@@ -17,7 +17,7 @@ public struct Refusal: Sendable, Equatable {
 /// database as they are, which are rewritten, which wait for a decision, and how refusals are
 /// answered. A pure state machine; the channel handler does the I/O and asks the authority.
 ///
-/// - Statement names are the proxy's: every Parse gets a fresh, unguessable name on the database,
+/// - Statement names are the proxy's: every Parse gets a fresh name on the database, never reused,
 ///   so the text a Bind is judged by is exactly the text that statement was prepared from, even
 ///   when an earlier Parse failed, was discarded after an error, or the client reuses a name.
 /// - A statement is judged when it is about to run: a simple Query as a whole, an extended-protocol

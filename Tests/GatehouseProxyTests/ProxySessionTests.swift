@@ -116,6 +116,33 @@ import Glibc
         #expect(used.count == 1)
     }
 
+    /// A session that started with read grants only is read-only on the database: a one-shot approval given
+    /// meanwhile is not spent on a statement the database would refuse; the next session uses it.
+    @Test func aReadOnlySessionLeavesAOneShotApprovalUnused() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice")
+        let text = "DELETE FROM accounts WHERE id = 1"
+        let running = try Command.start("/usr/bin/psql", ["-X", "-A", "-t", "-v", "ON_ERROR_STOP=0", harness.conninfo(user: "alice")],
+                                        environment: ["PGPASSWORD": harness.tokens["alice"]!],
+                                        input: "SELECT 1;\nSELECT pg_sleep(4);\n\(text);\n")
+        let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(4)%' AND state = 'active'"
+        #expect(try await waitUntil(timeout: .seconds(15), interval: .milliseconds(100)) { try await harness.direct(sleeping) == "1" },
+                "the session never started: \(running.output)")
+        // Approved while the read-only session sleeps.
+        let asked = try await harness.cli(as: "alice", ["request", "prod-db", "--sql", text, "--reason", "INC-7 remove a test account", "--output", "json"])
+        let id = try #require(((try? JSONSerialization.jsonObject(with: Data(asked.stdout.utf8))) as? [String: Any])?["id"] as? String, "\(asked)")
+        #expect(try await harness.cli(as: "carol", ["approve", id, "--comment", "ok for INC-7"]).status == 0)
+        let result = await Command.finish(running)
+        #expect(result.stderr.contains("read-only on the database") && result.stderr.contains("left unused"), "\(result)")
+        #expect(try await harness.audit(action: "grant.used").isEmpty)
+        // A new session starts read-write with the approval, which it uses once.
+        let next = try await harness.psql("alice", "\(text);\n")
+        #expect(!next.stderr.contains("ERROR"), "\(next)")
+        #expect(try await harness.direct("SELECT count(*) FROM accounts WHERE id = 1") == "0")
+        #expect(try await harness.audit(action: "grant.used").count == 1)
+    }
+
     @Test func revokingTheGrantEndsTheSession() async throws {
         let harness = try await ProxyHarness.start()
         defer { Task { await harness.stop() } }
