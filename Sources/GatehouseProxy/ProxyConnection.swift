@@ -141,6 +141,11 @@ final class ProxyConnection: ChannelInboundHandler {
                 endLapsedWritePower()
                 return
             }
+            // So does the expiry of the session's last grant of any kind.
+            if session.accessLapsed(at: shared.service.proxy.now) {
+                endLapsedAccess()
+                return
+            }
             execute(session.clientMessage(frame, pendingBytes: inbound.readableBytes))
         }
         if suspended, inbound.readableBytes > 1 << 20 {
@@ -429,6 +434,13 @@ final class ProxyConnection: ChannelInboundHandler {
         suspend()
         let now = shared.service.proxy.now
         execute(session.accessChanged(.granted(session.grants.filter { $0.expiresAt > now })))
+    }
+
+    /// The session's last grant expired: it ends, saying which grant and how, as when the watcher sees it.
+    private func endLapsedAccess() {
+        suspend()
+        guard let identity = session.identity else { return }
+        execute(session.accessChanged(.ended("\(identity.caller.principal) has no active grant on \(identity.resource)")))
     }
 
     private func decided(_ refusal: Refusal?, started: ContinuousClock.Instant) {

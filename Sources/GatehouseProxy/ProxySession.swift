@@ -331,6 +331,13 @@ struct ProxySession {
         startedReadWrite && !grants.contains { ($0.actionDigest != nil || $0.allows > .read) && $0.expiresAt > now }
     }
 
+    /// At `now` none of the session's grants is in force: the last one expired since the watcher last looked.
+    /// Nothing more may reach the database (a portal bound earlier runs at Execute without a new check).
+    func accessLapsed(at now: Date) -> Bool {
+        guard case .ready = phase else { return false }
+        return !grants.isEmpty && !grants.contains { $0.expiresAt > now }
+    }
+
     /// Whether the database has answered everything before the statement being checked, so the
     /// settings it last reported are in force (see `StatementFlow.settled`).
     var statementsSettled: Bool {

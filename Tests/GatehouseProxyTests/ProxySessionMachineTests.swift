@@ -237,6 +237,32 @@ struct ProxySessionMachineTests {
         #expect(!reader.writePowerLapsed(at: expiry.addingTimeInterval(7200)), "a read-only session has no write power to lose")
     }
 
+    @Test("any session's access lapses at the exact expiry of its last grant of any kind, whatever the watcher has seen; then it ends saying why")
+    func accessLapsesAtExpiry() throws {
+        var read = Self.grant(.read)
+        let expiry = Date().addingTimeInterval(600)
+        read.expiresAt = expiry
+        var other = Self.grant(.read)
+        other.id = "grt_other"
+        other.expiresAt = expiry.addingTimeInterval(60)
+        var reader = try Self.ready(grants: [read])
+        #expect(!reader.accessLapsed(at: expiry.addingTimeInterval(-0.001)))
+        #expect(reader.accessLapsed(at: expiry))
+        let two = try Self.ready(grants: [read, other])
+        #expect(!two.accessLapsed(at: expiry.addingTimeInterval(1)), "another grant is still in force")
+        #expect(two.accessLapsed(at: other.expiresAt))
+        // Ending it looks up which grant ended and how; meanwhile nothing is allowed from memory, and it is not
+        // taken for lapsed again.
+        guard case .lookUpEndReason(let previous, let principal, _) = reader.accessChanged(.ended("alice has no active grant on prod-db")) else {
+            Issue.record("the session should look up why its grant ended")
+            return
+        }
+        #expect(previous.map(\.id) == [read.id] && principal == "alice")
+        #expect(!reader.accessLapsed(at: expiry.addingTimeInterval(1)))
+        let signingIn = try Self.authorizing()
+        #expect(!signingIn.accessLapsed(at: expiry.addingTimeInterval(1)), "a session not yet signed in has nothing to lapse")
+    }
+
     @Test("statements: each check counts, a refusal counts as refused, and the session's grants go with the check")
     func statementCounting() throws {
         var session = try Self.ready(grants: [Self.grant(.write)])
