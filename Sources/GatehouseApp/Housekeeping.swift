@@ -112,7 +112,7 @@ public struct Housekeeping: Sendable {
         let result = context.policies.reload(logger: context.logger)
         if result.reloaded {
             let ended = try await signIns.endRemovedPrincipals(actor: "policy")
-            if !ended.isEmpty { context.logger.notice("principals removed from the policy lost their tokens", metadata: ["principals": "\(ended)"]) }
+            if !ended.isEmpty { context.logger.notice("principals removed from the policy lost their tokens and grants", metadata: ["principals": "\(ended)"]) }
         }
         try await context.write { session in
             try await session.appendAudit([AuditEntry(

@@ -313,8 +313,9 @@ public struct SignIns: Sendable {
         context.policies.replacePeople(people)
     }
 
-    /// Principals that left the policy file lose their API tokens for good: putting the name back
-    /// does not revive them. Runs at start and after every accepted reload.
+    /// Principals that left the policy file lose their API tokens and their grants for good: putting the
+    /// name back revives neither. People the identity provider vouches for are not in the file and keep
+    /// theirs (the provider's groups decide what they may do). Runs at start and after every accepted reload.
     public func endRemovedPrincipals(actor: String) async throws -> [String] {
         let policy = context.policies.filePolicy
         let clock = context.clock
@@ -325,7 +326,20 @@ public struct SignIns: Sendable {
             for principal in orphans.sorted() {
                 _ = try await Self.endEverything(of: principal, by: actor, reason: "removed from the policy", session: session, now: now)
             }
-            return orphans.sorted()
+            let people = Set(try await session.identities().map(\.principal))
+            let holders = try await session.principalsHoldingGrants(now: now).filter { policy.principals[$0] == nil && !people.contains($0) }
+            var entries: [AuditEntry] = []
+            for principal in holders.sorted() {
+                let why = "\(principal) was removed from the policy"
+                for grant in try await session.grants(.init(principal: principal, activeAt: now, limit: 1000)) {
+                    let revoked = try GrantLifecycle.revoke(grant, by: actor, isAdmin: true, reason: why, now: now)
+                    guard try await session.endGrant(revoked) else { continue }
+                    entries.append(AuditEntry(actor: actor, action: .grantRevoked, subject: grant.id, resource: grant.resource,
+                                              details: ["principal": principal, "role": grant.role, "reason": why]))
+                }
+            }
+            if !entries.isEmpty { try await session.appendAudit(entries, at: now) }
+            return orphans.union(holders).sorted()
         }
     }
 }

@@ -352,6 +352,13 @@ public struct StoreSession: Sendable {
         return "SELECT * FROM grants \(whereClause) ORDER BY starts_at DESC, id DESC LIMIT \(bind: filter.limit)"
     }
 
+    /// Everyone who holds a grant in force at `now`.
+    public func principalsHoldingGrants(now: Date) async throws -> Set<String> {
+        Set(try await db.raw("""
+            SELECT DISTINCT principal FROM grants WHERE ended_at IS NULL AND expires_at > \(bind: now.unixMilliseconds)
+            """).all().map { try $0.decode(column: "principal", as: String.self) })
+    }
+
     public func expiredOpenGrants(now: Date, limit: Int) async throws -> [Grant] {
         try await db.raw("""
             SELECT * FROM grants WHERE ended_at IS NULL AND expires_at <= \(bind: now.unixMilliseconds)

@@ -70,7 +70,7 @@ enum ServerSetup {
         do {
             // Names that left the policy while Gatehouse was stopped lose their tokens now.
             let ended = try await service.signIns.endRemovedPrincipals(actor: "policy")
-            if !ended.isEmpty { logger.notice("principals removed from the policy lost their tokens", metadata: ["principals": "\(ended)"]) }
+            if !ended.isEmpty { logger.notice("principals removed from the policy lost their tokens and grants", metadata: ["principals": "\(ended)"]) }
             try await service.signIns.refreshPeople()
         } catch {
             await store.close()

@@ -300,14 +300,20 @@ struct ProviderSignInTests {
         }
     }
 
-    @Test("a principal removed from the policy and added back: the old token and browser session stay dead (no provider needed)")
+    @Test("a principal removed from the policy and added back: the old token, browser session and grants stay dead (no provider needed)")
     func removalIsFinal() async throws {
         try await TestServer.with { server in
             let carol = try await server.token(for: "carol")
             var browser = Browser(baseURL: server.baseURL)
             let form = try await browser.get("/sign-in")
             #expect(try await browser.post("/sign-in", [("csrf", form.csrf ?? ""), ("token", carol)]).location == "/inbox")
+            // alice holds a grant, and so does bob, who stays.
+            let alice = try await server.token(for: "alice")
+            let bob = try await server.token(for: "bob")
+            for token in [alice, bob] { #expect(try await server.request(token, role: "read").string("state") == "approved") }
+            #expect(try await server.check(bob, role: "read").string("decision") == "allow")
             let without = TestServer.policyYAML.replacingOccurrences(of: "  carol: {groups: [dba]}\n", with: "")
+                .replacingOccurrences(of: "  alice: {groups: [engineers]}\n", with: "")
             #expect(without != TestServer.policyYAML)
             try server.writePolicy(without)
             #expect(try await server.reloadPolicy(TestServer.adminToken).json["reloaded"] as? Bool == true)
@@ -322,6 +328,13 @@ struct ProviderSignInTests {
             // A new token made after her return works.
             let fresh = try await server.token(for: "carol")
             #expect(try await server.whoami(fresh).status == 200)
+            // alice's grant ended with her removal (audited), and does not come back with her; bob's stands.
+            let aliceAgain = try await server.token(for: "alice")
+            #expect(try await server.check(aliceAgain, role: "read").string("decision") == "approval_required")
+            #expect(try await server.check(bob, role: "read").string("decision") == "allow")
+            let revoked = try await Self.auditEvents(server, action: "grant.revoked")
+            #expect(revoked.count == 1 && revoked.first?["actor"] as? String == "policy"
+                    && (revoked.first?["details"] as? [String: String])?["reason"] == "alice was removed from the policy", "\(revoked)")
         }
     }
 
