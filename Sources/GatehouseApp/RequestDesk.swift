@@ -91,11 +91,13 @@ public struct RequestDesk: Sendable {
     }
 
     public func get(caller: Caller, id: String) async throws -> RequestView {
+        let policy = context.policies.policy
         let view = try await context.read { session -> RequestView? in
             guard let request = try await session.request(id: id) else { return nil }
             let approvals = try await session.approvals(requestId: id)
             // While it waits, the approvals that would no longer count towards it are said as such.
-            let lost = request.state == .pending ? try await Self.lostStanding(approvals, session: session) : []
+            let lost = request.state == .pending
+                ? try await Self.lostStanding(approvals, session: session, eligible: Self.eligibleApprovers(request, policy: policy)) : []
             return RequestView(request: request, approvals: approvals, notCounted: lost)
         }
         guard let view, RequestPermissions.canSee(caller.principal, isAdmin: caller.isAdmin, view.request, policy: context.policies.policy) else {
@@ -116,7 +118,7 @@ public struct RequestDesk: Sendable {
             if decision == .approve, try await session.principalFlags(request.requester)?.isBlocked == true {
                 throw GatehouseError(.conflict, "requester_blocked", "\(request.requester) is blocked by the anti-spam policy; their requests cannot be approved until an admin unblocks them (deny it instead)")
             }
-            let discounted = try await Self.lostStanding(approvals, session: session)
+            let discounted = try await Self.lostStanding(approvals, session: session, eligible: Self.eligibleApprovers(request, policy: policy))
             let outcome = try RequestLifecycle.decide(request, existing: approvals, approver: caller.principal, decision: decision,
                                                       comment: comment, policy: policy, now: now, grantId: Identifier.make("grt"),
                                                       discounted: discounted)
@@ -186,10 +188,19 @@ public struct RequestDesk: Sendable {
     /// Earlier approvers whose approvals no longer count: blocked since, or the token they approved
     /// with was revoked by someone else (an admin, a policy change; their own sign-out does not count).
     /// A token the store no longer has (pruned a month after it expired) is taken as revoked: fail closed.
-    static func lostStanding(_ approvals: [Approval], session: StoreSession) async throws -> Set<String> {
+    /// Who may approve the request's role under `policy` now; nil when the role is gone (then nothing is decided).
+    static func eligibleApprovers(_ request: AccessRequest, policy: Policy) -> Set<String>? {
+        policy.resources[request.resource]?.role(named: request.role).map { policy.eligibleApprovers(for: $0) }
+    }
+
+    /// Approvers whose approval no longer counts: blocked since, the token they approved with revoked by someone
+    /// else, or (given `eligible`) no longer among the role's approvers under the policy as it is now.
+    static func lostStanding(_ approvals: [Approval], session: StoreSession, eligible: Set<String>? = nil) async throws -> Set<String> {
         var lost: Set<String> = []
         for approval in approvals where approval.decision == .approve {
-            if try await session.principalFlags(approval.approver)?.isBlocked == true {
+            if let eligible, !eligible.contains(approval.approver) {
+                lost.insert(approval.approver)
+            } else if try await session.principalFlags(approval.approver)?.isBlocked == true {
                 lost.insert(approval.approver)
             } else if let tokenId = approval.tokenId {
                 let token = try await session.token(id: tokenId)

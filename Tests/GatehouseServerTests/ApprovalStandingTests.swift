@@ -80,4 +80,30 @@ struct ApprovalStandingTests {
             #expect(try await server.approve(t["dave"]!, third).string("state") == "approved")
         }
     }
+
+    @Test("an approver taken out of the approver group by a policy reload no longer counts while the request waits, and is said as such (API, show, audit)")
+    func approverLeftTheGroup() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "carol", "dave", "frank")
+            let id = try #require(try await server.request(t["alice"]!, role: "admin", reason: "INC-61 rebuild the broken index").string("id"))
+            #expect(try await server.approve(t["carol"]!, id).string("state") == "pending")
+            // carol leaves dba (stays in the policy).
+            let moved = TestServer.policyYAML.replacingOccurrences(of: "  carol: {groups: [dba]}\n", with: "  carol: {groups: [engineers]}\n")
+            #expect(moved != TestServer.policyYAML)
+            try server.writePolicy(moved)
+            #expect(try await server.reloadPolicy(TestServer.adminToken).json["reloaded"] as? Bool == true)
+            let shown = try await server.send(.GET, "/v1/requests/\(id)", token: t["alice"]!)
+            let marks = (shown.json["approvals"] as? [[String: Any]] ?? []).map { "\($0["approver"] ?? "") \(($0["counted"] as? Bool).map { "\($0)" } ?? "absent")" }
+            #expect(marks == ["carol false"], "\(marks)")
+            let show = try await Command.run(try ServeProcess.binary().path, ["show", id],
+                                             environment: ["GATEHOUSE_URL": server.baseURL, "GATEHOUSE_TOKEN": t["alice"]!])
+            #expect(show.status == 0 && show.stdout.contains("0 of 2 required") && show.stdout.contains("carol approve (no longer counts)"), "\(show)")
+            #expect(try await server.approve(t["dave"]!, id).string("state") == "pending", "carol's approval does not count")
+            #expect(try await server.approve(t["frank"]!, id).string("state") == "approved")
+            let events = try await server.listAudit(TestServer.adminToken, limit: 1000).json["events"] as? [[String: Any]] ?? []
+            let notCounted = events.filter { $0["action"] as? String == "request.approved" && $0["subject"] as? String == id }
+                .compactMap { ($0["details"] as? [String: String])?["not_counted"] }
+            #expect(notCounted == ["carol"], "\(notCounted)")
+        }
+    }
 }
