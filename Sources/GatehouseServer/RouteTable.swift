@@ -86,6 +86,12 @@ struct ContractMiddleware: RouterMiddleware {
             return Problem(status: 415, code: "unsupported_media_type",
                            detail: "send the body as JSON with `Content-Type: application/json`; got \(request.headers[.contentType].map { "`\($0)`" } ?? "no content type")").response()
         }
+        // JSON is UTF-8 (RFC 8259): a body said to be in another encoding would be read as something it is not.
+        if [.post, .put, .patch].contains(request.method), Self.hasBody(request),
+           let charset = request.headers[.contentType].flatMap(Self.charset), charset != "utf-8", charset != "utf8" {
+            return Problem(status: 415, code: "unsupported_media_type",
+                           detail: "JSON bodies are UTF-8; this one says `charset=\(charset.prefix(40))`: send it as UTF-8 (`charset=utf-8`, or no charset)").response()
+        }
         return try await next(request, context)
     }
 
@@ -109,6 +115,16 @@ struct ContractMiddleware: RouterMiddleware {
     /// `application/json` of `Application/JSON; charset=utf-8`.
     static func mediaType(_ value: String) -> String {
         (value.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").trimmingCharacters(in: .whitespaces).lowercased()
+    }
+
+    /// The `charset` parameter of a `Content-Type` value, lowercased and unquoted; nil when there is none.
+    static func charset(_ value: String) -> String? {
+        for component in value.split(separator: ";").dropFirst() {
+            let parts = component.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, parts[0].lowercased() == "charset" else { continue }
+            return String(parts[1].filter { $0 != "\"" }).lowercased()
+        }
+        return nil
     }
 
     static func hasBody(_ request: Request) -> Bool {

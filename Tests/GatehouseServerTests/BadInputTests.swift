@@ -166,6 +166,16 @@ struct BadInputTests {
             let cased = try await server.send(.POST, "/v1/check", token: alice, rawBody: Data(#"{"resource":"prod-db","role":"read"}"#.utf8),
                                               contentType: "Application/JSON; charset=utf-8")
             #expect(cased.status == 200, "a media type's case does not matter")
+            // JSON is UTF-8: a body said to be in another encoding is refused, not read as UTF-8.
+            for path in ["/v1/check", "/v1/requests"] {
+                let latin1 = try await server.send(.POST, path, token: alice, rawBody: Data(#"{"resource":"prod-db","role":"read"}"#.utf8),
+                                                   contentType: "application/json; charset=iso-8859-1")
+                #expect(latin1.status == 415 && latin1.string("code") == "unsupported_media_type" && latin1.string("detail")?.contains("iso-8859-1") == true,
+                        "\(path): \(latin1.status)")
+            }
+            let quoted = try await server.send(.POST, "/v1/check", token: alice, rawBody: Data(#"{"resource":"prod-db","role":"read"}"#.utf8),
+                                               contentType: "application/json; charset=\"UTF-8\"")
+            #expect(quoted.status == 200, "charset=\"UTF-8\" is UTF-8")
 
             let badQuery = try await server.send(.GET, "/v1/requests?state=bogus", token: alice)
             #expect(badQuery.status == 400 && badQuery.string("field") == "state" && badQuery.string("detail")?.hasPrefix("`state` cannot be `bogus`") == true,
