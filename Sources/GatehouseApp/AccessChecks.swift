@@ -54,24 +54,22 @@ public struct AccessChecks: Sendable {
         if try await context.unavailableOnFailure({ try await store.isBlocked(principal: subject) }) {
             return (subject, .deny(reason: AppErrors.blocked(subject).message), classification)
         }
-        // An admin asking about someone else uses nothing up: the principal's one-shot approval is theirs to use.
-        let onBehalf = subject != caller.principal
         let grants = try await context.unavailableOnFailure { try await store.openGrants(principal: subject, resource: resource) }
-        var decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
+        let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
                                           policy: context.policies.policy, grants: grants, now: context.clock.now())
-        if onBehalf { decision = decision.asInquiry }
         let usesOneShotGrant = if case .allowOnce = decision { true } else { false }
         if classification.risk < .dangerous, !usesOneShotGrant, !scope.audits(decision) { return (subject, decision, classification) }
         let final = try await context.write(as: caller) { session, policy, now in
             let grants = try await session.principalFlags(subject)?.isBlocked == true ? [] : try await session.openGrants(principal: subject, resource: resource)
-            var decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
+            let decision = ActionCheck.decide(principal: subject, resource: resource, action: action, classification: classification,
                                               policy: policy, grants: grants, now: now)
-            if onBehalf { decision = decision.asInquiry }
             var entries: [AuditEntry] = []
+            // An admin's check for someone else is a check like theirs (an enforcement point asking for them): it
+            // uses the one-shot approval up, and the audit log names the admin as who asked.
             if case .allowOnce(let grant) = decision {
                 let used = try GrantLifecycle.use(grant, now: now)
                 guard try await session.endGrant(used) else { throw AppErrors.raced(grant.id) }
-                entries.append(AuditEntry(actor: subject, action: .grantUsed, subject: grant.id, resource: resource,
+                entries.append(AuditEntry(actor: caller.principal, action: .grantUsed, subject: grant.id, resource: resource,
                                           details: AuditEntry.compact(["principal": subject, "request_id": grant.requestId, "sha256": action.digest,
                                                                        "approved_sha256": grant.actionDigest])))
             }
@@ -89,7 +87,7 @@ public struct AccessChecks: Sendable {
     static func actionChecked(actor: String, subject: String, resource: String, action: Action, classification: ActionClassification,
                               decision: ActionDecision) -> AuditEntry {
         let outcome = switch decision {
-        case .allowByRole, .allowOnce, .wouldAllowOnce: "allow"
+        case .allowByRole, .allowOnce: "allow"
         case .approvalRequired: "approval_required"
         case .deny: "deny"
         }

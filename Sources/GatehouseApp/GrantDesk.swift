@@ -63,3 +63,29 @@ public struct GrantDesk: Sendable {
         }
     }
 }
+
+extension GrantDesk {
+    /// Ends every grant of `principal` in force at `now` that `revokes` accepts (all of them by default), however
+    /// many, each audited `grant.revoked` by `actor`: the audit entries to append, and the ids of those left in force.
+    static func revokeInForce(of principal: String, by actor: String, reason: String, session: StoreSession, now: Date,
+                              revokes: (Grant) -> Bool = { _ in true }) async throws -> (entries: [AuditEntry], kept: [String]) {
+        var entries: [AuditEntry] = [], kept: [String] = []
+        var before: PageCursor?
+        let pageSize = 1000
+        while true {
+            let page = try await session.grants(.init(principal: principal, activeAt: now, before: before, limit: pageSize))
+            for grant in page {
+                guard revokes(grant) else {
+                    kept.append(grant.id)
+                    continue
+                }
+                let revoked = try GrantLifecycle.revoke(grant, by: actor, isAdmin: true, reason: reason, now: now)
+                guard try await session.endGrant(revoked) else { continue }
+                entries.append(AuditEntry(actor: actor, action: .grantRevoked, subject: grant.id, resource: grant.resource,
+                                          details: ["principal": principal, "role": grant.role, "reason": reason]))
+            }
+            guard page.count == pageSize, let last = page.last else { return (entries, kept) }
+            before = PageCursor(at: last.startsAt, id: last.id)
+        }
+    }
+}

@@ -133,12 +133,15 @@ public struct ProxyAuthority: Sendable {
     /// watcher's interval.
     /// With `followsCalls` (a session that may write), a statement that calls a function by name is
     /// never decided here: what the function does is looked up first (`statement`).
-    public func fastAllow(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit, followsCalls: Bool = false) -> Bool {
+    /// A session that is read-only on the database (`readOnlySession`) takes reads only here: a write is judged by
+    /// `statement`, which refuses it with the advice to reconnect.
+    public func fastAllow(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit, followsCalls: Bool = false,
+                          readOnlySession: Bool = false) -> Bool {
         guard audit != .all else { return false }
         let action = Action(kind: .sql, text: text)
         let policy = context.policies.policy
         guard let classification = context.actionGuard.classifyInline(action, settings: policy.guardSettings), classification.risk < .dangerous,
-              !followsCalls || classification.calls.isEmpty else { return false }
+              !followsCalls || classification.calls.isEmpty, !readOnlySession || classification.risk == .read else { return false }
         let decision = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
                                           classification: classification, policy: policy, grants: grants, now: context.clock.now())
         if case .allowByRole = decision { return true }
@@ -202,9 +205,6 @@ public struct ProxyAuthority: Sendable {
         switch decision {
         case .allowByRole, .allowOnce:
             return (nil, checked.risk)
-        case .wouldAllowOnce:
-            // Only a check for someone else answers this; a session checks for its own principal. Not run unused.
-            return (("gatehouse: the one-shot approval for this statement was not used, so it does not run", nil), checked.risk)
         case let .approvalRequired(commands, reason):
             return (("gatehouse: \(reason)\(Self.because(reached))", "ask for approval: " + commands.joined(separator: "  or  ")), checked.risk)
         case let .deny(reason):

@@ -28,17 +28,10 @@ extension RequestDesk {
                                                    details: ["principal": requester, "request_id": id, "comment": comment])
             // A fixed reason: the reporter's comment is in the audit log, and cannot push this past its length limit.
             let why = "requester reported as suspicious by \(caller.principal)"
-            var held: [String] = []
-            for grant in try await session.grants(.init(principal: requester, activeAt: now, limit: 1000)) {
-                guard ReportScope.revokes(grant, reporter: caller.principal, isAdmin: caller.isAdmin, policy: policy) else {
-                    held.append(grant.id)
-                    continue
-                }
-                let revoked = try GrantLifecycle.revoke(grant, by: caller.principal, isAdmin: true, reason: why, now: now)
-                guard try await session.endGrant(revoked) else { continue }
-                entries.append(AuditEntry(actor: caller.principal, action: .grantRevoked, subject: grant.id, resource: grant.resource,
-                                          details: ["principal": requester, "role": grant.role, "reason": why]))
+            let (revoked, held) = try await GrantDesk.revokeInForce(of: requester, by: caller.principal, reason: why, session: session, now: now) {
+                ReportScope.revokes($0, reporter: caller.principal, isAdmin: caller.isAdmin, policy: policy)
             }
+            entries += revoked
             if !held.isEmpty { entries[0].details["held_grants"] = held.joined(separator: ",") }
             try await session.appendAudit(entries, at: now)
             let heldNote = held.isEmpty ? "" : "; grants on other resources are held (unusable while blocked) for you to revoke or keep: \(held.joined(separator: ", "))"

@@ -185,16 +185,15 @@ public struct RequestDesk: Sendable {
         return try result.get()
     }
 
-    /// Earlier approvers whose approvals no longer count: blocked since, or the token they approved
-    /// with was revoked by someone else (an admin, a policy change; their own sign-out does not count).
-    /// A token the store no longer has (pruned a month after it expired) is taken as revoked: fail closed.
     /// Who may approve the request's role under `policy` now; nil when the role is gone (then nothing is decided).
     static func eligibleApprovers(_ request: AccessRequest, policy: Policy) -> Set<String>? {
         policy.resources[request.resource]?.role(named: request.role).map { policy.eligibleApprovers(for: $0) }
     }
 
-    /// Approvers whose approval no longer counts: blocked since, the token they approved with revoked by someone
-    /// else, or (given `eligible`) no longer among the role's approvers under the policy as it is now.
+    /// Earlier approvers whose approvals no longer count: blocked since, the token they approved with revoked
+    /// by someone else (an admin, a policy change; their own sign-out does not count), or (given `eligible`)
+    /// no longer among the role's approvers under the policy as it is now. A token the store no longer has
+    /// (pruned a month after it expired) is taken as revoked: fail closed.
     static func lostStanding(_ approvals: [Approval], session: StoreSession, eligible: Set<String>? = nil) async throws -> Set<String> {
         var lost: Set<String> = []
         for approval in approvals where approval.decision == .approve {

@@ -330,13 +330,8 @@ public struct SignIns: Sendable {
             let holders = try await session.principalsHoldingGrants(now: now).filter { policy.principals[$0] == nil && !people.contains($0) }
             var entries: [AuditEntry] = []
             for principal in holders.sorted() {
-                let why = "\(principal) was removed from the policy"
-                for grant in try await session.grants(.init(principal: principal, activeAt: now, limit: 1000)) {
-                    let revoked = try GrantLifecycle.revoke(grant, by: actor, isAdmin: true, reason: why, now: now)
-                    guard try await session.endGrant(revoked) else { continue }
-                    entries.append(AuditEntry(actor: actor, action: .grantRevoked, subject: grant.id, resource: grant.resource,
-                                              details: ["principal": principal, "role": grant.role, "reason": why]))
-                }
+                entries += try await GrantDesk.revokeInForce(of: principal, by: actor, reason: "\(principal) was removed from the policy",
+                                                             session: session, now: now).entries
             }
             if !entries.isEmpty { try await session.appendAudit(entries, at: now) }
             return orphans.union(holders).sorted()

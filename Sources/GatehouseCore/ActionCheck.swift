@@ -7,23 +7,14 @@ public enum ActionDecision: Sendable, Equatable {
     /// Allowed by the one-shot grant for exactly this action, which the caller must mark used in the
     /// same transaction.
     case allowOnce(Grant)
-    /// The one-shot grant for exactly this action would allow it, and was left as it is: the check was asked
-    /// for someone else (an admin's question about a principal), which changes nothing.
-    case wouldAllowOnce(Grant)
     case approvalRequired(commands: [String], reason: String)
     case deny(reason: String)
 
     public var grant: Grant? {
         switch self {
-        case let .allowByRole(grant), let .allowOnce(grant), let .wouldAllowOnce(grant): grant
+        case let .allowByRole(grant), let .allowOnce(grant): grant
         default: nil
         }
-    }
-
-    /// The same answer for a question that uses nothing up.
-    public var asInquiry: ActionDecision {
-        if case let .allowOnce(grant) = self { return .wouldAllowOnce(grant) }
-        return self
     }
 }
 

@@ -56,6 +56,10 @@ public struct ProxySettings: Sendable, Equatable {
     /// database's certificate is not verified (and it is not on this machine). Off by default: a
     /// server pretending to be the database would learn the password. SCRAM proves both sides.
     public var unverifiedPassword = false
+    /// Whether the database sessions start with `client_connection_check_interval` (PostgreSQL 14 and later
+    /// on Linux), so that the database ends a statement whose session the proxy closed. Off only for an
+    /// upstream that refuses the setting (PgBouncer, PostgreSQL 13): a statement then runs on until it ends.
+    public var connectionCheck = true
     /// Sessions one principal may hold at once through this proxy (an application pool counts each).
     public var maxSessionsPerPrincipal = 50
     /// Connections one client address may hold open at once, signed in or not.
@@ -179,6 +183,7 @@ extension PolicyLoader.Reader {
                                      database: upstream.database, user: upstream.user, password: upstream.password, upstreamTLS: upstream.tls,
                                      certificateFile: certificate, keyFile: key, plaintext: plaintext, audit: audit)
         settings.unverifiedPassword = upstream.unverifiedPassword
+        settings.connectionCheck = upstream.connectionCheck
         settings.upstreamRootCertificates = upstream.rootCertificates
         if let maxSessions { settings.maxSessionsPerPrincipal = maxSessions }
         if let maxConnections { settings.maxConnectionsPerAddress = maxConnections }
@@ -190,9 +195,10 @@ extension PolicyLoader.Reader {
         var host: String?, port = 5432, database: String?, user: String?, password: ProxySettings.PasswordSource?
         var tls: ProxySettings.UpstreamTLS?
         var unverifiedPassword = false
+        var connectionCheck = true
         var rootCertificates: (path: String, node: Node)?
         let fields = entries(node, what, allowed: ["host", "port", "database", "user", "password_env", "password_file", "sslmode",
-                                                   "sslrootcert", "unverified_password", "password"])
+                                                   "sslrootcert", "unverified_password", "connection_check", "password"])
         for (field, keyNode, value) in fields {
             switch field {
             case "host": host = string(value, "\(what).host")
@@ -219,6 +225,12 @@ extension PolicyLoader.Reader {
                 case "refuse": unverifiedPassword = false
                 default: error(value, "\(what).unverified_password must be `allow` or `refuse` (the default): whether the proxy's password may go as cleartext or md5 to a database whose certificate is not verified")
                 }
+            case "connection_check":
+                switch value.scalar?.string {
+                case "enabled": connectionCheck = true
+                case "disabled": connectionCheck = false
+                default: error(value, "\(what).connection_check must be `enabled` (the default) or `disabled`: whether database sessions start with client_connection_check_interval, so that a statement ends with its session (disable it only for an upstream that refuses the setting: PgBouncer, PostgreSQL 13)")
+                }
             default:
                 error(keyNode, "\(what): the database password is never written in the policy file; put it in an environment variable (password_env: NAME) or a file readable only by Gatehouse (password_file: PATH)")
             }
@@ -243,7 +255,7 @@ extension PolicyLoader.Reader {
         }
         guard let host, let database, let user, let password else { return nil }
         return ProxyUpstreamFields(host: host, port: port, database: database, user: user, password: password, tls: tls,
-                                   unverifiedPassword: unverifiedPassword, rootCertificates: rootCertificates?.path)
+                                   unverifiedPassword: unverifiedPassword, connectionCheck: connectionCheck, rootCertificates: rootCertificates?.path)
     }
 
     private mutating func hostPort(_ node: Node, _ what: String) -> (String, Int)? {
@@ -278,5 +290,6 @@ struct ProxyUpstreamFields {
     var password: ProxySettings.PasswordSource
     var tls: ProxySettings.UpstreamTLS?
     var unverifiedPassword: Bool
+    var connectionCheck: Bool
     var rootCertificates: String?
 }

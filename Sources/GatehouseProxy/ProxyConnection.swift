@@ -403,7 +403,7 @@ final class ProxyConnection: ChannelInboundHandler {
         // A session that may write judges a function call by what the function's body does.
         let readWrite = session.startedReadWrite
         let functions = readWrite ? shared.functions : nil
-        if service.proxy.fastAllow(identity, text: text, grants: grants, audit: audit, followsCalls: functions != nil) {
+        if service.proxy.fastAllow(identity, text: text, grants: grants, audit: audit, followsCalls: functions != nil, readOnlySession: !readWrite) {
             decided(nil, started: started)
             if held { resume() }
             return

@@ -242,10 +242,12 @@ struct ProxySession {
     /// a running statement would not notice: it could go on writing, and commit, long after (a cancel can be
     /// caught by PL/pgSQL; a closed client cannot). With `client_connection_check_interval` (PostgreSQL 14
     /// and later) the database ends such a statement within a second, its transaction rolled back. Changing it
-    /// through the proxy is refused (an unsafe setting).
+    /// through the proxy is refused (an unsafe setting). An upstream that refuses it (PgBouncer, PostgreSQL 13)
+    /// is told `connection_check: disabled` in the policy.
     static func startupParameters(_ proxy: ProxySettings, grants: [Grant], client: [(String, String)]) -> [(String, String)] {
         var startup: [(String, String)] = [("user", proxy.user), ("database", proxy.database), ("client_encoding", "UTF8"),
-                                           ("standard_conforming_strings", "on"), ("client_connection_check_interval", "1000")]
+                                           ("standard_conforming_strings", "on")]
+        if proxy.connectionCheck { startup.append(("client_connection_check_interval", "1000")) }
         if readOnly(grants) { startup.append(("default_transaction_read_only", "on")) }
         if !client.contains(where: { $0.0.lowercased() == "application_name" }) { startup.append(("application_name", "gatehouse-proxy")) }
         return startup + client
@@ -282,7 +284,9 @@ struct ProxySession {
             case .wait:
                 return .drop
             case .failed(let why):
-                return databaseFailed("the proxy could not sign in to the database: \(why)")
+                let hint = why.contains("client_connection_check_interval")
+                    ? " (this upstream does not take client_connection_check_interval: PgBouncer and PostgreSQL 13 do not; set `connection_check: disabled` under the resource's proxy.upstream)" : ""
+                return databaseFailed("the proxy could not sign in to the database: \(why)\(hint)")
             case .authenticated:
                 phase = .ready(StatementFlow(nonce: nonce))
                 return .ready

@@ -66,6 +66,21 @@ public struct StatementFlow: Sendable {
     let nonce: String
     private var sequence = 0
     private var statements: [String: Prepared] = [:]
+    /// The names and texts `statements` holds, in bytes (kept as they change: `keep`, `forget`).
+    private var preparedBytes = 0
+
+    private mutating func keep(_ name: String, _ prepared: Prepared) {
+        forget(name)
+        statements[name] = prepared
+        preparedBytes += name.utf8.count + prepared.text.utf8.count
+    }
+
+    @discardableResult
+    private mutating func forget(_ name: String) -> Prepared? {
+        guard let gone = statements.removeValue(forKey: name) else { return nil }
+        preparedBytes -= name.utf8.count + gone.text.utf8.count
+        return gone
+    }
     private var discardingUntilSync = false
     private var awaiting: Awaiting?
     /// Refusals whose marker error has not come back yet, by sequence number.
@@ -197,9 +212,13 @@ public struct StatementFlow: Sendable {
             if query.utf8.count > Self.maximumStatementBytes {
                 return .forward(refuseExtended(Refusal(code: "54000", message: "the statement is \(query.utf8.count / 1024) KiB; Gatehouse checks statements of at most \(Self.maximumStatementBytes / 1024) KiB, so it is not prepared")))
             }
-            let kept = statements.values.reduce(query.utf8.count) { $0 + $1.text.utf8.count } - (name.isEmpty ? statements[""]?.text.utf8.count ?? 0 : 0)
+            let replaced = name.isEmpty ? statements[""] : nil
+            if replaced == nil, statements.count >= Self.maximumPrepared {
+                return .forward(refuseExtended(Refusal(code: "54000", message: "this session holds \(Self.maximumPrepared) prepared statements, the most Gatehouse keeps; close some (the protocol's Close message) before preparing more")))
+            }
+            let kept = preparedBytes + name.utf8.count + query.utf8.count - (replaced.map { $0.text.utf8.count } ?? 0)
             if kept > Self.maximumPreparedBytes {
-                return .forward(refuseExtended(Refusal(code: "54000", message: "this session's prepared statements would hold more than \(Self.maximumPreparedBytes >> 20) MiB of text; close (or DEALLOCATE) some before preparing more")))
+                return .forward(refuseExtended(Refusal(code: "54000", message: "this session's prepared statements would hold more than \(Self.maximumPreparedBytes >> 20) MiB of names and text; close some (the protocol's Close message) before preparing more")))
             }
             let upstreamName = freshName()
             var rewritten = Wire.parse(statement: upstreamName, query: query)
@@ -214,8 +233,8 @@ public struct StatementFlow: Sendable {
                 // The unnamed statement is replaced: close the old one on the database.
                 out.writeImmutableBuffer(closeStatement(old.upstreamName, own: true))
             }
-            statements[name] = Prepared(upstreamName: upstreamName, text: query,
-                                        readWhileBusy: cycles[cycles.count - 1].busy && Self.readsDependOnSettings(query))
+            keep(name, Prepared(upstreamName: upstreamName, text: query,
+                                readWhileBusy: cycles[cycles.count - 1].busy && Self.readsDependOnSettings(query)))
             // Every Parse is answered by ParseComplete or an error; until then the name is provisional.
             cycles[cycles.count - 1].parses.append((name, upstreamName))
             cycles[cycles.count - 1].extended = true
@@ -245,7 +264,7 @@ public struct StatementFlow: Sendable {
                 return .forward(frame.bytes)
             }
             // Closing an unknown statement is not an error; a name never issued closes nothing.
-            let upstreamName = statements.removeValue(forKey: name)?.upstreamName ?? "gatehouse_\(nonce)_none"
+            let upstreamName = forget(name)?.upstreamName ?? "gatehouse_\(nonce)_none"
             return .forward(closeStatement(upstreamName, own: false))
         case .execute:
             if discardingUntilSync { return .drop }
@@ -389,7 +408,7 @@ public struct StatementFlow: Sendable {
     /// Parses that never happened on the database: their names are free again.
     private mutating func forget(_ parses: [(client: String, upstream: String)]) {
         for parse in parses where statements[parse.client]?.upstreamName == parse.upstream {
-            statements[parse.client] = nil
+            forget(parse.client)
         }
     }
 
@@ -438,9 +457,10 @@ public struct StatementFlow: Sendable {
 
     /// The longest statement text checked (as the API's action texts).
     static let maximumStatementBytes = 256 * 1024
-    /// All the prepared statements' texts one session keeps (pgjdbc's cache, by default, keeps 256 statements
-    /// and 5 MiB).
+    /// All the prepared statements' names and texts one session keeps, and how many (pgjdbc's cache, by default,
+    /// keeps 256 statements and 5 MiB).
     static let maximumPreparedBytes = 16 << 20
+    static let maximumPrepared = 10_000
 
     private mutating func refuseSimple(_ refusal: Refusal) -> ByteBuffer {
         let seq = remember(refusal)

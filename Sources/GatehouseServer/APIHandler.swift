@@ -287,7 +287,7 @@ struct APIHandler: APIProtocol {
         var result = Components.Schemas.CheckResult(decision: .deny, principal: subject, resource: resource,
                                                     classification: Self.schema(classification, action: action))
         switch decision {
-        case .allowByRole(let grant), .allowOnce(let grant), .wouldAllowOnce(let grant):
+        case .allowByRole(let grant), .allowOnce(let grant):
             result.decision = .allow
             result.role = grant.role
             result.grantId = grant.id
@@ -295,9 +295,6 @@ struct APIHandler: APIProtocol {
             if case .allowOnce = decision {
                 result.usedGrant = true
                 result.reason = "one-shot grant \(grant.id) for exactly this \(action.kind.rawValue) is now used up"
-            } else if case .wouldAllowOnce = decision {
-                result.usedGrant = false
-                result.reason = "one-shot grant \(grant.id) for exactly this \(action.kind.rawValue) allows it once; a check for someone else leaves it unused"
             } else {
                 result.reason = "grant \(grant.id) (\(grant.role)) allows \(classification.risk.rawValue) actions until \(grant.expiresAt.rfc3339)"
             }

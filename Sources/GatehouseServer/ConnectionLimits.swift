@@ -99,16 +99,20 @@ final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        pending?.cancel()
-        pending = nil
+        release()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        release()
+        context.fireChannelInactive()
+    }
+
+    /// The connection counts no more (once, whichever comes first: its end or this handler's removal).
+    private func release() {
         pending?.cancel()
         pending = nil
         if let address { counts.release(address) }
         address = nil
-        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -172,6 +172,9 @@ public struct WebhookDispatcher: Service {
     static func hungUp(_ error: any Error) -> Bool {
         if let error = error as? HTTPClientError { return error == .remoteConnectionClosed }
         if let error = error as? IOError { return [ECONNRESET, EPIPE].contains(error.errnoCode) }
+        // The request written (or its answer read) just as the endpoint closed: which of these the client says
+        // depends on the moment the close is seen.
+        if let error = error as? ChannelError { return error == .ioOnClosedChannel || error == .eof || error == .outputClosed }
         return false
     }
 

@@ -44,6 +44,16 @@ struct UpstreamLoopbackTests {
         #expect(proxy.weakPasswordAllowed == allowed)
     }
 
+    @Test("connection_check: enabled by default, disabled for an upstream that refuses the setting, nothing else")
+    func connectionCheck() throws {
+        #expect(try Self.proxy(host: "127.0.0.1").connectionCheck)
+        #expect(try Self.proxy(host: "127.0.0.1", ", connection_check: enabled").connectionCheck)
+        #expect(try Self.proxy(host: "127.0.0.1", ", connection_check: disabled").connectionCheck == false)
+        let wrong = PolicyLoader.load(yaml: Self.yaml(host: "127.0.0.1", ", connection_check: off"))
+        #expect(wrong.policy == nil)
+        #expect(wrong.problems.contains { $0.message.contains("connection_check must be `enabled` (the default) or `disabled`") }, "\(wrong.problems)")
+    }
+
     @Test("loopback: prefer", arguments: ["127.0.0.1", "127.1.2.3", "localhost", "LOCALHOST", "::1"])
     func loopback(_ host: String) throws {
         #expect(try Self.upstreamTLS(host: host) == .prefer)

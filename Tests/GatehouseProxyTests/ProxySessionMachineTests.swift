@@ -79,6 +79,10 @@ struct ProxySessionMachineTests {
         #expect(readPairs["client_encoding"] == "UTF8")
         #expect(readPairs["standard_conforming_strings"] == "on")
         #expect(readPairs["application_name"] == "gatehouse-proxy")
+        #expect(readPairs["client_connection_check_interval"] == "1000", "the database ends a statement whose connection the proxy closed")
+        var unchecked = Self.proxy
+        unchecked.connectionCheck = false
+        #expect(ProxySession.startupParameters(unchecked, grants: [Self.grant(.read)], client: []).contains { $0.0 == "client_connection_check_interval" } == false)
 
         var writer = try Self.authorizing()
         #expect(try Self.startupPairs(writer.signInDecided(.success((Self.identity, [Self.grant(.read), Self.grant(.write)]))))["default_transaction_read_only"] == nil)

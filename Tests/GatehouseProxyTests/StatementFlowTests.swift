@@ -209,10 +209,30 @@ import Testing
         #expect(prepared == (16 << 20) / piece.utf8.count, "\(prepared) texts of 250 KiB were kept")
         #expect(flow.preparedCount == prepared)
         _ = flow.receive(try frame(B.sync))
+        // Names count too.
+        let named = try #require(forwarded(flow.receive(try frame(B.parse(String(repeating: "n", count: 300 * 1024), "SELECT 1")))))
+        _ = try parseMarker(named, nonce: "big")
+        _ = flow.receive(try frame(B.sync))
         // Closing one makes room for another.
         _ = flow.receive(try frame(B.close("S", "s0")))
         let again = try #require(forwarded(flow.receive(try frame(B.parse("again", piece)))))
         #expect(try messages(again).first.map { if case .parse(let name, _) = $0 { name.hasPrefix("gatehouse_big_") } else { false } } == true)
+    }
+
+    @Test func preparedStatementsAreCounted() throws {
+        var flow = Self.signedIn("many")
+        for n in 0..<10_000 {
+            _ = try #require(forwarded(flow.receive(try frame(B.parse("s\(n)", "")))))
+        }
+        #expect(flow.preparedCount == 10_000)
+        let over = try #require(forwarded(flow.receive(try frame(B.parse("one-more", "")))))
+        _ = try parseMarker(over, nonce: "many")
+        #expect(flow.preparedCount == 10_000)
+        _ = flow.receive(try frame(B.sync))
+        _ = flow.receive(try frame(B.close("S", "s0")))
+        let room = try #require(forwarded(flow.receive(try frame(B.parse("one-more", "")))))
+        #expect(try messages(room).contains { if case .parse(let name, _) = $0 { name.hasPrefix("gatehouse_many_") } else { false } })
+        #expect(flow.preparedCount == 10_000)
     }
 
     @Test func bindOfTheUnnamedStatementIsCheckedToo() throws {

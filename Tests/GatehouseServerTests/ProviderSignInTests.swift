@@ -163,7 +163,7 @@ struct ProviderSignInTests {
         }
     }
 
-    @Test("`gatehouse login --no-browser` finishes through its loopback listener while another local process trickles a request into it a byte at a time")
+    @Test("`gatehouse login --no-browser` finishes through its loopback listener while other local processes hold connections to it, silent or trickling a byte at a time")
     func loopbackLoginWithTrickler() async throws {
         try await Self.withSignIn { server, provider in
             try await provider.person("erin", groups: ["oncall"])
@@ -181,7 +181,10 @@ struct ProviderSignInTests {
             #expect(shown, "gatehouse login showed no address: \(running.output)")
             let redirect = try #require(URLComponents(string: address)?.queryItems?.first { $0.name == "redirect_uri" }?.value)
             let port = try #require(URLComponents(string: redirect)?.port)
-            // Another local process connects first and sends a byte every 2 s, for up to 80 s.
+            // Another local process connects first and sends nothing at all, then one that sends a byte every 2 s,
+            // for up to 80 s.
+            let silent = try #require(TestPorts.connected(port))
+            defer { close(silent) }
             let trickler = Task.detached { () -> Int in
                 guard let fd = TestPorts.connected(port) else { return -1 }
                 defer { close(fd) }
@@ -197,7 +200,7 @@ struct ProviderSignInTests {
             let visit = try await provider.browse(address, as: "erin", stopAt: redirect)
             let back = try #require(visit.stoppedAt)
             // The provider's redirect reaches the listener (as the person's browser would follow it), answered while
-            // the trickler still has most of its 80 s to go: its request head was cut off after 5 s.
+            // the trickler still has most of its 80 s to go: each request head was cut off after 5 s.
             let (reply, _) = try await TestPorts.exchange(port: port, Array("GET \(back.dropFirst(redirect.count - "/callback".count)) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8), timeout: 30)
             #expect(String(decoding: reply, as: UTF8.self).hasPrefix("HTTP/1.1 200"), "\(String(decoding: reply, as: UTF8.self))")
             let result = await Command.finish(running)
