@@ -69,7 +69,7 @@ struct APIHandler: APIProtocol {
 
     func startLogin(_ input: Operations.StartLogin.Input) async throws -> Operations.StartLogin.Output {
         guard case .json(let body) = input.body else { throw GatehouseError.invalid("redirect_uri", "missing_body", "send {\"redirect_uri\": \"http://127.0.0.1:PORT/callback\"}") }
-        let (url, started) = try await provider.start(purpose: .cli, loopbackRedirect: body.redirectUri)
+        let (url, started) = try await provider.start(purpose: .cli, loopbackRedirect: body.redirectUri, sourceIP: RequestInfo.current.remoteAddress)
         return .created(.init(body: .json(.init(authorizationUrl: url, state: started.state, loginSecret: started.clientSecret ?? "",
                                                 expiresAt: started.expiresAt))))
     }
@@ -83,7 +83,7 @@ struct APIHandler: APIProtocol {
     }
 
     func startDeviceLogin(_ input: Operations.StartDeviceLogin.Input) async throws -> Operations.StartDeviceLogin.Output {
-        let (device, secret, expiresAt) = try await provider.startDevice()
+        let (device, secret, expiresAt) = try await provider.startDevice(sourceIP: RequestInfo.current.remoteAddress)
         return .created(.init(body: .json(.init(userCode: device.userCode, verificationUri: device.verificationURI,
                                                 verificationUriComplete: device.verificationURIComplete, deviceSecret: secret,
                                                 interval: device.interval, expiresAt: expiresAt))))

@@ -39,9 +39,13 @@ final class ProviderLink: Sendable {
         return client
     }
 
+    /// Sign-ins each client address may start (`SignInStarts`).
+    let starts = SignInStarts()
+
     /// The provider URL to send the person to, and what the sign-in needs later.
-    func start(purpose: PendingSignIn.Purpose, loopbackRedirect: String? = nil) async throws -> (url: String, started: SignIns.Started) {
+    func start(purpose: PendingSignIn.Purpose, loopbackRedirect: String? = nil, sourceIP: String?) async throws -> (url: String, started: SignIns.Started) {
         let client = try client()
+        try starts.admit(sourceIP, now: service.clock.now())
         let started = try await service.signIns.begin(purpose: purpose, loopbackRedirect: loopbackRedirect)
         do {
             let url = try await client.authorizationURL(state: started.state, nonce: started.nonce, codeChallenge: started.codeChallenge,
@@ -73,11 +77,12 @@ final class ProviderLink: Sendable {
     }
 
     /// Starts a device sign-in (RFC 8628) at the provider, for a terminal without a browser.
-    func startDevice() async throws -> (OIDCClient.DeviceAuthorization, secret: String, expiresAt: Date) {
+    func startDevice(sourceIP: String?) async throws -> (OIDCClient.DeviceAuthorization, secret: String, expiresAt: Date) {
         let client = try client()
         guard client.settings.deviceFlow else {
             throw GatehouseError(.forbidden, "device_flow_disabled", "sign-in with a device code is switched off (`identity.oidc.device_flow: enabled` turns it on); run `gatehouse login` on a machine with a browser")
         }
+        try starts.admit(sourceIP, now: service.clock.now())
         do {
             let device = try await client.startDevice()
             let (secret, expiresAt) = try await service.signIns.beginDevice(deviceCode: device.deviceCode, expiresIn: device.expiresIn)
@@ -119,5 +124,34 @@ final class ProviderLink: Sendable {
         case .providerUnavailable(let message): GatehouseError(.unavailable, ErrorCode.providerUnavailable, message)
         case .refused(let refusal): GatehouseError(.unauthorized, ErrorCode.signInRefused, "sign-in refused (\(refusal.code)): \(refusal.message)")
         }
+    }
+}
+
+/// Sign-ins one client address may start. Starting needs no credentials and each start is kept for 10
+/// minutes, so no one address may fill the sign-ins under way (`SignIns.pendingCap`, where the oldest give
+/// way) by itself: 120 a minute, 240 at once, which holds at most about 1,400 under way per address. Behind a
+/// reverse proxy every start comes from the proxy's address; the limit is then everyone's, and still a sign-in
+/// every half second. Kept in memory, per instance.
+final class SignInStarts: Sendable {
+    static let rate = RateLimit(count: 120, period: TimeSpan(seconds: 60), burst: 240)
+    /// GCRA state by address; an address whose state is in the past is as good as unseen, so those are dropped
+    /// once many are kept.
+    private let tats = Mutex<[String: Int64]>([:])
+
+    func admit(_ address: String?, now: Date) throws {
+        let key = address ?? "unknown"
+        let milliseconds = now.unixMilliseconds
+        let outcome = tats.withLock { tats -> GCRA.Outcome in
+            if tats.count > 10_000 { tats = tats.filter { $0.value > milliseconds } }
+            let outcome = GCRA.attempt(tat: tats[key], now: milliseconds, limit: Self.rate)
+            if outcome.allowed { tats[key] = outcome.tat }
+            return outcome
+        }
+        guard !outcome.allowed else { return }
+        let message = "too many sign-ins were started from \(key.prefix(64)) (at most \(Self.rate.count) a minute); try again shortly"
+        var error = GatehouseError(.tooManyRequests, ErrorCode.tooManyRequests, message)
+        error.refusal = LimitRefusal(policy: "per-source-ip", message: message, retryAfterSeconds: (outcome.retryAfterMilliseconds + 999) / 1000,
+                                     quota: Self.rate.count, windowSeconds: Self.rate.period.seconds)
+        throw error
     }
 }

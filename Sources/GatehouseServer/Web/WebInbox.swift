@@ -42,7 +42,7 @@ struct WebInbox {
         }
         router.get("/sign-in") { request, _ in try await self.guarded(request) { try await self.signInPage(request) } }
         router.post("/sign-in") { request, context in try await self.guarded(request) { try await self.signIn(request, context) } }
-        router.get("/auth/sign-in") { request, _ in try await self.guarded(request) { try await self.startProviderSignIn(request) } }
+        router.get("/auth/sign-in") { request, context in try await self.guarded(request) { try await self.startProviderSignIn(request, context) } }
         router.get("/auth/callback") { request, context in try await self.guarded(request) { try await self.providerCallback(request, context) } }
         router.post("/sign-out") { request, _ in
             try await self.guarded(request) {
@@ -168,8 +168,8 @@ struct WebInbox {
 
     /// Sends the browser to the provider; the state also goes into a cookie, so the callback is
     /// accepted only in the browser that started (no signing someone into another person's account).
-    func startProviderSignIn(_ request: Request) async throws -> Response {
-        let (url, started) = try await provider.start(purpose: .web)
+    func startProviderSignIn(_ request: Request, _ context: GatehouseRequestContext) async throws -> Response {
+        let (url, started) = try await provider.start(purpose: .web, sourceIP: context.remoteAddress?.ipAddress)
         var headers = Self.securityHeaders()
         headers[.location] = url
         headers[.cacheControl] = "no-store"
