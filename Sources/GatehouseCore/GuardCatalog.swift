@@ -40,7 +40,7 @@ public enum GuardCatalog {
         Category("role_change", .dangerous, "creates, alters or drops roles, or changes the session's role"),
         Category("privilege_change", .dangerous, "GRANT, REVOKE or default privileges"),
         Category("read_credentials", .dangerous, "reads a catalog holding password hashes or credentials"),
-        Category("catalog_write", .dangerous, "changes a system catalog's rows directly (UPDATE pg_catalog.pg_trigger, pg_proc, ...): triggers, function bodies and security switched without their statements"),
+        Category("catalog_write", .dangerous, "changes a system catalog's rows directly (UPDATE pg_catalog.pg_trigger, pg_proc, ..., or a view that writes through to one): triggers, function bodies and security switched without their statements"),
         Category("copy_program", .dangerous, "COPY ... TO/FROM PROGRAM runs a command on the database server"),
         Category("copy_file", .dangerous, "COPY ... TO/FROM a file on the database server"),
         Category("prepared_transaction", .dangerous, "PREPARE TRANSACTION, COMMIT PREPARED or ROLLBACK PREPARED: transactions that outlive the session, other sessions' included"),

@@ -259,6 +259,12 @@ private struct SQLWalk {
             bindFunction(fields["func"]?["objname"], in: "CREATE CAST", location: location)
         case .createForeignTable:
             judgeForeignTableOptions(fields["options"]?.elements ?? [], location: location)
+        case .viewStmt:
+            // An INSERT, UPDATE or DELETE on such a view is one on the catalog (`UPDATE v SET tgenabled = 'D'`).
+            if let name = SQLNodeRule.updatableCatalogView(fields["query"]) {
+                fire("catalog_write", at: fields["view"]?["location"]?.intValue ?? location,
+                     "CREATE VIEW over the system catalog \(name): writing the view writes the catalog")
+            }
         case .createPolicy, .alterPolicy:
             // A permissive policy (or any policy altered) whose USING or WITH CHECK holds for every row lets every
             // row through for the roles it names: row-level security is off for them, as DISABLE ROW LEVEL

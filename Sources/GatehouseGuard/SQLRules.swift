@@ -134,6 +134,17 @@ enum SQLNodeRule: Sendable {
         return schema == "pg_catalog"
     }
 
+    /// The system catalog a view's query reads when PostgreSQL can write through the view (its one FROM item a
+    /// catalog table; no DISTINCT, GROUP BY, HAVING, LIMIT, OFFSET, WITH or set operation): nil otherwise.
+    static func updatableCatalogView(_ query: ParseTree?) -> String? {
+        guard let (type, select) = query?.tagged, type == "SelectStmt", let from = select["fromClause"]?.elements, from.count == 1,
+              let (itemType, item) = from[0].tagged, itemType == "RangeVar", let name = item["relname"]?.stringValue,
+              isSystemCatalog(name, schema: item["schemaname"]?.stringValue) else { return nil }
+        let blocking: [StaticString] = ["distinctClause", "groupClause", "havingClause", "limitCount", "limitOffset", "withClause", "larg"]
+        for clause in blocking where select[clause] != nil { return nil }
+        return name
+    }
+
     /// Statements that change the rows of their target table (`relation`): INSERT, UPDATE, DELETE, MERGE, COPY FROM.
     static func changesRows(_ type: String, _ fields: ParseTree) -> Bool {
         switch type {
@@ -205,7 +216,7 @@ struct SQLNodeType: Sendable, Equatable {
     enum Special: UInt8, Sendable {
         case none, callStmt, trigger, createCast, define, columnRef, indirection, renameStmt, selectStmt
         case createStmt, createTableAs, indexStmt, alterTableStmt, vacuum, cluster, reindex, refreshMatView, lock, alterObjectSchema, commonTableExpr
-        case alterTableMoveAll, createForeignTable, createPolicy, alterPolicy, alterEventTrigger
+        case alterTableMoveAll, createForeignTable, createPolicy, alterPolicy, alterEventTrigger, viewStmt
     }
 
     /// Position in `SQLNodeTypes.shared`; -1 for a type the walk does not know.
@@ -228,7 +239,7 @@ struct SQLNodeType: Sendable, Equatable {
         "RefreshMatViewStmt": .refreshMatView, "LockStmt": .lock, "AlterObjectSchemaStmt": .alterObjectSchema,
         "CommonTableExpr": .commonTableExpr, "AlterTableMoveAllStmt": .alterTableMoveAll,
         "CreateForeignTableStmt": .createForeignTable, "CreatePolicyStmt": .createPolicy, "AlterPolicyStmt": .alterPolicy,
-        "AlterEventTrigStmt": .alterEventTrigger,
+        "AlterEventTrigStmt": .alterEventTrigger, "ViewStmt": .viewStmt,
     ]
 }
 
