@@ -98,7 +98,9 @@ enum SQLNodeRule: Sendable {
                             "database_to_xml", "schema_to_xml_and_xmlschema", "database_to_xml_and_xmlschema",
                             // these run a query given as text: ts_stat's first argument, ts_rewrite's second,
                             // tablefunc's crosstab and connectby
-                            "ts_stat", "ts_rewrite", "crosstab", "crosstab2", "crosstab3", "crosstab4", "connectby"],
+                            "ts_stat", "ts_rewrite", "crosstab", "crosstab2", "crosstab3", "crosstab4", "connectby",
+                            // pg_cron: a statement given as text, run later (and again) as the job's owner
+                            "schedule", "schedule_in_database", "alter_job"],
             "write_data": ["setval", "nextval", "pg_notify",
                            // writes no read-only transaction stops: large objects made, catalog rows added, statistics wiped
                            "lo_create", "lo_creat", "lo_from_bytea", "pg_import_system_collations",
@@ -185,6 +187,8 @@ enum SQLNodeRule: Sendable {
         "log_statement", "log_min_messages", "log_min_error_statement", "log_min_duration_statement",
         "log_min_duration_sample", "log_statement_sample_rate", "log_transaction_sample_rate", "log_duration",
         "log_parameter_max_length", "log_parameter_max_length_on_error",
+        // What the server shows of the session to monitoring (pg_stat_activity): turned off, the session's statements are hidden.
+        "track_activities",
         // Sessions that hold only read grants run read-only on the database (the guard proxy).
         "default_transaction_read_only", "transaction_read_only",
         // The guard proxy's sessions have the database end a statement whose session the proxy closed.
