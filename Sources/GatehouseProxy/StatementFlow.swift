@@ -1,3 +1,4 @@
+import GatehouseCore
 import NIOCore
 
 /// Why a statement does not go to the database: the SQLSTATE and words the client sees.
@@ -455,8 +456,8 @@ public struct StatementFlow: Sendable {
         return sequence
     }
 
-    /// The longest statement text checked (as the API's action texts).
-    static let maximumStatementBytes = 256 * 1024
+    /// The longest statement text checked: the API's action texts' limit.
+    static let maximumStatementBytes = Action.maximumBytes
     /// All the prepared statements' names and texts one session keeps, and how many (pgjdbc's cache, by default,
     /// keeps 256 statements and 5 MiB).
     static let maximumPreparedBytes = 16 << 20

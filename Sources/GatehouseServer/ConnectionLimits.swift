@@ -68,6 +68,8 @@ final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHandler {
     /// Over its address's limit: closed, and nothing it sends is read.
     private var refused = false
     private var pending: Scheduled<Void>?
+    /// When the head of the request being read arrived; nil between requests.
+    private var openSince: NIODeadline?
     /// The request being read ran out of time: the rest of the connection's bytes are dropped.
     private var expired = false
 
@@ -119,19 +121,28 @@ final class ConnectionLimiter: ChannelInboundHandler, RemovableChannelHandler {
         guard !refused, !expired else { return }
         switch unwrapInboundIn(data) {
         case .head:
-            pending?.cancel()
-            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            pending = context.eventLoop.scheduleTask(in: deadline) {
-                let (handler, context) = loopBound.value
-                handler.expire(context: context)
-            }
+            openSince = .now()
         case .end:
+            openSince = nil
             pending?.cancel()
             pending = nil
         case .body:
             break
         }
         context.fireChannelRead(data)
+    }
+
+    /// The deadline is armed only for a request still open when the bytes read so far are used up: one that came
+    /// whole in a read (nearly every one) costs no timer.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if let openSince, pending == nil, !expired, !refused {
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            pending = context.eventLoop.scheduleTask(deadline: openSince + deadline) {
+                let (handler, context) = loopBound.value
+                handler.expire(context: context)
+            }
+        }
+        context.fireChannelReadComplete()
     }
 
     private func expire(context: ChannelHandlerContext) {

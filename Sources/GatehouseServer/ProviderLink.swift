@@ -150,7 +150,7 @@ final class SignInStarts: Sendable {
         guard !outcome.allowed else { return }
         let message = "too many sign-ins were started from \(key.prefix(64)) (at most \(Self.rate.count) a minute); try again shortly"
         var error = GatehouseError(.tooManyRequests, ErrorCode.tooManyRequests, message)
-        error.refusal = LimitRefusal(policy: "per-source-ip", message: message, retryAfterSeconds: (outcome.retryAfterMilliseconds + 999) / 1000,
+        error.refusal = LimitRefusal(policy: "per-source-ip", message: message, retryAfterSeconds: LimitRefusal.seconds(outcome.retryAfterMilliseconds),
                                      quota: Self.rate.count, windowSeconds: Self.rate.period.seconds)
         throw error
     }

@@ -58,9 +58,8 @@ struct LabelledTrafficTests {
 
     @Test("a month of honest and abusive traffic with the default anti-spam policy")
     func month() async throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-traffic-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let folder = try TemporaryFolder.make("gatehouse-traffic")
+        defer { TemporaryFolder.remove(folder) }
         let policyPath = folder.appendingPathComponent("policy.yaml").path
         try TrafficMonth.policy.write(toFile: policyPath, atomically: true, encoding: .utf8)
         var logger = Logger(label: "gatehouse-traffic")

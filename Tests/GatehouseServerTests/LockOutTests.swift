@@ -29,9 +29,8 @@ struct LockOutTests {
 
     @Test("a restart whose GATEHOUSE_ADMIN_TOKEN was revoked, or is not the first start's value, says so in its log")
     func startSaysWhy() async throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-lockout-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let folder = try TemporaryFolder.make("gatehouse-lockout")
+        defer { TemporaryFolder.remove(folder) }
         let policyPath = folder.appendingPathComponent("policy.yaml").path
         try TestServer.policyYAML.write(toFile: policyPath, atomically: true, encoding: .utf8)
         let database = "sqlite:" + folder.appendingPathComponent("g.db").path

@@ -53,6 +53,18 @@ struct ProviderSignInTests {
         return (browser, done)
     }
 
+    /// A person's terminal for the CLI: a config folder of its own (the caller removes it), no token in the
+    /// environment, the test server's address.
+    static func terminal(_ server: TestServer) -> (config: String, environment: [String: String]) {
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-config-\(UUID().uuidString)").path
+        return (config, ["XDG_CONFIG_HOME": config, "GATEHOUSE_TOKEN": "", "GATEHOUSE_URL": server.baseURL])
+    }
+
+    /// How many of the sessions a `listSessions` answer lists are `principal`'s.
+    static func sessions(of principal: String, in list: TestServer.Reply) -> Int {
+        (list.json["sessions"] as? [[String: Any]] ?? []).filter { $0["principal"] as? String == principal }.count
+    }
+
     /// What `gatehouse login` does over the API: start, the person at the provider, finish.
     static func apiSignIn(_ server: TestServer, _ provider: TestProvider, as person: String) async throws -> TestServer.Reply {
         let port = try TestPorts.free()
@@ -132,9 +144,8 @@ struct ProviderSignInTests {
     func deviceSignIn() async throws {
         try await Self.withSignIn(oidcExtra: "    device_flow: enabled") { server, provider in
             try await provider.person("erin", groups: ["oncall"])
-            let config = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-config-\(UUID().uuidString)").path
+            let (config, environment) = Self.terminal(server)
             defer { try? FileManager.default.removeItem(atPath: config) }
-            let environment = ["XDG_CONFIG_HOME": config, "GATEHOUSE_TOKEN": "", "GATEHOUSE_URL": server.baseURL]
             let binary = try ServeProcess.binary().path
             let running = try Command.start(binary, ["login", "--device", "--timeout", "2m"], environment: environment)
             var code = "", uri = ""
@@ -167,11 +178,9 @@ struct ProviderSignInTests {
     func loopbackLoginWithTrickler() async throws {
         try await Self.withSignIn { server, provider in
             try await provider.person("erin", groups: ["oncall"])
-            let config = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-config-\(UUID().uuidString)").path
+            let (config, environment) = Self.terminal(server)
             defer { try? FileManager.default.removeItem(atPath: config) }
-            let environment = ["XDG_CONFIG_HOME": config, "GATEHOUSE_TOKEN": "", "GATEHOUSE_URL": server.baseURL]
-            let binary = try ServeProcess.binary().path
-            let running = try Command.start(binary, ["login", "--no-browser", "--timeout", "2m"], environment: environment)
+            let running = try Command.start(try ServeProcess.binary().path, ["login", "--no-browser", "--timeout", "2m"], environment: environment)
             var address = ""
             let shown = await waitUntil(timeout: .seconds(30)) {
                 guard let url = running.output.split(whereSeparator: \.isWhitespace).map(String.init).first(where: { $0.hasPrefix(provider.issuer) }) else { return false }
@@ -364,9 +373,7 @@ struct ProviderSignInTests {
             let sam = try #require(try await Self.apiSignIn(server, provider, as: "sam").string("token"))
             var (browser, _) = try await Self.webSignIn(server, provider, as: "erin")
             let saved = browser.cookies
-            func erinsSessions() async throws -> Int {
-                (try await server.listSessions(sam).json["sessions"] as? [[String: Any]] ?? []).filter { $0["principal"] as? String == "erin" }.count
-            }
+            func erinsSessions() async throws -> Int { Self.sessions(of: "erin", in: try await server.listSessions(sam)) }
             #expect(try await erinsSessions() == 1)
             let inbox = try await browser.get("/inbox")
             #expect(inbox.status == 200)
@@ -392,7 +399,7 @@ struct ProviderSignInTests {
             let sam = try #require(try await Self.apiSignIn(server, provider, as: "sam").string("token"))
             let list = try await server.listSessions(sam)
             #expect(list.status == 200)
-            #expect((list.json["sessions"] as? [[String: Any]] ?? []).filter { $0["principal"] as? String == "erin" }.count == 2)
+            #expect(Self.sessions(of: "erin", in: list) == 2)
             #expect(try await server.listSessions(erin).status == 403)
             let ended = try await server.revokeSessions(sam, "erin")
             #expect(ended.status == 200)

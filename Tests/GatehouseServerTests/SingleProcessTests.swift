@@ -40,9 +40,8 @@ struct SingleProcessTests {
     /// said it was ready: refused at start. Run as an unprivileged user (root may write any file).
     @Test("a database file the server's user may not write is refused at start, saying so")
     func readOnlyFileRefused() async throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-ro-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let folder = try TemporaryFolder.make("gatehouse-ro")
+        defer { TemporaryFolder.remove(folder) }
         let database = folder.appendingPathComponent("ro.db").path
         let store = try await GatehouseStore.openSQLite(path: database)
         await store.close()

@@ -325,9 +325,8 @@ struct WebhookDeliveryTests {
             close(hangUp)
             close(silent)
         }
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let folder = try TemporaryFolder.make("gatehouse-webhooks")
+        defer { TemporaryFolder.remove(folder) }
         let policyPath = folder.appendingPathComponent("policy.yaml").path
         try Self.policy(webhooks: ["hangup: {url: \"http://127.0.0.1:\(hangUpPort)/hook\", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 2s}",
                                    "silent: {url: \"http://127.0.0.1:\(silentPort)/hook\", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 1s}"])
@@ -365,9 +364,8 @@ struct WebhookDeliveryTests {
         defer { close(silent) }
         let receiver = try await WebhookReceiver.start()
         await receiver.receiverState.configure(failFirst: 1)
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let folder = try TemporaryFolder.make("gatehouse-webhooks")
+        defer { TemporaryFolder.remove(folder) }
         let policyPath = folder.appendingPathComponent("policy.yaml").path
         try Self.policy(webhooks: ["silent: {url: \"http://127.0.0.1:\(silentPort)/hook\", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 30s}",
                                    "receiver: {url: \"http://127.0.0.1:\(receiver.port)/hook\", secret_env: TEST_WEBHOOK_SECRET, events: [all], timeout: 5s}"])
@@ -399,9 +397,8 @@ struct WebhookDeliveryTests {
 
     @Test("`policy check` reports an invalid webhook URL with its line")
     func policyCheck() async throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-webhooks-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        let folder = try TemporaryFolder.make("gatehouse-webhooks")
+        defer { TemporaryFolder.remove(folder) }
         let path = folder.appendingPathComponent("policy.yaml").path
         let yaml = TestServer.policyYAML + "\nnotifications:\n  webhooks:\n    siem: {url: \"htps//siem.example.com\", secret_env: S}\n"
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
