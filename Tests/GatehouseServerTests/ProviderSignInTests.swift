@@ -105,6 +105,36 @@ struct ProviderSignInTests {
         }
     }
 
+    @Test("one address may start 240 sign-ins at once (more as time passes, two a second), then gets 429 with Retry-After (the page and the API); a sign-in it started before stays usable")
+    func signInStartsPerAddress() async throws {
+        try await Self.withSignIn { server, provider in
+            var browser = Browser(baseURL: server.baseURL)
+            // Started until one is refused: at least the 240 at once, and no more than two a second besides.
+            let began = Date()
+            var started = 0, last: Browser.Page?, refused: Browser.Page?
+            while refused == nil, started < 2_000 {
+                let start = try await browser.get("/auth/sign-in")
+                if start.status == 303 { started += 1; last = start } else { refused = start }
+            }
+            let allowed = 240 + Int(Date().timeIntervalSince(began) * 2) + 1
+            #expect(started >= 240 && started <= allowed, "\(started) started, at most \(allowed) allowed")
+            #expect(refused?.status == 429 && refused?.html.contains("too many sign-ins were started from 127.0.0.1") == true, "\(refused?.status ?? 0)")
+            var api: TestServer.Reply?
+            for _ in 0..<20 {
+                let reply = try await server.send(.POST, "/v1/auth/login", token: nil, json: ["redirect_uri": "http://127.0.0.1:53682/callback"])
+                if reply.status != 201 { api = reply; break }
+            }
+            #expect(api?.status == 429 && api?.string("code") == "too_many_requests", "\(api?.status ?? 0)")
+            #expect(api?.headers.first(name: "retry-after") == "1", "\(String(describing: api?.headers))")
+            // The last sign-in started before the limit still finishes in its browser.
+            try await provider.person("erin", groups: ["oncall"])
+            let visit = try await provider.browse(try #require(last?.location), as: "erin", stopAt: server.baseURL + "/auth/callback")
+            let callback = try #require(visit.stoppedAt, "the provider did not send the browser back: \(visit.body ?? "")")
+            let done = try await browser.get(String(callback.dropFirst(server.baseURL.count)))
+            #expect(done.status == 303 && done.location == "/inbox", "\(done.status) \(done.html.prefix(200))")
+        }
+    }
+
     @Test("the CLI's sign-in gives a session token that files a request; logout ends it; the login secret is needed to finish")
     func apiSignIn() async throws {
         try await Self.withSignIn { server, provider in
