@@ -61,6 +61,13 @@ struct PostgresOutageTests {
             // (2 s for a connection, then 4 × connect_timeout for a change that stopped getting answers).
             try await Task.sleep(for: .seconds(11))
             #expect(try await server.ready().status == 503)
+            // On a loaded machine the request under way when the database stopped can end in this phase's
+            // first seconds, and the next one (two seconds for a connection) after it: wait for one that began
+            // and ended while the database was down.
+            let answeredWhileDown = await waitUntil(timeout: .seconds(40), interval: .milliseconds(100)) {
+                seen.with { !($0.statuses["down"] ?? []).isEmpty }
+            }
+            #expect(answeredWhileDown, "no request began and ended while the database was down")
             // While the database starts an answer may be either; "back" starts once the script has seen it up.
             phase.with { $0 = .starting }
             _ = try await Self.script(["restart-start", pgFolder])
