@@ -62,7 +62,8 @@ public enum GatehouseHTTP {
         // Idle connections (including half-sent requests) are closed after 30 s; a request must arrive whole within
         // `limits.requestDeadline` of its head (a body trickled a byte at a time resets the idle timeout every time).
         return Application(router: router,
-                           server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionLimiter(counts: counts, deadline: limits.requestDeadline),
+                           server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionPersistenceInstaller(),
+                                                                                           ConnectionLimiter(counts: counts, deadline: limits.requestDeadline),
                                                                                            ParseErrorAnswer(), ContinueAnswer()],
                                                                idleTimeout: .seconds(30))),
                            configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse"),

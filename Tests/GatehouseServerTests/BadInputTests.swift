@@ -413,6 +413,33 @@ struct BadInputTests {
         }
     }
 
+    /// A client that does not keep the connection (HTTP/1.0 without keep-alive, `Connection: close` in any
+    /// spelling) is answered `Connection: close` and the connection closes after the answer: monitoring checks
+    /// that read to the end of the connection do not wait for the 30 s idle timeout.
+    @Test("HTTP/1.0 without keep-alive, and Connection naming close in any case, end the connection after the answer")
+    func connectionClose() async throws {
+        try await TestServer.with { server in
+            let port = try #require(URL(string: server.baseURL)?.port)
+            let cases = [("HTTP/1.0", "GET /healthz HTTP/1.0\r\n\r\n"),
+                         ("Connection: Close, TE", "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Close, TE\r\n\r\n"),
+                         ("HTTP/1.0 after a kept request", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.0\r\n\r\n")]
+            for (what, request) in cases {
+                // Well under the idle timeout: a close that came from it would be too late.
+                let (reply, closed) = try await TestPorts.exchange(port: port, Array(request.utf8), timeout: 20)
+                let answer = String(decoding: reply, as: UTF8.self)
+                #expect(closed, "\(what): the connection stays open")
+                let answers = answer.components(separatedBy: "HTTP/1.1 200").dropFirst()
+                #expect(answers.count == request.components(separatedBy: " HTTP/1.").count - 1, "\(what): \(answer)")
+                // Only the last answer says the connection ends.
+                #expect(answers.last?.lowercased().contains("connection: close") == true, "\(what): \(answer)")
+                #expect(answers.dropLast().allSatisfy { !$0.lowercased().contains("connection: close") }, "\(what): \(answer)")
+            }
+            // HTTP/1.0 asking to keep the connection keeps it: a second request on it is answered.
+            let (reply, _) = try await TestPorts.exchange(port: port, Array("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), timeout: 20)
+            #expect(String(decoding: reply, as: UTF8.self).components(separatedBy: "HTTP/1.1 200").count == 3)
+        }
+    }
+
     /// `Expect: 100-continue` (curl sends it before a large body) is answered with 100 at once, so the
     /// client sends its body without waiting out its timeout; the body is then read as any other.
     @Test("a client that expects 100-continue is told to go on before it sends its body")

@@ -1,0 +1,63 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
+
+/// Whether a connection stays open after a response follows HTTP/1.1 (RFC 9112, 9.3 and 9.6): after an
+/// HTTP/1.0 request without the `keep-alive` option, or a request whose Connection header names `close`
+/// (in any case, among other options), the server says `Connection: close` and closes. The HTTP layer above
+/// closes only for the exact header value `close` and never learns a request's version, so an HTTP/1.0 client
+/// that reads to the end of the connection (monitoring checks, load balancers' health checks) waited for the
+/// idle timeout. This handler sits below that layer, where the version is still known, and gives it the exact
+/// value it looks for.
+final class ConnectionPersistence: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Requests read and final responses begun on this connection.
+    private var requests = 0, responses = 0
+    /// The request after whose response the connection ends.
+    private var last: Int?
+
+    /// Whether the connection ends after the response to `head`.
+    static func endsConnection(_ head: HTTPRequestHead) -> Bool {
+        let options = head.headers[canonicalForm: "connection"].map { $0.lowercased() }
+        if options.contains("close") { return true }
+        return head.version == .http1_0 && !options.contains("keep-alive")
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(var head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
+        requests += 1
+        if last == nil, Self.endsConnection(head) {
+            last = requests
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+        }
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        // Interim answers (100 Continue) are not the request's response.
+        guard case .head(var head) = unwrapOutboundIn(data), head.status.code >= 200 else {
+            return context.write(data, promise: promise)
+        }
+        responses += 1
+        if responses == last { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(head)), promise: promise)
+    }
+}
+
+/// Puts `ConnectionPersistence` below the HTTP-types codec when a connection's pipeline is built (handlers the
+/// application adds go above it), then steps out.
+final class ConnectionPersistenceInstaller: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let pipeline = context.pipeline.syncOperations
+        if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
+            try? pipeline.addHandler(ConnectionPersistence(), position: .before(codec))
+        }
+        pipeline.removeHandler(context: context, promise: nil)
+    }
+}
