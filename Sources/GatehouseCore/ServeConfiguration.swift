@@ -16,6 +16,8 @@ public struct ServeConfiguration: Sendable, Equatable {
     public var logLevel = "info"
     public var logFormat = LogFormat.text
     public var proxy = false
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`TrustedProxies`).
+    public var trustedProxies = TrustedProxies.none
 
     public enum LogFormat: String, Sendable, CaseIterable {
         case text, json
@@ -25,8 +27,11 @@ public struct ServeConfiguration: Sendable, Equatable {
     public static let settings: [(key: String, variable: String)] = [
         ("policy", "GATEHOUSE_POLICY"), ("database", "GATEHOUSE_DATABASE"), ("host", "GATEHOUSE_HOST"), ("port", "GATEHOUSE_PORT"),
         ("sweep_every", "GATEHOUSE_SWEEP_EVERY"), ("log_level", "GATEHOUSE_LOG_LEVEL"), ("log_format", "GATEHOUSE_LOG_FORMAT"),
-        ("proxy", "GATEHOUSE_PROXY"), ("retention", "GATEHOUSE_RETENTION"),
+        ("proxy", "GATEHOUSE_PROXY"), ("retention", "GATEHOUSE_RETENTION"), ("trusted_proxies", "GATEHOUSE_TRUSTED_PROXIES"),
     ]
+
+    /// Settings that take several values: written comma-separated, or as a YAML list in the file.
+    static let listSettings: Set<String> = ["trusted_proxies"]
 
     /// The shortest and longest `retention`: a day (the anti-spam signals and notification budgets look back
     /// at most that far) and ten years.
@@ -96,6 +101,8 @@ public struct ServeConfiguration: Sendable, Equatable {
             case "false", "no", "off", "0": proxy = false
             default: throw problem("`\(value)` is not true or false")
             }
+        case "trusted_proxies":
+            do { trustedProxies = try TrustedProxies.parse(value) } catch { throw problem("\(error)") }
         default:
             throw problem("unknown setting `\(key)`")
         }
@@ -119,8 +126,10 @@ public struct ServeConfiguration: Sendable, Equatable {
                 let hint = PolicyLoader.closest(to: key, in: settings.map(\.key)).map { " (did you mean `\($0)`?)" } ?? ""
                 throw Problem(message: "\(path):\(line): unknown setting `\(key)`\(hint); the settings are \(settings.map(\.key).joined(separator: ", "))")
             }
-            guard let scalar = valueNode.scalar?.string else {
-                throw Problem(message: "\(path):\(line): `\(key)` must be a single value")
+            // A list setting may also be written as a YAML list of scalars.
+            let items = listSettings.contains(key) ? valueNode.sequence.flatMap { list in list.map { $0.scalar?.string } } : nil
+            guard let scalar = valueNode.scalar?.string ?? items.flatMap({ $0.contains(nil) ? nil : $0.compactMap { $0 }.joined(separator: ",") }) else {
+                throw Problem(message: "\(path):\(line): `\(key)` must be a single value" + (listSettings.contains(key) ? " or a list of them" : ""))
             }
             values[key] = (scalar, "\(path):\(line)")
         }

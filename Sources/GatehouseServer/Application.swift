@@ -26,8 +26,10 @@ public enum GatehouseHTTP {
         return bound != 0 && errno == EADDRINUSE
     }
 
-    public static func makeRouter(service: UseCases, metrics: GatehouseMetrics, logger: Logger) throws -> Router<GatehouseRequestContext> {
+    public static func makeRouter(service: UseCases, metrics: GatehouseMetrics, logger: Logger,
+                                  trustedProxies: TrustedProxies = .none) throws -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self, options: .autoGenerateHeadEndpoints)
+        router.add(middleware: ClientAddressMiddleware(trusted: trustedProxies))
         router.add(middleware: ObservabilityMiddleware(metrics: metrics, logger: logger))
         router.add(middleware: ProblemMiddleware(logger: logger))
         let routes = RouteTable()
@@ -55,10 +57,11 @@ public enum GatehouseHTTP {
     }
 
     public static func makeApplication(service: UseCases, metrics: GatehouseMetrics, host: String, port: Int, logger: Logger,
-                                       limits: HTTPLimits = HTTPLimits(), services: [any Service] = [],
+                                       limits: HTTPLimits = HTTPLimits(), trustedProxies: TrustedProxies = .none, services: [any Service] = [],
                                        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
-        let router = try makeRouter(service: service, metrics: metrics, logger: logger)
-        let counts = ConnectionCounts(limit: limits.connectionsPerAddress)
+        let router = try makeRouter(service: service, metrics: metrics, logger: logger, trustedProxies: trustedProxies)
+        // A trusted reverse proxy carries many clients' connections: the per-address cap is not its.
+        let counts = ConnectionCounts(limit: limits.connectionsPerAddress, unlimited: trustedProxies)
         // Idle connections (including half-sent requests) are closed after 30 s; a request must arrive whole within
         // `limits.requestDeadline` of its head (a body trickled a byte at a time resets the idle timeout every time).
         return Application(router: router,

@@ -1,4 +1,5 @@
 import Foundation
+import GatehouseCore
 import Hummingbird
 import HTTPTypes
 import NIOCore
@@ -25,12 +26,18 @@ public struct HTTPLimits: Sendable {
 final class ConnectionCounts: Sendable {
     private let counts = Mutex<[String: Int]>([:])
     let limit: Int
+    /// Addresses not limited nor counted (trusted reverse proxies).
+    let unlimited: TrustedProxies
 
-    init(limit: Int) { self.limit = limit }
+    init(limit: Int, unlimited: TrustedProxies = .none) {
+        self.limit = limit
+        self.unlimited = unlimited
+    }
 
     /// Counts a new connection from `address`; false (and not counted) when the address has its limit already.
     func admit(_ address: String) -> Bool {
-        counts.withLock { counts in
+        if unlimited.contains(address) { return true }
+        return counts.withLock { counts in
             let open = counts[address, default: 0]
             guard open < limit else { return false }
             counts[address] = open + 1
@@ -39,6 +46,7 @@ final class ConnectionCounts: Sendable {
     }
 
     func release(_ address: String) {
+        if unlimited.contains(address) { return }
         counts.withLock { counts in
             let open = counts[address, default: 1] - 1
             counts[address] = open > 0 ? open : nil

@@ -11,10 +11,14 @@ import OpenAPIRuntime
 public struct GatehouseRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public let remoteAddress: SocketAddress?
+    /// Who the client is: the peer's address, or what a trusted reverse proxy says in X-Forwarded-For
+    /// (`ClientAddressMiddleware`). Rate limits, sign-in limits and the audit's `source_ip` use this.
+    public var clientAddress: String?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
+        clientAddress = remoteAddress?.ipAddress
     }
 
     /// No Gatehouse request needs more than this; larger bodies get 413 before any parsing. Room for
@@ -42,6 +46,21 @@ public struct RequestInfo: Sendable {
         let token = authorization.utf8.dropFirst(7).drop { $0 == UInt8(ascii: " ") }
         let trimmed = token.reversed().drop { $0 == UInt8(ascii: " ") }.count
         return String(decoding: token.prefix(trimmed), as: UTF8.self)
+    }
+}
+
+/// Takes the client's address from `X-Forwarded-For` when the connection comes from a trusted reverse
+/// proxy (`serve --trusted-proxies`); from anyone else the header is ignored.
+struct ClientAddressMiddleware: RouterMiddleware {
+    typealias Context = GatehouseRequestContext
+    static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
+    let trusted: TrustedProxies
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard !trusted.isEmpty else { return try await next(request, context) }
+        var context = context
+        context.clientAddress = trusted.client(peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[values: Self.forwardedFor])
+        return try await next(request, context)
     }
 }
 
@@ -84,7 +103,7 @@ struct RequestInfoMiddleware: RouterMiddleware {
             }
         }
         var info = RequestInfo(authorization: request.headers[.authorization],
-                               remoteAddress: context.remoteAddress?.ipAddress)
+                               remoteAddress: context.clientAddress)
         if needsToken {
             info.caller = try await tokens.authenticate(bearer: info.bearerToken)
         }

@@ -116,7 +116,7 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: """
             Each setting comes from its flag, else its GATEHOUSE_* environment variable, else the configuration \
             file (--config or $GATEHOUSE_CONFIG: a YAML mapping of policy, database, host, port, sweep_every, \
-            retention, log_level, log_format, proxy), else its default. SIGTERM or SIGINT stops the server gracefully: it stops \
+            retention, log_level, log_format, proxy, trusted_proxies), else its default. SIGTERM or SIGINT stops the server gracefully: it stops \
             accepting connections and finishes the requests under way.
             """)
 
@@ -130,12 +130,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error ($GATEHOUSE_LOG_LEVEL; default info).") var logLevel: String?
     @Option(help: "Log lines as text or json, one object per line ($GATEHOUSE_LOG_FORMAT; default text).") var logFormat: String?
     @Flag(help: "Also run the PostgreSQL guard proxy for every resource with a `proxy:` section ($GATEHOUSE_PROXY=true).") var proxy = false
+    @Option(help: "Reverse proxies whose X-Forwarded-For names the client, as addresses or CIDR blocks separated by commas, e.g. 10.0.0.0/8,fd00::/8 ($GATEHOUSE_TRUSTED_PROXIES; default none: every connection is its own client).") var trustedProxies: String?
 
     /// The settings from the flags, the environment and the configuration file.
     func settings(environment env: [String: String]) throws -> ServeConfiguration {
         var flags: [String: String] = [:]
         for (key, value) in [("policy", policy), ("database", database), ("host", host), ("port", port), ("sweep_every", sweepEvery),
-                             ("log_level", logLevel), ("log_format", logFormat), ("retention", retention)] {
+                             ("log_level", logLevel), ("log_format", logFormat), ("retention", retention),
+                             ("trusted_proxies", trustedProxies)] {
             if let value { flags[key] = value }
         }
         if proxy { flags["proxy"] = "true" }
@@ -171,7 +173,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let runLogger = logger
         let app = try GatehouseHTTP.makeApplication(
-            service: service, metrics: metrics, host: host, port: port, logger: logger,
+            service: service, metrics: metrics, host: host, port: port, logger: logger, trustedProxies: settings.trustedProxies,
             services: [Sweeper(service: service, interval: .seconds(sweepInterval.seconds), retention: TimeInterval(retention.seconds), logger: logger),
                        WebhookDispatcher(service: service, logger: logger),
                        PolicyReloadOnHangup(service: service, logger: logger)] + (guardProxy.map { [$0] } ?? []),

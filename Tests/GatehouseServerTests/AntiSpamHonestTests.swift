@@ -109,4 +109,30 @@ struct AntiSpamHonestTests {
             #expect(statuses == [201, 201, 201, 429, 429], "\(statuses)")
         }
     }
+
+    /// Behind a trusted reverse proxy (`--trusted-proxies`), the per-address limit is each client's, read from
+    /// the end of X-Forwarded-For; what a client wrote before the proxy's entry changes nothing.
+    @Test("behind a trusted proxy, X-Forwarded-For's last address is the client: each has its own per-address limit")
+    func trustedForwardedFor() async throws {
+        let policy = AntiSpamTests.policy("""
+              limits: {per_principal: off, per_source_ip: {rate: 60/h, burst: 2}}
+              score: {thresholds: {throttle: 100, extra_approval: 100, quarantine: 100, block: 100}}
+            """)
+        try await TestServer.with(policy: policy, trustedProxies: try TrustedProxies.parse("127.0.0.1")) { server in
+            let alice = try await server.token(for: "alice")
+            var step = 0
+            func file(_ forwarded: String?) async throws -> Int {
+                step += 1
+                return try await server.send(.POST, "/v1/requests", token: alice,
+                                             json: ["resource": "prod-db", "role": "read", "duration": "\(10 + step)m", "reason": "INC-\(step) look at \(step)"],
+                                             headers: forwarded.map { [("X-Forwarded-For", $0)] } ?? []).status
+            }
+            // Two clients behind the proxy, each with its own burst of 2; a client's own spoofed entry comes first.
+            let first = [try await file("203.0.113.9"), try await file("198.51.100.1, 203.0.113.9"), try await file("203.0.113.9")]
+            let second = [try await file("192.0.2.55"), try await file("192.0.2.55")]
+            // The proxy's own requests (no header) are the proxy's address.
+            let proxy = [try await file(nil), try await file(nil), try await file(nil)]
+            #expect(first == [201, 201, 429] && second == [201, 201] && proxy == [201, 201, 429], "\(first) \(second) \(proxy)")
+        }
+    }
 }

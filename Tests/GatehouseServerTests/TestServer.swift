@@ -73,7 +73,8 @@ final class TestServer: Sendable {
     /// whose tokens carry real times); it can still be moved ahead.
     /// `outbox`: also run the webhook and Slack outbox, polling every 100 ms.
     static func start(policy: String = policyYAML, store kind: TestDatabase.Kind = TestDatabase.configuredKind,
-                      realTime: Bool = false, outbox: Bool = false, limits: HTTPLimits = HTTPLimits()) async throws -> TestServer {
+                      realTime: Bool = false, outbox: Bool = false, limits: HTTPLimits = HTTPLimits(),
+                      trustedProxies: TrustedProxies = .none) async throws -> TestServer {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let policyPath = folder.appendingPathComponent("policy.yaml").path
@@ -93,7 +94,8 @@ final class TestServer: Sendable {
             throw error
         }
         let (portStream, portContinuation) = AsyncStream<Int>.makeStream()
-        let app = try GatehouseHTTP.makeApplication(service: service, metrics: metrics, host: "127.0.0.1", port: 0, logger: logger, limits: limits) { channel in
+        let app = try GatehouseHTTP.makeApplication(service: service, metrics: metrics, host: "127.0.0.1", port: 0, logger: logger, limits: limits,
+                                                    trustedProxies: trustedProxies) { channel in
             portContinuation.yield(channel.localAddress?.port ?? 0)
             portContinuation.finish()
         }
@@ -129,9 +131,9 @@ final class TestServer: Sendable {
 
     /// Runs `body` against a fresh server and always stops it.
     static func with<T>(policy: String = policyYAML, store kind: TestDatabase.Kind = TestDatabase.configuredKind,
-                        realTime: Bool = false, outbox: Bool = false, limits: HTTPLimits = HTTPLimits(),
+                        realTime: Bool = false, outbox: Bool = false, limits: HTTPLimits = HTTPLimits(), trustedProxies: TrustedProxies = .none,
                         _ body: (TestServer) async throws -> T) async throws -> T {
-        let server = try await start(policy: policy, store: kind, realTime: realTime, outbox: outbox, limits: limits)
+        let server = try await start(policy: policy, store: kind, realTime: realTime, outbox: outbox, limits: limits, trustedProxies: trustedProxies)
         do {
             let result = try await body(server)
             await server.stop()

@@ -159,7 +159,7 @@ struct WebInbox {
         guard let expected = self.cookieValue(Self.signInCookie, request), let given = fields["csrf"], TokenSecret.constantTimeEqual(expected, given) else {
             throw GatehouseError(.forbidden, "csrf_failed", "the sign-in form had expired or came from another page; open the sign-in page again and retry")
         }
-        let (cookie, _, _) = try await service.webSessions.signIn(token: fields["token"] ?? "", sourceIP: context.remoteAddress?.ipAddress)
+        let (cookie, _, _) = try await service.webSessions.signIn(token: fields["token"] ?? "", sourceIP: context.clientAddress)
         var response = Self.redirect("/inbox")
         response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.sessionCookie, cookie, request: request, maxAge: Int(WebSessions.lifetime))))
         response.headers.append(HTTPField(name: .setCookie, value: self.cookie(Self.signInCookie, "", request: request, maxAge: 0)))
@@ -169,7 +169,7 @@ struct WebInbox {
     /// Sends the browser to the provider; the state also goes into a cookie, so the callback is
     /// accepted only in the browser that started (no signing someone into another person's account).
     func startProviderSignIn(_ request: Request, _ context: GatehouseRequestContext) async throws -> Response {
-        let (url, started) = try await provider.start(purpose: .web, sourceIP: context.remoteAddress?.ipAddress)
+        let (url, started) = try await provider.start(purpose: .web, sourceIP: context.clientAddress)
         var headers = Self.securityHeaders()
         headers[.location] = url
         headers[.cacheControl] = "no-store"
@@ -189,11 +189,11 @@ struct WebInbox {
             let detail = query["error_description"].map { ": " + String($0.prefix(200)) } ?? ""
             _ = try? await service.signIns.take(state: state, purpose: .web)
             await service.signIns.refuse(SignInRefusal("provider_error", "the provider answered \(error.prefix(64))\(detail)"), issuer: provider.settings?.issuer,
-                                         subject: nil, sourceIP: context.remoteAddress?.ipAddress)
+                                         subject: nil, sourceIP: context.clientAddress)
             throw GatehouseError(.unauthorized, ErrorCode.signInRefused, "the identity provider did not sign you in (\(error.prefix(64))\(detail)); try again from the sign-in page")
         }
         let established = try await provider.finish(state: state, code: query["code"].map(String.init) ?? "", purpose: .web,
-                                                    sourceIP: context.remoteAddress?.ipAddress)
+                                                    sourceIP: context.clientAddress)
         let (cookie, session) = try await service.signIns.openWebSession(established)
         var response = Self.redirect("/inbox")
         let maxAge = max(60, Int(session.expiresAt.timeIntervalSince(service.clock.now())))
