@@ -126,6 +126,11 @@ expect_exit 3 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- g
 expect_output "git_force_push"
 expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- echo ran-through-gatehouse
 expect_output "ran-through-gatehouse"
+# The program is started itself, not through env: env's options and assignments are no way around the check.
+expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- -S "touch $WORK/split-ran"
+expect_output "could not start -S"
+expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- GATEHOUSE_X=1 touch "$WORK/assignment-ran"
+[ ! -e "$WORK/split-ran" ] && [ ! -e "$WORK/assignment-ran" ] || fail "exec ran a command through env's options"
 
 # SIGHUP with a broken policy keeps the running one.
 cp bad.yaml policy.yaml

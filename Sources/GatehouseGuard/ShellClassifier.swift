@@ -100,6 +100,11 @@ private struct ShellWalk {
         }
         if words.first?.text == "for" || words.first?.text == "case" || words.first?.text == "function" { return }
         words = unwrap(words)
+        // `env -S 'cmd args'` (--split-string): env splits the string into the command and its first arguments.
+        if let split = envSplitString(words) {
+            classify(split.text, depth: depth + 1, position: split.position)
+            return
+        }
         guard let name = words.first else { return }
         if name.expands {
             fire("unresolved_command", at: name.position, "the command name `\(name.text)` is only known when the shell runs")
@@ -119,6 +124,38 @@ private struct ShellWalk {
                      at: name.position, depth: depth)
     }
 
+    /// The command line of `env -S STRING ARGS...` (also `-SSTRING`, `-iS STRING`, `--split-string[=]STRING`),
+    /// when `words` is such an env (possibly after other wrappers): the string, then the arguments after it.
+    private func envSplitString(_ words: [ShellWord]) -> ShellWord? {
+        var rest = words[...]
+        guard let first = rest.first, !first.expands, Self.basename(first.text) == "env" else { return nil }
+        rest.removeFirst()
+        while let option = rest.first, option.text.hasPrefix("-"), option.text != "-", option.text != "--" {
+            rest.removeFirst()
+            var string: ShellWord?
+            if option.text == "--split-string" || option.text == "--split" {
+                string = rest.popFirst()
+            } else if option.text.hasPrefix("--split-string=") || option.text.hasPrefix("--split=") {
+                string = ShellWord(text: String(option.text.drop { $0 != "=" }.dropFirst()), position: option.position, expands: option.expands)
+            } else if !option.text.hasPrefix("--") {
+                // A cluster of short options (`-iS`, `-uNAME`): a letter that takes a value takes the rest, or the next word.
+                for (offset, letter) in option.text.dropFirst().enumerated() where "SuC".contains(letter) {
+                    let attached = String(option.text.dropFirst(offset + 2))
+                    let value = attached.isEmpty ? rest.popFirst() : ShellWord(text: attached, position: option.position, expands: option.expands)
+                    if letter == "S" { string = value }
+                    break
+                }
+            } else if Self.wrappers["env"]?.contains(option.text) == true {
+                rest = rest.dropFirst()
+            }
+            if let string {
+                let text = ([string.text] + rest.map { Self.quote($0.text) }).joined(separator: " ")
+                return ShellWord(text: text, position: string.position, expands: string.expands || rest.contains { $0.expands })
+            }
+        }
+        return nil
+    }
+
     /// Drops `sudo`, `env`, `xargs`, `nohup`, `time` and similar wrappers with their own options.
     private func unwrap(_ words: [ShellWord]) -> [ShellWord] {
         var words = words
@@ -127,6 +164,8 @@ private struct ShellWalk {
             rounds += 1
             let program = Self.basename(first.text)
             guard let optionsWithValue = Self.wrappers[program] else { break }
+            // env -S is a command line of its own (`envSplitString`): left for the caller.
+            if program == "env", envSplitString(words) != nil { break }
             words.removeFirst()
             // Options of the wrapper, then for some wrappers a positional value (timeout's duration).
             while let option = words.first, option.text.hasPrefix("-"), option.text != "-" {

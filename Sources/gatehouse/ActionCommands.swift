@@ -200,9 +200,14 @@ struct ExecCommand: AsyncParsableCommand {
             try CheckCommand.report(result, options: options)
             return
         }
+        // The program is found here, as the shell would, and started itself: through `env` a first word
+        // like `-S` or `NAME=value` would be env's own option or assignment, and run a command never judged.
+        guard let executable = Self.executable(program, searchPath: ProcessInfo.processInfo.environment["PATH"]) else {
+            throw CLIError.failure("allowed, but could not start \(program): no such program (a path, or a name found in PATH)")
+        }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [program] + words.dropFirst()
+        process.executableURL = executable
+        process.arguments = Array(words.dropFirst())
         do {
             try process.run()
         } catch {
@@ -210,5 +215,23 @@ struct ExecCommand: AsyncParsableCommand {
         }
         process.waitUntilExit()
         if process.terminationStatus != 0 { throw CLIError.outcome(code: process.terminationStatus) }
+    }
+
+    /// The file `program` names: itself when it has a `/`, else the first executable of that name in
+    /// `searchPath`'s folders (an empty entry is the current folder, as for the shell).
+    static func executable(_ program: String, searchPath: String?) -> URL? {
+        let files = FileManager.default
+        func runnable(_ path: String) -> Bool {
+            var folder: ObjCBool = false
+            return files.fileExists(atPath: path, isDirectory: &folder) && !folder.boolValue && files.isExecutableFile(atPath: path)
+        }
+        if program.contains("/") { return runnable(program) ? URL(fileURLWithPath: program) : nil }
+        guard !program.isEmpty else { return nil }
+        let folders = (searchPath ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":", omittingEmptySubsequences: false)
+        for folder in folders {
+            let path = (folder.isEmpty ? "." : String(folder)) + "/" + program
+            if runnable(path) { return URL(fileURLWithPath: path) }
+        }
+        return nil
     }
 }
