@@ -70,7 +70,7 @@ extension RequestDesk {
                 try await session.setRateLimitTATs(Dictionary(consume.map { ($0.key, $0.tat) }, uniquingKeysWith: { _, last in last }))
             }
             let verdict = SpamScore.evaluate(SpamAttempt(principal: caller.principal, resource: candidate.resource, reason: candidate.reason, hasTicket: ticket,
-                                                         reachesApprovers: reachesApprovers),
+                                                         reachesApprovers: reachesApprovers, role: candidate.role),
                                              history: history, policy: policy.antiSpam, now: now)
             let judged = RequestLifecycle.applySpam(verdict, to: outcome, policy: policy)
             let view = try await tx.persist(judged)
@@ -238,7 +238,7 @@ struct AntiSpamTransaction {
         var history = history
         history.refusals.insert(RecordedRefusal(kind: kind, resource: request.resource, at: now), at: 0)
         let verdict = SpamScore.evaluate(SpamAttempt(principal: requester, resource: request.resource, reason: request.reason, hasTicket: ticket, refused: true,
-                                                     reachesApprovers: reachesApprovers),
+                                                     reachesApprovers: reachesApprovers, role: request.role),
                                          history: history, policy: spam, now: now)
         metrics.antiSpam("limited", reason: refusal.policy)
         var entries: [AuditEntry] = []

@@ -94,8 +94,12 @@ public struct SpamAttempt: Sendable {
     public var refused: Bool
     /// The request goes to approvers (its role needs at least one approval).
     public var reachesApprovers: Bool
+    /// The role asked for (nil: not known; then every earlier request for the resource may repeat it).
+    public var role: String?
 
-    public init(principal: String, resource: String, reason: String, hasTicket: Bool, refused: Bool = false, reachesApprovers: Bool = true) {
+    public init(principal: String, resource: String, reason: String, hasTicket: Bool, refused: Bool = false, reachesApprovers: Bool = true,
+                role: String? = nil) {
+        self.role = role
         self.principal = principal
         self.resource = resource
         self.reason = reason
@@ -199,9 +203,19 @@ public enum SpamScore {
         let trusted = history.earlierRequests >= windows.newPrincipalRequests
             && record.contains { $0.approvedByPerson && within($0.createdAt, windows.history) }
 
-        // burst: attempts (filed or refused) within the burst window, this one included.
-        let attempts = own.filter { within($0.createdAt, windows.burst) }.reduce(0) { $0 + weight($1) }
-            + Double(refusals.filter { within($0.at, windows.burst) }.count) + attemptWeight
+        // The same piece of work as this attempt: an informative reason citing the same tickets. On-call work
+        // reads several systems under one ticket at once; those reads, granted at once, trouble nobody and are
+        // one incident, not a sweep (hard limits still bound how many).
+        let ticketsCited = SpamScore.tickets(in: attempt.reason)
+        let citesWork = oneWork && !ticketsCited.isEmpty
+        func sameWork(_ request: PastRequest) -> Bool {
+            citesWork && SpamScore.tickets(in: request.reason) == ticketsCited && !ReasonText.isLowInformation(request.reason)
+        }
+
+        // burst: attempts (filed or refused) within the burst window, this one included; a request of the same
+        // work granted at once does not count.
+        let attempts = own.filter { within($0.createdAt, windows.burst) && !(sameWork($0) && !$0.reachedApprovers) }.reduce(0) { $0 + weight($1) }
+            + Double(refusals.filter { within($0.at, windows.burst) }.count) + (citesWork && !attempt.reachesApprovers ? 0 : attemptWeight)
         if attempts > Double(windows.burstCount) {
             let over = Int((attempts - Double(windows.burstCount)).rounded(.up))
             add(.burst, count: Int(attempts.rounded(.up)), multiple: over, "\(Int(attempts.rounded(.up))) attempts within \(windows.burst)")
@@ -210,8 +224,12 @@ public enum SpamScore {
         // repeated_reason: the same reason as recent ones, for the same resource, or for any resource
         // when the request is not one ticketed piece of work.
         let same = SameReason(attempt.reason, threshold: windows.similarity)
-        let repeated = own.filter { within($0.createdAt, windows.repeatedReason) && (!oneWork || $0.resource == attempt.resource)
-            && same.matches($0.reason) }.count
+        // Within one piece of work, a read granted at once and then the write it showed was needed, in the same
+        // words, is the next step, not the same request again.
+        func repeats(_ request: PastRequest) -> Bool {
+            !oneWork || (request.resource == attempt.resource && (request.reachedApprovers || attempt.role == nil || request.role == attempt.role))
+        }
+        let repeated = own.filter { within($0.createdAt, windows.repeatedReason) && repeats($0) && same.matches($0.reason) }.count
         if repeated > 0 {
             add(.repeatedReason, count: repeated, multiple: repeated,
                 oneWork ? "the same reason as \(repeated) of the principal's requests for \(attempt.resource) within \(windows.repeatedReason)"
@@ -242,10 +260,16 @@ public enum SpamScore {
         }
 
         // enumeration: many distinct resources in a short time (one reached only by requests granted at once counts half).
+        // The resources one piece of work (`sameWork`) reached by requests granted at once count as one.
         var reach: [String: Double] = [:]
-        for request in own where within(request.createdAt, windows.enumeration) { reach[request.resource] = max(reach[request.resource] ?? 0, weight(request)) }
+        let work = "\u{0}work"
+        for request in own where within(request.createdAt, windows.enumeration) {
+            let key = sameWork(request) && !request.reachedApprovers ? work : request.resource
+            reach[key] = max(reach[key] ?? 0, weight(request))
+        }
         for refusal in refusals where within(refusal.at, windows.enumeration) { reach[refusal.resource] = 1 }
-        reach[attempt.resource] = max(reach[attempt.resource] ?? 0, attempt.reachesApprovers ? 1 : 0.5)
+        let attemptKey = citesWork && !attempt.reachesApprovers ? work : attempt.resource
+        reach[attemptKey] = max(reach[attemptKey] ?? 0, attempt.reachesApprovers ? 1 : 0.5)
         let breadth = reach.values.reduce(0, +)
         if breadth >= Double(windows.enumerationResources) {
             let over = Int((breadth - Double(windows.enumerationResources)).rounded(.down)) + 1

@@ -110,7 +110,8 @@ struct TrafficMonth {
             }
         }
 
-        // On-call incidents: read on six databases within a minute under one ticket and reason, then two writes.
+        // On-call incidents: read on six databases within a minute under one ticket and reason, then two writes:
+        // ten minutes later, or (every other incident) at once, in the reads' own words.
         for n in 0..<8 {
             let engineer = engineers[(n * 5) % engineers.count]
             let start = TimeInterval(Int.random(in: 0..<days, using: &rng)) * day + TimeInterval(Int.random(in: 0..<86_400, using: &rng))
@@ -122,10 +123,11 @@ struct TrafficMonth {
                                     act: .file(resource: resource, role: "read", reason: reason, duration: "2h", decide: .none),
                                     label: .honest, scenario: "on-call incident"))
             }
+            let atOnce = n % 2 == 1
             for (i, resource) in touched.prefix(2).enumerated() {
-                events.append(Event(at: start + 600 + TimeInterval(i * 120), principal: engineer, sourceIP: ip(engineer),
-                                    act: .file(resource: resource, role: "write", reason: "\(t) apply the fix for the failing payment path", duration: "1h",
-                                               decide: .approve),
+                events.append(Event(at: start + (atOnce ? 55 + TimeInterval(i * 5) : 600 + TimeInterval(i * 120)), principal: engineer, sourceIP: ip(engineer),
+                                    act: .file(resource: resource, role: "write", reason: atOnce ? reason : "\(t) apply the fix for the failing payment path",
+                                               duration: "1h", decide: .approve),
                                     label: .honest, scenario: "on-call incident"))
             }
         }
