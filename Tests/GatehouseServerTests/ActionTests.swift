@@ -138,12 +138,16 @@ struct ActionTests {
             #expect(try await server.approve(t["bob"]!, id).string("state") == "approved")
             let decisions = try await withThrowingTaskGroup(of: String.self) { group in
                 for _ in 0..<24 {
-                    group.addTask { try await server.checkAction(t["alice"]!, text: "TRUNCATE audit_scratch").string("decision") ?? "?" }
+                    group.addTask {
+                        let reply = try await server.checkAction(t["alice"]!, text: "TRUNCATE audit_scratch")
+                        // A store too busy to answer in time fails closed (503 store_busy; a loaded machine can get there).
+                        return reply.string("decision") ?? (reply.status == 503 && reply.string("code") == "store_busy" ? "busy" : "\(reply.status)")
+                    }
                 }
                 return try await group.reduce(into: [String]()) { $0.append($1) }
             }
-            #expect(decisions.filter { $0 == "allow" }.count == 1)
-            #expect(decisions.filter { $0 == "approval_required" }.count == 23)
+            #expect(decisions.filter { $0 == "allow" }.count == 1, "\(decisions)")
+            #expect(decisions.allSatisfy { ["allow", "approval_required", "busy"].contains($0) }, "\(decisions)")
         }
     }
 
