@@ -201,6 +201,21 @@ enum PlpgsqlRewrite {
         return defaults
     }
 
+    /// The names `body`'s DECLARE sections give with `name ALIAS FOR $1` (or another name): values, as the
+    /// variable or parameter they stand for, though no declaration in the parse tree carries them.
+    static func aliasNames(_ body: String) -> Set<String> {
+        guard let tokens = PgQuery.tokens(body) else { return [] }
+        let bytes = Array(body.utf8)
+        let texts = tokens.map { String(decoding: bytes[$0.start..<$0.end], as: UTF8.self) }
+        var names: Set<String> = []
+        for index in texts.indices.dropLast(2) where texts[index + 1].lowercased() == "alias" && texts[index + 2].lowercased() == "for" {
+            let name = texts[index]
+            guard isName(name) else { continue }
+            names.insert(name.hasPrefix("\"") ? String(name.dropFirst().dropLast()) : name.lowercased())
+        }
+        return names
+    }
+
     /// A plain or quoted identifier (keywords included: the caller knows where a name must be).
     static func isName(_ text: String) -> Bool {
         guard let first = text.unicodeScalars.first else { return false }

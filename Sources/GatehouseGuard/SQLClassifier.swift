@@ -242,9 +242,11 @@ private struct SQLWalk {
         if let relation = fields["relation"], relation.tag == nil, let name = relation["relname"]?.stringValue {
             if SQLNodeRule.credentialRelations.contains(name) {
                 fire("read_credentials", at: relationLocation(fields, location), "\(Self.describe(Self.name(of: type, fields))) on \(name)")
-            } else if name == "pg_settings", type.special != .selectStmt {
+            }
+            if name == "pg_settings", type.special != .selectStmt {
                 fire("unsafe_setting", at: relationLocation(fields, location), "\(Self.describe(Self.name(of: type, fields))) on pg_settings changes settings")
-            } else if SQLNodeRule.isSystemCatalog(name, schema: relation["schemaname"]?.stringValue), SQLNodeRule.changesRows(type.name, fields) {
+            } else if !SQLNodeRule.credentialRelations.contains(name), SQLNodeRule.isSystemCatalog(name, schema: relation["schemaname"]?.stringValue),
+                      SQLNodeRule.changesRows(type.name, fields) {
                 fire("catalog_write", at: relationLocation(fields, location), "\(Self.describe(Self.name(of: type, fields))) on the system catalog \(name)")
             }
         }
@@ -270,6 +272,9 @@ private struct SQLWalk {
             // row through for the roles it names: row-level security is off for them, as DISABLE ROW LEVEL
             // SECURITY turns it off for everyone. (A restrictive one that holds for every row restricts nothing.)
             let loosens = type.special == .alterPolicy || fields["permissive"]?.boolValue == true
+            if type.special == .alterPolicy, fields["roles"] != nil {
+                fire("disable_safety", at: location, "ALTER POLICY \(fields["policy_name"]?.stringValue ?? "?") ... TO changes whom row-level security lets through (a permissive policy for more roles, a restrictive one for fewer)")
+            }
             for (clause, name) in [("qual", "USING"), ("with_check", "WITH CHECK")] as [(StaticString, String)] where loosens {
                 guard let condition = fields[clause], WhereAnalysis.isTriviallyTrue(condition, constants: constants) else { continue }
                 fire("disable_safety", at: fields["table"]?["location"]?.intValue ?? location,
@@ -282,8 +287,22 @@ private struct SQLWalk {
                 fire("disable_safety", at: location, "ALTER EVENT TRIGGER \(fields["trigname"]?.stringValue ?? "?") \(fields["tgenabled"]?.stringValue == "D" ? "DISABLE" : "ENABLE REPLICA") stops it firing in normal sessions")
             }
         case .alterTableStmt:
-            for command in fields["cmds"]?.elements ?? [] where command["AlterTableCmd"]?["subtype"]?.stringValue == "AT_GenericOptions" {
-                judgeForeignTableOptions(command["AlterTableCmd"]?["def"]?["List"]?["items"]?.elements ?? [], location: location)
+            for command in fields["cmds"]?.elements ?? [] {
+                let subtype = command["AlterTableCmd"]?["subtype"]?.stringValue ?? ""
+                let options = command["AlterTableCmd"]?["def"]?["List"]?["items"]?.elements ?? []
+                if subtype == "AT_GenericOptions" { judgeForeignTableOptions(options, location: location) }
+                // ALTER VIEW ... SET (security_invoker = false), RESET (security_barrier).
+                guard subtype == "AT_SetRelOptions" || subtype == "AT_ResetRelOptions" else { continue }
+                for option in options {
+                    guard let element = option["DefElem"], let name = element["defname"]?.stringValue,
+                          SQLNodeRule.viewSafetyOptions.contains(name) else { continue }
+                    let value = constants.reading() ? (element["arg"]?["String"]?["sval"]?.stringValue ?? element["arg"]?["Integer"]?["ival"]?.intValue.map(String.init)
+                        ?? (element["arg"]?["Boolean"]?["boolval"]?.boolValue).map { $0 ? "true" : "false" }) : nil
+                    let on = subtype == "AT_SetRelOptions" && (element["arg"] == nil || ["true", "on", "1", "yes", "t", "y"].contains(value?.lowercased() ?? ""))
+                    if !on {
+                        fire("disable_safety", at: location, "\(name) switched off: the view's readers get past \(name == "security_invoker" ? "its tables' row-level security (it reads them as the view's owner)" : "its filter (functions see rows it would hide)")")
+                    }
+                }
             }
         case .define:
             // An operator's function, an aggregate's support functions.
@@ -329,7 +348,10 @@ private struct SQLWalk {
         }
         switch rule {
         case .readStatement:
-            break
+            if type.name == "VariableShowStmt", let name = fields["name"]?.stringValue, SQLNodeRule.credentialSettings.contains(name) {
+                fire("read_credentials", at: location, name == "all" ? "SHOW ALL shows primary_conninfo, whose connection string can hold the replication password"
+                                                                     : "SHOW \(name) can hold a password")
+            }
         case .transaction:
             // Two-phase commit acts on transactions that outlive the session: another session's
             // prepared transaction can be committed or rolled back, and locks stay after disconnect.
@@ -342,6 +364,15 @@ private struct SQLWalk {
             }
         case let .fire(category):
             fire(category, at: location, Self.describe(type.name))
+            // A rule's actions run for each row of its table: NEW and OLD there are that row, the same for every
+            // row of the table an action changes (`DO ALSO DELETE FROM t WHERE new.id IS NOT NULL` empties t).
+            if type.name == "RuleStmt" {
+                let outerVariables = variables
+                defer { variables = outerVariables }
+                variables.formUnion(["new", "old"])
+                visitChildren(fields, location: location)
+                return
+            }
         case .select:
             if fields["intoClause"] != nil { fire("select_into", at: location, "SELECT ... INTO creates a table") }
             if fields["lockingClause"] != nil { fire("row_lock", at: location, "SELECT ... FOR UPDATE/SHARE locks rows") }
@@ -471,6 +502,15 @@ private struct SQLWalk {
                 if SQLNodeRule.credentialRelations.contains(table) {
                     fire("read_credentials", at: location, "\(name)('\(text)') reads a credential catalog")
                 }
+            } else if SQLNodeRule.credentialSettingFunctions.contains(name) {
+                fire("read_credentials", at: location, "\(name)() shows primary_conninfo, whose connection string can hold the replication password")
+            } else if name == "current_setting" {
+                // current_setting('primary_conninfo'); a name not given as a constant could be it.
+                let first = fields["args"]?.elements.first
+                let setting = constants.reading() ? (first?["A_Const"] ?? first?["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue?.lowercased() : nil
+                if setting.map({ SQLNodeRule.credentialSettings.contains($0) }) ?? true {
+                    fire("read_credentials", at: location, "current_setting(\(setting.map { "'\($0)'" } ?? "a name known only when it runs")) can show primary_conninfo, whose connection string can hold the replication password")
+                }
             } else if name == "ts_rewrite", fields["args"]?.elements.count == 3 {
                 // ts_rewrite(query, target, substitute) rewrites a tsquery; only the two-argument form runs a query.
             } else if let category = SQLNodeRule.functions[name] {
@@ -492,9 +532,21 @@ private struct SQLWalk {
 
     /// A foreign table over a credential catalog (postgres_fdw's `table_name 'pg_authid'`, another wrapper's
     /// `table`): every later read of it, which looks like a read of an ordinary table, reads that catalog.
+    /// file_fdw's `program` runs a command on the database server at every read, and its `filename` reads a
+    /// server file: as COPY FROM PROGRAM and COPY FROM a file.
     private mutating func judgeForeignTableOptions(_ options: [ParseTree], location: Int) {
         for option in options {
-            guard let element = option["DefElem"], ["table_name", "table"].contains(element["defname"]?.stringValue ?? ""),
+            guard let element = option["DefElem"] else { continue }
+            switch element["defname"]?.stringValue ?? "" {
+            case "program":
+                fire("copy_program", at: element["location"]?.intValue ?? location, "a foreign table whose every read runs a command on the database server (file_fdw's program)")
+                continue
+            case "filename":
+                fire("copy_file", at: element["location"]?.intValue ?? location, "a foreign table whose every read reads a file on the database server (file_fdw's filename)")
+                continue
+            default: break
+            }
+            guard ["table_name", "table"].contains(element["defname"]?.stringValue ?? ""),
                   let value = element["arg"]?["String"]?["sval"]?.stringValue,
                   let table = SQLNodeRule.plainRelationName(value) ?? Optional(value), SQLNodeRule.credentialRelations.contains(table) else { continue }
             fire("read_credentials", at: element["location"]?.intValue ?? location, "a foreign table over \(value): every read of it reads that catalog")
@@ -675,9 +727,12 @@ private struct SQLWalk {
                 fire("locking_ddl", at: at, "REFRESH MATERIALIZED VIEW \(name) without CONCURRENTLY blocks reads of it until done")
             }
         case .lock:
-            // 7: EXCLUSIVE (blocks writes), 8: ACCESS EXCLUSIVE (blocks reads too), until the transaction ends.
-            if (fields["mode"]?.intValue ?? 0) >= 7 {
-                fire("locking_ddl", at: location, "LOCK ... IN \((fields["mode"]?.intValue ?? 0) == 8 ? "ACCESS EXCLUSIVE" : "EXCLUSIVE") MODE blocks \((fields["mode"]?.intValue ?? 0) == 8 ? "reads and writes" : "writes") until the transaction ends")
+            // 5: SHARE, 6: SHARE ROW EXCLUSIVE, 7: EXCLUSIVE (each conflicts with ROW EXCLUSIVE: blocks writes),
+            // 8: ACCESS EXCLUSIVE (blocks reads too), until the transaction ends.
+            let mode = fields["mode"]?.intValue ?? 0
+            let names = [5: "SHARE", 6: "SHARE ROW EXCLUSIVE", 7: "EXCLUSIVE", 8: "ACCESS EXCLUSIVE"]
+            if mode >= 5 {
+                fire("locking_ddl", at: location, "LOCK ... IN \(names[mode] ?? "ACCESS EXCLUSIVE") MODE blocks \(mode == 8 ? "reads and writes" : "writes") until the transaction ends")
             }
         case .renameStmt:
             let kind = fields["renameType"]?.stringValue ?? ""
@@ -890,6 +945,10 @@ private struct SQLWalk {
         }
         let outerVariables = variables
         defer { variables = outerVariables }
+        // A trigger function's implicit variables (NEW, OLD, TG_OP, ...) and the names ALIAS FOR gives are values
+        // too, though the tree declares neither (as columns they would only make fewer conditions row-independent).
+        variables.formUnion(Self.triggerVariables)
+        variables.formUnion(PlpgsqlRewrite.aliasNames(code))
         let walked = ParseTreeReader.read(json, maximumDepth: SQLClassifier.maximumTreeDepth) { tree in
             variables.formUnion(Self.declaredNames(tree))
             walkPlpgsql(tree)
@@ -899,6 +958,10 @@ private struct SQLWalk {
         // is also read from the text (those the tree shows are found twice and counted once).
         for expression in PlpgsqlRewrite.declarationDefaults(code) { judgeEmbeddedSQL(expression) }
     }
+
+    /// What a PL/pgSQL trigger function reads its trigger by (row and event triggers).
+    static let triggerVariables: Set<String> = ["new", "old", "tg_op", "tg_name", "tg_when", "tg_level", "tg_relid", "tg_relname",
+                                                "tg_table_name", "tg_table_schema", "tg_nargs", "tg_argv", "tg_event", "tg_tag"]
 
     /// The names a LANGUAGE sql function's statements may read its parameters by: each parameter's name, and
     /// the function's own, which qualifies them (`f.x`).

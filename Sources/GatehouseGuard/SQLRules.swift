@@ -40,7 +40,7 @@ enum SQLNodeRule: Sendable {
             "alter_database": ["AlterDatabaseStmt", "AlterDatabaseSetStmt", "AlterDatabaseRefreshCollStmt"],
             "role_change": ["CreateRoleStmt", "AlterRoleStmt", "AlterRoleSetStmt", "DropRoleStmt", "GrantRoleStmt",
                             "ReassignOwnedStmt"],
-            "privilege_change": ["GrantStmt", "AlterDefaultPrivilegesStmt"],
+            "privilege_change": ["GrantStmt", "AlterDefaultPrivilegesStmt", "AlterOwnerStmt"],
             "load_library": ["LoadStmt"],
             "create_extension": ["CreateExtensionStmt", "AlterExtensionStmt", "AlterExtensionContentsStmt"],
             "foreign_data": ["CreateForeignServerStmt", "AlterForeignServerStmt", "CreateUserMappingStmt",
@@ -56,7 +56,7 @@ enum SQLNodeRule: Sendable {
                               "AlterStatsStmt", "AlterTypeStmt", "SecLabelStmt", "AlterCollationStmt", "CreateAmStmt",
                               "AlterOperatorStmt", "AlterTSConfigurationStmt", "AlterTSDictionaryStmt", "CreateRangeStmt",
                               "CreateTrigStmt", "CreateEventTrigStmt", "AlterEventTrigStmt", "RuleStmt", "CommentStmt",
-                              "RenameStmt", "AlterOwnerStmt", "AlterObjectDependsStmt", "CreatedbStmt",
+                              "RenameStmt", "AlterObjectDependsStmt", "CreatedbStmt",
                               "CreateForeignTableStmt", "AlterTableMoveAllStmt", "ReplicaIdentityStmt"],
         ]
         for (category, types) in fired {
@@ -100,13 +100,17 @@ enum SQLNodeRule: Sendable {
                             // tablefunc's crosstab and connectby
                             "ts_stat", "ts_rewrite", "crosstab", "crosstab2", "crosstab3", "crosstab4", "connectby",
                             // pg_cron: a statement given as text, run later (and again) as the job's owner
-                            "schedule", "schedule_in_database", "alter_job"],
+                            "schedule", "schedule_in_database", "alter_job",
+                            // pg_background: a statement given as text, run in a worker of its own
+                            "pg_background_launch"],
             "write_data": ["setval", "nextval", "pg_notify",
                            // writes no read-only transaction stops: large objects made, catalog rows added, statistics wiped
                            "lo_create", "lo_creat", "lo_from_bytea", "pg_import_system_collations",
                            "pg_stat_reset", "pg_stat_reset_shared", "pg_stat_reset_single_table_counters",
                            "pg_stat_reset_single_function_counters", "pg_stat_reset_slru", "pg_stat_reset_replication_slot",
-                           "pg_stat_reset_subscription_stats"],
+                           "pg_stat_reset_subscription_stats", "pg_stat_statements_reset",
+                           // a message written into the write-ahead log, which logical decoding passes on
+                           "pg_logical_emit_message", "pg_create_restore_point"],
         ]
         var table: [String: String] = [:]
         for (category, names) in groups {
@@ -127,7 +131,15 @@ enum SQLNodeRule: Sendable {
     static let credentialRelations: Set<String> = [
         "pg_authid", "pg_shadow", "pg_user_mappings", "pg_user_mapping", "pg_subscription", "pg_hba_file_rules",
         "pg_statistic", "user_mapping_options", "_pg_user_mappings",
+        // views of pg_statistic's sampled values (pg_authid's rolpassword among them once analyzed)
+        "pg_stats", "pg_stats_ext", "pg_stats_ext_exprs",
+        // every setting, primary_conninfo's replication password included, and the configuration files' lines
+        "pg_settings", "pg_file_settings",
     ]
+
+    /// Settings that hold a password (`SHOW`, `current_setting()`), and the functions behind `pg_settings`.
+    static let credentialSettings: Set<String> = ["primary_conninfo", "all"]
+    static let credentialSettingFunctions: Set<String> = ["pg_show_all_settings", "pg_show_all_file_settings"]
 
     /// A system catalog: a table of `pg_catalog`, or an unqualified `pg_` name, which PostgreSQL looks up in
     /// `pg_catalog` first (a `search_path` listing it later is refused on its own).
@@ -206,7 +218,13 @@ enum SQLNodeRule: Sendable {
         "AT_DisableRule": "disable_safety", "AT_DropConstraint": "schema_change",
         // A trigger or rule enabled only "in replica mode" stops firing in normal sessions.
         "AT_EnableReplicaTrig": "disable_safety", "AT_EnableReplicaRule": "disable_safety",
+        // The new owner holds every privilege on it, and bypasses its row-level security unless it is forced.
+        "AT_ChangeOwner": "privilege_change",
     ]
+
+    /// A view's options whose switching off (or reset) lets its readers past its base tables' row-level
+    /// security or through its filter: `security_invoker`, `security_barrier`.
+    static let viewSafetyOptions: Set<String> = ["security_invoker", "security_barrier"]
 
     /// Languages whose bodies the classifier reads.
     static let readableLanguages: Set<String> = ["sql", "plpgsql"]
