@@ -21,6 +21,12 @@ extension RequestDesk {
                 throw GatehouseError(.conflict, "not_reportable", "request \(id) was \(request.state.rawValue) more than a day ago; report a request that is waiting or was just decided, or ask a reviewer (`antispam.reviewers`) to look at \(request.requester)")
             }
             let requester = request.requester
+            // Reported again once a person has blocked the requester: nothing is left to do, and the reviewers (and
+            // webhooks) would hear of it once more per click. A block by the score alone is taken further by a report.
+            if let flags = try await session.principalFlags(requester), flags.isBlocked, let by = flags.blockedBy, by != "antispam" {
+                throw GatehouseError(.conflict, "already_blocked",
+                                     "\(requester) is already blocked (by \(by)\(flags.blockedAt.map { " at \($0.rfc3339)" } ?? "")) and the reviewers were told; nothing more to do. An admin lifts it with `gatehouse unblock \(requester)`")
+            }
             var entries = [AuditEntry(actor: caller.principal, action: .requestReported, subject: id, resource: request.resource,
                                       details: ["principal": requester, "comment": comment])]
             let tx = AntiSpamTransaction(session: session, policy: policy, now: now, requester: requester, metrics: metrics)

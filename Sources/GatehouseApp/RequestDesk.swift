@@ -243,7 +243,7 @@ public struct RequestDesk: Sendable {
 
     public static let longestWait = TimeSpan(seconds: 60)
 
-    /// The request once it is no longer waiting for a decision, or as it is after `wait`.
+    /// The request once it is no longer waiting for a decision, or once an approval is recorded, or as it is after `wait`.
     /// `stopping`: the server is stopping; the poll answers with the request as it is (within the 2 s
     /// between looks), so a stop does not wait out every open poll and the client learns at once.
     public func waitForDecision(caller: Caller, id: String, wait: String, stopping: @Sendable () -> Bool = { false }) async throws -> RequestView {
@@ -255,16 +255,24 @@ public struct RequestDesk: Sendable {
             throw GatehouseError.invalid("wait", "wait_too_long", "wait is \(span); at most \(Self.longestWait): poll again after it")
         }
         guard await watch.enter(token: caller.tokenId) else {
-            throw GatehouseError(.tooManyRequests, "too_many_waits", "this token already holds \(RequestWatch.pollsPerToken) waiting requests open; wait for one to answer")
+            var error = GatehouseError(.tooManyRequests, "too_many_waits", "this token already holds \(RequestWatch.pollsPerToken) waiting requests open; wait for one to answer")
+            // A slot frees when one of them answers (at most `longestWait`); a client that honours Retry-After tries again soon.
+            error.refusal = LimitRefusal(policy: "waits", message: error.message, retryAfterSeconds: 5)
+            throw error
         }
         let deadline = ContinuousClock.now + .seconds(span.seconds)
+        var approvalsSeen: Int?
         do {
             while true {
                 // A token revoked (or a principal removed) while the poll waits ends it at the next look.
                 try await context.requireLive(caller)
                 let view = try await get(caller: caller, id: id)
                 let left = deadline - ContinuousClock.now
-                guard view.request.state == .pending || view.request.state == .quarantined, left > .zero, !Task.isCancelled, !stopping() else {
+                // An approval recorded meanwhile (not yet enough) answers too: the waiting client shows the progress.
+                let progressed = approvalsSeen.map { $0 != view.approvals.count } ?? false
+                approvalsSeen = view.approvals.count
+                guard view.request.state == .pending || view.request.state == .quarantined, left > .zero, !Task.isCancelled, !stopping(),
+                      !progressed else {
                     await watch.leave(token: caller.tokenId)
                     return view
                 }

@@ -13,17 +13,25 @@ import UnixSignals
 
 /// Builds the HTTP application around an `UseCases`.
 public enum GatehouseHTTP {
-    /// Whether something already listens on `host`:`port` (asked before anything starts, so that `serve`
-    /// can say so plainly rather than fail at the bind after its services have started).
-    public static func addressInUse(host: String, port: Int) -> Bool {
-        guard let address = try? SocketAddress.makeAddressResolvingHost(host, port: port) else { return false }
+    /// Why `serve` could not listen on `host`:`port`, or nil: asked before anything starts (the store is not
+    /// even opened), so that it can say so plainly rather than fail at the bind after its services have started.
+    public static func listenProblem(host: String, port: Int) -> String? {
+        let fix = "choose another (--host, --port, GATEHOUSE_HOST, GATEHOUSE_PORT)"
+        guard let address = try? SocketAddress.makeAddressResolvingHost(host, port: port) else {
+            return "cannot listen on \(host):\(port): `\(host)` is not an IP address and its name cannot be resolved; use an address of this machine (127.0.0.1, 0.0.0.0 for every one, :: for IPv6) or \(fix)"
+        }
         let descriptor = socket(Int32(address.protocol.rawValue), Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { return false }
+        guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
         var on: Int32 = 1
         _ = setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
-        let bound = address.withSockAddr { bind(descriptor, $0, socklen_t($1)) }
-        return bound != 0 && errno == EADDRINUSE
+        guard address.withSockAddr({ bind(descriptor, $0, socklen_t($1)) }) != 0 else { return nil }
+        switch errno {
+        case EADDRINUSE: return "cannot listen on \(host):\(port): something is already listening there (another gatehouse?); stop it or \(fix)"
+        case EADDRNOTAVAIL: return "cannot listen on \(host):\(port): \(host) is not an address of this machine; \(fix)"
+        case EACCES: return "cannot listen on \(host):\(port): ports below 1024 need privileges this process lacks; \(fix)"
+        default: return nil
+        }
     }
 
     public static func makeRouter(service: UseCases, metrics: GatehouseMetrics, logger: Logger,

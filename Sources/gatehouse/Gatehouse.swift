@@ -158,9 +158,7 @@ struct ServeCommand: AsyncParsableCommand {
         let sweepInterval = try TimeSpan.parse(settings.sweepEvery)
         let retention = try TimeSpan.parse(settings.retention)
         let (host, port) = (settings.host, settings.port)
-        if GatehouseHTTP.addressInUse(host: host, port: port) {
-            throw CLIError.failure("cannot listen on \(host):\(port): something is already listening there (another gatehouse?); stop it or choose another port (--port, GATEHOUSE_PORT)")
-        }
+        if let problem = GatehouseHTTP.listenProblem(host: host, port: port) { throw CLIError.failure(problem) }
         let (logger, store, service, metrics) = try await ServerSetup.open(policy: settings.policy, database: settings.database, logLevel: settings.logLevel,
                                                                            logFormat: settings.logFormat, environment: env)
         let proxy = settings.proxy

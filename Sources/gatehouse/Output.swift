@@ -117,7 +117,7 @@ enum Output {
     static func actionFields(_ a: [String: Any]?) -> [(String, String?)] {
         guard let a else { return [] }
         return [
-            ("action", string(a, "kind")), ("risk", "\(string(a, "risk")) (\((a["categories"] as? [String] ?? []).joined(separator: ", ")))"),
+            ("action", string(a, "kind")), ("risk", string(a, "risk") + ((a["categories"] as? [String]).flatMap { $0.isEmpty ? nil : " (\($0.joined(separator: ", ")))" } ?? "")),
             ("statement", a["normalized"] == nil ? nil : string(a, "normalized")), ("exact text", string(a, "text")),
             ("sha256", string(a, "sha256")),
         ]

@@ -38,6 +38,10 @@ enum ServerSetup {
                 throw CLIError.failure("\(policyPath): \(error)")
             }
         }
+        // A webhook secret that cannot sign (missing, or not `whsec_` and base64) would fail every delivery, quietly.
+        for endpoint in initialPolicy.notifications.webhooks {
+            do { _ = try endpoint.signingKey(environment: env) } catch { throw CLIError.failure("\(policyPath): notifications.webhooks: \(error.message)") }
+        }
         if let slack = initialPolicy.notifications.slack {
             for (reference, name) in [(slack.botToken, "the Slack bot token"), (slack.signingSecret, "the Slack signing secret")] {
                 do { _ = try reference.read(name, environment: env) } catch { throw CLIError.failure("\(policyPath): notifications.slack: \(error.message)") }

@@ -266,6 +266,15 @@ struct AntiSpamTests {
                 #expect(events.contains(action), "\(action)")
             }
             #expect(try await notifications(server, "erin").contains { $0["kind"] as? String == "report" })
+            // Reported again (a second click, a retry): 409 saying so, nothing stored, nobody told again.
+            let reportsBefore = try await notifications(server, "erin").filter { $0["kind"] as? String == "report" }.count
+            let auditBefore = try await auditActions(server).count
+            for _ in 0..<3 {
+                let again = try await server.report(t["carol"]!, write, comment: "alice is on leave; this is not her")
+                #expect(again.status == 409 && again.string("code") == "already_blocked", "\(again.json)")
+            }
+            #expect(try await notifications(server, "erin").filter { $0["kind"] as? String == "report" }.count == reportsBefore)
+            #expect(try await auditActions(server).count == auditBefore)
             // Only an admin unblocks; then alice can ask again.
             #expect(try await server.unblock(t["carol"]!, "alice").status == 403)
             #expect(try await server.unblock(TestServer.adminToken, "alice").status == 200)

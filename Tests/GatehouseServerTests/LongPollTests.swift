@@ -55,6 +55,46 @@ struct LongPollTests {
         }
     }
 
+    @Test("a long poll answers when an approval is recorded that is not yet enough, so a waiting client shows the progress")
+    func answersOnProgress() async throws {
+        let policy = TestServer.policyYAML.replacingOccurrences(of: "approvals: 1", with: "approvals: 2")
+        try await TestServer.with(policy: policy) { server in
+            let t = try await server.tokens("alice", "bob", "carol")
+            let id = try #require(try await server.request(t["alice"]!).string("id"))
+            let started = Date()
+            async let waited = server.send(.GET, "/v1/requests/\(id)?wait=45s", token: t["alice"]!)
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(try await server.approve(t["bob"]!, id).status == 200)
+            let reply = try await waited
+            #expect(reply.string("state") == "pending")
+            #expect((reply.json["approvals"] as? [Any])?.count == 1, "\(reply.json)")
+            #expect(Date().timeIntervalSince(started) < 30)
+        }
+    }
+
+    @Test("a token holds at most 8 polls open; the ninth is 429 too_many_waits with Retry-After, and a poll freed is taken again")
+    func tooManyWaits() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "bob")
+            let id = try #require(try await server.request(t["alice"]!).string("id"))
+            let polls = (0..<8).map { _ in Task { try await server.send(.GET, "/v1/requests/\(id)?wait=25s", token: t["alice"]!) } }
+            // Once the eight are open (each a connection of its own), a ninth is refused at once.
+            var refused: TestServer.Reply?
+            for _ in 0..<50 where refused == nil {
+                try await Task.sleep(for: .milliseconds(200))
+                let reply = try await server.send(.GET, "/v1/requests/\(id)?wait=1s", token: t["alice"]!)
+                if reply.status == 429 { refused = reply }
+            }
+            let ninth = try #require(refused, "the ninth poll was never refused")
+            #expect(ninth.string("code") == "too_many_waits", "\(ninth.json)")
+            #expect(ninth.headers.first(name: "Retry-After") == "5", "\(ninth.headers)")
+            // Decided: the eight answer, and the token may wait again.
+            #expect(try await server.approve(t["bob"]!, id).status == 200)
+            for poll in polls { #expect(try await poll.value.string("state") == "approved") }
+            #expect(try await server.send(.GET, "/v1/requests/\(id)?wait=1s", token: t["alice"]!).status == 200)
+        }
+    }
+
     @Test("bad waits are 400 naming the field", arguments: ["61s", "abc", "-5s", "1h"])
     func badWait(_ wait: String) async throws {
         try await TestServer.with { server in

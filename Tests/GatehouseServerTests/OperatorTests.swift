@@ -213,6 +213,30 @@ struct OperatorTests {
         #expect(missing.status == 1 && missing.stderr.contains("cannot read the configuration file /nonexistent/gatehouse.yaml"), "\(missing)")
     }
 
+    /// A webhook whose secret cannot sign would fail every delivery: serve says so and does not start.
+    @Test("serve refuses to start when a webhook's secret is missing or not whsec_ and base64")
+    func webhookSecretAtStart() async throws {
+        let folder = try Self.folder("serve-webhook-secret")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let policy = folder.appendingPathComponent("policy.yaml").path
+        try """
+            version: 1
+            principals: {alice: {groups: [engineers]}, bob: {groups: [dba]}}
+            admins: [dba]
+            resources:
+              app: {kind: generic, roles: {read: {requesters: [engineers], approvals: 0, max_duration: 1h, allows: read}}}
+            notifications:
+              webhooks:
+                hook: {url: "http://127.0.0.1:9/hook", secret_env: TEST_HOOK_SECRET}
+            """.write(toFile: policy, atomically: true, encoding: .utf8)
+        let database = "sqlite:" + folder.appendingPathComponent("g.db").path
+        let malformed = try await Self.refusedStart(["--policy", policy, "--database", database, "--port", "\(try ServeProcess.freePort())"],
+                                                    environment: ["TEST_HOOK_SECRET": "whsec_not*base64!!"])
+        #expect(malformed.status == 1 && malformed.stderr.contains("notifications.webhooks") && malformed.stderr.contains("whsec_"), "\(malformed)")
+        let missing = try await Self.refusedStart(["--policy", policy, "--database", database, "--port", "\(try ServeProcess.freePort())"])
+        #expect(missing.status == 1 && missing.stderr.contains("TEST_HOOK_SECRET") && missing.stderr.contains("is not set"), "\(missing)")
+    }
+
     /// An export reads a store that exists, and replaces its output only when it is whole: a mistyped
     /// database path makes no empty store and no empty "backup"; a failed export leaves an earlier file as it was.
     @Test("export: a database that is not there is an error, a failed export keeps the earlier file, a whole one replaces it; a port already taken is named at start")
@@ -236,6 +260,12 @@ struct OperatorTests {
         let taken = try await Self.refusedStart(["--policy", policy, "--database", "sqlite:\(second)", "--port", "\(server.port)"])
         #expect(taken.status == 1 && taken.stderr.contains("cannot listen on 127.0.0.1:\(server.port): something is already listening there"), "\(taken)")
         #expect(!taken.stderr.contains("store failure") && !FileManager.default.fileExists(atPath: second), "\(taken)")
+        // A host that is no address, or not one of this machine's: said before the store is made too.
+        for (host, said) in [("999.1.1.1", "its name cannot be resolved"), ("192.0.2.1", "is not an address of this machine")] {
+            let refused = try await Self.refusedStart(["--policy", policy, "--database", "sqlite:\(second)", "--host", host, "--port", "\(try ServeProcess.freePort())"])
+            #expect(refused.status == 1 && refused.stderr.contains(said), "\(refused)")
+            #expect(!FileManager.default.fileExists(atPath: second), "\(refused)")
+        }
         await server.stop()
         #expect(locked.status != 0, "the running server holds the file: \(locked)")
         #expect(try String(contentsOfFile: output, encoding: .utf8) == "an earlier export\n")
