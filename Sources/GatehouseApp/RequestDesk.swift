@@ -23,6 +23,9 @@ public struct RequestDesk: Sendable {
     /// the policy's `guard:` settings) and, without a duration, gets the resource's longest.
     public func create(caller: Caller, input given: NewRequestInput, sourceIP: String? = nil) async throws -> (view: RequestView, created: Bool) {
         var input = given
+        // What cannot be a name is said so (400), as a check says it, rather than looked up and not found.
+        let role: String? = if case .role(let name) = input.access { name } else { nil }
+        try AccessChecks.requireNames(["resource": input.resource, "role": role])
         var classification: ActionClassification?
         if case .action(let action) = input.access {
             if let problem = action.problem { throw GatehouseError.invalid("action", "invalid_action", problem) }

@@ -210,6 +210,9 @@ struct ActionTests {
         (#"{"resource": "prod-db", "action": {"kind": "sql", "text": "SELECT 1", "params": [1]}, "reason": "INC-1 cleanup"}"#, "unknown_field", 400),
         (#"{"resource": "billing-api", "action": {"kind": "sql", "text": "SELECT 1"}, "reason": "INC-1 cleanup"}"#, "actions_not_enabled", 404),
         (#"{"resource": "no-such-db", "role": "write", "duration": "1h", "reason": "INC-1 cleanup"}"#, "unknown_resource", 404),
+        // Not names at all, as /v1/check says of them.
+        (#"{"resource": "Prod-db", "role": "write", "duration": "1h", "reason": "INC-1 cleanup"}"#, "invalid_name", 400),
+        (#"{"resource": "prod-db", "role": "../write", "duration": "1h", "reason": "INC-1 cleanup"}"#, "invalid_name", 400),
         (#"{"resource": "prod-db", "role": "action", "duration": "1h", "reason": "INC-1 cleanup"}"#, "missing_action", 404),
         (#"{"resource": "prod-db", "action": {"kind": "perl", "text": "1"}, "reason": "INC-1 cleanup"}"#, "", 400),
         (#"{"resource": "prod-db", "role": "write", "reason": "INC-1 cleanup"}"#, "missing_duration", 400),
