@@ -170,6 +170,9 @@ extension PolicyLoader.Reader {
                         error(eventNode, "unknown event `\(event)` in \(what); \(hint)known events: all, \(known.joined(separator: ", "))")
                     }
                 }
+                if value.sequence?.isEmpty == true {
+                    warning(value, "\(what) subscribes to no event (`events: []`) and is never sent anything; leave `events` out for all of them")
+                }
                 events = chosen
             case "secret_env":
                 if let variable = string(value, "secret_env of \(what)") { secret = .environment(variable) }

@@ -67,4 +67,14 @@ struct NotificationPolicyTests {
         #expect(result.errors.isEmpty)
         #expect(result.warnings.contains { $0.message.contains("unencrypted") })
     }
+
+    @Test("a webhook subscribed to no event is a warning")
+    func noEvents() throws {
+        let yaml = Self.head + "notifications:\n  webhooks:\n    w: {url: \"https://hooks.example.com/x\", format: slack, events: []}\n"
+        let result = PolicyLoader.load(yaml: yaml)
+        #expect(result.errors.isEmpty)
+        #expect(result.warnings.contains { $0.message.contains("subscribes to no event") })
+        let all = PolicyLoader.load(yaml: Self.head + "notifications:\n  webhooks:\n    w: {url: \"https://hooks.example.com/x\", format: slack}\n")
+        #expect(!all.warnings.contains { $0.message.contains("subscribes to no event") })
+    }
 }
