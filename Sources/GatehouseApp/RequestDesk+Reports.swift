@@ -21,17 +21,26 @@ extension RequestDesk {
                 throw GatehouseError(.conflict, "not_reportable", "request \(id) was \(request.state.rawValue) more than a day ago; report a request that is waiting or was just decided, or ask a reviewer (`antispam.reviewers`) to look at \(request.requester)")
             }
             let requester = request.requester
-            // Reported again once a person has blocked the requester: nothing is left to do, and the reviewers (and
-            // webhooks) would hear of it once more per click. A block by the score alone is taken further by a report.
+            // This request reported again since a person blocked its requester (a second click, a retry): nothing is
+            // left to do, and the reviewers and webhooks would hear of it once more per click. Another of their
+            // requests reported is news (recorded, told, its grants revoked), under the block already in force; a
+            // block by the score alone is taken further by a report.
+            var blockedByPerson = false
             if let flags = try await session.principalFlags(requester), flags.isBlocked, let by = flags.blockedBy, by != "antispam" {
-                throw GatehouseError(.conflict, "already_blocked",
-                                     "\(requester) is already blocked (by \(by)\(flags.blockedAt.map { " at \($0.rfc3339)" } ?? "")) and the reviewers were told; nothing more to do. An admin lifts it with `gatehouse unblock \(requester)`")
+                blockedByPerson = true
+                let earlier = try await session.auditEvents(StoreSession.AuditFilter(since: flags.blockedAt, actorOrSubject: id, action: AuditAction.requestReported.rawValue, limit: 1))
+                if let earlier = earlier.first {
+                    throw GatehouseError(.conflict, "already_reported",
+                                         "request \(id) was already reported by \(earlier.actor) at \(earlier.at.rfc3339); \(requester) is blocked and the reviewers were told, so nothing more is done. An admin lifts the block with `gatehouse unblock \(requester)`")
+                }
             }
             var entries = [AuditEntry(actor: caller.principal, action: .requestReported, subject: id, resource: request.resource,
                                       details: ["principal": requester, "comment": comment])]
             let tx = AntiSpamTransaction(session: session, policy: policy, now: now, requester: requester, metrics: metrics)
-            entries += try await tx.blockPrincipal(by: caller.principal, reason: "reported as suspicious by \(caller.principal)",
-                                                   details: ["principal": requester, "request_id": id, "comment": comment])
+            if !blockedByPerson {
+                entries += try await tx.blockPrincipal(by: caller.principal, reason: "reported as suspicious by \(caller.principal)",
+                                                       details: ["principal": requester, "request_id": id, "comment": comment])
+            }
             // A fixed reason: the reporter's comment is in the audit log, and cannot push this past its length limit.
             let why = "requester reported as suspicious by \(caller.principal)"
             let (revoked, held) = try await GrantDesk.revokeInForce(of: requester, by: caller.principal, reason: why, session: session, now: now) {

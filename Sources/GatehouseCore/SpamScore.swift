@@ -164,6 +164,10 @@ public struct SameReason: Sendable {
 /// once per occurrence past their threshold, up to `AntiSpamPolicy.maximumMultiple` times); the
 /// total picks the action. Pure: everything it looks at is in the attempt and the history.
 public enum SpamScore {
+    /// How many reads granted at once under one ticket may count as one incident (`evaluate`): the systems an
+    /// on-call engineer looks at first; more is a sweep.
+    static let incidentReads = 6
+
     /// `INC-4411`, `CHG-77`, `OPS-1`: what a ticket reference looks like when the role names no pattern.
     static let genericTicket = try! NSRegularExpression(pattern: "\\b[A-Z][A-Z0-9]{1,9}-[0-9]+\\b")
 
@@ -203,19 +207,24 @@ public enum SpamScore {
         let trusted = history.earlierRequests >= windows.newPrincipalRequests
             && record.contains { $0.approvedByPerson && within($0.createdAt, windows.history) }
 
-        // The same piece of work as this attempt: an informative reason citing the same tickets. On-call work
-        // reads several systems under one ticket at once; those reads, granted at once, trouble nobody and are
-        // one incident, not a sweep (hard limits still bound how many).
+        // One incident's reads: requests granted at once (they trouble no approver) for the same piece of work as
+        // this attempt, an informative reason citing the same tickets. On-call work reads a few systems under one
+        // ticket at once: while there are at most `incidentReads` of them within the enumeration window they count
+        // as one incident, not a burst or a sweep; more, and every one of them counts, whatever ticket they cite.
         let ticketsCited = SpamScore.tickets(in: attempt.reason)
         let citesWork = oneWork && !ticketsCited.isEmpty
-        func sameWork(_ request: PastRequest) -> Bool {
-            citesWork && SpamScore.tickets(in: request.reason) == ticketsCited && !ReasonText.isLowInformation(request.reason)
-        }
+        let incident = citesWork ? own.filter {
+            within($0.createdAt, windows.enumeration) && !$0.reachedApprovers
+                && SpamScore.tickets(in: $0.reason) == ticketsCited && !ReasonText.isLowInformation($0.reason)
+        }.map(\.id) : []
+        let attemptRead = citesWork && !attempt.reachesApprovers
+        let isIncident = incident.count + (attemptRead ? 1 : 0) <= Self.incidentReads
+        let excused: Set<String> = isIncident ? Set(incident) : []
+        let attemptExcused = attemptRead && isIncident
 
-        // burst: attempts (filed or refused) within the burst window, this one included; a request of the same
-        // work granted at once does not count.
-        let attempts = own.filter { within($0.createdAt, windows.burst) && !(sameWork($0) && !$0.reachedApprovers) }.reduce(0) { $0 + weight($1) }
-            + Double(refusals.filter { within($0.at, windows.burst) }.count) + (citesWork && !attempt.reachesApprovers ? 0 : attemptWeight)
+        // burst: attempts (filed or refused) within the burst window, this one included; an incident's reads do not count.
+        let attempts = own.filter { within($0.createdAt, windows.burst) && !excused.contains($0.id) }.reduce(0) { $0 + weight($1) }
+            + Double(refusals.filter { within($0.at, windows.burst) }.count) + (attemptExcused ? 0 : attemptWeight)
         if attempts > Double(windows.burstCount) {
             let over = Int((attempts - Double(windows.burstCount)).rounded(.up))
             add(.burst, count: Int(attempts.rounded(.up)), multiple: over, "\(Int(attempts.rounded(.up))) attempts within \(windows.burst)")
@@ -260,15 +269,15 @@ public enum SpamScore {
         }
 
         // enumeration: many distinct resources in a short time (one reached only by requests granted at once counts half).
-        // The resources one piece of work (`sameWork`) reached by requests granted at once count as one.
+        // The resources an incident's reads reached count as one.
         var reach: [String: Double] = [:]
-        let work = "\u{0}work"
+        let work = "\u{0}incident"
         for request in own where within(request.createdAt, windows.enumeration) {
-            let key = sameWork(request) && !request.reachedApprovers ? work : request.resource
+            let key = excused.contains(request.id) ? work : request.resource
             reach[key] = max(reach[key] ?? 0, weight(request))
         }
         for refusal in refusals where within(refusal.at, windows.enumeration) { reach[refusal.resource] = 1 }
-        let attemptKey = citesWork && !attempt.reachesApprovers ? work : attempt.resource
+        let attemptKey = attemptExcused ? work : attempt.resource
         reach[attemptKey] = max(reach[attemptKey] ?? 0, attempt.reachesApprovers ? 1 : 0.5)
         let breadth = reach.values.reduce(0, +)
         if breadth >= Double(windows.enumerationResources) {

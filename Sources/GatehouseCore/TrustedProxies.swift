@@ -67,8 +67,10 @@ public struct TrustedProxies: Sendable, Equatable {
 
     public func contains(_ address: String) -> Bool {
         guard !blocks.isEmpty, let bytes = Self.address(address) else { return false }
-        return blocks.contains { $0.contains(bytes) }
+        return covers(bytes)
     }
+
+    private func covers(_ address: [UInt8]) -> Bool { blocks.contains { $0.contains(address) } }
 
     /// Who the client is for a connection from `peer` whose request carried `forwardedFor` (the values of
     /// every `X-Forwarded-For` line, in order). Each trusted proxy appends the address it was connected from,
@@ -82,7 +84,7 @@ public struct TrustedProxies: Sendable, Equatable {
         for hop in hops.reversed() {
             guard let bytes = Self.address(Self.withoutPort(hop)) else { return peer }
             client = Self.written(bytes)
-            if !blocks.contains(where: { $0.contains(bytes) }) { break }
+            if !covers(bytes) { break }
         }
         return client
     }

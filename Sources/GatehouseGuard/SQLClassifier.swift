@@ -262,6 +262,8 @@ private struct SQLWalk {
         case .createForeignTable:
             judgeForeignTableOptions(fields["options"]?.elements ?? [], location: location)
         case .viewStmt:
+            // CREATE VIEW ... WITH (security_barrier = false).
+            judgeViewSafetyOptions(fields["options"]?.elements ?? [], reset: false, location: location)
             // An INSERT, UPDATE or DELETE on such a view is one on the catalog (`UPDATE v SET tgenabled = 'D'`).
             if let name = SQLNodeRule.updatableCatalogView(fields["query"]) {
                 fire("catalog_write", at: fields["view"]?["location"]?.intValue ?? location,
@@ -293,16 +295,7 @@ private struct SQLWalk {
                 if subtype == "AT_GenericOptions" { judgeForeignTableOptions(options, location: location) }
                 // ALTER VIEW ... SET (security_invoker = false), RESET (security_barrier).
                 guard subtype == "AT_SetRelOptions" || subtype == "AT_ResetRelOptions" else { continue }
-                for option in options {
-                    guard let element = option["DefElem"], let name = element["defname"]?.stringValue,
-                          SQLNodeRule.viewSafetyOptions.contains(name) else { continue }
-                    let value = constants.reading() ? (element["arg"]?["String"]?["sval"]?.stringValue ?? element["arg"]?["Integer"]?["ival"]?.intValue.map(String.init)
-                        ?? (element["arg"]?["Boolean"]?["boolval"]?.boolValue).map { $0 ? "true" : "false" }) : nil
-                    let on = subtype == "AT_SetRelOptions" && (element["arg"] == nil || ["true", "on", "1", "yes", "t", "y"].contains(value?.lowercased() ?? ""))
-                    if !on {
-                        fire("disable_safety", at: location, "\(name) switched off: the view's readers get past \(name == "security_invoker" ? "its tables' row-level security (it reads them as the view's owner)" : "its filter (functions see rows it would hide)")")
-                    }
-                }
+                judgeViewSafetyOptions(options, reset: subtype == "AT_ResetRelOptions", location: location)
             }
         case .define:
             // An operator's function, an aggregate's support functions.
@@ -528,6 +521,20 @@ private struct SQLWalk {
             }
         }
         visitChildren(fields, location: location)
+    }
+
+    /// A view's `security_invoker` or `security_barrier` switched off (reset, or set to anything PostgreSQL does not
+    /// read as on): its readers get past its tables' row-level security, or through its filter.
+    private mutating func judgeViewSafetyOptions(_ options: [ParseTree], reset: Bool, location: Int) {
+        for option in options {
+            guard let element = option["DefElem"], let name = element["defname"]?.stringValue,
+                  SQLNodeRule.viewSafetyOptions.contains(name) else { continue }
+            constants.read()
+            let on = !reset && (element["arg"].map { Self.booleanValue($0) ?? false } ?? true)
+            if !on {
+                fire("disable_safety", at: location, "\(name) switched off: the view's readers get past \(name == "security_invoker" ? "its tables' row-level security (it reads them as the view's owner)" : "its filter (functions see rows it would hide)")")
+            }
+        }
     }
 
     /// A foreign table over a credential catalog (postgres_fdw's `table_name 'pg_authid'`, another wrapper's
@@ -1047,16 +1054,21 @@ private struct SQLWalk {
 
     static func isOn(_ argument: ParseTree?) -> Bool {
         guard let argument else { return true }  // `EXPLAIN (ANALYZE)` alone means on
+        return booleanValue(argument) ?? true
+    }
+
+    /// Whether an option's value (`security_barrier = false`, `ANALYZE 0`) is on, as PostgreSQL's parse_bool reads
+    /// it (`t`, `tru`, `yes`, `on`, `1`; `f`, `of`, `no`, `0`, any unambiguous beginning): nil when it is none of them.
+    static func booleanValue(_ argument: ParseTree) -> Bool? {
         if let value = argument["String"]?["sval"]?.stringValue?.lowercased() {
-            return !["off", "false", "0", "no", "f", "n"].contains(value)
+            func begins(_ word: String, from shortest: Int) -> Bool { value.count >= shortest && word.hasPrefix(value) }
+            if begins("true", from: 1) || begins("yes", from: 1) || begins("on", from: 2) || value == "1" { return true }
+            if begins("false", from: 1) || begins("no", from: 1) || begins("off", from: 2) || value == "0" { return false }
+            return nil
         }
-        if let integer = argument["Integer"] {
-            return (integer["ival"]?.intValue ?? 0) != 0
-        }
-        if let boolean = argument["Boolean"] {
-            return boolean["boolval"]?.boolValue ?? false
-        }
-        return true
+        if let integer = argument["Integer"] { return (integer["ival"]?.intValue ?? 0) != 0 }
+        if let boolean = argument["Boolean"] { return boolean["boolval"]?.boolValue ?? false }
+        return nil
     }
 
     static func objectNames(_ objects: [ParseTree]) -> String {

@@ -100,11 +100,6 @@ private struct ShellWalk {
         }
         if words.first?.text == "for" || words.first?.text == "case" || words.first?.text == "function" { return }
         words = unwrap(words)
-        // `env -S 'cmd args'` (--split-string): env splits the string into the command and its first arguments.
-        if let split = envSplitString(words) {
-            classify(split.text, depth: depth + 1, position: split.position)
-            return
-        }
         guard let name = words.first else { return }
         if name.expands {
             fire("unresolved_command", at: name.position, "the command name `\(name.text)` is only known when the shell runs")
@@ -124,38 +119,6 @@ private struct ShellWalk {
                      at: name.position, depth: depth)
     }
 
-    /// The command line of `env -S STRING ARGS...` (also `-SSTRING`, `-iS STRING`, `--split-string[=]STRING`),
-    /// when `words` is such an env (possibly after other wrappers): the string, then the arguments after it.
-    private func envSplitString(_ words: [ShellWord]) -> ShellWord? {
-        var rest = words[...]
-        guard let first = rest.first, !first.expands, Self.basename(first.text) == "env" else { return nil }
-        rest.removeFirst()
-        while let option = rest.first, option.text.hasPrefix("-"), option.text != "-", option.text != "--" {
-            rest.removeFirst()
-            var string: ShellWord?
-            if option.text == "--split-string" || option.text == "--split" {
-                string = rest.popFirst()
-            } else if option.text.hasPrefix("--split-string=") || option.text.hasPrefix("--split=") {
-                string = ShellWord(text: String(option.text.drop { $0 != "=" }.dropFirst()), position: option.position, expands: option.expands)
-            } else if !option.text.hasPrefix("--") {
-                // A cluster of short options (`-iS`, `-uNAME`): a letter that takes a value takes the rest, or the next word.
-                for (offset, letter) in option.text.dropFirst().enumerated() where "SuC".contains(letter) {
-                    let attached = String(option.text.dropFirst(offset + 2))
-                    let value = attached.isEmpty ? rest.popFirst() : ShellWord(text: attached, position: option.position, expands: option.expands)
-                    if letter == "S" { string = value }
-                    break
-                }
-            } else if Self.wrappers["env"]?.contains(option.text) == true {
-                rest = rest.dropFirst()
-            }
-            if let string {
-                let text = ([string.text] + rest.map { Self.quote($0.text) }).joined(separator: " ")
-                return ShellWord(text: text, position: string.position, expands: string.expands || rest.contains { $0.expands })
-            }
-        }
-        return nil
-    }
-
     /// Drops `sudo`, `env`, `xargs`, `nohup`, `time` and similar wrappers with their own options.
     private func unwrap(_ words: [ShellWord]) -> [ShellWord] {
         var words = words
@@ -164,17 +127,16 @@ private struct ShellWalk {
             rounds += 1
             let program = Self.basename(first.text)
             guard let optionsWithValue = Self.wrappers[program] else { break }
-            // env -S is a command line of its own (`envSplitString`): left for the caller.
-            if program == "env", envSplitString(words) != nil { break }
             words.removeFirst()
+            if program == "env" {
+                words = Self.envCommand(words)
+                continue
+            }
             // Options of the wrapper, then for some wrappers a positional value (timeout's duration).
             while let option = words.first, option.text.hasPrefix("-"), option.text != "-" {
                 words.removeFirst()
                 if option.text == "--" { break }
                 if optionsWithValue.contains(option.text), !words.isEmpty { words.removeFirst() }
-            }
-            if program == "env" {
-                while let assignment = words.first, Self.isAssignment(assignment.text) { words.removeFirst() }
             }
             if program == "timeout" || program == "chroot", !words.isEmpty { words.removeFirst() }
             if program == "nice", let next = words.first, Int(next.text) != nil { words.removeFirst() }
@@ -852,6 +814,120 @@ private struct ShellWalk {
         // No second statement; but psql runs a backslash command (`\!`, `\r` that clears the failed one) wherever
         // a line holds one.
         return text.contains("\\") ? String(decoding: otherwise, as: UTF8.self) : nil
+    }
+
+    // MARK: env
+
+    /// GNU env's long options (any unique beginning names one), and whether each takes a value (`=VALUE`, or the
+    /// next word when the value is required).
+    static let envLongOptions: [(name: String, value: EnvValue)] = [
+        ("ignore-environment", .none), ("null", .none), ("unset", .required), ("chdir", .required), ("split-string", .required),
+        ("argv0", .required), ("block-signal", .optional), ("default-signal", .optional), ("ignore-signal", .optional),
+        ("list-signal-handling", .none), ("debug", .none), ("help", .none), ("version", .none),
+    ]
+    enum EnvValue { case none, required, optional }
+
+    /// What `env ARGUMENTS` runs: its options read as GNU env reads them (short ones clustered, `-iu NAME`; a long
+    /// one by any unique beginning, `--spl=...`), the string of `-S`/`--split-string` split and put back among
+    /// the arguments, where env goes on reading options; then its assignments skipped. What cannot be read
+    /// (an unbalanced quote in a split string, splits within splits past 8) is a command known only when run.
+    static func envCommand(_ arguments: [ShellWord]) -> [ShellWord] {
+        var rest = arguments[...]
+        var splits = 0
+        while let option = rest.first, option.text.hasPrefix("-"), !option.expands {
+            rest.removeFirst()
+            let text = option.text
+            if text == "--" { break }
+            var split: ShellWord?
+            if text.hasPrefix("--") {
+                let body = text.dropFirst(2)
+                let name = String(body.prefix { $0 != "=" })
+                let attached = body.contains("=") ? String(body.drop { $0 != "=" }.dropFirst()) : nil
+                let matches = envLongOptions.filter { $0.name.hasPrefix(name) }
+                guard let long = matches.first(where: { $0.name == name }) ?? (matches.count == 1 ? matches.first : nil) else { continue }
+                let value = attached.map { ShellWord(text: $0, position: option.position, expands: option.expands) }
+                    ?? (long.value == .required ? rest.popFirst() : nil)
+                if long.name == "split-string" { split = value }
+            } else {
+                // A cluster of short options: a letter that takes a value takes the rest of the word, or the next word.
+                for (offset, letter) in text.dropFirst().enumerated() where "SuCa".contains(letter) {
+                    let attached = String(text.dropFirst(offset + 2))
+                    let value = attached.isEmpty ? rest.popFirst() : ShellWord(text: attached, position: option.position, expands: option.expands)
+                    if letter == "S" { split = value }
+                    break
+                }
+            }
+            if let split {
+                splits += 1
+                guard splits <= 8, let words = envSplit(split) else {
+                    return [ShellWord(text: "env -S", position: split.position, expands: true)]
+                }
+                rest = (words + rest)[...]
+            }
+        }
+        while let assignment = rest.first, isAssignment(assignment.text) { rest.removeFirst() }
+        return Array(rest)
+    }
+
+    /// The words env makes of a `-S` string: split at blanks and `\_`, with '...' and "..." quoting, backslash
+    /// escapes, `#` starting a comment and `\c` ending the string; a word with `${NAME}` is known only when run.
+    /// Nil for a string env would refuse (an unbalanced quote, an unknown escape).
+    static func envSplit(_ string: ShellWord) -> [ShellWord]? {
+        var words: [ShellWord] = []
+        var current = "", started = false, expands = string.expands
+        var quote: Character?
+        var characters = Array(string.text)[...]
+        func end() {
+            if started { words.append(ShellWord(text: current, position: string.position, expands: expands)) }
+            current = ""
+            started = false
+            expands = string.expands
+        }
+        while let character = characters.popFirst() {
+            if quote == "'" {
+                if character == "'" { quote = nil; continue }
+                if character == "\\", let next = characters.first, next == "\\" || next == "'" { characters.removeFirst(); current.append(next); continue }
+                current.append(character)
+                continue
+            }
+            switch character {
+            case "'" where quote == nil, "\"":
+                if character == "\"" { quote = quote == "\"" ? nil : "\"" } else { quote = "'" }
+                started = true
+            case " ", "\t", "\n", "\r", "\u{0B}", "\u{0C}":
+                if quote == "\"" { current.append(character) } else { end() }
+            case "#" where quote == nil && !started:
+                end()
+                return words
+            case "$":
+                guard characters.first == "{" else { return nil }
+                expands = true
+                started = true
+                current.append(character)
+            case "\\":
+                guard let next = characters.popFirst() else { return nil }
+                switch next {
+                case "_": if quote == "\"" { current.append(" ") } else { end() }
+                case "c":
+                    guard quote == nil else { return nil }
+                    end()
+                    return words
+                case "t": current.append("\t"); started = true
+                case "n": current.append("\n"); started = true
+                case "r": current.append("\r"); started = true
+                case "f": current.append("\u{0C}"); started = true
+                case "v": current.append("\u{0B}"); started = true
+                case "\\", "\"", "'", "$", "#": current.append(next); started = true
+                default: return nil
+                }
+            default:
+                current.append(character)
+                started = true
+            }
+        }
+        guard quote == nil else { return nil }
+        end()
+        return words
     }
 
     // MARK: Tables and helpers

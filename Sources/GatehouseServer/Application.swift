@@ -68,8 +68,8 @@ public enum GatehouseHTTP {
                                        limits: HTTPLimits = HTTPLimits(), trustedProxies: TrustedProxies = .none, services: [any Service] = [],
                                        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let router = try makeRouter(service: service, metrics: metrics, logger: logger, trustedProxies: trustedProxies)
-        // A trusted reverse proxy carries many clients' connections: the per-address cap is not its.
-        let counts = ConnectionCounts(limit: limits.connectionsPerAddress, unlimited: trustedProxies)
+        // A trusted reverse proxy carries many clients' connections: it may hold more (`ConnectionCounts.proxyFactor`).
+        let counts = ConnectionCounts(limit: limits.connectionsPerAddress, proxies: trustedProxies)
         // Idle connections (including half-sent requests) are closed after 30 s; a request must arrive whole within
         // `limits.requestDeadline` of its head (a body trickled a byte at a time resets the idle timeout every time).
         return Application(router: router,

@@ -26,17 +26,18 @@ public struct HTTPLimits: Sendable {
 final class ConnectionCounts: Sendable {
     private let counts = Mutex<[String: Int]>([:])
     let limit: Int
-    /// Addresses not limited nor counted (trusted reverse proxies).
-    let unlimited: TrustedProxies
+    /// Trusted reverse proxies, which carry many clients' connections: they may hold `proxyFactor` times the limit.
+    let proxies: TrustedProxies
+    static let proxyFactor = 16
 
-    init(limit: Int, unlimited: TrustedProxies = .none) {
+    init(limit: Int, proxies: TrustedProxies = .none) {
         self.limit = limit
-        self.unlimited = unlimited
+        self.proxies = proxies
     }
 
     /// Counts a new connection from `address`; false (and not counted) when the address has its limit already.
     func admit(_ address: String) -> Bool {
-        if unlimited.contains(address) { return true }
+        let limit = proxies.contains(address) ? limit * Self.proxyFactor : limit
         return counts.withLock { counts in
             let open = counts[address, default: 0]
             guard open < limit else { return false }
@@ -46,7 +47,6 @@ final class ConnectionCounts: Sendable {
     }
 
     func release(_ address: String) {
-        if unlimited.contains(address) { return }
         counts.withLock { counts in
             let open = counts[address, default: 1] - 1
             counts[address] = open > 0 ? open : nil

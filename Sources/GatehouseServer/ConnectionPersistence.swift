@@ -19,6 +19,9 @@ final class ConnectionPersistence: ChannelDuplexHandler, RemovableChannelHandler
     private var requests = 0, responses = 0
     /// The request after whose response the connection ends.
     private var last: Int?
+    /// HTTP/1.0 requests that asked to keep the connection: their responses say it is kept (an HTTP/1.0 client
+    /// takes a response without `keep-alive` as the connection's last, and may read on to its end).
+    private var keptByHTTP10: Set<Int> = []
 
     /// Whether the connection ends after the response to `head`.
     static func endsConnection(_ head: HTTPRequestHead) -> Bool {
@@ -33,6 +36,8 @@ final class ConnectionPersistence: ChannelDuplexHandler, RemovableChannelHandler
         if last == nil, Self.endsConnection(head) {
             last = requests
             head.headers.replaceOrAdd(name: "connection", value: "close")
+        } else if head.version == .http1_0 {
+            keptByHTTP10.insert(requests)
         }
         context.fireChannelRead(wrapInboundOut(.head(head)))
     }
@@ -43,7 +48,11 @@ final class ConnectionPersistence: ChannelDuplexHandler, RemovableChannelHandler
             return context.write(data, promise: promise)
         }
         responses += 1
-        if responses == last { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        if responses == last {
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+        } else if keptByHTTP10.remove(responses) != nil {
+            head.headers.replaceOrAdd(name: "connection", value: "keep-alive")
+        }
         context.write(wrapOutboundOut(.head(head)), promise: promise)
     }
 }

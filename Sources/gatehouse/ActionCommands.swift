@@ -218,7 +218,8 @@ struct ExecCommand: AsyncParsableCommand {
     }
 
     /// The file `program` names: itself when it has a `/`, else the first executable of that name in
-    /// `searchPath`'s folders (an empty entry is the current folder, as for the shell).
+    /// `searchPath`'s folders. Only absolute folders count: an empty or relative entry would be the current
+    /// folder, where a file named like a harmless command would run in its place.
     static func executable(_ program: String, searchPath: String?) -> URL? {
         let files = FileManager.default
         func runnable(_ path: String) -> Bool {
@@ -228,8 +229,8 @@ struct ExecCommand: AsyncParsableCommand {
         if program.contains("/") { return runnable(program) ? URL(fileURLWithPath: program) : nil }
         guard !program.isEmpty else { return nil }
         let folders = (searchPath ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":", omittingEmptySubsequences: false)
-        for folder in folders {
-            let path = (folder.isEmpty ? "." : String(folder)) + "/" + program
+        for folder in folders where folder.hasPrefix("/") {
+            let path = String(folder) + "/" + program
             if runnable(path) { return URL(fileURLWithPath: path) }
         }
         return nil

@@ -130,7 +130,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error ($GATEHOUSE_LOG_LEVEL; default info).") var logLevel: String?
     @Option(help: "Log lines as text or json, one object per line ($GATEHOUSE_LOG_FORMAT; default text).") var logFormat: String?
     @Flag(help: "Also run the PostgreSQL guard proxy for every resource with a `proxy:` section ($GATEHOUSE_PROXY=true).") var proxy = false
-    @Option(help: "Reverse proxies whose X-Forwarded-For names the client, as addresses or CIDR blocks separated by commas, e.g. 10.0.0.0/8,fd00::/8 ($GATEHOUSE_TRUSTED_PROXIES; default none: every connection is its own client).") var trustedProxies: String?
+    @Option(help: "Reverse proxies whose X-Forwarded-For names the client, as addresses (or CIDR blocks holding only proxies) separated by commas, e.g. 10.0.0.5,10.0.0.6: whoever connects from them is believed about who the client is ($GATEHOUSE_TRUSTED_PROXIES; default none: every connection is its own client).") var trustedProxies: String?
 
     /// The settings from the flags, the environment and the configuration file.
     func settings(environment env: [String: String]) throws -> ServeConfiguration {

@@ -47,6 +47,37 @@ struct SpamScoreTests {
         #expect(points(score(SpamHistory(own: (0..<10).map { _ in past(5) })), .burst) == nil)
     }
 
+    /// Reads granted at once under one ticket, an informative reason: up to six are one incident (no burst, one
+    /// resource); a seventh makes every one of them count, whatever ticket they cite.
+    @Test("an incident's reads granted at once: six are one incident; more are a sweep and count in burst and enumeration")
+    func incidentReads() {
+        let reason = "INC-7 checkout errors, tracing the failing payment path"
+        func reads(_ count: Int) -> [PastRequest] {
+            (0..<count).map {
+                PastRequest(id: "req_\($0)", requester: "alice", resource: "db\($0)", role: "read", reason: reason, state: .approved,
+                            createdAt: now.addingTimeInterval(-Double(count - $0) * 5), decidedAt: now.addingTimeInterval(-Double(count - $0) * 5),
+                            decidedBy: "policy")
+            }
+        }
+        func judged(_ count: Int) -> SpamVerdict {
+            SpamScore.evaluate(SpamAttempt(principal: "alice", resource: "db-next", reason: reason, hasTicket: true, reachesApprovers: false, role: "read"),
+                               history: SpamHistory(own: reads(count), earlierRequests: 100), policy: policy, now: now)
+        }
+        // The sixth read of an incident: nothing but the ticket.
+        #expect(points(judged(5), .burst) == nil && points(judged(5), .enumeration) == nil, "\(judged(5).signals)")
+        #expect(judged(5).score < 0)
+        // Eleven reads before this one: a sweep, as it was without a ticket.
+        let sweep = judged(11)
+        #expect(points(sweep, .burst) != nil && points(sweep, .enumeration) != nil, "\(sweep.signals)")
+        #expect(sweep.action != .allow, "\(sweep.signals)")
+        // Another ticket's reads are not this incident's.
+        let other = SpamScore.evaluate(SpamAttempt(principal: "alice", resource: "db-next", reason: "INC-8 look into the replica lag again",
+                                                   hasTicket: true, reachesApprovers: false, role: "read"),
+                                       history: SpamHistory(own: reads(7), earlierRequests: 100), policy: policy, now: now)
+        #expect(points(other, .burst) != nil, "\(other.signals)")
+        #expect(points(judged(6), .burst) != nil, "\(judged(6).signals)")
+    }
+
     @Test("repeated_reason: the same reason as the principal's recent requests")
     func repeatedReason() {
         let verdict = score(SpamHistory(own: [past(30, reason: "INC-9 vacuum the audit partitions")]))

@@ -266,15 +266,21 @@ struct AntiSpamTests {
                 #expect(events.contains(action), "\(action)")
             }
             #expect(try await notifications(server, "erin").contains { $0["kind"] as? String == "report" })
-            // Reported again (a second click, a retry): 409 saying so, nothing stored, nobody told again.
+            // Reported again (a second click, a retry, another approver): 409 saying so, nothing stored, nobody told again.
+            let dave = try await server.token(for: "dave")
             let reportsBefore = try await notifications(server, "erin").filter { $0["kind"] as? String == "report" }.count
             let auditBefore = try await auditActions(server).count
-            for _ in 0..<3 {
-                let again = try await server.report(t["carol"]!, write, comment: "alice is on leave; this is not her")
-                #expect(again.status == 409 && again.string("code") == "already_blocked", "\(again.json)")
+            for reporter in [t["carol"]!, t["carol"]!, dave] {
+                let again = try await server.report(reporter, write, comment: "alice is on leave; this is not her")
+                #expect(again.status == 409 && again.string("code") == "already_reported", "\(again.json)")
             }
             #expect(try await notifications(server, "erin").filter { $0["kind"] as? String == "report" }.count == reportsBefore)
             #expect(try await auditActions(server).count == auditBefore)
+            // Another of her requests reported is news: recorded and told, under the block already in force.
+            #expect(try await server.report(t["carol"]!, other, comment: "and this one too").status == 200)
+            #expect(try await notifications(server, "erin").filter { $0["kind"] as? String == "report" }.count == reportsBefore + 1)
+            let after = try await auditActions(server)
+            #expect(after.filter { $0 == "request.reported" }.count == 2 && after.filter { $0 == "principal.blocked" }.count == 1, "\(after)")
             // Only an admin unblocks; then alice can ask again.
             #expect(try await server.unblock(t["carol"]!, "alice").status == 403)
             #expect(try await server.unblock(TestServer.adminToken, "alice").status == 200)

@@ -436,7 +436,10 @@ struct BadInputTests {
             }
             // HTTP/1.0 asking to keep the connection keeps it: a second request on it is answered.
             let (reply, _) = try await TestPorts.exchange(port: port, Array("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), timeout: 20)
-            #expect(String(decoding: reply, as: UTF8.self).components(separatedBy: "HTTP/1.1 200").count == 3)
+            let kept = String(decoding: reply, as: UTF8.self).components(separatedBy: "HTTP/1.1 200").dropFirst()
+            #expect(kept.count == 2, "\(kept)")
+            // The HTTP/1.0 client is told the connection is kept (without it, it takes the answer as the last).
+            #expect(kept.first?.lowercased().contains("connection: keep-alive") == true, "\(kept)")
         }
     }
 
