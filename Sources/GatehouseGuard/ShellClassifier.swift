@@ -101,7 +101,8 @@ private struct ShellWalk {
         if words.first?.text == "for" || words.first?.text == "case" || words.first?.text == "function" { return }
         words = unwrap(words)
         guard let name = words.first else { return }
-        if name.expands {
+        // A glob or brace expansion in the name (`{mkfs.ext4,/dev/sda}`, `/sbin/mk*`) makes it another word or several.
+        if name.expands || (name.globs && !["[", "[["].contains(name.text)) {
             fire("unresolved_command", at: name.position, "the command name `\(name.text)` is only known when the shell runs")
             return
         }
@@ -132,16 +133,30 @@ private struct ShellWalk {
                 words = Self.envCommand(words)
                 continue
             }
-            // Options of the wrapper, then for some wrappers a positional value (timeout's duration).
+            // Options of the wrapper, then for some wrappers a positional value (timeout's duration). A value the
+            // shell expands may be several words (`sudo -u $(...)`): what follows it is not known.
             while let option = words.first, option.text.hasPrefix("-"), option.text != "-" {
                 words.removeFirst()
                 if option.text == "--" { break }
-                if optionsWithValue.contains(option.text), !words.isEmpty { words.removeFirst() }
+                if optionsWithValue.contains(option.text), let value = words.first {
+                    if value.mayBeSeveral { return [Self.unknownCommand(value)] }
+                    words.removeFirst()
+                }
             }
-            if program == "timeout" || program == "chroot", !words.isEmpty { words.removeFirst() }
+            if program == "timeout" || program == "chroot", let value = words.first {
+                if value.mayBeSeveral { return [Self.unknownCommand(value)] }
+                words.removeFirst()
+            }
             if program == "nice", let next = words.first, Int(next.text) != nil { words.removeFirst() }
         }
+        // Wrappers past the rounds given: what they run is not looked at, so it is not known.
+        if let first = words.first, !first.expands, Self.wrappers[Self.basename(first.text)] != nil { return [Self.unknownCommand(first)] }
         return words
+    }
+
+    /// A command whose words are known only when the shell runs (judged `unresolved_command`).
+    static func unknownCommand(_ word: ShellWord) -> ShellWord {
+        ShellWord(text: word.text, position: word.position, expands: true)
     }
 
     /// A command line carried as an argument: `sh -c '...'`, `su -c`, `eval`, `ssh host cmd`,
@@ -847,12 +862,15 @@ private struct ShellWalk {
                 guard let long = matches.first(where: { $0.name == name }) ?? (matches.count == 1 ? matches.first : nil) else { continue }
                 let value = attached.map { ShellWord(text: $0, position: option.position, expands: option.expands) }
                     ?? (long.value == .required ? rest.popFirst() : nil)
+                if let value, value.mayBeSeveral, long.name != "split-string" { return [unknownCommand(value)] }
                 if long.name == "split-string" { split = value }
             } else {
                 // A cluster of short options: a letter that takes a value takes the rest of the word, or the next word.
                 for (offset, letter) in text.dropFirst().enumerated() where "SuCa".contains(letter) {
                     let attached = String(text.dropFirst(offset + 2))
                     let value = attached.isEmpty ? rest.popFirst() : ShellWord(text: attached, position: option.position, expands: option.expands)
+                    // A value the shell expands may be several words (`-u $(...)`): what follows is not known.
+                    if let value, value.mayBeSeveral, letter != "S" { return [unknownCommand(value)] }
                     if letter == "S" { split = value }
                     break
                 }
@@ -865,7 +883,13 @@ private struct ShellWalk {
                 rest = (words + rest)[...]
             }
         }
-        while let assignment = rest.first, isAssignment(assignment.text) { rest.removeFirst() }
+        // After the options a lone `-` (as `-i`), then every word with a `=` is an assignment, whatever its name
+        // (`1=x`, `=x`, `--chdir=/tmp` after `--`); one the shell expands may be several words.
+        if rest.first?.text == "-", rest.first?.expands == false { rest.removeFirst() }
+        while let assignment = rest.first, assignment.text.contains("=") {
+            if assignment.mayBeSeveral { return [unknownCommand(assignment)] }
+            rest.removeFirst()
+        }
         return Array(rest)
     }
 

@@ -13,6 +13,10 @@ struct ShellWord: Sendable, Equatable {
     /// The word has an unquoted `*`, `?`, `[` or `{`: the shell may make other words of it (a glob, a brace
     /// expansion `{a,b}`).
     var globs = false
+
+    /// The shell may make several words of it (an unquoted expansion, a glob, a brace expansion): what comes
+    /// after it in a command is not known from the text.
+    var mayBeSeveral: Bool { expands || globs }
 }
 
 struct ShellRedirection: Sendable, Equatable {
