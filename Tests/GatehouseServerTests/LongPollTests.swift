@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import GatehouseCore
+@testable import GatehouseServer
 import NIOCore
 import NIOHTTP1
 import Testing
@@ -72,25 +73,30 @@ struct LongPollTests {
         }
     }
 
+    /// Through the request desk itself: the polls are open the moment their tasks run (over HTTP, a loaded machine
+    /// delayed some of eight connections past every probe of a ninth).
     @Test("a token holds at most 8 polls open; the ninth is 429 too_many_waits with Retry-After, and a poll freed is taken again")
     func tooManyWaits() async throws {
         try await TestServer.with { server in
             let t = try await server.tokens("alice", "bob")
             let id = try #require(try await server.request(t["alice"]!).string("id"))
-            let polls = (0..<8).map { _ in Task { try await server.send(.GET, "/v1/requests/\(id)?wait=25s", token: t["alice"]!) } }
-            // Once the eight are open (each a connection of its own), a ninth is refused at once.
-            var refused: TestServer.Reply?
-            for _ in 0..<50 where refused == nil {
-                try await Task.sleep(for: .milliseconds(200))
-                let reply = try await server.send(.GET, "/v1/requests/\(id)?wait=1s", token: t["alice"]!)
-                if reply.status == 429 { refused = reply }
+            let caller = try await server.service.tokens.authenticate(bearer: t["alice"]!)
+            let desk = server.service.desk
+            let polls = (0..<8).map { _ in Task { try await desk.waitForDecision(caller: caller, id: id, wait: "25s") } }
+            var refusal: GatehouseError?
+            for _ in 0..<100 where refusal == nil {
+                try await Task.sleep(for: .milliseconds(100))
+                do { _ = try await desk.waitForDecision(caller: caller, id: id, wait: "1s") } catch let error as GatehouseError { refusal = error }
             }
-            let ninth = try #require(refused, "the ninth poll was never refused")
-            #expect(ninth.string("code") == "too_many_waits", "\(ninth.json)")
-            #expect(ninth.headers.first(name: "Retry-After") == "5", "\(ninth.headers)")
+            let ninth = try #require(refusal, "the ninth poll was never refused")
+            #expect(ninth.code == "too_many_waits" && ninth.kind == .tooManyRequests, "\(ninth)")
+            #expect(ninth.refusal?.retryAfterSeconds == 5)
+            // Over HTTP the refusal carries Retry-After.
+            let answer = Problem.from(ninth)
+            #expect(answer.status == 429 && answer.headers[.retryAfter] == "5", "\(answer.headers)")
             // Decided: the eight answer, and the token may wait again.
             #expect(try await server.approve(t["bob"]!, id).status == 200)
-            for poll in polls { #expect(try await poll.value.string("state") == "approved") }
+            for poll in polls { #expect(try await poll.value.request.state == .approved) }
             #expect(try await server.send(.GET, "/v1/requests/\(id)?wait=1s", token: t["alice"]!).status == 200)
         }
     }
