@@ -13,10 +13,13 @@ struct ShellWord: Sendable, Equatable {
     /// The word has an unquoted `*`, `?`, `[` or `{`: the shell may make other words of it (a glob, a brace
     /// expansion `{a,b}`).
     var globs = false
+    /// The word has an expansion outside double quotes (`$X`, `$(...)`, backticks): the shell splits its value
+    /// into words at blanks.
+    var splits = false
 
     /// The shell may make several words of it (an unquoted expansion, a glob, a brace expansion): what comes
-    /// after it in a command is not known from the text.
-    var mayBeSeveral: Bool { expands || globs }
+    /// after it in a command is not known from the text. (`"$X"` stays one word.)
+    var mayBeSeveral: Bool { splits || globs }
 }
 
 struct ShellRedirection: Sendable, Equatable {
@@ -330,7 +333,7 @@ struct ShellLexer {
             case UInt8(ascii: "$"):
                 try dollar(into: &text, word: &word, inQuotes: true)
             case UInt8(ascii: "`"):
-                try backtick(into: &text, word: &word)
+                try backtick(into: &text, word: &word, inQuotes: true)
             default:
                 text.append(byte)
                 index += 1
@@ -349,18 +352,21 @@ struct ShellLexer {
                 guard peek() == UInt8(ascii: ")") else { throw ShellSyntaxError(message: "unterminated $((", position: start) }
                 index += 1
                 word.expands = true
+                if !inQuotes { word.splits = true }
                 text.append(contentsOf: Array("$((...))".utf8))
             } else {
                 index += 1
                 let inner = try balanced(open: UInt8(ascii: "("), close: UInt8(ascii: ")"), start: start)
                 script.substitutions.append((inner, start, script.commands.count, false))
                 word.expands = true
+                if !inQuotes { word.splits = true }
                 text.append(contentsOf: Array("$(...)".utf8))
             }
         case UInt8(ascii: "{"):
             index += 1
             let inner = try balanced(open: UInt8(ascii: "{"), close: UInt8(ascii: "}"), start: start)
             word.expands = true
+                if !inQuotes { word.splits = true }
             text.append(contentsOf: Array("${\(inner)}".utf8))
         case UInt8(ascii: "'") where !inQuotes:
             index += 2
@@ -376,6 +382,7 @@ struct ShellLexer {
                 index += 1
             }
             word.expands = true
+                if !inQuotes { word.splits = true }
         default:
             text.append(UInt8(ascii: "$"))
             index += 1
@@ -406,7 +413,7 @@ struct ShellLexer {
         text.append(contentsOf: decoded.prefix { $0 != 0 })
     }
 
-    private mutating func backtick(into text: inout [UInt8], word: inout ShellWord) throws(ShellSyntaxError) {
+    private mutating func backtick(into text: inout [UInt8], word: inout ShellWord, inQuotes: Bool = false) throws(ShellSyntaxError) {
         let start = index
         index += 1
         var inner: [UInt8] = []
@@ -415,6 +422,7 @@ struct ShellLexer {
             if byte == UInt8(ascii: "`") {
                 script.substitutions.append((String(decoding: inner, as: UTF8.self), start, script.commands.count, false))
                 word.expands = true
+                if !inQuotes { word.splits = true }
                 text.append(contentsOf: Array("`...`".utf8))
                 return
             }
