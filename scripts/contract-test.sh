@@ -3,7 +3,9 @@
 # live `gatehouse serve` on a fresh SQLite file from openapi.yaml, with every check on (no server
 # error, status codes, content types, response schemas and headers, schema-valid data accepted,
 # schema-violating data refused, ...), first as a requester, then as the bootstrap admin. Any failure
-# fails the run; the report is kept in test-artifacts/contract/.
+# fails the run; the report is kept in test-artifacts/contract/. Every event of the run is also sent as a
+# webhook to scripts/contract/webhook-receiver.py, which checks each message with the Standard Webhooks
+# library and against the `webhooks` entry of openapi.yaml.
 #   scripts/contract-test.sh [BIN]   (default .build/debug/gatehouse)
 #   CONTRACT_EXAMPLES=N              test cases per operation and phase (default 40)
 #   CONTRACT_SEED=N                  another seed than the fixed one (a wider search)
@@ -26,10 +28,23 @@ fi
 
 WORK=$(mktemp -d)
 SERVER_PID=""
-trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+RECEIVER_PID=""
+trap '[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; [ -n "$RECEIVER_PID" ] && kill "$RECEIVER_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 ADMIN=contract-admin-token-0123456789abcdef
-cp "$REPO/examples/policy.yaml" "$WORK/policy.yaml"
+export GATEHOUSE_WEBHOOK_SECRET="whsec_$(head -c 32 /dev/urandom | base64)"
+HOOKS=$WORK/webhooks.jsonl
+"$VENV/bin/python" "$REPO/scripts/contract/webhook-receiver.py" "$REPO/openapi.yaml" "$WORK/receiver.port" "$HOOKS" 2>"$WORK/receiver.log" &
+RECEIVER_PID=$!
+for _ in $(seq 1 100); do [ -s "$WORK/receiver.port" ] && break; sleep 0.1; done
+[ -s "$WORK/receiver.port" ] || { cat "$WORK/receiver.log" >&2; echo "contract test: the webhook receiver did not start" >&2; exit 1; }
+# The example policy with one endpoint subscribed to every event.
+awk -v url="http://127.0.0.1:$(cat "$WORK/receiver.port")/hook" '
+  { print }
+  /^  digest_interval:/ { print "  webhooks:"; print "    contract:"; print "      url: " url;
+                          print "      secret_env: GATEHOUSE_WEBHOOK_SECRET"; print "      events: [all]" }' \
+  "$REPO/examples/policy.yaml" > "$WORK/policy.yaml"
+grep -q "secret_env: GATEHOUSE_WEBHOOK_SECRET\$" "$WORK/policy.yaml" || { echo "contract test: could not add the webhook endpoint to the policy" >&2; exit 1; }
 GATEHOUSE_ADMIN_TOKEN=$ADMIN "$BIN" serve --policy "$WORK/policy.yaml" --database "sqlite:$WORK/gatehouse.db" --port "$PORT" >"$WORK/serve.log" 2>&1 &
 SERVER_PID=$!
 export GATEHOUSE_URL=http://127.0.0.1:$PORT
@@ -105,4 +120,26 @@ kill -0 "$SERVER_PID" || { tail -20 "$WORK/serve.log" >&2; echo "contract test: 
 verify=$(curl -s -H "Authorization: Bearer $ADMIN" "$GATEHOUSE_URL/v1/audit/verify")
 grep -q '"ok":true' <<<"$verify" || { cp "$WORK"/gatehouse.db* "$WORK/serve.log" "$REPORTS/"; echo "contract test: the audit chain does not verify after the run: $verify (database kept in $REPORTS)" >&2; exit 1; }
 ! grep -q '" 500\|status=500\|internal_error' "$WORK/serve.log" || { grep -m5 'status=500\|internal_error' "$WORK/serve.log" >&2; echo "contract test: the server logged a 500" >&2; exit 1; }
+# Every message of the run reached the receiver (the outbox drains) and passed its checks.
+for _ in $(seq 1 60); do
+  waiting=$(curl -s -H "Authorization: Bearer $ADMIN" "$GATEHOUSE_URL/v1/webhooks/deliveries?limit=1000" \
+            | python3 -c 'import json,sys; print(sum(1 for d in json.load(sys.stdin)["deliveries"] if d["state"] != "delivered"))')
+  [ "$waiting" = 0 ] && break; sleep 1
+done
+[ "$waiting" = 0 ] || { echo "contract test: $waiting webhook message(s) still not delivered after 60 s" >&2; exit 1; }
+cp "$HOOKS" "$REPORTS/webhooks.jsonl"
+python3 - "$HOOKS" <<'PY' || exit 1
+import collections, json, sys
+messages = [json.loads(line) for line in open(sys.argv[1])]
+bad = [m for m in messages if m["problems"]]
+types = collections.Counter(m["type"] for m in messages)
+for m in bad[:10]:
+    print(f"webhook {m['id']} ({m['type']}): " + "; ".join(m["problems"]), file=sys.stderr)
+# The set-up alone announces a request, approves one, starts grants and uses break-glass.
+missing = {"request.created", "request.approved", "grant.started", "break_glass.used"} - set(types)
+if bad or missing:
+    print(f"contract test: {len(bad)} of {len(messages)} webhook messages failed their checks; events never sent: {sorted(missing) or 'none'}", file=sys.stderr)
+    sys.exit(1)
+print(f"contract test: {len(messages)} webhook messages verified (standardwebhooks) and valid against openapi.yaml: {dict(sorted(types.items()))}")
+PY
 echo "contract test passed"

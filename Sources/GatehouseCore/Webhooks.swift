@@ -16,7 +16,6 @@ public enum WebhookEvent: String, Sendable, CaseIterable, Codable {
     case breakGlassReviewed = "break_glass.reviewed"
     case digest = "digest"
 
-    /// The webhook event an audit action announces, if any.
     /// The webhook event an audit action is announced as, or nil when it is not announced.
     public init?(auditAction: String) {
         guard let action = AuditAction(rawValue: auditAction) else { return nil }
@@ -307,7 +306,12 @@ public struct WebhookMessage: Sendable, Equatable {
             object["action"] = ["kind": .string(action.kind.rawValue), "sha256": .string(action.digest), "risk": .string(action.risk.rawValue),
                                 "categories": JSONValue(action.categories), "text": .string(action.normalized ?? action.text)]
         }
-        if let spam = r.spam { object["spam"] = ["score": .int(spam.score), "action": .string(spam.action.rawValue), "signals": .string(spam.summary)] }
+        // The score as the API shows it on a request (`antispam`, openapi.yaml's SpamScore).
+        if let spam = r.spam {
+            object["antispam"] = ["score": .int(spam.score), "action": .string(spam.action.rawValue),
+                                  "signals": .array(spam.signals.map { ["signal": .string($0.signal.rawValue), "count": .int($0.count),
+                                                                        "points": .int($0.points), "detail": .string($0.detail)] })]
+        }
         return .object(object)
     }
 

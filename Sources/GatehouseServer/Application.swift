@@ -38,9 +38,9 @@ public enum GatehouseHTTP {
                                   trustedProxies: TrustedProxies = .none) throws -> Router<GatehouseRequestContext> {
         let router = Router(context: GatehouseRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: ClientAddressMiddleware(trusted: trustedProxies))
-        router.add(middleware: ObservabilityMiddleware(metrics: metrics, logger: logger))
-        router.add(middleware: ProblemMiddleware(logger: logger))
         let routes = RouteTable()
+        router.add(middleware: ObservabilityMiddleware(metrics: metrics, logger: logger, table: routes))
+        router.add(middleware: ProblemMiddleware(logger: logger))
         router.add(middleware: ContractMiddleware(table: routes))
         router.add(middleware: RequestInfoMiddleware(tokens: service.tokens))
         let provider = ProviderLink(service: service, logger: logger)

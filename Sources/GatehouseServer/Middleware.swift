@@ -384,11 +384,13 @@ struct Problem: Sendable {
 }
 
 /// The outermost layer: every answer carries `X-Request-Id` (the id in the log lines about the
-/// request, `request_id`), and is counted and timed by the route the router matched.
+/// request, `request_id`), and is counted and timed by the route the router matched (or, for a method
+/// the path does not take, the route of that path: a 405 is not a missing page).
 struct ObservabilityMiddleware: RouterMiddleware {
     typealias Context = GatehouseRequestContext
     let metrics: GatehouseMetrics
     let logger: Logger
+    let table: RouteTable
 
     static let requestIDHeader = HTTPField.Name("X-Request-Id")!
 
@@ -411,7 +413,9 @@ struct ObservabilityMiddleware: RouterMiddleware {
     }
 
     private func record(_ request: Request, _ context: Context, status: Int, since started: ContinuousClock.Instant) {
-        let route = context.endpointPath ?? "NotFound"
+        let route = context.endpointPath
+            ?? (status == 405 ? table.template(for: RequestInfoMiddleware.routedPath(request.uri.path)) : nil)
+            ?? "NotFound"
         metrics.httpRequest(route: route, method: request.method.rawValue, status: status, duration: ContinuousClock.now - started)
         context.logger.debug("answered", metadata: ["method": "\(request.method.rawValue)", "route": "\(route)", "status": "\(status)"])
     }

@@ -26,16 +26,26 @@ final class RouteTable: Sendable {
 
     /// The methods this path takes (HEAD with GET), or nil when no operation has this path.
     func methods(for path: String) -> [HTTPRequest.Method]? {
+        let found = matching(path).map(\.method)
+        guard !found.isEmpty else { return nil }
+        return found.contains(.get) ? found + [.head] : found
+    }
+
+    /// The path template of the operations this path matches (`/v1/requests/{id}` for
+    /// `/v1/requests/r-1`), whatever the method; nil when none does.
+    func template(for path: String) -> String? {
+        matching(path).first.map { "/" + $0.segments.joined(separator: "/") }
+    }
+
+    private func matching(_ path: String) -> [Route] {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-        let found = routes.withLock { routes in
+        return routes.withLock { routes in
             routes.filter { route in
                 route.segments.count == parts.count && zip(route.segments, parts).allSatisfy { template, part in
                     (template.hasPrefix("{") && template.hasSuffix("}") && !part.isEmpty) || template == part
                 }
-            }.map(\.method)
+            }
         }
-        guard !found.isEmpty else { return nil }
-        return found.contains(.get) ? found + [.head] : found
     }
 }
 

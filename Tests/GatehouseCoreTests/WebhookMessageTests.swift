@@ -41,6 +41,23 @@ struct WebhookMessageTests {
         let request = try #require(data["request"] as? [String: Any])
         #expect(request["reason"] as? String == Self.request.reason)
         #expect(request["requester"] as? String == "alice")
+        #expect(request["antispam"] == nil)
+    }
+
+    @Test("the request's anti-spam score has the API's shape: score, action and each signal as an object")
+    func antispamAsTheAPIShowsIt() throws {
+        var request = Self.request
+        request.spam = SpamVerdict(score: 6, signals: [FiredSignal(signal: .burst, count: 3, points: 4, detail: "3 requests in 10m"),
+                                                       FiredSignal(signal: .ticket, count: 1, points: -2, detail: "INC-1")], action: .throttle)
+        let message = WebhookMessage(id: "msg_42", event: .requestCreated, at: Fixture.t0, audit: Self.audit("request.created"),
+                                     request: request, recipients: ["bob"], link: nil)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(message.standardBody())) as? [String: Any])
+        let sent = try #require(((object["data"] as? [String: Any])?["request"] as? [String: Any])?["antispam"] as? [String: Any])
+        #expect(sent["score"] as? Int == 6 && sent["action"] as? String == "throttle")
+        let signals = try #require(sent["signals"] as? [[String: Any]])
+        #expect(signals.map { $0["signal"] as? String } == ["burst", "ticket"])
+        #expect(signals.map { $0["points"] as? Int } == [4, -2] && signals.map { $0["count"] as? Int } == [3, 1])
+        #expect(signals.first?["detail"] as? String == "3 requests in 10m")
     }
 
     @Test("the Slack body has a text fallback, escaped mrkdwn fields and a button to the request page")

@@ -77,6 +77,9 @@ struct OperatorTests {
             let missing = try await server.send(.GET, "/nowhere", token: nil)
             let missingID = try #require(missing.headers.first(name: "X-Request-Id"))
             #expect(missing.status == 404 && !firstID.isEmpty && firstID != missingID)
+            // A method the path does not take is counted under that path's route, not as a missing page.
+            let wrongMethod = try await server.send(.DELETE, "/v1/requests/r-none/approve", token: nil)
+            #expect(wrongMethod.status == 405)
 
             // Events move the series: a request waits, is approved, and its grant is in force.
             let tokens = try await server.tokens("alice", "carol")
@@ -86,6 +89,8 @@ struct OperatorTests {
             #expect(Self.value(current, "gatehouse_requests_waiting", ["state": "pending"]) == 1)
             #expect(Self.value(current, "gatehouse_http_requests_total", ["route": "/v1/requests", "method": "POST", "status": "201"]) == 1)
             #expect(Self.value(current, "gatehouse_http_requests_total", ["route": "NotFound", "method": "GET", "status": "404"]) == 1)
+            #expect(Self.value(current, "gatehouse_http_requests_total", ["route": "/v1/requests/{id}/approve", "method": "DELETE", "status": "405"]) == 1)
+            #expect(Self.value(current, "gatehouse_http_requests_total", ["route": "NotFound", "method": "DELETE"]) == nil)
             #expect(Self.value(current, "gatehouse_http_request_duration_seconds_count", ["route": "/v1/requests", "method": "POST"]) == 1)
             let approved = try await server.approve(tokens["carol"]!, try #require(filed.string("id")))
             #expect(approved.status == 200)
