@@ -131,6 +131,14 @@ expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- -
 expect_output "could not start -S"
 expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- GATEHOUSE_X=1 touch "$WORK/assignment-ran"
 [ ! -e "$WORK/split-ran" ] && [ ! -e "$WORK/assignment-ran" ] || fail "exec ran a command through env's options"
+# ... and started as a shell starts it: the word as typed is its name (argv[0]), a script without `#!` is
+# read by /bin/sh, and a program ended by a signal exits 128 + the signal.
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- sh -c 'tr "\0" " " < /proc/$$/cmdline'
+expect_output "^sh -c "
+printf 'echo "script ran with $# argument(s): $1"\n' > "$WORK/no-shebang"; chmod +x "$WORK/no-shebang"
+expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- "$WORK/no-shebang" first
+expect_output "script ran with 1 argument(s): first"
+expect_exit 143 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- sh -c 'kill -TERM $$'
 
 # SIGHUP with a broken policy keeps the running one.
 cp bad.yaml policy.yaml

@@ -205,16 +205,13 @@ struct ExecCommand: AsyncParsableCommand {
         guard let executable = Self.executable(program, searchPath: ProcessInfo.processInfo.environment["PATH"]) else {
             throw CLIError.failure("allowed, but could not start \(program): no such program (a path, or a name found in PATH)")
         }
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = Array(words.dropFirst())
+        let code: Int32
         do {
-            try process.run()
+            code = try ChildProcess.run(path: executable.path, name: program, arguments: Array(words.dropFirst()))
         } catch {
-            throw CLIError.failure("allowed, but could not start \(program): \(error.localizedDescription)")
+            throw CLIError.failure("allowed, but could not start \(program): \(error)")
         }
-        process.waitUntilExit()
-        if process.terminationStatus != 0 { throw CLIError.outcome(code: process.terminationStatus) }
+        if code != 0 { throw CLIError.outcome(code: code) }
     }
 
     /// The file `program` names: itself when it has a `/`, else the first executable of that name in
