@@ -38,6 +38,13 @@ public final class OIDCClient: Sendable {
         var keys: [String: JWK] = [:]
         var unnamedKeys: [JWK] = []
         var keysFetchedAt: Date?
+
+        /// The key a token's `kid` names; without one, the provider's only key.
+        func key(_ kid: String?) -> JWK? {
+            if let kid { return keys[kid] }
+            let all = Array(keys.values) + unnamedKeys
+            return all.count == 1 ? all[0] : nil
+        }
     }
 
     /// The fields of the discovery document Gatehouse uses.
@@ -66,8 +73,12 @@ public final class OIDCClient: Sendable {
     /// Asymmetric algorithms only: `none` and the HMAC family are never accepted for ID tokens.
     static let asymmetric: Set<String> = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
     static let discoveryLifetime: TimeInterval = 3600
-    /// An unknown `kid` refreshes the keys at most this often (a flood of made-up kids cannot hammer the provider).
+    /// An unknown `kid` or a signature that does not verify fetches the keys again at most this often (a flood
+    /// of made-up kids cannot hammer the provider).
     static let keyRefreshInterval: TimeInterval = 1
+    /// Keys fetched longer ago are fetched again before they are used: a key the provider stopped publishing
+    /// stops verifying within this time, as OpenID Connect Core 10.1.1 expects of rotation.
+    static let keyLifetime: TimeInterval = 300
 
     /// Reads the client secret from the environment or file the policy names; fails with what to do.
     public static func clientSecret(_ source: OIDCSettings.SecretSource, environment: [String: String]) throws -> String {
@@ -128,29 +139,32 @@ public final class OIDCClient: Sendable {
         return document
     }
 
+    /// The provider's key for `kid` (its only key when the token names none) from the keys fetched within
+    /// `keyLifetime`; the keys are fetched again when they are older, or when none fits.
     func signingKey(kid: String?, now: Date) async throws -> JWK? {
-        func lookup(_ c: Cache) -> JWK? {
-            if let kid { return c.keys[kid] }
-            let all = Array(c.keys.values) + c.unnamedKeys
-            return all.count == 1 ? all[0] : nil
-        }
-        let (found, fetchedAt) = cache.withLock { (lookup($0), $0.keysFetchedAt) }
-        if let found { return found }
-        if let fetchedAt, now.timeIntervalSince(fetchedAt) < Self.keyRefreshInterval { return nil }
+        let (found, fetchedAt) = cache.withLock { ($0.key(kid), $0.keysFetchedAt) }
+        if let found, let fetchedAt, now.timeIntervalSince(fetchedAt) < Self.keyLifetime { return found }
+        _ = try await refreshKeys(now: now)
+        return cache.withLock { $0.key(kid) }
+    }
+
+    /// Fetches the provider's key set, unless it was fetched within `keyRefreshInterval`; whether it did.
+    func refreshKeys(now: Date) async throws -> Bool {
+        if let fetchedAt = cache.withLock({ $0.keysFetchedAt }), abs(now.timeIntervalSince(fetchedAt)) < Self.keyRefreshInterval { return false }
         let discovery = try await discovery(now: now)
         let data = try await get(discovery.jwksURI, what: "the signing keys (JWKS)")
         guard let set = try? JSONDecoder().decode(KeySet.self, from: data) else {
             throw OIDCError.providerUnavailable("the provider's key set at \(discovery.jwksURI) is not a JWKS document")
         }
-        return cache.withLock { c in
+        cache.withLock { c in
             c.keys = [:]
             c.unnamedKeys = []
             for key in set.keys.compactMap(\.key) {
                 if let id = key.keyIdentifier?.string { c.keys[id] = key } else { c.unnamedKeys.append(key) }
             }
             c.keysFetchedAt = now
-            return lookup(c)
         }
+        return true
     }
 
     struct KeySet: Decodable {
@@ -331,18 +345,13 @@ public final class OIDCClient: Sendable {
         guard let key = try await signingKey(kid: kid, now: now) else {
             throw OIDCError.refused(SignInRefusal("unknown_key", "the ID token names signing key \(kid ?? "(none)"), which the provider does not publish"))
         }
-        guard Self.keyFits(key, algorithm: alg) else {
-            throw OIDCError.refused(SignInRefusal("algorithm_refused", "the ID token's algorithm \(alg) does not fit the provider's key \(kid ?? "")"))
-        }
-        do {
-            var pinned = key
-            pinned.algorithm = JWK.Algorithm(rawValue: alg)
-            // jwt-kit files keys by kid; a provider's single key without one gets a name of ours.
-            if pinned.keyIdentifier == nil { pinned.keyIdentifier = JWKIdentifier(string: "gatehouse-unnamed-key") }
-            let keys = try await JWTKeyCollection().add(jwk: pinned)
-            _ = try await keys.verify(idToken, as: SignatureOnly.self)
-        } catch {
-            throw OIDCError.refused(SignInRefusal("bad_signature", "the ID token's signature does not verify with the provider's key"))
+        if try await !Self.verifies(idToken, key: key, algorithm: alg) {
+            // The provider may have put a new key under the same kid (or replaced its one unnamed key) since
+            // the keys were fetched: fetch them once more before refusing.
+            guard try await refreshKeys(now: now), let again = cache.withLock({ $0.key(kid) }),
+                  try await Self.verifies(idToken, key: again, algorithm: alg) else {
+                throw OIDCError.refused(SignInRefusal("bad_signature", "the ID token's signature does not verify with the provider's key"))
+            }
         }
         guard let payloadData = Self.base64URLDecode(String(parts[1])),
               let payload = try? JSONSerialization.jsonObject(with: payloadData) as? [String: Any],
@@ -353,6 +362,25 @@ public final class OIDCClient: Sendable {
             throw OIDCError.refused(refusal)
         }
         return claims
+    }
+
+    /// Whether `token`'s signature verifies with `key` under `algorithm`; a key that does not fit the
+    /// algorithm is refused as such.
+    static func verifies(_ token: String, key: JWK, algorithm: String) async throws -> Bool {
+        guard keyFits(key, algorithm: algorithm) else {
+            throw OIDCError.refused(SignInRefusal("algorithm_refused", "the ID token's algorithm \(algorithm) does not fit the provider's key \(key.keyIdentifier?.string ?? "")"))
+        }
+        do {
+            var pinned = key
+            pinned.algorithm = JWK.Algorithm(rawValue: algorithm)
+            // jwt-kit files keys by kid; a provider's single key without one gets a name of ours.
+            if pinned.keyIdentifier == nil { pinned.keyIdentifier = JWKIdentifier(string: "gatehouse-unnamed-key") }
+            let keys = try await JWTKeyCollection().add(jwk: pinned)
+            _ = try await keys.verify(token, as: SignatureOnly.self)
+            return true
+        } catch {
+            return false
+        }
     }
 
     static func keyFits(_ key: JWK, algorithm: String) -> Bool {

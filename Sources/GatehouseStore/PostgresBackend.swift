@@ -125,7 +125,7 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
             configuration = .init(host: host, port: port, username: user, password: password, database: database, tls: mode)
         }
         configuration.options.connectTimeout = .seconds(Int64(connectTimeoutSeconds))
-        let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+        let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger.quietLibrary)
         try await connection.close()
     }
 
@@ -193,7 +193,7 @@ final class PostgresBackend: StoreBackend {
             throw GatehouseError(.unavailable, "store_unreachable",
                                  "cannot use the PostgreSQL database \(location): \(Self.explain(error, host: location.host)); check that the server is running and the address, user, password and database are right")
         }
-        let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger)
+        let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger.quietLibrary)
         // Started at once, on this thread up to its first suspension: run() marks the client running before
         // that, so the first lease below does not find it idle (PostgresNIO then logs a warning at every start).
         let runner = Task.immediate { await client.run() }

@@ -82,7 +82,7 @@ final class SQLiteBackend: StoreBackend {
         }
         let writer: SQLiteConnection
         do {
-            writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+            writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger.quietLibrary)
         } catch {
             fileLock.release()
             throw GatehouseError(.unavailable, "store_open_failed", "cannot open the SQLite database at \(path): \(error); check that its folder exists and is writable")
@@ -95,7 +95,7 @@ final class SQLiteBackend: StoreBackend {
                 try await db.raw(SQLQueryString(pragma)).run()
             }
             for _ in 0..<max(1, readerCount) {
-                let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+                let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger.quietLibrary)
                 readers.append(reader)
                 try await reader.sql().raw("PRAGMA busy_timeout = 5000").run()
                 try await reader.sql().raw("PRAGMA query_only = ON").run()

@@ -294,3 +294,14 @@ final class ChangeWatch: Sendable {
         await task?.value
     }
 }
+
+extension Logger {
+    /// This logger as handed to a database library: never below `info`, because the libraries log each
+    /// statement with its bound values at `debug` and `trace`, and those values include secrets in flight
+    /// (a sign-in's PKCE verifier and nonce, a device code) that `--log-level debug` must not write out.
+    var quietLibrary: Logger {
+        var quiet = self
+        if quiet.logLevel < .info { quiet.logLevel = .info }
+        return quiet
+    }
+}

@@ -4,6 +4,7 @@ import GatehouseCore
 import GatehouseTestSupport
 import Logging
 import SQLKit
+import Synchronization
 import Testing
 
 /// The store's queries, each test run once on a SQLite file and once on a fresh database of the
@@ -42,6 +43,55 @@ struct StoreQueryTests {
     static func grant(_ id: String, expiresIn seconds: TimeInterval = 3600) -> Grant {
         Grant(id: id, requestId: "req_" + id, principal: "alice", resource: "prod-db", role: "write", allows: .write,
               startsAt: t0, expiresAt: t0.addingTimeInterval(seconds))
+    }
+
+    /// Keeps every log message, with its metadata, at every level.
+    final class CapturedLog: Sendable {
+        let lines = Mutex<[String]>([])
+        var text: String { lines.withLock { $0.joined(separator: "\n") } }
+
+        struct Handler: LogHandler {
+            let log: CapturedLog
+            var metadata: Logger.Metadata = [:]
+            var logLevel: Logger.Level = .trace
+            subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+                get { metadata[key] }
+                set { metadata[key] = newValue }
+            }
+            func log(event: LogEvent) {
+                let all = metadata.merging(event.metadata ?? [:]) { $1 }
+                log.lines.withLock { $0.append("\(event.level) \(event.message) \(all)") }
+            }
+        }
+    }
+
+    @Test("at the most verbose log level, no statement's bound values are logged: a sign-in's verifier and nonce stay out of the log",
+          arguments: TestDatabase.Kind.allCases)
+    func boundValuesNeverLogged(kind: TestDatabase.Kind) async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gatehouse-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let captured = CapturedLog()
+        var logger = Logger(label: "gatehouse-store-test") { _ in CapturedLog.Handler(log: captured) }
+        logger.logLevel = .trace
+        let database = try await TestDatabase.fresh(kind, folder: folder)
+        let store = try await database.open(logger: logger)
+        let verifier = "v_" + String(repeating: "7q", count: 24), nonce = "n_" + String(repeating: "k3", count: 16)
+        let pending = PendingSignIn(stateHash: "h_state", nonce: nonce, verifier: verifier, purpose: .web, redirectURI: "http://127.0.0.1:1/cb",
+                                    clientHash: nil, createdAt: Self.t0, expiresAt: Self.t0.addingTimeInterval(600))
+        do {
+            try await store.write { try await $0.insertPendingSignIn(pending) }
+            #expect(try await store.write { try await $0.takePendingSignIn(stateHash: "h_state") }?.verifier == verifier)
+        } catch {
+            await store.close()
+            await database.drop()
+            throw error
+        }
+        await store.close()
+        await database.drop()
+        let text = captured.text
+        #expect(text.contains("applied schema migration"), "the store's own messages are still logged")
+        #expect(!text.contains(verifier) && !text.contains(nonce))
     }
 
     @Test("a request reads back as written, and a state change happens once (compare and set)", arguments: TestDatabase.Kind.allCases)
