@@ -135,10 +135,11 @@ extension FunctionCallSite {
     var key: Key { Key(schema: schema, name: name) }
 
     /// Whether a call by this name can reach `function` (see `FunctionCatalog.functions(named:)`); in
-    /// attribute notation, only a function of one argument (the row).
+    /// attribute notation, any function with an argument (the row is the first; PostgreSQL fills the
+    /// others from their defaults, so `o.purge` calls `purge(o orders, n int DEFAULT 0)`).
     func reaches(_ function: FunctionDefinition) -> Bool {
         guard function.name == name else { return false }
-        if attributeNotation, function.arguments.isEmpty || function.arguments.contains(",") { return false }
+        if attributeNotation, function.arguments.isEmpty { return false }
         switch schema {
         case nil: return !["pg_catalog", "information_schema"].contains(function.schema)
         case "pg_temp": return function.schema.hasPrefix("pg_temp_")

@@ -719,6 +719,19 @@ private struct SQLWalk {
             }
         case .alterTableMoveAll:
             fire("locking_ddl", at: location, "ALTER ... ALL IN TABLESPACE copies every table or index it moves under ACCESS EXCLUSIVE")
+        case .alterDomain:
+            // Each table with a column of the domain is scanned under a SHARE lock, which blocks its writes.
+            let domain = (fields["typeName"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }.joined(separator: ".")
+            switch fields["subtype"]?.stringValue {
+            case "C" where fields["def"]?["Constraint"]?["skip_validation"]?.boolValue != true:
+                fire("locking_ddl", at: location, "ALTER DOMAIN \(domain) ADD CONSTRAINT checks every column of the domain in every table, blocking their writes meanwhile; add it NOT VALID")
+            case "O":
+                fire("locking_ddl", at: location, "ALTER DOMAIN \(domain) SET NOT NULL checks every column of the domain in every table, blocking their writes meanwhile")
+            case "V":
+                fire("locking_ddl", at: location, "ALTER DOMAIN \(domain) VALIDATE CONSTRAINT checks every column of the domain in every table, blocking their writes meanwhile")
+            default:
+                break
+            }
         case .vacuum:
             if Self.hasOption(fields["options"], "full") {
                 fire("locking_ddl", at: location, "VACUUM FULL rewrites each table under ACCESS EXCLUSIVE, blocking its reads and writes; plain VACUUM does not")
@@ -774,6 +787,11 @@ private struct SQLWalk {
             fire("locking_ddl", at: at, "ALTER TABLE \(table) ALTER COLUMN \(column) SET NOT NULL scans the whole table under ACCESS EXCLUSIVE; add CHECK (\(column) IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL")
         case "AT_SetTableSpace", "AT_SetLogged", "AT_SetUnLogged", "AT_SetAccessMethod":
             fire("locking_ddl", at: at, "ALTER TABLE \(table) \(subtype.replacingPrefix("AT_")) rewrites the table under ACCESS EXCLUSIVE")
+        case "AT_AttachPartition":
+            guard let partition = cmd["def"]?["PartitionCmd"]?["name"], !(relationKey(partition).map { created.contains($0) } ?? false) else { return }
+            fire("locking_ddl", at: at, "ALTER TABLE \(table) ATTACH PARTITION \(relationKey(partition) ?? "?") scans the partition under ACCESS EXCLUSIVE to check its rows fit the bound, unless a CHECK constraint already proves it; add that constraint (NOT VALID, then VALIDATE) first")
+        case "AT_DetachPartition" where cmd["def"]?["PartitionCmd"]?["concurrent"]?.boolValue != true:
+            fire("locking_ddl", at: at, "ALTER TABLE \(table) DETACH PARTITION without CONCURRENTLY takes ACCESS EXCLUSIVE on \(table), blocking its reads and writes (and waiting behind every query on it); use DETACH PARTITION ... CONCURRENTLY")
         case "AT_AddColumn":
             let definition = cmd["def"]?["ColumnDef"]
             let constraints = (definition?["constraints"]?.elements ?? []).compactMap { $0["Constraint"] }

@@ -73,10 +73,12 @@ enum SQLNodeRule: Sendable {
                              "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_ls_replslotdir",
                              "pg_ls_logicalsnapdir", "pg_ls_logicalmapdir", "lo_import", "lo_export",
                              "pg_file_write", "pg_file_rename", "pg_file_unlink", "pg_logdir_ls", "pg_file_sync",
+                             // the built-in alias of pg_read_file kept for adminpack 1.0
+                             "pg_read_file_old",
                              // pageinspect: a relation's pages as stored, past every privilege and policy
                              "get_raw_page"],
             "large_object_delete": ["lo_unlink", "lo_truncate", "lo_truncate64", "lo_put", "lowrite"],
-            "reload_config": ["pg_reload_conf", "pg_rotate_logfile"],
+            "reload_config": ["pg_reload_conf", "pg_rotate_logfile", "pg_rotate_logfile_old"],
             "set_config": ["set_config"],
             "remote_exec": ["dblink_exec", "dblink", "dblink_connect", "dblink_connect_u", "dblink_send_query",
                             "dblink_open"],
@@ -110,7 +112,9 @@ enum SQLNodeRule: Sendable {
                            "pg_stat_reset_single_function_counters", "pg_stat_reset_slru", "pg_stat_reset_replication_slot",
                            "pg_stat_reset_subscription_stats", "pg_stat_statements_reset",
                            // a message written into the write-ahead log, which logical decoding passes on
-                           "pg_logical_emit_message", "pg_create_restore_point"],
+                           "pg_logical_emit_message", "pg_create_restore_point",
+                           // index metadata changed by a reader: BRIN ranges summarized or dropped, GIN's pending list moved
+                           "brin_summarize_new_values", "brin_summarize_range", "brin_desummarize_range", "gin_clean_pending_list"],
         ]
         var table: [String: String] = [:]
         for (category, names) in groups {
@@ -142,10 +146,12 @@ enum SQLNodeRule: Sendable {
     static let credentialSettingFunctions: Set<String> = ["pg_show_all_settings", "pg_show_all_file_settings"]
 
     /// A system catalog: a table of `pg_catalog`, or an unqualified `pg_` name, which PostgreSQL looks up in
-    /// `pg_catalog` first (a `search_path` listing it later is refused on its own).
+    /// `pg_catalog` first (a `search_path` listing it later is refused on its own); or a view of
+    /// `information_schema`, some of which PostgreSQL writes through to the catalog (`enabled_roles` is
+    /// `pg_authid`; a `search_path` naming information_schema is refused on its own).
     static func isSystemCatalog(_ name: String, schema: String?) -> Bool {
         guard let schema else { return name.hasPrefix("pg_") }
-        return schema == "pg_catalog"
+        return schema == "pg_catalog" || schema == "information_schema"
     }
 
     /// The system catalog a view's query reads when PostgreSQL can write through the view (its one FROM item a
@@ -238,7 +244,7 @@ struct SQLNodeType: Sendable, Equatable {
     enum Special: UInt8, Sendable {
         case none, callStmt, trigger, createCast, define, columnRef, indirection, renameStmt, selectStmt
         case createStmt, createTableAs, indexStmt, alterTableStmt, vacuum, cluster, reindex, refreshMatView, lock, alterObjectSchema, commonTableExpr
-        case alterTableMoveAll, createForeignTable, createPolicy, alterPolicy, alterEventTrigger, viewStmt
+        case alterTableMoveAll, createForeignTable, createPolicy, alterPolicy, alterEventTrigger, viewStmt, alterDomain
     }
 
     /// Position in `SQLNodeTypes.shared`; -1 for a type the walk does not know.
@@ -261,7 +267,7 @@ struct SQLNodeType: Sendable, Equatable {
         "RefreshMatViewStmt": .refreshMatView, "LockStmt": .lock, "AlterObjectSchemaStmt": .alterObjectSchema,
         "CommonTableExpr": .commonTableExpr, "AlterTableMoveAllStmt": .alterTableMoveAll,
         "CreateForeignTableStmt": .createForeignTable, "CreatePolicyStmt": .createPolicy, "AlterPolicyStmt": .alterPolicy,
-        "AlterEventTrigStmt": .alterEventTrigger, "ViewStmt": .viewStmt,
+        "AlterEventTrigStmt": .alterEventTrigger, "ViewStmt": .viewStmt, "AlterDomainStmt": .alterDomain,
     ]
 }
 
@@ -348,10 +354,13 @@ public enum SearchPath {
     /// Whether the path puts `pg_catalog` after another schema (or names it inside another entry): PostgreSQL
     /// then resolves an unqualified operator or function (`=`, `lower()`) to another schema's of the same name
     /// first, and the guard, which reads them as PostgreSQL's own, would read the statement wrongly.
+    /// A path naming `information_schema` is refused too: its views, some writable through to the catalog,
+    /// would be named without their schema, as the guard reads a table of the user's.
     public static func shadowsCatalog(_ entries: [String]) -> Bool {
         entries.enumerated().contains { index, entry in
             let name = entry.lowercased().filter { $0 != " " && $0 != "\t" && $0 != "\n" && $0 != "\r" }
-            return name.contains("pg_catalog") && (index > 0 || (name != "pg_catalog" && name != "\"pg_catalog\""))
+            return (name.contains("pg_catalog") && (index > 0 || (name != "pg_catalog" && name != "\"pg_catalog\"")))
+                || name.contains("information_schema")
         }
     }
 
@@ -360,6 +369,6 @@ public enum SearchPath {
         text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
     }
 
-    static let shadowingDetail = "puts pg_catalog after another schema, where PostgreSQL's own operators and functions can be replaced by others of the same name"
+    static let shadowingDetail = "puts pg_catalog after another schema, where PostgreSQL's own operators and functions can be replaced by others of the same name, or names information_schema, whose views (some writable through to the catalog) would then look like your tables"
 }
 

@@ -20,6 +20,7 @@ enum WhereAnalysis {
             Self.isTriviallyTrue(node, target: target, table: table, variables: variables, constants: constants)
         }
         if constants.step() { return false }
+        let condition = valueOf(condition, constants: constants)
         if !readsRow(condition, variables: variables, budget: constants) { return !isCertainlyFalse(condition, constants: constants) }
         guard let (type, fields) = condition.tagged else { return false }
         switch type {
@@ -48,14 +49,17 @@ enum WhereAnalysis {
             guard let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
             switch kind {
             case "AEXPR_OP" where ["=", ">=", "<="].contains(name):
-                // `name = name COLLATE "C"`: a value equals itself in any (deterministic) collation.
-                let (left, right) = (uncollated(left), uncollated(right))
+                // `name = name COLLATE "C"`: a value equals itself in any (deterministic) collation; so does
+                // `id = (SELECT id)` and `id = coalesce(NULL, id)`.
+                let (left, right) = (valueOf(left, constants: constants), valueOf(right, constants: constants))
                 return same(left, right, constants: constants) || sameColumn(left, right, target: target, table: table)
+                    || fallsBack(left, to: right, target: target, table: table, constants: constants)
+                    || fallsBack(right, to: left, target: target, table: table, constants: constants)
             case "AEXPR_IN" where name == "=":
                 // `id IN (id, 3)`: a list that holds the tested expression itself.
-                let tested = uncollated(left)
+                let tested = valueOf(left, constants: constants)
                 return (right["List"]?["items"]?.elements ?? []).contains { item in
-                    let item = uncollated(item)
+                    let item = valueOf(item, constants: constants)
                     return same(tested, item, constants: constants) || sameColumn(tested, item, target: target, table: table)
                 }
             case "AEXPR_OP_ANY" where name == "=":
@@ -90,6 +94,16 @@ enum WhereAnalysis {
             }
         case "SubLink":
             if let inside = existsCondition(fields, constants: constants) { return isTriviallyTrue(inside) }
+            // `EXISTS (SELECT t.id)`: a subquery with no FROM and no filter gives its one row for every row.
+            if fields["subLinkType"]?.stringValue == "EXISTS_SUBLINK", let select = fields["subselect"]?["SelectStmt"],
+               givesOneRow(select, constants: constants) { return true }
+            // `id IN (SELECT t.id)`: the row's value compared with itself.
+            if fields["subLinkType"]?.stringValue == "ANY_SUBLINK",
+               (fields["operName"]?.lastElement?["String"]?["sval"]?.stringValue ?? "=") == "=",
+               let tested = fields["testexpr"], let value = singleValue(fields, constants: constants) {
+                let (left, right) = (valueOf(tested, constants: constants), valueOf(value, constants: constants))
+                if same(left, right, constants: constants) || sameColumn(left, right, target: target, table: table) { return true }
+            }
             guard let table, let target else { return false }
             return isOwnColumnSet(fields, table: table, target: target, variables: variables, constants: constants)
                 || findsOwnRow(fields, table: table, target: target, variables: variables, constants: constants)
@@ -99,6 +113,12 @@ enum WhereAnalysis {
             // `(x = x) IS TRUE`, `(x = x) IS NOT FALSE` (true for a NULL too).
             return ["IS_TRUE", "IS_NOT_FALSE"].contains(fields["booltesttype"]?.stringValue ?? "") && (fields["arg"].map(isTriviallyTrue) ?? false)
         case "NullTest":
+            // `NULLIF(id, id) IS NULL`: NULLIF of a value and itself is NULL for every row.
+            if fields["nulltesttype"]?.stringValue == "IS_NULL", let nullif = fields["arg"].map({ valueOf($0, constants: constants) })?["A_Expr"],
+               nullif["kind"]?.stringValue == "AEXPR_NULLIF", let left = nullif["lexpr"], let right = nullif["rexpr"] {
+                let (left, right) = (valueOf(left, constants: constants), valueOf(right, constants: constants))
+                return same(left, right, constants: constants) || sameColumn(left, right, target: target, table: table)
+            }
             // `ctid IS NOT NULL`: a system column is set on every row.
             guard fields["nulltesttype"]?.stringValue == "IS_NOT_NULL",
                   let parts = fields["arg"]?["ColumnRef"]?["fields"]?.elements.compactMap({ $0["String"]?["sval"]?.stringValue }),
@@ -705,6 +725,51 @@ enum WhereAnalysis {
     }
 
     /// The expression a COLLATE clause applies to (`name COLLATE "C"`: `name`).
+    /// An expression as the value it gives: `x COLLATE "C"`, `(SELECT x)` (a subquery with no FROM gives the
+    /// one value it names) and `coalesce(NULL, x)` are `x`; `coalesce(true, x)` is `true`.
+    private static func valueOf(_ node: ParseTree, constants: ConstantUse) -> ParseTree {
+        var node = node
+        for _ in 0..<16 {
+            if let argument = node["CollateClause"]?["arg"] {
+                node = argument
+            } else if let link = node["SubLink"], link["subLinkType"]?.stringValue == "EXPR_SUBLINK", let value = singleValue(link, constants: constants) {
+                node = value
+            } else if let arguments = node["CoalesceExpr"]?["args"]?.elements {
+                let rest = arguments.drop { $0["A_Const"]?["isnull"]?.boolValue == true }
+                if rest.count < arguments.count { constants.read() }
+                guard let first = rest.first else { break }
+                if first["A_Const"] != nil { constants.read() } else if rest.count > 1 { break }
+                node = first
+            } else {
+                break
+            }
+        }
+        return node
+    }
+
+    /// `coalesce($1, id)` compared with `id`: the optional filter, which a NULL parameter makes the row's own
+    /// value (every row, as `id = id`); the value bound is not known when the statement is judged.
+    private static func fallsBack(_ node: ParseTree, to other: ParseTree, target: Set<String>?, table: TableName?, constants: ConstantUse) -> Bool {
+        guard let arguments = node["CoalesceExpr"]?["args"]?.elements, let last = arguments.last, arguments.count >= 2,
+              arguments.dropLast().allSatisfy({ $0["ParamRef"] != nil || $0["TypeCast"]?["arg"]?["ParamRef"] != nil }) else { return false }
+        let value = valueOf(last, constants: constants)
+        return same(value, other, constants: constants) || sameColumn(value, other, target: target, table: table)
+    }
+
+    /// Whether a query without FROM gives exactly one row: no filter, grouping, set operation or LIMIT, and
+    /// outputs that are constants and names (`SELECT t.id`, `SELECT 1`).
+    private static func givesOneRow(_ select: ParseTree, constants: ConstantUse) -> Bool {
+        select["fromClause"] == nil && select["withClause"] == nil && outputsOneRowPerRow(select)
+            && keepsEveryRow(select, without: wholeTableClauses, constants: constants)
+    }
+
+    /// The one value a subquery without FROM gives (`(SELECT t.id)`, `IN (SELECT t.id)`); nil for any other.
+    private static func singleValue(_ link: ParseTree, constants: ConstantUse) -> ParseTree? {
+        guard let select = link["subselect"]?["SelectStmt"], let targets = select["targetList"]?.elements, targets.count == 1,
+              givesOneRow(select, constants: constants) else { return nil }
+        return targets[0]["ResTarget"]?["val"]
+    }
+
     private static func uncollated(_ node: ParseTree) -> ParseTree {
         var node = node
         while let argument = node["CollateClause"]?["arg"] { node = argument }

@@ -105,16 +105,18 @@ struct FunctionReachTests {
         #expect(try await judge("SELECT tidy()", catalog).risk == .dangerous)
     }
 
-    @Test("a function of a row called as its field (`t.f`, `(row).f`) is followed; a function of another arity by that name is not")
+    @Test("a function of a row called as its field (`t.f`, `(row).f`) is followed, also one with more arguments (their defaults fill them); one without arguments is not")
     func attributeNotation() async throws {
         let sites = await classify("SELECT a.purge, (a).wipe, a.* FROM accounts a").calls
         #expect(sites.filter(\.attributeNotation).map(\.name) == ["purge", "wipe"])
         let catalog = Catalog()
         catalog.add(1, "public", "purge", arguments: "accounts", body: "DELETE FROM accounts;")
-        catalog.add(2, "public", "wipe", arguments: "a integer, b integer", body: "DELETE FROM accounts;")
+        // Identity arguments do not show defaults: `wipe(o accounts, n integer DEFAULT 0)` reads as this.
+        catalog.add(2, "public", "wipe", arguments: "o accounts, n integer", body: "DELETE FROM accounts;")
         catalog.add(3, "public", "balance", body: "DELETE FROM accounts;")
         let judged = try await judge("SELECT a.purge, (a).wipe, a.balance FROM accounts a", catalog)
-        #expect(judged.findings.map(\.detail) == ["calls public.purge(accounts), whose body: DELETE on accounts without WHERE changes every row"])
+        #expect(judged.findings.map(\.detail) == ["calls public.purge(accounts), whose body: DELETE on accounts without WHERE changes every row",
+                                                  "calls public.wipe(o accounts, n integer), whose body: DELETE on accounts without WHERE changes every row"])
     }
 
     @Test("what the body does is remembered per function until its catalog row changes")

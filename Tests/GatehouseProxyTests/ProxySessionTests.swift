@@ -330,6 +330,7 @@ import Glibc
             CREATE SCHEMA ops;
             CREATE FUNCTION ops.tidy() RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN PERFORM public.purge(); END $$;
             CREATE FUNCTION wipe(accounts) RETURNS int LANGUAGE sql AS $$ DELETE FROM accounts RETURNING 1 $$;
+            CREATE FUNCTION sweep(a accounts, n int DEFAULT 0) RETURNS int LANGUAGE sql AS $$ DELETE FROM accounts RETURNING 1 $$;
             CREATE PROCEDURE empty_all() LANGUAGE sql AS $$ DELETE FROM accounts $$;
             CREATE FUNCTION "Reset"() RETURNS void LANGUAGE sql AS $$ UPDATE accounts SET balance = 0 $$;
             CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN DELETE FROM accounts; RETURN NEW; END $$;
@@ -340,6 +341,7 @@ import Glibc
             SELECT purge();
             SELECT ops.tidy();
             SELECT a.wipe FROM accounts a WHERE a.id = 2;
+            SELECT a.sweep FROM accounts a WHERE a.id = 2;
             CALL empty_all();
             SELECT "Reset"();
             CREATE TRIGGER stamp BEFORE INSERT ON accounts FOR EACH ROW EXECUTE FUNCTION stamp();
@@ -351,6 +353,8 @@ import Glibc
         #expect(first.stderr.contains("it calls ops.tidy() (SECURITY DEFINER) → public.purge(), whose body: DELETE on accounts"), "\(first)")
         // Attribute notation: `a.wipe` calls wipe(a). A procedure; a quoted name; a trigger bound to a function.
         #expect(first.stderr.contains("it calls public.wipe(public.accounts), whose body: DELETE on accounts without WHERE"), "\(first)")
+        // ... also with a second argument PostgreSQL fills from its default.
+        #expect(first.stderr.contains("it calls public.sweep(a public.accounts, n integer), whose body: DELETE on accounts without WHERE"), "\(first)")
         #expect(first.stderr.contains("it calls public.empty_all(), whose body: DELETE on accounts without WHERE"), "\(first)")
         #expect(first.stderr.contains("(update_without_where) and alice has no active grant that allows it: it calls public.Reset(), whose body: UPDATE on accounts"), "\(first)")
         #expect(first.stderr.contains("it calls public.stamp(), whose body: DELETE on accounts without WHERE"), "\(first)")
