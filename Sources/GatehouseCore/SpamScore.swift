@@ -258,9 +258,11 @@ public enum SpamScore {
 
         // waiting: approvers already have several of the principal's requests to decide. A slow drip
         // under every rate limit piles up here; a person mid-incident has one or two waiting.
-        // (What waits now, filed before an unblock or after.)
+        // (What waits now, filed before an unblock or after.) An attempt refused adds nothing to what
+        // approvers have before them: the limit that refused it (the pending cap among them) already
+        // answered, and counting the waiting requests again would turn one clear refusal into a block.
         let waiting = record.filter { $0.state == .pending && $0.reachedApprovers }.count
-        if attempt.reachesApprovers, waiting >= windows.waitingRequests {
+        if attempt.reachesApprovers, !attempt.refused, waiting >= windows.waitingRequests {
             add(.waiting, count: waiting, multiple: waiting - windows.waitingRequests + 1,
                 "\(waiting) of the principal's requests already wait for approvers")
         }

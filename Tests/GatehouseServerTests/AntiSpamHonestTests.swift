@@ -91,6 +91,36 @@ struct AntiSpamHonestTests {
         }
     }
 
+    @Test("seven separate write statements filed at once, each with its own ticket: the sixth and seventh meet the pending limit with a clear 429 and Retry-After, not a block")
+    func pendingLimitIsAnAnswerNotABlock() async throws {
+        let policy = AntiSpamTests.policy().replacingOccurrences(of: "\n  billing-api:",
+                                                                 with: "\n    actions: {requesters: [engineers], approvers: [dba], approvals: 1, max_duration: 15m}\n  billing-api:")
+        #expect(policy.contains("actions: {requesters"))
+        try await TestServer.with(policy: policy) { server in
+            let alice = try await server.token(for: "alice")
+            func file(_ order: Int) async throws -> TestServer.Reply {
+                try await server.send(.POST, "/v1/requests", token: alice, json: [
+                    "resource": "prod-db", "action": ["kind": "sql", "text": "UPDATE orders SET state = 'retry' WHERE id = \(order)"],
+                    "reason": "INC-40\(order) order \(order) is stuck in processing since the outage"])
+            }
+            var answers: [TestServer.Reply] = []
+            for order in 1...7 { answers.append(try await file(order)) }
+            #expect(answers.map(\.status) == [201, 201, 201, 201, 201, 429, 429], "\(answers.map(\.json))")
+            for refused in answers.suffix(2) {
+                #expect(refused.string("code") == "rate_limited")
+                #expect(refused.string("detail")?.contains("5 requests waiting (the limit is 5)") == true, "\(refused.json)")
+                #expect(refused.headers.first(name: "Retry-After") != nil)
+            }
+            // Not blocked (a block would hold the five for review and end every grant): one cancelled, the next is filed.
+            let blocked = try await server.send(.GET, "/v1/principals?blocked=true", token: TestServer.adminToken)
+            #expect((blocked.json["principals"] as? [[String: Any]] ?? []).isEmpty, "\(blocked.json)")
+            let first = try #require(answers[0].string("id"))
+            #expect(try await server.send(.POST, "/v1/requests/\(first)/cancel", token: alice).status == 200)
+            server.clock.advance(by: 120)
+            #expect(try await file(6).status == 201)
+        }
+    }
+
     @Test("X-Forwarded-For is never trusted: malformed or spoofed values neither crash nor escape the per-address limit")
     func forwardedFor() async throws {
         let policy = AntiSpamTests.policy("""
