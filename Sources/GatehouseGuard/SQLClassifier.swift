@@ -504,6 +504,9 @@ private struct SQLWalk {
                 if setting.map({ SQLNodeRule.credentialSettings.contains($0) }) ?? true {
                     fire("read_credentials", at: location, "current_setting(\(setting.map { "'\($0)'" } ?? "a name known only when it runs")) can show primary_conninfo, whose connection string can hold the replication password")
                 }
+            } else if name == "set_config", Self.customSetting(fields["args"]?.elements.first, constants: constants) != nil {
+                // set_config('app.tenant_id', $1, true): a setting of the application's own (a dotted name), as
+                // `SET app.tenant_id = ...` sets it; a name given at run time or one of PostgreSQL's is set_config.
             } else if name == "ts_rewrite", fields["args"]?.elements.count == 3 {
                 // ts_rewrite(query, target, substitute) rewrites a tsquery; only the two-argument form runs a query.
             } else if let category = SQLNodeRule.functions[name] {
@@ -558,6 +561,14 @@ private struct SQLWalk {
                   let table = SQLNodeRule.plainRelationName(value) ?? Optional(value), SQLNodeRule.credentialRelations.contains(table) else { continue }
             fire("read_credentials", at: element["location"]?.intValue ?? location, "a foreign table over \(value): every read of it reads that catalog")
         }
+    }
+
+    /// The name a `set_config` call sets when it is a constant naming a custom setting (`app.tenant_id`): a
+    /// dotted name, not an extension's setting the guard knows to be unsafe (`pgaudit.*`). Nil otherwise.
+    static func customSetting(_ argument: ParseTree?, constants: ConstantUse) -> String? {
+        guard constants.reading(), let setting = (argument?["A_Const"] ?? argument?["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue?.lowercased(),
+              setting.contains("."), !setting.hasPrefix("pgaudit."), !SQLNodeRule.unsafeSettings.contains(setting) else { return nil }
+        return setting
     }
 
     /// A function an operator, aggregate or cast will call at every later use: remembered as a call, and

@@ -56,12 +56,79 @@ public struct StatementFlow: Sendable {
         /// The database read the text after a statement of the same cycle that may run code
         /// (`Cycle.busy`), and the text reads differently under other settings.
         var readWhileBusy = false
+        /// The text is `DEALLOCATE` (or `DISCARD ALL`): the prepared statements it removes when it runs,
+        /// with the database's name of the one it names (the text sent to the database names that).
+        var deallocates: Deallocation?
     }
 
-    /// What the pending check will forward when allowed.
+    /// What the pending check will forward when allowed, and what running it changes here.
     private enum Awaiting: Sendable {
-        case query(ByteBuffer)
-        case bind(ByteBuffer, statementUpstreamName: String)
+        case query(ByteBuffer, deallocates: Deallocation?)
+        case bind(ByteBuffer, statementUpstreamName: String, portal: String, runsNoCode: Bool, deallocates: Deallocation?)
+    }
+
+    /// Prepared statements removed with SQL (`DEALLOCATE name`, `DEALLOCATE ALL`, `DISCARD ALL`), as psycopg
+    /// removes its own: the database's name stands for the client's in the text sent, and the proxy forgets
+    /// them too, so its count of the session's statements stays the database's.
+    enum Deallocation: Sendable, Equatable {
+        /// The client's name and the database's.
+        case one(client: String, upstream: String)
+        case all
+
+        /// What a whole text removes: `DEALLOCATE [PREPARE] name` (unquoted names are folded to lower
+        /// case, as PostgreSQL folds them), `DEALLOCATE [PREPARE] ALL` or `DISCARD ALL`, one statement with
+        /// an optional `;`. The name is the client's; nil for any other text (comments included).
+        static func read(_ text: String) -> (name: String?, all: Bool)? {
+            var rest = trimmed(Substring(text))
+            if rest.hasSuffix(";") { rest = trimmed(rest.dropLast()) }
+            func keyword(_ word: String) -> Bool {
+                guard rest.count >= word.count, rest.prefix(word.count).lowercased() == word else { return false }
+                let after = rest.dropFirst(word.count)
+                guard after.isEmpty || after.first!.isWhitespace else { return false }
+                rest = after.drop { $0.isWhitespace }
+                return true
+            }
+            if keyword("discard") { return keyword("all") && rest.isEmpty ? (nil, true) : nil }
+            guard keyword("deallocate") else { return nil }
+            _ = keyword("prepare")
+            if keyword("all") { return rest.isEmpty ? (nil, true) : nil }
+            if rest.first == "\"" {
+                var name = "", index = rest.index(after: rest.startIndex)
+                while index < rest.endIndex {
+                    let character = rest[index]
+                    index = rest.index(after: index)
+                    if character == "\"" {
+                        guard index < rest.endIndex, rest[index] == "\"" else {
+                            return index == rest.endIndex && !name.isEmpty ? (name, false) : nil
+                        }
+                        index = rest.index(after: index)
+                    }
+                    name.append(character)
+                }
+                return nil
+            }
+            guard let first = rest.utf8.first, first == UInt8(ascii: "_") || isLetter(first),
+                  rest.utf8.allSatisfy({ $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "$") || isLetter($0) || isDigit($0) }) else { return nil }
+            return (rest.lowercased(), false)
+        }
+
+        static func trimmed(_ text: Substring) -> Substring {
+            text.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed().map { $0 }.reduce(into: Substring()) { $0.append($1) }
+        }
+        static func isLetter(_ byte: UInt8) -> Bool { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20) }
+        static func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+    }
+
+    /// Whether a text can run no code of the user's (no function, no trigger): a transaction or savepoint
+    /// begun or released, in plain words (`BEGIN`, `START TRANSACTION ISOLATION LEVEL ...`, `SAVEPOINT s`,
+    /// `RELEASE s`). Drivers send `BEGIN` in the same batch as a transaction's first statement (pgjdbc).
+    static func runsNoCode(_ text: String) -> Bool {
+        var words = Deallocation.trimmed(Substring(text))
+        if words.hasSuffix(";") { words.removeLast() }
+        guard words.utf8.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ",")
+                                      || Deallocation.isLetter($0) || Deallocation.isDigit($0) }) else { return false }
+        let lowered = words.lowercased()
+        return ["begin", "start transaction", "savepoint ", "release "].contains { lowered == $0 || lowered.hasPrefix($0.hasSuffix(" ") ? $0 : $0 + " ") }
     }
 
     let nonce: String
@@ -84,6 +151,9 @@ public struct StatementFlow: Sendable {
     }
     private var discardingUntilSync = false
     private var awaiting: Awaiting?
+    /// Portals bound to a statement that runs no code (`runsNoCode`); a Bind of another statement to the
+    /// name takes it off.
+    private var quietPortals: Set<String> = []
     /// Refusals whose marker error has not come back yet, by sequence number.
     private var refusals: [Int: Refusal] = [:]
     /// What the database has still to answer in one cycle (a Sync or a Query, each ending in
@@ -192,12 +262,13 @@ public struct StatementFlow: Sendable {
         case .query(let text):
             // After an error in an unfinished batch the database skips the Query too, until Sync.
             if discardingUntilSync { return .drop }
+            let (bytes, deallocates) = deallocation(in: text).map { (Wire.query($0.text), $0.deallocates) } ?? (frame.bytes, nil)
             if Self.readsDependOnSettings(text), !settled {
                 if cycles[cycles.count - 1].busy { return .refuse(refuseSimple(Self.unsettledRefusal), Self.unsettledRefusal) }
-                awaiting = .query(frame.bytes)
+                awaiting = .query(bytes, deallocates: deallocates)
                 return .checkWhenSettled(text)
             }
-            awaiting = .query(frame.bytes)
+            awaiting = .query(bytes, deallocates: deallocates)
             return .check(text)
         case .functionCall:
             if discardingUntilSync { return .drop }
@@ -222,7 +293,8 @@ public struct StatementFlow: Sendable {
                 return .forward(refuseExtended(Refusal(code: "54000", message: "this session's prepared statements would hold more than \(Self.maximumPreparedBytes >> 20) MiB of names and text; close some (the protocol's Close message) before preparing more")))
             }
             let upstreamName = freshName()
-            var rewritten = Wire.parse(statement: upstreamName, query: query)
+            let deallocation = deallocation(in: query)
+            var rewritten = Wire.parse(statement: upstreamName, query: deallocation?.text ?? query)
             // Keep the client's parameter types: everything after the two strings.
             var body = frame.bytes
             body.moveReaderIndex(forwardBy: 5 + name.utf8.count + 1 + query.utf8.count + 1)
@@ -235,13 +307,14 @@ public struct StatementFlow: Sendable {
                 out.writeImmutableBuffer(closeStatement(old.upstreamName, own: true))
             }
             keep(name, Prepared(upstreamName: upstreamName, text: query,
-                                readWhileBusy: cycles[cycles.count - 1].busy && Self.readsDependOnSettings(query)))
+                                readWhileBusy: cycles[cycles.count - 1].busy && Self.readsDependOnSettings(query),
+                                deallocates: deallocation?.deallocates))
             // Every Parse is answered by ParseComplete or an error; until then the name is provisional.
             cycles[cycles.count - 1].parses.append((name, upstreamName))
             cycles[cycles.count - 1].extended = true
             cycles[cycles.count - 1].outstanding += 1
             return .forward(out)
-        case .bind(_, let statement):
+        case .bind(let portal, let statement):
             if discardingUntilSync { return .drop }
             guard let prepared = statements[statement] else {
                 return .forward(refuseExtended(Refusal(code: "26000", message: "prepared statement \"\(statement)\" does not exist")))
@@ -250,7 +323,8 @@ public struct StatementFlow: Sendable {
             if prepared.readWhileBusy || (sensitive && cycles[cycles.count - 1].busy) {
                 return .refuse(refuseExtended(Self.unsettledRefusal), Self.unsettledRefusal)
             }
-            awaiting = .bind(frame.bytes, statementUpstreamName: prepared.upstreamName)
+            awaiting = .bind(frame.bytes, statementUpstreamName: prepared.upstreamName, portal: portal,
+                             runsNoCode: Self.runsNoCode(prepared.text), deallocates: prepared.deallocates)
             cycles[cycles.count - 1].extended = true
             return sensitive && !settled ? .checkWhenSettled(prepared.text) : .check(prepared.text)
         case .describe:
@@ -267,11 +341,12 @@ public struct StatementFlow: Sendable {
             // Closing an unknown statement is not an error; a name never issued closes nothing.
             let upstreamName = forget(name)?.upstreamName ?? "gatehouse_\(nonce)_none"
             return .forward(closeStatement(upstreamName, own: false))
-        case .execute:
+        case .execute(let portal):
             if discardingUntilSync { return .drop }
             cycles[cycles.count - 1].extended = true
             cycles[cycles.count - 1].outstanding += 1
-            cycles[cycles.count - 1].busy = true
+            // A portal of `BEGIN` or `SAVEPOINT s` runs no code that could change settings.
+            if !quietPortals.contains(portal) { cycles[cycles.count - 1].busy = true }
             cycles[cycles.count - 1].copyEndsAfterLastRun = 0
             return .forward(frame.bytes)
         case .sync:
@@ -296,14 +371,16 @@ public struct StatementFlow: Sendable {
         // up to the client's Sync: this statement would be skipped too, so it is not sent at all.
         if discardingUntilSync { return ByteBuffer() }
         switch pending {
-        case .query(let bytes):
+        case .query(let bytes, let deallocates):
             if let refusal { return refuseSimple(refusal) }
             endCycleAtQuery()
+            if let deallocates { apply(deallocates) }
             return bytes
-        case .bind(let bytes, let upstreamName):
+        case .bind(let bytes, let upstreamName, let portal, let runsNoCode, let deallocates):
             if let refusal { return refuseExtended(refusal) }
             cycles[cycles.count - 1].outstanding += 1
-            cycles[cycles.count - 1].busy = true
+            if runsNoCode { quietPortals.insert(portal) } else { quietPortals.remove(portal); cycles[cycles.count - 1].busy = true }
+            if let deallocates { apply(deallocates) }
             return rewriteBind(bytes, statement: upstreamName)
         }
     }
@@ -404,6 +481,27 @@ public struct StatementFlow: Sendable {
 
     private mutating func completed() {
         if cycles[0].outstanding > 0 { cycles[0].outstanding -= 1 }
+    }
+
+    /// The text to send for a `DEALLOCATE` or `DISCARD ALL` (the database's name in place of a statement the
+    /// proxy renamed), and what it removes when it runs; nil for any other text, and for a name the proxy
+    /// does not know (a statement of SQL's PREPARE, or none: the database answers as it would).
+    private func deallocation(in text: String) -> (text: String, deallocates: Deallocation)? {
+        guard let read = Deallocation.read(text) else { return nil }
+        guard let name = read.name else { return (text, .all) }
+        guard let prepared = statements[name] else { return nil }
+        return ("DEALLOCATE \"\(prepared.upstreamName)\"", .one(client: name, upstream: prepared.upstreamName))
+    }
+
+    /// A deallocation that runs: the statements it removes are forgotten (the unnamed statement stays: neither
+    /// form removes it).
+    private mutating func apply(_ deallocation: Deallocation) {
+        switch deallocation {
+        case .one(let client, let upstream):
+            if statements[client]?.upstreamName == upstream { forget(client) }
+        case .all:
+            for name in statements.keys where !name.isEmpty { forget(name) }
+        }
     }
 
     /// Parses that never happened on the database: their names are free again.

@@ -70,13 +70,14 @@ public enum GatehouseHTTP {
         let router = try makeRouter(service: service, metrics: metrics, logger: logger, trustedProxies: trustedProxies)
         // A trusted reverse proxy carries many clients' connections: it may hold more (`ConnectionCounts.proxyFactor`).
         let counts = ConnectionCounts(limit: limits.connectionsPerAddress, proxies: trustedProxies)
-        // Idle connections (including half-sent requests) are closed after 30 s; a request must arrive whole within
-        // `limits.requestDeadline` of its head (a body trickled a byte at a time resets the idle timeout every time).
+        // Idle connections are closed after 35 s; a request must arrive whole within `limits.requestDeadline` (30 s) of
+        // its head, and is answered 408 when it does not, whether its body stalled (the deadline comes before the idle
+        // timeout) or was trickled a byte at a time (which resets the idle timeout every time).
         return Application(router: router,
                            server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionPersistenceInstaller(),
                                                                                            ConnectionLimiter(counts: counts, deadline: limits.requestDeadline),
                                                                                            ParseErrorAnswer(), ContinueAnswer()],
-                                                               idleTimeout: .seconds(30))),
+                                                               idleTimeout: .seconds(35))),
                            configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse"),
                            services: services, onServerRunning: onServerRunning, logger: logger)
     }

@@ -98,6 +98,10 @@ struct RequestInfoMiddleware: RouterMiddleware {
         // The inbox's pages read their forms themselves, up to the same limit, and answer in HTML.
         if path.hasPrefix("/v1/"), request.method == .post || request.method == .put || request.method == .patch {
             let limit = needsToken ? context.maxUploadSize : min(context.maxUploadSize, Self.publicBodyBytes)
+            // A length declared over the limit is refused at once, before any of the body is waited for.
+            if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
+                throw Self.tooLarge(limit, "the request body (Content-Length: \(declared))")
+            }
             do { _ = try await request.collectBody(upTo: limit) } catch let error where Problem.from(error).status == 413 {
                 throw Self.tooLarge(limit, "the request body")
             }
@@ -137,7 +141,8 @@ struct ProblemMiddleware: RouterMiddleware {
             }
             var response = problem.response()
             // A request cut off at its deadline: the rest of it is not read, so the connection ends with this answer.
-            if problem.status == 408 { response.headers[.connection] = "close" }
+            // So does one refused for its declared length: its body is not read either.
+            if problem.status == 408 || problem.status == 413 { response.headers[.connection] = "close" }
             // Refusals are no more to be cached than answers.
             if RequestInfoMiddleware.routedPath(request.uri.path).hasPrefix("/v1/") { response.headers[.cacheControl] = "no-store" }
             return response

@@ -55,6 +55,23 @@ struct DriverMatrixTests {
                 except psycopg.Error as e:
                     out["cancel"] = e.sqlstate
                 out["after_cancel"] = cur.execute("SELECT count(*) FROM accounts").fetchone()[0]
+            # psycopg removes prepared statements with SQL: DEALLOCATE _pg3_N past prepared_max, DEALLOCATE ALL
+            # after a rollback. Each must remove the statement meant, and the session must not fill up.
+            with psycopg.connect(sys.argv[1], password=sys.argv[2]) as conn:
+                conn.prepared_max = 2
+                failures = []
+                for round in range(3):
+                    for i in range(5):
+                        try:
+                            conn.execute("SELECT %s::int + " + str(i), (round,), prepare=True).fetchone()
+                        except psycopg.Error as e:
+                            failures.append(e.sqlstate)
+                    conn.rollback()
+                conn.autocommit = True
+                for i in range(5):
+                    conn.execute("SELECT %s::int * " + str(i), (1,), prepare=True)
+                out["dealloc_failures"] = failures
+                out["server_prepared"] = conn.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT $1::int %%'").fetchone()[0]
             with psycopg.connect(sys.argv[1], password=sys.argv[2]) as again:
                 out["reconnect"] = again.execute("SELECT %s::int + 1", (41,)).fetchone()[0]
             print(json.dumps(out))
@@ -67,6 +84,8 @@ struct DriverMatrixTests {
         #expect((out["delete"] as? String)?.hasPrefix("42501 gatehouse:") == true, "\(out)")
         #expect(out["cancel"] as? String == "57014", "\(out)")
         #expect(out["after_cancel"] as? Int == 10)
+        #expect(out["dealloc_failures"] as? [String] == [], "\(out)")
+        #expect(out["server_prepared"] as? Int == 2, "psycopg keeps prepared_max statements; the database holds as many: \(out)")
         #expect(out["reconnect"] as? Int == 42)
         #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
     }
@@ -253,6 +272,10 @@ struct DriverMatrixTests {
                         // Connection pools (HikariCP's default) ask isValid, which sends an empty query.
                         out.put("valid", c.isValid(5));
                         c.setAutoCommit(false);
+                        // pgjdbc sends BEGIN in the same batch as the transaction's first statement, here one with
+                        // non-ASCII text (which the proxy holds back behind a statement that may run code).
+                        try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("SELECT 'café' || count(*) FROM accounts")) { rs.next(); out.put("first_in_tx", rs.getString(1)); }
+                        catch (SQLException e) { out.put("first_in_tx", failure(e)); }
                         try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("SELECT count(*) FROM accounts")) { rs.next(); out.put("count", rs.getInt(1)); }
                         c.commit();
                         c.setAutoCommit(true);
@@ -294,6 +317,7 @@ struct DriverMatrixTests {
         let out = try Self.json(try await Command.run("/usr/bin/java", ["-cp", "/usr/share/java/postgresql.jar", path, url, "alice", harness.tokens["alice"]!]))
         #expect(out["reads"] as? String == "100,100,100,100")
         #expect(out["count"] as? Int == 10)
+        #expect(out["first_in_tx"] as? String == "café10", "\(out)")
         #expect(out["valid"] as? Bool == true, "\(out)")
         // pgjdbc prints the severity before the message: "ERROR: gatehouse: ...".
         #expect((out["delete"] as? String)?.hasPrefix("42501 ERROR: gatehouse:") == true, "\(out)")

@@ -789,4 +789,79 @@ import Testing
             return
         }
     }
+
+    /// pgjdbc sends `BEGIN` in the same batch as a transaction's first statement: a portal of BEGIN (or
+    /// SAVEPOINT, RELEASE, START TRANSACTION) runs no code that could change settings, so the statement after
+    /// it is judged at once; an Execute of anything else still is a statement that may run code.
+    @Test func aBeginInTheSameBatchRunsNoCode() throws {
+        var flow = Self.signedIn("bg")
+        for text in ["BEGIN", "begin isolation level repeatable read, read write", "SAVEPOINT s1", "RELEASE SAVEPOINT s1", "START TRANSACTION;"] {
+            #expect(StatementFlow.runsNoCode(text), "\(text)")
+        }
+        for text in ["BEGIN; SELECT f()", "SELECT f()", "COMMIT", "SAVEPOINT \"x\"", "BEGINNING", "RELEASE"] {
+            #expect(!StatementFlow.runsNoCode(text), "\(text)")
+        }
+        _ = flow.receive(try frame(B.parse("", "BEGIN")))
+        #expect(flow.receive(try frame(B.bind(statement: ""))) == .check("BEGIN"))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        let text = "SELECT 'café'"
+        _ = flow.receive(try frame(B.parse("", text)))
+        #expect(flow.receive(try frame(B.bind(statement: ""))) == .check(text))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        // After that Execute, a settings-dependent text in the same batch is refused again.
+        _ = flow.receive(try frame(B.parse("", "SELECT 'über'")))
+        guard case .refuse(_, let refusal) = flow.receive(try frame(B.bind(statement: ""))) else {
+            Issue.record("a text after an Execute that may run code was not refused")
+            return
+        }
+        #expect(refusal.code == "0A000")
+    }
+
+    /// psycopg removes prepared statements with SQL: `DEALLOCATE name` goes to the database with the
+    /// database's name of that statement, and the proxy forgets it when it runs; `DEALLOCATE ALL` and
+    /// `DISCARD ALL` forget every named statement (not the unnamed one).
+    @Test func deallocateWithSQLNamesTheDatabasesStatementAndIsForgotten() throws {
+        for (text, name, all) in [("DEALLOCATE _pg3_0", "_pg3_0", false), ("deallocate prepare \"Mixed Case\";", "Mixed Case", false),
+                                  ("DEALLOCATE PG3", "pg3", false), ("DEALLOCATE ALL", nil, true), ("  discard ALL ; ", nil, true)] as [(String, String?, Bool)] {
+            let read = StatementFlow.Deallocation.read(text)
+            #expect(read?.name == name && read?.all == all, "\(text)")
+        }
+        for text in ["DEALLOCATE", "DEALLOCATE a b", "DEALLOCATE \"\"", "DEALLOCATE x; SELECT 1", "DISCARD PLANS", "-- c\nDEALLOCATE x"] {
+            #expect(StatementFlow.Deallocation.read(text) == nil, "\(text)")
+        }
+        var flow = Self.signedIn("da")
+        for name in ["_pg3_0", "_pg3_1", "keep"] {
+            guard case .forward = flow.receive(try frame(B.parse(name, "SELECT 1"))) else { Issue.record("not forwarded"); return }
+        }
+        #expect(flow.preparedCount == 3)
+        // psycopg: the unnamed statement, run with the extended protocol.
+        guard let parse = forwarded(flow.receive(try frame(B.parse("", "DEALLOCATE _pg3_0")))),
+              case .parse(_, let sent) = try messages(parse).first else { Issue.record("the Parse was not forwarded"); return }
+        #expect(sent.hasPrefix("DEALLOCATE \"gatehouse_da_") && sent.hasSuffix("\""), "\(sent)")
+        #expect(flow.preparedCount == 4, "nothing is forgotten before it runs")
+        #expect(flow.receive(try frame(B.bind(statement: ""))) == .check("DEALLOCATE _pg3_0"))
+        _ = flow.decided(nil)
+        #expect(flow.preparedCount == 3)
+        guard case .forward(let refused) = flow.receive(try frame(B.bind(statement: "_pg3_0"))) else { Issue.record("no answer"); return }
+        #expect(try messages(refused).contains { if case .parse = $0 { return true } else { return false } }, "a Bind of the removed name is refused")
+        _ = flow.receive(try frame(B.sync))
+        // A simple Query: the text sent names the database's statement.
+        var flow2 = Self.signedIn("db")
+        _ = flow2.receive(try frame(B.parse("s1", "SELECT 1")))
+        #expect(flow2.receive(try frame(B.query("DEALLOCATE s1"))) == .check("DEALLOCATE s1"))
+        guard case .query(let text) = try messages(flow2.decided(nil)).first else { Issue.record("no Query sent"); return }
+        #expect(text.hasPrefix("DEALLOCATE \"gatehouse_db_"), "\(text)")
+        #expect(flow2.preparedCount == 0)
+        // A name the proxy does not know (SQL's PREPARE) goes as written; ALL forgets every named statement.
+        #expect(flow2.receive(try frame(B.query("DEALLOCATE sqlside"))) == .check("DEALLOCATE sqlside"))
+        #expect(try messages(flow2.decided(nil)).first == .query("DEALLOCATE sqlside"))
+        _ = flow2.receive(try frame(B.parse("a", "SELECT 1")))
+        _ = flow2.receive(try frame(B.parse("", "SELECT 2")))
+        #expect(flow2.preparedCount == 2)
+        #expect(flow2.receive(try frame(B.query("DISCARD ALL"))) == .check("DISCARD ALL"))
+        _ = flow2.decided(nil)
+        #expect(flow2.preparedCount == 1, "the unnamed statement stays")
+    }
 }

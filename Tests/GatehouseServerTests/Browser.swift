@@ -38,11 +38,12 @@ struct Browser {
     }
 
     /// A form body as given, unencoded by the browser (to send what no browser would).
-    mutating func post(_ path: String, rawForm: String) async throws -> Page {
-        try await send(.POST, path, form: nil, rawForm: rawForm)
+    mutating func post(_ path: String, rawForm: String, contentType: String = "application/x-www-form-urlencoded") async throws -> Page {
+        try await send(.POST, path, form: nil, rawForm: rawForm, rawType: contentType)
     }
 
-    mutating func send(_ method: HTTPMethod, _ path: String, form: [(String, String)]?, rawForm: String? = nil, headers: [(String, String)] = []) async throws -> Page {
+    mutating func send(_ method: HTTPMethod, _ path: String, form: [(String, String)]?, rawForm: String? = nil,
+                       rawType: String = "application/x-www-form-urlencoded", headers: [(String, String)] = []) async throws -> Page {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
         if !cookies.isEmpty { request.headers.add(name: "Cookie", value: cookies.map { "\($0.key)=\($0.value)" }.joined(separator: "; ")) }
@@ -55,7 +56,7 @@ struct Browser {
             request.body = .bytes(ByteBuffer(string: body))
         }
         if let rawForm {
-            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            request.headers.add(name: "Content-Type", value: rawType)
             request.body = .bytes(ByteBuffer(string: rawForm))
         }
         let response = try await Self.client.execute(request, timeout: .seconds(30))

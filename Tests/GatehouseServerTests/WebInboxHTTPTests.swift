@@ -104,6 +104,11 @@ struct WebInboxHTTPTests {
             #expect(notUTF8.status == 400 && notUTF8.html.contains("not URL-encoded UTF-8"), "\(notUTF8.status): \(notUTF8.html.suffix(400))")
             let twice = try await bob.post("/requests/\(id)/decide", rawForm: "csrf=\(csrf)&decision=approve&decision=deny&comment=x")
             #expect(twice.status == 400 && twice.html.contains("decision` twice"), "\(twice.status): \(twice.html.suffix(400))")
+            // A body of another type, as a cross-site form may send (`text/plain`), is refused unread, though it carries the token.
+            for type in ["text/plain", "multipart/form-data; boundary=x"] {
+                let plain = try await bob.post("/requests/\(id)/decide", rawForm: "csrf=\(csrf)&decision=deny&comment=x", contentType: type)
+                #expect(plain.status == 400 && plain.html.contains("not `application/x-www-form-urlencoded`"), "\(plain.status): \(plain.html.suffix(400))")
+            }
             // A form over the limit is a page too, naming the limit (not the API's JSON).
             let huge = try await bob.post("/requests/\(id)/decide", rawForm: "csrf=\(csrf)&decision=deny&comment=" + String(repeating: "x", count: 70_000))
             #expect(huge.status == 413 && huge.headers.first(name: "Content-Type")?.hasPrefix("text/html") == true

@@ -190,10 +190,18 @@ extension WebInbox {
         return (host + (components.port.map { ":\($0)" } ?? "")).lowercased()
     }
 
-    /// `application/x-www-form-urlencoded` fields, read up to 64 KiB (a larger form is a 413 page).
+    /// `application/x-www-form-urlencoded` fields, read up to 64 KiB (a larger form is a 413 page). A body of
+    /// another type (`text/plain`, which a cross-site form may also send, or multipart) is refused unread.
     static func formFields(_ request: Request) async throws -> [String: String] {
         var request = request
         let limit = RequestInfoMiddleware.publicBodyBytes
+        let type = request.headers[.contentType].map(ContractMiddleware.mediaType)
+        guard type == "application/x-www-form-urlencoded" else {
+            throw GatehouseError(.invalid, "malformed_form", "the form is sent as \(type.map { "`\(Problem.shown($0))`" } ?? "no content type"), not `application/x-www-form-urlencoded`, so nothing was done; submit the inbox's own form")
+        }
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
+            throw RequestInfoMiddleware.tooLarge(limit, "the form")
+        }
         let buffer: ByteBuffer
         do { buffer = try await request.collectBody(upTo: limit) } catch let error where Problem.from(error).status == 413 {
             throw RequestInfoMiddleware.tooLarge(limit, "the form")
