@@ -30,10 +30,21 @@ final class ConnectionPersistence: ChannelDuplexHandler, RemovableChannelHandler
         return head.version == .http1_0 && !options.contains("keep-alive")
     }
 
+    /// Set on a request whose Host header lines break RFC 9112 3.2 (an HTTP/1.1 request without one, any
+    /// request with several): the application answers it 400 (`ContractMiddleware`), and the connection ends.
+    /// A client's own header of this name is removed.
+    static let hostProblem = "x-gatehouse-host-problem"
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(var head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
         requests += 1
-        if last == nil, Self.endsConnection(head) {
+        head.headers.remove(name: Self.hostProblem)
+        let hosts = head.headers["host"].count
+        if hosts > 1 || (hosts == 0 && head.version == .http1_1) {
+            head.headers.add(name: Self.hostProblem, value: hosts == 0 ? "no Host header" : "\(hosts) Host headers")
+            if last == nil { last = requests }
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+        } else if last == nil, Self.endsConnection(head) {
             last = requests
             head.headers.replaceOrAdd(name: "connection", value: "close")
         } else if head.version == .http1_0 {

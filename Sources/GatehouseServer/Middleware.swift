@@ -100,7 +100,7 @@ struct RequestInfoMiddleware: RouterMiddleware {
             let limit = needsToken ? context.maxUploadSize : min(context.maxUploadSize, Self.publicBodyBytes)
             // A length declared over the limit is refused at once, before any of the body is waited for.
             if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
-                throw Self.tooLarge(limit, "the request body (Content-Length: \(declared))")
+                throw Self.tooLarge(limit, "the request body")
             }
             do { _ = try await request.collectBody(upTo: limit) } catch let error where Problem.from(error).status == 413 {
                 throw Self.tooLarge(limit, "the request body")

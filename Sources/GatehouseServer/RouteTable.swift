@@ -67,7 +67,16 @@ struct ContractMiddleware: RouterMiddleware {
     typealias Context = GatehouseRequestContext
     let table: RouteTable
 
+    static let hostProblem = HTTPField.Name(ConnectionPersistence.hostProblem)!
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let problem = request.headers[Self.hostProblem] {
+            return Problem(status: 400, code: "bad_request",
+                           detail: "an HTTP/1.1 request carries exactly one Host header (RFC 9112, 3.2); this one has \(problem). The connection is closed").response()
+        }
+        if request.headers[values: .authorization].count > 1 {
+            return Problem(status: 400, code: "bad_header", detail: "the request carries the Authorization header more than once; send one, with your token").response()
+        }
         // Content-Type is one media type; Accept is a list of them, each with its own parameters (a
         // browser's names `q` in several: `application/xml;q=0.9,*/*;q=0.8`).
         for name in [HTTPField.Name.contentType, .accept] {

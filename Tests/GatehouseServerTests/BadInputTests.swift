@@ -393,7 +393,11 @@ struct BadInputTests {
             let cases = [("a garbage request line", "HELLO THERE\r\n\r\n", "method"),
                          ("a Content-Length that is not a number", "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", "Content-Length"),
                          ("a header over the limit", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 90_000) + "\r\n\r\n", "80 KiB"),
-                         ("a control character in a header name", "GET /healthz HTTP/1.1\r\nHo\u{1}st: x\r\n\r\n", "header line")]
+                         ("a control character in a header name", "GET /healthz HTTP/1.1\r\nHo\u{1}st: x\r\n\r\n", "header line"),
+                         // RFC 9112 3.2: exactly one Host in HTTP/1.1, never two.
+                         ("HTTP/1.1 without Host", "GET /healthz HTTP/1.1\r\n\r\n", "has no Host header"),
+                         ("two Host headers", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "has 2 Host headers"),
+                         ("HTTP/1.0 with two Host headers", "GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", "has 2 Host headers")]
             for (what, request, named) in cases {
                 let (reply, closed) = try await TestPorts.exchange(port: port, Array(request.utf8), timeout: 30)
                 let answer = String(decoding: reply, as: UTF8.self)
@@ -411,6 +415,31 @@ struct BadInputTests {
             #expect(answer.components(separatedBy: "HTTP/1.1 400").count == 2 && answer.contains("\"code\":\"bad_request\""), "\(answer)")
             #expect(closed)
             #expect(try await server.send(.GET, "/healthz", token: nil).status == 200)
+            // A client's own header of the name the Host check uses is not believed; HTTP/1.0 may leave Host out.
+            let (own, _) = try await TestPorts.exchange(port: port, Array("GET /healthz HTTP/1.0\r\nX-Gatehouse-Host-Problem: x\r\n\r\n".utf8), timeout: 30)
+            #expect(String(decoding: own, as: UTF8.self).hasPrefix("HTTP/1.1 200"), "\(String(decoding: own, as: UTF8.self))")
+            // Two Authorization headers: which token is meant cannot be told, and saying "unknown token" would mislead.
+            let (twice, _) = try await TestPorts.exchange(port: port, Array("GET /v1/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\nConnection: close\r\n\r\n".utf8), timeout: 30)
+            let twiceAnswer = String(decoding: twice, as: UTF8.self)
+            #expect(twiceAnswer.hasPrefix("HTTP/1.1 400") && twiceAnswer.contains("\"code\":\"bad_header\"") && twiceAnswer.contains("Authorization header more than once"), "\(twiceAnswer)")
+        }
+    }
+
+    /// A body declared over the limit is refused as soon as its head is read, before any of it is waited for;
+    /// and the request deadline comes before the idle timeout, so a body that stops part way is answered 408
+    /// rather than dropped with the connection.
+    @Test("a body declared larger than the limit is answered 413 at once; the request deadline ends before the idle timeout")
+    func declaredTooLarge() async throws {
+        #expect(HTTPLimits().requestDeadline < HTTPLimits.idleTimeout)
+        try await TestServer.with { server in
+            let port = try #require(URL(string: server.baseURL)?.port)
+            for (path, limit) in [("/v1/check", "1024 KiB"), ("/v1/auth/login", "64 KiB")] {
+                let head = "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n"
+                // Nothing of the body is sent: the answer comes without it.
+                let (reply, _) = try await TestPorts.exchange(port: port, Array(head.utf8), timeout: 5)
+                let answer = String(decoding: reply, as: UTF8.self)
+                #expect(answer.hasPrefix("HTTP/1.1 413") && answer.contains("\"code\":\"body_too_large\"") && answer.contains(limit), "\(path): \(answer)")
+            }
         }
     }
 
