@@ -34,13 +34,22 @@ public enum TextRules {
 
     /// Text as a person should see it: control, format and invisible characters are written out as
     /// `\u{202e}` instead of acting on the text around them. `keepLineBreaks` leaves newlines and
-    /// tabs (statements span lines).
+    /// tabs (statements span lines). So that a text that spells `\u{202e}` out is not shown as one that
+    /// holds U+202E, a text with either has every backslash of its own doubled (`\\u{202e}` is the spelling);
+    /// any other text is shown as it is, backslashes and all.
     public static func visible(_ text: String, keepLineBreaks: Bool = false) -> String {
+        func escaped(_ scalar: Unicode.Scalar) -> Bool {
+            let control = scalar.properties.generalCategory == .control && !(keepLineBreaks && (scalar == "\n" || scalar == "\t"))
+            return control || (isDeceptive(scalar) && !allowedFormat.contains(scalar.value))
+        }
+        let doubled = text.contains("\\u{") || text.unicodeScalars.contains(where: escaped)
+        guard doubled else { return text }
         var out = ""
         for scalar in text.unicodeScalars {
-            let control = scalar.properties.generalCategory == .control && !(keepLineBreaks && (scalar == "\n" || scalar == "\t"))
-            if control || (isDeceptive(scalar) && !allowedFormat.contains(scalar.value)) {
+            if escaped(scalar) {
                 out += "\\u{" + String(scalar.value, radix: 16) + "}"
+            } else if scalar == "\\" {
+                out += "\\\\"
             } else {
                 out.unicodeScalars.append(scalar)
             }

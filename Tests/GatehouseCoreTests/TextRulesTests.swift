@@ -31,6 +31,20 @@ struct TextRulesTests {
         #expect(TextRules.visible(text).contains("\\u{a}"), "without keepLineBreaks a newline is written out too")
     }
 
+    @Test("a text that spells an escape out is never shown as one that holds the character: its own backslashes are doubled")
+    func spelledOutEscapes() {
+        let spelled = "SELECT '\\u{202e}' FROM t"
+        let held = "SELECT '\u{202E}' FROM t"
+        #expect(TextRules.visible(held) == "SELECT '\\u{202e}' FROM t")
+        #expect(TextRules.visible(spelled) == "SELECT '\\\\u{202e}' FROM t")
+        #expect(TextRules.visible(spelled) != TextRules.visible(held))
+        // A backslash before the character itself, and two before the spelling, stay apart too.
+        #expect(TextRules.visible("\\\u{202E}") == "\\\\\\u{202e}")
+        #expect(TextRules.visible("\\\\u{202e}") == "\\\\\\\\u{202e}")
+        // Without either, backslashes are shown as they are.
+        #expect(TextRules.visible("SELECT E'\\n' ~ '\\d+'") == "SELECT E'\\n' ~ '\\d+'")
+    }
+
     @Test("ordinary text, other scripts, emoji and zero-width joiners pass unchanged")
     func ordinary() throws {
         for text in ["INC-4411 fix the stuck migration", "پرونده‌ها را بررسی کن", "नमस्ते दुनिया", "deploy 👩‍💻 now", "naïve café — résumé"] {
