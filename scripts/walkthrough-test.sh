@@ -190,6 +190,15 @@ expect_output "break_glass.used"
 expect_output "break_glass.reviewed"
 expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit verify
 expect_output "audit chain verified"
+# The head it prints is an anchor for later; an event the log does not hold (as after a cut) fails it.
+HEAD=$(grep -o 'head [0-9]*:[0-9a-f]*' "$WORK/out" | cut -d' ' -f2)
+[ -n "$HEAD" ] || fail "audit verify printed no head"
+FIRST=$(env GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit --limit 1 --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["events"][0]["hash"][:16])')
+expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit verify --anchor "$HEAD" --anchor "msg_1_$FIRST"
+expect_output "anchor(s) found"
+expect_exit 1 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit verify --anchor "999999:$(printf '%s' "$HEAD" | cut -d: -f2)"
+expect_output "AUDIT CHAIN BROKEN"
+expect_exit 2 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" audit verify --anchor "not-an-anchor"
 
 # Tokens: list never shows secrets; a revoked token stops working.
 expect_exit 0 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" token list --output json

@@ -16,14 +16,14 @@ public struct AuditLog: Sendable {
         return try await context.read { try await $0.auditEvents(filter) }
     }
 
-    public func verify(caller: Caller) async throws -> AuditChain.Verification {
+    public func verify(caller: Caller, anchors: [AuditChain.Anchor] = []) async throws -> AuditChain.Verification {
         try context.requireAdmin(caller, "verify the audit log")
-        return try await verifyChain()
+        return try await verifyChain(anchors: anchors)
     }
 
     /// Walks the whole chain in pages, up to the head read first: events written while the walk
-    /// runs come after that head and are left for the next verification.
-    public func verifyChain() async throws -> AuditChain.Verification {
-        try await context.read { try await $0.verifyAuditChain() }
+    /// runs come after that head and are left for the next verification. Each anchor must be in it.
+    public func verifyChain(anchors: [AuditChain.Anchor] = []) async throws -> AuditChain.Verification {
+        try await context.read { try await $0.verifyAuditChain(anchors: anchors) }
     }
 }

@@ -93,12 +93,41 @@ public enum AuditChain {
         /// The seq of the first event that does not verify, when there is one.
         public var brokenAt: Int64?
         public var problem: String?
+        /// The newest event verified, when the chain verifies: recorded elsewhere, it is an `Anchor` for a
+        /// later verification.
+        public var head: Anchor?
 
-        public init(ok: Bool, eventsChecked: Int, brokenAt: Int64?, problem: String?) {
+        public init(ok: Bool, eventsChecked: Int, brokenAt: Int64?, problem: String?, head: Anchor? = nil) {
             self.ok = ok
             self.eventsChecked = eventsChecked
             self.brokenAt = brokenAt
             self.problem = problem
+            self.head = head
+        }
+    }
+
+    /// An event known from outside the store (an earlier verification's head, a webhook's `webhook-id`): the
+    /// log must still hold it with this hash. Whoever can write the store can rewrite the chain and its head
+    /// together, or cut its newest events off; an anchor kept elsewhere finds both.
+    public struct Anchor: Sendable, Equatable, CustomStringConvertible {
+        public var seq: Int64
+        /// The hash, or its first characters (at least 16 hex digits; a webhook id carries 16).
+        public var hash: String
+
+        public init(seq: Int64, hash: String) {
+            self.seq = seq
+            self.hash = hash
+        }
+
+        public var description: String { "\(seq):\(hash)" }
+
+        /// `SEQ:HASH` (as a verification prints its head) or a webhook id, `msg_SEQ_HASH`; nil otherwise.
+        public init?(_ text: String) {
+            let trimmed = text.hasPrefix("msg_") ? String(text.dropFirst(4)) : text
+            let parts = trimmed.split(separator: text.hasPrefix("msg_") ? "_" : ":", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, let seq = Int64(parts[0]), seq > 0, (16...64).contains(parts[1].count),
+                  parts[1].allSatisfy({ $0.isHexDigit }) else { return nil }
+            self.init(seq: seq, hash: parts[1].lowercased())
         }
     }
 
@@ -118,8 +147,11 @@ public enum AuditChain {
         var expectedSeq: Int64 = 1
         var prevHash = AuditChain.genesisHash
         public private(set) var count = 0
+        let anchors: [Int64: String]
 
-        public init() {}
+        public init(anchors: [Anchor] = []) {
+            self.anchors = Dictionary(anchors.map { ($0.seq, $0.hash) }, uniquingKeysWith: { first, _ in first })
+        }
 
         /// The next event in seq order: nil when it links, else the first broken link.
         public mutating func check(_ event: AuditEvent) -> Verification? {
@@ -134,6 +166,10 @@ public enum AuditChain {
             if AuditChain.hash(of: event) != event.hash {
                 return Verification(ok: false, eventsChecked: count, brokenAt: event.seq,
                                     problem: "event \(event.seq) was modified after it was written (its content does not match its hash)")
+            }
+            if let anchored = anchors[event.seq], !event.hash.hasPrefix(anchored) {
+                return Verification(ok: false, eventsChecked: count, brokenAt: event.seq,
+                                    problem: "event \(event.seq) no longer has the hash recorded elsewhere (\(anchored.prefix(16))...): the log was rewritten from there on, chain and head together")
             }
             prevHash = event.hash
             expectedSeq += 1
@@ -152,7 +188,12 @@ public enum AuditChain {
             } else if lastSeq > 0 {
                 return Verification(ok: false, eventsChecked: count, brokenAt: 1, problem: "the chain head is missing")
             }
-            return Verification(ok: true, eventsChecked: count, brokenAt: nil, problem: nil)
+            if let missing = anchors.keys.filter({ $0 > lastSeq }).min() {
+                return Verification(ok: false, eventsChecked: count, brokenAt: lastSeq + 1,
+                                    problem: "event \(missing), recorded elsewhere, is no longer in the log, which ends at event \(lastSeq): its newest events were removed and the head altered to match")
+            }
+            return Verification(ok: true, eventsChecked: count, brokenAt: nil, problem: nil,
+                                head: lastSeq > 0 ? Anchor(seq: lastSeq, hash: prevHash) : nil)
         }
     }
 }

@@ -256,11 +256,12 @@ extension StoreSession {
 
     /// The whole audit chain, verified up to its head; events beyond the head (or any event when the
     /// head is missing) break it too, since every write moves the head with its events.
-    public func verifyAuditChain() async throws -> AuditChain.Verification {
+    /// `anchors`: events known from elsewhere that the log must still hold with their hashes.
+    public func verifyAuditChain(anchors: [AuditChain.Anchor] = []) async throws -> AuditChain.Verification {
         let head = try await auditHead()
         // Page by page (by seq, from an index), holding one page and the last link: memory stays flat
         // however long the log is.
-        var walker = AuditChain.Walker()
+        var walker = AuditChain.Walker(anchors: anchors)
         var after: Int64? = nil
         while true {
             let page = try await auditEvents(.init(afterSeq: after, upToSeq: head?.seq, limit: 5_000))

@@ -93,17 +93,34 @@ struct AuditCommand: AsyncParsableCommand {
     }
 
     struct Verify: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Walk the hash chain and name the first broken link.")
+        static let configuration = CommandConfiguration(
+            abstract: "Walk the hash chain and name the first broken link.",
+            discussion: """
+                Prints the newest event verified as SEQ:HASH. Keep it outside Gatehouse (a ticket, your SIEM: \
+                webhooks' ids, msg_SEQ_HASH, are anchors too) and pass it back with --anchor: whoever can write \
+                the store can cut its newest events off or rewrite the chain with its head, and only a record kept \
+                elsewhere shows it.
+                """)
+        @Option(name: .customLong("anchor"), help: "An event recorded elsewhere, SEQ:HASH or a webhook id (msg_SEQ_HASH), that the log must still hold; repeatable.")
+        var anchors: [String] = []
         @OptionGroup var options: ClientOptions
 
+        func validate() throws {
+            for anchor in anchors where AuditChain.Anchor(anchor) == nil {
+                throw ValidationError("--anchor \(anchor) is not SEQ:HASH (as `audit verify` prints the head) or a webhook id, msg_SEQ_HASH, with at least 16 hex digits of the hash")
+            }
+        }
+
         func run() async throws {
-            let verification = try await options.client().run { try await $0.verifyAudit().ok.body.json }
+            let verification = try await options.client().run { try await $0.verifyAudit(query: .init(anchor: anchors.isEmpty ? nil : anchors)).ok.body.json }
             guard verification.ok else {
                 let result = Output.object(verification)
                 try options.fail(verification, "AUDIT CHAIN BROKEN at event \(Output.string(result, "broken_at")): \(Output.string(result, "problem"))") { _ in }
             }
             try options.show(verification) { result in
-                print("audit chain verified: \(Output.string(result, "events_checked")) events, no broken link")
+                let head = verification.headSeq.map { " up to event \($0) (head \($0):\(verification.headHash ?? "")" + "; keep it elsewhere and pass it back with --anchor)" } ?? ""
+                print("audit chain verified: \(Output.string(result, "events_checked")) events, no broken link" + head
+                      + (anchors.isEmpty ? "" : "; all \(anchors.count) anchor(s) found"))
             }
         }
     }

@@ -234,6 +234,36 @@ struct StoreQueryTests {
         }
     }
 
+    @Test("the newest events cut off with the head moved to match verify alone; an anchor kept elsewhere finds the cut and a rewrite", arguments: TestDatabase.Kind.allCases)
+    func auditAnchors(kind: TestDatabase.Kind) async throws {
+        try await Self.with(kind) { store, database in
+            for i in 0..<3 {
+                _ = try await store.write { session in
+                    try await session.appendAudit([AuditEntry(actor: "alice", action: .requestCreated, subject: "req_\(i)")], at: Self.t0.addingTimeInterval(Double(i)))
+                }
+            }
+            let whole = try await store.read { try await $0.verifyAuditChain() }
+            let head = try #require(whole.head)
+            #expect(whole.ok && head.seq == 3 && head.hash.count == 64)
+            let webhookID = try #require(AuditChain.Anchor("msg_3_" + head.hash.prefix(16)))
+            #expect(try await store.read { try await $0.verifyAuditChain(anchors: [head, webhookID]) }.ok)
+            // Two statements: the newest event gone, the head set to the one before. Alone, the chain verifies.
+            try await database.tamper("DELETE FROM audit_events WHERE seq = 3")
+            try await database.tamper("UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_events WHERE seq = 2)")
+            #expect(try await store.read { try await $0.verifyAuditChain() }.ok)
+            for anchor in [head, webhookID] {
+                let cut = try await store.read { try await $0.verifyAuditChain(anchors: [anchor]) }
+                #expect(!cut.ok && cut.brokenAt == 3 && cut.problem?.contains("event 3, recorded elsewhere, is no longer in the log") == true, "\(cut)")
+            }
+            // An anchor whose event is there with another hash: rewritten from there on.
+            let rewritten = try await store.read { try await $0.verifyAuditChain(anchors: [AuditChain.Anchor(seq: 2, hash: String(repeating: "0", count: 16))]) }
+            #expect(!rewritten.ok && rewritten.brokenAt == 2 && rewritten.problem?.contains("no longer has the hash recorded elsewhere") == true, "\(rewritten)")
+            for bad in ["3", "3:abc", "0:" + head.hash, "msg_3", "x:" + head.hash, "3:" + String(repeating: "g", count: 16)] {
+                #expect(AuditChain.Anchor(bad) == nil, "\(bad)")
+            }
+        }
+    }
+
     @Test("an audit event with a NUL or unusual Unicode in its text reads back as hashed: the chain verifies on both stores", arguments: TestDatabase.Kind.allCases)
     func auditTextReadsBack(kind: TestDatabase.Kind) async throws {
         try await Self.with(kind) { store, _ in
