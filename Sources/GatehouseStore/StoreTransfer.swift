@@ -80,7 +80,9 @@ public enum StoreTransfer {
     /// The same, reading the export one line at a time from `next` (nil at its end): rows go into the
     /// transaction as they are read, so memory stays flat whatever the size of the file; a file cut off
     /// anywhere is found at its end, before the commit.
-    public static func `import`(_ store: GatehouseStore, next: @escaping @Sendable () throws -> String?) async throws -> Summary {
+    /// `anchors`: audit events recorded elsewhere that the imported log must hold with their hashes.
+    public static func `import`(_ store: GatehouseStore, anchors: [AuditChain.Anchor] = [],
+                                next: @escaping @Sendable () throws -> String?) async throws -> Summary {
         let reader = LineReader(next)
         guard let (_, header) = try reader.object(), header["format"] as? String == format else {
             throw refuse("import_not_export", "the first line is not a gatehouse export header; make the file with `gatehouse export`")
@@ -126,7 +128,7 @@ public enum StoreTransfer {
             guard admins <= 1 else {
                 throw refuse("import_row_invalid", "the export holds \(admins) bootstrap admin tokens; a store has at most one")
             }
-            let verification = try await session.verifyAuditChain()
+            let verification = try await session.verifyAuditChain(anchors: anchors)
             guard verification.ok else {
                 throw refuse("import_audit_broken", "the imported audit chain does not verify (\(verification.problem ?? "broken") at event \(verification.brokenAt.map(String.init) ?? "?")); nothing was imported")
             }

@@ -106,6 +106,14 @@ struct ImportCommand: AsyncParsableCommand {
         discussion: "All or nothing: one transaction. Prepare the target with `gatehouse migrate --database URL`, import, then start `serve` on it.")
     @OptionGroup var store: StoreOptions
     @Option(name: .shortAndLong, help: "Read from this file instead of standard input.") var input: String?
+    @Option(name: .customLong("anchor"), help: "An audit event recorded elsewhere, SEQ:HASH or a webhook id (msg_SEQ_HASH), that the export must hold; repeatable.")
+    var anchors: [String] = []
+
+    func validate() throws {
+        for anchor in anchors where AuditChain.Anchor(anchor) == nil {
+            throw ValidationError("--anchor \(anchor) is not SEQ:HASH (as `audit verify` prints the head) or a webhook id, msg_SEQ_HASH, with at least 16 hex digits of the hash")
+        }
+    }
 
     func run() async throws {
         let handle: FileHandle
@@ -118,7 +126,7 @@ struct ImportCommand: AsyncParsableCommand {
         // Line by line: an export of millions of rows is never held in memory whole.
         let lines = FileLines(handle)
         let (location, summary) = try await store.with { opened in
-            (opened.location, try await StoreTransfer.import(opened, next: { try lines.next() }))
+            (opened.location, try await StoreTransfer.import(opened, anchors: anchors.compactMap(AuditChain.Anchor.init), next: { try lines.next() }))
         }
         print("imported \(summary.total) rows into \(location); the audit chain verifies (\(summary.auditEvents) events)")
     }

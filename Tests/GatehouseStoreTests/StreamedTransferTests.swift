@@ -45,12 +45,12 @@ struct StreamedTransferTests {
             let folder = FileManager.default.temporaryDirectory.appendingPathComponent("import-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: folder) }
-            func importing(_ text: String) async throws -> (StoreTransfer.Summary?, Int) {
+            func importing(_ text: String, anchors: [AuditChain.Anchor] = []) async throws -> (StoreTransfer.Summary?, Int) {
                 let path = folder.appendingPathComponent("export-\(UUID().uuidString).jsonl").path
                 try text.write(toFile: path, atomically: true, encoding: .utf8)
                 let reader = FileLines(try #require(FileHandle(forReadingAtPath: path)))
                 let target = try await GatehouseStore.open(url: "sqlite:" + folder.appendingPathComponent("\(UUID().uuidString).db").path)
-                let summary = try? await StoreTransfer.import(target, next: { try reader.next() })
+                let summary = try? await StoreTransfer.import(target, anchors: anchors, next: { try reader.next() })
                 let stored = try await target.read { try await $0.rowCounts() }.values.reduce(0, +)
                 await target.close()
                 return (summary, stored)
@@ -65,6 +65,35 @@ struct StreamedTransferTests {
             }
             let (summary, stored) = try await importing(whole)
             #expect(summary?.auditEvents == 3_000 && stored == 3_001, "\(String(describing: summary)), \(stored) rows")
+
+            // The newest event taken out, the head and the row count made to match: the chain alone verifies; an
+            // anchor kept from the source (its head, or the event's webhook id) refuses the file.
+            func object(_ line: String) throws -> [String: Any] { try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]) }
+            func line(_ object: [String: Any]) throws -> String { String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self) }
+            var cut = exported
+            let headIndex = try #require(cut.firstIndex { $0.contains("\"audit_head\"") })
+            let newestIndex = try #require(cut.lastIndex { $0.contains("\"audit_events\"") })
+            let newest = try object(cut[newestIndex]), before = try object(cut[newestIndex - 1])
+            func row(_ object: [String: Any]) -> [String: Any] { object["row"] as? [String: Any] ?? [:] }
+            let source = try #require(AuditChain.Anchor("\(row(newest)["seq"] ?? ""):\(row(newest)["hash"] ?? "")"))
+            var head = try object(cut[headIndex])
+            var headRow = row(head)
+            headRow["seq"] = row(before)["seq"]
+            headRow["hash"] = row(before)["hash"]
+            head["row"] = headRow
+            cut[headIndex] = try line(head)
+            var end = try object(cut[cut.count - 1])
+            end["rows"] = (end["rows"] as? Int ?? 0) - 1
+            cut[cut.count - 1] = try line(end)
+            cut.remove(at: newestIndex)
+            let shortened = cut.joined(separator: "\n") + "\n"
+            let (alone, _) = try await importing(shortened)
+            #expect(alone?.auditEvents == 2_999, "the cut file imports when nothing outside it is known: \(String(describing: alone))")
+            for anchor in [source, try #require(AuditChain.Anchor("msg_\(source.seq)_\(source.hash.prefix(16))"))] {
+                let (anchored, written) = try await importing(shortened, anchors: [anchor])
+                #expect(anchored == nil && written == 0, "\(anchor)")
+            }
+            #expect(try await importing(whole, anchors: [source]).0?.auditEvents == 3_000)
         }
     }
 
