@@ -115,6 +115,19 @@ expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --sql "$DELETE"
 expect_output "used up"
 expect_exit 3 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --sql "$DELETE"
 
+# Command-line mistakes are said as such: a limit out of range is a usage error; a negative duration reaches the
+# server, which says what a duration is; an empty file is an empty text; a name that cannot be a principal's is said so.
+expect_exit 2 env GATEHOUSE_TOKEN="$ALICE" "$BIN" requests --limit 0
+expect_output "--limit is from 1 to 1000"
+expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role read --for -1m --reason "INC-4411 look"
+expect_output "is not a duration"
+expect_exit 1 env GATEHOUSE_TOKEN="$ALICE" "$BIN" check prod-db --sql-file /dev/null
+expect_output "the action text is empty"
+expect_exit 1 env GATEHOUSE_TOKEN="$ADMIN" "$BIN" token create "Bad Name"
+expect_output "not a principal name"
+expect_exit 2 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-db --role write --sql "SELECT 1" --reason "INC-4411 x"
+expect_output "not both"
+
 # exec: runs only what the grant allows, with the command's own exit code; never runs the rest.
 expect_exit 3 env GATEHOUSE_TOKEN="$ALICE" "$BIN" exec --resource prod-host -- sh -c 'exit 7'
 expect_exit 0 env GATEHOUSE_TOKEN="$ALICE" "$BIN" request prod-host --role operate --for 30m --reason "restart the stuck worker" --output json

@@ -118,6 +118,9 @@ public struct Tokens: Sendable {
         try context.requireAdmin(caller, "create tokens")
         let policy = context.policies.policy
         let filePolicy = context.policies.filePolicy
+        guard PolicyLoader.isValidName(principal) else {
+            throw GatehouseError.invalid("principal", "invalid_name", "that is not a principal name: \(PolicyLoader.nameRule)")
+        }
         guard let entry = filePolicy.principals[principal] else {
             if policy.identity.oidc != nil {
                 throw GatehouseError(.forbidden, ErrorCode.humanTokenRefused, "'\(principal.prefix(80))' is not a service account in the policy; people sign in through the identity provider (`gatehouse login`, or the web inbox), and tokens are only for principals with `kind: service`", field: "principal")

@@ -74,7 +74,7 @@ public struct AnswerMismatch: Error, Sendable, CustomStringConvertible {
 /// another operation (`/v1/requests//approve` is read as `/v1/requests/approve`): refused before it is sent.
 public struct EmptyName: Error, Sendable, CustomStringConvertible {
     public var operation: String
-    public var description: String { "an id or name is empty; give the request, grant, token or principal that \(operation) is about" }
+    public var description: String { "an id or name is empty; give the request, grant, token or principal the command is about" }
 }
 
 struct EmptyNameRefused: ClientMiddleware {

@@ -40,7 +40,7 @@ public enum BreakGlass {
                                  field: "role")
         }
         guard policy.mayBreakGlass(requester, role: role) else {
-            let groups = settings.requesters.isEmpty ? role.requesters.joined(separator: ", ")
+            let groups = settings.requesters.isEmpty || Set(settings.requesters) == Set(role.requesters) ? role.requesters.joined(separator: ", ")
                 : "\(role.requesters.joined(separator: ", ")) who are also in \(settings.requesters.joined(separator: ", "))"
             throw GatehouseError(.forbidden, "not_allowed_break_glass",
                                  "\(requester) may not break the glass for \(resource.name)/\(role.name): only people in \(groups) may; file a normal request instead",

@@ -20,7 +20,11 @@ public enum TextFile {
         }
         if (status.st_mode & S_IFMT) == S_IFDIR { throw Unreadable(why: "it is a directory, not a file") }
         guard access(path, R_OK) == 0 else { throw Unreadable(why: "permission denied: this user (uid \(getuid())) may not read it") }
-        guard var data = FileManager.default.contents(atPath: path) else { throw Unreadable(why: "it could not be read") }
+        // Read through a handle: `contents(atPath:)` gives nothing for a device or a pipe (`/dev/null`, `<(...)`).
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw Unreadable(why: "it could not be opened") }
+        defer { try? handle.close() }
+        var data: Data
+        do { data = try handle.readToEnd() ?? Data() } catch { throw Unreadable(why: "it could not be read") }
         // A byte order mark (editors on Windows write one) is not part of the text, least of all of a secret.
         if data.starts(with: [0xEF, 0xBB, 0xBF]) { data.removeFirst(3) }
         guard let text = String(validating: data, as: UTF8.self) else { throw Unreadable(why: "it is not UTF-8 text") }

@@ -31,6 +31,7 @@ struct TokenCommand: AsyncParsableCommand {
         @Flag(help: "Include revoked tokens.") var all = false
         @OptionGroup var options: ClientOptions
 
+
         func run() async throws {
             let list = try await options.client().run { try await $0.listTokens(query: .init(includeRevoked: all ? true : nil)).ok.body.json }
             try options.show(list) { body in
@@ -61,11 +62,13 @@ struct AuditCommand: AsyncParsableCommand {
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "list", abstract: "List audit events, oldest first.")
-        @Option(help: "Only events since: a time (2026-11-23T10:00:00Z) or a duration ago (1h, 7d).") var since: String?
+        @Option(parsing: .unconditional, help: "Only events since: a time (2026-11-23T10:00:00Z) or a duration ago (1h, 7d).") var since: String?
         @Option(help: "Only events by or about this principal.") var principal: String?
         @Option(help: "Only events about this resource.") var resource: String?
         @Option(parsing: .unconditional, help: "At most this many.") var limit: Int = 100
         @OptionGroup var options: ClientOptions
+
+        func validate() throws { try ValidationError.checkLimit(limit, maximum: 10_000) }
 
         func run() async throws {
             var sinceValue: Date?

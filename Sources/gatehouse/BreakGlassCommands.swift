@@ -18,7 +18,7 @@ struct BreakGlassUseCommand: AsyncParsableCommand {
     @Argument(help: "The resource, e.g. prod-db.", completion: Completions.resources) var resource: String
     @Option(help: "The role to take, e.g. admin.", completion: Completions.roles) var role: String
     @Option(help: "What is on fire (everyone told reads it).") var reason: String
-    @Option(name: .customLong("for"), help: "How long (default and maximum: break_glass.max_duration).") var duration: String?
+    @Option(name: .customLong("for"), parsing: .unconditional, help: "How long (default and maximum: break_glass.max_duration).") var duration: String?
     @Option(help: "An incident ticket, e.g. INC-4411.") var ticket: String?
     @OptionGroup var options: ClientOptions
 
@@ -38,6 +38,8 @@ struct BreakGlassListCommand: AsyncParsableCommand {
     @Flag(name: .customLong("awaiting-review"), help: "Only uses not reviewed yet.") var awaitingReview = false
     @Option(parsing: .unconditional, help: "At most this many.") var limit: Int = 100
     @OptionGroup var options: ClientOptions
+
+    func validate() throws { try ValidationError.checkLimit(limit) }
 
     func run() async throws {
         let list = try await options.client().run {
@@ -72,6 +74,8 @@ struct WebhooksCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "webhooks", abstract: "The webhook outbox: queued, delivered and given-up messages (admins).")
     @Option(parsing: .unconditional, help: "At most this many.") var limit: Int = 100
     @OptionGroup var options: ClientOptions
+
+    func validate() throws { try ValidationError.checkLimit(limit) }
 
     func run() async throws {
         let list = try await options.client().run { try await $0.listWebhookDeliveries(query: .init(limit: limit)).ok.body.json }

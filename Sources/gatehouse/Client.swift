@@ -1,3 +1,4 @@
+import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import GatehouseAPI
@@ -39,7 +40,7 @@ struct APIClient {
         let trimmed = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         let components = URLComponents(string: trimmed)
         guard let url = components?.url, components?.scheme == "http" || components?.scheme == "https", components?.host != nil else {
-            throw CLIError.usage("GATEHOUSE_URL '\(baseURL)' is not an http(s) URL; set it like http://127.0.0.1:8080")
+            throw CLIError.usage("the server URL '\(baseURL)' (from --url or GATEHOUSE_URL) is not an http(s) URL; give it like http://127.0.0.1:8080")
         }
         try await Self.reach(components, baseURL: baseURL, within: try connectTimeout ?? Self.configuredConnectTimeout())
         do {
@@ -156,5 +157,12 @@ extension Action {
     /// The action in the API's shape.
     var input: Components.Schemas.ActionInput {
         .init(kind: kind == .sql ? .sql : .shell, text: text)
+    }
+}
+
+extension ValidationError {
+    /// `--limit` as the API takes it (a usage error, exit 2, rather than the server's 400).
+    static func checkLimit(_ limit: Int, maximum: Int = 1_000) throws {
+        guard (1...maximum).contains(limit) else { throw ValidationError("--limit is from 1 to \(maximum); got \(limit)") }
     }
 }

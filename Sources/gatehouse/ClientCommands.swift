@@ -69,7 +69,7 @@ struct RequestCommand: AsyncParsableCommand {
     @Argument(help: "The resource, e.g. prod-db.", completion: Completions.resources) var resource: String
     @Option(help: "The role to ask for, e.g. write.", completion: Completions.roles) var role: String?
     @OptionGroup var action: ActionOptions
-    @Option(name: .customLong("for"), help: "How long, once approved: 90s, 30m, 1h30m, 7d (for one action: defaults to the policy's maximum).") var duration: String?
+    @Option(name: .customLong("for"), parsing: .unconditional, help: "How long, once approved: 90s, 30m, 1h30m, 7d (for one action: defaults to the policy's maximum).") var duration: String?
     @Option(help: "Why you need it.") var reason: String
     @Option(help: "A ticket, e.g. INC-4411.") var ticket: String?
     @Flag(help: "Wait until the request is decided.") var wait = false
@@ -82,7 +82,8 @@ struct RequestCommand: AsyncParsableCommand {
         do { waitLimit = try TimeSpan.parse(timeout) } catch { throw ValidationError("--timeout: \(error.description)") }
         let chosen = try action.action()
         guard (role == nil) != (chosen == nil) else {
-            throw ValidationError("give --role ROLE, or one exact action with --sql, --sql-file or --shell")
+            throw ValidationError(role == nil ? "give --role ROLE, or one exact action with --sql, --sql-file or --shell"
+                                              : "give --role ROLE or one exact action (--sql, --sql-file, --shell), not both: a grant of a role covers the actions it allows")
         }
         if chosen == nil, duration == nil { throw ValidationError("--for is required with --role: how long, e.g. --for 30m") }
         let body: Components.Schemas.NewRequest = if let chosen {
@@ -164,6 +165,7 @@ struct RequestsCommand: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func validate() throws {
+        try ValidationError.checkLimit(limit)
         if toApprove && all { throw ValidationError("choose --to-approve or --all, not both") }
         if let state, RequestState(rawValue: state) == nil {
             throw ValidationError("--state must be one of \(RequestState.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -243,6 +245,8 @@ struct GrantsCommand: AsyncParsableCommand {
     @Option(help: "Start at this page (the cursor printed under the previous one).") var cursor: String?
     @OptionGroup var options: ClientOptions
 
+    func validate() throws { try ValidationError.checkLimit(limit) }
+
     func run() async throws {
         let list = try await options.client().run {
             try await $0.listGrants(query: .init(scope: all ? .all : .mine, active: active ? true : nil, limit: limit, cursor: cursor)).ok.body.json
@@ -295,7 +299,8 @@ struct CheckCommand: AsyncParsableCommand {
     func run() async throws {
         let chosen = try action.action()
         guard (role == nil) != (chosen == nil) else {
-            throw ValidationError("give --role ROLE, or one exact action with --sql, --sql-file or --shell")
+            throw ValidationError(role == nil ? "give --role ROLE, or one exact action with --sql, --sql-file or --shell"
+                                              : "give --role ROLE or one exact action (--sql, --sql-file, --shell), not both: a grant of a role covers the actions it allows")
         }
         let body: Components.Schemas.CheckInput = if let chosen {
             .ActionCheck(.init(resource: resource, action: chosen.input, principal: principal))

@@ -50,7 +50,9 @@ struct Gatehouse: AsyncParsableCommand {
                 var extra: [String: Any] = ["status": status]
                 if let field = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["field"] as? String { extra["field"] = field }
                 // Being refused by policy is a denial, not a malfunction.
-                fail(message, code: code, exitCode: code == ErrorCode.notARequester ? 4 : 1, prefix: "error (\(status))", extra: extra)
+                // Denied by the policy: a role the caller may not request, break-glass the policy does not allow them.
+                let deniedByPolicy = [ErrorCode.notARequester, "not_allowed_break_glass", "break_glass_disabled"].contains(code)
+                fail(message, code: code, exitCode: deniedByPolicy ? 4 : 1, prefix: "error (\(status))", extra: extra)
             case .outcome(let code):
                 Foundation.exit(code)
             }
