@@ -90,7 +90,9 @@ struct CLIJSONTests {
                 let empty = try await Self.run(server, erin, arguments, expect: 2)
                 #expect(empty.object["code"] as? String == "usage" && (empty.object["error"] as? String)?.contains("is empty") == true, "\(arguments): \(empty.result)")
             }
-            _ = try await Self.run(server, alice, ["break-glass", "prod-db", "--role", "write", "--reason", "INC-1 outage now"], expect: 1)
+            // Break-glass the policy does not allow is denied by the policy: exit 4, as a role one may not request.
+            let glass = try await Self.run(server, alice, ["break-glass", "prod-db", "--role", "write", "--reason", "INC-1 outage now"], expect: 4)
+            #expect(["break_glass_disabled", "not_allowed_break_glass"].contains(glass.object["code"] as? String ?? ""), "\(glass.result)")
 
             // Local commands.
             let noText = try await Self.run(server, alice, ["classify", "--policy", server.policyPath], expect: 2)
