@@ -450,6 +450,9 @@ private struct SQLWalk {
                 } else if name == "client_encoding", kind == "VAR_SET_VALUE",
                           Self.settingValues(fields["args"], constants: constants).map(SQLClassifier.encodingName) == ["utf8"] {
                     // UTF-8, the encoding the guard reads (`pg_dump` output begins with it): nothing changes.
+                } else if name == "standard_conforming_strings", kind == "VAR_SET_VALUE",
+                          Self.settingValues(fields["args"], constants: constants).map(Self.parseBool) == [true] {
+                    // On, as the guard reads every text (Rails sets it at each connection): nothing changes.
                 } else if SQLNodeRule.unsafeSettings.contains(name) || name.hasPrefix("pgaudit.") {
                     fire("unsafe_setting", at: location, "SET \(name)")
                 } else if name == "search_path", SearchPath.shadowsCatalog(Self.settingValues(fields["args"], constants: constants)) {
@@ -1089,14 +1092,18 @@ private struct SQLWalk {
     /// Whether an option's value (`security_barrier = false`, `ANALYZE 0`) is on, as PostgreSQL's parse_bool reads
     /// it (`t`, `tru`, `yes`, `on`, `1`; `f`, `of`, `no`, `0`, any unambiguous beginning): nil when it is none of them.
     static func booleanValue(_ argument: ParseTree) -> Bool? {
-        if let value = argument["String"]?["sval"]?.stringValue?.lowercased() {
-            func begins(_ word: String, from shortest: Int) -> Bool { value.count >= shortest && word.hasPrefix(value) }
-            if begins("true", from: 1) || begins("yes", from: 1) || begins("on", from: 2) || value == "1" { return true }
-            if begins("false", from: 1) || begins("no", from: 1) || begins("off", from: 2) || value == "0" { return false }
-            return nil
-        }
+        if let value = argument["String"]?["sval"]?.stringValue { return parseBool(value) }
         if let integer = argument["Integer"] { return (integer["ival"]?.intValue ?? 0) != 0 }
         if let boolean = argument["Boolean"] { return boolean["boolval"]?.boolValue ?? false }
+        return nil
+    }
+
+    /// A text as PostgreSQL's parse_bool reads it; nil when it is not a boolean.
+    static func parseBool(_ text: String) -> Bool? {
+        let value = text.lowercased()
+        func begins(_ word: String, from shortest: Int) -> Bool { value.count >= shortest && word.hasPrefix(value) }
+        if begins("true", from: 1) || begins("yes", from: 1) || begins("on", from: 2) || value == "1" { return true }
+        if begins("false", from: 1) || begins("no", from: 1) || begins("off", from: 2) || value == "0" { return false }
         return nil
     }
 

@@ -47,6 +47,9 @@ public struct ClientSignIn: Sendable {
     public static let passedParameters: Set<String> = [
         "application_name", "datestyle", "timezone", "intervalstyle", "extra_float_digits", "search_path",
         "lc_monetary", "lc_numeric", "lc_time", "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
+        // How the server plans and runs, not what a statement means (asyncpg's FAQ sets `jit` off at connection).
+        "jit", "work_mem", "maintenance_work_mem", "temp_buffers", "plan_cache_mode", "idle_session_timeout",
+        "default_transaction_isolation", "default_transaction_deferrable", "bytea_output",
     ]
     /// Client encodings under which every byte below 0x80 is ASCII, so the classifier reads the same
     /// statement as the server. (SJIS, BIG5, GBK, UHC and GB18030 are not.)

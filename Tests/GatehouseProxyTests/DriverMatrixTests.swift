@@ -204,8 +204,10 @@ struct DriverMatrixTests {
                     out["cancel"] = "timed out"
                 out["after_cancel"] = await conn.fetchval("SELECT count(*) FROM accounts")
                 await conn.close()
-                again = await asyncpg.connect(sys.argv[1], password=sys.argv[2])
+                # asyncpg's FAQ: JIT off at connection, a startup parameter that changes how, not what, the server runs.
+                again = await asyncpg.connect(sys.argv[1], password=sys.argv[2], server_settings={"jit": "off", "work_mem": "8MB"})
                 out["reconnect"] = await again.fetchval("SELECT $1::int + 1", 41)
+                out["jit"] = await again.fetchval("SHOW jit")
                 await again.close()
                 print(json.dumps(out))
             asyncio.run(main())
@@ -219,6 +221,7 @@ struct DriverMatrixTests {
         #expect(out["cancel"] as? String == "timed out")
         #expect(out["after_cancel"] as? Int == 10)
         #expect(out["reconnect"] as? Int == 42)
+        #expect(out["jit"] as? String == "off", "\(out)")
         #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
 
         // With a write grant, copy_records_to_table writes.
