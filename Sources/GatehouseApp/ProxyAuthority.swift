@@ -186,7 +186,7 @@ public struct ProxyAuthority: Sendable {
         }
         if let setting = Self.unsafeSettingChange(classification) {
             await refused(identity, what: "a change of a setting the guard calls unsafe (\(setting)): \(AuditEntry.excerpt(text))")
-            return (("gatehouse: \(setting): a change of a setting the guard calls unsafe is refused through the proxy (read-only defaults, the session's role, and client_encoding, standard_conforming_strings or backslash_quote, after which Gatehouse could no longer read statements as the database does)", "the proxy refuses every change of a setting the guard calls unsafe, and set_config(); connect to the database another way for such work"), classification.risk)
+            return (("gatehouse: \(setting): a change of a setting the guard calls unsafe is refused through the proxy (read-only defaults, the session's role, and client_encoding, standard_conforming_strings or backslash_quote, after which Gatehouse could no longer read statements as the database does)", "the proxy refuses every change of a setting the guard calls unsafe, and set_config() of PostgreSQL's own settings; connect to the database another way for such work"), classification.risk)
         }
         let expected = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
                                           classification: classification, policy: context.policies.policy, grants: grants, now: context.clock.now())

@@ -121,6 +121,25 @@ public enum AuditChain {
 
         public var description: String { "\(seq):\(hash)" }
 
+        /// Anchors as given (`--anchor`, `?anchor=`): at most 100, each well formed, no two for one event with
+        /// different hashes.
+        public static func parse(_ texts: [String]) throws(GatehouseError) -> [Anchor] {
+            guard texts.count <= 100 else {
+                throw .invalid("anchor", "invalid_anchor", "at most 100 anchors at once; \(texts.count) were given")
+            }
+            var anchors: [Anchor] = []
+            for text in texts {
+                guard let anchor = Anchor(text) else {
+                    throw .invalid("anchor", "invalid_anchor", "an anchor is SEQ:HASH (as `audit verify` prints the head) or a webhook id, msg_SEQ_HASH, with at least 16 hex digits of the hash; `\(text.prefix(80))` is neither")
+                }
+                if let other = anchors.first(where: { $0.seq == anchor.seq && !$0.hash.hasPrefix(anchor.hash) && !anchor.hash.hasPrefix($0.hash) }) {
+                    throw .invalid("anchor", "invalid_anchor", "two anchors give event \(anchor.seq) different hashes (\(other.hash.prefix(16))... and \(anchor.hash.prefix(16))...); at most one can be right")
+                }
+                anchors.append(anchor)
+            }
+            return anchors
+        }
+
         /// `SEQ:HASH` (as a verification prints its head) or a webhook id, `msg_SEQ_HASH`; nil otherwise.
         public init?(_ text: String) {
             let trimmed = text.hasPrefix("msg_") ? String(text.dropFirst(4)) : text
@@ -150,7 +169,7 @@ public enum AuditChain {
         let anchors: [Int64: String]
 
         public init(anchors: [Anchor] = []) {
-            self.anchors = Dictionary(anchors.map { ($0.seq, $0.hash) }, uniquingKeysWith: { first, _ in first })
+            self.anchors = Dictionary(anchors.map { ($0.seq, $0.hash) }, uniquingKeysWith: { $0.count >= $1.count ? $0 : $1 })
         }
 
         /// The next event in seq order: nil when it links, else the first broken link.

@@ -453,7 +453,7 @@ private struct SQLWalk {
                 } else if name == "standard_conforming_strings", kind == "VAR_SET_VALUE",
                           Self.settingValues(fields["args"], constants: constants).map(Self.parseBool) == [true] {
                     // On, as the guard reads every text (Rails sets it at each connection): nothing changes.
-                } else if SQLNodeRule.unsafeSettings.contains(name) || name.hasPrefix("pgaudit.") {
+                } else if SQLNodeRule.isUnsafeSetting(name) {
                     fire("unsafe_setting", at: location, "SET \(name)")
                 } else if name == "search_path", SearchPath.shadowsCatalog(Self.settingValues(fields["args"], constants: constants)) {
                     fire("unsafe_setting", at: location, "SET search_path \(SearchPath.shadowingDetail)")
@@ -481,6 +481,11 @@ private struct SQLWalk {
             // inside a function or DO body may never run (`DO $$ BEGIN RETURN; PREPARE ...`), and then
             // EXECUTE would run a statement prepared elsewhere (by another message of the session).
             if body == nil, let name = fields["name"]?.stringValue { prepared.insert(name) }
+            // The guard proxy prepares every statement on the database under a name of its own (`gatehouse_...`): a
+            // statement of that name made another way would run under a text the proxy checked for another.
+            if let name = fields["name"]?.stringValue, name.lowercased().hasPrefix("gatehouse_") {
+                fire("execute_prepared", at: location, "PREPARE \(name) takes a name the guard proxy gives its own prepared statements; choose another name")
+            }
         case .execute:
             let name = fields["name"]?.stringValue ?? ""
             if !prepared.contains(name) {
@@ -492,7 +497,7 @@ private struct SQLWalk {
             recordCall(fields["funcname"], location: location)
             if SQLNodeRule.tableToXML.contains(name), let first = fields["args"]?.elements.first,
                constants.reading(),
-               let text = (first["A_Const"] ?? first["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue,
+               let text = Self.constantText(first),
                let table = SQLNodeRule.plainRelationName(text) {
                 // A table named by a plain constant: a read of that table (of a credential catalog, dangerous).
                 if SQLNodeRule.credentialRelations.contains(table) {
@@ -503,7 +508,7 @@ private struct SQLWalk {
             } else if name == "current_setting" {
                 // current_setting('primary_conninfo'); a name not given as a constant could be it.
                 let first = fields["args"]?.elements.first
-                let setting = constants.reading() ? (first?["A_Const"] ?? first?["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue?.lowercased() : nil
+                let setting = constants.reading() ? Self.constantText(first)?.lowercased() : nil
                 if setting.map({ SQLNodeRule.credentialSettings.contains($0) }) ?? true {
                     fire("read_credentials", at: location, "current_setting(\(setting.map { "'\($0)'" } ?? "a name known only when it runs")) can show primary_conninfo, whose connection string can hold the replication password")
                 }
@@ -566,11 +571,16 @@ private struct SQLWalk {
         }
     }
 
+    /// A string constant, cast or not (`'orders'`, `'orders'::regclass`); nil for anything else.
+    static func constantText(_ node: ParseTree?) -> String? {
+        (node?["A_Const"] ?? node?["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue
+    }
+
     /// The name a `set_config` call sets when it is a constant naming a custom setting (`app.tenant_id`): a
     /// dotted name, not an extension's setting the guard knows to be unsafe (`pgaudit.*`). Nil otherwise.
     static func customSetting(_ argument: ParseTree?, constants: ConstantUse) -> String? {
-        guard constants.reading(), let setting = (argument?["A_Const"] ?? argument?["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue?.lowercased(),
-              setting.contains("."), !setting.hasPrefix("pgaudit."), !SQLNodeRule.unsafeSettings.contains(setting) else { return nil }
+        guard constants.reading(), let setting = Self.constantText(argument)?.lowercased(),
+              setting.contains("."), !SQLNodeRule.isUnsafeSetting(setting) else { return nil }
         return setting
     }
 
@@ -802,8 +812,9 @@ private struct SQLWalk {
         case "AT_SetTableSpace", "AT_SetLogged", "AT_SetUnLogged", "AT_SetAccessMethod":
             fire("locking_ddl", at: at, "ALTER TABLE \(table) \(subtype.replacingPrefix("AT_")) rewrites the table under ACCESS EXCLUSIVE")
         case "AT_AttachPartition":
-            guard let partition = cmd["def"]?["PartitionCmd"]?["name"], !(relationKey(partition).map { created.contains($0) } ?? false) else { return }
-            fire("locking_ddl", at: at, "ALTER TABLE \(table) ATTACH PARTITION \(relationKey(partition) ?? "?") scans the partition under ACCESS EXCLUSIVE to check its rows fit the bound, unless a CHECK constraint already proves it; add that constraint (NOT VALID, then VALIDATE) first")
+            // Even a partition made in the same text: the parent's DEFAULT partition, if it has one, is scanned too.
+            let partition = cmd["def"]?["PartitionCmd"]?["name"]
+            fire("locking_ddl", at: at, "ALTER TABLE \(table) ATTACH PARTITION \(relationKey(partition) ?? "?") scans the partition (and a DEFAULT partition of \(table)) under a lock that blocks writes, to check the rows fit the bound, unless a CHECK constraint already proves it; add that constraint (NOT VALID, then VALIDATE) first")
         case "AT_DetachPartition" where cmd["def"]?["PartitionCmd"]?["concurrent"]?.boolValue != true:
             fire("locking_ddl", at: at, "ALTER TABLE \(table) DETACH PARTITION without CONCURRENTLY takes ACCESS EXCLUSIVE on \(table), blocking its reads and writes (and waiting behind every query on it); use DETACH PARTITION ... CONCURRENTLY")
         case "AT_AddColumn":

@@ -194,6 +194,13 @@ enum SQLNodeRule: Sendable {
     }
 
     /// Settings whose change alters how later statements are parsed, or bypasses safety checks.
+    /// A setting whose change the guard calls unsafe: one of `unsafeSettings`, or one of the extensions that record
+    /// what a session does (pgaudit, pg_stat_statements, auto_explain), turned down to hide it. `SET` and
+    /// `set_config()` of a custom setting are judged alike by this.
+    static func isUnsafeSetting(_ name: String) -> Bool {
+        unsafeSettings.contains(name) || ["pgaudit.", "pg_stat_statements.", "auto_explain."].contains { name.hasPrefix($0) }
+    }
+
     static let unsafeSettings: Set<String> = [
         "session_replication_role", "standard_conforming_strings", "client_encoding", "backslash_quote",
         "allow_system_table_mods", "zero_damaged_pages", "ignore_system_indexes", "ignore_checksum_failure",

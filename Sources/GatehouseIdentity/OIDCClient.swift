@@ -144,7 +144,15 @@ public final class OIDCClient: Sendable {
     func signingKey(kid: String?, now: Date) async throws -> JWK? {
         let (found, fetchedAt) = cache.withLock { ($0.key(kid), $0.keysFetchedAt) }
         if let found, let fetchedAt, now.timeIntervalSince(fetchedAt) < Self.keyLifetime { return found }
-        _ = try await refreshKeys(now: now)
+        do {
+            _ = try await refreshKeys(now: now)
+        } catch {
+            // The provider's key set cannot be read just now: a key it published before still verifies (the token
+            // itself came from the provider's token endpoint a moment ago).
+            guard let found else { throw error }
+            logger.warning("the provider's key set could not be fetched again; using the keys fetched before", metadata: ["error": "\(error)"])
+            return found
+        }
         return cache.withLock { $0.key(kid) }
     }
 
@@ -345,13 +353,11 @@ public final class OIDCClient: Sendable {
         guard let key = try await signingKey(kid: kid, now: now) else {
             throw OIDCError.refused(SignInRefusal("unknown_key", "the ID token names signing key \(kid ?? "(none)"), which the provider does not publish"))
         }
-        if try await !Self.verifies(idToken, key: key, algorithm: alg) {
-            // The provider may have put a new key under the same kid (or replaced its one unnamed key) since
-            // the keys were fetched: fetch them once more before refusing.
-            guard try await refreshKeys(now: now), let again = cache.withLock({ $0.key(kid) }),
-                  try await Self.verifies(idToken, key: again, algorithm: alg) else {
-                throw OIDCError.refused(SignInRefusal("bad_signature", "the ID token's signature does not verify with the provider's key"))
-            }
+        if await !Self.verifies(idToken, key: key, algorithm: alg) {
+            // The provider may have put a new key under the same kid (or replaced its one unnamed key, or changed
+            // its algorithm) since the keys were fetched: fetch them once more before refusing.
+            guard try await refreshKeys(now: now), let again = cache.withLock({ $0.key(kid) }) else { throw Self.refusal(key, alg: alg) }
+            guard await Self.verifies(idToken, key: again, algorithm: alg) else { throw Self.refusal(again, alg: alg) }
         }
         guard let payloadData = Self.base64URLDecode(String(parts[1])),
               let payload = try? JSONSerialization.jsonObject(with: payloadData) as? [String: Any],
@@ -364,12 +370,16 @@ public final class OIDCClient: Sendable {
         return claims
     }
 
-    /// Whether `token`'s signature verifies with `key` under `algorithm`; a key that does not fit the
-    /// algorithm is refused as such.
-    static func verifies(_ token: String, key: JWK, algorithm: String) async throws -> Bool {
-        guard keyFits(key, algorithm: algorithm) else {
-            throw OIDCError.refused(SignInRefusal("algorithm_refused", "the ID token's algorithm \(algorithm) does not fit the provider's key \(key.keyIdentifier?.string ?? "")"))
-        }
+    /// Why a token that does not verify with `key` is refused: its algorithm does not fit the key, or its signature.
+    static func refusal(_ key: JWK, alg: String) -> OIDCError {
+        keyFits(key, algorithm: alg)
+            ? .refused(SignInRefusal("bad_signature", "the ID token's signature does not verify with the provider's key"))
+            : .refused(SignInRefusal("algorithm_refused", "the ID token's algorithm \(alg) does not fit the provider's key \(key.keyIdentifier?.string ?? "")"))
+    }
+
+    /// Whether `token`'s signature verifies with `key` under `algorithm` (never with a key that does not fit it).
+    static func verifies(_ token: String, key: JWK, algorithm: String) async -> Bool {
+        guard keyFits(key, algorithm: algorithm) else { return false }
         do {
             var pinned = key
             pinned.algorithm = JWK.Algorithm(rawValue: algorithm)

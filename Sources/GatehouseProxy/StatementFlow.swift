@@ -84,8 +84,8 @@ public struct StatementFlow: Sendable {
             func keyword(_ word: String) -> Bool {
                 guard rest.count >= word.count, rest.prefix(word.count).lowercased() == word else { return false }
                 let after = rest.dropFirst(word.count)
-                guard after.isEmpty || after.first!.isWhitespace else { return false }
-                rest = after.drop { $0.isWhitespace }
+                guard after.isEmpty || isBlank(after.first!) else { return false }
+                rest = after.drop(while: isBlank)
                 return true
             }
             if keyword("discard") { return keyword("all") && rest.isEmpty ? (nil, true) : nil }
@@ -112,8 +112,12 @@ public struct StatementFlow: Sendable {
             return (rest.lowercased(), false)
         }
 
+        /// PostgreSQL's blanks: space, tab, newline, carriage return, form feed (not other Unicode spaces,
+        /// which make the text another statement, or none).
+        static func isBlank(_ character: Character) -> Bool { [" ", "\t", "\n", "\r", "\u{0C}", "\r\n"].contains(character) }
+
         static func trimmed(_ text: Substring) -> Substring {
-            text.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed().map { $0 }.reduce(into: Substring()) { $0.append($1) }
+            text.drop(while: isBlank).reversed().drop(while: isBlank).reversed().map { $0 }.reduce(into: Substring()) { $0.append($1) }
         }
         static func isLetter(_ byte: UInt8) -> Bool { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20) }
         static func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
@@ -151,9 +155,10 @@ public struct StatementFlow: Sendable {
     }
     private var discardingUntilSync = false
     private var awaiting: Awaiting?
-    /// Portals bound to a statement that runs no code (`runsNoCode`); a Bind of another statement to the
-    /// name takes it off.
-    private var quietPortals: Set<String> = []
+    /// The unnamed portal was just bound, in this cycle, to a statement that runs no code (`runsNoCode`), and
+    /// not executed yet: its one Execute does not make the cycle busy. Anything else between (another Bind, a
+    /// Close, a Sync, a Query, an error) ends it; named portals (SQL cursors share their names) never are.
+    private var quietUnnamedPortal = false
     /// Refusals whose marker error has not come back yet, by sequence number.
     private var refusals: [Int: Refusal] = [:]
     /// What the database has still to answer in one cycle (a Sync or a Query, each ending in
@@ -262,6 +267,7 @@ public struct StatementFlow: Sendable {
         case .query(let text):
             // After an error in an unfinished batch the database skips the Query too, until Sync.
             if discardingUntilSync { return .drop }
+            quietUnnamedPortal = false
             let (bytes, deallocates) = deallocation(in: text).map { (Wire.query($0.text), $0.deallocates) } ?? (frame.bytes, nil)
             if Self.readsDependOnSettings(text), !settled {
                 if cycles[cycles.count - 1].busy { return .refuse(refuseSimple(Self.unsettledRefusal), Self.unsettledRefusal) }
@@ -332,6 +338,7 @@ public struct StatementFlow: Sendable {
             return .forward(rewriteDescribe(frame.bytes))
         case .close(let kind, let name):
             if discardingUntilSync { return .drop }
+            quietUnnamedPortal = false
             if kind == UInt8(ascii: "P") {
                 cycles[cycles.count - 1].closes.append(false)
                 cycles[cycles.count - 1].extended = true
@@ -345,12 +352,14 @@ public struct StatementFlow: Sendable {
             if discardingUntilSync { return .drop }
             cycles[cycles.count - 1].extended = true
             cycles[cycles.count - 1].outstanding += 1
-            // A portal of `BEGIN` or `SAVEPOINT s` runs no code that could change settings.
-            if !quietPortals.contains(portal) { cycles[cycles.count - 1].busy = true }
+            // The unnamed portal just bound to `BEGIN` or `SAVEPOINT s` runs no code that could change settings.
+            if !(portal.isEmpty && quietUnnamedPortal) { cycles[cycles.count - 1].busy = true }
+            quietUnnamedPortal = false
             cycles[cycles.count - 1].copyEndsAfterLastRun = 0
             return .forward(frame.bytes)
         case .sync:
             discardingUntilSync = false
+            quietUnnamedPortal = false
             cycles.append(Cycle())
             return .forward(frame.bytes)
         case .flush, .copyData, .copyDone, .copyFail:
@@ -379,7 +388,8 @@ public struct StatementFlow: Sendable {
         case .bind(let bytes, let upstreamName, let portal, let runsNoCode, let deallocates):
             if let refusal { return refuseExtended(refusal) }
             cycles[cycles.count - 1].outstanding += 1
-            if runsNoCode { quietPortals.insert(portal) } else { quietPortals.remove(portal); cycles[cycles.count - 1].busy = true }
+            quietUnnamedPortal = runsNoCode && portal.isEmpty
+            if !quietUnnamedPortal { cycles[cycles.count - 1].busy = true }
             if let deallocates { apply(deallocates) }
             return rewriteBind(bytes, statement: upstreamName)
         }
@@ -404,6 +414,7 @@ public struct StatementFlow: Sendable {
         case .errorResponse(let fields):
             // An error ends a copy in (the database drops the rest of the client's copy data).
             if copy == .copyingIn { copy = .endedByError }
+            quietUnnamedPortal = false
             // An error in the extended part of a cycle makes the database skip everything up to the
             // client's Sync, simple Queries included: their ReadyForQuery never comes, and the
             // cycles they ended become one that ends at that Sync.
@@ -493,14 +504,16 @@ public struct StatementFlow: Sendable {
         return ("DEALLOCATE \"\(prepared.upstreamName)\"", .one(client: name, upstream: prepared.upstreamName))
     }
 
-    /// A deallocation that runs: the statements it removes are forgotten (the unnamed statement stays: neither
-    /// form removes it).
+    /// A deallocation allowed to run: the statements it removes are forgotten, the unnamed one too for ALL (on the
+    /// database it is a named statement of the proxy's). Forgotten as it goes to the database: when the database
+    /// then refuses it (`DISCARD ALL` in a transaction), the statements stay there unreachable, since a Bind of a
+    /// name the proxy does not hold is refused, and the names the proxy gives are never given again.
     private mutating func apply(_ deallocation: Deallocation) {
         switch deallocation {
         case .one(let client, let upstream):
             if statements[client]?.upstreamName == upstream { forget(client) }
         case .all:
-            for name in statements.keys where !name.isEmpty { forget(name) }
+            for name in Array(statements.keys) { forget(name) }
         }
     }
 

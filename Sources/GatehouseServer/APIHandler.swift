@@ -352,15 +352,7 @@ struct APIHandler: APIProtocol {
     }
 
     func verifyAudit(_ input: Operations.VerifyAudit.Input) async throws -> Operations.VerifyAudit.Output {
-        guard (input.query.anchor?.count ?? 0) <= 100 else {
-            throw GatehouseError.invalid("anchor", "invalid_anchor", "at most 100 anchors at once; \(input.query.anchor?.count ?? 0) were given")
-        }
-        let anchors = try (input.query.anchor ?? []).map { text throws(GatehouseError) -> AuditChain.Anchor in
-            guard let anchor = AuditChain.Anchor(text) else {
-                throw .invalid("anchor", "invalid_anchor", "an anchor is SEQ:HASH (as a verification gives its head) or a webhook id, msg_SEQ_HASH, with at least 16 hex digits of the hash; `\(Problem.shown(text))` is neither")
-            }
-            return anchor
-        }
+        let anchors = try AuditChain.Anchor.parse(input.query.anchor ?? [])
         let result = try await service.audit.verify(caller: caller(), anchors: anchors)
         return .ok(.init(body: .json(.init(ok: result.ok, eventsChecked: result.eventsChecked, brokenAt: result.brokenAt, problem: result.problem,
                                            headSeq: result.head?.seq, headHash: result.head?.hash))))

@@ -77,7 +77,7 @@ public enum GatehouseHTTP {
                            server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionPersistenceInstaller(),
                                                                                            ConnectionLimiter(counts: counts, deadline: limits.requestDeadline),
                                                                                            ParseErrorAnswer(), ContinueAnswer()],
-                                                               idleTimeout: HTTPLimits.idleTimeout)),
+                                                               idleTimeout: limits.idleTimeout)),
                            configuration: .init(address: .hostname(host, port: port), serverName: "gatehouse"),
                            services: services, onServerRunning: onServerRunning, logger: logger)
     }

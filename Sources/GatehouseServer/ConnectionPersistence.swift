@@ -22,6 +22,8 @@ final class ConnectionPersistence: ChannelDuplexHandler, RemovableChannelHandler
     /// HTTP/1.0 requests that asked to keep the connection: their responses say it is kept (an HTTP/1.0 client
     /// takes a response without `keep-alive` as the connection's last, and may read on to its end).
     private var keptByHTTP10: Set<Int> = []
+    /// The response being written is a 413: the connection ends after it.
+    private var closeAfterResponse = false
 
     /// Whether the connection ends after the response to `head`.
     static func endsConnection(_ head: HTTPRequestHead) -> Bool {
@@ -54,12 +56,23 @@ final class ConnectionPersistence: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data), closeAfterResponse {
+            // A body refused for its declared size was never read: the connection ends with the answer, rather than
+            // waiting for bytes nobody will read.
+            let channel = context.channel
+            let written = promise ?? context.eventLoop.makePromise()
+            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            return context.write(data, promise: written)
+        }
         // Interim answers (100 Continue) are not the request's response.
         guard case .head(var head) = unwrapOutboundIn(data), head.status.code >= 200 else {
             return context.write(data, promise: promise)
         }
         responses += 1
-        if responses == last {
+        if head.status.code == 413 {
+            closeAfterResponse = true
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+        } else if responses == last {
             head.headers.replaceOrAdd(name: "connection", value: "close")
         } else if keptByHTTP10.remove(responses) != nil {
             head.headers.replaceOrAdd(name: "connection", value: "keep-alive")

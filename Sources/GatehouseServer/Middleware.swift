@@ -91,6 +91,11 @@ struct RequestInfoMiddleware: RouterMiddleware {
         GatehouseError(.tooLarge, "body_too_large", "\(what) is larger than \(limit / 1024) KiB, so nothing was done")
     }
 
+    /// A length declared over `limit` is refused at once, before any of the body is waited for.
+    static func refuseDeclaredOver(_ limit: Int, _ request: Request, _ what: String) throws {
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit { throw tooLarge(limit, what) }
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var request = request
         let path = Self.routedPath(request.uri.path)
@@ -98,10 +103,7 @@ struct RequestInfoMiddleware: RouterMiddleware {
         // The inbox's pages read their forms themselves, up to the same limit, and answer in HTML.
         if path.hasPrefix("/v1/"), request.method == .post || request.method == .put || request.method == .patch {
             let limit = needsToken ? context.maxUploadSize : min(context.maxUploadSize, Self.publicBodyBytes)
-            // A length declared over the limit is refused at once, before any of the body is waited for.
-            if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
-                throw Self.tooLarge(limit, "the request body")
-            }
+            try Self.refuseDeclaredOver(limit, request, "the request body")
             do { _ = try await request.collectBody(upTo: limit) } catch let error where Problem.from(error).status == 413 {
                 throw Self.tooLarge(limit, "the request body")
             }

@@ -109,9 +109,7 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var options: ClientOptions
 
         func validate() throws {
-            for anchor in anchors where AuditChain.Anchor(anchor) == nil {
-                throw ValidationError("--anchor \(anchor) is not SEQ:HASH (as `audit verify` prints the head) or a webhook id, msg_SEQ_HASH, with at least 16 hex digits of the hash")
-            }
+            do { _ = try AuditChain.Anchor.parse(anchors) } catch { throw ValidationError("--anchor: \(error.message)") }
         }
 
         func run() async throws {

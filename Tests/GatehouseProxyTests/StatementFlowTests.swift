@@ -817,6 +817,25 @@ import Testing
             return
         }
         #expect(refusal.code == "0A000")
+
+        // Only the unnamed portal, only for its next Execute: a named portal (SQL cursors share the names) bound to
+        // BEGIN, or the unnamed one closed and bound again, runs as any other.
+        for steps in [[B.parse("b", "BEGIN"), B.bind(portal: "c", statement: "b"), B.execute(portal: "c")],
+                      [B.parse("b", "BEGIN"), B.bind(statement: "b"), B.close("P", ""), B.execute()],
+                      [B.parse("b", "BEGIN"), B.bind(statement: "b"), B.execute(), B.execute()]] {
+            var flow = Self.signedIn("bq")
+            for step in steps {
+                switch flow.receive(try frame(step)) {
+                case .check: _ = flow.decided(nil)
+                default: break
+                }
+            }
+            _ = flow.receive(try frame(B.parse("after", "SELECT 'über'")))
+            guard case .refuse = flow.receive(try frame(B.bind(statement: "after"))) else {
+                Issue.record("a settings-dependent text after \(steps.count) steps ran unchecked")
+                continue
+            }
+        }
     }
 
     /// psycopg removes prepared statements with SQL: `DEALLOCATE name` goes to the database with the
@@ -840,7 +859,7 @@ import Testing
         guard let parse = forwarded(flow.receive(try frame(B.parse("", "DEALLOCATE _pg3_0")))),
               case .parse(_, let sent) = try messages(parse).first else { Issue.record("the Parse was not forwarded"); return }
         #expect(sent.hasPrefix("DEALLOCATE \"gatehouse_da_") && sent.hasSuffix("\""), "\(sent)")
-        #expect(flow.preparedCount == 4, "nothing is forgotten before it runs")
+        #expect(flow.preparedCount == 4, "nothing is forgotten before it is allowed to run")
         #expect(flow.receive(try frame(B.bind(statement: ""))) == .check("DEALLOCATE _pg3_0"))
         _ = flow.decided(nil)
         #expect(flow.preparedCount == 3)
@@ -862,6 +881,7 @@ import Testing
         #expect(flow2.preparedCount == 2)
         #expect(flow2.receive(try frame(B.query("DISCARD ALL"))) == .check("DISCARD ALL"))
         _ = flow2.decided(nil)
-        #expect(flow2.preparedCount == 1, "the unnamed statement stays")
+        #expect(flow2.preparedCount == 0, "the unnamed statement goes too: on the database it is a named statement of the proxy's")
+        #expect(StatementFlow.Deallocation.read("DEALLOCATE\u{A0}ALL") == nil, "a no-break space is not a blank to PostgreSQL")
     }
 }

@@ -430,15 +430,17 @@ struct BadInputTests {
     /// rather than dropped with the connection.
     @Test("a body declared larger than the limit is answered 413 at once; the request deadline ends before the idle timeout")
     func declaredTooLarge() async throws {
-        #expect(HTTPLimits().requestDeadline < HTTPLimits.idleTimeout)
+        #expect(HTTPLimits().requestDeadline < HTTPLimits().idleTimeout)
+        #expect(HTTPLimits(requestDeadline: .seconds(60)).requestDeadline < HTTPLimits(requestDeadline: .seconds(60)).idleTimeout)
         try await TestServer.with { server in
             let port = try #require(URL(string: server.baseURL)?.port)
             for (path, limit) in [("/v1/check", "1024 KiB"), ("/v1/auth/login", "64 KiB")] {
                 let head = "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n"
                 // Nothing of the body is sent: the answer comes without it.
-                let (reply, _) = try await TestPorts.exchange(port: port, Array(head.utf8), timeout: 5)
+                let (reply, closed) = try await TestPorts.exchange(port: port, Array(head.utf8), timeout: 20)
                 let answer = String(decoding: reply, as: UTF8.self)
                 #expect(answer.hasPrefix("HTTP/1.1 413") && answer.contains("\"code\":\"body_too_large\"") && answer.contains(limit), "\(path): \(answer)")
+                #expect(closed, "\(path): the connection ends with the answer (the body is never read)")
             }
         }
     }

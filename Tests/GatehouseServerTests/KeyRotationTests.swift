@@ -18,8 +18,10 @@ struct KeyRotationTests {
         actor Published {
             var keys: [[String: String]] = []
             var fetches = 0
+            var down = false
             func set(_ keys: [[String: String]]) { self.keys = keys }
-            func fetched() -> [[String: String]] { fetches += 1; return keys }
+            func setDown(_ down: Bool) { self.down = down }
+            func fetched() -> [[String: String]]? { fetches += 1; return down ? nil : keys }
         }
         let published = Published()
         let server: LocalHTTPServer
@@ -33,7 +35,10 @@ struct KeyRotationTests {
                 return Self.json(["issuer": base, "authorization_endpoint": base + "/authorize", "token_endpoint": base + "/token",
                                   "jwks_uri": base + "/jwks", "id_token_signing_alg_values_supported": ["ES256"]])
             }
-            router.get("/jwks") { _, _ -> Response in Self.json(["keys": await published.fetched()]) }
+            router.get("/jwks") { _, _ -> Response in
+                guard let keys = await published.fetched() else { return Response(status: .serviceUnavailable) }
+                return Self.json(["keys": keys])
+            }
             server = await LocalHTTPServer.start(router, label: "key-publisher")
         }
 
@@ -131,6 +136,38 @@ struct KeyRotationTests {
             let past = now.addingTimeInterval(301)
             #expect(await Self.outcome(client, signedBy: old, publisher, at: past) == "unknown_key")
             #expect(await Self.outcome(client, signedBy: current, publisher, at: past) == "accepted")
+        }
+    }
+
+    @Test("keys older than their lifetime still verify while the provider's key set cannot be fetched; an unknown kid then cannot")
+    func providerDownKeepsKnownKeys() async throws {
+        try await Self.with { publisher, client, now in
+            let key = Key(kid: "k1"), other = Key(kid: "k2")
+            await publisher.published.set([key.published])
+            #expect(await Self.outcome(client, signedBy: key, publisher, at: now) == "accepted")
+            await publisher.published.setDown(true)
+            let later = now.addingTimeInterval(400)
+            #expect(await Self.outcome(client, signedBy: key, publisher, at: later) == "accepted")
+            #expect(await Self.outcome(client, signedBy: other, publisher, at: later.addingTimeInterval(2)).hasPrefix("error:"))
+        }
+    }
+
+    @Test("a key replaced under its kid by one of another algorithm: fetched again, and the new key verifies")
+    func newAlgorithmSameKid() async throws {
+        try await Self.with { publisher, client, now in
+            let first = Key(kid: "k1")
+            let second = Key(kid: "k1")
+            await publisher.published.set([first.published])
+            #expect(await Self.outcome(client, signedBy: first, publisher, at: now) == "accepted")
+            // The same kid now names a key declared for another algorithm than the tokens' (ES384): refused as such.
+            var declared = second.published
+            declared["alg"] = "ES384"
+            await publisher.published.set([declared])
+            let later = now.addingTimeInterval(2)
+            #expect(await Self.outcome(client, signedBy: second, publisher, at: later) == "algorithm_refused")
+            // Declared for the tokens' algorithm again: the next sign-in fetches it and verifies.
+            await publisher.published.set([second.published])
+            #expect(await Self.outcome(client, signedBy: second, publisher, at: later.addingTimeInterval(2)) == "accepted")
         }
     }
 

@@ -199,9 +199,7 @@ extension WebInbox {
         guard type == "application/x-www-form-urlencoded" else {
             throw GatehouseError(.invalid, "malformed_form", "the form is sent as \(type.map { "`\(Problem.shown($0))`" } ?? "no content type"), not `application/x-www-form-urlencoded`, so nothing was done; submit the inbox's own form")
         }
-        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
-            throw RequestInfoMiddleware.tooLarge(limit, "the form")
-        }
+        try RequestInfoMiddleware.refuseDeclaredOver(limit, request, "the form")
         let buffer: ByteBuffer
         do { buffer = try await request.collectBody(upTo: limit) } catch let error where Problem.from(error).status == 413 {
             throw RequestInfoMiddleware.tooLarge(limit, "the form")
