@@ -136,12 +136,13 @@ public struct ProxyAuthority: Sendable {
     /// A session that is read-only on the database (`readOnlySession`) takes reads only here: a write is judged by
     /// `statement`, which refuses it with the advice to reconnect.
     public func fastAllow(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit, followsCalls: Bool = false,
-                          readOnlySession: Bool = false) -> Bool {
+                          readOnlySession: Bool = false, bound: [BoundValues.Value]? = nil) -> Bool {
         guard audit != .all else { return false }
         let action = Action(kind: .sql, text: text)
         let policy = context.policies.policy
         guard let classification = context.actionGuard.classifyInline(action, settings: policy.guardSettings), classification.risk < .dangerous,
-              !followsCalls || classification.calls.isEmpty, !readOnlySession || classification.risk == .read else { return false }
+              !followsCalls || classification.calls.isEmpty, !readOnlySession || classification.risk == .read,
+              bound == nil || classification.patternParameters.isEmpty else { return false }
         let decision = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
                                           classification: classification, policy: policy, grants: grants, now: context.clock.now())
         if case .allowByRole = decision { return true }
@@ -161,8 +162,10 @@ public struct ProxyAuthority: Sendable {
     /// `readOnlySession`: the database session runs read-only (it started with read grants only), so a
     /// write a later grant would allow could not run in it: refused with the advice to reconnect, and a
     /// one-shot approval for it is left unused.
+    /// `bound`: the values of the Bind being judged (the extended protocol), for parameters the text uses as a
+    /// pattern (`BoundValues`): the statement is also judged with them written in.
     public func statement(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit,
-                          functions: FunctionReach? = nil, readOnlySession: Bool = false) async throws
+                          functions: FunctionReach? = nil, readOnlySession: Bool = false, bound: [BoundValues.Value]? = nil) async throws
         -> (refusal: (message: String, hint: String?)?, risk: RiskLevel) {
         // An empty query runs nothing and PostgreSQL answers it (EmptyQueryResponse): drivers send one to
         // ask whether a connection still works (pgjdbc's isValid). Not an action to judge or audit.
@@ -170,6 +173,21 @@ public struct ProxyAuthority: Sendable {
         let action = Action(kind: .sql, text: text)
         if let problem = action.problem { return ((problem, nil), .forbidden) }
         var classification = await checks.classify(action, for: identity.caller.principal)
+        if let bound, !classification.patternParameters.isEmpty,
+           let written = BoundValues.substitute(text, classification.patternParameters, bound) {
+            // `DELETE FROM t WHERE v LIKE $1` with `%` bound: what the values make of it counts too.
+            let withValues = await checks.classify(Action(kind: .sql, text: written), for: identity.caller.principal)
+            let known = Set(classification.findings.map(\.category))
+            let added = withValues.findings.filter { !known.contains($0.category) }.map { finding -> Finding in
+                var finding = finding
+                finding.detail = "with the values bound: " + finding.detail
+                return finding
+            }
+            if !added.isEmpty {
+                classification = ActionClassification(kind: .sql, findings: classification.findings + added, statements: classification.statements,
+                                                      normalized: classification.normalized, calls: classification.calls)
+            }
+        }
         var reached: [String] = []
         if let functions, !classification.calls.isEmpty {
             do {

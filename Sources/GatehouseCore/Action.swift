@@ -84,6 +84,10 @@ public struct ActionClassification: Sendable, Equatable, Codable {
     /// The functions the text calls by name, other than those qualified with `pg_catalog` (SQL only).
     /// Who holds the database can look their bodies up (`FunctionReach`); not part of the encoded form.
     public var calls: [FunctionCallSite] = []
+    /// Parameters (`$1`) a WHERE uses as a pattern (`LIKE $1`, `~ $1`) whose value decides whether it matches every
+    /// row: who holds the values bound (the guard proxy) judges the text with them put in (`BoundValues`). Not
+    /// part of the encoded form.
+    public var patternParameters: [PatternParameter] = []
 
     private enum CodingKeys: String, CodingKey {
         case kind, risk, findings, statements, normalized
@@ -125,4 +129,51 @@ public struct FunctionCallSite: Sendable, Hashable {
 
     /// `schema.name`, or the bare name.
     public var qualifiedName: String { schema.map { "\($0).\(name)" } ?? name }
+}
+
+/// A parameter of a statement's text used where its value matters to the guard (`x LIKE $1`).
+public struct PatternParameter: Sendable, Equatable, Hashable {
+    /// `$number`.
+    public var number: Int
+    /// Its byte offset in the text.
+    public var location: Int
+
+    public init(number: Int, location: Int) {
+        self.number = number
+        self.location = location
+    }
+}
+
+/// A statement's text with the values bound to its pattern parameters written in as constants, so the guard can
+/// judge what the statement does with them (`DELETE FROM t WHERE v LIKE $1` with `%` bound deletes every row).
+public enum BoundValues {
+    /// One value as the extended protocol's Bind carries it.
+    public enum Value: Sendable, Equatable {
+        case null
+        case text(String)
+        /// A binary value that is not UTF-8 text: read as the widest pattern, `%` (fail closed).
+        case opaque
+    }
+
+    /// The text with each pattern parameter replaced by its value as a constant (`'%'`, `NULL`); nil when there is
+    /// nothing to replace (no such parameter, or the text at a location is not that parameter).
+    public static func substitute(_ text: String, _ uses: [PatternParameter], _ values: [Value]) -> String? {
+        var bytes = Array(text.utf8)
+        var replaced = false
+        for use in Set(uses).sorted(by: { $0.location > $1.location }) {
+            let token = Array("$\(use.number)".utf8)
+            guard use.number >= 1, use.location >= 0, use.location + token.count <= bytes.count,
+                  Array(bytes[use.location..<use.location + token.count]) == token,
+                  use.location + token.count == bytes.count || !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[use.location + token.count]) else { continue }
+            let value = use.number <= values.count ? values[use.number - 1] : .opaque
+            let constant: String = switch value {
+            case .null: "NULL"
+            case .text(let text): "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
+            case .opaque: "'%'"
+            }
+            bytes.replaceSubrange(use.location..<use.location + token.count, with: Array(constant.utf8))
+            replaced = true
+        }
+        return replaced ? String(decoding: bytes, as: UTF8.self) : nil
+    }
 }

@@ -30,7 +30,9 @@ public struct SQLClassifier: Sendable {
         if normalize, text.utf8.count <= SQLClassifier.maximumBytes, walk.parsed {
             normalized = PgQuery.deparse(text) ?? PgQuery.withoutComments(text)
         }
-        return ActionClassification(kind: .sql, findings: walk.findings, statements: count, normalized: normalized, calls: walk.calls)
+        var classification = ActionClassification(kind: .sql, findings: walk.findings, statements: count, normalized: normalized, calls: walk.calls)
+        classification.patternParameters = walk.constants.patternParameters
+        return classification
     }
 
     /// The classification of a text of this shape, and whether it holds for every text of the shape
@@ -41,7 +43,8 @@ public struct SQLClassifier: Sendable {
         var walk = SQLWalk(settings: settings)
         walk.collectConstants = true
         let count = walk.classifyText(text, body: nil)
-        let classification = ActionClassification(kind: .sql, findings: walk.findings, statements: count, calls: walk.calls)
+        var classification = ActionClassification(kind: .sql, findings: walk.findings, statements: count, calls: walk.calls)
+        classification.patternParameters = walk.constants.patternParameters
         let holds = walk.parsed && walk.texts == 1 && !walk.constants.happened
             && shape.constants.allSatisfy { walk.constantLocations.contains($0.start) || $0.sign.map(walk.constantLocations.contains) == true }
         return (classification, holds)

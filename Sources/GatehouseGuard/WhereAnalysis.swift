@@ -1,3 +1,4 @@
+import GatehouseCore
 /// Decides whether a WHERE (or MERGE join) condition selects every row.
 ///
 /// A condition that does not look at the row at all (`true`, `1=1`, `now() > '2000-01-01'`) selects
@@ -78,17 +79,21 @@ enum WhereAnalysis {
                    function["funcname"]?.lastElement?["String"]?["sval"]?.stringValue == "like_escape",
                    let arguments = function["args"]?.elements, arguments.count == 2 {
                     guard let escape = constantString(arguments[1], constants: constants), escape != "%" else { return false }
-                    return constantString(arguments[0], constants: constants).map(Self.matchesAnyText(likePattern:)) ?? false
+                    guard let pattern = constantString(arguments[0], constants: constants) else { constants.notePattern(arguments[0]); return false }
+                    return Self.matchesAnyText(likePattern: pattern)
                 }
-                return constantString(right, constants: constants).map(Self.matchesAnyText(likePattern:)) ?? false
+                guard let pattern = constantString(right, constants: constants) else { constants.notePattern(right); return false }
+                return Self.matchesAnyText(likePattern: pattern)
             case "AEXPR_OP" where name == "~" || name == "~*":
-                return constantString(right, constants: constants).map(Self.matchesAnyText(regex:)) ?? false
+                guard let pattern = constantString(right, constants: constants) else { constants.notePattern(right); return false }
+                return Self.matchesAnyText(regex: pattern)
             case "AEXPR_SIMILAR":
                 // `x SIMILAR TO '%'` is `x ~ similar_to_escape('%')`; with an ESCAPE the call has two arguments.
                 guard name == "~", let (call, function) = right.tagged, call == "FuncCall",
                       function["funcname"]?.lastElement?["String"]?["sval"]?.stringValue == "similar_to_escape",
                       let arguments = function["args"]?.elements, arguments.count == 1 else { return false }
-                return constantString(arguments[0], constants: constants).map(Self.matchesAnyText(likePattern:)) ?? false
+                guard let pattern = constantString(arguments[0], constants: constants) else { constants.notePattern(arguments[0]); return false }
+                return Self.matchesAnyText(likePattern: pattern)
             default:
                 return false
             }
@@ -968,6 +973,18 @@ final class ConstantUse {
     }
 
     func read() { happened = true }
+
+    /// Parameters used as a pattern whose value decides whether a condition matches every row (`x LIKE $1`).
+    private(set) var patternParameters: [PatternParameter] = []
+
+    /// A pattern that is not a constant: when it is a parameter (cast or not), remembered, and the answer marked
+    /// as depending on the text (the shape memory does not reuse it for a text whose parameters stand elsewhere).
+    func notePattern(_ node: ParseTree) {
+        let parameter = node["ParamRef"] ?? node["TypeCast"]?["arg"]?["ParamRef"]
+        guard let parameter, let number = parameter["number"]?.intValue, let location = parameter["location"]?.intValue else { return }
+        happened = true
+        patternParameters.append(PatternParameter(number: number, location: location))
+    }
 
     /// The text whose parse tree is being judged (constants' locations are offsets into it).
     var source: String?

@@ -403,7 +403,9 @@ final class ProxyConnection: ChannelInboundHandler {
         // A session that may write judges a function call by what the function's body does.
         let readWrite = session.startedReadWrite
         let functions = readWrite ? shared.functions : nil
-        if service.proxy.fastAllow(identity, text: text, grants: grants, audit: audit, followsCalls: functions != nil, readOnlySession: !readWrite) {
+        let bound = session.boundValues
+        if service.proxy.fastAllow(identity, text: text, grants: grants, audit: audit, followsCalls: functions != nil, readOnlySession: !readWrite,
+                                   bound: bound) {
             decided(nil, started: started)
             if held { resume() }
             return
@@ -414,7 +416,7 @@ final class ProxyConnection: ChannelInboundHandler {
             let refusal: Refusal?
             do {
                 let result = try await service.proxy.statement(identity, text: text, grants: grants, audit: audit, functions: functions,
-                                                               readOnlySession: !readWrite)
+                                                               readOnlySession: !readWrite, bound: bound)
                 refusal = result.refusal.map { Refusal(message: $0.message, hint: $0.hint) }
             } catch {
                 let (code, message) = ProxySession.describe(error)

@@ -342,6 +342,12 @@ struct ProxySession {
         return !grants.isEmpty && !grants.contains { $0.expiresAt > now }
     }
 
+    /// The values of the Bind being checked (`StatementFlow.boundValues`); nil for a simple Query.
+    var boundValues: [BoundValues.Value]? {
+        if case .ready(let flow) = phase { return flow.boundValues }
+        return nil
+    }
+
     /// Whether the database has answered everything before the statement being checked, so the
     /// settings it last reported are in force (see `StatementFlow.settled`).
     var statementsSettled: Bool {

@@ -212,6 +212,38 @@ public struct StatementFlow: Sendable {
 
     public var preparedCount: Int { statements.count }
 
+    /// The values the Bind being checked carries, for the guard to judge a pattern parameter by (`BoundValues`);
+    /// nil while no Bind is being checked.
+    public private(set) var boundValues: [BoundValues.Value]?
+
+    /// A Bind's parameter values: text as it is, NULL, and binary values that are UTF-8 text as text (a text
+    /// parameter's binary form is its UTF-8); any other binary value is opaque. Nil when the Bind cannot be read.
+    static func boundValues(of bytes: ByteBuffer) -> [BoundValues.Value]? {
+        var body = bytes
+        body.moveReaderIndex(forwardBy: min(5, body.readableBytes))
+        guard (try? FrontendDecoder.requiredString(&body, "portal")) != nil, (try? FrontendDecoder.requiredString(&body, "statement")) != nil,
+              let formatCount = body.readInteger(as: Int16.self), formatCount >= 0 else { return nil }
+        var formats: [Int16] = []
+        for _ in 0..<formatCount {
+            guard let format = body.readInteger(as: Int16.self) else { return nil }
+            formats.append(format)
+        }
+        guard let count = body.readInteger(as: Int16.self), count >= 0 else { return nil }
+        var values: [BoundValues.Value] = []
+        for index in 0..<Int(count) {
+            guard let length = body.readInteger(as: Int32.self) else { return nil }
+            if length < 0 { values.append(.null); continue }
+            guard let bytes = body.readBytes(length: Int(length)) else { return nil }
+            let binary = (formats.count == 1 ? formats[0] : index < formats.count ? formats[index] : 0) == 1
+            if let text = String(validating: bytes, as: UTF8.self), !(binary && bytes.contains(0)) {
+                values.append(.text(text))
+            } else {
+                values.append(.opaque)
+            }
+        }
+        return values
+    }
+
     /// Everything sent to the database has been answered up to the open cycle, and nothing in the
     /// open cycle can have run code: the settings the database last reported are the ones in force.
     public var settled: Bool { cycles.count == 1 && !cycles[0].busy }
@@ -331,6 +363,7 @@ public struct StatementFlow: Sendable {
             }
             awaiting = .bind(frame.bytes, statementUpstreamName: prepared.upstreamName, portal: portal,
                              runsNoCode: Self.runsNoCode(prepared.text), deallocates: prepared.deallocates)
+            boundValues = Self.boundValues(of: frame.bytes) ?? []
             cycles[cycles.count - 1].extended = true
             return sensitive && !settled ? .checkWhenSettled(prepared.text) : .check(prepared.text)
         case .describe:
@@ -376,6 +409,7 @@ public struct StatementFlow: Sendable {
     public mutating func decided(_ refusal: Refusal?) -> ByteBuffer {
         guard let pending = awaiting else { preconditionFailure("no statement is being checked") }
         awaiting = nil
+        boundValues = nil
         // An error that came back while this statement was checked made the database skip everything
         // up to the client's Sync: this statement would be skipped too, so it is not sent at all.
         if discardingUntilSync { return ByteBuffer() }

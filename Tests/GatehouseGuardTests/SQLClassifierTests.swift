@@ -138,4 +138,19 @@ struct SQLClassifierTests {
         #expect(await classify("PREPARE p AS SELECT 1; EXECUTE p").risk == .read)
         #expect(await classify("EXECUTE p").categories == ["execute_prepared"])
     }
+
+    @Test("a parameter a changing statement's WHERE uses as a pattern is named with its place; one of a read, or a constant pattern, is not")
+    func patternParameters() throws {
+        let classifier = SQLClassifier()
+        let delete = classifier.classify("DELETE FROM t WHERE v LIKE $1 OR w ~ $2::text OR u SIMILAR TO $3")
+        #expect(delete.patternParameters.map(\.number) == [1, 2, 3], "\(delete.patternParameters)")
+        #expect(delete.patternParameters.first?.location == 27)
+        #expect(delete.risk == .write)
+        #expect(classifier.classify("UPDATE t SET a = 1 WHERE v ILIKE $2 ESCAPE '!'").patternParameters.map(\.number) == [2])
+        #expect(classifier.classify("SELECT * FROM t WHERE v LIKE $1").patternParameters.isEmpty)
+        #expect(classifier.classify("DELETE FROM t WHERE v LIKE 'a%'").patternParameters.isEmpty)
+        // Not remembered by shape: the answer depends on where the parameter stands (another constant before it moves it).
+        let shape = try #require(SQLShape("DELETE FROM t WHERE k = 5 OR v LIKE $1"))
+        #expect(!classifier.classify("DELETE FROM t WHERE k = 5 OR v LIKE $1", shape: shape).holdsForShape)
+    }
 }

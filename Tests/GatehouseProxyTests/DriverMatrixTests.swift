@@ -88,6 +88,25 @@ struct DriverMatrixTests {
         #expect(out["server_prepared"] as? Int == 2, "psycopg keeps prepared_max statements; the database holds as many: \(out)")
         #expect(out["reconnect"] as? Int == 42)
         #expect(try await harness.direct("SELECT count(*) FROM accounts") == "10")
+
+        // With a write grant: a pattern bound as a parameter is judged with its value. `%` matches every row: refused
+        // as the same text with the constant is; `1%` deletes ids 1 and 10.
+        try await harness.grant("alice", role: "write")
+        let bound = """
+            import json, sys, psycopg
+            out = {}
+            with psycopg.connect(sys.argv[1], password=sys.argv[2], autocommit=True) as conn:
+                for pattern in ["%", "1%"]:
+                    try:
+                        out[pattern] = conn.execute("DELETE FROM accounts WHERE id::text LIKE %s", (pattern,)).rowcount
+                    except psycopg.Error as e:
+                        out[pattern] = e.sqlstate + " " + str(e).splitlines()[0]
+            print(json.dumps(out))
+            """
+        let judged = try Self.json(try await Command.run("/usr/bin/python3", ["-c", bound, harness.conninfo(user: "alice"), harness.tokens["alice"]!]))
+        #expect((judged["%"] as? String)?.hasPrefix("42501 gatehouse: this is a dangerous action (delete_without_where)") == true, "\(judged)")
+        #expect(judged["1%"] as? Int == 2, "\(judged)")
+        #expect(try await harness.direct("SELECT count(*) FROM accounts") == "8")
     }
 
     /// libpq's COPY FROM STDIN through PQexecParams (psycopg's libpq binding): the extended

@@ -1,3 +1,4 @@
+import GatehouseCore
 import NIOCore
 import Testing
 @testable import GatehouseProxy
@@ -883,5 +884,21 @@ import Testing
         _ = flow2.decided(nil)
         #expect(flow2.preparedCount == 0, "the unnamed statement goes too: on the database it is a named statement of the proxy's")
         #expect(StatementFlow.Deallocation.read("DEALLOCATE\u{A0}ALL") == nil, "a no-break space is not a blank to PostgreSQL")
+    }
+
+    /// A Bind's values as the guard reads them: text, NULL, binary UTF-8 as text, other binary opaque; and a
+    /// pattern parameter written into the text as a constant for the guard to judge.
+    @Test func boundValuesAreReadAndWrittenIn() throws {
+        let tail = B.join(B.int16(2), B.int16(0), B.int16(1), B.int16(4), B.int32(1), Array("%".utf8), B.int32(-1),
+                          B.int32(3), Array("a'b".utf8), B.int32(2), [0xFF, 0x00], B.int16(0))
+        let bind = ByteBuffer(bytes: B.bind(statement: "s", tail: tail))
+        #expect(StatementFlow.boundValues(of: bind) == [.text("%"), .null, .text("a'b"), .opaque])
+        #expect(StatementFlow.boundValues(of: ByteBuffer(bytes: [UInt8(ascii: "B"), 0, 0, 0, 6, 0])) == nil)
+        let text = "DELETE FROM t WHERE v LIKE $1 OR w ~ $12"
+        let uses = [PatternParameter(number: 1, location: 27), PatternParameter(number: 12, location: 37)]
+        #expect(BoundValues.substitute(text, uses, [.text("%")]) == "DELETE FROM t WHERE v LIKE '%' OR w ~ '%'", "a value not bound is read as the widest")
+        #expect(BoundValues.substitute(text, [uses[0]], [.text("it's")]) == "DELETE FROM t WHERE v LIKE 'it''s' OR w ~ $12")
+        #expect(BoundValues.substitute(text, [PatternParameter(number: 1, location: 26)], [.text("%")]) == nil, "not the parameter there")
+        #expect(BoundValues.substitute("SELECT $10", [PatternParameter(number: 1, location: 7)], [.text("%")]) == nil, "$1 is not the start of $10")
     }
 }

@@ -261,6 +261,9 @@ struct StoreQueryTests {
             for bad in ["3", "3:abc", "0:" + head.hash, "msg_3", "x:" + head.hash, "3:" + String(repeating: "g", count: 16)] {
                 #expect(AuditChain.Anchor(bad) == nil, "\(bad)")
             }
+            // Two anchors giving one event different hashes cannot both be right: refused, not one of them dropped.
+            #expect(throws: GatehouseError.self) { try AuditChain.Anchor.parse(["3:" + head.hash, "3:" + String(repeating: "0", count: 16)]) }
+            #expect(try AuditChain.Anchor.parse(["3:" + head.hash, "msg_3_" + head.hash.prefix(16)]).count == 2, "a hash and its beginning agree")
         }
     }
 
