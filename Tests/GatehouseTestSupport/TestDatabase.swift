@@ -82,7 +82,25 @@ public enum TestDatabase: Sendable {
         }
     }
 
+    /// As `once`, tried again a few times when the server answers with a passing condition (too many connections,
+    /// an object in use by another session, a deadlock or serialization failure: the whole suite shares one server),
+    /// and with PostgreSQL's own words in the error when it fails (PSQLError's description hides them).
     public static func withConnection<T: Sendable>(_ url: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        for attempt in 1...6 {
+            do {
+                return try await once(url, body)
+            } catch let error as PSQLError {
+                let state = error.serverInfo?[.sqlState] ?? ""
+                guard attempt < 6, ["53300", "55006", "40001", "40P01", "57P03"].contains(state) || error.code == .connectionError else {
+                    throw TestFailure("PostgreSQL (\(state.isEmpty ? "\(error.code)" : state)): \(error.serverInfo?[.message] ?? String(reflecting: error))")
+                }
+                try await Task.sleep(for: .milliseconds(300 * attempt))
+            }
+        }
+        throw TestFailure("unreachable")
+    }
+
+    private static func once<T: Sendable>(_ url: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
         let location = try PostgresLocation.parse(url)
         let configuration = PostgresConnection.Configuration(host: location.host, port: location.port, username: location.user,
                                                              password: location.password, database: location.database, tls: .disable)
