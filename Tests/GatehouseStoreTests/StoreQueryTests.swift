@@ -261,9 +261,12 @@ struct StoreQueryTests {
             for bad in ["3", "3:abc", "0:" + head.hash, "msg_3", "x:" + head.hash, "3:" + String(repeating: "g", count: 16)] {
                 #expect(AuditChain.Anchor(bad) == nil, "\(bad)")
             }
-            // Two anchors giving one event different hashes cannot both be right: refused, not one of them dropped.
-            #expect(throws: GatehouseError.self) { try AuditChain.Anchor.parse(["3:" + head.hash, "3:" + String(repeating: "0", count: 16)]) }
-            #expect(try AuditChain.Anchor.parse(["3:" + head.hash, "msg_3_" + head.hash.prefix(16)]).count == 2, "a hash and its beginning agree")
+            // Two anchors giving one event different hashes cannot both hold: the verification fails, neither is dropped.
+            let second = try #require(try await store.read { try await $0.auditEvents(.init(limit: 10)) }.first { $0.seq == 2 }?.hash)
+            let conflicting = try await store.read { try await $0.verifyAuditChain(anchors: try AuditChain.Anchor.parse(["2:" + second, "2:" + String(repeating: "0", count: 16)])) }
+            #expect(!conflicting.ok && conflicting.brokenAt == 2, "\(conflicting)")
+            let agreeing = try AuditChain.Anchor.parse(["2:" + second, "msg_2_" + second.prefix(16)])
+            #expect(try await store.read { try await $0.verifyAuditChain(anchors: agreeing) }.ok, "a hash and its beginning agree")
         }
     }
 
