@@ -16,9 +16,9 @@ public struct HTTPLimits: Sendable {
     /// connection comes from the proxy's address.
     public var connectionsPerAddress: Int
 
-    /// A connection with nothing to read for this long is closed: 5 s past the request deadline, so a request whose
-    /// body stops part way is answered 408 before its connection would be dropped unanswered.
-    public var idleTimeout: TimeAmount { requestDeadline + .seconds(5) }
+    /// A connection with nothing to read for this long is closed: 35 s, and at least 5 s past the request deadline,
+    /// so a request whose body stops part way is answered 408 before its connection would be dropped unanswered.
+    public var idleTimeout: TimeAmount { max(.seconds(35), requestDeadline + .seconds(5)) }
 
     public init(requestDeadline: TimeAmount = .seconds(30), connectionsPerAddress: Int = 1024) {
         self.requestDeadline = requestDeadline
