@@ -134,7 +134,7 @@ struct GatehouseBench {
             for _, t in ipairs(tokens) do
               for r = 0, resources - 1 do
                 local body = '{"resource":"db' .. r .. '","role":"read"}'
-                requests[#requests + 1] = wrk.format("POST", "/v1/check", {["Authorization"] = "Bearer " .. t, ["Content-Type"] = "application/json"}, body)
+                requests[#requests + 1] = wrk.format("POST", "/v1/check", {["Host"] = "gatehouse", ["Authorization"] = "Bearer " .. t, ["Content-Type"] = "application/json"}, body)
               end
             end
             math.randomseed(os.time())
@@ -153,7 +153,7 @@ struct GatehouseBench {
               for r = 0, resources - 1 do
                 for _, s in ipairs(statements) do
                   local body = '{"resource":"db' .. r .. '","action":{"kind":"sql","text":"' .. s .. '"}}'
-                  requests[#requests + 1] = wrk.format("POST", "/v1/check", {["Authorization"] = "Bearer " .. t, ["Content-Type"] = "application/json"}, body)
+                  requests[#requests + 1] = wrk.format("POST", "/v1/check", {["Host"] = "gatehouse", ["Authorization"] = "Bearer " .. t, ["Content-Type"] = "application/json"}, body)
                 end
               end
             end
