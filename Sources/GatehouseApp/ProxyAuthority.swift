@@ -136,13 +136,13 @@ public struct ProxyAuthority: Sendable {
     /// A session that is read-only on the database (`readOnlySession`) takes reads only here: a write is judged by
     /// `statement`, which refuses it with the advice to reconnect.
     public func fastAllow(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit, followsCalls: Bool = false,
-                          readOnlySession: Bool = false, bound: [BoundValues.Value]? = nil) -> Bool {
+                          readOnlySession: Bool = false, bound: Bool = false) -> Bool {
         guard audit != .all else { return false }
         let action = Action(kind: .sql, text: text)
         let policy = context.policies.policy
         guard let classification = context.actionGuard.classifyInline(action, settings: policy.guardSettings), classification.risk < .dangerous,
               !followsCalls || classification.calls.isEmpty, !readOnlySession || classification.risk == .read,
-              bound == nil || classification.patternParameters.isEmpty else { return false }
+              !bound || classification.patternParameters.isEmpty else { return false }
         let decision = ActionCheck.decide(principal: identity.caller.principal, resource: identity.resource, action: action,
                                           classification: classification, policy: policy, grants: grants, now: context.clock.now())
         if case .allowByRole = decision { return true }

@@ -403,14 +403,15 @@ final class ProxyConnection: ChannelInboundHandler {
         // A session that may write judges a function call by what the function's body does.
         let readWrite = session.startedReadWrite
         let functions = readWrite ? shared.functions : nil
-        let bound = session.boundValues
         if service.proxy.fastAllow(identity, text: text, grants: grants, audit: audit, followsCalls: functions != nil, readOnlySession: !readWrite,
-                                   bound: bound) {
+                                   bound: session.checkingBind) {
             decided(nil, started: started)
             if held { resume() }
             return
         }
         suspend()
+        // The slow path: the Bind's values are read here, for the guard to judge pattern parameters by.
+        let bound = session.boundValues
         let me = NIOLoopBound(self, eventLoop: context.eventLoop)
         Task {
             let refusal: Refusal?

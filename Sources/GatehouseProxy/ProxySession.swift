@@ -348,6 +348,12 @@ struct ProxySession {
         return nil
     }
 
+    /// Whether the statement being checked is a Bind's (its values are not read to know it).
+    var checkingBind: Bool {
+        if case .ready(let flow) = phase { return flow.checkingBind }
+        return false
+    }
+
     /// Whether the database has answered everything before the statement being checked, so the
     /// settings it last reported are in force (see `StatementFlow.settled`).
     var statementsSettled: Bool {

@@ -212,9 +212,13 @@ public struct StatementFlow: Sendable {
 
     public var preparedCount: Int { statements.count }
 
+    /// The Bind being checked, kept as it came: its values are read only when the guard asks for them.
+    private var bindChecked: ByteBuffer?
+
     /// The values the Bind being checked carries, for the guard to judge a pattern parameter by (`BoundValues`);
-    /// nil while no Bind is being checked.
-    public private(set) var boundValues: [BoundValues.Value]?
+    /// nil while no Bind is being checked. Read from the Bind's bytes each time it is asked (on the slow path).
+    public var boundValues: [BoundValues.Value]? { bindChecked.map { Self.boundValues(of: $0) ?? [] } }
+    public var checkingBind: Bool { bindChecked != nil }
 
     /// A Bind's parameter values: text as it is, NULL, and binary values that are UTF-8 text as text (a text
     /// parameter's binary form is its UTF-8); any other binary value is opaque. Nil when the Bind cannot be read.
@@ -363,7 +367,7 @@ public struct StatementFlow: Sendable {
             }
             awaiting = .bind(frame.bytes, statementUpstreamName: prepared.upstreamName, portal: portal,
                              runsNoCode: Self.runsNoCode(prepared.text), deallocates: prepared.deallocates)
-            boundValues = Self.boundValues(of: frame.bytes) ?? []
+            bindChecked = frame.bytes
             cycles[cycles.count - 1].extended = true
             return sensitive && !settled ? .checkWhenSettled(prepared.text) : .check(prepared.text)
         case .describe:
@@ -409,7 +413,7 @@ public struct StatementFlow: Sendable {
     public mutating func decided(_ refusal: Refusal?) -> ByteBuffer {
         guard let pending = awaiting else { preconditionFailure("no statement is being checked") }
         awaiting = nil
-        boundValues = nil
+        bindChecked = nil
         // An error that came back while this statement was checked made the database skip everything
         // up to the client's Sync: this statement would be skipped too, so it is not sent at all.
         if discardingUntilSync { return ByteBuffer() }
