@@ -109,6 +109,12 @@ enum WhereAnalysis {
                 let (left, right) = (valueOf(tested, constants: constants), valueOf(value, constants: constants))
                 if same(left, right, constants: constants) || sameColumn(left, right, target: target, table: table) { return true }
             }
+            // `(SELECT id = id)`: a subquery without FROM gives its one output for every row, whatever it is (an
+            // operator returning a set could give no row, NULL: then the answer is only more careful).
+            if fields["subLinkType"]?.stringValue == "EXPR_SUBLINK", let select = fields["subselect"]?["SelectStmt"],
+               let outputs = select["targetList"]?.elements, outputs.count == 1, let output = outputs[0]["ResTarget"]?["val"],
+               select["fromClause"] == nil, select["withClause"] == nil, select["larg"] == nil,
+               keepsEveryRow(select, without: wholeTableClauses, constants: constants), isTriviallyTrue(output) { return true }
             guard let table, let target else { return false }
             return isOwnColumnSet(fields, table: table, target: target, variables: variables, constants: constants)
                 || findsOwnRow(fields, table: table, target: target, variables: variables, constants: constants)
@@ -234,6 +240,9 @@ enum WhereAnalysis {
         if budget.step() { return true }
         if let (type, inner) = node.tag {
             if type.is("ColumnRef") {
+                // `tableoid` is the same for every row of a table (a condition on it alone selects all of a table's
+                // rows or none, as one that reads no column).
+                if inner["fields"]?.lastElement?["String"]?["sval"]?.stringValue == "tableoid" { return false }
                 let first = inner["fields"]?.firstElement?["String"]?["sval"]?.stringValue
                 return first.map { !variables.contains($0) } ?? true
             }
