@@ -162,8 +162,9 @@ public struct ProxyAuthority: Sendable {
     /// `readOnlySession`: the database session runs read-only (it started with read grants only), so a
     /// write a later grant would allow could not run in it: refused with the advice to reconnect, and a
     /// one-shot approval for it is left unused.
-    /// `bound`: the values of the Bind being judged (the extended protocol), for parameters the text uses as a
-    /// pattern (`BoundValues`): the statement is also judged with them written in.
+    /// `bound`: the values of the Bind being judged (the extended protocol), for parameters whose value decides what
+    /// the statement does (`BoundValues`: a pattern, a setting's name, a WHERE found true for every row): the statement
+    /// is judged with them written in as constants, which is what the database runs.
     public func statement(_ identity: ProxyIdentity, text: String, grants: [Grant], audit: ProxySettings.StatementAudit,
                           functions: FunctionReach? = nil, readOnlySession: Bool = false, bound: [BoundValues.Value]? = nil) async throws
         -> (refusal: (message: String, hint: String?)?, risk: RiskLevel) {
@@ -175,18 +176,18 @@ public struct ProxyAuthority: Sendable {
         var classification = await checks.classify(action, for: identity.caller.principal)
         if let bound, !classification.patternParameters.isEmpty,
            let written = BoundValues.substitute(text, classification.patternParameters, bound) {
-            // `DELETE FROM t WHERE v LIKE $1` with `%` bound: what the values make of it counts too.
+            // `DELETE FROM t WHERE v LIKE $1` with `%` bound deletes every row; `WHERE ($1::int IS NULL OR id = $1)`
+            // with 5 bound, one; `current_setting($1)` reads the setting bound. The text with the values in is what runs.
             let withValues = await checks.classify(Action(kind: .sql, text: written), for: identity.caller.principal)
             let known = Set(classification.findings.map(\.category))
-            let added = withValues.findings.filter { !known.contains($0.category) }.map { finding -> Finding in
+            let findings = withValues.findings.map { finding -> Finding in
+                guard !known.contains(finding.category) else { return finding }
                 var finding = finding
                 finding.detail = "with the values bound: " + finding.detail
                 return finding
             }
-            if !added.isEmpty {
-                classification = ActionClassification(kind: .sql, findings: classification.findings + added, statements: classification.statements,
-                                                      normalized: classification.normalized, calls: classification.calls)
-            }
+            classification = ActionClassification(kind: .sql, findings: findings, statements: withValues.statements,
+                                                  normalized: classification.normalized, calls: withValues.calls)
         }
         var reached: [String] = []
         if let functions, !classification.calls.isEmpty {

@@ -22,6 +22,7 @@ public enum GuardCatalog {
         Category("row_lock", .write, "SELECT ... FOR UPDATE/SHARE locks rows"),
         Category("schema_change", .write, "creates or alters schema objects"),
         Category("maintenance", .write, "VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, LOCK, REFRESH"),
+        Category("read_write", .write, "makes a transaction or the session read-write (BEGIN READ WRITE, SET TRANSACTION READ WRITE, default_transaction_read_only or transaction_read_only off): refused in sessions that hold read grants only"),
         Category("call_procedure", .write, "CALL runs a procedure whose body is not visible here"),
         Category("delete_without_where", .dangerous, "DELETE with no WHERE, or one that is true for every row (a join of the table with itself included)"),
         Category("update_without_where", .dangerous, "UPDATE with no WHERE, or one that is true for every row (a join of the table with itself included)"),

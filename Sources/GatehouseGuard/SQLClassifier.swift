@@ -356,7 +356,7 @@ private struct SQLWalk {
                 fire("prepared_transaction", at: location, Self.describe(type.name))
             }
             if Self.setsReadWrite(fields["options"], constants: constants) {
-                fire("unsafe_setting", at: location, "BEGIN READ WRITE switches off a read-only default")
+                fire("read_write", at: location, "BEGIN READ WRITE makes the transaction read-write")
             }
         case let .fire(category):
             fire(category, at: location, Self.describe(type.name))
@@ -401,6 +401,7 @@ private struct SQLWalk {
                                                              constants: constants)
                             && !WhereAnalysis.isCertainlyFalse(condition, constants: constants))
                 }) {
+                    constants.noteParameters(in: condition)
                     fire("merge_all_rows", at: at, "MERGE ... ON a condition that is the same for every row of \(relationName(fields)) updates or deletes all of them")
                 } else if let written, let source = fields["sourceRelation"], readings.contains(where: {
                     WhereAnalysis.joinsItself(condition, items: [source], table: written, target: target, variables: $0, constants: constants)
@@ -446,7 +447,7 @@ private struct SQLWalk {
             if kind == "VAR_RESET", name == "transaction_read_only" {
                 // PostgreSQL 15 resets it to off, not to default_transaction_read_only: a read-only session's
                 // transaction turns read-write (16 refuses the RESET).
-                fire("unsafe_setting", at: location, "RESET transaction_read_only makes the transaction read-write")
+                fire("read_write", at: location, "RESET transaction_read_only makes the transaction read-write")
             } else if kind != "VAR_RESET" && kind != "VAR_RESET_ALL" {
                 if SQLNodeRule.roleSettings.contains(name) {
                     fire("role_change", at: location, "SET \(name.uppercased()) changes who the session acts as")
@@ -456,12 +457,17 @@ private struct SQLWalk {
                 } else if name == "standard_conforming_strings", kind == "VAR_SET_VALUE",
                           Self.settingValues(fields["args"], constants: constants).map(Self.parseBool) == [true] {
                     // On, as the guard reads every text (Rails sets it at each connection): nothing changes.
+                } else if SQLNodeRule.readOnlySettings.contains(name) {
+                    // On (read-only) changes nothing a grant allows; off, DEFAULT or FROM CURRENT may make it read-write.
+                    if !(kind == "VAR_SET_VALUE" && Self.settingValues(fields["args"], constants: constants).map(Self.parseBool) == [true]) {
+                        fire("read_write", at: location, "SET \(name) may make the session or transaction read-write")
+                    }
                 } else if SQLNodeRule.isUnsafeSetting(name) {
                     fire("unsafe_setting", at: location, "SET \(name)")
                 } else if name == "search_path", SearchPath.shadowsCatalog(Self.settingValues(fields["args"], constants: constants)) {
                     fire("unsafe_setting", at: location, "SET search_path \(SearchPath.shadowingDetail)")
                 } else if ["transaction", "session characteristics"].contains(name), Self.setsReadWrite(fields["args"], constants: constants) {
-                    fire("unsafe_setting", at: location, "SET \(name.uppercased()) ... READ WRITE switches off a read-only default")
+                    fire("read_write", at: location, "SET \(name.uppercased()) ... READ WRITE makes transactions read-write")
                 }
             }
         case .createFunction:
@@ -512,12 +518,17 @@ private struct SQLWalk {
                 // current_setting('primary_conninfo'); a name not given as a constant could be it.
                 let first = fields["args"]?.elements.first
                 let setting = constants.reading() ? Self.constantText(first)?.lowercased() : nil
+                // current_setting($1): judged again with the name bound (SQLAlchemy reflects with one).
+                if setting == nil, let first { constants.notePattern(first) }
                 if setting.map({ SQLNodeRule.credentialSettings.contains($0) }) ?? true {
                     fire("read_credentials", at: location, "current_setting(\(setting.map { "'\($0)'" } ?? "a name known only when it runs")) can show primary_conninfo, whose connection string can hold the replication password")
                 }
-            } else if name == "set_config", Self.customSetting(fields["args"]?.elements.first, constants: constants) != nil {
-                // set_config('app.tenant_id', $1, true): a setting of the application's own (a dotted name), as
-                // `SET app.tenant_id = ...` sets it; a name given at run time or one of PostgreSQL's is set_config.
+            } else if name == "set_config" {
+                // Judged as `SET name = value` is, when the name is a constant: set_config('TimeZone', 'UTC', false)
+                // (Django at each connection), set_config('jit', 'off', false) (asyncpg), set_config('app.tenant_id', $1, true).
+                if let change = Self.settingChange(fields["args"]?.elements ?? [], constants: constants) {
+                    fire(change.category, at: location, change.detail)
+                }
             } else if name == "ts_rewrite", fields["args"]?.elements.count == 3 {
                 // ts_rewrite(query, target, substitute) rewrites a tsquery; only the two-argument form runs a query.
             } else if let category = SQLNodeRule.functions[name] {
@@ -579,12 +590,38 @@ private struct SQLWalk {
         (node?["A_Const"] ?? node?["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue
     }
 
-    /// The name a `set_config` call sets when it is a constant naming a custom setting (`app.tenant_id`): a
-    /// dotted name, not an extension's setting the guard knows to be unsafe (`pgaudit.*`). Nil otherwise.
-    static func customSetting(_ argument: ParseTree?, constants: ConstantUse) -> String? {
-        guard constants.reading(), let setting = Self.constantText(argument)?.lowercased(),
-              setting.contains("."), !SQLNodeRule.isUnsafeSetting(setting) else { return nil }
-        return setting
+    /// What a `set_config(name, value, is_local)` call changes that the guard minds, judged as `SET name = value`
+    /// is: nil for a setting SET may change (`TimeZone`, `jit`, `statement_timeout`, an application's own dotted
+    /// name), `read_write` for a read-only setting turned off, `set_config` (dangerous) for a setting the guard calls
+    /// unsafe, the session's role, a `search_path` that shadows the catalog, and a name or such a value given only
+    /// when the statement runs.
+    static func settingChange(_ arguments: [ParseTree], constants: ConstantUse) -> (category: String, detail: String)? {
+        guard constants.reading(), let name = Self.constantText(arguments.first)?.lowercased() else {
+            if let first = arguments.first { constants.notePattern(first) }
+            return ("set_config", "calls set_config() with a setting named only when it runs")
+        }
+        let value = arguments.count > 1 ? Self.constantText(arguments[1]) : nil
+        // A value bound as a parameter, where the value matters, is judged again with it (`set_config('search_path', $1, false)`).
+        func valueUnknown() { if value == nil, arguments.count > 1 { constants.notePattern(arguments[1]) } }
+        if SQLNodeRule.roleSettings.contains(name) {
+            return ("set_config", "set_config('\(name)') changes who the session acts as")
+        }
+        if SQLNodeRule.readOnlySettings.contains(name) {
+            valueUnknown()
+            return value.flatMap(Self.parseBool) == true ? nil : ("read_write", "set_config('\(name)') may make the session or transaction read-write")
+        }
+        if name == "client_encoding" || name == "standard_conforming_strings" { valueUnknown() }
+        if name == "client_encoding", value.map(SQLClassifier.encodingName) == "utf8" { return nil }
+        if name == "standard_conforming_strings", value.flatMap(Self.parseBool) == true { return nil }
+        if SQLNodeRule.isUnsafeSetting(name) {
+            return ("set_config", "set_config('\(name)') changes a setting the guard calls unsafe")
+        }
+        if name == "search_path" {
+            valueUnknown()
+            guard let value else { return ("set_config", "set_config('search_path') with a path given only when it runs") }
+            if SearchPath.shadowsCatalog(SearchPath.entries(value)) { return ("set_config", "set_config('search_path') \(SearchPath.shadowingDetail)") }
+        }
+        return nil
     }
 
     /// A function an operator, aggregate or cast will call at every later use: remembered as a call, and
@@ -619,6 +656,7 @@ private struct SQLWalk {
             let joined = (fields["usingClause"] ?? fields["fromClause"])?.elements ?? []
             let readings = nameReadings
             if readings.contains(where: { WhereAnalysis.isTriviallyTrue(condition, target: target, table: written, variables: $0, constants: constants) }) {
+                constants.noteParameters(in: condition)
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that is true for every row")
             } else if let written, readings.contains(where: {
                 WhereAnalysis.joinsItself(condition, items: joined, table: written, target: target, variables: $0, constants: constants)
@@ -630,6 +668,7 @@ private struct SQLWalk {
                       }),
                       !WhereAnalysis.isCertainlyFalse(condition, constants: constants) {
                 // `UPDATE t SET ... FROM plans p WHERE p.id = 3`: the same answer for every row of t.
+                constants.noteParameters(in: condition)
                 fire(dangerous, at: at, "\(verb) on \(table) with a WHERE that reads only the other tables: every row or none")
             } else {
                 fire("write_data", at: at, "\(verb) on \(table)")

@@ -220,6 +220,10 @@ enum SQLNodeRule: Sendable {
         "client_connection_check_interval",
     ]
 
+    /// Settings that make sessions or transactions read-only: switching them off is `read_write` (a write, refused
+    /// where only reads are granted); they stay unsafe as a client's startup parameters.
+    static let readOnlySettings: Set<String> = ["default_transaction_read_only", "transaction_read_only"]
+
     /// Settings that change who the session acts as.
     static let roleSettings: Set<String> = ["role", "session_authorization"]
 

@@ -267,6 +267,12 @@ enum WhereAnalysis {
                 return ["f", "false", "no", "off", "n", "0"].contains(text)
             }
             return fields["arg"].map(isCertainlyFalse) ?? false
+        case "NullTest":
+            // `5::int IS NULL`, `NULL IS NOT NULL` (a bound value written in: `($1::int IS NULL OR id = $1)`).
+            guard let argument = fields["arg"], let constant = argument["A_Const"] ?? argument["TypeCast"]?["arg"]?["A_Const"] else { return false }
+            constants.read()
+            let isNull = constant["isnull"]?.boolValue == true
+            return fields["nulltesttype"]?.stringValue == "IS_NULL" ? !isNull : isNull
         case "SubLink":
             // `EXISTS (SELECT 1 WHERE false)`, `EXISTS (SELECT 1 FROM t WHERE t.id = u.id AND false)`: no row passes
             // the WHERE (without an aggregate or GROUP BY, which could give a row of none).
@@ -993,6 +999,14 @@ final class ConstantUse {
         guard let parameter, let number = parameter["number"]?.intValue, let location = parameter["location"]?.intValue else { return }
         happened = true
         patternParameters.append(PatternParameter(number: number, location: location))
+    }
+
+    /// Every parameter in `node` (a WHERE found true for every row): with the values bound the statement is judged
+    /// again (`($1::int IS NULL OR id = $1)` with 5 bound touches one row; with NULL, every row).
+    func noteParameters(in node: ParseTree) {
+        if step() { return }
+        if node["ParamRef"] != nil { notePattern(node); return }
+        for child in node.children { noteParameters(in: child) }
     }
 
     /// The text whose parse tree is being judged (constants' locations are offsets into it).

@@ -222,8 +222,11 @@ struct OracleTests {
         }
         let settingsBefore = before["settings"] as? [String: String] ?? [:], settings = after["settings"] as? [String: String] ?? [:]
         for (name, value) in settingsBefore where settings[name] != value {
-            // Read-only switched on is safer, not worse.
-            if ["transaction_read_only", "default_transaction_read_only"].contains(name), settings[name] == "on" { continue }
+            // Read-only switched on is safer, not worse; switched off, a write (what a write grant allows).
+            if SQLNodeRule.readOnlySettings.contains(name) {
+                if settings[name] != "on" { effect.raise(.write, "setting \(name) changed from \(value) to \(settings[name] ?? "?")") }
+                continue
+            }
             effect.raise(.dangerous, "setting \(name) changed from \(value) to \(settings[name] ?? "?")")
         }
         return effect

@@ -107,6 +107,44 @@ struct DriverMatrixTests {
         #expect((judged["%"] as? String)?.hasPrefix("42501 gatehouse: this is a dangerous action (delete_without_where)") == true, "\(judged)")
         #expect(judged["1%"] as? Int == 2, "\(judged)")
         #expect(try await harness.direct("SELECT count(*) FROM accounts") == "8")
+
+        // What drivers and ORMs send at each connection or transaction, in a session that may write: psycopg's
+        // `read_only = False` (BEGIN READ WRITE), Django's set_config('TimeZone', ...), asyncpg's jit switch,
+        // SQLAlchemy's current_setting(%s); the optional filter `(%s IS NULL OR id = %s)` judged by the value bound.
+        let usual = """
+            import json, sys, psycopg
+            out = {}
+            def attempt(key, conn, text, params=None):
+                try:
+                    cur = conn.execute(text, params)
+                    out[key] = cur.fetchone()[0] if cur.description else cur.rowcount
+                except psycopg.Error as e:
+                    out[key] = e.sqlstate + " " + str(e).splitlines()[0]
+            with psycopg.connect(sys.argv[1], password=sys.argv[2], autocommit=True) as conn:
+                conn.read_only = False
+                conn.autocommit = False
+                attempt("read_write", conn, "SELECT count(*) FROM accounts")
+                conn.commit()
+                conn.autocommit = True
+                attempt("timezone", conn, "SELECT set_config('TimeZone', 'UTC', false)")
+                attempt("jit", conn, "SELECT set_config('jit', 'off', false)")
+                attempt("work_mem", conn, "SELECT current_setting(%s)", ("work_mem",))
+                attempt("conninfo", conn, "SELECT current_setting(%s)", ("primary_conninfo",))
+                attempt("one", conn, "DELETE FROM accounts WHERE (%s::int IS NULL OR id = %s)", (5, 5))
+                attempt("every", conn, "DELETE FROM accounts WHERE (%s::int IS NULL OR id = %s)", (None, None))
+                attempt("coalesce", conn, "UPDATE accounts SET balance = 7 WHERE id = coalesce(%s, id)", (6,))
+            print(json.dumps(out))
+            """
+        let drivers = try Self.json(try await Command.run("/usr/bin/python3", ["-c", usual, harness.conninfo(user: "alice"), harness.tokens["alice"]!]))
+        #expect(drivers["read_write"] as? Int == 8, "\(drivers)")
+        #expect(drivers["timezone"] as? String == "UTC", "\(drivers)")
+        #expect(drivers["jit"] as? String == "off", "\(drivers)")
+        #expect(drivers["work_mem"] as? String == "4MB", "\(drivers)")
+        #expect((drivers["conninfo"] as? String)?.hasPrefix("42501 gatehouse:") == true, "\(drivers)")
+        #expect(drivers["one"] as? Int == 1, "\(drivers)")
+        #expect((drivers["every"] as? String)?.hasPrefix("42501 gatehouse: this is a dangerous action (delete_without_where)") == true, "\(drivers)")
+        #expect(drivers["coalesce"] as? Int == 1, "\(drivers)")
+        #expect(try await harness.direct("SELECT count(*) || ':' || sum(balance) FROM accounts") == "7:607")
     }
 
     /// libpq's COPY FROM STDIN through PQexecParams (psycopg's libpq binding): the extended
