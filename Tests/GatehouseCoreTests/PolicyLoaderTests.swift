@@ -101,6 +101,12 @@ struct PolicyLoaderTests {
         // A byte order mark is not part of the text (a secret saved by a Windows editor still matches).
         try Data([0xEF, 0xBB, 0xBF] + Array("s3cret\n".utf8)).write(to: URL(fileURLWithPath: binary))
         #expect(try TextFile.read(binary) == "s3cret\n")
+        // A device that never ends is refused after the limit, not read until the memory is full.
+        let endless = try PolicyLoader.load(file: "/dev/zero")
+        #expect(endless.errors.first?.message.contains("it is larger than 16 MiB") == true, "\(endless.errors)")
+        #expect(throws: TextFile.Unreadable(why: "it is larger than 0 MiB, more than such a file ever holds (is it the file meant?)")) {
+            try TextFile.read(binary, maximumBytes: 4)
+        }
     }
 
     @Test("the header used by the corpus is itself valid")
