@@ -301,6 +301,12 @@ private struct SQLWalk {
                 judgeViewSafetyOptions(options, reset: subtype == "AT_ResetRelOptions", location: location)
             }
         case .define:
+            // `CREATE OPERATOR public.= (LEFTARG = int, RIGHTARG = numeric, ...)`: where pg_catalog has no `=` for those
+            // types, PostgreSQL picks this one, and `WHERE id = 1.5` (a comparison to the guard) runs any function.
+            if fields["kind"]?.stringValue == "OBJECT_OPERATOR",
+               let name = fields["defnames"]?.lastElement?["String"]?["sval"]?.stringValue, SQLNodeRule.builtinOperators.contains(name) {
+                fire("disable_safety", at: location, "CREATE OPERATOR \(name) takes the name of PostgreSQL's own operator: statements that look like PostgreSQL's \(name) (the guard reads them so) can call it instead, in every session")
+            }
             // An operator's function, an aggregate's support functions.
             for definition in fields["definition"]?.elements ?? [] {
                 guard let element = definition["DefElem"], SQLNodeRule.boundFunctionOptions.contains(element["defname"]?.stringValue ?? "") else { continue }

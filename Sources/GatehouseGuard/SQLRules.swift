@@ -224,6 +224,15 @@ enum SQLNodeRule: Sendable {
     /// where only reads are granted); they stay unsafe as a client's startup parameters.
     static let readOnlySettings: Set<String> = ["default_transaction_read_only", "transaction_read_only"]
 
+    /// The names of PostgreSQL 15's own operators (pg_catalog's): another operator of one of these names is picked for
+    /// the argument types pg_catalog's lacks, and the guard reads every use of the name as PostgreSQL's.
+    static let builtinOperators: Set<String> = [
+        "!!", "!~", "!~*", "!~~", "!~~*", "##", "#", "#-", "#>", "#>>", "%", "&&", "&", "&<", "&<|", "&>", "*", "*<", "*<=", "*<>",
+        "*=", "*>", "*>=", "+", "-", "->", "->>", "-|-", "/", "<", "<->", "<<", "<<=", "<<|", "<=", "<>", "<@", "<^", "=", ">",
+        ">=", ">>", ">>=", ">^", "?#", "?&", "?", "?-", "?-|", "?|", "?||", "@", "@-@", "@>", "@?", "@@", "@@@", "^", "^@", "|&>",
+        "|", "|/", "|>>", "||", "||/", "~", "~*", "~<=~", "~<~", "~=", "~>=~", "~>~", "~~", "~~*", "!=",
+    ]
+
     /// Settings that change who the session acts as.
     static let roleSettings: Set<String> = ["role", "session_authorization"]
 
