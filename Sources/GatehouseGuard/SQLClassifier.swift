@@ -537,7 +537,8 @@ private struct SQLWalk {
                 }
             } else if name == "ts_rewrite", fields["args"]?.elements.count == 3 {
                 // ts_rewrite(query, target, substitute) rewrites a tsquery; only the two-argument form runs a query.
-            } else if let category = SQLNodeRule.functions[name] {
+            } else if let category = SQLNodeRule.functions[name],
+                      SQLNodeRule.mayBeExtensionFunction(name, schema: Self.schemaOf(fields["funcname"])) {
                 fire(category, at: location, "calls \(name)()")
                 // table_to_xml('pg_authid', ...) names its table in a string.
                 if category == "dynamic_sql", constants.reading(), let table = fields["args"]?.firstElement?["A_Const"]?["sval"]?["sval"]?.stringValue,
@@ -591,6 +592,12 @@ private struct SQLWalk {
         }
     }
 
+    /// The schema a qualified name names (`app` of `app.schedule`); nil for a bare name.
+    static func schemaOf(_ names: ParseTree?) -> String? {
+        guard let names, names.elementCount >= 2 else { return nil }
+        return names.elements[names.elementCount - 2]["String"]?["sval"]?.stringValue
+    }
+
     /// A string constant, cast or not (`'orders'`, `'orders'::regclass`); nil for anything else.
     static func constantText(_ node: ParseTree?) -> String? {
         (node?["A_Const"] ?? node?["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue
@@ -635,7 +642,8 @@ private struct SQLWalk {
     /// pg_read_file)` makes `SELECT !!! '/etc/passwd'` read a file while looking like a read).
     private mutating func bindFunction(_ funcname: ParseTree?, in statement: String, location: Int) {
         recordCall(funcname, location: location)
-        guard let name = funcname?.lastElement?["String"]?["sval"]?.stringValue, let category = SQLNodeRule.functions[name] else { return }
+        guard let name = funcname?.lastElement?["String"]?["sval"]?.stringValue, let category = SQLNodeRule.functions[name],
+              SQLNodeRule.mayBeExtensionFunction(name, schema: Self.schemaOf(funcname)) else { return }
         fire(category, at: location, "\(statement) binds \(name)(), which every use of it then calls")
     }
 

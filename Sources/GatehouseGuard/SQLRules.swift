@@ -233,6 +233,16 @@ enum SQLNodeRule: Sendable {
         "|", "|/", "|>>", "||", "||/", "~", "~*", "~<=~", "~<~", "~=", "~>=~", "~>~", "~~", "~~*", "!=",
     ]
 
+    /// Functions of extensions that live in a schema of their own (pg_cron's in `cron`), with names common enough
+    /// that an application's function may share them: a call qualified with another schema is not theirs.
+    static let extensionSchemas: [String: String] = ["schedule": "cron", "schedule_in_database": "cron", "alter_job": "cron"]
+
+    /// Whether a call of `name` qualified with `schema` may be the extension's function of that name.
+    static func mayBeExtensionFunction(_ name: String, schema: String?) -> Bool {
+        guard let schema, let own = extensionSchemas[name] else { return true }
+        return schema == own
+    }
+
     /// Settings that change who the session acts as.
     static let roleSettings: Set<String> = ["role", "session_authorization"]
 
