@@ -81,8 +81,8 @@ extension AuditEntry {
 
     public static func grantStarted(_ g: Grant) -> AuditEntry {
         AuditEntry(actor: "system", action: .grantStarted, subject: g.id, resource: g.resource,
-                   details: compact(["principal": g.principal, "role": g.role, "request_id": g.requestId, "expires_at": g.expiresAt.rfc3339,
-                                     "sha256": g.actionDigest]))
+                   details: compact(["principal": g.principal, "role": g.role, "allows": g.allows.rawValue, "request_id": g.requestId,
+                                     "expires_at": g.expiresAt.rfc3339, "sha256": g.actionDigest]))
     }
 
     public static func grantExpired(_ g: Grant) -> AuditEntry {

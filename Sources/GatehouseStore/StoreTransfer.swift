@@ -133,6 +133,9 @@ public enum StoreTransfer {
                 throw refuse("import_audit_broken", "the imported audit chain does not verify (\(verification.problem ?? "broken") at event \(verification.brokenAt.map(String.init) ?? "?")); nothing was imported")
             }
             summary.auditEvents = verification.eventsChecked
+            if let contradiction = try await session.stateContradictingAudit() {
+                throw refuse("import_state_unaudited", "\(contradiction): the export's rows were edited apart from its audit log; nothing was imported")
+            }
             return summary
         }
     }
@@ -226,6 +229,67 @@ final class LineReader: @unchecked Sendable {
 }
 
 extension StoreSession {
+    /// What access the store holds in force that its audit log does not say (an export's state rows edited apart
+    /// from its verified log): a grant in force that no `grant.started` event started with the same holder,
+    /// resource, role, level (recorded since it was), expiry and approved statement, or that an event ended
+    /// (revoked, released, expired, used); a live API token that no `token.created` event made for its principal,
+    /// or that `token.revoked` revoked. Nil when all agree. Memory: the grants in force and live tokens only (the
+    /// log is read by action, page by page, through its index).
+    public func stateContradictingAudit() async throws -> String? {
+        struct Held { var grant: Grant; var started = false }
+        var grants: [String: Held] = [:]
+        for row in try await db.raw("SELECT * FROM grants WHERE ended_at IS NULL").all() {
+            let grant = try Self.grant(row)
+            grants[grant.id] = Held(grant: grant)
+        }
+        var tokens: [String: (principal: String, created: Bool)] = [:]
+        for row in try await db.raw("SELECT id, principal FROM tokens WHERE revoked_at IS NULL AND kind = 'api'").all() {
+            tokens[try row.decode(column: "id", as: String.self)] = (try row.decode(column: "principal", as: String.self), false)
+        }
+        let actions: [AuditAction] = [.grantStarted, .grantRevoked, .grantReleased, .grantExpired, .grantUsed, .tokenCreated, .tokenRevoked]
+        for action in actions {
+            var after: Int64?
+            while true {
+                let page = try await auditEvents(.init(afterSeq: after, action: action.rawValue, limit: 5_000))
+                for event in page {
+                    switch action {
+                    case .grantStarted:
+                        guard let held = grants[event.subject] else { continue }
+                        let grant = held.grant, details = event.details
+                        let differs = [("holder", grant.principal, details["principal"]), ("resource", grant.resource, event.resource),
+                                       ("role", grant.role, details["role"]), ("expiry", grant.expiresAt.rfc3339, details["expires_at"]),
+                                       ("approved statement", grant.actionDigest, details["sha256"]),
+                                       ("level", grant.allows.rawValue, details["allows"] ?? grant.allows.rawValue)]
+                            .first { $0.1 != $0.2 }
+                        if let (what, held, logged) = differs {
+                            return "grant \(grant.id) is in force with \(what) \(held ?? "none"), but its grant.started event (\(event.seq)) says \(logged ?? "none")"
+                        }
+                        grants[event.subject]?.started = true
+                    case .tokenCreated:
+                        guard let token = tokens[event.subject] else { continue }
+                        guard event.details["principal"] == token.principal else {
+                            return "token \(event.subject) is live for \(token.principal), but its token.created event (\(event.seq)) made it for \(event.details["principal"] ?? "nobody")"
+                        }
+                        tokens[event.subject]?.created = true
+                    case .tokenRevoked:
+                        if tokens[event.subject] != nil { return "token \(event.subject) is live, but event \(event.seq) revoked it" }
+                    default:
+                        if grants[event.subject] != nil { return "grant \(event.subject) is in force, but event \(event.seq) (\(action.rawValue)) ended it" }
+                    }
+                }
+                guard page.count == 5_000, let last = page.last else { break }
+                after = last.seq
+            }
+        }
+        if let grant = grants.values.first(where: { !$0.started }) {
+            return "grant \(grant.grant.id) is in force, but no grant.started event started it"
+        }
+        if let token = tokens.first(where: { !$0.value.created }) {
+            return "token \(token.key) is live, but no token.created event made it"
+        }
+        return nil
+    }
+
     /// The schema version recorded by the migrations.
     public func schemaVersion() async throws -> Int {
         try await db.raw("SELECT MAX(version) AS v FROM schema_migrations").first()?.decodeOptional(column: "v", as: Int.self) ?? 0

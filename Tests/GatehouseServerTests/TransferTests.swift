@@ -96,6 +96,26 @@ struct TransferTests {
                 } catch let error as GatehouseError {
                     #expect(error.code == "import_row_invalid" && error.message.hasPrefix("line \(tokenLine + 2): the row repeats a key"), "\(error.message)")
                 }
+                // State rows edited apart from the (intact) audit log: a revoked grant brought back, a grant's expiry moved,
+                // a token given to another principal. Each is refused, naming what the log says.
+                func edited(_ table: String, _ marker: String, _ pattern: String, _ replacement: String) throws -> [String] {
+                    var lines = exported
+                    let index = try #require(lines.firstIndex { $0.contains("\"table\":\"\(table)\"") && $0.contains(marker) }, "\(table) \(marker)")
+                    let range = try #require(lines[index].range(of: pattern, options: .regularExpression), "\(pattern)")
+                    lines[index].replaceSubrange(range, with: replacement)
+                    return lines
+                }
+                for (lines, says) in [(try edited("grants", "\"end_reason\":\"revoked\"", "\"ended_at\":[0-9]+", "\"ended_at\":null"), "(grant.revoked) ended it"),
+                                      (try edited("grants", "\"ended_at\":null", "\"expires_at\":[0-9]+", "\"expires_at\":4102444800000"), "with expiry 2100-01-01"),
+                                      (try edited("tokens", "\"principal\":\"deploy-bot\"", "\"principal\":\"deploy-bot\"", "\"principal\":\"carol\""),
+                                       "made it for deploy-bot")] {
+                    do {
+                        _ = try await StoreTransfer.import(store, lines: lines)
+                        Issue.record("an edited state row was imported (\(says))")
+                    } catch let error as GatehouseError {
+                        #expect(error.code == "import_state_unaudited" && error.message.contains(says), "\(error.message)")
+                    }
+                }
                 var newer = exported
                 newer[0] = newer[0].replacingOccurrences(of: "\"schema_version\":", with: "\"schema_version\":99")
                 await #expect(throws: GatehouseError.self) { _ = try await StoreTransfer.import(store, lines: newer) }
