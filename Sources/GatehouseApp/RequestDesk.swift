@@ -156,8 +156,15 @@ public struct RequestDesk: Sendable {
             case .approved(var approval, let updated, let grant):
                 // Others' approvals that did not count (the caller's own, if any, is replaced).
                 let uncounted = discounted.subtracting([caller.principal])
-                approval.tokenId = caller.tokenId
-                try await record(approval)
+                // The caller's earlier approval, counted again (it stopped counting while they were out of the policy):
+                // it stays as it was, and approves the request now.
+                let recounted = replaced == approval
+                if recounted {
+                    replacing = ["recounted": "the approval of \(approval.at.rfc3339), which counts again under the policy as it is now"]
+                } else {
+                    approval.tokenId = caller.tokenId
+                    try await record(approval)
+                }
                 guard try await session.updateRequest(updated, from: .pending) else { throw AppErrors.raced(id) }
                 try await session.insertGrant(grant)
                 try await session.appendAudit([

@@ -232,12 +232,14 @@ public enum RequestLifecycle {
             throw GatehouseError(.forbidden, "not_an_approver", "\(approver) is not an approver for \(request.resource)/\(request.role); approvers are human members of \(role.approvers.joined(separator: ", "))")
         }
         // An earlier approval of theirs that no longer counts (its token revoked by someone else) may be
-        // replaced by this decision; one that counts may not.
-        if existing.contains(where: { $0.approver == approver && !discounted.contains(approver) }) {
-            throw GatehouseError(.conflict, "already_decided_by_you", "you already decided request \(request.id); one person counts once")
-        }
+        // replaced by this decision; one that counts may not, except to approve again a request its approvals
+        // now complete (approvals that stopped counting while their approvers left the policy count again once
+        // they are back: the request is then approved by the next of them to approve, without a second row).
+        let earlier = existing.first { $0.approver == approver && !discounted.contains(approver) }
+        let alreadyDecided = GatehouseError(.conflict, "already_decided_by_you", "you already decided request \(request.id); one person counts once")
+        if let earlier, !(decision == .approve && earlier.decision == .approve) { throw alreadyDecided }
         if decision == .deny { _ = try requiredComment(comment, for: .deny) }
-        let approval = Approval(requestId: request.id, approver: approver, decision: decision, comment: comment, at: now)
+        let approval = earlier ?? Approval(requestId: request.id, approver: approver, decision: decision, comment: comment, at: now)
         var updated = request
         if decision == .deny {
             updated.state = .denied
@@ -258,6 +260,7 @@ public enum RequestLifecycle {
         }
         let needed = max(request.approvalsRequired, role.approvals)
         guard approvers.count >= needed else {
+            if earlier != nil { throw alreadyDecided }
             return .recorded(approval, approvalsCounted: approvers.count)
         }
         updated.state = .approved

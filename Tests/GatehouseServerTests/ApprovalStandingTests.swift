@@ -106,4 +106,31 @@ struct ApprovalStandingTests {
             #expect(notCounted == ["carol"], "\(notCounted)")
         }
     }
+
+    @Test("an approver back in the group counts again: a request whose approvals are then complete is approved by one of them approving again, with no second row; an approval that does not complete it is still refused as already decided")
+    func approverBackInTheGroup() async throws {
+        try await TestServer.with { server in
+            let t = try await server.tokens("alice", "carol", "dave")
+            let id = try #require(try await server.request(t["alice"]!, role: "admin", reason: "INC-62 rebuild the broken index").string("id"))
+            #expect(try await server.approve(t["carol"]!, id).string("state") == "pending")
+            // Before anyone else approved, approving again changes nothing: refused as already decided.
+            #expect(try await server.approve(t["carol"]!, id).string("code") == "already_decided_by_you")
+            let moved = TestServer.policyYAML.replacingOccurrences(of: "  carol: {groups: [dba]}\n", with: "  carol: {groups: [engineers]}\n")
+            try server.writePolicy(moved)
+            #expect(try await server.reloadPolicy(TestServer.adminToken).json["reloaded"] as? Bool == true)
+            #expect(try await server.approve(t["dave"]!, id).string("state") == "pending", "carol's approval does not count while she is out")
+            try server.writePolicy(TestServer.policyYAML)
+            #expect(try await server.reloadPolicy(TestServer.adminToken).json["reloaded"] as? Bool == true)
+            // Both approvals count again: dave approving again approves it; one row each.
+            let again = try await server.approve(t["dave"]!, id)
+            #expect(again.string("state") == "approved", "\(again.status) \(again.json)")
+            let approvers = (again.json["approvals"] as? [[String: Any]] ?? []).compactMap { $0["approver"] as? String }.sorted()
+            #expect(approvers == ["carol", "dave"], "\(approvers)")
+            #expect(try await server.approve(t["carol"]!, id).string("code") == "already_decided")
+            let events = try await server.listAudit(TestServer.adminToken, limit: 1000).json["events"] as? [[String: Any]] ?? []
+            let approved = events.filter { $0["action"] as? String == "request.approved" && $0["subject"] as? String == id }
+            #expect(approved.count == 1 && (approved.first?["details"] as? [String: String])?["recounted"]?.contains("counts again") == true, "\(approved)")
+            #expect(events.filter { $0["action"] as? String == "grant.started" }.count == 1)
+        }
+    }
 }
