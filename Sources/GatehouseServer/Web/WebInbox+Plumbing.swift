@@ -222,9 +222,16 @@ extension WebInbox {
             guard fields[name] == nil else {
                 throw GatehouseError(.invalid, "duplicate_field", "the form gives `\(Problem.shown(name))` twice, so nothing was done; submit the inbox's own form")
             }
-            fields[name] = value
+            // A comment box's lines (a textarea sends CRLF) are joined with spaces: comments are one line.
+            fields[name] = name == "comment" ? Self.oneLine(value) : value
         }
         return fields
+    }
+
+    /// Text with its line breaks (CRLF, CR, LF) each made one space; other control characters stay, for the
+    /// comment rules to refuse.
+    static func oneLine(_ text: String) -> String {
+        text.replacingOccurrences(of: "\r\n", with: " ").replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
     }
 
     static func validID(_ raw: String) throws(GatehouseError) -> String {
