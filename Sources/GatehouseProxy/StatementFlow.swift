@@ -53,9 +53,6 @@ public struct StatementFlow: Sendable {
     private struct Prepared: Sendable {
         var upstreamName: String
         var text: String
-        /// The database read the text after a statement of the same cycle that may run code
-        /// (`Cycle.busy`), and the text reads differently under other settings.
-        var readWhileBusy = false
         /// The text is `DEALLOCATE` (or `DISCARD ALL`): the prepared statements it removes when it runs,
         /// with the database's name of the one it names (the text sent to the database names that).
         var deallocates: Deallocation?
@@ -170,10 +167,22 @@ public struct StatementFlow: Sendable {
         /// Extended-protocol messages were sent in this cycle (it ends at the client's Sync, or at a
         /// simple Query the client sent before its Sync, as PostgreSQL allows).
         var extended = false
-        /// Extended-protocol messages of this cycle the database has not completed yet. An error
+        /// Extended-protocol messages of this cycle the database has not completed yet, oldest first, and
+        /// whether each is the proxy's own (`settingsCheck`: its answers are not the client's). An error
         /// while any is outstanding makes the database skip everything up to the client's Sync,
         /// a simple Query included.
-        var outstanding = 0
+        private var pending: [Bool] = []
+        private var answered = 0
+        var outstanding: Int { pending.count - answered }
+        /// The oldest message still to be completed is the proxy's own.
+        var answeringOwn: Bool { answered < pending.count && pending[answered] }
+        mutating func expect(own: Bool = false) { pending.append(own) }
+        mutating func complete() {
+            guard answered < pending.count else { return }
+            answered += 1
+            if answered == pending.count { pending.removeAll(keepingCapacity: true); answered = 0 }
+        }
+        mutating func clearOutstanding() { pending.removeAll(); answered = 0 }
         /// The cycle ends at a simple Query's ReadyForQuery, not at a Sync.
         var endsAtQuery = false
         /// A Bind or Execute went to the database in this cycle: code may be running (a function,
@@ -189,7 +198,8 @@ public struct StatementFlow: Sendable {
             closes += next.closes
             parses += next.parses
             extended = extended || next.extended
-            outstanding += next.outstanding
+            pending = Array(pending[answered...]) + next.pending[next.answered...]
+            answered = 0
             endsAtQuery = next.endsAtQuery
             busy = busy || next.busy
             copyEndsAfterLastRun += next.copyEndsAfterLastRun
@@ -261,6 +271,46 @@ public struct StatementFlow: Sendable {
     /// standard_conforming_strings.
     public static func readsDependOnSettings(_ text: String) -> Bool {
         text.utf8.contains { $0 == UInt8(ascii: "\\") || $0 >= 0x80 }
+    }
+
+    /// What the client is told when the proxy's check of the settings failed before its statement: a statement
+    /// earlier in the batch changed them (from inside a function), and the database would read this one otherwise.
+    static let settingsChanged = Refusal(
+        code: "0A000",
+        message: "gatehouse: a statement earlier in this batch changed standard_conforming_strings or client_encoding, and this statement has a backslash or a non-ASCII character the database would now read differently; it was not run",
+        hint: "leave those settings as they are (the session ends when the database reports them changed)")
+
+    /// The proxy's own check, sent just before the Parse of a text whose reading depends on the settings while
+    /// statements sent before it may still be running: a statement on the database's unnamed statement (the
+    /// client's statements all have names of the proxy's there) run through a portal of the proxy's, which fails
+    /// with the marker of refusal 0 unless the settings are the ones the guard reads every text under. Nothing
+    /// runs between it and the Parse, so the text is read under the settings it checked; its answers are dropped.
+    private mutating func settingsCheck() -> ByteBuffer {
+        let portal = "gatehouse_\(nonce)_settings"
+        let check = """
+            SELECT CAST(CASE WHEN pg_catalog.current_setting('standard_conforming_strings') OPERATOR(pg_catalog.=) 'on' \
+            AND pg_catalog.current_setting('client_encoding') OPERATOR(pg_catalog.=) 'UTF8' THEN '1' \
+            ELSE '\(markerText(0))' END AS pg_catalog.int4)
+            """
+        var out = Wire.parse(statement: "", query: check)
+        out.writeImmutableBuffer(Wire.message(UInt8(ascii: "B")) { buffer in
+            Wire.writeCString(portal, to: &buffer)
+            Wire.writeCString("", to: &buffer)
+            buffer.writeInteger(Int16(0))
+            buffer.writeInteger(Int16(0))
+            buffer.writeInteger(Int16(0))
+        })
+        out.writeImmutableBuffer(Wire.message(UInt8(ascii: "E")) { buffer in
+            Wire.writeCString(portal, to: &buffer)
+            buffer.writeInteger(Int32(0))
+        })
+        out.writeImmutableBuffer(Wire.message(UInt8(ascii: "C")) { buffer in
+            buffer.writeInteger(UInt8(ascii: "P"))
+            Wire.writeCString(portal, to: &buffer)
+        })
+        cycles[cycles.count - 1].extended = true
+        for _ in 0..<4 { cycles[cycles.count - 1].expect(own: true) }
+        return out
     }
 
     /// The refusal for a statement the database would read after code of the same cycle ran.
@@ -335,6 +385,9 @@ public struct StatementFlow: Sendable {
                 return .forward(refuseExtended(Refusal(code: "54000", message: "this session's prepared statements would hold more than \(Self.maximumPreparedBytes >> 20) MiB of names and text; close some (the protocol's Close message) before preparing more")))
             }
             let upstreamName = freshName()
+            // Read by the database after a statement that may have changed how it reads a backslash or a non-ASCII
+            // byte (one still running, or one of this batch): the proxy's check of the settings goes just before.
+            let checked = Self.readsDependOnSettings(query) && !settled ? settingsCheck() : nil
             let deallocation = deallocation(in: query)
             var rewritten = Wire.parse(statement: upstreamName, query: deallocation?.text ?? query)
             // Keep the client's parameter types: everything after the two strings.
@@ -343,33 +396,30 @@ public struct StatementFlow: Sendable {
             rewritten.moveWriterIndex(to: rewritten.writerIndex - 2)
             rewritten.writeImmutableBuffer(body)
             rewritten.setInteger(Int32(rewritten.readableBytes - 1), at: rewritten.readerIndex + 1)
-            var out = rewritten
+            var out = checked ?? ByteBuffer()
+            out.writeImmutableBuffer(rewritten)
+            // Every Parse is answered by ParseComplete or an error; until then the name is provisional.
+            cycles[cycles.count - 1].parses.append((name, upstreamName))
+            cycles[cycles.count - 1].extended = true
+            cycles[cycles.count - 1].expect()
             if name.isEmpty, let old = statements[""] {
                 // The unnamed statement is replaced: close the old one on the database.
                 out.writeImmutableBuffer(closeStatement(old.upstreamName, own: true))
             }
-            keep(name, Prepared(upstreamName: upstreamName, text: query,
-                                readWhileBusy: cycles[cycles.count - 1].busy && Self.readsDependOnSettings(query),
-                                deallocates: deallocation?.deallocates))
-            // Every Parse is answered by ParseComplete or an error; until then the name is provisional.
-            cycles[cycles.count - 1].parses.append((name, upstreamName))
-            cycles[cycles.count - 1].extended = true
-            cycles[cycles.count - 1].outstanding += 1
+            keep(name, Prepared(upstreamName: upstreamName, text: query, deallocates: deallocation?.deallocates))
             return .forward(out)
         case .bind(let portal, let statement):
             if discardingUntilSync { return .drop }
             guard let prepared = statements[statement] else {
                 return .forward(refuseExtended(Refusal(code: "26000", message: "prepared statement \"\(statement)\" does not exist")))
             }
-            let sensitive = Self.readsDependOnSettings(prepared.text)
-            if prepared.readWhileBusy || (sensitive && cycles[cycles.count - 1].busy) {
-                return .refuse(refuseExtended(Self.unsettledRefusal), Self.unsettledRefusal)
-            }
+            // Its text was read at its Parse, under settings known then or checked just before (`settingsCheck`): what
+            // runs meanwhile cannot change how it reads.
             awaiting = .bind(frame.bytes, statementUpstreamName: prepared.upstreamName, portal: portal,
                              runsNoCode: Self.runsNoCode(prepared.text), deallocates: prepared.deallocates)
             bindChecked = frame.bytes
             cycles[cycles.count - 1].extended = true
-            return sensitive && !settled ? .checkWhenSettled(prepared.text) : .check(prepared.text)
+            return .check(prepared.text)
         case .describe:
             if discardingUntilSync { return .drop }
             return .forward(rewriteDescribe(frame.bytes))
@@ -379,7 +429,7 @@ public struct StatementFlow: Sendable {
             if kind == UInt8(ascii: "P") {
                 cycles[cycles.count - 1].closes.append(false)
                 cycles[cycles.count - 1].extended = true
-                cycles[cycles.count - 1].outstanding += 1
+                cycles[cycles.count - 1].expect()
                 return .forward(frame.bytes)
             }
             // Closing an unknown statement is not an error; a name never issued closes nothing.
@@ -388,7 +438,7 @@ public struct StatementFlow: Sendable {
         case .execute(let portal):
             if discardingUntilSync { return .drop }
             cycles[cycles.count - 1].extended = true
-            cycles[cycles.count - 1].outstanding += 1
+            cycles[cycles.count - 1].expect()
             // The unnamed portal just bound to `BEGIN` or `SAVEPOINT s` runs no code that could change settings.
             if !(portal.isEmpty && quietUnnamedPortal) { cycles[cycles.count - 1].busy = true }
             quietUnnamedPortal = false
@@ -425,7 +475,7 @@ public struct StatementFlow: Sendable {
             return bytes
         case .bind(let bytes, let upstreamName, let portal, let runsNoCode, let deallocates):
             if let refusal { return refuseExtended(refusal) }
-            cycles[cycles.count - 1].outstanding += 1
+            cycles[cycles.count - 1].expect()
             quietUnnamedPortal = runsNoCode && portal.isEmpty
             if !quietUnnamedPortal { cycles[cycles.count - 1].busy = true }
             if let deallocates { apply(deallocates) }
@@ -457,7 +507,7 @@ public struct StatementFlow: Sendable {
             // client's Sync, simple Queries included: their ReadyForQuery never comes, and the
             // cycles they ended become one that ends at that Sync.
             if cycles[0].outstanding > 0 {
-                cycles[0].outstanding = 0
+                cycles[0].clearOutstanding()
                 while cycles[0].endsAtQuery {
                     if cycles.count == 1 { cycles[0].endsAtQuery = false; break }
                     let skipped = cycles.remove(at: 1)
@@ -473,7 +523,9 @@ public struct StatementFlow: Sendable {
             cycles[0].closes.removeAll()
             forget(cycles[0].parses)
             cycles[0].parses.removeAll()
-            guard let text = fields["M"], let seq = markerSequence(in: text), let refusal = refusals[seq] else { return .pass }
+            guard let text = fields["M"], let seq = markerSequence(in: text) else { return .pass }
+            if seq == 0 { return .replace(Wire.error(code: Self.settingsChanged.code, message: Self.settingsChanged.message, hint: Self.settingsChanged.hint)) }
+            guard let refusal = refusals[seq] else { return .pass }
             refusals = refusals.filter { $0.key > seq }
             return .replace(Wire.error(code: refusal.code, message: refusal.message, hint: refusal.hint))
         case .readyForQuery:
@@ -488,10 +540,13 @@ public struct StatementFlow: Sendable {
             startCopyIn()
             return .pass
         case .closeComplete:
+            // The answers to the proxy's own check of the settings are not the client's.
+            if cycles[0].answeringOwn { cycles[0].complete(); return .drop }
             completed()
             guard !cycles[0].closes.isEmpty else { return .pass }
             return cycles[0].closes.removeFirst() ? .drop : .pass
         case .parseComplete:
+            if cycles[0].answeringOwn { cycles[0].complete(); return .drop }
             completed()
             if !cycles[0].parses.isEmpty { cycles[0].parses.removeFirst() }
             return .pass
@@ -499,6 +554,10 @@ public struct StatementFlow: Sendable {
             // BindComplete; NoData or RowDescription ending a Describe; CommandComplete,
             // EmptyQueryResponse or PortalSuspended ending an Execute. While extended messages are
             // outstanding these answer them; after that they are the simple Query's.
+            if cycles[0].answeringOwn, Self.ownAnswers.contains(type) {
+                if Self.completions.contains(type) { cycles[0].complete() }
+                return .drop
+            }
             if cycles[0].outstanding > 0, Self.completions.contains(type) { completed() }
             return .pass
         default:
@@ -507,6 +566,9 @@ public struct StatementFlow: Sendable {
     }
 
     static let completions: Set<UInt8> = Set("2nTCIs".utf8)
+    /// What the proxy's own check of the settings is answered with: BindComplete, DataRow, CommandComplete (and
+    /// what any Execute may end with). Notices and notifications on the way are the client's.
+    static let ownAnswers: Set<UInt8> = Set("2DCIsnT".utf8)
 
     /// CopyInResponse for the last Execute or Query of the oldest cycle: from there to the client's
     /// CopyDone or CopyFail the database takes copy data and ignores Syncs. The client may have sent
@@ -529,7 +591,7 @@ public struct StatementFlow: Sendable {
     }
 
     private mutating func completed() {
-        if cycles[0].outstanding > 0 { cycles[0].outstanding -= 1 }
+        cycles[0].complete()
     }
 
     /// The text to send for a `DEALLOCATE` or `DISCARD ALL` (the database's name in place of a statement the
@@ -588,8 +650,11 @@ public struct StatementFlow: Sendable {
 
     /// The marker statement for refusal `seq`: it always fails, at parse analysis.
     private func marker(_ seq: Int) -> String {
-        "SELECT 'gatehouse-refused-\(nonce)-\(seq)'::pg_catalog.int4"
+        "SELECT '\(markerText(seq))'::pg_catalog.int4"
     }
+
+    /// The text a refusal's error carries: refusal `seq` of this session (0: the check of the settings).
+    private func markerText(_ seq: Int) -> String { "gatehouse-refused-\(nonce)-\(seq)" }
 
     private func markerSequence(in text: String) -> Int? {
         guard let range = text.range(of: "gatehouse-refused-\(nonce)-") else { return nil }
@@ -622,14 +687,14 @@ public struct StatementFlow: Sendable {
         let seq = remember(refusal)
         discardingUntilSync = true
         cycles[cycles.count - 1].extended = true
-        cycles[cycles.count - 1].outstanding += 1
+        cycles[cycles.count - 1].expect()
         return Wire.parse(statement: "", query: marker(seq))
     }
 
     private mutating func closeStatement(_ upstreamName: String, own: Bool) -> ByteBuffer {
         cycles[cycles.count - 1].closes.append(own)
         cycles[cycles.count - 1].extended = true
-        cycles[cycles.count - 1].outstanding += 1
+        cycles[cycles.count - 1].expect()
         return Wire.message(UInt8(ascii: "C")) { buffer in
             buffer.writeInteger(UInt8(ascii: "S"))
             Wire.writeCString(upstreamName, to: &buffer)
@@ -655,7 +720,7 @@ public struct StatementFlow: Sendable {
         body.moveReaderIndex(forwardBy: 5)
         guard body.readInteger(as: UInt8.self) == UInt8(ascii: "S") else {
             cycles[cycles.count - 1].extended = true
-            cycles[cycles.count - 1].outstanding += 1
+            cycles[cycles.count - 1].expect()
             return bytes
         }
         let name = (try? FrontendDecoder.requiredString(&body, "name")) ?? ""
@@ -663,7 +728,7 @@ public struct StatementFlow: Sendable {
             return refuseExtended(Refusal(code: "26000", message: "prepared statement \"\(name)\" does not exist"))
         }
         cycles[cycles.count - 1].extended = true
-        cycles[cycles.count - 1].outstanding += 1
+        cycles[cycles.count - 1].expect()
         return Wire.message(UInt8(ascii: "D")) { buffer in
             buffer.writeInteger(UInt8(ascii: "S"))
             Wire.writeCString(prepared.upstreamName, to: &buffer)

@@ -219,10 +219,34 @@ struct DriverMatrixTests {
         #expect(out["after_error"] as? Int == 12, "\(out)")
         #expect(out["pipeline"] as? [String] == ["0", "1", "2", "True"], "\(out)")
         #expect((out["across_batches"] as? String)?.contains("standard_conforming_strings = off") == true, "\(out)")
-        #expect(out["same_batch"] as? String != "ran", "\(out)")
+        #expect((out["same_batch"] as? String)?.hasPrefix("0A000 gatehouse: a statement earlier in this batch changed standard_conforming_strings") == true, "\(out)")
         #expect(try await harness.direct("SELECT count(*) FROM accounts") == "12", "nothing was deleted")
-        let refused = try await harness.audit(action: "proxy.refused").compactMap { ($0["details"] as? [String: Any])?["what"] as? String }
-        #expect(refused.contains { $0.contains("sent in the same batch as a statement still running") }, "\(refused)")
+    }
+
+    /// Batches of statements whose texts have non-ASCII characters or backslashes, each sent before the one ahead
+    /// has answered: psycopg's executemany with client-side binding (Django's cursor), a pipeline, pgjdbc's
+    /// addBatch of texts. Each is read by the database behind the proxy's check of the settings, and runs.
+    @Test func batchesOfTextsWithNonASCIICharactersRun() async throws {
+        let harness = try await ProxyHarness.start()
+        defer { Task { await harness.stop() } }
+        try await harness.grant("alice", role: "write")
+        _ = try await harness.direct("CREATE TABLE names(id int, name text)")
+        let script = #"""
+            import json, sys, psycopg
+            out = {}
+            with psycopg.connect(sys.argv[1], password=sys.argv[2], autocommit=True) as conn:
+                cur = psycopg.ClientCursor(conn)
+                cur.executemany("INSERT INTO names VALUES (%s, %s)", [(1, "José"), (2, "Zoë"), (3, "a\\b")])
+                with conn.pipeline() as p:
+                    rows = [conn.execute("SELECT 'ü' || %s::text", (i,)) for i in range(3)]
+                    p.sync()
+                out["pipeline"] = [r.fetchone()[0] for r in rows]
+                out["names"] = [r[0] for r in conn.execute("SELECT name FROM names ORDER BY id")]
+            print(json.dumps(out))
+            """#
+        let out = try Self.json(try await Command.run("/usr/bin/python3", ["-c", script, harness.conninfo(user: "alice"), harness.tokens["alice"]!]))
+        #expect(out["pipeline"] as? [String] == ["ü0", "ü1", "ü2"], "\(out)")
+        #expect(out["names"] as? [String] == ["José", "Zoë", "a\\b"], "\(out)")
     }
 
     /// asyncpg: `prepare()` is Parse, Describe and Flush without Sync, and the transaction that

@@ -748,47 +748,63 @@ import Testing
         #expect(bytes(flow.decided(nil)) == B.query(sensitive))
     }
 
-    /// Within one batch the database reports changed settings only at its end: a statement after an
-    /// Execute in the same batch (Bind, or a Parse whose text is read then) with such a text is refused.
-    @Test func aStatementThatDependsOnSettingsAfterAnExecuteInTheSameBatchIsRefused() throws {
+    /// Within one batch the database reports changed settings only at its end. A Parse whose text reads differently
+    /// under other settings, sent after an Execute of the same batch, goes to the database behind the proxy's own
+    /// check of the settings (whose answers the client never sees); a Bind is judged as any other (its text was read
+    /// at its Parse). When the check fails, the client gets the proxy's refusal and the batch is discarded to its Sync.
+    @Test func aTextThatDependsOnSettingsAfterAnExecuteInTheSameBatchIsReadBehindACheckOfTheSettings() throws {
         var flow = Self.signedIn("hb")
-        _ = flow.receive(try frame(B.parse("f", "SELECT f()")))
-        _ = flow.receive(try frame(B.parse("safe", "SELECT 2")))
+        #expect(try messages(try #require(forwarded(flow.receive(try frame(B.parse("f", "SELECT f()")))))).count == 1)
         _ = flow.receive(try frame(B.parse("before", "SELECT E'\\n'")))
         #expect(flow.receive(try frame(B.bind(statement: "f"))) == .check("SELECT f()"))
         _ = flow.decided(nil)
         _ = flow.receive(try frame(B.execute()))
-        #expect(flow.receive(try frame(B.bind(statement: "safe"))) == .check("SELECT 2"))
-        _ = flow.decided(nil)
-        _ = flow.receive(try frame(B.execute()))
-        _ = flow.receive(try frame(B.parse("after", "SELECT E'\\t'")))
-        guard case let .refuse(marker, refusal) = flow.receive(try frame(B.bind(statement: "before"))) else {
-            Issue.record("a Bind of a settings-dependent text after an Execute in the same batch was not refused")
+        let sent = try messages(try #require(forwarded(flow.receive(try frame(B.parse("after", "SELECT E'\\t'"))))))
+        try #require(sent.count == 5, "\(sent)")
+        guard case .parse("", let check) = sent[0], case .bind = sent[1], case .execute = sent[2], case .close = sent[3],
+              case .parse(let name, "SELECT E'\\t'") = sent[4] else {
+            Issue.record("expected the check of the settings, then the client's Parse: \(sent)")
             return
         }
-        #expect(refusal == StatementFlow.unsettledRefusal)
-        #expect(refusal.code == "0A000")
-        let markerText = try parseMarker(marker, nonce: "hb")
-        // Discarded until Sync, as after any error; then the statement parsed after the Execute stays
-        // refused in a later batch (the database read it while f() may have run), the one before it does not.
-        #expect(flow.receive(try frame(B.bind(statement: "safe"))) == .drop)
-        _ = flow.receive(try frame(B.sync))
-        for answer in [B.parseComplete, B.parseComplete, B.parseComplete, B.bindComplete, B.typed("C", B.cString("SELECT 1")),
-                       B.bindComplete, B.typed("C", B.cString("SELECT 1")), B.parseComplete] {
-            _ = flow.answer(try backend(answer))
-        }
-        _ = flow.answer(try backend(Wire.error(code: "22P02", message: "invalid input syntax for type integer: \"\(markerText)\"")))
-        _ = flow.answer(try backend(B.readyForQuery()))
-        #expect(flow.settled)
+        #expect(check.contains("current_setting('standard_conforming_strings')") && check.contains("gatehouse-refused-hb-0"), "\(check)")
+        #expect(name.hasPrefix("gatehouse_hb_"))
+        // Both statements are judged at their Bind, at once.
         #expect(flow.receive(try frame(B.bind(statement: "before"))) == .check("SELECT E'\\n'"))
         _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        #expect(flow.receive(try frame(B.bind(statement: "after"))) == .check("SELECT E'\\t'"))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
         _ = flow.receive(try frame(B.sync))
-        _ = flow.answer(try backend(B.bindComplete))
-        _ = flow.answer(try backend(B.readyForQuery()))
-        guard case .refuse = flow.receive(try frame(B.bind(statement: "after"))) else {
-            Issue.record("a statement whose text was read after an Execute of its batch was not refused later")
-            return
+        // The database's answers, in order: the proxy's own are dropped, the client's pass.
+        let commandComplete = B.typed("C", B.cString("SELECT 1"))
+        let dataRow = B.typed("D", B.join(B.int16(1), B.int32(1), Array("1".utf8)))
+        let answers: [([UInt8], Bool)] = [
+            (B.parseComplete, true), (B.parseComplete, true), (B.bindComplete, true), (commandComplete, true),
+            (B.parseComplete, false), (B.bindComplete, false), (dataRow, false), (commandComplete, false), (B.closeComplete, false),
+            (B.parseComplete, true), (B.bindComplete, true), (commandComplete, true), (B.bindComplete, true), (commandComplete, true),
+        ]
+        for (index, (answer, passes)) in answers.enumerated() {
+            #expect((flow.answer(try backend(answer)) != nil) == passes, "answer \(index)")
         }
+        #expect(flow.answer(try backend(B.readyForQuery())) != nil)
+        #expect(flow.settled)
+
+        // The check fails (a function of the batch turned standard_conforming_strings off): the client sees the
+        // proxy's refusal for its Parse, and what it sends until its Sync is discarded, as after any error.
+        _ = flow.receive(try frame(B.bind(statement: "f")))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        #expect(try messages(try #require(forwarded(flow.receive(try frame(B.parse("later", "SELECT 'ü'")))))).count == 5)
+        #expect(flow.receive(try frame(B.bind(statement: "later"))) == .check("SELECT 'ü'"))
+        _ = flow.decided(nil)
+        for answer in [B.bindComplete, commandComplete] { #expect(flow.answer(try backend(answer)) != nil) }
+        for answer in [B.parseComplete, B.bindComplete] { #expect(flow.answer(try backend(answer)) == nil, "the check's own answers") }
+        try expectRefusal(flow.answer(try markerError("gatehouse-refused-hb-0")), StatementFlow.settingsChanged)
+        #expect(flow.receive(try frame(B.execute())) == .drop)
+        _ = flow.receive(try frame(B.sync))
+        #expect(flow.answer(try backend(B.readyForQuery())) != nil)
+        #expect(flow.settled)
     }
 
     /// pgjdbc sends `BEGIN` in the same batch as a transaction's first statement: a portal of BEGIN (or
@@ -807,17 +823,17 @@ import Testing
         _ = flow.decided(nil)
         _ = flow.receive(try frame(B.execute()))
         let text = "SELECT 'café'"
-        _ = flow.receive(try frame(B.parse("", text)))
+        let quiet = try messages(try #require(forwarded(flow.receive(try frame(B.parse("", text))))))
+        guard case .parse(_, text) = quiet.first else {
+            Issue.record("the text after BEGIN's portal went behind a check of the settings: \(quiet)")
+            return
+        }
         #expect(flow.receive(try frame(B.bind(statement: ""))) == .check(text))
         _ = flow.decided(nil)
         _ = flow.receive(try frame(B.execute()))
-        // After that Execute, a settings-dependent text in the same batch is refused again.
-        _ = flow.receive(try frame(B.parse("", "SELECT 'über'")))
-        guard case .refuse(_, let refusal) = flow.receive(try frame(B.bind(statement: ""))) else {
-            Issue.record("a text after an Execute that may run code was not refused")
-            return
-        }
-        #expect(refusal.code == "0A000")
+        // After that Execute, a settings-dependent text in the same batch goes behind the check of the settings.
+        let behind = try messages(try #require(forwarded(flow.receive(try frame(B.parse("", "SELECT 'über'"))))))
+        #expect(behind.count >= 5, "\(behind)")
 
         // Only the unnamed portal, only for its next Execute: a named portal (SQL cursors share the names) bound to
         // BEGIN, or the unnamed one closed and bound again, runs as any other.
@@ -831,11 +847,8 @@ import Testing
                 default: break
                 }
             }
-            _ = flow.receive(try frame(B.parse("after", "SELECT 'über'")))
-            guard case .refuse = flow.receive(try frame(B.bind(statement: "after"))) else {
-                Issue.record("a settings-dependent text after \(steps.count) steps ran unchecked")
-                continue
-            }
+            let sent = try messages(try #require(forwarded(flow.receive(try frame(B.parse("after", "SELECT 'über'"))))))
+            #expect(sent.count == 5, "a settings-dependent text after \(steps.count) steps went without the check of the settings: \(sent)")
         }
     }
 
