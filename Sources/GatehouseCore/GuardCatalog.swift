@@ -34,7 +34,7 @@ public enum GuardCatalog {
         Category("drop_object", .dangerous, "drops another object (view, index, function, role's objects, ...)"),
         Category("drop_column", .dangerous, "ALTER TABLE ... DROP COLUMN"),
         Category("locking_ddl", .dangerous, "holds a lock that blocks a table's writes (or reads) for a table-sized time: CREATE INDEX without CONCURRENTLY, a column type change, SET NOT NULL, a constraint added without NOT VALID, VACUUM FULL, CLUSTER, REINDEX, LOCK ... EXCLUSIVE"),
-        Category("breaking_change", .dangerous, "renames or retypes what running clients use (a table, column, view, function, schema), or adds a NOT NULL column without a default"),
+        Category("breaking_change", .dangerous, "renames or retypes what running clients use (a table, column, view, function, schema), adds a NOT NULL column without a default, or makes their statements fail or do something else: a DO INSTEAD rule on a table's writes, row-level security switched on, a publication of every table"),
         Category("disable_safety", .dangerous, "disables triggers, event triggers or row-level security (also a policy that lets every row through)"),
         Category("alter_system", .dangerous, "ALTER SYSTEM rewrites the server configuration"),
         Category("alter_database", .dangerous, "ALTER DATABASE changes a whole database"),

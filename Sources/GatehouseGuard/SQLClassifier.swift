@@ -366,6 +366,7 @@ private struct SQLWalk {
             }
         case let .fire(category):
             fire(category, at: location, Self.describe(type.name))
+            judgeSilentBreakage(type.name, fields, location: location)
             // A rule's actions run for each row of its table: NEW and OLD there are that row, the same for every
             // row of the table an action changes (`DO ALSO DELETE FROM t WHERE new.id IS NOT NULL` empties t).
             if type.name == "RuleStmt" {
@@ -553,6 +554,31 @@ private struct SQLWalk {
             }
         }
         visitChildren(fields, location: location)
+    }
+
+    /// Schema changes that leave running applications' statements failing or doing something else, with no error
+    /// at the change itself: a DO INSTEAD rule on a table's writes (they do the rule's actions, or nothing, and
+    /// report success), a publication of every table (UPDATE and DELETE on a table without a replica identity
+    /// fail from then on), a partition created under a parent (its ACCESS EXCLUSIVE lock, and a scan of the
+    /// DEFAULT partition under it, as ATTACH PARTITION).
+    private mutating func judgeSilentBreakage(_ type: String, _ fields: ParseTree, location: Int) {
+        switch type {
+        case "RuleStmt":
+            guard fields["instead"]?.boolValue == true, ["CMD_INSERT", "CMD_UPDATE", "CMD_DELETE"].contains(fields["event"]?.stringValue ?? "") else { return }
+            let verb = (fields["event"]?.stringValue ?? "").replacingPrefix("CMD_")
+            fire("breaking_change", at: location, "CREATE RULE ... ON \(verb) DO INSTEAD: every \(verb) on \(relationName(fields)) does the rule's actions instead (or nothing) and reports success")
+        case "CreatePublicationStmt":
+            let schemas = (fields["pubobjects"]?.elements ?? []).contains {
+                ($0["PublicationObjSpec"]?["pubobjtype"]?.stringValue ?? "").hasPrefix("PUBLICATIONOBJ_TABLES_IN")
+            }
+            guard fields["for_all_tables"]?.boolValue == true || schemas else { return }
+            fire("breaking_change", at: location, "CREATE PUBLICATION of every table\(schemas ? " of a schema" : ""): UPDATE and DELETE on one without a replica identity fail from then on")
+        case "CreateStmt":
+            guard fields["partbound"] != nil else { return }
+            fire("locking_ddl", at: location, "CREATE TABLE ... PARTITION OF locks the parent ACCESS EXCLUSIVE and scans its DEFAULT partition, as ATTACH PARTITION")
+        default:
+            return
+        }
     }
 
     /// A view's `security_invoker` or `security_barrier` switched off (reset, or set to anything PostgreSQL does not

@@ -211,7 +211,9 @@ enum SQLNodeRule: Sendable {
         // What the server logs of the session (and `pgaudit.*`, by prefix): turned down, it hides what was done.
         "log_statement", "log_min_messages", "log_min_error_statement", "log_min_duration_statement",
         "log_min_duration_sample", "log_statement_sample_rate", "log_transaction_sample_rate", "log_duration",
-        "log_parameter_max_length", "log_parameter_max_length_on_error",
+        "log_parameter_max_length", "log_parameter_max_length_on_error", "log_error_verbosity", "log_lock_waits", "log_temp_files",
+        // Off, pg_stat_statements (and the log's %Q) no longer sees the session's statements.
+        "compute_query_id",
         // What the server shows of the session to monitoring (pg_stat_activity): turned off, the session's statements are hidden.
         "track_activities",
         // Sessions that hold only read grants run read-only on the database (the guard proxy).
@@ -252,6 +254,9 @@ enum SQLNodeRule: Sendable {
         "AT_DisableTrig": "disable_safety", "AT_DisableTrigAll": "disable_safety", "AT_DisableTrigUser": "disable_safety",
         "AT_DisableRowSecurity": "disable_safety", "AT_NoForceRowSecurity": "disable_safety",
         "AT_DisableRule": "disable_safety", "AT_DropConstraint": "schema_change",
+        // Row-level security switched on: other roles (with FORCE, the owner too) see and change only what a policy
+        // lets through, nothing while there is none.
+        "AT_EnableRowSecurity": "breaking_change", "AT_ForceRowSecurity": "breaking_change",
         // A trigger or rule enabled only "in replica mode" stops firing in normal sessions.
         "AT_EnableReplicaTrig": "disable_safety", "AT_EnableReplicaRule": "disable_safety",
         // The new owner holds every privilege on it, and bypasses its row-level security unless it is forced.
