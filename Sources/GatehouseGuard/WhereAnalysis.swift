@@ -1,3 +1,4 @@
+import Foundation
 import GatehouseCore
 /// Decides whether a WHERE (or MERGE join) condition selects every row.
 ///
@@ -30,6 +31,7 @@ enum WhereAnalysis {
             switch fields["boolop"]?.stringValue {
             case "OR_EXPR":
                 return arguments.contains(where: isTriviallyTrue) || coversNull(arguments, constants: constants)
+                    || complements(arguments, constants: constants)
             case "AND_EXPR":
                 return !arguments.isEmpty && arguments.allSatisfy(isTriviallyTrue)
             case "NOT_EXPR":
@@ -63,7 +65,19 @@ enum WhereAnalysis {
                     let item = valueOf(item, constants: constants)
                     return same(tested, item, constants: constants) || sameColumn(tested, item, target: target, table: table)
                 }
+            case "AEXPR_OP_ANY" where name == "~~" || name == "~~*" || name == "~" || name == "~*":
+                // `v LIKE ANY (ARRAY['%', 'x'])`: one pattern that matches every text is enough.
+                guard let elements = right["A_ArrayExpr"]?["elements"]?.elements else { return false }
+                return elements.contains { patternMatchesAnyText($0, regex: name.hasPrefix("~") && !name.hasPrefix("~~"), variables: variables, constants: constants) }
             case "AEXPR_OP_ANY" where name == "=":
+                // `id = ANY (ARRAY[id, 3])`: an array that holds the tested expression itself.
+                if let elements = right["A_ArrayExpr"]?["elements"]?.elements {
+                    let tested = valueOf(left, constants: constants)
+                    return elements.contains { item in
+                        let item = valueOf(item, constants: constants)
+                        return same(tested, item, constants: constants) || sameColumn(tested, item, target: target, table: table)
+                    }
+                }
                 // `id = ANY (ARRAY(SELECT id FROM t))`: as `id IN (SELECT id FROM t)`.
                 guard let table, let target, let (type, link) = right.tagged, type == "SubLink",
                       link["subLinkType"]?.stringValue == "ARRAY_SUBLINK",
@@ -72,6 +86,14 @@ enum WhereAnalysis {
                 return keepsOwnValues(select, columns: [column], table: table, target: target, variables: variables, constants: constants)
             case "AEXPR_NOT_DISTINCT":
                 return same(left, right, constants: constants)
+            case "AEXPR_BETWEEN", "AEXPR_BETWEEN_SYM":
+                // `id BETWEEN id AND id`.
+                guard let bounds = right["List"]?["items"]?.elements, bounds.count == 2 else { return false }
+                let tested = valueOf(left, constants: constants)
+                return bounds.allSatisfy { bound in
+                    let bound = valueOf(bound, constants: constants)
+                    return same(tested, bound, constants: constants) || sameColumn(tested, bound, target: target, table: table)
+                }
             case "AEXPR_LIKE", "AEXPR_ILIKE", "AEXPR_OP" where name == "~~" || name == "~~*":
                 // `x LIKE '%'`, the operator it is (`x ~~ '%'`), and `x LIKE '%' ESCAPE '\'` (`like_escape('%', '\')`).
                 guard name == "~~" || name == "~~*" else { return false }
@@ -79,21 +101,22 @@ enum WhereAnalysis {
                    function["funcname"]?.lastElement?["String"]?["sval"]?.stringValue == "like_escape",
                    let arguments = function["args"]?.elements, arguments.count == 2 {
                     guard let escape = constantString(arguments[1], constants: constants), escape != "%" else { return false }
-                    guard let pattern = constantString(arguments[0], constants: constants) else { constants.notePattern(arguments[0]); return false }
-                    return Self.matchesAnyText(likePattern: pattern)
+                    return patternMatchesAnyText(arguments[0], regex: false, variables: variables, constants: constants)
                 }
-                guard let pattern = constantString(right, constants: constants) else { constants.notePattern(right); return false }
-                return Self.matchesAnyText(likePattern: pattern)
+                return patternMatchesAnyText(right, regex: false, variables: variables, constants: constants)
             case "AEXPR_OP" where name == "~" || name == "~*":
-                guard let pattern = constantString(right, constants: constants) else { constants.notePattern(right); return false }
-                return Self.matchesAnyText(regex: pattern)
+                return patternMatchesAnyText(right, regex: true, variables: variables, constants: constants)
+            case "AEXPR_OP" where name == "^@":
+                // `v ^@ ''`: every text starts with the empty string.
+                return patternString(right, constants: constants) == ""
             case "AEXPR_SIMILAR":
                 // `x SIMILAR TO '%'` is `x ~ similar_to_escape('%')`; with an ESCAPE the call has two arguments.
                 guard name == "~", let (call, function) = right.tagged, call == "FuncCall",
                       function["funcname"]?.lastElement?["String"]?["sval"]?.stringValue == "similar_to_escape",
-                      let arguments = function["args"]?.elements, arguments.count == 1 else { return false }
-                guard let pattern = constantString(arguments[0], constants: constants) else { constants.notePattern(arguments[0]); return false }
-                return Self.matchesAnyText(likePattern: pattern)
+                      let arguments = function["args"]?.elements, (1...2).contains(arguments.count) else { return false }
+                // With an ESCAPE other than `%` the pattern reads as without one, as far as matching everything goes.
+                if arguments.count == 2, constantString(arguments[1], constants: constants) == "%" { return false }
+                return patternMatchesAnyText(arguments[0], regex: false, variables: variables, constants: constants)
             default:
                 return false
             }
@@ -120,6 +143,21 @@ enum WhereAnalysis {
                 || findsOwnRow(fields, table: table, target: target, variables: variables, constants: constants)
         case "TypeCast":
             return fields["arg"].map(isTriviallyTrue) ?? false
+        case "FuncCall":
+            // The functions behind the pattern operators, called by name: like(v, '%'), regexp_like(v, ''), starts_with(v, '').
+            let parts = (fields["funcname"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
+            guard let function = parts.last, parts.count == 1 || (parts.count == 2 && parts[0] == "pg_catalog"),
+                  let arguments = fields["args"]?.elements, arguments.count >= 2 else { return false }
+            switch function {
+            case "like", "textlike", "ilike", "texticlike", "bpcharlike", "namelike":
+                return arguments.count == 2 && patternMatchesAnyText(arguments[1], regex: false, variables: variables, constants: constants)
+            case "regexp_like", "textregexeq", "texticregexeq":
+                return patternMatchesAnyText(arguments[1], regex: true, variables: variables, constants: constants)
+            case "starts_with":
+                return arguments.count == 2 && patternString(arguments[1], constants: constants) == ""
+            default:
+                return false
+            }
         case "BooleanTest":
             // `(x = x) IS TRUE`, `(x = x) IS NOT FALSE` (true for a NULL too).
             return ["IS_TRUE", "IS_NOT_FALSE"].contains(fields["booltesttype"]?.stringValue ?? "") && (fields["arg"].map(isTriviallyTrue) ?? false)
@@ -760,11 +798,35 @@ enum WhereAnalysis {
                 guard let first = rest.first else { break }
                 if first["A_Const"] != nil { constants.read() } else if rest.count > 1 { break }
                 node = first
+            } else if let identity = identityOperand(node, constants: constants) {
+                node = identity
+            } else if let arguments = node["MinMaxExpr"]?["args"]?.elements, let first = arguments.first,
+                      arguments.dropFirst().allSatisfy({ same($0, first, constants: constants) }) {
+                // greatest(x, x), least(x, x)
+                node = first
             } else {
                 break
             }
         }
         return node
+    }
+
+    /// The operand an operator with an identity leaves as it is: `+x`, `x + 0`, `0 + x`, `x - 0`, `x * 1`, `1 * x`,
+    /// `x / 1`, `x || ''`, `'' || x` (PostgreSQL's own operators); nil for anything else.
+    private static func identityOperand(_ node: ParseTree, constants: ConstantUse) -> ParseTree? {
+        guard let expression = node["A_Expr"], expression["kind"]?.stringValue == "AEXPR_OP",
+              let name = builtinOperator(expression["name"]), let right = expression["rexpr"] else { return nil }
+        guard let left = expression["lexpr"] else { return name == "+" ? right : nil }
+        func integer(_ node: ParseTree) -> Int? { constantInteger(uncast(node), constants: constants) }
+        func empty(_ node: ParseTree) -> Bool { constantString(uncast(node), constants: constants) == "" }
+        switch name {
+        case "+": return integer(right) == 0 ? left : integer(left) == 0 ? right : nil
+        case "-": return integer(right) == 0 ? left : nil
+        case "*": return integer(right) == 1 ? left : integer(left) == 1 ? right : nil
+        case "/": return integer(right) == 1 ? left : nil
+        case "||": return empty(right) ? left : empty(left) ? right : nil
+        default: return nil
+        }
     }
 
     /// `coalesce($1, id)` compared with `id`: the optional filter, which a NULL parameter makes the row's own
@@ -899,6 +961,16 @@ enum WhereAnalysis {
     /// A regular expression that every text matches: empty, `^`, `$`, or `.*` repeated between optional
     /// anchors (`.` matches a newline too, as PostgreSQL reads patterns by default); not `^$`.
     static func matchesAnyText(regex pattern: String) -> Bool {
+        // A regular expression that matches the empty string without anchoring it to the whole text (`x*`, `a|`, `$`)
+        // matches somewhere in every text: one that matches each of a few unlike texts is taken to (`^$` matches the
+        // empty one only). One Foundation cannot read (PostgreSQL's own syntax) is taken to match every text.
+        if let expression = try? NSRegularExpression(pattern: pattern, options: [.dotMatchesLineSeparators]) {
+            if ["", "a", "Z9 x", "\n", "é"].allSatisfy({ text in
+                expression.firstMatch(in: text, options: [], range: NSRange(text.startIndex..., in: text)) != nil
+            }) { return true }
+        } else {
+            return true
+        }
         var core = Substring(pattern)
         let start = core.hasPrefix("^")
         if start { core.removeFirst() }
@@ -924,6 +996,27 @@ enum WhereAnalysis {
         guard let (type, fields) = node.tagged, type == "A_Const" else { return false }
         constants.read()
         return fields["boolval"]?["boolval"]?.boolValue == true
+    }
+
+    /// An OR of a condition and its negation: `id = 1 OR id <> 1` (every row where id is not NULL), `p IS NOT TRUE OR
+    /// p`, `NOT p OR p`.
+    private static func complements(_ arguments: [ParseTree], constants: ConstantUse) -> Bool {
+        let negations: [String: Set<String>] = ["=": ["<>", "!="], "<>": ["="], "!=": ["="], "<": [">="], ">=": ["<"], ">": ["<="], "<=": [">"]]
+        if constants.step(arguments.count * arguments.count) { return false }
+        for first in arguments {
+            // `NOT p`, `p IS NOT TRUE`, `p IS FALSE` beside `p`.
+            if let negated = first["BoolExpr"].flatMap({ $0["boolop"]?.stringValue == "NOT_EXPR" ? $0["args"]?.elements.first : nil })
+                ?? first["BooleanTest"].flatMap({ ["IS_NOT_TRUE", "IS_FALSE"].contains($0["booltesttype"]?.stringValue ?? "") ? $0["arg"] : nil }),
+               arguments.contains(where: { same($0, negated, constants: constants) }) { return true }
+            guard let a = first["A_Expr"], a["kind"]?.stringValue == "AEXPR_OP", let name = builtinOperator(a["name"]),
+                  let opposite = negations[name], let left = a["lexpr"], let right = a["rexpr"] else { continue }
+            for second in arguments {
+                guard let b = second["A_Expr"], b["kind"]?.stringValue == "AEXPR_OP", let other = builtinOperator(b["name"]),
+                      opposite.contains(other), let otherLeft = b["lexpr"], let otherRight = b["rexpr"] else { continue }
+                if same(left, otherLeft, constants: constants) && same(right, otherRight, constants: constants) { return true }
+            }
+        }
+        return false
     }
 
     /// `x IS NULL OR x IS NOT NULL` is true for every row.
@@ -957,6 +1050,39 @@ enum WhereAnalysis {
         constants.read()
         if let value = integer["ival"]?.intValue { return value }
         return fields["location"]?.intValue.flatMap(constants.nonPositiveInteger(at:))
+    }
+
+    /// A pattern's text when it is written with constants only: a string, cast or collated (`'%'::text`,
+    /// `text '%'`, `'%' COLLATE "C"`), or such strings joined with `||` (`'' || '%'`); nil for anything else.
+    private static func patternString(_ node: ParseTree, constants: ConstantUse) -> String? {
+        if constants.step() { return nil }
+        if let argument = node["TypeCast"]?["arg"] ?? node["CollateClause"]?["arg"] { return patternString(argument, constants: constants) }
+        if let expression = node["A_Expr"], expression["kind"]?.stringValue == "AEXPR_OP", builtinOperator(expression["name"]) == "||",
+           let left = expression["lexpr"], let right = expression["rexpr"] {
+            guard let a = patternString(left, constants: constants), let b = patternString(right, constants: constants) else { return nil }
+            return a + b
+        }
+        return constantString(node, constants: constants)
+    }
+
+    /// Whether a pattern matches every text (`%`, a regular expression that matches the empty string), as far as
+    /// can be told: a pattern written with constants is read; one that names parameters is noted, for the values
+    /// bound to decide; one that depends on neither the row nor a parameter but cannot be read here
+    /// (`repeat('%', 3)`) may match every text, and is taken to.
+    private static func patternMatchesAnyText(_ pattern: ParseTree, regex: Bool, variables: Set<String>, constants: ConstantUse) -> Bool {
+        if let text = patternString(pattern, constants: constants) {
+            return regex ? matchesAnyText(regex: text) : matchesAnyText(likePattern: text)
+        }
+        if containsParameter(pattern) {
+            constants.noteParameters(in: pattern)
+            return false
+        }
+        constants.read()
+        return !readsRow(pattern, variables: variables, budget: constants)
+    }
+
+    private static func containsParameter(_ node: ParseTree) -> Bool {
+        node["ParamRef"] != nil || node.children.contains(where: containsParameter)
     }
 
     private static func constantString(_ node: ParseTree, constants: ConstantUse) -> String? {
