@@ -133,6 +133,7 @@ struct DriverMatrixTests {
                 attempt("one", conn, "DELETE FROM accounts WHERE (%s::int IS NULL OR id = %s)", (5, 5))
                 attempt("every", conn, "DELETE FROM accounts WHERE (%s::int IS NULL OR id = %s)", (None, None))
                 attempt("coalesce", conn, "UPDATE accounts SET balance = 7 WHERE id = coalesce(%s, id)", (6,))
+                attempt("contains", conn, "DELETE FROM accounts WHERE id::text LIKE '%%' || %s || '%%'", ("",))
             print(json.dumps(out))
             """
         let drivers = try Self.json(try await Command.run("/usr/bin/python3", ["-c", usual, harness.conninfo(user: "alice"), harness.tokens["alice"]!]))
@@ -144,6 +145,7 @@ struct DriverMatrixTests {
         #expect(drivers["one"] as? Int == 1, "\(drivers)")
         #expect((drivers["every"] as? String)?.hasPrefix("42501 gatehouse: this is a dangerous action (delete_without_where)") == true, "\(drivers)")
         #expect(drivers["coalesce"] as? Int == 1, "\(drivers)")
+        #expect((drivers["contains"] as? String)?.hasPrefix("42501 gatehouse: this is a dangerous action (delete_without_where)") == true, "\(drivers)")
         #expect(try await harness.direct("SELECT count(*) || ':' || sum(balance) FROM accounts") == "7:607")
     }
 
