@@ -307,7 +307,8 @@ enum WhereAnalysis {
             return fields["arg"].map(isCertainlyFalse) ?? false
         case "NullTest":
             // `5::int IS NULL`, `NULL IS NOT NULL` (a bound value written in: `($1::int IS NULL OR id = $1)`).
-            guard let argument = fields["arg"], let constant = argument["A_Const"] ?? argument["TypeCast"]?["arg"]?["A_Const"] else { return false }
+            // Casts upon casts (`('5'::int4)::int IS NULL`, as pgjdbc writes a value in when it sends no parameters).
+            guard let argument = fields["arg"], let constant = uncast(argument)["A_Const"] else { return false }
             constants.read()
             let isNull = constant["isnull"]?.boolValue == true
             return fields["nulltesttype"]?.stringValue == "IS_NULL" ? !isNull : isNull

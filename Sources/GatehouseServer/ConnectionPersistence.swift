@@ -37,10 +37,21 @@ final class ConnectionPersistence: ChannelDuplexHandler, RemovableChannelHandler
     /// A client's own header of this name is removed.
     static let hostProblem = "x-gatehouse-host-problem"
 
+    /// Set on a request whose body comes in a transfer coding other than `chunked` alone (`gzip, chunked`): the
+    /// application answers it 501 (RFC 9112 6.1), and the connection ends. A client's own header of this name is removed.
+    static let transferProblem = "x-gatehouse-transfer-problem"
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(var head) = unwrapInboundIn(data) else { return context.fireChannelRead(data) }
         requests += 1
         head.headers.remove(name: Self.hostProblem)
+        head.headers.remove(name: Self.transferProblem)
+        let codings = head.headers[canonicalForm: "transfer-encoding"].map { $0.lowercased() }
+        if !codings.isEmpty, codings != ["chunked"] {
+            head.headers.add(name: Self.transferProblem, value: head.headers["transfer-encoding"].joined(separator: ", "))
+            if last == nil { last = requests }
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+        }
         let hosts = head.headers["host"].count
         if hosts > 1 || (hosts == 0 && head.version == .http1_1) {
             head.headers.add(name: Self.hostProblem, value: hosts == 0 ? "no Host header" : "\(hosts) Host headers")

@@ -65,13 +65,14 @@ final class ParseErrorAnswer: ChannelDuplexHandler, RemovableChannelHandler {
 
     static func problem(_ error: HTTPParserError) -> Problem {
         let what = switch error {
-        case .headerOverflow: "its headers are larger than 80 KiB"
+        case .headerOverflow: "its header lines are too many or too large (at most 80 KiB in all)"
         case .invalidContentLength, .unexpectedContentLength: "its Content-Length is not a single number"
         case .invalidMethod: "its method is not one HTTP knows"
         case .invalidURL, .invalidPath, .invalidQueryString, .invalidFragment, .invalidHost, .invalidPort: "its path is not a valid URL path"
         case .invalidVersion, .invalidConstant: "its request line is not `METHOD /path HTTP/1.1`"
         case .invalidHeaderToken, .lfExpected, .invalidCharactersUsed: "a header line is malformed"
-        default: "it is not HTTP/1.1 (\(error))"
+        case .invalidChunkSize: "a chunk of its body is malformed"
+        default: "it is not HTTP/1.1 as this server reads it (a Transfer-Encoding other than `chunked`, or a malformed line)"
         }
         return Problem(status: 400, code: "bad_request", detail: "the request could not be read: \(what); the connection is closed")
     }

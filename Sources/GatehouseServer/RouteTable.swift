@@ -74,6 +74,10 @@ struct ContractMiddleware: RouterMiddleware {
             return Problem(status: 400, code: "bad_request",
                            detail: "an HTTP/1.1 request carries exactly one Host header (RFC 9112, 3.2); this one has \(problem). The connection is closed").response()
         }
+        if let coding = request.headers[Self.transferProblem] {
+            return Problem(status: 501, code: "transfer_coding_not_supported",
+                           detail: "the body is sent with Transfer-Encoding `\(Problem.shown(coding))`; this server reads `chunked` alone (or a Content-Length). The connection is closed").response()
+        }
         if request.headers[values: .authorization].count > 1 {
             return Problem(status: 400, code: "bad_header", detail: "the request carries the Authorization header more than once; send one, with your token").response()
         }
@@ -90,6 +94,10 @@ struct ContractMiddleware: RouterMiddleware {
         let path = RequestInfoMiddleware.routedPath(request.uri.path)
         guard path.hasPrefix("/v1/") || path == "/healthz" || path == "/readyz", let methods = table.methods(for: path) else {
             return try await next(request, context)
+        }
+        if let repeated = Self.repeatedQueryParameter(request.uri.query) {
+            return Problem(status: 400, code: "duplicate_parameter",
+                           detail: "the query gives `\(Problem.shown(repeated))` more than once; give it once").response()
         }
         guard methods.contains(request.method) else {
             let allow = methods.map(\.rawValue).joined(separator: ", ")
@@ -113,6 +121,24 @@ struct ContractMiddleware: RouterMiddleware {
         }
         return try await next(request, context)
     }
+
+    /// Query parameters the contract lets repeat (its array parameters: `GET /v1/audit/verify?anchor=...&anchor=...`).
+    static let repeatableQueryParameters: Set<String> = ["anchor"]
+
+    /// A query parameter given more than once (`?limit=1&limit=2`): which one the generated layer would take is not
+    /// for the client to guess. Nil when none is.
+    static func repeatedQueryParameter(_ query: String?) -> String? {
+        guard let query else { return nil }
+        var seen = Set<String>()
+        for pair in query.split(separator: "&") {
+            let raw = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)[0]
+            let name = String(raw).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(raw)
+            if !repeatableQueryParameters.contains(name), !seen.insert(name).inserted { return name }
+        }
+        return nil
+    }
+
+    static let transferProblem = HTTPField.Name(ConnectionPersistence.transferProblem)!
 
     /// A parameter named twice in one media type of a `Content-Type` or `Accept` value (`application/json;
     /// a=1; A=2`), its names read as the generated layer's runtime reads them (after each `;`, spaces
