@@ -524,7 +524,7 @@ private struct SQLWalk {
             } else if name == "current_setting" {
                 // current_setting('primary_conninfo'); a name not given as a constant could be it.
                 let first = fields["args"]?.elements.first
-                let setting = constants.reading() ? Self.constantText(first)?.lowercased() : nil
+                let setting = constants.reading() ? Self.constantText(first)?.lowercased().nilIfNot(Self.isSettingName) : nil
                 // current_setting($1): judged again with the name bound (SQLAlchemy reflects with one).
                 if setting == nil, let first { constants.notePattern(first) }
                 if setting.map({ SQLNodeRule.credentialSettings.contains($0) }) ?? true {
@@ -625,8 +625,30 @@ private struct SQLWalk {
     }
 
     /// A string constant, cast or not (`'orders'`, `'orders'::regclass`); nil for anything else.
+    /// Only a cast that keeps the text as written counts (`'x'::text`, `'x'::varchar`, `'t'::regclass`): a cast to
+    /// `bpchar` drops trailing spaces, one with a length cuts the text, and others read it as something else, so
+    /// `'primary_conninfo '::bpchar` is not taken for the name it is not.
     static func constantText(_ node: ParseTree?) -> String? {
-        (node?["A_Const"] ?? node?["TypeCast"]?["arg"]?["A_Const"])?["sval"]?["sval"]?.stringValue
+        if let cast = node?["TypeCast"] {
+            let type = cast["typeName"]?["TypeName"] ?? cast["typeName"]
+            let names = (type?["names"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
+            guard let name = names.last, names.count == 1 || (names.count == 2 && names[0] == "pg_catalog"),
+                  ["text", "varchar", "regclass"].contains(name), type?["typmods"] == nil, type?["arrayBounds"] == nil else { return nil }
+            return cast["arg"]?["A_Const"]?["sval"]?["sval"]?.stringValue
+        }
+        return node?["A_Const"]?["sval"]?["sval"]?.stringValue
+    }
+
+    /// A setting's name as PostgreSQL takes one (`TimeZone`, `app.tenant_id`): letters, digits, `_` and `$`, parts
+    /// joined with dots.
+    static func isSettingName(_ name: String) -> Bool {
+        !name.isEmpty && name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { part in
+            guard let first = part.utf8.first, first == UInt8(ascii: "_") || (first | 0x20) >= UInt8(ascii: "a") && (first | 0x20) <= UInt8(ascii: "z") else { return false }
+            return part.utf8.allSatisfy { byte in
+                byte == UInt8(ascii: "_") || byte == UInt8(ascii: "$") || ((byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z"))
+                    || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+            }
+        }
     }
 
     /// What a `set_config(name, value, is_local)` call changes that the guard minds, judged as `SET name = value`
@@ -635,7 +657,7 @@ private struct SQLWalk {
     /// unsafe, the session's role, a `search_path` that shadows the catalog, and a name or such a value given only
     /// when the statement runs.
     static func settingChange(_ arguments: [ParseTree], constants: ConstantUse) -> (category: String, detail: String)? {
-        guard constants.reading(), let name = Self.constantText(arguments.first)?.lowercased() else {
+        guard constants.reading(), let name = Self.constantText(arguments.first)?.lowercased(), Self.isSettingName(name) else {
             if let first = arguments.first { constants.notePattern(first) }
             return ("set_config", "calls set_config() with a setting named only when it runs")
         }

@@ -407,3 +407,7 @@ public enum SearchPath {
     static let shadowingDetail = "puts pg_catalog after another schema, where PostgreSQL's own operators and functions can be replaced by others of the same name, or names information_schema, whose views (some writable through to the catalog) would then look like your tables"
 }
 
+extension String {
+    /// The text itself when it passes `test`, else nil.
+    func nilIfNot(_ test: (String) -> Bool) -> String? { test(self) ? self : nil }
+}

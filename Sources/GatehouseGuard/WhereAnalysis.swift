@@ -1057,7 +1057,16 @@ enum WhereAnalysis {
     /// `text '%'`, `'%' COLLATE "C"`), or such strings joined with `||` (`'' || '%'`); nil for anything else.
     private static func patternString(_ node: ParseTree, constants: ConstantUse) -> String? {
         if constants.step() { return nil }
-        if let argument = node["TypeCast"]?["arg"] ?? node["CollateClause"]?["arg"] { return patternString(argument, constants: constants) }
+        if let argument = node["CollateClause"]?["arg"] { return patternString(argument, constants: constants) }
+        // A cast that keeps the text as it is; `'%  '::bpchar` is `%` to LIKE (bpchar drops trailing spaces), and
+        // a length cuts: neither is read here.
+        if let cast = node["TypeCast"], let argument = cast["arg"] {
+            let type = cast["typeName"]?["TypeName"] ?? cast["typeName"]
+            let names = (type?["names"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
+            guard let name = names.last, names.count == 1 || (names.count == 2 && names[0] == "pg_catalog"),
+                  ["text", "varchar"].contains(name), type?["typmods"] == nil, type?["arrayBounds"] == nil else { return nil }
+            return patternString(argument, constants: constants)
+        }
         if let expression = node["A_Expr"], expression["kind"]?.stringValue == "AEXPR_OP", builtinOperator(expression["name"]) == "||",
            let left = expression["lexpr"], let right = expression["rexpr"] {
             guard let a = patternString(left, constants: constants), let b = patternString(right, constants: constants) else { return nil }
