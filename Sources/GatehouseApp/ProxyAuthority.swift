@@ -175,19 +175,26 @@ public struct ProxyAuthority: Sendable {
         if let problem = action.problem { return ((problem, nil), .forbidden) }
         var classification = await checks.classify(action, for: identity.caller.principal)
         if let bound, !classification.patternParameters.isEmpty,
-           let written = BoundValues.substitute(text, classification.patternParameters, bound) {
+           let substitution = BoundValues.substitute(text, classification.patternParameters, bound) {
             // `DELETE FROM t WHERE v LIKE $1` with `%` bound deletes every row; `WHERE ($1::int IS NULL OR id = $1)`
-            // with 5 bound, one; `current_setting($1)` reads the setting bound. The text with the values in is what runs.
-            let withValues = await checks.classify(Action(kind: .sql, text: written), for: identity.caller.principal)
+            // with 5 bound, one; `current_setting($1)` reads the setting bound. The text with the values in is what
+            // runs, and its answer stands when the values are written in exactly (`mayLower`); otherwise it only adds.
+            let withValues = await checks.classify(Action(kind: .sql, text: substitution.text), for: identity.caller.principal)
             let known = Set(classification.findings.map(\.category))
-            let findings = withValues.findings.map { finding -> Finding in
+            let marked = withValues.findings.map { finding -> Finding in
                 guard !known.contains(finding.category) else { return finding }
                 var finding = finding
                 finding.detail = "with the values bound: " + finding.detail
                 return finding
             }
-            classification = ActionClassification(kind: .sql, findings: findings, statements: withValues.statements,
-                                                  normalized: classification.normalized, calls: withValues.calls)
+            if substitution.mayLower {
+                classification = ActionClassification(kind: .sql, findings: marked, statements: withValues.statements,
+                                                      normalized: classification.normalized, calls: withValues.calls)
+            } else if marked.contains(where: { !known.contains($0.category) }) {
+                classification = ActionClassification(kind: .sql, findings: classification.findings + marked.filter { !known.contains($0.category) },
+                                                      statements: classification.statements, normalized: classification.normalized,
+                                                      calls: classification.calls)
+            }
         }
         var reached: [String] = []
         if let functions, !classification.calls.isEmpty {

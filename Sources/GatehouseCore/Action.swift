@@ -137,43 +137,99 @@ public struct PatternParameter: Sendable, Equatable, Hashable {
     public var number: Int
     /// Its byte offset in the text.
     public var location: Int
+    /// It stands where PostgreSQL reads a text (a pattern, a setting's name): a value sent in binary that is UTF-8 is
+    /// that text. Elsewhere (`($1 IS NULL OR id = $1)`) its type, and so what binary bytes mean, is not known here.
+    public var text: Bool
 
-    public init(number: Int, location: Int) {
+    public init(number: Int, location: Int, text: Bool = true) {
         self.number = number
         self.location = location
+        self.text = text
     }
 }
 
-/// A statement's text with the values bound to its pattern parameters written in as constants, so the guard can
-/// judge what the statement does with them (`DELETE FROM t WHERE v LIKE $1` with `%` bound deletes every row).
+/// A statement's text with the values bound to its parameters written in as constants, so the guard can judge what
+/// the statement does with them (`DELETE FROM t WHERE v LIKE $1` with `%` bound deletes every row).
 public enum BoundValues {
-    /// One value as the extended protocol's Bind carries it.
+    /// One value as the extended protocol's Bind carries it, with the type its Parse declared (0: none, PostgreSQL
+    /// infers it as it would an untyped literal's).
     public enum Value: Sendable, Equatable {
         case null
-        case text(String)
-        /// A binary value that is not UTF-8 text: read as the widest pattern, `%` (fail closed).
+        /// Sent as text.
+        case text(String, type: UInt32 = 0)
+        /// Sent in binary, and UTF-8 without NUL: the text itself when the type is a text's.
+        case binaryText(String, type: UInt32 = 0)
+        /// Any other binary value: written in as the widest pattern, `%` (fail closed).
         case opaque
     }
 
-    /// The text with each pattern parameter replaced by its value as a constant (`'%'`, `NULL`); nil when there is
-    /// nothing to replace (no such parameter, or the text at a location is not that parameter).
-    public static func substitute(_ text: String, _ uses: [PatternParameter], _ values: [Value]) -> String? {
+    /// The texts written in and whether the guard's answer for it may be lower than for the statement with its
+    /// parameters (`mayLower`): only when every value written in is exactly what the database reads: NULL, or ASCII
+    /// text sent as text with no declared type or one named here, or sent in binary where a text is read. (A value
+    /// not known exactly, a type the proxy cannot name, a non-ASCII value a changed client_encoding could read
+    /// otherwise: the answer with the values can only add to the one without.)
+    public struct Substitution: Sendable, Equatable {
+        public var text: String
+        public var mayLower: Bool
+
+        public init(text: String, mayLower: Bool) {
+            self.text = text
+            self.mayLower = mayLower
+        }
+    }
+
+    /// PostgreSQL's built-in types by OID, as a value is written in with its declared type (`'01'::pg_catalog.int4`).
+    static let typeNames: [UInt32: String] = [
+        16: "bool", 19: "name", 20: "int8", 21: "int2", 23: "int4", 25: "text", 26: "oid", 114: "json", 700: "float4", 701: "float8",
+        1042: "bpchar", 1043: "varchar", 1082: "date", 1083: "time", 1114: "timestamp", 1184: "timestamptz", 1186: "interval", 1700: "numeric",
+        2950: "uuid", 3802: "jsonb",
+    ]
+    /// Types whose binary form is their UTF-8 text, read as written (not bpchar: it drops trailing spaces).
+    static let textTypes: Set<UInt32> = [0, 25, 1043, 19, 705]
+
+    /// The text with each used parameter replaced by its value as a constant (`'%'`, `NULL`, `'5'::pg_catalog.int4`);
+    /// nil when there is nothing to replace (no such parameter, or the text at a location is not that parameter).
+    public static func substitute(_ text: String, _ uses: [PatternParameter], _ values: [Value]) -> Substitution? {
         var bytes = Array(text.utf8)
         var replaced = false
+        var exact = true
+        func quoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
         for use in Set(uses).sorted(by: { $0.location > $1.location }) {
             let token = Array("$\(use.number)".utf8)
             guard use.number >= 1, use.location >= 0, use.location + token.count <= bytes.count,
                   Array(bytes[use.location..<use.location + token.count]) == token,
                   use.location + token.count == bytes.count || !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[use.location + token.count]) else { continue }
             let value = use.number <= values.count ? values[use.number - 1] : .opaque
-            let constant: String = switch value {
-            case .null: "NULL"
-            case .text(let text): "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
-            case .opaque: "'%'"
+            let constant: String
+            switch value {
+            case .null:
+                constant = "NULL"
+            case .text(let text, let type):
+                if type == 0 {
+                    constant = quoted(text)
+                } else if let name = typeNames[type] {
+                    constant = quoted(text) + "::pg_catalog." + name
+                } else {
+                    // A type not named here (an extension's): what its input makes of the text is not known.
+                    constant = "'%'"
+                    exact = false
+                }
+                if !text.utf8.allSatisfy({ $0 < 0x80 }) { exact = false }
+            case .binaryText(let text, let type):
+                if use.text, textTypes.contains(type) {
+                    constant = quoted(text)
+                    if !text.utf8.allSatisfy({ $0 < 0x80 }) { exact = false }
+                } else {
+                    constant = "'%'"
+                    exact = false
+                }
+            case .opaque:
+                constant = "'%'"
+                exact = false
             }
             bytes.replaceSubrange(use.location..<use.location + token.count, with: Array(constant.utf8))
             replaced = true
         }
-        return replaced ? String(decoding: bytes, as: UTF8.self) : nil
+        return replaced ? Substitution(text: String(decoding: bytes, as: UTF8.self), mayLower: exact) : nil
     }
 }

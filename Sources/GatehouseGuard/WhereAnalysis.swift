@@ -343,6 +343,18 @@ enum WhereAnalysis {
                 default: return false
                 }
             }
+            // Integers written as text and cast (`'01'::pg_catalog.int4`, a value bound with its declared type): by value.
+            if let a = castInteger(left, constants: constants), let b = castInteger(right, constants: constants) {
+                switch name {
+                case "=": return a != b
+                case "<>", "!=": return a == b
+                case "<": return a >= b
+                case ">": return a <= b
+                case "<=": return a > b
+                case ">=": return a < b
+                default: return false
+                }
+            }
             if let a = constantString(left, constants: constants), let b = constantString(right, constants: constants) {
                 switch name {
                 case "=": return a != b
@@ -1084,7 +1096,7 @@ enum WhereAnalysis {
             return regex ? matchesAnyText(regex: text) : matchesAnyText(likePattern: text)
         }
         if containsParameter(pattern) {
-            constants.noteParameters(in: pattern)
+            constants.noteParameters(in: pattern, text: true)
             return false
         }
         constants.read()
@@ -1093,6 +1105,17 @@ enum WhereAnalysis {
 
     private static func containsParameter(_ node: ParseTree) -> Bool {
         node["ParamRef"] != nil || node.children.contains(where: containsParameter)
+    }
+
+    /// An integer constant cast to an integer type (`'01'::int4`, `5::int8`), by its value; nil for anything else.
+    private static func castInteger(_ node: ParseTree, constants: ConstantUse) -> Int? {
+        guard let cast = node["TypeCast"], let argument = cast["arg"] else { return nil }
+        let type = cast["typeName"]?["TypeName"] ?? cast["typeName"]
+        let names = (type?["names"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
+        guard let name = names.last, names.count == 1 || (names.count == 2 && names[0] == "pg_catalog"),
+              ["int2", "int4", "int8", "smallint", "integer", "bigint", "int"].contains(name) else { return nil }
+        if let integer = constantInteger(argument, constants: constants) { return integer }
+        return constantString(argument, constants: constants).flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
     }
 
     private static func constantString(_ node: ParseTree, constants: ConstantUse) -> String? {
@@ -1130,19 +1153,20 @@ final class ConstantUse {
 
     /// A pattern that is not a constant: when it is a parameter (cast or not), remembered, and the answer marked
     /// as depending on the text (the shape memory does not reuse it for a text whose parameters stand elsewhere).
-    func notePattern(_ node: ParseTree) {
+    /// `text`: it stands where PostgreSQL reads a text (a pattern, a setting's name).
+    func notePattern(_ node: ParseTree, text: Bool = true) {
         let parameter = node["ParamRef"] ?? node["TypeCast"]?["arg"]?["ParamRef"]
         guard let parameter, let number = parameter["number"]?.intValue, let location = parameter["location"]?.intValue else { return }
         happened = true
-        patternParameters.append(PatternParameter(number: number, location: location))
+        patternParameters.append(PatternParameter(number: number, location: location, text: text))
     }
 
     /// Every parameter in `node` (a WHERE found true for every row): with the values bound the statement is judged
     /// again (`($1::int IS NULL OR id = $1)` with 5 bound touches one row; with NULL, every row).
-    func noteParameters(in node: ParseTree) {
+    func noteParameters(in node: ParseTree, text: Bool = false) {
         if step() { return }
-        if node["ParamRef"] != nil { notePattern(node); return }
-        for child in node.children { noteParameters(in: child) }
+        if node["ParamRef"] != nil { notePattern(node, text: text); return }
+        for child in node.children { noteParameters(in: child, text: text) }
     }
 
     /// The text whose parse tree is being judged (constants' locations are offsets into it).

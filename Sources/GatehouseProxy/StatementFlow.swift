@@ -53,6 +53,8 @@ public struct StatementFlow: Sendable {
     private struct Prepared: Sendable {
         var upstreamName: String
         var text: String
+        /// The parameter types its Parse declared (OIDs; 0 or none: PostgreSQL infers them).
+        var types: [UInt32] = []
         /// The text is `DEALLOCATE` (or `DISCARD ALL`): the prepared statements it removes when it runs,
         /// with the database's name of the one it names (the text sent to the database names that).
         var deallocates: Deallocation?
@@ -227,12 +229,14 @@ public struct StatementFlow: Sendable {
 
     /// The values the Bind being checked carries, for the guard to judge a pattern parameter by (`BoundValues`);
     /// nil while no Bind is being checked. Read from the Bind's bytes each time it is asked (on the slow path).
-    public var boundValues: [BoundValues.Value]? { bindChecked.map { Self.boundValues(of: $0) ?? [] } }
+    public var boundValues: [BoundValues.Value]? { bindChecked.map { Self.boundValues(of: $0, types: bindTypes) ?? [] } }
+    /// The parameter types declared for the statement of the Bind being checked.
+    private var bindTypes: [UInt32] = []
     public var checkingBind: Bool { bindChecked != nil }
 
     /// A Bind's parameter values: text as it is, NULL, and binary values that are UTF-8 text as text (a text
     /// parameter's binary form is its UTF-8); any other binary value is opaque. Nil when the Bind cannot be read.
-    static func boundValues(of bytes: ByteBuffer) -> [BoundValues.Value]? {
+    static func boundValues(of bytes: ByteBuffer, types: [UInt32] = []) -> [BoundValues.Value]? {
         var body = bytes
         body.moveReaderIndex(forwardBy: min(5, body.readableBytes))
         guard (try? FrontendDecoder.requiredString(&body, "portal")) != nil, (try? FrontendDecoder.requiredString(&body, "statement")) != nil,
@@ -249,13 +253,34 @@ public struct StatementFlow: Sendable {
             if length < 0 { values.append(.null); continue }
             guard let bytes = body.readBytes(length: Int(length)) else { return nil }
             let binary = (formats.count == 1 ? formats[0] : index < formats.count ? formats[index] : 0) == 1
-            if let text = String(validating: bytes, as: UTF8.self), !(binary && bytes.contains(0)) {
-                values.append(.text(text))
-            } else {
-                values.append(.opaque)
+            let type = index < types.count ? types[index] : 0
+            // Integers and booleans in binary, with their types declared (psycopg sends numbers so): their value in words.
+            if binary, let number = Self.binaryValue(bytes, type: type) {
+                values.append(.text(number, type: type))
+                continue
             }
+            guard let text = String(validating: bytes, as: UTF8.self), !(binary && bytes.contains(0)) else {
+                values.append(.opaque)
+                continue
+            }
+            values.append(binary ? .binaryText(text, type: type) : .text(text, type: type))
         }
         return values
+    }
+
+    /// A binary int2, int4, int8 or bool of its declared type as PostgreSQL writes it (`5`, `t`); nil for anything else.
+    static func binaryValue(_ bytes: [UInt8], type: UInt32) -> String? {
+        func integer<T: FixedWidthInteger & SignedInteger>(_: T.Type) -> String? {
+            guard bytes.count == T.bitWidth / 8 else { return nil }
+            return String(bytes.reduce(T.zero) { ($0 << 8) | T(truncatingIfNeeded: $1) })
+        }
+        switch type {
+        case 21: return integer(Int16.self)
+        case 23: return integer(Int32.self)
+        case 20: return integer(Int64.self)
+        case 16: return bytes.count == 1 ? (bytes[0] == 0 ? "f" : "t") : nil
+        default: return nil
+        }
     }
 
     /// Everything sent to the database has been answered up to the open cycle, and nothing in the
@@ -393,6 +418,11 @@ public struct StatementFlow: Sendable {
             // Keep the client's parameter types: everything after the two strings.
             var body = frame.bytes
             body.moveReaderIndex(forwardBy: 5 + name.utf8.count + 1 + query.utf8.count + 1)
+            var declared = body
+            var types: [UInt32] = []
+            if let count = declared.readInteger(as: Int16.self), count > 0 {
+                for _ in 0..<count { if let type = declared.readInteger(as: UInt32.self) { types.append(type) } }
+            }
             rewritten.moveWriterIndex(to: rewritten.writerIndex - 2)
             rewritten.writeImmutableBuffer(body)
             rewritten.setInteger(Int32(rewritten.readableBytes - 1), at: rewritten.readerIndex + 1)
@@ -406,7 +436,7 @@ public struct StatementFlow: Sendable {
                 // The unnamed statement is replaced: close the old one on the database.
                 out.writeImmutableBuffer(closeStatement(old.upstreamName, own: true))
             }
-            keep(name, Prepared(upstreamName: upstreamName, text: query, deallocates: deallocation?.deallocates))
+            keep(name, Prepared(upstreamName: upstreamName, text: query, types: types, deallocates: deallocation?.deallocates))
             return .forward(out)
         case .bind(let portal, let statement):
             if discardingUntilSync { return .drop }
@@ -418,6 +448,7 @@ public struct StatementFlow: Sendable {
             awaiting = .bind(frame.bytes, statementUpstreamName: prepared.upstreamName, portal: portal,
                              runsNoCode: Self.runsNoCode(prepared.text), deallocates: prepared.deallocates)
             bindChecked = frame.bytes
+            bindTypes = prepared.types
             cycles[cycles.count - 1].extended = true
             return .check(prepared.text)
         case .describe:

@@ -134,6 +134,16 @@ struct DriverMatrixTests {
                 attempt("every", conn, "DELETE FROM accounts WHERE (%s::int IS NULL OR id = %s)", (None, None))
                 attempt("coalesce", conn, "UPDATE accounts SET balance = 7 WHERE id = coalesce(%s, id)", (6,))
                 attempt("contains", conn, "DELETE FROM accounts WHERE id::text LIKE '%%' || %s || '%%'", ("",))
+                # Values with the types their Parse declared: compared as the database compares them.
+                pg = conn.pgconn
+                def typed(key, sql, types, values):
+                    pg.prepare(key.encode(), sql, types)
+                    result = pg.exec_prepared(key.encode(), values)
+                    out[key] = (result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"").decode() or result.command_status.decode()
+                typed("int4", b"DELETE FROM accounts WHERE $1 = $2", [23, 23], [b"1", b"01"])
+                typed("bool", b"DELETE FROM accounts WHERE $1 = $2", [16, 16], [b"t", b"yes"])
+                typed("bpchar", b"DELETE FROM accounts WHERE id::text LIKE $1", [1042], [b"%  "])
+                typed("int4_other", b"DELETE FROM accounts WHERE $1 = $2", [23, 23], [b"1", b"2"])
             print(json.dumps(out))
             """
         let drivers = try Self.json(try await Command.run("/usr/bin/python3", ["-c", usual, harness.conninfo(user: "alice"), harness.tokens["alice"]!]))
@@ -146,6 +156,8 @@ struct DriverMatrixTests {
         #expect((drivers["every"] as? String)?.hasPrefix("42501 gatehouse: this is a dangerous action (delete_without_where)") == true, "\(drivers)")
         #expect(drivers["coalesce"] as? Int == 1, "\(drivers)")
         #expect((drivers["contains"] as? String)?.hasPrefix("42501 gatehouse: this is a dangerous action (delete_without_where)") == true, "\(drivers)")
+        for key in ["int4", "bool", "bpchar"] { #expect(drivers[key] as? String == "42501", "\(key): \(drivers)") }
+        #expect(drivers["int4_other"] as? String == "DELETE 0", "\(drivers)")
         #expect(try await harness.direct("SELECT count(*) || ':' || sum(balance) FROM accounts") == "7:607")
     }
 

@@ -909,9 +909,29 @@ import Testing
         #expect(StatementFlow.boundValues(of: ByteBuffer(bytes: [UInt8(ascii: "B"), 0, 0, 0, 6, 0])) == nil)
         let text = "DELETE FROM t WHERE v LIKE $1 OR w ~ $12"
         let uses = [PatternParameter(number: 1, location: 27), PatternParameter(number: 12, location: 37)]
-        #expect(BoundValues.substitute(text, uses, [.text("%")]) == "DELETE FROM t WHERE v LIKE '%' OR w ~ '%'", "a value not bound is read as the widest")
-        #expect(BoundValues.substitute(text, [uses[0]], [.text("it's")]) == "DELETE FROM t WHERE v LIKE 'it''s' OR w ~ $12")
+        #expect(BoundValues.substitute(text, uses, [.text("%")]) == .init(text: "DELETE FROM t WHERE v LIKE '%' OR w ~ '%'", mayLower: false),
+                "a value not bound is read as the widest")
+        #expect(BoundValues.substitute(text, [uses[0]], [.text("it's")]) == .init(text: "DELETE FROM t WHERE v LIKE 'it''s' OR w ~ $12", mayLower: true))
         #expect(BoundValues.substitute(text, [PatternParameter(number: 1, location: 26)], [.text("%")]) == nil, "not the parameter there")
         #expect(BoundValues.substitute("SELECT $10", [PatternParameter(number: 1, location: 7)], [.text("%")]) == nil, "$1 is not the start of $10")
+        // A declared type is written with the value (the database compares '01' and '1' as int4, equal); a value that
+        // is not known exactly (non-ASCII, binary where the type is not a text's, a type not named here) only adds.
+        let both = [PatternParameter(number: 1, location: 20, text: false), PatternParameter(number: 2, location: 25, text: false)]
+        #expect(BoundValues.substitute("DELETE FROM t WHERE $1 = $2", both, [.text("1", type: 23), .text("01", type: 23)])
+                == .init(text: "DELETE FROM t WHERE '1'::pg_catalog.int4 = '01'::pg_catalog.int4", mayLower: true))
+        #expect(BoundValues.substitute("DELETE FROM t WHERE $1 = $2", both, [.text("é"), .null])?.mayLower == false)
+        #expect(BoundValues.substitute("DELETE FROM t WHERE $1 = $2", both, [.binaryText("1111", type: 0), .null])
+                == .init(text: "DELETE FROM t WHERE '%' = NULL", mayLower: false))
+        #expect(BoundValues.substitute("DELETE FROM t WHERE $1 = $2", both, [.text("x", type: 99_999), .null])
+                == .init(text: "DELETE FROM t WHERE '%' = NULL", mayLower: false))
+        #expect(BoundValues.substitute(text, [uses[0]], [.binaryText("ab%", type: 25)]) == .init(text: "DELETE FROM t WHERE v LIKE 'ab%' OR w ~ $12", mayLower: true))
+        // The declared types come from the Parse: a binary int4 is its value (the bytes `1111` are 825307441 to the
+        // database); a binary value of a text type, UTF-8 without NUL, is that text.
+        let typed = B.join(B.int16(1), B.int16(1), B.int16(1), B.int32(4), Array("1111".utf8), B.int16(0))
+        #expect(StatementFlow.boundValues(of: ByteBuffer(bytes: B.bind(statement: "s", tail: typed)), types: [23]) == [.text("825307441", type: 23)])
+        #expect(StatementFlow.boundValues(of: ByteBuffer(bytes: B.bind(statement: "s", tail: typed)), types: [25]) == [.binaryText("1111", type: 25)])
+        #expect(StatementFlow.binaryValue([0xFF, 0xFF, 0xFF, 0xFB], type: 23) == "-5")
+        #expect(StatementFlow.binaryValue([0x01], type: 16) == "t")
+        #expect(StatementFlow.binaryValue([0x00, 0x05], type: 23) == nil, "an int4 is four bytes")
     }
 }
