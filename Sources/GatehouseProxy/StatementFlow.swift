@@ -55,6 +55,9 @@ public struct StatementFlow: Sendable {
         var text: String
         /// The parameter types its Parse declared (OIDs; 0 or none: PostgreSQL infers them).
         var types: [UInt32] = []
+        /// The text reads differently under other settings and was read by the database while batches sent before
+        /// it may still have been running (not behind the proxy's check): judged once they have answered.
+        var readUnsettled = false
         /// The text is `DEALLOCATE` (or `DISCARD ALL`): the prepared statements it removes when it runs,
         /// with the database's name of the one it names (the text sent to the database names that).
         var deallocates: Deallocation?
@@ -63,7 +66,7 @@ public struct StatementFlow: Sendable {
     /// What the pending check will forward when allowed, and what running it changes here.
     private enum Awaiting: Sendable {
         case query(ByteBuffer, deallocates: Deallocation?)
-        case bind(ByteBuffer, statementUpstreamName: String, portal: String, runsNoCode: Bool, deallocates: Deallocation?)
+        case bind(ByteBuffer, statement: String, statementUpstreamName: String, portal: String, runsNoCode: Bool, deallocates: Deallocation?)
     }
 
     /// Prepared statements removed with SQL (`DEALLOCATE name`, `DEALLOCATE ALL`, `DISCARD ALL`), as psycopg
@@ -410,9 +413,12 @@ public struct StatementFlow: Sendable {
                 return .forward(refuseExtended(Refusal(code: "54000", message: "this session's prepared statements would hold more than \(Self.maximumPreparedBytes >> 20) MiB of names and text; close some (the protocol's Close message) before preparing more")))
             }
             let upstreamName = freshName()
-            // Read by the database after a statement that may have changed how it reads a backslash or a non-ASCII
-            // byte (one still running, or one of this batch): the proxy's check of the settings goes just before.
-            let checked = Self.readsDependOnSettings(query) && !settled ? settingsCheck() : nil
+            // Read by the database after a statement of this batch that may have changed how it reads a backslash or a
+            // non-ASCII byte: the proxy's check of the settings goes just before (in the batch's own transaction, where
+            // a statement already ran). Read while only earlier batches may still run: its Bind waits for them instead
+            // (a check would put a statement before it in its transaction: VACUUM could no longer run there).
+            let sensitive = Self.readsDependOnSettings(query)
+            let checked = sensitive && cycles[cycles.count - 1].busy ? settingsCheck() : nil
             let deallocation = deallocation(in: query)
             var rewritten = Wire.parse(statement: upstreamName, query: deallocation?.text ?? query)
             // Keep the client's parameter types: everything after the two strings.
@@ -436,7 +442,8 @@ public struct StatementFlow: Sendable {
                 // The unnamed statement is replaced: close the old one on the database.
                 out.writeImmutableBuffer(closeStatement(old.upstreamName, own: true))
             }
-            keep(name, Prepared(upstreamName: upstreamName, text: query, types: types, deallocates: deallocation?.deallocates))
+            keep(name, Prepared(upstreamName: upstreamName, text: query, types: types, readUnsettled: sensitive && checked == nil && !settled,
+                                deallocates: deallocation?.deallocates))
             return .forward(out)
         case .bind(let portal, let statement):
             if discardingUntilSync { return .drop }
@@ -444,13 +451,23 @@ public struct StatementFlow: Sendable {
                 return .forward(refuseExtended(Refusal(code: "26000", message: "prepared statement \"\(statement)\" does not exist")))
             }
             // Its text was read at its Parse, under settings known then or checked just before (`settingsCheck`): what
-            // runs meanwhile cannot change how it reads.
-            awaiting = .bind(frame.bytes, statementUpstreamName: prepared.upstreamName, portal: portal,
+            // runs meanwhile cannot change how it reads. Read while earlier batches still ran: once they have answered
+            // (a setting they changed ends the session), and refused if this batch has run a statement since, which
+            // cannot be waited for.
+            if prepared.readUnsettled {
+                if settled {
+                    statements[statement]?.readUnsettled = false
+                } else if cycles[cycles.count - 1].busy {
+                    return .refuse(refuseExtended(Self.unsettledRefusal), Self.unsettledRefusal)
+                }
+            }
+            let waits = prepared.readUnsettled && !settled
+            awaiting = .bind(frame.bytes, statement: statement, statementUpstreamName: prepared.upstreamName, portal: portal,
                              runsNoCode: Self.runsNoCode(prepared.text), deallocates: prepared.deallocates)
             bindChecked = frame.bytes
             bindTypes = prepared.types
             cycles[cycles.count - 1].extended = true
-            return .check(prepared.text)
+            return waits ? .checkWhenSettled(prepared.text) : .check(prepared.text)
         case .describe:
             if discardingUntilSync { return .drop }
             return .forward(rewriteDescribe(frame.bytes))
@@ -504,7 +521,11 @@ public struct StatementFlow: Sendable {
             endCycleAtQuery()
             if let deallocates { apply(deallocates) }
             return bytes
-        case .bind(let bytes, let upstreamName, let portal, let runsNoCode, let deallocates):
+        case .bind(let bytes, let statement, let upstreamName, let portal, let runsNoCode, let deallocates):
+            // Judged once the batches ahead of its Parse had answered: its text was read as the guard read it.
+            if statements[statement]?.readUnsettled == true, statements[statement]?.upstreamName == upstreamName {
+                statements[statement]?.readUnsettled = false
+            }
             if let refusal { return refuseExtended(refusal) }
             cycles[cycles.count - 1].expect()
             quietUnnamedPortal = runsNoCode && portal.isEmpty

@@ -244,7 +244,7 @@ struct DriverMatrixTests {
         let harness = try await ProxyHarness.start()
         defer { Task { await harness.stop() } }
         try await harness.grant("alice", role: "write")
-        _ = try await harness.direct("CREATE TABLE names(id int, name text)")
+        _ = try await harness.direct("CREATE TABLE names(id int, name text); CREATE TABLE \"nämes\"(id int)")
         let script = #"""
             import json, sys, psycopg
             out = {}
@@ -255,11 +255,20 @@ struct DriverMatrixTests {
                     rows = [conn.execute("SELECT 'ü' || %s::text", (i,)) for i in range(3)]
                     p.sync()
                 out["pipeline"] = [r.fetchone()[0] for r in rows]
+                # A batch behind one still running, whose statement must be alone in its transaction: no statement of
+                # the proxy's goes ahead of it.
+                with conn.pipeline() as p:
+                    conn.execute("SELECT pg_sleep(0.2)")
+                    p.sync()
+                    conn.execute('VACUUM "nämes"')
+                    p.sync()
+                out["vacuum"] = "ran"
                 out["names"] = [r[0] for r in conn.execute("SELECT name FROM names ORDER BY id")]
             print(json.dumps(out))
             """#
         let out = try Self.json(try await Command.run("/usr/bin/python3", ["-c", script, harness.conninfo(user: "alice"), harness.tokens["alice"]!]))
         #expect(out["pipeline"] as? [String] == ["ü0", "ü1", "ü2"], "\(out)")
+        #expect(out["vacuum"] as? String == "ran", "\(out)")
         #expect(out["names"] as? [String] == ["José", "Zoë", "a\\b"], "\(out)")
     }
 

@@ -807,6 +807,51 @@ import Testing
         #expect(flow.settled)
     }
 
+    /// A text read while only batches before its own may still run goes without the check (which would put a
+    /// statement ahead of it in its transaction: VACUUM could no longer run there); its Bind waits for them, and is
+    /// refused when its own batch has run a statement since (that cannot be waited for).
+    @Test func aTextReadWhileAnEarlierBatchRunsWaitsAtItsBind() throws {
+        var flow = Self.signedIn("eb")
+        _ = flow.receive(try frame(B.parse("f", "SELECT f()")))
+        _ = flow.receive(try frame(B.bind(statement: "f")))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        _ = flow.receive(try frame(B.sync))
+        let sent = try messages(try #require(forwarded(flow.receive(try frame(B.parse("v", "VACUUM \"tâble\""))))))
+        #expect(sent.count == 1, "no check of the settings in a batch that has run nothing: \(sent)")
+        #expect(flow.receive(try frame(B.bind(statement: "v"))) == .checkWhenSettled("VACUUM \"tâble\""))
+        for answer in [B.parseComplete, B.bindComplete, B.typed("C", B.cString("SELECT 1")), B.readyForQuery()] { _ = flow.answer(try backend(answer)) }
+        #expect(flow.settled)
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        _ = flow.receive(try frame(B.sync))
+        for answer in [B.parseComplete, B.bindComplete, B.typed("C", B.cString("VACUUM")), B.readyForQuery()] { _ = flow.answer(try backend(answer)) }
+        // Confirmed once: judged at once later, even behind a running statement.
+        _ = flow.receive(try frame(B.bind(statement: "f")))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute()))
+        #expect(flow.receive(try frame(B.bind(statement: "v"))) == .check("VACUUM \"tâble\""))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.sync))
+
+        // Parsed while an earlier batch ran, then a statement of its own batch ran before its Bind: refused.
+        var other = Self.signedIn("ec")
+        _ = other.receive(try frame(B.parse("f", "SELECT f()")))
+        _ = other.receive(try frame(B.bind(statement: "f")))
+        _ = other.decided(nil)
+        _ = other.receive(try frame(B.execute()))
+        _ = other.receive(try frame(B.sync))
+        _ = other.receive(try frame(B.parse("u", "SELECT 'ü'")))
+        _ = other.receive(try frame(B.bind(statement: "f")))
+        _ = other.decided(nil)
+        _ = other.receive(try frame(B.execute()))
+        guard case .refuse(_, let refusal) = other.receive(try frame(B.bind(statement: "u"))) else {
+            Issue.record("a text read while an earlier batch ran was bound after a statement of its own batch ran, unrefused")
+            return
+        }
+        #expect(refusal == StatementFlow.unsettledRefusal)
+    }
+
     /// pgjdbc sends `BEGIN` in the same batch as a transaction's first statement: a portal of BEGIN (or
     /// SAVEPOINT, RELEASE, START TRANSACTION) runs no code that could change settings, so the statement after
     /// it is judged at once; an Execute of anything else still is a statement that may run code.
