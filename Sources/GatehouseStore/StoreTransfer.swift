@@ -242,9 +242,10 @@ extension StoreSession {
             let grant = try Self.grant(row)
             grants[grant.id] = Held(grant: grant)
         }
-        var tokens: [String: (principal: String, created: Bool)] = [:]
-        for row in try await db.raw("SELECT id, principal FROM tokens WHERE revoked_at IS NULL AND kind = 'api'").all() {
-            tokens[try row.decode(column: "id", as: String.self)] = (try row.decode(column: "principal", as: String.self), false)
+        var tokens: [String: (principal: String, admin: Bool, created: Bool)] = [:]
+        for row in try await db.raw("SELECT id, principal, is_bootstrap_admin FROM tokens WHERE revoked_at IS NULL AND kind = 'api'").all() {
+            tokens[try row.decode(column: "id", as: String.self)] = (try row.decode(column: "principal", as: String.self),
+                                                                      try row.decode(column: "is_bootstrap_admin", as: Int.self) != 0, false)
         }
         let actions: [AuditAction] = [.grantStarted, .grantRevoked, .grantReleased, .grantExpired, .grantUsed, .tokenCreated, .tokenRevoked]
         for action in actions {
@@ -269,6 +270,9 @@ extension StoreSession {
                         guard let token = tokens[event.subject] else { continue }
                         guard event.details["principal"] == token.principal else {
                             return "token \(event.subject) is live for \(token.principal), but its token.created event (\(event.seq)) made it for \(event.details["principal"] ?? "nobody")"
+                        }
+                        guard (event.details["admin"] == "true") == token.admin else {
+                            return "token \(event.subject) is live \(token.admin ? "as" : "not as") the bootstrap admin's, but its token.created event (\(event.seq)) says otherwise"
                         }
                         tokens[event.subject]?.created = true
                     case .tokenRevoked:

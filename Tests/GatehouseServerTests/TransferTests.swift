@@ -98,8 +98,8 @@ struct TransferTests {
                 }
                 // State rows edited apart from the (intact) audit log: a revoked grant brought back, a grant's expiry moved,
                 // a token given to another principal. Each is refused, naming what the log says.
-                func edited(_ table: String, _ marker: String, _ pattern: String, _ replacement: String) throws -> [String] {
-                    var lines = exported
+                func edited(_ table: String, _ marker: String, _ pattern: String, _ replacement: String, in source: [String]? = nil) throws -> [String] {
+                    var lines = source ?? exported
                     let index = try #require(lines.firstIndex { $0.contains("\"table\":\"\(table)\"") && $0.contains(marker) }, "\(table) \(marker)")
                     let range = try #require(lines[index].range(of: pattern, options: .regularExpression), "\(pattern)")
                     lines[index].replaceSubrange(range, with: replacement)
@@ -108,7 +108,11 @@ struct TransferTests {
                 for (lines, says) in [(try edited("grants", "\"end_reason\":\"revoked\"", "\"ended_at\":[0-9]+", "\"ended_at\":null"), "(grant.revoked) ended it"),
                                       (try edited("grants", "\"ended_at\":null", "\"expires_at\":[0-9]+", "\"expires_at\":4102444800000"), "with expiry 2100-01-01"),
                                       (try edited("tokens", "\"principal\":\"deploy-bot\"", "\"principal\":\"deploy-bot\"", "\"principal\":\"carol\""),
-                                       "made it for deploy-bot")] {
+                                       "made it for deploy-bot"),
+                                      // The bootstrap admin's flag moved from its token to deploy-bot's.
+                                      (try edited("tokens", "\"principal\":\"deploy-bot\"", "\"is_bootstrap_admin\":0", "\"is_bootstrap_admin\":1",
+                                                  in: try edited("tokens", "\"is_bootstrap_admin\":1", "\"is_bootstrap_admin\":1", "\"is_bootstrap_admin\":0")),
+                                       "the bootstrap admin's")] {
                     do {
                         _ = try await StoreTransfer.import(store, lines: lines)
                         Issue.record("an edited state row was imported (\(says))")
