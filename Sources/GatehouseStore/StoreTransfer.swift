@@ -242,12 +242,14 @@ extension StoreSession {
             let grant = try Self.grant(row)
             grants[grant.id] = Held(grant: grant)
         }
-        var tokens: [String: (principal: String, admin: Bool, created: Bool)] = [:]
-        for row in try await db.raw("SELECT id, principal, is_bootstrap_admin FROM tokens WHERE revoked_at IS NULL AND kind = 'api'").all() {
-            tokens[try row.decode(column: "id", as: String.self)] = (try row.decode(column: "principal", as: String.self),
-                                                                      try row.decode(column: "is_bootstrap_admin", as: Int.self) != 0, false)
+        struct Live { var token: TokenRecord; var made = false }
+        var tokens: [String: Live] = [:]
+        for row in try await db.raw("SELECT * FROM tokens WHERE revoked_at IS NULL AND kind IN ('api', 'session')").all() {
+            let token = try Self.token(row)
+            tokens[token.id] = Live(token: token)
         }
-        let actions: [AuditAction] = [.grantStarted, .grantRevoked, .grantReleased, .grantExpired, .grantUsed, .tokenCreated, .tokenRevoked]
+        let actions: [AuditAction] = [.grantStarted, .grantRevoked, .grantReleased, .grantExpired, .grantUsed, .tokenCreated, .tokenRevoked,
+                                      .signedIn, .signedOut, .sessionsRevoked]
         for action in actions {
             var after: Int64?
             while true {
@@ -267,16 +269,31 @@ extension StoreSession {
                         }
                         grants[event.subject]?.started = true
                     case .tokenCreated:
-                        guard let token = tokens[event.subject] else { continue }
+                        guard let token = tokens[event.subject]?.token, token.kind == .api else { continue }
                         guard event.details["principal"] == token.principal else {
                             return "token \(event.subject) is live for \(token.principal), but its token.created event (\(event.seq)) made it for \(event.details["principal"] ?? "nobody")"
                         }
-                        guard (event.details["admin"] == "true") == token.admin else {
-                            return "token \(event.subject) is live \(token.admin ? "as" : "not as") the bootstrap admin's, but its token.created event (\(event.seq)) says otherwise"
+                        guard (event.details["admin"] == "true") == token.isBootstrapAdmin else {
+                            return "token \(event.subject) is live \(token.isBootstrapAdmin ? "as" : "not as") the bootstrap admin's, but its token.created event (\(event.seq)) says otherwise"
                         }
-                        tokens[event.subject]?.created = true
-                    case .tokenRevoked:
-                        if tokens[event.subject] != nil { return "token \(event.subject) is live, but event \(event.seq) revoked it" }
+                        tokens[event.subject]?.made = true
+                    case .signedIn:
+                        // A sign-in session: its holder, end and the provider's groups (the first 50, as the event keeps them).
+                        guard let token = tokens[event.subject]?.token, token.kind == .session else { continue }
+                        let differs = [("holder", token.principal, event.details["principal"]), ("end", token.expiresAt?.rfc3339, event.details["expires_at"]),
+                                       ("groups", (token.groups ?? []).prefix(50).joined(separator: ","), event.details["provider_groups"] ?? "")]
+                            .first { $0.1 != $0.2 }
+                        if let (what, held, logged) = differs {
+                            return "session \(token.id) is live with \(what) \(held ?? "none"), but its identity.signed_in event (\(event.seq)) says \(logged ?? "none")"
+                        }
+                        tokens[event.subject]?.made = true
+                    case .tokenRevoked, .signedOut:
+                        if tokens[event.subject] != nil { return "token \(event.subject) is live, but event \(event.seq) (\(action.rawValue)) ended it" }
+                    case .sessionsRevoked:
+                        // Every token the principal held then, but the bootstrap admin's, was revoked.
+                        if let token = tokens.values.first(where: { $0.token.principal == event.subject && !$0.token.isBootstrapAdmin && $0.token.createdAt < event.at })?.token {
+                            return "token \(token.id) of \(event.subject) is live, but event \(event.seq) (\(action.rawValue)) ended every token they held then"
+                        }
                     default:
                         if grants[event.subject] != nil { return "grant \(event.subject) is in force, but event \(event.seq) (\(action.rawValue)) ended it" }
                     }
@@ -288,8 +305,8 @@ extension StoreSession {
         if let grant = grants.values.first(where: { !$0.started }) {
             return "grant \(grant.grant.id) is in force, but no grant.started event started it"
         }
-        if let token = tokens.first(where: { !$0.value.created }) {
-            return "token \(token.key) is live, but no token.created event made it"
+        if let token = tokens.values.first(where: { !$0.made })?.token {
+            return "\(token.kind == .session ? "session" : "token") \(token.id) is live, but no \(token.kind == .session ? "identity.signed_in" : "token.created") event made it"
         }
         return nil
     }

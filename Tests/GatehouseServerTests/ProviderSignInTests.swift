@@ -1,6 +1,8 @@
 import Foundation
 import GatehouseCore
+import GatehouseStore
 import GatehouseTestSupport
+import Logging
 import Testing
 
 /// People sign in through a real OpenID Connect provider (django-oauth-toolkit), on the web and
@@ -102,6 +104,28 @@ struct ProviderSignInTests {
             #expect(details["issuer"] == provider.issuer)
             #expect(sub.hasSuffix("(sub \(details["subject"] ?? "?"))"))
             #expect(details["groups"] == "engineers")
+
+            // The store with the session moves whole: its session matches its sign-in event. The same export with the
+            // session's provider groups edited (a group that makes admins added) is refused, nothing written.
+            let lines = Shared([String]())
+            _ = try await StoreTransfer.export(server.service.store) { line in lines.with { $0.append(line) } }
+            let exported = lines.with { $0 }
+            let sessionLine = try #require(exported.firstIndex { $0.contains("\"table\":\"tokens\"") && $0.contains("\"kind\":\"session\"") })
+            var edited = exported
+            edited[sessionLine] = edited[sessionLine].replacingOccurrences(of: "[\\\"oncall\\\"]", with: "[\\\"oncall\\\",\\\"security\\\"]")
+            #expect(edited[sessionLine] != exported[sessionLine], "\(exported[sessionLine])")
+            for (lines, refused) in [(edited, true), (exported, false)] {
+                let target = try await TestDatabase.fresh(.sqlite, folder: FileManager.default.temporaryDirectory)
+                let store = try await target.open(logger: Logger(label: "transfer-test"))
+                do {
+                    _ = try await StoreTransfer.import(store, lines: lines)
+                    #expect(!refused, "an export with a session's groups edited was imported")
+                } catch let error as GatehouseError {
+                    #expect(refused && error.code == "import_state_unaudited" && error.message.contains("with groups"), "\(error.message)")
+                }
+                await store.close()
+                await target.drop()
+            }
         }
     }
 
