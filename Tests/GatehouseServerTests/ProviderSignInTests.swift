@@ -115,7 +115,10 @@ struct ProviderSignInTests {
             edited[sessionLine] = edited[sessionLine].replacingOccurrences(of: "[\\\"oncall\\\"]", with: "[\\\"oncall\\\",\\\"security\\\"]")
             #expect(edited[sessionLine] != exported[sessionLine], "\(exported[sessionLine])")
             for (lines, refused) in [(edited, true), (exported, false)] {
-                let target = try await TestDatabase.fresh(.sqlite, folder: FileManager.default.temporaryDirectory)
+                let folder = FileManager.default.temporaryDirectory.appendingPathComponent("import-\(UUID().uuidString)")
+                try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+                defer { try? FileManager.default.removeItem(at: folder) }
+                let target = try await TestDatabase.fresh(.sqlite, folder: folder)
                 let store = try await target.open(logger: Logger(label: "transfer-test"))
                 do {
                     _ = try await StoreTransfer.import(store, lines: lines)
