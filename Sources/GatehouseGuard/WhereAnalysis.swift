@@ -332,19 +332,9 @@ enum WhereAnalysis {
         case "A_Expr":
             guard fields["kind"]?.stringValue == "AEXPR_OP", let name = builtinOperator(fields["name"]),
                   let left = fields["lexpr"], let right = fields["rexpr"] else { return false }
-            if let a = constantInteger(left, constants: constants), let b = constantInteger(right, constants: constants) {
-                switch name {
-                case "=": return a != b
-                case "<>", "!=": return a == b
-                case "<": return a >= b
-                case ">": return a <= b
-                case "<=": return a > b
-                case ">=": return a < b
-                default: return false
-                }
-            }
-            // Integers written as text and cast (`'01'::pg_catalog.int4`, a value bound with its declared type): by value.
-            if let a = castInteger(left, constants: constants), let b = castInteger(right, constants: constants) {
+            // Integers, also written as text and cast (`'01'::pg_catalog.int4`, a value bound with its declared type): by value.
+            func integer(_ node: ParseTree) -> Int? { constantInteger(node, constants: constants) ?? castInteger(node, constants: constants) }
+            if let a = integer(left), let b = integer(right) {
                 switch name {
                 case "=": return a != b
                 case "<>", "!=": return a == b
