@@ -630,10 +630,7 @@ private struct SQLWalk {
     /// `'primary_conninfo '::bpchar` is not taken for the name it is not.
     static func constantText(_ node: ParseTree?) -> String? {
         if let cast = node?["TypeCast"] {
-            let type = cast["typeName"]?["TypeName"] ?? cast["typeName"]
-            let names = (type?["names"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
-            guard let name = names.last, names.count == 1 || (names.count == 2 && names[0] == "pg_catalog"),
-                  ["text", "varchar", "regclass"].contains(name), type?["typmods"] == nil, type?["arrayBounds"] == nil else { return nil }
+            guard let type = SQLClassifier.castType(cast), type.plain, ["text", "varchar", "regclass"].contains(type.name) else { return nil }
             return cast["arg"]?["A_Const"]?["sval"]?["sval"]?.stringValue
         }
         return node?["A_Const"]?["sval"]?["sval"]?.stringValue
@@ -1267,6 +1264,15 @@ extension String {
 }
 
 extension SQLClassifier {
+    /// The type a cast names when it is PostgreSQL's own (unqualified or in `pg_catalog`), and whether it is written
+    /// plain, without a length or array bounds; nil for a type named in another schema.
+    static func castType(_ cast: ParseTree) -> (name: String, plain: Bool)? {
+        let type = cast["typeName"]?["TypeName"] ?? cast["typeName"]
+        let names = (type?["names"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
+        guard let name = names.last, names.count == 1 || (names.count == 2 && names[0] == "pg_catalog") else { return nil }
+        return (name, type?["typmods"] == nil && type?["arrayBounds"] == nil)
+    }
+
     /// An encoding's name as PostgreSQL compares names: lower case, letters and digits (`UTF-8` and `utf8` alike).
     static func encodingName(_ name: String) -> String {
         String(name.lowercased().filter { $0.isLetter || $0.isNumber })

@@ -961,27 +961,15 @@ enum WhereAnalysis {
         !pattern.isEmpty && pattern.allSatisfy { $0 == "%" }
     }
 
-    /// A regular expression that every text matches: empty, `^`, `$`, or `.*` repeated between optional
-    /// anchors (`.` matches a newline too, as PostgreSQL reads patterns by default); not `^$`.
+    /// A regular expression that every text matches: one that matches the empty string without anchoring it to the
+    /// whole text (``, `^`, `$`, `.*`, `x*`, `a|`) matches somewhere in every text, so one that matches each of a few
+    /// unlike texts is taken to (`^$` matches the empty one only). One Foundation cannot read (PostgreSQL's own syntax)
+    /// is taken to match every text.
     static func matchesAnyText(regex pattern: String) -> Bool {
-        // A regular expression that matches the empty string without anchoring it to the whole text (`x*`, `a|`, `$`)
-        // matches somewhere in every text: one that matches each of a few unlike texts is taken to (`^$` matches the
-        // empty one only). One Foundation cannot read (PostgreSQL's own syntax) is taken to match every text.
-        if let expression = try? NSRegularExpression(pattern: pattern, options: [.dotMatchesLineSeparators]) {
-            if ["", "a", "Z9 x", "\n", "é"].allSatisfy({ text in
-                expression.firstMatch(in: text, options: [], range: NSRange(text.startIndex..., in: text)) != nil
-            }) { return true }
-        } else {
-            return true
+        guard let expression = try? NSRegularExpression(pattern: pattern, options: [.dotMatchesLineSeparators]) else { return true }
+        return ["", "a", "Z9 x", "\n", "é"].allSatisfy { text in
+            expression.firstMatch(in: text, options: [], range: NSRange(text.startIndex..., in: text)) != nil
         }
-        var core = Substring(pattern)
-        let start = core.hasPrefix("^")
-        if start { core.removeFirst() }
-        let end = core.hasSuffix("$") && !core.hasSuffix("\\$")
-        if end { core.removeLast() }
-        if core.isEmpty { return !(start && end) }
-        let characters = Array(core)
-        return characters.count.isMultiple(of: 2) && stride(from: 0, to: characters.count, by: 2).allSatisfy { characters[$0] == "." && characters[$0 + 1] == "*" }
     }
 
     /// An operator's name when it is PostgreSQL's own: written without a schema, or in `pg_catalog`.
@@ -1003,8 +991,9 @@ enum WhereAnalysis {
 
     /// An OR of a condition and its negation: `id = 1 OR id <> 1` (every row where id is not NULL), `p IS NOT TRUE OR
     /// p`, `NOT p OR p`.
+    private static let negations: [String: Set<String>] = ["=": ["<>", "!="], "<>": ["="], "!=": ["="], "<": [">="], ">=": ["<"], ">": ["<="], "<=": [">"]]
+
     private static func complements(_ arguments: [ParseTree], constants: ConstantUse) -> Bool {
-        let negations: [String: Set<String>] = ["=": ["<>", "!="], "<>": ["="], "!=": ["="], "<": [">="], ">=": ["<"], ">": ["<="], "<=": [">"]]
         if constants.step(arguments.count * arguments.count) { return false }
         for first in arguments {
             // `NOT p`, `p IS NOT TRUE`, `p IS FALSE` beside `p`.
@@ -1063,10 +1052,7 @@ enum WhereAnalysis {
         // A cast that keeps the text as it is; `'%  '::bpchar` is `%` to LIKE (bpchar drops trailing spaces), and
         // a length cuts: neither is read here.
         if let cast = node["TypeCast"], let argument = cast["arg"] {
-            let type = cast["typeName"]?["TypeName"] ?? cast["typeName"]
-            let names = (type?["names"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
-            guard let name = names.last, names.count == 1 || (names.count == 2 && names[0] == "pg_catalog"),
-                  ["text", "varchar"].contains(name), type?["typmods"] == nil, type?["arrayBounds"] == nil else { return nil }
+            guard let type = SQLClassifier.castType(cast), type.plain, ["text", "varchar"].contains(type.name) else { return nil }
             return patternString(argument, constants: constants)
         }
         if let expression = node["A_Expr"], expression["kind"]?.stringValue == "AEXPR_OP", builtinOperator(expression["name"]) == "||",
@@ -1099,11 +1085,8 @@ enum WhereAnalysis {
 
     /// An integer constant cast to an integer type (`'01'::int4`, `5::int8`), by its value; nil for anything else.
     private static func castInteger(_ node: ParseTree, constants: ConstantUse) -> Int? {
-        guard let cast = node["TypeCast"], let argument = cast["arg"] else { return nil }
-        let type = cast["typeName"]?["TypeName"] ?? cast["typeName"]
-        let names = (type?["names"]?.elements ?? []).compactMap { $0["String"]?["sval"]?.stringValue }
-        guard let name = names.last, names.count == 1 || (names.count == 2 && names[0] == "pg_catalog"),
-              ["int2", "int4", "int8", "smallint", "integer", "bigint", "int"].contains(name) else { return nil }
+        guard let cast = node["TypeCast"], let argument = cast["arg"], let type = SQLClassifier.castType(cast),
+              ["int2", "int4", "int8", "smallint", "integer", "bigint", "int"].contains(type.name) else { return nil }
         if let integer = constantInteger(argument, constants: constants) { return integer }
         return constantString(argument, constants: constants).flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
     }

@@ -96,6 +96,13 @@ import Testing
 
     private func bytes(_ buffer: ByteBuffer?) -> [UInt8]? { buffer.map { Array($0.readableBytesView) } }
 
+    /// Binds the prepared statement `name` to the unnamed portal, allows it, and executes it.
+    private func run(_ flow: inout StatementFlow, _ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        _ = flow.receive(try frame(B.bind(statement: name), sourceLocation: sourceLocation))
+        _ = flow.decided(nil)
+        _ = flow.receive(try frame(B.execute(), sourceLocation: sourceLocation))
+    }
+
     // MARK: simple Query
 
     @Test func queryIsCheckedThenForwardedAsItWas() throws {
@@ -813,9 +820,7 @@ import Testing
     @Test func aTextReadWhileAnEarlierBatchRunsWaitsAtItsBind() throws {
         var flow = Self.signedIn("eb")
         _ = flow.receive(try frame(B.parse("f", "SELECT f()")))
-        _ = flow.receive(try frame(B.bind(statement: "f")))
-        _ = flow.decided(nil)
-        _ = flow.receive(try frame(B.execute()))
+        try run(&flow, "f")
         _ = flow.receive(try frame(B.sync))
         let sent = try messages(try #require(forwarded(flow.receive(try frame(B.parse("v", "VACUUM \"tâble\""))))))
         #expect(sent.count == 1, "no check of the settings in a batch that has run nothing: \(sent)")
@@ -827,9 +832,7 @@ import Testing
         _ = flow.receive(try frame(B.sync))
         for answer in [B.parseComplete, B.bindComplete, B.typed("C", B.cString("VACUUM")), B.readyForQuery()] { _ = flow.answer(try backend(answer)) }
         // Confirmed once: judged at once later, even behind a running statement.
-        _ = flow.receive(try frame(B.bind(statement: "f")))
-        _ = flow.decided(nil)
-        _ = flow.receive(try frame(B.execute()))
+        try run(&flow, "f")
         #expect(flow.receive(try frame(B.bind(statement: "v"))) == .check("VACUUM \"tâble\""))
         _ = flow.decided(nil)
         _ = flow.receive(try frame(B.sync))
@@ -837,14 +840,10 @@ import Testing
         // Parsed while an earlier batch ran, then a statement of its own batch ran before its Bind: refused.
         var other = Self.signedIn("ec")
         _ = other.receive(try frame(B.parse("f", "SELECT f()")))
-        _ = other.receive(try frame(B.bind(statement: "f")))
-        _ = other.decided(nil)
-        _ = other.receive(try frame(B.execute()))
+        try run(&other, "f")
         _ = other.receive(try frame(B.sync))
         _ = other.receive(try frame(B.parse("u", "SELECT 'ü'")))
-        _ = other.receive(try frame(B.bind(statement: "f")))
-        _ = other.decided(nil)
-        _ = other.receive(try frame(B.execute()))
+        try run(&other, "f")
         guard case .refuse(_, let refusal) = other.receive(try frame(B.bind(statement: "u"))) else {
             Issue.record("a text read while an earlier batch ran was bound after a statement of its own batch ran, unrefused")
             return
