@@ -24,8 +24,9 @@ struct CLIReachTests {
         let (text, seconds) = try await Self.run(["check", "prod-db", "--role", "read"], url: "http://127.0.0.1:\(port)")
         #expect(text.status == 1)
         // "connection refused" (below) is said only when the port answered with a refusal, not after the 5 s
-        // connect timeout; this bound only catches a hang like the old 60 s one.
-        #expect(seconds < 30, "took \(seconds) s")
+        // connect timeout; this bound only catches a hang like the old 60 s one (a debug binary starting while the
+        // whole suite runs on two cores has taken 38 s).
+        #expect(seconds < 50, "took \(seconds) s")
         let lines = text.stderr.split(separator: "\n")
         #expect(lines.count == 1 && lines[0] == "error: cannot reach Gatehouse at http://127.0.0.1:\(port): connection refused; is `gatehouse serve` running and GATEHOUSE_URL right?", "\(text)")
         let (json, _) = try await Self.run(["whoami", "--output", "json"], url: "http://127.0.0.1:\(port)")
@@ -58,7 +59,7 @@ struct CLIReachTests {
         defer { close(fd) }
         let (quiet, seconds) = try await Self.run(["whoami"], url: "http://127.0.0.1:\(silent)")
         #expect(quiet.status == 1 && quiet.stderr.contains("takes connections but gave no HTTP answer within 5 seconds"), "\(quiet)")
-        #expect(seconds < 30, "took \(seconds) s (the request deadline is a minute)")
+        #expect(seconds < 50, "took \(seconds) s (the request deadline is a minute)")
         // GATEHOUSE_CONNECT_TIMEOUT sets the wait, and the message says it; a value that is not one is a usage error.
         let (patient, _) = try await Self.run(["whoami"], url: "http://127.0.0.1:\(silent)", connectTimeout: "1")
         #expect(patient.status == 1 && patient.stderr.contains("gave no HTTP answer within 1 second;"), "\(patient)")
